@@ -1,0 +1,60 @@
+# Scout: `make up` runs the local stack, `make test` runs every test.
+# Ports and tools can be overridden: `make up PROMETHEUS_PORT=19090`.
+
+PYTHON ?= python3
+VENV ?= .venv
+PROMETHEUS_PORT ?= 9090
+ALERTMANAGER_PORT ?= 9093
+EXPORTER_PORT ?= 8781
+SIDECAR_PORT ?= 8782
+
+BIN := $(VENV)/bin
+# COMMAND:DEBIAN-PACKAGE pairs: a package is installed only if its command is missing.
+STACK_DEBS := ensurepip:python3-venv prometheus:prometheus \
+	prometheus-alertmanager:prometheus-alertmanager
+TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager
+BENCH_DEBS := $(STACK_DEBS) prometheus-node-exporter:prometheus-node-exporter
+
+.PHONY: up test lint bench system-deps clean
+
+up: $(VENV)/.installed
+	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(STACK_DEBS)
+	@$(BIN)/python scripts/localstack.py \
+		--prometheus-port $(PROMETHEUS_PORT) --alertmanager-port $(ALERTMANAGER_PORT) \
+		--exporter-port $(EXPORTER_PORT) --sidecar-port $(SIDECAR_PORT)
+
+test: $(VENV)/.installed-dev
+	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(TEST_DEBS)
+	$(MAKE) --no-print-directory lint
+	@# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+	@$(BIN)/pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(BENCH_DEBS)
+	$(BIN)/python benchmarks/host_scrape.py
+
+$(VENV)/.python-ok:
+	@PYTHON=$(PYTHON) scripts/install-system-deps.sh ensurepip:python3-venv
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "error: Scout needs Python 3.11 or newer; run with PYTHON=python3.11 (or newer)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.python-ok
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.python-ok
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,134 @@
+"""The exporter's HTTP app: exposition, health, config view and reload."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+from prometheus_client import PlatformCollector, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter import __version__
+from exporter.collectors import COLLECTORS, CollectorSpec
+from exporter.config import ExporterConfig, load_config
+from exporter.errors import ConfigError
+from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS
+from exporter.live import LiveConfig, Settings
+from exporter.scrape import ScrapeRunner, collector_status_families, scrape_deadline
+from exporter.web import healthy, landing_page, ready, render_families
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8781
+
+
+def _exporter_families(live: LiveConfig) -> list[Metric]:
+    build = GaugeMetricFamily(
+        "scout_exporter_build_info",
+        "The exporter's version; the value is always 1.",
+        labels=["version", "pythonversion"],
+    )
+    build.add_metric([__version__, platform.python_version()], 1)
+    reload_ok = GaugeMetricFamily(
+        "scout_config_last_reload_successful", "1 if the last config reload succeeded."
+    )
+    reload_ok.add_metric([], 1 if live.last_reload_successful else 0)
+    reload_time = GaugeMetricFamily(
+        "scout_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful config load.",
+    )
+    reload_time.add_metric([], live.last_reload_success_time)
+    return [build, reload_ok, reload_time]
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    live = app[LIVE_CONFIG]
+    deadline = scrape_deadline(
+        request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
+        app[SETTINGS].timeout_offset_seconds,
+    )
+    results = await app[RUNNER].scrape(live.collectors, deadline)
+    families: list[Metric] = _exporter_families(live)
+    families += collector_status_families(results)
+    for result in results:
+        families += result.families
+    families += ProcessCollector(registry=None).collect()
+    families += PlatformCollector(registry=None).collect()
+    return render_families(request, families)
+
+
+async def landing(request: web.Request) -> web.Response:
+    collectors = ", ".join(sorted(request.app[LIVE_CONFIG].collectors)) or "none"
+    return landing_page(
+        f"Scout exporter {__version__}",
+        f"Collectors enabled: {collectors}. POST /-/reload or send SIGHUP to reload the config.",
+        (
+            ("/metrics", "metrics of this host and of the exporter"),
+            ("/config", "the config in force, secrets masked"),
+            ("/-/healthy", "liveness"),
+            ("/-/ready", "readiness"),
+        ),
+    )
+
+
+async def show_config(request: web.Request) -> web.Response:
+    text = request.app[LIVE_CONFIG].config.masked_yaml()
+    return web.Response(text=text, content_type="text/yaml")
+
+
+def reload_config(app: web.Application) -> str | None:
+    """Reload; returns the error message, or ``None`` when the new config took."""
+    try:
+        app[LIVE_CONFIG].reload()
+    except ConfigError as exc:
+        log.error("config reload failed, keeping the previous config: %s", exc)
+        return str(exc)
+    log.info("config reloaded")
+    return None
+
+
+async def reload(request: web.Request) -> web.Response:
+    error = reload_config(request.app)
+    if error is not None:
+        return web.Response(status=500, text=f"failed to reload config: {error}\n")
+    return web.Response(text="config reloaded\n")
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", landing)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/config", show_config)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+
+
+async def _collector_threads(app: web.Application) -> AsyncIterator[None]:
+    workers = max(4, 2 * len(app[LIVE_CONFIG].collectors))
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collector")
+    app[RUNNER] = ScrapeRunner(executor)
+    yield
+    # A collector stuck in a system call must not keep the process alive.
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(
+    settings: Settings,
+    config: ExporterConfig | None = None,
+    *,
+    collector_specs: Sequence[CollectorSpec] = COLLECTORS,
+) -> web.Application:
+    """Build the app. ``config`` defaults to loading ``settings.config_file``."""
+    if config is None:
+        config = load_config(settings.config_file, expand_env=settings.expand_env)
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[LIVE_CONFIG] = LiveConfig(settings, config, collector_specs)
+    app.cleanup_ctx.append(_collector_threads)
+    setup_routes(app)
+    return app

@@ -1,0 +1,151 @@
+"""``scout-exporter``: command-line flags in the Prometheus exporter-toolkit spelling."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.app import DEFAULT_PORT, create_app, reload_config
+from exporter.collectors import COLLECTORS
+from exporter.config import load_config
+from exporter.errors import ConfigError
+from exporter.keys import RUNNER
+from exporter.live import Settings
+from exporter.logs import LOG_LEVELS, configure_logging
+from exporter.web import parse_listen_address, serve
+
+log = logging.getLogger("exporter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scout-exporter",
+        description="Prometheus exporter for networks, firewalls and servers.",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        type=parse_listen_address,
+        default=parse_listen_address(f":{DEFAULT_PORT}"),
+        metavar="HOST:PORT",
+        help=f"address to serve on (default :{DEFAULT_PORT}, every interface)",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        type=Path,
+        metavar="FILE",
+        help="YAML config; without it, built-in defaults are used",
+    )
+    parser.add_argument(
+        "--config.expand-env",
+        dest="expand_env",
+        action="store_true",
+        help="expand ${VAR} references in the config file",
+    )
+    parser.add_argument(
+        "--scrape.timeout-offset",
+        dest="timeout_offset",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="subtracted from Prometheus's scrape timeout (default 0.5)",
+    )
+    parser.add_argument(
+        "--collector.disable-defaults",
+        dest="disable_defaults",
+        action="store_true",
+        help="start with every collector disabled",
+    )
+    for spec in COLLECTORS:
+        parser.add_argument(
+            f"--collector.{spec.name}",
+            dest=f"collector_{spec.name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"{spec.help} (default {'on' if spec.enabled_by_default else 'off'})",
+        )
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="info")
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        choices=["auto", "logfmt", "json"],
+        default="auto",
+        help="auto: logfmt on a terminal, JSON otherwise",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the config file and exit: 0 if valid, 1 if not",
+    )
+    parser.add_argument("--version", action="version", version=f"scout-exporter {__version__}")
+    return parser
+
+
+def enabled_collectors(args: argparse.Namespace) -> frozenset[str]:
+    enabled = set()
+    for spec in COLLECTORS:
+        choice = getattr(args, f"collector_{spec.name}")
+        default = spec.enabled_by_default and not args.disable_defaults
+        if choice if choice is not None else default:
+            enabled.add(spec.name)
+    return frozenset(enabled)
+
+
+def _install_sighup(app: web.Application) -> None:
+    async def on_startup(app: web.Application) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_config, app)
+
+    app.on_startup.append(on_startup)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    settings = Settings(
+        config_file=args.config_file,
+        expand_env=args.expand_env,
+        enabled_collectors=enabled_collectors(args),
+        timeout_offset_seconds=args.timeout_offset,
+    )
+    try:
+        config = load_config(settings.config_file, expand_env=settings.expand_env)
+    except ConfigError as exc:
+        print(f"scout-exporter: invalid config:\n{exc}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        where = settings.config_file or "built-in defaults"
+        print(f"config OK: {where} ({len(config.auths)} auths)")
+        return 0
+    app = create_app(settings, config)
+    _install_sighup(app)
+    host, port = args.listen
+    log.info(
+        "starting",
+        extra={
+            "version": __version__,
+            "address": f"{host or '*'}:{port}",
+            "collectors": ",".join(sorted(settings.enabled_collectors)),
+        },
+    )
+    status = serve(app, host, port, "scout-exporter")
+    runner = app.get(RUNNER)
+    if runner is not None and runner.busy():
+        # A collector stuck in a system call would block interpreter exit forever.
+        log.warning("a collector is still running; exiting without waiting for it")
+        logging.shutdown()
+        os._exit(status)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Clients: every network or OS call the collectors make sits behind a Protocol here."""

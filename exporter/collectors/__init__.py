@@ -1,0 +1,22 @@
+"""The collector registry: one explicit table, from which the CLI flags are derived.
+
+A collector named ``foo`` gets ``--collector.foo`` and ``--no-collector.foo``.
+Multi-target collection (SNMP, probes, firewalls, WinRM) has its own endpoints
+and is not listed here.
+"""
+
+from __future__ import annotations
+
+from exporter.collectors.base import Collector, CollectorSpec
+from exporter.collectors.host import HostCollector
+
+COLLECTORS: tuple[CollectorSpec, ...] = (
+    CollectorSpec(
+        name="host",
+        help="the local host through psutil: CPU, memory, filesystems, disks, network",
+        enabled_by_default=True,
+        build=HostCollector.from_config,
+    ),
+)
+
+__all__ = ["COLLECTORS", "Collector", "CollectorSpec"]

@@ -1,0 +1,31 @@
+"""What a collector is, and how the registry table describes one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.config import ExporterConfig
+
+
+class Collector(Protocol):
+    """Maps data from a client to metric families, built fresh on every call.
+
+    ``collect`` is blocking: the scrape runs it in a worker thread and stops
+    waiting for it at the scrape deadline.
+    """
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorSpec:
+    """One row of the registry table; the ``--collector.<name>`` flags come from it."""
+
+    name: str
+    help: str
+    enabled_by_default: bool
+    build: Callable[[ExporterConfig], Collector]

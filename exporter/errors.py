@@ -1,0 +1,20 @@
+"""Exceptions raised by the exporter.
+
+Tree::
+
+    ExporterError
+     ├── ConfigError        the config file cannot be read or is invalid
+     └── CollectorBusyError a collector is still running from an earlier scrape
+"""
+
+
+class ExporterError(Exception):
+    """Root of every exception the exporter raises on purpose."""
+
+
+class ConfigError(ExporterError):
+    """The config is invalid; the message names the file, line and key."""
+
+
+class CollectorBusyError(ExporterError):
+    """A collector has not finished its previous run, so it is not started again."""

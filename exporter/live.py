@@ -1,0 +1,51 @@
+"""The settings a daemon starts with, and the config in force, which reloads can replace."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.collectors import COLLECTORS, Collector, CollectorSpec
+from exporter.config import ExporterConfig, load_config
+from exporter.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config_file: Path | None = None
+    expand_env: bool = False
+    enabled_collectors: frozenset[str] = frozenset(
+        spec.name for spec in COLLECTORS if spec.enabled_by_default
+    )
+    timeout_offset_seconds: float = 0.5
+
+
+class LiveConfig:
+    """The config in force, the collectors built from it, and how the last reload went."""
+
+    def __init__(
+        self, settings: Settings, config: ExporterConfig, specs: Sequence[CollectorSpec]
+    ) -> None:
+        self._settings = settings
+        self._specs = [s for s in specs if s.name in settings.enabled_collectors]
+        self.config = config
+        self.collectors = self._build(config)
+        self.last_reload_successful = True
+        self.last_reload_success_time = time.time()
+
+    def _build(self, config: ExporterConfig) -> dict[str, Collector]:
+        return {spec.name: spec.build(config) for spec in self._specs}
+
+    def reload(self) -> None:
+        """Load the config file again; on error keep the old config and raise."""
+        try:
+            config = load_config(self._settings.config_file, expand_env=self._settings.expand_env)
+            collectors = self._build(config)
+        except ConfigError:
+            self.last_reload_successful = False
+            raise
+        self.config, self.collectors = config, collectors
+        self.last_reload_successful = True
+        self.last_reload_success_time = time.time()

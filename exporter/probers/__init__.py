@@ -1,0 +1,1 @@
+"""Probers for the multi-target endpoints, looked up by name from a module's ``prober:``."""

@@ -1,0 +1,81 @@
+"""HTTP pieces both daemons share: exposition rendering, health answers, listen addresses."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import sys
+from collections.abc import Iterable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+
+
+class _Families:
+    """Adapter so prometheus_client's encoders can render a list of families."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def render_registry(request: web.Request, registry: CollectorRegistry) -> web.Response:
+    """The exposition in the format the scraper asked for (OpenMetrics or text 0.0.4)."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    response = web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+    # Prometheus asks for gzip; a large SNMP or flow exposition shrinks about sixfold.
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
+
+
+def render_families(request: web.Request, families: Iterable[Metric]) -> web.Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return render_registry(request, registry)
+
+
+async def healthy(_: web.Request) -> web.Response:
+    return web.Response(text="Healthy.\n")
+
+
+async def ready(_: web.Request) -> web.Response:
+    return web.Response(text="Ready.\n")
+
+
+def parse_listen_address(value: str) -> tuple[str | None, int]:
+    """``host:port``, ``[v6]:port`` or ``:port`` (every interface)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    host = host.removeprefix("[").removesuffix("]")
+    return (host or None), int(port)
+
+
+def landing_page(title: str, intro: str, links: Iterable[tuple[str, str]]) -> web.Response:
+    items = "".join(
+        f'<li><a href="{html.escape(href)}">{html.escape(href)}</a> {html.escape(text)}</li>'
+        for href, text in links
+    )
+    body = (
+        f"<!doctype html><html><head><title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p><ul>{items}</ul>"
+        "</body></html>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+def serve(app: web.Application, host: str | None, port: int, prog: str) -> int:
+    """Run ``app`` until SIGINT/SIGTERM; 1 with a one-line reason if it cannot listen."""
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log=None)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(f"{prog}: cannot listen on {host or '*'}:{port}: {reason}", file=sys.stderr)
+        return 1
+    return 0

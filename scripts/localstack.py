@@ -1,0 +1,327 @@
+"""Run Scout's local stack on loopback: Prometheus, Alertmanager, the exporter, the sidecar.
+
+``make up`` calls this. Every process runs in its own process group and is
+stopped on Ctrl-C (or SIGTERM), so nothing is left behind. The process helpers
+here are also what the test suite and the benchmarks use to run real peers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says what to do."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now.
+
+    SO_REUSEADDR, as the servers themselves set it, so connections of a stack
+    that just stopped (TIME_WAIT) do not count as the port being in use.
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def find_binary(*names: str) -> str:
+    """The first of ``names`` on PATH or beside this Python (the venv's scripts)."""
+    for name in names:
+        beside_python = Path(sys.executable).parent / name
+        if beside_python.exists():
+            return str(beside_python)
+        found = shutil.which(name)
+        if found:
+            return found
+    raise StackError(f"none of {', '.join(names)} is installed; run `make up` to install them")
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Service:
+    """A child process with a readiness URL and a log file."""
+
+    name: str
+    argv: list[str]
+    ready_url: str
+    log_path: Path
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group, so Ctrl-C reaches us alone
+                env=self.env,
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.exited():
+                raise StackError(f"{self.name} exited at start-up:\n{self.log_tail()}")
+            if http_ok(self.ready_url):
+                return
+            time.sleep(0.1)
+        raise StackError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left after ``grace``."""
+        if self.process is None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Children of the service (if any) share its group; make sure none survive.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def prometheus_service(
+    config: Path, data_dir: Path, port: int, extra_args: Sequence[str] = ()
+) -> Service:
+    address = f"127.0.0.1:{port}"
+    return Service(
+        name="prometheus",
+        argv=[
+            find_binary("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data_dir / 'prometheus'}",
+            f"--web.listen-address={address}",
+            f"--web.external-url=http://{address}/",
+            "--web.enable-lifecycle",
+            *extra_args,
+        ],
+        ready_url=f"http://{address}/-/ready",
+        log_path=data_dir / "logs" / "prometheus.log",
+    )
+
+
+def alertmanager_service(config: Path, data_dir: Path, port: int) -> Service:
+    address = f"127.0.0.1:{port}"
+    return Service(
+        name="alertmanager",
+        argv=[
+            find_binary("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={config}",
+            f"--storage.path={data_dir / 'alertmanager'}",
+            f"--web.listen-address={address}",
+            f"--web.external-url=http://{address}/",
+            # Empty: no gossip on 0.0.0.0:9094 for a single local instance.
+            "--cluster.listen-address=",
+        ],
+        ready_url=f"http://{address}/-/ready",
+        log_path=data_dir / "logs" / "alertmanager.log",
+    )
+
+
+def exporter_service(data_dir: Path, port: int, args: Sequence[str] = ()) -> Service:
+    address = f"127.0.0.1:{port}"
+    return Service(
+        name="scout-exporter",
+        argv=[find_binary("scout-exporter"), f"--web.listen-address={address}", *args],
+        ready_url=f"http://{address}/-/ready",
+        log_path=data_dir / "logs" / "scout-exporter.log",
+    )
+
+
+def sidecar_service(data_dir: Path, port: int, args: Sequence[str] = ()) -> Service:
+    address = f"127.0.0.1:{port}"
+    return Service(
+        name="scout-sidecar",
+        argv=[find_binary("scout-sidecar"), "serve", f"--web.listen-address={address}", *args],
+        ready_url=f"http://{address}/-/ready",
+        log_path=data_dir / "logs" / "scout-sidecar.log",
+    )
+
+
+def write_prometheus_config(
+    source: Path, destination: Path, addresses: dict[str, str], alertmanager: str
+) -> None:
+    """Copy ``source`` with each job's targets set to ``addresses[job]``.
+
+    Rule files are made absolute, since Prometheus reads them relative to the
+    config file, which now lives elsewhere.
+    """
+    config = yaml.safe_load(source.read_text())
+    config["rule_files"] = [str(source.parent / pattern) for pattern in config["rule_files"]]
+    config["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
+    for job in config["scrape_configs"]:
+        if job["job_name"] in addresses:
+            job["static_configs"] = [{"targets": [addresses[job["job_name"]]]}]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@contextlib.contextmanager
+def running(services: Sequence[Service], ready_timeout: float = 30.0) -> Iterator[None]:
+    """Start ``services`` in order, each ready before the next; stop all on exit."""
+    started: list[Service] = []
+    try:
+        for service in services:
+            service.start()
+            started.append(service)
+            service.wait_ready(ready_timeout)
+        yield
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prometheus-port", type=int, default=9090)
+    parser.add_argument("--alertmanager-port", type=int, default=9093)
+    parser.add_argument("--exporter-port", type=int, default=8781)
+    parser.add_argument("--sidecar-port", type=int, default=8782)
+    parser.add_argument("--data-dir", type=Path, default=REPO / ".stack")
+    parser.add_argument(
+        "--exporter-config", type=Path, default=REPO / "docs" / "examples" / "scout-exporter.yml"
+    )
+    return parser.parse_args(argv)
+
+
+# Which `make` variable overrides each port, for the error message.
+_PORT_VARIABLES = {
+    "prometheus_port": "PROMETHEUS_PORT",
+    "alertmanager_port": "ALERTMANAGER_PORT",
+    "exporter_port": "EXPORTER_PORT",
+    "sidecar_port": "SIDECAR_PORT",
+}
+
+
+def check_ports(args: argparse.Namespace) -> None:
+    busy = [
+        f"  port {getattr(args, attr)} is in use: pick another with `make up {var}=<port>`"
+        for attr, var in _PORT_VARIABLES.items()
+        if not port_is_free(getattr(args, attr))
+    ]
+    if busy:
+        raise StackError("cannot start the stack:\n" + "\n".join(busy))
+
+
+def watch(services: Sequence[Service]) -> None:
+    """Return never; raise if a service dies, so the others are stopped too."""
+    while True:
+        dead = [s for s in services if s.exited()]
+        if dead:
+            raise StackError(
+                "".join(f"{s.name} stopped unexpectedly:\n{s.log_tail()}\n" for s in dead)
+            )
+        time.sleep(0.5)
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM (from a supervisor or `kill`) stops the stack as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = args.data_dir.resolve()
+    addr = {
+        "prometheus": f"127.0.0.1:{args.prometheus_port}",
+        "alertmanager": f"127.0.0.1:{args.alertmanager_port}",
+        "scout-exporter": f"127.0.0.1:{args.exporter_port}",
+        "scout-sidecar": f"127.0.0.1:{args.sidecar_port}",
+    }
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    try:
+        check_ports(args)
+        prometheus_config = data / "prometheus.yml"
+        write_prometheus_config(
+            REPO / "prometheus" / "prometheus.yml",
+            prometheus_config,
+            addr,
+            addr["alertmanager"],
+        )
+        services = [
+            exporter_service(data, args.exporter_port, [f"--config.file={args.exporter_config}"]),
+            sidecar_service(data, args.sidecar_port),
+            alertmanager_service(
+                REPO / "alertmanager" / "alertmanager.yml", data, args.alertmanager_port
+            ),
+            prometheus_service(prometheus_config, data, args.prometheus_port),
+        ]
+        with running(services):
+            print("Scout stack is up (Ctrl-C stops it):")
+            for name, address in addr.items():
+                print(f"  {name:<14} http://{address}/")
+            print(f"  logs and data  {data}")
+            print(
+                "  try: curl -s 'http://{}/api/v1/query?query=scout_host_load1'".format(
+                    addr["prometheus"]
+                )
+            )
+            sys.stdout.flush()
+            try:
+                watch(services)
+            except KeyboardInterrupt:
+                print("\nstopping the Scout stack ...", flush=True)
+        print("stopped.")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; everything started was stopped.")
+        return 130
+    except StackError as exc:
+        print(f"localstack: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

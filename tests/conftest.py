@@ -1,0 +1,106 @@
+"""Shared fixtures: real processes on free loopback ports, and small HTTP helpers."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.localstack import Service, exporter_service, free_port, prometheus_service
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def http_post(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def promql(base_url: str, query: str) -> list[dict[str, Any]]:
+    url = f"{base_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    status, body = http_get(url)
+    assert status == 200, body
+    payload = json.loads(body)
+    assert payload["status"] == "success", payload
+    result: list[dict[str, Any]] = payload["data"]["result"]
+    return result
+
+
+@pytest.fixture
+def start_service() -> Iterator[Callable[[Service], Service]]:
+    """Start services that are stopped (whole process group) at teardown."""
+    started: list[Service] = []
+
+    def start(service: Service) -> Service:
+        service.start()
+        started.append(service)
+        service.wait_ready()
+        return service
+
+    yield start
+    for service in reversed(started):
+        service.stop(grace=5)
+
+
+@pytest.fixture
+def exporter_factory(
+    tmp_path: Path, start_service: Callable[[Service], Service]
+) -> Callable[..., tuple[Service, str]]:
+    """Run ``scout-exporter`` on a free port; returns the service and its base URL."""
+
+    def make(*args: str) -> tuple[Service, str]:
+        port = free_port()
+        service = start_service(exporter_service(tmp_path, port, args))
+        return service, f"http://127.0.0.1:{port}"
+
+    return make
+
+
+@pytest.fixture
+def prometheus_factory(
+    tmp_path: Path, start_service: Callable[[Service], Service]
+) -> Callable[[list[dict[str, Any]]], str]:
+    """Run the distribution's Prometheus with the given scrape configs; returns its URL."""
+
+    def make(scrape_configs: list[dict[str, Any]]) -> str:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            json.dumps(  # JSON is valid YAML
+                {
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                    "scrape_configs": scrape_configs,
+                }
+            )
+        )
+        start_service(prometheus_service(config, tmp_path, port))
+        return f"http://127.0.0.1:{port}"
+
+    return make

@@ -1,0 +1,48 @@
+"""The exporter as a process: start, stop, and errors a person would see."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+from tests.conftest import http_get
+
+
+def test_sigterm_after_scrapes_exits_cleanly_and_quietly(exporter_factory):
+    service, url = exporter_factory("--log.format=json")
+    for _ in range(3):
+        assert http_get(f"{url}/metrics")[0] == 200
+    assert service.process is not None
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=10) == 0
+    assert "still running" not in service.log_path.read_text()
+
+
+def test_busy_port_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter.cli", f"--web.listen-address=127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def test_malformed_listen_address_is_a_usage_error():
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "--web.listen-address=localhost"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "expected HOST:PORT, got 'localhost'" in result.stderr

@@ -1,0 +1,192 @@
+"""Config validation: every error has an invalid-*.yml case checked against its exact message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, load_config, parse_config
+
+CONFIGS = Path(__file__).parent / "configs"
+SECRETS = (
+    "public-community-secret",
+    "auth-pass-secret",
+    "priv-pass-secret",
+    "fortigate-token-secret",
+    "opnsense-password-secret",
+    "winrm-password-secret",
+)
+
+EXPECTED_ERRORS = {
+    "invalid-unknown-key.yml": '4: auths.public_v2: unknown key "comunity"',
+    "invalid-unknown-top-level-key.yml": '1: top level: unknown key "colectors"',
+    "invalid-unknown-collector.yml": '3: collectors: unknown key "snmp"',
+    "invalid-duplicate-key.yml": '5: duplicate key "public_v2"',
+    "invalid-yaml-syntax.yml": (
+        "4: invalid YAML: expected <block end>, but found '<block mapping start>'"
+    ),
+    "invalid-top-level-list.yml": "1: the top level must be a mapping",
+    "invalid-regex.yml": (
+        "4: collectors.host.mountpoints.exclude: invalid regular expression '/(dev|proc': "
+        "missing ), unterminated subpattern at position 1"
+    ),
+    "invalid-filter-not-mapping.yml": "3: collectors.host.disks: should be a mapping, got 'sd.*'",
+    "invalid-auth-type.yml": (
+        "2: auths.ssh_box: unknown type 'ssh' (expected one of: 'snmp', 'http', 'winrm')"
+    ),
+    "invalid-auth-missing-type.yml": '2: auths.public_v2: missing required key "type"',
+    "invalid-snmp-v2-no-community.yml": "2: auths.public_v2: SNMP v2 needs a community",
+    "invalid-snmp-v1-with-v3-fields.yml": (
+        "2: auths.old_switch: SNMP v1 takes only a community, not v3 fields"
+    ),
+    "invalid-snmp-v3-with-community.yml": (
+        "2: auths.core_v3: SNMP v3 takes a username, not a community"
+    ),
+    "invalid-snmp-v3-no-username.yml": (
+        "2: auths.core_v3: SNMP v3 needs username and security_level"
+    ),
+    "invalid-snmp-v3-auth-missing-password.yml": (
+        "2: auths.core_v3: authNoPriv needs auth_protocol and auth_password"
+    ),
+    "invalid-snmp-v3-priv-missing.yml": (
+        "2: auths.core_v3: authPriv needs priv_protocol and priv_password"
+    ),
+    "invalid-snmp-version.yml": "4: auths.public_v2.version: input should be 1, 2 or 3, got 4",
+    "invalid-snmp-auth-protocol.yml": (
+        "7: auths.core_v3.auth_protocol: input should be 'MD5', 'SHA', 'SHA224', 'SHA256', "
+        "'SHA384' or 'SHA512', got 'SHA1'"
+    ),
+    "invalid-secret-not-a-string.yml": (
+        "4: auths.public_v2.community: input should be a valid string"
+    ),
+    "invalid-http-both-schemes.yml": (
+        "2: auths.fortigate: use either username/password or bearer_token, not both"
+    ),
+    "invalid-http-password-without-username.yml": "2: auths.opnsense: password needs a username",
+    "invalid-http-no-credentials.yml": "2: auths.opnsense: needs username/password or bearer_token",
+    "invalid-winrm-missing-password.yml": '2: auths.windows: missing required key "password"',
+    "invalid-winrm-transport.yml": (
+        "6: auths.windows.transport: input should be 'ntlm', 'kerberos', 'credssp' or 'basic', "
+        "got 'telnet'"
+    ),
+    "invalid-env-unset.yml": '4: environment variable "SCOUT_TEST_UNSET_VARIABLE" is not set',
+}
+
+
+def test_every_invalid_file_has_an_expected_message():
+    assert {p.name for p in CONFIGS.glob("invalid-*.yml")} == set(EXPECTED_ERRORS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ERRORS))
+def test_invalid_config_gives_exact_message(name, monkeypatch):
+    monkeypatch.delenv("SCOUT_TEST_UNSET_VARIABLE", raising=False)
+    path = CONFIGS / name
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, expand_env=True)
+    assert str(caught.value) == f"{path}:{EXPECTED_ERRORS[name]}"
+
+
+def test_secret_given_as_wrong_type_is_not_echoed():
+    with pytest.raises(ConfigError) as caught:
+        load_config(CONFIGS / "invalid-secret-not-a-string.yml")
+    assert "8675309" not in str(caught.value)
+
+
+def test_all_errors_are_reported_at_once():
+    text = "collectors: {hots: {}}\nauths: {a: {type: http}}\nextra: 1\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "many.yml")
+    assert str(caught.value).splitlines() == [
+        'many.yml:1: collectors: unknown key "hots"',
+        "many.yml:2: auths.a: needs username/password or bearer_token",
+        'many.yml:3: top level: unknown key "extra"',
+    ]
+
+
+def test_missing_file_is_a_config_error_naming_it(tmp_path):
+    missing = tmp_path / "nope.yml"
+    with pytest.raises(ConfigError, match=r"nope\.yml: cannot read config: No such file"):
+        load_config(missing)
+
+
+def test_empty_file_and_no_file_give_defaults(tmp_path):
+    empty = tmp_path / "empty.yml"
+    empty.write_text("# nothing yet\n")
+    assert load_config(empty) == load_config(None)
+    assert load_config(None).collectors.host.disks.keeps("sda")
+
+
+def test_valid_config_masks_every_secret():
+    config = load_config(CONFIGS / "valid-full.yml")
+    shown = config.masked_yaml() + repr(config) + str(config)
+    for secret in SECRETS:
+        assert secret not in shown
+    assert shown.count("<secret>") == 6
+    core = config.auths["core_v3"]
+    assert core.type == "snmp"
+    assert core.auth_password is not None
+    assert core.auth_password.get_secret_value() == "auth-pass-secret"
+
+
+def test_env_expansion_is_opt_in(monkeypatch):
+    monkeypatch.setenv("SCOUT_TEST_COMMUNITY", "from-env")
+    path = CONFIGS / "valid-env.yml"
+    literal = load_config(path).auths["public_v2"]
+    expanded = load_config(path, expand_env=True).auths["public_v2"]
+    assert literal.type == expanded.type == "snmp"
+    assert literal.community is not None
+    assert expanded.community is not None
+    assert literal.community.get_secret_value() == "${SCOUT_TEST_COMMUNITY}"
+    assert expanded.community.get_secret_value() == "from-env"
+    http = load_config(path, expand_env=True).auths["literal"]
+    assert http.type == "http"
+    assert http.password is not None
+    assert http.password.get_secret_value() == "cost$5"
+
+
+def run_exporter(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_dry_run_valid_config_exits_0():
+    result = run_exporter("--dry-run", f"--config.file={CONFIGS / 'valid-full.yml'}")
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout
+    assert "5 auths" in result.stdout
+
+
+def test_dry_run_invalid_config_exits_1_with_the_message():
+    path = CONFIGS / "invalid-unknown-key.yml"
+    result = run_exporter("--dry-run", f"--config.file={path}")
+    assert result.returncode == 1
+    assert f'{path}:4: auths.public_v2: unknown key "comunity"' in result.stderr
+
+
+def test_dry_run_never_prints_secrets():
+    result = run_exporter("--dry-run", f"--config.file={CONFIGS / 'valid-full.yml'}")
+    for secret in SECRETS:
+        assert secret not in result.stdout + result.stderr
+
+
+def test_unknown_flag_is_a_usage_error():
+    result = run_exporter("--collector.nonexistent")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --collector.nonexistent" in result.stderr
+
+
+def test_collector_flags_come_from_the_registry_table():
+    from exporter.collectors import COLLECTORS
+
+    help_text = run_exporter("--help").stdout
+    for spec in COLLECTORS:
+        assert f"--collector.{spec.name}" in help_text
+        assert f"--no-collector.{spec.name}" in help_text
