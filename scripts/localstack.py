@@ -170,24 +170,24 @@ def alertmanager_service(config: Path, data_dir: Path, port: int) -> Service:
     )
 
 
-def exporter_service(data_dir: Path, port: int, args: Sequence[str] = ()) -> Service:
+def scout_service(command: Sequence[str], data_dir: Path, port: int) -> Service:
+    """A Scout daemon (``["scout-exporter"]`` or ``["scout-sidecar", "serve"]``) on ``port``."""
     address = f"127.0.0.1:{port}"
+    name = command[0]
     return Service(
-        name="scout-exporter",
-        argv=[find_binary("scout-exporter"), f"--web.listen-address={address}", *args],
+        name=name,
+        argv=[find_binary(name), *command[1:], f"--web.listen-address={address}"],
         ready_url=f"http://{address}/-/ready",
-        log_path=data_dir / "logs" / "scout-exporter.log",
+        log_path=data_dir / "logs" / f"{name}.log",
     )
+
+
+def exporter_service(data_dir: Path, port: int, args: Sequence[str] = ()) -> Service:
+    return scout_service(["scout-exporter", *args], data_dir, port)
 
 
 def sidecar_service(data_dir: Path, port: int, args: Sequence[str] = ()) -> Service:
-    address = f"127.0.0.1:{port}"
-    return Service(
-        name="scout-sidecar",
-        argv=[find_binary("scout-sidecar"), "serve", f"--web.listen-address={address}", *args],
-        ready_url=f"http://{address}/-/ready",
-        log_path=data_dir / "logs" / "scout-sidecar.log",
-    )
+    return scout_service(["scout-sidecar", "serve", *args], data_dir, port)
 
 
 def write_prometheus_config(

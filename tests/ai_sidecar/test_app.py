@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
-import sys
 
 from ai_sidecar.app import create_app
 from ai_sidecar.settings import SidecarSettings
 from scripts.localstack import free_port, sidecar_service
-from tests.conftest import http_get
+from tests.conftest import http_get, run_on_busy_port
 
 
 async def test_metrics_health_and_landing(aiohttp_client):
@@ -44,22 +41,6 @@ def test_cli_serves_and_stops_cleanly_on_sigterm(tmp_path, start_service):
 
 
 def test_cli_busy_port_is_a_clear_error():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ai_sidecar.cli",
-                "serve",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+    result, port = run_on_busy_port("ai_sidecar.cli", "serve")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr

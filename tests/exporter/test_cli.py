@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 
-from tests.conftest import http_get
+from tests.conftest import http_get, run_on_busy_port
 
 
 def test_sigterm_after_scrapes_exits_cleanly_and_quietly(exporter_factory):
@@ -21,17 +20,7 @@ def test_sigterm_after_scrapes_exits_cleanly_and_quietly(exporter_factory):
 
 
 def test_busy_port_is_a_clear_error():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "exporter.cli", f"--web.listen-address=127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+    result, port = run_on_busy_port("exporter.cli")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
 
