@@ -12,7 +12,8 @@ BIN := $(VENV)/bin
 # COMMAND:DEBIAN-PACKAGE pairs: a package is installed only if its command is missing.
 STACK_DEBS := ensurepip:python3-venv prometheus:prometheus \
 	prometheus-alertmanager:prometheus-alertmanager
-TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager
+TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
+	docker-compose:docker-compose
 BENCH_DEBS := $(STACK_DEBS) prometheus-node-exporter:prometheus-node-exporter
 
 .PHONY: up test lint bench system-deps clean

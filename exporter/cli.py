@@ -15,7 +15,7 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.app import DEFAULT_PORT, create_app, reload_config
-from exporter.collectors import COLLECTORS
+from exporter.collectors import COLLECTORS, HostView
 from exporter.config import load_config
 from exporter.errors import ConfigError
 from exporter.keys import RUNNER
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         metavar="SECONDS",
         help="subtracted from Prometheus's scrape timeout (default 0.5)",
+    )
+    parser.add_argument(
+        "--path.rootfs",
+        dest="rootfs",
+        type=Path,
+        metavar="DIR",
+        help="where the host's / is mounted when running in a container (e.g. /host)",
     )
     parser.add_argument(
         "--collector.disable-defaults",
@@ -116,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         expand_env=args.expand_env,
         enabled_collectors=enabled_collectors(args),
         timeout_offset_seconds=args.timeout_offset,
+        host_view=HostView(rootfs=args.rootfs),
     )
     try:
         config = load_config(settings.config_file, expand_env=settings.expand_env)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.collectors import COLLECTORS, Collector, CollectorSpec
+from exporter.collectors import COLLECTORS, Collector, CollectorSpec, HostView
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import ConfigError
 
@@ -20,6 +20,7 @@ class Settings:
         spec.name for spec in COLLECTORS if spec.enabled_by_default
     )
     timeout_offset_seconds: float = 0.5
+    host_view: HostView = field(default_factory=HostView)
 
 
 class LiveConfig:
@@ -36,7 +37,7 @@ class LiveConfig:
         self.last_reload_success_time = time.time()
 
     def _build(self, config: ExporterConfig) -> dict[str, Collector]:
-        return {spec.name: spec.build(config) for spec in self._specs}
+        return {spec.name: spec.build(config, self._settings.host_view) for spec in self._specs}
 
     def reload(self) -> None:
         """Load the config file again; on error keep the old config and raise."""

@@ -7,8 +7,10 @@ values through a fake and compare the exposition line by line.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import psutil
@@ -110,8 +112,34 @@ def _ms_to_seconds(milliseconds: int | None) -> float | None:
     return None if milliseconds is None else milliseconds / 1000
 
 
+def parse_mounts(text: str) -> list[Partition]:
+    """Entries of a ``/proc/<pid>/mounts`` table, octal escapes (``\\040``) decoded."""
+    partitions = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            device, mountpoint, fstype = (_unescape_mount_field(f) for f in fields[:3])
+            partitions.append(Partition(device, mountpoint, fstype))
+    return partitions
+
+
+def _unescape_mount_field(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 class PsutilHostSource:
-    """The real host. psutil reports times in seconds except disk times (ms)."""
+    """The real host. psutil reports times in seconds except disk times (ms).
+
+    ``rootfs`` is where the host's root filesystem is mounted when the exporter
+    runs in a container (``--path.rootfs=/host``, with ``/`` bind-mounted there).
+    CPU, memory, disk and network statistics come from ``/proc`` as usual (run
+    the container with ``pid: host`` and ``network_mode: host``); filesystems
+    come from the host's mount table, ``<rootfs>/proc/1/mounts``, and are
+    measured under ``rootfs`` but labelled with their host paths.
+    """
+
+    def __init__(self, rootfs: Path | None = None) -> None:
+        self._rootfs = rootfs
 
     def cpu_times(self) -> list[CpuTimes]:
         return [
@@ -152,6 +180,9 @@ class PsutilHostSource:
         )
 
     def partitions(self) -> list[Partition]:
+        if self._rootfs is not None:
+            mounts = self._rootfs / "proc" / "1" / "mounts"
+            return parse_mounts(mounts.read_text(encoding="utf-8", errors="replace"))
         return [
             Partition(device=p.device, mountpoint=p.mountpoint, fstype=p.fstype)
             for p in psutil.disk_partitions(all=True)
@@ -159,6 +190,8 @@ class PsutilHostSource:
 
     def filesystem_usage(self, mountpoint: str) -> FilesystemUsage:
         # psutil.disk_usage has no inode counts, so read statvfs directly.
+        if self._rootfs is not None:
+            mountpoint = str(self._rootfs / mountpoint.lstrip("/"))
         st = os.statvfs(mountpoint)
         return FilesystemUsage(
             size_bytes=st.f_blocks * st.f_frsize,

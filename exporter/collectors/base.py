@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from prometheus_client.metrics_core import Metric
@@ -22,10 +23,17 @@ class Collector(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class HostView:
+    """Where the host is seen from; set by flags, since it depends on how Scout is deployed."""
+
+    rootfs: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CollectorSpec:
     """One row of the registry table; the ``--collector.<name>`` flags come from it."""
 
     name: str
     help: str
     enabled_by_default: bool
-    build: Callable[[ExporterConfig], Collector]
+    build: Callable[[ExporterConfig, HostView], Collector]

@@ -49,6 +49,7 @@ from exporter.clients.host import (
     Partition,
     PsutilHostSource,
 )
+from exporter.collectors.base import HostView
 from exporter.config import ExporterConfig, HostCollectorConfig
 
 # (field, metric suffix, help) for the per-device counters.
@@ -96,8 +97,8 @@ class HostCollector:
         self._source = source
 
     @classmethod
-    def from_config(cls, config: ExporterConfig) -> HostCollector:
-        return cls(config.collectors.host, PsutilHostSource())
+    def from_config(cls, config: ExporterConfig, view: HostView) -> HostCollector:
+        return cls(config.collectors.host, PsutilHostSource(rootfs=view.rootfs))
 
     def collect(self) -> Iterator[Metric]:
         yield from self._cpu()

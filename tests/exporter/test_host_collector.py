@@ -118,3 +118,25 @@ def test_name_filters_are_anchored_at_both_ends(name, kept):
     disks = HostCollectorConfig().disks
     assert isinstance(disks, NameFilter)
     assert disks.keeps(name) is kept
+
+
+def test_rootfs_reads_the_host_mount_table_and_labels_host_paths(tmp_path):
+    # A container sees the host's / at <rootfs>; the mount table is the host's.
+    (tmp_path / "proc" / "1").mkdir(parents=True)
+    (tmp_path / "srv" / "my data").mkdir(parents=True)
+    (tmp_path / "proc" / "1" / "mounts").write_text(
+        "/dev/sda1 / ext4 rw,relatime 0 0\n"
+        "/dev/sdb1 /srv/my\\040data xfs rw 0 0\n"
+        "proc /proc proc rw 0 0\n"
+    )
+    source = PsutilHostSource(rootfs=tmp_path)
+    text = exposition(HostCollector(HostCollectorConfig(), source))
+    assert labels_of(text, "scout_host_filesystem_size_bytes", "mountpoint") == {
+        "/",
+        "/srv/my data",
+    }
+    # Measured under rootfs: the same numbers statvfs gives for that directory.
+    expected = os.statvfs(tmp_path / "srv" / "my data")
+    assert (
+        source.filesystem_usage("/srv/my data").size_bytes == expected.f_blocks * expected.f_frsize
+    )

@@ -51,7 +51,7 @@ def blocked() -> Iterator[Blocked]:
 
 
 def spec(name: str, collector: object) -> CollectorSpec:
-    return CollectorSpec(name, "test", True, lambda _config: collector)  # type: ignore[arg-type,return-value]
+    return CollectorSpec(name, "test", True, lambda _config, _view: collector)  # type: ignore[arg-type,return-value]
 
 
 @pytest.fixture
