@@ -35,3 +35,15 @@ def test_malformed_listen_address_is_a_usage_error():
     )
     assert result.returncode == 2
     assert "expected HOST:PORT, got 'localhost'" in result.stderr
+
+
+def test_live_metrics_endpoint_passes_promtool_check_metrics(exporter_factory):
+    _, url = exporter_factory()
+    status, text = http_get(f"{url}/metrics")
+    assert status == 200
+    assert "scout_host_cpu_seconds_total{" in text
+    assert "scout_exporter_build_info{" in text
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
