@@ -11,7 +11,7 @@ from ai_sidecar import __version__
 from ai_sidecar.app import create_app
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from exporter.logs import LOG_LEVELS, configure_logging
-from exporter.web import parse_listen_address, serve
+from exporter.web import format_address, parse_listen_address, serve
 
 log = logging.getLogger("ai_sidecar")
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     host, port = args.listen
     settings = SidecarSettings(listen_host=host, listen_port=port)
-    log.info("starting", extra={"version": __version__, "address": f"{host or '*'}:{port}"})
+    log.info("starting", extra={"version": __version__, "address": format_address(host, port)})
     return serve(create_app(settings), host, port, "scout-sidecar")
 
 

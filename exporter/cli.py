@@ -21,7 +21,7 @@ from exporter.errors import ConfigError
 from exporter.keys import RUNNER
 from exporter.live import Settings
 from exporter.logs import LOG_LEVELS, configure_logging
-from exporter.web import parse_listen_address, serve
+from exporter.web import format_address, parse_listen_address, serve
 
 log = logging.getLogger("exporter")
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "starting",
         extra={
             "version": __version__,
-            "address": f"{host or '*'}:{port}",
+            "address": format_address(host, port),
             "collectors": ",".join(sorted(settings.enabled_collectors)),
         },
     )

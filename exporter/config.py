@@ -6,6 +6,8 @@ Layout::
       host: {...}
     auths:             # credentials, by name; referenced from scrape URLs, never inlined
       core_v3: {type: snmp, version: 3, ...}
+    modules:           # what the multi-target endpoints read, by name (?module=)
+      cisco_cpu: {prober: snmp, metrics: [...]}
 
 Every mapping is strict: an unknown or duplicate key is an error naming the file,
 the line and the key. Secrets are held as ``SecretStr`` and rendered as
@@ -23,30 +25,23 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
 from exporter.errors import ConfigError
+from exporter.models import StrictModel, drop_extension_keys
+from exporter.snmp.modules import SnmpModule
 
 SECRET_MASK = "<secret>"
 
 Secret = Annotated[SecretStr, PlainSerializer(lambda _: SECRET_MASK, return_type=str)]
-# Field names that hold secrets; their values never appear in messages.
-SECRET_FIELDS = frozenset(
-    {"community", "auth_password", "priv_password", "password", "bearer_token"}
-)
 Regex = Annotated[re.Pattern[str], PlainSerializer(lambda p: p.pattern, return_type=str)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class NameFilter(StrictModel):
@@ -114,24 +109,47 @@ class SnmpAuth(StrictModel):
     priv_password: Secret | None = None
     context_name: str | None = None
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_a_number(cls, value: object) -> object:
+        # YAML's `true` would otherwise pass as version 1.
+        if isinstance(value, bool):
+            raise ValueError("input should be 1, 2 or 3")
+        return value
+
     @model_validator(mode="after")
     def _fields_match_version(self) -> Self:
+        v3_fields = (
+            "username",
+            "security_level",
+            "auth_protocol",
+            "auth_password",
+            "priv_protocol",
+            "priv_password",
+            "context_name",
+        )
+        given = [name for name in v3_fields if getattr(self, name) is not None]
         if self.version in (1, 2):
-            if self.community is None:
+            if self.community is None or not self.community.get_secret_value():
                 raise ValueError(f"SNMP v{self.version} needs a community")
-            if self.username or self.security_level or self.auth_password or self.priv_password:
-                raise ValueError(f"SNMP v{self.version} takes only a community, not v3 fields")
+            if given:
+                raise ValueError(
+                    f"SNMP v{self.version} takes only a community, not {', '.join(given)}"
+                )
             return self
         if self.community is not None:
             raise ValueError("SNMP v3 takes a username, not a community")
         if not self.username or self.security_level is None:
             raise ValueError("SNMP v3 needs username and security_level")
-        needs_auth = self.security_level in ("authNoPriv", "authPriv")
-        if needs_auth and (self.auth_protocol is None or self.auth_password is None):
+        auth = [n for n in ("auth_protocol", "auth_password") if getattr(self, n) is not None]
+        priv = [n for n in ("priv_protocol", "priv_password") if getattr(self, n) is not None]
+        if self.security_level == "noAuthNoPriv" and auth + priv:
+            raise ValueError(f"noAuthNoPriv takes no {', '.join(auth + priv)}")
+        if self.security_level != "noAuthNoPriv" and len(auth) < 2:
             raise ValueError(f"{self.security_level} needs auth_protocol and auth_password")
-        if self.security_level == "authPriv" and (
-            self.priv_protocol is None or self.priv_password is None
-        ):
+        if self.security_level == "authNoPriv" and priv:
+            raise ValueError(f"authNoPriv takes no {', '.join(priv)}")
+        if self.security_level == "authPriv" and len(priv) < 2:
             raise ValueError("authPriv needs priv_protocol and priv_password")
         return self
 
@@ -150,7 +168,7 @@ class HttpAuth(StrictModel):
             raise ValueError("use either username/password or bearer_token, not both")
         if self.password is not None and self.username is None:
             raise ValueError("password needs a username")
-        if self.bearer_token is None and self.username is None:
+        if self.bearer_token is None and not self.username:
             raise ValueError("needs username/password or bearer_token")
         return self
 
@@ -165,9 +183,21 @@ class WinrmAuth(StrictModel):
 Auth = Annotated[SnmpAuth | HttpAuth | WinrmAuth, Field(discriminator="type")]
 
 
+# What a multi-target endpoint reads, chosen by the module's ``prober``.
+Module = SnmpModule
+
+
 class ExporterConfig(StrictModel):
+    """The whole file. Top-level keys starting with ``x-`` are ignored (YAML anchors)."""
+
     collectors: CollectorsConfig = Field(default_factory=CollectorsConfig)
     auths: dict[str, Auth] = Field(default_factory=dict)
+    modules: dict[str, Module] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extension_keys(cls, data: object) -> object:
+        return drop_extension_keys(data)
 
     def masked_yaml(self) -> str:
         """The effective config with every secret replaced by ``<secret>``."""
@@ -180,20 +210,30 @@ def load_config(path: Path | None, *, expand_env: bool = False) -> ExporterConfi
         return ExporterConfig()
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (invalid UTF-8 at byte {exc.start})") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
     return parse_config(text, str(path), expand_env=expand_env)
 
 
 def parse_config(text: str, source: str, *, expand_env: bool = False) -> ExporterConfig:
-    loader = yaml.SafeLoader(text)
+    """Validate YAML ``text``; every error names ``source`` and a line.
+
+    Errors are raised ``from None``: pydantic's own exception would carry the
+    offending values, secrets among them, into any traceback.
+    """
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader rejects control characters up front
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
     try:
         root = loader.get_single_node()
-        if root is None:
+        if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
             return ExporterConfig()
-        problems = list(_duplicate_keys(root))
+        problems = list(_check_keys(root, set()))
         if expand_env:
-            problems += list(_expand_env(root))
+            problems += list(_expand_env(loader, root, set()))
         if problems:
             raise ConfigError("\n".join(f"{source}:{p}" for p in problems))
         if not isinstance(root, yaml.MappingNode):
@@ -202,38 +242,56 @@ def parse_config(text: str, source: str, *, expand_env: bool = False) -> Exporte
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{mark.line + 1}" if mark else "?"
-        raise ConfigError(f"{source}:{where}: invalid YAML: {exc.problem}") from exc
+        raise ConfigError(f"{source}:{where}: invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:  # e.g. a control character: the reader has no line for it
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     try:
         return ExporterConfig.model_validate(data)
     except ValidationError as exc:
         lines = [_describe(source, root, err) for err in exc.errors()]
-        raise ConfigError("\n".join(lines)) from exc
+        raise ConfigError("\n".join(lines)) from None
 
 
 def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-def _duplicate_keys(node: yaml.Node) -> Iterator[str]:
+def _check_keys(node: yaml.Node, seen_nodes: set[int]) -> Iterator[str]:
+    """Duplicate and non-scalar keys; each node once, so aliases cannot loop."""
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        keys: set[str] = set()
         for key, value in node.value:
-            if key.value in seen:
+            if not isinstance(key, yaml.ScalarNode):
+                yield f"{_line(key)}: keys must be plain names, not lists or mappings"
+                continue
+            if key.value in keys:
                 yield f'{_line(key)}: duplicate key "{key.value}"'
-            seen.add(key.value)
-            yield from _duplicate_keys(value)
+            keys.add(key.value)
+            yield from _check_keys(value, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            yield from _duplicate_keys(item)
+            yield from _check_keys(item, seen_nodes)
 
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand_env(node: yaml.Node) -> Iterator[str]:
-    """Replace ``${VAR}`` in plain and quoted strings, in place."""
+def _expand_env(loader: yaml.SafeLoader, node: yaml.Node, seen_nodes: set[int]) -> Iterator[str]:
+    """Replace ``${VAR}`` in string scalars, in place; each node once (aliases share nodes).
+
+    A plain scalar is typed again after expansion, so ``version: ${V}`` with
+    ``V=3`` is the number 3, as if written in the file.
+    """
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.ScalarNode):
         if node.tag != "tag:yaml.org,2002:str" or "$" not in node.value:
             return
@@ -245,12 +303,14 @@ def _expand_env(node: yaml.Node) -> Iterator[str]:
             node.value = _ENV_REF.sub(
                 lambda m: os.environ[m.group(1)] if m.group(1) else "$", node.value
             )
+            if node.style is None:
+                node.tag = loader.resolve(yaml.ScalarNode, node.value, (True, False))
     elif isinstance(node, yaml.MappingNode):
         for _, value in node.value:
-            yield from _expand_env(value)
+            yield from _expand_env(loader, value, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            yield from _expand_env(item)
+            yield from _expand_env(loader, item, seen_nodes)
 
 
 def _describe(source: str, root: yaml.Node, err: ErrorDetails) -> str:
@@ -277,12 +337,12 @@ def _describe(source: str, root: yaml.Node, err: ErrorDetails) -> str:
         return f"{source}:{_line(node)}: {where}: {_regex_problem(err['input'])}"
     if kind == "value_error":
         return f"{source}:{_line(node)}: {where}: {err['msg'].removeprefix('Value error, ')}"
-    if kind in ("model_type", "dict_type"):
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
         message = "should be a mapping"
     else:
         message = err["msg"][0].lower() + err["msg"][1:]
-    # Never echo what was given for a secret, not even in an error.
-    shown = "" if loc[-1] in SECRET_FIELDS else f", got {err['input']!r}"
+    # Never echo anything given under auths: a misplaced secret is still a secret.
+    shown = "" if loc and loc[0] == "auths" else f", got {err['input']!r}"
     return f"{source}:{_line(node)}: {where}: {message}{shown}"
 
 
@@ -292,6 +352,15 @@ def _regex_problem(pattern: object) -> str:
     except re.error as exc:
         return f"invalid regular expression {pattern!r}: {exc}"
     return f"invalid regular expression {pattern!r}"
+
+
+def _key_text(key: yaml.Node) -> str:
+    """A key as pydantic reports it in an error location (``null`` is ``None``)."""
+    if key.tag.endswith(":null"):
+        return "None"
+    if key.tag.endswith(":bool"):
+        return str(key.value.lower() in ("true", "yes", "on"))
+    return str(key.value)
 
 
 def _find(root: yaml.Node, loc: list[str]) -> tuple[yaml.Node, list[str]]:
@@ -304,7 +373,7 @@ def _find(root: yaml.Node, loc: list[str]) -> tuple[yaml.Node, list[str]]:
     node, anchor, path = root, root, []
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            match = next(((k, v) for k, v in node.value if _key_text(k) == part), None)
             if match is not None:
                 anchor, node = match
                 path.append(part)

@@ -47,6 +47,9 @@ class LiveConfig:
         except ConfigError:
             self.last_reload_successful = False
             raise
+        except Exception as exc:  # reload boundary: never let a surprise pass as success
+            self.last_reload_successful = False
+            raise ConfigError(f"unexpected error loading the config: {exc!r}") from None
         self.config, self.collectors = config, collectors
         self.last_reload_successful = True
         self.last_reload_success_time = time.time()

@@ -52,13 +52,17 @@ class CollectorResult:
     families: list[Metric]
 
 
-_Timed = tuple[list[Metric], float]
+# A collector's families (or the error it raised) and how long it ran.
+_Timed = tuple[list[Metric], BaseException | None, float]
 
 
 def _timed_collect(collector: Collector) -> _Timed:
     started = time.perf_counter()
-    families = list(collector.collect())
-    return families, time.perf_counter() - started
+    try:
+        families, error = list(collector.collect()), None
+    except Exception as exc:  # scrape boundary: one failing collector never fails the others
+        families, error = [], exc
+    return families, error, time.perf_counter() - started
 
 
 class ScrapeRunner:
@@ -105,11 +109,17 @@ class ScrapeRunner:
             future.cancel()
             log.warning("collector missed the scrape deadline of %.2fs", deadline, extra=extra)
             return CollectorResult(name, False, elapsed, [])
-        error = future.exception()
+        busy = future.exception()
+        if busy is not None:
+            log.warning("collector skipped: %s", busy, extra=extra)
+            return CollectorResult(name, False, 0.0, [])
+        families, error, duration = future.result()
         if error is not None:
-            log.warning("collector failed: %s", error, extra=extra)
-            return CollectorResult(name, False, elapsed, [])
-        families, duration = future.result()
+            extra["duration_seconds"] = round(duration, 3)
+            # The traceback only at debug: a broken device would flood the log at info.
+            traceback = error if log.isEnabledFor(logging.DEBUG) else None
+            log.warning("collector failed: %s", error, extra=extra, exc_info=traceback)
+            return CollectorResult(name, False, duration, [])
         return CollectorResult(name, True, duration, families)
 
 

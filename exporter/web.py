@@ -51,10 +51,21 @@ async def ready(_: web.Request) -> web.Response:
 def parse_listen_address(value: str) -> tuple[str | None, int]:
     """``host:port``, ``[v6]:port`` or ``:port`` (every interface)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    host = host.removeprefix("[").removesuffix("]")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT, got {value!r}; write an IPv6 address in brackets: [{host}]:{port}"
+        )
     return (host or None), int(port)
+
+
+def format_address(host: str | None, port: int) -> str:
+    if host is None:
+        return f"*:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def landing_page(title: str, intro: str, links: Iterable[tuple[str, str]]) -> web.Response:
@@ -75,7 +86,9 @@ def serve(app: web.Application, host: str | None, port: int, prog: str) -> int:
     try:
         web.run_app(app, host=host, port=port, print=None, access_log=None)
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        print(f"{prog}: cannot listen on {host or '*'}:{port}: {reason}", file=sys.stderr)
+        # aiohttp wraps bind errors in a long message; the errno says it plainly.
+        plain = exc.errno is not None and exc.errno > 0
+        reason = os.strerror(exc.errno) if plain and exc.errno else exc.strerror or str(exc)
+        print(f"{prog}: cannot listen on {format_address(host, port)}: {reason}", file=sys.stderr)
         return 1
     return 0

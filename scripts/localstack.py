@@ -281,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scout-sidecar": f"127.0.0.1:{args.sidecar_port}",
     }
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    # A shell starting us in the background leaves SIGINT ignored; Ctrl-C must still work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         check_ports(args)
         prometheus_config = data / "prometheus.yml"

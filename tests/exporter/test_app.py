@@ -22,7 +22,8 @@ auths:
 """
 BAD = """
 auths:
-  public_v2: {type: snmp, comunity: typo}
+  public_v2: {type: snmp, community: first-community-secret}
+  brand_new_auth: {type: snmp, comunity: typo}
 """
 
 
@@ -90,11 +91,21 @@ async def test_bad_reload_keeps_old_config_and_reports_it(client, config_file):
     response = await client.post("/-/reload")
     assert response.status == 500
     body = await response.text()
-    assert f'{config_file}:3: auths.public_v2: unknown key "comunity"' in body
+    assert f'{config_file}:4: auths.brand_new_auth: unknown key "comunity"' in body
     metrics = await get_text(client, "/metrics")
     assert "scout_config_last_reload_successful 0.0" in metrics
     assert 'scout_collector_success{collector="host"} 1.0' in metrics
-    assert "community: <secret>" in await get_text(client, "/config")
+    shown = await get_text(client, "/config")
+    assert "public_v2:" in shown
+    assert "brand_new_auth" not in shown
+
+
+async def test_reload_of_an_unreadable_file_fails_cleanly(client, config_file):
+    config_file.write_bytes(b"auths: {a: \xff\xfe}\n")
+    response = await client.post("/-/reload")
+    assert response.status == 500
+    assert "not a text file" in await response.text()
+    assert "scout_config_last_reload_successful 0.0" in await get_text(client, "/metrics")
 
 
 async def test_good_reload_takes_the_new_config(client, config_file):

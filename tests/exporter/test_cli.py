@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import signal
 import subprocess
 import sys
 
+import pytest
+
+from exporter.logs import configure_logging
+from exporter.web import parse_listen_address
 from tests.conftest import http_get, run_on_busy_port
 
 
@@ -47,3 +54,37 @@ def test_live_metrics_endpoint_passes_promtool_check_metrics(exporter_factory):
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":8781", (None, 8781)),
+        ("127.0.0.1:8781", ("127.0.0.1", 8781)),
+        ("[::1]:8781", ("::1", 8781)),
+        ("localhost:1", ("localhost", 1)),
+    ],
+)
+def test_listen_addresses(text, expected):
+    assert parse_listen_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["::1:8781", "host:\u0663", "host:0", "host:65536", "8781"])
+def test_bad_listen_addresses(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_listen_address(text)
+
+
+def test_json_logs_carry_context_fields(capsys):
+    configure_logging("info", "json")
+    try:
+        logging.getLogger("exporter.test").warning(
+            "collector failed: %s", "boom", extra={"collector": "host"}
+        )
+    finally:
+        logging.getLogger().handlers.clear()
+    record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert record["level"] == "warn"
+    assert record["msg"] == "collector failed: boom"
+    assert record["collector"] == "host"
+    assert record["logger"] == "exporter.test"

@@ -40,7 +40,7 @@ EXPECTED_ERRORS = {
     "invalid-auth-missing-type.yml": '2: auths.public_v2: missing required key "type"',
     "invalid-snmp-v2-no-community.yml": "2: auths.public_v2: SNMP v2 needs a community",
     "invalid-snmp-v1-with-v3-fields.yml": (
-        "2: auths.old_switch: SNMP v1 takes only a community, not v3 fields"
+        "2: auths.old_switch: SNMP v1 takes only a community, not username"
     ),
     "invalid-snmp-v3-with-community.yml": (
         "2: auths.core_v3: SNMP v3 takes a username, not a community"
@@ -54,10 +54,10 @@ EXPECTED_ERRORS = {
     "invalid-snmp-v3-priv-missing.yml": (
         "2: auths.core_v3: authPriv needs priv_protocol and priv_password"
     ),
-    "invalid-snmp-version.yml": "4: auths.public_v2.version: input should be 1, 2 or 3, got 4",
+    "invalid-snmp-version.yml": "4: auths.public_v2.version: input should be 1, 2 or 3",
     "invalid-snmp-auth-protocol.yml": (
         "7: auths.core_v3.auth_protocol: input should be 'MD5', 'SHA', 'SHA224', 'SHA256', "
-        "'SHA384' or 'SHA512', got 'SHA1'"
+        "'SHA384' or 'SHA512'"
     ),
     "invalid-secret-not-a-string.yml": (
         "4: auths.public_v2.community: input should be a valid string"
@@ -69,10 +69,34 @@ EXPECTED_ERRORS = {
     "invalid-http-no-credentials.yml": "2: auths.opnsense: needs username/password or bearer_token",
     "invalid-winrm-missing-password.yml": '2: auths.windows: missing required key "password"',
     "invalid-winrm-transport.yml": (
-        "6: auths.windows.transport: input should be 'ntlm', 'kerberos', 'credssp' or 'basic', "
-        "got 'telnet'"
+        "6: auths.windows.transport: input should be 'ntlm', 'kerberos', 'credssp' or 'basic'"
     ),
     "invalid-env-unset.yml": '4: environment variable "SCOUT_TEST_UNSET_VARIABLE" is not set',
+    "invalid-auth-is-a-string.yml": "2: auths.public_v2: should be a mapping",
+    "invalid-snmp-v2-with-auth-protocol.yml": (
+        "2: auths.public_v2: SNMP v2 takes only a community, not auth_protocol"
+    ),
+    "invalid-snmp-empty-community.yml": "2: auths.public_v2: SNMP v2 needs a community",
+    "invalid-snmp-noauth-with-priv.yml": (
+        "2: auths.core_v3: noAuthNoPriv takes no priv_protocol, priv_password"
+    ),
+    "invalid-snmp-authnopriv-with-priv.yml": "2: auths.core_v3: authNoPriv takes no priv_protocol",
+    "invalid-snmp-version-bool.yml": "4: auths.public_v2.version: input should be 1, 2 or 3",
+    "invalid-http-empty-username.yml": "2: auths.opnsense: needs username/password or bearer_token",
+    "invalid-list-key.yml": "2: keys must be plain names, not lists or mappings",
+    "invalid-recursive-alias.yml": "2: auths.loop: should be a mapping",
+    "invalid-control-character.yml": (
+        " invalid YAML: unacceptable character #x0007: special characters are not allowed\n"
+        '  in "<unicode string>", position 16'
+    ),
+    "invalid-not-utf8.yml": " not a text file (invalid UTF-8 at byte 10)",
+    "invalid-filter-regex-number.yml": (
+        "4: collectors.host.disks.exclude: input should be a valid pattern, got 12"
+    ),
+    "invalid-null-key.yml": (
+        "3: auths.None: input should be a valid string\n"
+        "{path}:3: auths.None: unknown type 'nope' (expected one of: 'snmp', 'http', 'winrm')"
+    ),
 }
 
 
@@ -86,7 +110,8 @@ def test_invalid_config_gives_exact_message(name, monkeypatch):
     path = CONFIGS / name
     with pytest.raises(ConfigError) as caught:
         load_config(path, expand_env=True)
-    assert str(caught.value) == f"{path}:{EXPECTED_ERRORS[name]}"
+    expected = EXPECTED_ERRORS[name].replace("{path}", str(path))
+    assert str(caught.value) == f"{path}:{expected}"
 
 
 def test_secret_given_as_wrong_type_is_not_echoed():
@@ -190,3 +215,51 @@ def test_collector_flags_come_from_the_registry_table():
     for spec in COLLECTORS:
         assert f"--collector.{spec.name}" in help_text
         assert f"--no-collector.{spec.name}" in help_text
+
+
+def test_invalid_config_never_echoes_a_secret_even_misplaced():
+    path = CONFIGS / "invalid-auth-is-a-string.yml"
+    result = run_exporter("--dry-run", f"--config.file={path}")
+    assert result.returncode == 1
+    assert "auths.public_v2: should be a mapping" in result.stderr
+    assert "auth-given-as-a-string-secret" not in result.stdout + result.stderr
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    # No chained pydantic error (which would carry the value) behind ours.
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize("name", ["invalid-not-utf8.yml", "invalid-control-character.yml"])
+def test_unreadable_files_are_config_errors_not_tracebacks(name):
+    result = run_exporter("--dry-run", f"--config.file={CONFIGS / name}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_env_expansion_types_plain_values_and_unescapes_once_through_aliases(monkeypatch):
+    monkeypatch.setenv("SCOUT_TEST_VERSION", "2")
+    monkeypatch.setenv("SCOUT_TEST_DOLLAR", "a$$b")
+    config = parse_config(
+        """
+auths:
+  first: &shared
+    type: snmp
+    version: ${SCOUT_TEST_VERSION}
+    community: "${SCOUT_TEST_DOLLAR}"
+  second: *shared
+""",
+        "env.yml",
+        expand_env=True,
+    )
+    for name in ("first", "second"):
+        auth = config.auths[name]
+        assert auth.type == "snmp"
+        assert auth.version == 2
+        assert auth.community is not None
+        # The variable's own text is used as is: its $$ is not unescaped again.
+        assert auth.community.get_secret_value() == "a$$b"
+
+
+def test_document_marker_alone_gives_defaults():
+    assert parse_config("---\n", "x.yml") == load_config(None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -71,9 +73,11 @@ async def scrape(client, scrape_timeout: str = "1") -> str:
 
 
 async def test_slow_collector_is_unsuccessful_and_the_others_are_served(client, blocked):
+    started = time.monotonic()
     text = await scrape(client)
-    # The response came back while the slow collector is still blocked.
-    assert not blocked.release.is_set()
+    # Back at the 0.5 s deadline the header asks for, not at the 9.5 s default nor when
+    # the blocked collector (60 s) gives up: a functional bound, not a speed target.
+    assert time.monotonic() - started < 5
     assert 'scout_collector_success{collector="slow"} 0.0' in text
     assert 'scout_collector_success{collector="fast"} 1.0' in text
     assert "scout_test_fast 42.0" in text
@@ -102,8 +106,13 @@ async def test_collector_runs_again_once_it_finished(client, blocked):
 async def test_failing_collector_reports_failure_without_breaking_the_scrape(client):
     text = await scrape(client)
     assert 'scout_collector_success{collector="broken"} 0.0' in text
-    assert 'scout_collector_duration_seconds{collector="broken"}' in text
     assert "scout_test_fast 42.0" in text
+    # Its own run time, not the whole scrape's (which waits 0.5 s for the slow one).
+    broken = re.search(r'scout_collector_duration_seconds\{collector="broken"\} (\S+)', text)
+    slow = re.search(r'scout_collector_duration_seconds\{collector="slow"\} (\S+)', text)
+    assert broken is not None
+    assert slow is not None
+    assert float(broken.group(1)) < float(slow.group(1)) / 2
 
 
 @pytest.mark.parametrize(

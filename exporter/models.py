@@ -1,0 +1,16 @@
+"""The base of every config model: strict, so an unknown key is an error, and frozen."""
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictModel(BaseModel):
+    # strict: YAML's `true` is not the number 1, nor 2.0 the integer 2.
+    # hide_input_in_errors: a validation error's text never repeats a value (a secret).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, hide_input_in_errors=True)
+
+
+def drop_extension_keys(data: object) -> object:
+    """Drop ``x-*`` keys from a mapping: they exist to hold YAML anchors."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if not str(k).startswith("x-")}
+    return data
