@@ -304,7 +304,10 @@ def _expand_env(loader: yaml.SafeLoader, node: yaml.Node, seen_nodes: set[int]) 
                 lambda m: os.environ[m.group(1)] if m.group(1) else "$", node.value
             )
             if node.style is None:
-                node.tag = loader.resolve(yaml.ScalarNode, node.value, (True, False))
+                # types-PyYAML leaves resolve() untyped; it returns the tag string.
+                node.tag = loader.resolve(  # type: ignore[no-untyped-call]
+                    yaml.ScalarNode, node.value, (True, False)
+                )
     elif isinstance(node, yaml.MappingNode):
         for _, value in node.value:
             yield from _expand_env(loader, value, seen_nodes)
