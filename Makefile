@@ -13,8 +13,9 @@ BIN := $(VENV)/bin
 STACK_DEBS := ensurepip:python3-venv prometheus:prometheus \
 	prometheus-alertmanager:prometheus-alertmanager
 TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
-	docker-compose:docker-compose
-BENCH_DEBS := $(STACK_DEBS) prometheus-node-exporter:prometheus-node-exporter
+	docker-compose:docker-compose snmpd:snmpd snmpbulkwalk:snmp \
+	prometheus-snmp-exporter:prometheus-snmp-exporter ip:iproute2 tc:iproute2
+BENCH_DEBS := $(TEST_DEBS) prometheus-node-exporter:prometheus-node-exporter
 
 .PHONY: up test lint bench system-deps clean
 
@@ -37,9 +38,10 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(BENCH_DEBS)
 	$(BIN)/python benchmarks/host_scrape.py
+	$(BIN)/python benchmarks/snmp_walk.py --netns
 
 $(VENV)/.python-ok:
 	@PYTHON=$(PYTHON) scripts/install-system-deps.sh ensurepip:python3-venv

@@ -19,6 +19,7 @@ from exporter.errors import ConfigError
 from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS
 from exporter.live import LiveConfig, Settings
 from exporter.scrape import ScrapeRunner, collector_status_families, scrape_deadline
+from exporter.snmp.handler import setup_snmp
 from exporter.web import healthy, landing_page, ready, render_families
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ async def landing(request: web.Request) -> web.Response:
         (
             ("/metrics", "metrics of this host and of the exporter"),
             ("/config", "the config in force, secrets masked"),
+            ("/snmp?target=192.0.2.1&module=if_mib", "an SNMP device (snmp_exporter's parameters)"),
             ("/-/healthy", "liveness"),
             ("/-/ready", "readiness"),
         ),
@@ -131,4 +133,5 @@ def create_app(
     app[LIVE_CONFIG] = LiveConfig(settings, config, collector_specs)
     app.cleanup_ctx.append(_collector_threads)
     setup_routes(app)
+    setup_snmp(app)
     return app

@@ -1,0 +1,187 @@
+"""Turn walked varbinds into metric families, the way snmp_exporter names and labels them.
+
+For each metric of a module, every varbind under its OID becomes a sample: the
+OID suffix is decoded into index labels, lookups add labels read from other
+columns at the same index (ifName for an ifIndex), and the value is rendered by
+the metric's type. A varbind that does not fit (a malformed index, a string where
+a number belongs, noSuchInstance) is skipped rather than failing the scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from exporter.clients.snmp import Oid, ValueKind, VarBind
+from exporter.snmp.exposition import Family, Labels
+from exporter.snmp.modules import SnmpIndex, SnmpLookup, SnmpMetric, SnmpModule
+
+_NUMERIC = frozenset(
+    {
+        ValueKind.INTEGER,
+        ValueKind.COUNTER32,
+        ValueKind.GAUGE32,
+        ValueKind.TIMETICKS,
+        ValueKind.COUNTER64,
+    }
+)
+_ABSENT = frozenset(
+    {
+        ValueKind.NULL,
+        ValueKind.NO_SUCH_OBJECT,
+        ValueKind.NO_SUCH_INSTANCE,
+        ValueKind.END_OF_MIB_VIEW,
+    }
+)
+
+
+def oid_of(text: str) -> Oid:
+    return tuple(int(part) for part in text.split("."))
+
+
+def render_octets(data: bytes, kind: str) -> str:
+    """A label value for an octet string, by its declared type."""
+    if kind == "PhysAddress48":
+        # Short values (loopback has none) are zero-padded to 48 bits, as snmp_exporter
+        # shows them; longer ones (EUI-64) are kept whole rather than cut.
+        return ":".join(f"{b:02X}" for b in data.ljust(6, b"\0"))
+    if kind == "IpAddr":
+        return ".".join(str(b) for b in data)
+    if kind == "DisplayString":
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # not text after all: show it losslessly, as OctetString does
+    return "0x" + data.hex().upper()
+
+
+def decode_index(index: SnmpIndex, suffix: Oid) -> tuple[str, Oid, Oid] | None:
+    """Take one index off the front of ``suffix``.
+
+    Returns the label value, the sub-identifiers it used (for lookups) and the
+    rest, or ``None`` if the suffix is too short or malformed.
+    """
+    if index.type == "gauge":
+        size = 1
+    elif index.type == "PhysAddress48":
+        size = 6
+    elif index.type == "IpAddr":
+        size = 4
+    elif index.fixed_size is not None:
+        size = index.fixed_size
+    elif index.implied:
+        size = len(suffix)
+    else:  # a length-prefixed string
+        if not suffix or suffix[0] + 1 > len(suffix):
+            return None
+        used, rest = suffix[: suffix[0] + 1], suffix[suffix[0] + 1 :]
+        if any(part > 255 for part in used[1:]):
+            return None
+        return render_octets(bytes(used[1:]), index.type), used, rest
+    if size > len(suffix) or size == 0:
+        return None
+    used, rest = suffix[:size], suffix[size:]
+    if index.type == "gauge":
+        return str(used[0]), used, rest
+    if any(part > 255 for part in used):
+        return None
+    return render_octets(bytes(used), index.type), used, rest
+
+
+def lookup_label(
+    lookup: SnmpLookup, parts: Mapping[str, Oid], values: Mapping[Oid, VarBind]
+) -> str:
+    oid = oid_of(lookup.oid)
+    for label in lookup.labels:
+        oid += parts[label]
+    found = values.get(oid)
+    if found is None or found.kind in _ABSENT:
+        return ""
+    return value_text(found, lookup.type)
+
+
+def value_text(varbind: VarBind, kind: str) -> str:
+    value = varbind.value
+    if isinstance(value, bytes):
+        return render_octets(value, kind)
+    if isinstance(value, tuple):
+        return ".".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+class MetricMapper:
+    """Maps the varbinds of one module into families; built once per module."""
+
+    def __init__(self, module: SnmpModule) -> None:
+        self._metrics = [(m, oid_of(m.oid)) for m in module.metrics]
+
+    def families(
+        self, rows: Mapping[Oid, Sequence[VarBind]], values: Mapping[Oid, VarBind]
+    ) -> list[Family]:
+        """``rows`` holds each metric OID's varbinds; ``values`` every varbind by OID."""
+        out: list[Family] = []
+        for metric, base in self._metrics:
+            out.extend(self._metric_families(metric, base, rows.get(base, ()), values))
+        return out
+
+    def _metric_families(
+        self, metric: SnmpMetric, base: Oid, rows: Sequence[VarBind], values: Mapping[Oid, VarBind]
+    ) -> list[Family]:
+        family = _new_family(metric)
+        states = sorted(metric.enum_values.items())
+        for varbind in rows:
+            if varbind.kind in _ABSENT:
+                continue
+            labels = self._labels(metric, varbind.oid[len(base) :], values)
+            if labels is None:
+                continue
+            value = varbind.value
+            if metric.type in ("gauge", "counter"):
+                if varbind.kind in _NUMERIC and isinstance(value, int):
+                    family.add(labels, value)
+            elif metric.type == "EnumAsInfo":
+                if isinstance(value, int):
+                    state = metric.enum_values.get(value, str(value))
+                    family.add(_with(labels, metric.name, state), 1)
+            elif metric.type == "EnumAsStateSet":
+                if isinstance(value, int):
+                    for number, state in states:
+                        family.add(_with(labels, metric.name, state), int(number == value))
+            else:
+                family.add(_with(labels, metric.name, value_text(varbind, metric.type)), 1)
+        return [family]
+
+    @staticmethod
+    def _labels(metric: SnmpMetric, suffix: Oid, values: Mapping[Oid, VarBind]) -> Labels | None:
+        if not metric.indexes:
+            # A scalar is read at OID.0; anything else under it is not this metric.
+            return () if suffix == (0,) else None
+        labels: list[tuple[str, str]] = []
+        parts: dict[str, Oid] = {}
+        rest = suffix
+        for index in metric.indexes:
+            decoded = decode_index(index, rest)
+            if decoded is None:
+                return None
+            text, used, rest = decoded
+            labels.append((index.labelname, text))
+            parts[index.labelname] = used
+        if rest:
+            return None
+        for lookup in metric.lookups:
+            text = lookup_label(lookup, parts, values)
+            labels = [(k, v) for k, v in labels if k != lookup.labelname]
+            labels.append((lookup.labelname, text))
+        return tuple(labels)
+
+
+def _with(labels: Labels, name: str, value: str) -> Labels:
+    """``labels`` with ``name`` set to ``value``: ifDescr's own value wins over its lookup."""
+    return (*((k, v) for k, v in labels if k != name), (name, value))
+
+
+def _new_family(metric: SnmpMetric) -> Family:
+    if metric.type == "counter":
+        return Family(metric.name, metric.help, "counter")
+    if metric.type == "EnumAsInfo":
+        return Family(f"{metric.name}_info", metric.help, "gauge")
+    return Family(metric.name, metric.help, "gauge")
