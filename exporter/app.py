@@ -18,6 +18,7 @@ from exporter.config import ExporterConfig, load_config
 from exporter.errors import ConfigError
 from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS
 from exporter.live import LiveConfig, Settings
+from exporter.probers.handler import setup_probe
 from exporter.scrape import ScrapeRunner, collector_status_families, scrape_deadline
 from exporter.snmp.handler import setup_snmp
 from exporter.web import healthy, landing_page, ready, render_families
@@ -72,6 +73,7 @@ async def landing(request: web.Request) -> web.Response:
             ("/metrics", "metrics of this host and of the exporter"),
             ("/config", "the config in force, secrets masked"),
             ("/snmp?target=192.0.2.1&module=if_mib", "an SNMP device (snmp_exporter's parameters)"),
+            ("/probe?target=127.0.0.1&module=icmp", "latency, loss and jitter (icmp, tcp, http)"),
             ("/-/healthy", "liveness"),
             ("/-/ready", "readiness"),
         ),
@@ -134,4 +136,5 @@ def create_app(
     app.cleanup_ctx.append(_collector_threads)
     setup_routes(app)
     setup_snmp(app)
+    setup_probe(app)
     return app

@@ -26,8 +26,6 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import (
     Field,
-    PlainSerializer,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -35,13 +33,11 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from exporter.errors import ConfigError
-from exporter.models import StrictModel, drop_extension_keys
+from exporter.models import Regex, Secret, StrictModel, drop_extension_keys
+from exporter.probers.http import HttpModule
+from exporter.probers.icmp import IcmpModule
+from exporter.probers.tcp import TcpModule
 from exporter.snmp.modules import SnmpModule
-
-SECRET_MASK = "<secret>"
-
-Secret = Annotated[SecretStr, PlainSerializer(lambda _: SECRET_MASK, return_type=str)]
-Regex = Annotated[re.Pattern[str], PlainSerializer(lambda p: p.pattern, return_type=str)]
 
 
 class NameFilter(StrictModel):
@@ -183,8 +179,9 @@ class WinrmAuth(StrictModel):
 Auth = Annotated[SnmpAuth | HttpAuth | WinrmAuth, Field(discriminator="type")]
 
 
-# What a multi-target endpoint reads, chosen by the module's ``prober``.
-Module = SnmpModule
+# What a multi-target endpoint reads, chosen by the module's ``prober``: snmp for
+# /snmp, icmp, tcp and http for /probe.
+Module = Annotated[SnmpModule | IcmpModule | TcpModule | HttpModule, Field(discriminator="prober")]
 
 
 class ExporterConfig(StrictModel):
@@ -328,14 +325,16 @@ def _describe(source: str, root: yaml.Node, err: ErrorDetails) -> str:
         parent = ".".join(path) or "top level"
         return f'{source}:{_line(node)}: {parent}: missing required key "{loc[-1]}"'
     where = ".".join(path) or "top level"
+    ctx = err.get("ctx", {})
+    # Auths are told apart by `type`, modules by `prober`.
+    tag = str(ctx.get("discriminator", "type")).strip("'")
     if kind == "union_tag_invalid":
-        ctx = err.get("ctx", {})
         return (
-            f"{source}:{_line(node)}: {where}: unknown type {ctx.get('tag')!r}"
+            f"{source}:{_line(node)}: {where}: unknown {tag} {ctx.get('tag')!r}"
             f" (expected one of: {ctx.get('expected_tags')})"
         )
     if kind == "union_tag_not_found":
-        return f'{source}:{_line(node)}: {where}: missing required key "type"'
+        return f'{source}:{_line(node)}: {where}: missing required key "{tag}"'
     if kind == "pattern_regex":
         return f"{source}:{_line(node)}: {where}: {_regex_problem(err['input'])}"
     if kind == "value_error":

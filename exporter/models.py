@@ -1,6 +1,15 @@
-"""The base of every config model: strict, so an unknown key is an error, and frozen."""
+"""Building blocks of the config models: the strict base, secrets and regexes."""
 
-from pydantic import BaseModel, ConfigDict
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, SecretStr
+
+SECRET_MASK = "<secret>"
+
+# A secret is held as SecretStr and shown as <secret> wherever a config is rendered.
+Secret = Annotated[SecretStr, PlainSerializer(lambda _: SECRET_MASK, return_type=str)]
+Regex = Annotated[re.Pattern[str], PlainSerializer(lambda p: p.pattern, return_type=str)]
 
 
 class StrictModel(BaseModel):

@@ -1,0 +1,97 @@
+"""``/probe`` through the exporter's app, against real listeners on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from exporter.app import create_app
+from exporter.config import parse_config
+from exporter.live import Settings
+
+CONFIG = """
+modules:
+  icmp_fast: {prober: icmp, count: 4, interval_seconds: 0.05}
+  http_teapot: {prober: http, valid_status_codes: [418]}
+  snmp_only:
+    prober: snmp
+    metrics: [{name: sysUpTime, oid: 1.3.6.1.2.1.1.3}]
+"""
+
+
+@pytest.fixture
+async def client(aiohttp_client):
+    settings = Settings(enabled_collectors=frozenset())
+    return await aiohttp_client(create_app(settings, parse_config(CONFIG, "probe.yml")))
+
+
+async def probe(client, **params: str) -> tuple[int, str]:
+    response = await client.get(
+        "/probe", params=params, headers={"X-Prometheus-Scrape-Timeout-Seconds": "5"}
+    )
+    return response.status, await response.text()
+
+
+def value(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in:\n{text}")
+
+
+async def test_icmp_probe_of_loopback_from_a_configured_module(client):
+    status, text = await probe(client, target="127.0.0.1", module="icmp_fast")
+    assert status == 200
+    assert value(text, "scout_probe_success") == 1
+    assert value(text, "scout_probe_packets_sent") == 4
+    assert value(text, "scout_probe_loss_ratio") == 0
+    assert value(text, "scout_probe_rtt_min_seconds") <= value(text, "scout_probe_rtt_max_seconds")
+
+
+async def test_tcp_probe_open_and_closed_port(client):
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        _, open_text = await probe(client, target=f"127.0.0.1:{port}", module="tcp")
+    _, closed_text = await probe(client, target=f"127.0.0.1:{port}", module="tcp")
+    assert value(open_text, "scout_probe_success") == 1
+    assert value(closed_text, "scout_probe_success") == 0
+
+
+async def test_http_probe_with_configured_status_codes(client, aiohttp_server):
+    async def teapot(_: web.Request) -> web.Response:
+        return web.Response(status=418, text="short and stout")
+
+    app = web.Application()
+    app.router.add_get("/", teapot)
+    server = await aiohttp_server(app)
+    url = f"http://127.0.0.1:{server.port}/"
+    _, teapot = await probe(client, target=url, module="http_teapot")
+    _, default = await probe(client, target=url, module="http")
+    assert value(teapot, "scout_probe_success") == 1
+    assert value(teapot, "scout_probe_http_status_code") == 418
+    assert value(default, "scout_probe_success") == 0  # 418 is not 2xx
+
+
+async def test_unresolvable_target_is_a_failed_probe_not_an_error(client):
+    status, text = await probe(client, target="no-such-host.invalid", module="icmp_fast")
+    assert status == 200
+    assert value(text, "scout_probe_success") == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"module": "icmp"}, "'target' parameter must be specified"),
+        ({"target": "127.0.0.1"}, "'module' parameter must be one of: "),
+        ({"target": "127.0.0.1", "module": "nope"}, "unknown module 'nope'; known: "),
+        ({"target": "127.0.0.1", "module": "snmp_only"}, "module 'snmp_only' is for /snmp"),
+        ({"target": "x" * 3000, "module": "icmp"}, "target longer than 2048"),
+    ],
+)
+async def test_bad_parameters_are_400(client, params, message):
+    status, text = await probe(client, **params)
+    assert status == 400
+    assert text.startswith(message)
