@@ -195,8 +195,9 @@ def write_prometheus_config(
 ) -> None:
     """Copy ``source`` with each job's targets set to ``addresses[job]``.
 
-    Rule files are made absolute, since Prometheus reads them relative to the
-    config file, which now lives elsewhere.
+    Rule and file_sd paths are made absolute, since Prometheus reads them relative
+    to the config file, which now lives elsewhere; multi-target jobs are pointed
+    at the exporter's address.
     """
     config = yaml.safe_load(source.read_text())
     config["rule_files"] = [str(source.parent / pattern) for pattern in config["rule_files"]]
@@ -204,6 +205,12 @@ def write_prometheus_config(
     for job in config["scrape_configs"]:
         if job["job_name"] in addresses:
             job["static_configs"] = [{"targets": [addresses[job["job_name"]]]}]
+        for sd in job.get("file_sd_configs", []):
+            sd["files"] = [str(source.parent / pattern) for pattern in sd["files"]]
+        # Multi-target jobs reach the targets through the exporter.
+        for rule in job.get("relabel_configs", []):
+            if rule.get("target_label") == "__address__" and "replacement" in rule:
+                rule["replacement"] = addresses["scout-exporter"]
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_text(yaml.safe_dump(config, sort_keys=False))
 

@@ -55,7 +55,16 @@ def test_compose_scrape_ports_match_prometheus_config():
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"][0]
         for job in prometheus["scrape_configs"]
+        if "static_configs" in job
     }
+    # Multi-target jobs reach their targets through the exporter too.
+    exporter_listen = next(
+        a for a in compose["services"]["exporter"]["command"] if "listen-address" in a
+    )
+    for job in prometheus["scrape_configs"]:
+        for rule in job.get("relabel_configs", []):
+            if rule.get("target_label") == "__address__":
+                assert exporter_listen.endswith(rule["replacement"]), job["job_name"]
     for service, job in (("exporter", "scout-exporter"), ("sidecar", "scout-sidecar")):
         listen = next(a for a in compose["services"][service]["command"] if "listen-address" in a)
         assert listen.endswith(targets[job]), (service, listen, targets[job])

@@ -41,11 +41,18 @@ def test_stack_serves_host_metrics_and_ctrl_c_leaves_nothing(tmp_path):
         )
         assert rows[0]["metric"]["instance"] == f"127.0.0.1:{ports['exporter']}"
         up = wait_for(
-            lambda: len(promql(prometheus, "up == 1")) == 4 or None,
+            lambda: len(promql(prometheus, "up == 1")) == 5 or None,
             timeout=40,
-            what="all four targets up",
+            what="all five targets up (four services and the loopback probe)",
         )
         assert up
+        # The multi-target ICMP job reaches loopback through the exporter's /probe.
+        probe = wait_for(
+            lambda: promql(prometheus, 'scout_probe_success{job="probe_icmp"} == 1'),
+            timeout=40,
+            what="the ICMP probe of loopback",
+        )
+        assert probe[0]["metric"]["instance"] == "127.0.0.1"
         alertmanagers = promql(prometheus, "prometheus_notifications_alertmanagers_discovered")
         assert alertmanagers[0]["value"][1] == "1"
     finally:
