@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from exporter.clients.snmp import Credentials, Oid, SnmpError, SnmpSession, VarBind
 from exporter.snmp.exposition import Family
@@ -91,7 +91,7 @@ RAISE_AFTER_CLEAN_SCRAPES = 10
 class DeviceState:
     max_repetitions: int
     cache: DeviceCache | None = None
-    last_used: float = field(default_factory=time.monotonic)
+    last_used: float = 0.0
     clean_scrapes: int = 0
 
     def learn(self, used: int, configured: int) -> None:
@@ -123,7 +123,8 @@ def _fingerprint(rows: Iterable[VarBind]) -> tuple[tuple[Oid, object], ...]:
 class SnmpScraper:
     """Owns the sessions and per-device state of every ``/snmp`` target."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._sessions: dict[tuple[object, ...], SnmpSession] = {}
         self._session_used: dict[tuple[object, ...], float] = {}
         self._devices: dict[tuple[object, ...], DeviceState] = {}
@@ -149,7 +150,7 @@ class SnmpScraper:
                 timeout=module.timeout_seconds,
                 retries=module.retries,
             )
-        self._session_used[key] = time.monotonic()
+        self._session_used[key] = self._clock()
         return session
 
     async def close(self) -> None:
@@ -161,7 +162,7 @@ class SnmpScraper:
 
     async def drop_idle(self) -> None:
         """Close sessions and forget devices unused for ``IDLE_SECONDS``."""
-        cutoff = time.monotonic() - IDLE_SECONDS
+        cutoff = self._clock() - IDLE_SECONDS
         stale = [k for k, used in self._session_used.items() if used < cutoff]
         closing = [self._sessions.pop(k) for k in stale]
         for key in stale:
@@ -182,7 +183,7 @@ class SnmpScraper:
         state = self._devices.get(device_key)
         if state is None:
             state = self._devices[device_key] = DeviceState(module.max_repetitions)
-        state.last_used = time.monotonic()
+        state.last_used = self._clock()
         plan = self.plan(module)
         try:
             families, cache_used = await self._read(session, plan, state, deadline)
@@ -246,13 +247,12 @@ class SnmpScraper:
         values = {vb.oid: vb for column in plan.lookup_columns for vb in rows.get(column, ())}
         return plan.mapper.families(rows, values), cache is not None
 
-    @staticmethod
     def _still_valid(
-        plan: ModulePlan, cache: DeviceCache | None, got: Mapping[Oid, VarBind]
+        self, plan: ModulePlan, cache: DeviceCache | None, got: Mapping[Oid, VarBind]
     ) -> bool:
         if cache is None or plan.uptime is None or plan.module.cache is None:
             return False
-        if time.monotonic() - cache.fetched_at > plan.module.cache.max_age_seconds:
+        if self._clock() - cache.fetched_at > plan.module.cache.max_age_seconds:
             return False
         uptime = got.get(plan.uptime)
         if uptime is None or not isinstance(uptime.value, int) or uptime.value < cache.uptime:
@@ -262,16 +262,15 @@ class SnmpScraper:
             for v in plan.scalar_validators
         )
 
-    @staticmethod
     def _new_cache(
-        plan: ModulePlan, got: Mapping[Oid, VarBind], walked: Mapping[Oid, list[VarBind]]
+        self, plan: ModulePlan, got: Mapping[Oid, VarBind], walked: Mapping[Oid, list[VarBind]]
     ) -> DeviceCache | None:
         uptime = got.get(plan.uptime) if plan.uptime else None
         if uptime is None or not isinstance(uptime.value, int):
             return None
         return DeviceCache(
             uptime=uptime.value,
-            fetched_at=time.monotonic(),
+            fetched_at=self._clock(),
             scalar_validators={
                 v: got[v].value if v in got else None for v in plan.scalar_validators
             },

@@ -323,3 +323,24 @@ async def test_unresolvable_host_fails_the_module_not_the_exporter(client, snmpd
     assert sample(text, "scout_snmp_module_success", module="if_mib") == 0
     status, text = await scrape(client, target=snmpd.target)
     assert sample(text, "scout_snmp_module_success", module="if_mib") == 1
+
+
+async def test_host_resources_module_on_a_simulated_server(aiohttp_client, snmpsim):
+    config = parse_config("auths: {sim: {type: snmp, community: sim48}}", "sim.yml")
+    client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
+    status, text = await scrape(client, target=snmpsim.target, auth="sim", module="host_resources")
+    assert status == 200
+    assert sample(text, "scout_snmp_module_success", module="host_resources") == 1, text
+    device = snmpsim.devices["sim48"]
+    assert device.storage, "the simulated device has hrStorage rows"
+    for index, row in device.storage.items():
+        labels = {"hrStorageIndex": str(index), "hrStorageDescr": row["hrStorageDescr"]}
+        assert sample(text, "hrStorageSize", **labels) == row["hrStorageSize"]
+        assert sample(text, "hrStorageUsed", **labels) == row["hrStorageUsed"]
+    loads = {
+        dict(labels)["hrDeviceIndex"]: value
+        for (name, labels), value in parse_exposition(text).items()
+        if name == "hrProcessorLoad"
+    }
+    assert loads == {str(i): float(v) for i, v in device.processors.items()}
+    assert sample(text, "hrMemorySize") == device.static["1.3.6.1.2.1.25.2.2.0"]
