@@ -10,17 +10,14 @@ to the test's own persistent directory, never to /var/lib/snmp.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from exporter.clients.snmp import Credentials, Oid, parse_oid
+from tests.peers.snmp import RealSnmpd
 
 SYS_NAME = "scout-test-agent"
 PR_TABLE = (1, 3, 6, 1, 4, 1, 2021, 2, 1)  # UCD-SNMP-MIB::prEntry
@@ -125,20 +122,8 @@ _NET_SNMP_PRIV = {"DES": "DES", "AES": "AES", "AES192": "AES-192", "AES256": "AE
 _LEVELS = {"noAuthNoPriv": "noauth", "authNoPriv": "auth", "authPriv": "priv"}
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def snmpd_config(port: int, persistent_dir: Path) -> str:
-    lines = [
-        f"[snmp] persistentDir {persistent_dir}",
-        f"agentAddress udp:127.0.0.1:{port}",
-        f"sysName {SYS_NAME}",
-        "rocommunity public 127.0.0.1",
-        "rocommunity second 127.0.0.1 .1.3.6.1.2.1.1",
-    ]
+def _extra_config() -> str:
+    lines = ["rocommunity second 127.0.0.1 .1.3.6.1.2.1.1"]
     for creds in V3_USERS.values():
         user = f"createUser {creds.username}"
         if creds.auth_protocol:
@@ -148,83 +133,25 @@ def snmpd_config(port: int, persistent_dir: Path) -> str:
         lines += [user, f"rouser {creds.username} {_LEVELS[creds.security_level]}"]
     # Processes that never run: a table of PR_ROWS rows whose values do not move.
     lines += [f"proc scout-test-{n}" for n in range(1, PR_ROWS + 1)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 # Net-snmp reads no MIB files this way: faster, and no warnings about missing ones.
 NET_SNMP_ENV = {**os.environ, "MIBS": "", "MIBDIRS": ""}
 
 
-@dataclass
-class Snmpd:
-    """One snmpd process; ``restart`` keeps the port (and, as snmpd does, forgets its state)."""
+class Snmpd(RealSnmpd):
+    """The shared snmpd peer with this suite's users, a restricted community and a prTable.
 
-    directory: Path
-    port: int = field(default_factory=free_udp_port)
-    host: str = "127.0.0.1"
-    process: subprocess.Popen[bytes] | None = None
+    ``restart`` keeps the port (and, as snmpd does with ``-C``, forgets its state).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, sys_name=SYS_NAME, extra_config=_extra_config())
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def start(self) -> None:
-        binary = shutil.which("snmpd") or "/usr/sbin/snmpd"
-        if not Path(binary).exists():
-            pytest.skip("snmpd (Debian package snmpd) is not installed")
-        persistent = self.directory / "persistent"
-        persistent.mkdir(parents=True, exist_ok=True)
-        config = self.directory / "snmpd.conf"
-        config.write_text(snmpd_config(self.port, persistent))
-        log = (self.directory / "snmpd.log").open("ab")
-        with log:
-            self.process = subprocess.Popen(
-                [binary, "-f", "-Lo", "-C", "-c", str(config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**NET_SNMP_ENV, "SNMP_PERSISTENT_DIR": str(persistent)},
-            )
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                log = (self.directory / "snmpd.log").read_text(errors="replace")
-                pytest.fail(f"snmpd exited with {self.process.returncode}:\n{log[-2000:]}")
-            probe = subprocess.run(
-                [
-                    "snmpget",
-                    "-v2c",
-                    "-c",
-                    "public",
-                    "-r0",
-                    "-t0.3",
-                    self.address,
-                    "1.3.6.1.2.1.1.5.0",
-                ],
-                capture_output=True,
-                env=NET_SNMP_ENV,
-                check=False,
-            )
-            if probe.returncode == 0:
-                return
-            time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"snmpd did not answer on {self.address} within {timeout:.0f}s")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        return self.target
 
     def restart(self) -> None:
         self.stop()
@@ -267,16 +194,12 @@ class Snmpd:
 @pytest.fixture(scope="session")
 def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpd]:
     """The shared agent; tests must not restart it (use ``own_snmpd`` for that)."""
-    agent = Snmpd(tmp_path_factory.mktemp("snmpd"))
-    agent.start()
-    yield agent
-    agent.stop()
+    with Snmpd(tmp_path_factory.mktemp("snmpd")) as agent:
+        yield agent
 
 
 @pytest.fixture
 def own_snmpd(tmp_path: Path) -> Iterator[Snmpd]:
     """An agent for one test, which may restart it."""
-    agent = Snmpd(tmp_path / "snmpd")
-    agent.start()
-    yield agent
-    agent.stop()
+    with Snmpd(tmp_path / "snmpd") as agent:
+        yield agent
