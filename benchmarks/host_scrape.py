@@ -42,9 +42,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO
 
-import psutil
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `python benchmarks/host_scrape.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import cpu_seconds, memory, p90, raise_interrupt, version_line  # noqa: E402
 
 HOST = "127.0.0.1"  # the only address this script ever talks to
 READY_TIMEOUT_SECONDS = 30.0
@@ -136,16 +140,6 @@ def node_exporter_command() -> str:
         )
         sys.exit(2)
     return found
-
-
-def first_line(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    # Go's kingpin prints --version on stderr, argparse on stdout.
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0] if lines else "unknown"
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -259,22 +253,6 @@ def describe_response(target: Target, payload: bytes, response: http.client.HTTP
     target.series, target.host_series = series, host
 
 
-def cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
-def memory(pid: int) -> tuple[int, int]:
-    """Resident and peak resident bytes, from /proc (VmRSS, VmHWM)."""
-    values = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
-
-
 def rounds(targets: Sequence[Target], count: int) -> Iterator[Target]:
     # Round-robin, rotating who goes first, so a burst of machine noise and any
     # cache warmed by the previous scrape fall on every exporter alike.
@@ -298,10 +276,6 @@ def run(targets: Sequence[Target], scrapes: int, warmup: int) -> None:
     for target in targets:
         _, payload, response = scrape(target)
         describe_response(target, payload, response)
-
-
-def p90(values: Sequence[float]) -> float:
-    return statistics.quantiles(values, n=10, method="inclusive")[8]
 
 
 def report(
@@ -381,11 +355,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, _frame: object) -> NoReturn:
-    # SIGTERM would otherwise end the script without running the cleanup.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @contextmanager
 def log_files(paths: Sequence[Path]) -> Iterator[list[IO[bytes]]]:
     files: list[IO[bytes]] = []
@@ -402,8 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     node = node_exporter_command()
     scout = scout_command()
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    peer_version = first_line([node, "--version"])
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    peer_version = version_line([node, "--version"])
     with tempfile.TemporaryDirectory(prefix="scout-bench-") as tmp:
         logs = Path(tmp)
 

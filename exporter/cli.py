@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -108,6 +109,17 @@ def enabled_collectors(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(enabled)
 
 
+def raise_open_files_limit() -> None:
+    """Lift the soft limit on open files to the hard one.
+
+    Every SNMP device keeps a UDP socket, and systemd's default soft limit (1024)
+    would run out at about a thousand devices. Go exporters do the same at start.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _install_sighup(app: web.Application) -> None:
     async def on_startup(app: web.Application) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_config, app)
@@ -134,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = settings.config_file or "built-in defaults"
         print(f"config OK: {where} ({len(config.auths)} auths)")
         return 0
+    raise_open_files_limit()
     app = create_app(settings, config)
     _install_sighup(app)
     host, port = args.listen

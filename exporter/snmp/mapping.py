@@ -88,9 +88,9 @@ def decode_index(index: SnmpIndex, suffix: Oid) -> tuple[str, Oid, Oid] | None:
 
 
 def lookup_label(
-    lookup: SnmpLookup, parts: Mapping[str, Oid], values: Mapping[Oid, VarBind]
+    lookup: SnmpLookup, oid: Oid, parts: Mapping[str, Oid], values: Mapping[Oid, VarBind]
 ) -> str:
-    oid = oid_of(lookup.oid)
+    """The label from column ``oid`` (the lookup's, parsed) at the named indexes."""
     for label in lookup.labels:
         oid += parts[label]
     found = values.get(oid)
@@ -108,57 +108,64 @@ def value_text(varbind: VarBind, kind: str) -> str:
     return "" if value is None else str(value)
 
 
+# How an OID suffix becomes labels: the index declarations and the lookups. Metrics
+# of a table share one (if_mib's 40 per-interface metrics all have ifIndex plus the
+# same three lookups), so the labels of a row are worked out once per scrape.
+_Shape = tuple[tuple[SnmpIndex, ...], tuple[tuple[SnmpLookup, Oid], ...]]
+
+
+def _shape_key(metric: SnmpMetric) -> tuple[object, ...]:
+    indexes = tuple((i.labelname, i.type, i.fixed_size, i.implied) for i in metric.indexes)
+    lookups = tuple((tuple(k.labels), k.labelname, k.oid, k.type) for k in metric.lookups)
+    return (indexes, lookups)
+
+
 class MetricMapper:
     """Maps the varbinds of one module into families; built once per module."""
 
     def __init__(self, module: SnmpModule) -> None:
-        self._metrics = [(m, oid_of(m.oid)) for m in module.metrics]
+        shape_ids: dict[tuple[object, ...], int] = {}
+        self._shapes: list[_Shape] = []
+        self._metrics: list[tuple[SnmpMetric, Oid, int]] = []
+        for metric in module.metrics:
+            key = _shape_key(metric)
+            if key not in shape_ids:
+                shape_ids[key] = len(self._shapes)
+                lookups = tuple((k, oid_of(k.oid)) for k in metric.lookups)
+                self._shapes.append((tuple(metric.indexes), lookups))
+            self._metrics.append((metric, oid_of(metric.oid), shape_ids[key]))
 
     def families(
         self, rows: Mapping[Oid, Sequence[VarBind]], values: Mapping[Oid, VarBind]
     ) -> list[Family]:
         """``rows`` holds each metric OID's varbinds; ``values`` every varbind by OID."""
+        labels_of_row: dict[tuple[int, Oid], Labels | None] = {}
         out: list[Family] = []
-        for metric, base in self._metrics:
-            out.extend(self._metric_families(metric, base, rows.get(base, ()), values))
+        for metric, base, shape in self._metrics:
+            family = _new_family(metric)
+            states = sorted(metric.enum_values.items())
+            for varbind in rows.get(base, ()):
+                if varbind.kind in _ABSENT:
+                    continue
+                key = (shape, varbind.oid[len(base) :])
+                if key in labels_of_row:
+                    labels = labels_of_row[key]
+                else:
+                    labels = labels_of_row[key] = self._labels(shape, key[1], values)
+                if labels is not None:
+                    _add_sample(family, metric, states, labels, varbind)
+            out.append(family)
         return out
 
-    def _metric_families(
-        self, metric: SnmpMetric, base: Oid, rows: Sequence[VarBind], values: Mapping[Oid, VarBind]
-    ) -> list[Family]:
-        family = _new_family(metric)
-        states = sorted(metric.enum_values.items())
-        for varbind in rows:
-            if varbind.kind in _ABSENT:
-                continue
-            labels = self._labels(metric, varbind.oid[len(base) :], values)
-            if labels is None:
-                continue
-            value = varbind.value
-            if metric.type in ("gauge", "counter"):
-                if varbind.kind in _NUMERIC and isinstance(value, int):
-                    family.add(labels, value)
-            elif metric.type == "EnumAsInfo":
-                if isinstance(value, int):
-                    state = metric.enum_values.get(value, str(value))
-                    family.add(_with(labels, metric.name, state), 1)
-            elif metric.type == "EnumAsStateSet":
-                if isinstance(value, int):
-                    for number, state in states:
-                        family.add(_with(labels, metric.name, state), int(number == value))
-            else:
-                family.add(_with(labels, metric.name, value_text(varbind, metric.type)), 1)
-        return [family]
-
-    @staticmethod
-    def _labels(metric: SnmpMetric, suffix: Oid, values: Mapping[Oid, VarBind]) -> Labels | None:
-        if not metric.indexes:
+    def _labels(self, shape: int, suffix: Oid, values: Mapping[Oid, VarBind]) -> Labels | None:
+        indexes, lookups = self._shapes[shape]
+        if not indexes:
             # A scalar is read at OID.0; anything else under it is not this metric.
             return () if suffix == (0,) else None
         labels: list[tuple[str, str]] = []
         parts: dict[str, Oid] = {}
         rest = suffix
-        for index in metric.indexes:
+        for index in indexes:
             decoded = decode_index(index, rest)
             if decoded is None:
                 return None
@@ -167,11 +174,33 @@ class MetricMapper:
             parts[index.labelname] = used
         if rest:
             return None
-        for lookup in metric.lookups:
-            text = lookup_label(lookup, parts, values)
+        for lookup, oid in lookups:
+            text = lookup_label(lookup, oid, parts, values)
             labels = [(k, v) for k, v in labels if k != lookup.labelname]
             labels.append((lookup.labelname, text))
         return tuple(labels)
+
+
+def _add_sample(
+    family: Family,
+    metric: SnmpMetric,
+    states: list[tuple[int, str]],
+    labels: Labels,
+    varbind: VarBind,
+) -> None:
+    value = varbind.value
+    if metric.type in ("gauge", "counter"):
+        if varbind.kind in _NUMERIC and isinstance(value, int):
+            family.add(labels, value)
+    elif metric.type == "EnumAsInfo":
+        if isinstance(value, int):
+            family.add(_with(labels, metric.name, metric.enum_values.get(value, str(value))), 1)
+    elif metric.type == "EnumAsStateSet":
+        if isinstance(value, int):
+            for number, state in states:
+                family.add(_with(labels, metric.name, state), int(number == value))
+    else:
+        family.add(_with(labels, metric.name, value_text(varbind, metric.type)), 1)
 
 
 def _with(labels: Labels, name: str, value: str) -> Labels:

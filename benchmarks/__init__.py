@@ -1,0 +1,1 @@
+"""Benchmarks: runnable scripts that print Scout's cost as ratios against its peers."""

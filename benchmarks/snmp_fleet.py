@@ -1,0 +1,624 @@
+"""Fleet load: Scout's ``/snmp`` (module if_mib) scraping 1000 devices every 60 s.
+
+The issue's question: can one Scout on a 2-core machine keep 1000 switches
+scraped every minute, and at what cost? Targets: Scout's process below 50% of
+the 2 cores, and below 300 MB resident. This script answers it on the machine
+it runs on, and (cheaply, for reference) asks the same of Debian's
+prometheus-snmp-exporter 0.21.
+
+Devices. A fleet needs agents that keep up: 1000 devices x about 2,000 OIDs
+(ifTable + ifXTable of a 48-port switch) every 60 s is 33,000 OIDs/s. snmpsim,
+pure Python, answers at most about 10,000 OIDs/s per process (one core), so with
+snmpsim we would be measuring snmpsim, and more snmpsim processes would take the CPU Scout is being
+measured on. So by default (``--agent snmpd``) the devices are net-snmp's snmpd
+(C, tens of thousands of OIDs/s), in a network namespace of this script's own
+with 24 veth pairs, so ifTable has 49 rows: a 48-port switch plus loopback. One
+snmpd listens on ``--ports`` UDP ports (100; one snmpd takes at most about 120)
+and knows ``--communities`` v2c communities (10), and a device is a (port,
+community) pair: 1000 distinct targets and auths for Scout, hence 1000 sessions,
+UDP sockets, caches and max-repetitions states, as with 1000 switches. What
+this does not reproduce: network round trips (veth answers in microseconds;
+Scout's CPU hardly depends on latency, only how many scrapes overlap) and the
+variety of real devices (all 1000 serve the same tables).
+
+``--agent snmpsim`` uses snmpsim instead, with generated devices (varied speeds,
+non-ASCII aliases, sparse indexes, growing counters), small enough that one
+snmpsim process keeps up: ``--sim-interfaces`` (8, about 350 OIDs per full
+walk) on ``--ports`` endpoints x ``--communities`` device files.
+
+Schedule. Like Prometheus: every device is scraped once per ``--interval``
+(60 s) at its own offset, offsets spread evenly over the interval, through an
+aiohttp client with at most ``--concurrency`` scrapes in flight, sending
+Prometheus's headers (gzip, a 10 s scrape timeout). Every answer is checked:
+for Scout ``scout_snmp_module_success{module="if_mib"} 1``, for snmp_exporter
+an HTTP 200 with ifTable series. A run with failed scrapes is not valid: it
+says so, lists the errors and exits 1.
+
+Measured: the CPU seconds (user+system, psutil) of the exporter's process only,
+per interval, as a share of all the machine's cores (2 here), and its resident
+memory (now and peak). The agent's and this client's CPU are printed for
+context, not counted. Scout's first interval is its cold one (every device's
+first scrape walks everything); then its per-device cache (checked on every
+scrape, refilled at most every 15 minutes) means it walks counters and status
+only. The long-run figure estimates a 60 s fleet where each device refills its
+cache once per 15 minutes.
+
+A quicker run: ``--interval 15 --devices 250`` keeps the same scrape rate per
+second for a quarter of the time (``--interval 15`` alone would quadruple it;
+the agent may then not keep up). Whatever the settings, the CPU share is also
+printed scaled to 1000 devices every 60 s, labelled as such: CPU seconds per
+scrape times 1000 / 60 s, a linear extrapolation.
+
+Needs root (network namespace), iproute2, Debian's ``snmpd snmp
+prometheus-snmp-exporter``; snmpsim in the venv for ``--agent snmpsim``.
+
+Usage: python benchmarks/snmp_fleet.py [--devices N] [--interval S] [--intervals N]
+       [--peer-intervals N] [--agent snmpd|snmpsim] [--concurrency N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `python benchmarks/snmp_fleet.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import cpu_seconds, memory, p90, raise_interrupt, version_line  # noqa: E402
+from scripts.localstack import Service, StackError, find_binary, free_port  # noqa: E402
+from tests.peers.snmp import (  # noqa: E402
+    NetnsSnmpd,
+    SnmpExporter,
+    SnmpPeerError,
+    SnmpsimDevices,
+    answers,
+    free_udp_port,
+)
+
+HOST = "127.0.0.1"  # the exporters listen here; agents are in our namespace or here
+MODULE = "if_mib"
+TARGET_SHARE = 0.50  # of all cores
+TARGET_RSS = 300 * 10**6
+REFERENCE_DEVICES = 1000
+REFERENCE_INTERVAL = 60.0
+CACHE_MAX_AGE = 900.0  # if_mib's cache max_age_seconds
+FIRST_PORT = 20000
+# What Prometheus 2.42 sends: both exporters answer the text format 0.0.4 to it.
+SCRAPE_HEADERS = {
+    "Accept": (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    ),
+    "Accept-Encoding": "gzip",
+    "User-Agent": "Prometheus/2.42.0",
+    "X-Prometheus-Scrape-Timeout-Seconds": "10",
+}
+SCOUT_SUCCESS = f'scout_snmp_module_success{{module="{MODULE}"}} 1\n'
+SCOUT_CACHED = f'scout_snmp_cache_used{{module="{MODULE}"}} 1\n'
+
+
+class BenchmarkError(Exception):
+    pass
+
+
+@dataclass
+class Device:
+    target: str
+    community: str
+
+
+@dataclass
+class Interval:
+    cpu_seconds: float = 0.0
+    ok: int = 0
+    failed: int = 0
+    cached: int = 0
+    walls: list[float] = field(default_factory=list)
+    late: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FleetRun:
+    label: str
+    pid: int
+    intervals: list[Interval]
+    errors: Counter[str] = field(default_factory=Counter)
+    rss_start: int = 0
+    rss_end: int = 0
+    rss_peak: int = 0
+    fds: int = 0
+    threads: int = 0
+    agent_cpu: float = 0.0
+    client_cpu: float = 0.0
+    elapsed: float = 0.0
+
+    @property
+    def scrapes(self) -> int:
+        return sum(i.ok + i.failed for i in self.intervals)
+
+    @property
+    def failed(self) -> int:
+        return sum(i.failed for i in self.intervals)
+
+
+async def run_fleet(
+    label: str,
+    base_url: str,
+    paths: Sequence[str],
+    pid: int,
+    agent_pid: int,
+    args: argparse.Namespace,
+    intervals: int,
+) -> FleetRun:
+    """Scrape every path once per interval at its own offset; CPU sampled per interval."""
+    run = FleetRun(label, pid, [Interval() for _ in range(intervals)])
+    limit = asyncio.Semaphore(args.concurrency)
+    timeout = aiohttp.ClientTimeout(total=15)
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    loop = asyncio.get_running_loop()
+    spacing = args.interval / len(paths)
+    check = SCOUT_SUCCESS if label == "scout" else "ifHCInOctets{"
+
+    async def one(path: str, slot: Interval, due: float) -> None:
+        async with limit:
+            started = loop.time()
+            slot.late.append(started - due)
+            try:
+                async with session.get(base_url + path, headers=SCRAPE_HEADERS) as response:
+                    body = await response.text()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                slot.failed += 1
+                run.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
+                return
+            slot.walls.append(loop.time() - started)
+        if status == 200 and check in body:
+            slot.ok += 1
+            slot.cached += SCOUT_CACHED in body
+        else:
+            slot.failed += 1
+            line = next((x for x in body.splitlines() if "success" in x and x.endswith(" 0")), "")
+            run.errors[f"HTTP {status} {line or body[:120]!r}"] += 1
+
+    self_pid = os.getpid()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        tasks: set[asyncio.Task[None]] = set()
+        run.rss_start = memory(pid)[0]
+        start = loop.time() + 0.5
+        cpu_marks = [cpu_seconds(pid)]
+        agent_before, client_before = cpu_seconds(agent_pid), cpu_seconds(self_pid)
+        for k in range(intervals):
+            for i, path in enumerate(paths):
+                due = start + k * args.interval + i * spacing
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                task = asyncio.create_task(one(path, run.intervals[k], due))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            # The interval's scrapes are all launched; sample at its end.
+            await asyncio.sleep(max(0.0, start + (k + 1) * args.interval - loop.time()))
+            cpu_marks.append(cpu_seconds(pid))
+        if tasks:  # stragglers of the last interval; their CPU is in the final sample
+            await asyncio.gather(*tasks)
+            cpu_marks[-1] = cpu_seconds(pid)
+        run.elapsed = loop.time() - start
+        run.agent_cpu = cpu_seconds(agent_pid) - agent_before
+        run.client_cpu = cpu_seconds(self_pid) - client_before
+    for k, slot in enumerate(run.intervals):
+        slot.cpu_seconds = cpu_marks[k + 1] - cpu_marks[k]
+    run.rss_end, run.rss_peak = memory(pid)
+    process = psutil.Process(pid)
+    run.fds, run.threads = process.num_fds(), process.num_threads()
+    return run
+
+
+# --------------------------------------------------------------------------------------
+# Agents
+
+
+@dataclass
+class Fleet:
+    description: str
+    devices: list[Device]
+    communities: list[str]
+    agent_pid: int
+    agent_label: str
+
+
+def snmpd_fleet(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> Fleet:
+    if os.geteuid() != 0:
+        raise BenchmarkError("--agent snmpd needs root (a network namespace); try sudo")
+    ports = list(range(FIRST_PORT, FIRST_PORT + args.ports))
+    # snmpd appends agentAddress lines, but keeps only about 2,000 characters of them.
+    listen = "".join(
+        "agentAddress " + ",".join(f"udp:0.0.0.0:{p}" for p in ports[i : i + 40]) + "\n"
+        for i in range(0, len(ports), 40)
+    )
+    communities = [f"fleet{c}" for c in range(args.communities)]
+    agent = stack.enter_context(
+        NetnsSnmpd(
+            workdir,
+            pairs=24,
+            communities=("public", *communities),
+            extra_config=listen,
+        )
+    )
+    host = agent.inside_address
+    assert agent.snmpd is not None
+    assert agent.snmpd.service is not None
+    assert agent.snmpd.service.process is not None
+    devices = [Device(f"{host}:{p}", c) for p in ports for c in communities]
+    check_reachable(agent, host, ports[-1], communities[-1])
+    return Fleet(
+        f"net-snmp snmpd in a network namespace, {agent.if_rows} interfaces (48 ports + lo) "
+        f"per device; {len(ports)} UDP ports x {len(communities)} communities",
+        devices,
+        communities,
+        agent.snmpd.service.process.pid,
+        "snmpd",
+    )
+
+
+def check_reachable(agent: NetnsSnmpd, host: str, port: int, community: str) -> None:
+    deadline = time.monotonic() + 10
+    while not answers(f"{host}:{port}", community):
+        if time.monotonic() > deadline:
+            raise BenchmarkError(
+                f"snmpd in {agent.name} does not answer on port {port}: too many agentAddress "
+                "ports? (lower --ports)"
+            )
+        time.sleep(0.2)
+
+
+def snmpsim_fleet(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> Fleet:
+    communities = [f"fleet{c}" for c in range(args.communities)]
+    endpoints = []
+    for _ in range(args.ports):
+        port = free_udp_port()
+        while f"{HOST}:{port}" in endpoints:
+            port = free_udp_port()
+        endpoints.append(f"{HOST}:{port}")
+    sim = stack.enter_context(
+        SnmpsimDevices(
+            workdir,
+            dict.fromkeys(communities, args.sim_interfaces),
+            endpoints=endpoints,
+            ready_timeout=300,
+        )
+    )
+    assert sim.service is not None
+    assert sim.service.process is not None
+    devices = [Device(ep, c) for ep in endpoints for c in communities]
+    return Fleet(
+        f"snmpsim, {args.sim_interfaces} interfaces per device; {len(endpoints)} UDP "
+        f"endpoints x {len(communities)} device files",
+        devices,
+        communities,
+        sim.service.process.pid,
+        "snmpsim",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Report
+
+
+def share(cpu: float, seconds: float) -> float:
+    return cpu / (seconds * (os.cpu_count() or 1))
+
+
+def reference_share(cpu_per_scrape: float) -> float:
+    """The share of the cores 1000 devices every 60 s would take at this cost per scrape."""
+    return share(cpu_per_scrape * REFERENCE_DEVICES, REFERENCE_INTERVAL)
+
+
+def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label: str) -> None:
+    cores = os.cpu_count() or 1
+    print()
+    print(
+        f"{run.label}: {devices} devices every {args.interval:g} s, {len(run.intervals)} intervals"
+    )
+    header = (
+        f"{'interval':<9} {'ok':>5} {'failed':>6} {'cached':>6} {'wall med ms':>11} "
+        f"{'wall p90 ms':>11} {'late p90 ms':>11} {'CPU s':>7} {'CPU ms/scr':>10} "
+        f"{'share of ' + str(cores) + ' cores':>16} {'at 1000/60s':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for k, slot in enumerate(run.intervals, 1):
+        n = slot.ok + slot.failed
+        per_scrape = slot.cpu_seconds / n if n else float("nan")
+        print(
+            f"{k:<9} {slot.ok:>5} {slot.failed:>6} "
+            f"{slot.cached if run.label == 'scout' else '-':>6} "
+            f"{statistics.median(slot.walls) * 1e3 if slot.walls else float('nan'):>11.1f} "
+            f"{p90(slot.walls) * 1e3:>11.1f} {p90(slot.late) * 1e3:>11.1f} "
+            f"{slot.cpu_seconds:>7.2f} {per_scrape * 1e3:>10.2f} "
+            f"{share(slot.cpu_seconds, args.interval):>16.1%} {reference_share(per_scrape):>11.1%}"
+        )
+    print(
+        f"RSS {run.rss_end / 1e6:.0f} MB at the end (peak {run.rss_peak / 1e6:.0f} MB, "
+        f"{run.rss_start / 1e6:.0f} MB before the first scrape: "
+        f"{(run.rss_end - run.rss_start) / devices / 1e3:.0f} kB per device); "
+        f"{run.fds} open fds, {run.threads} threads"
+    )
+    agent_share, client_share = (
+        share(run.agent_cpu, run.elapsed),
+        share(run.client_cpu, run.elapsed),
+    )
+    print(
+        f"context, not counted: {agent_label} used {agent_share:.1%} and this client "
+        f"{client_share:.1%} of the {cores} cores over {run.elapsed:.0f} s"
+    )
+    if run.failed:
+        print(f"INVALID: {run.failed} of {run.scrapes} scrapes failed; most common errors:")
+        for error, count in run.errors.most_common(5):
+            print(f"  {count:>5} x {error}")
+
+
+def print_summary(
+    scout: FleetRun, peer: FleetRun | None, args: argparse.Namespace, devices: int
+) -> None:
+    cores = os.cpu_count() or 1
+    print()
+    print(
+        f"summary (targets: CPU < {TARGET_SHARE:.0%} of the cores, RSS < {TARGET_RSS / 1e6:.0f} MB)"
+    )
+
+    def per_scrape(slots: Sequence[Interval]) -> float:
+        n = sum(s.ok + s.failed for s in slots)
+        return sum(s.cpu_seconds for s in slots) / n if n else float("nan")
+
+    cold = per_scrape(scout.intervals[:1])
+    steady_slots = scout.intervals[1:]
+    lines = [("scout, cold (interval 1)", cold)]
+    if steady_slots:
+        steady = per_scrape(steady_slots)
+        lines.append((f"scout, steady (intervals 2-{len(scout.intervals)})", steady))
+        # Each device refills its cache once per CACHE_MAX_AGE: one cold scrape in 15.
+        cold_fraction = REFERENCE_INTERVAL / CACHE_MAX_AGE
+        lines.append(
+            (
+                "scout, long run (1 cold scrape in 15)",
+                steady + (cold - steady) * cold_fraction,
+            )
+        )
+    if peer is not None:
+        lines.append(("snmp_exporter", per_scrape(peer.intervals)))
+    same_rate = args.interval == REFERENCE_INTERVAL and devices == REFERENCE_DEVICES
+    for label, cost in lines:
+        measured = share(cost * devices, args.interval)
+        print(
+            f"  {label:<40} {cost * 1e3:6.2f} ms CPU per scrape; "
+            + (
+                f"{measured:.1%} of {cores} cores"
+                if same_rate
+                else f"measured {measured:.1%}, scaled to 1000 devices / 60 s: "
+                f"{reference_share(cost):.1%} of {cores} cores"
+            )
+            + (
+                f" ({'met' if reference_share(cost) < TARGET_SHARE else 'MISSED'})"
+                if label.startswith("scout")
+                else ""
+            )
+        )
+    print(
+        f"  scout RSS {scout.rss_end / 1e6:.0f} MB, peak {scout.rss_peak / 1e6:.0f} MB "
+        f"({'met' if scout.rss_peak < TARGET_RSS else 'MISSED'})"
+        + (f"; snmp_exporter {peer.rss_end / 1e6:.0f} MB" if peer is not None else "")
+    )
+    if peer is not None and steady_slots:
+        ratio = per_scrape(steady_slots) / per_scrape(peer.intervals)
+        print(f"  CPU ratio scout steady / snmp_exporter: {ratio:.2f}x")
+    invalid = [r.label for r in (scout, peer) if r is not None and r.failed]
+    print(
+        "  all scrapes succeeded"
+        if not invalid
+        else f"  NOT VALID: scrapes failed for {', '.join(invalid)}"
+    )
+
+
+# --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add = parser.add_argument
+    add("--devices", type=int, default=1000, help="simulated devices (default 1000)")
+    add("--interval", type=float, default=60.0, help="scrape interval, seconds (default 60)")
+    add("--intervals", type=int, default=2, help="intervals Scout is measured for (default 2)")
+    add(
+        "--peer-intervals", type=int, default=1,
+        help="intervals snmp_exporter is measured for afterwards; 0 skips it (default 1)",
+    )  # fmt: skip
+    add("--agent", choices=("snmpd", "snmpsim"), default="snmpd", help="see the docstring")
+    add(
+        "--communities", type=int, default=None,
+        help="devices per port (snmpd) or device files (snmpsim); default 10 or 50",
+    )  # fmt: skip
+    add("--sim-interfaces", type=int, default=8, help="interfaces per snmpsim device (default 8)")
+    add("--concurrency", type=int, default=50, help="scrapes in flight at most (default 50)")
+    add("--seed", type=int, default=1, help="shuffles the order devices are scraped in")
+    args = parser.parse_args(argv)
+    if args.communities is None:
+        args.communities = 10 if args.agent == "snmpd" else 50
+    if args.devices < 1 or args.interval <= 0 or args.intervals < 1 or args.peer_intervals < 0:
+        parser.error("--devices, --interval and --intervals must be positive")
+    if args.communities < 1 or args.concurrency < 1:
+        parser.error("--communities and --concurrency must be positive")
+    args.ports = math.ceil(args.devices / args.communities)
+    if args.agent == "snmpd" and args.ports > 120:
+        parser.error(
+            f"{args.devices} devices need {args.ports} ports at {args.communities} communities; "
+            "one snmpd listens on at most about 120: raise --communities"
+        )
+    return args
+
+
+def check_binaries(agent: str) -> None:
+    """Exit 2, saying what to install, if a program this run needs is missing."""
+    needed = ["snmpget", "prometheus-snmp-exporter", "scout-exporter"]
+    needed += ["snmpd", "ip"] if agent == "snmpd" else ["snmpsim-command-responder"]
+    # Beside this Python (the venv's scripts) or on PATH; snmpd lives in /usr/sbin.
+    search = os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", ""), "/usr/sbin"]
+    )
+    missing = [name for name in needed if shutil.which(name, path=search) is None]
+    if missing:
+        print(
+            f"snmp_fleet: not installed: {', '.join(missing)}.\n"
+            "Install Debian's `snmpd snmp prometheus-snmp-exporter iproute2` and the dev "
+            "extras (snmpsim, pysmi) into the venv, or run `make bench`.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
+    """Set up, run and report the fleet; False if any scrape failed (the run is not valid)."""
+    started = time.monotonic()
+    fleet = (snmpd_fleet if args.agent == "snmpd" else snmpsim_fleet)(stack, workdir, args)
+    devices = fleet.devices[: args.devices]
+    random.Random(args.seed).shuffle(devices)  # neighbours in time: different ports
+    config = workdir / "scout.yml"
+    config.write_text(
+        "auths:\n"
+        + "".join(f"  {c}: {{type: snmp, version: 2, community: {c}}}\n" for c in fleet.communities)
+    )
+    port = free_port()
+    scout_service = Service(
+        name="scout-exporter",
+        argv=[
+            find_binary("scout-exporter"),
+            f"--web.listen-address={HOST}:{port}",
+            "--no-collector.host",
+            f"--config.file={config}",
+            "--log.level=error",
+        ],
+        ready_url=f"http://{HOST}:{port}/metrics",
+        log_path=workdir / "scout.log",
+    )
+    stack.callback(scout_service.stop, 5)
+    scout_service.start()
+    scout_service.wait_ready(30)
+    peer = None
+    if args.peer_intervals:
+        peer = stack.enter_context(SnmpExporter(workdir, communities=fleet.communities))
+    assert scout_service.process is not None
+    setup = time.monotonic() - started
+
+    cores = os.cpu_count() or 1
+    print("SNMP fleet benchmark: Scout /snmp, module if_mib, many devices on a schedule")
+    print(
+        f"machine: nproc={cores}, {platform.machine()}, Linux {platform.release()}, "
+        f"python {platform.python_version()}"
+    )
+    print(f"peer:    {version_line([find_binary('prometheus-snmp-exporter'), '--version'])}")
+    agent_version = (
+        version_line(["snmpd", "-v"]).replace("NET-SNMP version:", "snmpd")
+        if args.agent == "snmpd"
+        else f"snmpsim {metadata.version('snmpsim')}"
+    )
+    print(f"agent:   {agent_version}: {fleet.description}")
+    print(
+        f"fleet:   {len(devices)} devices, each scraped once per {args.interval:g} s at its own "
+        f"offset (one every {args.interval / len(devices) * 1e3:.0f} ms), at most "
+        f"{args.concurrency} in flight; set-up took {setup:.0f} s"
+    )
+    if args.interval != REFERENCE_INTERVAL or len(devices) != REFERENCE_DEVICES:
+        print(
+            f"note:    not the reference 1000 devices / 60 s: 'at 1000/60s' columns scale the "
+            f"measured CPU per scrape linearly to that rate ({REFERENCE_DEVICES / 60:.1f} "
+            "scrapes/s)"
+        )
+
+    def scout_path(device: Device) -> str:
+        query = {"target": device.target, "module": MODULE, "auth": device.community}
+        return f"/snmp?{urllib.parse.urlencode(query)}"
+
+    def peer_path(device: Device) -> str:
+        module = SnmpExporter.module_name(MODULE, device.community)
+        return f"/snmp?{urllib.parse.urlencode({'target': device.target, 'module': module})}"
+
+    scout_run = asyncio.run(
+        run_fleet(
+            "scout",
+            f"http://{HOST}:{port}",
+            [scout_path(d) for d in devices],
+            scout_service.process.pid,
+            fleet.agent_pid,
+            args,
+            args.intervals,
+        )
+    )
+    print_run(scout_run, args, len(devices), fleet.agent_label)
+    peer_run = None
+    if peer is not None:
+        assert peer.service is not None
+        assert peer.service.process is not None
+        peer_run = asyncio.run(
+            run_fleet(
+                "snmp_exporter",
+                peer.url,
+                [peer_path(d) for d in devices],
+                peer.service.process.pid,
+                fleet.agent_pid,
+                args,
+                args.peer_intervals,
+            )
+        )
+        print_run(peer_run, args, len(devices), fleet.agent_label)
+    print_summary(scout_run, peer_run, args, len(devices))
+
+    print()
+    print("CPU: user+system of the exporter process only, per interval, as a share of all")
+    print(f"{cores} cores. 'cached': scrapes where Scout reused its per-device cache of names")
+    print("and speeds (it still walks counters and status every time); its first interval")
+    print("fills the caches. late: how long a scrape waited past its slot for a free slot.")
+    return not any(r is not None and r.failed for r in (scout_run, peer_run))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_binaries(args.agent)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    # Ctrl-C even when started in the background, where SIGINT comes in ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with tempfile.TemporaryDirectory(prefix="scout-snmp-fleet-") as tmp:
+        try:
+            with ExitStack() as stack:  # stops every peer, also on errors and Ctrl-C
+                valid = run(args, stack, Path(tmp))
+        except (BenchmarkError, SnmpPeerError, StackError, OSError) as exc:
+            print(f"snmp_fleet: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("snmp_fleet: interrupted; peers stopped", file=sys.stderr)
+            return 130
+    if not valid:
+        print("snmp_fleet: some scrapes failed, so these figures are not valid", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
