@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -15,8 +15,8 @@ from prometheus_client.metrics_core import Metric
 from exporter import __version__
 from exporter.collectors import COLLECTORS, CollectorSpec
 from exporter.config import ExporterConfig, load_config
-from exporter.errors import ConfigError
-from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS
+from exporter.errors import BadRequestError, ConfigError
+from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS, SNMP_SCRAPER
 from exporter.live import LiveConfig, Settings
 from exporter.probers.handler import setup_probe
 from exporter.scrape import ScrapeRunner, collector_status_families, scrape_deadline
@@ -92,8 +92,23 @@ def reload_config(app: web.Application) -> str | None:
     except ConfigError as exc:
         log.error("config reload failed, keeping the previous config: %s", exc)
         return str(exc)
+    # Sessions and caches were built from the old modules and auths.
+    scraper = app.get(SNMP_SCRAPER)
+    if scraper is not None:
+        scraper.reset()
     log.info("config reloaded")
     return None
+
+
+@web.middleware
+async def request_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The one place where request errors become HTTP answers."""
+    try:
+        return await handler(request)
+    except BadRequestError as exc:
+        return web.Response(status=exc.http_status, text=f"{exc}\n")
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -130,7 +145,7 @@ def create_app(
     """Build the app. ``config`` defaults to loading ``settings.config_file``."""
     if config is None:
         config = load_config(settings.config_file, expand_env=settings.expand_env)
-    app = web.Application()
+    app = web.Application(middlewares=[request_errors])
     app[SETTINGS] = settings
     app[LIVE_CONFIG] = LiveConfig(settings, config, collector_specs)
     app.cleanup_ctx.append(_collector_threads)

@@ -9,6 +9,8 @@ import os
 import resource
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +21,6 @@ from exporter.app import DEFAULT_PORT, create_app, reload_config
 from exporter.collectors import COLLECTORS, HostView
 from exporter.config import load_config
 from exporter.errors import ConfigError
-from exporter.keys import RUNNER
 from exporter.live import Settings
 from exporter.logs import LOG_LEVELS, configure_logging
 from exporter.web import format_address, parse_listen_address, serve
@@ -159,13 +160,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     status = serve(app, host, port, "scout-exporter")
-    runner = app.get(RUNNER)
-    if runner is not None and runner.busy():
-        # A collector stuck in a system call would block interpreter exit forever.
-        log.warning("a collector is still running; exiting without waiting for it")
+    if not _worker_threads_finish(timeout=2.0):
+        # A collector stuck in a system call, or a lookup on a dead DNS server,
+        # would block interpreter exit forever.
+        log.warning("a worker thread is still busy; exiting without waiting for it")
         logging.shutdown()
         os._exit(status)
     return status
+
+
+def _worker_threads_finish(timeout: float) -> bool:
+    """Wait for the worker pools' threads to end; idle ones end at once after shutdown."""
+    deadline = time.monotonic() + timeout
+    workers = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
+    for thread in workers:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in workers)
 
 
 if __name__ == "__main__":

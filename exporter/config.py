@@ -147,6 +147,11 @@ class SnmpAuth(StrictModel):
             raise ValueError(f"authNoPriv takes no {', '.join(priv)}")
         if self.security_level == "authPriv" and len(priv) < 2:
             raise ValueError("authPriv needs priv_protocol and priv_password")
+        for name in ("auth_password", "priv_password"):
+            secret = getattr(self, name)
+            # RFC 3414 keys need 8 characters; agents reject shorter ones at run time.
+            if secret is not None and len(secret.get_secret_value()) < 8:
+                raise ValueError(f"{name} must be at least 8 characters (RFC 3414)")
         return self
 
 

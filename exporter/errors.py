@@ -4,7 +4,8 @@ Tree::
 
     ExporterError
      ├── ConfigError        the config file cannot be read or is invalid
-     └── CollectorBusyError a collector is still running from an earlier scrape
+     ├── CollectorBusyError a collector is still running from an earlier scrape
+     └── BadRequestError    a request's parameters are wrong (HTTP 400)
 """
 
 
@@ -18,3 +19,9 @@ class ConfigError(ExporterError):
 
 class CollectorBusyError(ExporterError):
     """A collector has not finished its previous run, so it is not started again."""
+
+
+class BadRequestError(ExporterError):
+    """A parameter is wrong; the message tells the caller which and why."""
+
+    http_status = 400

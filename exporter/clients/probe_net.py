@@ -39,6 +39,7 @@ from aiohttp.tracing import Trace
 from yarl import URL
 
 from exporter import __version__
+from exporter.clients.dns import shared_resolver
 from exporter.errors import ExporterError
 
 IpProtocol = Literal["ip4", "ip6"]
@@ -180,11 +181,10 @@ async def lookup(host: str, deadline: float | None = None) -> list[IPAddress]:
 
     ``deadline`` (``loop.time()``) bounds the wait; ``None`` leaves that to the caller.
     """
-    loop = asyncio.get_running_loop()
     try:
         # The lookup runs in a thread that cannot be stopped; the probe stops waiting.
         async with asyncio.timeout_at(deadline):
-            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            infos = await shared_resolver().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except TimeoutError:
         raise ResolveError(f"looking up {host!r} did not finish by the deadline") from None
     except socket.gaierror as exc:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, Self
 
 from exporter.clients import snmp_ber as ber
 from exporter.clients import snmp_usm as usm
+from exporter.clients.dns import shared_resolver
 from exporter.clients.snmp_usm import KeyCache
 from exporter.errors import ExporterError
 
@@ -914,7 +915,7 @@ class SnmpSession:
             )
             try:
                 async with asyncio.timeout_at(until):
-                    infos = await loop.getaddrinfo(
+                    infos = await shared_resolver().getaddrinfo(
                         self.host, self.port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP
                     )
             except TimeoutError:

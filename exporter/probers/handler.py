@@ -12,8 +12,11 @@ import asyncio
 import logging
 
 from aiohttp import web
+from yarl import URL
 
+from exporter.errors import BadRequestError
 from exporter.keys import LIVE_CONFIG, SETTINGS
+from exporter.models import SECRET_MASK
 from exporter.probers.http import HttpModule
 from exporter.probers.icmp import IcmpModule
 from exporter.probers.registry import DEFAULT_MODULES, run_probe
@@ -39,20 +42,18 @@ def _probe_modules(request: web.Request) -> dict[str, ProbeModuleType]:
 async def probe(request: web.Request) -> web.Response:
     target = request.query.get("target", "").strip()
     if not target:
-        return web.Response(status=400, text="'target' parameter must be specified\n")
+        raise BadRequestError("'target' parameter must be specified")
     if len(target) > MAX_TARGET_LENGTH:
-        return web.Response(status=400, text=f"target longer than {MAX_TARGET_LENGTH}\n")
+        raise BadRequestError(f"target longer than {MAX_TARGET_LENGTH}")
     name = request.query.get("module", "").strip()
     modules = _probe_modules(request)
     if not name:
-        known = ", ".join(sorted(modules))
-        return web.Response(status=400, text=f"'module' parameter must be one of: {known}\n")
+        raise BadRequestError(f"'module' parameter must be one of: {', '.join(sorted(modules))}")
     module = modules.get(name)
     if module is None:
         if name in request.app[LIVE_CONFIG].config.modules:
-            return web.Response(status=400, text=f"module {name!r} is for /snmp, not /probe\n")
-        known = ", ".join(sorted(modules))
-        return web.Response(status=400, text=f"unknown module {name!r}; known: {known}\n")
+            raise BadRequestError(f"module {name!r} is for /snmp, not /probe")
+        raise BadRequestError(f"unknown module {name!r}; known: {', '.join(sorted(modules))}")
     timeout = scrape_deadline(
         request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
         request.app[SETTINGS].timeout_offset_seconds,
@@ -62,10 +63,19 @@ async def probe(request: web.Request) -> web.Response:
         log.log(
             logging.INFO if result.success else logging.WARNING,
             "probe: %s",
-            result.error,
-            extra={"target": target, "probe_module": name},
+            mask_password(result.error, target),
+            extra={"target": mask_password(target, target), "probe_module": name},
         )
     return render_families(request, result.families)
+
+
+def mask_password(text: str, target: str) -> str:
+    """``text`` without the password of a target URL (``http://user:pass@host/``)."""
+    try:
+        password = URL(target).password if "://" in target else None
+    except ValueError:  # not a URL after all: then it holds no password either
+        return text
+    return text.replace(password, SECRET_MASK) if password else text
 
 
 def setup_probe(app: web.Application) -> None:

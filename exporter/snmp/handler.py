@@ -22,17 +22,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from exporter.clients.snmp import Credentials
 from exporter.config import SnmpAuth
+from exporter.errors import BadRequestError
 from exporter.keys import LIVE_CONFIG, SETTINGS, SNMP_SCRAPER
 from exporter.scrape import scrape_deadline
-from exporter.snmp.exposition import Family, render_text
+from exporter.snmp.exposition import Family, Labels, render_text
 from exporter.snmp.modules import SnmpModule, builtin_modules
 from exporter.snmp.scraper import ModuleResult, SnmpScraper, Target
 
@@ -46,36 +48,43 @@ BUILTIN_AUTHS: Mapping[str, SnmpAuth] = {
 MAX_MODULES_PER_SCRAPE = 20
 
 
-class BadRequest(Exception):
-    """A parameter is wrong; the message is shown to the caller as a 400."""
+# A host name: dot-separated labels of letters, digits, '-' and '_' (not at the ends).
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
+MAX_TARGET_LENGTH = 260
 
 
 def parse_target(text: str) -> Target:
     """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address; ``udp://`` optional."""
     raw = text.strip()
+    if len(raw) > MAX_TARGET_LENGTH:
+        raise BadRequestError(f"target longer than {MAX_TARGET_LENGTH} characters")
     if "://" in raw:
         scheme, _, raw = raw.partition("://")
-        if scheme != "udp":
-            raise BadRequest(f"unsupported transport {scheme!r} in target: SNMP runs over udp")
+        if scheme.lower() != "udp":
+            raise BadRequestError(f"unsupported transport {scheme!r} in target: SNMP runs over udp")
     host, port = raw, "161"
     if raw.startswith("["):
-        host, _, rest = raw[1:].partition("]")
+        host, closed, rest = raw[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise BadRequestError(f"invalid target {text!r}: expected [ipv6]:port")
         if rest:
-            if not rest.startswith(":"):
-                raise BadRequest(f"invalid target {text!r}: expected [ipv6]:port")
             port = rest[1:]
     elif raw.count(":") == 1:
         host, port = raw.split(":")
-    if not host or any(c.isspace() or c in "/?#@[]" for c in host):
-        raise BadRequest(f"invalid target {text!r}: expected host or host:port")
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError as exc:
-            raise BadRequest(f"invalid target {text!r}: {exc}") from exc
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise BadRequest(f"invalid port in target {text!r}")
-    return Target(host, int(port))
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise BadRequestError(f"invalid port in target {text!r}")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if ":" in host:
+            raise BadRequestError(f"invalid target {text!r}: not an IPv6 address") from None
+        if not _HOST_NAME.fullmatch(host):
+            raise BadRequestError(f"invalid target {text!r}: expected host or host:port") from None
+        return Target(host, int(port))
+    return Target(str(address), int(port))
 
 
 def _modules(request: web.Request) -> dict[str, SnmpModule]:
@@ -88,38 +97,47 @@ def _auths(request: web.Request) -> dict[str, object]:
     return {**BUILTIN_AUTHS, **request.app[LIVE_CONFIG].config.auths}
 
 
+def _single(request: web.Request, name: str, default: str) -> str:
+    """A parameter given at most once; empty means the default, as snmp_exporter has it."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise BadRequestError(f"'{name}' parameter given {len(values)} times; give it once")
+    return (values[0].strip() if values else "") or default
+
+
 def resolve(request: web.Request) -> tuple[Target, list[tuple[str, SnmpModule]], str, SnmpAuth]:
-    query = request.query
-    target_text = query.get("target", "").strip()
+    target_text = _single(request, "target", "")
     if not target_text:
-        raise BadRequest("'target' parameter must be specified")
+        raise BadRequestError("'target' parameter must be specified")
     target = parse_target(target_text)
-    names = [n.strip() for n in query.get("module", DEFAULT_MODULE).split(",") if n.strip()]
-    if not names:
-        raise BadRequest("'module' parameter is empty")
+    # Like snmp_exporter: module may repeat (params: {module: [a, b]}) and list several.
+    names = [
+        name.strip()
+        for value in request.query.getall("module", [])
+        for name in value.split(",")
+        if name.strip()
+    ] or [DEFAULT_MODULE]
+    names = list(dict.fromkeys(names))
     if len(names) > MAX_MODULES_PER_SCRAPE:
-        raise BadRequest(f"too many modules: {len(names)} (at most {MAX_MODULES_PER_SCRAPE})")
+        raise BadRequestError(f"too many modules: {len(names)} (at most {MAX_MODULES_PER_SCRAPE})")
     known = _modules(request)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise BadRequest(
+        raise BadRequestError(
             f"unknown module {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}"
         )
-    auth_name = query.get("auth", DEFAULT_AUTH).strip()
+    auth_name = _single(request, "auth", DEFAULT_AUTH)
     auth = _auths(request).get(auth_name)
     if auth is None:
-        raise BadRequest(f"unknown auth {auth_name!r}")
+        raise BadRequestError(f"unknown auth {auth_name!r}")
     if not isinstance(auth, SnmpAuth):
-        raise BadRequest(f"auth {auth_name!r} is not an SNMP auth")
-    return target, [(n, known[n]) for n in dict.fromkeys(names)], auth_name, auth
+        raise BadRequestError(f"auth {auth_name!r} is not an SNMP auth")
+    return target, [(n, known[n]) for n in names], auth_name, auth
 
 
 async def snmp(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    try:
-        target, modules, auth_name, auth = resolve(request)
-    except BadRequest as exc:
-        return web.Response(status=400, text=f"{exc}\n")
+    target, modules, auth_name, auth = resolve(request)
     timeout = scrape_deadline(
         request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
         request.app[SETTINGS].timeout_offset_seconds,
@@ -127,22 +145,22 @@ async def snmp(request: web.Request) -> web.Response:
     deadline = asyncio.get_running_loop().time() + timeout
     scraper = request.app[SNMP_SCRAPER]
     credentials = Credentials.from_auth(auth)
-    sessions = [scraper.session(target, auth_name, credentials, m) for _, m in modules]
-    # Modules with the same timeouts share a session: count each session once.
-    unique = {id(s): s for s in sessions}
-    before = {k: (s.stats.pdus_sent, s.stats.retries) for k, s in unique.items()}
     results = await asyncio.gather(
         *(
             _bounded(
-                scraper.scrape_module(s, (target, auth_name, name), name, m, deadline),
+                scraper.scrape_module(
+                    scraper.session(target, auth_name, credentials, module),
+                    (target, auth_name, name),
+                    name,
+                    module,
+                    deadline,
+                ),
                 name,
                 deadline,
             )
-            for s, (name, m) in zip(sessions, modules, strict=True)
+            for name, module in modules
         )
     )
-    pdus = sum(s.stats.pdus_sent - before[k][0] for k, s in unique.items())
-    retries = sum(s.stats.retries - before[k][1] for k, s in unique.items())
     for result in results:
         if result.error:
             log.warning(
@@ -150,14 +168,30 @@ async def snmp(request: web.Request) -> web.Response:
                 result.error,
                 extra={"target": str(target), "snmp_module": result.module, "auth": auth_name},
             )
-    families = _self_families(results, time.perf_counter() - started, pdus, retries)
-    for result in results:
-        families += result.families
+    families = _self_families(results, time.perf_counter() - started)
+    families += merge_families(f for result in results for f in result.families)
     response = web.Response(text=render_text(families), content_type="text/plain", charset="utf-8")
     response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression(web.ContentCoding.gzip)
     return response
+
+
+def merge_families(families: Iterable[Family]) -> list[Family]:
+    """One family per name, each label set once: two modules may both read sysUpTime."""
+    merged: dict[str, Family] = {}
+    seen: dict[str, set[Labels]] = {}
+    for family in families:
+        into = merged.get(family.name)
+        if into is None:
+            into = merged[family.name] = Family(family.name, family.help, family.type)
+            seen[family.name] = set()
+        for labels, value in family.samples:
+            key = tuple(sorted(labels))
+            if key not in seen[family.name]:
+                seen[family.name].add(key)
+                into.add(labels, value)
+    return list(merged.values())
 
 
 async def _bounded(
@@ -174,9 +208,9 @@ async def _bounded(
         )
 
 
-def _self_families(
-    results: list[ModuleResult], duration: float, pdus: int, retries: int
-) -> list[Family]:
+def _self_families(results: list[ModuleResult], duration: float) -> list[Family]:
+    pdus = sum(result.pdus_sent for result in results)
+    retries = sum(result.retries for result in results)
     scrape = Family("scout_snmp_scrape_duration_seconds", "Seconds the SNMP scrape took.", "gauge")
     scrape.add((), duration)
     sent = Family("scout_snmp_pdus_sent", "SNMP PDUs sent during this scrape.", "gauge")

@@ -33,6 +33,12 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 def _check_oid(value: str) -> str:
     if not _OID.fullmatch(value):
         raise ValueError(f"not a numeric OID: {value!r} (write it as 1.3.6.1...)")
+    arcs = [int(arc) for arc in value.removeprefix(".").split(".")]
+    # What BER can encode and SNMP allows (RFC 2578: sub-identifiers are 32-bit).
+    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
+        raise ValueError(f"not a valid OID: {value!r} (it must start 0.x, 1.x or 2.x)")
+    if any(arc >= 2**32 for arc in arcs):
+        raise ValueError(f"not a valid OID: {value!r} (sub-identifiers stop at 4294967295)")
     return value.removeprefix(".")
 
 

@@ -17,6 +17,7 @@ device costs only its own deadline.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,12 +32,24 @@ log = logging.getLogger(__name__)
 
 # Sessions and device state unused for this long are dropped (devices come and go).
 IDLE_SECONDS = 3600.0
+# A session to a device named in DNS is opened anew this often, to look it up again.
+RESOLVE_SECONDS = 300.0
+# Each session holds a socket: past this many, the least recently used is closed.
+MAX_SESSIONS = 5000
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
     host: str
     port: int = 161
+
+    @property
+    def is_address(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -64,8 +77,12 @@ class ModulePlan:
         self.cached_columns = [c for c in cached if c not in fresh]
         self.lookup_columns = {oid_of(lk.oid) for m in module.metrics for lk in m.lookups}
         validators = [oid_of(v) for v in module.cache.validators] if module.cache else []
-        self.column_validators = [v for v in validators if v in fresh]
-        self.scalar_validators = [v for v in validators if v not in fresh]
+        # OID.0 is a scalar, read with GET; anything else is a column, walked every time.
+        self.scalar_validators = [v for v in validators if v[-1] == 0]
+        self.column_validators = [v for v in validators if v[-1] != 0]
+        for column in self.column_validators:
+            if column not in fresh:
+                self.fresh_columns.append(column)
         self.uptime = oid_of(module.cache.uptime) if module.cache else None
 
     def gets(self) -> list[Oid]:
@@ -114,10 +131,26 @@ class ModuleResult:
     max_repetitions: int
     cache_used: bool
     error: str | None = None
+    pdus_sent: int = 0
+    retries: int = 0
 
 
 def _fingerprint(rows: Iterable[VarBind]) -> tuple[tuple[Oid, object], ...]:
     return tuple((vb.oid, vb.value) for vb in rows)
+
+
+class SessionEntry:
+    """A session with what the scraper tracks about it."""
+
+    __slots__ = ("born", "lock", "session", "used")
+
+    def __init__(self, session: SnmpSession, now: float) -> None:
+        self.session = session
+        self.born = now
+        self.used = now
+        # One scrape at a time per session: HA Prometheus pairs scrape the same device
+        # at once, and the PDU counts of a scrape must be its own.
+        self.lock = asyncio.Lock()
 
 
 class SnmpScraper:
@@ -125,10 +158,10 @@ class SnmpScraper:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._sessions: dict[tuple[object, ...], SnmpSession] = {}
-        self._session_used: dict[tuple[object, ...], float] = {}
+        self._entries: dict[tuple[object, ...], SessionEntry] = {}
         self._devices: dict[tuple[object, ...], DeviceState] = {}
         self._plans: dict[int, ModulePlan] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def plan(self, module: SnmpModule) -> ModulePlan:
         # Modules are frozen and replaced whole on reload, so identity is a safe key.
@@ -139,39 +172,75 @@ class SnmpScraper:
 
     def session(
         self, target: Target, auth_name: str, credentials: Credentials, module: SnmpModule
-    ) -> SnmpSession:
+    ) -> SessionEntry:
         key = (target, auth_name, credentials, module.timeout_seconds, module.retries)
-        session = self._sessions.get(key)
-        if session is None:
-            session = self._sessions[key] = SnmpSession(
+        now = self._clock()
+        entry = self._entries.get(key)
+        if entry is not None and not target.is_address and now - entry.born > RESOLVE_SECONDS:
+            # A device named in DNS is looked up again now and then: it may have moved.
+            self._close_later([self._entries.pop(key)])
+            entry = None
+        if entry is None:
+            if len(self._entries) >= MAX_SESSIONS:
+                oldest = min(self._entries, key=lambda k: self._entries[k].used)
+                self._close_later([self._entries.pop(oldest)])
+            session = SnmpSession(
                 target.host,
                 target.port,
                 credentials,
                 timeout=module.timeout_seconds,
                 retries=module.retries,
             )
-        self._session_used[key] = self._clock()
-        return session
+            entry = self._entries[key] = SessionEntry(session, now)
+        entry.used = now
+        return entry
 
-    async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        self._session_used.clear()
+    def _close_later(self, entries: Iterable[SessionEntry]) -> None:
+        for entry in entries:
+            task = asyncio.ensure_future(entry.session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def reset(self) -> None:
+        """Forget every session, cache and plan: the config they came from changed.
+
+        A reload may change a module (its cache, max-repetitions) or an auth's
+        secret; each device starts afresh at its next scrape.
+        """
+        self._close_later(self._entries.values())
+        self._entries.clear()
         self._devices.clear()
         self._plans.clear()
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+    async def close(self) -> None:
+        self.reset()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def drop_idle(self) -> None:
         """Close sessions and forget devices unused for ``IDLE_SECONDS``."""
         cutoff = self._clock() - IDLE_SECONDS
-        stale = [k for k, used in self._session_used.items() if used < cutoff]
-        closing = [self._sessions.pop(k) for k in stale]
-        for key in stale:
-            del self._session_used[key]
+        stale = [k for k, entry in self._entries.items() if entry.used < cutoff]
+        self._close_later(self._entries.pop(k) for k in stale)
         for key in [k for k, d in self._devices.items() if d.last_used < cutoff]:
             del self._devices[key]
-        await asyncio.gather(*(s.close() for s in closing), return_exceptions=True)
 
     async def scrape_module(
+        self,
+        entry: SessionEntry,
+        device_key: tuple[object, ...],
+        name: str,
+        module: SnmpModule,
+        deadline: float,
+    ) -> ModuleResult:
+        async with entry.lock:
+            session = entry.session
+            pdus, retries = session.stats.pdus_sent, session.stats.retries
+            result = await self._scrape_module(session, device_key, name, module, deadline)
+            result.pdus_sent = session.stats.pdus_sent - pdus
+            result.retries = session.stats.retries - retries
+            return result
+
+    async def _scrape_module(
         self,
         session: SnmpSession,
         device_key: tuple[object, ...],
@@ -188,18 +257,21 @@ class SnmpScraper:
         try:
             families, cache_used = await self._read(session, plan, state, deadline)
         except SnmpError as exc:
+            error = str(exc)
+        except Exception as exc:  # module boundary: one bad module never fails the others
+            log.exception("snmp module crashed", extra={"snmp_module": name})
+            error = f"internal error: {exc!r}"
+        else:
             return ModuleResult(
                 name,
-                False,
+                True,
                 time.perf_counter() - started,
-                [],
+                families,
                 state.max_repetitions,
-                False,
-                str(exc),
+                cache_used,
             )
-        return ModuleResult(
-            name, True, time.perf_counter() - started, families, state.max_repetitions, cache_used
-        )
+        duration = time.perf_counter() - started
+        return ModuleResult(name, False, duration, [], state.max_repetitions, False, error)
 
     async def _walk(
         self,

@@ -93,6 +93,13 @@ EXPECTED_ERRORS = {
     "invalid-filter-regex-number.yml": (
         "4: collectors.host.disks.exclude: input should be a valid pattern, got 12"
     ),
+    "invalid-snmp-short-password.yml": (
+        "2: auths.core_v3: auth_password must be at least 8 characters (RFC 3414)"
+    ),
+    "invalid-module-oid.yml": (
+        "6: modules.big_arc.metrics.0.oid: not a valid OID: "
+        "'1.3.6.1.2.1.99999999999' (sub-identifiers stop at 4294967295)"
+    ),
     "invalid-null-key.yml": (
         "3: auths.None: input should be a valid string\n"
         "{path}:3: auths.None: unknown type 'nope' (expected one of: 'snmp', 'http', 'winrm')"

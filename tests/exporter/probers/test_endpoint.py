@@ -95,3 +95,21 @@ async def test_bad_parameters_are_400(client, params, message):
     status, text = await probe(client, **params)
     assert status == 400
     assert text.startswith(message)
+
+
+async def test_password_in_a_probe_url_is_never_logged(client, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    status, text = await probe(
+        client, target="http://monitor:hunter2pw@127.0.0.1:1/health", module="http"
+    )
+    assert status == 200
+    assert value(text, "scout_probe_success") == 0
+    # The exporter's own records; its access log is off (cli passes access_log=None).
+    ours = "\n".join(
+        f"{r.getMessage()} {vars(r)}" for r in caplog.records if r.name.startswith("exporter")
+    )
+    assert "probe:" in ours
+    assert "hunter2pw" not in ours
+    assert "<secret>" in ours

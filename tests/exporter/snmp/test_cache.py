@@ -14,7 +14,7 @@ import pytest
 from exporter.clients.snmp import Oid, SessionStats, ValueKind, VarBind
 from exporter.snmp.mapping import oid_of
 from exporter.snmp.modules import builtin_modules
-from exporter.snmp.scraper import SnmpScraper
+from exporter.snmp.scraper import SessionEntry, SnmpScraper
 
 IFT = oid_of("1.3.6.1.2.1.2.2.1")
 IFX = oid_of("1.3.6.1.2.1.31.1.1.1")
@@ -82,7 +82,8 @@ def agent() -> ReplayedAgent:
 
 async def scrape(scraper: SnmpScraper, agent: ReplayedAgent) -> tuple[bool, str]:
     module = builtin_modules()["if_mib"]
-    result = await scraper.scrape_module(agent, ("dev",), "if_mib", module, 1e12)  # type: ignore[arg-type]
+    entry = SessionEntry(agent, 0.0)  # type: ignore[arg-type]
+    result = await scraper.scrape_module(entry, ("dev",), "if_mib", module, 1e12)
     assert result.success, result.error
     names = {
         dict(labels)["ifName"]
@@ -135,3 +136,41 @@ async def test_cache_expires_after_max_age(agent):
     now[0] += 2
     agent.columns[(*IFX, 1)] = {1: b"eth0-new-alias"}
     assert await scrape(scraper, agent) == (False, "eth0-new-alias")
+
+
+async def test_sessions_to_named_devices_are_renewed_to_look_them_up_again():
+    from exporter.clients.snmp import Credentials
+    from exporter.snmp import scraper as scraper_module
+    from exporter.snmp.scraper import Target
+
+    now = [0.0]
+    scraper = SnmpScraper(clock=lambda: now[0])
+    module = builtin_modules()["if_mib"]
+    credentials = Credentials(2, community="public")
+    named = scraper.session(Target("switch.example.net"), "a", credentials, module)
+    by_address = scraper.session(Target("192.0.2.1"), "a", credentials, module)
+    now[0] += scraper_module.RESOLVE_SECONDS - 1
+    assert scraper.session(Target("switch.example.net"), "a", credentials, module) is named
+    now[0] += 2
+    assert scraper.session(Target("switch.example.net"), "a", credentials, module) is not named
+    assert scraper.session(Target("192.0.2.1"), "a", credentials, module) is by_address
+    await scraper.close()
+
+
+async def test_session_count_is_capped(monkeypatch):
+    from exporter.clients.snmp import Credentials
+    from exporter.snmp import scraper as scraper_module
+    from exporter.snmp.scraper import Target
+
+    monkeypatch.setattr(scraper_module, "MAX_SESSIONS", 3)
+    now = [0.0]
+    scraper = SnmpScraper(clock=lambda: now[0])
+    module = builtin_modules()["if_mib"]
+    credentials = Credentials(2, community="public")
+    first = scraper.session(Target("192.0.2.1"), "a", credentials, module)
+    for host in ("192.0.2.2", "192.0.2.3", "192.0.2.4"):
+        now[0] += 1
+        scraper.session(Target(host), "a", credentials, module)
+    # The least recently used one was closed to make room.
+    assert scraper.session(Target("192.0.2.1"), "a", credentials, module) is not first
+    await scraper.close()

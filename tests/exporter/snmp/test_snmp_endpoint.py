@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -308,7 +309,10 @@ async def test_lookup_cache_is_used_then_dropped_when_the_agent_restarts(client,
         ({"target": "bad target!"}, "invalid target 'bad target!'"),
         ({"target": "127.0.0.1:99999"}, "invalid port in target '127.0.0.1:99999'"),
         ({"target": "tcp://127.0.0.1"}, "unsupported transport 'tcp'"),
-        ({"target": "127.0.0.1", "module": ","}, "'module' parameter is empty"),
+        ({"target": "x" * 300}, "target longer than 260 characters"),
+        ({"target": "-badhost"}, "invalid target '-badhost': expected host or host:port"),
+        ({"target": "127.0.0.1:\u0661\u0666\u0661"}, "invalid port in target"),
+        ({"target": "[::1"}, "invalid target '[::1': expected [ipv6]:port"),
     ],
 )
 async def test_bad_parameters_are_400_with_a_message(client, params, message):
@@ -344,3 +348,71 @@ async def test_host_resources_module_on_a_simulated_server(aiohttp_client, snmps
     }
     assert loads == {str(i): float(v) for i, v in device.processors.items()}
     assert sample(text, "hrMemorySize") == device.static["1.3.6.1.2.1.25.2.2.0"]
+
+
+async def test_parameters_as_snmp_exporter_reads_them(client, snmpd):
+    # module may repeat (a scrape config's params: {module: [if_mib, system]}) ...
+    response = await client.get(f"/snmp?target={snmpd.target}&module=system&module=if_mib")
+    text = await response.text()
+    assert sample(text, "scout_snmp_module_success", module="system") == 1
+    assert sample(text, "scout_snmp_module_success", module="if_mib") == 1
+    # ... both read sysUpTime, which must still appear once (promtool rejects a second HELP).
+    assert text.count("# HELP sysUpTime ") == 1
+    assert len([line for line in text.splitlines() if line.startswith("sysUpTime ")]) == 1
+    # Empty module and auth mean the defaults.
+    response = await client.get(f"/snmp?target={snmpd.target}&module=&auth=")
+    text = await response.text()
+    assert sample(text, "scout_snmp_module_success", module="if_mib") == 1
+    # A second target or auth is ambiguous: refused.
+    for query in (
+        f"target={snmpd.target}&target=127.0.0.2",
+        f"target={snmpd.target}&auth=a&auth=b",
+    ):
+        response = await client.get(f"/snmp?{query}")
+        assert response.status == 400
+        assert "given 2 times; give it once" in await response.text()
+
+
+async def test_concurrent_scrapes_of_one_device_count_their_own_pdus(client, snmpd):
+    results = await asyncio.gather(
+        *(scrape(client, target=snmpd.target, module="system") for _ in range(8))
+    )
+    for status, text in results:
+        assert status == 200
+        assert sample(text, "scout_snmp_module_success", module="system") == 1
+        assert sample(text, "scout_snmp_pdus_sent") == 1  # one GET: the system group
+
+
+async def test_reload_drops_sessions_and_caches_built_from_the_old_config(
+    aiohttp_client, snmpd, tmp_path
+):
+    config = tmp_path / "scout.yml"
+    config.write_text("auths: {lab: {type: snmp, community: public}}\n")
+    app = create_app(Settings(config_file=config, enabled_collectors=frozenset()))
+    client = await aiohttp_client(app)
+    await scrape(client, target=snmpd.target, auth="lab")
+    _, cached = await scrape(client, target=snmpd.target, auth="lab")
+    assert sample(cached, "scout_snmp_cache_used", module="if_mib") == 1
+    # The community changes: the old session (and its secret) must not be reused.
+    config.write_text("auths: {lab: {type: snmp, community: wrong-community-now}}\n")
+    assert (await client.post("/-/reload")).status == 200
+    _, after = await scrape(client, scrape_timeout="3", target=snmpd.target, auth="lab")
+    assert sample(after, "scout_snmp_module_success", module="if_mib") == 0
+    assert sample(after, "scout_snmp_cache_used", module="if_mib") == 0
+
+
+async def test_snmp_output_passes_promtool_parsing(client, snmpd):
+    _, text = await scrape(client, target=snmpd.target, module="if_mib,system,host_resources")
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # snmp_exporter's names (camelCase, counters without _total) are linted by design;
+    # a parse error (a second HELP line, a bad label) starts with "error" and is ours.
+    output = result.stdout + result.stderr
+    assert "ifHCInOctets counter metrics should have" in output  # promtool did read it
+    assert [line for line in output.splitlines() if line.startswith("error")] == []

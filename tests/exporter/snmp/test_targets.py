@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.snmp.handler import BadRequest, parse_target
+from exporter.errors import BadRequestError
+from exporter.snmp.handler import parse_target
 from exporter.snmp.scraper import Target
 
 
@@ -38,6 +39,6 @@ def test_valid_targets(text, expected):
     ],
 )
 def test_invalid_targets(text, message):
-    with pytest.raises(BadRequest) as caught:
+    with pytest.raises(BadRequestError) as caught:
         parse_target(text)
     assert str(caught.value).startswith(message)

@@ -1,0 +1,74 @@
+"""The resolver: addresses without lookups, one lookup per name, answers kept a while."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+from exporter.clients import dns
+from exporter.clients.dns import Resolver
+
+
+async def test_ip_addresses_are_never_looked_up(monkeypatch):
+    def no_lookups(*args, **kwargs):
+        if not kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+            raise AssertionError("a DNS lookup for an IP address")
+        return real(*args, **kwargs)
+
+    real = socket.getaddrinfo
+    monkeypatch.setattr(dns.socket, "getaddrinfo", no_lookups)
+    resolver = Resolver()
+    for host in ("127.0.0.1", "::1", "192.0.2.7"):
+        infos = await resolver.getaddrinfo(host, 161, type=socket.SOCK_DGRAM)
+        assert infos[0][4][0] == host
+
+
+async def test_a_hung_name_does_not_hold_up_others(monkeypatch):
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def slow_for_hung(host, *args, **kwargs):
+        if kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+            return real(host, *args, **kwargs)  # the address check: never blocks
+        if host == "hung.test":
+            release.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure")
+        return real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(dns.socket, "getaddrinfo", slow_for_hung)
+    resolver = Resolver(threads=2)
+    try:
+        hung = [asyncio.ensure_future(resolver.getaddrinfo("hung.test", 161)) for _ in range(20)]
+        # Twenty callers, one lookup: the other slot is free for a healthy name.
+        answer = await asyncio.wait_for(resolver.getaddrinfo("good.test", 161), timeout=5)
+        assert answer[0][4][0] == "127.0.0.1"
+        assert sum(t.name.startswith("dns hung.test") for t in threading.enumerate()) == 1
+    finally:
+        release.set()
+    for task in hung:
+        with pytest.raises(socket.gaierror):
+            await task
+
+
+async def test_answers_and_failures_are_kept(monkeypatch):
+    calls: list[str] = []
+    real = socket.getaddrinfo
+
+    def counting(host, *args, **kwargs):
+        if not kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+            calls.append(host)
+            if host == "missing.test":
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(dns.socket, "getaddrinfo", counting)
+    resolver = Resolver()
+    for _ in range(3):
+        await resolver.getaddrinfo("device.test", 161)
+        with pytest.raises(socket.gaierror):
+            await resolver.getaddrinfo("missing.test", 161)
+    assert calls == ["device.test", "missing.test"]
