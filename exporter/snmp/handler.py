@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from typing import Any
 
@@ -179,9 +180,14 @@ async def snmp(request: web.Request) -> web.Response:
 
 def merge_families(families: Iterable[Family]) -> list[Family]:
     """One family per name, each label set once: two modules may both read sysUpTime."""
+    families = list(families)
+    counts = Counter(family.name for family in families)
     merged: dict[str, Family] = {}
     seen: dict[str, set[Labels]] = {}
     for family in families:
+        if counts[family.name] == 1:
+            merged[family.name] = family  # the common case: nothing to merge
+            continue
         into = merged.get(family.name)
         if into is None:
             into = merged[family.name] = Family(family.name, family.help, family.type)
