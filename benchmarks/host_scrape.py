@@ -48,23 +48,19 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python benchmarks/host_scrape.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import cpu_seconds, memory, p90, raise_interrupt, version_line  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SCRAPE_HEADERS,
+    cpu_seconds,
+    memory,
+    p90,
+    raise_interrupt,
+    version_line,
+)
 
 HOST = "127.0.0.1"  # the only address this script ever talks to
 READY_TIMEOUT_SECONDS = 30.0
 SCRAPE_TIMEOUT_SECONDS = 30.0
 
-# What Prometheus 2.42 sends on every scrape: the format negotiation and gzip
-# change what the server has to do, so they are part of a fair comparison.
-SCRAPE_HEADERS = {
-    "Accept": (
-        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
-        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-    ),
-    "Accept-Encoding": "gzip",
-    "User-Agent": "Prometheus/2.42.0",
-    "X-Prometheus-Scrape-Timeout-Seconds": "10",
-}
 
 # node_exporter 1.5.0 collectors that read what Scout's host collector reads.
 EQUIVALENT_NODE_COLLECTORS = (

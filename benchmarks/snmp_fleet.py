@@ -64,7 +64,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import signal
 import statistics
 import sys
@@ -85,7 +84,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python benchmarks/snmp_fleet.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import cpu_seconds, memory, p90, raise_interrupt, version_line  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SCRAPE_HEADERS,
+    cpu_seconds,
+    memory,
+    missing_programs,
+    p90,
+    raise_interrupt,
+    version_line,
+)
 from scripts.localstack import Service, StackError, find_binary, free_port  # noqa: E402
 from tests.peers.snmp import (  # noqa: E402
     NetnsSnmpd,
@@ -104,16 +111,6 @@ REFERENCE_DEVICES = 1000
 REFERENCE_INTERVAL = 60.0
 CACHE_MAX_AGE = 900.0  # if_mib's cache max_age_seconds
 FIRST_PORT = 20000
-# What Prometheus 2.42 sends: both exporters answer the text format 0.0.4 to it.
-SCRAPE_HEADERS = {
-    "Accept": (
-        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
-        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-    ),
-    "Accept-Encoding": "gzip",
-    "User-Agent": "Prometheus/2.42.0",
-    "X-Prometheus-Scrape-Timeout-Seconds": "10",
-}
 SCOUT_SUCCESS = f'scout_snmp_module_success{{module="{MODULE}"}} 1\n'
 SCOUT_CACHED = f'scout_snmp_cache_used{{module="{MODULE}"}} 1\n'
 
@@ -479,11 +476,7 @@ def check_binaries(agent: str) -> None:
     """Exit 2, saying what to install, if a program this run needs is missing."""
     needed = ["snmpget", "prometheus-snmp-exporter", "scout-exporter"]
     needed += ["snmpd", "ip"] if agent == "snmpd" else ["snmpsim-command-responder"]
-    # Beside this Python (the venv's scripts) or on PATH; snmpd lives in /usr/sbin.
-    search = os.pathsep.join(
-        [str(Path(sys.executable).parent), os.environ.get("PATH", ""), "/usr/sbin"]
-    )
-    missing = [name for name in needed if shutil.which(name, path=search) is None]
+    missing = missing_programs(needed)
     if missing:
         print(
             f"snmp_fleet: not installed: {', '.join(missing)}.\n"

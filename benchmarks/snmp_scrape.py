@@ -58,7 +58,6 @@ import http.client
 import os
 import platform
 import re
-import shutil
 import signal
 import statistics
 import sys
@@ -77,7 +76,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python benchmarks/snmp_scrape.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import cpu_seconds, memory, p90, raise_interrupt, version_line  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SCRAPE_HEADERS,
+    cpu_seconds,
+    memory,
+    missing_programs,
+    p90,
+    raise_interrupt,
+    version_line,
+)
 from scripts.localstack import Service, StackError, find_binary, free_port  # noqa: E402
 from tests.peers.snmp import (  # noqa: E402
     NetnsSnmpd,
@@ -94,16 +101,6 @@ HTTP_TIMEOUT_SECONDS = 60.0
 SIM_DEVICES = {"sim48": 48, "sim260": 260}
 AGENTS = ("snmpd", *SIM_DEVICES)
 
-# What Prometheus 2.42 sends: both exporters answer the text format 0.0.4 to it.
-SCRAPE_HEADERS = {
-    "Accept": (
-        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
-        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-    ),
-    "Accept-Encoding": "gzip",
-    "User-Agent": "Prometheus/2.42.0",
-    "X-Prometheus-Scrape-Timeout-Seconds": "10",
-}
 
 # Each exporter's own account of the SNMP part of the scrape.
 SNMP_SECONDS = {
@@ -421,11 +418,7 @@ def check_binaries(agents: Sequence[str]) -> None:
         needed += ["snmpd", "ip"] if os.geteuid() == 0 else ["snmpd"]
     if set(agents) & set(SIM_DEVICES):
         needed.append("snmpsim-command-responder")
-    # Beside this Python (the venv's scripts) or on PATH; snmpd lives in /usr/sbin.
-    search = os.pathsep.join(
-        [str(Path(sys.executable).parent), os.environ.get("PATH", ""), "/usr/sbin"]
-    )
-    missing = [name for name in needed if shutil.which(name, path=search) is None]
+    missing = missing_programs(needed)
     if missing:
         print(
             f"snmp_scrape: not installed: {', '.join(missing)}.\n"
