@@ -70,10 +70,6 @@ class ScrapeRunner:
         self._executor = executor
         self._in_flight: dict[str, Future[_Timed]] = {}
 
-    def busy(self) -> bool:
-        """True while any collector is still running, in time or past its deadline."""
-        return any(not future.done() for future in self._in_flight.values())
-
     def _submit(self, name: str, collector: Collector) -> Future[_Timed]:
         running = self._in_flight.get(name)
         if running is not None and not running.done():

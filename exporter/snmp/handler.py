@@ -247,7 +247,7 @@ async def snmp_scraper_ctx(app: web.Application) -> AsyncIterator[None]:
     async def prune() -> None:
         while True:
             await asyncio.sleep(300)
-            await scraper.drop_idle()
+            scraper.drop_idle()
 
     pruner = asyncio.create_task(prune())
     yield

@@ -216,7 +216,7 @@ class SnmpScraper:
         self.reset()
         await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def drop_idle(self) -> None:
+    def drop_idle(self) -> None:
         """Close sessions and forget devices unused for ``IDLE_SECONDS``."""
         cutoff = self._clock() - IDLE_SECONDS
         stale = [k for k, entry in self._entries.items() if entry.used < cutoff]
