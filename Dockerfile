@@ -5,10 +5,13 @@ WORKDIR /opt/scout
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 COPY ai_sidecar ./ai_sidecar
+# /var/lib/scout holds the sidecar's SQLite store (a volume in docker-compose.yml).
 RUN pip install --no-cache-dir . \
-    && useradd --system --uid 10001 --no-create-home scout
+    && useradd --system --uid 10001 --no-create-home scout \
+    && mkdir -p /var/lib/scout && chown scout /var/lib/scout
 
 COPY docs/examples/scout-exporter.yml /etc/scout/scout-exporter.yml
+COPY docs/examples/scout-sidecar.yml /etc/scout/scout-sidecar.yml
 USER scout
 EXPOSE 8781 8782
 CMD ["scout-exporter", "--config.file=/etc/scout/scout-exporter.yml"]

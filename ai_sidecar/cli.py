@@ -1,32 +1,63 @@
-"""``scout-sidecar``: run the sidecar (``serve``, the default command)."""
+"""``scout-sidecar``: run the sidecar (``serve``, the default command).
+
+Everything an operator must set can come from flags or ``SCOUT_*`` environment
+variables, so the sidecar runs without a config file:
+
+- ``SCOUT_WEBHOOK_TOKEN``: the bearer token Alertmanager sends (required unless
+  ``--web.insecure-no-auth``), or ``SCOUT_WEBHOOK_TOKEN_FILE`` naming a file
+  that holds it;
+- ``SCOUT_PROMETHEUS_URL``: where the analyst reads context;
+- ``SCOUT_ALERTMANAGER_URLS``: every Alertmanager peer, comma-separated;
+- ``SCOUT_DATA_DIR``: where the SQLite store lives (default ``./data``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from ai_sidecar import __version__
 from ai_sidecar.app import create_app
+from ai_sidecar.config import SidecarConfig, load_config
+from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from exporter.logs import LOG_LEVELS, configure_logging
 from exporter.web import format_address, parse_listen_address, serve
 
 log = logging.getLogger("ai_sidecar")
 
+TOKEN_ENV = "SCOUT_WEBHOOK_TOKEN"
+# The same token read from a file: Docker secrets, or the file Alertmanager's
+# credentials_file reads, so the two can never disagree.
+TOKEN_FILE_ENV = "SCOUT_WEBHOOK_TOKEN_FILE"
+PROMETHEUS_ENV = "SCOUT_PROMETHEUS_URL"
+ALERTMANAGERS_ENV = "SCOUT_ALERTMANAGER_URLS"
+DATA_DIR_ENV = "SCOUT_DATA_DIR"
+SWITCH_INTERVAL = 0.0005
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scout-sidecar",
         description="Scout AI sidecar: correlates alerts into explained incidents.",
+        epilog=(
+            f"Environment: {TOKEN_ENV} or {TOKEN_FILE_ENV} (bearer token for the webhook "
+            "and API), "
+            f"{PROMETHEUS_ENV}, {ALERTMANAGERS_ENV} (comma-separated peers), "
+            f"{DATA_DIR_ENV} (default ./data)."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"scout-sidecar {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run the HTTP service (the default)")
+    serve_command = commands.add_parser("serve", help="run the HTTP service (the default)")
     add_serve_arguments(parser)
     # SUPPRESS keeps the subcommand from overwriting flags given before its name.
-    add_serve_arguments(serve, argument_default=argparse.SUPPRESS)
+    add_serve_arguments(serve_command, argument_default=argparse.SUPPRESS)
     return parser
 
 
@@ -43,6 +74,28 @@ def add_serve_arguments(parser: argparse.ArgumentParser, argument_default: objec
         help=f"address to serve on (default :{DEFAULT_PORT}, every interface)",
     )
     parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        type=Path,
+        default=default(None),
+        metavar="FILE",
+        help="YAML with correlation, priority, runbooks and return-trip settings",
+    )
+    parser.add_argument(
+        "--web.insecure-no-auth",
+        dest="insecure_no_auth",
+        action="store_true",
+        default=default(False),
+        help=f"serve the webhook and API without a token when {TOKEN_ENV} is unset",
+    )
+    parser.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        default=default(False),
+        help="validate the settings and config file, then exit",
+    )
+    parser.add_argument(
         "--log.level", dest="log_level", choices=list(LOG_LEVELS), default=default("info")
     )
     parser.add_argument(
@@ -54,13 +107,125 @@ def add_serve_arguments(parser: argparse.ArgumentParser, argument_default: objec
     )
 
 
+def parse_url(value: str, variable: str) -> str:
+    """An http(s) URL without a trailing slash; credentials in it are refused.
+
+    The URL shows up in logs, metric labels and (Prometheus's) in the links of
+    enriched alerts, so neither a user:password part nor a query string (which
+    often carries a token) is accepted, and a rejected URL is never echoed:
+    it may be one of those.
+    """
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+    except ValueError:
+        raise ConfigError(f"{variable}: not a valid URL") from None
+    # Anywhere in the value: "admin:pw@host:9090" parses as the scheme "admin".
+    if "@" in value:
+        raise ConfigError(f"{variable}: remove the user:password part from the URL")
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise ConfigError(f"{variable}: expected an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{variable}: remove the ?query (or #fragment) from the URL")
+    return value.rstrip("/")
+
+
+def prepare_data_dir(path: Path, *, create: bool = True) -> None:
+    """Check (and create) the store's directory now: a bad path is one clear line.
+
+    With ``create`` False (``--dry-run``) nothing is made; the nearest existing
+    directory on the way must then be writable.
+    """
+    if not create:
+        existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+        if not existing.is_dir():
+            raise ConfigError(
+                f"{DATA_DIR_ENV}: cannot create {path}: {existing} is not a directory"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{DATA_DIR_ENV}: {existing} is not writable by this user")
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{DATA_DIR_ENV}: cannot create {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{DATA_DIR_ENV}: {path} is not writable by this user")
+
+
+def read_token(environ: Mapping[str, str]) -> str | None:
+    token = environ.get(TOKEN_ENV, "").strip() or None
+    token_file = environ.get(TOKEN_FILE_ENV, "").strip()
+    if not token_file:
+        return token
+    if token is not None:
+        raise ConfigError(f"set {TOKEN_ENV} or {TOKEN_FILE_ENV}, not both")
+    try:
+        text = Path(token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{TOKEN_FILE_ENV}: cannot read {token_file}: {reason}") from None
+    if not text:
+        raise ConfigError(f"{TOKEN_FILE_ENV}: {token_file} is empty")
+    return text
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> SidecarSettings:
+    token = read_token(environ)
+    if token is None and not args.insecure_no_auth:
+        raise ConfigError(
+            f"{TOKEN_ENV} is not set: the webhook and API need a bearer token. "
+            f"Set it or {TOKEN_FILE_ENV} "
+            "(and the same token in Alertmanager's webhook credentials), "
+            "or pass --web.insecure-no-auth to run without one."
+        )
+    prometheus = environ.get(PROMETHEUS_ENV, "").strip()
+    peers = [p.strip() for p in environ.get(ALERTMANAGERS_ENV, "").split(",") if p.strip()]
+    host, port = args.listen
+    return SidecarSettings(
+        listen_host=host,
+        listen_port=port,
+        webhook_token=token,
+        prometheus_url=parse_url(prometheus, PROMETHEUS_ENV) if prometheus else None,
+        alertmanager_urls=tuple(dict.fromkeys(parse_url(p, ALERTMANAGERS_ENV) for p in peers)),
+        data_dir=Path(environ.get(DATA_DIR_ENV, "").strip() or "data"),
+        config_file=args.config_file,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
-    host, port = args.listen
-    settings = SidecarSettings(listen_host=host, listen_port=port)
-    log.info("starting", extra={"version": __version__, "address": format_address(host, port)})
-    return serve(create_app(settings), host, port, "scout-sidecar")
+    try:
+        settings = settings_from(args, os.environ)
+        config: SidecarConfig = load_config(settings.config_file)
+        prepare_data_dir(settings.data_dir, create=not args.dry_run)
+    except ConfigError as exc:
+        print(f"scout-sidecar: {exc}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print("scout-sidecar: settings and config are valid")
+        return 0
+    if settings.webhook_token is None:
+        log.warning("serving the webhook and API without authentication")
+    if not settings.alertmanager_urls:
+        log.warning(f"{ALERTMANAGERS_ENV} is not set: incidents will not be sent back")
+    log.info(
+        "starting",
+        extra={
+            "version": __version__,
+            "address": format_address(settings.listen_host, settings.listen_port),
+            "data_dir": str(settings.data_dir),
+            "alertmanagers": ",".join(settings.alertmanager_urls),
+        },
+    )
+    # The store's threads run Python too (JSON, row decoding). With the default
+    # 5 ms switch interval, the event loop waits up to that long for the GIL
+    # after every socket call while they work, which is what sets the
+    # webhook's tail latency in a storm; a shorter interval cuts that wait.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    app = create_app(settings, config)
+    return serve(app, settings.listen_host, settings.listen_port, "scout-sidecar")
 
 
 if __name__ == "__main__":

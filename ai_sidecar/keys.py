@@ -1,9 +1,19 @@
 """Typed keys for everything the sidecar's aiohttp app holds."""
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry
+from __future__ import annotations
 
+import asyncio
+
+from aiohttp import web
+
+from ai_sidecar.config import SidecarConfig
+from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store.sqlite import Database
 
 SETTINGS = web.AppKey("settings", SidecarSettings)
-REGISTRY = web.AppKey("registry", CollectorRegistry)
+CONFIG = web.AppKey("config", SidecarConfig)
+METRICS = web.AppKey("metrics", SidecarMetrics)
+STORE = web.AppKey("store", Database)
+# Set by the webhook after it stores alerts; the worker waits on it when idle.
+WAKEUP = web.AppKey("wakeup", asyncio.Event)

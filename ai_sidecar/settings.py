@@ -1,11 +1,29 @@
-"""What the sidecar starts with. Later issues add the webhook token, store and peers."""
+"""What the sidecar starts with: flags and ``SCOUT_*`` environment variables.
 
-from dataclasses import dataclass
+The YAML file (``--config.file``, :mod:`ai_sidecar.config`) holds how to
+correlate and explain; these settings hold where things are and the secret
+token, so an operator can run the sidecar without any file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_PORT = 8782
+# Alertmanager sends a whole group in one request; 10,000 alerts of about 600
+# bytes each fit well inside this.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class SidecarSettings:
     listen_host: str | None = None
     listen_port: int = DEFAULT_PORT
+    # None only with --web.insecure-no-auth; the CLI refuses to start otherwise.
+    webhook_token: str | None = field(default=None, repr=False)
+    prometheus_url: str | None = None
+    alertmanager_urls: tuple[str, ...] = ()
+    data_dir: Path = Path("data")
+    config_file: Path | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

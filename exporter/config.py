@@ -13,18 +13,22 @@ Every mapping is strict: an unknown or duplicate key is an error naming the file
 the line and the key. Secrets are held as ``SecretStr`` and rendered as
 ``<secret>`` wherever the config is shown. ``${VAR}`` references are expanded
 only when the caller opts in (``--config.expand-env``); ``$$`` is a literal ``$``.
+
+The loader itself (:func:`parse_model`, :func:`load_model`) takes any pydantic
+model and exception class: the sidecar validates its own file with it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     field_validator,
@@ -206,56 +210,103 @@ class ExporterConfig(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+# Top-level sections whose values are never echoed in an error: a misplaced
+# secret is still a secret.
+SECRET_SECTIONS = frozenset({"auths"})
+
+M = TypeVar("M", bound=BaseModel)
+
+
 def load_config(path: Path | None, *, expand_env: bool = False) -> ExporterConfig:
     """Read and validate ``path``; ``None`` gives the built-in defaults."""
     if path is None:
         return ExporterConfig()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file (invalid UTF-8 at byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
-    return parse_config(text, str(path), expand_env=expand_env)
+    return load_model(path, ExporterConfig, expand_env=expand_env, secret_sections=SECRET_SECTIONS)
 
 
 def parse_config(text: str, source: str, *, expand_env: bool = False) -> ExporterConfig:
-    """Validate YAML ``text``; every error names ``source`` and a line.
+    """Validate YAML ``text``; every error names ``source`` and a line."""
+    return parse_model(
+        text, source, ExporterConfig, expand_env=expand_env, secret_sections=SECRET_SECTIONS
+    )
 
-    Errors are raised ``from None``: pydantic's own exception would carry the
-    offending values, secrets among them, into any traceback.
+
+def load_model(
+    path: Path,
+    model_cls: type[M],
+    *,
+    expand_env: bool = False,
+    error: type[Exception] = ConfigError,
+    secret_sections: Collection[str] = (),
+) -> M:
+    """Read ``path`` and validate it as ``model_cls``; problems raise ``error``.
+
+    The sidecar shares this loader with its own models and exception class, so
+    both daemons report config mistakes the same way.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a text file (invalid UTF-8 at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    return parse_model(
+        text,
+        str(path),
+        model_cls,
+        expand_env=expand_env,
+        error=error,
+        secret_sections=secret_sections,
+    )
+
+
+def parse_model(
+    text: str,
+    source: str,
+    model_cls: type[M],
+    *,
+    expand_env: bool = False,
+    error: type[Exception] = ConfigError,
+    secret_sections: Collection[str] = (),
+) -> M:
+    """Validate YAML ``text`` as ``model_cls``; every error names ``source`` and a line.
+
+    An empty document gives ``model_cls()``, its defaults. Errors are raised
+    ``from None``: pydantic's own exception would carry the offending values,
+    secrets among them, into any traceback. Values under ``secret_sections``
+    (top-level keys) are never repeated in a message.
     """
     try:
         loader = yaml.SafeLoader(text)
     except yaml.YAMLError as exc:  # the reader rejects control characters up front
-        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+        raise error(f"{source}: invalid YAML: {exc}") from None
     try:
         root = loader.get_single_node()
         if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
-            return ExporterConfig()
+            return model_cls()
         problems = list(_check_keys(root, set()))
         if expand_env:
             problems += list(_expand_env(loader, root, set()))
         if problems:
-            raise ConfigError("\n".join(f"{source}:{p}" for p in problems))
+            raise error("\n".join(f"{source}:{p}" for p in problems))
         if not isinstance(root, yaml.MappingNode):
-            raise ConfigError(f"{source}:{_line(root)}: the top level must be a mapping")
+            raise error(f"{source}:{_line(root)}: the top level must be a mapping")
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{mark.line + 1}" if mark else "?"
-        raise ConfigError(f"{source}:{where}: invalid YAML: {exc.problem}") from None
+        raise error(f"{source}:{where}: invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:  # e.g. a control character: the reader has no line for it
-        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+        raise error(f"{source}: invalid YAML: {exc}") from None
     except RecursionError:
-        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
+        raise error(f"{source}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     try:
-        return ExporterConfig.model_validate(data)
+        return model_cls.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(source, root, err) for err in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        lines = [_describe(source, root, err, secret_sections) for err in exc.errors()]
+        raise error("\n".join(lines)) from None
 
 
 def _line(node: yaml.Node) -> int:
@@ -318,7 +369,9 @@ def _expand_env(loader: yaml.SafeLoader, node: yaml.Node, seen_nodes: set[int]) 
             yield from _expand_env(loader, item, seen_nodes)
 
 
-def _describe(source: str, root: yaml.Node, err: ErrorDetails) -> str:
+def _describe(
+    source: str, root: yaml.Node, err: ErrorDetails, secret_sections: Collection[str]
+) -> str:
     """Turn a pydantic error into ``file:line: path: message`` for a person."""
     loc = [str(part) for part in err["loc"]]
     node, path = _find(root, loc)
@@ -348,8 +401,7 @@ def _describe(source: str, root: yaml.Node, err: ErrorDetails) -> str:
         message = "should be a mapping"
     else:
         message = err["msg"][0].lower() + err["msg"][1:]
-    # Never echo anything given under auths: a misplaced secret is still a secret.
-    shown = "" if loc and loc[0] == "auths" else f", got {err['input']!r}"
+    shown = "" if loc and loc[0] in secret_sections else f", got {err['input']!r}"
     return f"{source}:{_line(node)}: {where}: {message}{shown}"
 
 

@@ -3,6 +3,19 @@
 ``make up`` calls this. Every process runs in its own process group and is
 stopped on Ctrl-C (or SIGTERM), so nothing is left behind. The process helpers
 here are also what the test suite and the benchmarks use to run real peers.
+
+Secrets live in ``DATA_DIR/secrets/`` (``.stack/secrets/`` by default), made on
+first start and kept afterwards, so you can put real values in them:
+
+- ``webhook-token``: a random bearer token; Alertmanager sends it to the
+  sidecar's webhook and the sidecar reads it through ``SCOUT_WEBHOOK_TOKEN_FILE``;
+- ``slack-api-url``: your Slack incoming-webhook URL (a placeholder that
+  refuses connections until you set it);
+- ``smtp-password``: empty until you set it.
+
+The shipped ``alertmanager/alertmanager.yml`` reads its secrets from
+``/etc/scout/secrets/``; the copy the stack runs has those paths, the
+template paths and the sidecar's address rewritten on the parsed YAML.
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +35,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -170,8 +185,13 @@ def alertmanager_service(config: Path, data_dir: Path, port: int) -> Service:
     )
 
 
-def scout_service(command: Sequence[str], data_dir: Path, port: int) -> Service:
-    """A Scout daemon (``["scout-exporter"]`` or ``["scout-sidecar", "serve"]``) on ``port``."""
+def scout_service(
+    command: Sequence[str], data_dir: Path, port: int, env: dict[str, str] | None = None
+) -> Service:
+    """A Scout daemon (``["scout-exporter"]`` or ``["scout-sidecar", "serve"]``) on ``port``.
+
+    ``env`` is added to this process's environment.
+    """
     address = f"127.0.0.1:{port}"
     name = command[0]
     return Service(
@@ -179,6 +199,7 @@ def scout_service(command: Sequence[str], data_dir: Path, port: int) -> Service:
         argv=[find_binary(name), *command[1:], f"--web.listen-address={address}"],
         ready_url=f"http://{address}/-/ready",
         log_path=data_dir / "logs" / f"{name}.log",
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -186,8 +207,80 @@ def exporter_service(data_dir: Path, port: int, args: Sequence[str] = ()) -> Ser
     return scout_service(["scout-exporter", *args], data_dir, port)
 
 
-def sidecar_service(data_dir: Path, port: int, args: Sequence[str] = ()) -> Service:
-    return scout_service(["scout-sidecar", "serve", *args], data_dir, port)
+def sidecar_service(
+    data_dir: Path, port: int, args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> Service:
+    return scout_service(["scout-sidecar", "serve", *args], data_dir, port, env)
+
+
+# Where the shipped alertmanager.yml (and docker-compose.yml) expect secrets.
+SHIPPED_SECRETS_DIR = "/etc/scout/secrets"
+# The receiver in alertmanager.yml that posts raw alerts to the sidecar.
+SIDECAR_RECEIVER = "scout-sidecar"
+WEBHOOK_PATH = "/api/v1/alertmanager"
+# Until the operator puts a real Slack webhook URL in the file: a loopback
+# port nothing listens on, so Alertmanager logs failed notifications instead
+# of sending them anywhere.
+SLACK_PLACEHOLDER = "http://127.0.0.1:9/set-your-slack-webhook-url-here"
+
+
+def ensure_secrets(directory: Path) -> dict[str, Path]:
+    """Create the stack's secret files that are missing; return them by name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    defaults = {
+        "webhook-token": secrets.token_urlsafe(32),
+        "slack-api-url": SLACK_PLACEHOLDER,
+        "smtp-password": "",
+    }
+    paths = {}
+    for name, value in defaults.items():
+        path = directory / name
+        if not path.exists():
+            # Created private: a token must not be readable by other users.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as secret:
+                secret.write(value)
+        paths[name] = path
+    return paths
+
+
+def _repoint_secret_files(node: Any, secrets_dir: Path) -> None:
+    """Point every ``*_file`` under the shipped secrets directory at ``secrets_dir``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if (
+                key.endswith("_file")
+                and isinstance(value, str)
+                and value.startswith(SHIPPED_SECRETS_DIR + "/")
+            ):
+                node[key] = str(secrets_dir / Path(value).name)
+            else:
+                _repoint_secret_files(value, secrets_dir)
+    elif isinstance(node, list):
+        for item in node:
+            _repoint_secret_files(item, secrets_dir)
+
+
+def load_alertmanager_config(source: Path, *, secrets_dir: Path, sidecar_url: str) -> Any:
+    """The shipped Alertmanager config, parsed, made runnable from another directory.
+
+    Secret files come from ``secrets_dir``, templates from beside ``source``,
+    and the sidecar's receiver posts to ``sidecar_url`` (its base URL).
+    Everything else (routes, inhibitions, templates) is left as shipped.
+    """
+    config = yaml.safe_load(source.read_text())
+    config["templates"] = [str(source.parent / pattern) for pattern in config.get("templates", [])]
+    _repoint_secret_files(config, secrets_dir)
+    receivers = {receiver["name"]: receiver for receiver in config["receivers"]}
+    for hook in receivers[SIDECAR_RECEIVER]["webhook_configs"]:
+        hook["url"] = sidecar_url.rstrip("/") + WEBHOOK_PATH
+    return config
+
+
+def write_yaml(destination: Path, document: Any) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
 def write_prometheus_config(
@@ -239,6 +332,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=REPO / ".stack")
     parser.add_argument(
         "--exporter-config", type=Path, default=REPO / "docs" / "examples" / "scout-exporter.yml"
+    )
+    parser.add_argument(
+        "--sidecar-config", type=Path, default=REPO / "docs" / "examples" / "scout-sidecar.yml"
     )
     return parser.parse_args(argv)
 
@@ -299,12 +395,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             addr,
             addr["alertmanager"],
         )
+        secret_files = ensure_secrets(data / "secrets")
+        alertmanager_config = data / "alertmanager.yml"
+        write_yaml(
+            alertmanager_config,
+            load_alertmanager_config(
+                REPO / "alertmanager" / "alertmanager.yml",
+                secrets_dir=data / "secrets",
+                sidecar_url=f"http://{addr['scout-sidecar']}",
+            ),
+        )
+        sidecar_env = {
+            # The file Alertmanager's webhook reads its credentials from.
+            "SCOUT_WEBHOOK_TOKEN_FILE": str(secret_files["webhook-token"]),
+            "SCOUT_ALERTMANAGER_URLS": f"http://{addr['alertmanager']}",
+            "SCOUT_PROMETHEUS_URL": f"http://{addr['prometheus']}",
+            "SCOUT_DATA_DIR": str(data / "sidecar"),
+        }
         services = [
             exporter_service(data, args.exporter_port, [f"--config.file={args.exporter_config}"]),
-            sidecar_service(data, args.sidecar_port),
-            alertmanager_service(
-                REPO / "alertmanager" / "alertmanager.yml", data, args.alertmanager_port
+            sidecar_service(
+                data, args.sidecar_port, [f"--config.file={args.sidecar_config}"], sidecar_env
             ),
+            alertmanager_service(alertmanager_config, data, args.alertmanager_port),
             prometheus_service(prometheus_config, data, args.prometheus_port),
         ]
         with running(services):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -12,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("GRAFANA_")}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "SCOUT_"))}
     return subprocess.run(
         [
             "docker-compose",
@@ -76,3 +78,62 @@ def test_grafana_time_interval_equals_scrape_interval():
     )["datasources"][0]
     prometheus = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
     assert datasource["jsonData"]["timeInterval"] == prometheus["global"]["scrape_interval"]
+
+
+def _compose_services() -> dict[str, Any]:
+    result = compose_config(GRAFANA_ADMIN_PASSWORD="test-only-password")
+    assert result.returncode == 0, result.stderr
+    services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
+    return services
+
+
+def _listen(service: dict[str, Any]) -> str:
+    address = next(a for a in service["command"] if "listen-address=" in a)
+    return str(address.split("=", 1)[1])
+
+
+def test_alertmanager_and_sidecar_share_the_secrets_directory(tmp_path):
+    secrets = tmp_path / "secrets"
+    result = compose_config(GRAFANA_ADMIN_PASSWORD="x", SCOUT_SECRETS_DIR=str(secrets))
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("alertmanager", "sidecar"):
+        assert f"{secrets}:/etc/scout/secrets:ro" in services[name]["volumes"], name
+    # Without the variable: the documented host directory, outside the repository.
+    for name in ("alertmanager", "sidecar"):
+        assert "/etc/scout/secrets:/etc/scout/secrets:ro" in _compose_services()[name]["volumes"]
+    # Every secret file alertmanager.yml reads is inside that mount.
+    config = (REPO / "alertmanager" / "alertmanager.yml").read_text()
+    files = re.findall(r"_file: (\S+)", config)
+    assert files
+    assert all(f.startswith("/etc/scout/secrets/") for f in files), files
+
+
+def test_sidecar_and_alertmanager_point_at_each_other():
+    services = _compose_services()
+    sidecar = services["sidecar"]
+    environment = sidecar["environment"]
+    assert environment["SCOUT_ALERTMANAGER_URLS"] == f"http://{_listen(services['alertmanager'])}"
+    assert environment["SCOUT_PROMETHEUS_URL"] == f"http://{_listen(services['prometheus'])}"
+    assert "sidecar-data:/var/lib/scout:rw" in sidecar["volumes"]
+    assert environment["SCOUT_DATA_DIR"] == "/var/lib/scout"
+    config = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
+    [hook] = next(r for r in config["receivers"] if r["name"] == "scout-sidecar")["webhook_configs"]
+    assert hook["url"] == f"http://{_listen(sidecar)}/api/v1/alertmanager"
+
+
+def test_sidecar_reads_the_token_file_alertmanager_sends():
+    sidecar = _compose_services()["sidecar"]
+    config = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
+    [hook] = next(r for r in config["receivers"] if r["name"] == "scout-sidecar")["webhook_configs"]
+    token_file = hook["http_config"]["authorization"]["credentials_file"]
+    assert sidecar["environment"]["SCOUT_WEBHOOK_TOKEN_FILE"] == token_file
+    assert "SCOUT_WEBHOOK_TOKEN" not in sidecar["environment"]
+
+
+def test_env_example_documents_every_variable_compose_reads():
+    compose = (REPO / "docker-compose.yml").read_text()
+    variables = set(re.findall(r"\$\{([A-Z_]+)", compose))
+    example = (REPO / ".env.example").read_text()
+    documented = set(re.findall(r"^#? ?([A-Z_]+)=", example, re.MULTILINE))
+    assert variables == documented

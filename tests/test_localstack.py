@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import psutil
+import yaml
 
-from scripts.localstack import free_port, port_is_free
+from scripts.localstack import (
+    SLACK_PLACEHOLDER,
+    ensure_secrets,
+    free_port,
+    load_alertmanager_config,
+    port_is_free,
+)
 from tests.conftest import promql, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,6 +30,68 @@ def start_stack(tmp_path: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
     argv = [sys.executable, str(REPO / "scripts" / "localstack.py"), f"--data-dir={tmp_path}"]
     argv += [f"--{name}-port={port}" for name, port in ports.items()]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def post_alert(port: int, labels: dict[str, str]) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v2/alerts",
+        data=json.dumps([{"labels": labels}]).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def sidecar_incidents(port: int, token: str) -> list[dict[str, object]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/incidents",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        incidents: list[dict[str, object]] = json.loads(response.read())
+    return incidents
+
+
+def test_secrets_are_made_private_once_and_kept(tmp_path):
+    directory = tmp_path / "secrets"
+    first = ensure_secrets(directory)
+    token = first["webhook-token"].read_text()
+    assert len(token) >= 40
+    assert first["slack-api-url"].read_text() == SLACK_PLACEHOLDER
+    assert first["smtp-password"].read_text() == ""
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in first.values()} == {0o600}
+    # An operator's own values survive the next start.
+    first["slack-api-url"].write_text("https://hooks.slack.example/T/B/x")
+    second = ensure_secrets(directory)
+    assert second["webhook-token"].read_text() == token
+    assert second["slack-api-url"].read_text() == "https://hooks.slack.example/T/B/x"
+    assert ensure_secrets(tmp_path / "other")["webhook-token"].read_text() != token
+
+
+def test_alertmanager_config_is_the_shipped_one_with_local_paths(tmp_path):
+    shipped_path = REPO / "alertmanager" / "alertmanager.yml"
+    shipped = yaml.safe_load(shipped_path.read_text())
+    config = load_alertmanager_config(
+        shipped_path, secrets_dir=tmp_path, sidecar_url="http://127.0.0.1:18782/"
+    )
+    assert config["route"] == shipped["route"]
+    assert config["inhibit_rules"] == shipped["inhibit_rules"]
+    assert config["templates"] == [str(REPO / "alertmanager" / "templates" / "*.tmpl")]
+    assert config["global"]["slack_api_url_file"] == str(tmp_path / "slack-api-url")
+    assert config["global"]["smtp_auth_password_file"] == str(tmp_path / "smtp-password")
+    [hook] = next(r for r in config["receivers"] if r["name"] == "scout-sidecar")["webhook_configs"]
+    assert hook["url"] == "http://127.0.0.1:18782/api/v1/alertmanager"
+    assert hook["http_config"]["authorization"]["credentials_file"] == str(
+        tmp_path / "webhook-token"
+    )
+    rendered = tmp_path / "alertmanager.yml"
+    rendered.write_text(yaml.safe_dump(config))
+    check = subprocess.run(
+        ["amtool", "check-config", str(rendered)], capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_stack_serves_host_metrics_and_ctrl_c_leaves_nothing(tmp_path):
@@ -55,6 +127,20 @@ def test_stack_serves_host_metrics_and_ctrl_c_leaves_nothing(tmp_path):
         assert probe[0]["metric"]["instance"] == "127.0.0.1"
         alertmanagers = promql(prometheus, "prometheus_notifications_alertmanagers_discovered")
         assert alertmanagers[0]["value"][1] == "1"
+        # Alertmanager reaches the sidecar's webhook with the stack's own token:
+        # an alert posted to Alertmanager becomes an incident in the sidecar.
+        token = (tmp_path / "secrets" / "webhook-token").read_text()
+        post_alert(ports["alertmanager"], {"alertname": "LocalStackProbe", "instance": "x"})
+        incidents = wait_for(
+            lambda: [
+                i
+                for i in sidecar_incidents(ports["sidecar"], token)
+                if any(a["labels"]["alertname"] == "LocalStackProbe" for a in i["alerts"])
+            ],
+            timeout=20,
+            what="the alert to reach the sidecar through Alertmanager",
+        )
+        assert incidents
     finally:
         stack.send_signal(signal.SIGINT)
         output, _ = stack.communicate(timeout=60)

@@ -1,46 +1,320 @@
-"""The sidecar's service endpoints; the webhook and incidents come with the sidecar core."""
+"""The sidecar as an HTTP app: endpoints, the incidents API, and the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ai_sidecar.app import create_app
 from ai_sidecar.settings import SidecarSettings
 from scripts.localstack import free_port, sidecar_service
+from tests.ai_sidecar.builders import alert, payload
 from tests.conftest import http_get, run_on_busy_port
 
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-async def test_metrics_health_and_landing(aiohttp_client):
-    client = await aiohttp_client(create_app(SidecarSettings()))
+
+def settings(tmp_path: Path, token: str | None = TOKEN) -> SidecarSettings:
+    return SidecarSettings(data_dir=tmp_path / "data", webhook_token=token)
+
+
+async def wait_until(check: Callable[[], Any], seconds: float = 10.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not (result := await check()):
+        if loop.time() > deadline:
+            pytest.fail("timed out waiting for the sidecar")
+        await asyncio.sleep(0.02)
+    return result
+
+
+async def test_metrics_health_and_landing(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
     metrics = await (await client.get("/metrics")).text()
     assert 'scout_sidecar_build_info{pythonversion="' in metrics
     assert "process_cpu_seconds_total" in metrics
+    for name in (
+        "scout_sidecar_alerts_received_total",
+        "scout_sidecar_incidents_open",
+        "scout_sidecar_queue_depth",
+        "scout_sidecar_processing_lag_seconds",
+    ):
+        assert name in metrics
     assert (await client.get("/-/healthy")).status == 200
     assert (await client.get("/-/ready")).status == 200
     landing = await (await client.get("/")).text()
-    assert 'href="/metrics"' in landing
+    assert 'href="/api/v1/incidents"' in landing
 
 
-async def test_two_apps_do_not_share_metrics(aiohttp_client):
+async def test_two_apps_do_not_share_metrics(aiohttp_client, tmp_path):
     # Each app owns its registry: a second one must not fail on duplicate names.
-    first = await aiohttp_client(create_app(SidecarSettings()))
-    second = await aiohttp_client(create_app(SidecarSettings()))
+    first = await aiohttp_client(create_app(settings(tmp_path / "a")))
+    second = await aiohttp_client(create_app(settings(tmp_path / "b")))
     assert (await first.get("/metrics")).status == 200
     assert (await second.get("/metrics")).status == 200
 
 
+async def test_storm_becomes_one_incident_with_an_analysis(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    storm = [
+        alert(
+            "InterfaceDown", severity="critical", site="ams", instance="core1", ifName="xe-0/0/1"
+        ),
+        *(
+            alert("ProbeLoss", at=timedelta(seconds=20 + i), site="ams", instance=f"srv{i}")
+            for i in range(5)
+        ),
+    ]
+    response = await client.post("/api/v1/alertmanager", json=payload(*storm), headers=AUTH)
+    assert response.status == 200, await response.text()
+
+    async def analysed() -> list[dict[str, Any]]:
+        body = await (await client.get("/api/v1/incidents", headers=AUTH)).json()
+        return body if body and body[0]["analysis"] else []
+
+    [incident] = await wait_until(analysed)
+    assert sorted(incident["members"]) == sorted(a.fingerprint for a in storm)
+    assert incident["rootCause"] == storm[0].fingerprint
+    assert incident["status"] == "open"
+    assert incident["priority"] in ("P1", "P2")
+    assert "InterfaceDown" in incident["analysis"]["root_cause"]
+
+    one = await client.get(f"/api/v1/incidents/{incident['id']}", headers=AUTH)
+    assert (await one.json())["members"] == incident["members"]
+    metrics = await (await client.get("/metrics")).text()
+    assert "scout_sidecar_incidents_created_total 1.0" in metrics
+    assert "scout_sidecar_incidents_open 1.0" in metrics
+    assert "scout_sidecar_alerts_received_total 6.0" in metrics
+
+
+async def test_incident_filters(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    down = alert("DeviceDown", site="a", instance="r1")
+    other = alert("DeviceDown", site="b", instance="r2")
+    await client.post("/api/v1/alertmanager", json=payload(down, other), headers=AUTH)
+    resolved = alert(
+        "DeviceDown", status="resolved", ends=timedelta(minutes=3), site="a", instance="r1"
+    )
+    await client.post("/api/v1/alertmanager", json=payload(resolved), headers=AUTH)
+
+    async def statuses() -> dict[str, str]:
+        body = await (await client.get("/api/v1/incidents", headers=AUTH)).json()
+        found = {i["group"].get("site", ""): i["status"] for i in body}
+        return found if found == {"a": "resolved", "b": "open"} else {}
+
+    await wait_until(statuses)
+    open_only = await (await client.get("/api/v1/incidents?status=open", headers=AUTH)).json()
+    assert [i["group"]["site"] for i in open_only] == ["b"]
+    future = await client.get("/api/v1/incidents?since=2100-01-01T00:00:00Z", headers=AUTH)
+    assert await future.json() == []
+    limited = await (await client.get("/api/v1/incidents?limit=1", headers=AUTH)).json()
+    assert len(limited) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("status=closed", "status: expected open or resolved, got 'closed'"),
+        ("since=yesterday", "since: expected an RFC 3339 time or Unix seconds, got 'yesterday'"),
+        ("since=2026-01-01T00:00:00", "since: the time needs a zone"),
+        ("limit=0", "limit: expected a whole number from 1 to 1000"),
+        ("limit=abc", "limit: expected a whole number from 1 to 1000"),
+        ("since=0001-01-01T00:00:00%2B01:00", "since: expected an RFC 3339 time"),
+        ("state=open", "unknown parameter 'state'; use status, since or limit"),
+    ],
+)
+async def test_bad_incident_queries_are_400(aiohttp_client, tmp_path, query, message):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    response = await client.get(f"/api/v1/incidents?{query}", headers=AUTH)
+    assert response.status == 400
+    assert message in (await response.json())["error"]
+
+
+async def test_api_needs_the_token(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    for request in (
+        client.get("/api/v1/incidents"),
+        client.get("/api/v1/incidents/x", headers={"Authorization": "Bearer wrong"}),
+        client.post("/api/v1/incidents/x/feedback", json={"useful": True}),
+    ):
+        response = await request
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "token" in (await response.json())["error"]
+
+
+async def test_no_auth_mode_serves_without_a_token(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path, token=None)))
+    assert (await client.get("/api/v1/incidents")).status == 200
+
+
+async def test_feedback(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    await client.post(
+        "/api/v1/alertmanager", json=payload(alert("DeviceDown", instance="r1")), headers=AUTH
+    )
+
+    async def first_id() -> str:
+        body = await (await client.get("/api/v1/incidents", headers=AUTH)).json()
+        return str(body[0]["id"]) if body else ""
+
+    incident_id = await wait_until(first_id)
+    url = f"/api/v1/incidents/{incident_id}/feedback"
+    response = await client.post(
+        url, json={"useful": False, "comment": "wrong device"}, headers=AUTH
+    )
+    assert response.status == 201
+    detail = await (await client.get(f"/api/v1/incidents/{incident_id}", headers=AUTH)).json()
+    assert [(f["useful"], f["comment"]) for f in detail["feedback"]] == [(False, "wrong device")]
+
+    missing = await client.post(
+        "/api/v1/incidents/inc-nope/feedback", json={"useful": True}, headers=AUTH
+    )
+    assert missing.status == 404
+    assert "no incident 'inc-nope'" in (await missing.json())["error"]
+    for body, message in (
+        ({"comment": "x"}, "useful: required, true or false"),
+        ({"useful": "yes"}, "useful: required, true or false"),
+        ({"useful": True, "comment": 3}, "comment: expected a string"),
+        ({"useful": True, "extra": 1}, "unknown field 'extra'"),
+        ([1], "expected a JSON object"),
+    ):
+        response = await client.post(url, json=body, headers=AUTH)
+        assert response.status == 400
+        assert message in (await response.json())["error"]
+    bad_json = await client.post(url, data=b"{", headers=AUTH)
+    assert "not valid JSON" in (await bad_json.json())["error"]
+    detail = await (await client.get(f"/api/v1/incidents/{incident_id}", headers=AUTH)).json()
+    assert len(detail["feedback"]) == 1
+
+
+async def test_unknown_incident_is_404(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    response = await client.get("/api/v1/incidents/inc-missing", headers=AUTH)
+    assert response.status == 404
+    assert (await response.json()) == {"error": "no incident 'inc-missing'"}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ai_sidecar.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+def test_cli_refuses_to_start_without_a_token(tmp_path):
+    result = run_cli("--web.listen-address=127.0.0.1:1", env={"SCOUT_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert "SCOUT_WEBHOOK_TOKEN is not set" in result.stderr
+    assert "--web.insecure-no-auth" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SCOUT_PROMETHEUS_URL": "localhost:9090"}, "SCOUT_PROMETHEUS_URL: expected an http://"),
+        (
+            {"SCOUT_ALERTMANAGER_URLS": "http://127.0.0.1:9093,ftp://x"},
+            "SCOUT_ALERTMANAGER_URLS: expected an http:// or https:// URL with a host",
+        ),
+        (
+            {"SCOUT_ALERTMANAGER_URLS": "http://admin:hunter2@127.0.0.1:9093"},
+            "SCOUT_ALERTMANAGER_URLS: remove the user:password part",
+        ),
+        # Parsed as the scheme "admin": still refused without echoing the password.
+        (
+            {"SCOUT_PROMETHEUS_URL": "admin:hunter2@prom:9090"},
+            "SCOUT_PROMETHEUS_URL: remove the user:password part",
+        ),
+        (
+            {"SCOUT_PROMETHEUS_URL": "http://prom:9090/?token=hunter2"},
+            "SCOUT_PROMETHEUS_URL: remove the ?query",
+        ),
+    ],
+)
+def test_cli_rejects_bad_urls(tmp_path, env, message):
+    result = run_cli(
+        "--dry-run", env={"SCOUT_WEBHOOK_TOKEN": "t", "SCOUT_DATA_DIR": str(tmp_path), **env}
+    )
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_cli_dry_run_checks_the_config_file(tmp_path):
+    good = run_cli("--dry-run", "--web.insecure-no-auth", env={"SCOUT_DATA_DIR": str(tmp_path)})
+    assert good.returncode == 0, good.stderr
+    bad = tmp_path / "sidecar.yml"
+    bad.write_text("correlation:\n  windw: 5m\n")
+    result = run_cli(
+        "--dry-run",
+        f"--config.file={bad}",
+        "--web.insecure-no-auth",
+        env={"SCOUT_DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert f"{bad}:2" in result.stderr
+
+
+def test_cli_unwritable_data_dir_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli(
+        "--dry-run", "--web.insecure-no-auth", env={"SCOUT_DATA_DIR": str(blocker / "data")}
+    )
+    assert result.returncode == 1
+    assert "SCOUT_DATA_DIR: cannot create" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_serves_and_stops_cleanly_on_sigterm(tmp_path, start_service):
     port = free_port()
-    service = start_service(sidecar_service(tmp_path, port))
+    service = start_service(
+        sidecar_service(
+            tmp_path,
+            port,
+            env={"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")},
+        )
+    )
     status, body = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     assert "scout_sidecar_build_info" in body
+    assert (tmp_path / "data" / "scout.db").exists()
     assert service.process is not None
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(timeout=10) == 0
 
 
 def test_cli_busy_port_is_a_clear_error():
-    result, port = run_on_busy_port("ai_sidecar.cli", "serve")
+    result, port = run_on_busy_port("ai_sidecar.cli", "serve", "--web.insecure-no-auth")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def test_cli_reads_the_token_from_a_file(tmp_path):
+    token_file = tmp_path / "webhook-token"
+    env = {"SCOUT_DATA_DIR": str(tmp_path), "SCOUT_WEBHOOK_TOKEN_FILE": str(token_file)}
+    missing = run_cli("--dry-run", env=env)
+    assert missing.returncode == 1
+    assert f"SCOUT_WEBHOOK_TOKEN_FILE: cannot read {token_file}: No such file" in missing.stderr
+    token_file.write_text("\n")
+    empty = run_cli("--dry-run", env=env)
+    assert f"SCOUT_WEBHOOK_TOKEN_FILE: {token_file} is empty" in empty.stderr
+    token_file.write_text("s3cret\n")
+    assert run_cli("--dry-run", env=env).returncode == 0
+    both = run_cli("--dry-run", env={**env, "SCOUT_WEBHOOK_TOKEN": "other"})
+    assert "set SCOUT_WEBHOOK_TOKEN or SCOUT_WEBHOOK_TOKEN_FILE, not both" in both.stderr
+    assert "s3cret" not in both.stderr + both.stdout

@@ -1,0 +1,121 @@
+"""The incidents API: list, fetch, and record whether an analysis helped.
+
+``GET /api/v1/incidents`` filters by ``status`` (open, resolved), ``since``
+(RFC 3339 time or Unix seconds; incidents updated at or after it) and
+``limit`` (1 to 1000, default 100), newest first.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from aiohttp import web
+
+from ai_sidecar.auth import require_token
+from ai_sidecar.errors import BadRequestError, NotFoundError, PayloadTooLargeError
+from ai_sidecar.keys import SETTINGS, STORE
+from ai_sidecar.models import IncidentStatus, format_time, incident_to_json
+
+MAX_LIMIT = 1000
+MAX_COMMENT = 2000
+MAX_FEEDBACK_BODY = 16 * 1024
+
+
+def _parse_since(value: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    problem = f"since: expected an RFC 3339 time or Unix seconds, got {value[:64]!r}"
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequestError(problem) from None
+    if parsed.tzinfo is None:
+        raise BadRequestError("since: the time needs a zone, e.g. 2026-01-31T12:00:00Z")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise BadRequestError(problem) from None
+
+
+def _parse_limit(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
+        raise BadRequestError(f"limit: expected a whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS].webhook_token)
+    query = request.query
+    unknown = sorted(set(query) - {"status", "since", "limit"})
+    if unknown:
+        raise BadRequestError(f"unknown parameter {unknown[0]!r}; use status, since or limit")
+    status = query.get("status")
+    if status is not None and status not in ("open", "resolved"):
+        raise BadRequestError(f"status: expected open or resolved, got {status[:32]!r}")
+    since = _parse_since(query["since"]) if "since" in query else None
+    limit = _parse_limit(query["limit"]) if "limit" in query else 100
+    incidents = await request.app[STORE].list_incidents(
+        status=cast(IncidentStatus | None, status), since=since, limit=limit
+    )
+    return web.json_response([incident_to_json(i) for i in incidents])
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS].webhook_token)
+    incident_id = request.match_info["id"]
+    store = request.app[STORE]
+    incident = await store.get_incident(incident_id)
+    if incident is None:
+        raise NotFoundError(f"no incident {incident_id[:64]!r}")
+    body = incident_to_json(incident)
+    body["feedback"] = [
+        {"useful": f.useful, "comment": f.comment, "at": format_time(f.at)}
+        for f in await store.feedback(incident_id)
+    ]
+    return web.json_response(body)
+
+
+def _parse_feedback(raw: bytes) -> tuple[bool, str]:
+    try:
+        data: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestError("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequestError('expected a JSON object: {"useful": true, "comment": "..."}')
+    unknown = sorted(set(data) - {"useful", "comment"})
+    if unknown:
+        raise BadRequestError(f"unknown field {unknown[0][:64]!r}; use useful and comment")
+    useful = data.get("useful")
+    if not isinstance(useful, bool):
+        raise BadRequestError("useful: required, true or false")
+    comment = data.get("comment", "")
+    if not isinstance(comment, str):
+        raise BadRequestError("comment: expected a string")
+    if len(comment) > MAX_COMMENT:
+        raise BadRequestError(f"comment: at most {MAX_COMMENT} characters")
+    return useful, comment
+
+
+async def post_feedback(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS].webhook_token)
+    incident_id = request.match_info["id"]
+    raw = await request.content.read(MAX_FEEDBACK_BODY + 1)
+    if len(raw) > MAX_FEEDBACK_BODY:
+        raise PayloadTooLargeError(f"request body is larger than {MAX_FEEDBACK_BODY} bytes")
+    useful, comment = _parse_feedback(raw)
+    recorded = await request.app[STORE].add_feedback(
+        incident_id, useful, comment, datetime.now(UTC)
+    )
+    if not recorded:
+        raise NotFoundError(f"no incident {incident_id[:64]!r}")
+    return web.json_response({"status": "recorded"}, status=201)
+
+
+def setup_api(app: web.Application) -> None:
+    app.router.add_get("/api/v1/incidents", list_incidents)
+    app.router.add_get("/api/v1/incidents/{id}", get_incident)
+    app.router.add_post("/api/v1/incidents/{id}/feedback", post_feedback)

@@ -1,0 +1,389 @@
+"""The sidecar's config file: how to correlate, rank, explain and return incidents.
+
+Layout (every section and key is optional; ``{}`` is a valid file)::
+
+    correlation:        # alerts -> incidents (ai_sidecar.correlation, docs/correlation.md)
+      preset: network   # network | firewall | windows: group keys and layer rules
+      group_by: [[site], [device], [instance]]   # replaces the preset's group keys
+      window: 5m        # joins: startsAt within the incident's span widened by this
+      max_span: 1h      # an incident's startsAt span never grows past this
+      flap_window: 15m  # a re-fire this soon after resolving is a flap, not a new incident
+      resolve: all_members   # or root_cause
+      layers:           # checked before the preset's own rules
+        - {match: {alertname: "Wan.*Loss"}, layer: link}
+    priority:
+      criticality:      # first match wins per alert
+        - {match: {site: "hq|dc1"}, level: critical}
+    runbooks:           # first match wins per alert family
+        - {match: {alertname: InterfaceDown}, actions: ["Check the optic"], url: https://...}
+    analysis:           # Prometheus context for the analyst
+      context_timeout: 2s
+      context_range: 15m
+      context_step: 1m
+    return_trip:        # enriched alerts posted back to Alertmanager
+      keepalive: 5m
+      repost_interval: 1m
+      resolved_repeat_for: 5m
+      resolved_repeat_interval: 1m
+      retry_backoff_max: 1m
+      grafana_url: https://grafana.example.net
+      external_url: https://scout.example.net
+
+Durations are written as in Prometheus (``30s``, ``5m``, ``1h30m``, ``500ms``).
+Label matchers are regexes anchored at both ends, as in PromQL; a label the
+alert lacks matches as the empty string, so ``{team: ""}`` selects alerts
+without a team. The file is loaded by the exporter's strict loader, so an
+unknown or duplicate key, a bad regex or a bad duration is an error naming the
+file and the line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, model_validator
+
+from ai_sidecar.errors import ConfigError
+from exporter.config import load_model, parse_model
+from exporter.models import Regex, StrictModel, drop_extension_keys
+
+Layer = Literal["device", "link", "network", "host", "service"]
+# Lowest first: a fault low in the stack explains the faults above it.
+LAYERS: tuple[Layer, ...] = ("device", "link", "network", "host", "service")
+Level = Literal["critical", "high", "normal", "low"]
+
+# Prometheus' duration grammar (model.ParseDuration): units largest first, each once.
+_DURATION = re.compile(
+    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
+)
+_UNITS = (
+    ("y", timedelta(days=365)),
+    ("w", timedelta(weeks=1)),
+    ("d", timedelta(days=1)),
+    ("h", timedelta(hours=1)),
+    ("m", timedelta(minutes=1)),
+    ("s", timedelta(seconds=1)),
+    ("ms", timedelta(milliseconds=1)),
+)
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``1h30m`` -> 90 minutes; raises ValueError for anything Prometheus would refuse."""
+    match = _DURATION.fullmatch(text)
+    if text == "0":
+        return timedelta(0)
+    if not text or match is None:
+        raise ValueError(f"invalid duration {text!r} (write it as Prometheus does: 30s, 5m, 1h30m)")
+    total = timedelta(0)
+    for amount, (_, unit) in zip(match.groups(), _UNITS, strict=True):
+        if amount is not None:
+            total += int(amount) * unit
+    return total
+
+
+def format_duration(value: timedelta) -> str:
+    """The inverse of :func:`parse_duration`, in its shortest form (``0s`` for zero)."""
+    millis = round(value.total_seconds() * 1000)
+    if millis == 0:
+        return "0s"
+    parts = []
+    for suffix, unit in _UNITS:
+        size = round(unit.total_seconds() * 1000)
+        if millis >= size:
+            parts.append(f"{millis // size}{suffix}")
+            millis %= size
+    return "".join(parts)
+
+
+def _duration(value: object) -> object:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        # YAML reads `window: 300` as a number; Prometheus would refuse it too.
+        raise ValueError(f"should be a duration such as 30s, 5m or 1h30m, got {value!r}")
+    return parse_duration(value)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("should be longer than 0s")
+    return value
+
+
+def _label_name(value: str) -> str:
+    if not _LABEL_NAME.fullmatch(value):
+        raise ValueError(f"invalid label name {value!r}")
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"should be an http:// or https:// URL, got {value!r}")
+    if "@" in parts.netloc:
+        # It ends up in links posted to Slack and email.
+        raise ValueError("should not carry a user:password part")
+    return value
+
+
+_DurationBase = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+Duration = Annotated[_DurationBase, AfterValidator(_positive)]
+# Zero is meaningful here: "do it once, do not repeat".
+DurationOrZero = _DurationBase
+LabelName = Annotated[str, AfterValidator(_label_name)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Matchers = dict[LabelName, Regex]
+
+
+def labels_match(match: Mapping[str, re.Pattern[str]], labels: Mapping[str, str]) -> bool:
+    """PromQL ``=~`` semantics: anchored, and a missing label is the empty string."""
+    return all(regex.fullmatch(labels.get(name, "")) for name, regex in match.items())
+
+
+# -- correlation ---------------------------------------------------------------
+
+
+class LayerRule(StrictModel):
+    """Alerts matching ``match`` sit at ``layer`` (used to rank root causes)."""
+
+    match: Matchers
+    layer: Layer
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """Built-in group keys and layer rules for one kind of estate.
+
+    ``layers`` pairs an alertname regex (anchored, case-insensitive) with its
+    layer; the first matching rule wins and anything unmatched is ``service``.
+    """
+
+    group_by: tuple[tuple[str, ...], ...]
+    layers: tuple[tuple[str, Layer], ...]
+
+
+# Shared by every preset, after the preset's own rules. Host rules come before
+# network ones so that e.g. "DiskErrors" is a host problem, not a network one.
+_COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
+    (
+        r"(Target|Device|SnmpTarget|Snmp|Host|Node|Instance|Switch|Router|Server|Firewall)"
+        r"(Down|Unreachable|Rebooted)",
+        "device",
+    ),
+    (
+        r"(Interface|InterfaceOper|Link|Port|Uplink|Wan|WanLink|Trunk|Lag|Bond|Tunnel"
+        r"|IpsecTunnel|Vpn|BgpSession|BgpPeer|OspfNeighbor)(Down|Flapping)",
+        "link",
+    ),
+    (
+        r".*(Cpu|Memory|OutOfMemory|Oom|Swap|Disk|Filesystem|Inode|LoadAverage|HighLoad"
+        r"|Ntp|ClockSkew|Temperature|Fan|Psu).*",
+        "host",
+    ),
+    (
+        r".*(PacketLoss|Loss|Latency|Jitter|Rtt|Saturated|Saturation|Utili[sz]ation|Bandwidth"
+        r"|Errors?|Discards?|Drops?|Congestion|ProbeFailed|ProbeFailure|ProbeSlow).*",
+        "network",
+    ),
+)
+
+PRESETS: Mapping[str, Preset] = {
+    # Switches, routers and links: a site's storm is one incident; without a
+    # site, one per device, then per scrape target.
+    "network": Preset(
+        group_by=(("site",), ("device",), ("instance",)),
+        layers=_COMMON_LAYERS,
+    ),
+    # Firewalls: HA fail-overs and tunnels are links; state-table exhaustion is
+    # the box itself running out, a host problem.
+    "firewall": Preset(
+        group_by=(("site",), ("firewall",), ("instance",)),
+        layers=(
+            (r"(Fortigate|Pfsense|Opnsense|Netfilter)(Down|Unreachable|Rebooted)", "device"),
+            (r"(Ha|Carp|Vrrp|Cluster)(Failover|StateChange|SplitBrain)", "link"),
+            (r"(Ipsec|Vpn|Gre|Wireguard)(Tunnel)?(Down|Flapping)", "link"),
+            (r".*(Conntrack|SessionTable|StateTable).*", "host"),
+            *_COMMON_LAYERS,
+        ),
+    ),
+    # Windows servers: a WinRM target that stops answering is the device; the
+    # Windows services on it (IIS, SQL, AD) are services even when "down".
+    "windows": Preset(
+        group_by=(("site",), ("host",), ("instance",)),
+        layers=(
+            (r"Windows(Host|Server)?(Down|Unreachable|Rebooted)|Winrm(Target)?Down", "device"),
+            (r"Windows(Service|Iis|Sql|Ad|Dns|Dhcp|Exchange).*", "service"),
+            (r"Windows.*(Cpu|Memory|Disk|Pagefile|LogicalDisk).*", "host"),
+            *_COMMON_LAYERS,
+        ),
+    ),
+}
+
+
+def _group_by(value: list[list[str]] | None) -> list[list[str]] | None:
+    if value is None:
+        return None
+    if not value:
+        raise ValueError("should list at least one set of labels")
+    for index, names in enumerate(value):
+        if not names:
+            raise ValueError(f"entry {index} names no label")
+        if len(set(names)) != len(names):
+            raise ValueError(f"entry {index} repeats a label")
+    return value
+
+
+class CorrelationConfig(StrictModel):
+    """How alerts become incidents; see docs/correlation.md for the rules."""
+
+    preset: Literal["network", "firewall", "windows"] = "network"
+    group_by: Annotated[list[list[LabelName]] | None, AfterValidator(_group_by)] = None
+    window: Duration = timedelta(minutes=5)
+    max_span: Duration = timedelta(hours=1)
+    flap_window: Duration = timedelta(minutes=15)
+    resolve: Literal["all_members", "root_cause"] = "all_members"
+    layers: list[LayerRule] = Field(default_factory=list)
+
+    def group_keys(self) -> tuple[tuple[str, ...], ...]:
+        """The label sets tried in order; ``group_by`` replaces the preset's."""
+        if self.group_by is not None:
+            return tuple(tuple(names) for names in self.group_by)
+        return PRESETS[self.preset].group_by
+
+    def layer_rules(self) -> tuple[tuple[Mapping[str, re.Pattern[str]], Layer], ...]:
+        """Configured rules first, then the preset's (alertname, case-insensitive)."""
+        configured = tuple((rule.match, rule.layer) for rule in self.layers)
+        built_in = tuple(
+            ({"alertname": re.compile(pattern, re.IGNORECASE)}, layer)
+            for pattern, layer in PRESETS[self.preset].layers
+        )
+        return configured + built_in
+
+
+# -- priority, runbooks, analysis ----------------------------------------------
+
+
+class CriticalityRule(StrictModel):
+    match: Matchers
+    level: Level
+
+
+class PriorityConfig(StrictModel):
+    """Business criticality by label; the point table lives in ai_sidecar.priority."""
+
+    criticality: list[CriticalityRule] = Field(default_factory=list)
+
+    def level_of(self, labels: Mapping[str, str]) -> Level:
+        """The first matching rule's level; ``normal`` when none matches."""
+        for rule in self.criticality:
+            if labels_match(rule.match, labels):
+                return rule.level
+        return "normal"
+
+
+def _actions(value: list[str]) -> list[str]:
+    for index, action in enumerate(value):
+        if not action.strip():
+            raise ValueError(f"action {index} is empty")
+    return value
+
+
+class RunbookRule(StrictModel):
+    """First steps for the alerts ``match`` selects, and where the full runbook is."""
+
+    match: Matchers
+    actions: Annotated[list[str], AfterValidator(_actions)] = Field(default_factory=list)
+    url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Self:
+        if not self.actions and self.url is None:
+            raise ValueError("needs actions or a url")
+        return self
+
+
+# Prometheus refuses range queries with more points than this per series.
+MAX_RANGE_POINTS = 11_000
+
+
+class AnalysisConfig(StrictModel):
+    """What the analyst asks Prometheus about each member's expression."""
+
+    context_timeout: Duration = timedelta(seconds=2)
+    context_range: Duration = timedelta(minutes=15)
+    context_step: Duration = timedelta(minutes=1)
+
+    @model_validator(mode="after")
+    def _step_fits_range(self) -> Self:
+        if self.context_step > self.context_range:
+            raise ValueError(
+                f"context_step ({format_duration(self.context_step)}) is longer than "
+                f"context_range ({format_duration(self.context_range)})"
+            )
+        points = self.context_range // self.context_step
+        if points > MAX_RANGE_POINTS:
+            raise ValueError(
+                f"context_range / context_step gives {points} points; "
+                f"Prometheus answers at most {MAX_RANGE_POINTS}"
+            )
+        return self
+
+
+class ReturnTripConfig(StrictModel):
+    """Timing of the enriched alerts the sidecar posts back to Alertmanager."""
+
+    keepalive: Duration = timedelta(minutes=5)
+    repost_interval: Duration = timedelta(minutes=1)
+    resolved_repeat_for: DurationOrZero = timedelta(minutes=5)
+    resolved_repeat_interval: Duration = timedelta(minutes=1)
+    retry_backoff_max: Duration = timedelta(minutes=1)
+    grafana_url: HttpUrl | None = None
+    external_url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _reposts_before_expiry(self) -> Self:
+        if self.repost_interval >= self.keepalive:
+            raise ValueError(
+                f"repost_interval ({format_duration(self.repost_interval)}) must be shorter "
+                f"than keepalive ({format_duration(self.keepalive)}), or enriched alerts "
+                "expire between posts"
+            )
+        return self
+
+
+class SidecarConfig(StrictModel):
+    """The whole file. Top-level keys starting with ``x-`` are ignored (YAML anchors)."""
+
+    correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
+    priority: PriorityConfig = Field(default_factory=PriorityConfig)
+    runbooks: list[RunbookRule] = Field(default_factory=list)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    return_trip: ReturnTripConfig = Field(default_factory=ReturnTripConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extension_keys(cls, data: object) -> object:
+        return drop_extension_keys(data)
+
+
+def load_config(path: Path | None, *, expand_env: bool = False) -> SidecarConfig:
+    """Read and validate ``path``; ``None`` gives the built-in defaults."""
+    if path is None:
+        return SidecarConfig()
+    return load_model(path, SidecarConfig, expand_env=expand_env, error=ConfigError)
+
+
+def parse_config(text: str, source: str, *, expand_env: bool = False) -> SidecarConfig:
+    """Validate YAML ``text``; every error names ``source`` and a line."""
+    return parse_model(text, source, SidecarConfig, expand_env=expand_env, error=ConfigError)

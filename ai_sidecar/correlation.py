@@ -1,0 +1,589 @@
+"""Correlation: fold alerts, one at a time, into incidents.
+
+The :class:`Correlator` is pure and deterministic. It does no I/O and never
+reads the clock: windows are measured on the alerts' own ``startsAt`` and
+``endsAt``, and the caller's ``now`` is used only when a resolved alert carries
+no ``endsAt``. Folding the same alerts in the same order therefore gives the
+same incidents, ids included, whether live or replayed from the store.
+
+The rules, in brief (docs/correlation.md has them in full):
+
+- **Group key.** The values of the first ``group_by`` label set whose labels
+  are all present (non-empty) on the alert; the alertname if none is.
+- **Joining.** A firing alert joins an open incident with the same key when
+  its ``startsAt`` lies within ``window`` of the incident's span (earliest to
+  latest member ``startsAt``) and the span would stay within ``max_span``.
+- **Deduplication.** The same (fingerprint, status, startsAt) again, or a
+  delivery about an older episode than the member's current one, is a
+  duplicate: ``Member.duplicates`` grows, nothing else changes and the
+  incident's ``version`` stays the same.
+- **Flapping.** A re-fire within ``flap_window`` of the member's resolve is the
+  same member: ``flap_count`` grows, and a resolved incident reopens. Later,
+  it is a new episode and is placed like a new alert.
+- **Resolution.** ``all_members``: when no member fires. ``root_cause``: when
+  the root-cause member resolves; the root cause is then kept as it was.
+- **Root cause.** The first member by: firing before resolved, lowest layer,
+  most dependents, earliest start, highest severity, lowest fingerprint.
+
+Cost: an alert touches only its own incident's bookkeeping. The root cause is
+kept in a lazily pruned heap, so ranking is O(log n) per change rather than a
+scan of every member; the incident value itself is copied (O(n) memcpy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
+from ai_sidecar.models import Alert, Incident, Member, format_time
+
+ChangeKind = Literal["created", "joined", "updated", "flapped", "resolved", "reopened", "duplicate"]
+GroupKey = tuple[tuple[str, str], ...]
+
+# What a member is "on", for blast radius and the dependents rule: the first of
+# these labels the alert has.
+TARGET_LABELS = ("instance", "device", "host", "firewall")
+# A member is referred to by these labels' values ...
+NAME_LABELS = ("instance", "device")
+# ... and refers to the thing it sits behind with these.
+REFERENCE_LABELS = ("upstream", "device")
+# A label an alert rule may set to place itself; it beats every layer rule.
+LAYER_LABEL = "layer"
+# Severity names as Prometheus rules spell them; anything else ranks 0.
+SEVERITY_RANK: Mapping[str, int] = {
+    "critical": 4,
+    "page": 4,
+    "error": 3,
+    "major": 3,
+    "warning": 2,
+    "minor": 2,
+    "info": 1,
+    "none": 0,
+}
+# Incident.extra key holding the structured facts behind the root cause.
+EXTRA_KEY = "correlation"
+_LAYER_INDEX = {layer: index for index, layer in enumerate(LAYERS)}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one alert did: the incident after the change, and the kind of change.
+
+    ``created``: a new incident. ``joined``: a new member in an open incident.
+    ``updated``: a member changed without changing the incident's status.
+    ``flapped``: a member re-fired (or re-resolved) within the flap rules.
+    ``resolved`` / ``reopened``: the incident's status changed.
+    ``duplicate``: a repeated or stale delivery; only ``Member.duplicates`` moved.
+    """
+
+    incident: Incident
+    kind: ChangeKind
+
+
+def target_of(labels: Mapping[str, str]) -> str:
+    """The thing an alert is about: its first non-empty TARGET_LABELS value, or ""."""
+    for name in TARGET_LABELS:
+        value = labels.get(name)
+        if value:
+            return value
+    return ""
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITY_RANK.get(severity.lower(), 0)
+
+
+def group_key(labels: Mapping[str, str], group_by: Iterable[Iterable[str]]) -> GroupKey:
+    """The values of the first label set fully present, else the alertname alone."""
+    for names in group_by:
+        values = tuple((name, labels.get(name, "")) for name in names)
+        if all(value for _, value in values):
+            return values
+    return (("alertname", labels.get("alertname", "")),)
+
+
+def incident_id(key: GroupKey, starts_at: datetime, salt: str = "") -> str:
+    """``inc-`` and 12 hex digits of sha256 over the group key and the start second.
+
+    The second, not the first member's fingerprint: alerts of one rule
+    evaluation arrive in any order, and whichever comes first the id is the same.
+    """
+    text = "\n".join(f"{name}={value}" for name, value in key)
+    text += "\n" + format_time(starts_at.replace(microsecond=0))
+    if salt:
+        text += "\n" + salt
+    return "inc-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _names(labels: Mapping[str, str], which: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted({labels[name] for name in which if labels.get(name)}))
+
+
+RankKey = tuple[int, int, int, datetime, int, str]
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """Mutable bookkeeping behind one incident; ``incident`` is its latest value."""
+
+    incident: Incident
+    key: GroupKey
+    span_start: datetime
+    span_end: datetime
+    ranks: dict[str, RankKey] = field(default_factory=dict)
+    heap: list[tuple[RankKey, str]] = field(default_factory=list)
+    layers: dict[str, Layer] = field(default_factory=dict)
+    targets: dict[str, str] = field(default_factory=dict)
+    dependents: dict[str, int] = field(default_factory=dict)
+    # What ranks a member besides layer and dependents: (first startsAt, severity) ...
+    fixed: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+    # ... and whether it fires now.
+    firing_now: dict[str, bool] = field(default_factory=dict)
+    by_name: dict[str, list[str]] = field(default_factory=dict)
+    by_reference: dict[str, list[str]] = field(default_factory=dict)
+    # Members per (firing, layer): the reasons' "below network and service".
+    buckets: dict[tuple[bool, Layer], int] = field(default_factory=dict)
+    firing: int = 0
+
+
+class Correlator:
+    """Folds alerts into incidents; see the module docstring for the rules."""
+
+    def __init__(self, config: CorrelationConfig) -> None:
+        self._config = config
+        self._group_by = config.group_keys()
+        self._layer_rules = config.layer_rules()
+        self._tracked: dict[str, _Tracked] = {}
+        # Open incidents that may take joins, by group key, oldest first.
+        self._open_by_key: dict[GroupKey, list[str]] = {}
+        # Each fingerprint's current episode lives in exactly one incident.
+        self._by_fingerprint: dict[str, str] = {}
+        # Ids of incidents no longer tracked (forgotten, or only in the store):
+        # a new incident must never take one and overwrite its history.
+        self._retired_ids: set[str] = set()
+
+    # -- public --------------------------------------------------------------
+
+    def load(self, incidents: Iterable[Incident]) -> None:
+        """Replace the state with ``incidents``: open ones and recently resolved ones."""
+        self._tracked.clear()
+        self._open_by_key.clear()
+        self._by_fingerprint.clear()
+        ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
+        owners: dict[str, tuple[datetime, bool, str]] = {}
+        for incident in ordered:
+            tracked = self._track(incident)
+            if incident.status == "open":
+                self._open_by_key.setdefault(tracked.key, []).append(incident.id)
+            for member in incident.members.values():
+                # The newest episode owns the fingerprint; open beats resolved.
+                claim = (member.starts_at, incident.status == "open", incident.id)
+                if member.fingerprint not in owners or claim > owners[member.fingerprint]:
+                    owners[member.fingerprint] = claim
+        self._by_fingerprint = {fp: claim[2] for fp, claim in owners.items()}
+
+    def apply(self, alert: Alert, now: datetime) -> Change | None:
+        """Fold one alert in. ``None``: a resolved alert for nothing known, so nothing to do.
+
+        A resolve for an episode the correlator never saw fire (the sidecar was
+        down for the whole episode, or it was forgotten) creates no incident:
+        there is nothing to explain and nothing to resolve downstream.
+        """
+        if alert.is_enriched:
+            raise ValueError(
+                f'alert {alert.fingerprint} carries scout_enriched="true": '
+                "the sidecar's own output must never be correlated"
+            )
+        owner = self._by_fingerprint.get(alert.fingerprint)
+        if owner is not None:
+            tracked = self._tracked[owner]
+            change = self._fold_known(tracked, alert, now)
+            if change is not None:
+                return change
+        if alert.status == "resolved":
+            return None
+        return self._place(alert)
+
+    def open_incidents(self) -> list[Incident]:
+        """Open incidents, oldest first."""
+        found = [t.incident for t in self._tracked.values() if t.incident.status == "open"]
+        return sorted(found, key=lambda i: (i.created_at, i.id))
+
+    def incident(self, id_: str) -> Incident | None:
+        tracked = self._tracked.get(id_)
+        return None if tracked is None else tracked.incident
+
+    def reserve(self, incident_ids: Iterable[str]) -> None:
+        """Mark ids as taken by incidents this correlator does not track (the store's)."""
+        self._retired_ids.update(incident_ids)
+
+    def forget_resolved_before(self, cutoff: datetime) -> None:
+        """Drop incidents resolved before ``cutoff``; their members can no longer flap."""
+        stale = [
+            tracked_id
+            for tracked_id, tracked in self._tracked.items()
+            if tracked.incident.resolved_at is not None
+            and tracked.incident.status == "resolved"
+            and tracked.incident.resolved_at < cutoff
+        ]
+        for stale_id in stale:
+            tracked = self._tracked.pop(stale_id)
+            self._retired_ids.add(stale_id)
+            for fingerprint in tracked.incident.members:
+                if self._by_fingerprint.get(fingerprint) == stale_id:
+                    del self._by_fingerprint[fingerprint]
+
+    def layer_of(self, labels: Mapping[str, str]) -> Layer:
+        """The alert's ``layer`` label if valid, else the first matching rule, else service."""
+        given = labels.get(LAYER_LABEL, "")
+        if given in _LAYER_INDEX:
+            return LAYERS[_LAYER_INDEX[given]]
+        for match, layer in self._layer_rules:
+            if labels_match(match, labels):
+                return layer
+        return "service"
+
+    # -- folding -------------------------------------------------------------
+
+    def _fold_known(self, tracked: _Tracked, alert: Alert, now: datetime) -> Change | None:
+        """An alert whose fingerprint has a member; None when it starts a new episode."""
+        member = tracked.incident.members[alert.fingerprint]
+        if alert.starts_at < member.starts_at or (
+            alert.starts_at == member.starts_at
+            # Firing after its own resolve, same startsAt: a late copy from an HA peer.
+            and (alert.status == member.status or alert.status == "firing")
+        ):
+            return self._duplicate(tracked, member)
+        if alert.starts_at == member.starts_at:
+            ends_at = alert.ends_at or now
+            resolved = replace(
+                member, status="resolved", ends_at=ends_at, annotations=dict(alert.annotations)
+            )
+            return self._member_changed(tracked, resolved, ends_at, flapped=False)
+        # A newer episode. Without a resolve in between we missed it: still the same member.
+        is_open = tracked.incident.status == "open"
+        within_flap = member.status == "firing" or (
+            member.ends_at is not None
+            and alert.starts_at - member.ends_at <= self._config.flap_window
+        )
+        refires_in_place = alert.status == "firing" and is_open and self._accepts(tracked, alert)
+        if not (within_flap or refires_in_place):
+            return None
+        event = alert.starts_at if alert.status == "firing" else (alert.ends_at or now)
+        flapped = replace(
+            member,
+            status=alert.status,
+            starts_at=alert.starts_at,
+            ends_at=None if alert.status == "firing" else (alert.ends_at or now),
+            annotations=dict(alert.annotations),
+            generator_url=alert.generator_url or member.generator_url,
+            flap_count=member.flap_count + 1,
+        )
+        return self._member_changed(tracked, flapped, event, flapped=True)
+
+    def _duplicate(self, tracked: _Tracked, member: Member) -> Change:
+        # Bookkeeping only: version and updated_at stay, so no re-analysis follows.
+        members = dict(tracked.incident.members)
+        members[member.fingerprint] = replace(member, duplicates=member.duplicates + 1)
+        tracked.incident = replace(tracked.incident, members=members)
+        return Change(tracked.incident, "duplicate")
+
+    def _member_changed(
+        self, tracked: _Tracked, member: Member, event: datetime, *, flapped: bool
+    ) -> Change:
+        before = tracked.incident
+        previous = before.members[member.fingerprint]
+        self._restate(tracked, previous, member)
+        if flapped:
+            tracked.span_end = max(tracked.span_end, member.starts_at)
+        members = dict(before.members)
+        members[member.fingerprint] = member
+        updated_at = max(before.updated_at, event)
+        kind: ChangeKind = "flapped" if flapped else "updated"
+        status = before.status
+        resolved_at = before.resolved_at
+        if before.status == "open":
+            if self._config.resolve == "all_members":
+                now_resolved = tracked.firing == 0
+            else:
+                now_resolved = (
+                    member.fingerprint == before.root_cause and member.status == "resolved"
+                )
+            if now_resolved:
+                status, resolved_at, kind = "resolved", event, "resolved"
+                self._unindex_open(tracked)
+        elif member.status == "firing":
+            status, resolved_at, kind = "open", None, "reopened"
+            self._open_by_key.setdefault(tracked.key, []).append(before.id)
+        incident = replace(
+            before,
+            status=status,
+            members=members,
+            updated_at=updated_at,
+            resolved_at=resolved_at,
+            version=before.version + 1,
+        )
+        # A resolved incident keeps the root cause it was resolved with under
+        # root_cause; under all_members the final ranking is as good as any.
+        freeze = status == "resolved" and (
+            before.status == "resolved" or self._config.resolve == "root_cause"
+        )
+        tracked.incident = incident if freeze else self._with_root_cause(tracked, incident)
+        return Change(tracked.incident, kind)
+
+    def _place(self, alert: Alert) -> Change:
+        """A firing alert starting a new episode: join an open incident or create one."""
+        key = group_key(alert.labels, self._group_by)
+        member = Member(
+            fingerprint=alert.fingerprint,
+            labels=dict(alert.labels),
+            annotations=dict(alert.annotations),
+            status="firing",
+            starts_at=alert.starts_at,
+            first_starts_at=alert.starts_at,
+            generator_url=alert.generator_url,
+        )
+        # Newest first: it is the one whose span reaches the present.
+        for candidate in reversed(self._open_by_key.get(key, ())):
+            tracked = self._tracked[candidate]
+            if alert.fingerprint in tracked.incident.members or not self._accepts(tracked, alert):
+                continue
+            before = tracked.incident
+            members = dict(before.members)
+            members[member.fingerprint] = member
+            self._add_member(tracked, member)
+            tracked.span_start = min(tracked.span_start, member.starts_at)
+            tracked.span_end = max(tracked.span_end, member.starts_at)
+            incident = replace(
+                before,
+                members=members,
+                created_at=min(before.created_at, member.starts_at),
+                updated_at=max(before.updated_at, member.starts_at),
+                version=before.version + 1,
+            )
+            tracked.incident = self._with_root_cause(tracked, incident)
+            self._by_fingerprint[member.fingerprint] = candidate
+            return Change(tracked.incident, "joined")
+        new_id = incident_id(key, alert.starts_at)
+        if new_id in self._tracked or new_id in self._retired_ids:
+            # Same key and start second as a known incident that would not take
+            # the alert (resolved, or full): the fingerprint tells them apart.
+            new_id = incident_id(key, alert.starts_at, alert.fingerprint)
+        incident = Incident(
+            id=new_id,
+            status="open",
+            group=dict(key),
+            members={member.fingerprint: member},
+            created_at=member.starts_at,
+            updated_at=member.starts_at,
+            version=1,
+        )
+        tracked = self._track(incident)
+        tracked.incident = self._with_root_cause(tracked, incident)
+        self._open_by_key.setdefault(key, []).append(new_id)
+        self._by_fingerprint[member.fingerprint] = new_id
+        return Change(tracked.incident, "created")
+
+    def _accepts(self, tracked: _Tracked, alert: Alert) -> bool:
+        window = self._config.window
+        start = alert.starts_at
+        if not tracked.span_start - window <= start <= tracked.span_end + window:
+            return False
+        span = max(tracked.span_end, start) - min(tracked.span_start, start)
+        return span <= self._config.max_span
+
+    def _unindex_open(self, tracked: _Tracked) -> None:
+        ids = self._open_by_key.get(tracked.key, [])
+        if tracked.incident.id in ids:
+            ids.remove(tracked.incident.id)
+        if not ids:
+            self._open_by_key.pop(tracked.key, None)
+
+    # -- ranking -------------------------------------------------------------
+
+    def _track(self, incident: Incident) -> _Tracked:
+        members = list(incident.members.values())
+        tracked = _Tracked(
+            incident=incident,
+            key=tuple(incident.group.items()),
+            span_start=min(m.first_starts_at for m in members),
+            span_end=max(m.starts_at for m in members),
+        )
+        for member in members:
+            self._add_member(tracked, member)
+        self._tracked[incident.id] = tracked
+        return tracked
+
+    def _add_member(self, tracked: _Tracked, member: Member) -> None:
+        fp = member.fingerprint
+        target = target_of(member.labels)
+        names = _names(member.labels, NAME_LABELS)
+        references = _names(member.labels, REFERENCE_LABELS)
+        tracked.targets[fp] = target
+        tracked.layers[fp] = self.layer_of(member.labels)
+        # Who already depends on the newcomer (each counted once) ...
+        mine = {
+            other
+            for name in names
+            for other in tracked.by_reference.get(name, ())
+            if tracked.targets[other] != target
+        }
+        tracked.dependents[fp] = len(mine)
+        # ... and whom the newcomer depends on.
+        theirs = {
+            other
+            for name in references
+            for other in tracked.by_name.get(name, ())
+            if tracked.targets[other] != target
+        }
+        for name in names:
+            tracked.by_name.setdefault(name, []).append(fp)
+        for name in references:
+            tracked.by_reference.setdefault(name, []).append(fp)
+        tracked.fixed[fp] = (member.first_starts_at, severity_rank(member.severity))
+        tracked.firing_now[fp] = member.status == "firing"
+        self._count(tracked, member, +1)
+        self._rank(tracked, fp)
+        for other in theirs:
+            tracked.dependents[other] += 1
+            self._rank(tracked, other)
+
+    def _restate(self, tracked: _Tracked, previous: Member, member: Member) -> None:
+        self._count(tracked, previous, -1)
+        self._count(tracked, member, +1)
+        tracked.firing_now[member.fingerprint] = member.status == "firing"
+        self._rank(tracked, member.fingerprint)
+
+    def _count(self, tracked: _Tracked, member: Member, delta: int) -> None:
+        firing = member.status == "firing"
+        bucket = (firing, tracked.layers[member.fingerprint])
+        tracked.buckets[bucket] = tracked.buckets.get(bucket, 0) + delta
+        if firing:
+            tracked.firing += delta
+
+    def _rank(self, tracked: _Tracked, fp: str) -> None:
+        """(Re)compute one member's rank key and push it; stale heap entries are skipped later."""
+        first_starts_at, severity = tracked.fixed[fp]
+        key: RankKey = (
+            0 if tracked.firing_now[fp] else 1,
+            _LAYER_INDEX[tracked.layers[fp]],
+            -tracked.dependents[fp],
+            first_starts_at,
+            -severity,
+            fp,
+        )
+        if tracked.ranks.get(fp) == key:
+            return
+        tracked.ranks[fp] = key
+        heapq.heappush(tracked.heap, (key, fp))
+        if len(tracked.heap) > 4 * len(tracked.ranks) + 64:
+            tracked.heap = [(k, f) for f, k in tracked.ranks.items()]
+            heapq.heapify(tracked.heap)
+
+    def _best(self, tracked: _Tracked) -> tuple[str, str | None]:
+        """The root cause and the runner-up (the closest competitor), if any."""
+        heap = tracked.heap
+        while heap[0][0] != tracked.ranks[heap[0][1]]:
+            heapq.heappop(heap)
+        best = heapq.heappop(heap)
+        while heap and heap[0][0] != tracked.ranks[heap[0][1]]:
+            heapq.heappop(heap)
+        runner = heap[0][1] if heap else None
+        heapq.heappush(heap, best)
+        return best[1], runner
+
+    def _with_root_cause(self, tracked: _Tracked, incident: Incident) -> Incident:
+        best, runner = self._best(tracked)
+        rule, reasons = self._explain(tracked, incident, best, runner)
+        facts: dict[str, Any] = {
+            "rule": rule,
+            "layer": tracked.layers[best],
+            "dependents": tracked.dependents[best],
+        }
+        return replace(
+            incident,
+            root_cause=best,
+            root_cause_reasons=reasons,
+            extra={**incident.extra, EXTRA_KEY: facts},
+        )
+
+    def _explain(
+        self, tracked: _Tracked, incident: Incident, best: str, runner: str | None
+    ) -> tuple[str, tuple[str, ...]]:
+        """Which rule picked ``best`` (against the runner-up), in words."""
+        members = incident.members
+        root = members[best]
+        what = _describe(root, tracked.targets[best])
+        if runner is None:
+            return "only", (f"only alert in the incident: {what}",)
+        reasons: list[str] = []
+        rule = ""
+        mine, theirs = tracked.ranks[best], tracked.ranks[runner]
+        firing = root.status == "firing"
+        resolved = len(members) - tracked.firing
+        if firing and resolved:
+            verb = "ranks" if resolved == 1 else "rank"
+            reasons.append(
+                f"still firing: {what}; {plural(resolved, 'resolved alert')} {verb} after it"
+            )
+            rule = rule or ("firing" if mine[0] != theirs[0] else "")
+        layer = tracked.layers[best]
+        above = [
+            other
+            for other in LAYERS
+            if other != layer and tracked.buckets.get((firing, other), 0) > 0
+        ]
+        if above:
+            reasons.append(f"lowest layer: {layer} ({root.alertname}) below {_join(above)}")
+            rule = rule or ("layer" if mine[1] != theirs[1] else "")
+        dependents = tracked.dependents[best]
+        other = members[runner]
+        if not rule and mine[2] != theirs[2]:
+            rule = "dependents"
+            reasons.append(
+                f"most dependents: {plural(dependents, 'alert')} on other targets refer to "
+                f"{_join(_names(root.labels, NAME_LABELS))} (next: {-theirs[2]})"
+            )
+        elif dependents:
+            reasons.append(
+                f"{plural(dependents, 'alert')} on other targets refer to "
+                f"{_join(_names(root.labels, NAME_LABELS))}"
+            )
+        if not rule and mine[3] != theirs[3]:
+            rule = "earliest"
+            reasons.append(
+                f"earliest start: {format_time(root.first_starts_at)}, before "
+                f"{_describe(other, tracked.targets[runner])} at "
+                f"{format_time(other.first_starts_at)}"
+            )
+        if not rule and mine[4] != theirs[4]:
+            rule = "severity"
+            reasons.append(
+                f"highest severity: {root.severity or 'none'} (next: {other.severity or 'none'})"
+            )
+        if not rule:
+            rule = "fingerprint"
+            reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
+        return rule, tuple(reasons)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 alert``, ``2 alerts``: reasons are read by people."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _describe(member: Member, target: str) -> str:
+    name = member.alertname or "alert " + member.fingerprint
+    return f"{name} on {target}" if target else name
+
+
+def _join(words: Iterable[str]) -> str:
+    words = list(words)
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]

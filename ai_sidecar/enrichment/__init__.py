@@ -1,0 +1,1 @@
+"""Analysts: what explains an incident (the deterministic local one, and LLM ones later)."""

@@ -1,0 +1,283 @@
+"""The local analyst: a deterministic explanation built from facts alone.
+
+It is always available (no key, no network) and is what the LLM analysts fall
+back to. It reads the incident (members, root-cause ranking, duplicates and
+flaps), the Prometheus context and anomaly evidence the worker gathered, and
+the configured runbooks. The same input gives byte-identical output: every
+list is sorted and no clock is read.
+
+Confidence that the named root cause is right starts at ``CONFIDENCE_BASE``:
+
+====================================================  ======
+the root cause won on layer or dependents             +0.20
+... on firing-before-resolved or earliest start       +0.10
+... only on severity or the fingerprint tie-break     -0.10
+Prometheus context for it, with at least one series   +0.15
+Prometheus context unavailable for it                 -0.15
+anomaly evidence scoring >= 0.7                       +0.10
+a single alert of severity info or none               -0.20
+====================================================  ======
+
+The likelihood that the incident is a false positive starts at ``FP_BASE``:
+
+====================================================  ======
+a single alert                                        +0.20
+every member resolved within 5 minutes of starting    +0.20
+flapping: two or more flaps in all                    +0.20
+only info / none severities                           +0.10
+three or more targets                                 -0.10
+the root cause has dependents                         -0.10
+anomaly evidence scoring >= 0.7                       -0.10
+====================================================  ======
+
+Both are clamped (confidence to [0.05, 0.95], false positives to [0.02, 0.95])
+and rounded to two decimals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+
+from ai_sidecar.config import RunbookRule, labels_match
+from ai_sidecar.correlation import EXTRA_KEY, plural, target_of
+from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.models import Analysis, Incident, Member, format_time
+
+CONFIDENCE_BASE = 0.5
+FP_BASE = 0.2
+SHORT_LIVED = timedelta(minutes=5)
+STRONG_ANOMALY = 0.7
+# How many names a sentence lists before "and N more".
+LISTED = 8
+_STRUCTURAL_RULES = ("layer", "dependents")
+_TEMPORAL_RULES = ("firing", "earliest")
+_WEAK_RULES = ("severity", "fingerprint")
+_QUIET_SEVERITIES = ("info", "none")
+
+
+class LocalAnalyst:
+    """Explains incidents from labels, correlation facts, context and runbooks."""
+
+    name = "local"
+
+    def __init__(self, runbooks: Sequence[RunbookRule]) -> None:
+        self._runbooks = tuple(runbooks)
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        return analyse(incident, context, self._runbooks)
+
+
+def analyse(
+    incident: Incident, context: IncidentContext, runbooks: Sequence[RunbookRule]
+) -> Analysis:
+    """The local analysis; a pure function, so tests and replays can call it directly."""
+    members = sorted(incident.members.values(), key=lambda m: m.fingerprint)
+    root = incident.members.get(incident.root_cause or "") or _earliest(members)
+    return Analysis(
+        summary=_summary(incident, members, root),
+        root_cause=_root_cause(incident, root, context),
+        impact=_impact(incident, members),
+        actions=_actions(members, root, runbooks),
+        confidence=_confidence(incident, members, root, context),
+        false_positive_likelihood=_false_positive(incident, members, root, context),
+    )
+
+
+def _earliest(members: Sequence[Member]) -> Member:
+    return min(members, key=lambda m: (m.first_starts_at, m.fingerprint))
+
+
+def _what(member: Member) -> str:
+    target = target_of(member.labels)
+    name = member.alertname or f"alert {member.fingerprint}"
+    return f"{name} on {target}" if target else name
+
+
+def _listed(names: Iterable[str]) -> str:
+    names = list(names)
+    shown = ", ".join(names[:LISTED])
+    return shown + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
+
+
+def _targets(members: Iterable[Member]) -> list[str]:
+    return sorted({target_of(m.labels) for m in members} - {""})
+
+
+def _families(members: Iterable[Member]) -> list[tuple[str, int]]:
+    """(alertname, count), most frequent first."""
+    counts: dict[str, int] = {}
+    for member in members:
+        counts[member.alertname] = counts.get(member.alertname, 0) + 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _summary(incident: Incident, members: Sequence[Member], root: Member) -> str:
+    firing = sum(1 for m in members if m.status == "firing")
+    where = ", ".join(f"{k}={v}" for k, v in sorted(incident.group.items()))
+    targets = _targets(members)
+    families = _listed(f"{name or 'unnamed'} ({count})" for name, count in _families(members))
+    state = "resolved" if incident.status == "resolved" else "open"
+    text = (
+        f"{state.capitalize()} incident for {where} since {format_time(incident.created_at)}: "
+        f"{plural(len(members), 'alert')} ({firing} firing, {len(members) - firing} resolved) "
+        f"on {plural(len(targets), 'target')}: {families}."
+    )
+    if len(members) > 1:
+        text += (
+            f" {plural(len(members) - 1, 'alert')} folded in behind {_what(root)} "
+            "instead of notifying separately."
+        )
+    duplicates = sum(m.duplicates for m in members)
+    flaps = sum(m.flap_count for m in members)
+    flapping = sum(1 for m in members if m.flap_count)
+    deduplicated = []
+    if duplicates:
+        noun = "repeated delivery" if duplicates == 1 else "repeated deliveries"
+        deduplicated.append(f"{duplicates} {noun}")
+    if flaps:
+        deduplicated.append(f"{plural(flaps, 'flap')} of {plural(flapping, 'alert')}")
+    if deduplicated:
+        text += " Deduplicated: " + " and ".join(deduplicated) + "."
+    return text
+
+
+def _root_cause(incident: Incident, root: Member, context: IncidentContext) -> str:
+    facts = incident.extra.get(EXTRA_KEY, {})
+    layer = f" ({facts['layer']} layer)" if isinstance(facts, dict) and "layer" in facts else ""
+    text = f"{_what(root)}{layer} is the probable root cause."
+    if incident.root_cause_reasons:
+        text += " Why: " + "; ".join(incident.root_cause_reasons) + "."
+    member_context = context.members.get(root.fingerprint)
+    if member_context is None:
+        text += " Prometheus context unavailable: not queried for this alert."
+    else:
+        text += f" {member_context.describe()}."
+    evidence = sorted(context.anomaly, key=lambda e: (-e.score, e.subject))[:3]
+    if evidence:
+        shown = [
+            f"{e.score:.2f} on {e.subject}" + (f" (expected {e.band})" if e.band else "")
+            for e in evidence
+        ]
+        text += " Anomaly evidence: " + "; ".join(shown) + "."
+    return text
+
+
+def _impact(incident: Incident, members: Sequence[Member]) -> str:
+    firing = [m for m in members if m.status == "firing"]
+    targets = _targets(members)
+    services = sorted({m.labels.get("service") or m.labels.get("job") or "" for m in members})
+    services = [s for s in services if s]
+    text = f"{plural(len(targets), 'target')} affected"
+    text += f": {_listed(targets)}." if targets else "."
+    if services:
+        text += f" Services: {_listed(services)}."
+    text += (
+        f" Blast radius: {plural(len(members), 'alert')} on {plural(len(targets), 'target')},"
+        f" {len(firing)} still firing."
+    )
+    if incident.status == "resolved" and incident.resolved_at is not None:
+        text = f"Resolved at {format_time(incident.resolved_at)}. " + text
+    return text
+
+
+def _actions(
+    members: Sequence[Member], root: Member, runbooks: Sequence[RunbookRule]
+) -> tuple[str, ...]:
+    """Runbook actions per alert family, the root cause's family first, each once."""
+    families = [root.alertname] + [name for name, _ in _families(members) if name != root.alertname]
+    actions: dict[str, None] = {}
+    urls: set[str] = set()
+    for family in families:
+        in_family = [m for m in members if m.alertname == family]
+        if family == root.alertname:
+            in_family = [root, *(m for m in in_family if m is not root)]
+        rule = next(
+            (r for r in runbooks if any(labels_match(r.match, m.labels) for m in in_family)),
+            None,
+        )
+        if rule is None:
+            continue
+        for action in rule.actions:
+            actions.setdefault(action.strip(), None)
+        if rule.url is not None and rule.url not in urls:
+            urls.add(rule.url)
+            actions.setdefault(f"Runbook for {family or 'unnamed alerts'}: {rule.url}", None)
+    if not actions:
+        if len(members) > 1:
+            actions[
+                f"Start with {_what(root)}: it is the probable root cause, and the other "
+                "alerts are likely its symptoms."
+            ] = None
+        else:
+            actions[f"Check {_what(root)}."] = None
+    return tuple(actions)
+
+
+def _rule(incident: Incident) -> str:
+    facts = incident.extra.get(EXTRA_KEY, {})
+    return str(facts.get("rule", "")) if isinstance(facts, dict) else ""
+
+
+def _has_series(root: Member, context: IncidentContext) -> bool | None:
+    """True: context with data; False: unavailable; None: available but empty."""
+    found = context.members.get(root.fingerprint)
+    if found is None or not found.available:
+        return False
+    return True if found.series else None
+
+
+def _strong_anomaly(context: IncidentContext) -> bool:
+    return any(e.score >= STRONG_ANOMALY for e in context.anomaly)
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return round(min(high, max(low, value)), 2)
+
+
+def _confidence(
+    incident: Incident, members: Sequence[Member], root: Member, context: IncidentContext
+) -> float:
+    score = CONFIDENCE_BASE
+    rule = _rule(incident)
+    if rule in _STRUCTURAL_RULES:
+        score += 0.2
+    elif rule in _TEMPORAL_RULES:
+        score += 0.1
+    elif rule in _WEAK_RULES:
+        score -= 0.1
+    series = _has_series(root, context)
+    if series is True:
+        score += 0.15
+    elif series is False:
+        score -= 0.15
+    if _strong_anomaly(context):
+        score += 0.1
+    if len(members) == 1 and root.severity.lower() in _QUIET_SEVERITIES:
+        score -= 0.2
+    return _clamp(score, 0.05, 0.95)
+
+
+def _false_positive(
+    incident: Incident, members: Sequence[Member], root: Member, context: IncidentContext
+) -> float:
+    score = FP_BASE
+    if len(members) == 1:
+        score += 0.2
+    if all(
+        m.status == "resolved" and m.ends_at is not None and m.ends_at - m.starts_at <= SHORT_LIVED
+        for m in members
+    ):
+        score += 0.2
+    if sum(m.flap_count for m in members) >= 2:
+        score += 0.2
+    if all(m.severity.lower() in _QUIET_SEVERITIES for m in members):
+        score += 0.1
+    if len(_targets(members)) >= 3:
+        score -= 0.1
+    facts = incident.extra.get(EXTRA_KEY, {})
+    if isinstance(facts, dict) and int(facts.get("dependents", 0)) > 0:
+        score -= 0.1
+    if _strong_anomaly(context):
+        score -= 0.1
+    return _clamp(score, 0.02, 0.95)

@@ -1,0 +1,372 @@
+"""Alertmanager's webhook (payload version 4): ``POST /api/v1/alertmanager``.
+
+:func:`parse_payload` is a pure parser from request bytes to a
+:class:`WebhookPayload`; every problem it finds is a
+:class:`~ai_sidecar.errors.BadRequestError` whose message names the JSON path
+and what is wrong, so whoever configured the sender can fix it from the 400
+alone.
+
+:func:`receive` is the handler. It checks the token, the size and the media
+type, parses, stores the alerts durably and only then answers 200. Bad input is
+a 4xx, which Alertmanager does not retry; a store that cannot write now is a
+503, which it does retry. Delivery is at least once and HA peers send the same
+alerts, so storage is idempotent and repeats are counted, not stored twice.
+Enriched copies of alerts that Alertmanager routed back here (the loop guard)
+are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from ai_sidecar.auth import require_token
+from ai_sidecar.errors import (
+    ApiError,
+    BadRequestError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaError,
+)
+from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
+from ai_sidecar.models import Alert
+from ai_sidecar.store.sqlite import StoreError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VERSION = "4"
+# Go's zero time.Time: Alertmanager's endsAt for an alert with no known end.
+GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+# A 400 lists at most this many problems; a payload broken everywhere would
+# otherwise answer with a message as large as itself.
+MAX_PROBLEMS = 5
+# Values echoed in messages are cut to this many characters.
+MAX_ECHO = 64
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # only 0-9 are digits: int() would accept other scripts' digits
+)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+
+
+class StoreUnavailableError(ApiError):
+    """503: the alerts could not be stored now; Alertmanager retries on a 5xx."""
+
+    http_status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookPayload:
+    """One webhook request of Alertmanager, envelope and alerts."""
+
+    version: str
+    group_key: str
+    truncated_alerts: int
+    status: str
+    receiver: str
+    group_labels: Mapping[str, str]
+    common_labels: Mapping[str, str]
+    common_annotations: Mapping[str, str]
+    external_url: str
+    alerts: tuple[Alert, ...]
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    return "object"
+
+
+def _echo(value: object) -> str:
+    """A value as JSON for a message, cut to MAX_ECHO characters (containers by type)."""
+    if isinstance(value, str):
+        cut = value[:MAX_ECHO]
+        # ensure_ascii: escapes control characters, so a message stays one line.
+        return json.dumps(cut) + ("..." if len(value) > MAX_ECHO else "")
+    if isinstance(value, dict | list | tuple):
+        return f"an {_json_type(value)}"
+    text = json.dumps(value)
+    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."
+
+
+def _time_error(problem: str, value: str) -> PydanticCustomError:
+    # The message is fully formatted here: braces in the value must stay literal.
+    return PydanticCustomError("scout", "{message}", {"message": f"{problem}: {_echo(value)}"})
+
+
+def _parse_time(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "scout",
+            "{message}",
+            {"message": f"must be an RFC 3339 time string, got {_json_type(value)}"},
+        )
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise _time_error("not an RFC 3339 time", value)
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    # Go writes nanoseconds; Python keeps microseconds, so the rest is dropped.
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        if zulu:
+            tz = UTC
+        else:
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            if int(off_m) > 59:
+                raise ValueError("offset minutes out of range")
+            tz = timezone(-offset if sign == "-" else offset)
+        parsed = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tz
+        )
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise _time_error(f"not a valid time ({exc})", value) from None
+
+
+def _parse_end(value: object) -> datetime | None:
+    if value is None:
+        return None
+    parsed = _parse_time(value)
+    return None if parsed == GO_ZERO_TIME else parsed
+
+
+def _check_version(value: object) -> str:
+    if value != SUPPORTED_VERSION:
+        raise PydanticCustomError(
+            "scout_version",
+            "{message}",
+            {
+                "message": f"unsupported webhook payload version {_echo(value)}; "
+                f'only version "{SUPPORTED_VERSION}" (Alertmanager webhook v4) is supported'
+            },
+        )
+    return SUPPORTED_VERSION
+
+
+Time = Annotated[datetime, PlainValidator(_parse_time)]
+EndTime = Annotated[datetime | None, PlainValidator(_parse_end)]
+
+
+class _AlertIn(BaseModel):
+    # Unknown keys are ignored: Alertmanager may add fields in later releases.
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["firing", "resolved"]
+    labels: Annotated[dict[str, str], Field(min_length=1)]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: Time
+    endsAt: EndTime = None
+    generatorURL: str = ""
+    fingerprint: Annotated[str, Field(min_length=1)]
+
+
+class _PayloadIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    version: Annotated[str, PlainValidator(_check_version)]
+    groupKey: str = ""
+    truncatedAlerts: Annotated[int, Field(ge=0)] = 0
+    status: str = ""
+    receiver: str = ""
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    alerts: list[_AlertIn]
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """``alerts[3].labels.team``; keys that are not identifiers in brackets: ``labels["a.b"]``."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif _IDENTIFIER.fullmatch(item):
+            parts.append(f".{item}" if parts else item)
+        else:
+            parts.append(f"[{_echo(item)}]")
+    return "".join(parts)
+
+
+def _problem(error: ErrorDetails) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind in ("scout", "scout_version"):
+        what = str(ctx["message"])
+    elif kind == "missing":
+        what = "required"
+    elif kind == "string_type":
+        what = f"must be a string, got {_json_type(value)}"
+    elif kind in ("dict_type", "model_type", "model_attributes_type"):
+        what = f"must be an object, got {_json_type(value)}"
+    elif kind == "list_type":
+        what = f"must be an array, got {_json_type(value)}"
+    elif kind in ("int_type", "int_parsing", "int_from_float"):
+        what = f"must be a whole number, got {_echo(value)}"
+    elif kind == "greater_than_equal":
+        what = f"must be 0 or more, got {_echo(value)}"
+    elif kind in ("too_short", "string_too_short"):
+        what = "must not be empty"
+    elif kind == "literal_error":
+        what = f'must be "firing" or "resolved", got {_echo(value)}'
+    else:  # anything pydantic adds later still gets a readable message
+        what = error["msg"]
+    path = _path(error["loc"])
+    if not path:  # the body itself is not an object
+        return f"request body must be a JSON object, got {_json_type(value)}"
+    return f"{path}: {what}"
+
+
+def _bad_payload(exc: ValidationError) -> BadRequestError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", first["msg"])
+        return BadRequestError(f"request body is not valid JSON: {detail}")
+    # A payload of another version has another shape: its field errors would be noise.
+    for error in errors:
+        if error["type"] == "scout_version":
+            return BadRequestError(_problem(error))
+    problems = [_problem(e) for e in errors[:MAX_PROBLEMS]]
+    message = "; ".join(problems)
+    if len(errors) > MAX_PROBLEMS:
+        message += f"; and {len(errors) - MAX_PROBLEMS} more"
+    return BadRequestError(message)
+
+
+def parse_payload(body: bytes) -> WebhookPayload:
+    """Parse and validate a webhook body; raise BadRequestError saying what is wrong and where."""
+    if not body.strip():
+        raise BadRequestError("request body is empty; expected an Alertmanager webhook payload")
+    try:
+        model = _PayloadIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise _bad_payload(exc) from None
+    return WebhookPayload(
+        version=model.version,
+        group_key=model.groupKey,
+        truncated_alerts=model.truncatedAlerts,
+        status=model.status,
+        receiver=model.receiver,
+        group_labels=model.groupLabels,
+        common_labels=model.commonLabels,
+        common_annotations=model.commonAnnotations,
+        external_url=model.externalURL,
+        alerts=tuple(
+            Alert(
+                fingerprint=a.fingerprint,
+                status=a.status,
+                labels=a.labels,
+                annotations=a.annotations,
+                starts_at=a.startsAt,
+                ends_at=a.endsAt,
+                generator_url=a.generatorURL,
+            )
+            for a in model.alerts
+        ),
+    )
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"request body is larger than the limit of {limit} bytes")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes whatever Content-Length claimed."""
+    chunks: list[bytes] = []
+    size = 0
+    # A chunked body has no length up front, and a declared one may lie: read
+    # at most one byte past the limit, never the whole thing.
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise _too_large(limit)
+    return b"".join(chunks)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def receive(request: web.Request) -> web.Response:
+    """Validate, store durably, then acknowledge one webhook request."""
+    app = request.app
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    try:
+        require_token(request, settings.webhook_token)
+    except UnauthorizedError:
+        metrics.alerts_invalid.labels("unauthorized").inc()
+        raise
+    limit = settings.max_body_bytes
+    declared = request.content_length
+    # Refused before the media type and before reading: nothing of it is needed.
+    if declared is not None and declared > limit:
+        metrics.alerts_invalid.labels("too_large").inc()
+        raise _too_large(limit)
+    if request.content_type != "application/json":
+        metrics.alerts_invalid.labels("media_type").inc()
+        raise UnsupportedMediaError(
+            f"Content-Type must be application/json, got {_echo(request.content_type)}"
+        )
+    try:
+        body = await _read_body(request, limit)
+    except PayloadTooLargeError:
+        metrics.alerts_invalid.labels("too_large").inc()
+        raise
+    try:
+        payload = parse_payload(body)
+    except BadRequestError as exc:
+        metrics.alerts_invalid.labels("invalid").inc()
+        log.info("webhook payload refused", extra={"reason": str(exc)[:300]})
+        raise
+
+    # The loop guard: an enriched copy came back through Alertmanager's routing.
+    alerts = [a for a in payload.alerts if not a.is_enriched]
+    looped = len(payload.alerts) - len(alerts)
+    if looped:
+        metrics.alerts_looped.inc(looped)
+    if payload.truncated_alerts:
+        metrics.alerts_truncated.inc(payload.truncated_alerts)
+
+    try:
+        result = await app[STORE].ingest(alerts, _now())
+    except StoreError as exc:
+        log.warning("cannot store webhook alerts; answering 503", extra={"reason": str(exc)})
+        raise StoreUnavailableError(f"alerts not stored, retry later: {exc}") from exc
+    metrics.alerts_received.inc(result.new + result.duplicates)
+    metrics.alerts_duplicate.inc(result.duplicates)
+    if result.new:
+        app[WAKEUP].set()
+    return web.json_response(
+        {
+            "status": "stored",
+            "alerts": len(payload.alerts),
+            "new": result.new,
+            "duplicates": result.duplicates,
+            "ignored_enriched": looped,
+        }
+    )

@@ -1,0 +1,476 @@
+"""The pipeline behind the webhook: stored alerts in, explained incidents out.
+
+Two loops share one :class:`Worker`:
+
+- **correlate** reads stored alerts in arrival order, folds them into incidents
+  (dedup and correlation happen in :class:`~ai_sidecar.correlation.Correlator`),
+  prioritises what changed, saves the incidents, then moves the cursor. A
+  crash before the cursor moves replays the batch, whose alerts are then
+  already members (they count as duplicates); a crash after it resumes from
+  the cursor. Either way each alert is in exactly one incident.
+- **analyse** takes incidents marked as changed, runs the analyst with a time
+  box, hands the result to the return trip (durably) and saves the analysis.
+  Changes that arrive while an incident is being analysed coalesce into one
+  more pass, so a storm of 10,000 alerts costs a few analyses, not 10,000.
+
+An incident whose saved ``version`` is newer than the version its analysis was
+made for (``extra["analysed_version"]``) is analysed again after a restart,
+so a kill -9 between the two loops loses no analysis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ai_sidecar.config import SidecarConfig
+from ai_sidecar.context import MetricsContextSource
+from ai_sidecar.correlation import Correlator
+from ai_sidecar.enrichment.base import Analyst, IncidentContext
+from ai_sidecar.metrics import SidecarMetrics
+from ai_sidecar.models import PEAK_PRIORITY, Incident, notified_priority
+from ai_sidecar.priority import AnomalyEvidence, prioritise
+from ai_sidecar.store.sqlite import Database
+
+log = logging.getLogger("ai_sidecar.worker")
+
+# What the saved analysis was made for; a mismatch after a restart means the
+# analysis (and so the return trip) must run again.
+ANALYSED_VERSION = "analysed_version"
+ANALYSED_PRIORITY = "analysed_priority"
+# Alerts per correlation transaction: large enough to amortise the commit,
+# small enough that the webhook's group commits are never starved for long.
+BATCH_SIZE = 1000
+# Seconds the worker waits after a partial batch for more alerts to arrive.
+LINGER = 0.1
+# Alerts folded between two returns to the event loop (about 5 ms of work).
+YIELD_EVERY = 200
+YIELD_EVERY_INCIDENTS = 20
+# Incidents per store transaction: a few milliseconds of the writer's time.
+SAVE_SLICE = 25
+# Analyses running at once; each may wait on Prometheus for its context.
+ANALYSIS_CONCURRENCY = 4
+# Priority depends on how long an incident has lasted, so open incidents are
+# re-prioritised on this period even when no alert arrives.
+REPRIORITISE_EVERY = 60.0
+# How many members' expressions the analyst asks Prometheus about per incident:
+# the root cause first, then the earliest others.
+CONTEXT_MEMBERS = 3
+# Seconds between two analyses of one incident while alerts keep joining it.
+ANALYSIS_PACE = 2.0
+# Enriched copies (members of analysed incidents) re-rendered per second, and
+# how many may be spent at once: the return trip's share of a storm.
+RENDER_RATE = 1000.0
+RENDER_BURST = 5000.0
+# A failing analysis is retried after ANALYSIS_PACE doubled per failure, up
+# to this many times (2 s to about 4 min).
+MAX_BACKOFF_DOUBLINGS = 7
+# Seconds an analyst may take beyond the context's own time box.
+ANALYST_GRACE = 10.0
+
+
+class AnomalyEvidenceSource(Protocol):
+    """Anomaly scores relevant to an incident (the anomaly models fill this in later)."""
+
+    async def evidence(self, incident: Incident) -> Sequence[AnomalyEvidence]: ...
+
+
+class IncidentSink(Protocol):
+    """Where analysed incidents go next (the return trip). Must be durable on return."""
+
+    async def schedule(self, incidents: Sequence[Incident]) -> None: ...
+
+
+class NoAnomalyEvidence:
+    async def evidence(self, incident: Incident) -> Sequence[AnomalyEvidence]:
+        return ()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _needs_analysis(incident: Incident) -> bool:
+    return (
+        incident.extra.get(ANALYSED_VERSION) != incident.version
+        or incident.extra.get(ANALYSED_PRIORITY) != incident.priority
+    )
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        config: SidecarConfig,
+        analyst: Analyst,
+        context: MetricsContextSource,
+        sink: IncidentSink,
+        metrics: SidecarMetrics,
+        wakeup: asyncio.Event,
+        *,
+        anomaly: AnomalyEvidenceSource | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        analysis_timeout: float | None = None,
+    ) -> None:
+        self._db = db
+        self._config = config
+        self._analyst = analyst
+        self._context = context
+        self._sink = sink
+        self._metrics = metrics
+        self._wakeup = wakeup
+        self._anomaly = anomaly or NoAnomalyEvidence()
+        self._clock = clock
+        # The context queries have their own time box; this one also covers a
+        # slow or stuck analyst (an LLM, later) so one incident never stalls the rest.
+        self._analysis_timeout = (
+            analysis_timeout
+            if analysis_timeout is not None
+            else config.analysis.context_timeout.total_seconds() + ANALYST_GRACE
+        )
+        self._correlator = Correlator(config.correlation)
+        # The latest saved value of every incident the worker has touched.
+        self._incidents: dict[str, Incident] = {}
+        self._dirty: dict[str, None] = {}
+        self._dirty_event = asyncio.Event()
+        self._analysed_at: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._event_time = datetime.min.replace(tzinfo=UTC)
+        self._budget = RENDER_BURST
+        self._budget_at = time.monotonic()
+        self._started = False
+
+    async def start(self) -> None:
+        """Reload the correlator's state and queue incidents whose analysis is stale."""
+        # Alert time, not wall time: after downtime the backlog's alerts are
+        # as old as the incidents they may flap back into.
+        latest = await self._db.latest_update()
+        self._event_time = min(latest or self._clock(), self._clock())
+        since = self._event_time - self._config.correlation.flap_window
+        active = await self._db.active_incidents(resolved_since=since)
+        self._correlator.load(active)
+        self._correlator.reserve(await self._db.incident_ids())
+        for incident in active:
+            self._incidents[incident.id] = incident
+            if _needs_analysis(incident):
+                self._mark_dirty(incident.id)
+        self._started = True
+        self._metrics.incidents_open.set(len(self._correlator.open_incidents()))
+        log.info("worker started", extra={"active_incidents": len(active)})
+
+    # -- correlate ---------------------------------------------------------
+
+    async def correlate_forever(self) -> None:
+        last_reprioritised = time.monotonic()
+        while True:
+            processed = await self.correlate_once()
+            if 0 < processed < BATCH_SIZE:
+                # A storm arrives a request at a time; waiting a moment lets a
+                # batch build up, so the per-batch work (priorities, the commit)
+                # is paid once per many alerts rather than once per request.
+                await asyncio.sleep(LINGER)
+            if time.monotonic() - last_reprioritised >= REPRIORITISE_EVERY:
+                await self.reprioritise()
+                last_reprioritised = time.monotonic()
+            if processed == 0:
+                self._wakeup.clear()
+                # Check again after clearing: an alert stored in between must not wait.
+                if await self._refresh_backlog() == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), REPRIORITISE_EVERY)
+
+    async def correlate_once(self) -> int:
+        """Fold one batch of stored alerts into incidents; how many alerts it took."""
+        batch = await self._db.pending(BATCH_SIZE)
+        if not batch:
+            return 0
+        now = self._clock()
+        changed: dict[str, Incident] = {}
+        significant: set[str] = set()
+        created = 0
+        for position, received in enumerate(batch, start=1):
+            if position % YIELD_EVERY == 0:
+                # Let the webhook answer between slices: its p99 latency is the
+                # longest stretch the loop spends here without a break.
+                await asyncio.sleep(0)
+            if received.alert.is_enriched:
+                # The webhook drops these; one stored by an older version is skipped here.
+                continue
+            alert = received.alert
+            self._event_time = max(self._event_time, alert.ends_at or alert.starts_at)
+            change = self._correlator.apply(alert, now)
+            if change is None:
+                continue
+            if change.kind == "created":
+                created += 1
+            changed[change.incident.id] = change.incident
+            if change.kind != "duplicate":
+                # A repeat delivery is saved (its count) but changes nothing
+                # anyone is told: no new analysis, no new post.
+                significant.add(change.incident.id)
+        updated = []
+        for position, incident in enumerate(changed.values(), start=1):
+            if position % YIELD_EVERY_INCIDENTS == 0:
+                await asyncio.sleep(0)
+            updated.append(await self._with_priority(incident, now))
+        # Memory first: an analysis finishing while this commit is in flight
+        # then merges into the new value instead of saving an older one over it.
+        for incident in updated:
+            self._incidents[incident.id] = incident
+            if incident.id in significant:
+                self._mark_dirty(incident.id)
+        # Incidents first, in slices, then the cursor: one transaction for a
+        # whole storm batch would hold the store's single writer for a long
+        # while, and every webhook acknowledgement waits behind it. A crash
+        # between the slices and the cursor replays the batch; the replayed
+        # alerts are already members, so they only count as duplicates.
+        await self._save(updated)
+        await self._db.save_progress(batch[-1].seq, [])
+        self._metrics.incidents_created.inc(created)
+        self._metrics.incidents_open.set(len(self._correlator.open_incidents()))
+        # Alert time decides what can no longer flap, as in a live run; never
+        # ahead of the wall clock, so one alert stamped in the future cannot
+        # make the worker forget everything.
+        self._event_time = min(self._event_time, now)
+        self._forget_old(self._event_time)
+        await self._refresh_backlog()
+        return len(batch)
+
+    async def reprioritise(self) -> None:
+        """Priority grows with duration: re-rank open incidents even when nothing arrives."""
+        now = self._clock()
+        changed = []
+        for incident in self._correlator.open_incidents():
+            saved = self._incidents.get(incident.id, incident)
+            ranked = await self._with_priority(saved, now)
+            if ranked.priority != saved.priority:
+                changed.append(ranked)
+        for incident in changed:
+            self._incidents[incident.id] = incident
+            self._mark_dirty(incident.id)
+        if changed:
+            await self._save(changed)
+
+    async def _with_priority(self, incident: Incident, now: datetime) -> Incident:
+        evidence = await self._anomaly.evidence(incident)
+        priority, reasons = prioritise(incident, self._config.priority, now, evidence)
+        previous = self._incidents.get(incident.id)
+        if previous is not None and previous is not incident:
+            # The correlator knows nothing of analyses; carry the last one
+            # forward so the API never shows an analysed incident as blank.
+            extra = {
+                **incident.extra,
+                **{k: v for k, v in previous.extra.items() if k.startswith("analysed_")},
+            }
+            incident = replace(
+                incident, analysis=previous.analysis, analyst=previous.analyst, extra=extra
+            )
+        peak = min(priority, notified_priority(previous or incident))  # "P1" < "P2"
+        extra = {**incident.extra, PEAK_PRIORITY: peak}
+        return replace(incident, priority=priority, priority_reasons=reasons, extra=extra)
+
+    async def _refresh_backlog(self) -> int:
+        backlog = await self._db.backlog()
+        self._metrics.queue_depth.set(backlog.depth)
+        lag = 0.0
+        if backlog.oldest_received_at is not None:
+            lag = max(0.0, (self._clock() - backlog.oldest_received_at).total_seconds())
+        self._metrics.processing_lag.set(lag)
+        return backlog.depth
+
+    def _forget_old(self, now: datetime) -> None:
+        cutoff = now - self._config.correlation.flap_window
+        self._correlator.forget_resolved_before(cutoff)
+        for incident_id, incident in list(self._incidents.items()):
+            stale = incident.resolved_at is not None and incident.resolved_at < cutoff
+            if stale and incident_id not in self._dirty:
+                del self._incidents[incident_id]
+                self._analysed_at.pop(incident_id, None)
+                self._failures.pop(incident_id, None)
+
+    def _mark_dirty(self, incident_id: str) -> None:
+        self._dirty[incident_id] = None
+        self._dirty_event.set()
+
+    # -- analyse -----------------------------------------------------------
+
+    async def analyse_forever(self) -> None:
+        while True:
+            if not self._dirty:
+                self._dirty_event.clear()
+                await self._dirty_event.wait()
+            if await self.analyse_pending(paced=True) == 0 and self._dirty:
+                # Everything dirty was analysed moments ago: wait for its turn.
+                self._dirty_event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._dirty_event.wait(), self._next_turn())
+
+    def _turn(self, incident_id: str) -> float:
+        """When an incident may be analysed again (monotonic seconds)."""
+        last = self._analysed_at.get(incident_id)
+        if last is None:
+            return 0.0
+        failures = min(self._failures.get(incident_id, 0), MAX_BACKOFF_DOUBLINGS)
+        return last + ANALYSIS_PACE * (1 << failures)
+
+    def _size(self, incident_id: str) -> int:
+        incident = self._incidents.get(incident_id)
+        return 1 if incident is None else max(1, len(incident.members))
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self._budget_at
+        self._budget = min(RENDER_BURST, self._budget + elapsed * RENDER_RATE)
+        self._budget_at = now
+
+    def _next_turn(self) -> float:
+        now = time.monotonic()
+        self._refill(now)
+        waits = []
+        for incident_id in self._dirty:
+            short = self._size(incident_id) - self._budget
+            waits.append(max(self._turn(incident_id) - now, short / RENDER_RATE))
+        return max(0.0, min(waits, default=0.0))
+
+    def _take_turns(self, now: float) -> list[str]:
+        """Dirty incidents whose turn has come, within the render budget.
+
+        Each analysis re-renders every member's enriched copy for the return
+        trip, so the budget is counted in members: a storm touching hundreds
+        of incidents then costs a bounded amount of work per second, however
+        large it grows. Incidents never analysed go first (their notification
+        is waiting), then by priority, then the longest-waiting.
+        """
+        self._refill(now)
+        ready = [i for i in self._dirty if self._turn(i) <= now]
+        ready.sort(
+            key=lambda i: (
+                i in self._analysed_at,
+                self._incidents[i].priority if i in self._incidents else "P4",
+                self._analysed_at.get(i, 0.0),
+            )
+        )
+        taken: list[str] = []
+        for incident_id in ready:
+            size = self._size(incident_id)
+            first = incident_id not in self._analysed_at
+            if size > self._budget and not first and taken:
+                break
+            self._budget -= size
+            taken.append(incident_id)
+        return taken
+
+    async def analyse_pending(self, *, paced: bool = False) -> int:
+        """Analyse incidents changed since their last analysis; how many it analysed.
+
+        ``paced``: only incidents whose turn has come (see :meth:`_take_turns`).
+        During a storm an incident changes with every batch; pacing makes that
+        one analysis (and one return-trip update) per turn, not one per batch.
+        """
+        now = time.monotonic()
+        ids = self._take_turns(now) if paced else list(self._dirty)
+        for incident_id in ids:
+            del self._dirty[incident_id]
+            self._analysed_at[incident_id] = now
+        semaphore = asyncio.Semaphore(ANALYSIS_CONCURRENCY)
+
+        async def one(incident_id: str) -> Incident | None:
+            async with semaphore:
+                # One analysis at a time between requests: the local analyst
+                # never awaits, so without this a storm's hundreds of
+                # incidents would hold the loop for their whole sum.
+                await asyncio.sleep(0)
+                incident = self._incidents[incident_id]
+                analysed = await self._analyse(incident)
+                if analysed is not None:
+                    self._failures.pop(incident_id, None)
+                    return analysed
+                # Retried at its turn, later after each failure. Meanwhile its
+                # changes (a resolution, new members) still go back to
+                # Alertmanager under the last good analysis, if it has one.
+                self._failures[incident_id] = self._failures.get(incident_id, 0) + 1
+                self._mark_dirty(incident_id)
+                return incident if incident.analysis is not None else None
+
+        results = await asyncio.gather(*(one(i) for i in ids if i in self._incidents))
+        analysed = [incident for incident in results if incident is not None]
+        if not analysed:
+            return 0
+        # The return trip first: if the process dies before the analysis is
+        # saved, the incident is analysed and scheduled again, which is
+        # harmless; the other order could lose the notification.
+        for start in range(0, len(analysed), SAVE_SLICE):
+            chunk = analysed[start : start + SAVE_SLICE]
+            await self._sink.schedule(chunk)
+            await self._db.save_incidents([self._merge(incident) for incident in chunk])
+        return len(analysed)
+
+    async def _save(self, incidents: Sequence[Incident]) -> None:
+        slices = [incidents[i : i + SAVE_SLICE] for i in range(0, len(incidents), SAVE_SLICE)]
+        await asyncio.gather(*(self._db.save_incidents(part) for part in slices))
+
+    def _merge(self, analysed: Incident) -> Incident:
+        """Attach an analysis to the newest value of its incident.
+
+        Correlation may have changed the incident while it was analysed; saving
+        the older value would drop members from the store. The newer value is
+        already marked dirty, so it gets its own analysis next.
+        """
+        current = self._incidents.get(analysed.id, analysed)
+        if current.version != analysed.version or current.priority != analysed.priority:
+            current = replace(current, analysis=analysed.analysis, analyst=analysed.analyst)
+        else:
+            current = analysed
+        self._incidents[current.id] = current
+        return current
+
+    async def _analyse(self, incident: Incident) -> Incident | None:
+        started = time.monotonic()
+        name = self._analyst.name
+        timeout = self._analysis_timeout
+        try:
+            context = await asyncio.wait_for(self._gather_context(incident), timeout)
+            analysis = await asyncio.wait_for(self._analyst.analyse(incident, context), timeout)
+        except Exception:  # pipeline boundary: the incident stays un-enriched, never dropped
+            self._metrics.analysis_failures.labels(name).inc()
+            log.exception("analysis failed", extra={"incident": incident.id, "analyst": name})
+            return None
+        finally:
+            self._metrics.analysis_duration.labels(name).observe(time.monotonic() - started)
+        extra = {
+            **incident.extra,
+            ANALYSED_VERSION: incident.version,
+            ANALYSED_PRIORITY: incident.priority,
+        }
+        return replace(incident, analysis=analysis, analyst=name, extra=extra)
+
+    async def _gather_context(self, incident: Incident) -> IncidentContext:
+        members = sorted(
+            incident.members.values(),
+            key=lambda m: (m.fingerprint != incident.root_cause, m.starts_at, m.fingerprint),
+        )
+        asked: dict[str, None] = {}
+        chosen = []
+        for member in members:
+            if member.generator_url in asked:
+                continue
+            asked[member.generator_url] = None
+            chosen.append(member)
+            if len(chosen) == CONTEXT_MEMBERS:
+                break
+        contexts = await asyncio.gather(*(self._context.context(m) for m in chosen))
+        evidence = await self._anomaly.evidence(incident)
+        return IncidentContext(
+            members={m.fingerprint: c for m, c in zip(chosen, contexts, strict=True)},
+            anomaly=tuple(evidence),
+        )
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing waits to be analysed (tests and shutdown use it)."""
+        return self._started and not self._dirty

@@ -1,0 +1,67 @@
+"""Small builders for alerts and webhook payloads, shared by the sidecar's tests."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ai_sidecar.models import Alert, AlertStatus, format_time
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    text = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def alert(
+    alertname: str,
+    *,
+    status: AlertStatus = "firing",
+    at: timedelta = timedelta(0),
+    ends: timedelta | None = None,
+    severity: str = "warning",
+    **labels: str,
+) -> Alert:
+    """An alert that started ``at`` after T0; fingerprint derived from its labels."""
+    all_labels = {"alertname": alertname, "severity": severity, **labels}
+    return Alert(
+        fingerprint=fingerprint(all_labels),
+        status=status,
+        labels=all_labels,
+        annotations={"summary": f"{alertname} on {labels.get('instance', '?')}"},
+        starts_at=T0 + at,
+        ends_at=None if ends is None else T0 + ends,
+        generator_url="",
+    )
+
+
+def alert_json(item: Alert) -> dict[str, Any]:
+    """One alert the way Alertmanager's webhook v4 writes it."""
+    return {
+        "status": item.status,
+        "labels": dict(item.labels),
+        "annotations": dict(item.annotations),
+        "startsAt": format_time(item.starts_at),
+        "endsAt": "0001-01-01T00:00:00Z" if item.ends_at is None else format_time(item.ends_at),
+        "generatorURL": item.generator_url,
+        "fingerprint": item.fingerprint,
+    }
+
+
+def payload(*alerts: Alert, truncated: int = 0) -> dict[str, Any]:
+    firing = any(a.status == "firing" for a in alerts)
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="x"}',
+        "truncatedAlerts": truncated,
+        "status": "firing" if firing else "resolved",
+        "receiver": "scout-sidecar",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": [alert_json(a) for a in alerts],
+    }

@@ -1,0 +1,329 @@
+"""The whole notification path with real processes, as an operator runs it.
+
+Prometheus's part is played by the test (it posts alerts to Alertmanager's API
+as Prometheus does); everything after that is real: Alertmanager 0.25 with the
+shipped routes, inhibition and templates, the sidecar as a process, and Slack
+and SMTP sinks where people would be. Route timings are shortened, and so are
+the sidecar's return-trip timings (``sidecar.yml`` below).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.localstack import Service, free_port
+from tests.conftest import wait_for
+from tests.peers.alertmanager import (
+    TEST_TOKEN,
+    Alertmanager,
+    Timings,
+    postable,
+    render_config,
+    start_cluster,
+)
+from tests.peers.notify import SlackSink, SmtpSink, email_body, slack_text
+
+# The enriched group_wait must cover the sidecar's analysis pace (2 s) and a
+# return-trip round, as the shipped 10 s does: deliveries of one storm arrive
+# per alertname and instance, and the notification should show them all.
+TIMINGS = Timings(enriched_wait="5s", enriched_interval="1s", fail_open="8s", raw_interval="2s")
+FAIL_OPEN = 8.0
+SIDECAR_CONFIG = """\
+return_trip:
+  keepalive: 20s
+  repost_interval: 1s
+  resolved_repeat_for: 3s
+  resolved_repeat_interval: 1s
+  retry_backoff_max: 2s
+  external_url: http://scout.example:8782
+"""
+RAW_MARK = "(not analysed by Scout)"
+
+
+def storm(site: str, severity: str) -> list[dict[str, Any]]:
+    """A WAN link down and what depends on it, at one site.
+
+    With ``critical`` the incident is P2 (50 points for severity, 10 for three
+    targets: ai_sidecar/priority.py), which goes to Slack and email; with
+    ``warning`` it is P3, Slack only.
+    """
+    common = {"site": site, "job": "snmp", "severity": severity}
+    return [
+        postable(
+            {
+                "alertname": "LinkDown",
+                "instance": "rtr1",
+                "device": "rtr1",
+                "interface": "wan0",
+                **common,
+            },
+            {"summary": "WAN uplink wan0 on rtr1 is down"},
+            generator_url="http://prometheus.example/graph?g0.expr=ifOperStatus",
+        ),
+        postable(
+            {"alertname": "ProbeFailed", "instance": "web1", **common},
+            {"summary": "web1 does not answer"},
+        ),
+        postable(
+            {"alertname": "ProbeFailed", "instance": "mail1", **common},
+            {"summary": "mail1 does not answer"},
+        ),
+    ]
+
+
+@dataclass
+class Sidecar:
+    service: Service
+    url: str
+
+    def incidents(self) -> list[dict[str, Any]]:
+        request = urllib.request.Request(
+            self.url + "/api/v1/incidents", headers={"Authorization": f"Bearer {TEST_TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            incidents: list[dict[str, Any]] = json.loads(response.read())
+        return incidents
+
+
+def start_sidecar(
+    tmp_path: Path, port: int, alertmanagers: list[str], config_text: str = SIDECAR_CONFIG
+) -> Sidecar:
+    config = tmp_path / "sidecar.yml"
+    config.write_text(config_text)
+    address = f"127.0.0.1:{port}"
+    service = Service(
+        name="sidecar",
+        argv=[
+            sys.executable,
+            "-m",
+            "ai_sidecar.cli",
+            f"--web.listen-address={address}",
+            f"--config.file={config}",
+            "--log.level=debug",
+        ],
+        ready_url=f"http://{address}/-/ready",
+        log_path=tmp_path / "logs" / "sidecar.log",
+        env={
+            **os.environ,
+            "SCOUT_WEBHOOK_TOKEN": TEST_TOKEN,
+            "SCOUT_ALERTMANAGER_URLS": ",".join(alertmanagers),
+            # Nothing listens there: the analyst works without context.
+            "SCOUT_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+            "SCOUT_DATA_DIR": str(tmp_path / "sidecar-data"),
+        },
+    )
+    service.start()
+    service.wait_ready()
+    return Sidecar(service, f"http://{address}")
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackSink]:
+    with SlackSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def sidecar_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def am_config(tmp_path, slack, smtp, sidecar_port) -> Path:
+    return render_config(
+        tmp_path,
+        sidecar_url=f"http://127.0.0.1:{sidecar_port}",
+        slack_url=slack.url,
+        smtp_smarthost=smtp.smarthost,
+        timings=TIMINGS,
+    )
+
+
+@pytest.fixture
+def sidecar_factory(tmp_path, sidecar_port) -> Iterator[Any]:
+    started: list[Sidecar] = []
+
+    def start(alertmanagers: list[str], config_text: str = SIDECAR_CONFIG) -> Sidecar:
+        sidecar = start_sidecar(tmp_path, sidecar_port, alertmanagers, config_text)
+        started.append(sidecar)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        sidecar.service.stop(grace=5)
+
+
+def enriched(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if "[FIRING]" in slack_text(m) and RAW_MARK not in slack_text(m)]
+
+
+def raw(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if RAW_MARK in slack_text(m)]
+
+
+def test_storm_becomes_one_enriched_notification_and_its_resolution(
+    tmp_path, slack, smtp, am_config, sidecar_factory
+):
+    with Alertmanager(tmp_path, am_config) as am:
+        sidecar = sidecar_factory([am.url])
+        alerts = storm("a", "critical")
+        am.post(alerts)
+        [incident] = wait_for(
+            lambda: [i for i in sidecar.incidents() if i["analysis"] and len(i["members"]) == 3],
+            what="one analysed incident of the three alerts",
+        )
+        message = slack.wait_for(lambda m: enriched([m]) != [], timeout=30)
+        text = slack_text(message)
+        analysis = incident["analysis"]
+        assert incident["priority"] == "P2"
+        assert f"*Incident* {incident['id']}" in text
+        assert f"*Priority* {incident['priority']}" in text
+        assert analysis["summary"][:40] in text
+        assert analysis["root_cause"][:40] in text
+        assert "1. " in text
+        assert f"http://scout.example:8782/api/v1/incidents/{incident['id']}" in text
+        for summary in ("WAN uplink wan0 on rtr1 is down", "web1 does not answer"):
+            assert summary in text
+
+        # Past the fail-open delay: still one enriched message, and no raw one.
+        time.sleep(FAIL_OPEN + 2)
+        messages = slack.messages()
+        assert len(enriched(messages)) == 1, [slack_text(m) for m in messages]
+        assert raw(messages) == []
+        # P2: by email too, once.
+        mail = smtp.wait_for(timeout=10)
+        assert mail["Subject"] == f"[Scout P2] {analysis['summary']} ({incident['id']})"
+        html = email_body(mail, "html")
+        assert "WAN uplink wan0 on rtr1 is down" in html
+        assert analysis["impact"] in html
+        assert len(smtp.messages()) == 1
+
+        # Prometheus resolves the storm. Alertmanager mutes those resolutions to
+        # the sidecar (inhibited); the sidecar's reconciliation finds them gone.
+        now = datetime.now(UTC)
+        for alert in alerts:
+            alert["endsAt"] = now.isoformat().replace("+00:00", "Z")
+        am.post(alerts)
+        resolved = slack.wait_for(lambda m: "[RESOLVED]" in slack_text(m), timeout=40)
+        assert incident["id"] in slack_text(resolved)
+        assert wait_for(
+            lambda: [i for i in sidecar.incidents() if i["status"] == "resolved"],
+            what="the incident resolved in the sidecar",
+        )
+        assert raw(slack.messages()) == []
+
+
+def test_fail_open_raw_alert_reaches_people_when_the_sidecar_is_down(tmp_path, slack, am_config):
+    with Alertmanager(tmp_path, am_config) as am:
+        started = time.monotonic()
+        am.post(
+            [
+                postable(
+                    {"alertname": "LinkDown", "instance": "rtr1", "severity": "critical"},
+                    {"summary": "WAN uplink wan0 on rtr1 is down"},
+                )
+            ]
+        )
+        message = slack.wait_for(lambda m: RAW_MARK in slack_text(m), timeout=FAIL_OPEN + 15)
+        elapsed = time.monotonic() - started
+        # Not before the fail-open delay, and soon after it.
+        assert FAIL_OPEN - 0.5 <= elapsed <= FAIL_OPEN + 5
+        text = slack_text(message)
+        assert "[FIRING:1] LinkDown on rtr1 (not analysed by Scout)" in text
+        assert "did not enrich this alert" in text
+        assert "WAN uplink wan0 on rtr1 is down" in text
+        assert len(slack.messages()) == 1
+
+
+def test_ha_pair_gives_one_incident_and_one_notification(
+    tmp_path, slack, smtp, am_config, sidecar_factory
+):
+    with start_cluster(tmp_path, am_config, size=2) as peers:
+        sidecar = sidecar_factory([peer.url for peer in peers])
+        alerts = storm("b", "warning")
+        # Prometheus sends every alert to every Alertmanager of the cluster.
+        for peer in peers:
+            peer.post(alerts)
+        slack.wait_for(lambda m: enriched([m]) != [], timeout=30)
+        time.sleep(FAIL_OPEN + 2)
+        incidents = sidecar.incidents()
+        assert len(incidents) == 1
+        assert len(incidents[0]["members"]) == 3
+        assert incidents[0]["priority"] == "P3"
+        # Both peers hold the enriched copies (the sidecar posts to each) ...
+        for peer in peers:
+            copies = peer.alerts('scout_enriched="true"')
+            assert {c["labels"]["scout_incident"] for c in copies} == {incidents[0]["id"]}
+            assert len(copies) == 3
+        # ... and the cluster notified people once, with no raw message.
+        messages = slack.messages()
+        assert len(enriched(messages)) == 1, [slack_text(m) for m in messages]
+        assert raw(messages) == []
+        assert smtp.messages() == []  # P3: Slack only
+
+
+def test_an_incident_that_escalates_is_never_reported_resolved_while_open(
+    tmp_path, slack, smtp, am_config, sidecar_factory
+):
+    with Alertmanager(tmp_path, am_config) as am:
+        sidecar = sidecar_factory([am.url])
+        first, *rest = storm("c", "critical")
+        # The link alone first, as a warning: a P3 incident, Slack only.
+        first["labels"]["severity"] = "warning"
+        am.post([first])
+        slack.wait_for(lambda m: enriched([m]) != [], timeout=30)
+        [incident] = sidecar.incidents()
+        assert incident["priority"] == "P3"
+        # Its dependents follow, critical: the incident escalates to P2.
+        am.post(rest)
+        wait_for(
+            lambda: [i for i in sidecar.incidents() if i["priority"] == "P2" and i["analysis"]],
+            what="the incident escalated to P2",
+        )
+        mail = smtp.wait_for(timeout=30)
+        assert mail["Subject"].startswith("[Scout P2] ")
+        time.sleep(FAIL_OPEN)
+        texts = [slack_text(m) for m in slack.messages()]
+        # The P3 copies are replaced by P2 ones in the same Slack group: an
+        # update, never a "resolved" while the incident is open.
+        assert not [t for t in texts if "[RESOLVED]" in t], texts
+        assert texts[-1].count("*Priority* P2") == 1
+        assert raw(slack.messages()) == []
+        assert len(smtp.messages()) == 1
+
+
+def test_raw_alerts_reach_people_when_the_sidecar_dies_after_enriching(
+    tmp_path, slack, am_config, sidecar_factory
+):
+    short_keepalive = SIDECAR_CONFIG.replace("keepalive: 20s", "keepalive: 4s")
+    with Alertmanager(tmp_path, am_config) as am:
+        sidecar = sidecar_factory([am.url], short_keepalive)
+        am.post(storm("d", "warning")[:1])
+        slack.wait_for(lambda m: enriched([m]) != [], timeout=30)
+        # Past the fail-open delay the copy still mutes the raw alert.
+        time.sleep(FAIL_OPEN)
+        assert raw(slack.messages()) == []
+        assert sidecar.service.process is not None
+        sidecar.service.process.kill()
+        killed = time.monotonic()
+        # Nobody re-posts the copy: it expires, and the raw alert gets through.
+        message = slack.wait_for(lambda m: RAW_MARK in slack_text(m), timeout=30)
+        assert time.monotonic() - killed <= 4 + 2 + 5  # keep-alive, raw interval, slack
+        assert "LinkDown on rtr1" in slack_text(message)

@@ -1,0 +1,308 @@
+"""The worker: stored alerts in, prioritised and analysed incidents out, across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ai_sidecar.config import SidecarConfig
+from ai_sidecar.context import MemberContext
+from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.enrichment.local import LocalAnalyst
+from ai_sidecar.metrics import SidecarMetrics, create_metrics
+from ai_sidecar.models import Analysis, Incident, Member, notified_priority
+from ai_sidecar.store.sqlite import Database
+from ai_sidecar.worker import Worker
+from tests.ai_sidecar.builders import T0, alert
+
+
+class RecordingSink:
+    """The return trip's seam: records what would be posted back."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[Incident] = []
+
+    async def schedule(self, incidents: Sequence[Incident]) -> None:
+        self.scheduled.extend(incidents)
+
+
+class NoContext:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def context(self, member: Member) -> MemberContext:
+        self.asked.append(member.fingerprint)
+        return MemberContext(member.fingerprint, False, "no Prometheus in this test")
+
+
+class GatedAnalyst:
+    """An analyst that waits for the test to let it finish."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        self.started.set()
+        await self.release.wait()
+        return Analysis(f"{len(incident.members)} alerts", "x", "y", (), 0.5, 0.1)
+
+
+class BrokenAnalyst:
+    name = "broken"
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        raise RuntimeError("analyst bug")
+
+
+class StuckAnalyst:
+    name = "stuck"
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def make_worker(
+    db: Database,
+    analyst: object | None = None,
+    config: SidecarConfig | None = None,
+    metrics: SidecarMetrics | None = None,
+    analysis_timeout: float | None = None,
+) -> tuple[Worker, RecordingSink, SidecarMetrics]:
+    config = config or SidecarConfig()
+    sink = RecordingSink()
+    metrics = metrics or create_metrics()
+    worker = Worker(
+        db,
+        config,
+        analyst or LocalAnalyst(config.runbooks),  # type: ignore[arg-type]
+        NoContext(),
+        sink,
+        metrics,
+        asyncio.Event(),
+        clock=lambda: T0 + timedelta(minutes=2),
+        analysis_timeout=analysis_timeout,
+    )
+    return worker, sink, metrics
+
+
+def sample(metrics: SidecarMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if value is None else value
+
+
+async def open_db(path: Path) -> Database:
+    return await Database.open(path / "scout.db")
+
+
+async def test_a_restart_analyses_what_the_crash_left_unanalysed(tmp_path):
+    db = await open_db(tmp_path)
+    link = alert("InterfaceDown", severity="critical", site="ams", instance="core1")
+    probe = alert("ProbeLoss", at=timedelta(seconds=5), site="ams", instance="srv1")
+    await db.ingest([link, probe], T0)
+    worker, sink, _ = make_worker(db)
+    await worker.start()
+    assert await worker.correlate_once() == 2
+    # The process dies here: correlated and saved, but never analysed or sent back.
+    await db.close()
+
+    db = await open_db(tmp_path)
+    worker, sink, _ = make_worker(db)
+    await worker.start()
+    assert await worker.correlate_once() == 0, "the cursor survived the restart"
+    assert await worker.analyse_pending() == 1
+    [scheduled] = sink.scheduled
+    assert set(scheduled.members) == {link.fingerprint, probe.fingerprint}
+    assert scheduled.analysis is not None
+    [saved] = await db.list_incidents()
+    assert saved.analysis == scheduled.analysis
+
+    # Analysed and saved: a further restart has nothing left to do.
+    await db.close()
+    db = await open_db(tmp_path)
+    worker, sink, _ = make_worker(db)
+    await worker.start()
+    assert await worker.analyse_pending() == 0
+    assert sink.scheduled == []
+    await db.close()
+
+
+async def test_a_member_added_during_analysis_is_not_lost(tmp_path):
+    db = await open_db(tmp_path)
+    analyst = GatedAnalyst()
+    worker, sink, _ = make_worker(db, analyst)
+    await worker.start()
+    first = alert("DeviceDown", site="ams", instance="r1")
+    await db.ingest([first], T0)
+    await worker.correlate_once()
+    analysing = asyncio.create_task(worker.analyse_pending())
+    await analyst.started.wait()
+
+    second = alert("ProbeLoss", at=timedelta(seconds=3), site="ams", instance="srv9")
+    await db.ingest([second], T0)
+    await worker.correlate_once()
+    analyst.release.set()
+    await analysing
+
+    [saved] = await db.list_incidents()
+    assert set(saved.members) == {first.fingerprint, second.fingerprint}
+    assert saved.analysis is not None
+    assert saved.analysis.summary == "1 alerts"
+    # The newer version is queued for its own analysis.
+    assert await worker.analyse_pending() == 1
+    [saved] = await db.list_incidents()
+    assert saved.analysis is not None
+    assert saved.analysis.summary == "2 alerts"
+    assert [len(i.members) for i in sink.scheduled] == [1, 2]
+    await db.close()
+
+
+@pytest.mark.parametrize("analyst", [BrokenAnalyst(), StuckAnalyst()])
+async def test_a_failing_analyst_leaves_the_incident_unenriched(tmp_path, analyst):
+    db = await open_db(tmp_path)
+    worker, sink, metrics = make_worker(db, analyst, analysis_timeout=0.2)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 0
+    [saved] = await db.list_incidents()
+    assert saved.analysis is None
+    assert sink.scheduled == []
+    assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst=analyst.name) == 1
+    await db.close()
+
+
+async def test_enriched_alerts_are_never_correlated(tmp_path):
+    db = await open_db(tmp_path)
+    worker, _, metrics = make_worker(db)
+    await worker.start()
+    looped = alert("DeviceDown", instance="r1", scout_enriched="true", scout_incident="inc-x")
+    await db.ingest([looped], T0)
+    assert await worker.correlate_once() == 1
+    assert await db.list_incidents() == []
+    assert sample(metrics, "scout_sidecar_incidents_created_total") == 0
+    await db.close()
+
+
+async def test_metrics_follow_the_backlog_and_incidents(tmp_path):
+    db = await open_db(tmp_path)
+    worker, _, metrics = make_worker(db)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", site=s, instance=f"r{s}") for s in "abc"], T0)
+    await worker.correlate_once()
+    assert sample(metrics, "scout_sidecar_incidents_created_total") == 3
+    assert sample(metrics, "scout_sidecar_incidents_open") == 3
+    assert sample(metrics, "scout_sidecar_queue_depth") == 0
+    await worker.analyse_pending()
+    assert sample(metrics, "scout_sidecar_analysis_duration_seconds_count", analyst="local") == 3
+    await db.close()
+
+
+async def test_a_storm_is_analysed_at_a_pace_not_per_batch(tmp_path):
+    db = await open_db(tmp_path)
+    worker, sink, _ = make_worker(db)
+    await worker.start()
+    analysing = asyncio.create_task(worker.analyse_forever())
+    try:
+        for i in range(20):
+            await db.ingest(
+                [alert("ProbeLoss", at=timedelta(seconds=i), site="ams", instance=f"s{i}")], T0
+            )
+            await worker.correlate_once()
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not sink.scheduled or len(sink.scheduled[-1].members) < 20:
+            assert loop.time() < deadline, "the last change was never analysed"
+            await asyncio.sleep(0.05)
+    finally:
+        analysing.cancel()
+    # The first change at once, the other 19 coalesced into the next turn (or
+    # two, on a machine slow enough that the storm outlasts one pace).
+    sizes = [len(i.members) for i in sink.scheduled]
+    assert sizes[0] == 1
+    assert sizes[-1] == 20
+    assert len(sizes) <= 3, sizes
+    await db.close()
+
+
+class FailsAfterFirst:
+    """Analyses once, then fails: a later change must still reach the return trip."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("analyst outage")
+        return Analysis("first", "x", "y", (), 0.5, 0.1)
+
+
+async def test_a_resolution_goes_back_even_when_its_analysis_fails(tmp_path):
+    db = await open_db(tmp_path)
+    analyst = FailsAfterFirst()
+    worker, sink, metrics = make_worker(db, analyst)
+    await worker.start()
+    down = alert("DeviceDown", site="ams", instance="r1")
+    await db.ingest([down], T0)
+    await worker.correlate_once()
+    assert await worker.analyse_pending() == 1
+
+    resolved = alert(
+        "DeviceDown", status="resolved", ends=timedelta(minutes=1), site="ams", instance="r1"
+    )
+    await db.ingest([resolved], T0)
+    await worker.correlate_once()
+    await worker.analyse_pending()
+    last = sink.scheduled[-1]
+    assert last.status == "resolved"
+    assert last.analysis is not None
+    assert last.analysis.summary == "first"
+    assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst="flaky") == 1
+    # Still owed a fresh analysis: it is retried, not forgotten.
+    assert await worker.analyse_pending() == 1
+    assert analyst.calls == 3
+    await db.close()
+
+
+async def test_the_notified_priority_never_drops_while_open(tmp_path):
+    db = await open_db(tmp_path)
+    worker, sink, _ = make_worker(db)
+    await worker.start()
+    storm = [
+        alert("DeviceDown", severity="critical", site="ams", instance=f"r{i}") for i in range(12)
+    ]
+    await db.ingest(storm, T0)
+    await worker.correlate_once()
+    await worker.analyse_pending()
+    peak = sink.scheduled[-1].priority
+    assert peak in ("P1", "P2")
+    cleared = [
+        alert(
+            "DeviceDown",
+            status="resolved",
+            ends=timedelta(minutes=1),
+            severity="critical",
+            site="ams",
+            instance=f"r{i}",
+        )
+        for i in range(11)
+    ]
+    await db.ingest(cleared, T0)
+    await worker.correlate_once()
+    await worker.analyse_pending()
+    [incident] = await db.list_incidents()
+    assert incident.status == "open"
+    assert incident.priority > peak, "one critical alert left ranks lower"
+    assert notified_priority(incident) == peak
+    await db.close()

@@ -1,0 +1,228 @@
+"""The shipped Alertmanager routing, inhibition and templates, checked with amtool and a
+real Alertmanager (0.25)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import wait_for
+from tests.peers.alertmanager import Alertmanager, postable, render_config
+from tests.peers.notify import SlackSink
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "alertmanager" / "alertmanager.yml"
+TEMPLATES = REPO / "alertmanager" / "templates" / "scout.tmpl"
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["amtool", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def receivers_for(**labels: str) -> list[str]:
+    result = amtool(
+        "config",
+        "routes",
+        "test",
+        f"--config.file={CONFIG}",
+        *(f"{k}={v}" for k, v in labels.items()),
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(",")
+
+
+@pytest.mark.parametrize(
+    ("labels", "receivers"),
+    [
+        # Enriched copies: people only, never back to the sidecar nor the raw fallback.
+        ({"scout_enriched": "true", "scout_priority": "P1"}, ["scout-email", "scout-slack"]),
+        ({"scout_enriched": "true", "scout_priority": "P2"}, ["scout-email", "scout-slack"]),
+        ({"scout_enriched": "true", "scout_priority": "P3"}, ["scout-slack"]),
+        ({"scout_enriched": "true", "scout_priority": "P4"}, ["scout-slack"]),
+        # Raw alerts: the sidecar, and people after the fail-open delay.
+        ({}, ["scout-sidecar", "people-raw"]),
+        ({"scout_enriched": "false"}, ["scout-sidecar", "people-raw"]),
+        # The Watchdog reaches the dead man's switch only.
+        ({"alertname": "Watchdog"}, ["deadman"]),
+    ],
+)
+def test_routes(labels, receivers):
+    assert receivers_for(**{"alertname": "LinkDown", "instance": "sw1", **labels}) == receivers
+
+
+def test_route_timings_implement_fail_open():
+    routes = {r["receiver"]: r for r in yaml.safe_load(CONFIG.read_text())["route"]["routes"]}
+    assert routes["scout-slack"]["group_by"] == ["scout_incident"]
+    assert "continue" not in routes["scout-slack"]
+    sidecar = routes["scout-sidecar"]
+    assert (sidecar["group_wait"], sidecar["continue"]) == ("0s", True)
+    hook = next(
+        r for r in yaml.safe_load(CONFIG.read_text())["receivers"] if r["name"] == "scout-sidecar"
+    )["webhook_configs"][0]
+    # Bounded, so a huge group never exceeds the sidecar's body limit.
+    assert (hook["send_resolved"], hook["max_alerts"]) == (True, 2000)
+    # The raw route waits longer than the enriched one, or people would get both.
+    assert routes["people-raw"]["group_wait"] == "2m"
+    assert routes["scout-slack"]["group_wait"] == "10s"
+
+
+def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [item for k, v in node.items() for item in _walk(v, f"{path}.{k}")]
+    if isinstance(node, list):
+        return [item for i, v in enumerate(node) for item in _walk(v, f"{path}[{i}]")]
+    return [(path, node)]
+
+
+def test_secrets_come_from_files_only():
+    leaves = _walk(yaml.safe_load(CONFIG.read_text()))
+    secret_keys = ("api_url", "auth_password", "credentials", "auth_secret", "password")
+    inline = [p for p, _ in leaves if p.rsplit(".", 1)[-1].endswith(secret_keys)]
+    assert inline == []
+    files = {p.rsplit(".", 1)[-1]: v for p, v in leaves if p.endswith("_file")}
+    assert files == {
+        "slack_api_url_file": "/etc/scout/secrets/slack-api-url",
+        "smtp_auth_password_file": "/etc/scout/secrets/smtp-password",
+        "credentials_file": "/etc/scout/secrets/webhook-token",
+    }
+
+
+@pytest.fixture
+def render_template(tmp_path):
+    def render(template: str, data: dict[str, Any], kind: str = "text") -> str:
+        data_file = tmp_path / "data.json"
+        data_file.write_text(json.dumps(data))
+        result = amtool(
+            "template",
+            "render",
+            f"--template.glob={TEMPLATES}",
+            f"--template.data={data_file}",
+            f"--template.type={kind}",
+            f"--template.text={{{{ template {json.dumps(template)} . }}}}",
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    return render
+
+
+def notification(status: str = "firing") -> dict[str, Any]:
+    labels = {
+        "alertname": "LinkDown",
+        "instance": "sw1",
+        "scout_enriched": "true",
+        "scout_incident": "inc-7",
+        "scout_priority": "P1",
+    }
+    annotations = {
+        "summary": "Link Gi0/1 down",
+        "ai_summary": "R&D uplink <lost>",
+        "ai_root_cause": 'Optic "Gi0/1" failed',
+        "ai_impact": "Site A offline",
+        "ai_actions": "1. Swap the optic\n2. Call the carrier",
+        "scout_incident_url": "http://127.0.0.1:8782/api/v1/incidents/inc-7",
+        "grafana_url": "http://grafana.example/d/x",
+    }
+    return {
+        "receiver": "scout-email",
+        "status": status,
+        "alerts": [
+            {
+                "status": status,
+                "labels": labels,
+                "annotations": annotations,
+                "startsAt": "2024-05-01T12:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.example/graph?g0.expr=a&g0.tab=1",
+                "fingerprint": "0123456789abcdef",
+            }
+        ],
+        "groupLabels": {"scout_incident": "inc-7"},
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": "http://127.0.0.1:9093",
+    }
+
+
+def test_email_html_escapes_analysis_text_exactly_once(render_template):
+    html = render_template("scout.email.html", notification(), "html")
+    assert "R&amp;D uplink &lt;lost&gt;" in html
+    assert "Optic &#34;Gi0/1&#34; failed" in html
+    assert "&amp;amp;" not in html
+    assert "&amp;lt;" not in html
+    assert "1. Swap the optic\n2. Call the carrier" in html
+    assert '<a href="http://127.0.0.1:8782/api/v1/incidents/inc-7">' in html
+    assert 'href="http://prometheus.example/graph?g0.expr=a&amp;g0.tab=1"' in html
+
+
+def test_slack_and_subject_show_the_analysis(render_template):
+    data = notification()
+    title = render_template("scout.slack.title", data)
+    assert title == "[FIRING] P1 R&D uplink <lost>"
+    subject = render_template("scout.email.subject", data)
+    assert subject == "[Scout P1] R&D uplink <lost> (inc-7)"
+    text = render_template("scout.slack.text", data)
+    for expected in (
+        "*Incident* inc-7 · *Priority* P1 · 1 firing",
+        '*Root cause:* Optic "Gi0/1" failed',
+        "*Impact:* Site A offline",
+        "1. Swap the optic\n2. Call the carrier",
+        "• *LinkDown* on sw1: Link Gi0/1 down <http://prometheus.example/graph?g0.expr=a&g0.tab=1|graph>",
+        "<http://127.0.0.1:8782/api/v1/incidents/inc-7|Incident in Scout>",
+        "<http://grafana.example/d/x|Grafana>",
+    ):
+        assert expected in text
+    assert render_template("scout.slack.color", data) == "danger"
+    resolved = notification("resolved")
+    assert render_template("scout.slack.title", resolved).startswith("[RESOLVED] P1")
+    assert render_template("scout.email.subject", resolved).startswith("[Scout P1] RESOLVED: ")
+    assert render_template("scout.slack.color", resolved) == "good"
+
+
+def test_raw_fallback_says_the_sidecar_did_not_enrich_it(render_template):
+    data = notification()
+    data["groupLabels"] = {"alertname": "LinkDown", "instance": "sw1"}
+    assert render_template("scout.raw.slack.title", data) == (
+        "[FIRING:1] LinkDown on sw1 (not analysed by Scout)"
+    )
+    assert "did not enrich this alert" in render_template("scout.raw.slack.text", data)
+
+
+def test_inhibition_mutes_only_the_enriched_alerts_own_raw_alert(tmp_path):
+    """Labels listed in `equal` but absent on both sides match; a differing one does not."""
+    with SlackSink() as sink:
+        config = render_config(
+            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+        )
+        with Alertmanager(tmp_path, config) as am:
+            own = {"alertname": "LinkDown", "instance": "sw1", "ifName": "Gi0/1"}
+            sibling = {**own, "ifName": "Gi0/2"}
+            am.post([postable(own), postable(sibling)])
+            am.post(
+                [
+                    postable(
+                        {
+                            **own,
+                            "scout_enriched": "true",
+                            "scout_incident": "i",
+                            "scout_priority": "P3",
+                        }
+                    )
+                ]
+            )
+
+            def raw_states() -> dict[str, bool]:
+                return {
+                    a["labels"]["ifName"]: bool(a["status"]["inhibitedBy"])
+                    for a in am.alerts('scout_enriched!="true"')
+                }
+
+            wait_for(lambda: raw_states()["Gi0/1"], timeout=10, what="the raw alert inhibited")
+            assert raw_states() == {"Gi0/1": True, "Gi0/2": False}
