@@ -154,6 +154,20 @@ def test_incident_id_comes_from_the_group_key_and_start_second():
     assert len(change.incident.id) == 16
 
 
+def test_an_id_held_by_a_stored_incident_is_never_reused():
+    # After a restart the correlator tracks only recent incidents; an old one
+    # with the same key and start second must keep its id (and its history).
+    alert = make("DeviceDown", 7.25, site="hq", instance="sw9")
+    taken = incident_id((("site", "hq"),), T0 + timedelta(seconds=7))
+    c = correlator()
+    c.reserve([taken])
+    [change] = fold(c, [alert])
+    assert change.incident.id != taken
+    assert change.incident.id == incident_id(
+        (("site", "hq"),), T0 + timedelta(seconds=7), alert.fingerprint
+    )
+
+
 # -- group keys and windows ----------------------------------------------------
 
 
