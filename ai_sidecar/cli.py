@@ -190,6 +190,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Sidec
         alertmanager_urls=tuple(dict.fromkeys(parse_url(p, ALERTMANAGERS_ENV) for p in peers)),
         data_dir=Path(environ.get(DATA_DIR_ENV, "").strip() or "data"),
         config_file=args.config_file,
+        log_level=args.log_level,
+        log_format=args.log_format,
     )
 
 
@@ -224,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # after every socket call while they work, which is what sets the
     # webhook's tail latency in a storm; a shorter interval cuts that wait.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    app = create_app(settings, config)
+    app = create_app(settings, config, worker_process=True)
     return serve(app, settings.listen_host, settings.listen_port, "scout-sidecar")
 
 

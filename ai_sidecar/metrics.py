@@ -17,6 +17,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from ai_sidecar import __version__
 
@@ -137,3 +139,47 @@ def create_metrics() -> SidecarMetrics:
             registry=registry,
         ),
     )
+
+
+def worker_collectors(metrics: SidecarMetrics) -> list[Collector]:
+    """The metrics the worker and the return trip keep (the rest belong to the webhook)."""
+    return [
+        metrics.incidents_created,
+        metrics.incidents_open,
+        metrics.queue_depth,
+        metrics.processing_lag,
+        metrics.return_trip_posts,
+        metrics.return_trip_failures,
+        metrics.return_trip_queue,
+        metrics.analysis_duration,
+        metrics.analysis_failures,
+    ]
+
+
+def worker_snapshot(metrics: SidecarMetrics) -> list[Metric]:
+    """The worker's metric families now, to send to the HTTP process."""
+    return [family for collector in worker_collectors(metrics) for family in collector.collect()]
+
+
+class MirroredWorkerMetrics(Collector):
+    """Serves, in the HTTP process, the worker process's latest snapshot.
+
+    It replaces the HTTP process's own (idle) copies of the worker's metrics,
+    so each family appears once on /metrics.
+    """
+
+    def __init__(self, metrics: SidecarMetrics) -> None:
+        self._described = worker_snapshot(metrics)
+        self._latest = self._described
+        for collector in worker_collectors(metrics):
+            metrics.registry.unregister(collector)
+        metrics.registry.register(self)
+
+    def update(self, families: list[Metric]) -> None:
+        self._latest = families
+
+    def describe(self) -> list[Metric]:
+        return self._described
+
+    def collect(self) -> list[Metric]:
+        return self._latest

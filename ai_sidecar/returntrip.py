@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -123,6 +124,8 @@ COALESCE = 0.25
 # The longest the run loop sleeps without a reason: a safety net against a
 # wake-up computed from a clock that jumped.
 MAX_IDLE = 60.0
+# Enriched copies written per store transaction by schedule().
+ROWS_PER_TRANSACTION = 100
 # Seconds between two rounds at most once woken: far below the enriched
 # route's group_wait, so no notification waits for it.
 ROUND_GAP = 0.5
@@ -181,7 +184,7 @@ class ReturnTripPolicy:
     # resolved; None: two repost intervals (2 min by default).
     missing_grace: timedelta | None = None
     # Alerts per POST; a bigger backlog goes in several requests.
-    max_batch: int = 500
+    max_batch: int = 200
     prometheus_url: str | None = None
     grafana_url: str | None = None
     external_url: str | None = None
@@ -430,9 +433,32 @@ def _resolve_rows(
     )
 
 
+Plan = tuple[str, frozenset[str], list[_Desired]]
+
+
+def _split(plans: Sequence[Plan], rows: int) -> Iterable[list[Plan]]:
+    """Plans in groups of about ``rows`` copies; a big incident is cut into parts.
+
+    A part of an incident carries the incident's full member set, so the "members
+    that left" step in :func:`_apply` stays right whichever part it runs in.
+    """
+    part: list[Plan] = []
+    size = 0
+    for incident_id, members, desired in plans:
+        for start in range(0, max(len(desired), 1), rows):
+            chunk = desired[start : start + rows]
+            if size + len(chunk) > rows and part:
+                yield part
+                part, size = [], 0
+            part.append((incident_id, members, chunk))
+            size += len(chunk)
+    if part:
+        yield part
+
+
 def _apply(
     conn: sqlite3.Connection,
-    plans: Sequence[tuple[str, frozenset[str], list[_Desired]]],
+    plans: Sequence[Plan],
     peers: Sequence[str],
     policy: ReturnTripPolicy,
     now: float,
@@ -591,17 +617,21 @@ class ReturnTrip:
             return
         now = self._clock()
         policy, peers = self._policy, self._peers
-
-        def plan_and_apply(conn: sqlite3.Connection) -> None:
-            # Rendering the copies is the costly part; doing it here, on the
-            # store's writer thread, keeps it off the event loop.
-            plans = [
-                (incident.id, frozenset(incident.members), _desired(incident, policy, now))
-                for incident in analysed
-            ]
-            _apply(conn, plans, peers, policy, now.timestamp())
-
-        await self._db.write(plan_and_apply, bulk=True)
+        # Rendered before the transaction, not in it: the write lock is shared
+        # with the webhook (and, with a worker process, with another process),
+        # so it must be held for the SQL alone.
+        plans = [
+            (incident.id, frozenset(incident.members), _desired(incident, policy, now))
+            for incident in analysed
+        ]
+        # A few hundred copies per transaction, so no write holds the lock for long.
+        for part in _split(plans, ROWS_PER_TRANSACTION):
+            await self._db.write(
+                functools.partial(
+                    _apply, plans=part, peers=peers, policy=policy, now=now.timestamp()
+                ),
+                bulk=True,
+            )
         self.wake()
 
     async def pending(self) -> int:

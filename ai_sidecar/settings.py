@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exporter.logs import LogFormat
+
 DEFAULT_PORT = 8782
+DATABASE_FILE = "scout.db"
 # Alertmanager sends a whole group in one request; 10,000 alerts of about 600
 # bytes each fit well inside this.
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -27,3 +30,10 @@ class SidecarSettings:
     data_dir: Path = Path("data")
     config_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # The worker process configures its logging the same way.
+    log_level: str = "info"
+    log_format: LogFormat = "auto"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / DATABASE_FILE

@@ -46,7 +46,7 @@ ANALYSED_VERSION = "analysed_version"
 ANALYSED_PRIORITY = "analysed_priority"
 # Alerts per correlation transaction: large enough to amortise the commit,
 # small enough that the webhook's group commits are never starved for long.
-BATCH_SIZE = 1000
+BATCH_SIZE = 5000
 # Seconds the worker waits after a partial batch for more alerts to arrive.
 LINGER = 0.1
 # Alerts folded between two returns to the event loop (about 5 ms of work).

@@ -34,17 +34,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
-import re
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,21 +174,21 @@ def run_generator(
 # -- the services ----------------------------------------------------------
 
 
-def metric(base: str, name: str) -> float:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else float("nan")
+def wait_processed(database: Path, expected: int, timeout: float = 600) -> float:
+    """Seconds until the worker's cursor has passed ``expected`` stored alerts.
 
-
-def wait_processed(base: str, expected: int, timeout: float = 600) -> float:
-    """Seconds until the sidecar's worker has taken every stored alert."""
+    Read from the store itself: the sidecar's queue-depth metric comes from
+    the worker process once a second, too coarse to time a drain.
+    """
     began = time.perf_counter()
     while time.perf_counter() - began < timeout:
-        received = metric(base, "scout_sidecar_alerts_received_total")
-        if received >= expected and metric(base, "scout_sidecar_queue_depth") == 0:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            (stored,) = db.execute("SELECT count(*) FROM alerts").fetchone()
+            (cursor,) = db.execute("SELECT cursor FROM progress").fetchone()
+            (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM alerts").fetchone()
+        if stored >= expected and cursor >= last:
             return time.perf_counter() - began
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise RuntimeError(f"the sidecar did not process {expected} alerts in {timeout:.0f}s")
 
 
@@ -276,12 +276,13 @@ def measure(batch: int, alerts: int, senders: int, rate: float) -> Measured:
         sidecar, sidecar_url = start_sidecar(workdir, trip_url)
         try:
             hook = f"{sidecar_url}/api/v1/alertmanager"
+            database = workdir / "data" / "scout.db"
             run_generator(hook, "scout", 0, PRELOAD_ALERTS, 500, 4)
-            wait_processed(sidecar_url, PRELOAD_ALERTS)
+            wait_processed(database, PRELOAD_ALERTS)
             assert sidecar.process is not None
             cpu_before = cpu_seconds(sidecar.process.pid)
             scout = run_generator(hook, "scout", PRELOAD_ALERTS, alerts, batch, senders, rate)
-            drained = wait_processed(sidecar_url, PRELOAD_ALERTS + alerts)
+            drained = wait_processed(database, PRELOAD_ALERTS + alerts)
             cpu = cpu_seconds(sidecar.process.pid) - cpu_before
         finally:
             for service in (sidecar, trip):

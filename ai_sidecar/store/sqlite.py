@@ -44,6 +44,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -309,6 +310,34 @@ def _connect(path: Path, synchronous: Synchronous, schemas: Sequence[str]) -> sq
     return conn
 
 
+# How long a writer waits for another process's write transaction (the
+# sidecar's worker process shares the file), and how often it looks again.
+WRITE_LOCK_TIMEOUT = 5.0
+_WRITE_LOCK_POLL = (0.0002, 0.0005, 0.001, 0.002)
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, retried briefly while another process holds the write lock.
+
+    SQLite's own busy handler sleeps ever longer (up to 100 ms a try), which
+    would add that much to a webhook acknowledgement whenever the worker
+    process writes; the other side's transactions last milliseconds, so
+    looking again every millisecond or two is what keeps the wait short.
+    """
+    deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
+    attempt = 0
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(_WRITE_LOCK_POLL[min(attempt, len(_WRITE_LOCK_POLL) - 1)])
+        attempt += 1
+
+
 class _Writer(threading.Thread):
     """The thread that owns the write connection and commits queued jobs in groups."""
 
@@ -344,6 +373,8 @@ class _Writer(threading.Thread):
             self.ready.set_exception(exc)
             return
         self.ready.set_result(None)
+        # From here on _begin() waits for the write lock itself (see there).
+        conn.execute("PRAGMA busy_timeout=0")
         try:
             self._serve(conn)
         finally:
@@ -392,32 +423,7 @@ class _Writer(threading.Thread):
     def _commit(
         self, conn: sqlite3.Connection, group: list[_Job]
     ) -> list[tuple[_Job, Any, BaseException | None]]:
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in group:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.fn(conn)
-                except Exception as exc:
-                    if _is_storage_failure(exc) or not conn.in_transaction:
-                        raise
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, None, exc))
-                    continue
-                if not conn.in_transaction:
-                    raise StoreError(f"a write function ended the transaction on {self._path}")
-                conn.execute("RELEASE job")
-                outcomes.append((job, result, None))
-            conn.execute("COMMIT")
-        except Exception as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            # One exception object per caller: each await re-raises and extends its traceback.
-            return [(job, None, _store_error(self._path, exc)) for job in group]
-        return outcomes
+        return _commit_group(conn, self._path, group)
 
     @staticmethod
     def _deliver(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
@@ -428,6 +434,38 @@ class _Writer(threading.Thread):
             # One wake-up per loop for the whole group, not one per caller.
             with contextlib.suppress(RuntimeError):  # that loop is already closed
                 loop.call_soon_threadsafe(_settle, items)
+
+
+def _commit_group(
+    conn: sqlite3.Connection, path: Path, group: list[_Job]
+) -> list[tuple[_Job, Any, BaseException | None]]:
+    """Run ``group`` in one transaction, one savepoint per job; each job's outcome."""
+    outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+    try:
+        _begin(conn)
+        for job in group:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job.fn(conn)
+            except Exception as exc:
+                if _is_storage_failure(exc) or not conn.in_transaction:
+                    raise
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((job, None, exc))
+                continue
+            if not conn.in_transaction:
+                raise StoreError(f"a write function ended the transaction on {path}")
+            conn.execute("RELEASE job")
+            outcomes.append((job, result, None))
+        conn.execute("COMMIT")
+    except Exception as exc:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        # One exception object per caller: each await re-raises and extends its traceback.
+        return [(job, None, _store_error(path, exc)) for job in group]
+    return outcomes
 
 
 def _open_reader(path: Path) -> sqlite3.Connection:
@@ -474,39 +512,52 @@ def _incident_row(incident: Incident) -> tuple[Any, ...]:
 SavedMembers = dict[str, Mapping[str, Member]]
 
 
-def _upsert_incidents(
-    conn: sqlite3.Connection, incidents: Sequence[Incident], saved: SavedMembers
-) -> SavedMembers:
-    """Write ``incidents``, and of their members only those changed since ``saved``.
+@dataclass(frozen=True, slots=True)
+class _IncidentRows:
+    """Incidents encoded for the store, ready for a short transaction."""
+
+    incidents: list[tuple[Any, ...]]
+    members: list[tuple[Any, ...]]
+    # Incidents written in full: rows of members they no longer have go.
+    rewritten: list[tuple[str, tuple[str, ...]]]
+    written: SavedMembers
+
+
+def _encode_incidents(incidents: Sequence[Incident], saved: SavedMembers) -> _IncidentRows:
+    """Encode ``incidents``, and of their members only those changed since ``saved``.
 
     ``saved`` holds the members last committed per incident; an incident not in
-    it has all its members written (and rows of members it lacks removed). The
-    members written here are returned, to go into ``saved`` once committed.
+    it has all its members written. Encoding happens before the transaction, so
+    the write lock (shared with the webhook) is held for the SQL alone.
     """
-    if not incidents:
-        return {}
-    conn.executemany(_UPSERT_INCIDENT, [_incident_row(i) for i in incidents])
-    rows = []
+    members = []
+    rewritten = []
     written: SavedMembers = {}
     for incident in incidents:
         before = saved.get(incident.id)
         if before is None:
-            marks = ",".join("?" * len(incident.members))
-            conn.execute(
-                f"DELETE FROM incident_members WHERE incident_id = ?"
-                f" AND fingerprint NOT IN ({marks})",
-                (incident.id, *incident.members),
-            )
+            rewritten.append((incident.id, tuple(incident.members)))
             before = {}
         for position, (fingerprint, member) in enumerate(incident.members.items()):
             # Unchanged members are the very same (immutable) objects.
             old = before.get(fingerprint)
             if old is not member and old != member:
                 doc = _encode_json(member_to_json(member))
-                rows.append((incident.id, fingerprint, position, doc))
+                members.append((incident.id, fingerprint, position, doc))
         written[incident.id] = incident.members
-    conn.executemany(_UPSERT_MEMBER, rows)
-    return written
+    return _IncidentRows([_incident_row(i) for i in incidents], members, rewritten, written)
+
+
+def _write_incidents(conn: sqlite3.Connection, rows: _IncidentRows) -> SavedMembers:
+    conn.executemany(_UPSERT_INCIDENT, rows.incidents)
+    for incident_id, fingerprints in rows.rewritten:
+        marks = ",".join("?" * len(fingerprints))
+        conn.execute(
+            f"DELETE FROM incident_members WHERE incident_id = ? AND fingerprint NOT IN ({marks})",
+            (incident_id, *fingerprints),
+        )
+    conn.executemany(_UPSERT_MEMBER, rows.members)
+    return rows.written
 
 
 def _load_incidents(conn: sqlite3.Connection, headers: Sequence[tuple[str]]) -> list[Incident]:
@@ -535,8 +586,8 @@ class Database:
     def __init__(
         self,
         path: Path,
-        writer: _Writer,
-        reader_pool: ThreadPoolExecutor,
+        writer: _Writer | None,
+        reader_pool: ThreadPoolExecutor | None,
         reader: sqlite3.Connection,
     ) -> None:
         self._path = path
@@ -559,13 +610,26 @@ class Database:
         *,
         schemas: Sequence[str] = (),
         synchronous: Synchronous = "FULL",
+        inline: bool = False,
     ) -> Database:
         """Open (or create) the file at ``path`` and apply the schema plus ``schemas``.
 
         ``schemas`` are idempotent scripts (``CREATE ... IF NOT EXISTS``) of
         modules that keep their own tables in this file; they run in the same
         transaction as the store's own schema.
+
+        ``inline``: one connection, used on the calling thread, blocking it.
+        For the worker process, whose loop serves no requests: its writes
+        then never wait for the GIL between statements while holding the
+        write lock the webhook needs.
         """
+        if inline:
+            try:
+                conn = _connect(path, synchronous, schemas)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot open the store {path}: {exc}") from exc
+            conn.execute("PRAGMA busy_timeout=0")  # _begin() waits for the write lock
+            return cls(path, None, None, conn)
         writer = _Writer(path, synchronous, schemas)
         writer.start()
         loop = asyncio.get_running_loop()
@@ -591,11 +655,15 @@ class Database:
         """Finish queued writes and reads, then close both connections. Safe to call twice."""
         if self._closing is None:
             self._closed = True
-            self._writer.stop()
+            if self._writer is not None:
+                self._writer.stop()
             self._closing = asyncio.ensure_future(self._shutdown())
         await asyncio.shield(self._closing)
 
     async def _shutdown(self) -> None:
+        if self._writer is None or self._reader_pool is None:
+            self._reader.close()
+            return
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._writer.join)
         # Queued behind any reads already submitted, so they finish first.
@@ -620,13 +688,22 @@ class Database:
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._writer.submit(_Job(fn, loop, future, bulk))
+        job = _Job(fn, loop, future, bulk)
+        if self._writer is None:
+            [(_, outcome, error)] = _commit_group(self._reader, self._path, [job])
+            if error is not None:
+                raise error
+            inline_result: T = outcome
+            return inline_result
+        self._writer.submit(job)
         result: T = await future
         return result
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the reader connection, inside one snapshot of the database."""
         self._check_open()
+        if self._reader_pool is None:
+            return self._run_read(fn)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader_pool, self._run_read, fn)
 
@@ -693,25 +770,26 @@ class Database:
         would otherwise sit below it and never be processed.
         """
 
+        rows = _encode_incidents(incidents, self._saved_members)
+
         def save(conn: sqlite3.Connection) -> SavedMembers:
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'alerts'").fetchone()
             last = 0 if row is None else int(row[0])
             if not 0 <= cursor <= last:
                 raise ValueError(f"cursor {cursor} is outside the stored alerts (0..{last})")
-            written = _upsert_incidents(conn, incidents, self._saved_members)
+            written = _write_incidents(conn, rows)
             conn.execute("UPDATE progress SET cursor = ? WHERE id = 0", (cursor,))
             return written
 
-        await self._write_incidents(incidents, save)
+        await self._save_incidents(incidents, save)
 
     async def save_incidents(self, incidents: Sequence[Incident]) -> None:
         """Insert or replace ``incidents`` (by id)."""
         if incidents:
-            await self._write_incidents(
-                incidents, lambda conn: _upsert_incidents(conn, incidents, self._saved_members)
-            )
+            rows = _encode_incidents(incidents, self._saved_members)
+            await self._save_incidents(incidents, lambda conn: _write_incidents(conn, rows))
 
-    async def _write_incidents(
+    async def _save_incidents(
         self, incidents: Sequence[Incident], fn: Callable[[sqlite3.Connection], SavedMembers]
     ) -> None:
         """Run ``fn``; remember what it wrote only once that is committed."""

@@ -66,8 +66,18 @@ def incident(
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+async def threaded_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """The webhook's mode only: group commit and a read-only reader connection."""
     database = await Database.open(tmp_path / "data" / "scout.db")
+    yield database
+    await database.close()
+
+
+@pytest.fixture(params=["threads", "inline"])
+async def db(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """Both modes: writer and reader threads (the webhook's), and inline (the worker's)."""
+    inline = request.param == "inline"
+    database = await Database.open(tmp_path / "data" / "scout.db", inline=inline)
     yield database
     await database.close()
 
@@ -137,7 +147,10 @@ async def test_concurrent_ingests_all_land_with_exact_counts(db: Database) -> No
     assert await db.alert_count() == 100
 
 
-async def test_ingests_queued_during_a_commit_share_the_next_transaction(db: Database) -> None:
+async def test_ingests_queued_during_a_commit_share_the_next_transaction(
+    threaded_db: Database,
+) -> None:
+    db = threaded_db
     statements: list[str] = []
     started = threading.Event()
     release = threading.Event()
@@ -207,7 +220,8 @@ async def test_write_rolls_back_on_exception_and_returns_values(db: Database) ->
     assert await db.write(lambda c: c.execute("SELECT 41 + 1").fetchone()[0]) == 42
 
 
-async def test_reader_connection_cannot_write(db: Database) -> None:
+async def test_reader_connection_cannot_write(threaded_db: Database) -> None:
+    db = threaded_db
     with pytest.raises(StoreError, match="attempt to write a readonly database"):
         await db.read(lambda c: c.execute("UPDATE progress SET cursor = 5"))
 
@@ -448,3 +462,20 @@ async def test_only_changed_members_are_rewritten(tmp_path):
     await db.save_incidents([third])
     assert set(await db.read(rows)) == {"a"}
     await db.close()
+
+
+async def test_two_processes_worth_of_writers_share_the_file(tmp_path):
+    # The webhook's store (threads) and the worker's (inline) write one file
+    # in turns; neither loses the other's rows.
+    path = tmp_path / "scout.db"
+    webhook = await Database.open(path)
+    worker = await Database.open(path, inline=True)
+    alerts = [alert(f"fp{i}") for i in range(50)]
+    for item in alerts[:25]:
+        await webhook.ingest([item], T0)
+        await worker.ingest([alert(f"w-{item.fingerprint}")], T0)
+    await asyncio.gather(*(webhook.ingest([a], T0) for a in alerts[25:]))
+    assert await webhook.alert_count() == 75
+    assert await worker.alert_count() == 75
+    await worker.close()
+    await webhook.close()

@@ -1,0 +1,118 @@
+"""The background half of the sidecar: worker and return trip, started together.
+
+The same :func:`run_pipeline` runs inside the HTTP process (``create_app``'s
+default, used by tests) or in a process of its own (``ai_sidecar.worker_process``,
+what ``scout-sidecar serve`` does), so both paths share one wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from ai_sidecar.config import SidecarConfig
+from ai_sidecar.context import MetricsContextSource, PrometheusContext
+from ai_sidecar.enrichment.base import Analyst
+from ai_sidecar.enrichment.local import LocalAnalyst
+from ai_sidecar.metrics import SidecarMetrics
+from ai_sidecar.models import Alert
+from ai_sidecar.returntrip import ReturnTrip, ReturnTripPolicy
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store.sqlite import Database
+from ai_sidecar.worker import Worker, utc_now
+
+log = logging.getLogger("ai_sidecar")
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    worker: Worker
+    return_trip: ReturnTrip
+
+
+def return_trip_policy(config: SidecarConfig, settings: SidecarSettings) -> ReturnTripPolicy:
+    trip = config.return_trip
+    return ReturnTripPolicy(
+        keepalive=trip.keepalive,
+        repost_interval=trip.repost_interval,
+        resolved_repeat_for=trip.resolved_repeat_for,
+        resolved_repeat_interval=trip.resolved_repeat_interval,
+        retry_backoff_max=trip.retry_backoff_max,
+        prometheus_url=settings.prometheus_url,
+        grafana_url=trip.grafana_url,
+        external_url=trip.external_url,
+    )
+
+
+async def _run_forever(name: str, work: Callable[[], Awaitable[None]]) -> None:
+    """Keep a background loop alive: a crash is logged and the loop restarts."""
+    while True:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # pipeline boundary: log, pause, and carry on
+            log.exception("background loop failed; restarting it", extra={"loop": name})
+            await asyncio.sleep(1.0)
+
+
+@contextlib.asynccontextmanager
+async def run_pipeline(
+    db: Database,
+    settings: SidecarSettings,
+    config: SidecarConfig,
+    metrics: SidecarMetrics,
+    session: aiohttp.ClientSession,
+    wakeup: asyncio.Event,
+    *,
+    analyst: Analyst | None = None,
+    context: MetricsContextSource | None = None,
+) -> AsyncIterator[Pipeline]:
+    """Run the worker and the return trip until the block exits; the worker stops first."""
+
+    async def take_in(alerts: Sequence[Alert]) -> None:
+        # What reconciliation finds is stored like a webhook delivery.
+        await db.ingest(alerts, utc_now())
+        wakeup.set()
+
+    trip = ReturnTrip(
+        db,
+        settings.alertmanager_urls,
+        return_trip_policy(config, settings),
+        metrics,
+        session,
+        take_in=take_in,
+    )
+    worker = Worker(
+        db,
+        config,
+        analyst or LocalAnalyst(config.runbooks),
+        context or PrometheusContext.from_config(settings.prometheus_url, session, config.analysis),
+        trip,
+        metrics,
+        wakeup,
+    )
+    await worker.start()
+    trip_task = asyncio.create_task(_run_forever("return_trip", trip.run))
+    worker_tasks = [
+        asyncio.create_task(_run_forever("correlate", worker.correlate_forever)),
+        asyncio.create_task(_run_forever("analyse", worker.analyse_forever)),
+    ]
+    try:
+        yield Pipeline(worker, trip)
+    finally:
+        await _cancel(worker_tasks)
+        await _cancel([trip_task])
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,214 @@
+"""The worker and the return trip in a process of their own.
+
+Why a process: correlation, analysis and the return trip are Python work that
+holds the GIL. In the HTTP process they stretch the webhook's acknowledgements
+from about 10 ms to a few hundred at the 99th percentile during a storm. Apart,
+the webhook only parses and commits, and the two share nothing but the SQLite
+file (WAL lets them take turns writing; each waits up to 5 s for the other).
+
+The HTTP process (:class:`WorkerProcess`) starts the child, restarts it if it
+dies, and stops it on shutdown. The child:
+
+- dies with its parent (``PR_SET_PDEATHSIG``), and holds an exclusive lock on
+  ``worker.lock`` in the data directory, so a kill -9 of the parent can never
+  leave two workers folding the same alerts;
+- polls the store for new alerts (the webhook's wake-up event lives in the
+  other process), every ``POLL_INTERVAL``;
+- sends its metric families to the parent every ``METRICS_INTERVAL`` through a
+  pipe, and the parent serves them on its /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ai_sidecar.config import SidecarConfig
+from ai_sidecar.metrics import (
+    MirroredWorkerMetrics,
+    SidecarMetrics,
+    create_metrics,
+    worker_snapshot,
+)
+from ai_sidecar.pipeline import run_pipeline
+from ai_sidecar.returntrip import OUTBOX_SCHEMA
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store.sqlite import Database
+from exporter.logs import LogFormat, configure_logging
+
+log = logging.getLogger("ai_sidecar.worker_process")
+
+LOCK_FILE = "worker.lock"
+POLL_INTERVAL = 0.1
+METRICS_INTERVAL = 1.0
+# Seconds the parent waits for the child to stop on SIGTERM before killing it.
+STOP_GRACE = 10.0
+RESTART_DELAY = 1.0
+SWITCH_INTERVAL = 0.0005
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """Hold the worker lock for the life of this process; waits for a previous holder."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def child_main(
+    settings: SidecarSettings,
+    config: SidecarConfig,
+    log_level: str,
+    log_format: LogFormat,
+    metrics_pipe: multiprocessing.connection.Connection,
+) -> None:
+    """Entry point of the worker process."""
+    _die_with_parent()
+    configure_logging(log_level, log_format)
+    # The store's writer thread gives up the GIL around every statement; with
+    # the default 5 ms switch interval, taking it back from a busy worker
+    # stretches each write transaction (and the webhook's wait for the write
+    # lock) by as much per statement.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    lock = _lock_data_dir(settings.data_dir)
+    try:
+        asyncio.run(_serve(settings, config, metrics_pipe))
+    finally:
+        os.close(lock)
+
+
+async def _serve(
+    settings: SidecarSettings,
+    config: SidecarConfig,
+    metrics_pipe: multiprocessing.connection.Connection,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    metrics = create_metrics()
+    wakeup = asyncio.Event()
+    db = await Database.open(settings.database_path, schemas=[OUTBOX_SCHEMA], inline=True)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            run_pipeline(db, settings, config, metrics, session, wakeup),
+        ):
+            tasks = [
+                asyncio.create_task(_poll(wakeup)),
+                asyncio.create_task(_send_metrics(metrics, metrics_pipe)),
+            ]
+            log.info("worker process started", extra={"pid": os.getpid()})
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await db.close()
+    log.info("worker process stopped")
+
+
+async def _poll(wakeup: asyncio.Event) -> None:
+    # The worker checks the store itself after each wake-up; a spare one is cheap.
+    while True:
+        await asyncio.sleep(POLL_INTERVAL)
+        wakeup.set()
+
+
+async def _send_metrics(
+    metrics: SidecarMetrics, pipe: multiprocessing.connection.Connection
+) -> None:
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            pipe.send(worker_snapshot(metrics))
+        await asyncio.sleep(METRICS_INTERVAL)
+
+
+class WorkerProcess:
+    """The HTTP process's handle on the worker process: start, watch, restart, stop."""
+
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        config: SidecarConfig,
+        metrics: SidecarMetrics,
+        log_level: str,
+        log_format: LogFormat,
+    ) -> None:
+        self._args: tuple[Any, ...] = (settings, config, log_level, log_format)
+        self._mirror = MirroredWorkerMetrics(metrics)
+        # spawn, not fork: the parent has threads (the store's) and an event loop.
+        self._context = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._stopping = threading.Event()
+        # Starting a child and stopping take turns, so stop() never misses one.
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._watcher = threading.Thread(target=self._watch, name="scout-worker-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        """Run the child; when it dies unasked, say so and start another."""
+        while True:
+            receiver, sender = self._context.Pipe(duplex=False)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                process = self._context.Process(
+                    target=child_main, args=(*self._args, sender), name="scout-sidecar-worker"
+                )
+                process.start()
+                self._process = process
+            sender.close()
+            with contextlib.suppress(EOFError, OSError):
+                while True:
+                    self._mirror.update(receiver.recv())
+            receiver.close()
+            process.join()
+            if not self._stopping.is_set():
+                log.error(
+                    "worker process exited; restarting it",
+                    extra={"exitcode": process.exitcode},
+                )
+                self._stopping.wait(RESTART_DELAY)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None and process.is_alive():
+            process.terminate()
+            process.join(STOP_GRACE)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        if self._watcher is not None:
+            self._watcher.join(STOP_GRACE)
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
