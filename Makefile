@@ -43,6 +43,7 @@ bench: $(VENV)/.installed-dev
 	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(BENCH_DEBS)
 	$(BIN)/python benchmarks/host_scrape.py
 	$(BIN)/python benchmarks/snmp_walk.py --netns
+	$(BIN)/python benchmarks/webhook_ingest.py
 
 $(VENV)/.python-ok:
 	@PYTHON=$(PYTHON) scripts/install-system-deps.sh ensurepip:python3-venv
