@@ -44,8 +44,23 @@ def notified_priority(incident: Incident) -> Priority:
     return peak if peak in PRIORITIES else incident.priority
 
 
+class _Labelled:
+    """Shortcuts into the labels every alert carries; shared by Alert and Member."""
+
+    __slots__ = ()
+    labels: Mapping[str, str]
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def severity(self) -> str:
+        return self.labels.get("severity", "")
+
+
 @dataclass(frozen=True, slots=True)
-class Alert:
+class Alert(_Labelled):
     """One alert of a webhook payload. ``ends_at`` is None for Go's zero time."""
 
     fingerprint: str
@@ -62,14 +77,6 @@ class Alert:
         return (self.fingerprint, self.status, self.starts_at)
 
     @property
-    def alertname(self) -> str:
-        return self.labels.get("alertname", "")
-
-    @property
-    def severity(self) -> str:
-        return self.labels.get("severity", "")
-
-    @property
     def is_enriched(self) -> bool:
         return self.labels.get(ENRICHED_LABEL) == "true"
 
@@ -84,7 +91,7 @@ class ReceivedAlert:
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
+class Member(_Labelled):
     """One distinct alert (by fingerprint) inside an incident.
 
     A flapping alert stays one member: each re-fire after a resolve bumps
@@ -101,14 +108,6 @@ class Member:
     generator_url: str = ""
     flap_count: int = 0
     duplicates: int = 0
-
-    @property
-    def alertname(self) -> str:
-        return self.labels.get("alertname", "")
-
-    @property
-    def severity(self) -> str:
-        return self.labels.get("severity", "")
 
 
 @dataclass(frozen=True, slots=True)

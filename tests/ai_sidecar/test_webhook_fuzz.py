@@ -24,9 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ai_sidecar.errors import BadRequestError
-from ai_sidecar.models import Alert, format_time
+from ai_sidecar.models import Alert
 from ai_sidecar.store.sqlite import Database
 from ai_sidecar.webhook import GO_ZERO_TIME, WebhookPayload, parse_payload
+from tests.ai_sidecar.builders import alert_json
 from tests.ai_sidecar.test_webhook_http import AUTH, URL, sidecar_app
 
 R = TypeVar("R")
@@ -90,18 +91,6 @@ alerts = st.builds(
     ends_at=st.none() | times.filter(lambda t: t != GO_ZERO_TIME),
     generator_url=st.text(max_size=30),
 )
-
-
-def alert_json(alert: Alert) -> dict[str, Any]:
-    return {
-        "status": alert.status,
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
-        "startsAt": format_time(alert.starts_at),
-        "endsAt": "0001-01-01T00:00:00Z" if alert.ends_at is None else format_time(alert.ends_at),
-        "generatorURL": alert.generator_url,
-        "fingerprint": alert.fingerprint,
-    }
 
 
 def payload_json(items: list[Alert], truncated: int = 0) -> dict[str, Any]:
