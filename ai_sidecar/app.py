@@ -27,7 +27,7 @@ from ai_sidecar.enrichment.base import Analyst
 from ai_sidecar.errors import ApiError
 from ai_sidecar.keys import CONFIG, METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import create_metrics
-from ai_sidecar.pipeline import Pipeline, run_pipeline
+from ai_sidecar.pipeline import run_pipeline
 from ai_sidecar.returntrip import OUTBOX_SCHEMA
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store.sqlite import Database
@@ -36,8 +36,6 @@ from ai_sidecar.worker_process import WorkerProcess
 from exporter.web import healthy, landing_page, ready, render_registry
 
 log = logging.getLogger("ai_sidecar")
-
-PIPELINE = web.AppKey("pipeline", Pipeline)
 
 
 @web.middleware
@@ -123,9 +121,8 @@ def create_app(
                 app[WAKEUP],
                 analyst=analyst,
                 context=context,
-            ) as pipeline,
+            ),
         ):
-            app[PIPELINE] = pipeline
             yield
 
     async def child_pipeline(app: web.Application) -> AsyncIterator[None]:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import aiohttp
 
@@ -27,12 +26,6 @@ from ai_sidecar.store.sqlite import Database
 from ai_sidecar.worker import Worker, utc_now
 
 log = logging.getLogger("ai_sidecar")
-
-
-@dataclass(frozen=True, slots=True)
-class Pipeline:
-    worker: Worker
-    return_trip: ReturnTrip
 
 
 def return_trip_policy(config: SidecarConfig, settings: SidecarSettings) -> ReturnTripPolicy:
@@ -72,7 +65,7 @@ async def run_pipeline(
     *,
     analyst: Analyst | None = None,
     context: MetricsContextSource | None = None,
-) -> AsyncIterator[Pipeline]:
+) -> AsyncIterator[None]:
     """Run the worker and the return trip until the block exits; the worker stops first."""
 
     async def take_in(alerts: Sequence[Alert]) -> None:
@@ -104,7 +97,7 @@ async def run_pipeline(
         asyncio.create_task(_run_forever("analyse", worker.analyse_forever)),
     ]
     try:
-        yield Pipeline(worker, trip)
+        yield
     finally:
         await _cancel(worker_tasks)
         await _cancel([trip_task])

@@ -144,7 +144,6 @@ class Worker:
         self._event_time = datetime.min.replace(tzinfo=UTC)
         self._budget = RENDER_BURST
         self._budget_at = time.monotonic()
-        self._started = False
 
     async def start(self) -> None:
         """Reload the correlator's state and queue incidents whose analysis is stale."""
@@ -160,7 +159,6 @@ class Worker:
             self._incidents[incident.id] = incident
             if _needs_analysis(incident):
                 self._mark_dirty(incident.id)
-        self._started = True
         self._metrics.incidents_open.set(len(self._correlator.open_incidents()))
         log.info("worker started", extra={"active_incidents": len(active)})
 
@@ -469,8 +467,3 @@ class Worker:
             members={m.fingerprint: c for m, c in zip(chosen, contexts, strict=True)},
             anomaly=tuple(evidence),
         )
-
-    @property
-    def idle(self) -> bool:
-        """True when nothing waits to be analysed (tests and shutdown use it)."""
-        return self._started and not self._dirty

@@ -208,7 +208,3 @@ class WorkerProcess:
                 process.join()
         if self._watcher is not None:
             self._watcher.join(STOP_GRACE)
-
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
