@@ -51,6 +51,9 @@ def receivers_for(**labels: str) -> list[str]:
         ({"scout_enriched": "false"}, ["scout-sidecar", "people-raw"]),
         # The Watchdog reaches the dead man's switch only.
         ({"alertname": "Watchdog"}, ["deadman"]),
+        # The sidecar's own health: straight to people, not through the sidecar.
+        ({"alertname": "SidecarBacklog"}, ["people-raw"]),
+        ({"alertname": "SidecarWebhookRejecting"}, ["people-raw"]),
     ],
 )
 def test_routes(labels, receivers):

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+
+from scripts.localstack import write_prometheus_config
 
 REPO = Path(__file__).resolve().parent.parent
+RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((REPO / "prometheus" / "tests").glob("*.yml"))
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+RUNBOOK_URL = "https://github.com/scout-monitoring/scout/blob/main/docs/runbooks.md#"
+SEVERITIES = {"critical", "warning", "info"}
+# level:metric:operations, as in the Prometheus naming conventions for recording rules.
+RECORD_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*:[a-zA-Z_][a-zA-Z0-9_]*:[a-zA-Z0-9_]+")
+ALERT_NAME = re.compile(r"[A-Z][a-z0-9]*(?:[A-Z][a-z0-9]*)*")
+# Alerts that cannot have a quiet case: the Watchdog must fire always.
+ALWAYS_FIRING = {"Watchdog"}
+MULTI_TARGET_PATHS = {"/snmp", "/probe", "/firewall", "/winrm"}
 
 
 def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
@@ -20,6 +35,120 @@ def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
 def test_prometheus_config_is_valid():
     result = run("promtool", "check", "config", REPO / "prometheus" / "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def rules(kind: str) -> list[dict[str, Any]]:
+    """Every rule of ``kind`` ("alert" or "record") in the shipped rule files."""
+    return [
+        rule
+        for path in RULE_FILES
+        for group in load_yaml(path)["groups"]
+        for rule in group["rules"]
+        if kind in rule
+    ]
+
+
+def unit_tests() -> list[dict[str, Any]]:
+    return [test for path in RULE_TESTS for test in load_yaml(path)["tests"]]
+
+
+def promql_names(expr: str) -> set[str]:
+    return set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr))
+
+
+def test_prometheus_config_scrapes_every_multi_target_endpoint():
+    config = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    jobs = {job["metrics_path"]: job for job in config["scrape_configs"] if "metrics_path" in job}
+    assert set(jobs) >= MULTI_TARGET_PATHS
+    for path in MULTI_TARGET_PATHS:
+        job = jobs[path]
+        relabel = {
+            (tuple(r.get("source_labels", ())), r["target_label"]) for r in job["relabel_configs"]
+        }
+        assert (("__address__",), "__param_target") in relabel, path
+        assert (("__param_target",), "instance") in relabel, path
+        assert job["relabel_configs"][-1]["target_label"] == "__address__", path
+        for sd in job["file_sd_configs"]:
+            for name in sd["files"]:
+                assert isinstance(load_yaml(REPO / "prometheus" / name), list), name
+    honoring = [job["job_name"] for job in config["scrape_configs"] if job.get("honor_labels")]
+    assert honoring == ["scout-sidecar"]
+
+
+def test_new_target_files_scrape_nothing_by_default():
+    for name in ("firewall.yml", "winrm.yml"):
+        assert load_yaml(REPO / "prometheus" / "targets" / name) == []
+
+
+def test_local_stack_points_every_multi_target_job_at_its_exporter(tmp_path):
+    source = REPO / "prometheus" / "prometheus.yml"
+    destination = tmp_path / "prometheus.yml"
+    addresses = {"scout-exporter": "127.0.0.1:18781", "scout-sidecar": "127.0.0.1:18782"}
+    write_prometheus_config(source, destination, addresses, "127.0.0.1:19093")
+    config = load_yaml(destination)
+    jobs = {job.get("metrics_path"): job for job in config["scrape_configs"]}
+    for path in MULTI_TARGET_PATHS:
+        assert jobs[path]["relabel_configs"][-1]["replacement"] == "127.0.0.1:18781", path
+        for sd in jobs[path]["file_sd_configs"]:
+            assert all(Path(f).is_absolute() and Path(f).exists() for f in sd["files"]), path
+    result = run("promtool", "check", "config", destination)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rule_files_are_clean_for_promtool():
+    result = run("promtool", "check", "rules", *RULE_FILES)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "WARN" not in output.upper(), output
+
+
+def test_alerts_follow_the_conventions():
+    alerts = rules("alert")
+    assert alerts
+    runbooks = RUNBOOKS.read_text()
+    names = [rule["alert"] for rule in alerts]
+    assert len(names) == len(set(names)), "alert names must be unique"
+    for rule in alerts:
+        name = rule["alert"]
+        assert ALERT_NAME.fullmatch(name), f"{name} is not CamelCase"
+        assert rule.get("labels", {}).get("severity") in SEVERITIES, name
+        annotations = rule.get("annotations", {})
+        assert {"summary", "description", "runbook_url"} <= set(annotations), name
+        assert annotations["runbook_url"] == RUNBOOK_URL + name.lower(), name
+        assert re.search(rf"^## {name}$", runbooks, re.MULTILINE), f"no runbook section for {name}"
+
+
+def test_recording_rules_are_named_level_metric_operations():
+    records = rules("record")
+    assert records
+    for rule in records:
+        assert RECORD_NAME.fullmatch(rule["record"]), rule["record"]
+
+
+def test_every_alert_is_unit_tested_firing_and_quiet():
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for test in unit_tests():
+        for case in test.get("alert_rule_test", []):
+            (firing if case.get("exp_alerts") else quiet).add(case["alertname"])
+    alerts = {rule["alert"] for rule in rules("alert")}
+    assert not alerts - firing, f"alerts without a firing case: {sorted(alerts - firing)}"
+    need_quiet = alerts - ALWAYS_FIRING
+    assert not need_quiet - quiet, f"alerts without a quiet case: {sorted(need_quiet - quiet)}"
+
+
+def test_every_recording_rule_is_unit_tested_with_a_value():
+    valued: set[str] = set()
+    for test in unit_tests():
+        for case in test.get("promql_expr_test", []):
+            if case.get("exp_samples"):
+                valued |= promql_names(case["expr"])
+    records = {rule["record"] for rule in rules("record")}
+    assert not records - valued, f"recording rules without a test: {sorted(records - valued)}"
 
 
 def test_every_rule_file_has_unit_tests():
