@@ -298,7 +298,9 @@ def test_cli_serves_and_stops_cleanly_on_sigterm(tmp_path, start_service):
     assert service.process.wait(timeout=10) == 0
 
 
-def test_cli_busy_port_is_a_clear_error():
+def test_cli_busy_port_is_a_clear_error(tmp_path, monkeypatch):
+    # The store's directory is created before the port is tried: keep it out of the tree.
+    monkeypatch.setenv("SCOUT_DATA_DIR", str(tmp_path / "data"))
     result, port = run_on_busy_port("ai_sidecar.cli", "serve", "--web.insecure-no-auth")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
