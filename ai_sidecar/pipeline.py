@@ -99,11 +99,12 @@ async def run_pipeline(
     try:
         yield
     finally:
-        await _cancel(worker_tasks)
-        await _cancel([trip_task])
+        await cancel_tasks(worker_tasks)
+        await cancel_tasks([trip_task])
 
 
-async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+async def cancel_tasks(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until each has finished."""
     for task in tasks:
         task.cancel()
     for task in tasks:

@@ -43,7 +43,7 @@ from ai_sidecar.metrics import (
     create_metrics,
     worker_snapshot,
 )
-from ai_sidecar.pipeline import run_pipeline
+from ai_sidecar.pipeline import cancel_tasks, run_pipeline
 from ai_sidecar.returntrip import OUTBOX_SCHEMA
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store.sqlite import Database
@@ -120,11 +120,7 @@ async def _serve(
             ]
             log.info("worker process started", extra={"pid": os.getpid()})
             await stop.wait()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_tasks(tasks)
     finally:
         await db.close()
     log.info("worker process stopped")

@@ -53,7 +53,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import cpu_seconds, missing_programs, raise_interrupt, version_line
-from scripts.localstack import Service, free_port
+from scripts.localstack import Service, alertmanager_service, free_port, sidecar_service
 
 TOKEN = "benchmark-token"
 PRELOAD_ALERTS = 10_000
@@ -194,23 +194,13 @@ def wait_processed(database: Path, expected: int, timeout: float = 600) -> float
 
 def start_sidecar(workdir: Path, peer: str) -> tuple[Service, str]:
     port = free_port()
-    sidecar = Service(
-        name="scout-sidecar",
-        argv=[
-            str(Path(sys.executable).parent / "scout-sidecar"),
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        ready_url=f"http://127.0.0.1:{port}/-/ready",
-        log_path=workdir / "sidecar.log",
-        env={
-            **os.environ,
-            "SCOUT_WEBHOOK_TOKEN": TOKEN,
-            "SCOUT_DATA_DIR": str(workdir / "data"),
-            # The return trip runs as in production, against its own peer.
-            "SCOUT_ALERTMANAGER_URLS": peer,
-        },
-    )
+    env = {
+        "SCOUT_WEBHOOK_TOKEN": TOKEN,
+        "SCOUT_DATA_DIR": str(workdir / "data"),
+        # The return trip runs as in production, against its own peer.
+        "SCOUT_ALERTMANAGER_URLS": peer,
+    }
+    sidecar = sidecar_service(workdir, port, ["--log.level=warn"], env)
     sidecar.start()
     sidecar.wait_ready()
     return sidecar, f"http://127.0.0.1:{port}"
@@ -222,18 +212,7 @@ def start_alertmanager(workdir: Path, name: str) -> tuple[Service, str]:
     home.mkdir()
     config = home / "alertmanager.yml"
     config.write_text("route: {receiver: 'null', group_wait: 1h}\nreceivers: [{name: 'null'}]\n")
-    am = Service(
-        name=name,
-        argv=[
-            "prometheus-alertmanager",
-            f"--config.file={config}",
-            f"--storage.path={home}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        ready_url=f"http://127.0.0.1:{port}/-/ready",
-        log_path=home / "alertmanager.log",
-    )
+    am = alertmanager_service(config, home, port)
     am.start()
     am.wait_ready()
     return am, f"http://127.0.0.1:{port}"
