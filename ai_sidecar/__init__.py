@@ -1,5 +1,5 @@
 """Scout AI sidecar: anomaly scores, alert correlation and explained incidents."""
 
-from exporter import __version__
+from exporter.common.version import __version__
 
 __all__ = ["__version__"]

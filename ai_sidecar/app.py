@@ -33,7 +33,7 @@ from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store.sqlite import Database
 from ai_sidecar.webhook import receive
 from ai_sidecar.worker_process import WorkerProcess
-from exporter.web import healthy, landing_page, ready, render_registry
+from exporter.common.web import healthy, landing_page, ready, render_registry
 
 log = logging.getLogger("ai_sidecar")
 

@@ -26,8 +26,8 @@ from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
-from exporter.logs import LOG_LEVELS, configure_logging
-from exporter.web import format_address, parse_listen_address, serve
+from exporter.common.logs import LOG_LEVELS, configure_logging
+from exporter.common.web import format_address, parse_listen_address, serve
 
 log = logging.getLogger("ai_sidecar")
 

@@ -50,8 +50,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, model_validator
 
 from ai_sidecar.errors import ConfigError
-from exporter.config import load_model, parse_model
-from exporter.models import Regex, StrictModel, drop_extension_keys
+from exporter.common.models import Regex, StrictModel, drop_extension_keys
+from exporter.common.yamlconfig import load_model, parse_model
 
 Layer = Literal["device", "link", "network", "host", "service"]
 # Lowest first: a fault low in the stack explains the faults above it.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.logs import LogFormat
+from exporter.common.logs import LogFormat
 
 DEFAULT_PORT = 8782
 DATABASE_FILE = "scout.db"

@@ -47,7 +47,7 @@ from ai_sidecar.pipeline import cancel_tasks, run_pipeline
 from ai_sidecar.returntrip import OUTBOX_SCHEMA
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store.sqlite import Database
-from exporter.logs import LogFormat, configure_logging
+from exporter.common.logs import LogFormat, configure_logging
 
 log = logging.getLogger("ai_sidecar.worker_process")
 

@@ -1,8 +1,5 @@
 """Scout exporter: Prometheus metrics for networks, firewalls and servers."""
 
-from importlib.metadata import PackageNotFoundError, version
+from exporter.common.version import __version__
 
-try:
-    __version__ = version("scout")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+__all__ = ["__version__"]

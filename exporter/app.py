@@ -12,8 +12,9 @@ from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter import __version__
 from exporter.collectors import COLLECTORS, CollectorSpec
+from exporter.common.version import __version__
+from exporter.common.web import healthy, landing_page, ready, render_families
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import BadRequestError, ConfigError
 from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS, SNMP_SCRAPER
@@ -21,7 +22,6 @@ from exporter.live import LiveConfig, Settings
 from exporter.probers.handler import setup_probe
 from exporter.scrape import ScrapeRunner, collector_status_families, scrape_deadline
 from exporter.snmp.handler import setup_snmp
-from exporter.web import healthy, landing_page, ready, render_families
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from exporter import __version__
 from exporter.app import DEFAULT_PORT, create_app, reload_config
 from exporter.collectors import COLLECTORS, HostView
+from exporter.common.logs import LOG_LEVELS, configure_logging
+from exporter.common.version import __version__
+from exporter.common.web import format_address, parse_listen_address, serve
 from exporter.config import load_config
 from exporter.errors import ConfigError
 from exporter.live import Settings
-from exporter.logs import LOG_LEVELS, configure_logging
-from exporter.web import format_address, parse_listen_address, serve
 
 log = logging.getLogger("exporter")
 

@@ -38,8 +38,8 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.tracing import Trace
 from yarl import URL
 
-from exporter import __version__
 from exporter.clients.dns import shared_resolver
+from exporter.common.version import __version__
 from exporter.errors import ExporterError
 
 IpProtocol = Literal["ip4", "ip6"]

@@ -69,7 +69,7 @@ from prometheus_client.metrics_core import Metric
 from pydantic import AfterValidator, Field
 
 from exporter.clients.probe_net import ProbeError
-from exporter.models import StrictModel
+from exporter.common.models import StrictModel
 
 log = logging.getLogger(__name__)
 

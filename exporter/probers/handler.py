@@ -14,15 +14,15 @@ import logging
 from aiohttp import web
 from yarl import URL
 
+from exporter.common.models import SECRET_MASK
+from exporter.common.web import render_families
 from exporter.errors import BadRequestError
 from exporter.keys import LIVE_CONFIG, SETTINGS
-from exporter.models import SECRET_MASK
 from exporter.probers.http import HttpModule
 from exporter.probers.icmp import IcmpModule
 from exporter.probers.registry import DEFAULT_MODULES, run_probe
 from exporter.probers.tcp import TcpModule
 from exporter.scrape import scrape_deadline
-from exporter.web import render_families
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ from exporter.clients.probe_net import (
     check_host,
     tls_context,
 )
-from exporter.models import SECRET_MASK, Regex
+from exporter.common.models import SECRET_MASK, Regex
 from exporter.probers.base import (
     BaseProber,
     CaFile,

@@ -23,7 +23,7 @@ from typing import Annotated, Literal, Self
 import yaml
 from pydantic import AfterValidator, Field, model_validator
 
-from exporter.models import StrictModel, drop_extension_keys
+from exporter.common.models import StrictModel, drop_extension_keys
 
 _OID = re.compile(r"\.?\d+(\.\d+)*")
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

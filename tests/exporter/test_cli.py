@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from exporter.logs import configure_logging
-from exporter.web import parse_listen_address
+from exporter.common.logs import configure_logging
+from exporter.common.web import parse_listen_address
 from tests.conftest import http_get, run_on_busy_port
 
 
