@@ -1,4 +1,9 @@
-"""``scout-sidecar``: run the sidecar (``serve``, the default command).
+"""``scout-sidecar``: the sidecar's commands; ``serve`` runs it and is the default.
+
+Each command is a subparser with its own flags and a ``run`` function; the root
+parser takes only ``--version``, so a later group (``anomaly ...``) adds one
+subparser and nothing else. ``scout-sidecar --flag ...`` with no command means
+``scout-sidecar serve --flag ...``.
 
 Everything an operator must set can come from flags or ``SCOUT_*`` environment
 variables, so the sidecar runs without a config file:
@@ -17,7 +22,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scout-sidecar",
         description="Scout AI sidecar: correlates alerts into explained incidents.",
+    )
+    parser.add_argument("--version", action="version", version=f"scout-sidecar {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve_command = commands.add_parser(
+        "serve",
+        help="run the HTTP service and its worker (the default command)",
+        description="Run the webhook, the incidents API and the worker.",
         epilog=(
             f"Environment: {TOKEN_ENV} or {TOKEN_FILE_ENV} (bearer token for the webhook "
             "and API), "
@@ -52,24 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
             f"{DATA_DIR_ENV} (default ./data)."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"scout-sidecar {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve_command = commands.add_parser("serve", help="run the HTTP service (the default)")
-    add_serve_arguments(parser)
-    # SUPPRESS keeps the subcommand from overwriting flags given before its name.
-    add_serve_arguments(serve_command, argument_default=argparse.SUPPRESS)
+    add_serve_arguments(serve_command)
+    serve_command.set_defaults(run=run_serve)
     return parser
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser, argument_default: object = None) -> None:
-    def default(value: object) -> object:
-        return value if argument_default is None else argument_default
+def with_default_command(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``serve`` in front when it names no command: serve is the default."""
+    root_only = ("-h", "--help", "--version")
+    if not argv or (argv[0].startswith("-") and argv[0] not in root_only):
+        return ["serve", *argv]
+    return list(argv)
 
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web.listen-address",
         dest="listen",
         type=parse_listen_address,
-        default=default(parse_listen_address(f":{DEFAULT_PORT}")),
+        default=parse_listen_address(f":{DEFAULT_PORT}"),
         metavar="HOST:PORT",
         help=f"address to serve on (default :{DEFAULT_PORT}, every interface)",
     )
@@ -77,7 +90,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser, argument_default: objec
         "--config.file",
         dest="config_file",
         type=Path,
-        default=default(None),
+        default=None,
         metavar="FILE",
         help="YAML with correlation, priority, runbooks and return-trip settings",
     )
@@ -85,24 +98,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser, argument_default: objec
         "--web.insecure-no-auth",
         dest="insecure_no_auth",
         action="store_true",
-        default=default(False),
+        default=False,
         help=f"serve the webhook and API without a token when {TOKEN_ENV} is unset",
     )
     parser.add_argument(
         "--dry-run",
         dest="dry_run",
         action="store_true",
-        default=default(False),
+        default=False,
         help="validate the settings and config file, then exit",
     )
-    parser.add_argument(
-        "--log.level", dest="log_level", choices=list(LOG_LEVELS), default=default("info")
-    )
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="info")
     parser.add_argument(
         "--log.format",
         dest="log_format",
         choices=["auto", "logfmt", "json"],
-        default=default("auto"),
+        default="auto",
         help="auto: logfmt on a terminal, JSON otherwise",
     )
 
@@ -196,7 +207,12 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Sidec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(with_default_command(sys.argv[1:] if argv is None else argv))
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+def run_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         settings = settings_from(args, os.environ)

@@ -1,0 +1,70 @@
+"""The sidecar's command line: subcommands, with ``serve`` as the default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ai_sidecar.cli import build_parser, with_default_command
+
+
+def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ai_sidecar.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "SCOUT_DATA_DIR": str(data_dir)},
+    )
+
+
+def test_serve_flags_belong_to_the_serve_command_only():
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dry-run"])
+    args = parser.parse_args(["serve", "--dry-run", "--web.listen-address=127.0.0.1:9"])
+    assert (args.command, args.dry_run, args.listen) == ("serve", True, ("127.0.0.1", 9))
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["serve"]),
+        (["--dry-run"], ["serve", "--dry-run"]),
+        (["--log.level=debug", "--dry-run"], ["serve", "--log.level=debug", "--dry-run"]),
+        (["serve", "--dry-run"], ["serve", "--dry-run"]),
+        (["--version"], ["--version"]),
+        (["--help"], ["--help"]),
+        (["anomaly", "score"], ["anomaly", "score"]),
+    ],
+)
+def test_a_command_line_without_a_command_means_serve(argv, expected):
+    assert with_default_command(argv) == expected
+
+
+def test_serve_is_the_default_and_can_be_named(tmp_path):
+    named = run_cli("serve", "--dry-run", "--web.insecure-no-auth", data_dir=tmp_path)
+    implied = run_cli("--dry-run", "--web.insecure-no-auth", data_dir=tmp_path)
+    assert (named.returncode, implied.returncode) == (0, 0)
+    assert named.stdout == implied.stdout == "scout-sidecar: settings and config are valid\n"
+
+
+def test_unknown_command_is_refused_with_the_known_ones(tmp_path):
+    result = run_cli("frobnicate", data_dir=tmp_path)
+    assert result.returncode == 2
+    assert "invalid choice: 'frobnicate'" in result.stderr
+    assert "'serve'" in result.stderr
+
+
+def test_help_lists_the_commands_and_serve_help_lists_its_flags(tmp_path):
+    root = run_cli("--help", data_dir=tmp_path)
+    serve = run_cli("serve", "--help", data_dir=tmp_path)
+    assert root.returncode == serve.returncode == 0
+    assert "serve" in root.stdout
+    assert "--web.listen-address" not in root.stdout
+    assert "--web.listen-address" in serve.stdout
+    assert "SCOUT_WEBHOOK_TOKEN" in serve.stdout
