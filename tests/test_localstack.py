@@ -115,11 +115,18 @@ def test_stack_serves_host_metrics_and_ctrl_c_leaves_nothing(tmp_path):
         )
         assert rows[0]["metric"]["instance"] == f"127.0.0.1:{ports['exporter']}"
         up = wait_for(
-            lambda: len(promql(prometheus, "up == 1")) == 5 or None,
+            lambda: len(rows := promql(prometheus, "up == 1")) >= 5 and rows,
             timeout=40,
             what="all five targets up (four services and the loopback probe)",
         )
-        assert up
+        # Exactly these jobs, each once: a target scraped twice or a stray job is a defect.
+        assert sorted(row["metric"]["job"] for row in up) == [
+            "alertmanager",
+            "probe_icmp",
+            "prometheus",
+            "scout-exporter",
+            "scout-sidecar",
+        ]
         # The multi-target ICMP job reaches loopback through the exporter's /probe.
         probe = wait_for(
             lambda: promql(prometheus, 'scout_probe_success{job="probe_icmp"} == 1'),
@@ -142,7 +149,9 @@ def test_stack_serves_host_metrics_and_ctrl_c_leaves_nothing(tmp_path):
             timeout=20,
             what="the alert to reach the sidecar through Alertmanager",
         )
-        assert incidents
+        [incident] = incidents
+        [member] = incident["alerts"]
+        assert member["labels"]["instance"] == "x"
     finally:
         stack.send_signal(signal.SIGINT)
         output, _ = stack.communicate(timeout=60)
