@@ -15,6 +15,12 @@ from prometheus_client.metrics_core import Metric
 from exporter.collectors import COLLECTORS, CollectorSpec
 from exporter.common.version import __version__
 from exporter.common.web import healthy, landing_page, ready, render_families
+from exporter.common.webconfig import (
+    WEB_SECURITY,
+    WebConfigError,
+    WebSecurity,
+    cross_site_refusal,
+)
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import BadRequestError, ConfigError
 from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS, SNMP_SCRAPER
@@ -87,9 +93,13 @@ async def show_config(request: web.Request) -> web.Response:
 
 def reload_config(app: web.Application) -> str | None:
     """Reload; returns the error message, or ``None`` when the new config took."""
+    live = app[LIVE_CONFIG]
     try:
-        app[LIVE_CONFIG].reload()
-    except ConfigError as exc:
+        # The web config first: it changes nothing unless all of it is valid and applies.
+        app[WEB_SECURITY].reload()
+        live.reload()
+    except (ConfigError, WebConfigError) as exc:
+        live.last_reload_successful = False
         log.error("config reload failed, keeping the previous config: %s", exc)
         return str(exc)
     # Sessions and caches were built from the old modules and auths.
@@ -112,6 +122,15 @@ async def request_errors(
 
 
 async def reload(request: web.Request) -> web.Response:
+    if not request.app[SETTINGS].enable_lifecycle:
+        return web.Response(
+            status=403,
+            text="reloading over HTTP is off; start scout-exporter with --web.enable-lifecycle"
+            " to allow it (SIGHUP reloads either way)\n",
+        )
+    refusal = cross_site_refusal(request)
+    if refusal is not None:
+        return web.Response(status=403, text=f"{refusal}\n")
     error = reload_config(request.app)
     if error is not None:
         return web.Response(status=500, text=f"failed to reload config: {error}\n")
@@ -141,11 +160,18 @@ def create_app(
     config: ExporterConfig | None = None,
     *,
     collector_specs: Sequence[CollectorSpec] = COLLECTORS,
+    security: WebSecurity | None = None,
 ) -> web.Application:
-    """Build the app. ``config`` defaults to loading ``settings.config_file``."""
+    """Build the app. ``config`` defaults to loading ``settings.config_file``,
+    ``security`` to loading ``settings.web_config_file``."""
     if config is None:
         config = load_config(settings.config_file, expand_env=settings.expand_env)
-    app = web.Application(middlewares=[request_errors])
+    if security is None:
+        security = WebSecurity(settings.web_config_file)
+    # Authentication first: nothing else runs for a request that fails it.
+    app = web.Application(middlewares=[security.middleware, request_errors])
+    app.on_response_prepare.append(security.add_headers)
+    app[WEB_SECURITY] = security
     app[SETTINGS] = settings
     app[LIVE_CONFIG] = LiveConfig(settings, config, collector_specs)
     app.cleanup_ctx.append(_collector_threads)

@@ -21,6 +21,7 @@ from exporter.collectors import COLLECTORS, HostView
 from exporter.common.logs import LOG_LEVELS, configure_logging
 from exporter.common.version import __version__
 from exporter.common.web import format_address, parse_listen_address, serve
+from exporter.common.webconfig import WebConfigError, WebSecurity
 from exporter.config import load_config
 from exporter.errors import ConfigError
 from exporter.live import Settings
@@ -40,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=parse_listen_address(f":{DEFAULT_PORT}"),
         metavar="HOST:PORT",
         help=f"address to serve on (default :{DEFAULT_PORT}, every interface)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        metavar="FILE",
+        help="TLS, basic auth and response headers, in exporter-toolkit's format"
+        " (docs/security.md); without it, plain HTTP with no authentication",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="allow POST /-/reload (SIGHUP reloads either way)",
     )
     parser.add_argument(
         "--config.file",
@@ -94,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="validate the config file and exit: 0 if valid, 1 if not",
+        help="validate the config file (and the web config file) and exit: 0 if valid, 1 if not",
     )
     parser.add_argument("--version", action="version", version=f"scout-exporter {__version__}")
     return parser
@@ -137,18 +152,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         enabled_collectors=enabled_collectors(args),
         timeout_offset_seconds=args.timeout_offset,
         host_view=HostView(rootfs=args.rootfs),
+        web_config_file=args.web_config_file,
+        enable_lifecycle=args.enable_lifecycle,
     )
     try:
         config = load_config(settings.config_file, expand_env=settings.expand_env)
     except ConfigError as exc:
         print(f"scout-exporter: invalid config:\n{exc}", file=sys.stderr)
         return 1
+    try:
+        # Certificates and keys are loaded here too, so --dry-run checks them.
+        security = WebSecurity(settings.web_config_file)
+    except WebConfigError as exc:
+        print(f"scout-exporter: invalid web config:\n{exc}", file=sys.stderr)
+        return 1
     if args.dry_run:
         where = settings.config_file or "built-in defaults"
         print(f"config OK: {where} ({len(config.auths)} auths)")
+        if settings.web_config_file is not None:
+            print(f"web config OK: {settings.web_config_file} ({_web_summary(security)})")
         return 0
     raise_open_files_limit()
-    app = create_app(settings, config)
+    app = create_app(settings, config, security=security)
     _install_sighup(app)
     host, port = args.listen
     log.info(
@@ -156,10 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra={
             "version": __version__,
             "address": format_address(host, port),
+            "tls": security.config.tls_server_config is not None,
             "collectors": ",".join(sorted(settings.enabled_collectors)),
         },
     )
-    status = serve(app, host, port, "scout-exporter")
+    status = serve(app, host, port, "scout-exporter", ssl_context=security.ssl_context())
     if not _worker_threads_finish(timeout=2.0):
         # A collector stuck in a system call, or a lookup on a dead DNS server,
         # would block interpreter exit forever.
@@ -167,6 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.shutdown()
         os._exit(status)
     return status
+
+
+def _web_summary(security: WebSecurity) -> str:
+    tls = security.config.tls_server_config
+    shown = "TLS off" if tls is None else f"TLS on, client certificates: {tls.client_auth_type}"
+    return f"{shown}, {len(security.config.basic_auth_users)} basic auth users"
 
 
 def _worker_threads_finish(timeout: float) -> bool:

@@ -205,9 +205,9 @@ class ExporterConfig(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-# Top-level sections whose values are never echoed in an error: a misplaced
-# secret is still a secret.
-SECRET_SECTIONS = frozenset({"auths"})
+# Where values are never echoed in an error: a misplaced secret is still a
+# secret, and an HTTP module's headers carry tokens.
+SECRET_PATHS = ("auths", "modules.*.headers")
 
 
 def load_config(path: Path | None, *, expand_env: bool = False) -> ExporterConfig:
@@ -219,7 +219,7 @@ def load_config(path: Path | None, *, expand_env: bool = False) -> ExporterConfi
         ExporterConfig,
         expand_env=expand_env,
         error=ConfigError,
-        secret_sections=SECRET_SECTIONS,
+        secret_paths=SECRET_PATHS,
     )
 
 
@@ -231,5 +231,5 @@ def parse_config(text: str, source: str, *, expand_env: bool = False) -> Exporte
         ExporterConfig,
         expand_env=expand_env,
         error=ConfigError,
-        secret_sections=SECRET_SECTIONS,
+        secret_paths=SECRET_PATHS,
     )

@@ -21,6 +21,10 @@ class Settings:
     )
     timeout_offset_seconds: float = 0.5
     host_view: HostView = field(default_factory=HostView)
+    # TLS, basic auth and headers (exporter-toolkit's format); None serves plain HTTP.
+    web_config_file: Path | None = None
+    # POST /-/reload answers only with --web.enable-lifecycle, as in Prometheus.
+    enable_lifecycle: bool = False
 
 
 class LiveConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,20 +28,27 @@ log = logging.getLogger(__name__)
 
 # Prometheus's own default scrape_timeout, used when the header is absent.
 DEFAULT_SCRAPE_TIMEOUT_SECONDS = 10.0
+# The longest scrape a caller may ask for. The header is the caller's to set, so
+# without a cap a request naming 1e9 s would hold a device's session for ever.
+# Two minutes is well above any sensible scrape_timeout (Prometheus's default is 10 s).
+MAX_SCRAPE_TIMEOUT_SECONDS = 120.0
 
 
 def scrape_deadline(header: str | None, offset: float) -> float:
     """Seconds a scrape may take: Prometheus's timeout header minus ``offset``.
 
     A timeout not larger than the offset would leave nothing, so half of it is
-    used instead. A missing or unparsable header means Prometheus's default.
+    used instead. A missing or unparsable header (NaN, infinite, zero or
+    negative) means Prometheus's default; a larger one than
+    ``MAX_SCRAPE_TIMEOUT_SECONDS`` is cut to it.
     """
     try:
         timeout = float(header) if header else DEFAULT_SCRAPE_TIMEOUT_SECONDS
     except ValueError:
         timeout = DEFAULT_SCRAPE_TIMEOUT_SECONDS
-    if not timeout > 0:  # also catches NaN
+    if not 0 < timeout < math.inf:  # also catches NaN
         timeout = DEFAULT_SCRAPE_TIMEOUT_SECONDS
+    timeout = min(timeout, MAX_SCRAPE_TIMEOUT_SECONDS)
     return timeout - offset if timeout > offset else timeout / 2
 
 

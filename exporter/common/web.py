@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import ssl
 import sys
 from collections.abc import Iterable
 
@@ -81,10 +82,21 @@ def landing_page(title: str, intro: str, links: Iterable[tuple[str, str]]) -> we
     return web.Response(text=body, content_type="text/html")
 
 
-def serve(app: web.Application, host: str | None, port: int, prog: str) -> int:
-    """Run ``app`` until SIGINT/SIGTERM; 1 with a one-line reason if it cannot listen."""
+def serve(
+    app: web.Application,
+    host: str | None,
+    port: int,
+    prog: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
+    """Run ``app`` until SIGINT/SIGTERM; 1 with a one-line reason if it cannot listen.
+
+    With ``ssl_context`` the port speaks only TLS. Middlewares (basic auth, say)
+    belong to ``app``: they are fixed when it is built.
+    """
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=None)
+        web.run_app(app, host=host, port=port, ssl_context=ssl_context, print=None, access_log=None)
     except OSError as exc:
         # aiohttp wraps bind errors in a long message; the errno says it plainly.
         plain = exc.errno is not None and exc.errno > 0

@@ -2,7 +2,7 @@
 
 Every mapping is strict: an unknown or duplicate key is an error naming the file,
 the line and the key. ``${VAR}`` references are expanded only when the caller
-opts in; ``$$`` is a literal ``$``. Values under the caller's secret sections are
+opts in; ``$$`` is a literal ``$``. Values under the caller's secret paths are
 never repeated in an error message.
 
 The loader takes any pydantic model and any exception class, so the exporter and
@@ -30,7 +30,7 @@ def load_model(
     *,
     expand_env: bool = False,
     error: type[Exception],
-    secret_sections: Collection[str] = (),
+    secret_paths: Collection[str] = (),
 ) -> M:
     """Read ``path`` and validate it as ``model_cls``; problems raise ``error``.
 
@@ -49,7 +49,7 @@ def load_model(
         model_cls,
         expand_env=expand_env,
         error=error,
-        secret_sections=secret_sections,
+        secret_paths=secret_paths,
     )
 
 
@@ -60,14 +60,15 @@ def parse_model(
     *,
     expand_env: bool = False,
     error: type[Exception],
-    secret_sections: Collection[str] = (),
+    secret_paths: Collection[str] = (),
 ) -> M:
     """Validate YAML ``text`` as ``model_cls``; every error names ``source`` and a line.
 
     An empty document gives ``model_cls()``, its defaults. Errors are raised
     ``from None``: pydantic's own exception would carry the offending values,
-    secrets among them, into any traceback. Values under ``secret_sections``
-    (top-level keys) are never repeated in a message.
+    secrets among them, into any traceback. Values at or under ``secret_paths``
+    are never repeated in a message: each is a dotted path of keys where ``*``
+    stands for any one key (``auths``, ``modules.*.headers``).
     """
     try:
         loader = yaml.SafeLoader(text)
@@ -98,7 +99,7 @@ def parse_model(
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(source, root, err, secret_sections) for err in exc.errors()]
+        lines = [_describe(source, root, err, secret_paths) for err in exc.errors()]
         raise error("\n".join(lines)) from None
 
 
@@ -162,12 +163,26 @@ def _expand_env(loader: yaml.SafeLoader, node: yaml.Node, seen_nodes: set[int]) 
             yield from _expand_env(loader, item, seen_nodes)
 
 
+def _may_hold_secret(path: list[str], secret_paths: Collection[str]) -> bool:
+    """Whether the value at ``path`` is, is inside, or contains a secret path.
+
+    A value that contains one counts too: a secret section written as a plain
+    string is still the secret.
+    """
+    for pattern in secret_paths:
+        parts = pattern.split(".")
+        if all(want in ("*", have) for want, have in zip(parts, path, strict=False)):
+            return True
+    return False
+
+
 def _describe(
-    source: str, root: yaml.Node, err: ErrorDetails, secret_sections: Collection[str]
+    source: str, root: yaml.Node, err: ErrorDetails, secret_paths: Collection[str]
 ) -> str:
     """Turn a pydantic error into ``file:line: path: message`` for a person."""
     loc = [str(part) for part in err["loc"]]
     node, path = _find(root, loc)
+    secret = _may_hold_secret(path, secret_paths)
     kind = err["type"]
     if kind == "extra_forbidden":
         parent, key = ".".join(path[:-1]) or "top level", path[-1]
@@ -180,21 +195,23 @@ def _describe(
     # Auths are told apart by `type`, modules by `prober`.
     tag = str(ctx.get("discriminator", "type")).strip("'")
     if kind == "union_tag_invalid":
+        given = "" if secret else f" {ctx.get('tag')!r}"
         return (
-            f"{source}:{_line(node)}: {where}: unknown {tag} {ctx.get('tag')!r}"
+            f"{source}:{_line(node)}: {where}: unknown {tag}{given}"
             f" (expected one of: {ctx.get('expected_tags')})"
         )
     if kind == "union_tag_not_found":
         return f'{source}:{_line(node)}: {where}: missing required key "{tag}"'
     if kind == "pattern_regex":
-        return f"{source}:{_line(node)}: {where}: {_regex_problem(err['input'])}"
+        problem = "invalid regular expression" if secret else _regex_problem(err["input"])
+        return f"{source}:{_line(node)}: {where}: {problem}"
     if kind == "value_error":
         return f"{source}:{_line(node)}: {where}: {err['msg'].removeprefix('Value error, ')}"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         message = "should be a mapping"
     else:
         message = err["msg"][0].lower() + err["msg"][1:]
-    shown = "" if loc and loc[0] in secret_sections else f", got {err['input']!r}"
+    shown = "" if secret else f", got {err['input']!r}"
     return f"{source}:{_line(node)}: {where}: {message}{shown}"
 
 

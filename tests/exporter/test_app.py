@@ -36,7 +36,9 @@ def config_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def client(aiohttp_client, config_file):
-    return await aiohttp_client(create_app(Settings(config_file=config_file)))
+    return await aiohttp_client(
+        create_app(Settings(config_file=config_file, enable_lifecycle=True))
+    )
 
 
 async def get_text(client, path: str, **kwargs) -> str:

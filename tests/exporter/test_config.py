@@ -35,7 +35,7 @@ EXPECTED_ERRORS = {
     ),
     "invalid-filter-not-mapping.yml": "3: collectors.host.disks: should be a mapping, got 'sd.*'",
     "invalid-auth-type.yml": (
-        "2: auths.ssh_box: unknown type 'ssh' (expected one of: 'snmp', 'http', 'winrm')"
+        "2: auths.ssh_box: unknown type (expected one of: 'snmp', 'http', 'winrm')"
     ),
     "invalid-auth-missing-type.yml": '2: auths.public_v2: missing required key "type"',
     "invalid-snmp-v2-no-community.yml": "2: auths.public_v2: SNMP v2 needs a community",
@@ -102,8 +102,28 @@ EXPECTED_ERRORS = {
     ),
     "invalid-null-key.yml": (
         "3: auths.None: input should be a valid string\n"
-        "{path}:3: auths.None: unknown type 'nope' (expected one of: 'snmp', 'http', 'winrm')"
+        "{path}:3: auths.None: unknown type (expected one of: 'snmp', 'http', 'winrm')"
     ),
+    # Canary secrets: an auth's type, an HTTP module's headers, a module given as a string.
+    "invalid-auth-type-is-a-secret.yml": (
+        "2: auths.fortigate: unknown type (expected one of: 'snmp', 'http', 'winrm')"
+    ),
+    "invalid-http-headers-not-mapping.yml": "4: modules.api_health.headers: should be a mapping",
+    "invalid-http-header-value-not-string.yml": (
+        "5: modules.api_health.headers.Authorization: input should be a valid string"
+    ),
+    "invalid-module-is-a-string.yml": "2: modules.api_health: should be a mapping",
+    "invalid-module-prober-is-a-secret.yml": (
+        "2: modules.api_health: unknown prober (expected one of: 'snmp', 'icmp', 'tcp', 'http')"
+    ),
+}
+# Every invalid-*.yml holding a canary: none may appear in the message or the dry run.
+CANARIES = {
+    "invalid-auth-type-is-a-secret.yml": ("canary-auth-type-secret", "fortigate-token-secret"),
+    "invalid-http-headers-not-mapping.yml": ("canary-header-secret",),
+    "invalid-http-header-value-not-string.yml": ("canary-header-list-secret",),
+    "invalid-module-is-a-string.yml": ("canary-module-secret",),
+    "invalid-module-prober-is-a-secret.yml": ("canary-prober-secret",),
 }
 
 
@@ -119,6 +139,30 @@ def test_invalid_config_gives_exact_message(name, monkeypatch):
         load_config(path, expand_env=True)
     expected = EXPECTED_ERRORS[name].replace("{path}", str(path))
     assert str(caught.value) == f"{path}:{expected}"
+
+
+@pytest.mark.parametrize("name", sorted(CANARIES))
+def test_canary_secrets_are_never_echoed(name):
+    path = CONFIGS / name
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    result = run_exporter("--dry-run", f"--config.file={path}")
+    assert result.returncode == 1
+    assert str(caught.value) in result.stderr
+    for canary in CANARIES[name]:
+        assert canary in path.read_text()  # the canary is really in the file
+        assert canary not in str(caught.value)
+        assert canary not in result.stdout + result.stderr
+
+
+def test_module_errors_outside_headers_still_show_the_value():
+    text = "modules:\n  api:\n    prober: http\n    count: many\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "x.yml")
+    assert (
+        str(caught.value)
+        == "x.yml:4: modules.api.count: input should be a valid integer, got 'many'"
+    )
 
 
 def test_secret_given_as_wrong_type_is_not_echoed():

@@ -35,7 +35,7 @@ def test_prometheus_scrapes_host_metrics(exporter_factory, prometheus_factory):
 def test_bad_reload_keeps_serving(tmp_path: Path, exporter_factory, prometheus_factory):
     config = tmp_path / "scout.yml"
     config.write_text(GOOD)
-    service, exporter = exporter_factory(f"--config.file={config}")
+    service, exporter = exporter_factory(f"--config.file={config}", "--web.enable-lifecycle")
     prometheus = prometheus_factory(scrape_config(exporter))
     wait_for(lambda: promql(prometheus, "scout_config_last_reload_successful == 1"), what="scrape")
 

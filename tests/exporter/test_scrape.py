@@ -125,6 +125,12 @@ async def test_failing_collector_reports_failure_without_breaking_the_scrape(cli
         ("not-a-number", 9.5),
         ("-3", 9.5),
         ("nan", 9.5),
+        ("inf", 9.5),
+        ("-inf", 9.5),
+        ("0", 9.5),
+        ("120", 119.5),
+        ("1e9", 119.5),  # capped: a caller cannot hold a target for hours
+        ("1e400", 9.5),  # overflows to inf
     ],
 )
 def test_deadline_is_the_scrape_timeout_minus_the_offset(header, expected):

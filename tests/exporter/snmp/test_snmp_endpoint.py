@@ -388,7 +388,8 @@ async def test_reload_drops_sessions_and_caches_built_from_the_old_config(
 ):
     config = tmp_path / "scout.yml"
     config.write_text("auths: {lab: {type: snmp, community: public}}\n")
-    app = create_app(Settings(config_file=config, enabled_collectors=frozenset()))
+    settings = Settings(config_file=config, enabled_collectors=frozenset(), enable_lifecycle=True)
+    app = create_app(settings)
     client = await aiohttp_client(app)
     await scrape(client, target=snmpd.target, auth="lab")
     _, cached = await scrape(client, target=snmpd.target, auth="lab")

@@ -1,0 +1,506 @@
+"""The web configuration file (``--web.config.file``): TLS, basic auth and response headers.
+
+The format is Prometheus exporter-toolkit's, the file node_exporter and
+blackbox_exporter read, so one file can serve them all::
+
+    tls_server_config:
+      cert_file: server.crt          # relative paths are relative to this file
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert
+      client_ca_file: clients-ca.crt
+    http_server_config:
+      headers: {X-Content-Type-Options: nosniff}
+    basic_auth_users:
+      prometheus: $2b$10$...         # bcrypt hashes, never passwords
+
+Parsing is as strict as the daemon's own config (unknown keys are errors that
+name the line; nothing under ``basic_auth_users`` or a key is repeated in an
+error). A setting Python's ``ssl`` module cannot honour is refused with the
+reason, never ignored.
+
+The file is read at start and again on every reload (SIGHUP or
+``POST /-/reload``); exporter-toolkit reads it on every request instead. A
+reload takes new users, headers, certificates, keys and client CAs at once;
+the listener's protocol settings (client_auth_type, versions, ciphers, curves)
+are fixed when the socket opens, so a reload that changes them fails and says
+a restart is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import ssl
+import tempfile
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+import bcrypt
+from aiohttp import web
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+
+from exporter.common.models import Secret, StrictModel
+from exporter.common.yamlconfig import load_model
+
+log = logging.getLogger(__name__)
+
+
+class WebConfigError(Exception):
+    """The web config file cannot be read, is invalid, or cannot be applied."""
+
+
+ClientAuthType = Literal[
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+]
+TlsVersionName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+
+# Go's names for the suites crypto/tls.CipherSuites() offers (TLS 1.0-1.2), and OpenSSL's.
+CIPHER_SUITES = {
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+}
+# TLS 1.3 suites are accepted by name but, as in Go, not configurable: all stay on.
+TLS13_SUITES = frozenset(
+    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+)
+# Go's CurveID names, and OpenSSL's.
+CURVES = {
+    "CurveP256": "prime256v1",
+    "CurveP384": "secp384r1",
+    "CurveP521": "secp521r1",
+    "X25519": "X25519",
+}
+
+ResponseHeader = Literal[
+    "Content-Security-Policy",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "X-XSS-Protection",
+    "Strict-Transport-Security",
+]
+# The values exporter-toolkit accepts for the two headers that have a fixed set.
+_HEADER_VALUES: dict[ResponseHeader, tuple[str, ...]] = {
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-Content-Type-Options": ("nosniff",),
+}
+
+# A bcrypt hash in modular crypt format: $2a$, $2b$ or $2y$, a cost, 53 characters.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}")
+
+
+class TlsServerConfig(StrictModel):
+    cert_file: str | None = None
+    key_file: str | None = None
+    cert: str | None = None
+    key: Secret | None = None
+    client_auth_type: ClientAuthType = "NoClientCert"
+    client_ca_file: str | None = None
+    client_ca: str | None = None
+    client_allowed_sans: list[str] = Field(default_factory=list)
+    min_version: TlsVersionName = "TLS12"
+    max_version: TlsVersionName = "TLS13"
+    cipher_suites: list[str] = Field(default_factory=list)
+    prefer_server_cipher_suites: bool = True
+    curve_preferences: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for name in ("cert", "key", "client_ca"):
+            if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
+                raise ValueError(f"give {name} or {name}_file, not both")
+        if self.cert is None and self.cert_file is None:
+            raise ValueError("missing cert_file (or cert)")
+        if self.key is None and self.key_file is None:
+            raise ValueError("missing key_file (or key)")
+        if self.client_auth_type in ("RequestClientCert", "RequireAnyClientCert"):
+            raise ValueError(
+                f"client_auth_type {self.client_auth_type} is not supported: Python's ssl"
+                " module cannot ask for a client certificate without verifying it; use"
+                " RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file"
+            )
+        has_ca = self.client_ca_file is not None or self.client_ca is not None
+        verifies = self.client_auth_type != "NoClientCert"
+        if verifies and not has_ca:
+            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file")
+        if has_ca and not verifies:
+            raise ValueError("client_ca_file is set but client_auth_type is NoClientCert")
+        if self.client_allowed_sans and self.client_auth_type != "RequireAndVerifyClientCert":
+            raise ValueError(
+                "client_allowed_sans needs client_auth_type RequireAndVerifyClientCert"
+            )
+        if TLS_VERSIONS[self.min_version] > TLS_VERSIONS[self.max_version]:
+            raise ValueError(f"min_version {self.min_version} is above max_version")
+        unknown = [
+            s for s in self.cipher_suites if s not in CIPHER_SUITES and s not in TLS13_SUITES
+        ]
+        if unknown:
+            raise ValueError(f"unknown cipher suite {unknown[0]!r} (Go's crypto/tls names)")
+        unknown = [c for c in self.curve_preferences if c not in CURVES]
+        if unknown:
+            raise ValueError(f"unknown curve {unknown[0]!r} (expected one of: {', '.join(CURVES)})")
+        if len(self.curve_preferences) > 1:
+            raise ValueError(
+                "curve_preferences: Python's ssl module sets one curve; list one"
+                " (or none for OpenSSL's defaults)"
+            )
+        return self
+
+    def fixed_settings(self) -> dict[str, object]:
+        """What the listening socket keeps until a restart."""
+        return {
+            "client_auth_type": self.client_auth_type,
+            "min_version": self.min_version,
+            "max_version": self.max_version,
+            "cipher_suites": self.cipher_suites,
+            "prefer_server_cipher_suites": self.prefer_server_cipher_suites,
+            "curve_preferences": self.curve_preferences,
+        }
+
+
+class HttpServerConfig(StrictModel):
+    # aiohttp speaks HTTP/1.1 only: `http2: true` (the default) is accepted, as
+    # exporter-toolkit serves HTTP/1.1 to every client that does not ask for h2.
+    http2: bool = True
+    headers: dict[ResponseHeader, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_values(self) -> Self:
+        for name, allowed in _HEADER_VALUES.items():
+            value = self.headers.get(name)
+            if value is not None and value.lower() not in allowed:
+                raise ValueError(f"{name} must be one of: {', '.join(allowed)}")
+        return self
+
+
+def _is_bcrypt_hash(hashed: SecretStr) -> SecretStr:
+    if not _BCRYPT_HASH.fullmatch(hashed.get_secret_value()):
+        raise ValueError("not a bcrypt hash (make one with `htpasswd -nBC 10 '' | tr -d ':\\n'`)")
+    return hashed
+
+
+BcryptHash = Annotated[Secret, AfterValidator(_is_bcrypt_hash)]
+
+
+class RateLimitConfig(StrictModel):
+    interval: str | None = None
+    burst: int | None = None
+
+
+class WebConfig(StrictModel):
+    tls_server_config: TlsServerConfig | None = None
+    http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
+    basic_auth_users: dict[str, BcryptHash] = Field(default_factory=dict)
+    rate_limit: RateLimitConfig | None = None
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _no_rate_limit(cls, value: RateLimitConfig | None) -> RateLimitConfig | None:
+        if value is not None:
+            raise ValueError("not supported by Scout; limit requests in a reverse proxy")
+        return value
+
+
+# Nothing written under these is repeated in an error: hashes, and inline keys.
+WEB_SECRET_PATHS = ("basic_auth_users", "tls_server_config.key")
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and validate ``path``; problems raise :class:`WebConfigError`."""
+    return load_model(path, WebConfig, error=WebConfigError, secret_paths=WEB_SECRET_PATHS)
+
+
+def _refuse_encrypted_key() -> str:
+    # Without a callback OpenSSL would prompt on the terminal for a passphrase.
+    raise WebConfigError("the key is encrypted; exporter-toolkit reads unencrypted keys only")
+
+
+def _load_cert_chain(context: ssl.SSLContext, tls: TlsServerConfig, base: Path) -> None:
+    if tls.cert_file is not None and tls.key_file is not None:
+        context.load_cert_chain(base / tls.cert_file, base / tls.key_file, _refuse_encrypted_key)
+        return
+    # An inline cert or key: ssl loads chains only from files, so write private copies.
+    with tempfile.TemporaryDirectory(prefix="scout-tls-") as private:
+        cert = base / tls.cert_file if tls.cert_file else Path(private, "cert.pem")
+        key = base / tls.key_file if tls.key_file else Path(private, "key.pem")
+        if tls.cert is not None:
+            cert.write_text(tls.cert)
+        if tls.key is not None:
+            key.touch(mode=0o600)
+            key.write_text(tls.key.get_secret_value())
+        context.load_cert_chain(cert, key, _refuse_encrypted_key)
+
+
+def build_ssl_context(tls: TlsServerConfig, base: Path, source: str) -> ssl.SSLContext:
+    """A server context for ``tls``; files are read now. Raises :class:`WebConfigError`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_VERSIONS[tls.min_version]
+    context.maximum_version = TLS_VERSIONS[tls.max_version]
+    step = "cert_file/key_file"
+    try:
+        _load_cert_chain(context, tls, base)
+        step = "client_ca_file"
+        if tls.client_ca_file is not None:
+            context.load_verify_locations(cafile=base / tls.client_ca_file)
+        elif tls.client_ca is not None:
+            context.load_verify_locations(cadata=tls.client_ca)
+        context.verify_mode = {
+            "NoClientCert": ssl.CERT_NONE,
+            "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+            "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+        }[tls.client_auth_type]
+        step = "cipher_suites"
+        wanted = [CIPHER_SUITES[s] for s in tls.cipher_suites if s in CIPHER_SUITES]
+        if wanted:
+            context.set_ciphers(":".join(wanted))
+            available = {c["name"] for c in context.get_ciphers()}
+            missing = [s for s in tls.cipher_suites if CIPHER_SUITES.get(s, s) not in available]
+            missing = [s for s in missing if s not in TLS13_SUITES]
+            if missing:
+                raise WebConfigError(f"{missing[0]} is not available in this OpenSSL")
+        if tls.prefer_server_cipher_suites:
+            context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+        else:
+            context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+        step = "curve_preferences"
+        for curve in tls.curve_preferences:
+            context.set_ecdh_curve(CURVES[curve])
+    except WebConfigError as exc:
+        raise WebConfigError(f"{source}: tls_server_config.{step}: {exc}") from None
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise WebConfigError(f"{source}: tls_server_config.{step}: {reason}") from None
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class _Active:
+    """One load of the file: what requests are checked against until the next reload."""
+
+    config: WebConfig
+    users: Mapping[str, bytes]
+    # Checked when the user is unknown, so the answer takes as long as for a known one.
+    dummy_hash: bytes
+    context: ssl.SSLContext | None
+
+
+def _activate(config: WebConfig, base: Path, source: str) -> _Active:
+    users = {
+        name: hashed.get_secret_value().encode() for name, hashed in config.basic_auth_users.items()
+    }
+    # The dummy costs as much as the dearest real hash: unknown and known users look alike.
+    cost = max((int(h.split(b"$")[2]) for h in users.values()), default=4)
+    tls = config.tls_server_config
+    return _Active(
+        config=config,
+        users=users,
+        dummy_hash=bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost)),
+        context=None if tls is None else build_ssl_context(tls, base, source),
+    )
+
+
+def _check_password(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password, hashed)
+    except ValueError:  # bcrypt refuses passwords over 72 bytes: no such password matches
+        return False
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Verified (user, hash, password) keys kept: a Prometheus or two scraping every 15 s
+# should not pay bcrypt (about 70 ms at cost 10) on every scrape.
+_CACHE_SIZE = 64
+REALM = "scout"
+
+
+class WebSecurity:
+    """The web config in force: the TLS context, basic auth and response headers.
+
+    Requests are checked by :meth:`middleware`; :meth:`add_headers` runs as the
+    app's ``on_response_prepare`` hook; :meth:`reload` reads the file again.
+    Without a file every request is let through, as before.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._active = self._load()
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        # The cache holds keyed hashes of passwords, never the passwords.
+        self._cache_key = secrets.token_bytes(32)
+        self._listener: ssl.SSLContext | None = None
+
+    def _load(self) -> _Active:
+        if self._path is None:
+            return _activate(WebConfig(), Path("."), "")
+        config = load_web_config(self._path)
+        return _activate(config, self._path.parent, str(self._path))
+
+    @property
+    def config(self) -> WebConfig:
+        return self._active.config
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The listener's context; each handshake switches to the newest load's files."""
+        if self._active.context is None:
+            return None
+        if self._listener is None:
+            self._listener = self._active.context
+            self._listener.sni_callback = self._newest_files
+        return self._listener
+
+    def _newest_files(
+        self, connection: ssl.SSLObject, _name: str | None, _: ssl.SSLContext
+    ) -> None:
+        # Certificate, key and client CA store follow the swapped context;
+        # verify mode and protocol settings stay the listener's (see reload).
+        newest = self._active.context
+        if newest is not None and newest is not connection.context:
+            connection.context = newest
+
+    def reload(self) -> None:
+        """Read the file again; on error keep the settings in force and raise."""
+        if self._path is None:
+            return
+        config = load_web_config(self._path)
+        before, after = self._active.config.tls_server_config, config.tls_server_config
+        if (before is None) != (after is None):
+            raise WebConfigError(
+                f"{self._path}: TLS cannot be turned on or off by a reload;"
+                " restart scout-exporter to apply it"
+            )
+        if before is not None and after is not None:
+            old, new = before.fixed_settings(), after.fixed_settings()
+            changed = [name for name in old if old[name] != new[name]]
+            if changed:
+                raise WebConfigError(
+                    f"{self._path}: tls_server_config: {', '.join(changed)} changed;"
+                    " restart scout-exporter to apply it (a reload takes new"
+                    " certificates, keys, client CAs, users and headers only)"
+                )
+        self._active = _activate(config, self._path.parent, str(self._path))
+        self._verified.clear()
+
+    async def add_headers(self, _: web.Request, response: web.StreamResponse) -> None:
+        for name, value in self._active.config.http_server_config.headers.items():
+            if value:
+                response.headers[name] = value
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        active = self._active
+        tls = active.config.tls_server_config
+        sans = tls.client_allowed_sans if tls is not None else []
+        if sans and not _san_allowed(request, sans):
+            return web.Response(status=403, text="client certificate not allowed\n")
+        if active.users and not await self._authenticated(request, active):
+            return web.Response(
+                status=401,
+                text="unauthorized\n",
+                headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+            )
+        return await handler(request)
+
+    async def _authenticated(self, request: web.Request, active: _Active) -> bool:
+        credentials = _basic_credentials(request.headers.get("Authorization", ""))
+        if credentials is None:
+            return False
+        username, password = credentials
+        hashed = active.users.get(username)
+        key = self._cache_entry(username, hashed or active.dummy_hash, password)
+        if hashed is not None and key in self._verified:
+            self._verified.move_to_end(key)
+            return True
+        # Off the event loop: bcrypt takes tens of milliseconds by design.
+        matched = await asyncio.to_thread(_check_password, password, hashed or active.dummy_hash)
+        if not matched or hashed is None or active is not self._active:
+            return False
+        self._verified[key] = None
+        while len(self._verified) > _CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return True
+
+    def _cache_entry(self, username: str, hashed: bytes, password: bytes) -> bytes:
+        digest = hmac.new(self._cache_key, digestmod=hashlib.sha256)
+        for part in (username.encode(), hashed, password):
+            digest.update(len(part).to_bytes(4, "big") + part)
+        return digest.digest()
+
+
+def _basic_credentials(header: str) -> tuple[str, bytes] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+        username, sep, password = decoded.partition(b":")
+        return (username.decode(), password) if sep else None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _san_allowed(request: web.Request, allowed: list[str]) -> bool:
+    peer = request.transport.get_extra_info("peercert") if request.transport else None
+    names = [value for _kind, value in (peer or {}).get("subjectAltName", ())]
+    return any(name in allowed for name in names)
+
+
+# Content types an HTML form can send cross-site without a CORS preflight.
+FORM_CONTENT_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+)
+
+
+def cross_site_refusal(request: web.Request) -> str | None:
+    """Why a state-changing request looks like a browser's cross-site POST, or ``None``.
+
+    Browsers label such requests: ``Sec-Fetch-Site`` (all current browsers),
+    ``Origin`` (every POST), and a form can only send the content types above.
+    curl, Prometheus tooling and scripts send none of them.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site.lower() not in ("same-origin", "none"):
+        return "refused: a browser sent this request from another site (Sec-Fetch-Site)"
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() != f"{request.scheme}://{request.host}".lower():
+        return "refused: the request's Origin is another site"
+    if request.content_type in FORM_CONTENT_TYPES:
+        return (
+            f"refused: a form's content type ({request.content_type});"
+            " send the POST without a body, e.g. curl -X POST"
+        )
+    return None
+
+
+WEB_SECURITY = web.AppKey("web_security", WebSecurity)
