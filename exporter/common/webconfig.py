@@ -135,6 +135,37 @@ class TlsServerConfig(StrictModel):
     prefer_server_cipher_suites: bool = True
     curve_preferences: list[str] = Field(default_factory=list)
 
+    @field_validator("client_auth_type")
+    @classmethod
+    def _python_can_honour(cls, value: str) -> str:
+        if value in ("RequestClientCert", "RequireAnyClientCert"):
+            raise ValueError(
+                f"{value} is not supported: Python's ssl module cannot ask for a client"
+                " certificate without verifying it; use RequireAndVerifyClientCert"
+                " (or VerifyClientCertIfGiven) with client_ca_file"
+            )
+        return value
+
+    @field_validator("cipher_suites")
+    @classmethod
+    def _known_suites(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in CIPHER_SUITES and name not in TLS13_SUITES:
+                raise ValueError(f"unknown cipher suite {name!r} (Go's crypto/tls names)")
+        return value
+
+    @field_validator("curve_preferences")
+    @classmethod
+    def _one_known_curve(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in CURVES:
+                raise ValueError(f"unknown curve {name!r} (expected one of: {', '.join(CURVES)})")
+        if len(value) > 1:
+            raise ValueError(
+                "Python's ssl module sets one curve; list one (or none for OpenSSL's defaults)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         for name in ("cert", "key", "client_ca"):
@@ -144,12 +175,6 @@ class TlsServerConfig(StrictModel):
             raise ValueError("missing cert_file (or cert)")
         if self.key is None and self.key_file is None:
             raise ValueError("missing key_file (or key)")
-        if self.client_auth_type in ("RequestClientCert", "RequireAnyClientCert"):
-            raise ValueError(
-                f"client_auth_type {self.client_auth_type} is not supported: Python's ssl"
-                " module cannot ask for a client certificate without verifying it; use"
-                " RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file"
-            )
         has_ca = self.client_ca_file is not None or self.client_ca is not None
         verifies = self.client_auth_type != "NoClientCert"
         if verifies and not has_ca:
@@ -162,19 +187,6 @@ class TlsServerConfig(StrictModel):
             )
         if TLS_VERSIONS[self.min_version] > TLS_VERSIONS[self.max_version]:
             raise ValueError(f"min_version {self.min_version} is above max_version")
-        unknown = [
-            s for s in self.cipher_suites if s not in CIPHER_SUITES and s not in TLS13_SUITES
-        ]
-        if unknown:
-            raise ValueError(f"unknown cipher suite {unknown[0]!r} (Go's crypto/tls names)")
-        unknown = [c for c in self.curve_preferences if c not in CURVES]
-        if unknown:
-            raise ValueError(f"unknown curve {unknown[0]!r} (expected one of: {', '.join(CURVES)})")
-        if len(self.curve_preferences) > 1:
-            raise ValueError(
-                "curve_preferences: Python's ssl module sets one curve; list one"
-                " (or none for OpenSSL's defaults)"
-            )
         return self
 
     def fixed_settings(self) -> dict[str, object]:
@@ -262,12 +274,28 @@ def _load_cert_chain(context: ssl.SSLContext, tls: TlsServerConfig, base: Path) 
         context.load_cert_chain(cert, key, _refuse_encrypted_key)
 
 
+def _check_readable(tls: TlsServerConfig, base: Path, source: str) -> None:
+    """Name the file that is missing: ssl's own error says only "No such file"."""
+    for name in ("cert_file", "key_file", "client_ca_file"):
+        value = getattr(tls, name)
+        if value is None:
+            continue
+        try:
+            with (base / value).open("rb"):
+                pass
+        except OSError as exc:
+            raise WebConfigError(
+                f"{source}: tls_server_config.{name}: cannot read {base / value}: {exc.strerror}"
+            ) from None
+
+
 def build_ssl_context(tls: TlsServerConfig, base: Path, source: str) -> ssl.SSLContext:
     """A server context for ``tls``; files are read now. Raises :class:`WebConfigError`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
-    step = "cert_file/key_file"
+    _check_readable(tls, base, source)
+    step = "cert_file, key_file"
     try:
         _load_cert_chain(context, tls, base)
         step = "client_ca_file"
@@ -285,10 +313,9 @@ def build_ssl_context(tls: TlsServerConfig, base: Path, source: str) -> ssl.SSLC
         if wanted:
             context.set_ciphers(":".join(wanted))
             available = {c["name"] for c in context.get_ciphers()}
-            missing = [s for s in tls.cipher_suites if CIPHER_SUITES.get(s, s) not in available]
-            missing = [s for s in missing if s not in TLS13_SUITES]
-            if missing:
-                raise WebConfigError(f"{missing[0]} is not available in this OpenSSL")
+            for suite in tls.cipher_suites:
+                if suite in CIPHER_SUITES and CIPHER_SUITES[suite] not in available:
+                    raise WebConfigError(f"{suite} is not available in this OpenSSL")
         if tls.prefer_server_cipher_suites:
             context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         else:
@@ -296,11 +323,9 @@ def build_ssl_context(tls: TlsServerConfig, base: Path, source: str) -> ssl.SSLC
         step = "curve_preferences"
         for curve in tls.curve_preferences:
             context.set_ecdh_curve(CURVES[curve])
-    except WebConfigError as exc:
-        raise WebConfigError(f"{source}: tls_server_config.{step}: {exc}") from None
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+    except (WebConfigError, OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise WebConfigError(f"{source}: tls_server_config.{step}: {reason}") from None
+        raise WebConfigError(f"{source}: tls_server_config: {step}: {reason}") from None
     return context
 
 

@@ -1,0 +1,471 @@
+"""--web.config.file: parsing (each error's exact message), basic auth, headers, reload rules."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from exporter.app import create_app
+from exporter.common import webconfig
+from exporter.common.webconfig import WEB_SECURITY, WebConfigError, WebSecurity
+from exporter.live import Settings
+from tests.exporter.certs import CertificateAuthority
+
+# Cost 4, bcrypt's lowest: the tests check behaviour, not bcrypt's speed.
+PASSWORD = "correct horse battery staple"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+TLS = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+
+# (file text, the exact error after "<path>:").
+INVALID = {
+    "unknown-key": (TLS + "  cert_fiel: x\n", '4: tls_server_config: unknown key "cert_fiel"'),
+    "unknown-top-level-key": ("basic_auth: {}\n", '1: top level: unknown key "basic_auth"'),
+    "duplicate-key": (
+        f"basic_auth_users:\n  a: '{HASH}'\n  a: '{HASH}'\n",
+        '3: duplicate key "a"',
+    ),
+    "no-cert": (
+        "tls_server_config:\n  key_file: server.key\n",
+        "1: tls_server_config: missing cert_file (or cert)",
+    ),
+    "no-key": (
+        "tls_server_config:\n  cert_file: server.crt\n",
+        "1: tls_server_config: missing key_file (or key)",
+    ),
+    "cert-twice": (
+        TLS + "  cert: inline\n",
+        "1: tls_server_config: give cert or cert_file, not both",
+    ),
+    "client-auth-unknown": (
+        TLS + "  client_auth_type: Maybe\n",
+        "4: tls_server_config.client_auth_type: input should be 'NoClientCert',"
+        " 'RequestClientCert', 'RequireAnyClientCert', 'VerifyClientCertIfGiven' or"
+        " 'RequireAndVerifyClientCert', got 'Maybe'",
+    ),
+    "client-auth-request": (
+        TLS + "  client_auth_type: RequestClientCert\n",
+        "4: tls_server_config.client_auth_type: RequestClientCert is not supported: Python's"
+        " ssl module cannot ask for a client certificate without verifying it; use"
+        " RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file",
+    ),
+    "client-auth-require-any": (
+        TLS + "  client_auth_type: RequireAnyClientCert\n",
+        "4: tls_server_config.client_auth_type: RequireAnyClientCert is not supported: Python's"
+        " ssl module cannot ask for a client certificate without verifying it; use"
+        " RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file",
+    ),
+    "verify-without-ca": (
+        TLS + "  client_auth_type: RequireAndVerifyClientCert\n",
+        "1: tls_server_config: client_auth_type RequireAndVerifyClientCert needs client_ca_file",
+    ),
+    "verify-if-given-without-ca": (
+        TLS + "  client_auth_type: VerifyClientCertIfGiven\n",
+        "1: tls_server_config: client_auth_type VerifyClientCertIfGiven needs client_ca_file",
+    ),
+    "ca-without-client-auth": (
+        TLS + "  client_ca_file: ca.crt\n",
+        "1: tls_server_config: client_ca_file is set but client_auth_type is NoClientCert",
+    ),
+    "sans-without-verification": (
+        TLS + "  client_allowed_sans: [prometheus]\n",
+        "1: tls_server_config: client_allowed_sans needs client_auth_type"
+        " RequireAndVerifyClientCert",
+    ),
+    "versions-crossed": (
+        TLS + "  min_version: TLS13\n  max_version: TLS12\n",
+        "1: tls_server_config: min_version TLS13 is above max_version",
+    ),
+    "version-unknown": (
+        TLS + "  min_version: TLS14\n",
+        "4: tls_server_config.min_version: input should be 'TLS10', 'TLS11', 'TLS12' or"
+        " 'TLS13', got 'TLS14'",
+    ),
+    "cipher-unknown": (
+        TLS + "  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n",
+        "4: tls_server_config.cipher_suites: unknown cipher suite 'TLS_RSA_WITH_RC4_128_SHA'"
+        " (Go's crypto/tls names)",
+    ),
+    "curve-unknown": (
+        TLS + "  curve_preferences: [Curve25519]\n",
+        "4: tls_server_config.curve_preferences: unknown curve 'Curve25519' (expected one of:"
+        " CurveP256, CurveP384, CurveP521, X25519)",
+    ),
+    "two-curves": (
+        TLS + "  curve_preferences: [CurveP256, X25519]\n",
+        "4: tls_server_config.curve_preferences: Python's ssl module sets one curve; list one"
+        " (or none for OpenSSL's defaults)",
+    ),
+    "header-unknown": (
+        "http_server_config:\n  headers:\n    X-Powered-By: scout\n",
+        "3: http_server_config.headers.X-Powered-By: input should be 'Content-Security-Policy',"
+        " 'X-Frame-Options', 'X-Content-Type-Options', 'X-XSS-Protection' or"
+        " 'Strict-Transport-Security', got 'X-Powered-By'",
+    ),
+    "header-value": (
+        "http_server_config:\n  headers:\n    X-Frame-Options: allow-from\n",
+        "1: http_server_config: X-Frame-Options must be one of: deny, sameorigin",
+    ),
+    "http2-not-bool": (
+        "http_server_config:\n  http2: 'yes'\n",
+        "2: http_server_config.http2: input should be a valid boolean, got 'yes'",
+    ),
+    "rate-limit": (
+        "rate_limit: {interval: 1s, burst: 5}\n",
+        "1: rate_limit: not supported by Scout; limit requests in a reverse proxy",
+    ),
+    # Canaries: a password written where its hash belongs, or in the wrong shape.
+    "password-not-hashed": (
+        "basic_auth_users:\n  alice: canary-plain-password\n",
+        "2: basic_auth_users.alice: not a bcrypt hash (make one with"
+        " `htpasswd -nBC 10 '' | tr -d ':\\n'`)",
+    ),
+    "password-a-number": (
+        "basic_auth_users:\n  alice: 86753090\n",
+        "2: basic_auth_users.alice: input should be a valid string",
+    ),
+    "users-a-string": (
+        "basic_auth_users: canary-users-string\n",
+        "1: basic_auth_users: should be a mapping",
+    ),
+    "inline-key-a-list": (
+        "tls_server_config:\n  cert_file: server.crt\n  key: [canary-inline-key]\n",
+        "3: tls_server_config.key: input should be a valid string",
+    ),
+}
+CANARIES = ("canary-plain-password", "86753090", "canary-users-string", "canary-inline-key")
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> CertificateAuthority:
+    ca = CertificateAuthority(tmp_path, "ca")
+    ca.server("server")
+    ca.client("client")
+    return ca
+
+
+def write(tmp_path: Path, text: str, name: str = "web.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_web_config_gives_exact_message(case, tmp_path, pki):
+    text, expected = INVALID[case]
+    path = write(tmp_path, text)
+    with pytest.raises(WebConfigError) as caught:
+        WebSecurity(path)
+    assert str(caught.value) == f"{path}:{expected}"
+    assert caught.value.__cause__ is None
+    for canary in CANARIES:
+        assert canary not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: server.key\n",
+            "tls_server_config.cert_file: cannot read {dir}/missing.crt: No such file or directory",
+        ),
+        (
+            TLS + "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: nope.crt\n",
+            "tls_server_config.client_ca_file: cannot read {dir}/nope.crt: No such file or"
+            " directory",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: client.key\n",
+            "tls_server_config: cert_file, key_file: [X509: KEY_VALUES_MISMATCH] key values"
+            " mismatch",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key: not a pem key\n",
+            "tls_server_config: cert_file, key_file: [SSL] PEM lib",
+        ),
+    ],
+)
+def test_unusable_certificate_files_name_the_setting(text, expected, tmp_path, pki):
+    path = write(tmp_path, text)
+    with pytest.raises(WebConfigError) as caught:
+        WebSecurity(path)
+    assert str(caught.value).startswith(f"{path}: " + expected.format(dir=tmp_path))
+    assert "not a pem key" not in str(caught.value)
+
+
+def test_full_file_loads_and_paths_are_relative_to_it(tmp_path, pki):
+    (tmp_path / "elsewhere").mkdir()
+    path = write(
+        tmp_path / "elsewhere",
+        "tls_server_config:\n"
+        "  cert_file: ../server.crt\n"
+        "  key_file: ../server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+        "  client_ca_file: ../ca.crt\n"
+        "  client_allowed_sans: [prometheus]\n"
+        "  min_version: TLS13\n"
+        "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256]\n"
+        "  prefer_server_cipher_suites: false\n"
+        "  curve_preferences: [X25519]\n"
+        "http_server_config:\n"
+        "  http2: false\n"
+        "  headers: {X-Frame-Options: DENY}\n"
+        f"basic_auth_users:\n  alice: '{HASH}'\n",
+    )
+    security = WebSecurity(path)
+    context = security.ssl_context()
+    assert context is not None
+    assert context.verify_mode.name == "CERT_REQUIRED"
+    assert context.minimum_version.name == "TLSv1_3"
+    names = {c["name"] for c in context.get_ciphers()}
+    assert "ECDHE-ECDSA-AES128-GCM-SHA256" in names
+    assert "ECDHE-RSA-AES256-GCM-SHA384" not in names
+    assert security.config.basic_auth_users["alice"].get_secret_value() == HASH
+
+
+def test_inline_cert_and_key_load(tmp_path, pki):
+    cert = (tmp_path / "server.crt").read_text()
+    key = (tmp_path / "server.key").read_text()
+    indent = "\n    ".join
+    path = write(
+        tmp_path,
+        "tls_server_config:\n"
+        f"  cert: |\n    {indent(cert.splitlines())}\n"
+        f"  key: |\n    {indent(key.splitlines())}\n",
+    )
+    assert WebSecurity(path).ssl_context() is not None
+
+
+def test_no_file_means_plain_http_and_no_auth():
+    security = WebSecurity(None)
+    assert security.ssl_context() is None
+    assert security.config.basic_auth_users == {}
+
+
+def run_exporter(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_dry_run_validates_the_web_config(tmp_path, pki):
+    good = write(tmp_path, TLS + f"basic_auth_users:\n  alice: '{HASH}'\n")
+    result = run_exporter("--dry-run", f"--web.config.file={good}")
+    assert result.returncode == 0, result.stderr
+    assert f"web config OK: {good} (TLS on, client certificates: NoClientCert, 1 basic" in (
+        result.stdout
+    )
+    assert HASH not in result.stdout + result.stderr
+    bad = write(tmp_path, INVALID["password-not-hashed"][0], "bad.yml")
+    result = run_exporter("--dry-run", f"--web.config.file={bad}")
+    assert result.returncode == 1
+    assert f"invalid web config:\n{bad}:2: basic_auth_users.alice: not a bcrypt" in result.stderr
+    assert "canary-plain-password" not in result.stdout + result.stderr
+
+
+# --- basic auth, headers and reload, on the real app -------------------------------------
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture
+def web_file(tmp_path: Path) -> Path:
+    return write(
+        tmp_path,
+        f"basic_auth_users:\n  alice: '{HASH}'\n"
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
+        "    Content-Security-Policy: default-src 'none'\n",
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client, web_file):
+    settings = Settings(
+        enabled_collectors=frozenset(), web_config_file=web_file, enable_lifecycle=True
+    )
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def bcrypt_calls(monkeypatch) -> list[bytes]:
+    """The hashes bcrypt was asked to check against, in order."""
+    calls: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def counting(password: bytes, hashed: bytes) -> bool:
+        calls.append(hashed)
+        return real(password, hashed)
+
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        basic("alice", "wrong"),
+        basic("mallory", PASSWORD),
+        basic("alice", "x" * 100),  # longer than bcrypt's 72 bytes
+        {"Authorization": "Bearer " + PASSWORD},
+        {"Authorization": "Basic not-base64!"},
+        {"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()},
+    ],
+)
+async def test_requests_without_valid_credentials_get_401(client, headers):
+    for path in ("/metrics", "/", "/config", "/-/healthy", "/nope"):
+        response = await client.get(path, headers=headers)
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == 'Basic realm="scout", charset="UTF-8"'
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    response = await client.post("/-/reload", headers=headers)
+    assert response.status == 401
+
+
+async def test_valid_credentials_pass_and_headers_are_added(client):
+    response = await client.get("/metrics", headers=basic("alice", PASSWORD))
+    assert response.status == 200
+    assert "scout_exporter_build_info" in await response.text()
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Content-Security-Policy"] == "default-src 'none'"
+    missing = await client.get("/nope", headers=basic("alice", PASSWORD))
+    assert missing.status == 404
+    assert missing.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_unknown_user_still_pays_for_a_bcrypt_check(client, bcrypt_calls):
+    response = await client.get("/metrics", headers=basic("mallory", PASSWORD))
+    assert response.status == 401
+    assert len(bcrypt_calls) == 1
+    dummy = bcrypt_calls[0]
+    assert dummy != HASH.encode()
+    # The dummy has the real users' cost, so both take as long.
+    assert dummy.split(b"$")[2] == HASH.encode().split(b"$")[2]
+
+
+async def test_verified_credentials_are_cached_by_a_keyed_hash(client, bcrypt_calls):
+    for _ in range(5):
+        response = await client.get("/metrics", headers=basic("alice", PASSWORD))
+        assert response.status == 200
+    assert bcrypt_calls == [HASH.encode()]
+    # Wrong passwords are never cached: each one is checked.
+    for _ in range(2):
+        assert (await client.get("/", headers=basic("alice", "guess"))).status == 401
+    assert len(bcrypt_calls) == 3
+    cache = client.app[WEB_SECURITY]._verified
+    assert len(cache) == 1
+    assert all(PASSWORD.encode() not in key and len(key) == 32 for key in cache)
+
+
+async def test_reload_replaces_users_and_forgets_cached_ones(client, web_file, bcrypt_calls):
+    assert (await client.get("/", headers=basic("alice", PASSWORD))).status == 200
+    new_hash = bcrypt.hashpw(b"new-password", bcrypt.gensalt(rounds=4)).decode()
+    web_file.write_text(f"basic_auth_users:\n  alice: '{new_hash}'\n")
+    reload = await client.post("/-/reload", headers=basic("alice", PASSWORD))
+    assert reload.status == 200, await reload.text()
+    assert (await client.get("/", headers=basic("alice", PASSWORD))).status == 401
+    response = await client.get("/", headers=basic("alice", "new-password"))
+    assert response.status == 200
+    assert "X-Content-Type-Options" not in response.headers  # the headers went too
+
+
+async def test_invalid_web_config_on_reload_keeps_the_old_one(client, web_file):
+    web_file.write_text("basic_auth_users:\n  alice: canary-plain-password\n")
+    response = await client.post("/-/reload", headers=basic("alice", PASSWORD))
+    assert response.status == 500
+    text = await response.text()
+    assert f"{web_file}:2: basic_auth_users.alice: not a bcrypt hash" in text
+    assert "canary-plain-password" not in text
+    metrics = await client.get("/metrics", headers=basic("alice", PASSWORD))
+    assert metrics.status == 200
+    assert "scout_config_last_reload_successful 0.0" in await metrics.text()
+
+
+async def test_reload_refuses_tls_settings_the_listener_cannot_change(tmp_path, pki):
+    path = write(tmp_path, TLS)
+    security = WebSecurity(path)
+    listener = security.ssl_context()
+    path.write_text(TLS + "  min_version: TLS13\n  curve_preferences: [CurveP384]\n")
+    with pytest.raises(WebConfigError) as caught:
+        security.reload()
+    assert str(caught.value) == (
+        f"{path}: tls_server_config: min_version, curve_preferences changed; restart"
+        " scout-exporter to apply it (a reload takes new certificates, keys, client CAs,"
+        " users and headers only)"
+    )
+    path.write_text("")
+    with pytest.raises(WebConfigError, match="TLS cannot be turned on or off by a reload"):
+        security.reload()
+    assert security.ssl_context() is listener
+    assert security.config.tls_server_config is not None
+
+
+# --- POST /-/reload: --web.enable-lifecycle and browsers ----------------------------------
+
+
+async def test_reload_over_http_needs_the_lifecycle_flag(aiohttp_client, tmp_path):
+    app = create_app(Settings(enabled_collectors=frozenset()))
+    client = await aiohttp_client(app)
+    response = await client.post("/-/reload")
+    assert response.status == 403
+    assert "--web.enable-lifecycle" in await response.text()
+    assert "SIGHUP" in await response.text()
+
+
+@pytest.fixture
+async def open_client(aiohttp_client):
+    settings = Settings(enabled_collectors=frozenset(), enable_lifecycle=True)
+    return await aiohttp_client(create_app(settings))
+
+
+# The headers a browser sends with a cross-site form POST or fetch.
+CROSS_SITE = [
+    {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+    {"Sec-Fetch-Site": "same-site", "Origin": "http://127.0.0.1:3000"},  # another port
+    {"Origin": "https://evil.example"},  # a browser without Sec-Fetch-*
+    {"Origin": "null"},  # a sandboxed frame or a data: page
+    {"Content-Type": "application/x-www-form-urlencoded"},  # an old browser's form
+    {"Content-Type": "multipart/form-data; boundary=x"},
+    {"Content-Type": "text/plain;charset=UTF-8"},
+]
+
+
+@pytest.mark.parametrize("headers", CROSS_SITE)
+async def test_cross_site_browser_posts_cannot_reload(open_client, headers, caplog):
+    response = await open_client.post("/-/reload", headers=headers, data=b"a=1")
+    assert response.status == 403
+    assert (await response.text()).startswith("refused: ")
+    assert "config reloaded" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl -X POST, promtool, scripts
+        {"Content-Type": "application/json"},  # needs a CORS preflight, which nothing grants
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},
+    ],
+)
+async def test_non_browser_and_same_origin_posts_reload(open_client, headers):
+    response = await open_client.post("/-/reload", headers=headers)
+    assert response.status == 200, await response.text()
+    assert await response.text() == "config reloaded\n"
+
+
+async def test_same_origin_browser_post_reloads(open_client):
+    origin = f"http://{open_client.host}:{open_client.port}"
+    headers = {"Origin": origin, "Sec-Fetch-Site": "same-origin"}
+    response = await open_client.post("/-/reload", headers=headers)
+    assert response.status == 200
