@@ -413,7 +413,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "SCOUT_DATA_DIR": str(data / "sidecar"),
         }
         services = [
-            exporter_service(data, args.exporter_port, [f"--config.file={args.exporter_config}"]),
+            # --web.enable-lifecycle: the demo config says to reload with curl (loopback only).
+            exporter_service(
+                data,
+                args.exporter_port,
+                [f"--config.file={args.exporter_config}", "--web.enable-lifecycle"],
+            ),
             sidecar_service(
                 data, args.sidecar_port, [f"--config.file={args.sidecar_config}"], sidecar_env
             ),
