@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 from pathlib import Path
 
 import bcrypt
@@ -15,6 +13,7 @@ from exporter.common import webconfig
 from exporter.common.webconfig import WEB_SECURITY, WebConfigError, WebSecurity
 from exporter.live import Settings
 from tests.exporter.certs import CertificateAuthority
+from tests.exporter.test_config import run_exporter
 
 # Cost 4, bcrypt's lowest: the tests check behaviour, not bcrypt's speed.
 PASSWORD = "correct horse battery staple"
@@ -244,16 +243,6 @@ def test_no_file_means_plain_http_and_no_auth():
     security = WebSecurity(None)
     assert security.ssl_context() is None
     assert security.config.basic_auth_users == {}
-
-
-def run_exporter(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exporter.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_dry_run_validates_the_web_config(tmp_path, pki):
