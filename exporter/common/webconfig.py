@@ -211,7 +211,7 @@ class HttpServerConfig(StrictModel):
     def _known_values(self) -> Self:
         for name, allowed in _HEADER_VALUES.items():
             value = self.headers.get(name)
-            if value is not None and value.lower() not in allowed:
+            if value and value.lower() not in allowed:  # blank means unset, as in exporter-toolkit
                 raise ValueError(f"{name} must be one of: {', '.join(allowed)}")
         return self
 
@@ -501,18 +501,14 @@ def _san_allowed(request: web.Request, allowed: list[str]) -> bool:
     return any(name in allowed for name in names)
 
 
-# Content types an HTML form can send cross-site without a CORS preflight.
-FORM_CONTENT_TYPES = frozenset(
-    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
-)
-
-
 def cross_site_refusal(request: web.Request) -> str | None:
     """Why a state-changing request looks like a browser's cross-site POST, or ``None``.
 
-    Browsers label such requests: ``Sec-Fetch-Site`` (all current browsers),
-    ``Origin`` (every POST), and a form can only send the content types above.
-    curl, Prometheus tooling and scripts send none of them.
+    Browsers label such requests: ``Sec-Fetch-Site`` (current browsers) and
+    ``Origin`` (every browser sends it with a POST). curl, urllib and Prometheus
+    tooling send neither. The content type is not a signal: an HTML form can send
+    the same one (``application/x-www-form-urlencoded``) that urllib and
+    ``curl -d`` send with every POST.
     """
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site.lower() not in ("same-origin", "none"):
@@ -520,11 +516,6 @@ def cross_site_refusal(request: web.Request) -> str | None:
     origin = request.headers.get("Origin")
     if origin is not None and origin.lower() != f"{request.scheme}://{request.host}".lower():
         return "refused: the request's Origin is another site"
-    if request.content_type in FORM_CONTENT_TYPES:
-        return (
-            f"refused: a form's content type ({request.content_type});"
-            " send the POST without a body, e.g. curl -X POST"
-        )
     return None
 
 

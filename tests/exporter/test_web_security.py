@@ -43,7 +43,8 @@ class TlsService(Service):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert not self.exited(), self.log_tail()
-            if fetch(self.ready_url, self.client_context, self.authorization)[0] == 200:
+            # Any HTTP answer (a 403 for a refused SAN, too) means it is serving.
+            if fetch(self.ready_url, self.client_context, self.authorization)[0] != 0:
                 return
             time.sleep(0.1)
         pytest.fail(f"{self.name} not ready over TLS:\n{self.log_tail()}")
@@ -90,7 +91,9 @@ def secured_exporter(
 ) -> Callable[..., Secured]:
     """scout-exporter over TLS with basic auth and (by default) client certificates."""
 
-    def start(client_auth: str = "RequireAndVerifyClientCert", *extra_args: str) -> Secured:
+    def start(
+        client_auth: str = "RequireAndVerifyClientCert", allowed_sans: tuple[str, ...] = ()
+    ) -> Secured:
         pki = tmp_path / "pki"
         pki.mkdir(exist_ok=True)
         ca = CertificateAuthority(pki, "ca")
@@ -104,10 +107,11 @@ def secured_exporter(
             "  key_file: pki/server.key\n"
             f"  client_auth_type: {client_auth}\n"
             + ("  client_ca_file: pki/ca.crt\n" if verifies else "")
+            + (f"  client_allowed_sans: {list(allowed_sans)}\n" if allowed_sans else "")
             + f"basic_auth_users:\n  {USER}: '{HASH}'\n"
         )
         port = free_port()
-        plain = exporter_service(tmp_path, port, [f"--web.config.file={web_config}", *extra_args])
+        plain = exporter_service(tmp_path, port, [f"--web.config.file={web_config}"])
         url = f"https://127.0.0.1:{port}"
         service = TlsService(
             name=plain.name,
@@ -195,6 +199,15 @@ def test_client_without_certificate_is_refused_in_the_handshake(secured_exporter
     status, body = fetch(f"{exporter.url}/metrics", with_cert, auth)
     assert status == 200
     assert "scout_exporter_build_info" in body
+
+
+@pytest.mark.parametrize(("allowed", "status"), [("prometheus", 200), ("grafana", 403)])
+def test_client_allowed_sans_admit_only_listed_certificates(secured_exporter, allowed, status):
+    exporter = secured_exporter(allowed_sans=(allowed, "other.example"))
+    context = client_context(exporter.ca, exporter.client)  # its SAN is DNS:prometheus
+    answer = fetch(f"{exporter.url}/metrics", context, basic_header(USER, PASSWORD))
+    assert answer[0] == status
+    assert ("scout_exporter_build_info" in answer[1]) == (status == 200)
 
 
 def test_plain_http_to_the_tls_port_gets_no_answer(secured_exporter):

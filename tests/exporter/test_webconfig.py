@@ -424,9 +424,9 @@ CROSS_SITE = [
     {"Sec-Fetch-Site": "same-site", "Origin": "http://127.0.0.1:3000"},  # another port
     {"Origin": "https://evil.example"},  # a browser without Sec-Fetch-*
     {"Origin": "null"},  # a sandboxed frame or a data: page
-    {"Content-Type": "application/x-www-form-urlencoded"},  # an old browser's form
-    {"Content-Type": "multipart/form-data; boundary=x"},
-    {"Content-Type": "text/plain;charset=UTF-8"},
+    {"Origin": "http://127.0.0.1", "Content-Type": "application/x-www-form-urlencoded"},
+    {"Sec-Fetch-Site": "cross-site", "Content-Type": "multipart/form-data; boundary=x"},
+    {"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain;charset=UTF-8"},
 ]
 
 
@@ -441,8 +441,9 @@ async def test_cross_site_browser_posts_cannot_reload(open_client, headers, capl
 @pytest.mark.parametrize(
     "headers",
     [
-        {},  # curl -X POST, promtool, scripts
-        {"Content-Type": "application/json"},  # needs a CORS preflight, which nothing grants
+        {},  # curl -X POST
+        {"Content-Type": "application/x-www-form-urlencoded"},  # urllib, curl -d ''
+        {"Content-Type": "application/json"},
         {"Sec-Fetch-Site": "same-origin"},
         {"Sec-Fetch-Site": "none"},
     ],
