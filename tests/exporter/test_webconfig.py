@@ -20,121 +20,81 @@ PASSWORD = "correct horse battery staple"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
 TLS = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
 
-# (file text, the exact error after "<path>:").
-INVALID = {
-    "unknown-key": (TLS + "  cert_fiel: x\n", '4: tls_server_config: unknown key "cert_fiel"'),
-    "unknown-top-level-key": ("basic_auth: {}\n", '1: top level: unknown key "basic_auth"'),
-    "duplicate-key": (
-        f"basic_auth_users:\n  a: '{HASH}'\n  a: '{HASH}'\n",
-        '3: duplicate key "a"',
+WEBCONFIGS = Path(__file__).parent / "webconfigs"
+# Each invalid-*.yml under webconfigs/ and the exact error after "<path>:".
+EXPECTED_ERRORS = {
+    "invalid-unknown-key.yml": '4: tls_server_config: unknown key "cert_fiel"',
+    "invalid-unknown-top-level-key.yml": '1: top level: unknown key "basic_auth"',
+    "invalid-duplicate-key.yml": '3: duplicate key "a"',
+    "invalid-no-cert.yml": "1: tls_server_config: missing cert_file (or cert)",
+    "invalid-no-key.yml": "1: tls_server_config: missing key_file (or key)",
+    "invalid-cert-twice.yml": "1: tls_server_config: give cert or cert_file, not both",
+    "invalid-client-auth-unknown.yml": (
+        "4: tls_server_config.client_auth_type: input should be 'NoClientCert', "
+        "'RequestClientCert', 'RequireAnyClientCert', 'VerifyClientCertIfGiven' or "
+        "'RequireAndVerifyClientCert', got 'Maybe'"
     ),
-    "no-cert": (
-        "tls_server_config:\n  key_file: server.key\n",
-        "1: tls_server_config: missing cert_file (or cert)",
+    "invalid-client-auth-request.yml": (
+        "4: tls_server_config.client_auth_type: RequestClientCert is not supported: "
+        "Python's ssl module cannot ask for a client certificate without verifying it; "
+        "use RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file"
     ),
-    "no-key": (
-        "tls_server_config:\n  cert_file: server.crt\n",
-        "1: tls_server_config: missing key_file (or key)",
+    "invalid-client-auth-require-any.yml": (
+        "4: tls_server_config.client_auth_type: RequireAnyClientCert is not supported: "
+        "Python's ssl module cannot ask for a client certificate without verifying it; "
+        "use RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file"
     ),
-    "cert-twice": (
-        TLS + "  cert: inline\n",
-        "1: tls_server_config: give cert or cert_file, not both",
+    "invalid-verify-without-ca.yml": (
+        "1: tls_server_config: client_auth_type RequireAndVerifyClientCert needs client_ca_file"
     ),
-    "client-auth-unknown": (
-        TLS + "  client_auth_type: Maybe\n",
-        "4: tls_server_config.client_auth_type: input should be 'NoClientCert',"
-        " 'RequestClientCert', 'RequireAnyClientCert', 'VerifyClientCertIfGiven' or"
-        " 'RequireAndVerifyClientCert', got 'Maybe'",
+    "invalid-verify-if-given-without-ca.yml": (
+        "1: tls_server_config: client_auth_type VerifyClientCertIfGiven needs client_ca_file"
     ),
-    "client-auth-request": (
-        TLS + "  client_auth_type: RequestClientCert\n",
-        "4: tls_server_config.client_auth_type: RequestClientCert is not supported: Python's"
-        " ssl module cannot ask for a client certificate without verifying it; use"
-        " RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file",
+    "invalid-ca-without-client-auth.yml": (
+        "1: tls_server_config: client_ca_file is set but client_auth_type is NoClientCert"
     ),
-    "client-auth-require-any": (
-        TLS + "  client_auth_type: RequireAnyClientCert\n",
-        "4: tls_server_config.client_auth_type: RequireAnyClientCert is not supported: Python's"
-        " ssl module cannot ask for a client certificate without verifying it; use"
-        " RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file",
+    "invalid-sans-without-verification.yml": (
+        "1: tls_server_config: client_allowed_sans needs client_auth_type "
+        "RequireAndVerifyClientCert"
     ),
-    "verify-without-ca": (
-        TLS + "  client_auth_type: RequireAndVerifyClientCert\n",
-        "1: tls_server_config: client_auth_type RequireAndVerifyClientCert needs client_ca_file",
+    "invalid-versions-crossed.yml": "1: tls_server_config: min_version TLS13 is above max_version",
+    "invalid-version-unknown.yml": (
+        "4: tls_server_config.min_version: input should be 'TLS10', 'TLS11', 'TLS12' or "
+        "'TLS13', got 'TLS14'"
     ),
-    "verify-if-given-without-ca": (
-        TLS + "  client_auth_type: VerifyClientCertIfGiven\n",
-        "1: tls_server_config: client_auth_type VerifyClientCertIfGiven needs client_ca_file",
+    "invalid-cipher-unknown.yml": (
+        "4: tls_server_config.cipher_suites: unknown cipher suite "
+        "'TLS_RSA_WITH_RC4_128_SHA' (Go's crypto/tls names)"
     ),
-    "ca-without-client-auth": (
-        TLS + "  client_ca_file: ca.crt\n",
-        "1: tls_server_config: client_ca_file is set but client_auth_type is NoClientCert",
+    "invalid-curve-unknown.yml": (
+        "4: tls_server_config.curve_preferences: unknown curve 'Curve25519' (expected "
+        "one of: CurveP256, CurveP384, CurveP521, X25519)"
     ),
-    "sans-without-verification": (
-        TLS + "  client_allowed_sans: [prometheus]\n",
-        "1: tls_server_config: client_allowed_sans needs client_auth_type"
-        " RequireAndVerifyClientCert",
+    "invalid-two-curves.yml": (
+        "4: tls_server_config.curve_preferences: Python's ssl module sets one curve; "
+        "list one (or none for OpenSSL's defaults)"
     ),
-    "versions-crossed": (
-        TLS + "  min_version: TLS13\n  max_version: TLS12\n",
-        "1: tls_server_config: min_version TLS13 is above max_version",
+    "invalid-header-unknown.yml": (
+        "3: http_server_config.headers.X-Powered-By: input should be "
+        "'Content-Security-Policy', 'X-Frame-Options', 'X-Content-Type-Options', "
+        "'X-XSS-Protection' or 'Strict-Transport-Security', got 'X-Powered-By'"
     ),
-    "version-unknown": (
-        TLS + "  min_version: TLS14\n",
-        "4: tls_server_config.min_version: input should be 'TLS10', 'TLS11', 'TLS12' or"
-        " 'TLS13', got 'TLS14'",
+    "invalid-header-value.yml": (
+        "1: http_server_config: X-Frame-Options must be one of: deny, sameorigin"
     ),
-    "cipher-unknown": (
-        TLS + "  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n",
-        "4: tls_server_config.cipher_suites: unknown cipher suite 'TLS_RSA_WITH_RC4_128_SHA'"
-        " (Go's crypto/tls names)",
+    "invalid-http2-not-bool.yml": (
+        "2: http_server_config.http2: input should be a valid boolean, got 'yes'"
     ),
-    "curve-unknown": (
-        TLS + "  curve_preferences: [Curve25519]\n",
-        "4: tls_server_config.curve_preferences: unknown curve 'Curve25519' (expected one of:"
-        " CurveP256, CurveP384, CurveP521, X25519)",
+    "invalid-rate-limit.yml": (
+        "1: rate_limit: not supported by Scout; limit requests in a reverse proxy"
     ),
-    "two-curves": (
-        TLS + "  curve_preferences: [CurveP256, X25519]\n",
-        "4: tls_server_config.curve_preferences: Python's ssl module sets one curve; list one"
-        " (or none for OpenSSL's defaults)",
+    "invalid-password-not-hashed.yml": (
+        "2: basic_auth_users.alice: not a bcrypt hash (make one with `htpasswd -nBC 10 "
+        "'' | tr -d ':\\n'`)"
     ),
-    "header-unknown": (
-        "http_server_config:\n  headers:\n    X-Powered-By: scout\n",
-        "3: http_server_config.headers.X-Powered-By: input should be 'Content-Security-Policy',"
-        " 'X-Frame-Options', 'X-Content-Type-Options', 'X-XSS-Protection' or"
-        " 'Strict-Transport-Security', got 'X-Powered-By'",
-    ),
-    "header-value": (
-        "http_server_config:\n  headers:\n    X-Frame-Options: allow-from\n",
-        "1: http_server_config: X-Frame-Options must be one of: deny, sameorigin",
-    ),
-    "http2-not-bool": (
-        "http_server_config:\n  http2: 'yes'\n",
-        "2: http_server_config.http2: input should be a valid boolean, got 'yes'",
-    ),
-    "rate-limit": (
-        "rate_limit: {interval: 1s, burst: 5}\n",
-        "1: rate_limit: not supported by Scout; limit requests in a reverse proxy",
-    ),
-    # Canaries: a password written where its hash belongs, or in the wrong shape.
-    "password-not-hashed": (
-        "basic_auth_users:\n  alice: canary-plain-password\n",
-        "2: basic_auth_users.alice: not a bcrypt hash (make one with"
-        " `htpasswd -nBC 10 '' | tr -d ':\\n'`)",
-    ),
-    "password-a-number": (
-        "basic_auth_users:\n  alice: 86753090\n",
-        "2: basic_auth_users.alice: input should be a valid string",
-    ),
-    "users-a-string": (
-        "basic_auth_users: canary-users-string\n",
-        "1: basic_auth_users: should be a mapping",
-    ),
-    "inline-key-a-list": (
-        "tls_server_config:\n  cert_file: server.crt\n  key: [canary-inline-key]\n",
-        "3: tls_server_config.key: input should be a valid string",
-    ),
+    "invalid-password-a-number.yml": "2: basic_auth_users.alice: input should be a valid string",
+    "invalid-users-a-string.yml": "1: basic_auth_users: should be a mapping",
+    "invalid-inline-key-a-list.yml": "3: tls_server_config.key: input should be a valid string",
 }
 CANARIES = ("canary-plain-password", "86753090", "canary-users-string", "canary-inline-key")
 
@@ -153,13 +113,16 @@ def write(tmp_path: Path, text: str, name: str = "web.yml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", sorted(INVALID))
-def test_invalid_web_config_gives_exact_message(case, tmp_path, pki):
-    text, expected = INVALID[case]
-    path = write(tmp_path, text)
+def test_every_invalid_file_has_an_expected_message():
+    assert {p.name for p in WEBCONFIGS.glob("invalid-*.yml")} == set(EXPECTED_ERRORS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ERRORS))
+def test_invalid_web_config_gives_exact_message(name):
+    path = WEBCONFIGS / name
     with pytest.raises(WebConfigError) as caught:
         WebSecurity(path)
-    assert str(caught.value) == f"{path}:{expected}"
+    assert str(caught.value) == f"{path}:{EXPECTED_ERRORS[name]}"
     assert caught.value.__cause__ is None
     for canary in CANARIES:
         assert canary not in str(caught.value)
@@ -253,7 +216,7 @@ def test_dry_run_validates_the_web_config(tmp_path, pki):
         result.stdout
     )
     assert HASH not in result.stdout + result.stderr
-    bad = write(tmp_path, INVALID["password-not-hashed"][0], "bad.yml")
+    bad = WEBCONFIGS / "invalid-password-not-hashed.yml"
     result = run_exporter("--dry-run", f"--web.config.file={bad}")
     assert result.returncode == 1
     assert f"invalid web config:\n{bad}:2: basic_auth_users.alice: not a bcrypt" in result.stderr
