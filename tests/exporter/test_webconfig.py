@@ -82,6 +82,10 @@ EXPECTED_ERRORS = {
     "invalid-header-value.yml": (
         "1: http_server_config: X-Frame-Options must be one of: deny, sameorigin"
     ),
+    "invalid-header-newline.yml": (
+        "1: http_server_config: Content-Security-Policy: a header value cannot hold control"
+        " characters"
+    ),
     "invalid-http2-not-bool.yml": (
         "2: http_server_config.http2: input should be a valid boolean, got 'yes'"
     ),
