@@ -209,9 +209,9 @@ class HttpServerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known_values(self) -> Self:
-        for name, value in self.headers.items():
-            if any(ord(c) < 32 or ord(c) == 127 for c in value):
-                raise ValueError(f"{name}: a header value cannot hold control characters")
+        for header, text in self.headers.items():
+            if any(ord(c) < 32 or ord(c) == 127 for c in text):
+                raise ValueError(f"{header}: a header value cannot hold control characters")
         for name, allowed in _HEADER_VALUES.items():
             value = self.headers.get(name)
             if value and value.lower() not in allowed:  # blank means unset, as in exporter-toolkit
