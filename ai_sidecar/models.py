@@ -127,11 +127,6 @@ class Alert(_Labelled):
     generator_url: str = ""
 
     @property
-    def identity(self) -> tuple[str, AlertStatus, datetime]:
-        """What makes a delivery new: a repeat of it is a duplicate."""
-        return (self.fingerprint, self.status, self.starts_at)
-
-    @property
     def is_enriched(self) -> bool:
         return self.labels.get(ENRICHED_LABEL) == "true"
 
@@ -414,7 +409,3 @@ def incident_from_header(data: Mapping[str, Any], members: Iterable[Member]) -> 
             for s in typed.get("skippedAnalysts", ())
         ),
     )
-
-
-def incident_from_json(data: Mapping[str, Any]) -> Incident:
-    return incident_from_header(data, (member_from_json(m) for m in data["alerts"]))

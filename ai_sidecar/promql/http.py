@@ -79,11 +79,6 @@ class HttpPromQLClient:
         self._max_points = max_points
         self._semaphore = asyncio.Semaphore(concurrency)
 
-    @property
-    def base_url(self) -> str:
-        """The base URL without credentials, as messages show it."""
-        return self._base
-
     async def instant(self, query: str, at: datetime, *, time_box: timedelta) -> tuple[Sample, ...]:
         params = [("query", query), ("time", _unix_ms(round(at.timestamp() * 1000)))]
         data = await _time_boxed(self._call("/api/v1/query", params), time_box)
@@ -108,12 +103,12 @@ class HttpPromQLClient:
                     ("step", _unix_ms(step_ms)),
                 ],
             )
-            for first, last in self.windows(start_ms, end_ms, step_ms)
+            for first, last in self._windows(start_ms, end_ms, step_ms)
         ]
         answers = await _time_boxed(gather_all(calls), time_box)
         return _stitch([_matrix(data) for data in answers])
 
-    def windows(self, start_ms: int, end_ms: int, step_ms: int) -> list[tuple[int, int]]:
+    def _windows(self, start_ms: int, end_ms: int, step_ms: int) -> list[tuple[int, int]]:
         """(first, last) evaluation times in milliseconds of each request of a range query."""
         windows = []
         first = start_ms

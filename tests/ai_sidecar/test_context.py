@@ -23,6 +23,7 @@ from scripts.localstack import free_port
 from tests.ai_sidecar.builders import member
 from tests.conftest import promql, wait_for
 
+
 def graph_link(base: str, expr: str) -> str:
     return f"{base}/graph?g0.expr={quote(expr)}&g0.tab=1"
 
@@ -57,12 +58,17 @@ def prometheus(exporter_factory, prometheus_factory):
     return url, exporter.split("//")[1], gone
 
 
+@pytest.mark.peers
 async def test_current_value_and_trend_from_real_prometheus(prometheus):
     url, target, _ = prometheus
     # The rule fires while the target is down; its value side is `up` itself.
-    alert = member(generator_url=graph_link(url, 'up{job="scout"} == 0'), job="scout", instance=target)
+    alert = member(
+        generator_url=graph_link(url, 'up{job="scout"} == 0'), job="scout", instance=target
+    )
     samples = member(
-        generator_url=graph_link(url, 'count_over_time(up{job="scout"}[1m])'), job="scout", instance=target
+        generator_url=graph_link(url, 'count_over_time(up{job="scout"}[1m])'),
+        job="scout",
+        instance=target,
     )
     async with aiohttp.ClientSession() as session:
         up = await source(session, url).context(alert)
@@ -84,6 +90,7 @@ async def test_current_value_and_trend_from_real_prometheus(prometheus):
     assert series.last > series.first
 
 
+@pytest.mark.peers
 async def test_only_the_alerts_own_series_are_reported(prometheus):
     url, target, gone = prometheus
     everything = member(generator_url=graph_link(url, "up"), job="gone", instance=gone)
@@ -96,6 +103,7 @@ async def test_only_the_alerts_own_series_are_reported(prometheus):
     assert target not in context.describe()
 
 
+@pytest.mark.peers
 async def test_a_query_prometheus_refuses_is_unavailable_with_its_reason(prometheus):
     url, _, _ = prometheus
     async with aiohttp.ClientSession() as session:

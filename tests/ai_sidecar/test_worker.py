@@ -220,9 +220,12 @@ async def test_a_failing_fallback_leaves_the_incident_unenriched(tmp_path, analy
     assert sink.scheduled == []
     assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst=analyst.name) == 1
     # Nothing comes after the fallback, so nothing counts as a fallback.
-    assert metrics.registry.get_sample_value(
-        "scout_sidecar_analysis_fallbacks_total", {"analyst": analyst.name, "reason": "error"}
-    ) is None
+    assert (
+        metrics.registry.get_sample_value(
+            "scout_sidecar_analysis_fallbacks_total", {"analyst": analyst.name, "reason": "error"}
+        )
+        is None
+    )
     await db.close()
 
 
