@@ -47,7 +47,6 @@ from ai_sidecar.models import (
     RootCauseFacts,
     RootCauseRule,
     format_time,
-    on_target,
     severity_rank,
     target_of,
 )
@@ -492,7 +491,7 @@ class Correlator:
         """Which rule picked ``best`` (against the runner-up), in words."""
         members = incident.members
         root = members[best]
-        what = _describe(root, tracked.targets[best])
+        what = root.what
         if runner is None:
             return "only", (f"only alert in the incident: {what}",)
         reasons: list[str] = []
@@ -532,7 +531,7 @@ class Correlator:
             rule = "earliest"
             reasons.append(
                 f"earliest start: {format_time(root.first_starts_at)}, before "
-                f"{_describe(other, tracked.targets[runner])} at "
+                f"{other.what} at "
                 f"{format_time(other.first_starts_at)}"
             )
         if not rule and mine[4] != theirs[4]:
@@ -549,10 +548,6 @@ class Correlator:
 def plural(count: int, noun: str) -> str:
     """``1 alert``, ``2 alerts``: reasons are read by people."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _describe(member: Member, target: str) -> str:
-    return on_target(member.alertname or "alert " + member.fingerprint, target)
 
 
 def _join(words: Iterable[str]) -> str:

@@ -159,6 +159,11 @@ class Member(_Labelled):
     flap_count: int = 0
     duplicates: int = 0
 
+    @property
+    def what(self) -> str:
+        """How text names it: ``InterfaceDown on core1``, or ``alert <fingerprint>``."""
+        return on_target(self.alertname or f"alert {self.fingerprint}", self.target)
+
 
 @dataclass(frozen=True, slots=True)
 class Analysis:

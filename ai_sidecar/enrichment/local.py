@@ -49,7 +49,6 @@ from ai_sidecar.models import (
     Member,
     RootCauseRule,
     format_time,
-    on_target,
 )
 
 CONFIDENCE_BASE = 0.5
@@ -95,10 +94,6 @@ def _earliest(members: Sequence[Member]) -> Member:
     return min(members, key=lambda m: (m.first_starts_at, m.fingerprint))
 
 
-def _what(member: Member) -> str:
-    return on_target(member.alertname or f"alert {member.fingerprint}", member.target)
-
-
 def _listed(names: Iterable[str]) -> str:
     names = list(names)
     shown = ", ".join(names[:LISTED])
@@ -130,7 +125,7 @@ def _summary(incident: Incident, members: Sequence[Member], root: Member) -> str
     )
     if len(members) > 1:
         text += (
-            f" {plural(len(members) - 1, 'alert')} folded in behind {_what(root)} "
+            f" {plural(len(members) - 1, 'alert')} folded in behind {root.what} "
             "instead of notifying separately."
         )
     duplicates = sum(m.duplicates for m in members)
@@ -150,7 +145,7 @@ def _summary(incident: Incident, members: Sequence[Member], root: Member) -> str
 def _root_cause(incident: Incident, root: Member, context: IncidentContext) -> str:
     facts = incident.root_cause_facts
     layer = f" ({facts.layer} layer)" if facts is not None else ""
-    text = f"{_what(root)}{layer} is the probable root cause."
+    text = f"{root.what}{layer} is the probable root cause."
     if incident.root_cause_reasons:
         text += " Why: " + "; ".join(incident.root_cause_reasons) + "."
     member_context = context.members.get(root.fingerprint)
@@ -211,11 +206,11 @@ def _actions(
     if not actions:
         if len(members) > 1:
             actions[
-                f"Start with {_what(root)}: it is the probable root cause, and the other "
+                f"Start with {root.what}: it is the probable root cause, and the other "
                 "alerts are likely its symptoms."
             ] = None
         else:
-            actions[f"Check {_what(root)}."] = None
+            actions[f"Check {root.what}."] = None
     return tuple(actions)
 
 
