@@ -33,20 +33,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ai_sidecar.clock import utc_now
+from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.models import Incident, SkippedAnalyst, SkipReason, notified_priority
 from ai_sidecar.priority import prioritise
 from ai_sidecar.store.sqlite import Database
-
-if TYPE_CHECKING:
-    from ai_sidecar.components import Components
 
 log = logging.getLogger("ai_sidecar.worker")
 

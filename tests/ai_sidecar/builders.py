@@ -6,7 +6,9 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ai_sidecar.models import Alert, AlertStatus, Incident, Member, format_time
+from ai_sidecar.context import MemberContext
+from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.models import Alert, AlertStatus, Analysis, Incident, Member, format_time
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -103,3 +105,25 @@ def incident(*members: Member, resolved_at: datetime | None = None) -> Incident:
         updated_at=T0,
         resolved_at=resolved_at,
     )
+
+
+class FailingAnalyst:
+    """An analyst that always raises, as a buggy one or an LLM without quota would."""
+
+    def __init__(self, name: str = "broken", message: str = "analyst bug") -> None:
+        self.name = name
+        self._message = message
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        raise RuntimeError(self._message)
+
+
+class OfflineContext:
+    """A metrics-context source without Prometheus; records which members it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def context(self, member: Member) -> MemberContext:
+        self.asked.append(member.fingerprint)
+        return MemberContext(member.fingerprint, False, "no Prometheus in this test")

@@ -17,14 +17,13 @@ import pytest
 from ai_sidecar.app import create_app
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.context import MemberContext
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.enrichment.chain import AnalystChain
-from ai_sidecar.models import Analysis, Incident, Member
+from ai_sidecar.models import Analysis, Incident
 from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.settings import SidecarSettings
 from scripts.localstack import free_port, sidecar_service
-from tests.ai_sidecar.builders import alert, payload
+from tests.ai_sidecar.builders import FailingAnalyst, OfflineContext, alert, payload
 from tests.conftest import http_get, run_on_busy_port
 
 TOKEN = "test-token-0123456789"
@@ -104,15 +103,6 @@ async def test_storm_becomes_one_incident_with_an_analysis(aiohttp_client, tmp_p
     assert "scout_sidecar_alerts_received_total 6.0" in metrics
 
 
-class OutOfService:
-    """A preferred analyst that always fails, as an LLM without quota would."""
-
-    name = "remote"
-
-    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
-        raise RuntimeError("quota exhausted")
-
-
 class Scripted:
     name = "scripted"
 
@@ -121,16 +111,15 @@ class Scripted:
         return Analysis(f"scripted: {asked}", "x", "y", (), 0.5, 0.1)
 
 
-class Offline:
-    async def context(self, member: Member) -> MemberContext:
-        return MemberContext(member.fingerprint, False, "offline in this test")
-
-
 def scripted_components(
     config: SidecarConfig, settings: SidecarSettings, session: aiohttp.ClientSession
 ) -> Components:
     """Importable by name, so the worker process can build it too."""
-    return Components(AnalystChain(Scripted(), (OutOfService(),)), Offline(), NoAnomalyEvidence())
+    return Components(
+        AnalystChain(Scripted(), (FailingAnalyst("remote", "quota exhausted"),)),
+        OfflineContext(),
+        NoAnomalyEvidence(),
+    )
 
 
 @pytest.mark.parametrize("worker_process", [False, True], ids=["inline", "worker-process"])

@@ -11,16 +11,15 @@ import pytest
 
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.context import MemberContext
 from ai_sidecar.enrichment.base import Analyst, IncidentContext
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
-from ai_sidecar.models import Analysis, Incident, Member, SkippedAnalyst, notified_priority
+from ai_sidecar.models import Analysis, Incident, SkippedAnalyst, notified_priority
 from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.store.sqlite import Database
 from ai_sidecar.worker import Worker
-from tests.ai_sidecar.builders import T0, alert
+from tests.ai_sidecar.builders import T0, FailingAnalyst, OfflineContext, alert
 
 
 class RecordingSink:
@@ -31,15 +30,6 @@ class RecordingSink:
 
     async def schedule(self, incidents: Sequence[Incident]) -> None:
         self.scheduled.extend(incidents)
-
-
-class NoContext:
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    async def context(self, member: Member) -> MemberContext:
-        self.asked.append(member.fingerprint)
-        return MemberContext(member.fingerprint, False, "no Prometheus in this test")
 
 
 class GatedAnalyst:
@@ -55,13 +45,6 @@ class GatedAnalyst:
         self.started.set()
         await self.release.wait()
         return Analysis(f"{len(incident.members)} alerts", "x", "y", (), 0.5, 0.1)
-
-
-class BrokenAnalyst:
-    name = "broken"
-
-    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
-        raise RuntimeError("analyst bug")
 
 
 class StuckAnalyst:
@@ -91,7 +74,7 @@ def make_worker(
     worker = Worker(
         db,
         config,
-        Components(chain, NoContext(), NoAnomalyEvidence()),
+        Components(chain, OfflineContext(), NoAnomalyEvidence()),
         sink,
         metrics.worker,
         asyncio.Event(),
@@ -175,7 +158,7 @@ async def test_a_member_added_during_analysis_is_not_lost(tmp_path):
 @pytest.mark.parametrize(
     ("analyst", "reason", "detail"),
     [
-        (BrokenAnalyst(), "error", "RuntimeError: analyst bug"),
+        (FailingAnalyst(), "error", "RuntimeError: analyst bug"),
         (StuckAnalyst(), "timeout", "no analysis within 0.2s"),
     ],
 )
@@ -207,7 +190,7 @@ async def test_a_failing_analyst_falls_back_to_the_local_analysis(
     await db.close()
 
 
-@pytest.mark.parametrize("analyst", [BrokenAnalyst(), StuckAnalyst()])
+@pytest.mark.parametrize("analyst", [FailingAnalyst(), StuckAnalyst()])
 async def test_a_failing_fallback_leaves_the_incident_unenriched(tmp_path, analyst):
     db = await open_db(tmp_path)
     worker, sink, metrics = make_worker(db, fallback=analyst, analysis_timeout=0.2)
