@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from ai_sidecar import __version__
 from ai_sidecar.api import setup_api
+from ai_sidecar.components import ComponentsFactory, build_components
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.context import MetricsContextSource
-from ai_sidecar.enrichment.base import Analyst
 from ai_sidecar.errors import ApiError
 from ai_sidecar.keys import CONFIG, METRICS, SETTINGS, STORE, WAKEUP
-from ai_sidecar.metrics import create_metrics
+from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import run_pipeline
 from ai_sidecar.returntrip import OUTBOX_SCHEMA
 from ai_sidecar.settings import SidecarSettings
@@ -86,22 +86,21 @@ def create_app(
     settings: SidecarSettings,
     config: SidecarConfig | None = None,
     *,
-    analyst: Analyst | None = None,
-    context: MetricsContextSource | None = None,
+    components: ComponentsFactory = build_components,
     worker_process: bool = False,
 ) -> web.Application:
     """The sidecar.
 
     ``worker_process``: run the worker and the return trip in a child process
     (what ``scout-sidecar serve`` does; see :mod:`ai_sidecar.worker_process`).
-    Otherwise they run in this process, where ``analyst`` and ``context`` can
-    replace the local ones (tests, and the Gemini analyst later).
+    Otherwise they run in this process. Either way ``components`` builds what
+    the worker works with (tests give fakes; for the child process the factory
+    must be importable by name).
     """
     config = config or SidecarConfig()
     app = web.Application(middlewares=[request_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[CONFIG] = config
-    app[METRICS] = create_metrics()
     app[WAKEUP] = asyncio.Event()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
@@ -113,27 +112,24 @@ def create_app(
         async with (
             aiohttp.ClientSession() as session,
             run_pipeline(
-                app[STORE],
-                settings,
-                config,
-                app[METRICS],
-                session,
-                app[WAKEUP],
-                analyst=analyst,
-                context=context,
+                app[STORE], settings, config, app[METRICS], session, app[WAKEUP], components
             ),
         ):
             yield
 
-    async def child_pipeline(app: web.Application) -> AsyncIterator[None]:
+    if worker_process:
+        # The pipeline's metrics live in the child; until its first report, an
+        # idle registry's families stand in for them.
+        idle = CollectorRegistry()
+        app[METRICS] = create_metrics(pipeline_registry=idle)
+        forwarded = ForwardedMetrics(list(idle.collect()))
+        app[METRICS].registry.register(forwarded)
         child = WorkerProcess(
-            settings, config, app[METRICS], settings.log_level, settings.log_format
+            settings, config, components, forwarded, settings.log_level, settings.log_format
         )
-        child.start()
-        yield
-        # Off the loop: stopping waits for the child to finish its work.
-        await asyncio.to_thread(child.stop)
-
-    app.cleanup_ctx.extend([store, child_pipeline if worker_process else inline_pipeline])
+        app.cleanup_ctx.extend([store, child.cleanup_ctx])
+    else:
+        app[METRICS] = create_metrics()
+        app.cleanup_ctx.extend([store, inline_pipeline])
     setup_routes(app)
     return app

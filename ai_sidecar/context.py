@@ -18,20 +18,18 @@ reason) instead of raising, and the analyst works without it.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
-import os
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from datetime import datetime, timedelta
+from typing import Literal, Protocol, TypeVar, cast
+from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
-
+from ai_sidecar.clock import utc_now
 from ai_sidecar.config import AnalysisConfig, format_duration
 from ai_sidecar.models import Member
+from ai_sidecar.promql import PromQLClient, PromQLError, Sample, Series
+from ai_sidecar.promql.http import gather_all
 
 Trend = Literal["rising", "falling", "flat"]
 # A change smaller than this share of the larger end is "flat": counters of
@@ -42,6 +40,9 @@ MAX_SERIES = 5
 _COMPARISONS = ("==", "!=", ">=", "<=", ">", "<")
 _SET_OPERATORS = ("and", "or", "unless")
 _OPENERS, _CLOSERS = "([{", ")]}"
+LabelKey = tuple[tuple[str, str], ...]
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,14 +199,6 @@ def _labels(labels: Mapping[str, str]) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
-def _float(text: object) -> float | None:
-    try:
-        value = float(str(text))
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def trend_of(values: Sequence[float]) -> Trend | None:
     """rising, falling or flat from the first to the last value; None for < 2 values."""
     if len(values) < 2:
@@ -217,33 +210,22 @@ def trend_of(values: Sequence[float]) -> Trend | None:
     return "rising" if last > first else "falling"
 
 
-class _Unavailable(Exception):
-    """Prometheus answered, but not with data; the message is the reason."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class PrometheusContext:
-    """Instant and range queries of each member's expression against Prometheus.
+    """Instant and range queries of each member's expression, through a PromQL client.
 
-    ``base_url`` None means no context (``SCOUT_PROMETHEUS_URL`` unset). The
-    session is the caller's (one per app).
+    ``client`` None means no context (``SCOUT_PROMETHEUS_URL`` unset).
     """
 
     def __init__(
         self,
-        base_url: str | None,
-        session: aiohttp.ClientSession,
+        client: PromQLClient | None,
         *,
         timeout: timedelta,
         range: timedelta,  # the PromQL name for it, shadowing the builtin here only
         step: timedelta,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self._base_url = None if base_url is None else base_url.rstrip("/")
-        self._session = session
+        self._client = client
         self._timeout = timeout
         self._range = range
         self._step = step
@@ -252,15 +234,13 @@ class PrometheusContext:
     @classmethod
     def from_config(
         cls,
-        base_url: str | None,
-        session: aiohttp.ClientSession,
+        client: PromQLClient | None,
         config: AnalysisConfig,
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> PrometheusContext:
         return cls(
-            base_url,
-            session,
+            client,
             timeout=config.context_timeout,
             range=config.context_range,
             step=config.context_step,
@@ -274,86 +254,30 @@ class PrometheusContext:
             return MemberContext(
                 fingerprint, False, "the alert's generatorURL carries no expression (g0.expr)"
             )
-        base = self._base_url
-        if base is None:
+        client = self._client
+        if client is None:
             # Never the host named in the generatorURL: alert text is untrusted,
             # and following it would let anyone who can post an alert aim the
             # sidecar's requests at any address.
             return MemberContext(fingerprint, False, "SCOUT_PROMETHEUS_URL is not set")
         query = value_expression(expr)
         now = self._clock()
-        instant_params = {"query": query, "time": _unix(now)}
-        range_params = {
-            "query": query,
-            "start": _unix(now - self._range),
-            "end": _unix(now),
-            "step": f"{self._step.total_seconds():g}",
-        }
+        box = self._timeout
         try:
-            async with asyncio.timeout(self._timeout.total_seconds()):
-                instant, ranged = await _both(
-                    self._get(f"{base}/api/v1/query", instant_params),
-                    self._get(f"{base}/api/v1/query_range", range_params),
-                )
-        except TimeoutError:
-            reason = f"Prometheus did not answer within {format_duration(self._timeout)}"
-            return MemberContext(fingerprint, False, reason, query)
-        except aiohttp.ClientError as exc:
-            reason = f"cannot reach Prometheus at {_safe(base)}: {_client_error(exc)}"
-            return MemberContext(fingerprint, False, reason, query)
-        except _Unavailable as exc:
+            # Side by side, each in the same time box: the analyst waits for the slower.
+            instant, ranged = await _both(
+                client.instant(query, now, time_box=box),
+                client.range(query, now - self._range, now, self._step, time_box=box),
+            )
+        except PromQLError as exc:
             return MemberContext(fingerprint, False, str(exc), query)
         return _build(member, query, instant, ranged, self._range)
 
-    async def _get(self, url: str, params: Mapping[str, str]) -> Any:
-        async with self._session.get(url, params=params) as response:
-            body = await response.text()
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                raise _Unavailable(
-                    f"Prometheus answered HTTP {response.status} without JSON"
-                ) from None
-            if not isinstance(payload, dict) or payload.get("status") != "success":
-                error = payload.get("error") if isinstance(payload, dict) else None
-                kind = payload.get("errorType") if isinstance(payload, dict) else None
-                raise _Unavailable(
-                    f"Prometheus refused the query (HTTP {response.status}, "
-                    f"{kind or 'no error type'}): {error or 'no message'}"
-                )
-            return payload.get("data")
 
-
-async def _both(
-    first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]
-) -> tuple[Any, Any]:
-    """Run both; the first failure cancels the other and is raised as itself."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            one = group.create_task(first)
-            two = group.create_task(second)
-    except ExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    return one.result(), two.result()
-
-
-def _unix(moment: datetime) -> str:
-    return f"{moment.timestamp():.3f}"
-
-
-def _safe(url: str) -> str:
-    """The URL without any user:password part."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _client_error(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        # asyncio's own text repeats the address; the errno's text says why.
-        errno = exc.os_error.errno
-        return os.strerror(errno) if errno else str(exc.os_error) or type(exc.os_error).__name__
-    return str(exc) or type(exc).__name__
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results; the first failure cancels the other and is raised as itself."""
+    one, two = await gather_all([first, second])
+    return cast(A, one), cast(B, two)
 
 
 def _matches(series: Mapping[str, str], member: Member) -> bool:
@@ -364,21 +288,21 @@ def _matches(series: Mapping[str, str], member: Member) -> bool:
 
 
 def _build(
-    member: Member, query: str, instant: Any, ranged: Any, lookback: timedelta
+    member: Member,
+    query: str,
+    instant: Sequence[Sample],
+    ranged: Sequence[Series],
+    lookback: timedelta,
 ) -> MemberContext:
-    now: dict[tuple[tuple[str, str], ...], float | None] = {}
-    for row in _rows(instant, "vector"):
-        value = row.get("value")
-        now[_key(row)] = _float(value[1]) if isinstance(value, list) and len(value) == 2 else None
-    history: dict[tuple[tuple[str, str], ...], list[float]] = {}
-    for row in _rows(ranged, "matrix"):
-        points = [_float(v[1]) for v in row.get("values", []) if isinstance(v, list)]
-        history[_key(row)] = [p for p in points if p is not None]
+    now = {_key(sample.labels): _finite(sample.value) for sample in instant}
+    history = {
+        _key(series.labels): [v for v in series.values if math.isfinite(v)] for series in ranged
+    }
     keys = sorted(k for k in now.keys() | history.keys() if _matches(dict(k), member))
-    series = []
+    series_context = []
     for key in keys[:MAX_SERIES]:
         values = history.get(key, [])
-        series.append(
+        series_context.append(
             SeriesContext(
                 labels={k: v for k, v in key if k != "__name__"},
                 value=now.get(key),
@@ -391,21 +315,15 @@ def _build(
         member.fingerprint,
         True,
         query=query,
-        series=tuple(series),
+        series=tuple(series_context),
         omitted=max(0, len(keys) - MAX_SERIES),
         lookback=lookback,
     )
 
 
-def _rows(data: Any, kind: str) -> list[dict[str, Any]]:
-    if not isinstance(data, dict) or data.get("resultType") != kind:
-        return []
-    result = data.get("result")
-    return [row for row in result if isinstance(row, dict)] if isinstance(result, list) else []
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
-def _key(row: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    metric = row.get("metric")
-    if not isinstance(metric, dict):
-        return ()
-    return tuple(sorted((str(k), str(v)) for k, v in metric.items()))
+def _key(labels: Mapping[str, str]) -> LabelKey:
+    return tuple(sorted(labels.items()))

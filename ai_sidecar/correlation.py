@@ -37,36 +37,29 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
-from ai_sidecar.models import Alert, Incident, Member, format_time
+from ai_sidecar.models import (
+    Alert,
+    Incident,
+    Member,
+    RootCauseFacts,
+    RootCauseRule,
+    format_time,
+    severity_rank,
+    target_of,
+)
 
 ChangeKind = Literal["created", "joined", "updated", "flapped", "resolved", "reopened", "duplicate"]
 GroupKey = tuple[tuple[str, str], ...]
 
-# What a member is "on", for blast radius and the dependents rule: the first of
-# these labels the alert has.
-TARGET_LABELS = ("instance", "device", "host", "firewall")
 # A member is referred to by these labels' values ...
 NAME_LABELS = ("instance", "device")
 # ... and refers to the thing it sits behind with these.
 REFERENCE_LABELS = ("upstream", "device")
 # A label an alert rule may set to place itself; it beats every layer rule.
 LAYER_LABEL = "layer"
-# Severity names as Prometheus rules spell them; anything else ranks 0.
-SEVERITY_RANK: Mapping[str, int] = {
-    "critical": 4,
-    "page": 4,
-    "error": 3,
-    "major": 3,
-    "warning": 2,
-    "minor": 2,
-    "info": 1,
-    "none": 0,
-}
-# Incident.extra key holding the structured facts behind the root cause.
-EXTRA_KEY = "correlation"
 _LAYER_INDEX = {layer: index for index, layer in enumerate(LAYERS)}
 
 
@@ -83,19 +76,6 @@ class Change:
 
     incident: Incident
     kind: ChangeKind
-
-
-def target_of(labels: Mapping[str, str]) -> str:
-    """The thing an alert is about: its first non-empty TARGET_LABELS value, or ""."""
-    for name in TARGET_LABELS:
-        value = labels.get(name)
-        if value:
-            return value
-    return ""
-
-
-def severity_rank(severity: str) -> int:
-    return SEVERITY_RANK.get(severity.lower(), 0)
 
 
 def group_key(labels: Mapping[str, str], group_by: Iterable[Iterable[str]]) -> GroupKey:
@@ -500,29 +480,22 @@ class Correlator:
     def _with_root_cause(self, tracked: _Tracked, incident: Incident) -> Incident:
         best, runner = self._best(tracked)
         rule, reasons = self._explain(tracked, incident, best, runner)
-        facts: dict[str, Any] = {
-            "rule": rule,
-            "layer": tracked.layers[best],
-            "dependents": tracked.dependents[best],
-        }
+        facts = RootCauseFacts(rule, tracked.layers[best], tracked.dependents[best])
         return replace(
-            incident,
-            root_cause=best,
-            root_cause_reasons=reasons,
-            extra={**incident.extra, EXTRA_KEY: facts},
+            incident, root_cause=best, root_cause_reasons=reasons, root_cause_facts=facts
         )
 
     def _explain(
         self, tracked: _Tracked, incident: Incident, best: str, runner: str | None
-    ) -> tuple[str, tuple[str, ...]]:
+    ) -> tuple[RootCauseRule, tuple[str, ...]]:
         """Which rule picked ``best`` (against the runner-up), in words."""
         members = incident.members
         root = members[best]
-        what = _describe(root, tracked.targets[best])
+        what = root.what
         if runner is None:
             return "only", (f"only alert in the incident: {what}",)
         reasons: list[str] = []
-        rule = ""
+        rule: RootCauseRule = ""
         mine, theirs = tracked.ranks[best], tracked.ranks[runner]
         firing = root.status == "firing"
         resolved = len(members) - tracked.firing
@@ -558,7 +531,7 @@ class Correlator:
             rule = "earliest"
             reasons.append(
                 f"earliest start: {format_time(root.first_starts_at)}, before "
-                f"{_describe(other, tracked.targets[runner])} at "
+                f"{other.what} at "
                 f"{format_time(other.first_starts_at)}"
             )
         if not rule and mine[4] != theirs[4]:
@@ -575,11 +548,6 @@ class Correlator:
 def plural(count: int, noun: str) -> str:
     """``1 alert``, ``2 alerts``: reasons are read by people."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _describe(member: Member, target: str) -> str:
-    name = member.alertname or "alert " + member.fingerprint
-    return f"{name} on {target}" if target else name
 
 
 def _join(words: Iterable[str]) -> str:

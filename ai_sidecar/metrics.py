@@ -1,7 +1,9 @@
 """The sidecar's self-metrics, on a registry each app owns.
 
-Counters and gauges here are the one place the sidecar keeps metric state: they
-describe the process itself, not data collected for Prometheus.
+Counters and gauges are the one place the sidecar keeps metric state: they
+describe the process itself, not data collected for Prometheus. When the
+pipeline runs in the worker process, its metrics live on a registry of their
+own there, and the HTTP process serves them through :class:`ForwardedMetrics`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
@@ -21,10 +22,20 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ai_sidecar import __version__
+from ai_sidecar.worker import WorkerMetrics, create_worker_metrics
 
 
 @dataclass(frozen=True, slots=True)
 class SidecarMetrics:
+    """One process's metrics.
+
+    ``registry`` is what the process serves on /metrics. The webhook's counters
+    are defined here; the worker defines its own (:class:`WorkerMetrics`); the
+    return trip's are created here too. Worker and return-trip metrics live on
+    the pipeline's registry, which is ``registry`` itself when the pipeline runs
+    in this process, and the worker process's own one otherwise.
+    """
+
     registry: CollectorRegistry
     alerts_received: Counter
     alerts_invalid: Counter
@@ -32,18 +43,14 @@ class SidecarMetrics:
     alerts_truncated: Counter
     alerts_looped: Counter
     webhook_requests: Counter
-    incidents_created: Counter
-    incidents_open: Gauge
-    queue_depth: Gauge
-    processing_lag: Gauge
+    worker: WorkerMetrics
     return_trip_posts: Counter
     return_trip_failures: Counter
     return_trip_queue: Gauge
-    analysis_duration: Histogram
-    analysis_failures: Counter
 
 
-def create_metrics() -> SidecarMetrics:
+def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> SidecarMetrics:
+    """Metrics on a fresh registry; the pipeline's on ``pipeline_registry`` if given."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
@@ -54,6 +61,7 @@ def create_metrics() -> SidecarMetrics:
         registry=registry,
     )
     build.labels(__version__, platform.python_version()).set(1)
+    pipeline = registry if pipeline_registry is None else pipeline_registry
     return SidecarMetrics(
         registry=registry,
         alerts_received=Counter(
@@ -88,92 +96,39 @@ def create_metrics() -> SidecarMetrics:
             ["code"],
             registry=registry,
         ),
-        incidents_created=Counter(
-            "scout_sidecar_incidents_created",
-            "Incidents created by correlation.",
-            registry=registry,
-        ),
-        incidents_open=Gauge(
-            "scout_sidecar_incidents_open",
-            "Incidents open now.",
-            registry=registry,
-        ),
-        queue_depth=Gauge(
-            "scout_sidecar_queue_depth",
-            "Stored alerts the worker has not processed yet.",
-            registry=registry,
-        ),
-        processing_lag=Gauge(
-            "scout_sidecar_processing_lag_seconds",
-            "Age of the oldest stored alert the worker has not processed (0 when idle).",
-            registry=registry,
-        ),
+        worker=create_worker_metrics(pipeline),
         return_trip_posts=Counter(
             "scout_sidecar_return_trip_posts",
             "Enriched alerts posted to Alertmanager peers and accepted, by peer.",
             ["peer"],
-            registry=registry,
+            registry=pipeline,
         ),
         return_trip_failures=Counter(
             "scout_sidecar_return_trip_failures",
             "Failed posts of enriched alerts to Alertmanager peers, by peer.",
             ["peer"],
-            registry=registry,
+            registry=pipeline,
         ),
         return_trip_queue=Gauge(
             "scout_sidecar_return_trip_queue",
             "Enriched alerts waiting in the durable return-trip queue.",
-            registry=registry,
-        ),
-        analysis_duration=Histogram(
-            "scout_sidecar_analysis_duration_seconds",
-            "Time to analyse one incident, by analyst.",
-            ["analyst"],
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        ),
-        analysis_failures=Counter(
-            "scout_sidecar_analysis_failures",
-            "Analyses that failed or timed out, by analyst; the incident stays un-enriched.",
-            ["analyst"],
-            registry=registry,
+            registry=pipeline,
         ),
     )
 
 
-def worker_collectors(metrics: SidecarMetrics) -> list[Collector]:
-    """The metrics the worker and the return trip keep (the rest belong to the webhook)."""
-    return [
-        metrics.incidents_created,
-        metrics.incidents_open,
-        metrics.queue_depth,
-        metrics.processing_lag,
-        metrics.return_trip_posts,
-        metrics.return_trip_failures,
-        metrics.return_trip_queue,
-        metrics.analysis_duration,
-        metrics.analysis_failures,
-    ]
+class ForwardedMetrics(Collector):
+    """Serves, in the HTTP process, the families the worker process sent last.
 
-
-def worker_snapshot(metrics: SidecarMetrics) -> list[Metric]:
-    """The worker's metric families now, to send to the HTTP process."""
-    return [family for collector in worker_collectors(metrics) for family in collector.collect()]
-
-
-class MirroredWorkerMetrics(Collector):
-    """Serves, in the HTTP process, the worker process's latest snapshot.
-
-    It replaces the HTTP process's own (idle) copies of the worker's metrics,
-    so each family appears once on /metrics.
+    The worker process sends everything on its pipeline registry, so a metric
+    added to the worker or the return trip shows up here without a list to
+    keep. Until the first families arrive, ``initial`` (a fresh pipeline
+    registry's, all zero) stands in, so /metrics always has every family.
     """
 
-    def __init__(self, metrics: SidecarMetrics) -> None:
-        self._described = worker_snapshot(metrics)
-        self._latest = self._described
-        for collector in worker_collectors(metrics):
-            metrics.registry.unregister(collector)
-        metrics.registry.register(self)
+    def __init__(self, initial: list[Metric]) -> None:
+        self._described = initial
+        self._latest = initial
 
     def update(self, families: list[Metric]) -> None:
         self._latest = families

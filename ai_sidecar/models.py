@@ -8,20 +8,79 @@ immutable: a change is a new value built with :func:`dataclasses.replace`.
 Incidents are served as JSON by :func:`incident_to_json`. The store keeps an
 incident's header (:func:`incident_header_to_json`) apart from its members
 (:func:`member_to_json`), and :func:`incident_from_header` puts them back
-together, so the store, the API and the tests agree on one shape.
+together, so the store, the API and the tests agree on one shape. Headers
+written before the typed fields existed keep them in an ``"extra"`` object;
+:func:`incident_from_header` reads that too.
+
+The domain's vocabulary lives here once: priorities, severity names and their
+rank, what an alert is "on" (its target), and how a member is named in text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
+
+from ai_sidecar.config import LAYERS, Layer
 
 AlertStatus = Literal["firing", "resolved"]
 IncidentStatus = Literal["open", "resolved"]
 Priority = Literal["P1", "P2", "P3", "P4"]
 PRIORITIES: tuple[Priority, ...] = ("P1", "P2", "P3", "P4")
+# Which correlation rule separated the root cause from the runner-up.
+RootCauseRule = Literal[
+    "only", "firing", "layer", "dependents", "earliest", "severity", "fingerprint", ""
+]
+ROOT_CAUSE_RULES: tuple[RootCauseRule, ...] = (
+    "only",
+    "firing",
+    "layer",
+    "dependents",
+    "earliest",
+    "severity",
+    "fingerprint",
+    "",
+)
+SkipReason = Literal["error", "timeout"]
+
+# Severity names as Prometheus rules spell them, by rank; anything else ranks 0
+# (and is "unknown" to the priority table, which scores it apart from "none").
+SEVERITY_RANK: Mapping[str, int] = {
+    "critical": 4,
+    "page": 4,
+    "error": 3,
+    "major": 3,
+    "warning": 2,
+    "minor": 2,
+    "info": 1,
+    "none": 0,
+}
+# Severities that only inform: their alerts alone are likely noise.
+QUIET_SEVERITIES = frozenset(name for name, rank in SEVERITY_RANK.items() if rank <= 1)
+# What an alert is "on", for blast radius and the dependents rule: the first of
+# these labels the alert has.
+TARGET_LABELS = ("instance", "device", "host", "firewall")
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITY_RANK.get(severity.lower(), 0)
+
+
+def target_of(labels: Mapping[str, str]) -> str:
+    """The thing an alert is about: its first non-empty TARGET_LABELS value, or ""."""
+    for name in TARGET_LABELS:
+        value = labels.get(name)
+        if value:
+            return value
+    return ""
+
+
+def on_target(name: str, target: str) -> str:
+    """``InterfaceDown on core1``, or the name alone when there is no target."""
+    return f"{name} on {target}" if target else name
+
 
 # Labels the sidecar adds to its enriched copies. An alert carrying
 # ENRICHED_LABEL="true" came back from Alertmanager and must never be processed
@@ -31,17 +90,9 @@ INCIDENT_LABEL = "scout_incident"
 PRIORITY_LABEL = "scout_priority"
 
 
-# Incident.extra key: the highest priority an incident has reached. The
-# enriched copies' scout_priority label carries it, because a label change is a
-# new alert to Alertmanager: a lowered label would resolve the copies people
-# were notified of while the incident is still open.
-PEAK_PRIORITY = "peak_priority"
-
-
 def notified_priority(incident: Incident) -> Priority:
     """The priority in the enriched copies' label: the incident's peak."""
-    peak = incident.extra.get(PEAK_PRIORITY)
-    return peak if peak in PRIORITIES else incident.priority
+    return incident.peak_priority or incident.priority
 
 
 class _Labelled:
@@ -58,6 +109,10 @@ class _Labelled:
     def severity(self) -> str:
         return self.labels.get("severity", "")
 
+    @property
+    def target(self) -> str:
+        return target_of(self.labels)
+
 
 @dataclass(frozen=True, slots=True)
 class Alert(_Labelled):
@@ -70,11 +125,6 @@ class Alert(_Labelled):
     starts_at: datetime
     ends_at: datetime | None = None
     generator_url: str = ""
-
-    @property
-    def identity(self) -> tuple[str, AlertStatus, datetime]:
-        """What makes a delivery new: a repeat of it is a duplicate."""
-        return (self.fingerprint, self.status, self.starts_at)
 
     @property
     def is_enriched(self) -> bool:
@@ -109,6 +159,11 @@ class Member(_Labelled):
     flap_count: int = 0
     duplicates: int = 0
 
+    @property
+    def what(self) -> str:
+        """How text names it: ``InterfaceDown on core1``, or ``alert <fingerprint>``."""
+        return on_target(self.alertname or f"alert {self.fingerprint}", self.target)
+
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
@@ -123,8 +178,40 @@ class Analysis:
 
 
 @dataclass(frozen=True, slots=True)
+class RootCauseFacts:
+    """The root-cause ranking in structured form, for analysts.
+
+    ``rule`` is the rule that separated the winner from the runner-up, ``layer``
+    the winner's layer and ``dependents`` how many alerts on other targets refer
+    to it.
+    """
+
+    rule: RootCauseRule
+    layer: Layer
+    dependents: int
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedAnalyst:
+    """A preferred analyst that failed, so a later one in the chain spoke instead."""
+
+    analyst: str
+    reason: SkipReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
-    """Correlated alerts. ``version`` grows with every change the worker saves."""
+    """Correlated alerts. ``version`` grows with every change the worker saves.
+
+    ``peak_priority`` is the highest priority the incident has reached: the
+    enriched copies' scout_priority label carries it, because a label change is
+    a new alert to Alertmanager, and a lowered label would resolve the copies
+    people were notified of while the incident is still open.
+    ``analysed_version`` and ``analysed_priority`` say what the saved analysis
+    was made for: a mismatch means it must be made again. ``skipped_analysts``
+    lists the preferred analysts that failed before ``analyst`` gave it.
+    """
 
     id: str
     status: IncidentStatus
@@ -140,7 +227,16 @@ class Incident:
     analyst: str | None = None
     resolved_at: datetime | None = None
     version: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    root_cause_facts: RootCauseFacts | None = None
+    peak_priority: Priority | None = None
+    analysed_version: int | None = None
+    analysed_priority: Priority | None = None
+    skipped_analysts: tuple[SkippedAnalyst, ...] = ()
+
+    @property
+    def needs_analysis(self) -> bool:
+        """The saved analysis (if any) was made for another version or priority."""
+        return self.analysed_version != self.version or self.analysed_priority != self.priority
 
     @property
     def firing(self) -> tuple[Member, ...]:
@@ -236,7 +332,48 @@ def incident_header_to_json(incident: Incident) -> dict[str, Any]:
         "updatedAt": format_time(incident.updated_at),
         "resolvedAt": _opt_time(incident.resolved_at),
         "version": incident.version,
-        "extra": dict(incident.extra),
+        "rootCauseFacts": _facts_to_json(incident.root_cause_facts),
+        "peakPriority": incident.peak_priority,
+        "analysedVersion": incident.analysed_version,
+        "analysedPriority": incident.analysed_priority,
+        "skippedAnalysts": [
+            {"analyst": s.analyst, "reason": s.reason, "detail": s.detail}
+            for s in incident.skipped_analysts
+        ],
+    }
+
+
+def _facts_to_json(facts: RootCauseFacts | None) -> dict[str, Any] | None:
+    if facts is None:
+        return None
+    return {"rule": facts.rule, "layer": facts.layer, "dependents": facts.dependents}
+
+
+def _facts_from_json(data: object) -> RootCauseFacts | None:
+    if not isinstance(data, Mapping):
+        return None
+    rule, layer = data.get("rule", ""), data.get("layer")
+    if rule not in ROOT_CAUSE_RULES or layer not in LAYERS:
+        return None
+    return RootCauseFacts(
+        cast(RootCauseRule, rule), cast(Layer, layer), int(data.get("dependents", 0))
+    )
+
+
+def _priority_or_none(value: object) -> Priority | None:
+    return value if value in PRIORITIES else None
+
+
+def _legacy_extra(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed fields from an ``"extra"`` object, as releases before them wrote headers."""
+    extra = data.get("extra")
+    if not isinstance(extra, Mapping):
+        return {}
+    return {
+        "rootCauseFacts": extra.get("correlation"),
+        "peakPriority": extra.get("peak_priority"),
+        "analysedVersion": extra.get("analysed_version"),
+        "analysedPriority": extra.get("analysed_priority"),
     }
 
 
@@ -251,6 +388,8 @@ def incident_to_json(incident: Incident) -> dict[str, Any]:
 
 def incident_from_header(data: Mapping[str, Any], members: Iterable[Member]) -> Incident:
     analysis = data["analysis"]
+    typed = {**_legacy_extra(data), **data}
+    analysed_version = typed.get("analysedVersion")
     return Incident(
         id=data["id"],
         status=cast(IncidentStatus, data["status"]),
@@ -266,9 +405,12 @@ def incident_from_header(data: Mapping[str, Any], members: Iterable[Member]) -> 
         analyst=data["analyst"],
         resolved_at=_opt_parse(data["resolvedAt"]),
         version=data["version"],
-        extra=dict(data["extra"]),
+        root_cause_facts=_facts_from_json(typed.get("rootCauseFacts")),
+        peak_priority=_priority_or_none(typed.get("peakPriority")),
+        analysed_version=analysed_version if isinstance(analysed_version, int) else None,
+        analysed_priority=_priority_or_none(typed.get("analysedPriority")),
+        skipped_analysts=tuple(
+            SkippedAnalyst(s["analyst"], s["reason"], s["detail"])
+            for s in typed.get("skippedAnalysts", ())
+        ),
     )
-
-
-def incident_from_json(data: Mapping[str, Any]) -> Incident:
-    return incident_from_header(data, (member_from_json(m) for m in data["alerts"]))

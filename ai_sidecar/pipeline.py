@@ -2,7 +2,9 @@
 
 The same :func:`run_pipeline` runs inside the HTTP process (``create_app``'s
 default, used by tests) or in a process of its own (``ai_sidecar.worker_process``,
-what ``scout-sidecar serve`` does), so both paths share one wiring.
+what ``scout-sidecar serve`` does), so both paths share one wiring, and both
+build the worker's components with the same factory
+(:func:`ai_sidecar.components.build_components` unless a test gives another).
 """
 
 from __future__ import annotations
@@ -14,16 +16,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
 
+from ai_sidecar.clock import utc_now
+from ai_sidecar.components import ComponentsFactory
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.context import MetricsContextSource, PrometheusContext
-from ai_sidecar.enrichment.base import Analyst
-from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Alert
 from ai_sidecar.returntrip import ReturnTrip, ReturnTripPolicy
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store.sqlite import Database
-from ai_sidecar.worker import Worker, utc_now
+from ai_sidecar.worker import Worker
 
 log = logging.getLogger("ai_sidecar")
 
@@ -62,9 +63,7 @@ async def run_pipeline(
     metrics: SidecarMetrics,
     session: aiohttp.ClientSession,
     wakeup: asyncio.Event,
-    *,
-    analyst: Analyst | None = None,
-    context: MetricsContextSource | None = None,
+    components: ComponentsFactory,
 ) -> AsyncIterator[None]:
     """Run the worker and the return trip until the block exits; the worker stops first."""
 
@@ -81,15 +80,7 @@ async def run_pipeline(
         session,
         take_in=take_in,
     )
-    worker = Worker(
-        db,
-        config,
-        analyst or LocalAnalyst(config.runbooks),
-        context or PrometheusContext.from_config(settings.prometheus_url, session, config.analysis),
-        trip,
-        metrics,
-        wakeup,
-    )
+    worker = Worker(db, config, components(config, settings, session), trip, metrics.worker, wakeup)
     await worker.start()
     trip_task = asyncio.create_task(_run_forever("return_trip", trip.run))
     worker_tasks = [

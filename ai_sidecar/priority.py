@@ -37,21 +37,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from ai_sidecar.config import Level, PriorityConfig, format_duration
-from ai_sidecar.correlation import plural, target_of
-from ai_sidecar.models import Incident, Member, Priority, format_time
+from ai_sidecar.correlation import plural
+from ai_sidecar.models import (
+    SEVERITY_RANK,
+    Incident,
+    Member,
+    Priority,
+    format_time,
+    on_target,
+)
 
-SEVERITY_POINTS = {
-    "critical": 50,
-    "page": 50,
-    "error": 40,
-    "major": 40,
-    "warning": 25,
-    "minor": 25,
-    "info": 5,
-    "none": 0,
-}
+# Points by severity rank (models.SEVERITY_RANK): critical/page, error/major,
+# warning/minor, info, none.
+SEVERITY_RANK_POINTS = {4: 50, 3: 40, 2: 25, 1: 5, 0: 0}
 # An alert rule without a severity label is probably not a mere notice.
 UNKNOWN_SEVERITY_POINTS = 15
 # (at least, points): the first row reached applies.
@@ -82,21 +83,30 @@ class AnomalyEvidence:
             raise ValueError(f"anomaly score must be in [0, 1], got {self.score!r}")
 
 
+class AnomalyEvidenceSource(Protocol):
+    """Anomaly scores relevant to an incident: the seam the anomaly models fill."""
+
+    async def evidence(self, incident: Incident) -> Sequence[AnomalyEvidence]: ...
+
+
+class NoAnomalyEvidence:
+    """The evidence source until anomaly models exist: never any evidence."""
+
+    async def evidence(self, incident: Incident) -> Sequence[AnomalyEvidence]:
+        return ()
+
+
 def _step(value: float, table: Sequence[tuple[float, int]]) -> int:
     return next((points for least, points in table if value >= least), 0)
 
 
 def _severity_points(member: Member) -> int:
-    severity = member.severity.lower()
-    if not severity:
-        return UNKNOWN_SEVERITY_POINTS
-    return SEVERITY_POINTS.get(severity, UNKNOWN_SEVERITY_POINTS)
+    rank = SEVERITY_RANK.get(member.severity.lower())
+    return UNKNOWN_SEVERITY_POINTS if rank is None else SEVERITY_RANK_POINTS[rank]
 
 
 def _what(member: Member) -> str:
-    target = target_of(member.labels)
-    name = member.alertname or member.fingerprint
-    return f"{name} on {target}" if target else name
+    return on_target(member.alertname or member.fingerprint, member.target)
 
 
 def prioritise(
@@ -121,7 +131,7 @@ def prioritise(
     score += points
     reasons.append(f"severity {worst.severity or 'unset'} ({_what(worst)}): +{points}")
 
-    targets = {target_of(m.labels) or m.fingerprint for m in active}
+    targets = {m.target or m.fingerprint for m in active}
     points = _step(len(targets), TARGET_POINTS)
     if points:
         score += points

@@ -26,6 +26,8 @@ class SidecarSettings:
     # None only with --web.insecure-no-auth; the CLI refuses to start otherwise.
     webhook_token: str | None = field(default=None, repr=False)
     prometheus_url: str | None = None
+    # Sent as "Authorization: Bearer" to the Prometheus API (Mimir, Thanos, a proxy).
+    prometheus_bearer_token: str | None = field(default=None, repr=False)
     alertmanager_urls: tuple[str, ...] = ()
     data_dir: Path = Path("data")
     config_file: Path | None = None

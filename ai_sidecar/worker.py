@@ -8,14 +8,20 @@ Two loops share one :class:`Worker`:
   crash before the cursor moves replays the batch, whose alerts are then
   already members (they count as duplicates); a crash after it resumes from
   the cursor. Either way each alert is in exactly one incident.
-- **analyse** takes incidents marked as changed, runs the analyst with a time
-  box, hands the result to the return trip (durably) and saves the analysis.
-  Changes that arrive while an incident is being analysed coalesce into one
-  more pass, so a storm of 10,000 alerts costs a few analyses, not 10,000.
+- **analyse** takes incidents marked as changed, runs the analyst chain with a
+  time box per analyst, hands the result to the return trip (durably) and
+  saves the analysis. When a preferred analyst fails or times out, the next
+  one speaks (the local analyst last), and the preferred one is tried again
+  later with backoff. Changes that arrive while an incident is being analysed
+  coalesce into one more pass, so a storm of 10,000 alerts costs a few
+  analyses, not 10,000.
 
 An incident whose saved ``version`` is newer than the version its analysis was
-made for (``extra["analysed_version"]``) is analysed again after a restart,
+made for (``Incident.analysed_version``) is analysed again after a restart,
 so a kill -9 between the two loops loses no analysis.
+
+What the worker works with (analysts, metric context, anomaly evidence) comes
+as one :class:`~ai_sidecar.components.Components` value, built from the config.
 """
 
 from __future__ import annotations
@@ -25,25 +31,23 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.context import MetricsContextSource
 from ai_sidecar.correlation import Correlator
-from ai_sidecar.enrichment.base import Analyst, IncidentContext
-from ai_sidecar.metrics import SidecarMetrics
-from ai_sidecar.models import PEAK_PRIORITY, Incident, notified_priority
-from ai_sidecar.priority import AnomalyEvidence, prioritise
+from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.models import Incident, SkippedAnalyst, SkipReason, notified_priority
+from ai_sidecar.priority import prioritise
 from ai_sidecar.store.sqlite import Database
 
 log = logging.getLogger("ai_sidecar.worker")
 
-# What the saved analysis was made for; a mismatch after a restart means the
-# analysis (and so the return trip) must run again.
-ANALYSED_VERSION = "analysed_version"
-ANALYSED_PRIORITY = "analysed_priority"
 # Alerts per correlation transaction: large enough to amortise the commit,
 # small enough that the webhook's group commits are never starved for long.
 BATCH_SIZE = 5000
@@ -75,31 +79,67 @@ MAX_BACKOFF_DOUBLINGS = 7
 ANALYST_GRACE = 10.0
 
 
-class AnomalyEvidenceSource(Protocol):
-    """Anomaly scores relevant to an incident (the anomaly models fill this in later)."""
-
-    async def evidence(self, incident: Incident) -> Sequence[AnomalyEvidence]: ...
-
-
 class IncidentSink(Protocol):
     """Where analysed incidents go next (the return trip). Must be durable on return."""
 
     async def schedule(self, incidents: Sequence[Incident]) -> None: ...
 
 
-class NoAnomalyEvidence:
-    async def evidence(self, incident: Incident) -> Sequence[AnomalyEvidence]:
-        return ()
+@dataclass(frozen=True, slots=True)
+class WorkerMetrics:
+    """What the worker counts; on the pipeline's registry (see :mod:`ai_sidecar.metrics`)."""
+
+    incidents_created: Counter
+    incidents_open: Gauge
+    queue_depth: Gauge
+    processing_lag: Gauge
+    analysis_duration: Histogram
+    analysis_failures: Counter
+    analysis_fallbacks: Counter
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _needs_analysis(incident: Incident) -> bool:
-    return (
-        incident.extra.get(ANALYSED_VERSION) != incident.version
-        or incident.extra.get(ANALYSED_PRIORITY) != incident.priority
+def create_worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
+    return WorkerMetrics(
+        incidents_created=Counter(
+            "scout_sidecar_incidents_created",
+            "Incidents created by correlation.",
+            registry=registry,
+        ),
+        incidents_open=Gauge(
+            "scout_sidecar_incidents_open",
+            "Incidents open now.",
+            registry=registry,
+        ),
+        queue_depth=Gauge(
+            "scout_sidecar_queue_depth",
+            "Stored alerts the worker has not processed yet.",
+            registry=registry,
+        ),
+        processing_lag=Gauge(
+            "scout_sidecar_processing_lag_seconds",
+            "Age of the oldest stored alert the worker has not processed (0 when idle).",
+            registry=registry,
+        ),
+        analysis_duration=Histogram(
+            "scout_sidecar_analysis_duration_seconds",
+            "Time to analyse one incident, by analyst.",
+            ["analyst"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        ),
+        analysis_failures=Counter(
+            "scout_sidecar_analysis_failures",
+            "Analyses that failed or timed out, by analyst; the next in the chain is asked.",
+            ["analyst"],
+            registry=registry,
+        ),
+        analysis_fallbacks=Counter(
+            "scout_sidecar_analysis_fallbacks",
+            "Analyses a preferred analyst failed to give, so the next one in the chain "
+            "gave it, by the skipped analyst and reason (error, timeout).",
+            ["analyst", "reason"],
+            registry=registry,
+        ),
     )
 
 
@@ -108,24 +148,22 @@ class Worker:
         self,
         db: Database,
         config: SidecarConfig,
-        analyst: Analyst,
-        context: MetricsContextSource,
+        components: Components,
         sink: IncidentSink,
-        metrics: SidecarMetrics,
+        metrics: WorkerMetrics,
         wakeup: asyncio.Event,
         *,
-        anomaly: AnomalyEvidenceSource | None = None,
         clock: Callable[[], datetime] = utc_now,
         analysis_timeout: float | None = None,
     ) -> None:
         self._db = db
         self._config = config
-        self._analyst = analyst
-        self._context = context
+        self._analysts = components.analysts
+        self._context = components.context
+        self._anomaly = components.anomaly
         self._sink = sink
         self._metrics = metrics
         self._wakeup = wakeup
-        self._anomaly = anomaly or NoAnomalyEvidence()
         self._clock = clock
         # The context queries have their own time box; this one also covers a
         # slow or stuck analyst (an LLM, later) so one incident never stalls the rest.
@@ -157,7 +195,7 @@ class Worker:
         self._correlator.reserve(await self._db.incident_ids())
         for incident in active:
             self._incidents[incident.id] = incident
-            if _needs_analysis(incident):
+            if incident.needs_analysis:
                 self._mark_dirty(incident.id)
         self._metrics.incidents_open.set(len(self._correlator.open_incidents()))
         log.info("worker started", extra={"active_incidents": len(active)})
@@ -262,16 +300,16 @@ class Worker:
         if previous is not None and previous is not incident:
             # The correlator knows nothing of analyses; carry the last one
             # forward so the API never shows an analysed incident as blank.
-            extra = {
-                **incident.extra,
-                **{k: v for k, v in previous.extra.items() if k.startswith("analysed_")},
-            }
             incident = replace(
-                incident, analysis=previous.analysis, analyst=previous.analyst, extra=extra
+                incident,
+                analysis=previous.analysis,
+                analyst=previous.analyst,
+                analysed_version=previous.analysed_version,
+                analysed_priority=previous.analysed_priority,
+                skipped_analysts=previous.skipped_analysts,
             )
         peak = min(priority, notified_priority(previous or incident))  # "P1" < "P2"
-        extra = {**incident.extra, PEAK_PRIORITY: peak}
-        return replace(incident, priority=priority, priority_reasons=reasons, extra=extra)
+        return replace(incident, priority=priority, priority_reasons=reasons, peak_priority=peak)
 
     async def _refresh_backlog(self) -> int:
         backlog = await self._db.backlog()
@@ -385,14 +423,17 @@ class Worker:
                 await asyncio.sleep(0)
                 incident = self._incidents[incident_id]
                 analysed = await self._analyse(incident)
-                if analysed is not None:
+                if analysed is not None and not analysed.skipped_analysts:
                     self._failures.pop(incident_id, None)
                     return analysed
-                # Retried at its turn, later after each failure. Meanwhile its
-                # changes (a resolution, new members) still go back to
-                # Alertmanager under the last good analysis, if it has one.
+                # The preferred analyst is retried at the incident's turn, later
+                # after each failure. Meanwhile the fallback's analysis, or
+                # without one the last good analysis, goes back to Alertmanager
+                # with the incident's changes (a resolution, new members).
                 self._failures[incident_id] = self._failures.get(incident_id, 0) + 1
                 self._mark_dirty(incident_id)
+                if analysed is not None:
+                    return analysed
                 return incident if incident.analysis is not None else None
 
         results = await asyncio.gather(*(one(i) for i in ids if i in self._incidents))
@@ -421,31 +462,55 @@ class Worker:
         """
         current = self._incidents.get(analysed.id, analysed)
         if current.version != analysed.version or current.priority != analysed.priority:
-            current = replace(current, analysis=analysed.analysis, analyst=analysed.analyst)
+            current = replace(
+                current,
+                analysis=analysed.analysis,
+                analyst=analysed.analyst,
+                skipped_analysts=analysed.skipped_analysts,
+            )
         else:
             current = analysed
         self._incidents[current.id] = current
         return current
 
     async def _analyse(self, incident: Incident) -> Incident | None:
-        started = time.monotonic()
-        name = self._analyst.name
+        """The first analysis the chain gives, with the analysts it skipped; None if none."""
         timeout = self._analysis_timeout
         try:
             context = await asyncio.wait_for(self._gather_context(incident), timeout)
-            analysis = await asyncio.wait_for(self._analyst.analyse(incident, context), timeout)
-        except Exception:  # pipeline boundary: the incident stays un-enriched, never dropped
+        except Exception:  # pipeline boundary: analyse without context rather than not at all
+            log.exception("gathering context failed", extra={"incident": incident.id})
+            context = IncidentContext()
+        skipped: list[SkippedAnalyst] = []
+        fallback = self._analysts.fallback
+        for analyst in self._analysts.in_order:
+            name = analyst.name
+            started = time.monotonic()
+            reason: SkipReason
+            try:
+                analysis = await asyncio.wait_for(analyst.analyse(incident, context), timeout)
+            except TimeoutError:
+                reason, detail = "timeout", f"no analysis within {timeout:g}s"
+                log.warning("analysis timed out", extra={"incident": incident.id, "analyst": name})
+            except Exception as exc:  # pipeline boundary: the next analyst speaks instead
+                reason, detail = "error", f"{type(exc).__name__}: {exc}"
+                log.exception("analysis failed", extra={"incident": incident.id, "analyst": name})
+            else:
+                return replace(
+                    incident,
+                    analysis=analysis,
+                    analyst=name,
+                    analysed_version=incident.version,
+                    analysed_priority=incident.priority,
+                    skipped_analysts=tuple(skipped),
+                )
+            finally:
+                self._metrics.analysis_duration.labels(name).observe(time.monotonic() - started)
             self._metrics.analysis_failures.labels(name).inc()
-            log.exception("analysis failed", extra={"incident": incident.id, "analyst": name})
-            return None
-        finally:
-            self._metrics.analysis_duration.labels(name).observe(time.monotonic() - started)
-        extra = {
-            **incident.extra,
-            ANALYSED_VERSION: incident.version,
-            ANALYSED_PRIORITY: incident.priority,
-        }
-        return replace(incident, analysis=analysis, analyst=name, extra=extra)
+            if analyst is not fallback:
+                self._metrics.analysis_fallbacks.labels(name, reason).inc()
+                skipped.append(SkippedAnalyst(name, reason, detail))
+        return None
 
     async def _gather_context(self, incident: Incident) -> IncidentContext:
         members = sorted(

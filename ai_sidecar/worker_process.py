@@ -14,8 +14,11 @@ dies, and stops it on shutdown. The child:
   leave two workers folding the same alerts;
 - polls the store for new alerts (the webhook's wake-up event lives in the
   other process), every ``POLL_INTERVAL``;
-- sends its metric families to the parent every ``METRICS_INTERVAL`` through a
-  pipe, and the parent serves them on its /metrics.
+- builds its components with the factory the parent names (by default
+  :func:`ai_sidecar.components.build_components`), so tests can give it fakes;
+- sends every metric family of its pipeline registry to the parent every
+  ``METRICS_INTERVAL`` through a pipe, and the parent serves them on its
+  /metrics (:class:`~ai_sidecar.metrics.ForwardedMetrics`).
 """
 
 from __future__ import annotations
@@ -31,18 +34,17 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from ai_sidecar.components import ComponentsFactory
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.metrics import (
-    MirroredWorkerMetrics,
-    SidecarMetrics,
-    create_metrics,
-    worker_snapshot,
-)
+from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import cancel_tasks, run_pipeline
 from ai_sidecar.returntrip import OUTBOX_SCHEMA
 from ai_sidecar.settings import SidecarSettings
@@ -80,6 +82,7 @@ def child_main(
     config: SidecarConfig,
     log_level: str,
     log_format: LogFormat,
+    components: ComponentsFactory,
     metrics_pipe: multiprocessing.connection.Connection,
 ) -> None:
     """Entry point of the worker process."""
@@ -92,7 +95,7 @@ def child_main(
     sys.setswitchinterval(SWITCH_INTERVAL)
     lock = _lock_data_dir(settings.data_dir)
     try:
-        asyncio.run(_serve(settings, config, metrics_pipe))
+        asyncio.run(_serve(settings, config, components, metrics_pipe))
     finally:
         os.close(lock)
 
@@ -100,23 +103,25 @@ def child_main(
 async def _serve(
     settings: SidecarSettings,
     config: SidecarConfig,
+    components: ComponentsFactory,
     metrics_pipe: multiprocessing.connection.Connection,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    metrics = create_metrics()
+    pipeline_registry = CollectorRegistry()
+    metrics = create_metrics(pipeline_registry=pipeline_registry)
     wakeup = asyncio.Event()
     db = await Database.open(settings.database_path, schemas=[OUTBOX_SCHEMA], inline=True)
     try:
         async with (
             aiohttp.ClientSession() as session,
-            run_pipeline(db, settings, config, metrics, session, wakeup),
+            run_pipeline(db, settings, config, metrics, session, wakeup, components),
         ):
             tasks = [
                 asyncio.create_task(_poll(wakeup)),
-                asyncio.create_task(_send_metrics(metrics, metrics_pipe)),
+                asyncio.create_task(_send_metrics(pipeline_registry, metrics_pipe)),
             ]
             log.info("worker process started", extra={"pid": os.getpid()})
             await stop.wait()
@@ -134,11 +139,11 @@ async def _poll(wakeup: asyncio.Event) -> None:
 
 
 async def _send_metrics(
-    metrics: SidecarMetrics, pipe: multiprocessing.connection.Connection
+    registry: CollectorRegistry, pipe: multiprocessing.connection.Connection
 ) -> None:
     while True:
         with contextlib.suppress(OSError, ValueError):
-            pipe.send(worker_snapshot(metrics))
+            pipe.send(list(registry.collect()))
         await asyncio.sleep(METRICS_INTERVAL)
 
 
@@ -149,12 +154,13 @@ class WorkerProcess:
         self,
         settings: SidecarSettings,
         config: SidecarConfig,
-        metrics: SidecarMetrics,
+        components: ComponentsFactory,
+        forwarded: ForwardedMetrics,
         log_level: str,
         log_format: LogFormat,
     ) -> None:
-        self._args: tuple[Any, ...] = (settings, config, log_level, log_format)
-        self._mirror = MirroredWorkerMetrics(metrics)
+        self._args: tuple[Any, ...] = (settings, config, log_level, log_format, components)
+        self._forwarded = forwarded
         # spawn, not fork: the parent has threads (the store's) and an event loop.
         self._context = multiprocessing.get_context("spawn")
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -162,6 +168,13 @@ class WorkerProcess:
         # Starting a child and stopping take turns, so stop() never misses one.
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+
+    async def cleanup_ctx(self, _: web.Application) -> AsyncIterator[None]:
+        """Run the child for the life of an app."""
+        self.start()
+        yield
+        # Off the loop: stopping waits for the child to finish its work.
+        await asyncio.to_thread(self.stop)
 
     def start(self) -> None:
         self._watcher = threading.Thread(target=self._watch, name="scout-worker-watch", daemon=True)
@@ -182,7 +195,7 @@ class WorkerProcess:
             sender.close()
             with contextlib.suppress(EOFError, OSError):
                 while True:
-                    self._mirror.update(receiver.recv())
+                    self._forwarded.update(receiver.recv())
             receiver.close()
             process.join()
             if not self._stopping.is_set():

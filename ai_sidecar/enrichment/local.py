@@ -40,9 +40,16 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from ai_sidecar.config import RunbookRule, labels_match
-from ai_sidecar.correlation import EXTRA_KEY, plural, target_of
+from ai_sidecar.correlation import plural
 from ai_sidecar.enrichment.base import IncidentContext
-from ai_sidecar.models import Analysis, Incident, Member, format_time
+from ai_sidecar.models import (
+    QUIET_SEVERITIES,
+    Analysis,
+    Incident,
+    Member,
+    RootCauseRule,
+    format_time,
+)
 
 CONFIDENCE_BASE = 0.5
 FP_BASE = 0.2
@@ -50,10 +57,9 @@ SHORT_LIVED = timedelta(minutes=5)
 STRONG_ANOMALY = 0.7
 # How many names a sentence lists before "and N more".
 LISTED = 8
-_STRUCTURAL_RULES = ("layer", "dependents")
-_TEMPORAL_RULES = ("firing", "earliest")
-_WEAK_RULES = ("severity", "fingerprint")
-_QUIET_SEVERITIES = ("info", "none")
+_STRUCTURAL_RULES: tuple[RootCauseRule, ...] = ("layer", "dependents")
+_TEMPORAL_RULES: tuple[RootCauseRule, ...] = ("firing", "earliest")
+_WEAK_RULES: tuple[RootCauseRule, ...] = ("severity", "fingerprint")
 
 
 class LocalAnalyst:
@@ -88,12 +94,6 @@ def _earliest(members: Sequence[Member]) -> Member:
     return min(members, key=lambda m: (m.first_starts_at, m.fingerprint))
 
 
-def _what(member: Member) -> str:
-    target = target_of(member.labels)
-    name = member.alertname or f"alert {member.fingerprint}"
-    return f"{name} on {target}" if target else name
-
-
 def _listed(names: Iterable[str]) -> str:
     names = list(names)
     shown = ", ".join(names[:LISTED])
@@ -101,7 +101,7 @@ def _listed(names: Iterable[str]) -> str:
 
 
 def _targets(members: Iterable[Member]) -> list[str]:
-    return sorted({target_of(m.labels) for m in members} - {""})
+    return sorted({m.target for m in members} - {""})
 
 
 def _families(members: Iterable[Member]) -> list[tuple[str, int]]:
@@ -125,7 +125,7 @@ def _summary(incident: Incident, members: Sequence[Member], root: Member) -> str
     )
     if len(members) > 1:
         text += (
-            f" {plural(len(members) - 1, 'alert')} folded in behind {_what(root)} "
+            f" {plural(len(members) - 1, 'alert')} folded in behind {root.what} "
             "instead of notifying separately."
         )
     duplicates = sum(m.duplicates for m in members)
@@ -143,9 +143,9 @@ def _summary(incident: Incident, members: Sequence[Member], root: Member) -> str
 
 
 def _root_cause(incident: Incident, root: Member, context: IncidentContext) -> str:
-    facts = incident.extra.get(EXTRA_KEY, {})
-    layer = f" ({facts['layer']} layer)" if isinstance(facts, dict) and "layer" in facts else ""
-    text = f"{_what(root)}{layer} is the probable root cause."
+    facts = incident.root_cause_facts
+    layer = f" ({facts.layer} layer)" if facts is not None else ""
+    text = f"{root.what}{layer} is the probable root cause."
     if incident.root_cause_reasons:
         text += " Why: " + "; ".join(incident.root_cause_reasons) + "."
     member_context = context.members.get(root.fingerprint)
@@ -206,17 +206,17 @@ def _actions(
     if not actions:
         if len(members) > 1:
             actions[
-                f"Start with {_what(root)}: it is the probable root cause, and the other "
+                f"Start with {root.what}: it is the probable root cause, and the other "
                 "alerts are likely its symptoms."
             ] = None
         else:
-            actions[f"Check {_what(root)}."] = None
+            actions[f"Check {root.what}."] = None
     return tuple(actions)
 
 
-def _rule(incident: Incident) -> str:
-    facts = incident.extra.get(EXTRA_KEY, {})
-    return str(facts.get("rule", "")) if isinstance(facts, dict) else ""
+def _rule(incident: Incident) -> RootCauseRule:
+    facts = incident.root_cause_facts
+    return facts.rule if facts is not None else ""
 
 
 def _has_series(root: Member, context: IncidentContext) -> bool | None:
@@ -253,7 +253,7 @@ def _confidence(
         score -= 0.15
     if _strong_anomaly(context):
         score += 0.1
-    if len(members) == 1 and root.severity.lower() in _QUIET_SEVERITIES:
+    if len(members) == 1 and root.severity.lower() in QUIET_SEVERITIES:
         score -= 0.2
     return _clamp(score, 0.05, 0.95)
 
@@ -271,12 +271,12 @@ def _false_positive(
         score += 0.2
     if sum(m.flap_count for m in members) >= 2:
         score += 0.2
-    if all(m.severity.lower() in _QUIET_SEVERITIES for m in members):
+    if all(m.severity.lower() in QUIET_SEVERITIES for m in members):
         score += 0.1
     if len(_targets(members)) >= 3:
         score -= 0.1
-    facts = incident.extra.get(EXTRA_KEY, {})
-    if isinstance(facts, dict) and int(facts.get("dependents", 0)) > 0:
+    facts = incident.root_cause_facts
+    if facts is not None and facts.dependents > 0:
         score -= 0.1
     if _strong_anomaly(context):
         score -= 0.1

@@ -6,7 +6,9 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ai_sidecar.models import Alert, AlertStatus, format_time
+from ai_sidecar.context import MemberContext
+from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.models import Alert, AlertStatus, Analysis, Incident, Member, format_time
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -65,3 +67,63 @@ def payload(*alerts: Alert, truncated: int = 0) -> dict[str, Any]:
         "externalURL": "http://127.0.0.1:9093",
         "alerts": [alert_json(a) for a in alerts],
     }
+
+
+def member(
+    alertname: str = "Test",
+    instance: str | None = None,
+    *,
+    severity: str = "warning",
+    status: AlertStatus = "firing",
+    generator_url: str = "",
+    fingerprint: str | None = None,
+    **labels: str,
+) -> Member:
+    """A member that started at T0; its fingerprint is ``alertname-instance`` unless given."""
+    all_labels = {"alertname": alertname, "severity": severity, **labels}
+    if instance is not None:
+        all_labels["instance"] = instance
+    return Member(
+        fingerprint=fingerprint or f"{alertname}-{instance or ''}",
+        labels=all_labels,
+        annotations={},
+        status=status,
+        starts_at=T0,
+        first_starts_at=T0,
+        generator_url=generator_url,
+    )
+
+
+def incident(*members: Member, resolved_at: datetime | None = None) -> Incident:
+    """An incident of ``members`` created at T0, resolved at ``resolved_at`` if given."""
+    return Incident(
+        id="inc-test",
+        status="open" if resolved_at is None else "resolved",
+        group={"site": "x"},
+        members={m.fingerprint: m for m in members},
+        created_at=T0,
+        updated_at=T0,
+        resolved_at=resolved_at,
+    )
+
+
+class FailingAnalyst:
+    """An analyst that always raises, as a buggy one or an LLM without quota would."""
+
+    def __init__(self, name: str = "broken", message: str = "analyst bug") -> None:
+        self.name = name
+        self._message = message
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        raise RuntimeError(self._message)
+
+
+class OfflineContext:
+    """A metrics-context source without Prometheus; records which members it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def context(self, member: Member) -> MemberContext:
+        self.asked.append(member.fingerprint)
+        return MemberContext(member.fingerprint, False, "no Prometheus in this test")

@@ -11,12 +11,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ai_sidecar.app import create_app
+from ai_sidecar.components import Components
+from ai_sidecar.config import SidecarConfig
+from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.enrichment.chain import AnalystChain
+from ai_sidecar.models import Analysis, Incident
+from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.settings import SidecarSettings
 from scripts.localstack import free_port, sidecar_service
-from tests.ai_sidecar.builders import alert, payload
+from tests.ai_sidecar.builders import FailingAnalyst, OfflineContext, alert, payload
 from tests.conftest import http_get, run_on_busy_port
 
 TOKEN = "test-token-0123456789"
@@ -94,6 +101,58 @@ async def test_storm_becomes_one_incident_with_an_analysis(aiohttp_client, tmp_p
     assert "scout_sidecar_incidents_created_total 1.0" in metrics
     assert "scout_sidecar_incidents_open 1.0" in metrics
     assert "scout_sidecar_alerts_received_total 6.0" in metrics
+
+
+class Scripted:
+    name = "scripted"
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        asked = ",".join(sorted(context.members))
+        return Analysis(f"scripted: {asked}", "x", "y", (), 0.5, 0.1)
+
+
+def scripted_components(
+    config: SidecarConfig, settings: SidecarSettings, session: aiohttp.ClientSession
+) -> Components:
+    """Importable by name, so the worker process can build it too."""
+    return Components(
+        AnalystChain(Scripted(), (FailingAnalyst("remote", "quota exhausted"),)),
+        OfflineContext(),
+        NoAnomalyEvidence(),
+    )
+
+
+@pytest.mark.parametrize("worker_process", [False, True], ids=["inline", "worker-process"])
+async def test_injected_components_run_in_either_process(aiohttp_client, tmp_path, worker_process):
+    app = create_app(
+        settings(tmp_path), components=scripted_components, worker_process=worker_process
+    )
+    client = await aiohttp_client(app)
+    down = alert("DeviceDown", site="ams", instance="r1")
+    response = await client.post("/api/v1/alertmanager", json=payload(down), headers=AUTH)
+    assert response.status == 200
+
+    async def analysed() -> list[dict[str, Any]]:
+        body = await (await client.get("/api/v1/incidents", headers=AUTH)).json()
+        return body if body and body[0]["analysis"] else []
+
+    [incident] = await wait_until(analysed, 30)
+    assert incident["analyst"] == "scripted"
+    assert incident["analysis"]["summary"] == f"scripted: {down.fingerprint}"
+    assert incident["skippedAnalysts"] == [
+        {"analyst": "remote", "reason": "error", "detail": "RuntimeError: quota exhausted"}
+    ]
+    fallback = 'scout_sidecar_analysis_fallbacks_total{analyst="remote",reason="error"} 1.0'
+
+    async def counted() -> str:
+        text = await (await client.get("/metrics")).text()
+        return text if fallback in text else ""
+
+    # From the worker process, the metrics arrive with its next report.
+    metrics = await wait_until(counted, 30)
+    assert "scout_sidecar_incidents_created_total 1.0" in metrics
+    assert metrics.count("# TYPE scout_sidecar_incidents_created_total counter") == 1
+    assert metrics.count("# TYPE process_cpu_seconds_total counter") == 1
 
 
 async def test_incident_filters(aiohttp_client, tmp_path):

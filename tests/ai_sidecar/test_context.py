@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import quote
 
 import aiohttp
@@ -18,23 +18,10 @@ from ai_sidecar.context import (
     trend_of,
     value_expression,
 )
-from ai_sidecar.models import Member
+from ai_sidecar.promql import HttpPromQLClient
 from scripts.localstack import free_port
+from tests.ai_sidecar.builders import member
 from tests.conftest import promql, wait_for
-
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-
-
-def member(generator_url: str, **labels: str) -> Member:
-    return Member(
-        fingerprint="f00d",
-        labels={"alertname": "Test", **labels},
-        annotations={},
-        status="firing",
-        starts_at=T0,
-        first_starts_at=T0,
-        generator_url=generator_url,
-    )
 
 
 def graph_link(base: str, expr: str) -> str:
@@ -45,8 +32,7 @@ def source(
     session: aiohttp.ClientSession, base_url: str | None, timeout: float = 5.0
 ) -> PrometheusContext:
     return PrometheusContext(
-        base_url,
-        session,
+        None if base_url is None else HttpPromQLClient(base_url, session),
         timeout=timedelta(seconds=timeout),
         range=timedelta(seconds=20),
         step=timedelta(seconds=1),
@@ -72,12 +58,17 @@ def prometheus(exporter_factory, prometheus_factory):
     return url, exporter.split("//")[1], gone
 
 
+@pytest.mark.peers
 async def test_current_value_and_trend_from_real_prometheus(prometheus):
     url, target, _ = prometheus
     # The rule fires while the target is down; its value side is `up` itself.
-    alert = member(graph_link(url, 'up{job="scout"} == 0'), job="scout", instance=target)
+    alert = member(
+        generator_url=graph_link(url, 'up{job="scout"} == 0'), job="scout", instance=target
+    )
     samples = member(
-        graph_link(url, 'count_over_time(up{job="scout"}[1m])'), job="scout", instance=target
+        generator_url=graph_link(url, 'count_over_time(up{job="scout"}[1m])'),
+        job="scout",
+        instance=target,
     )
     async with aiohttp.ClientSession() as session:
         up = await source(session, url).context(alert)
@@ -99,9 +90,10 @@ async def test_current_value_and_trend_from_real_prometheus(prometheus):
     assert series.last > series.first
 
 
+@pytest.mark.peers
 async def test_only_the_alerts_own_series_are_reported(prometheus):
     url, target, gone = prometheus
-    everything = member(graph_link(url, "up"), job="gone", instance=gone)
+    everything = member(generator_url=graph_link(url, "up"), job="gone", instance=gone)
     async with aiohttp.ClientSession() as session:
         context = await source(session, url).context(everything)
     # `up` has two series; the alert is about the target that is gone.
@@ -111,10 +103,11 @@ async def test_only_the_alerts_own_series_are_reported(prometheus):
     assert target not in context.describe()
 
 
+@pytest.mark.peers
 async def test_a_query_prometheus_refuses_is_unavailable_with_its_reason(prometheus):
     url, _, _ = prometheus
     async with aiohttp.ClientSession() as session:
-        context = await source(session, url).context(member(graph_link(url, "up{")))
+        context = await source(session, url).context(member(generator_url=graph_link(url, "up{")))
     assert not context.available
     assert context.reason.startswith("Prometheus refused the query (HTTP 400, bad_data): ")
     assert context.describe().startswith("Prometheus context unavailable: Prometheus refused")
@@ -125,7 +118,7 @@ async def test_prometheus_down_is_unavailable_with_a_reason():
     link = graph_link("http://prometheus.invalid:9090", "up == 0")
     async with aiohttp.ClientSession() as session:
         context = await source(session, f"http://scout:s3cret@127.0.0.1:{port}").context(
-            member(link)
+            member(generator_url=link, fingerprint="f00d")
         )
     assert context == MemberContext(
         "f00d",
@@ -152,7 +145,7 @@ async def test_a_stalled_prometheus_is_cut_off_by_the_timeout(aiohttp_server):
     async with aiohttp.ClientSession() as session:
         started = asyncio.get_running_loop().time()
         context = await source(session, base, timeout=0.3).context(
-            member(graph_link(base, "up == 0"))
+            member(generator_url=graph_link(base, "up == 0"))
         )
         waited = asyncio.get_running_loop().time() - started
     assert stalled.is_set()
@@ -171,7 +164,7 @@ async def test_an_answer_that_is_not_json_is_unavailable(aiohttp_server):
     server = await aiohttp_server(app, host="127.0.0.1")
     base = str(server.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as session:
-        context = await source(session, base).context(member(graph_link(base, "up")))
+        context = await source(session, base).context(member(generator_url=graph_link(base, "up")))
     assert (context.available, context.reason) == (
         False,
         "Prometheus answered HTTP 502 without JSON",
@@ -181,9 +174,9 @@ async def test_an_answer_that_is_not_json_is_unavailable(aiohttp_server):
 async def test_no_expression_or_no_prometheus_url_is_unavailable():
     async with aiohttp.ClientSession() as session:
         prometheus = source(session, None)
-        bare = await prometheus.context(member(""))
+        bare = await prometheus.context(member(generator_url=""))
         elsewhere = await prometheus.context(
-            member("https://vmalert.example/api/v1/alert?g0.expr=up")
+            member(generator_url="https://vmalert.example/api/v1/alert?g0.expr=up")
         )
     assert bare.reason == "the alert's generatorURL carries no expression (g0.expr)"
     # The host in a generatorURL is never followed: alert text is untrusted.

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from ai_sidecar.config import CorrelationConfig
-from ai_sidecar.correlation import EXTRA_KEY, Change, group_key, incident_id
-from ai_sidecar.models import Alert, Incident, incident_to_json
+from ai_sidecar.correlation import Change, group_key, incident_id
+from ai_sidecar.models import Alert, Incident, RootCauseFacts, incident_to_json
 from tests.ai_sidecar.replay import (
     NOW,
     T0,
@@ -51,7 +51,7 @@ def test_core_link_down_and_its_dependents_are_one_incident():
         "lowest layer: link (InterfaceDown) below network, host and service",
         "7 alerts on other targets refer to core1",
     )
-    assert incident.extra[EXTRA_KEY] == {"rule": "layer", "layer": "link", "dependents": 7}
+    assert incident.root_cause_facts == RootCauseFacts(rule="layer", layer="link", dependents=7)
     # The probes saw it first: the incident starts with them, not with the link alert.
     assert incident.created_at == T0
     assert incident.updated_at == T0 + timedelta(seconds=31)
@@ -396,7 +396,8 @@ def test_most_dependents_decides_within_a_layer():
         "lowest layer: link (InterfaceDown) below network and host",
         "most dependents: 2 alerts on other targets refer to core1 (next: 1)",
     )
-    assert incident.extra[EXTRA_KEY]["rule"] == "dependents"
+    assert incident.root_cause_facts is not None
+    assert incident.root_cause_facts.rule == "dependents"
 
 
 def test_earliest_start_decides_among_equals():
@@ -562,4 +563,5 @@ def test_ten_thousand_open_alerts_across_a_hundred_sites():
     for incident in incidents:
         assert len(incident.members) == 100
         assert root(incident).endswith("/InterfaceDown")
-        assert incident.extra[EXTRA_KEY]["dependents"] == 99
+        assert incident.root_cause_facts is not None
+        assert incident.root_cause_facts.dependents == 99

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from ai_sidecar.config import parse_config
-from ai_sidecar.models import AlertStatus, Incident, Member
 from ai_sidecar.priority import AnomalyEvidence, prioritise
+from tests.ai_sidecar.builders import T0, incident, member
 
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 RULES = parse_config(
     "priority:\n  criticality:\n"
     "    - {match: {site: hq}, level: critical}\n"
@@ -19,36 +18,6 @@ RULES = parse_config(
     "    - {match: {env: lab}, level: low}\n",
     "rules.yml",
 ).priority
-
-
-def member(
-    alertname: str,
-    instance: str,
-    *,
-    severity: str = "warning",
-    status: AlertStatus = "firing",
-    **labels: str,
-) -> Member:
-    return Member(
-        fingerprint=f"{alertname}-{instance}",
-        labels={"alertname": alertname, "severity": severity, "instance": instance, **labels},
-        annotations={},
-        status=status,
-        starts_at=T0,
-        first_starts_at=T0,
-    )
-
-
-def incident(*members: Member, resolved_at: datetime | None = None) -> Incident:
-    return Incident(
-        id="inc-test",
-        status="open" if resolved_at is None else "resolved",
-        group={"site": "x"},
-        members={m.fingerprint: m for m in members},
-        created_at=T0,
-        updated_at=T0,
-        resolved_at=resolved_at,
-    )
 
 
 def test_a_lone_critical_alert_is_p2():

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from ai_sidecar.errors import SidecarError
-from ai_sidecar.models import Alert, Analysis, Incident, Member
+from ai_sidecar.models import (
+    Alert,
+    Analysis,
+    Incident,
+    Member,
+    RootCauseFacts,
+    SkippedAnalyst,
+)
 from ai_sidecar.store import Backlog, Database, Feedback, IngestResult, StoreError
 from ai_sidecar.store.sqlite import SCHEMA_VERSION, StoreClosedError
 
@@ -262,7 +269,11 @@ async def test_incidents_round_trip_and_update_in_place(db: Database) -> None:
         analysis=Analysis("s", "rc", "impact", ("a", "b"), 0.8, 0.1),
         analyst="local",
         version=3,
-        extra={"note": [1, 2]},
+        root_cause_facts=RootCauseFacts("only", "device", 0),
+        peak_priority="P1",
+        analysed_version=3,
+        analysed_priority="P1",
+        skipped_analysts=(SkippedAnalyst("remote", "timeout", "no analysis within 12s"),),
     )
     await db.save_incidents([full])
     await db.save_incidents([analysed])

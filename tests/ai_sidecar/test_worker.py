@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.context import MemberContext
-from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.enrichment.base import Analyst, IncidentContext
+from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
-from ai_sidecar.models import Analysis, Incident, Member, notified_priority
+from ai_sidecar.models import Analysis, Incident, SkippedAnalyst, notified_priority
+from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.store.sqlite import Database
 from ai_sidecar.worker import Worker
-from tests.ai_sidecar.builders import T0, alert
+from tests.ai_sidecar.builders import T0, FailingAnalyst, OfflineContext, alert
 
 
 class RecordingSink:
@@ -28,15 +30,6 @@ class RecordingSink:
 
     async def schedule(self, incidents: Sequence[Incident]) -> None:
         self.scheduled.extend(incidents)
-
-
-class NoContext:
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    async def context(self, member: Member) -> MemberContext:
-        self.asked.append(member.fingerprint)
-        return MemberContext(member.fingerprint, False, "no Prometheus in this test")
 
 
 class GatedAnalyst:
@@ -54,13 +47,6 @@ class GatedAnalyst:
         return Analysis(f"{len(incident.members)} alerts", "x", "y", (), 0.5, 0.1)
 
 
-class BrokenAnalyst:
-    name = "broken"
-
-    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
-        raise RuntimeError("analyst bug")
-
-
 class StuckAnalyst:
     name = "stuck"
 
@@ -71,21 +57,26 @@ class StuckAnalyst:
 
 def make_worker(
     db: Database,
-    analyst: object | None = None,
+    analyst: Analyst | None = None,
     config: SidecarConfig | None = None,
     metrics: SidecarMetrics | None = None,
     analysis_timeout: float | None = None,
+    fallback: Analyst | None = None,
 ) -> tuple[Worker, RecordingSink, SidecarMetrics]:
+    """A worker whose chain is ``analyst`` (if any) before ``fallback`` (the local one)."""
     config = config or SidecarConfig()
     sink = RecordingSink()
     metrics = metrics or create_metrics()
+    chain = AnalystChain(
+        fallback=fallback or LocalAnalyst(config.runbooks),
+        preferred=() if analyst is None else (analyst,),
+    )
     worker = Worker(
         db,
         config,
-        analyst or LocalAnalyst(config.runbooks),  # type: ignore[arg-type]
-        NoContext(),
+        Components(chain, OfflineContext(), NoAnomalyEvidence()),
         sink,
-        metrics,
+        metrics.worker,
         asyncio.Event(),
         clock=lambda: T0 + timedelta(minutes=2),
         analysis_timeout=analysis_timeout,
@@ -164,10 +155,45 @@ async def test_a_member_added_during_analysis_is_not_lost(tmp_path):
     await db.close()
 
 
-@pytest.mark.parametrize("analyst", [BrokenAnalyst(), StuckAnalyst()])
-async def test_a_failing_analyst_leaves_the_incident_unenriched(tmp_path, analyst):
+@pytest.mark.parametrize(
+    ("analyst", "reason", "detail"),
+    [
+        (FailingAnalyst(), "error", "RuntimeError: analyst bug"),
+        (StuckAnalyst(), "timeout", "no analysis within 0.2s"),
+    ],
+)
+async def test_a_failing_analyst_falls_back_to_the_local_analysis(
+    tmp_path, analyst, reason, detail
+):
     db = await open_db(tmp_path)
     worker, sink, metrics = make_worker(db, analyst, analysis_timeout=0.2)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 1
+    [saved] = await db.list_incidents()
+    assert saved.analyst == "local"
+    assert saved.analysis is not None
+    assert saved.analysis.summary.startswith("Open incident for instance=r1")
+    assert saved.skipped_analysts == (SkippedAnalyst(analyst.name, reason, detail),)
+    assert [i.analyst for i in sink.scheduled] == ["local"]
+    assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst=analyst.name) == 1
+    assert (
+        sample(
+            metrics, "scout_sidecar_analysis_fallbacks_total", analyst=analyst.name, reason=reason
+        )
+        == 1
+    )
+    # The preferred analyst is asked again at the incident's next turn.
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 1
+    assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst=analyst.name) == 2
+    await db.close()
+
+
+@pytest.mark.parametrize("analyst", [FailingAnalyst(), StuckAnalyst()])
+async def test_a_failing_fallback_leaves_the_incident_unenriched(tmp_path, analyst):
+    db = await open_db(tmp_path)
+    worker, sink, metrics = make_worker(db, fallback=analyst, analysis_timeout=0.2)
     await worker.start()
     await db.ingest([alert("DeviceDown", instance="r1")], T0)
     await worker.correlate_once()
@@ -176,6 +202,28 @@ async def test_a_failing_analyst_leaves_the_incident_unenriched(tmp_path, analys
     assert saved.analysis is None
     assert sink.scheduled == []
     assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst=analyst.name) == 1
+    # Nothing comes after the fallback, so nothing counts as a fallback.
+    assert (
+        metrics.registry.get_sample_value(
+            "scout_sidecar_analysis_fallbacks_total", {"analyst": analyst.name, "reason": "error"}
+        )
+        is None
+    )
+    await db.close()
+
+
+async def test_a_preferred_analyst_that_answers_is_recorded_without_skips(tmp_path):
+    db = await open_db(tmp_path)
+    analyst = GatedAnalyst()
+    analyst.release.set()
+    worker, _, _ = make_worker(db, analyst)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    assert await worker.analyse_pending() == 1
+    [saved] = await db.list_incidents()
+    assert (saved.analyst, saved.skipped_analysts) == ("gated", ())
+    assert saved.analysed_version == saved.version
     await db.close()
 
 
@@ -267,7 +315,11 @@ async def test_a_resolution_goes_back_even_when_its_analysis_fails(tmp_path):
     last = sink.scheduled[-1]
     assert last.status == "resolved"
     assert last.analysis is not None
-    assert last.analysis.summary == "first"
+    # The preferred analyst failed: the local analysis of the resolution goes back.
+    assert last.analyst == "local"
+    assert last.analysis.summary.startswith("Resolved incident for site=ams")
+    assert sink.scheduled[0].analysis is not None
+    assert sink.scheduled[0].analysis.summary == "first"
     assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst="flaky") == 1
     # Still owed a fresh analysis: it is retried, not forgotten.
     assert await worker.analyse_pending() == 1

@@ -1,0 +1,64 @@
+"""What the worker works with, built from the config in one place.
+
+:func:`build_components` makes the analyst chain (the local analyst for now;
+LLM analysts go in front of it next, with the local one as the fallback), the
+source of Prometheus context (through the :mod:`ai_sidecar.promql` client) and
+the source of anomaly evidence (none yet). The pipeline calls it in whichever
+process runs the worker, the HTTP process or the worker process, so both get
+the same components.
+
+Tests replace them with a :class:`ComponentsFactory` of their own. A factory
+given to the worker process must be importable by name (a module-level
+function), since the process is spawned and receives it pickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from ai_sidecar.config import SidecarConfig
+from ai_sidecar.context import MetricsContextSource, PrometheusContext
+from ai_sidecar.enrichment.chain import AnalystChain
+from ai_sidecar.enrichment.local import LocalAnalyst
+from ai_sidecar.priority import AnomalyEvidenceSource, NoAnomalyEvidence
+from ai_sidecar.promql import BearerToken, HttpPromQLClient
+from ai_sidecar.settings import SidecarSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """The worker's collaborators: who analyses, and the evidence they are given."""
+
+    analysts: AnalystChain
+    context: MetricsContextSource
+    anomaly: AnomalyEvidenceSource
+
+
+class ComponentsFactory(Protocol):
+    """Builds the components for one run of the pipeline; ``session`` is the pipeline's."""
+
+    def __call__(
+        self, config: SidecarConfig, settings: SidecarSettings, session: aiohttp.ClientSession
+    ) -> Components: ...
+
+
+def build_components(
+    config: SidecarConfig, settings: SidecarSettings, session: aiohttp.ClientSession
+) -> Components:
+    """The production components, as the config and the settings describe them."""
+    client = None
+    if settings.prometheus_url is not None:
+        token = settings.prometheus_bearer_token
+        client = HttpPromQLClient(
+            settings.prometheus_url,
+            session,
+            auth=None if token is None else BearerToken(token),
+        )
+    return Components(
+        analysts=AnalystChain(fallback=LocalAnalyst(config.runbooks)),
+        context=PrometheusContext.from_config(client, config.analysis),
+        anomaly=NoAnomalyEvidence(),
+    )

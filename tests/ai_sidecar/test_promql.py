@@ -1,0 +1,407 @@
+"""The PromQL client against real engines: Prometheus and VictoriaMetrics, same cases.
+
+Both engines get the same data: two series sampled every 15 s for four hours
+ending about an hour ago, with a half-hour hole in the middle. Prometheus reads
+it from blocks that ``promtool`` backfills before it starts; VictoriaMetrics
+takes it through its import API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from ai_sidecar.promql import (
+    BadQueryError,
+    BearerToken,
+    HttpPromQLClient,
+    QueryTimeoutError,
+    Series,
+    UnavailableError,
+)
+from scripts.localstack import Service, find_binary, free_port, prometheus_service
+
+METRIC = "scout_promql_test"
+INTERVAL = 15
+# Whole hours, so every step used below lands on a sample.
+START = datetime.fromtimestamp((int(time.time()) - 5 * 3600) // 3600 * 3600, UTC)
+END = START + timedelta(hours=4)
+HOLE = (START + timedelta(hours=2), START + timedelta(hours=2, minutes=30))
+SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+BOX = timedelta(seconds=20)
+
+
+def samples() -> Iterator[tuple[str, float, int]]:
+    """(labels, value, Unix seconds): "a" counts samples up, "b" counts down."""
+    for instance, sign in (("a", 1), ("b", -1)):
+        for index in range(int((END - START).total_seconds()) // INTERVAL + 1):
+            at = START + timedelta(seconds=index * INTERVAL)
+            if not HOLE[0] <= at < HOLE[1]:
+                yield f'{{instance="{instance}"}}', float(sign * index), int(at.timestamp())
+
+
+def value_at(at: float) -> float:
+    """Series "a"'s sample at ``at``: the sample index."""
+    return (at - START.timestamp()) / INTERVAL
+
+
+@dataclass
+class Engine:
+    name: str
+    url: str
+
+
+def start_prometheus(directory: Path) -> tuple[Service, str]:
+    """Prometheus under the path prefix /prom, on blocks backfilled with the samples."""
+    openmetrics = directory / "samples.om"
+    lines = [f"# TYPE {METRIC} gauge"]
+    lines += [f"{METRIC}{labels} {value} {at}" for labels, value, at in samples()]
+    openmetrics.write_text("\n".join([*lines, "# EOF", ""]))
+    subprocess.run(
+        [
+            find_binary("promtool"),
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(openmetrics),
+            str(directory / "prometheus"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    config = directory / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 1m}\n")
+    port = free_port()
+    service = prometheus_service(config, directory, port, ["--web.route-prefix=/prom"])
+    service.ready_url = f"http://127.0.0.1:{port}/prom/-/ready"
+    return service, f"http://127.0.0.1:{port}/prom"
+
+
+def start_victoria_metrics(directory: Path) -> tuple[Service, str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    service = Service(
+        name="victoria-metrics",
+        argv=[
+            find_binary("victoria-metrics"),
+            "-search.latencyOffset=1s",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={directory / 'victoria-metrics'}",
+        ],
+        ready_url=f"{base}/health",
+        log_path=directory / "logs" / "victoria-metrics.log",
+    )
+    return service, base
+
+
+def import_into_victoria_metrics(base: str) -> None:
+    text = "".join(f"{METRIC}{labels} {value:g} {at * 1000}\n" for labels, value, at in samples())
+    request = urllib.request.Request(
+        f"{base}/api/v1/import/prometheus", data=text.encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 204
+    # Imported samples become searchable after the next flush; ask for it now.
+    with urllib.request.urlopen(f"{base}/internal/force_flush", timeout=30) as response:
+        assert response.status == 200
+
+
+@pytest.fixture(scope="module", params=["prometheus", "victoria-metrics"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    directory = tmp_path_factory.mktemp(request.param)
+    if request.param == "prometheus":
+        service, url = start_prometheus(directory)
+    else:
+        service, url = start_victoria_metrics(directory)
+    service.start()
+    try:
+        service.wait_ready()
+        if request.param == "victoria-metrics":
+            import_into_victoria_metrics(url)
+        yield Engine(request.param, url)
+    finally:
+        service.stop(grace=5)
+
+
+class Requests:
+    """What a session sent: (method, path) counts and the most in flight at once."""
+
+    def __init__(self) -> None:
+        self.sent: Counter[tuple[str, str]] = Counter()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def trace(self) -> aiohttp.TraceConfig:
+        config = aiohttp.TraceConfig()
+
+        async def started(_: Any, __: SimpleNamespace, params: Any) -> None:
+            self.sent[(params.method, params.url.path.rsplit("/api/", 1)[-1])] += 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+        async def ended(*_: Any) -> None:
+            self.in_flight -= 1
+
+        config.on_request_start.append(started)
+        config.on_request_end.append(ended)
+        config.on_request_exception.append(ended)
+        return config
+
+
+@pytest.fixture
+def requests() -> Requests:
+    return Requests()
+
+
+@pytest.fixture
+async def session(requests: Requests) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(trace_configs=[requests.trace()]) as session:
+        yield session
+
+
+def by_instance(series: tuple[Series, ...]) -> dict[str, Series]:
+    return {s.labels["instance"]: s for s in series}
+
+
+@pytest.mark.peers
+async def test_instant_query_gives_each_series_its_value(engine, session):
+    client = HttpPromQLClient(engine.url, session)
+    at = START + timedelta(hours=1)
+    found = await client.instant(METRIC, at, time_box=BOX)
+    assert {s.labels["instance"]: s.value for s in found} == {
+        "a": value_at(at.timestamp()),
+        "b": -value_at(at.timestamp()),
+    }
+    assert {s.labels["__name__"] for s in found} == {METRIC}
+    assert {s.timestamp for s in found} == {at.timestamp()}
+
+
+@pytest.mark.peers
+async def test_range_query_keeps_gaps_as_gaps(engine, session):
+    client = HttpPromQLClient(engine.url, session)
+    start, end = START + timedelta(hours=1), START + timedelta(hours=3)
+    found = by_instance(await client.range(METRIC, start, end, MINUTE, time_box=BOX))
+    series = found["a"]
+    assert series.timestamps == tuple(sorted(set(series.timestamps)))
+    assert series.timestamps[0] == start.timestamp()
+    assert series.timestamps[-1] == end.timestamp()
+    # Inside the hole there is no point at all: no zero, no carried value.
+    inside = [t for t in series.timestamps if HOLE[0].timestamp() + 600 <= t < HOLE[1].timestamp()]
+    assert inside == []
+    steps = {b - a for a, b in zip(series.timestamps, series.timestamps[1:], strict=False)}
+    assert max(steps) > 60
+    # Elsewhere each step lands on a sample and has its value.
+    for at, value in zip(series.timestamps, series.values, strict=True):
+        if not HOLE[0].timestamp() <= at < HOLE[1].timestamp():
+            assert value == value_at(at)
+
+
+@pytest.mark.peers
+async def test_nan_and_infinity_come_back_as_such(engine, session):
+    client = HttpPromQLClient(engine.url, session)
+    at = START + timedelta(hours=1)
+    [infinite] = await client.instant(f'{METRIC}{{instance="a"}} / 0', at, time_box=BOX)
+    assert infinite.value == math.inf
+    nan = await client.range(
+        f'{METRIC}{{instance="a"}} * 0 / 0', at, at + timedelta(minutes=10), MINUTE, time_box=BOX
+    )
+    values = [v for s in nan for v in s.values]
+    # Never a number made up for NaN. VictoriaMetrics leaves NaN out of its
+    # answers (a gap); Prometheus sends it.
+    assert all(math.isnan(v) for v in values)
+    if engine.name == "prometheus":
+        assert len(values) == 11
+
+
+@pytest.mark.peers
+async def test_a_chunked_range_equals_one_request(engine, session, requests):
+    start = START
+    end = start + 9999 * SECOND  # 10,000 points per series: one request may carry it
+    whole = await HttpPromQLClient(engine.url, session).range(
+        METRIC, start, end, SECOND, time_box=BOX
+    )
+    assert requests.sent == {("GET", "v1/query_range"): 1}
+    requests.sent.clear()
+    chunked = await HttpPromQLClient(engine.url, session, max_points=3000).range(
+        METRIC, start, end, SECOND, time_box=BOX
+    )
+    assert requests.sent == {("GET", "v1/query_range"): 4}
+    assert requests.most_in_flight <= 4
+    assert by_instance(chunked) == by_instance(whole)
+    # From the first step to the last; the hole in the data stays a hole.
+    assert by_instance(whole)["a"].timestamps[0] == start.timestamp()
+    assert by_instance(whole)["a"].timestamps[-1] == end.timestamp()
+
+
+@pytest.mark.peers
+async def test_a_range_past_11000_points_is_split_and_stitched(engine, session, requests):
+    start = START
+    end = start + 11_400 * SECOND
+    client = HttpPromQLClient(engine.url, session)
+    stitched = by_instance(await client.range(METRIC, start, end, SECOND, time_box=BOX))
+    assert requests.sent == {("GET", "v1/query_range"): 2}
+    # The first request's share, asked for alone, is the same; the second
+    # request starts one step later, so no boundary point appears twice.
+    requests.sent.clear()
+    head = by_instance(
+        await client.range(METRIC, start, start + 10_999 * SECOND, SECOND, time_box=BOX)
+    )
+    assert requests.sent == {("GET", "v1/query_range"): 1}
+    for instance in ("a", "b"):
+        whole, first = stitched[instance], head[instance]
+        assert whole.timestamps[: len(first.timestamps)] == first.timestamps
+        assert whole.values[: len(first.values)] == first.values
+        assert len(set(whole.timestamps)) == len(whole.timestamps)
+        assert whole.timestamps[-1] == end.timestamp()
+    assert stitched["a"].timestamps[0] == start.timestamp()
+    unchunked = HttpPromQLClient(engine.url, session, max_points=20_000)
+    if engine.name == "prometheus":
+        # Why the client splits: Prometheus refuses one request this long.
+        with pytest.raises(BadQueryError, match="11,000 points"):
+            await unchunked.range(METRIC, start, end, SECOND, time_box=BOX)
+    else:
+        # VictoriaMetrics allows 30,000 points: one request gives the same.
+        assert by_instance(await unchunked.range(METRIC, start, end, SECOND, time_box=BOX)) == (
+            stitched
+        )
+
+
+@pytest.mark.peers
+async def test_a_long_query_goes_as_a_post_form(engine, session, requests):
+    client = HttpPromQLClient(engine.url, session)
+    at = START + timedelta(hours=1)
+    others = "|".join(f"absent-{i:04}" for i in range(600))
+    long_query = f'{METRIC}{{instance=~"a|{others}"}}'
+    assert len(long_query) > 4096
+    [found] = await client.instant(long_query, at, time_box=BOX)
+    assert requests.sent == {("POST", "v1/query"): 1}
+    assert (found.labels["instance"], found.value) == ("a", value_at(at.timestamp()))
+
+
+@pytest.mark.peers
+async def test_a_bad_query_is_refused_with_the_engines_reason(engine, session):
+    client = HttpPromQLClient(engine.url, session)
+    with pytest.raises(BadQueryError) as refused:
+        await client.instant("sum(", START, time_box=BOX)
+    assert 400 <= refused.value.status < 500
+    assert refused.value.error
+    assert str(refused.value).startswith(
+        f"Prometheus refused the query (HTTP {refused.value.status}"
+    )
+
+
+@pytest.mark.peers
+async def test_a_call_that_outlasts_its_time_box_is_cut_off(engine, session):
+    client = HttpPromQLClient(engine.url, session)
+    started = time.monotonic()
+    with pytest.raises(QueryTimeoutError, match="did not answer within 1ms"):
+        await client.range(METRIC, START, END, SECOND, time_box=timedelta(milliseconds=1))
+    assert time.monotonic() - started < 5
+
+
+# -- without a real engine ----------------------------------------------------------
+
+
+async def test_an_engine_that_is_down_is_unavailable_without_credentials(session):
+    port = free_port()
+    client = HttpPromQLClient(f"http://scout:s3cret@127.0.0.1:{port}/prefix/", session)
+    with pytest.raises(UnavailableError) as down:
+        await client.instant("up", START, time_box=BOX)
+    assert str(down.value) == (
+        f"cannot reach Prometheus at http://127.0.0.1:{port}/prefix: Connection refused"
+    )
+    assert "s3cret" not in repr(client.__dict__)
+
+
+@pytest.fixture
+async def recorder(aiohttp_server) -> tuple[str, list[web.Request], list[int]]:
+    """A stand-in engine that answers with the status the test queues (200 by default)."""
+    seen: list[web.Request] = []
+    statuses: list[int] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request)
+        status = statuses.pop(0) if statuses else 200
+        if status == 200:
+            data = {"resultType": "vector", "result": []}
+            return web.json_response({"status": "success", "data": data})
+        if status == 502:
+            return web.Response(status=502, text="<html>Bad Gateway</html>")
+        body = {"status": "error", "errorType": "unavailable", "error": "too busy"}
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/query", answer)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return str(server.make_url("")).rstrip("/"), seen, statuses
+
+
+async def test_credentials_are_sent_as_headers(recorder, session):
+    base, seen, _ = recorder
+    await HttpPromQLClient(base, session, auth=BearerToken("t0ken")).instant(
+        "up", START, time_box=BOX
+    )
+    userinfo = base.replace("http://", "http://scout:s3cret@")
+    await HttpPromQLClient(userinfo, session).instant("up", START, time_box=BOX)
+    assert [r.headers.get("Authorization") for r in seen] == [
+        "Bearer t0ken",
+        "Basic c2NvdXQ6czNjcmV0",  # scout:s3cret
+    ]
+    assert "t0ken" not in repr(BearerToken("t0ken"))
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (503, "Prometheus refused the query (HTTP 503, unavailable): too busy"),
+        (429, "Prometheus refused the query (HTTP 429, unavailable): too busy"),
+        (502, "Prometheus answered HTTP 502 without JSON"),
+    ],
+)
+async def test_server_side_trouble_is_unavailable_not_a_bad_query(
+    recorder, session, status, message
+):
+    base, _, statuses = recorder
+    statuses.append(status)
+    with pytest.raises(UnavailableError) as failed:
+        await HttpPromQLClient(base, session).instant("up", START, time_box=BOX)
+    assert not isinstance(failed.value, BadQueryError)
+    assert str(failed.value) == message
+
+
+async def test_a_proxy_refusing_a_long_url_gets_the_query_as_a_form(recorder, session):
+    base, seen, statuses = recorder
+    statuses.append(414)
+    await HttpPromQLClient(base, session).instant("up", START, time_box=BOX)
+    assert [r.method for r in seen] == ["GET", "POST"]
+
+
+async def test_a_time_box_bounds_a_stalled_engine(aiohttp_server, session):
+    async def never(_: web.Request) -> web.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query_range", never)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    client = HttpPromQLClient(str(server.make_url("")), session)
+    with pytest.raises(QueryTimeoutError, match="did not answer within 300ms"):
+        await client.range("up", START, END, MINUTE, time_box=timedelta(milliseconds=300))
