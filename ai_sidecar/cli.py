@@ -11,7 +11,8 @@ variables, so the sidecar runs without a config file:
 - ``SCOUT_WEBHOOK_TOKEN``: the bearer token Alertmanager sends (required unless
   ``--web.insecure-no-auth``), or ``SCOUT_WEBHOOK_TOKEN_FILE`` naming a file
   that holds it;
-- ``SCOUT_PROMETHEUS_URL``: where the analyst reads context;
+- ``SCOUT_PROMETHEUS_URL``: where the analyst reads context, and
+  ``SCOUT_PROMETHEUS_BEARER_TOKEN`` (or ``..._FILE``) if that engine wants a token;
 - ``SCOUT_ALERTMANAGER_URLS``: every Alertmanager peer, comma-separated;
 - ``SCOUT_DATA_DIR``: where the SQLite store lives (default ``./data``).
 """
@@ -43,6 +44,10 @@ TOKEN_FILE_ENV = "SCOUT_WEBHOOK_TOKEN_FILE"
 PROMETHEUS_ENV = "SCOUT_PROMETHEUS_URL"
 ALERTMANAGERS_ENV = "SCOUT_ALERTMANAGER_URLS"
 DATA_DIR_ENV = "SCOUT_DATA_DIR"
+# A bearer token for Prometheus-compatible engines behind an authenticating proxy
+# (Thanos, Mimir, VictoriaMetrics with vmauth).
+PROMETHEUS_TOKEN_ENV = "SCOUT_PROMETHEUS_BEARER_TOKEN"
+PROMETHEUS_TOKEN_FILE_ENV = "SCOUT_PROMETHEUS_BEARER_TOKEN_FILE"
 SWITCH_INTERVAL = 0.0005
 
 
@@ -60,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"Environment: {TOKEN_ENV} or {TOKEN_FILE_ENV} (bearer token for the webhook "
             "and API), "
-            f"{PROMETHEUS_ENV}, {ALERTMANAGERS_ENV} (comma-separated peers), "
+            f"{PROMETHEUS_ENV} with {PROMETHEUS_TOKEN_ENV} or {PROMETHEUS_TOKEN_FILE_ENV}, "
+            f"{ALERTMANAGERS_ENV} (comma-separated peers), "
             f"{DATA_DIR_ENV} (default ./data)."
         ),
     )
@@ -164,25 +170,26 @@ def prepare_data_dir(path: Path, *, create: bool = True) -> None:
         raise ConfigError(f"{DATA_DIR_ENV}: {path} is not writable by this user")
 
 
-def read_token(environ: Mapping[str, str]) -> str | None:
-    token = environ.get(TOKEN_ENV, "").strip() or None
-    token_file = environ.get(TOKEN_FILE_ENV, "").strip()
-    if not token_file:
-        return token
-    if token is not None:
-        raise ConfigError(f"set {TOKEN_ENV} or {TOKEN_FILE_ENV}, not both")
+def read_secret(environ: Mapping[str, str], variable: str, file_variable: str) -> str | None:
+    """A secret from ``variable``, or from the file ``file_variable`` names; never echoed."""
+    value = environ.get(variable, "").strip() or None
+    path = environ.get(file_variable, "").strip()
+    if not path:
+        return value
+    if value is not None:
+        raise ConfigError(f"set {variable} or {file_variable}, not both")
     try:
-        text = Path(token_file).read_text(encoding="utf-8").strip()
+        text = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"{TOKEN_FILE_ENV}: cannot read {token_file}: {reason}") from None
+        raise ConfigError(f"{file_variable}: cannot read {path}: {reason}") from None
     if not text:
-        raise ConfigError(f"{TOKEN_FILE_ENV}: {token_file} is empty")
+        raise ConfigError(f"{file_variable}: {path} is empty")
     return text
 
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> SidecarSettings:
-    token = read_token(environ)
+    token = read_secret(environ, TOKEN_ENV, TOKEN_FILE_ENV)
     if token is None and not args.insecure_no_auth:
         raise ConfigError(
             f"{TOKEN_ENV} is not set: the webhook and API need a bearer token. "
@@ -198,6 +205,9 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Sidec
         listen_port=port,
         webhook_token=token,
         prometheus_url=parse_url(prometheus, PROMETHEUS_ENV) if prometheus else None,
+        prometheus_bearer_token=read_secret(
+            environ, PROMETHEUS_TOKEN_ENV, PROMETHEUS_TOKEN_FILE_ENV
+        ),
         alertmanager_urls=tuple(dict.fromkeys(parse_url(p, ALERTMANAGERS_ENV) for p in peers)),
         data_dir=Path(environ.get(DATA_DIR_ENV, "").strip() or "data"),
         config_file=args.config_file,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ai_sidecar.cli import build_parser, with_default_command
+from ai_sidecar.cli import build_parser, settings_from, with_default_command
+from ai_sidecar.errors import ConfigError
 
 
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -68,3 +69,22 @@ def test_help_lists_the_commands_and_serve_help_lists_its_flags(tmp_path):
     assert "--web.listen-address" not in root.stdout
     assert "--web.listen-address" in serve.stdout
     assert "SCOUT_WEBHOOK_TOKEN" in serve.stdout
+
+
+def test_prometheus_token_comes_from_a_file_and_never_shows(tmp_path):
+    token_file = tmp_path / "prometheus-token"
+    token_file.write_text("canary-prom-7f3a\n")
+    args = build_parser().parse_args(["serve", "--web.insecure-no-auth"])
+    environ = {
+        "SCOUT_PROMETHEUS_URL": "http://127.0.0.1:9090/prom",
+        "SCOUT_PROMETHEUS_BEARER_TOKEN_FILE": str(token_file),
+    }
+    settings = settings_from(args, environ)
+    assert settings.prometheus_bearer_token == "canary-prom-7f3a"
+    assert "canary-prom-7f3a" not in repr(settings)
+    both = {**environ, "SCOUT_PROMETHEUS_BEARER_TOKEN": "canary-other-11"}
+    with pytest.raises(ConfigError) as refused:
+        settings_from(args, both)
+    assert str(refused.value) == (
+        "set SCOUT_PROMETHEUS_BEARER_TOKEN or SCOUT_PROMETHEUS_BEARER_TOKEN_FILE, not both"
+    )
