@@ -38,10 +38,10 @@ from pydantic_core import ErrorDetails
 
 from exporter.errors import ConfigError
 from exporter.models import Regex, Secret, StrictModel, drop_extension_keys
-from exporter.probers.http import HttpModule
-from exporter.probers.icmp import IcmpModule
-from exporter.probers.tcp import TcpModule
-from exporter.snmp.modules import SnmpModule
+from exporter.targets.probe.http import HttpModule
+from exporter.targets.probe.icmp import IcmpModule
+from exporter.targets.probe.tcp import TcpModule
+from exporter.targets.snmp.modules import SnmpModule
 
 
 class NameFilter(StrictModel):

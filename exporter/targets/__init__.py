@@ -1,0 +1,1 @@
+"""Multi-target endpoints (``/snmp``, ``/probe``, ...): one registry of kinds, one handler."""
