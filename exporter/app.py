@@ -18,8 +18,8 @@ from exporter.config import ExporterConfig, load_config
 from exporter.errors import BadRequestError, ConfigError
 from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS, SNMP_SCRAPER
 from exporter.live import LiveConfig, Settings
-from exporter.targets.probe.handler import setup_probe
 from exporter.scrape import ScrapeRunner, collector_status_families, scrape_deadline
+from exporter.targets.probe.handler import setup_probe
 from exporter.targets.snmp.handler import setup_snmp
 from exporter.web import healthy, landing_page, ready, render_families
 

@@ -17,11 +17,11 @@ from yarl import URL
 from exporter.errors import BadRequestError
 from exporter.keys import LIVE_CONFIG, SETTINGS
 from exporter.models import SECRET_MASK
+from exporter.scrape import scrape_deadline
 from exporter.targets.probe.http import HttpModule
 from exporter.targets.probe.icmp import IcmpModule
 from exporter.targets.probe.registry import DEFAULT_MODULES, run_probe
 from exporter.targets.probe.tcp import TcpModule
-from exporter.scrape import scrape_deadline
 from exporter.web import render_families
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import pytest
 from pydantic import SecretStr
 
-from exporter.clients.snmp import ber
 from exporter.clients.snmp import (
     MAX_REPETITIONS,
     Credentials,
@@ -34,6 +33,7 @@ from exporter.clients.snmp import (
     SnmpTimeout,
     ValueKind,
     VarBind,
+    ber,
     parse_oid,
 )
 from exporter.config import SnmpAuth
@@ -319,7 +319,8 @@ async def test_v3_resyncs_when_its_clock_is_off(snmpd):
         sent = client.stats.pdus_sent
         # What a manager sees after its idea of the agent's clock went stale (the
         # agent's boots moved on): there is no other way to get snmpd there quickly.
-        assert client._usm is not None and client._usm.engine is not None
+        assert client._usm is not None
+        assert client._usm.engine is not None
         client._usm.engine.time += 10_000
         [name] = await client.get([SYS_NAME_OID])
     assert name.value == SYS_NAME.encode()
