@@ -38,9 +38,7 @@ from pydantic_core import ErrorDetails
 
 from exporter.errors import ConfigError
 from exporter.models import Regex, Secret, StrictModel, drop_extension_keys
-from exporter.targets.probe.http import HttpModule
-from exporter.targets.probe.icmp import IcmpModule
-from exporter.targets.probe.tcp import TcpModule
+from exporter.targets.probe.modules import ProbeModuleType
 from exporter.targets.snmp.modules import SnmpModule
 
 
@@ -189,8 +187,8 @@ Auth = Annotated[SnmpAuth | HttpAuth | WinrmAuth, Field(discriminator="type")]
 
 
 # What a multi-target endpoint reads, chosen by the module's ``prober``: snmp for
-# /snmp, icmp, tcp and http for /probe.
-Module = Annotated[SnmpModule | IcmpModule | TcpModule | HttpModule, Field(discriminator="prober")]
+# /snmp, icmp, tcp and http for /probe (see exporter.targets.registry).
+Module = Annotated[SnmpModule | ProbeModuleType, Field(discriminator="prober")]
 
 
 class ExporterConfig(StrictModel):

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import math
 import time
 from abc import ABC, abstractmethod
@@ -64,21 +63,17 @@ from pathlib import Path
 from typing import Annotated, Generic, Literal, Protocol, TypeVar
 
 from cryptography import x509
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from pydantic import AfterValidator, Field
 
 from exporter.clients.probe_net import ProbeError
 from exporter.models import StrictModel
-
-log = logging.getLogger(__name__)
+from exporter.targets.exposition import METRIC_EXPOSITION
+from exporter.targets.kind import SelfMetric, StatusMetrics, mask_password, measure
 
 ModuleT = TypeVar("ModuleT", bound="PacketModule")
 ModuleT_contra = TypeVar("ModuleT_contra", bound="PacketModule", contravariant=True)
 T = TypeVar("T")
-
-# A probe that has not finished this long after its deadline is stopped and reported failed.
-DEADLINE_GRACE_SECONDS = 0.1
 
 
 def _readable_file(path: str) -> str:
@@ -113,50 +108,61 @@ class ProbeResult:
 
 
 class Prober(Protocol[ModuleT_contra]):
-    """Probes one target with one module's settings. Never raises."""
+    """Probes one target with one module's settings; ``deadline`` is in ``loop.time()``."""
 
     async def probe(self, target: str, module: ModuleT_contra, deadline: float) -> ProbeResult:
-        """``deadline`` is absolute, in ``loop.time()``."""
+        """The whole probe, timed and bounded by the deadline, success first; never raises."""
+        ...
+
+    async def attempt(
+        self, target: str, module: ModuleT_contra, deadline: float, metrics: Metrics
+    ) -> tuple[bool, str | None]:
+        """The probe's own measurements, into ``metrics``; ``/probe``'s handler times it."""
         ...
 
 
 class Metrics:
     """The families of one probe, each built fresh with one unlabelled sample."""
 
-    def __init__(self) -> None:
-        self.families: list[Metric] = []
+    def __init__(self, families: list[Metric] | None = None) -> None:
+        self.families: list[Metric] = [] if families is None else families
 
     def add(self, name: str, documentation: str, value: float) -> None:
-        family = GaugeMetricFamily(name, documentation)
-        family.add_metric([], value)
-        self.families.append(family)
+        self.families.append(METRIC_EXPOSITION.gauge(name, documentation, value))
+
+
+# Every probe's own metrics, as blackbox_exporter has probe_success and probe_duration_seconds.
+PROBE_STATUS = StatusMetrics(
+    duration=SelfMetric("scout_probe_duration_seconds", "Seconds the whole probe took."),
+    success=SelfMetric("scout_probe_success", "1 if the probe succeeded."),
+)
 
 
 class BaseProber(ABC, Generic[ModuleT]):
-    """Times the probe, keeps it within the deadline, and never lets an error escape."""
+    """Runs one probe; ``probe`` also times it, keeps it within the deadline and never raises."""
 
     async def probe(self, target: str, module: ModuleT, deadline: float) -> ProbeResult:
-        started = time.perf_counter()
-        metrics = Metrics()
-        success, error = False, None
-        try:
-            async with asyncio.timeout_at(deadline + DEADLINE_GRACE_SECONDS):
-                success, error = await self.run(target, module, deadline, metrics)
-        except ProbeError as exc:
-            error = str(exc)
-        except TimeoutError:
-            error = "the probe did not finish by the deadline"
-        except Exception as exc:  # the scrape boundary: one bad probe never fails others
-            log.exception("prober %s failed on %r", module.prober, target)
-            error = f"internal error: {type(exc).__name__}: {exc}"
-        head = Metrics()
-        head.add("scout_probe_success", "1 if the probe succeeded.", 1.0 if success else 0.0)
-        head.add(
-            "scout_probe_duration_seconds",
-            "Seconds the whole probe took.",
-            time.perf_counter() - started,
+        """The probe as ``/probe`` serves it, success and duration first (see ``measure``)."""
+        families: list[Metric] = []
+        outcome = await measure(
+            self.attempt(target, module, deadline, Metrics(families)),
+            families,
+            deadline=deadline,
+            status=PROBE_STATUS,
+            exposition=METRIC_EXPOSITION,
+            noun="probe",
+            subject=f"{mask_password(repr(target), target)} ({module.prober})",
         )
-        return ProbeResult(success, head.families + metrics.families, error)
+        return ProbeResult(outcome.success, outcome.families, outcome.error)
+
+    async def attempt(
+        self, target: str, module: ModuleT, deadline: float, metrics: Metrics
+    ) -> tuple[bool, str | None]:
+        """``run``, with a ``ProbeError`` (the target's fault, not ours) as a failed probe."""
+        try:
+            return await self.run(target, module, deadline, metrics)
+        except ProbeError as exc:
+            return False, str(exc)
 
     @abstractmethod
     async def run(

@@ -8,8 +8,11 @@ small, and values stay exact integers (64-bit counters lose digits as floats).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from aiohttp import web
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -59,3 +62,46 @@ def render_text(families: Iterable[Family]) -> str:
                 out.append(f"{family.name} {_format_value(value)}")
     out.append("")
     return "\n".join(out)
+
+
+def merge_families(families: Iterable[Family]) -> list[Family]:
+    """One family per name, each label set once: two modules may both read sysUpTime."""
+    families = list(families)
+    counts = Counter(family.name for family in families)
+    merged: dict[str, Family] = {}
+    seen: dict[str, set[Labels]] = {}
+    for family in families:
+        if counts[family.name] == 1:
+            merged[family.name] = family  # the common case: nothing to merge
+            continue
+        into = merged.get(family.name)
+        if into is None:
+            into = merged[family.name] = Family(family.name, family.help, family.type)
+            seen[family.name] = set()
+        for labels, value in family.samples:
+            key = tuple(sorted(labels))
+            if key not in seen[family.name]:
+                seen[family.name].add(key)
+                into.add(labels, value)
+    return list(merged.values())
+
+
+class TextExposition:
+    """``Family`` objects in the text format 0.0.4, whatever the scraper asks for."""
+
+    def gauge(self, name: str, documentation: str, value: float) -> Family:
+        family = Family(name, documentation, "gauge")
+        family.add((), value)
+        return family
+
+    def render(self, request: web.Request, families: Sequence[Family]) -> web.Response:
+        response = web.Response(
+            text=render_text(families), content_type="text/plain", charset="utf-8"
+        )
+        response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+
+TEXT_EXPOSITION = TextExposition()

@@ -12,6 +12,21 @@ State kept per device (target, credentials, module): the max-repetitions that
 worked last time, and the cache. Sessions are kept per device and credentials,
 and closed after they sit idle. Nothing here is shared between devices, so a dead
 device costs only its own deadline.
+
+``SnmpScraper`` is the ``/snmp`` kind's ``TargetScraper``: started with the app
+(it prunes idle sessions in the background) and closed with it or when a reload
+replaces it. Self-metrics of a scrape, besides the handler's
+``scout_snmp_scrape_duration_seconds``::
+
+    scout_snmp_pdus_sent 31
+    scout_snmp_retries 0
+    scout_snmp_module_success{module="if_mib"} 1
+    scout_snmp_module_duration_seconds{module="if_mib"} 0.2
+    scout_snmp_max_repetitions{module="if_mib"} 25
+    scout_snmp_cache_used{module="if_mib"} 1
+
+A device that does not answer fails its modules (``scout_snmp_module_success``
+0), not the request, so Prometheus keeps ``up`` for the exporter.
 """
 
 from __future__ import annotations
@@ -20,11 +35,21 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from exporter.clients.snmp import Credentials, Oid, SnmpError, SnmpSession, VarBind
-from exporter.targets.snmp.exposition import Family
+from exporter.clients.snmp import (
+    Credentials,
+    Oid,
+    SnmpClient,
+    SnmpError,
+    SnmpSession,
+    VarBind,
+)
+from exporter.config import SnmpAuth
+from exporter.targets.kind import ScrapeJob
+from exporter.targets.snmp.exposition import Family, merge_families
 from exporter.targets.snmp.mapping import MetricMapper, oid_of
 from exporter.targets.snmp.modules import SnmpModule
 
@@ -36,6 +61,8 @@ IDLE_SECONDS = 3600.0
 RESOLVE_SECONDS = 300.0
 # Each session holds a socket: past this many, the least recently used is closed.
 MAX_SESSIONS = 5000
+# How often sessions and device state are checked for idleness.
+PRUNE_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +166,20 @@ def _fingerprint(rows: Iterable[VarBind]) -> tuple[tuple[Oid, object], ...]:
     return tuple((vb.oid, vb.value) for vb in rows)
 
 
+class SessionFactory(Protocol):
+    """Opens a client to one agent; ``SnmpSession`` is the real one, tests replay agents."""
+
+    def __call__(
+        self, host: str, port: int, credentials: Credentials, *, timeout: float, retries: int
+    ) -> SnmpClient: ...
+
+
 class SessionEntry:
     """A session with what the scraper tracks about it."""
 
     __slots__ = ("born", "lock", "session", "used")
 
-    def __init__(self, session: SnmpSession, now: float) -> None:
+    def __init__(self, session: SnmpClient, now: float) -> None:
         self.session = session
         self.born = now
         self.used = now
@@ -156,12 +191,28 @@ class SessionEntry:
 class SnmpScraper:
     """Owns the sessions and per-device state of every ``/snmp`` target."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        session_factory: SessionFactory = SnmpSession,
+    ) -> None:
         self._clock = clock
+        self._open_session = session_factory
         self._entries: dict[tuple[object, ...], SessionEntry] = {}
         self._devices: dict[tuple[object, ...], DeviceState] = {}
         self._plans: dict[int, ModulePlan] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._pruner: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start pruning idle sessions and devices in the background."""
+        self._pruner = asyncio.create_task(self._prune())
+
+    async def _prune(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_SECONDS)
+            self.drop_idle()
 
     def plan(self, module: SnmpModule) -> ModulePlan:
         # Modules are frozen and replaced whole on reload, so identity is a safe key.
@@ -184,7 +235,7 @@ class SnmpScraper:
             if len(self._entries) >= MAX_SESSIONS:
                 oldest = min(self._entries, key=lambda k: self._entries[k].used)
                 self._close_later([self._entries.pop(oldest)])
-            session = SnmpSession(
+            session = self._open_session(
                 target.host,
                 target.port,
                 credentials,
@@ -192,6 +243,10 @@ class SnmpScraper:
                 retries=module.retries,
             )
             entry = self._entries[key] = SessionEntry(session, now)
+            if self._closed:
+                # A scrape that began as a reload closed this scraper: its session
+                # must not outlive it (the module fails, the next scrape goes to the new one).
+                self._close_later([self._entries.pop(key)])
         entry.used = now
         return entry
 
@@ -213,8 +268,53 @@ class SnmpScraper:
         self._plans.clear()
 
     async def close(self) -> None:
+        """Stop pruning and close every session."""
+        self._closed = True
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
+            self._pruner = None
         self.reset()
         await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def scrape(
+        self, job: ScrapeJob[Target, SnmpModule, SnmpAuth], families: list[Family]
+    ) -> tuple[bool, str | None]:
+        """Read every module of the job at once, each bounded by the deadline.
+
+        Success is per module (``scout_snmp_module_success``), so the scrape as
+        a whole reports no error of its own; a failed module is logged here.
+        """
+        if job.auth is None or job.auth_name is None:
+            raise ValueError("an SNMP scrape needs an auth")
+        credentials = Credentials.from_auth(job.auth)
+        target, auth_name = job.target, job.auth_name
+        results = await asyncio.gather(
+            *(
+                _bounded(
+                    self.scrape_module(
+                        self.session(target, auth_name, credentials, module),
+                        (target, auth_name, name),
+                        name,
+                        module,
+                        job.deadline,
+                    ),
+                    name,
+                    job.deadline,
+                )
+                for name, module in job.modules
+            )
+        )
+        for result in results:
+            if result.error:
+                log.warning(
+                    "snmp module failed: %s",
+                    result.error,
+                    extra={"target": str(target), "snmp_module": result.module, "auth": auth_name},
+                )
+        families += _self_families(results)
+        families += merge_families(f for result in results for f in result.families)
+        return all(result.success for result in results), None
 
     def drop_idle(self) -> None:
         """Close sessions and forget devices unused for ``IDLE_SECONDS``."""
@@ -242,7 +342,7 @@ class SnmpScraper:
 
     async def _scrape_module(
         self,
-        session: SnmpSession,
+        session: SnmpClient,
         device_key: tuple[object, ...],
         name: str,
         module: SnmpModule,
@@ -275,7 +375,7 @@ class SnmpScraper:
 
     async def _walk(
         self,
-        session: SnmpSession,
+        session: SnmpClient,
         roots: Sequence[Oid],
         state: DeviceState,
         configured: int,
@@ -293,7 +393,7 @@ class SnmpScraper:
             state.learn(session.max_repetitions_used or state.max_repetitions, configured)
 
     async def _read(
-        self, session: SnmpSession, plan: ModulePlan, state: DeviceState, deadline: float
+        self, session: SnmpClient, plan: ModulePlan, state: DeviceState, deadline: float
     ) -> tuple[list[Family], bool]:
         gets = plan.gets()
         got = {vb.oid: vb for vb in await session.get(gets, deadline=deadline)} if gets else {}
@@ -349,3 +449,42 @@ class SnmpScraper:
             column_validators={v: _fingerprint(walked.get(v, ())) for v in plan.column_validators},
             rows={c: walked.get(c, []) for c in plan.cached_columns},
         )
+
+
+async def _bounded(
+    scrape: Coroutine[Any, Any, ModuleResult], name: str, deadline: float
+) -> ModuleResult:
+    """The module's result, or a failure at the deadline, whatever the device does."""
+    started = time.perf_counter()
+    remaining = deadline - asyncio.get_running_loop().time()
+    try:
+        return await asyncio.wait_for(scrape, timeout=max(remaining, 0))
+    except TimeoutError:
+        return ModuleResult(
+            name, False, time.perf_counter() - started, [], 0, False, "deadline exceeded"
+        )
+
+
+def _self_families(results: list[ModuleResult]) -> list[Family]:
+    pdus = sum(result.pdus_sent for result in results)
+    retries = sum(result.retries for result in results)
+    sent = Family("scout_snmp_pdus_sent", "SNMP PDUs sent during this scrape.", "gauge")
+    sent.add((), pdus)
+    retried = Family("scout_snmp_retries", "SNMP requests resent during this scrape.", "gauge")
+    retried.add((), retries)
+    success = Family("scout_snmp_module_success", "1 if the module was read in full.", "gauge")
+    took = Family("scout_snmp_module_duration_seconds", "Seconds spent on the module.", "gauge")
+    reps = Family(
+        "scout_snmp_max_repetitions", "GETBULK max-repetitions now used for the device.", "gauge"
+    )
+    cached = Family(
+        "scout_snmp_cache_used", "1 if cached lookup labels were reused on this scrape.", "gauge"
+    )
+    for result in results:
+        labels = (("module", result.module),)
+        success.add(labels, int(result.success))
+        took.add(labels, result.duration_seconds)
+        if result.max_repetitions:
+            reps.add(labels, result.max_repetitions)
+        cached.add(labels, int(result.cache_used))
+    return [sent, retried, success, took, reps, cached]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporter.errors import BadRequestError
-from exporter.targets.snmp.handler import parse_target
+from exporter.targets.snmp.params import parse_target
 from exporter.targets.snmp.scraper import Target
 
 
