@@ -20,7 +20,10 @@ class Lifecycle(Protocol):
     """Started once before use and closed once after; both may be no-ops."""
 
     async def start(self) -> None:
-        """Acquire what the object owns (bind a socket, start a task or thread)."""
+        """Acquire what the object owns (bind a socket, start a task or thread).
+
+        A ``start`` that raises leaves nothing behind: it is not closed after.
+        """
         ...
 
     async def close(self) -> None:

@@ -119,8 +119,15 @@ class LiveConfig:
                 await start_all(running.parts())
             except Exception as exc:  # reload boundary: fall back to the config that worked
                 self.last_reload_successful = False
-                self.config, self._running = previous, self._build(previous)
-                await start_all(self._running.parts())
+                await self._restore(previous)
                 raise ConfigError(f"cannot start what the new config needs: {exc!r}") from None
             self.last_reload_successful = True
             self.last_reload_success_time = time.time()
+
+    async def _restore(self, config: ExporterConfig) -> None:
+        """Run ``config`` again, with collectors and scrapers built afresh."""
+        self.config, self._running = config, self._build(config)
+        try:
+            await start_all(self._running.parts())
+        except Exception:  # reload boundary: serve what did start rather than nothing
+            log.exception("the previous config's collectors and scrapers failed to start again")

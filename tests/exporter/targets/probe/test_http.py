@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from aiohttp import web
@@ -13,6 +14,7 @@ from exporter.targets.probe.registry import run_probe
 from .conftest import closed_port, values_of
 
 BODY = "scout says: all systems nominal\n"
+UNEVEN_DELAY = 0.3
 
 
 def site() -> web.Application:
@@ -32,12 +34,21 @@ def site() -> web.Application:
     async def ua(request: web.Request) -> web.Response:
         return web.Response(text=request.headers.get("User-Agent", ""))
 
+    served = itertools.count()
+
+    async def uneven(request: web.Request) -> web.Response:
+        # Every other request waits: round trips alternate short, long, short, long.
+        if next(served) % 2:
+            await asyncio.sleep(UNEVEN_DELAY)
+        return web.Response(text="uneven")
+
     app = web.Application()
     app.router.add_get("/ok", ok)  # also answers HEAD
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/hop/{n}", hop)
     app.router.add_get("/header", echo_header)
     app.router.add_get("/ua", ua)
+    app.router.add_get("/uneven", uneven)
     return app
 
 
@@ -150,7 +161,33 @@ async def test_several_requests_each_measured(http_url):
     assert values["scout_probe_packets_sent"] == 4
     assert values["scout_probe_packets_received"] == 4
     assert values["scout_probe_rtt_min_seconds"] <= values["scout_probe_rtt_max_seconds"]
-    assert values["scout_probe_jitter_seconds"] >= 0
+    # Four RTTs: three steps, together at least the spread, each at most the spread.
+    jitter = values["scout_probe_jitter_seconds"]
+    spread = values["scout_probe_rtt_max_seconds"] - values["scout_probe_rtt_min_seconds"]
+    assert spread / 3 - 1e-12 <= jitter <= spread + 1e-12
+
+
+async def test_jitter_is_the_mean_change_between_successive_requests(http_url):
+    """Round trips alternate short and long, so each step is about the delay."""
+    result = await probe(f"{http_url}/uneven", count=4, interval_seconds=0)
+    values = values_of(result.families)
+    assert result.success, result.error
+    assert values["scout_probe_packets_received"] == 4
+    jitter = values["scout_probe_jitter_seconds"]
+    # Not the spread of RTTs (stddev ~ delay / 2), not their mean (~ delay / 2): each step.
+    assert UNEVEN_DELAY * 0.8 <= jitter <= UNEVEN_DELAY * 1.5
+    spread = values["scout_probe_rtt_max_seconds"] - values["scout_probe_rtt_min_seconds"]
+    assert jitter <= spread + 1e-12
+    assert values["scout_probe_rtt_stddev_seconds"] < jitter
+
+
+async def test_one_request_has_no_jitter(http_url):
+    result = await probe(f"{http_url}/ok", count=1)
+    values = values_of(result.families)
+    assert result.success, result.error
+    # Jitter needs two answers; a single one has no successive change to report.
+    assert "scout_probe_jitter_seconds" not in values
+    assert values["scout_probe_rtt_min_seconds"] == values["scout_probe_rtt_max_seconds"]
 
 
 async def test_refused_connection_is_lost_and_explained():

@@ -3,23 +3,51 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
+import ssl
 
+from exporter.clients.probe_net import Dialed, IPAddress, SocketDialer
 from exporter.targets.probe.registry import run_probe
-from exporter.targets.probe.tcp import TcpModule
+from exporter.targets.probe.tcp import TcpModule, TcpProber
 
 from .conftest import closed_port, values_of
 
 FAST = {"count": 3, "interval_seconds": 0.01, "timeout_seconds": 2.0}
 
 
-async def probe(target: str, **settings):
+class RecordingDialer(SocketDialer):
+    """Real connects, remembering each round trip the prober is told about."""
+
+    def __init__(self) -> None:
+        self.rtts: list[float] = []
+
+    async def dial(
+        self, address: IPAddress, port: int, tls: ssl.SSLContext | None, server_name: str | None
+    ) -> Dialed:
+        dialed = await super().dial(address, port, tls, server_name)
+        self.rtts.append(dialed.connect_seconds)
+        return dialed
+
+
+async def probe(target: str, dialer: SocketDialer | None = None, **settings):
     loop = asyncio.get_running_loop()
-    return await run_probe(target, TcpModule(**{**FAST, **settings}), loop.time() + 10)
+    probers = {"tcp": TcpProber(dialer)}
+    return await run_probe(
+        target, TcpModule(**{**FAST, **settings}), loop.time() + 10, probers=probers
+    )
+
+
+def mean_step(rtts: list[float]) -> float:
+    """Jitter as the prober defines it: the mean absolute change between successive RTTs."""
+    steps = [abs(b - a) for a, b in itertools.pairwise(rtts)]
+    return math.fsum(steps) / len(steps)
 
 
 async def test_open_port_is_reached_every_time(tcp_server_factory):
     server = await tcp_server_factory()
-    result = await probe(f"127.0.0.1:{server.port}")
+    dialer = RecordingDialer()
+    result = await probe(f"127.0.0.1:{server.port}", dialer)
     values = values_of(result.families)
     assert result.success, result.error
     assert result.error is None
@@ -31,11 +59,27 @@ async def test_open_port_is_reached_every_time(tcp_server_factory):
     assert values["scout_probe_dns_lookup_seconds"] == 0  # an address: nothing to look up
     assert 0 < values["scout_probe_rtt_min_seconds"] <= values["scout_probe_rtt_avg_seconds"]
     assert values["scout_probe_rtt_avg_seconds"] <= values["scout_probe_rtt_max_seconds"] < 1
-    assert values["scout_probe_jitter_seconds"] >= 0
+    # Jitter comes from exactly the round trips the prober saw, and is bounded by their spread.
+    assert len(dialer.rtts) == 3
+    assert values["scout_probe_jitter_seconds"] == mean_step(dialer.rtts)
+    spread = values["scout_probe_rtt_max_seconds"] - values["scout_probe_rtt_min_seconds"]
+    # Three RTTs: two steps that together span at least min to max (1e-12: float rounding).
+    assert spread / 2 - 1e-12 <= values["scout_probe_jitter_seconds"] <= spread + 1e-12
     assert "scout_probe_tls_cert_expiry_timestamp_seconds" not in values
     # Each attempt is a connection of its own.
     await asyncio.sleep(0.05)
     assert server.accepted == 3
+
+
+async def test_one_connect_has_no_jitter(tcp_server_factory):
+    server = await tcp_server_factory()
+    result = await probe(f"127.0.0.1:{server.port}", count=1)
+    values = values_of(result.families)
+    assert result.success, result.error
+    assert values["scout_probe_packets_received"] == 1
+    # Jitter needs two answers; a single one has no successive change to report.
+    assert "scout_probe_jitter_seconds" not in values
+    assert values["scout_probe_rtt_min_seconds"] == values["scout_probe_rtt_max_seconds"]
 
 
 async def test_closed_port_fails_with_refused():

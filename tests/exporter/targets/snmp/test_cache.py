@@ -7,72 +7,19 @@ the reboot case runs against real snmpd in test_snmp_endpoint.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
 
 import pytest
+from pydantic import SecretStr
 
-from exporter.clients.snmp import Oid, SessionStats, ValueKind, VarBind
-from exporter.targets.snmp.mapping import oid_of
+from exporter.clients.snmp import Credentials
+from exporter.config import SnmpAuth
+from exporter.targets.kind import ScrapeJob
+from exporter.targets.snmp import scraper as scraper_module
+from exporter.targets.snmp.exposition import Family
 from exporter.targets.snmp.modules import builtin_modules
-from exporter.targets.snmp.scraper import SessionEntry, SnmpScraper
-
-IFT = oid_of("1.3.6.1.2.1.2.2.1")
-IFX = oid_of("1.3.6.1.2.1.31.1.1.1")
-UPTIME = oid_of("1.3.6.1.2.1.1.3.0")
-IF_NUMBER = oid_of("1.3.6.1.2.1.2.1.0")
-TABLE_LAST_CHANGE = oid_of("1.3.6.1.2.1.31.1.5.0")
-
-
-class ReplayedAgent:
-    """An agent's state as plain data; each walk records which columns it read."""
-
-    def __init__(self) -> None:
-        self.scalars: dict[Oid, int] = {UPTIME: 1000, IF_NUMBER: 1, TABLE_LAST_CHANGE: 5}
-        self.columns: dict[Oid, dict[int, int | bytes]] = {
-            (*IFX, 1): {1: b"eth0"},  # ifName, a lookup
-            (*IFX, 15): {1: 1000},  # ifHighSpeed, cached
-            (*IFT, 9): {1: 77},  # ifLastChange, a column validator
-            (*IFX, 6): {1: 123},  # ifHCInOctets, read every time
-        }
-        self.walked: list[set[Oid]] = []
-        self.stats = SessionStats()
-        self.max_repetitions_used = 0
-
-    async def get(self, oids: Sequence[Oid], *, deadline: float | None = None) -> list[VarBind]:
-        self.stats.pdus_sent += 1
-        return [
-            VarBind(oid, ValueKind.TIMETICKS, self.scalars[oid])
-            if oid in self.scalars
-            else VarBind(oid, ValueKind.NO_SUCH_OBJECT, None)
-            for oid in oids
-        ]
-
-    async def bulk_walk(
-        self,
-        roots: Sequence[Oid],
-        *,
-        max_repetitions: int,
-        max_oids: int = 1_000_000,
-        deadline: float | None = None,
-    ) -> dict[Oid, list[VarBind]]:
-        self.stats.pdus_sent += 1
-        self.max_repetitions_used = max_repetitions
-        self.walked.append(set(roots))
-        out: dict[Oid, list[VarBind]] = {}
-        for root in roots:
-            rows = self.columns.get(root, {})
-            out[root] = [
-                VarBind(
-                    (*root, index),
-                    ValueKind.OCTET_STRING if isinstance(v, bytes) else ValueKind.GAUGE32,
-                    v,
-                )
-                for index, v in sorted(rows.items())
-            ]
-        return out
-
-    async def close(self) -> None:
-        return None
+from exporter.targets.snmp.scraper import SessionEntry, SessionFactory, SnmpScraper, Target
+from tests.exporter.fakes import IF_NUMBER, IFT, IFX, TABLE_LAST_CHANGE, UPTIME, ReplayedAgent
 
 
 @pytest.fixture
@@ -82,7 +29,7 @@ def agent() -> ReplayedAgent:
 
 async def scrape(scraper: SnmpScraper, agent: ReplayedAgent) -> tuple[bool, str]:
     module = builtin_modules()["if_mib"]
-    entry = SessionEntry(agent, 0.0)  # type: ignore[arg-type]
+    entry = SessionEntry(agent, 0.0)
     result = await scraper.scrape_module(entry, ("dev",), "if_mib", module, 1e12)
     assert result.success, result.error
     names = {
@@ -174,3 +121,62 @@ async def test_session_count_is_capped(monkeypatch):
     # The least recently used one was closed to make room.
     assert scraper.session(Target("192.0.2.1"), "a", credentials, module) is not first
     await scraper.close()
+
+
+def replaying(agent: ReplayedAgent) -> SessionFactory:
+    """A session factory that hands out the replayed agent, whatever the target."""
+
+    def open_session(
+        host: str, port: int, credentials: Credentials, *, timeout: float, retries: int
+    ) -> ReplayedAgent:
+        return agent
+
+    return open_session
+
+
+async def test_a_whole_scrape_through_the_session_factory(agent):
+    scraper = SnmpScraper(session_factory=replaying(agent))
+    module = builtin_modules()["if_mib"]
+    job = ScrapeJob(
+        Target("192.0.2.1"),
+        (("if_mib", module),),
+        "a",
+        SnmpAuth(type="snmp", community=SecretStr("public")),
+        1e12,
+    )
+    families: list[Family] = []
+    assert await scraper.scrape(job, families) == (True, None)
+    by_name = {family.name: family for family in families}
+    assert by_name["scout_snmp_module_success"].samples == [((("module", "if_mib"),), 1)]
+    assert by_name["scout_snmp_pdus_sent"].samples == [((), 2)]  # one GET, one walk
+    assert by_name["ifHCInOctets"].samples[0][1] == 123
+    await scraper.close()
+    assert agent.closed
+
+
+async def test_idle_sessions_are_pruned_only_while_started(agent, monkeypatch):
+    monkeypatch.setattr(scraper_module, "PRUNE_SECONDS", 0.01)
+    now = [0.0]
+    scraper = SnmpScraper(clock=lambda: now[0], session_factory=replaying(agent))
+    module = builtin_modules()["if_mib"]
+    scraper.session(Target("192.0.2.1"), "a", Credentials(2, community="public"), module)
+    now[0] += scraper_module.IDLE_SECONDS + 1
+    await asyncio.sleep(0.05)
+    assert not agent.closed  # not started: nothing prunes
+    await scraper.start()
+    await asyncio.sleep(0.05)
+    assert agent.closed  # the background task closed the idle session
+    await scraper.close()
+
+
+async def test_a_closed_scraper_leaves_no_session_open(agent):
+    scraper = SnmpScraper(session_factory=replaying(agent))
+    await scraper.start()
+    await scraper.close()
+    # A scrape that began as a reload closed this scraper must not keep its session.
+    scraper.session(
+        Target("192.0.2.1"), "a", Credentials(2, community="public"), builtin_modules()["if_mib"]
+    )
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert agent.closed
