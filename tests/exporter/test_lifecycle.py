@@ -114,13 +114,12 @@ def journal() -> Journal:
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "scout.yml"
-    path.write_text(GOOD)
-    return path
+    return tmp_path / "scout.yml"
 
 
 @pytest.fixture
 def app(journal, config_file):
+    config_file.write_text(GOOD)
     spec = CollectorSpec("recording", "test", True, lambda _c, _v: RecordingCollector(journal))
     settings = Settings(config_file=config_file, enabled_collectors=frozenset({"recording"}))
     return create_app(settings, collector_specs=[spec], target_kinds=[recording_kind(journal)])

@@ -576,3 +576,10 @@ def values_of(families: list[Any]) -> dict[str, float]:
         assert sample.labels == {}, sample
         values[metric.name] = sample.value
     return values
+
+
+def assert_one_answer_has_no_jitter(values: dict[str, float]) -> None:
+    """Jitter needs two answers: one has no successive change to report, so none is shown."""
+    assert values["scout_probe_packets_received"] == 1
+    assert "scout_probe_jitter_seconds" not in values
+    assert values["scout_probe_rtt_min_seconds"] == values["scout_probe_rtt_max_seconds"]

@@ -11,7 +11,7 @@ from aiohttp import web
 from exporter.targets.probe.http import HttpModule
 from exporter.targets.probe.registry import run_probe
 
-from .conftest import closed_port, values_of
+from .conftest import assert_one_answer_has_no_jitter, closed_port, values_of
 
 BODY = "scout says: all systems nominal\n"
 UNEVEN_DELAY = 0.3
@@ -185,9 +185,7 @@ async def test_one_request_has_no_jitter(http_url):
     result = await probe(f"{http_url}/ok", count=1)
     values = values_of(result.families)
     assert result.success, result.error
-    # Jitter needs two answers; a single one has no successive change to report.
-    assert "scout_probe_jitter_seconds" not in values
-    assert values["scout_probe_rtt_min_seconds"] == values["scout_probe_rtt_max_seconds"]
+    assert_one_answer_has_no_jitter(values)
 
 
 async def test_refused_connection_is_lost_and_explained():

@@ -11,7 +11,7 @@ from exporter.clients.probe_net import Dialed, IPAddress, SocketDialer
 from exporter.targets.probe.registry import run_probe
 from exporter.targets.probe.tcp import TcpModule, TcpProber
 
-from .conftest import closed_port, values_of
+from .conftest import assert_one_answer_has_no_jitter, closed_port, values_of
 
 FAST = {"count": 3, "interval_seconds": 0.01, "timeout_seconds": 2.0}
 
@@ -76,10 +76,7 @@ async def test_one_connect_has_no_jitter(tcp_server_factory):
     result = await probe(f"127.0.0.1:{server.port}", count=1)
     values = values_of(result.families)
     assert result.success, result.error
-    assert values["scout_probe_packets_received"] == 1
-    # Jitter needs two answers; a single one has no successive change to report.
-    assert "scout_probe_jitter_seconds" not in values
-    assert values["scout_probe_rtt_min_seconds"] == values["scout_probe_rtt_max_seconds"]
+    assert_one_answer_has_no_jitter(values)
 
 
 async def test_closed_port_fails_with_refused():
