@@ -1,1 +1,1 @@
-"""Probers for the multi-target endpoints, looked up by name from a module's ``prober:``."""
+"""``/probe``: the probers (icmp, tcp, http), their module types and the kind's scraper."""

@@ -37,7 +37,7 @@ from exporter.clients.snmp import (
     parse_oid,
 )
 from exporter.config import SnmpAuth
-from tests.exporter.clients.conftest import PR_ROWS, PR_TABLE, SYS_NAME, V3_USERS, Snmpd
+from tests.exporter.clients.snmp.conftest import PR_ROWS, PR_TABLE, SYS_NAME, V3_USERS, Snmpd
 
 IF_TABLE = (1, 3, 6, 1, 2, 1, 2, 2, 1)
 IF_X_TABLE = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
