@@ -84,6 +84,8 @@ class Exposition(Protocol[F]):
 
 @dataclass(frozen=True, slots=True)
 class SelfMetric:
+    """The name and help text of one of a kind's own gauges."""
+
     name: str
     documentation: str
 
@@ -117,7 +119,9 @@ class TargetKind(Generic[T, M, A, F]):
     config's ``modules:`` and ``auths:`` (no auth types: the kind takes no
     ``auth`` parameter). Without a ``default_module`` the ``module`` parameter
     is required; ``max_modules`` above 1 lets one scrape read several, given
-    comma-separated or repeated.
+    comma-separated or repeated. ``parse_target`` raises ``BadRequestError``
+    for a target that cannot be meant (a 400); one that merely does not answer
+    is the scraper's business (a 200 that says so).
     """
 
     name: str
