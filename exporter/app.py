@@ -23,11 +23,11 @@ from exporter.common.webconfig import (
 )
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import BadRequestError, ConfigError
-from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS, SNMP_SCRAPER
+from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS
 from exporter.live import LiveConfig, Settings
-from exporter.probers.handler import setup_probe
 from exporter.scrape import ScrapeRunner, collector_status_families, scrape_deadline
-from exporter.snmp.handler import setup_snmp
+from exporter.targets.handler import AnyKind, setup_targets
+from exporter.targets.registry import TARGET_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +70,23 @@ async def metrics(request: web.Request) -> web.Response:
     return render_families(request, families)
 
 
-async def landing(request: web.Request) -> web.Response:
-    collectors = ", ".join(sorted(request.app[LIVE_CONFIG].collectors)) or "none"
-    return landing_page(
-        f"Scout exporter {__version__}",
-        f"Collectors enabled: {collectors}. POST /-/reload or send SIGHUP to reload the config.",
-        (
-            ("/metrics", "metrics of this host and of the exporter"),
-            ("/config", "the config in force, secrets masked"),
-            ("/snmp?target=192.0.2.1&module=if_mib", "an SNMP device (snmp_exporter's parameters)"),
-            ("/probe?target=127.0.0.1&module=icmp", "latency, loss and jitter (icmp, tcp, http)"),
-            ("/-/healthy", "liveness"),
-            ("/-/ready", "readiness"),
-        ),
-    )
+def _landing(kinds: Sequence[AnyKind]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def landing(request: web.Request) -> web.Response:
+        collectors = ", ".join(sorted(request.app[LIVE_CONFIG].collectors)) or "none"
+        return landing_page(
+            f"Scout exporter {__version__}",
+            f"Collectors enabled: {collectors}."
+            " POST /-/reload or send SIGHUP to reload the config.",
+            (
+                ("/metrics", "metrics of this host and of the exporter"),
+                ("/config", "the config in force, secrets masked"),
+                *((f"/{kind.name}?{kind.example}", kind.description) for kind in kinds),
+                ("/-/healthy", "liveness"),
+                ("/-/ready", "readiness"),
+            ),
+        )
+
+    return landing
 
 
 async def show_config(request: web.Request) -> web.Response:
@@ -91,21 +94,21 @@ async def show_config(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/yaml")
 
 
-def reload_config(app: web.Application) -> str | None:
-    """Reload; returns the error message, or ``None`` when the new config took."""
+async def reload_config(app: web.Application) -> str | None:
+    """Reload; returns the error message, or ``None`` when the new config took.
+
+    Collectors and target scrapers (sessions, caches) are built anew from the
+    new config, the old ones closed and the new ones started.
+    """
     live = app[LIVE_CONFIG]
     try:
         # The web config first: it changes nothing unless all of it is valid and applies.
         app[WEB_SECURITY].reload()
-        live.reload()
+        await live.reload()
     except (ConfigError, WebConfigError) as exc:
         live.last_reload_successful = False
         log.error("config reload failed, keeping the previous config: %s", exc)
         return str(exc)
-    # Sessions and caches were built from the old modules and auths.
-    scraper = app.get(SNMP_SCRAPER)
-    if scraper is not None:
-        scraper.reset()
     log.info("config reloaded")
     return None
 
@@ -131,19 +134,28 @@ async def reload(request: web.Request) -> web.Response:
     refusal = cross_site_refusal(request)
     if refusal is not None:
         return web.Response(status=403, text=f"{refusal}\n")
-    error = reload_config(request.app)
+    error = await reload_config(request.app)
     if error is not None:
         return web.Response(status=500, text=f"failed to reload config: {error}\n")
     return web.Response(text="config reloaded\n")
 
 
-def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/", landing)
+def setup_routes(app: web.Application, kinds: Sequence[AnyKind]) -> None:
+    app.router.add_get("/", _landing(kinds))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/config", show_config)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
+    setup_targets(app, kinds)
+
+
+async def _running(app: web.Application) -> AsyncIterator[None]:
+    """Collectors and target scrapers: started with the app, closed when it stops."""
+    live = app[LIVE_CONFIG]
+    await live.start()
+    yield
+    await live.close()
 
 
 async def _collector_threads(app: web.Application) -> AsyncIterator[None]:
@@ -161,9 +173,13 @@ def create_app(
     *,
     collector_specs: Sequence[CollectorSpec] = COLLECTORS,
     security: WebSecurity | None = None,
+    target_kinds: Sequence[AnyKind] = TARGET_KINDS,
 ) -> web.Application:
     """Build the app. ``config`` defaults to loading ``settings.config_file``,
-    ``security`` to loading ``settings.web_config_file``."""
+    ``security`` to loading ``settings.web_config_file``.
+
+    ``collector_specs`` and ``target_kinds`` are the two tables; tests pass their own.
+    """
     if config is None:
         config = load_config(settings.config_file, expand_env=settings.expand_env)
     if security is None:
@@ -173,9 +189,8 @@ def create_app(
     app.on_response_prepare.append(security.add_headers)
     app[WEB_SECURITY] = security
     app[SETTINGS] = settings
-    app[LIVE_CONFIG] = LiveConfig(settings, config, collector_specs)
+    app[LIVE_CONFIG] = LiveConfig(settings, config, collector_specs, target_kinds)
     app.cleanup_ctx.append(_collector_threads)
-    setup_routes(app)
-    setup_snmp(app)
-    setup_probe(app)
+    app.cleanup_ctx.append(_running)
+    setup_routes(app, target_kinds)
     return app

@@ -137,8 +137,16 @@ def raise_open_files_limit() -> None:
 
 
 def _install_sighup(app: web.Application) -> None:
+    reloads: set[asyncio.Task[str | None]] = set()
+
+    def on_sighup() -> None:
+        # Held until done: the loop keeps only a weak reference to a task.
+        task = asyncio.ensure_future(reload_config(app))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     async def on_startup(app: web.Application) -> None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_config, app)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
 
     app.on_startup.append(on_startup)
 

@@ -33,10 +33,8 @@ from pydantic import (
 from exporter.common.models import Regex, Secret, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
 from exporter.errors import ConfigError
-from exporter.probers.http import HttpModule
-from exporter.probers.icmp import IcmpModule
-from exporter.probers.tcp import TcpModule
-from exporter.snmp.modules import SnmpModule
+from exporter.targets.probe.modules import ProbeModuleType
+from exporter.targets.snmp.modules import SnmpModule
 
 
 class NameFilter(StrictModel):
@@ -184,8 +182,8 @@ Auth = Annotated[SnmpAuth | HttpAuth | WinrmAuth, Field(discriminator="type")]
 
 
 # What a multi-target endpoint reads, chosen by the module's ``prober``: snmp for
-# /snmp, icmp, tcp and http for /probe.
-Module = Annotated[SnmpModule | IcmpModule | TcpModule | HttpModule, Field(discriminator="prober")]
+# /snmp, icmp, tcp and http for /probe (see exporter.targets.registry).
+Module = Annotated[SnmpModule | ProbeModuleType, Field(discriminator="prober")]
 
 
 class ExporterConfig(StrictModel):

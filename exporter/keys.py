@@ -4,9 +4,7 @@ from aiohttp import web
 
 from exporter.live import LiveConfig, Settings
 from exporter.scrape import ScrapeRunner
-from exporter.snmp.scraper import SnmpScraper
 
 SETTINGS = web.AppKey("settings", Settings)
 LIVE_CONFIG = web.AppKey("live_config", LiveConfig)
 RUNNER = web.AppKey("scrape_runner", ScrapeRunner)
-SNMP_SCRAPER = web.AppKey("snmp_scraper", SnmpScraper)

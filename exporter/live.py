@@ -1,15 +1,29 @@
-"""The settings a daemon starts with, and the config in force, which reloads can replace."""
+"""The settings a daemon starts with, and the config in force, which reloads can replace.
+
+``LiveConfig`` holds the config and what is built from it: the enabled
+collectors and one scraper per multi-target kind. They are started when the
+app starts (``start``) and closed when it stops (``close``); a reload builds a
+new set from the new config, closes the old set, and starts the new one, so a
+collector or scraper that owns a socket, a thread or a task never leaks.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from exporter.collectors import COLLECTORS, Collector, CollectorSpec, HostView
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import ConfigError
+from exporter.lifecycle import Lifecycle, close_all, start_all
+from exporter.targets.kind import A, F, M, T, TargetKind, TargetScraper
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,33 +41,97 @@ class Settings:
     enable_lifecycle: bool = False
 
 
+AnyScraper = TargetScraper[Any, Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """What one config builds: the collectors and the scrapers of the multi-target kinds."""
+
+    collectors: dict[str, Collector]
+    target_scrapers: dict[str, AnyScraper]
+
+    def parts(self) -> list[Lifecycle]:
+        return [*self.collectors.values(), *self.target_scrapers.values()]
+
+
 class LiveConfig:
-    """The config in force, the collectors built from it, and how the last reload went."""
+    """The config in force, what was built from it, and how the last reload went."""
 
     def __init__(
-        self, settings: Settings, config: ExporterConfig, specs: Sequence[CollectorSpec]
+        self,
+        settings: Settings,
+        config: ExporterConfig,
+        specs: Sequence[CollectorSpec],
+        kinds: Sequence[TargetKind[Any, Any, Any, Any]] = (),
     ) -> None:
         self._settings = settings
         self._specs = [s for s in specs if s.name in settings.enabled_collectors]
+        self._kinds = kinds
+        self._lock = asyncio.Lock()
         self.config = config
-        self.collectors = self._build(config)
+        self._running = self._build(config)
         self.last_reload_successful = True
         self.last_reload_success_time = time.time()
 
-    def _build(self, config: ExporterConfig) -> dict[str, Collector]:
-        return {spec.name: spec.build(config, self._settings.host_view) for spec in self._specs}
+    @property
+    def collectors(self) -> dict[str, Collector]:
+        return self._running.collectors
 
-    def reload(self) -> None:
-        """Load the config file again; on error keep the old config and raise."""
+    def target_scraper(self, kind: TargetKind[T, M, A, F]) -> TargetScraper[T, M, A, F]:
+        """The scraper of ``kind`` built from the config in force."""
+        return cast(TargetScraper[T, M, A, F], self._running.target_scrapers[kind.name])
+
+    def _build(self, config: ExporterConfig) -> Running:
+        view = self._settings.host_view
+        return Running(
+            {spec.name: spec.build(config, view) for spec in self._specs},
+            {kind.name: kind.build() for kind in self._kinds},
+        )
+
+    async def start(self) -> None:
+        await start_all(self._running.parts())
+
+    async def close(self) -> None:
+        await close_all(self._running.parts())
+
+    async def reload(self) -> None:
+        """Load the config file again; on error keep the old config and raise.
+
+        The new collectors and scrapers are built before anything changes, so a
+        config that fails to build changes nothing. Then scrapes are sent to
+        the new set, the old set is closed (freeing a port the new one may
+        bind) and the new one started. If it fails to start, it is closed and
+        the previous config comes back, built afresh.
+        """
+        async with self._lock:  # two SIGHUPs in a row must not interleave
+            try:
+                config = load_config(
+                    self._settings.config_file, expand_env=self._settings.expand_env
+                )
+                running = self._build(config)
+            except ConfigError:
+                self.last_reload_successful = False
+                raise
+            except Exception as exc:  # reload boundary: never let a surprise pass as success
+                self.last_reload_successful = False
+                raise ConfigError(f"unexpected error loading the config: {exc!r}") from None
+            previous, old = self.config, self._running
+            self.config, self._running = config, running
+            await close_all(old.parts())
+            try:
+                await start_all(running.parts())
+            except Exception as exc:  # reload boundary: fall back to the config that worked
+                self.last_reload_successful = False
+                await self._restore(previous)
+                raise ConfigError(f"cannot start what the new config needs: {exc!r}") from None
+            self.last_reload_successful = True
+            self.last_reload_success_time = time.time()
+
+    async def _restore(self, config: ExporterConfig) -> None:
+        """Run ``config`` again, with collectors and scrapers built afresh."""
+        self.config, self._running = config, self._build(config)
         try:
-            config = load_config(self._settings.config_file, expand_env=self._settings.expand_env)
-            collectors = self._build(config)
-        except ConfigError:
-            self.last_reload_successful = False
-            raise
-        except Exception as exc:  # reload boundary: never let a surprise pass as success
-            self.last_reload_successful = False
-            raise ConfigError(f"unexpected error loading the config: {exc!r}") from None
-        self.config, self.collectors = config, collectors
-        self.last_reload_successful = True
-        self.last_reload_success_time = time.time()
+            await start_all(self._running.parts())
+        except Exception:  # reload boundary: serve what did start rather than nothing
+            log.exception("the previous config's collectors and scrapers failed to start again")

@@ -7,7 +7,7 @@ and is not listed here.
 
 from __future__ import annotations
 
-from exporter.collectors.base import Collector, CollectorSpec, HostView
+from exporter.collectors.base import BaseCollector, Collector, CollectorSpec, HostView
 from exporter.collectors.host import HostCollector
 
 COLLECTORS: tuple[CollectorSpec, ...] = (
@@ -19,4 +19,4 @@ COLLECTORS: tuple[CollectorSpec, ...] = (
     ),
 )
 
-__all__ = ["COLLECTORS", "Collector", "CollectorSpec", "HostView"]
+__all__ = ["COLLECTORS", "BaseCollector", "Collector", "CollectorSpec", "HostView"]

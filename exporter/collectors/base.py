@@ -10,16 +10,23 @@ from typing import Protocol
 from prometheus_client.metrics_core import Metric
 
 from exporter.config import ExporterConfig
+from exporter.lifecycle import Lifecycle, NoResources
 
 
-class Collector(Protocol):
+class Collector(Lifecycle, Protocol):
     """Maps data from a client to metric families, built fresh on every call.
 
     ``collect`` is blocking: the scrape runs it in a worker thread and stops
-    waiting for it at the scrape deadline.
+    waiting for it at the scrape deadline. ``start`` and ``close`` (from
+    ``Lifecycle``) bracket its use: a collector that owns a socket or a thread
+    (a flow listener) opens it in ``start`` and releases it in ``close``.
     """
 
     def collect(self) -> Iterable[Metric]: ...
+
+
+class BaseCollector(NoResources):
+    """For collectors that own nothing between scrapes: ``start`` and ``close`` do nothing."""
 
 
 @dataclass(frozen=True, slots=True)

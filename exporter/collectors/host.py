@@ -49,7 +49,7 @@ from exporter.clients.host import (
     Partition,
     PsutilHostSource,
 )
-from exporter.collectors.base import HostView
+from exporter.collectors.base import BaseCollector, HostView
 from exporter.config import ExporterConfig, HostCollectorConfig
 
 # (field, metric suffix, help) for the per-device counters.
@@ -91,7 +91,7 @@ _MEMORY_GAUGES = (
 )
 
 
-class HostCollector:
+class HostCollector(BaseCollector):
     def __init__(self, settings: HostCollectorConfig, source: HostSource) -> None:
         self._settings = settings
         self._source = source

@@ -1,7 +1,12 @@
-"""A fixed host, standing in for psutil so the exposition can be compared line by line."""
+"""Stand-ins for the clients: a fixed host for psutil, a replayed SNMP agent.
+
+Each satisfies its client's Protocol as it is (no ``type: ignore``), so the code
+under test runs against it unchanged.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from exporter.clients.host import (
@@ -13,6 +18,8 @@ from exporter.clients.host import (
     Partition,
     Swap,
 )
+from exporter.clients.snmp import Oid, SessionStats, ValueKind, VarBind
+from exporter.targets.snmp.mapping import oid_of
 
 
 def _net(device: str, base: int) -> NetIO:
@@ -94,3 +101,64 @@ class FixtureHostSource:
 
     def process_count(self) -> int:
         return 213
+
+
+# The if_mib columns and scalars the replayed agent answers for.
+IFT = oid_of("1.3.6.1.2.1.2.2.1")
+IFX = oid_of("1.3.6.1.2.1.31.1.1.1")
+UPTIME = oid_of("1.3.6.1.2.1.1.3.0")
+IF_NUMBER = oid_of("1.3.6.1.2.1.2.1.0")
+TABLE_LAST_CHANGE = oid_of("1.3.6.1.2.1.31.1.5.0")
+
+
+class ReplayedAgent:
+    """An agent's state as plain data; each walk records which columns it read."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[Oid, int] = {UPTIME: 1000, IF_NUMBER: 1, TABLE_LAST_CHANGE: 5}
+        self.columns: dict[Oid, dict[int, int | bytes]] = {
+            (*IFX, 1): {1: b"eth0"},  # ifName, a lookup
+            (*IFX, 15): {1: 1000},  # ifHighSpeed, cached
+            (*IFT, 9): {1: 77},  # ifLastChange, a column validator
+            (*IFX, 6): {1: 123},  # ifHCInOctets, read every time
+        }
+        self.walked: list[set[Oid]] = []
+        self.stats = SessionStats()
+        self.max_repetitions_used = 0
+        self.closed = False
+
+    async def get(self, oids: Sequence[Oid], *, deadline: float | None = None) -> list[VarBind]:
+        self.stats.pdus_sent += 1
+        return [
+            VarBind(oid, ValueKind.TIMETICKS, self.scalars[oid])
+            if oid in self.scalars
+            else VarBind(oid, ValueKind.NO_SUCH_OBJECT, None)
+            for oid in oids
+        ]
+
+    async def bulk_walk(
+        self,
+        roots: Sequence[Oid],
+        *,
+        max_repetitions: int,
+        max_oids: int = 1_000_000,
+        deadline: float | None = None,
+    ) -> dict[Oid, list[VarBind]]:
+        self.stats.pdus_sent += 1
+        self.max_repetitions_used = max_repetitions
+        self.walked.append(set(roots))
+        out: dict[Oid, list[VarBind]] = {}
+        for root in roots:
+            rows = self.columns.get(root, {})
+            out[root] = [
+                VarBind(
+                    (*root, index),
+                    ValueKind.OCTET_STRING if isinstance(v, bytes) else ValueKind.GAUGE32,
+                    v,
+                )
+                for index, v in sorted(rows.items())
+            ]
+        return out
+
+    async def close(self) -> None:
+        self.closed = True

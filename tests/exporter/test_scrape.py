@@ -12,20 +12,20 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.app import create_app
-from exporter.collectors import CollectorSpec
+from exporter.collectors import BaseCollector, CollectorSpec
 from exporter.config import ExporterConfig
 from exporter.live import Settings
 from exporter.scrape import scrape_deadline
 
 
-class Fast:
+class Fast(BaseCollector):
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("scout_test_fast", "Always answers at once.")
         family.add_metric([], 42)
         yield family
 
 
-class Blocked:
+class Blocked(BaseCollector):
     """Blocks until released, like a statvfs on a hung NFS mount."""
 
     def __init__(self) -> None:
@@ -40,7 +40,7 @@ class Blocked:
         yield family
 
 
-class Broken:
+class Broken(BaseCollector):
     def collect(self) -> Iterator[Metric]:
         raise RuntimeError("device went away")
 

@@ -1,0 +1,62 @@
+"""What the app starts and closes: collectors and target scrapers that may own resources.
+
+A collector or target scraper is built from the config, started when the app
+starts (or when a reload brings in a new set), and closed before the app stops
+or a reload replaces it, so a socket, thread or background task it owns never
+outlives it. Each object is started at most once and closed at most once: a
+reload builds fresh ones rather than restarting closed ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle(Protocol):
+    """Started once before use and closed once after; both may be no-ops."""
+
+    async def start(self) -> None:
+        """Acquire what the object owns (bind a socket, start a task or thread).
+
+        A ``start`` that raises leaves nothing behind: it is not closed after.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release it; must not raise for a resource that is already gone."""
+        ...
+
+
+class NoResources:
+    """A ``Lifecycle`` with nothing to acquire or release."""
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def start_all(parts: Sequence[Lifecycle]) -> None:
+    """Start ``parts`` in order; if one fails, close those already started and re-raise."""
+    started: list[Lifecycle] = []
+    try:
+        for part in parts:
+            await part.start()
+            started.append(part)
+    except BaseException:
+        await close_all(reversed(started))
+        raise
+
+
+async def close_all(parts: Iterable[Lifecycle]) -> None:
+    """Close every part, even when one fails: a failure is logged, never raised."""
+    for part in parts:
+        try:
+            await part.close()
+        except Exception:  # lifecycle boundary: one bad close must not leak the others
+            log.exception("closing %r failed", part)

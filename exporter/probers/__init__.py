@@ -1,1 +1,0 @@
-"""Probers for the multi-target endpoints, looked up by name from a module's ``prober:``."""

@@ -1,0 +1,7 @@
+"""Multi-target endpoints (``/snmp``, ``/probe``, ...): one table of kinds, one handler.
+
+``kind`` holds the seams (``TargetKind``, ``TargetScraper``, ``Exposition``),
+``registry`` the table, ``handler`` the route every row gets; each kind is a
+package here. This file imports nothing: the config's models import the kinds'
+module types through this package, and the table imports the config.
+"""

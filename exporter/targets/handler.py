@@ -1,0 +1,159 @@
+"""``GET /{kind}?target=&module=&auth=``: one handler for every multi-target kind.
+
+For every kind alike: the parameters are read (each of ``target`` and ``auth``
+at most once; ``module`` comma-separated or repeated where the kind takes
+several) and a wrong one is a 400 that says what is wrong; the auth is looked
+up by name and checked to be of a type the kind takes; the deadline is
+Prometheus's ``X-Prometheus-Scrape-Timeout-Seconds`` minus the offset; the
+kind's scraper runs under ``measure``, which adds the per-target success and
+duration; the outcome's error is logged with any password in the target
+masked; and the families are rendered in the kind's exposition. A target that
+does not answer is a 200 that says so in its metrics, never an HTTP error, so
+Prometheus keeps ``up`` for the exporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from exporter.config import ExporterConfig
+from exporter.errors import BadRequestError
+from exporter.keys import LIVE_CONFIG, SETTINGS
+from exporter.scrape import scrape_deadline
+from exporter.targets.kind import A, F, M, ScrapeJob, T, TargetKind, mask_password, measure
+
+log = logging.getLogger(__name__)
+
+AnyKind = TargetKind[Any, Any, Any, Any]
+
+
+def _single(request: web.Request, name: str, default: str) -> str:
+    """A parameter given at most once; empty means the default, as snmp_exporter has it."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise BadRequestError(f"'{name}' parameter given {len(values)} times; give it once")
+    return (values[0].strip() if values else "") or default
+
+
+def kind_modules(kind: TargetKind[T, M, A, F], config: ExporterConfig) -> dict[str, M]:
+    """The kind's built-in modules, then the config's of its types (replacing by name)."""
+    configured = {
+        name: module
+        for name, module in config.modules.items()
+        if isinstance(module, kind.module_types)
+    }
+    return {**kind.default_modules(), **configured}
+
+
+def _modules(
+    kind: TargetKind[T, M, A, F],
+    request: web.Request,
+    config: ExporterConfig,
+    kinds: Sequence[AnyKind],
+) -> tuple[tuple[str, M], ...]:
+    names = [
+        name.strip()
+        for value in request.query.getall("module", [])
+        for name in value.split(",")
+        if name.strip()
+    ]
+    names = list(dict.fromkeys(names))
+    known = kind_modules(kind, config)
+    if not names:
+        if kind.default_module is None:
+            raise BadRequestError(f"'module' parameter must be one of: {', '.join(sorted(known))}")
+        names = [kind.default_module]
+    if len(names) > kind.max_modules:
+        raise BadRequestError(f"too many modules: {len(names)} (at most {kind.max_modules})")
+    unknown = [name for name in names if name not in known]
+    for name in unknown:
+        owner = next((k for k in kinds if k is not kind and name in kind_modules(k, config)), None)
+        if owner is not None:
+            raise BadRequestError(f"module {name!r} is for /{owner.name}, not /{kind.name}")
+    if unknown:
+        raise BadRequestError(
+            f"unknown module {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}"
+        )
+    return tuple((name, known[name]) for name in names)
+
+
+def _auth(
+    kind: TargetKind[T, M, A, F], request: web.Request, config: ExporterConfig
+) -> tuple[str, A] | None:
+    """The auth named by the request (or the kind's default), or ``None`` if the kind takes none."""
+    if not kind.auth_types:
+        return None
+    name = _single(request, "auth", kind.default_auth or "")
+    if not name:
+        raise BadRequestError("'auth' parameter must be specified")
+    auths: Mapping[str, object] = {**(kind.builtin_auths or {}), **config.auths}
+    auth = auths.get(name)
+    if auth is None:
+        raise BadRequestError(f"unknown auth {name!r}")
+    if not isinstance(auth, kind.auth_types):
+        found = getattr(auth, "type", type(auth).__name__)
+        raise BadRequestError(f"auth {name!r} is of type {found}, which /{kind.name} does not take")
+    return name, auth
+
+
+async def scrape_target(
+    kind: TargetKind[T, M, A, F], kinds: Sequence[AnyKind], request: web.Request
+) -> web.Response:
+    live = request.app[LIVE_CONFIG]
+    config = live.config
+    target_text = _single(request, "target", "")
+    if not target_text:
+        raise BadRequestError("'target' parameter must be specified")
+    if len(target_text) > kind.max_target_length:
+        raise BadRequestError(f"target longer than {kind.max_target_length} characters")
+    target = kind.parse_target(target_text)
+    modules = _modules(kind, request, config, kinds)
+    named = _auth(kind, request, config)
+    auth_name, auth = named if named is not None else (None, None)
+    timeout = scrape_deadline(
+        request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
+        request.app[SETTINGS].timeout_offset_seconds,
+    )
+    deadline = asyncio.get_running_loop().time() + timeout
+    job: ScrapeJob[T, M, A] = ScrapeJob(target, modules, auth_name, auth, deadline)
+    shown = mask_password(target_text, target_text)
+    families: list[F] = []
+    outcome = await measure(
+        live.target_scraper(kind).scrape(job, families),
+        families,
+        deadline=job.deadline,
+        status=kind.status,
+        exposition=kind.exposition,
+        noun=kind.noun,
+        subject=repr(shown),
+    )
+    if outcome.error:
+        log.log(
+            logging.INFO if outcome.success else logging.WARNING,
+            "%s: %s",
+            kind.noun,
+            mask_password(outcome.error, target_text),
+            # "module" is taken by LogRecord; "probe_module" is what /probe always logged.
+            extra={"target": shown, f"{kind.name}_module": ",".join(name for name, _ in modules)},
+        )
+    return kind.exposition.render(request, outcome.families)
+
+
+def _handler(
+    kind: TargetKind[T, M, A, F], kinds: Sequence[AnyKind]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        return await scrape_target(kind, kinds, request)
+
+    return handle
+
+
+def setup_targets(app: web.Application, kinds: Sequence[AnyKind]) -> None:
+    """A ``GET /{name}`` route for every kind in the table."""
+    for kind in kinds:
+        app.router.add_get(f"/{kind.name}", _handler(kind, kinds))

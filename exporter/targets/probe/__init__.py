@@ -1,0 +1,1 @@
+"""``/probe``: the probers (icmp, tcp, http), their module types and the kind's scraper."""

@@ -1,0 +1,75 @@
+"""The table of multi-target kinds: one row each, and the rest is derived from it.
+
+Each row gives ``/{name}`` its route, its modules and auths (built in and from
+the config), its target syntax, its self-metrics and exposition, and the
+scraper that keeps its state between scrapes; ``exporter.targets.handler``
+serves every row the same way. Adding a kind (``/firewall``, ``/winrm``) is a
+new package under ``exporter/targets/`` with a ``TargetScraper``, plus one row
+here, plus its module type in the config's ``Module`` union if it has modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.config import SnmpAuth
+from exporter.targets.exposition import METRIC_EXPOSITION
+from exporter.targets.kind import SelfMetric, StatusMetrics, TargetKind
+from exporter.targets.probe.base import PROBE_STATUS
+from exporter.targets.probe.modules import PROBE_MODULE_TYPES, default_modules
+from exporter.targets.probe.registry import ProbeScraper
+from exporter.targets.snmp.exposition import TEXT_EXPOSITION
+from exporter.targets.snmp.modules import SnmpModule, builtin_modules
+from exporter.targets.snmp.params import (
+    BUILTIN_AUTHS,
+    DEFAULT_AUTH,
+    DEFAULT_MODULE,
+    MAX_MODULES_PER_SCRAPE,
+    MAX_TARGET_LENGTH,
+    parse_target,
+)
+from exporter.targets.snmp.scraper import SnmpScraper
+
+
+def _as_given(target: str) -> str:
+    """Probers parse their own targets, and a bad one is a failed probe, not a 400."""
+    return target
+
+
+TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
+    TargetKind(
+        name="snmp",
+        noun="SNMP scrape",
+        description="an SNMP device (snmp_exporter's parameters)",
+        example="target=192.0.2.1&module=if_mib",
+        module_types=(SnmpModule,),
+        default_modules=builtin_modules,
+        default_module=DEFAULT_MODULE,
+        max_modules=MAX_MODULES_PER_SCRAPE,
+        auth_types=(SnmpAuth,),
+        builtin_auths=BUILTIN_AUTHS,
+        default_auth=DEFAULT_AUTH,
+        max_target_length=MAX_TARGET_LENGTH,
+        parse_target=parse_target,
+        # Success is per module (scout_snmp_module_success), as snmp_exporter has it.
+        status=StatusMetrics(
+            duration=SelfMetric(
+                "scout_snmp_scrape_duration_seconds", "Seconds the SNMP scrape took."
+            ),
+        ),
+        exposition=TEXT_EXPOSITION,
+        build=SnmpScraper,
+    ),
+    TargetKind(
+        name="probe",
+        noun="probe",
+        description="latency, loss and jitter (icmp, tcp, http)",
+        example="target=127.0.0.1&module=icmp",
+        module_types=PROBE_MODULE_TYPES,
+        default_modules=default_modules,
+        parse_target=_as_given,
+        status=PROBE_STATUS,
+        exposition=METRIC_EXPOSITION,
+        build=ProbeScraper,
+    ),
+)

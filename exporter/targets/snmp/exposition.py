@@ -1,0 +1,107 @@
+"""Families for ``/snmp`` and their text exposition.
+
+prometheus_client appends ``_total`` to every counter name, but ``/snmp`` must keep
+snmp_exporter's names (``ifHCInOctets`` is a counter) so that existing rules and
+dashboards work. So this endpoint renders the text format 0.0.4 itself; it is
+small, and values stay exact integers (64-bit counters lose digits as floats).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class Family:
+    name: str
+    help: str
+    type: str  # "counter" or "gauge"
+    samples: list[tuple[Labels, int | float]] = field(default_factory=list)
+
+    def add(self, labels: Labels, value: int | float) -> None:
+        self.samples.append((labels, value))
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _format_value(value: int | float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def render_text(families: Iterable[Family]) -> str:
+    """The text exposition format 0.0.4; families without samples are left out."""
+    out: list[str] = []
+    for family in families:
+        if not family.samples:
+            continue
+        out.append(f"# HELP {family.name} {_escape_help(family.help)}")
+        out.append(f"# TYPE {family.name} {family.type}")
+        for labels, value in family.samples:
+            if labels:
+                text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels))
+                out.append(f"{family.name}{{{text}}} {_format_value(value)}")
+            else:
+                out.append(f"{family.name} {_format_value(value)}")
+    out.append("")
+    return "\n".join(out)
+
+
+def merge_families(families: Iterable[Family]) -> list[Family]:
+    """One family per name, each label set once: two modules may both read sysUpTime."""
+    families = list(families)
+    counts = Counter(family.name for family in families)
+    merged: dict[str, Family] = {}
+    seen: dict[str, set[Labels]] = {}
+    for family in families:
+        if counts[family.name] == 1:
+            merged[family.name] = family  # the common case: nothing to merge
+            continue
+        into = merged.get(family.name)
+        if into is None:
+            into = merged[family.name] = Family(family.name, family.help, family.type)
+            seen[family.name] = set()
+        for labels, value in family.samples:
+            key = tuple(sorted(labels))
+            if key not in seen[family.name]:
+                seen[family.name].add(key)
+                into.add(labels, value)
+    return list(merged.values())
+
+
+class TextExposition:
+    """``Family`` objects in the text format 0.0.4, whatever the scraper asks for."""
+
+    def gauge(self, name: str, documentation: str, value: float) -> Family:
+        family = Family(name, documentation, "gauge")
+        family.add((), value)
+        return family
+
+    def render(self, request: web.Request, families: Sequence[Family]) -> web.Response:
+        response = web.Response(
+            text=render_text(families), content_type="text/plain", charset="utf-8"
+        )
+        response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+
+TEXT_EXPOSITION = TextExposition()

@@ -1,0 +1,216 @@
+"""Turn walked varbinds into metric families, the way snmp_exporter names and labels them.
+
+For each metric of a module, every varbind under its OID becomes a sample: the
+OID suffix is decoded into index labels, lookups add labels read from other
+columns at the same index (ifName for an ifIndex), and the value is rendered by
+the metric's type. A varbind that does not fit (a malformed index, a string where
+a number belongs, noSuchInstance) is skipped rather than failing the scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from exporter.clients.snmp import Oid, ValueKind, VarBind
+from exporter.targets.snmp.exposition import Family, Labels
+from exporter.targets.snmp.modules import SnmpIndex, SnmpLookup, SnmpMetric, SnmpModule
+
+_NUMERIC = frozenset(
+    {
+        ValueKind.INTEGER,
+        ValueKind.COUNTER32,
+        ValueKind.GAUGE32,
+        ValueKind.TIMETICKS,
+        ValueKind.COUNTER64,
+    }
+)
+_ABSENT = frozenset(
+    {
+        ValueKind.NULL,
+        ValueKind.NO_SUCH_OBJECT,
+        ValueKind.NO_SUCH_INSTANCE,
+        ValueKind.END_OF_MIB_VIEW,
+    }
+)
+
+
+def oid_of(text: str) -> Oid:
+    return tuple(int(part) for part in text.split("."))
+
+
+def render_octets(data: bytes, kind: str) -> str:
+    """A label value for an octet string, by its declared type."""
+    if kind == "PhysAddress48":
+        # Short values (loopback has none) are zero-padded to 48 bits, as snmp_exporter
+        # shows them; longer ones (EUI-64) are kept whole rather than cut.
+        return ":".join(f"{b:02X}" for b in data.ljust(6, b"\0"))
+    if kind == "IpAddr":
+        return ".".join(str(b) for b in data)
+    if kind == "DisplayString":
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # not text after all: show it losslessly, as OctetString does
+    return "0x" + data.hex().upper()
+
+
+def decode_index(index: SnmpIndex, suffix: Oid) -> tuple[str, Oid, Oid] | None:
+    """Take one index off the front of ``suffix``.
+
+    Returns the label value, the sub-identifiers it used (for lookups) and the
+    rest, or ``None`` if the suffix is too short or malformed.
+    """
+    if index.type == "gauge":
+        size = 1
+    elif index.type == "PhysAddress48":
+        size = 6
+    elif index.type == "IpAddr":
+        size = 4
+    elif index.fixed_size is not None:
+        size = index.fixed_size
+    elif index.implied:
+        size = len(suffix)
+    else:  # a length-prefixed string
+        if not suffix or suffix[0] + 1 > len(suffix):
+            return None
+        used, rest = suffix[: suffix[0] + 1], suffix[suffix[0] + 1 :]
+        if any(part > 255 for part in used[1:]):
+            return None
+        return render_octets(bytes(used[1:]), index.type), used, rest
+    if size > len(suffix) or size == 0:
+        return None
+    used, rest = suffix[:size], suffix[size:]
+    if index.type == "gauge":
+        return str(used[0]), used, rest
+    if any(part > 255 for part in used):
+        return None
+    return render_octets(bytes(used), index.type), used, rest
+
+
+def lookup_label(
+    lookup: SnmpLookup, oid: Oid, parts: Mapping[str, Oid], values: Mapping[Oid, VarBind]
+) -> str:
+    """The label from column ``oid`` (the lookup's, parsed) at the named indexes."""
+    for label in lookup.labels:
+        oid += parts[label]
+    found = values.get(oid)
+    if found is None or found.kind in _ABSENT:
+        return ""
+    return value_text(found, lookup.type)
+
+
+def value_text(varbind: VarBind, kind: str) -> str:
+    value = varbind.value
+    if isinstance(value, bytes):
+        return render_octets(value, kind)
+    if isinstance(value, tuple):
+        return ".".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+# How an OID suffix becomes labels: the index declarations and the lookups. Metrics
+# of a table share one (if_mib's 40 per-interface metrics all have ifIndex plus the
+# same three lookups), so the labels of a row are worked out once per scrape.
+_Shape = tuple[tuple[SnmpIndex, ...], tuple[tuple[SnmpLookup, Oid], ...]]
+
+
+def _shape_key(metric: SnmpMetric) -> tuple[object, ...]:
+    indexes = tuple((i.labelname, i.type, i.fixed_size, i.implied) for i in metric.indexes)
+    lookups = tuple((tuple(k.labels), k.labelname, k.oid, k.type) for k in metric.lookups)
+    return (indexes, lookups)
+
+
+class MetricMapper:
+    """Maps the varbinds of one module into families; built once per module."""
+
+    def __init__(self, module: SnmpModule) -> None:
+        shape_ids: dict[tuple[object, ...], int] = {}
+        self._shapes: list[_Shape] = []
+        self._metrics: list[tuple[SnmpMetric, Oid, int]] = []
+        for metric in module.metrics:
+            key = _shape_key(metric)
+            if key not in shape_ids:
+                shape_ids[key] = len(self._shapes)
+                lookups = tuple((k, oid_of(k.oid)) for k in metric.lookups)
+                self._shapes.append((tuple(metric.indexes), lookups))
+            self._metrics.append((metric, oid_of(metric.oid), shape_ids[key]))
+
+    def families(
+        self, rows: Mapping[Oid, Sequence[VarBind]], values: Mapping[Oid, VarBind]
+    ) -> list[Family]:
+        """``rows`` holds each metric OID's varbinds; ``values`` every varbind by OID."""
+        labels_of_row: dict[tuple[int, Oid], Labels | None] = {}
+        out: list[Family] = []
+        for metric, base, shape in self._metrics:
+            family = _new_family(metric)
+            states = sorted(metric.enum_values.items())
+            for varbind in rows.get(base, ()):
+                if varbind.kind in _ABSENT:
+                    continue
+                key = (shape, varbind.oid[len(base) :])
+                if key in labels_of_row:
+                    labels = labels_of_row[key]
+                else:
+                    labels = labels_of_row[key] = self._labels(shape, key[1], values)
+                if labels is not None:
+                    _add_sample(family, metric, states, labels, varbind)
+            out.append(family)
+        return out
+
+    def _labels(self, shape: int, suffix: Oid, values: Mapping[Oid, VarBind]) -> Labels | None:
+        indexes, lookups = self._shapes[shape]
+        if not indexes:
+            # A scalar is read at OID.0; anything else under it is not this metric.
+            return () if suffix == (0,) else None
+        labels: list[tuple[str, str]] = []
+        parts: dict[str, Oid] = {}
+        rest = suffix
+        for index in indexes:
+            decoded = decode_index(index, rest)
+            if decoded is None:
+                return None
+            text, used, rest = decoded
+            labels.append((index.labelname, text))
+            parts[index.labelname] = used
+        if rest:
+            return None
+        for lookup, oid in lookups:
+            text = lookup_label(lookup, oid, parts, values)
+            labels = [(k, v) for k, v in labels if k != lookup.labelname]
+            labels.append((lookup.labelname, text))
+        return tuple(labels)
+
+
+def _add_sample(
+    family: Family,
+    metric: SnmpMetric,
+    states: list[tuple[int, str]],
+    labels: Labels,
+    varbind: VarBind,
+) -> None:
+    value = varbind.value
+    if metric.type in ("gauge", "counter"):
+        if varbind.kind in _NUMERIC and isinstance(value, int):
+            family.add(labels, value)
+    elif metric.type == "EnumAsInfo":
+        if isinstance(value, int):
+            family.add(_with(labels, metric.name, metric.enum_values.get(value, str(value))), 1)
+    elif metric.type == "EnumAsStateSet":
+        if isinstance(value, int):
+            for number, state in states:
+                family.add(_with(labels, metric.name, state), int(number == value))
+    else:
+        family.add(_with(labels, metric.name, value_text(varbind, metric.type)), 1)
+
+
+def _with(labels: Labels, name: str, value: str) -> Labels:
+    """``labels`` with ``name`` set to ``value``: ifDescr's own value wins over its lookup."""
+    return (*((k, v) for k, v in labels if k != name), (name, value))
+
+
+def _new_family(metric: SnmpMetric) -> Family:
+    if metric.type == "counter":
+        return Family(metric.name, metric.help, "counter")
+    if metric.type == "EnumAsInfo":
+        return Family(f"{metric.name}_info", metric.help, "gauge")
+    return Family(metric.name, metric.help, "gauge")

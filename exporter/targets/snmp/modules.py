@@ -1,0 +1,158 @@
+"""SNMP modules: what to read from a device and how to name it, as data.
+
+A module lists metrics by OID, with their type, index labels and lookups, in the
+same vocabulary as snmp_exporter's generated ``snmp.yml`` (``metrics``, ``indexes``,
+``lookups``, ``type: counter|gauge|DisplayString|...``), so a module from there
+carries over with few edits. The built-in modules live in ``modules/*.yml`` next
+to this file; a config's ``modules:`` adds to them or replaces one by name.
+
+A module may declare a ``cache``: label lookups and metrics marked ``cached``
+(descriptions, speeds) are then read once and reused until the device reboots
+(``uptime`` goes backwards), a ``validators`` value changes (ifNumber,
+ifTableLastChange), or ``max_age_seconds`` passes. Everything else, counters
+above all, is read fresh on every scrape.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import Annotated, Literal, Self
+
+import yaml
+from pydantic import AfterValidator, Field, model_validator
+
+from exporter.common.models import StrictModel, drop_extension_keys
+
+_OID = re.compile(r"\.?\d+(\.\d+)*")
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def _check_oid(value: str) -> str:
+    if not _OID.fullmatch(value):
+        raise ValueError(f"not a numeric OID: {value!r} (write it as 1.3.6.1...)")
+    arcs = [int(arc) for arc in value.removeprefix(".").split(".")]
+    # What BER can encode and SNMP allows (RFC 2578: sub-identifiers are 32-bit).
+    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
+        raise ValueError(f"not a valid OID: {value!r} (it must start 0.x, 1.x or 2.x)")
+    if any(arc >= 2**32 for arc in arcs):
+        raise ValueError(f"not a valid OID: {value!r} (sub-identifiers stop at 4294967295)")
+    return value.removeprefix(".")
+
+
+def _check_metric_name(value: str) -> str:
+    if not _METRIC_NAME.fullmatch(value):
+        raise ValueError(f"not a valid metric name: {value!r}")
+    return value
+
+
+def _check_label_name(value: str) -> str:
+    if not _LABEL_NAME.fullmatch(value) or value.startswith("__"):
+        raise ValueError(f"not a valid label name: {value!r}")
+    return value
+
+
+OidText = Annotated[str, AfterValidator(_check_oid)]
+MetricName = Annotated[str, AfterValidator(_check_metric_name)]
+LabelName = Annotated[str, AfterValidator(_check_label_name)]
+
+# How an index is encoded in the OID, and how a value is rendered as a label.
+IndexType = Literal["gauge", "DisplayString", "OctetString", "PhysAddress48", "IpAddr"]
+MetricType = Literal[
+    "gauge",
+    "counter",
+    "DisplayString",
+    "OctetString",
+    "PhysAddress48",
+    "EnumAsInfo",
+    "EnumAsStateSet",
+]
+
+
+class SnmpIndex(StrictModel):
+    labelname: LabelName
+    type: IndexType = "gauge"
+    # Strings in an index are length-prefixed unless fixed-size or implied (last index only).
+    fixed_size: int | None = Field(default=None, ge=1, le=255)
+    implied: bool = False
+
+
+class SnmpLookup(StrictModel):
+    """Adds label ``labelname`` from the value at ``oid`` + the indexes named in ``labels``."""
+
+    labels: list[LabelName] = Field(min_length=1)
+    labelname: LabelName
+    oid: OidText
+    type: IndexType = "DisplayString"
+
+
+class SnmpMetric(StrictModel):
+    name: MetricName
+    oid: OidText
+    type: MetricType = "gauge"
+    help: str = ""
+    indexes: list[SnmpIndex] = Field(default_factory=list)
+    lookups: list[SnmpLookup] = Field(default_factory=list)
+    enum_values: dict[int, str] = Field(default_factory=dict)
+    # Static per interface (speed, type): read when the cache is refreshed, not every scrape.
+    cached: bool = False
+
+    @model_validator(mode="after")
+    def _lookups_name_known_indexes(self) -> Self:
+        known = {index.labelname for index in self.indexes}
+        for lookup in self.lookups:
+            unknown = [label for label in lookup.labels if label not in known]
+            if unknown:
+                raise ValueError(
+                    f"lookup {lookup.labelname!r} refers to {', '.join(unknown)}, "
+                    f"which is not an index of {self.name!r}"
+                )
+        if self.type in ("EnumAsInfo", "EnumAsStateSet") and not self.enum_values:
+            raise ValueError(f"{self.name!r} is {self.type} and needs enum_values")
+        implied = [i for i in self.indexes[:-1] if i.implied]
+        if implied:
+            raise ValueError("only the last index can be implied")
+        return self
+
+
+class SnmpCache(StrictModel):
+    uptime: OidText = "1.3.6.1.2.1.1.3.0"
+    validators: list[OidText] = Field(default_factory=list)
+    # Descriptions (ifAlias) change without touching any validator; re-read them this often.
+    max_age_seconds: float = Field(default=900, gt=0)
+
+
+class SnmpModule(StrictModel):
+    """One module. Keys starting with ``x-`` are ignored, so they can hold YAML anchors."""
+
+    prober: Literal["snmp"] = "snmp"
+    metrics: list[SnmpMetric] = Field(min_length=1)
+    max_repetitions: int = Field(default=25, ge=1, le=500)
+    retries: int = Field(default=2, ge=0, le=10)
+    timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    cache: SnmpCache | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extension_keys(cls, data: object) -> object:
+        return drop_extension_keys(data)
+
+
+def _module_files() -> dict[str, str]:
+    folder = resources.files("exporter.targets.snmp") / "modules"
+    return {
+        entry.name.removesuffix(".yml"): entry.read_text(encoding="utf-8")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".yml")
+    }
+
+
+@cache
+def builtin_modules() -> dict[str, SnmpModule]:
+    """The modules shipped with Scout, parsed once."""
+    return {
+        name: SnmpModule.model_validate(yaml.safe_load(text))
+        for name, text in sorted(_module_files().items())
+    }

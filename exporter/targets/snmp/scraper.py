@@ -1,0 +1,490 @@
+"""One ``/snmp`` scrape: plan the walks of each module, reuse sessions and caches per device.
+
+Per scrape and module:
+
+1. one GET for the scalar metrics, the cache's uptime and its scalar validators;
+2. one multi-column bulk walk of the columns read every time (counters, status),
+   plus the cached columns (lookups, speeds) when the cache is not valid;
+3. if a column validator (ifLastChange) moved while the cache looked valid, the
+   cached columns are walked after all, so a flapped link's new speed shows now.
+
+State kept per device (target, credentials, module): the max-repetitions that
+worked last time, and the cache. Sessions are kept per device and credentials,
+and closed after they sit idle. Nothing here is shared between devices, so a dead
+device costs only its own deadline.
+
+``SnmpScraper`` is the ``/snmp`` kind's ``TargetScraper``: started with the app
+(it prunes idle sessions in the background) and closed with it or when a reload
+replaces it. Self-metrics of a scrape, besides the handler's
+``scout_snmp_scrape_duration_seconds``::
+
+    scout_snmp_pdus_sent 31
+    scout_snmp_retries 0
+    scout_snmp_module_success{module="if_mib"} 1
+    scout_snmp_module_duration_seconds{module="if_mib"} 0.2
+    scout_snmp_max_repetitions{module="if_mib"} 25
+    scout_snmp_cache_used{module="if_mib"} 1
+
+A device that does not answer fails its modules (``scout_snmp_module_success``
+0), not the request, so Prometheus keeps ``up`` for the exporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from exporter.clients.snmp import (
+    Credentials,
+    Oid,
+    SnmpClient,
+    SnmpError,
+    SnmpSession,
+    VarBind,
+)
+from exporter.config import SnmpAuth
+from exporter.targets.kind import ScrapeJob
+from exporter.targets.snmp.exposition import Family, merge_families
+from exporter.targets.snmp.mapping import MetricMapper, oid_of
+from exporter.targets.snmp.modules import SnmpModule
+
+log = logging.getLogger(__name__)
+
+# Sessions and device state unused for this long are dropped (devices come and go).
+IDLE_SECONDS = 3600.0
+# A session to a device named in DNS is opened anew this often, to look it up again.
+RESOLVE_SECONDS = 300.0
+# Each session holds a socket: past this many, the least recently used is closed.
+MAX_SESSIONS = 5000
+# How often sessions and device state are checked for idleness.
+PRUNE_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    host: str
+    port: int = 161
+
+    @property
+    def is_address(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class ModulePlan:
+    """What to GET and walk for a module, worked out once from its definition."""
+
+    def __init__(self, module: SnmpModule) -> None:
+        self.module = module
+        self.mapper = MetricMapper(module)
+        cached_names = module.cache is not None
+        self.scalars = [(*oid_of(m.oid), 0) for m in module.metrics if not m.indexes]
+        fresh: dict[Oid, None] = {}
+        cached: dict[Oid, None] = {}
+        for metric in module.metrics:
+            if not metric.indexes:
+                continue
+            column = oid_of(metric.oid)
+            (cached if cached_names and metric.cached else fresh)[column] = None
+            for lookup in metric.lookups:
+                (cached if cached_names else fresh)[oid_of(lookup.oid)] = None
+        self.fresh_columns = list(fresh)
+        self.cached_columns = [c for c in cached if c not in fresh]
+        self.lookup_columns = {oid_of(lk.oid) for m in module.metrics for lk in m.lookups}
+        validators = [oid_of(v) for v in module.cache.validators] if module.cache else []
+        # OID.0 is a scalar, read with GET; anything else is a column, walked every time.
+        self.scalar_validators = [v for v in validators if v[-1] == 0]
+        self.column_validators = [v for v in validators if v[-1] != 0]
+        for column in self.column_validators:
+            if column not in fresh:
+                self.fresh_columns.append(column)
+        self.uptime = oid_of(module.cache.uptime) if module.cache else None
+
+    def gets(self) -> list[Oid]:
+        extra = [*self.scalar_validators, *([self.uptime] if self.uptime else [])]
+        return list(dict.fromkeys([*self.scalars, *extra]))
+
+
+@dataclass(slots=True)
+class DeviceCache:
+    uptime: int
+    fetched_at: float
+    scalar_validators: dict[Oid, object]
+    column_validators: dict[Oid, tuple[tuple[Oid, object], ...]]
+    rows: dict[Oid, list[VarBind]]
+
+
+# Clean scrapes at a lowered max-repetitions before trying twice as many again: an
+# agent that once refused a big reply (or a lossy link) may have been a passing state.
+RAISE_AFTER_CLEAN_SCRAPES = 10
+
+
+@dataclass(slots=True)
+class DeviceState:
+    max_repetitions: int
+    cache: DeviceCache | None = None
+    last_used: float = 0.0
+    clean_scrapes: int = 0
+
+    def learn(self, used: int, configured: int) -> None:
+        """Remember what the session ended up using; creep back up when it stays clean."""
+        if used < self.max_repetitions:
+            self.max_repetitions, self.clean_scrapes = used, 0
+        elif self.max_repetitions < configured:
+            self.clean_scrapes += 1
+            if self.clean_scrapes >= RAISE_AFTER_CLEAN_SCRAPES:
+                self.max_repetitions = min(configured, 2 * self.max_repetitions)
+                self.clean_scrapes = 0
+
+
+@dataclass(slots=True)
+class ModuleResult:
+    module: str
+    success: bool
+    duration_seconds: float
+    families: list[Family]
+    max_repetitions: int
+    cache_used: bool
+    error: str | None = None
+    pdus_sent: int = 0
+    retries: int = 0
+
+
+def _fingerprint(rows: Iterable[VarBind]) -> tuple[tuple[Oid, object], ...]:
+    return tuple((vb.oid, vb.value) for vb in rows)
+
+
+class SessionFactory(Protocol):
+    """Opens a client to one agent; ``SnmpSession`` is the real one, tests replay agents."""
+
+    def __call__(
+        self, host: str, port: int, credentials: Credentials, *, timeout: float, retries: int
+    ) -> SnmpClient: ...
+
+
+class SessionEntry:
+    """A session with what the scraper tracks about it."""
+
+    __slots__ = ("born", "lock", "session", "used")
+
+    def __init__(self, session: SnmpClient, now: float) -> None:
+        self.session = session
+        self.born = now
+        self.used = now
+        # One scrape at a time per session: HA Prometheus pairs scrape the same device
+        # at once, and the PDU counts of a scrape must be its own.
+        self.lock = asyncio.Lock()
+
+
+class SnmpScraper:
+    """Owns the sessions and per-device state of every ``/snmp`` target."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        session_factory: SessionFactory = SnmpSession,
+    ) -> None:
+        self._clock = clock
+        self._open_session = session_factory
+        self._entries: dict[tuple[object, ...], SessionEntry] = {}
+        self._devices: dict[tuple[object, ...], DeviceState] = {}
+        self._plans: dict[int, ModulePlan] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._pruner: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start pruning idle sessions and devices in the background."""
+        self._pruner = asyncio.create_task(self._prune())
+
+    async def _prune(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_SECONDS)
+            self.drop_idle()
+
+    def plan(self, module: SnmpModule) -> ModulePlan:
+        # Modules are frozen and replaced whole on reload, so identity is a safe key.
+        plan = self._plans.get(id(module))
+        if plan is None or plan.module is not module:
+            plan = self._plans[id(module)] = ModulePlan(module)
+        return plan
+
+    def session(
+        self, target: Target, auth_name: str, credentials: Credentials, module: SnmpModule
+    ) -> SessionEntry:
+        key = (target, auth_name, credentials, module.timeout_seconds, module.retries)
+        now = self._clock()
+        entry = self._entries.get(key)
+        if entry is not None and not target.is_address and now - entry.born > RESOLVE_SECONDS:
+            # A device named in DNS is looked up again now and then: it may have moved.
+            self._close_later([self._entries.pop(key)])
+            entry = None
+        if entry is None:
+            if len(self._entries) >= MAX_SESSIONS:
+                oldest = min(self._entries, key=lambda k: self._entries[k].used)
+                self._close_later([self._entries.pop(oldest)])
+            session = self._open_session(
+                target.host,
+                target.port,
+                credentials,
+                timeout=module.timeout_seconds,
+                retries=module.retries,
+            )
+            entry = self._entries[key] = SessionEntry(session, now)
+            if self._closed:
+                # A scrape that began as a reload closed this scraper: its session
+                # must not outlive it (the module fails, the next scrape goes to the new one).
+                self._close_later([self._entries.pop(key)])
+        entry.used = now
+        return entry
+
+    def _close_later(self, entries: Iterable[SessionEntry]) -> None:
+        for entry in entries:
+            task = asyncio.ensure_future(entry.session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def reset(self) -> None:
+        """Forget every session, cache and plan: the config they came from changed.
+
+        A reload may change a module (its cache, max-repetitions) or an auth's
+        secret; each device starts afresh at its next scrape.
+        """
+        self._close_later(self._entries.values())
+        self._entries.clear()
+        self._devices.clear()
+        self._plans.clear()
+
+    async def close(self) -> None:
+        """Stop pruning and close every session."""
+        self._closed = True
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
+            self._pruner = None
+        self.reset()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def scrape(
+        self, job: ScrapeJob[Target, SnmpModule, SnmpAuth], families: list[Family]
+    ) -> tuple[bool, str | None]:
+        """Read every module of the job at once, each bounded by the deadline.
+
+        Success is per module (``scout_snmp_module_success``), so the scrape as
+        a whole reports no error of its own; a failed module is logged here.
+        """
+        if job.auth is None or job.auth_name is None:
+            raise ValueError("an SNMP scrape needs an auth")
+        credentials = Credentials.from_auth(job.auth)
+        target, auth_name = job.target, job.auth_name
+        results = await asyncio.gather(
+            *(
+                _bounded(
+                    self.scrape_module(
+                        self.session(target, auth_name, credentials, module),
+                        (target, auth_name, name),
+                        name,
+                        module,
+                        job.deadline,
+                    ),
+                    name,
+                    job.deadline,
+                )
+                for name, module in job.modules
+            )
+        )
+        for result in results:
+            if result.error:
+                log.warning(
+                    "snmp module failed: %s",
+                    result.error,
+                    extra={"target": str(target), "snmp_module": result.module, "auth": auth_name},
+                )
+        families += _self_families(results)
+        families += merge_families(f for result in results for f in result.families)
+        return all(result.success for result in results), None
+
+    def drop_idle(self) -> None:
+        """Close sessions and forget devices unused for ``IDLE_SECONDS``."""
+        cutoff = self._clock() - IDLE_SECONDS
+        stale = [k for k, entry in self._entries.items() if entry.used < cutoff]
+        self._close_later(self._entries.pop(k) for k in stale)
+        for key in [k for k, d in self._devices.items() if d.last_used < cutoff]:
+            del self._devices[key]
+
+    async def scrape_module(
+        self,
+        entry: SessionEntry,
+        device_key: tuple[object, ...],
+        name: str,
+        module: SnmpModule,
+        deadline: float,
+    ) -> ModuleResult:
+        async with entry.lock:
+            session = entry.session
+            pdus, retries = session.stats.pdus_sent, session.stats.retries
+            result = await self._scrape_module(session, device_key, name, module, deadline)
+            result.pdus_sent = session.stats.pdus_sent - pdus
+            result.retries = session.stats.retries - retries
+            return result
+
+    async def _scrape_module(
+        self,
+        session: SnmpClient,
+        device_key: tuple[object, ...],
+        name: str,
+        module: SnmpModule,
+        deadline: float,
+    ) -> ModuleResult:
+        started = time.perf_counter()
+        state = self._devices.get(device_key)
+        if state is None:
+            state = self._devices[device_key] = DeviceState(module.max_repetitions)
+        state.last_used = self._clock()
+        plan = self.plan(module)
+        try:
+            families, cache_used = await self._read(session, plan, state, deadline)
+        except SnmpError as exc:
+            error = str(exc)
+        except Exception as exc:  # module boundary: one bad module never fails the others
+            log.exception("snmp module crashed", extra={"snmp_module": name})
+            error = f"internal error: {exc!r}"
+        else:
+            return ModuleResult(
+                name,
+                True,
+                time.perf_counter() - started,
+                families,
+                state.max_repetitions,
+                cache_used,
+            )
+        duration = time.perf_counter() - started
+        return ModuleResult(name, False, duration, [], state.max_repetitions, False, error)
+
+    async def _walk(
+        self,
+        session: SnmpClient,
+        roots: Sequence[Oid],
+        state: DeviceState,
+        configured: int,
+        deadline: float,
+    ) -> dict[Oid, list[VarBind]]:
+        if not roots:
+            return {}
+        try:
+            return await session.bulk_walk(
+                roots, max_repetitions=state.max_repetitions, deadline=deadline
+            )
+        finally:
+            # The session halves max-repetitions on tooBig or timeouts, even in a walk
+            # that fails in the end: remember it either way.
+            state.learn(session.max_repetitions_used or state.max_repetitions, configured)
+
+    async def _read(
+        self, session: SnmpClient, plan: ModulePlan, state: DeviceState, deadline: float
+    ) -> tuple[list[Family], bool]:
+        gets = plan.gets()
+        got = {vb.oid: vb for vb in await session.get(gets, deadline=deadline)} if gets else {}
+        cache = state.cache if self._still_valid(plan, state.cache, got) else None
+        roots = plan.fresh_columns if cache else [*plan.fresh_columns, *plan.cached_columns]
+        configured = plan.module.max_repetitions
+        walked = await self._walk(session, roots, state, configured, deadline)
+        if cache is not None and any(
+            _fingerprint(walked.get(v, ())) != cache.column_validators.get(v)
+            for v in plan.column_validators
+        ):
+            walked.update(
+                await self._walk(session, plan.cached_columns, state, configured, deadline)
+            )
+            cache = None
+        if cache is None and plan.uptime is not None:
+            state.cache = self._new_cache(plan, got, walked)
+        rows: dict[Oid, Sequence[VarBind]] = dict(cache.rows) if cache else {}
+        rows.update(walked)
+        for oid in plan.scalars:
+            if oid in got:
+                rows[oid[:-1]] = [got[oid]]
+        values = {vb.oid: vb for column in plan.lookup_columns for vb in rows.get(column, ())}
+        return plan.mapper.families(rows, values), cache is not None
+
+    def _still_valid(
+        self, plan: ModulePlan, cache: DeviceCache | None, got: Mapping[Oid, VarBind]
+    ) -> bool:
+        if cache is None or plan.uptime is None or plan.module.cache is None:
+            return False
+        if self._clock() - cache.fetched_at > plan.module.cache.max_age_seconds:
+            return False
+        uptime = got.get(plan.uptime)
+        if uptime is None or not isinstance(uptime.value, int) or uptime.value < cache.uptime:
+            return False  # rebooted, or the agent cannot say
+        return all(
+            (got[v].value if v in got else None) == cache.scalar_validators.get(v)
+            for v in plan.scalar_validators
+        )
+
+    def _new_cache(
+        self, plan: ModulePlan, got: Mapping[Oid, VarBind], walked: Mapping[Oid, list[VarBind]]
+    ) -> DeviceCache | None:
+        uptime = got.get(plan.uptime) if plan.uptime else None
+        if uptime is None or not isinstance(uptime.value, int):
+            return None
+        return DeviceCache(
+            uptime=uptime.value,
+            fetched_at=self._clock(),
+            scalar_validators={
+                v: got[v].value if v in got else None for v in plan.scalar_validators
+            },
+            column_validators={v: _fingerprint(walked.get(v, ())) for v in plan.column_validators},
+            rows={c: walked.get(c, []) for c in plan.cached_columns},
+        )
+
+
+async def _bounded(
+    scrape: Coroutine[Any, Any, ModuleResult], name: str, deadline: float
+) -> ModuleResult:
+    """The module's result, or a failure at the deadline, whatever the device does."""
+    started = time.perf_counter()
+    remaining = deadline - asyncio.get_running_loop().time()
+    try:
+        return await asyncio.wait_for(scrape, timeout=max(remaining, 0))
+    except TimeoutError:
+        return ModuleResult(
+            name, False, time.perf_counter() - started, [], 0, False, "deadline exceeded"
+        )
+
+
+def _self_families(results: list[ModuleResult]) -> list[Family]:
+    pdus = sum(result.pdus_sent for result in results)
+    retries = sum(result.retries for result in results)
+    sent = Family("scout_snmp_pdus_sent", "SNMP PDUs sent during this scrape.", "gauge")
+    sent.add((), pdus)
+    retried = Family("scout_snmp_retries", "SNMP requests resent during this scrape.", "gauge")
+    retried.add((), retries)
+    success = Family("scout_snmp_module_success", "1 if the module was read in full.", "gauge")
+    took = Family("scout_snmp_module_duration_seconds", "Seconds spent on the module.", "gauge")
+    reps = Family(
+        "scout_snmp_max_repetitions", "GETBULK max-repetitions now used for the device.", "gauge"
+    )
+    cached = Family(
+        "scout_snmp_cache_used", "1 if cached lookup labels were reused on this scrape.", "gauge"
+    )
+    for result in results:
+        labels = (("module", result.module),)
+        success.add(labels, int(result.success))
+        took.add(labels, result.duration_seconds)
+        if result.max_repetitions:
+            reps.add(labels, result.max_repetitions)
+        cached.add(labels, int(result.cache_used))
+    return [sent, retried, success, took, reps, cached]

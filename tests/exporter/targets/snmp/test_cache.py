@@ -1,0 +1,182 @@
+"""When the per-device cache of lookups is reused, and when it is read again.
+
+A real agent cannot be made to change ifTableLastChange or ifLastChange on cue,
+so these cases replay an agent's answers through the ``SnmpClient`` protocol;
+the reboot case runs against real snmpd in test_snmp_endpoint.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import SecretStr
+
+from exporter.clients.snmp import Credentials
+from exporter.config import SnmpAuth
+from exporter.targets.kind import ScrapeJob
+from exporter.targets.snmp import scraper as scraper_module
+from exporter.targets.snmp.exposition import Family
+from exporter.targets.snmp.modules import builtin_modules
+from exporter.targets.snmp.scraper import SessionEntry, SessionFactory, SnmpScraper, Target
+from tests.exporter.fakes import IF_NUMBER, IFT, IFX, TABLE_LAST_CHANGE, UPTIME, ReplayedAgent
+
+
+@pytest.fixture
+def agent() -> ReplayedAgent:
+    return ReplayedAgent()
+
+
+async def scrape(scraper: SnmpScraper, agent: ReplayedAgent) -> tuple[bool, str]:
+    module = builtin_modules()["if_mib"]
+    entry = SessionEntry(agent, 0.0)
+    result = await scraper.scrape_module(entry, ("dev",), "if_mib", module, 1e12)
+    assert result.success, result.error
+    names = {
+        dict(labels)["ifName"]
+        for family in result.families
+        if family.name == "ifHCInOctets"
+        for labels, _ in family.samples
+    }
+    return result.cache_used, ",".join(sorted(names))
+
+
+async def test_second_scrape_reuses_lookups_and_walks_only_live_columns(agent):
+    scraper = SnmpScraper()
+    assert await scrape(scraper, agent) == (False, "eth0")
+    agent.scalars[UPTIME] += 6000
+    agent.columns[(*IFX, 1)] = {1: b"renamed-but-not-yet-seen"}
+    assert await scrape(scraper, agent) == (True, "eth0")
+    assert (*IFX, 1) not in agent.walked[-1]  # the lookup column was not read again
+    assert (*IFX, 6) in agent.walked[-1]  # the counter was
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda a: a.scalars.__setitem__(UPTIME, 10), id="reboot: uptime went back"),
+        pytest.param(lambda a: a.scalars.__setitem__(IF_NUMBER, 2), id="ifNumber changed"),
+        pytest.param(
+            lambda a: a.scalars.__setitem__(TABLE_LAST_CHANGE, 9), id="ifTableLastChange moved"
+        ),
+        pytest.param(lambda a: a.columns[(*IFT, 9)].__setitem__(1, 99), id="a link flapped"),
+    ],
+)
+async def test_cache_is_read_again_when_the_device_changes(agent, change):
+    scraper = SnmpScraper()
+    await scrape(scraper, agent)
+    agent.scalars[UPTIME] += 6000
+    agent.columns[(*IFX, 1)] = {1: b"eth0-renamed"}
+    change(agent)
+    cache_used, names = await scrape(scraper, agent)
+    assert names == "eth0-renamed"
+    assert cache_used is False
+
+
+async def test_cache_expires_after_max_age(agent):
+    now = [0.0]
+    scraper = SnmpScraper(clock=lambda: now[0])
+    await scrape(scraper, agent)
+    agent.scalars[UPTIME] += 6000
+    now[0] += 899  # if_mib's max_age_seconds is 900
+    assert await scrape(scraper, agent) == (True, "eth0")
+    now[0] += 2
+    agent.columns[(*IFX, 1)] = {1: b"eth0-new-alias"}
+    assert await scrape(scraper, agent) == (False, "eth0-new-alias")
+
+
+async def test_sessions_to_named_devices_are_renewed_to_look_them_up_again():
+    from exporter.clients.snmp import Credentials
+    from exporter.targets.snmp import scraper as scraper_module
+    from exporter.targets.snmp.scraper import Target
+
+    now = [0.0]
+    scraper = SnmpScraper(clock=lambda: now[0])
+    module = builtin_modules()["if_mib"]
+    credentials = Credentials(2, community="public")
+    named = scraper.session(Target("switch.example.net"), "a", credentials, module)
+    by_address = scraper.session(Target("192.0.2.1"), "a", credentials, module)
+    now[0] += scraper_module.RESOLVE_SECONDS - 1
+    assert scraper.session(Target("switch.example.net"), "a", credentials, module) is named
+    now[0] += 2
+    assert scraper.session(Target("switch.example.net"), "a", credentials, module) is not named
+    assert scraper.session(Target("192.0.2.1"), "a", credentials, module) is by_address
+    await scraper.close()
+
+
+async def test_session_count_is_capped(monkeypatch):
+    from exporter.clients.snmp import Credentials
+    from exporter.targets.snmp import scraper as scraper_module
+    from exporter.targets.snmp.scraper import Target
+
+    monkeypatch.setattr(scraper_module, "MAX_SESSIONS", 3)
+    now = [0.0]
+    scraper = SnmpScraper(clock=lambda: now[0])
+    module = builtin_modules()["if_mib"]
+    credentials = Credentials(2, community="public")
+    first = scraper.session(Target("192.0.2.1"), "a", credentials, module)
+    for host in ("192.0.2.2", "192.0.2.3", "192.0.2.4"):
+        now[0] += 1
+        scraper.session(Target(host), "a", credentials, module)
+    # The least recently used one was closed to make room.
+    assert scraper.session(Target("192.0.2.1"), "a", credentials, module) is not first
+    await scraper.close()
+
+
+def replaying(agent: ReplayedAgent) -> SessionFactory:
+    """A session factory that hands out the replayed agent, whatever the target."""
+
+    def open_session(
+        host: str, port: int, credentials: Credentials, *, timeout: float, retries: int
+    ) -> ReplayedAgent:
+        return agent
+
+    return open_session
+
+
+async def test_a_whole_scrape_through_the_session_factory(agent):
+    scraper = SnmpScraper(session_factory=replaying(agent))
+    module = builtin_modules()["if_mib"]
+    job = ScrapeJob(
+        Target("192.0.2.1"),
+        (("if_mib", module),),
+        "a",
+        SnmpAuth(type="snmp", community=SecretStr("public")),
+        1e12,
+    )
+    families: list[Family] = []
+    assert await scraper.scrape(job, families) == (True, None)
+    by_name = {family.name: family for family in families}
+    assert by_name["scout_snmp_module_success"].samples == [((("module", "if_mib"),), 1)]
+    assert by_name["scout_snmp_pdus_sent"].samples == [((), 2)]  # one GET, one walk
+    assert by_name["ifHCInOctets"].samples[0][1] == 123
+    await scraper.close()
+    assert agent.closed
+
+
+async def test_idle_sessions_are_pruned_only_while_started(agent, monkeypatch):
+    monkeypatch.setattr(scraper_module, "PRUNE_SECONDS", 0.01)
+    now = [0.0]
+    scraper = SnmpScraper(clock=lambda: now[0], session_factory=replaying(agent))
+    module = builtin_modules()["if_mib"]
+    scraper.session(Target("192.0.2.1"), "a", Credentials(2, community="public"), module)
+    now[0] += scraper_module.IDLE_SECONDS + 1
+    await asyncio.sleep(0.05)
+    assert not agent.closed  # not started: nothing prunes
+    await scraper.start()
+    await asyncio.sleep(0.05)
+    assert agent.closed  # the background task closed the idle session
+    await scraper.close()
+
+
+async def test_a_closed_scraper_leaves_no_session_open(agent):
+    scraper = SnmpScraper(session_factory=replaying(agent))
+    await scraper.start()
+    await scraper.close()
+    # A scrape that began as a reload closed this scraper must not keep its session.
+    scraper.session(
+        Target("192.0.2.1"), "a", Credentials(2, community="public"), builtin_modules()["if_mib"]
+    )
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert agent.closed

@@ -1,0 +1,203 @@
+"""Varbinds to families, as snmp_exporter names and labels them."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.clients.snmp import ValueKind, VarBind
+from exporter.targets.snmp.exposition import Family, render_text
+from exporter.targets.snmp.mapping import MetricMapper, decode_index, oid_of, render_octets
+from exporter.targets.snmp.modules import SnmpIndex, SnmpModule, builtin_modules
+
+IFX = oid_of("1.3.6.1.2.1.31.1.1.1")
+IFT = oid_of("1.3.6.1.2.1.2.2.1")
+
+
+def vb(oid, kind, value):
+    return VarBind(oid, kind, value)
+
+
+def if_rows(index: int, name: bytes, alias: bytes, octets: int):
+    return {
+        (*IFX, 1): [vb((*IFX, 1, index), ValueKind.OCTET_STRING, name)],
+        (*IFX, 18): [vb((*IFX, 18, index), ValueKind.OCTET_STRING, alias)],
+        (*IFT, 2): [vb((*IFT, 2, index), ValueKind.OCTET_STRING, b"descr " + name)],
+        (*IFX, 6): [vb((*IFX, 6, index), ValueKind.COUNTER64, octets)],
+    }
+
+
+def families_by_name(families: list[Family]) -> dict[str, Family]:
+    return {f.name: f for f in families if f.samples}
+
+
+def test_if_mib_counter_gets_index_and_lookup_labels():
+    module = builtin_modules()["if_mib"]
+    rows = if_rows(3, b"Gi0/3", "Uplink ISP \u00e9t\u00e9".encode(), 2**63 + 5)
+    values = {v.oid: v for column in rows.values() for v in column}
+    families = families_by_name(MetricMapper(module).families(rows, values))
+    family = families["ifHCInOctets"]
+    assert family.type == "counter"
+    assert family.samples == [
+        (
+            (
+                ("ifIndex", "3"),
+                ("ifAlias", "Uplink ISP \u00e9t\u00e9"),
+                ("ifDescr", "descr Gi0/3"),
+                ("ifName", "Gi0/3"),
+            ),
+            2**63 + 5,  # exact: a float would round it
+        )
+    ]
+
+
+def test_missing_lookup_gives_empty_label_like_snmp_exporter():
+    module = builtin_modules()["if_mib"]
+    rows = {(*IFX, 6): [vb((*IFX, 6, 9), ValueKind.COUNTER64, 1)]}
+    family = families_by_name(MetricMapper(module).families(rows, {}))["ifHCInOctets"]
+    assert dict(family.samples[0][0]) == {
+        "ifIndex": "9",
+        "ifAlias": "",
+        "ifDescr": "",
+        "ifName": "",
+    }
+
+
+def test_display_string_metric_is_an_info_series_and_enum_as_info_names_the_state():
+    module = SnmpModule.model_validate(
+        {
+            "metrics": [
+                {"name": "sysName", "oid": "1.3.6.1.2.1.1.5", "type": "DisplayString"},
+                {
+                    "name": "ifType",
+                    "oid": "1.3.6.1.2.1.2.2.1.3",
+                    "type": "EnumAsInfo",
+                    "indexes": [{"labelname": "ifIndex"}],
+                    "enum_values": {6: "ethernetCsmacd"},
+                },
+                {
+                    "name": "ifOper",
+                    "oid": "1.3.6.1.2.1.2.2.1.8",
+                    "type": "EnumAsStateSet",
+                    "indexes": [{"labelname": "ifIndex"}],
+                    "enum_values": {1: "up", 2: "down"},
+                },
+            ]
+        }
+    )
+    rows = {
+        oid_of("1.3.6.1.2.1.1.5"): [
+            vb(oid_of("1.3.6.1.2.1.1.5.0"), ValueKind.OCTET_STRING, b"core1")
+        ],
+        (*IFT, 3): [
+            vb((*IFT, 3, 1), ValueKind.INTEGER, 6),
+            vb((*IFT, 3, 2), ValueKind.INTEGER, 999),
+        ],
+        (*IFT, 8): [vb((*IFT, 8, 1), ValueKind.INTEGER, 2)],
+    }
+    text = render_text(MetricMapper(module).families(rows, {}))
+    assert 'sysName{sysName="core1"} 1' in text
+    assert 'ifType_info{ifIndex="1",ifType="ethernetCsmacd"} 1' in text
+    assert 'ifType_info{ifIndex="2",ifType="999"} 1' in text  # unknown enum: the number
+    assert 'ifOper{ifIndex="1",ifOper="up"} 0' in text
+    assert 'ifOper{ifIndex="1",ifOper="down"} 1' in text
+
+
+def test_values_that_do_not_fit_are_skipped_not_fatal():
+    module = builtin_modules()["if_mib"]
+    rows = {
+        (*IFX, 6): [
+            vb((*IFX, 6, 1), ValueKind.NO_SUCH_INSTANCE, None),
+            vb((*IFX, 6, 2), ValueKind.OCTET_STRING, b"not a number"),
+            vb((*IFX, 6, 3, 7), ValueKind.COUNTER64, 5),  # index longer than declared
+            vb((*IFX, 6, 4), ValueKind.COUNTER64, 42),
+        ]
+    }
+    family = families_by_name(MetricMapper(module).families(rows, {}))["ifHCInOctets"]
+    assert [dict(labels)["ifIndex"] for labels, _ in family.samples] == ["4"]
+
+
+@pytest.mark.parametrize(
+    ("index", "suffix", "expected"),
+    [
+        (SnmpIndex(labelname="i"), (5, 9), ("5", (5,), (9,))),
+        (
+            SnmpIndex(labelname="s", type="DisplayString"),
+            (3, 97, 98, 99, 1),
+            ("abc", (3, 97, 98, 99), (1,)),
+        ),
+        (
+            SnmpIndex(labelname="s", type="DisplayString", implied=True),
+            (97, 98),
+            ("ab", (97, 98), ()),
+        ),
+        (
+            SnmpIndex(labelname="m", type="PhysAddress48"),
+            (0, 17, 34, 51, 68, 255),
+            ("00:11:22:33:44:FF", (0, 17, 34, 51, 68, 255), ()),
+        ),
+        (
+            SnmpIndex(labelname="a", type="IpAddr"),
+            (10, 0, 0, 1, 4),
+            ("10.0.0.1", (10, 0, 0, 1), (4,)),
+        ),
+        (SnmpIndex(labelname="s", type="DisplayString"), (5, 97), None),  # length past the end
+        (SnmpIndex(labelname="a", type="IpAddr"), (10, 0, 300, 1), None),  # not a byte
+    ],
+)
+def test_index_decoding(index, suffix, expected):
+    assert decode_index(index, suffix) == expected
+
+
+def test_octet_rendering():
+    assert render_octets(b"\xff\xfe", "DisplayString") == "0xFFFE"  # not UTF-8: shown as hex
+    assert render_octets(b"\x00\x1b\x21", "OctetString") == "0x001B21"
+
+
+def test_text_exposition_escapes_and_skips_empty_families():
+    family = Family("x", "help with \\ and\nnewline", "gauge")
+    family.add((("l", 'quote " back \\ nl \n'),), 1.5)
+    text = render_text([family, Family("empty", "", "gauge")])
+    assert text == (
+        "# HELP x help with \\\\ and\\nnewline\n"
+        "# TYPE x gauge\n"
+        'x{l="quote \\" back \\\\ nl \\n"} 1.5\n'
+    )
+
+
+def test_builtin_modules_load_and_if_mib_has_the_snmp_exporter_names():
+    modules = builtin_modules()
+    assert set(modules) >= {"if_mib", "system", "host_resources"}
+    names = {m.name for m in modules["if_mib"].metrics}
+    assert {
+        "ifHCInOctets",
+        "ifHCOutOctets",
+        "ifInErrors",
+        "ifOutDiscards",
+        "ifOperStatus",
+        "ifAdminStatus",
+        "ifHighSpeed",
+        "ifLastChange",
+        "sysUpTime",
+    } <= names
+    cached = {m.name for m in modules["if_mib"].metrics if m.cached}
+    assert "ifHighSpeed" in cached
+    assert "ifHCInOctets" not in cached
+
+
+def test_learned_max_repetitions_drops_at_once_and_creeps_back_after_clean_scrapes():
+    from exporter.targets.snmp.scraper import RAISE_AFTER_CLEAN_SCRAPES, DeviceState
+
+    state = DeviceState(max_repetitions=25)
+    state.learn(6, configured=25)
+    assert state.max_repetitions == 6
+    for _ in range(RAISE_AFTER_CLEAN_SCRAPES - 1):
+        state.learn(6, configured=25)
+    assert state.max_repetitions == 6
+    state.learn(6, configured=25)
+    assert state.max_repetitions == 12
+    state.learn(3, configured=25)  # refused again: down at once, count restarts
+    assert state.max_repetitions == 3
+    assert state.clean_scrapes == 0
+    for _ in range(5 * RAISE_AFTER_CLEAN_SCRAPES):
+        state.learn(state.max_repetitions, configured=25)
+    assert state.max_repetitions == 25  # never above the module's own value
