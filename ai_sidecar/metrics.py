@@ -41,6 +41,7 @@ class SidecarMetrics:
     return_trip_queue: Gauge
     analysis_duration: Histogram
     analysis_failures: Counter
+    store_pruned: Counter
 
 
 def create_metrics() -> SidecarMetrics:
@@ -138,6 +139,12 @@ def create_metrics() -> SidecarMetrics:
             ["analyst"],
             registry=registry,
         ),
+        store_pruned=Counter(
+            "scout_sidecar_store_pruned_rows",
+            "Rows the store removed as older than its retention, by kind.",
+            ["kind"],
+            registry=registry,
+        ),
     )
 
 
@@ -153,6 +160,7 @@ def worker_collectors(metrics: SidecarMetrics) -> list[Collector]:
         metrics.return_trip_queue,
         metrics.analysis_duration,
         metrics.analysis_failures,
+        metrics.store_pruned,
     ]
 
 

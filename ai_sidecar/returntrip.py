@@ -24,8 +24,8 @@ What must happen, and why:
   above) and the new one posted; otherwise the old one would fire until it
   expired.
 * **Durable.** :meth:`ReturnTrip.schedule` records the desired state in the
-  ``return_trip`` table (:data:`OUTBOX_SCHEMA`) and returns only after the
-  commit; :meth:`ReturnTrip.run` posts from that table. A row is keyed by peer
+  store's outbox (:meth:`ai_sidecar.store.Store.enqueue_posts`) and returns
+  only once it is durable; :meth:`ReturnTrip.run` posts from the outbox. A row is keyed by peer
   and by the copy's fingerprint, computed as Alertmanager computes it, so a
   restart resumes exactly where the last run stopped.
 * **One request per peer and round.** Everything due for a peer goes in one
@@ -79,10 +79,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -104,7 +102,7 @@ from ai_sidecar.models import (
     parse_time,
 )
 from ai_sidecar.sanitize import CAPS, clean, format_actions, sanitize_analysis
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import OutboxCopy, OutboxPlan, OutboxRow, Store
 
 log = logging.getLogger("ai_sidecar.returntrip")
 
@@ -124,41 +122,9 @@ COALESCE = 0.25
 # The longest the run loop sleeps without a reason: a safety net against a
 # wake-up computed from a clock that jumped.
 MAX_IDLE = 60.0
-# Enriched copies written per store transaction by schedule().
-ROWS_PER_TRANSACTION = 100
 # Seconds between two rounds at most once woken: far below the enriched
 # route's group_wait, so no notification waits for it.
 ROUND_GAP = 0.5
-
-OUTBOX_SCHEMA = """
-CREATE TABLE IF NOT EXISTS return_trip (
-    peer TEXT NOT NULL,
-    -- The enriched copy's label-set fingerprint, as Alertmanager computes it.
-    fingerprint TEXT NOT NULL,
-    incident_id TEXT NOT NULL,
-    -- The raw alert's fingerprint (the incident member).
-    member TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('firing', 'resolved')),
-    -- The postable alert as JSON without endsAt, which is set at each post.
-    alert TEXT NOT NULL,
-    -- The raw alert as JSON (labels, annotations, startsAt, generatorURL), to
-    -- hand a resolution to the pipeline when reconciliation finds it gone.
-    raw TEXT NOT NULL,
-    -- Unix seconds. resolved: when it resolved, and until when to repeat it.
-    ends_at REAL,
-    resolved_until REAL,
-    due_at REAL NOT NULL,
-    posted_at REAL,
-    -- Bumped by every change schedule() makes; a post only reschedules the
-    -- revision it sent, so a change made meanwhile is never overwritten.
-    revision INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (peer, fingerprint)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS return_trip_due ON return_trip (due_at);
-CREATE INDEX IF NOT EXISTS return_trip_peer_due ON return_trip (peer, due_at);
-CREATE INDEX IF NOT EXISTS return_trip_member ON return_trip (member);
-CREATE INDEX IF NOT EXISTS return_trip_incident ON return_trip (incident_id);
-"""
 
 
 def _utc_now() -> datetime:
@@ -349,51 +315,24 @@ def _resolved_raw(member_fingerprint: str, raw: str, now: datetime) -> Alert:
     )
 
 
-# --- the table --------------------------------------------------------------
-
-State = Literal["firing", "resolved"]
+# --- the outbox rows -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Desired:
-    """What one member's copy should be, before it is fanned out to peers."""
-
-    fingerprint: str
-    incident_id: str
-    member: str
-    state: State
-    alert: str
-    raw: str
-    ends_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    peer: str
-    fingerprint: str
-    state: State
-    alert: str
-    ends_at: float | None
-    resolved_until: float | None
-    revision: int
-
-    def postable(self, now: datetime, keepalive: timedelta) -> dict[str, Any]:
-        alert: dict[str, Any] = json.loads(self.alert)
-        ends = (
-            now + keepalive
-            if self.state == "firing"
-            else datetime.fromtimestamp(self.ends_at or now.timestamp(), UTC)
-        )
-        # Alertmanager refuses an alert that ends before it starts (a clock
-        # skewed between Prometheus and the sidecar could cause that).
-        alert["endsAt"] = format_time(max(ends, parse_time(alert["startsAt"])))
-        return alert
+def _postable(row: OutboxRow, now: datetime, keepalive: timedelta) -> dict[str, Any]:
+    """The alert to post for ``row`` now: its stored JSON with endsAt set."""
+    alert: dict[str, Any] = json.loads(row.alert)
+    ends = (
+        now + keepalive
+        if row.state == "firing"
+        else datetime.fromtimestamp(row.ends_at or now.timestamp(), UTC)
+    )
+    # Alertmanager refuses an alert that ends before it starts (a clock
+    # skewed between Prometheus and the sidecar could cause that).
+    alert["endsAt"] = format_time(max(ends, parse_time(alert["startsAt"])))
+    return alert
 
 
-_ROW_COLUMNS = "peer, fingerprint, state, alert, ends_at, resolved_until, revision"
-
-
-def _desired(incident: Incident, policy: ReturnTripPolicy, now: datetime) -> list[_Desired]:
+def _desired(incident: Incident, policy: ReturnTripPolicy, now: datetime) -> tuple[OutboxCopy, ...]:
     result = []
     ai_annotations = analysis_annotations(incident)
     for member in incident.members.values():
@@ -401,7 +340,7 @@ def _desired(incident: Incident, policy: ReturnTripPolicy, now: datetime) -> lis
         firing = _is_firing(incident, member)
         del alert["endsAt"]  # set at each post
         result.append(
-            _Desired(
+            OutboxCopy(
                 fingerprint=fingerprint(alert["labels"]),
                 incident_id=incident.id,
                 member=member.fingerprint,
@@ -411,139 +350,7 @@ def _desired(incident: Incident, policy: ReturnTripPolicy, now: datetime) -> lis
                 ends_at=None if firing else _resolution_time(incident, member, now).timestamp(),
             )
         )
-    return result
-
-
-def _resolve_rows(
-    conn: sqlite3.Connection,
-    where: str,
-    params: Sequence[Any],
-    *,
-    ends_at: float,
-    now: float,
-    policy: ReturnTripPolicy,
-) -> None:
-    """Turn matching firing rows into resolutions, due now and repeated from now."""
-    until = now + policy.resolved_repeat_for.total_seconds()
-    conn.execute(
-        "UPDATE return_trip SET state = 'resolved', ends_at = ?, resolved_until = ?,"
-        " due_at = ?, revision = revision + 1"
-        f" WHERE state = 'firing' AND {where}",
-        (ends_at, until, now, *params),
-    )
-
-
-Plan = tuple[str, frozenset[str], list[_Desired]]
-
-
-def _split(plans: Sequence[Plan], rows: int) -> Iterable[list[Plan]]:
-    """Plans in groups of about ``rows`` copies; a big incident is cut into parts.
-
-    A part of an incident carries the incident's full member set, so the "members
-    that left" step in :func:`_apply` stays right whichever part it runs in.
-    """
-    part: list[Plan] = []
-    size = 0
-    for incident_id, members, desired in plans:
-        for start in range(0, max(len(desired), 1), rows):
-            chunk = desired[start : start + rows]
-            if size + len(chunk) > rows and part:
-                yield part
-                part, size = [], 0
-            part.append((incident_id, members, chunk))
-            size += len(chunk)
-    if part:
-        yield part
-
-
-def _apply(
-    conn: sqlite3.Connection,
-    plans: Sequence[Plan],
-    peers: Sequence[str],
-    policy: ReturnTripPolicy,
-    now: float,
-) -> None:
-    for incident_id, members, desired in plans:
-        # Members that left the incident: their copies must not fire on.
-        marks = ",".join("?" * len(members))
-        _resolve_rows(
-            conn,
-            f"incident_id = ? AND member NOT IN ({marks})",
-            (incident_id, *members),
-            ends_at=now,
-            now=now,
-            policy=policy,
-        )
-        for want in desired:
-            if want.state == "firing":
-                # The member's copies under any other label set are stale.
-                _resolve_rows(
-                    conn,
-                    "member = ? AND fingerprint != ?",
-                    (want.member, want.fingerprint),
-                    ends_at=now,
-                    now=now,
-                    policy=policy,
-                )
-                for peer in peers:
-                    _upsert_firing(conn, peer, want, now)
-                continue
-            # The current copy carries the latest annotations into its resolution.
-            conn.execute(
-                "UPDATE return_trip SET alert = ? WHERE fingerprint = ? AND state = 'firing'",
-                (want.alert, want.fingerprint),
-            )
-            _resolve_rows(
-                conn,
-                "incident_id = ? AND member = ?",
-                (want.incident_id, want.member),
-                ends_at=want.ends_at if want.ends_at is not None else now,
-                now=now,
-                policy=policy,
-            )
-
-
-def _upsert_firing(conn: sqlite3.Connection, peer: str, want: _Desired, now: float) -> None:
-    row = conn.execute(
-        "SELECT state, alert, incident_id FROM return_trip WHERE peer = ? AND fingerprint = ?",
-        (peer, want.fingerprint),
-    ).fetchone()
-    if row is None:
-        conn.execute(
-            "INSERT INTO return_trip (peer, fingerprint, incident_id, member, state, alert, raw,"
-            " due_at) VALUES (?, ?, ?, ?, 'firing', ?, ?, ?)",
-            (peer, want.fingerprint, want.incident_id, want.member, want.alert, want.raw, now),
-        )
-        return
-    state, alert, incident_id = row
-    if state == "firing" and alert == want.alert and incident_id == want.incident_id:
-        return  # nothing new: the keep-alive schedule stands
-    # New annotations (a better analysis) or a re-fire: post now.
-    conn.execute(
-        "UPDATE return_trip SET state = 'firing', alert = ?, raw = ?, incident_id = ?,"
-        " member = ?, ends_at = NULL, resolved_until = NULL, due_at = ?, posted_at = NULL,"
-        " revision = revision + 1 WHERE peer = ? AND fingerprint = ?",
-        (want.alert, want.raw, want.incident_id, want.member, now, peer, want.fingerprint),
-    )
-
-
-def _sync_peers(conn: sqlite3.Connection, peers: Sequence[str], now: float) -> None:
-    """Give peers new to the table every current copy; forget peers no longer configured."""
-    for peer in peers:
-        # Each copy some other peer has and this one lacks, due now.
-        conn.execute(
-            "INSERT OR IGNORE INTO return_trip (peer, fingerprint, incident_id, member, state,"
-            " alert, raw, ends_at, resolved_until, due_at)"
-            " SELECT ?, fingerprint, incident_id, member, state, alert, raw, ends_at,"
-            " resolved_until, ? FROM return_trip AS t WHERE peer != ?"
-            " AND NOT EXISTS (SELECT 1 FROM return_trip WHERE peer = ?"
-            " AND fingerprint = t.fingerprint)",
-            (peer, now, peer, peer),
-        )
-    marks = ",".join("?" * len(peers))
-    gone = conn.execute(f"DELETE FROM return_trip WHERE peer NOT IN ({marks})", tuple(peers))
-    if gone.rowcount:
-        log.info("dropped copies of removed peers", extra={"rows": gone.rowcount})
+    return tuple(result)
 
 
 # --- posting ------------------------------------------------------------------
@@ -557,7 +364,7 @@ class _Reply:
     detail: str
 
 
-def _chunks(rows: Sequence[_Row], size: int) -> Iterable[Sequence[_Row]]:
+def _chunks(rows: Sequence[OutboxRow], size: int) -> Iterable[Sequence[OutboxRow]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
@@ -575,7 +382,7 @@ class ReturnTrip:
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         peers: Sequence[str],
         policy: ReturnTripPolicy,
         metrics: SidecarMetrics,
@@ -621,28 +428,20 @@ class ReturnTrip:
         # with the webhook (and, with a worker process, with another process),
         # so it must be held for the SQL alone.
         plans = [
-            (incident.id, frozenset(incident.members), _desired(incident, policy, now))
+            OutboxPlan(incident.id, frozenset(incident.members), _desired(incident, policy, now))
             for incident in analysed
         ]
-        # A few hundred copies per transaction, so no write holds the lock for long.
-        for part in _split(plans, ROWS_PER_TRANSACTION):
-            await self._db.write(
-                functools.partial(
-                    _apply, plans=part, peers=peers, policy=policy, now=now.timestamp()
-                ),
-                bulk=True,
-            )
+        await self._db.enqueue_posts(
+            plans,
+            peers,
+            now=now.timestamp(),
+            repeat_for=policy.resolved_repeat_for.total_seconds(),
+        )
         self.wake()
 
     async def pending(self) -> int:
         """Copies due now that their peer has not accepted yet."""
-        now = self._clock().timestamp()
-        count = await self._db.read(
-            lambda conn: conn.execute(
-                "SELECT count(*) FROM return_trip WHERE due_at <= ?", (now,)
-            ).fetchone()[0]
-        )
-        return int(count)
+        return await self._db.count_due_posts(now=self._clock().timestamp())
 
     async def run(self) -> None:
         """Post, keep alive, resolve and reconcile until cancelled."""
@@ -663,7 +462,9 @@ class ReturnTrip:
         next round has work (None: only when something is scheduled)."""
         now = self._clock()
         if not self._synced:
-            await self._db.write(lambda conn: _sync_peers(conn, self._peers, now.timestamp()))
+            dropped = await self._db.sync_outbox_peers(self._peers, now=now.timestamp())
+            if dropped:
+                log.info("dropped copies of removed peers", extra={"rows": dropped})
             self._synced = True
         due = await self._due(now)
         await asyncio.gather(*(self._post_peer(peer, rows, now) for peer, rows in due.items()))
@@ -682,7 +483,7 @@ class ReturnTrip:
         self._metrics.return_trip_queue.set(await self.pending())
         return await self._next_work(firing=any_firing)
 
-    async def _due(self, now: datetime) -> dict[str, list[_Row]]:
+    async def _due(self, now: datetime) -> dict[str, list[OutboxRow]]:
         ready = [
             peer
             for peer, state in self._backoff.items()
@@ -695,40 +496,17 @@ class ReturnTrip:
         # little early is harmless, and schedules that drift together keep
         # one request per peer per round instead of a trickle of small ones.
         early = stamp + (self._policy.repost_interval * COALESCE).total_seconds()
-        marks = ",".join("?" * len(ready))
-
-        def query(conn: sqlite3.Connection) -> list[tuple[float, _Row]]:
-            rows = conn.execute(
-                f"SELECT due_at, {_ROW_COLUMNS} FROM return_trip"
-                f" WHERE due_at <= ? AND peer IN ({marks}) ORDER BY due_at, fingerprint",
-                (early, *ready),
-            ).fetchall()
-            return [(row[0], _Row(*row[1:])) for row in rows]
-
-        due: dict[str, list[_Row]] = {}
+        due: dict[str, list[OutboxRow]] = {}
         peers_due: set[str] = set()
-        for due_at, row in await self._db.read(query):
+        for row in await self._db.due_posts(ready, before=early):
             due.setdefault(row.peer, []).append(row)
-            if due_at <= stamp:
+            if row.due_at <= stamp:
                 peers_due.add(row.peer)
         return {peer: rows for peer, rows in due.items() if peer in peers_due}
 
     async def _next_work(self, *, firing: bool) -> datetime | None:
-        peers = self._peers
-
-        def query(conn: sqlite3.Connection) -> list[tuple[str, float]]:
-            # One indexed lookup per peer rather than a scan of every copy.
-            found = []
-            for peer in peers:
-                (due_at,) = conn.execute(
-                    "SELECT min(due_at) FROM return_trip WHERE peer = ?", (peer,)
-                ).fetchone()
-                if due_at is not None:
-                    found.append((peer, due_at))
-            return found
-
         times = []
-        for peer, due_at in await self._db.read(query):
+        for peer, due_at in (await self._db.next_post_due(self._peers)).items():
             at = datetime.fromtimestamp(due_at, UTC)
             retry_at = self._backoff[peer].retry_at if peer in self._backoff else None
             times.append(max(at, retry_at) if retry_at else at)
@@ -736,10 +514,10 @@ class ReturnTrip:
             times.append(self._next_reconcile)
         return min(times, default=None)
 
-    async def _post_peer(self, peer: str, rows: Sequence[_Row], now: datetime) -> None:
+    async def _post_peer(self, peer: str, rows: Sequence[OutboxRow], now: datetime) -> None:
         for chunk in _chunks(rows, self._policy.max_batch):
             reply = await self._send(
-                peer, [row.postable(now, self._policy.keepalive) for row in chunk]
+                peer, [_postable(row, now, self._policy.keepalive) for row in chunk]
             )
             if reply.outcome == "failed":
                 self._failed(peer, reply, len(chunk), now)
@@ -753,7 +531,7 @@ class ReturnTrip:
             # A refused batch: Alertmanager stored the valid alerts and named the
             # rest; posting each alone tells which ones to drop.
             for row in chunk:
-                single = await self._send(peer, [row.postable(now, self._policy.keepalive)])
+                single = await self._send(peer, [_postable(row, now, self._policy.keepalive)])
                 if single.outcome == "failed":
                     self._failed(peer, single, 1, now)
                     return
@@ -780,42 +558,25 @@ class ReturnTrip:
             return _Reply("refused", f"HTTP {status}: {text}")
         return _Reply("failed", f"HTTP {status}: {text}")
 
-    async def _accepted(self, peer: str, rows: Sequence[_Row], now: datetime) -> None:
+    async def _accepted(self, peer: str, rows: Sequence[OutboxRow], now: datetime) -> None:
         stamp = now.timestamp()
-        repost = stamp + self._policy.repost_interval.total_seconds()
-        repeat = stamp + self._policy.resolved_repeat_interval.total_seconds()
+        await self._db.complete_accepted(
+            peer,
+            rows,
+            now=stamp,
+            firing_due=stamp + self._policy.repost_interval.total_seconds(),
+            resolved_due=stamp + self._policy.resolved_repeat_interval.total_seconds(),
+        )
 
-        def reschedule(conn: sqlite3.Connection) -> None:
-            for row in rows:
-                key = (peer, row.fingerprint, row.revision)
-                if row.state == "resolved" and stamp >= (row.resolved_until or 0.0):
-                    conn.execute(
-                        "DELETE FROM return_trip WHERE peer = ? AND fingerprint = ?"
-                        " AND revision = ?",
-                        key,
-                    )
-                    continue
-                conn.execute(
-                    "UPDATE return_trip SET due_at = ?, posted_at = ?"
-                    " WHERE peer = ? AND fingerprint = ? AND revision = ?",
-                    (repost if row.state == "firing" else repeat, stamp, *key),
-                )
-
-        await self._db.write(reschedule)
         self._metrics.return_trip_posts.labels(peer).inc(len(rows))
 
-    async def _refused(self, peer: str, row: _Row, reply: _Reply) -> None:
+    async def _refused(self, peer: str, row: OutboxRow, reply: _Reply) -> None:
         log.error(
             "Alertmanager refused an enriched alert; dropping it",
             extra={"peer": peer, "fingerprint": row.fingerprint, "reply": reply.detail},
         )
         self._metrics.return_trip_failures.labels(peer).inc()
-        await self._db.write(
-            lambda conn: conn.execute(
-                "DELETE FROM return_trip WHERE peer = ? AND fingerprint = ? AND revision = ?",
-                (peer, row.fingerprint, row.revision),
-            )
-        )
+        await self._db.complete_refused(row)
 
     def _failed(self, peer: str, reply: _Reply, alerts: int, now: datetime) -> None:
         failures = self._backoff[peer].failures + 1
@@ -843,11 +604,7 @@ class ReturnTrip:
     ) -> None:
         """Hand on raw alerts our own copies mute but no incident holds (see the docstring)."""
 
-        def copies(conn: sqlite3.Connection) -> set[str]:
-            rows = conn.execute("SELECT fingerprint FROM return_trip WHERE state = 'firing'")
-            return {row[0] for row in rows}
-
-        ours = await self._db.read(copies)
+        ours = await self._db.firing_copies()
         muted: dict[str, Alert] = {}
         for answer in answered:
             for raw in answer:
@@ -876,13 +633,7 @@ class ReturnTrip:
     async def _firing_members(self) -> dict[str, str]:
         """Raw fingerprint -> raw alert JSON of every member whose copy fires."""
 
-        def query(conn: sqlite3.Connection) -> dict[str, str]:
-            rows = conn.execute(
-                "SELECT member, raw FROM return_trip WHERE state = 'firing'"
-            ).fetchall()
-            return dict(rows)
-
-        return await self._db.read(query)
+        return await self._db.firing_members()
 
     async def _raw_alerts(self, peer: str) -> list[dict[str, Any]] | None:
         """The raw alerts ``peer`` holds, or None if it did not answer."""

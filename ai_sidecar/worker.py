@@ -36,7 +36,7 @@ from ai_sidecar.enrichment.base import Analyst, IncidentContext
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import PEAK_PRIORITY, Incident, notified_priority
 from ai_sidecar.priority import AnomalyEvidence, prioritise
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import Store
 
 log = logging.getLogger("ai_sidecar.worker")
 
@@ -106,7 +106,7 @@ def _needs_analysis(incident: Incident) -> bool:
 class Worker:
     def __init__(
         self,
-        db: Database,
+        db: Store,
         config: SidecarConfig,
         analyst: Analyst,
         context: MetricsContextSource,

@@ -44,9 +44,8 @@ from ai_sidecar.metrics import (
     worker_snapshot,
 )
 from ai_sidecar.pipeline import cancel_tasks, run_pipeline
-from ai_sidecar.returntrip import OUTBOX_SCHEMA
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import SqliteStore
 from exporter.logs import LogFormat, configure_logging
 
 log = logging.getLogger("ai_sidecar.worker_process")
@@ -108,7 +107,7 @@ async def _serve(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     metrics = create_metrics()
     wakeup = asyncio.Event()
-    db = await Database.open(settings.database_path, schemas=[OUTBOX_SCHEMA], inline=True)
+    db = await SqliteStore.open(settings.database_path, inline=True)
     try:
         async with (
             aiohttp.ClientSession() as session,

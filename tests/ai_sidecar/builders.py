@@ -1,4 +1,4 @@
-"""Small builders for alerts and webhook payloads, shared by the sidecar's tests."""
+"""Small builders for alerts, incidents and webhook payloads, shared by the sidecar's tests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ai_sidecar.models import Alert, AlertStatus, format_time
+from ai_sidecar.models import (
+    Alert,
+    AlertStatus,
+    Incident,
+    IncidentStatus,
+    Member,
+    Priority,
+    format_time,
+)
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -65,3 +73,40 @@ def payload(*alerts: Alert, truncated: int = 0) -> dict[str, Any]:
         "externalURL": "http://127.0.0.1:9093",
         "alerts": [alert_json(a) for a in alerts],
     }
+
+
+def member(item: Alert) -> Member:
+    """The incident member ``item`` becomes when it is first folded."""
+    return Member(
+        fingerprint=item.fingerprint,
+        labels=item.labels,
+        annotations=item.annotations,
+        status=item.status,
+        starts_at=item.starts_at,
+        first_starts_at=item.starts_at,
+        ends_at=item.ends_at,
+        generator_url=item.generator_url,
+    )
+
+
+def incident(
+    incident_id: str,
+    *members: Member,
+    status: IncidentStatus = "open",
+    priority: Priority = "P2",
+    updated_at: datetime = T0,
+    resolved_at: datetime | None = None,
+) -> Incident:
+    """An incident created at T0; without ``members``, one firing member of its own."""
+    if not members:
+        members = (member(alert("InterfaceDown", instance=f"sw-{incident_id}")),)
+    return Incident(
+        id=incident_id,
+        status=status,
+        group={"site": "hq"},
+        members={m.fingerprint: m for m in members},
+        created_at=T0,
+        updated_at=updated_at,
+        priority=priority,
+        resolved_at=resolved_at,
+    )

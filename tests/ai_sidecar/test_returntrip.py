@@ -22,14 +22,13 @@ import pytest
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
 from ai_sidecar.models import Alert, Analysis, Incident, Member, format_time, parse_time
 from ai_sidecar.returntrip import (
-    OUTBOX_SCHEMA,
     RAW_ALERTS_QUERY,
     ReturnTrip,
     ReturnTripPolicy,
     enriched_alert,
     fingerprint,
 )
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import SqliteStore, Store
 from scripts.localstack import free_port
 from tests.conftest import wait_for
 from tests.peers.alertmanager import Alertmanager, postable, render_config
@@ -135,12 +134,8 @@ def enriched_in(am: Alertmanager) -> dict[str, dict[str, Any]]:
     }
 
 
-async def table(db: Database) -> list[tuple[Any, ...]]:
-    return await db.read(
-        lambda conn: conn.execute(
-            "SELECT peer, state, due_at FROM return_trip ORDER BY peer, fingerprint"
-        ).fetchall()
-    )
+async def table(db: Store) -> list[tuple[Any, ...]]:
+    return [(row.peer, row.state, row.due_at) for row in await db.list_posts()]
 
 
 # --- fixtures -------------------------------------------------------------------
@@ -174,8 +169,8 @@ def sink() -> Iterator[SlackSink]:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "store" / "scout.db", schemas=[OUTBOX_SCHEMA])
+async def db(tmp_path: Path) -> AsyncIterator[Store]:
+    database = await SqliteStore.open(tmp_path / "store" / "scout.db")
     yield database
     await database.close()
 
@@ -191,7 +186,7 @@ class Trip:
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         peers: list[str],
         session: aiohttp.ClientSession,
         policy: ReturnTripPolicy = POLICY,
@@ -453,7 +448,7 @@ async def test_resolution_is_posted_repeated_then_forgotten(alertmanager, sink, 
             repeated_at.append(int((trip.clock.now - t0).total_seconds()))
     # Every resolved_repeat_interval for resolved_repeat_for, then forgotten.
     assert repeated_at == [60, 120, 180, 240, 300]
-    rows = await db.read(lambda c: c.execute("SELECT member, state FROM return_trip").fetchall())
+    rows = [(row.member, row.state) for row in await db.list_posts()]
     assert sorted(rows) == [(b.fingerprint, "firing")] * 2
     # The firing member was kept alive all along.
     assert parse_time(enriched_in(alertmanager)["BgpDown/P2"]["endsAt"]) > trip.clock.now
@@ -603,7 +598,7 @@ async def test_refused_alert_is_dropped_and_the_rest_posted(alertmanager, db, se
     [refusal] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert "invalid label set" in refusal.reply
     assert refusal.fingerprint == fingerprint({**bad.labels, **SCOUT_LABELS})
-    rows = await db.read(lambda c: c.execute("SELECT member FROM return_trip").fetchall())
+    rows = [(row.member,) for row in await db.list_posts()]
     assert rows == [(good.fingerprint,)]
     # Dropped, not retried.
     trip.clock.advance(minutes=1)
@@ -617,19 +612,19 @@ async def test_refused_alert_is_dropped_and_the_rest_posted(alertmanager, db, se
 async def test_restart_resumes_from_the_table(tmp_path, alertmanager, session):
     path = tmp_path / "restart" / "scout.db"
     clock = Clock()
-    first = await Database.open(path, schemas=[OUTBOX_SCHEMA])
+    first = await SqliteStore.open(path)
     await Trip(first, [alertmanager.url], session, clock=clock).trip.schedule(
         [incident(member("LinkDown"))]
     )
     await first.close()  # stopped before posting anything
 
-    second = await Database.open(path, schemas=[OUTBOX_SCHEMA])
+    second = await SqliteStore.open(path)
     trip = Trip(second, [alertmanager.url], session, clock=clock)
     await trip.trip.run_once()
     assert set(await asyncio.to_thread(enriched_in, alertmanager)) == {"LinkDown/P2"}
     await second.close()
 
-    third = await Database.open(path, schemas=[OUTBOX_SCHEMA])
+    third = await SqliteStore.open(path)
     try:
         trip = Trip(third, [alertmanager.url], session, clock=clock)
         clock.advance(seconds=30)
@@ -650,7 +645,7 @@ async def test_peers_added_or_removed_across_restarts(tmp_path, sink, db, sessio
         second = Trip(db, [added.base_url], session, clock=first.clock)
         await second.trip.run_once()
         assert [x["labels"]["alertname"] for x in added.messages()[0]] == ["LinkDown"]
-        rows = await db.read(lambda c: c.execute("SELECT peer FROM return_trip").fetchall())
+        rows = [(row.peer,) for row in await db.list_posts()]
         assert rows == [(added.base_url,)]
 
 
