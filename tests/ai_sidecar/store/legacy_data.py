@@ -5,15 +5,17 @@ version 1, no migrations), from exactly these values: the first
 :data:`PROCESSED` alerts folded into :data:`INCIDENTS`, the rest still pending,
 :data:`FEEDBACK` on both incidents, and return-trip rows for both incidents on
 :data:`PEERS`. The migration tests read the file with today's store and compare
-what comes back with these values. This module uses nothing but the models, so
-the same code could build the fixture with the old release.
+what comes back with these values. This module uses nothing but the models and
+the builders, so the same code could build the fixture with the old release.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from ai_sidecar.models import Alert, Analysis, Incident, Member
+from tests.ai_sidecar.builders import member
 
 T0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 RECEIVED = T0 + timedelta(seconds=20)
@@ -47,18 +49,7 @@ PROCESSED = 4
 
 
 def _member(item: Alert, *, flaps: int = 0, duplicates: int = 0) -> Member:
-    return Member(
-        fingerprint=item.fingerprint,
-        labels=item.labels,
-        annotations=item.annotations,
-        status=item.status,
-        starts_at=item.starts_at,
-        first_starts_at=item.starts_at,
-        ends_at=item.ends_at,
-        generator_url=item.generator_url,
-        flap_count=flaps,
-        duplicates=duplicates,
-    )
+    return replace(member(item), flap_count=flaps, duplicates=duplicates)
 
 
 ANALYSIS = Analysis(
