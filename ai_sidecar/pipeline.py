@@ -20,7 +20,7 @@ from ai_sidecar.enrichment.base import Analyst
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Alert
-from ai_sidecar.returntrip import ReturnTrip, ReturnTripPolicy
+from ai_sidecar.notify import ReturnTrip, ReturnTripPolicy
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import Store
 from ai_sidecar.store.retention import prune_forever

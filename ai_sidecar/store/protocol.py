@@ -15,7 +15,7 @@ What a store keeps:
   (everything above it is the backlog);
 - **incidents** with their members, and **feedback** on them;
 - **the outbox**: the enriched copies the return trip posts to each
-  Alertmanager peer (:mod:`ai_sidecar.returntrip`), one row per peer and copy
+  Alertmanager peer (:mod:`ai_sidecar.notify`), one row per peer and copy
   fingerprint, with when it is due next.
 
 Times in the outbox are Unix seconds (``float``), as the return trip computes

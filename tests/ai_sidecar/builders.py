@@ -9,12 +9,14 @@ from typing import Any
 from ai_sidecar.models import (
     Alert,
     AlertStatus,
+    Analysis,
     Incident,
     IncidentStatus,
     Member,
     Priority,
     format_time,
 )
+from ai_sidecar.notify import fingerprint as alertmanager_fingerprint
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -108,5 +110,66 @@ def incident(
         created_at=T0,
         updated_at=updated_at,
         priority=priority,
+        resolved_at=resolved_at,
+    )
+
+
+# --- incidents for the return trip, against real Alertmanagers ----------------------------
+
+ANALYSIS = Analysis(
+    summary="<!channel> Uplink of site A is down",
+    root_cause="sw1 Gi0/1 lost carrier",
+    impact="Site A is offline",
+    actions=("Check the SFP on sw1 Gi0/1", "Call the carrier"),
+    confidence=0.8,
+    false_positive_likelihood=0.1,
+)
+
+
+def peer_member(
+    alertname: str,
+    instance: str = "sw1",
+    *,
+    status: AlertStatus = "firing",
+    starts_at: datetime | None = None,
+    ends_at: datetime | None = None,
+    generator_url: str = "http://prometheus.example/graph?g0.expr=up",
+    **labels: str,
+) -> Member:
+    """A member as Alertmanager would hold it: its fingerprint, started a minute before now
+    (Alertmanager judges times against its own clock)."""
+    all_labels = {"alertname": alertname, "instance": instance, "severity": "critical", **labels}
+    start = starts_at or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    return Member(
+        fingerprint=alertmanager_fingerprint(all_labels),
+        labels=all_labels,
+        annotations={"summary": f"{alertname} on {instance}"},
+        status=status,
+        starts_at=start,
+        first_starts_at=start,
+        ends_at=ends_at,
+        generator_url=generator_url,
+    )
+
+
+def analysed_incident(
+    *members: Member,
+    id: str = "inc-1",
+    priority: Priority = "P2",
+    status: IncidentStatus = "open",
+    analysis: Analysis | None = ANALYSIS,
+    resolved_at: datetime | None = None,
+) -> Incident:
+    """An incident of ``members`` created now, with :data:`ANALYSIS` unless told otherwise."""
+    now = datetime.now(UTC)
+    return Incident(
+        id=id,
+        status=status,
+        group={"site": "a"},
+        members={m.fingerprint: m for m in members},
+        created_at=now,
+        updated_at=now,
+        priority=priority,
+        analysis=analysis,
         resolved_at=resolved_at,
     )

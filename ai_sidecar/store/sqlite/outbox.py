@@ -1,7 +1,7 @@
 """SQL for the return trip's outbox: one row per Alertmanager peer and enriched copy.
 
 What the rows mean, and when a copy is posted, is the return trip's business
-(:mod:`ai_sidecar.returntrip`); this module only keeps them. Times are Unix
+(:mod:`ai_sidecar.notify`); this module only keeps them. Times are Unix
 seconds. Every function runs inside a transaction the engine opened.
 """
 
