@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -138,13 +139,11 @@ def peer_member(
 ) -> Member:
     """A member as Alertmanager would hold it: its fingerprint, started a minute before now
     (Alertmanager judges times against its own clock)."""
-    all_labels = {"alertname": alertname, "instance": instance, "severity": "critical", **labels}
     start = starts_at or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
-    return Member(
-        fingerprint=alertmanager_fingerprint(all_labels),
-        labels=all_labels,
-        annotations={"summary": f"{alertname} on {instance}"},
-        status=status,
+    item = alert(alertname, status=status, severity="critical", instance=instance, **labels)
+    return replace(
+        member(item),
+        fingerprint=alertmanager_fingerprint(item.labels),
         starts_at=start,
         first_starts_at=start,
         ends_at=ends_at,
