@@ -68,7 +68,7 @@ class _Backoff:
 
 
 class ReturnTrip:
-    """Posts enriched copies from the durable table; see the module docstring."""
+    """Posts enriched copies from the store's outbox; see the module docstring."""
 
     def __init__(
         self,
@@ -82,7 +82,7 @@ class ReturnTrip:
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._db = db
-        # One spelling per peer: it is the table key and the metric label.
+        # One spelling per peer: it is the outbox key and the metric label.
         self._peers = tuple(dict.fromkeys(p.rstrip("/") for p in peers))
         self._policy = policy
         self._metrics = metrics
@@ -105,7 +105,7 @@ class ReturnTrip:
         return self._peers
 
     def wake(self) -> None:
-        """Make :meth:`run` look at the table now."""
+        """Make :meth:`run` look at the outbox now."""
         self._wakeup.set()
 
     async def schedule(self, incidents: Sequence[Incident]) -> None:

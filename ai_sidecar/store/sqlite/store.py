@@ -96,6 +96,7 @@ class SqliteStore:
     # --- incidents and feedback -------------------------------------------------
 
     async def save_incidents(self, incidents: Sequence[Incident]) -> None:
+        self._engine.check_open()
         if incidents:
             rows = sql.encode_incidents(incidents, self._saved_members)
             await self._save_incidents(incidents, lambda conn: sql.write_incidents(conn, rows))
@@ -159,6 +160,7 @@ class SqliteStore:
     async def enqueue_posts(
         self, plans: Sequence[OutboxPlan], peers: Sequence[str], *, now: float, repeat_for: float
     ) -> None:
+        self._engine.check_open()
         # A few hundred copies per transaction, so no write holds the lock for long.
         for part in outbox.split_plans(plans, outbox.ROWS_PER_TRANSACTION):
             await self._engine.write(
@@ -172,6 +174,7 @@ class SqliteStore:
         return await self._engine.write(lambda conn: outbox.sync_peers(conn, peers, now))
 
     async def due_posts(self, peers: Sequence[str], *, before: float) -> list[OutboxRow]:
+        self._engine.check_open()
         if not peers:
             return []
         return await self._engine.read(lambda conn: outbox.due(conn, peers, before))
