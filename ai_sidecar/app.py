@@ -28,9 +28,8 @@ from ai_sidecar.errors import ApiError
 from ai_sidecar.keys import CONFIG, METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import run_pipeline
-from ai_sidecar.returntrip import OUTBOX_SCHEMA
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import SqliteStore
 from ai_sidecar.webhook import receive
 from ai_sidecar.worker_process import WorkerProcess
 from exporter.common.web import healthy, landing_page, ready, render_registry
@@ -104,7 +103,7 @@ def create_app(
     app[WAKEUP] = asyncio.Event()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        app[STORE] = await Database.open(settings.database_path, schemas=[OUTBOX_SCHEMA])
+        app[STORE] = await SqliteStore.open(settings.database_path)
         yield
         await app[STORE].close()
 

@@ -28,6 +28,8 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
       retry_backoff_max: 1m
       grafana_url: https://grafana.example.net
       external_url: https://scout.example.net
+    store:              # the sidecar's data directory
+      retention: 30d    # alerts and resolved incidents older than this are pruned
 
 Durations are written as in Prometheus (``30s``, ``5m``, ``1h30m``, ``500ms``).
 Label matchers are regexes anchored at both ends, as in PromQL; a label the
@@ -362,6 +364,14 @@ class ReturnTripConfig(StrictModel):
         return self
 
 
+class StoreConfig(StrictModel):
+    """How long the store keeps what it no longer needs (ai_sidecar.store.retention)."""
+
+    # Alerts received, and incidents resolved, longer ago than this are pruned;
+    # open incidents and alerts not yet correlated never are.
+    retention: Duration = timedelta(days=30)
+
+
 class SidecarConfig(StrictModel):
     """The whole file. Top-level keys starting with ``x-`` are ignored (YAML anchors)."""
 
@@ -370,6 +380,7 @@ class SidecarConfig(StrictModel):
     runbooks: list[RunbookRule] = Field(default_factory=list)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     return_trip: ReturnTripConfig = Field(default_factory=ReturnTripConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -9,11 +9,11 @@ from aiohttp import web
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import Store
 
 SETTINGS = web.AppKey("settings", SidecarSettings)
 CONFIG = web.AppKey("config", SidecarConfig)
 METRICS = web.AppKey("metrics", SidecarMetrics)
-STORE = web.AppKey("store", Database)
+STORE = web.AppKey("store", Store)
 # Set by the webhook after it stores alerts; the worker waits on it when idle.
 WAKEUP = web.AppKey("wakeup", asyncio.Event)

@@ -47,6 +47,7 @@ class SidecarMetrics:
     return_trip_posts: Counter
     return_trip_failures: Counter
     return_trip_queue: Gauge
+    store_pruned: Counter
 
 
 def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> SidecarMetrics:
@@ -112,6 +113,12 @@ def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> Sid
         return_trip_queue=Gauge(
             "scout_sidecar_return_trip_queue",
             "Enriched alerts waiting in the durable return-trip queue.",
+            registry=pipeline,
+        ),
+        store_pruned=Counter(
+            "scout_sidecar_store_pruned_rows",
+            "Rows the store removed as older than its retention, by kind.",
+            ["kind"],
             registry=pipeline,
         ),
     )

@@ -21,9 +21,10 @@ from ai_sidecar.components import ComponentsFactory
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Alert
-from ai_sidecar.returntrip import ReturnTrip, ReturnTripPolicy
+from ai_sidecar.notify import ReturnTrip, ReturnTripPolicy
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import Store
+from ai_sidecar.store.retention import prune_forever
 from ai_sidecar.worker import Worker
 
 log = logging.getLogger("ai_sidecar")
@@ -57,7 +58,7 @@ async def _run_forever(name: str, work: Callable[[], Awaitable[None]]) -> None:
 
 @contextlib.asynccontextmanager
 async def run_pipeline(
-    db: Database,
+    db: Store,
     settings: SidecarSettings,
     config: SidecarConfig,
     metrics: SidecarMetrics,
@@ -86,6 +87,11 @@ async def run_pipeline(
     worker_tasks = [
         asyncio.create_task(_run_forever("correlate", worker.correlate_forever)),
         asyncio.create_task(_run_forever("analyse", worker.analyse_forever)),
+        asyncio.create_task(
+            _run_forever(
+                "retention", lambda: prune_forever(db, config.store.retention, metrics.store_pruned)
+            )
+        ),
     ]
     try:
         yield

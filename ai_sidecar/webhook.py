@@ -39,7 +39,7 @@ from ai_sidecar.errors import (
 )
 from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.models import Alert
-from ai_sidecar.store.sqlite import StoreError
+from ai_sidecar.store import StoreError
 
 log = logging.getLogger(__name__)
 

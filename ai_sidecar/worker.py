@@ -44,7 +44,7 @@ from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.models import Incident, SkippedAnalyst, SkipReason, notified_priority
 from ai_sidecar.priority import prioritise
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import Store
 
 log = logging.getLogger("ai_sidecar.worker")
 
@@ -146,7 +146,7 @@ def create_worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
 class Worker:
     def __init__(
         self,
-        db: Database,
+        db: Store,
         config: SidecarConfig,
         components: Components,
         sink: IncidentSink,

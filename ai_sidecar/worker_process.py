@@ -46,9 +46,8 @@ from ai_sidecar.components import ComponentsFactory
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import cancel_tasks, run_pipeline
-from ai_sidecar.returntrip import OUTBOX_SCHEMA
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import SqliteStore
 from exporter.common.logs import LogFormat, configure_logging
 
 log = logging.getLogger("ai_sidecar.worker_process")
@@ -113,7 +112,7 @@ async def _serve(
     pipeline_registry = CollectorRegistry()
     metrics = create_metrics(pipeline_registry=pipeline_registry)
     wakeup = asyncio.Event()
-    db = await Database.open(settings.database_path, schemas=[OUTBOX_SCHEMA], inline=True)
+    db = await SqliteStore.open(settings.database_path, inline=True)
     try:
         async with (
             aiohttp.ClientSession() as session,

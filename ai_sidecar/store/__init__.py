@@ -1,10 +1,41 @@
-"""Durable storage of received alerts, incidents and feedback.
+"""Durable storage of received alerts, incidents, feedback and the return trip's outbox.
 
-SQLite (:mod:`ai_sidecar.store.sqlite`) is the embedded default. Everything the
-webhook acknowledges is in the store before the answer leaves, so a restart,
-or a kill -9, loses nothing Alertmanager believes was delivered.
+:class:`Store` (:mod:`ai_sidecar.store.protocol`) is the seam every other part
+of the sidecar uses; :class:`SqliteStore` (:mod:`ai_sidecar.store.sqlite`) is
+the embedded implementation. Everything the webhook acknowledges is in the
+store before the answer leaves, so a restart, or a kill -9, loses nothing
+Alertmanager believes was delivered. :mod:`ai_sidecar.store.retention` prunes
+what is older than the configured retention.
 """
 
-from ai_sidecar.store.sqlite import Backlog, Database, Feedback, IngestResult, StoreError
+from ai_sidecar.store.protocol import (
+    Backlog,
+    Feedback,
+    IngestResult,
+    OutboxCopy,
+    OutboxPlan,
+    OutboxRow,
+    PostState,
+    PruneResult,
+    SchemaVersionError,
+    Store,
+    StoreClosedError,
+    StoreError,
+)
+from ai_sidecar.store.sqlite import SqliteStore
 
-__all__ = ["Backlog", "Database", "Feedback", "IngestResult", "StoreError"]
+__all__ = [
+    "Backlog",
+    "Feedback",
+    "IngestResult",
+    "OutboxCopy",
+    "OutboxPlan",
+    "OutboxRow",
+    "PostState",
+    "PruneResult",
+    "SchemaVersionError",
+    "SqliteStore",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+]

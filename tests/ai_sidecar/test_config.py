@@ -91,6 +91,7 @@ EXPECTED_ERRORS = {
     "invalid-external-url-credentials.yml": (
         "2: return_trip.external_url: should not carry a user:password part"
     ),
+    "invalid-store-retention.yml": "2: store.retention: should be longer than 0s",
 }
 
 
@@ -148,6 +149,7 @@ def test_full_example_sets_every_key():
     assert trip.retry_backoff_max == timedelta(minutes=2)
     assert trip.grafana_url == "https://grafana.example.net"
     assert trip.external_url == "https://scout.example.net/sidecar"
+    assert config.store.retention == timedelta(days=14)
 
 
 def test_dumped_config_reads_back_the_same():
@@ -156,6 +158,7 @@ def test_dumped_config_reads_back_the_same():
     assert "window: 2m" in shown
     assert "max_span: 1h30m" in shown
     assert "context_timeout: 1s500ms" in shown
+    assert "retention: 2w" in shown
     assert parse_config(shown, "dumped.yml") == config
 
 
@@ -174,6 +177,7 @@ def test_no_file_and_empty_file_give_the_defaults(tmp_path):
     assert defaults.analysis.context_timeout == timedelta(seconds=2)
     assert defaults.return_trip.keepalive == timedelta(minutes=5)
     assert defaults.return_trip.grafana_url is None
+    assert defaults.store.retention == timedelta(days=30)
 
 
 def test_missing_file_is_the_sidecars_config_error(tmp_path):

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from ai_sidecar.errors import BadRequestError
 from ai_sidecar.models import Alert
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import SqliteStore, Store
 from ai_sidecar.webhook import GO_ZERO_TIME, WebhookPayload, parse_payload
 from tests.ai_sidecar.builders import alert_json
 from tests.ai_sidecar.test_webhook_http import AUTH, URL, sidecar_app
@@ -234,7 +234,7 @@ class LiveSidecar:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="live-sidecar")
         self.thread.start()
-        self.store: Database = self.call(Database.open(data_dir / "scout.db"))
+        self.store: Store = self.call(SqliteStore.open(data_dir / "scout.db"))
         self.runner = web.AppRunner(sidecar_app(self.store))
         self.call(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -21,7 +21,7 @@ from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
 from ai_sidecar.models import ENRICHED_LABEL
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import SqliteStore, Store
 from ai_sidecar.webhook import receive
 from scripts.localstack import Service, alertmanager_service, free_port
 from tests.ai_sidecar.builders import alert, payload
@@ -33,7 +33,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "alertmanager-0.25-webhook.json"
 LIMIT = 64 * 1024
 
 
-def sidecar_app(store: Database, token: str | None = TOKEN) -> web.Application:
+def sidecar_app(store: Store, token: str | None = TOKEN) -> web.Application:
     # The real app's middleware, without its worker: these tests look at what
     # the handler stored before anything consumes it.
     app = web.Application(middlewares=[request_errors])
@@ -46,14 +46,14 @@ def sidecar_app(store: Database, token: str | None = TOKEN) -> web.Application:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "scout.db")
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    database = await SqliteStore.open(tmp_path / "scout.db")
     yield database
     await database.close()
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, store: Database) -> TestClient[Any, Any]:
+async def client(aiohttp_client: Any, store: Store) -> TestClient[Any, Any]:
     result: TestClient[Any, Any] = await aiohttp_client(sidecar_app(store))
     return result
 
@@ -94,7 +94,7 @@ async def error_of(response: aiohttp.ClientResponse, status: int) -> str:
 
 
 async def test_recorded_alertmanager_delivery_is_stored(
-    client: TestClient[Any, Any], store: Database
+    client: TestClient[Any, Any], store: Store
 ) -> None:
     # The exact bytes and headers Alertmanager 0.25 sent, plus the token.
     headers = {**AUTH, "Content-Type": "application/json", "User-Agent": "Alertmanager/0.25.0"}
@@ -118,7 +118,7 @@ async def test_recorded_alertmanager_delivery_is_stored(
 
 
 async def test_redelivery_is_acknowledged_and_counted_as_duplicates(
-    client: TestClient[Any, Any], store: Database
+    client: TestClient[Any, Any], store: Store
 ) -> None:
     body = payload(alert("InterfaceDown", instance="sw1"), alert("ProbeLoss", instance="srv1"))
     first = await post_json(client, body)
@@ -142,7 +142,7 @@ async def test_redelivery_is_acknowledged_and_counted_as_duplicates(
 
 
 async def test_enriched_copies_coming_back_are_ignored(
-    client: TestClient[Any, Any], store: Database
+    client: TestClient[Any, Any], store: Store
 ) -> None:
     raw = alert("InterfaceDown", instance="sw1")
     looped = alert("InterfaceDown", instance="sw1", **{ENRICHED_LABEL: "true"})
@@ -167,7 +167,7 @@ async def test_truncated_alerts_are_counted(client: TestClient[Any, Any]) -> Non
     assert metric(client, "scout_sidecar_alerts_truncated_total") == 37
 
 
-async def test_authentication_can_be_switched_off(aiohttp_client: Any, store: Database) -> None:
+async def test_authentication_can_be_switched_off(aiohttp_client: Any, store: Store) -> None:
     client = await aiohttp_client(sidecar_app(store, token=None))
     response = await post_json(client, payload(alert("A")), {"Content-Type": "application/json"})
     assert response.status == 200
@@ -249,7 +249,7 @@ REFUSED: list[tuple[str, dict[str, str], bytes, int, str, str]] = [
 )
 async def test_refused_requests_say_why_and_store_nothing(
     client: TestClient[Any, Any],
-    store: Database,
+    store: Store,
     headers: dict[str, str],
     body: bytes,
     status: int,
@@ -267,7 +267,7 @@ async def test_refused_requests_say_why_and_store_nothing(
 
 
 async def test_chunked_body_over_the_limit_is_refused_before_it_ends(
-    client: TestClient[Any, Any], store: Database
+    client: TestClient[Any, Any], store: Store
 ) -> None:
     never_ending = asyncio.Event()
 
@@ -302,7 +302,7 @@ async def test_body_exactly_at_the_limit_is_accepted(client: TestClient[Any, Any
 
 
 async def test_a_store_that_cannot_write_is_a_503_so_alertmanager_retries(
-    client: TestClient[Any, Any], store: Database
+    client: TestClient[Any, Any], store: Store
 ) -> None:
     await store.close()
     response = await post_json(client, payload(alert("A")))
@@ -349,7 +349,7 @@ def alertmanager(tmp_path: Path) -> Iterator[Callable[[int], Service]]:
 
 async def test_real_alertmanager_delivers_with_its_bearer_token(
     client: TestClient[Any, Any],
-    store: Database,
+    store: Store,
     alertmanager: Callable[[int], Service],
 ) -> None:
     assert client.port is not None

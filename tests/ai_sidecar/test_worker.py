@@ -17,7 +17,7 @@ from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
 from ai_sidecar.models import Analysis, Incident, SkippedAnalyst, notified_priority
 from ai_sidecar.priority import NoAnomalyEvidence
-from ai_sidecar.store.sqlite import Database
+from ai_sidecar.store import SqliteStore, Store
 from ai_sidecar.worker import Worker
 from tests.ai_sidecar.builders import T0, FailingAnalyst, OfflineContext, alert
 
@@ -56,7 +56,7 @@ class StuckAnalyst:
 
 
 def make_worker(
-    db: Database,
+    db: Store,
     analyst: Analyst | None = None,
     config: SidecarConfig | None = None,
     metrics: SidecarMetrics | None = None,
@@ -89,8 +89,8 @@ def sample(metrics: SidecarMetrics, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-async def open_db(path: Path) -> Database:
-    return await Database.open(path / "scout.db")
+async def open_db(path: Path) -> Store:
+    return await SqliteStore.open(path / "scout.db")
 
 
 async def test_a_restart_analyses_what_the_crash_left_unanalysed(tmp_path):

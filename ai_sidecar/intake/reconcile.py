@@ -1,0 +1,198 @@
+"""Reconciliation: raw alerts read back from Alertmanager, a second intake beside the webhook.
+
+**Reconciliation, and the Alertmanager behaviour behind it.** The inhibition
+that mutes a raw alert while its enriched copy fires also mutes the raw
+alert's notifications to the sidecar's own webhook receiver: muting happens
+per notification, whatever the receiver. That includes the raw alert's
+*resolution*, and Alertmanager does not send it later either, not even once
+the copy is gone: a resolved alert that a flush has handled (here: muted)
+leaves its aggregation group. Verified against Alertmanager 0.25 in
+``tests/ai_sidecar/intake/test_reconcile.py``
+(``test_premise_inhibited_resolution_never_reaches_the_webhook``). Without a
+remedy the sidecar would keep the copy alive forever, and with it the
+inhibition.
+
+So on every keep-alive round the sidecar asks each peer which raw alerts it
+still has: ``GET /api/v2/alerts`` with ``active``, ``silenced``,
+``inhibited`` and ``unprocessed`` all ``true`` (so the inhibited ones are
+listed too) and ``filter=scout_enriched!="true"``. Alertmanager 0.25 answers
+with firing alerts only (a resolved alert is left out even while it is kept)
+and gives each its label-set ``fingerprint``, the same value its webhook
+sends. A member whose fingerprint no peer that answered lists, for at least
+``missing_grace`` (default: two repost intervals), is handed to
+``take_in`` as a resolved alert, so the normal pipeline resolves it
+and the resolution of its copy follows. The grace covers an Alertmanager that
+restarted (it keeps no alerts across a restart) until Prometheus sends its
+alerts again, about a minute later. When no peer answers nothing is resolved:
+an unreachable peer is not evidence.
+
+The same answer covers the inhibition's other blind spot. Its ``equal`` list
+cannot name every label, so an enriched copy can also mute a sibling raw
+alert that differs only in an unlisted label (a second disk on the same
+host), and that sibling then never reaches the webhook either. Any raw alert
+that a peer reports inhibited by one of the sidecar's own copies, and that no
+incident holds yet, is handed to the pipeline as a firing alert, the way the
+webhook would have delivered it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from ai_sidecar.models import Alert, parse_time
+from ai_sidecar.store import Store
+
+log = logging.getLogger("ai_sidecar.intake.reconcile")
+
+
+class RawAlertSource(Protocol):
+    """Where the raw alerts of the Alertmanager peers are read (``GET /api/v2/alerts``)."""
+
+    async def raw_alerts(self, peer: str) -> list[dict[str, Any]] | None:
+        """The raw alerts ``peer`` holds, each with its ``fingerprint``; None: no answer."""
+        ...
+
+
+def _muted_raw(raw: Mapping[str, Any]) -> Alert | None:
+    """A raw alert from Alertmanager's API as the webhook would have delivered it."""
+    try:
+        labels = {str(k): str(v) for k, v in raw["labels"].items()}
+        annotations = {str(k): str(v) for k, v in (raw.get("annotations") or {}).items()}
+        starts_at = parse_time(str(raw["startsAt"]).replace("Z", "+00:00"))
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return None
+    return Alert(
+        fingerprint=str(raw["fingerprint"]),
+        status="firing",
+        labels=labels,
+        annotations=annotations,
+        starts_at=starts_at,
+        generator_url=str(raw.get("generatorURL") or ""),
+    )
+
+
+def _resolved_raw(member_fingerprint: str, raw: str, now: datetime) -> Alert:
+    data = json.loads(raw)
+    return Alert(
+        fingerprint=member_fingerprint,
+        status="resolved",
+        labels=data["labels"],
+        annotations=data["annotations"],
+        starts_at=parse_time(data["startsAt"]),
+        ends_at=now,
+        generator_url=data["generatorURL"],
+    )
+
+
+class Reconciler:
+    """Resolves members gone from every peer and takes in siblings our copies mute.
+
+    The return trip calls :meth:`run_if_due` on each round; a reconciliation
+    runs every ``interval`` while any copy fires.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        peers: Sequence[str],
+        source: RawAlertSource,
+        *,
+        interval: timedelta,
+        grace: timedelta,
+        take_in: Callable[[Sequence[Alert]], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._peers = tuple(peers)
+        self._source = source
+        self._interval = interval
+        self._grace = grace
+        self._take_in = take_in
+        self._next_at: datetime | None = None
+        self._missing_since: dict[str, datetime] = {}
+
+    @property
+    def next_at(self) -> datetime | None:
+        """When the next reconciliation is due; None while no copy fires."""
+        return self._next_at
+
+    async def run_if_due(self, now: datetime) -> None:
+        """Reconcile if it is time, and plan the next one."""
+        if self._next_at is not None and now < self._next_at:
+            return
+        # Reading every firing member is the costly part of a round in a storm,
+        # so it happens only when a reconciliation is due.
+        firing = await self._store.firing_members()
+        if not firing:
+            self._next_at = None
+            self._missing_since.clear()
+            return
+        self._next_at = now + self._interval
+        await self._reconcile(firing, now)
+
+    async def _catch_up_muted(
+        self, answered: Sequence[list[dict[str, Any]]], firing: Mapping[str, str]
+    ) -> None:
+        """Hand on raw alerts our own copies mute but no incident holds (see the docstring)."""
+
+        ours = await self._store.firing_copies()
+        muted: dict[str, Alert] = {}
+        for answer in answered:
+            for raw in answer:
+                fingerprint = raw["fingerprint"]
+                inhibited_by = (raw.get("status") or {}).get("inhibitedBy") or []
+                if fingerprint in firing or fingerprint in muted:
+                    continue
+                if not any(source in ours for source in inhibited_by):
+                    continue
+                alert = _muted_raw(raw)
+                if alert is not None:
+                    muted[fingerprint] = alert
+        if not muted:
+            return
+        log.info(
+            "raw alerts muted by an enriched copy before the sidecar saw them; taking them in",
+            extra={"alerts": len(muted), "fingerprints": list(muted)[:20]},
+        )
+        try:
+            await self._take_in(list(muted.values()))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # pipeline boundary: the next round tries again
+            log.exception("handing muted raw alerts to the pipeline failed")
+
+    async def _reconcile(self, firing: Mapping[str, str], now: datetime) -> None:
+        answers = await asyncio.gather(*(self._source.raw_alerts(peer) for peer in self._peers))
+        answered = [answer for answer in answers if answer is not None]
+        if not answered:
+            return  # no evidence either way: keep everything alive
+        present = {a["fingerprint"] for answer in answered for a in answer}
+        await self._catch_up_muted(answered, firing)
+        for member in list(self._missing_since):
+            if member in present or member not in firing:
+                del self._missing_since[member]
+        gone: list[Alert] = []
+        for member, raw in firing.items():
+            if member in present:
+                continue
+            since = self._missing_since.setdefault(member, now)
+            if now - since >= self._grace:
+                gone.append(_resolved_raw(member, raw, now))
+                # Not again before another grace: the pipeline needs time to act.
+                self._missing_since[member] = now
+        if not gone:
+            return
+        log.info(
+            "raw alerts gone from every Alertmanager; resolving them",
+            extra={"alerts": len(gone), "fingerprints": [a.fingerprint for a in gone[:20]]},
+        )
+        try:
+            await self._take_in(gone)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # pipeline boundary: the next round tries again
+            log.exception("handing resolved raw alerts to the pipeline failed")

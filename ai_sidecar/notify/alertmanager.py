@@ -1,0 +1,92 @@
+"""The Alertmanager HTTP client of the return trip: post alerts, list raw alerts.
+
+``POST /api/v2/alerts`` takes enriched copies; its answer is classified for
+the poster: ``ok`` (2xx), ``failed`` (connection error, timeout, 5xx, 408,
+429: worth retrying) or ``refused`` (any other 4xx, e.g. 400 for an invalid
+alert, 422 for a schema violation: retrying cannot help).
+``GET /api/v2/alerts`` lists the raw alerts a peer holds, for reconciliation
+(:mod:`ai_sidecar.intake.reconcile`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+import aiohttp
+
+from ai_sidecar.models import ENRICHED_LABEL
+
+log = logging.getLogger("ai_sidecar.notify")
+
+ALERTS_PATH = "/api/v2/alerts"
+# Query string for reconciliation: every raw alert a peer holds, including
+# those muted by the copies' inhibition. Alertmanager 0.25 defaults these to
+# true already; saying so keeps a changed default from hiding alerts.
+RAW_ALERTS_QUERY: tuple[tuple[str, str], ...] = (
+    ("active", "true"),
+    ("silenced", "true"),
+    ("inhibited", "true"),
+    ("unprocessed", "true"),
+    ("filter", f'{ENRICHED_LABEL}!="true"'),
+)
+
+Outcome = Literal["ok", "refused", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """How a peer answered a post, and what it said when it did not take it."""
+
+    outcome: Outcome
+    detail: str
+
+
+class AlertmanagerClient:
+    """Requests to Alertmanager peers, each time-boxed to ``timeout`` (connecting included)."""
+
+    def __init__(self, session: aiohttp.ClientSession, timeout: timedelta) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout.total_seconds())
+
+    async def post_alerts(self, peer: str, alerts: list[dict[str, Any]]) -> Reply:
+        """Post ``alerts`` to ``peer`` in one request."""
+        try:
+            async with self._session.post(
+                peer + ALERTS_PATH, json=alerts, timeout=self._timeout
+            ) as response:
+                text = (await response.text(errors="replace"))[:500]
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Reply("failed", f"{type(exc).__name__}: {exc}")
+        if 200 <= status < 300:
+            return Reply("ok", "")
+        # 408 and 429 say "later"; other 4xx say this request is wrong.
+        if 400 <= status < 500 and status not in (408, 429):
+            return Reply("refused", f"HTTP {status}: {text}")
+        return Reply("failed", f"HTTP {status}: {text}")
+
+    async def raw_alerts(self, peer: str) -> list[dict[str, Any]] | None:
+        """The raw alerts ``peer`` holds, or None if it did not answer."""
+        error = ""
+        try:
+            async with self._session.get(
+                peer + ALERTS_PATH, params=RAW_ALERTS_QUERY, timeout=self._timeout
+            ) as response:
+                if response.status == 200:
+                    alerts = await response.json()
+                else:
+                    error = f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if error:
+            log.warning(
+                "cannot list raw alerts for reconciliation", extra={"peer": peer, "error": error}
+            )
+            return None
+        if not isinstance(alerts, list):
+            log.warning("unexpected alert list for reconciliation", extra={"peer": peer})
+            return None
+        return [a for a in alerts if isinstance(a, dict) and isinstance(a.get("fingerprint"), str)]

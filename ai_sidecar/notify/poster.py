@@ -1,0 +1,266 @@
+"""The poster: enriched copies from the store's outbox, posted to every Alertmanager peer.
+
+:meth:`ReturnTrip.schedule` records the copies an analysed incident calls for
+(:func:`ai_sidecar.notify.render.outbox_copies`) in the outbox and returns only
+once they are durable; :meth:`ReturnTrip.run` posts from the outbox, so a
+restart resumes exactly where the last run stopped.
+
+* **One request per peer and round.** Everything due for a peer goes in one
+  POST (split past ``max_batch`` alerts), together with copies due within a
+  quarter of ``repost_interval``, so schedules drift together instead of
+  trickling out as many small requests.
+* **Failures.** A post that fails (connection error, timeout, 5xx, 408, 429)
+  leaves its rows due and the peer backs off exponentially from
+  ``retry_backoff_initial`` to ``retry_backoff_max``; other peers are not
+  held up. A post Alertmanager refuses (any other 4xx) cannot succeed by
+  retrying: the alerts of a refused batch are posted one by one and those
+  refused alone are logged, counted and dropped.
+* **Reconciliation** runs on the keep-alive rounds
+  (:class:`ai_sidecar.intake.reconcile.Reconciler`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.intake.reconcile import Reconciler
+from ai_sidecar.metrics import SidecarMetrics
+from ai_sidecar.models import Alert, Incident
+from ai_sidecar.notify.alertmanager import AlertmanagerClient, Reply
+from ai_sidecar.notify.policy import ReturnTripPolicy
+from ai_sidecar.notify.render import outbox_copies, postable
+from ai_sidecar.store import OutboxPlan, OutboxRow, Store
+
+log = logging.getLogger("ai_sidecar.notify")
+
+# Share of repost_interval by which a row may be posted early, with others due.
+COALESCE = 0.25
+# The longest the run loop sleeps without a reason: a safety net against a
+# wake-up computed from a clock that jumped.
+MAX_IDLE = 60.0
+# Seconds between two rounds at most once woken: far below the enriched
+# route's group_wait, so no notification waits for it.
+ROUND_GAP = 0.5
+
+
+def _chunks(rows: Sequence[OutboxRow], size: int) -> Iterable[Sequence[OutboxRow]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class _Backoff:
+    """A peer's run of failed posts, and when to try it again."""
+
+    failures: int = 0
+    retry_at: datetime | None = None
+
+
+class ReturnTrip:
+    """Posts enriched copies from the store's outbox; see the module docstring."""
+
+    def __init__(
+        self,
+        db: Store,
+        peers: Sequence[str],
+        policy: ReturnTripPolicy,
+        metrics: SidecarMetrics,
+        session: aiohttp.ClientSession,
+        *,
+        take_in: Callable[[Sequence[Alert]], Awaitable[None]],
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._db = db
+        # One spelling per peer: it is the outbox key and the metric label.
+        self._peers = tuple(dict.fromkeys(p.rstrip("/") for p in peers))
+        self._policy = policy
+        self._metrics = metrics
+        self._client = AlertmanagerClient(session, policy.post_timeout)
+        self._reconciler = Reconciler(
+            db,
+            self._peers,
+            self._client,
+            interval=policy.repost_interval,
+            grace=policy.grace,
+            take_in=take_in,
+        )
+        self._clock = clock
+        self._wakeup = asyncio.Event()
+        self._backoff = {peer: _Backoff() for peer in self._peers}
+        self._synced = False
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        return self._peers
+
+    def wake(self) -> None:
+        """Make :meth:`run` look at the outbox now."""
+        self._wakeup.set()
+
+    async def schedule(self, incidents: Sequence[Incident]) -> None:
+        """Record the copies ``incidents`` call for; durable when this returns.
+
+        Incidents without an analysis are skipped: their raw alerts reach
+        people through the fail-open route.
+        """
+        analysed = [incident for incident in incidents if incident.analysis is not None]
+        if not analysed or not self._peers:
+            return
+        now = self._clock()
+        policy, peers = self._policy, self._peers
+        # Rendered before the transaction, not in it: the write lock is shared
+        # with the webhook (and, with a worker process, with another process),
+        # so it must be held for the SQL alone.
+        plans = [
+            OutboxPlan(
+                incident.id, frozenset(incident.members), outbox_copies(incident, policy, now)
+            )
+            for incident in analysed
+        ]
+        await self._db.enqueue_posts(
+            plans,
+            peers,
+            now=now.timestamp(),
+            repeat_for=policy.resolved_repeat_for.total_seconds(),
+        )
+        self.wake()
+
+    async def pending(self) -> int:
+        """Copies due now that their peer has not accepted yet."""
+        return await self._db.count_due_posts(now=self._clock().timestamp())
+
+    async def run(self) -> None:
+        """Post, keep alive, resolve and reconcile until cancelled."""
+        while True:
+            self._wakeup.clear()
+            next_at = await self.run_once()
+            timeout = MAX_IDLE
+            if next_at is not None:
+                timeout = min(MAX_IDLE, max(0.0, (next_at - self._clock()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            # In a storm schedule() wakes this loop many times a second; a
+            # short pause lets the changes of that moment go out in one round.
+            await asyncio.sleep(ROUND_GAP)
+
+    async def run_once(self) -> datetime | None:
+        """One round: post what is due, reconcile if it is time. Returns when the
+        next round has work (None: only when something is scheduled)."""
+        now = self._clock()
+        if not self._synced:
+            dropped = await self._db.sync_outbox_peers(self._peers, now=now.timestamp())
+            if dropped:
+                log.info("dropped copies of removed peers", extra={"rows": dropped})
+            self._synced = True
+        due = await self._due(now)
+        await asyncio.gather(*(self._post_peer(peer, rows, now) for peer, rows in due.items()))
+        await self._reconciler.run_if_due(now)
+        self._metrics.return_trip_queue.set(await self.pending())
+        return await self._next_work()
+
+    async def _due(self, now: datetime) -> dict[str, list[OutboxRow]]:
+        ready = [
+            peer
+            for peer, state in self._backoff.items()
+            if state.retry_at is None or state.retry_at <= now
+        ]
+        if not ready:
+            return {}
+        stamp = now.timestamp()
+        # Rows almost due ride along with a peer's due ones: posting a copy a
+        # little early is harmless, and schedules that drift together keep
+        # one request per peer per round instead of a trickle of small ones.
+        early = stamp + (self._policy.repost_interval * COALESCE).total_seconds()
+        due: dict[str, list[OutboxRow]] = {}
+        peers_due: set[str] = set()
+        for row in await self._db.due_posts(ready, before=early):
+            due.setdefault(row.peer, []).append(row)
+            if row.due_at <= stamp:
+                peers_due.add(row.peer)
+        return {peer: rows for peer, rows in due.items() if peer in peers_due}
+
+    async def _next_work(self) -> datetime | None:
+        times = []
+        for peer, due_at in (await self._db.next_post_due(self._peers)).items():
+            at = datetime.fromtimestamp(due_at, UTC)
+            retry_at = self._backoff[peer].retry_at if peer in self._backoff else None
+            times.append(max(at, retry_at) if retry_at else at)
+        if self._reconciler.next_at is not None:
+            times.append(self._reconciler.next_at)
+        return min(times, default=None)
+
+    async def _post_peer(self, peer: str, rows: Sequence[OutboxRow], now: datetime) -> None:
+        for chunk in _chunks(rows, self._policy.max_batch):
+            reply = await self._client.post_alerts(
+                peer, [postable(row, now, self._policy.keepalive) for row in chunk]
+            )
+            if reply.outcome == "failed":
+                self._failed(peer, reply, len(chunk), now)
+                return
+            if reply.outcome == "ok":
+                await self._accepted(peer, chunk, now)
+                continue
+            if len(chunk) == 1:
+                await self._refused(peer, chunk[0], reply)
+                continue
+            # A refused batch: Alertmanager stored the valid alerts and named the
+            # rest; posting each alone tells which ones to drop.
+            for row in chunk:
+                single = await self._client.post_alerts(
+                    peer, [postable(row, now, self._policy.keepalive)]
+                )
+                if single.outcome == "failed":
+                    self._failed(peer, single, 1, now)
+                    return
+                if single.outcome == "ok":
+                    await self._accepted(peer, [row], now)
+                else:
+                    await self._refused(peer, row, single)
+        self._backoff[peer] = _Backoff()
+
+    async def _accepted(self, peer: str, rows: Sequence[OutboxRow], now: datetime) -> None:
+        stamp = now.timestamp()
+        await self._db.complete_accepted(
+            peer,
+            rows,
+            now=stamp,
+            firing_due=stamp + self._policy.repost_interval.total_seconds(),
+            resolved_due=stamp + self._policy.resolved_repeat_interval.total_seconds(),
+        )
+
+        self._metrics.return_trip_posts.labels(peer).inc(len(rows))
+
+    async def _refused(self, peer: str, row: OutboxRow, reply: Reply) -> None:
+        log.error(
+            "Alertmanager refused an enriched alert; dropping it",
+            extra={"peer": peer, "fingerprint": row.fingerprint, "reply": reply.detail},
+        )
+        self._metrics.return_trip_failures.labels(peer).inc()
+        await self._db.complete_refused(row)
+
+    def _failed(self, peer: str, reply: Reply, alerts: int, now: datetime) -> None:
+        failures = self._backoff[peer].failures + 1
+        delay = min(
+            self._policy.retry_backoff_initial * 2 ** min(failures - 1, 32),
+            self._policy.retry_backoff_max,
+        )
+        self._backoff[peer] = _Backoff(failures, now + delay)
+        self._metrics.return_trip_failures.labels(peer).inc()
+        log.warning(
+            "posting enriched alerts failed; will retry",
+            extra={
+                "peer": peer,
+                "alerts": alerts,
+                "failures": failures,
+                "retry_in_seconds": delay.total_seconds(),
+                "reply": reply.detail,
+            },
+        )

@@ -1,0 +1,178 @@
+"""The enriched copy: an analysed incident's member alert as it is posted to Alertmanager.
+
+Labels are the raw alert's own plus ``scout_enriched="true"``,
+``scout_incident`` and ``scout_priority``; annotations are the raw alert's
+(sanitised) plus the analysis as ``ai_*`` and links. ``endsAt`` keeps a firing
+copy alive for ``keepalive`` from each post, or says when it resolved. The
+copy's fingerprint is the one Alertmanager computes, which keys the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ai_sidecar.models import (
+    ENRICHED_LABEL,
+    INCIDENT_LABEL,
+    PRIORITY_LABEL,
+    Incident,
+    Member,
+    format_time,
+    notified_priority,
+    parse_time,
+)
+from ai_sidecar.notify.policy import ReturnTripPolicy
+from ai_sidecar.sanitize import CAPS, clean, format_actions, sanitize_analysis
+from ai_sidecar.store import OutboxCopy, OutboxRow
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """Alertmanager's fingerprint of a label set: FNV-1a (64 bit) over the
+    sorted names and values, each followed by the byte 0xff, in hex.
+
+    Empty values are left out: Alertmanager drops such labels when it takes an
+    alert, as Prometheus treats them as absent.
+    """
+    value = 0xCBF29CE484222325
+    for name in sorted(name for name, label in labels.items() if label):
+        for part in (name, labels[name]):
+            for byte in part.encode():
+                value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+            value = ((value ^ 0xFF) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{value:016x}"
+
+
+def incident_url(policy: ReturnTripPolicy, incident_id: str) -> str | None:
+    if not policy.external_url:
+        return None
+    return f"{str(policy.external_url).rstrip('/')}/api/v1/incidents/{incident_id}"
+
+
+def _is_firing(incident: Incident, member: Member) -> bool:
+    return incident.status == "open" and member.status == "firing"
+
+
+def _resolution_time(incident: Incident, member: Member, now: datetime) -> datetime:
+    """When the copy stopped firing: never in the future (Alertmanager would
+    keep it firing until then), never before it started."""
+    if member.status == "resolved" and member.ends_at is not None:
+        ended = member.ends_at
+    elif incident.resolved_at is not None:
+        ended = incident.resolved_at
+    else:
+        ended = now
+    return max(min(ended, now), member.starts_at)
+
+
+def analysis_annotations(incident: Incident) -> dict[str, str]:
+    """The ``ai_*`` annotations of an incident, sanitised; the same on every member."""
+    if incident.analysis is None:
+        return {}
+    analysis = sanitize_analysis(incident.analysis)
+    return {
+        "ai_summary": analysis.summary,
+        "ai_root_cause": analysis.root_cause,
+        "ai_impact": analysis.impact,
+        "ai_actions": format_actions(analysis.actions),
+    }
+
+
+def enriched_alert(
+    incident: Incident,
+    member: Member,
+    policy: ReturnTripPolicy,
+    now: datetime,
+    ai_annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The postable Alertmanager v2 alert for one member of an analysed incident.
+
+    Labels are the member's own plus the three ``scout_*`` labels. Annotations
+    are the member's own (sanitised: they may quote device text) plus the
+    sanitised analysis and links. ``endsAt`` is ``now`` + keepalive while the
+    member fires, else its resolution time.
+    """
+    labels = {
+        **{name: value for name, value in member.labels.items() if value},
+        ENRICHED_LABEL: "true",
+        INCIDENT_LABEL: incident.id,
+        PRIORITY_LABEL: notified_priority(incident),
+    }
+    annotations = {
+        name: clean(value, CAPS.annotation) for name, value in member.annotations.items()
+    }
+    # Passed in when building every member of one incident: sanitised once.
+    annotations.update(analysis_annotations(incident) if ai_annotations is None else ai_annotations)
+    links = {
+        "scout_incident_url": incident_url(policy, incident.id),
+        "prometheus_url": member.generator_url or policy.prometheus_url,
+        "grafana_url": policy.grafana_url,
+    }
+    annotations.update({name: str(url) for name, url in links.items() if url})
+    ends_at = (
+        now + policy.keepalive
+        if _is_firing(incident, member)
+        else _resolution_time(incident, member, now)
+    )
+    alert: dict[str, Any] = {
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": format_time(member.starts_at),
+        "endsAt": format_time(ends_at),
+    }
+    # Alertmanager checks generatorURL as a URI; an empty one is better left out.
+    if member.generator_url:
+        alert["generatorURL"] = member.generator_url
+    return alert
+
+
+def _raw_json(member: Member) -> str:
+    return json.dumps(
+        {
+            "labels": dict(member.labels),
+            "annotations": dict(member.annotations),
+            "startsAt": format_time(member.starts_at),
+            "generatorURL": member.generator_url,
+        },
+        sort_keys=True,
+    )
+
+
+def postable(row: OutboxRow, now: datetime, keepalive: timedelta) -> dict[str, Any]:
+    """The alert to post for ``row`` now: its stored JSON with endsAt set."""
+    alert: dict[str, Any] = json.loads(row.alert)
+    ends = (
+        now + keepalive
+        if row.state == "firing"
+        else datetime.fromtimestamp(row.ends_at or now.timestamp(), UTC)
+    )
+    # Alertmanager refuses an alert that ends before it starts (a clock
+    # skewed between Prometheus and the sidecar could cause that).
+    alert["endsAt"] = format_time(max(ends, parse_time(alert["startsAt"])))
+    return alert
+
+
+def outbox_copies(
+    incident: Incident, policy: ReturnTripPolicy, now: datetime
+) -> tuple[OutboxCopy, ...]:
+    """What each member's copy of ``incident`` should be now, for the outbox."""
+    result = []
+    ai_annotations = analysis_annotations(incident)
+    for member in incident.members.values():
+        alert = enriched_alert(incident, member, policy, now, ai_annotations)
+        firing = _is_firing(incident, member)
+        del alert["endsAt"]  # set at each post
+        result.append(
+            OutboxCopy(
+                fingerprint=fingerprint(alert["labels"]),
+                incident_id=incident.id,
+                member=member.fingerprint,
+                state="firing" if firing else "resolved",
+                alert=json.dumps(alert, sort_keys=True),
+                raw=_raw_json(member),
+                ends_at=None if firing else _resolution_time(incident, member, now).timestamp(),
+            )
+        )
+    return tuple(result)

@@ -1,0 +1,330 @@
+"""The store seam: what the sidecar keeps durably, as domain verbs, and the values they trade.
+
+Every part of the sidecar that keeps data (the webhook, the worker, the
+incidents API, the return trip) talks to a :class:`Store` and sees neither a
+connection, a cursor nor SQL. SQLite (:mod:`ai_sidecar.store.sqlite`) is the
+embedded implementation; another database only has to provide the same verbs
+and pass ``tests/ai_sidecar/store/test_contract.py``.
+
+What a store keeps:
+
+- **alerts**: every delivery the webhook accepted, once per (fingerprint,
+  status, startsAt), numbered by ``seq`` in arrival order; a ``seq`` is never
+  handed out twice, even after pruning;
+- **the cursor**: the highest ``seq`` the worker has folded into incidents
+  (everything above it is the backlog);
+- **incidents** with their members, and **feedback** on them;
+- **the outbox**: the enriched copies the return trip posts to each
+  Alertmanager peer (:mod:`ai_sidecar.notify`), one row per peer and copy
+  fingerprint, with when it is due next.
+
+Times in the outbox are Unix seconds (``float``), as the return trip computes
+its schedule in them; everything else is an aware :class:`datetime`.
+
+Errors::
+
+    SidecarError
+    └── StoreError              the store cannot take or serve data now: disk full,
+        │                       I/O error, unreadable file; worth retrying later
+        ├── StoreClosedError    the store was closed (shutdown in progress)
+        └── SchemaVersionError  the data was written by a newer Scout; retrying
+                                cannot help, the operator must upgrade
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from ai_sidecar.errors import SidecarError
+from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+
+
+class StoreError(SidecarError):
+    """The store cannot take or serve data now; the caller should retry later."""
+
+
+class StoreClosedError(StoreError):
+    """The store was closed."""
+
+
+class SchemaVersionError(StoreError):
+    """The stored data has a schema newer than this Scout knows; it is not touched."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """How many alerts of one :meth:`Store.ingest` call were new or already stored."""
+
+    new: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Stored alerts the worker has not processed yet."""
+
+    depth: int
+    oldest_received_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One person's verdict on an incident."""
+
+    incident_id: str
+    useful: bool
+    comment: str
+    at: datetime
+
+
+PostState = Literal["firing", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCopy:
+    """What one member's enriched copy should be now, before it is fanned out to peers."""
+
+    # The copy's label-set fingerprint, as Alertmanager computes it.
+    fingerprint: str
+    incident_id: str
+    # The raw alert's fingerprint (the incident member).
+    member: str
+    state: PostState
+    # The postable alert as JSON without endsAt, which is set at each post.
+    alert: str
+    # The raw alert as JSON, to hand a resolution to the pipeline when
+    # reconciliation finds it gone from every Alertmanager.
+    raw: str
+    # Resolved copies: when the member stopped firing (Unix seconds).
+    ends_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPlan:
+    """The copies one incident calls for, with the incident's whole member set.
+
+    A big incident may be enqueued in several plans; each carries every member
+    fingerprint, so copies of members that left the incident are resolved
+    whichever plan comes first.
+    """
+
+    incident_id: str
+    members: frozenset[str]
+    copies: tuple[OutboxCopy, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One enriched copy as the outbox holds it for one peer."""
+
+    peer: str
+    fingerprint: str
+    incident_id: str
+    member: str
+    state: PostState
+    alert: str
+    raw: str
+    # Resolved copies: when the member stopped firing, and until when the
+    # resolution is posted again.
+    ends_at: float | None
+    resolved_until: float | None
+    due_at: float
+    posted_at: float | None
+    # Bumped by every change :meth:`Store.enqueue_posts` makes; completing a post
+    # only touches the revision that was sent, so a newer change is never lost.
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """Rows one :meth:`Store.prune` call removed, by kind."""
+
+    alerts: int = 0
+    incidents: int = 0
+    members: int = 0
+    feedback: int = 0
+    posts: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """Kind -> rows removed, for the pruned-rows metric."""
+        return {
+            "alerts": self.alerts,
+            "incidents": self.incidents,
+            "members": self.members,
+            "feedback": self.feedback,
+            "posts": self.posts,
+        }
+
+    def __add__(self, other: PruneResult) -> PruneResult:
+        return PruneResult(
+            self.alerts + other.alerts,
+            self.incidents + other.incidents,
+            self.members + other.members,
+            self.feedback + other.feedback,
+            self.posts + other.posts,
+        )
+
+
+class Store(Protocol):
+    """Durable alerts, incidents, feedback and outbox. Every verb is async.
+
+    A write verb returns only once its change is durable. Failures of the
+    storage raise :class:`StoreError`; any verb called after :meth:`close`
+    raises :class:`StoreClosedError`.
+    """
+
+    # --- alerts and the worker's cursor -------------------------------------
+
+    async def ingest(self, alerts: Sequence[Alert], received_at: datetime) -> IngestResult:
+        """Store ``alerts``; repeats of a stored (fingerprint, status, startsAt) are
+        counted as duplicates and not stored again."""
+        ...
+
+    async def pending(self, limit: int) -> list[ReceivedAlert]:
+        """Up to ``limit`` alerts above the worker's cursor, oldest first."""
+        ...
+
+    async def save_progress(self, cursor: int, incidents: Sequence[Incident]) -> None:
+        """Save ``incidents`` and move the worker's cursor to ``cursor``, atomically.
+
+        A cursor past the last ``seq`` ever handed out raises ValueError and
+        changes nothing: alerts stored later would sit below it, never processed.
+        """
+        ...
+
+    async def backlog(self) -> Backlog:
+        """How many stored alerts wait for the worker, and when the oldest arrived."""
+        ...
+
+    async def alert_count(self) -> int:
+        """Alerts stored in total, processed or not."""
+        ...
+
+    # --- incidents and feedback -------------------------------------------------
+
+    async def save_incidents(self, incidents: Sequence[Incident]) -> None:
+        """Insert or replace ``incidents`` (by id), members included."""
+        ...
+
+    async def active_incidents(self, resolved_since: datetime) -> list[Incident]:
+        """Open incidents plus those resolved at or after ``resolved_since``, oldest first."""
+        ...
+
+    async def latest_update(self) -> datetime | None:
+        """The newest ``updated_at`` of any incident: how far, in alert time, the worker got."""
+        ...
+
+    async def incident_ids(self) -> list[str]:
+        """Every stored incident's id (the correlator must never reuse one)."""
+        ...
+
+    async def list_incidents(
+        self,
+        *,
+        status: IncidentStatus | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Incident]:
+        """Incidents updated at or after ``since`` (all when None), most recently updated first."""
+        ...
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        """One incident with its members, or None."""
+        ...
+
+    async def add_feedback(
+        self, incident_id: str, useful: bool, comment: str, at: datetime
+    ) -> bool:
+        """Record feedback on an incident; False (nothing stored) when there is no such incident."""
+        ...
+
+    async def feedback(self, incident_id: str) -> list[Feedback]:
+        """Feedback on one incident in the order it was given."""
+        ...
+
+    # --- the return trip's outbox -------------------------------------------------
+
+    async def enqueue_posts(
+        self, plans: Sequence[OutboxPlan], peers: Sequence[str], *, now: float, repeat_for: float
+    ) -> None:
+        """Record the copies ``plans`` call for on every peer; durable when this returns.
+
+        Per plan: copies of members no longer in ``members`` are resolved; a
+        firing copy is inserted (due now) or, if its text or incident changed
+        or it had resolved, rewritten and due now, while the member's copies
+        under other label sets are resolved; a resolved copy turns the
+        member's firing rows into resolutions. A resolution is due now and
+        repeated until ``now + repeat_for``. Written in several short
+        transactions when there are many copies.
+        """
+        ...
+
+    async def sync_outbox_peers(self, peers: Sequence[str], *, now: float) -> int:
+        """Give peers new to the outbox every copy the others have (due ``now``) and
+        drop the rows of peers not in ``peers``; returns how many rows were dropped."""
+        ...
+
+    async def due_posts(self, peers: Sequence[str], *, before: float) -> list[OutboxRow]:
+        """Rows of ``peers`` due at or before ``before``, by due time then fingerprint.
+
+        Nothing is locked: one poster per data directory reads and completes them.
+        """
+        ...
+
+    async def next_post_due(self, peers: Sequence[str]) -> dict[str, float]:
+        """Per peer that has rows, the earliest due time among them."""
+        ...
+
+    async def count_due_posts(self, *, now: float) -> int:
+        """Rows due at or before ``now``, over all peers."""
+        ...
+
+    async def complete_accepted(
+        self,
+        peer: str,
+        rows: Sequence[OutboxRow],
+        *,
+        now: float,
+        firing_due: float,
+        resolved_due: float,
+    ) -> None:
+        """``peer`` accepted ``rows``: mark them posted at ``now`` and due again at
+        ``firing_due`` or ``resolved_due``; a resolution whose repeats are over is
+        deleted. A row changed since it was read (another revision) is left alone."""
+        ...
+
+    async def complete_refused(self, row: OutboxRow) -> None:
+        """The peer refused ``row`` for good: delete it, unless it changed since."""
+        ...
+
+    async def list_posts(self) -> list[OutboxRow]:
+        """Every outbox row, by peer then fingerprint."""
+        ...
+
+    async def firing_members(self) -> dict[str, str]:
+        """Raw fingerprint -> raw alert JSON of every member whose copy fires."""
+        ...
+
+    async def firing_copies(self) -> set[str]:
+        """Fingerprints of the copies that fire (what may inhibit a raw alert)."""
+        ...
+
+    # --- housekeeping ------------------------------------------------------------
+
+    async def prune(self, older_than: datetime, batch: int) -> PruneResult:
+        """Remove what is older than ``older_than``, ``batch`` rows per short transaction.
+
+        Removed: processed alerts received before ``older_than``, unless a member
+        of an open incident still fires under their fingerprint (a re-delivery
+        would otherwise be stored and folded again); resolved incidents resolved
+        before ``older_than`` with their members, feedback and resolved outbox
+        rows. Never removed: open incidents, alerts above the worker's cursor.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Finish queued work, then release the store. Safe to call twice."""
+        ...

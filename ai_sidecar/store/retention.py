@@ -1,0 +1,59 @@
+"""Retention: what is older than the configured age leaves the store, so it stops growing.
+
+The worker process runs :func:`prune_forever` next to its other loops. Each
+round asks the store to :meth:`~ai_sidecar.store.protocol.Store.prune` in small
+batches (short transactions: the webhook's writes slip in between) and counts
+the removed rows in ``scout_sidecar_store_pruned_rows_total``. The first round
+comes one interval after start-up, so a restart under load catches up on its
+backlog first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from prometheus_client import Counter
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.store.protocol import PruneResult, Store
+
+log = logging.getLogger("ai_sidecar.store.retention")
+
+PRUNE_INTERVAL = timedelta(hours=1)
+# Rows per transaction: a few milliseconds of write lock each.
+PRUNE_BATCH = 500
+
+
+async def prune_once(
+    store: Store,
+    retention: timedelta,
+    pruned: Counter,
+    *,
+    batch: int = PRUNE_BATCH,
+    clock: Callable[[], datetime] = utc_now,
+) -> PruneResult:
+    """Prune what is older than ``retention`` now, and count it in ``pruned`` by kind."""
+    result = await store.prune(clock() - retention, batch)
+    for kind, rows in result.counts().items():
+        if rows:
+            pruned.labels(kind).inc(rows)
+    if any(result.counts().values()):
+        log.info("pruned rows older than the retention", extra=result.counts())
+    return result
+
+
+async def prune_forever(
+    store: Store,
+    retention: timedelta,
+    pruned: Counter,
+    *,
+    interval: timedelta = PRUNE_INTERVAL,
+    batch: int = PRUNE_BATCH,
+) -> None:
+    """Every ``interval``, prune what is older than ``retention``; runs until cancelled."""
+    while True:
+        await asyncio.sleep(interval.total_seconds())
+        await prune_once(store, retention, pruned, batch=batch)

@@ -1,0 +1,16 @@
+"""The embedded store: one SQLite file in WAL mode, split by job.
+
+- :mod:`.engine`: connection settings, the writer thread with group commit,
+  the reader, lock waits;
+- :mod:`.schema`: the tables and the migrations run at start-up;
+- :mod:`.incidents`: SQL for alerts, the cursor, incidents and feedback;
+- :mod:`.outbox`: SQL for the return trip's outbox;
+- :mod:`.store`: :class:`SqliteStore`, the verbs of
+  :class:`ai_sidecar.store.protocol.Store` on top of them.
+"""
+
+from ai_sidecar.store.sqlite.engine import WRITE_LOCK_TIMEOUT, Engine, Synchronous
+from ai_sidecar.store.sqlite.schema import SCHEMA_VERSION
+from ai_sidecar.store.sqlite.store import SqliteStore
+
+__all__ = ["SCHEMA_VERSION", "WRITE_LOCK_TIMEOUT", "Engine", "SqliteStore", "Synchronous"]

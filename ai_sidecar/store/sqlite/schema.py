@@ -1,0 +1,142 @@
+"""The SQLite store's tables, and the migrations that bring any older file up to date.
+
+``PRAGMA user_version`` holds the schema version of a file. At start-up
+:func:`migrate` runs, in one transaction, every step above the file's version:
+
+- **1**: the tables of the first release: alerts, the worker's cursor,
+  incidents, their members, feedback and the return trip's outbox. Every
+  statement is ``IF NOT EXISTS``: files of that release exist with version 1
+  or, older still, with no version stamp (0), some without the outbox table,
+  and this step completes any of them.
+- **2**: an index on ``alerts.received_at``, for retention.
+
+A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
+newer Scout and is refused untouched (:class:`SchemaVersionError`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ai_sidecar.store.protocol import SchemaVersionError
+
+_VERSION_1 = """
+CREATE TABLE IF NOT EXISTS alerts (
+    -- AUTOINCREMENT: a seq is never reused, even after pruning the newest rows,
+    -- so an alert can never land below the worker's cursor and be skipped.
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    starts_at TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    ends_at TEXT,
+    generator_url TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    UNIQUE (fingerprint, status, starts_at)
+);
+CREATE TABLE IF NOT EXISTS progress (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    cursor INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO progress (id, cursor) VALUES (0, 0);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    resolved_at TEXT,
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS incidents_updated ON incidents (updated_at);
+CREATE INDEX IF NOT EXISTS incidents_status_updated ON incidents (status, updated_at);
+CREATE INDEX IF NOT EXISTS incidents_status_resolved ON incidents (status, resolved_at);
+CREATE INDEX IF NOT EXISTS incidents_priority ON incidents (priority, updated_at);
+-- Members apart from their incident: a storm changes a few members of a big
+-- incident per batch, and only those rows are rewritten.
+CREATE TABLE IF NOT EXISTS incident_members (
+    incident_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    -- The order members joined in, which the API keeps.
+    position INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (incident_id, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    useful INTEGER NOT NULL,
+    comment TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_incident ON feedback (incident_id, id);
+-- The return trip's outbox (ai_sidecar.store.protocol.OutboxRow).
+CREATE TABLE IF NOT EXISTS return_trip (
+    peer TEXT NOT NULL,
+    -- The enriched copy's label-set fingerprint, as Alertmanager computes it.
+    fingerprint TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    -- The raw alert's fingerprint (the incident member).
+    member TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('firing', 'resolved')),
+    -- The postable alert as JSON without endsAt, which is set at each post.
+    alert TEXT NOT NULL,
+    -- The raw alert as JSON (labels, annotations, startsAt, generatorURL), to
+    -- hand a resolution to the pipeline when reconciliation finds it gone.
+    raw TEXT NOT NULL,
+    -- Unix seconds. resolved: when it resolved, and until when to repeat it.
+    ends_at REAL,
+    resolved_until REAL,
+    due_at REAL NOT NULL,
+    posted_at REAL,
+    -- Bumped by every change of the copy; a post only reschedules the
+    -- revision it sent, so a change made meanwhile is never overwritten.
+    revision INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (peer, fingerprint)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS return_trip_due ON return_trip (due_at);
+CREATE INDEX IF NOT EXISTS return_trip_peer_due ON return_trip (peer, due_at);
+CREATE INDEX IF NOT EXISTS return_trip_member ON return_trip (member);
+CREATE INDEX IF NOT EXISTS return_trip_incident ON return_trip (incident_id);
+"""
+
+_VERSION_2 = """
+-- Retention finds the oldest alerts without reading them all.
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts (received_at);
+"""
+
+# Step n brings a file from version n - 1 to n.
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The version stamped in the open file (0: none, a new file or the first release's)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the file behind ``conn`` (outside any transaction) to :data:`SCHEMA_VERSION`."""
+    version = schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"cannot use the store {path}: it has schema version {version}, "
+            f"newer than this Scout's {SCHEMA_VERSION}"
+        )
+    # Step 1 again on a version-1 file: the first release could leave it
+    # without the outbox table, and every statement of it is idempotent.
+    steps = MIGRATIONS[0 if version <= 1 else version :]
+    if not steps:
+        return
+    # Transaction control lives inside the script: executescript() commits
+    # any transaction already open before it runs.
+    script = "\n".join(
+        ("BEGIN IMMEDIATE;", *steps, f"PRAGMA user_version={SCHEMA_VERSION};", "COMMIT;")
+    )
+    try:
+        conn.executescript(script)
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")

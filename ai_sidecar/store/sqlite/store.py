@@ -1,0 +1,248 @@
+"""The SQLite store: :class:`~ai_sidecar.store.protocol.Store` over one file in WAL mode.
+
+Each verb runs the SQL of :mod:`~ai_sidecar.store.sqlite.incidents` or
+:mod:`~ai_sidecar.store.sqlite.outbox` through the
+:class:`~ai_sidecar.store.sqlite.engine.Engine`: reads on the reader
+connection, writes group-committed by the writer thread. Background writes
+(incident saves, outbox scheduling, retention) are ``bulk``: each gets a
+transaction of its own and never delays a webhook acknowledgement by more
+than one such short transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+from ai_sidecar.store.protocol import (
+    Backlog,
+    Feedback,
+    IngestResult,
+    OutboxPlan,
+    OutboxRow,
+    PruneResult,
+)
+from ai_sidecar.store.sqlite import incidents as sql
+from ai_sidecar.store.sqlite import outbox
+from ai_sidecar.store.sqlite.engine import Engine, Synchronous
+
+
+class SqliteStore:
+    """The sidecar's embedded store. Build it with :meth:`open`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        # The members last committed per incident, to write only changed ones.
+        self._saved_members: sql.SavedMembers = {}
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, synchronous: Synchronous = "FULL", inline: bool = False
+    ) -> SqliteStore:
+        """Open (or create) the file at ``path``, migrating its schema to this release's.
+
+        ``inline``: one connection used on the calling thread, blocking it; for
+        the worker process (see :meth:`Engine.open`).
+        """
+        return cls(await Engine.open(path, synchronous=synchronous, inline=inline))
+
+    @property
+    def path(self) -> Path:
+        return self._engine.path
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLite engine underneath, for SQLite-specific tests and tools."""
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.close()
+
+    # --- alerts and the worker's cursor -------------------------------------
+
+    async def ingest(self, alerts: Sequence[Alert], received_at: datetime) -> IngestResult:
+        self._engine.check_open()
+        if not alerts:
+            return IngestResult(new=0, duplicates=0)
+        received = sql.stamp(received_at)
+        return await self._engine.write(lambda conn: sql.insert_alerts(conn, alerts, received))
+
+    async def pending(self, limit: int) -> list[ReceivedAlert]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        return await self._engine.read(lambda conn: sql.pending_alerts(conn, limit))
+
+    async def save_progress(self, cursor: int, incidents: Sequence[Incident]) -> None:
+        rows = sql.encode_incidents(incidents, self._saved_members)
+
+        def save(conn: sqlite3.Connection) -> sql.SavedMembers:
+            written = sql.write_incidents(conn, rows)
+            sql.move_cursor(conn, cursor)
+            return written
+
+        await self._save_incidents(incidents, save)
+
+    async def backlog(self) -> Backlog:
+        return await self._engine.read(sql.backlog)
+
+    async def alert_count(self) -> int:
+        return await self._engine.read(sql.alert_count)
+
+    # --- incidents and feedback -------------------------------------------------
+
+    async def save_incidents(self, incidents: Sequence[Incident]) -> None:
+        self._engine.check_open()
+        if incidents:
+            rows = sql.encode_incidents(incidents, self._saved_members)
+            await self._save_incidents(incidents, lambda conn: sql.write_incidents(conn, rows))
+
+    async def _save_incidents(
+        self, incidents: Sequence[Incident], fn: Callable[[sqlite3.Connection], sql.SavedMembers]
+    ) -> None:
+        """Run ``fn``; remember what it wrote only once that is committed."""
+        try:
+            written = await self._engine.write(fn, bulk=True)
+        except BaseException:
+            # Unknown what is on disk now: write these incidents in full next time.
+            for incident in incidents:
+                self._saved_members.pop(incident.id, None)
+            raise
+        for incident_id, members in written.items():
+            self._saved_members[incident_id] = members
+        for incident in incidents:
+            if incident.status == "resolved":
+                # Resolved incidents rarely change again; do not hold their members.
+                self._saved_members.pop(incident.id, None)
+
+    async def active_incidents(self, resolved_since: datetime) -> list[Incident]:
+        since = sql.stamp(resolved_since)
+        return await self._engine.read(lambda conn: sql.active_incidents(conn, since))
+
+    async def latest_update(self) -> datetime | None:
+        return await self._engine.read(sql.latest_update)
+
+    async def incident_ids(self) -> list[str]:
+        return await self._engine.read(sql.incident_ids)
+
+    async def list_incidents(
+        self,
+        *,
+        status: IncidentStatus | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Incident]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        after = None if since is None else sql.stamp(since)
+        return await self._engine.read(lambda conn: sql.list_incidents(conn, status, after, limit))
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        return await self._engine.read(lambda conn: sql.get_incident(conn, incident_id))
+
+    async def add_feedback(
+        self, incident_id: str, useful: bool, comment: str, at: datetime
+    ) -> bool:
+        when = sql.stamp(at)
+        return await self._engine.write(
+            lambda conn: sql.add_feedback(conn, incident_id, useful, comment, when)
+        )
+
+    async def feedback(self, incident_id: str) -> list[Feedback]:
+        return await self._engine.read(lambda conn: sql.feedback(conn, incident_id))
+
+    # --- the return trip's outbox -------------------------------------------------
+
+    async def enqueue_posts(
+        self, plans: Sequence[OutboxPlan], peers: Sequence[str], *, now: float, repeat_for: float
+    ) -> None:
+        self._engine.check_open()
+        # A few hundred copies per transaction, so no write holds the lock for long.
+        for part in outbox.split_plans(plans, outbox.ROWS_PER_TRANSACTION):
+            await self._engine.write(
+                functools.partial(
+                    outbox.enqueue, plans=part, peers=peers, now=now, repeat_for=repeat_for
+                ),
+                bulk=True,
+            )
+
+    async def sync_outbox_peers(self, peers: Sequence[str], *, now: float) -> int:
+        return await self._engine.write(lambda conn: outbox.sync_peers(conn, peers, now))
+
+    async def due_posts(self, peers: Sequence[str], *, before: float) -> list[OutboxRow]:
+        self._engine.check_open()
+        if not peers:
+            return []
+        return await self._engine.read(lambda conn: outbox.due(conn, peers, before))
+
+    async def next_post_due(self, peers: Sequence[str]) -> dict[str, float]:
+        return await self._engine.read(lambda conn: outbox.next_due(conn, peers))
+
+    async def count_due_posts(self, *, now: float) -> int:
+        return await self._engine.read(lambda conn: outbox.count_due(conn, now))
+
+    async def complete_accepted(
+        self,
+        peer: str,
+        rows: Sequence[OutboxRow],
+        *,
+        now: float,
+        firing_due: float,
+        resolved_due: float,
+    ) -> None:
+        await self._engine.write(
+            lambda conn: outbox.accepted(conn, peer, rows, now, firing_due, resolved_due)
+        )
+
+    async def complete_refused(self, row: OutboxRow) -> None:
+        await self._engine.write(lambda conn: outbox.refused(conn, row))
+
+    async def list_posts(self) -> list[OutboxRow]:
+        return await self._engine.read(outbox.all_rows)
+
+    async def firing_members(self) -> dict[str, str]:
+        return await self._engine.read(outbox.firing_members)
+
+    async def firing_copies(self) -> set[str]:
+        return await self._engine.read(outbox.firing_copies)
+
+    # --- housekeeping ------------------------------------------------------------
+
+    async def prune(self, older_than: datetime, batch: int) -> PruneResult:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        batch = min(batch, sql.MAX_PARAMETERS)
+        before = sql.stamp(older_than)
+        total = PruneResult()
+        while True:
+            alerts = await self._engine.write(
+                lambda conn: sql.prune_alerts(conn, before, batch), bulk=True
+            )
+            total += PruneResult(alerts=alerts)
+            if alerts < batch:
+                break
+            # Inline, a write does not yield: let the worker's other tasks run.
+            await asyncio.sleep(0)
+        while True:
+            done = await self._engine.write(
+                lambda conn: _prune_incidents(conn, before, batch), bulk=True
+            )
+            total += done
+            if done.incidents < batch:
+                break
+            await asyncio.sleep(0)
+        return total
+
+
+def _prune_incidents(conn: sqlite3.Connection, before: str, batch: int) -> PruneResult:
+    """One batch of resolved incidents, with everything that hangs off them."""
+    ids = sql.resolved_before(conn, before, batch)
+    if not ids:
+        return PruneResult()
+    posts = outbox.delete_resolved_of(conn, ids)
+    incidents, members, feedback = sql.delete_incidents(conn, ids)
+    return PruneResult(incidents=incidents, members=members, feedback=feedback, posts=posts)

@@ -1,0 +1,176 @@
+"""Reconciliation against real Alertmanagers, and the Alertmanager behaviour behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from ai_sidecar.models import Alert, format_time
+from ai_sidecar.notify import (
+    RAW_ALERTS_QUERY,
+    enriched_alert,
+    fingerprint,
+)
+from scripts.localstack import free_port
+from tests.ai_sidecar.builders import analysed_incident, peer_member
+from tests.ai_sidecar.notify.harness import (
+    POLICY,
+    Trip,
+    enriched_in,
+    raw_postable,
+)
+from tests.conftest import wait_for
+from tests.peers.alertmanager import Alertmanager
+
+# --- the premise of reconciliation ----------------------------------------------------
+
+
+def test_premise_inhibited_resolution_never_reaches_the_webhook(alertmanager, hook):
+    """The shipped inhibition mutes a raw alert's resolution to the sidecar too."""
+    muted, control = peer_member("LinkDown", "sw1"), peer_member("LinkDown", "sw2")
+    alertmanager.post([raw_postable(muted), raw_postable(control)])
+
+    def webhook_alerts(status: str) -> set[str]:
+        return {
+            alert["fingerprint"]
+            for request in hook.requests()
+            if request.path == "/api/v1/alertmanager"
+            for alert in request.body["alerts"]
+            if alert["status"] == status
+        }
+
+    wait_for(lambda: webhook_alerts("firing") == {muted.fingerprint, control.fingerprint})
+    copy = enriched_alert(analysed_incident(muted), muted, POLICY, datetime.now(UTC))
+    alertmanager.post([copy])
+    listed = wait_for(
+        lambda: [
+            a
+            for a in alertmanager.alerts(*[v for k, v in RAW_ALERTS_QUERY if k == "filter"])
+            if a["status"]["inhibitedBy"]
+        ],
+        what="the raw alert inhibited by its enriched copy",
+    )
+    # The reconciliation query lists the inhibited raw alert, with the webhook's
+    # fingerprint, and never the copy.
+    assert [a["fingerprint"] for a in listed] == [muted.fingerprint]
+    assert listed[0]["status"]["inhibitedBy"] == [fingerprint(copy["labels"])]
+    raw = alertmanager.alerts(**{k: v for k, v in RAW_ALERTS_QUERY if k != "filter"})
+    assert {a["fingerprint"] for a in raw} == {
+        muted.fingerprint,
+        control.fingerprint,
+        fingerprint(copy["labels"]),
+    }
+
+    now = datetime.now(UTC)
+    alertmanager.post([raw_postable(muted, ends_at=now), raw_postable(control, ends_at=now)])
+    # The control's resolution arrives: resolutions do reach the webhook ...
+    wait_for(lambda: control.fingerprint in webhook_alerts("resolved"), what="control resolved")
+    # ... but the inhibited one's never does, not even after several group intervals ...
+    time.sleep(4)
+    assert muted.fingerprint not in webhook_alerts("resolved")
+    # ... nor once the copy that muted it is gone.
+    alertmanager.post([{**copy, "endsAt": format_time(datetime.now(UTC))}])
+    time.sleep(3)
+    assert muted.fingerprint not in webhook_alerts("resolved")
+    # And once resolved, a raw alert is not listed any more: that is what
+    # reconciliation looks for.
+    assert [a["fingerprint"] for a in alertmanager.alerts('scout_enriched!="true"')] == []
+
+
+# --- reconciliation -------------------------------------------------------------
+
+
+async def test_reconciliation_resolves_members_gone_from_every_peer(
+    tmp_path, am_config, db, session
+):
+    kept, elsewhere, gone = (
+        peer_member("LinkDown"),
+        peer_member("BgpDown", "r1"),
+        peer_member("HostDown", "h1"),
+    )
+    with (
+        Alertmanager(tmp_path, am_config, name="am-1") as one,
+        Alertmanager(tmp_path, am_config, name="am-2") as two,
+    ):
+        one.post([raw_postable(kept), raw_postable(gone)])
+        two.post([raw_postable(kept), raw_postable(elsewhere), raw_postable(gone)])
+        trip = Trip(db, [one.url, two.url], session)
+        await trip.trip.schedule([analysed_incident(kept, elsewhere, gone)])
+        t0 = trip.clock.now
+        await trip.trip.run_once()
+        # Prometheus resolves HostDown; the resolution never reaches the sidecar.
+        now = datetime.now(UTC)
+        for am in (one, two):
+            am.post([raw_postable(gone, ends_at=now)])
+        trip.clock.advance(minutes=1)
+        await trip.trip.run_once()
+        assert trip.missing == []  # first seen missing: within the grace
+        trip.clock.advance(minutes=1)
+        await trip.trip.run_once()
+        assert trip.missing == []
+        trip.clock.advance(minutes=1)
+        await trip.trip.run_once()
+        [[alert]] = trip.missing
+        assert alert == Alert(
+            fingerprint=gone.fingerprint,
+            status="resolved",
+            labels=gone.labels,
+            annotations=gone.annotations,
+            starts_at=gone.starts_at,
+            ends_at=trip.clock.now,
+            generator_url=gone.generator_url,
+        )
+        # Missing since t0 + 1m, reported after the grace of two repost intervals.
+        assert trip.clock.now - t0 == timedelta(minutes=3)
+        # The pipeline resolves the member; its copy is resolved everywhere.
+        resolved = replace(gone, status="resolved", ends_at=now)
+        await trip.trip.schedule([analysed_incident(kept, elsewhere, resolved)])
+        await trip.trip.run_once()
+        for am in (one, two):
+            assert set(await asyncio.to_thread(enriched_in, am)) == {
+                "LinkDown/P2",
+                "BgpDown/P2",
+            }
+
+
+async def test_reconciliation_does_nothing_when_no_peer_answers(db, session):
+    dead = f"http://127.0.0.1:{free_port()}"
+    trip = Trip(db, [dead], session)
+    await trip.trip.schedule([analysed_incident(peer_member("LinkDown"))])
+    for _ in range(6):
+        await trip.trip.run_once()
+        trip.clock.advance(minutes=1)
+    assert trip.missing == []
+
+
+async def test_reconciliation_grace_can_be_set(alertmanager, db, session):
+    present, absent = peer_member("LinkDown"), peer_member("HostDown", "h1")
+    alertmanager.post([raw_postable(present)])
+    trip = Trip(db, [alertmanager.url], session, replace(POLICY, missing_grace=timedelta(0)))
+    await trip.trip.schedule([analysed_incident(present, absent)])
+    await trip.trip.run_once()
+    assert [[a.fingerprint for a in alerts] for alerts in trip.missing] == [[absent.fingerprint]]
+    # Reconciliation runs once per repost interval, not on every round.
+    await trip.trip.run_once()
+    assert len(trip.missing) == 1
+
+
+async def test_a_sibling_muted_through_an_unlisted_label_is_taken_in(alertmanager, db, session):
+    # `partition` is not in the inhibition's `equal` list, so the copy of C:
+    # also mutes the raw D: alert, which therefore never reaches the webhook.
+    c_drive = peer_member("DiskFull", "h1", partition="C:")
+    d_drive = peer_member("DiskFull", "h1", partition="D:")
+    other = peer_member("DiskFull", "h2", partition="D:")
+    alertmanager.post([raw_postable(c_drive), raw_postable(d_drive), raw_postable(other)])
+    trip = Trip(db, [alertmanager.url], session)
+    await trip.trip.schedule([analysed_incident(c_drive)])
+    await trip.trip.run_once()
+    [taken] = trip.missing
+    assert [(a.fingerprint, a.status) for a in taken] == [(d_drive.fingerprint, "firing")]
+    [alert] = taken
+    assert alert.labels == d_drive.labels
+    assert alert.starts_at == d_drive.starts_at
+    # h2's alert is not muted: the webhook delivers it the normal way.
+    assert other.fingerprint not in {a.fingerprint for a in taken}

@@ -1,0 +1,113 @@
+"""The enriched copy: labels, sanitised annotations, links, endsAt and fingerprint."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ai_sidecar.models import format_time
+from ai_sidecar.notify import (
+    ReturnTripPolicy,
+    enriched_alert,
+    fingerprint,
+)
+from tests.ai_sidecar.builders import analysed_incident, peer_member
+from tests.ai_sidecar.notify.harness import (
+    POLICY,
+)
+from tests.peers.alertmanager import postable
+
+# --- the enriched copy ----------------------------------------------------------
+
+
+def test_enriched_alert_is_the_raw_alert_plus_the_analysis():
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    m = replace(
+        peer_member("LinkDown", site="a", starts_at=now - timedelta(minutes=3)),
+        annotations={"summary": "down <!here>", "runbook_url": "http://wiki/rb"},
+    )
+    alert = enriched_alert(analysed_incident(m, priority="P1"), m, POLICY, now)
+    assert alert["labels"] == {
+        "alertname": "LinkDown",
+        "instance": "sw1",
+        "severity": "critical",
+        "site": "a",
+        "scout_enriched": "true",
+        "scout_incident": "inc-1",
+        "scout_priority": "P1",
+    }
+    assert alert["annotations"] == {
+        # Original annotations stay, sanitised too: they may quote device text.
+        "summary": "down here",
+        "runbook_url": "http://wiki/rb",
+        "ai_summary": "channel Uplink of site A is down",
+        "ai_root_cause": "sw1 Gi0/1 lost carrier",
+        "ai_impact": "Site A is offline",
+        "ai_actions": "1. Check the SFP on sw1 Gi0/1\n2. Call the carrier",
+        "scout_incident_url": "http://127.0.0.1:8782/api/v1/incidents/inc-1",
+        "prometheus_url": "http://prometheus.example/graph?g0.expr=up",
+        "grafana_url": "http://grafana.example/d/scout",
+    }
+    assert alert["startsAt"] == "2024-05-01T11:57:00Z"
+    assert alert["endsAt"] == "2024-05-01T12:05:00Z"  # now + keepalive
+    assert alert["generatorURL"] == "http://prometheus.example/graph?g0.expr=up"
+
+
+def test_enriched_alert_ends_when_the_member_or_incident_resolved():
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    start = now - timedelta(minutes=10)
+    gone = peer_member(
+        "LinkDown", status="resolved", starts_at=start, ends_at=now - timedelta(minutes=2)
+    )
+    assert (
+        enriched_alert(analysed_incident(gone), gone, POLICY, now)["endsAt"]
+        == "2024-05-01T11:58:00Z"
+    )
+    firing = peer_member("LinkDown", starts_at=start)
+    closed = analysed_incident(firing, status="resolved", resolved_at=now - timedelta(minutes=1))
+    assert enriched_alert(closed, firing, POLICY, now)["endsAt"] == "2024-05-01T11:59:00Z"
+    # An end in the future would keep the copy firing in Alertmanager until then.
+    later = peer_member(
+        "LinkDown", status="resolved", starts_at=start, ends_at=now + timedelta(hours=1)
+    )
+    assert enriched_alert(analysed_incident(later), later, POLICY, now)["endsAt"] == format_time(
+        now
+    )
+
+
+def test_enriched_alert_links_only_what_is_configured():
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    m = peer_member("HostDown", generator_url="")
+    alert = enriched_alert(analysed_incident(m), m, ReturnTripPolicy(), now)
+    assert "generatorURL" not in alert
+    links = {"scout_incident_url", "prometheus_url", "grafana_url"}
+    assert links.isdisjoint(alert["annotations"])
+    alert = enriched_alert(
+        analysed_incident(m), m, ReturnTripPolicy(prometheus_url="http://p:9090"), now
+    )
+    assert alert["annotations"]["prometheus_url"] == "http://p:9090"
+
+
+def test_policy_refuses_a_repost_interval_that_lets_copies_expire():
+    from ai_sidecar.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="repost_interval must be shorter than keepalive"):
+        ReturnTripPolicy(keepalive=timedelta(minutes=1), repost_interval=timedelta(minutes=1))
+
+
+def test_fingerprint_is_the_one_alertmanager_computes(alertmanager):
+    label_sets = [
+        {"alertname": "A"},
+        {"alertname": "LinkDown", "instance": "sw1:161", "ifName": "Gi0/1", "site": "zürich"},
+        {"alertname": "B", "scout_enriched": "true", "z": "", "a_b": "x\ny"},
+    ]
+    alertmanager.post([postable(labels) for labels in label_sets])
+    seen = {tuple(sorted(a["labels"].items())): a["fingerprint"] for a in alertmanager.alerts()}
+    # Alertmanager drops empty label values, which do not change the fingerprint either.
+    expected = {
+        tuple(sorted((k, v) for k, v in labels.items() if v)): fingerprint(labels)
+        for labels in label_sets
+    }
+    assert seen == expected
