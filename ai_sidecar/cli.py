@@ -198,6 +198,9 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Sidec
             "or pass --web.insecure-no-auth to run without one."
         )
     prometheus = environ.get(PROMETHEUS_ENV, "").strip()
+    prometheus_token = read_secret(environ, PROMETHEUS_TOKEN_ENV, PROMETHEUS_TOKEN_FILE_ENV)
+    if prometheus_token is not None and not prometheus:
+        raise ConfigError(f"a Prometheus token is set but {PROMETHEUS_ENV} is not")
     peers = [p.strip() for p in environ.get(ALERTMANAGERS_ENV, "").split(",") if p.strip()]
     host, port = args.listen
     return SidecarSettings(
@@ -205,9 +208,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Sidec
         listen_port=port,
         webhook_token=token,
         prometheus_url=parse_url(prometheus, PROMETHEUS_ENV) if prometheus else None,
-        prometheus_bearer_token=read_secret(
-            environ, PROMETHEUS_TOKEN_ENV, PROMETHEUS_TOKEN_FILE_ENV
-        ),
+        prometheus_bearer_token=prometheus_token,
         alertmanager_urls=tuple(dict.fromkeys(parse_url(p, ALERTMANAGERS_ENV) for p in peers)),
         data_dir=Path(environ.get(DATA_DIR_ENV, "").strip() or "data"),
         config_file=args.config_file,

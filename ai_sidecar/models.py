@@ -340,7 +340,28 @@ def incident_header_to_json(incident: Incident) -> dict[str, Any]:
             {"analyst": s.analyst, "reason": s.reason, "detail": s.detail}
             for s in incident.skipped_analysts
         ],
+        "extra": _legacy_extra_of(incident),
     }
+
+
+def _legacy_extra_of(incident: Incident) -> dict[str, Any]:
+    """The typed fields in the ``"extra"`` shape the release before them reads.
+
+    That release loads a header with ``dict(data["extra"])``: writing it keeps
+    a rollback working on a data directory this release has written to. This
+    release reads the typed keys first, so the copy is never the source.
+    """
+    extra: dict[str, Any] = {}
+    if incident.root_cause_facts is not None:
+        extra["correlation"] = _facts_to_json(incident.root_cause_facts)
+    for key, value in (
+        ("peak_priority", incident.peak_priority),
+        ("analysed_version", incident.analysed_version),
+        ("analysed_priority", incident.analysed_priority),
+    ):
+        if value is not None:
+            extra[key] = value
+    return extra
 
 
 def _facts_to_json(facts: RootCauseFacts | None) -> dict[str, Any] | None:

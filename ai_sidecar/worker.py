@@ -493,7 +493,9 @@ class Worker:
                 reason, detail = "timeout", f"no analysis within {timeout:g}s"
                 log.warning("analysis timed out", extra={"incident": incident.id, "analyst": name})
             except Exception as exc:  # pipeline boundary: the next analyst speaks instead
-                reason, detail = "error", f"{type(exc).__name__}: {exc}"
+                # The class only: the API serves the detail, and an exception's text
+                # may hold a request URL with a key in it. The log has the rest.
+                reason, detail = "error", f"{type(exc).__name__} (details in the sidecar's log)"
                 log.exception("analysis failed", extra={"incident": incident.id, "analyst": name})
             else:
                 return replace(

@@ -7,21 +7,27 @@ a POST form, which every engine accepts and no proxy truncates.
 
 A range query is split into windows of at most ``max_points`` steps per series
 (Prometheus refuses more than 11,000), and the answers are stitched back
-together. Each window starts one step after the previous one ended, so the
-evaluation times are exactly those of one big query and no boundary point
-appears twice.
+together. Its start is aligned down to a multiple of the step, as query
+frontends (Thanos, Mimir) and VictoriaMetrics align it anyway, so every window
+lies on one grid; each window starts one step after the previous one ended, so
+the evaluation times are exactly those of one big query and no boundary point
+appears twice. Only a range query's own windows share a concurrency limit:
+independent calls never queue behind each other inside their time boxes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import socket
+import ssl
 from collections.abc import Awaitable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -40,8 +46,10 @@ from ai_sidecar.promql.base import (
 MAX_POINTS_PER_SERIES = 11_000
 # Longest GET URL sent: under the 8 KiB that common proxies allow, with room for headers.
 MAX_GET_URL = 4096
-# Requests one client has in flight at once, across all its calls.
+# Windows of one range query in flight at once.
 CONCURRENCY = 4
+# More windows than this is a mistake (a tiny step over a long span), not a query.
+MAX_WINDOWS = 1000
 # Statuses that mean "try again later" rather than "the query is wrong".
 _RETRYABLE_CLIENT_STATUSES = (408, 429)
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -53,9 +61,8 @@ LabelKey = tuple[tuple[str, str], ...]
 class HttpPromQLClient:
     """:class:`~ai_sidecar.promql.base.PromQLClient` over aiohttp.
 
-    ``base_url`` may carry a path prefix and ``user:password@``; the latter
-    becomes basic auth unless ``auth`` is given, and is never shown in a
-    message. The session is the caller's.
+    ``base_url`` may carry a path prefix; credentials go in ``auth``, never in
+    the URL, which appears in messages. The session is the caller's.
     """
 
     def __init__(
@@ -70,18 +77,18 @@ class HttpPromQLClient:
         if max_points < 2:
             raise ValueError(f"max_points must be at least 2, got {max_points}")
         parts = urlsplit(base_url)
-        if auth is None and parts.username is not None:
-            auth = BasicAuth(unquote(parts.username), unquote(parts.password or ""))
-        host = parts.netloc.rpartition("@")[2]
-        self._base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+        if "@" in parts.netloc:
+            # Not echoed: the part before the @ is a secret.
+            raise ValueError("give the engine's credentials as auth=, not in the URL")
+        self._base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self._session = session
         self._headers = _auth_headers(auth)
         self._max_points = max_points
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
 
     async def instant(self, query: str, at: datetime, *, time_box: timedelta) -> tuple[Sample, ...]:
         params = [("query", query), ("time", _unix_ms(round(at.timestamp() * 1000)))]
-        data = await _time_boxed(self._call("/api/v1/query", params), time_box)
+        data = await _time_boxed(self._call("/api/v1/query", params, None), time_box)
         return _samples(data)
 
     async def range(
@@ -93,6 +100,15 @@ class HttpPromQLClient:
             raise ValueError(f"step must be positive, got {step}")
         if end_ms < start_ms:
             raise ValueError(f"end ({end}) is before start ({start})")
+        start_ms -= start_ms % step_ms
+        end_ms -= (end_ms - start_ms) % step_ms  # the last evaluation time, on the grid
+        windows = self._windows(start_ms, end_ms, step_ms)
+        if len(windows) > MAX_WINDOWS:
+            raise ValueError(
+                f"{len(windows)} requests of {self._max_points} points would be needed;"
+                f" use a step longer than {step} for this range"
+            )
+        limit = asyncio.Semaphore(self._concurrency)
         calls = [
             self._call(
                 "/api/v1/query_range",
@@ -102,31 +118,35 @@ class HttpPromQLClient:
                     ("end", _unix_ms(last)),
                     ("step", _unix_ms(step_ms)),
                 ],
+                limit,
             )
-            for first, last in self._windows(start_ms, end_ms, step_ms)
+            for first, last in windows
         ]
         answers = await _time_boxed(gather_all(calls), time_box)
         return _stitch([_matrix(data) for data in answers])
 
     def _windows(self, start_ms: int, end_ms: int, step_ms: int) -> list[tuple[int, int]]:
         """(first, last) evaluation times in milliseconds of each request of a range query."""
-        windows = []
-        first = start_ms
-        while first <= end_ms:
-            last = min(end_ms, first + (self._max_points - 1) * step_ms)
-            windows.append((first, last))
-            first = last + step_ms
-        return windows
+        span = (self._max_points - 1) * step_ms
+        return [
+            (first, min(end_ms, first + span))
+            for first in range(start_ms, end_ms + 1, span + step_ms)
+        ]
 
-    async def _call(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
+    async def _call(
+        self, path: str, params: Sequence[tuple[str, str]], limit: asyncio.Semaphore | None
+    ) -> Any:
+        async with limit or contextlib.nullcontext():
+            return await self._request(path, params)
+
+    async def _request(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
         url = self._base + path
         form = urlencode(params)
-        async with self._semaphore:
-            if len(url) + 1 + len(form) <= MAX_GET_URL:
-                status, body = await self._send("GET", f"{url}?{form}")
-                if status != 414:  # URI Too Long: a proxy with a shorter limit than ours
-                    return _data(status, body)
-            status, body = await self._send("POST", url, form)
+        if len(url) + 1 + len(form) <= MAX_GET_URL:
+            status, body = await self._send("GET", f"{url}?{form}")
+            if status != 414:  # URI Too Long: a proxy with a shorter limit than ours
+                return _data(status, body)
+        status, body = await self._send("POST", url, form)
         return _data(status, body)
 
     async def _send(self, method: str, url: str, form: str | None = None) -> tuple[int, bytes]:
@@ -176,10 +196,17 @@ def _unix_ms(millis: int) -> str:
 
 
 def _client_error(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate not trusted: {exc.certificate_error}"
     if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(cause, socket.gaierror):  # its errno is a resolver code, not an OS errno
+            return f"cannot resolve the host: {cause.strerror}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed: {cause.reason or cause}"
         # asyncio's own text repeats the address; the errno's text says why.
-        errno = exc.os_error.errno
-        return os.strerror(errno) if errno else str(exc.os_error) or type(exc.os_error).__name__
+        errno = cause.errno
+        return os.strerror(errno) if errno else str(cause) or type(cause).__name__
     return str(exc) or type(exc).__name__
 
 

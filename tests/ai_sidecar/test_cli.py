@@ -88,3 +88,10 @@ def test_prometheus_token_comes_from_a_file_and_never_shows(tmp_path):
     assert str(refused.value) == (
         "set SCOUT_PROMETHEUS_BEARER_TOKEN or SCOUT_PROMETHEUS_BEARER_TOKEN_FILE, not both"
     )
+
+
+def test_a_prometheus_token_without_a_prometheus_url_is_refused():
+    args = build_parser().parse_args(["serve", "--web.insecure-no-auth"])
+    with pytest.raises(ConfigError) as refused:
+        settings_from(args, {"SCOUT_PROMETHEUS_BEARER_TOKEN": "canary-lonely-5"})
+    assert str(refused.value) == "a Prometheus token is set but SCOUT_PROMETHEUS_URL is not"

@@ -69,8 +69,20 @@ def test_typed_fields_round_trip_through_the_header():
         skipped_analysts=(SkippedAnalyst("gemini", "timeout", "no analysis within 12s"),),
     )
     header = incident_header_to_json(original)
-    assert "extra" not in header
+    # The legacy copy is written for rollbacks but never read over the typed keys.
+    header["extra"] = {"peak_priority": "P4", "analysed_version": 1}
     assert header["skippedAnalysts"] == [
         {"analyst": "gemini", "reason": "timeout", "detail": "no analysis within 12s"}
     ]
     assert incident_from_header(header, original.members.values()) == original
+
+
+def test_a_new_header_still_carries_what_the_last_release_reads_from_extra():
+    # A rollback to the release before typed fields loads headers with
+    # dict(data["extra"]) and reads these keys: a header without them would
+    # stop its worker and its API.
+    loaded = incident_from_header(LEGACY_HEADER, [])
+    written = incident_header_to_json(loaded)
+    assert written["extra"] == LEGACY_HEADER["extra"]
+    bare = incident_header_to_json(incident(member("Test", "h1")))
+    assert bare["extra"] == {}

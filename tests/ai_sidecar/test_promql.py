@@ -27,6 +27,7 @@ from aiohttp import web
 
 from ai_sidecar.promql import (
     BadQueryError,
+    BasicAuth,
     BearerToken,
     HttpPromQLClient,
     QueryTimeoutError,
@@ -322,13 +323,31 @@ async def test_a_call_that_outlasts_its_time_box_is_cut_off(engine, session):
 
 async def test_an_engine_that_is_down_is_unavailable_without_credentials(session):
     port = free_port()
-    client = HttpPromQLClient(f"http://scout:s3cret@127.0.0.1:{port}/prefix/", session)
+    client = HttpPromQLClient(
+        f"http://127.0.0.1:{port}/prefix/", session, auth=BasicAuth("scout", "s3cret")
+    )
     with pytest.raises(UnavailableError) as down:
         await client.instant("up", START, time_box=BOX)
     assert str(down.value) == (
         f"cannot reach Prometheus at http://127.0.0.1:{port}/prefix: Connection refused"
     )
-    assert "s3cret" not in repr(client.__dict__)
+
+
+def test_credentials_in_the_url_are_refused_without_being_echoed(session):
+    with pytest.raises(ValueError, match=r"^give the engine's credentials as auth=") as refused:
+        HttpPromQLClient("http://scout:s3cret@127.0.0.1:9090", session)
+    assert "s3cret" not in str(refused.value)
+
+
+async def test_an_unknown_host_says_it_cannot_be_resolved(session):
+    client = HttpPromQLClient("http://no-such-host.invalid:9090", session)
+    with pytest.raises(UnavailableError) as down:
+        await client.instant("up", START, time_box=BOX)
+    message = str(down.value)
+    assert message.startswith(
+        "cannot reach Prometheus at http://no-such-host.invalid:9090: cannot resolve the host: "
+    )
+    assert "Unknown error" not in message
 
 
 @pytest.fixture
@@ -359,8 +378,9 @@ async def test_credentials_are_sent_as_headers(recorder, session):
     await HttpPromQLClient(base, session, auth=BearerToken("t0ken")).instant(
         "up", START, time_box=BOX
     )
-    userinfo = base.replace("http://", "http://scout:s3cret@")
-    await HttpPromQLClient(userinfo, session).instant("up", START, time_box=BOX)
+    await HttpPromQLClient(base, session, auth=BasicAuth("scout", "s3cret")).instant(
+        "up", START, time_box=BOX
+    )
     assert [r.headers.get("Authorization") for r in seen] == [
         "Bearer t0ken",
         "Basic c2NvdXQ6czNjcmV0",  # scout:s3cret
@@ -405,3 +425,58 @@ async def test_a_time_box_bounds_a_stalled_engine(aiohttp_server, session):
     client = HttpPromQLClient(str(server.make_url("")), session)
     with pytest.raises(QueryTimeoutError, match="did not answer within 300ms"):
         await client.range("up", START, END, MINUTE, time_box=timedelta(milliseconds=300))
+
+
+@pytest.fixture
+async def slow_engine(aiohttp_server) -> tuple[str, list[tuple[float, float]], list[str]]:
+    """An engine that answers after 300 ms, as a remote Thanos or Mimir may; records
+    each request's (start, end) query parameters and its arrival order."""
+    ranges: list[tuple[float, float]] = []
+    in_flight: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        params = request.query if request.method == "GET" else await request.post()
+        if "start" in params:
+            ranges.append((float(str(params["start"])), float(str(params["end"]))))
+        in_flight.append(request.path)
+        await asyncio.sleep(0.3)
+        kind = "matrix" if "start" in params else "vector"
+        return web.json_response({"status": "success", "data": {"resultType": kind, "result": []}})
+
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/query", answer)
+    app.router.add_route("*", "/api/v1/query_range", answer)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return str(server.make_url("")).rstrip("/"), ranges, in_flight
+
+
+async def test_independent_calls_do_not_queue_behind_each_other(slow_engine, session):
+    # 24 calls at once is what four incidents' contexts ask for together; each
+    # takes 300 ms, so any shared limit of a few in flight would blow the 1 s box.
+    base, _, in_flight = slow_engine
+    client = HttpPromQLClient(base, session)
+    box = timedelta(seconds=1)
+    answers = await asyncio.gather(*(client.instant("up", START, time_box=box) for _ in range(24)))
+    assert answers == [()] * 24
+    assert len(in_flight) == 24
+
+
+async def test_a_range_starts_on_its_step_grid_in_every_window(slow_engine, session):
+    base, ranges, _ = slow_engine
+    client = HttpPromQLClient(base, session, max_points=100)
+    start = START + timedelta(seconds=37)  # off the minute grid
+    await client.range("up", start, start + timedelta(hours=4), MINUTE, time_box=BOX)
+    assert len(ranges) == 3  # 241 points in windows of 100
+    first_start = START.timestamp()
+    assert sorted(ranges)[0][0] == first_start  # aligned down to the minute
+    assert all((lo - first_start) % 60 == 0 and (hi - first_start) % 60 == 0 for lo, hi in ranges)
+
+
+async def test_a_range_needing_too_many_requests_is_refused(slow_engine, session):
+    base, ranges, _ = slow_engine
+    client = HttpPromQLClient(base, session)
+    with pytest.raises(ValueError, match="use a step longer than 0:00:01 for this range"):
+        await client.range(
+            "up", START, START + timedelta(days=400), timedelta(seconds=1), time_box=BOX
+        )
+    assert ranges == []

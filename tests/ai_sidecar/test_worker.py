@@ -158,7 +158,7 @@ async def test_a_member_added_during_analysis_is_not_lost(tmp_path):
 @pytest.mark.parametrize(
     ("analyst", "reason", "detail"),
     [
-        (FailingAnalyst(), "error", "RuntimeError: analyst bug"),
+        (FailingAnalyst(), "error", "RuntimeError (details in the sidecar's log)"),
         (StuckAnalyst(), "timeout", "no analysis within 0.2s"),
     ],
 )
@@ -324,6 +324,29 @@ async def test_a_resolution_goes_back_even_when_its_analysis_fails(tmp_path):
     # Still owed a fresh analysis: it is retried, not forgotten.
     assert await worker.analyse_pending() == 1
     assert analyst.calls == 3
+    await db.close()
+
+
+async def test_when_the_whole_chain_fails_the_last_analysis_goes_back(tmp_path):
+    # The fallback itself fails on the resolution: the copies still go back,
+    # resolved, under the analysis people already saw.
+    db = await open_db(tmp_path)
+    worker, sink, _ = make_worker(db, fallback=FailsAfterFirst())
+    await worker.start()
+    await db.ingest([alert("DeviceDown", site="ams", instance="r1")], T0)
+    await worker.correlate_once()
+    assert await worker.analyse_pending() == 1
+    resolved = alert(
+        "DeviceDown", status="resolved", ends=timedelta(minutes=1), site="ams", instance="r1"
+    )
+    await db.ingest([resolved], T0)
+    await worker.correlate_once()
+    await worker.analyse_pending()
+    last = sink.scheduled[-1]
+    assert last.status == "resolved"
+    assert last.analysis is not None
+    assert last.analysis.summary == "first"
+    assert last.analyst == "flaky"
     await db.close()
 
 
