@@ -51,7 +51,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Self, cast
+from typing import Annotated, Literal, Self
 
 import bcrypt
 from aiohttp import web
@@ -375,7 +375,7 @@ def _prepare(
         dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
     tls = config.tls_server_config
     context = None if tls is None else build_ssl_context(tls, base, source)
-    client_cas = cast(list[bytes], context.get_ca_certs(binary_form=True)) if context else []
+    client_cas = context.get_ca_certs(binary_form=True) if context else []
     return PreparedWebConfig(
         config=config,
         users=users,
@@ -496,11 +496,12 @@ class WebSecurity:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         active = self._active
         if self._resumes_an_outdated_session(request):
-            return web.Response(
+            refused = web.Response(
                 status=403,
                 text="TLS session predates a change of client CAs; reconnect without resuming\n",
-                headers={"Connection": "close"},
             )
+            refused.force_close()  # the next request must come with a new handshake
+            return refused
         tls = active.config.tls_server_config
         sans = tls.client_allowed_sans if tls is not None else []
         if sans and not _san_allowed(request, sans):
@@ -520,7 +521,9 @@ class WebSecurity:
         if changed_at is None or request.transport is None:
             return False
         connection = request.transport.get_extra_info("ssl_object")
-        if not isinstance(connection, ssl.SSLObject | ssl.SSLSocket) or not connection.session_reused:
+        if not isinstance(connection, ssl.SSLObject | ssl.SSLSocket):
+            return False
+        if not connection.session_reused:
             return False
         session = connection.session
         # The session's time is whole seconds, rounded down: a session from the
