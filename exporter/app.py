@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -73,10 +74,14 @@ async def metrics(request: web.Request) -> web.Response:
 def _landing(kinds: Sequence[AnyKind]) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def landing(request: web.Request) -> web.Response:
         collectors = ", ".join(sorted(request.app[LIVE_CONFIG].collectors)) or "none"
+        reload_how = (
+            "POST /-/reload or send SIGHUP"
+            if request.app[SETTINGS].enable_lifecycle
+            else "Send SIGHUP (POST /-/reload needs --web.enable-lifecycle)"
+        )
         return landing_page(
             f"Scout exporter {__version__}",
-            f"Collectors enabled: {collectors}."
-            " POST /-/reload or send SIGHUP to reload the config.",
+            f"Collectors enabled: {collectors}. {reload_how} to reload the config.",
             (
                 ("/metrics", "metrics of this host and of the exporter"),
                 ("/config", "the config in force, secrets masked"),
@@ -101,14 +106,17 @@ async def reload_config(app: web.Application) -> str | None:
     new config, the old ones closed and the new ones started.
     """
     live = app[LIVE_CONFIG]
+    security = app[WEB_SECURITY]
     try:
-        # The web config first: it changes nothing unless all of it is valid and applies.
-        app[WEB_SECURITY].reload()
+        # Both or neither: the web config is built (off the loop: files, bcrypt)
+        # but put in force only once the main config has taken.
+        web_config = await asyncio.to_thread(security.prepare)
         await live.reload()
     except (ConfigError, WebConfigError) as exc:
         live.last_reload_successful = False
         log.error("config reload failed, keeping the previous config: %s", exc)
         return str(exc)
+    security.commit(web_config)
     log.info("config reloaded")
     return None
 

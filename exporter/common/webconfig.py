@@ -20,10 +20,18 @@ reason, never ignored.
 
 The file is read at start and again on every reload (SIGHUP or
 ``POST /-/reload``); exporter-toolkit reads it on every request instead. A
-reload takes new users, headers, certificates, keys and client CAs at once;
-the listener's protocol settings (client_auth_type, versions, ciphers, curves)
-are fixed when the socket opens, so a reload that changes them fails and says
-a restart is needed.
+reload is two steps, so it can take effect together with the main config or
+not at all: :meth:`WebSecurity.prepare` reads and builds everything and
+changes nothing, :meth:`WebSecurity.commit` puts the result in force. A reload
+takes new users, headers, certificates, keys and client CAs at once; the
+listener's protocol settings (client_auth_type, versions, ciphers, curves) are
+fixed when the socket opens, so a reload that changes them fails and says a
+restart is needed.
+
+No TLS session tickets are issued, so no client resumes a session across a
+reload; a TLS 1.2 session-ID resumption (OpenSSL's server cache, which Python
+cannot turn off) of a session made before the client CAs changed is refused
+per request.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import re
 import secrets
 import ssl
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -295,6 +304,10 @@ def _check_readable(tls: TlsServerConfig, base: Path, source: str) -> None:
 def build_ssl_context(tls: TlsServerConfig, base: Path, source: str) -> ssl.SSLContext:
     """A server context for ``tls``; files are read now. Raises :class:`WebConfigError`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # No session tickets (TLS 1.3 or 1.2): a resumed session skips the client
+    # certificate check, so one issued before a reload could outlive a removed CA.
+    context.num_tickets = 0
+    context.options |= ssl.OP_NO_TICKET
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
     _check_readable(tls, base, source)
@@ -333,28 +346,42 @@ def build_ssl_context(tls: TlsServerConfig, base: Path, source: str) -> ssl.SSLC
 
 
 @dataclass(frozen=True, slots=True)
-class _Active:
-    """One load of the file: what requests are checked against until the next reload."""
+class PreparedWebConfig:
+    """One load of the file, built and checked: what :meth:`WebSecurity.commit` puts in force."""
 
     config: WebConfig
     users: Mapping[str, bytes]
     # Checked when the user is unknown, so the answer takes as long as for a known one.
     dummy_hash: bytes
     context: ssl.SSLContext | None
+    # The client CA certificates (DER) the context verifies against.
+    client_cas: frozenset[bytes]
 
 
-def _activate(config: WebConfig, base: Path, source: str) -> _Active:
+def _bcrypt_cost(hashed: bytes) -> int:
+    return int(hashed.split(b"$")[2])
+
+
+def _prepare(
+    config: WebConfig, base: Path, source: str, dummies: Mapping[int, bytes]
+) -> PreparedWebConfig:
     users = {
         name: hashed.get_secret_value().encode() for name, hashed in config.basic_auth_users.items()
     }
     # The dummy costs as much as the dearest real hash: unknown and known users look alike.
-    cost = max((int(h.split(b"$")[2]) for h in users.values()), default=4)
+    cost = max((_bcrypt_cost(h) for h in users.values()), default=4)
+    dummy = dummies.get(cost)
+    if dummy is None:
+        dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
     tls = config.tls_server_config
-    return _Active(
+    context = None if tls is None else build_ssl_context(tls, base, source)
+    client_cas = context.get_ca_certs(binary_form=True) if context else []
+    return PreparedWebConfig(
         config=config,
         users=users,
-        dummy_hash=bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost)),
-        context=None if tls is None else build_ssl_context(tls, base, source),
+        dummy_hash=dummy,
+        context=context,
+        client_cas=frozenset(client_cas),
     )
 
 
@@ -377,8 +404,9 @@ class WebSecurity:
     """The web config in force: the TLS context, basic auth and response headers.
 
     Requests are checked by :meth:`middleware`; :meth:`add_headers` runs as the
-    app's ``on_response_prepare`` hook; :meth:`reload` reads the file again.
-    Without a file every request is let through, as before.
+    app's ``on_response_prepare`` hook; a reload is :meth:`prepare` (read the
+    file again, change nothing) then :meth:`commit`. Without a file every
+    request is let through, as before.
     """
 
     def __init__(self, path: Path | None = None) -> None:
@@ -388,12 +416,15 @@ class WebSecurity:
         # The cache holds keyed hashes of passwords, never the passwords.
         self._cache_key = secrets.token_bytes(32)
         self._listener: ssl.SSLContext | None = None
+        # When the client CAs last changed (time.time()); a TLS session made
+        # before then was verified against CAs no longer trusted.
+        self._client_cas_changed_at: float | None = None
 
-    def _load(self) -> _Active:
+    def _load(self) -> PreparedWebConfig:
         if self._path is None:
-            return _activate(WebConfig(), Path("."), "")
+            return _prepare(WebConfig(), Path("."), "", {})
         config = load_web_config(self._path)
-        return _activate(config, self._path.parent, str(self._path))
+        return _prepare(config, self._path.parent, str(self._path), {})
 
     @property
     def config(self) -> WebConfig:
@@ -412,15 +443,20 @@ class WebSecurity:
         self, connection: ssl.SSLObject, _name: str | None, _: ssl.SSLContext
     ) -> None:
         # Certificate, key and client CA store follow the swapped context;
-        # verify mode and protocol settings stay the listener's (see reload).
+        # verify mode and protocol settings stay the listener's (see prepare).
         newest = self._active.context
         if newest is not None and newest is not connection.context:
             connection.context = newest
 
-    def reload(self) -> None:
-        """Read the file again; on error keep the settings in force and raise."""
+    def prepare(self) -> PreparedWebConfig | None:
+        """Read and build the file again without changing anything in force.
+
+        Returns what :meth:`commit` applies (``None`` without a file); raises
+        :class:`WebConfigError` when the file is invalid or cannot be applied.
+        Blocking (files, and bcrypt for a new cost): run it off the event loop.
+        """
         if self._path is None:
-            return
+            return None
         config = load_web_config(self._path)
         before, after = self._active.config.tls_server_config, config.tls_server_config
         if (before is None) != (after is None):
@@ -437,7 +473,18 @@ class WebSecurity:
                     " restart scout-exporter to apply it (a reload takes new"
                     " certificates, keys, client CAs, users and headers only)"
                 )
-        self._active = _activate(config, self._path.parent, str(self._path))
+        # The dummy hash is reused while the cost stays: bcrypt at a high cost takes seconds.
+        active = self._active
+        dummies = {_bcrypt_cost(active.dummy_hash): active.dummy_hash}
+        return _prepare(config, self._path.parent, str(self._path), dummies)
+
+    def commit(self, prepared: PreparedWebConfig | None) -> None:
+        """Put what :meth:`prepare` built in force, from the next request and handshake on."""
+        if prepared is None:
+            return
+        if prepared.client_cas != self._active.client_cas:
+            self._client_cas_changed_at = time.time()
+        self._active = prepared
         self._verified.clear()
 
     async def add_headers(self, _: web.Request, response: web.StreamResponse) -> None:
@@ -448,6 +495,13 @@ class WebSecurity:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         active = self._active
+        if self._resumes_an_outdated_session(request):
+            refused = web.Response(
+                status=403,
+                text="TLS session predates a change of client CAs; reconnect without resuming\n",
+            )
+            refused.force_close()  # the next request must come with a new handshake
+            return refused
         tls = active.config.tls_server_config
         sans = tls.client_allowed_sans if tls is not None else []
         if sans and not _san_allowed(request, sans):
@@ -460,7 +514,23 @@ class WebSecurity:
             )
         return await handler(request)
 
-    async def _authenticated(self, request: web.Request, active: _Active) -> bool:
+    def _resumes_an_outdated_session(self, request: web.Request) -> bool:
+        # A resumed session skips certificate verification: its client was
+        # verified against the CAs in force when the session was made.
+        changed_at = self._client_cas_changed_at
+        if changed_at is None or request.transport is None:
+            return False
+        connection = request.transport.get_extra_info("ssl_object")
+        if not isinstance(connection, ssl.SSLObject | ssl.SSLSocket):
+            return False
+        if not connection.session_reused:
+            return False
+        session = connection.session
+        # The session's time is whole seconds, rounded down: a session from the
+        # same second as the change counts as older (refused, never let through).
+        return session is None or session.time <= changed_at
+
+    async def _authenticated(self, request: web.Request, active: PreparedWebConfig) -> bool:
         credentials = _basic_credentials(request.headers.get("Authorization", ""))
         if credentials is None:
             return False

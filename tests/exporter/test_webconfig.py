@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
+import socket
+import ssl
+import threading
 from pathlib import Path
 
 import bcrypt
@@ -354,7 +359,7 @@ async def test_reload_refuses_tls_settings_the_listener_cannot_change(tmp_path, 
     listener = security.ssl_context()
     path.write_text(TLS + "  min_version: TLS13\n  curve_preferences: [CurveP384]\n")
     with pytest.raises(WebConfigError) as caught:
-        security.reload()
+        security.prepare()
     assert str(caught.value) == (
         f"{path}: tls_server_config: min_version, curve_preferences changed; restart"
         " scout-exporter to apply it (a reload takes new certificates, keys, client CAs,"
@@ -362,9 +367,126 @@ async def test_reload_refuses_tls_settings_the_listener_cannot_change(tmp_path, 
     )
     path.write_text("")
     with pytest.raises(WebConfigError, match="TLS cannot be turned on or off by a reload"):
-        security.reload()
+        security.prepare()
     assert security.ssl_context() is listener
     assert security.config.tls_server_config is not None
+
+
+async def test_failed_main_config_reload_keeps_the_old_web_config(aiohttp_client, tmp_path):
+    config = write(tmp_path, "auths: {}\n", name="scout.yml")
+    web_config = write(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\n")
+    settings = Settings(
+        config_file=config,
+        web_config_file=web_config,
+        enabled_collectors=frozenset(),
+        enable_lifecycle=True,
+    )
+    client = await aiohttp_client(create_app(settings))
+    web_config.write_text(f"basic_auth_users:\n  mallory: '{HASH}'\n")  # valid
+    config.write_text("auths: [broken\n")  # invalid
+    response = await client.post("/-/reload", headers=basic("alice", PASSWORD))
+    assert response.status == 500, await response.text()
+    # Neither config took: the old users still pass, the new one is refused.
+    assert (await client.get("/", headers=basic("alice", PASSWORD))).status == 200
+    assert (await client.get("/", headers=basic("mallory", PASSWORD))).status == 401
+    config.write_text("auths: {}\n")
+    response = await client.post("/-/reload", headers=basic("alice", PASSWORD))
+    assert response.status == 200, await response.text()
+    assert (await client.get("/", headers=basic("mallory", PASSWORD))).status == 200
+    assert (await client.get("/", headers=basic("alice", PASSWORD))).status == 401
+
+
+async def test_reload_makes_the_dummy_hash_off_the_event_loop(client, web_file, monkeypatch):
+    threads: list[threading.Thread] = []
+    real = bcrypt.hashpw
+
+    def recording(password: bytes, salt: bytes) -> bytes:
+        threads.append(threading.current_thread())
+        return real(password, salt)
+
+    monkeypatch.setattr(webconfig.bcrypt, "hashpw", recording)
+    # The same cost: the dummy hash made at start is reused.
+    assert (await client.post("/-/reload", headers=basic("alice", PASSWORD))).status == 200
+    assert threads == []
+    dearer = real(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
+    web_file.write_text(f"basic_auth_users:\n  alice: '{dearer}'\n")
+    assert (await client.post("/-/reload", headers=basic("alice", PASSWORD))).status == 200
+    assert len(threads) == 1
+    assert threads[0] is not threading.main_thread()
+    assert client.app[WEB_SECURITY]._active.dummy_hash.split(b"$")[2] == b"05"
+
+
+# --- TLS session resumption across a change of client CAs -------------------------------
+
+
+def fetch_healthy(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[int, bool, ssl.SSLSession | None]:
+    """GET /-/healthy on a new connection: the status, whether the session was resumed, it."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+    ):
+        tls.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(4096):
+            answer += chunk
+        return int(answer.split()[1]), tls.session_reused, tls.session
+
+
+def mutual_tls(ca: CertificateAuthority, server_dir: Path) -> str:
+    return (
+        "tls_server_config:\n"
+        f"  cert_file: {server_dir / 'server.crt'}\n"
+        f"  key_file: {server_dir / 'server.key'}\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+        f"  client_ca_file: {ca.pair.cert}\n"
+    )
+
+
+@pytest.fixture
+async def mutual_tls_server(aiohttp_server, tmp_path):
+    """A server verifying clients against the "first" CA, and a client certificate from it."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = CertificateAuthority(tmp_path / "first", "first")
+    second = CertificateAuthority(tmp_path / "second", "second")
+    first.server()
+    client = first.client()
+    path = write(tmp_path, mutual_tls(first, tmp_path / "first"))
+    security = WebSecurity(path)
+    app = create_app(Settings(enabled_collectors=frozenset()), security=security)
+    server = await aiohttp_server(app, ssl=security.ssl_context())
+    context = ssl.create_default_context(cafile=first.pair.cert)
+    context.load_cert_chain(client.cert, client.key)
+    return server, security, path, mutual_tls(second, tmp_path / "first"), context
+
+
+async def test_no_session_tickets_so_tls13_never_resumes(mutual_tls_server):
+    server, _security, _path, _second, context = mutual_tls_server
+    status, resumed, session = await asyncio.to_thread(fetch_healthy, server.port, context)
+    assert (status, resumed) == (200, False)
+    status, resumed, _ = await asyncio.to_thread(fetch_healthy, server.port, context, session)
+    assert (status, resumed) == (200, False)
+
+
+async def test_tls12_session_from_before_a_client_ca_change_is_refused(mutual_tls_server):
+    server, security, path, second_ca_config, context = mutual_tls_server
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # session IDs: OpenSSL's server cache
+    status, resumed, session = await asyncio.to_thread(fetch_healthy, server.port, context)
+    assert (status, resumed) == (200, False)
+    # Resuming works while the client CAs stay the same, across a reload too.
+    security.commit(security.prepare())
+    status, resumed, _ = await asyncio.to_thread(fetch_healthy, server.port, context, session)
+    assert (status, resumed) == (200, True)
+    path.write_text(second_ca_config)
+    security.commit(security.prepare())
+    # A new handshake fails: the client's certificate is not from the second CA ...
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await asyncio.to_thread(fetch_healthy, server.port, context)
+    # ... and resuming the session it was verified in gets no further.
+    status, resumed, _ = await asyncio.to_thread(fetch_healthy, server.port, context, session)
+    assert (status, resumed) == (403, True)
 
 
 # --- POST /-/reload: --web.enable-lifecycle and browsers ----------------------------------
@@ -377,6 +499,21 @@ async def test_reload_over_http_needs_the_lifecycle_flag(aiohttp_client, tmp_pat
     assert response.status == 403
     assert "--web.enable-lifecycle" in await response.text()
     assert "SIGHUP" in await response.text()
+
+
+@pytest.mark.parametrize(
+    ("enable_lifecycle", "expected"),
+    [
+        (True, "POST /-/reload or send SIGHUP to reload the config."),
+        (False, "Send SIGHUP (POST /-/reload needs --web.enable-lifecycle) to reload the config."),
+    ],
+)
+async def test_landing_page_names_the_reload_that_works(aiohttp_client, enable_lifecycle, expected):
+    settings = Settings(enabled_collectors=frozenset(), enable_lifecycle=enable_lifecycle)
+    client = await aiohttp_client(create_app(settings))
+    text = await (await client.get("/")).text()
+    assert expected in text
+    assert ("POST /-/reload or send SIGHUP" in text) is enable_lifecycle
 
 
 @pytest.fixture
@@ -399,6 +536,7 @@ CROSS_SITE = [
 
 @pytest.mark.parametrize("headers", CROSS_SITE)
 async def test_cross_site_browser_posts_cannot_reload(open_client, headers, caplog):
+    caplog.set_level(logging.INFO)  # "config reloaded" is logged at INFO
     response = await open_client.post("/-/reload", headers=headers, data=b"a=1")
     assert response.status == 403
     assert (await response.text()).startswith("refused: ")
