@@ -18,7 +18,7 @@ from ai_sidecar.context import (
     trend_of,
     value_expression,
 )
-from ai_sidecar.promql import HttpPromQLClient
+from ai_sidecar.promql import BasicAuth, HttpPromQLClient, PromQLAuth
 from scripts.localstack import free_port
 from tests.ai_sidecar.builders import member
 from tests.conftest import promql, wait_for
@@ -29,10 +29,13 @@ def graph_link(base: str, expr: str) -> str:
 
 
 def source(
-    session: aiohttp.ClientSession, base_url: str | None, timeout: float = 5.0
+    session: aiohttp.ClientSession,
+    base_url: str | None,
+    timeout: float = 5.0,
+    auth: PromQLAuth | None = None,
 ) -> PrometheusContext:
     return PrometheusContext(
-        None if base_url is None else HttpPromQLClient(base_url, session),
+        None if base_url is None else HttpPromQLClient(base_url, session, auth=auth),
         timeout=timedelta(seconds=timeout),
         range=timedelta(seconds=20),
         step=timedelta(seconds=1),
@@ -117,9 +120,9 @@ async def test_prometheus_down_is_unavailable_with_a_reason():
     port = free_port()
     link = graph_link("http://prometheus.invalid:9090", "up == 0")
     async with aiohttp.ClientSession() as session:
-        context = await source(session, f"http://scout:s3cret@127.0.0.1:{port}").context(
-            member(generator_url=link, fingerprint="f00d")
-        )
+        context = await source(
+            session, f"http://127.0.0.1:{port}", auth=BasicAuth("scout", "s3cret")
+        ).context(member(generator_url=link, fingerprint="f00d"))
     assert context == MemberContext(
         "f00d",
         False,

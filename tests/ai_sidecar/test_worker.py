@@ -296,22 +296,25 @@ class FailsAfterFirst:
         return Analysis("first", "x", "y", (), 0.5, 0.1)
 
 
-async def test_a_resolution_goes_back_even_when_its_analysis_fails(tmp_path):
-    db = await open_db(tmp_path)
-    analyst = FailsAfterFirst()
-    worker, sink, metrics = make_worker(db, analyst)
+async def analyse_then_resolve(worker: Worker, db: Store) -> None:
+    """One alert analysed once, then its resolution correlated and analysed."""
     await worker.start()
-    down = alert("DeviceDown", site="ams", instance="r1")
-    await db.ingest([down], T0)
+    await db.ingest([alert("DeviceDown", site="ams", instance="r1")], T0)
     await worker.correlate_once()
     assert await worker.analyse_pending() == 1
-
     resolved = alert(
         "DeviceDown", status="resolved", ends=timedelta(minutes=1), site="ams", instance="r1"
     )
     await db.ingest([resolved], T0)
     await worker.correlate_once()
     await worker.analyse_pending()
+
+
+async def test_a_resolution_goes_back_even_when_its_analysis_fails(tmp_path):
+    db = await open_db(tmp_path)
+    analyst = FailsAfterFirst()
+    worker, sink, metrics = make_worker(db, analyst)
+    await analyse_then_resolve(worker, db)
     last = sink.scheduled[-1]
     assert last.status == "resolved"
     assert last.analysis is not None
@@ -332,16 +335,7 @@ async def test_when_the_whole_chain_fails_the_last_analysis_goes_back(tmp_path):
     # resolved, under the analysis people already saw.
     db = await open_db(tmp_path)
     worker, sink, _ = make_worker(db, fallback=FailsAfterFirst())
-    await worker.start()
-    await db.ingest([alert("DeviceDown", site="ams", instance="r1")], T0)
-    await worker.correlate_once()
-    assert await worker.analyse_pending() == 1
-    resolved = alert(
-        "DeviceDown", status="resolved", ends=timedelta(minutes=1), site="ams", instance="r1"
-    )
-    await db.ingest([resolved], T0)
-    await worker.correlate_once()
-    await worker.analyse_pending()
+    await analyse_then_resolve(worker, db)
     last = sink.scheduled[-1]
     assert last.status == "resolved"
     assert last.analysis is not None
