@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 import subprocess
@@ -123,3 +124,59 @@ def prometheus_factory(
         return f"http://127.0.0.1:{port}"
 
     return make
+
+
+# Fixtures that start real daemons (Prometheus, Alertmanager, VictoriaMetrics,
+# snmpd, snmpsim, snmp_exporter, Scout's own processes, network namespaces).
+# A test that uses one, directly or through another fixture, is in the slow lane:
+# `pytest -m "not peers"` leaves it out. Modules that start daemons themselves
+# carry `pytestmark = pytest.mark.peers`.
+PEER_FIXTURES = frozenset(
+    {
+        "start_service",
+        "exporter_factory",
+        "prometheus_factory",
+        "sidecar_factory",
+        "alertmanager",
+        "engine",
+        "snmpd",
+        "own_snmpd",
+        "netns_snmpd",
+        "sim",
+        "snmpsim",
+        "snmp_exporter",
+        "netns",
+        "isolated_netns",
+        "secured_exporter",
+        "tsc",
+    }
+)
+
+
+# Calls in a test's own body that start a process (a Scout CLI, a tool): a
+# fresh interpreter costs about a second, so those tests are in the slow lane too.
+PROCESS_CALLS = (
+    "subprocess.",
+    "sys.executable",
+    "run_cli(",
+    "run_exporter(",
+    "run_in_netns(",
+    "run_on_busy_port(",
+)
+
+
+def _starts_a_process(item: pytest.Item) -> bool:
+    function = getattr(item, "function", None)
+    if function is None:
+        return False
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    return any(call in source for call in PROCESS_CALLS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PEER_FIXTURES.intersection(getattr(item, "fixturenames", ())) or _starts_a_process(item):
+            item.add_marker(pytest.mark.peers)

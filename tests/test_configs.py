@@ -12,6 +12,10 @@ import yaml
 
 from scripts.localstack import write_prometheus_config
 
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
+
 REPO = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((REPO / "prometheus" / "tests").glob("*.yml"))

@@ -8,7 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
 
 REPO = Path(__file__).resolve().parent.parent
 

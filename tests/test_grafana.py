@@ -42,6 +42,10 @@ from scripts.localstack import (
 from tests.conftest import http_get, wait_for
 from tests.peers.snmp import RealSnmpd
 
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
+
 REPO = Path(__file__).resolve().parent.parent
 GRAFANA = REPO / "grafana"
 DASHBOARD_DIR = GRAFANA / "dashboards"

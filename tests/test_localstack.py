@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 
 from scripts.localstack import (
@@ -22,6 +23,10 @@ from scripts.localstack import (
     port_is_free,
 )
 from tests.conftest import promql, wait_for
+
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
 
 REPO = Path(__file__).resolve().parent.parent
 

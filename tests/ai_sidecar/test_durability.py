@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from ai_sidecar.models import Alert
 from scripts.localstack import Service, free_port, sidecar_service
 from tests.ai_sidecar.builders import alert, payload
+
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
 
 TOKEN = "durability-token"
 ALERTS = 10_000

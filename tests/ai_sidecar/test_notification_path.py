@@ -37,6 +37,10 @@ from tests.peers.notify import SlackSink, SmtpSink, email_body, slack_text
 # The enriched group_wait must cover the sidecar's analysis pace (2 s) and a
 # return-trip round, as the shipped 10 s does: deliveries of one storm arrive
 # per alertname and instance, and the notification should show them all.
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
+
 TIMINGS = Timings(enriched_wait="5s", enriched_interval="1s", fail_open="8s", raw_interval="2s")
 FAIL_OPEN = 8.0
 SIDECAR_CONFIG = """\

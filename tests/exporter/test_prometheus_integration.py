@@ -6,7 +6,13 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import http_get, http_post, promql, wait_for
+
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
 
 GOOD = "auths:\n  public_v2: {type: snmp, community: integration-community-secret}\n"
 # The secret sits where a mapping belongs, so an error that echoed input would leak it.

@@ -46,6 +46,10 @@ from tests.peers.snmp import (
     write_if_mib_device,
 )
 
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
+
 SYS_NAME = "1.3.6.1.2.1.1.5.0"
 IF_IN_OCTETS = f"{IF_TABLE}.10"
 IF_HIGH_SPEED = f"{IF_X_TABLE}.15"

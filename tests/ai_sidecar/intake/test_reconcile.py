@@ -7,6 +7,8 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from ai_sidecar.models import Alert, format_time
 from ai_sidecar.notify import (
     RAW_ALERTS_QUERY,
@@ -25,6 +27,10 @@ from tests.conftest import wait_for
 from tests.peers.alertmanager import Alertmanager
 
 # --- the premise of reconciliation ----------------------------------------------------
+
+
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
 
 
 def test_premise_inhibited_resolution_never_reaches_the_webhook(alertmanager, hook):

@@ -21,6 +21,10 @@ from exporter.targets.probe.registry import run_probe
 
 from .conftest import run_in_netns, values_of
 
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
+
 COUNT = 50
 
 

@@ -22,6 +22,10 @@ from tests.peers.snmp import (
     parse_exposition,
 )
 
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+pytestmark = pytest.mark.peers
+
+
 SHA_AES = V3User("scout-authpriv", auth_key="v3-auth-secret-1", priv_key="v3-priv-secret-1")
 SHA256_AES = V3User(
     "scout-sha256",
