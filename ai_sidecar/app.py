@@ -64,11 +64,11 @@ async def landing(_: web.Request) -> web.Response:
         f"Scout AI sidecar {__version__}",
         "Correlates alerts into incidents and explains them.",
         (
-            ("/api/v1/incidents", "incidents (bearer token)"),
             ("/metrics", "the sidecar's own metrics"),
             ("/-/healthy", "liveness"),
             ("/-/ready", "readiness"),
         ),
+        unlinked=(("/api/v1/incidents", "incidents, JSON with the bearer token"),),
     )
 
 

@@ -69,15 +69,26 @@ def format_address(host: str | None, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def landing_page(title: str, intro: str, links: Iterable[tuple[str, str]]) -> web.Response:
+def landing_page(
+    title: str,
+    intro: str,
+    links: Iterable[tuple[str, str]],
+    unlinked: Iterable[tuple[str, str]] = (),
+) -> web.Response:
+    """A small accessible page; ``unlinked`` paths are named, not linked (a browser
+    following them would only get a 401, as with a token-protected API)."""
     items = "".join(
         f'<li><a href="{html.escape(href)}">{html.escape(href)}</a> {html.escape(text)}</li>'
         for href, text in links
+    ) + "".join(
+        f"<li><code>{html.escape(path)}</code> {html.escape(text)}</li>" for path, text in unlinked
     )
     body = (
-        f"<!doctype html><html><head><title>{html.escape(title)}</title></head><body>"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title></head><body><main>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p><ul>{items}</ul>"
-        "</body></html>"
+        "</main></body></html>"
     )
     return web.Response(text=body, content_type="text/html")
 

@@ -59,7 +59,12 @@ async def test_metrics_health_and_landing(aiohttp_client, tmp_path):
     assert (await client.get("/-/healthy")).status == 200
     assert (await client.get("/-/ready")).status == 200
     landing = await (await client.get("/")).text()
-    assert 'href="/api/v1/incidents"' in landing
+    # Named, not linked: a browser following the link would only get a 401.
+    assert "<code>/api/v1/incidents</code>" in landing
+    assert 'href="/api/v1/incidents"' not in landing
+    assert '<html lang="en">' in landing
+    assert '<meta name="viewport"' in landing
+    assert "<main>" in landing
 
 
 async def test_two_apps_do_not_share_metrics(aiohttp_client, tmp_path):
