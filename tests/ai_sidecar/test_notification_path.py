@@ -310,7 +310,7 @@ def test_an_incident_that_escalates_is_never_reported_resolved_while_open(
         assert not [t for t in texts if "[RESOLVED]" in t], texts
         assert texts[-1].count("*Priority* P2") == 1
         assert raw(slack.messages()) == []
-        assert len(smtp.messages()) == 1
+        assert len(smtp.messages()) == 1, [(m["Subject"], m["Date"]) for m in smtp.messages()]
 
 
 def test_raw_alerts_reach_people_when_the_sidecar_dies_after_enriching(
