@@ -36,12 +36,15 @@ class SessionStats:
 
     ``pdus_sent`` counts every datagram sent (first tries, retries and v3 engine
     discovery); ``retries`` the resends after an unanswered one; ``timeouts``
-    the tries that went unanswered, whether or not a retry then succeeded.
+    the tries that went unanswered, whether or not a retry then succeeded;
+    ``replies`` the answers received, reports included, which is what tells a
+    device that answers (even "wrong password") from one that is unreachable.
     """
 
     pdus_sent: int = 0
     retries: int = 0
     timeouts: int = 0
+    replies: int = 0
 
 
 @dataclass(slots=True)
@@ -158,6 +161,7 @@ class Transport:
                     if repetitions is not None and repetitions.value > 1:
                         repetitions.value //= 2
                     continue
+                self.stats.replies += 1
                 if reply.request_id not in ids and reply.tag != ber.REPORT:
                     raise SnmpProtocolError(
                         f"{self.where} answered request {ids[-1]} with request-id"

@@ -24,9 +24,15 @@ replaces it. Self-metrics of a scrape, besides the handler's
     scout_snmp_module_duration_seconds{module="if_mib"} 0.2
     scout_snmp_max_repetitions{module="if_mib"} 25
     scout_snmp_cache_used{module="if_mib"} 1
+    scout_snmp_device_reachable 1
 
 A device that does not answer fails its modules (``scout_snmp_module_success``
-0), not the request, so Prometheus keeps ``up`` for the exporter.
+0), not the request, so Prometheus keeps ``up`` for the exporter; it is
+``scout_snmp_device_reachable`` 0 that says the device answered nothing at all
+(the shipped ``SnmpDeviceUnreachable`` alert), while a device that answers with
+an error (a wrong v3 password, a module it lacks) stays reachable and only
+fails the module. A v2c agent ignores a wrong community, so that looks like an
+unreachable device: SNMP gives no way to tell them apart.
 """
 
 from __future__ import annotations
@@ -160,6 +166,7 @@ class ModuleResult:
     error: str | None = None
     pdus_sent: int = 0
     retries: int = 0
+    replies: int = 0
 
 
 def _fingerprint(rows: Iterable[VarBind]) -> tuple[tuple[Oid, object], ...]:
@@ -334,10 +341,12 @@ class SnmpScraper:
     ) -> ModuleResult:
         async with entry.lock:
             session = entry.session
-            pdus, retries = session.stats.pdus_sent, session.stats.retries
+            stats = session.stats
+            pdus, retries, replies = stats.pdus_sent, stats.retries, stats.replies
             result = await self._scrape_module(session, device_key, name, module, deadline)
-            result.pdus_sent = session.stats.pdus_sent - pdus
-            result.retries = session.stats.retries - retries
+            result.pdus_sent = stats.pdus_sent - pdus
+            result.retries = stats.retries - retries
+            result.replies = stats.replies - replies
             return result
 
     async def _scrape_module(
@@ -487,4 +496,12 @@ def _self_families(results: list[ModuleResult]) -> list[Family]:
         if result.max_repetitions:
             reps.add(labels, result.max_repetitions)
         cached.add(labels, int(result.cache_used))
-    return [sent, retried, success, took, reps, cached]
+    reachable = Family(
+        "scout_snmp_device_reachable",
+        "1 if the device answered at least one SNMP request during this scrape.",
+        "gauge",
+    )
+    # A module that succeeded was answered even when a cache left nothing to send.
+    answered = any(result.replies or result.success for result in results)
+    reachable.add((), int(answered))
+    return [sent, retried, success, took, reps, cached, reachable]

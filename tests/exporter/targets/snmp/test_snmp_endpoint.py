@@ -235,6 +235,8 @@ async def test_wrong_v3_password_fails_the_module_and_leaks_nothing(client, snmp
     status, text = await scrape(client, target=snmpd.target, auth="v3_wrong_password")
     assert status == 200
     assert sample(text, "scout_snmp_module_success", module="if_mib") == 0
+    # It answered (with a report), so it is not the unreachable-device alert's.
+    assert sample(text, "scout_snmp_device_reachable") == 1, text
     assert "snmp module failed" in caplog.text
     config_view = await (await client.get("/config")).text()
     for secret in SECRETS:
@@ -261,6 +263,8 @@ async def test_dead_device_costs_only_its_own_deadline(client, snmpd):
     assert sample(dead, "scout_snmp_module_success", module="if_mib") == 0
     assert sample(live, "scout_snmp_module_success", module="if_mib") == 1
     assert sample(dead, "scout_snmp_pdus_sent") >= 1
+    assert sample(dead, "scout_snmp_device_reachable") == 0, dead
+    assert sample(live, "scout_snmp_device_reachable") == 1, live
     # Bounded by the 1.5 s deadline (2 s header minus 0.5 s), with room for a slow machine.
     assert elapsed < 6
 
@@ -329,6 +333,7 @@ async def test_unresolvable_host_fails_the_module_not_the_exporter(client, snmpd
     status, text = await scrape(client, target="no-such-host.invalid")
     assert status == 200
     assert sample(text, "scout_snmp_module_success", module="if_mib") == 0
+    assert sample(text, "scout_snmp_device_reachable") == 0
     status, text = await scrape(client, target=snmpd.target)
     assert sample(text, "scout_snmp_module_success", module="if_mib") == 1
 
