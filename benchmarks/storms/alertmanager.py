@@ -123,7 +123,11 @@ def deliver(
                 decide = sent.at + peer * PEER_TIMEOUT
                 gossip = rng.uniform(0.1, 2.0) if rng.random() >= gossip_loss else float("inf")
                 known = seen[: bisect.bisect_right(times, decide - gossip)]
-                if known and sent.firing <= known[-1].firing and sent.resolved <= known[-1].resolved:
+                if (
+                    known
+                    and sent.firing <= known[-1].firing
+                    and sent.resolved <= known[-1].resolved
+                ):
                     continue
                 deliveries.append(Delivery(decide + rng.uniform(0.01, 0.3), peer, key, alerts))
     deliveries.sort(key=lambda d: (d.at, d.peer))
@@ -133,7 +137,10 @@ def deliver(
 def _run_group(
     episodes: Sequence[Episode], route: Route, events: list[tuple[float, int, int]]
 ) -> list[tuple[_Sent, tuple[Alert, ...]]]:
-    """One peer's notifications for one group key; ``events`` are (arrival, 0 fire/1 resolve, episode)."""
+    """One peer's notifications for one group key.
+
+    ``events`` are (arrival, 0 for a fire or 1 for a resolve, episode index).
+    """
     sent: list[tuple[_Sent, tuple[Alert, ...]]] = []
     # fingerprint -> (episode index, resolved?)
     current: dict[str, tuple[int, bool]] = {}

@@ -44,7 +44,9 @@ Kind = Literal[
     "endpoint",
     "internet",
 ]
-NETWORK_KINDS = frozenset({"core", "wan_agg", "firewall", "edge", "branch_router", "dist", "access"})
+NETWORK_KINDS = frozenset(
+    {"core", "wan_agg", "firewall", "edge", "branch_router", "dist", "access"}
+)
 LinkRole = Literal["lan", "wan", "isp"]
 ProbeKind = Literal["http", "tcp"]
 Naming = Literal["fqdn", "short", "ip"]
@@ -61,9 +63,31 @@ WINRM_JOB = "winrm"
 POLLED_JOBS = (SNMP_JOB, ICMP_JOB, HTTP_JOB, TCP_JOB, FIREWALL_JOB, WINRM_JOB)
 
 _SITE_NAMES = (
-    "ams", "ber", "cph", "dub", "fra", "gva", "hel", "lis", "lon", "lyo", "mad", "mil",
-    "muc", "osl", "par", "prg", "rom", "sto", "vie", "waw", "zrh", "bcn", "bru", "ath",
-)  # fmt: skip
+    "ams",
+    "ber",
+    "cph",
+    "dub",
+    "fra",
+    "gva",
+    "hel",
+    "lis",
+    "lon",
+    "lyo",
+    "mad",
+    "mil",
+    "muc",
+    "osl",
+    "par",
+    "prg",
+    "rom",
+    "sto",
+    "vie",
+    "waw",
+    "zrh",
+    "bcn",
+    "bru",
+    "ath",
+)
 _SAAS = ("crm", "mail", "erp-cloud", "payroll", "tickets", "docs", "chat", "backup", "ci", "maps")
 _APPS = ("erp", "shop", "intranet", "wiki", "git", "hr", "billing", "portal", "api", "reports")
 
@@ -440,7 +464,9 @@ class _Builder:
         )
         self.estate.sites.append(name)
 
-    def add_device(self, stem: str, kind: Kind, site: str, parent: str | None, role: LinkRole) -> str:
+    def add_device(
+        self, stem: str, kind: Kind, site: str, parent: str | None, role: LinkRole
+    ) -> str:
         count = self.hosts.get(stem, 0) + 1
         self.hosts[stem] = count
         name = f"{stem}-{count}"
@@ -602,7 +628,9 @@ def _monitor_network(b: _Builder, device: str) -> None:
         b.monitor(SNMP_JOB, dev.address, dev.element, dev.site)
     if b.rng.random() < 0.5:
         parent = b.estate.links[dev.uplink].upper if dev.uplink else ""
-        b.monitor(ICMP_JOB, dev.address, dev.element, dev.site, b.reference(parent) if parent else "")
+        b.monitor(
+            ICMP_JOB, dev.address, dev.element, dev.site, b.reference(parent) if parent else ""
+        )
 
 
 def _monitor_server(b: _Builder, device: str, switch: str) -> None:

@@ -147,9 +147,12 @@ def evaluate(
         labels = {"alertname": rule_name, **first.labels, **rule.labels}
         hold = rule.hold.total_seconds()
         spans = observed_spans(
-            [span for span, _ in merged], scrape_phases[target], interval,
-            eval_phases[rule_name], lag,
-        )  # fmt: skip
+            [span for span, _ in merged],
+            scrape_phases[target],
+            interval,
+            eval_phases[rule_name],
+            lag,
+        )
         for active, stop, index in spans:
             cause = merged[index][1]
             fire = active + math.ceil(hold / EVALUATION - 1e-9) * EVALUATION
