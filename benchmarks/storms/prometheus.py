@@ -156,7 +156,7 @@ def evaluate(
         for active, stop, index in spans:
             cause = merged[index][1]
             fire = active + math.ceil(hold / EVALUATION - 1e-9) * EVALUATION
-            if fire >= stop:
+            if fire >= stop - 1e-6:
                 continue
             episodes.append(
                 Episode(
