@@ -58,7 +58,7 @@ def row(name: str, summary: Summary) -> str:
         f"| {summary.incidents_found} | {summary.compression:.1f} | {summary.precision:.3f} "
         f"| {summary.recall:.3f} | {summary.f1:.3f} | {summary.root_accuracy:.1%} "
         f"({summary.root_correct}/{summary.root_scored}) "
-        f"| {summary.main_root_accuracy:.1%} "
+        f"| {f'{summary.main_root_accuracy:.1%}' if summary.main_root_scored else '-'} "
         f"({summary.main_root_correct}/{summary.main_root_scored}) "
         f"| {summary.background_merged}/{summary.background_alerts} |"
     )

@@ -528,8 +528,10 @@ def sprinkle(world: World, begin: float, finish: float, *, count: int) -> None:
                 break
 
 
-def _free(world: World, targets: Iterable[Target]) -> list[Target]:
-    return [t for t in targets if t.element not in world.busy]
+def _free_target(world: World, job: str) -> Target | None:
+    """A random target of ``job`` that no main incident touches, if any."""
+    targets = [t for t in world.estate.targets if t.job == job and t.element not in world.busy]
+    return world.rng.choice(targets) if targets else None
 
 
 def _bg_port(world: World, start: float) -> bool:
@@ -575,11 +577,10 @@ def _bg_endpoint_off(world: World, start: float) -> bool:
 
 def _bg_probe_slow(world: World, start: float) -> bool:
     """A far target is slow or jittery for a while (its own problem)."""
-    e, rng = world.estate, world.rng
-    targets = _free(world, (t for t in e.targets if t.job == ICMP_JOB))
-    if not targets:
+    rng = world.rng
+    target = _free_target(world, ICMP_JOB)
+    if target is None:
         return False
-    target = rng.choice(targets)
     rule = rng.choice(("ProbeLatencyHigh", "ProbeJitterHigh", "ProbeLossHigh"))
     inc = world.incident(f"{rule} to {target.instance}", [target.element], background=True)
     world.add(rule, target, start, start + rng.uniform(12, 40) * MINUTE, inc, target.element)
@@ -588,11 +589,10 @@ def _bg_probe_slow(world: World, start: float) -> bool:
 
 def _bg_app_error(world: World, start: float) -> bool:
     """A web application answers 500 after a bad deploy; nothing else is wrong."""
-    e, rng = world.estate, world.rng
-    targets = _free(world, (t for t in e.targets if t.job == HTTP_JOB))
-    if not targets:
+    rng = world.rng
+    target = _free_target(world, HTTP_JOB)
+    if target is None:
         return False
-    target = rng.choice(targets)
     inc = world.incident(f"{target.instance} failing", [target.element], background=True)
     world.add(
         "ProbeFailed", target, start, start + rng.uniform(5, 30) * MINUTE, inc, target.element
@@ -602,11 +602,10 @@ def _bg_app_error(world: World, start: float) -> bool:
 
 def _bg_windows(world: World, start: float) -> bool:
     """A disk filling or a stopped print spooler on some Windows server."""
-    e, rng = world.estate, world.rng
-    targets = _free(world, (t for t in e.targets if t.job == WINRM_JOB))
-    if not targets:
+    rng = world.rng
+    target = _free_target(world, WINRM_JOB)
+    if target is None:
         return False
-    target = rng.choice(targets)
     host = target.element.removeprefix("dev:")
     if rng.random() < 0.5:
         volume = rng.choice(("C:", "D:", "E:"))
@@ -630,11 +629,9 @@ def _bg_windows(world: World, start: float) -> bool:
 
 def _bg_module(world: World, start: float) -> bool:
     """A switch stops answering one SNMP module (a view change); it is up."""
-    e, rng = world.estate, world.rng
-    targets = _free(world, (t for t in e.targets if t.job == SNMP_JOB))
-    if not targets:
+    target = _free_target(world, SNMP_JOB)
+    if target is None:
         return False
-    target = rng.choice(targets)
     inc = world.incident(
         f"SNMP module failing on {target.instance}", [target.element], background=True
     )
