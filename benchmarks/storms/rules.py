@@ -6,8 +6,6 @@ evaluation grids, so the simulator must use the shipped values, not guesses.
 lays it over :data:`CATALOGUE`, which lists every alert a storm may raise:
 
 - ``shipped``: found in the rule files, so the file's values win;
-- ``pending``: device-unreachable rules arriving with issue 11's other branch
-  (``devices.rules.yml``); their values are copied from it until it is merged;
 - ``anticipated``: firewall and WinRM alerts that come with the issue bringing
   those endpoints. No rule exists yet; the values are what such a rule would
   reasonably carry, and :data:`CATALOGUE` is the one place to change them.
@@ -29,7 +27,7 @@ RULES_DIR = Path(__file__).resolve().parents[2] / "prometheus" / "rules"
 # prometheus/prometheus.yml's global evaluation_interval.
 EVALUATION_INTERVAL = timedelta(seconds=15)
 
-Provenance = Literal["shipped", "pending", "anticipated"]
+Provenance = Literal["shipped", "anticipated"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +61,9 @@ CATALOGUE: Mapping[str, RuleSpec] = {
         _spec("HostCpuHigh", "15m", "shipped", severity="warning"),
         _spec("HostMemoryLow", "5m", "shipped", severity="warning"),
         _spec("HostFilesystemAlmostFull", "10m", "shipped", severity="warning"),
-        # prometheus/rules/devices.rules.yml on branch i11-unreachable.
-        _spec("SnmpDeviceUnreachable", "3m", "pending", severity="critical", layer="device"),
-        _spec("SnmpModuleFailed", "10m", "pending", severity="warning"),
-        _spec("ProbeTargetUnreachable", "3m", "pending", severity="critical", layer="device"),
+        _spec("SnmpDeviceUnreachable", "3m", "shipped", severity="critical", layer="device"),
+        _spec("SnmpModuleFailed", "10m", "shipped", severity="warning"),
+        _spec("ProbeTargetUnreachable", "3m", "shipped", severity="critical", layer="device"),
         # No endpoint yet (/firewall, /winrm): named the way issue 11 asks for.
         _spec("FirewallUnreachable", "3m", "anticipated", severity="critical", layer="device"),
         _spec("FirewallSessionTableHigh", "5m", "anticipated", severity="warning"),
