@@ -15,6 +15,7 @@ types, and the kinds import this.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,6 +34,8 @@ T = TypeVar("T")  # a target, as the kind parses it
 M = TypeVar("M")  # the kind's module type (a union for a kind with several)
 A = TypeVar("A")  # the kind's auth type
 F = TypeVar("F")  # a metric family, in the kind's exposition
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # A scrape that has not finished this long after its deadline is stopped and reported failed.
 DEADLINE_GRACE_SECONDS = 0.1
@@ -122,6 +125,12 @@ class TargetKind(Generic[T, M, A, F]):
     comma-separated or repeated. ``parse_target`` raises ``BadRequestError``
     for a target that cannot be meant (a 400); one that merely does not answer
     is the scraper's business (a 200 that says so).
+
+    ``target_host`` names the host a target (read with a module) points at, for
+    the allow-lists; it raises ``BadRequestError`` if it cannot tell.
+    ``pin_target`` binds a target to one of the addresses the allow-lists
+    checked, for a kind whose scraper would otherwise look the name up again
+    unchecked; a kind without one checks the address where it connects.
     """
 
     name: str
@@ -131,6 +140,7 @@ class TargetKind(Generic[T, M, A, F]):
     module_types: tuple[type[M], ...]
     default_modules: Callable[[], Mapping[str, M]]
     parse_target: Callable[[str], T]
+    target_host: Callable[[T, M], str]
     status: StatusMetrics
     exposition: Exposition[F]
     build: Callable[[], TargetScraper[T, M, A, F]]
@@ -140,6 +150,7 @@ class TargetKind(Generic[T, M, A, F]):
     builtin_auths: Mapping[str, A] | None = None
     default_auth: str | None = None
     max_target_length: int = 2048
+    pin_target: Callable[[T, Sequence[IPAddress]], T] | None = None
 
 
 async def measure(

@@ -42,9 +42,9 @@ The body is read up to ``MAX_BODY_BYTES``; the expressions see that much.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, PlainSerializer
+from pydantic import Field, PlainSerializer, model_validator
 from yarl import URL
 
 from exporter.clients.probe_net import (
@@ -57,6 +57,7 @@ from exporter.clients.probe_net import (
     tls_context,
 )
 from exporter.common.models import SECRET_MASK, Regex
+from exporter.targets.allowlist import needs_allow_list
 from exporter.targets.probe.base import (
     BaseProber,
     CaFile,
@@ -70,6 +71,20 @@ from exporter.targets.probe.base import (
     summarize,
 )
 
+# Headers that describe the request and never a credential. A module with any
+# other header (Authorization, X-Api-Key, a cookie, a tenant id) carries a secret,
+# so it needs allowed_targets.
+_HARMLESS_HEADERS = frozenset(
+    (
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "host",
+        "pragma",
+        "user-agent",
+    )
+)
 # Headers that carry credentials; their values never show in /config.
 _SENSITIVE_HEADER_WORDS = ("auth", "cookie", "token", "key", "secret", "password")
 
@@ -96,6 +111,26 @@ class HttpModule(PacketModule):
     tls_ca_file: CaFile | None = None
     headers: Headers = Field(default_factory=dict)
     fail_if_body_not_matches_regexp: list[Regex] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _credentials_need_an_allow_list(self) -> Self:
+        carried = credential_headers(self.headers)
+        if carried and self.allowed_targets is None:
+            raise ValueError(needs_allow_list(f"sends the header {', '.join(carried)}"))
+        return self
+
+    def target_host(self, target: str) -> str:
+        """The URL's host; a URL with user info is refused where an allow-list applies."""
+        url = target_url(target)
+        if url.user is not None or url.password is not None:
+            # userinfo is how "https://listed.example.net@elsewhere/" fools a reader.
+            raise TargetError("a target with user info (user:password@) is refused here")
+        return url.host or ""
+
+
+def credential_headers(headers: Mapping[str, str]) -> list[str]:
+    """The names of ``headers`` that may carry a credential: all but a few known harmless ones."""
+    return [name for name in headers if name.lower() not in _HARMLESS_HEADERS]
 
 
 def target_url(target: str) -> URL:
@@ -150,6 +185,7 @@ class HttpProber(BaseProber[HttpModule]):
             tls=tls_context(not module.tls_insecure_skip_verify, module.tls_ca_file),
             preferred_ip_protocol=module.preferred_ip_protocol,
             ip_protocol_fallback=module.ip_protocol_fallback,
+            check_address=module.check_address if module.allowed_targets is not None else None,
         )
 
         async def fetch() -> HttpReply:
