@@ -127,7 +127,8 @@ class TargetKind(Generic[T, M, A, F]):
     is the scraper's business (a 200 that says so).
 
     ``target_host`` names the host a target (read with a module) points at, for
-    the allow-lists; it raises ``BadRequestError`` if it cannot tell.
+    the allow-lists (by default the target as written); it raises
+    ``BadRequestError`` if it cannot tell.
     ``pin_target`` binds a target to one of the addresses the allow-lists
     checked, for a kind whose scraper would otherwise look the name up again
     unchecked; a kind without one checks the address where it connects.
@@ -140,7 +141,6 @@ class TargetKind(Generic[T, M, A, F]):
     module_types: tuple[type[M], ...]
     default_modules: Callable[[], Mapping[str, M]]
     parse_target: Callable[[str], T]
-    target_host: Callable[[T, M], str]
     status: StatusMetrics
     exposition: Exposition[F]
     build: Callable[[], TargetScraper[T, M, A, F]]
@@ -150,6 +150,7 @@ class TargetKind(Generic[T, M, A, F]):
     builtin_auths: Mapping[str, A] | None = None
     default_auth: str | None = None
     max_target_length: int = 2048
+    target_host: Callable[[T, M], str] = lambda target, _module: str(target)
     pin_target: Callable[[T, Sequence[IPAddress]], T] | None = None
 
 

@@ -298,6 +298,7 @@ auths:
     type: snmp
     version: ${SCOUT_TEST_VERSION}
     community: "${SCOUT_TEST_DOLLAR}"
+    allowed_targets: [any]
   second: *shared
 """,
         "env.yml",

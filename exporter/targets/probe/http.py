@@ -71,29 +71,29 @@ from exporter.targets.probe.base import (
     summarize,
 )
 
-# Headers that describe the request and never a credential. A module with any
-# other header (Authorization, X-Api-Key, a cookie, a tenant id) carries a secret,
-# so it needs allowed_targets.
-_HARMLESS_HEADERS = frozenset(
-    (
-        "accept",
-        "accept-encoding",
-        "accept-language",
-        "cache-control",
-        "host",
-        "pragma",
-        "user-agent",
-    )
+# Header names that mark a credential: such a header's value never shows in
+# /config, and a module that sends one needs allowed_targets.
+_SENSITIVE_HEADER_WORDS = (
+    "auth",
+    "cookie",
+    "token",
+    "key",
+    "secret",
+    "password",
+    "session",
+    "credential",
+    "signature",
 )
-# Headers that carry credentials; their values never show in /config.
-_SENSITIVE_HEADER_WORDS = ("auth", "cookie", "token", "key", "secret", "password")
+
+
+def credential_headers(headers: Mapping[str, str]) -> list[str]:
+    """The names among ``headers`` that carry a credential (Authorization, X-Api-Key, Cookie)."""
+    return [name for name in headers if any(w in name.lower() for w in _SENSITIVE_HEADER_WORDS)]
 
 
 def _mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {
-        name: SECRET_MASK if any(w in name.lower() for w in _SENSITIVE_HEADER_WORDS) else value
-        for name, value in headers.items()
-    }
+    secret = credential_headers(headers)
+    return {name: SECRET_MASK if name in secret else value for name, value in headers.items()}
 
 
 Headers = Annotated[dict[str, str], PlainSerializer(_mask_headers, return_type=dict[str, str])]
@@ -116,7 +116,8 @@ class HttpModule(PacketModule):
     def _credentials_need_an_allow_list(self) -> Self:
         carried = credential_headers(self.headers)
         if carried and self.allowed_targets is None:
-            raise ValueError(needs_allow_list(f"sends the header {', '.join(carried)}"))
+            noun = "header" if len(carried) == 1 else "headers"
+            raise ValueError(needs_allow_list(f"sends the {noun} {', '.join(carried)}"))
         return self
 
     def target_host(self, target: str) -> str:
@@ -126,11 +127,6 @@ class HttpModule(PacketModule):
             # userinfo is how "https://listed.example.net@elsewhere/" fools a reader.
             raise TargetError("a target with user info (user:password@) is refused here")
         return url.host or ""
-
-
-def credential_headers(headers: Mapping[str, str]) -> list[str]:
-    """The names of ``headers`` that may carry a credential: all but a few known harmless ones."""
-    return [name for name in headers if name.lower() not in _HARMLESS_HEADERS]
 
 
 def target_url(target: str) -> URL:
