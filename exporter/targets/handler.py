@@ -145,7 +145,7 @@ async def scrape_target(
     job: ScrapeJob[T, M, A] = ScrapeJob(target, modules, auth_name, auth, deadline)
     families: list[F] = []
     scrape = (
-        _failed(unresolved)
+        _failed(kind, job, unresolved, families)
         if unresolved is not None
         else live.target_scraper(kind).scrape(job, families)
     )
@@ -198,8 +198,10 @@ async def _admitted(
     return target
 
 
-async def _failed(error: str) -> tuple[bool, str | None]:
-    return False, error
+async def _failed(
+    kind: TargetKind[T, M, A, F], job: ScrapeJob[T, M, A], error: str, families: list[F]
+) -> tuple[bool, str | None]:
+    return kind.unresolved(job, error, families)
 
 
 def _handler(

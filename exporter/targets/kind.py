@@ -132,6 +132,9 @@ class TargetKind(Generic[T, M, A, F]):
     ``pin_target`` binds a target to one of the addresses the allow-lists
     checked, for a kind whose scraper would otherwise look the name up again
     unchecked; a kind without one checks the address where it connects.
+    ``unresolved`` is the scrape of a target whose name did not resolve when
+    the allow-lists looked it up: it appends the kind's failure families and
+    returns success and the error, as a scrape that could not resolve it would.
     """
 
     name: str
@@ -152,6 +155,9 @@ class TargetKind(Generic[T, M, A, F]):
     max_target_length: int = 2048
     target_host: Callable[[T, M], str] = lambda target, _module: str(target)
     pin_target: Callable[[T, Sequence[IPAddress]], T] | None = None
+    unresolved: Callable[[ScrapeJob[T, M, A], str, list[F]], tuple[bool, str | None]] = (
+        lambda _job, error, _families: (False, error)
+    )
 
 
 async def measure(

@@ -32,7 +32,7 @@ from exporter.targets.snmp.params import (
     pin_target,
     target_host,
 )
-from exporter.targets.snmp.scraper import SnmpScraper
+from exporter.targets.snmp.scraper import SnmpScraper, unresolved_scrape
 
 
 def _as_given(target: str) -> str:
@@ -65,6 +65,7 @@ TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
         parse_target=parse_target,
         target_host=target_host,
         pin_target=pin_target,
+        unresolved=unresolved_scrape,
         # Success is per module (scout_snmp_module_success), as snmp_exporter has it.
         status=StatusMetrics(
             duration=SelfMetric(
