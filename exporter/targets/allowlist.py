@@ -151,6 +151,8 @@ def _network(text: str) -> IPNetwork:
 
 
 def _pattern(text: str) -> NamePattern:
+    if text == "*":
+        raise ValueError(f"'*' alone is no pattern: {ANY!r} admits every target")
     below = text.startswith("*.")
     rest = text[2:] if below else text
     if "*" in rest:
