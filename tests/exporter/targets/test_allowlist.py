@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 
 import pytest
 
-from exporter.clients.probe_net import ResolveError
+from exporter.clients.probe_net import Resolved, ResolveError
 from exporter.errors import BadRequestError
 from exporter.targets import allowlist
 from exporter.targets.allowlist import (
@@ -17,6 +18,7 @@ from exporter.targets.allowlist import (
     admit,
     canonical_host,
 )
+from exporter.targets.probe.icmp import IcmpModule, IcmpProber
 from exporter.targets.refusals import LOG_EVERY_SECONDS, TargetRefusals
 
 LIST = AllowList.parse(
@@ -237,3 +239,31 @@ def test_refusals_are_counted_and_logged_once_per_host_per_period(caplog):
             5.0,
         )
     ]
+
+
+class OneAddress:
+    """A resolver that answers every name with one address."""
+
+    def __init__(self, address: str) -> None:
+        self.address = ip(address)
+
+    async def resolve(self, host, preferred, fallback, deadline):
+        return Resolved(self.address, 0.001)
+
+
+class NoPings:
+    """A pinger that must not be used."""
+
+    async def ping(self, address, **settings):
+        raise AssertionError(f"pinged {address}")
+
+
+async def test_the_icmp_prober_checks_the_address_it_resolved():
+    loop = asyncio.get_running_loop()
+    prober = IcmpProber(pinger=NoPings(), resolver=OneAddress("203.0.113.9"))
+    module = IcmpModule(allowed_targets=["198.51.100.0/24"])
+    result = await prober.probe("rebound.test", module, loop.time() + 2)
+    assert not result.success
+    assert result.error == (
+        "203.0.113.9 (for rebound.test) is not in the module's allowed_targets; not connecting"
+    )

@@ -39,6 +39,10 @@ modules:
   api_anywhere: {{prober: http, headers: {SECRET_HEADERS}, allowed_targets: [any]}}
   plain: {{prober: http}}
   tcp_rebound: {{prober: tcp, count: 1, allowed_targets: [198.51.100.7]}}
+  uptime_lab:
+    prober: snmp
+    metrics: [{{name: sysUpTime, oid: 1.3.6.1.2.1.1.3}}]
+    allowed_targets: [192.0.2.0/24]
 auths:
   loopback: {{type: snmp, community: {COMMUNITY}, allowed_targets: [127.0.0.0/8]}}
   elsewhere: {{type: snmp, community: {COMMUNITY}, allowed_targets: [192.0.2.0/24]}}
@@ -270,3 +274,18 @@ async def test_snmp_name_that_does_not_resolve_fails_every_module(client):
     assert status == 200
     assert value(text, "scout_snmp_module_success", module="if_mib") == 0
     assert value(text, "scout_snmp_module_success", module="system") == 0
+
+
+async def test_snmp_module_and_auth_lists_must_both_admit(client, agent):
+    datagrams, port = agent
+    target = f"127.0.0.1:{port}"
+    status, text = await get(client, "/snmp", auth="loopback", module="uptime_lab", target=target)
+    assert status == 403
+    assert "is not allowed by modules.uptime_lab.allowed_targets" in text
+    # The module without a list, asked for with it, does not make it pass.
+    status, text = await get(
+        client, "/snmp", auth="loopback", module="system,uptime_lab", target=target
+    )
+    assert status == 403
+    await asyncio.sleep(0.05)
+    assert datagrams.received == []
