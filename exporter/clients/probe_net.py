@@ -15,6 +15,8 @@ Tree::
           ├── TargetError      the target does not parse
           ├── ResolveError     the host has no address the module allows
           ├── AttemptFailed    one connection or request failed
+          ├── AddressNotAllowedError  (exporter.targets.allowlist) the address
+          │                    connected to is not in the module's allow-list
           └── IcmpPermissionError  (exporter.clients.icmp) no ICMP socket may be opened
 """
 

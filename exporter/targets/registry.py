@@ -83,7 +83,7 @@ TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
         module_types=PROBE_MODULE_TYPES,
         default_modules=default_modules,
         parse_target=_as_given,
-        # The probers check the address where they connect (see ProbeScraper).
+        # No pin_target: the probers check the address where they connect.
         target_host=_probe_host,
         status=PROBE_STATUS,
         exposition=METRIC_EXPOSITION,
