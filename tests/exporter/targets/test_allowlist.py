@@ -19,7 +19,7 @@ from exporter.targets.allowlist import (
     canonical_host,
 )
 from exporter.targets.probe.icmp import IcmpModule, IcmpProber
-from exporter.targets.refusals import LOG_EVERY_SECONDS, TargetRefusals
+from exporter.targets.refusals import LOG_BURST, LOG_EVERY_SECONDS, TargetRefusals
 
 LIST = AllowList.parse(
     [
@@ -267,3 +267,18 @@ async def test_the_icmp_prober_checks_the_address_it_resolved():
     assert result.error == (
         "203.0.113.9 (for rebound.test) is not in the module's allowed_targets; not connecting"
     )
+
+
+def test_a_sweep_of_many_hosts_logs_a_burst_then_says_how_many_it_left_out(caplog):
+    now = [1000.0]
+    refusals = TargetRefusals(clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="exporter.targets.refusals")
+    for i in range(LOG_BURST + 5):
+        host = f"10.9.0.{i}"
+        refusals.record("snmp", TargetRefusedError("no", allow_list="auths.core", host=host))
+    assert len(caplog.records) == LOG_BURST
+    now[0] += 60.0
+    refusals.record("snmp", TargetRefusedError("no", allow_list="auths.core", host="10.9.1.1"))
+    assert caplog.records[-1].getMessage() == "refused: no (5 more refusals were not logged)"
+    [family] = refusals.families()
+    assert family.samples[0].value == LOG_BURST + 6
