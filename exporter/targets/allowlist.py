@@ -232,10 +232,14 @@ class AllowList:
 def _validate(value: object) -> AllowList:
     if isinstance(value, AllowList):
         return value
-    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+    if not isinstance(value, list):
         raise ValueError(
             'should be a list of networks and host names, as in [10.0.0.0/8, "*.example.net"]'
         )
+    for entry in value:
+        if not isinstance(entry, str):
+            # YAML 1.1 reads some IPv6 addresses (1:2:3:4:5:6:7:8) as base-60 numbers.
+            raise ValueError(f"entry {entry!r} is not text: put it in quotes")
     return AllowList.parse(value)
 
 

@@ -9,7 +9,8 @@ import logging
 import pytest
 
 from exporter.clients.probe_net import Resolved, ResolveError
-from exporter.errors import BadRequestError
+from exporter.config import parse_config
+from exporter.errors import BadRequestError, ConfigError
 from exporter.targets import allowlist
 from exporter.targets.allowlist import (
     AddressNotAllowedError,
@@ -282,3 +283,12 @@ def test_a_sweep_of_many_hosts_logs_a_burst_then_says_how_many_it_left_out(caplo
     assert caplog.records[-1].getMessage() == "refused: no (5 more refusals were not logged)"
     [family] = refusals.families()
     assert family.samples[0].value == LOG_BURST + 6
+
+
+def test_an_entry_yaml_read_as_a_number_is_named():
+    text = "modules: {ping: {prober: icmp, allowed_targets: [1:2:3:4:5:6:7:8]}}"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "x.yml")
+    assert str(caught.value) == (
+        "x.yml:1: modules.ping.allowed_targets: entry 2895057742028 is not text: put it in quotes"
+    )
