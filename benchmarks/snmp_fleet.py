@@ -496,7 +496,11 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
     config = workdir / "scout.yml"
     config.write_text(
         "auths:\n"
-        + "".join(f"  {c}: {{type: snmp, version: 2, community: {c}}}\n" for c in fleet.communities)
+        # The agents are the benchmark's own: [any] keeps the scrape what it measured before.
+        + "".join(
+            f"  {c}: {{type: snmp, version: 2, community: {c}, allowed_targets: [any]}}\n"
+            for c in fleet.communities
+        )
     )
     port = free_port()
     scout_service = Service(

@@ -287,7 +287,9 @@ def scout_config(agents: Sequence[Agent], cold: int) -> str:
         auths = [cold_auth(agent, i) for i in range(cold)]
         if agent.community != "public":
             auths.insert(0, agent.community)
-        lines += [f"  {a}: {{type: snmp, version: 2, community: {agent.community}}}" for a in auths]
+        # The agents are the benchmark's own: [any] keeps the scrape what it measured before.
+        settings = f"version: 2, community: {agent.community}, allowed_targets: [any]"
+        lines += [f"  {a}: {{type: snmp, {settings}}}" for a in auths]
     return "\n".join(lines) + "\n"
 
 

@@ -24,7 +24,7 @@ from exporter.common.webconfig import (
 )
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import BadRequestError, ConfigError
-from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS
+from exporter.keys import LIVE_CONFIG, RUNNER, SETTINGS, TARGET_REFUSALS
 from exporter.live import LiveConfig, Settings
 from exporter.scrape import ScrapeRunner, collector_status_families, scrape_deadline
 from exporter.targets.handler import AnyKind, setup_targets
@@ -64,6 +64,7 @@ async def metrics(request: web.Request) -> web.Response:
     results = await app[RUNNER].scrape(live.collectors, deadline)
     families: list[Metric] = _exporter_families(live)
     families += collector_status_families(results)
+    families += app[TARGET_REFUSALS].families()
     for result in results:
         families += result.families
     families += ProcessCollector(registry=None).collect()

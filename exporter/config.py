@@ -33,6 +33,7 @@ from pydantic import (
 from exporter.common.models import Regex, Secret, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
 from exporter.errors import ConfigError
+from exporter.targets.allowlist import AllowedTargets, needs_allow_list
 from exporter.targets.probe.modules import ProbeModuleType
 from exporter.targets.snmp.modules import SnmpModule
 
@@ -88,6 +89,10 @@ class CollectorsConfig(StrictModel):
     host: HostCollectorConfig = Field(default_factory=HostCollectorConfig)
 
 
+# The community agents ship with: known to everyone, so not a secret.
+PUBLIC_COMMUNITY = "public"
+
+
 class SnmpAuth(StrictModel):
     """SNMP credentials, as snmp_exporter spells them."""
 
@@ -101,6 +106,8 @@ class SnmpAuth(StrictModel):
     priv_protocol: Literal["DES", "AES", "AES192", "AES256"] | None = None
     priv_password: Secret | None = None
     context_name: str | None = None
+    # The targets these credentials may be sent to (see exporter.targets.allowlist).
+    allowed_targets: AllowedTargets | None = None
 
     @field_validator("version", mode="before")
     @classmethod
@@ -150,6 +157,29 @@ class SnmpAuth(StrictModel):
             if secret is not None and len(secret.get_secret_value()) < 8:
                 raise ValueError(f"{name} must be at least 8 characters (RFC 3414)")
         return self
+
+    @model_validator(mode="after")
+    def _secrets_need_an_allow_list(self) -> Self:
+        secret = self.secret_kind
+        if secret is not None and self.allowed_targets is None:
+            raise ValueError(needs_allow_list(f"sends {secret}"))
+        return self
+
+    @property
+    def secret_kind(self) -> str | None:
+        """What secret the auth sends a target, or ``None`` when it sends none.
+
+        ``public`` is the community every agent ships with and every scanner
+        tries, so it is no secret; any other community is, and travels in clear
+        in every packet. SNMPv3 with authentication sends keyed digests an agent
+        run by the caller could attack offline; noAuthNoPriv sends only a user name.
+        """
+        if self.version in (1, 2):
+            community = self.community.get_secret_value() if self.community else ""
+            return None if community == PUBLIC_COMMUNITY else "an SNMP community"
+        if self.security_level in ("authNoPriv", "authPriv"):
+            return f"SNMPv3 {self.security_level} credentials"
+        return None
 
 
 class HttpAuth(StrictModel):

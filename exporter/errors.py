@@ -6,6 +6,8 @@ Tree::
      ├── ConfigError        the config file cannot be read or is invalid
      ├── CollectorBusyError a collector is still running from an earlier scrape
      └── BadRequestError    a request's parameters are wrong (HTTP 400)
+          └── TargetRefusedError  (exporter.targets.allowlist) no allow-list admits
+                                  the target (HTTP 403)
 """
 
 

@@ -15,6 +15,8 @@ Tree::
           ├── TargetError      the target does not parse
           ├── ResolveError     the host has no address the module allows
           ├── AttemptFailed    one connection or request failed
+          ├── AddressNotAllowedError  (exporter.targets.allowlist) the address
+          │                    connected to is not in the module's allow-list
           └── IcmpPermissionError  (exporter.clients.icmp) no ICMP socket may be opened
 """
 
@@ -319,6 +321,14 @@ def _why(exc: BaseException) -> str:
 MAX_BODY_BYTES = 1 << 20
 
 
+class AddressCheck(Protocol):
+    """Whether a connection made for ``host`` to ``address`` may carry the request."""
+
+    def __call__(self, host: str, address: IPAddress) -> None:
+        """Raise a ``ProbeError`` saying why not; return if it may."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
     url: URL
@@ -331,6 +341,8 @@ class HttpRequest:
     preferred_ip_protocol: IpProtocol
     ip_protocol_fallback: bool
     read_body: bool = True
+    # Asked about every connection (redirects' too) before the request is sent.
+    check_address: AddressCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,9 +421,10 @@ class _RecordingConnector(aiohttp.TCPConnector):
     to be there. Overrides a private method: the http tests guard it.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, check_address: AddressCheck | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.connections: list[_Connected] = []
+        self._check_address = check_address
 
     async def _create_connection(
         self,
@@ -422,6 +435,17 @@ class _RecordingConnector(aiohttp.TCPConnector):
         protocol = await super()._create_connection(req, traces, timeout)
         transport = protocol.transport
         peer = transport.get_extra_info("peername") if transport else None
+        if self._check_address is not None:
+            # The peer of the socket itself: the address the request would go to,
+            # whatever a resolver said before (DNS rebinding) or a redirect named.
+            try:
+                if not peer:
+                    raise AttemptFailed("the connection has no peer address to check")
+                address = ipaddress.ip_address(str(peer[0]).partition("%")[0])
+                self._check_address(req.url.host or "", address)
+            except BaseException:
+                protocol.close()
+                raise
         version = (6 if ":" in str(peer[0]) else 4) if peer else None
         ssl_object = transport.get_extra_info("ssl_object") if transport else None
         self.connections.append(_Connected(version, peer_chain_der(ssl_object)))
@@ -436,6 +460,7 @@ class AiohttpFetcher:
     async def fetch(self, request: HttpRequest) -> HttpReply:
         resolver = _PreferringResolver(request.preferred_ip_protocol, request.ip_protocol_fallback)
         connector = _RecordingConnector(
+            check_address=request.check_address,
             resolver=resolver,
             use_dns_cache=False,
             force_close=True,

@@ -10,6 +10,11 @@ duration; the outcome's error is logged with any password in the target
 masked; and the families are rendered in the kind's exposition. A target that
 does not answer is a 200 that says so in its metrics, never an HTTP error, so
 Prometheus keeps ``up`` for the exporter.
+
+Where the modules or the auth carry ``allowed_targets``, the target must pass
+every list before anything is sent (``exporter.targets.allowlist``): one that
+does not is a 403 naming the list, counted and logged by ``TargetRefusals``;
+a name that does not resolve is a failed scrape, as it would have been anyway.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter.clients.probe_net import ResolveError
 from exporter.config import ExporterConfig
 from exporter.errors import BadRequestError
-from exporter.keys import LIVE_CONFIG, SETTINGS
+from exporter.keys import LIVE_CONFIG, SETTINGS, TARGET_REFUSALS
 from exporter.scrape import scrape_deadline
+from exporter.targets.allowlist import AllowList, TargetRefusedError, admit
 from exporter.targets.kind import A, F, M, ScrapeJob, T, TargetKind, mask_password, measure
+from exporter.targets.refusals import TargetRefusals
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +128,29 @@ async def scrape_target(
         request.app[SETTINGS].timeout_offset_seconds,
     )
     deadline = asyncio.get_running_loop().time() + timeout
-    job: ScrapeJob[T, M, A] = ScrapeJob(target, modules, auth_name, auth, deadline)
     shown = mask_password(target_text, target_text)
+    unresolved: str | None = None
+    lists = _allow_lists(modules, auth_name, auth)
+    if lists:
+        try:
+            target = await _admitted(kind, target, modules, lists, deadline)
+        except TargetRefusedError as refusal:
+            request.app[TARGET_REFUSALS].record(kind.name, refusal)
+            raise
+        except BadRequestError as exc:
+            raise BadRequestError(mask_password(str(exc), target_text)) from None
+        except ResolveError as exc:
+            # What the scrape would have found itself: a failed scrape, not an HTTP error.
+            unresolved = str(exc)
+    job: ScrapeJob[T, M, A] = ScrapeJob(target, modules, auth_name, auth, deadline)
     families: list[F] = []
+    scrape = (
+        _failed(kind, job, unresolved, families)
+        if unresolved is not None
+        else live.target_scraper(kind).scrape(job, families)
+    )
     outcome = await measure(
-        live.target_scraper(kind).scrape(job, families),
+        scrape,
         families,
         deadline=job.deadline,
         status=kind.status,
@@ -144,6 +170,40 @@ async def scrape_target(
     return kind.exposition.render(request, outcome.families)
 
 
+def _allow_lists(
+    modules: Sequence[tuple[str, object]], auth_name: str | None, auth: object
+) -> list[tuple[str, AllowList]]:
+    """The allow-lists a scrape must pass, named by where they are in the config.
+
+    A list of ``any`` is left out: it admits everything without a lookup.
+    """
+    carriers = [(f"modules.{name}", module) for name, module in modules]
+    if auth is not None:
+        carriers.append((f"auths.{auth_name}", auth))
+    lists = [(owner, getattr(carrier, "allowed_targets", None)) for owner, carrier in carriers]
+    return [(o, a) for o, a in lists if isinstance(a, AllowList) and not a.everything]
+
+
+async def _admitted(
+    kind: TargetKind[T, M, A, F],
+    target: T,
+    modules: Sequence[tuple[str, M]],
+    lists: Sequence[tuple[str, AllowList]],
+    deadline: float,
+) -> T:
+    """``target``, once every list admits it, pinned to the checked address if the kind pins."""
+    admission = await admit(kind.target_host(target, modules[0][1]), lists, deadline)
+    if kind.pin_target is not None and admission.addresses:
+        return kind.pin_target(target, admission.addresses)
+    return target
+
+
+async def _failed(
+    kind: TargetKind[T, M, A, F], job: ScrapeJob[T, M, A], error: str, families: list[F]
+) -> tuple[bool, str | None]:
+    return kind.unresolved(job, error, families)
+
+
 def _handler(
     kind: TargetKind[T, M, A, F], kinds: Sequence[AnyKind]
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -154,6 +214,7 @@ def _handler(
 
 
 def setup_targets(app: web.Application, kinds: Sequence[AnyKind]) -> None:
-    """A ``GET /{name}`` route for every kind in the table."""
+    """A ``GET /{name}`` route for every kind in the table, and the count of refused targets."""
+    app[TARGET_REFUSALS] = TargetRefusals()
     for kind in kinds:
         app.router.add_get(f"/{kind.name}", _handler(kind, kinds))

@@ -15,6 +15,7 @@ types, and the kinds import this.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,6 +34,8 @@ T = TypeVar("T")  # a target, as the kind parses it
 M = TypeVar("M")  # the kind's module type (a union for a kind with several)
 A = TypeVar("A")  # the kind's auth type
 F = TypeVar("F")  # a metric family, in the kind's exposition
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # A scrape that has not finished this long after its deadline is stopped and reported failed.
 DEADLINE_GRACE_SECONDS = 0.1
@@ -122,6 +125,16 @@ class TargetKind(Generic[T, M, A, F]):
     comma-separated or repeated. ``parse_target`` raises ``BadRequestError``
     for a target that cannot be meant (a 400); one that merely does not answer
     is the scraper's business (a 200 that says so).
+
+    ``target_host`` names the host a target (read with a module) points at, for
+    the allow-lists (by default the target as written); it raises
+    ``BadRequestError`` if it cannot tell.
+    ``pin_target`` binds a target to one of the addresses the allow-lists
+    checked, for a kind whose scraper would otherwise look the name up again
+    unchecked; a kind without one checks the address where it connects.
+    ``unresolved`` is the scrape of a target whose name did not resolve when
+    the allow-lists looked it up: it appends the kind's failure families and
+    returns success and the error, as a scrape that could not resolve it would.
     """
 
     name: str
@@ -140,6 +153,11 @@ class TargetKind(Generic[T, M, A, F]):
     builtin_auths: Mapping[str, A] | None = None
     default_auth: str | None = None
     max_target_length: int = 2048
+    target_host: Callable[[T, M], str] = lambda target, _module: str(target)
+    pin_target: Callable[[T, Sequence[IPAddress]], T] | None = None
+    unresolved: Callable[[ScrapeJob[T, M, A], str, list[F]], tuple[bool, str | None]] = (
+        lambda _job, error, _families: (False, error)
+    )
 
 
 async def measure(

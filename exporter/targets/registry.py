@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporter.clients.probe_net import TargetError
 from exporter.config import SnmpAuth
+from exporter.errors import BadRequestError
 from exporter.targets.exposition import METRIC_EXPOSITION
 from exporter.targets.kind import SelfMetric, StatusMetrics, TargetKind
 from exporter.targets.probe.base import PROBE_STATUS
-from exporter.targets.probe.modules import PROBE_MODULE_TYPES, default_modules
+from exporter.targets.probe.modules import PROBE_MODULE_TYPES, ProbeModuleType, default_modules
 from exporter.targets.probe.registry import ProbeScraper
 from exporter.targets.snmp.exposition import TEXT_EXPOSITION
 from exporter.targets.snmp.modules import SnmpModule, builtin_modules
@@ -27,13 +29,23 @@ from exporter.targets.snmp.params import (
     MAX_MODULES_PER_SCRAPE,
     MAX_TARGET_LENGTH,
     parse_target,
+    pin_target,
+    target_host,
 )
-from exporter.targets.snmp.scraper import SnmpScraper
+from exporter.targets.snmp.scraper import SnmpScraper, unresolved_scrape
 
 
 def _as_given(target: str) -> str:
     """Probers parse their own targets, and a bad one is a failed probe, not a 400."""
     return target
+
+
+def _probe_host(target: str, module: ProbeModuleType) -> str:
+    """The prober's reading of the target; under an allow-list a bad one is a 400."""
+    try:
+        return module.target_host(target)
+    except TargetError as exc:
+        raise BadRequestError(str(exc)) from None
 
 
 TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
@@ -51,6 +63,9 @@ TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
         default_auth=DEFAULT_AUTH,
         max_target_length=MAX_TARGET_LENGTH,
         parse_target=parse_target,
+        target_host=target_host,
+        pin_target=pin_target,
+        unresolved=unresolved_scrape,
         # Success is per module (scout_snmp_module_success), as snmp_exporter has it.
         status=StatusMetrics(
             duration=SelfMetric(
@@ -68,6 +83,8 @@ TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
         module_types=PROBE_MODULE_TYPES,
         default_modules=default_modules,
         parse_target=_as_given,
+        # No pin_target: the probers check the address where they connect.
+        target_host=_probe_host,
         status=PROBE_STATUS,
         exposition=METRIC_EXPOSITION,
         build=ProbeScraper,

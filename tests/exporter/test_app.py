@@ -13,16 +13,16 @@ from exporter.live import Settings
 
 GOOD = """
 auths:
-  public_v2: {type: snmp, community: first-community-secret}
+  public_v2: {type: snmp, community: first-community-secret, allowed_targets: [any]}
 """
 GOOD_AGAIN = """
 auths:
-  public_v2: {type: snmp, community: second-community-secret}
+  public_v2: {type: snmp, community: second-community-secret, allowed_targets: [any]}
   core: {type: http, bearer_token: token-secret}
 """
 BAD = """
 auths:
-  public_v2: {type: snmp, community: first-community-secret}
+  public_v2: {type: snmp, community: first-community-secret, allowed_targets: [any]}
   brand_new_auth: {type: snmp, comunity: typo}
 """
 

@@ -20,6 +20,12 @@ SECRETS = (
     "winrm-password-secret",
 )
 
+NEEDS_ALLOW_LIST = (
+    "to whatever target a caller names: add allowed_targets, the networks and host names it "
+    'may be used with (as in [10.0.0.0/8, "*.example.net"]), or allowed_targets: [any] to '
+    "allow every target (dangerous: see docs/security.md)"
+)
+
 EXPECTED_ERRORS = {
     "invalid-unknown-key.yml": '4: auths.public_v2: unknown key "comunity"',
     "invalid-unknown-top-level-key.yml": '1: top level: unknown key "colectors"',
@@ -116,6 +122,39 @@ EXPECTED_ERRORS = {
     "invalid-module-prober-is-a-secret.yml": (
         "2: modules.api_health: unknown prober (expected one of: 'snmp', 'icmp', 'tcp', 'http')"
     ),
+    # A secret a caller could send anywhere needs an allow-list.
+    "invalid-snmp-community-without-allowed-targets.yml": (
+        f"2: auths.private_v2: sends an SNMP community {NEEDS_ALLOW_LIST}"
+    ),
+    "invalid-snmp-v3-without-allowed-targets.yml": (
+        f"2: auths.core_v3: sends SNMPv3 authNoPriv credentials {NEEDS_ALLOW_LIST}"
+    ),
+    "invalid-http-headers-without-allowed-targets.yml": (
+        f"3: modules.api_health: sends the header Authorization {NEEDS_ALLOW_LIST}"
+    ),
+    "invalid-allowed-targets-host-bits.yml": (
+        "4: modules.api_health.allowed_targets: '10.0.0.1/8' has host bits set "
+        "(did you mean 10.0.0.0/8?)"
+    ),
+    "invalid-allowed-targets-any-not-alone.yml": (
+        "5: auths.core.allowed_targets: 'any' admits every target, so it must stand alone"
+    ),
+    "invalid-allowed-targets-empty.yml": (
+        "4: modules.ping.allowed_targets: an empty list admits no target: "
+        "list networks and host names, or leave allowed_targets out"
+    ),
+    "invalid-allowed-targets-not-a-list.yml": (
+        "4: modules.ping.allowed_targets: should be a list of networks and host names, "
+        'as in [10.0.0.0/8, "*.example.net"]'
+    ),
+    "invalid-allowed-targets-numeric-pattern.yml": (
+        "5: modules.if_mib_core.allowed_targets: '*.0x7f' ends in a number: "
+        "write an address or a network instead"
+    ),
+    "invalid-allowed-targets-wildcard-inside.yml": (
+        "4: modules.api_health.allowed_targets: 'api.*.example.net': "
+        "'*' may only be the whole first label, as in *.example.net"
+    ),
 }
 # Every invalid-*.yml holding a canary: none may appear in the message or the dry run.
 CANARIES = {
@@ -124,6 +163,10 @@ CANARIES = {
     "invalid-http-header-value-not-string.yml": ("canary-header-list-secret",),
     "invalid-module-is-a-string.yml": ("canary-module-secret",),
     "invalid-module-prober-is-a-secret.yml": ("canary-prober-secret",),
+    "invalid-snmp-community-without-allowed-targets.yml": ("canary-community-secret",),
+    "invalid-snmp-v3-without-allowed-targets.yml": ("canary-v3-auth-secret",),
+    "invalid-http-headers-without-allowed-targets.yml": ("canary-bearer-secret",),
+    "invalid-allowed-targets-any-not-alone.yml": ("canary-any-secret",),
 }
 
 
@@ -298,6 +341,7 @@ auths:
     type: snmp
     version: ${SCOUT_TEST_VERSION}
     community: "${SCOUT_TEST_DOLLAR}"
+    allowed_targets: [any]
   second: *shared
 """,
         "env.yml",
@@ -314,3 +358,37 @@ auths:
 
 def test_document_marker_alone_gives_defaults():
     assert parse_config("---\n", "x.yml") == load_config(None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The community everyone knows, v3 without authentication, harmless headers,
+        # and modules with no secret at all: no list needed, as in snmp_exporter and blackbox.
+        "auths: {lab: {type: snmp, community: public}}",
+        "auths: {lab: {type: snmp, version: 1, community: public}}",
+        "auths: {lab: {type: snmp, version: 3, username: u, security_level: noAuthNoPriv}}",
+        "modules: {api: {prober: http, headers: {Accept: application/json, X-Probe: hi}}}",
+        "modules: {ping: {prober: icmp}, web: {prober: http}, port: {prober: tcp}}",
+    ],
+)
+def test_modules_and_auths_without_a_secret_need_no_allow_list(text):
+    config = parse_config(text, "x.yml")
+    carriers = [*config.auths.values(), *config.modules.values()]
+    assert all(getattr(c, "allowed_targets", "missing") is None for c in carriers)
+
+
+def test_allowed_targets_show_in_the_config_as_written_after_normalising():
+    config = parse_config(
+        "auths:\n"
+        "  core: {type: snmp, community: c-secret,"
+        ' allowed_targets: [10.0.0.0/8, "*.Core.Example.NET.", 2001:db8::1]}\n'
+        "modules:\n"
+        "  api: {prober: http, headers: {X-Api-Key: k-secret}, allowed_targets: [any]}\n",
+        "x.yml",
+    )
+    shown = config.masked_yaml()
+    assert "- 10.0.0.0/8\n    - 2001:db8::1/128\n    - '*.core.example.net'\n" in shown
+    assert "allowed_targets:\n    - any\n" in shown
+    assert "c-secret" not in shown
+    assert "k-secret" not in shown

@@ -14,7 +14,10 @@ from tests.conftest import http_get, http_post, promql, wait_for
 pytestmark = pytest.mark.peers
 
 
-GOOD = "auths:\n  public_v2: {type: snmp, community: integration-community-secret}\n"
+GOOD = (
+    "auths:\n"
+    "  public_v2: {type: snmp, community: integration-community-secret, allowed_targets: [any]}\n"
+)
 # The secret sits where a mapping belongs, so an error that echoed input would leak it.
 BAD = "auths:\n  public_v2: integration-community-secret\n"
 

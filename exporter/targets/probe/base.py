@@ -66,8 +66,9 @@ from cryptography import x509
 from prometheus_client.metrics_core import Metric
 from pydantic import AfterValidator, Field
 
-from exporter.clients.probe_net import ProbeError
+from exporter.clients.probe_net import IPAddress, ProbeError, split_host_port
 from exporter.common.models import StrictModel
+from exporter.targets.allowlist import AllowedTargets
 from exporter.targets.exposition import METRIC_EXPOSITION
 from exporter.targets.kind import SelfMetric, StatusMetrics, mask_password, measure
 
@@ -97,6 +98,17 @@ class PacketModule(StrictModel):
     ip_protocol_fallback: bool = True
     # The probe fails when more than this share of packets went unanswered.
     fail_if_loss_ratio_above: float | None = Field(default=None, ge=0.0, le=1.0)
+    # The targets this module may probe (see exporter.targets.allowlist); None: any.
+    allowed_targets: AllowedTargets | None = None
+
+    def target_host(self, target: str) -> str:
+        """The host of ``target`` as this prober reads it; raises ``TargetError``."""
+        return split_host_port(target).host
+
+    def check_address(self, host: str, address: IPAddress) -> None:
+        """Before connecting: raise ``AddressNotAllowedError`` if the allow-list refuses it."""
+        if self.allowed_targets is not None:
+            self.allowed_targets.check(host, address)
 
 
 @dataclass(frozen=True, slots=True)

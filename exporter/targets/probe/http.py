@@ -42,9 +42,9 @@ The body is read up to ``MAX_BODY_BYTES``; the expressions see that much.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, PlainSerializer
+from pydantic import Field, PlainSerializer, model_validator
 from yarl import URL
 
 from exporter.clients.probe_net import (
@@ -57,6 +57,7 @@ from exporter.clients.probe_net import (
     tls_context,
 )
 from exporter.common.models import SECRET_MASK, Regex
+from exporter.targets.allowlist import needs_allow_list
 from exporter.targets.probe.base import (
     BaseProber,
     CaFile,
@@ -70,15 +71,29 @@ from exporter.targets.probe.base import (
     summarize,
 )
 
-# Headers that carry credentials; their values never show in /config.
-_SENSITIVE_HEADER_WORDS = ("auth", "cookie", "token", "key", "secret", "password")
+# Header names that mark a credential: such a header's value never shows in
+# /config, and a module that sends one needs allowed_targets.
+_SENSITIVE_HEADER_WORDS = (
+    "auth",
+    "cookie",
+    "token",
+    "key",
+    "secret",
+    "password",
+    "session",
+    "credential",
+    "signature",
+)
+
+
+def credential_headers(headers: Mapping[str, str]) -> list[str]:
+    """The names among ``headers`` that carry a credential (Authorization, X-Api-Key, Cookie)."""
+    return [name for name in headers if any(w in name.lower() for w in _SENSITIVE_HEADER_WORDS)]
 
 
 def _mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {
-        name: SECRET_MASK if any(w in name.lower() for w in _SENSITIVE_HEADER_WORDS) else value
-        for name, value in headers.items()
-    }
+    secret = credential_headers(headers)
+    return {name: SECRET_MASK if name in secret else value for name, value in headers.items()}
 
 
 Headers = Annotated[dict[str, str], PlainSerializer(_mask_headers, return_type=dict[str, str])]
@@ -96,6 +111,22 @@ class HttpModule(PacketModule):
     tls_ca_file: CaFile | None = None
     headers: Headers = Field(default_factory=dict)
     fail_if_body_not_matches_regexp: list[Regex] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _credentials_need_an_allow_list(self) -> Self:
+        carried = credential_headers(self.headers)
+        if carried and self.allowed_targets is None:
+            noun = "header" if len(carried) == 1 else "headers"
+            raise ValueError(needs_allow_list(f"sends the {noun} {', '.join(carried)}"))
+        return self
+
+    def target_host(self, target: str) -> str:
+        """The URL's host; a URL with user info is refused where an allow-list applies."""
+        url = target_url(target)
+        if url.user is not None or url.password is not None:
+            # userinfo is how "https://listed.example.net@elsewhere/" fools a reader.
+            raise TargetError("a target with user info (user:password@) is refused here")
+        return url.host or ""
 
 
 def target_url(target: str) -> URL:
@@ -150,6 +181,7 @@ class HttpProber(BaseProber[HttpModule]):
             tls=tls_context(not module.tls_insecure_skip_verify, module.tls_ca_file),
             preferred_ip_protocol=module.preferred_ip_protocol,
             ip_protocol_fallback=module.ip_protocol_fallback,
+            check_address=module.check_address if module.allowed_targets is not None else None,
         )
 
         async def fetch() -> HttpReply:

@@ -85,6 +85,7 @@ class IcmpProber(BaseProber[IcmpModule]):
             where.host, module.preferred_ip_protocol, module.ip_protocol_fallback, deadline
         )
         add_address_families(metrics, resolved.lookup_seconds, resolved.address.version)
+        module.check_address(where.host, resolved.address)
         result = await self.pinger.ping(
             resolved.address,
             count=module.count,

@@ -88,6 +88,7 @@ class TcpProber(BaseProber[TcpModule]):
             where.host, module.preferred_ip_protocol, module.ip_protocol_fallback, deadline
         )
         add_address_families(metrics, resolved.lookup_seconds, resolved.address.version)
+        module.check_address(where.host, resolved.address)
         context = None
         if module.tls:
             context = tls_context(not module.tls_insecure_skip_verify, module.tls_ca_file)

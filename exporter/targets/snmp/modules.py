@@ -24,6 +24,7 @@ import yaml
 from pydantic import AfterValidator, Field, model_validator
 
 from exporter.common.models import StrictModel, drop_extension_keys
+from exporter.targets.allowlist import AllowedTargets
 
 _OID = re.compile(r"\.?\d+(\.\d+)*")
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -133,6 +134,8 @@ class SnmpModule(StrictModel):
     retries: int = Field(default=2, ge=0, le=10)
     timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     cache: SnmpCache | None = None
+    # The devices this module may read (see exporter.targets.allowlist); None: any.
+    allowed_targets: AllowedTargets | None = None
 
     @model_validator(mode="before")
     @classmethod

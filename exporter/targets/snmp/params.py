@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from exporter.config import SnmpAuth
 from exporter.errors import BadRequestError
+from exporter.targets.kind import IPAddress
+from exporter.targets.snmp.modules import SnmpModule
 from exporter.targets.snmp.scraper import Target
 
 DEFAULT_MODULE = "if_mib"
@@ -60,3 +62,19 @@ def parse_target(text: str) -> Target:
             raise BadRequestError(f"invalid target {text!r}: expected host or host:port") from None
         return Target(host, int(port))
     return Target(str(address), int(port))
+
+
+def target_host(target: Target, _module: SnmpModule) -> str:
+    """The host the allow-lists judge."""
+    return target.host
+
+
+def pin_target(target: Target, addresses: Sequence[IPAddress]) -> Target:
+    """The target bound to a checked address, IPv4 first as the SNMP session would pick.
+
+    The session looks a name up again when it opens; bound to the address the
+    allow-lists checked, it cannot be sent somewhere else by a DNS answer that
+    changed in between.
+    """
+    chosen = min(addresses, key=lambda address: address.version != 4)
+    return Target(str(chosen), target.port)

@@ -474,6 +474,15 @@ async def _bounded(
         )
 
 
+def unresolved_scrape(
+    job: ScrapeJob[Target, SnmpModule, SnmpAuth], error: str, families: list[Family]
+) -> tuple[bool, str | None]:
+    """Every module failed, as when the session cannot resolve the device's name."""
+    failed = [ModuleResult(name, False, 0.0, [], 0, False, error) for name, _ in job.modules]
+    families += _self_families(failed)
+    return False, error
+
+
 def _self_families(results: list[ModuleResult]) -> list[Family]:
     pdus = sum(result.pdus_sent for result in results)
     retries = sum(result.retries for result in results)

@@ -379,6 +379,7 @@ def test_credentials_from_config():
         priv_protocol="AES256",
         priv_password=SecretStr("priv-pass"),
         context_name="vlan-10",
+        allowed_targets=["192.0.2.0/24"],
     )
     assert Credentials.from_auth(auth) == Credentials(
         3,

@@ -104,6 +104,7 @@ def test_credential_headers_are_masked_when_shown():
         {
             "prober": "http",
             "headers": {"Authorization": "Bearer s3cret", "X-Api-Key": "k3y", "Accept": "*/*"},
+            "allowed_targets": ["192.0.2.0/24"],
         }
     )
     shown = module.model_dump(mode="json")

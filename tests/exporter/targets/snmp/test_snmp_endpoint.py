@@ -35,9 +35,13 @@ SHA256_AES = V3User(
 )
 AUTH_ONLY = V3User("scout-authnopriv", auth_key="v3-auth-secret-3", priv_protocol=None)
 
+# The simulated agents listen on loopback; a community other than public needs a list.
+LOOPBACK_ONLY = "allowed_targets: [127.0.0.0/8]"
+
 CONFIG = f"""
 auths:
-  private_v2: {{type: snmp, community: private-community-secret}}
+  private_v2:
+    {{type: snmp, community: private-community-secret, allowed_targets: [127.0.0.0/8]}}
   v3_sha_aes:
     type: snmp
     version: 3
@@ -47,6 +51,7 @@ auths:
     auth_password: {SHA_AES.auth_key}
     priv_protocol: AES
     priv_password: {SHA_AES.priv_key}
+    allowed_targets: [127.0.0.0/8]
   v3_sha256_aes:
     type: snmp
     version: 3
@@ -56,6 +61,7 @@ auths:
     auth_password: {SHA256_AES.auth_key}
     priv_protocol: AES
     priv_password: {SHA256_AES.priv_key}
+    allowed_targets: [127.0.0.0/8]
   v3_auth_only:
     type: snmp
     version: 3
@@ -63,6 +69,7 @@ auths:
     security_level: authNoPriv
     auth_protocol: SHA
     auth_password: {AUTH_ONLY.auth_key}
+    allowed_targets: [127.0.0.0/8]
   v3_wrong_password:
     type: snmp
     version: 3
@@ -72,6 +79,7 @@ auths:
     auth_password: not-the-right-password
     priv_protocol: AES
     priv_password: {SHA_AES.priv_key}
+    allowed_targets: [127.0.0.0/8]
 modules:
   big_bulk:
     prober: snmp
@@ -191,14 +199,17 @@ async def test_if_mib_matches_snmp_exporter_on_simulated_devices(
     aiohttp_client, snmpsim, snmp_exporter, device
 ):
     config = parse_config(
-        f"auths: {{sim_{device}: {{type: snmp, community: {device}}}}}", "sim.yml"
+        f"auths: {{sim_{device}: {{type: snmp, community: {device}, {LOOPBACK_ONLY}}}}}",
+        "sim.yml",
     )
     client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
     await assert_same_as_snmp_exporter(client, snmp_exporter, snmpsim.target, device)
 
 
 async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_client, snmpsim):
-    config = parse_config("auths: {sim: {type: snmp, community: sim260}}", "sim.yml")
+    config = parse_config(
+        f"auths: {{sim: {{type: snmp, community: sim260, {LOOPBACK_ONLY}}}}}", "sim.yml"
+    )
     client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
     status, text = await scrape(client, target=snmpsim.target, auth="sim")
     assert status == 200
@@ -339,7 +350,9 @@ async def test_unresolvable_host_fails_the_module_not_the_exporter(client, snmpd
 
 
 async def test_host_resources_module_on_a_simulated_server(aiohttp_client, snmpsim):
-    config = parse_config("auths: {sim: {type: snmp, community: sim48}}", "sim.yml")
+    config = parse_config(
+        f"auths: {{sim: {{type: snmp, community: sim48, {LOOPBACK_ONLY}}}}}", "sim.yml"
+    )
     client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
     status, text = await scrape(client, target=snmpsim.target, auth="sim", module="host_resources")
     assert status == 200
@@ -404,7 +417,9 @@ async def test_reload_drops_sessions_and_caches_built_from_the_old_config(
     _, cached = await scrape(client, target=snmpd.target, auth="lab")
     assert sample(cached, "scout_snmp_cache_used", module="if_mib") == 1
     # The community changes: the old session (and its secret) must not be reused.
-    config.write_text("auths: {lab: {type: snmp, community: wrong-community-now}}\n")
+    config.write_text(
+        f"auths: {{lab: {{type: snmp, community: wrong-community-now, {LOOPBACK_ONLY}}}}}\n"
+    )
     assert (await client.post("/-/reload")).status == 200
     _, after = await scrape(client, scrape_timeout="3", target=snmpd.target, auth="lab")
     assert sample(after, "scout_snmp_module_success", module="if_mib") == 0
