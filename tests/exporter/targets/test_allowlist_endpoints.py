@@ -274,6 +274,7 @@ async def test_snmp_name_that_does_not_resolve_fails_every_module(client):
     assert status == 200
     assert value(text, "scout_snmp_module_success", module="if_mib") == 0
     assert value(text, "scout_snmp_module_success", module="system") == 0
+    assert value(text, "scout_snmp_device_reachable") == 0, text
 
 
 async def test_snmp_module_and_auth_lists_must_both_admit(client, agent):
