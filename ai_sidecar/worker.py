@@ -308,6 +308,8 @@ class Worker:
                 if time.monotonic() - last_reprioritised >= REPRIORITISE_EVERY:
                     await self.reprioritise()
                     last_reprioritised = time.monotonic()
+                if processed == 0:
+                    await self._wait_for_alerts()
             except StoreError as exc:
                 # The batch is read again and folded again: its alerts are then
                 # already members (duplicates), and what changed stays marked.
@@ -321,26 +323,27 @@ class Worker:
                 # batch build up, so the per-batch work (priorities, the commit)
                 # is paid once per many alerts rather than once per request.
                 await asyncio.sleep(LINGER)
-            if processed == 0:
-                await self._wait_for_alerts()
 
     async def _wait_for_alerts(self) -> None:
-        self._wakeup.clear()
-        try:
-            # Check again after clearing: an alert stored in between must not wait.
-            backlog = await self._refresh_backlog()
-        except StoreError as exc:
-            await asyncio.sleep(self._store_failed("correlate", exc))
-            return
-        if backlog == 0:
-            with contextlib.suppress(TimeoutError):
+        """Return once alerts wait to be folded, or after REPRIORITISE_EVERY."""
+        quiet = False
+        while True:
+            self._wakeup.clear()
+            # Check after clearing: an alert stored in between must not wait.
+            if await self._refresh_backlog() > 0:
+                if quiet:
+                    # The first alerts after a quiet spell, stored moments ago:
+                    # the rest of that moment (an incident's other alerts, which
+                    # Alertmanager delivers per group, all at once) then lands in
+                    # the same batch, and the incident is analysed and posted
+                    # back whole, not as a first part and, a pace later, the rest.
+                    await asyncio.sleep(ARRIVAL_SETTLE)
+                return
+            quiet = True
+            try:
                 await asyncio.wait_for(self._wakeup.wait(), REPRIORITISE_EVERY)
-            if self._wakeup.is_set():
-                # The first alerts after a quiet spell: the rest of their moment
-                # (an incident's other alerts, in deliveries of their own) land
-                # in the same batch, so the incident is analysed and posted back
-                # whole rather than as a first part and, a pace later, the rest.
-                await asyncio.sleep(ARRIVAL_SETTLE)
+            except TimeoutError:
+                return
 
     def _store_failed(self, stage: Stage, exc: StoreError) -> float:
         """Count and log (once per outage) a store failure; seconds until the next try."""
