@@ -35,6 +35,7 @@ from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import SqliteStore, Store, StoreError
 from ai_sidecar.worker import IncidentSink, Worker
 from tests.ai_sidecar.builders import T0, OfflineContext, alert
+from tests.ai_sidecar.test_worker import RecordingSink
 
 SITES = 12
 PEER = "http://127.0.0.1:9"  # never posted to: the tests read the outbox
@@ -73,14 +74,6 @@ class SlowAnalyst:
     async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
         await asyncio.sleep(0.02)
         return Analysis(f"{len(incident.members)} alerts", "x", "y", (), 0.5, 0.1)
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.scheduled: list[Incident] = []
-
-    async def schedule(self, incidents: Sequence[Incident]) -> None:
-        self.scheduled.extend(incidents)
 
 
 def build_worker(
