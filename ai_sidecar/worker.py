@@ -209,9 +209,6 @@ class FailureLog:
             what = "the store works again" if key == STORE_KEY else "an incident works again"
             self._log.info(what, extra={"key": key, "failures": count})
 
-    def failing(self, key: str) -> bool:
-        return key in self._failing
-
 
 def retry_delay(failures: int) -> float:
     """Seconds before the next try after ``failures`` store failures in a row."""
