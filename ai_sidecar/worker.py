@@ -16,6 +16,16 @@ Two loops share one :class:`Worker`:
   coalesce into one more pass, so a storm of 10,000 alerts costs a few
   analyses, not 10,000.
 
+An incident stays on the to-do list (``_dirty``) until the result of its
+analysis is durably stored: in the return trip's outbox and in the store.
+Each incident is analysed and stored on its own, so one that fails cannot
+stop the others. When the store cannot write (another process holds its
+write lock, the disk is full) both loops keep their work and try again after
+a pause that doubles from ``STORE_RETRY_FIRST`` to ``STORE_RETRY_MAX``; the
+outage is logged once when it starts and once when it ends
+(:class:`FailureLog`), and every failure is counted in
+``scout_sidecar_worker_failures_total{stage}``.
+
 An incident whose saved ``version`` is newer than the version its analysis was
 made for (``Incident.analysed_version``) is analysed again after a restart,
 so a kill -9 between the two loops loses no analysis.
@@ -28,12 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -44,7 +55,7 @@ from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.models import Incident, SkippedAnalyst, SkipReason, notified_priority
 from ai_sidecar.priority import prioritise
-from ai_sidecar.store import Store
+from ai_sidecar.store import Store, StoreError
 
 log = logging.getLogger("ai_sidecar.worker")
 
@@ -77,6 +88,19 @@ RENDER_BURST = 5000.0
 MAX_BACKOFF_DOUBLINGS = 7
 # Seconds an analyst may take beyond the context's own time box.
 ANALYST_GRACE = 10.0
+# A store that cannot write is tried again after this many seconds, doubled
+# per failure in a row up to the maximum.
+STORE_RETRY_FIRST = 1.0
+STORE_RETRY_MAX = 60.0
+# Seconds the worker lets new alerts settle after a quiet spell before it folds
+# them: Alertmanager sends one delivery per group, all at the same moment, and
+# alerts that land in one batch are analysed, and posted back, together.
+ARRIVAL_SETTLE = 0.2
+
+# What the worker was doing when it failed (the stage label of the failures metric).
+Stage = Literal["correlate", "analyse", "return_trip", "save"]
+# The key FailureLog keeps the store's own outage under (incidents use their id).
+STORE_KEY = "store"
 
 
 class IncidentSink(Protocol):
@@ -96,6 +120,7 @@ class WorkerMetrics:
     analysis_duration: Histogram
     analysis_failures: Counter
     analysis_fallbacks: Counter
+    worker_failures: Counter
 
 
 def create_worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
@@ -140,7 +165,69 @@ def create_worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             ["analyst", "reason"],
             registry=registry,
         ),
+        worker_failures=Counter(
+            "scout_sidecar_worker_failures",
+            "Work the worker could not finish and will retry, by stage: correlate (folding "
+            "stored alerts), analyse (an incident's analysis), return_trip (queueing its "
+            "enriched copies), save (storing its analysis).",
+            ["stage"],
+            registry=registry,
+        ),
     )
+
+
+class FailureLog:
+    """Logs each failing thing once when it starts failing and once when it recovers.
+
+    A store that stays busy for a minute, retried every second, must give one
+    warning and one "recovered" line, not sixty tracebacks.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        # Key -> failures in a row.
+        self._failing: dict[str, int] = {}
+
+    def failed(self, key: str, stage: Stage, exc: BaseException) -> int:
+        """Record a failure of ``key``; returns how many in a row (1: it just started)."""
+        count = self._failing.get(key, 0) + 1
+        self._failing[key] = count
+        if count == 1:
+            what = "the store is failing" if key == STORE_KEY else "an incident is failing"
+            self._log.warning(
+                f"{what}; its work is kept and retried",
+                extra={"key": key, "stage": stage, "error": f"{type(exc).__name__}: {exc}"},
+                # A bug deserves its traceback (once); a busy or full store does not.
+                exc_info=None if isinstance(exc, StoreError) else exc,
+            )
+        return count
+
+    def recovered(self, key: str) -> None:
+        """``key`` worked again; says so if it had been failing."""
+        count = self._failing.pop(key, 0)
+        if count:
+            what = "the store works again" if key == STORE_KEY else "an incident works again"
+            self._log.info(what, extra={"key": key, "failures": count})
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next try after ``failures`` store failures in a row."""
+    return min(STORE_RETRY_MAX, STORE_RETRY_FIRST * (1 << min(failures - 1, 16)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What one incident's analysis produced.
+
+    ``result``: what goes to the return trip and the store (None: nothing, the
+    whole chain failed on an incident never analysed). ``again``: the incident
+    stays on the to-do list after its result is stored (its preferred analyst
+    failed, or the analysis itself did).
+    """
+
+    incident_id: str
+    result: Incident | None
+    again: bool
 
 
 class Worker:
@@ -175,8 +262,16 @@ class Worker:
         self._correlator = Correlator(config.correlation)
         # The latest saved value of every incident the worker has touched.
         self._incidents: dict[str, Incident] = {}
-        self._dirty: dict[str, None] = {}
+        # The to-do list: incident id -> the mark of its latest change. An
+        # incident leaves it once the analysis of that change is stored; a
+        # newer mark (a change during the analysis) keeps it on.
+        self._dirty: dict[str, int] = {}
+        self._marks = itertools.count()
         self._dirty_event = asyncio.Event()
+        self._failure_log = FailureLog(log)
+        # Store failures in a row, and when the analysis may write again (monotonic).
+        self._store_failures = 0
+        self._store_retry_at = 0.0
         self._analysed_at: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._event_time = datetime.min.replace(tzinfo=UTC)
@@ -205,21 +300,60 @@ class Worker:
     async def correlate_forever(self) -> None:
         last_reprioritised = time.monotonic()
         while True:
-            processed = await self.correlate_once()
+            try:
+                processed = await self.correlate_once()
+                if time.monotonic() - last_reprioritised >= REPRIORITISE_EVERY:
+                    await self.reprioritise()
+                    last_reprioritised = time.monotonic()
+                if processed == 0:
+                    await self._wait_for_alerts()
+            except StoreError as exc:
+                # The batch is read again and folded again: its alerts are then
+                # already members (duplicates), and what changed stays marked.
+                await asyncio.sleep(self._store_failed("correlate", exc))
+                continue
+            if processed:
+                # Written, not only read: a full disk still serves reads.
+                self._store_worked()
             if 0 < processed < BATCH_SIZE:
                 # A storm arrives a request at a time; waiting a moment lets a
                 # batch build up, so the per-batch work (priorities, the commit)
                 # is paid once per many alerts rather than once per request.
                 await asyncio.sleep(LINGER)
-            if time.monotonic() - last_reprioritised >= REPRIORITISE_EVERY:
-                await self.reprioritise()
-                last_reprioritised = time.monotonic()
-            if processed == 0:
-                self._wakeup.clear()
-                # Check again after clearing: an alert stored in between must not wait.
-                if await self._refresh_backlog() == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), REPRIORITISE_EVERY)
+
+    async def _wait_for_alerts(self) -> None:
+        """Return once alerts wait to be folded, or after REPRIORITISE_EVERY."""
+        quiet = False
+        while True:
+            self._wakeup.clear()
+            # Check after clearing: an alert stored in between must not wait.
+            if await self._refresh_backlog() > 0:
+                if quiet:
+                    # The first alerts after a quiet spell, stored moments ago:
+                    # the rest of that moment (an incident's other alerts, which
+                    # Alertmanager delivers per group, all at once) then lands in
+                    # the same batch, and the incident is analysed and posted
+                    # back whole, not as a first part and, a pace later, the rest.
+                    await asyncio.sleep(ARRIVAL_SETTLE)
+                return
+            quiet = True
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), REPRIORITISE_EVERY)
+            except TimeoutError:
+                return
+
+    def _store_failed(self, stage: Stage, exc: StoreError) -> float:
+        """Count and log (once per outage) a store failure; seconds until the next try."""
+        self._metrics.worker_failures.labels(stage).inc()
+        self._store_failures = self._failure_log.failed(STORE_KEY, stage, exc)
+        delay = retry_delay(self._store_failures)
+        self._store_retry_at = time.monotonic() + delay
+        return delay
+
+    def _store_worked(self) -> None:
+        self._store_failures = 0
+        self._store_retry_at = 0.0
+        self._failure_log.recovered(STORE_KEY)
 
     async def correlate_once(self) -> int:
         """Fold one batch of stored alerts into incidents; how many alerts it took."""
@@ -331,7 +465,7 @@ class Worker:
                 self._failures.pop(incident_id, None)
 
     def _mark_dirty(self, incident_id: str) -> None:
-        self._dirty[incident_id] = None
+        self._dirty[incident_id] = next(self._marks)
         self._dirty_event.set()
 
     # -- analyse -----------------------------------------------------------
@@ -371,7 +505,7 @@ class Worker:
         for incident_id in self._dirty:
             short = self._size(incident_id) - self._budget
             waits.append(max(self._turn(incident_id) - now, short / RENDER_RATE))
-        return max(0.0, min(waits, default=0.0))
+        return max(0.0, self._store_retry_at - now, min(waits, default=0.0))
 
     def _take_turns(self, now: float) -> list[str]:
         """Dirty incidents whose turn has come, within the render budget.
@@ -383,6 +517,8 @@ class Worker:
         is waiting), then by priority, then the longest-waiting.
         """
         self._refill(now)
+        if now < self._store_retry_at:
+            return []  # the store cannot write yet: nothing could be stored
         ready = [i for i in self._dirty if self._turn(i) <= now]
         ready.sort(
             key=lambda i: (
@@ -402,52 +538,112 @@ class Worker:
         return taken
 
     async def analyse_pending(self, *, paced: bool = False) -> int:
-        """Analyse incidents changed since their last analysis; how many it analysed.
+        """Analyse incidents changed since their last analysis; how many it stored.
 
         ``paced``: only incidents whose turn has come (see :meth:`_take_turns`).
         During a storm an incident changes with every batch; pacing makes that
         one analysis (and one return-trip update) per turn, not one per batch.
+
+        An incident stays on the to-do list while it is analysed, so it is
+        neither forgotten (:meth:`_forget_old`) nor lost if its result cannot
+        be stored; it leaves only once the result is stored and no newer
+        change arrived meanwhile.
         """
         now = time.monotonic()
         ids = self._take_turns(now) if paced else list(self._dirty)
+        marks = {incident_id: self._dirty[incident_id] for incident_id in ids}
+        last_turns = {incident_id: self._analysed_at.get(incident_id) for incident_id in ids}
         for incident_id in ids:
-            del self._dirty[incident_id]
             self._analysed_at[incident_id] = now
         semaphore = asyncio.Semaphore(ANALYSIS_CONCURRENCY)
-
-        async def one(incident_id: str) -> Incident | None:
-            async with semaphore:
-                # One analysis at a time between requests: the local analyst
-                # never awaits, so without this a storm's hundreds of
-                # incidents would hold the loop for their whole sum.
-                await asyncio.sleep(0)
-                incident = self._incidents[incident_id]
-                analysed = await self._analyse(incident)
-                if analysed is not None and not analysed.skipped_analysts:
-                    self._failures.pop(incident_id, None)
-                    return analysed
-                # The preferred analyst is retried at the incident's turn, later
-                # after each failure. Meanwhile the fallback's analysis, or
-                # without one the last good analysis, goes back to Alertmanager
-                # with the incident's changes (a resolution, new members).
-                self._failures[incident_id] = self._failures.get(incident_id, 0) + 1
-                self._mark_dirty(incident_id)
-                if analysed is not None:
-                    return analysed
-                return incident if incident.analysis is not None else None
-
-        results = await asyncio.gather(*(one(i) for i in ids if i in self._incidents))
-        analysed = [incident for incident in results if incident is not None]
-        if not analysed:
-            return 0
+        outcomes = await asyncio.gather(*(self._analyse_one(i, semaphore) for i in ids))
+        results = [o.result for o in outcomes if o.result is not None]
+        stored: set[str] = set()
         # The return trip first: if the process dies before the analysis is
         # saved, the incident is analysed and scheduled again, which is
         # harmless; the other order could lose the notification.
-        for start in range(0, len(analysed), SAVE_SLICE):
-            chunk = analysed[start : start + SAVE_SLICE]
+        for start in range(0, len(results), SAVE_SLICE):
+            if time.monotonic() < self._store_retry_at:
+                break  # the store failed: the rest waits for its retry, not for a timeout each
+            stored |= await self._store(results[start : start + SAVE_SLICE])
+        for outcome in outcomes:
+            incident_id = outcome.incident_id
+            unstored = outcome.result is not None and incident_id not in stored
+            if unstored and self._store_failures:
+                # Not the incident's fault: its retry follows the store's, not its pace.
+                self._restore_turn(incident_id, last_turns[incident_id])
+            if outcome.again or unstored:
+                continue  # still owed: it stays on the list
+            if self._dirty.get(incident_id) == marks[incident_id]:
+                del self._dirty[incident_id]
+        return len(stored)
+
+    def _restore_turn(self, incident_id: str, last: float | None) -> None:
+        if last is None:
+            self._analysed_at.pop(incident_id, None)
+        else:
+            self._analysed_at[incident_id] = last
+
+    async def _analyse_one(self, incident_id: str, semaphore: asyncio.Semaphore) -> _Outcome:
+        async with semaphore:
+            # One analysis at a time between requests: the local analyst
+            # never awaits, so without this a storm's hundreds of
+            # incidents would hold the loop for their whole sum.
+            await asyncio.sleep(0)
+            incident = self._incidents.get(incident_id)
+            if incident is None:
+                # Forgotten since it was marked (resolved long ago): nothing is owed.
+                return _Outcome(incident_id, None, again=False)
+            try:
+                analysed = await self._analyse(incident)
+            except Exception as exc:  # pipeline boundary: this incident only, retried later
+                self._incident_failed(incident_id, "analyse", exc)
+                return _Outcome(incident_id, None, again=True)
+        if analysed is not None and not analysed.skipped_analysts:
+            self._failures.pop(incident_id, None)
+            return _Outcome(incident_id, analysed, again=False)
+        # The preferred analyst is retried at the incident's turn, later after
+        # each failure. Meanwhile the fallback's analysis, or without one the
+        # last good analysis, goes back to Alertmanager with the incident's
+        # changes (a resolution, new members).
+        self._failures[incident_id] = self._failures.get(incident_id, 0) + 1
+        if analysed is None and incident.analysis is not None:
+            analysed = incident
+        return _Outcome(incident_id, analysed, again=True)
+
+    async def _store(self, chunk: Sequence[Incident]) -> set[str]:
+        """Schedule and save ``chunk``; the ids whose results are now durable.
+
+        A store that cannot write fails the whole chunk (it is tried again
+        after the store's pause); any other failure is narrowed down to the
+        incidents that cause it, so the others are stored.
+        """
+        stage: Stage = "return_trip"
+        try:
             await self._sink.schedule(chunk)
+            stage = "save"
             await self._db.save_incidents([self._merge(incident) for incident in chunk])
-        return len(analysed)
+        except StoreError as exc:
+            self._store_failed(stage, exc)
+            return set()
+        except Exception as exc:  # pipeline boundary: find the incident that fails
+            if len(chunk) == 1:
+                self._incident_failed(chunk[0].id, stage, exc)
+                return set()
+            stored: set[str] = set()
+            for incident in chunk:
+                stored |= await self._store([incident])
+            return stored
+        self._store_worked()
+        for incident in chunk:
+            self._failure_log.recovered(incident.id)
+        return {incident.id for incident in chunk}
+
+    def _incident_failed(self, incident_id: str, stage: Stage, exc: Exception) -> None:
+        """One incident's work failed (not the store): count, log once, back off."""
+        self._metrics.worker_failures.labels(stage).inc()
+        self._failure_log.failed(incident_id, stage, exc)
+        self._failures[incident_id] = self._failures.get(incident_id, 0) + 1
 
     async def _save(self, incidents: Sequence[Incident]) -> None:
         slices = [incidents[i : i + SAVE_SLICE] for i in range(0, len(incidents), SAVE_SLICE)]
