@@ -88,7 +88,6 @@ rfc3339_like = st.from_regex(
 label_maps = st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=5)
 
 
-
 def valid_label_name(name: str) -> bool:
     return bool(name) and not any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name)
 
