@@ -24,7 +24,7 @@ from ai_sidecar.app import create_app
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import SqliteStore
 from tests.ai_sidecar.builders import alert, alert_json, payload
-from tests.ai_sidecar.test_app import AUTH, settings, wait_until
+from tests.ai_sidecar.test_app import AUTH, first_incident_id, settings
 from tests.ai_sidecar.test_webhook_http import AUTH as WEBHOOK_AUTH
 from tests.ai_sidecar.test_webhook_http import URL, sidecar_app
 
@@ -52,15 +52,7 @@ def status_of(answer: bytes) -> int:
 
 async def test_feedback_body_in_two_segments_is_read_whole(aiohttp_client, tmp_path):
     client = await aiohttp_client(create_app(settings(tmp_path)))
-    await client.post(
-        "/api/v1/alertmanager", json=payload(alert("DeviceDown", instance="r1")), headers=AUTH
-    )
-
-    async def first_id() -> str:
-        body = await (await client.get("/api/v1/incidents", headers=AUTH)).json()
-        return str(body[0]["id"]) if body else ""
-
-    incident_id = await wait_until(first_id)
+    incident_id = await first_incident_id(client)
     body = json.dumps({"useful": True, "comment": "right device, " + "x" * 400}).encode()
     head = (
         f"POST /api/v1/incidents/{incident_id}/feedback HTTP/1.1\r\n"

@@ -298,15 +298,66 @@ BAD_PAYLOADS: list[tuple[str, Mutation, str]] = [
 ]
 
 
+# The recorded delivery's alerts start at STARTED; "now" is a minute later.
+NOW = STARTED + timedelta(minutes=1)
+
+
+def second_alert_as_first(data: dict[str, Any]) -> None:
+    data["alerts"][1]["fingerprint"] = data["alerts"][0]["fingerprint"]
+
+
+CONSISTENCY = [
+    (
+        "label-name-empty",
+        set_in("alerts", 0, "labels", "", value="x"),
+        'alerts[0].labels[""]: label name must not be empty',
+    ),
+    (
+        "label-name-newline",
+        set_in("alerts", 1, "labels", "team\nx", value="x"),
+        'alerts[1].labels["team\\nx"]: label name must not hold control or formatting'
+        ' characters: "team\\nx"',
+    ),
+    (
+        "label-name-bidi",
+        set_in("alerts", 0, "labels", "a\u202eb", value="x"),
+        'alerts[0].labels["a\\u202eb"]: label name must not hold control or formatting'
+        ' characters: "a\\u202eb"',
+    ),
+    (
+        "starts-far-ahead",
+        set_in("alerts", 0, "startsAt", value="9999-12-31T00:00:00Z"),
+        "alerts[0].startsAt: more than 10 minutes in the future (now 2026-11-21T07:53:02.533277Z):"
+        " 9999-12-31T00:00:00Z",
+    ),
+    (
+        "ends-before-start",
+        set_in("alerts", 1, "endsAt", value="2026-11-21T07:52:02Z"),
+        "alerts[1].endsAt: before startsAt: 2026-11-21T07:52:02Z < 2026-11-21T07:52:02.533277Z",
+    ),
+    (
+        "truncated-absurd",
+        set_in("truncatedAlerts", value=10**12),
+        "truncatedAlerts: must be at most 1000000, got 1000000000000",
+    ),
+    (
+        "fingerprint-two-label-sets",
+        second_alert_as_first,
+        'alerts[1].fingerprint: "32a57348a5d263f5" is also alerts[0]\'s, whose labels differ;'
+        " one fingerprint is one label set",
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
-    [pytest.param(m, msg, id=name) for name, m, msg in BAD_PAYLOADS],
+    [pytest.param(m, msg, id=name) for name, m, msg in [*BAD_PAYLOADS, *CONSISTENCY]],
 )
 def test_bad_payload_is_refused_with_its_path_and_problem(mutate: Mutation, message: str) -> None:
     data = recorded()
     mutate(data)
     with pytest.raises(BadRequestError) as caught:
-        parse_payload(body_of(data))
+        parse_payload(body_of(data), NOW)
     assert str(caught.value) == message
     assert caught.value.http_status == 400
 
@@ -356,70 +407,6 @@ def test_empty_alert_list_is_a_valid_payload() -> None:
     assert payload.truncated_alerts == 0
 
 
-# The recorded delivery's alerts start at STARTED; "now" is a minute later.
-NOW = STARTED + timedelta(minutes=1)
-
-
-def second_alert_as_first(data: dict[str, Any]) -> None:
-    data["alerts"][1]["fingerprint"] = data["alerts"][0]["fingerprint"]
-
-
-CONSISTENCY = [
-    (
-        "label-name-empty",
-        set_in("alerts", 0, "labels", "", value="x"),
-        'alerts[0].labels[""]: label name must not be empty',
-    ),
-    (
-        "label-name-newline",
-        set_in("alerts", 1, "labels", "team\nx", value="x"),
-        'alerts[1].labels["team\\nx"]: label name must not hold control or formatting'
-        ' characters: "team\\nx"',
-    ),
-    (
-        "label-name-bidi",
-        set_in("alerts", 0, "labels", "a\u202eb", value="x"),
-        'alerts[0].labels["a\\u202eb"]: label name must not hold control or formatting'
-        ' characters: "a\\u202eb"',
-    ),
-    (
-        "starts-far-ahead",
-        set_in("alerts", 0, "startsAt", value="9999-12-31T00:00:00Z"),
-        "alerts[0].startsAt: more than 0:10:00 in the future (now 2026-11-21T07:53:02.533277Z):"
-        " 9999-12-31T00:00:00Z",
-    ),
-    (
-        "ends-before-start",
-        set_in("alerts", 1, "endsAt", value="2026-11-21T07:52:02Z"),
-        "alerts[1].endsAt: before startsAt: 2026-11-21T07:52:02Z < 2026-11-21T07:52:02.533277Z",
-    ),
-    (
-        "truncated-absurd",
-        set_in("truncatedAlerts", value=10**12),
-        "truncatedAlerts: must be at most 1000000, got 1000000000000",
-    ),
-    (
-        "fingerprint-two-label-sets",
-        second_alert_as_first,
-        'alerts[1].fingerprint: "32a57348a5d263f5" is also alerts[0]\'s, whose labels differ;'
-        " one fingerprint is one label set",
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [pytest.param(m, msg, id=name) for name, m, msg in CONSISTENCY],
-)
-def test_inconsistent_payload_is_refused_with_its_path(mutate: Mutation, message: str) -> None:
-    data = recorded()
-    mutate(data)
-    with pytest.raises(BadRequestError) as caught:
-        parse_payload(body_of(data), NOW)
-    assert str(caught.value) == message
-    assert caught.value.http_status == 400
-
-
 def test_what_real_alertmanagers_send_is_still_accepted() -> None:
     data = recorded()
     # Clocks differ a little: a start up to MAX_START_AHEAD ahead is accepted.
@@ -441,5 +428,5 @@ def test_what_real_alertmanagers_send_is_still_accepted() -> None:
 def test_start_is_checked_against_the_clock_by_default() -> None:
     data = recorded()
     data["alerts"][0]["startsAt"] = format_time(datetime.now(UTC) + timedelta(hours=1))
-    with pytest.raises(BadRequestError, match=r"alerts\[0\]\.startsAt: more than 0:10:00"):
+    with pytest.raises(BadRequestError, match=r"alerts\[0\]\.startsAt: more than 10 minutes"):
         parse_payload(body_of(data))
