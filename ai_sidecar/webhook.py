@@ -14,9 +14,9 @@ with one fingerprint but different labels (one fingerprint is one label set).
 
 :func:`receive` is the handler. It checks the token, the size and the media
 type, parses (a large body in a worker thread, so the event loop keeps serving
-other requests meanwhile), stores the alerts durably and only then answers 200. Bad input is
-a 4xx, which Alertmanager does not retry; a store that cannot write now is a
-503, which it does retry. Delivery is at least once and HA peers send the same
+other requests meanwhile), stores the alerts durably and only then answers
+200. Bad input is a 4xx, which Alertmanager does not retry; a store that
+cannot write now is a 503, which it does retry. Delivery is at least once and HA peers send the same
 alerts, so storage is idempotent and repeats are counted, not stored twice.
 Enriched copies of alerts that Alertmanager routed back here (the loop guard)
 are dropped and counted.
