@@ -14,9 +14,10 @@ from typing import Any, cast
 from aiohttp import web
 
 from ai_sidecar.auth import require_token
-from ai_sidecar.errors import BadRequestError, NotFoundError, PayloadTooLargeError
+from ai_sidecar.errors import BadRequestError, NotFoundError
 from ai_sidecar.keys import SETTINGS, STORE
 from ai_sidecar.models import IncidentStatus, format_time, incident_to_json
+from ai_sidecar.webhook import read_body
 
 MAX_LIMIT = 1000
 MAX_COMMENT = 2000
@@ -103,10 +104,8 @@ def _parse_feedback(raw: bytes) -> tuple[bool, str]:
 async def post_feedback(request: web.Request) -> web.Response:
     require_token(request, request.app[SETTINGS].webhook_token)
     incident_id = request.match_info["id"]
-    raw = await request.content.read(MAX_FEEDBACK_BODY + 1)
-    if len(raw) > MAX_FEEDBACK_BODY:
-        raise PayloadTooLargeError(f"request body is larger than {MAX_FEEDBACK_BODY} bytes")
-    useful, comment = _parse_feedback(raw)
+    # One read() returns what has arrived so far, maybe half a body.
+    useful, comment = _parse_feedback(await read_body(request, MAX_FEEDBACK_BODY))
     recorded = await request.app[STORE].add_feedback(
         incident_id, useful, comment, datetime.now(UTC)
     )

@@ -20,5 +20,6 @@ def require_token(request: web.Request, token: str | None) -> None:
     if scheme.lower() != "bearer" or not given:
         raise UnauthorizedError("missing bearer token: send 'Authorization: Bearer <token>'")
     # Constant time, so the answer's timing says nothing about how much matched.
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    # surrogateescape: header bytes that are not UTF-8 are a wrong token, not a 500.
+    if not hmac.compare_digest(given.strip().encode(errors="surrogateescape"), token.encode()):
         raise UnauthorizedError("invalid bearer token")

@@ -13,7 +13,10 @@ emails, so before it leaves the sidecar it must not be able to:
 * smuggle invisible or layout-changing characters: control characters,
   zero-width characters and bidirectional overrides (which can make a shown
   command differ from the one a reader copies);
-* flood a channel: every field is capped, with an ellipsis when cut.
+* flood a channel: every field is capped, with an ellipsis when cut;
+* link somewhere unexpected: only http(s) URLs of printable ASCII without
+  spaces, quotes, angle brackets or ``|`` are kept as links
+  (:func:`safe_link`); a ``javascript:`` generator URL is not.
 
 What survives is plain text: every Slack ``<…>`` sequence is rewritten to
 readable words (``<https://x|docs>`` becomes ``docs (https://x)``) and the
@@ -30,8 +33,13 @@ root cause 600
 impact     400
 one action 200
 actions    8 (the rest are dropped)
-annotation 1000 (an original annotation copied into an enriched alert)
+annotation 1000 on at most 20 lines (an original annotation copied into an
+           enriched alert)
 ========== ======
+
+These are the sidecar's caps. Alertmanager's Slack templates
+(``alertmanager/templates/scout.tmpl``) escape ``&``, ``<`` and ``>`` and cap
+again, for raw alerts the sidecar never saw.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ class Caps:
     action: int = 200
     actions: int = 8
     annotation: int = 1000
+    annotation_lines: int = 20
 
 
 CAPS = Caps()
@@ -75,6 +84,12 @@ _INVISIBLE = frozenset(
     "\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
     "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
 )
+# Longest URL kept as a link; Prometheus's generator URLs with a long
+# expression stay well under it.
+MAX_LINK = 2000
+# http(s), then printable ASCII but for space, '"', '<', '>' and '|': the
+# characters that end or relabel a Slack link or an HTML attribute.
+_SAFE_LINK = re.compile(r"https?://[!#-;=?-{}~]+", re.ASCII | re.IGNORECASE)
 
 
 def _special(body: str) -> str:
@@ -127,8 +142,25 @@ def cap(text: str, limit: int) -> str:
     return text[: limit - 1].rstrip() + ELLIPSIS
 
 
-def clean(text: str, limit: int) -> str:
-    """Plain text that cannot notify, hide a link, or run past ``limit`` characters."""
+def cap_lines(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` lines, the last ending in an ellipsis if cut."""
+    lines = text.split("\n", limit)
+    if len(lines) <= limit:
+        return text
+    last = lines[limit - 1].rstrip()
+    return "\n".join([*lines[: limit - 1], f"{last} {ELLIPSIS}" if last else ELLIPSIS])
+
+
+def safe_link(url: str) -> str | None:
+    """``url`` if a notification may show it as a link (see the module docstring), else None."""
+    if len(url) <= MAX_LINK and _SAFE_LINK.fullmatch(url):
+        return url
+    return None
+
+
+def clean(text: str, limit: int, max_lines: int | None = None) -> str:
+    """Plain text that cannot notify, hide a link, or run past ``limit`` characters
+    (nor past ``max_lines`` lines, when given)."""
     text = _strip_controls(text)
     text = _SLACK_SEQUENCE.sub(_rewrite, text)
     # What is left can no longer pair up into a sequence Slack would read.
@@ -137,6 +169,8 @@ def clean(text: str, limit: int) -> str:
     # Blank runs left by removed characters or by the model's formatting.
     text = re.sub(r"[ ]{2,}", " ", text)
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    if max_lines is not None:
+        text = cap_lines(text, max_lines)
     return cap(text, limit)
 
 

@@ -4,12 +4,19 @@
 :class:`WebhookPayload`; every problem it finds is a
 :class:`~ai_sidecar.errors.BadRequestError` whose message names the JSON path
 and what is wrong, so whoever configured the sender can fix it from the 400
-alone.
+alone. Beyond the shape it refuses what no Alertmanager sends and what would
+do harm once stored: a label name that is empty or holds a control or
+formatting character; a ``startsAt`` more than :data:`MAX_START_AHEAD` in the
+future (its enriched copy would never expire and keep muting the raw alert);
+an ``endsAt`` before ``startsAt`` (Go's zero time means no end); a
+``truncatedAlerts`` outside 0 to :data:`MAX_TRUNCATED_ALERTS`; and two alerts
+with one fingerprint but different labels (one fingerprint is one label set).
 
 :func:`receive` is the handler. It checks the token, the size and the media
-type, parses, stores the alerts durably and only then answers 200. Bad input is
-a 4xx, which Alertmanager does not retry; a store that cannot write now is a
-503, which it does retry. Delivery is at least once and HA peers send the same
+type, parses (a large body in a worker thread, so the event loop keeps serving
+other requests meanwhile), stores the alerts durably and only then answers
+200. Bad input is a 4xx, which Alertmanager does not retry; a store that
+cannot write now is a 503, which it does retry. Delivery is at least once and HA peers send the same
 alerts, so storage is idempotent and repeats are counted, not stored twice.
 Enriched copies of alerts that Alertmanager routed back here (the loop guard)
 are dropped and counted.
@@ -17,9 +24,11 @@ are dropped and counted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -38,7 +47,7 @@ from ai_sidecar.errors import (
     UnsupportedMediaError,
 )
 from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
-from ai_sidecar.models import Alert
+from ai_sidecar.models import Alert, format_time
 from ai_sidecar.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -51,6 +60,18 @@ GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 MAX_PROBLEMS = 5
 # Values echoed in messages are cut to this many characters.
 MAX_ECHO = 64
+# How far ahead of the sidecar's clock an alert may start: clocks of
+# Prometheus, Alertmanager and the sidecar differ a little, never by more.
+MAX_START_AHEAD = timedelta(minutes=10)
+# Alertmanager counts the alerts that max_alerts cut off a delivery; no group
+# is larger than this.
+MAX_TRUNCATED_ALERTS = 1_000_000
+# Bodies larger than this are parsed in a worker thread. Parsing costs about
+# 80 ns a byte: a 16 MiB body held the event loop, and every other request,
+# for over a second; one of this size takes a few milliseconds, less than the
+# hop to a thread is worth for the one-alert deliveries that make up most
+# traffic.
+PARSE_OFF_LOOP_BYTES = 64 * 1024
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
@@ -183,7 +204,7 @@ class _PayloadIn(BaseModel):
 
     version: Annotated[str, PlainValidator(_check_version)]
     groupKey: str = ""
-    truncatedAlerts: Annotated[int, Field(ge=0)] = 0
+    truncatedAlerts: Annotated[int, Field(ge=0, le=MAX_TRUNCATED_ALERTS)] = 0
     status: str = ""
     receiver: str = ""
     groupLabels: dict[str, str] = Field(default_factory=dict)
@@ -224,6 +245,8 @@ def _problem(error: ErrorDetails) -> str:
         what = f"must be a whole number, got {_echo(value)}"
     elif kind == "greater_than_equal":
         what = f"must be 0 or more, got {_echo(value)}"
+    elif kind == "less_than_equal":
+        what = f"must be at most {ctx['le']}, got {_echo(value)}"
     elif kind in ("too_short", "string_too_short"):
         what = "must not be empty"
     elif kind == "literal_error":
@@ -234,6 +257,54 @@ def _problem(error: ErrorDetails) -> str:
     if not path:  # the body itself is not an object
         return f"request body must be a JSON object, got {_json_type(value)}"
     return f"{path}: {what}"
+
+
+def _odd_label_name(name: str) -> str | None:
+    """What is wrong with a label name, if anything."""
+    if not name:
+        return "label name must not be empty"
+    # Cc: control characters; Cf: formatting ones, bidi overrides among them.
+    # isprintable() is False for both, so most names skip the per-character pass.
+    if not name.isprintable() and any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+        return f"label name must not hold control or formatting characters: {_echo(name)}"
+    return None
+
+
+def _consistency_problems(model: _PayloadIn, now: datetime) -> list[str]:
+    """What is wrong across fields: label names, times, repeated fingerprints."""
+    problems: list[str] = []
+    labels_of: dict[str, tuple[int, dict[str, str]]] = {}
+    latest_start = now + MAX_START_AHEAD
+    # Each distinct name checked once: a storm repeats the same few names.
+    names: set[str] = set().union(*(alert.labels for alert in model.alerts))
+    odd = {name: problem for name in names if (problem := _odd_label_name(name))}
+    for index, alert in enumerate(model.alerts):
+        for name in sorted(alert.labels.keys() & odd.keys()) if odd else ():
+            problems.append(f"{_path(('alerts', index, 'labels', name))}: {odd[name]}")
+        if alert.startsAt > latest_start:
+            problems.append(
+                f"alerts[{index}].startsAt: more than {MAX_START_AHEAD.total_seconds() / 60:g}"
+                f" minutes in the future (now {format_time(now)}): {format_time(alert.startsAt)}"
+            )
+        if alert.endsAt is not None and alert.endsAt < alert.startsAt:
+            problems.append(
+                f"alerts[{index}].endsAt: before startsAt: {format_time(alert.endsAt)}"
+                f" < {format_time(alert.startsAt)}"
+            )
+        first, labels = labels_of.setdefault(alert.fingerprint, (index, alert.labels))
+        if labels is not alert.labels and labels != alert.labels:
+            problems.append(
+                f"alerts[{index}].fingerprint: {_echo(alert.fingerprint)} is also"
+                f" alerts[{first}]'s, whose labels differ; one fingerprint is one label set"
+            )
+    return problems
+
+
+def _listed(problems: list[str], total: int) -> str:
+    message = "; ".join(problems[:MAX_PROBLEMS])
+    if total > MAX_PROBLEMS:
+        message += f"; and {total - MAX_PROBLEMS} more"
+    return message
 
 
 def _bad_payload(exc: ValidationError) -> BadRequestError:
@@ -247,20 +318,23 @@ def _bad_payload(exc: ValidationError) -> BadRequestError:
         if error["type"] == "scout_version":
             return BadRequestError(_problem(error))
     problems = [_problem(e) for e in errors[:MAX_PROBLEMS]]
-    message = "; ".join(problems)
-    if len(errors) > MAX_PROBLEMS:
-        message += f"; and {len(errors) - MAX_PROBLEMS} more"
-    return BadRequestError(message)
+    return BadRequestError(_listed(problems, len(errors)))
 
 
-def parse_payload(body: bytes) -> WebhookPayload:
-    """Parse and validate a webhook body; raise BadRequestError saying what is wrong and where."""
+def parse_payload(body: bytes, now: datetime | None = None) -> WebhookPayload:
+    """Parse and validate a webhook body; raise BadRequestError saying what is wrong and where.
+
+    ``now`` (default: the clock) is what a ``startsAt`` may not be far ahead of.
+    """
     if not body.strip():
         raise BadRequestError("request body is empty; expected an Alertmanager webhook payload")
     try:
         model = _PayloadIn.model_validate_json(body)
     except ValidationError as exc:
         raise _bad_payload(exc) from None
+    problems = _consistency_problems(model, _now() if now is None else now)
+    if problems:
+        raise BadRequestError(_listed(problems, len(problems)))
     return WebhookPayload(
         version=model.version,
         group_key=model.groupKey,
@@ -290,8 +364,9 @@ def _too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"request body is larger than the limit of {limit} bytes")
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes whatever Content-Length claimed."""
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, however many TCP segments it came in, refusing more than
+    ``limit`` bytes whatever Content-Length claimed."""
     chunks: list[bytes] = []
     size = 0
     # A chunked body has no length up front, and a declared one may lie: read
@@ -309,6 +384,13 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def _parse(body: bytes) -> WebhookPayload:
+    """parse_payload, in a worker thread for a body above PARSE_OFF_LOOP_BYTES."""
+    if len(body) > PARSE_OFF_LOOP_BYTES:
+        return await asyncio.to_thread(parse_payload, body)
+    return parse_payload(body)
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -333,12 +415,12 @@ async def receive(request: web.Request) -> web.Response:
             f"Content-Type must be application/json, got {_echo(request.content_type)}"
         )
     try:
-        body = await _read_body(request, limit)
+        body = await read_body(request, limit)
     except PayloadTooLargeError:
         metrics.alerts_invalid.labels("too_large").inc()
         raise
     try:
-        payload = parse_payload(body)
+        payload = await _parse(body)
     except BadRequestError as exc:
         metrics.alerts_invalid.labels("invalid").inc()
         log.info("webhook payload refused", extra={"reason": str(exc)[:300]})

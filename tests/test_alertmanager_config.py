@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import wait_for
 from tests.peers.alertmanager import Alertmanager, postable, render_config
-from tests.peers.notify import SlackSink
+from tests.peers.notify import SlackSink, slack_text
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "alertmanager" / "alertmanager.yml"
@@ -168,7 +168,8 @@ def test_email_html_escapes_analysis_text_exactly_once(render_template):
 def test_slack_and_subject_show_the_analysis(render_template):
     data = notification()
     title = render_template("scout.slack.title", data)
-    assert title == "[FIRING] P1 R&D uplink <lost>"
+    # Slack's escaping: Slack shows "R&D uplink <lost>"; the email subject is plain text.
+    assert title == "[FIRING] P1 R&amp;D uplink &lt;lost&gt;"
     subject = render_template("scout.email.subject", data)
     assert subject == "[Scout P1] R&D uplink <lost> (inc-7)"
     text = render_template("scout.slack.text", data)
@@ -177,7 +178,8 @@ def test_slack_and_subject_show_the_analysis(render_template):
         '*Root cause:* Optic "Gi0/1" failed',
         "*Impact:* Site A offline",
         "1. Swap the optic\n2. Call the carrier",
-        "• *LinkDown* on sw1: Link Gi0/1 down <http://prometheus.example/graph?g0.expr=a&g0.tab=1|graph>",
+        "• *LinkDown* on sw1: Link Gi0/1 down"
+        " <http://prometheus.example/graph?g0.expr=a&amp;g0.tab=1|graph>",
         "<http://127.0.0.1:8782/api/v1/incidents/inc-7|Incident in Scout>",
         "<http://grafana.example/d/x|Grafana>",
     ):
@@ -229,3 +231,161 @@ def test_inhibition_mutes_only_the_enriched_alerts_own_raw_alert(tmp_path):
 
             wait_for(lambda: raw_states()["Gi0/1"], timeout=10, what="the raw alert inhibited")
             assert raw_states() == {"Gi0/1": True, "Gi0/2": False}
+
+
+# Text anyone who can set a label, an annotation or a switch port's ifAlias controls.
+HOSTILE = (
+    "<!channel> <!here> <@U123> <https://evil.example|click> <javascript:alert(1)>"
+    " \u202egnp.exe\u202c \u2066x\u2069 \u200e\u200f\u061c & done"
+)
+# What may never reach Slack: sequences Slack obeys, and invisible direction changes.
+OBEYED = ("<!channel>", "<!here>", "<@U123>", "<https://evil", "|click>", "<javascript:")
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+def assert_inert(text: str) -> None:
+    for sequence in OBEYED:
+        assert sequence not in text
+    assert not set(BIDI) & set(text), [hex(ord(c)) for c in set(BIDI) & set(text)]
+    # Shown to people as the text it was.
+    assert "&lt;!channel&gt; &lt;!here&gt; &lt;@U123&gt;" in text
+    assert "&lt;https://evil.example|click&gt; &lt;javascript:alert(1)&gt;" in text
+    assert "gnp.exe" in text
+    assert "&amp; done" in text
+
+
+def hostile_notification(receiver: str, count: int = 1) -> dict[str, Any]:
+    data = notification()
+    data["receiver"] = receiver
+    alert = data["alerts"][0]
+    alert["labels"].update(alertname=HOSTILE, instance=HOSTILE, severity=HOSTILE)
+    alert["annotations"].update(
+        summary=HOSTILE,
+        description=HOSTILE,
+        ai_summary=HOSTILE,
+        ai_root_cause=HOSTILE,
+        ai_impact=HOSTILE,
+        ai_actions=HOSTILE,
+    )
+    data["groupLabels"] = {
+        "alertname": HOSTILE,
+        "instance": HOSTILE,
+        "scout_incident": HOSTILE,
+    }
+    data["alerts"] = [
+        {**alert, "fingerprint": f"{n:016x}", "labels": {**alert["labels"], "n": str(n)}}
+        for n in range(count)
+    ]
+    return data
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["scout.slack.title", "scout.slack.text", "scout.raw.slack.title", "scout.raw.slack.text"],
+)
+def test_slack_templates_show_hostile_text_without_obeying_it(render_template, template):
+    assert_inert(render_template(template, hostile_notification("scout-slack")))
+
+
+def test_email_still_escapes_hostile_text_as_html_once(render_template):
+    html = render_template("scout.email.html", hostile_notification("scout-email"), "html")
+    assert "&lt;!channel&gt;" in html
+    assert "&amp;lt;" not in html
+    assert "<!channel>" not in html
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "http://x.example/a|click here",
+        "http://x.example/a> <!channel",
+        "http://x.example/a b",
+        "data:text/html,<script>",
+        "ftp://x.example/file",
+    ],
+)
+def test_slack_links_only_http_urls_and_shows_the_rest_as_text(render_template, url):
+    data = notification()
+    alert = data["alerts"][0]
+    alert["generatorURL"] = url
+    alert["annotations"].update(scout_incident_url=url, grafana_url=url)
+    for template in ("scout.slack.text", "scout.raw.slack.text"):
+        text = render_template(template, data)
+        for label in ("|graph>", "|Incident in Scout>", "|Grafana>"):
+            assert label not in text
+        assert "<!channel" not in text
+        assert "(graph: " in text
+    # The title's link is a URL field: Alertmanager's own URL instead.
+    assert render_template("scout.slack.link", data) == "http://127.0.0.1:9093"
+
+
+def test_slack_links_keep_http_urls_with_slack_escaping(render_template):
+    data = notification()
+    data["alerts"][0]["generatorURL"] = "HTTPS://prometheus.example/graph?g0.expr=up%3E0&x=1"
+    text = render_template("scout.raw.slack.text", data)
+    assert " <HTTPS://prometheus.example/graph?g0.expr=up%3E0&amp;x=1|graph>" in text
+    assert render_template("scout.slack.link", data) == (
+        "http://127.0.0.1:8782/api/v1/incidents/inc-7"
+    )
+
+
+def test_huge_description_is_capped_in_lines_and_characters(render_template):
+    """A description of 111 KB on 5,005 lines was posted whole by the raw template."""
+    huge = "\n".join(f"line {n} " + "x" * 16 for n in range(5005))
+    assert len(huge) > 110_000
+    data = hostile_notification("people-raw", count=30)
+    for alert in data["alerts"]:
+        alert["annotations"]["description"] = huge
+        alert["annotations"]["summary"] = "s" * 5000
+        alert["labels"]["instance"] = "i" * 5000
+    text = render_template("scout.raw.slack.text", data)
+    assert len(text) < 20_000
+    assert text.count("\n") < 80
+    assert text.count("• ") == 10
+    assert "… and more" in text
+    assert "line 4 " in text
+    assert "line 5 " not in text
+    assert "s" * 298 + "…" in text
+    assert "s" * 300 not in text
+    enriched = render_template("scout.slack.text", data)
+    assert len(enriched) < 20_000
+    assert enriched.count("• ") == 20
+
+
+def test_analysis_keeps_ten_lines_and_two_thousand_characters(render_template):
+    data = notification()
+    data["alerts"][0]["annotations"]["ai_actions"] = "\n".join(
+        f"{n}. " + "a" * 150 for n in range(1, 13)
+    )
+    text = render_template("scout.slack.text", data)
+    assert "10. " in text
+    assert "11. " not in text
+    data["alerts"][0]["annotations"]["ai_root_cause"] = "r" * 5000
+    text = render_template("scout.slack.text", data)
+    assert "r" * 1999 + "…" in text
+    assert "r" * 2000 not in text
+
+
+def test_hostile_raw_alert_reaches_a_slack_sink_inert(tmp_path):
+    """Through a real Alertmanager's fail-open route to a Slack-compatible sink."""
+    with SlackSink() as sink:
+        config = render_config(
+            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+        )
+        with Alertmanager(tmp_path, config) as am:
+            am.post(
+                [
+                    postable(
+                        {"alertname": "LinkDown", "instance": HOSTILE, "ifAlias": HOSTILE},
+                        {"summary": HOSTILE, "description": HOSTILE + "\n" * 5005 + "tail"},
+                        generator_url="javascript:alert(1)",
+                    )
+                ]
+            )
+            message = sink.wait_for(lambda m: "not analysed" in slack_text(m))
+    text = slack_text(message)
+    assert_inert(text)
+    assert "tail" not in text
+    assert "(graph: javascript:alert(1))" in text
+    assert len(json.dumps(message)) < 5000

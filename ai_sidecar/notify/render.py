@@ -25,7 +25,7 @@ from ai_sidecar.models import (
     parse_time,
 )
 from ai_sidecar.notify.policy import ReturnTripPolicy
-from ai_sidecar.sanitize import CAPS, clean, format_actions, sanitize_analysis
+from ai_sidecar.sanitize import CAPS, clean, format_actions, safe_link, sanitize_analysis
 from ai_sidecar.store import OutboxCopy, OutboxRow
 
 
@@ -91,7 +91,8 @@ def enriched_alert(
 
     Labels are the member's own plus the three ``scout_*`` labels. Annotations
     are the member's own (sanitised: they may quote device text) plus the
-    sanitised analysis and links. ``endsAt`` is ``now`` + keepalive while the
+    sanitised analysis and links. A generator URL that is no safe http(s)
+    link is left out. ``endsAt`` is ``now`` + keepalive while the
     member fires, else its resolution time.
     """
     labels = {
@@ -101,13 +102,17 @@ def enriched_alert(
         PRIORITY_LABEL: notified_priority(incident),
     }
     annotations = {
-        name: clean(value, CAPS.annotation) for name, value in member.annotations.items()
+        name: clean(value, CAPS.annotation, CAPS.annotation_lines)
+        for name, value in member.annotations.items()
     }
     # Passed in when building every member of one incident: sanitised once.
     annotations.update(analysis_annotations(incident) if ai_annotations is None else ai_annotations)
+    # Whoever writes the rule writes the generator URL: a javascript: or
+    # relabelling one must not become a link in Slack or email.
+    generator_url = safe_link(member.generator_url)
     links = {
         "scout_incident_url": incident_url(policy, incident.id),
-        "prometheus_url": member.generator_url or policy.prometheus_url,
+        "prometheus_url": generator_url or policy.prometheus_url,
         "grafana_url": policy.grafana_url,
     }
     annotations.update({name: str(url) for name, url in links.items() if url})
@@ -123,8 +128,8 @@ def enriched_alert(
         "endsAt": format_time(ends_at),
     }
     # Alertmanager checks generatorURL as a URI; an empty one is better left out.
-    if member.generator_url:
-        alert["generatorURL"] = member.generator_url
+    if generator_url:
+        alert["generatorURL"] = generator_url
     return alert
 
 

@@ -225,8 +225,8 @@ async def test_no_auth_mode_serves_without_a_token(aiohttp_client, tmp_path):
     assert (await client.get("/api/v1/incidents")).status == 200
 
 
-async def test_feedback(aiohttp_client, tmp_path):
-    client = await aiohttp_client(create_app(settings(tmp_path)))
+async def first_incident_id(client: Any) -> str:
+    """Post one alert and wait for the sidecar to make it an incident; its id."""
     await client.post(
         "/api/v1/alertmanager", json=payload(alert("DeviceDown", instance="r1")), headers=AUTH
     )
@@ -235,7 +235,13 @@ async def test_feedback(aiohttp_client, tmp_path):
         body = await (await client.get("/api/v1/incidents", headers=AUTH)).json()
         return str(body[0]["id"]) if body else ""
 
-    incident_id = await wait_until(first_id)
+    incident_id: str = await wait_until(first_id)
+    return incident_id
+
+
+async def test_feedback(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    incident_id = await first_incident_id(client)
     url = f"/api/v1/incidents/{incident_id}/feedback"
     response = await client.post(
         url, json={"useful": False, "comment": "wrong device"}, headers=AUTH

@@ -331,3 +331,31 @@ def test_raw_alerts_reach_people_when_the_sidecar_dies_after_enriching(
         message = slack.wait_for(lambda m: RAW_MARK in slack_text(m), timeout=30)
         assert time.monotonic() - killed <= 4 + 2 + 5  # keep-alive, raw interval, slack
         assert "LinkDown on rtr1" in slack_text(message)
+
+
+def test_hostile_alert_text_reaches_slack_inert_on_the_enriched_path(
+    tmp_path, slack, am_config, sidecar_factory
+):
+    """Labels, annotations and a generator URL written to notify, hide links and flood."""
+    hostile = "<!channel> <@U123> <https://evil.example|click> <javascript:alert(1)> \u202egnp"
+    with Alertmanager(tmp_path, am_config) as am:
+        sidecar_factory([am.url])
+        am.post(
+            [
+                postable(
+                    {"alertname": "LinkDown", "instance": hostile, "severity": "warning"},
+                    {"summary": hostile, "description": hostile + "\n" * 5005 + "tail"},
+                    generator_url="javascript:alert(1)",
+                )
+            ]
+        )
+        message = slack.wait_for(lambda m: enriched([m]) != [], timeout=30)
+    text = slack_text(message)
+    for obeyed in ("<!channel>", "<@U123>", "<https://evil", "|click>", "<javascript:", "\u202e"):
+        assert obeyed not in text
+    # The label, which the sidecar must keep as it is, is escaped by the template.
+    assert "on &lt;!channel&gt; &lt;@U123&gt;" in text
+    # The sidecar left the javascript: generator URL out of its copy: no graph link.
+    assert "|graph>" not in text
+    assert "tail" not in text
+    assert len(json.dumps(message)) < 10_000

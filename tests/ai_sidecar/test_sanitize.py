@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from ai_sidecar.models import Analysis
-from ai_sidecar.sanitize import CAPS, Caps, cap, clean, format_actions, sanitize_analysis
+from ai_sidecar.sanitize import (
+    CAPS,
+    Caps,
+    cap,
+    cap_lines,
+    clean,
+    format_actions,
+    safe_link,
+    sanitize_analysis,
+)
 
 
 @pytest.mark.parametrize(
@@ -145,3 +154,29 @@ def test_format_actions_numbers_one_per_line():
         "1. Check the SFP\n2. Call the carrier"
     )
     assert format_actions(()) == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("http://prometheus.example/graph?g0.expr=up%7Bjob%3D%22a%22%7D&g0.tab=1", True),
+        ("HTTPS://grafana.example/d/x", True),
+        ("", False),
+        ("javascript:alert(1)", False),
+        ("http://evil.example/|click", False),
+        ("http://evil.example/<!channel>", False),
+        ('http://evil.example/" onclick="x', False),
+        ("http://evil.example/a b", False),
+        ("http://evil.example/\u202e", False),
+        ("ftp://files.example/x", False),
+        ("http://x.example/" + "a" * 3000, False),
+    ],
+)
+def test_safe_link_keeps_only_plain_http_urls(url, kept):
+    assert safe_link(url) == (url if kept else None)
+
+
+def test_cap_lines_ends_the_last_kept_line_with_an_ellipsis():
+    assert cap_lines("a\nb\nc", 3) == "a\nb\nc"
+    assert cap_lines("a\nb\nc\nd", 3) == "a\nb\nc …"
+    assert clean("a\n\nb\n\nc", 100, max_lines=2) == "a\n…"

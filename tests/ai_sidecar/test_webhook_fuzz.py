@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import json
 import threading
+import unicodedata
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -26,7 +27,12 @@ from hypothesis import strategies as st
 from ai_sidecar.errors import BadRequestError
 from ai_sidecar.models import Alert
 from ai_sidecar.store import SqliteStore, Store
-from ai_sidecar.webhook import GO_ZERO_TIME, WebhookPayload, parse_payload
+from ai_sidecar.webhook import (
+    MAX_START_AHEAD,
+    MAX_TRUNCATED_ALERTS,
+    WebhookPayload,
+    parse_payload,
+)
 from tests.ai_sidecar.builders import alert_json
 from tests.ai_sidecar.test_webhook_http import AUTH, URL, sidecar_app
 
@@ -81,16 +87,42 @@ rfc3339_like = st.from_regex(
 )
 label_maps = st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=5)
 
-alerts = st.builds(
-    Alert,
-    fingerprint=st.text(min_size=1, max_size=16),
-    status=st.sampled_from(["firing", "resolved"]),
-    labels=st.dictionaries(st.text(max_size=10), st.text(max_size=20), min_size=1, max_size=5),
-    annotations=label_maps,
-    starts_at=times,
-    ends_at=st.none() | times.filter(lambda t: t != GO_ZERO_TIME),
-    generator_url=st.text(max_size=30),
+
+def valid_label_name(name: str) -> bool:
+    return bool(name) and not any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name)
+
+
+# What the parser accepts: started no later than now, ended no earlier than it started.
+past_times = st.datetimes(
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(2026, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
 )
+
+
+@st.composite
+def valid_alerts(draw: st.DrawFn) -> Alert:
+    starts_at = draw(past_times)
+    ends_at = draw(st.none() | st.timedeltas(timedelta(0), timedelta(days=30)))
+    return Alert(
+        fingerprint=draw(st.text(min_size=1, max_size=16)),
+        status=draw(st.sampled_from(["firing", "resolved"])),
+        labels=draw(
+            st.dictionaries(
+                st.text(min_size=1, max_size=10).filter(valid_label_name),
+                st.text(max_size=20),
+                min_size=1,
+                max_size=5,
+            )
+        ),
+        annotations=draw(label_maps),
+        starts_at=starts_at,
+        ends_at=None if ends_at is None else starts_at + ends_at,
+        generator_url=draw(st.text(max_size=30)),
+    )
+
+
+alerts = valid_alerts()
 
 
 def payload_json(items: list[Alert], truncated: int = 0) -> dict[str, Any]:
@@ -151,7 +183,14 @@ def parse_or_refuse(body: bytes) -> WebhookPayload | None:
         assert alert.ends_at is None or alert.ends_at.utcoffset() == timedelta(0)
         for mapping in (alert.labels, alert.annotations):
             assert all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
-    assert payload.truncated_alerts >= 0
+    assert 0 <= payload.truncated_alerts <= MAX_TRUNCATED_ALERTS
+    latest_start = datetime.now(UTC) + MAX_START_AHEAD
+    seen: dict[str, Any] = {}
+    for alert in payload.alerts:
+        assert all(valid_label_name(name) for name in alert.labels)
+        assert alert.starts_at <= latest_start
+        assert alert.ends_at is None or alert.ends_at >= alert.starts_at
+        assert seen.setdefault(alert.fingerprint, alert.labels) == alert.labels
     return payload
 
 
@@ -215,7 +254,10 @@ def test_time_fields(items: list[Alert], text: str, data: st.DataObject) -> None
 
 
 @FUZZ
-@given(st.lists(alerts, max_size=5), st.integers(0, 10**6))
+@given(
+    st.lists(alerts, max_size=5, unique_by=lambda a: a.fingerprint),
+    st.integers(0, MAX_TRUNCATED_ALERTS),
+)
 def test_valid_payloads_come_back_exactly(items: list[Alert], truncated: int) -> None:
     body = json.dumps(payload_json(items, truncated)).encode()
     payload = parse_or_refuse(body)

@@ -33,11 +33,11 @@ FIXTURE = Path(__file__).parent / "fixtures" / "alertmanager-0.25-webhook.json"
 LIMIT = 64 * 1024
 
 
-def sidecar_app(store: Store, token: str | None = TOKEN) -> web.Application:
+def sidecar_app(store: Store, token: str | None = TOKEN, limit: int = LIMIT) -> web.Application:
     # The real app's middleware, without its worker: these tests look at what
     # the handler stored before anything consumes it.
     app = web.Application(middlewares=[request_errors])
-    app[SETTINGS] = SidecarSettings(webhook_token=token, max_body_bytes=LIMIT)
+    app[SETTINGS] = SidecarSettings(webhook_token=token, max_body_bytes=limit)
     app[METRICS] = create_metrics()
     app[STORE] = store
     app[WAKEUP] = asyncio.Event()

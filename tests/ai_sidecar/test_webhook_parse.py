@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ai_sidecar.errors import BadRequestError
-from ai_sidecar.models import Alert
-from ai_sidecar.webhook import WebhookPayload, parse_payload
+from ai_sidecar.models import Alert, format_time
+from ai_sidecar.webhook import (
+    MAX_START_AHEAD,
+    MAX_TRUNCATED_ALERTS,
+    WebhookPayload,
+    parse_payload,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "alertmanager-0.25-webhook.json"
 STARTED = datetime(2026, 11, 21, 7, 52, 2, 533277, tzinfo=UTC)
@@ -293,15 +298,66 @@ BAD_PAYLOADS: list[tuple[str, Mutation, str]] = [
 ]
 
 
+# The recorded delivery's alerts start at STARTED; "now" is a minute later.
+NOW = STARTED + timedelta(minutes=1)
+
+
+def second_alert_as_first(data: dict[str, Any]) -> None:
+    data["alerts"][1]["fingerprint"] = data["alerts"][0]["fingerprint"]
+
+
+CONSISTENCY = [
+    (
+        "label-name-empty",
+        set_in("alerts", 0, "labels", "", value="x"),
+        'alerts[0].labels[""]: label name must not be empty',
+    ),
+    (
+        "label-name-newline",
+        set_in("alerts", 1, "labels", "team\nx", value="x"),
+        'alerts[1].labels["team\\nx"]: label name must not hold control or formatting'
+        ' characters: "team\\nx"',
+    ),
+    (
+        "label-name-bidi",
+        set_in("alerts", 0, "labels", "a\u202eb", value="x"),
+        'alerts[0].labels["a\\u202eb"]: label name must not hold control or formatting'
+        ' characters: "a\\u202eb"',
+    ),
+    (
+        "starts-far-ahead",
+        set_in("alerts", 0, "startsAt", value="9999-12-31T00:00:00Z"),
+        "alerts[0].startsAt: more than 10 minutes in the future (now 2026-11-21T07:53:02.533277Z):"
+        " 9999-12-31T00:00:00Z",
+    ),
+    (
+        "ends-before-start",
+        set_in("alerts", 1, "endsAt", value="2026-11-21T07:52:02Z"),
+        "alerts[1].endsAt: before startsAt: 2026-11-21T07:52:02Z < 2026-11-21T07:52:02.533277Z",
+    ),
+    (
+        "truncated-absurd",
+        set_in("truncatedAlerts", value=10**12),
+        "truncatedAlerts: must be at most 1000000, got 1000000000000",
+    ),
+    (
+        "fingerprint-two-label-sets",
+        second_alert_as_first,
+        'alerts[1].fingerprint: "32a57348a5d263f5" is also alerts[0]\'s, whose labels differ;'
+        " one fingerprint is one label set",
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
-    [pytest.param(m, msg, id=name) for name, m, msg in BAD_PAYLOADS],
+    [pytest.param(m, msg, id=name) for name, m, msg in [*BAD_PAYLOADS, *CONSISTENCY]],
 )
 def test_bad_payload_is_refused_with_its_path_and_problem(mutate: Mutation, message: str) -> None:
     data = recorded()
     mutate(data)
     with pytest.raises(BadRequestError) as caught:
-        parse_payload(body_of(data))
+        parse_payload(body_of(data), NOW)
     assert str(caught.value) == message
     assert caught.value.http_status == 400
 
@@ -349,3 +405,28 @@ def test_empty_alert_list_is_a_valid_payload() -> None:
     payload = parse_payload(b'{"version": "4", "alerts": []}')
     assert payload.alerts == ()
     assert payload.truncated_alerts == 0
+
+
+def test_what_real_alertmanagers_send_is_still_accepted() -> None:
+    data = recorded()
+    # Clocks differ a little: a start up to MAX_START_AHEAD ahead is accepted.
+    data["alerts"][0]["startsAt"] = format_time(NOW + MAX_START_AHEAD)
+    # A resolved alert may end the instant it started; Go's zero time is no end.
+    data["alerts"][1]["endsAt"] = data["alerts"][1]["startsAt"]
+    data["alerts"].append({**data["alerts"][0], "endsAt": "0001-01-01T00:00:00Z"})
+    data["truncatedAlerts"] = MAX_TRUNCATED_ALERTS
+    payload = parse_payload(body_of(data), NOW)
+    # The same alert twice (same fingerprint, same labels) is a repeat, not an error.
+    assert [a.fingerprint for a in payload.alerts] == [
+        "32a57348a5d263f5",
+        "28dabb766dc3f91a",
+        "32a57348a5d263f5",
+    ]
+    assert payload.truncated_alerts == MAX_TRUNCATED_ALERTS
+
+
+def test_start_is_checked_against_the_clock_by_default() -> None:
+    data = recorded()
+    data["alerts"][0]["startsAt"] = format_time(datetime.now(UTC) + timedelta(hours=1))
+    with pytest.raises(BadRequestError, match=r"alerts\[0\]\.startsAt: more than 10 minutes"):
+        parse_payload(body_of(data))

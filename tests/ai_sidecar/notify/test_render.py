@@ -111,3 +111,39 @@ def test_fingerprint_is_the_one_alertmanager_computes(alertmanager):
         for labels in label_sets
     }
     assert seen == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "http://evil.example/|click here",
+        "http://evil.example/> <!channel",
+        "http://evil.example/a b",
+        "data:text/html,x",
+        "http://evil.example/\u202egnp",
+        "http://x.example/" + "a" * 3000,
+    ],
+)
+def test_enriched_alert_drops_a_generator_url_that_is_no_safe_link(url):
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    m = peer_member("HostDown", generator_url=url)
+    alert = enriched_alert(
+        analysed_incident(m), m, ReturnTripPolicy(prometheus_url="http://p:9090"), now
+    )
+    assert "generatorURL" not in alert
+    assert alert["annotations"]["prometheus_url"] == "http://p:9090"
+
+
+def test_enriched_alert_caps_a_copied_annotation_in_lines_and_characters():
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    huge = "\n".join(f"line {n}" for n in range(5005))
+    m = replace(
+        peer_member("LinkDown"),
+        annotations={"description": huge, "summary": "Gi0/1 \u202egnp.exe\u202c <@U123>"},
+    )
+    annotations = enriched_alert(analysed_incident(m), m, POLICY, now)["annotations"]
+    description = annotations["description"]
+    assert description.count("\n") == 19
+    assert description.endswith("line 19 …")
+    assert annotations["summary"] == "Gi0/1 gnp.exe user U123"

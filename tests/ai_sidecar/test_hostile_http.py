@@ -1,0 +1,182 @@
+"""Hostile peers on the sidecar's port: split bodies, huge bodies, malformed requests.
+
+These speak HTTP over raw sockets where a client library would tidy up what
+the test needs to send: a body in two TCP segments, header bytes no client
+would write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ai_sidecar import webhook
+from ai_sidecar.app import create_app
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store import SqliteStore
+from tests.ai_sidecar.builders import alert, alert_json, payload
+from tests.ai_sidecar.test_app import AUTH, first_incident_id, settings
+from tests.ai_sidecar.test_webhook_http import AUTH as WEBHOOK_AUTH
+from tests.ai_sidecar.test_webhook_http import URL, sidecar_app
+
+
+async def exchange(port: int, *parts: bytes, pause: float = 0.0) -> bytes:
+    """Send ``parts`` as separate writes (``pause`` apart) and read the whole answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for n, part in enumerate(parts):
+            if n:
+                await asyncio.sleep(pause)
+            writer.write(part)
+            await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+# --- the feedback endpoint reads its whole body ------------------------------------
+
+
+async def test_feedback_body_in_two_segments_is_read_whole(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    incident_id = await first_incident_id(client)
+    body = json.dumps({"useful": True, "comment": "right device, " + "x" * 400}).encode()
+    head = (
+        f"POST /api/v1/incidents/{incident_id}/feedback HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    # Headers and half the body, a pause, then the rest: two TCP segments.
+    answer = await exchange(client.port, head + body[:20], body[20:], pause=0.3)
+    assert status_of(answer) == 201, answer
+    detail = await (await client.get(f"/api/v1/incidents/{incident_id}", headers=AUTH)).json()
+    assert [f["comment"] for f in detail["feedback"]] == ["right device, " + "x" * 400]
+
+
+# --- a big webhook body does not hold up small requests ----------------------------
+
+
+def biggest_refused_payload(limit: int) -> bytes:
+    """A body just under ``limit`` that the parser reads to its end, then refuses.
+
+    Refused (the last alert's status is wrong) so that the test measures the
+    parse, not the store.
+    """
+    one = replace(alert("LinkDown", instance="sw1"), annotations={"description": "x" * 200})
+    # Each alert gets its own label "n", of at most 6 digits.
+    size = len(json.dumps(alert_json(replace(one, labels={**one.labels, "n": "0" * 6})))) + 2
+    items = [replace(one, labels={**one.labels, "n": str(n)}) for n in range(limit // size - 1)]
+    data = payload(*items)
+    data["alerts"][-1]["status"] = "pending"
+    body = json.dumps(data).encode()
+    assert limit // 2 < len(body) <= limit
+    return body
+
+
+def post(port: int, body: bytes) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = {**WEBHOOK_AUTH, "Content-Type": "application/json"}
+        conn.request("POST", URL, body=body, headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+async def test_small_request_is_answered_while_a_big_body_is_parsed(
+    aiohttp_client, tmp_path, monkeypatch
+):
+    limit = SidecarSettings().max_body_bytes
+    store = await SqliteStore.open(tmp_path / "scout.db")
+    try:
+        client = await aiohttp_client(sidecar_app(store, limit=limit))
+        big = biggest_refused_payload(limit)
+        small = json.dumps(payload(alert("DeviceDown", instance="r1"))).encode()
+        parsing = threading.Event()
+        events: list[str] = []
+        real_parse: Callable[..., Any] = webhook.parse_payload
+
+        def watched_parse(body: bytes, *args: Any) -> Any:
+            if len(body) == len(big):
+                parsing.set()
+                try:
+                    return real_parse(body, *args)
+                finally:
+                    events.append("big parsed")
+            return real_parse(body, *args)
+
+        monkeypatch.setattr(webhook, "parse_payload", watched_parse)
+
+        def small_once_big_is_parsing() -> int:
+            assert parsing.wait(timeout=60)
+            status = post(client.port, small)
+            events.append("small answered")
+            return status
+
+        # Plain threads for the clients: the test's own loop serves the app.
+        big_status, small_status = await asyncio.gather(
+            asyncio.to_thread(post, client.port, big),
+            asyncio.to_thread(small_once_big_is_parsing),
+        )
+        assert (big_status, small_status) == (400, 200)
+        assert events == ["small answered", "big parsed"]
+    finally:
+        await store.close()
+
+
+# --- the bearer token never reaches a log --------------------------------------------
+
+CANARY = "canary-token-3b9d51e2"
+REQUEST_HEAD = b"POST /api/v1/alertmanager HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+AUTH_LINE = f"Authorization: Bearer {CANARY}".encode()
+# Requests aiohttp's parser refuses (or that once made the sidecar answer 500),
+# each carrying the token.
+MALFORMED = {
+    "space before the colon": b"Authorization : Bearer " + CANARY.encode() + b"\r\n\r\n",
+    "bare LF line ends": b"X: 1\n" + AUTH_LINE + b"\nX: \r\r\n\n",
+    "control character in a header": AUTH_LINE + b"\r\nX-Bad: a\x01b\r\n\r\n",
+    "bad Content-Length": AUTH_LINE + b"\r\nContent-Length: abc\r\n\r\n{}",
+    "bad chunk size": AUTH_LINE + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "Content-Length and chunked": AUTH_LINE
+    + b"\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    "folded header": AUTH_LINE + b"\r\n  folded\r\n\r\n",
+    "header too long": AUTH_LINE + b"\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+    "token not UTF-8": AUTH_LINE + b"\xff\xfe\r\nContent-Length: 2\r\n\r\n{}",
+    "token over several lines": AUTH_LINE + b"\r\n\tmore\r\n\r\n",
+}
+
+
+async def test_malformed_requests_never_log_the_token(
+    aiohttp_client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    client = await aiohttp_client(create_app(settings(tmp_path, token=CANARY + "-other")))
+    caplog.set_level(logging.DEBUG)
+    for name, rest in MALFORMED.items():
+        before = len(caplog.records)
+        answer = await exchange(client.port, REQUEST_HEAD + rest)
+        await asyncio.sleep(0.05)  # the error is logged after the answer
+        assert status_of(answer) in (400, 401), (name, answer[:200])
+        if status_of(answer) == 400:
+            # Still logged, with the problem, so an operator sees the refusal.
+            assert any(
+                "Error handling request" in r.getMessage() for r in caplog.records[before:]
+            ), name
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    logged = "\n".join(formatter.format(r) for r in caplog.records)
+    assert "Invalid header token" in logged
+    assert CANARY not in logged
+    assert "Traceback" not in logged
