@@ -146,13 +146,21 @@ def _raw_json(member: Member) -> str:
 
 
 def postable(row: OutboxRow, now: datetime, keepalive: timedelta) -> dict[str, Any]:
-    """The alert to post for ``row`` now: its stored JSON with endsAt set."""
+    """The alert to post for ``row`` now: its stored JSON with endsAt set.
+
+    A firing copy starts now, not at the raw alert's ``startsAt``: Alertmanager
+    flushes a new group at once, skipping ``group_wait``, when its first alert
+    started longer than ``group_wait`` ago, which would send an escalated
+    incident's copies in several notifications as they trickle in. It keeps the
+    earliest ``startsAt`` of an alert it already holds, so later posts move
+    nothing; the raw alert's own start stays on the raw alert and the incident.
+    """
     alert: dict[str, Any] = json.loads(row.alert)
-    ends = (
-        now + keepalive
-        if row.state == "firing"
-        else datetime.fromtimestamp(row.ends_at or now.timestamp(), UTC)
-    )
+    if row.state == "firing":
+        alert["startsAt"] = format_time(now)
+        ends = now + keepalive
+    else:
+        ends = datetime.fromtimestamp(row.ends_at or now.timestamp(), UTC)
     # Alertmanager refuses an alert that ends before it starts (a clock
     # skewed between Prometheus and the sidecar could cause that).
     alert["endsAt"] = format_time(max(ends, parse_time(alert["startsAt"])))

@@ -62,7 +62,9 @@ async def test_posts_enriched_copies_to_every_peer(tmp_path, am_config, db, sess
                 "1. Check the SFP on sw1 Gi0/1",
                 "2. Call the carrier",
             ]
-            assert parse_time(link["startsAt"]) == a.starts_at
+            # A copy starts when first posted, so Alertmanager's group_wait applies to it.
+            assert parse_time(link["startsAt"]) == trip.clock.now
+            assert trip.clock.now > a.starts_at
             assert parse_time(link["endsAt"]) == trip.clock.now + POLICY.keepalive
             assert link["generatorURL"] == a.generator_url
             # The copies mute their raw alerts.

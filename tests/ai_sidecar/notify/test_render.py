@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,8 @@ from ai_sidecar.notify import (
     enriched_alert,
     fingerprint,
 )
+from ai_sidecar.notify import postable as render_postable
+from ai_sidecar.store import OutboxRow, PostState
 from tests.ai_sidecar.builders import analysed_incident, peer_member
 from tests.ai_sidecar.notify.harness import (
     POLICY,
@@ -147,3 +150,38 @@ def test_enriched_alert_caps_a_copied_annotation_in_lines_and_characters():
     assert description.count("\n") == 19
     assert description.endswith("line 19 …")
     assert annotations["summary"] == "Gi0/1 gnp.exe user U123"
+
+
+def _row(state: PostState, ends_at: float | None) -> OutboxRow:
+    alert = {"labels": {"alertname": "LinkDown"}, "startsAt": "2024-05-01T11:57:00Z"}
+    return OutboxRow(
+        peer="http://am",
+        fingerprint="f1",
+        incident_id="inc-1",
+        member="m1",
+        state=state,
+        alert=json.dumps(alert),
+        raw="{}",
+        ends_at=ends_at,
+        resolved_until=None,
+        due_at=0.0,
+        posted_at=None,
+        revision=1,
+    )
+
+
+def test_a_firing_copy_starts_when_posted_so_group_wait_gathers_an_incident():
+    # Alertmanager skips group_wait for a new group whose first alert started
+    # more than group_wait ago; the raw alert's start would always be that old.
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    alert = render_postable(_row("firing", None), now, timedelta(minutes=5))
+    assert alert["startsAt"] == format_time(now)
+    assert alert["endsAt"] == format_time(now + timedelta(minutes=5))
+
+
+def test_a_resolved_copy_keeps_its_start_so_it_ends_after_it():
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    ended = datetime(2024, 5, 1, 11, 58, tzinfo=UTC).timestamp()
+    alert = render_postable(_row("resolved", ended), now, timedelta(minutes=5))
+    assert alert["startsAt"] == "2024-05-01T11:57:00Z"
+    assert alert["endsAt"] == "2024-05-01T11:58:00Z"
