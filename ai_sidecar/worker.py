@@ -21,10 +21,9 @@ analysis is durably stored: in the return trip's outbox and in the store.
 Each incident is analysed and stored on its own, so one that fails cannot
 stop the others. When the store cannot write (another process holds its
 write lock, the disk is full) both loops keep their work and try again after
-a pause that doubles from ``STORE_RETRY_FIRST`` to ``STORE_RETRY_MAX``; the
-outage is logged once when it starts and once when it ends
-(:class:`FailureLog`), and every failure is counted in
-``scout_sidecar_worker_failures_total{stage}``.
+a pause that doubles from 1 s to a minute; the outage is logged once when it
+starts and once when it ends (:class:`~ai_sidecar.failures.FailureLog`), and
+every failure is counted in ``scout_sidecar_worker_failures_total{stage}``.
 
 An incident whose saved ``version`` is newer than the version its analysis was
 made for (``Incident.analysed_version``) is analysed again after a restart,
@@ -44,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -53,6 +52,7 @@ from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.failures import STORE_KEY, FailureLog, Stage, retry_delay
 from ai_sidecar.models import Incident, SkippedAnalyst, SkipReason, notified_priority
 from ai_sidecar.priority import prioritise
 from ai_sidecar.store import Store, StoreError
@@ -88,19 +88,11 @@ RENDER_BURST = 5000.0
 MAX_BACKOFF_DOUBLINGS = 7
 # Seconds an analyst may take beyond the context's own time box.
 ANALYST_GRACE = 10.0
-# A store that cannot write is tried again after this many seconds, doubled
-# per failure in a row up to the maximum.
-STORE_RETRY_FIRST = 1.0
-STORE_RETRY_MAX = 60.0
 # Seconds the worker lets new alerts settle after a quiet spell before it folds
 # them: Alertmanager sends one delivery per group, all at the same moment, and
 # alerts that land in one batch are analysed, and posted back, together.
 ARRIVAL_SETTLE = 0.2
 
-# What the worker was doing when it failed (the stage label of the failures metric).
-Stage = Literal["correlate", "analyse", "return_trip", "save"]
-# The key FailureLog keeps the store's own outage under (incidents use their id).
-STORE_KEY = "store"
 
 
 class IncidentSink(Protocol):
@@ -169,50 +161,11 @@ def create_worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             "scout_sidecar_worker_failures",
             "Work the worker could not finish and will retry, by stage: correlate (folding "
             "stored alerts), analyse (an incident's analysis), return_trip (queueing its "
-            "enriched copies), save (storing its analysis).",
+            "enriched copies), save (storing its analysis), post (the return trip's round).",
             ["stage"],
             registry=registry,
         ),
     )
-
-
-class FailureLog:
-    """Logs each failing thing once when it starts failing and once when it recovers.
-
-    A store that stays busy for a minute, retried every second, must give one
-    warning and one "recovered" line, not sixty tracebacks.
-    """
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._log = logger
-        # Key -> failures in a row.
-        self._failing: dict[str, int] = {}
-
-    def failed(self, key: str, stage: Stage, exc: BaseException) -> int:
-        """Record a failure of ``key``; returns how many in a row (1: it just started)."""
-        count = self._failing.get(key, 0) + 1
-        self._failing[key] = count
-        if count == 1:
-            what = "the store is failing" if key == STORE_KEY else "an incident is failing"
-            self._log.warning(
-                f"{what}; its work is kept and retried",
-                extra={"key": key, "stage": stage, "error": f"{type(exc).__name__}: {exc}"},
-                # A bug deserves its traceback (once); a busy or full store does not.
-                exc_info=None if isinstance(exc, StoreError) else exc,
-            )
-        return count
-
-    def recovered(self, key: str) -> None:
-        """``key`` worked again; says so if it had been failing."""
-        count = self._failing.pop(key, 0)
-        if count:
-            what = "the store works again" if key == STORE_KEY else "an incident works again"
-            self._log.info(what, extra={"key": key, "failures": count})
-
-
-def retry_delay(failures: int) -> float:
-    """Seconds before the next try after ``failures`` store failures in a row."""
-    return min(STORE_RETRY_MAX, STORE_RETRY_FIRST * (1 << min(failures - 1, 16)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,13 +31,14 @@ from datetime import UTC, datetime
 import aiohttp
 
 from ai_sidecar.clock import utc_now
+from ai_sidecar.failures import STORE_KEY, FailureLog, retry_delay
 from ai_sidecar.intake.reconcile import Reconciler
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Alert, Incident
 from ai_sidecar.notify.alertmanager import AlertmanagerClient, Reply
 from ai_sidecar.notify.policy import ReturnTripPolicy
 from ai_sidecar.notify.render import outbox_copies, postable
-from ai_sidecar.store import OutboxPlan, OutboxRow, Store
+from ai_sidecar.store import OutboxPlan, OutboxRow, Store, StoreError
 
 log = logging.getLogger("ai_sidecar.notify")
 
@@ -139,9 +140,21 @@ class ReturnTrip:
 
     async def run(self) -> None:
         """Post, keep alive, resolve and reconcile until cancelled."""
+        failures = FailureLog(log)
+        failed_rounds = 0
         while True:
             self._wakeup.clear()
-            next_at = await self.run_once()
+            try:
+                next_at = await self.run_once()
+            except StoreError as exc:
+                # Busy or full: the outbox is intact, so wait and try the round again.
+                failed_rounds = failures.failed(STORE_KEY, "post", exc)
+                self._metrics.worker.worker_failures.labels("post").inc()
+                await asyncio.sleep(retry_delay(failed_rounds))
+                continue
+            if failed_rounds:
+                failures.recovered(STORE_KEY)
+                failed_rounds = 0
             timeout = MAX_IDLE
             if next_at is not None:
                 timeout = min(MAX_IDLE, max(0.0, (next_at - self._clock()).total_seconds()))

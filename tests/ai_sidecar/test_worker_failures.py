@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 import ai_sidecar.store.sqlite.engine as sqlite_engine
-import ai_sidecar.worker as worker_module
+import ai_sidecar.failures as failures_module
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.enrichment.base import IncidentContext
@@ -169,8 +169,8 @@ def fail_calls(
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Store retries in tens of milliseconds, so a test sees many of them."""
-    monkeypatch.setattr(worker_module, "STORE_RETRY_FIRST", 0.02)
-    monkeypatch.setattr(worker_module, "STORE_RETRY_MAX", 0.1)
+    monkeypatch.setattr(failures_module, "STORE_RETRY_FIRST", 0.02)
+    monkeypatch.setattr(failures_module, "STORE_RETRY_MAX", 0.1)
 
 
 @pytest.fixture
@@ -270,7 +270,7 @@ async def test_a_write_lock_held_by_another_process_delays_but_loses_nothing(
     # Another process (a backup, the sqlite3 shell) holds the write lock for
     # a while during a storm: every write of the worker times out meanwhile.
     monkeypatch.setattr(sqlite_engine, "WRITE_LOCK_TIMEOUT", 0.2)
-    monkeypatch.setattr(worker_module, "STORE_RETRY_MAX", 0.5)
+    monkeypatch.setattr(failures_module, "STORE_RETRY_MAX", 0.5)
     path = tmp_path / "scout.db"
     db = await SqliteStore.open(path, inline=True)
     metrics = create_metrics()
@@ -399,5 +399,34 @@ async def test_one_incident_that_cannot_be_stored_holds_up_no_other(tmp_path):
             "scout_sidecar_worker_failures_total", {"stage": "return_trip"}
         )
         == 2
+    )
+    await db.close()
+
+
+async def test_the_return_trip_waits_out_a_failing_store_with_one_warning(
+    tmp_path, monkeypatch, fast_retries, session, caplog
+):
+    db = await SqliteStore.open(tmp_path / "scout.db")
+    metrics = create_metrics()
+    trip = return_trip(db, metrics, session)
+    calls = fail_calls(monkeypatch, db, "sync_outbox_peers", 20, "database is locked")
+    with caplog.at_level(logging.INFO, logger="ai_sidecar"):
+        task = asyncio.create_task(trip.run())
+        try:
+            await eventually(lambda: calls[0] > 20, "the outbox read again")
+            await eventually(lambda: "the store works again" in caplog.text, "recovery logged")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    store_records = [r for r in caplog.records if "store" in r.getMessage()]
+    assert [r.getMessage() for r in store_records] == [
+        "the store is failing; its work is kept and retried",
+        "the store works again",
+    ]
+    assert all(r.exc_info is None for r in caplog.records), "no traceback for a busy store"
+    assert (
+        metrics.registry.get_sample_value("scout_sidecar_worker_failures_total", {"stage": "post"})
+        == 20
     )
     await db.close()
