@@ -15,10 +15,19 @@ production does, on a simulated clock so days pass in seconds:
   worker process does (:mod:`ai_sidecar.store.retention`).
 
 It prints the size of the database file plus its WAL at regular points of the
-stream, for both runs, and the bytes each stored alert costs. Nothing is
-asserted; the figures go to ``docs/benchmarks.md``.
+stream, for both runs, and the bytes each stored alert costs.
+
+A third run, the **storm**, asks what one alert costs with everything the
+sidecar keeps for it: ``--storm`` alerts (default 5,000) arrive in webhook
+requests of 50; after each request the worker folds them, the local analyst
+explains every incident that changed, the return trip records each member's
+enriched copy for two Alertmanager peers and both peers accept what is due.
+It prints the database, its WAL and the WAL index (``-shm``), and the bytes
+per alert of all three. Nothing is asserted; the figures go to
+``docs/benchmarks.md``.
 
 Usage: python benchmarks/store_soak.py [--alerts N] [--batch N] [--retention HOURS]
+       [--storm N] [--storm-only]
 """
 
 from __future__ import annotations
@@ -36,13 +45,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ai_sidecar.config import CorrelationConfig
 from ai_sidecar.correlation import Correlator
+from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.enrichment.local import analyse
 from ai_sidecar.models import Alert, Incident
-from ai_sidecar.store import PruneResult, SqliteStore
+from ai_sidecar.notify.policy import ReturnTripPolicy
+from ai_sidecar.notify.render import outbox_copies
+from ai_sidecar.store import OutboxPlan, PruneResult, SqliteStore
 from ai_sidecar.store.retention import PRUNE_BATCH
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 CHECKPOINTS = 10
+# The storm: alerts per webhook request, the Alertmanager peers, the seconds
+# between two requests.
+STORM_REQUEST = 50
+STORM_PEERS = ("http://alertmanager-1:9093", "http://alertmanager-2:9093")
+STORM_GAP = timedelta(seconds=1)
 
 
 def firing(index: int, at: datetime) -> Alert:
@@ -134,6 +152,98 @@ async def soak(
     return points, pruned
 
 
+@dataclass(frozen=True, slots=True)
+class StormSize:
+    alerts: int
+    database: int
+    wal: int
+    shm: int
+    outbox_rows: int
+    outbox_bytes: int
+
+    @property
+    def size(self) -> int:
+        return self.database + self.wal + self.shm
+
+
+async def storm(path: Path, alerts: int) -> StormSize:
+    """The storm run (see the module docstring): the sizes on disk at its end."""
+    store = await SqliteStore.open(path)
+    correlator = Correlator(CorrelationConfig())
+    policy = ReturnTripPolicy(
+        prometheus_url="http://prometheus:9090",
+        grafana_url="http://grafana:3000",
+        external_url="http://scout-sidecar:8782",
+    )
+    now = START
+    try:
+        for start in range(0, alerts, STORM_REQUEST):
+            count = min(STORM_REQUEST, alerts - start)
+            await store.ingest([firing(start + i, now) for i in range(count)], now)
+            received = await store.pending(STORM_REQUEST)
+            changed: dict[str, Incident] = {}
+            for item in received:
+                change = correlator.apply(item.alert, now)
+                if change is not None:
+                    changed[change.incident.id] = change.incident
+            analysed = [
+                replace(incident, analysis=analyse(incident, IncidentContext(), ()))
+                for incident in changed.values()
+            ]
+            await store.save_progress(received[-1].seq, analysed)
+            stamp = now.timestamp()
+            plans = [
+                OutboxPlan(i.id, frozenset(i.members), outbox_copies(i, policy, now))
+                for i in analysed
+            ]
+            await store.enqueue_posts(
+                plans,
+                STORM_PEERS,
+                now=stamp,
+                repeat_for=policy.resolved_repeat_for.total_seconds(),
+            )
+            # Both peers accept everything due, as the poster would record it.
+            due = await store.due_posts(STORM_PEERS, before=stamp)
+            for peer in STORM_PEERS:
+                await store.complete_accepted(
+                    peer,
+                    [row for row in due if row.peer == peer],
+                    now=stamp,
+                    firing_due=stamp + policy.repost_interval.total_seconds(),
+                    resolved_due=stamp + policy.resolved_repeat_interval.total_seconds(),
+                )
+            now += STORM_GAP
+        rows = await store.list_posts()
+        # Measured open, as a running sidecar's directory looks: closing
+        # checkpoints the WAL into the database and removes it.
+        return StormSize(
+            alerts=alerts,
+            database=file_size(path),
+            wal=file_size(path.with_name(path.name + "-wal")),
+            shm=file_size(path.with_name(path.name + "-shm")),
+            outbox_rows=len(rows),
+            outbox_bytes=sum(len(row.alert) + len(row.raw) for row in rows),
+        )
+    finally:
+        await store.close()
+
+
+def report_storm(size: StormSize, took: float) -> None:
+    print(
+        f"\nstorm ({size.alerts:,} alerts in requests of {STORM_REQUEST}, "
+        f"{len(STORM_PEERS)} peers, {took:.0f} s)"
+    )
+    print(
+        f"database {size.database / 1e6:.2f} MB, WAL {size.wal / 1e6:.2f} MB,"
+        f" WAL index {size.shm / 1e6:.2f} MB: {size.size / 1e6:.2f} MB"
+    )
+    print(f"return-trip rows: {size.outbox_rows:,}, their JSON {size.outbox_bytes / 1e6:.2f} MB")
+    print(
+        f"bytes per alert: database {size.database / size.alerts:,.0f},"
+        f" all three files {size.size / size.alerts:,.0f}"
+    )
+
+
 def report(title: str, points: list[Point], pruned: PruneResult) -> None:
     print(f"\n{title}")
     print(
@@ -156,11 +266,22 @@ def main() -> int:
     parser.add_argument("--alerts", type=int, default=200_000, help="alerts ingested per run")
     parser.add_argument("--batch", type=int, default=100, help="alerts per simulated minute")
     parser.add_argument("--retention", type=float, default=6.0, help="retention in simulated hours")
+    parser.add_argument("--storm", type=int, default=5_000, help="alerts in the storm run")
+    parser.add_argument(
+        "--storm-only", action="store_true", help="run the storm alone, not the soaks"
+    )
     args = parser.parse_args()
     if args.batch < 2:
         parser.error("--batch must be at least 2")
+    if args.storm < 1:
+        parser.error("--storm must be at least 1")
     retention = timedelta(hours=args.retention)
     with tempfile.TemporaryDirectory(prefix="scout-soak-") as tmp:
+        started = time.monotonic()
+        size = asyncio.run(storm(Path(tmp) / "storm" / "scout.db", args.storm))
+        report_storm(size, time.monotonic() - started)
+        if args.storm_only:
+            return 0
         runs = (("without retention", None), (f"retention {args.retention:g} h", retention))
         for name, keep in runs:
             started = time.monotonic()
