@@ -111,6 +111,7 @@ def serve(
     raised first, and ``limits`` (:mod:`exporter.common.serving`) bound what
     one client can hold.
     """
+    limits = limits or ServerLimits()
     raise_open_files_limit()
     try:
         sockets = listening_sockets(host, port, limits.backlog)
@@ -120,5 +121,5 @@ def serve(
         reason = os.strerror(exc.errno) if plain and exc.errno else exc.strerror or str(exc)
         print(f"{prog}: cannot listen on {format_address(host, port)}: {reason}", file=sys.stderr)
         return 1
-    run(app, sockets, ssl_context=ssl_context, limits=limits or ServerLimits())
+    run(app, sockets, ssl_context=ssl_context, limits=limits)
     return 0

@@ -207,9 +207,26 @@ def sync_peers(conn: sqlite3.Connection, peers: Sequence[str], now: float) -> in
 
 
 def _rows(cursor: sqlite3.Cursor) -> list[OutboxRow]:
-    return [
-        OutboxRow(*row[:5], _unpack(row[5]), _unpack(row[6]), *row[7:]) for row in cursor.fetchall()
-    ]
+    rows = []
+    for peer, fingerprint, incident_id, member, state, alert, raw, *schedule in cursor:
+        ends_at, resolved_until, due_at, posted_at, revision = schedule
+        rows.append(
+            OutboxRow(
+                peer,
+                fingerprint,
+                incident_id,
+                member,
+                state,
+                _unpack(alert),
+                _unpack(raw),
+                ends_at,
+                resolved_until,
+                due_at,
+                posted_at,
+                revision,
+            )
+        )
+    return rows
 
 
 def due(conn: sqlite3.Connection, peers: Sequence[str], before: float) -> list[OutboxRow]:
