@@ -47,7 +47,7 @@ from ai_sidecar.config import CorrelationConfig
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.enrichment.local import analyse
-from ai_sidecar.models import Alert, Incident
+from ai_sidecar.models import Alert, Incident, ReceivedAlert
 from ai_sidecar.notify.policy import ReturnTripPolicy
 from ai_sidecar.notify.render import outbox_copies
 from ai_sidecar.store import OutboxPlan, PruneResult, SqliteStore
@@ -89,6 +89,18 @@ def firing(index: int, at: datetime) -> Alert:
     )
 
 
+def fold(
+    correlator: Correlator, received: list[ReceivedAlert], now: datetime
+) -> dict[str, Incident]:
+    """The worker's step: fold ``received`` in; the incidents that changed, by id."""
+    changed: dict[str, Incident] = {}
+    for item in received:
+        change = correlator.apply(item.alert, now)
+        if change is not None:
+            changed[change.incident.id] = change.incident
+    return changed
+
+
 def file_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
@@ -126,11 +138,7 @@ async def soak(
             await store.ingest(new + resolved, now)
             # The worker: fold what arrived, save what changed, move the cursor.
             received = await store.pending(batch)
-            changed: dict[str, Incident] = {}
-            for item in received:
-                change = correlator.apply(item.alert, now)
-                if change is not None:
-                    changed[change.incident.id] = change.incident
+            changed = fold(correlator, received, now)
             await store.save_progress(received[-1].seq, list(changed.values()))
             for incident in changed.values():
                 if incident.status == "resolved":
@@ -185,11 +193,7 @@ async def storm(path: Path, alerts: int) -> StormSize:
             count = min(STORM_REQUEST, alerts - start)
             await store.ingest([firing(start + i, now) for i in range(count)], now)
             received = await store.pending(STORM_REQUEST)
-            changed: dict[str, Incident] = {}
-            for item in received:
-                change = correlator.apply(item.alert, now)
-                if change is not None:
-                    changed[change.incident.id] = change.incident
+            changed = fold(correlator, received, now)
             analysed = [
                 replace(incident, analysis=analyse(incident, IncidentContext(), ()))
                 for incident in changed.values()

@@ -215,7 +215,9 @@ class _Listener:
                 return
             except OSError as exc:
                 if exc.errno not in _OUT_OF_RESOURCES:
-                    raise
+                    # The connection went wrong before it was ours; the next may not.
+                    log.warning("accepting a connection failed", extra={"error": str(exc)})
+                    continue
                 log.error(
                     "cannot accept connections; trying again shortly",
                     extra={"error": exc.strerror, "open_connections": self._open},

@@ -130,13 +130,12 @@ def test_the_sidecar_raises_its_open_files_limit(tmp_path):
     assert soft == ("unlimited" if hard == resource.RLIM_INFINITY else str(hard))
 
 
-@pytest.fixture
-def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs (needs root and a kernel that lets this process mount)."""
-    mount = tmp_path / "fs"
+@contextlib.contextmanager
+def _tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A 64 KiB tmpfs at ``mount`` (needs root and a kernel that lets this process mount)."""
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", f"size=64k,{options}", "tmpfs", str(mount)],
         capture_output=True,
         text=True,
         check=False,
@@ -147,6 +146,12 @@ def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "fs", "rw") as mount:
+        yield mount
 
 
 def test_starting_on_a_full_disk_is_one_line_and_exit_1(tiny_filesystem):
@@ -187,17 +192,7 @@ def test_starting_on_a_full_disk_is_one_line_and_exit_1(tiny_filesystem):
 
 
 def test_a_read_only_data_dir_is_one_line_and_exit_1(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip() or 'not root'}")
-    try:
+    with _tmpfs(tmp_path / "ro", "ro") as mount:
         result = subprocess.run(
             [sys.executable, "-m", "ai_sidecar.cli", "serve", "--web.insecure-no-auth"],
             capture_output=True,
@@ -206,8 +201,6 @@ def test_a_read_only_data_dir_is_one_line_and_exit_1(tmp_path):
             env={**os.environ, "SCOUT_DATA_DIR": str(mount / "data")},
             check=False,
         )
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
     assert result.returncode == 1
     assert result.stderr == (
         f"scout-sidecar: SCOUT_DATA_DIR: cannot create {mount / 'data'}: Read-only file system\n"

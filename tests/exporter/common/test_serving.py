@@ -63,47 +63,42 @@ async def test_a_client_that_sends_nothing_is_cut_off_after_the_header_timeout()
     assert took >= FAST.header_timeout * 0.9
 
 
+async def _trickle_until_cut_off(head: bytes, trickled: bytes, port: int) -> float:
+    """Send ``head`` at once, then ``trickled`` a byte every 50 ms; seconds until cut off."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        for byte in trickled:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.05)
+
+    sender = asyncio.create_task(trickle())
+    with contextlib.suppress(ConnectionError):
+        await _closed_within(reader, max(FAST.header_timeout, FAST.body_timeout) + SLACK)
+    took = time.monotonic() - started
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+        await sender
+    writer.close()
+    return took
+
+
 async def test_a_client_trickling_its_headers_is_cut_off():
     async with _server() as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        started = time.monotonic()
-
-        async def trickle() -> None:
-            for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000:
-                writer.write(bytes([byte]))
-                await asyncio.sleep(0.05)
-
-        sender = asyncio.create_task(trickle())
-        with contextlib.suppress(ConnectionError):
-            await _closed_within(reader, FAST.header_timeout + SLACK)
-        took = time.monotonic() - started
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await sender
-        writer.close()
+        took = await _trickle_until_cut_off(
+            b"", b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000, port
+        )
     # Bytes kept arriving all along: only a deadline on the whole head ends it.
     assert took < FAST.header_timeout + SLACK
 
 
 async def test_a_client_trickling_its_body_is_cut_off_and_the_server_still_answers():
     async with _server() as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
-        started = time.monotonic()
-
-        async def trickle() -> None:
-            for _ in range(1000):
-                writer.write(b"a")
-                await asyncio.sleep(0.05)
-
-        sender = asyncio.create_task(trickle())
-        with contextlib.suppress(ConnectionError):
-            await _closed_within(reader, FAST.body_timeout + SLACK)
-        took = time.monotonic() - started
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await sender
-        writer.close()
+        took = await _trickle_until_cut_off(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"a" * 1000, port
+        )
         assert took < FAST.body_timeout + SLACK
         assert (await _get(port)).endswith(b"hello")
 
@@ -150,30 +145,37 @@ async def test_below_the_cap_a_client_is_served_at_once():
     assert waited < FAST.header_timeout / 2
 
 
-def test_the_cap_is_at_most_half_the_open_files_limit():
-    script = (
-        "import resource\n"
-        "from exporter.common.serving import ServerLimits\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
-        "print(ServerLimits(max_connections=512).connection_cap(),"
-        " ServerLimits(max_connections=10).connection_cap())\n"
+def _with_256_open_files(soft_only: bool, *lines: str) -> str:
+    """Run ``lines`` in a fresh interpreter whose open-files limit is 256; its output."""
+    script = "\n".join(
+        (
+            "import resource",
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)",
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, (256, {'hard' if soft_only else '256'}))",
+            *lines,
+        )
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
-    assert result.stdout.split() == ["128", "10"]
+    return result.stdout.strip()
+
+
+def test_the_cap_is_at_most_half_the_open_files_limit():
+    output = _with_256_open_files(
+        False,
+        "from exporter.common.serving import ServerLimits",
+        "print(ServerLimits(max_connections=512).connection_cap(),"
+        " ServerLimits(max_connections=10).connection_cap())",
+    )
+    assert output.split() == ["128", "10"]
 
 
 def test_open_files_soft_limit_is_raised_to_the_hard_limit():
-    script = (
-        "import resource\n"
-        "from exporter.common.serving import raise_open_files_limit\n"
-        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
-        "raise_open_files_limit()\n"
-        "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard))\n"
+    output = _with_256_open_files(
+        True,
+        "from exporter.common.serving import raise_open_files_limit",
+        "raise_open_files_limit()",
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard))",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "True"
+    assert output == "True"
