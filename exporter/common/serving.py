@@ -84,13 +84,14 @@ def raise_open_files_limit() -> None:
 
 def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:
     """Bound, listening sockets for ``host`` (None: every interface, IPv4 and IPv6)."""
-    infos = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG
-    )
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # a family this kernel lacks (IPv6 switched off), as asyncio does
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
