@@ -114,6 +114,37 @@ def test_slow_connections_beyond_the_open_files_limit_leave_the_sidecar_serving(
     assert log.stat().st_size - before < 4_000, text[-2000:]
 
 
+def test_a_webhook_body_trickled_by_an_authorised_client_is_cut_off(tmp_path):
+    port = free_port()
+    process = _sidecar(tmp_path / "data", port, tmp_path / "log", "--web.read-timeout=1s")
+    try:
+        wait_for(lambda: _ready(port), what="the sidecar")
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(
+                b"POST /api/v1/alertmanager HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+            )
+            client.settimeout(0.2)
+            started = time.monotonic()
+            closed_after = None
+            while time.monotonic() - started < 10:
+                try:
+                    client.sendall(b" ")
+                    if client.recv(1024) == b"":
+                        closed_after = time.monotonic() - started
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed_after = time.monotonic() - started
+                    break
+        assert closed_after is not None
+        assert closed_after < 4
+        assert _ready(port)
+    finally:
+        _stop(process)
+
+
 def test_the_sidecar_raises_its_open_files_limit(tmp_path):
     port = free_port()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
