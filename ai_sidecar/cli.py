@@ -29,10 +29,17 @@ from urllib.parse import urlsplit
 
 from ai_sidecar import __version__
 from ai_sidecar.app import create_app
-from ai_sidecar.config import SidecarConfig, load_config
+from ai_sidecar.config import SidecarConfig, load_config, parse_duration
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
+from ai_sidecar.store import StoreError
 from exporter.common.logs import LOG_LEVELS, configure_logging
+from exporter.common.serving import (
+    BODY_READ_TIMEOUT,
+    HEADER_READ_TIMEOUT,
+    MAX_CONNECTIONS,
+    ServerLimits,
+)
 from exporter.common.web import format_address, parse_listen_address, serve
 
 log = logging.getLogger("ai_sidecar")
@@ -93,6 +100,36 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"address to serve on (default :{DEFAULT_PORT}, every interface)",
     )
     parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_positive_int,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help=(
+            f"connections served at once (default {MAX_CONNECTIONS}, at most half the "
+            "open-files limit); more wait until one closes"
+        ),
+    )
+    parser.add_argument(
+        "--web.read-header-timeout",
+        dest="header_timeout",
+        type=_positive_duration,
+        default=HEADER_READ_TIMEOUT,
+        metavar="DURATION",
+        help=(
+            f"time a client has to send a request's headers, from connecting or from its "
+            f"previous response (default {HEADER_READ_TIMEOUT:g}s)"
+        ),
+    )
+    parser.add_argument(
+        "--web.read-timeout",
+        dest="body_timeout",
+        type=_positive_duration,
+        default=BODY_READ_TIMEOUT,
+        metavar="DURATION",
+        help=f"time a client has to send a request's body (default {BODY_READ_TIMEOUT:g}s)",
+    )
+    parser.add_argument(
         "--config.file",
         dest="config_file",
         type=Path,
@@ -122,6 +159,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: logfmt on a terminal, JSON otherwise",
     )
+
+
+def _positive_int(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {value!r}")
+    return int(value)
+
+
+def _positive_duration(value: str) -> float:
+    """A Prometheus duration (``10s``, ``1m``) as seconds, above zero."""
+    try:
+        seconds = parse_duration(value).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above 0, got {value!r}")
+    return seconds
 
 
 def parse_url(value: str, variable: str) -> str:
@@ -254,7 +308,20 @@ def run_serve(args: argparse.Namespace) -> int:
     # webhook's tail latency in a storm; a shorter interval cuts that wait.
     sys.setswitchinterval(SWITCH_INTERVAL)
     app = create_app(settings, config, worker_process=True)
-    return serve(app, settings.listen_host, settings.listen_port, "scout-sidecar")
+    limits = ServerLimits(
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
+    )
+    try:
+        return serve(
+            app, settings.listen_host, settings.listen_port, "scout-sidecar", limits=limits
+        )
+    except StoreError as exc:
+        # At start-up: a full disk, a read-only file system, a file of a newer
+        # Scout. The message names the file and the reason; a traceback adds nothing.
+        print(f"scout-sidecar: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

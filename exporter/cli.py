@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import resource
 import signal
 import sys
 import threading
@@ -125,17 +124,6 @@ def enabled_collectors(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(enabled)
 
 
-def raise_open_files_limit() -> None:
-    """Lift the soft limit on open files to the hard one.
-
-    Every SNMP device keeps a UDP socket, and systemd's default soft limit (1024)
-    would run out at about a thousand devices. Go exporters do the same at start.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def _install_sighup(app: web.Application) -> None:
     reloads: set[asyncio.Task[str | None]] = set()
 
@@ -180,7 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.web_config_file is not None:
             print(f"web config OK: {settings.web_config_file} ({_web_summary(security)})")
         return 0
-    raise_open_files_limit()
     app = create_app(settings, config, security=security)
     _install_sighup(app)
     host, port = args.listen

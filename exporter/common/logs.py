@@ -2,6 +2,12 @@
 
 Context such as ``collector`` or ``target`` is passed with ``extra={...}`` and
 appears as its own field, so logs can be filtered without parsing messages.
+
+Warnings and errors that repeat (the same logger, level, message, context and
+exception type) pass once per :data:`REPEAT_INTERVAL`; the next one to pass
+carries ``repeated=N``, the number held back meanwhile (:class:`RepeatFilter`).
+A flood (a peer refusing every connection, the accept loop out of file
+descriptors) then costs a line a minute, not megabytes a second.
 """
 
 from __future__ import annotations
@@ -10,6 +16,9 @@ import json
 import logging
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 LogFormat = Literal["auto", "logfmt", "json"]
@@ -42,6 +51,70 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
+# How often one kind of warning or error is written while it keeps repeating.
+REPEAT_INTERVAL = 60.0
+# Kinds remembered at once; the least recently seen is forgotten first.
+REPEAT_KINDS = 1024
+
+_RepeatKey = tuple[str, int, str, str, str]
+
+
+@dataclass(slots=True)
+class _Repeats:
+    """One kind of record: when it last passed, and how many were held back since."""
+
+    passed_at: float
+    held_back: int = 0
+
+
+class RepeatFilter(logging.Filter):
+    """Passes a repeated warning or error once per ``interval``; counts the rest.
+
+    Records below WARNING always pass. The record that passes after others
+    were held back gets the attribute ``repeated`` (how many), which the
+    formatters print as a field.
+    """
+
+    def __init__(
+        self,
+        interval: float = REPEAT_INTERVAL,
+        *,
+        kinds: int = REPEAT_KINDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._interval = interval
+        self._kinds = kinds
+        self._clock = clock
+        self._seen: OrderedDict[_RepeatKey, _Repeats] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = _repeat_key(record)
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is None:
+            self._seen[key] = _Repeats(now)
+            if len(self._seen) > self._kinds:
+                self._seen.popitem(last=False)
+            return True
+        self._seen.move_to_end(key)
+        if now - seen.passed_at < self._interval:
+            seen.held_back += 1
+            return False
+        if seen.held_back:
+            record.repeated = seen.held_back
+        seen.passed_at, seen.held_back = now, 0
+        return True
+
+
+def _repeat_key(record: logging.LogRecord) -> _RepeatKey:
+    extra = sorted((k, str(v)) for k, v in vars(record).items() if k not in _RECORD_ATTRS)
+    error = type(record.exc_info[1]).__name__ if record.exc_info and record.exc_info[1] else ""
+    return (record.name, record.levelno, record.getMessage(), error, repr(extra))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps(_fields(record), default=str)
@@ -64,6 +137,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
         fmt = "logfmt" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LOG_LEVELS[level])

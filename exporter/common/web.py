@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
+from exporter.common.serving import ServerLimits, listening_sockets, raise_open_files_limit, run
+
 
 class _Families:
     """Adapter so prometheus_client's encoders can render a list of families."""
@@ -100,18 +102,24 @@ def serve(
     prog: str,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    limits: ServerLimits | None = None,
 ) -> int:
     """Run ``app`` until SIGINT/SIGTERM; 1 with a one-line reason if it cannot listen.
 
     With ``ssl_context`` the port speaks only TLS. Middlewares (basic auth, say)
-    belong to ``app``: they are fixed when it is built.
+    belong to ``app``: they are fixed when it is built. The open-files limit is
+    raised first, and ``limits`` (:mod:`exporter.common.serving`) bound what
+    one client can hold.
     """
+    limits = limits or ServerLimits()
+    raise_open_files_limit()
     try:
-        web.run_app(app, host=host, port=port, ssl_context=ssl_context, print=None, access_log=None)
+        sockets = listening_sockets(host, port, limits.backlog)
     except OSError as exc:
-        # aiohttp wraps bind errors in a long message; the errno says it plainly.
+        # Name resolution errors carry no errno, only a message.
         plain = exc.errno is not None and exc.errno > 0
         reason = os.strerror(exc.errno) if plain and exc.errno else exc.strerror or str(exc)
         print(f"{prog}: cannot listen on {format_address(host, port)}: {reason}", file=sys.stderr)
         return 1
+    run(app, sockets, ssl_context=ssl_context, limits=limits)
     return 0

@@ -18,6 +18,16 @@ How it runs. SQLite calls block, so none of them runs on the event loop:
 Durability: ``synchronous=FULL`` syncs the WAL on every commit, so a write is
 on disk, not only in the page cache, before its caller hears back. A kill -9
 loses nothing acknowledged even with NORMAL; FULL also covers power loss.
+
+The WAL's size. SQLite copies the WAL into the database every 1,000 pages
+(4 MB) and then writes it again from its start, but never shrinks the file
+below ``journal_size_limit`` (:data:`WAL_SIZE_LIMIT`): under load the WAL
+stays at about that size. Once the writer thread has had nothing to do for
+:data:`WAL_IDLE_TRUNCATE` seconds it runs ``PRAGMA wal_checkpoint(TRUNCATE)``,
+which gives the whole WAL back to the file system. Only when idle: the
+checkpoint holds the write lock while it copies, and a reader of the worker
+process that is still in an older snapshot makes it give up (it is tried
+again at the next idle moment).
 """
 
 from __future__ import annotations
@@ -105,6 +115,24 @@ def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             future.set_exception(error)
 
 
+# Bytes the WAL file is cut back to after a checkpoint (see the module docstring).
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
+# Seconds without writes after which the writer truncates the WAL.
+WAL_IDLE_TRUNCATE = 2.0
+
+
+def _truncate_wal(conn: sqlite3.Connection, path: Path) -> None:
+    """Checkpoint the whole WAL into the database and empty it, if it holds anything."""
+    wal = path.with_name(path.name + "-wal")
+    with contextlib.suppress(OSError):
+        if wal.stat().st_size == 0:
+            return
+    # Busy (another process writing, or reading an older snapshot) is a result
+    # row, not an error: the next idle moment tries again.
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
 def _connect(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     """Open the write connection, switch the file to WAL and bring the schema up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +147,7 @@ def _connect(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
         # Another process holding a lock (a backup, sqlite3 CLI) is waited for.
         conn.execute("PRAGMA busy_timeout=5000")
         # A storm can grow the WAL a lot; shrink it back after checkpoints.
-        conn.execute("PRAGMA journal_size_limit=67108864")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         migrate(conn, path)
     except BaseException:
         conn.close()
@@ -251,7 +279,7 @@ class _Writer(threading.Thread):
         while not (stop and not held):
             group: list[_Job] = []
             if not held and not stop:
-                first = self._queue.get()
+                first = self._next_job(conn)
                 if first is None:
                     stop = True
                 else:
@@ -274,6 +302,14 @@ class _Writer(threading.Thread):
                 outcomes, committed = _commit_group(conn, self._path, group)
                 self.commits += committed
                 self._deliver(outcomes)
+
+    def _next_job(self, conn: sqlite3.Connection) -> _Job | None:
+        """The next queued item; the WAL is truncated whenever none came for a while."""
+        while True:
+            try:
+                return self._queue.get(timeout=WAL_IDLE_TRUNCATE)
+            except queue.Empty:
+                _truncate_wal(conn, self._path)
 
     @staticmethod
     def _deliver(outcomes: list[Outcome]) -> None:

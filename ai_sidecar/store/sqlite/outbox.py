@@ -3,25 +3,46 @@
 What the rows mean, and when a copy is posted, is the return trip's business
 (:mod:`ai_sidecar.notify`); this module only keeps them. Times are Unix
 seconds. Every function runs inside a transaction the engine opened.
+
+A copy's text (the postable alert and the raw alert, about 2 kB of JSON) is
+the same for every peer, so it is kept once, zlib-compressed, in
+``return_trip_copies``; ``return_trip`` holds each peer's schedule of it. The
+text goes when the copy's last peer row does. Rows are never without their
+text: whatever deletes peer rows calls :func:`_forget_unused_copies`.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ai_sidecar.store.protocol import OutboxCopy, OutboxPlan, OutboxRow
-from ai_sidecar.store.sqlite.incidents import marks
+from ai_sidecar.store.sqlite.incidents import MAX_PARAMETERS, marks
 
 # Enriched copies written per transaction by enqueue: the write lock is shared
 # with the webhook, so no write may hold it for long.
 ROWS_PER_TRANSACTION = 100
 
+# zlib's default level: the copies compress to about 45 %; higher levels gain
+# little more and cost the writer thread time under the write lock.
+_PACK_LEVEL = 6
+
 _ROW_COLUMNS = (
-    "peer, fingerprint, incident_id, member, state, alert, raw, ends_at, resolved_until,"
-    " due_at, posted_at, revision"
+    "t.peer, t.fingerprint, t.incident_id, t.member, t.state, c.alert, c.raw, t.ends_at,"
+    " t.resolved_until, t.due_at, t.posted_at, t.revision"
 )
+_ROWS_WITH_TEXT = "return_trip AS t JOIN return_trip_copies AS c ON c.fingerprint = t.fingerprint"
+
+
+def _pack(text: str) -> bytes:
+    return zlib.compress(text.encode(), _PACK_LEVEL)
+
+
+def _unpack(stored: bytes | str) -> str:
+    """The text of a ``return_trip_copies`` column (plain text in migrated rows)."""
+    return stored if isinstance(stored, str) else zlib.decompress(stored).decode()
 
 
 def split_plans(plans: Sequence[OutboxPlan], rows: int) -> Iterable[list[OutboxPlan]]:
@@ -90,13 +111,13 @@ def enqueue(
                     now=now,
                     repeat_for=repeat_for,
                 )
-                for peer in peers:
-                    _upsert_firing(conn, peer, want, now)
+                _upsert_firing(conn, peers, want, now)
                 continue
             # The current copy carries the latest annotations into its resolution.
             conn.execute(
-                "UPDATE return_trip SET alert = ? WHERE fingerprint = ? AND state = 'firing'",
-                (want.alert, want.fingerprint),
+                "UPDATE return_trip_copies SET alert = ? WHERE fingerprint = ? AND EXISTS"
+                " (SELECT 1 FROM return_trip WHERE fingerprint = ? AND state = 'firing')",
+                (_pack(want.alert), want.fingerprint, want.fingerprint),
             )
             _resolve_rows(
                 conn,
@@ -108,28 +129,60 @@ def enqueue(
             )
 
 
-def _upsert_firing(conn: sqlite3.Connection, peer: str, want: OutboxCopy, now: float) -> None:
-    row = conn.execute(
-        "SELECT state, alert, incident_id FROM return_trip WHERE peer = ? AND fingerprint = ?",
-        (peer, want.fingerprint),
+def _upsert_firing(
+    conn: sqlite3.Connection, peers: Sequence[str], want: OutboxCopy, now: float
+) -> None:
+    stored = conn.execute(
+        "SELECT alert FROM return_trip_copies WHERE fingerprint = ?", (want.fingerprint,)
     ).fetchone()
-    if row is None:
-        conn.execute(
-            "INSERT INTO return_trip (peer, fingerprint, incident_id, member, state, alert, raw,"
-            " due_at) VALUES (?, ?, ?, ?, 'firing', ?, ?, ?)",
-            (peer, want.fingerprint, want.incident_id, want.member, want.alert, want.raw, now),
+    new_text = stored is None or _unpack(stored[0]) != want.alert
+    rows = {
+        peer: (state, incident_id)
+        for peer, state, incident_id in conn.execute(
+            "SELECT peer, state, incident_id FROM return_trip WHERE fingerprint = ?",
+            (want.fingerprint,),
         )
-        return
-    state, alert, incident_id = row
-    if state == "firing" and alert == want.alert and incident_id == want.incident_id:
-        return  # nothing new: the keep-alive schedule stands
+    }
+    missing = [peer for peer in peers if peer not in rows]
     # New annotations (a better analysis) or a re-fire: post now.
+    stale = [
+        peer
+        for peer in peers
+        if peer in rows and (new_text or rows[peer] != ("firing", want.incident_id))
+    ]
+    if not missing and not stale:
+        return  # nothing new: the keep-alive schedule stands
     conn.execute(
-        "UPDATE return_trip SET state = 'firing', alert = ?, raw = ?, incident_id = ?,"
-        " member = ?, ends_at = NULL, resolved_until = NULL, due_at = ?, posted_at = NULL,"
-        " revision = revision + 1 WHERE peer = ? AND fingerprint = ?",
-        (want.alert, want.raw, want.incident_id, want.member, now, peer, want.fingerprint),
+        "INSERT INTO return_trip_copies (fingerprint, alert, raw) VALUES (?, ?, ?)"
+        " ON CONFLICT (fingerprint) DO UPDATE SET alert = excluded.alert, raw = excluded.raw",
+        (want.fingerprint, _pack(want.alert), _pack(want.raw)),
     )
+    for peer in missing:
+        conn.execute(
+            "INSERT INTO return_trip (peer, fingerprint, incident_id, member, state, due_at)"
+            " VALUES (?, ?, ?, ?, 'firing', ?)",
+            (peer, want.fingerprint, want.incident_id, want.member, now),
+        )
+    for peer in stale:
+        conn.execute(
+            "UPDATE return_trip SET state = 'firing', incident_id = ?, member = ?,"
+            " ends_at = NULL, resolved_until = NULL, due_at = ?, posted_at = NULL,"
+            " revision = revision + 1 WHERE peer = ? AND fingerprint = ?",
+            (want.incident_id, want.member, now, peer, want.fingerprint),
+        )
+
+
+def _forget_unused_copies(conn: sqlite3.Connection, fingerprints: Iterable[str]) -> None:
+    """Delete the text of those ``fingerprints`` no peer row refers to any more."""
+    unique = list(dict.fromkeys(fingerprints))
+    for start in range(0, len(unique), MAX_PARAMETERS):
+        part = unique[start : start + MAX_PARAMETERS]
+        conn.execute(
+            f"DELETE FROM return_trip_copies WHERE fingerprint IN ({marks(len(part))})"
+            " AND NOT EXISTS (SELECT 1 FROM return_trip AS t"
+            " WHERE t.fingerprint = return_trip_copies.fingerprint)",
+            part,
+        )
 
 
 def sync_peers(conn: sqlite3.Connection, peers: Sequence[str], now: float) -> int:
@@ -138,27 +191,50 @@ def sync_peers(conn: sqlite3.Connection, peers: Sequence[str], now: float) -> in
         # Each copy some other peer has and this one lacks, due now.
         conn.execute(
             "INSERT OR IGNORE INTO return_trip (peer, fingerprint, incident_id, member, state,"
-            " alert, raw, ends_at, resolved_until, due_at)"
-            " SELECT ?, fingerprint, incident_id, member, state, alert, raw, ends_at,"
+            " ends_at, resolved_until, due_at)"
+            " SELECT ?, fingerprint, incident_id, member, state, ends_at,"
             " resolved_until, ? FROM return_trip AS t WHERE peer != ?"
             " AND NOT EXISTS (SELECT 1 FROM return_trip WHERE peer = ?"
             " AND fingerprint = t.fingerprint)",
             (peer, now, peer, peer),
         )
-    return conn.execute(
-        f"DELETE FROM return_trip WHERE peer NOT IN ({marks(len(peers))})", tuple(peers)
-    ).rowcount
+    dropped = conn.execute(
+        f"DELETE FROM return_trip WHERE peer NOT IN ({marks(len(peers))}) RETURNING fingerprint",
+        tuple(peers),
+    ).fetchall()
+    _forget_unused_copies(conn, (fingerprint for (fingerprint,) in dropped))
+    return len(dropped)
 
 
 def _rows(cursor: sqlite3.Cursor) -> list[OutboxRow]:
-    return [OutboxRow(*row) for row in cursor.fetchall()]
+    rows = []
+    for peer, fingerprint, incident_id, member, state, alert, raw, *schedule in cursor:
+        ends_at, resolved_until, due_at, posted_at, revision = schedule
+        rows.append(
+            OutboxRow(
+                peer,
+                fingerprint,
+                incident_id,
+                member,
+                state,
+                _unpack(alert),
+                _unpack(raw),
+                ends_at,
+                resolved_until,
+                due_at,
+                posted_at,
+                revision,
+            )
+        )
+    return rows
 
 
 def due(conn: sqlite3.Connection, peers: Sequence[str], before: float) -> list[OutboxRow]:
     return _rows(
         conn.execute(
-            f"SELECT {_ROW_COLUMNS} FROM return_trip"
-            f" WHERE due_at <= ? AND peer IN ({marks(len(peers))}) ORDER BY due_at, fingerprint",
+            f"SELECT {_ROW_COLUMNS} FROM {_ROWS_WITH_TEXT}"
+            f" WHERE t.due_at <= ? AND t.peer IN ({marks(len(peers))})"
+            " ORDER BY t.due_at, t.fingerprint",
             (before, *peers),
         )
     )
@@ -190,6 +266,7 @@ def accepted(
     firing_due: float,
     resolved_due: float,
 ) -> None:
+    done = []
     for row in rows:
         key = (peer, row.fingerprint, row.revision)
         if row.state == "resolved" and now >= (row.resolved_until or 0.0):
@@ -197,12 +274,14 @@ def accepted(
                 "DELETE FROM return_trip WHERE peer = ? AND fingerprint = ? AND revision = ?",
                 key,
             )
+            done.append(row.fingerprint)
             continue
         conn.execute(
             "UPDATE return_trip SET due_at = ?, posted_at = ?"
             " WHERE peer = ? AND fingerprint = ? AND revision = ?",
             (firing_due if row.state == "firing" else resolved_due, now, *key),
         )
+    _forget_unused_copies(conn, done)
 
 
 def refused(conn: sqlite3.Connection, row: OutboxRow) -> None:
@@ -210,15 +289,20 @@ def refused(conn: sqlite3.Connection, row: OutboxRow) -> None:
         "DELETE FROM return_trip WHERE peer = ? AND fingerprint = ? AND revision = ?",
         (row.peer, row.fingerprint, row.revision),
     )
+    _forget_unused_copies(conn, [row.fingerprint])
 
 
 def all_rows(conn: sqlite3.Connection) -> list[OutboxRow]:
-    return _rows(conn.execute(f"SELECT {_ROW_COLUMNS} FROM return_trip ORDER BY peer, fingerprint"))
+    return _rows(
+        conn.execute(f"SELECT {_ROW_COLUMNS} FROM {_ROWS_WITH_TEXT} ORDER BY t.peer, t.fingerprint")
+    )
 
 
 def firing_members(conn: sqlite3.Connection) -> dict[str, str]:
-    rows = conn.execute("SELECT member, raw FROM return_trip WHERE state = 'firing'").fetchall()
-    return dict(rows)
+    rows = conn.execute(
+        f"SELECT DISTINCT t.member, c.raw FROM {_ROWS_WITH_TEXT} WHERE t.state = 'firing'"
+    ).fetchall()
+    return {member: _unpack(raw) for member, raw in rows}
 
 
 def firing_copies(conn: sqlite3.Connection) -> set[str]:
@@ -228,8 +312,10 @@ def firing_copies(conn: sqlite3.Connection) -> set[str]:
 
 def delete_resolved_of(conn: sqlite3.Connection, incident_ids: Sequence[str]) -> int:
     """Delete the resolved copies of ``incident_ids`` (retention); how many went."""
-    return conn.execute(
+    deleted = conn.execute(
         "DELETE FROM return_trip WHERE state = 'resolved'"
-        f" AND incident_id IN ({marks(len(incident_ids))})",
+        f" AND incident_id IN ({marks(len(incident_ids))}) RETURNING fingerprint",
         tuple(incident_ids),
-    ).rowcount
+    ).fetchall()
+    _forget_unused_copies(conn, (fingerprint for (fingerprint,) in deleted))
+    return len(deleted)

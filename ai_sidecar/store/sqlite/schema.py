@@ -9,6 +9,12 @@
   or, older still, with no version stamp (0), some without the outbox table,
   and this step completes any of them.
 - **2**: an index on ``alerts.received_at``, for retention.
+- **3**: the outbox keeps each enriched copy's text once, in
+  ``return_trip_copies``, instead of once per peer in ``return_trip``; new
+  text is stored zlib-compressed (:mod:`~ai_sidecar.store.sqlite.outbox`).
+  About 2 kB of JSON per copy and peer had made the outbox most of the file,
+  more so as a row that large spills into an overflow page of its own in a
+  table without rowid.
 
 A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
 newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -107,8 +113,47 @@ _VERSION_2 = """
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts (received_at);
 """
 
+_VERSION_3 = """
+-- One row per enriched copy: its text, shared by the copy's rows of every peer.
+-- A rowid table: rows of a kilobyte or more pack several to a page here.
+CREATE TABLE return_trip_copies (
+    fingerprint TEXT PRIMARY KEY,
+    -- zlib-compressed UTF-8 JSON (BLOB); JSON text in rows migrated from version 2.
+    alert BLOB NOT NULL,
+    raw BLOB NOT NULL
+);
+INSERT INTO return_trip_copies (fingerprint, alert, raw)
+    SELECT fingerprint, alert, raw FROM return_trip AS t
+    WHERE revision = (SELECT max(revision) FROM return_trip WHERE fingerprint = t.fingerprint)
+    GROUP BY fingerprint;
+CREATE TABLE return_trip_peers (
+    peer TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    member TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('firing', 'resolved')),
+    ends_at REAL,
+    resolved_until REAL,
+    due_at REAL NOT NULL,
+    posted_at REAL,
+    revision INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (peer, fingerprint)
+) WITHOUT ROWID;
+INSERT INTO return_trip_peers
+    SELECT peer, fingerprint, incident_id, member, state, ends_at, resolved_until, due_at,
+    posted_at, revision FROM return_trip;
+DROP TABLE return_trip;
+ALTER TABLE return_trip_peers RENAME TO return_trip;
+CREATE INDEX return_trip_due ON return_trip (due_at);
+CREATE INDEX return_trip_peer_due ON return_trip (peer, due_at);
+CREATE INDEX return_trip_member ON return_trip (member);
+CREATE INDEX return_trip_incident ON return_trip (incident_id);
+-- Whether any peer still has a copy, when one peer's row goes.
+CREATE INDEX return_trip_fingerprint ON return_trip (fingerprint);
+"""
+
 # Step n brings a file from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

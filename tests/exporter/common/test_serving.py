@@ -1,0 +1,181 @@
+"""The shared server's limits: header and body read timeouts and the connection cap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from exporter.common.serving import ServerLimits, listening_sockets, serving
+
+FAST = ServerLimits(header_timeout=0.5, body_timeout=0.5, max_connections=3)
+# Longest a cut-off may take beyond its timeout: aiohttp's timers are coarse.
+SLACK = 1.5
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.Response(text=f"got {len(body)} bytes")
+
+
+async def _hello(_: web.Request) -> web.Response:
+    return web.Response(text="hello")
+
+
+@contextlib.asynccontextmanager
+async def _server(limits: ServerLimits = FAST) -> AsyncIterator[int]:
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    app.router.add_post("/echo", _echo)
+    sockets = listening_sockets("127.0.0.1", 0, limits.backlog)
+    port = sockets[0].getsockname()[1]
+    async with serving(app, sockets, limits=limits):
+        yield port
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    """Seconds until the server closed the connection (fails if it did not in time)."""
+    started = time.monotonic()
+    async with asyncio.timeout(seconds):
+        while await reader.read(1024):
+            pass
+    return time.monotonic() - started
+
+
+async def _get(port: int) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+async def test_a_client_that_sends_nothing_is_cut_off_after_the_header_timeout():
+    async with _server() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        took = await _closed_within(reader, FAST.header_timeout + SLACK)
+        writer.close()
+    assert took >= FAST.header_timeout * 0.9
+
+
+async def _trickle_until_cut_off(head: bytes, trickled: bytes, port: int) -> float:
+    """Send ``head`` at once, then ``trickled`` a byte every 50 ms; seconds until cut off."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        for byte in trickled:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.05)
+
+    sender = asyncio.create_task(trickle())
+    with contextlib.suppress(ConnectionError):
+        await _closed_within(reader, max(FAST.header_timeout, FAST.body_timeout) + SLACK)
+    took = time.monotonic() - started
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+        await sender
+    writer.close()
+    return took
+
+
+async def test_a_client_trickling_its_headers_is_cut_off():
+    async with _server() as port:
+        took = await _trickle_until_cut_off(
+            b"", b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000, port
+        )
+    # Bytes kept arriving all along: only a deadline on the whole head ends it.
+    assert took < FAST.header_timeout + SLACK
+
+
+async def test_a_client_trickling_its_body_is_cut_off_and_the_server_still_answers():
+    async with _server() as port:
+        took = await _trickle_until_cut_off(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"a" * 1000, port
+        )
+        assert took < FAST.body_timeout + SLACK
+        assert (await _get(port)).endswith(b"hello")
+
+
+async def test_a_prompt_body_is_read_whole():
+    async with _server() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        )
+        answer = await reader.read()
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b"got 5 bytes")
+
+
+async def test_beyond_the_connection_cap_a_client_waits_instead_of_failing():
+    async with _server() as port:
+        held = [
+            await asyncio.open_connection("127.0.0.1", port) for _ in range(FAST.max_connections)
+        ]
+        started = time.monotonic()
+        answer = await asyncio.wait_for(_get(port), FAST.header_timeout + SLACK + 2)
+        waited = time.monotonic() - started
+        for _, writer in held:
+            writer.close()
+    assert answer.endswith(b"hello")
+    # It was served only once the silent connections had timed out.
+    assert waited >= FAST.header_timeout * 0.9
+
+
+async def test_below_the_cap_a_client_is_served_at_once():
+    async with _server() as port:
+        held = [
+            await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(FAST.max_connections - 1)
+        ]
+        started = time.monotonic()
+        answer = await _get(port)
+        waited = time.monotonic() - started
+        for _, writer in held:
+            writer.close()
+    assert answer.endswith(b"hello")
+    assert waited < FAST.header_timeout / 2
+
+
+def _with_256_open_files(soft_only: bool, *lines: str) -> str:
+    """Run ``lines`` in a fresh interpreter whose open-files limit is 256; its output."""
+    script = "\n".join(
+        (
+            "import resource",
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)",
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, (256, {'hard' if soft_only else '256'}))",
+            *lines,
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_the_cap_is_at_most_half_the_open_files_limit():
+    output = _with_256_open_files(
+        False,
+        "from exporter.common.serving import ServerLimits",
+        "print(ServerLimits(max_connections=512).connection_cap(),"
+        " ServerLimits(max_connections=10).connection_cap())",
+    )
+    assert output.split() == ["128", "10"]
+
+
+def test_open_files_soft_limit_is_raised_to_the_hard_limit():
+    output = _with_256_open_files(
+        True,
+        "from exporter.common.serving import raise_open_files_limit",
+        "raise_open_files_limit()",
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard))",
+    )
+    assert output == "True"
