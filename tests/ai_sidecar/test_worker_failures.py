@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-import ai_sidecar.store.sqlite.engine as sqlite_engine
 import ai_sidecar.failures as failures_module
+import ai_sidecar.store.sqlite.engine as sqlite_engine
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.enrichment.base import IncidentContext
