@@ -94,7 +94,6 @@ ANALYST_GRACE = 10.0
 ARRIVAL_SETTLE = 0.2
 
 
-
 class IncidentSink(Protocol):
     """Where analysed incidents go next (the return trip). Must be durable on return."""
 
