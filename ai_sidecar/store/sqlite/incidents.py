@@ -51,7 +51,7 @@ _UPSERT_INCIDENT = (
 MAX_PARAMETERS = 500
 
 # Compact JSON; ASCII-only output keeps any odd code point out of SQLite's UTF-8.
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def stamp(value: datetime) -> str:
@@ -91,8 +91,8 @@ def insert_alerts(conn: sqlite3.Connection, alerts: Sequence[Alert], received: s
             a.fingerprint,
             a.status,
             stamp(a.starts_at),
-            _encode_json(_as_dict(a.labels)),
-            _encode_json(_as_dict(a.annotations)),
+            encode_json(_as_dict(a.labels)),
+            encode_json(_as_dict(a.annotations)),
             None if a.ends_at is None else stamp(a.ends_at),
             a.generator_url,
             received,
@@ -172,7 +172,7 @@ def _incident_row(incident: Incident) -> tuple[Any, ...]:
         stamp(incident.created_at),
         stamp(incident.updated_at),
         _opt_stamp(resolved_at),
-        _encode_json(incident_header_to_json(incident)),
+        encode_json(incident_header_to_json(incident)),
     )
 
 
@@ -209,7 +209,7 @@ def encode_incidents(incidents: Sequence[Incident], saved: SavedMembers) -> Inci
             # Unchanged members are the very same (immutable) objects.
             old = before.get(fingerprint)
             if old is not member and old != member:
-                doc = _encode_json(member_to_json(member))
+                doc = encode_json(member_to_json(member))
                 members.append((incident.id, fingerprint, position, doc))
         written[incident.id] = incident.members
     return IncidentRows([_incident_row(i) for i in incidents], members, rewritten, written)
