@@ -32,8 +32,8 @@ from tests.peers.replicas import (
     enriched_posts,
     incident_ids,
     send_storm,
-    storm,
     stored_fingerprints,
+    storm,
 )
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
@@ -67,9 +67,9 @@ async def incidents(replica: Replica) -> list[dict[str, Any]]:
         return found
 
 
-async def one_incident_of(replica: Replica, members: int, timeout: float = 60.0) -> dict[str, Any]:
+async def one_incident_of(replica: Replica, members: int, within: float = 60.0) -> dict[str, Any]:
     """The storm's incident once it holds every member and has been analysed."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     found: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         found = await incidents(replica)
@@ -79,9 +79,9 @@ async def one_incident_of(replica: Replica, members: int, timeout: float = 60.0)
     raise AssertionError(f"not one analysed incident of {members} members: {found!r:.500}")
 
 
-async def copies_posted(receiver: SlackSink, members: int, timeout: float = 30.0) -> list[Any]:
+async def copies_posted(receiver: SlackSink, members: int, within: float = 30.0) -> list[Any]:
     """Enriched posts once every member's copy reached the receiver."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     posts: list[Any] = []
     while time.monotonic() < deadline:
         posts = enriched_posts(receiver.messages())
@@ -90,6 +90,15 @@ async def copies_posted(receiver: SlackSink, members: int, timeout: float = 30.0
             return posts
         await asyncio.sleep(0.3)
     raise AssertionError(f"only {len(posts)} enriched posts reached the receiver")
+
+
+async def quarter_acked(result: StormResult, total: int) -> None:
+    """Return once a quarter of the storm is acknowledged: the moment to strike."""
+    async with asyncio.timeout(60):
+        while True:
+            if len(result.acked) >= total // 4:
+                return
+            await asyncio.sleep(0.02)
 
 
 def assert_acked_stored_once(server: PostgresServer, dsn: str, result: StormResult) -> None:
@@ -130,8 +139,7 @@ async def test_kill_9_of_the_leader_mid_storm_loses_nothing_and_the_other_takes_
     alerts = storm(2000)
     result = StormResult()
     sending = asyncio.create_task(send_storm([a, b], alerts, per_request=25, result=result))
-    while len(result.acked) < len(alerts) // 4:
-        await asyncio.sleep(0.02)
+    await quarter_acked(result, len(alerts))
 
     assert leader.service.process is not None
     os.killpg(leader.service.process.pid, signal.SIGKILL)
@@ -166,8 +174,7 @@ async def test_a_database_restart_mid_storm_answers_503_then_recovers(
     alerts = storm(600)
     result = StormResult()
     sending = asyncio.create_task(send_storm([a], alerts, per_request=10, result=result))
-    while len(result.acked) < len(alerts) // 4:
-        await asyncio.sleep(0.02)
+    await quarter_acked(result, len(alerts))
 
     restarted_at = time.monotonic()
     await asyncio.to_thread(postgres_server.restart)
@@ -180,9 +187,10 @@ async def test_a_database_restart_mid_storm_answers_503_then_recovers(
     assert result.acked == {x.fingerprint for x in alerts}
     assert_acked_stored_once(postgres_server, replicas.dsn, result)
     # The same process, back at work: it retook the lease and folded everything.
-    assert a.pid == pid and not a.service.exited()
+    assert a.pid == pid
+    assert not a.service.exited()
     await one_incident_of(a, len(alerts))
-    assert a.is_leader()
+    assert await asyncio.to_thread(replicas.leader, 10) is a
     posts = await copies_posted(receiver, len(alerts))
     assert duplicated_copies(posts) == 0
 
