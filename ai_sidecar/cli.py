@@ -166,13 +166,13 @@ def parse_store_url(value: str) -> str:
     A password in the DSN would show up wherever the DSN does (a process
     listing, a support bundle), so it must come from the environment or a file.
     """
+    scheme = value.split("://", 1)[0] if "://" in value else None
+    if scheme is not None and scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{STORE_URL_ENV}: expected a postgresql:// URL or key=value pairs")
     try:
         params = conninfo_to_dict(value)
     except psycopg.ProgrammingError:
         raise ConfigError(f"{STORE_URL_ENV}: not a valid PostgreSQL connection string") from None
-    scheme = value.split("://", 1)[0] if "://" in value else None
-    if scheme is not None and scheme not in ("postgresql", "postgres"):
-        raise ConfigError(f"{STORE_URL_ENV}: expected a postgresql:// URL or key=value pairs")
     if "password" in params:
         raise ConfigError(
             f"{STORE_URL_ENV}: remove the password from the connection string; "
