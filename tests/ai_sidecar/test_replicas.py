@@ -31,6 +31,8 @@ from tests.peers.replicas import (
     duplicated_copies,
     enriched_posts,
     incident_ids,
+    notified_members,
+    quarter_acked,
     send_storm,
     stored_fingerprints,
     storm,
@@ -85,23 +87,14 @@ async def copies_posted(receiver: SlackSink, members: int, within: float = 30.0)
     posts: list[Any] = []
     while time.monotonic() < deadline:
         posts = enriched_posts(receiver.messages())
-        raw = {p["labels"]["instance"] for p in posts}
-        if len(raw) == members:
+        if len(notified_members(receiver.messages())) == members:
             return posts
         await asyncio.sleep(0.3)
     raise AssertionError(f"only {len(posts)} enriched posts reached the receiver")
 
 
-async def quarter_acked(result: StormResult, total: int) -> None:
-    """Return once a quarter of the storm is acknowledged: the moment to strike."""
-    async with asyncio.timeout(60):
-        while True:
-            if len(result.acked) >= total // 4:
-                return
-            await asyncio.sleep(0.02)
-
-
-def assert_acked_stored_once(server: PostgresServer, dsn: str, result: StormResult) -> None:
+def assert_acked_stored_once(server: PostgresServer, dsn: str | None, result: StormResult) -> None:
+    assert dsn is not None
     stored = stored_fingerprints(server, dsn)
     assert len(stored) == len(set(stored)), "an alert was stored twice"
     missing = result.acked - set(stored)

@@ -90,7 +90,8 @@ class Replicas:
     """Sidecar replicas on one database; stopped (process groups) by :meth:`stop_all`."""
 
     root: Path
-    dsn: str
+    # None: each replica on its own SQLite file (one replica, for comparison).
+    dsn: str | None
     receiver_url: str
     started: list[Replica] = field(default_factory=list)
 
@@ -106,11 +107,12 @@ class Replicas:
         env = {
             "SCOUT_WEBHOOK_TOKEN": TOKEN,
             "SCOUT_DATA_DIR": str(home / "data"),
-            "SCOUT_STORE_URL": self.dsn,
-            "SCOUT_STORE_PASSWORD_FILE": str(password_file),
             "SCOUT_ALERTMANAGER_URLS": self.receiver_url,
-            **(extra_env or {}),
         }
+        if self.dsn is not None:
+            env["SCOUT_STORE_URL"] = self.dsn
+            env["SCOUT_STORE_PASSWORD_FILE"] = str(password_file)
+        env.update(extra_env or {})
         service = sidecar_service(home, port, args=[f"--config.file={config}"], env=env)
         service.start()
         service.wait_ready()
@@ -216,3 +218,17 @@ def duplicated_copies(posts: list[dict[str, Any]]) -> int:
         raw = tuple(sorted((k, v) for k, v in post["labels"].items() if not k.startswith("scout_")))
         seen.setdefault(raw, set()).add(post["labels"]["scout_incident"])
     return sum(len(incidents) - 1 for incidents in seen.values())
+
+
+async def quarter_acked(result: StormResult, total: int) -> None:
+    """Return once a quarter of the storm is acknowledged: the moment to strike."""
+    async with asyncio.timeout(60):
+        while True:
+            if len(result.acked) >= total // 4:
+                return
+            await asyncio.sleep(0.01)
+
+
+def notified_members(receiver_bodies: list[Any]) -> set[str]:
+    """Instances whose enriched copy reached the receiver."""
+    return {p["labels"]["instance"] for p in enriched_posts(receiver_bodies)}
