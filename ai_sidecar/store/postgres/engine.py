@@ -83,11 +83,14 @@ class Location:
 
     @property
     def name(self) -> str:
-        """``postgresql://host:port/database``, for messages: never the password."""
+        """``postgresql://host:port/database`` (or ``?host=`` a socket directory), for
+        messages: never the password."""
         params = conninfo_to_dict(self.dsn)
         host = str(params.get("host") or "localhost")
         port = str(params.get("port") or "5432")
         database = str(params.get("dbname") or params.get("user") or "")
+        if host.startswith("/"):  # a Unix socket's directory
+            return f"postgresql:///{database}?host={host}&port={port}"
         return f"postgresql://{host}:{port}/{database}"
 
     async def connect(self, *, application_name: str = "scout-sidecar") -> AsyncConnection[Any]:
@@ -111,8 +114,9 @@ def _reason(exc: BaseException) -> str:
         return "no answer in time"
     if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
         return exc.diag.message_primary
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+    # libpq's first line says what failed; the ones after it are hints.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def is_storage_failure(exc: BaseException) -> bool:

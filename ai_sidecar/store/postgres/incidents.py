@@ -24,7 +24,13 @@ from ai_sidecar.models import (
 )
 from ai_sidecar.store.postgres.engine import Cursor
 from ai_sidecar.store.protocol import Backlog, Feedback, IngestResult
-from ai_sidecar.store.sqlite.incidents import IncidentRows, encode_json, stamp, unstamp
+from ai_sidecar.store.sqlite.incidents import (
+    IncidentRows,
+    encode_json,
+    listing_query,
+    stamp,
+    unstamp,
+)
 
 _UPSERT_MEMBER = (
     "INSERT INTO incident_members (incident_id, fingerprint, position, doc)"
@@ -184,19 +190,7 @@ async def incident_ids(cur: Cursor) -> list[str]:
 async def list_incidents(
     cur: Cursor, status: IncidentStatus | None, since: str | None, limit: int
 ) -> list[Incident]:
-    where: list[str] = []
-    params: list[Any] = []
-    if status is not None:
-        where.append("status = %s")
-        params.append(status)
-    if since is not None:
-        where.append("updated_at >= %s")
-        params.append(since)
-    sql = "SELECT doc FROM incidents"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY updated_at DESC, id DESC LIMIT %s"
-    params.append(limit)
+    sql, params = listing_query(status, since, limit, mark="%s")
     await cur.execute(sql, params)
     return await _load_incidents(cur, await cur.fetchall())
 

@@ -109,10 +109,20 @@ class Lease:
 
     async def release(self) -> None:
         """Give the lease up (closing its connection releases the lock)."""
-        conn, self._conn, self._pid = self._conn, None, None
-        if conn is not None:
+        conn, self._conn, held = self._conn, None, self._pid is not None
+        self._pid = None
+        if conn is None:
+            return
+        if held:
+            # Unlocked before closing: the server ends a closed session a little
+            # later, and the next holder need not wait for that.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 1.0)
+                await asyncio.wait_for(
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, WORKER_LOCK)),
+                    1.0,
+                )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(), 1.0)
 
     async def check(self, cur: Cursor) -> None:
         """The fence: raise :class:`LeaseLostError` unless this lease's session

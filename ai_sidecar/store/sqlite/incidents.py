@@ -261,22 +261,31 @@ def incident_ids(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT id FROM incidents")]
 
 
-def list_incidents(
-    conn: sqlite3.Connection, status: IncidentStatus | None, since: str | None, limit: int
-) -> list[Incident]:
+def listing_query(
+    status: IncidentStatus | None, since: str | None, limit: int, mark: str = "?"
+) -> tuple[str, list[Any]]:
+    """The SQL (with ``mark`` as its placeholder) and parameters that list incident docs,
+    most recently updated first; shared with the PostgreSQL store."""
     where: list[str] = []
     params: list[Any] = []
     if status is not None:
-        where.append("status = ?")
+        where.append(f"status = {mark}")
         params.append(status)
     if since is not None:
-        where.append("updated_at >= ?")
+        where.append(f"updated_at >= {mark}")
         params.append(since)
     sql = "SELECT doc FROM incidents"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"
+    sql += f" ORDER BY updated_at DESC, id DESC LIMIT {mark}"
     params.append(limit)
+    return sql, params
+
+
+def list_incidents(
+    conn: sqlite3.Connection, status: IncidentStatus | None, since: str | None, limit: int
+) -> list[Incident]:
+    sql, params = listing_query(status, since, limit)
     return _load_incidents(conn, conn.execute(sql, params).fetchall())
 
 
