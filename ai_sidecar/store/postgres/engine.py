@@ -10,7 +10,10 @@ and the next call connects afresh. No process restart is needed.
 
 How it runs:
 
-- Up to :data:`POOL_SIZE` connections, opened on demand and reused.
+- Up to :data:`POOL_SIZE` connections, opened on demand and reused. Reads
+  run side by side; other writes take turns (one at a time per process, as
+  the SQLite store's single writer does), and one the server rolls back for a
+  deadlock with another process's transaction is run again.
 - Alert ingests queue to one writer task, which takes everything queued and
   writes it in one transaction (group commit, as the SQLite engine does).
   That transaction first takes a transaction-scoped advisory lock
@@ -51,6 +54,9 @@ T = TypeVar("T")
 Cursor = AsyncCursor[tuple[Any, ...]]
 
 POOL_SIZE = 4
+# Runs of a write transaction the server rolled back for a deadlock or a
+# serialisation failure, before the caller hears a StoreError.
+TRANSIENT_RETRIES = 3
 # A server that does not answer within these is treated as down: the webhook
 # answers 503 rather than holding Alertmanager's request.
 CONNECT_TIMEOUT = 5
@@ -68,6 +74,10 @@ KEEPALIVES = {
     "keepalives_interval": "2",
     "keepalives_count": "3",
 }
+
+
+class _Transient(Exception):
+    """A transaction the server rolled back for a conflict; running it again may succeed."""
 
 
 class LeaseLostError(StoreError):
@@ -153,6 +163,7 @@ class Engine:
         self._fence = fence
         self._idle: list[AsyncConnection[Any]] = []
         self._slots = asyncio.Semaphore(POOL_SIZE)
+        self._write_turn = asyncio.Lock()
         self._queue: asyncio.Queue[_Ingest | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._running = 0
@@ -242,7 +253,25 @@ class Engine:
         self.check_open()
         self._enter()
         try:
-            return await self._run(fn, fenced=fenced, read_only=read_only)
+            if read_only:
+                return await self._run(fn, fenced=fenced, read_only=True)
+            # One write transaction at a time per engine, as SQLite's single
+            # writer: the worker saves incidents and schedules copies while the
+            # return trip completes posts, and rows locked in different orders
+            # by concurrent transactions would deadlock.
+            async with self._write_turn:
+                for attempt in range(1, TRANSIENT_RETRIES + 1):
+                    try:
+                        return await self._run(fn, fenced=fenced, read_only=False)
+                    except _Transient:
+                        # A deadlock or serialisation failure with another
+                        # process's transaction: rolled back whole, so run again.
+                        if attempt == TRANSIENT_RETRIES:
+                            raise StoreError(
+                                f"cannot use the store {self.name}: "
+                                "a transaction kept conflicting with another"
+                            ) from None
+                raise AssertionError("unreachable")
         finally:
             self._leave()
 
@@ -266,6 +295,8 @@ class Engine:
                 )
         except StoreError:
             raise
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            raise _Transient from None
         except Exception as exc:
             if is_storage_failure(exc):
                 raise StoreError(f"cannot use the store {self.name}: {_reason(exc)}") from None
@@ -334,7 +365,11 @@ class Engine:
         try:
             await self._run(write, fenced=False, read_only=False)
         except BaseException as exc:
-            error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
+            error = (
+                exc
+                if isinstance(exc, StoreError)
+                else StoreError(f"cannot use the store {self.name}: {exc!r}")
+            )
             for job in group:
                 if not job.future.done():
                     # One exception object per caller: each await extends its traceback.

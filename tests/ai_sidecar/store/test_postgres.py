@@ -14,7 +14,13 @@ import time
 import psycopg
 import pytest
 
-from ai_sidecar.store import PostgresStore, SchemaVersionError, StoreError
+from ai_sidecar.store import (
+    OutboxCopy,
+    OutboxPlan,
+    PostgresStore,
+    SchemaVersionError,
+    StoreError,
+)
 from ai_sidecar.store.postgres import SCHEMA_VERSION, Lease, LeaseLostError, Location, lead
 from tests.ai_sidecar.builders import T0, alert, stored_incident
 from tests.peers.postgres import PASSWORD, PostgresServer
@@ -177,3 +183,41 @@ async def test_a_server_that_is_not_there_is_a_store_error(tmp_path) -> None:  #
         await PostgresStore.open(nowhere)
     assert issubclass(LeaseLostError, StoreError)
     assert psycopg.__version__ >= "3.2"
+
+
+async def test_concurrent_outbox_writes_of_the_worker_never_deadlock(location: Location) -> None:
+    # The worker schedules copies while the return trip completes posts of the
+    # same rows in another order: on PostgreSQL, unlike SQLite's single writer,
+    # such transactions would deadlock and the worker would lose the copies.
+    store = await PostgresStore.open(location)
+    peers = ("http://am-a:9093", "http://am-b:9093")
+    members = [f"m{i:03}" for i in range(150)]
+
+    def plan(text: str) -> OutboxPlan:
+        copies = tuple(
+            OutboxCopy(f"copy-{m}", "inc-1", m, "firing", f'{{"t": "{text}"}}', "{}", None)
+            for m in members
+        )
+        return OutboxPlan("inc-1", frozenset(members), copies)
+
+    try:
+        await store.enqueue_posts([plan("v0")], peers, now=1.0, repeat_for=60.0)
+        for round_ in range(1, 6):
+            rows = list(reversed(await store.list_posts()))
+            await asyncio.gather(
+                store.enqueue_posts([plan(f"v{round_}")], peers, now=2.0, repeat_for=60.0),
+                *(
+                    store.complete_accepted(
+                        peer,
+                        [r for r in rows if r.peer == peer],
+                        now=3.0,
+                        firing_due=9.0,
+                        resolved_due=9.0,
+                    )
+                    for peer in peers
+                ),
+                store.enqueue_posts([plan(f"w{round_}")], peers, now=2.0, repeat_for=60.0),
+            )
+        assert {r.alert for r in await store.list_posts()} == {'{"t": "w5"}'}
+    finally:
+        await store.close()
