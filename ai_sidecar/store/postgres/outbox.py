@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ai_sidecar.store.postgres.engine import Cursor
-from ai_sidecar.store.protocol import OutboxCopy, OutboxPlan, OutboxRow
+from ai_sidecar.store.protocol import OutboxPlan, OutboxRow
 
 _ROW_COLUMNS = (
     "peer, fingerprint, incident_id, member, state, alert, raw, ends_at, resolved_until,"
@@ -19,80 +19,82 @@ _ROW_COLUMNS = (
 )
 
 
-async def _resolve_rows(
-    cur: Cursor,
-    where: str,
-    params: Sequence[Any],
-    *,
-    ends_at: float,
-    now: float,
-    repeat_for: float,
-) -> None:
-    """Turn matching firing rows into resolutions, due now and repeated from now."""
-    await cur.execute(
-        "UPDATE return_trip SET state = 'resolved', ends_at = %s, resolved_until = %s,"
-        " due_at = %s, revision = revision + 1"
-        f" WHERE state = 'firing' AND {where}",
-        (ends_at, now + repeat_for, now, *params),
-    )
+_RESOLVE = (
+    "UPDATE return_trip SET state = 'resolved', ends_at = %s, resolved_until = %s,"
+    " due_at = %s, revision = revision + 1 WHERE state = 'firing'"
+)
+# Inserted due now; rewritten (due now, a new revision) only when its text or
+# incident changed or it had resolved: otherwise the keep-alive schedule stands.
+_UPSERT_FIRING = (
+    "INSERT INTO return_trip (peer, fingerprint, incident_id, member, state, alert, raw,"
+    " due_at) VALUES (%s, %s, %s, %s, 'firing', %s, %s, %s)"
+    " ON CONFLICT (peer, fingerprint) DO UPDATE SET state = 'firing',"
+    " alert = excluded.alert, raw = excluded.raw, incident_id = excluded.incident_id,"
+    " member = excluded.member, ends_at = NULL, resolved_until = NULL,"
+    " due_at = excluded.due_at, posted_at = NULL, revision = return_trip.revision + 1"
+    " WHERE return_trip.state <> 'firing' OR return_trip.alert <> excluded.alert"
+    " OR return_trip.incident_id <> excluded.incident_id"
+)
+
+
+async def _many(cur: Cursor, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    # executemany pipelines the statements: one round trip for a whole part.
+    if rows:
+        await cur.executemany(sql, rows)
 
 
 async def enqueue(
     cur: Cursor, plans: Sequence[OutboxPlan], peers: Sequence[str], now: float, repeat_for: float
 ) -> None:
+    """What the SQLite store's ``enqueue`` does, copy by copy, in batched statements.
+
+    Batching keeps its meaning because a plan holds one copy per member, and
+    each statement for a copy touches only rows of that copy's member.
+    """
+    until = now + repeat_for
     for plan in plans:
         # Members that left the incident: their copies must not fire on.
-        await _resolve_rows(
-            cur,
-            "incident_id = %s AND member <> ALL(%s)",
-            (plan.incident_id, list(plan.members)),
-            ends_at=now,
-            now=now,
-            repeat_for=repeat_for,
+        await cur.execute(
+            _RESOLVE + " AND incident_id = %s AND member <> ALL(%s)",
+            (now, until, now, plan.incident_id, list(plan.members)),
         )
-        for want in plan.copies:
-            if want.state == "firing":
-                # The member's copies under any other label set are stale.
-                await _resolve_rows(
-                    cur,
-                    "member = %s AND fingerprint <> %s",
-                    (want.member, want.fingerprint),
-                    ends_at=now,
-                    now=now,
-                    repeat_for=repeat_for,
+        firing = [want for want in plan.copies if want.state == "firing"]
+        resolved = [want for want in plan.copies if want.state != "firing"]
+        # The member's copies under any other label set are stale.
+        await _many(
+            cur,
+            _RESOLVE + " AND member = %s AND fingerprint <> %s",
+            [(now, until, now, want.member, want.fingerprint) for want in firing],
+        )
+        await _many(
+            cur,
+            _UPSERT_FIRING,
+            [
+                (peer, w.fingerprint, w.incident_id, w.member, w.alert, w.raw, now)
+                for w in firing
+                for peer in peers
+            ],
+        )
+        # The current copy carries the latest annotations into its resolution.
+        await _many(
+            cur,
+            "UPDATE return_trip SET alert = %s WHERE fingerprint = %s AND state = 'firing'",
+            [(want.alert, want.fingerprint) for want in resolved],
+        )
+        await _many(
+            cur,
+            _RESOLVE + " AND incident_id = %s AND member = %s",
+            [
+                (
+                    want.ends_at if want.ends_at is not None else now,
+                    until,
+                    now,
+                    want.incident_id,
+                    want.member,
                 )
-                for peer in peers:
-                    await _upsert_firing(cur, peer, want, now)
-                continue
-            # The current copy carries the latest annotations into its resolution.
-            await cur.execute(
-                "UPDATE return_trip SET alert = %s WHERE fingerprint = %s AND state = 'firing'",
-                (want.alert, want.fingerprint),
-            )
-            await _resolve_rows(
-                cur,
-                "incident_id = %s AND member = %s",
-                (want.incident_id, want.member),
-                ends_at=want.ends_at if want.ends_at is not None else now,
-                now=now,
-                repeat_for=repeat_for,
-            )
-
-
-async def _upsert_firing(cur: Cursor, peer: str, want: OutboxCopy, now: float) -> None:
-    # Inserted due now; rewritten (due now, a new revision) only when its text or
-    # incident changed or it had resolved: otherwise the keep-alive schedule stands.
-    await cur.execute(
-        "INSERT INTO return_trip (peer, fingerprint, incident_id, member, state, alert, raw,"
-        " due_at) VALUES (%s, %s, %s, %s, 'firing', %s, %s, %s)"
-        " ON CONFLICT (peer, fingerprint) DO UPDATE SET state = 'firing',"
-        " alert = excluded.alert, raw = excluded.raw, incident_id = excluded.incident_id,"
-        " member = excluded.member, ends_at = NULL, resolved_until = NULL,"
-        " due_at = excluded.due_at, posted_at = NULL, revision = return_trip.revision + 1"
-        " WHERE return_trip.state <> 'firing' OR return_trip.alert <> excluded.alert"
-        " OR return_trip.incident_id <> excluded.incident_id",
-        (peer, want.fingerprint, want.incident_id, want.member, want.alert, want.raw, now),
-    )
+                for want in resolved
+            ],
+        )
 
 
 async def sync_peers(cur: Cursor, peers: Sequence[str], now: float) -> int:
