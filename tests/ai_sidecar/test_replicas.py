@@ -14,9 +14,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -40,6 +40,8 @@ from tests.peers.replicas import (
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -69,28 +71,34 @@ async def incidents(replica: Replica) -> list[dict[str, Any]]:
         return found
 
 
-async def one_incident_of(replica: Replica, members: int, within: float = 60.0) -> dict[str, Any]:
+async def one_incident_of(replica: Replica, members: int) -> dict[str, Any]:
     """The storm's incident once it holds every member and has been analysed."""
-    deadline = time.monotonic() + within
-    found: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    async def complete() -> dict[str, Any] | None:
         found = await incidents(replica)
-        if len(found) == 1 and len(found[0]["members"]) == members and found[0]["analysis"]:
-            return found[0]
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"not one analysed incident of {members} members: {found!r:.500}")
+        done = len(found) == 1 and len(found[0]["members"]) == members and found[0]["analysis"]
+        return found[0] if done else None
+
+    return await eventually(complete, 60, f"one analysed incident of {members} members")
 
 
-async def copies_posted(receiver: SlackSink, members: int, within: float = 30.0) -> list[Any]:
+async def copies_posted(receiver: SlackSink, members: int) -> list[Any]:
     """Enriched posts once every member's copy reached the receiver."""
+
+    async def complete() -> list[Any] | None:
+        bodies = receiver.messages()
+        return enriched_posts(bodies) if len(notified_members(bodies)) == members else None
+
+    return await eventually(complete, 30, f"enriched copies of {members} members")
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], within: float, what: str) -> T:
     deadline = time.monotonic() + within
-    posts: list[Any] = []
     while time.monotonic() < deadline:
-        posts = enriched_posts(receiver.messages())
-        if len(notified_members(receiver.messages())) == members:
-            return posts
+        if (found := await check()) is not None:
+            return found
         await asyncio.sleep(0.3)
-    raise AssertionError(f"only {len(posts)} enriched posts reached the receiver")
+    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
 
 
 def assert_acked_stored_once(server: PostgresServer, dsn: str | None, result: StormResult) -> None:

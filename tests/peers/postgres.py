@@ -97,41 +97,23 @@ class PostgresServer:
                 "-c shared_buffers=32MB",
             )
         )
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "server.log"),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        self._pg_ctl("-o", options, "-t", "60", "start")
         with self.superuser() as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
             if exists is None:
                 conn.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
 
+    def _pg_ctl(self, *args: str) -> None:
+        # -l: a server started here must not inherit our captured stdout.
+        log = str(self.root / "server.log")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", log, "-w", *args)
+
     def stop(self, mode: str = "fast") -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        self._pg_ctl("-m", mode, "stop")
 
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every session is ended, then the server comes back."""
-        # -l: the new server must not inherit our captured stdout.
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "server.log"),
-            "-m",
-            "fast",
-            "-w",
-            "restart",
-        )
+        self._pg_ctl("-m", "fast", "restart")
 
     def superuser(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(

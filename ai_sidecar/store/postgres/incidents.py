@@ -146,7 +146,8 @@ async def write_incidents(cur: Cursor, rows: IncidentRows) -> None:
     await cur.executemany(_UPSERT_INCIDENT, rows.incidents)
     for incident_id, fingerprints in rows.rewritten:
         await cur.execute(
-            "DELETE FROM incident_members WHERE incident_id = %s AND fingerprint <> ALL(%s)",
+            "DELETE FROM incident_members WHERE incident_id = %s"
+            " AND fingerprint NOT IN (SELECT unnest(%s::text[]))",
             (incident_id, list(fingerprints)),
         )
     await cur.executemany(_UPSERT_MEMBER, rows.members)

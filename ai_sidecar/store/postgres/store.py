@@ -32,7 +32,13 @@ from ai_sidecar.store.protocol import (
     OutboxRow,
     PruneResult,
 )
-from ai_sidecar.store.sqlite.incidents import SavedMembers, encode_incidents, stamp
+from ai_sidecar.store.sqlite.incidents import (
+    SavedMembers,
+    encode_incidents,
+    forget_saved,
+    remember_saved,
+    stamp,
+)
 from ai_sidecar.store.sqlite.outbox import ROWS_PER_TRANSACTION, split_plans
 
 T = TypeVar("T")
@@ -112,15 +118,9 @@ class PostgresStore:
         try:
             await self._engine.transaction(fn)
         except BaseException:
-            # Unknown what is stored now: write these incidents in full next time.
-            for incident in incidents:
-                self._saved_members.pop(incident.id, None)
+            forget_saved(self._saved_members, incidents)
             raise
-        self._saved_members.update(written)
-        for incident in incidents:
-            if incident.status == "resolved":
-                # Resolved incidents rarely change again; do not hold their members.
-                self._saved_members.pop(incident.id, None)
+        remember_saved(self._saved_members, written, incidents)
 
     async def active_incidents(self, resolved_since: datetime) -> list[Incident]:
         since = stamp(resolved_since)

@@ -215,6 +215,23 @@ def encode_incidents(incidents: Sequence[Incident], saved: SavedMembers) -> Inci
     return IncidentRows([_incident_row(i) for i in incidents], members, rewritten, written)
 
 
+def forget_saved(saved: SavedMembers, incidents: Sequence[Incident]) -> None:
+    """A write of ``incidents`` failed: unknown what is stored, so write them in full next time."""
+    for incident in incidents:
+        saved.pop(incident.id, None)
+
+
+def remember_saved(
+    saved: SavedMembers, written: SavedMembers, incidents: Sequence[Incident]
+) -> None:
+    """A write of ``incidents`` committed ``written``; resolved incidents rarely change
+    again, so their members are not held."""
+    saved.update(written)
+    for incident in incidents:
+        if incident.status == "resolved":
+            saved.pop(incident.id, None)
+
+
 def write_incidents(conn: sqlite3.Connection, rows: IncidentRows) -> SavedMembers:
     conn.executemany(_UPSERT_INCIDENT, rows.incidents)
     for incident_id, fingerprints in rows.rewritten:

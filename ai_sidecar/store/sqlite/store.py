@@ -108,16 +108,9 @@ class SqliteStore:
         try:
             written = await self._engine.write(fn, bulk=True)
         except BaseException:
-            # Unknown what is on disk now: write these incidents in full next time.
-            for incident in incidents:
-                self._saved_members.pop(incident.id, None)
+            sql.forget_saved(self._saved_members, incidents)
             raise
-        for incident_id, members in written.items():
-            self._saved_members[incident_id] = members
-        for incident in incidents:
-            if incident.status == "resolved":
-                # Resolved incidents rarely change again; do not hold their members.
-                self._saved_members.pop(incident.id, None)
+        sql.remember_saved(self._saved_members, written, incidents)
 
     async def active_incidents(self, resolved_since: datetime) -> list[Incident]:
         since = sql.stamp(resolved_since)
