@@ -15,8 +15,11 @@ Printed per run: alerts sent, acknowledged (a 200 from any replica), lost
 (acknowledged but not in the store), duplicated notifications (a raw alert
 with enriched copies from more than one incident), the time to take over
 (kill until a replica reports ``scout_sidecar_leader 1`` again), the added
-notification latency (storm end until every member's copy reached the
-receiver, minus the same without a kill) and the bytes stored per alert.
+notification latency (the longest pause between two posts to the receiver
+while copies were owed, and the time from the storm's end until every
+member's copy arrived, each beside the same run without a kill) and the bytes
+stored per alert (SQLite: database, WAL and shared memory files; PostgreSQL:
+``pg_database_size`` growth).
 Nothing is asserted; the figures go to ``docs/benchmarks.md``.
 
 Usage: python benchmarks/fault_tolerance.py [--alerts N] [--per-request N]
@@ -64,14 +67,25 @@ class Outcome:
     duplicated: int
     takeover: float | None
     notified_after: float
+    # The longest time no enriched copy reached the receiver while copies were
+    # still owed (from the first post until the last member's).
+    longest_silence: float
     bytes_per_alert: float
 
 
-async def _all_notified(receiver: SlackSink, members: int) -> None:
+async def _watch_posts(receiver: SlackSink, members: int) -> float:
+    """Until every member's copy arrived: the longest pause between two posts."""
+    seen, last_change, longest = 0, None, 0.0
     while True:
-        if len(notified_members(receiver.messages())) >= members:
-            return
-        await asyncio.sleep(0.1)
+        bodies = receiver.messages()
+        now = time.monotonic()
+        if len(bodies) != seen:
+            if last_change is not None:
+                longest = max(longest, now - last_change)
+            seen, last_change = len(bodies), now
+        if len(notified_members(bodies)) >= members:
+            return longest
+        await asyncio.sleep(0.05)
 
 
 def _wait_leader(replicas: Replicas, started: float) -> float:
@@ -120,6 +134,7 @@ async def run(
             sending = asyncio.create_task(
                 send_storm(group, storm_alerts, per_request=per_request, result=result)
             )
+            watching = asyncio.create_task(_watch_posts(receiver, alerts))
             takeover = None
             if kill:
                 await quarter_acked(result, alerts)
@@ -138,7 +153,7 @@ async def run(
                 takeover = await asyncio.to_thread(_wait_leader, replicas, killed_at)
             await sending
             storm_end = time.monotonic()
-            await asyncio.wait_for(_all_notified(receiver, alerts), 600)
+            longest_silence = await asyncio.wait_for(watching, 600)
             notified_after = time.monotonic() - storm_end
             if server is None or dsn is None:
                 stored = _sqlite_fingerprints(root / "a" / "data" / "scout.db")
@@ -158,6 +173,7 @@ async def run(
         duplicated=duplicated_copies(posts),
         takeover=takeover,
         notified_after=notified_after,
+        longest_silence=longest_silence,
         bytes_per_alert=size / max(len(set(stored)), 1),
     )
 
@@ -174,6 +190,11 @@ def report(baseline: Outcome, failover: Outcome) -> None:
         f"  notified after the storm:      {failover.notified_after:.1f} s "
         f"(without a kill {baseline.notified_after:.1f} s; "
         f"added {failover.notified_after - baseline.notified_after:+.1f} s)"
+    )
+    print(
+        f"  longest pause in notifications: {failover.longest_silence:.1f} s "
+        f"(without a kill {baseline.longest_silence:.1f} s; "
+        f"added {failover.longest_silence - baseline.longest_silence:+.1f} s)"
     )
     print(f"  bytes stored per alert:        {failover.bytes_per_alert:,.0f}")
 
