@@ -13,7 +13,6 @@ through a store opened with that lease as its ``fence``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -32,6 +31,7 @@ from ai_sidecar.store.protocol import (
     OutboxRow,
     PruneResult,
 )
+from ai_sidecar.store.retention import prune_in_batches
 from ai_sidecar.store.sqlite.incidents import (
     SavedMembers,
     encode_incidents,
@@ -218,22 +218,11 @@ class PostgresStore:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         before = stamp(older_than)
-        total = PruneResult()
-        while True:
-            alerts = await self._engine.transaction(
-                lambda cur: sql.prune_alerts(cur, before, batch)
-            )
-            total += PruneResult(alerts=alerts)
-            if alerts < batch:
-                break
-            await asyncio.sleep(0)
-        while True:
-            done = await self._engine.transaction(lambda cur: _prune_incidents(cur, before, batch))
-            total += done
-            if done.incidents < batch:
-                break
-            await asyncio.sleep(0)
-        return total
+        return await prune_in_batches(
+            lambda: self._engine.transaction(lambda cur: sql.prune_alerts(cur, before, batch)),
+            lambda: self._engine.transaction(lambda cur: _prune_incidents(cur, before, batch)),
+            batch,
+        )
 
     async def _read(self, fn: Callable[[Cursor], Awaitable[T]]) -> T:
         return await self._engine.transaction(fn, read_only=True)

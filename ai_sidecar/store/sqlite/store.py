@@ -11,7 +11,6 @@ than one such short transaction.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from ai_sidecar.store.protocol import (
     OutboxRow,
     PruneResult,
 )
+from ai_sidecar.store.retention import prune_in_batches
 from ai_sidecar.store.sqlite import incidents as sql
 from ai_sidecar.store.sqlite import outbox
 from ai_sidecar.store.sqlite.engine import Engine, Synchronous
@@ -210,25 +210,15 @@ class SqliteStore:
             raise ValueError(f"batch must be >= 1, got {batch}")
         batch = min(batch, sql.MAX_PARAMETERS)
         before = sql.stamp(older_than)
-        total = PruneResult()
-        while True:
-            alerts = await self._engine.write(
+        return await prune_in_batches(
+            lambda: self._engine.write(
                 lambda conn: sql.prune_alerts(conn, before, batch), bulk=True
-            )
-            total += PruneResult(alerts=alerts)
-            if alerts < batch:
-                break
-            # Inline, a write does not yield: let the worker's other tasks run.
-            await asyncio.sleep(0)
-        while True:
-            done = await self._engine.write(
+            ),
+            lambda: self._engine.write(
                 lambda conn: _prune_incidents(conn, before, batch), bulk=True
-            )
-            total += done
-            if done.incidents < batch:
-                break
-            await asyncio.sleep(0)
-        return total
+            ),
+            batch,
+        )
 
 
 def _prune_incidents(conn: sqlite3.Connection, before: str, batch: int) -> PruneResult:
