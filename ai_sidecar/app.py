@@ -24,14 +24,13 @@ from prometheus_client import CollectorRegistry
 
 from ai_sidecar import __version__
 from ai_sidecar.api import setup_api
-from ai_sidecar.components import ComponentsFactory, build_components
+from ai_sidecar.components import ComponentsFactory, build_components, open_store
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.errors import ApiError
 from ai_sidecar.keys import CONFIG, METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import run_pipeline
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store import SqliteStore
 from ai_sidecar.webhook import receive
 from ai_sidecar.worker_process import WorkerProcess
 from exporter.common.web import healthy, landing_page, ready, render_registry
@@ -144,7 +143,7 @@ def create_app(
     app.cleanup_ctx.append(redacted_server_errors)
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        app[STORE] = await SqliteStore.open(settings.database_path)
+        app[STORE] = await open_store(settings)
         yield
         await app[STORE].close()
 
@@ -155,6 +154,7 @@ def create_app(
                 app[STORE], settings, config, app[METRICS], session, app[WAKEUP], components
             ),
         ):
+            app[METRICS].leader.set(1)
             yield
 
     if worker_process:

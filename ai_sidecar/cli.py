@@ -14,7 +14,12 @@ variables, so the sidecar runs without a config file:
 - ``SCOUT_PROMETHEUS_URL``: where the analyst reads context, and
   ``SCOUT_PROMETHEUS_BEARER_TOKEN`` (or ``..._FILE``) if that engine wants a token;
 - ``SCOUT_ALERTMANAGER_URLS``: every Alertmanager peer, comma-separated;
-- ``SCOUT_DATA_DIR``: where the SQLite store lives (default ``./data``).
+- ``SCOUT_DATA_DIR``: where the SQLite store lives (default ``./data``);
+- ``SCOUT_STORE_URL``: a PostgreSQL DSN (``postgresql://scout@db:5432/scout`` or
+  ``host=db dbname=scout user=scout``) to use instead of SQLite, shared by two
+  or more replicas; its password only in ``SCOUT_STORE_PASSWORD`` or the file
+  ``SCOUT_STORE_PASSWORD_FILE`` names (or libpq's own ``PGPASSFILE``), never
+  in the DSN.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from ai_sidecar import __version__
 from ai_sidecar.app import create_app
@@ -55,6 +63,9 @@ DATA_DIR_ENV = "SCOUT_DATA_DIR"
 # (Thanos, Mimir, VictoriaMetrics with vmauth).
 PROMETHEUS_TOKEN_ENV = "SCOUT_PROMETHEUS_BEARER_TOKEN"
 PROMETHEUS_TOKEN_FILE_ENV = "SCOUT_PROMETHEUS_BEARER_TOKEN_FILE"
+STORE_URL_ENV = "SCOUT_STORE_URL"
+STORE_PASSWORD_ENV = "SCOUT_STORE_PASSWORD"
+STORE_PASSWORD_FILE_ENV = "SCOUT_STORE_PASSWORD_FILE"
 SWITCH_INTERVAL = 0.0005
 
 
@@ -74,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
             "and API), "
             f"{PROMETHEUS_ENV} with {PROMETHEUS_TOKEN_ENV} or {PROMETHEUS_TOKEN_FILE_ENV}, "
             f"{ALERTMANAGERS_ENV} (comma-separated peers), "
-            f"{DATA_DIR_ENV} (default ./data)."
+            f"{DATA_DIR_ENV} (default ./data), "
+            f"{STORE_URL_ENV} (PostgreSQL DSN, instead of SQLite) with "
+            f"{STORE_PASSWORD_ENV} or {STORE_PASSWORD_FILE_ENV}."
         ),
     )
     add_serve_arguments(serve_command)
@@ -201,6 +214,27 @@ def parse_url(value: str, variable: str) -> str:
     return value.rstrip("/")
 
 
+def parse_store_url(value: str) -> str:
+    """A PostgreSQL DSN (URL or key=value) without a password; never echoed.
+
+    A password in the DSN would show up wherever the DSN does (a process
+    listing, a support bundle), so it must come from the environment or a file.
+    """
+    scheme = value.split("://", 1)[0] if "://" in value else None
+    if scheme is not None and scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{STORE_URL_ENV}: expected a postgresql:// URL or key=value pairs")
+    try:
+        params = conninfo_to_dict(value)
+    except psycopg.ProgrammingError:
+        raise ConfigError(f"{STORE_URL_ENV}: not a valid PostgreSQL connection string") from None
+    if "password" in params:
+        raise ConfigError(
+            f"{STORE_URL_ENV}: remove the password from the connection string; "
+            f"set {STORE_PASSWORD_ENV} or {STORE_PASSWORD_FILE_ENV} instead"
+        )
+    return value
+
+
 def prepare_data_dir(path: Path, *, create: bool = True) -> None:
     """Check (and create) the store's directory now: a bad path is one clear line.
 
@@ -256,6 +290,10 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Sidec
     if prometheus_token is not None and not prometheus:
         raise ConfigError(f"a Prometheus token is set but {PROMETHEUS_ENV} is not")
     peers = [p.strip() for p in environ.get(ALERTMANAGERS_ENV, "").split(",") if p.strip()]
+    store_url = environ.get(STORE_URL_ENV, "").strip() or None
+    store_password = read_secret(environ, STORE_PASSWORD_ENV, STORE_PASSWORD_FILE_ENV)
+    if store_password is not None and store_url is None:
+        raise ConfigError(f"a store password is set but {STORE_URL_ENV} is not")
     host, port = args.listen
     return SidecarSettings(
         listen_host=host,
@@ -265,6 +303,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Sidec
         prometheus_bearer_token=prometheus_token,
         alertmanager_urls=tuple(dict.fromkeys(parse_url(p, ALERTMANAGERS_ENV) for p in peers)),
         data_dir=Path(environ.get(DATA_DIR_ENV, "").strip() or "data"),
+        store_url=None if store_url is None else parse_store_url(store_url),
+        store_password=store_password,
         config_file=args.config_file,
         log_level=args.log_level,
         log_format=args.log_format,
@@ -293,12 +333,14 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("serving the webhook and API without authentication")
     if not settings.alertmanager_urls:
         log.warning(f"{ALERTMANAGERS_ENV} is not set: incidents will not be sent back")
+    location = settings.store_location
     log.info(
         "starting",
         extra={
             "version": __version__,
             "address": format_address(settings.listen_host, settings.listen_port),
             "data_dir": str(settings.data_dir),
+            "store": "sqlite" if location is None else location.name,
             "alertmanagers": ",".join(settings.alertmanager_urls),
         },
     )

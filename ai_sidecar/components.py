@@ -7,7 +7,10 @@ the source of anomaly evidence (none yet). The pipeline calls it in whichever
 process runs the worker, the HTTP process or the worker process, so both get
 the same components.
 
-Tests replace them with a :class:`ComponentsFactory` of their own. A factory
+:func:`open_store` opens the store the settings name, SQLite or PostgreSQL,
+for whichever process asks.
+
+Tests replace the components with a :class:`ComponentsFactory` of their own. A factory
 given to the worker process must be importable by name (a module-level
 function), since the process is spawned and receives it pickled.
 """
@@ -26,6 +29,8 @@ from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.priority import AnomalyEvidenceSource, NoAnomalyEvidence
 from ai_sidecar.promql import BearerToken, HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store import PostgresStore, SqliteStore, Store
+from ai_sidecar.store.postgres.engine import Fence
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +67,17 @@ def build_components(
         context=PrometheusContext.from_config(client, config.analysis),
         anomaly=NoAnomalyEvidence(),
     )
+
+
+async def open_store(
+    settings: SidecarSettings, *, worker: bool = False, fence: Fence | None = None
+) -> Store:
+    """The store ``settings`` name: PostgreSQL when a store URL is set, else the SQLite file.
+
+    ``worker``: for the worker process (SQLite: one connection on its thread).
+    ``fence``: PostgreSQL only; the worker lease every transaction must prove.
+    """
+    location = settings.store_location
+    if location is None:
+        return await SqliteStore.open(settings.database_path, inline=worker)
+    return await PostgresStore.open(location, fence=fence)

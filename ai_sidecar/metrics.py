@@ -48,6 +48,7 @@ class SidecarMetrics:
     return_trip_failures: Counter
     return_trip_queue: Gauge
     store_pruned: Counter
+    leader: Gauge
 
 
 def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> SidecarMetrics:
@@ -119,6 +120,12 @@ def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> Sid
             "scout_sidecar_store_pruned_rows",
             "Rows the store removed as older than its retention, by kind.",
             ["kind"],
+            registry=pipeline,
+        ),
+        leader=Gauge(
+            "scout_sidecar_leader",
+            "1 while this replica runs the worker and the return trip (it holds the "
+            "worker lease, or it is the only replica), else 0.",
             registry=pipeline,
         ),
     )

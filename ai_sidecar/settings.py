@@ -1,8 +1,9 @@
 """What the sidecar starts with: flags and ``SCOUT_*`` environment variables.
 
 The YAML file (``--config.file``, :mod:`ai_sidecar.config`) holds how to
-correlate and explain; these settings hold where things are and the secret
-token, so an operator can run the sidecar without any file.
+correlate and explain; these settings hold where things are (the data
+directory, or a PostgreSQL store shared by replicas) and the secrets, so an
+operator can run the sidecar without any file.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ai_sidecar.store.postgres import Location
 from exporter.common.logs import LogFormat
 
 DEFAULT_PORT = 8782
@@ -30,6 +32,10 @@ class SidecarSettings:
     prometheus_bearer_token: str | None = field(default=None, repr=False)
     alertmanager_urls: tuple[str, ...] = ()
     data_dir: Path = Path("data")
+    # A PostgreSQL DSN (no password in it): the shared store of several replicas.
+    # None: the SQLite file in data_dir.
+    store_url: str | None = None
+    store_password: str | None = field(default=None, repr=False)
     config_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # The worker process configures its logging the same way.
@@ -39,3 +45,10 @@ class SidecarSettings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / DATABASE_FILE
+
+    @property
+    def store_location(self) -> Location | None:
+        """Where the PostgreSQL store is, or None for the SQLite file."""
+        if self.store_url is None:
+            return None
+        return Location(self.store_url, self.store_password)

@@ -12,6 +12,10 @@ dies, and stops it on shutdown. The child:
 - dies with its parent (``PR_SET_PDEATHSIG``), and holds an exclusive lock on
   ``worker.lock`` in the data directory, so a kill -9 of the parent can never
   leave two workers folding the same alerts;
+- with a PostgreSQL store shared by several replicas, runs the worker and the
+  return trip only while it holds the worker lease
+  (:mod:`ai_sidecar.store.postgres.lease`), and stops them the moment it
+  loses it; ``scout_sidecar_leader`` says which replica leads;
 - polls the store for new alerts (the webhook's wake-up event lives in the
   other process), every ``POLL_INTERVAL``;
 - builds its components with the factory the parent names (by default
@@ -42,12 +46,12 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ai_sidecar.components import ComponentsFactory
+from ai_sidecar.components import ComponentsFactory, open_store
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import cancel_tasks, run_pipeline
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store import SqliteStore
+from ai_sidecar.store.postgres import Lease, lead
 from exporter.common.logs import LogFormat, configure_logging
 
 log = logging.getLogger("ai_sidecar.worker_process")
@@ -112,22 +116,48 @@ async def _serve(
     pipeline_registry = CollectorRegistry()
     metrics = create_metrics(pipeline_registry=pipeline_registry)
     wakeup = asyncio.Event()
-    db = await SqliteStore.open(settings.database_path, inline=True)
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            run_pipeline(db, settings, config, metrics, session, wakeup, components),
-        ):
-            tasks = [
-                asyncio.create_task(_poll(wakeup)),
-                asyncio.create_task(_send_metrics(pipeline_registry, metrics_pipe)),
-            ]
-            log.info("worker process started", extra={"pid": os.getpid()})
-            await stop.wait()
-            await cancel_tasks(tasks)
-    finally:
-        await db.close()
+    location = settings.store_location
+    lease = None if location is None else Lease(location)
+    # SQLite: opened here, so a store that cannot open ends the process (and
+    # the parent says so and restarts it). PostgreSQL: opened per term as leader.
+    only_store = await open_store(settings, worker=True) if lease is None else None
+
+    async def work() -> None:
+        db = only_store or await open_store(settings, worker=True, fence=lease)
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                run_pipeline(db, settings, config, metrics, session, wakeup, components),
+            ):
+                metrics.leader.set(1)
+                await asyncio.Future()  # until cancelled
+        finally:
+            metrics.leader.set(0)
+            await db.close()
+
+    if lease is None:
+        main = asyncio.create_task(work())
+    else:
+        main = asyncio.create_task(lead(lease, work, _log_leadership))
+    tasks = [
+        main,
+        asyncio.create_task(_poll(wakeup)),
+        asyncio.create_task(_send_metrics(pipeline_registry, metrics_pipe)),
+    ]
+    log.info("worker process started", extra={"pid": os.getpid()})
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    await cancel_tasks(tasks)
     log.info("worker process stopped")
+
+
+def _log_leadership(leader: bool) -> None:
+    """Each change of leadership, logged once (the lease loop calls this only on a change)."""
+    if leader:
+        log.info("took the worker lease: running the worker and the return trip")
+    else:
+        log.warning("released the worker lease: the worker and the return trip stopped")
 
 
 async def _poll(wakeup: asyncio.Event) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from scripts.localstack import Service, exporter_service, free_port, prometheus_service
+from tests.peers.postgres import PostgresServer
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -126,6 +127,13 @@ def prometheus_factory(
     return make
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the session; each test makes its own database."""
+    with PostgresServer() as server:
+        yield server
+
+
 # Fixtures that start real daemons (Prometheus, Alertmanager, VictoriaMetrics,
 # snmpd, snmpsim, snmp_exporter, Scout's own processes, network namespaces).
 # A test that uses one, directly or through another fixture, is in the slow lane:
@@ -149,6 +157,7 @@ PEER_FIXTURES = frozenset(
         "isolated_netns",
         "secured_exporter",
         "tsc",
+        "postgres_server",
     }
 )
 

@@ -2,12 +2,14 @@
 
 :class:`Store` (:mod:`ai_sidecar.store.protocol`) is the seam every other part
 of the sidecar uses; :class:`SqliteStore` (:mod:`ai_sidecar.store.sqlite`) is
-the embedded implementation. Everything the webhook acknowledges is in the
+the embedded implementation, :class:`PostgresStore` (:mod:`ai_sidecar.store.postgres`)
+the shared one that several replicas use at once. Everything the webhook acknowledges is in the
 store before the answer leaves, so a restart, or a kill -9, loses nothing
 Alertmanager believes was delivered. :mod:`ai_sidecar.store.retention` prunes
 what is older than the configured retention.
 """
 
+from ai_sidecar.store.postgres import PostgresStore
 from ai_sidecar.store.protocol import (
     Backlog,
     Feedback,
@@ -32,6 +34,7 @@ __all__ = [
     "OutboxPlan",
     "OutboxRow",
     "PostState",
+    "PostgresStore",
     "PruneResult",
     "SchemaVersionError",
     "SqliteStore",

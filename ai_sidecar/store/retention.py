@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
@@ -25,6 +25,31 @@ log = logging.getLogger("ai_sidecar.store.retention")
 PRUNE_INTERVAL = timedelta(hours=1)
 # Rows per transaction: a few milliseconds of write lock each.
 PRUNE_BATCH = 500
+
+
+async def prune_in_batches(
+    alerts_batch: Callable[[], Awaitable[int]],
+    incidents_batch: Callable[[], Awaitable[PruneResult]],
+    batch: int,
+) -> PruneResult:
+    """What every store's :meth:`~ai_sidecar.store.protocol.Store.prune` does: old alerts,
+    then resolved incidents, one short transaction of at most ``batch`` rows at a time,
+    until a batch comes back short."""
+    total = PruneResult()
+    while True:
+        alerts = await alerts_batch()
+        total += PruneResult(alerts=alerts)
+        if alerts < batch:
+            break
+        # A write of the inline SQLite engine does not yield: let other tasks run.
+        await asyncio.sleep(0)
+    while True:
+        done = await incidents_batch()
+        total += done
+        if done.incidents < batch:
+            break
+        await asyncio.sleep(0)
+    return total
 
 
 async def prune_once(

@@ -95,3 +95,76 @@ def test_a_prometheus_token_without_a_prometheus_url_is_refused():
     with pytest.raises(ConfigError) as refused:
         settings_from(args, {"SCOUT_PROMETHEUS_BEARER_TOKEN": "canary-lonely-5"})
     assert str(refused.value) == "a Prometheus token is set but SCOUT_PROMETHEUS_URL is not"
+
+
+def test_the_store_password_comes_from_a_file_and_never_shows(tmp_path):
+    password_file = tmp_path / "store-password"
+    password_file.write_text("canary-store-81c2\n")
+    args = build_parser().parse_args(["serve", "--web.insecure-no-auth"])
+    environ = {
+        "SCOUT_STORE_URL": "postgresql://scout@db.example:5432/scout",
+        "SCOUT_STORE_PASSWORD_FILE": str(password_file),
+    }
+    settings = settings_from(args, environ)
+    assert settings.store_password == "canary-store-81c2"
+    location = settings.store_location
+    assert location is not None
+    assert location.name == "postgresql://db.example:5432/scout"
+    assert "canary-store-81c2" not in repr(settings)
+    assert "canary-store-81c2" not in repr(location)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "postgresql://scout:canary-inline-3@db/scout",
+            "SCOUT_STORE_URL: remove the password from the connection string; "
+            "set SCOUT_STORE_PASSWORD or SCOUT_STORE_PASSWORD_FILE instead",
+        ),
+        (
+            "host=db password=canary-inline-3 dbname=scout",
+            "SCOUT_STORE_URL: remove the password from the connection string; "
+            "set SCOUT_STORE_PASSWORD or SCOUT_STORE_PASSWORD_FILE instead",
+        ),
+        (
+            "mysql://db/canary-inline-3",
+            "SCOUT_STORE_URL: expected a postgresql:// URL or key=value pairs",
+        ),
+        (
+            "host=db canary-inline-3",
+            "SCOUT_STORE_URL: not a valid PostgreSQL connection string",
+        ),
+    ],
+)
+def test_a_bad_store_url_is_refused_without_echoing_it(url, message):
+    args = build_parser().parse_args(["serve", "--web.insecure-no-auth"])
+    with pytest.raises(ConfigError) as refused:
+        settings_from(args, {"SCOUT_STORE_URL": url})
+    assert str(refused.value) == message
+
+
+def test_a_store_password_without_a_store_url_is_refused():
+    args = build_parser().parse_args(["serve", "--web.insecure-no-auth"])
+    with pytest.raises(ConfigError) as refused:
+        settings_from(args, {"SCOUT_STORE_PASSWORD": "canary-lonely-9"})
+    assert str(refused.value) == "a store password is set but SCOUT_STORE_URL is not"
+
+
+def test_dry_run_with_a_store_url_never_prints_the_password(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ai_sidecar.cli", "--dry-run", "--web.insecure-no-auth"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SCOUT_DATA_DIR": str(tmp_path / "data"),
+            "SCOUT_STORE_URL": "postgresql://scout@db.example/scout",
+            "SCOUT_STORE_PASSWORD": "canary-dry-run-4d",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert "settings and config are valid" in result.stdout
+    assert "canary-dry-run-4d" not in result.stdout + result.stderr

@@ -51,7 +51,7 @@ _UPSERT_INCIDENT = (
 MAX_PARAMETERS = 500
 
 # Compact JSON; ASCII-only output keeps any odd code point out of SQLite's UTF-8.
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def stamp(value: datetime) -> str:
@@ -91,8 +91,8 @@ def insert_alerts(conn: sqlite3.Connection, alerts: Sequence[Alert], received: s
             a.fingerprint,
             a.status,
             stamp(a.starts_at),
-            _encode_json(_as_dict(a.labels)),
-            _encode_json(_as_dict(a.annotations)),
+            encode_json(_as_dict(a.labels)),
+            encode_json(_as_dict(a.annotations)),
             None if a.ends_at is None else stamp(a.ends_at),
             a.generator_url,
             received,
@@ -172,7 +172,7 @@ def _incident_row(incident: Incident) -> tuple[Any, ...]:
         stamp(incident.created_at),
         stamp(incident.updated_at),
         _opt_stamp(resolved_at),
-        _encode_json(incident_header_to_json(incident)),
+        encode_json(incident_header_to_json(incident)),
     )
 
 
@@ -209,10 +209,27 @@ def encode_incidents(incidents: Sequence[Incident], saved: SavedMembers) -> Inci
             # Unchanged members are the very same (immutable) objects.
             old = before.get(fingerprint)
             if old is not member and old != member:
-                doc = _encode_json(member_to_json(member))
+                doc = encode_json(member_to_json(member))
                 members.append((incident.id, fingerprint, position, doc))
         written[incident.id] = incident.members
     return IncidentRows([_incident_row(i) for i in incidents], members, rewritten, written)
+
+
+def forget_saved(saved: SavedMembers, incidents: Sequence[Incident]) -> None:
+    """A write of ``incidents`` failed: unknown what is stored, so write them in full next time."""
+    for incident in incidents:
+        saved.pop(incident.id, None)
+
+
+def remember_saved(
+    saved: SavedMembers, written: SavedMembers, incidents: Sequence[Incident]
+) -> None:
+    """A write of ``incidents`` committed ``written``; resolved incidents rarely change
+    again, so their members are not held."""
+    saved.update(written)
+    for incident in incidents:
+        if incident.status == "resolved":
+            saved.pop(incident.id, None)
 
 
 def write_incidents(conn: sqlite3.Connection, rows: IncidentRows) -> SavedMembers:
@@ -261,22 +278,31 @@ def incident_ids(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT id FROM incidents")]
 
 
-def list_incidents(
-    conn: sqlite3.Connection, status: IncidentStatus | None, since: str | None, limit: int
-) -> list[Incident]:
+def listing_query(
+    status: IncidentStatus | None, since: str | None, limit: int, mark: str = "?"
+) -> tuple[str, list[Any]]:
+    """The SQL (with ``mark`` as its placeholder) and parameters that list incident docs,
+    most recently updated first; shared with the PostgreSQL store."""
     where: list[str] = []
     params: list[Any] = []
     if status is not None:
-        where.append("status = ?")
+        where.append(f"status = {mark}")
         params.append(status)
     if since is not None:
-        where.append("updated_at >= ?")
+        where.append(f"updated_at >= {mark}")
         params.append(since)
     sql = "SELECT doc FROM incidents"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"
+    sql += f" ORDER BY updated_at DESC, id DESC LIMIT {mark}"
     params.append(limit)
+    return sql, params
+
+
+def list_incidents(
+    conn: sqlite3.Connection, status: IncidentStatus | None, since: str | None, limit: int
+) -> list[Incident]:
+    sql, params = listing_query(status, since, limit)
     return _load_incidents(conn, conn.execute(sql, params).fetchall())
 
 

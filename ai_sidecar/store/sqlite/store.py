@@ -11,7 +11,6 @@ than one such short transaction.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from ai_sidecar.store.protocol import (
     OutboxRow,
     PruneResult,
 )
+from ai_sidecar.store.retention import prune_in_batches
 from ai_sidecar.store.sqlite import incidents as sql
 from ai_sidecar.store.sqlite import outbox
 from ai_sidecar.store.sqlite.engine import Engine, Synchronous
@@ -108,16 +108,9 @@ class SqliteStore:
         try:
             written = await self._engine.write(fn, bulk=True)
         except BaseException:
-            # Unknown what is on disk now: write these incidents in full next time.
-            for incident in incidents:
-                self._saved_members.pop(incident.id, None)
+            sql.forget_saved(self._saved_members, incidents)
             raise
-        for incident_id, members in written.items():
-            self._saved_members[incident_id] = members
-        for incident in incidents:
-            if incident.status == "resolved":
-                # Resolved incidents rarely change again; do not hold their members.
-                self._saved_members.pop(incident.id, None)
+        sql.remember_saved(self._saved_members, written, incidents)
 
     async def active_incidents(self, resolved_since: datetime) -> list[Incident]:
         since = sql.stamp(resolved_since)
@@ -217,25 +210,15 @@ class SqliteStore:
             raise ValueError(f"batch must be >= 1, got {batch}")
         batch = min(batch, sql.MAX_PARAMETERS)
         before = sql.stamp(older_than)
-        total = PruneResult()
-        while True:
-            alerts = await self._engine.write(
+        return await prune_in_batches(
+            lambda: self._engine.write(
                 lambda conn: sql.prune_alerts(conn, before, batch), bulk=True
-            )
-            total += PruneResult(alerts=alerts)
-            if alerts < batch:
-                break
-            # Inline, a write does not yield: let the worker's other tasks run.
-            await asyncio.sleep(0)
-        while True:
-            done = await self._engine.write(
+            ),
+            lambda: self._engine.write(
                 lambda conn: _prune_incidents(conn, before, batch), bulk=True
-            )
-            total += done
-            if done.incidents < batch:
-                break
-            await asyncio.sleep(0)
-        return total
+            ),
+            batch,
+        )
 
 
 def _prune_incidents(conn: sqlite3.Connection, before: str, batch: int) -> PruneResult:

@@ -1,0 +1,186 @@
+"""The worker lease: which of several replicas runs the worker and the return trip.
+
+Every replica stores what its webhook receives; exactly one at a time folds
+alerts into incidents and posts enriched copies. The lease is a PostgreSQL
+*session* advisory lock, taken with ``pg_try_advisory_lock`` on a connection
+of its own. Why a lock and not a lease row with an expiry:
+
+- the server releases it the moment the holder's session ends, so a replica
+  that is killed (kill -9, OOM, a crashed host whose TCP connection resets)
+  is replaced within one retry interval (:data:`RETRY_INTERVAL`), with no
+  expiry to wait out and no clocks to agree on;
+- nothing has to be renewed: no write per second, no renewal that a busy
+  event loop could miss.
+
+A replica that loses the lease must stop before another can start. The
+holder checks its lock connection every :data:`CHECK_INTERVAL` (an answer
+within :data:`CHECK_TIMEOUT`), and stops its worker at the first failure:
+within 3 s of losing the connection. The server releases the lock of a
+silent client only after its TCP keepalives give up (5 s idle plus 3 probes a
+second apart, set on the lock's session), so the old holder has stopped
+before a new one can begin. And in case a replica is paused (SIGSTOP, a VM
+freeze) past all that, the lease is also a fence (:class:`Lease.check`):
+every transaction of the worker's store first checks, in the database, that
+this lease's session still holds the lock, so a stale holder cannot move the
+cursor, write incidents, or read what to post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+from ai_sidecar.store.postgres.engine import (
+    LOCK_CLASS,
+    Cursor,
+    LeaseLostError,
+    Location,
+    is_storage_failure,
+)
+from ai_sidecar.store.protocol import StoreError
+
+log = logging.getLogger("ai_sidecar.store.postgres.lease")
+
+WORKER_LOCK = 3
+RETRY_INTERVAL = 1.0
+CHECK_INTERVAL = 1.0
+CHECK_TIMEOUT = 2.0
+# The server's side: how soon it gives up on a silent lock holder (TCP only).
+_SERVER_KEEPALIVES = (
+    "SET tcp_keepalives_idle = 5",
+    "SET tcp_keepalives_interval = 1",
+    "SET tcp_keepalives_count = 3",
+)
+
+
+class Lease:
+    """The worker lease on one database, held on a connection of its own."""
+
+    def __init__(self, location: Location) -> None:
+        self._location = location
+        self._conn: AsyncConnection[Any] | None = None
+        # The backend process holding the lock: the fencing token.
+        self._pid: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._pid is not None
+
+    async def acquire(self) -> bool:
+        """Take the lease if nobody holds it; True when this replica holds it now."""
+        if self._pid is not None:
+            return True
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = await self._location.connect(application_name="scout-sidecar-lease")
+                for statement in _SERVER_KEEPALIVES:
+                    await self._conn.execute(statement)
+            cur = await asyncio.wait_for(
+                self._conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid()",
+                    (LOCK_CLASS, WORKER_LOCK),
+                ),
+                CHECK_TIMEOUT,
+            )
+            row = await cur.fetchone()
+        except (StoreError, psycopg.Error, OSError, TimeoutError):
+            await self.release()
+            return False
+        if row is None or not row[0]:
+            return False
+        self._pid = int(row[1])
+        return True
+
+    async def alive(self) -> bool:
+        """Whether the lock's connection still answers (and so still holds the lock)."""
+        if self._conn is None or self._pid is None:
+            return False
+        try:
+            await asyncio.wait_for(self._conn.execute("SELECT 1"), CHECK_TIMEOUT)
+        except (psycopg.Error, OSError, TimeoutError):
+            return False
+        return True
+
+    async def release(self) -> None:
+        """Give the lease up (closing its connection releases the lock)."""
+        conn, self._conn, held = self._conn, None, self._pid is not None
+        self._pid = None
+        if conn is None:
+            return
+        if held:
+            # Unlocked before closing: the server ends a closed session a little
+            # later, and the next holder need not wait for that.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, WORKER_LOCK)),
+                    1.0,
+                )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(), 1.0)
+
+    async def check(self, cur: Cursor) -> None:
+        """The fence: raise :class:`LeaseLostError` unless this lease's session
+        holds the lock at this moment, as the database sees it."""
+        if self._pid is None:
+            raise LeaseLostError("this replica does not hold the worker lease")
+        await cur.execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = %s::oid AND objid = %s::oid AND objsubid = 2 AND pid = %s",
+            (LOCK_CLASS, WORKER_LOCK, self._pid),
+        )
+        if await cur.fetchone() is None:
+            raise LeaseLostError("this replica lost the worker lease")
+
+
+async def lead(
+    lease: Lease,
+    work: Callable[[], Coroutine[Any, Any, None]],
+    on_change: Callable[[bool], None],
+) -> None:
+    """Run ``work`` whenever ``lease`` is held, and only then; runs until cancelled.
+
+    ``work`` is cancelled as soon as the lease is lost, or restarted (after
+    retaking the lease) if it ends. ``on_change`` hears every change of
+    leadership, once.
+    """
+    try:
+        while True:
+            if not await lease.acquire():
+                await asyncio.sleep(RETRY_INTERVAL)
+                continue
+            on_change(True)
+            task = asyncio.create_task(work())
+            try:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=CHECK_INTERVAL)
+                    if not task.done() and not await lease.alive():
+                        break
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await _finished(task)
+                await lease.release()
+                on_change(False)
+            await asyncio.sleep(RETRY_INTERVAL)
+    finally:
+        await lease.release()
+
+
+async def _finished(task: asyncio.Task[None]) -> None:
+    """Wait for ``task``; how it failed is logged, not raised (leadership goes on)."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the pipeline's boundary: log once, then try to lead again
+        if is_storage_failure(exc) or isinstance(exc, StoreError):
+            log.warning("the worker stopped: the store failed", extra={"reason": str(exc)})
+        else:
+            log.exception("the worker stopped with an error")

@@ -1,0 +1,127 @@
+"""The PostgreSQL store's tables, and the migrations that bring a database up to date.
+
+The one row of ``scout_schema`` holds the schema version. At start-up
+:func:`migrate` runs, in one transaction and under an advisory lock (two
+replicas may start together), every step above the database's version:
+
+- **1**: alerts, the worker's cursor, incidents, their members, feedback and
+  the return trip's outbox, as in the SQLite store's version 2.
+
+A database stamped with a version above :data:`SCHEMA_VERSION` was written by
+a newer Scout and is refused untouched (:class:`SchemaVersionError`).
+
+Times are stored as the SQLite store stores them, fixed-width UTC text
+(:func:`ai_sidecar.store.sqlite.incidents.stamp`): equal instants compare
+equal, text order is time order, and microseconds survive. The outbox keeps
+Unix seconds as ``double precision``. Everything a client sent (labels,
+annotations, URLs) is kept as ASCII JSON text, never as ``jsonb`` or a bare
+``text`` column, so no character of it (not even U+0000) can be refused.
+"""
+
+from __future__ import annotations
+
+from ai_sidecar.store.postgres.engine import LOCK_CLASS, MIGRATION_LOCK, Cursor
+from ai_sidecar.store.protocol import SchemaVersionError
+
+_VERSION_1 = """
+CREATE TABLE alerts (
+    -- From a sequence: never reused, even after pruning the newest rows, so an
+    -- alert can never land below the worker's cursor and be skipped.
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    fingerprint text NOT NULL,
+    status text NOT NULL,
+    starts_at text NOT NULL,
+    -- labels, annotations, endsAt and generatorURL, as JSON.
+    doc text NOT NULL,
+    received_at text NOT NULL,
+    UNIQUE (fingerprint, status, starts_at)
+);
+CREATE INDEX alerts_received ON alerts (received_at);
+CREATE TABLE progress (
+    id integer PRIMARY KEY CHECK (id = 0),
+    cursor bigint NOT NULL
+);
+INSERT INTO progress (id, cursor) VALUES (0, 0);
+CREATE TABLE incidents (
+    id text PRIMARY KEY,
+    status text NOT NULL,
+    priority text NOT NULL,
+    created_at text NOT NULL,
+    updated_at text NOT NULL,
+    resolved_at text,
+    doc text NOT NULL
+);
+CREATE INDEX incidents_updated ON incidents (updated_at);
+CREATE INDEX incidents_status_updated ON incidents (status, updated_at);
+CREATE INDEX incidents_status_resolved ON incidents (status, resolved_at);
+CREATE INDEX incidents_priority ON incidents (priority, updated_at);
+CREATE TABLE incident_members (
+    incident_id text NOT NULL,
+    fingerprint text NOT NULL,
+    position integer NOT NULL,
+    doc text NOT NULL,
+    PRIMARY KEY (incident_id, fingerprint)
+);
+CREATE TABLE feedback (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    incident_id text NOT NULL REFERENCES incidents (id),
+    useful boolean NOT NULL,
+    -- As JSON: a comment is whatever a person typed.
+    comment text NOT NULL,
+    at text NOT NULL
+);
+CREATE INDEX feedback_incident ON feedback (incident_id, id);
+CREATE TABLE return_trip (
+    peer text NOT NULL,
+    fingerprint text NOT NULL,
+    incident_id text NOT NULL,
+    member text NOT NULL,
+    state text NOT NULL CHECK (state IN ('firing', 'resolved')),
+    alert text NOT NULL,
+    raw text NOT NULL,
+    ends_at double precision,
+    resolved_until double precision,
+    due_at double precision NOT NULL,
+    posted_at double precision,
+    revision integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (peer, fingerprint)
+);
+CREATE INDEX return_trip_due ON return_trip (due_at);
+CREATE INDEX return_trip_peer_due ON return_trip (peer, due_at);
+CREATE INDEX return_trip_member ON return_trip (member);
+CREATE INDEX return_trip_incident ON return_trip (incident_id);
+"""
+
+# Step n brings a database from version n - 1 to n.
+MIGRATIONS: tuple[str, ...] = (_VERSION_1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def schema_version(cur: Cursor) -> int:
+    """The version stamped in the database (0: a new, empty one)."""
+    await cur.execute("SELECT to_regclass('scout_schema') IS NOT NULL")
+    row = await cur.fetchone()
+    if row is None or not row[0]:
+        return 0
+    await cur.execute("SELECT version FROM scout_schema")
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def migrate(cur: Cursor, name: str) -> None:
+    """Bring the database behind ``cur`` (inside a transaction) to :data:`SCHEMA_VERSION`."""
+    await cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, MIGRATION_LOCK))
+    version = await schema_version(cur)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"cannot use the store {name}: it has schema version {version}, "
+            f"newer than this Scout's {SCHEMA_VERSION}"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    if version == 0:
+        await cur.execute("CREATE TABLE scout_schema (version integer NOT NULL)")
+        await cur.execute("INSERT INTO scout_schema (version) VALUES (0)")
+    for step in MIGRATIONS[version:]:
+        await cur.execute(step)
+    await cur.execute("UPDATE scout_schema SET version = %s", (SCHEMA_VERSION,))

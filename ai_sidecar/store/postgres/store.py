@@ -1,0 +1,238 @@
+"""The PostgreSQL store: :class:`~ai_sidecar.store.protocol.Store` over one database.
+
+Each verb runs the SQL of :mod:`~ai_sidecar.store.postgres.incidents` or
+:mod:`~ai_sidecar.store.postgres.outbox` in one transaction of the
+:class:`~ai_sidecar.store.postgres.engine.Engine`. Ingests are group-committed
+under the ingest lock; everything else takes a pooled connection. Several
+sidecar replicas may share the database: each stores what the webhook
+receives (idempotently: the same alert from both Alertmanager peers is
+stored once), and only the one holding the worker lease
+(:mod:`~ai_sidecar.store.postgres.lease`) writes incidents and the outbox,
+through a store opened with that lease as its ``fence``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+from ai_sidecar.store.postgres import incidents as sql
+from ai_sidecar.store.postgres import outbox
+from ai_sidecar.store.postgres.engine import Cursor, Engine, Fence, Location
+from ai_sidecar.store.postgres.schema import migrate
+from ai_sidecar.store.protocol import (
+    Backlog,
+    Feedback,
+    IngestResult,
+    OutboxPlan,
+    OutboxRow,
+    PruneResult,
+)
+from ai_sidecar.store.retention import prune_in_batches
+from ai_sidecar.store.sqlite.incidents import (
+    SavedMembers,
+    encode_incidents,
+    forget_saved,
+    remember_saved,
+    stamp,
+)
+from ai_sidecar.store.sqlite.outbox import ROWS_PER_TRANSACTION, split_plans
+
+T = TypeVar("T")
+
+
+class PostgresStore:
+    """The sidecar's shared store. Build it with :meth:`open`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        # The members last committed per incident, to write only changed ones.
+        self._saved_members: SavedMembers = {}
+
+    @classmethod
+    async def open(cls, location: Location, *, fence: Fence | None = None) -> PostgresStore:
+        """Connect to the database at ``location`` and migrate its schema to this release's.
+
+        ``fence``: every transaction first proves the worker lease is still
+        held (the worker process of a replica); None for the webhook's store.
+        """
+        return cls(await Engine.open(location, fence=fence, migrate=migrate))
+
+    @property
+    def engine(self) -> Engine:
+        """The PostgreSQL engine underneath, for tests and tools."""
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.close()
+
+    # --- alerts and the worker's cursor -------------------------------------
+
+    async def ingest(self, alerts: Sequence[Alert], received_at: datetime) -> IngestResult:
+        self._engine.check_open()
+        if not alerts:
+            return IngestResult(new=0, duplicates=0)
+        received = stamp(received_at)
+        return await self._engine.ingest(lambda cur: sql.insert_alerts(cur, alerts, received))
+
+    async def pending(self, limit: int) -> list[ReceivedAlert]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        return await self._read(lambda cur: sql.pending_alerts(cur, limit))
+
+    async def save_progress(self, cursor: int, incidents: Sequence[Incident]) -> None:
+        rows = encode_incidents(incidents, self._saved_members)
+
+        async def save(cur: Cursor) -> None:
+            await sql.write_incidents(cur, rows)
+            await sql.move_cursor(cur, cursor)
+
+        await self._save_incidents(incidents, rows.written, save)
+
+    async def backlog(self) -> Backlog:
+        return await self._read(sql.backlog)
+
+    async def alert_count(self) -> int:
+        return await self._read(sql.alert_count)
+
+    # --- incidents and feedback -------------------------------------------------
+
+    async def save_incidents(self, incidents: Sequence[Incident]) -> None:
+        self._engine.check_open()
+        if incidents:
+            rows = encode_incidents(incidents, self._saved_members)
+            await self._save_incidents(
+                incidents, rows.written, lambda cur: sql.write_incidents(cur, rows)
+            )
+
+    async def _save_incidents(
+        self,
+        incidents: Sequence[Incident],
+        written: SavedMembers,
+        fn: Callable[[Cursor], Awaitable[None]],
+    ) -> None:
+        """Run ``fn``; remember what it wrote only once that is committed."""
+        try:
+            await self._engine.transaction(fn)
+        except BaseException:
+            forget_saved(self._saved_members, incidents)
+            raise
+        remember_saved(self._saved_members, written, incidents)
+
+    async def active_incidents(self, resolved_since: datetime) -> list[Incident]:
+        since = stamp(resolved_since)
+        return await self._read(lambda cur: sql.active_incidents(cur, since))
+
+    async def latest_update(self) -> datetime | None:
+        return await self._read(sql.latest_update)
+
+    async def incident_ids(self) -> list[str]:
+        return await self._read(sql.incident_ids)
+
+    async def list_incidents(
+        self,
+        *,
+        status: IncidentStatus | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Incident]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        after = None if since is None else stamp(since)
+        return await self._read(lambda cur: sql.list_incidents(cur, status, after, limit))
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        return await self._read(lambda cur: sql.get_incident(cur, incident_id))
+
+    async def add_feedback(
+        self, incident_id: str, useful: bool, comment: str, at: datetime
+    ) -> bool:
+        when = stamp(at)
+        return await self._engine.transaction(
+            lambda cur: sql.add_feedback(cur, incident_id, useful, comment, when)
+        )
+
+    async def feedback(self, incident_id: str) -> list[Feedback]:
+        return await self._read(lambda cur: sql.feedback(cur, incident_id))
+
+    # --- the return trip's outbox -------------------------------------------------
+
+    async def enqueue_posts(
+        self, plans: Sequence[OutboxPlan], peers: Sequence[str], *, now: float, repeat_for: float
+    ) -> None:
+        self._engine.check_open()
+        # A few hundred copies per transaction, so no write holds its row locks for long.
+        for part in split_plans(plans, ROWS_PER_TRANSACTION):
+            await self._engine.transaction(
+                functools.partial(
+                    outbox.enqueue, plans=part, peers=peers, now=now, repeat_for=repeat_for
+                )
+            )
+
+    async def sync_outbox_peers(self, peers: Sequence[str], *, now: float) -> int:
+        return await self._engine.transaction(lambda cur: outbox.sync_peers(cur, peers, now))
+
+    async def due_posts(self, peers: Sequence[str], *, before: float) -> list[OutboxRow]:
+        self._engine.check_open()
+        if not peers:
+            return []
+        return await self._read(lambda cur: outbox.due(cur, peers, before))
+
+    async def next_post_due(self, peers: Sequence[str]) -> dict[str, float]:
+        return await self._read(lambda cur: outbox.next_due(cur, peers))
+
+    async def count_due_posts(self, *, now: float) -> int:
+        return await self._read(lambda cur: outbox.count_due(cur, now))
+
+    async def complete_accepted(
+        self,
+        peer: str,
+        rows: Sequence[OutboxRow],
+        *,
+        now: float,
+        firing_due: float,
+        resolved_due: float,
+    ) -> None:
+        await self._engine.transaction(
+            lambda cur: outbox.accepted(cur, peer, rows, now, firing_due, resolved_due)
+        )
+
+    async def complete_refused(self, row: OutboxRow) -> None:
+        await self._engine.transaction(lambda cur: outbox.refused(cur, row))
+
+    async def list_posts(self) -> list[OutboxRow]:
+        return await self._read(outbox.all_rows)
+
+    async def firing_members(self) -> dict[str, str]:
+        return await self._read(outbox.firing_members)
+
+    async def firing_copies(self) -> set[str]:
+        return await self._read(outbox.firing_copies)
+
+    # --- housekeeping ------------------------------------------------------------
+
+    async def prune(self, older_than: datetime, batch: int) -> PruneResult:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        before = stamp(older_than)
+        return await prune_in_batches(
+            lambda: self._engine.transaction(lambda cur: sql.prune_alerts(cur, before, batch)),
+            lambda: self._engine.transaction(lambda cur: _prune_incidents(cur, before, batch)),
+            batch,
+        )
+
+    async def _read(self, fn: Callable[[Cursor], Awaitable[T]]) -> T:
+        return await self._engine.transaction(fn, read_only=True)
+
+
+async def _prune_incidents(cur: Cursor, before: str, batch: int) -> PruneResult:
+    """One batch of resolved incidents, with everything that hangs off them."""
+    ids = await sql.resolved_before(cur, before, batch)
+    if not ids:
+        return PruneResult()
+    posts = await outbox.delete_resolved_of(cur, ids)
+    incidents, members, feedback = await sql.delete_incidents(cur, ids)
+    return PruneResult(incidents=incidents, members=members, feedback=feedback, posts=posts)

@@ -1,0 +1,223 @@
+"""What only the PostgreSQL store does: schema versions, the worker lease and its fence.
+
+The contract suite (``test_contract.py``, param ``postgres``) checks the
+verbs; these tests check what several replicas rely on, on the session's real
+PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import psycopg
+import pytest
+
+from ai_sidecar.store import (
+    OutboxCopy,
+    OutboxPlan,
+    PostgresStore,
+    SchemaVersionError,
+    StoreError,
+)
+from ai_sidecar.store.postgres import SCHEMA_VERSION, Lease, LeaseLostError, Location, lead
+from tests.ai_sidecar.builders import T0, alert, stored_incident
+from tests.peers.postgres import PASSWORD, PostgresServer
+
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture
+def location(postgres_server: PostgresServer) -> Location:
+    return Location(postgres_server.create_database(), PASSWORD)
+
+
+def terminate(server: PostgresServer, pid: int) -> None:
+    """End one backend, as a network partition or a DBA's pg_terminate_backend would."""
+    with server.superuser() as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def lease_pid(lease: Lease) -> int:
+    pid = lease._pid
+    assert pid is not None
+    return pid
+
+
+async def test_a_newer_schema_is_refused_untouched(
+    location: Location, postgres_server: PostgresServer
+) -> None:
+    store = await PostgresStore.open(location)
+    await store.close()
+    dbname = location.dsn.split("@/")[1].split("?")[0]
+    with postgres_server.superuser(dbname) as conn:
+        conn.execute("UPDATE scout_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaVersionError, match=rf"schema version {SCHEMA_VERSION + 1}, newer"):
+        await PostgresStore.open(location)
+
+
+async def test_a_wrong_password_is_a_store_error_without_the_password(
+    postgres_server: PostgresServer,
+) -> None:
+    wrong = Location(postgres_server.create_database(), PASSWORD + "-x")
+    with pytest.raises(StoreError) as refused:
+        await PostgresStore.open(wrong)
+    assert "password authentication failed" in str(refused.value)
+    assert PASSWORD not in str(refused.value)
+    assert PASSWORD not in repr(wrong)
+
+
+async def test_one_lease_holder_at_a_time(location: Location) -> None:
+    first, second = Lease(location), Lease(location)
+    try:
+        assert await first.acquire()
+        assert not await second.acquire()
+        await first.release()
+        assert await second.acquire()
+        assert not await first.acquire()
+    finally:
+        await first.release()
+        await second.release()
+
+
+async def test_the_fence_stops_writes_of_a_replica_that_lost_its_lease(
+    location: Location, postgres_server: PostgresServer
+) -> None:
+    lease = Lease(location)
+    assert await lease.acquire()
+    fenced = await PostgresStore.open(location, fence=lease)
+    webhook = await PostgresStore.open(location)
+    try:
+        await webhook.ingest([alert("InterfaceDown", instance="a")], T0)
+        [received] = await fenced.pending(10)
+        await fenced.save_progress(received.seq, [stored_incident("inc-1")])
+
+        # The lease's session ends (a partition the server noticed): this
+        # replica still believes it leads, but the database knows better.
+        terminate(postgres_server, lease_pid(lease))
+        await webhook.ingest([alert("InterfaceDown", instance="b")], T0)
+        with pytest.raises(LeaseLostError, match="lost the worker lease"):
+            await fenced.pending(10)
+        with pytest.raises(LeaseLostError):
+            await fenced.save_progress(received.seq + 1, [stored_incident("inc-2")])
+        assert await webhook.get_incident("inc-2") is None
+        assert (await webhook.backlog()).depth == 1
+        # The webhook's store is not fenced: it keeps storing.
+        assert (await webhook.ingest([alert("InterfaceDown", instance="c")], T0)).new == 1
+    finally:
+        await fenced.close()
+        await webhook.close()
+        await lease.release()
+
+
+async def test_the_other_replica_takes_over_when_the_holder_loses_its_session(
+    location: Location, postgres_server: PostgresServer
+) -> None:
+    changes: dict[str, list[bool]] = {"a": [], "b": []}
+    working: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
+    stopped_a = asyncio.Event()
+
+    def work_of(name: str):  # type: ignore[no-untyped-def]
+        async def work() -> None:
+            working[name].set()
+            try:
+                await asyncio.Future()
+            finally:
+                if name == "a":
+                    stopped_a.set()
+
+        return work
+
+    lease_a, lease_b = Lease(location), Lease(location)
+    a = asyncio.create_task(lead(lease_a, work_of("a"), changes["a"].append))
+    await asyncio.wait_for(working["a"].wait(), 10)
+    b = asyncio.create_task(lead(lease_b, work_of("b"), changes["b"].append))
+    try:
+        await asyncio.sleep(1.5)
+        assert not working["b"].is_set(), "two replicas worked at once"
+
+        lost_at = time.monotonic()
+        terminate(postgres_server, lease_pid(lease_a))
+        await asyncio.wait_for(working["b"].wait(), 10)
+        takeover = time.monotonic() - lost_at
+        assert stopped_a.is_set(), "the old holder still worked when the new one started"
+        assert takeover < 5
+        assert changes["a"][:2] == [True, False]
+        assert changes["b"] == [True]
+    finally:
+        for task in (a, b):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_the_store_recovers_by_itself_after_its_connections_die(
+    location: Location, postgres_server: PostgresServer
+) -> None:
+    store = await PostgresStore.open(location)
+    try:
+        await store.ingest([alert("InterfaceDown", instance="a")], T0)
+        # Every session of the store ends at once, as in a server restart.
+        with postgres_server.superuser() as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE usename = 'scout' AND pid <> pg_backend_pid()"
+            )
+        outcomes = []
+        for name in ("b", "c", "d"):
+            try:
+                outcomes.append((await store.ingest([alert("X", instance=name)], T0)).new)
+            except StoreError:
+                outcomes.append(-1)
+        # At most the stale connection fails (a 503); the next call reconnects.
+        assert outcomes[-2:] == [1, 1]
+        assert await store.alert_count() == 1 + outcomes.count(1)
+    finally:
+        await store.close()
+
+
+async def test_a_server_that_is_not_there_is_a_store_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    nowhere = Location(f"postgresql://scout@/scout?host={tmp_path}", PASSWORD)
+    with pytest.raises(StoreError, match=r"cannot connect to postgresql://"):
+        await PostgresStore.open(nowhere)
+    assert issubclass(LeaseLostError, StoreError)
+    assert psycopg.__version__ >= "3.2"
+
+
+async def test_concurrent_outbox_writes_of_the_worker_never_deadlock(location: Location) -> None:
+    # The worker schedules copies while the return trip completes posts of the
+    # same rows in another order: on PostgreSQL, unlike SQLite's single writer,
+    # such transactions would deadlock and the worker would lose the copies.
+    store = await PostgresStore.open(location)
+    peers = ("http://am-a:9093", "http://am-b:9093")
+    members = [f"m{i:03}" for i in range(150)]
+
+    def plan(text: str) -> OutboxPlan:
+        copies = tuple(
+            OutboxCopy(f"copy-{m}", "inc-1", m, "firing", f'{{"t": "{text}"}}', "{}", None)
+            for m in members
+        )
+        return OutboxPlan("inc-1", frozenset(members), copies)
+
+    try:
+        await store.enqueue_posts([plan("v0")], peers, now=1.0, repeat_for=60.0)
+        for round_ in range(1, 6):
+            rows = list(reversed(await store.list_posts()))
+            await asyncio.gather(
+                store.enqueue_posts([plan(f"v{round_}")], peers, now=2.0, repeat_for=60.0),
+                *(
+                    store.complete_accepted(
+                        peer,
+                        [r for r in rows if r.peer == peer],
+                        now=3.0,
+                        firing_due=9.0,
+                        resolved_due=9.0,
+                    )
+                    for peer in peers
+                ),
+                store.enqueue_posts([plan(f"w{round_}")], peers, now=2.0, repeat_for=60.0),
+            )
+        assert {r.alert for r in await store.list_posts()} == {'{"t": "w5"}'}
+    finally:
+        await store.close()
