@@ -40,6 +40,15 @@ from datetime import datetime
 from typing import Literal
 
 from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
+from ai_sidecar.correlate.topology import (
+    PATH,
+    POLL,
+    USES,
+    Ancestors,
+    TopologySnapshot,
+    combine,
+    element_text,
+)
 from ai_sidecar.models import (
     Alert,
     Incident,
@@ -61,6 +70,38 @@ REFERENCE_LABELS = ("upstream", "device")
 # A label an alert rule may set to place itself; it beats every layer rule.
 LAYER_LABEL = "layer"
 _LAYER_INDEX = {layer: index for index, layer in enumerate(LAYERS)}
+# The weakest edge a failure of each layer travels along (topology.POLL < PATH <
+# USES): an unreachable device or a down link explains everything behind it,
+# even what a poller reaches through it; loss or saturation explains what is
+# reached through it; a full disk or a stopped service only what runs on or
+# uses it.
+_TRAVELS: Mapping[Layer, int] = {
+    "device": POLL,
+    "link": POLL,
+    "network": PATH,
+    "host": USES,
+    "service": USES,
+}
+# Layers whose alerts are symptoms seen from outside (unreachable, loss): two
+# of them behind the same device point at a common cause there.
+_SYMPTOM_LAYERS = frozenset({"device", "network"})
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an alert sits in the graph: its element, what it depends on, its parents."""
+
+    node: str | None
+    ancestors: Ancestors
+    # Parents along paths and uses (not polls): siblings share one.
+    parents: tuple[str, ...]
+    # The graph (or the alert's upstream/via labels) says something about it.
+    known: bool
+    # First hops, for naming a path: (parent, why).
+    hops: tuple[tuple[str, str], ...] = ()
+
+
+_NOWHERE = Placement(None, {}, (), False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +145,7 @@ def _names(labels: Mapping[str, str], which: tuple[str, ...]) -> tuple[str, ...]
     return tuple(sorted({labels[name] for name in which if labels.get(name)}))
 
 
-RankKey = tuple[int, int, int, datetime, int, str]
+RankKey = tuple[int, int, int, int, datetime, int, str]
 
 
 @dataclass(slots=True)
@@ -129,15 +170,33 @@ class _Tracked:
     # Members per (firing, layer): the reasons' "below network and service".
     buckets: dict[tuple[bool, Layer], int] = field(default_factory=dict)
     firing: int = 0
+    # The graph: each member's placement, members per element, members below
+    # each element (with the path strength), and how many members each explains.
+    placements: dict[str, Placement] = field(default_factory=dict)
+    at: dict[str, list[str]] = field(default_factory=dict)
+    below: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    explains: dict[str, int] = field(default_factory=dict)
+    # Group keys it is indexed under for joins by key (members the graph does not know).
+    keys: list[GroupKey] = field(default_factory=list)
 
 
 class Correlator:
     """Folds alerts into incidents; see the module docstring for the rules."""
 
-    def __init__(self, config: CorrelationConfig) -> None:
+    def __init__(
+        self, config: CorrelationConfig, topology: TopologySnapshot | None = None
+    ) -> None:
         self._config = config
         self._group_by = config.group_keys()
         self._layer_rules = config.layer_rules()
+        self._key_fallback = config.key_fallback
+        self._topology = TopologySnapshot() if topology is None else topology
+        self._placements: dict[tuple[str, ...], Placement] = {}
+        # Incidents (open or not; checked on use) with a member at, or below, an
+        # element, and with a symptom member right behind it.
+        self._at: dict[str, dict[str, None]] = {}
+        self._below: dict[str, dict[str, None]] = {}
+        self._behind: dict[str, dict[str, None]] = {}
         self._tracked: dict[str, _Tracked] = {}
         # Open incidents that may take joins, by group key, oldest first.
         self._open_by_key: dict[GroupKey, list[str]] = {}
@@ -149,17 +208,29 @@ class Correlator:
 
     # -- public --------------------------------------------------------------
 
+    @property
+    def topology(self) -> TopologySnapshot:
+        return self._topology
+
+    def set_topology(self, topology: TopologySnapshot) -> None:
+        """Use a newer graph for alerts from now on; members keep where they were placed."""
+        self._topology = topology
+        self._placements.clear()
+
     def load(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with ``incidents``: open ones and recently resolved ones."""
         self._tracked.clear()
         self._open_by_key.clear()
         self._by_fingerprint.clear()
+        self._at.clear()
+        self._below.clear()
+        self._behind.clear()
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
         owners: dict[str, tuple[datetime, bool, str]] = {}
         for incident in ordered:
             tracked = self._track(incident)
             if incident.status == "open":
-                self._open_by_key.setdefault(tracked.key, []).append(incident.id)
+                self._index_open(tracked)
             for member in incident.members.values():
                 # The newest episode owns the fingerprint; open beats resolved.
                 claim = (member.starts_at, incident.status == "open", incident.id)
@@ -217,6 +288,7 @@ class Correlator:
             for fingerprint in tracked.incident.members:
                 if self._by_fingerprint.get(fingerprint) == stale_id:
                     del self._by_fingerprint[fingerprint]
+            self._unindex_graph(stale_id, tracked)
 
     def layer_of(self, labels: Mapping[str, str]) -> Layer:
         """The alert's ``layer`` label if valid, else the first matching rule, else service."""
@@ -299,7 +371,7 @@ class Correlator:
                 self._unindex_open(tracked)
         elif member.status == "firing":
             status, resolved_at, kind = "open", None, "reopened"
-            self._open_by_key.setdefault(tracked.key, []).append(before.id)
+            self._index_open(tracked)
         incident = replace(
             before,
             status=status,
@@ -328,11 +400,12 @@ class Correlator:
             first_starts_at=alert.starts_at,
             generator_url=alert.generator_url,
         )
-        # Newest first: it is the one whose span reaches the present.
-        for candidate in reversed(self._open_by_key.get(key, ())):
-            tracked = self._tracked[candidate]
-            if alert.fingerprint in tracked.incident.members or not self._accepts(tracked, alert):
-                continue
+        placement = self.place(alert.labels)
+        joined = self._related(alert, placement)
+        if joined is None and (not placement.known or self._key_fallback == "always"):
+            joined = self._by_key(alert, key)
+        if joined is not None:
+            tracked = joined
             before = tracked.incident
             members = dict(before.members)
             members[member.fingerprint] = member
@@ -347,7 +420,7 @@ class Correlator:
                 version=before.version + 1,
             )
             tracked.incident = self._with_root_cause(tracked, incident)
-            self._by_fingerprint[member.fingerprint] = candidate
+            self._by_fingerprint[member.fingerprint] = before.id
             return Change(tracked.incident, "joined")
         new_id = incident_id(key, alert.starts_at)
         if new_id in self._tracked or new_id in self._retired_ids:
@@ -365,9 +438,130 @@ class Correlator:
         )
         tracked = self._track(incident)
         tracked.incident = self._with_root_cause(tracked, incident)
-        self._open_by_key.setdefault(key, []).append(new_id)
+        self._index_open(tracked)
         self._by_fingerprint[member.fingerprint] = new_id
         return Change(tracked.incident, "created")
+
+    def _by_key(self, alert: Alert, key: GroupKey) -> _Tracked | None:
+        """Today's join: an open incident under the same group key, newest first."""
+        for candidate in reversed(self._open_by_key.get(key, ())):
+            tracked = self._tracked[candidate]
+            if alert.fingerprint not in tracked.incident.members and self._accepts(
+                tracked, alert
+            ):
+                return tracked
+        return None
+
+    def _related(self, alert: Alert, placement: Placement) -> _Tracked | None:
+        """The oldest open incident the graph connects the alert to, within the window.
+
+        Connected: a member on the same element; a member upstream whose failure
+        travels down to the alert (it explains the alert); a member downstream
+        the alert explains; or, for symptoms seen from outside, a symptom behind
+        the same device.
+        """
+        node = placement.node
+        if node is None:
+            return None
+        travels = _TRAVELS[self.layer_of(alert.labels)]
+        found: dict[str, None] = {}
+        found.update(self._at.get(node, {}))
+        for ancestor, strength in placement.ancestors.items():
+            for candidate in self._at.get(ancestor, ()):
+                tracked = self._tracked.get(candidate)
+                if tracked is not None and any(
+                    _TRAVELS[tracked.layers[fp]] <= strength for fp in tracked.at[ancestor]
+                ):
+                    found[candidate] = None
+        for candidate in self._below.get(node, ()):
+            tracked = self._tracked.get(candidate)
+            if tracked is not None and any(
+                strength >= travels for _, strength in tracked.below.get(node, ())
+            ):
+                found[candidate] = None
+        if self.layer_of(alert.labels) in _SYMPTOM_LAYERS:
+            for parent in placement.parents:
+                found.update(self._behind.get(parent, {}))
+        best: _Tracked | None = None
+        for candidate in found:
+            tracked = self._tracked.get(candidate)
+            if (
+                tracked is None
+                or tracked.incident.status != "open"
+                or alert.fingerprint in tracked.incident.members
+                or not self._accepts(tracked, alert)
+            ):
+                continue
+            if best is None or (tracked.incident.created_at, candidate) < (
+                best.incident.created_at,
+                best.incident.id,
+            ):
+                best = tracked
+        return best
+
+    def place(self, labels: Mapping[str, str]) -> Placement:
+        """Where ``labels`` sit in the graph (memoised per target and interface)."""
+        cache_key = (
+            labels.get("job", ""),
+            labels.get("instance", ""),
+            labels.get("ifName", ""),
+            labels.get("interface", ""),
+            labels.get("ifDescr", ""),
+            labels.get("upstream", ""),
+            labels.get("via", ""),
+        )
+        found = self._placements.get(cache_key)
+        if found is not None:
+            return found
+        topology = self._topology
+        node = topology.node_of(labels)
+        if node is None:
+            found = _NOWHERE
+        else:
+            extra = topology.label_parents(labels, node)
+            own = topology.parents.get(node, ())
+            ancestors = combine(
+                [(node, USES, topology.ancestors(node))]
+                + [(parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra]
+            )
+            del ancestors[node]
+            near = [(parent, why) for parent, _, why in (*own, *extra)]
+            found = Placement(
+                node=node,
+                ancestors=ancestors,
+                parents=tuple(
+                    sorted({parent for parent, strength, _ in (*own, *extra) if strength >= PATH})
+                ),
+                known=topology.knows(node) or any(why == "behind" for _, _, why in extra),
+                hops=tuple(near),
+            )
+        self._placements[cache_key] = found
+        return found
+
+    def _index_open(self, tracked: _Tracked) -> None:
+        for key in tracked.keys:
+            ids = self._open_by_key.setdefault(key, [])
+            if tracked.incident.id not in ids:
+                ids.append(tracked.incident.id)
+
+    def _unindex_graph(self, incident_id: str, tracked: _Tracked) -> None:
+        for index, nodes in (
+            (self._at, tracked.at),
+            (self._below, tracked.below),
+        ):
+            for node in nodes:
+                entries = index.get(node)
+                if entries is not None:
+                    entries.pop(incident_id, None)
+                    if not entries:
+                        del index[node]
+        for placement in tracked.placements.values():
+            for parent in placement.parents:
+                entries = self._behind.get(parent)
+                if entries is not None:
+                    entries.pop(incident_id, None)
+                    if not entries:
+                        del self._behind[parent]
 
     def _accepts(self, tracked: _Tracked, alert: Alert) -> bool:
         window = self._config.window
@@ -378,11 +572,12 @@ class Correlator:
         return span <= self._config.max_span
 
     def _unindex_open(self, tracked: _Tracked) -> None:
-        ids = self._open_by_key.get(tracked.key, [])
-        if tracked.incident.id in ids:
-            ids.remove(tracked.incident.id)
-        if not ids:
-            self._open_by_key.pop(tracked.key, None)
+        for key in tracked.keys:
+            ids = self._open_by_key.get(key, [])
+            if tracked.incident.id in ids:
+                ids.remove(tracked.incident.id)
+            if not ids:
+                self._open_by_key.pop(key, None)
 
     # -- ranking -------------------------------------------------------------
 
@@ -394,7 +589,7 @@ class Correlator:
             span_start=min(m.first_starts_at for m in members),
             span_end=max(m.starts_at for m in members),
         )
-        for member in members:
+        for member in sorted(members, key=lambda m: (m.first_starts_at, m.fingerprint)):
             self._add_member(tracked, member)
         self._tracked[incident.id] = tracked
         return tracked
@@ -428,10 +623,48 @@ class Correlator:
         tracked.fixed[fp] = (member.first_starts_at, severity_rank(member.severity))
         tracked.firing_now[fp] = member.status == "firing"
         self._count(tracked, member, +1)
+        raised = self._add_to_graph(tracked, member)
         self._rank(tracked, fp)
         for other in theirs:
             tracked.dependents[other] += 1
             self._rank(tracked, other)
+        for other in raised:
+            self._rank(tracked, other)
+
+    def _add_to_graph(self, tracked: _Tracked, member: Member) -> list[str]:
+        """Index the member by element; returns the members whose ``explains`` grew."""
+        fp = member.fingerprint
+        incident_id = tracked.incident.id
+        placement = self.place(member.labels)
+        tracked.placements[fp] = placement
+        if not placement.known or self._key_fallback == "always":
+            key = group_key(member.labels, self._group_by)
+            if key not in tracked.keys:
+                tracked.keys.append(key)
+                if tracked.incident.status == "open" and incident_id in self._tracked:
+                    self._index_open(tracked)
+        node = placement.node
+        tracked.explains[fp] = 0
+        if node is None:
+            return []
+        travels = _TRAVELS[tracked.layers[fp]]
+        tracked.explains[fp] = len(
+            {other for other, strength in tracked.below.get(node, ()) if strength >= travels}
+        )
+        raised = []
+        for ancestor, strength in placement.ancestors.items():
+            for other in tracked.at.get(ancestor, ()):
+                if _TRAVELS[tracked.layers[other]] <= strength:
+                    tracked.explains[other] += 1
+                    raised.append(other)
+            tracked.below.setdefault(ancestor, []).append((fp, strength))
+            self._below.setdefault(ancestor, {})[incident_id] = None
+        tracked.at.setdefault(node, []).append(fp)
+        self._at.setdefault(node, {})[incident_id] = None
+        if tracked.layers[fp] in _SYMPTOM_LAYERS:
+            for parent in placement.parents:
+                self._behind.setdefault(parent, {})[incident_id] = None
+        return raised
 
     def _restate(self, tracked: _Tracked, previous: Member, member: Member) -> None:
         self._count(tracked, previous, -1)
@@ -450,6 +683,7 @@ class Correlator:
         """(Re)compute one member's rank key and push it; stale heap entries are skipped later."""
         first_starts_at, severity = tracked.fixed[fp]
         key: RankKey = (
+            -tracked.explains[fp],
             0 if tracked.firing_now[fp] else 1,
             _LAYER_INDEX[tracked.layers[fp]],
             -tracked.dependents[fp],
@@ -480,7 +714,14 @@ class Correlator:
     def _with_root_cause(self, tracked: _Tracked, incident: Incident) -> Incident:
         best, runner = self._best(tracked)
         rule, reasons = self._explain(tracked, incident, best, runner)
-        facts = RootCauseFacts(rule, tracked.layers[best], tracked.dependents[best])
+        node = tracked.placements[best].node
+        facts = RootCauseFacts(
+            rule,
+            tracked.layers[best],
+            tracked.dependents[best],
+            "" if node is None else element_text(node),
+            tracked.explains[best],
+        )
         return replace(
             incident, root_cause=best, root_cause_reasons=reasons, root_cause_facts=facts
         )
@@ -497,6 +738,10 @@ class Correlator:
         reasons: list[str] = []
         rule: RootCauseRule = ""
         mine, theirs = tracked.ranks[best], tracked.ranks[runner]
+        explains = tracked.explains[best]
+        if explains:
+            reasons.append(self._path_reason(tracked, incident, best))
+            rule = "upstream" if mine[0] != theirs[0] else ""
         firing = root.status == "firing"
         resolved = len(members) - tracked.firing
         if firing and resolved:
@@ -504,7 +749,7 @@ class Correlator:
             reasons.append(
                 f"still firing: {what}; {plural(resolved, 'resolved alert')} {verb} after it"
             )
-            rule = rule or ("firing" if mine[0] != theirs[0] else "")
+            rule = rule or ("firing" if mine[1] != theirs[1] else "")
         layer = tracked.layers[best]
         above = [
             other
@@ -513,28 +758,28 @@ class Correlator:
         ]
         if above:
             reasons.append(f"lowest layer: {layer} ({root.alertname}) below {_join(above)}")
-            rule = rule or ("layer" if mine[1] != theirs[1] else "")
+            rule = rule or ("layer" if mine[2] != theirs[2] else "")
         dependents = tracked.dependents[best]
         other = members[runner]
-        if not rule and mine[2] != theirs[2]:
+        if not rule and mine[3] != theirs[3]:
             rule = "dependents"
             reasons.append(
                 f"most dependents: {plural(dependents, 'alert')} on other targets refer to "
-                f"{_join(_names(root.labels, NAME_LABELS))} (next: {-theirs[2]})"
+                f"{_join(_names(root.labels, NAME_LABELS))} (next: {-theirs[3]})"
             )
         elif dependents:
             reasons.append(
                 f"{plural(dependents, 'alert')} on other targets refer to "
                 f"{_join(_names(root.labels, NAME_LABELS))}"
             )
-        if not rule and mine[3] != theirs[3]:
+        if not rule and mine[4] != theirs[4]:
             rule = "earliest"
             reasons.append(
                 f"earliest start: {format_time(root.first_starts_at)}, before "
                 f"{other.what} at "
                 f"{format_time(other.first_starts_at)}"
             )
-        if not rule and mine[4] != theirs[4]:
+        if not rule and mine[5] != theirs[5]:
             rule = "severity"
             reasons.append(
                 f"highest severity: {root.severity or 'none'} (next: {other.severity or 'none'})"
@@ -543,6 +788,46 @@ class Correlator:
             rule = "fingerprint"
             reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
         return rule, tuple(reasons)
+
+    def _path_reason(self, tracked: _Tracked, incident: Incident, best: str) -> str:
+        """``sw-dist-3 and 27 other alerts are reached through core-1 Gi1/0/24, which is down``."""
+        root_node = tracked.placements[best].node
+        assert root_node is not None  # it explains members, so it has an element
+        explained = [
+            fp
+            for fp, strength in tracked.below.get(root_node, ())
+            if strength >= _TRAVELS[tracked.layers[best]]
+        ]
+        # Name the explained member nearest the root: the one with fewest ancestors.
+        nearest = min(
+            explained, key=lambda fp: (len(tracked.placements[fp].ancestors), fp)
+        )
+        placement = tracked.placements[nearest]
+        assert placement.node is not None
+        hops = [element_text(placement.node)]
+        step: tuple[str, str] | None = next(
+            (
+                (parent, why)
+                for parent, why in placement.hops
+                if parent == root_node or root_node in self._topology.ancestors(parent)
+            ),
+            None,
+        )
+        while step is not None and len(hops) < 8:
+            parent, why = step
+            hops.append(f"{why} {element_text(parent)}")
+            if parent == root_node:
+                break
+            step = self._topology.parent_towards(parent, root_node)
+        others = len(explained) - 1
+        subject, verb = element_text(placement.node), "depends"
+        if others:
+            subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
+        return (
+            f"{subject} {verb} on {element_text(root_node)}, which is failing "
+            f"({incident.members[best].alertname})"
+            f": {', '.join(hops)}"
+        )
 
 
 def plural(count: int, noun: str) -> str:
