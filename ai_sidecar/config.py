@@ -267,7 +267,7 @@ class DependencyEndpoint(StrictModel):
 
     instance: str = Field(min_length=1)
     job: str = ""
-    ifName: str = ""  # noqa: N815 - the label's own name
+    ifName: str = ""
 
     def labels(self) -> dict[str, str]:
         found = {"instance": self.instance, "job": self.job, "ifName": self.ifName}
@@ -295,9 +295,7 @@ class PollerRule(StrictModel):
 
 def _default_pollers() -> list[PollerRule]:
     return [
-        PollerRule(
-            job="scout-exporter", polls=re.compile("snmp|probe_.*|firewall|winrm|windows")
-        )
+        PollerRule(job="scout-exporter", polls=re.compile("snmp|probe_.*|firewall|winrm|windows"))
     ]
 
 
@@ -323,7 +321,7 @@ class CorrelationConfig(StrictModel):
     resolve: Literal["all_members", "root_cause"] = "all_members"
     layers: list[LayerRule] = Field(default_factory=list)
     causal_window: Duration = timedelta(minutes=15)
-    key_fallback: Literal["unknown", "always"] = "unknown"
+    key_fallback: Literal["unknown", "always", "never"] = "unknown"
     dependencies: list[DependencyRule] = Field(default_factory=list)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
 

@@ -85,6 +85,8 @@ _TRAVELS: Mapping[Layer, int] = {
 # Layers whose alerts are symptoms seen from outside (unreachable, loss): two
 # of them behind the same device point at a common cause there.
 _SYMPTOM_LAYERS = frozenset({"device", "network"})
+# Layers that join by group key when the graph knows nothing of the alert.
+_KEY_LAYERS = frozenset({"device", "link", "network"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +115,16 @@ class Change:
     ``flapped``: a member re-fired (or re-resolved) within the flap rules.
     ``resolved`` / ``reopened``: the incident's status changed.
     ``duplicate``: a repeated or stale delivery; only ``Member.duplicates`` moved.
+
+    ``absorbed``: incidents the alert connected to ``incident`` through the
+    graph (a cause arriving after effects that had started incidents of their
+    own). Their members now belong to ``incident``; each is returned resolved,
+    saying so in its reasons, and is no longer tracked.
     """
 
     incident: Incident
     kind: ChangeKind
+    absorbed: tuple[Incident, ...] = ()
 
 
 def group_key(labels: Mapping[str, str], group_by: Iterable[Iterable[str]]) -> GroupKey:
@@ -183,9 +191,7 @@ class _Tracked:
 class Correlator:
     """Folds alerts into incidents; see the module docstring for the rules."""
 
-    def __init__(
-        self, config: CorrelationConfig, topology: TopologySnapshot | None = None
-    ) -> None:
+    def __init__(self, config: CorrelationConfig, topology: TopologySnapshot | None = None) -> None:
         self._config = config
         self._group_by = config.group_keys()
         self._layer_rules = config.layer_rules()
@@ -401,8 +407,9 @@ class Correlator:
             generator_url=alert.generator_url,
         )
         placement = self.place(alert.labels)
-        joined = self._related(alert, placement)
-        if joined is None and (not placement.known or self._key_fallback == "always"):
+        related = self._related(alert, placement)
+        joined = related[0] if related else None
+        if joined is None and self._joins_by_key(placement, self.layer_of(alert.labels)):
             joined = self._by_key(alert, key)
         if joined is not None:
             tracked = joined
@@ -412,16 +419,21 @@ class Correlator:
             self._add_member(tracked, member)
             tracked.span_start = min(tracked.span_start, member.starts_at)
             tracked.span_end = max(tracked.span_end, member.starts_at)
-            incident = replace(
+            tracked.incident = replace(
                 before,
                 members=members,
                 created_at=min(before.created_at, member.starts_at),
                 updated_at=max(before.updated_at, member.starts_at),
                 version=before.version + 1,
             )
-            tracked.incident = self._with_root_cause(tracked, incident)
             self._by_fingerprint[member.fingerprint] = before.id
-            return Change(tracked.incident, "joined")
+            absorbed = tuple(
+                self._absorb(tracked, other, alert.starts_at)
+                for other in related[1:]
+                if self._fits(tracked, other)
+            )
+            tracked.incident = self._with_root_cause(tracked, tracked.incident)
+            return Change(tracked.incident, "joined", absorbed)
         new_id = incident_id(key, alert.starts_at)
         if new_id in self._tracked or new_id in self._retired_ids:
             # Same key and start second as a known incident that would not take
@@ -442,18 +454,70 @@ class Correlator:
         self._by_fingerprint[member.fingerprint] = new_id
         return Change(tracked.incident, "created")
 
+    def _joins_by_key(self, placement: Placement, layer: Layer) -> bool:
+        """Whether an alert may join by group key (site), the fallback to the graph.
+
+        Without a discovered topology, every alert does (today's rule). With one,
+        ``key_fallback: unknown`` keeps it for symptoms (device, link, network)
+        of elements the graph knows nothing of: a full disk and a stopped service
+        that merely share a site stay apart. ``always``: every alert.
+        """
+        if self._key_fallback == "always" or self._topology.empty:
+            return True
+        if self._key_fallback == "never":
+            return False
+        return not placement.known and layer in _KEY_LAYERS
+
+    def _indexed_by_key(self, layer: Layer) -> bool:
+        return self._key_fallback == "always" or self._topology.empty or layer in _KEY_LAYERS
+
     def _by_key(self, alert: Alert, key: GroupKey) -> _Tracked | None:
         """Today's join: an open incident under the same group key, newest first."""
-        for candidate in reversed(self._open_by_key.get(key, ())):
+        for candidate in self._open_by_key.get(key, ()):
             tracked = self._tracked[candidate]
-            if alert.fingerprint not in tracked.incident.members and self._accepts(
-                tracked, alert
-            ):
+            if alert.fingerprint not in tracked.incident.members and self._accepts(tracked, alert):
                 return tracked
         return None
 
-    def _related(self, alert: Alert, placement: Placement) -> _Tracked | None:
-        """The oldest open incident the graph connects the alert to, within the window.
+    def _fits(self, tracked: _Tracked, other: _Tracked) -> bool:
+        start = min(tracked.span_start, other.span_start)
+        return max(tracked.span_end, other.span_end) - start <= self._config.max_span
+
+    def _absorb(self, tracked: _Tracked, other: _Tracked, event: datetime) -> Incident:
+        """Move ``other``'s members into ``tracked``; ``other``'s last value, resolved."""
+        gone = other.incident
+        self._unindex_open(other)
+        self._unindex_graph(gone.id, other)
+        del self._tracked[gone.id]
+        self._retired_ids.add(gone.id)
+        members = dict(tracked.incident.members)
+        for member in sorted(gone.members.values(), key=lambda m: m.fingerprint):
+            if member.fingerprint in members:
+                continue
+            members[member.fingerprint] = member
+            tracked.incident = replace(tracked.incident, members=members)
+            self._add_member(tracked, member)
+            if self._by_fingerprint.get(member.fingerprint) == gone.id:
+                self._by_fingerprint[member.fingerprint] = tracked.incident.id
+        tracked.span_start = min(tracked.span_start, other.span_start)
+        tracked.span_end = max(tracked.span_end, other.span_end)
+        tracked.incident = replace(
+            tracked.incident,
+            members=members,
+            created_at=min(tracked.incident.created_at, gone.created_at),
+            updated_at=max(tracked.incident.updated_at, gone.updated_at),
+        )
+        return replace(
+            gone,
+            status="resolved",
+            resolved_at=max(event, gone.created_at),
+            updated_at=max(gone.updated_at, event),
+            version=gone.version + 1,
+            root_cause_reasons=(f"merged into {tracked.incident.id}", *gone.root_cause_reasons),
+        )
+
+    def _related(self, alert: Alert, placement: Placement) -> list[_Tracked]:
+        """Open incidents the graph connects the alert to, within the window, oldest first.
 
         Connected: a member on the same element; a member upstream whose failure
         travels down to the alert (it explains the alert); a member downstream
@@ -462,42 +526,75 @@ class Correlator:
         """
         node = placement.node
         if node is None:
-            return None
+            return []
         travels = _TRAVELS[self.layer_of(alert.labels)]
-        found: dict[str, None] = {}
-        found.update(self._at.get(node, {}))
+        start = alert.starts_at
+        # Candidate -> whether a cause or effect in it accepts the alert on the
+        # causal window (else the plain window around the incident's span decides).
+        found: dict[str, bool] = dict.fromkeys(self._at.get(node, {}), False)
         for ancestor, strength in placement.ancestors.items():
             for candidate in self._at.get(ancestor, ()):
                 tracked = self._tracked.get(candidate)
-                if tracked is not None and any(
-                    _TRAVELS[tracked.layers[fp]] <= strength for fp in tracked.at[ancestor]
-                ):
-                    found[candidate] = None
+                if tracked is None:
+                    continue
+                causes = [
+                    fp for fp in tracked.at[ancestor] if _TRAVELS[tracked.layers[fp]] <= strength
+                ]
+                if causes:
+                    pulls = any(
+                        self._cause_pulls(tracked.incident.members[fp], start) for fp in causes
+                    )
+                    found[candidate] = found.get(candidate, False) or pulls
         for candidate in self._below.get(node, ()):
             tracked = self._tracked.get(candidate)
-            if tracked is not None and any(
-                strength >= travels for _, strength in tracked.below.get(node, ())
-            ):
-                found[candidate] = None
+            if tracked is None:
+                continue
+            effects = [fp for fp, strength in tracked.below.get(node, ()) if strength >= travels]
+            if effects:
+                members = tracked.incident.members
+                pulls = any(self._effect_of(members[fp], start) for fp in effects)
+                found[candidate] = found.get(candidate, False) or pulls
         if self.layer_of(alert.labels) in _SYMPTOM_LAYERS:
             for parent in placement.parents:
-                found.update(self._behind.get(parent, {}))
-        best: _Tracked | None = None
-        for candidate in found:
+                for candidate in self._behind.get(parent, {}):
+                    found.setdefault(candidate, False)
+        accepted = []
+        for candidate, causal in found.items():
             tracked = self._tracked.get(candidate)
             if (
                 tracked is None
                 or tracked.incident.status != "open"
                 or alert.fingerprint in tracked.incident.members
-                or not self._accepts(tracked, alert)
+                or not (
+                    self._within_span(tracked, alert) if causal else self._accepts(tracked, alert)
+                )
             ):
                 continue
-            if best is None or (tracked.incident.created_at, candidate) < (
-                best.incident.created_at,
-                best.incident.id,
-            ):
-                best = tracked
-        return best
+            accepted.append(tracked)
+        accepted.sort(key=lambda t: (t.incident.created_at, t.incident.id))
+        return accepted
+
+    def _cause_pulls(self, cause: Member, start: datetime) -> bool:
+        """A cause pulls in an effect starting at ``start``: from ``causal_window``
+        before it (effects whose rules hold for less time fire first) for as long
+        as it fires, and ``causal_window`` after it resolves (consequences of a
+        memory leak may follow its resolve)."""
+        causal = self._config.causal_window
+        if start < cause.first_starts_at - causal:
+            return False
+        if cause.status == "firing" or cause.ends_at is None:
+            return True
+        return start <= cause.ends_at + causal
+
+    def _effect_of(self, effect: Member, start: datetime) -> bool:
+        """A cause starting at ``start`` takes an effect that started within ``causal_window``
+        of it, before or after."""
+        return abs(effect.first_starts_at - start) <= self._config.causal_window
+
+    def _within_span(self, tracked: _Tracked, alert: Alert) -> bool:
+        start = alert.starts_at
+        span = max(tracked.span_end, start) - min(tracked.span_start, start)
+        return span <= self._config.max_span
 
     def place(self, labels: Mapping[str, str]) -> Placement:
         """Where ``labels`` sit in the graph (memoised per target and interface)."""
@@ -532,7 +629,12 @@ class Correlator:
                 parents=tuple(
                     sorted({parent for parent, strength, _ in (*own, *extra) if strength >= PATH})
                 ),
-                known=topology.knows(node) or any(why == "behind" for _, _, why in extra),
+                # Placed: something upstream of it is in the graph (a node that
+                # only others depend on, with nothing above it, is not).
+                known=any(
+                    topology.knows(ancestor) and strength >= PATH
+                    for ancestor, strength in ancestors.items()
+                ),
                 hops=tuple(near),
             )
         self._placements[cache_key] = found
@@ -637,12 +739,11 @@ class Correlator:
         incident_id = tracked.incident.id
         placement = self.place(member.labels)
         tracked.placements[fp] = placement
-        if not placement.known or self._key_fallback == "always":
-            key = group_key(member.labels, self._group_by)
-            if key not in tracked.keys:
-                tracked.keys.append(key)
-                if tracked.incident.status == "open" and incident_id in self._tracked:
-                    self._index_open(tracked)
+        key = group_key(member.labels, self._group_by)
+        if self._indexed_by_key(tracked.layers[fp]) and key not in tracked.keys:
+            tracked.keys.append(key)
+            if tracked.incident.status == "open" and incident_id in self._tracked:
+                self._index_open(tracked)
         node = placement.node
         tracked.explains[fp] = 0
         if node is None:
@@ -799,9 +900,7 @@ class Correlator:
             if strength >= _TRAVELS[tracked.layers[best]]
         ]
         # Name the explained member nearest the root: the one with fewest ancestors.
-        nearest = min(
-            explained, key=lambda fp: (len(tracked.placements[fp].ancestors), fp)
-        )
+        nearest = min(explained, key=lambda fp: (len(tracked.placements[fp].ancestors), fp))
         placement = tracked.placements[nearest]
         assert placement.node is not None
         hops = [element_text(placement.node)]
@@ -825,8 +924,7 @@ class Correlator:
             subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
         return (
             f"{subject} {verb} on {element_text(root_node)}, which is failing "
-            f"({incident.members[best].alertname})"
-            f": {', '.join(hops)}"
+            f"({incident.members[best].alertname}): {hops[0]} {', '.join(hops[1:])}"
         )
 
 

@@ -373,13 +373,17 @@ def _legacy_extra_of(incident: Incident) -> dict[str, Any]:
 def _facts_to_json(facts: RootCauseFacts | None) -> dict[str, Any] | None:
     if facts is None:
         return None
-    return {
+    found: dict[str, Any] = {
         "rule": facts.rule,
         "layer": facts.layer,
         "dependents": facts.dependents,
-        "element": facts.element,
-        "explains": facts.explains,
     }
+    # Only when set: a header without them reads back the same in older releases.
+    if facts.element:
+        found["element"] = facts.element
+    if facts.explains:
+        found["explains"] = facts.explains
+    return found
 
 
 def _facts_from_json(data: object) -> RootCauseFacts | None:

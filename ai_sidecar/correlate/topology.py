@@ -169,8 +169,10 @@ class TopologySnapshot:
         found: list[tuple[str, int, str]] = []
         kind = node.partition(":")[0]
         host, _ = split_instance(labels.get("instance", ""))
-        if kind in ("ep", "port") and host:
+        if kind == "ep" and host:
             found.append((self.device(host), USES, "on"))
+        elif kind == "port" and host:
+            found.append((self.device(host), PATH, "on"))
         for name in UPSTREAM_LABELS:
             value = labels.get(name, "")
             if value:
@@ -204,8 +206,7 @@ class TopologySnapshot:
         # it closes.
         self._ancestors[node] = _EMPTY  # in progress: a cycle back here adds nothing
         result = combine(
-            (parent, strength, self.ancestors(parent))
-            for parent, strength, _ in self.parents[node]
+            (parent, strength, self.ancestors(parent)) for parent, strength, _ in self.parents[node]
         )
         self._ancestors[node] = result
         return result
@@ -348,7 +349,8 @@ def build_snapshot(
         if source is not None and target is not None:
             add(source, target, USES, dependency.why or "depends on")
     # Endpoints and ports sit on their device.
-    for child in list(parents):
+    mentioned = set(parents) | {parent for edges in parents.values() for parent in edges}
+    for child in sorted(mentioned):
         kind = child.partition(":")[0]
         if kind == "ep" or kind == "port":
             host = child[3:] if kind == "ep" else child[5:].split("|", 1)[0]
@@ -356,14 +358,13 @@ def build_snapshot(
                 host, _ = split_instance(host)
                 add(child, snapshot.device(host), USES, "on")
             else:
-                add(child, "dev:" + host, USES, "on")
+                # A device's outage explains its ports; its CPU or disk does not.
+                add(child, "dev:" + host, PATH, "on")
     snapshot.parents = {
         child: tuple((parent, strength, why) for parent, (strength, why) in sorted(edges.items()))
         for child, edges in sorted(parents.items())
     }
-    snapshot.upstream_of = frozenset(
-        parent for edges in parents.values() for parent in edges
-    )
+    snapshot.upstream_of = frozenset(parent for edges in parents.values() for parent in edges)
     snapshot.edges = sum(len(edges) for edges in parents.values())
     return snapshot
 
@@ -410,7 +411,5 @@ def _centre(adjacency: Mapping[str, Mapping[str, str]], start: str) -> str:
     path = [other]
     while sweep[path[-1]] > 0:
         here = path[-1]
-        path.append(
-            min(n for n in adjacency[here] if sweep.get(n, -1) == sweep[here] - 1)
-        )
+        path.append(min(n for n in adjacency[here] if sweep.get(n, -1) == sweep[here] - 1))
     return path[len(path) // 2]
