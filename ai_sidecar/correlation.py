@@ -184,8 +184,11 @@ class _Tracked:
     at: dict[str, list[str]] = field(default_factory=dict)
     below: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     explains: dict[str, int] = field(default_factory=dict)
+    # The explained member nearest each explaining one (fewest ancestors), for reasons.
+    nearest: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Group keys it is indexed under for joins by key (members the graph does not know).
     keys: list[GroupKey] = field(default_factory=list)
+    key_set: set[GroupKey] = field(default_factory=set)
 
 
 class Correlator:
@@ -205,7 +208,7 @@ class Correlator:
         self._behind: dict[str, dict[str, None]] = {}
         self._tracked: dict[str, _Tracked] = {}
         # Open incidents that may take joins, by group key, oldest first.
-        self._open_by_key: dict[GroupKey, list[str]] = {}
+        self._open_by_key: dict[GroupKey, dict[str, None]] = {}
         # Each fingerprint's current episode lives in exactly one incident.
         self._by_fingerprint: dict[str, str] = {}
         # Ids of incidents no longer tracked (forgotten, or only in the store):
@@ -495,7 +498,6 @@ class Correlator:
             if member.fingerprint in members:
                 continue
             members[member.fingerprint] = member
-            tracked.incident = replace(tracked.incident, members=members)
             self._add_member(tracked, member)
             if self._by_fingerprint.get(member.fingerprint) == gone.id:
                 self._by_fingerprint[member.fingerprint] = tracked.incident.id
@@ -640,11 +642,9 @@ class Correlator:
         self._placements[cache_key] = found
         return found
 
-    def _index_open(self, tracked: _Tracked) -> None:
-        for key in tracked.keys:
-            ids = self._open_by_key.setdefault(key, [])
-            if tracked.incident.id not in ids:
-                ids.append(tracked.incident.id)
+    def _index_open(self, tracked: _Tracked, keys: Iterable[GroupKey] | None = None) -> None:
+        for key in tracked.keys if keys is None else keys:
+            self._open_by_key.setdefault(key, {})[tracked.incident.id] = None
 
     def _unindex_graph(self, incident_id: str, tracked: _Tracked) -> None:
         for index, nodes in (
@@ -675,9 +675,8 @@ class Correlator:
 
     def _unindex_open(self, tracked: _Tracked) -> None:
         for key in tracked.keys:
-            ids = self._open_by_key.get(key, [])
-            if tracked.incident.id in ids:
-                ids.remove(tracked.incident.id)
+            ids = self._open_by_key.get(key, {})
+            ids.pop(tracked.incident.id, None)
             if not ids:
                 self._open_by_key.pop(key, None)
 
@@ -739,24 +738,32 @@ class Correlator:
         incident_id = tracked.incident.id
         placement = self.place(member.labels)
         tracked.placements[fp] = placement
-        key = group_key(member.labels, self._group_by)
-        if self._indexed_by_key(tracked.layers[fp]) and key not in tracked.keys:
-            tracked.keys.append(key)
-            if tracked.incident.status == "open" and incident_id in self._tracked:
-                self._index_open(tracked)
+        if self._indexed_by_key(tracked.layers[fp]):
+            key = group_key(member.labels, self._group_by)
+            if key not in tracked.key_set:
+                tracked.keys.append(key)
+                tracked.key_set.add(key)
+                if tracked.incident.status == "open" and incident_id in self._tracked:
+                    self._index_open(tracked, (key,))
         node = placement.node
         tracked.explains[fp] = 0
         if node is None:
             return []
         travels = _TRAVELS[tracked.layers[fp]]
-        tracked.explains[fp] = len(
-            {other for other, strength in tracked.below.get(node, ()) if strength >= travels}
-        )
+        below = {other for other, strength in tracked.below.get(node, ()) if strength >= travels}
+        tracked.explains[fp] = len(below)
+        if below:
+            tracked.nearest[fp] = min(
+                (len(tracked.placements[other].ancestors), other) for other in below
+            )
         raised = []
+        height = (len(placement.ancestors), fp)
         for ancestor, strength in placement.ancestors.items():
             for other in tracked.at.get(ancestor, ()):
                 if _TRAVELS[tracked.layers[other]] <= strength:
                     tracked.explains[other] += 1
+                    if other not in tracked.nearest or height < tracked.nearest[other]:
+                        tracked.nearest[other] = height
                     raised.append(other)
             tracked.below.setdefault(ancestor, []).append((fp, strength))
             self._below.setdefault(ancestor, {})[incident_id] = None
@@ -894,13 +901,7 @@ class Correlator:
         """``sw-dist-3 and 27 other alerts are reached through core-1 Gi1/0/24, which is down``."""
         root_node = tracked.placements[best].node
         assert root_node is not None  # it explains members, so it has an element
-        explained = [
-            fp
-            for fp, strength in tracked.below.get(root_node, ())
-            if strength >= _TRAVELS[tracked.layers[best]]
-        ]
-        # Name the explained member nearest the root: the one with fewest ancestors.
-        nearest = min(explained, key=lambda fp: (len(tracked.placements[fp].ancestors), fp))
+        nearest = tracked.nearest[best][1]
         placement = tracked.placements[nearest]
         assert placement.node is not None
         hops = [element_text(placement.node)]
@@ -918,7 +919,7 @@ class Correlator:
             if parent == root_node:
                 break
             step = self._topology.parent_towards(parent, root_node)
-        others = len(explained) - 1
+        others = tracked.explains[best] - 1
         subject, verb = element_text(placement.node), "depends"
         if others:
             subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"

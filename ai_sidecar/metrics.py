@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ai_sidecar import __version__
+from ai_sidecar.correlate.refresh import TopologyMetrics, create_topology_metrics
 from ai_sidecar.worker import WorkerMetrics, create_worker_metrics
 
 
@@ -48,6 +49,7 @@ class SidecarMetrics:
     return_trip_failures: Counter
     return_trip_queue: Gauge
     store_pruned: Counter
+    topology: TopologyMetrics
 
 
 def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> SidecarMetrics:
@@ -121,6 +123,7 @@ def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> Sid
             ["kind"],
             registry=pipeline,
         ),
+        topology=create_topology_metrics(pipeline),
     )
 
 

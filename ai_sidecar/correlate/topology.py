@@ -40,6 +40,7 @@ correlator only reads it. Ancestor sets are memoised on first use.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections import deque
@@ -64,6 +65,8 @@ _EMPTY: Mapping[str, int] = {}
 
 
 def _is_ip(text: str) -> bool:
+    if not text or not (text[0].isdigit() or ":" in text):
+        return False  # the common case, without the cost of a failed parse
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -86,6 +89,7 @@ def split_instance(instance: str) -> tuple[str, bool]:
     return text, False
 
 
+@functools.lru_cache(maxsize=65536)
 def name_key(name: str) -> str:
     """A device name reduced to what LLDP and file_sd agree on: an address, or the short name."""
     text = name.strip().lower().rstrip(".")
