@@ -82,6 +82,17 @@ _TRAVELS: Mapping[Layer, int] = {
     "host": USES,
     "service": USES,
 }
+# ... and the weakest edge along which an alert of each layer can be explained:
+# a symptom (unreachable, down, loss) by anything upstream; a full disk or a
+# stopped service only by what it runs on or uses, never by a link behind
+# which it merely sits.
+_RECEIVES: Mapping[Layer, int] = {
+    "device": POLL,
+    "link": POLL,
+    "network": POLL,
+    "host": USES,
+    "service": USES,
+}
 # Layers whose alerts are symptoms seen from outside (unreachable, loss): two
 # of them behind the same device point at a common cause there.
 _SYMPTOM_LAYERS = frozenset({"device", "network"})
@@ -529,12 +540,15 @@ class Correlator:
         node = placement.node
         if node is None:
             return []
-        travels = _TRAVELS[self.layer_of(alert.labels)]
+        layer = self.layer_of(alert.labels)
+        travels, receives = _TRAVELS[layer], _RECEIVES[layer]
         start = alert.starts_at
         # Candidate -> whether a cause or effect in it accepts the alert on the
         # causal window (else the plain window around the incident's span decides).
         found: dict[str, bool] = dict.fromkeys(self._at.get(node, {}), False)
         for ancestor, strength in placement.ancestors.items():
+            if strength < receives:
+                continue
             for candidate in self._at.get(ancestor, ()):
                 tracked = self._tracked.get(candidate)
                 if tracked is None:
@@ -551,12 +565,16 @@ class Correlator:
             tracked = self._tracked.get(candidate)
             if tracked is None:
                 continue
-            effects = [fp for fp, strength in tracked.below.get(node, ()) if strength >= travels]
+            effects = [
+                fp
+                for fp, strength in tracked.below.get(node, ())
+                if strength >= max(travels, _RECEIVES[tracked.layers[fp]])
+            ]
             if effects:
                 members = tracked.incident.members
                 pulls = any(self._effect_of(members[fp], start) for fp in effects)
                 found[candidate] = found.get(candidate, False) or pulls
-        if self.layer_of(alert.labels) in _SYMPTOM_LAYERS:
+        if layer in _SYMPTOM_LAYERS:
             for parent in placement.parents:
                 for candidate in self._behind.get(parent, {}):
                     found.setdefault(candidate, False)
@@ -749,8 +767,12 @@ class Correlator:
         tracked.explains[fp] = 0
         if node is None:
             return []
-        travels = _TRAVELS[tracked.layers[fp]]
-        below = {other for other, strength in tracked.below.get(node, ()) if strength >= travels}
+        travels, receives = _TRAVELS[tracked.layers[fp]], _RECEIVES[tracked.layers[fp]]
+        below = {
+            other
+            for other, strength in tracked.below.get(node, ())
+            if strength >= max(travels, _RECEIVES[tracked.layers[other]])
+        }
         tracked.explains[fp] = len(below)
         if below:
             tracked.nearest[fp] = min(
@@ -759,7 +781,7 @@ class Correlator:
         raised = []
         height = (len(placement.ancestors), fp)
         for ancestor, strength in placement.ancestors.items():
-            for other in tracked.at.get(ancestor, ()):
+            for other in tracked.at.get(ancestor, ()) if strength >= receives else ():
                 if _TRAVELS[tracked.layers[other]] <= strength:
                     tracked.explains[other] += 1
                     if other not in tracked.nearest or height < tracked.nearest[other]:
