@@ -24,6 +24,7 @@ from ai_sidecar.correlate.topology import (
     build_snapshot,
 )
 from ai_sidecar.correlation import Correlator
+from ai_sidecar.errors import ConfigError
 from ai_sidecar.models import Alert, Incident
 from ai_sidecar.promql import Sample, UnavailableError
 from tests.ai_sidecar.replay import NOW, T0, fold, make, resolved
@@ -170,7 +171,9 @@ def test_a_cut_link_is_the_root_cause_of_what_sits_behind_it_across_sites():
     assert len(incident.members) == 4
     assert names(incident) == "InterfaceDown"
     facts = incident.root_cause_facts
-    assert facts is not None and facts.rule == "upstream" and facts.explains == 3
+    assert facts is not None
+    assert facts.rule == "upstream"
+    assert facts.explains == 3
     assert incident.root_cause_reasons[0].startswith(
         "sw-dist-3 and 2 other alerts depend on core-1 Gi1/0/24 - sw-dist-3 Te1/1/1, "
         "which is failing (InterfaceDown)"
@@ -186,11 +189,13 @@ def test_effects_that_started_incidents_of_their_own_are_merged_into_their_cause
     other = c.apply(
         at("ProbeFailed", 10, job="probe_http", instance="https://shop.corp.example/"), NOW
     )
-    assert first is not None and other is not None
+    assert first is not None
+    assert other is not None
     assert first.incident.id != other.incident.id
     # ... until their common cause fires.
     cause = c.apply(at("InterfaceDown", 40, job="snmp", instance="core-1", ifName="Gi1/0/24"), NOW)
-    assert cause is not None and cause.kind == "joined"
+    assert cause is not None
+    assert cause.kind == "joined"
     assert [gone.status for gone in cause.absorbed] == ["resolved"]
     assert cause.absorbed[0].root_cause_reasons[0] == f"merged into {cause.incident.id}"
     assert len(cause.incident.members) == 3
@@ -260,7 +265,8 @@ def test_a_firing_cause_pulls_in_late_effects_and_a_resolved_one_stops_after_the
     later = c.apply(
         at("ProbeLossHigh", 21 * 60, job="probe_icmp", instance="ap-7.corp.example"), NOW
     )
-    assert later is not None and later.kind == "created"
+    assert later is not None
+    assert later.kind == "created"
 
 
 def test_explicit_dependencies_come_from_the_config():
@@ -290,7 +296,7 @@ def test_explicit_dependencies_come_from_the_config():
 
 
 def test_a_bad_dependency_is_refused_with_its_line():
-    with pytest.raises(Exception, match="t.yml"):
+    with pytest.raises(ConfigError, match=r"t\.yml"):
         parse_config("correlation:\n  dependencies:\n    - {from: {instance: a}}\n", "t.yml")
 
 
