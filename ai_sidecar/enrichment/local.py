@@ -9,7 +9,7 @@ list is sorted and no clock is read.
 Confidence that the named root cause is right starts at ``CONFIDENCE_BASE``:
 
 ====================================================  ======
-the root cause won on layer or dependents             +0.20
+the root cause won on upstream, layer or dependents   +0.20
 ... on firing-before-resolved or earliest start       +0.10
 ... only on severity or the fingerprint tie-break     -0.10
 Prometheus context for it, with at least one series   +0.15
