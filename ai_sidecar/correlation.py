@@ -8,11 +8,22 @@ same incidents, ids included, whether live or replayed from the store.
 
 The rules, in brief (docs/correlation.md has them in full):
 
+- **Graph.** The correlator is given a :class:`TopologySnapshot` (an empty
+  one by default); each alert is placed on an element of it (its device, port,
+  link or endpoint) with the elements it depends on, its own ``upstream``/
+  ``via`` labels and its poller included (:meth:`Correlator.place`).
+- **Joining through the graph.** A firing alert joins the open incidents it is
+  connected to, across sites and keys: a member on the same element, a cause
+  upstream whose failure travels down to it, effects downstream it explains
+  (within ``causal_window`` of them), or a symptom behind the same element. The
+  oldest takes it and absorbs the others (:attr:`Change.absorbed`).
 - **Group key.** The values of the first ``group_by`` label set whose labels
-  are all present (non-empty) on the alert; the alertname if none is.
-- **Joining.** A firing alert joins an open incident with the same key when
-  its ``startsAt`` lies within ``window`` of the incident's span (earliest to
-  latest member ``startsAt``) and the span would stay within ``max_span``.
+  are all present (non-empty) on the alert; the alertname if none is. Used to
+  join only when the graph connects nothing: without a graph always, with one
+  (``key_fallback: unknown``) for symptoms the graph cannot place.
+- **Joining by key.** An alert joins the oldest open incident with the same key
+  when its ``startsAt`` lies within ``window`` of the incident's span (earliest
+  to latest member ``startsAt``) and the span would stay within ``max_span``.
 - **Deduplication.** The same (fingerprint, status, startsAt) again, or a
   delivery about an older episode than the member's current one, is a
   duplicate: ``Member.duplicates`` grows, nothing else changes and the
@@ -22,12 +33,15 @@ The rules, in brief (docs/correlation.md has them in full):
   it is a new episode and is placed like a new alert.
 - **Resolution.** ``all_members``: when no member fires. ``root_cause``: when
   the root-cause member resolves; the root cause is then kept as it was.
-- **Root cause.** The first member by: firing before resolved, lowest layer,
-  most dependents, earliest start, highest severity, lowest fingerprint.
+- **Root cause.** The first member by: explains the most other members (they
+  sit downstream and its failure travels to them), firing before resolved,
+  lowest layer, most dependents, earliest start, highest severity, lowest
+  fingerprint.
 
-Cost: an alert touches only its own incident's bookkeeping. The root cause is
-kept in a lazily pruned heap, so ranking is O(log n) per change rather than a
-scan of every member; the incident value itself is copied (O(n) memcpy).
+Cost: an alert touches only its own incident's bookkeeping and its ancestors
+in the graph. The root cause is kept in a lazily pruned heap, so ranking is
+O(log n) per change rather than a scan of every member; the incident value
+itself is copied (O(n) memcpy).
 """
 
 from __future__ import annotations

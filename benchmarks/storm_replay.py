@@ -19,9 +19,13 @@ alerts a large campus power failure delivers, folded once, on CPU time.
 
 Nothing is asserted; the figures go to ``docs/benchmarks.md``.
 
+Storms are folded by the topology-aware correlator, given the graph the
+sidecar would build from each estate's observed topology
+(:func:`topology_correlator`), or with ``--correlator today`` without one.
+
 Usage: python -m benchmarks.storm_replay [--seeds N] [--scenario NAME ...]
        [--preset network|firewall|windows] [--alerts N] [--no-throughput]
-       [--write-topology DIR]
+       [--correlator topology|today] [--write-topology DIR]
 """
 
 from __future__ import annotations
