@@ -22,7 +22,7 @@ import aiohttp
 
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.context import MetricsContextSource, PrometheusContext
-from ai_sidecar.correlate.refresh import TopologyProvider, TopologyRefresher
+from ai_sidecar.correlate import TopologyProvider, TopologyRefresher
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.priority import AnomalyEvidenceSource, NoAnomalyEvidence

@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ai_sidecar import __version__
-from ai_sidecar.correlate.refresh import TopologyMetrics, create_topology_metrics
+from ai_sidecar.correlate import TopologyMetrics, create_topology_metrics
 from ai_sidecar.worker import WorkerMetrics, create_worker_metrics
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ai_sidecar.config import CorrelationConfig
-from ai_sidecar.correlate.topology import Dependency, Poller, build_snapshot
+from ai_sidecar.correlate import Dependency, Poller, build_snapshot
 from ai_sidecar.correlation import Correlator
 from benchmarks.common import raise_interrupt
 from benchmarks.storms.estate import ObservedTopology, Shape

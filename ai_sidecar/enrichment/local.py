@@ -40,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from ai_sidecar.config import RunbookRule, labels_match
-from ai_sidecar.correlate.topology import INTERFACE_LABELS
+from ai_sidecar.correlate import INTERFACE_LABELS
 from ai_sidecar.correlation import plural
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.models import (

@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ai_sidecar.config import parse_config
-from ai_sidecar.correlate.refresh import (
-    TopologyRefresher,
-    configured_snapshot,
-    create_topology_metrics,
-)
-from ai_sidecar.correlate.topology import (
+from ai_sidecar.components import Components
+from ai_sidecar.config import SidecarConfig, parse_config
+from ai_sidecar.correlate import (
     PATH,
     POLL,
     USES,
     Dependency,
     Poller,
+    TopologyMetrics,
+    TopologyRefresher,
     TopologySnapshot,
     build_snapshot,
+    configured_snapshot,
+    create_topology_metrics,
 )
 from ai_sidecar.correlation import Correlator
+from ai_sidecar.enrichment.chain import AnalystChain
+from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.metrics import create_metrics
 from ai_sidecar.models import Alert, Incident
+from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.promql import Sample, UnavailableError
+from ai_sidecar.store import SqliteStore
+from ai_sidecar.worker import Worker
+from tests.ai_sidecar.builders import OfflineContext, alert
 from tests.ai_sidecar.replay import NOW, T0, fold, make, resolved
 
 POLLS = re.compile("snmp|probe_.*")
@@ -356,3 +364,88 @@ async def test_without_prometheus_the_graph_is_the_configs_and_nothing_is_read()
     refresher = TopologyRefresher(None, config)
     assert not await refresher.refresh_once()
     assert refresher.current().empty
+
+
+# -- the worker ----------------------------------------------------------------------------
+
+
+class NoSink:
+    """The return trip's seam; posting is not what these tests are about."""
+
+    async def schedule(self, incidents: object) -> None:
+        del incidents
+
+
+class FixedTopology:
+    """A provider whose graph the test swaps."""
+
+    def __init__(self, graph: TopologySnapshot) -> None:
+        self.graph = graph
+
+    def current(self) -> TopologySnapshot:
+        return self.graph
+
+    def observe(self, metrics: TopologyMetrics) -> None:
+        del metrics
+
+    async def refresh_forever(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_the_worker_correlates_on_the_latest_graph_and_resolves_absorbed_incidents(
+    tmp_path,
+):
+    db = await SqliteStore.open(tmp_path / "scout.db")
+    topology = FixedTopology(TopologySnapshot())
+    config = SidecarConfig()
+    worker = Worker(
+        db,
+        config,
+        Components(
+            AnalystChain(fallback=LocalAnalyst(())),
+            OfflineContext(),
+            NoAnomalyEvidence(),
+            topology,
+        ),
+        NoSink(),
+        create_metrics().worker,
+        asyncio.Event(),
+        clock=lambda: T0 + timedelta(minutes=2),
+    )
+    await worker.start()
+    # The graph arrives after the worker started: the next batch uses it.
+    topology.graph = campus()
+    await db.ingest(
+        [
+            alert("ProbeTargetUnreachable", job="probe_icmp", instance="ap-7", layer="device"),
+            alert(
+                "ProbeFailed",
+                at=timedelta(seconds=10),
+                job="probe_http",
+                instance="https://shop.corp.example/",
+            ),
+        ],
+        T0,
+    )
+    await worker.correlate_once()
+    assert len(await db.list_incidents()) == 2
+    await db.ingest(
+        [
+            alert(
+                "InterfaceDown",
+                at=timedelta(seconds=40),
+                job="snmp",
+                instance="core-1",
+                ifName="Gi1/0/24",
+            )
+        ],
+        T0,
+    )
+    await worker.correlate_once()
+    stored = {i.id: i for i in await db.list_incidents()}
+    assert sorted(i.status for i in stored.values()) == ["open", "resolved"]
+    [survivor] = [i for i in stored.values() if i.status == "open"]
+    [gone] = [i for i in stored.values() if i.status == "resolved"]
+    assert len(survivor.members) == 3
+    assert gone.root_cause_reasons[0] == f"merged into {survivor.id}"
+    await db.close()
