@@ -142,7 +142,8 @@ class TopologySnapshot:
 
     @property
     def empty(self) -> bool:
-        return not self.parents and not self.pollers
+        """No edge between elements is known (pollers alone place nothing)."""
+        return not self.parents
 
     def knows(self, node: str) -> bool:
         """Whether the graph has an edge at ``node`` (its own, not label or poll edges)."""

@@ -449,3 +449,14 @@ async def test_the_worker_correlates_on_the_latest_graph_and_resolves_absorbed_i
     assert len(survivor.members) == 3
     assert gone.root_cause_reasons[0] == f"merged into {survivor.id}"
     await db.close()
+
+
+def test_a_graph_of_pollers_alone_keeps_todays_site_grouping():
+    graph = build_snapshot(pollers=[Poller(EXPORTER, POLLS)])
+    alerts = [
+        at("HostFilesystemAlmostFull", 0, job="node", instance="srv-1", site="dc"),
+        at("WindowsServiceStopped", 30, job="winrm", instance="win-2", site="dc"),
+    ]
+    assert len(final(fold(correlator(graph), alerts))) == 1
+    # With cabling known, the same two stay apart.
+    assert len(final(fold(correlator(), alerts))) == 2
