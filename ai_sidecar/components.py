@@ -2,8 +2,9 @@
 
 :func:`build_components` makes the analyst chain (the local analyst for now;
 LLM analysts go in front of it next, with the local one as the fallback), the
-source of Prometheus context (through the :mod:`ai_sidecar.promql` client) and
-the source of anomaly evidence (none yet). The pipeline calls it in whichever
+source of Prometheus context (through the :mod:`ai_sidecar.promql` client),
+the source of anomaly evidence (none yet) and the dependency graph correlation
+follows (read from Prometheus on a schedule). The pipeline calls it in whichever
 process runs the worker, the HTTP process or the worker process, so both get
 the same components.
 
@@ -24,6 +25,7 @@ import aiohttp
 
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.context import MetricsContextSource, PrometheusContext
+from ai_sidecar.correlate import TopologyProvider, TopologyRefresher
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.priority import AnomalyEvidenceSource, NoAnomalyEvidence
@@ -35,11 +37,15 @@ from ai_sidecar.store.postgres.engine import Fence
 
 @dataclass(frozen=True, slots=True)
 class Components:
-    """The worker's collaborators: who analyses, and the evidence they are given."""
+    """The worker's collaborators: who analyses, the evidence they are given, the graph.
+
+    ``topology`` None: correlation without a dependency graph (tests' components).
+    """
 
     analysts: AnalystChain
     context: MetricsContextSource
     anomaly: AnomalyEvidenceSource
+    topology: TopologyProvider | None = None
 
 
 class ComponentsFactory(Protocol):
@@ -66,6 +72,7 @@ def build_components(
         analysts=AnalystChain(fallback=LocalAnalyst(config.runbooks)),
         context=PrometheusContext.from_config(client, config.analysis),
         anomaly=NoAnomalyEvidence(),
+        topology=TopologyRefresher(client, config.correlation),
     )
 
 

@@ -11,6 +11,15 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
       resolve: all_members   # or root_cause
       layers:           # checked before the preset's own rules
         - {match: {alertname: "Wan.*Loss"}, layer: link}
+      causal_window: 15m  # a cause pulls in effects this long after it (and before it)
+      key_fallback: unknown  # group-key joins only for alerts the graph knows nothing of
+      dependencies:     # edges nothing discovers: `from` depends on `to` (label values)
+        - {from: {instance: "https://crm.example/"}, to: {instance: fw1}, why: SaaS via fw}
+      topology:         # the discovered graph, read from Prometheus
+        refresh: 5m
+        roots: [core-1] # where the cabling is oriented from (default: the pollers' hosts)
+        pollers:
+          - {job: scout-exporter, polls: "snmp|probe_.*|firewall|winrm"}
     priority:
       criticality:      # first match wins per alert
         - {match: {site: "hq|dc1"}, level: critical}
@@ -49,7 +58,14 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from ai_sidecar.errors import ConfigError
 from exporter.common.models import Regex, StrictModel, drop_extension_keys
@@ -246,6 +262,54 @@ def _group_by(value: list[list[str]] | None) -> list[list[str]] | None:
     return value
 
 
+class DependencyEndpoint(StrictModel):
+    """One end of an explicit dependency: a target (``job``, ``instance``), or its interface."""
+
+    instance: str = Field(min_length=1)
+    job: str = ""
+    ifName: str = ""
+
+    def labels(self) -> dict[str, str]:
+        found = {"instance": self.instance, "job": self.job, "ifName": self.ifName}
+        return {name: value for name, value in found.items() if value}
+
+
+class DependencyRule(StrictModel):
+    """``from`` depends on ``to``: a failure of ``to`` explains ``from``'s alerts."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, hide_input_in_errors=True, populate_by_name=True
+    )
+
+    source: DependencyEndpoint = Field(alias="from")
+    target: DependencyEndpoint = Field(alias="to")
+    why: str = ""
+
+
+class PollerRule(StrictModel):
+    """Targets of jobs matching ``polls`` are reached through the instances of ``job``."""
+
+    job: str = Field(min_length=1)
+    polls: Regex
+
+
+def _default_pollers() -> list[PollerRule]:
+    return [
+        PollerRule(job="scout-exporter", polls=re.compile("snmp|probe_.*|firewall|winrm|windows"))
+    ]
+
+
+class TopologyConfig(StrictModel):
+    """Reading the discovered graph (LLDP/CDP neighbours, targets, pollers) from Prometheus."""
+
+    enabled: bool = True
+    refresh: Duration = timedelta(minutes=5)
+    query_timeout: Duration = timedelta(seconds=10)
+    roots: list[str] = Field(default_factory=list)
+    pollers: list[PollerRule] = Field(default_factory=_default_pollers)
+    neighbour_metric: LabelName = "scout_lldp_neighbor_info"
+
+
 class CorrelationConfig(StrictModel):
     """How alerts become incidents; see docs/correlation.md for the rules."""
 
@@ -256,6 +320,10 @@ class CorrelationConfig(StrictModel):
     flap_window: Duration = timedelta(minutes=15)
     resolve: Literal["all_members", "root_cause"] = "all_members"
     layers: list[LayerRule] = Field(default_factory=list)
+    causal_window: Duration = timedelta(minutes=15)
+    key_fallback: Literal["unknown", "always", "never"] = "unknown"
+    dependencies: list[DependencyRule] = Field(default_factory=list)
+    topology: TopologyConfig = Field(default_factory=TopologyConfig)
 
     def group_keys(self) -> tuple[tuple[str, ...], ...]:
         """The label sets tried in order; ``group_by`` replaces the preset's."""

@@ -8,11 +8,22 @@ same incidents, ids included, whether live or replayed from the store.
 
 The rules, in brief (docs/correlation.md has them in full):
 
+- **Graph.** The correlator is given a :class:`TopologySnapshot` (an empty
+  one by default); each alert is placed on an element of it (its device, port,
+  link or endpoint) with the elements it depends on, its own ``upstream``/
+  ``via`` labels and its poller included (:meth:`Correlator.place`).
+- **Joining through the graph.** A firing alert joins the open incidents it is
+  connected to, across sites and keys: a member on the same element, a cause
+  upstream whose failure travels down to it, effects downstream it explains
+  (within ``causal_window`` of them), or a symptom behind the same element. The
+  oldest takes it and absorbs the others (:attr:`Change.absorbed`).
 - **Group key.** The values of the first ``group_by`` label set whose labels
-  are all present (non-empty) on the alert; the alertname if none is.
-- **Joining.** A firing alert joins an open incident with the same key when
-  its ``startsAt`` lies within ``window`` of the incident's span (earliest to
-  latest member ``startsAt``) and the span would stay within ``max_span``.
+  are all present (non-empty) on the alert; the alertname if none is. Used to
+  join only when the graph connects nothing: without a graph always, with one
+  (``key_fallback: unknown``) for symptoms the graph cannot place.
+- **Joining by key.** An alert joins the oldest open incident with the same key
+  when its ``startsAt`` lies within ``window`` of the incident's span (earliest
+  to latest member ``startsAt``) and the span would stay within ``max_span``.
 - **Deduplication.** The same (fingerprint, status, startsAt) again, or a
   delivery about an older episode than the member's current one, is a
   duplicate: ``Member.duplicates`` grows, nothing else changes and the
@@ -22,12 +33,15 @@ The rules, in brief (docs/correlation.md has them in full):
   it is a new episode and is placed like a new alert.
 - **Resolution.** ``all_members``: when no member fires. ``root_cause``: when
   the root-cause member resolves; the root cause is then kept as it was.
-- **Root cause.** The first member by: firing before resolved, lowest layer,
-  most dependents, earliest start, highest severity, lowest fingerprint.
+- **Root cause.** The first member by: explains the most other members (they
+  sit downstream and its failure travels to them), firing before resolved,
+  lowest layer, most dependents, earliest start, highest severity, lowest
+  fingerprint.
 
-Cost: an alert touches only its own incident's bookkeeping. The root cause is
-kept in a lazily pruned heap, so ranking is O(log n) per change rather than a
-scan of every member; the incident value itself is copied (O(n) memcpy).
+Cost: an alert touches only its own incident's bookkeeping and its ancestors
+in the graph. The root cause is kept in a lazily pruned heap, so ranking is
+O(log n) per change rather than a scan of every member; the incident value
+itself is copied (O(n) memcpy).
 """
 
 from __future__ import annotations
@@ -40,6 +54,15 @@ from datetime import datetime
 from typing import Literal
 
 from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
+from ai_sidecar.correlate.topology import (
+    PATH,
+    POLL,
+    USES,
+    Ancestors,
+    TopologySnapshot,
+    combine,
+    element_text,
+)
 from ai_sidecar.models import (
     Alert,
     Incident,
@@ -61,6 +84,51 @@ REFERENCE_LABELS = ("upstream", "device")
 # A label an alert rule may set to place itself; it beats every layer rule.
 LAYER_LABEL = "layer"
 _LAYER_INDEX = {layer: index for index, layer in enumerate(LAYERS)}
+# The weakest edge a failure of each layer travels along (topology.POLL < PATH <
+# USES): an unreachable device or a down link explains everything behind it,
+# even what a poller reaches through it; loss or saturation explains what is
+# reached through it; a full disk or a stopped service only what runs on or
+# uses it.
+_TRAVELS: Mapping[Layer, int] = {
+    "device": POLL,
+    "link": POLL,
+    "network": PATH,
+    "host": USES,
+    "service": USES,
+}
+# ... and the weakest edge along which an alert of each layer can be explained:
+# a symptom (unreachable, down, loss) by anything upstream; a full disk or a
+# stopped service only by what it runs on or uses, never by a link behind
+# which it merely sits.
+_RECEIVES: Mapping[Layer, int] = {
+    "device": POLL,
+    "link": POLL,
+    "network": POLL,
+    "host": USES,
+    "service": USES,
+}
+# Layers whose alerts are symptoms seen from outside (unreachable, loss): two
+# of them behind the same device point at a common cause there.
+_SYMPTOM_LAYERS = frozenset({"device", "network"})
+# Layers that join by group key when the graph knows nothing of the alert.
+_KEY_LAYERS = frozenset({"device", "link", "network"})
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an alert sits in the graph: its element, what it depends on, its parents."""
+
+    node: str | None
+    ancestors: Ancestors
+    # Parents along paths and uses (not polls): siblings share one.
+    parents: tuple[str, ...]
+    # The graph (or the alert's upstream/via labels) says something about it.
+    known: bool
+    # First hops, for naming a path: (parent, why).
+    hops: tuple[tuple[str, str], ...] = ()
+
+
+_NOWHERE = Placement(None, {}, (), False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +140,16 @@ class Change:
     ``flapped``: a member re-fired (or re-resolved) within the flap rules.
     ``resolved`` / ``reopened``: the incident's status changed.
     ``duplicate``: a repeated or stale delivery; only ``Member.duplicates`` moved.
+
+    ``absorbed``: incidents the alert connected to ``incident`` through the
+    graph (a cause arriving after effects that had started incidents of their
+    own). Their members now belong to ``incident``; each is returned resolved,
+    saying so in its reasons, and is no longer tracked.
     """
 
     incident: Incident
     kind: ChangeKind
+    absorbed: tuple[Incident, ...] = ()
 
 
 def group_key(labels: Mapping[str, str], group_by: Iterable[Iterable[str]]) -> GroupKey:
@@ -104,7 +178,7 @@ def _names(labels: Mapping[str, str], which: tuple[str, ...]) -> tuple[str, ...]
     return tuple(sorted({labels[name] for name in which if labels.get(name)}))
 
 
-RankKey = tuple[int, int, int, datetime, int, str]
+RankKey = tuple[int, int, int, int, datetime, int, str]
 
 
 @dataclass(slots=True)
@@ -129,18 +203,37 @@ class _Tracked:
     # Members per (firing, layer): the reasons' "below network and service".
     buckets: dict[tuple[bool, Layer], int] = field(default_factory=dict)
     firing: int = 0
+    # The graph: each member's placement, members per element, members below
+    # each element (with the path strength), and how many members each explains.
+    placements: dict[str, Placement] = field(default_factory=dict)
+    at: dict[str, list[str]] = field(default_factory=dict)
+    below: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    explains: dict[str, int] = field(default_factory=dict)
+    # The explained member nearest each explaining one (fewest ancestors), for reasons.
+    nearest: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Group keys it is indexed under for joins by key (members the graph does not know).
+    keys: list[GroupKey] = field(default_factory=list)
+    key_set: set[GroupKey] = field(default_factory=set)
 
 
 class Correlator:
     """Folds alerts into incidents; see the module docstring for the rules."""
 
-    def __init__(self, config: CorrelationConfig) -> None:
+    def __init__(self, config: CorrelationConfig, topology: TopologySnapshot | None = None) -> None:
         self._config = config
         self._group_by = config.group_keys()
         self._layer_rules = config.layer_rules()
+        self._key_fallback = config.key_fallback
+        self._topology = TopologySnapshot() if topology is None else topology
+        self._placements: dict[tuple[str, ...], Placement] = {}
+        # Incidents (open or not; checked on use) with a member at, or below, an
+        # element, and with a symptom member right behind it.
+        self._at: dict[str, dict[str, None]] = {}
+        self._below: dict[str, dict[str, None]] = {}
+        self._behind: dict[str, dict[str, None]] = {}
         self._tracked: dict[str, _Tracked] = {}
         # Open incidents that may take joins, by group key, oldest first.
-        self._open_by_key: dict[GroupKey, list[str]] = {}
+        self._open_by_key: dict[GroupKey, dict[str, None]] = {}
         # Each fingerprint's current episode lives in exactly one incident.
         self._by_fingerprint: dict[str, str] = {}
         # Ids of incidents no longer tracked (forgotten, or only in the store):
@@ -149,17 +242,29 @@ class Correlator:
 
     # -- public --------------------------------------------------------------
 
+    @property
+    def topology(self) -> TopologySnapshot:
+        return self._topology
+
+    def set_topology(self, topology: TopologySnapshot) -> None:
+        """Use a newer graph for alerts from now on; members keep where they were placed."""
+        self._topology = topology
+        self._placements.clear()
+
     def load(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with ``incidents``: open ones and recently resolved ones."""
         self._tracked.clear()
         self._open_by_key.clear()
         self._by_fingerprint.clear()
+        self._at.clear()
+        self._below.clear()
+        self._behind.clear()
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
         owners: dict[str, tuple[datetime, bool, str]] = {}
         for incident in ordered:
             tracked = self._track(incident)
             if incident.status == "open":
-                self._open_by_key.setdefault(tracked.key, []).append(incident.id)
+                self._index_open(tracked)
             for member in incident.members.values():
                 # The newest episode owns the fingerprint; open beats resolved.
                 claim = (member.starts_at, incident.status == "open", incident.id)
@@ -217,6 +322,7 @@ class Correlator:
             for fingerprint in tracked.incident.members:
                 if self._by_fingerprint.get(fingerprint) == stale_id:
                     del self._by_fingerprint[fingerprint]
+            self._unindex_graph(stale_id, tracked)
 
     def layer_of(self, labels: Mapping[str, str]) -> Layer:
         """The alert's ``layer`` label if valid, else the first matching rule, else service."""
@@ -299,7 +405,7 @@ class Correlator:
                 self._unindex_open(tracked)
         elif member.status == "firing":
             status, resolved_at, kind = "open", None, "reopened"
-            self._open_by_key.setdefault(tracked.key, []).append(before.id)
+            self._index_open(tracked)
         incident = replace(
             before,
             status=status,
@@ -328,27 +434,34 @@ class Correlator:
             first_starts_at=alert.starts_at,
             generator_url=alert.generator_url,
         )
-        # Newest first: it is the one whose span reaches the present.
-        for candidate in reversed(self._open_by_key.get(key, ())):
-            tracked = self._tracked[candidate]
-            if alert.fingerprint in tracked.incident.members or not self._accepts(tracked, alert):
-                continue
+        placement = self.place(alert.labels)
+        related = self._related(alert, placement)
+        joined = related[0] if related else None
+        if joined is None and self._joins_by_key(placement, self.layer_of(alert.labels)):
+            joined = self._by_key(alert, key)
+        if joined is not None:
+            tracked = joined
             before = tracked.incident
             members = dict(before.members)
             members[member.fingerprint] = member
             self._add_member(tracked, member)
             tracked.span_start = min(tracked.span_start, member.starts_at)
             tracked.span_end = max(tracked.span_end, member.starts_at)
-            incident = replace(
+            tracked.incident = replace(
                 before,
                 members=members,
                 created_at=min(before.created_at, member.starts_at),
                 updated_at=max(before.updated_at, member.starts_at),
                 version=before.version + 1,
             )
-            tracked.incident = self._with_root_cause(tracked, incident)
-            self._by_fingerprint[member.fingerprint] = candidate
-            return Change(tracked.incident, "joined")
+            self._by_fingerprint[member.fingerprint] = before.id
+            absorbed = tuple(
+                self._absorb(tracked, other, alert.starts_at)
+                for other in related[1:]
+                if self._fits(tracked, other)
+            )
+            tracked.incident = self._with_root_cause(tracked, tracked.incident)
+            return Change(tracked.incident, "joined", absorbed)
         new_id = incident_id(key, alert.starts_at)
         if new_id in self._tracked or new_id in self._retired_ids:
             # Same key and start second as a known incident that would not take
@@ -365,9 +478,224 @@ class Correlator:
         )
         tracked = self._track(incident)
         tracked.incident = self._with_root_cause(tracked, incident)
-        self._open_by_key.setdefault(key, []).append(new_id)
+        self._index_open(tracked)
         self._by_fingerprint[member.fingerprint] = new_id
         return Change(tracked.incident, "created")
+
+    def _joins_by_key(self, placement: Placement, layer: Layer) -> bool:
+        """Whether an alert may join by group key (site), the fallback to the graph.
+
+        Without a discovered topology, every alert does (today's rule). With one,
+        ``key_fallback: unknown`` keeps it for symptoms (device, link, network)
+        of elements the graph knows nothing of: a full disk and a stopped service
+        that merely share a site stay apart. ``always``: every alert.
+        """
+        if self._key_fallback == "always" or self._topology.empty:
+            return True
+        if self._key_fallback == "never":
+            return False
+        return not placement.known and layer in _KEY_LAYERS
+
+    def _indexed_by_key(self, layer: Layer) -> bool:
+        return self._key_fallback == "always" or self._topology.empty or layer in _KEY_LAYERS
+
+    def _by_key(self, alert: Alert, key: GroupKey) -> _Tracked | None:
+        """Today's join: an open incident under the same group key, newest first."""
+        for candidate in self._open_by_key.get(key, ()):
+            tracked = self._tracked[candidate]
+            if alert.fingerprint not in tracked.incident.members and self._accepts(tracked, alert):
+                return tracked
+        return None
+
+    def _fits(self, tracked: _Tracked, other: _Tracked) -> bool:
+        start = min(tracked.span_start, other.span_start)
+        return max(tracked.span_end, other.span_end) - start <= self._config.max_span
+
+    def _absorb(self, tracked: _Tracked, other: _Tracked, event: datetime) -> Incident:
+        """Move ``other``'s members into ``tracked``; ``other``'s last value, resolved."""
+        gone = other.incident
+        self._unindex_open(other)
+        self._unindex_graph(gone.id, other)
+        del self._tracked[gone.id]
+        self._retired_ids.add(gone.id)
+        members = dict(tracked.incident.members)
+        for member in sorted(gone.members.values(), key=lambda m: m.fingerprint):
+            if member.fingerprint in members:
+                continue
+            members[member.fingerprint] = member
+            self._add_member(tracked, member)
+            if self._by_fingerprint.get(member.fingerprint) == gone.id:
+                self._by_fingerprint[member.fingerprint] = tracked.incident.id
+        tracked.span_start = min(tracked.span_start, other.span_start)
+        tracked.span_end = max(tracked.span_end, other.span_end)
+        tracked.incident = replace(
+            tracked.incident,
+            members=members,
+            created_at=min(tracked.incident.created_at, gone.created_at),
+            updated_at=max(tracked.incident.updated_at, gone.updated_at),
+        )
+        return replace(
+            gone,
+            status="resolved",
+            resolved_at=max(event, gone.created_at),
+            updated_at=max(gone.updated_at, event),
+            version=gone.version + 1,
+            root_cause_reasons=(f"merged into {tracked.incident.id}", *gone.root_cause_reasons),
+        )
+
+    def _related(self, alert: Alert, placement: Placement) -> list[_Tracked]:
+        """Open incidents the graph connects the alert to, within the window, oldest first.
+
+        Connected: a member on the same element; a member upstream whose failure
+        travels down to the alert (it explains the alert); a member downstream
+        the alert explains; or, for symptoms seen from outside, a symptom behind
+        the same device.
+        """
+        node = placement.node
+        if node is None:
+            return []
+        layer = self.layer_of(alert.labels)
+        travels, receives = _TRAVELS[layer], _RECEIVES[layer]
+        start = alert.starts_at
+        # Candidate -> whether a cause or effect in it accepts the alert on the
+        # causal window (else the plain window around the incident's span decides).
+        found: dict[str, bool] = dict.fromkeys(self._at.get(node, {}), False)
+        for ancestor, strength in placement.ancestors.items():
+            if strength < receives:
+                continue
+            for candidate in self._at.get(ancestor, ()):
+                tracked = self._tracked.get(candidate)
+                if tracked is None:
+                    continue
+                causes = [
+                    fp for fp in tracked.at[ancestor] if _TRAVELS[tracked.layers[fp]] <= strength
+                ]
+                if causes:
+                    pulls = any(
+                        self._cause_pulls(tracked.incident.members[fp], start) for fp in causes
+                    )
+                    found[candidate] = found.get(candidate, False) or pulls
+        for candidate in self._below.get(node, ()):
+            tracked = self._tracked.get(candidate)
+            if tracked is None:
+                continue
+            effects = [
+                fp
+                for fp, strength in tracked.below.get(node, ())
+                if strength >= max(travels, _RECEIVES[tracked.layers[fp]])
+            ]
+            if effects:
+                members = tracked.incident.members
+                pulls = any(self._effect_of(members[fp], start) for fp in effects)
+                found[candidate] = found.get(candidate, False) or pulls
+        if layer in _SYMPTOM_LAYERS:
+            for parent in placement.parents:
+                for candidate in self._behind.get(parent, {}):
+                    found.setdefault(candidate, False)
+        accepted = []
+        for candidate, causal in found.items():
+            tracked = self._tracked.get(candidate)
+            if (
+                tracked is None
+                or tracked.incident.status != "open"
+                or alert.fingerprint in tracked.incident.members
+                or not (
+                    self._within_span(tracked, alert) if causal else self._accepts(tracked, alert)
+                )
+            ):
+                continue
+            accepted.append(tracked)
+        accepted.sort(key=lambda t: (t.incident.created_at, t.incident.id))
+        return accepted
+
+    def _cause_pulls(self, cause: Member, start: datetime) -> bool:
+        """A cause pulls in an effect starting at ``start``: from ``causal_window``
+        before it (effects whose rules hold for less time fire first) for as long
+        as it fires, and ``causal_window`` after it resolves (consequences of a
+        memory leak may follow its resolve)."""
+        causal = self._config.causal_window
+        if start < cause.first_starts_at - causal:
+            return False
+        if cause.status == "firing" or cause.ends_at is None:
+            return True
+        return start <= cause.ends_at + causal
+
+    def _effect_of(self, effect: Member, start: datetime) -> bool:
+        """A cause starting at ``start`` takes an effect that started within ``causal_window``
+        of it, before or after."""
+        return abs(effect.first_starts_at - start) <= self._config.causal_window
+
+    def _within_span(self, tracked: _Tracked, alert: Alert) -> bool:
+        start = alert.starts_at
+        span = max(tracked.span_end, start) - min(tracked.span_start, start)
+        return span <= self._config.max_span
+
+    def place(self, labels: Mapping[str, str]) -> Placement:
+        """Where ``labels`` sit in the graph (memoised per target and interface)."""
+        cache_key = (
+            labels.get("job", ""),
+            labels.get("instance", ""),
+            labels.get("ifName", ""),
+            labels.get("interface", ""),
+            labels.get("ifDescr", ""),
+            labels.get("upstream", ""),
+            labels.get("via", ""),
+        )
+        found = self._placements.get(cache_key)
+        if found is not None:
+            return found
+        topology = self._topology
+        node = topology.node_of(labels)
+        if node is None:
+            found = _NOWHERE
+        else:
+            extra = topology.label_parents(labels, node)
+            own = topology.parents.get(node, ())
+            ancestors = combine(
+                [(node, USES, topology.ancestors(node))]
+                + [(parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra]
+            )
+            del ancestors[node]
+            near = [(parent, why) for parent, _, why in (*own, *extra)]
+            found = Placement(
+                node=node,
+                ancestors=ancestors,
+                parents=tuple(
+                    sorted({parent for parent, strength, _ in (*own, *extra) if strength >= PATH})
+                ),
+                # Placed: something upstream of it is in the graph (a node that
+                # only others depend on, with nothing above it, is not).
+                known=any(
+                    topology.knows(ancestor) and strength >= PATH
+                    for ancestor, strength in ancestors.items()
+                ),
+                hops=tuple(near),
+            )
+        self._placements[cache_key] = found
+        return found
+
+    def _index_open(self, tracked: _Tracked, keys: Iterable[GroupKey] | None = None) -> None:
+        for key in tracked.keys if keys is None else keys:
+            self._open_by_key.setdefault(key, {})[tracked.incident.id] = None
+
+    def _unindex_graph(self, incident_id: str, tracked: _Tracked) -> None:
+        for index, nodes in (
+            (self._at, tracked.at),
+            (self._below, tracked.below),
+        ):
+            for node in nodes:
+                entries = index.get(node)
+                if entries is not None:
+                    entries.pop(incident_id, None)
+                    if not entries:
+                        del index[node]
+        for placement in tracked.placements.values():
+            for parent in placement.parents:
+                entries = self._behind.get(parent)
+                if entries is not None:
+                    entries.pop(incident_id, None)
+                    if not entries:
+                        del self._behind[parent]
 
     def _accepts(self, tracked: _Tracked, alert: Alert) -> bool:
         window = self._config.window
@@ -378,11 +706,11 @@ class Correlator:
         return span <= self._config.max_span
 
     def _unindex_open(self, tracked: _Tracked) -> None:
-        ids = self._open_by_key.get(tracked.key, [])
-        if tracked.incident.id in ids:
-            ids.remove(tracked.incident.id)
-        if not ids:
-            self._open_by_key.pop(tracked.key, None)
+        for key in tracked.keys:
+            ids = self._open_by_key.get(key, {})
+            ids.pop(tracked.incident.id, None)
+            if not ids:
+                self._open_by_key.pop(key, None)
 
     # -- ranking -------------------------------------------------------------
 
@@ -394,7 +722,7 @@ class Correlator:
             span_start=min(m.first_starts_at for m in members),
             span_end=max(m.starts_at for m in members),
         )
-        for member in members:
+        for member in sorted(members, key=lambda m: (m.first_starts_at, m.fingerprint)):
             self._add_member(tracked, member)
         self._tracked[incident.id] = tracked
         return tracked
@@ -428,10 +756,59 @@ class Correlator:
         tracked.fixed[fp] = (member.first_starts_at, severity_rank(member.severity))
         tracked.firing_now[fp] = member.status == "firing"
         self._count(tracked, member, +1)
+        raised = self._add_to_graph(tracked, member)
         self._rank(tracked, fp)
         for other in theirs:
             tracked.dependents[other] += 1
             self._rank(tracked, other)
+        for other in raised:
+            self._rank(tracked, other)
+
+    def _add_to_graph(self, tracked: _Tracked, member: Member) -> list[str]:
+        """Index the member by element; returns the members whose ``explains`` grew."""
+        fp = member.fingerprint
+        incident_id = tracked.incident.id
+        placement = self.place(member.labels)
+        tracked.placements[fp] = placement
+        if self._indexed_by_key(tracked.layers[fp]):
+            key = group_key(member.labels, self._group_by)
+            if key not in tracked.key_set:
+                tracked.keys.append(key)
+                tracked.key_set.add(key)
+                if tracked.incident.status == "open" and incident_id in self._tracked:
+                    self._index_open(tracked, (key,))
+        node = placement.node
+        tracked.explains[fp] = 0
+        if node is None:
+            return []
+        travels, receives = _TRAVELS[tracked.layers[fp]], _RECEIVES[tracked.layers[fp]]
+        below = {
+            other
+            for other, strength in tracked.below.get(node, ())
+            if strength >= max(travels, _RECEIVES[tracked.layers[other]])
+        }
+        tracked.explains[fp] = len(below)
+        if below:
+            tracked.nearest[fp] = min(
+                (len(tracked.placements[other].ancestors), other) for other in below
+            )
+        raised = []
+        height = (len(placement.ancestors), fp)
+        for ancestor, strength in placement.ancestors.items():
+            for other in tracked.at.get(ancestor, ()) if strength >= receives else ():
+                if _TRAVELS[tracked.layers[other]] <= strength:
+                    tracked.explains[other] += 1
+                    if other not in tracked.nearest or height < tracked.nearest[other]:
+                        tracked.nearest[other] = height
+                    raised.append(other)
+            tracked.below.setdefault(ancestor, []).append((fp, strength))
+            self._below.setdefault(ancestor, {})[incident_id] = None
+        tracked.at.setdefault(node, []).append(fp)
+        self._at.setdefault(node, {})[incident_id] = None
+        if tracked.layers[fp] in _SYMPTOM_LAYERS:
+            for parent in placement.parents:
+                self._behind.setdefault(parent, {})[incident_id] = None
+        return raised
 
     def _restate(self, tracked: _Tracked, previous: Member, member: Member) -> None:
         self._count(tracked, previous, -1)
@@ -450,6 +827,7 @@ class Correlator:
         """(Re)compute one member's rank key and push it; stale heap entries are skipped later."""
         first_starts_at, severity = tracked.fixed[fp]
         key: RankKey = (
+            -tracked.explains[fp],
             0 if tracked.firing_now[fp] else 1,
             _LAYER_INDEX[tracked.layers[fp]],
             -tracked.dependents[fp],
@@ -480,7 +858,14 @@ class Correlator:
     def _with_root_cause(self, tracked: _Tracked, incident: Incident) -> Incident:
         best, runner = self._best(tracked)
         rule, reasons = self._explain(tracked, incident, best, runner)
-        facts = RootCauseFacts(rule, tracked.layers[best], tracked.dependents[best])
+        node = tracked.placements[best].node
+        facts = RootCauseFacts(
+            rule,
+            tracked.layers[best],
+            tracked.dependents[best],
+            "" if node is None else element_text(node),
+            tracked.explains[best],
+        )
         return replace(
             incident, root_cause=best, root_cause_reasons=reasons, root_cause_facts=facts
         )
@@ -497,6 +882,10 @@ class Correlator:
         reasons: list[str] = []
         rule: RootCauseRule = ""
         mine, theirs = tracked.ranks[best], tracked.ranks[runner]
+        explains = tracked.explains[best]
+        if explains:
+            reasons.append(self._path_reason(tracked, incident, best))
+            rule = "upstream" if mine[0] != theirs[0] else ""
         firing = root.status == "firing"
         resolved = len(members) - tracked.firing
         if firing and resolved:
@@ -504,7 +893,7 @@ class Correlator:
             reasons.append(
                 f"still firing: {what}; {plural(resolved, 'resolved alert')} {verb} after it"
             )
-            rule = rule or ("firing" if mine[0] != theirs[0] else "")
+            rule = rule or ("firing" if mine[1] != theirs[1] else "")
         layer = tracked.layers[best]
         above = [
             other
@@ -513,28 +902,28 @@ class Correlator:
         ]
         if above:
             reasons.append(f"lowest layer: {layer} ({root.alertname}) below {_join(above)}")
-            rule = rule or ("layer" if mine[1] != theirs[1] else "")
+            rule = rule or ("layer" if mine[2] != theirs[2] else "")
         dependents = tracked.dependents[best]
         other = members[runner]
-        if not rule and mine[2] != theirs[2]:
+        if not rule and mine[3] != theirs[3]:
             rule = "dependents"
             reasons.append(
                 f"most dependents: {plural(dependents, 'alert')} on other targets refer to "
-                f"{_join(_names(root.labels, NAME_LABELS))} (next: {-theirs[2]})"
+                f"{_join(_names(root.labels, NAME_LABELS))} (next: {-theirs[3]})"
             )
         elif dependents:
             reasons.append(
                 f"{plural(dependents, 'alert')} on other targets refer to "
                 f"{_join(_names(root.labels, NAME_LABELS))}"
             )
-        if not rule and mine[3] != theirs[3]:
+        if not rule and mine[4] != theirs[4]:
             rule = "earliest"
             reasons.append(
                 f"earliest start: {format_time(root.first_starts_at)}, before "
                 f"{other.what} at "
                 f"{format_time(other.first_starts_at)}"
             )
-        if not rule and mine[4] != theirs[4]:
+        if not rule and mine[5] != theirs[5]:
             rule = "severity"
             reasons.append(
                 f"highest severity: {root.severity or 'none'} (next: {other.severity or 'none'})"
@@ -543,6 +932,37 @@ class Correlator:
             rule = "fingerprint"
             reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
         return rule, tuple(reasons)
+
+    def _path_reason(self, tracked: _Tracked, incident: Incident, best: str) -> str:
+        """``sw-dist-3 and 27 other alerts are reached through core-1 Gi1/0/24, which is down``."""
+        root_node = tracked.placements[best].node
+        assert root_node is not None  # it explains members, so it has an element
+        nearest = tracked.nearest[best][1]
+        placement = tracked.placements[nearest]
+        assert placement.node is not None
+        hops = [element_text(placement.node)]
+        step: tuple[str, str] | None = next(
+            (
+                (parent, why)
+                for parent, why in placement.hops
+                if parent == root_node or root_node in self._topology.ancestors(parent)
+            ),
+            None,
+        )
+        while step is not None and len(hops) < 8:
+            parent, why = step
+            hops.append(f"{why} {element_text(parent)}")
+            if parent == root_node:
+                break
+            step = self._topology.parent_towards(parent, root_node)
+        others = tracked.explains[best] - 1
+        subject, verb = element_text(placement.node), "depends"
+        if others:
+            subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
+        return (
+            f"{subject} {verb} on {element_text(root_node)}, which is failing "
+            f"({incident.members[best].alertname}): {hops[0]} {', '.join(hops[1:])}"
+        )
 
 
 def plural(count: int, noun: str) -> str:

@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ai_sidecar import __version__
+from ai_sidecar.correlate import TopologyMetrics, create_topology_metrics
 from ai_sidecar.worker import WorkerMetrics, create_worker_metrics
 
 
@@ -49,6 +50,7 @@ class SidecarMetrics:
     return_trip_queue: Gauge
     store_pruned: Counter
     leader: Gauge
+    topology: TopologyMetrics
 
 
 def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> SidecarMetrics:
@@ -128,6 +130,7 @@ def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> Sid
             "worker lease, or it is the only replica), else 0.",
             registry=pipeline,
         ),
+        topology=create_topology_metrics(pipeline),
     )
 
 

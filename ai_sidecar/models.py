@@ -31,10 +31,11 @@ Priority = Literal["P1", "P2", "P3", "P4"]
 PRIORITIES: tuple[Priority, ...] = ("P1", "P2", "P3", "P4")
 # Which correlation rule separated the root cause from the runner-up.
 RootCauseRule = Literal[
-    "only", "firing", "layer", "dependents", "earliest", "severity", "fingerprint", ""
+    "only", "upstream", "firing", "layer", "dependents", "earliest", "severity", "fingerprint", ""
 ]
 ROOT_CAUSE_RULES: tuple[RootCauseRule, ...] = (
     "only",
+    "upstream",
     "firing",
     "layer",
     "dependents",
@@ -183,12 +184,17 @@ class RootCauseFacts:
 
     ``rule`` is the rule that separated the winner from the runner-up, ``layer``
     the winner's layer and ``dependents`` how many alerts on other targets refer
-    to it.
+    to it. ``element`` is the element the winner is about in the dependency graph
+    (``core-1 Gi1/0/24``; empty without one) and ``explains`` how many other
+    members sit downstream of it (incidents stored before these existed read
+    back with the defaults).
     """
 
     rule: RootCauseRule
     layer: Layer
     dependents: int
+    element: str = ""
+    explains: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +373,17 @@ def _legacy_extra_of(incident: Incident) -> dict[str, Any]:
 def _facts_to_json(facts: RootCauseFacts | None) -> dict[str, Any] | None:
     if facts is None:
         return None
-    return {"rule": facts.rule, "layer": facts.layer, "dependents": facts.dependents}
+    found: dict[str, Any] = {
+        "rule": facts.rule,
+        "layer": facts.layer,
+        "dependents": facts.dependents,
+    }
+    # Only when set: a header without them reads back the same in older releases.
+    if facts.element:
+        found["element"] = facts.element
+    if facts.explains:
+        found["explains"] = facts.explains
+    return found
 
 
 def _facts_from_json(data: object) -> RootCauseFacts | None:
@@ -377,7 +393,11 @@ def _facts_from_json(data: object) -> RootCauseFacts | None:
     if rule not in ROOT_CAUSE_RULES or layer not in LAYERS:
         return None
     return RootCauseFacts(
-        cast(RootCauseRule, rule), cast(Layer, layer), int(data.get("dependents", 0))
+        cast(RootCauseRule, rule),
+        cast(Layer, layer),
+        int(data.get("dependents", 0)),
+        str(data.get("element", "")),
+        int(data.get("explains", 0)),
     )
 
 

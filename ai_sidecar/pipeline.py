@@ -81,7 +81,8 @@ async def run_pipeline(
         session,
         take_in=take_in,
     )
-    worker = Worker(db, config, components(config, settings, session), trip, metrics.worker, wakeup)
+    built = components(config, settings, session)
+    worker = Worker(db, config, built, trip, metrics.worker, wakeup)
     await worker.start()
     trip_task = asyncio.create_task(_run_forever("return_trip", trip.run))
     worker_tasks = [
@@ -93,6 +94,11 @@ async def run_pipeline(
             )
         ),
     ]
+    if built.topology is not None:
+        built.topology.observe(metrics.topology)
+        worker_tasks.append(
+            asyncio.create_task(_run_forever("topology", built.topology.refresh_forever))
+        )
     try:
         yield
     finally:

@@ -211,7 +211,10 @@ class Worker:
             if analysis_timeout is not None
             else config.analysis.context_timeout.total_seconds() + ANALYST_GRACE
         )
-        self._correlator = Correlator(config.correlation)
+        self._topology = components.topology
+        self._correlator = Correlator(
+            config.correlation, None if self._topology is None else self._topology.current()
+        )
         # The latest saved value of every incident the worker has touched.
         self._incidents: dict[str, Incident] = {}
         # The to-do list: incident id -> the mark of its latest change. An
@@ -313,6 +316,8 @@ class Worker:
         if not batch:
             return 0
         now = self._clock()
+        if self._topology is not None and self._topology.current() is not self._correlator.topology:
+            self._correlator.set_topology(self._topology.current())
         changed: dict[str, Incident] = {}
         significant: set[str] = set()
         created = 0
@@ -331,6 +336,9 @@ class Worker:
                 continue
             if change.kind == "created":
                 created += 1
+            for gone in change.absorbed:  # merged into change.incident through the graph
+                changed[gone.id] = gone
+                significant.add(gone.id)
             changed[change.incident.id] = change.incident
             if change.kind != "duplicate":
                 # A repeat delivery is saved (its count) but changes nothing

@@ -19,9 +19,13 @@ alerts a large campus power failure delivers, folded once, on CPU time.
 
 Nothing is asserted; the figures go to ``docs/benchmarks.md``.
 
+Storms are folded by the topology-aware correlator, given the graph the
+sidecar would build from each estate's observed topology
+(:func:`topology_correlator`), or with ``--correlator today`` without one.
+
 Usage: python -m benchmarks.storm_replay [--seeds N] [--scenario NAME ...]
        [--preset network|firewall|windows] [--alerts N] [--no-throughput]
-       [--write-topology DIR]
+       [--correlator topology|today] [--write-topology DIR]
 """
 
 from __future__ import annotations
@@ -34,17 +38,62 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ai_sidecar.config import CorrelationConfig
+from ai_sidecar.correlate import Dependency, Poller, build_snapshot
+from ai_sidecar.correlation import Correlator
 from benchmarks.common import raise_interrupt
-from benchmarks.storms.estate import Shape
+from benchmarks.storms.estate import ObservedTopology, Shape
 from benchmarks.storms.scenarios import SCENARIOS, generate
 from benchmarks.storms.scoring import (
+    CorrelatorFactory,
     StormScore,
     Summary,
     evaluate_storm,
     preset_config,
     replay,
     summarise,
+    todays_correlator,
 )
+
+
+def topology_correlator(config: CorrelationConfig, topology: ObservedTopology) -> Correlator:
+    """The correlator given the graph the sidecar would build from what the estate exposes.
+
+    Neighbour rows as ``scout_lldp_neighbor_info`` would carry them, one target
+    row per file_sd target (``up``'s labels), the exporter as poller of the
+    jobs the shipped config polls, and the written-down dependencies as the
+    sidecar config's ``correlation.dependencies``.
+    """
+    polls = config.topology.pollers
+    pollers = [
+        Poller(str(poller["instance"]), rule.polls)
+        for poller in topology.pollers
+        for rule in polls
+        if rule.job == poller["job"]
+    ]
+    targets = [
+        {"job": group.job, "instance": instance, **group.labels}
+        for group in topology.target_groups
+        for instance in group.targets
+    ]
+    dependencies = [
+        Dependency(dict(d["from"]), dict(d["to"]), str(d.get("why", "")))
+        for d in topology.dependencies
+    ]
+    snapshot = build_snapshot(
+        neighbours=topology.neighbours,
+        targets=targets,
+        pollers=pollers,
+        dependencies=dependencies,
+        roots=config.topology.roots,
+    )
+    return Correlator(config, snapshot)
+
+
+FACTORIES: dict[str, CorrelatorFactory] = {
+    "today": todays_correlator,
+    "topology": topology_correlator,
+}
 
 HEADER = (
     "| scenario | storms | alerts | incidents expected | found | compression "
@@ -72,7 +121,9 @@ def progress(text: str) -> None:
     sys.stderr.flush()
 
 
-def quality(scenarios: list[str], seeds: int, preset: str) -> list[StormScore]:
+def quality(
+    scenarios: list[str], seeds: int, preset: str, factory: CorrelatorFactory
+) -> list[StormScore]:
     config = preset_config(preset)
     scores = []
     total = len(scenarios) * seeds
@@ -80,13 +131,13 @@ def quality(scenarios: list[str], seeds: int, preset: str) -> list[StormScore]:
         ((name, seed) for name in scenarios for seed in range(seeds)), start=1
     ):
         progress(f"[{number}/{total}] {name} seed {seed}")
-        scores.append(evaluate_storm(generate(name, seed), config))
+        scores.append(evaluate_storm(generate(name, seed), config, factory))
     progress(f"[{total}/{total}] done")
     sys.stderr.write("\n")
     return scores
 
 
-def throughput(alerts: int, preset: str) -> None:
+def throughput(alerts: int, preset: str, factory: CorrelatorFactory) -> None:
     """Fold the first ``alerts`` alerts of a big campus power failure; alerts per CPU second."""
     access = max(10, alerts // 30)
     shape = Shape(aps_per_access=(4, 10), endpoints_per_access=(14, 24), big_site_access=access)
@@ -110,7 +161,7 @@ def throughput(alerts: int, preset: str) -> None:
         storm.peers,
     )
     topology = storm.estate.observed()
-    result = replay(trimmed, preset_config(preset))
+    result = replay(trimmed, preset_config(preset), factory)
     rate = result.alerts / result.cpu_seconds if result.cpu_seconds else float("inf")
     print(
         f"\nThroughput ({preset} preset): {result.alerts} alerts in "
@@ -131,6 +182,12 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=10_000, help="throughput storm size")
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument(
+        "--correlator",
+        default="topology",
+        choices=sorted(FACTORIES),
+        help="today's (group keys only) or the topology-aware one (default)",
+    )
+    parser.add_argument(
         "--write-topology",
         type=Path,
         metavar="DIR",
@@ -139,17 +196,21 @@ def main() -> None:
     args = parser.parse_args()
     scenarios = args.scenario or list(SCENARIOS)
     started = time.monotonic()
-    scores = quality(scenarios, args.seeds, args.preset)
+    factory = FACTORIES[args.correlator]
+    scores = quality(scenarios, args.seeds, args.preset, factory)
     if args.write_topology is not None:
         write_topologies(args.write_topology, scenarios, args.seeds)
-    print(f"Storm replay: {args.seeds} seeds per scenario, {args.preset} preset\n")
+    print(
+        f"Storm replay: {args.seeds} seeds per scenario, {args.preset} preset, "
+        f"{args.correlator} correlator\n"
+    )
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
     for name in scenarios:
         print(row(name, summarise(s for s in scores if s.scenario == name)))
     print(row("**all**", summarise(scores)))
     if not args.no_throughput:
-        throughput(args.alerts, args.preset)
+        throughput(args.alerts, args.preset, factory)
     print(f"\n({time.monotonic() - started:.0f} s)")
 
 

@@ -9,7 +9,7 @@ list is sorted and no clock is read.
 Confidence that the named root cause is right starts at ``CONFIDENCE_BASE``:
 
 ====================================================  ======
-the root cause won on layer or dependents             +0.20
+the root cause won on upstream, layer or dependents   +0.20
 ... on firing-before-resolved or earliest start       +0.10
 ... only on severity or the fingerprint tie-break     -0.10
 Prometheus context for it, with at least one series   +0.15
@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from ai_sidecar.config import RunbookRule, labels_match
+from ai_sidecar.correlate import INTERFACE_LABELS
 from ai_sidecar.correlation import plural
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.models import (
@@ -57,7 +58,7 @@ SHORT_LIVED = timedelta(minutes=5)
 STRONG_ANOMALY = 0.7
 # How many names a sentence lists before "and N more".
 LISTED = 8
-_STRUCTURAL_RULES: tuple[RootCauseRule, ...] = ("layer", "dependents")
+_STRUCTURAL_RULES: tuple[RootCauseRule, ...] = ("upstream", "layer", "dependents")
 _TEMPORAL_RULES: tuple[RootCauseRule, ...] = ("firing", "earliest")
 _WEAK_RULES: tuple[RootCauseRule, ...] = ("severity", "fingerprint")
 
@@ -119,7 +120,8 @@ def _summary(incident: Incident, members: Sequence[Member], root: Member) -> str
     families = _listed(f"{name or 'unnamed'} ({count})" for name, count in _families(members))
     state = "resolved" if incident.status == "resolved" else "open"
     text = (
-        f"{state.capitalize()} incident for {where} since {format_time(incident.created_at)}: "
+        f"{state.capitalize()} incident for {where} since {format_time(incident.created_at)}, "
+        f"root cause {root_named(incident, root)}: "
         f"{plural(len(members), 'alert')} ({firing} firing, {len(members) - firing} resolved) "
         f"on {plural(len(targets), 'target')}: {families}."
     )
@@ -142,10 +144,26 @@ def _summary(incident: Incident, members: Sequence[Member], root: Member) -> str
     return text
 
 
+def root_named(incident: Incident, root: Member) -> str:
+    """``InterfaceDown on core-1 Gi1/0/24 (link core-1 Gi1/0/24 - sw-dist-3 eth0)``.
+
+    The alert, its device and the element it is about: the interface when the
+    alert names one, and the link the dependency graph found that port on.
+    """
+    device = root.target
+    interface = next((root.labels[n] for n in INTERFACE_LABELS if root.labels.get(n)), "")
+    where = f"{device} {interface}".strip()
+    text = f"{root.alertname} on {where}" if where else root.alertname
+    facts = incident.root_cause_facts
+    if facts is not None and " - " in facts.element:
+        text += f" (link {facts.element})"
+    return text
+
+
 def _root_cause(incident: Incident, root: Member, context: IncidentContext) -> str:
     facts = incident.root_cause_facts
     layer = f" ({facts.layer} layer)" if facts is not None else ""
-    text = f"{root.what}{layer} is the probable root cause."
+    text = f"{root_named(incident, root)}{layer} is the probable root cause."
     if incident.root_cause_reasons:
         text += " Why: " + "; ".join(incident.root_cause_reasons) + "."
     member_context = context.members.get(root.fingerprint)

@@ -51,7 +51,9 @@ def test_core_link_down_and_its_dependents_are_one_incident():
         "lowest layer: link (InterfaceDown) below network, host and service",
         "7 alerts on other targets refer to core1",
     )
-    assert incident.root_cause_facts == RootCauseFacts(rule="layer", layer="link", dependents=7)
+    assert incident.root_cause_facts == RootCauseFacts(
+        rule="layer", layer="link", dependents=7, element="core1 Te1/1/1"
+    )
     # The probes saw it first: the incident starts with them, not with the link alert.
     assert incident.created_at == T0
     assert incident.updated_at == T0 + timedelta(seconds=31)
@@ -393,6 +395,8 @@ def test_most_dependents_decides_within_a_layer():
     incident = changes[-1].incident
     assert root(incident) == "core1/InterfaceDown"
     assert incident.root_cause_reasons == (
+        # The upstream label makes core1 an element of the graph that a sits behind.
+        "a depends on core1, which is failing (InterfaceDown): a behind core1",
         "lowest layer: link (InterfaceDown) below network and host",
         "most dependents: 2 alerts on other targets refer to core1 (next: 1)",
     )

@@ -63,14 +63,15 @@ async def test_core_link_storm_is_explained_from_facts():
         incident, with_root_context(incident, LINK_CONTEXT)
     )
     assert analysis.summary == (
-        "Open incident for site=hq since 2026-11-02T09:00:00Z: 9 alerts (8 firing, 1 resolved) "
-        "on 8 targets: ProbePacketLoss (4), HttpDown (2), HostHighCpu (1), InterfaceDown (1), "
+        "Open incident for site=hq since 2026-11-02T09:00:00Z, root cause InterfaceDown on core1 "
+        "Te1/1/1: 9 alerts (8 firing, 1 resolved) on 8 targets: ProbePacketLoss (4), "
+        "HttpDown (2), HostHighCpu (1), InterfaceDown (1), "
         "ProbeHighLatency (1). 8 alerts folded in behind InterfaceDown on core1 instead of "
         "notifying separately. Deduplicated: 1 repeated delivery."
     )
     assert analysis.root_cause == (
-        "InterfaceDown on core1 (link layer) is the probable root cause. Why: still firing: "
-        "InterfaceDown on core1; 1 resolved alert ranks after it; lowest layer: link "
+        "InterfaceDown on core1 Te1/1/1 (link layer) is the probable root cause. Why: "
+        "still firing: InterfaceDown on core1; 1 resolved alert ranks after it; lowest layer: link "
         "(InterfaceDown) below network, host and service; 7 alerts on other targets refer to "
         'core1. ifOperStatus{ifName="Te1/1/1"}: {ifName="Te1/1/1", instance="core1"} now 2, '
         "falling 1 → 2 over 15m."
@@ -135,8 +136,9 @@ async def test_a_single_short_lived_flapping_info_alert_looks_like_a_false_posit
     incident = fold(correlator(), history)[-1].incident
     analysis = await LocalAnalyst(()).analyse(incident, IncidentContext())
     assert analysis.summary == (
-        "Resolved incident for site=branch since 2026-11-02T09:00:00Z: 1 alert (0 firing, "
-        "1 resolved) on 1 target: InterfaceFlapping (1). Deduplicated: 2 flaps of 1 alert."
+        "Resolved incident for site=branch since 2026-11-02T09:00:00Z, root cause "
+        "InterfaceFlapping on br-sw2: 1 alert (0 firing, 1 resolved) on 1 target: "
+        "InterfaceFlapping (1). Deduplicated: 2 flaps of 1 alert."
     )
     assert analysis.impact == (
         "Resolved at 2026-11-02T09:04:20Z. 1 target affected: br-sw2. "

@@ -1,0 +1,462 @@
+"""The dependency graph, and correlation and root cause that follow it (issue 11)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from ai_sidecar.components import Components
+from ai_sidecar.config import SidecarConfig, parse_config
+from ai_sidecar.correlate import (
+    PATH,
+    POLL,
+    USES,
+    Dependency,
+    Poller,
+    TopologyMetrics,
+    TopologyRefresher,
+    TopologySnapshot,
+    build_snapshot,
+    configured_snapshot,
+    create_topology_metrics,
+)
+from ai_sidecar.correlation import Correlator
+from ai_sidecar.enrichment.chain import AnalystChain
+from ai_sidecar.enrichment.local import LocalAnalyst
+from ai_sidecar.errors import ConfigError
+from ai_sidecar.metrics import create_metrics
+from ai_sidecar.models import Alert, Incident
+from ai_sidecar.priority import NoAnomalyEvidence
+from ai_sidecar.promql import Sample, UnavailableError
+from ai_sidecar.store import SqliteStore
+from ai_sidecar.worker import Worker
+from tests.ai_sidecar.builders import OfflineContext, alert
+from tests.ai_sidecar.replay import NOW, T0, fold, make, resolved
+
+POLLS = re.compile("snmp|probe_.*")
+EXPORTER = "scout-1.corp.example:8781"
+
+
+def lldp(instance: str, port: str, remote: str, remote_port: str, address: str = "") -> dict:
+    return {
+        "job": "snmp",
+        "instance": instance,
+        "local_port": port,
+        "remote_sysname": remote,
+        "remote_port": remote_port,
+        "remote_address": address,
+    }
+
+
+def campus() -> TopologySnapshot:
+    """core-1 -> sw-dist-3 -> sw-acc-1, and the exporter on sw-mgmt under core-1.
+
+    Names come as estates write them: the core reports its neighbours' short
+    sysnames, the distribution switch reports the core by FQDN, and the access
+    switch is an SNMP target by address only.
+    """
+    return build_snapshot(
+        neighbours=[
+            lldp("core-1.corp.example", "Gi1/0/24", "sw-dist-3", "Te1/1/1", "10.0.0.3"),
+            lldp("sw-dist-3.corp.example", "Te1/1/1", "core-1.corp.example", "Gi1/0/24"),
+            lldp("10.0.0.3", "Gi1/0/1", "sw-acc-1", "Gi0/1", "10.0.0.4"),
+            lldp("core-1.corp.example", "Gi1/0/2", "sw-mgmt", "Gi0/1", "10.0.0.9"),
+            lldp("sw-mgmt.corp.example", "Gi0/5", "scout-1", "eth0"),
+        ],
+        targets=[
+            {"job": "probe_icmp", "instance": "ap-7.corp.example", "upstream": "sw-acc-1"},
+            {"job": "probe_icmp", "instance": "srv-db.corp.example", "via": "sw-acc-1"},
+        ],
+        pollers=[Poller(EXPORTER, POLLS)],
+        dependencies=[
+            Dependency(
+                {"job": "probe_http", "instance": "https://shop.corp.example/"},
+                {"instance": "srv-db.corp.example:5432"},
+                "shop on its database",
+            )
+        ],
+    )
+
+
+def at(alertname: str, seconds: float, **labels: str) -> Alert:
+    return make(alertname, seconds, **labels)
+
+
+def final(changes: list) -> dict[str, Incident]:
+    found: dict[str, Incident] = {}
+    for change in changes:
+        for gone in change.absorbed:
+            found.pop(gone.id, None)
+        found[change.incident.id] = change.incident
+    return found
+
+
+def names(incident: Incident) -> str:
+    return f"{incident.members[incident.root_cause or ''].alertname}"
+
+
+# -- the graph -----------------------------------------------------------------------
+
+
+def test_cabling_is_oriented_from_the_poller_and_names_are_unified():
+    graph = campus()
+    link = "link:core-1|Gi1/0/24~sw-dist-3|Te1/1/1"
+    # The port on either end names the one link; the address names sw-dist-3.
+    assert graph.node_of({"instance": "core-1", "ifName": "Gi1/0/24"}) == link
+    assert graph.node_of({"instance": "10.0.0.3", "ifName": "Te1/1/1"}) == link
+    assert graph.device("10.0.0.3") == "dev:sw-dist-3"
+    # Further from the poller depends on nearer, through the link.
+    ancestors = graph.ancestors("dev:sw-acc-1")
+    assert ancestors[link] == PATH
+    assert ancestors["dev:core-1"] == PATH
+    assert "dev:sw-acc-1" not in graph.ancestors("dev:core-1")
+    # Labels and explicit dependencies are edges too; an endpoint runs on its host.
+    assert graph.ancestors("dev:ap-7")["dev:sw-acc-1"] == PATH
+    shop = graph.node_of({"instance": "https://shop.corp.example/"})
+    assert graph.ancestors(shop)["dev:srv-db"] == USES
+    assert graph.ancestors(shop)["dev:core-1"] == PATH
+
+
+def test_without_poller_or_roots_the_centre_of_the_cabling_is_the_root():
+    chain = [
+        lldp(f"sw-{i}", "up", f"sw-{i + 1}", "down") for i in range(5)
+    ]  # sw-0 - sw-1 - ... - sw-5
+    graph = build_snapshot(neighbours=chain)
+    assert "dev:sw-2" in graph.ancestors("dev:sw-0")
+    assert "dev:sw-3" in graph.ancestors("dev:sw-5")
+    rooted = build_snapshot(neighbours=chain, roots=["sw-0"])
+    assert "dev:sw-0" in rooted.ancestors("dev:sw-5")
+
+
+def test_a_polled_target_depends_on_its_poller_only_for_outages():
+    graph = campus()
+    placement = Correlator(parse_config("{}", "t").correlation, graph).place(
+        {"job": "snmp", "instance": "sw-acc-1"}
+    )
+    assert placement.ancestors["ep:" + EXPORTER] == POLL
+
+
+# -- correlation -------------------------------------------------------------------
+
+
+def correlator(graph: TopologySnapshot | None = None, text: str = "{}") -> Correlator:
+    return Correlator(parse_config(text, "t.yml").correlation, graph or campus())
+
+
+def test_a_cut_link_is_the_root_cause_of_what_sits_behind_it_across_sites():
+    alerts = [
+        # Unreachable devices behind the cut fire first, in another site.
+        at(
+            "SnmpDeviceUnreachable",
+            0,
+            job="snmp",
+            instance="sw-acc-1",
+            site="branch",
+            layer="device",
+        ),
+        at(
+            "ProbeTargetUnreachable",
+            5,
+            job="probe_icmp",
+            instance="ap-7.corp.example",
+            layer="device",
+        ),
+        at(
+            "InterfaceDown",
+            20,
+            job="snmp",
+            instance="core-1.corp.example",
+            site="dc",
+            ifName="Gi1/0/24",
+        ),
+        at("SnmpDeviceUnreachable", 30, job="snmp", instance="10.0.0.3", site="dc", layer="device"),
+    ]
+    [incident] = final(fold(correlator(), alerts)).values()
+    assert len(incident.members) == 4
+    assert names(incident) == "InterfaceDown"
+    facts = incident.root_cause_facts
+    assert facts is not None
+    assert facts.rule == "upstream"
+    assert facts.explains == 3
+    assert incident.root_cause_reasons[0].startswith(
+        "sw-dist-3 and 2 other alerts depend on core-1 Gi1/0/24 - sw-dist-3 Te1/1/1, "
+        "which is failing (InterfaceDown)"
+    )
+
+
+def test_effects_that_started_incidents_of_their_own_are_merged_into_their_cause():
+    c = correlator()
+    # Two effects the graph does not relate to each other (different parents) ...
+    first = c.apply(
+        at("ProbeTargetUnreachable", 0, job="probe_icmp", instance="ap-7", layer="device"), NOW
+    )
+    other = c.apply(
+        at("ProbeFailed", 10, job="probe_http", instance="https://shop.corp.example/"), NOW
+    )
+    assert first is not None
+    assert other is not None
+    assert first.incident.id != other.incident.id
+    # ... until their common cause fires.
+    cause = c.apply(at("InterfaceDown", 40, job="snmp", instance="core-1", ifName="Gi1/0/24"), NOW)
+    assert cause is not None
+    assert cause.kind == "joined"
+    assert [gone.status for gone in cause.absorbed] == ["resolved"]
+    assert cause.absorbed[0].root_cause_reasons[0] == f"merged into {cause.incident.id}"
+    assert len(cause.incident.members) == 3
+    assert names(cause.incident) == "InterfaceDown"
+    assert c.incident(cause.absorbed[0].id) is None
+
+
+def test_unrelated_alerts_the_graph_places_stay_apart_even_in_one_site():
+    alerts = [
+        at("InterfaceDown", 0, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/2"),
+        at(
+            "HostFilesystemAlmostFull",
+            30,
+            job="probe_icmp",
+            instance="srv-db.corp.example",
+            site="dc",
+        ),
+    ]
+    assert len(final(fold(correlator(), alerts))) == 2
+    # Without a graph, today's rule: one site, one incident.
+    assert len(final(fold(correlator(TopologySnapshot()), alerts))) == 1
+
+
+def test_a_failed_poller_explains_its_targets_but_its_full_disk_explains_nothing():
+    exporter = {"job": "scout-exporter", "instance": EXPORTER}
+    down = [
+        at("TargetDown", 0, layer="device", **exporter),
+        at("SnmpDeviceUnreachable", 30, job="snmp", instance="sw-acc-1", site="a", layer="device"),
+        at(
+            "ProbeTargetUnreachable",
+            40,
+            job="probe_icmp",
+            instance="srv-db.corp.example",
+            site="b",
+            layer="device",
+        ),
+    ]
+    [incident] = final(fold(correlator(), down)).values()
+    assert names(incident) == "TargetDown"
+    disk = [
+        at("HostFilesystemAlmostFull", 0, **exporter),
+        at("SnmpDeviceUnreachable", 30, job="snmp", instance="sw-acc-1", site="a", layer="device"),
+    ]
+    assert len(final(fold(correlator(), disk))) == 2
+
+
+def test_a_full_disk_explains_the_service_on_its_host_and_the_check_using_it():
+    alerts = [
+        at("ProbeFailed", 0, job="probe_http", instance="https://shop.corp.example/"),
+        at("HostFilesystemAlmostFull", 60, job="node", instance="srv-db.corp.example"),
+        at("ProbeFailed", 90, job="probe_tcp", instance="srv-db.corp.example:5432"),
+    ]
+    [incident] = final(fold(correlator(), alerts)).values()
+    assert names(incident) == "HostFilesystemAlmostFull"
+    assert incident.root_cause_facts is not None
+    assert incident.root_cause_facts.explains == 2
+
+
+def test_a_firing_cause_pulls_in_late_effects_and_a_resolved_one_stops_after_the_causal_window():
+    cause = at("InterfaceSaturated", 0, job="snmp", instance="core-1", ifName="Gi1/0/24")
+    late = at("ProbeLossHigh", 12 * 60, job="probe_icmp", instance="ap-7.corp.example")
+    # 12 minutes is past the 5-minute window, but the saturation still fires.
+    assert len(final(fold(correlator(), [cause, late]))) == 1
+    c = correlator()
+    fold(c, [cause, resolved(cause, 60)])
+    # 20 minutes after it resolved: past the 15-minute causal window.
+    later = c.apply(
+        at("ProbeLossHigh", 21 * 60, job="probe_icmp", instance="ap-7.corp.example"), NOW
+    )
+    assert later is not None
+    assert later.kind == "created"
+
+
+def test_explicit_dependencies_come_from_the_config():
+    config = parse_config(
+        "correlation:\n"
+        "  dependencies:\n"
+        "    - {from: {instance: 'https://crm.example/'}, to: {instance: edge-1, ifName: ge-0/0/1},"
+        " why: SaaS through the ISP link}\n",
+        "t.yml",
+    ).correlation
+    graph = configured_snapshot(config)
+    crm = graph.node_of({"instance": "https://crm.example/"})
+    assert crm is not None
+    assert graph.ancestors(crm)["port:edge-1|ge-0/0/1"] == USES
+    alerts = [
+        at(
+            "ProbeLatencyHigh",
+            0,
+            job="probe_http",
+            instance="https://crm.example/",
+            site="internet",
+        ),
+        at("InterfaceSaturated", 300, job="snmp", instance="edge-1", ifName="ge-0/0/1", site="dc"),
+    ]
+    [incident] = final(fold(Correlator(config, graph), alerts)).values()
+    assert names(incident) == "InterfaceSaturated"
+
+
+def test_a_bad_dependency_is_refused_with_its_line():
+    with pytest.raises(ConfigError, match=r"t\.yml"):
+        parse_config("correlation:\n  dependencies:\n    - {from: {instance: a}}\n", "t.yml")
+
+
+# -- refresh -----------------------------------------------------------------------------
+
+
+class FakePromQL:
+    """Answers instant queries from a table; fails while ``down``."""
+
+    def __init__(self, answers: dict[str, list[dict[str, str]]]) -> None:
+        self.answers = answers
+        self.down = False
+        self.queries: list[str] = []
+
+    async def instant(self, query: str, at: datetime, *, time_box: timedelta) -> tuple[Sample, ...]:
+        self.queries.append(query)
+        if self.down:
+            raise UnavailableError("prometheus is down")
+        rows = next((rows for prefix, rows in self.answers.items() if query.startswith(prefix)), [])
+        return tuple(Sample(row, at.timestamp(), 1.0) for row in rows)
+
+    async def range(self, *args: object, **kwargs: object) -> tuple[()]:
+        raise AssertionError("not used")
+
+
+async def test_the_refresher_reads_prometheus_keeps_the_last_graph_and_exports_its_age():
+    client = FakePromQL(
+        {
+            "max by (instance, local_port, remote_sysname, remote_port, remote_address) "
+            "(scout_lldp_neighbor_info)": [lldp("core-1", "Gi1/0/24", "sw-dist-3", "Te1/1/1")],
+            'up{job="scout-exporter"}': [{"job": "scout-exporter", "instance": EXPORTER}],
+            "up": [{"job": "probe_icmp", "instance": "ap-7", "via": "sw-dist-3"}],
+        }
+    )
+    clock = [T0]
+    config = parse_config("correlation:\n  topology: {roots: [core-1]}\n", "t.yml").correlation
+    refresher = TopologyRefresher(client, config, clock=lambda: clock[0])  # type: ignore[arg-type]
+    registry = CollectorRegistry()
+    refresher.observe(create_topology_metrics(registry))
+    assert refresher.current().empty
+    assert registry.get_sample_value("scout_sidecar_topology_age_seconds") == -1.0
+    assert await refresher.refresh_once()
+    graph = refresher.current()
+    assert "dev:core-1" in graph.ancestors("dev:ap-7")
+    assert graph.polled_by("snmp") == ("ep:" + EXPORTER,)
+    clock[0] = T0 + timedelta(seconds=90)
+    assert registry.get_sample_value("scout_sidecar_topology_age_seconds") == 90.0
+    assert registry.get_sample_value("scout_sidecar_topology_edges") == graph.edges > 0
+    client.down = True
+    assert not await refresher.refresh_once()
+    assert refresher.current() is graph
+    assert registry.get_sample_value("scout_sidecar_topology_refresh_failures_total") == 1.0
+
+
+async def test_without_prometheus_the_graph_is_the_configs_and_nothing_is_read():
+    config = parse_config("{}", "t.yml").correlation
+    refresher = TopologyRefresher(None, config)
+    assert not await refresher.refresh_once()
+    assert refresher.current().empty
+
+
+# -- the worker ----------------------------------------------------------------------------
+
+
+class NoSink:
+    """The return trip's seam; posting is not what these tests are about."""
+
+    async def schedule(self, incidents: object) -> None:
+        del incidents
+
+
+class FixedTopology:
+    """A provider whose graph the test swaps."""
+
+    def __init__(self, graph: TopologySnapshot) -> None:
+        self.graph = graph
+
+    def current(self) -> TopologySnapshot:
+        return self.graph
+
+    def observe(self, metrics: TopologyMetrics) -> None:
+        del metrics
+
+    async def refresh_forever(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_the_worker_correlates_on_the_latest_graph_and_resolves_absorbed_incidents(
+    tmp_path,
+):
+    db = await SqliteStore.open(tmp_path / "scout.db")
+    topology = FixedTopology(TopologySnapshot())
+    config = SidecarConfig()
+    worker = Worker(
+        db,
+        config,
+        Components(
+            AnalystChain(fallback=LocalAnalyst(())),
+            OfflineContext(),
+            NoAnomalyEvidence(),
+            topology,
+        ),
+        NoSink(),
+        create_metrics().worker,
+        asyncio.Event(),
+        clock=lambda: T0 + timedelta(minutes=2),
+    )
+    await worker.start()
+    # The graph arrives after the worker started: the next batch uses it.
+    topology.graph = campus()
+    await db.ingest(
+        [
+            alert("ProbeTargetUnreachable", job="probe_icmp", instance="ap-7", layer="device"),
+            alert(
+                "ProbeFailed",
+                at=timedelta(seconds=10),
+                job="probe_http",
+                instance="https://shop.corp.example/",
+            ),
+        ],
+        T0,
+    )
+    await worker.correlate_once()
+    assert len(await db.list_incidents()) == 2
+    await db.ingest(
+        [
+            alert(
+                "InterfaceDown",
+                at=timedelta(seconds=40),
+                job="snmp",
+                instance="core-1",
+                ifName="Gi1/0/24",
+            )
+        ],
+        T0,
+    )
+    await worker.correlate_once()
+    stored = {i.id: i for i in await db.list_incidents()}
+    assert sorted(i.status for i in stored.values()) == ["open", "resolved"]
+    [survivor] = [i for i in stored.values() if i.status == "open"]
+    [gone] = [i for i in stored.values() if i.status == "resolved"]
+    assert len(survivor.members) == 3
+    assert gone.root_cause_reasons[0] == f"merged into {survivor.id}"
+    await db.close()
+
+
+def test_a_graph_of_pollers_alone_keeps_todays_site_grouping():
+    graph = build_snapshot(pollers=[Poller(EXPORTER, POLLS)])
+    alerts = [
+        at("HostFilesystemAlmostFull", 0, job="node", instance="srv-1", site="dc"),
+        at("WindowsServiceStopped", 30, job="winrm", instance="win-2", site="dc"),
+    ]
+    assert len(final(fold(correlator(graph), alerts))) == 1
+    # With cabling known, the same two stay apart.
+    assert len(final(fold(correlator(), alerts))) == 2
