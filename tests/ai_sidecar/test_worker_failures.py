@@ -101,12 +101,18 @@ def build_worker(
 
 
 def storm(sites: int = SITES, per_site: int = 5) -> list[Any]:
-    """An outage per site: a link down and the probes behind it (one incident each)."""
+    """An outage per site: a link down and the probes behind it (one incident each).
+
+    Every device has a name of its own: alerts on one device join one incident
+    across sites.
+    """
     alerts = []
     for site in range(sites):
-        alerts.append(alert("LinkDown", severity="critical", site=f"s{site}", instance="rtr"))
+        alerts.append(
+            alert("LinkDown", severity="critical", site=f"s{site}", instance=f"rtr-{site}")
+        )
         alerts.extend(
-            alert("ProbeFailed", at=timedelta(seconds=2), site=f"s{site}", instance=f"h{i}")
+            alert("ProbeFailed", at=timedelta(seconds=2), site=f"s{site}", instance=f"h{site}-{i}")
             for i in range(per_site - 1)
         )
     return alerts
@@ -201,7 +207,8 @@ async def test_an_incident_forgotten_during_an_analysis_stops_no_other(tmp_path)
     sink = RecordingSink()
     worker = build_worker(db, sink, create_metrics(), clock=clock, analyst=analyst)
     await worker.start()
-    open_ones = [alert("DeviceDown", site=f"s{i}", instance="r1") for i in range(4)]
+    # One device per site: alerts on one device join one incident across sites.
+    open_ones = [alert("DeviceDown", site=f"s{i}", instance=f"r{i}") for i in range(4)]
     flapped = alert("DeviceDown", site="old", instance="r9")
     resolved = alert(
         "DeviceDown", status="resolved", ends=timedelta(minutes=1), site="old", instance="r9"
