@@ -18,9 +18,10 @@ Prometheus and its exporters:
   arrive within :attr:`ServerLimits.body_timeout`; otherwise the request's
   handler is cancelled and the connection closed. A body the handler leaves
   unread is drained for at most as long, then the connection closes.
-- **A write stall timeout.** A client that stops reading its answer (the
-  socket's buffers full) is cut off after :attr:`ServerLimits.body_timeout`
-  without progress, so it cannot keep its connection slot for ever.
+- **A write stall timeout.** A client that stops reading its answer is cut
+  off once the answer has sat in a full write buffer for
+  :attr:`ServerLimits.body_timeout`, so it cannot keep its connection slot
+  for ever.
 - **No request bytes in the log.** aiohttp logs a request its parser refuses
   with the offending bytes, which may be credentials
   (:class:`RedactParserErrors`).
