@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 
 from ai_sidecar import __version__
@@ -36,44 +34,6 @@ from ai_sidecar.worker_process import WorkerProcess
 from exporter.common.web import healthy, landing_page, ready, render_registry
 
 log = logging.getLogger("ai_sidecar")
-
-# The words that name a parser error's problem ("Invalid header token"); what
-# follows them (a colon, a quote, b'...') may be raw request bytes.
-_PARSER_PROBLEM = re.compile(r"[A-Za-z](?:[\w -]|'(?=t\b))*")
-
-
-class RedactParserErrors(logging.Filter):
-    """Keeps raw request bytes out of aiohttp's "Error handling request" records.
-
-    aiohttp logs a request its parser refuses with the offending bytes, and
-    they may be the Authorization header: "Authorization : Bearer ..." is an
-    invalid header name, and a request with bare LF line ends is quoted from
-    the request line through the headers. The record keeps the client, the
-    status and the problem, and drops the bytes and the traceback.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            found = _PARSER_PROBLEM.match(error.message)
-            problem = found.group(0).strip() if found else "malformed request"
-            record.msg = (
-                f"{record.getMessage()}: {error.code} {problem}"
-                " (request not logged: it may hold credentials)"
-            )
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-async def redacted_server_errors(_: web.Application) -> AsyncIterator[None]:
-    """RedactParserErrors on aiohttp's server logger while the app runs."""
-    server_log = logging.getLogger("aiohttp.server")
-    redact = RedactParserErrors()
-    server_log.addFilter(redact)
-    yield
-    server_log.removeFilter(redact)
 
 
 @web.middleware
@@ -140,7 +100,6 @@ def create_app(
     app[SETTINGS] = settings
     app[CONFIG] = config
     app[WAKEUP] = asyncio.Event()
-    app.cleanup_ctx.append(redacted_server_errors)
 
     async def store(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = await open_store(settings)

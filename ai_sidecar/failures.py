@@ -57,6 +57,14 @@ class FailureLog:
             what = "the store works again" if key == STORE_KEY else "an incident works again"
             self._log.info(what, extra={"key": key, "failures": count})
 
+    def forget(self, key: str) -> None:
+        """``key`` is gone (an incident dropped from memory): stop tracking it, silently."""
+        self._failing.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is failing now."""
+        return key in self._failing
+
 
 def retry_delay(failures: int) -> float:
     """Seconds before the next try after ``failures`` store failures in a row."""

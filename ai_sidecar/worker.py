@@ -423,6 +423,7 @@ class Worker:
                 del self._incidents[incident_id]
                 self._analysed_at.pop(incident_id, None)
                 self._failures.pop(incident_id, None)
+                self._failure_log.forget(incident_id)
 
     def _mark_dirty(self, incident_id: str) -> None:
         self._dirty[incident_id] = next(self._marks)

@@ -4,8 +4,9 @@ Context such as ``collector`` or ``target`` is passed with ``extra={...}`` and
 appears as its own field, so logs can be filtered without parsing messages.
 
 Warnings and errors that repeat (the same logger, level, message, context and
-exception type) pass once per :data:`REPEAT_INTERVAL`; the next one to pass
-carries ``repeated=N``, the number held back meanwhile (:class:`RepeatFilter`).
+exception: its type, the line that raised it and the start of its text) pass
+once per :data:`REPEAT_INTERVAL`; the next one to pass carries ``repeated=N``,
+the number held back meanwhile (:class:`RepeatFilter`).
 A flood (a peer refusing every connection, the accept loop out of file
 descriptors) then costs a line a minute, not megabytes a second.
 """
@@ -55,6 +56,10 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 REPEAT_INTERVAL = 60.0
 # Kinds remembered at once; the least recently seen is forgotten first.
 REPEAT_KINDS = 1024
+
+# Characters of an exception's text that tell two kinds apart: enough for
+# "no such table: x" against "no such table: y", not a whole payload each.
+REPEAT_ERROR_CHARS = 100
 
 _RepeatKey = tuple[str, int, str, str, str]
 
@@ -111,8 +116,24 @@ class RepeatFilter(logging.Filter):
 
 def _repeat_key(record: logging.LogRecord) -> _RepeatKey:
     extra = sorted((k, str(v)) for k, v in vars(record).items() if k not in _RECORD_ATTRS)
-    error = type(record.exc_info[1]).__name__ if record.exc_info and record.exc_info[1] else ""
-    return (record.name, record.levelno, record.getMessage(), error, repr(extra))
+    return (record.name, record.levelno, record.getMessage(), _error_kind(record), repr(extra))
+
+
+def _error_kind(record: logging.LogRecord) -> str:
+    """The exception's type, where it was raised and the start of its text.
+
+    Two bugs that raise the same type with the same log message are still two
+    kinds: the second must not be hidden behind the first.
+    """
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None:
+        return ""
+    where = ""
+    if (frame := error.__traceback__) is not None:
+        while frame.tb_next is not None:
+            frame = frame.tb_next
+        where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}"
+    return f"{type(error).__name__} {where} {str(error)[:REPEAT_ERROR_CHARS]}"
 
 
 class JsonFormatter(logging.Formatter):

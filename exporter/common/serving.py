@@ -16,7 +16,15 @@ Prometheus and its exporters:
   handshake has the same bound.
 - **A body read timeout.** Once the head has arrived, the whole body must
   arrive within :attr:`ServerLimits.body_timeout`; otherwise the request's
-  handler is cancelled and the connection closed.
+  handler is cancelled and the connection closed. A body the handler leaves
+  unread is drained for at most as long, then the connection closes.
+- **A write stall timeout.** A client that stops reading its answer is cut
+  off once the answer has sat in a full write buffer for
+  :attr:`ServerLimits.body_timeout`, so it cannot keep its connection slot
+  for ever.
+- **No request bytes in the log.** aiohttp logs a request its parser refuses
+  with the offending bytes, which may be credentials
+  (:class:`RedactParserErrors`).
 - **The open-files limit** is raised to the hard limit at start
   (:func:`raise_open_files_limit`).
 """
@@ -27,6 +35,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import re
 import resource
 import signal
 import socket
@@ -35,6 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger("exporter.common.serving")
 
@@ -108,11 +118,15 @@ def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.
 
 
 class _Guard(asyncio.Protocol):
-    """Stands between a transport and aiohttp's protocol to see the connection end."""
+    """Stands between a transport and aiohttp's protocol to see the connection
+    end, and to abort it when the client stops reading for ``stall_timeout``."""
 
-    def __init__(self, release: Callable[[], None]) -> None:
+    def __init__(self, release: Callable[[], None], stall_timeout: float) -> None:
         self._release: Callable[[], None] | None = release
         self._inner: asyncio.Protocol | None = None
+        self._stall_timeout = stall_timeout
+        self._transport: asyncio.Transport | None = None
+        self._stalled: asyncio.TimerHandle | None = None
 
     def wrap(self, inner: asyncio.Protocol) -> _Guard:
         self._inner = inner
@@ -126,6 +140,8 @@ class _Guard(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert self._inner is not None
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -138,16 +154,35 @@ class _Guard(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         assert self._inner is not None
+        # The write buffer is full: the client reads slower than we answer,
+        # or not at all. If it stays full, the connection is given up.
+        if self._stalled is None:
+            self._stalled = asyncio.get_running_loop().call_later(
+                self._stall_timeout, self._abort_stalled
+            )
         self._inner.pause_writing()
 
     def resume_writing(self) -> None:
         assert self._inner is not None
+        self._cancel_stall_timer()
         self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_stall_timer()
         self.release()
         assert self._inner is not None
         self._inner.connection_lost(exc)
+
+    def _cancel_stall_timer(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _abort_stalled(self) -> None:
+        self._stalled = None
+        log.debug("client stopped reading its answer; closing")
+        assert self._transport is not None
+        self._transport.abort()
 
 
 class _Listener:
@@ -234,7 +269,7 @@ class _Listener:
             task.add_done_callback(self._starting.discard)
 
     async def _connect(self, conn: socket.socket) -> None:
-        guard = _Guard(self._released)
+        guard = _Guard(self._released, self._limits.body_timeout)
         try:
             await self._loop.connect_accepted_socket(
                 lambda: guard.wrap(self._protocol()),
@@ -254,6 +289,36 @@ class _Listener:
         self._open -= 1
         if not self._reading and self._retry is None:
             self._resume()
+
+
+# The words that name a parser error's problem ("Invalid header token"); what
+# follows them (a colon, a quote, b'...') may be raw request bytes.
+_PARSER_PROBLEM = re.compile(r"[A-Za-z](?:[\w -]|'(?=t\b))*")
+
+
+class RedactParserErrors(logging.Filter):
+    """Keeps raw request bytes out of aiohttp's "Error handling request" records.
+
+    aiohttp logs a request its parser refuses with the offending bytes, and
+    they may be the Authorization header: "Authorization : Bearer ..." is an
+    invalid header name, and a request with bare LF line ends is quoted from
+    the request line through the headers. The record keeps the client, the
+    status and the problem, and drops the bytes and the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            found = _PARSER_PROBLEM.match(error.message)
+            problem = found.group(0).strip() if found else "malformed request"
+            record.msg = (
+                f"{record.getMessage()}: {error.code} {problem}"
+                " (request not logged: it may hold credentials)"
+            )
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def body_deadline(timeout: float) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -305,18 +370,28 @@ async def serving(
         # aiohttp's keep-alive timer runs from a connection's start and from
         # each response until a full request head arrives: a header timeout.
         keepalive_timeout=limits.header_timeout,
+        # After a handler that left its body unread, aiohttp drains the rest
+        # for up to 10 s: no longer than a body may take to arrive at all.
+        lingering_time=min(10.0, limits.body_timeout),
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
-    await runner.setup()
-    server = runner.server
-    assert server is not None
-    listener = _Listener(sockets, server, ssl_context, limits)
+    # On the logger, not a handler: pytest's log capture sees it too.
+    server_log = logging.getLogger("aiohttp.server")
+    redact = RedactParserErrors()
+    server_log.addFilter(redact)
     try:
-        listener.start()
-        yield
+        await runner.setup()
+        server = runner.server
+        assert server is not None
+        listener = _Listener(sockets, server, ssl_context, limits)
+        try:
+            listener.start()
+            yield
+        finally:
+            listener.stop()
+            await runner.cleanup()
     finally:
-        listener.stop()
-        await runner.cleanup()
+        server_log.removeFilter(redact)
 
 
 async def _serve_until_signalled(

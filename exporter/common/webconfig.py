@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -564,7 +563,7 @@ def _basic_credentials(header: str) -> tuple[str, bytes] | None:
         decoded = base64.b64decode(encoded.strip(), validate=True)
         username, sep, password = decoded.partition(b":")
         return (username.decode(), password) if sep else None
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not ASCII, not base64 (binascii.Error), or not UTF-8
         return None
 
 

@@ -236,6 +236,47 @@ async def test_an_incident_forgotten_during_an_analysis_stops_no_other(tmp_path)
     await db.close()
 
 
+def test_a_forgotten_key_is_no_longer_failing_and_fails_anew(caplog):
+    failure_log = failures_module.FailureLog(logging.getLogger("test.failures"))
+    caplog.set_level(logging.INFO, logger="test.failures")
+    for _ in range(3):
+        failure_log.failed("incident-1", "analyse", ValueError("bug"))
+    assert "incident-1" in failure_log
+    failure_log.forget("incident-1")
+    assert "incident-1" not in failure_log
+    failure_log.recovered("incident-1")  # nothing to say: it was forgotten
+    assert failure_log.failed("incident-1", "analyse", ValueError("bug")) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "an incident is failing; its work is kept and retried",
+        "an incident is failing; its work is kept and retried",
+    ]
+
+
+async def test_an_incident_forgotten_by_correlation_leaves_the_failure_log(tmp_path):
+    db = await SqliteStore.open(tmp_path / "scout.db")
+    clock = Clock(T0 + timedelta(minutes=2))
+    worker = build_worker(db, RecordingSink(), create_metrics(), clock=clock)
+    await worker.start()
+    firing = alert("DeviceDown", site="old", instance="r9")
+    resolved = alert(
+        "DeviceDown", status="resolved", ends=timedelta(minutes=1), site="old", instance="r9"
+    )
+    await db.ingest([firing, resolved], T0)
+    await worker.correlate_once()
+    assert await worker.analyse_pending() == 1
+    (old,) = await db.list_incidents()
+    # It failed once (say its return trip could not be scheduled) and was
+    # then resolved and done with: nothing more will report its recovery.
+    worker._failure_log.failed(old.id, "return_trip", ValueError("bug"))
+
+    clock.now = T0 + timedelta(minutes=30)
+    later = alert("DeviceDown", at=timedelta(minutes=30), site="new", instance="r5")
+    await db.ingest([later], clock.now)
+    await worker.correlate_once()
+    assert old.id not in worker._failure_log
+    await db.close()
+
+
 async def test_a_backlog_spanning_the_flap_window_is_all_analysed(tmp_path):
     # Two hours of ordinary background alerts, each resolved a minute later,
     # arriving as a backlog while the loops fold and analyse it: analyses

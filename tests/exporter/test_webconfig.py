@@ -18,6 +18,7 @@ from exporter.common import webconfig
 from exporter.common.webconfig import WEB_SECURITY, WebConfigError, WebSecurity
 from exporter.live import Settings
 from tests.exporter.certs import CertificateAuthority
+from tests.exporter.common.raw_http import send_malformed_requests, served
 from tests.exporter.test_config import run_exporter
 
 # Cost 4, bcrypt's lowest: the tests check behaviour, not bcrypt's speed.
@@ -564,3 +565,17 @@ async def test_same_origin_browser_post_reloads(open_client):
     headers = {"Origin": origin, "Sec-Fetch-Site": "same-origin"}
     response = await open_client.post("/-/reload", headers=headers)
     assert response.status == 200
+
+
+async def test_malformed_requests_never_log_the_password(web_file, caplog):
+    caplog.set_level(logging.DEBUG)
+    password = "canary-password-5c1e07aa"
+    credentials = basic("alice", password)["Authorization"]
+    settings = Settings(enabled_collectors=frozenset(), web_config_file=web_file)
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    async with served(create_app(settings)) as port:
+        logged = await send_malformed_requests(port, head, credentials, caplog.records)
+    assert "Invalid header token" in logged
+    assert credentials.split()[1] not in logged
+    assert password not in logged
+    assert "Traceback" not in logged

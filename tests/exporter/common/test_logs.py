@@ -51,6 +51,34 @@ def test_a_flood_of_one_error_is_one_line_per_interval_with_the_count():
     assert "repeated" not in records[1]
 
 
+def _fail(error: Exception) -> None:
+    raise error
+
+
+def _fail_elsewhere(error: Exception) -> None:
+    raise error
+
+
+def test_one_exception_type_from_two_places_or_with_two_texts_is_two_kinds():
+    logger, stream, _ = _logger()
+    failures = [
+        (_fail, ValueError("incident 1")),
+        (_fail_elsewhere, ValueError("incident 1")),  # another bug, same type and text
+        (_fail, ValueError("x" * 99 + "a")),  # another text
+        (_fail, ValueError("x" * 99 + "b")),
+        (_fail, ValueError("x" * 99 + "b" + "y" * 200)),  # same first 100 characters
+    ]
+    for _ in range(3):
+        for fail, error in failures:
+            try:
+                fail(error)
+            except ValueError:
+                logger.exception("analysis failed")
+    errors = [str(r["error"]).splitlines()[-1] for r in _records(stream)]
+    assert len(errors) == 4
+    assert sum("incident 1" in e for e in errors) == 2
+
+
 def test_the_next_record_after_the_interval_carries_how_many_were_held_back():
     logger, stream, clock = _logger(interval=60)
     for second in range(120):

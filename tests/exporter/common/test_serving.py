@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from exporter.common.serving import ServerLimits, listening_sockets, serving
+from exporter.common.serving import ServerLimits
+from tests.exporter.common.raw_http import served
 
 FAST = ServerLimits(header_timeout=0.5, body_timeout=0.5, max_connections=3)
 # Longest a cut-off may take beyond its timeout: aiohttp's timers are coarse.
@@ -27,14 +29,22 @@ async def _hello(_: web.Request) -> web.Response:
     return web.Response(text="hello")
 
 
+# Far more than a loopback connection's socket buffers hold.
+BIG_ANSWER = 32 * 1024 * 1024
+
+
+async def _big(_: web.Request) -> web.Response:
+    return web.Response(body=b"x" * BIG_ANSWER)
+
+
 @contextlib.asynccontextmanager
 async def _server(limits: ServerLimits = FAST) -> AsyncIterator[int]:
     app = web.Application()
     app.router.add_get("/", _hello)
+    app.router.add_post("/", _hello)  # leaves the body unread
+    app.router.add_get("/big", _big)
     app.router.add_post("/echo", _echo)
-    sockets = listening_sockets("127.0.0.1", 0, limits.backlog)
-    port = sockets[0].getsockname()[1]
-    async with serving(app, sockets, limits=limits):
+    async with served(app, limits) as port:
         yield port
 
 
@@ -101,6 +111,34 @@ async def test_a_client_trickling_its_body_is_cut_off_and_the_server_still_answe
         )
         assert took < FAST.body_timeout + SLACK
         assert (await _get(port)).endswith(b"hello")
+
+
+async def test_an_unread_body_is_drained_no_longer_than_the_body_timeout():
+    async with _server() as port:
+        # Answered at once; then aiohttp reads (and drops) the rest of the
+        # body before the connection can serve another request.
+        took = await _trickle_until_cut_off(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"a" * 1000, port
+        )
+    assert took < FAST.body_timeout + SLACK
+
+
+async def test_a_client_that_stops_reading_its_answer_gives_up_its_slot():
+    limits = ServerLimits(header_timeout=0.5, body_timeout=0.5, max_connections=1)
+    loop = asyncio.get_running_loop()
+    async with _server(limits) as port:
+        with socket.socket() as stalled:
+            # A small receive window: the answer fills the socket buffers at once.
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.setblocking(False)
+            await loop.sock_connect(stalled, ("127.0.0.1", port))
+            await loop.sock_sendall(stalled, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            started = time.monotonic()
+            # The only slot is the stalled client's until its answer stops moving.
+            answer = await asyncio.wait_for(_get(port), limits.body_timeout + SLACK + 2)
+            waited = time.monotonic() - started
+    assert answer.endswith(b"hello")
+    assert waited >= limits.body_timeout * 0.9
 
 
 async def test_a_prompt_body_is_read_whole():
