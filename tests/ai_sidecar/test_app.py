@@ -25,7 +25,7 @@ from ai_sidecar.models import Analysis, Incident
 from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.worker_process import NICENESS
-from scripts.localstack import free_port, sidecar_service
+from scripts.localstack import Service, free_port, sidecar_service
 from tests.ai_sidecar.builders import FailingAnalyst, OfflineContext, alert, payload
 from tests.conftest import http_get, run_on_busy_port
 
@@ -351,15 +351,17 @@ def test_cli_unwritable_data_dir_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_cli_serves_and_stops_cleanly_on_sigterm(tmp_path, start_service):
+def start_sidecar(
+    tmp_path: Path, start_service: Callable[[Service], Service]
+) -> tuple[Service, int]:
+    """``scout-sidecar serve`` on a free port (returned), with its worker process."""
     port = free_port()
-    service = start_service(
-        sidecar_service(
-            tmp_path,
-            port,
-            env={"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")},
-        )
-    )
+    env = {"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")}
+    return start_service(sidecar_service(tmp_path, port, env=env)), port
+
+
+def test_cli_serves_and_stops_cleanly_on_sigterm(tmp_path, start_service):
+    service, port = start_sidecar(tmp_path, start_service)
     status, body = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     assert "scout_sidecar_build_info" in body
@@ -373,14 +375,7 @@ def test_the_worker_process_yields_the_cpu_to_the_webhook(tmp_path, start_servic
     # Regression (issue 10): at equal priority the worker's correlation took as
     # much CPU as the webhook during a storm of single-alert requests, and the
     # acknowledgements Alertmanager waits for slowed down to match.
-    port = free_port()
-    service = start_service(
-        sidecar_service(
-            tmp_path,
-            port,
-            env={"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")},
-        )
-    )
+    service, _ = start_sidecar(tmp_path, start_service)
     assert service.process is not None
     http = psutil.Process(service.process.pid)
 

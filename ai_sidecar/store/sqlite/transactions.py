@@ -41,6 +41,7 @@ _STORAGE_FAILURES = frozenset(
 
 
 def is_storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says the storage failed (disk full, I/O, locked), not the query."""
     if not isinstance(exc, sqlite3.Error):
         return False
     code = getattr(exc, "sqlite_errorcode", None)
@@ -51,6 +52,7 @@ def is_storage_failure(exc: BaseException) -> bool:
 
 
 def store_error(path: Path, exc: BaseException) -> StoreError:
+    """A fresh StoreError for one caller, naming the file, caused by ``exc``."""
     if isinstance(exc, StoreError):
         error = type(exc)(*exc.args)
     else:
@@ -61,7 +63,7 @@ def store_error(path: Path, exc: BaseException) -> StoreError:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One caller's unit of work for the writer thread, and where its answer goes."""
+    """One caller's unit of work for a writer, and where its answer goes."""
 
     fn: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
@@ -75,6 +77,7 @@ Outcome = tuple[Job, Any, BaseException | None]
 
 
 def settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """Give each waiting caller its result or exception (on the caller's loop)."""
     for future, result, error in outcomes:
         # The caller may have stopped waiting (cancelled); its write still stands.
         if future.done():

@@ -111,12 +111,9 @@ async def test_ingests_queued_during_a_commit_share_the_next_transaction(
     assert await threaded_db.alert_count() == 50
 
 
-async def test_single_alert_ingests_write_on_the_event_loop_and_commit_together(
-    threaded_db: SqliteStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Regression (issue 10): on the writer thread, each single-alert request's
-    # statements waited for the GIL the busy event loop held, and the webhook
-    # topped out far below its CPU. Quick writes run their SQL on the loop.
+@pytest.fixture
+def insert_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread each insert of alert rows ran on, in order."""
     threads: list[int] = []
     insert = sql.insert_alert_rows
 
@@ -125,6 +122,15 @@ async def test_single_alert_ingests_write_on_the_event_loop_and_commit_together(
         return insert(conn, rows)
 
     monkeypatch.setattr(sql, "insert_alert_rows", recording_insert)
+    return threads
+
+
+async def test_single_alert_ingests_write_on_the_event_loop_and_commit_together(
+    threaded_db: SqliteStore, insert_threads: list[int]
+) -> None:
+    # Regression (issue 10): on the writer thread, each single-alert request's
+    # statements waited for the GIL the busy event loop held, and the webhook
+    # topped out far below its CPU. Quick writes run their SQL on the loop.
     commits = threaded_db.engine.commits
     results = await asyncio.gather(
         *(
@@ -134,7 +140,7 @@ async def test_single_alert_ingests_write_on_the_event_loop_and_commit_together(
     )
 
     assert results == [IngestResult(1, 0)] * 20
-    assert threads == [threading.get_ident()] * 20
+    assert insert_threads == [threading.get_ident()] * 20
     assert threaded_db.engine.commits - commits == 1
     assert await threaded_db.alert_count() == 20
 
@@ -168,22 +174,14 @@ async def test_a_failing_quick_write_is_rolled_back_alone_within_its_group(
 
 
 async def test_a_big_payload_is_inserted_on_the_writer_thread(
-    threaded_db: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    threaded_db: SqliteStore, insert_threads: list[int]
 ) -> None:
     # Inserting thousands of rows on the loop would stall every other request.
-    threads: list[int] = []
-    insert = sql.insert_alert_rows
-
-    def recording_insert(conn: sqlite3.Connection, rows: Sequence[sql.AlertRow]) -> IngestResult:
-        threads.append(threading.get_ident())
-        return insert(conn, rows)
-
-    monkeypatch.setattr(sql, "insert_alert_rows", recording_insert)
     big = [alert("InterfaceDown", instance=f"b{i}") for i in range(QUICK_ROWS + 1)]
 
     assert await threaded_db.ingest(big, RECEIVED) == IngestResult(QUICK_ROWS + 1, 0)
-    assert len(threads) == 1
-    assert threads[0] != threading.get_ident()
+    assert len(insert_threads) == 1
+    assert insert_threads[0] != threading.get_ident()
 
 
 async def test_a_failing_write_is_rolled_back_alone_within_its_group(
