@@ -63,6 +63,11 @@ METRICS_INTERVAL = 1.0
 STOP_GRACE = 10.0
 RESTART_DELAY = 1.0
 SWITCH_INTERVAL = 0.0005
+# The worker runs this much nicer than the HTTP process: on a busy machine the
+# webhook's acknowledgements, which Alertmanager waits for, get the CPU first,
+# and the worker catches up from the durable backlog (in bigger, cheaper
+# batches) once the burst is over.
+NICENESS = 10
 _PR_SET_PDEATHSIG = 1
 
 
@@ -90,6 +95,8 @@ def child_main(
 ) -> None:
     """Entry point of the worker process."""
     _die_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     configure_logging(log_level, log_format)
     # The store's writer thread gives up the GIL around every statement; with
     # the default 5 ms switch interval, taking it back from a busy worker

@@ -18,7 +18,8 @@ compare against, not a like-for-like durable store. Ratios are Scout divided by
 Alertmanager: above 1x for rate means Scout is faster, below 1x for latency means
 Scout answers sooner.
 
-Targets (issue 4): at least 5,000 alerts/s and p99 acknowledgement at most 50 ms.
+Targets (issue 4; issue 10 for one alert per request): at least 5,000 alerts/s
+and p99 acknowledgement at most 50 ms.
 Timings depend on the machine and its load; nothing here asserts on them.
 
 Each batch size is measured twice: capacity (16 senders back to back: the most

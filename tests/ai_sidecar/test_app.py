@@ -6,12 +6,14 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from ai_sidecar.app import create_app
@@ -22,7 +24,8 @@ from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.models import Analysis, Incident
 from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.settings import SidecarSettings
-from scripts.localstack import free_port, sidecar_service
+from ai_sidecar.worker_process import NICENESS
+from scripts.localstack import Service, free_port, sidecar_service
 from tests.ai_sidecar.builders import FailingAnalyst, OfflineContext, alert, payload
 from tests.conftest import http_get, run_on_busy_port
 
@@ -354,15 +357,17 @@ def test_cli_unwritable_data_dir_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_cli_serves_and_stops_cleanly_on_sigterm(tmp_path, start_service):
+def start_sidecar(
+    tmp_path: Path, start_service: Callable[[Service], Service]
+) -> tuple[Service, int]:
+    """``scout-sidecar serve`` on a free port (returned), with its worker process."""
     port = free_port()
-    service = start_service(
-        sidecar_service(
-            tmp_path,
-            port,
-            env={"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")},
-        )
-    )
+    env = {"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")}
+    return start_service(sidecar_service(tmp_path, port, env=env)), port
+
+
+def test_cli_serves_and_stops_cleanly_on_sigterm(tmp_path, start_service):
+    service, port = start_sidecar(tmp_path, start_service)
     status, body = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     assert "scout_sidecar_build_info" in body
@@ -370,6 +375,26 @@ def test_cli_serves_and_stops_cleanly_on_sigterm(tmp_path, start_service):
     assert service.process is not None
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(timeout=10) == 0
+
+
+def test_the_worker_process_yields_the_cpu_to_the_webhook(tmp_path, start_service):
+    # Regression (issue 10): at equal priority the worker's correlation took as
+    # much CPU as the webhook during a storm of single-alert requests, and the
+    # acknowledgements Alertmanager waits for slowed down to match.
+    service, _ = start_sidecar(tmp_path, start_service)
+    assert service.process is not None
+    http = psutil.Process(service.process.pid)
+
+    def worker_niceness() -> list[int]:
+        # multiprocessing's spawned children; its resource tracker is not one.
+        spawned = [c for c in http.children() if "spawn_main" in " ".join(c.cmdline())]
+        return [c.nice() for c in spawned]
+
+    # The worker lowers its priority as it starts, once Python is up.
+    deadline = time.monotonic() + 10
+    while (niceness := worker_niceness()) != [http.nice() + NICENESS]:
+        assert time.monotonic() < deadline, f"worker niceness {niceness}, HTTP {http.nice()}"
+        time.sleep(0.05)
 
 
 def test_cli_busy_port_is_a_clear_error(tmp_path, monkeypatch):

@@ -1,4 +1,8 @@
-"""A kill -9 of the sidecar during a burst of 10,000 alerts loses nothing.
+"""A kill -9 of the sidecar during a burst of alerts loses nothing.
+
+Two bursts: 10,000 alerts in requests of 50 (the writer thread's group
+commit), and 2,000 alerts one per request from many concurrent senders (the
+quick writes' group commit, where many requests share one COMMIT).
 
 The sender behaves like Alertmanager: it retries a request until it gets a 2xx.
 Before the restart the test reads the store itself, so an alert acknowledged
@@ -12,6 +16,7 @@ import asyncio
 import signal
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,20 +33,33 @@ pytestmark = pytest.mark.peers
 
 
 TOKEN = "durability-token"
-ALERTS = 10_000
-PER_REQUEST = 50
-SENDERS = 8
+SITES = 40
 
 
-def storm() -> list[Alert]:
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """How many alerts, how many per request, and how many senders at once."""
+
+    alerts: int
+    per_request: int
+    senders: int
+
+
+BURSTS = {
+    "batches": Burst(alerts=10_000, per_request=50, senders=8),
+    "single-alert requests": Burst(alerts=2_000, per_request=1, senders=32),
+}
+
+
+def storm(count: int) -> list[Alert]:
     return [
         alert(
             "InterfaceDown" if i % 25 == 0 else "ProbeLoss",
             at=timedelta(milliseconds=i),
-            site=f"site{i % 40}",
+            site=f"site{i % SITES}",
             instance=f"dev{i}",
         )
-        for i in range(ALERTS)
+        for i in range(count)
     ]
 
 
@@ -56,7 +74,11 @@ def stored_identities(db: Path) -> list[tuple[str, str, str]]:
 
 
 async def send_all(
-    url: str, batches: Sequence[list[Alert]], acked: list[list[Alert]], first_acks: asyncio.Event
+    url: str,
+    burst: Burst,
+    batches: Sequence[list[Alert]],
+    acked: list[list[Alert]],
+    first_acks: asyncio.Event,
 ) -> None:
     """Post every batch until it is acknowledged, the way Alertmanager retries."""
     queue: asyncio.Queue[list[Alert]] = asyncio.Queue()
@@ -72,7 +94,7 @@ async def send_all(
                     async with session.post(url, json=payload(*batch), headers=headers) as reply:
                         if reply.status == 200:
                             acked.append(batch)
-                            if len(acked) * PER_REQUEST >= ALERTS // 4:
+                            if sum(map(len, acked)) >= burst.alerts // 4:
                                 first_acks.set()
                             break
                         assert reply.status >= 500, await reply.text()
@@ -82,7 +104,7 @@ async def send_all(
 
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        await asyncio.gather(*(sender(session) for _ in range(SENDERS)))
+        await asyncio.gather(*(sender(session) for _ in range(burst.senders)))
 
 
 async def incidents(base: str) -> list[dict[str, Any]]:
@@ -96,22 +118,28 @@ async def incidents(base: str) -> list[dict[str, Any]]:
         return result
 
 
-async def test_kill_9_during_a_burst_loses_nothing(tmp_path, start_service):
+@pytest.mark.parametrize("burst", BURSTS.values(), ids=BURSTS.keys())
+async def test_kill_9_during_a_burst_loses_nothing(tmp_path, start_service, burst: Burst):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    alerts = storm()
-    batches = [alerts[i : i + PER_REQUEST] for i in range(0, ALERTS, PER_REQUEST)]
+    alerts = storm(burst.alerts)
+    size = burst.per_request
+    batches = [alerts[i : i + size] for i in range(0, burst.alerts, size)]
     acked: list[list[Alert]] = []
     first_acks = asyncio.Event()
     first = start_service(sidecar(tmp_path, port))
-    burst = asyncio.create_task(send_all(f"{base}/api/v1/alertmanager", batches, acked, first_acks))
+    sending = asyncio.create_task(
+        send_all(f"{base}/api/v1/alertmanager", burst, batches, acked, first_acks)
+    )
 
     await asyncio.wait_for(first_acks.wait(), 60)
     assert first.process is not None
     first.process.send_signal(signal.SIGKILL)
     await asyncio.to_thread(first.process.wait, 10)
     acked_before_kill = [a for batch in list(acked) for a in batch]
-    assert ALERTS // 4 <= len(acked_before_kill) < ALERTS, "the kill must land mid-burst"
+    assert burst.alerts // 4 <= len(acked_before_kill) < burst.alerts, (
+        "the kill must land mid-burst"
+    )
 
     # Read the store as the killed process left it: every acknowledged alert is there.
     stored = {row[0] for row in stored_identities(tmp_path / "data" / "scout.db")}
@@ -119,22 +147,22 @@ async def test_kill_9_during_a_burst_loses_nothing(tmp_path, start_service):
     assert missing == [], f"{len(missing)} acknowledged alerts lost by kill -9"
 
     start_service(sidecar(tmp_path, port))
-    await asyncio.wait_for(burst, 90)
+    await asyncio.wait_for(sending, 90)
 
     rows = stored_identities(tmp_path / "data" / "scout.db")
-    assert len(rows) == ALERTS
-    assert len(set(rows)) == ALERTS
+    assert len(rows) == burst.alerts
+    assert len(set(rows)) == burst.alerts
     assert {r[0] for r in rows} == {a.fingerprint for a in alerts}
 
     # The worker resumed where it stopped: each alert sits in exactly one incident.
     async def all_correlated() -> list[dict[str, Any]]:
         found = await incidents(base)
-        return found if sum(len(i["members"]) for i in found) == ALERTS else []
+        return found if sum(len(i["members"]) for i in found) == burst.alerts else []
 
     deadline = asyncio.get_running_loop().time() + 60
     while not (found := await all_correlated()):
         assert asyncio.get_running_loop().time() < deadline, "worker did not catch up"
         await asyncio.sleep(0.2)
     members = [m for i in found for m in i["members"]]
-    assert len(members) == len(set(members)) == ALERTS
-    assert {i["group"]["site"] for i in found} == {f"site{s}" for s in range(40)}
+    assert len(members) == len(set(members)) == burst.alerts
+    assert {i["group"]["site"] for i in found} == {f"site{s}" for s in range(SITES)}

@@ -1,18 +1,21 @@
-"""The SQLite engine: connection settings, the writer thread with group commit, the reader.
+"""The SQLite engine: the writer thread with group commit, quick writes, the reader.
 
 Nothing here knows a table: callers hand in functions of a connection.
 :class:`Engine` runs them, and only the store package calls it.
 
-How it runs. SQLite calls block, so none of them runs on the event loop:
+How it runs. SQLite calls block, so almost none of them runs on the event loop:
 
-- One writer thread owns the only write connection. Callers queue work to it;
+- One writer thread owns a write connection. Callers queue work to it;
   each time it is free it takes *everything* queued and writes it in a single
-  transaction (group commit), then resolves all the callers' futures. One
-  fsync then covers many webhook requests, which is what keeps acknowledgement
-  latency low under an alert storm. Each queued job runs inside its own
-  savepoint, so one failing job is rolled back alone.
-- A second thread owns a read-only connection for queries. WAL lets it read a
-  consistent snapshot while the writer commits.
+  transaction (group commit), then resolves all the callers' futures. Each
+  queued job runs inside its own savepoint, so one failing job is rolled back
+  alone (:mod:`.transactions`).
+- Quick writes (the webhook's inserts) have a write connection of their own
+  (:mod:`.quick`): they are group-committed the same way, but their
+  statements run on the event loop and only the COMMIT on a thread, which is
+  what keeps single-alert requests from queueing up behind GIL hand-overs.
+- A third thread owns a read-only connection for queries. WAL lets it read a
+  consistent snapshot while the writers commit.
 - ``inline`` (the worker process): one connection used on the calling thread.
 
 Durability: ``synchronous=FULL`` syncs the WAL on every commit, so a write is
@@ -21,7 +24,7 @@ loses nothing acknowledged even with NORMAL; FULL also covers power loss.
 
 The WAL's size. SQLite copies the WAL into the database every 1,000 pages
 (4 MB) and then writes it again from its start, but never shrinks the file
-below ``journal_size_limit`` (:data:`WAL_SIZE_LIMIT`): under load the WAL
+below ``journal_size_limit`` (``transactions.WAL_SIZE_LIMIT``): under load the WAL
 stays at about that size. Once the writer thread has had nothing to do for
 :data:`WAL_IDLE_TRUNCATE` seconds it runs ``PRAGMA wal_checkpoint(TRUNCATE)``,
 which gives the whole WAL back to the file system. Only when idle: the
@@ -41,82 +44,26 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from ai_sidecar.store.protocol import StoreClosedError, StoreError
-from ai_sidecar.store.sqlite.schema import migrate
+from ai_sidecar.store.sqlite.quick import QuickWriter
+from ai_sidecar.store.sqlite.transactions import (
+    Job,
+    Outcome,
+    Synchronous,
+    abandon,
+    begin,
+    connect_writer,
+    is_storage_failure,
+    run_jobs,
+    settle,
+    store_error,
+)
 
 T = TypeVar("T")
 
-Synchronous = Literal["FULL", "NORMAL"]
-
-# Result codes (low byte) that mean the storage itself failed, not the query:
-# the whole group is abandoned and callers are told to retry later.
-_STORAGE_FAILURES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_NOMEM,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_CORRUPT,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_PROTOCOL,
-        sqlite3.SQLITE_NOTADB,
-    }
-)
-
-
-def _is_storage_failure(exc: BaseException) -> bool:
-    if not isinstance(exc, sqlite3.Error):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        # Raised by the sqlite3 module itself (for example a closed connection).
-        return isinstance(exc, sqlite3.OperationalError)
-    return (code & 0xFF) in _STORAGE_FAILURES
-
-
-def _store_error(path: Path, exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        error = type(exc)(*exc.args)
-    else:
-        error = StoreError(f"cannot use the store {path}: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    """One caller's unit of work for the writer thread, and where its answer goes."""
-
-    fn: Callable[[sqlite3.Connection], Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    # Bulk work (the worker's incident saves) goes into a transaction one job at
-    # a time, so acknowledgements never wait behind a whole storm's saves.
-    bulk: bool = False
-
-
-Outcome = tuple[_Job, Any, BaseException | None]
-
-
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, error in outcomes:
-        # The caller may have stopped waiting (cancelled); its write still stands.
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
-
-
-# Bytes the WAL file is cut back to after a checkpoint (see the module docstring).
-WAL_SIZE_LIMIT = 8 * 1024 * 1024
 # Seconds without writes after which the writer truncates the WAL.
 WAL_IDLE_TRUNCATE = 2.0
 
@@ -133,88 +80,19 @@ def _truncate_wal(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
-def _connect(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
-    """Open the write connection, switch the file to WAL and bring the schema up to date."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: the writer issues BEGIN/COMMIT itself.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-    try:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"cannot use the store {path}: the file system refused WAL mode")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        # Another process holding a lock (a backup, sqlite3 CLI) is waited for.
-        conn.execute("PRAGMA busy_timeout=5000")
-        # A storm can grow the WAL a lot; shrink it back after checkpoints.
-        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-# How long a writer waits for another process's write transaction (the
-# sidecar's worker process shares the file), and how often it looks again.
-WRITE_LOCK_TIMEOUT = 5.0
-_WRITE_LOCK_POLL = (0.0002, 0.0005, 0.001, 0.002)
-
-
-def _begin(conn: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE, retried briefly while another process holds the write lock.
-
-    SQLite's own busy handler sleeps ever longer (up to 100 ms a try), which
-    would add that much to a webhook acknowledgement whenever the worker
-    process writes; the other side's transactions last milliseconds, so
-    looking again every millisecond or two is what keeps the wait short.
-    """
-    deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
-    attempt = 0
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            busy = (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-            if not busy or time.monotonic() >= deadline:
-                raise
-        time.sleep(_WRITE_LOCK_POLL[min(attempt, len(_WRITE_LOCK_POLL) - 1)])
-        attempt += 1
-
-
 def _commit_group(
-    conn: sqlite3.Connection, path: Path, group: list[_Job]
+    conn: sqlite3.Connection, path: Path, group: list[Job]
 ) -> tuple[list[Outcome], bool]:
     """Run ``group`` in one transaction, one savepoint per job.
 
     Returns each job's outcome, and whether the transaction committed.
     """
-    outcomes: list[Outcome] = []
     try:
-        _begin(conn)
-        for job in group:
-            conn.execute("SAVEPOINT job")
-            try:
-                result = job.fn(conn)
-            except Exception as exc:
-                if _is_storage_failure(exc) or not conn.in_transaction:
-                    raise
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-                outcomes.append((job, None, exc))
-                continue
-            if not conn.in_transaction:
-                raise StoreError(f"a write function ended the transaction on {path}")
-            conn.execute("RELEASE job")
-            outcomes.append((job, result, None))
+        begin(conn)
+        outcomes = run_jobs(conn, path, group)
         conn.execute("COMMIT")
     except Exception as exc:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        # One exception object per caller: each await re-raises and extends its traceback.
-        return [(job, None, _store_error(path, exc)) for job in group], False
+        return abandon(conn, path, group, exc), False
     return outcomes, True
 
 
@@ -225,14 +103,16 @@ class _Writer(threading.Thread):
         super().__init__(name="scout-store-writer", daemon=True)
         self._path = path
         self._synchronous = synchronous
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._accepting = True
         self.ready: Future[None] = Future()
         # Transactions committed; only this thread changes it.
         self.commits = 0
+        # When the quick writer last committed (monotonic; set once it is open).
+        self.quick_commit_at: Callable[[], float] = lambda: 0.0
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: Job) -> None:
         with self._lock:
             if not self._accepting:
                 raise StoreClosedError(f"the store {self._path} is closed")
@@ -247,14 +127,14 @@ class _Writer(threading.Thread):
 
     def run(self) -> None:
         try:
-            conn = _connect(self._path, self._synchronous)
+            conn = connect_writer(self._path, self._synchronous)
         except BaseException as exc:
             with self._lock:
                 self._accepting = False
             self.ready.set_exception(exc)
             return
         self.ready.set_result(None)
-        # From here on _begin() waits for the write lock itself (see there).
+        # From here on begin() waits for the write lock itself (see there).
         conn.execute("PRAGMA busy_timeout=0")
         try:
             self._serve(conn)
@@ -263,7 +143,7 @@ class _Writer(threading.Thread):
             with self._lock:
                 self._accepting = False
             # Only reached early if the loop itself failed: nobody may wait forever.
-            leftovers: list[_Job] = []
+            leftovers: list[Job] = []
             with contextlib.suppress(queue.Empty):
                 while True:
                     item = self._queue.get_nowait()
@@ -274,10 +154,10 @@ class _Writer(threading.Thread):
                 self._deliver([(job, None, closed) for job in leftovers])
 
     def _serve(self, conn: sqlite3.Connection) -> None:
-        held: collections.deque[_Job] = collections.deque()  # bulk jobs waiting their turn
+        held: collections.deque[Job] = collections.deque()  # bulk jobs waiting their turn
         stop = False
         while not (stop and not held):
-            group: list[_Job] = []
+            group: list[Job] = []
             if not held and not stop:
                 first = self._next_job(conn)
                 if first is None:
@@ -303,13 +183,20 @@ class _Writer(threading.Thread):
                 self.commits += committed
                 self._deliver(outcomes)
 
-    def _next_job(self, conn: sqlite3.Connection) -> _Job | None:
-        """The next queued item; the WAL is truncated whenever none came for a while."""
+    def _next_job(self, conn: sqlite3.Connection) -> Job | None:
+        """The next queued item; the WAL is truncated whenever none came for a while.
+
+        The webhook's quick writes commit on a connection of their own, so the
+        queue can be empty in the middle of a storm: their last commit must be
+        as old as the idle time too, or the checkpoint would hold the write
+        lock against them.
+        """
         while True:
             try:
                 return self._queue.get(timeout=WAL_IDLE_TRUNCATE)
             except queue.Empty:
-                _truncate_wal(conn, self._path)
+                if time.monotonic() - self.quick_commit_at() >= WAL_IDLE_TRUNCATE:
+                    _truncate_wal(conn, self._path)
 
     @staticmethod
     def _deliver(outcomes: list[Outcome]) -> None:
@@ -319,7 +206,7 @@ class _Writer(threading.Thread):
         for loop, items in by_loop.items():
             # One wake-up per loop for the whole group, not one per caller.
             with contextlib.suppress(RuntimeError):  # that loop is already closed
-                loop.call_soon_threadsafe(_settle, items)
+                loop.call_soon_threadsafe(settle, items)
 
 
 def _open_reader(path: Path) -> sqlite3.Connection:
@@ -345,9 +232,11 @@ class Engine:
         writer: _Writer | None,
         reader_pool: ThreadPoolExecutor | None,
         reader: sqlite3.Connection,
+        quick: QuickWriter | None,
     ) -> None:
         self._path = path
         self._writer = writer
+        self._quick = quick
         self._reader_pool = reader_pool
         # Inline: the one connection, for writes too.
         self._reader = reader
@@ -362,7 +251,9 @@ class Engine:
     @property
     def commits(self) -> int:
         """Write transactions committed so far (a group of jobs counts once)."""
-        return self._inline_commits if self._writer is None else self._writer.commits
+        if self._writer is None or self._quick is None:
+            return self._inline_commits
+        return self._writer.commits + self._quick.commits
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: Synchronous, inline: bool) -> Engine:
@@ -375,11 +266,11 @@ class Engine:
         """
         if inline:
             try:
-                conn = _connect(path, synchronous)
+                conn = connect_writer(path, synchronous)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open the store {path}: {exc}") from exc
-            conn.execute("PRAGMA busy_timeout=0")  # _begin() waits for the write lock
-            return cls(path, None, None, conn)
+            conn.execute("PRAGMA busy_timeout=0")  # begin() waits for the write lock
+            return cls(path, None, None, conn, None)
         writer = _Writer(path, synchronous)
         writer.start()
         loop = asyncio.get_running_loop()
@@ -387,19 +278,23 @@ class Engine:
         try:
             await asyncio.wrap_future(writer.ready)
             reader = await loop.run_in_executor(pool, _open_reader, path)
-        except StoreError:
+        except BaseException as exc:
             writer.stop()
             pool.shutdown(wait=False)
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise StoreError(f"cannot open the store {path}: {exc}") from exc
             raise
-        except (sqlite3.Error, OSError) as exc:
+        try:
+            quick = await QuickWriter.open(path, synchronous)
+            writer.quick_commit_at = lambda: quick.last_commit_at
+        except BaseException as exc:
             writer.stop()
+            pool.submit(reader.close)
             pool.shutdown(wait=False)
-            raise StoreError(f"cannot open the store {path}: {exc}") from exc
-        except BaseException:
-            writer.stop()
-            pool.shutdown(wait=False)
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise StoreError(f"cannot open the store {path}: {exc}") from exc
             raise
-        return cls(path, writer, pool, reader)
+        return cls(path, writer, pool, reader, quick)
 
     async def close(self) -> None:
         """Finish queued writes and reads, then close both connections. Safe to call twice."""
@@ -411,10 +306,11 @@ class Engine:
         await asyncio.shield(self._closing)
 
     async def _shutdown(self) -> None:
-        if self._writer is None or self._reader_pool is None:
+        if self._writer is None or self._reader_pool is None or self._quick is None:
             self._reader.close()
             return
         loop = asyncio.get_running_loop()
+        await self._quick.close()
         await asyncio.to_thread(self._writer.join)
         # Queued behind any reads already submitted, so they finish first.
         await loop.run_in_executor(self._reader_pool, self._reader.close)
@@ -439,7 +335,7 @@ class Engine:
         self.check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        job = _Job(fn, loop, future, bulk)
+        job = Job(fn, loop, future, bulk)
         if self._writer is None:
             [(_, outcome, error)], committed = _commit_group(self._reader, self._path, [job])
             self._inline_commits += committed
@@ -450,6 +346,19 @@ class Engine:
         self._writer.submit(job)
         result: T = await future
         return result
+
+    async def write_quick(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Like :meth:`write`, for a write of a few rows that an HTTP answer waits for.
+
+        ``fn`` runs on the event loop thread, in a transaction shared with the
+        other quick writes queued meanwhile; only the COMMIT runs on a thread
+        (:mod:`.quick` says why). ``fn`` holds up the loop while it runs: a
+        write of many rows belongs in :meth:`write`.
+        """
+        self.check_open()
+        if self._quick is None:
+            return await self.write(fn)
+        return await self._quick.write(fn)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the reader connection, inside one snapshot of the database."""
@@ -468,6 +377,6 @@ class Engine:
             finally:
                 conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
-            if _is_storage_failure(exc):
-                raise _store_error(self._path, exc) from exc
+            if is_storage_failure(exc):
+                raise store_error(self._path, exc) from exc
             raise

@@ -85,8 +85,12 @@ def marks(count: int) -> str:
 # --- alerts and the cursor ------------------------------------------------------
 
 
-def insert_alerts(conn: sqlite3.Connection, alerts: Sequence[Alert], received: str) -> IngestResult:
-    rows = [
+AlertRow = tuple[str, str, str, str, str, str | None, str, str]
+
+
+def alert_rows(alerts: Sequence[Alert], received: str) -> list[AlertRow]:
+    """``alerts`` encoded as rows of the alerts table, before the transaction."""
+    return [
         (
             a.fingerprint,
             a.status,
@@ -99,6 +103,9 @@ def insert_alerts(conn: sqlite3.Connection, alerts: Sequence[Alert], received: s
         )
         for a in alerts
     ]
+
+
+def insert_alert_rows(conn: sqlite3.Connection, rows: Sequence[AlertRow]) -> IngestResult:
     # For INSERT OR IGNORE, rowcount counts only the rows really inserted.
     new = conn.executemany(_INSERT_ALERT, rows).rowcount
     return IngestResult(new=new, duplicates=len(rows) - new)

@@ -29,7 +29,13 @@ from ai_sidecar.store.protocol import (
 from ai_sidecar.store.retention import prune_in_batches
 from ai_sidecar.store.sqlite import incidents as sql
 from ai_sidecar.store.sqlite import outbox
-from ai_sidecar.store.sqlite.engine import Engine, Synchronous
+from ai_sidecar.store.sqlite.engine import Engine
+from ai_sidecar.store.sqlite.transactions import Synchronous
+
+# Alerts one webhook request may insert on the event loop (a quick write, see
+# Engine.write_quick); a bigger payload is inserted on the writer thread. An
+# insert costs about 10 microseconds, so this bounds the loop's stall.
+QUICK_ROWS = 100
 
 
 class SqliteStore:
@@ -69,8 +75,10 @@ class SqliteStore:
         self._engine.check_open()
         if not alerts:
             return IngestResult(new=0, duplicates=0)
-        received = sql.stamp(received_at)
-        return await self._engine.write(lambda conn: sql.insert_alerts(conn, alerts, received))
+        rows = sql.alert_rows(alerts, sql.stamp(received_at))
+        if len(rows) > QUICK_ROWS:
+            return await self._engine.write(lambda conn: sql.insert_alert_rows(conn, rows))
+        return await self._engine.write_quick(lambda conn: sql.insert_alert_rows(conn, rows))
 
     async def pending(self, limit: int) -> list[ReceivedAlert]:
         if limit < 0:

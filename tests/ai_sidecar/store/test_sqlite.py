@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +27,8 @@ from ai_sidecar.store import (
     StoreError,
 )
 from ai_sidecar.store.sqlite import SCHEMA_VERSION
+from ai_sidecar.store.sqlite import incidents as sql
+from ai_sidecar.store.sqlite.store import QUICK_ROWS
 from tests.ai_sidecar.builders import T0, alert
 from tests.ai_sidecar.store import legacy_data as legacy
 
@@ -81,16 +83,15 @@ async def test_ingests_queued_during_a_commit_share_the_next_transaction(
     threaded_db: SqliteStore,
 ) -> None:
     engine = threaded_db.engine
-    statements: list[str] = []
     started = threading.Event()
     release = threading.Event()
 
-    def hold_the_writer(conn: sqlite3.Connection) -> None:
-        conn.set_trace_callback(statements.append)
+    def hold_the_write_lock(conn: sqlite3.Connection) -> None:
         started.set()
         release.wait(10)
 
-    holder = asyncio.ensure_future(engine.write(hold_the_writer))
+    commits = engine.commits
+    holder = asyncio.ensure_future(engine.write(hold_the_write_lock))
     await asyncio.to_thread(started.wait, 10)
     waiting = [
         asyncio.ensure_future(
@@ -103,13 +104,84 @@ async def test_ingests_queued_during_a_commit_share_the_next_transaction(
     release.set()
     await holder
     results = await asyncio.gather(*waiting)
-    await engine.write(lambda conn: conn.set_trace_callback(None))
 
     assert all(r == IngestResult(new=1, duplicates=0) for r in results)
-    # The held group's COMMIT, then one COMMIT for all 50 queued ingests. (The
-    # write that removes the trace stops tracing before its own COMMIT.)
-    assert [s for s in statements if s == "COMMIT"] == ["COMMIT", "COMMIT"]
+    # The held transaction, then one transaction (one COMMIT) for all 50 queued ingests.
+    assert engine.commits - commits == 2
     assert await threaded_db.alert_count() == 50
+
+
+@pytest.fixture
+def insert_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread each insert of alert rows ran on, in order."""
+    threads: list[int] = []
+    insert = sql.insert_alert_rows
+
+    def recording_insert(conn: sqlite3.Connection, rows: Sequence[sql.AlertRow]) -> IngestResult:
+        threads.append(threading.get_ident())
+        return insert(conn, rows)
+
+    monkeypatch.setattr(sql, "insert_alert_rows", recording_insert)
+    return threads
+
+
+async def test_single_alert_ingests_write_on_the_event_loop_and_commit_together(
+    threaded_db: SqliteStore, insert_threads: list[int]
+) -> None:
+    # Regression (issue 10): on the writer thread, each single-alert request's
+    # statements waited for the GIL the busy event loop held, and the webhook
+    # topped out far below its CPU. Quick writes run their SQL on the loop.
+    commits = threaded_db.engine.commits
+    results = await asyncio.gather(
+        *(
+            threaded_db.ingest([alert("InterfaceDown", instance=f"q{i}")], RECEIVED)
+            for i in range(20)
+        )
+    )
+
+    assert results == [IngestResult(1, 0)] * 20
+    assert insert_threads == [threading.get_ident()] * 20
+    assert threaded_db.engine.commits - commits == 1
+    assert await threaded_db.alert_count() == 20
+
+
+async def test_a_failing_quick_write_is_rolled_back_alone_within_its_group(
+    threaded_db: SqliteStore,
+) -> None:
+    engine = threaded_db.engine
+
+    def insert_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO alerts (fingerprint, status, starts_at, labels, annotations,"
+            " generator_url, received_at) VALUES ('doomed', 'firing', 'x', '{}', '{}', '', 'x')"
+        )
+        raise RuntimeError("the caller's own bug")
+
+    kept = [alert("InterfaceDown", instance=name) for name in ("kept-1", "kept-2")]
+    commits = engine.commits
+    before, failing, after = await asyncio.gather(
+        threaded_db.ingest(kept[:1], RECEIVED),
+        engine.write_quick(insert_then_fail),
+        threaded_db.ingest(kept[1:], RECEIVED),
+        return_exceptions=True,
+    )
+
+    assert before == after == IngestResult(1, 0)
+    assert isinstance(failing, RuntimeError)
+    assert str(failing) == "the caller's own bug"
+    assert engine.commits - commits == 1
+    assert [p.alert for p in await threaded_db.pending(10)] == kept
+
+
+async def test_a_big_payload_is_inserted_on_the_writer_thread(
+    threaded_db: SqliteStore, insert_threads: list[int]
+) -> None:
+    # Inserting thousands of rows on the loop would stall every other request.
+    big = [alert("InterfaceDown", instance=f"b{i}") for i in range(QUICK_ROWS + 1)]
+
+    assert await threaded_db.ingest(big, RECEIVED) == IngestResult(QUICK_ROWS + 1, 0)
+    assert len(insert_threads) == 1
+    assert insert_threads[0] != threading.get_ident()
 
 
 async def test_a_failing_write_is_rolled_back_alone_within_its_group(
@@ -132,12 +204,13 @@ async def test_a_failing_write_is_rolled_back_alone_within_its_group(
         raise RuntimeError("the caller's own bug")
 
     kept = [alert("InterfaceDown", instance=name) for name in ("kept-1", "kept-2")]
+    rows = [sql.alert_rows([a], sql.stamp(RECEIVED)) for a in kept]
     holder = asyncio.ensure_future(engine.write(hold))
     await asyncio.to_thread(started.wait, 10)
     commits = engine.commits
-    before = asyncio.ensure_future(threaded_db.ingest(kept[:1], RECEIVED))
+    before = asyncio.ensure_future(engine.write(lambda c: sql.insert_alert_rows(c, rows[0])))
     failing = asyncio.ensure_future(engine.write(insert_then_fail))
-    after = asyncio.ensure_future(threaded_db.ingest(kept[1:], RECEIVED))
+    after = asyncio.ensure_future(engine.write(lambda c: sql.insert_alert_rows(c, rows[1])))
     await asyncio.sleep(0)  # all three are queued behind the held group
     release.set()
     await holder

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ai_sidecar.store import OutboxCopy, OutboxPlan, SqliteStore
-from ai_sidecar.store.sqlite import engine
+from ai_sidecar.store.sqlite import engine, transactions
 from tests.ai_sidecar.builders import T0, alert
 
 PEERS = ("http://am-a:9093", "http://am-b:9093", "http://am-c:9093")
@@ -161,5 +161,5 @@ async def test_a_wal_grown_behind_a_long_reader_is_cut_back_to_the_limit(
                 [alert("InterfaceDown", instance=f"late{batch}", at=timedelta(seconds=batch))], T0
             )
         after = _wal(path)
-    assert grown > 2 * engine.WAL_SIZE_LIMIT
-    assert after <= engine.WAL_SIZE_LIMIT
+    assert grown > 2 * transactions.WAL_SIZE_LIMIT
+    assert after <= transactions.WAL_SIZE_LIMIT
