@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 import ai_sidecar.failures as failures_module
-import ai_sidecar.store.sqlite.engine as sqlite_engine
+import ai_sidecar.store.sqlite.transactions as sqlite_transactions
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.enrichment.base import IncidentContext
@@ -317,7 +317,7 @@ async def test_a_write_lock_held_by_another_process_delays_but_loses_nothing(
 ):
     # Another process (a backup, the sqlite3 shell) holds the write lock for
     # a while during a storm: every write of the worker times out meanwhile.
-    monkeypatch.setattr(sqlite_engine, "WRITE_LOCK_TIMEOUT", 0.2)
+    monkeypatch.setattr(sqlite_transactions, "WRITE_LOCK_TIMEOUT", 0.2)
     monkeypatch.setattr(failures_module, "STORE_RETRY_MAX", 0.5)
     path = tmp_path / "scout.db"
     db = await SqliteStore.open(path, inline=True)
