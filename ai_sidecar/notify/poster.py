@@ -174,7 +174,15 @@ class ReturnTrip:
                 log.info("dropped copies of removed peers", extra={"rows": dropped})
             self._synced = True
         due = await self._due(now)
-        await asyncio.gather(*(self._post_peer(peer, rows, now) for peer, rows in due.items()))
+        # Every peer's posts finish (or are cancelled with this round) before a
+        # failure leaves it: none may go on posting after the worker stopped.
+        outcomes = await asyncio.gather(
+            *(self._post_peer(peer, rows, now) for peer, rows in due.items()),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         await self._reconciler.run_if_due(now)
         self._metrics.return_trip_queue.set(await self.pending())
         return await self._next_work()

@@ -76,6 +76,17 @@ KEEPALIVES = {
 }
 
 
+# The server's side of every session, before what the DSN's own options say:
+# a replica whose host vanishes mid-transaction (power cut, partition: no TCP
+# reset reaches the server) must not hold the ingest lock and row locks for
+# the kernel's two hours of keepalives, or every other replica answers 503.
+SERVER_OPTIONS = (
+    "-c idle_in_transaction_session_timeout=15s"
+    " -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3"
+    " -c tcp_user_timeout=8000"
+)
+
+
 class _Transient(Exception):
     """A transaction the server rolled back for a conflict; running it again may succeed."""
 
@@ -108,6 +119,7 @@ class Location:
         params: dict[str, Any] = {**KEEPALIVES, **conninfo_to_dict(self.dsn)}
         if self.password is not None:
             params["password"] = self.password
+        params["options"] = f"{SERVER_OPTIONS} {params.get('options') or ''}".strip()
         params.setdefault("connect_timeout", str(CONNECT_TIMEOUT))
         params.setdefault("application_name", application_name)
         try:

@@ -13,7 +13,9 @@ import time
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
+import ai_sidecar.store.postgres.lease as lease_module
 from ai_sidecar.store import (
     OutboxCopy,
     OutboxPlan,
@@ -221,3 +223,50 @@ async def test_concurrent_outbox_writes_of_the_worker_never_deadlock(location: L
         assert {r.alert for r in await store.list_posts()} == {'{"t": "w5"}'}
     finally:
         await store.close()
+
+
+async def test_a_session_left_idle_in_a_transaction_is_ended_by_the_server(
+    location: Location,
+) -> None:
+    # A replica whose host vanishes mid-transaction sends no TCP reset: the
+    # server must end that session itself, or its locks block every replica.
+    conn = await location.connect()
+    try:
+        cur = await conn.execute("SHOW idle_in_transaction_session_timeout")
+        row = await cur.fetchone()
+        assert row is not None
+        assert row[0] == "15s"
+        # The DSN's own options still apply after Scout's.
+        dsn = make_conninfo(location.dsn, options="-c statement_timeout=7s")
+        custom = Location(dsn, location.password)
+        other = await custom.connect()
+        try:
+            cur = await other.execute("SHOW statement_timeout")
+            row = await cur.fetchone()
+            assert row is not None
+            assert row[0] == "7s"
+        finally:
+            await other.close()
+    finally:
+        await conn.close()
+
+
+async def test_a_lease_check_that_gets_no_answer_is_a_lost_lease_at_once(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lease = Lease(location)
+    try:
+        assert await lease.acquire()
+        assert await lease.alive()
+        monkeypatch.setattr(lease_module, "CHECK_TIMEOUT", 0.2)
+        conn = lease._conn
+        assert conn is not None
+        # The lock's session is busy for 3 s: no answer within the check's time.
+        busy = asyncio.ensure_future(conn.execute("SELECT pg_sleep(3)"))
+        started = time.monotonic()
+        assert not await lease.alive()
+        assert time.monotonic() - started < 2.0
+        with contextlib.suppress(Exception):
+            await busy
+    finally:
+        await lease.release()
