@@ -22,11 +22,13 @@ How it runs:
   one holding seq 11, the worker could fold 11 and move its cursor past 10,
   and 10 would never be processed. With it, seq order is commit order across
   every replica writing the database.
-- ``fence`` (the worker process of a replica): each transaction first checks,
-  in the database, that this replica's lease connection still holds the
-  worker lease (:mod:`ai_sidecar.store.postgres.lease`), and raises
-  :class:`LeaseLostError` otherwise. A replica that lost its lease can then
-  neither move the cursor, write incidents, nor read or complete the outbox.
+- ``fence`` (the worker process of a replica): each transaction first proves,
+  in the database, that this replica's term of the worker lease is the
+  current one (:mod:`ai_sidecar.store.postgres.lease`), and raises
+  :class:`LeaseLostError` otherwise. A write transaction holds that proof
+  until it ends, so a new holder starts only after it: a replica that lost
+  its lease can neither move the cursor, write incidents, nor read or
+  complete the outbox once another one leads.
 
 The password never appears in a message: errors name the server by
 :attr:`Location.name` (host, port and database only).
@@ -151,8 +153,12 @@ def is_storage_failure(exc: BaseException) -> bool:
 class Fence(Protocol):
     """Proves, inside a transaction, that this replica still holds the worker lease."""
 
-    async def check(self, cursor: Cursor) -> None:
-        """Raise :class:`LeaseLostError` unless the lease is held right now."""
+    async def check(self, cursor: Cursor, *, hold: bool) -> None:
+        """Raise :class:`LeaseLostError` unless this replica's term is the current one.
+
+        ``hold``: keep the proof until the transaction ends, so no new term can
+        begin before it has committed (write transactions).
+        """
         ...
 
 
@@ -326,7 +332,7 @@ class Engine:
             if read_only:
                 await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             if fenced and self._fence is not None:
-                await self._fence.check(cur)
+                await self._fence.check(cur, hold=not read_only)
             return await fn(cur)
 
     # --- group-committed ingests ------------------------------------------------------

@@ -18,11 +18,18 @@ within :data:`CHECK_TIMEOUT`), and stops its worker at the first failure:
 within 3 s of losing the connection. The server releases the lock of a
 silent client only after its TCP keepalives give up (5 s idle plus 3 probes a
 second apart, set on the lock's session), so the old holder has stopped
-before a new one can begin. And in case a replica is paused (SIGSTOP, a VM
-freeze) past all that, the lease is also a fence (:class:`Lease.check`):
-every transaction of the worker's store first checks, in the database, that
-this lease's session still holds the lock, so a stale holder cannot move the
-cursor, write incidents, or read what to post.
+before a new one can begin.
+
+And in case a replica is paused (SIGSTOP, a VM freeze) past all that, the
+lease is also a fence with a fencing token: the ``epoch`` of the one-row
+``lease`` table. Each new holder raises it as it takes the lock
+(``UPDATE ... RETURNING epoch``), and every transaction of the worker's store
+first reads its holder's epoch back (:meth:`Lease.check`); a write
+transaction reads it ``FOR SHARE`` and so holds the row until it ends. The
+new holder's update waits for those transactions to finish, and every later
+one of the old holder finds a newer epoch and raises
+:class:`~ai_sidecar.store.postgres.engine.LeaseLostError`: whatever a stale
+holder writes is committed before the new term begins, never after it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from ai_sidecar.store.postgres.engine import (
     Location,
     is_storage_failure,
 )
+from ai_sidecar.store.postgres.schema import migrate
 from ai_sidecar.store.protocol import StoreError
 
 log = logging.getLogger("ai_sidecar.store.postgres.lease")
@@ -51,6 +59,9 @@ WORKER_LOCK = 3
 RETRY_INTERVAL = 1.0
 CHECK_INTERVAL = 1.0
 CHECK_TIMEOUT = 2.0
+# How long a new holder waits for the old holder's transactions to end before
+# raising the epoch: past the server's idle-in-transaction timeout (15 s).
+TAKEOVER_TIMEOUT = 20.0
 # The server's side: how soon it gives up on a silent lock holder (TCP only).
 _SERVER_KEEPALIVES = (
     "SET tcp_keepalives_idle = 5",
@@ -65,16 +76,18 @@ class Lease:
     def __init__(self, location: Location) -> None:
         self._location = location
         self._conn: AsyncConnection[Any] | None = None
-        # The backend process holding the lock: the fencing token.
+        # The backend process holding the lock (for tests and messages).
         self._pid: int | None = None
+        # This term's fencing token: the epoch it raised the lease row to.
+        self._epoch: int | None = None
 
     @property
     def held(self) -> bool:
-        return self._pid is not None
+        return self._epoch is not None
 
     async def acquire(self) -> bool:
         """Take the lease if nobody holds it; True when this replica holds it now."""
-        if self._pid is not None:
+        if self._epoch is not None:
             return True
         try:
             if self._conn is None or self._conn.closed:
@@ -89,12 +102,15 @@ class Lease:
                 CHECK_TIMEOUT,
             )
             row = await cur.fetchone()
+            if row is None or not row[0]:
+                return False
+            self._pid = int(row[1])
+            self._epoch = await asyncio.wait_for(
+                _new_term(self._conn, self._location.name), TAKEOVER_TIMEOUT
+            )
         except (StoreError, psycopg.Error, OSError, TimeoutError):
             await self.release()
             return False
-        if row is None or not row[0]:
-            return False
-        self._pid = int(row[1])
         return True
 
     async def alive(self) -> bool:
@@ -116,7 +132,7 @@ class Lease:
     async def release(self) -> None:
         """Give the lease up (closing its connection releases the lock)."""
         conn, self._conn, held = self._conn, None, self._pid is not None
-        self._pid = None
+        self._pid = self._epoch = None
         if conn is None:
             return
         if held:
@@ -130,19 +146,34 @@ class Lease:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.close(), 1.0)
 
-    async def check(self, cur: Cursor) -> None:
-        """The fence: raise :class:`LeaseLostError` unless this lease's session
-        holds the lock at this moment, as the database sees it."""
-        if self._pid is None:
+    async def check(self, cur: Cursor, *, hold: bool) -> None:
+        """The fence: raise :class:`LeaseLostError` unless this term's epoch is
+        the lease row's, as the database sees it. ``hold``: lock the row
+        (FOR SHARE) until the transaction ends, so no new term begins before
+        this transaction has committed."""
+        epoch = self._epoch
+        if epoch is None:
             raise LeaseLostError("this replica does not hold the worker lease")
-        await cur.execute(
-            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            " AND classid = %s::oid AND objid = %s::oid AND objsubid = 2 AND pid = %s",
-            (LOCK_CLASS, WORKER_LOCK, self._pid),
-        )
+        lock = " FOR SHARE" if hold else ""
+        await cur.execute(f"SELECT 1 FROM lease WHERE id = 0 AND epoch = %s{lock}", (epoch,))
         if await cur.fetchone() is None:
             raise LeaseLostError("this replica lost the worker lease")
+
+
+async def _new_term(conn: AsyncConnection[Any], name: str) -> int:
+    """Raise the lease's epoch (waiting for the last term's fenced transactions
+    to end) and return it; brings the schema up to date first on a new database."""
+    bump = "UPDATE lease SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch"
+    try:
+        cur = await conn.execute(bump)
+    except psycopg.errors.UndefinedTable:
+        async with conn.transaction(), conn.cursor() as migrating:
+            await migrate(migrating, name)
+        cur = await conn.execute(bump)
+    row = await cur.fetchone()
+    if row is None:
+        raise StoreError("the lease row is missing")
+    return int(row[0])
 
 
 def _forget_outcome(task: asyncio.Future[Any]) -> None:

@@ -6,6 +6,8 @@ replicas may start together), every step above the database's version:
 
 - **1**: alerts, the worker's cursor, incidents, their members, feedback and
   the return trip's outbox, as in the SQLite store's version 2.
+- **2**: ``lease``, one row whose ``epoch`` is the worker lease's fencing
+  token (:mod:`ai_sidecar.store.postgres.lease`).
 
 A database stamped with a version above :data:`SCHEMA_VERSION` was written by
 a newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -92,8 +94,18 @@ CREATE INDEX return_trip_member ON return_trip (member);
 CREATE INDEX return_trip_incident ON return_trip (incident_id);
 """
 
+_VERSION_2 = """
+CREATE TABLE lease (
+    id integer PRIMARY KEY CHECK (id = 0),
+    -- Raised by each new holder of the worker lease; every fenced transaction
+    -- proves (and holds, FOR SHARE, until it ends) the epoch of its holder.
+    epoch bigint NOT NULL
+);
+INSERT INTO lease (id, epoch) VALUES (0, 0);
+"""
+
 # Step n brings a database from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1,)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -24,6 +24,9 @@ from ai_sidecar.store import (
     StoreError,
 )
 from ai_sidecar.store.postgres import SCHEMA_VERSION, Lease, LeaseLostError, Location, lead
+from ai_sidecar.store.postgres import incidents as sql
+from ai_sidecar.store.postgres.engine import Cursor
+from ai_sidecar.store.sqlite.incidents import encode_incidents
 from tests.ai_sidecar.builders import T0, alert, stored_incident
 from tests.peers.postgres import PASSWORD, PostgresServer
 
@@ -86,7 +89,7 @@ async def test_one_lease_holder_at_a_time(location: Location) -> None:
 async def test_the_fence_stops_writes_of_a_replica_that_lost_its_lease(
     location: Location, postgres_server: PostgresServer
 ) -> None:
-    lease = Lease(location)
+    lease, successor = Lease(location), Lease(location)
     assert await lease.acquire()
     fenced = await PostgresStore.open(location, fence=lease)
     webhook = await PostgresStore.open(location)
@@ -95,9 +98,11 @@ async def test_the_fence_stops_writes_of_a_replica_that_lost_its_lease(
         [received] = await fenced.pending(10)
         await fenced.save_progress(received.seq, [stored_incident("inc-1")])
 
-        # The lease's session ends (a partition the server noticed): this
-        # replica still believes it leads, but the database knows better.
+        # The lease's session ends (a partition the server noticed) and another
+        # replica takes over: this one still believes it leads, but the
+        # database knows better.
         terminate(postgres_server, lease_pid(lease))
+        assert await successor.acquire()
         await webhook.ingest([alert("InterfaceDown", instance="b")], T0)
         with pytest.raises(LeaseLostError, match="lost the worker lease"):
             await fenced.pending(10)
@@ -111,6 +116,46 @@ async def test_the_fence_stops_writes_of_a_replica_that_lost_its_lease(
         await fenced.close()
         await webhook.close()
         await lease.release()
+        await successor.release()
+
+
+async def test_a_write_of_the_old_holder_commits_before_the_new_term_begins(
+    location: Location, postgres_server: PostgresServer
+) -> None:
+    old, new = Lease(location), Lease(location)
+    assert await old.acquire()
+    fenced = await PostgresStore.open(location, fence=old)
+    webhook = await PostgresStore.open(location)
+    inside, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow_write(cur: Cursor) -> None:
+        # Past the fence, then paused (a GC pause, a frozen VM) before writing.
+        inside.set()
+        await finish.wait()
+        await sql.write_incidents(cur, encode_incidents([stored_incident("inc-1")], {}))
+
+    try:
+        write = asyncio.create_task(fenced.engine.transaction(slow_write))
+        await asyncio.wait_for(inside.wait(), 10)
+        terminate(postgres_server, lease_pid(old))
+        takeover = asyncio.create_task(new.acquire())
+        await asyncio.sleep(1.0)
+        assert not takeover.done(), "a new term began while the old one was still writing"
+        finish.set()
+        await write
+        assert await asyncio.wait_for(takeover, 10)
+        # What the old holder wrote is there before the new leader reads anything...
+        assert await webhook.get_incident("inc-1") is not None
+        # ...and nothing it starts now gets past the fence.
+        with pytest.raises(LeaseLostError, match="lost the worker lease"):
+            await fenced.save_incidents([stored_incident("inc-2")])
+        assert await webhook.get_incident("inc-2") is None
+    finally:
+        finish.set()
+        await fenced.close()
+        await webhook.close()
+        await old.release()
+        await new.release()
 
 
 async def test_the_other_replica_takes_over_when_the_holder_loses_its_session(
