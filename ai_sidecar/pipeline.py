@@ -21,7 +21,7 @@ from ai_sidecar.components import ComponentsFactory
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Alert
-from ai_sidecar.notify import ReturnTrip, ReturnTripPolicy
+from ai_sidecar.notify import PostPermit, ReturnTrip, ReturnTripPolicy
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import Store
 from ai_sidecar.store.retention import prune_forever
@@ -65,8 +65,13 @@ async def run_pipeline(
     session: aiohttp.ClientSession,
     wakeup: asyncio.Event,
     components: ComponentsFactory,
+    *,
+    permit: PostPermit | None = None,
 ) -> AsyncIterator[None]:
-    """Run the worker and the return trip until the block exits; the worker stops first."""
+    """Run the worker and the return trip until the block exits; the worker stops first.
+
+    ``permit``: the worker lease, asked before every post (None: the only replica).
+    """
 
     async def take_in(alerts: Sequence[Alert]) -> None:
         # What reconciliation finds is stored like a webhook delivery.
@@ -80,6 +85,7 @@ async def run_pipeline(
         metrics,
         session,
         take_in=take_in,
+        permit=permit,
     )
     built = components(config, settings, session)
     worker = Worker(db, config, built, trip, metrics.worker, wakeup)

@@ -134,7 +134,9 @@ async def _serve(
         try:
             async with (
                 aiohttp.ClientSession() as session,
-                run_pipeline(db, settings, config, metrics, session, wakeup, components),
+                run_pipeline(
+                    db, settings, config, metrics, session, wakeup, components, permit=lease
+                ),
             ):
                 metrics.leader.set(1)
                 await asyncio.Future()  # until cancelled

@@ -45,7 +45,7 @@ from ai_sidecar.notify.alertmanager import (
     Reply,
 )
 from ai_sidecar.notify.policy import ReturnTripPolicy
-from ai_sidecar.notify.poster import ReturnTrip
+from ai_sidecar.notify.poster import PostPermit, ReturnTrip
 from ai_sidecar.notify.render import (
     analysis_annotations,
     enriched_alert,
@@ -60,6 +60,7 @@ __all__ = [
     "RAW_ALERTS_QUERY",
     "AlertmanagerClient",
     "Outcome",
+    "PostPermit",
     "Reply",
     "ReturnTrip",
     "ReturnTripPolicy",

@@ -17,6 +17,11 @@ restart resumes exactly where the last run stopped.
   refused alone are logged, counted and dropped.
 * **Reconciliation** runs on the keep-alive rounds
   (:class:`ai_sidecar.intake.reconcile.Reconciler`).
+* **Only the leader posts.** With replicas sharing a PostgreSQL store, a
+  :class:`PostPermit` (the worker lease) is asked before every request: a
+  replica paused or cut off past the point where another may have taken over
+  must not post an older copy over the new leader's newer one. The round then
+  stops, and its rows stay due.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import aiohttp
 
@@ -50,11 +56,21 @@ MAX_IDLE = 60.0
 # Seconds between two rounds at most once woken: far below the enriched
 # route's group_wait, so no notification waits for it.
 ROUND_GAP = 0.5
+# When the next round asks the permit again after it said no.
+UNPERMITTED_RETRY = timedelta(seconds=1)
 
 
 def _chunks(rows: Sequence[OutboxRow], size: int) -> Iterable[Sequence[OutboxRow]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
+
+
+class PostPermit(Protocol):
+    """Whether this replica may post now: it leads, as recently confirmed."""
+
+    def may_post(self) -> bool:
+        """True while no other replica can have taken the lead yet."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +94,12 @@ class ReturnTrip:
         *,
         take_in: Callable[[Sequence[Alert]], Awaitable[None]],
         clock: Callable[[], datetime] = utc_now,
+        permit: PostPermit | None = None,
     ) -> None:
+        """``permit``: asked before every post; None when this is the only
+        replica (the SQLite store), which may always post."""
         self._db = db
+        self._permit = permit
         # One spelling per peer: it is the outbox key and the metric label.
         self._peers = tuple(dict.fromkeys(p.rstrip("/") for p in peers))
         self._policy = policy
@@ -174,6 +194,9 @@ class ReturnTrip:
                 log.info("dropped copies of removed peers", extra={"rows": dropped})
             self._synced = True
         due = await self._due(now)
+        if due and not self._may_post():
+            log.warning("not posting: this replica's lead was not confirmed recently")
+            return now + UNPERMITTED_RETRY
         # Every peer's posts finish (or are cancelled with this round) before a
         # failure leaves it: none may go on posting after the worker stopped.
         outcomes = await asyncio.gather(
@@ -218,8 +241,14 @@ class ReturnTrip:
             times.append(self._reconciler.next_at)
         return min(times, default=None)
 
+    def _may_post(self) -> bool:
+        return self._permit is None or self._permit.may_post()
+
     async def _post_peer(self, peer: str, rows: Sequence[OutboxRow], now: datetime) -> None:
+        # Asked again before each request: an earlier one may have taken long.
         for chunk in _chunks(rows, self._policy.max_batch):
+            if not self._may_post():
+                return
             reply = await self._client.post_alerts(
                 peer, [postable(row, now, self._policy.keepalive) for row in chunk]
             )
@@ -235,6 +264,8 @@ class ReturnTrip:
             # A refused batch: Alertmanager stored the valid alerts and named the
             # rest; posting each alone tells which ones to drop.
             for row in chunk:
+                if not self._may_post():
+                    return
                 single = await self._client.post_alerts(
                     peer, [postable(row, now, self._policy.keepalive)]
                 )

@@ -30,6 +30,8 @@ new holder's update waits for those transactions to finish, and every later
 one of the old holder finds a newer epoch and raises
 :class:`~ai_sidecar.store.postgres.engine.LeaseLostError`: whatever a stale
 holder writes is committed before the new term begins, never after it.
+Posts to Alertmanager are outside the database: the return trip posts only
+while :meth:`Lease.may_post` says the lock was confirmed recently.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -63,11 +66,18 @@ CHECK_TIMEOUT = 2.0
 # raising the epoch: past the server's idle-in-transaction timeout (15 s).
 TAKEOVER_TIMEOUT = 20.0
 # The server's side: how soon it gives up on a silent lock holder (TCP only).
+_KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT = 5, 1, 3
 _SERVER_KEEPALIVES = (
-    "SET tcp_keepalives_idle = 5",
-    "SET tcp_keepalives_interval = 1",
-    "SET tcp_keepalives_count = 3",
+    f"SET tcp_keepalives_idle = {_KEEPALIVE_IDLE}",
+    f"SET tcp_keepalives_interval = {_KEEPALIVE_INTERVAL}",
+    f"SET tcp_keepalives_count = {_KEEPALIVE_COUNT}",
 )
+# The soonest the server can hand the lock on after the holder last spoke.
+SERVER_GIVE_UP = _KEEPALIVE_IDLE + _KEEPALIVE_INTERVAL * _KEEPALIVE_COUNT
+# Posts to Alertmanager cannot be fenced in the database: the holder posts
+# only while its last confirmation of the lock is this recent, well before
+# the server could give the lock to another replica.
+POST_WINDOW = SERVER_GIVE_UP - 3.0
 
 
 class Lease:
@@ -80,6 +90,8 @@ class Lease:
         self._pid: int | None = None
         # This term's fencing token: the epoch it raised the lease row to.
         self._epoch: int | None = None
+        # When (time.monotonic()) the lock's connection last answered.
+        self._confirmed_at = float("-inf")
 
     @property
     def held(self) -> bool:
@@ -108,6 +120,7 @@ class Lease:
             self._epoch = await asyncio.wait_for(
                 _new_term(self._conn, self._location.name), TAKEOVER_TIMEOUT
             )
+            self._confirmed_at = time.monotonic()
         except (StoreError, psycopg.Error, OSError, TimeoutError):
             await self.release()
             return False
@@ -127,7 +140,16 @@ class Lease:
             probe.add_done_callback(_forget_outcome)
             probe.cancel()
             return False
-        return probe.exception() is None
+        if probe.exception() is not None:
+            return False
+        self._confirmed_at = time.monotonic()
+        return True
+
+    def may_post(self) -> bool:
+        """Whether the lock's connection answered recently enough that no other
+        replica can hold the lease yet (:data:`POST_WINDOW`): posts to
+        Alertmanager, which the database cannot fence, ask this first."""
+        return self._epoch is not None and time.monotonic() - self._confirmed_at < POST_WINDOW
 
     async def release(self) -> None:
         """Give the lease up (closing its connection releases the lock)."""

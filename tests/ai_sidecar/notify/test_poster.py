@@ -210,6 +210,47 @@ async def test_big_backlogs_are_posted_in_chunks(sink, db, session):
     assert trip.posts(sink.base_url) == 5
 
 
+class Permit:
+    """A worker lease as the return trip sees it: confirmed recently, or not."""
+
+    def __init__(self, granted: bool) -> None:
+        self.granted = granted
+        self.asked = 0
+
+    def may_post(self) -> bool:
+        self.asked += 1
+        return self.granted
+
+
+async def test_a_replica_whose_lead_is_not_confirmed_posts_nothing(sink, db, session):
+    permit = Permit(granted=False)
+    trip = Trip(db, [sink.base_url], session)
+    trip.trip = ReturnTrip(
+        db,
+        [sink.base_url],
+        POLICY,
+        trip.metrics,
+        session,
+        take_in=_ignore,
+        clock=trip.clock,
+        permit=permit,
+    )
+    await trip.trip.schedule([analysed_incident(peer_member("LinkDown"))])
+    next_at = await trip.trip.run_once()
+    assert permit.asked >= 1
+    assert sink.messages() == []
+    assert trip.posts(sink.base_url) == 0
+    # The copy stays due, and the next round, confirmed again, posts it.
+    assert next_at is not None and next_at <= trip.clock.now + timedelta(seconds=1)
+    permit.granted = True
+    await trip.trip.run_once()
+    assert len(sink.messages()) == 1
+
+
+async def _ignore(alerts: Any) -> None:
+    del alerts
+
+
 # --- failures -------------------------------------------------------------------
 
 

@@ -158,6 +158,24 @@ async def test_a_write_of_the_old_holder_commits_before_the_new_term_begins(
         await new.release()
 
 
+async def test_the_holder_may_post_only_while_its_lock_was_confirmed_recently(
+    location: Location,
+) -> None:
+    lease = Lease(location)
+    assert not lease.may_post()
+    assert await lease.acquire()
+    try:
+        assert lease.may_post()
+        # Paused past the window: the server may hand the lock on any moment.
+        lease._confirmed_at -= lease_module.POST_WINDOW
+        assert not lease.may_post()
+        assert await lease.alive()
+        assert lease.may_post()
+    finally:
+        await lease.release()
+    assert not lease.may_post()
+
+
 async def test_the_other_replica_takes_over_when_the_holder_loses_its_session(
     location: Location, postgres_server: PostgresServer
 ) -> None:
