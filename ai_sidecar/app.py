@@ -93,8 +93,14 @@ def create_app(
     (what ``scout-sidecar serve`` does; see :mod:`ai_sidecar.worker_process`).
     Otherwise they run in this process. Either way ``components`` builds what
     the worker works with (tests give fakes; for the child process the factory
-    must be importable by name).
+    must be importable by name). A PostgreSQL store needs the worker process:
+    only it takes the worker lease that keeps replicas from working at once.
     """
+    if settings.store_url is not None and not worker_process:
+        raise ValueError(
+            "a PostgreSQL store (store_url) needs worker_process=True: the pipeline "
+            "runs only under the worker lease, which the worker process holds"
+        )
     config = config or SidecarConfig()
     app = web.Application(middlewares=[request_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings

@@ -70,6 +70,15 @@ async def test_metrics_health_and_landing(aiohttp_client, tmp_path):
     assert "<main>" in landing
 
 
+def test_an_inline_pipeline_on_a_shared_store_is_refused(tmp_path):
+    shared = SidecarSettings(
+        data_dir=tmp_path, webhook_token=TOKEN, store_url="host=db.example dbname=scout"
+    )
+    with pytest.raises(ValueError, match="needs worker_process=True"):
+        create_app(shared)
+    assert create_app(shared, worker_process=True) is not None
+
+
 async def test_two_apps_do_not_share_metrics(aiohttp_client, tmp_path):
     # Each app owns its registry: a second one must not fail on duplicate names.
     first = await aiohttp_client(create_app(settings(tmp_path / "a")))

@@ -241,7 +241,8 @@ async def test_a_replica_whose_lead_is_not_confirmed_posts_nothing(sink, db, ses
     assert sink.messages() == []
     assert trip.posts(sink.base_url) == 0
     # The copy stays due, and the next round, confirmed again, posts it.
-    assert next_at is not None and next_at <= trip.clock.now + timedelta(seconds=1)
+    assert next_at is not None
+    assert next_at <= trip.clock.now + timedelta(seconds=1)
     permit.granted = True
     await trip.trip.run_once()
     assert len(sink.messages()) == 1
