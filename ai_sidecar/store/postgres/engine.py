@@ -143,10 +143,23 @@ def _reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+# SQLSTATEs that say "try again later", whatever exception class psycopg maps
+# them to: connection exceptions (08), insufficient resources (53: disk full,
+# out of memory, too many connections), a server shutting down, crashed or
+# starting (57P0x), a read-only transaction (25006: a standby, as after a
+# failover before the DSN points at the new primary), and transaction
+# rollbacks for a serialisation failure or deadlock (40001, 40P01).
+_RETRY_LATER_CLASSES = ("08", "53", "57P0")
+_RETRY_LATER_STATES = frozenset({"25006", "40001", "40P01"})
+
+
 def is_storage_failure(exc: BaseException) -> bool:
     """True when the server or the connection failed, not the statement."""
-    return isinstance(
-        exc, (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)):
+        return True
+    state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    return state is not None and (
+        state in _RETRY_LATER_STATES or state.startswith(_RETRY_LATER_CLASSES)
     )
 
 

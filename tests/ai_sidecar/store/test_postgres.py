@@ -25,7 +25,7 @@ from ai_sidecar.store import (
 )
 from ai_sidecar.store.postgres import SCHEMA_VERSION, Lease, LeaseLostError, Location, lead
 from ai_sidecar.store.postgres import incidents as sql
-from ai_sidecar.store.postgres.engine import Cursor
+from ai_sidecar.store.postgres.engine import Cursor, is_storage_failure
 from ai_sidecar.store.sqlite.incidents import encode_incidents
 from tests.ai_sidecar.builders import T0, alert, stored_incident
 from tests.peers.postgres import PASSWORD, PostgresServer
@@ -238,6 +238,45 @@ async def test_the_store_recovers_by_itself_after_its_connections_die(
         # At most the stale connection fails (a 503); the next call reconnects.
         assert outcomes[-2:] == [1, 1]
         assert await store.alert_count() == 1 + outcomes.count(1)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "try_again_later"),
+    [
+        ("25006", True),  # read-only transaction: a standby after a failover
+        ("08006", True),  # connection failure
+        ("57P01", True),  # admin shutdown
+        ("57P02", True),  # crash shutdown
+        ("57P03", True),  # cannot connect now
+        ("53100", True),  # disk full
+        ("53300", True),  # too many connections
+        ("40001", True),  # serialisation failure
+        ("40P01", True),  # deadlock
+        ("23505", False),  # unique violation: the statement, not the server
+        ("42601", False),  # syntax error
+        ("22P02", False),  # invalid text representation
+    ],
+)
+def test_storage_failures_are_the_try_again_later_sqlstates(
+    sqlstate: str, try_again_later: bool
+) -> None:
+    error = psycopg.errors.lookup(sqlstate)("from the server")
+    assert is_storage_failure(error) is try_again_later
+
+
+async def test_writing_to_a_standby_is_a_store_error(location: Location) -> None:
+    store = await PostgresStore.open(location)
+
+    async def on_a_standby(cur: Cursor) -> None:
+        # What every write meets on a server that is (now) a standby.
+        await cur.execute("SET TRANSACTION READ ONLY")
+        await cur.execute("UPDATE progress SET cursor = 1")
+
+    try:
+        with pytest.raises(StoreError, match="read-only transaction"):
+            await store.engine.transaction(on_a_standby)
     finally:
         await store.close()
 
