@@ -15,7 +15,9 @@ How it runs:
   the SQLite store's single writer does), and one the server rolls back for a
   deadlock with another process's transaction is run again.
 - Alert ingests queue to one writer task, which takes everything queued and
-  writes it in one transaction (group commit, as the SQLite engine does).
+  writes it in one transaction (group commit, as the SQLite engine does),
+  with ``synchronous_commit`` on whatever the server's default: the webhook
+  acknowledges an alert only once it is durable.
   That transaction first takes a transaction-scoped advisory lock
   (:data:`INGEST_LOCK`): ``seq`` comes from a sequence, handed out at insert
   time, so without the lock a transaction holding seq 10 could commit after
@@ -382,6 +384,9 @@ class Engine:
         outcomes: list[tuple[Any, BaseException | None]] = []
 
         async def write(cur: Cursor) -> None:
+            # The webhook acknowledges once this commits: durable whatever the
+            # server's (or the database's, or the role's) default says.
+            await cur.execute("SET LOCAL synchronous_commit = on")
             await cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, INGEST_LOCK))
             for job in group:
                 try:

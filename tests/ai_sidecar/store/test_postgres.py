@@ -281,6 +281,27 @@ async def test_writing_to_a_standby_is_a_store_error(location: Location) -> None
         await store.close()
 
 
+async def test_ingests_commit_durably_whatever_the_database_default(
+    location: Location, postgres_server: PostgresServer
+) -> None:
+    dbname = location.dsn.split("@/")[1].split("?")[0]
+    with postgres_server.superuser() as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')
+    store = await PostgresStore.open(location)
+
+    async def setting(cur: Cursor) -> str:
+        await cur.execute("SHOW synchronous_commit")
+        row = await cur.fetchone()
+        assert row is not None
+        return str(row[0])
+
+    try:
+        assert await store.engine.transaction(setting) == "off"
+        assert await store.engine.ingest(setting) == "on"
+    finally:
+        await store.close()
+
+
 async def test_a_server_that_is_not_there_is_a_store_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     nowhere = Location(f"postgresql://scout@/scout?host={tmp_path}", PASSWORD)
     with pytest.raises(StoreError, match=r"cannot connect to postgresql://"):
