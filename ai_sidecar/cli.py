@@ -215,10 +215,12 @@ def parse_url(value: str, variable: str) -> str:
 
 
 def parse_store_url(value: str) -> str:
-    """A PostgreSQL DSN (URL or key=value) without a password; never echoed.
+    """A PostgreSQL DSN (URL or key=value) without a secret; never echoed.
 
     A password in the DSN would show up wherever the DSN does (a process
     listing, a support bundle), so it must come from the environment or a file.
+    So would ``sslpassword`` (the passphrase of the client's TLS key): the key
+    must then be one without a passphrase, readable by the sidecar alone.
     """
     scheme = value.split("://", 1)[0] if "://" in value else None
     if scheme is not None and scheme not in ("postgresql", "postgres"):
@@ -231,6 +233,11 @@ def parse_store_url(value: str) -> str:
         raise ConfigError(
             f"{STORE_URL_ENV}: remove the password from the connection string; "
             f"set {STORE_PASSWORD_ENV} or {STORE_PASSWORD_FILE_ENV} instead"
+        )
+    if "sslpassword" in params:
+        raise ConfigError(
+            f"{STORE_URL_ENV}: remove sslpassword from the connection string; "
+            "use a client key without a passphrase, readable only by the sidecar"
         )
     return value
 

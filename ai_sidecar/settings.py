@@ -33,8 +33,9 @@ class SidecarSettings:
     alertmanager_urls: tuple[str, ...] = ()
     data_dir: Path = Path("data")
     # A PostgreSQL DSN (no password in it): the shared store of several replicas.
-    # None: the SQLite file in data_dir.
-    store_url: str | None = None
+    # None: the SQLite file in data_dir. Not in the repr all the same: one built
+    # by hand may hold a secret; store_location names the server safely.
+    store_url: str | None = field(default=None, repr=False)
     store_password: str | None = field(default=None, repr=False)
     config_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

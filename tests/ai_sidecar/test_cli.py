@@ -10,6 +10,7 @@ import pytest
 
 from ai_sidecar.cli import build_parser, settings_from, with_default_command
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.settings import SidecarSettings
 
 
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -128,6 +129,16 @@ def test_the_store_password_comes_from_a_file_and_never_shows(tmp_path):
             "set SCOUT_STORE_PASSWORD or SCOUT_STORE_PASSWORD_FILE instead",
         ),
         (
+            "host=db sslpassword=canary-inline-3 dbname=scout",
+            "SCOUT_STORE_URL: remove sslpassword from the connection string; "
+            "use a client key without a passphrase, readable only by the sidecar",
+        ),
+        (
+            "postgresql://scout@db/scout?sslpassword=canary-inline-3",
+            "SCOUT_STORE_URL: remove sslpassword from the connection string; "
+            "use a client key without a passphrase, readable only by the sidecar",
+        ),
+        (
             "mysql://db/canary-inline-3",
             "SCOUT_STORE_URL: expected a postgresql:// URL or key=value pairs",
         ),
@@ -142,6 +153,18 @@ def test_a_bad_store_url_is_refused_without_echoing_it(url, message):
     with pytest.raises(ConfigError) as refused:
         settings_from(args, {"SCOUT_STORE_URL": url})
     assert str(refused.value) == message
+
+
+def test_settings_never_show_the_secrets_of_a_store_url():
+    settings = SidecarSettings(
+        store_url="postgresql://scout:canary-repr-1@db.example/scout?sslpassword=canary-repr-2",
+        store_password="canary-repr-3",
+    )
+    location = settings.store_location
+    assert location is not None
+    for text in (repr(settings), repr(location), str(location)):
+        assert "canary-repr" not in text
+    assert "db.example" in repr(location)
 
 
 def test_a_store_password_without_a_store_url_is_refused():

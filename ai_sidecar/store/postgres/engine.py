@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import psycopg
@@ -99,12 +99,19 @@ class LeaseLostError(StoreError):
     """This replica no longer holds the worker lease; its worker must stop."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Location:
     """Where the database is: a libpq DSN without a password, and the password apart."""
 
     dsn: str
-    password: str | None = field(default=None, repr=False)
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        # The name only: a DSN built by hand may hold a secret.
+        try:
+            return f"Location({self.name!r})"
+        except psycopg.ProgrammingError:  # not a DSN at all
+            return "Location(<invalid DSN>)"
 
     @property
     def name(self) -> str:
