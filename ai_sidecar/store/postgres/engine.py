@@ -138,10 +138,10 @@ class Location:
                 AsyncConnection.connect(autocommit=True, **params), CONNECT_TIMEOUT + 1
             )
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            raise StoreError(f"cannot connect to {self.name}: {_reason(exc)}") from None
+            raise StoreError(f"cannot connect to {self.name}: {failure_reason(exc)}") from None
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     """What went wrong, in one line, without anything from the DSN but the host."""
     if isinstance(exc, TimeoutError):
         return "no answer in time"
@@ -339,7 +339,9 @@ class Engine:
             raise _Transient from None
         except Exception as exc:
             if is_storage_failure(exc):
-                raise StoreError(f"cannot use the store {self.name}: {_reason(exc)}") from None
+                raise StoreError(
+                    f"cannot use the store {self.name}: {failure_reason(exc)}"
+                ) from None
             raise
 
     async def _in_transaction(

@@ -51,6 +51,7 @@ from ai_sidecar.store.postgres.engine import (
     Cursor,
     LeaseLostError,
     Location,
+    failure_reason,
     is_storage_failure,
 )
 from ai_sidecar.store.postgres.schema import migrate
@@ -62,6 +63,11 @@ WORKER_LOCK = 3
 RETRY_INTERVAL = 1.0
 CHECK_INTERVAL = 1.0
 CHECK_TIMEOUT = 2.0
+# A term that ends sooner than this (the store cannot open, the worker fails
+# as it starts) is followed by a pause that doubles each time, up to
+# BACKOFF_MAX, instead of a new term (and its log lines) every second.
+SHORT_TERM = 10.0
+BACKOFF_MAX = 30.0
 # How long a new holder waits for the old holder's transactions to end before
 # raising the epoch: past the server's idle-in-transaction timeout (15 s).
 TAKEOVER_TIMEOUT = 20.0
@@ -92,6 +98,9 @@ class Lease:
         self._epoch: int | None = None
         # When (time.monotonic()) the lock's connection last answered.
         self._confirmed_at = float("-inf")
+        # Whether the last attempt reached the database (None: none yet), so
+        # each change is logged once, not every retry.
+        self._reachable: bool | None = None
 
     @property
     def held(self) -> bool:
@@ -114,6 +123,7 @@ class Lease:
                 CHECK_TIMEOUT,
             )
             row = await cur.fetchone()
+            self._reached()
             if row is None or not row[0]:
                 return False
             self._pid = int(row[1])
@@ -121,10 +131,31 @@ class Lease:
                 _new_term(self._conn, self._location.name), TAKEOVER_TIMEOUT
             )
             self._confirmed_at = time.monotonic()
-        except (StoreError, psycopg.Error, OSError, TimeoutError):
+        except (StoreError, psycopg.Error, OSError, TimeoutError) as exc:
+            self._failed(exc)
             await self.release()
             return False
         return True
+
+    def _reached(self) -> None:
+        if self._reachable is False:
+            log.info("the worker lease's database answers again", extra={"store": self._name})
+        self._reachable = True
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._reachable is not False:
+            log.warning(
+                "cannot take the worker lease; retrying",
+                extra={
+                    "store": self._name,
+                    "reason": str(exc) if isinstance(exc, StoreError) else failure_reason(exc),
+                },
+            )
+        self._reachable = False
+
+    @property
+    def _name(self) -> str:
+        return self._location.name
 
     async def alive(self) -> bool:
         """Whether the lock's connection still answers (and so still holds the lock)."""
@@ -212,15 +243,19 @@ async def lead(
     """Run ``work`` whenever ``lease`` is held, and only then; runs until cancelled.
 
     ``work`` is cancelled as soon as the lease is lost, or restarted (after
-    retaking the lease) if it ends. ``on_change`` hears every change of
+    retaking the lease) if it ends: after :data:`RETRY_INTERVAL`, or, when
+    terms keep ending within :data:`SHORT_TERM`, after a pause doubling up
+    to :data:`BACKOFF_MAX`. ``on_change`` hears every change of
     leadership, once.
     """
+    pause = RETRY_INTERVAL
     try:
         while True:
             if not await lease.acquire():
                 await asyncio.sleep(RETRY_INTERVAL)
                 continue
             on_change(True)
+            began = time.monotonic()
             task = asyncio.create_task(work())
             try:
                 while not task.done():
@@ -233,7 +268,10 @@ async def lead(
                     await _finished(task)
                 await lease.release()
                 on_change(False)
-            await asyncio.sleep(RETRY_INTERVAL)
+            if time.monotonic() - began >= SHORT_TERM:
+                pause = RETRY_INTERVAL
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, BACKOFF_MAX)
     finally:
         await lease.release()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import logging
 import time
 
 import psycopg
@@ -174,6 +176,57 @@ async def test_the_holder_may_post_only_while_its_lock_was_confirmed_recently(
     finally:
         await lease.release()
     assert not lease.may_post()
+
+
+async def test_a_lease_that_cannot_reach_its_database_says_so_once(
+    location: Location, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    refused = Location(location.dsn, PASSWORD + "-x")
+    lease = Lease(refused)
+    caplog.set_level(logging.INFO, logger="ai_sidecar.store.postgres.lease")
+    try:
+        for _ in range(3):
+            assert not await lease.acquire()
+        failing = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert [r.getMessage() for r in failing] == ["cannot take the worker lease; retrying"]
+        assert "password authentication failed" in failing[0].reason
+        assert PASSWORD not in failing[0].reason
+        lease._location = location  # the password is fixed
+        assert await lease.acquire()
+        await lease.release()
+        assert await lease.acquire()
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages == [
+            "cannot take the worker lease; retrying",
+            "the worker lease's database answers again",
+        ]
+    finally:
+        await lease.release()
+
+
+async def test_terms_that_fail_at_once_back_off(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lease_module, "RETRY_INTERVAL", 0.05)
+    monkeypatch.setattr(lease_module, "BACKOFF_MAX", 0.4, raising=False)
+    starts: list[float] = []
+
+    async def failing_work() -> None:
+        starts.append(time.monotonic())
+        raise StoreError("cannot open the store")
+
+    leading = asyncio.create_task(lead(Lease(location), failing_work, lambda _: None))
+    try:
+        await asyncio.sleep(2.0)
+    finally:
+        leading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await leading
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # Pauses of 0.05, 0.1, 0.2, then 0.4 s: not a term every 0.05 s (about 40).
+    assert 4 <= len(starts) <= 9, gaps
+    assert gaps[0] < 0.3
+    assert min(gaps[-2:]) >= 0.4
 
 
 async def test_the_other_replica_takes_over_when_the_holder_loses_its_session(
