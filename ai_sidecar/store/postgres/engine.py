@@ -294,26 +294,29 @@ class Engine:
         self._enter()
         try:
             if read_only:
-                return await self._run(fn, fenced=fenced, read_only=True)
+                return await self._retrying(fn, fenced=fenced, read_only=True)
             # One write transaction at a time per engine, as SQLite's single
             # writer: the worker saves incidents and schedules copies while the
             # return trip completes posts, and rows locked in different orders
             # by concurrent transactions would deadlock.
             async with self._write_turn:
-                for attempt in range(1, TRANSIENT_RETRIES + 1):
-                    try:
-                        return await self._run(fn, fenced=fenced, read_only=False)
-                    except _Transient:
-                        # A deadlock or serialisation failure with another
-                        # process's transaction: rolled back whole, so run again.
-                        if attempt == TRANSIENT_RETRIES:
-                            raise StoreError(
-                                f"cannot use the store {self.name}: "
-                                "a transaction kept conflicting with another"
-                            ) from None
-                raise AssertionError("unreachable")
+                return await self._retrying(fn, fenced=fenced, read_only=False)
         finally:
             self._leave()
+
+    async def _retrying(
+        self, fn: Callable[[Cursor], Awaitable[T]], *, fenced: bool, read_only: bool
+    ) -> T:
+        """:meth:`_run`, again after a deadlock or serialisation failure with
+        another process's transaction (rolled back whole, so safe to repeat)."""
+        for _ in range(TRANSIENT_RETRIES):
+            try:
+                return await self._run(fn, fenced=fenced, read_only=read_only)
+            except _Transient:
+                continue
+        raise StoreError(
+            f"cannot use the store {self.name}: a transaction kept conflicting with another"
+        )
 
     def _enter(self) -> None:
         self._running += 1
@@ -393,6 +396,7 @@ class Engine:
         outcomes: list[tuple[Any, BaseException | None]] = []
 
         async def write(cur: Cursor) -> None:
+            outcomes.clear()  # from an attempt rolled back for a conflict
             # The webhook acknowledges once this commits: durable whatever the
             # server's (or the database's, or the role's) default says.
             await cur.execute("SET LOCAL synchronous_commit = on")
@@ -408,7 +412,7 @@ class Engine:
                     outcomes.append((None, exc))
 
         try:
-            await self._run(write, fenced=False, read_only=False)
+            await self._retrying(write, fenced=False, read_only=False)
         except BaseException as exc:
             error = (
                 exc

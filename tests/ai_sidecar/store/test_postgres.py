@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
+from psycopg.errors import DeadlockDetected, SerializationFailure
 
 import ai_sidecar.store.postgres.lease as lease_module
 from ai_sidecar.store import (
@@ -27,7 +30,7 @@ from ai_sidecar.store import (
 )
 from ai_sidecar.store.postgres import SCHEMA_VERSION, Lease, LeaseLostError, Location, lead
 from ai_sidecar.store.postgres import incidents as sql
-from ai_sidecar.store.postgres.engine import Cursor, is_storage_failure
+from ai_sidecar.store.postgres.engine import TRANSIENT_RETRIES, Cursor, is_storage_failure
 from ai_sidecar.store.sqlite.incidents import encode_incidents
 from tests.ai_sidecar.builders import T0, alert, stored_incident
 from tests.peers.postgres import PASSWORD, PostgresServer
@@ -351,6 +354,43 @@ async def test_ingests_commit_durably_whatever_the_database_default(
     try:
         assert await store.engine.transaction(setting) == "off"
         assert await store.engine.ingest(setting) == "on"
+    finally:
+        await store.close()
+
+
+def conflicting(times: int, conflict: type[Exception]) -> Callable[[Cursor], Awaitable[str]]:
+    """A transaction the server rolls back for a conflict its first ``times`` runs."""
+    runs = 0
+
+    async def run(cur: Cursor) -> str:
+        nonlocal runs
+        runs += 1
+        await cur.execute("SELECT 1")
+        if runs <= times:
+            raise conflict("rolled back for a conflict with another transaction")
+        return f"committed on run {runs}"
+
+    return run
+
+
+@pytest.mark.parametrize("conflict", [DeadlockDetected, SerializationFailure])
+async def test_every_kind_of_transaction_runs_again_after_a_conflict(
+    location: Location, conflict: type[Exception]
+) -> None:
+    store = await PostgresStore.open(location)
+    engine = store.engine
+    try:
+        assert await engine.ingest(conflicting(1, conflict)) == "committed on run 2"
+        assert await engine.transaction(conflicting(1, conflict)) == "committed on run 2"
+        read = conflicting(1, conflict)
+        assert await engine.transaction(read, read_only=True) == "committed on run 2"
+        for run_in in (
+            engine.ingest,
+            engine.transaction,
+            functools.partial(engine.transaction, read_only=True),
+        ):
+            with pytest.raises(StoreError, match="kept conflicting with another"):
+                await run_in(conflicting(TRANSIENT_RETRIES, conflict))
     finally:
         await store.close()
 
