@@ -17,7 +17,7 @@ import pytest
 
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
 from ai_sidecar.models import Alert, Member
-from ai_sidecar.notify import ReturnTrip, ReturnTripPolicy
+from ai_sidecar.notify import PostPermit, ReturnTrip, ReturnTripPolicy
 from ai_sidecar.store import SqliteStore, Store
 from tests.peers.alertmanager import Alertmanager, postable, render_config
 from tests.peers.notify import SlackSink
@@ -125,6 +125,7 @@ class Trip:
         session: aiohttp.ClientSession,
         policy: ReturnTripPolicy = POLICY,
         clock: Clock | None = None,
+        permit: PostPermit | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self.metrics = create_metrics()
@@ -141,6 +142,7 @@ class Trip:
             session,
             take_in=take_in,
             clock=self.clock,
+            permit=permit,
         )
 
     def posts(self, peer: str) -> float:

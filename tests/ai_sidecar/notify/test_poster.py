@@ -224,17 +224,7 @@ class Permit:
 
 async def test_a_replica_whose_lead_is_not_confirmed_posts_nothing(sink, db, session):
     permit = Permit(granted=False)
-    trip = Trip(db, [sink.base_url], session)
-    trip.trip = ReturnTrip(
-        db,
-        [sink.base_url],
-        POLICY,
-        trip.metrics,
-        session,
-        take_in=_ignore,
-        clock=trip.clock,
-        permit=permit,
-    )
+    trip = Trip(db, [sink.base_url], session, permit=permit)
     await trip.trip.schedule([analysed_incident(peer_member("LinkDown"))])
     next_at = await trip.trip.run_once()
     assert permit.asked >= 1
@@ -246,10 +236,6 @@ async def test_a_replica_whose_lead_is_not_confirmed_posts_nothing(sink, db, ses
     permit.granted = True
     await trip.trip.run_once()
     assert len(sink.messages()) == 1
-
-
-async def _ignore(alerts: Any) -> None:
-    del alerts
 
 
 # --- failures -------------------------------------------------------------------

@@ -13,7 +13,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import psycopg
 import pytest
@@ -91,14 +91,29 @@ async def test_one_lease_holder_at_a_time(location: Location) -> None:
         await second.release()
 
 
-async def test_the_fence_stops_writes_of_a_replica_that_lost_its_lease(
-    location: Location, postgres_server: PostgresServer
-) -> None:
+@contextlib.asynccontextmanager
+async def leader_and_successor(
+    location: Location,
+) -> AsyncIterator[tuple[Lease, Lease, PostgresStore, PostgresStore]]:
+    """The leader's lease, a replica's lease waiting to take over, the leader's
+    fenced store and a webhook's store."""
     lease, successor = Lease(location), Lease(location)
     assert await lease.acquire()
     fenced = await PostgresStore.open(location, fence=lease)
     webhook = await PostgresStore.open(location)
     try:
+        yield lease, successor, fenced, webhook
+    finally:
+        await fenced.close()
+        await webhook.close()
+        await lease.release()
+        await successor.release()
+
+
+async def test_the_fence_stops_writes_of_a_replica_that_lost_its_lease(
+    location: Location, postgres_server: PostgresServer
+) -> None:
+    async with leader_and_successor(location) as (lease, successor, fenced, webhook):
         await webhook.ingest([alert("InterfaceDown", instance="a")], T0)
         [received] = await fenced.pending(10)
         await fenced.save_progress(received.seq, [stored_incident("inc-1")])
@@ -117,20 +132,11 @@ async def test_the_fence_stops_writes_of_a_replica_that_lost_its_lease(
         assert (await webhook.backlog()).depth == 1
         # The webhook's store is not fenced: it keeps storing.
         assert (await webhook.ingest([alert("InterfaceDown", instance="c")], T0)).new == 1
-    finally:
-        await fenced.close()
-        await webhook.close()
-        await lease.release()
-        await successor.release()
 
 
 async def test_a_write_of_the_old_holder_commits_before_the_new_term_begins(
     location: Location, postgres_server: PostgresServer
 ) -> None:
-    old, new = Lease(location), Lease(location)
-    assert await old.acquire()
-    fenced = await PostgresStore.open(location, fence=old)
-    webhook = await PostgresStore.open(location)
     inside, finish = asyncio.Event(), asyncio.Event()
 
     async def slow_write(cur: Cursor) -> None:
@@ -139,28 +145,25 @@ async def test_a_write_of_the_old_holder_commits_before_the_new_term_begins(
         await finish.wait()
         await sql.write_incidents(cur, encode_incidents([stored_incident("inc-1")], {}))
 
-    try:
-        write = asyncio.create_task(fenced.engine.transaction(slow_write))
-        await asyncio.wait_for(inside.wait(), 10)
-        terminate(postgres_server, lease_pid(old))
-        takeover = asyncio.create_task(new.acquire())
-        await asyncio.sleep(1.0)
-        assert not takeover.done(), "a new term began while the old one was still writing"
-        finish.set()
-        await write
-        assert await asyncio.wait_for(takeover, 10)
-        # What the old holder wrote is there before the new leader reads anything...
-        assert await webhook.get_incident("inc-1") is not None
-        # ...and nothing it starts now gets past the fence.
-        with pytest.raises(LeaseLostError, match="lost the worker lease"):
-            await fenced.save_incidents([stored_incident("inc-2")])
-        assert await webhook.get_incident("inc-2") is None
-    finally:
-        finish.set()
-        await fenced.close()
-        await webhook.close()
-        await old.release()
-        await new.release()
+    async with leader_and_successor(location) as (old, new, fenced, webhook):
+        try:
+            write = asyncio.create_task(fenced.engine.transaction(slow_write))
+            await asyncio.wait_for(inside.wait(), 10)
+            terminate(postgres_server, lease_pid(old))
+            takeover = asyncio.create_task(new.acquire())
+            await asyncio.sleep(1.0)
+            assert not takeover.done(), "a new term began while the old one was still writing"
+            finish.set()
+            await write
+            assert await asyncio.wait_for(takeover, 10)
+            # What the old holder wrote is there before the new leader reads anything...
+            assert await webhook.get_incident("inc-1") is not None
+            # ...and nothing it starts now gets past the fence.
+            with pytest.raises(LeaseLostError, match="lost the worker lease"):
+                await fenced.save_incidents([stored_incident("inc-2")])
+            assert await webhook.get_incident("inc-2") is None
+        finally:
+            finish.set()  # a failed assertion must not leave the write waiting
 
 
 async def test_the_holder_may_post_only_while_its_lock_was_confirmed_recently(
