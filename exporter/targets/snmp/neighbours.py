@@ -273,8 +273,15 @@ class InterfaceNames:
 class NeighbourTable(Protocol):
     """One MIB's neighbour table: the columns to walk and the rows they make."""
 
-    name: TableName
-    columns: tuple[Oid, ...]
+    @property
+    def name(self) -> TableName:
+        """The name a module's ``neighbours:`` gives it."""
+        ...
+
+    @property
+    def columns(self) -> tuple[Oid, ...]:
+        """The columns to walk, the interface names among them."""
+        ...
 
     def neighbours(self, columns: Columns, interfaces: InterfaceNames) -> list[Neighbour]:
         """The rows of the walked ``columns``; ``interfaces`` names the local ports."""
