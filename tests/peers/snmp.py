@@ -1300,6 +1300,15 @@ class SnmpExporter(_Peer):
 # --------------------------------------------------------------------------------------
 # Comparing expositions
 
+
+def promtool_check_metrics(text: str) -> str:
+    """What ``promtool check metrics`` says of an exposition (lint findings and errors)."""
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    return result.stdout + result.stderr
+
+
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+-?\d+)?")

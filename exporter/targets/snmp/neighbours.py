@@ -145,22 +145,25 @@ def network_address_text(data: bytes) -> str:
     return address_text(data[0], data[1:])
 
 
-def chassis_id_text(subtype: int | None, data: bytes) -> str:
-    """An LLDP chassis id per LldpChassisIdSubtype."""
-    if subtype == CHASSIS_MAC and len(data) == 6:
+def _id_text(data: bytes, *, is_mac: bool, is_address: bool) -> str:
+    """An id that is a MAC, a network address, or text (hex when it is not text)."""
+    if is_mac and len(data) == 6:
         return mac_text(data)
-    if subtype == CHASSIS_NETWORK_ADDRESS:
+    if is_address:
         return network_address_text(data)
     return clean_text(data.rstrip(b"\0")) if is_text(data) else hex_text(data)
+
+
+def chassis_id_text(subtype: int | None, data: bytes) -> str:
+    """An LLDP chassis id per LldpChassisIdSubtype."""
+    return _id_text(
+        data, is_mac=subtype == CHASSIS_MAC, is_address=subtype == CHASSIS_NETWORK_ADDRESS
+    )
 
 
 def port_id_text(subtype: int | None, data: bytes) -> str:
     """An LLDP port id per LldpPortIdSubtype."""
-    if subtype == PORT_MAC and len(data) == 6:
-        return mac_text(data)
-    if subtype == PORT_NETWORK_ADDRESS:
-        return network_address_text(data)
-    return clean_text(data.rstrip(b"\0")) if is_text(data) else hex_text(data)
+    return _id_text(data, is_mac=subtype == PORT_MAC, is_address=subtype == PORT_NETWORK_ADDRESS)
 
 
 def remote_port_name(subtype: int | None, port_id: bytes, port_desc: bytes) -> str:

@@ -162,19 +162,21 @@ def samples(families) -> list[dict[str, str]]:
     return [dict(labels) for labels, value in families[0].samples if value == 1]
 
 
+# The one neighbour of lldp_walk, and of the lldp-v2-switch recording.
+SPINE_1 = {
+    "protocol": "lldp",
+    "local_port": "xe-0/0/7",
+    "remote_sysname": "spine-1",
+    "remote_port": "et-1/0/0",
+    "remote_address": "10.0.0.11",
+    "remote_chassis_id": "3c:61:04:0a:0b:0c",
+    "remote_platform": "",
+}
+
+
 def test_lldp_v2_rows_are_keyed_by_if_index():
     rows = samples(neighbour_families([LLDP, LLDP_V2], lldp_walk(LLDP_V2, (0, 7, 1, 4), 7)))
-    assert rows == [
-        {
-            "protocol": "lldp",
-            "local_port": "xe-0/0/7",
-            "remote_sysname": "spine-1",
-            "remote_port": "et-1/0/0",
-            "remote_address": "10.0.0.11",
-            "remote_chassis_id": "3c:61:04:0a:0b:0c",
-            "remote_platform": "",
-        }
-    ]
+    assert rows == [SPINE_1]
 
 
 def test_lldp_v2_is_ignored_when_lldp_mib_has_the_neighbours():

@@ -9,7 +9,6 @@ own, so against it the module succeeds with no rows.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,8 @@ import pytest
 from exporter.app import create_app
 from exporter.config import parse_config
 from exporter.live import Settings
-from tests.peers.snmp import RealSnmpd, SnmpsimDevices, parse_exposition
+from tests.exporter.targets.snmp.test_neighbours import SPINE_1
+from tests.peers.snmp import RealSnmpd, SnmpsimDevices, parse_exposition, promtool_check_metrics
 
 pytestmark = pytest.mark.peers
 
@@ -145,29 +145,11 @@ async def test_cisco_router_with_two_cdp_neighbours(client, devices):
 async def test_lldp_v2_switch(client, devices):
     text = await scrape(client, devices.target, "lldp-v2-switch", "lldp")
     assert success(text, "lldp") == 1, text
-    assert neighbours(text) == [
-        {
-            "protocol": "lldp",
-            "local_port": "xe-0/0/7",
-            "remote_sysname": "spine-1",
-            "remote_port": "et-1/0/0",
-            "remote_address": "10.0.0.11",
-            "remote_chassis_id": "3c:61:04:0a:0b:0c",
-            "remote_platform": "",
-        }
-    ]
+    assert neighbours(text) == [SPINE_1]
 
 
 async def promtool_errors(text: str) -> list[str]:
-    result = await asyncio.to_thread(
-        subprocess.run,
-        ["promtool", "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return [line for line in (result.stdout + result.stderr).splitlines() if line]
+    return (await asyncio.to_thread(promtool_check_metrics, text)).splitlines()
 
 
 async def test_neighbour_output_passes_promtool(client, devices):
