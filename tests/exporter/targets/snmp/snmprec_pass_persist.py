@@ -14,23 +14,36 @@ import sys
 from pathlib import Path
 
 # snmprec tags -> pass_persist types; octet strings go as hex ("octet").
-TYPES = {"2": "integer", "4": "octet", "6": "objectid", "66": "gauge", "67": "timeticks"}
+TYPES = {2: "integer", 4: "octet", 6: "objectid", 66: "gauge", 67: "timeticks"}
+
+Oid = tuple[int, ...]
 
 
-def load(path: Path, prefix: tuple[int, ...]) -> dict[tuple[int, ...], tuple[str, str]]:
-    rows: dict[tuple[int, ...], tuple[str, str]] = {}
+def read_snmprec(path: Path) -> dict[Oid, tuple[int, int | bytes]]:
+    """A recording's rows: OID -> (BER tag, int or octets), in the file's order."""
+    rows: dict[Oid, tuple[int, int | bytes]] = {}
     for line in path.read_text(encoding="ascii").splitlines():
         oid_text, tag, value = line.split("|", 2)
         oid = tuple(int(part) for part in oid_text.split("."))
+        if tag == "4x":
+            rows[oid] = (4, bytes.fromhex(value))
+        elif tag == "4":
+            rows[oid] = (4, value.encode())
+        else:
+            rows[oid] = (int(tag), int(value))
+    return rows
+
+
+def load(path: Path, prefix: Oid) -> dict[Oid, tuple[str, str]]:
+    """The rows under ``prefix`` as pass_persist (type, value) lines."""
+    rows: dict[Oid, tuple[str, str]] = {}
+    for oid, (tag, value) in read_snmprec(path).items():
         if oid[: len(prefix)] != prefix:
             continue
-        if tag == "4":
-            value = value.encode().hex()
-        elif tag == "4x":
-            tag = "4"
-        if tag == "4":
-            value = " ".join(value[i : i + 2] for i in range(0, len(value), 2))
-        rows[oid] = (TYPES[tag], value)
+        if isinstance(value, bytes):
+            rows[oid] = (TYPES[tag], " ".join(f"{b:02x}" for b in value))
+        else:
+            rows[oid] = (TYPES[tag], str(value))
     return rows
 
 

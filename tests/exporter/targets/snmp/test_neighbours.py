@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from exporter.targets.snmp.neighbours import (
     LLDP_V2,
     MAX_TEXT,
     NEIGHBOUR_METRIC,
+    TABLES,
     InterfaceNames,
     best_address,
     cdp_address_text,
@@ -27,6 +29,11 @@ from exporter.targets.snmp.neighbours import (
     port_id_text,
     remote_port_name,
 )
+from exporter.targets.snmp.scraper import SessionEntry, SnmpScraper
+from tests.exporter.fakes import ReplayedAgent
+from tests.exporter.targets.snmp.snmprec_pass_persist import read_snmprec
+
+RECORDINGS = Path(__file__).parent / "recordings"
 
 
 def octets(oid: Oid, value: bytes) -> VarBind:
@@ -191,6 +198,78 @@ def test_a_module_needs_metrics_or_neighbours():
         SnmpModule.model_validate({"prober": "snmp"})
     with pytest.raises(ValueError, match="named once"):
         SnmpModule.model_validate({"neighbours": ["cdp", "cdp"]})
+    with pytest.raises(ValueError, match="neighbours"):
+        SnmpModule.model_validate({"neighbours": ["ospf"]})
+    own = SnmpModule.model_validate(
+        {
+            "neighbours": ["lldp", "cdp"],
+            "metrics": [{"name": "sysUpTime", "oid": "1.3.6.1.2.1.1.3"}],
+        }
+    )
+    assert own.neighbours == ["lldp", "cdp"]
+    assert [m.name for m in own.metrics] == ["sysUpTime"]
     modules = builtin_modules()
     assert modules["lldp"].neighbours == ["lldp", "lldp_v2"]
     assert modules["cdp"].neighbours == ["cdp"]
+
+
+def recorded_agent(recording: Path) -> ReplayedAgent:
+    """A recording's neighbour and interface columns, served in process (no snmpsim)."""
+    agent = ReplayedAgent()
+    rows = read_snmprec(recording)
+    agent.columns = {
+        column: {
+            oid[len(column) :]: value
+            for oid, (_, value) in rows.items()
+            if oid[: len(column)] == column
+        }
+        for table in TABLES.values()
+        for column in table.columns
+    }
+    return agent
+
+
+@pytest.mark.parametrize(
+    ("recording", "module", "expected"),
+    [
+        pytest.param(
+            "lldp-switch",
+            "lldp",
+            [
+                ("Gi1/0/1", "sw-dist-3.example.net", "Te1/1/1", "10.0.3.1"),
+                ("Gi1/0/2", "edge-1", "ge-0/0/1", "2001:db8::1"),
+                ("Gi1/0/24", 'srv-7[31m INJECTED{x="1"} 1', "eth0", ""),
+            ],
+            id="LLDP-MIB",
+        ),
+        pytest.param(
+            "lldp-v2-switch",
+            "lldp",
+            [("xe-0/0/7", "spine-1", "et-1/0/0", "10.0.0.11")],
+            id="LLDP-V2-MIB",
+        ),
+        pytest.param(
+            "cdp-router",
+            "cdp",
+            [
+                ("Gi0/0", "sw-access-9.example.net", "GigabitEthernet1/0/48", "10.0.9.2"),
+                ("Gi0/1", "nx-core-2", "Ethernet1/49", "2001:db8:9::7"),
+            ],
+            id="CDP",
+        ),
+    ],
+)
+async def test_builtin_modules_read_the_recordings(recording, module, expected):
+    agent = recorded_agent(RECORDINGS / f"{recording}.snmprec")
+    result = await SnmpScraper().scrape_module(
+        SessionEntry(agent, 0.0), ("dev",), module, builtin_modules()[module], 1e12
+    )
+    assert result.success, result.error
+    rows = sorted(
+        (r["local_port"], r["remote_sysname"], r["remote_port"], r["remote_address"])
+        for r in samples(result.families)
+    )
+    assert rows == expected
+    # One walk, every column at once: the neighbour tables and the interface names.
+    assert len(agent.walked) == 1
+    assert {IF_NAME, IF_DESCR} <= agent.walked[0]
