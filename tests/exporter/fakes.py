@@ -111,12 +111,17 @@ IF_NUMBER = oid_of("1.3.6.1.2.1.2.1.0")
 TABLE_LAST_CHANGE = oid_of("1.3.6.1.2.1.31.1.5.0")
 
 
+def _index_order(row: tuple[int | Oid, int | bytes]) -> Oid:
+    return row[0] if isinstance(row[0], tuple) else (row[0],)
+
+
 class ReplayedAgent:
     """An agent's state as plain data; each walk records which columns it read."""
 
     def __init__(self) -> None:
         self.scalars: dict[Oid, int] = {UPTIME: 1000, IF_NUMBER: 1, TABLE_LAST_CHANGE: 5}
-        self.columns: dict[Oid, dict[int, int | bytes]] = {
+        # Rows by column, then by index: one sub-identifier, or several (a tuple).
+        self.columns: dict[Oid, dict[int | Oid, int | bytes]] = {
             (*IFX, 1): {1: b"eth0"},  # ifName, a lookup
             (*IFX, 15): {1: 1000},  # ifHighSpeed, cached
             (*IFT, 9): {1: 77},  # ifLastChange, a column validator
@@ -152,11 +157,11 @@ class ReplayedAgent:
             rows = self.columns.get(root, {})
             out[root] = [
                 VarBind(
-                    (*root, index),
+                    (*root, *(index if isinstance(index, tuple) else (index,))),
                     ValueKind.OCTET_STRING if isinstance(v, bytes) else ValueKind.GAUGE32,
                     v,
                 )
-                for index, v in sorted(rows.items())
+                for index, v in sorted(rows.items(), key=_index_order)
             ]
         return out
 

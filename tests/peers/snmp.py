@@ -961,7 +961,8 @@ class SnmpsimDevices(_Peer):
 
     ``devices`` maps each community to its interface count (each gets a ``.snmprec``
     from :func:`write_if_mib_device`, seeded by ``seed`` and the name); the values
-    served are in :attr:`devices`. Each entry of ``endpoints`` (an address, or
+    served are in :attr:`devices`. ``recordings`` are hand-written ``.snmprec``
+    files served as they are (community = file stem). Each entry of ``endpoints`` (an address, or
     ``address:port``) gets its own UDP endpoint, and every endpoint serves every
     device, chosen by community. Addresses other than 127.0.0.1 (127.0.0.x) work on
     Linux but stay out of the test suite. Runs as root with ``--process-user=root
@@ -979,9 +980,11 @@ class SnmpsimDevices(_Peer):
         seed: int = 1,
         endpoints: Sequence[str] = ("127.0.0.1",),
         ready_timeout: float = 60.0,
+        recordings: Sequence[Path] = (),
     ) -> None:
         self.dir = workdir / f"snmpsim-{next(_instances)}"
         self.device_sizes = dict(devices if devices is not None else {"sim48": 48, "sim260": 260})
+        self.recordings = list(recordings)
         self.seed = seed
         self.endpoints = [ep if ":" in ep else f"{ep}:{free_udp_port(ep)}" for ep in endpoints]
         self.ready_timeout = ready_timeout
@@ -999,6 +1002,8 @@ class SnmpsimDevices(_Peer):
             self.devices[name] = write_if_mib_device(
                 data / f"{name}.snmprec", size, f"{self.seed}:{name}"
             )
+        for recording in self.recordings:
+            shutil.copyfile(recording, data / recording.name)
         as_root = ["--process-user=root", "--process-group=root"] if os.geteuid() == 0 else []
         self.service = UdpService(
             name="snmpsim",
@@ -1021,7 +1026,7 @@ class SnmpsimDevices(_Peer):
         return all(
             answers(endpoint, community)
             for endpoint in self.endpoints
-            for community in self.device_sizes
+            for community in [*self.device_sizes, *(r.stem for r in self.recordings)]
         )
 
     def stop(self) -> None:
@@ -1294,6 +1299,15 @@ class SnmpExporter(_Peer):
 
 # --------------------------------------------------------------------------------------
 # Comparing expositions
+
+
+def promtool_check_metrics(text: str) -> str:
+    """What ``promtool check metrics`` says of an exposition (lint findings and errors)."""
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    return result.stdout + result.stderr
+
 
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 

@@ -6,6 +6,12 @@ same vocabulary as snmp_exporter's generated ``snmp.yml`` (``metrics``, ``indexe
 carries over with few edits. The built-in modules live in ``modules/*.yml`` next
 to this file; a config's ``modules:`` adds to them or replaces one by name.
 
+A module may also name ``neighbours:`` tables (``lldp``, ``lldp_v2``, ``cdp``):
+rows that join several tables and decode ids by subtype, which metrics cannot
+say, so they are decoded in code (exporter.targets.snmp.neighbours) into the
+``scout_lldp_neighbor_info`` family. The built-in ``lldp`` and ``cdp`` modules
+are made of them.
+
 A module may declare a ``cache``: label lookups and metrics marked ``cached``
 (descriptions, speeds) are then read once and reused until the device reboots
 (``uptime`` goes backwards), a ``validators`` value changes (ifNumber,
@@ -129,13 +135,23 @@ class SnmpModule(StrictModel):
     """One module. Keys starting with ``x-`` are ignored, so they can hold YAML anchors."""
 
     prober: Literal["snmp"] = "snmp"
-    metrics: list[SnmpMetric] = Field(min_length=1)
+    metrics: list[SnmpMetric] = Field(default_factory=list)
+    # Neighbour tables decoded in code (exporter.targets.snmp.neighbours), read every scrape.
+    neighbours: list[Literal["lldp", "lldp_v2", "cdp"]] = Field(default_factory=list)
     max_repetitions: int = Field(default=25, ge=1, le=500)
     retries: int = Field(default=2, ge=0, le=10)
     timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     cache: SnmpCache | None = None
     # The devices this module may read (see exporter.targets.allowlist); None: any.
     allowed_targets: AllowedTargets | None = None
+
+    @model_validator(mode="after")
+    def _reads_something(self) -> Self:
+        if not self.metrics and not self.neighbours:
+            raise ValueError("a module needs metrics, neighbours or both")
+        if len(set(self.neighbours)) != len(self.neighbours):
+            raise ValueError("each neighbours table may be named once")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -58,6 +58,7 @@ from exporter.targets.kind import ScrapeJob
 from exporter.targets.snmp.exposition import Family, merge_families
 from exporter.targets.snmp.mapping import MetricMapper, oid_of
 from exporter.targets.snmp.modules import SnmpModule
+from exporter.targets.snmp.neighbours import TABLES, neighbour_families
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,10 @@ class ModulePlan:
             (cached if cached_names and metric.cached else fresh)[column] = None
             for lookup in metric.lookups:
                 (cached if cached_names else fresh)[oid_of(lookup.oid)] = None
+        # Neighbour tables change with the cabling: walked on every scrape.
+        self.neighbour_tables = [TABLES[name] for name in module.neighbours]
+        for table in self.neighbour_tables:
+            fresh.update(dict.fromkeys(table.columns))
         self.fresh_columns = list(fresh)
         self.cached_columns = [c for c in cached if c not in fresh]
         self.lookup_columns = {oid_of(lk.oid) for m in module.metrics for lk in m.lookups}
@@ -426,7 +431,9 @@ class SnmpScraper:
             if oid in got:
                 rows[oid[:-1]] = [got[oid]]
         values = {vb.oid: vb for column in plan.lookup_columns for vb in rows.get(column, ())}
-        return plan.mapper.families(rows, values), cache is not None
+        families = plan.mapper.families(rows, values)
+        families += neighbour_families(plan.neighbour_tables, rows)
+        return families, cache is not None
 
     def _still_valid(
         self, plan: ModulePlan, cache: DeviceCache | None, got: Mapping[Oid, VarBind]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +19,7 @@ from tests.peers.snmp import (
     TooBigProxy,
     V3User,
     parse_exposition,
+    promtool_check_metrics,
 )
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
@@ -428,16 +428,8 @@ async def test_reload_drops_sessions_and_caches_built_from_the_old_config(
 
 async def test_snmp_output_passes_promtool_parsing(client, snmpd):
     _, text = await scrape(client, target=snmpd.target, module="if_mib,system,host_resources")
-    result = await asyncio.to_thread(
-        subprocess.run,
-        ["promtool", "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
     # snmp_exporter's names (camelCase, counters without _total) are linted by design;
     # a parse error (a second HELP line, a bad label) starts with "error" and is ours.
-    output = result.stdout + result.stderr
+    output = await asyncio.to_thread(promtool_check_metrics, text)
     assert "ifHCInOctets counter metrics should have" in output  # promtool did read it
     assert [line for line in output.splitlines() if line.startswith("error")] == []
