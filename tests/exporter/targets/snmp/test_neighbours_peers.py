@@ -41,10 +41,8 @@ async def client(aiohttp_client):
         f"{r.stem}: {{type: snmp, community: {r.stem}, allowed_targets: [127.0.0.0/8]}}"
         for r in RECORDINGS
     )
-    config = parse_config(
-        f"auths: {{{auths}}}\nmodules: {{lldp_capped: {{prober: snmp, neighbours: [lldp], max_neighbours: 2}}}}",
-        "neighbours.yml",
-    )
+    capped = "lldp_capped: {prober: snmp, neighbours: [lldp], max_neighbours: 2}"
+    config = parse_config(f"auths: {{{auths}}}\nmodules: {{{capped}}}", "neighbours.yml")
     return await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
 
 
