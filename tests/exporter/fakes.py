@@ -120,6 +120,7 @@ class ReplayedAgent:
 
     def __init__(self) -> None:
         self.scalars: dict[Oid, int] = {UPTIME: 1000, IF_NUMBER: 1, TABLE_LAST_CHANGE: 5}
+        self.text_scalars: dict[Oid, bytes] = {}
         # Rows by column, then by index: one sub-identifier, or several (a tuple).
         self.columns: dict[Oid, dict[int | Oid, int | bytes]] = {
             (*IFX, 1): {1: b"eth0"},  # ifName, a lookup
@@ -137,6 +138,8 @@ class ReplayedAgent:
         return [
             VarBind(oid, ValueKind.TIMETICKS, self.scalars[oid])
             if oid in self.scalars
+            else VarBind(oid, ValueKind.OCTET_STRING, self.text_scalars[oid])
+            if oid in self.text_scalars
             else VarBind(oid, ValueKind.NO_SUCH_OBJECT, None)
             for oid in oids
         ]

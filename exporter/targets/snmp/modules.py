@@ -9,8 +9,10 @@ to this file; a config's ``modules:`` adds to them or replaces one by name.
 A module may also name ``neighbours:`` tables (``lldp``, ``lldp_v2``, ``cdp``):
 rows that join several tables and decode ids by subtype, which metrics cannot
 say, so they are decoded in code (exporter.targets.snmp.neighbours) into the
-``scout_lldp_neighbor_info`` family. The built-in ``lldp`` and ``cdp`` modules
-are made of them.
+``scout_lldp_neighbor_info`` family (and ``scout_lldp_local_info``, the device's
+own identity). The built-in ``lldp`` and ``cdp`` modules are made of them.
+``max_neighbours`` caps the rows a scrape exports (a hostile host can invent
+neighbours); the rest are counted in ``scout_snmp_neighbours_dropped``.
 
 A module may declare a ``cache``: label lookups and metrics marked ``cached``
 (descriptions, speeds) are then read once and reused until the device reboots
@@ -31,6 +33,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from exporter.common.models import StrictModel, drop_extension_keys
 from exporter.targets.allowlist import AllowedTargets
+from exporter.targets.snmp.neighbours import DEFAULT_MAX_NEIGHBOURS
 
 _OID = re.compile(r"\.?\d+(\.\d+)*")
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -138,6 +141,8 @@ class SnmpModule(StrictModel):
     metrics: list[SnmpMetric] = Field(default_factory=list)
     # Neighbour tables decoded in code (exporter.targets.snmp.neighbours), read every scrape.
     neighbours: list[Literal["lldp", "lldp_v2", "cdp"]] = Field(default_factory=list)
+    # Rows kept per scrape, in local port order; the rest are dropped and counted.
+    max_neighbours: int = Field(default=DEFAULT_MAX_NEIGHBOURS, ge=1, le=65536)
     max_repetitions: int = Field(default=25, ge=1, le=500)
     retries: int = Field(default=2, ge=0, le=10)
     timeout_seconds: float = Field(default=2.0, gt=0, le=60)

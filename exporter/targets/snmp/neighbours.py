@@ -13,11 +13,23 @@ tables named in a module's ``neighbours:`` are decoded here, in code::
 ``instance`` is added by Prometheus. This is the contract the sidecar's topology
 refresh reads (docs/correlation.md, "The contract for discovered edges").
 
+A module's rows are capped (``max_neighbours``, 1024 by default): a host on an
+access port can send a new LLDP identity every few seconds, and each would be a
+new series. Rows past the cap, in local port order, are dropped and counted
+(``scout_snmp_neighbours_dropped{module}``, added by the scraper).
+
+The device's own identity is exported too, so a device polled by address can be
+joined to the name its neighbours know it by::
+
+    scout_lldp_local_info{protocol="lldp", local_sysname="sw-access-1",
+        local_chassis_id="00:1b:54:00:00:01"} 1
+
 - ``lldp``: LLDP-MIB (IEEE 802.1AB-2005, 1.0.8802.1.1.2);
 - ``lldp_v2``: LLDP-V2-MIB (IEEE 802.1AB-2009, 1.3.111.2.802.1.1.13), used only
   when the LLDP-MIB table of the same scrape is empty, so a device serving both
-  does not list each neighbour twice;
-- ``cdp``: CISCO-CDP-MIB's cdpCacheTable.
+  does not list each neighbour twice; a module naming both walks it only then
+  (a second walk, see ``fallback_tables``);
+- ``cdp``: CISCO-CDP-MIB's cdpCacheTable, and cdpGlobalDeviceId for the local name.
 
 Every text a device sends is cleaned (control characters dropped, length
 capped): these values end up in label values, alert reasons and summaries.
@@ -36,6 +48,10 @@ from exporter.targets.snmp.exposition import Family
 
 NEIGHBOUR_METRIC = "scout_lldp_neighbor_info"
 NEIGHBOUR_HELP = "A neighbour the device hears on a local port (LLDP or CDP); value 1."
+LOCAL_METRIC = "scout_lldp_local_info"
+LOCAL_HELP = "The device's own name and chassis id as its neighbours hear them; value 1."
+# Rows per module and scrape, unless the module says otherwise (SnmpModule.max_neighbours).
+DEFAULT_MAX_NEIGHBOURS = 1024
 # Longer values are cut: a label is for matching and reading, not for a whole sysDescr.
 MAX_TEXT = 128
 
@@ -56,6 +72,7 @@ PORT_INTERFACE_ALIAS, PORT_MAC, PORT_NETWORK_ADDRESS, PORT_INTERFACE_NAME, PORT_
 )
 # IANA AddressFamilyNumbers, as in LLDP management and network addresses.
 FAMILY_IPV4, FAMILY_IPV6 = 1, 2
+ADDRESS_SIZES: Mapping[int, int] = {FAMILY_IPV4: 4, FAMILY_IPV6: 16}
 # CiscoNetworkProtocol values of cdpCacheAddressType.
 CDP_IP, CDP_IPV6 = 1, 20
 
@@ -82,6 +99,30 @@ class Neighbour:
             ("remote_chassis_id", self.remote_chassis_id),
             ("remote_platform", self.remote_platform),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LocalIdentity:
+    """One row of ``scout_lldp_local_info``: the device as its neighbours know it."""
+
+    protocol: str
+    local_sysname: str
+    local_chassis_id: str = ""
+
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("protocol", self.protocol),
+            ("local_sysname", self.local_sysname),
+            ("local_chassis_id", self.local_chassis_id),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourFamilies:
+    """What one module's neighbour tables export, and how many rows the cap dropped."""
+
+    families: list[Family]
+    dropped: int = 0
 
 
 # --------------------------------------------------------------------------------------
@@ -184,14 +225,18 @@ def man_addr_from_index(suffix: Oid) -> tuple[int, str] | None:
 
     The index is ``lldpRemManAddrSubtype.length.octets`` (an OCTET STRING index
     carries its length). Some agents leave the length out; an IPv4 or IPv6
-    address of the right size is read that way too. ``None`` if it is neither.
+    address of the right size is read that way too. For those two families the
+    length is believed only when it is the family's size and that many octets
+    follow, since ``1.3.1.2.3`` is the length-less 3.1.2.3, not a 3-octet value.
+    ``None`` if it is neither.
     """
     if len(suffix) < 2 or any(part > 255 for part in suffix[1:]):
         return None
     family, rest = suffix[0], suffix[1:]
-    if rest[0] == len(rest) - 1:
+    size = ADDRESS_SIZES.get(family)
+    if rest[0] == len(rest) - 1 and size in (None, rest[0]):
         octets = bytes(rest[1:])
-    elif (family, len(rest)) in ((FAMILY_IPV4, 4), (FAMILY_IPV6, 16)):
+    elif len(rest) == size:
         octets = bytes(rest)
     else:
         return None
@@ -243,6 +288,11 @@ def _column(columns: Columns, oid: Oid, width: int) -> dict[Oid, VarBind]:
     return out
 
 
+def _scalar(columns: Columns, oid: Oid) -> VarBind | None:
+    """The value of scalar ``oid`` (``...0``), stored under its object like a column."""
+    return _column(columns, oid[:-1], 1).get(oid[-1:])
+
+
 def _octets(varbind: VarBind | None) -> bytes:
     return varbind.value if varbind is not None and isinstance(varbind.value, bytes) else b""
 
@@ -286,8 +336,26 @@ class NeighbourTable(Protocol):
         """The columns to walk, the interface names among them."""
         ...
 
+    @property
+    def local_scalars(self) -> tuple[Oid, ...]:
+        """The scalars (``.0``) naming the device itself, read with GET."""
+        ...
+
+    @property
+    def fallback_for(self) -> TableName | None:
+        """The table this one stands in for: walked only when that one has no rows."""
+        ...
+
+    def has_rows(self, columns: Columns) -> bool:
+        """True when the walked ``columns`` hold at least one neighbour row."""
+        ...
+
     def neighbours(self, columns: Columns, interfaces: InterfaceNames) -> list[Neighbour]:
         """The rows of the walked ``columns``; ``interfaces`` names the local ports."""
+        ...
+
+    def local_identity(self, columns: Columns) -> LocalIdentity | None:
+        """The device's own identity from ``local_scalars`` (stored by column), if sent."""
         ...
 
 
@@ -304,9 +372,11 @@ class LldpTable:
     remote: Oid  # the remote table's entry
     management: Oid  # lldpRemManAddrEntry
     local_ports: Oid  # lldpLocPortEntry
+    local_system: Oid  # lldpLocalSystemData: chassis id subtype .1.0, chassis id .2.0, name .3.0
     first_remote_column: int  # lldpRemChassisIdSubtype's column number
     index_width: int  # sub-identifiers in a remote row's index
     local_is_if_index: bool
+    fallback_for: TableName | None = None
 
     @property
     def columns(self) -> tuple[Oid, ...]:
@@ -314,6 +384,24 @@ class LldpTable:
         local = tuple((*self.local_ports, column) for column in (2, 3, 4))
         # Any column of the address table will do: the address is in its index.
         return (*remote, (*self.management, 3), *local, IF_NAME, IF_DESCR)
+
+    @property
+    def local_scalars(self) -> tuple[Oid, ...]:
+        return tuple((*self.local_system, n, 0) for n in (1, 2, 3))
+
+    def has_rows(self, columns: Columns) -> bool:
+        identities = (self.first_remote_column + n for n in (1, 3, 5))  # chassis, port, name
+        return any(_column(columns, (*self.remote, c), self.index_width) for c in identities)
+
+    def local_identity(self, columns: Columns) -> LocalIdentity | None:
+        subtype, chassis, name = (_scalar(columns, oid) for oid in self.local_scalars)
+        chassis_id = _octets(chassis)
+        identity = LocalIdentity(
+            protocol="lldp",
+            local_sysname=clean_text(_octets(name)),
+            local_chassis_id=chassis_id_text(_integer(subtype), chassis_id) if chassis_id else "",
+        )
+        return identity if identity.local_sysname or identity.local_chassis_id else None
 
     def neighbours(self, columns: Columns, interfaces: InterfaceNames) -> list[Neighbour]:
         first, width = self.first_remote_column, self.index_width
@@ -416,11 +504,25 @@ class CdpTable:
 
     name: TableName = "cdp"
     entry: Oid = (1, 3, 6, 1, 4, 1, 9, 9, 23, 1, 2, 1, 1)
+    global_device_id: Oid = (1, 3, 6, 1, 4, 1, 9, 9, 23, 1, 3, 4, 0)
+    fallback_for: TableName | None = None
 
     @property
     def columns(self) -> tuple[Oid, ...]:
         # cdpCacheAddressType, Address, DeviceId, DevicePort, Platform.
         return (*((*self.entry, c) for c in (3, 4, 6, 7, 8)), IF_NAME, IF_DESCR)
+
+    @property
+    def local_scalars(self) -> tuple[Oid, ...]:
+        return (self.global_device_id,)
+
+    def has_rows(self, columns: Columns) -> bool:
+        return any(_column(columns, (*self.entry, c), 2) for c in (6, 7))
+
+    def local_identity(self, columns: Columns) -> LocalIdentity | None:
+        # The same cleaning as a neighbour's device id, so the two join.
+        name = cdp_device_name(_octets(_scalar(columns, self.global_device_id)))
+        return LocalIdentity(protocol="cdp", local_sysname=name) if name else None
 
     def neighbours(self, columns: Columns, interfaces: InterfaceNames) -> list[Neighbour]:
         kind, address, device, port, platform = (
@@ -448,6 +550,7 @@ LLDP = LldpTable(
     remote=(1, 0, 8802, 1, 1, 2, 1, 4, 1, 1),
     management=(1, 0, 8802, 1, 1, 2, 1, 4, 2, 1),
     local_ports=(1, 0, 8802, 1, 1, 2, 1, 3, 7, 1),
+    local_system=(1, 0, 8802, 1, 1, 2, 1, 3),
     first_remote_column=4,
     index_width=3,
     local_is_if_index=False,
@@ -457,30 +560,69 @@ LLDP_V2 = LldpTable(
     remote=(1, 3, 111, 2, 802, 1, 1, 13, 1, 4, 1, 1),
     management=(1, 3, 111, 2, 802, 1, 1, 13, 1, 4, 2, 1),
     local_ports=(1, 3, 111, 2, 802, 1, 1, 13, 1, 3, 7, 1),
+    local_system=(1, 3, 111, 2, 802, 1, 1, 13, 1, 3),
     first_remote_column=5,
     index_width=4,
     local_is_if_index=True,
+    fallback_for="lldp",
 )
 CDP = CdpTable()
 TABLES: Mapping[TableName, NeighbourTable] = {"lldp": LLDP, "lldp_v2": LLDP_V2, "cdp": CDP}
 
 
-def neighbour_families(tables: Sequence[NeighbourTable], columns: Columns) -> list[Family]:
-    """The neighbour family of one module's walk (nothing when it names no table)."""
+def fallback_tables(tables: Sequence[NeighbourTable]) -> list[NeighbourTable]:
+    """The tables of ``tables`` that stand in for another one of them (walked second)."""
+    names = {table.name for table in tables}
+    return [table for table in tables if table.fallback_for in names]
+
+
+def fallback_columns(tables: Sequence[NeighbourTable], walked: Columns) -> list[Oid]:
+    """The columns still to walk: those of fallbacks whose table came back empty.
+
+    Columns already in ``walked`` (the interface names) are not walked again.
+    """
+    by_name = {table.name: table for table in tables}
+    wanted: dict[Oid, None] = {}
+    for table in fallback_tables(tables):
+        primary = by_name[table.fallback_for] if table.fallback_for else None
+        if primary is not None and not primary.has_rows(walked):
+            wanted.update(dict.fromkeys(c for c in table.columns if c not in walked))
+    return list(wanted)
+
+
+def neighbour_families(
+    tables: Sequence[NeighbourTable],
+    columns: Columns,
+    max_neighbours: int = DEFAULT_MAX_NEIGHBOURS,
+) -> NeighbourFamilies:
+    """The neighbour and local identity families of one module's reads.
+
+    At most ``max_neighbours`` rows are kept, the first in (local port, labels)
+    order, so the same rows survive every scrape of the same tables.
+    """
     if not tables:
-        return []
+        return NeighbourFamilies([])
     interfaces = InterfaceNames(columns)
     rows: dict[str, list[Neighbour]] = {
         table.name: table.neighbours(columns, interfaces) for table in tables
     }
     if rows.get("lldp"):
         rows.pop("lldp_v2", None)  # the same neighbours, seen through the older MIB
+    unique = {neighbour.labels(): neighbour for found in rows.values() for neighbour in found}
+    ordered = sorted(unique.items(), key=lambda item: (item[1].local_port, item[0]))
     family = Family(NEIGHBOUR_METRIC, NEIGHBOUR_HELP, "gauge")
-    seen: set[tuple[tuple[str, str], ...]] = set()
-    for neighbours in rows.values():
-        for neighbour in neighbours:
-            labels = neighbour.labels()
-            if labels not in seen:
-                seen.add(labels)
-                family.add(labels, 1)
-    return [family]
+    for labels, _ in ordered[:max_neighbours]:
+        family.add(labels, 1)
+    families = [family]
+    identities: dict[str, LocalIdentity] = {}
+    # The table a fallback stands in for speaks first.
+    for table in sorted(tables, key=lambda table: table.fallback_for is not None):
+        identity = table.local_identity(columns)
+        if identity is not None:
+            identities.setdefault(identity.protocol, identity)
+    if identities:
+        local = Family(LOCAL_METRIC, LOCAL_HELP, "gauge")
+        for identity in identities.values():
+            local.add(identity.labels(), 1)
+        families.append(local)
+    return NeighbourFamilies(families, dropped=max(0, len(ordered) - max_neighbours))

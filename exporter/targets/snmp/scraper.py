@@ -6,7 +6,9 @@ Per scrape and module:
 2. one multi-column bulk walk of the columns read every time (counters, status),
    plus the cached columns (lookups, speeds) when the cache is not valid;
 3. if a column validator (ifLastChange) moved while the cache looked valid, the
-   cached columns are walked after all, so a flapped link's new speed shows now.
+   cached columns are walked after all, so a flapped link's new speed shows now;
+4. a fallback neighbour table (LLDP-V2-MIB) is walked only when the table it
+   stands in for (LLDP-MIB) came back empty.
 
 State kept per device (target, credentials, module): the max-repetitions that
 worked last time, and the cache. Sessions are kept per device and credentials,
@@ -25,6 +27,7 @@ replaces it. Self-metrics of a scrape, besides the handler's
     scout_snmp_max_repetitions{module="if_mib"} 25
     scout_snmp_cache_used{module="if_mib"} 1
     scout_snmp_device_reachable 1
+    scout_snmp_neighbours_dropped{module="lldp"} 0   # modules with neighbour tables
 
 A device that does not answer fails its modules (``scout_snmp_module_success``
 0), not the request, so Prometheus keeps ``up`` for the exporter; it is
@@ -58,7 +61,12 @@ from exporter.targets.kind import ScrapeJob
 from exporter.targets.snmp.exposition import Family, merge_families
 from exporter.targets.snmp.mapping import MetricMapper, oid_of
 from exporter.targets.snmp.modules import SnmpModule
-from exporter.targets.snmp.neighbours import TABLES, neighbour_families
+from exporter.targets.snmp.neighbours import (
+    TABLES,
+    fallback_columns,
+    fallback_tables,
+    neighbour_families,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +115,14 @@ class ModulePlan:
             (cached if cached_names and metric.cached else fresh)[column] = None
             for lookup in metric.lookups:
                 (cached if cached_names else fresh)[oid_of(lookup.oid)] = None
-        # Neighbour tables change with the cabling: walked on every scrape.
+        # Neighbour tables change with the cabling: walked on every scrape, except a
+        # fallback (LLDP-V2-MIB), walked second and only when its table came back empty.
         self.neighbour_tables = [TABLES[name] for name in module.neighbours]
+        fallbacks = fallback_tables(self.neighbour_tables)
         for table in self.neighbour_tables:
-            fresh.update(dict.fromkeys(table.columns))
+            if table not in fallbacks:
+                fresh.update(dict.fromkeys(table.columns))
+        self.neighbour_scalars = [oid for t in self.neighbour_tables for oid in t.local_scalars]
         self.fresh_columns = list(fresh)
         self.cached_columns = [c for c in cached if c not in fresh]
         self.lookup_columns = {oid_of(lk.oid) for m in module.metrics for lk in m.lookups}
@@ -125,7 +137,7 @@ class ModulePlan:
 
     def gets(self) -> list[Oid]:
         extra = [*self.scalar_validators, *([self.uptime] if self.uptime else [])]
-        return list(dict.fromkeys([*self.scalars, *extra]))
+        return list(dict.fromkeys([*self.scalars, *self.neighbour_scalars, *extra]))
 
 
 @dataclass(slots=True)
@@ -172,6 +184,17 @@ class ModuleResult:
     pdus_sent: int = 0
     retries: int = 0
     replies: int = 0
+    # Neighbour rows past the module's max_neighbours; None: no neighbour tables read.
+    neighbours_dropped: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleRead:
+    """One module's families, whether the cache served, and neighbour rows dropped."""
+
+    families: list[Family]
+    cache_used: bool
+    neighbours_dropped: int | None = None
 
 
 def _fingerprint(rows: Iterable[VarBind]) -> tuple[tuple[Oid, object], ...]:
@@ -369,7 +392,7 @@ class SnmpScraper:
         state.last_used = self._clock()
         plan = self.plan(module)
         try:
-            families, cache_used = await self._read(session, plan, state, deadline)
+            read = await self._read(session, plan, state, deadline)
         except SnmpError as exc:
             error = str(exc)
         except Exception as exc:  # module boundary: one bad module never fails the others
@@ -380,9 +403,10 @@ class SnmpScraper:
                 name,
                 True,
                 time.perf_counter() - started,
-                families,
+                read.families,
                 state.max_repetitions,
-                cache_used,
+                read.cache_used,
+                neighbours_dropped=read.neighbours_dropped,
             )
         duration = time.perf_counter() - started
         return ModuleResult(name, False, duration, [], state.max_repetitions, False, error)
@@ -408,7 +432,7 @@ class SnmpScraper:
 
     async def _read(
         self, session: SnmpClient, plan: ModulePlan, state: DeviceState, deadline: float
-    ) -> tuple[list[Family], bool]:
+    ) -> ModuleRead:
         gets = plan.gets()
         got = {vb.oid: vb for vb in await session.get(gets, deadline=deadline)} if gets else {}
         cache = state.cache if self._still_valid(plan, state.cache, got) else None
@@ -423,17 +447,22 @@ class SnmpScraper:
                 await self._walk(session, plan.cached_columns, state, configured, deadline)
             )
             cache = None
+        fallback = fallback_columns(plan.neighbour_tables, walked)
+        if fallback:
+            walked.update(await self._walk(session, fallback, state, configured, deadline))
         if cache is None and plan.uptime is not None:
             state.cache = self._new_cache(plan, got, walked)
         rows: dict[Oid, Sequence[VarBind]] = dict(cache.rows) if cache else {}
         rows.update(walked)
-        for oid in plan.scalars:
+        for oid in (*plan.scalars, *plan.neighbour_scalars):
             if oid in got:
                 rows[oid[:-1]] = [got[oid]]
         values = {vb.oid: vb for column in plan.lookup_columns for vb in rows.get(column, ())}
         families = plan.mapper.families(rows, values)
-        families += neighbour_families(plan.neighbour_tables, rows)
-        return families, cache is not None
+        if not plan.neighbour_tables:
+            return ModuleRead(families, cache is not None)
+        neighbours = neighbour_families(plan.neighbour_tables, rows, plan.module.max_neighbours)
+        return ModuleRead([*families, *neighbours.families], cache is not None, neighbours.dropped)
 
     def _still_valid(
         self, plan: ModulePlan, cache: DeviceCache | None, got: Mapping[Oid, VarBind]
@@ -505,9 +534,16 @@ def _self_families(results: list[ModuleResult]) -> list[Family]:
     cached = Family(
         "scout_snmp_cache_used", "1 if cached lookup labels were reused on this scrape.", "gauge"
     )
+    dropped = Family(
+        "scout_snmp_neighbours_dropped",
+        "Neighbour rows left out of this scrape by the module's max_neighbours.",
+        "gauge",
+    )
     for result in results:
         labels = (("module", result.module),)
         success.add(labels, int(result.success))
+        if result.neighbours_dropped is not None:
+            dropped.add(labels, result.neighbours_dropped)
         took.add(labels, result.duration_seconds)
         if result.max_repetitions:
             reps.add(labels, result.max_repetitions)
@@ -520,4 +556,13 @@ def _self_families(results: list[ModuleResult]) -> list[Family]:
     # A module that succeeded was answered even when a cache left nothing to send.
     answered = any(result.replies or result.success for result in results)
     reachable.add((), int(answered))
-    return [sent, retried, success, took, reps, cached, reachable]
+    return [
+        sent,
+        retried,
+        success,
+        took,
+        reps,
+        cached,
+        reachable,
+        *([dropped] if dropped.samples else []),
+    ]

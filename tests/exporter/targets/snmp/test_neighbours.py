@@ -8,16 +8,21 @@ from pathlib import Path
 import pytest
 
 from exporter.clients.snmp import Oid, ValueKind, VarBind
+from exporter.targets.snmp.exposition import Family
 from exporter.targets.snmp.modules import SnmpModule, builtin_modules
 from exporter.targets.snmp.neighbours import (
+    CDP,
+    DEFAULT_MAX_NEIGHBOURS,
     IF_DESCR,
     IF_NAME,
     LLDP,
     LLDP_V2,
+    LOCAL_METRIC,
     MAX_TEXT,
     NEIGHBOUR_METRIC,
     TABLES,
     InterfaceNames,
+    NeighbourFamilies,
     best_address,
     cdp_address_text,
     cdp_device_name,
@@ -83,6 +88,11 @@ def test_remote_port_prefers_the_interface_name_then_the_description():
             (2, *ipaddress.IPv6Address("fe80::1").packed), (2, "fe80::1"), id="IPv6 implied"
         ),
         pytest.param((6, 3, 1, 2, 3), (6, "0x010203"), id="another family: hex"),
+        pytest.param((1, 3, 1, 2, 3), (1, "3.1.2.3"), id="IPv4 without a length, from 3"),
+        pytest.param((1, 4, 1, 2, 3), (1, "4.1.2.3"), id="IPv4 without a length, from 4"),
+        pytest.param(
+            (2, *ipaddress.IPv6Address("1000::7").packed), (2, "1000::7"), id="IPv6 from 16"
+        ),
         pytest.param((1, 4, 10, 0), None, id="too short"),
         pytest.param((1, 4, 10, 0, 3, 300), None, id="not octets"),
         pytest.param((1,), None, id="no address"),
@@ -164,9 +174,24 @@ def lldp_walk(table, remote_index: Oid, port_number: int) -> dict[Oid, list[VarB
     }
 
 
-def samples(families) -> list[dict[str, str]]:
-    assert [f.name for f in families] == [NEIGHBOUR_METRIC]
-    return [dict(labels) for labels, value in families[0].samples if value == 1]
+def samples(families: list[Family] | NeighbourFamilies) -> list[dict[str, str]]:
+    """The neighbour rows among ``families``."""
+    if isinstance(families, NeighbourFamilies):
+        families = families.families
+    rows = [f for f in families if f.name == NEIGHBOUR_METRIC]
+    assert len(rows) == 1, [f.name for f in families]
+    return [dict(labels) for labels, value in rows[0].samples if value == 1]
+
+
+def local_samples(families: list[Family]) -> list[dict[str, str]]:
+    """The device's own identity rows among ``families``."""
+    return [
+        dict(labels)
+        for family in families
+        if family.name == LOCAL_METRIC
+        for labels, value in family.samples
+        if value == 1
+    ]
 
 
 # The one neighbour of lldp_walk, and of the lldp-v2-switch recording.
@@ -208,6 +233,10 @@ def test_a_module_needs_metrics_or_neighbours():
     )
     assert own.neighbours == ["lldp", "cdp"]
     assert [m.name for m in own.metrics] == ["sysUpTime"]
+    assert own.max_neighbours == DEFAULT_MAX_NEIGHBOURS == 1024
+    for bad in (0, -1, 10**6, "many"):
+        with pytest.raises(ValueError, match="max_neighbours"):
+            SnmpModule.model_validate({"neighbours": ["lldp"], "max_neighbours": bad})
     modules = builtin_modules()
     assert modules["lldp"].neighbours == ["lldp", "lldp_v2"]
     assert modules["cdp"].neighbours == ["cdp"]
@@ -226,11 +255,23 @@ def recorded_agent(recording: Path) -> ReplayedAgent:
         for table in TABLES.values()
         for column in table.columns
     }
+    agent.text_scalars = {
+        oid: value
+        for table in TABLES.values()
+        for oid in table.local_scalars
+        if oid in rows and isinstance(value := rows[oid][1], bytes)
+    }
+    agent.scalars.update(
+        (oid, value)
+        for table in TABLES.values()
+        for oid in table.local_scalars
+        if oid in rows and isinstance(value := rows[oid][1], int)
+    )
     return agent
 
 
 @pytest.mark.parametrize(
-    ("recording", "module", "expected"),
+    ("recording", "module", "expected", "local", "walks"),
     [
         pytest.param(
             "lldp-switch",
@@ -240,12 +281,16 @@ def recorded_agent(recording: Path) -> ReplayedAgent:
                 ("Gi1/0/2", "edge-1", "ge-0/0/1", "2001:db8::1"),
                 ("Gi1/0/24", 'srv-7[31m INJECTED{x="1"} 1', "eth0", ""),
             ],
+            [("lldp", "core-1.example.net", "00:1b:54:00:00:01")],
+            1,
             id="LLDP-MIB",
         ),
         pytest.param(
             "lldp-v2-switch",
             "lldp",
             [("xe-0/0/7", "spine-1", "et-1/0/0", "10.0.0.11")],
+            [("lldp", "agg-5", "3c:61:04:05:05:05")],
+            2,
             id="LLDP-V2-MIB",
         ),
         pytest.param(
@@ -255,11 +300,13 @@ def recorded_agent(recording: Path) -> ReplayedAgent:
                 ("Gi0/0", "sw-access-9.example.net", "GigabitEthernet1/0/48", "10.0.9.2"),
                 ("Gi0/1", "nx-core-2", "Ethernet1/49", "2001:db8:9::7"),
             ],
+            [("cdp", "core-2.example.net", "")],
+            1,
             id="CDP",
         ),
     ],
 )
-async def test_builtin_modules_read_the_recordings(recording, module, expected):
+async def test_builtin_modules_read_the_recordings(recording, module, expected, local, walks):
     agent = recorded_agent(RECORDINGS / f"{recording}.snmprec")
     result = await SnmpScraper().scrape_module(
         SessionEntry(agent, 0.0), ("dev",), module, builtin_modules()[module], 1e12
@@ -270,6 +317,64 @@ async def test_builtin_modules_read_the_recordings(recording, module, expected):
         for r in samples(result.families)
     )
     assert rows == expected
-    # One walk, every column at once: the neighbour tables and the interface names.
-    assert len(agent.walked) == 1
+    identities = [
+        (r["protocol"], r["local_sysname"], r["local_chassis_id"])
+        for r in local_samples(result.families)
+    ]
+    assert identities == local
+    assert result.neighbours_dropped == 0
+    # One walk, every column at once: the neighbour tables and the interface names;
+    # LLDP-V2-MIB's columns only in a second walk, when LLDP-MIB had no rows.
+    assert len(agent.walked) == walks
     assert {IF_NAME, IF_DESCR} <= agent.walked[0]
+    assert not agent.walked[0] & set(LLDP_V2.columns) - {IF_NAME, IF_DESCR}
+    if walks == 2:
+        assert agent.walked[1] == set(LLDP_V2.columns) - {IF_NAME, IF_DESCR}
+
+
+def many_neighbours(ports: list[int]) -> dict[Oid, list[VarBind]]:
+    """LLDP-MIB rows, one per local port number, each a different chassis."""
+    walk: dict[Oid, list[VarBind]] = {}
+    for port in ports:
+        for column, rows in lldp_walk(LLDP, (0, port, 1), port).items():
+            if column == IF_NAME:
+                rows = [octets((*IF_NAME, port), f"Gi1/0/{port:02d}".encode())]
+            elif column == (*LLDP.remote, 5):
+                rows = [octets((*column, 0, port, 1), port.to_bytes(6, "big"))]
+            walk.setdefault(column, []).extend(rows)
+    return walk
+
+
+def test_neighbour_rows_are_capped_in_local_port_order():
+    ports = [7, 3, 12, 1, 9]
+    capped = neighbour_families([LLDP], many_neighbours(ports), max_neighbours=3)
+    # lldpLocPortNum is not an ifIndex in LLDP-MIB: the local port is its number.
+    assert sorted(r["local_port"] for r in samples(capped)) == ["1", "12", "3"]
+    assert capped.dropped == 2
+    again = neighbour_families([LLDP], many_neighbours(sorted(ports)), max_neighbours=3)
+    assert samples(again) == samples(capped)
+    whole = neighbour_families([LLDP], many_neighbours(ports))
+    assert (len(samples(whole)), whole.dropped) == (5, 0)
+
+
+async def test_the_scrape_says_how_many_rows_were_dropped():
+    agent = recorded_agent(RECORDINGS / "lldp-switch.snmprec")
+    module = builtin_modules()["lldp"].model_copy(update={"max_neighbours": 1})
+    result = await SnmpScraper().scrape_module(
+        SessionEntry(agent, 0.0), ("dev",), "lldp", module, 1e12
+    )
+    assert result.success, result.error
+    assert [r["local_port"] for r in samples(result.families)] == ["Gi1/0/1"]
+    assert result.neighbours_dropped == 2
+
+
+def test_local_identity_needs_a_value_and_lldp_mib_speaks_first():
+    assert neighbour_families([LLDP, LLDP_V2, CDP], {}).families[1:] == []
+    v1_name = (1, 0, 8802, 1, 1, 2, 1, 3, 3)
+    v2_name = (1, 3, 111, 2, 802, 1, 1, 13, 1, 3, 3)
+    walk = {
+        v2_name: [octets((*v2_name, 0), b"from-v2")],
+        v1_name: [octets((*v1_name, 0), b"from-v1\x00")],
+    }
+    rows = local_samples(neighbour_families([LLDP_V2, LLDP], walk).families)
+    assert rows == [{"protocol": "lldp", "local_sysname": "from-v1", "local_chassis_id": ""}]

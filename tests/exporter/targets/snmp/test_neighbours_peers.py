@@ -41,7 +41,8 @@ async def client(aiohttp_client):
         f"{r.stem}: {{type: snmp, community: {r.stem}, allowed_targets: [127.0.0.0/8]}}"
         for r in RECORDINGS
     )
-    config = parse_config(f"auths: {{{auths}}}", "neighbours.yml")
+    capped = "lldp_capped: {prober: snmp, neighbours: [lldp], max_neighbours: 2}"
+    config = parse_config(f"auths: {{{auths}}}\nmodules: {{{capped}}}", "neighbours.yml")
     return await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
 
 
@@ -63,6 +64,20 @@ def neighbours(text: str) -> list[dict[str, str]]:
             if name == NEIGHBOUR and value == 1
         ),
         key=lambda row: row["local_port"],
+    )
+
+
+def local_identities(text: str) -> list[dict[str, str]]:
+    return [
+        dict(labels)
+        for (name, labels), value in parse_exposition(text).items()
+        if name == "scout_lldp_local_info" and value == 1
+    ]
+
+
+def dropped(text: str, module: str) -> float | None:
+    return parse_exposition(text).get(
+        ("scout_snmp_neighbours_dropped", frozenset({("module", module)}))
     )
 
 
@@ -110,6 +125,21 @@ async def test_lldp_switch_with_three_neighbours(client, devices):
             "remote_platform": "",
         },
     ]
+    assert local_identities(text) == [
+        {
+            "protocol": "lldp",
+            "local_sysname": "core-1.example.net",
+            "local_chassis_id": "00:1b:54:00:00:01",
+        }
+    ]
+    assert dropped(text, "lldp") == 0
+
+
+async def test_a_capped_module_drops_the_last_local_ports_and_says_so(client, devices):
+    text = await scrape(client, devices.target, "lldp-switch", "lldp_capped")
+    assert success(text, "lldp_capped") == 1, text
+    assert [row["local_port"] for row in neighbours(text)] == ["Gi1/0/1", "Gi1/0/2"]
+    assert dropped(text, "lldp_capped") == 1
 
 
 async def test_cisco_router_with_two_cdp_neighbours(client, devices):
@@ -135,6 +165,9 @@ async def test_cisco_router_with_two_cdp_neighbours(client, devices):
             "remote_chassis_id": "",
             "remote_platform": "N9K-C93180YC-EX",
         },
+    ]
+    assert local_identities(text) == [
+        {"protocol": "cdp", "local_sysname": "core-2.example.net", "local_chassis_id": ""}
     ]
     # A Cisco device without LLDP: the lldp module reads it, finds no rows, and succeeds.
     text = await scrape(client, devices.target, "cdp-router", "lldp,cdp")
