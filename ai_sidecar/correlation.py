@@ -660,9 +660,7 @@ class Correlator:
             found = Placement(
                 node=node,
                 ancestors=ancestors,
-                parents=tuple(
-                    sorted({parent for parent, strength, _ in (*own, *extra) if strength >= PATH})
-                ),
+                parents=self._behind_of(node, (*own, *extra)),
                 # Placed: something upstream of it is in the graph (a node that
                 # only others depend on, with nothing above it, is not).
                 known=any(
@@ -673,6 +671,34 @@ class Correlator:
             )
         self._placements[cache_key] = found
         return found
+
+    def _behind_of(self, node: str, edges: Iterable[tuple[str, int, str]]) -> tuple[str, ...]:
+        """What the element sits right behind, for joining symptoms that share it.
+
+        Its parents along paths and uses. A leaf (nothing depends on it: a
+        server, an access point, a probed address) cabled on a link of its own
+        sits behind the device at the link's other end: two leaves of one
+        switch failing together point at the switch, while two devices with
+        others behind them (two sites' routers on one WAN router) may well fail
+        apart, so they stay behind their own links.
+        """
+        topology = self._topology
+        leaf = node not in topology.upstream_of
+        found: set[str] = set()
+        for parent, strength, _ in edges:
+            if strength < PATH:
+                continue
+            if leaf and parent.startswith(("link:", "port:")):
+                above = [
+                    up
+                    for up, up_strength, _ in topology.parents.get(parent, ())
+                    if up_strength >= PATH and up.startswith("dev:")
+                ]
+                if above:
+                    found.update(above)
+                    continue
+            found.add(parent)
+        return tuple(sorted(found))
 
     def _index_open(self, tracked: _Tracked, keys: Iterable[GroupKey] | None = None) -> None:
         for key in tracked.keys if keys is None else keys:

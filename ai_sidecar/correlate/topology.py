@@ -35,7 +35,9 @@ ancestors carry the strength of the strongest path to them, a path being as
 strong as its weakest edge.
 
 The snapshot is a value: building it does the I/O-free work, and the
-correlator only reads it. Ancestor sets are memoised on first use.
+correlator only reads it. Every node's ancestor set is computed while building
+(a snapshot is built on the refresh schedule, not per alert); a snapshot put
+together by hand fills its memo on first use.
 """
 
 from __future__ import annotations
@@ -371,6 +373,9 @@ def build_snapshot(
     }
     snapshot.upstream_of = frozenset(parent for edges in parents.values() for parent in edges)
     snapshot.edges = sum(len(edges) for edges in parents.values())
+    # Every node's ancestors now, once per snapshot, rather than on an alert's path.
+    for child in snapshot.parents:
+        snapshot.ancestors(child)
     return snapshot
 
 
