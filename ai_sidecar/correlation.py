@@ -444,24 +444,31 @@ class Correlator:
             before = tracked.incident
             members = dict(before.members)
             members[member.fingerprint] = member
-            self._add_member(tracked, member)
+            self._add_member(tracked, member, placement)
             tracked.span_start = min(tracked.span_start, member.starts_at)
             tracked.span_end = max(tracked.span_end, member.starts_at)
+            self._by_fingerprint[member.fingerprint] = before.id
+            created_at = min(before.created_at, member.starts_at)
+            updated_at = max(before.updated_at, member.starts_at)
+            absorbed = []
+            for other in related[1:]:
+                if self._fits(tracked, other):
+                    absorbed.append(self._absorb(tracked, members, other, alert.starts_at))
+                    created_at = min(created_at, other.incident.created_at)
+                    updated_at = max(updated_at, other.incident.updated_at)
+            # One new value per alert: the members, times and root cause together.
+            root_cause, reasons, facts = self._root_cause(tracked, members)
             tracked.incident = replace(
                 before,
                 members=members,
-                created_at=min(before.created_at, member.starts_at),
-                updated_at=max(before.updated_at, member.starts_at),
+                created_at=created_at,
+                updated_at=updated_at,
                 version=before.version + 1,
+                root_cause=root_cause,
+                root_cause_reasons=reasons,
+                root_cause_facts=facts,
             )
-            self._by_fingerprint[member.fingerprint] = before.id
-            absorbed = tuple(
-                self._absorb(tracked, other, alert.starts_at)
-                for other in related[1:]
-                if self._fits(tracked, other)
-            )
-            tracked.incident = self._with_root_cause(tracked, tracked.incident)
-            return Change(tracked.incident, "joined", absorbed)
+            return Change(tracked.incident, "joined", tuple(absorbed))
         new_id = incident_id(key, alert.starts_at)
         if new_id in self._tracked or new_id in self._retired_ids:
             # Same key and start second as a known incident that would not take
@@ -511,29 +518,28 @@ class Correlator:
         start = min(tracked.span_start, other.span_start)
         return max(tracked.span_end, other.span_end) - start <= self._config.max_span
 
-    def _absorb(self, tracked: _Tracked, other: _Tracked, event: datetime) -> Incident:
-        """Move ``other``'s members into ``tracked``; ``other``'s last value, resolved."""
+    def _absorb(
+        self, tracked: _Tracked, members: dict[str, Member], other: _Tracked, event: datetime
+    ) -> Incident:
+        """Move ``other``'s members into ``tracked`` (and ``members``, its next value's).
+
+        Returns ``other``'s last value, resolved. Members keep the placement
+        they were given, as they would in ``tracked`` had they joined it.
+        """
         gone = other.incident
         self._unindex_open(other)
         self._unindex_graph(gone.id, other)
         del self._tracked[gone.id]
         self._retired_ids.add(gone.id)
-        members = dict(tracked.incident.members)
         for member in sorted(gone.members.values(), key=lambda m: m.fingerprint):
             if member.fingerprint in members:
                 continue
             members[member.fingerprint] = member
-            self._add_member(tracked, member)
+            self._add_member(tracked, member, other.placements[member.fingerprint])
             if self._by_fingerprint.get(member.fingerprint) == gone.id:
                 self._by_fingerprint[member.fingerprint] = tracked.incident.id
         tracked.span_start = min(tracked.span_start, other.span_start)
         tracked.span_end = max(tracked.span_end, other.span_end)
-        tracked.incident = replace(
-            tracked.incident,
-            members=members,
-            created_at=min(tracked.incident.created_at, gone.created_at),
-            updated_at=max(tracked.incident.updated_at, gone.updated_at),
-        )
         return replace(
             gone,
             status="resolved",
@@ -753,7 +759,9 @@ class Correlator:
         self._tracked[incident.id] = tracked
         return tracked
 
-    def _add_member(self, tracked: _Tracked, member: Member) -> None:
+    def _add_member(
+        self, tracked: _Tracked, member: Member, placement: Placement | None = None
+    ) -> None:
         fp = member.fingerprint
         target = target_of(member.labels)
         names = _names(member.labels, NAME_LABELS)
@@ -782,7 +790,9 @@ class Correlator:
         tracked.fixed[fp] = (member.first_starts_at, severity_rank(member.severity))
         tracked.firing_now[fp] = member.status == "firing"
         self._count(tracked, member, +1)
-        raised = self._add_to_graph(tracked, member)
+        raised = self._add_to_graph(
+            tracked, member, self.place(member.labels) if placement is None else placement
+        )
         self._rank(tracked, fp)
         for other in theirs:
             tracked.dependents[other] += 1
@@ -790,11 +800,10 @@ class Correlator:
         for other in raised:
             self._rank(tracked, other)
 
-    def _add_to_graph(self, tracked: _Tracked, member: Member) -> list[str]:
+    def _add_to_graph(self, tracked: _Tracked, member: Member, placement: Placement) -> list[str]:
         """Index the member by element; returns the members whose ``explains`` grew."""
         fp = member.fingerprint
         incident_id = tracked.incident.id
-        placement = self.place(member.labels)
         tracked.placements[fp] = placement
         if self._indexed_by_key(tracked.layers[fp]):
             key = group_key(member.labels, self._group_by)
@@ -882,8 +891,17 @@ class Correlator:
         return best[1], runner
 
     def _with_root_cause(self, tracked: _Tracked, incident: Incident) -> Incident:
+        best, reasons, facts = self._root_cause(tracked, incident.members)
+        return replace(
+            incident, root_cause=best, root_cause_reasons=reasons, root_cause_facts=facts
+        )
+
+    def _root_cause(
+        self, tracked: _Tracked, members: Mapping[str, Member]
+    ) -> tuple[str, tuple[str, ...], RootCauseFacts]:
+        """The root cause among ``members`` (tracked's), with its reasons and facts."""
         best, runner = self._best(tracked)
-        rule, reasons = self._explain(tracked, incident, best, runner)
+        rule, reasons = self._explain(tracked, members, best, runner)
         node = tracked.placements[best].node
         facts = RootCauseFacts(
             rule,
@@ -892,15 +910,12 @@ class Correlator:
             "" if node is None else element_text(node),
             tracked.explains[best],
         )
-        return replace(
-            incident, root_cause=best, root_cause_reasons=reasons, root_cause_facts=facts
-        )
+        return best, reasons, facts
 
     def _explain(
-        self, tracked: _Tracked, incident: Incident, best: str, runner: str | None
+        self, tracked: _Tracked, members: Mapping[str, Member], best: str, runner: str | None
     ) -> tuple[RootCauseRule, tuple[str, ...]]:
         """Which rule picked ``best`` (against the runner-up), in words."""
-        members = incident.members
         root = members[best]
         what = root.what
         if runner is None:
@@ -910,7 +925,7 @@ class Correlator:
         mine, theirs = tracked.ranks[best], tracked.ranks[runner]
         explains = tracked.explains[best]
         if explains:
-            reasons.append(self._path_reason(tracked, incident, best))
+            reasons.append(self._path_reason(tracked, members, best))
             rule = "upstream" if mine[0] != theirs[0] else ""
         firing = root.status == "firing"
         resolved = len(members) - tracked.firing
@@ -959,7 +974,7 @@ class Correlator:
             reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
         return rule, tuple(reasons)
 
-    def _path_reason(self, tracked: _Tracked, incident: Incident, best: str) -> str:
+    def _path_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
         """``sw-dist-3 and 27 other alerts are reached through core-1 Gi1/0/24, which is down``."""
         root_node = tracked.placements[best].node
         assert root_node is not None  # it explains members, so it has an element
@@ -987,7 +1002,7 @@ class Correlator:
             subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
         return (
             f"{subject} {verb} on {element_text(root_node)}, which is failing "
-            f"({incident.members[best].alertname}): {hops[0]} {', '.join(hops[1:])}"
+            f"({members[best].alertname}): {hops[0]} {', '.join(hops[1:])}"
         )
 
 
