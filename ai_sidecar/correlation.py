@@ -836,8 +836,13 @@ class Correlator:
                     if other not in tracked.nearest or height < tracked.nearest[other]:
                         tracked.nearest[other] = height
                     raised.append(other)
-            tracked.below.setdefault(ancestor, []).append((fp, strength))
-            self._below.setdefault(ancestor, {})[incident_id] = None
+            beneath = tracked.below.get(ancestor)
+            if beneath is None:
+                # The first member below it: the shared index learns of the incident once.
+                tracked.below[ancestor] = [(fp, strength)]
+                self._below.setdefault(ancestor, {})[incident_id] = None
+            else:
+                beneath.append((fp, strength))
         tracked.at.setdefault(node, []).append(fp)
         self._at.setdefault(node, {})[incident_id] = None
         if tracked.layers[fp] in _SYMPTOM_LAYERS:
