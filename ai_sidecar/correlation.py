@@ -107,6 +107,28 @@ _RECEIVES: Mapping[Layer, int] = {
     "host": USES,
     "service": USES,
 }
+# Alerts of these layers on a transit element (a device others are reached
+# through: a firewall, a router) are about its capacity (a session table, CPU,
+# memory filling) ...
+_CAPACITY_LAYERS = frozenset({"host", "service"})
+# ... and explain what such a device does to the traffic through it: loss,
+# latency and failed probes behind it, not unreachable devices or full disks.
+_SLOWED_LAYERS = frozenset({"network"})
+
+
+def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool:
+    """Whether a failure of layer ``cause`` explains one of layer ``effect`` below it.
+
+    ``strength``: of the strongest path from the effect's element up to the
+    cause's; ``transit``: traffic to others passes through the cause's element.
+    """
+    if strength < _RECEIVES[effect]:
+        return False
+    if _TRAVELS[cause] <= strength:
+        return True
+    return transit and strength >= PATH and cause in _CAPACITY_LAYERS and effect in _SLOWED_LAYERS
+
+
 # Layers whose alerts are symptoms seen from outside (unreachable, loss): two
 # of them behind the same device point at a common cause there.
 _SYMPTOM_LAYERS = frozenset({"device", "network"})
@@ -126,6 +148,8 @@ class Placement:
     known: bool
     # First hops, for naming a path: (parent, why).
     hops: tuple[tuple[str, str], ...] = ()
+    # Other elements are reached through it (see _explains).
+    transit: bool = False
 
 
 _NOWHERE = Placement(None, {}, (), False)
@@ -561,7 +585,7 @@ class Correlator:
         if node is None:
             return []
         layer = self.layer_of(alert.labels)
-        travels, receives = _TRAVELS[layer], _RECEIVES[layer]
+        receives = _RECEIVES[layer]
         start = alert.starts_at
         # Candidate -> whether a cause or effect in it accepts the alert on the
         # causal window (else the plain window around the incident's span decides).
@@ -574,11 +598,21 @@ class Correlator:
                 if tracked is None:
                     continue
                 causes = [
-                    fp for fp in tracked.at[ancestor] if _TRAVELS[tracked.layers[fp]] <= strength
+                    fp
+                    for fp in tracked.at[ancestor]
+                    if _explains(
+                        tracked.layers[fp], tracked.placements[fp].transit, strength, layer
+                    )
                 ]
                 if causes:
+                    members = tracked.incident.members
                     pulls = any(
-                        self._cause_pulls(tracked.incident.members[fp], start) for fp in causes
+                        # Filling up slows traffic around when it fills, not for as
+                        # long as the alert fires (a monitoring gap may fire for hours).
+                        self._effect_of(members[fp], start)
+                        if _TRAVELS[tracked.layers[fp]] > strength
+                        else self._cause_pulls(members[fp], start)
+                        for fp in causes
                     )
                     found[candidate] = found.get(candidate, False) or pulls
         for candidate in self._below.get(node, ()):
@@ -588,7 +622,7 @@ class Correlator:
             effects = [
                 fp
                 for fp, strength in tracked.below.get(node, ())
-                if strength >= max(travels, _RECEIVES[tracked.layers[fp]])
+                if _explains(layer, placement.transit, strength, tracked.layers[fp])
             ]
             if effects:
                 members = tracked.incident.members
@@ -674,6 +708,7 @@ class Correlator:
                     for ancestor, strength in ancestors.items()
                 ),
                 hops=tuple(near),
+                transit=node in topology.transit,
             )
         self._placements[cache_key] = found
         return found
@@ -816,11 +851,12 @@ class Correlator:
         tracked.explains[fp] = 0
         if node is None:
             return []
-        travels, receives = _TRAVELS[tracked.layers[fp]], _RECEIVES[tracked.layers[fp]]
+        layer = tracked.layers[fp]
+        receives = _RECEIVES[layer]
         below = {
             other
             for other, strength in tracked.below.get(node, ())
-            if strength >= max(travels, _RECEIVES[tracked.layers[other]])
+            if _explains(layer, placement.transit, strength, tracked.layers[other])
         }
         tracked.explains[fp] = len(below)
         if below:
@@ -831,7 +867,9 @@ class Correlator:
         height = (len(placement.ancestors), fp)
         for ancestor, strength in placement.ancestors.items():
             for other in tracked.at.get(ancestor, ()) if strength >= receives else ():
-                if _TRAVELS[tracked.layers[other]] <= strength:
+                if _explains(
+                    tracked.layers[other], tracked.placements[other].transit, strength, layer
+                ):
                     tracked.explains[other] += 1
                     if other not in tracked.nearest or height < tracked.nearest[other]:
                         tracked.nearest[other] = height

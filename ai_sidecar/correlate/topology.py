@@ -135,8 +135,11 @@ class TopologySnapshot:
     aliases: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, str] = field(default_factory=dict)
     pollers: tuple[Poller, ...] = ()
-    # Nodes something depends on.
+    # Nodes something depends on ...
     upstream_of: frozenset[str] = frozenset()
+    # ... and devices something is reached through (a path edge, not a use):
+    # a firewall or router, not a host whose services run on it.
+    transit: frozenset[str] = frozenset()
     built_at: datetime | None = None
     edges: int = 0
     _ancestors: dict[str, Ancestors] = field(default_factory=dict)
@@ -372,6 +375,19 @@ def build_snapshot(
         for child, edges in sorted(parents.items())
     }
     snapshot.upstream_of = frozenset(parent for edges in parents.values() for parent in edges)
+    # A link's device end nearer the root carries the traffic of what is behind it.
+    snapshot.transit = frozenset(
+        parent
+        for child, edges in parents.items()
+        if child.startswith("link:")
+        for parent, (strength, _) in edges.items()
+        if strength == PATH and parent.startswith("dev:")
+    ) | frozenset(
+        parent
+        for edges in parents.values()
+        for parent, (strength, why) in edges.items()
+        if why == "behind"
+    )
     snapshot.edges = sum(len(edges) for edges in parents.values())
     # Every node's ancestors now, once per snapshot, rather than on an alert's path.
     for child in snapshot.parents:
