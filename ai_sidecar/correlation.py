@@ -179,9 +179,14 @@ class Change:
 def group_key(labels: Mapping[str, str], group_by: Iterable[Iterable[str]]) -> GroupKey:
     """The values of the first label set fully present, else the alertname alone."""
     for names in group_by:
-        values = tuple((name, labels.get(name, "")) for name in names)
-        if all(value for _, value in values):
-            return values
+        values = []
+        for name in names:
+            value = labels.get(name, "")
+            if not value:
+                break
+            values.append((name, value))
+        else:
+            return tuple(values)
     return (("alertname", labels.get("alertname", "")),)
 
 
@@ -865,19 +870,22 @@ class Correlator:
             )
         raised = []
         height = (len(placement.ancestors), fp)
+        # Locals: this loop runs once per ancestor of every member.
+        at, below_of, nearest = tracked.at, tracked.below, tracked.nearest
         for ancestor, strength in placement.ancestors.items():
-            for other in tracked.at.get(ancestor, ()) if strength >= receives else ():
+            causes = at.get(ancestor) if strength >= receives else None
+            for other in causes or ():
                 if _explains(
                     tracked.layers[other], tracked.placements[other].transit, strength, layer
                 ):
                     tracked.explains[other] += 1
-                    if other not in tracked.nearest or height < tracked.nearest[other]:
-                        tracked.nearest[other] = height
+                    if other not in nearest or height < nearest[other]:
+                        nearest[other] = height
                     raised.append(other)
-            beneath = tracked.below.get(ancestor)
+            beneath = below_of.get(ancestor)
             if beneath is None:
                 # The first member below it: the shared index learns of the incident once.
-                tracked.below[ancestor] = [(fp, strength)]
+                below_of[ancestor] = [(fp, strength)]
                 self._below.setdefault(ancestor, {})[incident_id] = None
             else:
                 beneath.append((fp, strength))
