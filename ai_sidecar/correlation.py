@@ -129,6 +129,8 @@ def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool
     return transit and strength >= PATH and cause in _CAPACITY_LAYERS and effect in _SLOWED_LAYERS
 
 
+# Layers whose alerts say an element is down, not degraded.
+_OUTAGE_LAYERS = frozenset({"device", "link"})
 # Layers whose alerts are symptoms seen from outside (unreachable, loss): two
 # of them behind the same device point at a common cause there.
 _SYMPTOM_LAYERS = frozenset({"device", "network"})
@@ -616,7 +618,7 @@ class Correlator:
                         # long as the alert fires (a monitoring gap may fire for hours).
                         self._effect_of(members[fp], start)
                         if _TRAVELS[tracked.layers[fp]] > strength
-                        else self._cause_pulls(members[fp], start)
+                        else self._cause_pulls(members[fp], tracked.layers[fp], start)
                         for fp in causes
                     )
                     found[candidate] = found.get(candidate, False) or pulls
@@ -653,16 +655,22 @@ class Correlator:
         accepted.sort(key=lambda t: (t.incident.created_at, t.incident.id))
         return accepted
 
-    def _cause_pulls(self, cause: Member, start: datetime) -> bool:
+    def _cause_pulls(self, cause: Member, layer: Layer, start: datetime) -> bool:
         """A cause pulls in an effect starting at ``start``: from ``causal_window``
-        before it (effects whose rules hold for less time fire first) for as long
-        as it fires, and ``causal_window`` after it resolves (consequences of a
-        memory leak may follow its resolve)."""
+        before it (effects whose rules hold for less time fire first), and
+        ``causal_window`` after it resolves (consequences of a memory leak may
+        follow its resolve). In between, an outage (a device or link down) pulls
+        for as long as it fires: what is behind it stays cut off. Degradation
+        (errors, loss, a filling disk) pulls for ``causal_window`` after it
+        starts: its consequences follow within minutes, and a degraded link
+        that fires for hours does not explain every later fault behind it."""
         causal = self._config.causal_window
         if start < cause.first_starts_at - causal:
             return False
-        if cause.status == "firing" or cause.ends_at is None:
+        if start <= cause.first_starts_at + causal:
             return True
+        if cause.status == "firing" or cause.ends_at is None:
+            return layer in _OUTAGE_LAYERS
         return start <= cause.ends_at + causal
 
     def _effect_of(self, effect: Member, start: datetime) -> bool:
