@@ -107,10 +107,10 @@ _RECEIVES: Mapping[Layer, int] = {
     "host": USES,
     "service": USES,
 }
-# Alerts of these layers on a transit element (a device others are reached
+# Alerts of this layer on a transit element (a device others are reached
 # through: a firewall, a router) are about its capacity (a session table, CPU,
-# memory filling) ...
-_CAPACITY_LAYERS = frozenset({"host", "service"})
+# memory filling); a stopped service or a failed SNMP module on it is not ...
+_CAPACITY_LAYERS = frozenset({"host"})
 # ... and explain what such a device does to the traffic through it: loss,
 # latency and failed probes behind it, not unreachable devices or full disks.
 _SLOWED_LAYERS = frozenset({"network"})

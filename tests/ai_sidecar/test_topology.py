@@ -520,3 +520,6 @@ def test_a_capacity_alert_on_a_transit_device_explains_loss_behind_it_near_its_s
     facts = incidents[0].root_cause_facts
     assert facts is not None
     assert facts.explains == 1
+    # A failed SNMP module on the same switch is no shortage: the loss stays apart.
+    module = at("SnmpModuleFailed", 0, job="snmp", instance="sw-acc-1")
+    assert len(final(fold(correlator(), [module, loss]))) == 2
