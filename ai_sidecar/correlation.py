@@ -704,11 +704,12 @@ class Correlator:
         else:
             extra = topology.label_parents(labels, node)
             own = topology.parents.get(node, ())
+            # The node's own ancestors (precomputed) and those its labels add.
             ancestors = combine(
-                [(node, USES, topology.ancestors(node))]
-                + [(parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra]
+                ((parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra),
+                topology.ancestors(node),
             )
-            del ancestors[node]
+            ancestors.pop(node, None)
             near = [(parent, why) for parent, _, why in (*own, *extra)]
             found = Placement(
                 node=node,

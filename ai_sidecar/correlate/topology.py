@@ -229,9 +229,14 @@ class TopologySnapshot:
         return None
 
 
-def combine(parents: Iterable[tuple[str, int, Ancestors]]) -> dict[str, int]:
-    """Ancestors through each (parent, edge strength, parent's ancestors), strongest kept."""
-    result: dict[str, int] = {}
+def combine(
+    parents: Iterable[tuple[str, int, Ancestors]], known: Ancestors = _EMPTY
+) -> dict[str, int]:
+    """Ancestors through each (parent, edge strength, parent's ancestors), strongest kept.
+
+    ``known``: ancestors found already (copied, not changed), e.g. a node's own.
+    """
+    result: dict[str, int] = dict(known)
     for parent, strength, further in parents:
         if result.get(parent, -1) < strength:
             result[parent] = strength
