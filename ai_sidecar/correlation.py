@@ -15,8 +15,12 @@ The rules, in brief (docs/correlation.md has them in full):
 - **Joining through the graph.** A firing alert joins the open incidents it is
   connected to, across sites and keys: a member on the same element, a cause
   upstream whose failure travels down to it, effects downstream it explains
-  (within ``causal_window`` of them), or a symptom behind the same element. The
-  oldest takes it and absorbs the others (:attr:`Change.absorbed`).
+  (within ``causal_window`` of them), or a symptom behind the same element
+  (for a leaf cabled to a switch, the switch). The oldest takes it and absorbs
+  the others (:attr:`Change.absorbed`). An outage pulls effects for as long as
+  it fires, degradation for ``causal_window`` after it starts; a host-layer
+  alert on a transit device also explains network-layer symptoms behind it
+  (:func:`_explains`).
 - **Group key.** The values of the first ``group_by`` label set whose labels
   are all present (non-empty) on the alert; the alertname if none is. Used to
   join only when the graph connects nothing: without a graph always, with one
