@@ -523,3 +523,20 @@ def test_a_capacity_alert_on_a_transit_device_explains_loss_behind_it_near_its_s
     # A failed SNMP module on the same switch is no shortage: the loss stays apart.
     module = at("SnmpModuleFailed", 0, job="snmp", instance="sw-acc-1")
     assert len(final(fold(correlator(), [module, loss]))) == 2
+
+
+def test_degradation_pulls_effects_near_its_start_an_outage_for_as_long_as_it_fires():
+    def behind(seconds: float) -> Alert:
+        return at("ProbeLossHigh", seconds, job="probe_icmp", instance="ap-7", layer="network")
+
+    link = {"job": "snmp", "instance": "core-1", "ifName": "Gi1/0/24"}
+    # A link with errors firing for half an hour does not explain new loss behind it ...
+    errors = at("InterfaceErrors", 0, **link)
+    assert len(final(fold(correlator(), [errors, behind(30 * 60)]))) == 2
+    # ... loss within the causal window of its start it does.
+    [joined] = final(fold(correlator(), [errors, behind(10 * 60)])).values()
+    assert names(joined) == "InterfaceErrors"
+    # A link that is down still cuts off what is behind it half an hour later.
+    down = at("InterfaceDown", 0, **link)
+    [cut] = final(fold(correlator(), [down, behind(30 * 60)])).values()
+    assert names(cut) == "InterfaceDown"
