@@ -206,7 +206,7 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
     ),
     (
         r".*(Cpu|Memory|OutOfMemory|Oom|Swap|Disk|Filesystem|Inode|LoadAverage|HighLoad"
-        r"|Ntp|ClockSkew|Temperature|Fan|Psu).*",
+        r"|Ntp|ClockSkew|Temperature|Fan|Psu|Conntrack|SessionTable|StateTable).*",
         "host",
     ),
     (

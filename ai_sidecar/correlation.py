@@ -15,8 +15,12 @@ The rules, in brief (docs/correlation.md has them in full):
 - **Joining through the graph.** A firing alert joins the open incidents it is
   connected to, across sites and keys: a member on the same element, a cause
   upstream whose failure travels down to it, effects downstream it explains
-  (within ``causal_window`` of them), or a symptom behind the same element. The
-  oldest takes it and absorbs the others (:attr:`Change.absorbed`).
+  (within ``causal_window`` of them), or a symptom behind the same element
+  (for a leaf cabled to a switch, the switch). The oldest takes it and absorbs
+  the others (:attr:`Change.absorbed`). An outage pulls effects for as long as
+  it fires, degradation for ``causal_window`` after it starts; a host-layer
+  alert on a transit device also explains network-layer symptoms behind it
+  (:func:`_explains`).
 - **Group key.** The values of the first ``group_by`` label set whose labels
   are all present (non-empty) on the alert; the alertname if none is. Used to
   join only when the graph connects nothing: without a graph always, with one
@@ -107,6 +111,30 @@ _RECEIVES: Mapping[Layer, int] = {
     "host": USES,
     "service": USES,
 }
+# Alerts of this layer on a transit element (a device others are reached
+# through: a firewall, a router) are about its capacity (a session table, CPU,
+# memory filling); a stopped service or a failed SNMP module on it is not ...
+_CAPACITY_LAYERS = frozenset({"host"})
+# ... and explain what such a device does to the traffic through it: loss,
+# latency and failed probes behind it, not unreachable devices or full disks.
+_SLOWED_LAYERS = frozenset({"network"})
+
+
+def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool:
+    """Whether a failure of layer ``cause`` explains one of layer ``effect`` below it.
+
+    ``strength``: of the strongest path from the effect's element up to the
+    cause's; ``transit``: traffic to others passes through the cause's element.
+    """
+    if strength < _RECEIVES[effect]:
+        return False
+    if _TRAVELS[cause] <= strength:
+        return True
+    return transit and strength >= PATH and cause in _CAPACITY_LAYERS and effect in _SLOWED_LAYERS
+
+
+# Layers whose alerts say an element is down, not degraded.
+_OUTAGE_LAYERS = frozenset({"device", "link"})
 # Layers whose alerts are symptoms seen from outside (unreachable, loss): two
 # of them behind the same device point at a common cause there.
 _SYMPTOM_LAYERS = frozenset({"device", "network"})
@@ -126,6 +154,8 @@ class Placement:
     known: bool
     # First hops, for naming a path: (parent, why).
     hops: tuple[tuple[str, str], ...] = ()
+    # Other elements are reached through it (see _explains).
+    transit: bool = False
 
 
 _NOWHERE = Placement(None, {}, (), False)
@@ -155,9 +185,14 @@ class Change:
 def group_key(labels: Mapping[str, str], group_by: Iterable[Iterable[str]]) -> GroupKey:
     """The values of the first label set fully present, else the alertname alone."""
     for names in group_by:
-        values = tuple((name, labels.get(name, "")) for name in names)
-        if all(value for _, value in values):
-            return values
+        values = []
+        for name in names:
+            value = labels.get(name, "")
+            if not value:
+                break
+            values.append((name, value))
+        else:
+            return tuple(values)
     return (("alertname", labels.get("alertname", "")),)
 
 
@@ -444,24 +479,31 @@ class Correlator:
             before = tracked.incident
             members = dict(before.members)
             members[member.fingerprint] = member
-            self._add_member(tracked, member)
+            self._add_member(tracked, member, placement)
             tracked.span_start = min(tracked.span_start, member.starts_at)
             tracked.span_end = max(tracked.span_end, member.starts_at)
+            self._by_fingerprint[member.fingerprint] = before.id
+            created_at = min(before.created_at, member.starts_at)
+            updated_at = max(before.updated_at, member.starts_at)
+            absorbed = []
+            for other in related[1:]:
+                if self._fits(tracked, other):
+                    absorbed.append(self._absorb(tracked, members, other, alert.starts_at))
+                    created_at = min(created_at, other.incident.created_at)
+                    updated_at = max(updated_at, other.incident.updated_at)
+            # One new value per alert: the members, times and root cause together.
+            root_cause, reasons, facts = self._root_cause(tracked, members)
             tracked.incident = replace(
                 before,
                 members=members,
-                created_at=min(before.created_at, member.starts_at),
-                updated_at=max(before.updated_at, member.starts_at),
+                created_at=created_at,
+                updated_at=updated_at,
                 version=before.version + 1,
+                root_cause=root_cause,
+                root_cause_reasons=reasons,
+                root_cause_facts=facts,
             )
-            self._by_fingerprint[member.fingerprint] = before.id
-            absorbed = tuple(
-                self._absorb(tracked, other, alert.starts_at)
-                for other in related[1:]
-                if self._fits(tracked, other)
-            )
-            tracked.incident = self._with_root_cause(tracked, tracked.incident)
-            return Change(tracked.incident, "joined", absorbed)
+            return Change(tracked.incident, "joined", tuple(absorbed))
         new_id = incident_id(key, alert.starts_at)
         if new_id in self._tracked or new_id in self._retired_ids:
             # Same key and start second as a known incident that would not take
@@ -511,29 +553,28 @@ class Correlator:
         start = min(tracked.span_start, other.span_start)
         return max(tracked.span_end, other.span_end) - start <= self._config.max_span
 
-    def _absorb(self, tracked: _Tracked, other: _Tracked, event: datetime) -> Incident:
-        """Move ``other``'s members into ``tracked``; ``other``'s last value, resolved."""
+    def _absorb(
+        self, tracked: _Tracked, members: dict[str, Member], other: _Tracked, event: datetime
+    ) -> Incident:
+        """Move ``other``'s members into ``tracked`` (and ``members``, its next value's).
+
+        Returns ``other``'s last value, resolved. Members keep the placement
+        they were given, as they would in ``tracked`` had they joined it.
+        """
         gone = other.incident
         self._unindex_open(other)
         self._unindex_graph(gone.id, other)
         del self._tracked[gone.id]
         self._retired_ids.add(gone.id)
-        members = dict(tracked.incident.members)
         for member in sorted(gone.members.values(), key=lambda m: m.fingerprint):
             if member.fingerprint in members:
                 continue
             members[member.fingerprint] = member
-            self._add_member(tracked, member)
+            self._add_member(tracked, member, other.placements[member.fingerprint])
             if self._by_fingerprint.get(member.fingerprint) == gone.id:
                 self._by_fingerprint[member.fingerprint] = tracked.incident.id
         tracked.span_start = min(tracked.span_start, other.span_start)
         tracked.span_end = max(tracked.span_end, other.span_end)
-        tracked.incident = replace(
-            tracked.incident,
-            members=members,
-            created_at=min(tracked.incident.created_at, gone.created_at),
-            updated_at=max(tracked.incident.updated_at, gone.updated_at),
-        )
         return replace(
             gone,
             status="resolved",
@@ -555,7 +596,7 @@ class Correlator:
         if node is None:
             return []
         layer = self.layer_of(alert.labels)
-        travels, receives = _TRAVELS[layer], _RECEIVES[layer]
+        receives = _RECEIVES[layer]
         start = alert.starts_at
         # Candidate -> whether a cause or effect in it accepts the alert on the
         # causal window (else the plain window around the incident's span decides).
@@ -568,11 +609,21 @@ class Correlator:
                 if tracked is None:
                     continue
                 causes = [
-                    fp for fp in tracked.at[ancestor] if _TRAVELS[tracked.layers[fp]] <= strength
+                    fp
+                    for fp in tracked.at[ancestor]
+                    if _explains(
+                        tracked.layers[fp], tracked.placements[fp].transit, strength, layer
+                    )
                 ]
                 if causes:
+                    members = tracked.incident.members
                     pulls = any(
-                        self._cause_pulls(tracked.incident.members[fp], start) for fp in causes
+                        # Filling up slows traffic around when it fills, not for as
+                        # long as the alert fires (a monitoring gap may fire for hours).
+                        self._effect_of(members[fp], start)
+                        if _TRAVELS[tracked.layers[fp]] > strength
+                        else self._cause_pulls(members[fp], tracked.layers[fp], start)
+                        for fp in causes
                     )
                     found[candidate] = found.get(candidate, False) or pulls
         for candidate in self._below.get(node, ()):
@@ -582,7 +633,7 @@ class Correlator:
             effects = [
                 fp
                 for fp, strength in tracked.below.get(node, ())
-                if strength >= max(travels, _RECEIVES[tracked.layers[fp]])
+                if _explains(layer, placement.transit, strength, tracked.layers[fp])
             ]
             if effects:
                 members = tracked.incident.members
@@ -608,16 +659,22 @@ class Correlator:
         accepted.sort(key=lambda t: (t.incident.created_at, t.incident.id))
         return accepted
 
-    def _cause_pulls(self, cause: Member, start: datetime) -> bool:
+    def _cause_pulls(self, cause: Member, layer: Layer, start: datetime) -> bool:
         """A cause pulls in an effect starting at ``start``: from ``causal_window``
-        before it (effects whose rules hold for less time fire first) for as long
-        as it fires, and ``causal_window`` after it resolves (consequences of a
-        memory leak may follow its resolve)."""
+        before it (effects whose rules hold for less time fire first), and
+        ``causal_window`` after it resolves (consequences of a memory leak may
+        follow its resolve). In between, an outage (a device or link down) pulls
+        for as long as it fires: what is behind it stays cut off. Degradation
+        (errors, loss, a filling disk) pulls for ``causal_window`` after it
+        starts: its consequences follow within minutes, and a degraded link
+        that fires for hours does not explain every later fault behind it."""
         causal = self._config.causal_window
         if start < cause.first_starts_at - causal:
             return False
-        if cause.status == "firing" or cause.ends_at is None:
+        if start <= cause.first_starts_at + causal:
             return True
+        if cause.status == "firing" or cause.ends_at is None:
+            return layer in _OUTAGE_LAYERS
         return start <= cause.ends_at + causal
 
     def _effect_of(self, effect: Member, start: datetime) -> bool:
@@ -651,18 +708,17 @@ class Correlator:
         else:
             extra = topology.label_parents(labels, node)
             own = topology.parents.get(node, ())
+            # The node's own ancestors (precomputed) and those its labels add.
             ancestors = combine(
-                [(node, USES, topology.ancestors(node))]
-                + [(parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra]
+                ((parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra),
+                topology.ancestors(node),
             )
-            del ancestors[node]
+            ancestors.pop(node, None)
             near = [(parent, why) for parent, _, why in (*own, *extra)]
             found = Placement(
                 node=node,
                 ancestors=ancestors,
-                parents=tuple(
-                    sorted({parent for parent, strength, _ in (*own, *extra) if strength >= PATH})
-                ),
+                parents=self._behind_of(node, (*own, *extra)),
                 # Placed: something upstream of it is in the graph (a node that
                 # only others depend on, with nothing above it, is not).
                 known=any(
@@ -670,9 +726,38 @@ class Correlator:
                     for ancestor, strength in ancestors.items()
                 ),
                 hops=tuple(near),
+                transit=node in topology.transit,
             )
         self._placements[cache_key] = found
         return found
+
+    def _behind_of(self, node: str, edges: Iterable[tuple[str, int, str]]) -> tuple[str, ...]:
+        """What the element sits right behind, for joining symptoms that share it.
+
+        Its parents along paths and uses. A leaf (nothing depends on it: a
+        server, an access point, a probed address) cabled on a link of its own
+        sits behind the device at the link's other end: two leaves of one
+        switch failing together point at the switch, while two devices with
+        others behind them (two sites' routers on one WAN router) may well fail
+        apart, so they stay behind their own links.
+        """
+        topology = self._topology
+        leaf = node not in topology.upstream_of
+        found: set[str] = set()
+        for parent, strength, _ in edges:
+            if strength < PATH:
+                continue
+            if leaf and parent.startswith(("link:", "port:")):
+                above = [
+                    up
+                    for up, up_strength, _ in topology.parents.get(parent, ())
+                    if up_strength >= PATH and up.startswith("dev:")
+                ]
+                if above:
+                    found.update(above)
+                    continue
+            found.add(parent)
+        return tuple(sorted(found))
 
     def _index_open(self, tracked: _Tracked, keys: Iterable[GroupKey] | None = None) -> None:
         for key in tracked.keys if keys is None else keys:
@@ -727,7 +812,9 @@ class Correlator:
         self._tracked[incident.id] = tracked
         return tracked
 
-    def _add_member(self, tracked: _Tracked, member: Member) -> None:
+    def _add_member(
+        self, tracked: _Tracked, member: Member, placement: Placement | None = None
+    ) -> None:
         fp = member.fingerprint
         target = target_of(member.labels)
         names = _names(member.labels, NAME_LABELS)
@@ -756,7 +843,9 @@ class Correlator:
         tracked.fixed[fp] = (member.first_starts_at, severity_rank(member.severity))
         tracked.firing_now[fp] = member.status == "firing"
         self._count(tracked, member, +1)
-        raised = self._add_to_graph(tracked, member)
+        raised = self._add_to_graph(
+            tracked, member, self.place(member.labels) if placement is None else placement
+        )
         self._rank(tracked, fp)
         for other in theirs:
             tracked.dependents[other] += 1
@@ -764,11 +853,10 @@ class Correlator:
         for other in raised:
             self._rank(tracked, other)
 
-    def _add_to_graph(self, tracked: _Tracked, member: Member) -> list[str]:
+    def _add_to_graph(self, tracked: _Tracked, member: Member, placement: Placement) -> list[str]:
         """Index the member by element; returns the members whose ``explains`` grew."""
         fp = member.fingerprint
         incident_id = tracked.incident.id
-        placement = self.place(member.labels)
         tracked.placements[fp] = placement
         if self._indexed_by_key(tracked.layers[fp]):
             key = group_key(member.labels, self._group_by)
@@ -781,11 +869,12 @@ class Correlator:
         tracked.explains[fp] = 0
         if node is None:
             return []
-        travels, receives = _TRAVELS[tracked.layers[fp]], _RECEIVES[tracked.layers[fp]]
+        layer = tracked.layers[fp]
+        receives = _RECEIVES[layer]
         below = {
             other
             for other, strength in tracked.below.get(node, ())
-            if strength >= max(travels, _RECEIVES[tracked.layers[other]])
+            if _explains(layer, placement.transit, strength, tracked.layers[other])
         }
         tracked.explains[fp] = len(below)
         if below:
@@ -794,15 +883,25 @@ class Correlator:
             )
         raised = []
         height = (len(placement.ancestors), fp)
+        # Locals: this loop runs once per ancestor of every member.
+        at, below_of, nearest = tracked.at, tracked.below, tracked.nearest
         for ancestor, strength in placement.ancestors.items():
-            for other in tracked.at.get(ancestor, ()) if strength >= receives else ():
-                if _TRAVELS[tracked.layers[other]] <= strength:
+            causes = at.get(ancestor) if strength >= receives else None
+            for other in causes or ():
+                if _explains(
+                    tracked.layers[other], tracked.placements[other].transit, strength, layer
+                ):
                     tracked.explains[other] += 1
-                    if other not in tracked.nearest or height < tracked.nearest[other]:
-                        tracked.nearest[other] = height
+                    if other not in nearest or height < nearest[other]:
+                        nearest[other] = height
                     raised.append(other)
-            tracked.below.setdefault(ancestor, []).append((fp, strength))
-            self._below.setdefault(ancestor, {})[incident_id] = None
+            beneath = below_of.get(ancestor)
+            if beneath is None:
+                # The first member below it: the shared index learns of the incident once.
+                below_of[ancestor] = [(fp, strength)]
+                self._below.setdefault(ancestor, {})[incident_id] = None
+            else:
+                beneath.append((fp, strength))
         tracked.at.setdefault(node, []).append(fp)
         self._at.setdefault(node, {})[incident_id] = None
         if tracked.layers[fp] in _SYMPTOM_LAYERS:
@@ -856,8 +955,17 @@ class Correlator:
         return best[1], runner
 
     def _with_root_cause(self, tracked: _Tracked, incident: Incident) -> Incident:
+        best, reasons, facts = self._root_cause(tracked, incident.members)
+        return replace(
+            incident, root_cause=best, root_cause_reasons=reasons, root_cause_facts=facts
+        )
+
+    def _root_cause(
+        self, tracked: _Tracked, members: Mapping[str, Member]
+    ) -> tuple[str, tuple[str, ...], RootCauseFacts]:
+        """The root cause among ``members`` (tracked's), with its reasons and facts."""
         best, runner = self._best(tracked)
-        rule, reasons = self._explain(tracked, incident, best, runner)
+        rule, reasons = self._explain(tracked, members, best, runner)
         node = tracked.placements[best].node
         facts = RootCauseFacts(
             rule,
@@ -866,15 +974,12 @@ class Correlator:
             "" if node is None else element_text(node),
             tracked.explains[best],
         )
-        return replace(
-            incident, root_cause=best, root_cause_reasons=reasons, root_cause_facts=facts
-        )
+        return best, reasons, facts
 
     def _explain(
-        self, tracked: _Tracked, incident: Incident, best: str, runner: str | None
+        self, tracked: _Tracked, members: Mapping[str, Member], best: str, runner: str | None
     ) -> tuple[RootCauseRule, tuple[str, ...]]:
         """Which rule picked ``best`` (against the runner-up), in words."""
-        members = incident.members
         root = members[best]
         what = root.what
         if runner is None:
@@ -884,7 +989,7 @@ class Correlator:
         mine, theirs = tracked.ranks[best], tracked.ranks[runner]
         explains = tracked.explains[best]
         if explains:
-            reasons.append(self._path_reason(tracked, incident, best))
+            reasons.append(self._path_reason(tracked, members, best))
             rule = "upstream" if mine[0] != theirs[0] else ""
         firing = root.status == "firing"
         resolved = len(members) - tracked.firing
@@ -933,7 +1038,7 @@ class Correlator:
             reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
         return rule, tuple(reasons)
 
-    def _path_reason(self, tracked: _Tracked, incident: Incident, best: str) -> str:
+    def _path_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
         """``sw-dist-3 and 27 other alerts are reached through core-1 Gi1/0/24, which is down``."""
         root_node = tracked.placements[best].node
         assert root_node is not None  # it explains members, so it has an element
@@ -961,7 +1066,7 @@ class Correlator:
             subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
         return (
             f"{subject} {verb} on {element_text(root_node)}, which is failing "
-            f"({incident.members[best].alertname}): {hops[0]} {', '.join(hops[1:])}"
+            f"({members[best].alertname}): {hops[0]} {', '.join(hops[1:])}"
         )
 
 

@@ -35,7 +35,9 @@ ancestors carry the strength of the strongest path to them, a path being as
 strong as its weakest edge.
 
 The snapshot is a value: building it does the I/O-free work, and the
-correlator only reads it. Ancestor sets are memoised on first use.
+correlator only reads it. Every node's ancestor set is computed while building
+(a snapshot is built on the refresh schedule, not per alert); a snapshot put
+together by hand fills its memo on first use.
 """
 
 from __future__ import annotations
@@ -133,8 +135,11 @@ class TopologySnapshot:
     aliases: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, str] = field(default_factory=dict)
     pollers: tuple[Poller, ...] = ()
-    # Nodes something depends on.
+    # Nodes something depends on ...
     upstream_of: frozenset[str] = frozenset()
+    # ... and devices something is reached through (a path edge, not a use):
+    # a firewall or router, not a host whose services run on it.
+    transit: frozenset[str] = frozenset()
     built_at: datetime | None = None
     edges: int = 0
     _ancestors: dict[str, Ancestors] = field(default_factory=dict)
@@ -224,9 +229,14 @@ class TopologySnapshot:
         return None
 
 
-def combine(parents: Iterable[tuple[str, int, Ancestors]]) -> dict[str, int]:
-    """Ancestors through each (parent, edge strength, parent's ancestors), strongest kept."""
-    result: dict[str, int] = {}
+def combine(
+    parents: Iterable[tuple[str, int, Ancestors]], known: Ancestors = _EMPTY
+) -> dict[str, int]:
+    """Ancestors through each (parent, edge strength, parent's ancestors), strongest kept.
+
+    ``known``: ancestors found already (copied, not changed), e.g. a node's own.
+    """
+    result: dict[str, int] = dict(known)
     for parent, strength, further in parents:
         if result.get(parent, -1) < strength:
             result[parent] = strength
@@ -370,7 +380,23 @@ def build_snapshot(
         for child, edges in sorted(parents.items())
     }
     snapshot.upstream_of = frozenset(parent for edges in parents.values() for parent in edges)
+    # A link's device end nearer the root carries the traffic of what is behind it.
+    snapshot.transit = frozenset(
+        parent
+        for child, edges in parents.items()
+        if child.startswith("link:")
+        for parent, (strength, _) in edges.items()
+        if strength == PATH and parent.startswith("dev:")
+    ) | frozenset(
+        parent
+        for edges in parents.values()
+        for parent, (strength, why) in edges.items()
+        if why == "behind"
+    )
     snapshot.edges = sum(len(edges) for edges in parents.values())
+    # Every node's ancestors now, once per snapshot, rather than on an alert's path.
+    for child in snapshot.parents:
+        snapshot.ancestors(child)
     return snapshot
 
 

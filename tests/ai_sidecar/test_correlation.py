@@ -487,6 +487,8 @@ def test_a_layer_label_on_the_alert_beats_every_rule():
         ("firewall", "CarpFailover", "link"),
         ("firewall", "IpsecTunnelDown", "link"),
         ("firewall", "ConntrackTableFull", "host"),
+        # A session table filling is the box running out, whichever preset.
+        ("network", "FirewallSessionTableHigh", "host"),
         ("windows", "WindowsServerDown", "device"),
         ("windows", "WindowsServiceDown", "service"),
         ("windows", "WindowsDiskSpaceLow", "host"),

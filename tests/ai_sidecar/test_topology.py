@@ -460,3 +460,83 @@ def test_a_graph_of_pollers_alone_keeps_todays_site_grouping():
     assert len(final(fold(correlator(graph), alerts))) == 1
     # With cabling known, the same two stay apart.
     assert len(final(fold(correlator(), alerts))) == 2
+
+
+def two_switches() -> TopologySnapshot:
+    """core-1 with sw-a (srv-1, srv-2 cabled to it) and sw-b (srv-3) below it."""
+    return build_snapshot(
+        neighbours=[
+            lldp("core-1", "Gi1", "sw-a", "eth0"),
+            lldp("core-1", "Gi2", "sw-b", "eth0"),
+            lldp("sw-a", "Gi1", "srv-1", "eth0"),
+            lldp("sw-a", "Gi2", "srv-2", "eth0"),
+            lldp("sw-b", "Gi1", "srv-3", "eth0"),
+        ],
+        roots=["core-1"],
+    )
+
+
+def unreachable(instance: str, seconds: float) -> Alert:
+    return at(
+        "ProbeTargetUnreachable", seconds, job="probe_icmp", instance=instance, layer="device"
+    )
+
+
+def test_leaves_cabled_to_one_switch_fail_together_but_switches_on_one_router_apart():
+    graph = two_switches()
+    assert graph.transit == {"dev:core-1", "dev:sw-a", "dev:sw-b"}
+    # Two servers of one switch: their common cause is likely the switch.
+    [incident] = final(
+        fold(correlator(graph), [unreachable("srv-1", 0), unreachable("srv-2", 10)])
+    ).values()
+    assert len(incident.members) == 2
+    # Servers of different switches, and two switches with others behind them,
+    # may fail on their own (two sites cut seconds apart).
+    assert (
+        len(final(fold(correlator(graph), [unreachable("srv-1", 0), unreachable("srv-3", 10)])))
+        == 2
+    )
+    assert (
+        len(final(fold(correlator(graph), [unreachable("sw-a", 0), unreachable("sw-b", 10)]))) == 2
+    )
+
+
+def test_a_capacity_alert_on_a_transit_device_explains_loss_behind_it_near_its_start():
+    cpu = at("DeviceCpuHigh", 0, job="snmp", instance="sw-acc-1", layer="host")
+    loss = at("ProbeLossHigh", 120, job="probe_icmp", instance="ap-7.corp.example", layer="network")
+    disk = at("HostFilesystemAlmostFull", 180, job="node", instance="srv-db.corp.example")
+    late = at(
+        "ProbeLossHigh", 20 * 60, job="probe_icmp", instance="srv-db.corp.example", layer="network"
+    )
+    incidents = sorted(
+        final(fold(correlator(), [cpu, loss, disk, late])).values(), key=lambda i: i.created_at
+    )
+    assert [sorted(m.alertname for m in i.members.values()) for i in incidents] == [
+        ["DeviceCpuHigh", "ProbeLossHigh"],
+        ["HostFilesystemAlmostFull"],
+        ["ProbeLossHigh"],
+    ]
+    assert names(incidents[0]) == "DeviceCpuHigh"
+    facts = incidents[0].root_cause_facts
+    assert facts is not None
+    assert facts.explains == 1
+    # A failed SNMP module on the same switch is no shortage: the loss stays apart.
+    module = at("SnmpModuleFailed", 0, job="snmp", instance="sw-acc-1")
+    assert len(final(fold(correlator(), [module, loss]))) == 2
+
+
+def test_degradation_pulls_effects_near_its_start_an_outage_for_as_long_as_it_fires():
+    def behind(seconds: float) -> Alert:
+        return at("ProbeLossHigh", seconds, job="probe_icmp", instance="ap-7", layer="network")
+
+    link = {"job": "snmp", "instance": "core-1", "ifName": "Gi1/0/24"}
+    # A link with errors firing for half an hour does not explain new loss behind it ...
+    errors = at("InterfaceErrors", 0, **link)
+    assert len(final(fold(correlator(), [errors, behind(30 * 60)]))) == 2
+    # ... loss within the causal window of its start it does.
+    [joined] = final(fold(correlator(), [errors, behind(10 * 60)])).values()
+    assert names(joined) == "InterfaceErrors"
+    # A link that is down still cuts off what is behind it half an hour later.
+    down = at("InterfaceDown", 0, **link)
+    [cut] = final(fold(correlator(), [down, behind(30 * 60)])).values()
+    assert names(cut) == "InterfaceDown"
