@@ -252,8 +252,14 @@ async def _new_term(conn: AsyncConnection[Any], name: str) -> int:
 
 async def _raise_epoch(conn: AsyncConnection[Any]) -> int:
     # A lease row deleted by hand is put back: without it no replica could
-    # ever begin a term.
-    await conn.execute("INSERT INTO lease (id, epoch) VALUES (0, 0) ON CONFLICT DO NOTHING")
+    # ever begin a term. It restarts at the server's clock in milliseconds,
+    # far above any count of terms, so no epoch a paused holder still carries
+    # comes round again.
+    await conn.execute(
+        "INSERT INTO lease (id, epoch)"
+        " VALUES (0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+        " ON CONFLICT DO NOTHING"
+    )
     cur = await conn.execute("UPDATE lease SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch")
     row = await cur.fetchone()
     if row is None:

@@ -255,6 +255,8 @@ async def test_a_missing_lease_row_is_recreated(
 ) -> None:
     first = Lease(location)
     assert await first.acquire()
+    old_epoch = first._epoch
+    assert old_epoch is not None
     await first.release()
     dbname = location.dsn.split("@/")[1].split("?")[0]
     with postgres_server.superuser(dbname) as conn:
@@ -262,7 +264,9 @@ async def test_a_missing_lease_row_is_recreated(
     lease = Lease(location)
     try:
         assert await lease.acquire()
-        assert lease.held
+        # Never an epoch an old holder may still carry.
+        assert lease._epoch is not None
+        assert lease._epoch > old_epoch
     finally:
         await lease.release()
 
