@@ -105,13 +105,18 @@ class Reconciler:
         interval: timedelta,
         grace: timedelta,
         take_in: Callable[[Sequence[Alert]], Awaitable[None]],
+        permitted: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``permitted``: whether this replica still leads. A replica that no
+        longer does reconciles nothing and takes nothing in: the new leader's
+        reconciler does."""
         self._store = store
         self._peers = tuple(peers)
         self._source = source
         self._interval = interval
         self._grace = grace
         self._take_in = take_in
+        self._permitted = permitted
         self._next_at: datetime | None = None
         self._missing_since: dict[str, datetime] = {}
 
@@ -124,6 +129,8 @@ class Reconciler:
         """Reconcile if it is time, and plan the next one."""
         if self._next_at is not None and now < self._next_at:
             return
+        if not self._permitted():
+            return  # still due: the next round, leading again, reconciles
         # Reading every firing member is the costly part of a round in a storm,
         # so it happens only when a reconciliation is due.
         firing = await self._store.firing_members()
@@ -152,7 +159,7 @@ class Reconciler:
                 alert = _muted_raw(raw)
                 if alert is not None:
                     muted[fingerprint] = alert
-        if not muted:
+        if not muted or not self._permitted():
             return
         log.info(
             "raw alerts muted by an enriched copy before the sidecar saw them; taking them in",
@@ -170,6 +177,8 @@ class Reconciler:
         answered = [answer for answer in answers if answer is not None]
         if not answered:
             return  # no evidence either way: keep everything alive
+        if not self._permitted():
+            return  # the lead lapsed while the peers answered
         present = {a["fingerprint"] for answer in answered for a in answer}
         await self._catch_up_muted(answered, firing)
         for member in list(self._missing_since):
@@ -184,7 +193,7 @@ class Reconciler:
                 gone.append(_resolved_raw(member, raw, now))
                 # Not again before another grace: the pipeline needs time to act.
                 self._missing_since[member] = now
-        if not gone:
+        if not gone or not self._permitted():
             return
         log.info(
             "raw alerts gone from every Alertmanager; resolving them",

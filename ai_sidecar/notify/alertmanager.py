@@ -51,11 +51,15 @@ class AlertmanagerClient:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout.total_seconds())
 
-    async def post_alerts(self, peer: str, alerts: list[dict[str, Any]]) -> Reply:
-        """Post ``alerts`` to ``peer`` in one request."""
+    async def post_alerts(
+        self, peer: str, alerts: list[dict[str, Any]], *, within: float | None = None
+    ) -> Reply:
+        """Post ``alerts`` to ``peer`` in one request, within ``within`` seconds
+        if given (shorter than the client's own), else the client's."""
+        limit = self._timeout if within is None else aiohttp.ClientTimeout(total=within)
         try:
             async with self._session.post(
-                peer + ALERTS_PATH, json=alerts, timeout=self._timeout
+                peer + ALERTS_PATH, json=alerts, timeout=limit
             ) as response:
                 text = (await response.text(errors="replace"))[:500]
                 status = response.status

@@ -18,10 +18,13 @@ restart resumes exactly where the last run stopped.
 * **Reconciliation** runs on the keep-alive rounds
   (:class:`ai_sidecar.intake.reconcile.Reconciler`).
 * **Only the leader posts.** With replicas sharing a PostgreSQL store, a
-  :class:`PostPermit` (the worker lease) is asked before every request: a
-  replica paused or cut off past the point where another may have taken over
-  must not post an older copy over the new leader's newer one. The round then
-  stops, and its rows stay due.
+  :class:`PostPermit` (the worker lease) is asked before every request how
+  long this replica's lead is sure to last: a replica paused or cut off past
+  the point where another may have taken over must not post an older copy
+  over the new leader's newer one. Each post gets at most that long, and
+  none is sent with less than :data:`MIN_POST_TIME` left: the round then
+  stops, and its rows stay due. This bounds the overlap; a replica frozen
+  in the middle of a post can still land it late.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ MAX_IDLE = 60.0
 ROUND_GAP = 0.5
 # When the next round asks the permit again after it said no.
 UNPERMITTED_RETRY = timedelta(seconds=1)
+# The least time left of the lead worth a post: a shorter one would mostly
+# time out (unless post_timeout itself is shorter).
+MIN_POST_TIME = 1.0
 
 
 def _chunks(rows: Sequence[OutboxRow], size: int) -> Iterable[Sequence[OutboxRow]]:
@@ -66,10 +72,11 @@ def _chunks(rows: Sequence[OutboxRow], size: int) -> Iterable[Sequence[OutboxRow
 
 
 class PostPermit(Protocol):
-    """Whether this replica may post now: it leads, as recently confirmed."""
+    """How long this replica may go on posting: it leads, as recently confirmed."""
 
-    def may_post(self) -> bool:
-        """True while no other replica can have taken the lead yet."""
+    def remaining(self) -> float | None:
+        """Seconds before another replica could have taken the lead (0: it may
+        have already); None: no other replica can (no limit)."""
         ...
 
 
@@ -100,6 +107,9 @@ class ReturnTrip:
         replica (the SQLite store), which may always post."""
         self._db = db
         self._permit = permit
+        # Whether the permit said no last time it was asked, so the refusal
+        # is logged once per change, not every round.
+        self._lead_refused = False
         # One spelling per peer: it is the outbox key and the metric label.
         self._peers = tuple(dict.fromkeys(p.rstrip("/") for p in peers))
         self._policy = policy
@@ -112,6 +122,7 @@ class ReturnTrip:
             interval=policy.repost_interval,
             grace=policy.grace,
             take_in=take_in,
+            permitted=self._leads,
         )
         self._clock = clock
         self._wakeup = asyncio.Event()
@@ -194,8 +205,7 @@ class ReturnTrip:
                 log.info("dropped copies of removed peers", extra={"rows": dropped})
             self._synced = True
         due = await self._due(now)
-        if due and not self._may_post():
-            log.warning("not posting: this replica's lead was not confirmed recently")
+        if due and self._post_timeout() is None:
             return now + UNPERMITTED_RETRY
         # Every peer's posts finish (or are cancelled with this round) before a
         # failure leaves it: none may go on posting after the worker stopped.
@@ -241,16 +251,40 @@ class ReturnTrip:
             times.append(self._reconciler.next_at)
         return min(times, default=None)
 
-    def _may_post(self) -> bool:
-        return self._permit is None or self._permit.may_post()
+    def _remaining(self) -> float | None:
+        return None if self._permit is None else self._permit.remaining()
+
+    def _leads(self) -> bool:
+        """Whether this replica still leads (for the reconciler's intake)."""
+        remaining = self._remaining()
+        return remaining is None or remaining > 0
+
+    def _post_timeout(self) -> float | None:
+        """Seconds the next post may take, ending before the lead could lapse;
+        None: none may be sent now."""
+        timeout = self._policy.post_timeout.total_seconds()
+        remaining = self._remaining()
+        permitted = remaining is None or remaining >= min(MIN_POST_TIME, timeout)
+        if permitted == self._lead_refused:
+            self._lead_refused = not permitted
+            if permitted:
+                log.info("posting again: this replica's lead is confirmed")
+            else:
+                log.warning("not posting: this replica's lead was not confirmed recently")
+        if not permitted:
+            return None
+        return timeout if remaining is None else min(timeout, remaining)
 
     async def _post_peer(self, peer: str, rows: Sequence[OutboxRow], now: datetime) -> None:
         # Asked again before each request: an earlier one may have taken long.
         for chunk in _chunks(rows, self._policy.max_batch):
-            if not self._may_post():
+            timeout = self._post_timeout()
+            if timeout is None:
                 return
             reply = await self._client.post_alerts(
-                peer, [postable(row, now, self._policy.keepalive) for row in chunk]
+                peer,
+                [postable(row, now, self._policy.keepalive) for row in chunk],
+                within=timeout,
             )
             if reply.outcome == "failed":
                 self._failed(peer, reply, len(chunk), now)
@@ -264,10 +298,11 @@ class ReturnTrip:
             # A refused batch: Alertmanager stored the valid alerts and named the
             # rest; posting each alone tells which ones to drop.
             for row in chunk:
-                if not self._may_post():
+                timeout = self._post_timeout()
+                if timeout is None:
                     return
                 single = await self._client.post_alerts(
-                    peer, [postable(row, now, self._policy.keepalive)]
+                    peer, [postable(row, now, self._policy.keepalive)], within=timeout
                 )
                 if single.outcome == "failed":
                     self._failed(peer, single, 1, now)

@@ -17,8 +17,9 @@ holder checks its lock connection every :data:`CHECK_INTERVAL` (an answer
 within :data:`CHECK_TIMEOUT`), and stops its worker at the first failure:
 within 3 s of losing the connection. The server releases the lock of a
 silent client only after its TCP keepalives give up (5 s idle plus 3 probes a
-second apart, set on the lock's session), so the old holder has stopped
-before a new one can begin.
+second apart, set on the lock's session), or after the session sat idle for
+:data:`IDLE_SESSION_TIMEOUT` (a stopped holder's kernel still answers
+keepalives), so the old holder has stopped before a new one can begin.
 
 And in case a replica is paused (SIGSTOP, a VM freeze) past all that, the
 lease is also a fence with a fencing token: the ``epoch`` of the one-row
@@ -30,8 +31,11 @@ new holder's update waits for those transactions to finish, and every later
 one of the old holder finds a newer epoch and raises
 :class:`~ai_sidecar.store.postgres.engine.LeaseLostError`: whatever a stale
 holder writes is committed before the new term begins, never after it.
-Posts to Alertmanager are outside the database: the return trip posts only
-while :meth:`Lease.may_post` says the lock was confirmed recently.
+Posts to Alertmanager are outside the database, so they are bounded, not
+fenced: the return trip posts only while :meth:`Lease.remaining` leaves time
+(counted from when the last confirmed check was sent) and gives each post at
+most that long. A holder frozen in the middle of a post can still land it
+after a new term began; the window makes that rare, it cannot rule it out.
 """
 
 from __future__ import annotations
@@ -78,12 +82,23 @@ _SERVER_KEEPALIVES = (
     f"SET tcp_keepalives_interval = {_KEEPALIVE_INTERVAL}",
     f"SET tcp_keepalives_count = {_KEEPALIVE_COUNT}",
 )
-# The soonest the server can hand the lock on after the holder last spoke.
+# The server's give-up on a silent client through TCP (a lost network).
 SERVER_GIVE_UP = _KEEPALIVE_IDLE + _KEEPALIVE_INTERVAL * _KEEPALIVE_COUNT
+# Seconds the server lets the lock's session sit idle before ending it
+# (PostgreSQL 14+). A stopped holder (SIGSTOP, a frozen VM) is never silent
+# on TCP (its kernel answers keepalives), so this is what ends its session.
+# A live holder checks its lock every CHECK_INTERVAL, far more often.
+IDLE_SESSION_TIMEOUT = 5.0
 # Posts to Alertmanager cannot be fenced in the database: the holder posts
-# only while its last confirmation of the lock is this recent, well before
-# the server could give the lock to another replica.
-POST_WINDOW = SERVER_GIVE_UP - 3.0
+# only while the last confirmed check was sent this recently, a margin before
+# the server could give the lock to another replica (the idle timeout runs
+# from when the check's answer left the server, later than it was sent).
+POST_WINDOW = min(IDLE_SESSION_TIMEOUT, SERVER_GIVE_UP) - 1.0
+
+
+def _idle_session_timeout() -> str:
+    # Read at connect time, not import time: tests shorten it.
+    return f"SET idle_session_timeout = {round(IDLE_SESSION_TIMEOUT * 1000)}"
 
 
 class Lease:
@@ -96,7 +111,8 @@ class Lease:
         self._pid: int | None = None
         # This term's fencing token: the epoch it raised the lease row to.
         self._epoch: int | None = None
-        # When (time.monotonic()) the lock's connection last answered.
+        # When (time.monotonic()) the last request the lock's connection
+        # answered was sent: the server's clocks run from what it received.
         self._confirmed_at = float("-inf")
         # Whether the last attempt reached the database (None: none yet), so
         # each change is logged once, not every retry.
@@ -113,8 +129,10 @@ class Lease:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await self._location.connect(application_name="scout-sidecar-lease")
-                for statement in _SERVER_KEEPALIVES:
+                for statement in (*_SERVER_KEEPALIVES, _idle_session_timeout()):
                     await self._conn.execute(statement)
+            # Before the request: the server's clocks run from what it last received.
+            sent = time.monotonic()
             cur = await asyncio.wait_for(
                 self._conn.execute(
                     "SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid()",
@@ -130,7 +148,7 @@ class Lease:
             self._epoch = await asyncio.wait_for(
                 _new_term(self._conn, self._location.name), TAKEOVER_TIMEOUT
             )
-            self._confirmed_at = time.monotonic()
+            self._confirmed_at = sent
         except (StoreError, psycopg.Error, OSError, TimeoutError) as exc:
             self._failed(exc)
             await self.release()
@@ -165,6 +183,7 @@ class Lease:
         # it, which against a silent host takes longer than the server takes to
         # hand the lock on. A check that does not answer in time is a lost lease
         # at once; the query is left to fail in the background.
+        sent = time.monotonic()
         probe = asyncio.ensure_future(self._conn.execute("SELECT 1"))
         done, _ = await asyncio.wait({probe}, timeout=CHECK_TIMEOUT)
         if not done:
@@ -173,14 +192,21 @@ class Lease:
             return False
         if probe.exception() is not None:
             return False
-        self._confirmed_at = time.monotonic()
+        self._confirmed_at = sent
         return True
 
+    def remaining(self) -> float:
+        """Seconds left before another replica could hold the lease (0: none),
+        counted from the last confirmed check (:data:`POST_WINDOW`): posts to
+        Alertmanager, which the database cannot fence, ask this first and end
+        within it."""
+        if self._epoch is None:
+            return 0.0
+        return max(0.0, POST_WINDOW - (time.monotonic() - self._confirmed_at))
+
     def may_post(self) -> bool:
-        """Whether the lock's connection answered recently enough that no other
-        replica can hold the lease yet (:data:`POST_WINDOW`): posts to
-        Alertmanager, which the database cannot fence, ask this first."""
-        return self._epoch is not None and time.monotonic() - self._confirmed_at < POST_WINDOW
+        """Whether any of that window is left."""
+        return self.remaining() > 0
 
     async def release(self) -> None:
         """Give the lease up (closing its connection releases the lock)."""
@@ -216,13 +242,25 @@ class Lease:
 async def _new_term(conn: AsyncConnection[Any], name: str) -> int:
     """Raise the lease's epoch (waiting for the last term's fenced transactions
     to end) and return it; brings the schema up to date first on a new database."""
-    bump = "UPDATE lease SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch"
     try:
-        cur = await conn.execute(bump)
+        return await _raise_epoch(conn)
     except psycopg.errors.UndefinedTable:
         async with conn.transaction(), conn.cursor() as migrating:
             await migrate(migrating, name)
-        cur = await conn.execute(bump)
+        return await _raise_epoch(conn)
+
+
+async def _raise_epoch(conn: AsyncConnection[Any]) -> int:
+    # A lease row deleted by hand is put back: without it no replica could
+    # ever begin a term. It restarts at the server's clock in milliseconds,
+    # far above any count of terms, so no epoch a paused holder still carries
+    # comes round again.
+    await conn.execute(
+        "INSERT INTO lease (id, epoch)"
+        " VALUES (0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+        " ON CONFLICT DO NOTHING"
+    )
+    cur = await conn.execute("UPDATE lease SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch")
     row = await cur.fetchone()
     if row is None:
         raise StoreError("the lease row is missing")

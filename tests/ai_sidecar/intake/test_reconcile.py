@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ai_sidecar.intake.reconcile import Reconciler
 from ai_sidecar.models import Alert, format_time
 from ai_sidecar.notify import (
     RAW_ALERTS_QUERY,
@@ -180,3 +182,36 @@ async def test_a_sibling_muted_through_an_unlisted_label_is_taken_in(alertmanage
     assert alert.starts_at == d_drive.starts_at
     # h2's alert is not muted: the webhook delivers it the normal way.
     assert other.fingerprint not in {a.fingerprint for a in taken}
+
+
+class NoRawAlerts:
+    """A peer that answers, holding no raw alert at all."""
+
+    async def raw_alerts(self, peer: str) -> list[dict[str, object]]:
+        return []
+
+
+async def test_a_replica_without_the_lead_takes_nothing_in(db, session):
+    gone = peer_member("HostDown", "h1")
+    trip = Trip(db, ["http://127.0.0.1:9"], session)
+    await trip.trip.schedule([analysed_incident(gone)])
+    lead = {"held": False}
+    taken: list[list[Alert]] = []
+
+    async def take_in(alerts: Sequence[Alert]) -> None:
+        taken.append(list(alerts))
+
+    reconciler = Reconciler(
+        db,
+        ["http://127.0.0.1:9"],
+        NoRawAlerts(),
+        interval=timedelta(0),
+        grace=timedelta(0),
+        take_in=take_in,
+        permitted=lambda: lead["held"],
+    )
+    await reconciler.run_if_due(trip.clock.now)
+    assert taken == []
+    lead["held"] = True
+    await reconciler.run_if_due(trip.clock.now)
+    assert [[a.fingerprint for a in alerts] for alerts in taken] == [[gone.fingerprint]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from dataclasses import replace
@@ -211,15 +212,19 @@ async def test_big_backlogs_are_posted_in_chunks(sink, db, session):
 
 
 class Permit:
-    """A worker lease as the return trip sees it: confirmed recently, or not."""
+    """A worker lease as the return trip sees it: seconds left of its lead, or none."""
 
-    def __init__(self, granted: bool) -> None:
+    def __init__(self, granted: bool, seconds: float = 4.0) -> None:
         self.granted = granted
+        self.seconds = seconds
         self.asked = 0
 
-    def may_post(self) -> bool:
+    def remaining(self) -> float:
         self.asked += 1
-        return self.granted
+        return self.seconds if self.granted else 0.0
+
+    def may_post(self) -> bool:
+        return self.remaining() > 0
 
 
 async def test_a_replica_whose_lead_is_not_confirmed_posts_nothing(sink, db, session):
@@ -236,6 +241,70 @@ async def test_a_replica_whose_lead_is_not_confirmed_posts_nothing(sink, db, ses
     permit.granted = True
     await trip.trip.run_once()
     assert len(sink.messages()) == 1
+
+
+async def test_a_lead_about_to_lapse_posts_nothing(sink, db, session):
+    # Under a second left: a post could still be on its way when another
+    # replica's lead begins.
+    permit = Permit(granted=True, seconds=0.5)
+    trip = Trip(db, [sink.base_url], session, permit=permit)
+    await trip.trip.schedule([analysed_incident(peer_member("LinkDown"))])
+    await trip.trip.run_once()
+    assert sink.messages() == []
+    assert await trip.trip.pending() == 1
+    permit.seconds = 3.0
+    await trip.trip.run_once()
+    assert len(sink.messages()) == 1
+
+
+async def test_a_post_gives_up_when_the_lead_would_lapse(db, session):
+    with socket.socket() as silent:
+        # Accepts connections but never answers: only the timeout ends the post.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        mute = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        policy = replace(POLICY, post_timeout=timedelta(seconds=5))
+        trip = Trip(db, [mute], session, policy, permit=Permit(granted=True, seconds=1.5))
+        await trip.trip.schedule([analysed_incident(peer_member("LinkDown"))])
+        started = time.monotonic()
+        # The round goes on to reconcile (a read, on the policy's timeout):
+        # what must end with the lead is the post.
+        posted = asyncio.Event()
+        failed = trip.trip._failed
+
+        def failed_and_noted(*args: Any) -> None:
+            failed(*args)
+            posted.set()
+
+        trip.trip._failed = failed_and_noted  # type: ignore[method-assign]
+        round_ = asyncio.create_task(trip.trip.run_once())
+        await asyncio.wait_for(posted.wait(), 10)
+        assert time.monotonic() - started < 3, "the post outlived the lead"
+        assert trip.failures(mute) == 1
+        await round_
+
+
+async def test_not_posting_is_logged_once_per_change(sink, db, session, caplog):
+    permit = Permit(granted=False)
+    trip = Trip(db, [sink.base_url], session, permit=permit)
+    await trip.trip.schedule([analysed_incident(peer_member("LinkDown"))])
+    caplog.set_level(logging.INFO, logger="ai_sidecar.notify")
+
+    def refusals() -> int:
+        return sum(r.getMessage().startswith("not posting") for r in caplog.records)
+
+    for _ in range(3):
+        await trip.trip.run_once()
+    assert refusals() == 1
+    permit.granted = True
+    await trip.trip.run_once()
+    assert len(sink.messages()) == 1
+    assert any(r.getMessage().startswith("posting again") for r in caplog.records)
+    permit.granted = False
+    trip.clock.advance(seconds=POLICY.repost_interval.total_seconds())
+    for _ in range(2):
+        await trip.trip.run_once()
+    assert refusals() == 2
 
 
 # --- failures -------------------------------------------------------------------

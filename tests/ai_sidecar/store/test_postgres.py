@@ -184,6 +184,93 @@ async def test_the_holder_may_post_only_while_its_lock_was_confirmed_recently(
     assert not lease.may_post()
 
 
+async def test_a_confirmation_counts_from_when_the_probe_was_sent(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's clocks (keepalives, idle timeout) run from the last packet
+    # it received, so a slow answer must not extend the lead.
+    new_term = lease_module._new_term
+
+    async def slow_new_term(conn: psycopg.AsyncConnection[object], name: str) -> int:
+        await asyncio.sleep(0.5)
+        return await new_term(conn, name)
+
+    monkeypatch.setattr(lease_module, "_new_term", slow_new_term)
+    lease = Lease(location)
+    try:
+        sent = time.monotonic()
+        assert await lease.acquire()
+        assert lease._confirmed_at - sent < 0.3
+        conn = lease._conn
+        assert conn is not None
+        execute = conn.execute
+
+        async def slow_execute(*args: object, **kwargs: object) -> object:
+            await asyncio.sleep(0.5)
+            return await execute(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(conn, "execute", slow_execute)
+        sent = time.monotonic()
+        assert await lease.alive()
+        assert lease._confirmed_at - sent < 0.3
+    finally:
+        await lease.release()
+
+
+async def test_the_lease_says_how_long_it_may_still_post(location: Location) -> None:
+    lease = Lease(location)
+    assert lease.remaining() == 0
+    assert await lease.acquire()
+    try:
+        assert 0 < lease.remaining() <= lease_module.POST_WINDOW
+        lease._confirmed_at -= 1.0
+        assert lease.remaining() <= lease_module.POST_WINDOW - 1.0
+    finally:
+        await lease.release()
+    assert lease.remaining() == 0
+
+
+async def test_a_lease_whose_session_stays_idle_loses_the_lock(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stopped holder (SIGSTOP) sends nothing, but its kernel still answers
+    # keepalives: only the server's idle timeout ends its session.
+    monkeypatch.setattr(lease_module, "IDLE_SESSION_TIMEOUT", 0.5, raising=False)
+    holder, successor = Lease(location), Lease(location)
+    try:
+        assert await holder.acquire()
+        assert not await successor.acquire()
+        # Its own session would be ended as idle too: it reconnects after the wait.
+        await successor.release()
+        await asyncio.sleep(1.5)
+        assert await successor.acquire()
+        assert not await holder.alive()
+    finally:
+        await holder.release()
+        await successor.release()
+
+
+async def test_a_missing_lease_row_is_recreated(
+    location: Location, postgres_server: PostgresServer
+) -> None:
+    first = Lease(location)
+    assert await first.acquire()
+    old_epoch = first._epoch
+    assert old_epoch is not None
+    await first.release()
+    dbname = location.dsn.split("@/")[1].split("?")[0]
+    with postgres_server.superuser(dbname) as conn:
+        conn.execute("DELETE FROM lease")
+    lease = Lease(location)
+    try:
+        assert await lease.acquire()
+        # Never an epoch an old holder may still carry.
+        assert lease._epoch is not None
+        assert lease._epoch > old_epoch
+    finally:
+        await lease.release()
+
+
 async def test_a_lease_that_cannot_reach_its_database_says_so_once(
     location: Location, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
