@@ -84,10 +84,16 @@ KEEPALIVES = {
 # a replica whose host vanishes mid-transaction (power cut, partition: no TCP
 # reset reaches the server) must not hold the ingest lock and row locks for
 # the kernel's two hours of keepalives, or every other replica answers 503.
+# The server gives up on a silent client after SERVER_GIVE_UP seconds of TCP
+# keepalives (the worker lease counts on that figure too).
+SERVER_KEEPALIVE_IDLE, SERVER_KEEPALIVE_INTERVAL, SERVER_KEEPALIVE_COUNT = 5, 1, 3
+SERVER_GIVE_UP = SERVER_KEEPALIVE_IDLE + SERVER_KEEPALIVE_INTERVAL * SERVER_KEEPALIVE_COUNT
 SERVER_OPTIONS = (
     "-c idle_in_transaction_session_timeout=15s"
-    " -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3"
-    " -c tcp_user_timeout=8000"
+    f" -c tcp_keepalives_idle={SERVER_KEEPALIVE_IDLE}"
+    f" -c tcp_keepalives_interval={SERVER_KEEPALIVE_INTERVAL}"
+    f" -c tcp_keepalives_count={SERVER_KEEPALIVE_COUNT}"
+    f" -c tcp_user_timeout={SERVER_GIVE_UP * 1000}"
 )
 
 

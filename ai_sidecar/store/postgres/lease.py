@@ -52,6 +52,7 @@ from psycopg import AsyncConnection
 
 from ai_sidecar.store.postgres.engine import (
     LOCK_CLASS,
+    SERVER_GIVE_UP,
     Cursor,
     LeaseLostError,
     Location,
@@ -75,15 +76,6 @@ BACKOFF_MAX = 30.0
 # How long a new holder waits for the old holder's transactions to end before
 # raising the epoch: past the server's idle-in-transaction timeout (15 s).
 TAKEOVER_TIMEOUT = 20.0
-# The server's side: how soon it gives up on a silent lock holder (TCP only).
-_KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT = 5, 1, 3
-_SERVER_KEEPALIVES = (
-    f"SET tcp_keepalives_idle = {_KEEPALIVE_IDLE}",
-    f"SET tcp_keepalives_interval = {_KEEPALIVE_INTERVAL}",
-    f"SET tcp_keepalives_count = {_KEEPALIVE_COUNT}",
-)
-# The server's give-up on a silent client through TCP (a lost network).
-SERVER_GIVE_UP = _KEEPALIVE_IDLE + _KEEPALIVE_INTERVAL * _KEEPALIVE_COUNT
 # Seconds the server lets the lock's session sit idle before ending it
 # (PostgreSQL 14+). A stopped holder (SIGSTOP, a frozen VM) is never silent
 # on TCP (its kernel answers keepalives), so this is what ends its session.
@@ -129,8 +121,8 @@ class Lease:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await self._location.connect(application_name="scout-sidecar-lease")
-                for statement in (*_SERVER_KEEPALIVES, _idle_session_timeout()):
-                    await self._conn.execute(statement)
+                # Keepalives come with every connection's options (engine.SERVER_OPTIONS).
+                await self._conn.execute(_idle_session_timeout())
             # Before the request: the server's clocks run from what it last received.
             sent = time.monotonic()
             cur = await asyncio.wait_for(
