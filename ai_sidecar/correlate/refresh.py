@@ -4,9 +4,13 @@ The sidecar config gives what nothing discovers (``correlation.dependencies``,
 ``roots``, which jobs each poller reaches); Prometheus gives the rest, through
 the :mod:`ai_sidecar.promql` client:
 
-- ``max by (instance, local_port, remote_sysname, remote_port, remote_address)
-  (scout_lldp_neighbor_info)``: the LLDP/CDP neighbour rows (the contract the
-  exporter's ``lldp`` module produces, docs/correlation.md);
+- ``max by (instance, local_port, remote_sysname, remote_port, remote_address,
+  remote_chassis_id) (scout_lldp_neighbor_info)``: the LLDP/CDP neighbour rows
+  (the contract the exporter's ``lldp`` and ``cdp`` modules produce,
+  docs/correlation.md);
+- ``max by (instance, local_sysname, local_chassis_id) (scout_lldp_local_info)``:
+  each polled device's own name and chassis id, which say which scrape target a
+  neighbour's ``remote_sysname``, ``remote_address`` or ``remote_chassis_id`` is;
 - ``up``: one row per scrape target with its target-group labels (``site``,
   ``upstream``, ``via``);
 - ``up{job="<poller job>"}``: the poller instances.
@@ -36,7 +40,17 @@ from ai_sidecar.promql import PromQLClient, PromQLError
 
 log = logging.getLogger(__name__)
 
-NEIGHBOUR_LABELS = ("instance", "local_port", "remote_sysname", "remote_port", "remote_address")
+NEIGHBOUR_LABELS = (
+    "instance",
+    "local_port",
+    "remote_sysname",
+    "remote_port",
+    "remote_address",
+    "remote_chassis_id",
+)
+# The polled devices' own identities, from the same exporter modules.
+LOCAL_METRIC = "scout_lldp_local_info"
+LOCAL_LABELS = ("instance", "local_sysname", "local_chassis_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +109,9 @@ async def read_snapshot(
     neighbours = await client.instant(
         f"max by ({by}) ({topology.neighbour_metric})", now, time_box=box
     )
+    identities = await client.instant(
+        f"max by ({', '.join(LOCAL_LABELS)}) ({LOCAL_METRIC})", now, time_box=box
+    )
     targets = await client.instant("up", now, time_box=box)
     pollers: list[Poller] = []
     for rule in topology.pollers:
@@ -104,6 +121,7 @@ async def read_snapshot(
         )
     return build_snapshot(
         neighbours=[dict(row.labels) for row in neighbours],
+        local_identities=[dict(row.labels) for row in identities],
         targets=[dict(row.labels) for row in targets],
         pollers=sorted(pollers, key=lambda p: p.instance),
         dependencies=dependencies_of(config),

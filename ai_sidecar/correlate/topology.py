@@ -6,11 +6,14 @@ and a test fixture all feed the same code:
 
 - **neighbours**: LLDP/CDP rows, one per ``scout_lldp_neighbor_info`` series
   (``instance`` of the reporting device, ``local_port``, ``remote_sysname``,
-  ``remote_port``, ``remote_address``). They say which devices are cabled to
-  which, not which way is up: each connected part is oriented from its roots
-  (the configured ``roots``, else the device the poller runs on, else the
-  part's centre), so the device further from the root depends on the link,
-  and the link on the device nearer the root;
+  ``remote_port``, ``remote_address``, ``remote_chassis_id``). They say which
+  devices are cabled to which, not which way is up: each connected part is
+  oriented from its roots (the configured ``roots``, else the device the poller
+  runs on, else the part's centre), so the device further from the root depends
+  on the link, and the link on the device nearer the root. With them, the
+  polled devices' own identities (``scout_lldp_local_info``: ``instance``,
+  ``local_sysname``, ``local_chassis_id``) say which scrape target a
+  neighbour's name, address or chassis id is;
 - **targets**: one row per scrape target (``up``'s labels): a target with an
   ``upstream`` or ``via`` label sits behind the device it names;
 - **pollers**: the exporter instances, and the jobs whose targets they reach;
@@ -23,9 +26,13 @@ Nodes are element ids: ``dev:NAME`` (a device, by its short name or address),
 ``port:DEV|IFNAME``, ``link:A|PA~B|PB`` (both ends' ports name the link) and
 ``ep:INSTANCE`` (a URL or ``host:port`` endpoint, which runs on its host).
 Device names are unified across the forms an estate writes them in (FQDN,
-short name, the management address a neighbour advertised); two devices with
+short name, letter case, the management address a neighbour advertised, the
+sysname and chassis id a polled device reports of itself); two devices with
 the same short name in different domains are taken as one, a limit of the
-LLDP data (``remote_sysname`` is often a short name).
+LLDP data (``remote_sysname`` is often a short name). A device's node is named
+after its scrape target where it has one. Port names are matched by
+:func:`~ai_sidecar.correlate.ports.port_key` (``GigabitEthernet1/0/24`` is
+``Gi1/0/24``) and shown as the device itself reports them.
 
 Each edge has a strength saying which failures travel along it:
 :data:`POLL` (only a device or link failure of the parent explains the
@@ -51,6 +58,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from ai_sidecar.correlate.ports import port_key
+
 # Edge strengths, weakest first: which failures of the parent explain the child.
 POLL = 0
 PATH = 1
@@ -61,6 +70,9 @@ EDGE_WHY = {POLL: "polled by", PATH: "reached through", USES: "runs on or uses"}
 UPSTREAM_LABELS = ("upstream", "via")
 # Labels naming an interface of the alert's device.
 INTERFACE_LABELS = ("ifName", "interface", "ifDescr")
+# ... and those that may match a known port in any of its spellings: ifAlias is
+# free text, used only when it names a port the graph knows.
+PORT_MATCH_LABELS = (*INTERFACE_LABELS, "ifAlias")
 
 Ancestors = Mapping[str, int]
 _EMPTY: Mapping[str, int] = {}
@@ -165,14 +177,27 @@ class TopologySnapshot:
         if not instance:
             return None
         host, endpoint = split_instance(instance)
-        for name in INTERFACE_LABELS:
-            interface = labels.get(name, "")
-            if interface and host:
-                port = f"port:{self.device(host)[4:]}|{interface}"
-                return self.ports.get(port, port)
+        if host:
+            port = self._port_of(self.device(host)[4:], labels)
+            if port is not None:
+                return port
         if endpoint:
             return "ep:" + instance.strip().lower().rstrip("/")
         return self.device(host) if host else None
+
+    def _port_of(self, device: str, labels: Mapping[str, str]) -> str | None:
+        """The link or port an alert's interface labels name on ``device``, in any spelling."""
+        for name in PORT_MATCH_LABELS:
+            interface = labels.get(name, "")
+            if interface:
+                known = self.ports.get(f"port:{device}|{port_key(interface)}")
+                if known is not None:
+                    return known
+        for name in INTERFACE_LABELS:
+            interface = labels.get(name, "")
+            if interface:
+                return f"port:{device}|{interface}"
+        return None
 
     def label_parents(self, labels: Mapping[str, str], node: str) -> list[tuple[str, int, str]]:
         """Edges the alert's own labels give: its host, ``upstream``/``via``, its poller."""
@@ -251,10 +276,22 @@ def combine(
 
 
 class _Names:
-    """Union-find over name keys: an LLDP sysname and its advertised address are one device."""
+    """Union-find over name keys: the names, addresses and chassis ids of one device.
 
-    def __init__(self) -> None:
+    The representative names the device node: a scrape target's name first (what
+    alerts carry), then any other name, then an address, then a chassis id.
+    """
+
+    def __init__(self, targets: Iterable[str] = ()) -> None:
         self.parent: dict[str, str] = {}
+        self.targets = frozenset(targets)
+
+    def _rank(self, key: str) -> tuple[int, str]:
+        if key.startswith(CHASSIS_PREFIX):
+            return 3, key
+        if _is_ip(key):
+            return 2, key
+        return (0 if key in self.targets else 1), key
 
     def find(self, key: str) -> str:
         self.parent.setdefault(key, key)
@@ -269,8 +306,7 @@ class _Names:
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return
-        # A name beats an address as the representative, then the smaller one.
-        if (_is_ip(ra), ra) > (_is_ip(rb), rb):
+        if self._rank(ra) > self._rank(rb):
             ra, rb = rb, ra
         self.parent[rb] = ra
 
@@ -278,9 +314,110 @@ class _Names:
         return {key: self.find(key) for key in list(self.parent)}
 
 
+# Chassis ids share the name space of device keys under this prefix.
+CHASSIS_PREFIX = "chassis:"
+
+
+def chassis_key(chassis_id: str) -> str:
+    """A chassis id as a device key ("" for none); both ends of LLDP decode it alike."""
+    text = chassis_id.strip().lower()
+    return CHASSIS_PREFIX + text if text else ""
+
+
+def _resolve_names(
+    neighbours: Sequence[Mapping[str, str]],
+    identities: Sequence[Mapping[str, str]],
+    targets: Sequence[Mapping[str, str]],
+) -> tuple[dict[str, str], list[tuple[str, str, str, str]]]:
+    """Aliases of every device key, and each neighbour row as (local, port, remote, port) keys.
+
+    A polled device's own sysname and chassis id join its scrape target; a
+    neighbour's sysname, advertised address and chassis id join each other. A
+    sysname several scrape targets claim (factory defaults such as ``Switch``)
+    joins none of them, unless their chassis ids already made them one device.
+    """
+    scraped = set()
+    for row in (*neighbours, *identities, *targets):
+        host, endpoint = split_instance(row.get("instance", ""))
+        if host and not endpoint:
+            scraped.add(name_key(host))
+    names = _Names(scraped)
+    for key in scraped:
+        names.find(key)
+    claims: dict[str, list[str]] = {}
+    for row in identities:
+        host, _ = split_instance(row.get("instance", ""))
+        if not host:
+            continue
+        own = name_key(host)
+        chassis = chassis_key(row.get("local_chassis_id", ""))
+        if chassis:
+            names.union(own, chassis)
+        sysname = name_key(row.get("local_sysname", ""))
+        if sysname:
+            claims.setdefault(sysname, []).append(own)
+    for sysname, claimants in claims.items():
+        if len({names.find(own) for own in claimants}) == 1:
+            names.union(claimants[0], sysname)
+    rows = []
+    for row in neighbours:
+        local_host, _ = split_instance(row.get("instance", ""))
+        heard = [
+            name_key(row.get("remote_sysname", "")),
+            name_key(row.get("remote_address", "")),
+            chassis_key(row.get("remote_chassis_id", "")),
+        ]
+        heard = [key for key in heard if key]
+        if not local_host or not heard:
+            continue
+        for other in heard[1:]:
+            names.union(heard[0], other)
+        local = name_key(local_host)
+        rows.append((local, row.get("local_port", ""), heard[0], row.get("remote_port", "")))
+    return names.aliases(), rows
+
+
+# A cable's end: (device, port key).
+End = tuple[str, str]
+
+
+def _cables(
+    rows: Sequence[tuple[str, str, str, str]],
+) -> tuple[list[tuple[End, End]], dict[End, str]]:
+    """The cables the rows describe, once each, and every port end's name to show.
+
+    Both ends of a cable usually report it, in their own spellings; ports are
+    compared by :func:`port_key`. What a device says of its own port (its
+    ifName) wins over what its neighbour says of it: when the neighbour's
+    ``remote_port`` is a description or a MAC, the device's own row pointing
+    back at the same port of the neighbour names the end.
+    """
+    shown: dict[End, str] = {}
+    back: dict[tuple[str, str, str], set[str]] = {}
+    for local, local_port, remote, remote_port in rows:
+        if local_port:
+            shown.setdefault((local, port_key(local_port)), local_port)
+        back.setdefault((local, remote, port_key(remote_port)), set()).add(port_key(local_port))
+    cables: dict[tuple[End, End], None] = {}
+    for local, local_port, remote, remote_port in rows:
+        if local == remote:
+            continue
+        near = port_key(local_port)
+        far = port_key(remote_port)
+        own = back.get((remote, local, near), set())
+        if far not in own and len(own) == 1:
+            (far,) = own
+        if remote_port:
+            shown.setdefault((remote, far), remote_port)
+        first, second = sorted(((local, near), (remote, far)))
+        cables[(first, second)] = None
+    return list(cables), shown
+
+
 def build_snapshot(
     *,
     neighbours: Iterable[Mapping[str, str]] = (),
+    local_identities: Iterable[Mapping[str, str]] = (),
     targets: Iterable[Mapping[str, str]] = (),
     pollers: Sequence[Poller] = (),
     dependencies: Iterable[Dependency] = (),
@@ -288,22 +425,8 @@ def build_snapshot(
     built_at: datetime | None = None,
 ) -> TopologySnapshot:
     """The graph from the four sources; see the module docstring for each."""
-    names = _Names()
-    rows = []
-    for row in neighbours:
-        local_host, _ = split_instance(row.get("instance", ""))
-        remote = row.get("remote_sysname", "") or row.get("remote_address", "")
-        if not local_host or not remote:
-            continue
-        local_key = names.find(name_key(local_host))
-        if row.get("remote_sysname") and row.get("remote_address"):
-            names.union(name_key(row["remote_sysname"]), name_key(row["remote_address"]))
-        rows.append((local_key, row.get("local_port", ""), remote, row.get("remote_port", "")))
-    for row in targets:
-        host, endpoint = split_instance(row.get("instance", ""))
-        if host and not endpoint:
-            names.find(name_key(host))
-    aliases = names.aliases()
+    target_rows = list(targets)
+    aliases, rows = _resolve_names(list(neighbours), list(local_identities), target_rows)
     snapshot = TopologySnapshot(aliases=aliases, pollers=tuple(pollers), built_at=built_at)
     parents: dict[str, dict[str, tuple[int, str]]] = {}
 
@@ -314,23 +437,24 @@ def build_snapshot(
         if edges.get(parent, (-1, ""))[0] < strength:
             edges[parent] = (strength, why)
 
-    # Cabling: undirected, one link per pair of ports (both ends usually report it).
-    links: dict[tuple[str, str], str] = {}
-    adjacency: dict[str, dict[str, str]] = {}
+    # Cabling: undirected, one link per cable (both ends usually report it).
+    # Device -> neighbour -> the links between them (parallel cables, LAG members).
+    adjacency: dict[str, dict[str, list[str]]] = {}
     ports: dict[str, str] = {}
-    for local, local_port, remote, remote_port in rows:
-        a = snapshot.device(local)[4:]
-        b = snapshot.device(remote)[4:]
-        if a == b:
-            continue
-        ends = sorted(((a, local_port), (b, remote_port)))
-        link = "link:" + "~".join(f"{dev}|{port}" for dev, port in ends)
-        links[(a, b)] = links[(b, a)] = link
+    cables, shown = _cables(
+        [
+            (aliases.get(local, local), local_port, aliases.get(remote, remote), remote_port)
+            for local, local_port, remote, remote_port in rows
+        ]
+    )
+    for ends in cables:
+        (a, _), (b, _) = ends
+        link = "link:" + "~".join(f"{dev}|{shown.get((dev, port), port)}" for dev, port in ends)
         for dev, port in ends:
             if port:
                 ports[f"port:{dev}|{port}"] = link
-        adjacency.setdefault(a, {})[b] = link
-        adjacency.setdefault(b, {})[a] = link
+        adjacency.setdefault(a, {}).setdefault(b, []).append(link)
+        adjacency.setdefault(b, {}).setdefault(a, []).append(link)
     snapshot.ports = ports
 
     root_devices = {snapshot.device(name)[4:] for name in roots}
@@ -339,7 +463,6 @@ def build_snapshot(
         if host:
             root_devices.add(snapshot.device(host)[4:])
     target_parents: dict[str, str] = {}
-    target_rows = list(targets)
     for row in target_rows:
         node = snapshot.node_of(row)
         if node is None:
@@ -363,6 +486,11 @@ def build_snapshot(
         target = snapshot.node_of(dependency.target)
         if source is not None and target is not None:
             add(source, target, USES, dependency.why or "depends on")
+            # A port only the config names is found in any spelling, as a cabled one is.
+            for node in (source, target):
+                if node.startswith("port:"):
+                    device, _, interface = node[5:].partition("|")
+                    ports.setdefault(f"port:{device}|{port_key(interface)}", node)
     # Endpoints and ports sit on their device.
     mentioned = set(parents) | {parent for edges in parents.values() for parent in edges}
     for child in sorted(mentioned):
@@ -401,7 +529,7 @@ def build_snapshot(
 
 
 def _orient(
-    adjacency: Mapping[str, Mapping[str, str]], roots: set[str]
+    adjacency: Mapping[str, Mapping[str, Sequence[str]]], roots: set[str]
 ) -> Iterable[tuple[str, str, str]]:
     """(child, parent, link) for each cable, pointing away from each part's root."""
     seen: set[str] = set()
@@ -415,12 +543,15 @@ def _orient(
             chosen = [_centre(adjacency, start)]
         depth = _bfs(adjacency, chosen)
         for device in sorted(part):
-            for other, link in sorted(adjacency[device].items()):
+            for other, between in sorted(adjacency[device].items()):
                 if depth[other] < depth[device]:
-                    yield device, other, link
+                    for link in sorted(between):
+                        yield device, other, link
 
 
-def _bfs(adjacency: Mapping[str, Mapping[str, str]], starts: Sequence[str]) -> dict[str, int]:
+def _bfs(
+    adjacency: Mapping[str, Mapping[str, Sequence[str]]], starts: Sequence[str]
+) -> dict[str, int]:
     depth = dict.fromkeys(starts, 0)
     queue = deque(starts)
     while queue:
@@ -432,7 +563,7 @@ def _bfs(adjacency: Mapping[str, Mapping[str, str]], starts: Sequence[str]) -> d
     return depth
 
 
-def _centre(adjacency: Mapping[str, Mapping[str, str]], start: str) -> str:
+def _centre(adjacency: Mapping[str, Mapping[str, Sequence[str]]], start: str) -> str:
     """The middle of a longest path (two sweeps): a tree's natural root when none is known."""
     first = _bfs(adjacency, [start])
     far = max(sorted(first), key=lambda name: first[name])

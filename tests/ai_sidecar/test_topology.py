@@ -333,7 +333,8 @@ class FakePromQL:
 async def test_the_refresher_reads_prometheus_keeps_the_last_graph_and_exports_its_age():
     client = FakePromQL(
         {
-            "max by (instance, local_port, remote_sysname, remote_port, remote_address) "
+            "max by (instance, local_port, remote_sysname, remote_port, remote_address, "
+            "remote_chassis_id) "
             "(scout_lldp_neighbor_info)": [lldp("core-1", "Gi1/0/24", "sw-dist-3", "Te1/1/1")],
             'up{job="scout-exporter"}': [{"job": "scout-exporter", "instance": EXPORTER}],
             "up": [{"job": "probe_icmp", "instance": "ap-7", "via": "sw-dist-3"}],
