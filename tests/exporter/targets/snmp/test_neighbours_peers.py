@@ -235,3 +235,25 @@ async def test_snmpd_serves_neighbour_tables_through_pass_persist(aiohttp_client
     ]
     assert rows[1]["remote_chassis_id"] == "00:1b:54:aa:bb:01"
     assert await promtool_errors(text) == []
+
+
+async def test_one_cable_seen_by_cdp_in_long_names_and_lldp_in_short_names(client, devices):
+    text = await scrape(client, devices.target, "cdp-dist-long", "lldp,cdp")
+    assert [(r["local_port"], r["remote_sysname"], r["remote_port"]) for r in neighbours(text)] == [
+        ("Gi1/0/2", "ap-3", "GigabitEthernet0"),
+        ("Te1/0/1", "acc-8.corp.example", "TenGigabitEthernet1/1/1"),
+    ]
+    assert local_identities(text) == [
+        {"protocol": "cdp", "local_sysname": "DIST-7", "local_chassis_id": ""}
+    ]
+    text = await scrape(client, devices.target, "lldp-access-short", "lldp,cdp")
+    [row] = neighbours(text)
+    assert (row["local_port"], row["remote_sysname"], row["remote_port"]) == (
+        "Te1/1/1",
+        "DIST-7.corp.example",
+        "Te1/0/1",
+    )
+    assert (row["remote_address"], row["remote_chassis_id"]) == ("10.20.0.7", "00:1b:54:00:07:00")
+    assert local_identities(text) == [
+        {"protocol": "lldp", "local_sysname": "acc-8", "local_chassis_id": "00:1b:54:00:08:00"}
+    ]
