@@ -12,11 +12,16 @@ import contextlib
 import functools
 import itertools
 import logging
+import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
 from psycopg.conninfo import make_conninfo
 from psycopg.errors import DeadlockDetected, SerializationFailure
 
@@ -576,3 +581,94 @@ async def test_a_lease_check_that_gets_no_answer_is_a_lost_lease_at_once(
             await busy
     finally:
         await lease.release()
+
+
+class RoundTrips:
+    """Every time a client waits on the server, from libpq's trace of its connections.
+
+    A round trip ends with a simple ``Query`` or an extended-protocol ``Sync``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.connections: list[psycopg.AsyncConnection[Any]] = []
+
+    def start(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        with self.path.open("a") as log:
+            conn.pgconn.trace(os.dup(log.fileno()))
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        self.connections.append(conn)
+
+    def count(self) -> int:
+        """Round trips so far (stops tracing: libpq writes its trace out on untrace)."""
+        for conn in self.connections:
+            if not conn.closed:
+                conn.pgconn.untrace()
+        self.connections.clear()
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        return sum(1 for line in lines if re.match(r"F\t\d+\t(Query|Sync)\b", line))
+
+
+async def ingest_group(location: Location, trace: Path, requests: int, prefix: str) -> int:
+    """Round trips to store ``requests`` webhook requests that arrive together (one group)."""
+    store = await PostgresStore.open(location)
+    trips = RoundTrips(trace)
+    try:
+        # The pool's one connection, which the writer takes.
+        [conn] = store.engine._idle
+        trips.start(conn)
+        commits = store.engine.commits
+        results = await asyncio.gather(
+            *(
+                store.ingest(
+                    [alert("A", instance=f"{prefix}{n}"), alert("B", instance=f"{prefix}{n}")], T0
+                )
+                for n in range(requests)
+            )
+        )
+        assert [r.new for r in results] == [2] * requests
+        assert store.engine.commits == commits + 1
+        assert store.engine._idle == [conn]
+        return trips.count()
+    finally:
+        await store.close()
+
+
+async def test_a_request_in_a_group_commit_costs_one_round_trip(
+    location: Location, tmp_path: Path
+) -> None:
+    alone = await ingest_group(location, tmp_path / "alone.log", 1, "a")
+    together = await ingest_group(location, tmp_path / "together.log", 5, "t")
+    # BEGIN, the setting and the lock, COMMIT; and each request's insert.
+    assert alone == 4
+    assert together - alone == 4
+
+
+async def test_a_failing_request_of_a_group_fails_alone(location: Location) -> None:
+    store = await PostgresStore.open(location)
+
+    async def bad(cur: Cursor) -> None:
+        await cur.execute("SELECT 1 / 0")
+
+    async def good(cur: Cursor) -> int:
+        await cur.execute("SELECT count(*) FROM alerts")
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    try:
+        commits = store.engine.commits
+        first, failed, stored = await asyncio.gather(
+            store.ingest([alert("A", instance="h1")], T0),
+            store.engine.ingest(bad),
+            store.engine.ingest(good),
+            return_exceptions=True,
+        )
+        assert not isinstance(first, BaseException)
+        assert first.new == 1
+        assert isinstance(failed, psycopg.errors.DivisionByZero)
+        # The good ones committed together, and saw each other's writes.
+        assert stored == 1
+        assert store.engine.commits == commits + 1
+    finally:
+        await store.close()
