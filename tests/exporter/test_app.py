@@ -52,6 +52,10 @@ async def test_landing_page_links_every_endpoint(client):
     for href in ("/metrics", "/config", "/-/healthy", "/-/ready"):
         assert f'href="{href}"' in page
     assert "Collectors enabled: host" in page
+    # Read by screen readers and phones as the sidecar's page is.
+    assert '<html lang="en">' in page
+    assert '<meta name="viewport"' in page
+    assert page.count("<main>") == 1
 
 
 async def test_health_endpoints(client):
