@@ -49,6 +49,17 @@ def receivers_for(**labels: str) -> list[str]:
         # Raw alerts: the sidecar, and people after the fail-open delay.
         ({}, ["scout-sidecar", "people-raw"]),
         ({"scout_enriched": "false"}, ["scout-sidecar", "people-raw"]),
+        # An anomaly never pages: its copies stay in Slack at any priority, and
+        # its raw alert goes the usual way (the sidecar, then people in Slack).
+        (
+            {"alertname": "AnomalyDetected", "scout_enriched": "true", "scout_priority": "P1"},
+            ["scout-slack"],
+        ),
+        (
+            {"alertname": "AnomalyDetected", "scout_enriched": "true", "scout_priority": "P3"},
+            ["scout-slack"],
+        ),
+        ({"alertname": "AnomalyDetected"}, ["scout-sidecar", "people-raw"]),
         # The Watchdog reaches the dead man's switch only.
         ({"alertname": "Watchdog"}, ["deadman"]),
         # The sidecar's own health: straight to people, not through the sidecar.
