@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
 
+from ai_sidecar.anomaly.evidence import ScrapedAnomalyEvidence
 from ai_sidecar.clock import utc_now
 from ai_sidecar.components import ComponentsFactory
 from ai_sidecar.config import SidecarConfig
@@ -100,6 +101,8 @@ async def run_pipeline(
             )
         ),
     ]
+    if isinstance(built.anomaly, ScrapedAnomalyEvidence):
+        built.anomaly.observe(metrics.anomaly_evidence)
     if built.topology is not None:
         built.topology.observe(metrics.topology)
         worker_tasks.append(

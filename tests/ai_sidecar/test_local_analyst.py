@@ -9,8 +9,7 @@ from ai_sidecar.config import parse_config
 from ai_sidecar.context import MemberContext, SeriesContext
 from ai_sidecar.enrichment.base import Analyst, IncidentContext
 from ai_sidecar.enrichment.local import LocalAnalyst
-from ai_sidecar.models import Incident
-from ai_sidecar.priority import AnomalyEvidence
+from ai_sidecar.models import AnomalyEvidence, Incident
 from tests.ai_sidecar.replay import (
     correlator,
     fold,
@@ -121,8 +120,9 @@ async def test_anomaly_evidence_is_cited_and_counts():
     )
     analysis = await LocalAnalyst(RUNBOOKS).analyse(incident, context)
     assert analysis.root_cause.endswith(
-        ' Anomaly evidence: 0.82 on ifHCInOctets{instance="core1"} (expected 1-5 Gbit/s); '
-        "0.40 on probe_rtt_seconds."
+        " InterfaceDown on core1 Te1/1/1 coincides with anomaly scores"
+        ' 0.82 on ifHCInOctets{instance="core1"} (expected 1-5 Gbit/s)'
+        " and 0.40 on probe_rtt_seconds."
     )
     assert analysis.confidence == 0.95
     assert analysis.false_positive_likelihood == 0.02
