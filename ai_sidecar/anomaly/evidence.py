@@ -11,8 +11,8 @@ For an incident, one instant query asks for every series on its members'
 instances (the root cause's first, at most :data:`MAX_INSTANCES`):
 
 - the highest score over the incident's span (from :data:`LEAD` before its
-  earliest alert to its resolution, or now; at most :data:`MAX_SPAN`), leaving
-  out points where the series was still warming up;
+  earliest alert to its resolution, or now; at most :data:`MAX_SPAN`), and the
+  latest score, leaving out points where the series was still warming up;
 - the last lower and upper bound over that span, for the band text.
 
 A series supports a member when they share the instance and agree on every
@@ -98,7 +98,6 @@ _ACRONYMS = frozenset(
 )
 # Which row of the answer a sample is: the label the query adds to tell them apart.
 _KIND = "scout_evidence"
-_AnswerKey = tuple[str, str, datetime]
 Outcome = Literal["answered", "failed", "skipped"]
 Unit = Literal["bit/s", "s", "ratio", ""]
 _UNIT_WORDS: tuple[tuple[re.Pattern[str], Unit], ...] = (
@@ -133,11 +132,16 @@ def create_evidence_metrics(registry: CollectorRegistry) -> EvidenceMetrics:
 
 @dataclass(frozen=True, slots=True)
 class _Window:
-    """An incident's evidence query and where it is evaluated."""
+    """An incident's evidence query, where it is evaluated, and what its answer depends on.
+
+    ``key`` leaves out the end of an open incident's span, which moves with the
+    clock: asked again within CACHE_TTL, such an incident gets the same answer.
+    """
 
     query: str
     at: datetime
     members: tuple[Member, ...]
+    key: tuple[object, ...]
 
 
 class ScrapedAnomalyEvidence:
@@ -162,8 +166,8 @@ class ScrapedAnomalyEvidence:
         self._clock = clock
         self._monotonic = monotonic
         self._metrics: EvidenceMetrics | None = None
-        # (incident id, query, time) -> (when answered, evidence); least recent first.
-        self._answers: OrderedDict[_AnswerKey, tuple[float, tuple[AnomalyEvidence, ...]]]
+        # (incident id, *window key) -> (when answered, evidence); least recent first.
+        self._answers: OrderedDict[tuple[object, ...], tuple[float, tuple[AnomalyEvidence, ...]]]
         self._answers = OrderedDict()
         # Incident id -> its latest evidence, served while no query can be made.
         self._last: OrderedDict[str, tuple[AnomalyEvidence, ...]] = OrderedDict()
@@ -180,7 +184,7 @@ class ScrapedAnomalyEvidence:
         window = evidence_window(incident, self._clock())
         if window is None:
             return ()
-        key = (incident.id, window.query, window.at)
+        key = (incident.id, *window.key)
         now = self._monotonic()
         cached = self._answers.get(key)
         if cached is not None and now - cached[0] < CACHE_TTL:
@@ -253,25 +257,24 @@ def evidence_window(incident: Incident, now: datetime) -> _Window | None:
         return None
     chosen = tuple(m for m in members if m.labels["instance"] in instances)
     start = min(m.first_starts_at for m in chosen) - LEAD
-    end = incident.resolved_at if incident.status == "resolved" and incident.resolved_at else now
-    # On the minute, so the repeated asks of one minute share one answer.
-    end = min(end, now).replace(second=0, microsecond=0)
+    resolved = incident.resolved_at if incident.status == "resolved" else None
+    end = now if resolved is None else min(resolved, now)
     span = min(MAX_SPAN, max(MIN_SPAN, end - start))
     minutes = math.ceil(span.total_seconds() / 60)
     selector = f'{{instance=~"{_alternatives(instances)}"}}'
     step = int(STEP.total_seconds())
+    trusted = f"{SCORE}{selector} unless {WARMING}{selector} == 1"
     query = " or ".join(
         (
-            _tagged(
-                f"max_over_time(({SCORE}{selector} unless {WARMING}{selector} == 1)"
-                f"[{minutes}m:{step}s])",
-                "score",
-            ),
+            _tagged(f"max_over_time(({trusted})[{minutes}m:{step}s])", "score"),
+            # The subquery's last point is on the minute: the latest score too.
+            _tagged(trusted, "latest"),
             _tagged(f"last_over_time({LOWER}{selector}[{minutes}m])", "lower"),
             _tagged(f"last_over_time({UPPER}{selector}[{minutes}m])", "upper"),
         )
     )
-    return _Window(query, end, chosen)
+    key = (tuple(m.fingerprint for m in chosen), start, resolved)
+    return _Window(query, end, chosen, key)
 
 
 def _tagged(expr: str, kind: str) -> str:
@@ -290,17 +293,18 @@ def match_evidence(
 ) -> tuple[AnomalyEvidence, ...]:
     """Evidence from one answer: each matched series once, strongest first."""
     bands: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
-    scores: list[tuple[dict[str, str], float]] = []
+    scores: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], float]] = {}
     for sample in samples:
         labels = {k: v for k, v in sample.labels.items() if k not in ("__name__", _KIND)}
-        kind = sample.labels.get(_KIND)
-        if kind == "score":
-            scores.append((labels, sample.value))
-        elif kind in ("lower", "upper") and math.isfinite(sample.value):
-            bands.setdefault(_key(labels), {})[kind] = sample.value
+        kind, key, value = sample.labels.get(_KIND), _key(labels), sample.value
+        if kind in ("score", "latest") and not math.isnan(value):
+            if key not in scores or value > scores[key][1]:
+                scores[key] = (labels, value)
+        elif kind in ("lower", "upper") and math.isfinite(value):
+            bands.setdefault(key, {})[kind] = value
     found = []
-    for labels, score in scores:
-        if math.isnan(score) or score < floor:
+    for labels, score in scores.values():
+        if score < floor:
             continue
         member = next((m for m in members if _supports(labels, m.labels)), None)
         if member is None:
@@ -367,10 +371,11 @@ def format_band(signal: str, lower: float, upper: float) -> str:
         return _range(max(0.0, lower) * 1000, upper * 1000, " ms")
     if unit == "s":
         return _range(max(0.0, lower), upper, " s")
+    scale, prefix = next(((s, p) for s, p in _SI if largest >= s), (1.0, ""))
     if unit == "bit/s":
-        scale, prefix = next(((s, p) for s, p in _SI if largest >= s), (1.0, ""))
         return _range(max(0.0, lower) / scale, upper / scale, f" {prefix}bit/s")
-    return _range(lower, upper, "")
+    # A unit the name does not tell: SI prefixes still keep big numbers short.
+    return _range(lower / scale, upper / scale, f" {prefix}" if prefix else "")
 
 
 def _range(lower: float, upper: float, unit: str) -> str:
@@ -380,10 +385,8 @@ def _range(lower: float, upper: float, unit: str) -> str:
 
 
 def _number(value: float) -> str:
-    """Three significant digits, no exponent for everyday magnitudes."""
-    if value == 0:
-        return "0"
+    """Three significant digits; whole numbers up to 999,999 in full (1234, not 1.23e+03)."""
     text = f"{value:.3g}"
-    if "e" in text and 1e-3 <= abs(value) < 1e6:
-        text = f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
+    if "e+" in text and abs(value) < 1e6:
+        text = f"{value:.0f}"
     return text
