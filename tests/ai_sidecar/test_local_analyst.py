@@ -128,6 +128,31 @@ async def test_anomaly_evidence_is_cited_and_counts():
     assert analysis.false_positive_likelihood == 0.02
 
 
+async def test_one_piece_of_evidence_reads_as_one_sentence_naming_series_and_device():
+    incident = core_link_incident()
+    wan = AnomalyEvidence(
+        "WAN throughput of fw-1 wan0",
+        0.97,
+        "120-340 Mbit/s",
+        member="AnomalyDetected-fw-1",
+        labels={"signal": "wan_throughput", "instance": "fw-1", "ifName": "wan0"},
+    )
+    context = IncidentContext(members=with_root_context(incident, LINK_CONTEXT).members)
+    without = await LocalAnalyst(RUNBOOKS).analyse(incident, context)
+    analysis = await LocalAnalyst(RUNBOOKS).analyse(incident, replace(context, anomaly=(wan,)))
+    assert analysis.root_cause == (
+        without.root_cause + " InterfaceDown on core1 Te1/1/1 coincides with an anomaly score"
+        " 0.97 on WAN throughput of fw-1 wan0 (expected 120-340 Mbit/s)."
+    )
+    # Only the strongest three are cited.
+    many = tuple(AnomalyEvidence(f"signal {n} of fw-1", 0.5 + n / 100) for n in range(5))
+    cited = await LocalAnalyst(RUNBOOKS).analyse(incident, replace(context, anomaly=many))
+    assert cited.root_cause.endswith(
+        "coincides with anomaly scores 0.54 on signal 4 of fw-1, 0.53 on signal 3 of fw-1"
+        " and 0.52 on signal 2 of fw-1."
+    )
+
+
 async def test_a_single_short_lived_flapping_info_alert_looks_like_a_false_positive():
     blip = make("InterfaceFlapping", 0, severity="info", site="branch", instance="br-sw2")
     history = [blip, resolved(blip, 30)]
