@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import subprocess
 import time
 import urllib.request
 from collections import Counter
@@ -35,6 +34,7 @@ from ai_sidecar.promql import (
     UnavailableError,
 )
 from scripts.localstack import Service, find_binary, free_port, prometheus_service
+from tests.peers.backfill import backfill
 
 METRIC = "scout_promql_test"
 INTERVAL = 15
@@ -73,19 +73,7 @@ def start_prometheus(directory: Path) -> tuple[Service, str]:
     lines = [f"# TYPE {METRIC} gauge"]
     lines += [f"{METRIC}{labels} {value} {at}" for labels, value, at in samples()]
     openmetrics.write_text("\n".join([*lines, "# EOF", ""]))
-    subprocess.run(
-        [
-            find_binary("promtool"),
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            str(openmetrics),
-            str(directory / "prometheus"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    backfill(openmetrics, directory / "prometheus")
     config = directory / "prometheus.yml"
     config.write_text("global: {scrape_interval: 1m}\n")
     port = free_port()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import logging
-import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -42,12 +41,13 @@ from ai_sidecar.anomaly.evidence import (
     match_evidence,
 )
 from ai_sidecar.app import create_app
-from ai_sidecar.models import Alert, AnomalyEvidence, Incident, Member
+from ai_sidecar.models import AnomalyEvidence, Incident, Member
 from ai_sidecar.promql import HttpPromQLClient, PromQLClient, Sample
 from ai_sidecar.settings import SidecarSettings
-from scripts.localstack import Service, find_binary, free_port, prometheus_service
-from tests.ai_sidecar.builders import alert_json, fingerprint
+from scripts.localstack import Service, free_port, prometheus_service
+from tests.ai_sidecar.builders import T0, alert, fingerprint, payload
 from tests.conftest import promql, wait_for
+from tests.peers.backfill import backfill
 
 pytestmark = pytest.mark.peers
 
@@ -104,7 +104,7 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
 
-def backfill(directory: Path) -> None:
+def write_history(directory: Path) -> None:
     families: dict[str, dict[str, list[str]]] = {}
     for minute in range(HISTORY_MINUTES + 1):
         stamp = int(at(minute).timestamp())
@@ -118,19 +118,7 @@ def backfill(directory: Path) -> None:
             lines += samples
     source = directory / "history.om"
     source.write_text("\n".join([*lines, "# EOF", ""]))
-    subprocess.run(
-        [
-            find_binary("promtool"),
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            str(source),
-            str(directory / "prometheus"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    backfill(source, directory / "prometheus")
 
 
 def live_page() -> bytes:
@@ -165,7 +153,7 @@ class MetricsPage(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("evidence")
-    backfill(directory)
+    write_history(directory)
     page = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MetricsPage)
     threading.Thread(target=page.serve_forever, daemon=True).start()
     config = directory / "prometheus.yml"
@@ -509,18 +497,6 @@ def test_nan_and_out_of_range_scores_never_make_invalid_evidence():
 # ---------------------------------------------------------------- the whole sidecar
 
 
-def firing(alertname: str, severity: str, starts: datetime, **labels: str) -> Alert:
-    all_labels = {"alertname": alertname, "severity": severity, "site": "hq", **labels}
-    return Alert(
-        fingerprint=fingerprint(all_labels),
-        status="firing",
-        labels=all_labels,
-        annotations={"summary": alertname},
-        starts_at=starts,
-        generator_url="",
-    )
-
-
 async def test_the_sidecar_prioritises_explains_and_serves_the_evidence(
     prometheus, aiohttp_client, tmp_path
 ):
@@ -529,24 +505,18 @@ async def test_the_sidecar_prioritises_explains_and_serves_the_evidence(
     )
     app = await aiohttp_client(create_app(settings))
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    now = datetime.now(UTC).replace(microsecond=0)
-    down = firing(
-        "InterfaceDown", "critical", now, job="snmp", instance="sw-core-1", ifName="Gi1/0/24"
+    since = datetime.now(UTC).replace(microsecond=0) - T0  # the alerts start now
+    down = alert(
+        "InterfaceDown",
+        at=since,
+        severity="critical",
+        site="hq",
+        job="snmp",
+        instance="sw-core-1",
+        ifName="Gi1/0/24",
     )
-    anomaly = firing("AnomalyDetected", "warning", now, **WAN0)
-    body = {
-        "version": "4",
-        "groupKey": "{}:{}",
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "scout-sidecar",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://127.0.0.1:9093",
-        "alerts": [alert_json(down), alert_json(anomaly)],
-    }
-    response = await app.post("/api/v1/alertmanager", json=body, headers=auth)
+    anomaly = alert("AnomalyDetected", at=since, site="hq", **WAN0)
+    response = await app.post("/api/v1/alertmanager", json=payload(down, anomaly), headers=auth)
     assert response.status == 200, await response.text()
 
     deadline = time.monotonic() + 30
