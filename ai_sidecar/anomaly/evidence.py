@@ -79,7 +79,7 @@ RETRY_MAX = 300.0
 _ELEMENT_LABELS = ("ifName", "interface", "ifDescr", "mountpoint", "ifIndex")
 # Words a signal's name spells in lower case that people write in capitals.
 _ACRONYMS = frozenset(
-    (
+    [
         "bgp",
         "cpu",
         "dns",
@@ -94,7 +94,7 @@ _ACRONYMS = frozenset(
         "udp",
         "vpn",
         "wan",
-    )
+    ]
 )
 # Which row of the answer a sample is: the label the query adds to tell them apart.
 _KIND = "scout_evidence"
@@ -131,7 +131,7 @@ def create_evidence_metrics(registry: CollectorRegistry) -> EvidenceMetrics:
 
 
 @dataclass(frozen=True, slots=True)
-class _Window:
+class EvidenceQuery:
     """An incident's evidence query, where it is evaluated, and what its answer depends on.
 
     ``key`` leaves out the end of an open incident's span, which moves with the
@@ -242,7 +242,7 @@ def _remember(cache: OrderedDict[K, V], key: K, value: V) -> None:
         cache.popitem(last=False)
 
 
-def evidence_window(incident: Incident, now: datetime) -> _Window | None:
+def evidence_window(incident: Incident, now: datetime) -> EvidenceQuery | None:
     """The query for ``incident``'s evidence; None when no member names an instance."""
     members = sorted(
         (m for m in incident.members.values() if m.labels.get("instance")),
@@ -274,7 +274,7 @@ def evidence_window(incident: Incident, now: datetime) -> _Window | None:
         )
     )
     key = (tuple(m.fingerprint for m in chosen), start, resolved)
-    return _Window(query, end, chosen, key)
+    return EvidenceQuery(query, end, chosen, key)
 
 
 def _tagged(expr: str, kind: str) -> str:
