@@ -89,6 +89,8 @@ async def run_pipeline(
         permit=permit,
     )
     built = components(config, settings, session)
+    if isinstance(built.anomaly, ScrapedAnomalyEvidence):
+        built.anomaly.observe(metrics.anomaly_evidence)
     worker = Worker(db, config, built, trip, metrics.worker, wakeup)
     await worker.start()
     trip_task = asyncio.create_task(_run_forever("return_trip", trip.run))
@@ -101,8 +103,6 @@ async def run_pipeline(
             )
         ),
     ]
-    if isinstance(built.anomaly, ScrapedAnomalyEvidence):
-        built.anomaly.observe(metrics.anomaly_evidence)
     if built.topology is not None:
         built.topology.observe(metrics.topology)
         worker_tasks.append(
