@@ -1,6 +1,7 @@
 """Anomaly evidence read back from a real Prometheus, as the worker asks for it.
 
-One Prometheus holds two kinds of scores:
+One Prometheus holds two kinds of scores (and VictoriaMetrics the history
+too, for the same time-range cases):
 
 - live ones, scraped every second (with ``honor_labels``, as the shipped config
   scrapes the sidecar) from a page that stands in for the sidecar's /metrics:
@@ -47,7 +48,7 @@ from ai_sidecar.settings import SidecarSettings
 from scripts.localstack import Service, free_port, prometheus_service
 from tests.ai_sidecar.builders import T0, alert, fingerprint, payload
 from tests.conftest import promql, wait_for
-from tests.peers.backfill import backfill
+from tests.peers.history import backfill, import_into_victoria_metrics, victoria_metrics_service
 
 pytestmark = pytest.mark.peers
 
@@ -181,10 +182,37 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         page.server_close()
 
 
+@pytest.fixture(scope="module")
+def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """VictoriaMetrics holding the same history, through its import API."""
+    directory = tmp_path_factory.mktemp("evidence-vm")
+    service, url = victoria_metrics_service(directory)
+    service.start()
+    try:
+        service.wait_ready()
+        lines = "".join(
+            f"{metric}{_labels(labels)} {value} {int(at(minute).timestamp()) * 1000}\n"
+            for minute in range(HISTORY_MINUTES + 1)
+            for metric, labels, value in history(minute)
+        )
+        import_into_victoria_metrics(url, lines)
+        yield url
+    finally:
+        service.stop(grace=5)
+
+
 @pytest.fixture
 async def client(prometheus: str) -> Any:
     async with aiohttp.ClientSession() as session:
         yield HttpPromQLClient(prometheus, session)
+
+
+@pytest.fixture(params=["prometheus", "victoria-metrics"])
+async def history_client(request: pytest.FixtureRequest) -> Any:
+    """A client of an engine holding the backfilled history: the query is plain PromQL."""
+    url = request.getfixturevalue(request.param.replace("-", "_"))
+    async with aiohttp.ClientSession() as session:
+        yield HttpPromQLClient(url, session)
 
 
 def member(alertname: str, first: datetime, **labels: str) -> Member:
@@ -284,9 +312,9 @@ async def test_members_without_an_instance_ask_nothing():
 # ---------------------------------------------------------------- the incident's span
 
 
-async def test_an_anomaly_during_a_resolved_incident_counts_after_it_ended(client):
+async def test_an_anomaly_during_a_resolved_incident_counts_after_it_ended(history_client):
     # hist-fw was anomalous from 120 to 150; it is calm at 230, when the worker asks.
-    late = ScrapedAnomalyEvidence(client, clock=lambda: at(230))
+    late = ScrapedAnomalyEvidence(history_client, clock=lambda: at(230))
     link = member("WanLinkDown", at(125), job="snmp", instance="hist-fw", ifName="wan0")
     found = await late.evidence(incident(link, resolved_at=at(150)))
     assert [(e.subject, e.score, e.band) for e in found] == [
@@ -297,22 +325,27 @@ async def test_an_anomaly_during_a_resolved_incident_counts_after_it_ended(clien
     assert await late.evidence(incident(recent)) == ()
 
 
-async def test_the_span_starts_shortly_before_the_first_alert(client):
+async def test_the_span_starts_shortly_before_the_first_alert(history_client):
     # hist-isp's RTT was anomalous from 60 to 70.
     slow = member("ProbeLatencyHigh", at(72), job="probe_icmp", instance="hist-isp")
-    found = await ScrapedAnomalyEvidence(client, clock=lambda: at(80)).evidence(incident(slow))
+    found = await ScrapedAnomalyEvidence(history_client, clock=lambda: at(80)).evidence(
+        incident(slow)
+    )
     assert [(e.subject, e.score, e.band) for e in found] == [
         ("probe RTT of hist-isp", 0.8, "12-30 ms")
     ]
     later = member("ProbeLatencyHigh", at(125), job="probe_icmp", instance="hist-isp")
     assert (
-        await ScrapedAnomalyEvidence(client, clock=lambda: at(200)).evidence(incident(later)) == ()
+        await ScrapedAnomalyEvidence(history_client, clock=lambda: at(200)).evidence(
+            incident(later)
+        )
+        == ()
     )
 
 
-async def test_scores_of_a_warming_series_are_no_evidence(client):
+async def test_scores_of_a_warming_series_are_no_evidence(history_client):
     # hist-web scored 0.99 from 100 to 150 but was warming up until 140.
-    source = ScrapedAnomalyEvidence(client, clock=lambda: at(200))
+    source = ScrapedAnomalyEvidence(history_client, clock=lambda: at(200))
     busy = member("HostCpuHigh", at(120), job="node", instance="hist-web")
     assert await source.evidence(incident(busy, resolved_at=at(135))) == ()
     found = await source.evidence(incident(busy, resolved_at=at(150)))
