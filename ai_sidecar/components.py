@@ -3,7 +3,8 @@
 :func:`build_components` makes the analyst chain (the local analyst for now;
 LLM analysts go in front of it next, with the local one as the fallback), the
 source of Prometheus context (through the :mod:`ai_sidecar.promql` client),
-the source of anomaly evidence (none yet) and the dependency graph correlation
+the source of anomaly evidence (the scores Prometheus scraped from the
+sidecar, read back through the same client) and the dependency graph correlation
 follows (read from Prometheus on a schedule). The pipeline calls it in whichever
 process runs the worker, the HTTP process or the worker process, so both get
 the same components.
@@ -23,6 +24,7 @@ from typing import Protocol
 
 import aiohttp
 
+from ai_sidecar.anomaly.evidence import ScrapedAnomalyEvidence
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.context import MetricsContextSource, PrometheusContext
 from ai_sidecar.correlate import TopologyProvider, TopologyRefresher
@@ -71,7 +73,7 @@ def build_components(
     return Components(
         analysts=AnalystChain(fallback=LocalAnalyst(config.runbooks)),
         context=PrometheusContext.from_config(client, config.analysis),
-        anomaly=NoAnomalyEvidence(),
+        anomaly=NoAnomalyEvidence() if client is None else ScrapedAnomalyEvidence(client),
         topology=TopologyRefresher(client, config.correlation),
     )
 

@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ai_sidecar import __version__
+from ai_sidecar.anomaly.evidence import EvidenceMetrics, create_evidence_metrics
 from ai_sidecar.correlate import TopologyMetrics, create_topology_metrics
 from ai_sidecar.worker import WorkerMetrics, create_worker_metrics
 
@@ -51,6 +52,7 @@ class SidecarMetrics:
     store_pruned: Counter
     leader: Gauge
     topology: TopologyMetrics
+    anomaly_evidence: EvidenceMetrics
 
 
 def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> SidecarMetrics:
@@ -131,6 +133,7 @@ def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> Sid
             registry=pipeline,
         ),
         topology=create_topology_metrics(pipeline),
+        anomaly_evidence=create_evidence_metrics(pipeline),
     )
 
 

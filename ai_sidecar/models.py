@@ -18,8 +18,9 @@ rank, what an alert is "on" (its target), and how a member is named in text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -198,6 +199,29 @@ class RootCauseFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class AnomalyEvidence:
+    """An anomaly model's word on an incident, weighed by priority and cited by analysts.
+
+    ``subject`` names the scored series so a person can find it (``WAN
+    throughput of fw-1 wan0``); ``score`` is in [0, 1]; ``band`` describes the
+    expected range when the model has one (``120-340 Mbit/s``). ``member`` is
+    the fingerprint of the member whose labels the series matched, and
+    ``labels`` the series' own labels, ``signal`` among them (both empty when
+    the source has none).
+    """
+
+    subject: str
+    score: float
+    band: str | None = None
+    member: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.score) or not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"anomaly score must be in [0, 1], got {self.score!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class SkippedAnalyst:
     """A preferred analyst that failed, so a later one in the chain spoke instead."""
 
@@ -217,6 +241,8 @@ class Incident:
     ``analysed_version`` and ``analysed_priority`` say what the saved analysis
     was made for: a mismatch means it must be made again. ``skipped_analysts``
     lists the preferred analysts that failed before ``analyst`` gave it.
+    ``anomaly_evidence`` is what the anomaly models said when the priority
+    was last worked out, strongest first.
     """
 
     id: str
@@ -238,6 +264,7 @@ class Incident:
     analysed_version: int | None = None
     analysed_priority: Priority | None = None
     skipped_analysts: tuple[SkippedAnalyst, ...] = ()
+    anomaly_evidence: tuple[AnomalyEvidence, ...] = ()
 
     @property
     def needs_analysis(self) -> bool:
@@ -346,8 +373,35 @@ def incident_header_to_json(incident: Incident) -> dict[str, Any]:
             {"analyst": s.analyst, "reason": s.reason, "detail": s.detail}
             for s in incident.skipped_analysts
         ],
+        "anomalyEvidence": [evidence_to_json(e) for e in incident.anomaly_evidence],
         "extra": _legacy_extra_of(incident),
     }
+
+
+def evidence_to_json(evidence: AnomalyEvidence) -> dict[str, Any]:
+    return {
+        "subject": evidence.subject,
+        "score": evidence.score,
+        "band": evidence.band,
+        "member": evidence.member,
+        "labels": dict(evidence.labels),
+    }
+
+
+def _evidence_from_json(data: object) -> tuple[AnomalyEvidence, ...]:
+    """Evidence from a header; headers written before it existed have none."""
+    if not isinstance(data, list):
+        return ()
+    return tuple(
+        AnomalyEvidence(
+            subject=item["subject"],
+            score=float(item["score"]),
+            band=item.get("band"),
+            member=item.get("member", ""),
+            labels=dict(item.get("labels", {})),
+        )
+        for item in data
+    )
 
 
 def _legacy_extra_of(incident: Incident) -> dict[str, Any]:
@@ -454,4 +508,5 @@ def incident_from_header(data: Mapping[str, Any], members: Iterable[Member]) -> 
             SkippedAnalyst(s["analyst"], s["reason"], s["detail"])
             for s in typed.get("skippedAnalysts", ())
         ),
+        anomaly_evidence=_evidence_from_json(data.get("anomalyEvidence")),
     )

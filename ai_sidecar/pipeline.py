@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
 
+from ai_sidecar.anomaly.evidence import ScrapedAnomalyEvidence
 from ai_sidecar.clock import utc_now
 from ai_sidecar.components import ComponentsFactory
 from ai_sidecar.config import SidecarConfig
@@ -88,6 +89,8 @@ async def run_pipeline(
         permit=permit,
     )
     built = components(config, settings, session)
+    if isinstance(built.anomaly, ScrapedAnomalyEvidence):
+        built.anomaly.observe(metrics.anomaly_evidence)
     worker = Worker(db, config, built, trip, metrics.worker, wakeup)
     await worker.start()
     trip_task = asyncio.create_task(_run_forever("return_trip", trip.run))

@@ -33,9 +33,7 @@ is P1. A resolved incident is P4: nothing is left to do urgently.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -43,6 +41,7 @@ from ai_sidecar.config import Level, PriorityConfig, format_duration
 from ai_sidecar.correlation import plural
 from ai_sidecar.models import (
     SEVERITY_RANK,
+    AnomalyEvidence,
     Incident,
     Member,
     Priority,
@@ -65,32 +64,20 @@ THRESHOLDS: tuple[tuple[int, Priority], ...] = ((75, "P1"), (50, "P2"), (25, "P3
 _LEVEL_ORDER: tuple[Level, ...] = ("critical", "high", "normal", "low")
 
 
-@dataclass(frozen=True, slots=True)
-class AnomalyEvidence:
-    """An anomaly model's word on an incident: the seam the anomaly models fill.
-
-    ``subject`` is the fingerprint of the member it supports, or a description
-    of the series (``rate(ifHCInOctets{instance="core1"}[5m])``); ``score`` is
-    in [0, 1]; ``band`` describes the expected range when the model has one.
-    """
-
-    subject: str
-    score: float
-    band: str | None = None
-
-    def __post_init__(self) -> None:
-        if math.isnan(self.score) or not 0.0 <= self.score <= 1.0:
-            raise ValueError(f"anomaly score must be in [0, 1], got {self.score!r}")
-
-
 class AnomalyEvidenceSource(Protocol):
-    """Anomaly scores relevant to an incident: the seam the anomaly models fill."""
+    """Anomaly scores relevant to an incident: the seam the anomaly models fill.
+
+    The worker asks while it prioritises and analyses, so an answer must come
+    quickly and never as an exception: a source that cannot tell says nothing
+    (``()``). :class:`ai_sidecar.anomaly.evidence.ScrapedAnomalyEvidence`
+    reads the scores back from Prometheus.
+    """
 
     async def evidence(self, incident: Incident) -> Sequence[AnomalyEvidence]: ...
 
 
 class NoAnomalyEvidence:
-    """The evidence source until anomaly models exist: never any evidence."""
+    """The evidence source without a Prometheus to read scores from: never any evidence."""
 
     async def evidence(self, incident: Incident) -> Sequence[AnomalyEvidence]:
         return ()

@@ -403,7 +403,14 @@ class Worker:
                 skipped_analysts=previous.skipped_analysts,
             )
         peak = min(priority, notified_priority(previous or incident))  # "P1" < "P2"
-        return replace(incident, priority=priority, priority_reasons=reasons, peak_priority=peak)
+        return replace(
+            incident,
+            priority=priority,
+            priority_reasons=reasons,
+            peak_priority=peak,
+            # Kept with the reasons that cite it, so the API can show it.
+            anomaly_evidence=tuple(sorted(evidence, key=lambda e: (-e.score, e.subject))),
+        )
 
     async def _refresh_backlog(self) -> int:
         backlog = await self._db.backlog()

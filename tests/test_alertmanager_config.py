@@ -49,6 +49,17 @@ def receivers_for(**labels: str) -> list[str]:
         # Raw alerts: the sidecar, and people after the fail-open delay.
         ({}, ["scout-sidecar", "people-raw"]),
         ({"scout_enriched": "false"}, ["scout-sidecar", "people-raw"]),
+        # An anomaly never pages: its copies stay in Slack at any priority, and
+        # its raw alert goes the usual way (the sidecar, then people in Slack).
+        (
+            {"alertname": "AnomalyDetected", "scout_enriched": "true", "scout_priority": "P1"},
+            ["scout-slack"],
+        ),
+        (
+            {"alertname": "AnomalyDetected", "scout_enriched": "true", "scout_priority": "P3"},
+            ["scout-slack"],
+        ),
+        ({"alertname": "AnomalyDetected"}, ["scout-sidecar", "people-raw"]),
         # The Watchdog reaches the dead man's switch only.
         ({"alertname": "Watchdog"}, ["deadman"]),
         # The sidecar's own health: straight to people, not through the sidecar.
@@ -200,15 +211,32 @@ def test_raw_fallback_says_the_sidecar_did_not_enrich_it(render_template):
     assert "did not enrich this alert" in render_template("scout.raw.slack.text", data)
 
 
-def test_inhibition_mutes_only_the_enriched_alerts_own_raw_alert(tmp_path):
+@pytest.mark.parametrize(
+    ("own", "differing"),
+    [
+        ({"alertname": "LinkDown", "instance": "sw1", "ifName": "Gi0/1"}, {"ifName": "Gi0/2"}),
+        # Anomalies on one interface differ only in the signal the model scored.
+        (
+            {
+                "alertname": "AnomalyDetected",
+                "instance": "fw-1",
+                "ifName": "wan0",
+                "signal": "wan_throughput",
+            },
+            {"signal": "interface_utilisation"},
+        ),
+    ],
+    ids=["interface", "signal"],
+)
+def test_inhibition_mutes_only_the_enriched_alerts_own_raw_alert(tmp_path, own, differing):
     """Labels listed in `equal` but absent on both sides match; a differing one does not."""
+    [(label, other)] = differing.items()
     with SlackSink() as sink:
         config = render_config(
             tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
         )
         with Alertmanager(tmp_path, config) as am:
-            own = {"alertname": "LinkDown", "instance": "sw1", "ifName": "Gi0/1"}
-            sibling = {**own, "ifName": "Gi0/2"}
+            sibling = {**own, **differing}
             am.post([postable(own), postable(sibling)])
             am.post(
                 [
@@ -225,12 +253,12 @@ def test_inhibition_mutes_only_the_enriched_alerts_own_raw_alert(tmp_path):
 
             def raw_states() -> dict[str, bool]:
                 return {
-                    a["labels"]["ifName"]: bool(a["status"]["inhibitedBy"])
+                    a["labels"][label]: bool(a["status"]["inhibitedBy"])
                     for a in am.alerts('scout_enriched!="true"')
                 }
 
-            wait_for(lambda: raw_states()["Gi0/1"], timeout=10, what="the raw alert inhibited")
-            assert raw_states() == {"Gi0/1": True, "Gi0/2": False}
+            wait_for(lambda: raw_states()[own[label]], timeout=10, what="the raw alert inhibited")
+            assert raw_states() == {own[label]: True, other: False}
 
 
 # Text anyone who can set a label, an annotation or a switch port's ifAlias controls.

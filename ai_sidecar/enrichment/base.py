@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ai_sidecar.context import MemberContext
-from ai_sidecar.models import Analysis, Incident
-from ai_sidecar.priority import AnomalyEvidence
+from ai_sidecar.models import Analysis, AnomalyEvidence, Incident
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,8 @@ SHORT_LIVED = timedelta(minutes=5)
 STRONG_ANOMALY = 0.7
 # How many names a sentence lists before "and N more".
 LISTED = 8
+# How many pieces of anomaly evidence the root cause cites, strongest first.
+CITED_ANOMALIES = 3
 _STRUCTURAL_RULES: tuple[RootCauseRule, ...] = ("upstream", "layer", "dependents")
 _TEMPORAL_RULES: tuple[RootCauseRule, ...] = ("firing", "earliest")
 _WEAK_RULES: tuple[RootCauseRule, ...] = ("severity", "fingerprint")
@@ -171,14 +173,26 @@ def _root_cause(incident: Incident, root: Member, context: IncidentContext) -> s
         text += " Prometheus context unavailable: not queried for this alert."
     else:
         text += f" {member_context.describe()}."
-    evidence = sorted(context.anomaly, key=lambda e: (-e.score, e.subject))[:3]
-    if evidence:
-        shown = [
-            f"{e.score:.2f} on {e.subject}" + (f" (expected {e.band})" if e.band else "")
-            for e in evidence
-        ]
-        text += " Anomaly evidence: " + "; ".join(shown) + "."
+    text += _anomaly_sentence(incident, root, context)
     return text
+
+
+def _anomaly_sentence(incident: Incident, root: Member, context: IncidentContext) -> str:
+    """`` InterfaceDown on sw-core-1 coincides with an anomaly score 0.97 on ...``.
+
+    The strongest three pieces of evidence, each with its series (signal,
+    device, element) and the band the model expected; "" without evidence.
+    """
+    evidence = sorted(context.anomaly, key=lambda e: (-e.score, e.subject))[:CITED_ANOMALIES]
+    if not evidence:
+        return ""
+    shown = [
+        f"{e.score:.2f} on {e.subject}" + (f" (expected {e.band})" if e.band else "")
+        for e in evidence
+    ]
+    listed = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    scores = "an anomaly score" if len(shown) == 1 else "anomaly scores"
+    return f" {root_named(incident, root)} coincides with {scores} {listed}."
 
 
 def _impact(incident: Incident, members: Sequence[Member]) -> str:

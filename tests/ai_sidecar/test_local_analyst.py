@@ -9,8 +9,7 @@ from ai_sidecar.config import parse_config
 from ai_sidecar.context import MemberContext, SeriesContext
 from ai_sidecar.enrichment.base import Analyst, IncidentContext
 from ai_sidecar.enrichment.local import LocalAnalyst
-from ai_sidecar.models import Incident
-from ai_sidecar.priority import AnomalyEvidence
+from ai_sidecar.models import AnomalyEvidence, Incident
 from tests.ai_sidecar.replay import (
     correlator,
     fold,
@@ -121,11 +120,37 @@ async def test_anomaly_evidence_is_cited_and_counts():
     )
     analysis = await LocalAnalyst(RUNBOOKS).analyse(incident, context)
     assert analysis.root_cause.endswith(
-        ' Anomaly evidence: 0.82 on ifHCInOctets{instance="core1"} (expected 1-5 Gbit/s); '
-        "0.40 on probe_rtt_seconds."
+        " InterfaceDown on core1 Te1/1/1 coincides with anomaly scores"
+        ' 0.82 on ifHCInOctets{instance="core1"} (expected 1-5 Gbit/s)'
+        " and 0.40 on probe_rtt_seconds."
     )
     assert analysis.confidence == 0.95
     assert analysis.false_positive_likelihood == 0.02
+
+
+async def test_one_piece_of_evidence_reads_as_one_sentence_naming_series_and_device():
+    incident = core_link_incident()
+    wan = AnomalyEvidence(
+        "WAN throughput of fw-1 wan0",
+        0.97,
+        "120-340 Mbit/s",
+        member="AnomalyDetected-fw-1",
+        labels={"signal": "wan_throughput", "instance": "fw-1", "ifName": "wan0"},
+    )
+    context = IncidentContext(members=with_root_context(incident, LINK_CONTEXT).members)
+    without = await LocalAnalyst(RUNBOOKS).analyse(incident, context)
+    analysis = await LocalAnalyst(RUNBOOKS).analyse(incident, replace(context, anomaly=(wan,)))
+    assert analysis.root_cause == (
+        without.root_cause + " InterfaceDown on core1 Te1/1/1 coincides with an anomaly score"
+        " 0.97 on WAN throughput of fw-1 wan0 (expected 120-340 Mbit/s)."
+    )
+    # Only the strongest three are cited.
+    many = tuple(AnomalyEvidence(f"signal {n} of fw-1", 0.5 + n / 100) for n in range(5))
+    cited = await LocalAnalyst(RUNBOOKS).analyse(incident, replace(context, anomaly=many))
+    assert cited.root_cause.endswith(
+        "coincides with anomaly scores 0.54 on signal 4 of fw-1, 0.53 on signal 3 of fw-1"
+        " and 0.52 on signal 2 of fw-1."
+    )
 
 
 async def test_a_single_short_lived_flapping_info_alert_looks_like_a_false_positive():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ai_sidecar.models import (
+    AnomalyEvidence,
     RootCauseFacts,
     SkippedAnalyst,
     incident_from_header,
@@ -55,6 +56,7 @@ def test_a_header_without_extra_facts_has_empty_typed_fields():
     loaded = incident_from_header(bare, [member("DeviceDown", "r1")])
     assert loaded.root_cause_facts is None
     assert loaded.peak_priority is None
+    assert loaded.anomaly_evidence == ()
     assert loaded.needs_analysis
     assert notified_priority(loaded) == "P3"
 
@@ -67,6 +69,16 @@ def test_typed_fields_round_trip_through_the_header():
         analysed_version=3,
         analysed_priority="P2",
         skipped_analysts=(SkippedAnalyst("gemini", "timeout", "no analysis within 12s"),),
+        anomaly_evidence=(
+            AnomalyEvidence(
+                "WAN throughput of fw-1 wan0",
+                0.97,
+                "120-340 Mbit/s",
+                member="AnomalyDetected-fw-1",
+                labels={"signal": "wan_throughput", "instance": "fw-1", "ifName": "wan0"},
+            ),
+            AnomalyEvidence("host CPU of fw-1", 0.6),
+        ),
     )
     header = incident_header_to_json(original)
     # The legacy copy is written for rollbacks but never read over the typed keys.
@@ -74,6 +86,13 @@ def test_typed_fields_round_trip_through_the_header():
     assert header["skippedAnalysts"] == [
         {"analyst": "gemini", "reason": "timeout", "detail": "no analysis within 12s"}
     ]
+    assert header["anomalyEvidence"][1] == {
+        "subject": "host CPU of fw-1",
+        "score": 0.6,
+        "band": None,
+        "member": "",
+        "labels": {},
+    }
     assert incident_from_header(header, original.members.values()) == original
 
 

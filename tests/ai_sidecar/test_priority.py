@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from ai_sidecar.config import parse_config
-from ai_sidecar.priority import AnomalyEvidence, prioritise
+from ai_sidecar.models import AnomalyEvidence
+from ai_sidecar.priority import prioritise
 from tests.ai_sidecar.builders import T0, incident, member
 
 RULES = parse_config(

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import subprocess
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -34,7 +32,8 @@ from ai_sidecar.promql import (
     Series,
     UnavailableError,
 )
-from scripts.localstack import Service, find_binary, free_port, prometheus_service
+from scripts.localstack import Service, free_port, prometheus_service
+from tests.peers.history import backfill, import_into_victoria_metrics, victoria_metrics_service
 
 METRIC = "scout_promql_test"
 INTERVAL = 15
@@ -73,19 +72,7 @@ def start_prometheus(directory: Path) -> tuple[Service, str]:
     lines = [f"# TYPE {METRIC} gauge"]
     lines += [f"{METRIC}{labels} {value} {at}" for labels, value, at in samples()]
     openmetrics.write_text("\n".join([*lines, "# EOF", ""]))
-    subprocess.run(
-        [
-            find_binary("promtool"),
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            str(openmetrics),
-            str(directory / "prometheus"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    backfill(openmetrics, directory / "prometheus")
     config = directory / "prometheus.yml"
     config.write_text("global: {scrape_interval: 1m}\n")
     port = free_port()
@@ -94,33 +81,8 @@ def start_prometheus(directory: Path) -> tuple[Service, str]:
     return service, f"http://127.0.0.1:{port}/prom"
 
 
-def start_victoria_metrics(directory: Path) -> tuple[Service, str]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    service = Service(
-        name="victoria-metrics",
-        argv=[
-            find_binary("victoria-metrics"),
-            "-search.latencyOffset=1s",
-            f"-httpListenAddr=127.0.0.1:{port}",
-            f"-storageDataPath={directory / 'victoria-metrics'}",
-        ],
-        ready_url=f"{base}/health",
-        log_path=directory / "logs" / "victoria-metrics.log",
-    )
-    return service, base
-
-
-def import_into_victoria_metrics(base: str) -> None:
-    text = "".join(f"{METRIC}{labels} {value:g} {at * 1000}\n" for labels, value, at in samples())
-    request = urllib.request.Request(
-        f"{base}/api/v1/import/prometheus", data=text.encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 204
-    # Imported samples become searchable after the next flush; ask for it now.
-    with urllib.request.urlopen(f"{base}/internal/force_flush", timeout=30) as response:
-        assert response.status == 200
+def vm_lines() -> str:
+    return "".join(f"{METRIC}{labels} {value:g} {at * 1000}\n" for labels, value, at in samples())
 
 
 @pytest.fixture(scope="module", params=["prometheus", "victoria-metrics"])
@@ -131,12 +93,12 @@ def engine(
     if request.param == "prometheus":
         service, url = start_prometheus(directory)
     else:
-        service, url = start_victoria_metrics(directory)
+        service, url = victoria_metrics_service(directory)
     service.start()
     try:
         service.wait_ready()
         if request.param == "victoria-metrics":
-            import_into_victoria_metrics(url)
+            import_into_victoria_metrics(url, vm_lines())
         yield Engine(request.param, url)
     finally:
         service.stop(grace=5)
