@@ -285,6 +285,8 @@ class _Names:
     def __init__(self, targets: Iterable[str] = ()) -> None:
         self.parent: dict[str, str] = {}
         self.targets = frozenset(targets)
+        # Representatives of the devices known by a chassis id.
+        self.with_chassis: set[str] = set()
 
     def _rank(self, key: str) -> tuple[int, str]:
         if key.startswith(CHASSIS_PREFIX):
@@ -294,7 +296,10 @@ class _Names:
         return (0 if key in self.targets else 1), key
 
     def find(self, key: str) -> str:
-        self.parent.setdefault(key, key)
+        if key not in self.parent:
+            self.parent[key] = key
+            if key.startswith(CHASSIS_PREFIX):
+                self.with_chassis.add(key)
         root = key
         while self.parent[root] != root:
             root = self.parent[root]
@@ -309,6 +314,17 @@ class _Names:
         if self._rank(ra) > self._rank(rb):
             ra, rb = rb, ra
         self.parent[rb] = ra
+        if rb in self.with_chassis:
+            self.with_chassis.discard(rb)
+            self.with_chassis.add(ra)
+
+    def union_unless_two_chassis(self, keys: Sequence[str]) -> None:
+        """Join ``keys`` as one device, unless they hold two chassis ids (two devices)."""
+        devices = {self.find(key) for key in keys}
+        if len(devices & self.with_chassis) > 1:
+            return
+        for key in keys[1:]:
+            self.union(keys[0], key)
 
     def aliases(self) -> dict[str, str]:
         return {key: self.find(key) for key in list(self.parent)}
@@ -331,10 +347,12 @@ def _resolve_names(
 ) -> tuple[dict[str, str], list[tuple[str, str, str, str]]]:
     """Aliases of every device key, and each neighbour row as (local, port, remote, port) keys.
 
-    A polled device's own sysname and chassis id join its scrape target; a
-    neighbour's sysname, advertised address and chassis id join each other. A
-    sysname several scrape targets claim (factory defaults such as ``Switch``)
-    joins none of them, unless their chassis ids already made them one device.
+    A polled device's own chassis id joins its scrape target, and a neighbour's
+    advertised address its chassis id. A sysname joins the device it names
+    when it names one device only: a sysname that several scrape targets claim
+    (factory defaults such as ``Switch``), or that neighbours report with the
+    chassis ids of several devices, joins none of them, unless their chassis
+    ids already made them one device.
     """
     scraped = set()
     for row in (*neighbours, *identities, *targets):
@@ -344,7 +362,11 @@ def _resolve_names(
     names = _Names(scraped)
     for key in scraped:
         names.find(key)
+    # Each sysname: the scrape targets claiming it, and the addresses and
+    # chassis ids reported with it.
     claims: dict[str, list[str]] = {}
+    heard_with: dict[str, list[str]] = {}
+    on_port: dict[tuple[str, str, str], list[str]] = {}
     for row in identities:
         host, _ = split_instance(row.get("instance", ""))
         if not host:
@@ -356,24 +378,40 @@ def _resolve_names(
         sysname = name_key(row.get("local_sysname", ""))
         if sysname:
             claims.setdefault(sysname, []).append(own)
-    for sysname, claimants in claims.items():
-        if len({names.find(own) for own in claimants}) == 1:
-            names.union(claimants[0], sysname)
     rows = []
     for row in neighbours:
         local_host, _ = split_instance(row.get("instance", ""))
-        heard = [
-            name_key(row.get("remote_sysname", "")),
-            name_key(row.get("remote_address", "")),
-            chassis_key(row.get("remote_chassis_id", "")),
+        sysname = name_key(row.get("remote_sysname", ""))
+        strong = [
+            key
+            for key in (
+                name_key(row.get("remote_address", "")),
+                chassis_key(row.get("remote_chassis_id", "")),
+            )
+            if key
         ]
-        heard = [key for key in heard if key]
-        if not local_host or not heard:
+        if not local_host or not (sysname or strong):
             continue
-        for other in heard[1:]:
-            names.union(heard[0], other)
-        local = name_key(local_host)
-        rows.append((local, row.get("local_port", ""), heard[0], row.get("remote_port", "")))
+        for other in strong:
+            names.union(strong[0], other)
+        if sysname and strong:
+            heard_with.setdefault(sysname, []).append(strong[0])
+            # CDP and LLDP rows of one cable: one neighbour, whatever else its name is.
+            local_port = port_key(row.get("local_port", ""))
+            on_port.setdefault((name_key(local_host), local_port, sysname), []).append(strong[0])
+        # The remote by its address or chassis id where it sent one: its sysname
+        # may name several devices.
+        remote = strong[0] if strong else sysname
+        rows.append(
+            (name_key(local_host), row.get("local_port", ""), remote, row.get("remote_port", ""))
+        )
+    for _, heard in sorted(on_port.items()):
+        names.union_unless_two_chassis(heard)
+    for sysname in sorted({*claims, *heard_with}):
+        claimants = {names.find(own) for own in claims.get(sysname, ())}
+        if len(claimants) > 1:
+            continue  # one name, several scrape targets
+        names.union_unless_two_chassis([sysname, *claimants, *heard_with.get(sysname, ())])
     return names.aliases(), rows
 
 

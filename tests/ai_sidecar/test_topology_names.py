@@ -234,6 +234,51 @@ def test_a_sysname_two_targets_claim_joins_neither():
     assert same.device("10.1.1.1") == same.device("Switch") == "dev:sw-1"
 
 
+def test_a_sysname_two_targets_claim_joins_neither_through_their_neighbours_either():
+    # Two factory-default switches, polled by address; the core hears each by
+    # its sysname and advertised address.
+    graph = build_snapshot(
+        neighbours=[
+            row("core-1", "Gi1/0/1", "Switch", "Gi0/1", remote_address="10.1.1.1"),
+            row("core-1", "Gi1/0/2", "Switch", "Gi0/1", remote_address="10.1.1.2"),
+        ],
+        local_identities=[identity("10.1.1.1", "Switch"), identity("10.1.1.2", "Switch")],
+        roots=["core-1"],
+    )
+    assert graph.device("10.1.1.1") != graph.device("10.1.1.2")
+    assert links(graph) == {
+        "link:10.1.1.1|Gi0/1~core-1|Gi1/0/1",
+        "link:10.1.1.2|Gi0/1~core-1|Gi1/0/2",
+    }
+    assert "link:10.1.1.2|Gi0/1~core-1|Gi1/0/2" not in graph.ancestors("dev:10.1.1.1")
+
+
+def test_a_sysname_heard_with_two_chassis_ids_names_two_devices():
+    graph = build_snapshot(
+        neighbours=[
+            row("core-1", "Gi1/0/1", "Switch", "Gi0/1", remote_chassis_id="00:00:00:00:00:0a"),
+            row("core-2", "Gi1/0/1", "Switch", "Gi0/1", remote_chassis_id="00:00:00:00:00:0b"),
+            # One of them also heard over CDP, by name and address only.
+            row("core-1", "Gi1/0/1", "Switch", "Gi0/1", remote_address="10.1.1.10"),
+        ]
+    )
+    assert len({graph.device("core-1"), graph.device("core-2")}) == 2
+    far_ends = {node.split("~")[0] for node in links(graph)}
+    # The switch heard over both protocols on one port is one device, by its address.
+    assert far_ends == {"link:10.1.1.10|Gi0/1", "link:chassis:00:00:00:00:00:0b|Gi0/1"}
+    chassis = graph.aliases["chassis:00:00:00:00:00:0a"], graph.aliases["chassis:00:00:00:00:00:0b"]
+    assert chassis == ("10.1.1.10", "chassis:00:00:00:00:00:0b")
+    # One name, one device: the sysname still joins what is heard with it.
+    one = build_snapshot(
+        neighbours=[
+            row("core-1", "Gi1/0/1", "acc-9", "Gi0/1", remote_chassis_id="00:00:00:00:00:0a"),
+            row("core-1", "Gi1/0/1", "ACC-9", "Gi0/1", remote_address="10.1.1.10"),
+        ]
+    )
+    assert one.device("10.1.1.10") == one.device("acc-9") == "dev:acc-9"
+    assert links(one) == {"link:acc-9|Gi0/1~core-1|Gi1/0/1"}
+
+
 async def test_the_refresher_reads_the_devices_own_identities():
     client = FakePromQL(
         {
