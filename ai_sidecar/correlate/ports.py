@@ -55,3 +55,9 @@ def port_key(name: str) -> str:
     kind, rest = found.groups()
     key = _KEY_OF_TYPE.get(kind)
     return text if key is None else key + rest.replace(" ", "")
+
+
+def is_port_name(name: str) -> bool:
+    """Whether ``name`` reads as a port of a known type (``Gi1/0/5``), not a description."""
+    found = _NAME.fullmatch(" ".join(name.lower().split()))
+    return found is not None and found.group(1) in _KEY_OF_TYPE

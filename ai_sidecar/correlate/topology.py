@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from ai_sidecar.correlate.ports import port_key
+from ai_sidecar.correlate.ports import is_port_name, port_key
 
 # Edge strengths, weakest first: which failures of the parent explain the child.
 POLL = 0
@@ -68,11 +68,9 @@ EDGE_WHY = {POLL: "polled by", PATH: "reached through", USES: "runs on or uses"}
 
 # Labels naming the device a target sits behind (file_sd target-group labels).
 UPSTREAM_LABELS = ("upstream", "via")
-# Labels naming an interface of the alert's device.
+# Labels naming an interface of the alert's device (ifAlias, free text, is
+# used only when it names a port the graph knows).
 INTERFACE_LABELS = ("ifName", "interface", "ifDescr")
-# ... and those that may match a known port in any of its spellings: ifAlias is
-# free text, used only when it names a port the graph knows.
-PORT_MATCH_LABELS = (*INTERFACE_LABELS, "ifAlias")
 
 Ancestors = Mapping[str, int]
 _EMPTY: Mapping[str, int] = {}
@@ -187,17 +185,19 @@ class TopologySnapshot:
 
     def _port_of(self, device: str, labels: Mapping[str, str]) -> str | None:
         """The link or port an alert's interface labels name on ``device``, in any spelling."""
-        for name in PORT_MATCH_LABELS:
-            interface = labels.get(name, "")
-            if interface:
-                known = self.ports.get(f"port:{device}|{port_key(interface)}")
-                if known is not None:
-                    return known
-        for name in INTERFACE_LABELS:
-            interface = labels.get(name, "")
-            if interface:
-                return f"port:{device}|{interface}"
-        return None
+        named = [labels[name] for name in INTERFACE_LABELS if labels.get(name)]
+        for interface in named:
+            known = self.ports.get(f"port:{device}|{port_key(interface)}")
+            if known is not None:
+                return known
+        alias = labels.get("ifAlias", "")
+        # A description that reads as a port name, on an alert naming its own
+        # port, names another port (often the far end's): it places nothing.
+        if alias and not (named and is_port_name(alias)):
+            known = self.ports.get(f"port:{device}|{port_key(alias)}")
+            if known is not None:
+                return known
+        return f"port:{device}|{named[0]}" if named else None
 
     def label_parents(self, labels: Mapping[str, str], node: str) -> list[tuple[str, int, str]]:
         """Edges the alert's own labels give: its host, ``upstream``/``via``, its poller."""

@@ -162,6 +162,22 @@ def test_an_unknown_port_keeps_its_name_and_an_alias_alone_places_on_the_device(
     assert graph.node_of({"instance": "core-1", "ifAlias": "spare"}) == "dev:core-1"
 
 
+def test_an_alias_naming_another_port_does_not_move_an_alert_off_its_own_port():
+    graph = build_snapshot(
+        neighbours=[
+            row("acc-5", "Gi1/0/5", "ap-7", "eth0"),
+            # A device whose LLDP names its port by description.
+            row("acc-6", "uplink core", "core-1", "Gi1/0/6"),
+        ]
+    )
+    # Gi1/0/7's description names the far end's port, which acc-5 also has.
+    alert = {"instance": "acc-5", "ifName": "Gi1/0/7", "ifAlias": "Gi1/0/5"}
+    assert graph.node_of(alert) == "port:acc-5|Gi1/0/7"
+    # A description that is no port name still finds the port LLDP named by it.
+    alert = {"instance": "acc-6", "ifName": "Gi0/3", "ifAlias": "Uplink Core"}
+    assert graph.node_of(alert) == "link:acc-6|uplink core~core-1|Gi1/0/6"
+
+
 def test_a_port_named_by_a_dependency_is_found_in_another_spelling():
     graph = build_snapshot(
         dependencies=[
