@@ -11,7 +11,13 @@ from __future__ import annotations
 import pytest
 
 from ai_sidecar.config import parse_config
-from ai_sidecar.correlate import Dependency, TopologyRefresher, TopologySnapshot, build_snapshot
+from ai_sidecar.correlate import (
+    Dependency,
+    TopologyRefresher,
+    TopologySnapshot,
+    build_snapshot,
+    ports,
+)
 from ai_sidecar.correlate.ports import port_key
 from tests.ai_sidecar.replay import T0
 from tests.ai_sidecar.test_topology import FakePromQL
@@ -79,6 +85,19 @@ def test_names_without_a_known_type_are_kept_as_written():
     assert port_key("ge-0/0/1") == "ge-0/0/1"
     assert port_key("xe-0/0/7") != port_key("ge-0/0/7")
     assert port_key("Uplink to  Core") == "uplink to core"
+
+
+def test_a_huge_label_is_no_port_name_and_is_not_kept():
+    held = ports._port_key.cache_info().currsize
+    huge = "y" * 1_000_000 + "1"
+    assert port_key(huge) == huge
+    assert port_key("Gi1/0/1" + "x" * 300) == "gi1/0/1" + "x" * 300
+    # Not parsed (a lazy scan of a megabyte takes a quarter of a second), not cached.
+    assert ports._port_key.cache_info().currsize == held
+    graph = build_snapshot(neighbours=[row("core-1", "Gi1/0/1", "sw-a", "Gi0/1")])
+    alert = {"instance": "core-1", "ifName": "Gi1/0/1", "ifAlias": huge}
+    assert graph.node_of(alert) == "link:core-1|Gi1/0/1~sw-a|Gi0/1"
+    assert ports._port_key.cache_info().currsize <= held + 1
 
 
 # -- links ------------------------------------------------------------------------------
