@@ -238,13 +238,29 @@ class TopologySnapshot:
             return _EMPTY
         # Iterative post-order walk: deep chains must not hit the recursion limit,
         # and a cycle (two devices each claiming the other as upstream) is cut where
-        # it closes.
-        self._ancestors[node] = _EMPTY  # in progress: a cycle back here adds nothing
-        result = combine(
-            (parent, strength, self.ancestors(parent)) for parent, strength, _ in self.parents[node]
-        )
-        self._ancestors[node] = result
-        return result
+        # it closes. A node in progress is memoised as having no ancestors: a cycle
+        # back to it adds nothing.
+        self._ancestors[node] = _EMPTY
+        stack = [(node, 0)]
+        while stack:
+            current, index = stack[-1]
+            edges = self.parents[current]
+            while index < len(edges) and (
+                edges[index][0] in self._ancestors or edges[index][0] not in self.parents
+            ):
+                index += 1
+            if index < len(edges):
+                parent = edges[index][0]
+                stack[-1] = (current, index + 1)
+                self._ancestors[parent] = _EMPTY
+                stack.append((parent, 0))
+                continue
+            stack.pop()
+            self._ancestors[current] = combine(
+                (parent, strength, self._ancestors.get(parent, _EMPTY))
+                for parent, strength, _ in edges
+            )
+        return self._ancestors[node]
 
     def parent_towards(self, node: str, ancestor: str) -> tuple[str, str] | None:
         """The next hop (node, why) from ``node`` on a path up to ``ancestor``."""
