@@ -45,9 +45,20 @@ _KEY_OF_TYPE = {spelling: key for key, spellings in PORT_TYPES.items() for spell
 _NAME = re.compile(r"([a-z][a-z-]*?)\s*(\d.*)")
 
 
-@functools.lru_cache(maxsize=65536)
+# IF-MIB's names are at most 255 characters: anything longer (an alert label
+# from an untrusted sender) is no port name, and is neither parsed nor cached.
+MAX_PORT_NAME = 255
+
+
 def port_key(name: str) -> str:
     """The key all spellings of a port share: ``gi1/0/24`` for ``GigabitEthernet1/0/24``."""
+    if len(name) > MAX_PORT_NAME:
+        return " ".join(name.lower().split())
+    return _port_key(name)
+
+
+@functools.lru_cache(maxsize=65536)
+def _port_key(name: str) -> str:
     text = " ".join(name.lower().split())
     found = _NAME.fullmatch(text)
     if found is None:
@@ -55,3 +66,11 @@ def port_key(name: str) -> str:
     kind, rest = found.groups()
     key = _KEY_OF_TYPE.get(kind)
     return text if key is None else key + rest.replace(" ", "")
+
+
+def is_port_name(name: str) -> bool:
+    """Whether ``name`` reads as a port of a known type (``Gi1/0/5``), not a description."""
+    if len(name) > MAX_PORT_NAME:
+        return False
+    found = _NAME.fullmatch(" ".join(name.lower().split()))
+    return found is not None and found.group(1) in _KEY_OF_TYPE

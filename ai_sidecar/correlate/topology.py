@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from ai_sidecar.correlate.ports import port_key
+from ai_sidecar.correlate.ports import is_port_name, port_key
 
 # Edge strengths, weakest first: which failures of the parent explain the child.
 POLL = 0
@@ -68,11 +68,9 @@ EDGE_WHY = {POLL: "polled by", PATH: "reached through", USES: "runs on or uses"}
 
 # Labels naming the device a target sits behind (file_sd target-group labels).
 UPSTREAM_LABELS = ("upstream", "via")
-# Labels naming an interface of the alert's device.
+# Labels naming an interface of the alert's device (ifAlias, free text, is
+# used only when it names a port the graph knows).
 INTERFACE_LABELS = ("ifName", "interface", "ifDescr")
-# ... and those that may match a known port in any of its spellings: ifAlias is
-# free text, used only when it names a port the graph knows.
-PORT_MATCH_LABELS = (*INTERFACE_LABELS, "ifAlias")
 
 Ancestors = Mapping[str, int]
 _EMPTY: Mapping[str, int] = {}
@@ -187,17 +185,19 @@ class TopologySnapshot:
 
     def _port_of(self, device: str, labels: Mapping[str, str]) -> str | None:
         """The link or port an alert's interface labels name on ``device``, in any spelling."""
-        for name in PORT_MATCH_LABELS:
-            interface = labels.get(name, "")
-            if interface:
-                known = self.ports.get(f"port:{device}|{port_key(interface)}")
-                if known is not None:
-                    return known
-        for name in INTERFACE_LABELS:
-            interface = labels.get(name, "")
-            if interface:
-                return f"port:{device}|{interface}"
-        return None
+        named = [labels[name] for name in INTERFACE_LABELS if labels.get(name)]
+        for interface in named:
+            known = self.ports.get(f"port:{device}|{port_key(interface)}")
+            if known is not None:
+                return known
+        alias = labels.get("ifAlias", "")
+        # A description that reads as a port name, on an alert naming its own
+        # port, names another port (often the far end's): it places nothing.
+        if alias and not (named and is_port_name(alias)):
+            known = self.ports.get(f"port:{device}|{port_key(alias)}")
+            if known is not None:
+                return known
+        return f"port:{device}|{named[0]}" if named else None
 
     def label_parents(self, labels: Mapping[str, str], node: str) -> list[tuple[str, int, str]]:
         """Edges the alert's own labels give: its host, ``upstream``/``via``, its poller."""
@@ -238,13 +238,29 @@ class TopologySnapshot:
             return _EMPTY
         # Iterative post-order walk: deep chains must not hit the recursion limit,
         # and a cycle (two devices each claiming the other as upstream) is cut where
-        # it closes.
-        self._ancestors[node] = _EMPTY  # in progress: a cycle back here adds nothing
-        result = combine(
-            (parent, strength, self.ancestors(parent)) for parent, strength, _ in self.parents[node]
-        )
-        self._ancestors[node] = result
-        return result
+        # it closes. A node in progress is memoised as having no ancestors: a cycle
+        # back to it adds nothing.
+        self._ancestors[node] = _EMPTY
+        stack = [(node, 0)]
+        while stack:
+            current, index = stack[-1]
+            edges = self.parents[current]
+            while index < len(edges) and (
+                edges[index][0] in self._ancestors or edges[index][0] not in self.parents
+            ):
+                index += 1
+            if index < len(edges):
+                parent = edges[index][0]
+                stack[-1] = (current, index + 1)
+                self._ancestors[parent] = _EMPTY
+                stack.append((parent, 0))
+                continue
+            stack.pop()
+            self._ancestors[current] = combine(
+                (parent, strength, self._ancestors.get(parent, _EMPTY))
+                for parent, strength, _ in edges
+            )
+        return self._ancestors[node]
 
     def parent_towards(self, node: str, ancestor: str) -> tuple[str, str] | None:
         """The next hop (node, why) from ``node`` on a path up to ``ancestor``."""
@@ -285,6 +301,8 @@ class _Names:
     def __init__(self, targets: Iterable[str] = ()) -> None:
         self.parent: dict[str, str] = {}
         self.targets = frozenset(targets)
+        # Representatives of the devices known by a chassis id.
+        self.with_chassis: set[str] = set()
 
     def _rank(self, key: str) -> tuple[int, str]:
         if key.startswith(CHASSIS_PREFIX):
@@ -294,7 +312,10 @@ class _Names:
         return (0 if key in self.targets else 1), key
 
     def find(self, key: str) -> str:
-        self.parent.setdefault(key, key)
+        if key not in self.parent:
+            self.parent[key] = key
+            if key.startswith(CHASSIS_PREFIX):
+                self.with_chassis.add(key)
         root = key
         while self.parent[root] != root:
             root = self.parent[root]
@@ -309,6 +330,17 @@ class _Names:
         if self._rank(ra) > self._rank(rb):
             ra, rb = rb, ra
         self.parent[rb] = ra
+        if rb in self.with_chassis:
+            self.with_chassis.discard(rb)
+            self.with_chassis.add(ra)
+
+    def union_unless_two_chassis(self, keys: Sequence[str]) -> None:
+        """Join ``keys`` as one device, unless they hold two chassis ids (two devices)."""
+        devices = {self.find(key) for key in keys}
+        if len(devices & self.with_chassis) > 1:
+            return
+        for key in keys[1:]:
+            self.union(keys[0], key)
 
     def aliases(self) -> dict[str, str]:
         return {key: self.find(key) for key in list(self.parent)}
@@ -331,10 +363,12 @@ def _resolve_names(
 ) -> tuple[dict[str, str], list[tuple[str, str, str, str]]]:
     """Aliases of every device key, and each neighbour row as (local, port, remote, port) keys.
 
-    A polled device's own sysname and chassis id join its scrape target; a
-    neighbour's sysname, advertised address and chassis id join each other. A
-    sysname several scrape targets claim (factory defaults such as ``Switch``)
-    joins none of them, unless their chassis ids already made them one device.
+    A polled device's own chassis id joins its scrape target, and a neighbour's
+    advertised address its chassis id. A sysname joins the device it names
+    when it names one device only: a sysname that several scrape targets claim
+    (factory defaults such as ``Switch``), or that neighbours report with the
+    chassis ids of several devices, joins none of them, unless their chassis
+    ids already made them one device.
     """
     scraped = set()
     for row in (*neighbours, *identities, *targets):
@@ -344,7 +378,11 @@ def _resolve_names(
     names = _Names(scraped)
     for key in scraped:
         names.find(key)
+    # Each sysname: the scrape targets claiming it, and the addresses and
+    # chassis ids reported with it.
     claims: dict[str, list[str]] = {}
+    heard_with: dict[str, list[str]] = {}
+    on_port: dict[tuple[str, str, str], list[str]] = {}
     for row in identities:
         host, _ = split_instance(row.get("instance", ""))
         if not host:
@@ -356,24 +394,40 @@ def _resolve_names(
         sysname = name_key(row.get("local_sysname", ""))
         if sysname:
             claims.setdefault(sysname, []).append(own)
-    for sysname, claimants in claims.items():
-        if len({names.find(own) for own in claimants}) == 1:
-            names.union(claimants[0], sysname)
     rows = []
     for row in neighbours:
         local_host, _ = split_instance(row.get("instance", ""))
-        heard = [
-            name_key(row.get("remote_sysname", "")),
-            name_key(row.get("remote_address", "")),
-            chassis_key(row.get("remote_chassis_id", "")),
+        sysname = name_key(row.get("remote_sysname", ""))
+        strong = [
+            key
+            for key in (
+                name_key(row.get("remote_address", "")),
+                chassis_key(row.get("remote_chassis_id", "")),
+            )
+            if key
         ]
-        heard = [key for key in heard if key]
-        if not local_host or not heard:
+        if not local_host or not (sysname or strong):
             continue
-        for other in heard[1:]:
-            names.union(heard[0], other)
-        local = name_key(local_host)
-        rows.append((local, row.get("local_port", ""), heard[0], row.get("remote_port", "")))
+        for other in strong:
+            names.union(strong[0], other)
+        if sysname and strong:
+            heard_with.setdefault(sysname, []).append(strong[0])
+            # CDP and LLDP rows of one cable: one neighbour, whatever else its name is.
+            local_port = port_key(row.get("local_port", ""))
+            on_port.setdefault((name_key(local_host), local_port, sysname), []).append(strong[0])
+        # The remote by its address or chassis id where it sent one: its sysname
+        # may name several devices.
+        remote = strong[0] if strong else sysname
+        rows.append(
+            (name_key(local_host), row.get("local_port", ""), remote, row.get("remote_port", ""))
+        )
+    for _, heard in sorted(on_port.items()):
+        names.union_unless_two_chassis(heard)
+    for sysname in sorted({*claims, *heard_with}):
+        claimants = {names.find(own) for own in claims.get(sysname, ())}
+        if len(claimants) > 1:
+            continue  # one name, several scrape targets
+        names.union_unless_two_chassis([sysname, *claimants, *heard_with.get(sysname, ())])
     return names.aliases(), rows
 
 

@@ -541,3 +541,23 @@ def test_degradation_pulls_effects_near_its_start_an_outage_for_as_long_as_it_fi
     down = at("InterfaceDown", 0, **link)
     [cut] = final(fold(correlator(), [down, behind(30 * 60)])).values()
     assert names(cut) == "InterfaceDown"
+
+
+def test_a_chain_deeper_than_the_recursion_limit_builds():
+    # 600 switches daisy-chained, the far end first in name order.
+    hops = 600
+    graph = build_snapshot(
+        neighbours=[
+            {
+                "instance": f"sw-{n:04d}",
+                "local_port": "Gi0/2",
+                "remote_sysname": f"sw-{n + 1:04d}",
+                "remote_port": "Gi0/1",
+            }
+            for n in range(hops)
+        ],
+        roots=[f"sw-{hops:04d}"],
+    )
+    far = graph.ancestors("dev:sw-0000")
+    assert len(far) == 2 * hops  # every device and link up to the root
+    assert far["dev:sw-0600"] == PATH

@@ -11,7 +11,13 @@ from __future__ import annotations
 import pytest
 
 from ai_sidecar.config import parse_config
-from ai_sidecar.correlate import Dependency, TopologyRefresher, TopologySnapshot, build_snapshot
+from ai_sidecar.correlate import (
+    Dependency,
+    TopologyRefresher,
+    TopologySnapshot,
+    build_snapshot,
+    ports,
+)
 from ai_sidecar.correlate.ports import port_key
 from tests.ai_sidecar.replay import T0
 from tests.ai_sidecar.test_topology import FakePromQL
@@ -79,6 +85,19 @@ def test_names_without_a_known_type_are_kept_as_written():
     assert port_key("ge-0/0/1") == "ge-0/0/1"
     assert port_key("xe-0/0/7") != port_key("ge-0/0/7")
     assert port_key("Uplink to  Core") == "uplink to core"
+
+
+def test_a_huge_label_is_no_port_name_and_is_not_kept():
+    held = ports._port_key.cache_info().currsize
+    huge = "y" * 1_000_000 + "1"
+    assert port_key(huge) == huge
+    assert port_key("Gi1/0/1" + "x" * 300) == "gi1/0/1" + "x" * 300
+    # Not parsed (a lazy scan of a megabyte takes a quarter of a second), not cached.
+    assert ports._port_key.cache_info().currsize == held
+    graph = build_snapshot(neighbours=[row("core-1", "Gi1/0/1", "sw-a", "Gi0/1")])
+    alert = {"instance": "core-1", "ifName": "Gi1/0/1", "ifAlias": huge}
+    assert graph.node_of(alert) == "link:core-1|Gi1/0/1~sw-a|Gi0/1"
+    assert ports._port_key.cache_info().currsize <= held + 1
 
 
 # -- links ------------------------------------------------------------------------------
@@ -162,6 +181,22 @@ def test_an_unknown_port_keeps_its_name_and_an_alias_alone_places_on_the_device(
     assert graph.node_of({"instance": "core-1", "ifAlias": "spare"}) == "dev:core-1"
 
 
+def test_an_alias_naming_another_port_does_not_move_an_alert_off_its_own_port():
+    graph = build_snapshot(
+        neighbours=[
+            row("acc-5", "Gi1/0/5", "ap-7", "eth0"),
+            # A device whose LLDP names its port by description.
+            row("acc-6", "uplink core", "core-1", "Gi1/0/6"),
+        ]
+    )
+    # Gi1/0/7's description names the far end's port, which acc-5 also has.
+    alert = {"instance": "acc-5", "ifName": "Gi1/0/7", "ifAlias": "Gi1/0/5"}
+    assert graph.node_of(alert) == "port:acc-5|Gi1/0/7"
+    # A description that is no port name still finds the port LLDP named by it.
+    alert = {"instance": "acc-6", "ifName": "Gi0/3", "ifAlias": "Uplink Core"}
+    assert graph.node_of(alert) == "link:acc-6|uplink core~core-1|Gi1/0/6"
+
+
 def test_a_port_named_by_a_dependency_is_found_in_another_spelling():
     graph = build_snapshot(
         dependencies=[
@@ -232,6 +267,51 @@ def test_a_sysname_two_targets_claim_joins_neither():
         ]
     )
     assert same.device("10.1.1.1") == same.device("Switch") == "dev:sw-1"
+
+
+def test_a_sysname_two_targets_claim_joins_neither_through_their_neighbours_either():
+    # Two factory-default switches, polled by address; the core hears each by
+    # its sysname and advertised address.
+    graph = build_snapshot(
+        neighbours=[
+            row("core-1", "Gi1/0/1", "Switch", "Gi0/1", remote_address="10.1.1.1"),
+            row("core-1", "Gi1/0/2", "Switch", "Gi0/1", remote_address="10.1.1.2"),
+        ],
+        local_identities=[identity("10.1.1.1", "Switch"), identity("10.1.1.2", "Switch")],
+        roots=["core-1"],
+    )
+    assert graph.device("10.1.1.1") != graph.device("10.1.1.2")
+    assert links(graph) == {
+        "link:10.1.1.1|Gi0/1~core-1|Gi1/0/1",
+        "link:10.1.1.2|Gi0/1~core-1|Gi1/0/2",
+    }
+    assert "link:10.1.1.2|Gi0/1~core-1|Gi1/0/2" not in graph.ancestors("dev:10.1.1.1")
+
+
+def test_a_sysname_heard_with_two_chassis_ids_names_two_devices():
+    graph = build_snapshot(
+        neighbours=[
+            row("core-1", "Gi1/0/1", "Switch", "Gi0/1", remote_chassis_id="00:00:00:00:00:0a"),
+            row("core-2", "Gi1/0/1", "Switch", "Gi0/1", remote_chassis_id="00:00:00:00:00:0b"),
+            # One of them also heard over CDP, by name and address only.
+            row("core-1", "Gi1/0/1", "Switch", "Gi0/1", remote_address="10.1.1.10"),
+        ]
+    )
+    assert len({graph.device("core-1"), graph.device("core-2")}) == 2
+    far_ends = {node.split("~")[0] for node in links(graph)}
+    # The switch heard over both protocols on one port is one device, by its address.
+    assert far_ends == {"link:10.1.1.10|Gi0/1", "link:chassis:00:00:00:00:00:0b|Gi0/1"}
+    chassis = graph.aliases["chassis:00:00:00:00:00:0a"], graph.aliases["chassis:00:00:00:00:00:0b"]
+    assert chassis == ("10.1.1.10", "chassis:00:00:00:00:00:0b")
+    # One name, one device: the sysname still joins what is heard with it.
+    one = build_snapshot(
+        neighbours=[
+            row("core-1", "Gi1/0/1", "acc-9", "Gi0/1", remote_chassis_id="00:00:00:00:00:0a"),
+            row("core-1", "Gi1/0/1", "ACC-9", "Gi0/1", remote_address="10.1.1.10"),
+        ]
+    )
+    assert one.device("10.1.1.10") == one.device("acc-9") == "dev:acc-9"
+    assert links(one) == {"link:acc-9|Gi0/1~core-1|Gi1/0/1"}
 
 
 async def test_the_refresher_reads_the_devices_own_identities():

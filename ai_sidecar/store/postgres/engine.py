@@ -18,7 +18,7 @@ How it runs:
   writes it in one transaction (group commit, as the SQLite engine does),
   with ``synchronous_commit`` on whatever the server's default: the webhook
   acknowledges an alert only once it is durable. A request costs one round
-  trip (its insert) on top of the group's four (``BEGIN``, the setting and
+  trip (its insert) on top of the group's three (``BEGIN``, the setting and
   the lock in one statement, ``COMMIT``). Only when a request fails is the
   group written again, each request then in a savepoint of its own, so the bad
   one fails alone: savepoints on every request would cost two round trips more
