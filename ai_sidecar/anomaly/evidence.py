@@ -35,6 +35,7 @@ engine is left alone for a pause that doubles from :data:`RETRY_FIRST` to
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -261,7 +262,7 @@ def evidence_window(incident: Incident, now: datetime) -> EvidenceQuery | None:
     end = now if resolved is None else min(resolved, now)
     span = min(MAX_SPAN, max(MIN_SPAN, end - start))
     minutes = math.ceil(span.total_seconds() / 60)
-    selector = f'{{instance=~"{_alternatives(instances)}"}}'
+    selector = f"{{instance=~{_alternatives(instances)}}}"
     step = int(STEP.total_seconds())
     trusted = f"{SCORE}{selector} unless {WARMING}{selector} == 1"
     query = " or ".join(
@@ -283,9 +284,13 @@ def _tagged(expr: str, kind: str) -> str:
 
 
 def _alternatives(values: Iterable[str]) -> str:
-    """An RE2 alternation matching exactly ``values``, inside a PromQL string."""
-    pattern = "|".join(re.escape(value) for value in values)
-    return pattern.replace("\\", "\\\\").replace('"', '\\"')
+    """A PromQL string holding an RE2 alternation that matches exactly ``values``.
+
+    JSON's string escapes are a subset of PromQL's: a label value may hold a
+    newline, which a PromQL string cannot hold raw. Characters beyond ASCII
+    stay as they are (PromQL reads UTF-8; JSON's surrogate pairs it refuses).
+    """
+    return json.dumps("|".join(re.escape(value) for value in values), ensure_ascii=False)
 
 
 def match_evidence(

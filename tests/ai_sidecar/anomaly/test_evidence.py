@@ -78,6 +78,9 @@ LIVE: dict[str, tuple[dict[str, str], float, float | None, float | None]] = {
 HIST_FW = {"signal": "wan_throughput", "job": "snmp", "instance": "hist-fw", "ifName": "wan0"}
 HIST_ISP = {"signal": "probe_rtt", "job": "probe_icmp", "instance": "hist-isp"}
 HIST_WEB = {"signal": "host_cpu", "job": "node", "instance": "hist-web"}
+# An instance anyone able to set a label could name: a quote, backslashes, a
+# newline and regular-expression syntax.
+HIST_ODD = {"signal": "host_cpu", "job": "node", "instance": 'odd\\host"1\n(a|.*)\\n'}
 
 
 def at(minute: float) -> datetime:
@@ -99,10 +102,18 @@ def history(minute: int) -> Iterator[tuple[str, dict[str, str], float]]:
     # hist-web: scores 0.99 from 100 to 150, but warms up until 140.
     yield "scout_anomaly_score", HIST_WEB, 0.99 if 100 <= minute < 150 else 0.2
     yield "scout_anomaly_warming", HIST_WEB, 1.0 if minute < 140 else 0.0
+    # The odd instance: anomalous all along.
+    yield "scout_anomaly_score", HIST_ODD, 0.9
+    yield "scout_anomaly_warming", HIST_ODD, 0.0
 
 
 def _labels(labels: dict[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    """Labels as the text formats write them: backslash, quote and newline escaped."""
+
+    def escaped(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return "{" + ",".join(f'{k}="{escaped(v)}"' for k, v in labels.items()) + "}"
 
 
 def write_history(directory: Path) -> None:
@@ -350,6 +361,21 @@ async def test_scores_of_a_warming_series_are_no_evidence(history_client):
     assert await source.evidence(incident(busy, resolved_at=at(135))) == ()
     found = await source.evidence(incident(busy, resolved_at=at(150)))
     assert scores(found) == {"host CPU of hist-web": 0.99}
+
+
+async def test_an_instance_with_quotes_newlines_and_regex_syntax_is_matched_exactly(
+    history_client,
+):
+    source = ScrapedAnomalyEvidence(history_client, clock=lambda: at(200))
+    odd = member("HostCpuHigh", at(150), job="node", instance=HIST_ODD["instance"])
+    link = member("WanLinkDown", at(150), job="snmp", instance="hist-fw", ifName="wan0")
+    found = await source.evidence(incident(odd, link))
+    # The odd value breaks neither the query nor the others' evidence.
+    assert scores(found) == {
+        f"host CPU of {HIST_ODD['instance']}": 0.9,
+        "WAN throughput of hist-fw wan0": 0.95,
+    }
+    assert {e.member for e in found} == {odd.fingerprint, link.fingerprint}
 
 
 # ---------------------------------------------------------------- failures and cost
