@@ -307,11 +307,24 @@ def match_evidence(
                 scores[key] = (labels, value)
         elif kind in ("lower", "upper") and math.isfinite(value):
             bands.setdefault(key, {})[kind] = value
-    found = []
-    for labels, score in scores.values():
-        if score < floor:
-            continue
-        member = next((m for m in members if _supports(labels, m.labels)), None)
+    # Members by instance, in their order: a storm's incident has thousands of
+    # members and its answer thousands of series; each series is only matched
+    # against its own device's members, strongest first, until enough are found.
+    on_instance: dict[str, list[Member]] = {}
+    for m in members:
+        on_instance.setdefault(m.labels.get("instance", ""), []).append(m)
+    strongest = sorted(
+        (
+            (describe_series(labels), min(1.0, score), labels)
+            for labels, score in scores.values()
+            if score >= floor
+        ),
+        key=lambda c: (-c[1], c[0], sorted(c[2].items())),
+    )
+    found: list[AnomalyEvidence] = []
+    for subject, score, labels in strongest:
+        candidates = on_instance.get(labels.get("instance", ""), ())
+        member = next((m for m in candidates if _supports(labels, m.labels)), None)
         if member is None:
             continue
         bound = bands.get(_key(labels), {})
@@ -321,15 +334,12 @@ def match_evidence(
             band = format_band(signal, bound["lower"], bound["upper"])
         found.append(
             AnomalyEvidence(
-                subject=describe_series(labels),
-                score=min(1.0, score),
-                band=band,
-                member=member.fingerprint,
-                labels=labels,
+                subject=subject, score=score, band=band, member=member.fingerprint, labels=labels
             )
         )
-    found.sort(key=lambda e: (-e.score, e.subject, sorted(e.labels.items())))
-    return tuple(found[:MAX_EVIDENCE])
+        if len(found) == MAX_EVIDENCE:
+            break
+    return tuple(found)
 
 
 def _key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
