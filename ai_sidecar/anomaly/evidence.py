@@ -25,7 +25,10 @@ the strongest :data:`MAX_EVIDENCE` are kept.
 The worker asks on every change of an incident and once a minute for open
 ones, so the cost is bounded: answers are cached for :data:`CACHE_TTL`, at most
 :data:`QUERY_RATE` queries a second are made (a storm's other incidents keep
-their last evidence until the next round), and each is time-boxed. A failing
+their last evidence until the next round), and each is time-boxed. A slow
+Prometheus that still answers within the box costs the worker at most
+:data:`WAIT_SHARE` of its time (after a burst of :data:`WAIT_BURST` seconds):
+queries wait for their turn, as over the query budget. A failing
 Prometheus degrades to the last evidence known (or none): the outage is logged
 when it starts and when it ends, counted in
 ``scout_sidecar_anomaly_evidence_queries_total{outcome="failed"}``, and the
@@ -73,6 +76,10 @@ CACHE_TTL = 60.0
 CACHE_SIZE = 4096
 QUERY_RATE = 10.0
 QUERY_BURST = 50.0
+# Seconds the worker may spend waiting for answers, per second, and at once:
+# one change of a storm's incidents asks one query after another.
+WAIT_SHARE = 0.1
+WAIT_BURST = 5.0
 RETRY_FIRST = 10.0
 RETRY_MAX = 300.0
 # Labels that name the element of a device a series is about, in the order a
@@ -173,7 +180,8 @@ class ScrapedAnomalyEvidence:
         # Incident id -> its latest evidence, served while no query can be made.
         self._last: OrderedDict[str, tuple[AnomalyEvidence, ...]] = OrderedDict()
         self._tokens = QUERY_BURST
-        self._tokens_at = monotonic()
+        self._wait_credit = WAIT_BURST
+        self._budget_at = monotonic()
         self._failures = 0
         self._paused_until = 0.0
 
@@ -190,7 +198,7 @@ class ScrapedAnomalyEvidence:
         cached = self._answers.get(key)
         if cached is not None and now - cached[0] < CACHE_TTL:
             return cached[1]
-        if now < self._paused_until or not self._take_token(now):
+        if now < self._paused_until or not self._take_turn(now):
             self._count("skipped")
             return self._last.get(incident.id, ())
         try:
@@ -198,16 +206,21 @@ class ScrapedAnomalyEvidence:
         except PromQLError as exc:
             self._failed(exc)
             return self._last.get(incident.id, ())
+        finally:
+            self._wait_credit -= self._monotonic() - now
         self._recovered()
         found = match_evidence(samples, window.members, self._floor)
         _remember(self._answers, key, (self._monotonic(), found))
         _remember(self._last, incident.id, found)
         return found
 
-    def _take_token(self, now: float) -> bool:
-        self._tokens = min(QUERY_BURST, self._tokens + (now - self._tokens_at) * QUERY_RATE)
-        self._tokens_at = now
-        if self._tokens < 1.0:
+    def _take_turn(self, now: float) -> bool:
+        """Whether both budgets, queries and seconds waited, allow a query now."""
+        elapsed = now - self._budget_at
+        self._budget_at = now
+        self._tokens = min(QUERY_BURST, self._tokens + elapsed * QUERY_RATE)
+        self._wait_credit = min(WAIT_BURST, self._wait_credit + elapsed * WAIT_SHARE)
+        if self._tokens < 1.0 or self._wait_credit <= 0.0:
             return False
         self._tokens -= 1.0
         return True

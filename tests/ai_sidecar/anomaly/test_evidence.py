@@ -35,6 +35,8 @@ from ai_sidecar.anomaly.evidence import (
     QUERY_BURST,
     QUERY_RATE,
     RETRY_FIRST,
+    TIME_BOX,
+    WAIT_BURST,
     ScrapedAnomalyEvidence,
     create_evidence_metrics,
     evidence_window,
@@ -510,6 +512,40 @@ async def test_a_storm_of_incidents_is_held_to_the_query_budget():
     for each in storm[int(QUERY_BURST) :]:
         await source.evidence(each)
     assert counting.calls == QUERY_BURST + 2 * QUERY_RATE
+
+
+async def test_a_slow_prometheus_costs_the_worker_a_bounded_share_of_its_time():
+    ticker = Ticker()
+
+    class Slow:
+        """Answers every query, each after 2.5 seconds: inside the time box."""
+
+        calls = 0
+
+        async def instant(self, *args: Any, **kwargs: Any) -> tuple[Sample, ...]:
+            self.calls += 1
+            ticker.now += 2.5
+            return ()
+
+        async def range(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("evidence needs no range query")
+
+    slow = Slow()
+    source = ScrapedAnomalyEvidence(slow, monotonic=ticker)
+    now = datetime.now(UTC)
+    storm = [incident(member("HostDown", now, instance=f"h{i}")) for i in range(100)]
+    started = ticker.now
+    for each in storm:
+        await source.evidence(each)
+    # One after another, 100 queries would have held the worker 250 seconds.
+    assert ticker.now - started <= WAIT_BURST + TIME_BOX.total_seconds()
+    asked = slow.calls
+    assert asked >= 1
+    # The budget comes back with time: a minute later the next ones are asked.
+    ticker.now += 60.0
+    for each in storm[asked:]:
+        await source.evidence(each)
+    assert slow.calls > asked
 
 
 # ---------------------------------------------------------------- pieces
