@@ -25,7 +25,8 @@ the strongest :data:`MAX_EVIDENCE` are kept.
 The worker asks on every change of an incident and once a minute for open
 ones, so the cost is bounded: answers are cached for :data:`CACHE_TTL`, at most
 :data:`QUERY_RATE` queries a second are made (a storm's other incidents keep
-their last evidence until the next round), and each is time-boxed. A slow
+their last evidence until the next round: the one this source found, or the
+one the incident was saved with), and each is time-boxed. A slow
 Prometheus that still answers within the box costs the worker at most
 :data:`WAIT_SHARE` of its time (after a burst of :data:`WAIT_BURST` seconds):
 queries wait for their turn, as over the query budget. A failing
@@ -200,12 +201,12 @@ class ScrapedAnomalyEvidence:
             return cached[1]
         if now < self._paused_until or not self._take_turn(now):
             self._count("skipped")
-            return self._last.get(incident.id, ())
+            return self._last_known(incident)
         try:
             samples = await self._client.instant(window.query, window.at, time_box=self._time_box)
         except PromQLError as exc:
             self._failed(exc)
-            return self._last.get(incident.id, ())
+            return self._last_known(incident)
         finally:
             self._wait_credit -= self._monotonic() - now
         self._recovered()
@@ -213,6 +214,14 @@ class ScrapedAnomalyEvidence:
         _remember(self._answers, key, (self._monotonic(), found))
         _remember(self._last, incident.id, found)
         return found
+
+    def _last_known(self, incident: Incident) -> tuple[AnomalyEvidence, ...]:
+        """The latest evidence this source found, else what the incident was saved with.
+
+        After a restart, or on the replica that took the worker over, the saved
+        evidence is the last known: an outage must not strip it.
+        """
+        return self._last.get(incident.id, incident.anomaly_evidence)
 
     def _take_turn(self, now: float) -> bool:
         """Whether both budgets, queries and seconds waited, allow a query now."""

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from ai_sidecar.anomaly.evidence import (
 )
 from ai_sidecar.app import create_app
 from ai_sidecar.models import AnomalyEvidence, Incident, Member
-from ai_sidecar.promql import HttpPromQLClient, PromQLClient, Sample
+from ai_sidecar.promql import HttpPromQLClient, PromQLClient, Sample, UnavailableError
 from ai_sidecar.settings import SidecarSettings
 from scripts.localstack import Service, free_port, prometheus_service
 from tests.ai_sidecar.builders import T0, alert, fingerprint, payload
@@ -458,6 +458,24 @@ async def test_an_unreachable_prometheus_degrades_to_the_last_evidence_and_recov
         ("INFO", "anomaly evidence available again"),
     ]
     assert "cannot reach Prometheus" in caplog.records[0].error  # type: ignore[attr-defined]
+
+
+async def test_after_a_restart_an_outage_keeps_the_evidence_the_incident_was_saved_with():
+    class Down:
+        async def instant(self, *args: Any, **kwargs: Any) -> tuple[Sample, ...]:
+            raise UnavailableError("cannot reach Prometheus")
+
+        async def range(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("evidence needs no range query")
+
+    saved = AnomalyEvidence("WAN throughput of fw-1 wan0", 0.97, "120-340 Mbit/s")
+    now = datetime.now(UTC)
+    wan = replace(incident(member("AnomalyDetected", now, **WAN0)), anomaly_evidence=(saved,))
+    # A new source (a restart, or another replica leading): nothing found yet.
+    source = ScrapedAnomalyEvidence(Down())
+    assert await source.evidence(wan) == (saved,)  # failed
+    assert await source.evidence(wan) == (saved,)  # skipped: Prometheus is left alone
+    assert await source.evidence(replace(wan, anomaly_evidence=())) == ()
 
 
 async def test_a_prometheus_that_never_answers_costs_one_time_box():
