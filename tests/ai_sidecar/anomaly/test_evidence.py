@@ -401,6 +401,13 @@ class Switch:
         raise AssertionError("evidence needs no range query")
 
 
+class InstantOnly:
+    """A stand-in client's range query: evidence never asks one."""
+
+    async def range(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("evidence needs no range query")
+
+
 class Ticker:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -461,12 +468,9 @@ async def test_an_unreachable_prometheus_degrades_to_the_last_evidence_and_recov
 
 
 async def test_after_a_restart_an_outage_keeps_the_evidence_the_incident_was_saved_with():
-    class Down:
+    class Down(InstantOnly):
         async def instant(self, *args: Any, **kwargs: Any) -> tuple[Sample, ...]:
             raise UnavailableError("cannot reach Prometheus")
-
-        async def range(self, *args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("evidence needs no range query")
 
     saved = AnomalyEvidence("WAN throughput of fw-1 wan0", 0.97, "120-340 Mbit/s")
     now = datetime.now(UTC)
@@ -535,7 +539,7 @@ async def test_a_storm_of_incidents_is_held_to_the_query_budget():
 async def test_a_slow_prometheus_costs_the_worker_a_bounded_share_of_its_time():
     ticker = Ticker()
 
-    class Slow:
+    class Slow(InstantOnly):
         """Answers every query, each after 2.5 seconds: inside the time box."""
 
         calls = 0
@@ -544,9 +548,6 @@ async def test_a_slow_prometheus_costs_the_worker_a_bounded_share_of_its_time():
             self.calls += 1
             ticker.now += 2.5
             return ()
-
-        async def range(self, *args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("evidence needs no range query")
 
     slow = Slow()
     source = ScrapedAnomalyEvidence(slow, monotonic=ticker)
