@@ -34,7 +34,9 @@ Prometheus degrades to the last evidence known (or none): the outage is logged
 when it starts and when it ends, counted in
 ``scout_sidecar_anomaly_evidence_queries_total{outcome="failed"}``, and the
 engine is left alone for a pause that doubles from :data:`RETRY_FIRST` to
-:data:`RETRY_MAX`.
+:data:`RETRY_MAX`. A query the engine refuses (HTTP 400 or 422: a limit on
+series or samples) is that incident's problem: it keeps its last evidence for
+:data:`CACHE_TTL`, and the others are asked as usual.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.models import AnomalyEvidence, Incident, Member
-from ai_sidecar.promql import PromQLClient, PromQLError, Sample
+from ai_sidecar.promql import BadQueryError, PromQLClient, PromQLError, Sample
 
 log = logging.getLogger("ai_sidecar.anomaly.evidence")
 
@@ -105,6 +107,8 @@ _ACRONYMS = frozenset(
         "wan",
     ]
 )
+# Statuses that refuse one query (its syntax, its cost), not the engine's service.
+_QUERY_FAULTS = (400, 422)
 # Which row of the answer a sample is: the label the query adds to tell them apart.
 _KIND = "scout_evidence"
 Outcome = Literal["answered", "failed", "skipped"]
@@ -205,7 +209,10 @@ class ScrapedAnomalyEvidence:
         try:
             samples = await self._client.instant(window.query, window.at, time_box=self._time_box)
         except PromQLError as exc:
-            self._failed(exc)
+            if isinstance(exc, BadQueryError) and exc.status in _QUERY_FAULTS:
+                self._refused(incident, key, exc)
+            else:
+                self._failed(exc)
             return self._last_known(incident)
         finally:
             self._wait_credit -= self._monotonic() - now
@@ -233,6 +240,19 @@ class ScrapedAnomalyEvidence:
             return False
         self._tokens -= 1.0
         return True
+
+    def _refused(self, incident: Incident, key: tuple[object, ...], exc: BadQueryError) -> None:
+        """This incident's query was refused (too many series for the engine's limits...).
+
+        The engine is fine: other incidents go on being asked, and this one
+        keeps its last evidence until its answer would have expired anyway.
+        """
+        self._count("failed")
+        log.warning(
+            "anomaly evidence query refused; the incident keeps its last evidence",
+            extra={"incident": incident.id, "error": str(exc)},
+        )
+        _remember(self._answers, key, (self._monotonic(), self._last_known(incident)))
 
     def _failed(self, exc: PromQLError) -> None:
         self._count("failed")

@@ -45,7 +45,13 @@ from ai_sidecar.anomaly.evidence import (
 )
 from ai_sidecar.app import create_app
 from ai_sidecar.models import AnomalyEvidence, Incident, Member
-from ai_sidecar.promql import HttpPromQLClient, PromQLClient, Sample, UnavailableError
+from ai_sidecar.promql import (
+    BadQueryError,
+    HttpPromQLClient,
+    PromQLClient,
+    Sample,
+    UnavailableError,
+)
 from ai_sidecar.settings import SidecarSettings
 from scripts.localstack import Service, free_port, prometheus_service
 from tests.ai_sidecar.builders import T0, alert, fingerprint, payload
@@ -480,6 +486,33 @@ async def test_after_a_restart_an_outage_keeps_the_evidence_the_incident_was_sav
     assert await source.evidence(wan) == (saved,)  # failed
     assert await source.evidence(wan) == (saved,)  # skipped: Prometheus is left alone
     assert await source.evidence(replace(wan, anomaly_evidence=())) == ()
+
+
+async def test_a_refused_query_pauses_nobody_else():
+    class Limited(InstantOnly):
+        """Refuses the queries of one big incident, as Mimir does past its series limit."""
+
+        calls = 0
+
+        async def instant(self, query: str, *args: Any, **kwargs: Any) -> tuple[Sample, ...]:
+            self.calls += 1
+            if "big" in query:
+                raise BadQueryError(422, "execution", "the query exceeded the series limit")
+            return ()
+
+    limited, ticker = Limited(), Ticker()
+    source = ScrapedAnomalyEvidence(limited, monotonic=ticker)
+    now = datetime.now(UTC)
+    big = incident(member("HostDown", now, instance="big"))
+    small = incident(member("HostDown", now, instance="small"))
+    assert await source.evidence(big) == ()
+    assert await source.evidence(small) == ()
+    assert limited.calls == 2  # asked: the engine itself is fine
+    assert await source.evidence(big) == ()
+    assert limited.calls == 2  # the refused one is not asked again at once
+    ticker.now += 120
+    assert await source.evidence(big) == ()
+    assert limited.calls == 3
 
 
 async def test_a_prometheus_that_never_answers_costs_one_time_box():
