@@ -261,6 +261,36 @@ def test_inhibition_mutes_only_the_enriched_alerts_own_raw_alert(tmp_path, own, 
             assert raw_states() == {own[label]: True, other: False}
 
 
+@pytest.mark.parametrize("priority", ["P1", "P3"])
+def test_an_incidents_anomaly_copy_joins_its_one_slack_group(tmp_path, priority):
+    """One Slack notification per incident, anomaly or not; only the others by email."""
+    copy = {"scout_enriched": "true", "scout_incident": "inc-1", "scout_priority": priority}
+    down = {"alertname": "InterfaceDown", "instance": "sw1", "ifName": "Gi0/1", **copy}
+    anomaly = {**down, "alertname": "AnomalyDetected", "signal": "interface_in_bits"}
+    with SlackSink() as sink:
+        config = render_config(
+            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+        )
+        with Alertmanager(tmp_path, config) as am:
+            am.post([postable(down), postable(anomaly)])
+
+            def grouped(receiver: str) -> list[list[str]]:
+                return [
+                    sorted(a["labels"]["alertname"] for a in group["alerts"])
+                    for group in am.groups()
+                    if group["receiver"]["name"] == receiver
+                    and group["labels"].get("scout_incident") == "inc-1"
+                ]
+
+            wait_for(
+                lambda: sum(map(len, grouped("scout-slack"))) == 2,
+                timeout=10,
+                what="both copies grouped for Slack",
+            )
+            assert grouped("scout-slack") == [["AnomalyDetected", "InterfaceDown"]]
+            assert grouped("scout-email") == ([["InterfaceDown"]] if priority == "P1" else [])
+
+
 # Text anyone who can set a label, an annotation or a switch port's ifAlias controls.
 HOSTILE = (
     "<!channel> <!here> <@U123> <https://evil.example|click> <javascript:alert(1)>"

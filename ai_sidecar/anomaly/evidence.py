@@ -25,16 +25,23 @@ the strongest :data:`MAX_EVIDENCE` are kept.
 The worker asks on every change of an incident and once a minute for open
 ones, so the cost is bounded: answers are cached for :data:`CACHE_TTL`, at most
 :data:`QUERY_RATE` queries a second are made (a storm's other incidents keep
-their last evidence until the next round), and each is time-boxed. A failing
+their last evidence until the next round: the one this source found, or the
+one the incident was saved with), and each is time-boxed. A slow
+Prometheus that still answers within the box costs the worker at most
+:data:`WAIT_SHARE` of its time (after a burst of :data:`WAIT_BURST` seconds):
+queries wait for their turn, as over the query budget. A failing
 Prometheus degrades to the last evidence known (or none): the outage is logged
 when it starts and when it ends, counted in
 ``scout_sidecar_anomaly_evidence_queries_total{outcome="failed"}``, and the
 engine is left alone for a pause that doubles from :data:`RETRY_FIRST` to
-:data:`RETRY_MAX`.
+:data:`RETRY_MAX`. A query the engine refuses (HTTP 400 or 422: a limit on
+series or samples) is that incident's problem: it keeps its last evidence for
+:data:`CACHE_TTL`, and the others are asked as usual.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -49,7 +56,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.models import AnomalyEvidence, Incident, Member
-from ai_sidecar.promql import PromQLClient, PromQLError, Sample
+from ai_sidecar.promql import BadQueryError, PromQLClient, PromQLError, Sample
 
 log = logging.getLogger("ai_sidecar.anomaly.evidence")
 
@@ -72,6 +79,10 @@ CACHE_TTL = 60.0
 CACHE_SIZE = 4096
 QUERY_RATE = 10.0
 QUERY_BURST = 50.0
+# Seconds the worker may spend waiting for answers, per second, and at once:
+# one change of a storm's incidents asks one query after another.
+WAIT_SHARE = 0.1
+WAIT_BURST = 5.0
 RETRY_FIRST = 10.0
 RETRY_MAX = 300.0
 # Labels that name the element of a device a series is about, in the order a
@@ -96,6 +107,8 @@ _ACRONYMS = frozenset(
         "wan",
     ]
 )
+# Statuses that refuse one query (its syntax, its cost), not the engine's service.
+_QUERY_FAULTS = (400, 422)
 # Which row of the answer a sample is: the label the query adds to tell them apart.
 _KIND = "scout_evidence"
 Outcome = Literal["answered", "failed", "skipped"]
@@ -172,7 +185,8 @@ class ScrapedAnomalyEvidence:
         # Incident id -> its latest evidence, served while no query can be made.
         self._last: OrderedDict[str, tuple[AnomalyEvidence, ...]] = OrderedDict()
         self._tokens = QUERY_BURST
-        self._tokens_at = monotonic()
+        self._wait_credit = WAIT_BURST
+        self._budget_at = monotonic()
         self._failures = 0
         self._paused_until = 0.0
 
@@ -189,27 +203,56 @@ class ScrapedAnomalyEvidence:
         cached = self._answers.get(key)
         if cached is not None and now - cached[0] < CACHE_TTL:
             return cached[1]
-        if now < self._paused_until or not self._take_token(now):
+        if now < self._paused_until or not self._take_turn(now):
             self._count("skipped")
-            return self._last.get(incident.id, ())
+            return self._last_known(incident)
         try:
             samples = await self._client.instant(window.query, window.at, time_box=self._time_box)
         except PromQLError as exc:
-            self._failed(exc)
-            return self._last.get(incident.id, ())
+            if isinstance(exc, BadQueryError) and exc.status in _QUERY_FAULTS:
+                self._refused(incident, key, exc)
+            else:
+                self._failed(exc)
+            return self._last_known(incident)
+        finally:
+            self._wait_credit -= self._monotonic() - now
         self._recovered()
         found = match_evidence(samples, window.members, self._floor)
         _remember(self._answers, key, (self._monotonic(), found))
         _remember(self._last, incident.id, found)
         return found
 
-    def _take_token(self, now: float) -> bool:
-        self._tokens = min(QUERY_BURST, self._tokens + (now - self._tokens_at) * QUERY_RATE)
-        self._tokens_at = now
-        if self._tokens < 1.0:
+    def _last_known(self, incident: Incident) -> tuple[AnomalyEvidence, ...]:
+        """The latest evidence this source found, else what the incident was saved with.
+
+        After a restart, or on the replica that took the worker over, the saved
+        evidence is the last known: an outage must not strip it.
+        """
+        return self._last.get(incident.id, incident.anomaly_evidence)
+
+    def _take_turn(self, now: float) -> bool:
+        """Whether both budgets, queries and seconds waited, allow a query now."""
+        elapsed = now - self._budget_at
+        self._budget_at = now
+        self._tokens = min(QUERY_BURST, self._tokens + elapsed * QUERY_RATE)
+        self._wait_credit = min(WAIT_BURST, self._wait_credit + elapsed * WAIT_SHARE)
+        if self._tokens < 1.0 or self._wait_credit <= 0.0:
             return False
         self._tokens -= 1.0
         return True
+
+    def _refused(self, incident: Incident, key: tuple[object, ...], exc: BadQueryError) -> None:
+        """This incident's query was refused (too many series for the engine's limits...).
+
+        The engine is fine: other incidents go on being asked, and this one
+        keeps its last evidence until its answer would have expired anyway.
+        """
+        self._count("failed")
+        log.warning(
+            "anomaly evidence query refused; the incident keeps its last evidence",
+            extra={"incident": incident.id, "error": str(exc)},
+        )
+        _remember(self._answers, key, (self._monotonic(), self._last_known(incident)))
 
     def _failed(self, exc: PromQLError) -> None:
         self._count("failed")
@@ -261,7 +304,7 @@ def evidence_window(incident: Incident, now: datetime) -> EvidenceQuery | None:
     end = now if resolved is None else min(resolved, now)
     span = min(MAX_SPAN, max(MIN_SPAN, end - start))
     minutes = math.ceil(span.total_seconds() / 60)
-    selector = f'{{instance=~"{_alternatives(instances)}"}}'
+    selector = f"{{instance=~{_alternatives(instances)}}}"
     step = int(STEP.total_seconds())
     trusted = f"{SCORE}{selector} unless {WARMING}{selector} == 1"
     query = " or ".join(
@@ -283,9 +326,13 @@ def _tagged(expr: str, kind: str) -> str:
 
 
 def _alternatives(values: Iterable[str]) -> str:
-    """An RE2 alternation matching exactly ``values``, inside a PromQL string."""
-    pattern = "|".join(re.escape(value) for value in values)
-    return pattern.replace("\\", "\\\\").replace('"', '\\"')
+    """A PromQL string holding an RE2 alternation that matches exactly ``values``.
+
+    JSON's string escapes are a subset of PromQL's: a label value may hold a
+    newline, which a PromQL string cannot hold raw. Characters beyond ASCII
+    stay as they are (PromQL reads UTF-8; JSON's surrogate pairs it refuses).
+    """
+    return json.dumps("|".join(re.escape(value) for value in values), ensure_ascii=False)
 
 
 def match_evidence(
@@ -302,11 +349,24 @@ def match_evidence(
                 scores[key] = (labels, value)
         elif kind in ("lower", "upper") and math.isfinite(value):
             bands.setdefault(key, {})[kind] = value
-    found = []
-    for labels, score in scores.values():
-        if score < floor:
-            continue
-        member = next((m for m in members if _supports(labels, m.labels)), None)
+    # Members by instance, in their order: a storm's incident has thousands of
+    # members and its answer thousands of series; each series is only matched
+    # against its own device's members, strongest first, until enough are found.
+    on_instance: dict[str, list[Member]] = {}
+    for m in members:
+        on_instance.setdefault(m.labels.get("instance", ""), []).append(m)
+    strongest = sorted(
+        (
+            (describe_series(labels), min(1.0, score), labels)
+            for labels, score in scores.values()
+            if score >= floor
+        ),
+        key=lambda c: (-c[1], c[0], sorted(c[2].items())),
+    )
+    found: list[AnomalyEvidence] = []
+    for subject, score, labels in strongest:
+        candidates = on_instance.get(labels.get("instance", ""), ())
+        member = next((m for m in candidates if _supports(labels, m.labels)), None)
         if member is None:
             continue
         bound = bands.get(_key(labels), {})
@@ -316,15 +376,12 @@ def match_evidence(
             band = format_band(signal, bound["lower"], bound["upper"])
         found.append(
             AnomalyEvidence(
-                subject=describe_series(labels),
-                score=min(1.0, score),
-                band=band,
-                member=member.fingerprint,
-                labels=labels,
+                subject=subject, score=score, band=band, member=member.fingerprint, labels=labels
             )
         )
-    found.sort(key=lambda e: (-e.score, e.subject, sorted(e.labels.items())))
-    return tuple(found[:MAX_EVIDENCE])
+        if len(found) == MAX_EVIDENCE:
+            break
+    return tuple(found)
 
 
 def _key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

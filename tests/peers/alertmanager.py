@@ -246,6 +246,13 @@ class Alertmanager:
         assert isinstance(body, list)
         return body
 
+    def groups(self) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts/groups``: one entry per route and group, with its receiver."""
+        status, body = self._request("GET", "/api/v2/alerts/groups")
+        assert status == 200, (status, body)
+        assert isinstance(body, list)
+        return body
+
     def log_tail(self, lines: int = 30) -> str:
         return self.service.log_tail(lines)
 

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ from ai_sidecar.anomaly.evidence import (
     QUERY_BURST,
     QUERY_RATE,
     RETRY_FIRST,
+    TIME_BOX,
+    WAIT_BURST,
     ScrapedAnomalyEvidence,
     create_evidence_metrics,
     evidence_window,
@@ -43,7 +45,13 @@ from ai_sidecar.anomaly.evidence import (
 )
 from ai_sidecar.app import create_app
 from ai_sidecar.models import AnomalyEvidence, Incident, Member
-from ai_sidecar.promql import HttpPromQLClient, PromQLClient, Sample
+from ai_sidecar.promql import (
+    BadQueryError,
+    HttpPromQLClient,
+    PromQLClient,
+    Sample,
+    UnavailableError,
+)
 from ai_sidecar.settings import SidecarSettings
 from scripts.localstack import Service, free_port, prometheus_service
 from tests.ai_sidecar.builders import T0, alert, fingerprint, payload
@@ -78,6 +86,9 @@ LIVE: dict[str, tuple[dict[str, str], float, float | None, float | None]] = {
 HIST_FW = {"signal": "wan_throughput", "job": "snmp", "instance": "hist-fw", "ifName": "wan0"}
 HIST_ISP = {"signal": "probe_rtt", "job": "probe_icmp", "instance": "hist-isp"}
 HIST_WEB = {"signal": "host_cpu", "job": "node", "instance": "hist-web"}
+# An instance anyone able to set a label could name: a quote, backslashes, a
+# newline and regular-expression syntax.
+HIST_ODD = {"signal": "host_cpu", "job": "node", "instance": 'odd\\host"1\n(a|.*)\\n'}
 
 
 def at(minute: float) -> datetime:
@@ -99,10 +110,18 @@ def history(minute: int) -> Iterator[tuple[str, dict[str, str], float]]:
     # hist-web: scores 0.99 from 100 to 150, but warms up until 140.
     yield "scout_anomaly_score", HIST_WEB, 0.99 if 100 <= minute < 150 else 0.2
     yield "scout_anomaly_warming", HIST_WEB, 1.0 if minute < 140 else 0.0
+    # The odd instance: anomalous all along.
+    yield "scout_anomaly_score", HIST_ODD, 0.9
+    yield "scout_anomaly_warming", HIST_ODD, 0.0
 
 
 def _labels(labels: dict[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    """Labels as the text formats write them: backslash, quote and newline escaped."""
+
+    def escaped(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return "{" + ",".join(f'{k}="{escaped(v)}"' for k, v in labels.items()) + "}"
 
 
 def write_history(directory: Path) -> None:
@@ -352,6 +371,21 @@ async def test_scores_of_a_warming_series_are_no_evidence(history_client):
     assert scores(found) == {"host CPU of hist-web": 0.99}
 
 
+async def test_an_instance_with_quotes_newlines_and_regex_syntax_is_matched_exactly(
+    history_client,
+):
+    source = ScrapedAnomalyEvidence(history_client, clock=lambda: at(200))
+    odd = member("HostCpuHigh", at(150), job="node", instance=HIST_ODD["instance"])
+    link = member("WanLinkDown", at(150), job="snmp", instance="hist-fw", ifName="wan0")
+    found = await source.evidence(incident(odd, link))
+    # The odd value breaks neither the query nor the others' evidence.
+    assert scores(found) == {
+        f"host CPU of {HIST_ODD['instance']}": 0.9,
+        "WAN throughput of hist-fw wan0": 0.95,
+    }
+    assert {e.member for e in found} == {odd.fingerprint, link.fingerprint}
+
+
 # ---------------------------------------------------------------- failures and cost
 
 
@@ -368,6 +402,13 @@ class Switch:
         self.calls += 1
         target = self.broken if self.failing else self.working
         return await target.instant(query, at, time_box=time_box)
+
+    async def range(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("evidence needs no range query")
+
+
+class InstantOnly:
+    """A stand-in client's range query: evidence never asks one."""
 
     async def range(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("evidence needs no range query")
@@ -432,6 +473,48 @@ async def test_an_unreachable_prometheus_degrades_to_the_last_evidence_and_recov
     assert "cannot reach Prometheus" in caplog.records[0].error  # type: ignore[attr-defined]
 
 
+async def test_after_a_restart_an_outage_keeps_the_evidence_the_incident_was_saved_with():
+    class Down(InstantOnly):
+        async def instant(self, *args: Any, **kwargs: Any) -> tuple[Sample, ...]:
+            raise UnavailableError("cannot reach Prometheus")
+
+    saved = AnomalyEvidence("WAN throughput of fw-1 wan0", 0.97, "120-340 Mbit/s")
+    now = datetime.now(UTC)
+    wan = replace(incident(member("AnomalyDetected", now, **WAN0)), anomaly_evidence=(saved,))
+    # A new source (a restart, or another replica leading): nothing found yet.
+    source = ScrapedAnomalyEvidence(Down())
+    assert await source.evidence(wan) == (saved,)  # failed
+    assert await source.evidence(wan) == (saved,)  # skipped: Prometheus is left alone
+    assert await source.evidence(replace(wan, anomaly_evidence=())) == ()
+
+
+async def test_a_refused_query_pauses_nobody_else():
+    class Limited(InstantOnly):
+        """Refuses the queries of one big incident, as Mimir does past its series limit."""
+
+        calls = 0
+
+        async def instant(self, query: str, *args: Any, **kwargs: Any) -> tuple[Sample, ...]:
+            self.calls += 1
+            if "big" in query:
+                raise BadQueryError(422, "execution", "the query exceeded the series limit")
+            return ()
+
+    limited, ticker = Limited(), Ticker()
+    source = ScrapedAnomalyEvidence(limited, monotonic=ticker)
+    now = datetime.now(UTC)
+    big = incident(member("HostDown", now, instance="big"))
+    small = incident(member("HostDown", now, instance="small"))
+    assert await source.evidence(big) == ()
+    assert await source.evidence(small) == ()
+    assert limited.calls == 2  # asked: the engine itself is fine
+    assert await source.evidence(big) == ()
+    assert limited.calls == 2  # the refused one is not asked again at once
+    ticker.now += 120
+    assert await source.evidence(big) == ()
+    assert limited.calls == 3
+
+
 async def test_a_prometheus_that_never_answers_costs_one_time_box():
     release = asyncio.Event()
 
@@ -486,6 +569,37 @@ async def test_a_storm_of_incidents_is_held_to_the_query_budget():
     assert counting.calls == QUERY_BURST + 2 * QUERY_RATE
 
 
+async def test_a_slow_prometheus_costs_the_worker_a_bounded_share_of_its_time():
+    ticker = Ticker()
+
+    class Slow(InstantOnly):
+        """Answers every query, each after 2.5 seconds: inside the time box."""
+
+        calls = 0
+
+        async def instant(self, *args: Any, **kwargs: Any) -> tuple[Sample, ...]:
+            self.calls += 1
+            ticker.now += 2.5
+            return ()
+
+    slow = Slow()
+    source = ScrapedAnomalyEvidence(slow, monotonic=ticker)
+    now = datetime.now(UTC)
+    storm = [incident(member("HostDown", now, instance=f"h{i}")) for i in range(100)]
+    started = ticker.now
+    for each in storm:
+        await source.evidence(each)
+    # One after another, 100 queries would have held the worker 250 seconds.
+    assert ticker.now - started <= WAIT_BURST + TIME_BOX.total_seconds()
+    asked = slow.calls
+    assert asked >= 1
+    # The budget comes back with time: a minute later the next ones are asked.
+    ticker.now += 60.0
+    for each in storm[asked:]:
+        await source.evidence(each)
+    assert slow.calls > asked
+
+
 # ---------------------------------------------------------------- pieces
 
 
@@ -525,6 +639,44 @@ def test_nan_and_out_of_range_scores_never_make_invalid_evidence():
     ]
     found = match_evidence(samples, [host], 0.5)
     assert [(e.subject, e.score, e.band) for e in found] == [("b of h1", 1.0, None)]
+
+
+def test_a_storm_incident_is_matched_in_time_linear_in_its_size():
+    # A site outage: 100 switches with 48 interfaces down each, two anomalous
+    # series per interface. Matching every series against every member took
+    # seconds of the worker's event loop (on every change of the incident).
+    switches, ports = range(100), range(48)
+    members = [
+        member("InterfaceDown", at(0), job="snmp", instance=f"sw{s}", ifName=f"Gi0/{p}")
+        for s in switches
+        for p in ports
+    ]
+    samples = [
+        Sample(
+            {
+                "signal": signal,
+                "job": "snmp",
+                "instance": f"sw{s}",
+                "ifName": f"Gi0/{p}",
+                "scout_evidence": "score",
+            },
+            0.0,
+            0.6 + (s * 48 + p) / 100_000,
+        )
+        for s in switches
+        for p in ports
+        for signal in ("interface_in_bits", "interface_utilisation")
+    ]
+    started = time.perf_counter()
+    found = match_evidence(samples, members, 0.5)
+    elapsed = time.perf_counter() - started
+    # The strongest: the last switch's last ports, each with its own member.
+    assert [(e.subject, e.member) for e in found[:2]] == [
+        ("interface in bits of sw99 Gi0/47", members[-1].fingerprint),
+        ("interface utilisation of sw99 Gi0/47", members[-1].fingerprint),
+    ]
+    assert len(found) == 10
+    assert elapsed < 2.0, f"{elapsed:.2f} s to match {len(samples)} series to {len(members)}"
 
 
 # ---------------------------------------------------------------- the whole sidecar
