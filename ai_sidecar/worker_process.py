@@ -38,7 +38,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +71,16 @@ NICENESS = 10
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _lock_data_dir(data_dir: Path) -> int:
-    """Hold the worker lock for the life of this process; waits for a previous holder."""
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+def lock_file(path: Path) -> int:
+    """Hold an exclusive lock on ``path`` for the life of this process; waits for a holder."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
@@ -94,7 +94,7 @@ def child_main(
     metrics_pipe: multiprocessing.connection.Connection,
 ) -> None:
     """Entry point of the worker process."""
-    _die_with_parent()
+    die_with_parent()
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     configure_logging(log_level, log_format)
@@ -103,7 +103,7 @@ def child_main(
     # stretches each write transaction (and the webhook's wait for the write
     # lock) by as much per statement.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    lock = _lock_data_dir(settings.data_dir)
+    lock = lock_file(settings.data_dir / LOCK_FILE)
     try:
         asyncio.run(_serve(settings, config, components, metrics_pipe))
     finally:
@@ -196,8 +196,14 @@ class WorkerProcess:
         forwarded: ForwardedMetrics,
         log_level: str,
         log_format: LogFormat,
+        *,
+        target: Callable[..., None] = child_main,
+        name: str = "scout-sidecar-worker",
     ) -> None:
         self._args: tuple[Any, ...] = (settings, config, log_level, log_format, components)
+        # Another child (the anomaly scorer) runs under the same watch with its own entry point.
+        self._target = target
+        self._name = name
         self._forwarded = forwarded
         # spawn, not fork: the parent has threads (the store's) and an event loop.
         self._context = multiprocessing.get_context("spawn")
@@ -226,7 +232,7 @@ class WorkerProcess:
                 if self._stopping.is_set():
                     return
                 process = self._context.Process(
-                    target=child_main, args=(*self._args, sender), name="scout-sidecar-worker"
+                    target=self._target, args=(*self._args, sender), name=self._name
                 )
                 process.start()
                 self._process = process
@@ -238,8 +244,8 @@ class WorkerProcess:
             process.join()
             if not self._stopping.is_set():
                 log.error(
-                    "worker process exited; restarting it",
-                    extra={"exitcode": process.exitcode},
+                    "child process exited; restarting it",
+                    extra={"process": self._name, "exitcode": process.exitcode},
                 )
                 self._stopping.wait(RESTART_DELAY)
 
