@@ -468,6 +468,7 @@ _SIGNAL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _CLOCK_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 # A signal's history in steps: what one fit holds per series (28 days at 1m is 40,320).
 MAX_HISTORY_POINTS = 100_000
+DEFAULT_RETRAIN_AT = "03:00"
 
 
 def _signal_name(value: str) -> str:
@@ -548,7 +549,8 @@ def _default_signals() -> list[SignalConfig]:
 class RetrainConfig(StrictModel):
     """When profiles are refitted: daily ``at`` a UTC time, or ``every`` interval; drift early."""
 
-    at: Annotated[str, AfterValidator(_clock_time)] | None = "03:00"
+    # Neither set: daily at DEFAULT_RETRAIN_AT.
+    at: Annotated[str, AfterValidator(_clock_time)] | None = None
     every: Duration | None = None
     # PSI of recent residuals against the training residuals above which a
     # signal is refitted before its schedule, at most once per min_interval.
@@ -557,16 +559,16 @@ class RetrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_schedule(self) -> Self:
-        if self.every is not None and "at" in self.model_fields_set and self.at is not None:
+        if self.every is not None and self.at is not None:
             raise ValueError("set at or every, not both")
         return self
 
     @property
     def daily_at(self) -> tuple[int, int] | None:
         """(hour, minute) UTC of the daily refit, or None with ``every``."""
-        if self.every is not None or self.at is None:
+        if self.every is not None:
             return None
-        hour, minute = self.at.split(":")
+        hour, minute = (self.at or DEFAULT_RETRAIN_AT).split(":")
         return int(hour), int(minute)
 
 

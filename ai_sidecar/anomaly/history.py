@@ -169,9 +169,7 @@ def _place(row: NDArray[np.float64], series: Series, first: float, step: float) 
     return bool(usable.any())
 
 
-async def _series_count(
-    client: PromQLClient, query: str, at: float, options: FetchOptions
-) -> int:
+async def _series_count(client: PromQLClient, query: str, at: float, options: FetchOptions) -> int:
     """How many series ``query`` has at ``at`` (at least 1): sizes the windows."""
     samples = await _retried(
         lambda: client.instant(f"count(({query}))", _utc(at), time_box=options.time_box),

@@ -191,9 +191,7 @@ class ModelRegistry:
         state = {name.removeprefix("state."): value for name, value in arrays.items()}
         if last_seen.shape != (len(keys),):
             return None
-        return Checkpoint(
-            meta["version"], keys, float(meta["last_timestamp"]), last_seen, state
-        )
+        return Checkpoint(meta["version"], keys, float(meta["last_timestamp"]), last_seen, state)
 
     def _numbers(self, signal: str) -> list[int]:
         directory = self._root / signal
