@@ -139,10 +139,13 @@ anomaly:
 """
     config = parse_config(text, "anomaly.yml")
     anomaly = config.anomaly
-    assert anomaly.enabled and anomaly.score_interval == timedelta(seconds=30)
-    assert anomaly.retrain.every == timedelta(hours=6) and anomaly.retrain.daily_at is None
+    assert anomaly.enabled
+    assert anomaly.score_interval == timedelta(seconds=30)
+    assert anomaly.retrain.every == timedelta(hours=6)
+    assert anomaly.retrain.daily_at is None
     (signal,) = anomaly.signals
-    assert signal.step == timedelta(minutes=5) and signal.history == timedelta(days=28)
+    assert signal.step == timedelta(minutes=5)
+    assert signal.history == timedelta(days=28)
     assert (signal.transform, signal.seasonality) == ("log1p", "weekly")
     assert (signal.min_deviation, signal.min_level, signal.max_series) == (1e6, 10.0, 50)
     assert signal.keep_labels == ["instance"]
