@@ -227,13 +227,18 @@ async def test_injected_anomaly_scores_high_and_normal_points_stay_inside_the_ba
     assert [(r["metric"]["signal"], r["value"][1]) for r in version] == [("load", "1")]
 
 
+@pytest.mark.parametrize("worker_process", [False, True], ids=["inline", "anomaly-process"])
 async def test_the_app_with_anomaly_enabled_trains_and_exports_on_its_own(
-    tmp_path, aiohttp_client, prometheus_with
+    tmp_path, aiohttp_client, prometheus_with, worker_process
 ):
     base = prometheus_with([])
     settings = SidecarSettings(data_dir=tmp_path / "data", prometheus_url=base)
+    settings.data_dir.mkdir()
     config = SidecarConfig(anomaly=anomaly_config(score_interval="1s"))
-    client = await aiohttp_client(create_app(settings, config))
+    # As `scout-sidecar serve` runs it: the loop in a child process, its
+    # families forwarded to this one's /metrics.
+    app = create_app(settings, config, worker_process=worker_process)
+    client = await aiohttp_client(app)
     deadline = time.monotonic() + 60
     text = ""
     while time.monotonic() < deadline:
