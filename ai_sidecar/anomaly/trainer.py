@@ -40,6 +40,7 @@ from ai_sidecar.anomaly.registry import ModelMeta, ModelRegistry
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.config import AnomalyConfig, SignalConfig
 from ai_sidecar.promql import BearerToken, HttpPromQLClient, PromQLClient
+from ai_sidecar.worker_process import die_with_parent
 
 log = logging.getLogger("ai_sidecar.anomaly")
 
@@ -269,8 +270,12 @@ class TrainingProcess:
     async def run(self, job: TrainingJob) -> TrainingResult:
         if self._executor is None:
             # spawn, not fork: the caller has threads and an event loop.
+            # It dies with its parent, like the worker: a kill -9 of the scoring
+            # process must not leave a fit running.
             self._executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent,
             )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, run_training, job)
