@@ -85,6 +85,31 @@ def lock_file(path: Path) -> int:
     return fd
 
 
+def become_child(log_level: str, log_format: LogFormat) -> None:
+    """What every child process of the sidecar does first: die with the parent, yield the
+    CPU to the HTTP process, log like it."""
+    die_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
+    configure_logging(log_level, log_format)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGTERM or SIGINT sets: how a child process is asked to stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    return stop
+
+
+async def until_stopped(main: asyncio.Task[Any], stop: asyncio.Event) -> None:
+    """Wait until ``main`` ends or ``stop`` is set."""
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+
+
 def child_main(
     settings: SidecarSettings,
     config: SidecarConfig,
@@ -94,10 +119,7 @@ def child_main(
     metrics_pipe: multiprocessing.connection.Connection,
 ) -> None:
     """Entry point of the worker process."""
-    die_with_parent()
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
-    configure_logging(log_level, log_format)
+    become_child(log_level, log_format)
     # The store's writer thread gives up the GIL around every statement; with
     # the default 5 ms switch interval, taking it back from a busy worker
     # stretches each write transaction (and the webhook's wait for the write
@@ -116,10 +138,7 @@ async def _serve(
     components: ComponentsFactory,
     metrics_pipe: multiprocessing.connection.Connection,
 ) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    stop = stop_on_signals()
     pipeline_registry = CollectorRegistry()
     metrics = create_metrics(pipeline_registry=pipeline_registry)
     wakeup = asyncio.Event()
@@ -154,9 +173,7 @@ async def _serve(
         asyncio.create_task(_send_metrics(pipeline_registry, metrics_pipe)),
     ]
     log.info("worker process started", extra={"pid": os.getpid()})
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
+    await until_stopped(main, stop)
     await cancel_tasks(tasks)
     log.info("worker process stopped")
 

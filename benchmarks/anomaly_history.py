@@ -10,9 +10,10 @@ The script backfills ``--series`` gauge series of ``--days`` days at
 ``--step`` seconds into a Prometheus of its own (``promtool tsdb
 create-blocks-from openmetrics``, one file per day, each deleted once turned
 into blocks), starts it on a free loopback port, fetches the whole history the
-way the trainer does and reports: wall time, requests, bytes of JSON decoded,
-the bytes of answers Prometheus counts as sent, the matrix's
-shape and size, the client's peak resident memory and Prometheus's CPU.
+way the trainer does and reports: wall time, requests, bytes of JSON the
+client decoded (after aiohttp undid Prometheus's gzip; the compressed size on
+the wire is not measured), the matrix's shape and size, the client's peak
+resident memory and Prometheus's CPU.
 
 It also asks Prometheus for the same history in windows of 11,000 points
 without the sample budget, as a client that only honours the per-series cap
@@ -25,18 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlencode
 
 import aiohttp
 import numpy as np
@@ -45,6 +42,7 @@ from ai_sidecar.anomaly.history import FetchOptions, fetch_history
 from ai_sidecar.promql import HttpPromQLClient, PromQLError
 from benchmarks.common import cpu_seconds, version_line
 from scripts.localstack import find_binary, free_port, prometheus_service
+from tests.peers.promql import create_blocks
 
 METRIC = "scout_bench_load"
 DAY = 86_400
@@ -77,29 +75,10 @@ def backfill(directory: Path, series: int, days: int, step: int, end: int) -> fl
         path = directory / f"day-{day}.om"
         first = start + day * DAY
         write_day(path, series, first, first + DAY, step, seed=day)
-        subprocess.run(
-            [
-                find_binary("promtool"),
-                "tsdb",
-                "create-blocks-from",
-                "openmetrics",
-                str(path),
-                str(directory / "prometheus"),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        create_blocks(path, directory / "prometheus")
         path.unlink()
         print(f"  day {day + 1}/{days} backfilled ({time.monotonic() - began:.0f}s)", flush=True)
     return time.monotonic() - began
-
-
-def response_bytes(base: str) -> float:
-    """Bytes of query answers Prometheus says it sent (its own handler instrumentation)."""
-    expr = 'sum(prometheus_http_response_size_bytes_sum{handler=~"/api/v1/query.*"})'
-    with urllib.request.urlopen(f"{base}/api/v1/query?{urlencode({'query': expr})}") as answer:
-        result = json.load(answer)["data"]["result"]
-    return float(result[0]["value"][1]) if result else 0.0
 
 
 class Bytes:
@@ -124,7 +103,6 @@ async def fetch(
     base: str, start: int, end: int, step: int, options: FetchOptions
 ) -> dict[str, float]:
     counted = Bytes()
-    sent_before = response_bytes(base)
     began = time.monotonic()
     async with aiohttp.ClientSession(trace_configs=[counted.trace()]) as session:
         client = HttpPromQLClient(base, session)
@@ -147,7 +125,6 @@ async def fetch(
         "missing": float(np.count_nonzero(np.isnan(history.values))),
         "matrix_bytes": history.values.nbytes,
         "decoded_bytes": counted.decoded,
-        "sent_bytes": response_bytes(base) - sent_before,
     }
 
 
@@ -193,9 +170,7 @@ def main() -> int:
         )
         print(
             f"  JSON decoded {found['decoded_bytes'] / 1e9:.2f} GB "
-            f"({found['decoded_bytes'] / samples:.1f} B/sample); "
-            f"sent by Prometheus {found['sent_bytes'] / 1e9:.2f} GB "
-            f"({found['sent_bytes'] / samples:.1f} B/sample)"
+            f"({found['decoded_bytes'] / samples:.1f} B/sample)"
         )
         print(
             f"  matrix {found['matrix_bytes'] / 1e9:.2f} GB, "

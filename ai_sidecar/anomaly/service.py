@@ -20,7 +20,6 @@ import contextlib
 import logging
 import multiprocessing.connection
 import os
-import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
@@ -34,10 +33,17 @@ from ai_sidecar.anomaly.trainer import TrainingJob, TrainingProcess, TrainingRes
 from ai_sidecar.components import ComponentsFactory, build_components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.metrics import ForwardedMetrics
+from ai_sidecar.pipeline import cancel_tasks
 from ai_sidecar.promql import BearerToken, HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.worker_process import NICENESS, WorkerProcess, die_with_parent, lock_file
-from exporter.common.logs import LogFormat, configure_logging
+from ai_sidecar.worker_process import (
+    WorkerProcess,
+    become_child,
+    lock_file,
+    stop_on_signals,
+    until_stopped,
+)
+from exporter.common.logs import LogFormat
 
 log = logging.getLogger("ai_sidecar.anomaly")
 
@@ -104,9 +110,7 @@ def add_anomaly_scoring(
     async def inline(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(run_scoring(settings, config, forwarded.update))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_tasks([task])
 
     app.cleanup_ctx.append(inline)
 
@@ -146,10 +150,7 @@ def anomaly_main(
     metrics_pipe: multiprocessing.connection.Connection,
 ) -> None:
     """Entry point of the anomaly process (same arguments as the worker's)."""
-    die_with_parent()
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
-    configure_logging(log_level, log_format)
+    become_child(log_level, log_format)
     lock = lock_file(settings.data_dir / LOCK_FILE)
     try:
         asyncio.run(_serve(settings, config, metrics_pipe))
@@ -162,21 +163,14 @@ async def _serve(
     config: SidecarConfig,
     pipe: multiprocessing.connection.Connection,
 ) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    stop = stop_on_signals()
 
     def publish(families: list[Metric]) -> None:
         with contextlib.suppress(OSError, ValueError):
             pipe.send(families)
 
     scoring = asyncio.create_task(run_scoring(settings, config, publish))
-    stopping = asyncio.create_task(stop.wait())
     log.info("anomaly process started", extra={"pid": os.getpid()})
-    await asyncio.wait({scoring, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (scoring, stopping):
-        task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await scoring
+    await until_stopped(scoring, stop)
+    await cancel_tasks([scoring])
     log.info("anomaly process stopped")

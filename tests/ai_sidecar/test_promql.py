@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import subprocess
 import time
 import urllib.request
 from collections import Counter
@@ -34,7 +33,8 @@ from ai_sidecar.promql import (
     Series,
     UnavailableError,
 )
-from scripts.localstack import Service, find_binary, free_port, prometheus_service
+from scripts.localstack import Service, free_port, prometheus_service
+from tests.peers.promql import create_blocks, start_victoria_metrics
 
 METRIC = "scout_promql_test"
 INTERVAL = 15
@@ -73,42 +73,13 @@ def start_prometheus(directory: Path) -> tuple[Service, str]:
     lines = [f"# TYPE {METRIC} gauge"]
     lines += [f"{METRIC}{labels} {value} {at}" for labels, value, at in samples()]
     openmetrics.write_text("\n".join([*lines, "# EOF", ""]))
-    subprocess.run(
-        [
-            find_binary("promtool"),
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            str(openmetrics),
-            str(directory / "prometheus"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    create_blocks(openmetrics, directory / "prometheus")
     config = directory / "prometheus.yml"
     config.write_text("global: {scrape_interval: 1m}\n")
     port = free_port()
     service = prometheus_service(config, directory, port, ["--web.route-prefix=/prom"])
     service.ready_url = f"http://127.0.0.1:{port}/prom/-/ready"
     return service, f"http://127.0.0.1:{port}/prom"
-
-
-def start_victoria_metrics(directory: Path) -> tuple[Service, str]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    service = Service(
-        name="victoria-metrics",
-        argv=[
-            find_binary("victoria-metrics"),
-            "-search.latencyOffset=1s",
-            f"-httpListenAddr=127.0.0.1:{port}",
-            f"-storageDataPath={directory / 'victoria-metrics'}",
-        ],
-        ready_url=f"{base}/health",
-        log_path=directory / "logs" / "victoria-metrics.log",
-    )
-    return service, base
 
 
 def import_into_victoria_metrics(base: str) -> None:

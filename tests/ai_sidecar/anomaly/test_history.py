@@ -26,14 +26,15 @@ from ai_sidecar.promql import (
     Series,
     UnavailableError,
 )
-from tests.ai_sidecar.anomaly.engines import (
+from tests.ai_sidecar.test_promql import Requests
+from tests.peers.promql import (
     Sample as Point,
 )
-from tests.ai_sidecar.anomaly.engines import (
+from tests.peers.promql import (
     backfill,
-    import_into_victoria,
+    import_into_victoria_metrics,
     start_prometheus,
-    start_victoria,
+    start_victoria_metrics,
 )
 
 METRIC = "scout_history_test"
@@ -65,42 +66,34 @@ def engine(
         backfill(directory, samples())
         service, url = start_prometheus(directory)
     else:
-        service, url = start_victoria(directory)
+        service, url = start_victoria_metrics(directory)
     service.start()
     try:
         service.wait_ready()
         if request.param == "victoria-metrics":
-            import_into_victoria(url, samples())
+            import_into_victoria_metrics(url, samples())
         yield url
     finally:
         service.stop(grace=5)
 
 
-class Recorder:
-    """The range requests a session sent: points per series asked, and most in flight."""
+class Recorder(Requests):
+    """The test_promql request counts, plus the points per series each range request asked."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.points: list[int] = []
-        self.in_flight = 0
-        self.most_in_flight = 0
 
     def trace(self) -> aiohttp.TraceConfig:
-        config = aiohttp.TraceConfig()
+        config = super().trace()
 
         async def started(_: object, __: object, params: aiohttp.TraceRequestStartParams) -> None:
             if params.url.path.endswith("query_range"):
                 query = parse_qs(params.url.query_string)
                 first, last, step = (float(query[k][0]) for k in ("start", "end", "step"))
                 self.points.append(round((last - first) / step) + 1)
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-
-        async def ended(*_: object) -> None:
-            self.in_flight -= 1
 
         config.on_request_start.append(started)
-        config.on_request_end.append(ended)
-        config.on_request_exception.append(ended)
         return config
 
 
@@ -115,6 +108,20 @@ async def client(engine: str, recorder: Recorder) -> AsyncIterator[HttpPromQLCli
         yield HttpPromQLClient(engine, session)
 
 
+async def fetch(client, start=END - 3600, end=END, **overrides):
+    """``fetch_history`` of METRIC on the minute grid, with the test's defaults."""
+    return await fetch_history(
+        client,
+        overrides.pop("query", METRIC),
+        start=start,
+        end=end,
+        step=STEP,
+        keep_labels=KEEP,
+        max_series=overrides.pop("max_series", 10),
+        **overrides,
+    )
+
+
 def by_instance(history) -> dict[str, np.ndarray]:
     return {
         dict(key)["instance"]: row for key, row in zip(history.keys, history.values, strict=True)
@@ -122,9 +129,7 @@ def by_instance(history) -> dict[str, np.ndarray]:
 
 
 async def test_eight_days_come_chunked_on_the_grid_with_gaps_as_nan(client, recorder):
-    history = await fetch_history(
-        client, METRIC, start=START, end=END, step=STEP, keep_labels=KEEP, max_series=10
-    )
+    history = await fetch(client, start=START)
     points = (END - START) // STEP + 1
     assert points > 11_000
     assert np.array_equal(history.timestamps, START + STEP * np.arange(points))
@@ -146,36 +151,17 @@ async def test_eight_days_come_chunked_on_the_grid_with_gaps_as_nan(client, reco
 
 async def test_small_windows_keep_to_the_concurrency_and_give_the_same(client, recorder):
     options = FetchOptions(samples_per_request=4 * 600, concurrency=2)
-    small = await fetch_history(
-        client,
-        METRIC,
-        start=START,
-        end=END,
-        step=STEP,
-        keep_labels=KEEP,
-        max_series=10,
-        options=options,
-    )
+    small = await fetch(client, start=START, options=options)
     assert len(recorder.points) > 15
     assert max(recorder.points) <= 600
     assert recorder.most_in_flight <= 2
-    whole = await fetch_history(
-        client, METRIC, start=START, end=END, step=STEP, keep_labels=KEEP, max_series=10
-    )
+    whole = await fetch(client, start=START)
     assert small.keys == whole.keys
     assert np.array_equal(small.values, whole.values, equal_nan=True)
 
 
 async def test_a_range_off_the_grid_is_rounded_onto_it(client):
-    history = await fetch_history(
-        client,
-        METRIC,
-        start=END - 3600 - 17,
-        end=END - 29,
-        step=STEP,
-        keep_labels=KEEP,
-        max_series=10,
-    )
+    history = await fetch(client, start=END - 3600 - 17, end=END - 29)
     assert history.timestamps[0] == END - 3600
     assert history.timestamps[-1] == END - 60
     assert by_instance(history)["b"][0] == -((END - 3600 - START) // STEP)
@@ -183,13 +169,10 @@ async def test_a_range_off_the_grid_is_rounded_onto_it(client):
 
 async def test_the_budget_keeps_the_freshest_series(client):
     # Across the start of a's hole: a has points in the first windows only.
-    history = await fetch_history(
+    history = await fetch(
         client,
-        METRIC,
         start=HOLE[0] - 3600,
         end=HOLE[0] + 3600,
-        step=STEP,
-        keep_labels=KEEP,
         max_series=2,
         options=FetchOptions(samples_per_request=3 * 30),
     )
@@ -221,43 +204,16 @@ class Flaky:
 async def test_an_unavailable_engine_is_retried_and_a_refusal_is_not(client, monkeypatch):
     monkeypatch.setattr("ai_sidecar.anomaly.history.RETRY_BACKOFF", 0.01)
     flaky = Flaky(client, failures=2)
-    history = await fetch_history(
-        flaky,
-        METRIC,
-        start=END - 3600,
-        end=END,
-        step=STEP,
-        keep_labels=KEEP,
-        max_series=10,
-        options=FetchOptions(retries=2),
-    )
+    history = await fetch(flaky, options=FetchOptions(retries=2))
     assert flaky.calls == 3
     assert len(history.keys) == 3
     failing = Flaky(client, failures=5)
     with pytest.raises(UnavailableError, match="engine restarting"):
-        await fetch_history(
-            failing,
-            METRIC,
-            start=END - 3600,
-            end=END,
-            step=STEP,
-            keep_labels=KEEP,
-            max_series=10,
-            options=FetchOptions(retries=2),
-        )
+        await fetch(failing, options=FetchOptions(retries=2))
     assert failing.calls == 3
     refused = Flaky(client, failures=0)
     with pytest.raises(BadQueryError):
-        await fetch_history(
-            refused,
-            "rate(",
-            start=END - 3600,
-            end=END,
-            step=STEP,
-            keep_labels=KEEP,
-            max_series=10,
-            options=FetchOptions(retries=2),
-        )
+        await fetch(refused, query="rate(", options=FetchOptions(retries=2))
     assert refused.calls == 0  # the series count (an instant query) was refused first
 
 
@@ -275,14 +231,9 @@ async def test_a_stalled_engine_is_cut_off_by_the_time_box(aiohttp_server, monke
     async with aiohttp.ClientSession() as session:
         client = HttpPromQLClient(str(server.make_url("/")), session)
         with pytest.raises(QueryTimeoutError):
-            await fetch_history(
+            await fetch(
                 client,
-                METRIC,
                 start=END - 600,
-                end=END,
-                step=STEP,
-                keep_labels=KEEP,
-                max_series=10,
                 options=FetchOptions(time_box=timedelta(seconds=0.2), retries=1),
             )
     assert time.monotonic() - began < 5

@@ -46,8 +46,8 @@ from ai_sidecar.keys import METRICS
 from ai_sidecar.metrics import ForwardedMetrics
 from ai_sidecar.promql import HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
-from tests.ai_sidecar.anomaly.engines import Sample, backfill, start_prometheus
 from tests.conftest import free_port
+from tests.peers.promql import Sample, backfill, start_prometheus
 
 pytestmark = pytest.mark.peers
 

@@ -1,4 +1,4 @@
-"""Real PromQL engines holding days of history, for the anomaly tests and benchmarks.
+"""Real PromQL engines holding days of history, for tests and benchmarks.
 
 Prometheus reads blocks ``promtool tsdb create-blocks-from openmetrics`` makes
 before it starts, one input file per day (the tool's cost grows with the
@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 from scripts.localstack import Service, find_binary, free_port, prometheus_service
-from tests.ai_sidecar.test_promql import start_victoria_metrics
 
 # (metric, labels, value, Unix seconds)
 Sample = tuple[str, Mapping[str, str], float, int]
@@ -27,6 +26,23 @@ DAY = 86_400
 
 def _labels(labels: Mapping[str, str]) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def create_blocks(openmetrics: Path, blocks: Path) -> None:
+    """Turn one OpenMetrics file into TSDB blocks under ``blocks`` (promtool)."""
+    subprocess.run(
+        [
+            find_binary("promtool"),
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(openmetrics),
+            str(blocks),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 def backfill(directory: Path, samples: Iterable[Sample]) -> Path:
@@ -42,19 +58,7 @@ def backfill(directory: Path, samples: Iterable[Sample]) -> Path:
             lines += [f"# TYPE {metric} gauge", *rows]
         path = inputs / f"{day}.om"
         path.write_text("\n".join([*lines, "# EOF", ""]))
-        subprocess.run(
-            [
-                find_binary("promtool"),
-                "tsdb",
-                "create-blocks-from",
-                "openmetrics",
-                str(path),
-                str(directory / "prometheus"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        create_blocks(path, directory / "prometheus")
     return directory / "prometheus"
 
 
@@ -78,11 +82,25 @@ def start_prometheus(
     return service, f"http://127.0.0.1:{port}"
 
 
-def start_victoria(directory: Path) -> tuple[Service, str]:
-    return start_victoria_metrics(directory)
+def start_victoria_metrics(directory: Path) -> tuple[Service, str]:
+    """VictoriaMetrics on a free port; without the default 30 s hiding of recent samples."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    service = Service(
+        name="victoria-metrics",
+        argv=[
+            find_binary("victoria-metrics"),
+            "-search.latencyOffset=1s",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={directory / 'victoria-metrics'}",
+        ],
+        ready_url=f"{base}/health",
+        log_path=directory / "logs" / "victoria-metrics.log",
+    )
+    return service, base
 
 
-def import_into_victoria(base: str, samples: Iterable[Sample]) -> None:
+def import_into_victoria_metrics(base: str, samples: Iterable[Sample]) -> None:
     text = "".join(
         f"{metric}{_labels(labels)} {value!r} {at * 1000}\n"
         for metric, labels, value, at in samples
