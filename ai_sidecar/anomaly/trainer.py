@@ -14,15 +14,20 @@ history never holds the GIL the webhook or the worker need. Steps:
    reference and its scores the quality statistics, and the state ends warm
    at the last point;
 4. store the state and metadata as a new version (:mod:`.registry`).
+
+Errors: :class:`TrainingError` (a ``SidecarError``) when a training process
+ends without a result; a signal's own failure (Prometheus unavailable, a
+refused query) is reported in :class:`TrainingResult`, not raised.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -39,8 +44,9 @@ from ai_sidecar.anomaly.history import FetchOptions, History, Progress, fetch_hi
 from ai_sidecar.anomaly.registry import ModelMeta, ModelRegistry
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.config import AnomalyConfig, SignalConfig
+from ai_sidecar.errors import SidecarError
 from ai_sidecar.promql import BearerToken, HttpPromQLClient, PromQLClient
-from ai_sidecar.worker_process import die_with_parent
+from ai_sidecar.worker_process import STOP_GRACE, die_with_parent
 
 log = logging.getLogger("ai_sidecar.anomaly")
 
@@ -261,29 +267,65 @@ def run_training(job: TrainingJob) -> TrainingResult:
     return asyncio.run(train(job))
 
 
+class TrainingError(SidecarError):
+    """A training process ended without a result (killed, or crashed)."""
+
+
 class TrainingProcess:
-    """Runs :class:`TrainingJob` s one at a time in a spawned process of their own."""
+    """Runs a :class:`TrainingJob` in a spawned process of its own, one at a time.
+
+    A process per job rather than a pool: :meth:`close` (shutdown, or the
+    caller giving up) ends a fit at once instead of waiting for it, and the
+    process dies with its parent, so a kill -9 of the scoring process never
+    leaves a fit running.
+    """
 
     def __init__(self) -> None:
-        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
 
     async def run(self, job: TrainingJob) -> TrainingResult:
-        if self._executor is None:
-            # spawn, not fork: the caller has threads and an event loop.
-            # It dies with its parent, like the worker: a kill -9 of the scoring
-            # process must not leave a fit running.
-            self._executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=die_with_parent,
-            )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, run_training, job)
+        # spawn, not fork: the caller has threads and an event loop.
+        context = multiprocessing.get_context("spawn")
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_train_in_child, args=(job, sender), name="scout-sidecar-training"
+        )
+        process.start()
+        sender.close()
+        self._process = process
+        try:
+            result = await asyncio.to_thread(_receive, receiver)
+            await asyncio.to_thread(process.join, STOP_GRACE)
+            return result
+        finally:
+            await asyncio.to_thread(self.close)
+            receiver.close()
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        """End the running fit, if any."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.is_alive():
+            process.terminate()
+            process.join(STOP_GRACE)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _train_in_child(job: TrainingJob, results: multiprocessing.connection.Connection) -> None:
+    die_with_parent()
+    results.send(run_training(job))
+    results.close()
+
+
+def _receive(receiver: multiprocessing.connection.Connection) -> TrainingResult:
+    try:
+        result: TrainingResult = receiver.recv()
+    except (EOFError, OSError):
+        raise TrainingError("the training process ended without a result") from None
+    return result
 
 
 def _numbers(report: object) -> dict[str, float]:
