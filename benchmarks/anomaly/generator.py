@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-DAY = 86_400.0
+from ai_sidecar.anomaly.backtest import DAY, Truth
+
 # 2026-11-02 00:00 UTC, a Monday: weekly shapes start on a weekday.
 START = 1_793_577_600.0
 
@@ -50,8 +51,9 @@ class LabelledSeries:
         return labels
 
     @property
-    def days(self) -> float:
-        return self.values.shape[0] * self.step / DAY
+    def truth(self) -> Truth:
+        events = tuple((e.start, e.end) for e in self.events)
+        return Truth(events, self.values.shape[0], self.values.shape[0] * self.step / DAY)
 
 
 def _daily(t: NDArray[np.float64], peak_hour: float) -> NDArray[np.float64]:
