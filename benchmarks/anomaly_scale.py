@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ai_sidecar.anomaly.detector import Detector, DetectorParams  # noqa: E402
+from ai_sidecar.anomaly.detector import Detector, DetectorParams
 
 START = 1_793_577_600.0
 STEP = 60.0

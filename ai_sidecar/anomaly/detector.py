@@ -112,6 +112,8 @@ class DetectorParams:
     long_points: float = 1500.0
     # The most a single point adds to the likelihood's short average (decades).
     short_cap: float = 12.0
+    # Cap the likelihood's surprise at the sum of the short window's raw surprises.
+    evidence_cap: bool = True
     # Also score single points by their raw surprise against the series' own
     # fitted tail (off by default: on the evaluation set the likelihood alone
     # scores better; kept for series where single points matter most).
@@ -224,6 +226,7 @@ def _state_shapes(n: int, layout: _SlotLayout) -> dict[str, tuple[tuple[int, ...
         "abs_z_mean": ((n,), ABS_Z_MEAN),  # its long-run mean and variance
         "abs_z_var": ((n,), ABS_Z_STD**2 / 31.0),
         "short": ((n,), 0.0),  # short EWMA of the raw score
+        "last_raw": ((n,), 0.0),  # the previous finite point's raw score
         "exceed_rate": ((n,), 10.0**-EXCEED_LEVEL),  # how often raw >= EXCEED_LEVEL
         "exceed_mean": ((n,), 1.0 / LN10),  # mean excess above it
         "long_count": ((n,), 0.0),
@@ -246,6 +249,23 @@ def _log10_erfc(x: FloatArray) -> FloatArray:
         0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
     )
     result: FloatArray = np.log10(poly) - x * x / LN10
+    return result
+
+
+def _clamp(values: FloatArray, limit: FloatArray) -> FloatArray:
+    """``values`` limited to [-limit, limit] (np.clip costs more per call)."""
+    result: FloatArray = np.minimum(np.maximum(values, -limit), limit)
+    return result
+
+
+def _pick(per_model: FloatArray, model: NDArray[np.intp]) -> FloatArray:
+    """Each series' entry of a (model, series) array, for its chosen model."""
+    first = int(model[0]) if model.size else 0
+    result: FloatArray
+    if model.size and bool((model == first).all()):
+        result = per_model[first]
+    else:
+        result = np.choose(model, per_model)
     return result
 
 
@@ -388,8 +408,7 @@ class Detector:
         z = residual / sigma
 
         model = s["model"].astype(np.intp)
-        chosen = model[None, :]
-        z_chosen = np.take_along_axis(z, chosen, axis=0)[0]
+        z_chosen = _pick(z, model)
         level_surprise = _two_sided_surprise(z_chosen)
 
         # -- differences: steps and spikes -----------------------------------
@@ -399,7 +418,9 @@ class Detector:
         diff_dev = diff - s["diff_mean"]
         diff_sigma = np.maximum(MAD_TO_SIGMA * s["diff_spread"], floor)
         diff_z = np.where(has_last, diff_dev / diff_sigma, 0.0)
-        diff_surprise = _two_sided_surprise(diff_z)
+        # The way back from an outlier is no second event: the outlier's own
+        # surprise already counted it.
+        diff_surprise = np.where(s["last_raw"] >= 1.5, 0.0, _two_sided_surprise(diff_z))
 
         # -- spread: a burst of large residuals ------------------------------
         # Residuals are autocorrelated in real data (a model misfits for a
@@ -413,12 +434,12 @@ class Detector:
         # -- stuck: identical values where repeats are rare ------------------
         repeat = has_last & (diff == 0.0)
         run = np.where(repeat, s["run"] + 1.0, 0.0)
-        stuck_surprise = run * -np.log10(np.clip(s["repeat_rate"], 0.05, 0.99))
+        stuck_surprise = run * -np.log10(np.minimum(np.maximum(s["repeat_rate"], 0.05), 0.99))
 
         raw_surprise = np.maximum(
             np.maximum(level_surprise, diff_surprise), np.maximum(spread_surprise, stuck_surprise)
         )
-        raw_score = np.clip(raw_surprise - math.log10(N_CHANNELS), 0.0, 40.0)
+        raw_score = np.minimum(np.maximum(raw_surprise - math.log10(N_CHANNELS), 0.0), 40.0)
 
         # -- one point: the raw surprise against this series' own tail ------
         # Peaks over a threshold: how often the raw score passes EXCEED_LEVEL
@@ -443,6 +464,11 @@ class Detector:
         long_std = np.maximum(np.sqrt(s["long_var"]), 0.1)
         likelihood_z = np.where(long_count > 0, (short - s["long_mean"]) / long_std, 0.0)
         likelihood_surprise = _upper_tail_surprise(likelihood_z)
+        if p.evidence_cap:
+            # The Gaussian tail of the short average overstates what a single
+            # moderately rare point means; the window can never be more
+            # surprising than its points' surprises added up.
+            likelihood_surprise = np.minimum(likelihood_surprise, short * p.short_points)
         if p.tail_fit:
             likelihood_surprise = np.maximum(point_surprise, likelihood_surprise)
         likelihood = np.minimum(likelihood_surprise / LIKELIHOOD_DECADES, 1.0)
@@ -455,7 +481,7 @@ class Detector:
         score = np.where(warming, 0.0, score)
 
         # -- floors in the signal's units ----------------------------------
-        expected_chosen = np.take_along_axis(expected, chosen, axis=0)[0]
+        expected_chosen = _pick(expected, model)
         if p.min_deviation > 0 or p.min_level > 0:
             value_units = raw if all_finite else np.where(finite, raw, 0.0)
             expected_units = self._untransform(expected_chosen)
@@ -509,7 +535,7 @@ class Detector:
             counters[1] += flag
             return None
 
-        sigma_chosen = np.take_along_axis(sigma, chosen, axis=0)[0]
+        sigma_chosen = _pick(sigma, model)
         band = p.band_sigmas * sigma_chosen
         return Scores(
             score=np.where(finite, output, math.nan),
@@ -558,10 +584,10 @@ class Detector:
         # little. Not in the first points, while the spreads are still growing.
         settling = (count_next <= 10)[None, :]
         clip_at = np.where(settling, math.inf, sigma)
-        clipped = np.clip(residual, -3.0 * clip_at, 3.0 * clip_at)
+        clipped = _clamp(residual, 3.0 * clip_at)
         level = s["level"] + level_alpha * clipped
         # A confirmed level shift: the residual has sat on one side for a while.
-        shift = s["shift"] + 0.1 * (np.clip(z, -8.0, 8.0) - s["shift"])
+        shift = s["shift"] + 0.1 * (np.minimum(np.maximum(z, -8.0), 8.0) - s["shift"])
         shifted = np.abs(shift) > p.rebaseline_sigmas
         level = np.where(shifted, s["level"] + residual, level)
         shift = np.where(shifted, 0.0, shift)
@@ -599,7 +625,7 @@ class Detector:
 
         diff_alpha = np.maximum(1.0 / p.level_points, 1.0 / np.maximum(count_next - 1, 1.0))
         diff_clip_at = np.where(settling[0], math.inf, diff_sigma)
-        diff_clipped = np.clip(diff_dev, -3.0 * diff_clip_at, 3.0 * diff_clip_at)
+        diff_clipped = _clamp(diff_dev, 3.0 * diff_clip_at)
         commit("diff_mean", np.where(has_last, s["diff_mean"] + diff_alpha * diff_clipped, 0))
         diff_target = np.minimum(np.abs(diff_dev), 4.0 * diff_clip_at)
         commit(
@@ -629,6 +655,7 @@ class Detector:
         # The likelihood's long-run statistics start after half the warm-up: the
         # first points' spreads are still settling and would inflate them.
         commit("short", short)
+        commit("last_raw", raw_score)
         exceeded = raw_score >= EXCEED_LEVEL
         exceed_alpha = np.maximum(1.0 / p.long_points, 1.0 / (count_next + PRIOR_POINTS))
         commit("exceed_rate", s["exceed_rate"] + exceed_alpha * (exceeded - s["exceed_rate"]))

@@ -123,7 +123,8 @@ def test_after_a_level_shift_it_rebaselines_instead_of_alarming_for_days() -> No
         [detector.update(s, np.array([v])).flag[0] for s, v in zip(t, values, strict=True)]
     )
     alarms = np.flatnonzero(flags)
-    assert alarms.size >= 1 and 1000 <= alarms[0] <= 1005
+    assert alarms.size >= 1
+    assert 1000 <= alarms[0] <= 1005
     assert not flags[1100:].any(), f"still alarming at {alarms[alarms >= 1100][:5]}"
 
 
