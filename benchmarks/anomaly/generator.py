@@ -231,12 +231,15 @@ RECIPES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def generate(seed: int = 12, *, small: bool = False) -> list[LabelledSeries]:
+def generate(
+    seed: int = 12, *, small: bool = False, steps: tuple[float, ...] = (60.0, 300.0)
+) -> list[LabelledSeries]:
     """The evaluation set. ``small`` shortens every series (a test-sized run)."""
     rng = np.random.default_rng(seed)
     corpus = []
-    steps = ((60.0, 4.0 if small else 7.0), (300.0, 10.0 if small else 21.0))
-    for step, days in steps:
+    durations = {60.0: 4.0 if small else 7.0, 300.0: 10.0 if small else 21.0}
+    for step in steps:
+        days = durations[step]
         for index, (shape, kinds) in enumerate(RECIPES):
             builder = _Builder(rng, step, days)
             y, scale, noise = SHAPES[shape](builder)
