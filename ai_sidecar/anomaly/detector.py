@@ -76,6 +76,7 @@ LN10 = math.log(10.0)
 # The likelihood's log scale: a tail of 1e-10 scores 1 (ten decades).
 LIKELIHOOD_DECADES = 10.0
 STATE_VERSION = 1
+SPREAD_DISCOUNT = math.log10(16.0)
 # Raw-score level (decades) above which the point channel fits its tail.
 EXCEED_LEVEL = 1.5
 # Pseudo-points of the tail's prior (the channels' own calibration).
@@ -429,7 +430,10 @@ class Detector:
         abs_z = s["abs_z"] + (1.0 / 16.0) * (np.minimum(np.abs(z_chosen), 6.0) - s["abs_z"])
         abs_z_std = np.maximum(np.sqrt(s["abs_z_var"]), 0.05)
         spread_z = (abs_z - s["abs_z_mean"]) / abs_z_std
-        spread_surprise = _upper_tail_surprise(spread_z)
+        # Successive values of a 16-point average are far from independent, so
+        # the short window would count one excursion many times: discount it
+        # by log10(16) decades.
+        spread_surprise = np.maximum(_upper_tail_surprise(spread_z) - SPREAD_DISCOUNT, 0.0)
 
         # -- stuck: identical values where repeats are rare ------------------
         repeat = has_last & (diff == 0.0)
