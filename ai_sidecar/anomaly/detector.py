@@ -39,9 +39,12 @@ Missing points (NaN) are never scored and never learned.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
@@ -77,6 +80,8 @@ LN10 = math.log(10.0)
 LIKELIHOOD_DECADES = 10.0
 STATE_VERSION = 1
 SPREAD_DISCOUNT = math.log10(16.0)
+# Fewer series than this per thread and threads cost more than they save.
+FIT_SERIES_PER_WORKER = 2048
 # Raw-score level (decades) above which the point channel fits its tail.
 EXCEED_LEVEL = 1.5
 # Pseudo-points of the tail's prior (the channels' own calibration).
@@ -287,13 +292,14 @@ def _upper_tail_surprise(z: FloatArray) -> FloatArray:
 class Detector:
     """Streaming detector for ``n_series`` series that share timestamps (one signal)."""
 
-    __slots__ = ("_layout", "_level_rates", "_params", "_state")
+    __slots__ = ("_fit_workers", "_layout", "_level_rates", "_params", "_state")
 
     def __init__(self, params: DetectorParams, n_series: int) -> None:
         if n_series < 0:
             raise ValueError("n_series must be 0 or more")
         self._params = params
         self._layout = _SlotLayout.for_step(params.step)
+        self._fit_workers = max(1, min(os.cpu_count() or 1, 4))
         # A seasonal model's level moves slower (a quarter of a day): a level
         # that chases the daily curve leaves the profile learning its own lag.
         seasonal_points = max(params.level_points, 0.25 * DAY / params.step)
@@ -341,12 +347,27 @@ class Detector:
                 f"values must have shape ({self.n_series}, {timestamps.shape[0]}), "
                 f"got {values.shape}"
             )
-        # Per series: points kept out of the profiles, alarms.
-        counters = np.zeros((2, self.n_series), dtype=np.int64)
-        # Column by column; a contiguous copy of each column keeps the loop cheap.
-        columns = np.ascontiguousarray(values.T)
-        for index in range(timestamps.shape[0]):
-            self._step(float(timestamps[index]), columns[index], counters=counters)
+        parts = min(self._fit_workers, self.n_series // FIT_SERIES_PER_WORKER)
+        if parts >= 2:
+            # Series are independent: blocks of them replay on their own
+            # threads (numpy releases the GIL inside each vector operation).
+            edges = np.linspace(0, self.n_series, parts + 1).astype(np.intp).tolist()
+            spans = list(pairwise(edges))
+            blocks = [self._block(start, stop) for start, stop in spans]
+
+            def replay(job: tuple[Detector, tuple[int, int]]) -> NDArray[np.int64]:
+                block, (start, stop) = job
+                return block._replay(timestamps, values[start:stop])
+
+            with ThreadPoolExecutor(parts) as pool:
+                results = list(pool.map(replay, zip(blocks, spans, strict=True)))
+            counters = np.concatenate(results, axis=1)
+            self._state = {
+                name: np.concatenate([blk._state[name] for blk in blocks], axis=-1)
+                for name in self._state
+            }
+        else:
+            counters = self._replay(timestamps, values)
         finite = int(np.isfinite(values).sum())
         spread = MAD_TO_SIGMA * np.take_along_axis(
             self._state["spread"], self._state["model"].astype(np.intp)[None, :], axis=0
@@ -361,6 +382,26 @@ class Detector:
             series_per_model=(int(models[0]), int(models[1]), int(models[2])),
             seconds=time.perf_counter() - started,
         )
+
+    def _replay(
+        self, timestamps: NDArray[np.float64], values: NDArray[np.float64]
+    ) -> NDArray[np.int64]:
+        """``update`` over every column without output; per series: points excluded, alarms."""
+        counters = np.zeros((2, self.n_series), dtype=np.int64)
+        # Column by column; a contiguous copy of each column keeps the loop cheap.
+        columns = np.ascontiguousarray(values.T)
+        for index in range(timestamps.shape[0]):
+            self._step(float(timestamps[index]), columns[index], counters=counters)
+        return counters
+
+    def _block(self, start: int, stop: int) -> Detector:
+        """A detector for series ``start..stop-1`` alone, with copies of their state."""
+        block = Detector(self._params, 0)
+        block._state = {
+            name: np.ascontiguousarray(array[..., start:stop])
+            for name, array in self._state.items()
+        }
+        return block
 
     def _step(
         self,

@@ -240,3 +240,18 @@ def test_residuals_are_standardised() -> None:
         for i in range(500, 600)
     ]
     assert 0.5 < float(np.std(z)) < 2.0
+
+
+def test_a_large_fit_on_threads_equals_the_online_replay() -> None:
+    rng = np.random.default_rng(9)
+    n, points = 4200, 40
+    t = START + np.arange(points) * 60.0
+    values = rng.normal(10, 1, (n, points))
+    values[rng.random(values.shape) < 0.05] = np.nan
+    fitted = Detector(DetectorParams(warmup_points=10), n)
+    fitted.fit(t, values)
+    online = Detector(DetectorParams(warmup_points=10), n)
+    for i in range(points):
+        online.update(t[i], values[:, i])
+    for name, array in online.state().items():
+        np.testing.assert_array_equal(fitted.state()[name], array, err_msg=name)
