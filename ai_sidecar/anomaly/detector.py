@@ -118,6 +118,8 @@ class DetectorParams:
     long_points: float = 1500.0
     # The most a single point adds to the likelihood's short average (decades).
     short_cap: float = 12.0
+    # How much of the recent largest raw surprise a new point's is discounted by.
+    recurrence_discount: float = 0.8
     # Cap the likelihood's surprise at the sum of the short window's raw surprises.
     evidence_cap: bool = True
     # Also score single points by their raw surprise against the series' own
@@ -232,6 +234,8 @@ def _state_shapes(n: int, layout: _SlotLayout) -> dict[str, tuple[tuple[int, ...
         "abs_z_mean": ((n,), ABS_Z_MEAN),  # its long-run mean and variance
         "abs_z_var": ((n,), ABS_Z_STD**2 / 31.0),
         "short": ((n,), 0.0),  # short EWMA of the raw score
+        "recent_peak": ((n,), 0.0),  # largest recent raw score, fading
+        "novelty_factor": ((n,), 1.0),  # widens the novelty margin after each novelty
         "last_raw": ((n,), 0.0),  # the previous finite point's raw score
         "exceed_rate": ((n,), 10.0**-EXCEED_LEVEL),  # how often raw >= EXCEED_LEVEL
         "exceed_mean": ((n,), 1.0 / LN10),  # mean excess above it
@@ -500,11 +504,13 @@ class Detector:
         )
 
         # -- anomaly likelihood: sustained evidence ---------------------------
-        # A single point enters the short average at most at SHORT_CAP, so the
-        # likelihood speaks for runs of moderately surprising points.
-        short = s["short"] + (1.0 / p.short_points) * (
-            np.minimum(raw_score, p.short_cap) - s["short"]
-        )
+        # A single point enters the short average at most at ``short_cap``,
+        # less part of the largest surprise of the recent past: a series whose
+        # benign spikes recur stops being surprised by spikes of that size.
+        evidence = np.minimum(raw_score, p.short_cap)
+        if p.recurrence_discount > 0:
+            evidence = np.maximum(evidence - p.recurrence_discount * s["recent_peak"], 0.0)
+        short = s["short"] + (1.0 / p.short_points) * (evidence - s["short"])
         long_count = s["long_count"]
         long_std = np.maximum(np.sqrt(s["long_var"]), 0.1)
         likelihood_z = np.where(long_count > 0, (short - s["long_mean"]) / long_std, 0.0)
@@ -519,7 +525,9 @@ class Detector:
         likelihood = np.minimum(likelihood_surprise / LIKELIHOOD_DECADES, 1.0)
 
         # -- range novelty -----------------------------------------------------
-        margin = p.novelty_margin * seen_range + floor
+        # The margin doubles with every novelty: a heavy-tailed series sets
+        # records often and soon needs a real departure to score 1 again.
+        margin = p.novelty_margin * s["novelty_factor"] * seen_range + floor
         novel = started & ((xv > high + margin) | (xv < low - margin)) & (level_surprise > 2.0)
         warming = count_next <= p.warmup_points
         score = np.where(novel, 1.0, likelihood)
@@ -570,6 +578,9 @@ class Detector:
         )
         commit = self._commit_fn(finite, all_finite)
         commit("rest_until", np.where(starts_rest, t + p.rest_period, s["rest_until"]))
+        scored_novel = novel & ~warming
+        relaxed = 1.0 + (s["novelty_factor"] - 1.0) * (1.0 - 1.0 / p.long_points)
+        commit("novelty_factor", np.where(scored_novel, 2.0 * s["novelty_factor"], relaxed))
         commit("peak", np.where(starts_rest, score, s["peak"]))
         commit("last_z", z_chosen)
         if not all_finite:
@@ -701,6 +712,8 @@ class Detector:
         # first points' spreads are still settling and would inflate them.
         commit("short", short)
         commit("last_raw", raw_score)
+        fading = np.maximum(s["recent_peak"] - p.short_cap / p.long_points, 0.0)
+        commit("recent_peak", np.maximum(fading, np.minimum(raw_score, p.short_cap)))
         exceeded = raw_score >= EXCEED_LEVEL
         exceed_alpha = np.maximum(1.0 / p.long_points, 1.0 / (count_next + PRIOR_POINTS))
         commit("exceed_rate", s["exceed_rate"] + exceed_alpha * (exceeded - s["exceed_rate"]))
