@@ -36,6 +36,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ai_sidecar import __version__
+from ai_sidecar.anomaly.cli import add_anomaly_commands
 from ai_sidecar.anomaly.model_commands import add_model_commands
 from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config, parse_duration
@@ -93,10 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_arguments(serve_command)
     serve_command.set_defaults(run=run_serve)
-    anomaly_command = commands.add_parser(
-        "anomaly", help="anomaly models: train, list and roll back versions"
-    )
-    add_model_commands(anomaly_command.add_subparsers(dest="anomaly_command", required=True))
+    add_model_commands(add_anomaly_commands(commands))
     return parser
 
 

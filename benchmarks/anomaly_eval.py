@@ -33,7 +33,7 @@ def run(seed: int, small: bool) -> list[Evaluation]:
         ("IsolationForest", detectors.isolation_forest),
     ):
         scores, micros = detect(corpus)
-        results.append(evaluate(name, corpus, scores, micros))
+        results.append(evaluate(name, [s.truth for s in corpus], scores, micros))
     return results
 
 

@@ -39,9 +39,12 @@ Missing points (NaN) are never scored and never learned.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
@@ -76,6 +79,9 @@ LN10 = math.log(10.0)
 # The likelihood's log scale: a tail of 1e-10 scores 1 (ten decades).
 LIKELIHOOD_DECADES = 10.0
 STATE_VERSION = 1
+SPREAD_DISCOUNT = math.log10(16.0)
+# Fewer series than this per thread and threads cost more than they save.
+FIT_SERIES_PER_WORKER = 2048
 # Raw-score level (decades) above which the point channel fits its tail.
 EXCEED_LEVEL = 1.5
 # Pseudo-points of the tail's prior (the channels' own calibration).
@@ -112,6 +118,10 @@ class DetectorParams:
     long_points: float = 1500.0
     # The most a single point adds to the likelihood's short average (decades).
     short_cap: float = 12.0
+    # How much of the recent largest raw surprise a new point's is discounted by.
+    recurrence_discount: float = 0.8
+    # Cap the likelihood's surprise at the sum of the short window's raw surprises.
+    evidence_cap: bool = True
     # Also score single points by their raw surprise against the series' own
     # fitted tail (off by default: on the evaluation set the likelihood alone
     # scores better; kept for series where single points matter most).
@@ -224,6 +234,9 @@ def _state_shapes(n: int, layout: _SlotLayout) -> dict[str, tuple[tuple[int, ...
         "abs_z_mean": ((n,), ABS_Z_MEAN),  # its long-run mean and variance
         "abs_z_var": ((n,), ABS_Z_STD**2 / 31.0),
         "short": ((n,), 0.0),  # short EWMA of the raw score
+        "recent_peak": ((n,), 0.0),  # largest recent raw score, fading
+        "novelty_factor": ((n,), 1.0),  # widens the novelty margin after each novelty
+        "last_raw": ((n,), 0.0),  # the previous finite point's raw score
         "exceed_rate": ((n,), 10.0**-EXCEED_LEVEL),  # how often raw >= EXCEED_LEVEL
         "exceed_mean": ((n,), 1.0 / LN10),  # mean excess above it
         "long_count": ((n,), 0.0),
@@ -249,6 +262,23 @@ def _log10_erfc(x: FloatArray) -> FloatArray:
     return result
 
 
+def _clamp(values: FloatArray, limit: FloatArray) -> FloatArray:
+    """``values`` limited to [-limit, limit] (np.clip costs more per call)."""
+    result: FloatArray = np.minimum(np.maximum(values, -limit), limit)
+    return result
+
+
+def _pick(per_model: FloatArray, model: NDArray[np.intp]) -> FloatArray:
+    """Each series' entry of a (model, series) array, for its chosen model."""
+    first = int(model[0]) if model.size else 0
+    result: FloatArray
+    if model.size and bool((model == first).all()):
+        result = per_model[first]
+    else:
+        result = np.choose(model, per_model)
+    return result
+
+
 def _two_sided_surprise(z: FloatArray) -> FloatArray:
     """-log10 of the two-sided Gaussian tail probability of |z|."""
     return -_log10_erfc(np.abs(z) * (1 / math.sqrt(2)))
@@ -266,13 +296,14 @@ def _upper_tail_surprise(z: FloatArray) -> FloatArray:
 class Detector:
     """Streaming detector for ``n_series`` series that share timestamps (one signal)."""
 
-    __slots__ = ("_layout", "_level_rates", "_params", "_state")
+    __slots__ = ("_fit_workers", "_layout", "_level_rates", "_params", "_state")
 
     def __init__(self, params: DetectorParams, n_series: int) -> None:
         if n_series < 0:
             raise ValueError("n_series must be 0 or more")
         self._params = params
         self._layout = _SlotLayout.for_step(params.step)
+        self._fit_workers = max(1, min(os.cpu_count() or 1, 4))
         # A seasonal model's level moves slower (a quarter of a day): a level
         # that chases the daily curve leaves the profile learning its own lag.
         seasonal_points = max(params.level_points, 0.25 * DAY / params.step)
@@ -320,12 +351,27 @@ class Detector:
                 f"values must have shape ({self.n_series}, {timestamps.shape[0]}), "
                 f"got {values.shape}"
             )
-        # Per series: points kept out of the profiles, alarms.
-        counters = np.zeros((2, self.n_series), dtype=np.int64)
-        # Column by column; a contiguous copy of each column keeps the loop cheap.
-        columns = np.ascontiguousarray(values.T)
-        for index in range(timestamps.shape[0]):
-            self._step(float(timestamps[index]), columns[index], counters=counters)
+        parts = min(self._fit_workers, self.n_series // FIT_SERIES_PER_WORKER)
+        if parts >= 2:
+            # Series are independent: blocks of them replay on their own
+            # threads (numpy releases the GIL inside each vector operation).
+            edges = np.linspace(0, self.n_series, parts + 1).astype(np.intp).tolist()
+            spans = list(pairwise(edges))
+            blocks = [self._block(start, stop) for start, stop in spans]
+
+            def replay(job: tuple[Detector, tuple[int, int]]) -> NDArray[np.int64]:
+                block, (start, stop) = job
+                return block._replay(timestamps, values[start:stop])
+
+            with ThreadPoolExecutor(parts) as pool:
+                results = list(pool.map(replay, zip(blocks, spans, strict=True)))
+            counters = np.concatenate(results, axis=1)
+            self._state = {
+                name: np.concatenate([blk._state[name] for blk in blocks], axis=-1)
+                for name in self._state
+            }
+        else:
+            counters = self._replay(timestamps, values)
         finite = int(np.isfinite(values).sum())
         spread = MAD_TO_SIGMA * np.take_along_axis(
             self._state["spread"], self._state["model"].astype(np.intp)[None, :], axis=0
@@ -340,6 +386,26 @@ class Detector:
             series_per_model=(int(models[0]), int(models[1]), int(models[2])),
             seconds=time.perf_counter() - started,
         )
+
+    def _replay(
+        self, timestamps: NDArray[np.float64], values: NDArray[np.float64]
+    ) -> NDArray[np.int64]:
+        """``update`` over every column without output; per series: points excluded, alarms."""
+        counters = np.zeros((2, self.n_series), dtype=np.int64)
+        # Column by column; a contiguous copy of each column keeps the loop cheap.
+        columns = np.ascontiguousarray(values.T)
+        for index in range(timestamps.shape[0]):
+            self._step(float(timestamps[index]), columns[index], counters=counters)
+        return counters
+
+    def _block(self, start: int, stop: int) -> Detector:
+        """A detector for series ``start..stop-1`` alone, with copies of their state."""
+        block = Detector(self._params, 0)
+        block._state = {
+            name: np.ascontiguousarray(array[..., start:stop])
+            for name, array in self._state.items()
+        }
+        return block
 
     def _step(
         self,
@@ -388,8 +454,7 @@ class Detector:
         z = residual / sigma
 
         model = s["model"].astype(np.intp)
-        chosen = model[None, :]
-        z_chosen = np.take_along_axis(z, chosen, axis=0)[0]
+        z_chosen = _pick(z, model)
         level_surprise = _two_sided_surprise(z_chosen)
 
         # -- differences: steps and spikes -----------------------------------
@@ -399,7 +464,9 @@ class Detector:
         diff_dev = diff - s["diff_mean"]
         diff_sigma = np.maximum(MAD_TO_SIGMA * s["diff_spread"], floor)
         diff_z = np.where(has_last, diff_dev / diff_sigma, 0.0)
-        diff_surprise = _two_sided_surprise(diff_z)
+        # The way back from an outlier is no second event: the outlier's own
+        # surprise already counted it.
+        diff_surprise = np.where(s["last_raw"] >= 1.5, 0.0, _two_sided_surprise(diff_z))
 
         # -- spread: a burst of large residuals ------------------------------
         # Residuals are autocorrelated in real data (a model misfits for a
@@ -408,17 +475,20 @@ class Detector:
         abs_z = s["abs_z"] + (1.0 / 16.0) * (np.minimum(np.abs(z_chosen), 6.0) - s["abs_z"])
         abs_z_std = np.maximum(np.sqrt(s["abs_z_var"]), 0.05)
         spread_z = (abs_z - s["abs_z_mean"]) / abs_z_std
-        spread_surprise = _upper_tail_surprise(spread_z)
+        # Successive values of a 16-point average are far from independent, so
+        # the short window would count one excursion many times: discount it
+        # by log10(16) decades.
+        spread_surprise = np.maximum(_upper_tail_surprise(spread_z) - SPREAD_DISCOUNT, 0.0)
 
         # -- stuck: identical values where repeats are rare ------------------
         repeat = has_last & (diff == 0.0)
         run = np.where(repeat, s["run"] + 1.0, 0.0)
-        stuck_surprise = run * -np.log10(np.clip(s["repeat_rate"], 0.05, 0.99))
+        stuck_surprise = run * -np.log10(np.minimum(np.maximum(s["repeat_rate"], 0.05), 0.99))
 
         raw_surprise = np.maximum(
             np.maximum(level_surprise, diff_surprise), np.maximum(spread_surprise, stuck_surprise)
         )
-        raw_score = np.clip(raw_surprise - math.log10(N_CHANNELS), 0.0, 40.0)
+        raw_score = np.minimum(np.maximum(raw_surprise - math.log10(N_CHANNELS), 0.0), 40.0)
 
         # -- one point: the raw surprise against this series' own tail ------
         # Peaks over a threshold: how often the raw score passes EXCEED_LEVEL
@@ -434,28 +504,37 @@ class Detector:
         )
 
         # -- anomaly likelihood: sustained evidence ---------------------------
-        # A single point enters the short average at most at SHORT_CAP, so the
-        # likelihood speaks for runs of moderately surprising points.
-        short = s["short"] + (1.0 / p.short_points) * (
-            np.minimum(raw_score, p.short_cap) - s["short"]
-        )
+        # A single point enters the short average at most at ``short_cap``,
+        # less part of the largest surprise of the recent past: a series whose
+        # benign spikes recur stops being surprised by spikes of that size.
+        evidence = np.minimum(raw_score, p.short_cap)
+        if p.recurrence_discount > 0:
+            evidence = np.maximum(evidence - p.recurrence_discount * s["recent_peak"], 0.0)
+        short = s["short"] + (1.0 / p.short_points) * (evidence - s["short"])
         long_count = s["long_count"]
         long_std = np.maximum(np.sqrt(s["long_var"]), 0.1)
         likelihood_z = np.where(long_count > 0, (short - s["long_mean"]) / long_std, 0.0)
         likelihood_surprise = _upper_tail_surprise(likelihood_z)
+        if p.evidence_cap:
+            # The Gaussian tail of the short average overstates what a single
+            # moderately rare point means; the window can never be more
+            # surprising than its points' surprises added up.
+            likelihood_surprise = np.minimum(likelihood_surprise, short * p.short_points)
         if p.tail_fit:
             likelihood_surprise = np.maximum(point_surprise, likelihood_surprise)
         likelihood = np.minimum(likelihood_surprise / LIKELIHOOD_DECADES, 1.0)
 
         # -- range novelty -----------------------------------------------------
-        margin = p.novelty_margin * seen_range + floor
+        # The margin doubles with every novelty: a heavy-tailed series sets
+        # records often and soon needs a real departure to score 1 again.
+        margin = p.novelty_margin * s["novelty_factor"] * seen_range + floor
         novel = started & ((xv > high + margin) | (xv < low - margin)) & (level_surprise > 2.0)
         warming = count_next <= p.warmup_points
         score = np.where(novel, 1.0, likelihood)
         score = np.where(warming, 0.0, score)
 
         # -- floors in the signal's units ----------------------------------
-        expected_chosen = np.take_along_axis(expected, chosen, axis=0)[0]
+        expected_chosen = _pick(expected, model)
         if p.min_deviation > 0 or p.min_level > 0:
             value_units = raw if all_finite else np.where(finite, raw, 0.0)
             expected_units = self._untransform(expected_chosen)
@@ -499,6 +578,9 @@ class Detector:
         )
         commit = self._commit_fn(finite, all_finite)
         commit("rest_until", np.where(starts_rest, t + p.rest_period, s["rest_until"]))
+        scored_novel = novel & ~warming
+        relaxed = 1.0 + (s["novelty_factor"] - 1.0) * (1.0 - 1.0 / p.long_points)
+        commit("novelty_factor", np.where(scored_novel, 2.0 * s["novelty_factor"], relaxed))
         commit("peak", np.where(starts_rest, score, s["peak"]))
         commit("last_z", z_chosen)
         if not all_finite:
@@ -509,7 +591,7 @@ class Detector:
             counters[1] += flag
             return None
 
-        sigma_chosen = np.take_along_axis(sigma, chosen, axis=0)[0]
+        sigma_chosen = _pick(sigma, model)
         band = p.band_sigmas * sigma_chosen
         return Scores(
             score=np.where(finite, output, math.nan),
@@ -558,10 +640,10 @@ class Detector:
         # little. Not in the first points, while the spreads are still growing.
         settling = (count_next <= 10)[None, :]
         clip_at = np.where(settling, math.inf, sigma)
-        clipped = np.clip(residual, -3.0 * clip_at, 3.0 * clip_at)
+        clipped = _clamp(residual, 3.0 * clip_at)
         level = s["level"] + level_alpha * clipped
         # A confirmed level shift: the residual has sat on one side for a while.
-        shift = s["shift"] + 0.1 * (np.clip(z, -8.0, 8.0) - s["shift"])
+        shift = s["shift"] + 0.1 * (np.minimum(np.maximum(z, -8.0), 8.0) - s["shift"])
         shifted = np.abs(shift) > p.rebaseline_sigmas
         level = np.where(shifted, s["level"] + residual, level)
         shift = np.where(shifted, 0.0, shift)
@@ -599,7 +681,7 @@ class Detector:
 
         diff_alpha = np.maximum(1.0 / p.level_points, 1.0 / np.maximum(count_next - 1, 1.0))
         diff_clip_at = np.where(settling[0], math.inf, diff_sigma)
-        diff_clipped = np.clip(diff_dev, -3.0 * diff_clip_at, 3.0 * diff_clip_at)
+        diff_clipped = _clamp(diff_dev, 3.0 * diff_clip_at)
         commit("diff_mean", np.where(has_last, s["diff_mean"] + diff_alpha * diff_clipped, 0))
         diff_target = np.minimum(np.abs(diff_dev), 4.0 * diff_clip_at)
         commit(
@@ -629,6 +711,9 @@ class Detector:
         # The likelihood's long-run statistics start after half the warm-up: the
         # first points' spreads are still settling and would inflate them.
         commit("short", short)
+        commit("last_raw", raw_score)
+        fading = np.maximum(s["recent_peak"] - p.short_cap / p.long_points, 0.0)
+        commit("recent_peak", np.maximum(fading, np.minimum(raw_score, p.short_cap)))
         exceeded = raw_score >= EXCEED_LEVEL
         exceed_alpha = np.maximum(1.0 / p.long_points, 1.0 / (count_next + PRIOR_POINTS))
         commit("exceed_rate", s["exceed_rate"] + exceed_alpha * (exceeded - s["exceed_rate"]))

@@ -17,9 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.ensemble import IsolationForest
 
+from ai_sidecar.anomaly.backtest import PROBATION
 from ai_sidecar.anomaly.detector import DEFAULT_REST_STEPS, Detector, DetectorParams
 from benchmarks.anomaly.generator import LabelledSeries
-from benchmarks.anomaly.scoring import PROBATION
 
 Scores = list[NDArray[np.float64]]
 

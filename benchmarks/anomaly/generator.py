@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-DAY = 86_400.0
+from ai_sidecar.anomaly.backtest import DAY, Truth
+
 # 2026-11-02 00:00 UTC, a Monday: weekly shapes start on a weekday.
 START = 1_793_577_600.0
 
@@ -50,8 +51,9 @@ class LabelledSeries:
         return labels
 
     @property
-    def days(self) -> float:
-        return self.values.shape[0] * self.step / DAY
+    def truth(self) -> Truth:
+        events = tuple((e.start, e.end) for e in self.events)
+        return Truth(events, self.values.shape[0], self.values.shape[0] * self.step / DAY)
 
 
 def _daily(t: NDArray[np.float64], peak_hour: float) -> NDArray[np.float64]:
@@ -229,12 +231,15 @@ RECIPES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def generate(seed: int = 12, *, small: bool = False) -> list[LabelledSeries]:
+def generate(
+    seed: int = 12, *, small: bool = False, steps: tuple[float, ...] = (60.0, 300.0)
+) -> list[LabelledSeries]:
     """The evaluation set. ``small`` shortens every series (a test-sized run)."""
     rng = np.random.default_rng(seed)
     corpus = []
-    steps = ((60.0, 4.0 if small else 7.0), (300.0, 10.0 if small else 21.0))
-    for step, days in steps:
+    durations = {60.0: 4.0 if small else 7.0, 300.0: 10.0 if small else 21.0}
+    for step in steps:
+        days = durations[step]
         for index, (shape, kinds) in enumerate(RECIPES):
             builder = _Builder(rng, step, days)
             y, scale, noise = SHAPES[shape](builder)
