@@ -6,8 +6,9 @@ Thanos, Mimir, VictoriaMetrics):
 
 - the range is cut into windows on the step grid, each small enough that no
   request passes ``MAX_POINTS_PER_SERIES`` points per series nor, with the
-  number of series the expression has now, ``samples_per_request`` samples in
-  all (an answer of tens of millions of samples is gigabytes of JSON);
+  number of series the expression has now (a ``count`` query, skipped when
+  the range is too short to matter), ``samples_per_request`` samples in all
+  (an answer of tens of millions of samples is gigabytes of JSON);
 - windows run ``concurrency`` at a time, each in its own time box, and one the
   engine could not answer is retried with backoff (a refused query is not);
 - every series is placed on the grid: a step without a sample is NaN, never
@@ -112,8 +113,12 @@ async def fetch_history(
     grid = step_grid(start, end, step)
     if grid.size == 0:
         return History((), grid, np.empty((0, 0)))
-    series_now = await _series_count(client, query, float(grid[-1]), options)
-    per_window = min(options.max_points, max(2, options.samples_per_request // series_now))
+    # A scoring cycle's few points: one request, small whatever the series count.
+    counted = grid.size * max_series > options.samples_per_request
+    per_window = options.max_points
+    if counted:
+        series_now = await _series_count(client, query, float(grid[-1]), options)
+        per_window = min(options.max_points, max(2, options.samples_per_request // series_now))
     parts = windows(grid.size, per_window)
     rows: dict[SeriesKey, NDArray[np.float64]] = {}
     # Index of the last window each series had a point in: the budget keeps the freshest.
@@ -153,7 +158,7 @@ async def fetch_history(
         timestamps=grid,
         values=values,
         dropped=len(rows) + duplicates,
-        requests=len(parts) + 1,
+        requests=len(parts) + counted,
     )
 
 
