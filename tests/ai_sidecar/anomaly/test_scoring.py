@@ -7,16 +7,21 @@ real-engine path is in test_pipeline_e2e.py).
 
 from __future__ import annotations
 
+import asyncio
 import math
+import subprocess
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from ai_sidecar.anomaly.registry import ModelRegistry
 from ai_sidecar.anomaly.scoring import AnomalyScorer
 from ai_sidecar.anomaly.trainer import train_signal
 from ai_sidecar.config import AnomalyConfig, parse_config
+from ai_sidecar.metrics import ForwardedMetrics
+from scripts.localstack import find_binary
 from tests.ai_sidecar.anomaly.fakes import FakeEngine, FakeSeries, InlineTrainer
 
 STEP = 300.0
@@ -261,3 +266,24 @@ async def test_training_leaves_out_the_points_the_loop_flagged(tmp_path):
     assert meta is not None
     assert meta.quality["points_excluded_flagged"] == 4
     assert meta.quality["points_missing"] == 4
+
+
+async def test_the_exposition_passes_promtool_and_keeps_the_series_labels(tmp_path):
+    engine = engine_with("a")
+    scorer, _, _, clock = await started(engine, tmp_path)
+    await advance(scorer, clock, 1)
+    registry = CollectorRegistry()
+    registry.register(ForwardedMetrics(scorer.families))
+    text = generate_latest(registry).decode()
+    assert 'scout_anomaly_score{instance="a",signal="load"}' in text
+    assert 'scout_anomaly_series_dropped_total{signal="load"} 0.0' in text
+    assert "# TYPE scout_anomaly_missing_points_total counter" in text
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [find_binary("promtool"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
