@@ -23,6 +23,10 @@ dies, and stops it on shutdown. The child:
 - sends every metric family of its pipeline registry to the parent every
   ``METRICS_INTERVAL`` through a pipe, and the parent serves them on its
   /metrics (:class:`~ai_sidecar.metrics.ForwardedMetrics`).
+
+The anomaly scorer's child (:mod:`ai_sidecar.anomaly.service`) runs under the
+same watch, with its own entry point, and starts the way this one does
+(:func:`become_child`, :func:`stop_on_signals`, :func:`until_stopped`).
 """
 
 from __future__ import annotations
