@@ -30,6 +30,7 @@ Exposition (the contract docs/anomaly.md and the dashboards rely on)::
     scout_anomaly_lower{...} 5.0e+07
     scout_anomaly_flag{...} 1
     scout_anomaly_warming{...} 0
+    scout_anomaly_sustained{...} 0.97
     scout_anomaly_model_version{signal="wan_throughput"} 3
     scout_anomaly_model_age_seconds{signal="wan_throughput"} 5400
     scout_anomaly_training_duration_seconds{signal="wan_throughput"} 12.5
@@ -89,7 +90,13 @@ PER_SERIES: tuple[tuple[str, str], ...] = (
     ("lower", "Lower end of the normal band, in the signal's units."),
     ("flag", "1 while the series is in alarm (after the rest period), else 0."),
     ("warming", "1 while the series has too little history for its score to be trusted."),
+    (
+        "sustained",
+        "Score before the rest period's damping: stays high while an event lasts (for: rules).",
+    ),
 )
+# The per-series numbers, as Scores (the detector's) and _Latest name them.
+FIELDS = tuple(name for name, _ in PER_SERIES)
 
 
 class Trainer(Protocol):
@@ -110,21 +117,19 @@ class _Latest:
     lower: NDArray[np.float64]
     flag: NDArray[np.bool_]
     warming: NDArray[np.bool_]
+    sustained: NDArray[np.float64]
 
     @classmethod
     def empty(cls, rows: int) -> _Latest:
-        nan = np.full(rows, np.nan)
-        return cls(
-            nan, nan.copy(), nan.copy(), nan.copy(), np.zeros(rows, bool), np.ones(rows, bool)
-        )
+        def nan() -> NDArray[np.float64]:
+            return np.full(rows, np.nan)
+
+        return cls(nan(), nan(), nan(), nan(), np.zeros(rows, bool), np.ones(rows, bool), nan())
 
     def take(self, keep: NDArray[np.intp], added: int) -> _Latest:
         fresh = _Latest.empty(added)
         return _Latest(
-            *(
-                np.concatenate([getattr(self, name)[keep], getattr(fresh, name)])
-                for name in ("score", "expected", "upper", "lower", "flag", "warming")
-            )
+            *(np.concatenate([getattr(self, name)[keep], getattr(fresh, name)]) for name in FIELDS)
         )
 
 
@@ -396,7 +401,7 @@ def _apply(
         state.missing_total += int(points.size - np.count_nonzero(present))
         state.drift.add(residuals(points, result.expected, result.upper, result.lower))
         state.last_seen[present] = at
-        for name in ("score", "expected", "upper", "lower", "flag", "warming"):
+        for name in FIELDS:
             getattr(latest, name)[present] = getattr(result, name)[present]
     state.last_timestamp = float(timestamps[-1])
 
@@ -456,14 +461,7 @@ def build_families(
         latest = state.latest
         with np.errstate(invalid="ignore"):
             shown = np.flatnonzero(state.last_seen >= state.last_timestamp - stale_after)
-        columns = {
-            "score": latest.score,
-            "expected": latest.expected,
-            "upper": latest.upper,
-            "lower": latest.lower,
-            "flag": latest.flag.astype(np.float64),
-            "warming": latest.warming.astype(np.float64),
-        }
+        columns = {name: getattr(latest, name).astype(np.float64) for name in FIELDS}
         for row in shown:
             labels = {"signal": name, **dict(state.keys[row])}
             for metric, values in columns.items():

@@ -145,6 +145,9 @@ async def test_a_spike_scores_high_and_flags(tmp_path):
     assert scores["a"] > 0.9
     assert scores["b"] < 0.5
     assert per_instance(scorer.families, "scout_anomaly_flag") == {"a": 1, "b": 0}
+    sustained = per_instance(scorer.families, "scout_anomaly_sustained")
+    assert sustained["a"] >= scores["a"]
+    assert sustained["b"] < 0.5
 
 
 async def test_new_series_warm_up_and_vanished_ones_leave_after_the_grace(tmp_path):
