@@ -38,7 +38,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -298,8 +298,7 @@ def params_for(args: argparse.Namespace, timestamps: NDArray[np.float64]) -> Det
     step = args.step if args.step is not None else infer_step(timestamps[: args.warmup_points])
     rest = args.rest_period if args.rest_period is not None else DEFAULT_REST_STEPS * step
     try:
-        return replace(
-            DetectorParams(),
+        return DetectorParams(
             step=step,
             seasonality=args.seasonality,
             transform=args.transform,

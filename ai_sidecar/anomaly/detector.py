@@ -24,9 +24,12 @@ How a point becomes a score (the channels are described in docs/anomaly.md):
    the raw score. The **anomaly likelihood** compares a short moving average of
    it with the long-run distribution of that average (a Gaussian tail) and
    log-scales the tail to 0..1: a series that is always a bit noisy adapts,
-   a sustained change accumulates evidence.
+   a sustained change accumulates evidence. A point's contribution is capped
+   and discounted by the largest surprise of the recent past, so benign
+   spikes that recur stop alarming; the window's surprise never exceeds the
+   sum of its points'.
 3. **Range novelty**: a value beyond everything seen so far, by more than a
-   margin, scores 1.
+   margin (which widens after each novelty), scores 1.
 4. **Rest period**: after a score above ``rest_trigger`` the detector stays
    quiet (scores damped) for ``rest_period`` seconds unless the event gets
    clearly stronger, so one event is one alarm.
@@ -79,6 +82,7 @@ LN10 = math.log(10.0)
 # The likelihood's log scale: a tail of 1e-10 scores 1 (ten decades).
 LIKELIHOOD_DECADES = 10.0
 STATE_VERSION = 1
+# Decades taken off the spread channel: its 16-point average is autocorrelated.
 SPREAD_DISCOUNT = math.log10(16.0)
 # Fewer series than this per thread and threads cost more than they save.
 FIT_SERIES_PER_WORKER = 2048
