@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ai_sidecar import __version__
+from ai_sidecar.anomaly.service import add_anomaly_scoring
 from ai_sidecar.api import setup_api
 from ai_sidecar.components import ComponentsFactory, build_components, open_store
 from ai_sidecar.config import SidecarConfig
@@ -136,5 +137,8 @@ def create_app(
     else:
         app[METRICS] = create_metrics()
         app.cleanup_ctx.extend([store, inline_pipeline])
+    add_anomaly_scoring(
+        app, settings, config, app[METRICS].registry, separate_process=worker_process
+    )
     setup_routes(app)
     return app

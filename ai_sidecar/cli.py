@@ -36,6 +36,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ai_sidecar import __version__
+from ai_sidecar.anomaly.cli import add_anomaly_commands
+from ai_sidecar.anomaly.model_commands import add_model_commands
 from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config, parse_duration
 from ai_sidecar.errors import ConfigError
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_arguments(serve_command)
     serve_command.set_defaults(run=run_serve)
+    add_model_commands(add_anomaly_commands(commands))
     return parser
 
 

@@ -39,6 +39,27 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
       external_url: https://scout.example.net
     store:              # the sidecar's data directory
       retention: 30d    # alerts and resolved incidents older than this are pruned
+    anomaly:            # models trained on PromQL history (docs/anomaly.md, "Pipeline")
+      enabled: false    # true, with SCOUT_PROMETHEUS_URL set, starts scoring
+      score_interval: 1m
+      query_delay: 30s  # the newest points asked for are this old
+      query_timeout: 30s  # time box of each history request
+      retries: 3        # of a request Prometheus could not answer
+      concurrency: 2    # history requests in flight at once
+      series_grace: 1h  # a series without points this long is dropped
+      keep_versions: 5  # trained models kept per signal
+      retrain: {at: "03:00", drift_threshold: 0.25, min_interval: 1h}   # or every: 12h
+      signals:          # replaces the shipped ones (ai_sidecar.anomaly.signals)
+        - name: wan_throughput
+          query: instance:wan_in_bits:rate5m
+          step: 1m
+          history: 14d
+          transform: log1p   # none | log1p
+          seasonality: auto  # auto | daily | weekly | none
+          min_deviation: 1000000
+          min_level: 0
+          max_series: 2000
+          keep_labels: [job, instance]
 
 Durations are written as in Prometheus (``30s``, ``5m``, ``1h30m``, ``500ms``).
 Label matchers are regexes anchored at both ends, as in PromQL; a label the
@@ -67,6 +88,7 @@ from pydantic import (
     model_validator,
 )
 
+from ai_sidecar.anomaly.signals import DEFAULT_SIGNALS, RESERVED_LABELS, raw_counter_in
 from ai_sidecar.errors import ConfigError
 from exporter.common.models import Regex, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
@@ -440,6 +462,151 @@ class StoreConfig(StrictModel):
     retention: Duration = timedelta(days=30)
 
 
+# -- anomaly models -------------------------------------------------------------
+
+_SIGNAL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_CLOCK_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+# A signal's history in steps: what one fit holds per series (28 days at 1m is 40,320).
+MAX_HISTORY_POINTS = 100_000
+DEFAULT_RETRAIN_AT = "03:00"
+
+
+def _signal_name(value: str) -> str:
+    if not _SIGNAL_NAME.fullmatch(value):
+        raise ValueError(f"invalid signal name {value!r} (letters, digits and _)")
+    return value
+
+
+def _counter_through_rate(value: str) -> str:
+    if not value.strip():
+        raise ValueError("should be a PromQL expression")
+    counter = raw_counter_in(value)
+    if counter is not None:
+        raise ValueError(
+            f"reads the counter {counter} raw; model counters through rate() or increase()"
+        )
+    return value
+
+
+def _clock_time(value: str) -> str:
+    if not _CLOCK_TIME.fullmatch(value):
+        raise ValueError(f"should be a time of day as HH:MM (UTC), got {value!r}")
+    return value
+
+
+def _kept_labels(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    reserved = sorted(RESERVED_LABELS.intersection(value))
+    if reserved:
+        raise ValueError(f"{reserved[0]!r} is set by Scout and cannot be kept")
+    if len(set(value)) != len(value):
+        raise ValueError("repeats a label")
+    return value
+
+
+class SignalConfig(StrictModel):
+    """One PromQL expression whose series are modelled together (ai_sidecar.anomaly)."""
+
+    name: Annotated[str, AfterValidator(_signal_name)]
+    query: Annotated[str, AfterValidator(_counter_through_rate)]
+    step: Duration = timedelta(minutes=1)
+    history: Duration = timedelta(days=14)
+    transform: Literal["none", "log1p"] = "none"
+    seasonality: Literal["auto", "daily", "weekly", "none"] = "auto"
+    # Deviations smaller than min_deviation, and values whose size stays below
+    # min_level, never flag (in the signal's units).
+    min_deviation: float = Field(default=0.0, ge=0)
+    min_level: float = Field(default=0.0, ge=0)
+    max_series: int = Field(default=2000, ge=1)
+    # None: every label of the series (but __name__).
+    keep_labels: Annotated[list[LabelName] | None, AfterValidator(_kept_labels)] = Field(
+        default_factory=lambda: ["job", "instance"]
+    )
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> Self:
+        if self.step < timedelta(seconds=1):
+            raise ValueError(f"step ({format_duration(self.step)}) is shorter than 1s")
+        points = self.history // self.step
+        if points < 2:
+            raise ValueError(
+                f"history ({format_duration(self.history)}) holds fewer than two steps "
+                f"of {format_duration(self.step)}"
+            )
+        if points > MAX_HISTORY_POINTS:
+            raise ValueError(
+                f"history / step gives {points} points per series; at most "
+                f"{MAX_HISTORY_POINTS} are modelled (use a longer step)"
+            )
+        return self
+
+
+def _default_signals() -> list[SignalConfig]:
+    return [SignalConfig.model_validate(signal, strict=False) for signal in DEFAULT_SIGNALS]
+
+
+class RetrainConfig(StrictModel):
+    """When profiles are refitted: daily ``at`` a UTC time, or ``every`` interval; drift early."""
+
+    # Neither set: daily at DEFAULT_RETRAIN_AT.
+    at: Annotated[str, AfterValidator(_clock_time)] | None = None
+    every: Duration | None = None
+    # PSI of recent residuals against the training residuals above which a
+    # signal is refitted before its schedule, at most once per min_interval.
+    drift_threshold: float = Field(default=0.25, gt=0)
+    min_interval: Duration = timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Self:
+        if self.every is not None and self.at is not None:
+            raise ValueError("set at or every, not both")
+        return self
+
+    @property
+    def daily_at(self) -> tuple[int, int] | None:
+        """(hour, minute) UTC of the daily refit, or None with ``every``."""
+        if self.every is not None:
+            return None
+        hour, minute = (self.at or DEFAULT_RETRAIN_AT).split(":")
+        return int(hour), int(minute)
+
+
+class AnomalyConfig(StrictModel):
+    """The anomaly models: signals, scoring cadence, retraining; docs/anomaly.md."""
+
+    # Needs SCOUT_PROMETHEUS_URL too: without one there is no history to learn from.
+    enabled: bool = False
+    score_interval: Duration = timedelta(minutes=1)
+    # Points younger than this are not asked for yet: rules and remote writes lag.
+    query_delay: DurationOrZero = timedelta(seconds=30)
+    query_timeout: Duration = timedelta(seconds=30)
+    retries: int = Field(default=3, ge=0, le=10)
+    concurrency: int = Field(default=2, ge=1, le=16)
+    # A series with no point for this long leaves the detector (and /metrics).
+    series_grace: Duration = timedelta(hours=1)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    keep_versions: int = Field(default=5, ge=1)
+    signals: list[SignalConfig] = Field(default_factory=_default_signals)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        seen: set[str] = set()
+        for signal in self.signals:
+            if signal.name in seen:
+                raise ValueError(f"signal {signal.name!r} is defined twice")
+            seen.add(signal.name)
+        return self
+
+    def signal(self, name: str) -> SignalConfig:
+        """The signal called ``name``; KeyError names the ones there are."""
+        for signal in self.signals:
+            if signal.name == name:
+                return signal
+        known = ", ".join(s.name for s in self.signals) or "none"
+        raise KeyError(f"no signal {name!r} (configured: {known})")
+
+
 class SidecarConfig(StrictModel):
     """The whole file. Top-level keys starting with ``x-`` are ignored (YAML anchors)."""
 
@@ -449,6 +616,7 @@ class SidecarConfig(StrictModel):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     return_trip: ReturnTripConfig = Field(default_factory=ReturnTripConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,10 @@ dies, and stops it on shutdown. The child:
 - sends every metric family of its pipeline registry to the parent every
   ``METRICS_INTERVAL`` through a pipe, and the parent serves them on its
   /metrics (:class:`~ai_sidecar.metrics.ForwardedMetrics`).
+
+The anomaly scorer's child (:mod:`ai_sidecar.anomaly.service`) runs under the
+same watch, with its own entry point, and starts the way this one does
+(:func:`become_child`, :func:`stop_on_signals`, :func:`until_stopped`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,18 +75,43 @@ NICENESS = 10
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _lock_data_dir(data_dir: Path) -> int:
-    """Hold the worker lock for the life of this process; waits for a previous holder."""
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+def lock_file(path: Path) -> int:
+    """Hold an exclusive lock on ``path`` for the life of this process; waits for a holder."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+def become_child(log_level: str, log_format: LogFormat) -> None:
+    """What every child process of the sidecar does first: die with the parent, yield the
+    CPU to the HTTP process, log like it."""
+    die_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
+    configure_logging(log_level, log_format)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGTERM or SIGINT sets: how a child process is asked to stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    return stop
+
+
+async def until_stopped(main: asyncio.Task[Any], stop: asyncio.Event) -> None:
+    """Wait until ``main`` ends or ``stop`` is set."""
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
 
 
 def child_main(
@@ -94,16 +123,13 @@ def child_main(
     metrics_pipe: multiprocessing.connection.Connection,
 ) -> None:
     """Entry point of the worker process."""
-    _die_with_parent()
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
-    configure_logging(log_level, log_format)
+    become_child(log_level, log_format)
     # The store's writer thread gives up the GIL around every statement; with
     # the default 5 ms switch interval, taking it back from a busy worker
     # stretches each write transaction (and the webhook's wait for the write
     # lock) by as much per statement.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    lock = _lock_data_dir(settings.data_dir)
+    lock = lock_file(settings.data_dir / LOCK_FILE)
     try:
         asyncio.run(_serve(settings, config, components, metrics_pipe))
     finally:
@@ -116,10 +142,7 @@ async def _serve(
     components: ComponentsFactory,
     metrics_pipe: multiprocessing.connection.Connection,
 ) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    stop = stop_on_signals()
     pipeline_registry = CollectorRegistry()
     metrics = create_metrics(pipeline_registry=pipeline_registry)
     wakeup = asyncio.Event()
@@ -154,9 +177,7 @@ async def _serve(
         asyncio.create_task(_send_metrics(pipeline_registry, metrics_pipe)),
     ]
     log.info("worker process started", extra={"pid": os.getpid()})
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
+    await until_stopped(main, stop)
     await cancel_tasks(tasks)
     log.info("worker process stopped")
 
@@ -196,8 +217,14 @@ class WorkerProcess:
         forwarded: ForwardedMetrics,
         log_level: str,
         log_format: LogFormat,
+        *,
+        target: Callable[..., None] = child_main,
+        name: str = "scout-sidecar-worker",
     ) -> None:
         self._args: tuple[Any, ...] = (settings, config, log_level, log_format, components)
+        # Another child (the anomaly scorer) runs under the same watch with its own entry point.
+        self._target = target
+        self._name = name
         self._forwarded = forwarded
         # spawn, not fork: the parent has threads (the store's) and an event loop.
         self._context = multiprocessing.get_context("spawn")
@@ -226,7 +253,7 @@ class WorkerProcess:
                 if self._stopping.is_set():
                     return
                 process = self._context.Process(
-                    target=child_main, args=(*self._args, sender), name="scout-sidecar-worker"
+                    target=self._target, args=(*self._args, sender), name=self._name
                 )
                 process.start()
                 self._process = process
@@ -238,8 +265,8 @@ class WorkerProcess:
             process.join()
             if not self._stopping.is_set():
                 log.error(
-                    "worker process exited; restarting it",
-                    extra={"exitcode": process.exitcode},
+                    "child process exited; restarting it",
+                    extra={"process": self._name, "exitcode": process.exitcode},
                 )
                 self._stopping.wait(RESTART_DELAY)
 

@@ -27,7 +27,8 @@ def backfill(openmetrics: Path, storage: Path) -> None:
         ],
         check=True,
         capture_output=True,
-        timeout=60,
+        # A day of one-minute samples for hundreds of series takes minutes.
+        timeout=600,
     )
 
 

@@ -1,0 +1,442 @@
+"""``scout-sidecar anomaly ...``: the detector offline, on CSV files.
+
+``score INPUT.csv OUTPUT.csv`` reads ``timestamp,value`` and writes
+``timestamp,value,anomaly_score``:
+
+- a header row is required; it must name ``timestamp`` and ``value`` (any
+  order, any case); other columns are ignored;
+- a timestamp is Unix seconds (``1700000000``, ``1700000000.5``) or ISO 8601
+  (``2026-12-03T10:00:00Z``, ``2026-12-03 10:00:00``; no zone means UTC);
+- an empty value, ``NaN`` or an infinity is a gap: it scores 0, is written
+  back as read, and the detector neither scores nor learns it;
+- rows are scored in file order, one by one through the live path's
+  :class:`~ai_sidecar.anomaly.detector.Detector`, so the score of row i
+  depends only on rows 0..i. Timestamps and values are written back exactly
+  as read; any spacing works (gaps, duplicates, 5-minute data);
+- ``--step`` defaults to the median spacing of the rows the detector spends
+  warming up (they score 0 whatever the step, which keeps the no-lookahead
+  promise), ``--rest-period`` to 60 steps;
+- ``-`` reads standard input or writes standard output.
+
+``backtest LABELLED.csv [...]`` reads ``timestamp,value,label`` (label 0/1;
+a run of 1s is one event), scores each file the same way and prints
+precision, recall, F1, detection delay, false alarms per series-day and the
+NAB-style score (``ai_sidecar.anomaly.backtest``); ``--json`` for machines.
+
+Bad input is one line on stderr naming the file and line, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ai_sidecar.anomaly.backtest import Truth, event_metrics, nab_score
+from ai_sidecar.anomaly.detector import DEFAULT_REST_STEPS, Detector, DetectorParams
+from ai_sidecar.config import parse_duration
+
+EXIT_BAD_INPUT = 2
+# Files longer than this show a progress bar (on a terminal only).
+PROGRESS_ROWS = 100_000
+
+
+class InputError(Exception):
+    """Input the command cannot use; the message is one line for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One CSV file as read: the original text of each row, and parsed arrays."""
+
+    timestamp_text: list[str]
+    value_text: list[str]
+    timestamps: NDArray[np.float64]
+    values: NDArray[np.float64]
+    labels: NDArray[np.bool_] | None
+
+
+def add_anomaly_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add the ``anomaly`` group to the root parser's commands; return its own subparsers."""
+    group = subparsers.add_parser(
+        "anomaly",
+        help="anomaly detection: score or backtest CSV files",
+        description="Anomaly detection commands.",
+    )
+    commands = group.add_subparsers(dest="anomaly_command", metavar="COMMAND", required=True)
+    score = commands.add_parser(
+        "score",
+        help="score a timestamp,value CSV (no lookahead)",
+        description=(
+            "Read timestamp,value rows and write timestamp,value,anomaly_score with scores "
+            "in [0, 1]; the score of row i depends only on rows 0..i. '-' is stdin/stdout."
+        ),
+    )
+    score.add_argument("input", metavar="INPUT.csv")
+    score.add_argument("output", metavar="OUTPUT.csv")
+    add_detector_arguments(score)
+    score.set_defaults(run=run_score)
+    backtest = commands.add_parser(
+        "backtest",
+        help="score labelled CSVs and report precision, recall, F1, delay, NAB score",
+        description=(
+            "Each file has timestamp,value,label columns (label 0 or 1; a run of 1s is one "
+            "event). Reports event-level precision, recall, F1, detection delay, false "
+            "alarms per series-day, and the NAB-style standard-profile score."
+        ),
+    )
+    backtest.add_argument("inputs", metavar="LABELLED.csv", nargs="+")
+    backtest.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="alarm at scores at or above this (default: the detector's alarm threshold)",
+    )
+    backtest.add_argument("--json", action="store_true", help="print JSON")
+    add_detector_arguments(backtest)
+    backtest.set_defaults(run=run_backtest)
+    return commands
+
+
+def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = DetectorParams()
+    parser.add_argument(
+        "--step",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="spacing of the series (default: measured over the warm-up rows)",
+    )
+    parser.add_argument(
+        "--seasonality", choices=["auto", "daily", "weekly", "none"], default="auto"
+    )
+    parser.add_argument("--transform", choices=["none", "log1p"], default="none")
+    parser.add_argument(
+        "--min-deviation",
+        type=_non_negative,
+        default=0.0,
+        metavar="X",
+        help="deviations smaller than this (in the value's units) never flag",
+    )
+    parser.add_argument(
+        "--min-level",
+        type=_non_negative,
+        default=0.0,
+        metavar="X",
+        help="values below this, where the expected value is too, never flag",
+    )
+    parser.add_argument(
+        "--rest-period",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help=f"quiet time after an alarm (default {DEFAULT_REST_STEPS} steps)",
+    )
+    parser.add_argument(
+        "--warmup-points",
+        type=int,
+        default=defaults.warmup_points,
+        metavar="N",
+        help=f"points before scoring starts (default {defaults.warmup_points})",
+    )
+    parser.add_argument(
+        "--alarm-threshold",
+        type=float,
+        default=defaults.alarm_threshold,
+        metavar="S",
+        help=f"score of an alarm (default {defaults.alarm_threshold})",
+    )
+
+
+def _duration(text: str) -> float:
+    """Seconds, as a number (``300``) or a Prometheus duration (``5m``)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text).total_seconds()
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"expected a duration above 0, got {text!r}")
+    return seconds
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}")
+    return value
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+def parse_timestamp(text: str) -> float:
+    """Unix seconds or ISO 8601 (naive means UTC) -> Unix seconds; ValueError otherwise."""
+    stripped = text.strip()
+    try:
+        seconds = float(stripped)
+    except ValueError:
+        parsed = datetime.fromisoformat(stripped)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    if not math.isfinite(seconds):
+        raise ValueError(text)
+    return seconds
+
+
+def _parse_value(text: str) -> float:
+    stripped = text.strip()
+    if not stripped:
+        return math.nan
+    value = float(stripped)
+    return value if math.isfinite(value) else math.nan
+
+
+@contextlib.contextmanager
+def _open_input(name: str) -> Iterator[TextIO]:
+    if name == "-":
+        yield sys.stdin
+        return
+    try:
+        handle = open(name, encoding="utf-8", newline="")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+    with handle:
+        yield handle
+
+
+def read_series(name: str, *, labelled: bool = False) -> Series:
+    """Read one CSV; every problem is an :class:`InputError` naming the file and line."""
+    needed = ["timestamp", "value"] + (["label"] if labelled else [])
+    with _open_input(name) as handle:
+        try:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise InputError(f"{name}: empty file, expected a header row {','.join(needed)}")
+            columns = {title.strip().lower(): index for index, title in enumerate(header)}
+            missing = [column for column in needed if column not in columns]
+            if missing:
+                raise InputError(
+                    f"{name}: line 1: the header has no {' or '.join(missing)} column "
+                    f"(expected {','.join(needed)})"
+                )
+            at = [columns[column] for column in needed]
+            timestamp_text: list[str] = []
+            value_text: list[str] = []
+            timestamps: list[float] = []
+            values: list[float] = []
+            labels: list[bool] = []
+            for row in reader:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) <= max(at):
+                    raise InputError(f"{name}: line {line}: expected {len(header)} columns")
+                try:
+                    timestamps.append(parse_timestamp(row[at[0]]))
+                except ValueError:
+                    raise InputError(
+                        f"{name}: line {line}: cannot parse timestamp {row[at[0]]!r} "
+                        "(Unix seconds or ISO 8601)"
+                    ) from None
+                try:
+                    values.append(_parse_value(row[at[1]]))
+                except ValueError:
+                    raise InputError(
+                        f"{name}: line {line}: cannot parse value {row[at[1]]!r}"
+                    ) from None
+                if labelled:
+                    label = row[at[2]].strip()
+                    if label not in ("0", "1"):
+                        raise InputError(
+                            f"{name}: line {line}: label must be 0 or 1, not {label!r}"
+                        )
+                    labels.append(label == "1")
+                timestamp_text.append(row[at[0]])
+                value_text.append(row[at[1]])
+        except csv.Error as exc:
+            raise InputError(f"{name}: line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{name}: not UTF-8 text") from None
+    return Series(
+        timestamp_text,
+        value_text,
+        np.array(timestamps, dtype=np.float64),
+        np.array(values, dtype=np.float64),
+        np.array(labels, dtype=np.bool_) if labelled else None,
+    )
+
+
+# -- scoring ---------------------------------------------------------------------
+
+
+def params_for(args: argparse.Namespace, timestamps: NDArray[np.float64]) -> DetectorParams:
+    """The detector's parameters: flags, with the step measured over the warm-up rows."""
+    step = args.step if args.step is not None else infer_step(timestamps[: args.warmup_points])
+    rest = args.rest_period if args.rest_period is not None else DEFAULT_REST_STEPS * step
+    try:
+        return DetectorParams(
+            step=step,
+            seasonality=args.seasonality,
+            transform=args.transform,
+            min_deviation=args.min_deviation,
+            min_level=args.min_level,
+            rest_period=rest,
+            warmup_points=args.warmup_points,
+            alarm_threshold=args.alarm_threshold,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def infer_step(timestamps: NDArray[np.float64]) -> float:
+    """The median positive spacing; 60 s when there is none to measure."""
+    gaps = np.diff(timestamps)
+    gaps = gaps[gaps > 0]
+    return float(np.median(gaps)) if gaps.size else 60.0
+
+
+def score_rows(
+    series: Series, params: DetectorParams, *, progress: bool = False
+) -> NDArray[np.float64]:
+    """Every row through one :class:`Detector`, in file order; gaps score 0."""
+    detector = Detector(params, 1)
+    n = series.values.shape[0]
+    scores = np.zeros(n)
+    column = np.empty(1)
+    tick = max(n // 100, 1)
+    for index in range(n):
+        column[0] = series.values[index]
+        score = detector.update(float(series.timestamps[index]), column).score[0]
+        scores[index] = 0.0 if math.isnan(score) else score
+        if progress and index % tick == 0:
+            print(
+                f"\rscoring: {100 * index // n:3d}% ({index:,}/{n:,} rows)", end="", file=sys.stderr
+            )
+    if progress:
+        print(f"\rscoring: 100% ({n:,}/{n:,} rows)", file=sys.stderr)
+    return scores
+
+
+def _show_progress(rows: int) -> bool:
+    return rows >= PROGRESS_ROWS and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _open_output(name: str) -> Iterator[IO[str]]:
+    """Standard output, or a temporary file renamed over ``name`` once complete."""
+    if name == "-":
+        yield sys.stdout
+        return
+    target = Path(name)
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}."
+        )
+    except OSError as exc:
+        raise InputError(f"{name}: cannot write: {exc.strerror}") from None
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def run_score(args: argparse.Namespace) -> int:
+    try:
+        series = read_series(args.input)
+        params = params_for(args, series.timestamps)
+        scores = score_rows(series, params, progress=_show_progress(series.values.shape[0]))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["timestamp", "value", "anomaly_score"])
+        for stamp, value, score in zip(
+            series.timestamp_text, series.value_text, scores, strict=True
+        ):
+            writer.writerow([stamp, value, f"{score:.6f}"])
+        with _open_output(args.output) as out:
+            out.write(buffer.getvalue())
+    except InputError as exc:
+        print(f"scout-sidecar anomaly score: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    truths: list[Truth] = []
+    all_scores: list[NDArray[np.float64]] = []
+    threshold = args.threshold if args.threshold is not None else args.alarm_threshold
+    try:
+        for name in args.inputs:
+            series = read_series(name, labelled=True)
+            params = params_for(args, series.timestamps)
+            assert series.labels is not None
+            all_scores.append(score_rows(series, params))
+            truths.append(Truth.from_labels(series.labels, params.step))
+    except InputError as exc:
+        print(f"scout-sidecar anomaly backtest: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    metrics = event_metrics(truths, all_scores, threshold)
+    report: dict[str, Any] = {
+        "files": len(truths),
+        "threshold": threshold,
+        "events": metrics.events,
+        "detected": metrics.detected,
+        "false_alarms": metrics.false_alarms,
+        "precision": round(metrics.precision, 4),
+        "recall": round(metrics.recall, 4),
+        "f1": round(metrics.f1, 4),
+        "median_delay_points": None if math.isnan(metrics.median_delay) else metrics.median_delay,
+        "false_alarms_per_series_day": round(metrics.false_alarms_per_day, 4),
+        "nab_standard": _rounded(nab_score(truths, all_scores, threshold)),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        width = max(len(key) for key in report)
+        for key, value in report.items():
+            print(f"{key:<{width}}  {'-' if value is None else value}")
+    return 0
+
+
+def _rounded(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ai_sidecar.anomaly.cli``: the group on its own (tests, scripts)."""
+    parser = argparse.ArgumentParser(prog="scout-sidecar")
+    add_anomaly_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,858 @@
+"""The streaming anomaly detector: one code path for the live scoring loop and the CLI.
+
+Every series of a signal is one column of numpy state arrays, so a scoring
+cycle over thousands of series is a fixed number of vector operations, O(1)
+per new point per series, and ``scout-sidecar anomaly score`` runs the very
+same :meth:`Detector.update` on one series, row by row, so the score of row i
+depends only on rows 0..i.
+
+How a point becomes a score (the channels are described in docs/anomaly.md):
+
+1. Base channels, each turned into a *surprise* (``-log10`` of a tail
+   probability) before they meet, so none dominates by its units:
+   - the expected value from three competing models, each an additive
+     level + seasonal profile (none, slot-of-day, slot-of-week; robust
+     Holt-Winters with Huber-clipped updates). ``seasonality="auto"`` picks,
+     per series, the model whose recent absolute error is clearly lowest, so
+     daily or weekly structure is used only where the data shows it;
+   - a step/spike channel on first differences;
+   - a spread channel (a burst of larger-than-usual residuals: variance change);
+   - a stuck channel (a run of identical values where repeats are rare).
+   Every spread has a floor (half the series' quantum, a sliver of its range)
+   so flat or quantised series don't explode.
+2. The strongest surprise, Bonferroni-corrected for the number of channels, is
+   the raw score. The **anomaly likelihood** compares a short moving average of
+   it with the long-run distribution of that average (a Gaussian tail) and
+   log-scales the tail to 0..1: a series that is always a bit noisy adapts,
+   a sustained change accumulates evidence. A point's contribution is capped
+   and discounted by the largest surprise of the recent past, so benign
+   spikes that recur stop alarming; the window's surprise never exceeds the
+   sum of its points'.
+3. **Range novelty**: a value beyond everything seen so far, by more than a
+   margin (which widens after each novelty), scores 1.
+4. **Rest period**: after a score above ``rest_trigger`` the detector stays
+   quiet (scores damped) for ``rest_period`` seconds unless the event gets
+   clearly stronger, so one event is one alarm.
+5. A sustained shift of the residuals re-baselines the level instead of
+   alarming for days.
+
+Missing points (NaN) are never scored and never learned.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "DEFAULT_REST_STEPS",
+    "Detector",
+    "DetectorParams",
+    "FitReport",
+    "Scores",
+    "score_series",
+]
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+DAY = 86_400.0
+WEEK = 7 * DAY
+# The rest period's default, in steps of the series: an hour at one minute.
+DEFAULT_REST_STEPS = 60
+MODEL_NONE, MODEL_DAILY, MODEL_WEEKLY = 0, 1, 2
+N_MODELS = 3
+# Channels the raw score takes the strongest of (level, difference, spread, stuck).
+N_CHANNELS = 4
+# Mean absolute deviation to standard deviation, for Gaussian noise.
+MAD_TO_SIGMA = math.sqrt(math.pi / 2)
+# |z| of Gaussian noise: its mean and standard deviation (the spread channel's null).
+ABS_Z_MEAN = math.sqrt(2 / math.pi)
+ABS_Z_STD = math.sqrt(1 - 2 / math.pi)
+LN10 = math.log(10.0)
+# The likelihood's log scale: a tail of 1e-10 scores 1 (ten decades).
+LIKELIHOOD_DECADES = 10.0
+STATE_VERSION = 1
+# Decades taken off the spread channel: its 16-point average is autocorrelated.
+SPREAD_DISCOUNT = math.log10(16.0)
+# Fewer series than this per thread and threads cost more than they save.
+FIT_SERIES_PER_WORKER = 2048
+# Raw-score level (decades) above which the point channel fits its tail.
+EXCEED_LEVEL = 1.5
+# Pseudo-points of the tail's prior (the channels' own calibration).
+PRIOR_POINTS = 200.0
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorParams:
+    """How a signal's series are modelled; the defaults suit 1-minute data.
+
+    Durations are seconds; ``*_points`` are memories in points of ``step``.
+    """
+
+    step: float = 60.0
+    seasonality: Literal["auto", "daily", "weekly", "none"] = "auto"
+    transform: Literal["none", "log1p"] = "none"
+    # Absolute floor in the signal's units: deviations smaller than this never flag.
+    min_deviation: float = 0.0
+    # Values whose |value| and expected value both stay below this never flag.
+    min_level: float = 0.0
+    # Seconds of quiet after an alarm.
+    rest_period: float = DEFAULT_REST_STEPS * 60.0
+    # Points before a series is scored (it is flagged ``warming`` until then).
+    warmup_points: int = 200
+    # Memory of the level (points); the trend is followed at this pace.
+    level_points: float = 30.0
+    # Memory of the residual spread (points).
+    spread_points: float = 240.0
+    # Memory of a seasonal profile, in cycles (days or weeks).
+    season_cycles: float = 3.0
+    # Memory of the short moving average of the raw score (points).
+    short_points: float = 6.0
+    # Memory of that average's long-run distribution (points).
+    long_points: float = 1500.0
+    # The most a single point adds to the likelihood's short average (decades).
+    short_cap: float = 12.0
+    # How much of the recent largest raw surprise a new point's is discounted by.
+    recurrence_discount: float = 0.8
+    # Cap the likelihood's surprise at the sum of the short window's raw surprises.
+    evidence_cap: bool = True
+    # Also score single points by their raw surprise against the series' own
+    # fitted tail (off by default: on the evaluation set the likelihood alone
+    # scores better; kept for series where single points matter most).
+    tail_fit: bool = False
+    # Score at and above which a point is an alarm (``Scores.flag``).
+    alarm_threshold: float = 0.5
+    # Score at and above which the rest period starts.
+    rest_trigger: float = 0.3
+    # During the rest period a point is scored again only if this much stronger.
+    rest_margin: float = 0.1
+    # Factor on the score of points quieted by the rest period.
+    rest_damping: float = 0.2
+    # Range novelty: margin beyond the seen range, as a fraction of that range.
+    novelty_margin: float = 0.1
+    # Residual EWMA (in sigmas) that confirms a level shift and re-baselines.
+    rebaseline_sigmas: float = 3.0
+    # Half-width of the band (upper/lower) in sigmas of the residual.
+    band_sigmas: float = 4.0
+    # A seasonal model must beat the simpler one's error by this factor to be used.
+    season_gain: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not self.step > 0:
+            raise ValueError(f"step must be above 0, got {self.step!r}")
+        if self.seasonality not in ("auto", "daily", "weekly", "none"):
+            raise ValueError(f"unknown seasonality {self.seasonality!r}")
+        if self.transform not in ("none", "log1p"):
+            raise ValueError(f"unknown transform {self.transform!r}")
+        if self.min_deviation < 0 or self.min_level < 0 or self.rest_period < 0:
+            raise ValueError("min_deviation, min_level and rest_period must be 0 or more")
+        if self.warmup_points < 1:
+            raise ValueError("warmup_points must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """One cycle's output; every array has shape ``(n_series,)``."""
+
+    # 0..1, calibrated, after the rest period; NaN where the point was missing.
+    score: FloatArray
+    # The band, in the signal's units (after undoing the transform).
+    expected: FloatArray
+    upper: FloatArray
+    lower: FloatArray
+    # An alarm: score at or above ``alarm_threshold``, not quieted by the rest period.
+    flag: BoolArray
+    # Not enough history yet to trust the score (the score is then 0).
+    warming: BoolArray
+    # The score before the rest period damped it: stays high for as long as an
+    # event lasts (what a "for: 5m" alert rule wants); NaN where missing.
+    sustained: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class FitReport:
+    """Quality statistics of a batch :meth:`Detector.fit`."""
+
+    points_used: int
+    points_missing: int
+    # Points scored as anomalous and kept out of the seasonal profiles.
+    points_excluded: int
+    alarms: int
+    # Median over series of the residual's standard deviation (transformed units).
+    residual_spread: float
+    # How many series ended on each model: none, daily, weekly.
+    series_per_model: tuple[int, int, int]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _SlotLayout:
+    """Slot counts of the daily and weekly profiles (0 disables a profile)."""
+
+    daily: int
+    weekly: int
+
+    @classmethod
+    def for_step(cls, step: float) -> _SlotLayout:
+        # Slots of at least 15 minutes (day) and 30 minutes (week), and never
+        # shorter than a step: a profile needs a few points per slot, and
+        # neighbouring slots are interpolated, so coarse slots cost little.
+        daily = round(DAY / max(step, 900.0))
+        weekly = round(WEEK / max(step, 1800.0))
+        return cls(daily=daily if daily >= 8 else 0, weekly=weekly if weekly >= 14 else 0)
+
+
+def _state_shapes(n: int, layout: _SlotLayout) -> dict[str, tuple[tuple[int, ...], float]]:
+    """Every state array: shape and initial value. The last axis is always the series."""
+    return {
+        "count": ((n,), 0.0),  # finite points seen
+        "first_t": ((n,), math.nan),
+        "last_x": ((n,), math.nan),  # last finite value (transformed)
+        "low": ((n,), math.inf),  # range seen so far
+        "high": ((n,), -math.inf),
+        "quantum": ((n,), math.inf),  # smallest non-zero |difference| seen
+        "level": ((N_MODELS, n), 0.0),
+        "spread": ((N_MODELS, n), 0.0),  # EWMA of |residual|
+        "error": ((N_MODELS, n), 0.0),  # model-selection error (EWMA of |residual|)
+        "shift": ((N_MODELS, n), 0.0),  # EWMA of the standardised residual
+        "model": ((n,), 0.0),  # chosen model index
+        "season_day": ((layout.daily, n), 0.0),
+        "visits_day": ((layout.daily, n), 0.0),
+        "season_week": ((layout.weekly, n), 0.0),
+        "visits_week": ((layout.weekly, n), 0.0),
+        "diff_mean": ((n,), 0.0),
+        "diff_spread": ((n,), 0.0),
+        "repeat_rate": ((n,), 0.0),  # how often a value repeats the previous one
+        "run": ((n,), 0.0),  # current run of repeats
+        "abs_z": ((n,), ABS_Z_MEAN),  # short EWMA of |z|: the spread channel
+        "abs_z_mean": ((n,), ABS_Z_MEAN),  # its long-run mean and variance
+        "abs_z_var": ((n,), ABS_Z_STD**2 / 31.0),
+        "short": ((n,), 0.0),  # short EWMA of the raw score
+        "recent_peak": ((n,), 0.0),  # largest recent raw score, fading
+        "novelty_factor": ((n,), 1.0),  # widens the novelty margin after each novelty
+        "last_raw": ((n,), 0.0),  # the previous finite point's raw score
+        "exceed_rate": ((n,), 10.0**-EXCEED_LEVEL),  # how often raw >= EXCEED_LEVEL
+        "exceed_mean": ((n,), 1.0 / LN10),  # mean excess above it
+        "long_count": ((n,), 0.0),
+        "long_mean": ((n,), 0.0),
+        "long_var": ((n,), 0.0),
+        "rest_until": ((n,), -math.inf),
+        "peak": ((n,), 0.0),
+        "last_z": ((n,), math.nan),  # last signed standardised residual (drift)
+    }
+
+
+def _log10_erfc(x: FloatArray) -> FloatArray:
+    """log10(erfc(x)) for x >= 0, accurate in the far tail (no underflow).
+
+    Abramowitz and Stegun 7.1.26: erfc(x) = t * poly(t) * exp(-x^2), relative
+    error below 1e-6 over the whole range we use.
+    """
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
+    result: FloatArray = np.log10(poly) - x * x / LN10
+    return result
+
+
+def _clamp(values: FloatArray, limit: FloatArray) -> FloatArray:
+    """``values`` limited to [-limit, limit] (np.clip costs more per call)."""
+    result: FloatArray = np.minimum(np.maximum(values, -limit), limit)
+    return result
+
+
+def _pick(per_model: FloatArray, model: NDArray[np.intp]) -> FloatArray:
+    """Each series' entry of a (model, series) array, for its chosen model."""
+    first = int(model[0]) if model.size else 0
+    result: FloatArray
+    if model.size and bool((model == first).all()):
+        result = per_model[first]
+    else:
+        result = np.choose(model, per_model)
+    return result
+
+
+def _two_sided_surprise(z: FloatArray) -> FloatArray:
+    """-log10 of the two-sided Gaussian tail probability of |z|."""
+    return -_log10_erfc(np.abs(z) * (1 / math.sqrt(2)))
+
+
+def _upper_tail_surprise(z: FloatArray) -> FloatArray:
+    """-log10 of the one-sided upper Gaussian tail of z (0 or so for z <= 0)."""
+    log_erfc = _log10_erfc(np.abs(z) * (1 / math.sqrt(2)))
+    upper = math.log10(2.0) - log_erfc
+    # Below the mean the tail is 1 - erfc/2: a surprise between 0 and log10(2).
+    lower = -np.log10(1.0 - 0.5 * np.power(10.0, log_erfc))
+    return np.where(z > 0, upper, lower)
+
+
+class Detector:
+    """Streaming detector for ``n_series`` series that share timestamps (one signal)."""
+
+    __slots__ = ("_fit_workers", "_layout", "_level_rates", "_params", "_state")
+
+    def __init__(self, params: DetectorParams, n_series: int) -> None:
+        if n_series < 0:
+            raise ValueError("n_series must be 0 or more")
+        self._params = params
+        self._layout = _SlotLayout.for_step(params.step)
+        self._fit_workers = max(1, min(os.cpu_count() or 1, 4))
+        # A seasonal model's level moves slower (a quarter of a day): a level
+        # that chases the daily curve leaves the profile learning its own lag.
+        seasonal_points = max(params.level_points, 0.25 * DAY / params.step)
+        self._level_rates = np.array(
+            [1.0 / params.level_points, 1.0 / seasonal_points, 1.0 / seasonal_points]
+        )
+        self._state: dict[str, FloatArray] = {
+            name: np.full(shape, value)
+            for name, (shape, value) in _state_shapes(n_series, self._layout).items()
+        }
+
+    @property
+    def params(self) -> DetectorParams:
+        return self._params
+
+    @property
+    def n_series(self) -> int:
+        return int(self._state["count"].shape[0])
+
+    # -- the online path ---------------------------------------------------
+
+    def update(self, timestamp: float, values: NDArray[np.float64]) -> Scores:
+        """One point per series (NaN = missing, never scored, never learned). O(1) per series."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (self.n_series,):
+            raise ValueError(f"expected {self.n_series} values, got shape {values.shape}")
+        scores = self._step(float(timestamp), values)
+        assert scores is not None
+        return scores
+
+    def fit(self, timestamps: NDArray[np.float64], values: NDArray[np.float64]) -> FitReport:
+        """Batch training from history: ``values`` has shape ``(n_series, n_points)``, NaN = gap.
+
+        Equivalent to :meth:`update` on every column in turn (the detector is
+        left exactly as that replay would leave it, so ``fit`` then ``update``
+        equals a pure online replay): the seasonal profiles are learned from
+        the points that were not anomalous at the time, the online state ends
+        warm. Call it again with the next chunk of history to continue.
+        """
+        started = time.perf_counter()
+        timestamps = np.asarray(timestamps, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape != (self.n_series, timestamps.shape[0]):
+            raise ValueError(
+                f"values must have shape ({self.n_series}, {timestamps.shape[0]}), "
+                f"got {values.shape}"
+            )
+        parts = min(self._fit_workers, self.n_series // FIT_SERIES_PER_WORKER)
+        if parts >= 2:
+            # Series are independent: blocks of them replay on their own
+            # threads (numpy releases the GIL inside each vector operation).
+            edges = np.linspace(0, self.n_series, parts + 1).astype(np.intp).tolist()
+            spans = list(pairwise(edges))
+            blocks = [self._block(start, stop) for start, stop in spans]
+
+            def replay(job: tuple[Detector, tuple[int, int]]) -> NDArray[np.int64]:
+                block, (start, stop) = job
+                return block._replay(timestamps, values[start:stop])
+
+            with ThreadPoolExecutor(parts) as pool:
+                results = list(pool.map(replay, zip(blocks, spans, strict=True)))
+            counters = np.concatenate(results, axis=1)
+            self._state = {
+                name: np.concatenate([blk._state[name] for blk in blocks], axis=-1)
+                for name in self._state
+            }
+        else:
+            counters = self._replay(timestamps, values)
+        finite = int(np.isfinite(values).sum())
+        spread = MAD_TO_SIGMA * np.take_along_axis(
+            self._state["spread"], self._state["model"].astype(np.intp)[None, :], axis=0
+        )
+        models = np.bincount(self._state["model"].astype(np.intp), minlength=N_MODELS)
+        return FitReport(
+            points_used=finite,
+            points_missing=int(values.size - finite),
+            points_excluded=int(counters[0].sum()),
+            alarms=int(counters[1].sum()),
+            residual_spread=float(np.median(spread)) if spread.size else 0.0,
+            series_per_model=(int(models[0]), int(models[1]), int(models[2])),
+            seconds=time.perf_counter() - started,
+        )
+
+    def _replay(
+        self, timestamps: NDArray[np.float64], values: NDArray[np.float64]
+    ) -> NDArray[np.int64]:
+        """``update`` over every column without output; per series: points excluded, alarms."""
+        counters = np.zeros((2, self.n_series), dtype=np.int64)
+        # Column by column; a contiguous copy of each column keeps the loop cheap.
+        columns = np.ascontiguousarray(values.T)
+        for index in range(timestamps.shape[0]):
+            self._step(float(timestamps[index]), columns[index], counters=counters)
+        return counters
+
+    def _block(self, start: int, stop: int) -> Detector:
+        """A detector for series ``start..stop-1`` alone, with copies of their state."""
+        block = Detector(self._params, 0)
+        block._state = {
+            name: np.ascontiguousarray(array[..., start:stop])
+            for name, array in self._state.items()
+        }
+        return block
+
+    def _step(
+        self,
+        t: float,
+        raw: FloatArray,
+        counters: NDArray[np.int64] | None = None,
+    ) -> Scores | None:
+        """Advance every series by one point at time ``t``; ``counters`` means "fit: no output"."""
+        p = self._params
+        s = self._state
+        n = raw.shape[0]
+        # A copy: the state keeps x (last_x), and the caller may reuse its array.
+        x = np.log1p(np.maximum(raw, 0.0)) if p.transform == "log1p" else raw.copy()
+        finite = np.isfinite(x)
+        all_finite = bool(finite.all())
+        xv = x if all_finite else np.where(finite, x, 0.0)
+
+        count = s["count"]
+        started = count > 0
+        count_next = count + 1.0
+
+        # -- seasonal geometry (shared by every series: one timestamp) -------
+        level = s["level"]
+        expected = level.copy()
+        day_slots = self._slots(t, DAY, self._layout.daily)
+        week_slots = self._slots(t, WEEK, self._layout.weekly)
+        if day_slots is not None:
+            k0, k1, w = day_slots
+            expected[MODEL_DAILY] += (1 - w) * s["season_day"][k0] + w * s["season_day"][k1]
+        if week_slots is not None:
+            k0, k1, w = week_slots
+            expected[MODEL_WEEKLY] += (1 - w) * s["season_week"][k0] + w * s["season_week"][k1]
+
+        # -- spread floors: flat and quantised series must not explode -------
+        low, high = s["low"], s["high"]
+        seen_range = np.where(started, high - low, 0.0)
+        quantum = s["quantum"]
+        floor = np.maximum(
+            np.where(np.isfinite(quantum), 0.5 * quantum, 0.0),
+            1e-3 * seen_range,
+        )
+        floor = np.maximum(floor, 1e-9 * np.abs(np.where(started, level[MODEL_NONE], xv)) + 1e-12)
+
+        residual = xv - expected
+        sigma = np.maximum(MAD_TO_SIGMA * s["spread"], floor)
+        z = residual / sigma
+
+        model = s["model"].astype(np.intp)
+        z_chosen = _pick(z, model)
+        level_surprise = _two_sided_surprise(z_chosen)
+
+        # -- differences: steps and spikes -----------------------------------
+        last_x = s["last_x"]
+        has_last = np.isfinite(last_x)
+        diff = np.where(has_last, xv - last_x, 0.0)
+        diff_dev = diff - s["diff_mean"]
+        diff_sigma = np.maximum(MAD_TO_SIGMA * s["diff_spread"], floor)
+        diff_z = np.where(has_last, diff_dev / diff_sigma, 0.0)
+        # The way back from an outlier is no second event: the outlier's own
+        # surprise already counted it.
+        diff_surprise = np.where(s["last_raw"] >= 1.5, 0.0, _two_sided_surprise(diff_z))
+
+        # -- spread: a burst of large residuals ------------------------------
+        # Residuals are autocorrelated in real data (a model misfits for a
+        # stretch), so the short average of |z| is compared with its own
+        # long-run distribution, not with the independent-noise null.
+        abs_z = s["abs_z"] + (1.0 / 16.0) * (np.minimum(np.abs(z_chosen), 6.0) - s["abs_z"])
+        abs_z_std = np.maximum(np.sqrt(s["abs_z_var"]), 0.05)
+        spread_z = (abs_z - s["abs_z_mean"]) / abs_z_std
+        # Successive values of a 16-point average are far from independent, so
+        # the short window would count one excursion many times: discount it
+        # by log10(16) decades.
+        spread_surprise = np.maximum(_upper_tail_surprise(spread_z) - SPREAD_DISCOUNT, 0.0)
+
+        # -- stuck: identical values where repeats are rare ------------------
+        repeat = has_last & (diff == 0.0)
+        run = np.where(repeat, s["run"] + 1.0, 0.0)
+        stuck_surprise = run * -np.log10(np.minimum(np.maximum(s["repeat_rate"], 0.05), 0.99))
+
+        raw_surprise = np.maximum(
+            np.maximum(level_surprise, diff_surprise), np.maximum(spread_surprise, stuck_surprise)
+        )
+        raw_score = np.minimum(np.maximum(raw_surprise - math.log10(N_CHANNELS), 0.0), 40.0)
+
+        # -- one point: the raw surprise against this series' own tail ------
+        # Peaks over a threshold: how often the raw score passes EXCEED_LEVEL
+        # and by how much on average (an exponential excess). Under the
+        # channels' own null that is 10^-level and 1/ln(10); a heavy-tailed
+        # series passes more often and further, and is scored down for it.
+        rate = s["exceed_rate"]
+        excess = s["exceed_mean"]
+        point_surprise = np.where(
+            raw_score >= EXCEED_LEVEL,
+            -np.log10(rate) + (raw_score - EXCEED_LEVEL) / (excess * LN10),
+            raw_score * (-np.log10(rate) / EXCEED_LEVEL),
+        )
+
+        # -- anomaly likelihood: sustained evidence ---------------------------
+        # A single point enters the short average at most at ``short_cap``,
+        # less part of the largest surprise of the recent past: a series whose
+        # benign spikes recur stops being surprised by spikes of that size.
+        evidence = np.minimum(raw_score, p.short_cap)
+        if p.recurrence_discount > 0:
+            evidence = np.maximum(evidence - p.recurrence_discount * s["recent_peak"], 0.0)
+        short = s["short"] + (1.0 / p.short_points) * (evidence - s["short"])
+        long_count = s["long_count"]
+        long_std = np.maximum(np.sqrt(s["long_var"]), 0.1)
+        likelihood_z = np.where(long_count > 0, (short - s["long_mean"]) / long_std, 0.0)
+        likelihood_surprise = _upper_tail_surprise(likelihood_z)
+        if p.evidence_cap:
+            # The Gaussian tail of the short average overstates what a single
+            # moderately rare point means; the window can never be more
+            # surprising than its points' surprises added up.
+            likelihood_surprise = np.minimum(likelihood_surprise, short * p.short_points)
+        if p.tail_fit:
+            likelihood_surprise = np.maximum(point_surprise, likelihood_surprise)
+        likelihood = np.minimum(likelihood_surprise / LIKELIHOOD_DECADES, 1.0)
+
+        # -- range novelty -----------------------------------------------------
+        # The margin doubles with every novelty: a heavy-tailed series sets
+        # records often and soon needs a real departure to score 1 again.
+        margin = p.novelty_margin * s["novelty_factor"] * seen_range + floor
+        novel = started & ((xv > high + margin) | (xv < low - margin)) & (level_surprise > 2.0)
+        warming = count_next <= p.warmup_points
+        score = np.where(novel, 1.0, likelihood)
+        score = np.where(warming, 0.0, score)
+
+        # -- floors in the signal's units ----------------------------------
+        expected_chosen = _pick(expected, model)
+        if p.min_deviation > 0 or p.min_level > 0:
+            value_units = raw if all_finite else np.where(finite, raw, 0.0)
+            expected_units = self._untransform(expected_chosen)
+            quiet = np.abs(value_units - expected_units) < p.min_deviation
+            quiet |= (np.abs(value_units) < p.min_level) & (np.abs(expected_units) < p.min_level)
+            score = np.where(quiet, 0.0, score)
+
+        # -- rest period -------------------------------------------------------
+        resting = t < s["rest_until"]
+        emitted = ~resting | (score >= s["peak"] + p.rest_margin)
+        output = np.where(emitted, score, p.rest_damping * score)
+        starts_rest = emitted & (score >= p.rest_trigger) & finite
+        flag = emitted & (score >= p.alarm_threshold) & finite
+
+        # -- learning (finite points only) -------------------------------------
+        # Anomalous points stay out of the seasonal profiles (spreads and levels
+        # learn from them, clipped, so a new regime is eventually absorbed).
+        anomalous = (raw_score >= 3.0) & ~warming
+        learn = finite & ~anomalous
+        self._learn(
+            t=t,
+            x=xv,
+            finite=finite,
+            all_finite=all_finite,
+            learn=learn,
+            residual=residual,
+            z=z,
+            sigma=sigma,
+            diff=diff,
+            diff_dev=diff_dev,
+            diff_sigma=diff_sigma,
+            has_last=has_last,
+            repeat=repeat,
+            run=run,
+            abs_z=abs_z,
+            short=short,
+            raw_score=raw_score,
+            day_slots=day_slots,
+            week_slots=week_slots,
+            count_next=count_next,
+        )
+        commit = self._commit_fn(finite, all_finite)
+        commit("rest_until", np.where(starts_rest, t + p.rest_period, s["rest_until"]))
+        scored_novel = novel & ~warming
+        relaxed = 1.0 + (s["novelty_factor"] - 1.0) * (1.0 - 1.0 / p.long_points)
+        commit("novelty_factor", np.where(scored_novel, 2.0 * s["novelty_factor"], relaxed))
+        commit("peak", np.where(starts_rest, score, s["peak"]))
+        commit("last_z", z_chosen)
+        if not all_finite:
+            s["last_z"] = np.where(finite, s["last_z"], math.nan)
+
+        if counters is not None:
+            counters[0] += finite & anomalous
+            counters[1] += flag
+            return None
+
+        sigma_chosen = _pick(sigma, model)
+        band = p.band_sigmas * sigma_chosen
+        return Scores(
+            score=np.where(finite, output, math.nan),
+            expected=self._untransform(expected_chosen),
+            upper=self._untransform(expected_chosen + band),
+            lower=self._untransform(expected_chosen - band),
+            flag=flag,
+            warming=warming if n else np.zeros(0, dtype=np.bool_),
+            sustained=np.where(finite, score, math.nan),
+        )
+
+    def _learn(
+        self,
+        *,
+        t: float,
+        x: FloatArray,
+        finite: BoolArray,
+        all_finite: bool,
+        learn: BoolArray,
+        residual: FloatArray,
+        z: FloatArray,
+        sigma: FloatArray,
+        diff: FloatArray,
+        diff_dev: FloatArray,
+        diff_sigma: FloatArray,
+        has_last: BoolArray,
+        repeat: BoolArray,
+        run: FloatArray,
+        abs_z: FloatArray,
+        short: FloatArray,
+        raw_score: FloatArray,
+        day_slots: tuple[int, int, float] | None,
+        week_slots: tuple[int, int, float] | None,
+        count_next: FloatArray,
+    ) -> None:
+        p = self._params
+        s = self._state
+        commit = self._commit_fn(finite, all_finite)
+        first = s["count"] == 0
+        settled = count_next > 0.5 * p.warmup_points
+        # Running means until a memory is full, then exponential forgetting.
+        level_alpha = np.maximum(self._level_rates[:, None], 1.0 / count_next)
+        spread_alpha = np.maximum(1.0 / p.spread_points, 1.0 / count_next)
+
+        # Huber-clipped residuals: a spike moves the level and spreads only a
+        # little. Not in the first points, while the spreads are still growing.
+        settling = (count_next <= 10)[None, :]
+        clip_at = np.where(settling, math.inf, sigma)
+        clipped = _clamp(residual, 3.0 * clip_at)
+        level = s["level"] + level_alpha * clipped
+        # A confirmed level shift: the residual has sat on one side for a while.
+        shift = s["shift"] + 0.1 * (np.minimum(np.maximum(z, -8.0), 8.0) - s["shift"])
+        shifted = np.abs(shift) > p.rebaseline_sigmas
+        level = np.where(shifted, s["level"] + residual, level)
+        shift = np.where(shifted, 0.0, shift)
+        level = np.where(first, x, level)
+        commit("level", level)
+        commit("shift", shift)
+
+        spread_target = np.minimum(np.abs(residual), 4.0 * clip_at)
+        spread = s["spread"] + spread_alpha * (spread_target - s["spread"])
+        spread = np.where(first, 0.0, spread)
+        commit("spread", spread)
+        error_alpha = np.maximum(1.0 / max(50.0, 0.25 * DAY / p.step), 1.0 / count_next)
+        commit("error", s["error"] + error_alpha * (np.abs(residual) - s["error"]))
+
+        for name, visits_name, slots, model, cycle in (
+            ("season_day", "visits_day", day_slots, MODEL_DAILY, DAY),
+            ("season_week", "visits_week", week_slots, MODEL_WEEKLY, WEEK),
+        ):
+            if slots is None:
+                continue
+            k0, k1, w = slots
+            season, visits = s[name], s[visits_name]
+            points_per_slot = max(cycle / season.shape[0] / p.step, 1.0)
+            gamma = 1.0 / (p.season_cycles * points_per_slot)
+            target = np.where(first, 0.0, clipped[model])
+            for k, weight in ((k0, 1.0 - w), (k1, w)):
+                if weight <= 0:
+                    continue
+                rate = np.maximum(gamma, 1.0 / (visits[k] + 1.0)) * weight
+                season[k] = np.where(learn, season[k] + rate * target, season[k])
+                visits[k] = np.where(learn, visits[k] + weight, visits[k])
+
+        # Model choice: a seasonal profile only where it clearly beats the simpler model.
+        self._choose_model(t, finite)
+
+        diff_alpha = np.maximum(1.0 / p.level_points, 1.0 / np.maximum(count_next - 1, 1.0))
+        diff_clip_at = np.where(settling[0], math.inf, diff_sigma)
+        diff_clipped = _clamp(diff_dev, 3.0 * diff_clip_at)
+        commit("diff_mean", np.where(has_last, s["diff_mean"] + diff_alpha * diff_clipped, 0))
+        diff_target = np.minimum(np.abs(diff_dev), 4.0 * diff_clip_at)
+        commit(
+            "diff_spread",
+            np.where(
+                has_last, s["diff_spread"] + spread_alpha * (diff_target - s["diff_spread"]), 0.0
+            ),
+        )
+        nonzero = np.abs(diff) > 0
+        commit("quantum", np.where(nonzero, np.minimum(s["quantum"], np.abs(diff)), s["quantum"]))
+        repeat_alpha = np.maximum(1.0 / 1000.0, 1.0 / count_next)
+        commit(
+            "repeat_rate",
+            np.where(
+                has_last,
+                s["repeat_rate"] + repeat_alpha * (repeat.astype(np.float64) - s["repeat_rate"]),
+                s["repeat_rate"],
+            ),
+        )
+        commit("run", run)
+        commit("abs_z", np.where(first, ABS_Z_MEAN, abs_z))
+        abs_z_alpha = np.where(settled, 1.0 / p.long_points, 0.0)
+        abs_z_delta = abs_z - s["abs_z_mean"]
+        commit("abs_z_mean", s["abs_z_mean"] + abs_z_alpha * abs_z_delta)
+        commit("abs_z_var", (1 - abs_z_alpha) * (s["abs_z_var"] + abs_z_alpha * abs_z_delta**2))
+
+        # The likelihood's long-run statistics start after half the warm-up: the
+        # first points' spreads are still settling and would inflate them.
+        commit("short", short)
+        commit("last_raw", raw_score)
+        fading = np.maximum(s["recent_peak"] - p.short_cap / p.long_points, 0.0)
+        commit("recent_peak", np.maximum(fading, np.minimum(raw_score, p.short_cap)))
+        exceeded = raw_score >= EXCEED_LEVEL
+        exceed_alpha = np.maximum(1.0 / p.long_points, 1.0 / (count_next + PRIOR_POINTS))
+        commit("exceed_rate", s["exceed_rate"] + exceed_alpha * (exceeded - s["exceed_rate"]))
+        excess_alpha = np.where(exceeded, np.maximum(exceed_alpha, 0.02), 0.0)
+        commit(
+            "exceed_mean",
+            s["exceed_mean"]
+            + excess_alpha * (np.minimum(raw_score - EXCEED_LEVEL, 6.0) - s["exceed_mean"]),
+        )
+        long_count = s["long_count"] + settled
+        long_rate = np.maximum(1.0 / p.long_points, 1.0 / np.maximum(long_count, 1.0))
+        long_alpha = np.where(settled, long_rate, 0.0)
+        delta = short - s["long_mean"]
+        commit("long_mean", s["long_mean"] + long_alpha * delta)
+        commit("long_var", (1 - long_alpha) * (s["long_var"] + long_alpha * delta * delta))
+        commit("long_count", long_count)
+
+        commit("low", np.minimum(s["low"], x))
+        commit("high", np.maximum(s["high"], x))
+        commit("first_t", np.where(first, t, s["first_t"]))
+        commit("last_x", x)
+        commit("count", count_next)
+
+    def _choose_model(self, t: float, finite: BoolArray) -> None:
+        p = self._params
+        s = self._state
+        if p.seasonality == "none" or (self._layout.daily == 0 and self._layout.weekly == 0):
+            return
+        forced = {"daily": MODEL_DAILY, "weekly": MODEL_WEEKLY}.get(p.seasonality)
+        if forced is not None:
+            available = self._layout.daily if forced == MODEL_DAILY else self._layout.weekly
+            s["model"][:] = forced if available else MODEL_NONE
+            return
+        age = t - s["first_t"]
+        error = s["error"]
+        model = np.full(s["model"].shape, float(MODEL_NONE))
+        best = error[MODEL_NONE]
+        if self._layout.daily:
+            daily = (age >= 1.5 * DAY) & (error[MODEL_DAILY] < p.season_gain * best)
+            model = np.where(daily, float(MODEL_DAILY), model)
+            best = np.where(daily, error[MODEL_DAILY], best)
+        if self._layout.weekly:
+            weekly = (age >= 1.25 * WEEK) & (error[MODEL_WEEKLY] < p.season_gain * best)
+            model = np.where(weekly, float(MODEL_WEEKLY), model)
+        s["model"] = np.where(finite, model, s["model"])
+
+    def _commit_fn(self, mask: BoolArray, all_true: bool) -> Any:
+        state = self._state
+
+        def commit(name: str, new: FloatArray) -> None:
+            if all_true:
+                state[name] = np.asarray(new, dtype=np.float64)
+            else:
+                state[name] = np.where(mask, new, state[name])
+
+        return commit
+
+    @staticmethod
+    def _slots(t: float, cycle: float, n_slots: int) -> tuple[int, int, float] | None:
+        """The two profile slots around ``t`` and the weight of the second."""
+        if n_slots == 0:
+            return None
+        position = (t % cycle) / cycle * n_slots - 0.5
+        lower = math.floor(position)
+        weight = position - lower
+        return lower % n_slots, (lower + 1) % n_slots, weight
+
+    def _untransform(self, values: FloatArray) -> FloatArray:
+        if self._params.transform == "log1p":
+            return np.expm1(values)
+        return values
+
+    # -- series come and go, restarts ------------------------------------------
+
+    def reindex(self, keep: NDArray[np.intp], added: int) -> None:
+        """Keep the rows listed in ``keep`` (in that order) and append ``added`` warming rows."""
+        keep = np.asarray(keep, dtype=np.intp)
+        if added < 0:
+            raise ValueError("added must be 0 or more")
+        if keep.size and (keep.min() < 0 or keep.max() >= self.n_series):
+            raise IndexError("keep lists a series the detector does not have")
+        fresh = _state_shapes(added, self._layout)
+        self._state = {
+            name: np.concatenate(
+                [array[..., keep], np.full(fresh[name][0], fresh[name][1])], axis=-1
+            )
+            for name, array in self._state.items()
+        }
+
+    def state(self) -> dict[str, NDArray[Any]]:
+        """Everything needed to resume, as arrays (``np.savez``-able)."""
+        saved: dict[str, NDArray[Any]] = {name: array.copy() for name, array in self._state.items()}
+        saved["version"] = np.array(STATE_VERSION)
+        saved["layout"] = np.array([self._layout.daily, self._layout.weekly])
+        return saved
+
+    @classmethod
+    def from_state(cls, params: DetectorParams, state: Mapping[str, NDArray[Any]]) -> Detector:
+        """A detector that continues exactly where the one that saved ``state`` stopped."""
+        if int(state["version"]) != STATE_VERSION:
+            raise ValueError(f"unsupported detector state version {int(state['version'])}")
+        layout = _SlotLayout.for_step(params.step)
+        if [layout.daily, layout.weekly] != [int(v) for v in state["layout"]]:
+            raise ValueError("the saved state was made with a different step")
+        n = int(np.asarray(state["count"]).shape[0])
+        detector = cls(params, n)
+        for name, (shape, _) in _state_shapes(n, layout).items():
+            array = np.asarray(state[name], dtype=np.float64)
+            if array.shape != shape:
+                raise ValueError(f"state array {name!r} has shape {array.shape}, expected {shape}")
+            detector._state[name] = array.copy()
+        return detector
+
+    def residuals(self) -> FloatArray:
+        """The last standardised residual of each series (NaN where missing): drift input."""
+        return self._state["last_z"].copy()
+
+
+def score_series(
+    timestamps: NDArray[np.float64],
+    values: NDArray[np.float64],
+    params: DetectorParams | None = None,
+) -> FloatArray:
+    """The CLI path: one series through :meth:`Detector.update`, row by row (no lookahead).
+
+    Missing values score 0 (the CLI writes what this returns).
+    """
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    if timestamps.shape != values.shape or timestamps.ndim != 1:
+        raise ValueError("timestamps and values must be 1-D arrays of the same length")
+    detector = Detector(params or DetectorParams(), 1)
+    result = np.zeros(values.shape[0])
+    column = np.empty(1)
+    for index in range(values.shape[0]):
+        column[0] = values[index]
+        result[index] = detector.update(float(timestamps[index]), column).score[0]
+    return np.nan_to_num(result, nan=0.0)

@@ -1,0 +1,215 @@
+"""History for the anomaly models: a signal's range queries as a (series x points) matrix.
+
+The same code reads years of training history and the few new points of a
+scoring cycle, from any engine the PromQL client speaks to (Prometheus,
+Thanos, Mimir, VictoriaMetrics):
+
+- the range is cut into windows on the step grid, each small enough that no
+  request passes ``MAX_POINTS_PER_SERIES`` points per series nor, with the
+  number of series the expression has now (a ``count`` query, skipped when
+  the range is too short to matter), ``samples_per_request`` samples in all
+  (an answer of tens of millions of samples is gigabytes of JSON);
+- windows run ``concurrency`` at a time, each in its own time box, and one the
+  engine could not answer is retried with backoff (a refused query is not);
+- every series is placed on the grid: a step without a sample is NaN, never
+  filled in, so an imputed point is never scored nor learned;
+- series are known by their kept labels (:func:`~ai_sidecar.anomaly.signals.series_key`);
+  beyond ``max_series`` the most recently active ones are kept and the others
+  counted as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ai_sidecar.anomaly.signals import SeriesKey, series_key
+from ai_sidecar.promql import (
+    MAX_POINTS_PER_SERIES,
+    PromQLClient,
+    Series,
+    UnavailableError,
+)
+
+# About 40 MB of JSON per answer: big enough that a request's overhead is noise.
+SAMPLES_PER_REQUEST = 1_000_000
+RETRY_BACKOFF = 0.5  # seconds before the first retry; doubles after each
+
+T = TypeVar("T")
+
+Progress = Callable[[int, int], None]
+"""Called with (windows done, windows in all) as history arrives."""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A signal's points on its step grid.
+
+    ``values[i, j]`` is series ``keys[i]`` at ``timestamps[j]`` (Unix seconds),
+    NaN where the engine had no sample. ``dropped`` counts series beyond the
+    budget or repeating a kept label set; ``requests`` the range queries sent.
+    """
+
+    keys: tuple[SeriesKey, ...]
+    timestamps: NDArray[np.float64]
+    values: NDArray[np.float64]
+    dropped: int = 0
+    requests: int = 0
+
+    @property
+    def end(self) -> float | None:
+        """The last grid time, or None for an empty grid."""
+        return float(self.timestamps[-1]) if self.timestamps.size else None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """How history is read: time box per request, retries, requests in flight, sizes."""
+
+    time_box: timedelta = timedelta(seconds=30)
+    retries: int = 3
+    concurrency: int = 2
+    samples_per_request: int = SAMPLES_PER_REQUEST
+    max_points: int = MAX_POINTS_PER_SERIES
+
+
+def step_grid(start: float, end: float, step: float) -> NDArray[np.float64]:
+    """Multiples of ``step`` from ``start`` (rounded up) to ``end`` (rounded down)."""
+    first = math.ceil(start / step) * step
+    last = math.floor(end / step) * step
+    if last < first:
+        return np.empty(0, dtype=np.float64)
+    count = round((last - first) / step) + 1
+    return first + step * np.arange(count, dtype=np.float64)
+
+
+def windows(points: int, per_window: int) -> list[tuple[int, int]]:
+    """(first, last) grid indices, both included, of consecutive windows."""
+    per_window = max(1, per_window)
+    return [(i, min(points, i + per_window) - 1) for i in range(0, points, per_window)]
+
+
+async def fetch_history(
+    client: PromQLClient,
+    query: str,
+    *,
+    start: float,
+    end: float,
+    step: float,
+    keep_labels: Sequence[str] | None,
+    max_series: int,
+    options: FetchOptions | None = None,
+    progress: Progress | None = None,
+) -> History:
+    """``query`` every ``step`` seconds over [start, end], aligned on the step grid."""
+    options = options or FetchOptions()
+    grid = step_grid(start, end, step)
+    if grid.size == 0:
+        return History((), grid, np.empty((0, 0)))
+    # A scoring cycle's few points: one request, small whatever the series count.
+    counted = grid.size * max_series > options.samples_per_request
+    per_window = options.max_points
+    if counted:
+        series_now = await _series_count(client, query, float(grid[-1]), options)
+        per_window = min(options.max_points, max(2, options.samples_per_request // series_now))
+    parts = windows(grid.size, per_window)
+    rows: dict[SeriesKey, NDArray[np.float64]] = {}
+    # Index of the last window each series had a point in: the budget keeps the freshest.
+    latest: dict[SeriesKey, int] = {}
+    duplicates = 0
+    limit = asyncio.Semaphore(options.concurrency)
+    done = 0
+
+    async def fetch(index: int, first: int, last: int) -> None:
+        nonlocal duplicates, done
+        async with limit:
+            answer = await _range(client, query, grid[first], grid[last], step, options)
+        seen: set[SeriesKey] = set()
+        for series in answer:
+            key = series_key(series.labels, keep_labels)
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = np.full(grid.size, np.nan)
+            if _place(row, series, float(grid[0]), step):
+                latest[key] = max(latest.get(key, -1), index)
+        done += 1
+        if progress is not None:
+            progress(done, len(parts))
+
+    await asyncio.gather(*(fetch(i, first, last) for i, (first, last) in enumerate(parts)))
+    # A series that repeated a kept label set in one window did so in every window.
+    duplicates //= max(1, len(parts))
+    kept = sorted(rows, key=lambda key: (-latest.get(key, -1), key))[:max_series]
+    kept.sort()
+    values = np.vstack([rows.pop(key) for key in kept]) if kept else np.empty((0, grid.size))
+    return History(
+        keys=tuple(kept),
+        timestamps=grid,
+        values=values,
+        dropped=len(rows) + duplicates,
+        requests=len(parts) + counted,
+    )
+
+
+def _place(row: NDArray[np.float64], series: Series, first: float, step: float) -> bool:
+    """Write ``series`` into ``row`` on the grid; True if it had any finite point."""
+    if not series.timestamps:
+        return False
+    times = np.asarray(series.timestamps, dtype=np.float64)
+    values = np.asarray(series.values, dtype=np.float64)
+    index = np.rint((times - first) / step).astype(np.intp)
+    usable = (index >= 0) & (index < row.size) & np.isfinite(values)
+    row[index[usable]] = values[usable]
+    return bool(usable.any())
+
+
+async def _series_count(client: PromQLClient, query: str, at: float, options: FetchOptions) -> int:
+    """How many series ``query`` has at ``at`` (at least 1): sizes the windows."""
+    samples = await _retried(
+        lambda: client.instant(f"count(({query}))", _utc(at), time_box=options.time_box),
+        options.retries,
+    )
+    found = max((s.value for s in samples if math.isfinite(s.value)), default=1.0)
+    return max(1, int(found))
+
+
+async def _range(
+    client: PromQLClient, query: str, first: float, last: float, step: float, options: FetchOptions
+) -> tuple[Series, ...]:
+    return await _retried(
+        lambda: client.range(
+            query,
+            _utc(first),
+            _utc(last),
+            timedelta(seconds=step),
+            time_box=options.time_box,
+        ),
+        options.retries,
+    )
+
+
+async def _retried(call: Callable[[], Awaitable[T]], retries: int) -> T:
+    """``call()``, again after a backoff while the engine cannot answer; a refusal is final."""
+    for attempt in range(retries + 1):
+        try:
+            return await call()
+        except UnavailableError:
+            if attempt == retries:
+                raise
+            await asyncio.sleep(RETRY_BACKOFF * 2**attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)

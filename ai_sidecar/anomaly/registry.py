@@ -1,0 +1,268 @@
+"""Trained anomaly models on disk: versions, metadata, the current pointer, checkpoints.
+
+Layout under the data directory::
+
+    anomaly/<signal>/
+      000001/model.npz     the detector's state arrays right after training
+      000001/meta.json     signal, training range, parameters, quality, series
+      000002/...
+      current              the version the scoring loop uses (a rollback moves it)
+      checkpoint.npz       the scoring loop's online state, for a restart ...
+      checkpoint.json      ... with the version it grew from and its last point
+
+A version is written into a temporary directory and renamed into place, so a
+crash never leaves half a model; ``current`` and the checkpoint are replaced
+atomically the same way. Only the newest ``keep`` versions stay, and never is
+the current one removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ai_sidecar.anomaly.signals import SeriesKey
+from ai_sidecar.errors import SidecarError
+
+ROOT = "anomaly"
+MODEL_FILE = "model.npz"
+META_FILE = "meta.json"
+CURRENT_FILE = "current"
+CHECKPOINT_FILE = "checkpoint.npz"
+CHECKPOINT_META = "checkpoint.json"
+
+State = Mapping[str, NDArray[Any]]
+
+
+class RegistryError(SidecarError):
+    """A model or version the registry does not have, or cannot read."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMeta:
+    """What a trained version is: the facts ``anomaly models`` lists.
+
+    ``range_start``/``range_end`` are the first and last grid times of the
+    training history; ``drift_edges``/``drift_reference`` are the bins and
+    shares of the training residuals that drift is measured against.
+    """
+
+    signal: str
+    version: int
+    trained_at: float
+    range_start: float
+    range_end: float
+    step: float
+    series: int
+    training_seconds: float
+    params: Mapping[str, Any]
+    quality: Mapping[str, float]
+    keys: tuple[SeriesKey, ...] = field(repr=False)
+    drift_edges: tuple[float, ...] = field(default=(), repr=False)
+    drift_reference: tuple[float, ...] = field(default=(), repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["keys"] = [dict(key) for key in self.keys]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelMeta:
+        fields = dict(data)
+        fields["keys"] = tuple(tuple(sorted(labels.items())) for labels in data["keys"])
+        fields["drift_edges"] = tuple(data.get("drift_edges", ()))
+        fields["drift_reference"] = tuple(data.get("drift_reference", ()))
+        return cls(**fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The scoring loop's state of one signal: rows, the last point scored, detector state."""
+
+    version: int
+    keys: tuple[SeriesKey, ...]
+    last_timestamp: float
+    # Unix time each row last had a point (vanished series leave after a grace).
+    last_seen: NDArray[np.float64]
+    state: State
+
+
+class ModelRegistry:
+    """The models of every signal under ``<data_dir>/anomaly``; keeps ``keep`` versions each."""
+
+    def __init__(self, data_dir: Path, keep: int = 5) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self._root = data_dir / ROOT
+        self._keep = keep
+
+    def signals(self) -> list[str]:
+        """Signals with at least one version, by name."""
+        if not self._root.is_dir():
+            return []
+        return sorted(d.name for d in self._root.iterdir() if d.is_dir() and self._numbers(d.name))
+
+    def versions(self, signal: str) -> list[ModelMeta]:
+        """Every kept version of ``signal``, oldest first."""
+        return [self._meta(signal, number) for number in self._numbers(signal)]
+
+    def current_version(self, signal: str) -> int | None:
+        """The version in use: the ``current`` pointer, else the newest; None without any."""
+        pointer = self._root / signal / CURRENT_FILE
+        numbers = self._numbers(signal)
+        try:
+            chosen = int(pointer.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return numbers[-1] if numbers else None
+        return chosen if chosen in numbers else (numbers[-1] if numbers else None)
+
+    def current(self, signal: str) -> ModelMeta | None:
+        version = self.current_version(signal)
+        return None if version is None else self._meta(signal, version)
+
+    def load(self, signal: str, version: int | None = None) -> tuple[ModelMeta, dict[str, Any]]:
+        """A version's metadata and state (the current one by default)."""
+        chosen = self.current_version(signal) if version is None else version
+        if chosen is None or chosen not in self._numbers(signal):
+            raise RegistryError(self._missing(signal, chosen))
+        meta = self._meta(signal, chosen)
+        return meta, _read_arrays(self._version_dir(signal, chosen) / MODEL_FILE)
+
+    def save(self, meta: ModelMeta, state: State) -> ModelMeta:
+        """Store a new version (``meta.version`` is replaced), make it current, prune."""
+        directory = self._root / meta.signal
+        directory.mkdir(parents=True, exist_ok=True)
+        numbers = self._numbers(meta.signal)
+        version = (numbers[-1] if numbers else 0) + 1
+        stored = ModelMeta(**{**_fields(meta), "version": version})
+        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory))
+        try:
+            _write_arrays(staging / MODEL_FILE, state)
+            (staging / META_FILE).write_text(json.dumps(stored.to_json()), encoding="utf-8")
+            staging.rename(self._version_dir(meta.signal, version))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._point_at(meta.signal, version)
+        self._prune(meta.signal, version)
+        return stored
+
+    def rollback(self, signal: str, version: int) -> ModelMeta:
+        """Make ``version`` current again; the scoring loop picks it up on its next cycle."""
+        if version not in self._numbers(signal):
+            raise RegistryError(self._missing(signal, version))
+        self._point_at(signal, version)
+        return self._meta(signal, version)
+
+    def save_checkpoint(self, signal: str, checkpoint: Checkpoint) -> None:
+        directory = self._root / signal
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {f"state.{name}": value for name, value in checkpoint.state.items()}
+        arrays["last_seen"] = checkpoint.last_seen
+        _write_arrays(directory / CHECKPOINT_FILE, arrays)
+        meta = {
+            "version": checkpoint.version,
+            "keys": [dict(key) for key in checkpoint.keys],
+            "last_timestamp": checkpoint.last_timestamp,
+        }
+        _write_atomically(directory / CHECKPOINT_META, json.dumps(meta).encode())
+
+    def load_checkpoint(self, signal: str) -> Checkpoint | None:
+        """The last checkpoint if it grew from the current version (else None: start afresh)."""
+        directory = self._root / signal
+        try:
+            meta = json.loads((directory / CHECKPOINT_META).read_text(encoding="utf-8"))
+            arrays = _read_arrays(directory / CHECKPOINT_FILE)
+        except (OSError, ValueError, RegistryError):
+            return None
+        if meta.get("version") != self.current_version(signal):
+            return None
+        keys = tuple(tuple(sorted(labels.items())) for labels in meta["keys"])
+        last_seen = arrays.pop("last_seen")
+        state = {name.removeprefix("state."): value for name, value in arrays.items()}
+        if last_seen.shape != (len(keys),):
+            return None
+        return Checkpoint(meta["version"], keys, float(meta["last_timestamp"]), last_seen, state)
+
+    def _numbers(self, signal: str) -> list[int]:
+        directory = self._root / signal
+        if not directory.is_dir():
+            return []
+        return sorted(
+            int(d.name)
+            for d in directory.iterdir()
+            if d.name.isdigit() and (d / META_FILE).is_file()
+        )
+
+    def _version_dir(self, signal: str, version: int) -> Path:
+        return self._root / signal / f"{version:06d}"
+
+    def _meta(self, signal: str, version: int) -> ModelMeta:
+        path = self._version_dir(signal, version) / META_FILE
+        try:
+            return ModelMeta.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"cannot read {path}: {exc}") from None
+
+    def _point_at(self, signal: str, version: int) -> None:
+        _write_atomically(self._root / signal / CURRENT_FILE, f"{version}\n".encode())
+
+    def _prune(self, signal: str, current: int) -> None:
+        numbers = self._numbers(signal)
+        for number in numbers[: -self._keep]:
+            if number != current:
+                shutil.rmtree(self._version_dir(signal, number), ignore_errors=True)
+
+    def _missing(self, signal: str, version: int | None) -> str:
+        kept = ", ".join(map(str, self._numbers(signal)))
+        if not kept:
+            return f"no trained model for signal {signal!r}"
+        return f"signal {signal!r} has no version {version} (kept: {kept})"
+
+
+def _fields(meta: ModelMeta) -> dict[str, Any]:
+    return {name: getattr(meta, name) for name in ModelMeta.__dataclass_fields__}
+
+
+def _write_arrays(path: Path, arrays: State) -> None:
+    # numpy's stub types the keyword arrays as its own keyword arguments.
+    savez: Any = np.savez
+
+    def write(handle: Any) -> None:
+        savez(handle, **dict(arrays))
+
+    _write_atomically(path, None, write)
+
+
+def _read_arrays(path: Path) -> dict[str, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"cannot read {path}: {exc}") from None
+
+
+def _write_atomically(path: Path, data: bytes | None, write: Any = None) -> None:
+    """Replace ``path`` with ``data`` (or what ``write(handle)`` writes) in one rename."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            if write is None:
+                handle.write(data or b"")
+            else:
+                write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,176 @@
+"""Where the anomaly loop runs: beside the HTTP app, or in a process of its own.
+
+``scout-sidecar serve`` runs the scoring loop in a child process (like the
+worker, :mod:`ai_sidecar.worker_process`, and under the same watch: restarted
+if it dies, stopped with the app). Its families travel through a pipe once per
+cycle and the HTTP process serves them as they came
+(:class:`~ai_sidecar.metrics.ForwardedMetrics`). Training runs in yet another
+process (:class:`~ai_sidecar.anomaly.trainer.TrainingProcess`), so neither a
+fit nor a scoring cycle takes the GIL from the webhook or the worker. An app
+built without the worker process (tests) runs the loop as a background task.
+
+The loop starts only when ``anomaly.enabled`` is true and a Prometheus URL is
+set: without one there is no history to learn from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing.connection
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+
+from ai_sidecar.anomaly.registry import ModelRegistry
+from ai_sidecar.anomaly.scoring import AnomalyScorer, build_families
+from ai_sidecar.anomaly.trainer import TrainingJob, TrainingProcess, TrainingResult
+from ai_sidecar.components import ComponentsFactory, build_components
+from ai_sidecar.config import SidecarConfig
+from ai_sidecar.metrics import ForwardedMetrics
+from ai_sidecar.pipeline import cancel_tasks
+from ai_sidecar.promql import BearerToken, HttpPromQLClient
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.worker_process import (
+    WorkerProcess,
+    become_child,
+    lock_file,
+    stop_on_signals,
+    until_stopped,
+)
+from exporter.common.logs import LogFormat
+
+log = logging.getLogger("ai_sidecar.anomaly")
+
+LOCK_FILE = "anomaly.lock"
+
+
+class ProcessTrainer:
+    """:class:`~ai_sidecar.anomaly.scoring.Trainer` in a spawned training process."""
+
+    def __init__(self, settings: SidecarSettings, config: SidecarConfig) -> None:
+        if settings.prometheus_url is None:
+            raise ValueError("training needs a Prometheus URL")
+        self._settings = settings
+        self._config = config
+        self._process = TrainingProcess()
+
+    async def train(self, signals: Sequence[str], now: float) -> TrainingResult:
+        job = TrainingJob(
+            prometheus_url=str(self._settings.prometheus_url),
+            data_dir=self._settings.data_dir,
+            config=self._config.anomaly,
+            signals=tuple(signals),
+            now=now,
+            bearer_token=self._settings.prometheus_bearer_token,
+        )
+        return await self._process.run(job)
+
+    def close(self) -> None:
+        self._process.close()
+
+
+def wanted(settings: SidecarSettings, config: SidecarConfig) -> bool:
+    """Whether this sidecar scores anomalies at all."""
+    return config.anomaly.enabled and settings.prometheus_url is not None
+
+
+def add_anomaly_scoring(
+    app: web.Application,
+    settings: SidecarSettings,
+    config: SidecarConfig,
+    registry: CollectorRegistry,
+    *,
+    separate_process: bool,
+) -> None:
+    """Serve the anomaly families on ``registry`` (the app's) and run the loop that makes them."""
+    if not wanted(settings, config):
+        return
+    forwarded = ForwardedMetrics(build_families([], 0.0))
+    registry.register(forwarded)
+    if separate_process:
+        child = WorkerProcess(
+            settings,
+            config,
+            build_components,  # never called: the anomaly child builds no worker components
+            forwarded,
+            settings.log_level,
+            settings.log_format,
+            target=anomaly_main,
+            name="scout-sidecar-anomaly",
+        )
+        app.cleanup_ctx.append(child.cleanup_ctx)
+        return
+
+    async def inline(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_scoring(settings, config, forwarded.update))
+        yield
+        await cancel_tasks([task])
+
+    app.cleanup_ctx.append(inline)
+
+
+async def run_scoring(
+    settings: SidecarSettings,
+    config: SidecarConfig,
+    publish: Callable[[list[Metric]], None],
+) -> None:
+    """The loop, with its session, client, registry and training process, until cancelled."""
+    trainer = ProcessTrainer(settings, config)
+    auth = (
+        None
+        if settings.prometheus_bearer_token is None
+        else BearerToken(settings.prometheus_bearer_token)
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = HttpPromQLClient(str(settings.prometheus_url), session, auth=auth)
+            scorer = AnomalyScorer(
+                config.anomaly,
+                client,
+                ModelRegistry(settings.data_dir, config.anomaly.keep_versions),
+                trainer,
+            )
+            await scorer.run(publish)
+    finally:
+        await asyncio.to_thread(trainer.close)
+
+
+def anomaly_main(
+    settings: SidecarSettings,
+    config: SidecarConfig,
+    log_level: str,
+    log_format: LogFormat,
+    _components: ComponentsFactory,
+    metrics_pipe: multiprocessing.connection.Connection,
+) -> None:
+    """Entry point of the anomaly process (same arguments as the worker's)."""
+    become_child(log_level, log_format)
+    lock = lock_file(settings.data_dir / LOCK_FILE)
+    try:
+        asyncio.run(_serve(settings, config, metrics_pipe))
+    finally:
+        os.close(lock)
+
+
+async def _serve(
+    settings: SidecarSettings,
+    config: SidecarConfig,
+    pipe: multiprocessing.connection.Connection,
+) -> None:
+    stop = stop_on_signals()
+
+    def publish(families: list[Metric]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            pipe.send(families)
+
+    scoring = asyncio.create_task(run_scoring(settings, config, publish))
+    log.info("anomaly process started", extra={"pid": os.getpid()})
+    await until_stopped(scoring, stop)
+    await cancel_tasks([scoring])
+    log.info("anomaly process stopped")

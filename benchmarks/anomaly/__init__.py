@@ -1,0 +1,1 @@
+"""The anomaly detector's labelled evaluation: a seeded generator, baselines and scoring."""

@@ -1,0 +1,168 @@
+"""``scout-sidecar anomaly score`` and ``backtest``: the CSV contract in DESIGN.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ai_sidecar.cli import main
+
+START = 1_793_577_600
+
+
+def write_series(path: Path, n: int = 400, *, spike_at: int = 300, fmt: str = "unix") -> Path:
+    rng = np.random.default_rng(11)
+    values = 20 + rng.normal(0, 1, n)
+    values[spike_at] += 25
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", "value", "host"])
+        for i, value in enumerate(values):
+            stamp = START + 300 * i
+            text = {
+                "unix": str(stamp),
+                "iso": datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "space": datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            }[fmt]
+            writer.writerow([text, "" if i == 100 else f"{value:.4f}", "sw-1"])
+    return path
+
+
+def read_output(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("fmt", ["unix", "iso", "space"])
+def test_score_writes_every_row_with_a_score_in_0_1(tmp_path: Path, fmt: str) -> None:
+    source = write_series(tmp_path / "in.csv", fmt=fmt)
+    target = tmp_path / "out.csv"
+    assert main(["anomaly", "score", str(source), str(target), "--warmup-points", "50"]) == 0
+    rows = read_output(target)
+    inputs = read_output(source)
+    assert list(rows[0]) == ["timestamp", "value", "anomaly_score"]
+    assert len(rows) == len(inputs)
+    assert [r["timestamp"] for r in rows] == [r["timestamp"] for r in inputs]
+    assert [r["value"] for r in rows] == [r["value"] for r in inputs]
+    scores = np.array([float(r["anomaly_score"]) for r in rows])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert rows[100]["value"] == ""
+    assert scores[100] == 0
+    assert int(np.argmax(scores)) == 300
+    assert np.delete(scores, 300).max() < 0.5
+
+
+def test_score_of_a_row_ignores_the_rows_after_it(tmp_path: Path) -> None:
+    full = write_series(tmp_path / "full.csv")
+    lines = full.read_text().splitlines()
+    cut = tmp_path / "cut.csv"
+    cut.write_text("\n".join(lines[:311]) + "\n")  # header + rows 0..309
+    main(["anomaly", "score", str(full), str(tmp_path / "a.csv")])
+    main(["anomaly", "score", str(cut), str(tmp_path / "b.csv")])
+    a = [r["anomaly_score"] for r in read_output(tmp_path / "a.csv")]
+    b = [r["anomaly_score"] for r in read_output(tmp_path / "b.csv")]
+    assert a[:310] == b
+    assert float(a[300]) > 0.5
+
+
+def test_the_real_entry_point_reads_stdin_and_writes_stdout(tmp_path: Path) -> None:
+    source = write_series(tmp_path / "in.csv", n=260, spike_at=250)
+    done = subprocess.run(
+        [sys.executable, "-m", "ai_sidecar.cli", "anomaly", "score", "-", "-"],
+        input=source.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "timestamp,value,anomaly_score"
+    assert len(lines) == 261
+    assert float(lines[251].split(",")[2]) > 0.5
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty file, expected a header row timestamp,value"),
+        (
+            "time,value\n1,2\n",
+            "line 1: the header has no timestamp column (expected timestamp,value)",
+        ),
+        (
+            "timestamp,val\n1,2\n",
+            "line 1: the header has no value column (expected timestamp,value)",
+        ),
+        (
+            "timestamp,value\n1700000000,1\nyesterday,2\n",
+            "line 3: cannot parse timestamp 'yesterday' (Unix seconds or ISO 8601)",
+        ),
+        ("timestamp,value\n1700000000,1\n1700000060,many\n", "line 3: cannot parse value 'many'"),
+        ("timestamp,value\n1700000000\n", "line 2: expected 2 columns"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    source = tmp_path / "bad.csv"
+    source.write_text(content)
+    assert main(["anomaly", "score", str(source), str(tmp_path / "out.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"scout-sidecar anomaly score: {source}: {message}\n"
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_missing_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.csv"
+    assert main(["anomaly", "score", str(missing), str(tmp_path / "out.csv")]) == 2
+    assert capsys.readouterr().err == (
+        f"scout-sidecar anomaly score: {missing}: cannot read: No such file or directory\n"
+    )
+
+
+def test_a_bad_option_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["anomaly", "score", "in.csv", "out.csv", "--step", "soon"])
+    assert exited.value.code == 2
+
+
+def write_labelled(path: Path, spike_at: int, n: int = 600) -> Path:
+    rng = np.random.default_rng(spike_at)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", "value", "label"])
+        for i in range(n):
+            value = 5 + rng.normal(0, 0.3) + (6 if spike_at <= i < spike_at + 3 else 0)
+            writer.writerow([START + 60 * i, f"{value:.3f}", int(spike_at <= i < spike_at + 3)])
+    return path
+
+
+def test_backtest_reports_event_metrics_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = [str(write_labelled(tmp_path / f"s{k}.csv", k)) for k in (400, 500)]
+    assert main(["anomaly", "backtest", *files, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == 2
+    assert report["events"] == 2
+    assert report["detected"] == 2
+    assert report["recall"] == 1.0
+    assert report["false_alarms"] == 0
+    assert report["f1"] == 1.0
+    assert report["median_delay_points"] <= 2
+    assert report["nab_standard"] > 80
+
+
+def test_backtest_wants_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_series(tmp_path / "unlabelled.csv", n=10, spike_at=5)
+    assert main(["anomaly", "backtest", str(source)]) == 2
+    assert "the header has no label column" in capsys.readouterr().err
