@@ -420,7 +420,6 @@ class Detector:
         """Advance every series by one point at time ``t``; ``counters`` means "fit: no output"."""
         p = self._params
         s = self._state
-        n = raw.shape[0]
         # A copy: the state keeps x (last_x), and the caller may reuse its array.
         x = np.log1p(np.maximum(raw, 0.0)) if p.transform == "log1p" else raw.copy()
         finite = np.isfinite(x)
@@ -603,7 +602,7 @@ class Detector:
             upper=self._untransform(expected_chosen + band),
             lower=self._untransform(expected_chosen - band),
             flag=flag,
-            warming=warming if n else np.zeros(0, dtype=np.bool_),
+            warming=warming,
             sustained=np.where(finite, score, math.nan),
         )
 
