@@ -5,7 +5,8 @@
 
 - a header row is required; it must name ``timestamp`` and ``value`` (any
   order, any case); other columns are ignored;
-- a timestamp is Unix seconds (``1700000000``, ``1700000000.5``) or ISO 8601
+- a timestamp is Unix seconds (``1700000000``, ``1700000000.5``; numbers
+  from 1e11 up are taken as milliseconds) or ISO 8601
   (``2026-12-03T10:00:00Z``, ``2026-12-03 10:00:00``; no zone means UTC);
 - an empty value, ``NaN`` or an infinity is a gap: it scores 0, is written
   back as read, and the detector neither scores nor learns it;
@@ -51,6 +52,7 @@ from ai_sidecar.anomaly.detector import DEFAULT_REST_STEPS, Detector, DetectorPa
 from ai_sidecar.config import parse_duration
 
 EXIT_BAD_INPUT = 2
+MILLISECONDS_FROM = 1e11
 # Files longer than this show a progress bar (on a terminal only).
 PROGRESS_ROWS = 100_000
 
@@ -203,7 +205,8 @@ def parse_timestamp(text: str) -> float:
         return parsed.timestamp()
     if not math.isfinite(seconds):
         raise ValueError(text)
-    return seconds
+    # Seconds beyond 1e11 would be the year 5138: these are milliseconds.
+    return seconds / 1000.0 if abs(seconds) >= MILLISECONDS_FROM else seconds
 
 
 def _parse_value(text: str) -> float:
@@ -236,7 +239,11 @@ def read_series(name: str, *, labelled: bool = False) -> Series:
             header = next(reader, None)
             if header is None:
                 raise InputError(f"{name}: empty file, expected a header row {','.join(needed)}")
-            columns = {title.strip().lower(): index for index, title in enumerate(header)}
+            # A byte-order mark (spreadsheet exports) is not part of the first title.
+            columns = {
+                title.strip().lstrip("\ufeff").strip().lower(): index
+                for index, title in enumerate(header)
+            }
             missing = [column for column in needed if column not in columns]
             if missing:
                 raise InputError(

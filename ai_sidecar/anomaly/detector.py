@@ -42,12 +42,9 @@ Missing points (NaN) are never scored and never learned.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
@@ -84,8 +81,6 @@ LIKELIHOOD_DECADES = 10.0
 STATE_VERSION = 1
 # Decades taken off the spread channel: its 16-point average is autocorrelated.
 SPREAD_DISCOUNT = math.log10(16.0)
-# Fewer series than this per thread and threads cost more than they save.
-FIT_SERIES_PER_WORKER = 2048
 # Raw-score level (decades) above which the point channel fits its tail.
 EXCEED_LEVEL = 1.5
 # Pseudo-points of the tail's prior (the channels' own calibration).
@@ -300,14 +295,13 @@ def _upper_tail_surprise(z: FloatArray) -> FloatArray:
 class Detector:
     """Streaming detector for ``n_series`` series that share timestamps (one signal)."""
 
-    __slots__ = ("_fit_workers", "_layout", "_level_rates", "_params", "_state")
+    __slots__ = ("_layout", "_level_rates", "_params", "_state")
 
     def __init__(self, params: DetectorParams, n_series: int) -> None:
         if n_series < 0:
             raise ValueError("n_series must be 0 or more")
         self._params = params
         self._layout = _SlotLayout.for_step(params.step)
-        self._fit_workers = max(1, min(os.cpu_count() or 1, 4))
         # A seasonal model's level moves slower (a quarter of a day): a level
         # that chases the daily curve leaves the profile learning its own lag.
         seasonal_points = max(params.level_points, 0.25 * DAY / params.step)
@@ -355,27 +349,7 @@ class Detector:
                 f"values must have shape ({self.n_series}, {timestamps.shape[0]}), "
                 f"got {values.shape}"
             )
-        parts = min(self._fit_workers, self.n_series // FIT_SERIES_PER_WORKER)
-        if parts >= 2:
-            # Series are independent: blocks of them replay on their own
-            # threads (numpy releases the GIL inside each vector operation).
-            edges = np.linspace(0, self.n_series, parts + 1).astype(np.intp).tolist()
-            spans = list(pairwise(edges))
-            blocks = [self._block(start, stop) for start, stop in spans]
-
-            def replay(job: tuple[Detector, tuple[int, int]]) -> NDArray[np.int64]:
-                block, (start, stop) = job
-                return block._replay(timestamps, values[start:stop])
-
-            with ThreadPoolExecutor(parts) as pool:
-                results = list(pool.map(replay, zip(blocks, spans, strict=True)))
-            counters = np.concatenate(results, axis=1)
-            self._state = {
-                name: np.concatenate([blk._state[name] for blk in blocks], axis=-1)
-                for name in self._state
-            }
-        else:
-            counters = self._replay(timestamps, values)
+        counters = self._replay(timestamps, values)
         finite = int(np.isfinite(values).sum())
         spread = MAD_TO_SIGMA * np.take_along_axis(
             self._state["spread"], self._state["model"].astype(np.intp)[None, :], axis=0
@@ -402,15 +376,6 @@ class Detector:
             self._step(float(timestamps[index]), columns[index], counters=counters)
         return counters
 
-    def _block(self, start: int, stop: int) -> Detector:
-        """A detector for series ``start..stop-1`` alone, with copies of their state."""
-        block = Detector(self._params, 0)
-        block._state = {
-            name: np.ascontiguousarray(array[..., start:stop])
-            for name, array in self._state.items()
-        }
-        return block
-
     def _step(
         self,
         t: float,
@@ -420,7 +385,6 @@ class Detector:
         """Advance every series by one point at time ``t``; ``counters`` means "fit: no output"."""
         p = self._params
         s = self._state
-        n = raw.shape[0]
         # A copy: the state keeps x (last_x), and the caller may reuse its array.
         x = np.log1p(np.maximum(raw, 0.0)) if p.transform == "log1p" else raw.copy()
         finite = np.isfinite(x)
@@ -603,7 +567,7 @@ class Detector:
             upper=self._untransform(expected_chosen + band),
             lower=self._untransform(expected_chosen - band),
             flag=flag,
-            warming=warming if n else np.zeros(0, dtype=np.bool_),
+            warming=warming,
             sustained=np.where(finite, score, math.nan),
         )
 

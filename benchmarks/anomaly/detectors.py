@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +25,7 @@ from benchmarks.anomaly.generator import LabelledSeries
 Scores = list[NDArray[np.float64]]
 
 
-def scout(corpus: Sequence[LabelledSeries], **overrides: float | str) -> tuple[Scores, float]:
+def scout(corpus: Sequence[LabelledSeries], **overrides: Any) -> tuple[Scores, float]:
     """Scout's detector, all series of one step and length through one vectorised Detector."""
     groups: dict[tuple[float, int], list[int]] = defaultdict(list)
     for index, series in enumerate(corpus):
@@ -35,7 +36,7 @@ def scout(corpus: Sequence[LabelledSeries], **overrides: float | str) -> tuple[S
         params = DetectorParams(
             step=step,
             rest_period=DEFAULT_REST_STEPS * step,
-            **overrides,  # type: ignore[arg-type]
+            **overrides,
         )
         detector = Detector(params, len(members))
         values = np.stack([corpus[i].values for i in members])

@@ -166,3 +166,20 @@ def test_backtest_wants_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str
     source = write_series(tmp_path / "unlabelled.csv", n=10, spike_at=5)
     assert main(["anomaly", "backtest", str(source)]) == 2
     assert "the header has no label column" in capsys.readouterr().err
+
+
+def test_milliseconds_and_a_byte_order_mark_are_understood(tmp_path: Path) -> None:
+    seconds = write_series(tmp_path / "seconds.csv", n=320)
+    lines = seconds.read_text().splitlines()
+    millis = ["\ufeff" + lines[0]]
+    for line in lines[1:]:
+        stamp, rest = line.split(",", 1)
+        millis.append(f"{int(stamp) * 1000},{rest}")
+    source = tmp_path / "millis.csv"
+    source.write_text("\n".join(millis) + "\n", encoding="utf-8")
+    assert main(["anomaly", "score", str(seconds), str(tmp_path / "a.csv")]) == 0
+    assert main(["anomaly", "score", str(source), str(tmp_path / "b.csv")]) == 0
+    a = [r["anomaly_score"] for r in read_output(tmp_path / "a.csv")]
+    b = [r["anomaly_score"] for r in read_output(tmp_path / "b.csv")]
+    assert a == b
+    assert max(float(x) for x in a) > 0.5
