@@ -209,6 +209,15 @@ def incident_id(key: GroupKey, starts_at: datetime, salt: str = "") -> str:
     return "inc-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+# Group-key labels that name the target itself, not a place it shares with others.
+_TARGET_KEY_LABELS = frozenset({"instance", "alertname"})
+
+
+def _names_place(key: GroupKey) -> bool:
+    """Whether a group key names a place (a site, a device) rather than only the target."""
+    return any(name not in _TARGET_KEY_LABELS for name, _ in key)
+
+
 def _names(labels: Mapping[str, str], which: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({labels[name] for name in which if labels.get(name)}))
 
@@ -269,6 +278,9 @@ class Correlator:
         self._tracked: dict[str, _Tracked] = {}
         # Open incidents that may take joins, by group key, oldest first.
         self._open_by_key: dict[GroupKey, dict[str, None]] = {}
+        # Open incidents started by a symptom the graph cannot place, waiting
+        # for an outage under the same key to claim them (see _claimed).
+        self._waiting: dict[str, None] = {}
         # Each fingerprint's current episode lives in exactly one incident.
         self._by_fingerprint: dict[str, str] = {}
         # Ids of incidents no longer tracked (forgotten, or only in the store):
@@ -294,6 +306,7 @@ class Correlator:
         self._at.clear()
         self._below.clear()
         self._behind.clear()
+        self._waiting.clear()
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
         owners: dict[str, tuple[datetime, bool, str]] = {}
         for incident in ordered:
@@ -358,6 +371,7 @@ class Correlator:
                 if self._by_fingerprint.get(fingerprint) == stale_id:
                     del self._by_fingerprint[fingerprint]
             self._unindex_graph(stale_id, tracked)
+            self._waiting.pop(stale_id, None)
 
     def layer_of(self, labels: Mapping[str, str]) -> Layer:
         """The alert's ``layer`` label if valid, else the first matching rule, else service."""
@@ -455,6 +469,8 @@ class Correlator:
             before.status == "resolved" or self._config.resolve == "root_cause"
         )
         tracked.incident = incident if freeze else self._with_root_cause(tracked, incident)
+        if status != "open":
+            self._waiting.pop(before.id, None)
         return Change(tracked.incident, kind)
 
     def _place(self, alert: Alert) -> Change:
@@ -472,7 +488,8 @@ class Correlator:
         placement = self.place(alert.labels)
         related = self._related(alert, placement)
         joined = related[0] if related else None
-        if joined is None and self._joins_by_key(placement, self.layer_of(alert.labels)):
+        unplaced = self._joins_by_key(placement, self.layer_of(alert.labels))
+        if joined is None and unplaced:
             joined = self._by_key(alert, key)
         if joined is not None:
             tracked = joined
@@ -485,8 +502,10 @@ class Correlator:
             self._by_fingerprint[member.fingerprint] = before.id
             created_at = min(before.created_at, member.starts_at)
             updated_at = max(before.updated_at, member.starts_at)
+            if not unplaced:
+                self._waiting.pop(before.id, None)
             absorbed = []
-            for other in related[1:]:
+            for other in [*related[1:], *self._claimed(tracked, members)]:
                 if self._fits(tracked, other):
                     absorbed.append(self._absorb(tracked, members, other, alert.starts_at))
                     created_at = min(created_at, other.incident.created_at)
@@ -522,6 +541,8 @@ class Correlator:
         tracked.incident = self._with_root_cause(tracked, incident)
         self._index_open(tracked)
         self._by_fingerprint[member.fingerprint] = new_id
+        if unplaced and not self._keys_only():
+            self._waiting[new_id] = None
         return Change(tracked.incident, "created")
 
     def _joins_by_key(self, placement: Placement, layer: Layer) -> bool:
@@ -541,13 +562,53 @@ class Correlator:
     def _indexed_by_key(self, layer: Layer) -> bool:
         return self._key_fallback == "always" or self._topology.empty or layer in _KEY_LAYERS
 
+    def _keys_only(self) -> bool:
+        """Whether joins by group key follow today's rule (no graph, or ``always``)."""
+        return self._key_fallback == "always" or self._topology.empty
+
     def _by_key(self, alert: Alert, key: GroupKey) -> _Tracked | None:
-        """Today's join: an open incident under the same group key, newest first."""
+        """Today's join: an open incident under the same group key, oldest first."""
         for candidate in self._open_by_key.get(key, ()):
             tracked = self._tracked[candidate]
             if alert.fingerprint not in tracked.incident.members and self._accepts(tracked, alert):
                 return tracked
         return None
+
+    def _claimed(self, tracked: _Tracked, members: Mapping[str, Member]) -> list[_Tracked]:
+        """Incidents of unplaced symptoms an outage in ``tracked`` now claims.
+
+        Unplaced symptoms often fire before the outage that explains them (a
+        probe's ``for:`` is shorter than the port's); each started an incident
+        of its own, which the outage takes once it ranks as root cause: started
+        within ``window`` of it, under a key the incident holds or a key that
+        names nothing but the target.
+        """
+        if not self._waiting or self._keys_only():
+            return []
+        best, _ = self._best(tracked)
+        layer = tracked.layers[best]
+        if (
+            layer not in _OUTAGE_LAYERS
+            or tracked.explains[best] == 0
+            or not tracked.firing_now[best]
+        ):
+            return []
+        first = members[best].first_starts_at
+        window = self._config.window
+        found = []
+        for candidate in list(self._waiting):
+            other = self._tracked.get(candidate)
+            if other is None or other is tracked or other.incident.status != "open":
+                self._waiting.pop(candidate, None)
+                continue
+            keys = other.keys
+            if (
+                abs(other.span_start - first) <= window
+                and keys
+                and all(_names_place(key) and key in tracked.key_set for key in keys)
+            ):
+                found.append(other)
+        return found
 
     def _fits(self, tracked: _Tracked, other: _Tracked) -> bool:
         start = min(tracked.span_start, other.span_start)
@@ -564,6 +625,7 @@ class Correlator:
         gone = other.incident
         self._unindex_open(other)
         self._unindex_graph(gone.id, other)
+        self._waiting.pop(gone.id, None)
         del self._tracked[gone.id]
         self._retired_ids.add(gone.id)
         for member in sorted(gone.members.values(), key=lambda m: m.fingerprint):

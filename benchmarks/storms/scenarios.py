@@ -15,12 +15,14 @@ share a site and a few minutes with the main incident.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from benchmarks.storms.alertmanager import Delivery, deliver, sidecar_route
 from benchmarks.storms.estate import (
+    EXPORTER_JOB,
     FIREWALL_JOB,
     HTTP_JOB,
     ICMP_JOB,
@@ -90,6 +92,9 @@ class World:
     # the truth is never ambiguous.
     busy: set[str] = field(default_factory=set)
     peers: int = 1
+    # When the poller itself does not answer (start, end or None): every series
+    # it exports goes stale, so no rule on them can be true (see _blinded).
+    blind: list[tuple[float, float | None]] = field(default_factory=list)
 
     def incident(self, description: str, roots: Iterable[str], *, background: bool = False) -> str:
         number = len(self.incidents) + 1
@@ -435,6 +440,7 @@ def poller_failure(world: World, t0: float) -> None:
         raise NotApplicable
     end = _end(t0, _outage(rng, 12, 40))
     inc = world.incident(f"exporter on {e.poller} hung", [exporter.element])
+    world.blind.append((t0, end))
     world.add("TargetDown", exporter, t0, end, inc, exporter.element)
     for target in e.targets:
         if target.job in POLLED_JOBS:
@@ -741,12 +747,50 @@ def generate(
     if noise and scenario != "background":
         sprinkle(world, 0.0, t0 + 40 * MINUTE, count=rng.randint(1, 3))
     horizon = spec.horizon * MINUTE
-    conditions = [_clip(c, horizon) for c in world.conditions if c.start < horizon]
+    conditions = [
+        _clip(piece, horizon)
+        for c in world.conditions
+        for piece in _blinded(c, world.blind)
+        if piece.start < horizon
+    ]
     episodes = evaluate(conditions, rules or load_rules(), rng)
     deliveries = deliver(episodes, sidecar_route(), rng, peers=world.peers)
     fired = {episode.incident for episode in episodes}
     incidents = {id_: truth for id_, truth in world.incidents.items() if id_ in fired}
     return Storm(scenario, seed, estate, incidents, tuple(episodes), tuple(deliveries), world.peers)
+
+
+# Series the exporter serves: its own /metrics and every target it polls.
+_EXPORTED_JOBS = frozenset({*POLLED_JOBS, EXPORTER_JOB})
+
+
+def _blinded(
+    condition: Condition, blind: Iterable[tuple[float, float | None]]
+) -> list[Condition]:
+    """The parts of ``condition`` Prometheus can see while the poller is out.
+
+    A scrape of a hung exporter fails, so every series it serves goes stale and
+    no rule on them can be true: an alert firing on them resolves, one pending
+    starts over once scrapes succeed again. ``up`` itself (TargetDown) is
+    Prometheus's own series and stays visible.
+    """
+    if condition.rule == "TargetDown" or condition.labels.get("job") not in _EXPORTED_JOBS:
+        return [condition]
+    pieces = [condition]
+    for begin, finish in blind:
+        kept = []
+        for piece in pieces:
+            end = math.inf if piece.end is None else piece.end
+            stop = math.inf if finish is None else finish
+            if end <= begin or piece.start >= stop:
+                kept.append(piece)
+                continue
+            if piece.start < begin:
+                kept.append(replace(piece, end=begin))
+            if end > stop:
+                kept.append(replace(piece, start=stop))
+        pieces = kept
+    return pieces
 
 
 def _clip(condition: Condition, horizon: float) -> Condition:
