@@ -57,7 +57,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
-from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
+from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, format_duration, labels_match
+from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
 from ai_sidecar.correlate.topology import (
     PATH,
     POLL,
@@ -255,6 +256,10 @@ class _Tracked:
     explains: dict[str, int] = field(default_factory=dict)
     # The explained member nearest each explaining one (fewest ancestors), for reasons.
     nearest: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Of ``explains``, how many through learned co-firing edges, and the
+    # strongest such edge (occasions together, the member it explains).
+    learned: dict[str, int] = field(default_factory=dict)
+    learned_best: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Group keys it is indexed under for joins by key (members the graph does not know).
     keys: list[GroupKey] = field(default_factory=list)
     key_set: set[GroupKey] = field(default_factory=set)
@@ -263,8 +268,14 @@ class _Tracked:
 class Correlator:
     """Folds alerts into incidents; see the module docstring for the rules."""
 
-    def __init__(self, config: CorrelationConfig, topology: TopologySnapshot | None = None) -> None:
+    def __init__(
+        self,
+        config: CorrelationConfig,
+        topology: TopologySnapshot | None = None,
+        cofiring: CoFiring | None = None,
+    ) -> None:
         self._config = config
+        self._cofiring = NO_COFIRING if cofiring is None else cofiring
         self._group_by = config.group_keys()
         self._layer_rules = config.layer_rules()
         self._key_fallback = config.key_fallback
@@ -297,6 +308,14 @@ class Correlator:
         """Use a newer graph for alerts from now on; members keep where they were placed."""
         self._topology = topology
         self._placements.clear()
+
+    @property
+    def cofiring(self) -> CoFiring:
+        return self._cofiring
+
+    def set_cofiring(self, cofiring: CoFiring) -> None:
+        """Use newly learned co-firing edges for alerts from now on."""
+        self._cofiring = cofiring
 
     def load(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with ``incidents``: open ones and recently resolved ones."""
@@ -655,14 +674,16 @@ class Correlator:
         the same device.
         """
         node = placement.node
-        if node is None:
-            return []
-        layer = self.layer_of(alert.labels)
-        receives = _RECEIVES[layer]
         start = alert.starts_at
         # Candidate -> whether a cause or effect in it accepts the alert on the
         # causal window (else the plain window around the incident's span decides).
-        found: dict[str, bool] = dict.fromkeys(self._at.get(node, {}), False)
+        found: dict[str, bool] = self._learned_related(alert)
+        if node is None:
+            return self._accepted(alert, found)
+        layer = self.layer_of(alert.labels)
+        receives = _RECEIVES[layer]
+        for candidate in self._at.get(node, {}):
+            found.setdefault(candidate, False)
         for ancestor, strength in placement.ancestors.items():
             if strength < receives:
                 continue
@@ -705,6 +726,26 @@ class Correlator:
             for parent in placement.parents:
                 for candidate in self._behind.get(parent, {}):
                     found.setdefault(candidate, False)
+        return self._accepted(alert, found)
+
+    def _learned_related(self, alert: Alert) -> dict[str, bool]:
+        """Incidents holding an alert that learned co-firing ties to this one, near its start."""
+        found: dict[str, bool] = {}
+        cofiring = self._cofiring
+        if not cofiring.partners:
+            return found
+        for partner in cofiring.of(alert.fingerprint):
+            owner = self._by_fingerprint.get(partner.fingerprint)
+            tracked = None if owner is None else self._tracked.get(owner)
+            if owner is None or tracked is None:
+                continue
+            member = tracked.incident.members.get(partner.fingerprint)
+            if member is not None and abs(member.starts_at - alert.starts_at) <= cofiring.window:
+                found[owner] = True
+        return found
+
+    def _accepted(self, alert: Alert, found: Mapping[str, bool]) -> list[_Tracked]:
+        """The open incidents among ``found`` that may take the alert, oldest first."""
         accepted = []
         for candidate, causal in found.items():
             tracked = self._tracked.get(candidate)
@@ -908,6 +949,8 @@ class Correlator:
         raised = self._add_to_graph(
             tracked, member, self.place(member.labels) if placement is None else placement
         )
+        if self._cofiring.partners:
+            raised += self._add_learned(tracked, fp)
         self._rank(tracked, fp)
         for other in theirs:
             tracked.dependents[other] += 1
@@ -969,6 +1012,31 @@ class Correlator:
         if tracked.layers[fp] in _SYMPTOM_LAYERS:
             for parent in placement.parents:
                 self._behind.setdefault(parent, {})[incident_id] = None
+        return raised
+
+    def _add_learned(self, tracked: _Tracked, fp: str) -> list[str]:
+        """Count what learned co-firing edges explain between the newcomer and the members.
+
+        The side that usually fires first explains the other; returns the
+        members whose ``explains`` grew (besides the newcomer).
+        """
+        raised = []
+        for partner in self._cofiring.of(fp):
+            other = partner.fingerprint
+            if other not in tracked.layers:
+                continue
+            if partner.leads:
+                cause, effect = other, fp
+                raised.append(other)
+            elif partner.follows:
+                cause, effect = fp, other
+            else:
+                continue
+            tracked.explains[cause] += 1
+            tracked.learned[cause] = tracked.learned.get(cause, 0) + 1
+            strongest = (partner.together, effect)
+            if strongest > tracked.learned_best.get(cause, (0, "")):
+                tracked.learned_best[cause] = strongest
         return raised
 
     def _restate(self, tracked: _Tracked, previous: Member, member: Member) -> None:
@@ -1050,8 +1118,12 @@ class Correlator:
         rule: RootCauseRule = ""
         mine, theirs = tracked.ranks[best], tracked.ranks[runner]
         explains = tracked.explains[best]
-        if explains:
+        learned = tracked.learned.get(best, 0)
+        if explains > learned:
             reasons.append(self._path_reason(tracked, members, best))
+        if learned:
+            reasons.append(self._learned_reason(tracked, members, best))
+        if explains:
             rule = "upstream" if mine[0] != theirs[0] else ""
         firing = root.status == "firing"
         resolved = len(members) - tracked.firing
@@ -1099,6 +1171,19 @@ class Correlator:
             rule = "fingerprint"
             reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
         return rule, tuple(reasons)
+
+    def _learned_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
+        """``learned from history: ProbeFailed on erp and 3 other alerts fired after … in 5 …``."""
+        learned = tracked.learned[best]
+        together, effect = tracked.learned_best[best]
+        subject = members[effect].what
+        if learned > 1:
+            subject += f" and {plural(learned - 1, 'other alert')}"
+        return (
+            f"learned from history (a statistical dependency, not a known one): {subject} "
+            f"fired after {members[best].what} within "
+            f"{format_duration(self._cofiring.window)} on {together} past occasions"
+        )
 
     def _path_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
         """``sw-dist-3 and 27 other alerts are reached through core-1 Gi1/0/24, which is down``."""

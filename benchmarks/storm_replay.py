@@ -25,7 +25,7 @@ sidecar would build from each estate's observed topology
 
 Usage: python -m benchmarks.storm_replay [--seeds N] [--scenario NAME ...]
        [--preset network|firewall|windows] [--alerts N] [--no-throughput]
-       [--correlator topology|today] [--write-topology DIR]
+       [--correlator topology|today] [--history N] [--write-topology DIR]
 """
 
 from __future__ import annotations
@@ -34,12 +34,15 @@ import argparse
 import signal
 import sys
 import time
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ai_sidecar.config import CorrelationConfig
 from ai_sidecar.correlate import Dependency, Poller, build_snapshot
+from ai_sidecar.correlate.cofiring import CoFiring, learn_with
 from ai_sidecar.correlation import Correlator
 from benchmarks.common import raise_interrupt
 from benchmarks.storms.estate import ObservedTopology, Shape
@@ -51,12 +54,15 @@ from benchmarks.storms.scoring import (
     evaluate_storm,
     preset_config,
     replay,
+    shifted,
     summarise,
     todays_correlator,
 )
 
 
-def topology_correlator(config: CorrelationConfig, topology: ObservedTopology) -> Correlator:
+def topology_correlator(
+    config: CorrelationConfig, topology: ObservedTopology, cofiring: CoFiring | None = None
+) -> Correlator:
     """The correlator given the graph the sidecar would build from what the estate exposes.
 
     Neighbour rows as ``scout_lldp_neighbor_info`` would carry them, one target
@@ -87,7 +93,7 @@ def topology_correlator(config: CorrelationConfig, topology: ObservedTopology) -
         dependencies=dependencies,
         roots=config.topology.roots,
     )
-    return Correlator(config, snapshot)
+    return Correlator(config, snapshot, cofiring)
 
 
 FACTORIES: dict[str, CorrelatorFactory] = {
@@ -121,8 +127,24 @@ def progress(text: str) -> None:
     sys.stderr.flush()
 
 
+def learned_history(
+    name: str, seed: int, earlier: int, config: CorrelationConfig
+) -> CoFiring:
+    """Co-firing edges learned from ``earlier`` storms of the same kind on storm ``seed``'s estate.
+
+    Each is replayed through the topology correlator (nothing learned yet, as
+    after an install); its incidents, moved back a day per storm so the
+    storms do not overlap, are the store's history.
+    """
+    history = []
+    for back in range(1, earlier + 1):
+        found = replay(generate(name, seed, earlier=back), config, topology_correlator)
+        history += [shifted(incident, -timedelta(days=back)) for incident in found.incidents.values()]
+    return learn_with(config.cofiring, history)
+
+
 def quality(
-    scenarios: list[str], seeds: int, preset: str, factory: CorrelatorFactory
+    scenarios: list[str], seeds: int, preset: str, factory: CorrelatorFactory, earlier: int = 0
 ) -> list[StormScore]:
     config = preset_config(preset)
     scores = []
@@ -131,7 +153,10 @@ def quality(
         ((name, seed) for name in scenarios for seed in range(seeds)), start=1
     ):
         progress(f"[{number}/{total}] {name} seed {seed}")
-        scores.append(evaluate_storm(generate(name, seed), config, factory))
+        chosen = factory
+        if earlier and factory is topology_correlator:
+            chosen = partial(topology_correlator, cofiring=learned_history(name, seed, earlier, config))
+        scores.append(evaluate_storm(generate(name, seed), config, chosen))
     progress(f"[{total}/{total}] done")
     sys.stderr.write("\n")
     return scores
@@ -188,6 +213,13 @@ def main() -> None:
         help="today's (group keys only) or the topology-aware one (default)",
     )
     parser.add_argument(
+        "--history",
+        type=int,
+        default=5,
+        metavar="N",
+        help="earlier storms of the same estate to learn co-firing edges from (default 5; 0: none)",
+    )
+    parser.add_argument(
         "--write-topology",
         type=Path,
         metavar="DIR",
@@ -197,12 +229,13 @@ def main() -> None:
     scenarios = args.scenario or list(SCENARIOS)
     started = time.monotonic()
     factory = FACTORIES[args.correlator]
-    scores = quality(scenarios, args.seeds, args.preset, factory)
+    scores = quality(scenarios, args.seeds, args.preset, factory, args.history)
     if args.write_topology is not None:
         write_topologies(args.write_topology, scenarios, args.seeds)
     print(
         f"Storm replay: {args.seeds} seeds per scenario, {args.preset} preset, "
-        f"{args.correlator} correlator\n"
+        f"{args.correlator} correlator"
+        f"{f', co-firing learned from {args.history} earlier storms' if args.history and args.correlator == 'topology' else ''}\n"
     )
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")

@@ -728,8 +728,15 @@ def generate(
     shape: Shape | None = None,
     rules: Mapping[str, RuleSpec] | None = None,
     noise: bool = True,
+    earlier: int = 0,
 ) -> Storm:
-    """Storm number ``seed`` of ``scenario``; the same arguments give the same storm."""
+    """Storm number ``seed`` of ``scenario``; the same arguments give the same storm.
+
+    ``earlier`` > 0: the ``earlier``-th storm of the same kind that hit the
+    same estate before (on an earlier day): the estate is storm ``seed``'s,
+    the fault, its timing and the background faults are drawn afresh. Their
+    incidents are the history co-firing edges are learned from.
+    """
     spec = SCENARIOS[scenario]
     rng = random.Random(f"{scenario}/{seed}")
     for _attempt in range(50):
@@ -744,6 +751,19 @@ def generate(
         break
     else:
         raise RuntimeError(f"{scenario}: no estate drawn for seed {seed} fits")
+    if earlier:
+        rng = random.Random(f"{scenario}/{seed}/earlier/{earlier}")
+        for _attempt in range(50):
+            world = World(estate, rng, scenario)
+            world.peers = 2 if rng.random() < 0.25 else 1
+            t0 = rng.uniform(5, 15) * MINUTE
+            try:
+                spec.build(world, t0)
+            except NotApplicable:
+                continue
+            break
+        else:
+            raise RuntimeError(f"{scenario}: seed {seed}'s estate fits no earlier storm")
     if noise and scenario != "background":
         sprinkle(world, 0.0, t0 + 40 * MINUTE, count=rng.randint(1, 3))
     horizon = spec.horizon * MINUTE

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from ai_sidecar.config import CorrelationConfig, parse_config
@@ -161,6 +161,26 @@ def replay(
         correlator.forget_resolved_before(event_time - config.flap_window)
     spent = time.process_time() - started
     return Replay(final, alerts, spent)
+
+
+def shifted(incident: Incident, by: timedelta) -> Incident:
+    """``incident`` moved in time by ``by``: an earlier storm placed on an earlier day."""
+    members = {
+        fp: replace(
+            member,
+            starts_at=member.starts_at + by,
+            first_starts_at=member.first_starts_at + by,
+            ends_at=None if member.ends_at is None else member.ends_at + by,
+        )
+        for fp, member in incident.members.items()
+    }
+    return replace(
+        incident,
+        members=members,
+        created_at=incident.created_at + by,
+        updated_at=incident.updated_at + by,
+        resolved_at=None if incident.resolved_at is None else incident.resolved_at + by,
+    )
 
 
 @dataclass(frozen=True, slots=True)
