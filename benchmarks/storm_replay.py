@@ -127,9 +127,7 @@ def progress(text: str) -> None:
     sys.stderr.flush()
 
 
-def learned_history(
-    name: str, seed: int, earlier: int, config: CorrelationConfig
-) -> CoFiring:
+def learned_history(name: str, seed: int, earlier: int, config: CorrelationConfig) -> CoFiring:
     """Co-firing edges learned from ``earlier`` storms of the same kind on storm ``seed``'s estate.
 
     Each is replayed through the topology correlator (nothing learned yet, as
@@ -139,7 +137,8 @@ def learned_history(
     history = []
     for back in range(1, earlier + 1):
         found = replay(generate(name, seed, earlier=back), config, topology_correlator)
-        history += [shifted(incident, -timedelta(days=back)) for incident in found.incidents.values()]
+        day = -timedelta(days=back)
+        history += [shifted(incident, day) for incident in found.incidents.values()]
     return learn_with(config.cofiring, history)
 
 
@@ -155,7 +154,8 @@ def quality(
         progress(f"[{number}/{total}] {name} seed {seed}")
         chosen = factory
         if earlier and factory is topology_correlator:
-            chosen = partial(topology_correlator, cofiring=learned_history(name, seed, earlier, config))
+            learned = learned_history(name, seed, earlier, config)
+            chosen = partial(topology_correlator, cofiring=learned)
         scores.append(evaluate_storm(generate(name, seed), config, chosen))
     progress(f"[{total}/{total}] done")
     sys.stderr.write("\n")
@@ -232,10 +232,11 @@ def main() -> None:
     scores = quality(scenarios, args.seeds, args.preset, factory, args.history)
     if args.write_topology is not None:
         write_topologies(args.write_topology, scenarios, args.seeds)
+    learning = args.history and args.correlator == "topology"
     print(
         f"Storm replay: {args.seeds} seeds per scenario, {args.preset} preset, "
         f"{args.correlator} correlator"
-        f"{f', co-firing learned from {args.history} earlier storms' if args.history and args.correlator == 'topology' else ''}\n"
+        f"{f', co-firing learned from {args.history} earlier storms' if learning else ''}\n"
     )
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")

@@ -784,9 +784,7 @@ def generate(
 _EXPORTED_JOBS = frozenset({*POLLED_JOBS, EXPORTER_JOB})
 
 
-def _blinded(
-    condition: Condition, blind: Iterable[tuple[float, float | None]]
-) -> list[Condition]:
+def _blinded(condition: Condition, blind: Iterable[tuple[float, float | None]]) -> list[Condition]:
     """The parts of ``condition`` Prometheus can see while the poller is out.
 
     A scrape of a hung exporter fails, so every series it serves goes stale and

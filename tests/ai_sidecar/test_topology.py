@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -540,3 +541,41 @@ def test_degradation_pulls_effects_near_its_start_an_outage_for_as_long_as_it_fi
     down = at("InterfaceDown", 0, **link)
     [cut] = final(fold(correlator(), [down, behind(30 * 60)])).values()
     assert names(cut) == "InterfaceDown"
+
+
+def test_an_outage_claims_the_unplaced_symptoms_of_its_site_that_fired_before_it():
+    printer = at(
+        "ProbeTargetUnreachable", 0, job="probe_icmp", instance="prn-9", site="dc", layer="device"
+    )
+    other_site = at(
+        "ProbeTargetUnreachable", 5, job="probe_icmp", instance="prn-4", site="lab", layer="device"
+    )
+    alerts = [
+        printer,
+        other_site,
+        at("InterfaceDown", 30, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/24"),
+        # Only now does the port explain something: it is an outage, the root cause.
+        at("SnmpDeviceUnreachable", 60, job="snmp", instance="10.0.0.3", site="dc", layer="device"),
+    ]
+    changes = fold(correlator(), alerts)
+    found = final(changes)
+    assert len(found) == 2
+    [outage] = [i for i in found.values() if len(i.members) == 3]
+    assert printer.fingerprint in outage.members
+    assert names(outage) == "InterfaceDown"
+    assert [gone.root_cause_reasons[0] for gone in changes[-1].absorbed] == [
+        f"merged into {outage.id}"
+    ]
+    # Too late: a symptom that fired longer than the window before the outage stays apart.
+    later = timedelta(minutes=6)
+    late = [printer, *(replace(a, starts_at=a.starts_at + later) for a in alerts[2:])]
+    assert len(final(fold(correlator(), late))) == 2
+
+
+def test_an_unplaced_symptom_is_not_claimed_by_a_degradation_or_a_lone_port():
+    printer = at(
+        "ProbeTargetUnreachable", 0, job="probe_icmp", instance="prn-9", site="dc", layer="device"
+    )
+    errors = at("InterfaceErrors", 30, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/24")
+    loss = at("ProbeLossHigh", 60, job="probe_icmp", instance="10.0.0.3", site="dc")
+    assert len(final(fold(correlator(), [printer, errors, loss]))) == 2
