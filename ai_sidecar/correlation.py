@@ -52,10 +52,10 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, format_duration, labels_match
 from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
@@ -157,9 +157,29 @@ class Placement:
     hops: tuple[tuple[str, str], ...] = ()
     # Other elements are reached through it (see _explains).
     transit: bool = False
+    # Nothing in the graph depends on it: a server, a printer, a port no
+    # neighbour was seen on.
+    leaf: bool = False
 
 
 _NOWHERE = Placement(None, {}, (), False)
+
+
+# A leaf port going down and a leaf behind the same device becoming unreachable
+# pair up: with no neighbour seen on the port, the leaf is the likely one on it.
+_PAIRS = {"port": "leaf", "leaf": "port"}
+
+
+def _pairing(placement: Placement, layer: Layer) -> str | None:
+    """``port`` for a link alert on a port nothing is known behind, ``leaf`` for an
+    unreachable leaf; None for anything else."""
+    if not placement.leaf or placement.node is None:
+        return None
+    if layer == "link" and placement.node.startswith("port:"):
+        return "port"
+    if layer == "device":
+        return "leaf"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +306,9 @@ class Correlator:
         self._at: dict[str, dict[str, None]] = {}
         self._below: dict[str, dict[str, None]] = {}
         self._behind: dict[str, dict[str, None]] = {}
+        # Incidents with a leaf port down (``port``) or a leaf unreachable
+        # (``leaf``) right behind a device: the two pair up (see _pairing).
+        self._paired: dict[tuple[str, str], dict[str, None]] = {}
         self._tracked: dict[str, _Tracked] = {}
         # Open incidents that may take joins, by group key, oldest first.
         self._open_by_key: dict[GroupKey, dict[str, None]] = {}
@@ -325,6 +348,7 @@ class Correlator:
         self._at.clear()
         self._below.clear()
         self._behind.clear()
+        self._paired.clear()
         self._waiting.clear()
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
         owners: dict[str, tuple[datetime, bool, str]] = {}
@@ -586,12 +610,39 @@ class Correlator:
         return self._key_fallback == "always" or self._topology.empty
 
     def _by_key(self, alert: Alert, key: GroupKey) -> _Tracked | None:
-        """Today's join: an open incident under the same group key, oldest first."""
+        """A join by group key: an open incident under the same key, oldest first.
+
+        Without a graph (or with ``key_fallback: always``) any such incident
+        within the window, today's rule. With one, a symptom the graph cannot
+        place joins only other unplaced symptoms, or an outage that started
+        within the window (:meth:`_outage_near`): sharing a site with a full
+        disk or a port with errors says nothing.
+        """
+        keys_only = self._keys_only()
         for candidate in self._open_by_key.get(key, ()):
             tracked = self._tracked[candidate]
-            if alert.fingerprint not in tracked.incident.members and self._accepts(tracked, alert):
+            if alert.fingerprint in tracked.incident.members or not self._accepts(tracked, alert):
+                continue
+            if keys_only or candidate in self._waiting or self._outage_near(tracked, alert):
                 return tracked
         return None
+
+    def _outage_near(self, tracked: _Tracked, alert: Alert) -> bool:
+        """Whether the incident's root cause is an outage that may explain the unplaced alert.
+
+        A firing device or link failure that started within the window; for
+        an alert that is itself no outage (loss, errors), one that already
+        explains other members.
+        """
+        best = tracked.incident.root_cause
+        if (
+            best not in tracked.layers
+            or tracked.layers[best] not in _OUTAGE_LAYERS
+            or not tracked.firing_now[best]
+            or abs(alert.starts_at - tracked.fixed[best][0]) > self._config.window
+        ):
+            return False
+        return tracked.explains[best] > 0 or self.layer_of(alert.labels) in _OUTAGE_LAYERS
 
     def _claimed(self, tracked: _Tracked, members: Mapping[str, Member]) -> list[_Tracked]:
         """Incidents of unplaced symptoms an outage in ``tracked`` now claims.
@@ -726,6 +777,12 @@ class Correlator:
             for parent in placement.parents:
                 for candidate in self._behind.get(parent, {}):
                     found.setdefault(candidate, False)
+        kind = _pairing(placement, layer)
+        if kind is not None:
+            partner = _PAIRS[kind]
+            for parent in placement.parents:
+                for candidate in self._paired.get((partner, parent), {}):
+                    found.setdefault(candidate, False)
         return self._accepted(alert, found)
 
     def _learned_related(self, alert: Alert) -> dict[str, bool]:
@@ -830,6 +887,7 @@ class Correlator:
                 ),
                 hops=tuple(near),
                 transit=node in topology.transit,
+                leaf=node not in topology.upstream_of,
             )
         self._placements[cache_key] = found
         return found
@@ -872,18 +930,13 @@ class Correlator:
             (self._below, tracked.below),
         ):
             for node in nodes:
-                entries = index.get(node)
-                if entries is not None:
-                    entries.pop(incident_id, None)
-                    if not entries:
-                        del index[node]
-        for placement in tracked.placements.values():
+                _drop(index, node, incident_id)
+        for fp, placement in tracked.placements.items():
+            kind = _pairing(placement, tracked.layers[fp])
             for parent in placement.parents:
-                entries = self._behind.get(parent)
-                if entries is not None:
-                    entries.pop(incident_id, None)
-                    if not entries:
-                        del self._behind[parent]
+                _drop(self._behind, parent, incident_id)
+                if kind is not None:
+                    _drop(self._paired, (kind, parent), incident_id)
 
     def _accepts(self, tracked: _Tracked, alert: Alert) -> bool:
         window = self._config.window
@@ -1012,6 +1065,10 @@ class Correlator:
         if tracked.layers[fp] in _SYMPTOM_LAYERS:
             for parent in placement.parents:
                 self._behind.setdefault(parent, {})[incident_id] = None
+        kind = _pairing(placement, layer)
+        if kind is not None:
+            for parent in placement.parents:
+                self._paired.setdefault((kind, parent), {})[incident_id] = None
         return raised
 
     def _add_learned(self, tracked: _Tracked, fp: str) -> list[str]:
@@ -1215,6 +1272,18 @@ class Correlator:
             f"{subject} {verb} on {element_text(root_node)}, which is failing "
             f"({members[best].alertname}): {hops[0]} {', '.join(hops[1:])}"
         )
+
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+def _drop(index: dict[_Key, dict[str, None]], key: _Key, incident_id: str) -> None:
+    """Remove an incident from one entry of a shared index, and the entry once empty."""
+    entries = index.get(key)
+    if entries is not None:
+        entries.pop(incident_id, None)
+        if not entries:
+            del index[key]
 
 
 def plural(count: int, noun: str) -> str:

@@ -579,3 +579,34 @@ def test_an_unplaced_symptom_is_not_claimed_by_a_degradation_or_a_lone_port():
     errors = at("InterfaceErrors", 30, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/24")
     loss = at("ProbeLossHigh", 60, job="probe_icmp", instance="10.0.0.3", site="dc")
     assert len(final(fold(correlator(), [printer, errors, loss]))) == 2
+
+
+def test_a_port_nothing_is_known_behind_pairs_with_a_leaf_unreachable_behind_its_switch():
+    down = at("InterfaceDown", 0, job="snmp", instance="sw-acc-1", ifName="Gi0/9")
+    ap = at("ProbeTargetUnreachable", 40, job="probe_icmp", instance="ap-7", layer="device")
+    [incident] = final(fold(correlator(), [down, ap])).values()
+    assert set(incident.members) == {down.fingerprint, ap.fingerprint}
+    # Two ports on the switch, or a port on another device, say nothing of each other.
+    other_port = at("InterfaceDown", 20, job="snmp", instance="sw-acc-1", ifName="Gi0/10")
+    assert len(final(fold(correlator(), [down, other_port]))) == 2
+    elsewhere = at("InterfaceDown", 0, job="snmp", instance="core-1", ifName="Gi0/9")
+    assert len(final(fold(correlator(), [elsewhere, ap]))) == 2
+
+
+def test_with_a_graph_unplaced_symptoms_join_by_site_only_each_other_or_an_outage():
+    errors = at("InterfaceErrors", 0, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/24")
+    printer = at(
+        "ProbeTargetUnreachable", 30, job="probe_icmp", instance="prn-9", site="dc", layer="device"
+    )
+    camera = at(
+        "ProbeTargetUnreachable", 45, job="probe_icmp", instance="cam-2", site="dc", layer="device"
+    )
+    # A port with errors shares the site, and explains nothing of a printer.
+    found = final(fold(correlator(), [errors, printer, camera]))
+    assert sorted(len(i.members) for i in found.values()) == [1, 2]
+    # Without a graph, today's rule: one site, one incident.
+    assert len(final(fold(correlator(TopologySnapshot()), [errors, printer, camera]))) == 1
+    # An outage of the moment in the site takes them.
+    down = at("InterfaceDown", 0, job="snmp", instance="sw-acc-1", site="dc", ifName="Gi0/9")
+    [incident] = final(fold(correlator(), [down, printer, camera])).values()
+    assert len(incident.members) == 3
