@@ -320,6 +320,9 @@ class Correlator:
         # Ids of incidents no longer tracked (forgotten, or only in the store):
         # a new incident must never take one and overwrite its history.
         self._retired_ids: set[str] = set()
+        # (resolved_at, id) of resolved incidents, soonest first, for forgetting
+        # them without a scan; entries of incidents since reopened are skipped.
+        self._resolved: list[tuple[datetime, str]] = []
 
     # -- public --------------------------------------------------------------
 
@@ -343,6 +346,7 @@ class Correlator:
     def load(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with ``incidents``: open ones and recently resolved ones."""
         self._tracked.clear()
+        self._resolved.clear()
         self._open_by_key.clear()
         self._by_fingerprint.clear()
         self._at.clear()
@@ -356,6 +360,8 @@ class Correlator:
             tracked = self._track(incident)
             if incident.status == "open":
                 self._index_open(tracked)
+            elif incident.resolved_at is not None:
+                heapq.heappush(self._resolved, (incident.resolved_at, incident.id))
             for member in incident.members.values():
                 # The newest episode owns the fingerprint; open beats resolved.
                 claim = (member.starts_at, incident.status == "open", incident.id)
@@ -400,15 +406,17 @@ class Correlator:
 
     def forget_resolved_before(self, cutoff: datetime) -> None:
         """Drop incidents resolved before ``cutoff``; their members can no longer flap."""
-        stale = [
-            tracked_id
-            for tracked_id, tracked in self._tracked.items()
-            if tracked.incident.resolved_at is not None
-            and tracked.incident.status == "resolved"
-            and tracked.incident.resolved_at < cutoff
-        ]
-        for stale_id in stale:
-            tracked = self._tracked.pop(stale_id)
+        queue = self._resolved
+        while queue and queue[0][0] < cutoff:
+            resolved_at, stale_id = heapq.heappop(queue)
+            tracked = self._tracked.get(stale_id)
+            if (
+                tracked is None
+                or tracked.incident.status != "resolved"
+                or tracked.incident.resolved_at != resolved_at
+            ):
+                continue  # absorbed, forgotten, or reopened since
+            del self._tracked[stale_id]
             self._retired_ids.add(stale_id)
             for fingerprint in tracked.incident.members:
                 if self._by_fingerprint.get(fingerprint) == stale_id:
@@ -512,6 +520,8 @@ class Correlator:
             before.status == "resolved" or self._config.resolve == "root_cause"
         )
         tracked.incident = incident if freeze else self._with_root_cause(tracked, incident)
+        if status == "resolved" and resolved_at is not None and before.status == "open":
+            heapq.heappush(self._resolved, (resolved_at, before.id))
         if status != "open":
             self._waiting.pop(before.id, None)
         return Change(tracked.incident, kind)
@@ -548,7 +558,10 @@ class Correlator:
             if not unplaced:
                 self._waiting.pop(before.id, None)
             absorbed = []
-            for other in [*related[1:], *self._claimed(tracked, members)]:
+            others = {other.incident.id: other for other in related[1:]}
+            for other in self._claimed(tracked, members):
+                others.setdefault(other.incident.id, other)
+            for other in others.values():
                 if self._fits(tracked, other):
                     absorbed.append(self._absorb(tracked, members, other, alert.starts_at))
                     created_at = min(created_at, other.incident.created_at)

@@ -610,3 +610,19 @@ def test_with_a_graph_unplaced_symptoms_join_by_site_only_each_other_or_an_outag
     down = at("InterfaceDown", 0, job="snmp", instance="sw-acc-1", site="dc", ifName="Gi0/9")
     [incident] = final(fold(correlator(), [down, printer, camera])).values()
     assert len(incident.members) == 3
+
+
+def test_an_incident_both_connected_and_claimed_is_absorbed_once():
+    # Both printers are unplaced (each waits for an outage under its key) and
+    # polled by the exporter, so the exporter's outage is connected to both.
+    lab = at("TargetDown", 0, job="probe_icmp", instance="prn-4", site="lab")
+    printer = at("TargetDown", 5, job="probe_icmp", instance="prn-9", site="dc")
+    exporter = at("TargetDown", 20, job="scout-exporter", instance=EXPORTER, site="dc")
+    change = fold(correlator(), [lab, printer, exporter])[-1]
+    assert len(change.absorbed) == 1
+    assert set(change.incident.members) == {
+        lab.fingerprint,
+        printer.fingerprint,
+        exporter.fingerprint,
+    }
+    assert change.incident.root_cause == exporter.fingerprint
