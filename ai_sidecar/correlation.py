@@ -89,6 +89,8 @@ REFERENCE_LABELS = ("upstream", "device")
 # A label an alert rule may set to place itself; it beats every layer rule.
 LAYER_LABEL = "layer"
 _LAYER_INDEX = {layer: index for index, layer in enumerate(LAYERS)}
+# Distinct label values whose layer is remembered (rules may read any label).
+_LAYER_MEMO = 65536
 # The weakest edge a failure of each layer travels along (topology.POLL < PATH <
 # USES): an unreachable device or a down link explains everything behind it,
 # even what a poller reaches through it; loss or saturation explains what is
@@ -298,6 +300,10 @@ class Correlator:
         self._cofiring = NO_COFIRING if cofiring is None else cofiring
         self._group_by = config.group_keys()
         self._layer_rules = config.layer_rules()
+        self._layer_labels = tuple(
+            sorted({LAYER_LABEL, *(name for match, _ in self._layer_rules for name in match)})
+        )
+        self._layers: dict[tuple[str, ...], Layer] = {}
         self._key_fallback = config.key_fallback
         self._topology = TopologySnapshot() if topology is None else topology
         self._placements: dict[tuple[str, ...], Placement] = {}
@@ -425,14 +431,27 @@ class Correlator:
             self._waiting.pop(stale_id, None)
 
     def layer_of(self, labels: Mapping[str, str]) -> Layer:
-        """The alert's ``layer`` label if valid, else the first matching rule, else service."""
+        """The alert's ``layer`` label if valid, else the first matching rule, else service.
+
+        Memoised on the values of the labels the rules read (the alertname,
+        for the built-in ones): a storm has few distinct answers.
+        """
+        key = tuple(labels.get(name, "") for name in self._layer_labels)
+        found = self._layers.get(key)
+        if found is not None:
+            return found
+        found = "service"
         given = labels.get(LAYER_LABEL, "")
         if given in _LAYER_INDEX:
-            return LAYERS[_LAYER_INDEX[given]]
-        for match, layer in self._layer_rules:
-            if labels_match(match, labels):
-                return layer
-        return "service"
+            found = LAYERS[_LAYER_INDEX[given]]
+        else:
+            for match, layer in self._layer_rules:
+                if labels_match(match, labels):
+                    found = layer
+                    break
+        if len(self._layers) < _LAYER_MEMO:
+            self._layers[key] = found
+        return found
 
     # -- folding -------------------------------------------------------------
 
