@@ -59,6 +59,7 @@ from typing import Literal, TypeVar
 
 from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, format_duration, labels_match
 from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
+from ai_sidecar.correlate.outside import gateways, is_outside
 from ai_sidecar.correlate.topology import (
     PATH,
     POLL,
@@ -67,6 +68,7 @@ from ai_sidecar.correlate.topology import (
     TopologySnapshot,
     combine,
     element_text,
+    split_instance,
 )
 from ai_sidecar.models import (
     Alert,
@@ -165,6 +167,20 @@ class Placement:
 
 
 _NOWHERE = Placement(None, {}, (), False)
+
+
+# How a path names the hop from a target outside the estate to the way out.
+OUTSIDE_WHY = "outside the estate, reached through"
+
+
+def _outside(node: str) -> bool:
+    """Whether a device or endpoint node is a public address (see correlate.outside)."""
+    kind, _, rest = node.partition(":")
+    if kind == "dev":
+        return is_outside(rest)
+    if kind == "ep":
+        return is_outside(split_instance(rest)[0])
+    return False
 
 
 # A leaf port going down and a leaf behind the same device becoming unreachable
@@ -306,6 +322,7 @@ class Correlator:
         self._layers: dict[tuple[str, ...], Layer] = {}
         self._key_fallback = config.key_fallback
         self._topology = TopologySnapshot() if topology is None else topology
+        self._gateways = gateways(self._topology)
         self._placements: dict[tuple[str, ...], Placement] = {}
         # Incidents (open or not; checked on use) with a member at, or below, an
         # element, and with a symptom member right behind it.
@@ -339,6 +356,7 @@ class Correlator:
     def set_topology(self, topology: TopologySnapshot) -> None:
         """Use a newer graph for alerts from now on; members keep where they were placed."""
         self._topology = topology
+        self._gateways = gateways(topology)
         self._placements.clear()
 
     @property
@@ -558,7 +576,7 @@ class Correlator:
             generator_url=alert.generator_url,
         )
         placement = self.place(alert.labels)
-        related = self._related(alert, placement)
+        related, late = self._related(alert, placement)
         joined = related[0] if related else None
         unplaced = self._joins_by_key(placement, self.layer_of(alert.labels))
         if joined is None and unplaced:
@@ -578,7 +596,7 @@ class Correlator:
                 self._waiting.pop(before.id, None)
             absorbed = []
             others = {other.incident.id: other for other in related[1:]}
-            for other in self._claimed(tracked, members):
+            for other in (*self._claimed(tracked, members), *late):
                 others.setdefault(other.incident.id, other)
             for other in others.values():
                 if self._fits(tracked, other):
@@ -613,12 +631,25 @@ class Correlator:
             version=1,
         )
         tracked = self._track(incident)
-        tracked.incident = self._with_root_cause(tracked, incident)
         self._index_open(tracked)
         self._by_fingerprint[member.fingerprint] = new_id
         if unplaced and not self._keys_only():
             self._waiting[new_id] = None
-        return Change(tracked.incident, "created")
+        members = dict(incident.members)
+        gone = [
+            self._absorb(tracked, members, other, alert.starts_at)
+            for other in late
+            if self._fits(tracked, other)
+        ]
+        if gone:
+            incident = replace(
+                incident,
+                members=members,
+                created_at=min(incident.created_at, *(g.created_at for g in gone)),
+                updated_at=max(incident.updated_at, *(g.updated_at for g in gone)),
+            )
+        tracked.incident = self._with_root_cause(tracked, incident)
+        return Change(tracked.incident, "created", tuple(gone))
 
     def _joins_by_key(self, placement: Placement, layer: Layer) -> bool:
         """Whether an alert may join by group key (site), the fallback to the graph.
@@ -742,19 +773,20 @@ class Correlator:
         return replace(
             gone,
             status="resolved",
-            resolved_at=max(event, gone.created_at),
+            resolved_at=gone.resolved_at or max(event, gone.created_at),
             updated_at=max(gone.updated_at, event),
             version=gone.version + 1,
             root_cause_reasons=(f"merged into {tracked.incident.id}", *gone.root_cause_reasons),
         )
 
-    def _related(self, alert: Alert, placement: Placement) -> list[_Tracked]:
+    def _related(self, alert: Alert, placement: Placement) -> tuple[list[_Tracked], list[_Tracked]]:
         """Open incidents the graph connects the alert to, within the window, oldest first.
 
         Connected: a member on the same element; a member upstream whose failure
         travels down to the alert (it explains the alert); a member downstream
         the alert explains; or, for symptoms seen from outside, a symptom behind
-        the same device.
+        the same device. Second: resolved incidents whose root cause the alert
+        explains and started within ``causal_window`` of it, for absorbing.
         """
         node = placement.node
         start = alert.starts_at
@@ -762,7 +794,7 @@ class Correlator:
         # causal window (else the plain window around the incident's span decides).
         found: dict[str, bool] = self._learned_related(alert)
         if node is None:
-            return self._accepted(alert, found)
+            return self._accepted(alert, found), []
         layer = self.layer_of(alert.labels)
         receives = _RECEIVES[layer]
         for candidate in self._at.get(node, {}):
@@ -792,6 +824,10 @@ class Correlator:
                         for fp in causes
                     )
                     found[candidate] = found.get(candidate, False) or pulls
+        # Resolved incidents whose root cause this alert explains, near its start:
+        # effects that were over before their cause fired (a probe failing
+        # briefly before the saturation alert's longer for: has passed).
+        late: list[_Tracked] = []
         for candidate in self._below.get(node, ()):
             tracked = self._tracked.get(candidate)
             if tracked is None:
@@ -805,6 +841,13 @@ class Correlator:
                 members = tracked.incident.members
                 pulls = any(self._effect_of(members[fp], start) for fp in effects)
                 found[candidate] = found.get(candidate, False) or pulls
+                root = tracked.incident.root_cause
+                if (
+                    tracked.incident.status == "resolved"
+                    and root in effects
+                    and self._effect_of(members[root], start)
+                ):
+                    late.append(tracked)
         if layer in _SYMPTOM_LAYERS:
             for parent in placement.parents:
                 for candidate in self._behind.get(parent, {}):
@@ -815,7 +858,7 @@ class Correlator:
             for parent in placement.parents:
                 for candidate in self._paired.get((partner, parent), {}):
                     found.setdefault(candidate, False)
-        return self._accepted(alert, found)
+        return self._accepted(alert, found), late
 
     def _learned_related(self, alert: Alert) -> dict[str, bool]:
         """Incidents holding an alert that learned co-firing ties to this one, near its start."""
@@ -906,17 +949,26 @@ class Correlator:
                 topology.ancestors(node),
             )
             ancestors.pop(node, None)
+            # Placed: something upstream of it is in the graph (a node that
+            # only others depend on, with nothing above it, is not).
+            known = any(
+                topology.knows(ancestor) and strength >= PATH
+                for ancestor, strength in ancestors.items()
+            )
+            if not known and self._gateways and _outside(node):
+                ways_out = [(gateway, PATH, OUTSIDE_WHY) for gateway in self._gateways]
+                extra = [*extra, *ways_out]
+                ancestors = combine(
+                    ((gateway, PATH, topology.ancestors(gateway)) for gateway, _, _ in ways_out),
+                    ancestors,
+                )
+                known = True
             near = [(parent, why) for parent, _, why in (*own, *extra)]
             found = Placement(
                 node=node,
                 ancestors=ancestors,
                 parents=self._behind_of(node, (*own, *extra)),
-                # Placed: something upstream of it is in the graph (a node that
-                # only others depend on, with nothing above it, is not).
-                known=any(
-                    topology.knows(ancestor) and strength >= PATH
-                    for ancestor, strength in ancestors.items()
-                ),
+                known=known,
                 hops=tuple(near),
                 transit=node in topology.transit,
                 leaf=node not in topology.upstream_of,

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ai_sidecar.components import Components
-from ai_sidecar.config import SidecarConfig, parse_config
+from ai_sidecar.config import CorrelationConfig, SidecarConfig, parse_config
 from ai_sidecar.correlate import (
     PATH,
     POLL,
@@ -626,3 +626,55 @@ def test_an_incident_both_connected_and_claimed_is_absorbed_once():
         exporter.fingerprint,
     }
     assert change.incident.root_cause == exporter.fingerprint
+
+
+def edge_estate(dependency: bool = True) -> TopologySnapshot:
+    """core-1 -> edge-1; a SaaS check written down as going out through edge-1 ge-0/0/1."""
+    return build_snapshot(
+        neighbours=[lldp("core-1", "Gi1/0/3", "edge-1", "ge-0/0/0")],
+        roots=["core-1"],
+        dependencies=[
+            Dependency(
+                {"job": "probe_http", "instance": "https://crm.saas.example/"},
+                {"instance": "edge-1", "ifName": "ge-0/0/1"},
+                "SaaS via ISP 1",
+            )
+        ]
+        if dependency
+        else [],
+    )
+
+
+def test_a_public_address_no_one_placed_sits_behind_the_configured_way_out():
+    probe = at("ProbeLatencyHigh", 0, job="probe_icmp", instance="203.0.113.9")
+    uplink = at("InterfaceSaturated", 300, job="snmp", instance="edge-1", ifName="ge-0/0/1")
+    [incident] = final(
+        fold(Correlator(CorrelationConfig(), edge_estate()), [probe, uplink])
+    ).values()
+    assert incident.root_cause == uplink.fingerprint
+    assert "outside the estate, reached through" in incident.root_cause_reasons[0]
+    # Nothing configured goes out there, or the address is a private one: apart.
+    alone = fold(Correlator(CorrelationConfig(), edge_estate(dependency=False)), [probe, uplink])
+    assert len(final(alone)) == 2
+    inside = at("ProbeLatencyHigh", 0, job="probe_icmp", instance="10.9.9.9")
+    assert len(final(fold(Correlator(CorrelationConfig(), edge_estate()), [inside, uplink]))) == 2
+
+
+def test_a_cause_arriving_after_its_effect_resolved_takes_it_within_the_causal_window():
+    saas = {"job": "probe_http", "instance": "https://crm.saas.example/"}
+    failed = at("ProbeFailed", 0, **saas)
+    over = make("ProbeFailed", 0, ends=400, **saas)
+    uplink = at("InterfaceSaturated", 700, job="snmp", instance="edge-1", ifName="ge-0/0/1")
+    c = Correlator(CorrelationConfig(), edge_estate())
+    changes = fold(c, [failed, over, uplink])
+    assert changes[1].kind == "resolved"
+    assert [gone.id for gone in changes[2].absorbed] == [changes[0].incident.id]
+    assert changes[2].absorbed[0].resolved_at == changes[1].incident.resolved_at
+    assert set(changes[2].incident.members) == {failed.fingerprint, uplink.fingerprint}
+    assert changes[2].incident.root_cause == uplink.fingerprint
+    # Past the causal window it is another story.
+    later = at("InterfaceSaturated", 1200, job="snmp", instance="edge-1", ifName="ge-0/0/1")
+    assert (
+        fold(Correlator(CorrelationConfig(), edge_estate()), [failed, over, later])[2].absorbed
+        == ()
+    )
