@@ -50,7 +50,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ai_sidecar.clock import utc_now
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.correlate.cofiring import learn_with
+from ai_sidecar.correlate import learn_with
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.failures import STORE_KEY, FailureLog, Stage, retry_delay

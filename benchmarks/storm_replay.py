@@ -41,8 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ai_sidecar.config import CorrelationConfig
-from ai_sidecar.correlate import Dependency, Poller, build_snapshot
-from ai_sidecar.correlate.cofiring import CoFiring, learn_with
+from ai_sidecar.correlate import CoFiring, Dependency, Poller, build_snapshot, learn_with
 from ai_sidecar.correlation import Correlator
 from benchmarks.common import raise_interrupt
 from benchmarks.storms.estate import ObservedTopology, Shape
