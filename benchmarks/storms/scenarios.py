@@ -741,29 +741,20 @@ def generate(
     rng = random.Random(f"{scenario}/{seed}")
     for _attempt in range(50):
         estate = build_estate(rng, shape or spec.shape)
-        world = World(estate, rng, scenario)
-        world.peers = 2 if rng.random() < 0.25 else 1
-        t0 = rng.uniform(5, 15) * MINUTE
-        try:
-            spec.build(world, t0)
-        except NotApplicable:
-            continue
-        break
+        struck = _strike(spec, estate, rng)
+        if struck is not None:
+            break
     else:
         raise RuntimeError(f"{scenario}: no estate drawn for seed {seed} fits")
     if earlier:
         rng = random.Random(f"{scenario}/{seed}/earlier/{earlier}")
         for _attempt in range(50):
-            world = World(estate, rng, scenario)
-            world.peers = 2 if rng.random() < 0.25 else 1
-            t0 = rng.uniform(5, 15) * MINUTE
-            try:
-                spec.build(world, t0)
-            except NotApplicable:
-                continue
-            break
+            struck = _strike(spec, estate, rng)
+            if struck is not None:
+                break
         else:
             raise RuntimeError(f"{scenario}: seed {seed}'s estate fits no earlier storm")
+    world, t0 = struck
     if noise and scenario != "background":
         sprinkle(world, 0.0, t0 + 40 * MINUTE, count=rng.randint(1, 3))
     horizon = spec.horizon * MINUTE
@@ -778,6 +769,18 @@ def generate(
     fired = {episode.incident for episode in episodes}
     incidents = {id_: truth for id_, truth in world.incidents.items() if id_ in fired}
     return Storm(scenario, seed, estate, incidents, tuple(episodes), tuple(deliveries), world.peers)
+
+
+def _strike(spec: Scenario, estate: Estate, rng: random.Random) -> tuple[World, float] | None:
+    """The scenario's fault on ``estate`` and its start; None if the estate lacks what it needs."""
+    world = World(estate, rng, spec.name)
+    world.peers = 2 if rng.random() < 0.25 else 1
+    t0 = rng.uniform(5, 15) * MINUTE
+    try:
+        spec.build(world, t0)
+    except NotApplicable:
+        return None
+    return world, t0
 
 
 # Series the exporter serves: its own /metrics and every target it polls.
