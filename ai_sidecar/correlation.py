@@ -91,8 +91,10 @@ REFERENCE_LABELS = ("upstream", "device")
 # A label an alert rule may set to place itself; it beats every layer rule.
 LAYER_LABEL = "layer"
 _LAYER_INDEX = {layer: index for index, layer in enumerate(LAYERS)}
-# Distinct label values whose layer is remembered (rules may read any label).
+# Distinct label values whose layer is remembered (rules may read any label),
+# and named paths.
 _LAYER_MEMO = 65536
+_PATH_MEMO = 65536
 # The weakest edge a failure of each layer travels along (topology.POLL < PATH <
 # USES): an unreachable device or a down link explains everything behind it,
 # even what a poller reaches through it; loss or saturation explains what is
@@ -324,6 +326,10 @@ class Correlator:
         self._topology = TopologySnapshot() if topology is None else topology
         self._gateways = gateways(self._topology)
         self._placements: dict[tuple[str, ...], Placement] = {}
+        # Named paths for reasons, and the ancestors labels give a node the
+        # graph does not know: both depend on the graph only.
+        self._paths: dict[tuple[str, tuple[tuple[str, str], ...], str], str] = {}
+        self._label_ancestors: dict[tuple[tuple[str, int, str], ...], tuple[Ancestors, bool]] = {}
         # Incidents (open or not; checked on use) with a member at, or below, an
         # element, and with a symptom member right behind it.
         self._at: dict[str, dict[str, None]] = {}
@@ -358,6 +364,8 @@ class Correlator:
         self._topology = topology
         self._gateways = gateways(topology)
         self._placements.clear()
+        self._paths.clear()
+        self._label_ancestors.clear()
 
     @property
     def cofiring(self) -> CoFiring:
@@ -943,18 +951,7 @@ class Correlator:
         else:
             extra = topology.label_parents(labels, node)
             own = topology.parents.get(node, ())
-            # The node's own ancestors (precomputed) and those its labels add.
-            ancestors = combine(
-                ((parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra),
-                topology.ancestors(node),
-            )
-            ancestors.pop(node, None)
-            # Placed: something upstream of it is in the graph (a node that
-            # only others depend on, with nothing above it, is not).
-            known = any(
-                topology.knows(ancestor) and strength >= PATH
-                for ancestor, strength in ancestors.items()
-            )
+            ancestors, known = self._ancestors(node, extra)
             if not known and self._gateways and _outside(node):
                 ways_out = [(gateway, PATH, OUTSIDE_WHY) for gateway in self._gateways]
                 extra = [*extra, *ways_out]
@@ -975,6 +972,35 @@ class Correlator:
             )
         self._placements[cache_key] = found
         return found
+
+    def _ancestors(self, node: str, extra: list[tuple[str, int, str]]) -> tuple[Ancestors, bool]:
+        """The node's own ancestors (precomputed) and those its labels add; and whether
+        it is placed: something upstream of it is in the graph (a node that only
+        others depend on, with nothing above it, is not).
+
+        For a node the graph has no edge of (most targets: a printer behind its
+        switch, a probed address) they depend on the labels alone, which many
+        targets share (one ``upstream``, one poller): memoised on those.
+        """
+        topology = self._topology
+        shared = node not in topology.parents
+        key = tuple(extra)
+        if shared:
+            found = self._label_ancestors.get(key)
+            if found is not None and node not in found[0]:
+                return found
+        ancestors = combine(
+            ((parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra),
+            topology.ancestors(node),
+        )
+        ancestors.pop(node, None)
+        known = any(
+            topology.knows(ancestor) and strength >= PATH
+            for ancestor, strength in ancestors.items()
+        )
+        if shared and node not in ancestors and len(self._label_ancestors) < _PATH_MEMO:
+            self._label_ancestors[key] = (ancestors, known)
+        return ancestors, known
 
     def _behind_of(self, node: str, edges: Iterable[tuple[str, int, str]]) -> tuple[str, ...]:
         """What the element sits right behind, for joining symptoms that share it.
@@ -1333,6 +1359,22 @@ class Correlator:
         nearest = tracked.nearest[best][1]
         placement = tracked.placements[nearest]
         assert placement.node is not None
+        others = tracked.explains[best] - tracked.learned.get(best, 0) - 1
+        subject, verb = element_text(placement.node), "depends"
+        if others:
+            subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
+        return (
+            f"{subject} {verb} on {element_text(root_node)}, which is failing "
+            f"({members[best].alertname}): {self._path(placement, root_node)}"
+        )
+
+    def _path(self, placement: Placement, root_node: str) -> str:
+        """The hops from an explained element up to the root's, memoised per graph."""
+        assert placement.node is not None
+        key = (placement.node, placement.hops, root_node)
+        found = self._paths.get(key)
+        if found is not None:
+            return found
         hops = [element_text(placement.node)]
         step: tuple[str, str] | None = next(
             (
@@ -1348,14 +1390,10 @@ class Correlator:
             if parent == root_node:
                 break
             step = self._topology.parent_towards(parent, root_node)
-        others = tracked.explains[best] - 1
-        subject, verb = element_text(placement.node), "depends"
-        if others:
-            subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
-        return (
-            f"{subject} {verb} on {element_text(root_node)}, which is failing "
-            f"({members[best].alertname}): {hops[0]} {', '.join(hops[1:])}"
-        )
+        found = f"{hops[0]} {', '.join(hops[1:])}"
+        if len(self._paths) < _PATH_MEMO:
+            self._paths[key] = found
+        return found
 
 
 _Key = TypeVar("_Key", bound=Hashable)
