@@ -22,6 +22,9 @@ Nothing is asserted; the figures go to ``docs/benchmarks.md``.
 Storms are folded by the topology-aware correlator, given the graph the
 sidecar would build from each estate's observed topology
 (:func:`topology_correlator`), or with ``--correlator today`` without one.
+The topology-aware one is also given the co-firing edges learned from
+``--history`` earlier storms of the same kind on the same estate
+(:func:`learned_history`), as the worker learns them from its store.
 
 Usage: python -m benchmarks.storm_replay [--seeds N] [--scenario NAME ...]
        [--preset network|firewall|windows] [--alerts N] [--no-throughput]
