@@ -263,7 +263,9 @@ def _names(labels: Mapping[str, str], which: tuple[str, ...]) -> tuple[str, ...]
     return tuple(sorted({labels[name] for name in which if labels.get(name)}))
 
 
-RankKey = tuple[int, int, int, int, datetime, int, str]
+# (-explained through the graph, -explained through learned edges), firing,
+# layer, -dependents, first start, -severity, fingerprint.
+RankKey = tuple[tuple[int, int], int, int, int, datetime, int, str]
 
 
 @dataclass(slots=True)
@@ -1222,8 +1224,11 @@ class Correlator:
     def _rank(self, tracked: _Tracked, fp: str) -> None:
         """(Re)compute one member's rank key and push it; stale heap entries are skipped later."""
         first_starts_at, severity = tracked.fixed[fp]
+        learned = tracked.learned.get(fp, 0)
         key: RankKey = (
-            -tracked.explains[fp],
+            # A known dependency outranks a statistical one: learned edges
+            # only break ties between members the graph explains alike.
+            (learned - tracked.explains[fp], -learned),
             0 if tracked.firing_now[fp] else 1,
             _LAYER_INDEX[tracked.layers[fp]],
             -tracked.dependents[fp],

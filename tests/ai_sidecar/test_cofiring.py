@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from ai_sidecar.config import CorrelationConfig, parse_config
+from ai_sidecar.correlate import build_snapshot
 from ai_sidecar.correlate.cofiring import CoFiring, learn
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.models import Alert, Incident
@@ -171,3 +173,30 @@ async def test_learning_can_be_switched_off(tmp_path):
 
 def test_no_edges_is_the_default():
     assert Correlator(CorrelationConfig()).cofiring == CoFiring()
+
+
+def test_a_known_dependency_outranks_a_learned_one():
+    """History says the probe fires first, but the graph says the link carries it."""
+    topology = build_snapshot(
+        neighbours=[
+            {"instance": "core-1", "local_port": "Gi0/1", "remote_sysname": "sw-1"},
+        ],
+        targets=[{"job": "probe_icmp", "instance": "ap-1", "upstream": "sw-1"}],
+        roots=["core-1"],
+    )
+    ap = alert("ProbeLossHigh", job="probe_icmp", instance="ap-1")
+    other = alert("ProbeLossHigh", at=timedelta(seconds=10), job="probe_icmp", instance="ap-2")
+    port = alert("InterfaceErrors", at=timedelta(minutes=5), instance="core-1", ifName="Gi0/1")
+    past: list[Incident] = []
+    correlator = Correlator(CorrelationConfig())
+    for day in range(3, 0, -1):
+        for item in (ap, other, port):
+            shifted = replace(item, starts_at=item.starts_at - day * DAY)
+            change = correlator.apply(shifted, T0)
+            assert change is not None
+            past.append(change.incident)
+    edges = learn(past)
+    assert any(p.follows for p in edges.of(ap.fingerprint)), "the probe leads in history"
+    found = fold(Correlator(CorrelationConfig(), topology, edges), ap, other, port)
+    [incident] = found.values()
+    assert incident.root_cause == port.fingerprint
