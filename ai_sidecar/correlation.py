@@ -21,10 +21,19 @@ The rules, in brief (docs/correlation.md has them in full):
   it fires, degradation for ``causal_window`` after it starts; a host-layer
   alert on a transit device also explains network-layer symptoms behind it
   (:func:`_explains`).
+- **Also joining.** A port no neighbour is known on pairs with an unreachable
+  leaf behind its device (:func:`_pairing`); a public address nothing places
+  sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
+  a cause absorbs resolved incidents whose root it explains within the causal
+  window; learned co-firing partners (:mod:`ai_sidecar.correlate.cofiring`)
+  join, and the one that fires first explains the other after the graph's
+  explanations.
 - **Group key.** The values of the first ``group_by`` label set whose labels
   are all present (non-empty) on the alert; the alertname if none is. Used to
   join only when the graph connects nothing: without a graph always, with one
-  (``key_fallback: unknown``) for symptoms the graph cannot place.
+  (``key_fallback: unknown``) for symptoms the graph cannot place, and then
+  only with other unplaced symptoms or an outage of the moment, which also
+  claims the ones that fired before it (:meth:`Correlator._claimed`).
 - **Joining by key.** An alert joins the oldest open incident with the same key
   when its ``startsAt`` lies within ``window`` of the incident's span (earliest
   to latest member ``startsAt``) and the span would stay within ``max_span``.
