@@ -332,6 +332,18 @@ class TopologyConfig(StrictModel):
     neighbour_metric: LabelName = "scout_lldp_neighbor_info"
 
 
+class CoFiringConfig(StrictModel):
+    """Learning co-firing edges from the stored incidents (ai_sidecar.correlate.cofiring)."""
+
+    enabled: bool = True
+    window: Duration = timedelta(minutes=15)
+    min_together: Annotated[int, Field(ge=2)] = 3
+    min_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    history: Duration = timedelta(days=30)
+    max_incidents: Annotated[int, Field(ge=1)] = 20_000
+    relearn: Duration = timedelta(hours=1)
+
+
 class CorrelationConfig(StrictModel):
     """How alerts become incidents; see docs/correlation.md for the rules."""
 
@@ -346,6 +358,7 @@ class CorrelationConfig(StrictModel):
     key_fallback: Literal["unknown", "always", "never"] = "unknown"
     dependencies: list[DependencyRule] = Field(default_factory=list)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
+    cofiring: CoFiringConfig = Field(default_factory=CoFiringConfig)
 
     def group_keys(self) -> tuple[tuple[str, ...], ...]:
         """The label sets tried in order; ``group_by`` replaces the preset's."""

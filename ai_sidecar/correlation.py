@@ -21,10 +21,19 @@ The rules, in brief (docs/correlation.md has them in full):
   it fires, degradation for ``causal_window`` after it starts; a host-layer
   alert on a transit device also explains network-layer symptoms behind it
   (:func:`_explains`).
+- **Also joining.** A port no neighbour is known on pairs with an unreachable
+  leaf behind its device (:func:`_pairing`); a public address nothing places
+  sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
+  a cause absorbs resolved incidents whose root it explains within the causal
+  window; learned co-firing partners (:mod:`ai_sidecar.correlate.cofiring`)
+  join, and the one that fires first explains the other after the graph's
+  explanations.
 - **Group key.** The values of the first ``group_by`` label set whose labels
   are all present (non-empty) on the alert; the alertname if none is. Used to
   join only when the graph connects nothing: without a graph always, with one
-  (``key_fallback: unknown``) for symptoms the graph cannot place.
+  (``key_fallback: unknown``) for symptoms the graph cannot place, and then
+  only with other unplaced symptoms or an outage of the moment, which also
+  claims the ones that fired before it (:meth:`Correlator._claimed`).
 - **Joining by key.** An alert joins the oldest open incident with the same key
   when its ``startsAt`` lies within ``window`` of the incident's span (earliest
   to latest member ``startsAt``) and the span would stay within ``max_span``.
@@ -52,12 +61,14 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
-from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
+from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, format_duration, labels_match
+from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
+from ai_sidecar.correlate.outside import gateways, is_outside
 from ai_sidecar.correlate.topology import (
     PATH,
     POLL,
@@ -66,6 +77,7 @@ from ai_sidecar.correlate.topology import (
     TopologySnapshot,
     combine,
     element_text,
+    split_instance,
 )
 from ai_sidecar.models import (
     Alert,
@@ -88,6 +100,10 @@ REFERENCE_LABELS = ("upstream", "device")
 # A label an alert rule may set to place itself; it beats every layer rule.
 LAYER_LABEL = "layer"
 _LAYER_INDEX = {layer: index for index, layer in enumerate(LAYERS)}
+# Distinct label values whose layer is remembered (rules may read any label),
+# and named paths.
+_LAYER_MEMO = 65536
+_PATH_MEMO = 65536
 # The weakest edge a failure of each layer travels along (topology.POLL < PATH <
 # USES): an unreachable device or a down link explains everything behind it,
 # even what a poller reaches through it; loss or saturation explains what is
@@ -156,9 +172,43 @@ class Placement:
     hops: tuple[tuple[str, str], ...] = ()
     # Other elements are reached through it (see _explains).
     transit: bool = False
+    # Nothing in the graph depends on it: a server, a printer, a port no
+    # neighbour was seen on.
+    leaf: bool = False
 
 
 _NOWHERE = Placement(None, {}, (), False)
+
+
+# How a path names the hop from a target outside the estate to the way out.
+OUTSIDE_WHY = "outside the estate, reached through"
+
+
+def _outside(node: str) -> bool:
+    """Whether a device or endpoint node is a public address (see correlate.outside)."""
+    kind, _, rest = node.partition(":")
+    if kind == "dev":
+        return is_outside(rest)
+    if kind == "ep":
+        return is_outside(split_instance(rest)[0])
+    return False
+
+
+# A leaf port going down and a leaf behind the same device becoming unreachable
+# pair up: with no neighbour seen on the port, the leaf is the likely one on it.
+_PAIRS = {"port": "leaf", "leaf": "port"}
+
+
+def _pairing(placement: Placement, layer: Layer) -> str | None:
+    """``port`` for a link alert on a port nothing is known behind, ``leaf`` for an
+    unreachable leaf; None for anything else."""
+    if not placement.leaf or placement.node is None:
+        return None
+    if layer == "link" and placement.node.startswith("port:"):
+        return "port"
+    if layer == "device":
+        return "leaf"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +259,22 @@ def incident_id(key: GroupKey, starts_at: datetime, salt: str = "") -> str:
     return "inc-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+# Group-key labels that name the target itself, not a place it shares with others.
+_TARGET_KEY_LABELS = frozenset({"instance", "alertname"})
+
+
+def _names_place(key: GroupKey) -> bool:
+    """Whether a group key names a place (a site, a device) rather than only the target."""
+    return any(name not in _TARGET_KEY_LABELS for name, _ in key)
+
+
 def _names(labels: Mapping[str, str], which: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({labels[name] for name in which if labels.get(name)}))
 
 
-RankKey = tuple[int, int, int, int, datetime, int, str]
+# (-explained through the graph, -explained through learned edges), firing,
+# layer, -dependents, first start, -severity, fingerprint.
+RankKey = tuple[tuple[int, int], int, int, int, datetime, int, str]
 
 
 @dataclass(slots=True)
@@ -246,6 +307,10 @@ class _Tracked:
     explains: dict[str, int] = field(default_factory=dict)
     # The explained member nearest each explaining one (fewest ancestors), for reasons.
     nearest: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Of ``explains``, how many through learned co-firing edges, and the
+    # strongest such edge (occasions together, the member it explains).
+    learned: dict[str, int] = field(default_factory=dict)
+    learned_best: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Group keys it is indexed under for joins by key (members the graph does not know).
     keys: list[GroupKey] = field(default_factory=list)
     key_set: set[GroupKey] = field(default_factory=set)
@@ -254,26 +319,50 @@ class _Tracked:
 class Correlator:
     """Folds alerts into incidents; see the module docstring for the rules."""
 
-    def __init__(self, config: CorrelationConfig, topology: TopologySnapshot | None = None) -> None:
+    def __init__(
+        self,
+        config: CorrelationConfig,
+        topology: TopologySnapshot | None = None,
+        cofiring: CoFiring | None = None,
+    ) -> None:
         self._config = config
+        self._cofiring = NO_COFIRING if cofiring is None else cofiring
         self._group_by = config.group_keys()
         self._layer_rules = config.layer_rules()
+        self._layer_labels = tuple(
+            sorted({LAYER_LABEL, *(name for match, _ in self._layer_rules for name in match)})
+        )
+        self._layers: dict[tuple[str, ...], Layer] = {}
         self._key_fallback = config.key_fallback
         self._topology = TopologySnapshot() if topology is None else topology
+        self._gateways = gateways(self._topology)
         self._placements: dict[tuple[str, ...], Placement] = {}
+        # Named paths for reasons, and the ancestors labels give a node the
+        # graph does not know: both depend on the graph only.
+        self._paths: dict[tuple[str, tuple[tuple[str, str], ...], str], str] = {}
+        self._label_ancestors: dict[tuple[tuple[str, int, str], ...], tuple[Ancestors, bool]] = {}
         # Incidents (open or not; checked on use) with a member at, or below, an
         # element, and with a symptom member right behind it.
         self._at: dict[str, dict[str, None]] = {}
         self._below: dict[str, dict[str, None]] = {}
         self._behind: dict[str, dict[str, None]] = {}
+        # Incidents with a leaf port down (``port``) or a leaf unreachable
+        # (``leaf``) right behind a device: the two pair up (see _pairing).
+        self._paired: dict[tuple[str, str], dict[str, None]] = {}
         self._tracked: dict[str, _Tracked] = {}
         # Open incidents that may take joins, by group key, oldest first.
         self._open_by_key: dict[GroupKey, dict[str, None]] = {}
+        # Open incidents started by a symptom the graph cannot place, waiting
+        # for an outage under the same key to claim them (see _claimed).
+        self._waiting: dict[str, None] = {}
         # Each fingerprint's current episode lives in exactly one incident.
         self._by_fingerprint: dict[str, str] = {}
         # Ids of incidents no longer tracked (forgotten, or only in the store):
         # a new incident must never take one and overwrite its history.
         self._retired_ids: set[str] = set()
+        # (resolved_at, id) of resolved incidents, soonest first, for forgetting
+        # them without a scan; entries of incidents since reopened are skipped.
+        self._resolved: list[tuple[datetime, str]] = []
 
     # -- public --------------------------------------------------------------
 
@@ -284,22 +373,38 @@ class Correlator:
     def set_topology(self, topology: TopologySnapshot) -> None:
         """Use a newer graph for alerts from now on; members keep where they were placed."""
         self._topology = topology
+        self._gateways = gateways(topology)
         self._placements.clear()
+        self._paths.clear()
+        self._label_ancestors.clear()
+
+    @property
+    def cofiring(self) -> CoFiring:
+        return self._cofiring
+
+    def set_cofiring(self, cofiring: CoFiring) -> None:
+        """Use newly learned co-firing edges for alerts from now on."""
+        self._cofiring = cofiring
 
     def load(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with ``incidents``: open ones and recently resolved ones."""
         self._tracked.clear()
+        self._resolved.clear()
         self._open_by_key.clear()
         self._by_fingerprint.clear()
         self._at.clear()
         self._below.clear()
         self._behind.clear()
+        self._paired.clear()
+        self._waiting.clear()
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
         owners: dict[str, tuple[datetime, bool, str]] = {}
         for incident in ordered:
             tracked = self._track(incident)
             if incident.status == "open":
                 self._index_open(tracked)
+            elif incident.resolved_at is not None:
+                heapq.heappush(self._resolved, (incident.resolved_at, incident.id))
             for member in incident.members.values():
                 # The newest episode owns the fingerprint; open beats resolved.
                 claim = (member.starts_at, incident.status == "open", incident.id)
@@ -344,30 +449,46 @@ class Correlator:
 
     def forget_resolved_before(self, cutoff: datetime) -> None:
         """Drop incidents resolved before ``cutoff``; their members can no longer flap."""
-        stale = [
-            tracked_id
-            for tracked_id, tracked in self._tracked.items()
-            if tracked.incident.resolved_at is not None
-            and tracked.incident.status == "resolved"
-            and tracked.incident.resolved_at < cutoff
-        ]
-        for stale_id in stale:
-            tracked = self._tracked.pop(stale_id)
+        queue = self._resolved
+        while queue and queue[0][0] < cutoff:
+            resolved_at, stale_id = heapq.heappop(queue)
+            tracked = self._tracked.get(stale_id)
+            if (
+                tracked is None
+                or tracked.incident.status != "resolved"
+                or tracked.incident.resolved_at != resolved_at
+            ):
+                continue  # absorbed, forgotten, or reopened since
+            del self._tracked[stale_id]
             self._retired_ids.add(stale_id)
             for fingerprint in tracked.incident.members:
                 if self._by_fingerprint.get(fingerprint) == stale_id:
                     del self._by_fingerprint[fingerprint]
             self._unindex_graph(stale_id, tracked)
+            self._waiting.pop(stale_id, None)
 
     def layer_of(self, labels: Mapping[str, str]) -> Layer:
-        """The alert's ``layer`` label if valid, else the first matching rule, else service."""
+        """The alert's ``layer`` label if valid, else the first matching rule, else service.
+
+        Memoised on the values of the labels the rules read (the alertname,
+        for the built-in ones): a storm has few distinct answers.
+        """
+        key = tuple(labels.get(name, "") for name in self._layer_labels)
+        found = self._layers.get(key)
+        if found is not None:
+            return found
+        found = "service"
         given = labels.get(LAYER_LABEL, "")
         if given in _LAYER_INDEX:
-            return LAYERS[_LAYER_INDEX[given]]
-        for match, layer in self._layer_rules:
-            if labels_match(match, labels):
-                return layer
-        return "service"
+            found = LAYERS[_LAYER_INDEX[given]]
+        else:
+            for match, layer in self._layer_rules:
+                if labels_match(match, labels):
+                    found = layer
+                    break
+        if len(self._layers) < _LAYER_MEMO:
+            self._layers[key] = found
+        return found
 
     # -- folding -------------------------------------------------------------
 
@@ -455,6 +576,10 @@ class Correlator:
             before.status == "resolved" or self._config.resolve == "root_cause"
         )
         tracked.incident = incident if freeze else self._with_root_cause(tracked, incident)
+        if status == "resolved" and resolved_at is not None and before.status == "open":
+            heapq.heappush(self._resolved, (resolved_at, before.id))
+        if status != "open":
+            self._waiting.pop(before.id, None)
         return Change(tracked.incident, kind)
 
     def _place(self, alert: Alert) -> Change:
@@ -470,9 +595,10 @@ class Correlator:
             generator_url=alert.generator_url,
         )
         placement = self.place(alert.labels)
-        related = self._related(alert, placement)
+        related, late = self._related(alert, placement)
         joined = related[0] if related else None
-        if joined is None and self._joins_by_key(placement, self.layer_of(alert.labels)):
+        unplaced = self._joins_by_key(placement, self.layer_of(alert.labels))
+        if joined is None and unplaced:
             joined = self._by_key(alert, key)
         if joined is not None:
             tracked = joined
@@ -485,8 +611,13 @@ class Correlator:
             self._by_fingerprint[member.fingerprint] = before.id
             created_at = min(before.created_at, member.starts_at)
             updated_at = max(before.updated_at, member.starts_at)
+            if not unplaced:
+                self._waiting.pop(before.id, None)
             absorbed = []
-            for other in related[1:]:
+            others = {other.incident.id: other for other in related[1:]}
+            for other in (*self._claimed(tracked, members), *late):
+                others.setdefault(other.incident.id, other)
+            for other in others.values():
                 if self._fits(tracked, other):
                     absorbed.append(self._absorb(tracked, members, other, alert.starts_at))
                     created_at = min(created_at, other.incident.created_at)
@@ -519,10 +650,25 @@ class Correlator:
             version=1,
         )
         tracked = self._track(incident)
-        tracked.incident = self._with_root_cause(tracked, incident)
         self._index_open(tracked)
         self._by_fingerprint[member.fingerprint] = new_id
-        return Change(tracked.incident, "created")
+        if unplaced and not self._keys_only():
+            self._waiting[new_id] = None
+        members = dict(incident.members)
+        gone = [
+            self._absorb(tracked, members, other, alert.starts_at)
+            for other in late
+            if self._fits(tracked, other)
+        ]
+        if gone:
+            incident = replace(
+                incident,
+                members=members,
+                created_at=min(incident.created_at, *(g.created_at for g in gone)),
+                updated_at=max(incident.updated_at, *(g.updated_at for g in gone)),
+            )
+        tracked.incident = self._with_root_cause(tracked, incident)
+        return Change(tracked.incident, "created", tuple(gone))
 
     def _joins_by_key(self, placement: Placement, layer: Layer) -> bool:
         """Whether an alert may join by group key (site), the fallback to the graph.
@@ -541,13 +687,80 @@ class Correlator:
     def _indexed_by_key(self, layer: Layer) -> bool:
         return self._key_fallback == "always" or self._topology.empty or layer in _KEY_LAYERS
 
+    def _keys_only(self) -> bool:
+        """Whether joins by group key follow today's rule (no graph, or ``always``)."""
+        return self._key_fallback == "always" or self._topology.empty
+
     def _by_key(self, alert: Alert, key: GroupKey) -> _Tracked | None:
-        """Today's join: an open incident under the same group key, newest first."""
+        """A join by group key: an open incident under the same key, oldest first.
+
+        Without a graph (or with ``key_fallback: always``) any such incident
+        within the window, today's rule. With one, a symptom the graph cannot
+        place joins only other unplaced symptoms, or an outage that started
+        within the window (:meth:`_outage_near`): sharing a site with a full
+        disk or a port with errors says nothing.
+        """
+        keys_only = self._keys_only()
         for candidate in self._open_by_key.get(key, ()):
             tracked = self._tracked[candidate]
-            if alert.fingerprint not in tracked.incident.members and self._accepts(tracked, alert):
+            if alert.fingerprint in tracked.incident.members or not self._accepts(tracked, alert):
+                continue
+            if keys_only or candidate in self._waiting or self._outage_near(tracked, alert):
                 return tracked
         return None
+
+    def _outage_near(self, tracked: _Tracked, alert: Alert) -> bool:
+        """Whether the incident's root cause is an outage that may explain the unplaced alert.
+
+        A firing device or link failure that started within the window; for
+        an alert that is itself no outage (loss, errors), one that already
+        explains other members.
+        """
+        best = tracked.incident.root_cause
+        if (
+            best not in tracked.layers
+            or tracked.layers[best] not in _OUTAGE_LAYERS
+            or not tracked.firing_now[best]
+            or abs(alert.starts_at - tracked.fixed[best][0]) > self._config.window
+        ):
+            return False
+        return tracked.explains[best] > 0 or self.layer_of(alert.labels) in _OUTAGE_LAYERS
+
+    def _claimed(self, tracked: _Tracked, members: Mapping[str, Member]) -> list[_Tracked]:
+        """Incidents of unplaced symptoms an outage in ``tracked`` now claims.
+
+        Unplaced symptoms often fire before the outage that explains them (a
+        probe's ``for:`` is shorter than the port's); each started an incident
+        of its own, which the outage takes once it ranks as root cause: started
+        within ``window`` of it, under a key the incident holds or a key that
+        names nothing but the target.
+        """
+        if not self._waiting or self._keys_only():
+            return []
+        best, _ = self._best(tracked)
+        layer = tracked.layers[best]
+        if (
+            layer not in _OUTAGE_LAYERS
+            or tracked.explains[best] == 0
+            or not tracked.firing_now[best]
+        ):
+            return []
+        first = members[best].first_starts_at
+        window = self._config.window
+        found = []
+        for candidate in list(self._waiting):
+            other = self._tracked.get(candidate)
+            if other is None or other is tracked or other.incident.status != "open":
+                self._waiting.pop(candidate, None)
+                continue
+            keys = other.keys
+            if (
+                abs(other.span_start - first) <= window
+                and keys
+                and all(_names_place(key) and key in tracked.key_set for key in keys)
+            ):
+                found.append(other)
+        return found
 
     def _fits(self, tracked: _Tracked, other: _Tracked) -> bool:
         start = min(tracked.span_start, other.span_start)
@@ -564,6 +777,7 @@ class Correlator:
         gone = other.incident
         self._unindex_open(other)
         self._unindex_graph(gone.id, other)
+        self._waiting.pop(gone.id, None)
         del self._tracked[gone.id]
         self._retired_ids.add(gone.id)
         for member in sorted(gone.members.values(), key=lambda m: m.fingerprint):
@@ -578,29 +792,32 @@ class Correlator:
         return replace(
             gone,
             status="resolved",
-            resolved_at=max(event, gone.created_at),
+            resolved_at=gone.resolved_at or max(event, gone.created_at),
             updated_at=max(gone.updated_at, event),
             version=gone.version + 1,
             root_cause_reasons=(f"merged into {tracked.incident.id}", *gone.root_cause_reasons),
         )
 
-    def _related(self, alert: Alert, placement: Placement) -> list[_Tracked]:
+    def _related(self, alert: Alert, placement: Placement) -> tuple[list[_Tracked], list[_Tracked]]:
         """Open incidents the graph connects the alert to, within the window, oldest first.
 
         Connected: a member on the same element; a member upstream whose failure
         travels down to the alert (it explains the alert); a member downstream
         the alert explains; or, for symptoms seen from outside, a symptom behind
-        the same device.
+        the same device. Second: resolved incidents whose root cause the alert
+        explains and started within ``causal_window`` of it, for absorbing.
         """
         node = placement.node
-        if node is None:
-            return []
-        layer = self.layer_of(alert.labels)
-        receives = _RECEIVES[layer]
         start = alert.starts_at
         # Candidate -> whether a cause or effect in it accepts the alert on the
         # causal window (else the plain window around the incident's span decides).
-        found: dict[str, bool] = dict.fromkeys(self._at.get(node, {}), False)
+        found: dict[str, bool] = self._learned_related(alert)
+        if node is None:
+            return self._accepted(alert, found), []
+        layer = self.layer_of(alert.labels)
+        receives = _RECEIVES[layer]
+        for candidate in self._at.get(node, {}):
+            found.setdefault(candidate, False)
         for ancestor, strength in placement.ancestors.items():
             if strength < receives:
                 continue
@@ -626,6 +843,10 @@ class Correlator:
                         for fp in causes
                     )
                     found[candidate] = found.get(candidate, False) or pulls
+        # Resolved incidents whose root cause this alert explains, near its start:
+        # effects that were over before their cause fired (a probe failing
+        # briefly before the saturation alert's longer for: has passed).
+        late: list[_Tracked] = []
         for candidate in self._below.get(node, ()):
             tracked = self._tracked.get(candidate)
             if tracked is None:
@@ -639,10 +860,43 @@ class Correlator:
                 members = tracked.incident.members
                 pulls = any(self._effect_of(members[fp], start) for fp in effects)
                 found[candidate] = found.get(candidate, False) or pulls
+                root = tracked.incident.root_cause
+                if (
+                    tracked.incident.status == "resolved"
+                    and root in effects
+                    and self._effect_of(members[root], start)
+                ):
+                    late.append(tracked)
         if layer in _SYMPTOM_LAYERS:
             for parent in placement.parents:
                 for candidate in self._behind.get(parent, {}):
                     found.setdefault(candidate, False)
+        kind = _pairing(placement, layer)
+        if kind is not None:
+            partner = _PAIRS[kind]
+            for parent in placement.parents:
+                for candidate in self._paired.get((partner, parent), {}):
+                    found.setdefault(candidate, False)
+        return self._accepted(alert, found), late
+
+    def _learned_related(self, alert: Alert) -> dict[str, bool]:
+        """Incidents holding an alert that learned co-firing ties to this one, near its start."""
+        found: dict[str, bool] = {}
+        cofiring = self._cofiring
+        if not cofiring.partners:
+            return found
+        for partner in cofiring.of(alert.fingerprint):
+            owner = self._by_fingerprint.get(partner.fingerprint)
+            tracked = None if owner is None else self._tracked.get(owner)
+            if owner is None or tracked is None:
+                continue
+            member = tracked.incident.members.get(partner.fingerprint)
+            if member is not None and abs(member.starts_at - alert.starts_at) <= cofiring.window:
+                found[owner] = True
+        return found
+
+    def _accepted(self, alert: Alert, found: Mapping[str, bool]) -> list[_Tracked]:
+        """The open incidents among ``found`` that may take the alert, oldest first."""
         accepted = []
         for candidate, causal in found.items():
             tracked = self._tracked.get(candidate)
@@ -708,28 +962,56 @@ class Correlator:
         else:
             extra = topology.label_parents(labels, node)
             own = topology.parents.get(node, ())
-            # The node's own ancestors (precomputed) and those its labels add.
-            ancestors = combine(
-                ((parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra),
-                topology.ancestors(node),
-            )
-            ancestors.pop(node, None)
+            ancestors, known = self._ancestors(node, extra)
+            if not known and self._gateways and _outside(node):
+                ways_out = [(gateway, PATH, OUTSIDE_WHY) for gateway in self._gateways]
+                extra = [*extra, *ways_out]
+                ancestors = combine(
+                    ((gateway, PATH, topology.ancestors(gateway)) for gateway, _, _ in ways_out),
+                    ancestors,
+                )
+                known = True
             near = [(parent, why) for parent, _, why in (*own, *extra)]
             found = Placement(
                 node=node,
                 ancestors=ancestors,
                 parents=self._behind_of(node, (*own, *extra)),
-                # Placed: something upstream of it is in the graph (a node that
-                # only others depend on, with nothing above it, is not).
-                known=any(
-                    topology.knows(ancestor) and strength >= PATH
-                    for ancestor, strength in ancestors.items()
-                ),
+                known=known,
                 hops=tuple(near),
                 transit=node in topology.transit,
+                leaf=node not in topology.upstream_of,
             )
         self._placements[cache_key] = found
         return found
+
+    def _ancestors(self, node: str, extra: list[tuple[str, int, str]]) -> tuple[Ancestors, bool]:
+        """The node's own ancestors (precomputed) and those its labels add; and whether
+        it is placed: something upstream of it is in the graph (a node that only
+        others depend on, with nothing above it, is not).
+
+        For a node the graph has no edge of (most targets: a printer behind its
+        switch, a probed address) they depend on the labels alone, which many
+        targets share (one ``upstream``, one poller): memoised on those.
+        """
+        topology = self._topology
+        shared = node not in topology.parents
+        key = tuple(extra)
+        if shared:
+            found = self._label_ancestors.get(key)
+            if found is not None and node not in found[0]:
+                return found
+        ancestors = combine(
+            ((parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra),
+            topology.ancestors(node),
+        )
+        ancestors.pop(node, None)
+        known = any(
+            topology.knows(ancestor) and strength >= PATH
+            for ancestor, strength in ancestors.items()
+        )
+        if shared and node not in ancestors and len(self._label_ancestors) < _PATH_MEMO:
+            self._label_ancestors[key] = (ancestors, known)
+        return ancestors, known
 
     def _behind_of(self, node: str, edges: Iterable[tuple[str, int, str]]) -> tuple[str, ...]:
         """What the element sits right behind, for joining symptoms that share it.
@@ -769,18 +1051,13 @@ class Correlator:
             (self._below, tracked.below),
         ):
             for node in nodes:
-                entries = index.get(node)
-                if entries is not None:
-                    entries.pop(incident_id, None)
-                    if not entries:
-                        del index[node]
-        for placement in tracked.placements.values():
+                _drop(index, node, incident_id)
+        for fp, placement in tracked.placements.items():
+            kind = _pairing(placement, tracked.layers[fp])
             for parent in placement.parents:
-                entries = self._behind.get(parent)
-                if entries is not None:
-                    entries.pop(incident_id, None)
-                    if not entries:
-                        del self._behind[parent]
+                _drop(self._behind, parent, incident_id)
+                if kind is not None:
+                    _drop(self._paired, (kind, parent), incident_id)
 
     def _accepts(self, tracked: _Tracked, alert: Alert) -> bool:
         window = self._config.window
@@ -846,6 +1123,8 @@ class Correlator:
         raised = self._add_to_graph(
             tracked, member, self.place(member.labels) if placement is None else placement
         )
+        if self._cofiring.partners:
+            raised += self._add_learned(tracked, fp)
         self._rank(tracked, fp)
         for other in theirs:
             tracked.dependents[other] += 1
@@ -907,6 +1186,35 @@ class Correlator:
         if tracked.layers[fp] in _SYMPTOM_LAYERS:
             for parent in placement.parents:
                 self._behind.setdefault(parent, {})[incident_id] = None
+        kind = _pairing(placement, layer)
+        if kind is not None:
+            for parent in placement.parents:
+                self._paired.setdefault((kind, parent), {})[incident_id] = None
+        return raised
+
+    def _add_learned(self, tracked: _Tracked, fp: str) -> list[str]:
+        """Count what learned co-firing edges explain between the newcomer and the members.
+
+        The side that usually fires first explains the other; returns the
+        members whose ``explains`` grew (besides the newcomer).
+        """
+        raised = []
+        for partner in self._cofiring.of(fp):
+            other = partner.fingerprint
+            if other not in tracked.layers:
+                continue
+            if partner.leads:
+                cause, effect = other, fp
+                raised.append(other)
+            elif partner.follows:
+                cause, effect = fp, other
+            else:
+                continue
+            tracked.explains[cause] += 1
+            tracked.learned[cause] = tracked.learned.get(cause, 0) + 1
+            strongest = (partner.together, effect)
+            if strongest > tracked.learned_best.get(cause, (0, "")):
+                tracked.learned_best[cause] = strongest
         return raised
 
     def _restate(self, tracked: _Tracked, previous: Member, member: Member) -> None:
@@ -925,8 +1233,11 @@ class Correlator:
     def _rank(self, tracked: _Tracked, fp: str) -> None:
         """(Re)compute one member's rank key and push it; stale heap entries are skipped later."""
         first_starts_at, severity = tracked.fixed[fp]
+        learned = tracked.learned.get(fp, 0)
         key: RankKey = (
-            -tracked.explains[fp],
+            # A known dependency outranks a statistical one: learned edges
+            # only break ties between members the graph explains alike.
+            (learned - tracked.explains[fp], -learned),
             0 if tracked.firing_now[fp] else 1,
             _LAYER_INDEX[tracked.layers[fp]],
             -tracked.dependents[fp],
@@ -988,8 +1299,12 @@ class Correlator:
         rule: RootCauseRule = ""
         mine, theirs = tracked.ranks[best], tracked.ranks[runner]
         explains = tracked.explains[best]
-        if explains:
+        learned = tracked.learned.get(best, 0)
+        if explains > learned:
             reasons.append(self._path_reason(tracked, members, best))
+        if learned:
+            reasons.append(self._learned_reason(tracked, members, best))
+        if explains:
             rule = "upstream" if mine[0] != theirs[0] else ""
         firing = root.status == "firing"
         resolved = len(members) - tracked.firing
@@ -1038,6 +1353,19 @@ class Correlator:
             reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
         return rule, tuple(reasons)
 
+    def _learned_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
+        """``learned from history: ProbeFailed on erp and 3 other alerts fired after … in 5 …``."""
+        learned = tracked.learned[best]
+        together, effect = tracked.learned_best[best]
+        subject = members[effect].what
+        if learned > 1:
+            subject += f" and {plural(learned - 1, 'other alert')}"
+        return (
+            f"learned from history (a statistical dependency, not a known one): {subject} "
+            f"fired after {members[best].what} within "
+            f"{format_duration(self._cofiring.window)} on {together} past occasions"
+        )
+
     def _path_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
         """``sw-dist-3 and 27 other alerts are reached through core-1 Gi1/0/24, which is down``."""
         root_node = tracked.placements[best].node
@@ -1045,6 +1373,22 @@ class Correlator:
         nearest = tracked.nearest[best][1]
         placement = tracked.placements[nearest]
         assert placement.node is not None
+        others = tracked.explains[best] - tracked.learned.get(best, 0) - 1
+        subject, verb = element_text(placement.node), "depends"
+        if others:
+            subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
+        return (
+            f"{subject} {verb} on {element_text(root_node)}, which is failing "
+            f"({members[best].alertname}): {self._path(placement, root_node)}"
+        )
+
+    def _path(self, placement: Placement, root_node: str) -> str:
+        """The hops from an explained element up to the root's, memoised per graph."""
+        assert placement.node is not None
+        key = (placement.node, placement.hops, root_node)
+        found = self._paths.get(key)
+        if found is not None:
+            return found
         hops = [element_text(placement.node)]
         step: tuple[str, str] | None = next(
             (
@@ -1060,14 +1404,22 @@ class Correlator:
             if parent == root_node:
                 break
             step = self._topology.parent_towards(parent, root_node)
-        others = tracked.explains[best] - 1
-        subject, verb = element_text(placement.node), "depends"
-        if others:
-            subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
-        return (
-            f"{subject} {verb} on {element_text(root_node)}, which is failing "
-            f"({members[best].alertname}): {hops[0]} {', '.join(hops[1:])}"
-        )
+        found = f"{hops[0]} {', '.join(hops[1:])}"
+        if len(self._paths) < _PATH_MEMO:
+            self._paths[key] = found
+        return found
+
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+def _drop(index: dict[_Key, dict[str, None]], key: _Key, incident_id: str) -> None:
+    """Remove an incident from one entry of a shared index, and the entry once empty."""
+    entries = index.get(key)
+    if entries is not None:
+        entries.pop(incident_id, None)
+        if not entries:
+            del index[key]
 
 
 def plural(count: int, noun: str) -> str:

@@ -50,6 +50,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ai_sidecar.clock import utc_now
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
+from ai_sidecar.correlate import learn_with
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.failures import STORE_KEY, FailureLog, Stage, retry_delay
@@ -232,6 +233,7 @@ class Worker:
         self._event_time = datetime.min.replace(tzinfo=UTC)
         self._budget = RENDER_BURST
         self._budget_at = time.monotonic()
+        self._learned_at: float | None = None
 
     async def start(self) -> None:
         """Reload the correlator's state and queue incidents whose analysis is stale."""
@@ -243,6 +245,7 @@ class Worker:
         active = await self._db.active_incidents(resolved_since=since)
         self._correlator.load(active)
         self._correlator.reserve(await self._db.incident_ids())
+        await self.relearn()
         for incident in active:
             self._incidents[incident.id] = incident
             if incident.needs_analysis:
@@ -260,6 +263,9 @@ class Worker:
                 if time.monotonic() - last_reprioritised >= REPRIORITISE_EVERY:
                     await self.reprioritise()
                     last_reprioritised = time.monotonic()
+                relearn = self._config.correlation.cofiring.relearn.total_seconds()
+                if self._learned_at is None or time.monotonic() - self._learned_at >= relearn:
+                    await self.relearn()
                 if processed == 0:
                     await self._wait_for_alerts()
             except StoreError as exc:
@@ -309,6 +315,28 @@ class Worker:
         self._store_failures = 0
         self._store_retry_at = 0.0
         self._failure_log.recovered(STORE_KEY)
+
+    async def relearn(self) -> None:
+        """Learn co-firing edges again from the stored incidents (the history window's).
+
+        Nothing of them is stored apart: rebuilt from the incidents at every
+        start and every ``cofiring.relearn``, they survive restarts and age
+        out with the history.
+        """
+        settings = self._config.correlation.cofiring
+        self._learned_at = time.monotonic()
+        if not settings.enabled:
+            return
+        floor = datetime.min.replace(tzinfo=UTC) + settings.history
+        since = self._event_time - settings.history if self._event_time > floor else None
+        history = await self._db.list_incidents(since=since, limit=settings.max_incidents)
+        # Counting pairs is CPU work: off the loop, so the webhook keeps answering.
+        cofiring = await asyncio.to_thread(learn_with, settings, history)
+        self._correlator.set_cofiring(cofiring)
+        log.info(
+            "co-firing edges learned",
+            extra={"edges": cofiring.edges, "episodes": cofiring.episodes},
+        )
 
     async def correlate_once(self) -> int:
         """Fold one batch of stored alerts into incidents; how many alerts it took."""

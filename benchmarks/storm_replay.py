@@ -22,10 +22,13 @@ Nothing is asserted; the figures go to ``docs/benchmarks.md``.
 Storms are folded by the topology-aware correlator, given the graph the
 sidecar would build from each estate's observed topology
 (:func:`topology_correlator`), or with ``--correlator today`` without one.
+The topology-aware one is also given the co-firing edges learned from
+``--history`` earlier storms of the same kind on the same estate
+(:func:`learned_history`), as the worker learns them from its store.
 
 Usage: python -m benchmarks.storm_replay [--seeds N] [--scenario NAME ...]
        [--preset network|firewall|windows] [--alerts N] [--no-throughput]
-       [--correlator topology|today] [--write-topology DIR]
+       [--correlator topology|today] [--history N] [--write-topology DIR]
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ import argparse
 import signal
 import sys
 import time
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ai_sidecar.config import CorrelationConfig
-from ai_sidecar.correlate import Dependency, Poller, build_snapshot
+from ai_sidecar.correlate import CoFiring, Dependency, Poller, build_snapshot, learn_with
 from ai_sidecar.correlation import Correlator
 from benchmarks.common import raise_interrupt
 from benchmarks.storms.estate import ObservedTopology, Shape
@@ -51,12 +56,15 @@ from benchmarks.storms.scoring import (
     evaluate_storm,
     preset_config,
     replay,
+    shifted,
     summarise,
     todays_correlator,
 )
 
 
-def topology_correlator(config: CorrelationConfig, topology: ObservedTopology) -> Correlator:
+def topology_correlator(
+    config: CorrelationConfig, topology: ObservedTopology, cofiring: CoFiring | None = None
+) -> Correlator:
     """The correlator given the graph the sidecar would build from what the estate exposes.
 
     Neighbour rows as ``scout_lldp_neighbor_info`` would carry them, one target
@@ -87,7 +95,7 @@ def topology_correlator(config: CorrelationConfig, topology: ObservedTopology) -
         dependencies=dependencies,
         roots=config.topology.roots,
     )
-    return Correlator(config, snapshot)
+    return Correlator(config, snapshot, cofiring)
 
 
 FACTORIES: dict[str, CorrelatorFactory] = {
@@ -121,8 +129,23 @@ def progress(text: str) -> None:
     sys.stderr.flush()
 
 
+def learned_history(name: str, seed: int, earlier: int, config: CorrelationConfig) -> CoFiring:
+    """Co-firing edges learned from ``earlier`` storms of the same kind on storm ``seed``'s estate.
+
+    Each is replayed through the topology correlator (nothing learned yet, as
+    after an install); its incidents, moved back a day per storm so the
+    storms do not overlap, are the store's history.
+    """
+    history = []
+    for back in range(1, earlier + 1):
+        found = replay(generate(name, seed, earlier=back), config, topology_correlator)
+        day = -timedelta(days=back)
+        history += [shifted(incident, day) for incident in found.incidents.values()]
+    return learn_with(config.cofiring, history)
+
+
 def quality(
-    scenarios: list[str], seeds: int, preset: str, factory: CorrelatorFactory
+    scenarios: list[str], seeds: int, preset: str, factory: CorrelatorFactory, earlier: int = 0
 ) -> list[StormScore]:
     config = preset_config(preset)
     scores = []
@@ -131,7 +154,11 @@ def quality(
         ((name, seed) for name in scenarios for seed in range(seeds)), start=1
     ):
         progress(f"[{number}/{total}] {name} seed {seed}")
-        scores.append(evaluate_storm(generate(name, seed), config, factory))
+        chosen = factory
+        if earlier and factory is topology_correlator:
+            learned = learned_history(name, seed, earlier, config)
+            chosen = partial(topology_correlator, cofiring=learned)
+        scores.append(evaluate_storm(generate(name, seed), config, chosen))
     progress(f"[{total}/{total}] done")
     sys.stderr.write("\n")
     return scores
@@ -188,6 +215,13 @@ def main() -> None:
         help="today's (group keys only) or the topology-aware one (default)",
     )
     parser.add_argument(
+        "--history",
+        type=int,
+        default=5,
+        metavar="N",
+        help="earlier storms of the same estate to learn co-firing edges from (default 5; 0: none)",
+    )
+    parser.add_argument(
         "--write-topology",
         type=Path,
         metavar="DIR",
@@ -197,12 +231,14 @@ def main() -> None:
     scenarios = args.scenario or list(SCENARIOS)
     started = time.monotonic()
     factory = FACTORIES[args.correlator]
-    scores = quality(scenarios, args.seeds, args.preset, factory)
+    scores = quality(scenarios, args.seeds, args.preset, factory, args.history)
     if args.write_topology is not None:
         write_topologies(args.write_topology, scenarios, args.seeds)
+    learning = args.history and args.correlator == "topology"
     print(
         f"Storm replay: {args.seeds} seeds per scenario, {args.preset} preset, "
-        f"{args.correlator} correlator\n"
+        f"{args.correlator} correlator"
+        f"{f', co-firing learned from {args.history} earlier storms' if learning else ''}\n"
     )
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")

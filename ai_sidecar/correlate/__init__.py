@@ -2,10 +2,12 @@
 
 The correlator itself still lives in :mod:`ai_sidecar.correlation`; this
 package holds what it is given: a :class:`TopologySnapshot` (built by
-:func:`build_snapshot`) and the :class:`TopologyRefresher` that reads the
-discovered part from Prometheus on a schedule.
+:func:`build_snapshot`), the :class:`TopologyRefresher` that reads the
+discovered part from Prometheus on a schedule, and the :class:`CoFiring`
+edges learned from the store's incidents (:func:`learn_with`).
 """
 
+from ai_sidecar.correlate.cofiring import CoFiring, learn, learn_with
 from ai_sidecar.correlate.refresh import (
     TopologyMetrics,
     TopologyProvider,
@@ -30,6 +32,7 @@ __all__ = [
     "PATH",
     "POLL",
     "USES",
+    "CoFiring",
     "Dependency",
     "Poller",
     "TopologyMetrics",
@@ -40,4 +43,6 @@ __all__ = [
     "configured_snapshot",
     "create_topology_metrics",
     "element_text",
+    "learn",
+    "learn_with",
 ]

@@ -15,12 +15,14 @@ share a site and a few minutes with the main incident.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from benchmarks.storms.alertmanager import Delivery, deliver, sidecar_route
 from benchmarks.storms.estate import (
+    EXPORTER_JOB,
     FIREWALL_JOB,
     HTTP_JOB,
     ICMP_JOB,
@@ -90,6 +92,9 @@ class World:
     # the truth is never ambiguous.
     busy: set[str] = field(default_factory=set)
     peers: int = 1
+    # When the poller itself does not answer (start, end or None): every series
+    # it exports goes stale, so no rule on them can be true (see _blinded).
+    blind: list[tuple[float, float | None]] = field(default_factory=list)
 
     def incident(self, description: str, roots: Iterable[str], *, background: bool = False) -> str:
         number = len(self.incidents) + 1
@@ -435,6 +440,7 @@ def poller_failure(world: World, t0: float) -> None:
         raise NotApplicable
     end = _end(t0, _outage(rng, 12, 40))
     inc = world.incident(f"exporter on {e.poller} hung", [exporter.element])
+    world.blind.append((t0, end))
     world.add("TargetDown", exporter, t0, end, inc, exporter.element)
     for target in e.targets:
         if target.job in POLLED_JOBS:
@@ -722,31 +728,90 @@ def generate(
     shape: Shape | None = None,
     rules: Mapping[str, RuleSpec] | None = None,
     noise: bool = True,
+    earlier: int = 0,
 ) -> Storm:
-    """Storm number ``seed`` of ``scenario``; the same arguments give the same storm."""
+    """Storm number ``seed`` of ``scenario``; the same arguments give the same storm.
+
+    ``earlier`` > 0: the ``earlier``-th storm of the same kind that hit the
+    same estate before (on an earlier day): the estate is storm ``seed``'s,
+    the fault, its timing and the background faults are drawn afresh. Their
+    incidents are the history co-firing edges are learned from.
+    """
     spec = SCENARIOS[scenario]
     rng = random.Random(f"{scenario}/{seed}")
     for _attempt in range(50):
         estate = build_estate(rng, shape or spec.shape)
-        world = World(estate, rng, scenario)
-        world.peers = 2 if rng.random() < 0.25 else 1
-        t0 = rng.uniform(5, 15) * MINUTE
-        try:
-            spec.build(world, t0)
-        except NotApplicable:
-            continue
-        break
+        struck = _strike(spec, estate, rng)
+        if struck is not None:
+            break
     else:
         raise RuntimeError(f"{scenario}: no estate drawn for seed {seed} fits")
+    if earlier:
+        rng = random.Random(f"{scenario}/{seed}/earlier/{earlier}")
+        for _attempt in range(50):
+            struck = _strike(spec, estate, rng)
+            if struck is not None:
+                break
+        else:
+            raise RuntimeError(f"{scenario}: seed {seed}'s estate fits no earlier storm")
+    world, t0 = struck
     if noise and scenario != "background":
         sprinkle(world, 0.0, t0 + 40 * MINUTE, count=rng.randint(1, 3))
     horizon = spec.horizon * MINUTE
-    conditions = [_clip(c, horizon) for c in world.conditions if c.start < horizon]
+    conditions = [
+        _clip(piece, horizon)
+        for c in world.conditions
+        for piece in _blinded(c, world.blind)
+        if piece.start < horizon
+    ]
     episodes = evaluate(conditions, rules or load_rules(), rng)
     deliveries = deliver(episodes, sidecar_route(), rng, peers=world.peers)
     fired = {episode.incident for episode in episodes}
     incidents = {id_: truth for id_, truth in world.incidents.items() if id_ in fired}
     return Storm(scenario, seed, estate, incidents, tuple(episodes), tuple(deliveries), world.peers)
+
+
+def _strike(spec: Scenario, estate: Estate, rng: random.Random) -> tuple[World, float] | None:
+    """The scenario's fault on ``estate`` and its start; None if the estate lacks what it needs."""
+    world = World(estate, rng, spec.name)
+    world.peers = 2 if rng.random() < 0.25 else 1
+    t0 = rng.uniform(5, 15) * MINUTE
+    try:
+        spec.build(world, t0)
+    except NotApplicable:
+        return None
+    return world, t0
+
+
+# Series the exporter serves: its own /metrics and every target it polls.
+_EXPORTED_JOBS = frozenset({*POLLED_JOBS, EXPORTER_JOB})
+
+
+def _blinded(condition: Condition, blind: Iterable[tuple[float, float | None]]) -> list[Condition]:
+    """The parts of ``condition`` Prometheus can see while the poller is out.
+
+    A scrape of a hung exporter fails, so every series it serves goes stale and
+    no rule on them can be true: an alert firing on them resolves, one pending
+    starts over once scrapes succeed again. ``up`` itself (TargetDown) is
+    Prometheus's own series and stays visible.
+    """
+    if condition.rule == "TargetDown" or condition.labels.get("job") not in _EXPORTED_JOBS:
+        return [condition]
+    pieces = [condition]
+    for begin, finish in blind:
+        kept = []
+        for piece in pieces:
+            end = math.inf if piece.end is None else piece.end
+            stop = math.inf if finish is None else finish
+            if end <= begin or piece.start >= stop:
+                kept.append(piece)
+                continue
+            if piece.start < begin:
+                kept.append(replace(piece, end=begin))
+            if end > stop:
+                kept.append(replace(piece, start=stop))
+        pieces = kept
+    return pieces
 
 
 def _clip(condition: Condition, horizon: float) -> Condition:

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from ai_sidecar.config import CorrelationConfig, parse_config
@@ -48,6 +48,10 @@ class CorrelatorUnderTest(Protocol):
 
     def incident(self, id_: str) -> Incident | None:
         """The incident's latest value; None if it no longer exists (forgotten, merged)."""
+        ...
+
+    def forget_resolved_before(self, cutoff: datetime) -> None:
+        """Drop incidents resolved before ``cutoff``, as the worker does after each batch."""
         ...
 
 
@@ -130,25 +134,53 @@ class Replay:
 def replay(
     storm: Storm, config: CorrelationConfig, factory: CorrelatorFactory = todays_correlator
 ) -> Replay:
-    """Fold every delivered alert, in delivery order, with the delivery time as ``now``."""
+    """Fold every delivered alert, in delivery order, with the delivery time as ``now``.
+
+    As the worker does, after each delivery the correlator forgets incidents
+    that resolved more than ``flap_window`` before the latest alert time seen
+    (no later alert can flap into them or join them), and the final incidents
+    are the last value each change returned, as the store keeps them: a
+    forgotten incident keeps its members, an absorbed one is gone.
+    """
     correlator = factory(config, storm.estate.observed())
-    seen: dict[str, None] = {}
+    final: dict[str, Incident] = {}
     alerts = 0
+    event_time = datetime.min.replace(tzinfo=T0.tzinfo)
     started = time.process_time()
     for delivery in storm.deliveries:
         now = at_time(delivery.at)
         for alert in delivery.alerts:
             change = correlator.apply(alert, now)
             alerts += 1
+            event_time = max(event_time, alert.ends_at or alert.starts_at)
             if change is not None:
-                seen[change.incident.id] = None
+                final[change.incident.id] = change.incident
+                for gone in change.absorbed:
+                    final.pop(gone.id, None)
+        event_time = min(event_time, now)
+        correlator.forget_resolved_before(event_time - config.flap_window)
     spent = time.process_time() - started
-    final = {}
-    for id_ in seen:
-        incident = correlator.incident(id_)
-        if incident is not None:
-            final[incident.id] = incident
     return Replay(final, alerts, spent)
+
+
+def shifted(incident: Incident, by: timedelta) -> Incident:
+    """``incident`` moved in time by ``by``: an earlier storm placed on an earlier day."""
+    members = {
+        fp: replace(
+            member,
+            starts_at=member.starts_at + by,
+            first_starts_at=member.first_starts_at + by,
+            ends_at=None if member.ends_at is None else member.ends_at + by,
+        )
+        for fp, member in incident.members.items()
+    }
+    return replace(
+        incident,
+        members=members,
+        created_at=incident.created_at + by,
+        updated_at=incident.updated_at + by,
+        resolved_at=None if incident.resolved_at is None else incident.resolved_at + by,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,9 @@ EXPECTED_ERRORS = {
         "2: correlation.max_span: should be a duration such as 30s, 5m or 1h30m, got 3600"
     ),
     "invalid-duration-zero.yml": "2: correlation.flap_window: should be longer than 0s",
+    "invalid-cofiring-once.yml": (
+        "3: correlation.cofiring.min_together: input should be greater than or equal to 2, got 1"
+    ),
     "invalid-preset.yml": (
         "2: correlation.preset: input should be 'network', 'firewall' or 'windows', got 'cloud'"
     ),

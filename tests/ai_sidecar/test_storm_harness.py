@@ -11,11 +11,12 @@ import itertools
 import math
 import random
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import yaml
 
+from ai_sidecar.correlation import Correlator
 from ai_sidecar.models import Incident, Member
 from benchmarks.storms.alertmanager import Route, at_time, deliver, sidecar_route
 from benchmarks.storms.prometheus import Condition, Episode, evaluate, observed_spans
@@ -25,6 +26,7 @@ from benchmarks.storms.scoring import (
     evaluate_storm,
     pairwise,
     preset_config,
+    replay,
     score,
     summarise,
 )
@@ -359,3 +361,56 @@ def test_a_small_storm_set_runs_end_to_end() -> None:
 
 def test_storm_times_are_datetimes_after_t0() -> None:
     assert at_time(90) - at_time(0) == timedelta(seconds=90)
+
+
+def test_nothing_the_hung_poller_serves_fires_while_it_is_out() -> None:
+    """Its series go stale: only Prometheus's own ``up`` (TargetDown) can alert then."""
+    checked = 0
+    for seed in range(6):
+        storm = generate("poller_failure", seed)
+        exporter = storm.estate.exporter
+        assert exporter is not None
+        [outage] = [
+            e
+            for e in storm.episodes
+            if e.labels["alertname"] == "TargetDown" and e.labels["instance"] == exporter.instance
+        ]
+        # The exporter stopped answering when its TargetDown's for: (5m) began.
+        blind_from = outage.fired_at - 5 * 60 - 60
+        blind_to = math.inf if outage.resolved_at is None else outage.resolved_at - 60
+        for episode in storm.episodes:
+            if episode.labels["alertname"] == "TargetDown":
+                continue
+            checked += 1
+            assert not blind_from < episode.fired_at < blind_to, episode.labels
+    assert checked > 0, "background faults still fire outside the outage"
+
+
+def test_earlier_storms_hit_the_same_estate_with_a_fault_drawn_afresh() -> None:
+    storm = generate("core_link_cut", 2)
+    earlier = generate("core_link_cut", 2, earlier=1)
+    assert earlier.estate.devices.keys() == storm.estate.devices.keys()
+    assert earlier.estate.observed() == storm.estate.observed()
+    assert [e.fired_at for e in earlier.episodes] != [e.fired_at for e in storm.episodes]
+    assert generate("core_link_cut", 2, earlier=1).episodes == earlier.episodes
+
+
+def test_the_replay_forgets_resolved_incidents_as_the_worker_does() -> None:
+    """Forgotten incidents keep their last value; the worker's cutoff trails alert time."""
+    config = preset_config("network")
+    cutoffs = []
+
+    class Forgetful(Correlator):
+        def forget_resolved_before(self, cutoff: datetime) -> None:
+            cutoffs.append(cutoff)
+            super().forget_resolved_before(cutoff)
+
+    storm = generate("resolve_refire", 0)
+    found = replay(storm, config, lambda c, _topology: Forgetful(c))
+    assert len(cutoffs) == len(storm.deliveries)
+    assert cutoffs == sorted(cutoffs)
+    assert cutoffs[-1] <= at_time(storm.deliveries[-1].at) - config.flap_window
+    # Incidents the correlator dropped are still scored, with their members.
+    assert sum(len(i.members) for i in found.incidents.values()) >= len(
+        {a.fingerprint for d in storm.deliveries for a in d.alerts}
+    )

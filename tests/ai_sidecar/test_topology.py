@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from ai_sidecar.components import Components
-from ai_sidecar.config import SidecarConfig, parse_config
+from ai_sidecar.config import CorrelationConfig, SidecarConfig, parse_config
 from ai_sidecar.correlate import (
     PATH,
     POLL,
@@ -561,3 +562,140 @@ def test_a_chain_deeper_than_the_recursion_limit_builds():
     far = graph.ancestors("dev:sw-0000")
     assert len(far) == 2 * hops  # every device and link up to the root
     assert far["dev:sw-0600"] == PATH
+
+
+def test_an_outage_claims_the_unplaced_symptoms_of_its_site_that_fired_before_it():
+    printer = at(
+        "ProbeTargetUnreachable", 0, job="probe_icmp", instance="prn-9", site="dc", layer="device"
+    )
+    other_site = at(
+        "ProbeTargetUnreachable", 5, job="probe_icmp", instance="prn-4", site="lab", layer="device"
+    )
+    alerts = [
+        printer,
+        other_site,
+        at("InterfaceDown", 30, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/24"),
+        # Only now does the port explain something: it is an outage, the root cause.
+        at("SnmpDeviceUnreachable", 60, job="snmp", instance="10.0.0.3", site="dc", layer="device"),
+    ]
+    changes = fold(correlator(), alerts)
+    found = final(changes)
+    assert len(found) == 2
+    [outage] = [i for i in found.values() if len(i.members) == 3]
+    assert printer.fingerprint in outage.members
+    assert names(outage) == "InterfaceDown"
+    assert [gone.root_cause_reasons[0] for gone in changes[-1].absorbed] == [
+        f"merged into {outage.id}"
+    ]
+    # Too late: a symptom that fired longer than the window before the outage stays apart.
+    later = timedelta(minutes=6)
+    late = [printer, *(replace(a, starts_at=a.starts_at + later) for a in alerts[2:])]
+    assert len(final(fold(correlator(), late))) == 2
+
+
+def test_an_unplaced_symptom_is_not_claimed_by_a_degradation_or_a_lone_port():
+    printer = at(
+        "ProbeTargetUnreachable", 0, job="probe_icmp", instance="prn-9", site="dc", layer="device"
+    )
+    errors = at("InterfaceErrors", 30, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/24")
+    loss = at("ProbeLossHigh", 60, job="probe_icmp", instance="10.0.0.3", site="dc")
+    assert len(final(fold(correlator(), [printer, errors, loss]))) == 2
+
+
+def test_a_port_nothing_is_known_behind_pairs_with_a_leaf_unreachable_behind_its_switch():
+    down = at("InterfaceDown", 0, job="snmp", instance="sw-acc-1", ifName="Gi0/9")
+    ap = at("ProbeTargetUnreachable", 40, job="probe_icmp", instance="ap-7", layer="device")
+    [incident] = final(fold(correlator(), [down, ap])).values()
+    assert set(incident.members) == {down.fingerprint, ap.fingerprint}
+    # Two ports on the switch, or a port on another device, say nothing of each other.
+    other_port = at("InterfaceDown", 20, job="snmp", instance="sw-acc-1", ifName="Gi0/10")
+    assert len(final(fold(correlator(), [down, other_port]))) == 2
+    elsewhere = at("InterfaceDown", 0, job="snmp", instance="core-1", ifName="Gi0/9")
+    assert len(final(fold(correlator(), [elsewhere, ap]))) == 2
+
+
+def test_with_a_graph_unplaced_symptoms_join_by_site_only_each_other_or_an_outage():
+    errors = at("InterfaceErrors", 0, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/24")
+    printer = at(
+        "ProbeTargetUnreachable", 30, job="probe_icmp", instance="prn-9", site="dc", layer="device"
+    )
+    camera = at(
+        "ProbeTargetUnreachable", 45, job="probe_icmp", instance="cam-2", site="dc", layer="device"
+    )
+    # A port with errors shares the site, and explains nothing of a printer.
+    found = final(fold(correlator(), [errors, printer, camera]))
+    assert sorted(len(i.members) for i in found.values()) == [1, 2]
+    # Without a graph, today's rule: one site, one incident.
+    assert len(final(fold(correlator(TopologySnapshot()), [errors, printer, camera]))) == 1
+    # An outage of the moment in the site takes them.
+    down = at("InterfaceDown", 0, job="snmp", instance="sw-acc-1", site="dc", ifName="Gi0/9")
+    [incident] = final(fold(correlator(), [down, printer, camera])).values()
+    assert len(incident.members) == 3
+
+
+def test_an_incident_both_connected_and_claimed_is_absorbed_once():
+    # Both printers are unplaced (each waits for an outage under its key) and
+    # polled by the exporter, so the exporter's outage is connected to both.
+    lab = at("TargetDown", 0, job="probe_icmp", instance="prn-4", site="lab")
+    printer = at("TargetDown", 5, job="probe_icmp", instance="prn-9", site="dc")
+    exporter = at("TargetDown", 20, job="scout-exporter", instance=EXPORTER, site="dc")
+    change = fold(correlator(), [lab, printer, exporter])[-1]
+    assert len(change.absorbed) == 1
+    assert set(change.incident.members) == {
+        lab.fingerprint,
+        printer.fingerprint,
+        exporter.fingerprint,
+    }
+    assert change.incident.root_cause == exporter.fingerprint
+
+
+def edge_estate(dependency: bool = True) -> TopologySnapshot:
+    """core-1 -> edge-1; a SaaS check written down as going out through edge-1 ge-0/0/1."""
+    return build_snapshot(
+        neighbours=[lldp("core-1", "Gi1/0/3", "edge-1", "ge-0/0/0")],
+        roots=["core-1"],
+        dependencies=[
+            Dependency(
+                {"job": "probe_http", "instance": "https://crm.saas.example/"},
+                {"instance": "edge-1", "ifName": "ge-0/0/1"},
+                "SaaS via ISP 1",
+            )
+        ]
+        if dependency
+        else [],
+    )
+
+
+def test_a_public_address_no_one_placed_sits_behind_the_configured_way_out():
+    probe = at("ProbeLatencyHigh", 0, job="probe_icmp", instance="203.0.113.9")
+    uplink = at("InterfaceSaturated", 300, job="snmp", instance="edge-1", ifName="ge-0/0/1")
+    [incident] = final(
+        fold(Correlator(CorrelationConfig(), edge_estate()), [probe, uplink])
+    ).values()
+    assert incident.root_cause == uplink.fingerprint
+    assert "outside the estate, reached through" in incident.root_cause_reasons[0]
+    # Nothing configured goes out there, or the address is a private one: apart.
+    alone = fold(Correlator(CorrelationConfig(), edge_estate(dependency=False)), [probe, uplink])
+    assert len(final(alone)) == 2
+    inside = at("ProbeLatencyHigh", 0, job="probe_icmp", instance="10.9.9.9")
+    assert len(final(fold(Correlator(CorrelationConfig(), edge_estate()), [inside, uplink]))) == 2
+
+
+def test_a_cause_arriving_after_its_effect_resolved_takes_it_within_the_causal_window():
+    saas = {"job": "probe_http", "instance": "https://crm.saas.example/"}
+    failed = at("ProbeFailed", 0, **saas)
+    over = make("ProbeFailed", 0, ends=400, **saas)
+    uplink = at("InterfaceSaturated", 700, job="snmp", instance="edge-1", ifName="ge-0/0/1")
+    c = Correlator(CorrelationConfig(), edge_estate())
+    changes = fold(c, [failed, over, uplink])
+    assert changes[1].kind == "resolved"
+    assert [gone.id for gone in changes[2].absorbed] == [changes[0].incident.id]
+    assert changes[2].absorbed[0].resolved_at == changes[1].incident.resolved_at
+    assert set(changes[2].incident.members) == {failed.fingerprint, uplink.fingerprint}
+    assert changes[2].incident.root_cause == uplink.fingerprint
+    # Past the causal window it is another story.
+    later = at("InterfaceSaturated", 1200, job="snmp", instance="edge-1", ifName="ge-0/0/1")
+    assert (
+        fold(Correlator(CorrelationConfig(), edge_estate()), [failed, over, later])[2].absorbed
+        == ()
+    )
