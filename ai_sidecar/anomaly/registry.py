@@ -7,12 +7,13 @@ Layout under the data directory::
       000001/meta.json     signal, training range, parameters, quality, series
       000002/...
       current              the version the scoring loop uses (a rollback moves it)
-      checkpoint.npz       the scoring loop's online state, for a restart ...
-      checkpoint.json      ... with the version it grew from and its last point
+      checkpoint.npz       the scoring loop's online state, for a restart, with
+                           the version it grew from, its series and last point
 
 A version is written into a temporary directory and renamed into place, so a
 crash never leaves half a model; ``current`` and the checkpoint are replaced
-atomically the same way. Only the newest ``keep`` versions stay, and never is
+atomically the same way (a checkpoint is one file, so a crash never pairs
+one checkpoint's series with another's state). Only the newest ``keep`` versions stay, and never is
 the current one removed.
 """
 
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +40,8 @@ MODEL_FILE = "model.npz"
 META_FILE = "meta.json"
 CURRENT_FILE = "current"
 CHECKPOINT_FILE = "checkpoint.npz"
-CHECKPOINT_META = "checkpoint.json"
+# The checkpoint's facts, as JSON text inside its npz (never a separate file).
+CHECKPOINT_META = "checkpoint.meta"
 
 State = Mapping[str, NDArray[Any]]
 
@@ -166,32 +169,32 @@ class ModelRegistry:
     def save_checkpoint(self, signal: str, checkpoint: Checkpoint) -> None:
         directory = self._root / signal
         directory.mkdir(parents=True, exist_ok=True)
-        arrays = {f"state.{name}": value for name, value in checkpoint.state.items()}
-        arrays["last_seen"] = checkpoint.last_seen
-        _write_arrays(directory / CHECKPOINT_FILE, arrays)
         meta = {
             "version": checkpoint.version,
             "keys": [dict(key) for key in checkpoint.keys],
             "last_timestamp": checkpoint.last_timestamp,
         }
-        _write_atomically(directory / CHECKPOINT_META, json.dumps(meta).encode())
+        arrays = {f"state.{name}": value for name, value in checkpoint.state.items()}
+        arrays["last_seen"] = checkpoint.last_seen
+        arrays[CHECKPOINT_META] = np.array(json.dumps(meta))
+        _write_arrays(directory / CHECKPOINT_FILE, arrays)
 
     def load_checkpoint(self, signal: str) -> Checkpoint | None:
         """The last checkpoint if it grew from the current version (else None: start afresh)."""
-        directory = self._root / signal
         try:
-            meta = json.loads((directory / CHECKPOINT_META).read_text(encoding="utf-8"))
-            arrays = _read_arrays(directory / CHECKPOINT_FILE)
-        except (OSError, ValueError, RegistryError):
-            return None
-        if meta.get("version") != self.current_version(signal):
-            return None
-        keys = tuple(tuple(sorted(labels.items())) for labels in meta["keys"])
-        last_seen = arrays.pop("last_seen")
+            arrays = _read_arrays(self._root / signal / CHECKPOINT_FILE)
+            meta = json.loads(str(arrays.pop(CHECKPOINT_META)))
+            if meta["version"] != self.current_version(signal):
+                return None
+            keys = tuple(tuple(sorted(labels.items())) for labels in meta["keys"])
+            last_seen = arrays.pop("last_seen")
+            last_timestamp = float(meta["last_timestamp"])
+        except (ValueError, KeyError, TypeError, AttributeError, RegistryError):
+            return None  # none, or unreadable: start from the model
         state = {name.removeprefix("state."): value for name, value in arrays.items()}
         if last_seen.shape != (len(keys),):
             return None
-        return Checkpoint(meta["version"], keys, float(meta["last_timestamp"]), last_seen, state)
+        return Checkpoint(meta["version"], keys, last_timestamp, last_seen, state)
 
     def _numbers(self, signal: str) -> list[int]:
         directory = self._root / signal
@@ -245,9 +248,11 @@ def _write_arrays(path: Path, arrays: State) -> None:
 
 def _read_arrays(path: Path) -> dict[str, Any]:
     try:
-        with np.load(path, allow_pickle=False) as loaded:
+        # Opened here: np.load leaves its own handle open when the zip is bad.
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as loaded:
             return {name: loaded[name] for name in loaded.files}
-    except (OSError, ValueError) as exc:
+    # A truncated file is a BadZipFile, an empty one an EOFError.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise RegistryError(f"cannot read {path}: {exc}") from None
 
 

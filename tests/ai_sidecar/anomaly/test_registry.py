@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -115,3 +117,43 @@ def test_unreadable_files_are_registry_errors(tmp_path):
     (tmp_path / "anomaly" / "cpu" / "000001" / "meta.json").write_text("{")
     with pytest.raises(RegistryError, match=r"cannot read .*meta\.json"):
         registry.versions("cpu")
+
+
+def test_a_crash_while_checkpointing_never_pairs_one_checkpoint_with_another(tmp_path, monkeypatch):
+    registry = ModelRegistry(tmp_path)
+    registry.save(meta(), state(1.0))
+    registry.save_checkpoint("cpu", Checkpoint(1, KEYS, 5000.0, np.array([1.0, 2.0]), state(7.0)))
+    other_keys = ((("instance", "c"), ("job", "j")), (("instance", "d"), ("job", "j")))
+    replaced = 0
+    real_replace = os.replace
+
+    def crash_after_the_first_rename(source, target):
+        nonlocal replaced
+        replaced += 1
+        if replaced > 1:
+            raise OSError("killed")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crash_after_the_first_rename)
+    with contextlib.suppress(OSError):
+        registry.save_checkpoint(
+            "cpu", Checkpoint(1, other_keys, 9000.0, np.array([3.0, 4.0]), state(9.0))
+        )
+    monkeypatch.setattr(os, "replace", real_replace)
+    found = registry.load_checkpoint("cpu")
+    assert found is not None
+    written = {KEYS: (5000.0, 7.0), other_keys: (9000.0, 9.0)}
+    assert (found.last_timestamp, found.state["level"][0]) == written[found.keys]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated"])
+def test_a_truncated_model_or_checkpoint_is_a_registry_error(tmp_path, content):
+    registry = ModelRegistry(tmp_path)
+    registry.save(meta(), state(1.0))
+    registry.save_checkpoint("cpu", Checkpoint(1, KEYS, 5000.0, np.array([1.0, 2.0]), state(7.0)))
+    directory = tmp_path / "anomaly" / "cpu"
+    (directory / "checkpoint.npz").write_bytes(content)
+    assert registry.load_checkpoint("cpu") is None
+    (directory / "000001" / "model.npz").write_bytes(content)
+    with pytest.raises(RegistryError, match=r"cannot read .*model\.npz"):
+        registry.load("cpu")
