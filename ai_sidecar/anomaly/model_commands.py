@@ -9,7 +9,8 @@
   marks the current one), when it was trained, the history range, series and
   quality statistics.
 - ``rollback SIGNAL VERSION`` makes an older version current; a running
-  sidecar switches to it at its next scoring cycle.
+  sidecar switches to it at its next scoring cycle and keeps it until the
+  next scheduled refit after the rollback.
 
 Exit status: 0 on success, 1 when a signal failed to train, 2 for a usage or
 config error (unknown signal or version, no Prometheus URL).

@@ -6,7 +6,8 @@ Layout under the data directory::
       000001/model.npz     the detector's state arrays right after training
       000001/meta.json     signal, training range, parameters, quality, series
       000002/...
-      current              the version the scoring loop uses (a rollback moves it)
+      current              the version the scoring loop uses (a rollback moves it,
+                           and notes when, so the refit schedule counts from then)
       checkpoint.npz       the scoring loop's online state, for a restart, with
                            the version it grew from, its series and last point
 
@@ -20,9 +21,11 @@ the current one removed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -120,13 +123,16 @@ class ModelRegistry:
 
     def current_version(self, signal: str) -> int | None:
         """The version in use: the ``current`` pointer, else the newest; None without any."""
-        pointer = self._root / signal / CURRENT_FILE
         numbers = self._numbers(signal)
-        try:
-            chosen = int(pointer.read_text(encoding="ascii").strip())
-        except (OSError, ValueError):
-            return numbers[-1] if numbers else None
-        return chosen if chosen in numbers else (numbers[-1] if numbers else None)
+        chosen = self._pointer(signal)[0]
+        if chosen in numbers:
+            return chosen
+        return numbers[-1] if numbers else None
+
+    def rolled_back_at(self, signal: str) -> float | None:
+        """When the current version was made current by :meth:`rollback`; None otherwise."""
+        chosen, since = self._pointer(signal)
+        return since if chosen is not None and chosen == self.current_version(signal) else None
 
     def current(self, signal: str) -> ModelMeta | None:
         version = self.current_version(signal)
@@ -159,11 +165,12 @@ class ModelRegistry:
         self._prune(meta.signal, version)
         return stored
 
-    def rollback(self, signal: str, version: int) -> ModelMeta:
-        """Make ``version`` current again; the scoring loop picks it up on its next cycle."""
+    def rollback(self, signal: str, version: int, now: float | None = None) -> ModelMeta:
+        """Make ``version`` current again, at ``now`` (default: the time); the scoring loop
+        picks it up on its next cycle and keeps it until the next scheduled refit after."""
         if version not in self._numbers(signal):
             raise RegistryError(self._missing(signal, version))
-        self._point_at(signal, version)
+        self._point_at(signal, version, since=time.time() if now is None else now)
         return self._meta(signal, version)
 
     def save_checkpoint(self, signal: str, checkpoint: Checkpoint) -> None:
@@ -216,8 +223,19 @@ class ModelRegistry:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RegistryError(f"cannot read {path}: {exc}") from None
 
-    def _point_at(self, signal: str, version: int) -> None:
-        _write_atomically(self._root / signal / CURRENT_FILE, f"{version}\n".encode())
+    def _point_at(self, signal: str, version: int, since: float | None = None) -> None:
+        line = f"{version}\n" if since is None else f"{version} {since!r}\n"
+        _write_atomically(self._root / signal / CURRENT_FILE, line.encode())
+
+    def _pointer(self, signal: str) -> tuple[int | None, float | None]:
+        """The ``current`` file: the version, and when a rollback wrote it (else None)."""
+        try:
+            words = (self._root / signal / CURRENT_FILE).read_text(encoding="ascii").split()
+            version = int(words[0])
+            since = float(words[1]) if len(words) > 1 else None
+        except (OSError, ValueError, IndexError):
+            return None, None
+        return version, since if since is not None and math.isfinite(since) else None
 
     def _prune(self, signal: str, current: int) -> None:
         numbers = self._numbers(signal)

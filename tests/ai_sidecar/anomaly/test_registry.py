@@ -157,3 +157,14 @@ def test_a_truncated_model_or_checkpoint_is_a_registry_error(tmp_path, content):
     (directory / "000001" / "model.npz").write_bytes(content)
     with pytest.raises(RegistryError, match=r"cannot read .*model\.npz"):
         registry.load("cpu")
+
+
+def test_a_rollback_notes_when_it_was_made_and_a_new_version_clears_it(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    registry.save(meta(), state(1.0))
+    registry.save(meta(trained_at=2000.0), state(2.0))
+    assert registry.rolled_back_at("cpu") is None
+    registry.rollback("cpu", 1, now=5000.0)
+    assert (registry.current_version("cpu"), registry.rolled_back_at("cpu")) == (1, 5000.0)
+    registry.save(meta(trained_at=6000.0), state(3.0))
+    assert (registry.current_version("cpu"), registry.rolled_back_at("cpu")) == (3, None)
