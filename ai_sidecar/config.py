@@ -88,7 +88,12 @@ from pydantic import (
     model_validator,
 )
 
-from ai_sidecar.anomaly.signals import DEFAULT_SIGNALS, RESERVED_LABELS, raw_counter_in
+from ai_sidecar.anomaly.signals import (
+    DEFAULT_SIGNALS,
+    RESERVED_LABELS,
+    SIGNAL_NAME,
+    raw_counter_in,
+)
 from ai_sidecar.errors import ConfigError
 from exporter.common.models import Regex, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
@@ -464,7 +469,6 @@ class StoreConfig(StrictModel):
 
 # -- anomaly models -------------------------------------------------------------
 
-_SIGNAL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _CLOCK_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 # A signal's history in steps: what one fit holds per series (28 days at 1m is 40,320).
 MAX_HISTORY_POINTS = 100_000
@@ -472,7 +476,7 @@ DEFAULT_RETRAIN_AT = "03:00"
 
 
 def _signal_name(value: str) -> str:
-    if not _SIGNAL_NAME.fullmatch(value):
+    if not SIGNAL_NAME.fullmatch(value):
         raise ValueError(f"invalid signal name {value!r} (letters, digits and _)")
     return value
 

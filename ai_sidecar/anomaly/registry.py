@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ai_sidecar.anomaly.signals import SeriesKey
+from ai_sidecar.anomaly.signals import SIGNAL_NAME, SeriesKey
 from ai_sidecar.errors import SidecarError
 
 ROOT = "anomaly"
@@ -115,7 +115,11 @@ class ModelRegistry:
         """Signals with at least one version, by name."""
         if not self._root.is_dir():
             return []
-        return sorted(d.name for d in self._root.iterdir() if d.is_dir() and self._numbers(d.name))
+        return sorted(
+            d.name
+            for d in self._root.iterdir()
+            if d.is_dir() and SIGNAL_NAME.fullmatch(d.name) and self._numbers(d.name)
+        )
 
     def versions(self, signal: str) -> list[ModelMeta]:
         """Every kept version of ``signal``, oldest first."""
@@ -148,7 +152,7 @@ class ModelRegistry:
 
     def save(self, meta: ModelMeta, state: State) -> ModelMeta:
         """Store a new version (``meta.version`` is replaced), make it current, prune."""
-        directory = self._root / meta.signal
+        directory = self._directory(meta.signal)
         directory.mkdir(parents=True, exist_ok=True)
         numbers = self._numbers(meta.signal)
         version = (numbers[-1] if numbers else 0) + 1
@@ -174,7 +178,7 @@ class ModelRegistry:
         return self._meta(signal, version)
 
     def save_checkpoint(self, signal: str, checkpoint: Checkpoint) -> None:
-        directory = self._root / signal
+        directory = self._directory(signal)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {
             "version": checkpoint.version,
@@ -189,7 +193,7 @@ class ModelRegistry:
     def load_checkpoint(self, signal: str) -> Checkpoint | None:
         """The last checkpoint if it grew from the current version (else None: start afresh)."""
         try:
-            arrays = _read_arrays(self._root / signal / CHECKPOINT_FILE)
+            arrays = _read_arrays(self._directory(signal) / CHECKPOINT_FILE)
             meta = json.loads(str(arrays.pop(CHECKPOINT_META)))
             if meta["version"] != self.current_version(signal):
                 return None
@@ -203,8 +207,14 @@ class ModelRegistry:
             return None
         return Checkpoint(meta["version"], keys, last_timestamp, last_seen, state)
 
+    def _directory(self, signal: str) -> Path:
+        """``signal``'s directory; a name that is not a signal's (``..``, a slash) is refused."""
+        if not SIGNAL_NAME.fullmatch(signal):
+            raise RegistryError(f"invalid signal name {signal!r} (letters, digits and _)")
+        return self._root / signal
+
     def _numbers(self, signal: str) -> list[int]:
-        directory = self._root / signal
+        directory = self._directory(signal)
         if not directory.is_dir():
             return []
         return sorted(
@@ -214,7 +224,7 @@ class ModelRegistry:
         )
 
     def _version_dir(self, signal: str, version: int) -> Path:
-        return self._root / signal / f"{version:06d}"
+        return self._directory(signal) / f"{version:06d}"
 
     def _meta(self, signal: str, version: int) -> ModelMeta:
         path = self._version_dir(signal, version) / META_FILE
@@ -225,12 +235,12 @@ class ModelRegistry:
 
     def _point_at(self, signal: str, version: int, since: float | None = None) -> None:
         line = f"{version}\n" if since is None else f"{version} {since!r}\n"
-        _write_atomically(self._root / signal / CURRENT_FILE, line.encode())
+        _write_atomically(self._directory(signal) / CURRENT_FILE, line.encode())
 
     def _pointer(self, signal: str) -> tuple[int | None, float | None]:
         """The ``current`` file: the version, and when a rollback wrote it (else None)."""
         try:
-            words = (self._root / signal / CURRENT_FILE).read_text(encoding="ascii").split()
+            words = (self._directory(signal) / CURRENT_FILE).read_text(encoding="ascii").split()
             version = int(words[0])
             since = float(words[1]) if len(words) > 1 else None
         except (OSError, ValueError, IndexError):
