@@ -498,6 +498,20 @@ def _clock_time(value: str) -> str:
     return value
 
 
+def _at_least(minimum: timedelta, why: str) -> AfterValidator:
+    """A duration no shorter than ``minimum`` (``why`` says what shorter would do)."""
+
+    def check(value: timedelta) -> timedelta:
+        if value < minimum:
+            raise ValueError(
+                f"should be at least {format_duration(minimum)} ({why}), "
+                f"got {format_duration(value)}"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
 def _kept_labels(value: list[str] | None) -> list[str] | None:
     if value is None:
         return None
@@ -555,7 +569,10 @@ class RetrainConfig(StrictModel):
 
     # Neither set: daily at DEFAULT_RETRAIN_AT.
     at: Annotated[str, AfterValidator(_clock_time)] | None = None
-    every: Duration | None = None
+    every: (
+        Annotated[Duration, _at_least(timedelta(minutes=1), "each refit reads the whole history")]
+        | None
+    ) = None
     # PSI of recent residuals against the training residuals above which a
     # signal is refitted before its schedule, at most once per min_interval.
     drift_threshold: float = Field(default=0.25, gt=0)
@@ -581,7 +598,9 @@ class AnomalyConfig(StrictModel):
 
     # Needs SCOUT_PROMETHEUS_URL too: without one there is no history to learn from.
     enabled: bool = False
-    score_interval: Duration = timedelta(minutes=1)
+    score_interval: Annotated[
+        Duration, _at_least(timedelta(seconds=1), "shorter only spins the loop")
+    ] = timedelta(minutes=1)
     # Points younger than this are not asked for yet: rules and remote writes lag.
     query_delay: DurationOrZero = timedelta(seconds=30)
     query_timeout: Duration = timedelta(seconds=30)
