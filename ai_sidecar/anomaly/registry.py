@@ -20,6 +20,7 @@ the current one removed.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -43,6 +44,8 @@ MODEL_FILE = "model.npz"
 META_FILE = "meta.json"
 CURRENT_FILE = "current"
 CHECKPOINT_FILE = "checkpoint.npz"
+# Version numbers tried when other processes save the same signal at once.
+SAVE_ATTEMPTS = 10
 # The checkpoint's facts, as JSON text inside its npz (never a separate file).
 CHECKPOINT_META = "checkpoint.meta"
 
@@ -154,14 +157,24 @@ class ModelRegistry:
         """Store a new version (``meta.version`` is replaced), make it current, prune."""
         directory = self._directory(meta.signal)
         directory.mkdir(parents=True, exist_ok=True)
-        numbers = self._numbers(meta.signal)
-        version = (numbers[-1] if numbers else 0) + 1
-        stored = ModelMeta(**{**_fields(meta), "version": version})
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory))
         try:
             _write_arrays(staging / MODEL_FILE, state)
-            (staging / META_FILE).write_text(json.dumps(stored.to_json()), encoding="utf-8")
-            staging.rename(self._version_dir(meta.signal, version))
+            # Another process (`anomaly train` beside a running sidecar) may take
+            # the number first: then the rename fails and the next one is tried.
+            for _ in range(SAVE_ATTEMPTS):
+                numbers = self._numbers(meta.signal)
+                version = (numbers[-1] if numbers else 0) + 1
+                stored = ModelMeta(**{**_fields(meta), "version": version})
+                (staging / META_FILE).write_text(json.dumps(stored.to_json()), encoding="utf-8")
+                try:
+                    staging.rename(self._version_dir(meta.signal, version))
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+            else:
+                raise RegistryError(f"{meta.signal}: no free version number after retries")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

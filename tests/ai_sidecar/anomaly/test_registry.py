@@ -168,3 +168,29 @@ def test_a_rollback_notes_when_it_was_made_and_a_new_version_clears_it(tmp_path)
     assert (registry.current_version("cpu"), registry.rolled_back_at("cpu")) == (1, 5000.0)
     registry.save(meta(trained_at=6000.0), state(3.0))
     assert (registry.current_version("cpu"), registry.rolled_back_at("cpu")) == (3, None)
+
+
+def test_a_version_saved_meanwhile_by_another_process_takes_the_next_number(tmp_path, monkeypatch):
+    registry = ModelRegistry(tmp_path)
+    registry.save(meta(), state(1.0))
+    other = ModelRegistry(tmp_path)  # `anomaly train` beside the running sidecar
+    real_numbers = registry._numbers
+    counted = 0
+
+    def another_save_after_the_count(signal):
+        nonlocal counted
+        counted += 1
+        found = real_numbers(signal)
+        if counted == 1:
+            other.save(meta(), state(2.0))
+        return found
+
+    monkeypatch.setattr(registry, "_numbers", another_save_after_the_count)
+    stored = registry.save(meta(), state(3.0))
+    monkeypatch.undo()
+    assert stored.version == 3
+    assert [m.version for m in registry.versions("cpu")] == [1, 2, 3]
+    assert registry.load("cpu", 2)[1]["level"][0] == 2.0
+    assert registry.load("cpu", 3)[1]["level"][0] == 3.0
+    assert registry.load("cpu", 3)[0].version == 3
+    assert not list((tmp_path / "anomaly" / "cpu").glob(".incoming-*"))
