@@ -88,7 +88,12 @@ from pydantic import (
     model_validator,
 )
 
-from ai_sidecar.anomaly.signals import DEFAULT_SIGNALS, RESERVED_LABELS, raw_counter_in
+from ai_sidecar.anomaly.signals import (
+    DEFAULT_SIGNALS,
+    RESERVED_LABELS,
+    SIGNAL_NAME,
+    raw_counter_in,
+)
 from ai_sidecar.errors import ConfigError
 from exporter.common.models import Regex, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
@@ -477,7 +482,6 @@ class StoreConfig(StrictModel):
 
 # -- anomaly models -------------------------------------------------------------
 
-_SIGNAL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _CLOCK_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 # A signal's history in steps: what one fit holds per series (28 days at 1m is 40,320).
 MAX_HISTORY_POINTS = 100_000
@@ -485,7 +489,7 @@ DEFAULT_RETRAIN_AT = "03:00"
 
 
 def _signal_name(value: str) -> str:
-    if not _SIGNAL_NAME.fullmatch(value):
+    if not SIGNAL_NAME.fullmatch(value):
         raise ValueError(f"invalid signal name {value!r} (letters, digits and _)")
     return value
 
@@ -505,6 +509,20 @@ def _clock_time(value: str) -> str:
     if not _CLOCK_TIME.fullmatch(value):
         raise ValueError(f"should be a time of day as HH:MM (UTC), got {value!r}")
     return value
+
+
+def _at_least(minimum: timedelta, why: str) -> AfterValidator:
+    """A duration no shorter than ``minimum`` (``why`` says what shorter would do)."""
+
+    def check(value: timedelta) -> timedelta:
+        if value < minimum:
+            raise ValueError(
+                f"should be at least {format_duration(minimum)} ({why}), "
+                f"got {format_duration(value)}"
+            )
+        return value
+
+    return AfterValidator(check)
 
 
 def _kept_labels(value: list[str] | None) -> list[str] | None:
@@ -564,7 +582,10 @@ class RetrainConfig(StrictModel):
 
     # Neither set: daily at DEFAULT_RETRAIN_AT.
     at: Annotated[str, AfterValidator(_clock_time)] | None = None
-    every: Duration | None = None
+    every: (
+        Annotated[Duration, _at_least(timedelta(minutes=1), "each refit reads the whole history")]
+        | None
+    ) = None
     # PSI of recent residuals against the training residuals above which a
     # signal is refitted before its schedule, at most once per min_interval.
     drift_threshold: float = Field(default=0.25, gt=0)
@@ -590,7 +611,9 @@ class AnomalyConfig(StrictModel):
 
     # Needs SCOUT_PROMETHEUS_URL too: without one there is no history to learn from.
     enabled: bool = False
-    score_interval: Duration = timedelta(minutes=1)
+    score_interval: Annotated[
+        Duration, _at_least(timedelta(seconds=1), "shorter only spins the loop")
+    ] = timedelta(minutes=1)
     # Points younger than this are not asked for yet: rules and remote writes lag.
     query_delay: DurationOrZero = timedelta(seconds=30)
     query_timeout: Duration = timedelta(seconds=30)

@@ -73,13 +73,23 @@ SWITCH_INTERVAL = 0.0005
 # batches) once the burst is over.
 NICENESS = 10
 _PR_SET_PDEATHSIG = 1
+# Exit status of a child whose parent died before it could ask to die with it.
+ORPHANED_EXIT = 3
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere).
+
+    A spawned child gets here a second or more after it started (it imports
+    first): a parent killed in between is already gone and the request would
+    never fire, so a child that finds itself orphaned ends at once.
+    """
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(ORPHANED_EXIT)
 
 
 def lock_file(path: Path) -> int:

@@ -106,7 +106,7 @@ def add_anomaly_commands(
     backtest.add_argument("inputs", metavar="LABELLED.csv", nargs="+")
     backtest.add_argument(
         "--threshold",
-        type=float,
+        type=_score_level,
         default=None,
         help="alarm at scores at or above this (default: the detector's alarm threshold)",
     )
@@ -159,7 +159,7 @@ def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--alarm-threshold",
-        type=float,
+        type=_score_level,
         default=defaults.alarm_threshold,
         metavar="S",
         help=f"score of an alarm (default {defaults.alarm_threshold})",
@@ -178,6 +178,17 @@ def _duration(text: str) -> float:
     if not seconds > 0 or not math.isfinite(seconds):
         raise argparse.ArgumentTypeError(f"expected a duration above 0, got {text!r}")
     return seconds
+
+
+def _score_level(text: str) -> float:
+    """A level on the score's scale: above 0, at most 1 (a score never passes 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a score above 0 and at most 1, got {text!r}")
+    return value
 
 
 def _non_negative(text: str) -> float:
@@ -223,7 +234,9 @@ def _open_input(name: str) -> Iterator[TextIO]:
         yield sys.stdin
         return
     try:
-        handle = open(name, encoding="utf-8", newline="")  # noqa: SIM115
+        # utf-8-sig: a byte-order mark (spreadsheet exports) goes before the csv
+        # module sees it, or a quoted first title would read as '\ufeff"timestamp"'.
+        handle = open(name, encoding="utf-8-sig", newline="")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror}") from None
     with handle:
@@ -239,11 +252,11 @@ def read_series(name: str, *, labelled: bool = False) -> Series:
             header = next(reader, None)
             if header is None:
                 raise InputError(f"{name}: empty file, expected a header row {','.join(needed)}")
-            # A byte-order mark (spreadsheet exports) is not part of the first title.
-            columns = {
-                title.strip().lstrip("\ufeff").strip().lower(): index
-                for index, title in enumerate(header)
-            }
+            # A byte-order mark (spreadsheet exports) is not part of the first title;
+            # on standard input it is still here, before any quote.
+            if header and header[0].startswith("\ufeff"):
+                header = [next(csv.reader([header[0][1:]]), [""])[0], *header[1:]]
+            columns = {title.strip().lower(): index for index, title in enumerate(header)}
             missing = [column for column in needed if column not in columns]
             if missing:
                 raise InputError(
@@ -366,9 +379,17 @@ def _open_output(name: str) -> Iterator[IO[str]]:
     except OSError as exc:
         raise InputError(f"{name}: cannot write: {exc.strerror}") from None
     try:
+        # mkstemp's file is private (0600); the output gets the mode any new file gets.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(descriptor, 0o666 & ~umask)
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
             yield handle
         os.replace(temporary, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise InputError(f"{name}: cannot write: {exc.strerror}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

@@ -9,7 +9,8 @@
   marks the current one), when it was trained, the history range, series and
   quality statistics.
 - ``rollback SIGNAL VERSION`` makes an older version current; a running
-  sidecar switches to it at its next scoring cycle.
+  sidecar switches to it at its next scoring cycle and keeps it until the
+  next scheduled refit after the rollback.
 
 Exit status: 0 on success, 1 when a signal failed to train, 2 for a usage or
 config error (unknown signal or version, no Prometheus URL).
@@ -176,22 +177,24 @@ def run_models(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     registry = ModelRegistry(_data_dir(), config.anomaly.keep_versions)
-    names = [args.signal] if args.signal else registry.signals()
     rows = [("SIGNAL", "VERSION", "TRAINED", "RANGE", "SERIES", "QUALITY")]
-    for name in names:
-        current = registry.current_version(name)
-        for meta in registry.versions(name):
-            mark = "*" if meta.version == current else ""
-            rows.append(
-                (
-                    name,
-                    f"{meta.version}{mark}",
-                    _time(meta.trained_at),
-                    _range(meta),
-                    str(meta.series),
-                    _quality(meta),
+    try:
+        for name in [args.signal] if args.signal else registry.signals():
+            current = registry.current_version(name)
+            for meta in registry.versions(name):
+                mark = "*" if meta.version == current else ""
+                rows.append(
+                    (
+                        name,
+                        f"{meta.version}{mark}",
+                        _time(meta.trained_at),
+                        _range(meta),
+                        str(meta.series),
+                        _quality(meta),
+                    )
                 )
-            )
+    except RegistryError as exc:
+        return _fail(str(exc))
     if len(rows) == 1:
         print("no trained models" + (f" for {args.signal}" if args.signal else ""))
         return 0

@@ -6,22 +6,28 @@ Layout under the data directory::
       000001/model.npz     the detector's state arrays right after training
       000001/meta.json     signal, training range, parameters, quality, series
       000002/...
-      current              the version the scoring loop uses (a rollback moves it)
-      checkpoint.npz       the scoring loop's online state, for a restart ...
-      checkpoint.json      ... with the version it grew from and its last point
+      current              the version the scoring loop uses (a rollback moves it,
+                           and notes when, so the refit schedule counts from then)
+      checkpoint.npz       the scoring loop's online state, for a restart, with
+                           the version it grew from, its series and last point
 
 A version is written into a temporary directory and renamed into place, so a
 crash never leaves half a model; ``current`` and the checkpoint are replaced
-atomically the same way. Only the newest ``keep`` versions stay, and never is
+atomically the same way (a checkpoint is one file, so a crash never pairs
+one checkpoint's series with another's state). Only the newest ``keep`` versions stay, and never is
 the current one removed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import shutil
 import tempfile
+import time
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ai_sidecar.anomaly.signals import SeriesKey
+from ai_sidecar.anomaly.signals import SIGNAL_NAME, SeriesKey
 from ai_sidecar.errors import SidecarError
 
 ROOT = "anomaly"
@@ -38,7 +44,10 @@ MODEL_FILE = "model.npz"
 META_FILE = "meta.json"
 CURRENT_FILE = "current"
 CHECKPOINT_FILE = "checkpoint.npz"
-CHECKPOINT_META = "checkpoint.json"
+# Version numbers tried when other processes save the same signal at once.
+SAVE_ATTEMPTS = 10
+# The checkpoint's facts, as JSON text inside its npz (never a separate file).
+CHECKPOINT_META = "checkpoint.meta"
 
 State = Mapping[str, NDArray[Any]]
 
@@ -109,7 +118,11 @@ class ModelRegistry:
         """Signals with at least one version, by name."""
         if not self._root.is_dir():
             return []
-        return sorted(d.name for d in self._root.iterdir() if d.is_dir() and self._numbers(d.name))
+        return sorted(
+            d.name
+            for d in self._root.iterdir()
+            if d.is_dir() and SIGNAL_NAME.fullmatch(d.name) and self._numbers(d.name)
+        )
 
     def versions(self, signal: str) -> list[ModelMeta]:
         """Every kept version of ``signal``, oldest first."""
@@ -117,13 +130,16 @@ class ModelRegistry:
 
     def current_version(self, signal: str) -> int | None:
         """The version in use: the ``current`` pointer, else the newest; None without any."""
-        pointer = self._root / signal / CURRENT_FILE
         numbers = self._numbers(signal)
-        try:
-            chosen = int(pointer.read_text(encoding="ascii").strip())
-        except (OSError, ValueError):
-            return numbers[-1] if numbers else None
-        return chosen if chosen in numbers else (numbers[-1] if numbers else None)
+        chosen = self._pointer(signal)[0]
+        if chosen in numbers:
+            return chosen
+        return numbers[-1] if numbers else None
+
+    def rolled_back_at(self, signal: str) -> float | None:
+        """When the current version was made current by :meth:`rollback`; None otherwise."""
+        chosen, since = self._pointer(signal)
+        return since if chosen is not None and chosen == self.current_version(signal) else None
 
     def current(self, signal: str) -> ModelMeta | None:
         version = self.current_version(signal)
@@ -139,16 +155,26 @@ class ModelRegistry:
 
     def save(self, meta: ModelMeta, state: State) -> ModelMeta:
         """Store a new version (``meta.version`` is replaced), make it current, prune."""
-        directory = self._root / meta.signal
+        directory = self._directory(meta.signal)
         directory.mkdir(parents=True, exist_ok=True)
-        numbers = self._numbers(meta.signal)
-        version = (numbers[-1] if numbers else 0) + 1
-        stored = ModelMeta(**{**_fields(meta), "version": version})
         staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory))
         try:
             _write_arrays(staging / MODEL_FILE, state)
-            (staging / META_FILE).write_text(json.dumps(stored.to_json()), encoding="utf-8")
-            staging.rename(self._version_dir(meta.signal, version))
+            # Another process (`anomaly train` beside a running sidecar) may take
+            # the number first: then the rename fails and the next one is tried.
+            for _ in range(SAVE_ATTEMPTS):
+                numbers = self._numbers(meta.signal)
+                version = (numbers[-1] if numbers else 0) + 1
+                stored = ModelMeta(**{**_fields(meta), "version": version})
+                (staging / META_FILE).write_text(json.dumps(stored.to_json()), encoding="utf-8")
+                try:
+                    staging.rename(self._version_dir(meta.signal, version))
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+            else:
+                raise RegistryError(f"{meta.signal}: no free version number after retries")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -156,45 +182,52 @@ class ModelRegistry:
         self._prune(meta.signal, version)
         return stored
 
-    def rollback(self, signal: str, version: int) -> ModelMeta:
-        """Make ``version`` current again; the scoring loop picks it up on its next cycle."""
+    def rollback(self, signal: str, version: int, now: float | None = None) -> ModelMeta:
+        """Make ``version`` current again, at ``now`` (default: the time); the scoring loop
+        picks it up on its next cycle and keeps it until the next scheduled refit after."""
         if version not in self._numbers(signal):
             raise RegistryError(self._missing(signal, version))
-        self._point_at(signal, version)
+        self._point_at(signal, version, since=time.time() if now is None else now)
         return self._meta(signal, version)
 
     def save_checkpoint(self, signal: str, checkpoint: Checkpoint) -> None:
-        directory = self._root / signal
+        directory = self._directory(signal)
         directory.mkdir(parents=True, exist_ok=True)
-        arrays = {f"state.{name}": value for name, value in checkpoint.state.items()}
-        arrays["last_seen"] = checkpoint.last_seen
-        _write_arrays(directory / CHECKPOINT_FILE, arrays)
         meta = {
             "version": checkpoint.version,
             "keys": [dict(key) for key in checkpoint.keys],
             "last_timestamp": checkpoint.last_timestamp,
         }
-        _write_atomically(directory / CHECKPOINT_META, json.dumps(meta).encode())
+        arrays = {f"state.{name}": value for name, value in checkpoint.state.items()}
+        arrays["last_seen"] = checkpoint.last_seen
+        arrays[CHECKPOINT_META] = np.array(json.dumps(meta))
+        _write_arrays(directory / CHECKPOINT_FILE, arrays)
 
     def load_checkpoint(self, signal: str) -> Checkpoint | None:
         """The last checkpoint if it grew from the current version (else None: start afresh)."""
-        directory = self._root / signal
         try:
-            meta = json.loads((directory / CHECKPOINT_META).read_text(encoding="utf-8"))
-            arrays = _read_arrays(directory / CHECKPOINT_FILE)
-        except (OSError, ValueError, RegistryError):
-            return None
-        if meta.get("version") != self.current_version(signal):
-            return None
-        keys = tuple(tuple(sorted(labels.items())) for labels in meta["keys"])
-        last_seen = arrays.pop("last_seen")
+            arrays = _read_arrays(self._directory(signal) / CHECKPOINT_FILE)
+            meta = json.loads(str(arrays.pop(CHECKPOINT_META)))
+            if meta["version"] != self.current_version(signal):
+                return None
+            keys = tuple(tuple(sorted(labels.items())) for labels in meta["keys"])
+            last_seen = arrays.pop("last_seen")
+            last_timestamp = float(meta["last_timestamp"])
+        except (ValueError, KeyError, TypeError, AttributeError, RegistryError):
+            return None  # none, or unreadable: start from the model
         state = {name.removeprefix("state."): value for name, value in arrays.items()}
         if last_seen.shape != (len(keys),):
             return None
-        return Checkpoint(meta["version"], keys, float(meta["last_timestamp"]), last_seen, state)
+        return Checkpoint(meta["version"], keys, last_timestamp, last_seen, state)
+
+    def _directory(self, signal: str) -> Path:
+        """``signal``'s directory; a name that is not a signal's (``..``, a slash) is refused."""
+        if not SIGNAL_NAME.fullmatch(signal):
+            raise RegistryError(f"invalid signal name {signal!r} (letters, digits and _)")
+        return self._root / signal
 
     def _numbers(self, signal: str) -> list[int]:
-        directory = self._root / signal
+        directory = self._directory(signal)
         if not directory.is_dir():
             return []
         return sorted(
@@ -204,7 +237,7 @@ class ModelRegistry:
         )
 
     def _version_dir(self, signal: str, version: int) -> Path:
-        return self._root / signal / f"{version:06d}"
+        return self._directory(signal) / f"{version:06d}"
 
     def _meta(self, signal: str, version: int) -> ModelMeta:
         path = self._version_dir(signal, version) / META_FILE
@@ -213,8 +246,19 @@ class ModelRegistry:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RegistryError(f"cannot read {path}: {exc}") from None
 
-    def _point_at(self, signal: str, version: int) -> None:
-        _write_atomically(self._root / signal / CURRENT_FILE, f"{version}\n".encode())
+    def _point_at(self, signal: str, version: int, since: float | None = None) -> None:
+        line = f"{version}\n" if since is None else f"{version} {since!r}\n"
+        _write_atomically(self._directory(signal) / CURRENT_FILE, line.encode())
+
+    def _pointer(self, signal: str) -> tuple[int | None, float | None]:
+        """The ``current`` file: the version, and when a rollback wrote it (else None)."""
+        try:
+            words = (self._directory(signal) / CURRENT_FILE).read_text(encoding="ascii").split()
+            version = int(words[0])
+            since = float(words[1]) if len(words) > 1 else None
+        except (OSError, ValueError, IndexError):
+            return None, None
+        return version, since if since is not None and math.isfinite(since) else None
 
     def _prune(self, signal: str, current: int) -> None:
         numbers = self._numbers(signal)
@@ -245,9 +289,11 @@ def _write_arrays(path: Path, arrays: State) -> None:
 
 def _read_arrays(path: Path) -> dict[str, Any]:
     try:
-        with np.load(path, allow_pickle=False) as loaded:
+        # Opened here: np.load leaves its own handle open when the zip is bad.
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as loaded:
             return {name: loaded[name] for name in loaded.files}
-    except (OSError, ValueError) as exc:
+    # A truncated file is a BadZipFile, an empty one an EOFError.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise RegistryError(f"cannot read {path}: {exc}") from None
 
 

@@ -266,13 +266,16 @@ class AnomalyScorer:
         if meta is None or meta.params != params_json(detector_params(signal)):
             return True
         retrain = self._config.retrain
-        if _scheduled(retrain.every, retrain.daily_at, meta.trained_at, now):
+        # A rolled-back version counts from the rollback: else, trained before the
+        # last refit time, it would be replaced at the very next cycle.
+        since = max(meta.trained_at, self._registry.rolled_back_at(signal.name) or 0.0)
+        if _scheduled(retrain.every, retrain.daily_at, since, now):
             return True
         state = self._states.get(signal.name)
         return (
             state is not None
             and state.drift.value > retrain.drift_threshold
-            and now - meta.trained_at >= retrain.min_interval.total_seconds()
+            and now - since >= retrain.min_interval.total_seconds()
         )
 
     # -- scoring --------------------------------------------------------------

@@ -18,6 +18,9 @@ from collections.abc import Mapping, Sequence
 # The key that orders and compares series: sorted (name, value) pairs.
 SeriesKey = tuple[tuple[str, str], ...]
 
+# A signal's name: a label value on /metrics and its directory in the model registry.
+SIGNAL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
 # Labels a series never keeps: its metric name (a signal may join several),
 # and ``signal``, which the exporter sets itself.
 RESERVED_LABELS = frozenset({"__name__", "signal"})

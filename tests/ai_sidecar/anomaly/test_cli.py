@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -183,3 +186,58 @@ def test_milliseconds_and_a_byte_order_mark_are_understood(tmp_path: Path) -> No
     b = [r["anomaly_score"] for r in read_output(tmp_path / "b.csv")]
     assert a == b
     assert max(float(x) for x in a) > 0.5
+
+
+@pytest.mark.parametrize("stdin", [False, True])
+def test_a_byte_order_mark_before_a_quoted_header_is_understood(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stdin: bool
+) -> None:
+    # Spreadsheets write a byte-order mark, and some quote every field.
+    text = '\ufeff"timestamp","value"\r\n"1700000000","1.5"\r\n"1700000060","2"\r\n'
+    source = tmp_path / "quoted.csv"
+    source.write_bytes(text.encode("utf-8"))
+    if stdin:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text, newline=""))
+    target = tmp_path / "out.csv"
+    assert main(["anomaly", "score", "-" if stdin else str(source), str(target)]) == 0, (
+        capsys.readouterr().err
+    )
+    rows = read_output(target)
+    assert [(r["timestamp"], r["value"]) for r in rows] == [
+        ("1700000000", "1.5"),
+        ("1700000060", "2"),
+    ]
+
+
+def test_the_output_file_gets_the_mode_of_any_new_file(tmp_path: Path) -> None:
+    source = write_series(tmp_path / "in.csv", n=20, spike_at=10)
+    target = tmp_path / "out.csv"
+    umask = os.umask(0o022)
+    try:
+        assert main(["anomaly", "score", str(source), str(target)]) == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_series(tmp_path / "in.csv", n=20, spike_at=10)
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    assert main(["anomaly", "score", str(source), str(directory)]) == 2
+    assert capsys.readouterr().err == (
+        f"scout-sidecar anomaly score: {directory}: cannot write: Is a directory\n"
+    )
+    assert set(tmp_path.iterdir()) == {source, directory}  # no temporary file left
+
+
+@pytest.mark.parametrize("level", ["nan", "0", "1.5", "-1"])
+def test_an_alarm_threshold_off_the_score_scale_is_a_usage_error(level: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["anomaly", "score", "in.csv", "out.csv", "--alarm-threshold", level])
+    assert exited.value.code == 2
+    with pytest.raises(SystemExit) as exited:
+        main(["anomaly", "backtest", "in.csv", "--threshold", level])
+    assert exited.value.code == 2

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -115,3 +117,80 @@ def test_unreadable_files_are_registry_errors(tmp_path):
     (tmp_path / "anomaly" / "cpu" / "000001" / "meta.json").write_text("{")
     with pytest.raises(RegistryError, match=r"cannot read .*meta\.json"):
         registry.versions("cpu")
+
+
+def test_a_crash_while_checkpointing_never_pairs_one_checkpoint_with_another(tmp_path, monkeypatch):
+    registry = ModelRegistry(tmp_path)
+    registry.save(meta(), state(1.0))
+    registry.save_checkpoint("cpu", Checkpoint(1, KEYS, 5000.0, np.array([1.0, 2.0]), state(7.0)))
+    other_keys = ((("instance", "c"), ("job", "j")), (("instance", "d"), ("job", "j")))
+    replaced = 0
+    real_replace = os.replace
+
+    def crash_after_the_first_rename(source, target):
+        nonlocal replaced
+        replaced += 1
+        if replaced > 1:
+            raise OSError("killed")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crash_after_the_first_rename)
+    with contextlib.suppress(OSError):
+        registry.save_checkpoint(
+            "cpu", Checkpoint(1, other_keys, 9000.0, np.array([3.0, 4.0]), state(9.0))
+        )
+    monkeypatch.setattr(os, "replace", real_replace)
+    found = registry.load_checkpoint("cpu")
+    assert found is not None
+    written = {KEYS: (5000.0, 7.0), other_keys: (9000.0, 9.0)}
+    assert (found.last_timestamp, found.state["level"][0]) == written[found.keys]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated"])
+def test_a_truncated_model_or_checkpoint_is_a_registry_error(tmp_path, content):
+    registry = ModelRegistry(tmp_path)
+    registry.save(meta(), state(1.0))
+    registry.save_checkpoint("cpu", Checkpoint(1, KEYS, 5000.0, np.array([1.0, 2.0]), state(7.0)))
+    directory = tmp_path / "anomaly" / "cpu"
+    (directory / "checkpoint.npz").write_bytes(content)
+    assert registry.load_checkpoint("cpu") is None
+    (directory / "000001" / "model.npz").write_bytes(content)
+    with pytest.raises(RegistryError, match=r"cannot read .*model\.npz"):
+        registry.load("cpu")
+
+
+def test_a_rollback_notes_when_it_was_made_and_a_new_version_clears_it(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    registry.save(meta(), state(1.0))
+    registry.save(meta(trained_at=2000.0), state(2.0))
+    assert registry.rolled_back_at("cpu") is None
+    registry.rollback("cpu", 1, now=5000.0)
+    assert (registry.current_version("cpu"), registry.rolled_back_at("cpu")) == (1, 5000.0)
+    registry.save(meta(trained_at=6000.0), state(3.0))
+    assert (registry.current_version("cpu"), registry.rolled_back_at("cpu")) == (3, None)
+
+
+def test_a_version_saved_meanwhile_by_another_process_takes_the_next_number(tmp_path, monkeypatch):
+    registry = ModelRegistry(tmp_path)
+    registry.save(meta(), state(1.0))
+    other = ModelRegistry(tmp_path)  # `anomaly train` beside the running sidecar
+    real_numbers = registry._numbers
+    counted = 0
+
+    def another_save_after_the_count(signal):
+        nonlocal counted
+        counted += 1
+        found = real_numbers(signal)
+        if counted == 1:
+            other.save(meta(), state(2.0))
+        return found
+
+    monkeypatch.setattr(registry, "_numbers", another_save_after_the_count)
+    stored = registry.save(meta(), state(3.0))
+    monkeypatch.undo()
+    assert stored.version == 3
+    assert [m.version for m in registry.versions("cpu")] == [1, 2, 3]
+    assert registry.load("cpu", 2)[1]["level"][0] == 2.0
+    assert registry.load("cpu", 3)[1]["level"][0] == 3.0
+    assert registry.load("cpu", 3)[0].version == 3
+    assert not list((tmp_path / "anomaly" / "cpu").glob(".incoming-*"))

@@ -290,3 +290,22 @@ async def test_the_exposition_passes_promtool_and_keeps_the_series_labels(tmp_pa
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_a_rollback_lasts_until_the_next_scheduled_refit(tmp_path):
+    engine = engine_with("a")
+    scorer, trainer, registry, clock = await started(engine, tmp_path)
+    clock.now += 15 * 3600  # 03:00 passed: the nightly refit makes version 2
+    await scorer.cycle()
+    await scorer.wait_for_training()
+    assert registry.current_version("load") == 2
+    registry.rollback("load", 1, now=clock.now)
+    await advance(scorer, clock, 3)
+    await scorer.wait_for_training()
+    assert len(trainer.calls) == 2  # version 1 is not refitted at once
+    assert family(scorer.families, "scout_anomaly_model_version") == {(("signal", "load"),): 1}
+    clock.now += 24 * 3600  # the next 03:00 after the rollback
+    await scorer.cycle()
+    await scorer.wait_for_training()
+    assert len(trainer.calls) == 3
+    assert registry.current_version("load") == 3

@@ -25,6 +25,13 @@ EXPECTED_ERRORS = {
         "2: anomaly.retrain.at: should be a time of day as HH:MM (UTC), got '3am'"
     ),
     "invalid-retrain-both.yml": "2: anomaly.retrain: set at or every, not both",
+    "invalid-retrain-every.yml": (
+        "2: anomaly.retrain.every: should be at least 1m (each refit reads the whole history), "
+        "got 30s"
+    ),
+    "invalid-score-interval.yml": (
+        "2: anomaly.score_interval: should be at least 1s (shorter only spins the loop), got 10ms"
+    ),
     "invalid-signal-budget.yml": (
         "5: anomaly.signals.0.max_series: input should be greater than or equal to 1, got 0"
     ),
