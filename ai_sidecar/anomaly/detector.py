@@ -138,8 +138,8 @@ class DetectorParams:
     novelty_margin: float = 0.1
     # Residual EWMA (in sigmas) that confirms a level shift and re-baselines.
     rebaseline_sigmas: float = 3.0
-    # Memory (points) of that residual EWMA: a shift is confirmed after about
-    # this many points (at 8 sigmas, a third of it), not absorbed at once.
+    # Memory (points) of that residual EWMA: at 8 sigmas and more a shift is
+    # confirmed after half of it, at 4 sigmas after about 1.4 times it.
     rebaseline_points: float = 10.0
     # Half-width of the band (upper/lower) in sigmas of the residual.
     band_sigmas: float = 4.0
