@@ -76,8 +76,6 @@ MAD_TO_SIGMA = math.sqrt(math.pi / 2)
 ABS_Z_MEAN = math.sqrt(2 / math.pi)
 ABS_Z_STD = math.sqrt(1 - 2 / math.pi)
 LN10 = math.log(10.0)
-# The likelihood's log scale: a tail of 1e-10 scores 1 (ten decades).
-LIKELIHOOD_DECADES = 10.0
 STATE_VERSION = 1
 # Decades taken off the spread channel: its 16-point average is autocorrelated.
 SPREAD_DISCOUNT = math.log10(16.0)
@@ -125,18 +123,24 @@ class DetectorParams:
     # fitted tail (off by default: on the evaluation set the likelihood alone
     # scores better; kept for series where single points matter most).
     tail_fit: bool = False
+    # The likelihood's scale: a tail this many decades out scores 0.5.
+    half_score_decades: float = 3.5
     # Score at and above which a point is an alarm (``Scores.flag``).
     alarm_threshold: float = 0.5
     # Score at and above which the rest period starts.
     rest_trigger: float = 0.3
-    # During the rest period a point is scored again only if this much stronger.
-    rest_margin: float = 0.1
+    # During the rest period a point is scored again only if this many decades
+    # of tail stronger than the event's peak.
+    rest_margin: float = 1.0
     # Factor on the score of points quieted by the rest period.
     rest_damping: float = 0.2
     # Range novelty: margin beyond the seen range, as a fraction of that range.
     novelty_margin: float = 0.1
     # Residual EWMA (in sigmas) that confirms a level shift and re-baselines.
     rebaseline_sigmas: float = 3.0
+    # Memory (points) of that residual EWMA: at 8 sigmas and more a shift is
+    # confirmed after half of it, at 4 sigmas after about 1.4 times it.
+    rebaseline_points: float = 10.0
     # Half-width of the band (upper/lower) in sigmas of the residual.
     band_sigmas: float = 4.0
     # A seasonal model must beat the simpler one's error by this factor to be used.
@@ -295,13 +299,14 @@ def _upper_tail_surprise(z: FloatArray) -> FloatArray:
 class Detector:
     """Streaming detector for ``n_series`` series that share timestamps (one signal)."""
 
-    __slots__ = ("_layout", "_level_rates", "_params", "_state")
+    __slots__ = ("_layout", "_level_rates", "_params", "_rest_shrink", "_state")
 
     def __init__(self, params: DetectorParams, n_series: int) -> None:
         if n_series < 0:
             raise ValueError("n_series must be 0 or more")
         self._params = params
         self._layout = _SlotLayout.for_step(params.step)
+        self._rest_shrink = 2.0 ** (-params.rest_margin / params.half_score_decades)
         # A seasonal model's level moves slower (a quarter of a day): a level
         # that chases the daily curve leaves the profile learning its own lag.
         seasonal_points = max(params.level_points, 0.25 * DAY / params.step)
@@ -490,7 +495,10 @@ class Detector:
             likelihood_surprise = np.minimum(likelihood_surprise, short * p.short_points)
         if p.tail_fit:
             likelihood_surprise = np.maximum(point_surprise, likelihood_surprise)
-        likelihood = np.minimum(likelihood_surprise / LIKELIHOOD_DECADES, 1.0)
+        # Saturating, never clipped: a tail ``half_score_decades`` out scores
+        # 0.5 (the alarm level), each further as many decades halves the rest,
+        # so strong anomalies still rank above merely large ones.
+        likelihood = 1.0 - np.exp2(-likelihood_surprise / p.half_score_decades)
 
         # -- range novelty -----------------------------------------------------
         # The margin doubles with every novelty: a heavy-tailed series sets
@@ -512,7 +520,10 @@ class Detector:
 
         # -- rest period -------------------------------------------------------
         resting = t < s["rest_until"]
-        emitted = ~resting | (score >= s["peak"] + p.rest_margin)
+        # "Clearly stronger" is measured in decades of the tail, as the score's
+        # scale is: the gap to 1 must shrink by ``rest_margin`` decades' worth.
+        stronger = 1.0 - score <= (1.0 - s["peak"]) * self._rest_shrink
+        emitted = ~resting | stronger
         output = np.where(emitted, score, p.rest_damping * score)
         starts_rest = emitted & (score >= p.rest_trigger) & finite
         flag = emitted & (score >= p.alarm_threshold) & finite
@@ -611,7 +622,9 @@ class Detector:
         clipped = _clamp(residual, 3.0 * clip_at)
         level = s["level"] + level_alpha * clipped
         # A confirmed level shift: the residual has sat on one side for a while.
-        shift = s["shift"] + 0.1 * (np.minimum(np.maximum(z, -8.0), 8.0) - s["shift"])
+        shift = s["shift"] + (1.0 / p.rebaseline_points) * (
+            np.minimum(np.maximum(z, -8.0), 8.0) - s["shift"]
+        )
         shifted = np.abs(shift) > p.rebaseline_sigmas
         level = np.where(shifted, s["level"] + residual, level)
         shift = np.where(shifted, 0.0, shift)
@@ -620,7 +633,10 @@ class Detector:
         commit("shift", shift)
 
         spread_target = np.minimum(np.abs(residual), 4.0 * clip_at)
-        spread = s["spread"] + spread_alpha * (spread_target - s["spread"])
+        # A surprising point barely widens the spread: an ongoing episode must
+        # not hide itself (or the next one) by inflating its own yardstick.
+        spread_rate = np.where(learn, spread_alpha, 0.1 * spread_alpha)
+        spread = s["spread"] + spread_rate * (spread_target - s["spread"])
         spread = np.where(first, 0.0, spread)
         commit("spread", spread)
         error_alpha = np.maximum(1.0 / max(50.0, 0.25 * DAY / p.step), 1.0 / count_next)

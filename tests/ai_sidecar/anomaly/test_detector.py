@@ -255,3 +255,18 @@ def test_a_fit_of_many_series_with_gaps_equals_the_online_replay() -> None:
         online.update(t[i], values[:, i])
     for name, array in online.state().items():
         np.testing.assert_array_equal(fitted.state()[name], array, err_msg=name)
+
+
+def test_a_lone_seven_sigma_spike_reaches_the_alarm_level() -> None:
+    # The score's scale puts 0.5 where a tail of about 1e-3.5 of the
+    # likelihood lies: a 7-sigma spike on a quiet series is a clear alarm,
+    # while normal points stay at the bottom of the scale.
+    rng = np.random.default_rng(10)
+    t = START + np.arange(1500) * 60.0
+    values = 50 + rng.normal(0, 1, 1500)
+    values[150] += 60  # a wide seen range: the spike below is no range novelty
+    quiet = score_series(t, values)
+    values[1200] += 7
+    spiked = score_series(t, values)
+    assert spiked[1200] >= DetectorParams().alarm_threshold
+    assert quiet[300:].max() < 0.1
