@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import subprocess
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -133,13 +134,22 @@ async def test_first_cycle_trains_then_every_series_is_scored_and_exported(tmp_p
     assert family(families, "scout_anomaly_model_age_seconds") == {(("signal", "load"),): STEP}
 
 
-async def test_a_spike_scores_high_and_flags(tmp_path):
+async def disturbed(tmp_path, extra: Callable[[float, float], float]):
+    """Series a and b, three cycles past training; from the next point ``at`` on, a's value
+    gains ``extra(t, at)``. The scorer, its clock, the engine, a's normal value and ``at``."""
     engine = engine_with("a", "b")
     scorer, _, _, clock = await started(engine, tmp_path)
     await advance(scorer, clock, 3)
-    spike_at = clock.now + STEP
+    at = clock.now + STEP
     normal = engine.series[0].value
-    engine.series[0].value = lambda t: normal(t) + (400 if t == spike_at else 0)
+    engine.series[0].value = lambda t: normal(t) + extra(t, at)
+    return scorer, clock, engine, normal, at
+
+
+async def test_a_spike_scores_high_and_flags(tmp_path):
+    scorer, clock, engine, normal, spike_at = await disturbed(
+        tmp_path, lambda t, at: 400 if t == at else 0
+    )
     await advance(scorer, clock, 1)
     scores = per_instance(scorer.families, "scout_anomaly_score")
     assert scores["a"] > 0.9
@@ -151,12 +161,7 @@ async def test_a_spike_scores_high_and_flags(tmp_path):
 
 async def test_a_lasting_shift_keeps_its_calibrated_score_and_flags_once(tmp_path):
     """The rest period quiets the flag, not the exported score: a `for: 5m` rule can hold."""
-    engine = engine_with("a", "b")
-    scorer, _, _, clock = await started(engine, tmp_path)
-    await advance(scorer, clock, 3)
-    shifted_from = clock.now + STEP
-    normal = engine.series[0].value
-    engine.series[0].value = lambda t: normal(t) + (80 if t >= shifted_from else 0)
+    scorer, clock, _, normal, _ = await disturbed(tmp_path, lambda t, at: 80 if t >= at else 0)
     scores, flags = [], []
     for _ in range(6):
         await advance(scorer, clock, 1)
@@ -174,12 +179,9 @@ async def test_a_lasting_shift_keeps_its_calibrated_score_and_flags_once(tmp_pat
 
 async def test_an_alarm_on_any_point_of_a_cycle_is_exported(tmp_path):
     """A cycle that scores several points (a slow query, a restart) keeps an earlier alarm."""
-    engine = engine_with("a", "b")
-    scorer, _, _, clock = await started(engine, tmp_path)
-    await advance(scorer, clock, 3)
-    spike_at = clock.now + STEP
-    normal = engine.series[0].value
-    engine.series[0].value = lambda t: normal(t) + (400 if t == spike_at else 0)
+    scorer, clock, engine, _, spike_at = await disturbed(
+        tmp_path, lambda t, at: 400 if t == at else 0
+    )
     clock.now += 3 * STEP
     await scorer.cycle()
     assert engine.ranges[-1] == (spike_at, spike_at + 2 * STEP)
