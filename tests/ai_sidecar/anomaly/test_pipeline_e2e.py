@@ -185,7 +185,7 @@ async def alerts_over(base: str, seconds: float) -> set[tuple[str, str]]:
         await asyncio.sleep(1.0)
 
 
-# About seven minutes, most of them waiting for the rule's `for: 5m`.
+# About six minutes, most of them waiting for the rule's `for: 5m`.
 @pytest.mark.timeout(900)
 async def test_injected_anomaly_scores_high_fires_the_alert_and_normal_points_stay_inside_the_bands(
     tmp_path, aiohttp_server, prometheus_with
