@@ -401,17 +401,30 @@ class Worker:
         return len(batch)
 
     async def reprioritise(self) -> None:
-        """Priority grows with duration: re-rank open incidents even when nothing arrives."""
+        """Re-rank open incidents even when nothing arrives: priority grows with
+        duration, and anomaly evidence comes and goes.
+
+        An incident is saved when its priority or its evidence changed (the
+        API shows the evidence and the reasons citing it), never when neither
+        did. It is analysed again when its priority changed or its evidence
+        names other series than the analysis could cite; a score or band that
+        merely moved is saved without a new analysis.
+        """
         now = self._clock()
-        changed = []
+        changed: list[Incident] = []
+        reanalyse: set[str] = set()
         for incident in self._correlator.open_incidents():
             saved = self._incidents.get(incident.id, incident)
             ranked = await self._with_priority(saved, now)
-            if ranked.priority != saved.priority:
-                changed.append(ranked)
+            if ranked.priority != saved.priority or _cited(ranked) != _cited(saved):
+                reanalyse.add(ranked.id)
+            elif ranked.anomaly_evidence == saved.anomaly_evidence:
+                continue
+            changed.append(ranked)
         for incident in changed:
             self._incidents[incident.id] = incident
-            self._mark_dirty(incident.id)
+            if incident.id in reanalyse:
+                self._mark_dirty(incident.id)
         if changed:
             await self._save(changed)
 
@@ -726,3 +739,9 @@ class Worker:
             members={m.fingerprint: c for m, c in zip(chosen, contexts, strict=True)},
             anomaly=tuple(evidence),
         )
+
+
+def _cited(incident: Incident) -> frozenset[tuple[str, str]]:
+    """The series an analysis of ``incident`` can name: each piece of evidence's subject
+    and the member it supports (its score and band are left out: they move every minute)."""
+    return frozenset((e.subject, e.member) for e in incident.anomaly_evidence)

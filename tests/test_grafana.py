@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ai_sidecar.anomaly.scoring import build_families
 from scripts.localstack import (
     Service,
     exporter_service,
@@ -272,6 +273,41 @@ def test_recorded_series_the_dashboards_use_are_recorded_by_shipped_rules(dashbo
             assert set(names) <= recorded, (panel["title"], set(names) - recorded)
 
 
+def test_anomaly_series_the_dashboards_use_are_exported_by_the_scoring_loop(dashboard):
+    exported = {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in build_families([], 0.0)
+    }
+    for panel in query_panels(dashboard):
+        for target in panel["targets"]:
+            names = set(re.findall(r"\bscout_anomaly_\w+", target["expr"]))
+            assert names <= exported, (panel["title"], names - exported)
+
+
+def test_the_band_panel_shows_each_series_observed_value_between_its_band():
+    [panel] = [p for p in panels(load("ai-insights")) if p["title"].endswith("band: $signal")]
+    assert panel["repeat"] == "signal"
+    ref_of = {
+        re.findall(r"\bscout_anomaly_\w+", t["expr"])[0]: t["refId"] for t in panel["targets"]
+    }
+    assert set(ref_of) == {
+        "scout_anomaly_observed",
+        "scout_anomaly_lower",
+        "scout_anomaly_upper",
+        "scout_anomaly_expected",
+    }
+    style = {
+        o["matcher"]["options"]: {prop["id"]: prop["value"] for prop in o["properties"]}
+        for o in panel["fieldConfig"]["overrides"]
+        if o["matcher"]["id"] == "byFrameRefID"
+    }
+    # The observed value is the bold solid line; the band's edges are dashed.
+    assert style[ref_of["scout_anomaly_observed"]] == {"custom.lineWidth": 2}
+    for edge in ("scout_anomaly_lower", "scout_anomaly_upper"):
+        assert style[ref_of[edge]]["custom.lineStyle"]["fill"] == "dash"
+    assert style[ref_of["scout_anomaly_expected"]]["custom.lineStyle"]["fill"] == "dot"
+
+
 def test_dashboard_provider_reads_the_directory_compose_mounts():
     provider_file = yaml.safe_load(
         (GRAFANA / "provisioning" / "dashboards" / "scout.yml").read_text()
@@ -475,7 +511,7 @@ EXPECTED_EMPTY = {
         for title in (
             "Anomaly score",
             "Top anomalous series now",
-            "Expected band: $signal",
+            "Observed and expected band: $signal",
             "Models",
             "Model age",
             "Series tracked",

@@ -28,9 +28,9 @@ Exposition (the contract docs/anomaly.md and the dashboards rely on)::
     scout_anomaly_expected{...} 8.1e+07
     scout_anomaly_upper{...} 1.2e+08
     scout_anomaly_lower{...} 5.0e+07
+    scout_anomaly_observed{...} 2.3e+08
     scout_anomaly_flag{...} 1
     scout_anomaly_warming{...} 0
-    scout_anomaly_sustained{...} 0.97
     scout_anomaly_model_version{signal="wan_throughput"} 3
     scout_anomaly_model_age_seconds{signal="wan_throughput"} 5400
     scout_anomaly_training_duration_seconds{signal="wan_throughput"} 12.5
@@ -88,14 +88,11 @@ PER_SERIES: tuple[tuple[str, str], ...] = (
     ("expected", "Expected value of the series' latest point, in the signal's units."),
     ("upper", "Upper end of the normal band, in the signal's units."),
     ("lower", "Lower end of the normal band, in the signal's units."),
-    ("flag", "1 while the series is in alarm (after the rest period), else 0."),
+    ("observed", "The series' latest point as the detector scored it, in the signal's units."),
+    ("flag", "1 after a point the detector raised an alarm on (after the rest period), else 0."),
     ("warming", "1 while the series has too little history for its score to be trusted."),
-    (
-        "sustained",
-        "Score before the rest period's damping: stays high while an event lasts (for: rules).",
-    ),
 )
-# The per-series numbers, as Scores (the detector's) and _Latest name them.
+# The per-series numbers, as _Latest names them.
 FIELDS = tuple(name for name, _ in PER_SERIES)
 
 
@@ -109,22 +106,30 @@ class Trainer(Protocol):
 
 @dataclass(slots=True)
 class _Latest:
-    """Per row: the numbers of its latest scored point."""
+    """Per row: the numbers of its latest scored point.
+
+    ``score`` is the detector's calibrated score before the rest period damps
+    it (``Scores.sustained``): it stays high for as long as an event lasts, as
+    a ``for: 5m`` rule and the incidents' evidence need. The rest period shows
+    in ``flag`` alone: one alarm per event. ``flag`` is 1 when any point scored
+    in the row's latest cycle raised an alarm, so a cycle that scores several
+    points (after a slow query, a restart) does not lose it.
+    """
 
     score: NDArray[np.float64]
     expected: NDArray[np.float64]
     upper: NDArray[np.float64]
     lower: NDArray[np.float64]
+    observed: NDArray[np.float64]
     flag: NDArray[np.bool_]
     warming: NDArray[np.bool_]
-    sustained: NDArray[np.float64]
 
     @classmethod
     def empty(cls, rows: int) -> _Latest:
         def nan() -> NDArray[np.float64]:
             return np.full(rows, np.nan)
 
-        return cls(nan(), nan(), nan(), nan(), np.zeros(rows, bool), np.ones(rows, bool), nan())
+        return cls(nan(), nan(), nan(), nan(), nan(), np.zeros(rows, bool), np.ones(rows, bool))
 
     def take(self, keep: NDArray[np.intp], added: int) -> _Latest:
         fresh = _Latest.empty(added)
@@ -397,6 +402,8 @@ def _apply(
         if row is not None:
             matrix[row] = values[source]
     latest = state.latest
+    scored = np.zeros(len(state.keys), bool)
+    alarmed = np.zeros(len(state.keys), bool)
     for column, at in enumerate(timestamps):
         points = matrix[:, column]
         result = state.detector.update(float(at), points)
@@ -404,8 +411,13 @@ def _apply(
         state.missing_total += int(points.size - np.count_nonzero(present))
         state.drift.add(residuals(points, result.expected, result.upper, result.lower))
         state.last_seen[present] = at
-        for name in FIELDS:
+        scored |= present
+        alarmed |= result.flag & present
+        latest.score[present] = result.sustained[present]
+        latest.observed[present] = points[present]
+        for name in ("expected", "upper", "lower", "warming"):
             getattr(latest, name)[present] = getattr(result, name)[present]
+    latest.flag[scored] = alarmed[scored]
     state.last_timestamp = float(timestamps[-1])
 
 

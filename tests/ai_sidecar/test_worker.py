@@ -15,8 +15,14 @@ from ai_sidecar.enrichment.base import Analyst, IncidentContext
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
-from ai_sidecar.models import Analysis, Incident, SkippedAnalyst, notified_priority
-from ai_sidecar.priority import NoAnomalyEvidence
+from ai_sidecar.models import (
+    Analysis,
+    AnomalyEvidence,
+    Incident,
+    SkippedAnalyst,
+    notified_priority,
+)
+from ai_sidecar.priority import AnomalyEvidenceSource, NoAnomalyEvidence
 from ai_sidecar.store import SqliteStore, Store
 from ai_sidecar.worker import Worker
 from tests.ai_sidecar.builders import T0, FailingAnalyst, OfflineContext, alert
@@ -55,6 +61,16 @@ class StuckAnalyst:
         raise AssertionError("unreachable")
 
 
+class SettableEvidence:
+    """An anomaly evidence source that answers what the test last set."""
+
+    def __init__(self) -> None:
+        self.found: tuple[AnomalyEvidence, ...] = ()
+
+    async def evidence(self, incident: Incident) -> Sequence[AnomalyEvidence]:
+        return self.found
+
+
 def make_worker(
     db: Store,
     analyst: Analyst | None = None,
@@ -62,6 +78,7 @@ def make_worker(
     metrics: SidecarMetrics | None = None,
     analysis_timeout: float | None = None,
     fallback: Analyst | None = None,
+    anomaly: AnomalyEvidenceSource | None = None,
 ) -> tuple[Worker, RecordingSink, SidecarMetrics]:
     """A worker whose chain is ``analyst`` (if any) before ``fallback`` (the local one)."""
     config = config or SidecarConfig()
@@ -74,7 +91,7 @@ def make_worker(
     worker = Worker(
         db,
         config,
-        Components(chain, OfflineContext(), NoAnomalyEvidence()),
+        Components(chain, OfflineContext(), anomaly or NoAnomalyEvidence()),
         sink,
         metrics.worker,
         asyncio.Event(),
@@ -374,4 +391,62 @@ async def test_the_notified_priority_never_drops_while_open(tmp_path):
     assert incident.status == "open"
     assert incident.priority > peak, "one critical alert left ranks lower"
     assert notified_priority(incident) == peak
+    await db.close()
+
+
+def wan_evidence(
+    score: float, band: str, subject: str = "WAN throughput of fw-1"
+) -> AnomalyEvidence:
+    return AnomalyEvidence(
+        subject=subject,
+        score=score,
+        band=band,
+        labels={"signal": "wan_throughput", "instance": "fw-1", "job": "snmp"},
+    )
+
+
+async def test_reprioritising_saves_evidence_that_changed_and_nothing_that_did_not(
+    tmp_path, monkeypatch
+):
+    db = await open_db(tmp_path)
+    evidence = SettableEvidence()
+    evidence.found = (wan_evidence(0.95, "1-2 Mbit/s"),)
+    worker, sink, _ = make_worker(db, anomaly=evidence)
+    await worker.start()
+    await db.ingest([alert("InterfaceDown", instance="fw-1", ifName="wan0")], T0)
+    await worker.correlate_once()
+    await worker.analyse_pending()
+    [before] = await db.list_incidents()
+    assert [e.score for e in before.anomaly_evidence] == [0.95]
+    posted = len(sink.scheduled)
+    writes: list[int] = []
+    save = db.save_incidents
+
+    async def counted(incidents: Sequence[Incident]) -> None:
+        writes.append(len(incidents))
+        await save(incidents)
+
+    monkeypatch.setattr(db, "save_incidents", counted)
+    # The same series, scored higher, its band moved: the same priority.
+    evidence.found = (wan_evidence(0.97, "1-3 Mbit/s"),)
+    await worker.reprioritise()
+    [after] = await db.list_incidents()
+    assert after.priority == before.priority
+    assert after.anomaly_evidence == evidence.found
+    assert any(r.startswith("anomaly score 0.97 (") for r in after.priority_reasons)
+    assert "expected 1-3 Mbit/s" in " ".join(after.priority_reasons)
+    assert writes == [1]
+    # Nothing changed: no write. A moved score is not analysed (nor posted) again.
+    await worker.reprioritise()
+    assert writes == [1]
+    assert await worker.analyse_pending() == 0
+    assert len(sink.scheduled) == posted
+    # Another series is evidence now: saved, and analysed again to name it.
+    evidence.found = (*evidence.found, wan_evidence(0.9, "5-6 Mbit/s", "WAN throughput of fw-2"))
+    await worker.reprioritise()
+    assert writes == [1, 1]
+    assert await worker.analyse_pending() == 1
+    [named] = await db.list_incidents()
+    assert named.analysis is not None
+    assert "0.90 on WAN throughput of fw-2" in named.analysis.root_cause
     await db.close()

@@ -48,13 +48,21 @@ def start_prometheus(
     directory: Path,
     scrape_configs: Sequence[Mapping[str, Any]] = (),
     scrape_interval: str = "1m",
+    *,
+    rule_files: Sequence[Path] = (),
+    evaluation_interval: str = "1m",
 ) -> tuple[Service, str]:
-    """Prometheus on the backfilled blocks (kept 400 days), scraping ``scrape_configs``."""
+    """Prometheus on the backfilled blocks (kept 400 days), scraping ``scrape_configs``
+    and evaluating ``rule_files`` every ``evaluation_interval``."""
     config = directory / "prometheus.yml"
     config.write_text(
         yaml.safe_dump(
             {
-                "global": {"scrape_interval": scrape_interval, "evaluation_interval": "1m"},
+                "global": {
+                    "scrape_interval": scrape_interval,
+                    "evaluation_interval": evaluation_interval,
+                },
+                "rule_files": [str(path) for path in rule_files],
                 "scrape_configs": list(scrape_configs),
             }
         )

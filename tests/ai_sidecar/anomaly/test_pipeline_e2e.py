@@ -9,6 +9,11 @@ everything up to two hours before the end; the scoring loop then steps
 through those two hours one point per cycle, each cycle's numbers are scraped
 by the same Prometheus, and the test reads them back with PromQL.
 
+That Prometheus also evaluates the shipped alert rule (AnomalyDetected, its
+`for: 5m` unchanged). Its clock is the wall clock, so from the anomaly's onset
+the loop moves at one cycle a minute, as a 1-minute signal does in real life,
+until the alert fires: the rule must see the score stay red for five cycles.
+
 The CLI's ``anomaly train``, ``models`` and ``rollback`` run against the same
 Prometheus. The sidecar app started with ``anomaly.enabled`` trains and
 exports on its own.
@@ -58,6 +63,11 @@ END = (int(time.time()) - 15 * 60) // STEP * STEP
 TRAINED_TO = END - 2 * 3600
 BEGIN = TRAINED_TO - 14 * 86_400
 ANOMALY = (END - 50 * 60, END - 20 * 60)
+RULES = Path(__file__).resolve().parents[3] / "prometheus" / "rules" / "anomaly.rules.yml"
+# Wall seconds per cycle from the anomaly's onset until the alert fires: a
+# 1-minute signal in real time, so `for: 5m` spans five cycles.
+PACE = 60.0
+ALERT = 'ALERTS{alertname="AnomalyDetected"}'
 SIGNAL = {
     "name": "load",
     "query": METRIC,
@@ -139,7 +149,9 @@ def prometheus_with(history_dir: Path, tmp_path: Path):
                 "static_configs": [{"targets": targets}],
             }
         ]
-        service, url = start_prometheus(directory, scrape if targets else ())
+        service, url = start_prometheus(
+            directory, scrape if targets else (), rule_files=[RULES], evaluation_interval="1s"
+        )
         service.start()
         started.append(service)
         service.wait_ready()
@@ -161,7 +173,21 @@ async def scraped_after(base: str, moment: float) -> None:
     pytest.fail("Prometheus did not scrape the sidecar")
 
 
-async def test_injected_anomaly_scores_high_and_normal_points_stay_inside_the_bands(
+async def alerts_over(base: str, seconds: float) -> set[tuple[str, str]]:
+    """AnomalyDetected's (instance, state) pairs seen within ``seconds``; stops once h1 fires."""
+    seen: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = await asyncio.to_thread(query, base, ALERT)
+        seen |= {(row["metric"]["instance"], row["metric"]["alertstate"]) for row in rows}
+        if ("h1", "firing") in seen or time.monotonic() >= deadline:
+            return seen
+        await asyncio.sleep(1.0)
+
+
+# About six minutes, most of them waiting for the rule's `for: 5m`.
+@pytest.mark.timeout(900)
+async def test_injected_anomaly_scores_high_fires_the_alert_and_normal_points_stay_inside_the_bands(
     tmp_path, aiohttp_server, prometheus_with
 ):
     port = free_port()
@@ -177,6 +203,7 @@ async def test_injected_anomaly_scores_high_and_normal_points_stay_inside_the_ba
     trainer = ProcessTrainer(settings, SidecarConfig(anomaly=anomaly))
     registry = ModelRegistry(settings.data_dir, anomaly.keep_versions)
     seen: dict[int, dict[str, dict[str, float]]] = {}
+    alerts: dict[int, set[tuple[str, str]]] = {}
     try:
         async with aiohttp.ClientSession() as session:
             client = HttpPromQLClient(base, session)
@@ -196,7 +223,7 @@ async def test_injected_anomaly_scores_high_and_normal_points_stay_inside_the_ba
                 await scraped_after(base, published)
                 at = int(clock_now[0])
                 seen[at] = {}
-                for name in ("score", "expected", "upper", "lower", "flag"):
+                for name in ("score", "expected", "upper", "lower", "observed", "flag"):
                     rows = await asyncio.to_thread(query, base, f"scout_anomaly_{name}")
                     for row in rows:
                         assert row["metric"]["signal"] == "load"
@@ -204,6 +231,9 @@ async def test_injected_anomaly_scores_high_and_normal_points_stay_inside_the_ba
                         seen[at].setdefault(row["metric"]["instance"], {})[name] = float(
                             row["value"][1]
                         )
+                fired = any(("h1", "firing") in found for found in alerts.values())
+                paced = ANOMALY[0] <= at <= ANOMALY[1] and not fired
+                alerts[at] = await alerts_over(base, PACE if paced else 0.0)
     finally:
         await asyncio.to_thread(trainer.close)
 
@@ -211,6 +241,11 @@ async def test_injected_anomaly_scores_high_and_normal_points_stay_inside_the_ba
     during = [at for at in seen if ANOMALY[0] <= at <= ANOMALY[1]]
     before = [at for at in seen if at < ANOMALY[0]]
     assert max(seen[at]["h1"]["score"] for at in during) >= 0.9
+    # The alert: pending from the anomaly's onset, firing five minutes later,
+    # on h1 alone (the rule's labels are the series' own).
+    assert not any(alerts[at] for at in before)
+    assert any(("h1", "firing") in alerts[at] for at in during), alerts
+    assert {instance for found in alerts.values() for instance, _ in found} == {"h1"}
     assert max(seen[at]["h1"]["flag"] for at in during) == 1
     assert all(seen[at]["h1"]["score"] < 0.5 for at in before)
     for host in ("h2", "h3"):
@@ -222,6 +257,10 @@ async def test_injected_anomaly_scores_high_and_normal_points_stay_inside_the_ba
             if host == "h1" and at >= ANOMALY[0]:
                 continue
             assert numbers["lower"] <= VALUES[host][at] <= numbers["upper"], (host, at)
+    # The observed value is the point scored, in the signal's units.
+    for at, hosts in seen.items():
+        for host, numbers in hosts.items():
+            assert numbers["observed"] == pytest.approx(VALUES[host][at], rel=1e-12), (host, at)
     assert seen[ANOMALY[0]]["h1"]["upper"] < VALUES["h1"][ANOMALY[0]]
     version = await asyncio.to_thread(query, base, "scout_anomaly_model_version")
     assert [(r["metric"]["signal"], r["value"][1]) for r in version] == [("load", "1")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import subprocess
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -133,21 +134,60 @@ async def test_first_cycle_trains_then_every_series_is_scored_and_exported(tmp_p
     assert family(families, "scout_anomaly_model_age_seconds") == {(("signal", "load"),): STEP}
 
 
-async def test_a_spike_scores_high_and_flags(tmp_path):
+async def disturbed(tmp_path, extra: Callable[[float, float], float]):
+    """Series a and b, three cycles past training; from the next point ``at`` on, a's value
+    gains ``extra(t, at)``. The scorer, its clock, the engine, a's normal value and ``at``."""
     engine = engine_with("a", "b")
     scorer, _, _, clock = await started(engine, tmp_path)
     await advance(scorer, clock, 3)
-    spike_at = clock.now + STEP
+    at = clock.now + STEP
     normal = engine.series[0].value
-    engine.series[0].value = lambda t: normal(t) + (400 if t == spike_at else 0)
+    engine.series[0].value = lambda t: normal(t) + extra(t, at)
+    return scorer, clock, engine, normal, at
+
+
+async def test_a_spike_scores_high_and_flags(tmp_path):
+    scorer, clock, engine, normal, spike_at = await disturbed(
+        tmp_path, lambda t, at: 400 if t == at else 0
+    )
     await advance(scorer, clock, 1)
     scores = per_instance(scorer.families, "scout_anomaly_score")
     assert scores["a"] > 0.9
     assert scores["b"] < 0.5
     assert per_instance(scorer.families, "scout_anomaly_flag") == {"a": 1, "b": 0}
-    sustained = per_instance(scorer.families, "scout_anomaly_sustained")
-    assert sustained["a"] >= scores["a"]
-    assert sustained["b"] < 0.5
+    observed = per_instance(scorer.families, "scout_anomaly_observed")
+    assert observed == {"a": normal(spike_at) + 400, "b": engine.series[1].value(spike_at)}
+
+
+async def test_a_lasting_shift_keeps_its_calibrated_score_and_flags_once(tmp_path):
+    """The rest period quiets the flag, not the exported score: a `for: 5m` rule can hold."""
+    scorer, clock, _, normal, _ = await disturbed(tmp_path, lambda t, at: 80 if t >= at else 0)
+    scores, flags = [], []
+    for _ in range(6):
+        await advance(scorer, clock, 1)
+        scores.append(per_instance(scorer.families, "scout_anomaly_score"))
+        flags.append(per_instance(scorer.families, "scout_anomaly_flag")["a"])
+    assert scores[0]["a"] >= 0.9
+    # Damped by the rest period, these points would read at most a fifth of 1.
+    assert all(score["a"] >= 0.3 for score in scores), scores
+    assert all(score["b"] < 0.5 for score in scores), scores
+    assert flags == [1, 0, 0, 0, 0, 0]
+    observed = per_instance(scorer.families, "scout_anomaly_observed")["a"]
+    assert observed == normal(clock.now) + 80
+    assert observed > per_instance(scorer.families, "scout_anomaly_upper")["a"]
+
+
+async def test_an_alarm_on_any_point_of_a_cycle_is_exported(tmp_path):
+    """A cycle that scores several points (a slow query, a restart) keeps an earlier alarm."""
+    scorer, clock, engine, _, spike_at = await disturbed(
+        tmp_path, lambda t, at: 400 if t == at else 0
+    )
+    clock.now += 3 * STEP
+    await scorer.cycle()
+    assert engine.ranges[-1] == (spike_at, spike_at + 2 * STEP)
+    assert per_instance(scorer.families, "scout_anomaly_flag") == {"a": 1, "b": 0}
+    await advance(scorer, clock, 1)
+    assert per_instance(scorer.families, "scout_anomaly_flag") == {"a": 0, "b": 0}
 
 
 async def test_new_series_warm_up_and_vanished_ones_leave_after_the_grace(tmp_path):
