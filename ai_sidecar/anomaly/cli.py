@@ -16,7 +16,7 @@
   as read; any spacing works (gaps, duplicates, 5-minute data);
 - ``--step`` defaults to the median spacing of the rows the detector spends
   warming up (they score 0 whatever the step, which keeps the no-lookahead
-  promise), ``--rest-period`` to 60 steps;
+  promise), ``--rest-period`` to 2.5 hours within 30 to 60 steps;
 - ``-`` reads standard input or writes standard output.
 
 ``backtest LABELLED.csv [...]`` reads ``timestamp,value,label`` (label 0/1;
@@ -48,7 +48,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ai_sidecar.anomaly.backtest import Truth, event_metrics, nab_score
-from ai_sidecar.anomaly.detector import DEFAULT_REST_STEPS, Detector, DetectorParams
+from ai_sidecar.anomaly.detector import Detector, DetectorParams, default_rest_period
 from ai_sidecar.config import parse_duration
 
 EXIT_BAD_INPUT = 2
@@ -148,7 +148,7 @@ def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
         type=_duration,
         default=None,
         metavar="DURATION",
-        help=f"quiet time after an alarm (default {DEFAULT_REST_STEPS} steps)",
+        help="quiet time after an alarm (default 2.5 hours, kept within 30 to 60 steps)",
     )
     parser.add_argument(
         "--warmup-points",
@@ -316,7 +316,7 @@ def read_series(name: str, *, labelled: bool = False) -> Series:
 def params_for(args: argparse.Namespace, timestamps: NDArray[np.float64]) -> DetectorParams:
     """The detector's parameters: flags, with the step measured over the warm-up rows."""
     step = args.step if args.step is not None else infer_step(timestamps[: args.warmup_points])
-    rest = args.rest_period if args.rest_period is not None else DEFAULT_REST_STEPS * step
+    rest = args.rest_period if args.rest_period is not None else default_rest_period(step)
     try:
         return DetectorParams(
             step=step,

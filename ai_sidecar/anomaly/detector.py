@@ -56,6 +56,7 @@ __all__ = [
     "DetectorParams",
     "FitReport",
     "Scores",
+    "default_rest_period",
     "score_series",
 ]
 
@@ -64,8 +65,12 @@ BoolArray = NDArray[np.bool_]
 
 DAY = 86_400.0
 WEEK = 7 * DAY
-# The rest period's default, in steps of the series: an hour at one minute.
+# The rest period's default: 2.5 hours, but never fewer than 30 steps or more
+# than 60 (an hour at one minute, 2.5 hours at five, 30 hours at one hour), so
+# a second event a few hours after the first is still seen on coarse data.
 DEFAULT_REST_STEPS = 60
+MIN_REST_STEPS = 30
+DEFAULT_REST_SECONDS = 9_000.0
 MODEL_NONE, MODEL_DAILY, MODEL_WEEKLY = 0, 1, 2
 N_MODELS = 3
 # Channels the raw score takes the strongest of (level, difference, spread, stuck).
@@ -83,6 +88,11 @@ SPREAD_DISCOUNT = math.log10(16.0)
 EXCEED_LEVEL = 1.5
 # Pseudo-points of the tail's prior (the channels' own calibration).
 PRIOR_POINTS = 200.0
+
+
+def default_rest_period(step: float) -> float:
+    """The default ``rest_period`` (seconds) for series sampled every ``step`` seconds."""
+    return step * min(max(DEFAULT_REST_SECONDS / step, MIN_REST_STEPS), DEFAULT_REST_STEPS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from sklearn.ensemble import IsolationForest
 
 from ai_sidecar.anomaly.backtest import PROBATION
-from ai_sidecar.anomaly.detector import DEFAULT_REST_STEPS, Detector, DetectorParams
+from ai_sidecar.anomaly.detector import Detector, DetectorParams, default_rest_period
 from benchmarks.anomaly.generator import LabelledSeries
 
 Scores = list[NDArray[np.float64]]
@@ -35,7 +35,7 @@ def scout(corpus: Sequence[LabelledSeries], **overrides: Any) -> tuple[Scores, f
     for (step, length), members in groups.items():
         params = DetectorParams(
             step=step,
-            rest_period=DEFAULT_REST_STEPS * step,
+            rest_period=default_rest_period(step),
             **overrides,
         )
         detector = Detector(params, len(members))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from ai_sidecar.anomaly.detector import Detector, DetectorParams, score_series
+from ai_sidecar.anomaly.detector import Detector, DetectorParams, default_rest_period, score_series
 
 START = 1_793_577_600.0
 Series = tuple[NDArray[np.float64], NDArray[np.float64]]
@@ -270,3 +270,14 @@ def test_a_lone_seven_sigma_spike_reaches_the_alarm_level() -> None:
     spiked = score_series(t, values)
     assert spiked[1200] >= DetectorParams().alarm_threshold
     assert quiet[300:].max() < 0.1
+
+
+@pytest.mark.parametrize(
+    ("step", "rest_steps"),
+    [(60.0, 60), (300.0, 30), (3_600.0, 30), (10.0, 60), (150.0, 60), (200.0, 45)],
+)
+def test_the_default_rest_period_is_two_and_a_half_hours_within_30_to_60_steps(
+    step: float, rest_steps: int
+) -> None:
+    # 60 steps lasted 5 hours on 5-minute data, hiding a second event inside it.
+    assert default_rest_period(step) == pytest.approx(rest_steps * step)
