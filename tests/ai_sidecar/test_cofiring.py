@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
+import ai_sidecar.failures as failures_module
+import ai_sidecar.worker as worker_module
 from ai_sidecar.config import CorrelationConfig, parse_config
 from ai_sidecar.correlate import build_snapshot
 from ai_sidecar.correlate.cofiring import CoFiring, learn
@@ -14,6 +17,7 @@ from ai_sidecar.correlation import Correlator
 from ai_sidecar.models import Alert, Incident
 from tests.ai_sidecar.builders import T0, alert
 from tests.ai_sidecar.test_worker import make_worker, open_db
+from tests.ai_sidecar.test_worker_failures import eventually, fail_calls, running
 
 DAY = timedelta(days=1)
 
@@ -200,3 +204,55 @@ def test_a_known_dependency_outranks_a_learned_one():
     found = fold(Correlator(CorrelationConfig(), topology, edges), ap, other, port)
     [incident] = found.values()
     assert incident.root_cause == port.fingerprint
+
+
+async def test_a_store_failure_while_learning_neither_stops_the_worker_nor_waits_an_hour(
+    tmp_path, monkeypatch
+):
+    """Learning is optional: a failed read leaves correlation going, and is retried soon."""
+    db = await open_db(tmp_path)
+    await db.save_incidents(history(3))
+    calls = fail_calls(monkeypatch, db, "list_incidents", 1, "database is locked")
+    # Retried at once after the first failure, so the test need not wait.
+    monkeypatch.setattr(failures_module, "STORE_RETRY_FIRST", 0.0)
+    worker, _, metrics = make_worker(db)
+    await worker.start()
+    relearn_failures = {"stage": "relearn"}
+    sample = metrics.registry.get_sample_value
+    assert sample("scout_sidecar_worker_failures_total", relearn_failures) == 1.0
+    assert sample("scout_sidecar_worker_failures_total", {"stage": "correlate"}) is None
+
+    async with running(worker):
+        await eventually(lambda: calls[0] >= 2, "learning tried again")
+    await db.ingest([dns(timedelta(0)), app(timedelta(minutes=1))], T0 + timedelta(minutes=1))
+    assert await worker.correlate_once() == 2
+    [incident] = await db.list_incidents(since=T0 - timedelta(hours=1))
+    assert len(incident.members) == 2, "the retried learning's edge joins them"
+    await db.close()
+
+
+async def test_a_bug_in_learning_is_logged_once_and_counted_and_correlation_goes_on(
+    tmp_path, monkeypatch, caplog
+):
+    def broken(*_: object) -> CoFiring:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(worker_module, "learn_with", broken)
+    db = await open_db(tmp_path)
+    await db.save_incidents(history(3))
+    worker, _, metrics = make_worker(db)
+    with caplog.at_level(logging.WARNING, logger=worker_module.log.name):
+        await worker.start()
+        await worker.relearn()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "learning co-firing edges is failing; its work is kept and retried"
+    ]
+    assert (
+        metrics.registry.get_sample_value(
+            "scout_sidecar_worker_failures_total", {"stage": "relearn"}
+        )
+        == 2.0
+    )
+    await db.ingest([dns(timedelta(0)), app(timedelta(minutes=1))], T0 + timedelta(minutes=1))
+    assert await worker.correlate_once() == 2
+    await db.close()
