@@ -131,8 +131,13 @@ def learn(
         while high < len(found) and found[high].start <= episode.start + window:
             high += 1
         crowd[index] = high - low - 1
-    # (a, b) with a < b: occasions together, and how often each started first.
+    # (a, b) with a < b: pairings of an episode with the next of the other
+    # alert, and how often each started first.
     together: dict[tuple[str, str], list[int]] = {}
+    # (a, b) -> the episodes of a, and of b, that had the other near: a flapping
+    # alert pairs each of its episodes with one of the other's, and one
+    # occasion must not count as two.
+    sides: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
     for index, episode in enumerate(found):
         if crowd[index] > max_burst:
             continue
@@ -149,15 +154,21 @@ def learn(
             pair = (mine, theirs) if mine < theirs else (theirs, mine)
             tally = together.setdefault(pair, [0, 0, 0])
             tally[0] += 1
+            mine_side, theirs_side = sides.setdefault(pair, (set(), set()))
+            if pair[0] != mine:
+                mine_side, theirs_side = theirs_side, mine_side
+            mine_side.add(index)
+            theirs_side.add(other)
             if later.start > episode.start:
                 tally[1 if pair[0] == mine else 2] += 1
     partners: dict[str, list[Partner]] = {}
-    for (a, b), (times, a_first, b_first) in together.items():
+    for (a, b), (pairings, a_first, b_first) in together.items():
         most = max(counts[a], counts[b])
+        times = min(len(side) for side in sides[(a, b)])
         if times < min_together or times < min_share * most:
             continue
-        a_leads = a_first >= lead_share * times
-        b_leads = b_first >= lead_share * times
+        a_leads = a_first >= lead_share * pairings
+        b_leads = b_first >= lead_share * pairings
         partners.setdefault(a, []).append(Partner(b, names[b], times, most, b_leads, a_leads))
         partners.setdefault(b, []).append(Partner(a, names[a], times, most, a_leads, b_leads))
     return CoFiring(

@@ -256,3 +256,32 @@ async def test_a_bug_in_learning_is_logged_once_and_counted_and_correlation_goes
     await db.ingest([dns(timedelta(0)), app(timedelta(minutes=1))], T0 + timedelta(minutes=1))
     assert await worker.correlate_once() == 2
     await db.close()
+
+
+def test_a_flapping_alert_does_not_count_one_occasion_twice():
+    """Two occasions, the DNS probe flapping in each: two coincidences, no edge."""
+    correlator = Correlator(CorrelationConfig())
+    found: dict[str, Incident] = {}
+    for day in (2, 1):
+        start = -day * DAY
+        minute = timedelta(minutes=1)
+        for item in (
+            dns(start),
+            app(start + minute),
+            dns(start, ends=start + 2 * minute),
+            dns(start + 4 * minute),  # the same probe again: the flap
+            dns(start + 4 * minute, ends=start + 6 * minute),
+            app(start + minute, ends=start + 7 * minute),
+        ):
+            change = correlator.apply(item, T0 + start + timedelta(hours=1))
+            assert change is not None
+            found[change.incident.id] = change.incident
+    episodes = [
+        (m.first_starts_at, m.starts_at)
+        for i in found.values()
+        for m in i.members.values()
+        if m.fingerprint == dns(timedelta(0)).fingerprint
+    ]
+    assert all(first != latest for first, latest in episodes), "the probe flapped"
+    assert learn(found.values()).edges == 0
+    assert learn(found.values(), min_together=2).edges == 1
