@@ -285,3 +285,17 @@ def test_a_flapping_alert_does_not_count_one_occasion_twice():
     assert all(first != latest for first, latest in episodes), "the probe flapped"
     assert learn(found.values()).edges == 0
     assert learn(found.values(), min_together=2).edges == 1
+
+
+def test_a_storm_repeated_teaches_no_edges_between_its_alerts():
+    """300 devices down together on three days: the graph's business, not 45,000 edges."""
+    storms: list[Incident] = []
+    for day in (3, 2, 1):
+        correlator = Correlator(CorrelationConfig())
+        for host in range(300):
+            at = -day * DAY + timedelta(seconds=host % 60)
+            correlator.apply(alert("TargetDown", at=at, instance=f"host-{host}"), T0)
+        storms.extend(correlator.open_incidents())
+    assert sum(len(i.members) for i in storms) == 900
+    assert learn(storms).edges == 0
+    assert learn(storms, max_burst=1000).edges == 300 * 299 // 2
