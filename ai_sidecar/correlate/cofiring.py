@@ -134,10 +134,10 @@ def learn(
     # (a, b) with a < b: pairings of an episode with the next of the other
     # alert, and how often each started first.
     together: dict[tuple[str, str], list[int]] = {}
-    # (a, b) -> the episodes of a, and of b, that had the other near: a flapping
-    # alert pairs each of its episodes with one of the other's, and one
-    # occasion must not count as two.
-    sides: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
+    # (a, b) -> the episodes (indices) of either that had the other near: a
+    # flapping alert pairs each of its episodes with one of the other's, and
+    # one occasion must not count as two (see _occasions).
+    paired_episodes: dict[tuple[str, str], list[int]] = {}
     for index, episode in enumerate(found):
         if crowd[index] > max_burst:
             continue
@@ -152,19 +152,20 @@ def learn(
                 continue
             paired.add(theirs)
             pair = (mine, theirs) if mine < theirs else (theirs, mine)
-            tally = together.setdefault(pair, [0, 0, 0])
+            tally = together.get(pair)
+            if tally is None:
+                tally = together[pair] = [0, 0, 0]
+                paired_episodes[pair] = []
             tally[0] += 1
-            mine_side, theirs_side = sides.setdefault(pair, (set(), set()))
-            if pair[0] != mine:
-                mine_side, theirs_side = theirs_side, mine_side
-            mine_side.add(index)
-            theirs_side.add(other)
+            paired_episodes[pair] += (index, other)
             if later.start > episode.start:
                 tally[1 if pair[0] == mine else 2] += 1
     partners: dict[str, list[Partner]] = {}
     for (a, b), (pairings, a_first, b_first) in together.items():
+        if pairings < min_together:
+            continue  # each side's episodes number at most the pairings
         most = max(counts[a], counts[b])
-        times = min(len(side) for side in sides[(a, b)])
+        times = _occasions(found, paired_episodes[(a, b)], a)
         if times < min_together or times < min_share * most:
             continue
         a_leads = a_first >= lead_share * pairings
@@ -176,3 +177,10 @@ def learn(
         window,
         len(found),
     )
+
+
+def _occasions(found: list[_Episode], indices: list[int], a: str) -> int:
+    """Occasions two alerts fired together: the fewer of either's episodes with the other near."""
+    episodes = set(indices)
+    of_a = sum(1 for index in episodes if found[index].fingerprint == a)
+    return min(of_a, len(episodes) - of_a)
