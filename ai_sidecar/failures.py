@@ -19,9 +19,13 @@ STORE_RETRY_MAX = 60.0
 
 # What was being done when it failed (the stage label of the failures metric):
 # the worker's stages, and the return trip's posting round.
-Stage = Literal["correlate", "analyse", "return_trip", "save", "post"]
+Stage = Literal["correlate", "analyse", "return_trip", "save", "post", "relearn"]
 # The key FailureLog keeps the store's own outage under (incidents use their id).
 STORE_KEY = "store"
+# The key learning co-firing edges fails under: optional work, kept apart from
+# the store's outage so that correlation's recovery does not hide it.
+RELEARN_KEY = "relearn"
+_WHAT = {STORE_KEY: "the store", RELEARN_KEY: "learning co-firing edges"}
 
 
 class FailureLog:
@@ -41,7 +45,7 @@ class FailureLog:
         count = self._failing.get(key, 0) + 1
         self._failing[key] = count
         if count == 1:
-            what = "the store is failing" if key == STORE_KEY else "an incident is failing"
+            what = f"{_WHAT.get(key, 'an incident')} is failing"
             self._log.warning(
                 f"{what}; its work is kept and retried",
                 extra={"key": key, "stage": stage, "error": f"{type(exc).__name__}: {exc}"},
@@ -54,7 +58,7 @@ class FailureLog:
         """``key`` worked again; says so if it had been failing."""
         count = self._failing.pop(key, 0)
         if count:
-            what = "the store works again" if key == STORE_KEY else "an incident works again"
+            what = f"{_WHAT.get(key, 'an incident')} works again"
             self._log.info(what, extra={"key": key, "failures": count})
 
     def forget(self, key: str) -> None:

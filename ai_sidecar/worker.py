@@ -53,7 +53,7 @@ from ai_sidecar.config import SidecarConfig
 from ai_sidecar.correlate import learn_with
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.base import IncidentContext
-from ai_sidecar.failures import STORE_KEY, FailureLog, Stage, retry_delay
+from ai_sidecar.failures import RELEARN_KEY, STORE_KEY, FailureLog, Stage, retry_delay
 from ai_sidecar.models import Incident, SkippedAnalyst, SkipReason, notified_priority
 from ai_sidecar.priority import prioritise
 from ai_sidecar.store import Store, StoreError
@@ -161,7 +161,8 @@ def create_worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             "scout_sidecar_worker_failures",
             "Work the worker could not finish and will retry, by stage: correlate (folding "
             "stored alerts), analyse (an incident's analysis), return_trip (queueing its "
-            "enriched copies), save (storing its analysis), post (the return trip's round).",
+            "enriched copies), save (storing its analysis), post (the return trip's round), "
+            "relearn (learning co-firing edges from the stored incidents).",
             ["stage"],
             registry=registry,
         ),
@@ -329,9 +330,18 @@ class Worker:
             return
         floor = datetime.min.replace(tzinfo=UTC) + settings.history
         since = self._event_time - settings.history if self._event_time > floor else None
-        history = await self._db.list_incidents(since=since, limit=settings.max_incidents)
-        # Counting pairs is CPU work: off the loop, so the webhook keeps answering.
-        cofiring = await asyncio.to_thread(learn_with, settings, history)
+        try:
+            history = await self._db.list_incidents(since=since, limit=settings.max_incidents)
+            # Counting pairs is CPU work: off the loop, so the webhook keeps answering.
+            cofiring = await asyncio.to_thread(learn_with, settings, history)
+        except Exception as exc:
+            # Optional work: correlation goes on with the edges it has, and
+            # learning is tried again with the store's backoff, not an hour on.
+            self._metrics.worker_failures.labels("relearn").inc()
+            failures = self._failure_log.failed(RELEARN_KEY, "relearn", exc)
+            self._learned_at -= settings.relearn.total_seconds() - retry_delay(failures)
+            return
+        self._failure_log.recovered(RELEARN_KEY)
         self._correlator.set_cofiring(cofiring)
         log.info(
             "co-firing edges learned",

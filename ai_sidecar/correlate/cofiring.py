@@ -131,8 +131,13 @@ def learn(
         while high < len(found) and found[high].start <= episode.start + window:
             high += 1
         crowd[index] = high - low - 1
-    # (a, b) with a < b: occasions together, and how often each started first.
+    # (a, b) with a < b: pairings of an episode with the next of the other
+    # alert, and how often each started first.
     together: dict[tuple[str, str], list[int]] = {}
+    # (a, b) -> the episodes (indices) of either that had the other near: a
+    # flapping alert pairs each of its episodes with one of the other's, and
+    # one occasion must not count as two (see _occasions).
+    paired_episodes: dict[tuple[str, str], list[int]] = {}
     for index, episode in enumerate(found):
         if crowd[index] > max_burst:
             continue
@@ -147,17 +152,24 @@ def learn(
                 continue
             paired.add(theirs)
             pair = (mine, theirs) if mine < theirs else (theirs, mine)
-            tally = together.setdefault(pair, [0, 0, 0])
+            tally = together.get(pair)
+            if tally is None:
+                tally = together[pair] = [0, 0, 0]
+                paired_episodes[pair] = []
             tally[0] += 1
+            paired_episodes[pair] += (index, other)
             if later.start > episode.start:
                 tally[1 if pair[0] == mine else 2] += 1
     partners: dict[str, list[Partner]] = {}
-    for (a, b), (times, a_first, b_first) in together.items():
+    for (a, b), (pairings, a_first, b_first) in together.items():
+        if pairings < min_together:
+            continue  # each side's episodes number at most the pairings
         most = max(counts[a], counts[b])
+        times = _occasions(found, paired_episodes[(a, b)], a)
         if times < min_together or times < min_share * most:
             continue
-        a_leads = a_first >= lead_share * times
-        b_leads = b_first >= lead_share * times
+        a_leads = a_first >= lead_share * pairings
+        b_leads = b_first >= lead_share * pairings
         partners.setdefault(a, []).append(Partner(b, names[b], times, most, b_leads, a_leads))
         partners.setdefault(b, []).append(Partner(a, names[a], times, most, a_leads, b_leads))
     return CoFiring(
@@ -165,3 +177,10 @@ def learn(
         window,
         len(found),
     )
+
+
+def _occasions(found: list[_Episode], indices: list[int], a: str) -> int:
+    """Occasions two alerts fired together: the fewer of either's episodes with the other near."""
+    episodes = set(indices)
+    of_a = sum(1 for index in episodes if found[index].fingerprint == a)
+    return min(of_a, len(episodes) - of_a)

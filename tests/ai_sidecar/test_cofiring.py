@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
+import ai_sidecar.failures as failures_module
+import ai_sidecar.worker as worker_module
 from ai_sidecar.config import CorrelationConfig, parse_config
 from ai_sidecar.correlate import build_snapshot
 from ai_sidecar.correlate.cofiring import CoFiring, learn
@@ -14,6 +17,7 @@ from ai_sidecar.correlation import Correlator
 from ai_sidecar.models import Alert, Incident
 from tests.ai_sidecar.builders import T0, alert
 from tests.ai_sidecar.test_worker import make_worker, open_db
+from tests.ai_sidecar.test_worker_failures import eventually, fail_calls, running
 
 DAY = timedelta(days=1)
 
@@ -200,3 +204,98 @@ def test_a_known_dependency_outranks_a_learned_one():
     found = fold(Correlator(CorrelationConfig(), topology, edges), ap, other, port)
     [incident] = found.values()
     assert incident.root_cause == port.fingerprint
+
+
+async def test_a_store_failure_while_learning_neither_stops_the_worker_nor_waits_an_hour(
+    tmp_path, monkeypatch
+):
+    """Learning is optional: a failed read leaves correlation going, and is retried soon."""
+    db = await open_db(tmp_path)
+    await db.save_incidents(history(3))
+    calls = fail_calls(monkeypatch, db, "list_incidents", 1, "database is locked")
+    # Retried at once after the first failure, so the test need not wait.
+    monkeypatch.setattr(failures_module, "STORE_RETRY_FIRST", 0.0)
+    worker, _, metrics = make_worker(db)
+    await worker.start()
+    relearn_failures = {"stage": "relearn"}
+    sample = metrics.registry.get_sample_value
+    assert sample("scout_sidecar_worker_failures_total", relearn_failures) == 1.0
+    assert sample("scout_sidecar_worker_failures_total", {"stage": "correlate"}) is None
+
+    async with running(worker):
+        await eventually(lambda: calls[0] >= 2, "learning tried again")
+    await db.ingest([dns(timedelta(0)), app(timedelta(minutes=1))], T0 + timedelta(minutes=1))
+    assert await worker.correlate_once() == 2
+    [incident] = await db.list_incidents(since=T0 - timedelta(hours=1))
+    assert len(incident.members) == 2, "the retried learning's edge joins them"
+    await db.close()
+
+
+async def test_a_bug_in_learning_is_logged_once_and_counted_and_correlation_goes_on(
+    tmp_path, monkeypatch, caplog
+):
+    def broken(*_: object) -> CoFiring:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(worker_module, "learn_with", broken)
+    db = await open_db(tmp_path)
+    await db.save_incidents(history(3))
+    worker, _, metrics = make_worker(db)
+    with caplog.at_level(logging.WARNING, logger=worker_module.log.name):
+        await worker.start()
+        await worker.relearn()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "learning co-firing edges is failing; its work is kept and retried"
+    ]
+    assert (
+        metrics.registry.get_sample_value(
+            "scout_sidecar_worker_failures_total", {"stage": "relearn"}
+        )
+        == 2.0
+    )
+    await db.ingest([dns(timedelta(0)), app(timedelta(minutes=1))], T0 + timedelta(minutes=1))
+    assert await worker.correlate_once() == 2
+    await db.close()
+
+
+def test_a_flapping_alert_does_not_count_one_occasion_twice():
+    """Two occasions, the DNS probe flapping in each: two coincidences, no edge."""
+    correlator = Correlator(CorrelationConfig())
+    found: dict[str, Incident] = {}
+    for day in (2, 1):
+        start = -day * DAY
+        minute = timedelta(minutes=1)
+        for item in (
+            dns(start),
+            app(start + minute),
+            dns(start, ends=start + 2 * minute),
+            dns(start + 4 * minute),  # the same probe again: the flap
+            dns(start + 4 * minute, ends=start + 6 * minute),
+            app(start + minute, ends=start + 7 * minute),
+        ):
+            change = correlator.apply(item, T0 + start + timedelta(hours=1))
+            assert change is not None
+            found[change.incident.id] = change.incident
+    episodes = [
+        (m.first_starts_at, m.starts_at)
+        for i in found.values()
+        for m in i.members.values()
+        if m.fingerprint == dns(timedelta(0)).fingerprint
+    ]
+    assert all(first != latest for first, latest in episodes), "the probe flapped"
+    assert learn(found.values()).edges == 0
+    assert learn(found.values(), min_together=2).edges == 1
+
+
+def test_a_storm_repeated_teaches_no_edges_between_its_alerts():
+    """300 devices down together on three days: the graph's business, not 45,000 edges."""
+    storms: list[Incident] = []
+    for day in (3, 2, 1):
+        correlator = Correlator(CorrelationConfig())
+        for host in range(300):
+            at = -day * DAY + timedelta(seconds=host % 60)
+            correlator.apply(alert("TargetDown", at=at, instance=f"host-{host}"), T0)
+        storms.extend(correlator.open_incidents())
+    assert sum(len(i.members) for i in storms) == 900
+    assert learn(storms).edges == 0
+    assert learn(storms, max_burst=1000).edges == 300 * 299 // 2
