@@ -180,22 +180,23 @@ def _duration(text: str) -> float:
     return seconds
 
 
-def _score_level(text: str) -> float:
-    """A level on the score's scale: above 0, at most 1 (a score never passes 1)."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _score_level(text: str) -> float:
+    """A level on the score's scale: above 0, at most 1 (a score never passes 1)."""
+    value = _number(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a score above 0 and at most 1, got {text!r}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}")
     return value
