@@ -61,6 +61,38 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
           max_series: 2000
           keep_labels: [job, instance]
 
+    llm:                # LLM analysts (docs/llm.md); the local analyst always speaks first
+      enabled: true     # the kill switch: false stops every LLM call (applied on reload)
+      provider: none    # none | gemini | anthropic | openai (OpenAI-compatible: Ollama, vLLM)
+      model: gemini-2.5-flash
+      allowed_models: []  # models the sidecar may call; empty: only `model`
+      base_url: null    # the vendor's API by default; Ollama: http://127.0.0.1:11434/v1
+      api_key_env: ""   # default GEMINI_API_KEY, ANTHROPIC_API_KEY or OPENAI_API_KEY;
+                        # <NAME>_FILE names a file holding the key instead
+      timeout: 20s      # hard time box of one call, retries included
+      max_output_tokens: 1024
+      max_prompt_chars: 24000   # the whole prompt; each label or annotation is capped too
+      retries: 2        # on 429 and 5xx, with backoff and jitter, honouring Retry-After
+      price: {input_per_million: 0.30, output_per_million: 2.50}   # US dollars, estimated
+      redact: true      # pseudonymise before the call; false only for a local provider
+      redact_patterns: []   # extra regexes whose matches are pseudonymised too
+      policy:
+        min_priority: P2      # new incidents at this priority or above are explained
+        anomaly_score: 0.9    # or with anomaly evidence at least this strong
+        cache_ttl: 24h        # an incident shaped like one explained this recently reuses it
+      budget:
+        requests_per_day: 200
+        requests_per_minute: 8
+        tokens_per_minute: 200000
+        cost_per_month: 0     # US dollars; 0: no cost cap (free tier)
+      circuit: {failures: 5, reset: 5m}
+      audit_retention: 30d    # LLM exchanges kept in the store this long
+    graphs:             # a PNG of the root cause's series in every notification
+      enabled: true
+      range: 6h
+      url_ttl: 7d       # signed URLs expire after this
+      key_file: null    # HMAC key; default: graph.key in the data directory
+
 Durations are written as in Prometheus (``30s``, ``5m``, ``1h30m``, ``500ms``).
 Label matchers are regexes anchored at both ends, as in PromQL; a label the
 alert lacks matches as the empty string, so ``{team: ""}`` selects alerts
@@ -643,6 +675,108 @@ class AnomalyConfig(StrictModel):
         raise KeyError(f"no signal {name!r} (configured: {known})")
 
 
+# -- LLM analysts and notification graphs ------------------------------------------
+
+Provider = Literal["none", "gemini", "anthropic", "openai"]
+PriorityName = Literal["P1", "P2", "P3", "P4"]
+DEFAULT_KEY_ENV: dict[str, str] = {
+    "gemini": "GEMINI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+}
+
+
+def _pattern_list(value: list[str]) -> list[str]:
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"bad regex {pattern!r}: {exc}") from exc
+    return value
+
+
+class LlmPrice(StrictModel):
+    """Estimated US dollars per million tokens (the vendor's list price for the model)."""
+
+    input_per_million: float = Field(default=0.30, ge=0)
+    output_per_million: float = Field(default=2.50, ge=0)
+
+
+class LlmPolicyConfig(StrictModel):
+    """Which incidents are worth an LLM call (ai_sidecar.enrichment.llm.policy)."""
+
+    min_priority: PriorityName = "P2"
+    anomaly_score: float = Field(default=0.9, gt=0, le=1)
+    cache_ttl: DurationOrZero = timedelta(hours=24)
+
+
+class LlmBudgetConfig(StrictModel):
+    """Caps on LLM use; the defaults fit Gemini's free tier. 0 means no cap."""
+
+    requests_per_day: int = Field(default=200, ge=0)
+    requests_per_minute: int = Field(default=8, ge=0)
+    tokens_per_minute: int = Field(default=200_000, ge=0)
+    cost_per_month: float = Field(default=0.0, ge=0)
+
+
+class CircuitConfig(StrictModel):
+    """After ``failures`` failed calls in a row, no call for ``reset``; then one trial call."""
+
+    failures: int = Field(default=5, ge=1)
+    reset: Duration = timedelta(minutes=5)
+
+
+class LlmConfig(StrictModel):
+    """The LLM analyst: provider, model, limits, data protection (docs/llm.md)."""
+
+    enabled: bool = True
+    provider: Provider = "none"
+    model: str = Field(default="gemini-2.5-flash", min_length=1)
+    allowed_models: list[str] = Field(default_factory=list)
+    base_url: HttpUrl | None = None
+    api_key_env: str = ""
+    timeout: Duration = timedelta(seconds=20)
+    max_output_tokens: int = Field(default=1024, ge=64, le=65_536)
+    max_prompt_chars: int = Field(default=24_000, ge=2_000)
+    retries: int = Field(default=2, ge=0, le=10)
+    price: LlmPrice = Field(default_factory=LlmPrice)
+    redact: bool = True
+    redact_patterns: Annotated[list[str], AfterValidator(_pattern_list)] = Field(
+        default_factory=list
+    )
+    policy: LlmPolicyConfig = Field(default_factory=LlmPolicyConfig)
+    budget: LlmBudgetConfig = Field(default_factory=LlmBudgetConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    audit_retention: Duration = timedelta(days=30)
+
+    @model_validator(mode="after")
+    def _model_allowed(self) -> Self:
+        if self.allowed_models and self.model not in self.allowed_models:
+            raise ValueError(
+                f"model {self.model!r} is not in allowed_models ({', '.join(self.allowed_models)})"
+            )
+        return self
+
+    @property
+    def key_env(self) -> str:
+        """The environment variable holding the API key (``<NAME>_FILE``: a file holding it)."""
+        return self.api_key_env or DEFAULT_KEY_ENV.get(self.provider, "")
+
+    @property
+    def active(self) -> bool:
+        """An LLM is configured and the kill switch is off."""
+        return self.enabled and self.provider != "none"
+
+
+class GraphsConfig(StrictModel):
+    """The graph linked from every notification (ai_sidecar.notify.graphs)."""
+
+    enabled: bool = True
+    range: Duration = timedelta(hours=6)
+    url_ttl: Duration = timedelta(days=7)
+    key_file: Path | None = None
+
+
 class SidecarConfig(StrictModel):
     """The whole file. Top-level keys starting with ``x-`` are ignored (YAML anchors)."""
 
@@ -653,6 +787,8 @@ class SidecarConfig(StrictModel):
     return_trip: ReturnTripConfig = Field(default_factory=ReturnTripConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+    graphs: GraphsConfig = Field(default_factory=GraphsConfig)
 
     @model_validator(mode="before")
     @classmethod

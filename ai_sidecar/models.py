@@ -45,7 +45,9 @@ ROOT_CAUSE_RULES: tuple[RootCauseRule, ...] = (
     "fingerprint",
     "",
 )
-SkipReason = Literal["error", "timeout"]
+# error, timeout: the analyst failed and is tried again later; declined: it
+# chose not to speak (LLM policy, budget, circuit...), and is not.
+SkipReason = Literal["error", "timeout", "declined"]
 
 # Severity names as Prometheus rules spell them, by rank; anything else ranks 0
 # (and is "unknown" to the priority table, which scores it apart from "none").

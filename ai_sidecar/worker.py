@@ -52,7 +52,7 @@ from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.correlate import learn_with
 from ai_sidecar.correlation import Correlator
-from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.enrichment.base import AnalystDeclined, IncidentContext
 from ai_sidecar.failures import RELEARN_KEY, STORE_KEY, FailureLog, Stage, retry_delay
 from ai_sidecar.models import Incident, SkippedAnalyst, SkipReason, notified_priority
 from ai_sidecar.priority import prioritise
@@ -152,8 +152,8 @@ def create_worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
         ),
         analysis_fallbacks=Counter(
             "scout_sidecar_analysis_fallbacks",
-            "Analyses a preferred analyst failed to give, so the next one in the chain "
-            "gave it, by the skipped analyst and reason (error, timeout).",
+            "Analyses a preferred analyst did not give, so the next one in the chain "
+            "gave it, by the skipped analyst and reason (error, timeout, declined).",
             ["analyst", "reason"],
             registry=registry,
         ),
@@ -618,7 +618,7 @@ class Worker:
             except Exception as exc:  # pipeline boundary: this incident only, retried later
                 self._incident_failed(incident_id, "analyse", exc)
                 return _Outcome(incident_id, None, again=True)
-        if analysed is not None and not analysed.skipped_analysts:
+        if analysed is not None and not _retry_owed(analysed):
             self._failures.pop(incident_id, None)
             return _Outcome(incident_id, analysed, again=False)
         # The preferred analyst is retried at the incident's turn, later after
@@ -704,6 +704,10 @@ class Worker:
             reason: SkipReason
             try:
                 analysis = await asyncio.wait_for(analyst.analyse(incident, context), timeout)
+            except AnalystDeclined as declined:
+                # Not a failure: the analyst chose not to speak (policy,
+                # budget, circuit), and asking again later would not change that.
+                reason, detail = "declined", f"{declined.reason}: {declined.detail}"
             except TimeoutError:
                 reason, detail = "timeout", f"no analysis within {timeout:g}s"
                 log.warning("analysis timed out", extra={"incident": incident.id, "analyst": name})
@@ -723,7 +727,8 @@ class Worker:
                 )
             finally:
                 self._metrics.analysis_duration.labels(name).observe(time.monotonic() - started)
-            self._metrics.analysis_failures.labels(name).inc()
+            if reason != "declined":
+                self._metrics.analysis_failures.labels(name).inc()
             if analyst is not fallback:
                 self._metrics.analysis_fallbacks.labels(name, reason).inc()
                 skipped.append(SkippedAnalyst(name, reason, detail))
@@ -749,6 +754,11 @@ class Worker:
             members={m.fingerprint: c for m, c in zip(chosen, contexts, strict=True)},
             anomaly=tuple(evidence),
         )
+
+
+def _retry_owed(analysed: Incident) -> bool:
+    """A preferred analyst failed (not declined) on ``analysed``: ask it again later."""
+    return any(s.reason != "declined" for s in analysed.skipped_analysts)
 
 
 def _cited(incident: Incident) -> frozenset[tuple[str, str]]:

@@ -36,9 +36,28 @@ class Analyst(Protocol):
     ``name`` is recorded with each analysis (``Incident.analyst``) and labels
     the analyst's metrics. ``analyse`` may take its time (the worker time-boxes
     it) but must not change the incident; a raised exception leaves the
-    incident un-enriched, it is never dropped.
+    incident un-enriched, it is never dropped. :class:`AnalystDeclined` is the
+    exception to that: the analyst chose not to speak, the next one in the
+    chain does, and the incident is not retried for it.
     """
 
     name: str
 
     async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis: ...
+
+
+class AnalystDeclined(Exception):
+    """An analyst chose not to speak; the next in the chain does, with no retry.
+
+    An LLM analyst declines when the hybrid policy says the call does not pay
+    (a repeat, a low priority), when the kill switch or the budget forbids it,
+    when the circuit is open, or when its answer failed validation twice: the
+    local analysis then goes out, labelled with ``reason`` (a short token such
+    as ``policy``, ``budget``, ``circuit``, ``disabled``, ``timeout``,
+    ``error``, ``invalid``). The message says why in words, safe to show.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail

@@ -11,7 +11,7 @@ import pytest
 
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.enrichment.base import Analyst, IncidentContext
+from ai_sidecar.enrichment.base import Analyst, AnalystDeclined, IncidentContext
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
@@ -59,6 +59,19 @@ class StuckAnalyst:
     async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
+
+
+class DecliningAnalyst:
+    """An LLM analyst whose policy says the call does not pay."""
+
+    name = "llm"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        self.asked += 1
+        raise AnalystDeclined("budget", "200 requests per day reached")
 
 
 class SettableEvidence:
@@ -204,6 +217,31 @@ async def test_a_failing_analyst_falls_back_to_the_local_analysis(
     # The preferred analyst is asked again at the incident's next turn.
     assert await asyncio.wait_for(worker.analyse_pending(), 30) == 1
     assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst=analyst.name) == 2
+    await db.close()
+
+
+async def test_a_declining_analyst_is_skipped_without_a_failure_or_a_retry(tmp_path):
+    db = await open_db(tmp_path)
+    declining = DecliningAnalyst()
+    worker, sink, metrics = make_worker(db, declining)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 1
+    [saved] = await db.list_incidents()
+    assert saved.analyst == "local"
+    assert saved.skipped_analysts == (
+        SkippedAnalyst("llm", "declined", "budget: 200 requests per day reached"),
+    )
+    assert [i.analyst for i in sink.scheduled] == ["local"]
+    assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst="llm") == 0
+    assert (
+        sample(metrics, "scout_sidecar_analysis_fallbacks_total", analyst="llm", reason="declined")
+        == 1
+    )
+    # Done: the incident left the to-do list, so its next turn asks nobody.
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 0
+    assert declining.asked == 1
     await db.close()
 
 

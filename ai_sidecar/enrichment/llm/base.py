@@ -1,0 +1,106 @@
+"""The LLM provider seam: one request in, one reply out, whichever vendor answers.
+
+A provider (``gemini.py``, ``anthropic.py``, ``openai.py`` beside this file)
+turns an :class:`LlmRequest` into its vendor's REST call through the vendor's
+SDK, and the answer back into an :class:`LlmReply`. Everything around the call
+is provider-independent and lives elsewhere in this package: the prompt and its
+redaction, the guard (kill switch, allow-list, budget, rate limit, retries,
+circuit breaker, time box, audit), validation of the answer against the schema,
+and the policy that decides whether to call at all.
+
+Providers translate their SDK's failures into the errors below, so the guard
+retries and counts them the same way for every vendor. An error's text never
+holds the API key or the request URL's query (SDK errors can quote either).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LlmRequest:
+    """What is sent: the instructions, the (already redacted and fenced) incident, the schema.
+
+    ``system`` holds the instructions the model must follow; ``user`` the
+    incident as data. ``schema`` is the JSON schema the answer must match
+    (providers send it as structured output where the vendor supports it).
+    """
+
+    system: str
+    user: str
+    schema: Mapping[str, Any]
+    max_output_tokens: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LlmReply:
+    """What came back: the answer's text (JSON expected) and what it cost in tokens."""
+
+    text: str
+    provider: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    # The vendor's own reason the answer ended (``STOP``, ``end_turn``, ``length``...).
+    finish_reason: str = ""
+
+
+class LlmProvider(Protocol):
+    """One vendor's model behind its SDK.
+
+    ``name`` is the provider (``gemini``, ``anthropic``, ``openai``) and
+    ``model`` the configured model; both label metrics and audit records.
+    ``complete`` makes exactly one attempt (retries belong to the guard) and
+    raises one of the errors below on failure; a reply whose text is not the
+    schema's JSON is returned as it is, for validation to judge.
+    ``local`` is True for a provider whose server the operator runs (Ollama,
+    vLLM on a private address): only then may redaction be turned off.
+    """
+
+    name: str
+    model: str
+    local: bool
+
+    async def complete(self, request: LlmRequest) -> LlmReply: ...
+
+    async def close(self) -> None: ...
+
+
+class LlmError(Exception):
+    """A call that gave no answer. The message is safe to log and to show."""
+
+
+class LlmRateLimited(LlmError):
+    """The vendor answered 429; ``retry_after`` in seconds when it said how long to wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LlmUnavailable(LlmError):
+    """A 5xx answer, a refused or reset connection: worth retrying later."""
+
+
+class LlmTimedOut(LlmError):
+    """No answer within the provider's time box."""
+
+
+class LlmRejected(LlmError):
+    """A 4xx other than 429 (bad key, unknown model, request too large): retrying will not help."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """Estimated cost in US dollars per million tokens, from the config."""
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (
+            input_tokens * self.input_per_million + output_tokens * self.output_per_million
+        ) / 1_000_000
