@@ -5,7 +5,9 @@ the package (prompt, redaction, validation, guard, policy, audit) builds on it.
 """
 
 from ai_sidecar.enrichment.llm.base import (
+    LlmAudit,
     LlmError,
+    LlmExchange,
     LlmProvider,
     LlmRateLimited,
     LlmRejected,
@@ -17,7 +19,9 @@ from ai_sidecar.enrichment.llm.base import (
 )
 
 __all__ = [
+    "LlmAudit",
     "LlmError",
+    "LlmExchange",
     "LlmProvider",
     "LlmRateLimited",
     "LlmRejected",

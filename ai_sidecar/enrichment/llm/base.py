@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +105,43 @@ class Pricing:
         return (
             input_tokens * self.input_per_million + output_tokens * self.output_per_million
         ) / 1_000_000
+
+
+Outcome = Literal[
+    "ok",
+    "invalid",
+    "rate_limited",
+    "unavailable",
+    "timeout",
+    "rejected",
+    "error",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LlmExchange:
+    """One call as the audit keeps it: what was sent (redacted), what came back, what it cost.
+
+    ``prompt`` is the system and user text exactly as sent, after redaction;
+    ``answer`` the reply's text ("" when none came). ``outcome`` is ``ok`` for
+    an answer that passed validation, ``invalid`` for one that did not, else
+    the error class. ``cost`` is the estimate from the configured price.
+    """
+
+    incident_id: str
+    at: datetime
+    provider: str
+    model: str
+    prompt: str
+    answer: str
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    latency: float
+    outcome: Outcome
+
+
+class LlmAudit(Protocol):
+    """Where exchanges are kept (the store) for ``llm.audit_retention``."""
+
+    async def record(self, exchange: LlmExchange) -> None: ...
