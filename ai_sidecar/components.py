@@ -20,7 +20,7 @@ function), since the process is spawned and receives it pickled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
@@ -35,6 +35,9 @@ from ai_sidecar.promql import BearerToken, HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import PostgresStore, SqliteStore, Store
 from ai_sidecar.store.postgres.engine import Fence
+
+if TYPE_CHECKING:  # the metrics module imports the worker, which imports this one
+    from ai_sidecar.metrics import SidecarMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +54,31 @@ class Components:
 
 
 class ComponentsFactory(Protocol):
-    """Builds the components for one run of the pipeline; ``session`` is the pipeline's."""
+    """Builds the components for one run of the pipeline.
+
+    ``session``, ``db`` and ``metrics`` are the pipeline's: the LLM analyst
+    calls out through the session, keeps its audit in the store and counts on
+    the pipeline's registry.
+    """
 
     def __call__(
-        self, config: SidecarConfig, settings: SidecarSettings, session: aiohttp.ClientSession
+        self,
+        config: SidecarConfig,
+        settings: SidecarSettings,
+        session: aiohttp.ClientSession,
+        *,
+        db: Store,
+        metrics: SidecarMetrics,
     ) -> Components: ...
 
 
 def build_components(
-    config: SidecarConfig, settings: SidecarSettings, session: aiohttp.ClientSession
+    config: SidecarConfig,
+    settings: SidecarSettings,
+    session: aiohttp.ClientSession,
+    *,
+    db: Store,
+    metrics: SidecarMetrics,
 ) -> Components:
     """The production components, as the config and the settings describe them."""
     client = None

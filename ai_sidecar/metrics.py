@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from ai_sidecar import __version__
 from ai_sidecar.anomaly.evidence import EvidenceMetrics, create_evidence_metrics
 from ai_sidecar.correlate import TopologyMetrics, create_topology_metrics
+from ai_sidecar.enrichment.llm.metrics import LlmMetrics, create_llm_metrics
 from ai_sidecar.worker import WorkerMetrics, create_worker_metrics
 
 
@@ -53,6 +54,7 @@ class SidecarMetrics:
     leader: Gauge
     topology: TopologyMetrics
     anomaly_evidence: EvidenceMetrics
+    llm: LlmMetrics
 
 
 def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> SidecarMetrics:
@@ -134,6 +136,7 @@ def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> Sid
         ),
         topology=create_topology_metrics(pipeline),
         anomaly_evidence=create_evidence_metrics(pipeline),
+        llm=create_llm_metrics(pipeline),
     )
 
 

@@ -88,7 +88,7 @@ async def run_pipeline(
         take_in=take_in,
         permit=permit,
     )
-    built = components(config, settings, session)
+    built = components(config, settings, session, db=db, metrics=metrics)
     if isinstance(built.anomaly, ScrapedAnomalyEvidence):
         built.anomaly.observe(metrics.anomaly_evidence)
     worker = Worker(db, config, built, trip, metrics.worker, wakeup)

@@ -21,9 +21,11 @@ from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.enrichment.chain import AnalystChain
+from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Analysis, Incident
 from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store import Store
 from ai_sidecar.worker_process import NICENESS
 from scripts.localstack import Service, free_port, sidecar_service
 from tests.ai_sidecar.builders import FailingAnalyst, OfflineContext, alert, payload
@@ -129,7 +131,12 @@ class Scripted:
 
 
 def scripted_components(
-    config: SidecarConfig, settings: SidecarSettings, session: aiohttp.ClientSession
+    config: SidecarConfig,
+    settings: SidecarSettings,
+    session: aiohttp.ClientSession,
+    *,
+    db: Store,
+    metrics: SidecarMetrics,
 ) -> Components:
     """Importable by name, so the worker process can build it too."""
     return Components(

@@ -6,8 +6,10 @@ the package (prompt, redaction, validation, guard, policy, audit) builds on it.
 
 from ai_sidecar.enrichment.llm.base import (
     LlmAudit,
+    LlmCaller,
     LlmError,
     LlmExchange,
+    LlmGate,
     LlmProvider,
     LlmRateLimited,
     LlmRejected,
@@ -15,13 +17,16 @@ from ai_sidecar.enrichment.llm.base import (
     LlmRequest,
     LlmTimedOut,
     LlmUnavailable,
+    PolicyDecision,
     Pricing,
 )
 
 __all__ = [
     "LlmAudit",
+    "LlmCaller",
     "LlmError",
     "LlmExchange",
+    "LlmGate",
     "LlmProvider",
     "LlmRateLimited",
     "LlmRejected",
@@ -29,5 +34,6 @@ __all__ = [
     "LlmRequest",
     "LlmTimedOut",
     "LlmUnavailable",
+    "PolicyDecision",
     "Pricing",
 ]

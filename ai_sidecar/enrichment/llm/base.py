@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.models import Analysis, Incident
+
 
 @dataclass(frozen=True, slots=True)
 class LlmRequest:
@@ -145,3 +148,48 @@ class LlmAudit(Protocol):
     """Where exchanges are kept (the store) for ``llm.audit_retention``."""
 
     async def record(self, exchange: LlmExchange) -> None: ...
+
+
+class LlmCaller(Protocol):
+    """The guard around every call (``guard.py``): the only way an analyst reaches a provider.
+
+    ``call`` applies the kill switch, the model allow-list, the budget, the
+    rate limit, retries and the circuit breaker within the configured time
+    box, records each attempt in the audit, and raises
+    :class:`~ai_sidecar.enrichment.base.AnalystDeclined` when no answer came.
+    ``invalid_answer`` is told when an answer failed validation.
+    """
+
+    async def call(
+        self, provider: LlmProvider, request: LlmRequest, *, incident_id: str
+    ) -> LlmReply: ...
+
+    def invalid_answer(self, provider: LlmProvider, incident_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    """Whether an incident is worth a call, and what answers it if not.
+
+    ``call`` True: ask the LLM. Otherwise ``previous`` (the incident's own
+    last LLM analysis: nothing material changed) or ``cached_answer`` (a
+    similar incident's answer, still redacted: restore it with this incident's
+    pseudonyms) answers; with neither, the analyst declines with ``reason``
+    (a short token: ``low_priority``, ``repeat``...) and ``detail`` (words).
+    """
+
+    call: bool
+    reason: str
+    detail: str
+    previous: Analysis | None = None
+    cached_answer: str | None = None
+
+
+class LlmGate(Protocol):
+    """The hybrid policy (``policy.py``): which incidents are worth a call."""
+
+    def decide(
+        self, incident: Incident, context: IncidentContext, analyst: str
+    ) -> PolicyDecision: ...
+
+    def remember(self, incident: Incident, analysis: Analysis, redacted_answer: str) -> None: ...
