@@ -128,10 +128,22 @@ def run_train(args: argparse.Namespace) -> int:
     except KeyError as exc:
         return _fail(str(exc.args[0]))
     data_dir = _data_dir()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(f"cannot create the data directory {data_dir}: {exc.strerror or exc}")
     job = TrainingJob(url, data_dir, config.anomaly, names, time.time(), token)
-    with _progress_bars(sys.stderr) as progress:
-        result = asyncio.run(train(job, progress))
+    try:
+        with _progress_bars(sys.stderr) as progress:
+            result = asyncio.run(train(job, progress))
+    except KeyboardInterrupt:
+        # Each signal's model is saved whole or not at all, so what finished is kept.
+        print(
+            "scout-sidecar: interrupted; signals trained before the interruption keep "
+            "their new version (see `scout-sidecar anomaly models`)",
+            file=sys.stderr,
+        )
+        return 130
     for name in names:
         if name in result.failed:
             print(f"{name}: failed: {result.failed[name]}", file=sys.stderr)

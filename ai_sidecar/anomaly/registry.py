@@ -46,6 +46,11 @@ CURRENT_FILE = "current"
 CHECKPOINT_FILE = "checkpoint.npz"
 # Version numbers tried when other processes save the same signal at once.
 SAVE_ATTEMPTS = 10
+# A save writes into a directory of this prefix, then renames it into place. A
+# save killed midway leaves it behind; one older than this is nobody's any more
+# (writing a model takes seconds) and is removed at the next save.
+STAGING_PREFIX = ".incoming-"
+STAGING_MAX_AGE = 3600.0
 # The checkpoint's facts, as JSON text inside its npz (never a separate file).
 CHECKPOINT_META = "checkpoint.meta"
 
@@ -157,7 +162,7 @@ class ModelRegistry:
         """Store a new version (``meta.version`` is replaced), make it current, prune."""
         directory = self._directory(meta.signal)
         directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory))
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory))
         try:
             _write_arrays(staging / MODEL_FILE, state)
             # Another process (`anomaly train` beside a running sidecar) may take
@@ -265,12 +270,28 @@ class ModelRegistry:
         for number in numbers[: -self._keep]:
             if number != current:
                 shutil.rmtree(self._version_dir(signal, number), ignore_errors=True)
+        _sweep_staging(self._directory(signal), time.time())
 
     def _missing(self, signal: str, version: int | None) -> str:
         kept = ", ".join(map(str, self._numbers(signal)))
         if not kept:
             return f"no trained model for signal {signal!r}"
         return f"signal {signal!r} has no version {version} (kept: {kept})"
+
+
+def _sweep_staging(directory: Path, now: float) -> None:
+    """Remove staging directories a killed save left behind.
+
+    Only old ones: a fresh one may be another process's save in progress
+    (``anomaly train`` beside a running sidecar).
+    """
+    for leftover in directory.glob(STAGING_PREFIX + "*"):
+        try:
+            stale = now - leftover.stat().st_mtime > STAGING_MAX_AGE
+        except OSError:
+            continue  # removed meanwhile by its owner
+        if stale:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _fields(meta: ModelMeta) -> dict[str, Any]:

@@ -82,3 +82,33 @@ def test_a_signal_name_is_never_a_path(
     assert pointer.read_text() == before
     with pytest.raises(RegistryError, match="invalid signal name"):
         ModelRegistry(data_dir).versions(name)
+
+
+def test_train_into_a_data_directory_it_cannot_create_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(DATA_DIR_ENV, str(blocker / "data"))
+    monkeypatch.setenv("SCOUT_PROMETHEUS_URL", "http://127.0.0.1:9")
+    assert main(["anomaly", "train"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"scout-sidecar: cannot create the data directory {blocker / 'data'}: ")
+    assert err.count("\n") == 1
+
+
+def test_train_interrupted_says_what_is_kept_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ai_sidecar.anomaly.model_commands as commands
+
+    async def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "train", interrupted)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("SCOUT_PROMETHEUS_URL", "http://127.0.0.1:9")
+    assert main(["anomaly", "train"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("scout-sidecar: interrupted; signals trained before")
+    assert "Traceback" not in err

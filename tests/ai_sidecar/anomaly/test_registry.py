@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -194,3 +195,20 @@ def test_a_version_saved_meanwhile_by_another_process_takes_the_next_number(tmp_
     assert registry.load("cpu", 3)[1]["level"][0] == 3.0
     assert registry.load("cpu", 3)[0].version == 3
     assert not list((tmp_path / "anomaly" / "cpu").glob(".incoming-*"))
+
+
+def test_a_save_removes_what_a_killed_save_left_behind_but_not_a_fresh_one(tmp_path):
+    registry = ModelRegistry(tmp_path, keep=5)
+    registry.save(meta(), state(1.0))
+    directory = tmp_path / "anomaly" / "cpu"
+    killed = directory / ".incoming-killed"
+    killed.mkdir()
+    (killed / "model.npz").write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(killed, (two_hours_ago, two_hours_ago))
+    in_progress = directory / ".incoming-another-process"
+    in_progress.mkdir()
+    registry.save(meta(), state(2.0))
+    assert not killed.exists()
+    assert in_progress.exists()
+    assert [m.version for m in registry.versions("cpu")] == [1, 2]
