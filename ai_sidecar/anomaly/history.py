@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -55,6 +55,8 @@ class History:
     ``values[i, j]`` is series ``keys[i]`` at ``timestamps[j]`` (Unix seconds),
     NaN where the engine had no sample. ``dropped`` counts series beyond the
     budget or repeating a kept label set; ``requests`` the range queries sent.
+    ``merged_by`` names the labels (outside the kept ones) that told apart
+    series sharing a kept label set: keeping them too would keep those series.
     """
 
     keys: tuple[SeriesKey, ...]
@@ -62,6 +64,7 @@ class History:
     values: NDArray[np.float64]
     dropped: int = 0
     requests: int = 0
+    merged_by: tuple[str, ...] = ()
 
     @property
     def end(self) -> float | None:
@@ -124,6 +127,7 @@ async def fetch_history(
     # Index of the last window each series had a point in: the budget keeps the freshest.
     latest: dict[SeriesKey, int] = {}
     duplicates = 0
+    merged_by: set[str] = set()
     limit = asyncio.Semaphore(options.concurrency)
     done = 0
 
@@ -131,13 +135,15 @@ async def fetch_history(
         nonlocal duplicates, done
         async with limit:
             answer = await _range(client, query, grid[first], grid[last], step, options)
-        seen: set[SeriesKey] = set()
+        seen: dict[SeriesKey, Mapping[str, str]] = {}
         for series in answer:
             key = series_key(series.labels, keep_labels)
-            if key in seen:
+            first_seen = seen.get(key)
+            if first_seen is not None:
                 duplicates += 1
+                merged_by.update(_differing(first_seen, series.labels))
                 continue
-            seen.add(key)
+            seen[key] = series.labels
             row = rows.get(key)
             if row is None:
                 row = rows[key] = np.full(grid.size, np.nan)
@@ -159,7 +165,14 @@ async def fetch_history(
         values=values,
         dropped=len(rows) + duplicates,
         requests=len(parts) + counted,
+        merged_by=tuple(sorted(merged_by)),
     )
+
+
+def _differing(first: Mapping[str, str], other: Mapping[str, str]) -> set[str]:
+    """Label names whose values differ between two series (the metric name aside)."""
+    names = (first.keys() | other.keys()) - {"__name__"}
+    return {name for name in names if first.get(name) != other.get(name)}
 
 
 def _place(row: NDArray[np.float64], series: Series, first: float, step: float) -> bool:

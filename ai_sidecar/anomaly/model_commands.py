@@ -38,7 +38,12 @@ from ai_sidecar.config import SidecarConfig, load_config
 from ai_sidecar.errors import ConfigError
 
 # Quality statistics shown by `anomaly models`, in this order, when present.
-SHOWN_QUALITY = ("holdout_flags_per_series_day", "holdout_p99_score", "residual_spread")
+SHOWN_QUALITY = (
+    "holdout_flags_per_series_day",
+    "holdout_p99_score",
+    "residual_spread",
+    "series_dropped",
+)
 
 
 def add_model_commands(commands: Any) -> None:

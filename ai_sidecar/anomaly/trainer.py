@@ -110,6 +110,17 @@ async def train_signal(
     if not history.keys:
         log.warning("no series to train on", extra={"signal": signal.name})
         return None
+    if history.merged_by:
+        # Series told apart only by labels outside keep_labels look like one series:
+        # all but one are dropped. Say so once per training, with the way out.
+        log.warning(
+            "series dropped: they share their kept labels",
+            extra={
+                "signal": signal.name,
+                "dropped": history.dropped,
+                "hint": "add to keep_labels: " + ", ".join(history.merged_by),
+            },
+        )
     excluded = await _exclude_flagged(client, signal, history, options)
     fitted = await asyncio.to_thread(_fit, signal, history)
     meta = ModelMeta(
@@ -122,7 +133,11 @@ async def train_signal(
         series=len(history.keys),
         training_seconds=time.monotonic() - began,
         params=params_json(detector_params(signal)),
-        quality={**fitted.quality, "points_excluded_flagged": float(excluded)},
+        quality={
+            **fitted.quality,
+            "points_excluded_flagged": float(excluded),
+            "series_dropped": float(history.dropped),
+        },
         keys=history.keys,
         drift_edges=fitted.drift_edges,
         drift_reference=fitted.drift_reference,

@@ -147,6 +147,8 @@ async def test_eight_days_come_chunked_on_the_grid_with_gaps_as_nan(client, reco
     # The two shards of c agree on the kept labels: one row, one dropped.
     assert np.array_equal(rows["c"], np.ones(points))
     assert history.dropped == 1
+    # ... and the label that would have kept them apart is named.
+    assert history.merged_by == ("shard",)
 
 
 async def test_small_windows_keep_to_the_concurrency_and_give_the_same(client, recorder):

@@ -311,6 +311,19 @@ async def test_training_leaves_out_the_points_the_loop_flagged(tmp_path):
     assert meta.quality["points_missing"] == 4
 
 
+async def test_training_names_the_labels_that_would_keep_merged_series_apart(tmp_path, caplog):
+    anomaly = config()  # keeps only instance
+    engine = FakeEngine(
+        [FakeSeries({"instance": "a", "job": "j", "cpu": cpu}, daily(10)) for cpu in "01"]
+    )
+    meta = await train_signal(engine, anomaly.signals[0], ModelRegistry(tmp_path), anomaly, now=T0)
+    assert meta is not None
+    assert meta.series == 1
+    assert meta.quality["series_dropped"] == 1
+    [warning] = [r for r in caplog.records if r.getMessage().startswith("series dropped")]
+    assert warning.hint == "add to keep_labels: cpu"  # type: ignore[attr-defined]
+
+
 async def test_the_exposition_passes_promtool_and_keeps_the_series_labels(tmp_path):
     engine = engine_with("a")
     scorer, _, _, clock = await started(engine, tmp_path)
