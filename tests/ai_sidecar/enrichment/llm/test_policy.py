@@ -106,14 +106,16 @@ def test_a_new_incident_at_p1_or_p2_calls(
 ) -> None:
     decision = policy.decide(make_incident(priority=priority), NO_CONTEXT, LLM)
     assert (decision.call, decision.reason) == (True, reason)
-    assert decision.previous is None and decision.cached_answer is None
+    assert decision.previous is None
+    assert decision.cached_answer is None
 
 
 @pytest.mark.parametrize("priority", ["P3", "P4"])
 def test_a_low_priority_incident_declines(policy: LlmPolicy, priority: Priority) -> None:
     decision = policy.decide(make_incident(priority=priority), NO_CONTEXT, LLM)
     assert (decision.call, decision.reason) == (False, "low_priority")
-    assert decision.previous is None and decision.cached_answer is None
+    assert decision.previous is None
+    assert decision.cached_answer is None
     assert f"{priority} is below P2" in decision.detail
 
 
