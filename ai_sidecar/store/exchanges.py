@@ -74,17 +74,15 @@ def selection_query(
     newest first (:func:`decode_rows` puts them in time order)."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    where: list[str] = []
-    params: list[Any] = []
-    if incident_id is not None:
-        where.append(f"incident_id = {mark}")
-        params.append(incident_id)
-    if since is not None:
-        where.append(f"at >= {mark}")
-        params.append(stamp(since))
+    conditions = [
+        (f"incident_id = {mark}", incident_id),
+        (f"at >= {mark}", None if since is None else stamp(since)),
+    ]
+    used = [(condition, value) for condition, value in conditions if value is not None]
+    params: list[Any] = [value for _, value in used]
     sql = "SELECT doc FROM llm_exchanges"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    if used:
+        sql += " WHERE " + " AND ".join(condition for condition, _ in used)
     sql += " ORDER BY at DESC, id DESC"
     if limit is not None:
         sql += f" LIMIT {mark}"
