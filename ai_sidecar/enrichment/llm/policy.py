@@ -121,8 +121,8 @@ class LlmPolicy:
             decision = self._gate(incident, context)
         if not decision.call:
             return decision
-        key = _shape_key(incident)
-        if last is None and (answer := self._shapes.get(key)) is not None:
+        # A re-analysis is about this incident's change: only a first one may be cached.
+        if last is None and (answer := self._shapes.get(_shape_key(incident))) is not None:
             self._metrics.cache_hits.labels("shape").inc()
             return PolicyDecision(
                 False, CACHED, "answered like a similar incident explained recently", None, answer
