@@ -2,7 +2,10 @@
 
 ``GET /api/v1/incidents`` filters by ``status`` (open, resolved), ``since``
 (RFC 3339 time or Unix seconds; incidents updated at or after it) and
-``limit`` (1 to 1000, default 100), newest first.
+``limit`` (1 to 1000, default 100), newest first. ``GET /api/v1/incidents/{id}``
+adds the incident's feedback and its LLM exchanges (``llmExchanges``: the
+redacted prompt and answer, provider, model, tokens, cost, latency, outcome);
+the list stays light and has neither.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ from ai_sidecar.auth import require_token
 from ai_sidecar.errors import BadRequestError, NotFoundError
 from ai_sidecar.keys import SETTINGS, STORE
 from ai_sidecar.models import IncidentStatus, format_time, incident_to_json
+from ai_sidecar.store.exchanges import exchange_to_json
 from ai_sidecar.webhook import read_body
 
 MAX_LIMIT = 1000
 MAX_COMMENT = 2000
 MAX_FEEDBACK_BODY = 16 * 1024
+# The newest exchanges one incident shows; the policy allows one call per
+# incident version, so a real incident stays far below this.
+MAX_EXCHANGES = 100
 
 
 def _parse_since(value: str) -> datetime:
@@ -76,6 +83,10 @@ async def get_incident(request: web.Request) -> web.Response:
     body["feedback"] = [
         {"useful": f.useful, "comment": f.comment, "at": format_time(f.at)}
         for f in await store.feedback(incident_id)
+    ]
+    exchanges = await store.llm_exchanges(incident_id=incident_id, limit=MAX_EXCHANGES)
+    body["llmExchanges"] = [
+        {k: v for k, v in exchange_to_json(e).items() if k != "incidentId"} for e in exchanges
     ]
     return web.json_response(body)
 

@@ -29,6 +29,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,6 +41,7 @@ from ai_sidecar.anomaly.cli import add_anomaly_commands
 from ai_sidecar.anomaly.model_commands import add_model_commands
 from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config, parse_duration
+from ai_sidecar.enrichment.llm.commands import add_llm_commands
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from ai_sidecar.store import StoreError
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve_command)
     serve_command.set_defaults(run=run_serve)
     add_model_commands(add_anomaly_commands(commands))
+    add_llm_commands(commands)
     return parser
 
 
@@ -300,24 +303,32 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Sidec
     if prometheus_token is not None and not prometheus:
         raise ConfigError(f"a Prometheus token is set but {PROMETHEUS_ENV} is not")
     peers = [p.strip() for p in environ.get(ALERTMANAGERS_ENV, "").split(",") if p.strip()]
-    store_url = environ.get(STORE_URL_ENV, "").strip() or None
-    store_password = read_secret(environ, STORE_PASSWORD_ENV, STORE_PASSWORD_FILE_ENV)
-    if store_password is not None and store_url is None:
-        raise ConfigError(f"a store password is set but {STORE_URL_ENV} is not")
     host, port = args.listen
-    return SidecarSettings(
+    return replace(
+        store_settings_from(environ),
         listen_host=host,
         listen_port=port,
         webhook_token=token,
         prometheus_url=parse_url(prometheus, PROMETHEUS_ENV) if prometheus else None,
         prometheus_bearer_token=prometheus_token,
         alertmanager_urls=tuple(dict.fromkeys(parse_url(p, ALERTMANAGERS_ENV) for p in peers)),
-        data_dir=Path(environ.get(DATA_DIR_ENV, "").strip() or "data"),
-        store_url=None if store_url is None else parse_store_url(store_url),
-        store_password=store_password,
         config_file=args.config_file,
         log_level=args.log_level,
         log_format=args.log_format,
+    )
+
+
+def store_settings_from(environ: Mapping[str, str]) -> SidecarSettings:
+    """Settings naming only the store (data directory, or PostgreSQL URL and password),
+    for commands that read it without serving (``llm audit``)."""
+    store_url = environ.get(STORE_URL_ENV, "").strip() or None
+    store_password = read_secret(environ, STORE_PASSWORD_ENV, STORE_PASSWORD_FILE_ENV)
+    if store_password is not None and store_url is None:
+        raise ConfigError(f"a store password is set but {STORE_URL_ENV} is not")
+    return SidecarSettings(
+        data_dir=Path(environ.get(DATA_DIR_ENV, "").strip() or "data"),
+        store_url=None if store_url is None else parse_store_url(store_url),
+        store_password=store_password,
     )
 
 

@@ -99,7 +99,13 @@ async def run_pipeline(
         asyncio.create_task(_run_forever("analyse", worker.analyse_forever)),
         asyncio.create_task(
             _run_forever(
-                "retention", lambda: prune_forever(db, config.store.retention, metrics.store_pruned)
+                "retention",
+                lambda: prune_forever(
+                    db,
+                    config.store.retention,
+                    metrics.store_pruned,
+                    audit_retention=config.llm.audit_retention,
+                ),
             )
         ),
     ]

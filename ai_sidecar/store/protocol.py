@@ -16,7 +16,10 @@ What a store keeps:
 - **incidents** with their members, and **feedback** on them;
 - **the outbox**: the enriched copies the return trip posts to each
   Alertmanager peer (:mod:`ai_sidecar.notify`), one row per peer and copy
-  fingerprint, with when it is due next.
+  fingerprint, with when it is due next;
+- **the LLM audit**: every exchange with an LLM
+  (:class:`~ai_sidecar.enrichment.llm.base.LlmExchange`), kept for
+  ``llm.audit_retention`` whatever becomes of its incident.
 
 Times in the outbox are Unix seconds (``float``), as the return trip computes
 its schedule in them; everything else is an aware :class:`datetime`.
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.errors import SidecarError
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
 
@@ -147,6 +151,7 @@ class PruneResult:
     members: int = 0
     feedback: int = 0
     posts: int = 0
+    llm_exchanges: int = 0
 
     def counts(self) -> dict[str, int]:
         """Kind -> rows removed, for the pruned-rows metric."""
@@ -156,6 +161,7 @@ class PruneResult:
             "members": self.members,
             "feedback": self.feedback,
             "posts": self.posts,
+            "llm_exchanges": self.llm_exchanges,
         }
 
     def __add__(self, other: PruneResult) -> PruneResult:
@@ -165,6 +171,7 @@ class PruneResult:
             self.members + other.members,
             self.feedback + other.feedback,
             self.posts + other.posts,
+            self.llm_exchanges + other.llm_exchanges,
         )
 
 
@@ -310,6 +317,28 @@ class Store(Protocol):
 
     async def firing_copies(self) -> set[str]:
         """Fingerprints of the copies that fire (what may inhibit a raw alert)."""
+        ...
+
+    # --- the LLM audit --------------------------------------------------------------
+
+    async def record_llm_exchange(self, exchange: LlmExchange) -> None:
+        """Keep ``exchange`` (its incident need not be stored, nor stay stored)."""
+        ...
+
+    async def llm_exchanges(
+        self,
+        *,
+        incident_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[LlmExchange]:
+        """Kept exchanges of ``incident_id`` (all when None) made at or after ``since``,
+        oldest first; with ``limit``, only the newest ``limit`` of them."""
+        ...
+
+    async def prune_llm_exchanges(self, older_than: datetime, batch: int) -> int:
+        """Remove exchanges made before ``older_than``, ``batch`` rows per short
+        transaction; returns how many went."""
         ...
 
     # --- housekeeping ------------------------------------------------------------

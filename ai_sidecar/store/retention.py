@@ -1,11 +1,12 @@
 """Retention: what is older than the configured age leaves the store, so it stops growing.
 
 The worker process runs :func:`prune_forever` next to its other loops. Each
-round asks the store to :meth:`~ai_sidecar.store.protocol.Store.prune` in small
-batches (short transactions: the webhook's writes slip in between) and counts
-the removed rows in ``scout_sidecar_store_pruned_rows_total``. The first round
-comes one interval after start-up, so a restart under load catches up on its
-backlog first.
+round asks the store to :meth:`~ai_sidecar.store.protocol.Store.prune` (and
+:meth:`~ai_sidecar.store.protocol.Store.prune_llm_exchanges`, on the LLM
+audit's own retention) in small batches (short transactions: the webhook's
+writes slip in between) and counts the removed rows in
+``scout_sidecar_store_pruned_rows_total``. The first round comes one interval
+after start-up, so a restart under load catches up on its backlog first.
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ PRUNE_INTERVAL = timedelta(hours=1)
 PRUNE_BATCH = 500
 
 
+async def prune_rows_in_batches(rows_batch: Callable[[], Awaitable[int]], batch: int) -> int:
+    """Run ``rows_batch`` (one short transaction deleting at most ``batch`` rows) until
+    a batch comes back short; how many rows went in all."""
+    total = 0
+    while True:
+        done = await rows_batch()
+        total += done
+        if done < batch:
+            return total
+        # A write of the inline SQLite engine does not yield: let other tasks run.
+        await asyncio.sleep(0)
+
+
 async def prune_in_batches(
     alerts_batch: Callable[[], Awaitable[int]],
     incidents_batch: Callable[[], Awaitable[PruneResult]],
@@ -35,14 +49,7 @@ async def prune_in_batches(
     """What every store's :meth:`~ai_sidecar.store.protocol.Store.prune` does: old alerts,
     then resolved incidents, one short transaction of at most ``batch`` rows at a time,
     until a batch comes back short."""
-    total = PruneResult()
-    while True:
-        alerts = await alerts_batch()
-        total += PruneResult(alerts=alerts)
-        if alerts < batch:
-            break
-        # A write of the inline SQLite engine does not yield: let other tasks run.
-        await asyncio.sleep(0)
+    total = PruneResult(alerts=await prune_rows_in_batches(alerts_batch, batch))
     while True:
         done = await incidents_batch()
         total += done
@@ -57,11 +64,17 @@ async def prune_once(
     retention: timedelta,
     pruned: Counter,
     *,
+    audit_retention: timedelta | None = None,
     batch: int = PRUNE_BATCH,
     clock: Callable[[], datetime] = utc_now,
 ) -> PruneResult:
-    """Prune what is older than ``retention`` now, and count it in ``pruned`` by kind."""
-    result = await store.prune(clock() - retention, batch)
+    """Prune what is older than ``retention`` now, and LLM exchanges older than
+    ``audit_retention`` (kept when None), and count it in ``pruned`` by kind."""
+    now = clock()
+    result = await store.prune(now - retention, batch)
+    if audit_retention is not None:
+        exchanges = await store.prune_llm_exchanges(now - audit_retention, batch)
+        result += PruneResult(llm_exchanges=exchanges)
     for kind, rows in result.counts().items():
         if rows:
             pruned.labels(kind).inc(rows)
@@ -75,10 +88,12 @@ async def prune_forever(
     retention: timedelta,
     pruned: Counter,
     *,
+    audit_retention: timedelta | None = None,
     interval: timedelta = PRUNE_INTERVAL,
     batch: int = PRUNE_BATCH,
 ) -> None:
-    """Every ``interval``, prune what is older than ``retention``; runs until cancelled."""
+    """Every ``interval``, prune what is older than ``retention`` (LLM exchanges: than
+    ``audit_retention``); runs until cancelled."""
     while True:
         await asyncio.sleep(interval.total_seconds())
-        await prune_once(store, retention, pruned, batch=batch)
+        await prune_once(store, retention, pruned, audit_retention=audit_retention, batch=batch)

@@ -8,6 +8,7 @@ replicas may start together), every step above the database's version:
   the return trip's outbox, as in the SQLite store's version 2.
 - **2**: ``lease``, one row whose ``epoch`` is the worker lease's fencing
   token (:mod:`ai_sidecar.store.postgres.lease`).
+- **3**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
 
 A database stamped with a version above :data:`SCHEMA_VERSION` was written by
 a newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -104,8 +105,20 @@ CREATE TABLE lease (
 INSERT INTO lease (id, epoch) VALUES (0, 0);
 """
 
+_VERSION_3 = """
+-- The LLM audit: one row per exchange, the exchange as ASCII JSON in doc.
+CREATE TABLE llm_exchanges (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    incident_id text NOT NULL,
+    at text NOT NULL,
+    doc text NOT NULL
+);
+CREATE INDEX llm_exchanges_at ON llm_exchanges (at);
+CREATE INDEX llm_exchanges_incident ON llm_exchanges (incident_id, at);
+"""
+
 # Step n brings a database from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

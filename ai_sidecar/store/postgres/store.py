@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
+from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+from ai_sidecar.store import exchanges
 from ai_sidecar.store.postgres import incidents as sql
 from ai_sidecar.store.postgres import outbox
 from ai_sidecar.store.postgres.engine import Cursor, Engine, Fence, Location
@@ -31,7 +33,7 @@ from ai_sidecar.store.protocol import (
     OutboxRow,
     PruneResult,
 )
-from ai_sidecar.store.retention import prune_in_batches
+from ai_sidecar.store.retention import prune_in_batches, prune_rows_in_batches
 from ai_sidecar.store.sqlite.incidents import (
     SavedMembers,
     encode_incidents,
@@ -211,6 +213,38 @@ class PostgresStore:
 
     async def firing_copies(self) -> set[str]:
         return await self._read(outbox.firing_copies)
+
+    # --- the LLM audit --------------------------------------------------------------
+
+    async def record_llm_exchange(self, exchange: LlmExchange) -> None:
+        row = exchanges.exchange_row(exchange)
+        await self._engine.transaction(lambda cur: cur.execute(exchanges.insert_query("%s"), row))
+
+    async def llm_exchanges(
+        self,
+        *,
+        incident_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[LlmExchange]:
+        query, params = exchanges.selection_query(incident_id, since, limit, mark="%s")
+
+        async def select(cur: Cursor) -> list[LlmExchange]:
+            await cur.execute(query, params)
+            return exchanges.decode_rows(await cur.fetchall())
+
+        return await self._read(select)
+
+    async def prune_llm_exchanges(self, older_than: datetime, batch: int) -> int:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        params = (stamp(older_than), batch)
+
+        async def prune_batch(cur: Cursor) -> int:
+            await cur.execute(exchanges.prune_query("%s"), params)
+            return cur.rowcount
+
+        return await prune_rows_in_batches(lambda: self._engine.transaction(prune_batch), batch)
 
     # --- housekeeping ------------------------------------------------------------
 

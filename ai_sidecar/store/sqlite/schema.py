@@ -15,6 +15,7 @@
   About 2 kB of JSON per copy and peer had made the outbox most of the file,
   more so as a row that large spills into an overflow page of its own in a
   table without rowid.
+- **4**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
 
 A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
 newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -152,8 +153,21 @@ CREATE INDEX return_trip_incident ON return_trip (incident_id);
 CREATE INDEX return_trip_fingerprint ON return_trip (fingerprint);
 """
 
+_VERSION_4 = """
+-- The LLM audit: one row per exchange, the exchange as ASCII JSON in doc.
+-- Kept for llm.audit_retention, apart from the incidents' retention.
+CREATE TABLE llm_exchanges (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX llm_exchanges_at ON llm_exchanges (at);
+CREATE INDEX llm_exchanges_incident ON llm_exchanges (incident_id, at);
+"""
+
 # Step n brings a file from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

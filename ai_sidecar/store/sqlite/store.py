@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+from ai_sidecar.store import exchanges
 from ai_sidecar.store.protocol import (
     Backlog,
     Feedback,
@@ -26,7 +28,7 @@ from ai_sidecar.store.protocol import (
     OutboxRow,
     PruneResult,
 )
-from ai_sidecar.store.retention import prune_in_batches
+from ai_sidecar.store.retention import prune_in_batches, prune_rows_in_batches
 from ai_sidecar.store.sqlite import incidents as sql
 from ai_sidecar.store.sqlite import outbox
 from ai_sidecar.store.sqlite.engine import Engine
@@ -210,6 +212,34 @@ class SqliteStore:
 
     async def firing_copies(self) -> set[str]:
         return await self._engine.read(outbox.firing_copies)
+
+    # --- the LLM audit --------------------------------------------------------------
+
+    async def record_llm_exchange(self, exchange: LlmExchange) -> None:
+        row = exchanges.exchange_row(exchange)
+        await self._engine.write(lambda conn: conn.execute(exchanges.insert_query(), row))
+
+    async def llm_exchanges(
+        self,
+        *,
+        incident_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[LlmExchange]:
+        query, params = exchanges.selection_query(incident_id, since, limit)
+        rows = await self._engine.read(lambda conn: conn.execute(query, params).fetchall())
+        return exchanges.decode_rows(rows)
+
+    async def prune_llm_exchanges(self, older_than: datetime, batch: int) -> int:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        params = (sql.stamp(older_than), batch)
+        return await prune_rows_in_batches(
+            lambda: self._engine.write(
+                lambda conn: conn.execute(exchanges.prune_query(), params).rowcount, bulk=True
+            ),
+            batch,
+        )
 
     # --- housekeeping ------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """What every store promises (:class:`ai_sidecar.store.Store`), checked on each implementation.
 
 Alerts: idempotent ingest and the worker's cursor. Incidents: round trips,
-listing, feedback. The return trip's outbox. Retention. Closing.
+listing, feedback. The return trip's outbox. Retention. The LLM audit. Closing.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ai_sidecar.store import (
     StoreError,
 )
 from tests.ai_sidecar.builders import T0, alert, member_of, stored_incident
+from tests.ai_sidecar.exchanges import exchange
 from tests.ai_sidecar.store.conftest import StoreOpener
 
 RECEIVED = T0 + timedelta(seconds=30, microseconds=250000)
@@ -512,6 +513,73 @@ async def test_prune_refuses_an_empty_batch(store: Store) -> None:
         await store.prune(CUTOFF, batch=0)
 
 
+# --- the LLM audit ----------------------------------------------------------------
+
+
+async def test_llm_exchanges_come_back_whole_in_time_order(store: Store) -> None:
+    later = exchange("inc-1", T0 + timedelta(minutes=5), outcome="invalid", answer="not JSON")
+    # Any character a prompt may hold (alert text is whatever a client sent).
+    odd = exchange(
+        "inc-2", T0 + timedelta(minutes=1, microseconds=7), prompt="nul \x00 réseau ✓ \ud83d"
+    )
+    first = exchange("inc-1", T0.astimezone(timezone(timedelta(hours=2))))
+    for item in (later, odd, first):
+        await store.record_llm_exchange(item)
+
+    kept = await store.llm_exchanges()
+
+    assert kept == [first, odd, later]
+    assert kept[0].at.utcoffset() == timedelta(0)
+    assert await store.llm_exchanges(incident_id="inc-1") == [first, later]
+    assert await store.llm_exchanges(incident_id="inc-9") == []
+
+
+async def test_llm_exchanges_filter_by_time_and_keep_the_newest_under_a_limit(
+    store: Store,
+) -> None:
+    made = [exchange("inc-1", T0 + timedelta(minutes=n)) for n in range(5)]
+    for item in made:
+        await store.record_llm_exchange(item)
+
+    assert await store.llm_exchanges(since=T0 + timedelta(minutes=3)) == made[3:]
+    assert await store.llm_exchanges(limit=2) == made[3:]
+    assert await store.llm_exchanges(since=T0 + timedelta(minutes=1), limit=10) == made[1:]
+    assert await store.llm_exchanges(limit=0) == []
+    with pytest.raises(ValueError, match="limit must be >= 0, got -1"):
+        await store.llm_exchanges(limit=-1)
+
+
+async def test_llm_exchanges_are_pruned_on_their_own_retention(store: Store) -> None:
+    old = [exchange("inc-old", T0 - timedelta(days=40, minutes=n)) for n in range(3)]
+    fresh = exchange("inc-old", T0)
+    for item in (*old, fresh):
+        await store.record_llm_exchange(item)
+    # The incident retention leaves the audit alone, and the audit's does not
+    # need the incident to be stored at all.
+    assert await store.prune(T0, batch=10) == PruneResult()
+    assert len(await store.llm_exchanges()) == 4
+
+    assert await store.prune_llm_exchanges(T0 - timedelta(days=30), batch=1) == 3
+    assert await store.llm_exchanges() == [fresh]
+    assert await store.prune_llm_exchanges(T0 - timedelta(days=30), batch=1) == 0
+    with pytest.raises(ValueError, match="batch must be >= 1, got 0"):
+        await store.prune_llm_exchanges(T0, batch=0)
+
+
+async def test_reopening_keeps_the_llm_audit(open_store: StoreOpener) -> None:
+    kept = exchange("inc-1", T0)
+    store = await open_store()
+    try:
+        await store.record_llm_exchange(kept)
+    finally:
+        await store.close()
+    reopened = await open_store()
+    try:
+        assert await reopened.llm_exchanges(incident_id="inc-1") == [kept]
+    finally:
+        await reopened.close()
+
+
 # --- closing ------------------------------------------------------------------------
 
 
@@ -554,6 +622,9 @@ async def test_close_finishes_queued_writes_then_refuses_everything(
         lambda: store.list_posts(),
         lambda: store.count_due_posts(now=NOW),
         lambda: store.prune(CUTOFF, batch=10),
+        lambda: store.record_llm_exchange(exchange("x", T0)),
+        lambda: store.llm_exchanges(),
+        lambda: store.prune_llm_exchanges(CUTOFF, batch=10),
     ]
     for call in calls:
         with pytest.raises(StoreClosedError, match=r"the store .* is closed"):

@@ -38,6 +38,7 @@ from ai_sidecar.store.postgres import incidents as sql
 from ai_sidecar.store.postgres.engine import TRANSIENT_RETRIES, Cursor, is_storage_failure
 from ai_sidecar.store.sqlite.incidents import encode_incidents
 from tests.ai_sidecar.builders import T0, alert, stored_incident
+from tests.ai_sidecar.exchanges import exchange
 from tests.peers.postgres import PASSWORD, PostgresServer
 
 pytestmark = pytest.mark.peers
@@ -70,6 +71,30 @@ async def test_a_newer_schema_is_refused_untouched(
         conn.execute("UPDATE scout_schema SET version = %s", (SCHEMA_VERSION + 1,))
     with pytest.raises(SchemaVersionError, match=rf"schema version {SCHEMA_VERSION + 1}, newer"):
         await PostgresStore.open(location)
+
+
+async def test_a_database_of_schema_version_2_gains_the_llm_audit(
+    location: Location, postgres_server: PostgresServer
+) -> None:
+    store = await PostgresStore.open(location)
+    await store.save_incidents([stored_incident("inc-1")])
+    await store.close()
+    dbname = location.dsn.split("@/")[1].split("?")[0]
+    with postgres_server.superuser(dbname) as conn:
+        conn.execute("DROP TABLE llm_exchanges")
+        conn.execute("UPDATE scout_schema SET version = 2")
+
+    store = await PostgresStore.open(location)
+    try:
+        kept = exchange("inc-1", T0)
+        await store.record_llm_exchange(kept)
+        assert await store.llm_exchanges(incident_id="inc-1") == [kept]
+        assert await store.incident_ids() == ["inc-1"]
+    finally:
+        await store.close()
+    with postgres_server.superuser(dbname) as conn:
+        row = conn.execute("SELECT version FROM scout_schema").fetchone()
+    assert row == (SCHEMA_VERSION,)
 
 
 async def test_a_wrong_password_is_a_store_error_without_the_password(

@@ -30,6 +30,7 @@ from ai_sidecar.store.sqlite import SCHEMA_VERSION
 from ai_sidecar.store.sqlite import incidents as sql
 from ai_sidecar.store.sqlite.store import QUICK_ROWS
 from tests.ai_sidecar.builders import T0, alert
+from tests.ai_sidecar.exchanges import exchange
 from tests.ai_sidecar.store import legacy_data as legacy
 
 RECEIVED = T0 + timedelta(seconds=30)
@@ -419,6 +420,10 @@ async def test_a_data_directory_of_the_first_release_opens_with_nothing_lost(
             }
         )
         assert "alerts_received" in indexes
+        assert "llm_exchanges_incident" in indexes
+        # The LLM audit came with the migration.
+        await database.record_llm_exchange(kept := exchange("inc-1", legacy.T0))
+        assert await database.llm_exchanges() == [kept]
     finally:
         await database.close()
 
