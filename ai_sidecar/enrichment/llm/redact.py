@@ -148,7 +148,7 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _CREDENTIALS = (
     _Detector(
         "secret",
-        re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?P<value>[^\s/?#@\"'<>]+)@"),
+        re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://(?P<value>[^\s/?#@\"'<>]+)@"),
     ),
     _Detector(
         "secret",

@@ -108,7 +108,8 @@ def test_the_incident_and_draft_are_json_between_fences() -> None:
     assert prompt.request.system == SYSTEM
     data = blocks(prompt.request.user)
     incident_data, draft = data["INCIDENT"], data["DRAFT"]
-    assert isinstance(incident_data, dict) and isinstance(draft, dict)
+    assert isinstance(incident_data, dict)
+    assert isinstance(draft, dict)
     members = incident_data["members"]
     assert [m["fingerprint"] for m in members] == list(found.members)
     assert members[0]["labels"]["instance"] == "host-1:9100"

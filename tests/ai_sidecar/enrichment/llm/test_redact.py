@@ -78,9 +78,12 @@ def test_host_label_values_are_learned_and_redacted_wherever_they_appear() -> No
 
 
 def test_what_names_a_host() -> None:
-    assert is_host_label("instance") and is_host_label("exported_instance")
-    assert is_host_label("peer_host") and is_host_label("neighbor")
-    assert not is_host_label("job") and not is_host_label("ifName")
+    assert is_host_label("instance")
+    assert is_host_label("exported_instance")
+    assert is_host_label("peer_host")
+    assert is_host_label("neighbor")
+    assert not is_host_label("job")
+    assert not is_host_label("ifName")
     assert host_of("http://core-1:9115/probe?x=1") == "core-1"
     assert host_of("10.0.0.1:9100") == ""  # the ip detector's
     assert host_of("[2001:db8::1]:9100") == ""
