@@ -72,11 +72,12 @@ class LlmAnalyst:
         if decision.previous is not None:
             self._metrics.cache_hits.labels("previous").inc()
             return decision.previous
+        if decision.cached_answer is None and not decision.call:
+            self._decline(decision.reason, decision.detail)
+        # Built for a cached answer too: its pseudonyms are this incident's names.
         prompt = build_prompt(incident, context, draft, self._config, redact=self._redact)
         if decision.cached_answer is not None:
             return self._from_cache(decision.cached_answer, incident, prompt.redactor)
-        if not decision.call:
-            self._decline(decision.reason, decision.detail)
         for kind, count in prompt.redactor.counts.items():
             self._metrics.redactions.labels(kind).inc(count)
         redacted = await self._answer(incident, prompt)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ai_sidecar.models import Analysis, Incident
+from ai_sidecar.models import Analysis, Incident, analysis_to_json
 
 TEXT_FIELDS = ("summary", "root_cause", "impact")
 SCORE_FIELDS = ("confidence", "false_positive_likelihood")
@@ -67,17 +67,14 @@ class InvalidAnswer(ValueError):
 
 
 def answer_json(analysis: Analysis) -> dict[str, Any]:
-    """An analysis in the answer's shape: the draft the model improves, a cached answer."""
-    return {
-        "summary": analysis.summary,
-        "root_cause": analysis.root_cause,
-        "impact": analysis.impact,
-        "actions": list(analysis.actions),
-        "confidence": analysis.confidence,
-        "false_positive_likelihood": analysis.false_positive_likelihood,
-        "evidence": list(analysis.evidence),
-        "false_positives": list(analysis.false_positives),
-    }
+    """An analysis in the answer's shape: the draft the model improves, a cached answer.
+
+    The stored shape, but for one key: the answer spells every field as the
+    schema does.
+    """
+    shown = analysis_to_json(analysis)
+    shown["false_positives"] = shown.pop("falsePositives")
+    return shown
 
 
 def _quoted(name: str) -> str:

@@ -69,7 +69,6 @@ HOST_LABELS = frozenset(
         "server",
         "firewall",
         "fqdn",
-        "address",
     }
 )
 # A label or annotation whose name says its value is a credential.
@@ -228,13 +227,14 @@ def is_host_label(name: str) -> bool:
 
 
 def host_of(value: str) -> str:
-    """The host part of a host-like label value: ``core-1`` of ``http://core-1:9100/x``."""
+    """The host part of a host-like label value: ``core-1`` of ``http://core-1:9100/x``.
+
+    "" for a value that is no single name (``Gi0/1``, ``rack 3``) or is an address.
+    """
     text = value.strip()
     scheme = text.find("://")
     if scheme >= 0:
-        text = text[scheme + 3 :]
-    text = re.split(r"[/?#\s]", text, maxsplit=1)[0]
-    text = text.rpartition("@")[2]
+        text = re.split(r"[/?#]", text[scheme + 3 :], maxsplit=1)[0].rpartition("@")[2]
     if text.startswith("["):
         return ""  # a bracketed IPv6 address: the ip detector's
     text = re.sub(r":\d+$", "", text)

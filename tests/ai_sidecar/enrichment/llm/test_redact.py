@@ -88,6 +88,9 @@ def test_what_names_a_host() -> None:
     assert host_of("10.0.0.1:9100") == ""  # the ip detector's
     assert host_of("[2001:db8::1]:9100") == ""
     assert host_of("a") == ""
+    assert host_of("Gi0/1") == ""
+    assert host_of("rack 3") == ""
+    assert host_of("eth0") == "eth0"
 
 
 def test_pseudonyms_follow_first_appearance_and_repeat_for_the_same_value() -> None:
