@@ -89,7 +89,10 @@ SCAN_FACTOR = 2
 _BEFORE = r"(?<![\w.-])"
 # Ends a name: not followed by more of it; a full stop ending a sentence is fine.
 _AFTER = r"(?![\w-]|\.\w)"
-_PSEUDONYM = re.compile(_BEFORE + r"(ip|host|email|mac|secret|pattern)-(\d+)" + _AFTER)
+# Models capitalise a pseudonym that starts a sentence (``Host-1 lost...``).
+_PSEUDONYM = re.compile(
+    _BEFORE + r"(ip|host|email|mac|secret|pattern)-(\d+)" + _AFTER, re.IGNORECASE
+)
 
 
 def _always(_: str) -> bool:
@@ -333,11 +336,11 @@ class Redactor:
             return text
 
         def back(match: re.Match[str]) -> str:
-            pseudonym = match.group(0)
-            original = self._originals.get(pseudonym)
+            kind = match.group(1).lower()
+            original = self._originals.get(f"{kind}-{match.group(2)}")
             if original is None:
-                return pseudonym  # not one of ours (a cached answer may name more)
-            return REDACTED if match.group(1) == "secret" else original
+                return match.group(0)  # not one of ours (a cached answer may name more)
+            return REDACTED if kind == "secret" else original
 
         return _PSEUDONYM.sub(back, text)
 

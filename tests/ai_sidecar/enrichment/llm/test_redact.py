@@ -116,6 +116,7 @@ def test_credentials_never_come_back_and_unknown_pseudonyms_stay() -> None:
     assert (
         redactor.restore("secret-1 at ip-1, also host-7") == f"{REDACTED} at 10.1.1.1, also host-7"
     )
+    assert redactor.restore("Secret-1 at IP-1.") == f"{REDACTED} at 10.1.1.1."
 
 
 def test_a_label_named_like_a_credential_is_a_secret_whole() -> None:
