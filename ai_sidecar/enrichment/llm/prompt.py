@@ -145,6 +145,9 @@ def _hosts_of(incident: Incident, context: IncidentContext) -> frozenset[str]:
         learner.learn(member.labels)
     for evidence in context.anomaly:
         learner.learn(evidence.labels)
+    for found in context.members.values():
+        for series in found.series:
+            learner.learn(series.labels)
     return learner.hosts
 
 

@@ -23,6 +23,7 @@ from tests.ai_sidecar.enrichment.llm.analyst_fakes import RecordingProvider
 API_KEY = "AIzaSyD4x7Qk2mP9vL3nR8tW1yB6cF0hJ5sG2eK"
 CANARIES = (
     API_KEY,
+    "canary-edge-9",
     "10.66.77.88",
     "canary-core-1",
     "db-7.canary.example.com",
@@ -67,7 +68,11 @@ def canary_context(found: Incident) -> IncidentContext:
                 root,
                 True,
                 query="up",
-                series=(SeriesContext({"instance": "canary-core-1:9100"}, 0.0),),
+                series=(
+                    SeriesContext({"instance": "canary-core-1:9100"}, 0.0),
+                    # A name only Prometheus knows is learned from the series too.
+                    SeriesContext({"neighbor": "canary-edge-9"}, 1.0),
+                ),
             )
         },
         anomaly=(
@@ -113,7 +118,10 @@ def test_the_incident_and_draft_are_json_between_fences() -> None:
     members = incident_data["members"]
     assert [m["fingerprint"] for m in members] == list(found.members)
     assert members[0]["labels"]["instance"] == "host-1:9100"
-    assert members[0]["prometheus"] == 'up: {instance="host-1:9100"} now 0'
+    assert re.fullmatch(
+        r'up: \{instance="host-1:9100"\} now 0; \{neighbor="host-\d"\} now 1',
+        members[0]["prometheus"],
+    )
     assert incident_data["root_cause"]["rule"] == "upstream"
     assert incident_data["priority"] == "P1"
     assert incident_data["anomaly_evidence"][0]["score"] == 0.9
