@@ -1,7 +1,7 @@
 """What the worker works with, built from the config in one place.
 
-:func:`build_components` makes the analyst chain (the local analyst for now;
-LLM analysts go in front of it next, with the local one as the fallback), the
+:func:`build_components` makes the analyst chain (:func:`build_analysts`: the
+configured LLM analyst in front of the local one, which is the fallback), the
 source of Prometheus context (through the :mod:`ai_sidecar.promql` client),
 the source of anomaly evidence (the scores Prometheus scraped from the
 sidecar, read back through the same client) and the dependency graph correlation
@@ -29,6 +29,7 @@ from ai_sidecar.config import SidecarConfig
 from ai_sidecar.context import MetricsContextSource, PrometheusContext
 from ai_sidecar.correlate import TopologyProvider, TopologyRefresher
 from ai_sidecar.enrichment.chain import AnalystChain
+from ai_sidecar.enrichment.llm.analyst import LlmAnalyst
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.priority import AnomalyEvidenceSource, NoAnomalyEvidence
 from ai_sidecar.promql import BearerToken, HttpPromQLClient
@@ -90,11 +91,41 @@ def build_components(
             auth=None if token is None else BearerToken(token),
         )
     return Components(
-        analysts=AnalystChain(fallback=LocalAnalyst(config.runbooks)),
+        analysts=build_analysts(config, db=db, metrics=metrics),
         context=PrometheusContext.from_config(client, config.analysis),
         anomaly=NoAnomalyEvidence() if client is None else ScrapedAnomalyEvidence(client),
         topology=TopologyRefresher(client, config.correlation),
     )
+
+
+def build_analysts(config: SidecarConfig, *, db: Store, metrics: SidecarMetrics) -> AnalystChain:
+    """The local analyst, behind the configured LLM analyst when one is active.
+
+    Without a provider (``llm.provider: none``, the kill switch on, or no API
+    key in the environment) the local analyst speaks alone.
+    """
+    local = LocalAnalyst(config.runbooks)
+    if not config.llm.active:
+        return AnalystChain(fallback=local)
+    # Imported here: the providers load the vendor SDKs (slow to import), which only an
+    # active LLM needs.
+    from ai_sidecar.enrichment.llm.audit import StoreAudit
+    from ai_sidecar.enrichment.llm.guard import LlmGuard
+    from ai_sidecar.enrichment.llm.policy import LlmPolicy
+    from ai_sidecar.enrichment.llm.providers import build_provider
+
+    provider = build_provider(config.llm)
+    if provider is None:
+        return AnalystChain(fallback=local)
+    analyst = LlmAnalyst(
+        local,
+        provider,
+        LlmGuard(config.llm, metrics.llm, audit=StoreAudit(db)),
+        LlmPolicy(config.llm, metrics.llm),
+        config.llm,
+        metrics.llm,
+    )
+    return AnalystChain(fallback=local, preferred=(analyst,))
 
 
 async def open_store(

@@ -171,7 +171,12 @@ class Member(_Labelled):
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    """What an analyst says about an incident; the LLM fills the same shape."""
+    """What an analyst says about an incident; the LLM fills the same shape.
+
+    ``evidence`` holds the fingerprints of the members that support the root
+    cause, and ``false_positives`` those of members judged false positives;
+    both name members of the incident the analysis was made for.
+    """
 
     summary: str
     root_cause: str
@@ -179,6 +184,8 @@ class Analysis:
     actions: tuple[str, ...]
     confidence: float
     false_positive_likelihood: float
+    evidence: tuple[str, ...] = ()
+    false_positives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,10 +340,13 @@ def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
         "actions": list(analysis.actions),
         "confidence": analysis.confidence,
         "false_positive_likelihood": analysis.false_positive_likelihood,
+        "evidence": list(analysis.evidence),
+        "falsePositives": list(analysis.false_positives),
     }
 
 
 def analysis_from_json(data: Mapping[str, Any]) -> Analysis:
+    """An analysis as stored or served; one stored before evidence existed has none."""
     return Analysis(
         summary=data["summary"],
         root_cause=data["root_cause"],
@@ -344,6 +354,8 @@ def analysis_from_json(data: Mapping[str, Any]) -> Analysis:
         actions=tuple(data["actions"]),
         confidence=float(data["confidence"]),
         false_positive_likelihood=float(data["false_positive_likelihood"]),
+        evidence=tuple(data.get("evidence", ())),
+        false_positives=tuple(data.get("falsePositives", ())),
     )
 
 

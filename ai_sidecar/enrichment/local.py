@@ -90,6 +90,8 @@ def analyse(
         actions=_actions(members, root, runbooks),
         confidence=_confidence(incident, members, root, context),
         false_positive_likelihood=_false_positive(incident, members, root, context),
+        # The root cause's own alert is what the explanation rests on.
+        evidence=(root.fingerprint,),
     )
 
 

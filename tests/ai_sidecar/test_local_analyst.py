@@ -91,6 +91,9 @@ async def test_core_link_storm_is_explained_from_facts():
     assert analysis.confidence == 0.85
     # 0.2, -0.1 three or more targets, -0.1 the root cause has dependents.
     assert analysis.false_positive_likelihood == 0.02
+    # The root cause's own alert is the evidence; no member is judged noise.
+    assert analysis.evidence == (incident.root_cause,)
+    assert analysis.false_positives == ()
 
 
 async def test_unavailable_context_is_said_and_lowers_confidence():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ai_sidecar.models import (
+    Analysis,
     AnomalyEvidence,
     RootCauseFacts,
     SkippedAnalyst,
@@ -105,3 +106,27 @@ def test_a_new_header_still_carries_what_the_last_release_reads_from_extra():
     assert written["extra"] == LEGACY_HEADER["extra"]
     bare = incident_header_to_json(incident(member("Test", "h1")))
     assert bare["extra"] == {}
+
+
+def test_an_analysis_keeps_its_evidence_and_false_positives_through_the_header() -> None:
+    analysis = Analysis("s", "r", "i", ("a",), 0.7, 0.2, ("fp-root",), ("fp-noise",))
+    original = replace(incident(member("DeviceDown", "r1")), analysis=analysis)
+    header = incident_header_to_json(original)
+    assert header["analysis"]["evidence"] == ["fp-root"]
+    assert header["analysis"]["falsePositives"] == ["fp-noise"]
+    assert incident_from_header(header, original.members.values()).analysis == analysis
+
+
+def test_an_analysis_stored_before_evidence_existed_reads_back_without_it() -> None:
+    stored = {
+        "summary": "s",
+        "root_cause": "r",
+        "impact": "i",
+        "actions": ["a"],
+        "confidence": 0.7,
+        "false_positive_likelihood": 0.2,
+    }
+    loaded = incident_from_header({**LEGACY_HEADER, "analysis": stored}, [])
+    assert loaded.analysis == Analysis("s", "r", "i", ("a",), 0.7, 0.2)
+    assert loaded.analysis.evidence == ()
+    assert loaded.analysis.false_positives == ()

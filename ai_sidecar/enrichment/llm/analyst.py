@@ -1,0 +1,138 @@
+"""The LLM analyst: the local draft, improved by a model when the policy says it pays.
+
+For each incident it asks, in order:
+
+1. the local analyst, for a draft (always: the model improves it, and the
+   fallback is never worse-informed than the model);
+2. the gate (the hybrid policy): nothing material changed since its last
+   answer (reuse it), a similar incident was answered within the TTL (restore
+   that answer with this incident's pseudonyms), or not worth a call
+   (decline, and the local analysis goes out labelled with the reason);
+3. the caller (the guard), with the redacted, fenced prompt. No answer: the
+   guard declines, and the reason is counted here. An answer that fails
+   validation is sent back once with the error; a second failure declines
+   with ``invalid``.
+
+The answer is mapped back from pseudonyms (credentials stay ``[redacted]``),
+sanitised for Slack and email, and remembered by the gate.
+
+It depends only on the seams of :mod:`ai_sidecar.enrichment.llm.base`: any
+provider, caller and gate will do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from typing import NoReturn
+
+from ai_sidecar.config import LlmConfig
+from ai_sidecar.enrichment.base import Analyst, AnalystDeclined, IncidentContext
+from ai_sidecar.enrichment.llm.answer import InvalidAnswer, answer_json, parse_answer
+from ai_sidecar.enrichment.llm.base import LlmCaller, LlmGate, LlmProvider, LlmReply, LlmRequest
+from ai_sidecar.enrichment.llm.metrics import LlmMetrics
+from ai_sidecar.enrichment.llm.prompt import Prompt, build_prompt, must_redact, retry_request
+from ai_sidecar.enrichment.llm.redact import Redactor
+from ai_sidecar.models import Analysis, Incident
+from ai_sidecar.sanitize import sanitize_analysis
+
+log = logging.getLogger("ai_sidecar.llm")
+
+
+class LlmAnalyst:
+    """Explains incidents with ``provider``, through ``guard`` and as ``policy`` allows."""
+
+    def __init__(
+        self,
+        local: Analyst,
+        provider: LlmProvider,
+        guard: LlmCaller,
+        policy: LlmGate,
+        config: LlmConfig,
+        metrics: LlmMetrics,
+    ) -> None:
+        self.name = provider.name
+        self._local = local
+        self._provider = provider
+        self._guard = guard
+        self._policy = policy
+        self._config = config
+        self._metrics = metrics
+        self._redact = must_redact(config, provider)
+        if not config.redact and self._redact:
+            log.warning(
+                "llm.redact is false, but provider %s is not local: redacting anyway",
+                provider.name,
+            )
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        draft = await self._local.analyse(incident, context)
+        decision = self._policy.decide(incident, context, self.name)
+        if decision.previous is not None:
+            self._metrics.cache_hits.labels("previous").inc()
+            return decision.previous
+        if decision.cached_answer is None and not decision.call:
+            self._decline(decision.reason, decision.detail)
+        # Built for a cached answer too: its pseudonyms are this incident's names.
+        prompt = build_prompt(incident, context, draft, self._config, redact=self._redact)
+        if decision.cached_answer is not None:
+            return self._from_cache(decision.cached_answer, incident, prompt.redactor)
+        for kind, count in prompt.redactor.counts.items():
+            self._metrics.redactions.labels(kind).inc(count)
+        redacted = await self._answer(incident, prompt)
+        analysis = _restored(redacted, prompt.redactor)
+        # Kept capped, in pseudonyms: a similar incident restores it with its own.
+        kept = json.dumps(answer_json(sanitize_analysis(redacted)), ensure_ascii=False)
+        self._policy.remember(incident, analysis, kept)
+        return analysis
+
+    def _from_cache(self, answer: str, incident: Incident, redactor: Redactor) -> Analysis:
+        """A similar incident's answer, in this incident's names."""
+        try:
+            redacted = parse_answer(answer, incident)
+        except InvalidAnswer as exc:
+            self._decline("invalid", f"the cached answer of a similar incident is invalid: {exc}")
+        self._metrics.cache_hits.labels("similar").inc()
+        return _restored(redacted, redactor)
+
+    async def _answer(self, incident: Incident, prompt: Prompt) -> Analysis:
+        """The model's valid answer, still in pseudonyms; one retry with the error."""
+        request = prompt.request
+        reply = await self._call(request, incident)
+        try:
+            return parse_answer(reply.text, incident)
+        except InvalidAnswer as first:
+            self._guard.invalid_answer(self._provider, incident.id)
+            log.info("incident %s: invalid answer from %s: %s", incident.id, self.name, first)
+            reply = await self._call(retry_request(request, first.reason), incident)
+        try:
+            return parse_answer(reply.text, incident)
+        except InvalidAnswer as second:
+            self._guard.invalid_answer(self._provider, incident.id)
+            self._decline("invalid", f"the answer failed validation twice: {second}")
+
+    async def _call(self, request: LlmRequest, incident: Incident) -> LlmReply:
+        try:
+            return await self._guard.call(self._provider, request, incident_id=incident.id)
+        except AnalystDeclined as declined:
+            self._metrics.fallbacks.labels(declined.reason).inc()
+            raise
+
+    def _decline(self, reason: str, detail: str) -> NoReturn:
+        self._metrics.fallbacks.labels(reason).inc()
+        raise AnalystDeclined(reason, detail)
+
+
+def _restored(analysis: Analysis, redactor: Redactor) -> Analysis:
+    """``analysis`` in real names (credentials ``[redacted]``), safe for Slack and email."""
+    restore = redactor.restore
+    return sanitize_analysis(
+        replace(
+            analysis,
+            summary=restore(analysis.summary),
+            root_cause=restore(analysis.root_cause),
+            impact=restore(analysis.impact),
+            actions=tuple(restore(action) for action in analysis.actions),
+        )
+    )
