@@ -10,23 +10,30 @@ variable, never the value. An OpenAI-compatible server at a configured
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 
 from ai_sidecar.config import LlmConfig
 from ai_sidecar.credentials import read_secret
-from ai_sidecar.enrichment.llm.anthropic import AnthropicProvider
 from ai_sidecar.enrichment.llm.base import LlmProvider
-from ai_sidecar.enrichment.llm.gemini import GeminiProvider
-from ai_sidecar.enrichment.llm.openai import OpenAIProvider
 from ai_sidecar.errors import ConfigError
 
 ProviderFactory = Callable[..., LlmProvider]
-PROVIDERS: dict[str, ProviderFactory] = {
-    "gemini": GeminiProvider,
-    "anthropic": AnthropicProvider,
-    "openai": OpenAIProvider,
+# Imported on demand: each vendor SDK takes seconds to import, and a sidecar
+# loads only the one it is configured with (none when the LLM is off).
+PROVIDERS: dict[str, tuple[str, str]] = {
+    "gemini": ("ai_sidecar.enrichment.llm.gemini", "GeminiProvider"),
+    "anthropic": ("ai_sidecar.enrichment.llm.anthropic", "AnthropicProvider"),
+    "openai": ("ai_sidecar.enrichment.llm.openai", "OpenAIProvider"),
 }
+
+
+def provider_class(name: str) -> ProviderFactory:
+    """The provider class for ``name`` (``gemini``, ``anthropic``, ``openai``)."""
+    module, attribute = PROVIDERS[name]
+    factory: ProviderFactory = getattr(importlib.import_module(module), attribute)
+    return factory
 
 
 def build_provider(
@@ -38,7 +45,6 @@ def build_provider(
     """
     if not config.active:
         return None
-    factory = PROVIDERS[config.provider]
     base_url = str(config.base_url) if config.base_url is not None else None
     variable = config.key_env
     key = read_secret(environ, variable, f"{variable}_FILE")
@@ -49,7 +55,7 @@ def build_provider(
                 f"set it, or {variable}_FILE naming a file that holds the key"
             )
         key = ""  # Ollama and vLLM on the operator's own machine take none
-    return factory(
+    return provider_class(config.provider)(
         api_key=key,
         model=config.model,
         timeout=config.timeout.total_seconds(),
