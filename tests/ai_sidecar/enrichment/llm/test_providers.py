@@ -7,6 +7,7 @@ header the vendor reads: never in the URL, the body, an error or a repr.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -164,7 +165,8 @@ async def test_a_valid_answer_comes_back_with_its_tokens(setup: Setup) -> None:
     assert reply.finish_reason == setup.vendor.finish_reason
     sent = setup.only_request()
     assert sent.model == setup.vendor.model
-    assert REQUEST.system in sent.prompt and REQUEST.user in sent.prompt
+    assert REQUEST.system in sent.prompt
+    assert REQUEST.user in sent.prompt
     assert setup.vendor.sent_limit(sent.body) == 777
     # The API enforces the schema (Anthropic's in its strict subset).
     sent_schema = setup.vendor.sent_schema(sent.body)
@@ -248,7 +250,8 @@ async def test_401_is_rejected_and_the_quoted_key_is_scrubbed(setup: Setup) -> N
     assert isinstance(error, LlmRejected)
     assert "<secret>" in str(error)
     assert_keyless(error)
-    assert error.__cause__ is None and error.__suppress_context__
+    assert error.__cause__ is None
+    assert error.__suppress_context__
 
 
 @pytest.mark.parametrize("status", [400, 403, 404])
@@ -274,6 +277,34 @@ async def test_a_closed_port_is_unavailable_and_named_by_host_only() -> None:
         await provider.close()
         assert time.monotonic() - started < 2.0, f"{vendor.name} retried the connection"
         assert_keyless(caught.value)
+        assert caught.value.__cause__ is None
+        assert caught.value.__suppress_context__
+
+
+async def test_a_dropped_connection_is_unavailable_and_not_retried() -> None:
+    connections = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.read(1)
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for vendor in VENDORS:
+            connections = 0
+            provider = vendor.provider(
+                api_key=KEY, model=vendor.model, timeout=5.0, base_url=f"http://127.0.0.1:{port}"
+            )
+            with pytest.raises(LlmUnavailable, match=f"cannot reach 127.0.0.1:{port}"):
+                await provider.complete(REQUEST)
+            await provider.close()
+            assert connections == 1, vendor.name
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 # -- structured output fallbacks ---------------------------------------------------------
@@ -377,7 +408,9 @@ def test_gemini_answer_leaves_out_thoughts_and_bills_them_as_output() -> None:
 
 def test_scrub_hides_the_key_and_anything_shaped_like_a_vendor_key() -> None:
     text = scrub(f"bad key {KEY} (also sk-proj-abcdef123456 and AIzaSyA1234567890)", KEY)
-    assert KEY not in text and "sk-proj" not in text and "AIza" not in text
+    assert KEY not in text
+    assert "sk-proj" not in text
+    assert "AIza" not in text
     assert text.count("<secret>") == 3
     assert len(scrub("x" * 5000, KEY)) <= 300
 
@@ -405,7 +438,9 @@ def test_openai_compatible_server_on_a_private_address_is_local(
 
 def test_cloud_vendors_are_never_local_even_behind_a_loopback_proxy() -> None:
     for provider in (GeminiProvider, AnthropicProvider):
-        assert not provider(api_key=KEY, model="m", timeout=1.0, base_url="http://127.0.0.1:1").local
+        assert not provider(
+            api_key=KEY, model="m", timeout=1.0, base_url="http://127.0.0.1:1"
+        ).local
 
 
 # -- build_provider ----------------------------------------------------------------------
@@ -482,7 +517,7 @@ def test_a_missing_key_is_a_config_error_naming_the_variable_only(
 def test_an_empty_key_file_is_a_config_error(tmp_path: Path) -> None:
     empty = tmp_path / "key"
     empty.write_text("\n")
-    with pytest.raises(ConfigError, match="GEMINI_API_KEY_FILE: .* is empty"):
+    with pytest.raises(ConfigError, match=r"GEMINI_API_KEY_FILE: .* is empty"):
         build_provider(llm(), environ={"GEMINI_API_KEY_FILE": str(empty)})
 
 
