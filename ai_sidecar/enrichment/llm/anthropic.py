@@ -17,14 +17,12 @@ from anthropic.types import Message, OutputConfigParam
 from ai_sidecar.enrichment.llm.base import LlmReply, LlmRequest
 from ai_sidecar.enrichment.llm.sdk import (
     SdkFailures,
+    SdkProvider,
     StructuredOutput,
     json_instruction,
-    one_attempt,
     stainless_failure,
 )
 
-NAME = "anthropic"
-DEFAULT_BASE_URL = "https://api.anthropic.com"
 FAILURES = SdkFailures(
     http=anthropic.APIStatusError,
     describe=stainless_failure,
@@ -33,47 +31,33 @@ FAILURES = SdkFailures(
 )
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkProvider):
     """Anthropic's Claude models."""
 
-    name = NAME
-    local = False
+    name = "anthropic"
+    default_base_url = "https://api.anthropic.com"
+    failures = FAILURES
 
     def __init__(
         self, *, api_key: str, model: str, timeout: float, base_url: str | None = None
     ) -> None:
-        self.model = model
-        self._key = api_key
-        self._timeout = timeout
-        self._base_url = base_url or DEFAULT_BASE_URL
-        self._structured = StructuredOutput("output_config", "output_format", "structured output")
+        super().__init__(api_key=api_key, model=model, timeout=timeout, base_url=base_url)
+        self._structured = StructuredOutput(
+            anthropic.BadRequestError, "output_config", "output_format", "structured output"
+        )
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=self._base_url, max_retries=0, timeout=timeout
         )
 
-    def __repr__(self) -> str:
-        return f"AnthropicProvider(model={self.model!r}, base_url={self._base_url!r})"
-
     async def complete(self, request: LlmRequest) -> LlmReply:
-        structured = self._structured.supported
-        async with one_attempt(
-            NAME, FAILURES, seconds=self._timeout, secret=self._key, base_url=self._base_url
-        ):
-            try:
-                message = await self._create(request, structured=structured)
-            except anthropic.BadRequestError as exc:
-                if not (structured and self._structured.refused(stainless_failure(exc))):
-                    raise
-                message = await self._create(request, structured=False)
+        async def create(structured: bool) -> Message:
+            return await self._create(request, structured=structured)
+
+        async with self.attempt():
+            message = await self._structured.create(create)
         text = "".join(block.text for block in message.content if block.type == "text")
-        return LlmReply(
-            text=text,
-            provider=NAME,
-            model=self.model,
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
-            finish_reason=message.stop_reason or "",
-        )
+        usage = message.usage
+        return self.reply(text, usage.input_tokens, usage.output_tokens, message.stop_reason or "")
 
     async def close(self) -> None:
         await self._client.close()

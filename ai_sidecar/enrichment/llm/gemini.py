@@ -25,36 +25,53 @@ from ai_sidecar.enrichment.llm.base import LlmReply, LlmRequest
 from ai_sidecar.enrichment.llm.sdk import (
     HttpFailure,
     SdkFailures,
-    one_attempt,
+    SdkProvider,
     retry_after_seconds,
 )
 
-NAME = "gemini"
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
-class GeminiProvider:
+def _failure(exc: errors.APIError) -> HttpFailure:
+    retry_after = retry_after_seconds(getattr(exc.response, "headers", None))
+    if retry_after is None:
+        retry_after = retry_delay(exc.details)
+    message = f"{exc.status or ''} {exc.message or ''}".strip()
+    return HttpFailure(exc.code, message, retry_after)
+
+
+FAILURES = SdkFailures(
+    http=errors.APIError, describe=_failure, connection=(aiohttp.ClientError, OSError)
+)
+
+
+def retry_delay(body: Any) -> float | None:
+    """The ``retryDelay`` of a ``google.rpc.RetryInfo`` detail in an error body, in seconds."""
+    if isinstance(body, Mapping):
+        body = body.get("error", body)
+    details = body.get("details") if isinstance(body, Mapping) else None
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, Mapping) and detail.get("@type") == _RETRY_INFO:
+            match = _DURATION.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+class GeminiProvider(SdkProvider):
     """Google's Gemini models (``gemini-2.5-flash`` fits the free tier)."""
 
-    name = NAME
-    # Google's servers, whatever proxy base_url names: redaction stays on.
-    local = False
+    name = "gemini"
+    default_base_url = "https://generativelanguage.googleapis.com"
+    failures = FAILURES
 
     def __init__(
         self, *, api_key: str, model: str, timeout: float, base_url: str | None = None
     ) -> None:
-        self.model = model
-        self._key = api_key
-        self._timeout = timeout
-        self._base_url = base_url or DEFAULT_BASE_URL
-        self._configured_url = base_url
+        super().__init__(api_key=api_key, model=model, timeout=timeout, base_url=base_url)
         self._session: aiohttp.ClientSession | None = None
         self._client: genai.Client | None = None
-
-    def __repr__(self) -> str:
-        return f"GeminiProvider(model={self.model!r}, base_url={self._base_url!r})"
 
     async def complete(self, request: LlmRequest) -> LlmReply:
         config = types.GenerateContentConfig(
@@ -63,9 +80,7 @@ class GeminiProvider:
             response_json_schema=dict(request.schema),
             max_output_tokens=request.max_output_tokens,
         )
-        async with one_attempt(
-            NAME, FAILURES, seconds=self._timeout, secret=self._key, base_url=self._base_url
-        ):
+        async with self.attempt():
             response = await self._connected().aio.models.generate_content(
                 model=self.model, contents=request.user, config=config
             )
@@ -115,37 +130,4 @@ class GeminiProvider:
         output_tokens = (
             (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0) if usage else 0
         )
-        return LlmReply(
-            text=text,
-            provider=NAME,
-            model=self.model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            finish_reason=finish,
-        )
-
-
-def _failure(exc: errors.APIError) -> HttpFailure:
-    retry_after = retry_after_seconds(getattr(exc.response, "headers", None))
-    if retry_after is None:
-        retry_after = retry_delay(exc.details)
-    message = f"{exc.status or ''} {exc.message or ''}".strip()
-    return HttpFailure(exc.code, message, retry_after)
-
-
-FAILURES = SdkFailures(
-    http=errors.APIError, describe=_failure, connection=(aiohttp.ClientError, OSError)
-)
-
-
-def retry_delay(body: Any) -> float | None:
-    """The ``retryDelay`` of a ``google.rpc.RetryInfo`` detail in an error body, in seconds."""
-    if isinstance(body, Mapping):
-        body = body.get("error", body)
-    details = body.get("details") if isinstance(body, Mapping) else None
-    for detail in details if isinstance(details, list) else ():
-        if isinstance(detail, Mapping) and detail.get("@type") == _RETRY_INFO:
-            match = _DURATION.match(str(detail.get("retryDelay", "")))
-            if match:
-                return float(match.group(1))
-    return None
+        return self.reply(text, input_tokens, output_tokens, finish)

@@ -19,15 +19,13 @@ from openai.types.chat.completion_create_params import ResponseFormat
 from ai_sidecar.enrichment.llm.base import LlmReply, LlmRequest
 from ai_sidecar.enrichment.llm.sdk import (
     SdkFailures,
+    SdkProvider,
     StructuredOutput,
     is_private_url,
     json_instruction,
-    one_attempt,
     stainless_failure,
 )
 
-NAME = "openai"
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SCHEMA_NAME = "analysis"
 # What Ollama's own documentation passes as the key it does not check.
 NO_KEY = "ollama"
@@ -39,23 +37,24 @@ FAILURES = SdkFailures(
 )
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkProvider):
     """OpenAI's models, or any server that speaks its Chat Completions API."""
 
-    name = NAME
+    name = "openai"
+    default_base_url = "https://api.openai.com/v1"
+    failures = FAILURES
 
     def __init__(
         self, *, api_key: str, model: str, timeout: float, base_url: str | None = None
     ) -> None:
-        self.model = model
+        super().__init__(api_key=api_key, model=model, timeout=timeout, base_url=base_url)
         self.local = is_private_url(base_url)
-        self._key = api_key
-        self._timeout = timeout
-        self._base_url = base_url or DEFAULT_BASE_URL
         # OpenAI's own newer models take only max_completion_tokens; compatible
         # servers have long known max_tokens and not always the newer name.
         self._openai_itself = base_url is None
-        self._structured = StructuredOutput("response_format", "json_schema")
+        self._structured = StructuredOutput(
+            openai.BadRequestError, "response_format", "json_schema"
+        )
         self._client = openai.AsyncOpenAI(
             # The SDK insists on a key; a keyless local server ignores this one.
             api_key=api_key or NO_KEY,
@@ -64,34 +63,21 @@ class OpenAIProvider:
             timeout=timeout,
         )
 
-    def __repr__(self) -> str:
-        return f"OpenAIProvider(model={self.model!r}, base_url={self._base_url!r})"
-
     async def complete(self, request: LlmRequest) -> LlmReply:
-        structured = self._structured.supported
-        async with one_attempt(
-            NAME, FAILURES, seconds=self._timeout, secret=self._key, base_url=self._base_url
-        ):
-            try:
-                completion = await self._create(request, structured=structured)
-            except openai.BadRequestError as exc:
-                if not (structured and self._structured.refused(stainless_failure(exc))):
-                    raise
-                completion = await self._create(request, structured=False)
+        async def create(structured: bool) -> ChatCompletion:
+            return await self._create(request, structured=structured)
+
+        async with self.attempt():
+            completion = await self._structured.create(create)
         text, finish = "", ""
         if completion.choices:
             choice = completion.choices[0]
             text = choice.message.content or ""
             finish = choice.finish_reason or ""
         usage = completion.usage
-        return LlmReply(
-            text=text,
-            provider=NAME,
-            model=self.model,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            finish_reason=finish,
-        )
+        if usage is None:
+            return self.reply(text, 0, 0, finish)
+        return self.reply(text, usage.prompt_tokens, usage.completion_tokens, finish)
 
     async def close(self) -> None:
         await self._client.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from ai_sidecar.config import LlmConfig
 from ai_sidecar.credentials import read_secret
@@ -27,6 +28,15 @@ PROVIDERS: dict[str, tuple[str, str]] = {
     "anthropic": ("ai_sidecar.enrichment.llm.anthropic", "AnthropicProvider"),
     "openai": ("ai_sidecar.enrichment.llm.openai", "OpenAIProvider"),
 }
+
+if TYPE_CHECKING:
+    # The table's strings escape the type checker; these lines hold each class
+    # to the LlmProvider protocol.
+    from ai_sidecar.enrichment.llm.anthropic import AnthropicProvider
+    from ai_sidecar.enrichment.llm.gemini import GeminiProvider
+    from ai_sidecar.enrichment.llm.openai import OpenAIProvider
+
+    _CHECKED: tuple[ProviderFactory, ...] = (GeminiProvider, AnthropicProvider, OpenAIProvider)
 
 
 def provider_class(name: str) -> ProviderFactory:

@@ -19,21 +19,24 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from ai_sidecar.enrichment.llm.base import (
     LlmError,
     LlmRateLimited,
     LlmRejected,
+    LlmReply,
     LlmTimedOut,
     LlmUnavailable,
 )
+
+T = TypeVar("T")
 
 # Vendor messages are shown to operators; a page of HTML from a proxy is not.
 MAX_MESSAGE = 300
@@ -175,12 +178,24 @@ class StructuredOutput:
 
     Older OpenAI-compatible servers (and older Claude models) refuse the
     parameter outright; the provider then asks once more without it, with the
-    schema in the instructions, and does so from then on.
+    schema in the instructions, and does so from then on. ``markers`` are
+    words the refusal names (``response_format``).
     """
 
-    def __init__(self, *markers: str) -> None:
+    def __init__(self, bad_request: type[Exception], *markers: str) -> None:
         self.supported = True
+        self._bad_request = bad_request
         self._markers = tuple(marker.lower() for marker in markers)
+
+    async def create(self, make: Callable[[bool], Awaitable[T]]) -> T:
+        """``make(structured)``, and once more unstructured when the server refuses."""
+        structured = self.supported
+        try:
+            return await make(structured)
+        except self._bad_request as exc:
+            if not (structured and self.refused(stainless_failure(exc))):
+                raise
+        return await make(False)
 
     def refused(self, failure: HttpFailure) -> bool:
         """True (once) when ``failure`` is the server refusing the parameter."""
@@ -190,6 +205,52 @@ class StructuredOutput:
             return False
         self.supported = False
         return True
+
+
+class SdkProvider:
+    """What the three providers hold alike; each adds its SDK client and ``complete``.
+
+    ``base_url`` None means the vendor's own API (``default_base_url``).
+    """
+
+    # An instance attribute for the LlmProvider protocol; subclasses set it once.
+    name: str
+    default_base_url: ClassVar[str]
+    failures: ClassVar[SdkFailures]
+
+    def __init__(
+        self, *, api_key: str, model: str, timeout: float, base_url: str | None = None
+    ) -> None:
+        self.model = model
+        # Cloud vendors are never local, whatever proxy base_url names.
+        self.local = False
+        self._key = api_key
+        self._timeout = timeout
+        self._configured_url = base_url
+        self._base_url = base_url or self.default_base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self._base_url!r})"
+
+    def attempt(self) -> AbstractAsyncContextManager[None]:
+        """The time box and error translation around one SDK call."""
+        return one_attempt(
+            self.name,
+            self.failures,
+            seconds=self._timeout,
+            secret=self._key,
+            base_url=self._base_url,
+        )
+
+    def reply(self, text: str, input_tokens: int, output_tokens: int, finish: str) -> LlmReply:
+        return LlmReply(
+            text=text,
+            provider=self.name,
+            model=self.model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            finish_reason=finish,
+        )
 
 
 def json_instruction(schema: Mapping[str, Any]) -> str:
