@@ -16,18 +16,10 @@ from anthropic.types import Message, OutputConfigParam
 
 from ai_sidecar.enrichment.llm.base import LlmReply, LlmRequest
 from ai_sidecar.enrichment.llm.sdk import (
-    SdkFailures,
     SdkProvider,
     StructuredOutput,
     json_instruction,
-    stainless_failure,
-)
-
-FAILURES = SdkFailures(
-    http=anthropic.APIStatusError,
-    describe=stainless_failure,
-    timeouts=(anthropic.APITimeoutError,),
-    connection=(anthropic.APIConnectionError,),
+    stainless_failures,
 )
 
 
@@ -36,7 +28,7 @@ class AnthropicProvider(SdkProvider):
 
     name = "anthropic"
     default_base_url = "https://api.anthropic.com"
-    failures = FAILURES
+    failures = stainless_failures(anthropic)
 
     def __init__(
         self, *, api_key: str, model: str, timeout: float, base_url: str | None = None

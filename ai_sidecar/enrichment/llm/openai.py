@@ -18,23 +18,16 @@ from openai.types.chat.completion_create_params import ResponseFormat
 
 from ai_sidecar.enrichment.llm.base import LlmReply, LlmRequest
 from ai_sidecar.enrichment.llm.sdk import (
-    SdkFailures,
     SdkProvider,
     StructuredOutput,
     is_private_url,
     json_instruction,
-    stainless_failure,
+    stainless_failures,
 )
 
 SCHEMA_NAME = "analysis"
 # What Ollama's own documentation passes as the key it does not check.
 NO_KEY = "ollama"
-FAILURES = SdkFailures(
-    http=openai.APIStatusError,
-    describe=stainless_failure,
-    timeouts=(openai.APITimeoutError,),
-    connection=(openai.APIConnectionError,),
-)
 
 
 class OpenAIProvider(SdkProvider):
@@ -42,7 +35,7 @@ class OpenAIProvider(SdkProvider):
 
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
-    failures = FAILURES
+    failures = stainless_failures(openai)
 
     def __init__(
         self, *, api_key: str, model: str, timeout: float, base_url: str | None = None

@@ -24,6 +24,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -170,6 +171,16 @@ def stainless_failure(exc: Any) -> HttpFailure:
         status=int(exc.status_code),
         message=str(message) if message else str(getattr(exc, "message", "")),
         retry_after=retry_after_seconds(getattr(response, "headers", None)),
+    )
+
+
+def stainless_failures(sdk: ModuleType) -> SdkFailures:
+    """How the ``anthropic`` and ``openai`` SDKs (generated alike) report failures."""
+    return SdkFailures(
+        http=sdk.APIStatusError,
+        describe=stainless_failure,
+        timeouts=(sdk.APITimeoutError,),
+        connection=(sdk.APIConnectionError,),
     )
 
 

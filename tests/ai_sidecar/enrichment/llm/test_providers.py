@@ -360,6 +360,25 @@ async def test_claude_model_refusing_structured_output_is_asked_without_it() -> 
 # -- details -----------------------------------------------------------------------------
 
 
+class GeminiBehindAProxy(FakeGemini):
+    """A front end that says how long to wait in a Retry-After header, not in the body."""
+
+    retry_after_header = True
+
+    def error_body(self, status: int, message: str, retry_after: float | None) -> dict[str, Any]:
+        return super().error_body(status, message, None)
+
+
+async def test_gemini_honours_a_retry_after_header_too() -> None:
+    async with GeminiBehindAProxy() as fake:
+        fake.script(RateLimited(retry_after=4))
+        provider = GeminiProvider(api_key=KEY, model="m", timeout=5.0, base_url=fake.base_url)
+        with pytest.raises(LlmRateLimited) as caught:
+            await provider.complete(REQUEST)
+        await provider.close()
+    assert caught.value.retry_after == 4.0
+
+
 def test_gemini_reads_the_retry_delay_google_puts_in_the_error_body() -> None:
     body = {
         "error": {
