@@ -209,6 +209,9 @@ class FakeLlmServer:
             raise RuntimeError(f"{type(self).__name__} did not start")
 
     def stop(self) -> None:
+        if self._thread.ident is None:  # never started: only the socket to release
+            self._socket.close()
+            return
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None and self._thread.is_alive():
             loop.call_soon_threadsafe(stopping.set)

@@ -1,16 +1,18 @@
 """What the three SDK-backed providers share: one time-boxed attempt, failures in the seam's terms.
 
-Each provider (``gemini.py``, ``anthropic.py``, ``openai.py``) catches its own
-SDK's exceptions and hands the HTTP status, the vendor's message and the
-response headers to :func:`status_error`, so a 429 is :class:`LlmRateLimited`
-(with the wait the vendor asked for), a 5xx :class:`LlmUnavailable` and any
-other 4xx :class:`LlmRejected` whichever SDK raised it. Messages pass through
-:func:`scrub` first: a vendor may quote the key it refused, and the message is
-logged, counted and stored in the audit.
+Each provider (``gemini.py``, ``anthropic.py``, ``openai.py``) is an
+:class:`SdkProvider` that describes its SDK's failures once
+(:class:`SdkFailures`: the HTTP error class and how to read its status, words
+and requested wait; the timeout and connection classes) and makes every call
+inside :meth:`SdkProvider.attempt`. So a 429 is :class:`LlmRateLimited` (with
+the wait the vendor asked for), a 5xx or a failed connection
+:class:`LlmUnavailable`, no answer in time :class:`LlmTimedOut` and any other
+4xx :class:`LlmRejected`, whichever SDK raised it. Vendor messages pass
+through :func:`scrub` first: a vendor may quote the key it refused, and the
+message is logged, counted and stored in the audit.
 
 The SDK exceptions themselves are never chained (``raise ... from None``):
-their text and attributes hold request objects, headers and bodies.
-"""
+their text and attributes hold request objects, headers and bodies."""
 
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ T = TypeVar("T")
 
 # Vendor messages are shown to operators; a page of HTML from a proxy is not.
 MAX_MESSAGE = 300
-# Long runs of key-like characters in a message: redacted whether or not they are our key.
+# Shaped like an OpenAI or Anthropic key (sk-, sk-ant-) or a Google key or token:
+# hidden whether or not it is ours.
 _TOKEN_LIKE = re.compile(r"\b(?:sk-|AIza|ya29\.)[A-Za-z0-9_\-.]{8,}")
 
 
