@@ -41,6 +41,7 @@ from ai_sidecar.anomaly.cli import add_anomaly_commands
 from ai_sidecar.anomaly.model_commands import add_model_commands
 from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config, parse_duration
+from ai_sidecar.credentials import read_secret
 from ai_sidecar.enrichment.llm.commands import add_llm_commands
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
@@ -269,24 +270,6 @@ def prepare_data_dir(path: Path, *, create: bool = True) -> None:
         raise ConfigError(f"{DATA_DIR_ENV}: cannot create {path}: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{DATA_DIR_ENV}: {path} is not writable by this user")
-
-
-def read_secret(environ: Mapping[str, str], variable: str, file_variable: str) -> str | None:
-    """A secret from ``variable``, or from the file ``file_variable`` names; never echoed."""
-    value = environ.get(variable, "").strip() or None
-    path = environ.get(file_variable, "").strip()
-    if not path:
-        return value
-    if value is not None:
-        raise ConfigError(f"set {variable} or {file_variable}, not both")
-    try:
-        text = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"{file_variable}: cannot read {path}: {reason}") from None
-    if not text:
-        raise ConfigError(f"{file_variable}: {path} is empty")
-    return text
 
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> SidecarSettings:

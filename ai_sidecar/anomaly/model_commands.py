@@ -115,8 +115,8 @@ def run_train(args: argparse.Namespace) -> int:
         PROMETHEUS_TOKEN_ENV,
         PROMETHEUS_TOKEN_FILE_ENV,
         parse_url,
-        read_secret,
     )
+    from ai_sidecar.credentials import read_secret
 
     try:
         config = _config(args)

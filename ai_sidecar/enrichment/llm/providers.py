@@ -1,0 +1,73 @@
+"""The configured LLM provider, built from ``config.llm`` and the API key in the environment.
+
+Keys never come from the YAML: ``build_provider`` reads the variable
+``config.llm.key_env`` names (``GEMINI_API_KEY``, ``ANTHROPIC_API_KEY``,
+``OPENAI_API_KEY`` unless ``api_key_env`` says otherwise), or the file its
+``<NAME>_FILE`` twin names (Docker and Kubernetes secrets). Errors name the
+variable, never the value. An OpenAI-compatible server at a configured
+``base_url`` (Ollama, vLLM) may run without a key.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from ai_sidecar.config import LlmConfig
+from ai_sidecar.credentials import read_secret
+from ai_sidecar.enrichment.llm.base import LlmProvider
+from ai_sidecar.errors import ConfigError
+
+ProviderFactory = Callable[..., LlmProvider]
+# Imported on demand: each vendor SDK takes seconds to import, and a sidecar
+# loads only the one it is configured with (none when the LLM is off).
+PROVIDERS: dict[str, tuple[str, str]] = {
+    "gemini": ("ai_sidecar.enrichment.llm.gemini", "GeminiProvider"),
+    "anthropic": ("ai_sidecar.enrichment.llm.anthropic", "AnthropicProvider"),
+    "openai": ("ai_sidecar.enrichment.llm.openai", "OpenAIProvider"),
+}
+
+if TYPE_CHECKING:
+    # The table's strings escape the type checker; these lines hold each class
+    # to the LlmProvider protocol.
+    from ai_sidecar.enrichment.llm.anthropic import AnthropicProvider
+    from ai_sidecar.enrichment.llm.gemini import GeminiProvider
+    from ai_sidecar.enrichment.llm.openai import OpenAIProvider
+
+    _CHECKED: tuple[ProviderFactory, ...] = (GeminiProvider, AnthropicProvider, OpenAIProvider)
+
+
+def provider_class(name: str) -> ProviderFactory:
+    """The provider class for ``name`` (``gemini``, ``anthropic``, ``openai``)."""
+    module, attribute = PROVIDERS[name]
+    factory: ProviderFactory = getattr(importlib.import_module(module), attribute)
+    return factory
+
+
+def build_provider(
+    config: LlmConfig, *, environ: Mapping[str, str] = os.environ
+) -> LlmProvider | None:
+    """The provider ``config`` names, or None when the LLM is off (kill switch or ``none``).
+
+    Raises :class:`ConfigError` when the key is missing, empty or unreadable.
+    """
+    if not config.active:
+        return None
+    base_url = str(config.base_url) if config.base_url is not None else None
+    variable = config.key_env
+    key = read_secret(environ, variable, f"{variable}_FILE")
+    if key is None:
+        if not (config.provider == "openai" and base_url):
+            raise ConfigError(
+                f"llm.provider is {config.provider} but {variable} is not set: "
+                f"set it, or {variable}_FILE naming a file that holds the key"
+            )
+        key = ""  # Ollama and vLLM on the operator's own machine take none
+    return provider_class(config.provider)(
+        api_key=key,
+        model=config.model,
+        timeout=config.timeout.total_seconds(),
+        base_url=base_url,
+    )
