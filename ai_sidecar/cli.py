@@ -359,7 +359,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # after every socket call while they work, which is what sets the
     # webhook's tail latency in a storm; a shorter interval cuts that wait.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    app = create_app(settings, config, worker_process=True)
+    app = create_app(settings, config, worker_process=True, reload_on_sighup=True)
     limits = ServerLimits(
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,

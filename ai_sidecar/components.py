@@ -29,6 +29,7 @@ from ai_sidecar.config import SidecarConfig
 from ai_sidecar.context import MetricsContextSource, PrometheusContext
 from ai_sidecar.correlate import TopologyProvider, TopologyRefresher
 from ai_sidecar.enrichment.chain import AnalystChain
+from ai_sidecar.enrichment.llm.reload import LlmReconfigurable
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.priority import AnomalyEvidenceSource, NoAnomalyEvidence
 from ai_sidecar.promql import BearerToken, HttpPromQLClient
@@ -45,12 +46,15 @@ class Components:
     """The worker's collaborators: who analyses, the evidence they are given, the graph.
 
     ``topology`` None: correlation without a dependency graph (tests' components).
+    ``reloadable``: what applies a reloaded ``llm`` section (the LLM guard and
+    policy), registered with the process's settings hub while the pipeline runs.
     """
 
     analysts: AnalystChain
     context: MetricsContextSource
     anomaly: AnomalyEvidenceSource
     topology: TopologyProvider | None = None
+    reloadable: tuple[LlmReconfigurable, ...] = ()
 
 
 class ComponentsFactory(Protocol):

@@ -1,0 +1,262 @@
+"""Config reload: SIGHUP and POST /-/reload put the file's llm section in force, wherever
+the analyst runs; an invalid file changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ai_sidecar.app import create_app
+from ai_sidecar.components import Components
+from ai_sidecar.config import LlmConfig, SidecarConfig, load_config
+from ai_sidecar.enrichment.base import AnalystDeclined, IncidentContext
+from ai_sidecar.enrichment.chain import AnalystChain
+from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
+from ai_sidecar.keys import RELOADER
+from ai_sidecar.metrics import SidecarMetrics, create_metrics
+from ai_sidecar.models import Analysis, Incident
+from ai_sidecar.priority import NoAnomalyEvidence
+from ai_sidecar.reload import ConfigReloader
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store import Store
+from ai_sidecar.worker_process import follow_reloads
+from tests.ai_sidecar.builders import OfflineContext, alert, payload
+
+TOKEN = "reload-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LLM_ON = "llm:\n  provider: gemini\n  enabled: true\n"
+LLM_OFF = "llm:\n  provider: gemini\n  enabled: false\n"
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def settings(tmp_path: Path, config_file: Path) -> SidecarSettings:
+    return SidecarSettings(data_dir=tmp_path / "data", webhook_token=TOKEN, config_file=config_file)
+
+
+class Switchable:
+    """Stands in for the LLM analyst: speaks unless the llm section in force says no."""
+
+    name = "switchable"
+
+    def __init__(self, config: LlmConfig) -> None:
+        self.config = config
+
+    def reconfigure(self, config: LlmConfig) -> None:
+        self.config = config
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        if not self.config.active:
+            raise AnalystDeclined("disabled", "the LLM kill switch is on")
+        return Analysis("from the LLM", "x", "y", (), 0.5, 0.1)
+
+
+class Local:
+    name = "local"
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        return Analysis("from the local rules", "x", "y", (), 0.5, 0.1)
+
+
+def switchable_components(
+    config: SidecarConfig,
+    settings: SidecarSettings,
+    session: aiohttp.ClientSession,
+    *,
+    db: Store,
+    metrics: SidecarMetrics,
+) -> Components:
+    """Importable by name, so the worker process can build it too."""
+    switchable = Switchable(config.llm)
+    return Components(
+        AnalystChain(Local(), (switchable,)),
+        OfflineContext(),
+        NoAnomalyEvidence(),
+        reloadable=(switchable,),
+    )
+
+
+async def wait_until(check: Callable[[], Any], seconds: float = 30.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not (result := await check()):
+        if loop.time() > deadline:
+            pytest.fail("timed out waiting for the sidecar")
+        await asyncio.sleep(0.02)
+    return result
+
+
+def sample(metrics: SidecarMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+async def test_a_reload_applies_the_llm_section_and_names_what_waits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_config(tmp_path / "scout.yml", LLM_ON)
+    config = load_config(path)
+    metrics = create_metrics()
+    applied: list[SidecarConfig] = []
+    reloader = ConfigReloader(settings(tmp_path, path), config, metrics, applied.append)
+    write_config(path, LLM_OFF + "store:\n  retention: 3d\n")
+    with caplog.at_level(logging.INFO, logger="ai_sidecar.reload"):
+        assert await reloader.reload() is None
+    [new] = applied
+    assert new.llm.enabled is False
+    # Only the llm section is live: the store keeps the retention it started with.
+    assert new.store == config.store
+    assert reloader.config is new
+    assert "changes to store take a restart" in caplog.text
+    assert sample(metrics, "scout_sidecar_config_reloads_total", outcome="success") == 1
+    assert sample(metrics, "scout_sidecar_config_last_reload_successful") == 1
+
+
+async def test_an_invalid_file_keeps_the_config_in_force(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "scout.yml", LLM_ON)
+    config = load_config(path)
+    metrics = create_metrics()
+    applied: list[SidecarConfig] = []
+    reloader = ConfigReloader(settings(tmp_path, path), config, metrics, applied.append)
+    write_config(path, LLM_OFF + "  retries: 99\n")
+    problem = await reloader.reload()
+    assert problem is not None
+    assert "retries" in problem
+    assert applied == []
+    assert reloader.config is config
+    assert sample(metrics, "scout_sidecar_config_reloads_total", outcome="failure") == 1
+    assert sample(metrics, "scout_sidecar_config_last_reload_successful") == 0
+
+
+async def test_the_endpoint_needs_the_token_and_answers_400_with_the_error(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    path = write_config(tmp_path / "scout.yml", LLM_ON)
+    app = create_app(settings(tmp_path, path), load_config(path))
+    client = await aiohttp_client(app)
+    assert (await client.post("/-/reload")).status == 401
+    write_config(path, "llm: [not, a, mapping]\n")
+    refused = await client.post("/-/reload", headers=AUTH)
+    assert refused.status == 400
+    assert "llm" in (await refused.json())["error"]
+    assert app[RELOADER].config.llm.enabled is True
+    write_config(path, LLM_OFF)
+    taken = await client.post("/-/reload", headers=AUTH)
+    assert taken.status == 200
+    assert app[RELOADER].config.llm.enabled is False
+    metrics = await (await client.get("/metrics")).text()
+    assert 'scout_sidecar_config_reloads_total{outcome="failure"} 1.0' in metrics
+    assert 'scout_sidecar_config_reloads_total{outcome="success"} 1.0' in metrics
+
+
+async def test_sighup_reloads(aiohttp_client: Any, tmp_path: Path) -> None:
+    path = write_config(tmp_path / "scout.yml", LLM_ON)
+    app = create_app(settings(tmp_path, path), load_config(path), reload_on_sighup=True)
+    await aiohttp_client(app)
+    write_config(path, LLM_OFF)
+    os.kill(os.getpid(), signal.SIGHUP)
+
+    async def switched_off() -> bool:
+        return app[RELOADER].config.llm.enabled is False
+
+    await wait_until(switched_off, 10)
+
+
+@pytest.mark.parametrize("worker_process", [False, True], ids=["inline", "worker-process"])
+async def test_the_kill_switch_reaches_the_analyst_wherever_it_runs(
+    aiohttp_client: Any, tmp_path: Path, worker_process: bool
+) -> None:
+    path = write_config(tmp_path / "scout.yml", LLM_ON)
+    app = create_app(
+        settings(tmp_path, path),
+        load_config(path),
+        components=switchable_components,
+        worker_process=worker_process,
+    )
+    client = await aiohttp_client(app)
+
+    async def analysed_by(instance: str) -> dict[str, Any] | None:
+        body = await (await client.get("/api/v1/incidents", headers=AUTH)).json()
+        for incident in body:
+            labels = [m["labels"].get("instance") for m in incident["alerts"]]
+            if instance in labels and incident["analysis"]:
+                return dict(incident)
+        return None
+
+    first = alert("DeviceDown", site="ams", instance="r1")
+    assert (await client.post("/api/v1/alertmanager", json=payload(first), headers=AUTH)).ok
+    before = await wait_until(lambda: analysed_by("r1"))
+    assert before["analyst"] == "switchable"
+
+    write_config(path, LLM_OFF)
+    assert (await client.post("/-/reload", headers=AUTH)).status == 200
+    second = alert("DiskFull", site="fra", instance="s9")
+    assert (await client.post("/api/v1/alertmanager", json=payload(second), headers=AUTH)).ok
+    after = await wait_until(lambda: analysed_by("s9"))
+    assert after["analyst"] == "local"
+    assert after["skippedAnalysts"] == [
+        {
+            "analyst": "switchable",
+            "reason": "declined",
+            "detail": "disabled: the LLM kill switch is on",
+        }
+    ]
+
+
+async def test_the_worker_process_follows_sections_from_its_control_pipe() -> None:
+    received: list[LlmConfig] = []
+
+    class Listener:
+        def reconfigure(self, config: LlmConfig) -> None:
+            received.append(config)
+
+    hub = LlmSettingsHub(LlmConfig())
+    hub.register(Listener())
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    follow_reloads(receiver, hub)
+    off = LlmConfig(enabled=False)
+    sender.send(off)
+
+    async def arrived() -> bool:
+        return bool(received)
+
+    await wait_until(arrived, 5)
+    assert received == [off]
+    assert hub.current == off
+    # The parent gone: the reader stops, nothing raises.
+    sender.close()
+    await asyncio.sleep(0.05)
+    asyncio.get_running_loop().remove_reader(receiver.fileno())
+    receiver.close()
+
+
+def test_a_listener_that_fails_does_not_stop_the_others() -> None:
+    received: list[LlmConfig] = []
+
+    class Broken:
+        def reconfigure(self, config: LlmConfig) -> None:
+            raise RuntimeError("boom")
+
+    class Fine:
+        def reconfigure(self, config: LlmConfig) -> None:
+            received.append(config)
+
+    hub = LlmSettingsHub(LlmConfig())
+    hub.register(Broken())
+    stop = hub.register(Fine())
+    hub.publish(LlmConfig(enabled=False))
+    assert len(received) == 1
+    stop()
+    hub.publish(LlmConfig())
+    assert len(received) == 1
