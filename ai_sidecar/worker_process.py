@@ -105,9 +105,12 @@ def lock_file(path: Path) -> int:
 
 
 def become_child(log_level: str, log_format: LogFormat) -> None:
-    """What every child process of the sidecar does first: die with the parent, yield the
-    CPU to the HTTP process, log like it."""
+    """What every child process of the sidecar does first: die with the parent, ignore
+    SIGHUP, yield the CPU to the HTTP process, log like it."""
     die_with_parent()
+    # A reload is the parent's to do (it hands the worker the new llm section);
+    # a SIGHUP to the whole process group must not end a child.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     configure_logging(log_level, log_format)

@@ -8,7 +8,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import Store
 from ai_sidecar.worker_process import follow_reloads
 from tests.ai_sidecar.builders import OfflineContext, alert, payload
+from tests.ai_sidecar.test_app import wait_until
 
 TOKEN = "reload-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -88,14 +89,22 @@ def switchable_components(
     )
 
 
-async def wait_until(check: Callable[[], Any], seconds: float = 30.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not (result := await check()):
-        if loop.time() > deadline:
-            pytest.fail("timed out waiting for the sidecar")
-        await asyncio.sleep(0.02)
-    return result
+@dataclass
+class Reloading:
+    """A reloader of a file with the LLM on, its metrics, and the configs it applied."""
+
+    path: Path
+    reloader: ConfigReloader
+    metrics: SidecarMetrics
+    applied: list[SidecarConfig] = field(default_factory=list)
+
+
+def reloading(tmp_path: Path) -> Reloading:
+    path = write_config(tmp_path / "scout.yml", LLM_ON)
+    metrics = create_metrics()
+    applied: list[SidecarConfig] = []
+    reloader = ConfigReloader(settings(tmp_path, path), load_config(path), metrics, applied.append)
+    return Reloading(path, reloader, metrics, applied)
 
 
 def sample(metrics: SidecarMetrics, name: str, **labels: str) -> float | None:
@@ -105,38 +114,32 @@ def sample(metrics: SidecarMetrics, name: str, **labels: str) -> float | None:
 async def test_a_reload_applies_the_llm_section_and_names_what_waits(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = write_config(tmp_path / "scout.yml", LLM_ON)
-    config = load_config(path)
-    metrics = create_metrics()
-    applied: list[SidecarConfig] = []
-    reloader = ConfigReloader(settings(tmp_path, path), config, metrics, applied.append)
-    write_config(path, LLM_OFF + "store:\n  retention: 3d\n")
+    r = reloading(tmp_path)
+    config = r.reloader.config
+    write_config(r.path, LLM_OFF + "store:\n  retention: 3d\n")
     with caplog.at_level(logging.INFO, logger="ai_sidecar.reload"):
-        assert await reloader.reload() is None
-    [new] = applied
+        assert await r.reloader.reload() is None
+    [new] = r.applied
     assert new.llm.enabled is False
     # Only the llm section is live: the store keeps the retention it started with.
     assert new.store == config.store
-    assert reloader.config is new
+    assert r.reloader.config is new
     assert "changes to store take a restart" in caplog.text
-    assert sample(metrics, "scout_sidecar_config_reloads_total", outcome="success") == 1
-    assert sample(metrics, "scout_sidecar_config_last_reload_successful") == 1
+    assert sample(r.metrics, "scout_sidecar_config_reloads_total", outcome="success") == 1
+    assert sample(r.metrics, "scout_sidecar_config_last_reload_successful") == 1
 
 
 async def test_an_invalid_file_keeps_the_config_in_force(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "scout.yml", LLM_ON)
-    config = load_config(path)
-    metrics = create_metrics()
-    applied: list[SidecarConfig] = []
-    reloader = ConfigReloader(settings(tmp_path, path), config, metrics, applied.append)
-    write_config(path, LLM_OFF + "  retries: 99\n")
-    problem = await reloader.reload()
+    r = reloading(tmp_path)
+    config = r.reloader.config
+    write_config(r.path, LLM_OFF + "  retries: 99\n")
+    problem = await r.reloader.reload()
     assert problem is not None
     assert "retries" in problem
-    assert applied == []
-    assert reloader.config is config
-    assert sample(metrics, "scout_sidecar_config_reloads_total", outcome="failure") == 1
-    assert sample(metrics, "scout_sidecar_config_last_reload_successful") == 0
+    assert r.applied == []
+    assert r.reloader.config is config
+    assert sample(r.metrics, "scout_sidecar_config_reloads_total", outcome="failure") == 1
+    assert sample(r.metrics, "scout_sidecar_config_last_reload_successful") == 0
 
 
 async def test_the_endpoint_needs_the_token_and_answers_400_with_the_error(
@@ -196,14 +199,14 @@ async def test_the_kill_switch_reaches_the_analyst_wherever_it_runs(
 
     first = alert("DeviceDown", site="ams", instance="r1")
     assert (await client.post("/api/v1/alertmanager", json=payload(first), headers=AUTH)).ok
-    before = await wait_until(lambda: analysed_by("r1"))
+    before = await wait_until(lambda: analysed_by("r1"), 30)
     assert before["analyst"] == "switchable"
 
     write_config(path, LLM_OFF)
     assert (await client.post("/-/reload", headers=AUTH)).status == 200
     second = alert("DiskFull", site="fra", instance="s9")
     assert (await client.post("/api/v1/alertmanager", json=payload(second), headers=AUTH)).ok
-    after = await wait_until(lambda: analysed_by("s9"))
+    after = await wait_until(lambda: analysed_by("s9"), 30)
     assert after["analyst"] == "local"
     assert after["skippedAnalysts"] == [
         {

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ai_sidecar.config import LlmBudgetConfig
 from ai_sidecar.enrichment.llm.budget import BUDGET_FILE, LlmBudget
+from tests.ai_sidecar.enrichment.llm.clocks import Clocks
 
 START = datetime(2026, 12, 31, 23, 58, tzinfo=UTC)
-
-
-class Clocks:
-    """A monotonic clock and a wall clock that move together."""
-
-    def __init__(self) -> None:
-        self.seconds = 1000.0
-        self.now = START
-
-    def monotonic(self) -> float:
-        return self.seconds
-
-    def wall(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.seconds += seconds
-        self.now += timedelta(seconds=seconds)
 
 
 def budget(clocks: Clocks, state_file: Path | None = None, **caps: float) -> LlmBudget:
@@ -40,7 +23,7 @@ def budget(clocks: Clocks, state_file: Path | None = None, **caps: float) -> Llm
 
 
 def test_no_caps_never_refuse_and_show_minus_one() -> None:
-    clocks = Clocks()
+    clocks = Clocks(START)
     spent = budget(clocks)
     for _ in range(1000):
         spent.request()
@@ -50,7 +33,7 @@ def test_no_caps_never_refuse_and_show_minus_one() -> None:
 
 
 def test_requests_per_minute_is_a_sliding_window() -> None:
-    clocks = Clocks()
+    clocks = Clocks(START)
     spent = budget(clocks, requests_per_minute=2)
     spent.request()
     clocks.advance(30)
@@ -66,7 +49,7 @@ def test_requests_per_minute_is_a_sliding_window() -> None:
 
 
 def test_tokens_per_minute_refuse_once_reached() -> None:
-    clocks = Clocks()
+    clocks = Clocks(START)
     spent = budget(clocks, tokens_per_minute=1000)
     spent.spend(600, 300, 0.0)
     assert spent.check() is None
@@ -80,7 +63,7 @@ def test_tokens_per_minute_refuse_once_reached() -> None:
 
 
 def test_requests_per_day_reset_at_midnight_utc() -> None:
-    clocks = Clocks()
+    clocks = Clocks(START)
     spent = budget(clocks, requests_per_day=3)
     for _ in range(3):
         spent.request()
@@ -95,7 +78,7 @@ def test_requests_per_day_reset_at_midnight_utc() -> None:
 
 
 def test_cost_per_month_reset_on_the_first() -> None:
-    clocks = Clocks()
+    clocks = Clocks(START)
     spent = budget(clocks, cost_per_month=1.0)
     spent.spend(100, 100, 0.6)
     assert spent.check() is None
@@ -110,8 +93,7 @@ def test_cost_per_month_reset_on_the_first() -> None:
 
 
 def test_day_and_month_survive_a_restart(tmp_path: Path) -> None:
-    clocks = Clocks()
-    clocks.now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    clocks = Clocks(datetime(2026, 12, 3, 12, 0, tzinfo=UTC))
     state = tmp_path / BUDGET_FILE
     first = budget(clocks, state, requests_per_day=5, cost_per_month=2.0)
     for _ in range(4):
@@ -131,14 +113,14 @@ def test_day_and_month_survive_a_restart(tmp_path: Path) -> None:
 def test_an_unreadable_file_counts_from_zero(tmp_path: Path) -> None:
     state = tmp_path / BUDGET_FILE
     state.write_text("{not json", encoding="utf-8")
-    spent = budget(Clocks(), state, requests_per_day=5)
+    spent = budget(Clocks(START), state, requests_per_day=5)
     assert spent.remaining()["requests_per_day"] == 5
     spent.request()
-    assert budget(Clocks(), state, requests_per_day=5).remaining()["requests_per_day"] == 4
+    assert budget(Clocks(START), state, requests_per_day=5).remaining()["requests_per_day"] == 4
 
 
 def test_reconfigure_keeps_what_was_spent() -> None:
-    clocks = Clocks()
+    clocks = Clocks(START)
     spent = budget(clocks, requests_per_day=10)
     for _ in range(4):
         spent.request()

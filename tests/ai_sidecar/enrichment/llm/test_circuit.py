@@ -22,6 +22,13 @@ def breaker(clock: Clock, failures: int = 3, reset: float = 60) -> CircuitBreake
     )
 
 
+def opened(clock: Clock, reset: float) -> CircuitBreaker:
+    """A breaker whose gemini circuit opened at ``clock``'s time after one failure."""
+    circuit = breaker(clock, failures=1, reset=reset)
+    circuit.failed("gemini")
+    return circuit
+
+
 def test_opens_after_failures_in_a_row_only() -> None:
     clock = Clock()
     circuit = breaker(clock)
@@ -41,8 +48,7 @@ def test_opens_after_failures_in_a_row_only() -> None:
 
 def test_half_open_lets_one_trial_through_and_success_closes() -> None:
     clock = Clock()
-    circuit = breaker(clock, failures=1, reset=60)
-    circuit.failed("gemini")
+    circuit = opened(clock, reset=60)
     clock.seconds = 59.9
     assert not circuit.allow("gemini")
     clock.seconds = 60
@@ -72,8 +78,7 @@ def test_a_failed_trial_opens_again_for_a_whole_reset() -> None:
 
 def test_a_released_trial_gives_its_turn_back() -> None:
     clock = Clock()
-    circuit = breaker(clock, failures=1, reset=10)
-    circuit.failed("gemini")
+    circuit = opened(clock, reset=10)
     clock.seconds = 10
     assert circuit.allow("gemini")
     circuit.release("gemini")
@@ -83,8 +88,7 @@ def test_a_released_trial_gives_its_turn_back() -> None:
 
 def test_reconfigure_applies_the_new_reset_to_an_open_circuit() -> None:
     clock = Clock()
-    circuit = breaker(clock, failures=1, reset=300)
-    circuit.failed("gemini")
+    circuit = opened(clock, reset=300)
     clock.seconds = 30
     assert not circuit.allow("gemini")
     circuit.reconfigure(CircuitConfig(failures=1, reset=timedelta(seconds=20)))
