@@ -4,15 +4,19 @@ the analyst runs; an invalid file changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from ai_sidecar.app import create_app
@@ -28,9 +32,11 @@ from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.reload import ConfigReloader
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import Store
-from ai_sidecar.worker_process import follow_reloads
+from ai_sidecar.worker_process import NICENESS, follow_reloads
+from scripts.localstack import Service, free_port, sidecar_service
 from tests.ai_sidecar.builders import OfflineContext, alert, payload
 from tests.ai_sidecar.test_app import wait_until
+from tests.conftest import http_get
 
 TOKEN = "reload-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -263,3 +269,41 @@ def test_a_listener_that_fails_does_not_stop_the_others() -> None:
     stop()
     hub.publish(LlmConfig())
     assert len(received) == 1
+
+
+def test_serve_reloads_on_sighup_to_its_process_group_and_keeps_its_worker(
+    tmp_path: Path, start_service: Callable[[Service], Service]
+) -> None:
+    path = write_config(tmp_path / "scout.yml", LLM_ON)
+    port = free_port()
+    env = {"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")}
+    service = start_service(sidecar_service(tmp_path, port, [f"--config.file={path}"], env))
+    assert service.process is not None
+    http = psutil.Process(service.process.pid)
+
+    def workers() -> list[int]:
+        """The worker processes that are up: past the start that lowers their priority."""
+        found = []
+        for child in http.children():
+            with contextlib.suppress(psutil.Error):  # a zombie: one that died
+                started = child.nice() == http.nice() + NICENESS
+                if started and "spawn_main" in " ".join(child.cmdline()):
+                    found.append(child.pid)
+        return sorted(found)
+
+    deadline = time.monotonic() + 10
+    while not (before := workers()):
+        assert time.monotonic() < deadline, "no worker process"
+        time.sleep(0.05)
+    write_config(path, LLM_OFF)
+    # What a terminal's hangup does: the whole group gets it; only the parent reloads.
+    os.killpg(os.getpgid(service.process.pid), signal.SIGHUP)
+    reloaded = 'scout_sidecar_config_reloads_total{outcome="success"} 1.0'
+    deadline = time.monotonic() + 10
+    while reloaded not in (body := http_get(f"http://127.0.0.1:{port}/metrics")[1]):
+        assert time.monotonic() < deadline, body[-2000:]
+        time.sleep(0.05)
+    assert "scout_sidecar_config_last_reload_successful 1.0" in body
+    time.sleep(0.5)
+    assert workers() == before
+    assert service.process.poll() is None
