@@ -27,8 +27,8 @@ Then attempts, within one time box of ``llm.timeout`` for the whole call:
 Every attempt, answered or not, is one :class:`LlmExchange` in the audit and one
 ``scout_llm_requests_total`` sample, with its latency, tokens and estimated
 cost. An audit that fails is logged (once, until it works again) and never
-fails the call. Every decline is counted in ``scout_llm_fallbacks_total`` by
-reason here; the analyst counts only the declines it makes itself.
+fails the call. Declines are not counted here: the analyst counts each one it
+passes on in ``scout_llm_fallbacks_total``.
 
 ``invalid_answer`` counts an answer the analyst found invalid as
 ``outcome="invalid"``. That answer was already counted ``ok`` (a counter cannot
@@ -300,7 +300,8 @@ class LlmGuard:
             self._audit_failing = False
 
     def _decline(self, reason: str, detail: str) -> AnalystDeclined:
-        self._metrics.fallbacks.labels(reason).inc()
+        # Not counted here: the analyst counts every decline in scout_llm_fallbacks_total,
+        # the guard's and its own, once.
         return AnalystDeclined(reason, detail)
 
     def _show_budget(self) -> None:

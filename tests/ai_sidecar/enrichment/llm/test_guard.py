@@ -165,7 +165,8 @@ async def test_kill_switch_declines_without_calling() -> None:
     refusal = await declined(r, provider)
     assert refusal.reason == "disabled"
     assert provider.calls == 0
-    assert r.fallbacks("disabled") == 1
+    # The analyst counts every decline it passes on; counted here too, it would count twice.
+    assert r.fallbacks("disabled") == 0
     assert not r.audit.exchanges
 
 
@@ -226,7 +227,6 @@ async def test_each_budget_declines_when_spent_and_frees_later(
     assert refusal.reason == "budget"
     assert refusal.detail.startswith(budget)
     assert provider.calls == use
-    assert r.fallbacks("budget") == 1
     assert r.sample("scout_llm_budget_remaining", budget=budget) == 0
     r.clocks.advance(wait)
     assert await r.guard.call(provider, REQUEST, incident_id="inc-1")
@@ -269,7 +269,6 @@ async def test_retries_exhausted() -> None:
     assert refusal.reason == "unavailable"
     assert "2 attempts" in refusal.detail
     assert provider.calls == 2
-    assert r.fallbacks("unavailable") == 1
 
 
 async def test_a_wait_past_the_time_box_gives_up_at_once() -> None:
@@ -337,7 +336,6 @@ async def test_circuit_opens_refuses_without_calling_and_tries_once_when_half_op
     refusal = await declined(r, provider)
     assert refusal.reason == "circuit"
     assert provider.calls == 2
-    assert r.fallbacks("circuit") == 1
     r.clocks.advance(60)
     # The trial fails: open again, without a second call.
     provider.steps = [LlmUnavailable("503")]
