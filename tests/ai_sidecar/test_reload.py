@@ -152,7 +152,7 @@ async def test_the_endpoint_needs_the_token_and_answers_400_with_the_error(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
     path = write_config(tmp_path / "scout.yml", LLM_ON)
-    app = create_app(settings(tmp_path, path), load_config(path))
+    app = create_app(settings(tmp_path, path), load_config(path), components=switchable_components)
     client = await aiohttp_client(app)
     assert (await client.post("/-/reload")).status == 401
     write_config(path, "llm: [not, a, mapping]\n")
@@ -171,7 +171,12 @@ async def test_the_endpoint_needs_the_token_and_answers_400_with_the_error(
 
 async def test_sighup_reloads(aiohttp_client: Any, tmp_path: Path) -> None:
     path = write_config(tmp_path / "scout.yml", LLM_ON)
-    app = create_app(settings(tmp_path, path), load_config(path), reload_on_sighup=True)
+    app = create_app(
+        settings(tmp_path, path),
+        load_config(path),
+        components=switchable_components,
+        reload_on_sighup=True,
+    )
     await aiohttp_client(app)
     write_config(path, LLM_OFF)
     os.kill(os.getpid(), signal.SIGHUP)
@@ -274,7 +279,8 @@ def test_a_listener_that_fails_does_not_stop_the_others() -> None:
 def test_serve_reloads_on_sighup_to_its_process_group_and_keeps_its_worker(
     tmp_path: Path, start_service: Callable[[Service], Service]
 ) -> None:
-    path = write_config(tmp_path / "scout.yml", LLM_ON)
+    # No provider: the real components would want its API key.
+    path = write_config(tmp_path / "scout.yml", "llm:\n  enabled: true\n")
     port = free_port()
     env = {"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")}
     service = start_service(sidecar_service(tmp_path, port, [f"--config.file={path}"], env))
@@ -295,7 +301,7 @@ def test_serve_reloads_on_sighup_to_its_process_group_and_keeps_its_worker(
     while not (before := workers()):
         assert time.monotonic() < deadline, "no worker process"
         time.sleep(0.05)
-    write_config(path, LLM_OFF)
+    write_config(path, "llm:\n  enabled: false\n")
     # What a terminal's hangup does: the whole group gets it; only the parent reloads.
     os.killpg(os.getpgid(service.process.pid), signal.SIGHUP)
     reloaded = 'scout_sidecar_config_reloads_total{outcome="success"} 1.0'
