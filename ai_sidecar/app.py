@@ -25,10 +25,12 @@ from ai_sidecar.anomaly.service import add_anomaly_scoring
 from ai_sidecar.api import setup_api
 from ai_sidecar.components import ComponentsFactory, build_components, open_store
 from ai_sidecar.config import SidecarConfig
+from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
 from ai_sidecar.errors import ApiError
-from ai_sidecar.keys import CONFIG, METRICS, SETTINGS, STORE, WAKEUP
+from ai_sidecar.keys import CONFIG, METRICS, RELOADER, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import run_pipeline
+from ai_sidecar.reload import ConfigReloader
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.webhook import receive
 from ai_sidecar.worker_process import WorkerProcess
@@ -68,7 +70,10 @@ async def landing(_: web.Request) -> web.Response:
             ("/-/healthy", "liveness"),
             ("/-/ready", "readiness"),
         ),
-        unlinked=(("/api/v1/incidents", "incidents, JSON with the bearer token"),),
+        unlinked=(
+            ("/api/v1/incidents", "incidents, JSON with the bearer token"),
+            ("/-/reload", "POST with the bearer token (or SIGHUP): apply the config's llm section"),
+        ),
     )
 
 
@@ -78,6 +83,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/api/v1/alertmanager", receive)
+    app.router.add_post("/-/reload", app[RELOADER].endpoint())
     setup_api(app)
 
 
@@ -87,6 +93,7 @@ def create_app(
     *,
     components: ComponentsFactory = build_components,
     worker_process: bool = False,
+    reload_on_sighup: bool = False,
 ) -> web.Application:
     """The sidecar.
 
@@ -96,6 +103,8 @@ def create_app(
     the worker works with (tests give fakes; for the child process the factory
     must be importable by name). A PostgreSQL store needs the worker process:
     only it takes the worker lease that keeps replicas from working at once.
+    ``POST /-/reload`` (and SIGHUP with ``reload_on_sighup``) re-reads the
+    config file and applies its ``llm`` section (:mod:`ai_sidecar.reload`).
     """
     if settings.store_url is not None and not worker_process:
         raise ValueError(
@@ -107,6 +116,7 @@ def create_app(
     app[SETTINGS] = settings
     app[CONFIG] = config
     app[WAKEUP] = asyncio.Event()
+    llm_settings = LlmSettingsHub(config.llm)
 
     async def store(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = await open_store(settings)
@@ -117,7 +127,14 @@ def create_app(
         async with (
             aiohttp.ClientSession() as session,
             run_pipeline(
-                app[STORE], settings, config, app[METRICS], session, app[WAKEUP], components
+                app[STORE],
+                settings,
+                config,
+                app[METRICS],
+                session,
+                app[WAKEUP],
+                components,
+                llm_settings=llm_settings,
             ),
         ):
             app[METRICS].leader.set(1)
@@ -131,12 +148,24 @@ def create_app(
         forwarded = ForwardedMetrics(list(idle.collect()))
         app[METRICS].registry.register(forwarded)
         child = WorkerProcess(
-            settings, config, components, forwarded, settings.log_level, settings.log_format
+            settings,
+            config,
+            components,
+            forwarded,
+            settings.log_level,
+            settings.log_format,
+            reloadable=True,
         )
         app.cleanup_ctx.extend([store, child.cleanup_ctx])
+        app[RELOADER] = ConfigReloader(settings, config, app[METRICS], child.reconfigure)
     else:
         app[METRICS] = create_metrics()
         app.cleanup_ctx.extend([store, inline_pipeline])
+        app[RELOADER] = ConfigReloader(
+            settings, config, app[METRICS], lambda new: llm_settings.publish(new.llm)
+        )
+    if reload_on_sighup:
+        app[RELOADER].on_sighup(app)
     add_anomaly_scoring(
         app, settings, config, app[METRICS].registry, separate_process=worker_process
     )

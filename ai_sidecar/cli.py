@@ -43,6 +43,7 @@ from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config, parse_duration
 from ai_sidecar.credentials import read_secret
 from ai_sidecar.enrichment.llm.commands import add_llm_commands
+from ai_sidecar.enrichment.llm.providers import provider_key
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from ai_sidecar.store import StoreError
@@ -326,6 +327,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args, os.environ)
         config: SidecarConfig = load_config(settings.config_file)
+        if config.llm.provider != "none":
+            provider_key(config.llm, environ=os.environ)
         prepare_data_dir(settings.data_dir, create=not args.dry_run)
     except ConfigError as exc:
         print(f"scout-sidecar: {exc}", file=sys.stderr)
@@ -353,7 +356,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # after every socket call while they work, which is what sets the
     # webhook's tail latency in a storm; a shorter interval cuts that wait.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    app = create_app(settings, config, worker_process=True)
+    app = create_app(settings, config, worker_process=True, reload_on_sighup=True)
     limits = ServerLimits(
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,

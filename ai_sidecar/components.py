@@ -29,7 +29,8 @@ from ai_sidecar.config import SidecarConfig
 from ai_sidecar.context import MetricsContextSource, PrometheusContext
 from ai_sidecar.correlate import TopologyProvider, TopologyRefresher
 from ai_sidecar.enrichment.chain import AnalystChain
-from ai_sidecar.enrichment.llm.analyst import LlmAnalyst
+from ai_sidecar.enrichment.llm.base import LlmProvider
+from ai_sidecar.enrichment.llm.reload import LlmReconfigurable
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.priority import AnomalyEvidenceSource, NoAnomalyEvidence
 from ai_sidecar.promql import BearerToken, HttpPromQLClient
@@ -46,12 +47,17 @@ class Components:
     """The worker's collaborators: who analyses, the evidence they are given, the graph.
 
     ``topology`` None: correlation without a dependency graph (tests' components).
+    ``reloadable``: what applies a reloaded ``llm`` section (the LLM guard and
+    policy), registered with the process's settings hub while the pipeline runs.
+    ``providers``: LLM providers, closed when the pipeline stops.
     """
 
     analysts: AnalystChain
     context: MetricsContextSource
     anomaly: AnomalyEvidenceSource
     topology: TopologyProvider | None = None
+    reloadable: tuple[LlmReconfigurable, ...] = ()
+    providers: tuple[LlmProvider, ...] = ()
 
 
 class ComponentsFactory(Protocol):
@@ -90,42 +96,64 @@ def build_components(
             session,
             auth=None if token is None else BearerToken(token),
         )
+    analysts = build_analysts(config, settings, db=db, metrics=metrics)
     return Components(
-        analysts=build_analysts(config, db=db, metrics=metrics),
+        analysts=analysts.chain,
         context=PrometheusContext.from_config(client, config.analysis),
         anomaly=NoAnomalyEvidence() if client is None else ScrapedAnomalyEvidence(client),
         topology=TopologyRefresher(client, config.correlation),
+        reloadable=analysts.reloadable,
+        providers=analysts.providers,
     )
 
 
-def build_analysts(config: SidecarConfig, *, db: Store, metrics: SidecarMetrics) -> AnalystChain:
-    """The local analyst, behind the configured LLM analyst when one is active.
+@dataclass(frozen=True, slots=True)
+class Analysts:
+    """The analyst chain, what follows a reloaded ``llm`` section, and what to close at exit."""
 
-    Without a provider (``llm.provider: none``, the kill switch on, or no API
-    key in the environment) the local analyst speaks alone.
+    chain: AnalystChain
+    reloadable: tuple[LlmReconfigurable, ...] = ()
+    providers: tuple[LlmProvider, ...] = ()
+
+
+def build_analysts(
+    config: SidecarConfig, settings: SidecarSettings, *, db: Store, metrics: SidecarMetrics
+) -> Analysts:
+    """The local analyst, behind the configured LLM analyst when a provider is configured.
+
+    Without one (``llm.provider: none``, or no API key in the environment) the
+    local analyst speaks alone. With the kill switch on (``llm.enabled:
+    false``) the LLM analyst is built all the same, and its guard declines
+    every call, so a reload can turn the LLM on without a restart.
     """
     local = LocalAnalyst(config.runbooks)
-    if not config.llm.active:
-        return AnalystChain(fallback=local)
-    # Imported here: the providers load the vendor SDKs (slow to import), which only an
-    # active LLM needs.
+    if config.llm.provider == "none":
+        return Analysts(AnalystChain(fallback=local))
+    # Imported here: the providers load the vendor SDKs (slow to import), which only a
+    # configured LLM needs.
+    from ai_sidecar.enrichment.llm.analyst import LlmAnalyst
     from ai_sidecar.enrichment.llm.audit import StoreAudit
+    from ai_sidecar.enrichment.llm.budget import BUDGET_FILE
     from ai_sidecar.enrichment.llm.guard import LlmGuard
     from ai_sidecar.enrichment.llm.policy import LlmPolicy
     from ai_sidecar.enrichment.llm.providers import build_provider
 
-    provider = build_provider(config.llm)
+    provider = build_provider(config.llm.model_copy(update={"enabled": True}))
     if provider is None:
-        return AnalystChain(fallback=local)
-    analyst = LlmAnalyst(
-        local,
-        provider,
-        LlmGuard(config.llm, metrics.llm, audit=StoreAudit(db)),
-        LlmPolicy(config.llm, metrics.llm),
+        return Analysts(AnalystChain(fallback=local))
+    guard = LlmGuard(
         config.llm,
         metrics.llm,
+        audit=StoreAudit(db),
+        state_file=settings.data_dir / BUDGET_FILE,
     )
-    return AnalystChain(fallback=local, preferred=(analyst,))
+    policy = LlmPolicy(config.llm, metrics.llm)
+    analyst = LlmAnalyst(local, provider, guard, policy, config.llm, metrics.llm)
+    return Analysts(
+        AnalystChain(fallback=local, preferred=(analyst,)),
+        reloadable=(guard, policy),
+        providers=(provider,),
+    )
 
 
 async def open_store(

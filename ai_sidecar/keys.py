@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.metrics import SidecarMetrics
+from ai_sidecar.reload import ConfigReloader
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import Store
 
@@ -17,3 +18,5 @@ METRICS = web.AppKey("metrics", SidecarMetrics)
 STORE = web.AppKey("store", Store)
 # Set by the webhook after it stores alerts; the worker waits on it when idle.
 WAKEUP = web.AppKey("wakeup", asyncio.Event)
+# The config in force, and how a reload replaces it.
+RELOADER = web.AppKey("reloader", ConfigReloader)

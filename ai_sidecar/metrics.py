@@ -55,6 +55,9 @@ class SidecarMetrics:
     topology: TopologyMetrics
     anomaly_evidence: EvidenceMetrics
     llm: LlmMetrics
+    config_reloads: Counter
+    config_last_reload_successful: Gauge
+    config_last_reload_success_time: Gauge
 
 
 def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> SidecarMetrics:
@@ -137,6 +140,23 @@ def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> Sid
         topology=create_topology_metrics(pipeline),
         anomaly_evidence=create_evidence_metrics(pipeline),
         llm=create_llm_metrics(pipeline),
+        # Reloads happen in the HTTP process, which serves these itself.
+        config_reloads=Counter(
+            "scout_sidecar_config_reloads",
+            "Config reloads (SIGHUP, POST /-/reload) by outcome (success, failure).",
+            ["outcome"],
+            registry=registry,
+        ),
+        config_last_reload_successful=Gauge(
+            "scout_sidecar_config_last_reload_successful",
+            "1 if the last config reload succeeded (or none was tried), else 0.",
+            registry=registry,
+        ),
+        config_last_reload_success_time=Gauge(
+            "scout_sidecar_config_last_reload_success_timestamp_seconds",
+            "Unix time the config in force was read (at start or by the last reload).",
+            registry=registry,
+        ),
     )
 
 

@@ -20,6 +20,7 @@ from ai_sidecar.anomaly.evidence import ScrapedAnomalyEvidence
 from ai_sidecar.clock import utc_now
 from ai_sidecar.components import ComponentsFactory
 from ai_sidecar.config import SidecarConfig
+from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Alert
 from ai_sidecar.notify import PostPermit, ReturnTrip, ReturnTripPolicy
@@ -68,11 +69,16 @@ async def run_pipeline(
     components: ComponentsFactory,
     *,
     permit: PostPermit | None = None,
+    llm_settings: LlmSettingsHub | None = None,
 ) -> AsyncIterator[None]:
     """Run the worker and the return trip until the block exits; the worker stops first.
 
     ``permit``: the worker lease, asked before every post (None: the only replica).
+    ``llm_settings``: the process's ``llm`` section in force (it may have been
+    reloaded since start); the components' reloadable parts follow it.
     """
+    if llm_settings is not None:
+        config = config.model_copy(update={"llm": llm_settings.current})
 
     async def take_in(alerts: Sequence[Alert]) -> None:
         # What reconciliation finds is stored like a webhook delivery.
@@ -89,6 +95,9 @@ async def run_pipeline(
         permit=permit,
     )
     built = components(config, settings, session, db=db, metrics=metrics)
+    unregister = (
+        [] if llm_settings is None else [llm_settings.register(r) for r in built.reloadable]
+    )
     if isinstance(built.anomaly, ScrapedAnomalyEvidence):
         built.anomaly.observe(metrics.anomaly_evidence)
     worker = Worker(db, config, built, trip, metrics.worker, wakeup)
@@ -117,8 +126,12 @@ async def run_pipeline(
     try:
         yield
     finally:
+        for stop_following in unregister:
+            stop_following()
         await cancel_tasks(worker_tasks)
         await cancel_tasks([trip_task])
+        for provider in built.providers:
+            await provider.close()
 
 
 async def cancel_tasks(tasks: Sequence[asyncio.Task[None]]) -> None:

@@ -22,7 +22,11 @@ dies, and stops it on shutdown. The child:
   :func:`ai_sidecar.components.build_components`), so tests can give it fakes;
 - sends every metric family of its pipeline registry to the parent every
   ``METRICS_INTERVAL`` through a pipe, and the parent serves them on its
-  /metrics (:class:`~ai_sidecar.metrics.ForwardedMetrics`).
+  /metrics (:class:`~ai_sidecar.metrics.ForwardedMetrics`);
+- receives a reloaded ``llm`` section through a second pipe, the control pipe
+  (:meth:`WorkerProcess.reconfigure`), and puts it in force for the LLM guard
+  and policy through its :class:`~ai_sidecar.enrichment.llm.reload.LlmSettingsHub`;
+  a child started later (a restart) is given the config as reloaded.
 
 The anomaly scorer's child (:mod:`ai_sidecar.anomaly.service`) runs under the
 same watch, with its own entry point, and starts the way this one does
@@ -51,7 +55,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ai_sidecar.components import ComponentsFactory, open_store
-from ai_sidecar.config import SidecarConfig
+from ai_sidecar.config import LlmConfig, SidecarConfig
+from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import cancel_tasks, run_pipeline
 from ai_sidecar.settings import SidecarSettings
@@ -100,9 +105,12 @@ def lock_file(path: Path) -> int:
 
 
 def become_child(log_level: str, log_format: LogFormat) -> None:
-    """What every child process of the sidecar does first: die with the parent, yield the
-    CPU to the HTTP process, log like it."""
+    """What every child process of the sidecar does first: die with the parent, ignore
+    SIGHUP, yield the CPU to the HTTP process, log like it."""
     die_with_parent()
+    # A reload is the parent's to do (it hands the worker the new llm section);
+    # a SIGHUP to the whole process group must not end a child.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     configure_logging(log_level, log_format)
@@ -131,8 +139,9 @@ def child_main(
     log_format: LogFormat,
     components: ComponentsFactory,
     metrics_pipe: multiprocessing.connection.Connection,
+    control: multiprocessing.connection.Connection | None = None,
 ) -> None:
-    """Entry point of the worker process."""
+    """Entry point of the worker process; ``control`` brings reloaded ``llm`` sections."""
     become_child(log_level, log_format)
     # The store's writer thread gives up the GIL around every statement; with
     # the default 5 ms switch interval, taking it back from a busy worker
@@ -141,7 +150,7 @@ def child_main(
     sys.setswitchinterval(SWITCH_INTERVAL)
     lock = lock_file(settings.data_dir / LOCK_FILE)
     try:
-        asyncio.run(_serve(settings, config, components, metrics_pipe))
+        asyncio.run(_serve(settings, config, components, metrics_pipe, control))
     finally:
         os.close(lock)
 
@@ -151,8 +160,12 @@ async def _serve(
     config: SidecarConfig,
     components: ComponentsFactory,
     metrics_pipe: multiprocessing.connection.Connection,
+    control: multiprocessing.connection.Connection | None = None,
 ) -> None:
     stop = stop_on_signals()
+    llm_settings = LlmSettingsHub(config.llm)
+    if control is not None:
+        follow_reloads(control, llm_settings)
     pipeline_registry = CollectorRegistry()
     metrics = create_metrics(pipeline_registry=pipeline_registry)
     wakeup = asyncio.Event()
@@ -168,7 +181,15 @@ async def _serve(
             async with (
                 aiohttp.ClientSession() as session,
                 run_pipeline(
-                    db, settings, config, metrics, session, wakeup, components, permit=lease
+                    db,
+                    settings,
+                    config,
+                    metrics,
+                    session,
+                    wakeup,
+                    components,
+                    permit=lease,
+                    llm_settings=llm_settings,
                 ),
             ):
                 metrics.leader.set(1)
@@ -190,6 +211,25 @@ async def _serve(
     await until_stopped(main, stop)
     await cancel_tasks(tasks)
     log.info("worker process stopped")
+
+
+def follow_reloads(
+    control: multiprocessing.connection.Connection, llm_settings: LlmSettingsHub
+) -> None:
+    """Publish every ``llm`` section the parent sends on ``control`` until it closes."""
+    loop = asyncio.get_running_loop()
+
+    def receive() -> None:
+        try:
+            while control.poll():
+                section = control.recv()
+                if isinstance(section, LlmConfig):
+                    llm_settings.publish(section)
+                    log.info("reloaded llm section in force", extra={"active": section.active})
+        except (EOFError, OSError):  # the parent is gone: SIGKILL follows
+            loop.remove_reader(control.fileno())
+
+    loop.add_reader(control.fileno(), receive)
 
 
 def _log_leadership(leader: bool) -> None:
@@ -230,8 +270,12 @@ class WorkerProcess:
         *,
         target: Callable[..., None] = child_main,
         name: str = "scout-sidecar-worker",
+        reloadable: bool = False,
     ) -> None:
         self._args: tuple[Any, ...] = (settings, config, log_level, log_format, components)
+        # The worker's target takes a control pipe for reloads; the anomaly child's does not.
+        self._reloadable = reloadable
+        self._control: multiprocessing.connection.Connection | None = None
         # Another child (the anomaly scorer) runs under the same watch with its own entry point.
         self._target = target
         self._name = name
@@ -259,26 +303,45 @@ class WorkerProcess:
         """Run the child; when it dies unasked, say so and start another."""
         while True:
             receiver, sender = self._context.Pipe(duplex=False)
+            control_receiver, control_sender = self._context.Pipe(duplex=False)
             with self._lock:
                 if self._stopping.is_set():
                     return
+                extra = {"control": control_receiver} if self._reloadable else {}
                 process = self._context.Process(
-                    target=self._target, args=(*self._args, sender), name=self._name
+                    target=self._target, args=(*self._args, sender), kwargs=extra, name=self._name
                 )
                 process.start()
                 self._process = process
+                self._control = control_sender if self._reloadable else None
             sender.close()
+            control_receiver.close()
+            if not self._reloadable:
+                control_sender.close()
             with contextlib.suppress(EOFError, OSError):
                 while True:
                     self._forwarded.update(receiver.recv())
             receiver.close()
             process.join()
+            with self._lock:
+                self._control = None
+            control_sender.close()
             if not self._stopping.is_set():
                 log.error(
                     "child process exited; restarting it",
                     extra={"process": self._name, "exitcode": process.exitcode},
                 )
                 self._stopping.wait(RESTART_DELAY)
+
+    def reconfigure(self, config: SidecarConfig) -> None:
+        """A reloaded config: its ``llm`` section to the running child, all of it to the next."""
+        with self._lock:
+            settings, _, *rest = self._args
+            self._args = (settings, config, *rest)
+            if self._control is not None:
+                # The child may be dying (it is restarted with the new config then).
+                with contextlib.suppress(OSError, ValueError):
+                    self._control.send(config.llm)
 
     def stop(self) -> None:
         with self._lock:

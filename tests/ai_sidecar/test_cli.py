@@ -191,3 +191,35 @@ def test_dry_run_with_a_store_url_never_prints_the_password(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "settings and config are valid" in result.stdout
     assert "canary-dry-run-4d" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key_env", "returncode"),
+    [({}, 1), ({"GEMINI_API_KEY": "canary-cli-key-77"}, 0)],
+    ids=["missing", "set"],
+)
+def test_a_configured_llm_without_its_key_is_refused_at_start(tmp_path, key_env, returncode):
+    config = tmp_path / "sidecar.yml"
+    config.write_text("llm: {provider: gemini}\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ai_sidecar.cli",
+            "--dry-run",
+            "--web.insecure-no-auth",
+            f"--config.file={config}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "SCOUT_DATA_DIR": str(tmp_path / "data"), **key_env},
+    )
+    assert result.returncode == returncode, result.stderr
+    if returncode:
+        assert result.stderr.strip() == (
+            "scout-sidecar: llm.provider is gemini but GEMINI_API_KEY is not set: "
+            "set it, or GEMINI_API_KEY_FILE naming a file that holds the key"
+        )
+    assert "canary-cli-key-77" not in result.stdout + result.stderr

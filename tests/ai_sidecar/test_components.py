@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +14,11 @@ from ai_sidecar.config import LlmConfig, SidecarConfig
 from ai_sidecar.enrichment.llm.analyst import LlmAnalyst
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import create_metrics
+from ai_sidecar.settings import SidecarSettings
 from tests.ai_sidecar.enrichment.llm.analyst_fakes import RecordingProvider
 
-STORE = object()  # stands in for the store: the guard only keeps it as its audit
+STORE = object()  # stands in for the store: the audit adapter only keeps it
+SETTINGS = SidecarSettings(data_dir=Path("data-dir"))
 
 
 class Seams:
@@ -40,10 +43,15 @@ class Seams:
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 seams.made["policy"] = (args, kwargs)
 
+        class StoreAudit:
+            def __init__(self, store: object) -> None:
+                self.store = store
+
         for name, attribute, value in (
             ("providers", "build_provider", build_provider),
             ("guard", "LlmGuard", LlmGuard),
             ("policy", "LlmPolicy", LlmPolicy),
+            ("audit", "StoreAudit", StoreAudit),
         ):
             module = types.ModuleType(f"ai_sidecar.enrichment.llm.{name}")
             setattr(module, attribute, value)
@@ -53,11 +61,26 @@ class Seams:
 def test_without_an_llm_the_local_analyst_speaks_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     seams = Seams(RecordingProvider())
     seams.install(monkeypatch)
-    for llm in (LlmConfig(), LlmConfig(provider="gemini", enabled=False)):
-        chain = build_analysts(SidecarConfig(llm=llm), db=STORE, metrics=create_metrics())
-        assert isinstance(chain.fallback, LocalAnalyst)
-        assert chain.preferred == ()
+    built = build_analysts(SidecarConfig(), SETTINGS, db=STORE, metrics=create_metrics())
+    assert isinstance(built.chain.fallback, LocalAnalyst)
+    assert built.chain.preferred == ()
+    assert (built.reloadable, built.providers) == ((), ())
     assert seams.made == {}
+
+
+def test_with_the_kill_switch_on_the_llm_analyst_is_built_for_a_reload_to_enable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seams = Seams(RecordingProvider())
+    seams.install(monkeypatch)
+    config = SidecarConfig(llm=LlmConfig(provider="gemini", enabled=False))
+    built = build_analysts(config, SETTINGS, db=STORE, metrics=create_metrics())
+    [analyst] = built.chain.preferred
+    assert isinstance(analyst, LlmAnalyst)
+    # The provider is built as if enabled; the guard (given the real section) declines.
+    [(provider_config,), _] = seams.made["provider"]
+    assert provider_config.enabled
+    assert seams.made["guard"][0][0] is config.llm
 
 
 def test_an_active_llm_goes_in_front_of_the_local_analyst(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,14 +88,19 @@ def test_an_active_llm_goes_in_front_of_the_local_analyst(monkeypatch: pytest.Mo
     seams.install(monkeypatch)
     config = SidecarConfig(llm=LlmConfig(provider="anthropic", model="claude-x"))
     metrics = create_metrics()
-    chain = build_analysts(config, db=STORE, metrics=metrics)
-    [analyst] = chain.preferred
+    built = build_analysts(config, SETTINGS, db=STORE, metrics=metrics)
+    [analyst] = built.chain.preferred
     assert isinstance(analyst, LlmAnalyst)
     assert analyst.name == "anthropic"
-    assert isinstance(chain.fallback, LocalAnalyst)
+    assert isinstance(built.chain.fallback, LocalAnalyst)
     assert seams.made["provider"] == ((config.llm,), {})
-    assert seams.made["guard"] == ((config.llm, metrics.llm), {"audit": STORE})
+    args, kwargs = seams.made["guard"]
+    assert args == (config.llm, metrics.llm)
+    assert kwargs["audit"].store is STORE
+    assert kwargs["state_file"] == Path("data-dir") / "llm_budget.json"
     assert seams.made["policy"] == ((config.llm, metrics.llm), {})
+    assert len(built.reloadable) == 2
+    assert built.providers == (seams.provider,)
 
 
 def test_no_provider_no_llm_analyst(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,6 +108,6 @@ def test_no_provider_no_llm_analyst(monkeypatch: pytest.MonkeyPatch) -> None:
     seams = Seams(None)
     seams.install(monkeypatch)
     config = SidecarConfig(llm=LlmConfig(provider="gemini"))
-    chain = build_analysts(config, db=STORE, metrics=create_metrics())
-    assert chain.preferred == ()
+    built = build_analysts(config, SETTINGS, db=STORE, metrics=create_metrics())
+    assert built.chain.preferred == ()
     assert "guard" not in seams.made

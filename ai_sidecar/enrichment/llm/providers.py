@@ -56,18 +56,28 @@ def build_provider(
     if not config.active:
         return None
     base_url = str(config.base_url) if config.base_url is not None else None
-    variable = config.key_env
-    key = read_secret(environ, variable, f"{variable}_FILE")
-    if key is None:
-        if not (config.provider == "openai" and base_url):
-            raise ConfigError(
-                f"llm.provider is {config.provider} but {variable} is not set: "
-                f"set it, or {variable}_FILE naming a file that holds the key"
-            )
-        key = ""  # Ollama and vLLM on the operator's own machine take none
     return provider_class(config.provider)(
-        api_key=key,
+        api_key=provider_key(config, environ=environ),
         model=config.model,
         timeout=config.timeout.total_seconds(),
         base_url=base_url,
+    )
+
+
+def provider_key(config: LlmConfig, *, environ: Mapping[str, str] = os.environ) -> str:
+    """The API key of the configured provider ("" for a local server that takes none).
+
+    Checked at start-up too (``scout-sidecar serve``), so a missing key is one
+    line on stderr, not a worker that cannot start. Raises :class:`ConfigError`
+    naming the variable, never the value.
+    """
+    variable = config.key_env
+    key = read_secret(environ, variable, f"{variable}_FILE")
+    if key is not None:
+        return key
+    if config.provider == "openai" and config.base_url is not None:
+        return ""  # Ollama and vLLM on the operator's own machine take none
+    raise ConfigError(
+        f"llm.provider is {config.provider} but {variable} is not set: "
+        f"set it, or {variable}_FILE naming a file that holds the key"
     )
