@@ -26,6 +26,7 @@ from ai_sidecar.api import setup_api
 from ai_sidecar.components import ComponentsFactory, build_components, open_store
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.errors import ApiError
+from ai_sidecar.graph_route import add_graph_route
 from ai_sidecar.keys import CONFIG, METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import run_pipeline
@@ -141,4 +142,5 @@ def create_app(
         app, settings, config, app[METRICS].registry, separate_process=worker_process
     )
     setup_routes(app)
+    add_graph_route(app, settings, config)
     return app
