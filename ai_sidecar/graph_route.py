@@ -23,12 +23,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from ai_sidecar.clock import utc_now
+from ai_sidecar.components import promql_client
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.keys import STORE
 from ai_sidecar.notify.graphs import GraphSource, message_graph, render_graph
 from ai_sidecar.notify.signing import GRAPH_PATH, GraphSigner, load_graph_key
-from ai_sidecar.clock import utc_now
-from ai_sidecar.components import promql_client
 from ai_sidecar.settings import SidecarSettings
 
 log = logging.getLogger("ai_sidecar.notify.graphs")
@@ -42,7 +42,10 @@ class RenderedGraphs:
     """PNGs by incident for ``ttl`` seconds; one render at a time per incident."""
 
     def __init__(
-        self, ttl: float = CACHE_SECONDS, size: int = CACHE_SIZE, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl: float = CACHE_SECONDS,
+        size: int = CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = ttl
         self._size = size
@@ -123,9 +126,11 @@ def add_graph_route(app: web.Application, settings: SidecarSettings, config: Sid
     """
     if not config.graphs.enabled:
         return
-    signer = GraphSigner(load_graph_key(config.graphs, settings.data_dir), config.graphs.url_ttl)
 
     async def graphs(app: web.Application) -> AsyncIterator[None]:
+        # At start-up, not when the app is built: the key may have to be written.
+        key = load_graph_key(config.graphs, settings.data_dir)
+        signer = GraphSigner(key, config.graphs.url_ttl)
         async with aiohttp.ClientSession() as session:
             source = GraphSource(promql_client(settings, session), range=config.graphs.range)
             app[GRAPHS] = GraphService(signer, source, RenderedGraphs())

@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from ai_sidecar.anomaly.evidence import LOWER, UPPER
@@ -187,7 +186,11 @@ class GraphSource:
             lines.sort(key=lambda s: sorted(s.labels.items()))
             if lines:
                 panels.append(
-                    Panel(_short(query, MAX_TITLE), tuple(lines[:MAX_LINES]), omitted=len(lines[MAX_LINES:]))
+                    Panel(
+                        _short(query, MAX_TITLE),
+                        tuple(lines[:MAX_LINES]),
+                        omitted=len(lines[MAX_LINES:]),
+                    )
                 )
         evidence = next(
             (e for e in incident.anomaly_evidence if e.member == member.fingerprint and e.labels),
@@ -250,8 +253,32 @@ def _hours(start: datetime, end: datetime) -> str:
     return f"{hours:g} h"
 
 
-def _times(series: Series) -> list[datetime]:
-    return [datetime.fromtimestamp(t, UTC) for t in series.timestamps]
+# Spacings of the time axis' ticks, in seconds: the first that gives at most
+# MAX_TICKS ticks over the range is used.
+TICK_SPACINGS = (60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400)
+MAX_TICKS = 8
+
+
+def time_ticks(start: datetime, end: datetime) -> tuple[list[float], list[str]]:
+    """Ticks on round UTC times between ``start`` and ``end``: where (Unix seconds) and
+    what they say (``14:00``; the date instead where a day starts, and on the first)."""
+    first, last = start.timestamp(), end.timestamp()
+    spacing = next((s for s in TICK_SPACINGS if (last - first) / s <= MAX_TICKS), TICK_SPACINGS[-1])
+    at = math.ceil(first / spacing) * spacing
+    places: list[float] = []
+    labels: list[str] = []
+    while at <= last:
+        moment = datetime.fromtimestamp(at, UTC)
+        if spacing >= 86400:
+            label = moment.strftime("%b %d")
+        else:
+            label = moment.strftime("%H:%M")
+            if not labels or (moment.hour, moment.minute) == (0, 0):
+                label += moment.strftime("\n%b %d")
+        places.append(float(at))
+        labels.append(label)
+        at += spacing
+    return places, labels
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -269,13 +296,13 @@ def render_png(data: GraphData) -> bytes:
         axes.set_axis_off()
         axes.text(0.5, 0.5, data.message or "No data", ha="center", va="center", fontsize=13)
         return _png(figure)
+    # Time is Unix seconds on the axis, labelled in UTC by time_ticks.
     axes_list = figure.subplots(len(data.panels), 1, sharex=True, squeeze=False)[:, 0]
-    locator = AutoDateLocator(tz=UTC)
+    places, labels = time_ticks(data.start, data.end)
     for axes, panel in zip(axes_list, data.panels, strict=True):
         _draw(axes, panel)
-        axes.xaxis.set_major_locator(locator)
-        axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=UTC))
-        axes.set_xlim(data.start, data.end)
+        axes.set_xlim(data.start.timestamp(), data.end.timestamp())
+        axes.set_xticks(places, labels)
     axes_list[-1].set_xlabel("UTC", fontsize=8)
     return _png(figure)
 
@@ -289,7 +316,7 @@ def _draw(axes: Axes, panel: Panel) -> None:
         upper = dict(zip(panel.upper.timestamps, panel.upper.values, strict=True))
         shared = sorted(lower.keys() & upper.keys())
         axes.fill_between(
-            [datetime.fromtimestamp(t, UTC) for t in shared],
+            shared,
             _finite([lower[t] for t in shared]),
             _finite([upper[t] for t in shared]),
             color="tab:green",
@@ -302,7 +329,10 @@ def _draw(axes: Axes, panel: Panel) -> None:
     )
     for series in panel.lines:
         axes.plot(
-            _times(series), _finite(series.values), linewidth=1.4, label=_legend(series.labels, common)
+            series.timestamps,
+            _finite(series.values),
+            linewidth=1.4,
+            label=_legend(series.labels, common),
         )
     if panel.omitted:
         axes.plot([], [], " ", label=f"and {panel.omitted} more series")

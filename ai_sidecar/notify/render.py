@@ -104,7 +104,8 @@ def analysis_annotations(incident: Incident) -> dict[str, str]:
         annotations["ai_analyst"] = clean(incident.analyst, CAPS.summary)
     note = analyst_note(incident)
     if note:
-        annotations["ai_analyst_note"] = clean(note, CAPS.annotation, 1)
+        # One line: it is small print under the analysis.
+        annotations["ai_analyst_note"] = clean(" ".join(note.split()), CAPS.annotation)
     return annotations
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -359,3 +360,46 @@ def test_hostile_alert_text_reaches_slack_inert_on_the_enriched_path(
     assert "|graph>" not in text
     assert "tail" not in text
     assert len(json.dumps(message)) < 10_000
+
+
+def fetch(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+def test_the_graph_reaches_slack_and_email_and_opens_only_with_its_signature(
+    tmp_path, slack, smtp, am_config, sidecar_factory, sidecar_port
+):
+    """The worker process signs, the HTTP process checks: one key in the data directory."""
+    own_url = f"http://127.0.0.1:{sidecar_port}"
+    config = SIDECAR_CONFIG.replace("http://scout.example:8782", own_url)
+    with Alertmanager(tmp_path, am_config) as am:
+        sidecar = sidecar_factory([am.url], config)
+        am.post(storm("g", "critical"))
+        message = slack.wait_for(lambda m: enriched([m]) != [], timeout=30)
+        [incident] = [i for i in sidecar.incidents() if i["analysis"]]
+        url = message["attachments"][0]["image_url"]
+        assert url.startswith(f"{own_url}/graphs/{incident['id']}.png?expires=")
+        assert f"<{url.replace('&', '&amp;')}|Graph>" in slack_text(message)
+        mail = smtp.wait_for(timeout=15)
+        assert f'<img src="{url.replace("&", "&amp;")}"' in email_body(mail, "html")
+
+        # Slack and mail clients fetch it without a token.
+        status, kind, body = fetch(url)
+        assert (status, kind) == (200, "image/png")
+        assert body.startswith(b"\x89PNG\r\n\x1a\n")
+        path, _, query = url.partition("?")
+        expires, sig = (part.partition("=")[2] for part in query.split("&"))
+        for refused in (
+            path,
+            f"{path}?expires={expires}",
+            f"{path}?expires={expires}&sig={sig[:-4]}beef",
+            f"{path}?expires={int(expires) + 3600}&sig={sig}",
+            f"{path}?expires={int(time.time()) - 60}&sig={sig}",
+            url.replace(f"/graphs/{incident['id']}.png", "/graphs/other.png"),
+        ):
+            status, _, body = fetch(refused)
+            assert (status, body) == (403, b"forbidden\n"), refused

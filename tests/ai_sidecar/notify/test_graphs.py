@@ -26,6 +26,7 @@ from ai_sidecar.notify.graphs import (
     GraphSource,
     Panel,
     render_png,
+    time_ticks,
 )
 from ai_sidecar.notify.signing import (
     EXPIRY_STEP,
@@ -134,6 +135,21 @@ def test_renders_run_on_threads_without_sharing_state():
     assert len(set(pngs)) == 4
 
 
+@pytest.mark.parametrize(
+    ("hours", "labels"),
+    [
+        (3, ["23:30\nDec 02", "00:00\nDec 03", "00:30", "01:00", "01:30", "02:00"]),
+        (6, ["21:00\nDec 02", "22:00", "23:00", "00:00\nDec 03", "01:00", "02:00"]),
+        (72, ["Nov 30", "Dec 01", "Dec 02", "Dec 03"]),
+    ],
+)
+def test_the_time_axis_is_labelled_in_utc_on_round_times(hours, labels):
+    end = datetime(2026, 12, 3, 2, 17, tzinfo=UTC)
+    places, shown = time_ticks(end - timedelta(hours=hours), end)
+    assert shown == labels
+    assert all(end.timestamp() - hours * 3600 <= p <= end.timestamp() for p in places)
+
+
 # -- what is drawn -------------------------------------------------------------
 
 
@@ -183,10 +199,13 @@ async def test_an_alert_about_a_scored_series_shows_it_within_its_band():
     source = GraphSource(client, range=timedelta(hours=1))
     [panel] = (await source.graph(incident_of(scored))).panels
     assert [s.values[0] for s in panel.lines] == [9.0]
-    assert panel.lower is not None and panel.lower.values[0] == 1.0
-    assert panel.upper is not None and panel.upper.values[0] == 5.0
+    assert panel.lower is not None
+    assert panel.lower.values[0] == 1.0
+    assert panel.upper is not None
+    assert panel.upper.values[0] == 5.0
     [(query, _)] = client.queries
-    assert 'signal="wan_throughput"' in query and 'instance="sw1"' in query
+    assert 'signal="wan_throughput"' in query
+    assert 'instance="sw1"' in query
 
 
 async def test_anomaly_evidence_on_the_root_cause_adds_a_band_panel():
@@ -321,9 +340,7 @@ async def test_concurrent_fetches_share_one_render():
         await asyncio.sleep(0.05)
         return b"png"
 
-    assert await asyncio.gather(*(renders.get("inc-1", render) for _ in range(10))) == [
-        b"png"
-    ] * 10
+    assert await asyncio.gather(*(renders.get("inc-1", render) for _ in range(10))) == [b"png"] * 10
     assert calls == 1
     await renders.get("inc-2", render)
     assert calls == 2
@@ -355,7 +372,10 @@ async def graph_client(aiohttp_client, settings: SidecarSettings, incident: Inci
     from ai_sidecar.keys import STORE
 
     await app[STORE].save_incidents([incident])
-    links = GraphLinks("http://ignored", GraphSigner(load_graph_key(GraphsConfig(), settings.data_dir), timedelta(days=7)))
+    links = GraphLinks(
+        "http://ignored",
+        GraphSigner(load_graph_key(GraphsConfig(), settings.data_dir), timedelta(days=7)),
+    )
     return client, links
 
 
@@ -460,8 +480,10 @@ async def test_a_graph_from_a_real_prometheus(prometheus):
     assert len(line.values) > 100
     assert line.values[-1] > line.values[0]
     [band] = anomaly.panels
-    assert band.lower is not None and set(band.lower.values) == {40.0}
-    assert band.upper is not None and set(band.upper.values) == {70.0}
+    assert band.lower is not None
+    assert set(band.lower.values) == {40.0}
+    assert band.upper is not None
+    assert set(band.upper.values) == {70.0}
     png = render_png(down)
     assert pixels(png) == (800, 400)
     assert len(png) > len(render_png(replace(down, panels=(), message="x")))
@@ -478,4 +500,3 @@ async def test_the_route_draws_from_a_real_prometheus(aiohttp_client, tmp_path, 
     assert pixels(png) == (800, 400)
     words_only = GraphData("LinkDown on sw1 · incident inc-1", NOW, NOW, message="No data")
     assert len(png) > 2 * len(render_png(words_only))
-
