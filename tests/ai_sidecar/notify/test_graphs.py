@@ -140,7 +140,11 @@ def test_renders_run_on_threads_without_sharing_state():
     [
         (3, ["23:30\nDec 02", "00:00\nDec 03", "00:30", "01:00", "01:30", "02:00"]),
         (6, ["21:00\nDec 02", "22:00", "23:00", "00:00\nDec 03", "01:00", "02:00"]),
-        (72, ["Nov 30", "Dec 01", "Dec 02", "Dec 03"]),
+        (
+            72,
+            ["12:00\nNov 30", "00:00\nDec 01", "12:00", "00:00\nDec 02", "12:00", "00:00\nDec 03"],
+        ),
+        (24 * 14, ["Nov 26", "Dec 03"]),
     ],
 )
 def test_the_time_axis_is_labelled_in_utc_on_round_times(hours, labels):
