@@ -19,6 +19,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -51,10 +52,13 @@ class RenderedGraphs:
         self._size = size
         self._clock = clock
         self._kept: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Each incident's lock, with how many requests hold or wait for it.
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def get(self, key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        """The PNG kept for ``key``, or the one ``render`` makes (then kept)."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
         try:
             async with lock:
                 kept = self._kept.get(key)
@@ -67,17 +71,25 @@ class RenderedGraphs:
                     self._kept.popitem(last=False)
                 return png
         finally:
-            if not lock.locked() and self._locks.get(key) is lock:
+            users = self._locks[key][1] - 1
+            if users:
+                self._locks[key] = (lock, users)
+            else:
                 del self._locks[key]
 
+    @property
+    def busy(self) -> int:
+        """Incidents with a fetch in progress."""
+        return len(self._locks)
 
+
+@dataclass(frozen=True, slots=True)
 class GraphService:
     """What the route needs: the signer, the source of data, the renders kept."""
 
-    def __init__(self, signer: GraphSigner, source: GraphSource, renders: RenderedGraphs) -> None:
-        self.signer = signer
-        self.source = source
-        self.renders = renders
+    signer: GraphSigner
+    source: GraphSource
+    renders: RenderedGraphs
 
 
 GRAPHS = web.AppKey("graphs", GraphService)

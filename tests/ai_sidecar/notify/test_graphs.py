@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import stat
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,6 +18,7 @@ from ai_sidecar.app import create_app
 from ai_sidecar.config import GraphsConfig, SidecarConfig
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.graph_route import RenderedGraphs
+from ai_sidecar.keys import STORE
 from ai_sidecar.models import AnomalyEvidence, Incident, Member
 from ai_sidecar.notify.graphs import (
     DPI,
@@ -25,6 +27,7 @@ from ai_sidecar.notify.graphs import (
     GraphData,
     GraphSource,
     Panel,
+    render_graph,
     render_png,
     time_ticks,
 )
@@ -126,8 +129,6 @@ def test_renders_run_on_threads_without_sharing_state():
     ]
 
     async def all_of() -> list[bytes]:
-        from ai_sidecar.notify.graphs import render_graph
-
         return await asyncio.gather(*(render_graph(d) for d in data))
 
     pngs = asyncio.run(all_of())
@@ -348,6 +349,7 @@ async def test_concurrent_fetches_share_one_render():
     assert calls == 1
     await renders.get("inc-2", render)
     assert calls == 2
+    assert renders.busy == 0  # no lock left behind
 
 
 async def test_a_render_is_kept_for_its_ttl_only():
@@ -365,16 +367,33 @@ async def test_a_render_is_kept_for_its_ttl_only():
     assert await renders.get("inc-1", render) == b"two"
 
 
+async def test_renders_kept_are_bounded():
+    renders = RenderedGraphs(ttl=60, size=2)
+    made: list[str] = []
+
+    def render_of(key: str) -> Callable[[], Awaitable[bytes]]:
+        async def render() -> bytes:
+            made.append(key)
+            return key.encode()
+
+        return render
+
+    for key in ("a", "b", "c", "a"):
+        assert await renders.get(key, render_of(key)) == key.encode()
+    assert made == ["a", "b", "c", "a"]  # "a" was dropped for "c", so drawn again
+
+
 @pytest.fixture
 def sidecar_settings(tmp_path) -> SidecarSettings:
     return SidecarSettings(data_dir=tmp_path / "data", webhook_token="t" * 24)
 
 
-async def graph_client(aiohttp_client, settings: SidecarSettings, incident: Incident):
+async def graph_client(
+    aiohttp_client: Any, settings: SidecarSettings, incident: Incident
+) -> tuple[Any, GraphLinks]:
+    """A sidecar holding ``incident``, and links signed with its key (relative: path_of)."""
     app = create_app(settings, SidecarConfig())
     client = await aiohttp_client(app)
-    from ai_sidecar.keys import STORE
-
     await app[STORE].save_incidents([incident])
     links = GraphLinks(
         "http://ignored",
