@@ -69,7 +69,10 @@ async def landing(_: web.Request) -> web.Response:
             ("/-/healthy", "liveness"),
             ("/-/ready", "readiness"),
         ),
-        unlinked=(("/api/v1/incidents", "incidents, JSON with the bearer token"),),
+        unlinked=(
+            ("/api/v1/incidents", "incidents, JSON with the bearer token"),
+            ("/graphs/<incident>.png", "an incident's graph, at the signed URL its alerts carry"),
+        ),
     )
 
 
