@@ -17,12 +17,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ai_sidecar.notify.signing import GraphSigner
 from scripts.localstack import Service, free_port
 from tests.conftest import wait_for
 from tests.peers.alertmanager import (
@@ -393,12 +394,15 @@ def test_the_graph_reaches_slack_and_email_and_opens_only_with_its_signature(
         assert body.startswith(b"\x89PNG\r\n\x1a\n")
         path, _, query = url.partition("?")
         expires, sig = (part.partition("=")[2] for part in query.split("&"))
+        # Signed with the sidecar's own key, but expired.
+        key = GraphSigner((tmp_path / "sidecar-data" / "graph.key").read_bytes(), timedelta(0))
+        past = int(time.time()) - 60
         for refused in (
             path,
             f"{path}?expires={expires}",
             f"{path}?expires={expires}&sig={sig[:-4]}beef",
             f"{path}?expires={int(expires) + 3600}&sig={sig}",
-            f"{path}?expires={int(time.time()) - 60}&sig={sig}",
+            f"{path}?expires={past}&sig={key.signature(incident['id'], past)}",  # expired
             url.replace(f"/graphs/{incident['id']}.png", "/graphs/other.png"),
         ):
             status, _, body = fetch(refused)
