@@ -563,3 +563,37 @@ def test_hostile_labels_reach_the_slack_and_email_sinks_neutralised(tmp_path):
     assert "&lt;b&gt;x&lt;/b&gt;" in html
     assert "<b>x</b>" not in html
     assert f'<img src="{GRAPH_URL.replace("&", "&amp;")}"' in html
+
+
+@pytest.mark.parametrize(
+    ("template", "kind"), [("scout.email.html", "html"), ("scout.email.text", "text")]
+)
+def test_email_caps_label_values_and_alerts_and_drops_direction_changes(
+    render_template, template, kind
+):
+    # The analysis is the sidecar's, sanitised there; labels and copied
+    # annotations are the rules' own.
+    data = notification()
+    [alert] = data["alerts"]
+    data["alerts"] = [
+        {
+            **alert,
+            "fingerprint": f"{n:016x}",
+            "labels": {
+                **alert["labels"],
+                "alertname": HOSTILE,
+                "instance": "i" * 5000 + "\n<b>tail</b>",
+                "n": str(n),
+            },
+            "annotations": {**alert["annotations"], "summary": HOSTILE},
+        }
+        for n in range(30)
+    ]
+    body = render_template(template, data, kind)
+    assert "i" * 298 + "…" in body
+    assert "i" * 300 not in body
+    assert "tail" not in body
+    assert not set(BIDI) & set(body)
+    assert body.count(" on iii") == 20
+    assert "… and more: see the incident." in body
+    assert len(body) < 40_000
