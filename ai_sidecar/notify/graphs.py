@@ -55,6 +55,10 @@ SIZE_INCHES = (8.0, 4.0)
 DPI = 100
 MAX_TITLE = 90
 MAX_LEGEND = 60
+# Spacings of the time axis' ticks, in seconds: the first that gives at most
+# MAX_TICKS ticks over the range is used.
+TICK_SPACINGS = (60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400)
+MAX_TICKS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +179,8 @@ class GraphSource:
         if member.labels.get("signal"):
             # An alert about a scored series: the series and its band say more
             # than the score the rule compared.
-            band = await self._band(client, member.labels, "observed", start, end, step)
+            signal = member.labels["signal"]
+            band = await self._band(client, member.labels, signal, start, end, step)
             return () if band is None else (band,)
         panels = []
         expr = expression_of(member.generator_url)
@@ -213,6 +218,8 @@ class GraphSource:
     ) -> Panel | None:
         """The observed series and its band for the scored series ``reference`` names."""
         matchers = _selector(reference, ("signal", "instance"))
+        if not matchers:
+            return None  # it would ask for every scored series there is
         names = "|".join((OBSERVED, LOWER, UPPER))
         query = f'{{__name__=~"{names}",{matchers}}}'
         ranged = await client.range(query, start, end, step, time_box=self._time_box)
@@ -251,12 +258,6 @@ def message_graph(data: GraphData, message: str) -> GraphData:
 def _hours(start: datetime, end: datetime) -> str:
     hours = (end - start).total_seconds() / 3600
     return f"{hours:g} h"
-
-
-# Spacings of the time axis' ticks, in seconds: the first that gives at most
-# MAX_TICKS ticks over the range is used.
-TICK_SPACINGS = (60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400)
-MAX_TICKS = 8
 
 
 def time_ticks(start: datetime, end: datetime) -> tuple[list[float], list[str]]:

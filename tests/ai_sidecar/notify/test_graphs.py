@@ -203,6 +203,7 @@ async def test_an_alert_about_a_scored_series_shows_it_within_its_band():
     client = FakePromQL({"scout_anomaly": answers})
     source = GraphSource(client, range=timedelta(hours=1))
     [panel] = (await source.graph(incident_of(scored))).panels
+    assert panel.title == "wan_throughput (anomaly band)"
     assert [s.values[0] for s in panel.lines] == [9.0]
     assert panel.lower is not None
     assert panel.lower.values[0] == 1.0
