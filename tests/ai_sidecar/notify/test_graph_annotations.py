@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
-from ai_sidecar.models import SkippedAnalyst
+from ai_sidecar.models import Incident, Member, SkippedAnalyst
 from ai_sidecar.notify import enriched_alert, outbox_copies
 from ai_sidecar.notify import postable as render_postable
 from ai_sidecar.notify.signing import GraphLinks, GraphSigner
@@ -78,14 +78,15 @@ def test_a_repost_signs_the_graph_again_so_it_outlives_the_first_ttl():
     assert render_postable(bare, later, timedelta(minutes=5), LINKS)["annotations"] == {}
 
 
+def spoken_by_local(m: Member, *skipped: SkippedAnalyst) -> Incident:
+    """An incident of ``m`` the local analyst explained after ``skipped`` did not."""
+    return replace(analysed_incident(m), analyst="local", skipped_analysts=skipped)
+
+
 def test_the_note_says_why_the_local_analysis_speaks():
     m = peer_member("LinkDown")
-    incident = replace(
-        analysed_incident(m),
-        analyst="local",
-        skipped_analysts=(
-            SkippedAnalyst("gemini", "declined", "budget: 200 requests per day reached"),
-        ),
+    incident = spoken_by_local(
+        m, SkippedAnalyst("gemini", "declined", "budget: 200 requests per day reached")
     )
     annotations = enriched_alert(incident, m, POLICY, NOW)["annotations"]
     assert annotations["ai_analyst"] == "local"
@@ -110,13 +111,8 @@ def test_no_note_when_the_preferred_analyst_spoke():
 
 def test_a_hostile_detail_in_the_note_is_sanitised():
     m = peer_member("LinkDown")
-    incident = replace(
-        analysed_incident(m),
-        analyst="local",
-        skipped_analysts=(
-            SkippedAnalyst("gemini", "error", "<!channel> @here\n<https://evil|x>" + "y" * 5000),
-        ),
-    )
+    hostile = "<!channel> @here\n<https://evil|x>" + "y" * 5000
+    incident = spoken_by_local(m, SkippedAnalyst("gemini", "error", hostile))
     note = enriched_alert(incident, m, POLICY, NOW)["annotations"]["ai_analyst_note"]
     assert "<" not in note
     assert "@here" not in note
