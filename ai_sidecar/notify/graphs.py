@@ -21,7 +21,8 @@ in a notification never breaks.
 
 Rendering uses matplotlib's object API on a :class:`~matplotlib.figure.Figure`
 with the Agg canvas, never ``pyplot`` and its global state, so renders may run
-on worker threads (:func:`render_graph` hands them to one).
+on worker threads (:func:`render_graph` hands them to one). matplotlib is
+imported by the first render, not with this module.
 """
 
 from __future__ import annotations
@@ -33,16 +34,17 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from ai_sidecar.anomaly.evidence import LOWER, UPPER
 from ai_sidecar.clock import utc_now
 from ai_sidecar.context import expression_of, value_expression
 from ai_sidecar.models import Incident, Member
 from ai_sidecar.promql import PromQLClient, PromQLError, Series
+
+if TYPE_CHECKING:  # imported on the first render: matplotlib takes a second to load
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 OBSERVED = "scout_anomaly_observed"
 MAX_LINES = 8
@@ -289,6 +291,11 @@ def _finite(values: Sequence[float]) -> list[float]:
 
 def render_png(data: GraphData) -> bytes:
     """The PNG of ``data``. CPU work: call it off the event loop (:func:`render_graph`)."""
+    # Here, not at the top: the sidecar starts a second sooner, and a process
+    # that never draws (the worker) never loads it.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     figure.suptitle(data.title, fontsize=11, fontweight="bold")

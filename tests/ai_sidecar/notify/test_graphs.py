@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import stat
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -524,3 +526,12 @@ async def test_the_route_draws_from_a_real_prometheus(aiohttp_client, tmp_path, 
     assert pixels(png) == (800, 400)
     words_only = GraphData("LinkDown on sw1 · incident inc-1", NOW, NOW, message="No data")
     assert len(png) > 2 * len(render_png(words_only))
+
+
+def test_matplotlib_loads_with_the_first_render_not_with_the_sidecar():
+    # A fresh interpreter: this one has drawn already.
+    code = "import sys, ai_sidecar.app, ai_sidecar.cli; print('matplotlib' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "False"
