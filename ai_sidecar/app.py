@@ -27,6 +27,7 @@ from ai_sidecar.components import ComponentsFactory, build_components, open_stor
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
 from ai_sidecar.errors import ApiError
+from ai_sidecar.graph_route import add_graph_route
 from ai_sidecar.keys import CONFIG, METRICS, RELOADER, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import run_pipeline
@@ -73,6 +74,7 @@ async def landing(_: web.Request) -> web.Response:
         unlinked=(
             ("/api/v1/incidents", "incidents, JSON with the bearer token"),
             ("/-/reload", "POST with the bearer token (or SIGHUP): apply the config's llm section"),
+            ("/graphs/<incident>.png", "an incident's graph, at the signed URL its alerts carry"),
         ),
     )
 
@@ -170,4 +172,5 @@ def create_app(
         app, settings, config, app[METRICS].registry, separate_process=worker_process
     )
     setup_routes(app)
+    add_graph_route(app, settings, config)
     return app

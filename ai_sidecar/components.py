@@ -79,6 +79,18 @@ class ComponentsFactory(Protocol):
     ) -> Components: ...
 
 
+def promql_client(
+    settings: SidecarSettings, session: aiohttp.ClientSession
+) -> HttpPromQLClient | None:
+    """The client of the Prometheus the settings name; None when they name none."""
+    if settings.prometheus_url is None:
+        return None
+    token = settings.prometheus_bearer_token
+    return HttpPromQLClient(
+        settings.prometheus_url, session, auth=None if token is None else BearerToken(token)
+    )
+
+
 def build_components(
     config: SidecarConfig,
     settings: SidecarSettings,
@@ -88,14 +100,7 @@ def build_components(
     metrics: SidecarMetrics,
 ) -> Components:
     """The production components, as the config and the settings describe them."""
-    client = None
-    if settings.prometheus_url is not None:
-        token = settings.prometheus_bearer_token
-        client = HttpPromQLClient(
-            settings.prometheus_url,
-            session,
-            auth=None if token is None else BearerToken(token),
-        )
+    client = promql_client(settings, session)
     analysts = build_analysts(config, settings, db=db, metrics=metrics)
     return Components(
         analysts=analysts.chain,

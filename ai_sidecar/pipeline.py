@@ -24,6 +24,7 @@ from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Alert
 from ai_sidecar.notify import PostPermit, ReturnTrip, ReturnTripPolicy
+from ai_sidecar.notify.signing import graph_links
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import Store
 from ai_sidecar.store.retention import prune_forever
@@ -43,6 +44,7 @@ def return_trip_policy(config: SidecarConfig, settings: SidecarSettings) -> Retu
         prometheus_url=settings.prometheus_url,
         grafana_url=trip.grafana_url,
         external_url=trip.external_url,
+        graph_links=graph_links(config, settings.data_dir),
     )
 
 

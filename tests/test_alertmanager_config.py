@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import wait_for
 from tests.peers.alertmanager import Alertmanager, postable, render_config
-from tests.peers.notify import SlackSink, slack_text
+from tests.peers.notify import SlackSink, SmtpSink, email_body, slack_text
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "alertmanager" / "alertmanager.yml"
@@ -447,3 +447,153 @@ def test_hostile_raw_alert_reaches_a_slack_sink_inert(tmp_path):
     assert "tail" not in text
     assert "(graph: javascript:alert(1))" in text
     assert len(json.dumps(message)) < 5000
+
+
+GRAPH_URL = "http://scout.example:8782/graphs/inc-7.png?expires=1999999999&sig=ab12"
+
+
+def test_slack_shows_the_graph_as_the_attachments_image(render_template):
+    data = notification()
+    data["alerts"][0]["annotations"]["ai_graph_url"] = GRAPH_URL
+    assert render_template("scout.slack.image", data) == GRAPH_URL
+    text = render_template("scout.slack.text", data)
+    assert f"<{GRAPH_URL.replace('&', '&amp;')}|Graph>" in text
+    # Without a graph: no image and no link.
+    assert render_template("scout.slack.image", notification()) == ""
+    assert "|Graph>" not in render_template("scout.slack.text", notification())
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "http://x.example/a|click", "http://x.example/a b"]
+)
+def test_an_unsafe_graph_url_is_left_out(render_template, url):
+    data = notification()
+    data["alerts"][0]["annotations"]["ai_graph_url"] = url
+    assert render_template("scout.slack.image", data) == ""
+    assert "|Graph>" not in render_template("scout.slack.text", data)
+    assert "<img" not in render_template("scout.email.html", data, "html")
+
+
+def test_email_shows_the_graph_and_links_it(render_template):
+    data = notification()
+    data["alerts"][0]["annotations"]["ai_graph_url"] = GRAPH_URL
+    html = render_template("scout.email.html", data, "html")
+    escaped = GRAPH_URL.replace("&", "&amp;")
+    assert f'<img src="{escaped}"' in html
+    assert f'<a href="{escaped}" style="font-size: 12px;">Open the graph</a>' in html
+    assert f"Graph: {GRAPH_URL}" in render_template("scout.email.text", data)
+
+
+NOTE = "local analysis: gemini not asked (budget: 200 requests per day reached)"
+
+
+def test_the_fallback_reason_is_shown_in_small_print(render_template):
+    data = notification()
+    data["alerts"][0]["annotations"]["ai_analyst_note"] = NOTE
+    assert f"_{NOTE}_\n*Alerts:*" in render_template("scout.slack.text", data)
+    html = render_template("scout.email.html", data, "html")
+    assert f'<p style="color: #777; font-size: 12px;">{NOTE}</p>' in html
+    assert f"({NOTE})" in render_template("scout.email.text", data)
+    # Nothing when the preferred analyst spoke.
+    assert "_\n*Alerts:*" not in render_template("scout.slack.text", notification())
+    assert "#777" not in render_template("scout.email.html", notification(), "html")
+
+
+PLAIN_MENTIONS = "@channel @HERE x @everyone ops@here.example"
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["scout.slack.title", "scout.slack.text", "scout.raw.slack.title", "scout.raw.slack.text"],
+)
+def test_slack_drops_the_at_of_plain_mentions(render_template, template):
+    data = hostile_notification("scout-slack")
+    alert = data["alerts"][0]
+    for name in ("alertname", "instance"):
+        alert["labels"][name] = PLAIN_MENTIONS
+        data["groupLabels"][name] = PLAIN_MENTIONS
+    for name in ("summary", "description", "ai_summary", "ai_root_cause", "ai_analyst_note"):
+        alert["annotations"][name] = PLAIN_MENTIONS
+    text = render_template(template, data)
+    assert "channel HERE x everyone ops@here.example" in text
+    for mention in ("@channel", "@HERE", "@everyone"):
+        assert mention not in text
+
+
+HOSTILE_LABEL = "<!channel> <@U123> <!subteam^S1|devs> <https://evil|click> @here <b>x</b>"
+
+
+def test_hostile_labels_reach_the_slack_and_email_sinks_neutralised(tmp_path):
+    """An enriched copy whose label values are hostile, through a real Alertmanager."""
+    with SlackSink() as slack, SmtpSink() as smtp:
+        config = render_config(
+            tmp_path, sidecar_url=slack.base_url, slack_url=slack.url, smtp_smarthost=smtp.smarthost
+        )
+        with Alertmanager(tmp_path, config) as am:
+            labels = {
+                "alertname": "LinkDown",
+                "instance": HOSTILE_LABEL,
+                "scout_enriched": "true",
+                "scout_incident": "inc-9",
+                "scout_priority": "P1",
+            }
+            am.post(
+                [
+                    postable(
+                        labels,
+                        {
+                            "summary": HOSTILE_LABEL,
+                            "ai_summary": "Uplink lost",
+                            "ai_graph_url": GRAPH_URL,
+                            "ai_analyst_note": NOTE,
+                        },
+                    )
+                ]
+            )
+            message = slack.wait_for(lambda m: "Uplink lost" in slack_text(m))
+            mail = smtp.wait_for(lambda m: "Uplink lost" in str(m["Subject"]))
+    text = slack_text(message)
+    for obeyed in ("<!channel>", "<@U123>", "<!subteam", "<https://evil", "@here", "<b>"):
+        assert obeyed not in text
+    assert "&lt;!channel&gt; &lt;@U123&gt; &lt;!subteam^S1|devs&gt;" in text
+    assert message["attachments"][0]["image_url"] == GRAPH_URL
+    assert NOTE in text
+    html = email_body(mail, "html")
+    assert "&lt;!channel&gt; &lt;@U123&gt;" in html
+    assert "&lt;b&gt;x&lt;/b&gt;" in html
+    assert "<b>x</b>" not in html
+    assert f'<img src="{GRAPH_URL.replace("&", "&amp;")}"' in html
+
+
+@pytest.mark.parametrize(
+    ("template", "kind"), [("scout.email.html", "html"), ("scout.email.text", "text")]
+)
+def test_email_caps_label_values_and_alerts_and_drops_direction_changes(
+    render_template, template, kind
+):
+    # The analysis is the sidecar's, sanitised there; labels and copied
+    # annotations are the rules' own.
+    data = notification()
+    [alert] = data["alerts"]
+    data["alerts"] = [
+        {
+            **alert,
+            "fingerprint": f"{n:016x}",
+            "labels": {
+                **alert["labels"],
+                "alertname": HOSTILE,
+                "instance": "i" * 5000 + "\n<b>tail</b>",
+                "n": str(n),
+            },
+            "annotations": {**alert["annotations"], "summary": HOSTILE},
+        }
+        for n in range(30)
+    ]
+    body = render_template(template, data, kind)
+    assert "i" * 298 + "…" in body
+    assert "i" * 300 not in body
+    assert "tail" not in body
+    assert not set(BIDI) & set(body)
+    assert body.count(" on iii") == 20
+    assert "… and more: see the incident." in body
+    assert len(body) < 40_000

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.notify.signing import GraphLinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,8 @@ class ReturnTripPolicy:
     prometheus_url: str | None = None
     grafana_url: str | None = None
     external_url: str | None = None
+    # Signed graph URLs for the ai_graph_url annotation; None: no graph link.
+    graph_links: GraphLinks | None = None
 
     def __post_init__(self) -> None:
         if self.repost_interval >= self.keepalive:

@@ -283,7 +283,10 @@ class ReturnTrip:
                 return
             reply = await self._client.post_alerts(
                 peer,
-                [postable(row, now, self._policy.keepalive) for row in chunk],
+                [
+                    postable(row, now, self._policy.keepalive, self._policy.graph_links)
+                    for row in chunk
+                ],
                 within=timeout,
             )
             if reply.outcome == "failed":
@@ -302,7 +305,9 @@ class ReturnTrip:
                 if timeout is None:
                     return
                 single = await self._client.post_alerts(
-                    peer, [postable(row, now, self._policy.keepalive)], within=timeout
+                    peer,
+                    [postable(row, now, self._policy.keepalive, self._policy.graph_links)],
+                    within=timeout,
                 )
                 if single.outcome == "failed":
                     self._failed(peer, single, 1, now)

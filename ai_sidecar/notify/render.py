@@ -25,8 +25,11 @@ from ai_sidecar.models import (
     parse_time,
 )
 from ai_sidecar.notify.policy import ReturnTripPolicy
+from ai_sidecar.notify.signing import GraphLinks
 from ai_sidecar.sanitize import CAPS, clean, format_actions, safe_link, sanitize_analysis
 from ai_sidecar.store import OutboxCopy, OutboxRow
+
+GRAPH_ANNOTATION = "ai_graph_url"
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
@@ -67,17 +70,50 @@ def _resolution_time(incident: Incident, member: Member, now: datetime) -> datet
     return max(min(ended, now), member.starts_at)
 
 
+def analyst_note(incident: Incident) -> str:
+    """Why a preferred analyst did not speak, in a few words; "" when none was skipped.
+
+    ``local analysis: gemini not asked (budget: 200 requests per day reached)``
+    """
+    if not incident.skipped_analysts:
+        return ""
+    reasons = []
+    for skipped in incident.skipped_analysts:
+        verb = "not asked" if skipped.reason == "declined" else f"failed ({skipped.reason})"
+        detail = f" ({skipped.detail})" if skipped.detail else ""
+        reasons.append(f"{skipped.analyst} {verb}{detail}")
+    return f"{incident.analyst or 'local'} analysis: " + "; ".join(reasons)
+
+
 def analysis_annotations(incident: Incident) -> dict[str, str]:
-    """The ``ai_*`` annotations of an incident, sanitised; the same on every member."""
+    """The ``ai_*`` annotations of an incident, sanitised; the same on every member.
+
+    ``ai_analyst`` names who spoke; ``ai_analyst_note``, present only when a
+    preferred analyst (an LLM) declined or failed, says why the next one did.
+    """
     if incident.analysis is None:
         return {}
     analysis = sanitize_analysis(incident.analysis)
-    return {
+    annotations = {
         "ai_summary": analysis.summary,
         "ai_root_cause": analysis.root_cause,
         "ai_impact": analysis.impact,
         "ai_actions": format_actions(analysis.actions),
     }
+    if incident.analyst:
+        annotations["ai_analyst"] = clean(incident.analyst, CAPS.summary)
+    note = analyst_note(incident)
+    if note:
+        # One line: it is small print under the analysis.
+        annotations["ai_analyst_note"] = clean(" ".join(note.split()), CAPS.annotation)
+    return annotations
+
+
+def graph_url(policy: ReturnTripPolicy, incident_id: str, now: datetime) -> str | None:
+    """The signed URL of the incident's graph, valid ``graphs.url_ttl`` from ``now``."""
+    if policy.graph_links is None:
+        return None
+    return policy.graph_links.url(incident_id, now)
 
 
 def enriched_alert(
@@ -114,6 +150,7 @@ def enriched_alert(
         "scout_incident_url": incident_url(policy, incident.id),
         "prometheus_url": generator_url or policy.prometheus_url,
         "grafana_url": policy.grafana_url,
+        GRAPH_ANNOTATION: graph_url(policy, incident.id, now),
     }
     annotations.update({name: str(url) for name, url in links.items() if url})
     ends_at = (
@@ -145,7 +182,9 @@ def _raw_json(member: Member) -> str:
     )
 
 
-def postable(row: OutboxRow, now: datetime, keepalive: timedelta) -> dict[str, Any]:
+def postable(
+    row: OutboxRow, now: datetime, keepalive: timedelta, links: GraphLinks | None = None
+) -> dict[str, Any]:
     """The alert to post for ``row`` now: its stored JSON with endsAt set.
 
     A firing copy starts now, not at the raw alert's ``startsAt``: Alertmanager
@@ -154,8 +193,16 @@ def postable(row: OutboxRow, now: datetime, keepalive: timedelta) -> dict[str, A
     incident's copies in several notifications as they trickle in. It keeps the
     earliest ``startsAt`` of an alert it already holds, so later posts move
     nothing; the raw alert's own start stays on the raw alert and the incident.
+
+    The graph URL is signed again (``links``): a copy kept alive longer than
+    ``graphs.url_ttl`` must not notify with an expired one on a repeat. Only
+    labels identify an alert to Alertmanager, so a new URL is the same alert
+    with fresh annotations, never a new notification.
     """
     alert: dict[str, Any] = json.loads(row.alert)
+    annotations = alert.get("annotations")
+    if links is not None and isinstance(annotations, dict) and GRAPH_ANNOTATION in annotations:
+        annotations[GRAPH_ANNOTATION] = links.url(row.incident_id, now)
     if row.state == "firing":
         alert["startsAt"] = format_time(now)
         ends = now + keepalive

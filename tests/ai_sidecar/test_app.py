@@ -67,6 +67,7 @@ async def test_metrics_health_and_landing(aiohttp_client, tmp_path):
     # Named, not linked: a browser following the link would only get a 401.
     assert "<code>/api/v1/incidents</code>" in landing
     assert 'href="/api/v1/incidents"' not in landing
+    assert "<code>/graphs/&lt;incident&gt;.png</code>" in landing
     assert '<html lang="en">' in landing
     assert '<meta name="viewport"' in landing
     assert "<main>" in landing
