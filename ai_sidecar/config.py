@@ -80,6 +80,8 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
         min_priority: P2      # new incidents at this priority or above are explained
         anomaly_score: 0.9    # or with anomaly evidence at least this strong
         cache_ttl: 24h        # an incident shaped like one explained this recently reuses it
+        reanalysis_interval: 2m   # a new root cause is re-asked no sooner than this
+        max_calls: 4          # LLM calls per incident at most
       budget:
         requests_per_day: 200
         requests_per_minute: 8
@@ -708,6 +710,10 @@ class LlmPolicyConfig(StrictModel):
     min_priority: PriorityName = "P2"
     anomaly_score: float = Field(default=0.9, gt=0, le=1)
     cache_ttl: DurationOrZero = timedelta(hours=24)
+    # A growing storm moves its root cause: re-ask about a new one no sooner
+    # than this after the last call, and at most max_calls times.
+    reanalysis_interval: DurationOrZero = timedelta(minutes=2)
+    max_calls: int = Field(default=4, ge=1)
 
 
 class LlmBudgetConfig(StrictModel):

@@ -230,6 +230,8 @@ class Worker:
         self._store_failures = 0
         self._store_retry_at = 0.0
         self._analysed_at: dict[str, float] = {}
+        # Incidents an analyst asked to come back to (a deferred LLM call), and when.
+        self._deferred: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._event_time = datetime.min.replace(tzinfo=UTC)
         self._budget = RENDER_BURST
@@ -481,10 +483,13 @@ class Worker:
                 del self._incidents[incident_id]
                 self._analysed_at.pop(incident_id, None)
                 self._failures.pop(incident_id, None)
+                self._deferred.pop(incident_id, None)
                 self._failure_log.forget(incident_id)
 
     def _mark_dirty(self, incident_id: str) -> None:
         self._dirty[incident_id] = next(self._marks)
+        # A change is analysed at its turn, deferred call or not.
+        self._deferred.pop(incident_id, None)
         self._dirty_event.set()
 
     # -- analyse -----------------------------------------------------------
@@ -506,7 +511,7 @@ class Worker:
         if last is None:
             return 0.0
         failures = min(self._failures.get(incident_id, 0), MAX_BACKOFF_DOUBLINGS)
-        return last + ANALYSIS_PACE * (1 << failures)
+        return max(last + ANALYSIS_PACE * (1 << failures), self._deferred.get(incident_id, 0.0))
 
     def _size(self, incident_id: str) -> int:
         incident = self._incidents.get(incident_id)
@@ -610,6 +615,7 @@ class Worker:
             # incidents would hold the loop for their whole sum.
             await asyncio.sleep(0)
             incident = self._incidents.get(incident_id)
+            self._deferred.pop(incident_id, None)  # this analysis is the one it waited for
             if incident is None:
                 # Forgotten since it was marked (resolved long ago): nothing is owed.
                 return _Outcome(incident_id, None, again=False)
@@ -618,6 +624,10 @@ class Worker:
             except Exception as exc:  # pipeline boundary: this incident only, retried later
                 self._incident_failed(incident_id, "analyse", exc)
                 return _Outcome(incident_id, None, again=True)
+        if incident_id in self._deferred:
+            # An analyst deferred its answer: this one is stored, and the
+            # incident stays on the list for the deferral's turn (no failure).
+            return _Outcome(incident_id, analysed, again=True)
         if analysed is not None and not _retry_owed(analysed):
             self._failures.pop(incident_id, None)
             return _Outcome(incident_id, analysed, again=False)
@@ -706,8 +716,10 @@ class Worker:
                 analysis = await asyncio.wait_for(analyst.analyse(incident, context), timeout)
             except AnalystDeclined as declined:
                 # Not a failure: the analyst chose not to speak (policy,
-                # budget, circuit), and asking again later would not change that.
+                # budget, circuit); asked again only when it deferred its answer.
                 reason, detail = "declined", f"{declined.reason}: {declined.detail}"
+                if declined.retry_after is not None:
+                    self._deferred[incident.id] = time.monotonic() + declined.retry_after
             except TimeoutError:
                 reason, detail = "timeout", f"no analysis within {timeout:g}s"
                 log.warning("analysis timed out", extra={"incident": incident.id, "analyst": name})

@@ -57,7 +57,11 @@ class AnalystDeclined(Exception):
     ``error``, ``invalid``). The message says why in words, safe to show.
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, *, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        # Seconds after which asking again may give another answer (a call the
+        # policy only deferred): the worker comes back to the incident then,
+        # even if nothing about it changes meanwhile.
+        self.retry_after = retry_after

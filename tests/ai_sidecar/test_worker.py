@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -72,6 +73,22 @@ class DecliningAnalyst:
     async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
         self.asked += 1
         raise AnalystDeclined("budget", "200 requests per day reached")
+
+
+class DeferringAnalyst:
+    """An LLM analyst whose policy defers the first call (a root cause still moving)."""
+
+    name = "llm"
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        self.asked = 0
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        self.asked += 1
+        if self.asked == 1:
+            raise AnalystDeclined("settling", "asked again soon", retry_after=self.retry_after)
+        return Analysis("llm analysis", "x", "y", (), 0.5, 0.1)
 
 
 class SettableEvidence:
@@ -242,6 +259,33 @@ async def test_a_declining_analyst_is_skipped_without_a_failure_or_a_retry(tmp_p
     # Done: the incident left the to-do list, so its next turn asks nobody.
     assert await asyncio.wait_for(worker.analyse_pending(), 30) == 0
     assert declining.asked == 1
+    await db.close()
+
+
+async def test_a_deferred_call_is_made_at_its_turn_even_if_nothing_changes(tmp_path):
+    db = await open_db(tmp_path)
+    deferring = DeferringAnalyst(retry_after=60.0)
+    worker, sink, metrics = make_worker(db, deferring)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    assert await asyncio.wait_for(worker.analyse_pending(paced=True), 30) == 1
+    assert [i.analyst for i in sink.scheduled] == ["local"]
+    [saved] = await db.list_incidents()
+    # Meanwhile the local analysis is out, and the incident stays owed, not failed.
+    assert saved.analyst == "local"
+    assert [s.reason for s in saved.skipped_analysts] == ["declined"]
+    assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst="llm") == 0
+    # Its turn is the deferral's end, not the usual pace ...
+    assert worker._turn(saved.id) >= time.monotonic() + 55
+    assert await asyncio.wait_for(worker.analyse_pending(paced=True), 30) == 0
+    # ... when the analyst speaks, and the incident is done.
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 1
+    [saved] = await db.list_incidents()
+    assert (saved.analyst, saved.skipped_analysts) == ("llm", ())
+    assert [i.analyst for i in sink.scheduled] == ["local", "llm"]
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 0
+    assert deferring.asked == 2
     await db.close()
 
 

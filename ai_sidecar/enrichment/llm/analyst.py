@@ -73,7 +73,7 @@ class LlmAnalyst:
             self._metrics.cache_hits.labels("previous").inc()
             return decision.previous
         if decision.cached_answer is None and not decision.call:
-            self._decline(decision.reason, decision.detail)
+            self._decline(decision.reason, decision.detail, retry_after=decision.retry_after)
         # Built for a cached answer too: its pseudonyms are this incident's names.
         prompt = build_prompt(incident, context, draft, self._config, redact=self._redact)
         if decision.cached_answer is not None:
@@ -119,9 +119,9 @@ class LlmAnalyst:
             self._metrics.fallbacks.labels(declined.reason).inc()
             raise
 
-    def _decline(self, reason: str, detail: str) -> NoReturn:
+    def _decline(self, reason: str, detail: str, *, retry_after: float | None = None) -> NoReturn:
         self._metrics.fallbacks.labels(reason).inc()
-        raise AnalystDeclined(reason, detail)
+        raise AnalystDeclined(reason, detail, retry_after=retry_after)
 
 
 def _restored(analysis: Analysis, redactor: Redactor) -> Analysis:

@@ -183,6 +183,8 @@ class PolicyDecision:
     detail: str
     previous: Analysis | None = None
     cached_answer: str | None = None
+    # A call deferred, not refused: ask again after this many seconds.
+    retry_after: float | None = None
 
 
 class LlmGate(Protocol):

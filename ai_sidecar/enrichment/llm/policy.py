@@ -10,7 +10,13 @@ this order:
    after a restart, the one stored with the incident when its ``analyst`` is
    the LLM's): reused as ``previous`` unless something material changed since:
    its priority went up (``escalated``: call) or its root cause changed
-   (``root_cause``: call, if the incident still passes the gate). Repeats,
+   (``root_cause``: call, if the incident still passes the gate). While a
+   storm grows its root cause moves from element to element: a root cause
+   that changes within ``policy.reanalysis_interval`` of the last call is
+   ``settling`` (the call is deferred: the local analysis, which follows the
+   current root cause, speaks meanwhile, and the worker comes back when the
+   interval is over), and an incident asked ``policy.max_calls`` times is
+   ``call_cap``. Repeats,
    flaps, re-fires and new members under the same root cause are ``repeat``;
    the same version asked again is ``unchanged``.
 3. **the gate**: new at ``policy.min_priority`` or above (``new_p1``,
@@ -30,11 +36,13 @@ least recently used leave first) and the shape cache (its TTL and size).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
-from ai_sidecar.config import LlmConfig
+from ai_sidecar.config import LlmConfig, format_duration
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.enrichment.llm.base import PolicyDecision
 from ai_sidecar.enrichment.llm.cache import DEFAULT_MAX_SHAPES, LruMap, ShapeCache
@@ -56,6 +64,8 @@ UNCHANGED = "unchanged"
 RESOLVED = "resolved"
 LOW_PRIORITY = "low_priority"
 ASKED = "asked"
+SETTLING = "settling"
+CALL_CAP = "call_cap"
 
 
 def _rank(priority: Priority) -> int:
@@ -71,6 +81,10 @@ class _Explained:
     priority: Priority
     version: int
     analysis: Analysis
+    # When the LLM was asked (the policy's clock), and how many times it has
+    # been (a restart forgets both: one call, long ago).
+    at: float = -math.inf
+    calls: int = 1
 
 
 class LlmPolicy:
@@ -87,6 +101,7 @@ class LlmPolicy:
     ) -> None:
         self._config = config
         self._metrics = metrics
+        self._clock = clock
         self._explained: LruMap[str, _Explained] = LruMap(max_incidents)
         # Incident id -> the version last sent to the LLM.
         self._asked: LruMap[str, int] = LruMap(max_incidents)
@@ -133,9 +148,17 @@ class LlmPolicy:
         return decision
 
     def remember(self, incident: Incident, analysis: Analysis, redacted_answer: str) -> None:
+        before = self._explained.get(incident.id)
         self._explained.put(
             incident.id,
-            _Explained(incident.root_cause, incident.priority, incident.version, analysis),
+            _Explained(
+                incident.root_cause,
+                incident.priority,
+                incident.version,
+                analysis,
+                at=self._clock(),
+                calls=1 if before is None else before.calls + 1,
+            ),
         )
         self._shapes.put(_shape_key(incident), redacted_answer)
 
@@ -180,6 +203,20 @@ class LlmPolicy:
             gate = self._gate(incident, context)
             if not gate.call:
                 return gate
+            policy = self._config.policy
+            if last.calls >= policy.max_calls:
+                return PolicyDecision(
+                    False, CALL_CAP, f"the LLM was asked {last.calls} times about this incident"
+                )
+            wait = policy.reanalysis_interval.total_seconds() - (self._clock() - last.at)
+            if wait > 0:
+                return PolicyDecision(
+                    False,
+                    SETTLING,
+                    "the root cause moved soon after the last LLM analysis; asked again in "
+                    f"{format_duration(timedelta(seconds=math.ceil(wait)))}",
+                    retry_after=wait,
+                )
             return PolicyDecision(True, ROOT_CAUSE, "the root cause changed")
         return None
 

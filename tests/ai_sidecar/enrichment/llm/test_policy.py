@@ -186,10 +186,11 @@ def test_a_priority_rise_calls_again(policy: LlmPolicy) -> None:
 
 
 def test_a_new_root_cause_calls_again_if_the_incident_still_passes_the_gate(
-    policy: LlmPolicy,
+    policy: LlmPolicy, clock: Clock
 ) -> None:
     explained = make_incident()
     policy.remember(explained, analysis(), ANSWER)
+    clock.now += 600  # past the reanalysis interval
     moved = make_incident(version=2, root="BGPDown")
 
     again = policy.decide(moved, NO_CONTEXT, LLM)
@@ -199,6 +200,33 @@ def test_a_new_root_cause_calls_again_if_the_incident_still_passes_the_gate(
     low = policy.decide(replace(moved, version=3, priority="P4", root_cause="x"), NO_CONTEXT, LLM)
     # Its old analysis names the old cause: the local analyst speaks instead.
     assert (low.call, low.reason, low.previous) == (False, "low_priority", None)
+
+
+def test_a_root_cause_that_moves_soon_after_a_call_is_deferred_and_calls_are_capped(
+    metrics: LlmMetrics, clock: Clock
+) -> None:
+    policy = LlmPolicy(config(reanalysis_interval="2m", max_calls=2), metrics, clock=clock)
+    policy.remember(make_incident(), analysis(), ANSWER)
+    # The storm grows: a new root cause 30 s later is deferred to the interval's end.
+    clock.now += 30
+    moved = make_incident(version=2, root="BGPDown")
+    settling = policy.decide(moved, NO_CONTEXT, LLM)
+    assert (settling.call, settling.reason, settling.previous) == (False, "settling", None)
+    assert settling.retry_after == 90
+    assert settling.detail.endswith("asked again in 1m30s")
+    # When it is over, the same version is asked about ...
+    clock.now += 90
+    assert policy.decide(moved, NO_CONTEXT, LLM).reason == "root_cause"
+    policy.remember(moved, analysis(), ANSWER)
+    # ... and once the incident had max_calls, never again.
+    clock.now += 3600
+    moved_back = make_incident(version=3, root="InterfaceDown")
+    capped = policy.decide(moved_back, NO_CONTEXT, LLM)
+    assert (capped.call, capped.reason, capped.retry_after) == (False, "call_cap", None)
+    # Escalation is held back by neither.
+    policy.remember(replace(moved, priority="P2"), analysis(), ANSWER)
+    risen = replace(moved_back, version=4, priority="P1")
+    assert policy.decide(risen, NO_CONTEXT, LLM).reason == "escalated"
 
 
 def test_an_incident_shaped_like_an_explained_one_gets_its_answer_within_the_ttl(
