@@ -57,7 +57,10 @@ from ai_sidecar.worker import Worker
 from benchmarks.common import raise_interrupt
 from benchmarks.storms.alertmanager import at_time
 from benchmarks.storms.scenarios import SCENARIOS, Storm, generate
+from scripts.localstack import Service, free_port
+from tests.peers.alertmanager import TEST_TOKEN, Alertmanager, Timings, postable, render_config
 from tests.peers.llm import Answer, FakeGemini
+from tests.peers.notify import SlackSink, SmtpSink, slack_text
 
 # A valid answer for any incident: the policy, not the answer, is measured here.
 ANSWER = json.dumps(
@@ -234,6 +237,143 @@ def report_calls(counts: CallCounts) -> None:
     print(f"  local analysis instead, by reason: {reasons or 'none'}")
 
 
+# The notification tests' timings: the enriched route waits 5 s for an incident's
+# alerts to gather (10 s as shipped); the raw, fail-open route 60 s here, so it
+# never fires during a measurement.
+TIMINGS = Timings(enriched_wait="5s", enriched_interval="1s", fail_open="60s", raw_interval="2s")
+ENRICHED_WAIT = 5.0
+SIDECAR_CONFIG = """\
+return_trip:
+  keepalive: 20s
+  repost_interval: 5s
+"""
+
+
+def latency_storm(index: int) -> list[dict[str, object]]:
+    """One P2 incident of its own: a WAN link down at site ``index`` and two probes behind it."""
+    common = {"site": f"site-{index:03d}", "job": "snmp", "severity": "critical"}
+    router = f"rtr-{index:03d}"
+    return [
+        postable(
+            {"alertname": "LinkDown", "instance": router, "interface": "wan0", **common},
+            {"summary": f"WAN uplink wan0 on {router} is down"},
+        ),
+        *(
+            postable(
+                {"alertname": "ProbeFailed", "instance": f"{name}-{index:03d}", **common},
+                {"summary": f"{name}-{index:03d} does not answer"},
+            )
+            for name in ("web", "mail")
+        ),
+    ]
+
+
+def sidecar_process(directory: Path, port: int, alertmanager: str, config_text: str) -> Service:
+    config = directory / "sidecar.yml"
+    config.write_text(config_text)
+    address = f"127.0.0.1:{port}"
+    return Service(
+        name="sidecar",
+        argv=[
+            sys.executable,
+            "-m",
+            "ai_sidecar.cli",
+            f"--web.listen-address={address}",
+            f"--config.file={config}",
+        ],
+        ready_url=f"http://{address}/-/ready",
+        log_path=directory / "sidecar.log",
+        env={
+            **os.environ,
+            "SCOUT_WEBHOOK_TOKEN": TEST_TOKEN,
+            "SCOUT_ALERTMANAGER_URLS": alertmanager,
+            "SCOUT_DATA_DIR": str(directory / "data"),
+        },
+    )
+
+
+def notification_latencies(directory: Path, incidents: int, llm_delay: float | None) -> list[float]:
+    """Seconds from each incident's post to Alertmanager to its enriched Slack message.
+
+    ``llm_delay`` None: the local analyst alone; else Gemini (the fake) answering
+    after that many seconds, with the shape cache off so every incident calls.
+    """
+    with (
+        SlackSink() as slack,
+        SmtpSink() as smtp,
+        FakeGemini(default=Answer(ANSWER, delay=llm_delay or 0.0)) as gemini,
+    ):
+        sidecar_port = free_port()
+        am_config = render_config(
+            directory,
+            sidecar_url=f"http://127.0.0.1:{sidecar_port}",
+            slack_url=slack.url,
+            smtp_smarthost=smtp.smarthost,
+            timings=TIMINGS,
+        )
+        config_text = SIDECAR_CONFIG
+        if llm_delay is not None:
+            os.environ[KEY_ENV] = "benchmark-key"
+            config_text += (
+                f"llm:\n  provider: gemini\n  base_url: {gemini.base_url}\n"
+                "  policy: {cache_ttl: 0s}\n"
+                "  budget: {requests_per_day: 0, requests_per_minute: 0}\n"
+            )
+        with Alertmanager(directory, am_config) as am:
+            sidecar = sidecar_process(directory, sidecar_port, am.url, config_text)
+            sidecar.start()
+            try:
+                sidecar.wait_ready()
+                posted: dict[int, float] = {}
+                for index in range(incidents):
+                    am.post(latency_storm(index))
+                    posted[index] = time.monotonic()
+                    progress(
+                        f"latency ({'local' if llm_delay is None else 'llm'}): "
+                        f"posted {index + 1}/{incidents}"
+                    )
+                    time.sleep(2.0)
+                arrived: dict[int, float] = {}
+                deadline = time.monotonic() + 120
+                while len(arrived) < incidents and time.monotonic() < deadline:
+                    for message in slack.messages():
+                        text = slack_text(message)
+                        if "[FIRING]" not in text or "(not analysed by Scout)" in text:
+                            continue
+                        for index in posted:
+                            if index not in arrived and f"rtr-{index:03d} is down" in text:
+                                arrived[index] = time.monotonic()
+                    time.sleep(0.05)
+            finally:
+                sidecar.stop(grace=5)
+        sys.stderr.write("\n")
+        if llm_delay is not None and len(gemini.requests) < incidents:
+            print(f"  note: only {len(gemini.requests)} LLM calls for {incidents} incidents")
+    missing = incidents - len(arrived)
+    if missing:
+        print(f"  {missing} incidents had no enriched message within 120 s")
+    return sorted(arrived[i] - posted[i] for i in arrived)
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(share * len(values)))]
+
+
+def report_latency(local: list[float], llm: list[float], llm_delay: float) -> None:
+    bound = ENRICHED_WAIT + llm_delay + 2.0
+    print(f"\nLatency, post to Alertmanager -> enriched Slack message ({len(llm)} incidents):")
+    for name, values in (("local analyst only", local), (f"LLM answering in {llm_delay:g} s", llm)):
+        p50, p95 = percentile(values, 0.5), percentile(values, 0.95)
+        print(f"  {name:28} p50 {p50:5.2f} s, p95 {p95:5.2f} s")
+    added = percentile(llm, 0.95) - percentile(local, 0.95)
+    print(
+        f"  added by the LLM at p95: {added:.2f} s; p95 with the LLM "
+        f"{percentile(llm, 0.95):.2f} s vs goal group_wait + LLM + 2 s = {bound:.1f} s"
+    )
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, raise_interrupt)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -250,6 +390,14 @@ def main() -> None:
             counts = asyncio.run(replay_calls(chosen, Path(directory)))
             report_calls(counts)
             print(f"  replay took {time.monotonic() - started:.1f} s")
+    if not args.skip_latency:
+        with tempfile.TemporaryDirectory(prefix="scout-llm-latency-") as directory:
+            local_dir, llm_dir = Path(directory, "local"), Path(directory, "llm")
+            local_dir.mkdir()
+            llm_dir.mkdir()
+            local = notification_latencies(local_dir, args.incidents, None)
+            llm = notification_latencies(llm_dir, args.incidents, args.llm_delay)
+        report_latency(local, llm, args.llm_delay)
 
 
 if __name__ == "__main__":
