@@ -29,7 +29,6 @@ from ai_sidecar.config import SidecarConfig
 from ai_sidecar.context import MetricsContextSource, PrometheusContext
 from ai_sidecar.correlate import TopologyProvider, TopologyRefresher
 from ai_sidecar.enrichment.chain import AnalystChain
-from ai_sidecar.enrichment.llm.base import LlmProvider
 from ai_sidecar.enrichment.llm.reload import LlmReconfigurable
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.priority import AnomalyEvidenceSource, NoAnomalyEvidence
@@ -49,7 +48,8 @@ class Components:
     ``topology`` None: correlation without a dependency graph (tests' components).
     ``reloadable``: what applies a reloaded ``llm`` section (the LLM guard and
     policy), registered with the process's settings hub while the pipeline runs.
-    ``providers``: LLM providers, closed when the pipeline stops.
+    ``closers``: what holds connections or calls in flight (the LLM analyst and
+    its provider), closed when the pipeline stops.
     """
 
     analysts: AnalystChain
@@ -57,7 +57,11 @@ class Components:
     anomaly: AnomalyEvidenceSource
     topology: TopologyProvider | None = None
     reloadable: tuple[LlmReconfigurable, ...] = ()
-    providers: tuple[LlmProvider, ...] = ()
+    closers: tuple[Closable, ...] = ()
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
 
 
 class ComponentsFactory(Protocol):
@@ -108,7 +112,7 @@ def build_components(
         anomaly=NoAnomalyEvidence() if client is None else ScrapedAnomalyEvidence(client),
         topology=TopologyRefresher(client, config.correlation),
         reloadable=analysts.reloadable,
-        providers=analysts.providers,
+        closers=analysts.closers,
     )
 
 
@@ -118,7 +122,7 @@ class Analysts:
 
     chain: AnalystChain
     reloadable: tuple[LlmReconfigurable, ...] = ()
-    providers: tuple[LlmProvider, ...] = ()
+    closers: tuple[Closable, ...] = ()
 
 
 def build_analysts(
@@ -157,7 +161,7 @@ def build_analysts(
     return Analysts(
         AnalystChain(fallback=local, preferred=(analyst,)),
         reloadable=(guard, policy),
-        providers=(provider,),
+        closers=(analyst,),
     )
 
 

@@ -132,8 +132,8 @@ async def run_pipeline(
             stop_following()
         await cancel_tasks(worker_tasks)
         await cancel_tasks([trip_task])
-        for provider in built.providers:
-            await provider.close()
+        for closer in built.closers:
+            await closer.close()
 
 
 async def cancel_tasks(tasks: Sequence[asyncio.Task[None]]) -> None:

@@ -36,6 +36,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -185,8 +186,8 @@ async def replay_calls(chosen: list[Storm], directory: Path) -> CallCounts:
                 sys.stderr.write("\n")
                 incidents = await db.list_incidents()
                 exchanges = await db.llm_exchanges()
-                for provider in components.providers:
-                    await provider.close()
+                for closer in components.closers:
+                    await closer.close()
         finally:
             await db.close()
     per_incident = Counter(e.incident_id for e in exchanges)
@@ -325,25 +326,25 @@ def notification_latencies(directory: Path, incidents: int, llm_delay: float | N
             try:
                 sidecar.wait_ready()
                 posted: dict[int, float] = {}
+                arrived: dict[int, float] = {}
+                done = threading.Event()
+                watcher = threading.Thread(
+                    target=watch_slack, args=(slack, posted, arrived, done), daemon=True
+                )
+                watcher.start()
                 for index in range(incidents):
-                    am.post(latency_storm(index))
                     posted[index] = time.monotonic()
+                    am.post(latency_storm(index))
                     progress(
                         f"latency ({'local' if llm_delay is None else 'llm'}): "
                         f"posted {index + 1}/{incidents}"
                     )
                     time.sleep(2.0)
-                arrived: dict[int, float] = {}
                 deadline = time.monotonic() + 120
                 while len(arrived) < incidents and time.monotonic() < deadline:
-                    for message in slack.messages():
-                        text = slack_text(message)
-                        if "[FIRING]" not in text or "(not analysed by Scout)" in text:
-                            continue
-                        for index in posted:
-                            if index not in arrived and f"rtr-{index:03d} is down" in text:
-                                arrived[index] = time.monotonic()
-                    time.sleep(0.05)
+                    time.sleep(0.1)
+                done.set()
+                watcher.join()
             finally:
                 sidecar.stop(grace=5)
         sys.stderr.write("\n")
@@ -353,6 +354,27 @@ def notification_latencies(directory: Path, incidents: int, llm_delay: float | N
     if missing:
         print(f"  {missing} incidents had no enriched message within 120 s")
     return sorted(arrived[i] - posted[i] for i in arrived)
+
+
+def watch_slack(
+    slack: SlackSink, posted: dict[int, float], arrived: dict[int, float], done: threading.Event
+) -> None:
+    """Note when each posted incident's first enriched message reaches Slack (any member)."""
+    seen = 0
+    while not done.is_set():
+        messages = slack.messages()
+        now = time.monotonic()
+        for message in messages[seen:]:
+            text = slack_text(message)
+            if "[FIRING]" not in text or "(not analysed by Scout)" in text:
+                continue
+            for index in list(posted):
+                if index not in arrived and any(
+                    f"{name}-{index:03d}" in text for name in ("rtr", "web", "mail")
+                ):
+                    arrived[index] = now
+        seen = len(messages)
+        time.sleep(0.02)
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -46,6 +46,11 @@ class Analyst(Protocol):
     async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis: ...
 
 
+# The decline of an analyst whose answer is on its way (an LLM call in flight):
+# the next analyst speaks meanwhile, and the worker comes back for the answer.
+PENDING = "pending"
+
+
 class AnalystDeclined(Exception):
     """An analyst chose not to speak; the next in the chain does, with no retry.
 

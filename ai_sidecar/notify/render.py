@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ai_sidecar.enrichment.base import PENDING
 from ai_sidecar.models import (
     ENRICHED_LABEL,
     INCIDENT_LABEL,
@@ -79,6 +80,9 @@ def analyst_note(incident: Incident) -> str:
         return ""
     reasons = []
     for skipped in incident.skipped_analysts:
+        if skipped.detail.startswith(PENDING + ":"):
+            reasons.append(f"{skipped.analyst}'s answer follows")
+            continue
         verb = "not asked" if skipped.reason == "declined" else f"failed ({skipped.reason})"
         detail = f" ({skipped.detail})" if skipped.detail else ""
         reasons.append(f"{skipped.analyst} {verb}{detail}")

@@ -64,7 +64,7 @@ def test_without_an_llm_the_local_analyst_speaks_alone(monkeypatch: pytest.Monke
     built = build_analysts(SidecarConfig(), SETTINGS, db=STORE, metrics=create_metrics())
     assert isinstance(built.chain.fallback, LocalAnalyst)
     assert built.chain.preferred == ()
-    assert (built.reloadable, built.providers) == ((), ())
+    assert (built.reloadable, built.closers) == ((), ())
     assert seams.made == {}
 
 
@@ -100,7 +100,7 @@ def test_an_active_llm_goes_in_front_of_the_local_analyst(monkeypatch: pytest.Mo
     assert kwargs["state_file"] == Path("data-dir") / "llm_budget.json"
     assert seams.made["policy"] == ((config.llm, metrics.llm), {})
     assert len(built.reloadable) == 2
-    assert built.providers == (seams.provider,)
+    assert built.closers == (analyst,)
 
 
 def test_no_provider_no_llm_analyst(monkeypatch: pytest.MonkeyPatch) -> None:

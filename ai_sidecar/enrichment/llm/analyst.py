@@ -16,19 +16,28 @@ For each incident it asks, in order:
 The answer is mapped back from pseudonyms (credentials stay ``[redacted]``),
 sanitised for Slack and email, and remembered by the gate.
 
+The call runs in the background: the analyst declines at once with
+``pending`` (the local analysis goes out, so the page is never held for the
+model) and asks the worker to come back; then it gives the model's answer
+(or the decline the call ended in). Alertmanager holds an incident's first
+notification for the enriched route's ``group_wait`` (10 s as shipped), and
+an answer that arrives meanwhile replaces the local one in that notification.
+
 It depends only on the seams of :mod:`ai_sidecar.enrichment.llm.base`: any
 provider, caller and gate will do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import replace
 from typing import NoReturn
 
 from ai_sidecar.config import LlmConfig
-from ai_sidecar.enrichment.base import Analyst, AnalystDeclined, IncidentContext
+from ai_sidecar.enrichment.base import PENDING, Analyst, AnalystDeclined, IncidentContext
 from ai_sidecar.enrichment.llm.answer import InvalidAnswer, answer_json, parse_answer
 from ai_sidecar.enrichment.llm.base import LlmCaller, LlmGate, LlmProvider, LlmReply, LlmRequest
 from ai_sidecar.enrichment.llm.metrics import LlmMetrics
@@ -38,6 +47,10 @@ from ai_sidecar.models import Analysis, Incident
 from ai_sidecar.sanitize import sanitize_analysis
 
 log = logging.getLogger("ai_sidecar.llm")
+
+# Seconds after which the worker asks again about a call still in flight (its
+# own pace between two analyses of an incident comes on top).
+PENDING_POLL = 0.5
 
 
 class LlmAnalyst:
@@ -59,6 +72,8 @@ class LlmAnalyst:
         self._policy = policy
         self._config = config
         self._metrics = metrics
+        # Calls in flight or answered and not yet collected, by incident.
+        self._calls: dict[str, asyncio.Task[Analysis]] = {}
         self._redact = must_redact(config, provider)
         if not config.redact and self._redact:
             log.warning(
@@ -67,6 +82,14 @@ class LlmAnalyst:
             )
 
     async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        running = self._calls.get(incident.id)
+        if running is not None:
+            if not running.done():
+                raise AnalystDeclined(
+                    PENDING, f"{self.name} is answering", retry_after=PENDING_POLL
+                )
+            del self._calls[incident.id]
+            return running.result()  # or the decline the call ended in
         draft = await self._local.analyse(incident, context)
         decision = self._policy.decide(incident, context, self.name)
         if decision.previous is not None:
@@ -80,6 +103,21 @@ class LlmAnalyst:
             return self._from_cache(decision.cached_answer, incident, prompt.redactor)
         for kind, count in prompt.redactor.counts.items():
             self._metrics.redactions.labels(kind).inc(count)
+        self._calls[incident.id] = asyncio.create_task(self._explain(incident, prompt))
+        raise AnalystDeclined(PENDING, f"{self.name} is answering", retry_after=0.0)
+
+    async def close(self) -> None:
+        """Cancel the calls in flight (the pipeline stops), then close the provider."""
+        calls = list(self._calls.values())
+        self._calls.clear()
+        for call in calls:
+            call.cancel()
+        for call in calls:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await call
+        await self._provider.close()
+
+    async def _explain(self, incident: Incident, prompt: Prompt) -> Analysis:
         redacted = await self._answer(incident, prompt)
         analysis = _restored(redacted, prompt.redactor)
         # Kept capped, in pseudonyms: a similar incident restores it with its own.

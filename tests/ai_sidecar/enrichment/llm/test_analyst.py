@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import replace
@@ -10,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ai_sidecar.config import LlmConfig
-from ai_sidecar.enrichment.base import AnalystDeclined, IncidentContext
+from ai_sidecar.enrichment.base import PENDING, AnalystDeclined, IncidentContext
 from ai_sidecar.enrichment.llm.analyst import LlmAnalyst
-from ai_sidecar.enrichment.llm.base import LlmRequest, PolicyDecision
+from ai_sidecar.enrichment.llm.base import LlmProvider, LlmReply, LlmRequest, PolicyDecision
 from ai_sidecar.enrichment.llm.redact import REDACTED
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.models import Analysis, Incident
@@ -36,6 +37,18 @@ from tests.ai_sidecar.enrichment.llm.test_prompt import (
 CONFIG = LlmConfig(provider="gemini")
 DRAFT = Analysis("local summary", "local root cause", "local impact", ("local step",), 0.5, 0.2)
 PSEUDONYM = re.compile(r"\b(?:host|ip|email|secret|mac|pattern)-\d+\b")
+
+
+async def answer_of(analyst: LlmAnalyst, incident: Incident, context: IncidentContext) -> Analysis:
+    """What ``analyst`` gives for ``incident``: the first ask starts the call in the
+    background and declines with ``pending``; asking again collects the answer."""
+    while True:
+        try:
+            return await analyst.analyse(incident, context)
+        except AnalystDeclined as declined:
+            if declined.reason != PENDING:
+                raise
+            await asyncio.sleep(0.001)
 
 
 def echo_pseudonyms(request: LlmRequest) -> str:
@@ -62,7 +75,7 @@ def make(
 async def test_canaries_never_reach_the_provider_and_the_answer_reads_in_real_names() -> None:
     found = canary_incident()
     analyst, provider, gate, _, registry = make(echo_pseudonyms)
-    analysis = await analyst.analyse(found, canary_context(found))
+    analysis = await answer_of(analyst, found, canary_context(found))
     sent = provider.sent()
     for canary in CANARIES:
         assert canary not in sent
@@ -92,7 +105,7 @@ async def test_the_local_draft_is_computed_first_and_given_to_the_model() -> Non
     metrics, _ = llm_metrics()
     analyst = LlmAnalyst(LocalAnalyst([]), provider, PassingCaller(), FixedGate(), CONFIG, metrics)
     assert analyst.name == "gemini"
-    await analyst.analyse(found, IncidentContext())
+    await answer_of(analyst, found, IncidentContext())
     # The local analyst's words, in pseudonyms.
     assert "InterfaceDown on host-1:9100 (link layer) is the probable root cause" in (
         provider.requests[0].user
@@ -106,7 +119,7 @@ async def test_the_draft_is_made_even_when_the_gate_declines() -> None:
     local = DraftAnalyst(DRAFT)
     analyst = LlmAnalyst(local, provider, PassingCaller(), gate, CONFIG, metrics)
     with pytest.raises(AnalystDeclined):
-        await analyst.analyse(canary_incident(), IncidentContext())
+        await answer_of(analyst, canary_incident(), IncidentContext())
     assert local.asked == 1
 
 
@@ -122,7 +135,7 @@ HOSTILE = valid_answer(
 async def test_hostile_answers_come_out_sanitised() -> None:
     found = canary_incident()
     analyst, *_ = make(HOSTILE)
-    analysis = await analyst.analyse(found, IncidentContext())
+    analysis = await answer_of(analyst, found, IncidentContext())
     text = " ".join((analysis.summary, analysis.root_cause, analysis.impact, *analysis.actions))
     for markup in ("<!channel>", "<@U123>", "<https://", "<script>", "<b>", "@here", "<!everyone>"):
         assert markup not in text
@@ -137,7 +150,7 @@ async def test_an_invalid_answer_is_retried_once_with_the_error() -> None:
     analyst, provider, gate, caller, registry = make(
         "Sure! The uplink failed.", valid_answer(summary="second try")
     )
-    analysis = await analyst.analyse(found, IncidentContext())
+    analysis = await answer_of(analyst, found, IncidentContext())
     assert analysis.summary == "second try"
     first, second = provider.requests
     assert second.user.startswith(first.user)
@@ -153,7 +166,7 @@ async def test_two_invalid_answers_decline_and_count() -> None:
         "not json", valid_answer(confidence=7), valid_answer()
     )
     with pytest.raises(AnalystDeclined) as declined:
-        await analyst.analyse(found, IncidentContext())
+        await answer_of(analyst, found, IncidentContext())
     assert declined.value.reason == "invalid"
     assert "confidence must be a number from 0 to 1" in declined.value.detail
     assert len(provider.requests) == 2
@@ -168,7 +181,7 @@ async def test_a_caller_without_an_answer_declines_with_its_reason_counted() -> 
         caller=PassingCaller(decline=("budget", "requests_per_day spent"))
     )
     with pytest.raises(AnalystDeclined) as declined:
-        await analyst.analyse(found, IncidentContext())
+        await answer_of(analyst, found, IncidentContext())
     assert (declined.value.reason, declined.value.detail) == ("budget", "requests_per_day spent")
     assert sample(registry, "scout_llm_fallbacks_total", reason="budget") == 1
     assert gate.remembered == []
@@ -179,7 +192,7 @@ async def test_a_gate_that_says_no_declines_without_a_call() -> None:
     gate = FixedGate(PolicyDecision(False, "low_priority", "P4 incidents are explained locally"))
     analyst, provider, _, _, registry = make(gate=gate)
     with pytest.raises(AnalystDeclined) as declined:
-        await analyst.analyse(found, IncidentContext())
+        await answer_of(analyst, found, IncidentContext())
     assert declined.value.reason == "low_priority"
     assert provider.requests == []
     assert sample(registry, "scout_llm_fallbacks_total", reason="low_priority") == 1
@@ -191,7 +204,7 @@ async def test_the_previous_answer_is_reused_without_a_call() -> None:
     previous = Analysis("before", "before", "before", (), 0.9, 0.1)
     gate = FixedGate(PolicyDecision(False, "unchanged", "nothing changed", previous=previous))
     analyst, provider, _, _, registry = make(gate=gate)
-    assert await analyst.analyse(found, IncidentContext()) is previous
+    assert await answer_of(analyst, found, IncidentContext()) is previous
     assert provider.requests == []
     assert gate.remembered == []
     assert sample(registry, "scout_llm_cache_hits_total", kind="previous") == 1
@@ -218,13 +231,13 @@ def renamed(found: Incident, old: str, new: str) -> Incident:
 async def test_a_similar_incidents_answer_is_restored_in_this_incidents_names() -> None:
     first = canary_incident()
     analyst, _, gate, _, _ = make(echo_pseudonyms)
-    await analyst.analyse(first, IncidentContext())
+    await answer_of(analyst, first, IncidentContext())
     [(_, _, kept)] = gate.remembered
 
     second = renamed(first, "canary", "branch")
     cached = FixedGate(PolicyDecision(False, "cached", "a similar incident", cached_answer=kept))
     analyst, provider, _, _, registry = make(gate=cached)
-    analysis = await analyst.analyse(second, IncidentContext())
+    analysis = await answer_of(analyst, second, IncidentContext())
     assert provider.requests == []
     assert "branch-core-1" in analysis.root_cause
     assert "canary" not in analysis.root_cause
@@ -235,7 +248,7 @@ async def test_an_invalid_cached_answer_declines() -> None:
     gate = FixedGate(PolicyDecision(False, "cached", "similar", cached_answer='{"summary": 1}'))
     analyst, provider, _, _, registry = make(gate=gate)
     with pytest.raises(AnalystDeclined) as declined:
-        await analyst.analyse(canary_incident(), IncidentContext())
+        await answer_of(analyst, canary_incident(), IncidentContext())
     assert declined.value.reason == "invalid"
     assert provider.requests == []
     assert sample(registry, "scout_llm_fallbacks_total", reason="invalid") == 1
@@ -245,7 +258,7 @@ async def test_a_local_provider_may_see_real_names_when_redaction_is_off() -> No
     found = canary_incident()
     off = LlmConfig(provider="openai", redact=False)
     analyst, provider, *_ = make(config=off, local=True)
-    await analyst.analyse(found, IncidentContext())
+    await answer_of(analyst, found, IncidentContext())
     assert "canary-core-1" in provider.sent()
 
 
@@ -259,7 +272,7 @@ async def test_a_cloud_provider_is_redacted_even_when_redaction_is_off(
     assert [r.getMessage() for r in caplog.records] == [
         "llm.redact is false, but provider gemini is not local: redacting anyway"
     ]
-    await analyst.analyse(found, IncidentContext())
+    await answer_of(analyst, found, IncidentContext())
     for canary in CANARIES:
         assert canary not in provider.sent()
 
@@ -270,5 +283,63 @@ async def test_the_evidence_names_this_incidents_members() -> None:
     other = next(fp for fp in found.members if fp != root)
     answer = valid_answer(evidence=[root, "elsewhere"], false_positives=[other])
     analyst, *_ = make(answer)
-    analysis = await analyst.analyse(found, IncidentContext())
+    analysis = await answer_of(analyst, found, IncidentContext())
     assert (analysis.evidence, analysis.false_positives) == ((root,), (other,))
+
+
+class HeldCaller(PassingCaller):
+    """A guard whose calls wait until the test releases them."""
+
+    def __init__(self, decline: tuple[str, str] | None = None) -> None:
+        super().__init__(decline)
+        self.release = asyncio.Event()
+        self.cancelled = False
+
+    async def call(
+        self, provider: LlmProvider, request: LlmRequest, *, incident_id: str
+    ) -> LlmReply:
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return await super().call(provider, request, incident_id=incident_id)
+
+
+async def test_the_call_runs_in_the_background_and_the_answer_is_collected_later() -> None:
+    caller = HeldCaller()
+    analyst, provider, gate, _, _ = make(caller=caller)
+    found = canary_incident()
+    # The page is never held for the model: pending at once, the local analysis speaks.
+    with pytest.raises(AnalystDeclined) as first:
+        await analyst.analyse(found, IncidentContext())
+    assert (first.value.reason, first.value.retry_after) == (PENDING, 0.0)
+    # Asked again while the call is in flight: still pending, come back soon.
+    with pytest.raises(AnalystDeclined) as again:
+        await analyst.analyse(found, IncidentContext())
+    assert again.value.reason == PENDING
+    assert (again.value.retry_after or 0) > 0
+    caller.release.set()
+    analysis = await answer_of(analyst, found, IncidentContext())
+    assert analysis.summary
+    assert len(provider.requests) == 1
+    assert len(gate.remembered) == 1
+
+
+async def test_a_background_call_that_ends_in_a_decline_gives_that_decline() -> None:
+    analyst, provider, _, _, registry = make(caller=PassingCaller(("budget", "cap reached")))
+    with pytest.raises(AnalystDeclined) as declined:
+        await answer_of(analyst, canary_incident(), IncidentContext())
+    assert (declined.value.reason, declined.value.detail) == ("budget", "cap reached")
+    assert sample(registry, "scout_llm_fallbacks_total", reason="budget") == 1
+    assert provider.requests == []
+
+
+async def test_closing_cancels_the_calls_in_flight() -> None:
+    caller = HeldCaller()
+    analyst, _, _, _, _ = make(caller=caller)
+    with pytest.raises(AnalystDeclined):
+        await analyst.analyse(canary_incident(), IncidentContext())
+    await asyncio.sleep(0)  # the call starts waiting
+    await analyst.close()
+    assert caller.cancelled
