@@ -97,6 +97,15 @@ async def test_the_llm_metrics_move_with_real_calls(
         await post(alert("DiskFull", site="lon", instance="s9"))
         done = await wait_until(lambda: analysed(3), 30)
         assert sorted(i["analyst"] for i in done) == ["gemini", "gemini", "local"]
+        # The audit keeps what each exchange came to, as the incident API shows it.
+        outcomes = {}
+        for incident in done:
+            url = f"/api/v1/incidents/{incident['id']}"
+            shown = await (await client.get(url, headers=AUTH)).json()
+            instance = incident["alerts"][0]["labels"]["instance"]
+            outcomes[instance] = [e["outcome"] for e in shown["llmExchanges"]]
+        # r2 was answered from the cache: no exchange.
+        assert outcomes == {"r1": ["ok"], "r2": [], "s9": ["invalid", "invalid"]}
 
         scraped = samples(await (await client.get("/metrics")).text())
     assert len(fake.requests) == 3
