@@ -14,7 +14,7 @@ from ai_sidecar.config import SidecarConfig
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.llm.base import LlmReply, LlmRequest
 from ai_sidecar.enrichment.local import LocalAnalyst
-from ai_sidecar.metrics import SidecarMetrics, create_metrics
+from ai_sidecar.metrics import create_metrics
 from ai_sidecar.pipeline import run_pipeline
 from ai_sidecar.priority import NoAnomalyEvidence
 from ai_sidecar.settings import SidecarSettings
@@ -58,14 +58,7 @@ async def test_the_providers_are_closed_when_the_pipeline_ends(
 ) -> None:
     provider = ClosingProvider()
 
-    def components(
-        config: SidecarConfig,
-        settings: SidecarSettings,
-        session: aiohttp.ClientSession,
-        *,
-        db: Store,
-        metrics: SidecarMetrics,
-    ) -> Components:
+    def components(*_: Any, **__: Any) -> Components:
         return Components(
             AnalystChain(LocalAnalyst(())),
             OfflineContext(),
