@@ -70,7 +70,7 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
       api_key_env: ""   # default GEMINI_API_KEY, ANTHROPIC_API_KEY or OPENAI_API_KEY;
                         # <NAME>_FILE names a file holding the key instead
       timeout: 20s      # hard time box of one call, retries included
-      max_output_tokens: 1024
+      max_output_tokens: 1024   # the answer's; Gemini's thinking gets as many again
       max_prompt_chars: 24000   # the whole prompt; each label or annotation is capped too
       retries: 2        # on 429 and 5xx, with backoff and jitter, honouring Retry-After
       price: {input_per_million: 0.30, output_per_million: 2.50}   # US dollars, estimated

@@ -100,38 +100,43 @@ async def run_pipeline(
     unregister = (
         [] if llm_settings is None else [llm_settings.register(r) for r in built.reloadable]
     )
-    if isinstance(built.anomaly, ScrapedAnomalyEvidence):
-        built.anomaly.observe(metrics.anomaly_evidence)
-    worker = Worker(db, config, built, trip, metrics.worker, wakeup)
-    await worker.start()
-    trip_task = asyncio.create_task(_run_forever("return_trip", trip.run))
-    worker_tasks = [
-        asyncio.create_task(_run_forever("correlate", worker.correlate_forever)),
-        asyncio.create_task(_run_forever("analyse", worker.analyse_forever)),
-        asyncio.create_task(
-            _run_forever(
-                "retention",
-                lambda: prune_forever(
-                    db,
-                    config.store.retention,
-                    metrics.store_pruned,
-                    audit_retention=config.llm.audit_retention,
-                ),
-            )
-        ),
-    ]
-    if built.topology is not None:
-        built.topology.observe(metrics.topology)
-        worker_tasks.append(
-            asyncio.create_task(_run_forever("topology", built.topology.refresh_forever))
-        )
+    # Whatever the components opened (the LLM analyst's calls, its provider's
+    # connections) is closed
+    # however the pipeline ends, a worker that could not start included.
     try:
-        yield
+        if isinstance(built.anomaly, ScrapedAnomalyEvidence):
+            built.anomaly.observe(metrics.anomaly_evidence)
+        worker = Worker(db, config, built, trip, metrics.worker, wakeup)
+        await worker.start()
+        trip_task = asyncio.create_task(_run_forever("return_trip", trip.run))
+        worker_tasks = [
+            asyncio.create_task(_run_forever("correlate", worker.correlate_forever)),
+            asyncio.create_task(_run_forever("analyse", worker.analyse_forever)),
+            asyncio.create_task(
+                _run_forever(
+                    "retention",
+                    lambda: prune_forever(
+                        db,
+                        config.store.retention,
+                        metrics.store_pruned,
+                        audit_retention=config.llm.audit_retention,
+                    ),
+                )
+            ),
+        ]
+        if built.topology is not None:
+            built.topology.observe(metrics.topology)
+            worker_tasks.append(
+                asyncio.create_task(_run_forever("topology", built.topology.refresh_forever))
+            )
+        try:
+            yield
+        finally:
+            await cancel_tasks(worker_tasks)
+            await cancel_tasks([trip_task])
     finally:
         for stop_following in unregister:
             stop_following()
-        await cancel_tasks(worker_tasks)
-        await cancel_tasks([trip_task])
         for closer in built.closers:
             await closer.close()
 

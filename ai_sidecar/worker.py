@@ -89,6 +89,9 @@ RENDER_BURST = 5000.0
 MAX_BACKOFF_DOUBLINGS = 7
 # Seconds an analyst may take beyond the context's own time box.
 ANALYST_GRACE = 10.0
+# Calls an LLM analyst makes at most per analysis: the answer, and one retry
+# with the validation error (each bounded by llm.timeout).
+LLM_CALLS_PER_ANALYSIS = 2
 # Seconds the worker lets new alerts settle after a quiet spell before it folds
 # them: Alertmanager sends one delivery per group, all at the same moment, and
 # alerts that land in one batch are analysed, and posted back, together.
@@ -207,11 +210,9 @@ class Worker:
         self._wakeup = wakeup
         self._clock = clock
         # The context queries have their own time box; this one also covers a
-        # slow or stuck analyst (an LLM, later) so one incident never stalls the rest.
+        # slow or stuck analyst so one incident never stalls the rest.
         self._analysis_timeout = (
-            analysis_timeout
-            if analysis_timeout is not None
-            else config.analysis.context_timeout.total_seconds() + ANALYST_GRACE
+            analysis_timeout if analysis_timeout is not None else analyst_time_box(config)
         )
         self._topology = components.topology
         self._correlator = Correlator(
@@ -766,6 +767,20 @@ class Worker:
             members={m.fingerprint: c for m, c in zip(chosen, contexts, strict=True)},
             anomaly=tuple(evidence),
         )
+
+
+def analyst_time_box(config: SidecarConfig) -> float:
+    """Seconds one analyst may take: the context's time box, a grace, and an LLM's calls.
+
+    An LLM analyst bounds each call by ``llm.timeout`` (retries included) and
+    makes at most two (the second with the validation error), so it ends on
+    its own; cutting it off earlier would lose the answer it paid for and its
+    audit record, and its version would not be asked about again.
+    """
+    seconds = config.analysis.context_timeout.total_seconds() + ANALYST_GRACE
+    if config.llm.provider != "none":
+        seconds += LLM_CALLS_PER_ANALYSIS * config.llm.timeout.total_seconds()
+    return seconds
 
 
 def _retry_owed(analysed: Incident) -> bool:

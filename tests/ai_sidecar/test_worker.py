@@ -237,6 +237,35 @@ async def test_a_failing_analyst_falls_back_to_the_local_analysis(
     await db.close()
 
 
+class SlowLlmAnalyst:
+    """An LLM analyst that answers within its own llm.timeout, but slower than the grace."""
+
+    name = "gemini"
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        await asyncio.sleep(0.5)
+        return Analysis("llm analysis", "x", "y", (), 0.5, 0.1)
+
+
+async def test_an_llm_analyst_gets_its_own_time_box_from_llm_timeout(tmp_path, monkeypatch):
+    # The default box (context timeout + grace) is shorter than llm.timeout: an LLM
+    # answering within its own time box must not be cut off (its answer and audit lost).
+    monkeypatch.setattr("ai_sidecar.worker.ANALYST_GRACE", 0.05)
+    config = SidecarConfig.model_validate(
+        {"analysis": {"context_timeout": "50ms"}, "llm": {"provider": "gemini", "timeout": "1s"}}
+    )
+    db = await open_db(tmp_path)
+    worker, _, metrics = make_worker(db, SlowLlmAnalyst(), config=config)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 1
+    [saved] = await db.list_incidents()
+    assert (saved.analyst, saved.skipped_analysts) == ("gemini", ())
+    assert sample(metrics, "scout_sidecar_analysis_failures_total", analyst="gemini") == 0
+    await db.close()
+
+
 async def test_a_declining_analyst_is_skipped_without_a_failure_or_a_retry(tmp_path):
     db = await open_db(tmp_path)
     declining = DecliningAnalyst()

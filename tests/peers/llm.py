@@ -288,10 +288,9 @@ class FakeLlmServer:
             or (str(body.get("model", "")) if isinstance(body, dict) else ""),
         )
         self._received.add(received)
-        if not self.structured_output and isinstance(body, dict):
-            refusal = self.refuse_structured_output(body)
-            if refusal:
-                return self._error(400, refusal)
+        refusal = self.refusal(body) if isinstance(body, dict) else ""
+        if refusal:
+            return self._error(400, refusal)
         behaviour = self._next()
         while isinstance(behaviour, Computed):
             behaviour = behaviour.respond(received)
@@ -355,6 +354,10 @@ class FakeLlmServer:
         """The 400 message for a body that asks for structured output, "" to accept it."""
         return ""
 
+    def refusal(self, body: dict[str, Any]) -> str:
+        """The 400 message for a body this server refuses, "" to accept it."""
+        return "" if self.structured_output else self.refuse_structured_output(body)
+
 
 def _texts(items: Any, key: str = "text") -> list[str]:
     """The ``key`` strings of a list of parts or blocks (a bare string counts as one)."""
@@ -372,6 +375,14 @@ def _ident(prefix: str) -> str:
 # -- the dialects ---------------------------------------------------------------------
 
 
+def thinking_budget(body: Any) -> int | None:
+    """The ``thinkingBudget`` of a Gemini request (proto JSON: either spelling), or None."""
+    generation = body.get("generationConfig") or {} if isinstance(body, dict) else {}
+    thinking = generation.get("thinkingConfig") or {}
+    budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
+    return None if budget is None else int(budget)
+
+
 _GOOGLE_STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -385,11 +396,34 @@ _GOOGLE_STATUS = {
 
 
 class FakeGemini(FakeLlmServer):
-    """The Gemini API (``generativelanguage.googleapis.com``); the key is ``x-goog-api-key``."""
+    """The Gemini API (``generativelanguage.googleapis.com``); the key is ``x-goog-api-key``.
+
+    ``thinking_tokens``: a thinking model (Gemini 2.5): it thinks that many
+    tokens (at most the request's ``thinkingBudget``) before it answers, and the
+    thoughts count against ``maxOutputTokens``; when they use it all up, the
+    answer has no text and ends ``MAX_TOKENS``. ``thinking=False``: a model
+    that does not think (Gemini 2.0) refuses a ``thinkingConfig`` with a 400.
+    """
 
     routes = (r"/{version:v1|v1beta}/models/{model:[^/:]+}:generateContent",)
     retry_after_header = False
     rate_limit_message = "You exceeded your current quota, please check your plan and billing."
+
+    def __init__(
+        self,
+        *,
+        default: Behaviour | None = None,
+        thinking_tokens: int = 0,
+        thinking: bool = True,
+    ) -> None:
+        super().__init__(default=default)
+        self.thinking_tokens = thinking_tokens
+        self.thinking = thinking
+
+    def refusal(self, body: dict[str, Any]) -> str:
+        if not self.thinking and "thinkingConfig" in (body.get("generationConfig") or {}):
+            return "thinking_config is not supported."
+        return super().refusal(body)
 
     def prompt_of(self, body: dict[str, Any]) -> str:
         system = body.get("systemInstruction") or body.get("system_instruction") or {}
@@ -402,20 +436,30 @@ class FakeGemini(FakeLlmServer):
         return received.header("x-goog-api-key") or ""
 
     def answer_body(self, answer: Answer, received: Received) -> dict[str, Any]:
+        generation = received.body.get("generationConfig") or {}
+        limit = int(generation.get("maxOutputTokens") or 65_536)
+        budget = thinking_budget(received.body)
+        thoughts = self.thinking_tokens if budget is None else min(self.thinking_tokens, budget)
+        candidate: dict[str, Any] = {
+            "content": {"parts": [{"text": answer.text}], "role": "model"},
+            "finishReason": "STOP",
+            "index": 0,
+        }
+        output = answer.output_tokens
+        if thoughts >= limit:  # thought to the limit: no answer at all
+            thoughts, output = limit, 0
+            candidate = {"content": {"role": "model"}, "finishReason": "MAX_TOKENS", "index": 0}
+        usage: dict[str, Any] = {
+            "promptTokenCount": answer.input_tokens,
+            "candidatesTokenCount": output,
+            "totalTokenCount": answer.input_tokens + output + thoughts,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.input_tokens}],
+        }
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
         return {
-            "candidates": [
-                {
-                    "content": {"parts": [{"text": answer.text}], "role": "model"},
-                    "finishReason": "STOP",
-                    "index": 0,
-                }
-            ],
-            "usageMetadata": {
-                "promptTokenCount": answer.input_tokens,
-                "candidatesTokenCount": answer.output_tokens,
-                "totalTokenCount": answer.input_tokens + answer.output_tokens,
-                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.input_tokens}],
-            },
+            "candidates": [candidate],
+            "usageMetadata": usage,
             "modelVersion": received.model,
             "responseId": _ident(""),
         }
@@ -563,4 +607,5 @@ __all__ = [
     "Received",
     "Rejected",
     "ServerError",
+    "thinking_budget",
 ]

@@ -152,7 +152,13 @@ class LlmAnalyst:
 
     async def _call(self, request: LlmRequest, incident: Incident) -> LlmReply:
         try:
-            return await self._guard.call(self._provider, request, incident_id=incident.id)
+            return await self._guard.call(
+                self._provider,
+                request,
+                incident_id=incident.id,
+                # So the audit keeps an answer that fails validation as "invalid".
+                check=lambda reply: parse_answer(reply.text, incident),
+            )
         except AnalystDeclined as declined:
             self._metrics.fallbacks.labels(declined.reason).inc()
             raise

@@ -15,7 +15,7 @@ holds the API key or the request URL's query (SDK errors can quote either).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -157,11 +157,18 @@ class LlmCaller(Protocol):
     rate limit, retries and the circuit breaker within the configured time
     box, records each attempt in the audit, and raises
     :class:`~ai_sidecar.enrichment.base.AnalystDeclined` when no answer came.
-    ``invalid_answer`` is told when an answer failed validation.
+    ``check`` is the caller's validation of an answer: one it raises on is
+    kept in the audit as ``invalid`` (and still returned, for the caller to
+    act on). ``invalid_answer`` is told when an answer failed validation.
     """
 
     async def call(
-        self, provider: LlmProvider, request: LlmRequest, *, incident_id: str
+        self,
+        provider: LlmProvider,
+        request: LlmRequest,
+        *,
+        incident_id: str,
+        check: Callable[[LlmReply], object] | None = None,
     ) -> LlmReply: ...
 
     def invalid_answer(self, provider: LlmProvider, incident_id: str) -> None: ...

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -170,6 +171,10 @@ class LlmBudget:
                 and isinstance(cost, int | float)
             ):
                 raise TypeError("unexpected types")
+            # Python's JSON reads Infinity and NaN, which the file never holds:
+            # read back, they would refuse every call until the month ends.
+            if not math.isfinite(cost):
+                raise ValueError("the cost is not a finite number")
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -24,7 +24,8 @@ Then attempts, within one time box of ``llm.timeout`` for the whole call:
   ``rejected``, both at once; any other exception -> ``error``, whose detail
   names the exception's class only (its text may hold a URL or a key).
 
-Every attempt, answered or not, is one :class:`LlmExchange` in the audit and one
+Every attempt, answered or not, is one :class:`LlmExchange` in the audit (an
+answer the caller's ``check`` refuses is kept as ``invalid``) and one
 ``scout_llm_requests_total`` sample, with its latency, tokens and estimated
 cost. An audit that fails is logged (once, until it works again) and never
 fails the call. Declines are not counted here: the analyst counts each one it
@@ -135,7 +136,12 @@ class LlmGuard:
         self._show_budget()
 
     async def call(
-        self, provider: LlmProvider, request: LlmRequest, *, incident_id: str
+        self,
+        provider: LlmProvider,
+        request: LlmRequest,
+        *,
+        incident_id: str,
+        check: Callable[[LlmReply], object] | None = None,
     ) -> LlmReply:
         config = self._config  # one config for the whole call, even if a reload comes
         refusal = _refusal(provider, config)
@@ -156,7 +162,7 @@ class LlmGuard:
             )
         settled = False
         try:
-            reply = await self._attempts(provider, request, incident_id, config)
+            reply = await self._attempts(provider, request, incident_id, config, check)
         except AnalystDeclined as declined:
             if declined.reason in CIRCUIT_FAILURES:
                 self._circuit.failed(name)
@@ -183,14 +189,19 @@ class LlmGuard:
         )
 
     async def _attempts(
-        self, provider: LlmProvider, request: LlmRequest, incident_id: str, config: LlmConfig
+        self,
+        provider: LlmProvider,
+        request: LlmRequest,
+        incident_id: str,
+        config: LlmConfig,
+        check: Callable[[LlmReply], object] | None,
     ) -> LlmReply:
         deadline = self._clock() + config.timeout.total_seconds()
         pricing = Pricing(config.price.input_per_million, config.price.output_per_million)
         retry = 0
         while True:
             try:
-                return await self._attempt(provider, request, incident_id, pricing, deadline)
+                return await self._attempt(provider, request, incident_id, pricing, deadline, check)
             except _NoAnswer as failure:
                 if not failure.retryable:
                     raise self._decline(failure.outcome, failure.detail) from None
@@ -215,6 +226,7 @@ class LlmGuard:
         incident_id: str,
         pricing: Pricing,
         deadline: float,
+        check: Callable[[LlmReply], object] | None,
     ) -> LlmReply:
         """One request to the provider, audited and counted; _NoAnswer when none came."""
         at = self._wall()
@@ -253,6 +265,8 @@ class LlmGuard:
         outcome: Outcome = "ok" if failure is None else failure.outcome
         labels = (provider.name, provider.model)
         self._metrics.requests.labels(*labels, outcome).inc()
+        if reply is not None and check is not None and not _passes(check, reply):
+            outcome = "invalid"  # counted by invalid_answer when the caller reports it
         self._metrics.latency.labels(*labels).observe(latency)
         if reply is not None:
             self._metrics.input_tokens.labels(*labels).inc(input_tokens)
@@ -335,6 +349,15 @@ def _beyond_time_box(failure: _NoAnswer, wait: float, config: LlmConfig) -> tupl
             f"the provider asked to wait {wait:g}s, past the {box:g}s time box",
         )
     return "timeout", f"no answer within the {box:g}s time box ({failure.detail})"
+
+
+def _passes(check: Callable[[LlmReply], object], reply: LlmReply) -> bool:
+    """Whether the caller's validation takes ``reply`` (it raises when it does not)."""
+    try:
+        check(reply)
+    except Exception:  # the caller's verdict, whatever its error class; it acts on it itself
+        return False
+    return True
 
 
 def _words(error: LlmError) -> str:

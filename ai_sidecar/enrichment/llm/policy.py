@@ -30,6 +30,9 @@ this order:
 At most one call is decided per incident version (``asked``: a second
 decision for a version already sent to the LLM declines).
 
+The analyst counts what it serves from ``previous`` and ``cached_answer`` in
+``scout_llm_cache_hits_total`` (once: the policy only decides).
+
 Memory is bounded: the incidents remembered (:data:`DEFAULT_MAX_INCIDENTS`,
 least recently used leave first) and the shape cache (its TTL and size).
 """
@@ -138,7 +141,6 @@ class LlmPolicy:
             return decision
         # A re-analysis is about this incident's change: only a first one may be cached.
         if last is None and (answer := self._shapes.get(_shape_key(incident))) is not None:
-            self._metrics.cache_hits.labels("shape").inc()
             return PolicyDecision(
                 False, CACHED, "answered like a similar incident explained recently", None, answer
             )
@@ -245,5 +247,4 @@ class LlmPolicy:
     def _reuse(self, last: _Explained | None, reason: str, detail: str) -> PolicyDecision:
         if last is None:
             return PolicyDecision(False, reason, detail)
-        self._metrics.cache_hits.labels("incident").inc()
         return PolicyDecision(False, reason, detail, previous=last.analysis)

@@ -72,7 +72,12 @@ class PassingCaller:
         self._decline = decline
 
     async def call(
-        self, provider: LlmProvider, request: LlmRequest, *, incident_id: str
+        self,
+        provider: LlmProvider,
+        request: LlmRequest,
+        *,
+        incident_id: str,
+        check: Callable[[LlmReply], object] | None = None,
     ) -> LlmReply:
         if self._decline is not None:
             raise AnalystDeclined(*self._decline)

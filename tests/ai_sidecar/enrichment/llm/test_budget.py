@@ -119,6 +119,21 @@ def test_an_unreadable_file_counts_from_zero(tmp_path: Path) -> None:
     assert budget(Clocks(START), state, requests_per_day=5).remaining()["requests_per_day"] == 4
 
 
+def test_a_corrupt_cost_or_count_counts_from_zero(tmp_path: Path) -> None:
+    # JSON that parses (Python reads Infinity and NaN) but no budget file ever holds:
+    # read back, it would refuse every call for the rest of the month or day.
+    state = tmp_path / BUDGET_FILE
+    day, month = START.date().isoformat(), START.date().isoformat()[:7]
+    for requests, cost in (("1", "Infinity"), ("1", "NaN"), ("1e999", "0.5"), ("-3", "0.5")):
+        state.write_text(
+            f'{{"day": "{day}", "requests": {requests}, "month": "{month}", "cost": {cost}}}',
+            encoding="utf-8",
+        )
+        left = budget(Clocks(START), state, requests_per_day=5, cost_per_month=2.0).remaining()
+        assert left["cost_per_month"] in (2.0, 1.5), (requests, cost, left)
+        assert left["requests_per_day"] in (4, 5), (requests, cost, left)
+
+
 def test_reconfigure_keeps_what_was_spent() -> None:
     clocks = Clocks(START)
     spent = budget(clocks, requests_per_day=10)

@@ -159,6 +159,28 @@ async def test_an_answer_is_returned_counted_and_audited() -> None:
     assert exchange.at == r.clocks.now
 
 
+async def test_an_answer_the_callers_check_refuses_is_audited_as_invalid() -> None:
+    r = rig()
+
+    def check(reply: LlmReply) -> None:
+        raise ValueError("missing field: root_cause")
+
+    reply = await r.guard.call(
+        ScriptedProvider(answer()), REQUEST, incident_id="inc-1", check=check
+    )
+    # Still returned: the caller acts on its own verdict (a retry, a fallback).
+    assert reply.text == '{"summary": "ok"}'
+    [exchange] = r.audit.exchanges
+    assert exchange.outcome == "invalid"
+    assert exchange.answer == '{"summary": "ok"}'
+    # The metric keeps its documented meaning: counted ok on arrival, invalid when reported.
+    assert (r.requests("ok"), r.requests("invalid")) == (1, 0)
+    await r.guard.call(
+        ScriptedProvider(answer()), REQUEST, incident_id="inc-2", check=lambda reply: None
+    )
+    assert [e.outcome for e in r.audit.exchanges] == ["invalid", "ok"]
+
+
 async def test_kill_switch_declines_without_calling() -> None:
     r = rig(enabled=False)
     provider = ScriptedProvider()

@@ -50,6 +50,7 @@ from tests.peers.llm import (
     Received,
     Rejected,
     ServerError,
+    thinking_budget,
 )
 
 # Shaped like no vendor's key, so only the exact-match scrub can hide it.
@@ -91,7 +92,8 @@ VENDORS = [
         "x-goog-api-key",
         "STOP",
         lambda body: body["generationConfig"]["responseJsonSchema"],
-        lambda body: body["generationConfig"]["maxOutputTokens"],
+        # The answer's share: thinking has a budget of its own on top.
+        lambda body: body["generationConfig"]["maxOutputTokens"] - (thinking_budget(body) or 0),
     ),
     Vendor(
         "anthropic",
@@ -423,6 +425,40 @@ def test_gemini_answer_leaves_out_thoughts_and_bills_them_as_output() -> None:
 
     assert (reply.text, reply.finish_reason) == (ANSWER, "MAX_TOKENS")
     assert (reply.input_tokens, reply.output_tokens) == (100, 50)
+
+
+async def test_gemini_thinking_gets_a_budget_of_its_own_so_the_answer_is_not_starved() -> None:
+    # A 2.5 model left to decide thinks past the answer's limit and answers nothing.
+    async with FakeGemini(default=Answer(ANSWER, 100, 20), thinking_tokens=5000) as fake:
+        provider = GeminiProvider(
+            api_key=KEY, model="gemini-2.5-flash", timeout=5.0, base_url=fake.base_url
+        )
+        try:
+            reply = await provider.complete(REQUEST)
+        finally:
+            await provider.close()
+    assert (reply.text, reply.finish_reason) == (ANSWER, "STOP")
+    generation = fake.requests[0].body["generationConfig"]
+    assert thinking_budget(fake.requests[0].body) == 777
+    assert generation["maxOutputTokens"] == 777 + 777
+    # Thoughts are billed as output.
+    assert (reply.input_tokens, reply.output_tokens) == (100, 20 + 777)
+
+
+async def test_gemini_model_that_does_not_think_is_asked_without_a_budget_from_then_on() -> None:
+    async with FakeGemini(default=Answer(ANSWER), thinking=False) as fake:
+        provider = GeminiProvider(
+            api_key=KEY, model="gemini-2.0-flash", timeout=5.0, base_url=fake.base_url
+        )
+        try:
+            first = await provider.complete(REQUEST)
+            second = await provider.complete(REQUEST)
+        finally:
+            await provider.close()
+    assert first.text == second.text == ANSWER
+    sent = [r.body["generationConfig"] for r in fake.requests]
+    assert ["thinkingConfig" in g for g in sent] == [True, False, False]
+    assert [g["maxOutputTokens"] for g in sent[1:]] == [777, 777]
 
 
 def test_scrub_hides_the_key_and_anything_shaped_like_a_vendor_key() -> None:
