@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -296,14 +297,19 @@ class HeldCaller(PassingCaller):
         self.cancelled = False
 
     async def call(
-        self, provider: LlmProvider, request: LlmRequest, *, incident_id: str
+        self,
+        provider: LlmProvider,
+        request: LlmRequest,
+        *,
+        incident_id: str,
+        check: Callable[[LlmReply], object] | None = None,
     ) -> LlmReply:
         try:
             await self.release.wait()
         except asyncio.CancelledError:
             self.cancelled = True
             raise
-        return await super().call(provider, request, incident_id=incident_id)
+        return await super().call(provider, request, incident_id=incident_id, check=check)
 
 
 async def test_the_call_runs_in_the_background_and_the_answer_is_collected_later() -> None:
