@@ -74,7 +74,9 @@ async def test_concurrent_pings_each_get_only_their_own_replies():
     # Raw sockets see every reply on the host; cookies and identifiers keep
     # each probe to its own, so none reports more replies than it sent.
     loop = asyncio.get_running_loop()
-    module = IcmpModule(count=10, interval_seconds=0.005)
+    # A generous per-packet timeout: on a loaded machine (the test suite runs two
+    # files at once) the loop may read a reply later than the default second.
+    module = IcmpModule(count=10, interval_seconds=0.005, timeout_seconds=4.0)
     results = await asyncio.gather(
         *(run_probe("127.0.0.1", module, loop.time() + 5) for _ in range(20))
     )
