@@ -9,7 +9,8 @@ EXPORTER_PORT ?= 8781
 SIDECAR_PORT ?= 8782
 # pytest-xdist workers for `make test`: whole files per worker, in collection order
 # (the files that wait on wall-clock timers first). Many tests wait on the processes
-# they start, so two workers halve the wall time even on two cores.
+# they start, so two workers halve the wall time even on two cores; a third was
+# faster still, but its CPU load made the notification path's fail-open timings late.
 TEST_WORKERS ?= 2
 
 BIN := $(VENV)/bin
