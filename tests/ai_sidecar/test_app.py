@@ -117,7 +117,14 @@ async def test_storm_becomes_one_incident_with_an_analysis(aiohttp_client, tmp_p
 
     one = await client.get(f"/api/v1/incidents/{incident['id']}", headers=AUTH)
     assert (await one.json())["members"] == incident["members"]
-    metrics = await (await client.get("/metrics")).text()
+
+    async def counted() -> str:
+        text = await (await client.get("/metrics")).text()
+        return "" if "scout_sidecar_incidents_created_total 0.0" in text else text
+
+    # The worker counts a batch's incidents after the batch's commit, and the
+    # analysis of the incident it saved can be shown before that: wait for the count.
+    metrics = await wait_until(counted)
     assert "scout_sidecar_incidents_created_total 1.0" in metrics
     assert "scout_sidecar_incidents_open 1.0" in metrics
     assert "scout_sidecar_alerts_received_total 6.0" in metrics

@@ -54,7 +54,8 @@ from ai_sidecar.settings import SidecarSettings
 from tests.conftest import free_port
 from tests.peers.promql import Sample, backfill, start_prometheus
 
-pytestmark = pytest.mark.peers
+# The alert test waits out the rule's `for: 5m` in real time.
+pytestmark = [pytest.mark.peers, pytest.mark.waits]
 
 METRIC = "scout_e2e_load"
 STEP = 300
