@@ -118,10 +118,12 @@ def build_prompt(
     redact: bool,
 ) -> Prompt:
     """The fullest prompt for ``incident`` that fits ``config.max_prompt_chars``."""
-    hosts = _hosts_of(incident, context)
+    learned = _learned(incident, context)
     budget = config.max_prompt_chars - RETRY_ROOM
     for detail in DETAILS:
-        redactor = Redactor(config.redact_patterns, enabled=redact, hosts=hosts)
+        redactor = Redactor(
+            config.redact_patterns, enabled=redact, hosts=learned.hosts, secrets=learned.secrets
+        )
         user = _user_text(incident, context, draft, detail, redactor)
         if len(SYSTEM) + len(user) <= budget or detail is DETAILS[-1]:
             break
@@ -137,18 +139,20 @@ def retry_request(request: LlmRequest, reason: str) -> LlmRequest:
     )
 
 
-def _hosts_of(incident: Incident, context: IncidentContext) -> frozenset[str]:
-    """Host names in every host-like label the incident holds, shown or not."""
+def _learned(incident: Incident, context: IncidentContext) -> Redactor:
+    """A redactor that learned the host names in every host-like label the incident
+    holds, and the values of every label and annotation named like a secret, shown or not."""
     learner = Redactor()
     learner.learn(incident.group)
     for member in incident.members.values():
         learner.learn(member.labels)
+        learner.learn(member.annotations)
     for evidence in context.anomaly:
         learner.learn(evidence.labels)
     for found in context.members.values():
         for series in found.series:
             learner.learn(series.labels)
-    return learner.hosts
+    return learner
 
 
 def _ordered(incident: Incident) -> list[Member]:

@@ -242,3 +242,22 @@ def test_the_retry_names_the_error_after_the_data() -> None:
     assert retry.user.startswith(request.user)
     assert "rejected: missing field impact." in retry.user
     assert (retry.system, retry.schema) == (request.system, request.schema)
+
+
+def test_a_secret_named_annotation_is_not_sent_when_quoted_elsewhere() -> None:
+    root = _member(
+        "SnmpAuthFailure",
+        "canary-core-1:9100",
+        community="s3cr3tcomm",
+        summary="polling canary-core-1 with community s3cr3tcomm failed",
+    )
+    # The label comes after the annotation that quotes it in the prompt's order.
+    other = replace(
+        _member("SnmpDown", "canary-edge-9", description="walk failed: Tr0ub4dor rejected"),
+        labels={"alertname": "SnmpDown", "instance": "canary-edge-9", "auth_pass": "Tr0ub4dor"},
+    )
+    found = replace(incident(root, other), root_cause=root.fingerprint)
+    prompt = build_prompt(found, IncidentContext(), DRAFT, CONFIG, redact=True)
+    sent = prompt.request.system + prompt.request.user
+    assert "s3cr3tcomm" not in sent
+    assert "Tr0ub4dor" not in sent

@@ -158,3 +158,72 @@ def test_disabled_redaction_passes_text_unchanged_but_still_caps() -> None:
     assert redactor.redact_value("password", "x") == "x"
     assert len(redactor.redact("z" * 1000, 100)) == 100
     assert redactor.restore("host-1") == "host-1"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        # Full-width and ideographic full stops read as dots to a model and a resolver.
+        ("resolve db1\uff0ecorp\uff0eexample\uff0ecom first", "corp"),
+        ("peer 10\uff0e66\uff0e77\uff0e88 is gone", "77"),
+        ("peer 10\u300266\u300277\u300288 is gone", "77"),
+        # Zero-width characters inside a name, an address or a keyword.
+        ("ssh canary\u200b-core-1 now", "canary"),
+        ("peer 10.66.\u200b77.88 is gone", "77"),
+        ("pass\u200bword=hunter2", "hunter2"),
+        ("full-width digits \uff11\uff10.66.77.88", "77"),
+    ],
+)
+def test_unicode_disguises_do_not_carry_a_value_past_the_detectors(text: str, value: str) -> None:
+    redactor = Redactor(hosts=["canary-core-1"])
+    redacted = redactor.redact(text)
+    assert value not in redacted
+    assert "\u200b" not in redacted
+
+
+def test_a_learned_host_name_with_a_zero_width_character_is_learned_whole() -> None:
+    redactor = Redactor()
+    redactor.learn({"instance": "canary\u200b-core-1:9100"})
+    assert "canary" not in redactor.redact("canary-core-1 lost its uplink")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("auth with ya29.a0AfH6SMBx3kQ9zL2pW7vN5tR1", "a0AfH6SMBx3kQ9zL2pW7vN5tR1"),
+        ("snmp community: s3cr3tcomm", "s3cr3tcomm"),
+        ("login user=admin&pass=hunter2", "hunter2"),
+        ("login pw=hunter2", "hunter2"),
+        ("fetch https://b.example/k?sig=Zm9vYmFyYmF6", "Zm9vYmFyYmF6"),
+    ],
+)
+def test_more_credential_and_address_forms_are_redacted(text: str, value: str) -> None:
+    redactor = Redactor()
+    redacted = redactor.redact(text)
+    assert value not in redacted
+    # A secret must never come back, even as a host or an address would.
+    assert value not in redactor.restore(redacted)
+
+
+def test_a_zero_padded_address_is_an_address() -> None:
+    redactor = Redactor()
+    assert redactor.redact("peer 010.066.077.088 is gone") == "peer ip-1 is gone"
+
+
+def test_a_secret_learned_from_its_label_is_redacted_in_free_text_too() -> None:
+    redactor = Redactor()
+    redactor.learn({"snmp_community": "s3cr3tcomm", "db_password": "Tr0ub4dor"})
+    # Seen under its own name first or last, in no recognisable form elsewhere.
+    assert "s3cr3tcomm" not in redactor.redact("polling failed with community s3cr3tcomm")
+    assert redactor.redact_value("snmp_community", "s3cr3tcomm") == "secret-1"
+    assert redactor.redact("login as admin with Tr0ub4dor failed") == (
+        "login as admin with secret-2 failed"
+    )
+    assert REDACTED in redactor.restore("try secret-2")
+    assert "Tr0ub4dor" in redactor.secrets
+
+
+def test_a_short_learned_secret_is_not_hunted_in_text() -> None:
+    redactor = Redactor()
+    redactor.learn({"token": "true"})
+    assert redactor.redact("the check is true") == "the check is true"
