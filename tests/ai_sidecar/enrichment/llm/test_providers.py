@@ -8,6 +8,7 @@ header the vendor reads: never in the URL, the body, an error or a repr.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
@@ -564,3 +565,21 @@ def test_importing_the_builder_loads_no_vendor_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_debug_logs_of_every_library_never_show_the_key(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    # --log.level=debug sets the root logger: the SDKs' and httpx's own debug
+    # records (request options, headers) are emitted then.
+    setup.fake.script(Answer(ANSWER), Rejected(401), ServerError(500))
+    with caplog.at_level(logging.DEBUG):
+        await setup.provider.complete(REQUEST)
+        for _ in range(2):
+            with pytest.raises(LlmError):
+                await setup.provider.complete(REQUEST)
+    assert caplog.records
+    for record in caplog.records:
+        text = logging.Formatter().format(record)
+        assert KEY not in text, record.name
+        assert KEY not in repr(record.__dict__), record.name
