@@ -218,6 +218,8 @@ _RANDOM_TOKEN = _Detector(
 )
 # Candidates for a learned host name: a run of name characters, checked against the set.
 _NAME_TOKEN = re.compile(r"(?<![\w-])[A-Za-z0-9][\w-]*(?![\w-])")
+# The last word of a text, which the scan window may have cut.
+_LAST_WORD = re.compile(r"[^\s\"'`,;()<>\[\]{}]*$")
 # A secret learned from a label or annotation named so is looked for in every
 # other text too; shorter values (``true``, ``1``) are words, not worth hunting.
 MIN_LEARNED_SECRET = 6
@@ -345,14 +347,21 @@ class Redactor:
         what the model reads. The scan covers ``SCAN_FACTOR`` times ``limit``,
         so a value straddling the cut is still seen whole.
         """
-        if limit is not None:
-            text = text[: max(limit, 1) * SCAN_FACTOR]
+        window = None if limit is None else max(limit, 1) * SCAN_FACTOR
+        cut = window is not None and len(text) > window
+        text = text[:window]
         if not self.enabled:
             return text if limit is None else cap(text, limit)
         text = normalise(text)
+        pieces = self._pieces(text)
+        if cut and pieces and isinstance(pieces[-1], str):
+            # Pseudonyms shorter than what they replace can bring the window's
+            # end into the part kept; a name or address cut there is no longer
+            # recognisable, so the last word goes rather than a part of one.
+            pieces[-1] = _LAST_WORD.sub("", pieces[-1])
         out: list[str] = []
         length = 0
-        for piece in self._pieces(text):
+        for piece in pieces:
             shown = piece if isinstance(piece, str) else self._pseudonym(piece.kind, piece.value)
             out.append(shown)
             length += len(shown)

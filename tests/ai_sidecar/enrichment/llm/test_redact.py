@@ -144,6 +144,20 @@ def test_a_value_across_the_cut_is_redacted_whole() -> None:
     assert "secret-1" in redacted
 
 
+@pytest.mark.parametrize(
+    ("tail", "part"), [(" 10.20.30.40 down", "10.20.3"), (" canary-core-router down", "canary-co")]
+)
+def test_a_value_cut_by_the_scan_window_is_not_sent_in_part(tail: str, part: str) -> None:
+    # Three keys shrink to pseudonyms, so the kept text reaches the window's
+    # end (160 characters for a limit of 80), where the tail is cut mid-value.
+    key = "sk-" + "Ab1" * 13
+    text = (key + " ") * 3
+    text += "x" * (160 - len(text) - len(part) - 1) + tail
+    redacted = Redactor(hosts=["canary-core-router"]).redact(text, 80)
+    assert part not in redacted
+    assert part[:5] not in redacted
+
+
 def test_only_values_in_the_kept_part_take_a_number() -> None:
     redactor = Redactor()
     redactor.redact("10.0.0.1 " + "y" * 200 + " 10.0.0.2", 50)
