@@ -541,6 +541,18 @@ def test_an_empty_key_file_is_a_config_error(tmp_path: Path) -> None:
         build_provider(llm(), environ={"GEMINI_API_KEY_FILE": str(empty)})
 
 
+@pytest.mark.parametrize(
+    "content", [f"{KEY}\n# rotated 2026-11\n", f"{KEY} old-{KEY}", f"{KEY}\x00"]
+)
+def test_a_key_no_header_can_carry_is_refused_at_start(tmp_path: Path, content: str) -> None:
+    # Sent as it is, httpcore's debug log would quote the refused header, key and all.
+    key_file = tmp_path / "key"
+    key_file.write_text(content)
+    with pytest.raises(ConfigError, match="line breaks") as caught:
+        build_provider(llm(), environ={"GEMINI_API_KEY_FILE": str(key_file)})
+    assert_keyless(caught.value)
+
+
 async def test_a_local_openai_compatible_server_needs_no_key() -> None:
     async with FakeOpenAI(default=Answer(ANSWER)) as fake:
         config = llm(provider="openai", model="llama3.1", base_url=fake.base_url, redact=False)
