@@ -62,9 +62,16 @@ def load_graph_key(config: GraphsConfig, data_dir: Path) -> bytes:
             raise ConfigError(f"graphs.key_file: the key needs at least {MIN_KEY_BYTES} bytes")
         return key
     path = data_dir / KEY_FILE
-    if not path.exists():
-        _create_key(path)
-    key = path.read_bytes()
+    try:
+        if not path.exists():
+            _create_key(path)
+        key = path.read_bytes()
+    except OSError as exc:
+        # A read-only data directory (the PostgreSQL store needs no writable one).
+        raise ConfigError(
+            f"{path}: cannot create or read the graph key ({exc.strerror or type(exc).__name__}); "
+            "set graphs.key_file"
+        ) from None
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{path}: the graph key is shorter than {MIN_KEY_BYTES} bytes")
     return key

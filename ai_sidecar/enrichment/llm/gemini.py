@@ -6,14 +6,6 @@ makes exactly one attempt: its retry options are set to a single attempt,
 which also turns off its silent reconnect after a failed connection (the
 guard owns retries, so it can count them and honour the budget).
 
-Gemini 2.5 and later models think before they answer, and their thoughts
-count against ``maxOutputTokens``: left to decide, a model can spend the
-whole limit thinking and answer nothing (``MAX_TOKENS``, no text). So thinking
-gets a budget of its own (``thinkingBudget``, as large as the answer's limit,
-at least :data:`THINKING_MIN`), added to the limit, and the answer keeps
-``max_output_tokens`` for itself. A model that does not think (Gemini 2.0)
-refuses the budget with a 400; it is asked again without one, and from then on.
-
 A 429 carries the wait either in a ``Retry-After`` header or, as Google APIs
 do, in a ``google.rpc.RetryInfo`` detail of the error body (``"retryDelay":
 "17s"``); both are read.
@@ -38,8 +30,6 @@ from ai_sidecar.enrichment.llm.sdk import (
 )
 
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
-# The smallest thinking budget every thinking model takes (2.5 Flash-Lite's floor).
-THINKING_MIN = 512
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
@@ -82,40 +72,19 @@ class GeminiProvider(SdkProvider):
         super().__init__(api_key=api_key, model=model, timeout=timeout, base_url=base_url)
         self._session: aiohttp.ClientSession | None = None
         self._client: genai.Client | None = None
-        # False once the model refused a thinking budget (it does not think).
-        self._thinks = True
 
     async def complete(self, request: LlmRequest) -> LlmReply:
-        async with self.attempt():
-            thinks = self._thinks
-            try:
-                response = await self._generate(request, thinks=thinks)
-            except errors.ClientError as exc:
-                if not (thinks and exc.code == 400 and "thinking" in str(exc.message).lower()):
-                    raise
-                self._thinks = False
-                response = await self._generate(request, thinks=False)
-        return self._reply(response)
-
-    async def _generate(
-        self, request: LlmRequest, *, thinks: bool
-    ) -> types.GenerateContentResponse:
-        limit = request.max_output_tokens
-        thinking = None
-        if thinks:
-            budget = max(THINKING_MIN, limit)
-            thinking = types.ThinkingConfig(thinking_budget=budget)
-            limit += budget
         config = types.GenerateContentConfig(
             system_instruction=request.system,
             response_mime_type="application/json",
             response_json_schema=dict(request.schema),
-            max_output_tokens=limit,
-            thinking_config=thinking,
+            max_output_tokens=request.max_output_tokens,
         )
-        return await self._connected().aio.models.generate_content(
-            model=self.model, contents=request.user, config=config
-        )
+        async with self.attempt():
+            response = await self._connected().aio.models.generate_content(
+                model=self.model, contents=request.user, config=config
+            )
+        return self._reply(response)
 
     async def close(self) -> None:
         client, session = self._client, self._session
