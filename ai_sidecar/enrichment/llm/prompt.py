@@ -60,6 +60,9 @@ RETRY_REASON_CHARS = 200
 RETRY_ROOM = len(RETRY_NOTE) + RETRY_REASON_CHARS
 # The longest label or annotation name kept.
 NAME_CHARS = 64
+# Alertmanager's fingerprints are 16 hex digits; anything posted to the
+# webhook can claim to be one, so a longer one is capped (and redacted).
+FINGERPRINT_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +228,7 @@ def _incident_data(
                 "subject": redactor.redact(e.subject, detail.field),
                 "score": e.score,
                 "expected": None if e.band is None else redactor.redact(e.band, detail.field),
-                "member": e.member,
+                "member": None if e.member is None else _fingerprint(e.member, redactor),
                 "labels": _labels(e.labels, detail.labels, detail.field, redactor),
             }
             for e in anomalies
@@ -237,7 +240,7 @@ def _root_cause(incident: Incident, detail: Detail, redactor: Redactor) -> dict[
     if incident.root_cause is None:
         return None
     found: dict[str, Any] = {
-        "fingerprint": incident.root_cause,
+        "fingerprint": _fingerprint(incident.root_cause, redactor),
         "reasons": _texts(incident.root_cause_reasons, detail, redactor),
     }
     facts = incident.root_cause_facts
@@ -256,7 +259,7 @@ def _member(
     member: Member, is_root: bool, context: IncidentContext, detail: Detail, redactor: Redactor
 ) -> dict[str, Any]:
     shown: dict[str, Any] = {
-        "fingerprint": member.fingerprint,
+        "fingerprint": _fingerprint(member.fingerprint, redactor),
         "status": member.status,
         "starts_at": format_time(member.starts_at),
         "labels": _labels(member.labels, detail.labels, detail.field, redactor),
@@ -294,6 +297,12 @@ def _labels(
     if len(names) > limit:
         shown["(not shown)"] = f"{len(names) - limit} more"
     return shown
+
+
+def _fingerprint(fingerprint: str, redactor: Redactor) -> str:
+    """A member's fingerprint as the answer may cite it: Alertmanager's own pass
+    unchanged; text that only claims to be one is redacted and capped like any."""
+    return redactor.redact(fingerprint, FINGERPRINT_CHARS)
 
 
 def _texts(texts: tuple[str, ...], detail: Detail, redactor: Redactor) -> list[str]:

@@ -218,8 +218,10 @@ _RANDOM_TOKEN = _Detector(
 )
 # Candidates for a learned host name: a run of name characters, checked against the set.
 _NAME_TOKEN = re.compile(r"(?<![\w-])[A-Za-z0-9][\w-]*(?![\w-])")
-# The last word of a text, which the scan window may have cut.
-_LAST_WORD = re.compile(r"[^\s\"'`,;()<>\[\]{}]*$")
+# The last word of a text, which the scan window may have cut: up to the
+# longest name (253 characters), so a run of text longer than any value keeps
+# the part no detector could have missed.
+_LAST_WORD = re.compile(r"[^\s\"'`,;()<>\[\]{}/?&#=]{1,256}$")
 # A secret learned from a label or annotation named so is looked for in every
 # other text too; shorter values (``true``, ``1``) are words, not worth hunting.
 MIN_LEARNED_SECRET = 6
