@@ -319,6 +319,23 @@ def test_a_data_directory_that_cannot_hold_the_key_is_a_config_error(tmp_path):
         load_graph_key(GraphsConfig(), blocked)
 
 
+@pytest.mark.parametrize("in_data_dir", [True, False])
+def test_a_key_others_can_read_is_warned_about(tmp_path, caplog, in_data_dir):
+    data_dir = tmp_path / "data"
+    key_file = data_dir / "graph.key" if in_data_dir else tmp_path / "shared.key"
+    key_file.parent.mkdir(exist_ok=True)
+    key_file.write_bytes(b"k" * 32)
+    config = GraphsConfig() if in_data_dir else GraphsConfig(key_file=key_file)
+    key_file.chmod(0o600)
+    with caplog.at_level("WARNING", logger="ai_sidecar.notify.graphs"):
+        load_graph_key(config, data_dir)
+    assert "chmod 600" not in caplog.text
+    key_file.chmod(0o644)
+    with caplog.at_level("WARNING", logger="ai_sidecar.notify.graphs"):
+        assert load_graph_key(config, data_dir) == b"k" * 32
+    assert "chmod 600" in caplog.text
+
+
 def test_a_key_file_is_used_and_a_short_one_refused(tmp_path):
     key_file = tmp_path / "shared.key"
     key_file.write_bytes(b"s" * 40 + b"\n")
