@@ -144,10 +144,11 @@ def retry_request(request: LlmRequest, reason: str) -> LlmRequest:
 
 def _learned(incident: Incident, context: IncidentContext) -> Redactor:
     """A redactor that learned the host names in every host-like label the incident
-    holds, and the values of every label and annotation named like a secret, shown or not."""
+    holds, and the values of every label and annotation named like a secret, shown or not
+    (the members in the order the prompt shows them: the number of secrets learned is capped)."""
     learner = Redactor()
     learner.learn(incident.group)
-    for member in incident.members.values():
+    for member in _ordered(incident):
         learner.learn(member.labels)
         learner.learn(member.annotations)
     for evidence in context.anomaly:

@@ -225,6 +225,9 @@ _LAST_WORD = re.compile(r"[^\s\"'`,;()<>\[\]{}/?&#=]{1,256}$")
 # A secret learned from a label or annotation named so is looked for in every
 # other text too; shorter values (``true``, ``1``) are words, not worth hunting.
 MIN_LEARNED_SECRET = 6
+# Each learned secret is one more alternative scanned in every text: a storm
+# whose every alert carries a token must not make each prompt take seconds.
+MAX_LEARNED_SECRETS = 200
 # Full stops that IDNA (and so browsers and resolvers) read as the dot of a name,
 # after NFKC has folded the full-width and half-width forms into U+3002.
 _IDEOGRAPHIC_STOPS = str.maketrans({"\u3002": "."})
@@ -318,7 +321,10 @@ class Redactor:
         for name, value in labels.items():
             if _SECRET_NAME.search(name):
                 for secret in {value.strip(), normalise(value).strip()}:
-                    if len(secret) >= MIN_LEARNED_SECRET:
+                    if (
+                        len(secret) >= MIN_LEARNED_SECRET
+                        and len(self._known_secrets) < MAX_LEARNED_SECRETS
+                    ):
                         self._known_secrets.add(secret)
                         self._learned_secrets = None
                 continue

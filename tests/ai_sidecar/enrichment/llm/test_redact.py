@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ai_sidecar.enrichment.llm.redact import REDACTED, Redactor, host_of, is_host_label
+from ai_sidecar.enrichment.llm.redact import (
+    MAX_LEARNED_SECRETS,
+    REDACTED,
+    Redactor,
+    host_of,
+    is_host_label,
+)
 
 API_KEY = "AIzaSyD4x7Qk2mP9vL3nR8tW1yB6cF0hJ5sG2eK"
 
@@ -241,3 +247,12 @@ def test_a_short_learned_secret_is_not_hunted_in_text() -> None:
     redactor = Redactor()
     redactor.learn({"token": "true"})
     assert redactor.redact("the check is true") == "the check is true"
+
+
+def test_learned_secrets_are_capped_so_a_storm_of_tokens_stays_fast() -> None:
+    redactor = Redactor()
+    for n in range(MAX_LEARNED_SECRETS + 500):
+        redactor.learn({"auth_token": f"tok{n:08d}"})
+    assert len(redactor.secrets) == MAX_LEARNED_SECRETS
+    # The first learned (the root cause's, in the prompt's order) are kept.
+    assert redactor.redact("sent tok00000000") == "sent secret-1"
