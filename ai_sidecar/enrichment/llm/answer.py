@@ -101,6 +101,11 @@ def _decode(text: str) -> object:
             f"the answer is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             "answer with one JSON object and nothing else"
         ) from None
+    except RecursionError:
+        # "[[[[..." a thousand deep: a model talked into it must not get past validation.
+        raise InvalidAnswer(
+            "the answer is nested too deeply; answer with one flat JSON object"
+        ) from None
 
 
 def _check_fields(data: Mapping[str, Any]) -> None:

@@ -88,6 +88,9 @@ def _without(name: str) -> str:
         (valid_answer(false_positive_likelihood=1.5), "from 0 to 1, got 1.5"),
         (valid_answer(confidence=-0.1), "confidence must be a number from 0 to 1, got -0.1"),
         (valid_answer().replace("0.8", "NaN"), "NaN is not a number in JSON"),
+        # Deep enough to exhaust the decoder's recursion, short enough for any token limit.
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ('{"summary": ' + "[" * 5000, "nested too deeply"),
     ],
 )
 def test_invalid_answers_say_what_is_wrong(text: str, reason: str) -> None:
