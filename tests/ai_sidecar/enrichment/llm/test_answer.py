@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -51,6 +52,21 @@ def test_fingerprints_outside_the_incident_are_dropped_not_fatal() -> None:
 def test_a_markdown_fence_around_the_json_is_tolerated() -> None:
     text = "```json\n" + valid_answer(summary="fenced") + "\n```"
     assert parse_answer(text, INCIDENT).summary == "fenced"
+
+
+@pytest.mark.parametrize("opening", ["```", "```JSON", "```json "])
+def test_every_fence_form_is_tolerated(opening: str) -> None:
+    text = f"  {opening}\n\t" + valid_answer(summary="fenced") + " \n```\n"
+    assert parse_answer(text, INCIDENT).summary == "fenced"
+
+
+def test_blank_runs_in_a_fenced_answer_are_judged_at_once() -> None:
+    # Backtracking over these took 18 s with a regular expression, blocking the worker.
+    text = "```json" + " " * 20_000 + "x" + " \n" * 20_000 + "x"
+    started = time.monotonic()
+    with pytest.raises(InvalidAnswer, match="not valid JSON"):
+        parse_answer(text, INCIDENT)
+    assert time.monotonic() - started < 1.0
 
 
 def test_the_schema_names_every_field_and_forbids_others() -> None:
