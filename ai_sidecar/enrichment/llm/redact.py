@@ -160,7 +160,8 @@ _CREDENTIALS = (
         re.compile(
             r"(?:pass(?:word|wd|phrase)?|pwd?|secret|token|api[_-]?key|access[_-]?key"
             r"|private[_-]?key|credentials?|auth|community|sig(?:nature)?)[\"']?\s*[:=]\s*[\"']?"
-            r"(?P<value>[^\s\"',;&<>]+)",
+            # A quoted value is taken whole, spaces and all ("my secret phrase").
+            r"(?P<value>(?<=[\"'])[^\"'\n]{1,200}(?=[\"'])|[^\s\"',;&<>]+)",
             re.IGNORECASE,
         ),
     ),

@@ -215,6 +215,8 @@ def test_a_learned_host_name_with_a_zero_width_character_is_learned_whole() -> N
         ("login user=admin&pass=hunter2", "hunter2"),
         ("login pw=hunter2", "hunter2"),
         ("fetch https://b.example/k?sig=Zm9vYmFyYmF6", "Zm9vYmFyYmF6"),
+        ("secret: 'correct horse battery'", "horse"),
+        ('{"password": "correct horse battery", "user": "bob"}', "horse"),
     ],
 )
 def test_more_credential_and_address_forms_are_redacted(text: str, value: str) -> None:
