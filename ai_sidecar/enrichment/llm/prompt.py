@@ -290,7 +290,7 @@ def _labels(
         key=lambda n: (n != "alertname", n != "severity", not is_host_label(n), n),
     )
     shown = {
-        redactor.redact(cap(name, min(NAME_CHARS, field))): redactor.redact_value(
+        redactor.redact(name, min(NAME_CHARS, field)): redactor.redact_value(
             name, labels[name], field
         )
         for name in names[:limit]

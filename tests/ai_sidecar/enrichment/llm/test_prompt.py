@@ -283,3 +283,15 @@ def test_a_fingerprint_posted_as_free_text_is_capped_and_redacted() -> None:
         plain.root_cause
         in build_prompt(plain, canary_context(plain), DRAFT, CONFIG, redact=True).request.user
     )
+
+
+def test_a_value_in_a_label_name_cut_by_its_cap_is_redacted_whole() -> None:
+    # The webhook takes any string as a label name; the name's cap (64) falls inside the address.
+    name = "n" * 56 + "-10.66.77.88"
+    root = replace(
+        _member("InterfaceDown", "canary-core-1:9100"),
+        labels={"alertname": "InterfaceDown", "instance": "canary-core-1:9100", name: "x"},
+    )
+    found = replace(incident(root), root_cause=root.fingerprint)
+    sent = build_prompt(found, IncidentContext(), DRAFT, CONFIG, redact=True).request.user
+    assert "10.66" not in sent
