@@ -245,12 +245,8 @@ def test_the_retry_names_the_error_after_the_data() -> None:
 
 
 def test_a_secret_named_annotation_is_not_sent_when_quoted_elsewhere() -> None:
-    root = _member(
-        "SnmpAuthFailure",
-        "canary-core-1:9100",
-        community="s3cr3tcomm",
-        summary="polling canary-core-1 with community s3cr3tcomm failed",
-    )
+    quoted = {"community": "s3cr3tcomm", "summary": "polling with community s3cr3tcomm failed"}
+    root = _member("SnmpAuthFailure", "canary-core-1:9100", **quoted)
     # The label comes after the annotation that quotes it in the prompt's order.
     other = replace(
         _member("SnmpDown", "canary-edge-9", description="walk failed: Tr0ub4dor rejected"),
