@@ -204,11 +204,14 @@ def _label_name(value: str) -> str:
 
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"should be an http:// or https:// URL, got {value!r}")
-    if "@" in parts.netloc:
+    # Before the scheme: a mistyped one must not have the password repeated in
+    # the error (the log, the 400 answer of POST /-/reload).
+    authority = parts.netloc or value.partition("/")[0]
+    if "@" in authority:
         # It ends up in links posted to Slack and email.
         raise ValueError("should not carry a user:password part")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"should be an http:// or https:// URL, got {value!r}")
     return value
 
 

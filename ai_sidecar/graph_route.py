@@ -9,7 +9,9 @@ says "Prometheus did not answer" when that is so, never an error page.
 
 A link pasted into a busy channel is fetched by many clients at once: a
 rendered graph is kept for :data:`CACHE_SECONDS` per incident, and concurrent
-fetches of one incident wait for one render.
+fetches of one incident wait for one render. Fetches of many incidents at once
+(every link of a week's notifications) draw at most :data:`MAX_RENDERS` at a
+time, so they cannot take every thread, Prometheus query and megabyte at once.
 """
 
 from __future__ import annotations
@@ -36,21 +38,25 @@ log = logging.getLogger("ai_sidecar.notify.graphs")
 
 CACHE_SECONDS = 60.0
 CACHE_SIZE = 256
+MAX_RENDERS = 4
 MAX_ID = 200
 
 
 class RenderedGraphs:
-    """PNGs by incident for ``ttl`` seconds; one render at a time per incident."""
+    """PNGs by incident for ``ttl`` seconds; one render at a time per incident, and
+    at most ``renders`` at a time in all."""
 
     def __init__(
         self,
         ttl: float = CACHE_SECONDS,
         size: int = CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        renders: int = MAX_RENDERS,
     ) -> None:
         self._ttl = ttl
         self._size = size
         self._clock = clock
+        self._rendering = asyncio.Semaphore(renders)
         self._kept: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         # Each incident's lock, with how many requests hold or wait for it.
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -64,7 +70,8 @@ class RenderedGraphs:
                 kept = self._kept.get(key)
                 if kept is not None and self._clock() - kept[0] < self._ttl:
                     return kept[1]
-                png = await render()
+                async with self._rendering:
+                    png = await render()
                 self._kept[key] = (self._clock(), png)
                 self._kept.move_to_end(key)
                 while len(self._kept) > self._size:

@@ -77,7 +77,8 @@ CAPS = Caps()
 # "latency < 5 ms and loss > 1%", are text and keep their meaning.
 _SLACK_SEQUENCE = re.compile(r"<([!@#][^<>\n]*|[A-Za-z][A-Za-z0-9+.-]*:[^<>\s|]*(?:\|[^<>\n]*)?)>")
 # "@here" as a word of its own; "ops@here.example" is an address, not a mention.
-_PLAIN_MENTION = re.compile(r"(?<![\w.+-])@(channel|here|everyone)\b", re.IGNORECASE)
+# Every "@" of a run goes: removing one from "@@here" would leave "@here".
+_PLAIN_MENTION = re.compile(r"(?<![\w.+@-])@+(channel|here|everyone)\b", re.IGNORECASE)
 # Characters that change layout or direction without being visible: zero-width
 # spaces and joiners, bidi embeddings/overrides/isolates, the BOM.
 _INVISIBLE = frozenset(

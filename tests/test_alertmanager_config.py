@@ -499,7 +499,7 @@ def test_the_fallback_reason_is_shown_in_small_print(render_template):
     assert "#777" not in render_template("scout.email.html", notification(), "html")
 
 
-PLAIN_MENTIONS = "@channel @HERE x @everyone ops@here.example"
+PLAIN_MENTIONS = "@channel @HERE x @everyone ops@here.example @@here (@@@channel)"
 
 
 @pytest.mark.parametrize(
@@ -515,8 +515,8 @@ def test_slack_drops_the_at_of_plain_mentions(render_template, template):
     for name in ("summary", "description", "ai_summary", "ai_root_cause", "ai_analyst_note"):
         alert["annotations"][name] = PLAIN_MENTIONS
     text = render_template(template, data)
-    assert "channel HERE x everyone ops@here.example" in text
-    for mention in ("@channel", "@HERE", "@everyone"):
+    assert "channel HERE x everyone ops@here.example here (channel)" in text
+    for mention in ("@channel", "@HERE", "@everyone", " @here", "@@"):
         assert mention not in text
 
 

@@ -60,14 +60,34 @@ def load_graph_key(config: GraphsConfig, data_dir: Path) -> bytes:
             raise ConfigError(f"graphs.key_file: cannot read it ({exc.strerror})") from None
         if len(key) < MIN_KEY_BYTES:
             raise ConfigError(f"graphs.key_file: the key needs at least {MIN_KEY_BYTES} bytes")
+        _warn_if_readable(config.key_file)
         return key
     path = data_dir / KEY_FILE
-    if not path.exists():
-        _create_key(path)
-    key = path.read_bytes()
+    try:
+        if not path.exists():
+            _create_key(path)
+        key = path.read_bytes()
+    except OSError as exc:
+        # A read-only data directory (the PostgreSQL store needs no writable one).
+        raise ConfigError(
+            f"{path}: cannot create or read the graph key ({exc.strerror or type(exc).__name__}); "
+            "set graphs.key_file"
+        ) from None
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{path}: the graph key is shorter than {MIN_KEY_BYTES} bytes")
+    _warn_if_readable(path)
     return key
+
+
+def _warn_if_readable(path: Path) -> None:
+    """Say so when others than the owner may read the key (restored from a backup,
+    copied by hand): whoever reads it can sign a graph URL for any incident."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_mode & 0o077:
+            log.warning(
+                "the graph key can be read by others than its owner: chmod 600 it",
+                extra={"file": str(path)},
+            )
 
 
 def _create_key(path: Path) -> None:

@@ -273,3 +273,20 @@ def test_group_by_replaces_the_presets_keys():
     assert config.correlation.group_keys() == (("rack",),)
     windows = parse_config("correlation: {preset: windows}", "w.yml")
     assert windows.correlation.group_keys() == (("site",), ("host",), ("instance",))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "htps://proxy-user:Pr0xyS3cret@llm-proxy.example:8443/v1",
+        "proxy-user:Pr0xyS3cret@llm-proxy.example:8443",
+        "https://proxy-user:Pr0xyS3cret@llm-proxy.example:8443/v1",
+    ],
+)
+def test_a_url_with_a_password_is_refused_without_repeating_it(url: str) -> None:
+    # The message goes to the log and to the 400 answer of POST /-/reload.
+    for text in (f"llm: {{base_url: '{url}'}}", f"return_trip: {{external_url: '{url}'}}"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, "secret-url.yml")
+        assert "Pr0xyS3cret" not in str(caught.value)
+        assert "user:password" in str(caught.value)

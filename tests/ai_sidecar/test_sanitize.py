@@ -34,6 +34,10 @@ from ai_sidecar.sanitize import (
         ("hey @HERE and @everyone!", "hey HERE and everyone!"),
         # An address is not a mention.
         ("mail ops@here.example", "mail ops@here.example"),
+        # Dropping one "@" of a run must not leave a mention behind.
+        ("@@here now", "here now"),
+        ("wake @@@channel", "wake channel"),
+        ("(@@everyone)", "(everyone)"),
     ],
 )
 def test_mentions_are_neutralised(text, expected):

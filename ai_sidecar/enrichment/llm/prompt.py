@@ -60,6 +60,9 @@ RETRY_REASON_CHARS = 200
 RETRY_ROOM = len(RETRY_NOTE) + RETRY_REASON_CHARS
 # The longest label or annotation name kept.
 NAME_CHARS = 64
+# Alertmanager's fingerprints are 16 hex digits; anything posted to the
+# webhook can claim to be one, so a longer one is capped (and redacted).
+FINGERPRINT_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +121,12 @@ def build_prompt(
     redact: bool,
 ) -> Prompt:
     """The fullest prompt for ``incident`` that fits ``config.max_prompt_chars``."""
-    hosts = _hosts_of(incident, context)
+    learned = _learned(incident, context)
     budget = config.max_prompt_chars - RETRY_ROOM
     for detail in DETAILS:
-        redactor = Redactor(config.redact_patterns, enabled=redact, hosts=hosts)
+        redactor = Redactor(
+            config.redact_patterns, enabled=redact, hosts=learned.hosts, secrets=learned.secrets
+        )
         user = _user_text(incident, context, draft, detail, redactor)
         if len(SYSTEM) + len(user) <= budget or detail is DETAILS[-1]:
             break
@@ -137,18 +142,21 @@ def retry_request(request: LlmRequest, reason: str) -> LlmRequest:
     )
 
 
-def _hosts_of(incident: Incident, context: IncidentContext) -> frozenset[str]:
-    """Host names in every host-like label the incident holds, shown or not."""
+def _learned(incident: Incident, context: IncidentContext) -> Redactor:
+    """A redactor that learned the host names in every host-like label the incident
+    holds, and the values of every label and annotation named like a secret, shown or not
+    (the members in the order the prompt shows them: the number of secrets learned is capped)."""
     learner = Redactor()
     learner.learn(incident.group)
-    for member in incident.members.values():
+    for member in _ordered(incident):
         learner.learn(member.labels)
+        learner.learn(member.annotations)
     for evidence in context.anomaly:
         learner.learn(evidence.labels)
     for found in context.members.values():
         for series in found.series:
             learner.learn(series.labels)
-    return learner.hosts
+    return learner
 
 
 def _ordered(incident: Incident) -> list[Member]:
@@ -221,7 +229,7 @@ def _incident_data(
                 "subject": redactor.redact(e.subject, detail.field),
                 "score": e.score,
                 "expected": None if e.band is None else redactor.redact(e.band, detail.field),
-                "member": e.member,
+                "member": None if e.member is None else _fingerprint(e.member, redactor),
                 "labels": _labels(e.labels, detail.labels, detail.field, redactor),
             }
             for e in anomalies
@@ -233,7 +241,7 @@ def _root_cause(incident: Incident, detail: Detail, redactor: Redactor) -> dict[
     if incident.root_cause is None:
         return None
     found: dict[str, Any] = {
-        "fingerprint": incident.root_cause,
+        "fingerprint": _fingerprint(incident.root_cause, redactor),
         "reasons": _texts(incident.root_cause_reasons, detail, redactor),
     }
     facts = incident.root_cause_facts
@@ -252,7 +260,7 @@ def _member(
     member: Member, is_root: bool, context: IncidentContext, detail: Detail, redactor: Redactor
 ) -> dict[str, Any]:
     shown: dict[str, Any] = {
-        "fingerprint": member.fingerprint,
+        "fingerprint": _fingerprint(member.fingerprint, redactor),
         "status": member.status,
         "starts_at": format_time(member.starts_at),
         "labels": _labels(member.labels, detail.labels, detail.field, redactor),
@@ -282,7 +290,7 @@ def _labels(
         key=lambda n: (n != "alertname", n != "severity", not is_host_label(n), n),
     )
     shown = {
-        redactor.redact(cap(name, min(NAME_CHARS, field))): redactor.redact_value(
+        redactor.redact(name, min(NAME_CHARS, field)): redactor.redact_value(
             name, labels[name], field
         )
         for name in names[:limit]
@@ -290,6 +298,12 @@ def _labels(
     if len(names) > limit:
         shown["(not shown)"] = f"{len(names) - limit} more"
     return shown
+
+
+def _fingerprint(fingerprint: str, redactor: Redactor) -> str:
+    """A member's fingerprint as the answer may cite it: Alertmanager's own pass
+    unchanged; text that only claims to be one is redacted and capped like any."""
+    return redactor.redact(fingerprint, FINGERPRINT_CHARS)
 
 
 def _texts(texts: tuple[str, ...], detail: Detail, redactor: Redactor) -> list[str]:

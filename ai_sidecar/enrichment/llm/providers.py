@@ -74,6 +74,13 @@ def provider_key(config: LlmConfig, *, environ: Mapping[str, str] = os.environ) 
     variable = config.key_env
     key = read_secret(environ, variable, f"{variable}_FILE")
     if key is not None:
+        if not key.isprintable() or any(ch.isspace() for ch in key):
+            # An HTTP header cannot carry it, and the HTTP library's refusal
+            # quotes the whole header, key and all, in its debug log.
+            raise ConfigError(
+                f"{variable} (or {variable}_FILE): the key holds spaces, line breaks or "
+                "control characters; a key file holds the key alone"
+            )
         return key
     if config.provider == "openai" and config.base_url is not None:
         return ""  # Ollama and vLLM on the operator's own machine take none

@@ -16,7 +16,8 @@ email     e-mail addresses                                       ``email-1``
 mac       MAC addresses (colon, dash and Cisco dotted forms)     ``mac-1``
 secret    URL user-info, bearer and basic tokens, the values     ``secret-1``
           of ``password=``, ``secret=``, ``token=``,
-          ``apikey=``... and of labels named so, vendor key
+          ``apikey=``, ``community=``... and of labels named so
+          (anywhere they appear), vendor key
           formats (``sk-``, ``AIza``, ``ghp_``, ``xoxb-``,
           ``AKIA``, JWTs), long mixed strings of token
           characters
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -73,8 +75,8 @@ HOST_LABELS = frozenset(
 )
 # A label or annotation whose name says its value is a credential.
 _SECRET_NAME = re.compile(
-    r"password|passwd|passphrase|pwd|secret|token|api_?key|access_?key|private_?key"
-    r"|credential|authorization|cookie",
+    r"password|passwd|passphrase|pwd|(?<![a-z])pass(?![a-z])|secret|token|api_?key|access_?key|private_?key"
+    r"|credential|authorization|cookie|community",
     re.IGNORECASE,
 )
 # Two-label names ending in these are files, not hosts (``alerts.yml``).
@@ -143,7 +145,8 @@ def _is_random_token(value: str) -> bool:
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# Zero-padded octets too (``010.001.002.003``): such an address still names a machine.
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|0?\d?\d)"
 
 # Credentials first, so no later detector takes part of one (the ``pw@host``
 # of ``https://user:pw@host`` is not an e-mail address).
@@ -155,9 +158,10 @@ _CREDENTIALS = (
     _Detector(
         "secret",
         re.compile(
-            r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key"
-            r"|private[_-]?key|credentials?|auth)[\"']?\s*[:=]\s*[\"']?"
-            r"(?P<value>[^\s\"',;&<>]+)",
+            r"(?:pass(?:word|wd|phrase)?|pwd?|secret|token|api[_-]?key|access[_-]?key"
+            r"|private[_-]?key|credentials?|auth|community|sig(?:nature)?)[\"']?\s*[:=]\s*[\"']?"
+            # A quoted value is taken whole, spaces and all ("my secret phrase").
+            r"(?P<value>(?<=[\"'])[^\"'\n]{1,200}(?=[\"'])|[^\s\"',;&<>]+)",
             re.IGNORECASE,
         ),
     ),
@@ -171,7 +175,7 @@ _CREDENTIALS = (
         re.compile(
             r"(?<![\w-])(?:sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{30,}"
             r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,}|glpat-[\w-]{20,}"
-            r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}"
+            r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|ya29\.[\w-]{20,}"
             r"|eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]{10,})"
         ),
     ),
@@ -215,6 +219,29 @@ _RANDOM_TOKEN = _Detector(
 )
 # Candidates for a learned host name: a run of name characters, checked against the set.
 _NAME_TOKEN = re.compile(r"(?<![\w-])[A-Za-z0-9][\w-]*(?![\w-])")
+# The last word of a text, which the scan window may have cut: up to the
+# longest name (253 characters), so a run of text longer than any value keeps
+# the part no detector could have missed.
+_LAST_WORD = re.compile(r"[^\s\"'`,;()<>\[\]{}/?&#=]{1,256}$")
+# A secret learned from a label or annotation named so is looked for in every
+# other text too; shorter values (``true``, ``1``) are words, not worth hunting.
+MIN_LEARNED_SECRET = 6
+# Each learned secret is one more alternative scanned in every text: a storm
+# whose every alert carries a token must not make each prompt take seconds.
+MAX_LEARNED_SECRETS = 200
+# Full stops that IDNA (and so browsers and resolvers) read as the dot of a name,
+# after NFKC has folded the full-width and half-width forms into U+3002.
+_IDEOGRAPHIC_STOPS = str.maketrans({"\u3002": "."})
+
+
+def normalise(text: str) -> str:
+    """``text`` as the detectors must see it: compatibility forms folded and invisible
+    characters dropped, so ``db1\uff0ecorp\uff0eexample\uff0ecom`` or a zero-width space
+    inside ``core-1`` cannot carry a name past them (the model reads them all the same)."""
+    if text.isascii():
+        return text
+    folded = unicodedata.normalize("NFKC", text).translate(_IDEOGRAPHIC_STOPS)
+    return "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +281,9 @@ class Redactor:
     each text in the order the prompt shows it. ``patterns`` are extra regular
     expressions (the whole match is replaced). With ``enabled`` False (a local
     model the operator allowed to see everything) text passes unchanged.
-    ``hosts`` are host names learned before (:attr:`hosts` of another redactor).
+    ``hosts`` and ``secrets`` are host names and secret values learned before
+    (:attr:`hosts` and :attr:`secrets` of another redactor): a secret found under
+    a label or annotation named so is redacted wherever else it appears.
     """
 
     def __init__(
@@ -263,9 +292,12 @@ class Redactor:
         *,
         enabled: bool = True,
         hosts: Iterable[str] = (),
+        secrets: Iterable[str] = (),
     ) -> None:
         self.enabled = enabled
         self._known_hosts = {host.casefold() for host in hosts}
+        self._known_secrets = set(secrets)
+        self._learned_secrets: _Detector | None = None  # made again after each learn()
         self._detectors = (
             # Text that looks like a pseudonym already: its own pseudonym keeps it apart.
             _Detector("host", _PSEUDONYM),
@@ -285,11 +317,21 @@ class Redactor:
         return dict(self._counts)
 
     def learn(self, labels: Mapping[str, str]) -> None:
-        """Remember the host names in ``labels``' host-like values, to redact them anywhere."""
+        """Remember the host names in ``labels``' host-like values, and the values of
+        labels named like secrets, to redact them anywhere."""
         for name, value in labels.items():
+            if _SECRET_NAME.search(name):
+                for secret in {value.strip(), normalise(value).strip()}:
+                    if (
+                        len(secret) >= MIN_LEARNED_SECRET
+                        and len(self._known_secrets) < MAX_LEARNED_SECRETS
+                    ):
+                        self._known_secrets.add(secret)
+                        self._learned_secrets = None
+                continue
             if not is_host_label(name):
                 continue
-            host = host_of(value)
+            host = host_of(normalise(value))
             if host:
                 self._known_hosts.add(host.casefold())
                 # The short name of an FQDN is how people write it in prose.
@@ -302,6 +344,11 @@ class Redactor:
         """The host names learned so far (case-folded)."""
         return frozenset(self._known_hosts)
 
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The secret values learned so far."""
+        return frozenset(self._known_secrets)
+
     def redact(self, text: str, limit: int | None = None) -> str:
         """``text`` with every sensitive value replaced, cut to ``limit`` characters if given.
 
@@ -309,13 +356,21 @@ class Redactor:
         what the model reads. The scan covers ``SCAN_FACTOR`` times ``limit``,
         so a value straddling the cut is still seen whole.
         """
-        if limit is not None:
-            text = text[: max(limit, 1) * SCAN_FACTOR]
+        window = None if limit is None else max(limit, 1) * SCAN_FACTOR
+        cut = window is not None and len(text) > window
+        text = text[:window]
         if not self.enabled:
             return text if limit is None else cap(text, limit)
+        text = normalise(text)
+        pieces = self._pieces(text)
+        if cut and pieces and isinstance(pieces[-1], str):
+            # Pseudonyms shorter than what they replace can bring the window's
+            # end into the part kept; a name or address cut there is no longer
+            # recognisable, so the last word goes rather than a part of one.
+            pieces[-1] = _LAST_WORD.sub("", pieces[-1])
         out: list[str] = []
         length = 0
-        for piece in self._pieces(text):
+        for piece in pieces:
             shown = piece if isinstance(piece, str) else self._pseudonym(piece.kind, piece.value)
             out.append(shown)
             length += len(shown)
@@ -347,10 +402,21 @@ class Redactor:
     def _is_known_host(self, token: str) -> bool:
         return token.casefold() in self._known_hosts
 
+    def _secrets_detector(self) -> tuple[_Detector, ...]:
+        """The learned secrets as one detector (longest first, so a secret that
+        contains another is replaced whole), before every other detector."""
+        if not self._known_secrets:
+            return ()
+        if self._learned_secrets is None:
+            known = sorted(self._known_secrets, key=lambda value: (-len(value), value))
+            pattern = re.compile("|".join(map(re.escape, known)))
+            self._learned_secrets = _Detector("secret", pattern)
+        return (self._learned_secrets,)
+
     def _pieces(self, text: str) -> list[str | _Found]:
         """``text`` split into plain parts and found values, each detector in turn."""
         pieces: list[str | _Found] = [text]
-        for detector in self._detectors:
+        for detector in (*self._secrets_detector(), *self._detectors):
             split: list[str | _Found] = []
             for piece in pieces:
                 if isinstance(piece, _Found):

@@ -311,6 +311,31 @@ def test_the_key_is_created_once_private_and_kept(tmp_path):
     assert load_graph_key(GraphsConfig(), tmp_path / "other") != key
 
 
+def test_a_data_directory_that_cannot_hold_the_key_is_a_config_error(tmp_path):
+    # Not a directory: what a read-only one is to root, who ignores modes.
+    blocked = tmp_path / "data"
+    blocked.write_text("")
+    with pytest.raises(ConfigError, match=r"set graphs\.key_file"):
+        load_graph_key(GraphsConfig(), blocked)
+
+
+@pytest.mark.parametrize("in_data_dir", [True, False])
+def test_a_key_others_can_read_is_warned_about(tmp_path, caplog, in_data_dir):
+    data_dir = tmp_path / "data"
+    key_file = data_dir / "graph.key" if in_data_dir else tmp_path / "shared.key"
+    key_file.parent.mkdir(exist_ok=True)
+    key_file.write_bytes(b"k" * 32)
+    config = GraphsConfig() if in_data_dir else GraphsConfig(key_file=key_file)
+    key_file.chmod(0o600)
+    with caplog.at_level("WARNING", logger="ai_sidecar.notify.graphs"):
+        load_graph_key(config, data_dir)
+    assert "chmod 600" not in caplog.text
+    key_file.chmod(0o644)
+    with caplog.at_level("WARNING", logger="ai_sidecar.notify.graphs"):
+        assert load_graph_key(config, data_dir) == b"k" * 32
+    assert "chmod 600" in caplog.text
+
+
 def test_a_key_file_is_used_and_a_short_one_refused(tmp_path):
     key_file = tmp_path / "shared.key"
     key_file.write_bytes(b"s" * 40 + b"\n")
@@ -384,6 +409,25 @@ async def test_renders_kept_are_bounded():
     for key in ("a", "b", "c", "a"):
         assert await renders.get(key, render_of(key)) == key.encode()
     assert made == ["a", "b", "c", "a"]  # "a" was dropped for "c", so drawn again
+
+
+async def test_renders_of_many_incidents_are_drawn_a_few_at_a_time():
+    # A flood of valid links to different incidents: each needs its own render.
+    renders = RenderedGraphs(ttl=60, renders=3)
+    running = peak = 0
+
+    async def render() -> bytes:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return b"png"
+
+    keys = [f"inc-{n}" for n in range(20)]
+    assert await asyncio.gather(*(renders.get(key, render) for key in keys)) == [b"png"] * 20
+    assert peak == 3
+    assert renders.busy == 0
 
 
 @pytest.fixture

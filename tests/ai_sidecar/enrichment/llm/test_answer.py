@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -53,6 +54,21 @@ def test_a_markdown_fence_around_the_json_is_tolerated() -> None:
     assert parse_answer(text, INCIDENT).summary == "fenced"
 
 
+@pytest.mark.parametrize("opening", ["```", "```JSON", "```json "])
+def test_every_fence_form_is_tolerated(opening: str) -> None:
+    text = f"  {opening}\n\t" + valid_answer(summary="fenced") + " \n```\n"
+    assert parse_answer(text, INCIDENT).summary == "fenced"
+
+
+def test_blank_runs_in_a_fenced_answer_are_judged_at_once() -> None:
+    # Backtracking over these took 18 s with a regular expression, blocking the worker.
+    text = "```json" + " " * 20_000 + "x" + " \n" * 20_000 + "x"
+    started = time.monotonic()
+    with pytest.raises(InvalidAnswer, match="not valid JSON"):
+        parse_answer(text, INCIDENT)
+    assert time.monotonic() - started < 1.0
+
+
 def test_the_schema_names_every_field_and_forbids_others() -> None:
     assert ANSWER_SCHEMA["required"] == list(FIELDS)
     assert set(ANSWER_SCHEMA["properties"]) == set(FIELDS)
@@ -88,6 +104,9 @@ def _without(name: str) -> str:
         (valid_answer(false_positive_likelihood=1.5), "from 0 to 1, got 1.5"),
         (valid_answer(confidence=-0.1), "confidence must be a number from 0 to 1, got -0.1"),
         (valid_answer().replace("0.8", "NaN"), "NaN is not a number in JSON"),
+        # Deep enough to exhaust the decoder's recursion, short enough for any token limit.
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ('{"summary": ' + "[" * 5000, "nested too deeply"),
     ],
 )
 def test_invalid_answers_say_what_is_wrong(text: str, reason: str) -> None:

@@ -8,6 +8,7 @@ header the vendor reads: never in the URL, the body, an error or a repr.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
@@ -576,6 +577,18 @@ def test_an_empty_key_file_is_a_config_error(tmp_path: Path) -> None:
         build_provider(llm(), environ={"GEMINI_API_KEY_FILE": str(empty)})
 
 
+@pytest.mark.parametrize(
+    "content", [f"{KEY}\n# rotated 2026-11\n", f"{KEY} old-{KEY}", f"{KEY}\x00"]
+)
+def test_a_key_no_header_can_carry_is_refused_at_start(tmp_path: Path, content: str) -> None:
+    # Sent as it is, httpcore's debug log would quote the refused header, key and all.
+    key_file = tmp_path / "key"
+    key_file.write_text(content)
+    with pytest.raises(ConfigError, match="line breaks") as caught:
+        build_provider(llm(), environ={"GEMINI_API_KEY_FILE": str(key_file)})
+    assert_keyless(caught.value)
+
+
 async def test_a_local_openai_compatible_server_needs_no_key() -> None:
     async with FakeOpenAI(default=Answer(ANSWER)) as fake:
         config = llm(provider="openai", model="llama3.1", base_url=fake.base_url, redact=False)
@@ -600,3 +613,21 @@ def test_importing_the_builder_loads_no_vendor_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_debug_logs_of_every_library_never_show_the_key(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    # --log.level=debug sets the root logger: the SDKs' and httpx's own debug
+    # records (request options, headers) are emitted then.
+    setup.fake.script(Answer(ANSWER), Rejected(401), ServerError(500))
+    with caplog.at_level(logging.DEBUG):
+        await setup.provider.complete(REQUEST)
+        for _ in range(2):
+            with pytest.raises(LlmError):
+                await setup.provider.complete(REQUEST)
+    assert caplog.records
+    for record in caplog.records:
+        text = logging.Formatter().format(record)
+        assert KEY not in text, record.name
+        assert KEY not in repr(record.__dict__), record.name

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ai_sidecar.enrichment.llm.redact import REDACTED, Redactor, host_of, is_host_label
+from ai_sidecar.enrichment.llm.redact import (
+    MAX_LEARNED_SECRETS,
+    REDACTED,
+    Redactor,
+    host_of,
+    is_host_label,
+)
 
 API_KEY = "AIzaSyD4x7Qk2mP9vL3nR8tW1yB6cF0hJ5sG2eK"
 
@@ -144,6 +150,20 @@ def test_a_value_across_the_cut_is_redacted_whole() -> None:
     assert "secret-1" in redacted
 
 
+@pytest.mark.parametrize(
+    ("tail", "part"), [(" 10.20.30.40 down", "10.20.3"), (" canary-core-router down", "canary-co")]
+)
+def test_a_value_cut_by_the_scan_window_is_not_sent_in_part(tail: str, part: str) -> None:
+    # Three keys shrink to pseudonyms, so the kept text reaches the window's
+    # end (160 characters for a limit of 80), where the tail is cut mid-value.
+    key = "sk-" + "Ab1" * 13
+    text = (key + " ") * 3
+    text += "x" * (160 - len(text) - len(part) - 1) + tail
+    redacted = Redactor(hosts=["canary-core-router"]).redact(text, 80)
+    assert part not in redacted
+    assert part[:5] not in redacted
+
+
 def test_only_values_in_the_kept_part_take_a_number() -> None:
     redactor = Redactor()
     redactor.redact("10.0.0.1 " + "y" * 200 + " 10.0.0.2", 50)
@@ -158,3 +178,83 @@ def test_disabled_redaction_passes_text_unchanged_but_still_caps() -> None:
     assert redactor.redact_value("password", "x") == "x"
     assert len(redactor.redact("z" * 1000, 100)) == 100
     assert redactor.restore("host-1") == "host-1"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        # Full-width and ideographic full stops read as dots to a model and a resolver.
+        ("resolve db1\uff0ecorp\uff0eexample\uff0ecom first", "corp"),
+        ("peer 10\uff0e66\uff0e77\uff0e88 is gone", "77"),
+        ("peer 10\u300266\u300277\u300288 is gone", "77"),
+        # Zero-width characters inside a name, an address or a keyword.
+        ("ssh canary\u200b-core-1 now", "canary"),
+        ("peer 10.66.\u200b77.88 is gone", "77"),
+        ("pass\u200bword=hunter2", "hunter2"),
+        ("full-width digits \uff11\uff10.66.77.88", "77"),
+    ],
+)
+def test_unicode_disguises_do_not_carry_a_value_past_the_detectors(text: str, value: str) -> None:
+    redactor = Redactor(hosts=["canary-core-1"])
+    redacted = redactor.redact(text)
+    assert value not in redacted
+    assert "\u200b" not in redacted
+
+
+def test_a_learned_host_name_with_a_zero_width_character_is_learned_whole() -> None:
+    redactor = Redactor()
+    redactor.learn({"instance": "canary\u200b-core-1:9100"})
+    assert "canary" not in redactor.redact("canary-core-1 lost its uplink")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("auth with ya29.a0AfH6SMBx3kQ9zL2pW7vN5tR1", "a0AfH6SMBx3kQ9zL2pW7vN5tR1"),
+        ("snmp community: s3cr3tcomm", "s3cr3tcomm"),
+        ("login user=admin&pass=hunter2", "hunter2"),
+        ("login pw=hunter2", "hunter2"),
+        ("fetch https://b.example/k?sig=Zm9vYmFyYmF6", "Zm9vYmFyYmF6"),
+        ("secret: 'correct horse battery'", "horse"),
+        ('{"password": "correct horse battery", "user": "bob"}', "horse"),
+    ],
+)
+def test_more_credential_and_address_forms_are_redacted(text: str, value: str) -> None:
+    redactor = Redactor()
+    redacted = redactor.redact(text)
+    assert value not in redacted
+    # A secret must never come back, even as a host or an address would.
+    assert value not in redactor.restore(redacted)
+
+
+def test_a_zero_padded_address_is_an_address() -> None:
+    redactor = Redactor()
+    assert redactor.redact("peer 010.066.077.088 is gone") == "peer ip-1 is gone"
+
+
+def test_a_secret_learned_from_its_label_is_redacted_in_free_text_too() -> None:
+    redactor = Redactor()
+    redactor.learn({"snmp_community": "s3cr3tcomm", "db_password": "Tr0ub4dor"})
+    # Seen under its own name first or last, in no recognisable form elsewhere.
+    assert "s3cr3tcomm" not in redactor.redact("polling failed with community s3cr3tcomm")
+    assert redactor.redact_value("snmp_community", "s3cr3tcomm") == "secret-1"
+    assert redactor.redact("login as admin with Tr0ub4dor failed") == (
+        "login as admin with secret-2 failed"
+    )
+    assert REDACTED in redactor.restore("try secret-2")
+    assert "Tr0ub4dor" in redactor.secrets
+
+
+def test_a_short_learned_secret_is_not_hunted_in_text() -> None:
+    redactor = Redactor()
+    redactor.learn({"token": "true"})
+    assert redactor.redact("the check is true") == "the check is true"
+
+
+def test_learned_secrets_are_capped_so_a_storm_of_tokens_stays_fast() -> None:
+    redactor = Redactor()
+    for n in range(MAX_LEARNED_SECRETS + 500):
+        redactor.learn({"auth_token": f"tok{n:08d}"})
+    assert len(redactor.secrets) == MAX_LEARNED_SECRETS
+    # The first learned (the root cause's, in the prompt's order) are kept.
+    assert redactor.redact("sent tok00000000") == "sent secret-1"
