@@ -59,10 +59,11 @@ from ai_sidecar.worker import Worker
 from benchmarks.common import raise_interrupt
 from benchmarks.storms.alertmanager import at_time
 from benchmarks.storms.scenarios import SCENARIOS, Storm, generate
-from scripts.localstack import Service, free_port
-from tests.peers.alertmanager import TEST_TOKEN, Alertmanager, Timings, postable, render_config
+from scripts.localstack import free_port
+from tests.peers.alertmanager import Alertmanager, Timings, postable, render_config
 from tests.peers.llm import Answer, FakeGemini
 from tests.peers.notify import SlackSink, SmtpSink, slack_text
+from tests.peers.sidecar import start_sidecar
 
 # A valid answer for any incident: the policy, not the answer, is measured here.
 ANSWER = json.dumps(
@@ -270,30 +271,6 @@ def latency_storm(index: int) -> list[dict[str, object]]:
     ]
 
 
-def sidecar_process(directory: Path, port: int, alertmanager: str, config_text: str) -> Service:
-    config = directory / "sidecar.yml"
-    config.write_text(config_text)
-    address = f"127.0.0.1:{port}"
-    return Service(
-        name="sidecar",
-        argv=[
-            sys.executable,
-            "-m",
-            "ai_sidecar.cli",
-            f"--web.listen-address={address}",
-            f"--config.file={config}",
-        ],
-        ready_url=f"http://{address}/-/ready",
-        log_path=directory / "sidecar.log",
-        env={
-            **os.environ,
-            "SCOUT_WEBHOOK_TOKEN": TEST_TOKEN,
-            "SCOUT_ALERTMANAGER_URLS": alertmanager,
-            "SCOUT_DATA_DIR": str(directory / "data"),
-        },
-    )
-
-
 def notification_latencies(
     directory: Path, incidents: int, llm_delay: float | None
 ) -> tuple[list[float], list[float]]:
@@ -325,10 +302,10 @@ def notification_latencies(
                 "  budget: {requests_per_day: 0, requests_per_minute: 0}\n"
             )
         with Alertmanager(directory, am_config) as am:
-            sidecar = sidecar_process(directory, sidecar_port, am.url, config_text)
-            sidecar.start()
+            sidecar = start_sidecar(
+                directory, sidecar_port, [am.url], config_text, log_level="info"
+            )
             try:
-                sidecar.wait_ready()
                 posted: dict[int, float] = {}
                 arrived: dict[int, float] = {}
                 answered: dict[int, float] = {}
@@ -352,7 +329,7 @@ def notification_latencies(
                 done.set()
                 watcher.join()
             finally:
-                sidecar.stop(grace=5)
+                sidecar.service.stop(grace=5)
         sys.stderr.write("\n")
         if llm_delay is not None and len(gemini.requests) < incidents:
             print(f"  note: only {len(gemini.requests)} LLM calls for {incidents} incidents")

@@ -12,25 +12,20 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scripts.localstack import free_port
-from tests.ai_sidecar.test_notification_path import (
-    SIDECAR_CONFIG,
-    TIMINGS,
-    Sidecar,
-    enriched,
-    start_sidecar,
-)
+from tests.ai_sidecar.test_notification_path import SIDECAR_CONFIG, TIMINGS, enriched
 from tests.conftest import wait_for
-from tests.peers.alertmanager import TEST_TOKEN, Alertmanager, postable, render_config
+from tests.peers.alertmanager import Alertmanager, postable, render_config
 from tests.peers.llm import Answer, Computed, FakeGemini, Received
 from tests.peers.notify import SlackSink, SmtpSink, email_body, slack_text
+from tests.peers.sidecar import start_sidecar
 
 pytestmark = pytest.mark.peers
 
@@ -84,47 +79,44 @@ def canary_storm() -> list[dict[str, Any]]:
     ]
 
 
-def incident_detail(sidecar: Sidecar, incident_id: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{sidecar.url}/api/v1/incidents/{incident_id}",
-        headers={"Authorization": f"Bearer {TEST_TOKEN}"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        found: dict[str, Any] = json.loads(response.read())
-    return found
-
-
 @pytest.fixture
 def gemini() -> Iterator[FakeGemini]:
     with FakeGemini(default=Computed(llm_answer)) as fake:
         yield fake
 
 
+@dataclass
+class Stack:
+    """The sinks, and Alertmanager's config pointing at them and at the sidecar's port."""
+
+    slack: SlackSink
+    smtp: SmtpSink
+    port: int
+    am_config: Path
+
+
 @pytest.fixture
-def sinks() -> Iterator[tuple[SlackSink, SmtpSink]]:
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
     with SlackSink() as slack, SmtpSink() as smtp:
-        yield slack, smtp
+        port = free_port()
+        am_config = render_config(
+            tmp_path,
+            sidecar_url=f"http://127.0.0.1:{port}",
+            slack_url=slack.url,
+            smtp_smarthost=smtp.smarthost,
+            timings=TIMINGS,
+        )
+        yield Stack(slack, smtp, port, am_config)
 
 
 def test_the_llm_analysis_reaches_slack_and_email_and_no_canary_reaches_the_llm(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    gemini: FakeGemini,
-    sinks: tuple[SlackSink, SmtpSink],
+    tmp_path: Path, gemini: FakeGemini, stack: Stack
 ) -> None:
-    slack, smtp = sinks
-    port = free_port()
-    config = render_config(
-        tmp_path,
-        sidecar_url=f"http://127.0.0.1:{port}",
-        slack_url=slack.url,
-        smtp_smarthost=smtp.smarthost,
-        timings=TIMINGS,
-    )
-    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    slack, smtp = stack.slack, stack.smtp
     sidecar_config = SIDECAR_CONFIG + f"llm:\n  provider: gemini\n  base_url: {gemini.base_url}\n"
-    with Alertmanager(tmp_path, config) as am:
-        sidecar: Sidecar = start_sidecar(tmp_path, port, [am.url], sidecar_config)
+    with Alertmanager(tmp_path, stack.am_config) as am:
+        sidecar = start_sidecar(tmp_path, stack.port, [am.url], sidecar_config)
         try:
             am.post(canary_storm())
             [incident] = wait_for(
@@ -139,7 +131,7 @@ def test_the_llm_analysis_reaches_slack_and_email_and_no_canary_reaches_the_llm(
                 lambda m: enriched([m]) != [] and "LLM:" in slack_text(m), timeout=40
             )
             mail = smtp.wait_for(timeout=20)
-            detail = incident_detail(sidecar, incident["id"])
+            detail = sidecar.incident(incident["id"])
         finally:
             sidecar.service.stop(grace=5)
 
@@ -171,27 +163,16 @@ def test_the_llm_analysis_reaches_slack_and_email_and_no_canary_reaches_the_llm(
 
 
 def test_an_llm_that_fails_leaves_the_local_analysis_labelled_with_why(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    sinks: tuple[SlackSink, SmtpSink],
+    tmp_path: Path, stack: Stack
 ) -> None:
-    slack, smtp = sinks
-    port = free_port()
-    config = render_config(
-        tmp_path,
-        sidecar_url=f"http://127.0.0.1:{port}",
-        slack_url=slack.url,
-        smtp_smarthost=smtp.smarthost,
-        timings=TIMINGS,
-    )
-    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    slack = stack.slack
     # Nothing listens there: every call fails to connect, and is retried no more than configured.
     dead = f"http://127.0.0.1:{free_port()}"
     sidecar_config = (
         SIDECAR_CONFIG + f"llm:\n  provider: gemini\n  base_url: {dead}\n  retries: 0\n"
     )
-    with Alertmanager(tmp_path, config) as am:
-        sidecar = start_sidecar(tmp_path, port, [am.url], sidecar_config)
+    with Alertmanager(tmp_path, stack.am_config) as am:
+        sidecar = start_sidecar(tmp_path, stack.port, [am.url], sidecar_config)
         try:
             started = time.monotonic()
             am.post(canary_storm())

@@ -10,13 +10,10 @@ the sidecar's return-trip timings (``sidecar.yml`` below).
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,10 +21,9 @@ from typing import Any
 import pytest
 
 from ai_sidecar.notify.signing import GraphSigner
-from scripts.localstack import Service, free_port
+from scripts.localstack import free_port
 from tests.conftest import wait_for
 from tests.peers.alertmanager import (
-    TEST_TOKEN,
     Alertmanager,
     Timings,
     postable,
@@ -35,6 +31,7 @@ from tests.peers.alertmanager import (
     start_cluster,
 )
 from tests.peers.notify import SlackSink, SmtpSink, email_body, slack_text
+from tests.peers.sidecar import Sidecar, start_sidecar
 
 # The enriched group_wait must cover the sidecar's analysis pace (2 s) and a
 # return-trip round, as the shipped 10 s does: deliveries of one storm arrive
@@ -86,52 +83,6 @@ def storm(site: str, severity: str) -> list[dict[str, Any]]:
             {"summary": "mail1 does not answer"},
         ),
     ]
-
-
-@dataclass
-class Sidecar:
-    service: Service
-    url: str
-
-    def incidents(self) -> list[dict[str, Any]]:
-        request = urllib.request.Request(
-            self.url + "/api/v1/incidents", headers={"Authorization": f"Bearer {TEST_TOKEN}"}
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            incidents: list[dict[str, Any]] = json.loads(response.read())
-        return incidents
-
-
-def start_sidecar(
-    tmp_path: Path, port: int, alertmanagers: list[str], config_text: str = SIDECAR_CONFIG
-) -> Sidecar:
-    config = tmp_path / "sidecar.yml"
-    config.write_text(config_text)
-    address = f"127.0.0.1:{port}"
-    service = Service(
-        name="sidecar",
-        argv=[
-            sys.executable,
-            "-m",
-            "ai_sidecar.cli",
-            f"--web.listen-address={address}",
-            f"--config.file={config}",
-            "--log.level=debug",
-        ],
-        ready_url=f"http://{address}/-/ready",
-        log_path=tmp_path / "logs" / "sidecar.log",
-        env={
-            **os.environ,
-            "SCOUT_WEBHOOK_TOKEN": TEST_TOKEN,
-            "SCOUT_ALERTMANAGER_URLS": ",".join(alertmanagers),
-            # Nothing listens there: the analyst works without context.
-            "SCOUT_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
-            "SCOUT_DATA_DIR": str(tmp_path / "sidecar-data"),
-        },
-    )
-    service.start()
-    service.wait_ready()
-    return Sidecar(service, f"http://{address}")
 
 
 @pytest.fixture
