@@ -153,7 +153,8 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|0?\d?\d)"
 _CREDENTIALS = (
     _Detector(
         "secret",
-        re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://(?P<value>[^\s/?#@\"'<>]+)@"),
+        # Up to the authority's last @: a password may hold one (root:p@ss@db).
+        re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://(?P<value>[^\s/?#\"'<>]+)@"),
     ),
     _Detector(
         "secret",

@@ -27,6 +27,7 @@ API_KEY = "AIzaSyD4x7Qk2mP9vL3nR8tW1yB6cF0hJ5sG2eK"
         ("port learned AA-BB-CC-DD-EE-0F", "mac", "AA-BB-CC-DD-EE-0F"),
         ("port learned 0011.22aa.bbcc", "mac", "0011.22aa.bbcc"),
         ("see https://admin:hunter2@grafana/d/1", "secret", "admin:hunter2"),
+        ("dsn mysql://root:p@ss-w0rd@db/app", "secret", "root:p@ss-w0rd"),
         ("password=hunter2 was used", "secret", "hunter2"),
         ('{"api_key": "k-123-xyz"}', "secret", "k-123-xyz"),
         ("token: 9f8e7d6c", "secret", "9f8e7d6c"),
