@@ -52,7 +52,7 @@ from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.correlate import learn_with
 from ai_sidecar.correlation import Correlator
-from ai_sidecar.enrichment.base import AnalystDeclined, IncidentContext
+from ai_sidecar.enrichment.base import PENDING, AnalystDeclined, IncidentContext
 from ai_sidecar.failures import RELEARN_KEY, STORE_KEY, FailureLog, Stage, retry_delay
 from ai_sidecar.models import Incident, SkippedAnalyst, SkipReason, notified_priority
 from ai_sidecar.priority import prioritise
@@ -743,7 +743,10 @@ class Worker:
             if reason != "declined":
                 self._metrics.analysis_failures.labels(name).inc()
             if analyst is not fallback:
-                self._metrics.analysis_fallbacks.labels(name, reason).inc()
+                # An answer on its way is not a fallback: the analyst speaks at the
+                # next turns (counted then, if its call ends in a decline).
+                if reason != "declined" or not detail.startswith(PENDING + ":"):
+                    self._metrics.analysis_fallbacks.labels(name, reason).inc()
                 skipped.append(SkippedAnalyst(name, reason, detail))
         return None
 

@@ -12,7 +12,7 @@ import pytest
 
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.enrichment.base import Analyst, AnalystDeclined, IncidentContext
+from ai_sidecar.enrichment.base import PENDING, Analyst, AnalystDeclined, IncidentContext
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
@@ -88,6 +88,21 @@ class DeferringAnalyst:
         self.asked += 1
         if self.asked == 1:
             raise AnalystDeclined("settling", "asked again soon", retry_after=self.retry_after)
+        return Analysis("llm analysis", "x", "y", (), 0.5, 0.1)
+
+
+class PendingAnalyst:
+    """An LLM analyst whose answer comes in the background: pending twice, then the answer."""
+
+    name = "llm"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
+        self.asked += 1
+        if self.asked <= 2:
+            raise AnalystDeclined(PENDING, "llm is answering", retry_after=0.0)
         return Analysis("llm analysis", "x", "y", (), 0.5, 0.1)
 
 
@@ -315,6 +330,25 @@ async def test_a_deferred_call_is_made_at_its_turn_even_if_nothing_changes(tmp_p
     assert [i.analyst for i in sink.scheduled] == ["local", "llm"]
     assert await asyncio.wait_for(worker.analyse_pending(), 30) == 0
     assert deferring.asked == 2
+    await db.close()
+
+
+async def test_an_answer_on_its_way_is_not_counted_as_a_fallback(tmp_path):
+    db = await open_db(tmp_path)
+    pending = PendingAnalyst()
+    worker, sink, metrics = make_worker(db, pending)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    for _ in range(3):
+        assert await asyncio.wait_for(worker.analyse_pending(), 30) == 1
+    assert [i.analyst for i in sink.scheduled] == ["local", "local", "llm"]
+    # The model answered: no analysis fell back, however often it was polled.
+    assert (
+        sample(metrics, "scout_sidecar_analysis_fallbacks_total", analyst="llm", reason="declined")
+        == 0
+    )
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 0
     await db.close()
 
 
