@@ -27,7 +27,9 @@ every failure is counted in ``scout_sidecar_worker_failures_total{stage}``.
 
 An incident whose saved ``version`` is newer than the version its analysis was
 made for (``Incident.analysed_version``) is analysed again after a restart,
-so a kill -9 between the two loops loses no analysis.
+so a kill -9 between the two loops loses no analysis. So is one whose
+preferred analyst still owed its answer (a call in flight, or deferred): its
+local analysis is saved with the version of the last analysis owing nothing.
 
 What the worker works with (analysts, metric context, anomaly evidence) comes
 as one :class:`~ai_sidecar.components.Components` value, built from the config.
@@ -628,6 +630,13 @@ class Worker:
         if incident_id in self._deferred:
             # An analyst deferred its answer: this one is stored, and the
             # incident stays on the list for the deferral's turn (no failure).
+            if analysed is not None:
+                # Saved as still owed: a restart before the answer asks again.
+                analysed = replace(
+                    analysed,
+                    analysed_version=incident.analysed_version,
+                    analysed_priority=incident.analysed_priority,
+                )
             return _Outcome(incident_id, analysed, again=True)
         if analysed is not None and not _retry_owed(analysed):
             self._failures.pop(incident_id, None)

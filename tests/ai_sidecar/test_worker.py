@@ -187,6 +187,31 @@ async def test_a_restart_analyses_what_the_crash_left_unanalysed(tmp_path):
     await db.close()
 
 
+@pytest.mark.parametrize("owed", [PendingAnalyst(), DeferringAnalyst(retry_after=60.0)])
+async def test_a_restart_asks_again_for_an_answer_owed_when_it_stopped(tmp_path, owed):
+    db = await open_db(tmp_path)
+    worker, sink, _ = make_worker(db, owed)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    assert await worker.analyse_pending() == 1
+    assert [i.analyst for i in sink.scheduled] == ["local"]
+    # The process stops with the LLM's answer still owed (a call in flight, or
+    # deferred): the local analysis is stored, the answer is not.
+    await db.close()
+
+    db = await open_db(tmp_path)
+    answering = PendingAnalyst()
+    answering.asked = 2  # answers at once
+    worker, sink, _ = make_worker(db, answering)
+    await worker.start()
+    assert await worker.analyse_pending() == 1
+    [saved] = await db.list_incidents()
+    assert saved.analyst == "llm"
+    assert not saved.needs_analysis
+    await db.close()
+
+
 async def test_a_member_added_during_analysis_is_not_lost(tmp_path):
     db = await open_db(tmp_path)
     analyst = GatedAnalyst()
