@@ -76,34 +76,27 @@ class DecliningAnalyst:
 
 
 class DeferringAnalyst:
-    """An LLM analyst whose policy defers the first call (a root cause still moving)."""
+    """An LLM analyst that defers its first ``declines`` answers with ``reason``: a
+    root cause still moving (``settling``), or a call on its way (``pending``)."""
 
     name = "llm"
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, reason: str = "settling", declines: int = 1) -> None:
         self.retry_after = retry_after
+        self.reason = reason
+        self.declines = declines
         self.asked = 0
 
     async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
         self.asked += 1
-        if self.asked == 1:
-            raise AnalystDeclined("settling", "asked again soon", retry_after=self.retry_after)
+        if self.asked <= self.declines:
+            raise AnalystDeclined(self.reason, "asked again soon", retry_after=self.retry_after)
         return Analysis("llm analysis", "x", "y", (), 0.5, 0.1)
 
 
-class PendingAnalyst:
+def pending_analyst() -> DeferringAnalyst:
     """An LLM analyst whose answer comes in the background: pending twice, then the answer."""
-
-    name = "llm"
-
-    def __init__(self) -> None:
-        self.asked = 0
-
-    async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
-        self.asked += 1
-        if self.asked <= 2:
-            raise AnalystDeclined(PENDING, "llm is answering", retry_after=0.0)
-        return Analysis("llm analysis", "x", "y", (), 0.5, 0.1)
+    return DeferringAnalyst(0.0, PENDING, declines=2)
 
 
 class SettableEvidence:
@@ -187,7 +180,7 @@ async def test_a_restart_analyses_what_the_crash_left_unanalysed(tmp_path):
     await db.close()
 
 
-@pytest.mark.parametrize("owed", [PendingAnalyst(), DeferringAnalyst(retry_after=60.0)])
+@pytest.mark.parametrize("owed", [pending_analyst(), DeferringAnalyst(retry_after=60.0)])
 async def test_a_restart_asks_again_for_an_answer_owed_when_it_stopped(tmp_path, owed):
     db = await open_db(tmp_path)
     worker, sink, _ = make_worker(db, owed)
@@ -201,9 +194,7 @@ async def test_a_restart_asks_again_for_an_answer_owed_when_it_stopped(tmp_path,
     await db.close()
 
     db = await open_db(tmp_path)
-    answering = PendingAnalyst()
-    answering.asked = 2  # answers at once
-    worker, sink, _ = make_worker(db, answering)
+    worker, sink, _ = make_worker(db, DeferringAnalyst(0.0, declines=0))
     await worker.start()
     assert await worker.analyse_pending() == 1
     [saved] = await db.list_incidents()
@@ -360,8 +351,7 @@ async def test_a_deferred_call_is_made_at_its_turn_even_if_nothing_changes(tmp_p
 
 async def test_an_answer_on_its_way_is_not_counted_as_a_fallback(tmp_path):
     db = await open_db(tmp_path)
-    pending = PendingAnalyst()
-    worker, sink, metrics = make_worker(db, pending)
+    worker, sink, metrics = make_worker(db, pending_analyst())
     await worker.start()
     await db.ingest([alert("DeviceDown", instance="r1")], T0)
     await worker.correlate_once()
