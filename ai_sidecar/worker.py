@@ -27,7 +27,9 @@ every failure is counted in ``scout_sidecar_worker_failures_total{stage}``.
 
 An incident whose saved ``version`` is newer than the version its analysis was
 made for (``Incident.analysed_version``) is analysed again after a restart,
-so a kill -9 between the two loops loses no analysis.
+so a kill -9 between the two loops loses no analysis. So is one whose
+preferred analyst still owed its answer (a call in flight, or deferred): its
+local analysis is saved with the version of the last analysis owing nothing.
 
 What the worker works with (analysts, metric context, anomaly evidence) comes
 as one :class:`~ai_sidecar.components.Components` value, built from the config.
@@ -52,7 +54,7 @@ from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.correlate import learn_with
 from ai_sidecar.correlation import Correlator
-from ai_sidecar.enrichment.base import AnalystDeclined, IncidentContext
+from ai_sidecar.enrichment.base import PENDING, AnalystDeclined, IncidentContext
 from ai_sidecar.failures import RELEARN_KEY, STORE_KEY, FailureLog, Stage, retry_delay
 from ai_sidecar.models import Incident, SkippedAnalyst, SkipReason, notified_priority
 from ai_sidecar.priority import prioritise
@@ -628,6 +630,13 @@ class Worker:
         if incident_id in self._deferred:
             # An analyst deferred its answer: this one is stored, and the
             # incident stays on the list for the deferral's turn (no failure).
+            if analysed is not None:
+                # Saved as still owed: a restart before the answer asks again.
+                analysed = replace(
+                    analysed,
+                    analysed_version=incident.analysed_version,
+                    analysed_priority=incident.analysed_priority,
+                )
             return _Outcome(incident_id, analysed, again=True)
         if analysed is not None and not _retry_owed(analysed):
             self._failures.pop(incident_id, None)
@@ -743,7 +752,10 @@ class Worker:
             if reason != "declined":
                 self._metrics.analysis_failures.labels(name).inc()
             if analyst is not fallback:
-                self._metrics.analysis_fallbacks.labels(name, reason).inc()
+                # An answer on its way is not a fallback: the analyst speaks at the
+                # next turns (counted then, if its call ends in a decline).
+                if reason != "declined" or not detail.startswith(PENDING + ":"):
+                    self._metrics.analysis_fallbacks.labels(name, reason).inc()
                 skipped.append(SkippedAnalyst(name, reason, detail))
         return None
 

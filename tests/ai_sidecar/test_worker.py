@@ -12,7 +12,7 @@ import pytest
 
 from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.enrichment.base import Analyst, AnalystDeclined, IncidentContext
+from ai_sidecar.enrichment.base import PENDING, Analyst, AnalystDeclined, IncidentContext
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
@@ -76,19 +76,27 @@ class DecliningAnalyst:
 
 
 class DeferringAnalyst:
-    """An LLM analyst whose policy defers the first call (a root cause still moving)."""
+    """An LLM analyst that defers its first ``declines`` answers with ``reason``: a
+    root cause still moving (``settling``), or a call on its way (``pending``)."""
 
     name = "llm"
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, reason: str = "settling", declines: int = 1) -> None:
         self.retry_after = retry_after
+        self.reason = reason
+        self.declines = declines
         self.asked = 0
 
     async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
         self.asked += 1
-        if self.asked == 1:
-            raise AnalystDeclined("settling", "asked again soon", retry_after=self.retry_after)
+        if self.asked <= self.declines:
+            raise AnalystDeclined(self.reason, "asked again soon", retry_after=self.retry_after)
         return Analysis("llm analysis", "x", "y", (), 0.5, 0.1)
+
+
+def pending_analyst() -> DeferringAnalyst:
+    """An LLM analyst whose answer comes in the background: pending twice, then the answer."""
+    return DeferringAnalyst(0.0, PENDING, declines=2)
 
 
 class SettableEvidence:
@@ -169,6 +177,29 @@ async def test_a_restart_analyses_what_the_crash_left_unanalysed(tmp_path):
     await worker.start()
     assert await worker.analyse_pending() == 0
     assert sink.scheduled == []
+    await db.close()
+
+
+@pytest.mark.parametrize("owed", [pending_analyst(), DeferringAnalyst(retry_after=60.0)])
+async def test_a_restart_asks_again_for_an_answer_owed_when_it_stopped(tmp_path, owed):
+    db = await open_db(tmp_path)
+    worker, sink, _ = make_worker(db, owed)
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    assert await worker.analyse_pending() == 1
+    assert [i.analyst for i in sink.scheduled] == ["local"]
+    # The process stops with the LLM's answer still owed (a call in flight, or
+    # deferred): the local analysis is stored, the answer is not.
+    await db.close()
+
+    db = await open_db(tmp_path)
+    worker, sink, _ = make_worker(db, DeferringAnalyst(0.0, declines=0))
+    await worker.start()
+    assert await worker.analyse_pending() == 1
+    [saved] = await db.list_incidents()
+    assert saved.analyst == "llm"
+    assert not saved.needs_analysis
     await db.close()
 
 
@@ -315,6 +346,24 @@ async def test_a_deferred_call_is_made_at_its_turn_even_if_nothing_changes(tmp_p
     assert [i.analyst for i in sink.scheduled] == ["local", "llm"]
     assert await asyncio.wait_for(worker.analyse_pending(), 30) == 0
     assert deferring.asked == 2
+    await db.close()
+
+
+async def test_an_answer_on_its_way_is_not_counted_as_a_fallback(tmp_path):
+    db = await open_db(tmp_path)
+    worker, sink, metrics = make_worker(db, pending_analyst())
+    await worker.start()
+    await db.ingest([alert("DeviceDown", instance="r1")], T0)
+    await worker.correlate_once()
+    for _ in range(3):
+        assert await asyncio.wait_for(worker.analyse_pending(), 30) == 1
+    assert [i.analyst for i in sink.scheduled] == ["local", "local", "llm"]
+    # The model answered: no analysis fell back, however often it was polled.
+    assert (
+        sample(metrics, "scout_sidecar_analysis_fallbacks_total", analyst="llm", reason="declined")
+        == 0
+    )
+    assert await asyncio.wait_for(worker.analyse_pending(), 30) == 0
     await db.close()
 
 

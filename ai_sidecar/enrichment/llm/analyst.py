@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from ai_sidecar.config import LlmConfig
@@ -51,6 +51,14 @@ log = logging.getLogger("ai_sidecar.llm")
 # Seconds after which the worker asks again about a call still in flight (its
 # own pace between two analyses of an incident comes on top).
 PENDING_POLL = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A call in the background, and the incident version it is about."""
+
+    version: int
+    task: asyncio.Task[Analysis]
 
 
 class LlmAnalyst:
@@ -73,7 +81,7 @@ class LlmAnalyst:
         self._config = config
         self._metrics = metrics
         # Calls in flight or answered and not yet collected, by incident.
-        self._calls: dict[str, asyncio.Task[Analysis]] = {}
+        self._calls: dict[str, _Call] = {}
         self._redact = must_redact(config, provider)
         if not config.redact and self._redact:
             log.warning(
@@ -84,12 +92,15 @@ class LlmAnalyst:
     async def analyse(self, incident: Incident, context: IncidentContext) -> Analysis:
         running = self._calls.get(incident.id)
         if running is not None:
-            if not running.done():
+            if not running.task.done():
                 raise AnalystDeclined(
                     PENDING, f"{self.name} is answering", retry_after=PENDING_POLL
                 )
             del self._calls[incident.id]
-            return running.result()  # or the decline the call ended in
+            if running.version == incident.version:
+                return running.task.result()  # or the decline the call ended in
+            # About an older version: the gate, which remembered the answer,
+            # decides whether it still holds (repeat) or the change needs a call.
         draft = await self._local.analyse(incident, context)
         decision = self._policy.decide(incident, context, self.name)
         if decision.previous is not None:
@@ -103,12 +114,16 @@ class LlmAnalyst:
             return self._from_cache(decision.cached_answer, incident, prompt.redactor)
         for kind, count in prompt.redactor.counts.items():
             self._metrics.redactions.labels(kind).inc(count)
-        self._calls[incident.id] = asyncio.create_task(self._explain(incident, prompt))
+        task = asyncio.create_task(self._explain(incident, prompt))
+        # Retrieved at once: a call nobody collects (its version superseded, the
+        # pipeline stopped) must not be logged as a task exception never retrieved.
+        task.add_done_callback(_retrieve)
+        self._calls[incident.id] = _Call(incident.version, task)
         raise AnalystDeclined(PENDING, f"{self.name} is answering", retry_after=0.0)
 
     async def close(self) -> None:
         """Cancel the calls in flight (the pipeline stops), then close the provider."""
-        calls = list(self._calls.values())
+        calls = [call.task for call in self._calls.values()]
         self._calls.clear()
         for call in calls:
             call.cancel()
@@ -166,6 +181,12 @@ class LlmAnalyst:
     def _decline(self, reason: str, detail: str, *, retry_after: float | None = None) -> NoReturn:
         self._metrics.fallbacks.labels(reason).inc()
         raise AnalystDeclined(reason, detail, retry_after=retry_after)
+
+
+def _retrieve(task: asyncio.Task[Analysis]) -> None:
+    """Mark the outcome of ``task`` as seen (``result()`` still raises it later)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _restored(analysis: Analysis, redactor: Redactor) -> Analysis:

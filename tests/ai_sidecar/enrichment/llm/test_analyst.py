@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 from collections.abc import Callable
@@ -349,3 +350,55 @@ async def test_closing_cancels_the_calls_in_flight() -> None:
     await asyncio.sleep(0)  # the call starts waiting
     await analyst.close()
     assert caller.cancelled
+
+
+class RecordingGate(FixedGate):
+    """A fixed gate that records the versions it is asked about."""
+
+    def __init__(self, decision: PolicyDecision | None = None) -> None:
+        super().__init__(decision)
+        self.versions: list[int] = []
+
+    def decide(self, incident: Incident, context: IncidentContext, analyst: str) -> PolicyDecision:
+        self.versions.append(incident.version)
+        return super().decide(incident, context, analyst)
+
+
+async def test_an_answer_for_an_older_version_goes_back_to_the_gate_for_the_newer() -> None:
+    caller = HeldCaller()
+    gate = RecordingGate()
+    analyst, provider, _, _, _ = make(caller=caller, gate=gate)
+    found = canary_incident()
+    with pytest.raises(AnalystDeclined):
+        await analyst.analyse(found, IncidentContext())
+    # The incident changes while the model answers about the older version.
+    newer = replace(found, version=found.version + 1)
+    caller.release.set()
+    await asyncio.sleep(0.01)
+    # The answer is remembered (the gate weighs it), but the newer version is
+    # the gate's to decide on, not served the older version's answer as its own.
+    with pytest.raises(AnalystDeclined) as declined:
+        await analyst.analyse(newer, IncidentContext())
+    assert declined.value.reason == PENDING
+    assert gate.versions == [found.version, newer.version]
+    assert len(gate.remembered) == 1
+    caller.release.set()
+    await answer_of(analyst, newer, IncidentContext())
+    assert len(provider.requests) == 2
+
+
+async def test_a_decline_nobody_collects_is_not_reported_as_never_retrieved() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        analyst, _, _, _, _ = make(caller=PassingCaller(("budget", "cap reached")))
+        with pytest.raises(AnalystDeclined):
+            await analyst.analyse(canary_incident(), IncidentContext())
+        for _ in range(3):
+            await asyncio.sleep(0)  # the call ends in its decline
+        del analyst  # its incident is never asked about again
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
