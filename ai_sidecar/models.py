@@ -46,8 +46,9 @@ ROOT_CAUSE_RULES: tuple[RootCauseRule, ...] = (
     "",
 )
 # error, timeout: the analyst failed and is tried again later; declined: it
-# chose not to speak (LLM policy, budget, circuit...), and is not.
-SkipReason = Literal["error", "timeout", "declined"]
+# chose not to speak (LLM policy, budget, circuit...), and is not; pending: its
+# answer is on its way (an LLM call in flight), collected at a later turn.
+SkipReason = Literal["error", "timeout", "declined", "pending"]
 
 # Severity names as Prometheus rules spell them, by rank; anything else ranks 0
 # (and is "unknown" to the priority table, which scores it apart from "none").

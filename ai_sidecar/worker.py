@@ -727,7 +727,8 @@ class Worker:
             except AnalystDeclined as declined:
                 # Not a failure: the analyst chose not to speak (policy,
                 # budget, circuit); asked again only when it deferred its answer.
-                reason, detail = "declined", f"{declined.reason}: {declined.detail}"
+                reason = "pending" if declined.reason == PENDING else "declined"
+                detail = f"{declined.reason}: {declined.detail}"
                 if declined.retry_after is not None:
                     self._deferred[incident.id] = time.monotonic() + declined.retry_after
             except TimeoutError:
@@ -749,12 +750,12 @@ class Worker:
                 )
             finally:
                 self._metrics.analysis_duration.labels(name).observe(time.monotonic() - started)
-            if reason != "declined":
+            if reason not in ("declined", "pending"):
                 self._metrics.analysis_failures.labels(name).inc()
             if analyst is not fallback:
                 # An answer on its way is not a fallback: the analyst speaks at the
                 # next turns (counted then, if its call ends in a decline).
-                if reason != "declined" or not detail.startswith(PENDING + ":"):
+                if reason != "pending":
                     self._metrics.analysis_fallbacks.labels(name, reason).inc()
                 skipped.append(SkippedAnalyst(name, reason, detail))
         return None
@@ -796,8 +797,8 @@ def analyst_time_box(config: SidecarConfig) -> float:
 
 
 def _retry_owed(analysed: Incident) -> bool:
-    """A preferred analyst failed (not declined) on ``analysed``: ask it again later."""
-    return any(s.reason != "declined" for s in analysed.skipped_analysts)
+    """A preferred analyst failed on ``analysed`` (not declined, not pending): ask again later."""
+    return any(s.reason in ("error", "timeout") for s in analysed.skipped_analysts)
 
 
 def _cited(incident: Incident) -> frozenset[tuple[str, str]]:

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ai_sidecar.enrichment.base import PENDING
 from ai_sidecar.models import (
     ENRICHED_LABEL,
     INCIDENT_LABEL,
@@ -80,7 +79,7 @@ def analyst_note(incident: Incident) -> str:
         return ""
     reasons = []
     for skipped in incident.skipped_analysts:
-        if skipped.detail.startswith(PENDING + ":"):
+        if skipped.reason == "pending":
             reasons.append(f"{skipped.analyst}'s answer follows")
             continue
         verb = "not asked" if skipped.reason == "declined" else f"failed ({skipped.reason})"
