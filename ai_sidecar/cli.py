@@ -40,13 +40,14 @@ from ai_sidecar import __version__
 from ai_sidecar.anomaly.cli import add_anomaly_commands
 from ai_sidecar.anomaly.model_commands import add_model_commands
 from ai_sidecar.app import create_app
-from ai_sidecar.config import SidecarConfig, load_config, parse_duration
+from ai_sidecar.config import SidecarConfig, load_config
 from ai_sidecar.credentials import read_secret
 from ai_sidecar.enrichment.llm.commands import add_llm_commands
 from ai_sidecar.enrichment.llm.providers import provider_key
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from ai_sidecar.store import StoreError
+from exporter.common.durations import parse_duration
 from exporter.common.logs import LOG_LEVELS, configure_logging
 from exporter.common.serving import (
     BODY_READ_TIMEOUT,

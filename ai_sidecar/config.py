@@ -115,10 +115,8 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     model_validator,
 )
 
@@ -129,6 +127,11 @@ from ai_sidecar.anomaly.signals import (
     raw_counter_in,
 )
 from ai_sidecar.errors import ConfigError
+from exporter.common.durations import (
+    Duration,
+    DurationOrZero,
+    format_duration,
+)
 from exporter.common.models import Regex, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
 
@@ -137,63 +140,7 @@ Layer = Literal["device", "link", "network", "host", "service"]
 LAYERS: tuple[Layer, ...] = ("device", "link", "network", "host", "service")
 Level = Literal["critical", "high", "normal", "low"]
 
-# Prometheus' duration grammar (model.ParseDuration): units largest first, each once.
-_DURATION = re.compile(
-    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
-)
-_UNITS = (
-    ("y", timedelta(days=365)),
-    ("w", timedelta(weeks=1)),
-    ("d", timedelta(days=1)),
-    ("h", timedelta(hours=1)),
-    ("m", timedelta(minutes=1)),
-    ("s", timedelta(seconds=1)),
-    ("ms", timedelta(milliseconds=1)),
-)
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-
-
-def parse_duration(text: str) -> timedelta:
-    """``1h30m`` -> 90 minutes; raises ValueError for anything Prometheus would refuse."""
-    match = _DURATION.fullmatch(text)
-    if text == "0":
-        return timedelta(0)
-    if not text or match is None:
-        raise ValueError(f"invalid duration {text!r} (write it as Prometheus does: 30s, 5m, 1h30m)")
-    total = timedelta(0)
-    for amount, (_, unit) in zip(match.groups(), _UNITS, strict=True):
-        if amount is not None:
-            total += int(amount) * unit
-    return total
-
-
-def format_duration(value: timedelta) -> str:
-    """The inverse of :func:`parse_duration`, in its shortest form (``0s`` for zero)."""
-    millis = round(value.total_seconds() * 1000)
-    if millis == 0:
-        return "0s"
-    parts = []
-    for suffix, unit in _UNITS:
-        size = round(unit.total_seconds() * 1000)
-        if millis >= size:
-            parts.append(f"{millis // size}{suffix}")
-            millis %= size
-    return "".join(parts)
-
-
-def _duration(value: object) -> object:
-    if isinstance(value, timedelta):
-        return value
-    if not isinstance(value, str):
-        # YAML reads `window: 300` as a number; Prometheus would refuse it too.
-        raise ValueError(f"should be a duration such as 30s, 5m or 1h30m, got {value!r}")
-    return parse_duration(value)
-
-
-def _positive(value: timedelta) -> timedelta:
-    if value <= timedelta(0):
-        raise ValueError("should be longer than 0s")
-    return value
 
 
 def _label_name(value: str) -> str:
@@ -215,14 +162,6 @@ def _http_url(value: str) -> str:
     return value
 
 
-_DurationBase = Annotated[
-    timedelta,
-    BeforeValidator(_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
-Duration = Annotated[_DurationBase, AfterValidator(_positive)]
-# Zero is meaningful here: "do it once, do not repeat".
-DurationOrZero = _DurationBase
 LabelName = Annotated[str, AfterValidator(_label_name)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 Matchers = dict[LabelName, Regex]

@@ -26,10 +26,11 @@ from typing import Literal, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from ai_sidecar.clock import utc_now
-from ai_sidecar.config import AnalysisConfig, format_duration
+from ai_sidecar.config import AnalysisConfig
 from ai_sidecar.models import Member
 from ai_sidecar.promql import PromQLClient, PromQLError, Sample, Series
 from ai_sidecar.promql.http import gather_all
+from exporter.common.durations import format_duration
 
 Trend = Literal["rising", "falling", "flat"]
 # A change smaller than this share of the larger end is "flat": counters of

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, TypeVar
 
-from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, format_duration, labels_match
+from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
 from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
 from ai_sidecar.correlate.outside import gateways, is_outside
 from ai_sidecar.correlate.topology import (
@@ -89,6 +89,7 @@ from ai_sidecar.models import (
     severity_rank,
     target_of,
 )
+from exporter.common.durations import format_duration
 
 ChangeKind = Literal["created", "joined", "updated", "flapped", "resolved", "reopened", "duplicate"]
 GroupKey = tuple[tuple[str, str], ...]

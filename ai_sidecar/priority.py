@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from ai_sidecar.config import Level, PriorityConfig, format_duration
+from ai_sidecar.config import Level, PriorityConfig
 from ai_sidecar.correlation import plural
 from ai_sidecar.models import (
     SEVERITY_RANK,
@@ -48,6 +48,7 @@ from ai_sidecar.models import (
     format_time,
     on_target,
 )
+from exporter.common.durations import format_duration
 
 # Points by severity rank (models.SEVERITY_RANK): critical/page, error/major,
 # warning/minor, info, none.

@@ -20,12 +20,14 @@ The loader itself lives in :mod:`exporter.common.yamlconfig`, shared with the si
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
     Field,
+    IPvAnyNetwork,
     field_validator,
     model_validator,
 )
@@ -85,8 +87,48 @@ class HostCollectorConfig(StrictModel):
     network_devices: NameFilter = _filter(DEFAULT_NETDEV_EXCLUDE)
 
 
+class NetfilterCollectorConfig(StrictModel):
+    """``--collector.netfilter``: the local nftables ruleset and connection tracking.
+
+    Rule series follow ``exporter.schema.firewall.RuleBudget``: rules with a
+    comment and named counters by default, every rule with ``all_rules``, at
+    most ``max_rule_series`` either way.
+    """
+
+    nft_command: str = "nft"
+    # Where /proc/sys/net/netfilter and /proc/net/stat live (a host's, seen from a container).
+    procfs: Path = Path("/proc")
+    all_rules: bool = False
+    max_rule_series: int = Field(default=500, ge=0)
+
+
+class FlowsCollectorConfig(StrictModel):
+    """``--collector.flows``: top bandwidth consumers from NetFlow v5/v9 and IPFIX.
+
+    ``listen`` is ``host:port`` for the UDP listener. Talkers are ranked over
+    ``window``; the top ``top_n`` per direction get series, the rest is summed
+    into an ``other`` bucket; a talker out of the top N for ``ttl`` loses its
+    series. ``max_series`` bounds every flow series together. ``exporters``, if
+    set, lists the networks flow packets are accepted from.
+    """
+
+    listen: str = "0.0.0.0:2055"
+    top_n: int = Field(default=20, ge=1, le=1000)
+    window: timedelta = timedelta(minutes=5)
+    ttl: timedelta = timedelta(minutes=15)
+    max_series: int = Field(default=2000, ge=10)
+    # Optional extra aggregations: per subnet (prefix lengths), per protocol and port.
+    ipv4_prefix: int | None = Field(default=None, ge=8, le=32)
+    ipv6_prefix: int | None = Field(default=None, ge=16, le=128)
+    by_protocol_port: bool = False
+    exporters: list[IPvAnyNetwork] | None = None
+    max_templates: int = Field(default=1000, ge=1)
+
+
 class CollectorsConfig(StrictModel):
     host: HostCollectorConfig = Field(default_factory=HostCollectorConfig)
+    netfilter: NetfilterCollectorConfig = Field(default_factory=NetfilterCollectorConfig)
+    flows: FlowsCollectorConfig = Field(default_factory=FlowsCollectorConfig)
 
 
 # The community agents ship with: known to everyone, so not a secret.

@@ -49,7 +49,7 @@ from numpy.typing import NDArray
 
 from ai_sidecar.anomaly.backtest import Truth, event_metrics, nab_score
 from ai_sidecar.anomaly.detector import Detector, DetectorParams, default_rest_period
-from ai_sidecar.config import parse_duration
+from exporter.common.durations import parse_duration
 
 EXIT_BAD_INPUT = 2
 MILLISECONDS_FROM = 1e11

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from ai_sidecar.config import format_duration
 from ai_sidecar.errors import SidecarError
+from exporter.common.durations import format_duration
 
 
 class PromQLError(SidecarError):

@@ -32,9 +32,9 @@ from typing import Any
 
 import yaml
 
-from ai_sidecar.config import parse_duration
 from ai_sidecar.models import Alert
 from benchmarks.storms.prometheus import Episode
+from exporter.common.durations import parse_duration
 
 ALERTMANAGER_YML = Path(__file__).resolve().parents[2] / "alertmanager" / "alertmanager.yml"
 SIDECAR_RECEIVER = "scout-sidecar"

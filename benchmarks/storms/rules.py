@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ai_sidecar.config import parse_duration
+from exporter.common.durations import parse_duration
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "prometheus" / "rules"
 # prometheus/prometheus.yml's global evaluation_interval.

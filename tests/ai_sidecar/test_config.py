@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ai_sidecar.config import (
-    PRESETS,
-    SidecarConfig,
-    format_duration,
-    labels_match,
-    load_config,
-    parse_config,
-    parse_duration,
-)
+from ai_sidecar.config import PRESETS, SidecarConfig, labels_match, load_config, parse_config
 from ai_sidecar.errors import ConfigError
+from exporter.common.durations import format_duration, parse_duration
 
 CONFIGS = Path(__file__).parent / "configs"
 

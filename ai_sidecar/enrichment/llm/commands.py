@@ -29,12 +29,12 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from ai_sidecar.clock import utc_now
-from ai_sidecar.config import parse_duration
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
 from ai_sidecar.store.exchanges import exchange_to_json
+from exporter.common.durations import parse_duration
 
 # Exports this long show a progress bar (on a terminal).
 PROGRESS_ROWS = 1000

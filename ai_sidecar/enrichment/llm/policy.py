@@ -45,13 +45,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ai_sidecar.config import LlmConfig, format_duration
+from ai_sidecar.config import LlmConfig
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.enrichment.llm.base import PolicyDecision
 from ai_sidecar.enrichment.llm.cache import DEFAULT_MAX_SHAPES, LruMap, ShapeCache
 from ai_sidecar.enrichment.llm.cache import shape_key as _shape_key
 from ai_sidecar.enrichment.llm.metrics import LlmMetrics
 from ai_sidecar.models import PRIORITIES, Analysis, Incident, Priority
+from exporter.common.durations import format_duration
 
 # Enough for every incident of a long storm; one entry is a few hundred bytes.
 DEFAULT_MAX_INCIDENTS = 10_000
