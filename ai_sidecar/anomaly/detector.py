@@ -41,11 +41,13 @@ Missing points (NaN) are never scored and never learned.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,13 +57,16 @@ __all__ = [
     "Detector",
     "DetectorParams",
     "FitReport",
+    "ReplayWorkers",
     "Scores",
     "default_rest_period",
+    "replay_part",
     "score_series",
 ]
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
+StateArrays = dict[str, FloatArray]
 
 DAY = 86_400.0
 WEEK = 7 * DAY
@@ -88,6 +93,13 @@ SPREAD_DISCOUNT = math.log10(16.0)
 EXCEED_LEVEL = 1.5
 # Pseudo-points of the tail's prior (the channels' own calibration).
 PRIOR_POINTS = 200.0
+# A fit is split over worker processes only with at least this many series
+# per part: below it a process's start and the state's round trip cost more
+# than the replay they save.
+MIN_SERIES_PER_PART = 500
+# Points of history per round trip to the workers: bounds the copies in flight
+# (a part's values and state) whatever the length of the history.
+SPLIT_CHUNK_POINTS = 1440
 
 
 def default_rest_period(step: float) -> float:
@@ -202,6 +214,31 @@ class FitReport:
     # How many series ended on each model: none, daily, weekly.
     series_per_model: tuple[int, int, int]
     seconds: float
+
+
+class ReplayWorkers(Protocol):
+    """Processes beside the caller that each replay one slice of a fit's series.
+
+    The series of a signal are independent, so a fit splits exactly: the
+    caller replays the first slice itself while each worker replays another
+    through :func:`replay_part`, and the joined state is the one a single
+    replay would have left, bit for bit.
+    """
+
+    @property
+    def count(self) -> int:
+        """How many workers there are (0: the caller replays everything)."""
+        ...
+
+    def submit(
+        self,
+        params: DetectorParams,
+        state: StateArrays,
+        timestamps: FloatArray,
+        values: FloatArray,
+    ) -> Future[tuple[StateArrays, NDArray[np.int64]]]:
+        """Run :func:`replay_part` on these arguments in a worker."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +384,12 @@ class Detector:
         assert scores is not None
         return scores
 
-    def fit(self, timestamps: NDArray[np.float64], values: NDArray[np.float64]) -> FitReport:
+    def fit(
+        self,
+        timestamps: NDArray[np.float64],
+        values: NDArray[np.float64],
+        workers: ReplayWorkers | None = None,
+    ) -> FitReport:
         """Batch training from history: ``values`` has shape ``(n_series, n_points)``, NaN = gap.
 
         Equivalent to :meth:`update` on every column in turn (the detector is
@@ -355,6 +397,8 @@ class Detector:
         equals a pure online replay): the seasonal profiles are learned from
         the points that were not anomalous at the time, the online state ends
         warm. Call it again with the next chunk of history to continue.
+        With ``workers`` the series are split between this process and them
+        (same result, bit for bit).
         """
         started = time.perf_counter()
         timestamps = np.asarray(timestamps, dtype=np.float64)
@@ -364,7 +408,13 @@ class Detector:
                 f"values must have shape ({self.n_series}, {timestamps.shape[0]}), "
                 f"got {values.shape}"
             )
-        counters = self._replay(timestamps, values)
+        parts = (
+            1 if workers is None else min(workers.count + 1, self.n_series // MIN_SERIES_PER_PART)
+        )
+        if parts > 1 and workers is not None:
+            counters = self._replay_split(timestamps, values, workers, parts)
+        else:
+            counters = self._replay(timestamps, values)
         finite = int(np.isfinite(values).sum())
         spread = MAD_TO_SIGMA * np.take_along_axis(
             self._state["spread"], self._state["model"].astype(np.intp)[None, :], axis=0
@@ -389,6 +439,52 @@ class Detector:
         columns = np.ascontiguousarray(values.T)
         for index in range(timestamps.shape[0]):
             self._step(float(timestamps[index]), columns[index], counters=counters)
+        return counters
+
+    def _replay_split(
+        self,
+        timestamps: FloatArray,
+        values: FloatArray,
+        workers: ReplayWorkers,
+        parts: int,
+    ) -> NDArray[np.int64]:
+        """``_replay`` with the series in ``parts`` slices, all but the first replayed by workers.
+
+        The history goes over in chunks of time, each slice's state making the
+        round trip, so the copies in flight stay small however long the
+        history is. ``self`` keeps its state until every slice has finished.
+        """
+        n = self.n_series
+        edges = [n * part // parts for part in range(parts + 1)]
+        slices = list(itertools.pairwise(edges))
+        states = [
+            {
+                name: np.ascontiguousarray(array[..., low:high])
+                for name, array in self._state.items()
+            }
+            for low, high in slices
+        ]
+        own = Detector(self._params, 0)
+        own._state = states[0]
+        counters = np.zeros((2, n), dtype=np.int64)
+        for start in range(0, timestamps.shape[0], SPLIT_CHUNK_POINTS):
+            columns = slice(start, start + SPLIT_CHUNK_POINTS)
+            pending = [
+                workers.submit(
+                    self._params, states[part], timestamps[columns], values[low:high, columns]
+                )
+                for part, (low, high) in enumerate(slices[1:], start=1)
+            ]
+            low, high = slices[0]
+            counters[:, low:high] += own._replay(timestamps[columns], values[low:high, columns])
+            for part, future in enumerate(pending, start=1):
+                states[part], part_counters = future.result()
+                low, high = slices[part]
+                counters[:, low:high] += part_counters
+        states[0] = own._state
+        self._state = {
+            name: np.concatenate([state[name] for state in states], axis=-1) for name in self._state
+        }
         return counters
 
     def _step(
@@ -824,6 +920,19 @@ class Detector:
     def residuals(self) -> FloatArray:
         """The last standardised residual of each series (NaN where missing): drift input."""
         return self._state["last_z"].copy()
+
+
+def replay_part(
+    params: DetectorParams,
+    state: StateArrays,
+    timestamps: FloatArray,
+    values: FloatArray,
+) -> tuple[StateArrays, NDArray[np.int64]]:
+    """A worker's share of a split fit: its slice's state after ``values``, and its counters."""
+    detector = Detector(params, 0)
+    detector._state = state
+    counters = detector._replay(timestamps, values)
+    return detector._state, counters
 
 
 def score_series(
