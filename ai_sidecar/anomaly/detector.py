@@ -86,6 +86,7 @@ MAD_TO_SIGMA = math.sqrt(math.pi / 2)
 ABS_Z_MEAN = math.sqrt(2 / math.pi)
 ABS_Z_STD = math.sqrt(1 - 2 / math.pi)
 LN10 = math.log(10.0)
+LOG10_2 = math.log10(2.0)
 STATE_VERSION = 1
 # Decades taken off the spread channel: its 16-point average is autocorrelated.
 SPREAD_DISCOUNT = math.log10(16.0)
@@ -298,6 +299,18 @@ def _state_shapes(n: int, layout: _SlotLayout) -> dict[str, tuple[tuple[int, ...
     }
 
 
+# The state a missing point leaves as it was. A step computes every series
+# (a gap as the value 0) and puts these columns back for the missing ones
+# afterwards: a few small copies instead of masking each of the ~30 updates.
+# The profiles are only ever written where a point is learned, the model is
+# chosen for missing points too, and ``last_z`` records the gap as NaN.
+_KEPT_OVER_GAPS = tuple(
+    name
+    for name in _state_shapes(0, _SlotLayout(daily=0, weekly=0))
+    if name not in {"model", "last_z", "season_day", "visits_day", "season_week", "visits_week"}
+)
+
+
 def _log10_erfc(x: FloatArray) -> FloatArray:
     """log10(erfc(x)) for x >= 0, accurate in the far tail (no underflow).
 
@@ -318,6 +331,21 @@ def _clamp(values: FloatArray, limit: FloatArray) -> FloatArray:
     return result
 
 
+def _where(mask: BoolArray, when_true: Any, otherwise: Any) -> Any:
+    """``np.where``, without its pass over the arrays when ``mask`` is all one way.
+
+    In a long fit most masks (first point, warming, gaps, novelty, level
+    shift) are the same for every series at nearly every step, and a test of
+    the mask costs a fraction of a ``where``. Returns the branch itself, not a
+    copy, when it already has the result's shape.
+    """
+    if isinstance(otherwise, np.ndarray) and otherwise.shape == mask.shape and not mask.any():
+        return otherwise
+    if isinstance(when_true, np.ndarray) and when_true.shape == mask.shape and mask.all():
+        return when_true
+    return np.where(mask, when_true, otherwise)
+
+
 def _pick(per_model: FloatArray, model: NDArray[np.intp]) -> FloatArray:
     """Each series' entry of a (model, series) array, for its chosen model."""
     first = int(model[0]) if model.size else 0
@@ -325,7 +353,9 @@ def _pick(per_model: FloatArray, model: NDArray[np.intp]) -> FloatArray:
     if model.size and bool((model == first).all()):
         result = per_model[first]
     else:
-        result = np.choose(model, per_model)
+        # Two selections cost far less than np.choose.
+        result = np.where(model == MODEL_WEEKLY, per_model[MODEL_WEEKLY], per_model[MODEL_NONE])
+        result = np.where(model == MODEL_DAILY, per_model[MODEL_DAILY], result)
     return result
 
 
@@ -334,12 +364,21 @@ def _two_sided_surprise(z: FloatArray) -> FloatArray:
     return -_log10_erfc(np.abs(z) * (1 / math.sqrt(2)))
 
 
-def _upper_tail_surprise(z: FloatArray) -> FloatArray:
-    """-log10 of the one-sided upper Gaussian tail of z (0 or so for z <= 0)."""
+def _upper_tail_surprise(z: FloatArray, discount: float = 0.0) -> FloatArray:
+    """-log10 of the one-sided upper Gaussian tail of z (0 or so for z <= 0), less ``discount``.
+
+    Below the mean the surprise is at most log10(2) (the tail is between a
+    half and 1): with a ``discount`` above that, that side is always negative
+    and is returned as -``discount``, which saves its two costliest calls.
+    """
     log_erfc = _log10_erfc(np.abs(z) * (1 / math.sqrt(2)))
     upper = math.log10(2.0) - log_erfc
+    if discount > LOG10_2:
+        return np.where(z > 0, upper - discount, -discount)
     # Below the mean the tail is 1 - erfc/2: a surprise between 0 and log10(2).
     lower = -np.log10(1.0 - 0.5 * np.power(10.0, log_erfc))
+    if discount:
+        return np.where(z > 0, upper, lower) - discount
     return np.where(z > 0, upper, lower)
 
 
@@ -501,6 +540,8 @@ class Detector:
         finite = np.isfinite(x)
         all_finite = bool(finite.all())
         xv = x if all_finite else np.where(finite, x, 0.0)
+        gaps = None if all_finite else np.flatnonzero(~finite)
+        kept = {} if gaps is None else {name: s[name][..., gaps] for name in _KEPT_OVER_GAPS}
 
         count = s["count"]
         started = count > 0
@@ -520,13 +561,13 @@ class Detector:
 
         # -- spread floors: flat and quantised series must not explode -------
         low, high = s["low"], s["high"]
-        seen_range = np.where(started, high - low, 0.0)
+        seen_range = _where(started, high - low, 0.0)
         quantum = s["quantum"]
         floor = np.maximum(
-            np.where(np.isfinite(quantum), 0.5 * quantum, 0.0),
+            _where(np.isfinite(quantum), 0.5 * quantum, 0.0),
             1e-3 * seen_range,
         )
-        floor = np.maximum(floor, 1e-9 * np.abs(np.where(started, level[MODEL_NONE], xv)) + 1e-12)
+        floor = np.maximum(floor, 1e-9 * np.abs(_where(started, level[MODEL_NONE], xv)) + 1e-12)
 
         residual = xv - expected
         sigma = np.maximum(MAD_TO_SIGMA * s["spread"], floor)
@@ -539,13 +580,13 @@ class Detector:
         # -- differences: steps and spikes -----------------------------------
         last_x = s["last_x"]
         has_last = np.isfinite(last_x)
-        diff = np.where(has_last, xv - last_x, 0.0)
+        diff = _where(has_last, xv - last_x, 0.0)
         diff_dev = diff - s["diff_mean"]
         diff_sigma = np.maximum(MAD_TO_SIGMA * s["diff_spread"], floor)
-        diff_z = np.where(has_last, diff_dev / diff_sigma, 0.0)
+        diff_z = _where(has_last, diff_dev / diff_sigma, 0.0)
         # The way back from an outlier is no second event: the outlier's own
         # surprise already counted it.
-        diff_surprise = np.where(s["last_raw"] >= 1.5, 0.0, _two_sided_surprise(diff_z))
+        diff_surprise = _where(s["last_raw"] >= 1.5, 0.0, _two_sided_surprise(diff_z))
 
         # -- spread: a burst of large residuals ------------------------------
         # Residuals are autocorrelated in real data (a model misfits for a
@@ -557,16 +598,18 @@ class Detector:
         # Successive values of a 16-point average are far from independent, so
         # the short window would count one excursion many times: discount it
         # by log10(16) decades.
-        spread_surprise = np.maximum(_upper_tail_surprise(spread_z) - SPREAD_DISCOUNT, 0.0)
+        spread_surprise = np.maximum(_upper_tail_surprise(spread_z, SPREAD_DISCOUNT), 0.0)
 
         # -- stuck: identical values where repeats are rare ------------------
         repeat = has_last & (diff == 0.0)
         run = np.where(repeat, s["run"] + 1.0, 0.0)
-        stuck_surprise = run * -np.log10(np.minimum(np.maximum(s["repeat_rate"], 0.05), 0.99))
-
-        raw_surprise = np.maximum(
-            np.maximum(level_surprise, diff_surprise), np.maximum(spread_surprise, stuck_surprise)
-        )
+        raw_surprise = np.maximum(level_surprise, diff_surprise)
+        if run.any():
+            # Without a run the channel is 0 and the spread channel (>= 0) wins it.
+            stuck_surprise = run * -np.log10(np.minimum(np.maximum(s["repeat_rate"], 0.05), 0.99))
+            raw_surprise = np.maximum(raw_surprise, np.maximum(spread_surprise, stuck_surprise))
+        else:
+            raw_surprise = np.maximum(raw_surprise, spread_surprise)
         raw_score = np.minimum(np.maximum(raw_surprise - math.log10(N_CHANNELS), 0.0), 40.0)
 
         # -- one point: the raw surprise against this series' own tail ------
@@ -574,13 +617,7 @@ class Detector:
         # and by how much on average (an exponential excess). Under the
         # channels' own null that is 10^-level and 1/ln(10); a heavy-tailed
         # series passes more often and further, and is scored down for it.
-        rate = s["exceed_rate"]
-        excess = s["exceed_mean"]
-        point_surprise = np.where(
-            raw_score >= EXCEED_LEVEL,
-            -np.log10(rate) + (raw_score - EXCEED_LEVEL) / (excess * LN10),
-            raw_score * (-np.log10(rate) / EXCEED_LEVEL),
-        )
+        # (Only with ``tail_fit``; the statistics are learned either way.)
 
         # -- anomaly likelihood: sustained evidence ---------------------------
         # A single point enters the short average at most at ``short_cap``,
@@ -592,7 +629,7 @@ class Detector:
         short = s["short"] + (1.0 / p.short_points) * (evidence - s["short"])
         long_count = s["long_count"]
         long_std = np.maximum(np.sqrt(s["long_var"]), 0.1)
-        likelihood_z = np.where(long_count > 0, (short - s["long_mean"]) / long_std, 0.0)
+        likelihood_z = _where(long_count > 0, (short - s["long_mean"]) / long_std, 0.0)
         likelihood_surprise = _upper_tail_surprise(likelihood_z)
         if p.evidence_cap:
             # The Gaussian tail of the short average overstates what a single
@@ -600,6 +637,12 @@ class Detector:
             # surprising than its points' surprises added up.
             likelihood_surprise = np.minimum(likelihood_surprise, short * p.short_points)
         if p.tail_fit:
+            rate_surprise = -np.log10(s["exceed_rate"])
+            point_surprise = np.where(
+                raw_score >= EXCEED_LEVEL,
+                rate_surprise + (raw_score - EXCEED_LEVEL) / (s["exceed_mean"] * LN10),
+                raw_score * (rate_surprise / EXCEED_LEVEL),
+            )
             likelihood_surprise = np.maximum(point_surprise, likelihood_surprise)
         # Saturating, never clipped: a tail ``half_score_decades`` out scores
         # 0.5 (the alarm level), each further as many decades halves the rest,
@@ -612,8 +655,8 @@ class Detector:
         margin = p.novelty_margin * s["novelty_factor"] * seen_range + floor
         novel = started & ((xv > high + margin) | (xv < low - margin)) & (level_surprise > 2.0)
         warming = count_next <= p.warmup_points
-        score = np.where(novel, 1.0, likelihood)
-        score = np.where(warming, 0.0, score)
+        score = _where(novel, 1.0, likelihood)
+        score = _where(warming, 0.0, score)
 
         # -- floors in the signal's units ----------------------------------
         expected_chosen = _pick(expected, model)
@@ -661,15 +704,16 @@ class Detector:
             week_slots=week_slots,
             count_next=count_next,
         )
-        commit = self._commit_fn(finite, all_finite)
-        commit("rest_until", np.where(starts_rest, t + p.rest_period, s["rest_until"]))
+        s["rest_until"] = np.where(starts_rest, t + p.rest_period, s["rest_until"])
         scored_novel = novel & ~warming
         relaxed = 1.0 + (s["novelty_factor"] - 1.0) * (1.0 - 1.0 / p.long_points)
-        commit("novelty_factor", np.where(scored_novel, 2.0 * s["novelty_factor"], relaxed))
-        commit("peak", np.where(starts_rest, score, s["peak"]))
-        commit("last_z", z_chosen)
-        if not all_finite:
-            s["last_z"] = np.where(finite, s["last_z"], math.nan)
+        s["novelty_factor"] = np.where(scored_novel, 2.0 * s["novelty_factor"], relaxed)
+        s["peak"] = np.where(starts_rest, score, s["peak"])
+        s["last_z"] = z_chosen.copy()
+        if gaps is not None:
+            for name, columns in kept.items():
+                s[name][..., gaps] = columns
+            s["last_z"][gaps] = math.nan
 
         if counters is not None:
             counters[0] += finite & anomalous
@@ -714,17 +758,18 @@ class Detector:
     ) -> None:
         p = self._params
         s = self._state
-        commit = self._commit_fn(finite, all_finite)
         first = s["count"] == 0
         settled = count_next > 0.5 * p.warmup_points
         # Running means until a memory is full, then exponential forgetting.
-        level_alpha = np.maximum(self._level_rates[:, None], 1.0 / count_next)
-        spread_alpha = np.maximum(1.0 / p.spread_points, 1.0 / count_next)
+        any_first = bool(first.any())
+        per_count = 1.0 / count_next
+        level_alpha = np.maximum(self._level_rates[:, None], per_count)
+        spread_alpha = np.maximum(1.0 / p.spread_points, per_count)
 
         # Huber-clipped residuals: a spike moves the level and spreads only a
         # little. Not in the first points, while the spreads are still growing.
-        settling = (count_next <= 10)[None, :]
-        clip_at = np.where(settling, math.inf, sigma)
+        settling = count_next <= 10
+        clip_at = np.where(settling, math.inf, sigma) if settling.any() else sigma
         clipped = _clamp(residual, 3.0 * clip_at)
         level = s["level"] + level_alpha * clipped
         # A confirmed level shift: the residual has sat on one side for a while.
@@ -732,21 +777,24 @@ class Detector:
             np.minimum(np.maximum(z, -8.0), 8.0) - s["shift"]
         )
         shifted = np.abs(shift) > p.rebaseline_sigmas
-        level = np.where(shifted, s["level"] + residual, level)
-        shift = np.where(shifted, 0.0, shift)
-        level = np.where(first, x, level)
-        commit("level", level)
-        commit("shift", shift)
+        if shifted.any():
+            level = np.where(shifted, s["level"] + residual, level)
+            shift = np.where(shifted, 0.0, shift)
+        if any_first:
+            level = np.where(first, x, level)
+        s["level"] = level
+        s["shift"] = shift
 
         spread_target = np.minimum(np.abs(residual), 4.0 * clip_at)
         # A surprising point barely widens the spread: an ongoing episode must
         # not hide itself (or the next one) by inflating its own yardstick.
-        spread_rate = np.where(learn, spread_alpha, 0.1 * spread_alpha)
+        spread_rate = _where(learn, spread_alpha, 0.1 * spread_alpha)
         spread = s["spread"] + spread_rate * (spread_target - s["spread"])
-        spread = np.where(first, 0.0, spread)
-        commit("spread", spread)
-        error_alpha = np.maximum(1.0 / max(50.0, 0.25 * DAY / p.step), 1.0 / count_next)
-        commit("error", s["error"] + error_alpha * (np.abs(residual) - s["error"]))
+        if any_first:
+            spread = np.where(first, 0.0, spread)
+        s["spread"] = spread
+        error_alpha = np.maximum(1.0 / max(50.0, 0.25 * DAY / p.step), per_count)
+        s["error"] = s["error"] + error_alpha * (np.abs(residual) - s["error"])
 
         for name, visits_name, slots, model, cycle in (
             ("season_day", "visits_day", day_slots, MODEL_DAILY, DAY),
@@ -758,74 +806,69 @@ class Detector:
             season, visits = s[name], s[visits_name]
             points_per_slot = max(cycle / season.shape[0] / p.step, 1.0)
             gamma = 1.0 / (p.season_cycles * points_per_slot)
-            target = np.where(first, 0.0, clipped[model])
+            target = np.where(first, 0.0, clipped[model]) if any_first else clipped[model]
             for k, weight in ((k0, 1.0 - w), (k1, w)):
                 if weight <= 0:
                     continue
                 rate = np.maximum(gamma, 1.0 / (visits[k] + 1.0)) * weight
-                season[k] = np.where(learn, season[k] + rate * target, season[k])
-                visits[k] = np.where(learn, visits[k] + weight, visits[k])
+                season[k] = _where(learn, season[k] + rate * target, season[k])
+                visits[k] = _where(learn, visits[k] + weight, visits[k])
 
         # Model choice: a seasonal profile only where it clearly beats the simpler model.
         self._choose_model(t, finite)
 
         diff_alpha = np.maximum(1.0 / p.level_points, 1.0 / np.maximum(count_next - 1, 1.0))
-        diff_clip_at = np.where(settling[0], math.inf, diff_sigma)
+        diff_clip_at = _where(settling, math.inf, diff_sigma)
         diff_clipped = _clamp(diff_dev, 3.0 * diff_clip_at)
-        commit("diff_mean", np.where(has_last, s["diff_mean"] + diff_alpha * diff_clipped, 0))
+        s["diff_mean"] = _where(has_last, s["diff_mean"] + diff_alpha * diff_clipped, 0.0)
         diff_target = np.minimum(np.abs(diff_dev), 4.0 * diff_clip_at)
-        commit(
-            "diff_spread",
-            np.where(
-                has_last, s["diff_spread"] + spread_alpha * (diff_target - s["diff_spread"]), 0.0
-            ),
+        s["diff_spread"] = _where(
+            has_last, s["diff_spread"] + spread_alpha * (diff_target - s["diff_spread"]), 0.0
         )
-        nonzero = np.abs(diff) > 0
-        commit("quantum", np.where(nonzero, np.minimum(s["quantum"], np.abs(diff)), s["quantum"]))
-        repeat_alpha = np.maximum(1.0 / 1000.0, 1.0 / count_next)
-        commit(
-            "repeat_rate",
-            np.where(
-                has_last,
-                s["repeat_rate"] + repeat_alpha * (repeat.astype(np.float64) - s["repeat_rate"]),
-                s["repeat_rate"],
-            ),
+        abs_diff = np.abs(diff)
+        s["quantum"] = _where(abs_diff > 0, np.minimum(s["quantum"], abs_diff), s["quantum"])
+        repeat_alpha = np.maximum(1.0 / 1000.0, per_count)
+        s["repeat_rate"] = _where(
+            has_last,
+            s["repeat_rate"] + repeat_alpha * (repeat.astype(np.float64) - s["repeat_rate"]),
+            s["repeat_rate"],
         )
-        commit("run", run)
-        commit("abs_z", np.where(first, ABS_Z_MEAN, abs_z))
+        s["run"] = run
+        s["abs_z"] = np.where(first, ABS_Z_MEAN, abs_z) if any_first else abs_z
         abs_z_alpha = np.where(settled, 1.0 / p.long_points, 0.0)
         abs_z_delta = abs_z - s["abs_z_mean"]
-        commit("abs_z_mean", s["abs_z_mean"] + abs_z_alpha * abs_z_delta)
-        commit("abs_z_var", (1 - abs_z_alpha) * (s["abs_z_var"] + abs_z_alpha * abs_z_delta**2))
+        s["abs_z_mean"] = s["abs_z_mean"] + abs_z_alpha * abs_z_delta
+        s["abs_z_var"] = (1 - abs_z_alpha) * (s["abs_z_var"] + abs_z_alpha * abs_z_delta**2)
 
         # The likelihood's long-run statistics start after half the warm-up: the
         # first points' spreads are still settling and would inflate them.
-        commit("short", short)
-        commit("last_raw", raw_score)
+        s["short"] = short
+        s["last_raw"] = raw_score
         fading = np.maximum(s["recent_peak"] - p.short_cap / p.long_points, 0.0)
-        commit("recent_peak", np.maximum(fading, np.minimum(raw_score, p.short_cap)))
+        s["recent_peak"] = np.maximum(fading, np.minimum(raw_score, p.short_cap))
         exceeded = raw_score >= EXCEED_LEVEL
         exceed_alpha = np.maximum(1.0 / p.long_points, 1.0 / (count_next + PRIOR_POINTS))
-        commit("exceed_rate", s["exceed_rate"] + exceed_alpha * (exceeded - s["exceed_rate"]))
-        excess_alpha = np.where(exceeded, np.maximum(exceed_alpha, 0.02), 0.0)
-        commit(
-            "exceed_mean",
-            s["exceed_mean"]
-            + excess_alpha * (np.minimum(raw_score - EXCEED_LEVEL, 6.0) - s["exceed_mean"]),
-        )
+        s["exceed_rate"] = s["exceed_rate"] + exceed_alpha * (exceeded - s["exceed_rate"])
+        if exceeded.any():
+            # (Without an exceedance the rate is 0: the mean would stay as it is.)
+            excess_alpha = np.where(exceeded, np.maximum(exceed_alpha, 0.02), 0.0)
+            s["exceed_mean"] = s["exceed_mean"] + excess_alpha * (
+                np.minimum(raw_score - EXCEED_LEVEL, 6.0) - s["exceed_mean"]
+            )
         long_count = s["long_count"] + settled
         long_rate = np.maximum(1.0 / p.long_points, 1.0 / np.maximum(long_count, 1.0))
         long_alpha = np.where(settled, long_rate, 0.0)
         delta = short - s["long_mean"]
-        commit("long_mean", s["long_mean"] + long_alpha * delta)
-        commit("long_var", (1 - long_alpha) * (s["long_var"] + long_alpha * delta * delta))
-        commit("long_count", long_count)
+        s["long_mean"] = s["long_mean"] + long_alpha * delta
+        s["long_var"] = (1 - long_alpha) * (s["long_var"] + long_alpha * delta * delta)
+        s["long_count"] = long_count
 
-        commit("low", np.minimum(s["low"], x))
-        commit("high", np.maximum(s["high"], x))
-        commit("first_t", np.where(first, t, s["first_t"]))
-        commit("last_x", x)
-        commit("count", count_next)
+        s["low"] = np.minimum(s["low"], x)
+        s["high"] = np.maximum(s["high"], x)
+        if any_first:
+            s["first_t"] = np.where(first, t, s["first_t"])
+        s["last_x"] = x
+        s["count"] = count_next
 
     def _choose_model(self, t: float, finite: BoolArray) -> None:
         p = self._params
@@ -849,17 +892,6 @@ class Detector:
             weekly = (age >= 1.25 * WEEK) & (error[MODEL_WEEKLY] < p.season_gain * best)
             model = np.where(weekly, float(MODEL_WEEKLY), model)
         s["model"] = np.where(finite, model, s["model"])
-
-    def _commit_fn(self, mask: BoolArray, all_true: bool) -> Any:
-        state = self._state
-
-        def commit(name: str, new: FloatArray) -> None:
-            if all_true:
-                state[name] = np.asarray(new, dtype=np.float64)
-            else:
-                state[name] = np.where(mask, new, state[name])
-
-        return commit
 
     @staticmethod
     def _slots(t: float, cycle: float, n_slots: int) -> tuple[int, int, float] | None:
