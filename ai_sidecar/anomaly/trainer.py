@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 
 from ai_sidecar.anomaly.detector import Detector, DetectorParams
 from ai_sidecar.anomaly.drift import reference, residuals
+from ai_sidecar.anomaly.fit_workers import FitProcesses, fit_worker_count
 from ai_sidecar.anomaly.history import FetchOptions, History, Progress, fetch_history
 from ai_sidecar.anomaly.registry import ModelMeta, ModelRegistry
 from ai_sidecar.anomaly.signals import SeriesKey
@@ -169,7 +170,10 @@ def _fit(signal: SignalConfig, history: History) -> _Fitted:
     holdout = min(int(HOLDOUT_SECONDS // step), points // HOLDOUT_SHARE)
     split = points - holdout
     detector = Detector(detector_params(signal), len(history.keys))
-    report = detector.fit(history.timestamps[:split], history.values[:, :split])
+    # The series split between this process and a worker on the second core
+    # (the result is the single-process one, bit for bit).
+    with FitProcesses(fit_worker_count()) as workers:
+        report = detector.fit(history.timestamps[:split], history.values[:, :split], workers)
     found: list[NDArray[np.float64]] = []
     scores: list[NDArray[np.float64]] = []
     flags = 0
