@@ -50,7 +50,7 @@ class InlineWorkers:
 
 def history(n: int, points: int, seed: int = 5) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     rng = np.random.default_rng(seed)
-    t: NDArray[np.float64] = START + np.arange(points) * 60.0
+    t = START + np.arange(points, dtype=np.float64) * 60.0
     level = rng.uniform(1, 1e6, n)[:, None]
     values: NDArray[np.float64] = level * (1 + 0.05 * rng.normal(size=(n, points)))
     values[rng.random(values.shape) < 0.02] = np.nan
