@@ -67,7 +67,7 @@ def main() -> int:
     scale = rng.uniform(1e8, 3e9, args.series)
     phase = rng.uniform(0, 2 * np.pi, args.series)
     detector = Detector(DetectorParams(step=STEP), args.series)
-    generating = fitting = 0.0
+    generating = fitting = fit_cpu = 0.0
     points = 0
     with FitProcesses(args.workers) as workers:
         for first in range(0, args.points, args.chunk):
@@ -75,7 +75,9 @@ def main() -> int:
             started = time.perf_counter()
             t, values = history_chunk(rng, scale, phase, first, count)
             generating += time.perf_counter() - started
+            cpu_started = time.process_time()
             report = detector.fit(t, values, workers=workers)
+            fit_cpu += time.process_time() - cpu_started
             fitting += report.seconds
             points += count
     t, values = history_chunk(rng, scale, phase, args.points, 1)
@@ -87,6 +89,14 @@ def main() -> int:
     total = args.series * points
     print(f"series {args.series:,}, points per series {points:,} ({total:,} points)")
     print(f"fit: {fitting:.1f} s ({fitting / total * 1e9:.0f} ns per point per series)")
+    # CPU seconds: on a machine shared with other work the wall time stretches
+    # with the load, the CPU each process spent does not. On two idle cores the
+    # fit takes about the larger of the two.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        f"fit CPU: this process {fit_cpu:.1f} s, fit workers "
+        f"{children.ru_utime + children.ru_stime:.1f} s"
+    )
     print(f"one update cycle of all series: median {1e3 * float(np.median(cycles)):.1f} ms")
     print(
         f"peak RSS: {peak_rss_mib():.0f} MiB, largest fit worker "

@@ -44,7 +44,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -94,6 +94,12 @@ SPREAD_DISCOUNT = math.log10(16.0)
 EXCEED_LEVEL = 1.5
 # Pseudo-points of the tail's prior (the channels' own calibration).
 PRIOR_POINTS = 200.0
+# A residual within this many sigmas has a two-sided surprise under half a
+# decade (0.4985 at 1), less than the raw score subtracts (log10(N_CHANNELS),
+# 0.602): whatever its exact value, the raw score it gives is 0, so the tail
+# is evaluated only beyond it. The same bound holds for the spread channel,
+# whose upper tail at 1 (0.80 decades) is under its discount (1.20).
+QUIET_Z = 1.0
 # A fit is split over worker processes only with at least this many series
 # per part: below it a process's start and the state's round trip cost more
 # than the replay they save.
@@ -364,28 +370,52 @@ def _two_sided_surprise(z: FloatArray) -> FloatArray:
     return -_log10_erfc(np.abs(z) * (1 / math.sqrt(2)))
 
 
-def _upper_tail_surprise(z: FloatArray, discount: float = 0.0) -> FloatArray:
-    """-log10 of the one-sided upper Gaussian tail of z (0 or so for z <= 0), less ``discount``.
-
-    Below the mean the surprise is at most log10(2) (the tail is between a
-    half and 1): with a ``discount`` above that, that side is always negative
-    and is returned as -``discount``, which saves its two costliest calls.
-    """
+def _upper_tail_surprise(z: FloatArray) -> FloatArray:
+    """-log10 of the one-sided upper Gaussian tail of z (0 or so for z <= 0)."""
     log_erfc = _log10_erfc(np.abs(z) * (1 / math.sqrt(2)))
-    upper = math.log10(2.0) - log_erfc
-    if discount > LOG10_2:
-        return np.where(z > 0, upper - discount, -discount)
+    upper = LOG10_2 - log_erfc
     # Below the mean the tail is 1 - erfc/2: a surprise between 0 and log10(2).
     lower = -np.log10(1.0 - 0.5 * np.power(10.0, log_erfc))
-    if discount:
-        return np.where(z > 0, upper, lower) - discount
     return np.where(z > 0, upper, lower)
+
+
+def _upper_tail_above_mean(z: FloatArray) -> FloatArray:
+    """``_upper_tail_surprise`` for z > 0 only, without the other side's costly calls."""
+    result: FloatArray = LOG10_2 - _log10_erfc(np.abs(z) * (1 / math.sqrt(2)))
+    return result
+
+
+def _spread_surprise(z: FloatArray) -> FloatArray:
+    """The spread channel's surprise for z > 0: the upper tail less ``SPREAD_DISCOUNT``, or 0."""
+    return np.maximum(_upper_tail_above_mean(z) - SPREAD_DISCOUNT, 0.0)
+
+
+def _surprise_where(
+    wanted: BoolArray, z: FloatArray, surprise: Callable[[FloatArray], FloatArray]
+) -> FloatArray:
+    """``surprise(z)`` where ``wanted``, 0 elsewhere: the tail only for the series it can matter to.
+
+    Each element is computed by the same calls as over the whole array, so
+    the values kept are the same, bit for bit.
+    """
+    result = np.zeros(z.shape)
+    index = np.flatnonzero(wanted)
+    if index.size:
+        result[index] = surprise(z[index])
+    return result
 
 
 class Detector:
     """Streaming detector for ``n_series`` series that share timestamps (one signal)."""
 
-    __slots__ = ("_layout", "_level_rates", "_params", "_rest_shrink", "_state")
+    __slots__ = (
+        "_layout",
+        "_level_rates",
+        "_params",
+        "_quiet_below_mean",
+        "_rest_shrink",
+        "_state",
+    )
 
     def __init__(self, params: DetectorParams, n_series: int) -> None:
         if n_series < 0:
@@ -393,6 +423,11 @@ class Detector:
         self._params = params
         self._layout = _SlotLayout.for_step(params.step)
         self._rest_shrink = 2.0 ** (-params.rest_margin / params.half_score_decades)
+        # Below its long-run mean the likelihood's surprise is at most log10(2):
+        # whether such a score can reach the rest or the alarm level.
+        self._quiet_below_mean = 1.0 - 2.0 ** (-LOG10_2 / params.half_score_decades) < min(
+            params.rest_trigger, params.alarm_threshold
+        )
         # A seasonal model's level moves slower (a quarter of a day): a level
         # that chases the daily curve leaves the profile learning its own lag.
         seasonal_points = max(params.level_points, 0.25 * DAY / params.step)
@@ -575,7 +610,9 @@ class Detector:
 
         model = s["model"].astype(np.intp)
         z_chosen = _pick(z, model)
-        level_surprise = _two_sided_surprise(z_chosen)
+        # (Within QUIET_Z the surprise is counted as 0: its raw score is 0
+        # either way, and it is far from the novelty test's 2 decades.)
+        level_surprise = _surprise_where(np.abs(z_chosen) > QUIET_Z, z_chosen, _two_sided_surprise)
 
         # -- differences: steps and spikes -----------------------------------
         last_x = s["last_x"]
@@ -586,7 +623,9 @@ class Detector:
         diff_z = _where(has_last, diff_dev / diff_sigma, 0.0)
         # The way back from an outlier is no second event: the outlier's own
         # surprise already counted it.
-        diff_surprise = _where(s["last_raw"] >= 1.5, 0.0, _two_sided_surprise(diff_z))
+        diff_surprise = _surprise_where(
+            (np.abs(diff_z) > QUIET_Z) & (s["last_raw"] < 1.5), diff_z, _two_sided_surprise
+        )
 
         # -- spread: a burst of large residuals ------------------------------
         # Residuals are autocorrelated in real data (a model misfits for a
@@ -597,8 +636,8 @@ class Detector:
         spread_z = (abs_z - s["abs_z_mean"]) / abs_z_std
         # Successive values of a 16-point average are far from independent, so
         # the short window would count one excursion many times: discount it
-        # by log10(16) decades.
-        spread_surprise = np.maximum(_upper_tail_surprise(spread_z, SPREAD_DISCOUNT), 0.0)
+        # by log10(16) decades. (Within QUIET_Z the discount leaves 0.)
+        spread_surprise = _surprise_where(spread_z > QUIET_Z, spread_z, _spread_surprise)
 
         # -- stuck: identical values where repeats are rare ------------------
         repeat = has_last & (diff == 0.0)
@@ -630,7 +669,15 @@ class Detector:
         long_count = s["long_count"]
         long_std = np.maximum(np.sqrt(s["long_var"]), 0.1)
         likelihood_z = _where(long_count > 0, (short - s["long_mean"]) / long_std, 0.0)
-        likelihood_surprise = _upper_tail_surprise(likelihood_z)
+        if counters is not None and self._quiet_below_mean:
+            # A fit keeps no score, only what passes the rest or alarm level,
+            # which no point below the long-run mean reaches: that side's
+            # surprise is counted as 0 instead of being computed.
+            likelihood_surprise = _surprise_where(
+                likelihood_z > 0, likelihood_z, _upper_tail_above_mean
+            )
+        else:
+            likelihood_surprise = _upper_tail_surprise(likelihood_z)
         if p.evidence_cap:
             # The Gaussian tail of the short average overstates what a single
             # moderately rare point means; the window can never be more
@@ -811,8 +858,9 @@ class Detector:
                 if weight <= 0:
                     continue
                 rate = np.maximum(gamma, 1.0 / (visits[k] + 1.0)) * weight
-                season[k] = _where(learn, season[k] + rate * target, season[k])
-                visits[k] = _where(learn, visits[k] + weight, visits[k])
+                # In place, only where learned (the profiles are never views).
+                np.add(season[k], rate * target, out=season[k], where=learn)
+                np.add(visits[k], weight, out=visits[k], where=learn)
 
         # Model choice: a seasonal profile only where it clearly beats the simpler model.
         self._choose_model(t, finite)

@@ -143,14 +143,65 @@ def test_a_gap_leaves_its_series_state_as_it_was_while_the_others_move() -> None
     assert not np.array_equal(after["count"], before["count"])
 
 
-@pytest.mark.parametrize("discount", [math.log10(16.0), 0.5, 0.0])
-def test_the_discounted_upper_tail_equals_the_full_formula_less_the_discount(
-    discount: float,
-) -> None:
-    z = np.concatenate([np.linspace(-40, 40, 4001), [0.0, -0.0, 1e-300, -1e-300, 38.5]])
+def tail_grid() -> NDArray[np.float64]:
+    return np.concatenate([np.linspace(-40, 40, 8001), [0.0, -0.0, 1e-300, -1e-300, 38.5]])
+
+
+def test_tails_counted_as_0_within_quiet_z_never_reach_the_raw_score() -> None:
+    z = tail_grid()
+    full = detector_module._two_sided_surprise(z)
+    beyond = np.abs(z) > detector_module.QUIET_Z
+    assert full[~beyond].max() < math.log10(detector_module.N_CHANNELS)
+    cheap = detector_module._surprise_where(beyond, z, detector_module._two_sided_surprise)
+    np.testing.assert_array_equal(cheap[beyond], full[beyond])
+    assert not cheap[~beyond].any()
+
+
+def test_the_spread_channel_computed_beyond_quiet_z_equals_the_full_formula() -> None:
+    z = tail_grid()
+    full = np.maximum(
+        detector_module._upper_tail_surprise(z) - detector_module.SPREAD_DISCOUNT, 0.0
+    )
+    cheap = detector_module._surprise_where(
+        z > detector_module.QUIET_Z, z, detector_module._spread_surprise
+    )
+    np.testing.assert_array_equal(cheap, full)
+    assert full[z > 2].all()
+
+
+def test_below_its_mean_the_likelihood_stays_under_the_rest_and_alarm_levels() -> None:
+    z = tail_grid()
     full = detector_module._upper_tail_surprise(z)
-    discounted = detector_module._upper_tail_surprise(z, discount)
-    np.testing.assert_array_equal(np.maximum(discounted, 0.0), np.maximum(full - discount, 0.0))
+    np.testing.assert_array_equal(detector_module._upper_tail_above_mean(z[z > 0]), full[z > 0])
+    params = DetectorParams()
+    below = 1.0 - np.exp2(-full[z <= 0] / params.half_score_decades)
+    assert below.max() < min(params.rest_trigger, params.alarm_threshold)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        DetectorParams(warmup_points=30),
+        # A rest level a point below the mean could reach: the fit computes it.
+        DetectorParams(warmup_points=30, rest_trigger=0.02, alarm_threshold=0.04),
+        DetectorParams(warmup_points=30, tail_fit=True, evidence_cap=False),
+    ],
+)
+def test_a_fit_with_alarms_leaves_the_online_replays_state_and_counts(
+    params: DetectorParams,
+) -> None:
+    # The fit skips what only a score would show (the likelihood below its
+    # mean, tails within QUIET_Z); the online path computes all of it.
+    n, points = 40, 400
+    t, values = history(n, points, seed=8)
+    values[::3, 200:206] *= 6
+    values[1::4, 300:] *= 3
+    fitted = Detector(params, n)
+    report = fitted.fit(t, values)
+    online = Detector(params, n)
+    flags = sum(int(online.update(t[i], values[:, i]).flag.sum()) for i in range(points))
+    assert_same_detector(fitted, online)
+    assert report.alarms == flags > 0
 
 
 def test_picking_among_mixed_models_equals_choose() -> None:
