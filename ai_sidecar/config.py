@@ -582,6 +582,29 @@ class RetrainConfig(StrictModel):
         return int(hour), int(minute)
 
 
+class HostModelsConfig(StrictModel):
+    """Per host, an IsolationForest over its signals' residuals (ai_sidecar/anomaly/hosts.py)."""
+
+    enabled: bool = True
+    # The label that names a host in the signals' kept labels.
+    host_label: LabelName = "instance"
+    sample_every: Duration = timedelta(minutes=5)
+    # Samples kept per host: a week at the default sample_every.
+    max_samples: int = Field(default=2016, ge=64, le=100_000)
+    # No model before this many samples: half a day at the default sample_every.
+    min_samples: int = Field(default=144, ge=32)
+    refit: Duration = timedelta(days=7)
+    trees: int = Field(default=50, ge=10, le=500)
+    max_hosts: int = Field(default=1000, ge=1)
+    forget_after: Duration = timedelta(days=1)
+
+    @model_validator(mode="after")
+    def _enough_room(self) -> Self:
+        if self.min_samples > self.max_samples:
+            raise ValueError("min_samples should not exceed max_samples")
+        return self
+
+
 class AnomalyConfig(StrictModel):
     """The anomaly models: signals, scoring cadence, retraining; docs/anomaly.md."""
 
@@ -600,6 +623,7 @@ class AnomalyConfig(StrictModel):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     keep_versions: int = Field(default=5, ge=1)
     signals: list[SignalConfig] = Field(default_factory=_default_signals)
+    hosts: HostModelsConfig = Field(default_factory=HostModelsConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
