@@ -234,7 +234,7 @@ def test_a_command_that_cannot_be_executed_is_named(tmp_path):
 
 @pytest.mark.parametrize("command", ["", "   ", "'unbalanced"])
 def test_an_unusable_command_setting_is_named(command):
-    with pytest.raises(NftError, match="collectors.netfilter.nft_command"):
+    with pytest.raises(NftError, match=r"collectors\.netfilter\.nft_command"):
         read_ruleset(command)
 
 
@@ -357,7 +357,7 @@ def test_a_count_that_is_not_a_number_is_an_error(tmp_path):
 def test_a_missing_stat_file_is_an_error_naming_it(tmp_path):
     root = fake_procfs(tmp_path)
     (root / "net" / "stat" / "nf_conntrack").unlink()
-    with pytest.raises(ProcReadError, match="cannot read .*nf_conntrack: No such file"):
+    with pytest.raises(ProcReadError, match=r"cannot read .*nf_conntrack: No such file"):
         SystemNetfilterSource(procfs=root).conntrack_events()
 
 
