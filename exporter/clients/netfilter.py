@@ -100,7 +100,9 @@ class CountedRule:
     """A rule with an anonymous ``counter`` statement, and what that counter holds.
 
     ``action`` is the rule's verdict (``accept``, ``drop``, ``jump logs``...),
-    empty when the rule has none and packets go on to the next rule.
+    empty when the rule has none and packets go on to the next rule. A named
+    counter (``nft add counter``) is read as one too: no chain, no action, its
+    name as the comment.
     """
 
     family: str
@@ -111,18 +113,6 @@ class CountedRule:
     bytes: int
     comment: str = ""
     action: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class NamedCounter:
-    """A named counter object (``nft add counter``), which rules refer to by name."""
-
-    family: str
-    table: str
-    name: str
-    handle: int
-    packets: int
-    bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +135,7 @@ class Ruleset:
     """
 
     rules: tuple[CountedRule, ...] = ()
-    counters: tuple[NamedCounter, ...] = ()
+    counters: tuple[CountedRule, ...] = ()  # the named counters
     chains: tuple[BaseChain, ...] = ()
     skipped: int = 0
     first_skip: str = ""
@@ -214,6 +204,22 @@ def _action(statement: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _counted(
+    obj: Mapping[str, Any], counter: Mapping[str, Any], chain: str, comment: str, action: str = ""
+) -> CountedRule:
+    """A counted rule or named counter, from its object and its counter's numbers."""
+    return CountedRule(
+        family=_text(obj, "family"),
+        table=_text(obj, "table"),
+        chain=chain,
+        handle=_count(obj, "handle"),
+        packets=_count(counter, "packets"),
+        bytes=_count(counter, "bytes"),
+        comment=comment,
+        action=action,
+    )
+
+
 def _counted_rule(rule: Mapping[str, Any]) -> CountedRule | None:
     statements = rule.get("expr")
     if not isinstance(statements, list):
@@ -233,27 +239,12 @@ def _counted_rule(rule: Mapping[str, Any]) -> CountedRule | None:
             action = verdict
     if counter is None:
         return None
-    return CountedRule(
-        family=_text(rule, "family"),
-        table=_text(rule, "table"),
-        chain=_text(rule, "chain"),
-        handle=_count(rule, "handle"),
-        packets=_count(counter, "packets"),
-        bytes=_count(counter, "bytes"),
-        comment=_text(rule, "comment", optional=True),
-        action=action,
-    )
+    comment = _text(rule, "comment", optional=True)
+    return _counted(rule, counter, _text(rule, "chain"), comment, action)
 
 
-def _named_counter(counter: Mapping[str, Any]) -> NamedCounter:
-    return NamedCounter(
-        family=_text(counter, "family"),
-        table=_text(counter, "table"),
-        name=_text(counter, "name"),
-        handle=_count(counter, "handle"),
-        packets=_count(counter, "packets"),
-        bytes=_count(counter, "bytes"),
-    )
+def _named_counter(counter: Mapping[str, Any]) -> CountedRule:
+    return _counted(counter, counter, "", _text(counter, "name"))
 
 
 def _base_chain(chain: Mapping[str, Any]) -> BaseChain | None:
@@ -284,7 +275,7 @@ def parse_ruleset(output: bytes | str) -> Ruleset:
     if not isinstance(document, dict) or not isinstance(document.get("nftables"), list):
         raise RulesetFormatError('nft\'s output is not a JSON object with an "nftables" list')
     rules: list[CountedRule] = []
-    counters: list[NamedCounter] = []
+    counters: list[CountedRule] = []
     chains: list[BaseChain] = []
     skipped, first_skip = 0, ""
     for item in document["nftables"]:

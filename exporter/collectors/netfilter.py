@@ -117,18 +117,7 @@ def rule_counters(ruleset: Ruleset) -> list[RuleCounters]:
     A label set seen twice (only a corrupt listing has two objects with one
     handle) is kept once: Prometheus refuses a scrape with duplicate series.
     """
-    found: list[RuleCounters] = [
-        RuleCounters(
-            rule_id=str(counter.handle),
-            rule=counter.name,
-            table=_table(counter.family, counter.table),
-            packets=counter.packets,
-            bytes=counter.bytes,
-            named=True,
-        )
-        for counter in ruleset.counters
-    ]
-    found += (
+    found = (
         RuleCounters(
             rule_id=str(rule.handle),
             rule=rule.comment,
@@ -137,9 +126,10 @@ def rule_counters(ruleset: Ruleset) -> list[RuleCounters]:
             action=rule.action,
             packets=rule.packets,
             bytes=rule.bytes,
+            # A named counter's comment is its name: it is always named.
             named=bool(rule.comment),
         )
-        for rule in ruleset.rules
+        for rule in (*ruleset.counters, *ruleset.rules)
     )
     seen: set[tuple[str, str, str]] = set()
     unique: list[RuleCounters] = []

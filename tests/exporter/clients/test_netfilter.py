@@ -20,7 +20,6 @@ from exporter.clients.netfilter import (
     BaseChain,
     ConntrackUsage,
     CountedRule,
-    NamedCounter,
     NftError,
     ProcReadError,
     RulesetFormatError,
@@ -85,7 +84,7 @@ def test_recorded_ruleset_yields_every_anonymous_counter_in_nft_order():
 
 def test_recorded_ruleset_has_the_named_counter_not_the_rule_counting_into_it():
     parsed = parse_ruleset(RULESET)
-    assert parsed.counters == (NamedCounter("inet", "filter", "web_hits", 4, 3, 180),)
+    assert parsed.counters == (CountedRule("inet", "filter", "", 4, 3, 180, "web_hits"),)
     assert 7 not in {r.handle for r in parsed.rules}  # `counter name web_hits accept`
 
 
