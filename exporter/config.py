@@ -97,7 +97,8 @@ class NetfilterCollectorConfig(StrictModel):
 
     nft_command: str = "nft"
     # Where /proc/sys/net/netfilter and /proc/net/stat live (a host's, seen from a container).
-    procfs: Path = Path("/proc")
+    # Not strict: YAML has no path type, so the path comes as a string.
+    procfs: Annotated[Path, Field(strict=False)] = Path("/proc")
     all_rules: bool = False
     max_rule_series: int = Field(default=500, ge=0)
 
