@@ -1,9 +1,14 @@
-"""Fake firewall APIs on free loopback ports, and the real exporter app to scrape them."""
+"""Fake firewall APIs on free loopback ports, and the real exporter app to scrape them.
+
+Every test here logs at DEBUG, aiohttp's loggers included, and fails if any
+record holds one of the canary secrets, whatever the test itself checks.
+"""
 
 from __future__ import annotations
 
+import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -12,6 +17,7 @@ from exporter.app import create_app
 from exporter.config import parse_config
 from exporter.live import Settings
 from tests.exporter.targets.firewall.fakes import (
+    CANARIES,
     FORTIGATE_TOKEN,
     OPNSENSE_KEY,
     OPNSENSE_SECRET,
@@ -29,6 +35,12 @@ auths:
     allowed_targets: [127.0.0.0/8]
   pf: {{type: http, api_key: {PFSENSE_KEY}, allowed_targets: [127.0.0.0/8]}}
   wrong: {{type: http, bearer_token: canary-wrong-secret-00aa, allowed_targets: [127.0.0.0/8]}}
+  opn_wrong:
+    type: http
+    username: {OPNSENSE_KEY}
+    password: canary-wrong-secret-00aa
+    allowed_targets: [127.0.0.0/8]
+  pf_wrong: {{type: http, api_key: canary-wrong-secret-00aa, allowed_targets: [127.0.0.0/8]}}
   fgt_elsewhere:
     type: http
     bearer_token: {FORTIGATE_TOKEN}
@@ -48,6 +60,16 @@ modules:
 
 Scout = Callable[..., Awaitable[TestClient]]
 StartFake = Callable[..., Awaitable[FakeApi]]
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_any_log_line(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    caplog.set_level(logging.DEBUG)
+    yield
+    for record in caplog.get_records("setup") + caplog.get_records("call"):
+        text = record.getMessage() + repr(record.__dict__)
+        leaked = [canary for canary in CANARIES if canary in text]
+        assert not leaked, f"{leaked} in a log line of {record.name}"
 
 
 @pytest.fixture
