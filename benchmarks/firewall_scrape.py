@@ -65,8 +65,9 @@ from benchmarks.common import (  # noqa: E402
     missing_programs,
     p90,
     raise_interrupt,
+    start_scout_exporter,
 )
-from scripts.localstack import Service, StackError, find_binary, free_port  # noqa: E402
+from scripts.localstack import Service, StackError, free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 30.0
@@ -268,24 +269,7 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> None:
         )
     config = workdir / "scout.yml"
     config.write_text(scout_config(ca.pair.cert, FORTIGATE_TOKEN))
-    port = free_port()
-    scout = Service(
-        name="scout-exporter",
-        argv=[
-            find_binary("scout-exporter"),
-            f"--web.listen-address={HOST}:{port}",
-            "--no-collector.host",
-            f"--config.file={config}",
-            "--log.level=warn",
-        ],
-        ready_url=f"http://{HOST}:{port}/metrics",
-        log_path=workdir / "scout.log",
-    )
-    stack.callback(scout.stop, 5)
-    scout.start()
-    scout.wait_ready(READY_TIMEOUT_SECONDS)
-    assert scout.process is not None
-    pid = scout.process.pid
+    port, pid = start_scout_exporter(stack, workdir, config, HOST, READY_TIMEOUT_SECONDS)
     firewall = Row(
         "/firewall fortigate",
         "/firewall?"

@@ -35,7 +35,7 @@ from pydantic import (
 from exporter.common.models import Regex, Secret, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
 from exporter.errors import ConfigError
-from exporter.targets.allowlist import AllowedTargets, needs_allow_list
+from exporter.targets.allowlist import AllowedTargets, AllowList, needs_allow_list
 from exporter.targets.firewall.modules import FirewallModuleType
 from exporter.targets.probe.modules import ProbeModuleType
 from exporter.targets.snmp.modules import SnmpModule
@@ -132,6 +132,12 @@ class CollectorsConfig(StrictModel):
     flows: FlowsCollectorConfig = Field(default_factory=FlowsCollectorConfig)
 
 
+def _check_allow_list(secret_kind: str | None, allowed_targets: AllowList | None) -> None:
+    """An auth that sends a secret must say where it may go."""
+    if secret_kind is not None and allowed_targets is None:
+        raise ValueError(needs_allow_list(f"sends {secret_kind}"))
+
+
 # The community agents ship with: known to everyone, so not a secret.
 PUBLIC_COMMUNITY = "public"
 
@@ -203,9 +209,7 @@ class SnmpAuth(StrictModel):
 
     @model_validator(mode="after")
     def _secrets_need_an_allow_list(self) -> Self:
-        secret = self.secret_kind
-        if secret is not None and self.allowed_targets is None:
-            raise ValueError(needs_allow_list(f"sends {secret}"))
+        _check_allow_list(self.secret_kind, self.allowed_targets)
         return self
 
     @property
@@ -266,9 +270,7 @@ class HttpAuth(StrictModel):
 
     @model_validator(mode="after")
     def _secrets_need_an_allow_list(self) -> Self:
-        secret = self.secret_kind
-        if secret is not None and self.allowed_targets is None:
-            raise ValueError(needs_allow_list(f"sends {secret}"))
+        _check_allow_list(self.secret_kind, self.allowed_targets)
         return self
 
     @property
