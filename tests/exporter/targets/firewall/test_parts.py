@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 
 import pytest
+from prometheus_client.metrics_core import Metric
 
+from exporter.clients.firewall_api import ApiRequest
 from exporter.config import parse_config
 from exporter.errors import BadRequestError
 from exporter.schema.firewall import HaState
+from exporter.targets.exposition import METRIC_EXPOSITION
+from exporter.targets.firewall.modules import FortiGateModule
 from exporter.targets.firewall.scraper import (
+    FIREWALL_STATUS,
+    FirewallScraper,
     FirewallTarget,
     credential_headers,
     parse_target,
@@ -18,6 +25,7 @@ from exporter.targets.firewall.scraper import (
 )
 from exporter.targets.firewall.values import Node, counter, milliseconds, percent_ratio
 from exporter.targets.firewall.vendor import carp_state, first_line, gateway_up
+from exporter.targets.kind import ScrapeJob, measure
 
 
 @pytest.mark.parametrize(
@@ -155,3 +163,40 @@ def test_a_user_name_alone_is_no_secret_and_needs_no_list():
     alone = auth("{type: http, username: monitor}")
     assert alone.secret_kind is None
     assert alone.allowed_targets is None
+
+
+class StuckClient:
+    """An API client that never answers, deadline or not."""
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def get_json(self, request: ApiRequest) -> object:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_scrape_cut_short_by_the_handler_still_says_the_firewall_is_down():
+    loop = asyncio.get_running_loop()
+    module = FortiGateModule(scheme="http")
+    token = auth("{type: http, bearer_token: tok, allowed_targets: [any]}")
+    job = ScrapeJob(
+        FirewallTarget("192.0.2.1"), (("fortigate", module),), "a", token, loop.time() + 0.2
+    )
+    families: list[Metric] = []
+    outcome = await measure(
+        FirewallScraper(StuckClient()).scrape(job, families),
+        families,
+        deadline=job.deadline,
+        status=FIREWALL_STATUS,
+        exposition=METRIC_EXPOSITION,
+        noun="firewall scrape",
+        subject="'192.0.2.1'",
+    )
+    assert outcome.error == "the firewall scrape did not finish by the deadline"
+    assert [(f.name, f.samples[0].value) for f in outcome.families[1:]] == [
+        ("scout_firewall_up", 0.0)
+    ]
