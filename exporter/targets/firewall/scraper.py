@@ -186,14 +186,7 @@ class FirewallScraper:
         vendor = VENDORS[module.prober]
         auth = job.auth
         if auth is None or auth.scheme not in vendor.auth_schemes:
-            wanted = " or ".join(
-                f"{scheme} ({what})" for scheme, what in vendor.auth_schemes.items()
-            )
-            given = "none" if auth is None else auth.scheme
-            return (
-                False,
-                f"the {module.prober} API takes {wanted}; auth {job.auth_name!r} is {given}",
-            )
+            return False, _wrong_scheme(vendor, module, job)
         try:
             tls = self._tls_context(module) if module.scheme == "https" else None
         except ProbeError as exc:
@@ -283,6 +276,12 @@ class FirewallScraper:
         while len(self._dropped) > MAX_TRACKED_TARGETS:
             self._dropped.popitem(last=False)
         return total
+
+
+def _wrong_scheme(vendor: Vendor[Any], module: FirewallModuleType, job: FirewallJob) -> str:
+    wanted = " or ".join(f"{scheme} ({what})" for scheme, what in vendor.auth_schemes.items())
+    given = "none" if job.auth is None else job.auth.scheme
+    return f"the {module.prober} API takes {wanted}; auth {job.auth_name!r} is {given}"
 
 
 def _host_header(host: str, port: int, module: FirewallModuleType) -> str:
