@@ -30,11 +30,19 @@ def families_by_name(families: list[Family]) -> dict[str, Family]:
     return {f.name: f for f in families if f.samples}
 
 
-def test_if_mib_counter_gets_index_and_lookup_labels():
+@pytest.mark.parametrize(
+    ("wrap", "expected"),
+    [
+        (False, 2**63 + 5),  # exact: a float would round it
+        (True, (2**63 + 5) % 2**53),  # snmp_exporter's default: wrapped at the float mantissa
+    ],
+)
+def test_if_mib_counter_gets_index_and_lookup_labels(wrap, expected):
     module = builtin_modules()["if_mib"]
     rows = if_rows(3, b"Gi0/3", "Uplink ISP \u00e9t\u00e9".encode(), 2**63 + 5)
     values = {v.oid: v for column in rows.values() for v in column}
-    families = families_by_name(MetricMapper(module).families(rows, values))
+    mapper = MetricMapper(module, wrap_large_counters=wrap)
+    families = families_by_name(mapper.families(rows, values))
     family = families["ifHCInOctets"]
     assert family.type == "counter"
     assert family.samples == [
@@ -45,9 +53,11 @@ def test_if_mib_counter_gets_index_and_lookup_labels():
                 ("ifDescr", "descr Gi0/3"),
                 ("ifName", "Gi0/3"),
             ),
-            2**63 + 5,  # exact: a float would round it
+            expected,
         )
     ]
+    # ifAlias, ifDescr and ifName are lookup labels only, as snmp_exporter's generator has them.
+    assert not families.keys() & {"ifAlias", "ifDescr", "ifName"}
 
 
 def test_missing_lookup_gives_empty_label_like_snmp_exporter():
