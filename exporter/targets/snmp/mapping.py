@@ -229,6 +229,8 @@ class MetricMapper:
             return value_map.get(value) if varbind.kind in _NUMERIC else None
         if varbind.kind not in _NUMERIC or not isinstance(value, int):
             return None
+        if value in metric.absent_values:
+            return None
         if self._wrap and varbind.kind is ValueKind.COUNTER64:
             value %= WRAP_AT
         if metric.scale != 1 or metric.offset != 0:

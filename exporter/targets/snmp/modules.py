@@ -7,7 +7,8 @@ carries over with few edits. The built-in modules live in ``modules/*.yml`` next
 to this file; a config's ``modules:`` adds to them or replaces one by name.
 
 Beyond snmp_exporter's vocabulary (``scale`` and ``offset`` are its own), a
-metric may map values (``value_map``), name the label a text value goes in
+metric may map values (``value_map``), drop values that mean "unknown"
+(``absent_values``), name the label a text value goes in
 (``value_label``), add fixed labels (``static_labels``), read one cell of a
 table (``instance``), fold a table into one sample (``aggregate``), and take
 labels from scalars (a lookup without ``labels``). The firewall modules
@@ -132,6 +133,8 @@ class SnmpMetric(StrictModel):
     # A value (number, or text matched without regard to case) -> the sample's value;
     # values not listed give no sample (fgVpnTunEntStatus down(1)/up(2) -> 0/1).
     value_map: dict[int | str, float] = Field(default_factory=dict)
+    # Raw values that mean "not known", giving no sample (fwConnTableLimit 0: automatic).
+    absent_values: list[int] = Field(default_factory=list)
     # The label a text or enum value goes in; by default the metric's own name.
     value_label: LabelName | None = None
     # Labels every sample carries as they are (vendor="fortinet").
@@ -163,8 +166,12 @@ class SnmpMetric(StrictModel):
         numeric = self.type in ("gauge", "counter")
         if self.value_map and (self.scale != 1 or self.offset != 0):
             raise ValueError(f"{self.name!r}: value_map replaces the value; scale it in the map")
-        if (self.value_map or self.scale != 1 or self.offset != 0) and not numeric:
-            raise ValueError(f"{self.name!r}: value_map, scale and offset need a gauge or counter")
+        if (self.value_map or self.absent_values or self.scale != 1 or self.offset != 0) and (
+            not numeric
+        ):
+            raise ValueError(
+                f"{self.name!r}: value_map, absent_values, scale and offset need a gauge or counter"
+            )
         if self.value_label is not None and self.type not in LABEL_VALUED:
             raise ValueError(f"{self.name!r}: value_label needs a text or enum type")
         if self.aggregate is not None and (not self.indexes or not numeric):
