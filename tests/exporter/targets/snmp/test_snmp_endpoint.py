@@ -154,7 +154,7 @@ def device_series(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 
 # Counters and clocks move between two reads; the rest must be equal.
 MOVING = ("sysUpTime",)
-WRAP_53 = 2**53  # snmp_exporter 0.21 wraps counters above 2^53 unless told not to
+WRAP_53 = 2**53  # both wrap Counter64 values at 2^53 unless told not to
 
 
 async def assert_same_as_snmp_exporter(client, snmp_exporter, target: str, community: str):
@@ -176,15 +176,15 @@ async def assert_same_as_snmp_exporter(client, snmp_exporter, target: str, commu
     }
     for key, value in ours.items():
         low, high = before[key], after[key]
-        if value >= WRAP_53 or low >= WRAP_53:
-            # snmp_exporter 0.21 wraps these at 2^53 and floats cannot hold them:
-            # the exact value is checked in the 260-interface test instead.
-            assert low == high, key
-        elif key[0] in counters and not key[0].startswith("ifHC"):
+        # Both wrap Counter64 values at 2^53 (--snmp.wrap-large-counters, on by default),
+        # so even the 2^64 - 616 counters of the simulated devices compare exactly.
+        assert value < WRAP_53, key
+        assert low < WRAP_53, key
+        if key[0] in counters and not key[0].startswith("ifHC"):
             # A 32-bit counter on a 10-100 Gb/s port wraps in under a second, so it
             # cannot be bracketed between two reads; its presence is what is compared.
             continue
-        elif key[0] in counters or key[0] in MOVING:
+        if key[0] in counters or key[0] in MOVING:
             assert low <= value <= high, (key, low, value, high)
         else:
             assert value == low == high, (key, low, value, high)
@@ -206,11 +206,13 @@ async def test_if_mib_matches_snmp_exporter_on_simulated_devices(
     await assert_same_as_snmp_exporter(client, snmp_exporter, snmpsim.target, device)
 
 
-async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_client, snmpsim):
+@pytest.mark.parametrize("wrap", [True, False], ids=["wrapped", "exact"])
+async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_client, snmpsim, wrap):
     config = parse_config(
         f"auths: {{sim: {{type: snmp, community: sim260, {LOOPBACK_ONLY}}}}}", "sim.yml"
     )
-    client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
+    settings = Settings(enabled_collectors=frozenset(), snmp_wrap_large_counters=wrap)
+    client = await aiohttp_client(create_app(settings, config))
     status, text = await scrape(client, target=snmpsim.target, auth="sim")
     assert status == 200
     device = snmpsim.devices["sim260"]
@@ -218,11 +220,20 @@ async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_clien
     assert len(rows) == len(device.interfaces) >= 260
     speeds = {int(v) for (name, _), v in parse_exposition(text).items() if name == "ifHighSpeed"}
     assert {100000, 40000, 10000} <= speeds  # beyond ifSpeed's 4.29 Gb/s ceiling
-    # 64-bit counters are exact integers, not floats: 2^64 - 616 stays as it is.
+    # 64-bit counters are exact integers, not floats: 2^64 - 616 stays as it is, or
+    # wraps to (2^64 - 616) mod 2^53 by default, as snmp_exporter's does.
+    huge = 0
     for oid, value in device.static.items():
         if isinstance(value, int) and value >= 2**53 and oid.startswith("1.3.6.1.2.1.31.1.1.1.6."):
-            assert f'ifIndex="{oid.rsplit(".", 1)[1]}"' in text
-            assert any(line.endswith(f"}} {value}") for line in text.splitlines())
+            huge += 1
+            shown = value % 2**53 if wrap else value
+            line = next(
+                line
+                for line in text.splitlines()
+                if line.startswith("ifHCInOctets{") and f'ifIndex="{oid.rsplit(".", 1)[1]}"' in line
+            )
+            assert line.endswith(f"}} {shown}")
+    assert huge
     aliases = {
         dict(labels)["ifIndex"]: dict(labels)["ifAlias"]
         for name, labels in parse_exposition(text)
