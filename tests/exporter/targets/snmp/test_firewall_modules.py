@@ -74,8 +74,8 @@ def test_every_firewall_module_reports_sessions_cpu_and_an_info_series(module_na
 BASE = oid_of("1.3.6.1.4.1.99999.1")
 
 
-def vb(suffix: tuple[int, ...], kind: ValueKind, value: object) -> VarBind:
-    return VarBind((*BASE, *suffix), kind, value)  # type: ignore[arg-type]
+def vb(suffix: tuple[int, ...], kind: ValueKind, value: int | bytes | None) -> VarBind:
+    return VarBind((*BASE, *suffix), kind, value)
 
 
 def families(

@@ -20,6 +20,8 @@ from exporter.app import create_app
 from exporter.config import parse_config
 from exporter.live import Settings
 from exporter.schema.firewall import SCHEMA
+from tests.exporter.targets.snmp.recorded import recording_auths, served
+from tests.exporter.targets.snmp.recorded import scrape as scrape_recording
 from tests.peers.snmp import SnmpsimDevices, parse_exposition, promtool_check_metrics
 
 pytestmark = pytest.mark.peers
@@ -31,18 +33,12 @@ Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory) -> Iterator[SnmpsimDevices]:
-    with SnmpsimDevices(
-        tmp_path_factory.mktemp("snmpsim"), devices={}, recordings=RECORDINGS
-    ) as served:
-        yield served
+    with served(tmp_path_factory, RECORDINGS) as devices:
+        yield devices
 
 
 def config_text() -> str:
-    auths = ", ".join(
-        f"{r.stem}: {{type: snmp, community: {r.stem}, allowed_targets: [127.0.0.0/8]}}"
-        for r in RECORDINGS
-    )
-    return f"auths: {{{auths}}}\n"
+    return f"auths: {recording_auths(RECORDINGS)}\n"
 
 
 @pytest.fixture
@@ -52,13 +48,7 @@ async def client(aiohttp_client):
 
 
 async def scrape(client, devices: SnmpsimDevices, auth: str, module: str) -> str:
-    response = await client.get(
-        "/snmp",
-        params={"target": devices.target, "auth": auth, "module": module},
-        headers={"X-Prometheus-Scrape-Timeout-Seconds": "10"},
-    )
-    assert response.status == 200
-    text = await response.text()
+    text = await scrape_recording(client, devices.target, auth, module)
     assert f'scout_snmp_module_success{{module="{module}"}} 1' in text, text
     return text
 
