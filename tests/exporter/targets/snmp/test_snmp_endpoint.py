@@ -14,6 +14,7 @@ from exporter.live import Settings
 from tests.peers.snmp import (
     RealSnmpd,
     SilentDevice,
+    SimulatedDevice,
     SnmpExporter,
     SnmpsimDevices,
     TooBigProxy,
@@ -206,22 +207,8 @@ async def test_if_mib_matches_snmp_exporter_on_simulated_devices(
     await assert_same_as_snmp_exporter(client, snmp_exporter, snmpsim.target, device)
 
 
-@pytest.mark.parametrize("wrap", [True, False], ids=["wrapped", "exact"])
-async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_client, snmpsim, wrap):
-    config = parse_config(
-        f"auths: {{sim: {{type: snmp, community: sim260, {LOOPBACK_ONLY}}}}}", "sim.yml"
-    )
-    settings = Settings(enabled_collectors=frozenset(), snmp_wrap_large_counters=wrap)
-    client = await aiohttp_client(create_app(settings, config))
-    status, text = await scrape(client, target=snmpsim.target, auth="sim")
-    assert status == 200
-    device = snmpsim.devices["sim260"]
-    rows = [k for k in parse_exposition(text) if k[0] == "ifHCInOctets"]
-    assert len(rows) == len(device.interfaces) >= 260
-    speeds = {int(v) for (name, _), v in parse_exposition(text).items() if name == "ifHighSpeed"}
-    assert {100000, 40000, 10000} <= speeds  # beyond ifSpeed's 4.29 Gb/s ceiling
-    # 64-bit counters are exact integers, not floats: 2^64 - 616 stays as it is, or
-    # wraps to (2^64 - 616) mod 2^53 by default, as snmp_exporter's does.
+def huge_counters_shown(text: str, device: SimulatedDevice, *, wrap: bool) -> int:
+    """Check each ifHCInOctets at or above 2^53 is shown exactly, or wrapped; count them."""
     huge = 0
     for oid, value in device.static.items():
         if isinstance(value, int) and value >= 2**53 and oid.startswith("1.3.6.1.2.1.31.1.1.1.6."):
@@ -233,7 +220,23 @@ async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_clien
                 if line.startswith("ifHCInOctets{") and f'ifIndex="{oid.rsplit(".", 1)[1]}"' in line
             )
             assert line.endswith(f"}} {shown}")
-    assert huge
+    return huge
+
+
+async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_client, snmpsim):
+    config = parse_config(
+        f"auths: {{sim: {{type: snmp, community: sim260, {LOOPBACK_ONLY}}}}}", "sim.yml"
+    )
+    client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
+    status, text = await scrape(client, target=snmpsim.target, auth="sim")
+    assert status == 200
+    device = snmpsim.devices["sim260"]
+    rows = [k for k in parse_exposition(text) if k[0] == "ifHCInOctets"]
+    assert len(rows) == len(device.interfaces) >= 260
+    speeds = {int(v) for (name, _), v in parse_exposition(text).items() if name == "ifHighSpeed"}
+    assert {100000, 40000, 10000} <= speeds  # beyond ifSpeed's 4.29 Gb/s ceiling
+    # 2^64 - 616 wraps to (2^64 - 616) mod 2^53 by default, as snmp_exporter's does.
+    assert huge_counters_shown(text, device, wrap=True)
     aliases = {
         dict(labels)["ifIndex"]: dict(labels)["ifAlias"]
         for name, labels in parse_exposition(text)
@@ -242,6 +245,22 @@ async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_clien
     for index, row in device.interfaces.items():
         alias = row["ifAlias"]
         assert aliases[str(index)] == (alias.decode() if isinstance(alias, bytes) else str(alias))
+
+
+async def test_without_wrapping_64_bit_counters_are_exact_integers(aiohttp_client, snmpsim):
+    config = parse_config(
+        f"auths: {{sim: {{type: snmp, community: sim260, {LOOPBACK_ONLY}}}}}\n"
+        "modules: {hc_in: {prober: snmp, metrics: [{name: ifHCInOctets,"
+        " oid: 1.3.6.1.2.1.31.1.1.1.6, type: counter, indexes: [{labelname: ifIndex}]}]}}",
+        "sim.yml",
+    )
+    settings = Settings(enabled_collectors=frozenset(), snmp_wrap_large_counters=False)
+    client = await aiohttp_client(create_app(settings, config))
+    status, text = await scrape(client, target=snmpsim.target, auth="sim", module="hc_in")
+    assert status == 200
+    assert sample(text, "scout_snmp_module_success", module="hc_in") == 1, text
+    # --no-snmp.wrap-large-counters: 2^64 - 616 stays as it is, not a rounded float.
+    assert huge_counters_shown(text, snmpsim.devices["sim260"], wrap=False)
 
 
 @pytest.mark.parametrize("auth", ["v3_sha_aes", "v3_sha256_aes", "v3_auth_only", "private_v2"])
