@@ -63,9 +63,9 @@ def test_every_firewall_metric_is_a_schema_family_with_its_type_and_labels(modul
 
 
 @pytest.mark.parametrize("module_name", FIREWALL_MODULES)
-def test_every_firewall_module_reports_sessions_cpu_and_an_info_series(module_name):
+def test_every_firewall_module_reports_up_sessions_cpu_and_an_info_series(module_name):
     names = {exposed(metric)[0] for metric in builtin_modules()[module_name].metrics}
-    assert "scout_firewall_info" in names
+    assert {"scout_firewall_up", "scout_firewall_info"} <= names
     assert {"scout_firewall_sessions", "scout_firewall_cpu_ratio"} <= names
 
 

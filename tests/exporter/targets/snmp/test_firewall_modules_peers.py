@@ -61,6 +61,8 @@ def firewall_series(text: str) -> Series:
         if key[0].startswith("scout_firewall_")
     }
     assert {name for name, _ in series} <= SCHEMA_NAMES
+    if series:
+        assert series[("scout_firewall_up", frozenset())] == 1
     return series
 
 
@@ -198,7 +200,8 @@ async def test_pfsense_state_table_and_cpu(client, devices):
 async def test_a_firewall_module_on_a_device_without_its_mib_reports_nothing(client, devices):
     # pfSense has no FORTINET MIB: the module succeeds and reports nothing it cannot know.
     text = await scrape(client, devices, "pfsense-fw", "fortigate")
-    assert firewall_series(text) == {}
+    # It answered (up), and said nothing of sessions, tunnels or HA it does not have.
+    assert firewall_series(text) == {("scout_firewall_up", frozenset()): 1}
 
 
 async def test_firewall_output_passes_promtool(client, devices):
