@@ -211,3 +211,12 @@ def test_learned_max_repetitions_drops_at_once_and_creeps_back_after_clean_scrap
     for _ in range(5 * RAISE_AFTER_CLEAN_SCRAPES):
         state.learn(state.max_repetitions, configured=25)
     assert state.max_repetitions == 25  # never above the module's own value
+
+
+def test_if_type_names_are_the_whole_iana_list():
+    [if_type] = [m for m in builtin_modules()["if_mib"].metrics if m.name == "ifType"]
+    names = if_type.enum_values
+    # IANAifType-MIB: 1-272 and 277-303 (273-276 were never assigned).
+    assert names.keys() == set(range(1, 273)) | set(range(277, 304))
+    assert (names[123], names[245], names[303]) == ("transpHdlc", "voiceEBS", "p2pOverLan")
+    assert len(set(names.values())) == len(names)
