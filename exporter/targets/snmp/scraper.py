@@ -105,12 +105,15 @@ class ModulePlan:
         self.module = module
         self.mapper = MetricMapper(module, wrap_large_counters=wrap_large_counters)
         cached_names = module.cache is not None
-        # A metric without indexes is one instance, read by GET: (instance OID, metric OID).
-        self.scalar_reads = [
-            ((*oid_of(m.oid), *oid_of(m.instance)), oid_of(m.oid))
-            for m in module.metrics
-            if not m.indexes
-        ]
+        # A metric without indexes is one instance, read by GET: (instance OID, metric OID),
+        # once however many metrics read it (an HA state as info series and as a 0/1).
+        self.scalar_reads = list(
+            dict.fromkeys(
+                ((*oid_of(m.oid), *oid_of(m.instance)), oid_of(m.oid))
+                for m in module.metrics
+                if not m.indexes
+            )
+        )
         self.scalars = [instance for instance, _ in self.scalar_reads]
         # Lookups without index labels name one instance too (a model name, sysName).
         self.scalar_lookups = list(

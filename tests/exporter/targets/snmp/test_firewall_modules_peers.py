@@ -54,7 +54,9 @@ async def scrape(client, devices: SnmpsimDevices, auth: str, module: str) -> str
 
 
 def firewall_series(text: str) -> Series:
-    """The scrape's series in the firewall schema, every one of them a schema name."""
+    """The scrape's series in the firewall schema, every one of them a schema name, once."""
+    samples = [line.rsplit(" ", 1)[0] for line in text.splitlines() if line[:1] not in ("#", "")]
+    assert len(samples) == len(set(samples)), text
     series = {
         key: value
         for key, value in parse_exposition(text).items()
