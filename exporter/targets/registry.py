@@ -50,6 +50,11 @@ def _probe_host(target: str, module: ProbeModuleType) -> str:
         raise BadRequestError(str(exc)) from None
 
 
+def _snmp_scraper(settings: Any) -> SnmpScraper:
+    """The SNMP scraper, wrapping Counter64 values unless ``--no-snmp.wrap-large-counters``."""
+    return SnmpScraper(wrap_large_counters=settings.snmp_wrap_large_counters)
+
+
 TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
     TargetKind(
         name="snmp",
@@ -76,6 +81,7 @@ TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
         ),
         exposition=TEXT_EXPOSITION,
         build=SnmpScraper,
+        build_with_settings=_snmp_scraper,
     ),
     TargetKind(
         name="probe",

@@ -111,6 +111,14 @@ EXPECTED_ERRORS = {
         "6: modules.big_arc.metrics.0.oid: not a valid OID: "
         "'1.3.6.1.2.1.99999999999' (sub-identifiers stop at 4294967295)"
     ),
+    "invalid-module-aggregate-without-indexes.yml": (
+        "5: modules.fw_cpu.metrics.0: 'scout_firewall_cpu_ratio': "
+        "aggregate needs a gauge or counter with indexes"
+    ),
+    "invalid-module-value-map-with-scale.yml": (
+        "5: modules.fw_tunnels.metrics.0: 'scout_firewall_vpn_tunnel_up': "
+        "value_map replaces the value; scale it in the map"
+    ),
     "invalid-null-key.yml": (
         "3: auths.None: input should be a valid string\n"
         "{path}:3: auths.None: unknown type (expected one of: 'snmp', 'http', 'winrm')"
