@@ -594,7 +594,7 @@ class HostModelsConfig(StrictModel):
     # No model before this many samples: half a day at the default sample_every.
     min_samples: int = Field(default=144, ge=32)
     refit: Duration = timedelta(days=7)
-    trees: int = Field(default=50, ge=10, le=500)
+    trees: int = Field(default=32, ge=8, le=200)
     max_hosts: int = Field(default=1000, ge=1)
     forget_after: Duration = timedelta(days=1)
 

@@ -211,3 +211,17 @@ async def test_the_scoring_loop_exports_host_scores_and_keeps_samples_across_a_r
     clock2.now = clock.now + STEP
     await again.cycle()
     assert family(again.families, "scout_anomaly_hosts_modelled") == {(): 2}
+
+
+@pytest.mark.parametrize("columns", [1, 3, 18])
+def test_the_flat_forest_scores_as_scikit_learn_does(columns):
+    from sklearn.ensemble import IsolationForest
+
+    from ai_sidecar.anomaly.hosts import _Forest
+
+    rng = np.random.default_rng(columns)
+    train = rng.normal(0, 1, (500, columns))
+    fitted = IsolationForest(n_estimators=32, max_samples=128, random_state=4).fit(train)
+    points = np.vstack([rng.normal(0, 1, (200, columns)), rng.normal(0, 6, (50, columns))])
+    ours = _Forest.from_sklearn(fitted).anomaly(points)
+    np.testing.assert_allclose(ours, -fitted.score_samples(points), rtol=1e-6)
