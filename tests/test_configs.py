@@ -168,6 +168,32 @@ def test_rule_unit_tests_pass(test_file):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# Labels an alert carries to describe it, never the only difference between two
+# alerts of one rule: the correlation layer, a filesystem's type, an interface's
+# alias, a tunnel's type and remote end (its name tells tunnels apart).
+DESCRIPTIVE_LABELS = {"layer", "fstype", "ifAlias", "type", "remote"}
+
+
+def test_the_inhibition_compares_every_label_that_tells_alerts_apart():
+    """An enriched copy mutes its own raw alert only, not a sibling on another gateway."""
+    config = load_yaml(REPO / "alertmanager" / "alertmanager.yml")
+    [enriched_mutes_raw] = [
+        rule
+        for rule in config["inhibit_rules"]
+        if rule["source_matchers"] == ['scout_enriched="true"']
+    ]
+    carried = {
+        label
+        for test in unit_tests()
+        for case in test.get("alert_rule_test", [])
+        for alert in case.get("exp_alerts") or []
+        for label in alert.get("exp_labels", {})
+    }
+    assert {"gateway", "exporter", "tunnel"} <= carried
+    missing = carried - DESCRIPTIVE_LABELS - set(enriched_mutes_raw["equal"])
+    assert not missing, f"labels the inhibition does not compare: {sorted(missing)}"
+
+
 def test_alertmanager_config_is_valid():
     result = run("amtool", "check-config", REPO / "alertmanager" / "alertmanager.yml")
     assert result.returncode == 0, result.stdout + result.stderr
