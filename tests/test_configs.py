@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from scripts.localstack import write_prometheus_config
+from tests.firewall_names import unknown_uses, used_names
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
@@ -124,6 +125,14 @@ def test_alerts_follow_the_conventions():
         assert {"summary", "description", "runbook_url"} <= set(annotations), name
         assert annotations["runbook_url"] == RUNBOOK_URL + name.lower(), name
         assert re.search(rf"^## {name}$", runbooks, re.MULTILINE), f"no runbook section for {name}"
+
+
+def test_firewall_rules_read_only_schema_and_flow_names():
+    document = load_yaml(REPO / "prometheus" / "rules" / "firewall.rules.yml")
+    exprs = [rule["expr"] for group in document["groups"] for rule in group["rules"]]
+    assert any(used_names(expr) for expr in exprs)
+    for expr in exprs:
+        assert unknown_uses(expr) == [], expr
 
 
 def test_recording_rules_are_named_level_metric_operations():

@@ -24,10 +24,7 @@ from tests.ai_sidecar.replay import (
     storm,
 )
 
-
-FIREWALL_RULES = (
-    Path(__file__).resolve().parents[2] / "prometheus" / "rules" / "firewall.rules.yml"
-)
+FIREWALL_RULES = Path(__file__).resolve().parents[2] / "prometheus" / "rules" / "firewall.rules.yml"
 
 
 def by_name(incident: Incident) -> dict[str, str]:
