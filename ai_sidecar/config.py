@@ -226,14 +226,21 @@ PRESETS: Mapping[str, Preset] = {
         group_by=(("site",), ("device",), ("instance",)),
         layers=_COMMON_LAYERS,
     ),
-    # Firewalls: HA fail-overs and tunnels are links; state-table exhaustion is
-    # the box itself running out, a host problem.
+    # Firewalls: HA fail-overs, lost HA sync, tunnels and gateways are links;
+    # state-table exhaustion is the box itself running out, a host problem.
+    # The shipped rules (prometheus/rules/firewall.rules.yml) prefix their
+    # names with "Firewall".
     "firewall": Preset(
         group_by=(("site",), ("firewall",), ("instance",)),
         layers=(
             (r"(Fortigate|Pfsense|Opnsense|Netfilter)(Down|Unreachable|Rebooted)", "device"),
-            (r"(Ha|Carp|Vrrp|Cluster)(Failover|StateChange|SplitBrain)", "link"),
-            (r"(Ipsec|Vpn|Gre|Wireguard)(Tunnel)?(Down|Flapping)", "link"),
+            (
+                r"(Firewall)?(Ha|Carp|Vrrp|Cluster)"
+                r"(Failover|StateChange|SplitBrain|SyncLost|OutOfSync)",
+                "link",
+            ),
+            (r"(Firewall)?(Ipsec|Vpn|Gre|Wireguard)(Tunnel)?(Down|Flapping)", "link"),
+            (r"(Firewall)?Gateway(Down|Flapping)", "link"),
             (r".*(Conntrack|SessionTable|StateTable).*", "host"),
             *_COMMON_LAYERS,
         ),
