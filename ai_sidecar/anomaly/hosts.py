@@ -66,6 +66,8 @@ from ai_sidecar.config import HostModelsConfig
 # Residuals beyond this many half-bands say "far out" already; larger ones would
 # only stretch the forest's split ranges.
 RESIDUAL_CLIP = 50.0
+# Series keys whose host name is remembered, at most (a cache, cleared past it).
+HOST_CACHE_LIMIT = 200_000
 # Fits per cycle at most: after a restart every host is due at once.
 FITS_PER_CYCLE = 20
 # Subsample per tree: the IsolationForest paper found 256 enough; 128 halves
@@ -241,6 +243,7 @@ class HostModels:
         # label values must not grow it for ever; past the bound, a host may
         # be counted again).
         self._refused: set[str] = set()
+        self._host_of: dict[SeriesKey, str] = {}
         self.dropped_total = 0
 
     @property
@@ -269,24 +272,36 @@ class HostModels:
     def _features(
         self, signals: Sequence[ScoredSignal]
     ) -> tuple[dict[str, dict[str, float]], set[str]]:
-        label = self._config.host_label
-        sums: dict[tuple[str, str], list[float]] = defaultdict(list)
+        features: dict[str, dict[str, float]] = defaultdict(dict)
         alarmed: set[str] = set()
+        if len(self._host_of) > HOST_CACHE_LIMIT:
+            self._host_of.clear()  # series churn: rebuilt from this cycle's keys
         for signal in signals:
             rows, residual, flags = signal.latest_residuals()
-            clipped = np.clip(residual, -RESIDUAL_CLIP, RESIDUAL_CLIP)
-            for row, value, flag in zip(rows, clipped, flags, strict=True):
-                host = dict(signal.keys[row]).get(label)
-                if not host or not math.isfinite(value):
-                    continue
-                sums[(host, signal.name)].append(float(value))
-                if flag:
-                    alarmed.add(host)
-        features: dict[str, dict[str, float]] = defaultdict(dict)
-        for (host, name), values in sums.items():
-            features[host][f"{name}:mean"] = float(np.mean(values))
-            features[host][f"{name}:max"] = float(np.max(np.abs(values)))
+            hosts = [self._host_name(signal.keys[row]) for row in rows]
+            usable = np.array([bool(h) for h in hosts], dtype=bool) & np.isfinite(residual)
+            if not usable.any():
+                continue
+            names, group = np.unique(np.array(hosts, dtype=object)[usable], return_inverse=True)
+            clipped = np.clip(residual[usable], -RESIDUAL_CLIP, RESIDUAL_CLIP)
+            sums = np.bincount(group, weights=clipped, minlength=names.size)
+            counts = np.bincount(group, minlength=names.size)
+            largest = np.zeros(names.size)
+            np.maximum.at(largest, group, np.abs(clipped))
+            means = sums / counts
+            for index, host in enumerate(names):
+                found = features[host]
+                found[f"{signal.name}:mean"] = float(means[index])
+                found[f"{signal.name}:max"] = float(largest[index])
+            alarmed.update(names[np.unique(group[flags[usable]])])
         return features, alarmed
+
+    def _host_name(self, key: SeriesKey) -> str:
+        host = self._host_of.get(key)
+        if host is None:
+            host = dict(key).get(self._config.host_label, "")
+            self._host_of[key] = host
+        return host
 
     def _host(self, host: str, columns: list[str], now: float) -> _Host | None:
         state = self._hosts.get(host)
