@@ -272,16 +272,24 @@ class HostModels:
 
     def restore(self, arrays: Mapping[str, NDArray[Any]], now: float) -> None:
         """Rings back from :meth:`state`; the forests are fitted at the next cycles."""
-        hosts = [str(h) for h in arrays.get("hosts", np.array([], dtype=np.str_))]
+        try:
+            hosts = [str(h) for h in arrays.get("hosts", np.array([], dtype=np.str_))]
+        except TypeError:
+            return  # not a list of hosts: start every host afresh
         for index, host in enumerate(hosts[: self._config.max_hosts]):
-            samples = np.asarray(arrays[f"ring_{index}"], dtype=np.float32)
-            columns = [str(c) for c in arrays[f"columns_{index}"]]
-            if samples.ndim != 2 or samples.shape[1] != len(columns):
+            try:
+                samples = np.asarray(arrays[f"ring_{index}"], dtype=np.float32)
+                columns = [str(c) for c in arrays[f"columns_{index}"]]
+                last_sample, last_seen = (float(v) for v in arrays[f"times_{index}"])
+            except (KeyError, ValueError, TypeError):
                 continue  # written by an incompatible version: start this host afresh
+            if samples.ndim != 2 or samples.shape[1] != len(columns):
+                continue
+            if not np.isfinite(samples).all() or math.isnan(last_sample + last_seen):
+                continue  # damaged: no forest can be fitted on it, or it is never due
             samples = samples[-self._config.max_samples :]
             ring = np.zeros((self._config.max_samples, len(columns)), dtype=np.float32)
             ring[: samples.shape[0]] = samples
-            last_sample, last_seen = (float(v) for v in arrays[f"times_{index}"])
             self._hosts[host] = _Host(
                 columns=columns,
                 ring=ring,

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ai_sidecar.anomaly.hosts import HostModels
+from ai_sidecar.anomaly.registry import ModelRegistry
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.config import HostModelsConfig
 from tests.ai_sidecar.anomaly.test_scoring import (
@@ -211,3 +212,46 @@ async def test_the_scoring_loop_exports_host_scores_and_keeps_samples_across_a_r
     clock2.now = clock.now + STEP
     await again.cycle()
     assert family(again.families, "scout_anomaly_hosts_modelled") == {(): 2}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda arrays: arrays.pop("ring_0"), id="ring missing"),
+        pytest.param(lambda arrays: arrays.pop("times_0"), id="times missing"),
+        pytest.param(lambda arrays: arrays.update(times_0=np.array([1.0])), id="times short"),
+        pytest.param(lambda arrays: arrays["ring_0"].__setitem__((3, 0), np.nan), id="nan"),
+        pytest.param(lambda arrays: arrays["ring_0"].__setitem__((3, 1), np.inf), id="inf"),
+        pytest.param(lambda arrays: arrays["times_0"].__setitem__(0, np.nan), id="nan time"),
+    ],
+)
+def test_damaged_saved_samples_start_that_host_afresh_and_keep_the_others(damage):
+    host_models = models()
+    now = learn(host_models, ["web-1", "web-2"], 250)
+    arrays = {name: np.array(array) for name, array in host_models.state().items()}
+    damage(arrays)
+    restored = models()
+    restored.restore(arrays, now)
+    web_2 = restored.hosts["web-2"]
+    np.testing.assert_array_equal(web_2.samples, host_models.hosts["web-2"].samples)
+    # web-1 starts afresh: no samples of its own from the file, so no forest yet.
+    restored.observe(correlated_cycle(np.random.default_rng(6), ["web-1", "web-2"]), now + 60)
+    assert restored.hosts["web-1"].count == 1
+    assert restored.hosts["web-1"].forest is None
+    assert web_2.forest is not None
+
+
+async def test_a_saved_samples_file_of_another_shape_does_not_stop_the_scoring_loop(tmp_path):
+    anomaly = config()
+    engine = engine_with("a", "b")
+    registry = ModelRegistry(tmp_path, anomaly.keep_versions)
+    registry.save_host_samples({"hosts": np.array(["a", "b"])})  # no rings
+    scorer, _, _, clock = await started(engine, tmp_path, anomaly=anomaly)
+    await advance(scorer, clock, 1)
+    assert family(scorer.families, "scout_anomaly_hosts_modelled") == {(): 0}
+
+
+def test_saved_samples_without_a_list_of_hosts_restore_nothing():
+    restored = models()
+    restored.restore({"hosts": np.array("web-1")}, 0.0)
+    assert restored.hosts == {}
