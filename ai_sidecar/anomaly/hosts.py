@@ -162,6 +162,9 @@ class HostModels:
     def observe(self, signals: Sequence[ScoredSignal], now: float) -> None:
         """Take this cycle's residuals: learn (when due), fit (when due), then score."""
         features, alarmed = self._features(signals)
+        for host in self._hosts.keys() - features.keys():
+            # No series of the host this cycle: its last score is not its state now.
+            self._hosts[host].score = math.nan
         for host, found in features.items():
             state = self._host(host, sorted(found), now)
             if state is None:

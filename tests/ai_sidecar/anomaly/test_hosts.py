@@ -214,6 +214,19 @@ async def test_the_scoring_loop_exports_host_scores_and_keeps_samples_across_a_r
     assert family(again.families, "scout_anomaly_hosts_modelled") == {(): 2}
 
 
+def test_a_host_no_longer_seen_has_no_score_though_it_is_still_remembered():
+    host_models = models(min_samples=50, max_samples=100, forget_after="1d")
+    now = learn(host_models, ["web-1", "web-2"], 60)
+    assert math.isfinite(host_models.hosts["web-1"].score)
+    now += MINUTE
+    host_models.observe(correlated_cycle(np.random.default_rng(8), ["web-2"]), now)
+    # web-1's series are gone: its last score is not its state now.
+    assert "web-1" in host_models.hosts
+    assert math.isnan(host_models.hosts["web-1"].score)
+    scores = {s.labels["instance"] for s in host_models.families()[0].samples}
+    assert scores == {"web-2"}
+
+
 @pytest.mark.parametrize(
     "damage",
     [
