@@ -182,6 +182,12 @@ def _text(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> str:
         return ""
     if not isinstance(value, str):
         raise _Skip(f"{key!r} is {type(value).__name__}, not a string")
+    try:
+        # JSON may escape a lone surrogate (\ud800): valid JSON, but no UTF-8
+        # exposition can carry it, and it would fail the whole of /metrics.
+        value.encode()
+    except UnicodeEncodeError:
+        raise _Skip(f"{key!r} is not valid Unicode") from None
     return value
 
 

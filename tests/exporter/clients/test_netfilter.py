@@ -164,6 +164,9 @@ def test_output_that_is_not_a_ruleset_fails_with_a_clear_error(output, message):
         (rule(handle=-1), "'handle' is -1, not a count"),
         (rule(table=None), "'table' is NoneType, not a string"),
         (rule(comment=7), "'comment' is int, not a string"),
+        # Valid JSON (an escaped lone surrogate) that no UTF-8 exposition can carry.
+        (rule(comment="web\ud800"), "'comment' is not valid Unicode"),
+        (rule(chain="\udfff"), "'chain' is not valid Unicode"),
         (rule(expr=[{"counter": {"packets": 1.5, "bytes": 1}}]), "'packets' is 1.5"),
         (rule(expr=[{"counter": {"packets": float("nan"), "bytes": 1}}]), "'packets' is nan"),
         (rule(expr=[{"counter": {"bytes": 1}}]), "'packets' is None"),
