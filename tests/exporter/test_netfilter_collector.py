@@ -257,6 +257,21 @@ def test_a_lone_surrogate_in_a_comment_does_not_break_the_exposition():
     assert 'rule_id="9"' not in text
 
 
+def test_two_base_chains_with_one_name_give_one_policy_series():
+    chain = {"family": "inet", "table": "t", "name": "in", "hook": "input", "policy": "drop"}
+    source = RecordedSource(ruleset_output=ruleset_of({"chain": chain}, {"chain": chain}))
+    families = list(collector(source).collect())
+    assert samples(families, "scout_firewall_chain_policy_info") == {
+        (("chain", "in"), ("hook", "input"), ("policy", "drop"), ("table", "inet t")): 1.0
+    }
+    assert [
+        sample.labels["chain"]
+        for family in families
+        for sample in family.samples
+        if sample.name == "scout_firewall_chain_policy_info"
+    ] == ["in"]
+
+
 def test_odd_ruleset_objects_are_logged_and_the_rest_exported(caplog):
     source = RecordedSource(ruleset_output=ruleset_of({"rule": {"handle": "x"}}))
     with caplog.at_level(logging.WARNING, logger="exporter.collectors.netfilter"):
