@@ -26,6 +26,7 @@ scores how unusual the current one is.
   samples that look less anomalous than the current one (its empirical
   tail probability, so 0.999 reads the same on every host), labelled with the
   host label (``instance`` by default) so incidents and dashboards match it.
+  A host with no series scored in the cycle has no score (not its last one).
 - **Bounded.** At most ``max_hosts`` hosts (others are counted as dropped);
   rings are float32; a host not seen for ``forget_after`` is forgotten.
 - **Restarts.** The rings are written with the detectors' checkpoints and
