@@ -7,7 +7,10 @@ and registry) to check it is wired, exported and survives a restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,10 +19,13 @@ import pytest
 
 from ai_sidecar.anomaly.hosts import HostModels
 from ai_sidecar.anomaly.registry import ModelRegistry
+from ai_sidecar.anomaly.scoring import AnomalyScorer
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.config import HostModelsConfig
+from tests.ai_sidecar.anomaly.fakes import InlineTrainer
 from tests.ai_sidecar.anomaly.test_scoring import (
     STEP,
+    Clock,
     advance,
     config,
     engine_with,
@@ -187,17 +193,20 @@ def test_state_round_trip_keeps_the_samples_and_refits():
     assert restored.hosts["web-1"].forest is not None
 
 
-async def test_the_scoring_loop_exports_host_scores_and_keeps_samples_across_a_restart(
-    tmp_path,
-):
-    anomaly = config()
-    anomaly = anomaly.model_copy(
+def small_hosts_config():
+    return config().model_copy(
         update={
             "hosts": HostModelsConfig.model_validate(
                 {"sample_every": "5m", "min_samples": 32, "max_samples": 64}, strict=False
             )
         }
     )
+
+
+async def test_the_scoring_loop_exports_host_scores_and_keeps_samples_across_a_restart(
+    tmp_path,
+):
+    anomaly = small_hosts_config()
     engine = engine_with("a", "b")
     scorer, _, registry, clock = await started(engine, tmp_path, anomaly=anomaly)
     await advance(scorer, clock, 40)
@@ -268,3 +277,39 @@ def test_saved_samples_without_a_list_of_hosts_restore_nothing():
     restored = models()
     restored.restore({"hosts": np.array("web-1")}, 0.0)
     assert restored.hosts == {}
+
+
+async def test_a_shutdown_while_the_saved_samples_are_read_back_does_not_wipe_them(
+    tmp_path, monkeypatch
+):
+    anomaly = small_hosts_config()
+    engine = engine_with("a", "b")
+    scorer, _, registry, clock = await started(engine, tmp_path, anomaly=anomaly)
+    await advance(scorer, clock, 3)
+    await scorer.close()
+    saved = registry.load_host_samples()
+    assert saved is not None
+    assert sorted(saved["hosts"]) == ["a", "b"]
+    # The restarted loop's first cycle reads the samples back in a worker thread;
+    # the shutdown comes while it does.
+    reading, release = threading.Event(), threading.Event()
+    load = registry.load_host_samples
+
+    def slow_load():
+        reading.set()
+        release.wait(10)
+        return load()
+
+    monkeypatch.setattr(registry, "load_host_samples", slow_load)
+    trainer = InlineTrainer(engine, registry, anomaly)
+    again = AnomalyScorer(anomaly, engine, registry, trainer, clock=Clock(clock.now + STEP))
+    cycle = asyncio.create_task(again.cycle())
+    assert await asyncio.to_thread(reading.wait, 10)
+    cycle.cancel()
+    asyncio.get_running_loop().call_later(0.2, release.set)
+    await again.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cycle
+    saved = load()
+    assert saved is not None
+    assert sorted(saved["hosts"]) == ["a", "b"]
