@@ -268,6 +268,20 @@ def test_a_hung_nft_is_killed_at_the_timeout(tmp_path):
         os.kill(int(pid_file.read_text()), 0)  # killed and reaped, not left running
 
 
+def test_an_nft_that_closes_its_output_but_does_not_exit_is_killed_at_the_timeout(tmp_path):
+    pid_file = tmp_path / "pid"
+    script = stand_in(
+        tmp_path,
+        f"echo $$ > {pid_file}; echo '{{\"nftables\": []}}'; exec sleep 30 >&- 2>&-",
+    )
+    started = time.monotonic()
+    with pytest.raises(NftError, match=r"did not exit within 0\.5s"):
+        read_ruleset(script, timeout=0.5)
+    assert time.monotonic() - started < 5
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # killed and reaped, not left running
+
+
 def test_output_past_the_size_bound_is_refused_without_reading_it_all(tmp_path):
     script = stand_in(tmp_path, "exec yes '{\"nftables\": []}'")  # endless output
     with pytest.raises(NftError, match="printed more than 1000000 bytes"):
