@@ -26,6 +26,7 @@ scores how unusual the current one is.
   samples that look less anomalous than the current one (its empirical
   tail probability, so 0.999 reads the same on every host), labelled with the
   host label (``instance`` by default) so incidents and dashboards match it.
+  A host with no series scored in the cycle has no score (not its last one).
 - **Bounded.** At most ``max_hosts`` hosts (others are counted as dropped);
   rings are float32; a host not seen for ``forget_after`` is forgotten.
 - **Restarts.** The rings are written with the detectors' checkpoints and
@@ -253,6 +254,9 @@ class HostModels:
     def observe(self, signals: Sequence[ScoredSignal], now: float) -> None:
         """Take this cycle's residuals: learn (when due), fit (when due), then score."""
         features, alarmed = self._features(signals)
+        for host in self._hosts.keys() - features.keys():
+            # No series of the host this cycle: its last score is not its state now.
+            self._hosts[host].score = math.nan
         for host, found in features.items():
             state = self._host(host, sorted(found), now)
             if state is None:
@@ -377,16 +381,24 @@ class HostModels:
 
     def restore(self, arrays: Mapping[str, NDArray[Any]], now: float) -> None:
         """Rings back from :meth:`state`; the forests are fitted at the next cycles."""
-        hosts = [str(h) for h in arrays.get("hosts", np.array([], dtype=np.str_))]
+        try:
+            hosts = [str(h) for h in arrays.get("hosts", np.array([], dtype=np.str_))]
+        except TypeError:
+            return  # not a list of hosts: start every host afresh
         for index, host in enumerate(hosts[: self._config.max_hosts]):
-            samples = np.asarray(arrays[f"ring_{index}"], dtype=np.float32)
-            columns = [str(c) for c in arrays[f"columns_{index}"]]
-            if samples.ndim != 2 or samples.shape[1] != len(columns):
+            try:
+                samples = np.asarray(arrays[f"ring_{index}"], dtype=np.float32)
+                columns = [str(c) for c in arrays[f"columns_{index}"]]
+                last_sample, last_seen = (float(v) for v in arrays[f"times_{index}"])
+            except (KeyError, ValueError, TypeError):
                 continue  # written by an incompatible version: start this host afresh
+            if samples.ndim != 2 or samples.shape[1] != len(columns):
+                continue
+            if not np.isfinite(samples).all() or math.isnan(last_sample + last_seen):
+                continue  # damaged: no forest can be fitted on it, or it is never due
             samples = samples[-self._config.max_samples :]
             ring = np.zeros((self._config.max_samples, len(columns)), dtype=np.float32)
             ring[: samples.shape[0]] = samples
-            last_sample, last_seen = (float(v) for v in arrays[f"times_{index}"])
             self._hosts[host] = _Host(
                 columns=columns,
                 ring=ring,
