@@ -1,11 +1,15 @@
-"""Every phrase the sidecar writes for people into an enriched notification.
+"""Every phrase of Scout's notifications that is not the analyst's own, in one place.
 
-English for now. A translation gives each constant and each :data:`PROBLEMS`
-entry its own words; the ``{named}`` fields stay as they are, and
-:mod:`ai_sidecar.notify.wording` fills them. The analysis (``ai_*``) is the
-analyst's own text, and Alertmanager's templates
-(``alertmanager/templates/scout.tmpl``) add only headings and link labels,
-gathered in their ``scout.word.*`` definitions.
+English for now. A translation gives each constant, each :data:`PROBLEMS`
+entry and each :data:`TEMPLATE_WORDS` value its own words; the ``{named}``
+fields stay as they are, and :mod:`ai_sidecar.notify.wording` fills them.
+The analysis (``ai_*``) is the analyst's own text.
+
+:data:`TEMPLATE_WORDS` are the headings and link labels Alertmanager's
+templates add (``alertmanager/templates/scout.tmpl``, as its ``scout.word.*``
+definitions, which must say the same: a test compares them and prints the
+block to paste). Everything else people read is rendered here, by the sidecar,
+into the copies' ``scout_*`` annotations.
 
 A problem phrase says what is wrong and where, in plain words, from the root
 cause's labels: ``{interface}`` is its interface (ifName, interface or
@@ -95,3 +99,44 @@ MISSING: Mapping[str, str] = {
     "target": "an unnamed target",
 }
 MISSING_DEFAULT = "?"
+
+# The words Alertmanager's templates add, as scout.word.<key> definitions.
+TEMPLATE_WORDS: Mapping[str, str] = {
+    "subject_prefix": "[Scout]",
+    "resolved_mark": "[RESOLVED]",
+    "incident": "Incident",
+    "priority": "Priority",
+    "firing": "firing",
+    "resolved": "resolved",
+    "summary": "Summary",
+    "root_cause": "Root cause",
+    "impact": "Impact",
+    "actions": "Actions",
+    "alerts": "Alerts",
+    "member_resolved": "(resolved)",
+    "on": "on",
+    "more_in_incident": "… and more: see the incident.",
+    "more_in_alertmanager": "… and more: see Alertmanager.",
+    "incident_link": "Incident in Scout",
+    "grafana": "Grafana",
+    "graph": "Graph",
+    "graph_link": "graph",
+    "graph_alt": "Graph of the root cause",
+    "open_graph": "Open the graph",
+    "alertmanager": "Alertmanager",
+    "raw_firing": "FIRING",
+    "raw_resolved": "RESOLVED",
+    "not_analysed": "not analysed by Scout",
+    "not_enriched": (
+        "Scout's AI sidecar did not enrich this alert within the fail-open delay, so it is"
+        " shown as Prometheus raised it, without correlation or analysis."
+    ),
+}
+
+
+def template_words() -> str:
+    """The ``scout.word.*`` definitions of :data:`TEMPLATE_WORDS`, as scout.tmpl holds them."""
+    return "".join(
+        f'{{{{ define "scout.word.{key}" }}}}{value}{{{{ end }}}}\n'
+        for key, value in TEMPLATE_WORDS.items()
+    )
