@@ -67,8 +67,13 @@ class Node:
         value = self.value
         if isinstance(value, bool):
             return None
-        if isinstance(value, int | float):
-            number = float(value)
+        if isinstance(value, int):
+            try:
+                number = float(value)
+            except OverflowError:  # JSON integers have no bound; floats stop near 1.8e308
+                return None
+        elif isinstance(value, float):
+            number = value
         elif isinstance(value, str) and (match := _NUMBER_WITH_UNIT.fullmatch(value)):
             number = float(match.group(1))
         else:

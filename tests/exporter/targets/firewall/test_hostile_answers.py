@@ -1,0 +1,36 @@
+"""``/firewall`` against answers a broken or hostile firewall could send.
+
+Each answer here is valid JSON that the happy-path replays never hold: a
+string with an unpaired surrogate escape, a number too large for a float,
+the same name twice. One such field may cost its own series, never the rest
+of the scrape or the exposition.
+"""
+
+from __future__ import annotations
+
+from exporter.targets.firewall.values import Node
+from tests.exporter.targets.firewall.fakes import Misbehaviour, scrape, value
+
+VDOM_RESOURCE = "/api/v2/monitor/system/vdom-resource"
+
+
+def test_a_number_too_large_for_a_float_reads_as_missing():
+    assert Node(10**400).number() is None
+    assert Node(-(10**400)).number() is None
+    assert Node(2**64).number() == float(2**64)
+
+
+async def test_a_number_too_large_for_a_float_costs_only_its_series(start_fake, scout, caplog):
+    fake = await start_fake("fortigate")
+    huge = b"1" + b"0" * 400
+    fake.misbehaviours[VDOM_RESOURCE] = Misbehaviour(
+        body=b'{"status": "success", "results": {"session": {"current_usage": '
+        + huge
+        + b', "custom_max": 2000000}}}'
+    )
+    client = await scout()
+    _, text = await scrape(client, "fortigate_http", f"127.0.0.1:{fake.port}", "fgt")
+    assert value(text, "scout_firewall_up") == 1
+    assert value(text, "scout_firewall_sessions_limit") == 2_000_000
+    assert value(text, "scout_firewall_cpu_ratio") is not None
+    assert "internal error" not in caplog.text
