@@ -11,6 +11,7 @@ from __future__ import annotations
 from exporter.targets.firewall.values import Node
 from tests.exporter.targets.firewall.fakes import Misbehaviour, scrape, value
 
+STATUS = "/api/v2/monitor/system/status"
 VDOM_RESOURCE = "/api/v2/monitor/system/vdom-resource"
 
 
@@ -18,6 +19,25 @@ def test_a_number_too_large_for_a_float_reads_as_missing():
     assert Node(10**400).number() is None
     assert Node(-(10**400)).number() is None
     assert Node(2**64).number() == float(2**64)
+
+
+def test_an_unpaired_surrogate_is_replaced_in_text_and_in_keys():
+    assert Node("fw\ud800-hq").text() == "fw\ufffd-hq"
+    assert list(Node({"wan\udfff": 1}).items()) == [("wan\ufffd", Node(1))]
+    assert Node("fw\U0001f525").text() == "fw\U0001f525"  # a paired one is a real character
+
+
+async def test_an_unpaired_surrogate_in_a_name_keeps_the_exposition(start_fake, scout):
+    fake = await start_fake("fortigate")
+    fake.misbehaviours[STATUS] = Misbehaviour(
+        body=b'{"status": "success", "version": "v7.4.4", "serial": "FGT1",'
+        b' "results": {"model": "FGT100F", "hostname": "fw-\\ud83d"}}'
+    )
+    client = await scout()
+    status, text = await scrape(client, "fortigate_http", f"127.0.0.1:{fake.port}", "fgt")
+    assert status == 200
+    assert value(text, "scout_firewall_up") == 1
+    assert value(text, "scout_firewall_info", hostname="fw-\ufffd", model="FGT100F") == 1
 
 
 async def test_a_number_too_large_for_a_float_costs_only_its_series(start_fake, scout, caplog):
