@@ -54,3 +54,40 @@ async def test_a_number_too_large_for_a_float_costs_only_its_series(start_fake, 
     assert value(text, "scout_firewall_sessions_limit") == 2_000_000
     assert value(text, "scout_firewall_cpu_ratio") is not None
     assert "internal error" not in caplog.text
+
+
+def sample_lines(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith((name + "{", name + " "))]
+
+
+async def test_a_name_listed_twice_gives_one_series_the_first(start_fake, scout):
+    fake = await start_fake("pfsense")
+    answer = fake.table["/api/v2/status/interfaces"]
+    wan = answer["data"][0]
+    fake.table["/api/v2/status/interfaces"] = {
+        **answer,
+        "data": [*answer["data"], {**wan, "status": "down", "inbytes": 5}],
+    }
+    client = await scout()
+    _, text = await scrape(client, "pfsense_http", f"127.0.0.1:{fake.port}", "pf")
+    assert len(sample_lines(text, "scout_firewall_interface_up")) == 2
+    assert value(text, "scout_firewall_interface_up", interface="WAN") == 1
+    received = "scout_firewall_interface_receive_bytes_total"
+    assert value(text, received, interface="WAN") == wan["inbytes"]
+
+
+async def test_opnsense_split_connections_of_one_phase1_are_one_tunnel(start_fake, scout):
+    # One phase 1 with its phase 2s as separate connections: con1-000, con1-001.
+    fake = await start_fake("opnsense")
+    answer = fake.table["/api/ipsec/sessions/search_phase1"]
+    first = answer["rows"][0]
+    rows = [
+        {**first, "name": "con1-000", "connected": False},
+        {**first, "name": "con1-001", "connected": True},
+    ]
+    fake.table["/api/ipsec/sessions/search_phase1"] = {**answer, "rows": rows}
+    client = await scout()
+    _, text = await scrape(client, "opnsense_http", f"127.0.0.1:{fake.port}", "opn")
+    assert sample_lines(text, "scout_firewall_vpn_tunnel_up") == [
+        'scout_firewall_vpn_tunnel_up{remote="198.51.100.7",tunnel="branch-a",type="ipsec"} 1.0'
+    ]
