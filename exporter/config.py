@@ -230,6 +230,9 @@ class SnmpAuth(StrictModel):
         return None
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class HttpAuth(StrictModel):
     """Credentials for REST APIs (``/firewall``): one of three schemes.
 
@@ -267,6 +270,18 @@ class HttpAuth(StrictModel):
             raise ValueError(f"use one of {', '.join(given[:-1])} or {given[-1]}, not several")
         if not given or (given == ["username/password"] and not self.username):
             raise ValueError("needs username/password, bearer_token or api_key")
+        return self
+
+    @model_validator(mode="after")
+    def _header_safe(self) -> Self:
+        # A token or key goes in a header as it is (basic auth is base64): a control
+        # character would end the header or start another, and the request is refused.
+        for name, secret in (("bearer_token", self.bearer_token), ("api_key", self.api_key)):
+            if secret is not None and _CONTROL_CHARACTER.search(secret.get_secret_value()):
+                raise ValueError(
+                    f"{name} holds a control character (a line break from a file or a "
+                    "variable?), which cannot travel in an HTTP header"
+                )
         return self
 
     @model_validator(mode="after")

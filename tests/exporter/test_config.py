@@ -188,6 +188,15 @@ EXPECTED_ERRORS = {
         "5: modules.if_mib_core.allowed_targets: '*.0x7f' ends in a number: "
         "write an address or a network instead"
     ),
+    # Sent as a header as they are: a line break would end the header (or add one).
+    "invalid-http-token-with-newline.yml": (
+        "2: auths.fortigate: bearer_token holds a control character (a line break from a "
+        "file or a variable?), which cannot travel in an HTTP header"
+    ),
+    "invalid-http-api-key-with-control-character.yml": (
+        "2: auths.pfsense: api_key holds a control character (a line break from a "
+        "file or a variable?), which cannot travel in an HTTP header"
+    ),
     "invalid-allowed-targets-wildcard-inside.yml": (
         "4: modules.api_health.allowed_targets: 'api.*.example.net': "
         "'*' may only be the whole first label, as in *.example.net"
@@ -207,6 +216,8 @@ CANARIES = {
     "invalid-http-token-without-allowed-targets.yml": ("canary-fortigate-token-secret",),
     "invalid-http-api-key-without-allowed-targets.yml": ("canary-pfsense-key-secret",),
     "invalid-http-password-without-allowed-targets.yml": ("canary-opnsense-secret",),
+    "invalid-http-token-with-newline.yml": ("canary-newline-token-secret",),
+    "invalid-http-api-key-with-control-character.yml": ("canary-cr-key-secret",),
 }
 
 
