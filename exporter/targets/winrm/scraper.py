@@ -196,11 +196,17 @@ class WinrmScraper:
         self, key: HostKey, endpoint: Endpoint, module: WinrmModule, deadline: float
     ) -> HostOutcome:
         """The blocking part, on a worker thread: never raises a ``WinrmError``."""
-        session = self._session(key)
         wait = deadline - self._clock()
-        if wait <= 0 or not session.lock.acquire(timeout=wait):
+        if wait <= 0:  # queued behind the global bound for too long
             return HostOutcome(
-                [], "the previous scrape of this host was still running at the deadline", "timeout"
+                [], "timeout: the deadline passed before the scrape started", "timeout"
+            )
+        session = self._session(key)
+        if not session.lock.acquire(timeout=wait):
+            return HostOutcome(
+                [],
+                "timeout: the previous scrape of this host was still running at the deadline",
+                "timeout",
             )
         try:
             session.last_used = self._clock()

@@ -108,14 +108,14 @@ async def test_the_top_processes_are_ranked_by_cpu_since_the_last_scrape(exporte
     client = await exporter_client()
     first = await (await client.get(path(wsman.target))).text()
     # No rate on the first scrape: only memory ranks.
-    assert 'scout_windows_top_process_cpu_ratio{' not in first
+    assert "scout_windows_top_process_cpu_ratio{" not in first
     rows = {row["IDProcess"]: row for row in wsman.server.host.rows["process"]}
     for row in rows.values():
         row["Timestamp_Sys100NS"] += 10 * TICKS  # ten seconds later
     rows[880]["PercentProcessorTime"] += 15 * TICKS  # 1.5 cores
     rows[2212]["PercentProcessorTime"] += 2 * TICKS  # 0.2 of one
     text = await (await client.get(path(wsman.target))).text()
-    busiest = re.findall(r'^scout_windows_top_process_cpu_ratio\{(.*)\} (\S+)$', text, re.M)
+    busiest = re.findall(r"^scout_windows_top_process_cpu_ratio\{(.*)\} (\S+)$", text, re.M)
     # top_processes: 2 in the module; svchost 1024 used nothing.
     assert busiest == [
         ('process="svchost",process_id="880"', "1.5"),
