@@ -1,4 +1,4 @@
-"""The scraper's scheduling, through a fake ``ShellOpener``: bounds, one scrape per host, deadlines."""
+"""The scraper's scheduling, with a fake ``ShellOpener``: bounds, one per host, deadlines."""
 
 from __future__ import annotations
 
