@@ -43,6 +43,18 @@ async def wsman(aiohttp_server, ca: CertificateAuthority) -> WinrmPeer:
     return WinrmPeer(server, f"127.0.0.1:{running.port}", ca.pair.cert)
 
 
+@pytest.fixture
+async def ntlm_wsman(aiohttp_server, tmp_path: Path, monkeypatch) -> WinrmPeer:
+    """A listener on plain HTTP that takes NTLM only, and encrypted messages only."""
+    users = tmp_path / "ntlm-users"
+    domain, user = USERNAME.split("\\")
+    users.write_text(f"{domain}:{user}:{PASSWORD}\n")
+    monkeypatch.setenv("NTLM_USER_FILE", str(users))
+    server = WsmanServer(ntlm=True)
+    running = await aiohttp_server(server.app())
+    return WinrmPeer(server, f"127.0.0.1:{running.port}", users)
+
+
 def exporter_config(ca_file: Path, *, password: str = PASSWORD, module: str = "") -> str:
     return f"""
 auths:
@@ -60,6 +72,12 @@ auths:
     password: '{password}'
     transport: basic
     https: true
+    allowed_targets: [127.0.0.0/8]
+  windows_ntlm:
+    type: winrm
+    username: '{USERNAME}'
+    password: '{password}'
+    transport: ntlm
     allowed_targets: [127.0.0.0/8]
 modules:
   fileserver:

@@ -212,3 +212,31 @@ async def test_a_target_outside_the_auth_s_allow_list_is_refused_before_sending(
     response = await client.get(path("192.0.2.7"))
     assert response.status == 403
     assert wsman.server.actions() == []
+
+
+async def test_ntlm_over_http_encrypts_every_message(exporter_client, ntlm_wsman):
+    client = await exporter_client()
+    text = await (await client.get(path(ntlm_wsman.target, auth="windows_ntlm"))).text()
+    assert sample(text, "scout_winrm_success") == 1.0
+    assert sample(text, 'windows_service_state{name="監視サービス",state="stopped"}') == 1.0
+    server = ntlm_wsman.server
+    assert server.actions() == [
+        "Create",
+        "Command",
+        "Send",
+        "Receive",
+        "Receive",
+        "Receive",
+        "Signal",
+    ]
+    # The listener refuses plain messages; every one of these came encrypted.
+    assert server.encrypted_messages == len(server.actions())
+
+
+async def test_ntlm_with_a_wrong_password_fails_as_auth(exporter_client, ntlm_wsman, caplog):
+    client = await exporter_client(password="wrong-" + PASSWORD)
+    with caplog.at_level(logging.DEBUG):
+        text = await (await client.get(path(ntlm_wsman.target, auth="windows_ntlm"))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="auth"}') == 1.0
+    assert PASSWORD not in caplog.text
+    assert PASSWORD not in text

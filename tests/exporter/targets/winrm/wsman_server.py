@@ -7,7 +7,10 @@ base64 chunks over several Receives (``Running`` until the last, which is
 ``Done`` with an exit code), Signal and Delete end the command and the shell.
 Requests it does not expect get the SOAP faults Windows sends (HTTP 500, a
 ``WSManFault`` with its code). Authentication is Basic (as over HTTPS; the
-listener may run with TLS) or none.
+listener may run with TLS), or NTLM through pyspnego's acceptor with every
+message then encrypted as WinRM does over HTTP (``multipart/encrypted``,
+``application/HTTP-SPNEGO-session-encrypted``, one security context per TCP
+connection); an unencrypted message on an NTLM listener is refused.
 
 Knobs for faults: ``max_shells`` (the per-user shell quota), ``receive_delay``
 (a slow host), ``mangle`` (garbled or cut output), ``forget_shells`` (the host
@@ -18,11 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+import struct
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import spnego
 from aiohttp import web
 
 from tests.exporter.targets.winrm.fake_host import FakeHost
@@ -37,6 +43,8 @@ TRANSFER = "http://schemas.xmlsoap.org/ws/2004/09/transfer"
 SHELL = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 CMD_URI = f"{SHELL}/cmd"
 QUOTA_CODE = 2150859174
+SPNEGO_ENCRYPTED = "application/HTTP-SPNEGO-session-encrypted"
+BOUNDARY = "Encrypted Boundary"
 NO_SUCH_SHELL_CODE = 2150858843
 
 
@@ -73,6 +81,7 @@ class WsmanServer:
         password: str | None = None,
         max_shells: int = 30,
         chunks: int = 3,
+        ntlm: bool = False,
     ) -> None:
         self.host = host or FakeHost()
         self.username, self.password = username, password
@@ -84,6 +93,10 @@ class WsmanServer:
         self.exchanges: list[Exchange] = []
         self.shells_created = 0
         self.shells_deleted = 0
+        # NTLM needs NTLM_USER_FILE (DOMAIN:USER:PASSWORD lines) in the environment.
+        self.ntlm = ntlm
+        self.encrypted_messages = 0
+        self._contexts: dict[object, spnego.ContextProxy] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -106,8 +119,54 @@ class WsmanServer:
         return given == f"{self.username}:{self.password}"
 
     async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if not self._authorised(request):
+        if self.ntlm:
+            return await self._handle_ntlm(request)
+        return await self._handle_plain(request, await request.read())
+
+    async def _handle_ntlm(self, request: web.Request) -> web.Response:
+        """NTLM over HTTP: the handshake on blank requests, then encrypted messages only."""
+        connection = request.transport
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Negotiate "):
+            context = self._contexts.get(connection)
+            if context is None or context.complete:
+                context = self._contexts[connection] = spnego.server(
+                    protocol="ntlm", options=spnego.NegotiateOptions.wrapping_winrm
+                )
+            try:
+                out_token = context.step(base64.b64decode(header[len("Negotiate ") :]))
+            except spnego.exceptions.SpnegoError:
+                self._contexts.pop(connection, None)
+                self.exchanges.append(Exchange("401", header))
+                return web.Response(status=401, headers={"WWW-Authenticate": "Negotiate"})
+            if not context.complete:
+                challenge = "Negotiate " + base64.b64encode(out_token or b"").decode()
+                return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+            await request.read()
+            return web.Response(status=200)
+        context = self._contexts.get(connection)
+        if context is None or not context.complete:
+            # The first, blank request of every connection: the challenge to start NTLM.
+            return web.Response(status=401, headers={"WWW-Authenticate": "Negotiate"})
+        content_type = request.headers.get("Content-Type", "")
+        assert content_type.startswith("multipart/encrypted;"), "unencrypted message over HTTP"
+        assert f'protocol="{SPNEGO_ENCRYPTED}"' in content_type
+        plain = _unwrap(context, await request.read())
+        self.encrypted_messages += 1
+        answer = await self._handle_plain(request, plain)
+        assert isinstance(answer.body, bytes)
+        wrapped = _wrap(context, answer.body)
+        return web.Response(
+            status=answer.status,
+            body=wrapped,
+            headers={
+                "Content-Type": f'multipart/encrypted;protocol="{SPNEGO_ENCRYPTED}";'
+                f'boundary="{BOUNDARY}"'
+            },
+        )
+
+    async def _handle_plain(self, request: web.Request, body: bytes) -> web.Response:
+        if not self.ntlm and not self._authorised(request):
             self.exchanges.append(Exchange("401", request.headers.get("Authorization")))
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="WSMAN"'})
         envelope = ET.fromstring(body)
@@ -296,4 +355,35 @@ def _fault(relates_to: str, subcode: str, code: int, message: str) -> web.Respon
     text = _envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates_to, body)
     return web.Response(
         status=500, body=text.encode("utf-8"), content_type="application/soap+xml", charset="UTF-8"
+    )
+
+
+def _unwrap(context: spnego.ContextProxy, body: bytes) -> bytes:
+    """The SOAP message inside a WinRM ``multipart/encrypted`` body (one part)."""
+    parts = [p for p in re.split(rb"--\s*" + re.escape(BOUNDARY.encode()) + rb"\r\n", body) if p]
+    description, payload = parts[0], parts[1]
+    length = int(description.split(b"Length=")[1].strip())
+    payload = payload.removeprefix(b"\tContent-Type: application/octet-stream\r\n")
+    payload = payload.removesuffix(f"--{BOUNDARY}--\r\n".encode())
+    header_length = struct.unpack("<i", payload[:4])[0]
+    header = payload[4 : 4 + header_length]
+    plain = context.unwrap_winrm(header, payload[4 + header_length :])
+    assert len(plain) == length, (len(plain), length)
+    return plain
+
+
+def _wrap(context: spnego.ContextProxy, message: bytes) -> bytes:
+    header, data, padding = context.wrap_winrm(message)
+    description = (
+        f"--{BOUNDARY}\r\n\tContent-Type: {SPNEGO_ENCRYPTED}\r\n"
+        "\tOriginalContent: type=application/soap+xml;charset=UTF-8;"
+        f"Length={len(message) + padding}"
+        f"\r\n--{BOUNDARY}\r\n\tContent-Type: application/octet-stream\r\n"
+    )
+    return (
+        description.encode()
+        + struct.pack("<i", len(header))
+        + header
+        + data
+        + f"--{BOUNDARY}--\r\n".encode()
     )
