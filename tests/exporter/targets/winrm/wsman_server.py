@@ -15,14 +15,23 @@ connection); an unencrypted message on an NTLM listener is refused.
 Knobs for faults: ``max_shells`` (the per-user shell quota), ``receive_delay``
 (a slow host), ``mangle`` (garbled or cut output), ``forget_shells`` (the host
 restarted and knows no shell any more).
+
+Run as a program (``python -m tests.exporter.targets.winrm.wsman_server``) it
+serves ``--hosts`` listeners over HTTPS, each its own simulated host, and prints
+their ports as one JSON line: the Grafana test stack and the fleet benchmark
+scrape it from another process.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import json
 import re
+import ssl
 import struct
+import sys
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -387,3 +396,40 @@ def _wrap(context: spnego.ContextProxy, message: bytes) -> bytes:
         + data
         + f"--{BOUNDARY}--\r\n".encode()
     )
+
+
+async def _serve(arguments: argparse.Namespace) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(arguments.cert, arguments.key)
+    runners = []
+    ports = []
+    for _ in range(arguments.hosts):
+        server = WsmanServer(username=arguments.username, password=arguments.password)
+        server.receive_delay = arguments.receive_delay
+        runner = web.AppRunner(server.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        runners.append(runner)
+        ports.append(runner.addresses[0][1])
+    print(json.dumps(ports), flush=True)
+    # Until the parent closes our stdin (or dies): no orphan outlives its test.
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+    for runner in runners:
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hosts", type=int, default=1)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--username", required=True)
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--receive-delay", type=float, default=0.0)
+    asyncio.run(_serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
