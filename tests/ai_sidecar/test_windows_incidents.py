@@ -1,4 +1,4 @@
-"""The shipped Windows rules through the sidecar's ``windows`` preset: one incident, the right cause.
+"""The shipped Windows rules through the sidecar's ``windows`` preset: one incident, its cause.
 
 The alerts are built from ``prometheus/rules/windows.rules.yml`` itself (their
 names and static labels), with the labels their series carry from ``/winrm``,
