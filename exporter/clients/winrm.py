@@ -5,9 +5,9 @@ one for an endpoint); ``/winrm``'s scraper calls them from worker threads.
 ``PypsrpOpener`` is the real one, on pypsrp's WS-Man transport (see the
 pyproject for why pypsrp): a WinRS ``cmd`` shell is created once and kept, and
 each run is the lifecycle MS-WSMV prescribes: Command, Send (stdin), Receive
-until Done, Signal terminate. Every request carries an HTTP timeout taken from
-the caller's deadline, so a thread never outlives a scrape by more than a
-request's slack, and Receive is never retried (pypsrp retries it five times).
+until Done, Signal terminate. Every request's HTTP timeout is the time left to
+the caller's deadline, so a thread never outlives its scrape, and Receive is
+never retried on a read timeout (pypsrp's own Receive retries five times).
 
 Errors, all ``WinrmError`` with a ``reason`` for the failure metric::
 
@@ -40,8 +40,8 @@ Transport = Literal["ntlm", "kerberos", "credssp", "basic"]
 QUOTA_FAULT_CODES = frozenset({2150859174, 2150859173, 2150859180})
 OPERATION_TIMEOUT_FAULT = 2150858793
 SHELL_GONE_FAULT_CODES = frozenset({2150858843, 2150858853})
-# Seconds the HTTP timeout exceeds the WS-Man OperationTimeout (pypsrp adds 2).
-HTTP_SLACK_SECONDS = 2
+# Seconds the WS-Man OperationTimeout stays below the HTTP timeout.
+OPERATION_SLACK_SECONDS = 1
 COMMAND_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
 
 
@@ -122,12 +122,27 @@ class ShellOpener(Protocol):
         ...
 
 
-def _remaining(deadline: float) -> int:
-    """Whole seconds left for one request's OperationTimeout, at least one."""
-    left = deadline - time.monotonic() - HTTP_SLACK_SECONDS
-    if deadline - time.monotonic() <= 0:
+def _time_left(deadline: float) -> float:
+    """Seconds to ``deadline``; raises ``WinrmTimeoutError`` once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
         raise WinrmTimeoutError("the deadline passed before the request was sent")
-    return max(1, math.floor(left))
+    return left
+
+
+def _limit(wsman: Any, deadline: float) -> None:
+    """Make every request ``wsman`` sends next end by ``deadline``.
+
+    The HTTP timeouts are the time left; the WS-Man OperationTimeout (whole
+    seconds, at least one) a second less, so a Receive the host has nothing
+    for comes back as its timeout fault before the HTTP timeout cuts it. The
+    requests themselves are sent without a timeout argument: pypsrp would add
+    two seconds to it.
+    """
+    left = _time_left(deadline)
+    wsman.operation_timeout = max(1, math.floor(left - OPERATION_SLACK_SECONDS))
+    wsman.transport.connection_timeout = left
+    wsman.transport.read_timeout = left
 
 
 class PypsrpShell:
@@ -143,11 +158,7 @@ class PypsrpShell:
         from pypsrp.shell import SignalCode
 
         with _translated():
-            # Command, Send and Signal take their timeouts from these: the deadline's.
-            timeout = _remaining(deadline)
-            self._wsman.operation_timeout = timeout
-            self._wsman.transport.connection_timeout = timeout + HTTP_SLACK_SECONDS
-            self._wsman.transport.read_timeout = timeout + HTTP_SLACK_SECONDS
+            _limit(self._wsman, deadline)
             response = self._shell.command(executable, arguments)
             command_id = _text(response, "rsp:CommandResponse/rsp:CommandId")
             try:
@@ -170,6 +181,7 @@ class PypsrpShell:
             stream.text = "stdout stderr"
             options = OptionSet()
             options.add_option("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "True")
+            _limit(self._wsman, deadline)
             try:
                 envelope = self._wsman.invoke(
                     WSManAction.RECEIVE,
@@ -177,7 +189,6 @@ class PypsrpShell:
                     receive,
                     options,
                     self._shell._selector_set,
-                    _remaining(deadline),
                 )
             except WSManFaultError as fault:
                 if fault.code == OPERATION_TIMEOUT_FAULT:
@@ -220,7 +231,7 @@ class PypsrpOpener:
         if endpoint.verify and endpoint.ca_file is not None:
             cert_validation = str(endpoint.ca_file)
         with _translated():
-            timeout = _remaining(deadline)
+            left = _time_left(deadline)
             wsman = WSMan(
                 endpoint.host,
                 port=endpoint.port,
@@ -234,10 +245,11 @@ class PypsrpOpener:
                 encryption="auto",
                 # Proxy variables are for the exporter's outbound web traffic, not WinRM.
                 no_proxy=True,
-                operation_timeout=timeout,
-                connection_timeout=timeout + HTTP_SLACK_SECONDS,
-                read_timeout=timeout + HTTP_SLACK_SECONDS,
+                # Whole seconds here; _limit sets the exact ones before each use.
+                connection_timeout=max(1, math.floor(left)),
+                read_timeout=max(1, math.floor(left)),
             )
+            _limit(wsman, deadline)
             shell = WinRS(wsman, no_profile=True)
             try:
                 shell.open()

@@ -134,7 +134,9 @@ class WinrmScraper:
             *(loop.run_in_executor(executor, shell.close) for shell in shells),
             return_exceptions=True,
         )
-        executor.shutdown(wait=False, cancel_futures=True)
+        # Scrapes still in flight end by their deadlines: wait for them, so no
+        # thread or socket outlives the scraper; queued ones never start.
+        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
     async def scrape(
         self, job: ScrapeJob[HostPort, WinrmModule, WinrmAuth], families: list[Metric]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import ssl
@@ -98,6 +99,8 @@ class WsmanServer:
         self.chunks = chunks
         self.receive_delay = 0.0
         self.mangle: Callable[[bytes], bytes] | None = None
+        self._closing = asyncio.Event()
+        self._transports: set[asyncio.Transport] = set()
         self.shells: dict[str, Shell] = {}
         self.exchanges: list[Exchange] = []
         self.shells_created = 0
@@ -110,7 +113,21 @@ class WsmanServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/wsman", self.handle)
+        app.on_shutdown.append(self._stop_delays)
         return app
+
+    async def _stop_delays(self, _app: web.Application) -> None:
+        # A slow answer still pending at shutdown ends at once, and connections
+        # whose client gave up on one (a TLS transport left half-closed) are
+        # cut, so nothing is left open behind the test.
+        self._closing.set()
+        for transport in self._transports:
+            if not transport.is_closing():
+                transport.abort()
+
+    async def _delay(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), self.receive_delay)
 
     def forget_shells(self) -> None:
         self.shells.clear()
@@ -128,6 +145,8 @@ class WsmanServer:
         return given == f"{self.username}:{self.password}"
 
     async def handle(self, request: web.Request) -> web.Response:
+        if request.transport is not None:
+            self._transports.add(request.transport)
         if self.ntlm:
             return await self._handle_ntlm(request)
         return await self._handle_plain(request, await request.read())
@@ -208,7 +227,7 @@ class WsmanServer:
             return self._send(message_id, shell, payload)
         if action == f"{SHELL}/Receive":
             if self.receive_delay:
-                await asyncio.sleep(self.receive_delay)
+                await self._delay()
             return self._receive(message_id, shell, payload)
         if action == f"{SHELL}/Signal":
             stream = payload.find("rsp:Signal", NS)
