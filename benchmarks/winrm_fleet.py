@@ -45,6 +45,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -60,7 +61,7 @@ from benchmarks.common import (  # noqa: E402
     p90,
     raise_interrupt,
 )
-from exporter.clients.winrm import Endpoint, PypsrpOpener, WinrmError  # noqa: E402
+from exporter.clients.winrm import Endpoint, PypsrpOpener, RemoteShell, WinrmError  # noqa: E402
 from exporter.targets.winrm.modules import WinrmModule  # noqa: E402
 from exporter.targets.winrm.script import bootstrap_arguments, build_script  # noqa: E402
 from scripts.localstack import exporter_service, free_port  # noqa: E402
@@ -78,17 +79,38 @@ def _ca_file(hosts: WindowsHosts) -> str:
     return str(next(hosts.directory.glob("scout-test-ca.crt")))
 
 
-def pypsrp_runs(target: str, ca_file: str, runs: int) -> list[float]:
+SCRIPT = build_script(WinrmModule()).encode("ascii")
+
+
+def _pypsrp_shell(target: str, ca_file: str) -> RemoteShell:
     host, port = target.rsplit(":", 1)
     endpoint = Endpoint(host, int(port), True, "basic", USERNAME, PASSWORD, Path(ca_file))
-    script = build_script(WinrmModule()).encode("ascii")
-    shell = PypsrpOpener().open(endpoint, time.monotonic() + 30)
+    return PypsrpOpener().open(endpoint, time.monotonic() + 30)
+
+
+def _pywinrm_protocol(target: str, ca_file: str, **timeouts: int) -> Any:
+    from winrm.protocol import Protocol
+
+    return Protocol(
+        f"https://{target}/wsman",
+        transport="basic",
+        username=USERNAME,
+        password=PASSWORD,
+        ca_trust_path=ca_file,
+        server_cert_validation="validate",
+        proxy=None,
+        **timeouts,
+    )
+
+
+def pypsrp_runs(target: str, ca_file: str, runs: int) -> list[float]:
+    shell = _pypsrp_shell(target, ca_file)
     walls = []
     try:
         for _ in range(runs):
             started = time.perf_counter()
             result = shell.run(
-                "powershell.exe", bootstrap_arguments(), script, time.monotonic() + 30
+                "powershell.exe", bootstrap_arguments(), SCRIPT, time.monotonic() + 30
             )
             assert b"SCOUT-WINRM-END" in result.stdout
             walls.append(time.perf_counter() - started)
@@ -98,25 +120,14 @@ def pypsrp_runs(target: str, ca_file: str, runs: int) -> list[float]:
 
 
 def pywinrm_runs(target: str, ca_file: str, runs: int) -> list[float]:
-    from winrm.protocol import Protocol
-
-    protocol = Protocol(
-        f"https://{target}/wsman",
-        transport="basic",
-        username=USERNAME,
-        password=PASSWORD,
-        ca_trust_path=ca_file,
-        server_cert_validation="validate",
-        proxy=None,
-    )
-    script = build_script(WinrmModule()).encode("ascii")
+    protocol = _pywinrm_protocol(target, ca_file)
     shell_id = protocol.open_shell(codepage=65001)
     walls = []
     try:
         for _ in range(runs):
             started = time.perf_counter()
             command_id = protocol.run_command(shell_id, "powershell.exe", bootstrap_arguments())
-            protocol.send_command_input(shell_id, command_id, script, end=True)
+            protocol.send_command_input(shell_id, command_id, SCRIPT, end=True)
             stdout, _, _ = protocol.get_command_output(shell_id, command_id)
             protocol.cleanup_command(shell_id, command_id)
             assert b"SCOUT-WINRM-END" in stdout
@@ -132,39 +143,23 @@ SLOW_DEADLINE = 2.0
 
 def pypsrp_slow(target: str, ca_file: str) -> float:
     """Seconds a call for a 2 s deadline holds its thread against a host answering in 6 s."""
-    host, port = target.rsplit(":", 1)
-    endpoint = Endpoint(host, int(port), True, "basic", USERNAME, PASSWORD, Path(ca_file))
-    script = build_script(WinrmModule()).encode("ascii")
-    shell = PypsrpOpener().open(endpoint, time.monotonic() + 30)
+    shell = _pypsrp_shell(target, ca_file)
     started = time.monotonic()
     with contextlib.suppress(WinrmError):
-        shell.run("powershell.exe", bootstrap_arguments(), script, started + SLOW_DEADLINE)
+        shell.run("powershell.exe", bootstrap_arguments(), SCRIPT, started + SLOW_DEADLINE)
     held = time.monotonic() - started
     shell.close()
     return held
 
 
 def pywinrm_slow(target: str, ca_file: str) -> float:
-    from winrm.protocol import Protocol
-
     # The tightest timeouts it accepts for a 2 s deadline (read must exceed operation).
-    protocol = Protocol(
-        f"https://{target}/wsman",
-        transport="basic",
-        username=USERNAME,
-        password=PASSWORD,
-        ca_trust_path=ca_file,
-        server_cert_validation="validate",
-        proxy=None,
-        operation_timeout_sec=1,
-        read_timeout_sec=2,
-    )
-    script = build_script(WinrmModule()).encode("ascii")
+    protocol = _pywinrm_protocol(target, ca_file, operation_timeout_sec=1, read_timeout_sec=2)
     shell_id = protocol.open_shell()
     started = time.monotonic()
     try:
         command_id = protocol.run_command(shell_id, "powershell.exe", bootstrap_arguments())
-        protocol.send_command_input(shell_id, command_id, script, end=True)
+        protocol.send_command_input(shell_id, command_id, SCRIPT, end=True)
         protocol.get_command_output(shell_id, command_id)
     except Exception:
         pass

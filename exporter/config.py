@@ -32,31 +32,13 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.common.models import Regex, Secret, StrictModel, drop_extension_keys
+from exporter.common.models import NameFilter, Secret, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
 from exporter.errors import ConfigError
 from exporter.targets.allowlist import AllowedTargets, needs_allow_list
 from exporter.targets.probe.modules import ProbeModuleType
 from exporter.targets.snmp.modules import SnmpModule
 from exporter.targets.winrm.modules import WinrmModule
-
-
-class NameFilter(StrictModel):
-    """Which names to keep: those matching ``include`` (if set) and not ``exclude``.
-
-    Both regexes are anchored at both ends, as in Prometheus. A filter written in
-    the config file replaces the built-in one whole: to keep the default exclude
-    while adding an include, repeat the exclude (``/config`` shows it).
-    """
-
-    include: Regex | None = None
-    exclude: Regex | None = None
-
-    def keeps(self, name: str) -> bool:
-        if self.include is not None and not self.include.fullmatch(name):
-            return False
-        return self.exclude is None or not self.exclude.fullmatch(name)
-
 
 # Kernel and container pseudo filesystems: their sizes say nothing about disk space.
 DEFAULT_FSTYPE_EXCLUDE = (

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 from pydantic import Field
 
 from exporter.common.durations import Duration
-from exporter.common.models import Regex, StrictModel
+from exporter.common.models import NameFilter, StrictModel
 
 CollectorName = Literal[
     "cpu",
@@ -38,24 +38,12 @@ DEFAULT_MODULE = "windows"
 MAX_TOP_PROCESSES = 50
 
 
-class ServiceFilter(StrictModel):
-    """Which services get series: names matching ``include`` (if set) and not ``exclude``."""
-
-    include: Regex | None = None
-    exclude: Regex | None = None
-
-    def keeps(self, name: str) -> bool:
-        if self.include is not None and not self.include.fullmatch(name):
-            return False
-        return self.exclude is None or not self.exclude.fullmatch(name)
-
-
 class WinrmModule(StrictModel):
     """What one ``/winrm`` scrape gathers."""
 
     prober: Literal["winrm"] = "winrm"
     collectors: list[CollectorName] = Field(default_factory=lambda: list(COLLECTORS), min_length=1)
-    services: ServiceFilter = Field(default_factory=ServiceFilter)
+    services: NameFilter = Field(default_factory=NameFilter)
     critical_services: list[str] = Field(default_factory=list)
     event_log_window: Duration = timedelta(minutes=1)
     top_processes: int = Field(default=5, ge=0, le=MAX_TOP_PROCESSES)
