@@ -12,9 +12,10 @@ against one simulated host, Basic over HTTPS; measured are this process's CPU
 every ``--interval`` (60 s)? Issue targets: under 25% of the 2 cores and under
 300 MB resident. The hosts are WS-Man listeners over HTTPS in one child process
 (``tests.exporter.targets.winrm.wsman_server``), each answering the full
-scrape script (every collector, five services, three processes) after
-``--receive-delay`` seconds (0.5: what PowerShell and its CIM queries take on
-a real server; it occupies a worker thread, not CPU). The exporter is the real
+scrape script (every collector, five services, three processes), each of the
+three Receives of a scrape after ``--receive-delay`` seconds (0.5, so 1.5 s a
+scrape: about what PowerShell and its CIM queries take on a real server; it
+occupies a worker thread, not CPU). The exporter is the real
 ``scout-exporter`` process. The client scrapes every host once per interval at
 its own offset, offsets spread evenly, as Prometheus does, and checks
 ``scout_winrm_success 1``; a run with failed scrapes says so and exits 1.
