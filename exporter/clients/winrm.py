@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, cast
 
+from requests.adapters import HTTPAdapter
+
 Transport = Literal["ntlm", "kerberos", "credssp", "basic"]
 
 # WSManFault codes (MS-WSMV, winerror.h): the user's shell quota is spent; an
@@ -87,6 +89,9 @@ class Endpoint:
     password: str
     ca_file: Path | None = None
     verify: bool = True
+    # Where to connect, when the allow-lists pinned it; ``host`` is still the
+    # name the certificate and the Kerberos SPN are checked against.
+    address: str | None = None
 
     def __repr__(self) -> str:
         scheme = "https" if self.https else "http"
@@ -232,8 +237,9 @@ class PypsrpOpener:
             cert_validation = str(endpoint.ca_file)
         with _translated():
             left = _time_left(deadline)
+            server = endpoint.address or endpoint.host
             wsman = WSMan(
-                endpoint.host,
+                f"[{server}]" if ":" in server else server,
                 port=endpoint.port,
                 username=endpoint.username,
                 password=endpoint.password,
@@ -248,7 +254,10 @@ class PypsrpOpener:
                 # Whole seconds here; _limit sets the exact ones before each use.
                 connection_timeout=max(1, math.floor(left)),
                 read_timeout=max(1, math.floor(left)),
+                negotiate_hostname_override=endpoint.host,
             )
+            if endpoint.address is not None and endpoint.https:
+                _check_name(wsman, endpoint.host)
             _limit(wsman, deadline)
             shell = WinRS(wsman, no_profile=True)
             try:
@@ -257,6 +266,26 @@ class PypsrpOpener:
                 wsman.close()
                 raise
         return PypsrpShell(wsman, shell)
+
+
+class _NamedTLSAdapter(HTTPAdapter):
+    """Connects wherever the URL says, but sends and checks ``name`` in TLS (SNI, certificate)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["server_hostname"] = self._name
+        kwargs["assert_hostname"] = self._name
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _check_name(wsman: Any, name: str) -> None:
+    """Make ``wsman``'s HTTPS connections to a pinned address verify ``name``."""
+    transport = wsman.transport
+    transport.session = transport._build_session()
+    transport.session.mount("https://", _NamedTLSAdapter(name))
 
 
 def _text(element: ET.Element, path: str) -> str:

@@ -102,7 +102,7 @@ TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
         auth_types=(WinrmAuth,),
         parse_target=winrm_scraper.parse_target,
         target_host=winrm_scraper.target_host,
-        # No pin_target: TLS and Kerberos need the name the target was given by.
+        pin_target=winrm_scraper.pin_target,
         status=winrm_scraper.WINRM_STATUS,
         exposition=METRIC_EXPOSITION,
         build=winrm_scraper.WinrmScraper,

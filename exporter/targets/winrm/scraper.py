@@ -26,7 +26,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.clients.probe_net import HostPort, TargetError, split_host_port
+from exporter.clients.probe_net import HostPort, IPAddress, TargetError, split_host_port
 from exporter.clients.winrm import (
     Endpoint,
     PypsrpOpener,
@@ -72,16 +72,42 @@ WINRM_STATUS = StatusMetrics(
 HostKey = tuple[str, int, str]
 
 
-def parse_target(target: str) -> HostPort:
+@dataclass(frozen=True, slots=True)
+class WinrmTarget:
+    """A target as written (``host``, the name TLS and Kerberos check), and where to connect.
+
+    ``address`` is set once the allow-lists admitted the target: the client
+    then connects there and never looks the name up again (see ``pin_target``).
+    """
+
+    host: str
+    port: int | None
+    address: str | None = None
+
+
+def parse_target(target: str) -> WinrmTarget:
     """``host``, ``host:port`` or ``[v6]:port``; the port defaults by the auth's scheme."""
     try:
-        return split_host_port(target)
+        parsed: HostPort = split_host_port(target)
     except TargetError as exc:
         raise BadRequestError(str(exc)) from None
+    return WinrmTarget(parsed.host, parsed.port)
 
 
-def target_host(target: HostPort, _module: WinrmModule) -> str:
+def target_host(target: WinrmTarget, _module: WinrmModule) -> str:
     return target.host
+
+
+def pin_target(target: WinrmTarget, addresses: Sequence[IPAddress]) -> WinrmTarget:
+    """The target bound to an address the allow-lists checked, IPv4 first.
+
+    The WS-Man client would look the name up again when it connects (and on
+    every new connection after); bound to the checked address, a DNS answer
+    that changed in between cannot send the credentials elsewhere. The name
+    stays for TLS (SNI and the certificate check) and the Kerberos SPN.
+    """
+    chosen = min(addresses, key=lambda address: address.version != 4)
+    return WinrmTarget(target.host, target.port, str(chosen))
 
 
 @dataclass(slots=True)
@@ -139,7 +165,7 @@ class WinrmScraper:
         await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
     async def scrape(
-        self, job: ScrapeJob[HostPort, WinrmModule, WinrmAuth], families: list[Metric]
+        self, job: ScrapeJob[WinrmTarget, WinrmModule, WinrmAuth], families: list[Metric]
     ) -> tuple[bool, str | None]:
         if self._executor is None:
             raise RuntimeError("the WinRM scraper was not started")
@@ -156,6 +182,7 @@ class WinrmScraper:
             password=auth.password.get_secret_value(),
             ca_file=None if auth.ca_file is None else Path(auth.ca_file),
             verify=not auth.insecure_skip_verify,
+            address=job.target.address,
         )
         # The deadline in this thread's clock: the handler's is in loop.time().
         loop = asyncio.get_running_loop()

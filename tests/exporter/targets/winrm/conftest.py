@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from cryptography import x509
 
 from exporter.app import create_app
 from exporter.config import parse_config
@@ -44,6 +45,17 @@ async def wsman(aiohttp_server, ca: CertificateAuthority) -> WinrmPeer:
 
 
 @pytest.fixture
+async def named_wsman(aiohttp_server, ca: CertificateAuthority) -> WinrmPeer:
+    """A listener whose certificate names ``localhost`` only, no address: the target is the name."""
+    pair = ca.issue("wsman-named", server=True, sans=[x509.DNSName("localhost")])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pair.cert, pair.key)
+    server = WsmanServer(username=USERNAME, password=PASSWORD)
+    running = await aiohttp_server(server.app(), ssl=context)
+    return WinrmPeer(server, f"localhost:{running.port}", ca.pair.cert)
+
+
+@pytest.fixture
 async def ntlm_wsman(aiohttp_server, tmp_path: Path, monkeypatch) -> WinrmPeer:
     """A listener on plain HTTP that takes NTLM only, and encrypted messages only."""
     users = tmp_path / "ntlm-users"
@@ -65,20 +77,20 @@ auths:
     transport: basic
     https: true
     ca_file: '{ca_file}'
-    allowed_targets: [127.0.0.0/8]
+    allowed_targets: [127.0.0.0/8, "::1/128"]
   windows_no_ca:
     type: winrm
     username: '{USERNAME}'
     password: '{password}'
     transport: basic
     https: true
-    allowed_targets: [127.0.0.0/8]
+    allowed_targets: [127.0.0.0/8, "::1/128"]
   windows_ntlm:
     type: winrm
     username: '{USERNAME}'
     password: '{password}'
     transport: ntlm
-    allowed_targets: [127.0.0.0/8]
+    allowed_targets: [127.0.0.0/8, "::1/128"]
 modules:
   fileserver:
     prober: winrm

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
-from exporter.clients.probe_net import HostPort
 from exporter.clients.winrm import CommandResult, Endpoint, RemoteShell, WinrmAuthError
 from exporter.config import WinrmAuth
 from exporter.targets.kind import ScrapeJob
 from exporter.targets.winrm.modules import WinrmModule
-from exporter.targets.winrm.scraper import WinrmScraper
+from exporter.targets.winrm.scraper import WinrmScraper, WinrmTarget, parse_target, pin_target
 from tests.exporter.targets.winrm.fake_host import FakeHost
 
 AUTH = WinrmAuth.model_validate(
@@ -78,9 +78,9 @@ class FakeOpener:
         return FakeShell(self.recorder, endpoint.host)
 
 
-def job(host: str, seconds: float = 5.0) -> ScrapeJob[HostPort, WinrmModule, WinrmAuth]:
+def job(host: str, seconds: float = 5.0) -> ScrapeJob[WinrmTarget, WinrmModule, WinrmAuth]:
     deadline = asyncio.get_running_loop().time() + seconds
-    return ScrapeJob(HostPort(host, None), (("windows", WinrmModule()),), "w", AUTH, deadline)
+    return ScrapeJob(WinrmTarget(host, None), (("windows", WinrmModule()),), "w", AUTH, deadline)
 
 
 async def test_the_global_bound_caps_hosts_scraped_at_once():
@@ -157,3 +157,11 @@ async def test_closing_the_scraper_closes_every_shell():
     await scraper.close()
     assert len(shells) == 3
     assert all(shell.closed for shell in shells)
+
+
+def test_a_target_is_pinned_to_a_checked_address_ipv4_first_and_keeps_its_name():
+    checked = [ipaddress.ip_address("2001:db8::7"), ipaddress.ip_address("192.0.2.7")]
+    pinned = pin_target(parse_target("fs01.corp.example:5986"), checked)
+    assert pinned == WinrmTarget("fs01.corp.example", 5986, "192.0.2.7")
+    only_v6 = pin_target(parse_target("fs01.corp.example"), checked[:1])
+    assert only_v6 == WinrmTarget("fs01.corp.example", None, "2001:db8::7")

@@ -229,3 +229,15 @@ async def test_ntlm_with_a_wrong_password_fails_as_auth(exporter_client, ntlm_ws
     assert sample(text, 'scout_winrm_scrape_error{reason="auth"}') == 1.0
     assert PASSWORD not in caplog.text
     assert PASSWORD not in text
+
+
+async def test_a_name_is_pinned_to_the_checked_address_and_tls_still_checks_the_name(
+    exporter_client, named_wsman
+):
+    client = await exporter_client()
+    text = await (await client.get(path(named_wsman.target))).text()
+    assert sample(text, "scout_winrm_success") == 1.0
+    port = named_wsman.target.rsplit(":", 1)[1]
+    # Connected to the address the allow-list admitted, not to a fresh lookup of
+    # the name; the certificate (for localhost only, no address) still passed.
+    assert {exchange.host for exchange in named_wsman.server.exchanges} == {f"127.0.0.1:{port}"}

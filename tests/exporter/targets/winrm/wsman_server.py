@@ -78,6 +78,7 @@ class Exchange:
 
     action: str
     authorization: str | None
+    host: str = ""  # the HTTP Host header: the address connected to, or the name
 
 
 class WsmanServer:
@@ -203,7 +204,7 @@ class WsmanServer:
         action = _find_text(header, "wsa:Action")
         message_id = _find_text(header, "wsa:MessageID")
         self.exchanges.append(
-            Exchange(action.rsplit("/", 1)[-1], request.headers.get("Authorization"))
+            Exchange(action.rsplit("/", 1)[-1], request.headers.get("Authorization"), request.host)
         )
         assert _find_text(header, "wsman:ResourceURI") == CMD_URI
         selector = header.find("wsman:SelectorSet/wsman:Selector[@Name='ShellId']", NS)
