@@ -213,12 +213,13 @@ class PypsrpShell:
                 return bytes(stdout), bytes(stderr), exit_code
 
     def _signal(self, command_id: str, code: str) -> None:
-        try:
+        # Best effort: a command that already ended, or a shell the host dropped,
+        # has nothing left to stop, and the scrape's own outcome is what counts.
+        with contextlib.suppress(Exception):
             self._shell.signal(code, command_id)
-        except Exception:
-            return
 
     def close(self) -> None:
+        # A shell or session the host already dropped is closed enough.
         with contextlib.suppress(Exception):
             self._shell.close()
         with contextlib.suppress(Exception):

@@ -152,17 +152,14 @@ class WinrmScraper:
         executor, self._executor = self._executor, None
         if executor is None:
             return
+        # Scrapes still in flight end by their deadlines: wait for them, so no
+        # thread or socket outlives the scraper, and no shell is closed under
+        # one; queued ones never start.
+        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         with self._sessions_lock:
             shells = [s.shell for s in self._sessions.values() if s.shell is not None]
             self._sessions.clear()
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(executor, shell.close) for shell in shells),
-            return_exceptions=True,
-        )
-        # Scrapes still in flight end by their deadlines: wait for them, so no
-        # thread or socket outlives the scraper; queued ones never start.
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        await asyncio.gather(*(asyncio.to_thread(shell.close) for shell in shells))
 
     async def scrape(
         self, job: ScrapeJob[WinrmTarget, WinrmModule, WinrmAuth], families: list[Metric]
