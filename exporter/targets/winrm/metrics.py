@@ -17,14 +17,16 @@ the counters are the raw performance counters it reads, in base units
     windows_logical_disk_read_bytes_total{volume="C:"} 1.2e+10
     windows_logical_disk_read_seconds_total{volume="C:"} 321.5
     windows_net_bytes_received_total{nic="Intel_R__Ethernet"} 9.1e+10
-    windows_os_info{build_number="20348",major_version="10",...,version="10.0.20348"} 1
+    windows_net_bytes_total{nic="Intel_R__Ethernet"} 1.36e+11
+    windows_os_info{build_number="20348",installation_type="Server",...,version="10.0.20348"} 1
     windows_os_hostname{domain="corp.example.net",fqdn="fs01.corp.example.net",hostname="fs01"} 1
-    windows_system_boot_time_timestamp_seconds 1.7e+09
+    windows_os_install_time_timestamp_seconds 1.69e+09
+    windows_system_boot_time_timestamp 1.7e+09
     windows_system_processes 142
     windows_system_threads 1830
     windows_service_state{name="spooler",state="running"} 1
     windows_service_start_mode{name="spooler",start_mode="auto"} 1
-    windows_service_info{display_name="Print Spooler",name="spooler",run_as="LocalSystem"} 1
+    windows_service_info{display_name="Print Spooler",name="spooler",path_name="...",run_as="..."} 1
 
 Beyond windows_exporter (``scout_windows_*``)::
 
@@ -36,10 +38,11 @@ Beyond windows_exporter (``scout_windows_*``)::
     scout_windows_top_process_cpu_ratio{process="sqlservr",process_id="2212"} 0.41
     scout_windows_top_process_working_set_bytes{process="sqlservr",process_id="2212"} 4.2e+09
 
-and per collector, from the script's own timing::
+and per collector, from the script's own timing, under windows_exporter's
+names for its own collectors' health (so its scrape-health panels work too)::
 
-    scout_winrm_collector_success{collector="cpu"} 1
-    scout_winrm_collector_duration_seconds{collector="cpu"} 0.05
+    windows_exporter_collector_success{collector="cpu"} 1
+    windows_exporter_collector_duration_seconds{collector="cpu"} 0.05
 
 Service names are lower-cased as windows_exporter does (``Get-Service`` names
 are case-insensitive). Network adapter names keep only ``[A-Za-z0-9]``, the
@@ -383,6 +386,27 @@ _NET: Sequence[tuple[str, str, str, type[GaugeMetricFamily | CounterMetricFamily
         1,
     ),
     (
+        "packets_received_unknown_total",
+        "PacketsReceivedUnknown",
+        "Inbound packets discarded for an unknown or unsupported protocol",
+        CounterMetricFamily,
+        1,
+    ),
+    (
+        "bytes_total",
+        "BytesTotalPersec",
+        "Bytes received and sent by the adapter",
+        CounterMetricFamily,
+        1,
+    ),
+    (
+        "packets_total",
+        "PacketsPersec",
+        "Packets received and sent by the adapter",
+        CounterMetricFamily,
+        1,
+    ),
+    (
         "current_bandwidth_bytes",
         "CurrentBandwidth",
         "Estimated current bandwidth of the adapter in bytes per second",
@@ -409,7 +433,15 @@ def os_info(result: Mapping[str, Any], _module: WinrmModule, _state: ProcessSamp
     info = GaugeMetricFamily(
         "windows_os_info",
         "Product name and version of the operating system",
-        labels=["product", "version", "major_version", "minor_version", "build_number", "revision"],
+        labels=[
+            "product",
+            "version",
+            "major_version",
+            "minor_version",
+            "build_number",
+            "revision",
+            "installation_type",
+        ],
     )
     info.add_metric(
         [
@@ -419,6 +451,7 @@ def os_info(result: Mapping[str, Any], _module: WinrmModule, _state: ProcessSamp
             minor,
             _text(row, "BuildNumber"),
             _text(row, "UBR"),
+            _text(row, "InstallationType"),
         ],
         1,
     )
@@ -431,14 +464,19 @@ def os_info(result: Mapping[str, Any], _module: WinrmModule, _state: ProcessSamp
     )
     fqdn = f"{hostname}.{domain}" if domain and domain.upper() != "WORKGROUP" else hostname
     names.add_metric([domain, fqdn, hostname], 1)
-    return [info, names]
+    installed = _single(
+        "windows_os_install_time_timestamp_seconds",
+        "Unix time the operating system was installed",
+        _number(row, "InstallTime"),
+    )
+    return [info, names, *installed]
 
 
 def system(result: Mapping[str, Any], _module: WinrmModule, _state: ProcessSample) -> list[Metric]:
     row = _first(result)
     families = [
         *_single(
-            "windows_system_boot_time_timestamp_seconds",
+            "windows_system_boot_time_timestamp",
             "Unix time of the last boot",
             _number(row, "BootTime"),
         ),
@@ -476,7 +514,7 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
     info = GaugeMetricFamily(
         "windows_service_info",
         "Service information in labels, constant 1",
-        labels=["display_name", "name", "run_as"],
+        labels=["display_name", "name", "path_name", "run_as"],
     )
     seen: set[str] = set()
     for row in _rows(result):
@@ -491,7 +529,9 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
         mode = _text(row, "StartMode").lower()
         for candidate in START_MODES:
             start_mode.add_metric([name, candidate], 1.0 if candidate == mode else 0.0)
-        info.add_metric([_text(row, "DisplayName"), name, _text(row, "StartName")], 1)
+        info.add_metric(
+            [_text(row, "DisplayName"), name, _text(row, "PathName"), _text(row, "StartName")], 1
+        )
     critical = GaugeMetricFamily(
         "scout_windows_service_critical",
         "1 for a service the module marks critical (the WindowsServiceStopped rule watches it)",
@@ -610,12 +650,12 @@ def collector_families(
     families: list[Metric] = []
     failures: list[str] = []
     success = GaugeMetricFamily(
-        "scout_winrm_collector_success",
+        "windows_exporter_collector_success",
         "1 if the collector's queries succeeded on the host",
         labels=["collector"],
     )
     duration = GaugeMetricFamily(
-        "scout_winrm_collector_duration_seconds",
+        "windows_exporter_collector_duration_seconds",
         "Seconds the collector's queries took on the host",
         labels=["collector"],
     )

@@ -95,12 +95,15 @@ CIM_QUERIES: Mapping[str, tuple[str, tuple[str, ...]]] = {
             "PacketsOutboundErrors",
             "PacketsReceivedDiscarded",
             "PacketsOutboundDiscarded",
+            "PacketsReceivedUnknown",
+            "BytesTotalPersec",
+            "PacketsPersec",
             "CurrentBandwidth",
         ),
     ),
     "os": (
         "Win32_OperatingSystem",
-        ("Caption", "Version", "BuildNumber", "CSName"),
+        ("Caption", "Version", "BuildNumber", "InstallDate"),
     ),
     "computer": ("Win32_ComputerSystem", ("DNSHostName", "Domain")),
     "system": (
@@ -114,7 +117,10 @@ CIM_QUERIES: Mapping[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     "boot": ("Win32_OperatingSystem", ("LastBootUpTime",)),
-    "service": ("Win32_Service", ("Name", "DisplayName", "State", "StartMode", "StartName")),
+    "service": (
+        "Win32_Service",
+        ("Name", "DisplayName", "State", "StartMode", "StartName", "PathName"),
+    ),
     "hotfix": ("Win32_QuickFixEngineering", ("HotFixID", "InstalledOn")),
     "process": (
         "Win32_PerfRawData_PerfProc_Process",
@@ -185,10 +191,10 @@ def _block(name: CollectorName, module: WinrmModule) -> str:
     if name == "os":
         return (
             f"$o = ({_query('os')})[0]; $c = ({_query('computer')})[0]\n"
-            f"  $ubr = (Get-ItemProperty -Path '{_CURRENT_VERSION}' -Name UBR"
-            " -ErrorAction SilentlyContinue).UBR\n"
+            f"  $cv = Get-ItemProperty -Path '{_CURRENT_VERSION}' -ErrorAction SilentlyContinue\n"
             "  [ordered]@{Caption = $o.Caption; Version = $o.Version; BuildNumber = $o.BuildNumber;"
-            " UBR = $ubr; Hostname = $c.DNSHostName; Domain = $c.Domain}"
+            " UBR = $cv.UBR; InstallationType = $cv.InstallationType;"
+            " InstallTime = T $o.InstallDate; Hostname = $c.DNSHostName; Domain = $c.Domain}"
         )
     if name == "system":
         return (

@@ -32,14 +32,20 @@ def _core(name: str, user: int, privileged: int, idle: int) -> dict[str, Any]:
     }
 
 
-def _service(name: str, display: str, state: str, mode: str, run_as: str) -> dict[str, Any]:
+def _service(
+    name: str, display: str, state: str, mode: str, run_as: str, path: str
+) -> dict[str, Any]:
     return {
         "Name": name,
         "DisplayName": display,
         "State": state,
         "StartMode": mode,
         "StartName": run_as,
+        "PathName": path,
     }
+
+
+_SVCHOST = "C:\\Windows\\system32\\svchost.exe -k netsvcs -p"
 
 
 ROWS: dict[str, list[dict[str, Any]]] = {
@@ -93,6 +99,9 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "PacketsOutboundErrors": 0,
             "PacketsReceivedDiscarded": 12,
             "PacketsOutboundDiscarded": 0,
+            "PacketsReceivedUnknown": 5,
+            "BytesTotalPersec": 136_000_000_000,
+            "PacketsPersec": 140_000_000,
             "CurrentBandwidth": 1_000_000_000,
         }
     ],
@@ -102,6 +111,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "Version": "10.0.20348",
             "BuildNumber": "20348",
             "UBR": 2849,
+            "InstallationType": "Server",
+            "InstallTime": 1690000000,
             "Hostname": "fs01",
             "Domain": "corp.example.net",
         }
@@ -117,17 +128,32 @@ ROWS: dict[str, list[dict[str, Any]]] = {
         }
     ],
     "service": [
-        _service("Spooler", "Print Spooler", "Running", "Auto", "LocalSystem"),
-        _service("LanmanServer", "Server", "Running", "Auto", "LocalSystem"),
-        _service("wuauserv", "Windows Update", "Stopped", "Manual", "LocalSystem"),
+        _service(
+            "Spooler",
+            "Print Spooler",
+            "Running",
+            "Auto",
+            "LocalSystem",
+            "C:\\Windows\\System32\\spoolsv.exe",
+        ),
+        _service("LanmanServer", "Server", "Running", "Auto", "LocalSystem", _SVCHOST),
+        _service("wuauserv", "Windows Update", "Stopped", "Manual", "LocalSystem", _SVCHOST),
         _service(
             "Überwachung",
             "Dienst-Überwachung",
             "Start Pending",
             "Auto",
             "NT AUTHORITY\\LocalService",
+            '"C:\\Program Files\\Überwachung\\dienst.exe" --dienst',
         ),
-        _service("監視サービス", "監視サービス (表示名)", "Stopped", "Disabled", "LocalSystem"),
+        _service(
+            "監視サービス",
+            "監視サービス (表示名)",
+            "Stopped",
+            "Disabled",
+            "LocalSystem",
+            "C:\\監視\\monitor.exe",
+        ),
     ],
     "update": [{"RebootPending": True, "LastInstalled": 1763596800}],
     "event_log": [

@@ -87,8 +87,8 @@ async def test_a_failing_collector_leaves_the_others_and_says_why(exporter_clien
     with caplog.at_level(logging.INFO):
         text = await (await client.get(path(wsman.target))).text()
     assert sample(text, "scout_winrm_success") == 1.0
-    assert sample(text, 'scout_winrm_collector_success{collector="update"}') == 0.0
-    assert sample(text, 'scout_winrm_collector_success{collector="cpu"}') == 1.0
+    assert sample(text, 'windows_exporter_collector_success{collector="update"}') == 0.0
+    assert sample(text, 'windows_exporter_collector_success{collector="cpu"}') == 1.0
     assert "scout_windows_reboot_pending" not in text
     assert "update: Access is denied." in caplog.text
 
