@@ -3,9 +3,10 @@
 Each source (the local netfilter collector, ``/firewall`` for the vendors' REST
 APIs) fills a ``FirewallSnapshot`` and ``render`` turns it into metric
 families, so one set of rules and one dashboard work for all of them. The
-firewall SNMP modules (``exporter/targets/snmp/modules/*firewall*.yml``) are
-data, not code: they name their metrics from ``SCHEMA`` (a test holds them to
-it). Sample exposition (the metric contract; ratios are 0 to 1, times in seconds)::
+firewall SNMP modules (``exporter/targets/snmp/modules/``: ``fortigate``,
+``paloalto``, ``cisco_asa``, ``checkpoint``, ``pf``) are data, not code: they
+name their metrics from ``SCHEMA`` (a test holds them to it). Sample
+exposition (the metric contract; ratios are 0 to 1, times in seconds)::
 
     # HELP scout_firewall_up 1 if the firewall answered the scrape.
     # TYPE scout_firewall_up gauge

@@ -56,7 +56,7 @@ FS01 = {"job": "winrm", "instance": "fs01.corp.example", "site": "dc"}
 def test_a_full_disk_and_the_service_it_stopped_are_one_incident_with_the_disk_as_cause():
     # The service alert fires first (its rule waits 3 minutes, the disk's 10).
     alerts = [
-        fired("WindowsServiceStopped", 0, name="lanmanserver", state="running", **FS01),
+        fired("WindowsServiceStopped", 0, name="lanmanserver", **FS01),
         fired("WindowsDiskAlmostFull", 90, volume="D:", **FS01),
     ]
     [incident] = incidents(alerts)
@@ -73,7 +73,7 @@ def test_a_full_disk_and_the_service_it_stopped_are_one_incident_with_the_disk_a
 def test_the_same_alerts_on_two_servers_stay_two_incidents():
     other = {**FS01, "instance": "fs02.corp.example", "site": ""}
     alerts = [
-        fired("WindowsServiceStopped", 0, name="lanmanserver", state="running", **other),
+        fired("WindowsServiceStopped", 0, name="lanmanserver", **other),
         fired("WindowsDiskAlmostFull", 90, volume="D:", **{**FS01, "site": ""}),
     ]
     assert len(incidents(alerts)) == 2
@@ -93,7 +93,7 @@ def test_every_windows_alert_has_the_layer_the_preset_means():
 
 def test_an_unreachable_server_explains_its_stopped_service_alert():
     alerts = [
-        fired("WindowsServiceStopped", 0, name="lanmanserver", state="running", **FS01),
+        fired("WindowsServiceStopped", 0, name="lanmanserver", **FS01),
         fired("WinrmTargetUnreachable", 60, **FS01),
     ]
     [incident] = incidents(alerts)
