@@ -338,7 +338,9 @@ def translate(exc: Exception) -> WinrmError:
     if isinstance(exc, ET.ParseError):
         return WinrmProtocolError(f"the answer is not XML: {exc}")
     if isinstance(exc, ImportError):
-        return WinrmProtocolError(f"the transport needs a module not installed: {exc.name}")
+        # pypsrp raises its own for CredSSP, with a message and no module name.
+        missing = exc.name or _first_line(exc)
+        return WinrmProtocolError(f"the transport needs a module not installed: {missing}")
     return WinrmProtocolError(f"{type(exc).__name__}: {_first_line(exc)}")
 
 

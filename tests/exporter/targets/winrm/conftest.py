@@ -91,6 +91,12 @@ auths:
     password: '{password}'
     transport: ntlm
     allowed_targets: [127.0.0.0/8, "::1/128"]
+  windows_credssp:
+    type: winrm
+    username: '{USERNAME}'
+    password: '{password}'
+    transport: credssp
+    allowed_targets: [127.0.0.0/8, "::1/128"]
 modules:
   fileserver:
     prober: winrm

@@ -9,6 +9,7 @@ output, a host that forgot the shell, an untrusted certificate.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -229,6 +230,18 @@ async def test_ntlm_with_a_wrong_password_fails_as_auth(exporter_client, ntlm_ws
     assert sample(text, 'scout_winrm_scrape_error{reason="auth"}') == 1.0
     assert PASSWORD not in caplog.text
     assert PASSWORD not in text
+
+
+async def test_a_transport_whose_package_is_missing_says_which(exporter_client, ntlm_wsman, caplog):
+    # CredSSP needs requests-credssp, which the exporter does not depend on.
+    if importlib.util.find_spec("requests_credssp") is not None:
+        pytest.skip("requests-credssp is installed here")
+    client = await exporter_client()
+    text = await (await client.get(path(ntlm_wsman.target, auth="windows_credssp"))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="protocol"}') == 1.0
+    assert "requests-credssp is not installed" in caplog.text
+    assert ntlm_wsman.server.actions() == []
+    assert PASSWORD not in caplog.text
 
 
 async def test_a_name_is_pinned_to_the_checked_address_and_tls_still_checks_the_name(
