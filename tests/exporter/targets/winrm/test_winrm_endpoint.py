@@ -9,6 +9,7 @@ output, a host that forgot the shell, an untrusted certificate.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import re
@@ -158,6 +159,20 @@ async def test_a_slow_host_costs_only_its_own_deadline(exporter_client, wsman, c
     await client.close()
     assert "Receive" in wsman.server.actions()
     assert "timeout" in caplog.text
+
+
+async def test_a_slow_host_does_not_hold_up_another(exporter_client, wsman, named_wsman):
+    client = await exporter_client()
+    wsman.server.receive_delay = 600.0  # never answers within any deadline
+    timeout = {"X-Prometheus-Scrape-Timeout-Seconds": "3"}
+    slow, fast = await asyncio.gather(
+        client.get(path(wsman.target), headers=timeout),
+        client.get(path(named_wsman.target), headers=timeout),
+    )
+    # Were the fast host queued behind the slow one, it would miss its own deadline.
+    assert sample(await fast.text(), "scout_winrm_success") == 1.0
+    assert sample(await slow.text(), "scout_winrm_success") == 0.0
+    await client.close()
 
 
 async def test_an_exhausted_shell_quota_fails_as_quota(exporter_client, wsman, caplog):
