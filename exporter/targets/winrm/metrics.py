@@ -27,6 +27,7 @@ the counters are the raw performance counters it reads, in base units
     windows_service_state{name="spooler",state="running"} 1
     windows_service_start_mode{name="spooler",start_mode="auto"} 1
     windows_service_info{display_name="Print Spooler",name="spooler",path_name="...",run_as="..."} 1
+    windows_service_process{name="spooler",process_id="2480"} 1.764000012e+09
 
 Beyond windows_exporter (``scout_windows_*``)::
 
@@ -516,6 +517,11 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
         "Service information in labels, constant 1",
         labels=["display_name", "name", "path_name", "run_as"],
     )
+    process = GaugeMetricFamily(
+        "windows_service_process",
+        "Process of the started service; the value is when the process started (Unix time)",
+        labels=["name", "process_id"],
+    )
     seen: set[str] = set()
     for row in _rows(result):
         raw_name = _text(row, "Name")
@@ -532,6 +538,9 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
         info.add_metric(
             [_text(row, "DisplayName"), name, _text(row, "PathName"), _text(row, "StartName")], 1
         )
+        pid, started = _number(row, "ProcessId"), _number(row, "ProcessStart")
+        if pid and started is not None:
+            process.add_metric([name, str(int(pid))], started)
     critical = GaugeMetricFamily(
         "scout_windows_service_critical",
         "1 for a service the module marks critical (the WindowsServiceStopped rule watches it)",
@@ -539,7 +548,7 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
     )
     for name in sorted({name.lower() for name in module.critical_services}):
         critical.add_metric([name], 1)
-    return [state, start_mode, info, critical]
+    return [state, start_mode, info, process, critical]
 
 
 def update(result: Mapping[str, Any], _module: WinrmModule, _state: ProcessSample) -> list[Metric]:

@@ -119,8 +119,10 @@ CIM_QUERIES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "boot": ("Win32_OperatingSystem", ("LastBootUpTime",)),
     "service": (
         "Win32_Service",
-        ("Name", "DisplayName", "State", "StartMode", "StartName", "PathName"),
+        ("Name", "DisplayName", "State", "StartMode", "StartName", "PathName", "ProcessId"),
     ),
+    # When each service's process started (windows_service_process).
+    "service_process": ("Win32_Process", ("ProcessId", "CreationDate")),
     "hotfix": ("Win32_QuickFixEngineering", ("HotFixID", "InstalledOn")),
     "process": (
         "Win32_PerfRawData_PerfProc_Process",
@@ -204,7 +206,13 @@ def _block(name: CollectorName, module: WinrmModule) -> str:
             " ProcessorQueueLength = $s.ProcessorQueueLength; BootTime = T $b.LastBootUpTime}"
         )
     if name == "service":
-        return _query("service")
+        return (
+            f"$started = @{{}}; foreach ($p in ({_query('service_process')})) {{"
+            " $started[[int]$p.ProcessId] = T $p.CreationDate }\n"
+            f"  {_query('service')} | ForEach-Object {{ $_ | Add-Member -PassThru"
+            " -NotePropertyName ProcessStart -NotePropertyValue"
+            " $(if ($_.ProcessId) { $started[[int]$_.ProcessId] } else { $null }) }"
+        )
     if name == "update":
         keys = _ps_list(_REBOOT_KEYS)
         return (

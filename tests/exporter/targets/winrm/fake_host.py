@@ -33,7 +33,7 @@ def _core(name: str, user: int, privileged: int, idle: int) -> dict[str, Any]:
 
 
 def _service(
-    name: str, display: str, state: str, mode: str, run_as: str, path: str
+    name: str, display: str, state: str, mode: str, run_as: str, path: str, pid: int = 0
 ) -> dict[str, Any]:
     return {
         "Name": name,
@@ -42,6 +42,9 @@ def _service(
         "StartMode": mode,
         "StartName": run_as,
         "PathName": path,
+        "ProcessId": pid,
+        # The script's join with Win32_Process: null for a service with no process.
+        "ProcessStart": 1764000000 + pid if pid else None,
     }
 
 
@@ -135,8 +138,9 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "Auto",
             "LocalSystem",
             "C:\\Windows\\System32\\spoolsv.exe",
+            2480,
         ),
-        _service("LanmanServer", "Server", "Running", "Auto", "LocalSystem", _SVCHOST),
+        _service("LanmanServer", "Server", "Running", "Auto", "LocalSystem", _SVCHOST, 880),
         _service("wuauserv", "Windows Update", "Stopped", "Manual", "LocalSystem", _SVCHOST),
         _service(
             "Überwachung",

@@ -74,6 +74,7 @@ WINDOWS_EXPORTER: dict[str, tuple[str, frozenset[str]]] = {
     "windows_service_state": ("gauge", frozenset({"name", "state"})),
     "windows_service_start_mode": ("gauge", frozenset({"name", "start_mode"})),
     "windows_service_info": ("gauge", frozenset({"name", "display_name", "path_name", "run_as"})),
+    "windows_service_process": ("gauge", frozenset({"name", "process_id"})),
     "windows_exporter_collector_success": ("gauge", frozenset({"collector"})),
     "windows_exporter_collector_duration_seconds": ("gauge", frozenset({"collector"})),
 }
