@@ -43,6 +43,7 @@ from scripts.localstack import (
 from tests.conftest import http_get, wait_for
 from tests.firewall_names import KNOWN, unknown_uses, used_names
 from tests.peers.snmp import RealSnmpd
+from tests.peers.winrm import WindowsHosts
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
@@ -570,18 +571,6 @@ EXPECTED_EMPTY = {
         )
     },
     **{
-        ("servers", title): "no Windows server in the test stack"
-        for title in (
-            "Windows CPU busy",
-            "Windows memory used",
-            "Services not running",
-            "Windows CPU",
-            "Windows memory",
-            "Windows volumes used",
-            "Windows services",
-        )
-    },
-    **{
         ("ai-insights", title): "no signal is trained in the test stack: no scores, bands or models"
         for title in (
             "Anomaly score",
@@ -714,6 +703,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # with the shipped relabelling, so the Network dashboard has data too.
     snmpd = RealSnmpd(workdir / "snmpd", communities=("public",))
     snmpd.start()
+    # A simulated Windows server (a WS-Man listener over HTTPS answering the
+    # scrape script), so the Servers dashboard's Windows row has data.
+    windows = WindowsHosts(workdir / "winrm", hosts=1)
+    windows.start()
     multi_target = [
         {"source_labels": ["__address__"], "target_label": "__param_target"},
         {"source_labels": ["__param_target"], "target_label": "instance"},
@@ -747,6 +740,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                         "relabel_configs": multi_target,
                     },
                     {
+                        "job_name": "winrm",
+                        "scrape_interval": "2s",
+                        "scrape_timeout": "2s",
+                        "metrics_path": "/winrm",
+                        "params": {"auth": ["windows"]},
+                        "static_configs": [{"targets": windows.targets}],
+                        "relabel_configs": multi_target,
+                    },
+                    {
                         "job_name": "probe_icmp",
                         # Five echoes a probe: a 1 s timeout would cut it to one
                         # answer, and jitter needs two.
@@ -768,7 +770,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "SCOUT_PROMETHEUS_URL": f"http://{address['prometheus']}",
     }
     services: list[Service] = [
-        exporter_service(workdir, ports["exporter"]),
+        exporter_service(workdir, ports["exporter"], ["--config.file", str(windows.config)]),
         sidecar_service(workdir, ports["sidecar"], env=env),
         prometheus_service(config, workdir, ports["prometheus"]),
     ]
@@ -780,8 +782,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             service.wait_ready()
         url = f"http://{address['prometheus']}"
         wait_for(
-            lambda: len(query(url, "up == 1")["data"]["result"]) == 4,
-            what="Prometheus to scrape the exporter, the sidecar, snmpd and the probe",
+            lambda: len(query(url, "up == 1")["data"]["result"]) == 5,
+            what="Prometheus to scrape the exporter, the sidecar, snmpd, the probe and WinRM",
         )
         for recorded in (
             "instance_ifIndex:if_in_bits:rate5m",
@@ -816,6 +818,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for service in reversed(started):
             service.stop(grace=5)
         snmpd.stop()
+        windows.stop()
         sink.shutdown()
         sink.server_close()
 
