@@ -88,6 +88,14 @@ PROBLEMS: Mapping[str, str] = {
     "HostFilesystemAlmostFull": "{mountpoint} almost full on {target}",
     "HostFilesystemFillingUp": "{mountpoint} filling up on {target}",
     "AnomalyDetected": "unusual {signal} on {target}",
+    "WindowsDiskAlmostFull": "volume {volume} almost full on {target}",
+    "WindowsDiskFillingUp": "volume {volume} filling up on {target}",
+    "WindowsServiceStopped": "service {name} not running on {target}",
+    "WindowsCpuHigh": "CPU busy on {target}",
+    "WindowsMemoryLow": "memory low on {target}",
+    "WindowsRebootPending": "reboot pending on {target}",
+    "WinrmTargetUnreachable": "{target} not answering over WinRM",
+    "WinrmScrapeFailed": "WinRM scrape of {target} failing",
 }
 # Any other alert: its name in words ("PowerSupplyFailed" -> "power supply failed").
 UNKNOWN_PROBLEM = "{name} on {target}"

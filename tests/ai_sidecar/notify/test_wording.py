@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
 from ai_sidecar.config import parse_config
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.models import MERGED_REASON, Incident, Member
 from ai_sidecar.notify import ReturnTripPolicy, Wording, console_url, enriched_alert
+from ai_sidecar.notify.phrases import PROBLEMS
 from ai_sidecar.notify.wording import alert_words, duration, problem
 from tests.ai_sidecar.builders import member
 
+RULES = Path(__file__).resolve().parents[3] / "prometheus" / "rules"
 PARIS = ZoneInfo("Europe/Paris")
 # The start of the incident the issue quotes.
 STARTED = datetime(2026, 12, 2, 22, 41, 25, 446160, tzinfo=UTC)
@@ -84,6 +88,20 @@ def test_the_title_counts_the_related_alerts_and_speaks_for_the_root_cause():
 )
 def test_problems_in_plain_words(labels, said):
     assert problem(replace(member(), labels=labels)) == said
+
+
+def test_every_shipped_rule_through_the_sidecar_has_plain_words():
+    """Watchdog and the sidecar's own alerts never reach it (alertmanager/alertmanager.yml)."""
+    names = {
+        rule["alert"]
+        for path in RULES.glob("*.rules.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    assert "InterfaceDown" in names
+    routed_around = {name for name in names if name == "Watchdog" or name.startswith("Sidecar")}
+    assert sorted(names - routed_around - PROBLEMS.keys()) == []
 
 
 def test_alert_names_and_durations_in_words():
