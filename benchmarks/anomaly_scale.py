@@ -12,8 +12,9 @@ curves with noise, gaps and a few spikes, generated chunk by chunk from a
 fixed seed. Targets from issue 12: fit <= 60 s on 2 cores, one cycle <= 1 s,
 peak memory <= 1.5 GB. The fit is split over this process and ``--workers``
 worker processes as the trainer splits it (one worker on 2 cores); the peak
-memory is printed for this process and for the largest worker. A benchmark:
-it prints, it asserts nothing.
+memory is printed for this process and for the largest worker, and the CPU
+each spent in the fit (on a shared machine the wall time stretches with the
+load, the CPU does not). A benchmark: it prints, it asserts nothing.
 """
 
 from __future__ import annotations
