@@ -8,6 +8,7 @@ and is not listed here.
 from __future__ import annotations
 
 from exporter.collectors.base import BaseCollector, Collector, CollectorSpec, HostView
+from exporter.collectors.flows import FlowsCollector
 from exporter.collectors.host import HostCollector
 
 COLLECTORS: tuple[CollectorSpec, ...] = (
@@ -16,6 +17,12 @@ COLLECTORS: tuple[CollectorSpec, ...] = (
         help="the local host through psutil: CPU, memory, filesystems, disks, network",
         enabled_by_default=True,
         build=HostCollector.from_config,
+    ),
+    CollectorSpec(
+        name="flows",
+        help="top bandwidth consumers from NetFlow v5/v9 and IPFIX sent to collectors.flows.listen",
+        enabled_by_default=False,
+        build=FlowsCollector.from_config,
     ),
 )
 
