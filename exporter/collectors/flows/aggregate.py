@@ -25,10 +25,15 @@ series appears at a scrape with value 0 and disappears at a scrape carrying
 everything it counted, ``rate()`` and ``increase()`` over the set add up too
 (see the collector docstring for the exposition).
 
+A retired series stops counting at once (its records go to ``other``) but is
+shown one last time, with its final value, at the scrape of the refresh that
+retired it; its budget is freed at the next refresh.
+
 The series budget (``max_series``) covers every series with an ``exporter``
-label. A new top-N key that does not fit first pushes out the series that
-left the top N longest ago (it was on its way out anyway); if none is
-lingering, it stays in ``other`` and ``dropped_series`` counts the refusal.
+label. A new top-N key that does not fit is refused for this refresh
+(``dropped_series`` counts it, its bytes stay in ``other``) and retires the
+series that left the top N longest ago (it was on its way out anyway), so the
+key gets a series at the next refresh if it is still in the top N.
 Per-exporter fixed series (``other``, folded, records, templates) are charged
 when the exporter is first seen; interface series when an ifIndex is first seen.
 """
@@ -39,7 +44,7 @@ import heapq
 import ipaddress
 import math
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Final
@@ -76,6 +81,7 @@ class Ranking:
     __slots__ = (
         "capacity",
         "current",
+        "final",
         "folded",
         "left_at",
         "other",
@@ -95,6 +101,8 @@ class Ranking:
         self.folded = 0
         # When each series' key was last seen leaving the top N.
         self.left_at: dict[Hashable, float] = {}
+        # Series retired at the last refresh: shown once more with their final value.
+        self.final: dict[Hashable, list[int]] = {}
         self.series_cost = series_cost
 
     def prune(self) -> None:
@@ -116,6 +124,11 @@ class Ranking:
                 totals[key] = totals.get(key, 0) + count
         top = heapq.nlargest(top_n, totals.items(), key=_BY_COUNT)
         return [key for key, count in top if count > 0]
+
+    def exposed(self) -> Iterator[tuple[Hashable, list[int]]]:
+        """The series to show: counting ones and those retired at the last refresh."""
+        yield from self.series.items()
+        yield from self.final.items()
 
     def tracked_keys(self) -> int:
         return len(self.current) + sum(len(slot) for slot in self.past)
@@ -323,6 +336,7 @@ class FlowAggregator:
             self._rotate(now)
         self._refused.clear()
         settings = self.settings
+        self._release_final()
         self._forget_silent_exporters(now)
         newcomers: list[tuple[int, Ranking, Hashable]] = []
         for flows in self.exporters.values():
@@ -340,35 +354,56 @@ class FlowAggregator:
                 newcomers += [
                     (rank, ranking, key)
                     for rank, key in enumerate(top)
-                    if key not in ranking.series
+                    if key not in ranking.series and key not in ranking.final
                 ]
         # Best ranks first across all rankings, so a tight budget goes to the biggest talkers.
         newcomers.sort(key=itemgetter(0))
+        lingering: list[tuple[float, int, Ranking, Hashable]] | None = None
+        releasing = 0
         for _, ranking, key in newcomers:
-            if not self._charge(ranking.series_cost) and not self._make_room(ranking.series_cost):
-                self.dropped_series += 1
+            if self._charge(ranking.series_cost):
+                ranking.series[key] = [0, 0]
                 continue
-            ranking.series[key] = [0, 0]
+            # No room now: retire lingering series (out of the top N longest first) so
+            # that the next refresh has room; this one is refused.
+            if lingering is None:
+                lingering = self._lingering()
+            while lingering and releasing < ranking.series_cost:
+                _, _, holder, old = lingering.pop()
+                self._retire(holder, old)
+                releasing += holder.series_cost
+            releasing -= min(releasing, ranking.series_cost)
+            self.dropped_series += 1
         self._retire_idle_interfaces(now)
 
     def _retire(self, ranking: Ranking, key: Hashable) -> None:
-        del ranking.series[key]
-        del ranking.left_at[key]
-        self.series -= ranking.series_cost
+        """Stop counting into ``key``'s series; it is shown once more, then its cost is freed.
 
-    def _make_room(self, cost: int) -> bool:
-        """Retire lingering series (longest out of the top N first) until ``cost`` fits."""
-        lingering = sorted(
-            (since, id(ranking), ranking, key)
-            for flows in self.exporters.values()
-            for _, ranking in flows.rankings()
-            for key, since in ranking.left_at.items()
+        From now on the key's records go to ``other``; the series keeps its final
+        value until the next refresh, so the scrape that follows this refresh
+        still sees every byte it counted and no increase is lost to ``rate()``.
+        """
+        ranking.final[key] = ranking.series.pop(key)
+        del ranking.left_at[key]
+
+    def _release_final(self) -> None:
+        for flows in self.exporters.values():
+            for _, ranking in flows.rankings():
+                self.series -= len(ranking.final) * ranking.series_cost
+                ranking.final.clear()
+
+    def _lingering(self) -> list[tuple[float, int, Ranking, Hashable]]:
+        """Series out of the top N, the longest out last (so ``pop`` gives it first)."""
+        return sorted(
+            (
+                (since, id(ranking), ranking, key)
+                for flows in self.exporters.values()
+                for _, ranking in flows.rankings()
+                for key, since in ranking.left_at.items()
+            ),
+            key=itemgetter(0, 1),
+            reverse=True,
         )
-        for _, _, ranking, key in lingering:
-            self._retire(ranking, key)
-            if self._charge(cost):
-                return True
-        return False
 
     def _retire_idle_interfaces(self, now: float) -> None:
         seen = self._interface_seen
@@ -391,7 +426,9 @@ class FlowAggregator:
                 continue
             released = self.fixed_cost() + 2 * len(flows.packets)
             released += len(flows.inputs) + len(flows.outputs)
-            released += sum(len(r.series) * r.series_cost for _, r in flows.rankings())
+            released += sum(
+                (len(r.series) + len(r.final)) * r.series_cost for _, r in flows.rankings()
+            )
             self.series -= released
             del self.exporters[address]
             for direction, totals in (("in", flows.inputs), ("out", flows.outputs)):

@@ -237,13 +237,13 @@ class FlowIngest:
         for exporter, flows in aggregator.exporters.items():
             for direction, ranking in flows.rankings():
                 if direction == CONVERSATION:
-                    for key, (octets, _) in ranking.series.items():
+                    for key, (octets, _) in ranking.exposed():
                         protocol, port = cast(tuple[int, int], key)
                         name = _PROTOCOL_NAMES.get(protocol, str(protocol))
                         conversations.add_metric([exporter, name, str(port)], octets)
                     conversations.add_metric([exporter, "other", "other"], ranking.other[0])
                 else:
-                    for key, (octets, count) in ranking.series.items():
+                    for key, (octets, count) in ranking.exposed():
                         address = key_label(key, settings)
                         talker_bytes.add_metric([exporter, direction, address], octets)
                         talker_packets.add_metric([exporter, direction, address], count)
