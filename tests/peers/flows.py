@@ -211,7 +211,7 @@ def write_pcap(path: Path, frames: Iterable[bytes], *, start: int = 1_700_000_00
 def replay_with_pmacctd(
     pcap: Path, receiver: tuple[str, int], version: int, workdir: Path, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
-    """Run pmacctd + nfprobe over ``pcap``, exporting NetFlow ``version`` (5, 9, 10) to ``receiver``.
+    """pmacctd + nfprobe over ``pcap``, exporting NetFlow ``version`` (5, 9, 10) to ``receiver``.
 
     pmacctd sleeps 2 s before reading a savefile, and flushes every flow when
     the file ends and it exits.

@@ -88,7 +88,7 @@ async def test_start_fails_cleanly_on_a_busy_port() -> None:
         busy.bind(("127.0.0.1", 0))
         port = busy.getsockname()[1]
         collector = FlowsCollector(FlowsCollectorConfig(listen=f"127.0.0.1:{port}"))
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="in use"):
             await collector.start()
     await collector.close()
 

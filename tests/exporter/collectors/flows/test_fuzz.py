@@ -74,7 +74,7 @@ def test_mutated_packets_raise_only_bad_packet_errors(
     seed: bytes, edits: list[tuple[int, bytes]], cut: int | None, exporter: str
 ) -> None:
     decoder = FlowDecoder(MAX_TEMPLATES)
-    for packet in SEEDS[1:2] + (_mutate(seed, edits, cut),):
+    for packet in (*SEEDS[1:2], _mutate(seed, edits, cut)):
         _decode(decoder, packet, exporter)
     assert len(decoder.templates) <= MAX_TEMPLATES
 
