@@ -248,6 +248,8 @@ class FlowAggregator:
         inputs, outputs = flows.inputs, flows.outputs
         mask = self._mask
         src_folded = dst_folded = 0
+        # The two directions are written out rather than looped over: this loop runs
+        # once per record, and local names are the cheapest lookups Python has.
         for src, dst, octets, packets, in_if, out_if, _proto, _port in records:
             if src is not None:
                 key = src if mask is None else mask(src)

@@ -12,12 +12,7 @@ import struct
 from typing import Final
 
 from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError, FlowRecord
-from exporter.collectors.flows.sets import (
-    FIRST_DATA_SET_ID,
-    SamplingStates,
-    decode_data_set,
-    walk_sets,
-)
+from exporter.collectors.flows.sets import FIRST_DATA_SET_ID, SamplingStates, read_sets
 from exporter.collectors.flows.templates import (
     FieldSpec,
     TemplateStore,
@@ -51,6 +46,18 @@ def _fields(
             offset += 4
         fields.append(FieldSpec(element, length, enterprise))
     return tuple(fields), offset
+
+
+def _templates(
+    data: memoryview, start: int, end: int, exporter: str, domain: int, store: TemplateStore
+) -> None:
+    _template_set(data, start, end, exporter, domain, store, options=False)
+
+
+def _options_templates(
+    data: memoryview, start: int, end: int, exporter: str, domain: int, store: TemplateStore
+) -> None:
+    _template_set(data, start, end, exporter, domain, store, options=True)
 
 
 def _template_set(
@@ -100,23 +107,7 @@ def parse_ipfix(
         raise BadPacketError(MALFORMED, f"IPFIX message length {length}")
     if length > len(view):
         raise BadPacketError(TRUNCATED, f"IPFIX message length {length} > {len(view)}")
-    state = sampling.get(exporter, VERSION, domain)
-    records: list[FlowRecord] = []
-    problem: str | None = None
-    for set_id, start, end in walk_sets(view, HEADER.size, length):
-        try:
-            if set_id in (TEMPLATE_SET, OPTIONS_SET):
-                _template_set(
-                    view, start, end, exporter, domain, store, options=set_id == OPTIONS_SET
-                )
-            elif set_id >= FIRST_DATA_SET_ID:
-                key = (VERSION, domain, set_id)
-                found = decode_data_set(view, start, end, exporter, key, store, state, records)
-                problem = problem or found
-            elif set_id < TEMPLATE_SET:
-                raise BadPacketError(MALFORMED, f"IPFIX set id {set_id}")
-        except BadPacketError as error:
-            if error.reason in (MALFORMED, TRUNCATED):
-                raise
-            problem = problem or error.reason
-    return records, problem
+    readers = {TEMPLATE_SET: _templates, OPTIONS_SET: _options_templates}
+    return read_sets(
+        view, HEADER.size, length, (exporter, VERSION, domain), store, sampling, readers
+    )

@@ -9,7 +9,7 @@ modules parse their own headers and template sets and call ``walk_sets`` and
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from exporter.collectors.flows.records import (
@@ -27,6 +27,8 @@ from exporter.collectors.flows.templates import (
     TemplateStore,
 )
 
+# Reads a template set body: (data, start, end, exporter, domain, store).
+TemplateSetReader = Callable[[memoryview, int, int, str, int, TemplateStore], None]
 SET_HEADER: Final = struct.Struct("!HH")
 FIRST_DATA_SET_ID: Final = 256
 
@@ -62,6 +64,43 @@ def decode_data_set(
     elif isinstance(template, DataTemplate):
         records += template.decode(data, start, end, sampling)
     return None
+
+
+def read_sets(
+    view: memoryview,
+    offset: int,
+    end: int,
+    key: tuple[str, int, int],
+    store: TemplateStore,
+    sampling: SamplingStates,
+    template_sets: Mapping[int, TemplateSetReader],
+) -> tuple[list[FlowRecord], str | None]:
+    """Records of every data set from ``offset`` to ``end``, and the first problem met.
+
+    ``key`` is (exporter, version, domain); ``template_sets`` reads the set ids
+    the version uses for templates. A lying structure raises ``BadPacketError``;
+    a set that needs an unknown template, or brings one the store refuses, is
+    skipped and named as the problem. Other ids below 256 are reserved: skipped.
+    """
+    exporter, version, domain = key
+    state = sampling.get(exporter, version, domain)
+    records: list[FlowRecord] = []
+    problem: str | None = None
+    for set_id, start, stop in walk_sets(view, offset, end):
+        try:
+            if set_id >= FIRST_DATA_SET_ID:
+                template = (version, domain, set_id)
+                found = decode_data_set(
+                    view, start, stop, exporter, template, store, state, records
+                )
+                problem = problem or found
+            elif set_id in template_sets:
+                template_sets[set_id](view, start, stop, exporter, domain, store)
+        except BadPacketError as error:
+            if error.reason in (MALFORMED, TRUNCATED):
+                raise
+            problem = problem or error.reason
+    return records, problem
 
 
 class SamplingStates:

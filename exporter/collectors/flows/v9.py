@@ -11,12 +11,7 @@ import struct
 from typing import Final
 
 from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError, FlowRecord
-from exporter.collectors.flows.sets import (
-    FIRST_DATA_SET_ID,
-    SamplingStates,
-    decode_data_set,
-    walk_sets,
-)
+from exporter.collectors.flows.sets import FIRST_DATA_SET_ID, SamplingStates, read_sets
 from exporter.collectors.flows.templates import (
     FieldSpec,
     TemplateStore,
@@ -97,21 +92,7 @@ def parse_v9(
         raise BadPacketError(TRUNCATED, "v9 header")
     view = memoryview(data)
     domain = HEADER.unpack_from(view)[5]
-    state = sampling.get(exporter, VERSION, domain)
-    records: list[FlowRecord] = []
-    problem: str | None = None
-    for set_id, start, end in walk_sets(view, HEADER.size, len(view)):
-        try:
-            if set_id == TEMPLATE_FLOWSET:
-                _templates(view, start, end, exporter, domain, store)
-            elif set_id == OPTIONS_FLOWSET:
-                _options_templates(view, start, end, exporter, domain, store)
-            elif set_id >= FIRST_DATA_SET_ID:
-                key = (VERSION, domain, set_id)
-                found = decode_data_set(view, start, end, exporter, key, store, state, records)
-                problem = problem or found
-        except BadPacketError as error:
-            if error.reason in (MALFORMED, TRUNCATED):
-                raise
-            problem = problem or error.reason
-    return records, problem
+    readers = {TEMPLATE_FLOWSET: _templates, OPTIONS_FLOWSET: _options_templates}
+    return read_sets(
+        view, HEADER.size, len(view), (exporter, VERSION, domain), store, sampling, readers
+    )
