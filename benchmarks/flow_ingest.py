@@ -51,7 +51,7 @@ from exporter.collectors.flows.aggregate import AggregationSettings  # noqa: E40
 from scripts.localstack import free_port  # noqa: E402
 from tests.peers.flows import (  # noqa: E402
     Flow,
-    data_set,
+    flow_set,
     ipfix_packet,
     ipfix_template,
     v5_packet,
@@ -120,9 +120,8 @@ def _flows(rng: random.Random, count: int) -> list[Flow]:
     return flows
 
 
-def _data(version: str, flows: Sequence[Flow]) -> bytes:
-    rows = [{element: flow.element(element) for element, _ in ROUTER_LAYOUT} for flow in flows]
-    return data_set(TEMPLATE_ID, ROUTER_LAYOUT, rows)
+def _data(flows: Sequence[Flow]) -> bytes:
+    return flow_set(TEMPLATE_ID, ROUTER_LAYOUT, flows)
 
 
 def build_datagrams(version: str, packets: int, seed: int = 14) -> list[bytes]:
@@ -136,7 +135,7 @@ def build_datagrams(version: str, packets: int, seed: int = 14) -> list[bytes]:
         if version == "v5":
             datagrams.append(v5_packet(flows, sequence=sequence))
             continue
-        sets = [_data(version, flows)]
+        sets = [_data(flows)]
         if index % TEMPLATE_EVERY == 0:
             template = (v9_template if version == "v9" else ipfix_template)(
                 TEMPLATE_ID, ROUTER_LAYOUT
@@ -271,7 +270,7 @@ def send_to_both(datagrams: Sequence[bytes], ports: Sequence[int]) -> None:
             for datagram in datagrams[start : start + BURST]:
                 for port in ports:
                     sender.sendto(datagram, (HOST, port))
-            time.sleep(0.002)
+            time.sleep(0.005)
 
 
 def side_by_side(datagrams: Sequence[bytes], workdir: Path) -> tuple[Measure, Measure]:

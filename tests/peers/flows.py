@@ -43,7 +43,11 @@ class Flow:
 
     def element(self, element: int) -> int | bytes:
         """The value of information element ``element`` (NetFlow v9 / IPFIX numbering)."""
-        values: dict[int, int | bytes] = {
+        return self.elements().get(element, 0)
+
+    def elements(self) -> dict[int, int | bytes]:
+        """The flow's information elements by number (others are 0)."""
+        return {
             1: self.octets,
             2: self.packets,
             4: self.protocol,
@@ -56,7 +60,6 @@ class Flow:
             27: ipaddress.ip_address(self.source).packed,
             28: ipaddress.ip_address(self.destination).packed,
         }
-        return values.get(element, 0)
 
 
 def v5_packet(flows: Sequence[Flow], *, sampling_interval: int = 0, sequence: int = 0) -> bytes:
@@ -131,7 +134,7 @@ def data_set(template_id: int, layout: Layout, rows: Iterable[dict[int, int | by
 
 
 def flow_set(template_id: int, layout: Layout, flows: Iterable[Flow]) -> bytes:
-    rows = ({element: flow.element(element) for element, _ in layout} for flow in flows)
+    rows = (flow.elements() for flow in flows)
     return data_set(template_id, layout, rows)
 
 
