@@ -173,13 +173,14 @@ class FlowIngest:
     def _ingest(self, datagram: bytes, exporter: str) -> None:
         if not self._is_allowed(exporter):
             raise BadPacketError(NOT_ALLOWED)
+        # Decode first: garbage from a new address must not cost an exporter's series.
+        decoded = self.decoder.decode(datagram, exporter)
+        if decoded.problem is not None:
+            self.bad_packets[decoded.problem] += 1
         now = self._clock()
         flows = self.aggregator.exporter(exporter, now)
         if flows is None:
             raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
-        decoded = self.decoder.decode(datagram, exporter)
-        if decoded.problem is not None:
-            self.bad_packets[decoded.problem] += 1
         if not self.aggregator.add(flows, decoded.version, decoded.records, now):
             raise BadPacketError(SERIES_BUDGET, f"no room for {decoded.version} from {exporter}")
 

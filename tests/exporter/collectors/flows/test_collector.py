@@ -159,3 +159,29 @@ def test_scout_exporter_serves_flow_metrics_with_the_collector_enabled(
         in body
     )
     assert 'scout_collector_success{collector="flows"} 1.0' in body
+
+
+def test_garbage_from_many_addresses_costs_no_series() -> None:
+    collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0", max_series=20))
+    for host in range(200):
+        collector.flows.ingest(b"\x00\x05" + bytes(10), f"198.51.100.{host}")
+    collector.flows.ingest(v5_packet(FLOWS), "192.0.2.1")
+    families = collector.collect()
+    assert _value(families, "scout_flow_bad_packets_total", reason="truncated") == 200
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.1") == 2
+    assert _value(families, "scout_flow_bad_packets_total", reason="series_budget") == 0
+
+
+def test_an_exporter_the_budget_cannot_hold_is_refused_and_counted() -> None:
+    collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0", max_series=10))
+    collector.flows.ingest(v5_packet(FLOWS), "192.0.2.1")
+    collector.flows.ingest(v5_packet(FLOWS), "192.0.2.2")
+    families = collector.collect()
+    assert _value(families, "scout_flow_bad_packets_total", reason="series_budget") == 1
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.2") is None
+    series = _value(families, "scout_flow_series")
+    assert series is not None
+    assert series <= 10
+    dropped = _value(families, "scout_flow_dropped_series_total")
+    assert dropped is not None
+    assert dropped > 0
