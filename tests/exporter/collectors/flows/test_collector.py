@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
+import subprocess
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors import COLLECTORS
@@ -185,3 +188,27 @@ def test_an_exporter_the_budget_cannot_hold_is_refused_and_counted() -> None:
     dropped = _value(families, "scout_flow_dropped_series_total")
     assert dropped is not None
     assert dropped > 0
+
+
+def test_exposition_passes_promtool_check_metrics() -> None:
+    config = FlowsCollectorConfig(listen="127.0.0.1:0", by_protocol_port=True, ipv4_prefix=24)
+    collector = FlowsCollector(config)
+    for _ in range(2):
+        collector.flows.ingest(v5_packet(FLOWS), "192.0.2.1")
+        families = collector.collect()
+
+    class Families:
+        def collect(self) -> list[Metric]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families())
+    text = generate_latest(registry)
+    assert b'scout_flow_talker_bytes_total{address="10.0.0.0/24"' in text
+    result = subprocess.run(
+        [shutil.which("promtool") or "promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
