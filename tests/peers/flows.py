@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +107,7 @@ def encode_value(value: int | bytes, length: int) -> bytes:
     return raw
 
 
-def encode_record(layout: Layout, values: dict[int, int | bytes]) -> bytes:
+def encode_record(layout: Layout, values: Mapping[int, int | bytes]) -> bytes:
     return b"".join(encode_value(values.get(element, 0), length) for element, length in layout)
 
 
@@ -129,7 +129,7 @@ def v9_options_template(template_id: int, scope: Layout, options: Layout) -> byt
     return _set(1, body + scope_bytes + option_bytes, align=True)
 
 
-def data_set(template_id: int, layout: Layout, rows: Iterable[dict[int, int | bytes]]) -> bytes:
+def data_set(template_id: int, layout: Layout, rows: Iterable[Mapping[int, int | bytes]]) -> bytes:
     return _set(template_id, b"".join(encode_record(layout, row) for row in rows), align=True)
 
 
@@ -173,7 +173,7 @@ def ipfix_packet(sets: Sequence[bytes], *, domain: int = 0, sequence: int = 0) -
 
 
 def _checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
     return ~total & 0xFFFF

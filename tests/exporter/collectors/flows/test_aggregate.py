@@ -142,7 +142,7 @@ def test_one_million_source_addresses_stay_within_the_series_budget() -> None:
     base, destination = _ip("10.0.0.0"), _ip("10.9.9.9")
     heavy = [_record(f"192.168.0.{i}", 1_000_000) for i in range(1, 101)]
     for chunk in range(1000):
-        records = [
+        records: list[FlowRecord] = [
             (base + chunk * 1000 + i, destination, 100, 1, 1, 2, 6, 443) for i in range(1000)
         ]
         records += heavy if chunk % 100 == 0 else []
