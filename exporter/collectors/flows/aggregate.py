@@ -18,6 +18,13 @@ protocol/port when enabled). A ranking does two separate jobs:
   ``other`` series instead, and to the folded-records counter. A series whose
   key has been out of the top N for ``ttl`` is removed at a later pass.
 
+Records arrive two ways with the same result: tuples (IPv6, odd templates)
+are counted one by one in ``add``; IPv4 data sets from fixed-size templates
+arrive as numpy views (``columns``) and are counted in batches of ``BATCH``
+records per exporter, reduced per distinct key first. A batch is always
+counted before a refresh and before the window moves to its next slot, so
+batching changes no ranking and no series value a scrape can see.
+
 Every record's bytes land in exactly one series (its key's or ``other``), so
 over any interval the sum of increases over talkers plus ``other`` equals the
 increase of the total, even while talkers enter and leave the top N. Because a
@@ -44,17 +51,22 @@ import heapq
 import ipaddress
 import math
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Final
 
+import numpy as np
+
+from exporter.collectors.flows.columns import FlowColumns, RawFlows, reduce_by_key
 from exporter.collectors.flows.records import FlowRecord
 
 # Slots per window: the window slides in steps of window / SLOTS.
 SLOTS: Final = 10
 # Keys tracked per slot and ranking at least; more when top_n is large.
 MIN_CAPACITY: Final = 2048
+# Columnar flows reduced together (per exporter): large enough for numpy to pay off.
+BATCH: Final = 4096
 _BY_COUNT = itemgetter(1)
 
 SOURCE: Final = "source"
@@ -144,6 +156,8 @@ class ExporterFlows:
         "last_seen",
         "outputs",
         "packets",
+        "pending",
+        "pending_records",
         "records",
         "source",
     )
@@ -159,6 +173,9 @@ class ExporterFlows:
         self.records: dict[str, int] = {}
         self.packets: dict[str, int] = {}
         self.last_seen = now
+        # Columnar flows not counted yet: reduced per key a batch at a time.
+        self.pending: list[RawFlows] = []
+        self.pending_records = 0
 
     def rankings(self) -> list[tuple[str, Ranking]]:
         found = [(SOURCE, self.source), (DESTINATION, self.destination)]
@@ -196,6 +213,8 @@ class FlowAggregator:
         self.series = 0
         self.dropped_series = 0
         self._mask = _masker(settings.ipv4_prefix, settings.ipv6_prefix)
+        prefix4 = settings.ipv4_prefix
+        self._mask4 = None if prefix4 is None else (0xFFFFFFFF << (32 - prefix4)) & 0xFFFFFFFF
         self._slot_length = settings.window / SLOTS
         self._slot_end = now + self._slot_length
         # ifIndexes refused for lack of budget since the last refresh (counted once each).
@@ -231,9 +250,18 @@ class FlowAggregator:
     # -- ingest (hot path) -------------------------------------------------------------------
 
     def add(
-        self, flows: ExporterFlows, version: str, records: list[FlowRecord], now: float
+        self,
+        flows: ExporterFlows,
+        version: str,
+        records: list[FlowRecord],
+        now: float,
+        columns: Sequence[RawFlows] = (),
     ) -> bool:
-        """Count one packet's records; False if its version needed series the budget lacks."""
+        """Count one packet's flows; False if its version needed series the budget lacks.
+
+        Tuples are counted at once; columns wait in ``pending`` until a batch of
+        ``BATCH`` records (or a refresh, or the next window slot) reduces them.
+        """
         if now >= self._slot_end:
             self._rotate(now)
         if version not in flows.packets:
@@ -241,6 +269,15 @@ class FlowAggregator:
                 return False
             flows.packets[version] = flows.records[version] = 0
         flows.packets[version] += 1
+        if columns:
+            count = sum(len(part) for part in columns)
+            flows.records[version] += count
+            flows.pending += columns
+            flows.pending_records += count
+            if flows.pending_records >= BATCH:
+                self._flush(flows)
+        if not records:
+            return True
         flows.records[version] += len(records)
         source, destination = flows.source, flows.destination
         src_now, src_series, src_other = source.current, source.series, source.other
@@ -310,6 +347,43 @@ class FlowAggregator:
         if len(current) > ranking.capacity:
             ranking.prune()
 
+    def _flush(self, flows: ExporterFlows) -> None:
+        """Count the pending columnar flows of ``flows``, one Python step per distinct key."""
+        if not flows.pending:
+            return
+        batch = FlowColumns.gather(flows.pending)
+        flows.pending = []
+        flows.pending_records = 0
+        octets, packets = batch.octets, batch.packets
+        for ranking, addresses in (
+            (flows.source, batch.source),
+            (flows.destination, batch.destination),
+        ):
+            if self._mask4 is not None:
+                addresses = addresses & np.uint64(self._mask4)
+            keys, (byte_sums, packet_sums), counts = reduce_by_key(addresses, octets, packets)
+            _count_keys(ranking, keys, byte_sums, packet_sums, counts)
+        if flows.conversation is not None:
+            combined, (byte_sums, packet_sums), counts = reduce_by_key(
+                (batch.protocol << np.uint64(16)) | batch.port, octets, packets
+            )
+            pairs: list[Hashable] = [(key >> 16, key & 0xFFFF) for key in combined]
+            _count_keys(flows.conversation, pairs, byte_sums, packet_sums, counts)
+        for direction, totals, ifindexes in (
+            ("in", flows.inputs, batch.inputs),
+            ("out", flows.outputs, batch.outputs),
+        ):
+            keys, (byte_sums,), _ = reduce_by_key(ifindexes, octets)
+            for ifindex, octet_sum in zip(keys, byte_sums, strict=True):
+                if ifindex in totals:
+                    totals[ifindex] += octet_sum
+                else:
+                    self._new_interface(flows, direction, ifindex, octet_sum)
+
+    def _flush_all(self) -> None:
+        for flows in self.exporters.values():
+            self._flush(flows)
+
     def _new_interface(
         self, flows: ExporterFlows, direction: str, ifindex: int, octets: int
     ) -> None:
@@ -324,6 +398,8 @@ class FlowAggregator:
             self.dropped_series += 1
 
     def _rotate(self, now: float) -> None:
+        # Pending flows arrived in the slot that is ending: count them there.
+        self._flush_all()
         elapsed = math.floor((now - self._slot_end) / self._slot_length) + 1
         self._slot_end += elapsed * self._slot_length
         for flows in self.exporters.values():
@@ -334,6 +410,7 @@ class FlowAggregator:
 
     def refresh(self, now: float) -> None:
         """Re-rank: give new top-N keys series, retire idle ones, forget silent exporters."""
+        self._flush_all()
         if now >= self._slot_end:
             self._rotate(now)
         self._refused.clear()
@@ -440,6 +517,31 @@ class FlowAggregator:
     def tracked_keys(self) -> int:
         """Keys held for ranking over all exporters (bounded by SLOTS * capacity each)."""
         return sum(r.tracked_keys() for f in self.exporters.values() for _, r in f.rankings())
+
+
+def _count_keys(
+    ranking: Ranking,
+    keys: Sequence[Hashable],
+    byte_sums: Sequence[int],
+    packet_sums: Sequence[int],
+    counts: Sequence[int],
+) -> None:
+    """Add per-key sums (from ``reduce_by_key``) to a ranking, as ``add`` does per record."""
+    current, series, other = ranking.current, ranking.series, ranking.other
+    folded = 0
+    for key, octets, packets, count in zip(keys, byte_sums, packet_sums, counts, strict=True):
+        current[key] = current.get(key, 0) + octets
+        counters = series.get(key)
+        if counters is None:
+            other[0] += octets
+            other[1] += packets
+            folded += count
+        else:
+            counters[0] += octets
+            counters[1] += packets
+    ranking.folded += folded
+    if len(current) > ranking.capacity:
+        ranking.prune()
 
 
 def key_label(key: Hashable, settings: AggregationSettings) -> str:

@@ -181,7 +181,8 @@ class FlowIngest:
         flows = self.aggregator.exporter(exporter, now)
         if flows is None:
             raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
-        if not self.aggregator.add(flows, decoded.version, decoded.records, now):
+        packet = decoded.flows
+        if not self.aggregator.add(flows, decoded.version, packet.records, now, packet.columns):
             raise BadPacketError(SERIES_BUDGET, f"no room for {decoded.version} from {exporter}")
 
     def collect(self) -> list[Metric]:

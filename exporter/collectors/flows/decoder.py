@@ -7,7 +7,7 @@ from typing import Final
 
 from exporter.collectors.flows.ipfix import parse_ipfix
 from exporter.collectors.flows.records import UNKNOWN_VERSION, BadPacketError, FlowRecord
-from exporter.collectors.flows.sets import SamplingStates
+from exporter.collectors.flows.sets import DecodedFlows, SamplingStates
 from exporter.collectors.flows.templates import TemplateStore
 from exporter.collectors.flows.v5 import parse_v5
 from exporter.collectors.flows.v9 import parse_v9
@@ -18,11 +18,20 @@ VERSION_LABELS: Final = {5: "v5", 9: "v9", 10: "ipfix"}
 
 @dataclass(frozen=True, slots=True)
 class DecodedPacket:
-    """A packet's records (sampling applied) and the first problem met, if any."""
+    """A packet's flows (sampling applied) and the first problem met, if any.
+
+    IPv4 flows from fixed-size templates come as ``columns``; the rest as tuples.
+    """
 
     version: str
-    records: list[FlowRecord]
-    problem: str | None = None
+    flows: DecodedFlows
+
+    @property
+    def problem(self) -> str | None:
+        return self.flows.problem
+
+    def all_records(self) -> list[FlowRecord]:
+        return self.flows.all_records()
 
 
 class FlowDecoder:
@@ -40,11 +49,10 @@ class FlowDecoder:
     def decode(self, data: bytes | memoryview, exporter: str) -> DecodedPacket:
         version = int.from_bytes(data[:2]) if len(data) >= 2 else 0
         if version == 5:
-            return DecodedPacket("v5", parse_v5(data))
+            return DecodedPacket("v5", DecodedFlows(columns=[parse_v5(data)]))
         if version == 9:
-            records, problem = parse_v9(data, exporter, self.templates, self.sampling)
-            return DecodedPacket("v9", records, problem)
+            return DecodedPacket("v9", parse_v9(data, exporter, self.templates, self.sampling))
         if version == 10:
-            records, problem = parse_ipfix(data, exporter, self.templates, self.sampling)
-            return DecodedPacket("ipfix", records, problem)
+            flows = parse_ipfix(data, exporter, self.templates, self.sampling)
+            return DecodedPacket("ipfix", flows)
         raise BadPacketError(UNKNOWN_VERSION, f"version {version}")

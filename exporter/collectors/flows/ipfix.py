@@ -11,8 +11,13 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError, FlowRecord
-from exporter.collectors.flows.sets import FIRST_DATA_SET_ID, SamplingStates, read_sets
+from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError
+from exporter.collectors.flows.sets import (
+    FIRST_DATA_SET_ID,
+    DecodedFlows,
+    SamplingStates,
+    read_sets,
+)
 from exporter.collectors.flows.templates import (
     FieldSpec,
     TemplateStore,
@@ -97,7 +102,7 @@ def _template_set(
 
 def parse_ipfix(
     data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
-) -> tuple[list[FlowRecord], str | None]:
+) -> DecodedFlows:
     """The flow records of one IPFIX message and the first problem met (see ``parse_v9``)."""
     if len(data) < HEADER.size:
         raise BadPacketError(TRUNCATED, "IPFIX header")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
+from exporter.collectors.flows.columns import RawFlows
 from exporter.collectors.flows.records import (
     MALFORMED,
     TRUNCATED,
@@ -20,7 +22,6 @@ from exporter.collectors.flows.records import (
     FlowRecord,
 )
 from exporter.collectors.flows.templates import (
-    DataTemplate,
     OptionsTemplate,
     SamplingState,
     TemplateKey,
@@ -45,6 +46,22 @@ def walk_sets(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, in
         offset += length
 
 
+@dataclass(frozen=True, slots=True)
+class DecodedFlows:
+    """What a packet's data sets held: columns (IPv4 fast path), tuples, and the first problem."""
+
+    records: list[FlowRecord] = field(default_factory=list)
+    columns: list[RawFlows] = field(default_factory=list)
+    problem: str | None = None
+
+    def all_records(self) -> list[FlowRecord]:
+        """Every flow as a tuple, columns first (tests compare these)."""
+        found: list[FlowRecord] = []
+        for part in self.columns:
+            found += part.records()
+        return found + self.records
+
+
 def decode_data_set(
     data: memoryview,
     start: int,
@@ -53,16 +70,19 @@ def decode_data_set(
     key: TemplateKey,
     store: TemplateStore,
     sampling: SamplingState,
-    records: list[FlowRecord],
+    decoded: DecodedFlows,
 ) -> str | None:
-    """Append a data set's records (options records update ``sampling``); a problem, if any."""
+    """Add a data set's flows to ``decoded`` (options records update ``sampling``); a problem."""
     template = store.get(exporter, key)
     if template is None:
         return UNKNOWN_TEMPLATE
     if isinstance(template, OptionsTemplate):
         template.apply(data, start, end, sampling)
-    elif isinstance(template, DataTemplate):
-        records += template.decode(data, start, end, sampling)
+    elif template.columns is not None:
+        if end - start >= template.columns.dtype.itemsize:
+            decoded.columns.append(template.columns.decode(data, start, end, sampling.default))
+    else:
+        decoded.records.extend(template.decode(data, start, end, sampling))
     return None
 
 
@@ -74,7 +94,7 @@ def read_sets(
     store: TemplateStore,
     sampling: SamplingStates,
     template_sets: Mapping[int, TemplateSetReader],
-) -> tuple[list[FlowRecord], str | None]:
+) -> DecodedFlows:
     """Records of every data set from ``offset`` to ``end``, and the first problem met.
 
     ``key`` is (exporter, version, domain); ``template_sets`` reads the set ids
@@ -84,14 +104,14 @@ def read_sets(
     """
     exporter, version, domain = key
     state = sampling.get(exporter, version, domain)
-    records: list[FlowRecord] = []
+    decoded = DecodedFlows()
     problem: str | None = None
     for set_id, start, stop in walk_sets(view, offset, end):
         try:
             if set_id >= FIRST_DATA_SET_ID:
                 template = (version, domain, set_id)
                 found = decode_data_set(
-                    view, start, stop, exporter, template, store, state, records
+                    view, start, stop, exporter, template, store, state, decoded
                 )
                 problem = problem or found
             elif set_id in template_sets:
@@ -100,7 +120,7 @@ def read_sets(
             if error.reason in (MALFORMED, TRUNCATED):
                 raise
             problem = problem or error.reason
-    return records, problem
+    return DecodedFlows(decoded.records, decoded.columns, problem)
 
 
 class SamplingStates:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from exporter.collectors.flows.columns import NAMES, ColumnLayout
 from exporter.collectors.flows.records import (
     MALFORMED,
     TEMPLATE_CHURN,
@@ -209,6 +210,8 @@ class DataTemplate:
     # Per-flow sampling: the element holding an interval or a sampler id, if any.
     per_flow_interval: int | None
     per_flow_sampler: int | None
+    # Columnar path (IPv4, fixed size, sampling per exporter): see ``columns``.
+    columns: ColumnLayout | None = None
 
     def decode(
         self, data: memoryview, offset: int, end: int, sampling: SamplingState
@@ -339,7 +342,30 @@ def _compile_data(layout: Layout) -> DataTemplate:
         tuple(tail),
         per_flow_interval,
         per_flow_sampler,
+        _column_layout(layout, wanted) if sampling_at is None else None,
     )
+
+
+def _column_layout(layout: Layout, wanted: Sequence[int | None]) -> ColumnLayout | None:
+    """The columnar decoder for a template whose flows are IPv4 with plain integer fields."""
+    source, destination = wanted[0], wanted[1]
+    if source is None or destination is None:
+        return None
+    if layout[source].element != IPV4_SOURCE or layout[destination].element != IPV4_DESTINATION:
+        return None
+    offsets = []
+    offset = 0
+    for spec in layout:
+        offsets.append(offset)
+        offset += spec.length
+    fields = {
+        name: (offsets[position], layout[position].length)
+        for name, position in zip(NAMES, wanted, strict=False)
+        if position is not None
+    }
+    if any(length not in _UINT_CODES for _, length in fields.values()):
+        return None
+    return ColumnLayout.build(offset, fields)
 
 
 _compiled: OrderedDict[Layout, DataTemplate] = OrderedDict()

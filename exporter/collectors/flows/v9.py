@@ -10,8 +10,13 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError, FlowRecord
-from exporter.collectors.flows.sets import FIRST_DATA_SET_ID, SamplingStates, read_sets
+from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError
+from exporter.collectors.flows.sets import (
+    FIRST_DATA_SET_ID,
+    DecodedFlows,
+    SamplingStates,
+    read_sets,
+)
 from exporter.collectors.flows.templates import (
     FieldSpec,
     TemplateStore,
@@ -82,7 +87,7 @@ def _options_templates(
 
 def parse_v9(
     data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
-) -> tuple[list[FlowRecord], str | None]:
+) -> DecodedFlows:
     """The flow records of one v9 packet and the first problem met (an unknown template, say).
 
     A packet whose structure lies raises ``BadPacketError``; a set whose template

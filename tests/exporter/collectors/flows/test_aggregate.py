@@ -241,3 +241,49 @@ def test_silent_exporters_are_forgotten_and_their_series_released() -> None:
     families = ingest.collect()
     assert _value(families, "scout_flow_series") == 0
     assert not _samples(families, "scout_flow_talker_bytes_total")
+
+
+def test_columnar_and_tuple_paths_count_the_same() -> None:
+    """v5 data sets go through numpy columns, tuples through the per-record loop: same counts."""
+    settings = AggregationSettings(top_n=4, ipv4_prefix=30, by_protocol_port=True)
+    flows = [
+        Flow(
+            f"10.0.{i % 3}.{i}", f"10.1.0.{i % 5}", 100 * i + 7, i, i % 4, 9, 6 + i % 2, 1000, i % 6
+        )
+        for i in range(1, 60)
+    ]
+    columnar_clock, tuple_clock = Clock(), Clock()
+    columnar = FlowIngest(settings, 10, clock=columnar_clock)
+    by_tuple = FlowIngest(settings, 10, clock=tuple_clock)
+    for _ in range(2):
+        columnar.ingest(v5_packet(flows[:30]), EXPORTER)
+        columnar.ingest(v5_packet(flows[30:]), EXPORTER)
+        records: list[FlowRecord] = [
+            (
+                _ip(f.source),
+                _ip(f.destination),
+                f.octets,
+                f.packets,
+                f.input_ifindex,
+                f.output_ifindex,
+                f.protocol,
+                f.destination_port,
+            )
+            for f in flows
+        ]
+        exporter = by_tuple.aggregator.exporter(EXPORTER, tuple_clock.now)
+        assert exporter is not None
+        by_tuple.aggregator.add(exporter, "v5", records[:30], tuple_clock.now)
+        by_tuple.aggregator.add(exporter, "v5", records[30:], tuple_clock.now)
+        expected = by_tuple.collect()
+        got = columnar.collect()
+    for name in (
+        "scout_flow_talker_bytes_total",
+        "scout_flow_talker_packets_total",
+        "scout_flow_conversation_bytes_total",
+        "scout_flow_folded_records_total",
+        "scout_flow_interface_bytes_total",
+        "scout_flow_records_total",
+    ):
+        assert _samples(got, name) == _samples(expected, name), name
+    assert len(_talkers(got)) == 5

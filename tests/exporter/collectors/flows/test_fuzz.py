@@ -57,7 +57,7 @@ def _decode(decoder: FlowDecoder, packet: bytes, exporter: str) -> None:
         decoded = decoder.decode(packet, exporter)
     except BadPacketError:
         return
-    for record in decoded.records:
+    for record in decoded.all_records():
         assert len(record) == 8
         assert record[2] >= 0
         assert record[3] >= 0

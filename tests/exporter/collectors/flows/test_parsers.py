@@ -61,20 +61,20 @@ def _expected(flow: Flow, rate: int = 1) -> FlowRecord:
 def _records(decoder: FlowDecoder, packet: bytes, exporter: str = EXPORTER) -> list[FlowRecord]:
     decoded = decoder.decode(packet, exporter)
     assert decoded.problem is None
-    return decoded.records
+    return decoded.all_records()
 
 
 # -- v5 ----------------------------------------------------------------------------------------
 
 
 def test_v5_records_carry_addresses_counters_interfaces_protocol_and_port() -> None:
-    assert parse_v5(v5_packet(FLOWS)) == [_expected(flow) for flow in FLOWS]
+    assert parse_v5(v5_packet(FLOWS)).records() == [_expected(flow) for flow in FLOWS]
 
 
 def test_v5_header_sampling_interval_multiplies_bytes_and_packets() -> None:
     # Mode 01 (deterministic) in the top two bits, interval 100 below.
     packet = v5_packet(FLOWS, sampling_interval=0x4000 | 100)
-    assert parse_v5(packet) == [_expected(flow, 100) for flow in FLOWS]
+    assert parse_v5(packet).records() == [_expected(flow, 100) for flow in FLOWS]
 
 
 def test_v5_count_larger_than_the_packet_is_truncated() -> None:
@@ -120,7 +120,7 @@ def test_v9_data_before_its_template_is_reported_and_read_once_the_template_came
     decoder = FlowDecoder(10)
     data = v9_packet([flow_set(300, IPV4_LAYOUT, FLOWS)])
     early = decoder.decode(data, EXPORTER)
-    assert (early.records, early.problem) == ([], UNKNOWN_TEMPLATE)
+    assert (early.all_records(), early.problem) == ([], UNKNOWN_TEMPLATE)
     assert _records(decoder, v9_packet([v9_template(300, IPV4_LAYOUT)])) == []
     assert _records(decoder, data) == [_expected(flow) for flow in FLOWS]
 
