@@ -42,6 +42,7 @@ from scripts.localstack import (
 )
 from tests.conftest import http_get, wait_for
 from tests.firewall_names import KNOWN, unknown_uses, used_names
+from tests.peers.firewall_stack import EXPORTER_FLAGS, FirewallSources
 from tests.peers.snmp import RealSnmpd
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
@@ -534,42 +535,6 @@ EXPECTED_EMPTY = {
         for title in ("WAN throughput", "WAN interfaces")
     },
     **{
-        ("firewall", title): "firewall and flow metrics arrive with their issue"
-        for title in (
-            "Firewalls reachable",
-            "Firewall models and firmware",
-            "Session table used",
-            "Sessions",
-            "New sessions per second",
-            "Firewall CPU and memory",
-            "Connection tracking events",
-            "HA role",
-            "HA sync",
-            "HA mode and members",
-            "Traffic by rule",
-            "Packets by rule",
-            "Hits by rule",
-            "Rule series over the budget",
-            "Chain policies",
-            "Firewall interface traffic",
-            "Firewall interfaces",
-            "Gateway round trip",
-            "Gateway loss",
-            "Gateway status",
-            "VPN tunnels",
-            "VPN tunnel traffic",
-            "Internet throughput",
-            "Throughput by exporter interface",
-            "Top sources",
-            "Top destinations",
-            "Top protocols and ports",
-            "Top talkers over time",
-            "Traffic outside the top N",
-            "Flow records",
-            "Flow series and budget",
-        )
-    },
-    **{
         ("servers", title): "no Windows server in the test stack"
         for title in (
             "Windows CPU busy",
@@ -661,6 +626,16 @@ def query(prometheus: str, expr: str) -> dict[str, Any]:
     return result
 
 
+def unhealthy_targets(prometheus: str) -> list[tuple[str, str, str]]:
+    """Each target not up: its job, its scrape URL and its last error."""
+    _, body = http_get(f"{prometheus}/api/v1/targets?state=active")
+    return [
+        (target["labels"]["job"], target["scrapeUrl"], target["lastError"])
+        for target in json.loads(body)["data"]["activeTargets"]
+        if target["health"] != "up"
+    ]
+
+
 def post_alert(sidecar: str, site: str) -> None:
     """One firing alert at ``site``; alerts at different sites make different incidents."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -697,12 +672,73 @@ def post_alert(sidecar: str, site: str) -> None:
         assert response.status < 300
 
 
+def stack_config(exporter: str, sidecar: str, snmpd: str, firewalls: FirewallSources) -> str:
+    """The test stack's Prometheus config: every second, the shipped rules, these targets."""
+    multi_target = [
+        {"source_labels": ["__address__"], "target_label": "__param_target"},
+        {"source_labels": ["__param_target"], "target_label": "instance"},
+        {"target_label": "__address__", "replacement": exporter},
+    ]
+    return json.dumps(  # JSON is valid YAML
+        {
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
+            "rule_files": [str(REPO / "prometheus" / "rules" / "*.yml")],
+            "scrape_configs": [
+                {
+                    "job_name": "scout-exporter",
+                    "static_configs": [{"targets": [exporter, firewalls.netfilter_exporter]}],
+                },
+                {
+                    "job_name": "scout-sidecar",
+                    "honor_labels": True,
+                    "static_configs": [{"targets": [sidecar]}],
+                },
+                {
+                    "job_name": "snmp",
+                    "metrics_path": "/snmp",
+                    "params": {"module": ["if_mib"]},
+                    "static_configs": [{"targets": [snmpd]}],
+                    "relabel_configs": multi_target,
+                },
+                {
+                    "job_name": "probe_icmp",
+                    # Five echoes a probe: a 1 s timeout would cut it to one
+                    # answer, and jitter needs two.
+                    "scrape_interval": "5s",
+                    "scrape_timeout": "5s",
+                    "metrics_path": "/probe",
+                    "params": {"module": ["icmp"]},
+                    "static_configs": [{"targets": ["127.0.0.1"]}],
+                    "relabel_configs": multi_target,
+                },
+                *firewalls.scrape_configs(exporter),
+            ],
+        }
+    )
+
+
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def firewalls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirewallSources]:
+    """Every firewall and flow source, for the stack's exporter (flows start with it)."""
+    with FirewallSources(tmp_path_factory.mktemp("firewalls")) as sources:
+        yield sources
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, firewalls: FirewallSources
+) -> Iterator[str]:
     """Prometheus with the shipped rules, scraping a real exporter and sidecar every second.
 
     One alert goes through the sidecar, so incidents, analyses and the return
-    trip have data.
+    trip have data. Every firewall source is there too (``FirewallSources``):
+    the exporter's netfilter collector on a namespace's ruleset, ``/firewall``
+    on the fake FortiGate, OPNsense and pfSense APIs, ``/snmp`` on the firewall
+    recordings, and the flows collector fed by pmacctd.
     """
     workdir = tmp_path_factory.mktemp("grafana-stack")
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AlertmanagerSink)
@@ -713,84 +749,60 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # loopback ICMP probe, both through the exporter's multi-target endpoints
     # with the shipped relabelling, so the Network dashboard has data too.
     snmpd = RealSnmpd(workdir / "snmpd", communities=("public",))
-    snmpd.start()
-    multi_target = [
-        {"source_labels": ["__address__"], "target_label": "__param_target"},
-        {"source_labels": ["__param_target"], "target_label": "instance"},
-        {"target_label": "__address__", "replacement": address["exporter"]},
-    ]
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        json.dumps(  # JSON is valid YAML
-            {
-                "global": {
-                    "scrape_interval": "1s",
-                    "scrape_timeout": "1s",
-                    "evaluation_interval": "1s",
-                },
-                "rule_files": [str(REPO / "prometheus" / "rules" / "*.yml")],
-                "scrape_configs": [
-                    {
-                        "job_name": "scout-exporter",
-                        "static_configs": [{"targets": [address["exporter"]]}],
-                    },
-                    {
-                        "job_name": "scout-sidecar",
-                        "honor_labels": True,
-                        "static_configs": [{"targets": [address["sidecar"]]}],
-                    },
-                    {
-                        "job_name": "snmp",
-                        "metrics_path": "/snmp",
-                        "params": {"module": ["if_mib"]},
-                        "static_configs": [{"targets": [snmpd.target]}],
-                        "relabel_configs": multi_target,
-                    },
-                    {
-                        "job_name": "probe_icmp",
-                        # Five echoes a probe: a 1 s timeout would cut it to one
-                        # answer, and jitter needs two.
-                        "scrape_interval": "5s",
-                        "scrape_timeout": "5s",
-                        "metrics_path": "/probe",
-                        "params": {"module": ["icmp"]},
-                        "static_configs": [{"targets": ["127.0.0.1"]}],
-                        "relabel_configs": multi_target,
-                    },
-                ],
-            }
-        )
-    )
-    env = {
-        "SCOUT_WEBHOOK_TOKEN": TOKEN,
-        "SCOUT_DATA_DIR": str(workdir / "sidecar-data"),
-        "SCOUT_ALERTMANAGER_URLS": f"http://127.0.0.1:{sink.server_address[1]}",
-        "SCOUT_PROMETHEUS_URL": f"http://{address['prometheus']}",
-    }
-    services: list[Service] = [
-        exporter_service(workdir, ports["exporter"]),
-        sidecar_service(workdir, ports["sidecar"], env=env),
-        prometheus_service(config, workdir, ports["prometheus"]),
-    ]
     started: list[Service] = []
     try:
+        snmpd.start()
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            stack_config(address["exporter"], address["sidecar"], snmpd.target, firewalls)
+        )
+        exporter_config = workdir / "exporter.yml"
+        exporter_config.write_text(json.dumps(firewalls.exporter_config()))
+        env = {
+            "SCOUT_WEBHOOK_TOKEN": TOKEN,
+            "SCOUT_DATA_DIR": str(workdir / "sidecar-data"),
+            "SCOUT_ALERTMANAGER_URLS": f"http://127.0.0.1:{sink.server_address[1]}",
+            "SCOUT_PROMETHEUS_URL": f"http://{address['prometheus']}",
+        }
+        services: list[Service] = [
+            exporter_service(
+                workdir, ports["exporter"], [f"--config.file={exporter_config}", *EXPORTER_FLAGS]
+            ),
+            sidecar_service(workdir, ports["sidecar"], env=env),
+            prometheus_service(config, workdir, ports["prometheus"]),
+        ]
         for service in services:
             service.start()
             started.append(service)
             service.wait_ready()
+        firewalls.start_flows()
         url = f"http://{address['prometheus']}"
-        wait_for(
-            lambda: len(query(url, "up == 1")["data"]["result"]) == 4,
-            what="Prometheus to scrape the exporter, the sidecar, snmpd and the probe",
-        )
+        try:
+            wait_for(
+                lambda: (
+                    len(query(url, "up == 1")["data"]["result"]) == 4 + len(firewalls.instances)
+                ),
+                what="every target up",
+            )
+        except pytest.fail.Exception:
+            pytest.fail(f"targets not up: {unhealthy_targets(url)}")
         for recorded in (
             "instance_ifIndex:if_in_bits:rate5m",
             "instance:scout_probe_loss:ratio_avg5m",
+            "instance:scout_firewall_sessions_used:ratio",
         ):
             wait_for(
                 lambda recorded=recorded: query(url, recorded)["data"]["result"],
                 what=f"the recording rule {recorded}",
             )
+        wait_for(
+            lambda: (
+                firewalls.flows.failure
+                or query(url, 'scout_flow_talker_bytes_total{address!="other"}')["data"]["result"]
+            ),
+            what="pmacctd's flows to be ranked and scraped",
+        )
+        assert firewalls.flows.failure is None, firewalls.flows.failure
         # A labelled series (per analyst, per peer) appears with its first
         # event, and Prometheus counts no increase for a series' first sample:
         # the first incident creates the series, the second gives them a rate.
@@ -830,6 +842,34 @@ def test_the_shipped_rules_are_loaded(prometheus):
     ]
     assert sorted(g["name"] for g in groups) == sorted(shipped)
     assert all(rule["health"] == "ok" for g in groups for rule in g["rules"]), groups
+
+
+def test_every_firewall_source_reaches_the_dashboard(prometheus, firewalls):
+    def instances(promql: str) -> set[str]:
+        return {r["metric"]["instance"] for r in query(prometheus, promql)["data"]["result"]}
+
+    assert instances("scout_firewall_up == 1") == firewalls.instances
+    # The namespace's exporter reads the namespace's own tables, with traffic in them.
+    netfilter = f'instance="{firewalls.netfilter_exporter}"'
+    assert instances(f"scout_firewall_sessions{{{netfilter}}} > 0")
+    assert instances(f"rate(scout_firewall_rule_bytes_total{{{netfilter}}}[{RATE_INTERVAL}]) > 0")
+    # The fake APIs' counters grow like a firewall's.
+    assert instances(
+        f'rate(scout_firewall_rule_bytes_total{{job="firewall"}}[{RATE_INTERVAL}]) > 0'
+    )
+    # pmacctd replays as NetFlow v5, v9 and IPFIX in turn; each version's records arrive.
+    wait_for(
+        lambda: (
+            {
+                r["metric"]["version"]
+                for r in query(prometheus, "scout_flow_records_total > 0")["data"]["result"]
+            }
+            == {"v5", "v9", "ipfix"}
+        ),
+        timeout=60,
+        what="flow records of every version",
+    )
+    assert firewalls.flows.failure is None, firewalls.flows.failure
 
 
 @pytest.mark.parametrize(

@@ -26,12 +26,12 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
 from tests.peers import firewall_payloads as payloads
+from tests.peers.snmp import _Peer
 
 FORTIGATE_TOKEN = "canary-fortigate-token-7f3a"
 OPNSENSE_KEY = "canary-opnsense-key-91c2"
@@ -221,7 +221,7 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class FakeFirewalls:
+class FakeFirewalls(_Peer):
     """One ``FakeApi`` per vendor, served over plain HTTP on its own thread and event loop.
 
     ``fakes`` holds them by vendor (their tables and requests are the test's to
@@ -253,18 +253,6 @@ class FakeFirewalls:
             loop.call_soon_threadsafe(stopping.set)
         if self._thread.ident is not None:
             self._thread.join(timeout=15)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _serve(self) -> None:
         asyncio.run(self._run())
