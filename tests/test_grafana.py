@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from ai_sidecar.anomaly.scoring import build_families
+from exporter.targets.firewall.scraper import FIREWALL_STATUS
 from scripts.localstack import (
     Service,
     exporter_service,
@@ -41,7 +42,7 @@ from scripts.localstack import (
     sidecar_service,
 )
 from tests.conftest import http_get, wait_for
-from tests.firewall_names import KNOWN, unknown_uses, used_names
+from tests.firewall_names import FLOW_METRICS, KNOWN, TARGET_LABELS, unknown_uses, used_names
 from tests.peers.firewall_stack import EXPORTER_FLAGS, FirewallSources
 from tests.peers.snmp import RealSnmpd
 
@@ -621,8 +622,9 @@ class AlertmanagerSink(http.server.BaseHTTPRequestHandler):
 
 def query(prometheus: str, expr: str) -> dict[str, Any]:
     url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    _, body = http_get(url)
+    status, body = http_get(url)
     result: dict[str, Any] = json.loads(body)
+    assert "data" in result, (status, expr, result)
     return result
 
 
@@ -870,6 +872,25 @@ def test_every_firewall_source_reaches_the_dashboard(prometheus, firewalls):
         what="flow records of every version",
     )
     assert firewalls.flows.failure is None, firewalls.flows.failure
+
+
+def test_the_sources_write_the_names_and_labels_the_dashboard_checks_against(prometheus):
+    """What the real sources export is what ``tests.firewall_names`` holds the dashboard to."""
+    series = query(prometheus, '{__name__=~"scout_(firewall|flow)_.+"}')["data"]["result"]
+    exported: dict[str, set[str]] = {}
+    for one in series:
+        labels = dict(one["metric"])
+        exported.setdefault(labels.pop("__name__"), set()).update(labels)
+    # The /firewall handler's own timing, beside the schema like every endpoint's.
+    exported.pop(FIREWALL_STATUS.duration.name)
+    assert set(exported) <= set(KNOWN)
+    # Every flow name is exported here; the firewall schema's, some by each source.
+    assert set(FLOW_METRICS) <= set(exported)
+    # A label a source leaves empty is no label in Prometheus; the shipped
+    # relabelling keeps a target's module and auth labels.
+    target_labels = {*TARGET_LABELS, "module", "auth"}
+    for name, labels in exported.items():
+        assert labels - target_labels <= set(KNOWN[name]), name
 
 
 @pytest.mark.parametrize(
