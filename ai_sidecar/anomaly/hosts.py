@@ -26,6 +26,7 @@ scores how unusual the current one is.
   samples that look less anomalous than the current one (its empirical
   tail probability, so 0.999 reads the same on every host), labelled with the
   host label (``instance`` by default) so incidents and dashboards match it.
+  A host with no series scored in the cycle has no score (not its last one).
 - **Bounded.** At most ``max_hosts`` hosts (others are counted as dropped);
   rings are float32; a host not seen for ``forget_after`` is forgotten.
 - **Restarts.** The rings are written with the detectors' checkpoints and
@@ -66,6 +67,8 @@ from ai_sidecar.config import HostModelsConfig
 # Residuals beyond this many half-bands say "far out" already; larger ones would
 # only stretch the forest's split ranges.
 RESIDUAL_CLIP = 50.0
+# Series keys whose host name is remembered, at most (a cache, cleared past it).
+HOST_CACHE_LIMIT = 200_000
 # Fits per cycle at most: after a restart every host is due at once.
 FITS_PER_CYCLE = 20
 # Subsample per tree: the IsolationForest paper found 256 enough; 128 halves
@@ -241,6 +244,7 @@ class HostModels:
         # label values must not grow it for ever; past the bound, a host may
         # be counted again).
         self._refused: set[str] = set()
+        self._host_of: dict[SeriesKey, str] = {}
         self.dropped_total = 0
 
     @property
@@ -250,6 +254,9 @@ class HostModels:
     def observe(self, signals: Sequence[ScoredSignal], now: float) -> None:
         """Take this cycle's residuals: learn (when due), fit (when due), then score."""
         features, alarmed = self._features(signals)
+        for host in self._hosts.keys() - features.keys():
+            # No series of the host this cycle: its last score is not its state now.
+            self._hosts[host].score = math.nan
         for host, found in features.items():
             state = self._host(host, sorted(found), now)
             if state is None:
@@ -269,24 +276,36 @@ class HostModels:
     def _features(
         self, signals: Sequence[ScoredSignal]
     ) -> tuple[dict[str, dict[str, float]], set[str]]:
-        label = self._config.host_label
-        sums: dict[tuple[str, str], list[float]] = defaultdict(list)
+        features: dict[str, dict[str, float]] = defaultdict(dict)
         alarmed: set[str] = set()
+        if len(self._host_of) > HOST_CACHE_LIMIT:
+            self._host_of.clear()  # series churn: rebuilt from this cycle's keys
         for signal in signals:
             rows, residual, flags = signal.latest_residuals()
-            clipped = np.clip(residual, -RESIDUAL_CLIP, RESIDUAL_CLIP)
-            for row, value, flag in zip(rows, clipped, flags, strict=True):
-                host = dict(signal.keys[row]).get(label)
-                if not host or not math.isfinite(value):
-                    continue
-                sums[(host, signal.name)].append(float(value))
-                if flag:
-                    alarmed.add(host)
-        features: dict[str, dict[str, float]] = defaultdict(dict)
-        for (host, name), values in sums.items():
-            features[host][f"{name}:mean"] = float(np.mean(values))
-            features[host][f"{name}:max"] = float(np.max(np.abs(values)))
+            hosts = [self._host_name(signal.keys[row]) for row in rows]
+            usable = np.array([bool(h) for h in hosts], dtype=bool) & np.isfinite(residual)
+            if not usable.any():
+                continue
+            names, group = np.unique(np.array(hosts, dtype=object)[usable], return_inverse=True)
+            clipped = np.clip(residual[usable], -RESIDUAL_CLIP, RESIDUAL_CLIP)
+            sums = np.bincount(group, weights=clipped, minlength=names.size)
+            counts = np.bincount(group, minlength=names.size)
+            largest = np.zeros(names.size)
+            np.maximum.at(largest, group, np.abs(clipped))
+            means = sums / counts
+            for index, host in enumerate(names):
+                found = features[host]
+                found[f"{signal.name}:mean"] = float(means[index])
+                found[f"{signal.name}:max"] = float(largest[index])
+            alarmed.update(names[np.unique(group[flags[usable]])])
         return features, alarmed
+
+    def _host_name(self, key: SeriesKey) -> str:
+        host = self._host_of.get(key)
+        if host is None:
+            host = dict(key).get(self._config.host_label, "")
+            self._host_of[key] = host
+        return host
 
     def _host(self, host: str, columns: list[str], now: float) -> _Host | None:
         state = self._hosts.get(host)
@@ -362,16 +381,24 @@ class HostModels:
 
     def restore(self, arrays: Mapping[str, NDArray[Any]], now: float) -> None:
         """Rings back from :meth:`state`; the forests are fitted at the next cycles."""
-        hosts = [str(h) for h in arrays.get("hosts", np.array([], dtype=np.str_))]
+        try:
+            hosts = [str(h) for h in arrays.get("hosts", np.array([], dtype=np.str_))]
+        except TypeError:
+            return  # not a list of hosts: start every host afresh
         for index, host in enumerate(hosts[: self._config.max_hosts]):
-            samples = np.asarray(arrays[f"ring_{index}"], dtype=np.float32)
-            columns = [str(c) for c in arrays[f"columns_{index}"]]
-            if samples.ndim != 2 or samples.shape[1] != len(columns):
+            try:
+                samples = np.asarray(arrays[f"ring_{index}"], dtype=np.float32)
+                columns = [str(c) for c in arrays[f"columns_{index}"]]
+                last_sample, last_seen = (float(v) for v in arrays[f"times_{index}"])
+            except (KeyError, ValueError, TypeError):
                 continue  # written by an incompatible version: start this host afresh
+            if samples.ndim != 2 or samples.shape[1] != len(columns):
+                continue
+            if not np.isfinite(samples).all() or math.isnan(last_sample + last_seen):
+                continue  # damaged: no forest can be fitted on it, or it is never due
             samples = samples[-self._config.max_samples :]
             ring = np.zeros((self._config.max_samples, len(columns)), dtype=np.float32)
             ring[: samples.shape[0]] = samples
-            last_sample, last_seen = (float(v) for v in arrays[f"times_{index}"])
             self._hosts[host] = _Host(
                 columns=columns,
                 ring=ring,

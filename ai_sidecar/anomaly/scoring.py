@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -205,6 +206,10 @@ class AnomalyScorer:
         self._training_names: tuple[str, ...] = ()
         self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
         self._hosts_restored = False
+        # A shutdown does not wait for a cancelled cycle's worker thread: the
+        # final save waits for it here, or it could write the hosts half read
+        # back (or not yet) over the file they come from.
+        self._hosts_lock = threading.Lock()
         self._hosts_saved_at = clock()
         self.families: list[Metric] = build_families([], 0.0)
 
@@ -257,6 +262,10 @@ class AnomalyScorer:
     # -- per-host multivariate models -----------------------------------------
 
     def _observe_hosts(self, hosts: HostModels, now: float) -> None:
+        with self._hosts_lock:
+            self._observe_hosts_locked(hosts, now)
+
+    def _observe_hosts_locked(self, hosts: HostModels, now: float) -> None:
         if not self._hosts_restored:
             self._hosts_restored = True
             try:
@@ -268,10 +277,14 @@ class AnomalyScorer:
                 hosts.restore(saved, now)
         hosts.observe(list(self._states.values()), now)
         if now - self._hosts_saved_at >= CHECKPOINT_INTERVAL:
-            self._save_hosts()
+            self._write_hosts()
             self._hosts_saved_at = now
 
     def _save_hosts(self) -> None:
+        with self._hosts_lock:
+            self._write_hosts()
+
+    def _write_hosts(self) -> None:
         if self._hosts is None or not self._hosts_restored:
             return  # nothing learned yet, and the file on disk may hold what was
         try:

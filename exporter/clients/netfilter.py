@@ -182,6 +182,12 @@ def _text(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> str:
         return ""
     if not isinstance(value, str):
         raise _Skip(f"{key!r} is {type(value).__name__}, not a string")
+    try:
+        # JSON may escape a lone surrogate (\ud800): valid JSON, but no UTF-8
+        # exposition can carry it, and it would fail the whole of /metrics.
+        value.encode()
+    except UnicodeEncodeError:
+        raise _Skip(f"{key!r} is not valid Unicode") from None
     return value
 
 
@@ -341,7 +347,12 @@ def _run_bounded(argv: Sequence[str], timeout: float, max_bytes: int) -> tuple[i
                             f"{argv[0]} printed more than {max_bytes} bytes: the ruleset is "
                             "too large to read on every scrape"
                         )
-        returncode = process.wait(max(0.0, deadline - time.monotonic()) + 1.0)
+        try:
+            returncode = process.wait(max(0.0, deadline - time.monotonic()) + 1.0)
+        except subprocess.TimeoutExpired:
+            # Killed here: leaving the block waits for the process without a bound.
+            process.kill()
+            raise NftError(f"{argv[0]} did not exit within {timeout:g}s") from None
     return returncode, output
 
 
@@ -370,8 +381,6 @@ def read_ruleset(
         ) from None
     except PermissionError:
         raise NftError(f"{argv[0]} cannot be run: permission denied") from None
-    except subprocess.TimeoutExpired:
-        raise NftError(f"{argv[0]} did not exit within {timeout:g}s") from None
     if returncode != 0:
         stderr = output.stderr.decode(errors="replace")
         detail = next(iter(stderr.strip().splitlines()), "no message")

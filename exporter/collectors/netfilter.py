@@ -142,10 +142,14 @@ def rule_counters(ruleset: Ruleset) -> list[RuleCounters]:
 
 
 def chain_policies(ruleset: Ruleset) -> list[ChainPolicy]:
-    return [
-        ChainPolicy(_table(chain.family, chain.table), chain.name, chain.hook, chain.policy)
-        for chain in ruleset.chains
-    ]
+    """Every base chain's policy; a chain listed twice (a corrupt listing) is kept once."""
+    unique: dict[tuple[str, str], ChainPolicy] = {}
+    for chain in ruleset.chains:
+        table = _table(chain.family, chain.table)
+        unique.setdefault(
+            (table, chain.name), ChainPolicy(table, chain.name, chain.hook, chain.policy)
+        )
+    return list(unique.values())
 
 
 class NetfilterCollector(BaseCollector):

@@ -239,6 +239,39 @@ def test_two_objects_with_one_handle_give_one_series():
     assert rule_names(list(collector(source).collect())) == [("c", "9", "dup")]
 
 
+def test_a_lone_surrogate_in_a_comment_does_not_break_the_exposition():
+    hostile = ruleset_of(
+        {
+            "rule": {
+                "family": "inet",
+                "table": "t",
+                "chain": "c",
+                "handle": 9,
+                "comment": "web\ud800",
+                "expr": [{"counter": {"packets": 1, "bytes": 2}}],
+            }
+        }
+    )
+    text = exposition(collector(RecordedSource(ruleset_output=hostile)))
+    assert "scout_firewall_up 1.0" in text
+    assert 'rule_id="9"' not in text
+
+
+def test_two_base_chains_with_one_name_give_one_policy_series():
+    chain = {"family": "inet", "table": "t", "name": "in", "hook": "input", "policy": "drop"}
+    source = RecordedSource(ruleset_output=ruleset_of({"chain": chain}, {"chain": chain}))
+    families = list(collector(source).collect())
+    assert samples(families, "scout_firewall_chain_policy_info") == {
+        (("chain", "in"), ("hook", "input"), ("policy", "drop"), ("table", "inet t")): 1.0
+    }
+    assert [
+        sample.labels["chain"]
+        for family in families
+        for sample in family.samples
+        if sample.name == "scout_firewall_chain_policy_info"
+    ] == ["in"]
+
+
 def test_odd_ruleset_objects_are_logged_and_the_rest_exported(caplog):
     source = RecordedSource(ruleset_output=ruleset_of({"rule": {"handle": "x"}}))
     with caplog.at_level(logging.WARNING, logger="exporter.collectors.netfilter"):

@@ -7,7 +7,10 @@ and registry) to check it is wired, exported and survives a restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,10 +18,14 @@ import numpy as np
 import pytest
 
 from ai_sidecar.anomaly.hosts import HostModels
+from ai_sidecar.anomaly.registry import ModelRegistry
+from ai_sidecar.anomaly.scoring import AnomalyScorer
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.config import HostModelsConfig
+from tests.ai_sidecar.anomaly.fakes import InlineTrainer
 from tests.ai_sidecar.anomaly.test_scoring import (
     STEP,
+    Clock,
     advance,
     config,
     engine_with,
@@ -186,17 +193,20 @@ def test_state_round_trip_keeps_the_samples_and_refits():
     assert restored.hosts["web-1"].forest is not None
 
 
-async def test_the_scoring_loop_exports_host_scores_and_keeps_samples_across_a_restart(
-    tmp_path,
-):
-    anomaly = config()
-    anomaly = anomaly.model_copy(
+def small_hosts_config():
+    return config().model_copy(
         update={
             "hosts": HostModelsConfig.model_validate(
                 {"sample_every": "5m", "min_samples": 32, "max_samples": 64}, strict=False
             )
         }
     )
+
+
+async def test_the_scoring_loop_exports_host_scores_and_keeps_samples_across_a_restart(
+    tmp_path,
+):
+    anomaly = small_hosts_config()
     engine = engine_with("a", "b")
     scorer, _, registry, clock = await started(engine, tmp_path, anomaly=anomaly)
     await advance(scorer, clock, 40)
@@ -225,3 +235,95 @@ def test_the_flat_forest_scores_as_scikit_learn_does(columns):
     points = np.vstack([rng.normal(0, 1, (200, columns)), rng.normal(0, 6, (50, columns))])
     ours = _Forest.from_sklearn(fitted).anomaly(points)
     np.testing.assert_allclose(ours, -fitted.score_samples(points), rtol=1e-6)
+
+
+def test_a_host_no_longer_seen_has_no_score_though_it_is_still_remembered():
+    host_models = models(min_samples=50, max_samples=100, forget_after="1d")
+    now = learn(host_models, ["web-1", "web-2"], 60)
+    assert math.isfinite(host_models.hosts["web-1"].score)
+    now += MINUTE
+    host_models.observe(correlated_cycle(np.random.default_rng(8), ["web-2"]), now)
+    # web-1's series are gone: its last score is not its state now.
+    assert "web-1" in host_models.hosts
+    assert math.isnan(host_models.hosts["web-1"].score)
+    scores = {s.labels["instance"] for s in host_models.families()[0].samples}
+    assert scores == {"web-2"}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda arrays: arrays.pop("ring_0"), id="ring missing"),
+        pytest.param(lambda arrays: arrays.pop("times_0"), id="times missing"),
+        pytest.param(lambda arrays: arrays.update(times_0=np.array([1.0])), id="times short"),
+        pytest.param(lambda arrays: arrays["ring_0"].__setitem__((3, 0), np.nan), id="nan"),
+        pytest.param(lambda arrays: arrays["ring_0"].__setitem__((3, 1), np.inf), id="inf"),
+        pytest.param(lambda arrays: arrays["times_0"].__setitem__(0, np.nan), id="nan time"),
+    ],
+)
+def test_damaged_saved_samples_start_that_host_afresh_and_keep_the_others(damage):
+    host_models = models()
+    now = learn(host_models, ["web-1", "web-2"], 250)
+    arrays = {name: np.array(array) for name, array in host_models.state().items()}
+    damage(arrays)
+    restored = models()
+    restored.restore(arrays, now)
+    web_2 = restored.hosts["web-2"]
+    np.testing.assert_array_equal(web_2.samples, host_models.hosts["web-2"].samples)
+    # web-1 starts afresh: no samples of its own from the file, so no forest yet.
+    restored.observe(correlated_cycle(np.random.default_rng(6), ["web-1", "web-2"]), now + 60)
+    assert restored.hosts["web-1"].count == 1
+    assert restored.hosts["web-1"].forest is None
+    assert web_2.forest is not None
+
+
+async def test_a_saved_samples_file_of_another_shape_does_not_stop_the_scoring_loop(tmp_path):
+    anomaly = config()
+    engine = engine_with("a", "b")
+    registry = ModelRegistry(tmp_path, anomaly.keep_versions)
+    registry.save_host_samples({"hosts": np.array(["a", "b"])})  # no rings
+    scorer, _, _, clock = await started(engine, tmp_path, anomaly=anomaly)
+    await advance(scorer, clock, 1)
+    assert family(scorer.families, "scout_anomaly_hosts_modelled") == {(): 0}
+
+
+def test_saved_samples_without_a_list_of_hosts_restore_nothing():
+    restored = models()
+    restored.restore({"hosts": np.array("web-1")}, 0.0)
+    assert restored.hosts == {}
+
+
+async def test_a_shutdown_while_the_saved_samples_are_read_back_does_not_wipe_them(
+    tmp_path, monkeypatch
+):
+    anomaly = small_hosts_config()
+    engine = engine_with("a", "b")
+    scorer, _, registry, clock = await started(engine, tmp_path, anomaly=anomaly)
+    await advance(scorer, clock, 3)
+    await scorer.close()
+    saved = registry.load_host_samples()
+    assert saved is not None
+    assert sorted(saved["hosts"]) == ["a", "b"]
+    # The restarted loop's first cycle reads the samples back in a worker thread;
+    # the shutdown comes while it does.
+    reading, release = threading.Event(), threading.Event()
+    load = registry.load_host_samples
+
+    def slow_load():
+        reading.set()
+        release.wait(10)
+        return load()
+
+    monkeypatch.setattr(registry, "load_host_samples", slow_load)
+    trainer = InlineTrainer(engine, registry, anomaly)
+    again = AnomalyScorer(anomaly, engine, registry, trainer, clock=Clock(clock.now + STEP))
+    cycle = asyncio.create_task(again.cycle())
+    assert await asyncio.to_thread(reading.wait, 10)
+    cycle.cancel()
+    asyncio.get_running_loop().call_later(0.2, release.set)
+    await again.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cycle
+    saved = load()
+    assert saved is not None
+    assert sorted(saved["hosts"]) == ["a", "b"]

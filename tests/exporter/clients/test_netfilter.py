@@ -164,6 +164,9 @@ def test_output_that_is_not_a_ruleset_fails_with_a_clear_error(output, message):
         (rule(handle=-1), "'handle' is -1, not a count"),
         (rule(table=None), "'table' is NoneType, not a string"),
         (rule(comment=7), "'comment' is int, not a string"),
+        # Valid JSON (an escaped lone surrogate) that no UTF-8 exposition can carry.
+        (rule(comment="web\ud800"), "'comment' is not valid Unicode"),
+        (rule(chain="\udfff"), "'chain' is not valid Unicode"),
         (rule(expr=[{"counter": {"packets": 1.5, "bytes": 1}}]), "'packets' is 1.5"),
         (rule(expr=[{"counter": {"packets": float("nan"), "bytes": 1}}]), "'packets' is nan"),
         (rule(expr=[{"counter": {"bytes": 1}}]), "'packets' is None"),
@@ -259,6 +262,20 @@ def test_a_hung_nft_is_killed_at_the_timeout(tmp_path):
     script = stand_in(tmp_path, f"echo $$ > {pid_file}; exec sleep 30")
     started = time.monotonic()
     with pytest.raises(NftError, match=r"did not finish within 0\.5s"):
+        read_ruleset(script, timeout=0.5)
+    assert time.monotonic() - started < 5
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # killed and reaped, not left running
+
+
+def test_an_nft_that_closes_its_output_but_does_not_exit_is_killed_at_the_timeout(tmp_path):
+    pid_file = tmp_path / "pid"
+    script = stand_in(
+        tmp_path,
+        f"echo $$ > {pid_file}; echo '{{\"nftables\": []}}'; exec sleep 30 >&- 2>&-",
+    )
+    started = time.monotonic()
+    with pytest.raises(NftError, match=r"did not exit within 0\.5s"):
         read_ruleset(script, timeout=0.5)
     assert time.monotonic() - started < 5
     with pytest.raises(ProcessLookupError):
