@@ -96,6 +96,7 @@ class FlowReplays(_Peer):
     """``pmacctd`` sending ``pcap``'s flows to ``receiver`` (v5, v9, IPFIX in turn) till stopped."""
 
     VERSIONS = (5, 9, 10)
+    FAILURES_IN_A_ROW = 3
 
     def __init__(self, pcap: Path, receiver: tuple[str, int], workdir: Path) -> None:
         self.pcap = pcap
@@ -115,14 +116,22 @@ class FlowReplays(_Peer):
             self._thread.join(timeout=90)
 
     def _replay(self) -> None:
+        failed: list[str] = []
         try:
             while not self._stopping.is_set():
                 version = self.VERSIONS[self.replays % len(self.VERSIONS)]
-                replay_with_pmacctd(self.pcap, self.receiver, version, self.workdir)
+                try:
+                    replay_with_pmacctd(self.pcap, self.receiver, version, self.workdir)
+                except subprocess.CalledProcessError as exc:
+                    # Now and then, on a loaded machine, pmacctd's core loses the
+                    # pipe to its nfprobe plugin and exits 1; the next run is fine.
+                    failed.append(exc.stderr)
+                    if len(failed) == self.FAILURES_IN_A_ROW:
+                        raise RuntimeError(f"pmacctd failed {len(failed)} times: {failed}") from exc
+                    continue
+                failed.clear()
                 self.replays += 1
-        except subprocess.CalledProcessError as exc:  # read by the test through `failure`
-            self.failure = RuntimeError(f"pmacctd failed: {exc.stderr}")
-        except BaseException as exc:
+        except BaseException as exc:  # read by the test through `failure`
             self.failure = exc
 
 
