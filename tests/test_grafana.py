@@ -874,6 +874,25 @@ def test_every_firewall_source_reaches_the_dashboard(prometheus, firewalls):
     assert firewalls.flows.failure is None, firewalls.flows.failure
 
 
+def test_firewall_alerts_go_pending_on_the_faults_the_sources_report(prometheus):
+    """The shipped alerts read what the real sources write: the payloads' and
+    recordings' down gateways and tunnels and the FortiGate's unsynced HA peer."""
+
+    def alerts() -> set[tuple[str, str]]:
+        result = query(prometheus, 'ALERTS{alertname=~"Firewall.+"}')["data"]["result"]
+        return {(r["metric"]["alertname"], r["metric"]["job"]) for r in result}
+
+    faults = {
+        ("FirewallGatewayDown", "firewall"),
+        ("FirewallVpnTunnelDown", "firewall"),
+        ("FirewallVpnTunnelDown", "snmp-firewall"),
+        ("FirewallHaSyncLost", "snmp-firewall"),
+    }
+    wait_for(lambda: faults <= alerts(), timeout=20, what=f"the alerts {sorted(faults)}")
+    # Every firewall answers: none is unreachable.
+    assert "FirewallUnreachable" not in {name for name, _ in alerts()}
+
+
 def test_the_sources_write_the_names_and_labels_the_dashboard_checks_against(prometheus):
     """What the real sources export is what ``tests.firewall_names`` holds the dashboard to."""
     series = query(prometheus, '{__name__=~"scout_(firewall|flow)_.+"}')["data"]["result"]
