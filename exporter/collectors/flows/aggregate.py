@@ -20,10 +20,13 @@ protocol/port when enabled). A ranking does two separate jobs:
 
 Records arrive two ways with the same result: tuples (IPv6, odd templates)
 are counted one by one in ``add``; IPv4 data sets from fixed-size templates
-arrive as numpy views (``columns``) and are counted in batches of ``BATCH``
-records per exporter, reduced per distinct key first. A batch is always
-counted before a refresh and before the window moves to its next slot, so
-batching changes no ranking and no series value a scrape can see.
+arrive as views of their records (``columns``), whose bytes are copied into a
+per-exporter buffer and counted in batches, reduced per distinct key first.
+The pending flows of all exporters are counted once they reach ``BATCH``
+records or ``PENDING_BYTES`` bytes, so the buffers stay small whatever the
+exporters send, and no datagram is kept. A batch is always counted before a
+refresh and before the window moves to its next slot, so batching changes no
+ranking and no series value a scrape can see.
 
 Every record's bytes land in exactly one series (its key's or ``other``), so
 over any interval the sum of increases over talkers plus ``other`` equals the
@@ -58,15 +61,17 @@ from typing import Final
 
 import numpy as np
 
-from exporter.collectors.flows.columns import FlowColumns, RawFlows, reduce_by_key
+from exporter.collectors.flows.columns import PendingFlows, RawFlows, reduce_by_key
 from exporter.collectors.flows.records import FlowRecord
 
 # Slots per window: the window slides in steps of window / SLOTS.
 SLOTS: Final = 10
 # Keys tracked per slot and ranking at least; more when top_n is large.
 MIN_CAPACITY: Final = 2048
-# Columnar flows reduced together (per exporter): large enough for numpy to pay off.
-BATCH: Final = 4096
+# Columnar flows held before they are counted (all exporters together): enough records
+# for numpy to pay off, and a byte bound for templates with large records.
+BATCH: Final = 16384
+PENDING_BYTES: Final = 4 * 1024 * 1024
 _BY_COUNT = itemgetter(1)
 
 SOURCE: Final = "source"
@@ -157,7 +162,6 @@ class ExporterFlows:
         "outputs",
         "packets",
         "pending",
-        "pending_records",
         "records",
         "source",
     )
@@ -174,8 +178,7 @@ class ExporterFlows:
         self.packets: dict[str, int] = {}
         self.last_seen = now
         # Columnar flows not counted yet: reduced per key a batch at a time.
-        self.pending: list[RawFlows] = []
-        self.pending_records = 0
+        self.pending = PendingFlows()
 
     def rankings(self) -> list[tuple[str, Ranking]]:
         found = [(SOURCE, self.source), (DESTINATION, self.destination)]
@@ -221,6 +224,9 @@ class FlowAggregator:
         self._refused: set[tuple[int, int, str]] = set()
         # Interface value and the time it last changed, to retire idle interfaces after ttl.
         self._interface_seen: dict[tuple[str, str, int], tuple[int, float]] = {}
+        # Columnar flows held by all exporters together (see ``BATCH``).
+        self._pending_records = 0
+        self._pending_bytes = 0
 
     # -- exporters ---------------------------------------------------------------------------
 
@@ -259,8 +265,9 @@ class FlowAggregator:
     ) -> bool:
         """Count one packet's flows; False if its version needed series the budget lacks.
 
-        Tuples are counted at once; columns wait in ``pending`` until a batch of
-        ``BATCH`` records (or a refresh, or the next window slot) reduces them.
+        Tuples are counted at once; columns wait in ``pending`` until the
+        exporters' pending flows reach ``BATCH`` records or ``PENDING_BYTES``
+        (or a refresh, or the next window slot).
         """
         if now >= self._slot_end:
             self._rotate(now)
@@ -270,12 +277,15 @@ class FlowAggregator:
             flows.packets[version] = flows.records[version] = 0
         flows.packets[version] += 1
         if columns:
-            count = sum(len(part) for part in columns)
-            flows.records[version] += count
-            flows.pending += columns
-            flows.pending_records += count
-            if flows.pending_records >= BATCH:
-                self._flush(flows)
+            pending = flows.pending
+            records_before, size_before = pending.records, pending.size
+            for part in columns:
+                pending.add(part)
+            flows.records[version] += pending.records - records_before
+            self._pending_records += pending.records - records_before
+            self._pending_bytes += pending.size - size_before
+            if self._pending_records >= BATCH or self._pending_bytes >= PENDING_BYTES:
+                self._flush_all()
         if not records:
             return True
         flows.records[version] += len(records)
@@ -349,11 +359,9 @@ class FlowAggregator:
 
     def _flush(self, flows: ExporterFlows) -> None:
         """Count the pending columnar flows of ``flows``, one Python step per distinct key."""
-        if not flows.pending:
+        batch = flows.pending.take()
+        if batch is None:
             return
-        batch = FlowColumns.gather(flows.pending)
-        flows.pending = []
-        flows.pending_records = 0
         octets, packets = batch.octets, batch.packets
         for ranking, addresses in (
             (flows.source, batch.source),
@@ -383,6 +391,11 @@ class FlowAggregator:
     def _flush_all(self) -> None:
         for flows in self.exporters.values():
             self._flush(flows)
+        self._pending_records = self._pending_bytes = 0
+
+    def pending_bytes(self) -> int:
+        """Bytes of columnar flows held, not counted yet (below ``PENDING_BYTES`` plus a packet)."""
+        return self._pending_bytes
 
     def _new_interface(
         self, flows: ExporterFlows, direction: str, ifindex: int, octets: int

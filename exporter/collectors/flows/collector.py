@@ -171,7 +171,7 @@ class FlowIngest:
                     log.exception("flow datagram from %s could not be read", exporter)
 
     def _ingest(self, datagram: bytes, exporter: str) -> None:
-        if not self._is_allowed(exporter):
+        if self._exporters is not None and not self._is_allowed(exporter):
             raise BadPacketError(NOT_ALLOWED)
         # Decode first: garbage from a new address must not cost an exporter's series.
         decoded = self.decoder.decode(datagram, exporter)
@@ -181,9 +181,9 @@ class FlowIngest:
         flows = self.aggregator.exporter(exporter, now)
         if flows is None:
             raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
-        packet = decoded.flows
-        if not self.aggregator.add(flows, decoded.version, packet.records, now, packet.columns):
-            raise BadPacketError(SERIES_BUDGET, f"no room for {decoded.version} from {exporter}")
+        version = decoded.version
+        if not self.aggregator.add(flows, version, decoded.records, now, decoded.columns):
+            raise BadPacketError(SERIES_BUDGET, f"no room for {version} from {exporter}")
 
     def collect(self) -> list[Metric]:
         """Re-rank, then render every flow family from the current counts."""

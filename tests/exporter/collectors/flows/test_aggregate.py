@@ -8,9 +8,15 @@ from collections.abc import Iterable
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.flows import FlowIngest
-from exporter.collectors.flows.aggregate import SLOTS, AggregationSettings, FlowAggregator
+from exporter.collectors.flows.aggregate import (
+    BATCH,
+    PENDING_BYTES,
+    SLOTS,
+    AggregationSettings,
+    FlowAggregator,
+)
 from exporter.collectors.flows.records import FlowRecord
-from tests.peers.flows import Flow, v5_packet
+from tests.peers.flows import IPV4_LAYOUT, Flow, flow_set, ipfix_packet, ipfix_template, v5_packet
 
 EXPORTER = "192.0.2.1"
 
@@ -287,3 +293,29 @@ def test_columnar_and_tuple_paths_count_the_same() -> None:
     ):
         assert _samples(got, name) == _samples(expected, name), name
     assert len(_talkers(got)) == 5
+
+
+def test_columnar_flows_waiting_to_be_counted_stay_within_their_byte_bound() -> None:
+    """Large fixed-size records (a padding field of 4,000 bytes) fill ``PENDING_BYTES``
+    long before ``BATCH`` records: the pending buffer is counted at that bound, so what
+    is held stays under it (plus one datagram) and nothing is lost."""
+    clock = Clock()
+    ingest = FlowIngest(AggregationSettings(top_n=2), max_templates=10, clock=clock)
+    layout = (*IPV4_LAYOUT, (210, 4000))  # 210: paddingOctets
+    flows = [Flow(f"10.0.0.{i}", "10.9.9.9", 1000 + i, 1) for i in range(1, 16)]
+    datagram = ipfix_packet([ipfix_template(256, layout), flow_set(256, layout, flows)])
+    held = 0
+    rounds = 2 * PENDING_BYTES // (len(flows) * 4000) + 1
+    for _ in range(rounds):
+        ingest.ingest(datagram, EXPORTER)
+        held = max(held, ingest.aggregator.pending_bytes())
+    assert 0 < held <= PENDING_BYTES + len(datagram)
+    assert rounds * len(flows) < BATCH  # the byte bound, not the record count, flushed
+    talkers = _talkers(ingest.collect())
+    # Everything was counted (in other: the top 2 get their series at this scrape).
+    assert talkers == {
+        "10.0.0.15": 0,
+        "10.0.0.14": 0,
+        "other": rounds * sum(flow.octets for flow in flows),
+    }
+    assert ingest.aggregator.pending_bytes() == 0
