@@ -77,6 +77,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.collectors.base import HostView
 from exporter.collectors.flows.aggregate import (
     CONVERSATION,
+    PORTS,
     AggregationSettings,
     FlowAggregator,
     key_label,
@@ -240,7 +241,7 @@ class FlowIngest:
             for direction, ranking in flows.rankings():
                 if direction == CONVERSATION:
                     for key, (octets, _) in ranking.exposed():
-                        protocol, port = cast(tuple[int, int], key)
+                        protocol, port = divmod(cast(int, key), PORTS)
                         name = _PROTOCOL_NAMES.get(protocol, str(protocol))
                         conversations.add_metric([exporter, name, str(port)], octets)
                     conversations.add_metric([exporter, "other", "other"], ranking.other[0])

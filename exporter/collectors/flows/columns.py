@@ -144,15 +144,15 @@ class ColumnLayout:
         return FlowColumns(**columns)
 
 
-def reduce_by_key(keys: Column, *values: Column) -> tuple[list[int], list[list[int]], list[int]]:
-    """Distinct keys, the sum of each of ``values`` per key, and the records per key.
+def reduce_by_key(keys: Column, *values: Column) -> tuple[Column, list[Column], Column]:
+    """Distinct keys (sorted), the sum of each of ``values`` per key, and the records per key.
 
-    Sorting and ``add.reduceat`` keep the sums exact in uint64 (``bincount``
-    would go through float64).
+    ``keys`` must not be empty. Sorting and ``add.reduceat`` keep the sums
+    exact in uint64 (``bincount`` would go through float64).
     """
     order = np.argsort(keys)
     ordered = keys[order]
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    counts = np.diff(np.append(starts, len(ordered)))
-    sums = [np.add.reduceat(value[order], starts).tolist() for value in values]
-    return ordered[starts].tolist(), sums, counts.tolist()
+    counts = np.diff(np.append(starts, len(ordered))).astype(np.uint64)
+    sums = [np.add.reduceat(value[order], starts) for value in values]
+    return ordered[starts], sums, counts
