@@ -10,6 +10,7 @@ from __future__ import annotations
 from exporter.collectors.base import BaseCollector, Collector, CollectorSpec, HostView
 from exporter.collectors.flows import FlowsCollector
 from exporter.collectors.host import HostCollector
+from exporter.collectors.netfilter import NetfilterCollector
 
 COLLECTORS: tuple[CollectorSpec, ...] = (
     CollectorSpec(
@@ -23,6 +24,13 @@ COLLECTORS: tuple[CollectorSpec, ...] = (
         help="top bandwidth consumers from NetFlow v5/v9 and IPFIX sent to collectors.flows.listen",
         enabled_by_default=False,
         build=FlowsCollector.from_config,
+    ),
+    CollectorSpec(
+        name="netfilter",
+        help="the local firewall: nftables rule counters, chain policies, conntrack "
+        "(needs CAP_NET_ADMIN and the host network)",
+        enabled_by_default=False,
+        build=NetfilterCollector.from_config,
     ),
 )
 
