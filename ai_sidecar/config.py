@@ -89,6 +89,8 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
         cost_per_month: 0     # US dollars; 0: no cost cap (free tier)
       circuit: {failures: 5, reset: 5m}
       audit_retention: 30d    # LLM exchanges kept in the store this long
+    notifications:      # what people read in Slack and email (docs/notifications.md)
+      timezone: UTC     # IANA name (Europe/Paris): times are shown in it, to the second
     graphs:             # a PNG of the root cause's series in every notification
       enabled: true
       range: 6h
@@ -106,6 +108,7 @@ file and the line.
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -747,6 +750,31 @@ class LlmConfig(StrictModel):
         return self.enabled and self.provider != "none"
 
 
+def _time_zone(value: str) -> str:
+    """An IANA time zone name the system's or the tzdata package's database knows."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        # ValueError: a name zoneinfo refuses to look up (a path, "../x").
+        raise ValueError(
+            f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/Paris"
+        ) from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
+
+
+class NotificationsConfig(StrictModel):
+    """How notifications show what happened (ai_sidecar.notify.wording): times in ``timezone``."""
+
+    timezone: TimeZoneName = "UTC"
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
 class GraphsConfig(StrictModel):
     """The graph linked from every notification (ai_sidecar.notify.graphs)."""
 
@@ -767,6 +795,7 @@ class SidecarConfig(StrictModel):
     store: StoreConfig = Field(default_factory=StoreConfig)
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     graphs: GraphsConfig = Field(default_factory=GraphsConfig)
 
     @model_validator(mode="before")

@@ -9,7 +9,9 @@ cost the exporter, over its REST API or over SNMP? This script starts, on free
   the documented shapes of the eleven endpoints ``/firewall`` reads, scaled to
   a mid-size unit (``--policies`` policies, a third of them named,
   ``--interfaces`` interfaces, ``--tunnels`` IPsec tunnels);
-* snmpsim serving a device of ``--interfaces`` interfaces (if_mib's tables);
+* snmpsim serving the same FortiGate over SNMP: ``--interfaces`` interfaces
+  (if_mib's tables) and the FORTINET-FORTIGATE-MIB rows of the test recording
+  ``fortigate-hq.snmprec`` (sessions, CPU, memory, three tunnels, HA);
 * ``scout-exporter`` (host collector off) with a module that trusts the CA and
   the auths for both.
 
@@ -21,13 +23,13 @@ seconds of the exporter's process per scrape (user+system over the scrapes,
 from psutil), and its resident memory after the batch. The fake's and
 snmpsim's CPU are not counted.
 
-The SNMP side reads ``--snmp-module`` (default ``if_mib``): the FortiGate SNMP
-module (FORTINET-FORTIGATE-MIB) is written on another branch; until it is on
-main the SNMP figure is the interface tables alone, and the report says so.
+The SNMP side reads ``--snmp-modules`` (default ``if_mib,fortigate``: the
+interface tables and the firewall schema, what a FortiGate scrape over SNMP
+needs) in one ``/snmp`` request.
 
 Needs snmpsim in the venv (the dev extras). Usage:
 python benchmarks/firewall_scrape.py [--scrapes N] [--warmup N] [--policies N]
-       [--interfaces N] [--tunnels N] [--snmp-module NAME]
+       [--interfaces N] [--tunnels N] [--snmp-modules NAME,NAME]
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ HOST = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 30.0
 HTTP_TIMEOUT_SECONDS = 60.0
 COMMUNITY = "fortigate"
+# The FortiGate's own MIB rows, as the firewall SNMP module tests serve them.
+FORTIGATE_RECORDING = (
+    REPO / "tests" / "exporter" / "targets" / "snmp" / "recordings" / "firewalls"
+) / "fortigate-hq.snmprec"
 
 # Each endpoint's own account of its scrape, and its success line.
 OWN_SECONDS = {
@@ -135,6 +141,24 @@ def scaled_fortigate(policies: int, interfaces: int, tunnels: int) -> dict[str, 
         ]
     )
     return table
+
+
+def write_fortigate_device(path: Path, interfaces: int) -> None:
+    """An snmprec of a FortiGate: generated interface tables plus the recording's MIB rows.
+
+    The generated system group wins where both have an OID; snmpsim wants the
+    records in OID order.
+    """
+    from tests.peers.snmp import write_if_mib_device
+
+    write_if_mib_device(path, interfaces, f"bench:{path.stem}")
+    records: dict[str, str] = {}
+    for text in (path.read_text(), FORTIGATE_RECORDING.read_text()):
+        for line in text.splitlines():
+            if line.strip():
+                records.setdefault(line.split("|", 1)[0], line)
+    ordered = sorted(records.items(), key=lambda item: tuple(map(int, item[0].split("."))))
+    path.write_text("".join(f"{line}\n" for _, line in ordered))
 
 
 def serve_fake(args: argparse.Namespace) -> None:
@@ -233,7 +257,6 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> None:
     from tests.peers.firewall_api import FORTIGATE_TOKEN
     from tests.peers.snmp import SnmpsimDevices
 
-    notes: list[str] = []
     ca = CertificateAuthority(workdir, "bench-ca")
     leaf = ca.issue("fortigate", server=True, sans=[x509.IPAddress(ipaddress.ip_address(HOST))])
     fake_port = free_port()
@@ -255,18 +278,15 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> None:
     stack.callback(fake.stop, 5)
     fake.start()
     wait_for_port(fake_port, fake)
-    devices = stack.enter_context(SnmpsimDevices(workdir, {COMMUNITY: args.interfaces}))
-    snmp_module = args.snmp_module
+    device = workdir / f"{COMMUNITY}.snmprec"
+    write_fortigate_device(device, args.interfaces)
+    devices = stack.enter_context(SnmpsimDevices(workdir, {}, recordings=[device]))
+    snmp_modules = args.snmp_modules
     from exporter.targets.snmp.modules import builtin_modules
 
-    if snmp_module not in builtin_modules():
-        notes.append(f"SNMP module {snmp_module!r} is not built in here: measured if_mib instead")
-        snmp_module = "if_mib"
-    if snmp_module == "if_mib":
-        notes.append(
-            "the FortiGate SNMP module (FORTINET-FORTIGATE-MIB) is not on main yet: /snmp "
-            "reads if_mib (interface tables) of a device with as many interfaces"
-        )
+    unknown = sorted(set(snmp_modules.split(",")) - set(builtin_modules()))
+    if unknown:
+        raise BenchmarkError(f"SNMP modules not built in: {', '.join(unknown)}")
     config = workdir / "scout.yml"
     config.write_text(scout_config(ca.pair.cert, FORTIGATE_TOKEN))
     port, pid = start_scout_exporter(stack, workdir, config, HOST, READY_TIMEOUT_SECONDS)
@@ -278,26 +298,20 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> None:
         ),
     )
     snmp = Row(
-        f"/snmp {snmp_module}",
+        f"/snmp {snmp_modules}",
         "/snmp?"
         + urllib.parse.urlencode(
-            {"target": devices.target, "module": snmp_module, "auth": COMMUNITY}
+            {"target": devices.target, "module": snmp_modules, "auth": COMMUNITY}
         ),
     )
     rss_start, _ = memory(pid)
     measure(firewall, port, pid, b"scout_firewall_up 1.0", args.warmup, args.scrapes)
-    measure(
-        snmp,
-        port,
-        pid,
-        f'scout_snmp_module_success{{module="{snmp_module}"}} 1'.encode(),
-        args.warmup,
-        args.scrapes,
-    )
-    report([firewall, snmp], args, notes, rss_start)
+    # The recording's session count: the FortiGate MIB rows were read, not only the tables.
+    measure(snmp, port, pid, b"\nscout_firewall_sessions 51234", args.warmup, args.scrapes)
+    report([firewall, snmp], args, rss_start)
 
 
-def report(rows: Sequence[Row], args: argparse.Namespace, notes: Sequence[str], rss: int) -> None:
+def report(rows: Sequence[Row], args: argparse.Namespace, rss: int) -> None:
     sched = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     print("Firewall scrape benchmark: Scout /firewall (FortiGate REST API) and /snmp")
     print(
@@ -310,10 +324,8 @@ def report(rows: Sequence[Row], args: argparse.Namespace, notes: Sequence[str], 
         f"{args.tunnels} tunnels; {args.scrapes} scrapes each after {args.warmup} warm-up"
     )
     print(f"exporter RSS before the first scrape: {rss / 2**20:.1f} MiB")
-    for note in notes:
-        print(f"note:    {note}")
     header = (
-        f"{'endpoint':<20} {'n':>3} {'series':>6} {'wire KiB':>8} {'wall med ms':>11} "
+        f"{'endpoint':<24} {'n':>3} {'series':>6} {'wire KiB':>8} {'wall med ms':>11} "
         f"{'wall p90 ms':>11} {'own med ms':>10} {'CPU ms/scr':>10} {'RSS MiB':>7} {'peak MiB':>8}"
     )
     print()
@@ -323,7 +335,7 @@ def report(rows: Sequence[Row], args: argparse.Namespace, notes: Sequence[str], 
         s = row.scrapes
         walls = [x.wall for x in s]
         print(
-            f"{row.label:<20} {len(s):>3} {s[-1].series:>6} "
+            f"{row.label:<24} {len(s):>3} {s[-1].series:>6} "
             f"{statistics.median(x.wire_bytes for x in s) / 1024:>8.1f} "
             f"{statistics.median(walls) * 1e3:>11.1f} {p90(walls) * 1e3:>11.1f} "
             f"{statistics.median(x.own_seconds for x in s) * 1e3:>10.1f} "
@@ -345,7 +357,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--policies", type=int, default=300, metavar="N")
     parser.add_argument("--interfaces", type=int, default=48, metavar="N")
     parser.add_argument("--tunnels", type=int, default=20, metavar="N")
-    parser.add_argument("--snmp-module", default="fortigate")
+    parser.add_argument("--snmp-modules", default="if_mib,fortigate", metavar="NAME,NAME")
     # The fake's own process (internal).
     parser.add_argument("--serve-fake", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--cert", help=argparse.SUPPRESS)

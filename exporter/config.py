@@ -33,31 +33,14 @@ from pydantic import (
 )
 
 from exporter.common.durations import Duration
-from exporter.common.models import Regex, Secret, StrictModel, drop_extension_keys
+from exporter.common.models import NameFilter, Secret, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
 from exporter.errors import ConfigError
 from exporter.targets.allowlist import AllowedTargets, AllowList, needs_allow_list
 from exporter.targets.firewall.modules import FirewallModuleType
 from exporter.targets.probe.modules import ProbeModuleType
 from exporter.targets.snmp.modules import SnmpModule
-
-
-class NameFilter(StrictModel):
-    """Which names to keep: those matching ``include`` (if set) and not ``exclude``.
-
-    Both regexes are anchored at both ends, as in Prometheus. A filter written in
-    the config file replaces the built-in one whole: to keep the default exclude
-    while adding an include, repeat the exclude (``/config`` shows it).
-    """
-
-    include: Regex | None = None
-    exclude: Regex | None = None
-
-    def keeps(self, name: str) -> bool:
-        if self.include is not None and not self.include.fullmatch(name):
-            return False
-        return self.exclude is None or not self.exclude.fullmatch(name)
-
+from exporter.targets.winrm.modules import WinrmModule
 
 # Kernel and container pseudo filesystems: their sizes say nothing about disk space.
 DEFAULT_FSTYPE_EXCLUDE = (
@@ -231,6 +214,9 @@ class SnmpAuth(StrictModel):
         return None
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class HttpAuth(StrictModel):
     """Credentials for REST APIs (``/firewall``): one of three schemes.
 
@@ -271,6 +257,18 @@ class HttpAuth(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _header_safe(self) -> Self:
+        # A token or key goes in a header as it is (basic auth is base64): a control
+        # character would end the header or start another, and the request is refused.
+        for name, secret in (("bearer_token", self.bearer_token), ("api_key", self.api_key)):
+            if secret is not None and _CONTROL_CHARACTER.search(secret.get_secret_value()):
+                raise ValueError(
+                    f"{name} holds a control character (a line break from a file or a "
+                    "variable?), which cannot travel in an HTTP header"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _secrets_need_an_allow_list(self) -> Self:
         _check_allow_list(self.secret_kind, self.allowed_targets)
         return self
@@ -295,10 +293,39 @@ class HttpAuth(StrictModel):
 
 
 class WinrmAuth(StrictModel):
+    """WinRM credentials for ``/winrm``, and how the WS-Man listener is reached.
+
+    NTLM, Kerberos and CredSSP encrypt every message themselves, so plain HTTP
+    (5985) is fine for them; Basic sends the password as it is and is refused
+    unless ``https`` (5986). Over HTTPS the server's certificate is verified,
+    against ``ca_file`` if given, else the system's CAs. Every transport hands
+    the target something an attacker's host could use (a password, an NTLM
+    response to crack offline), so ``allowed_targets`` is required.
+    """
+
     type: Literal["winrm"]
     username: str
     password: Secret
     transport: Literal["ntlm", "kerberos", "credssp", "basic"] = "ntlm"
+    https: bool = False
+    # PEM certificate authorities to trust instead of the system's, for an internal PKI.
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+    # The targets these credentials may be sent to (see exporter.targets.allowlist).
+    allowed_targets: AllowedTargets | None = None
+
+    @model_validator(mode="after")
+    def _basic_only_over_https(self) -> Self:
+        if self.transport == "basic" and not self.https:
+            raise ValueError("transport basic sends the password in clear: it needs https: true")
+        if not self.https and (self.ca_file is not None or self.insecure_skip_verify):
+            raise ValueError("ca_file and insecure_skip_verify need https: true")
+        if self.ca_file is not None and self.insecure_skip_verify:
+            raise ValueError("use either ca_file or insecure_skip_verify, not both")
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise ValueError("ca_file is not a file")
+        _check_allow_list("WinRM credentials", self.allowed_targets)
+        return self
 
 
 Auth = Annotated[SnmpAuth | HttpAuth | WinrmAuth, Field(discriminator="type")]
@@ -306,8 +333,11 @@ Auth = Annotated[SnmpAuth | HttpAuth | WinrmAuth, Field(discriminator="type")]
 
 # What a multi-target endpoint reads, chosen by the module's ``prober``: snmp for
 # /snmp, icmp, tcp and http for /probe, fortigate, opnsense and pfsense for
-# /firewall (see exporter.targets.registry).
-Module = Annotated[SnmpModule | ProbeModuleType | FirewallModuleType, Field(discriminator="prober")]
+# /firewall, winrm for /winrm (see exporter.targets.registry).
+Module = Annotated[
+    SnmpModule | ProbeModuleType | FirewallModuleType | WinrmModule,
+    Field(discriminator="prober"),
+]
 
 
 class ExporterConfig(StrictModel):

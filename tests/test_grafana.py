@@ -45,6 +45,7 @@ from tests.conftest import http_get, wait_for
 from tests.firewall_names import FLOW_METRICS, KNOWN, TARGET_LABELS, unknown_uses, used_names
 from tests.peers.firewall_stack import EXPORTER_FLAGS, FirewallSources
 from tests.peers.snmp import RealSnmpd
+from tests.peers.winrm import WindowsHosts
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
@@ -536,18 +537,6 @@ EXPECTED_EMPTY = {
         for title in ("WAN throughput", "WAN interfaces")
     },
     **{
-        ("servers", title): "no Windows server in the test stack"
-        for title in (
-            "Windows CPU busy",
-            "Windows memory used",
-            "Services not running",
-            "Windows CPU",
-            "Windows memory",
-            "Windows volumes used",
-            "Windows services",
-        )
-    },
-    **{
         ("ai-insights", title): "no signal is trained in the test stack: no scores, bands or models"
         for title in (
             "Anomaly score",
@@ -674,7 +663,9 @@ def post_alert(sidecar: str, site: str) -> None:
         assert response.status < 300
 
 
-def stack_config(exporter: str, sidecar: str, snmpd: str, firewalls: FirewallSources) -> str:
+def stack_config(
+    exporter: str, sidecar: str, snmpd: str, windows: list[str], firewalls: FirewallSources
+) -> str:
     """The test stack's Prometheus config: every second, the shipped rules, these targets."""
     multi_target = [
         {"source_labels": ["__address__"], "target_label": "__param_target"},
@@ -704,6 +695,15 @@ def stack_config(exporter: str, sidecar: str, snmpd: str, firewalls: FirewallSou
                     "metrics_path": "/snmp",
                     "params": {"module": ["if_mib"]},
                     "static_configs": [{"targets": [snmpd]}],
+                    "relabel_configs": multi_target,
+                },
+                {
+                    "job_name": "winrm",
+                    "scrape_interval": "2s",
+                    "scrape_timeout": "2s",
+                    "metrics_path": "/winrm",
+                    "params": {"auth": ["windows"]},
+                    "static_configs": [{"targets": windows}],
                     "relabel_configs": multi_target,
                 },
                 {
@@ -751,15 +751,24 @@ def prometheus(
     # loopback ICMP probe, both through the exporter's multi-target endpoints
     # with the shipped relabelling, so the Network dashboard has data too.
     snmpd = RealSnmpd(workdir / "snmpd", communities=("public",))
+    # A simulated Windows server (a WS-Man listener over HTTPS answering the
+    # scrape script), so the Servers dashboard's Windows row has data.
+    windows = WindowsHosts(workdir / "winrm", hosts=1)
     started: list[Service] = []
     try:
         snmpd.start()
+        windows.start()
         config = workdir / "prometheus.yml"
         config.write_text(
-            stack_config(address["exporter"], address["sidecar"], snmpd.target, firewalls)
+            stack_config(
+                address["exporter"], address["sidecar"], snmpd.target, windows.targets, firewalls
+            )
         )
         exporter_config = workdir / "exporter.yml"
-        exporter_config.write_text(json.dumps(firewalls.exporter_config()))
+        # One config file: the firewall sources' settings and auths, and the Windows auth.
+        settings = firewalls.exporter_config()
+        settings["auths"].update(json.loads(windows.config.read_text())["auths"])
+        exporter_config.write_text(json.dumps(settings))
         env = {
             "SCOUT_WEBHOOK_TOKEN": TOKEN,
             "SCOUT_DATA_DIR": str(workdir / "sidecar-data"),
@@ -782,7 +791,7 @@ def prometheus(
         try:
             wait_for(
                 lambda: (
-                    len(query(url, "up == 1")["data"]["result"]) == 4 + len(firewalls.instances)
+                    len(query(url, "up == 1")["data"]["result"]) == 5 + len(firewalls.instances)
                 ),
                 what="every target up",
             )
@@ -830,6 +839,7 @@ def prometheus(
         for service in reversed(started):
             service.stop(grace=5)
         snmpd.stop()
+        windows.stop()
         sink.shutdown()
         sink.server_close()
 

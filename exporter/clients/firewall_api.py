@@ -9,6 +9,7 @@ the caller:
 * the request carries the caller's headers (the credentials) to the URL's
   host and nowhere else: redirects are not followed, proxies from the
   environment are not used;
+* nothing one firewall answers is sent to another: cookies are not kept;
 * an answer is read up to ``max_bytes`` and no further, however long the
   firewall's body or its ``Content-Length``;
 * every failure is an ``ApiError`` whose message names the status or the
@@ -100,6 +101,8 @@ class AiohttpApiClient:
             connector=connector,
             headers={"User-Agent": self.user_agent, "Accept": "application/json"},
             trust_env=False,  # an HTTP(S)_PROXY must not see the credentials
+            # A firewall's session cookie would go to its neighbours on the host or domain.
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
         )
 

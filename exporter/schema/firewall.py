@@ -92,7 +92,8 @@ exposition (the metric contract; ratios are 0 to 1, times in seconds)::
 
 A family is left out when the source does not report it (``None`` in the
 snapshot): a missing series says "not known", never a made-up zero. Label
-names are fixed per family, and a label the source cannot fill is empty.
+names are fixed per family, and a label the source cannot fill is empty. A
+label set the source lists twice gives one series, the first.
 ``scout_firewall_up`` and ``scout_firewall_info`` are always there for a
 scrape that reached the firewall.
 """
@@ -317,14 +318,24 @@ class FirewallSnapshot:
 
 
 class _Families:
-    """Families built on first use, so a family nobody filled is left out."""
+    """Families built on first use, so a family nobody filled is left out.
+
+    One sample per label set: a source that lists a name twice (two interfaces
+    with one description) keeps the first, since Prometheus would refuse the
+    second sample of a series in one scrape.
+    """
 
     def __init__(self) -> None:
         self._built: dict[str, Metric] = {}
+        self._seen: set[tuple[str, tuple[str, ...]]] = set()
 
     def add(self, short_name: str, labels: Sequence[str], value: float | bool | None) -> None:
         if value is None:
             return
+        series = (short_name, tuple(labels))
+        if series in self._seen:
+            return
+        self._seen.add(series)
         spec = SPECS[PREFIX + short_name]
         family = self._built.get(spec.name)
         if family is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.clients.probe_net import TargetError
-from exporter.config import HttpAuth, SnmpAuth
+from exporter.config import HttpAuth, SnmpAuth, WinrmAuth
 from exporter.errors import BadRequestError
 from exporter.targets.exposition import METRIC_EXPOSITION
 from exporter.targets.firewall import modules as firewall_modules
@@ -35,6 +35,8 @@ from exporter.targets.snmp.params import (
     target_host,
 )
 from exporter.targets.snmp.scraper import SnmpScraper, unresolved_scrape
+from exporter.targets.winrm import modules as winrm_modules
+from exporter.targets.winrm import scraper as winrm_scraper
 
 
 def _as_given(target: str) -> str:
@@ -114,5 +116,21 @@ TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
         status=firewall.FIREWALL_STATUS,
         exposition=METRIC_EXPOSITION,
         build=firewall.FirewallScraper,
+    ),
+    TargetKind(
+        name="winrm",
+        noun="WinRM scrape",
+        description="a Windows server over WinRM (windows_exporter's metrics)",
+        example="target=fs01.example.net&auth=windows",
+        module_types=(winrm_modules.WinrmModule,),
+        default_modules=winrm_modules.default_modules,
+        default_module=winrm_modules.DEFAULT_MODULE,
+        auth_types=(WinrmAuth,),
+        parse_target=winrm_scraper.parse_target,
+        target_host=winrm_scraper.target_host,
+        pin_target=winrm_scraper.pin_target,
+        status=winrm_scraper.WINRM_STATUS,
+        exposition=METRIC_EXPOSITION,
+        build=winrm_scraper.WinrmScraper,
     ),
 )

@@ -80,6 +80,23 @@ EXPECTED_ERRORS = {
     "invalid-winrm-transport.yml": (
         "6: auths.windows.transport: input should be 'ntlm', 'kerberos', 'credssp' or 'basic'"
     ),
+    "invalid-winrm-basic-over-http.yml": (
+        "2: auths.windows: transport basic sends the password in clear: it needs https: true"
+    ),
+    "invalid-winrm-ca-without-https.yml": (
+        "2: auths.windows: ca_file and insecure_skip_verify need https: true"
+    ),
+    "invalid-winrm-no-allow-list.yml": (
+        f"2: auths.windows: sends WinRM credentials {NEEDS_ALLOW_LIST}"
+    ),
+    "invalid-winrm-module-collector.yml": (
+        "4: modules.windows_small.collectors.1: input should be 'cpu', 'memory', 'pagefile', "
+        "'logical_disk', 'net', 'os', 'system', 'service', 'update', 'event_log' or 'process', "
+        "got 'wmi_everything'"
+    ),
+    "invalid-winrm-module-top-processes.yml": (
+        "4: modules.windows_small.top_processes: input should be less than or equal to 50, got 500"
+    ),
     "invalid-env-unset.yml": '4: environment variable "SCOUT_TEST_UNSET_VARIABLE" is not set',
     "invalid-auth-is-a-string.yml": "2: auths.public_v2: should be a mapping",
     "invalid-snmp-v2-with-auth-protocol.yml": (
@@ -134,7 +151,7 @@ EXPECTED_ERRORS = {
     "invalid-module-is-a-string.yml": "2: modules.api_health: should be a mapping",
     "invalid-module-prober-is-a-secret.yml": (
         "2: modules.api_health: unknown prober (expected one of: 'snmp', 'icmp', 'tcp', 'http', "
-        "'fortigate', 'opnsense', 'pfsense')"
+        "'fortigate', 'opnsense', 'pfsense', 'winrm')"
     ),
     # A secret a caller could send anywhere needs an allow-list.
     "invalid-http-token-without-allowed-targets.yml": (
@@ -188,6 +205,15 @@ EXPECTED_ERRORS = {
         "5: modules.if_mib_core.allowed_targets: '*.0x7f' ends in a number: "
         "write an address or a network instead"
     ),
+    # Sent as a header as they are: a line break would end the header (or add one).
+    "invalid-http-token-with-newline.yml": (
+        "2: auths.fortigate: bearer_token holds a control character (a line break from a "
+        "file or a variable?), which cannot travel in an HTTP header"
+    ),
+    "invalid-http-api-key-with-control-character.yml": (
+        "2: auths.pfsense: api_key holds a control character (a line break from a "
+        "file or a variable?), which cannot travel in an HTTP header"
+    ),
     "invalid-allowed-targets-wildcard-inside.yml": (
         "4: modules.api_health.allowed_targets: 'api.*.example.net': "
         "'*' may only be the whole first label, as in *.example.net"
@@ -207,6 +233,8 @@ CANARIES = {
     "invalid-http-token-without-allowed-targets.yml": ("canary-fortigate-token-secret",),
     "invalid-http-api-key-without-allowed-targets.yml": ("canary-pfsense-key-secret",),
     "invalid-http-password-without-allowed-targets.yml": ("canary-opnsense-secret",),
+    "invalid-http-token-with-newline.yml": ("canary-newline-token-secret",),
+    "invalid-http-api-key-with-control-character.yml": ("canary-cr-key-secret",),
 }
 
 

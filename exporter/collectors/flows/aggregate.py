@@ -7,10 +7,14 @@ protocol/port when enabled). A ranking does two separate jobs:
   ``SLOTS`` per-slot dicts (so the window slides in steps of window/SLOTS).
   Each slot dict is capped at ``capacity`` keys; when it overflows it is cut
   to the half with the most bytes (a capped dict that evicts the smallest, in
-  batches so the cost stays O(log capacity) per new key). Memory per ranking
-  is therefore at most ``SLOTS * capacity`` keys however many addresses the
-  flows carry; a heavy key survives every cut, a key evicted while small is
-  only undercounted.
+  batches so the cost stays O(log capacity) per new key). Columnar batches
+  add to the current slot as numpy arrays (``chunks``), compacted to the
+  ``capacity`` largest keys once they pass ``CHUNK_FACTOR * capacity``
+  entries, and folded into the slot dict when the slot ends or a ranking is
+  asked for. Memory per ranking is therefore at most
+  ``(SLOTS + CHUNK_FACTOR) * capacity`` keys however many addresses the flows
+  carry; a heavy key survives every cut, a key evicted while small is only
+  undercounted.
 * **Series**: cumulative byte and packet counters for keys that made the top
   ``top_n`` at some ranking pass (``refresh``, run at each scrape). A key gets
   its series at that pass, starting from 0; from then on every record of that
@@ -20,10 +24,13 @@ protocol/port when enabled). A ranking does two separate jobs:
 
 Records arrive two ways with the same result: tuples (IPv6, odd templates)
 are counted one by one in ``add``; IPv4 data sets from fixed-size templates
-arrive as numpy views (``columns``) and are counted in batches of ``BATCH``
-records per exporter, reduced per distinct key first. A batch is always
-counted before a refresh and before the window moves to its next slot, so
-batching changes no ranking and no series value a scrape can see.
+arrive as views of their records (``columns``), whose bytes are copied into a
+per-exporter buffer and counted in batches, reduced per distinct key first.
+The pending flows of all exporters are counted once they reach ``BATCH``
+records or ``PENDING_BYTES`` bytes, so the buffers stay small whatever the
+exporters send, and no datagram is kept. A batch is always counted before a
+refresh and before the window moves to its next slot, so batching changes no
+ranking and no series value a scrape can see.
 
 Every record's bytes land in exactly one series (its key's or ``other``), so
 over any interval the sum of increases over talkers plus ``other`` equals the
@@ -54,20 +61,29 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Final
+from typing import Final, TypeVar
 
 import numpy as np
 
-from exporter.collectors.flows.columns import FlowColumns, RawFlows, reduce_by_key
+from exporter.collectors.flows.columns import Column, PendingFlows, RawFlows, reduce_by_key
 from exporter.collectors.flows.records import FlowRecord
 
 # Slots per window: the window slides in steps of window / SLOTS.
 SLOTS: Final = 10
 # Keys tracked per slot and ranking at least; more when top_n is large.
 MIN_CAPACITY: Final = 2048
-# Columnar flows reduced together (per exporter): large enough for numpy to pay off.
-BATCH: Final = 4096
+# Columnar window counts of the current slot compacted past CHUNK_FACTOR * capacity entries.
+CHUNK_FACTOR: Final = 4
+# Columnar flows held before they are counted (all exporters together): enough records
+# for numpy to pay off, and a byte bound for templates with large records.
+BATCH: Final = 16384
+PENDING_BYTES: Final = 4 * 1024 * 1024
 _BY_COUNT = itemgetter(1)
+
+# A key column or a single key: conversation keys are built from either.
+KeyT = TypeVar("KeyT", int, Column)
+# Conversation keys are protocol * PORTS + destination port.
+PORTS: Final = 1 << 16
 
 SOURCE: Final = "source"
 DESTINATION: Final = "destination"
@@ -91,7 +107,10 @@ class Ranking:
     """One ranked dimension of one exporter: window counts, series, ``other``."""
 
     __slots__ = (
+        "_series_columns",
         "capacity",
+        "chunked",
+        "chunks",
         "current",
         "final",
         "folded",
@@ -116,20 +135,108 @@ class Ranking:
         # Series retired at the last refresh: shown once more with their final value.
         self.final: dict[Hashable, list[int]] = {}
         self.series_cost = series_cost
+        # Columnar counts of the current slot: (sorted keys, bytes) pairs, entries in all.
+        self.chunks: list[tuple[Column, Column]] = []
+        self.chunked = 0
+        # The int keys with a series as a sorted array, and their counters (built lazily).
+        self._series_columns: tuple[Column, list[list[int]]] | None = None
 
     def prune(self) -> None:
         """Cut the current slot to the half of ``capacity`` with the most bytes."""
         keep = heapq.nlargest(self.capacity // 2, self.current.items(), key=_BY_COUNT)
         self.current = dict(keep)
 
+    def open_series(self, key: Hashable) -> None:
+        """Give ``key`` a series, counting from 0."""
+        self.series[key] = [0, 0]
+        self._series_columns = None
+
+    def retire(self, key: Hashable) -> None:
+        """Stop counting into ``key``'s series; it is shown once more, then its cost is freed.
+
+        From now on the key's records go to ``other``; the series keeps its final
+        value until the next refresh, so the scrape that follows this refresh
+        still sees every byte it counted and no increase is lost to ``rate()``.
+        """
+        self.final[key] = self.series.pop(key)
+        del self.left_at[key]
+        self._series_columns = None
+
+    def add_columns(
+        self, keys: Column, byte_sums: Column, packet_sums: Column, counts: Column
+    ) -> None:
+        """Count a reduced batch (sorted distinct keys, sums and records per key) as ``add``
+        counts records: into the window, then into each key's series or ``other``."""
+        self.chunks.append((keys, byte_sums))
+        self.chunked += len(keys)
+        if self.chunked > CHUNK_FACTOR * self.capacity:
+            self._compact()
+        in_series = np.zeros(len(keys), dtype=bool)
+        series_keys, counters = self.series_columns()
+        if len(series_keys):
+            at = np.minimum(np.searchsorted(keys, series_keys), len(keys) - 1)
+            for index in np.flatnonzero(keys[at] == series_keys).tolist():
+                position = int(at[index])
+                in_series[position] = True
+                counters[index][0] += int(byte_sums[position])
+                counters[index][1] += int(packet_sums[position])
+        folded = ~in_series
+        self.other[0] += int(byte_sums[folded].sum())
+        self.other[1] += int(packet_sums[folded].sum())
+        self.folded += int(counts[folded].sum())
+
+    def series_columns(self) -> tuple[Column, list[list[int]]]:
+        """The int keys with a series, sorted, as an array; and their counters in that order."""
+        if self._series_columns is None:
+            held = sorted(
+                (key, counters) for key, counters in self.series.items() if type(key) is int
+            )
+            self._series_columns = (
+                np.array([key for key, _ in held], dtype=np.uint64),
+                [counters for _, counters in held],
+            )
+        return self._series_columns
+
+    def _compact(self) -> tuple[Column, Column]:
+        """Reduce the chunks to one, cut to the ``capacity`` keys with the most bytes."""
+        if len(self.chunks) == 1:
+            keys, sums = self.chunks[0]
+        else:
+            joined, (sums,), _ = reduce_by_key(
+                np.concatenate([keys for keys, _ in self.chunks]),
+                np.concatenate([sums for _, sums in self.chunks]),
+            )
+            keys = joined
+        if len(keys) > self.capacity:
+            kept = np.sort(np.argpartition(sums, -self.capacity)[-self.capacity :])
+            keys, sums = keys[kept], sums[kept]
+        self.chunks = [(keys, sums)]
+        self.chunked = len(keys)
+        return keys, sums
+
+    def fold_columns(self) -> None:
+        """Move the columnar counts of the current slot into its dict."""
+        if not self.chunks:
+            return
+        keys, sums = self._compact()
+        self.chunks = []
+        self.chunked = 0
+        current = self.current
+        for key, count in zip(keys.tolist(), sums.tolist(), strict=True):
+            current[key] = current.get(key, 0) + count
+        if len(current) > self.capacity:
+            self.prune()
+
     def rotate(self, slots: int) -> None:
         """Move on ``slots`` slots: the current one joins the past, the oldest fall off."""
+        self.fold_columns()
         for _ in range(min(slots, SLOTS)):
             self.past.append(self.current)
             self.current = {}
 
     def window_top(self, top_n: int) -> list[Hashable]:
         """The ``top_n`` keys with the most bytes over the window, largest first."""
+        self.fold_columns()
         totals = dict(self.current)
         for slot in self.past:
             for key, count in slot.items():
@@ -143,7 +250,7 @@ class Ranking:
         yield from self.final.items()
 
     def tracked_keys(self) -> int:
-        return len(self.current) + sum(len(slot) for slot in self.past)
+        return len(self.current) + self.chunked + sum(len(slot) for slot in self.past)
 
 
 class ExporterFlows:
@@ -157,7 +264,6 @@ class ExporterFlows:
         "outputs",
         "packets",
         "pending",
-        "pending_records",
         "records",
         "source",
     )
@@ -174,8 +280,7 @@ class ExporterFlows:
         self.packets: dict[str, int] = {}
         self.last_seen = now
         # Columnar flows not counted yet: reduced per key a batch at a time.
-        self.pending: list[RawFlows] = []
-        self.pending_records = 0
+        self.pending = PendingFlows()
 
     def rankings(self) -> list[tuple[str, Ranking]]:
         found = [(SOURCE, self.source), (DESTINATION, self.destination)]
@@ -221,6 +326,9 @@ class FlowAggregator:
         self._refused: set[tuple[int, int, str]] = set()
         # Interface value and the time it last changed, to retire idle interfaces after ttl.
         self._interface_seen: dict[tuple[str, str, int], tuple[int, float]] = {}
+        # Columnar flows held by all exporters together (see ``BATCH``).
+        self._pending_records = 0
+        self._pending_bytes = 0
 
     # -- exporters ---------------------------------------------------------------------------
 
@@ -259,8 +367,9 @@ class FlowAggregator:
     ) -> bool:
         """Count one packet's flows; False if its version needed series the budget lacks.
 
-        Tuples are counted at once; columns wait in ``pending`` until a batch of
-        ``BATCH`` records (or a refresh, or the next window slot) reduces them.
+        Tuples are counted at once; columns wait in ``pending`` until the
+        exporters' pending flows reach ``BATCH`` records or ``PENDING_BYTES``
+        (or a refresh, or the next window slot).
         """
         if now >= self._slot_end:
             self._rotate(now)
@@ -270,12 +379,15 @@ class FlowAggregator:
             flows.packets[version] = flows.records[version] = 0
         flows.packets[version] += 1
         if columns:
-            count = sum(len(part) for part in columns)
-            flows.records[version] += count
-            flows.pending += columns
-            flows.pending_records += count
-            if flows.pending_records >= BATCH:
-                self._flush(flows)
+            pending = flows.pending
+            records_before, size_before = pending.records, pending.size
+            for part in columns:
+                pending.add(part)
+            flows.records[version] += pending.records - records_before
+            self._pending_records += pending.records - records_before
+            self._pending_bytes += pending.size - size_before
+            if self._pending_records >= BATCH or self._pending_bytes >= PENDING_BYTES:
+                self._flush_all()
         if not records:
             return True
         flows.records[version] += len(records)
@@ -333,7 +445,7 @@ class FlowAggregator:
         current, series, other = ranking.current, ranking.series, ranking.other
         folded = 0
         for _src, _dst, octets, packets, _in, _out, proto, port in records:
-            key = (proto, port)
+            key = conversation_key(proto, port)
             current[key] = current.get(key, 0) + octets
             counters = series.get(key)
             if counters is None:
@@ -349,11 +461,9 @@ class FlowAggregator:
 
     def _flush(self, flows: ExporterFlows) -> None:
         """Count the pending columnar flows of ``flows``, one Python step per distinct key."""
-        if not flows.pending:
+        batch = flows.pending.take()
+        if batch is None:
             return
-        batch = FlowColumns.gather(flows.pending)
-        flows.pending = []
-        flows.pending_records = 0
         octets, packets = batch.octets, batch.packets
         for ranking, addresses in (
             (flows.source, batch.source),
@@ -362,19 +472,17 @@ class FlowAggregator:
             if self._mask4 is not None:
                 addresses = addresses & np.uint64(self._mask4)
             keys, (byte_sums, packet_sums), counts = reduce_by_key(addresses, octets, packets)
-            _count_keys(ranking, keys, byte_sums, packet_sums, counts)
+            ranking.add_columns(keys, byte_sums, packet_sums, counts)
         if flows.conversation is not None:
-            combined, (byte_sums, packet_sums), counts = reduce_by_key(
-                (batch.protocol << np.uint64(16)) | batch.port, octets, packets
-            )
-            pairs: list[Hashable] = [(key >> 16, key & 0xFFFF) for key in combined]
-            _count_keys(flows.conversation, pairs, byte_sums, packet_sums, counts)
+            conversations = conversation_key(batch.protocol, batch.port)
+            keys, (byte_sums, packet_sums), counts = reduce_by_key(conversations, octets, packets)
+            flows.conversation.add_columns(keys, byte_sums, packet_sums, counts)
         for direction, totals, ifindexes in (
             ("in", flows.inputs, batch.inputs),
             ("out", flows.outputs, batch.outputs),
         ):
             keys, (byte_sums,), _ = reduce_by_key(ifindexes, octets)
-            for ifindex, octet_sum in zip(keys, byte_sums, strict=True):
+            for ifindex, octet_sum in zip(keys.tolist(), byte_sums.tolist(), strict=True):
                 if ifindex in totals:
                     totals[ifindex] += octet_sum
                 else:
@@ -383,6 +491,11 @@ class FlowAggregator:
     def _flush_all(self) -> None:
         for flows in self.exporters.values():
             self._flush(flows)
+        self._pending_records = self._pending_bytes = 0
+
+    def pending_bytes(self) -> int:
+        """Bytes of columnar flows held, not counted yet (below ``PENDING_BYTES`` plus a packet)."""
+        return self._pending_bytes
 
     def _new_interface(
         self, flows: ExporterFlows, direction: str, ifindex: int, octets: int
@@ -429,7 +542,7 @@ class FlowAggregator:
                         ranking.left_at.setdefault(key, now)
                 for key, since in list(ranking.left_at.items()):
                     if now - since >= settings.ttl:
-                        self._retire(ranking, key)
+                        ranking.retire(key)
                 newcomers += [
                     (rank, ranking, key)
                     for rank, key in enumerate(top)
@@ -441,7 +554,7 @@ class FlowAggregator:
         releasing = 0
         for _, ranking, key in newcomers:
             if self._charge(ranking.series_cost):
-                ranking.series[key] = [0, 0]
+                ranking.open_series(key)
                 continue
             # No room now: retire lingering series (out of the top N longest first) so
             # that the next refresh has room; this one is refused.
@@ -449,21 +562,11 @@ class FlowAggregator:
                 lingering = self._lingering()
             while lingering and releasing < ranking.series_cost:
                 _, _, holder, old = lingering.pop()
-                self._retire(holder, old)
+                holder.retire(old)
                 releasing += holder.series_cost
             releasing -= min(releasing, ranking.series_cost)
             self.dropped_series += 1
         self._retire_idle_interfaces(now)
-
-    def _retire(self, ranking: Ranking, key: Hashable) -> None:
-        """Stop counting into ``key``'s series; it is shown once more, then its cost is freed.
-
-        From now on the key's records go to ``other``; the series keeps its final
-        value until the next refresh, so the scrape that follows this refresh
-        still sees every byte it counted and no increase is lost to ``rate()``.
-        """
-        ranking.final[key] = ranking.series.pop(key)
-        del ranking.left_at[key]
 
     def _release_final(self) -> None:
         for flows in self.exporters.values():
@@ -519,29 +622,9 @@ class FlowAggregator:
         return sum(r.tracked_keys() for f in self.exporters.values() for _, r in f.rankings())
 
 
-def _count_keys(
-    ranking: Ranking,
-    keys: Sequence[Hashable],
-    byte_sums: Sequence[int],
-    packet_sums: Sequence[int],
-    counts: Sequence[int],
-) -> None:
-    """Add per-key sums (from ``reduce_by_key``) to a ranking, as ``add`` does per record."""
-    current, series, other = ranking.current, ranking.series, ranking.other
-    folded = 0
-    for key, octets, packets, count in zip(keys, byte_sums, packet_sums, counts, strict=True):
-        current[key] = current.get(key, 0) + octets
-        counters = series.get(key)
-        if counters is None:
-            other[0] += octets
-            other[1] += packets
-            folded += count
-        else:
-            counters[0] += octets
-            counters[1] += packets
-    ranking.folded += folded
-    if len(current) > ranking.capacity:
-        ranking.prune()
+def conversation_key(protocol: KeyT, port: KeyT) -> KeyT:
+    """The key of a (protocol, destination port) pair: one integer, for dicts and arrays."""
+    return protocol * PORTS + port
 
 
 def key_label(key: Hashable, settings: AggregationSettings) -> str:

@@ -77,6 +77,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.collectors.base import HostView
 from exporter.collectors.flows.aggregate import (
     CONVERSATION,
+    PORTS,
     AggregationSettings,
     FlowAggregator,
     key_label,
@@ -171,7 +172,7 @@ class FlowIngest:
                     log.exception("flow datagram from %s could not be read", exporter)
 
     def _ingest(self, datagram: bytes, exporter: str) -> None:
-        if not self._is_allowed(exporter):
+        if self._exporters is not None and not self._is_allowed(exporter):
             raise BadPacketError(NOT_ALLOWED)
         # Decode first: garbage from a new address must not cost an exporter's series.
         decoded = self.decoder.decode(datagram, exporter)
@@ -181,9 +182,9 @@ class FlowIngest:
         flows = self.aggregator.exporter(exporter, now)
         if flows is None:
             raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
-        packet = decoded.flows
-        if not self.aggregator.add(flows, decoded.version, packet.records, now, packet.columns):
-            raise BadPacketError(SERIES_BUDGET, f"no room for {decoded.version} from {exporter}")
+        version = decoded.version
+        if not self.aggregator.add(flows, version, decoded.records, now, decoded.columns):
+            raise BadPacketError(SERIES_BUDGET, f"no room for {version} from {exporter}")
 
     def collect(self) -> list[Metric]:
         """Re-rank, then render every flow family from the current counts."""
@@ -240,7 +241,7 @@ class FlowIngest:
             for direction, ranking in flows.rankings():
                 if direction == CONVERSATION:
                     for key, (octets, _) in ranking.exposed():
-                        protocol, port = cast(tuple[int, int], key)
+                        protocol, port = divmod(cast(int, key), PORTS)
                         name = _PROTOCOL_NAMES.get(protocol, str(protocol))
                         conversations.add_metric([exporter, name, str(port)], octets)
                     conversations.add_metric([exporter, "other", "other"], ranking.other[0])

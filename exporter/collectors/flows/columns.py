@@ -2,10 +2,11 @@
 
 The common case (IPv4 flows from a fixed-size template, NetFlow v5 or a
 router's v9/IPFIX template, sampling per exporter) needs no Python per record:
-a data set becomes ``RawFlows`` (a numpy view of the datagram, no copy); the
-aggregation gathers a few thousand records into ``FlowColumns`` (native
-uint64 arrays) and reduces them per distinct key (``reduce_by_key``), so its
-Python loop runs once per key.
+a data set becomes ``RawFlows`` (a view of its records in the datagram); the
+aggregation copies those bytes into ``PendingFlows`` (one ``bytearray`` per
+layout and rate), turns a few thousand records at a time into ``FlowColumns``
+(native uint64 arrays, one ``numpy.frombuffer`` per group) and reduces them
+per distinct key (``reduce_by_key``), so its Python loop runs once per key.
 Everything else (IPv6, variable-length fields, per-flow sampling) takes the
 tuple path in ``templates``; both give the same counts.
 """
@@ -26,7 +27,7 @@ NAMES = ("source", "destination", "octets", "packets", "inputs", "outputs", "pro
 
 @dataclass(frozen=True, slots=True)
 class FlowColumns:
-    """One or more data sets of IPv4 flows, a column per record field (native uint64)."""
+    """Flows of one or more data sets, a column per record field (native uint64)."""
 
     source: Column
     destination: Column
@@ -50,34 +51,58 @@ class FlowColumns:
             return parts[0]
         return cls(*(np.concatenate([getattr(part, name) for part in parts]) for name in NAMES))
 
-    @classmethod
-    def gather(cls, raws: Sequence[RawFlows]) -> FlowColumns:
-        """The columns of many data sets: those of one layout and rate are joined first,
-        so the per-column work is done once per batch rather than once per data set."""
-        groups: dict[tuple[int, int], list[RawFlows]] = {}
-        for raw in raws:
-            groups.setdefault((id(raw.layout), raw.rate), []).append(raw)
-        parts = []
-        for group in groups.values():
-            first = group[0]
-            joined = group[0].array if len(group) == 1 else np.concatenate([r.array for r in group])
-            parts.append(first.layout.columns(joined, first.rate))
-        return cls.concatenate(parts)
 
-
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per datagram, and a frozen init costs three times more.
+@dataclass(slots=True)
 class RawFlows:
-    """One data set as it came: a numpy view of the datagram, its layout and sampling rate."""
+    """One data set as it came: its records' bytes (a view of the datagram), layout and rate."""
 
     layout: ColumnLayout
-    array: npt.NDArray[np.void]
+    data: memoryview
+    count: int
     rate: int
 
     def __len__(self) -> int:
-        return len(self.array)
+        return self.count
 
     def records(self) -> list[tuple[int, int, int, int, int, int, int, int]]:
-        return self.layout.columns(self.array, self.rate).records()
+        return self.layout.columns(self.data, self.rate).records()
+
+
+class PendingFlows:
+    """Columnar flows not counted yet: record bytes copied out of their datagrams.
+
+    Data sets of one layout and sampling rate are appended to one ``bytearray``
+    (a copy of their records only, so no datagram stays alive), and become
+    columns in one ``numpy.frombuffer`` per group when ``take`` is called.
+    """
+
+    __slots__ = ("groups", "records", "size")
+
+    def __init__(self) -> None:
+        # (id of the layout, rate) -> (layout, rate, record bytes); the layout is held, so
+        # its id is not reused while the group exists.
+        self.groups: dict[tuple[int, int], tuple[ColumnLayout, int, bytearray]] = {}
+        self.records = 0
+        self.size = 0
+
+    def add(self, raw: RawFlows) -> None:
+        key = (id(raw.layout), raw.rate)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = (raw.layout, raw.rate, bytearray())
+        group[2].extend(raw.data)
+        self.records += raw.count
+        self.size += len(raw.data)
+
+    def take(self) -> FlowColumns | None:
+        """Every pending flow as columns (None if there is none); empties the buffer."""
+        if not self.groups:
+            return None
+        parts = [layout.columns(data, rate) for layout, rate, data in self.groups.values()]
+        self.groups = {}
+        self.records = self.size = 0
+        return FlowColumns.concatenate(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +128,12 @@ class ColumnLayout:
         return cls(dtype, tuple(name for name in NAMES if name not in fields))
 
     def decode(self, data: memoryview, offset: int, end: int, rate: int) -> RawFlows:
-        """A view of the data set's records: no copy, nothing per record."""
+        """The data set's whole records, as a view: no copy, nothing per record."""
         count = (end - offset) // self.dtype.itemsize
-        return RawFlows(
-            self, np.frombuffer(data, dtype=self.dtype, count=count, offset=offset), rate
-        )
+        return RawFlows(self, data[offset : offset + count * self.dtype.itemsize], count, rate)
 
-    def columns(self, raw: npt.NDArray[np.void], rate: int) -> FlowColumns:
+    def columns(self, data: bytes | bytearray | memoryview, rate: int) -> FlowColumns:
+        raw = np.frombuffer(data, dtype=self.dtype)
         count = len(raw)
         columns = {name: raw[name].astype(np.uint64) for name in NAMES if name not in self.missing}
         for name in self.missing:
@@ -120,15 +144,15 @@ class ColumnLayout:
         return FlowColumns(**columns)
 
 
-def reduce_by_key(keys: Column, *values: Column) -> tuple[list[int], list[list[int]], list[int]]:
-    """Distinct keys, the sum of each of ``values`` per key, and the records per key.
+def reduce_by_key(keys: Column, *values: Column) -> tuple[Column, list[Column], Column]:
+    """Distinct keys (sorted), the sum of each of ``values`` per key, and the records per key.
 
-    Sorting and ``add.reduceat`` keep the sums exact in uint64 (``bincount``
-    would go through float64).
+    ``keys`` must not be empty. Sorting and ``add.reduceat`` keep the sums
+    exact in uint64 (``bincount`` would go through float64).
     """
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)
     ordered = keys[order]
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    counts = np.diff(np.append(starts, len(ordered)))
-    sums = [np.add.reduceat(value[order], starts).tolist() for value in values]
-    return ordered[starts].tolist(), sums, counts.tolist()
+    counts = np.diff(np.append(starts, len(ordered))).astype(np.uint64)
+    sums = [np.add.reduceat(value[order], starts) for value in values]
+    return ordered[starts], sums, counts

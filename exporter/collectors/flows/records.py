@@ -27,6 +27,9 @@ OUTPUT_IFINDEX: Final = 5
 PROTOCOL: Final = 6
 DESTINATION_PORT: Final = 7
 
+# The ``version`` label of each wire version.
+VERSION_LABELS: Final = {5: "v5", 9: "v9", 10: "ipfix"}
+
 # Why a packet (or part of one) was dropped: the values of scout_flow_bad_packets_total{reason}.
 TRUNCATED: Final = "truncated"  # shorter than its own header or a length field says
 MALFORMED: Final = "malformed"  # impossible field values (zero-length records, bad set ids)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Final
 
 from exporter.collectors.flows.columns import RawFlows
@@ -18,6 +17,7 @@ from exporter.collectors.flows.records import (
     MALFORMED,
     TRUNCATED,
     UNKNOWN_TEMPLATE,
+    VERSION_LABELS,
     BadPacketError,
     FlowRecord,
 )
@@ -46,13 +46,20 @@ def walk_sets(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, in
         offset += length
 
 
-@dataclass(frozen=True, slots=True)
 class DecodedFlows:
-    """What a packet's data sets held: columns (IPv4 fast path), tuples, and the first problem."""
+    """What one packet held: its version label, flows as columns (IPv4 fast path) and as
+    tuples, and the first problem met (a set skipped for an unknown template, say).
 
-    records: list[FlowRecord] = field(default_factory=list)
-    columns: list[RawFlows] = field(default_factory=list)
-    problem: str | None = None
+    A plain class with slots: one is built per datagram, so its init is kept cheap.
+    """
+
+    __slots__ = ("columns", "problem", "records", "version")
+
+    def __init__(self, version: str, columns: list[RawFlows] | None = None) -> None:
+        self.version = version
+        self.records: list[FlowRecord] = []
+        self.columns: list[RawFlows] = columns if columns is not None else []
+        self.problem: str | None = None
 
     def all_records(self) -> list[FlowRecord]:
         """Every flow as a tuple, columns first (tests compare these)."""
@@ -104,8 +111,7 @@ def read_sets(
     """
     exporter, version, domain = key
     state = sampling.get(exporter, version, domain)
-    decoded = DecodedFlows()
-    problem: str | None = None
+    decoded = DecodedFlows(VERSION_LABELS[version])
     for set_id, start, stop in walk_sets(view, offset, end):
         try:
             if set_id >= FIRST_DATA_SET_ID:
@@ -113,14 +119,14 @@ def read_sets(
                 found = decode_data_set(
                     view, start, stop, exporter, template, store, state, decoded
                 )
-                problem = problem or found
+                decoded.problem = decoded.problem or found
             elif set_id in template_sets:
                 template_sets[set_id](view, start, stop, exporter, domain, store)
         except BadPacketError as error:
             if error.reason in (MALFORMED, TRUNCATED):
                 raise
-            problem = problem or error.reason
-    return DecodedFlows(decoded.records, decoded.columns, problem)
+            decoded.problem = decoded.problem or error.reason
+    return decoded
 
 
 class SamplingStates:

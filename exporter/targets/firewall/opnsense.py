@@ -26,7 +26,9 @@ statistics``                                    (``received-bytes``, ``sent-byte
                                                 delay, loss are up; down is not),
                                                 ``delay`` ("4.2 ms"), ``loss`` ("0.0 %")
 ``ipsec/sessions/search_phase1``                ``rows``: ``phase1desc`` (else ``name``),
-                                                ``connected`` -> up, ``remote-addrs``
+                                                ``connected`` -> up, ``remote-addrs``; a
+                                                phase 1 split in connections is one
+                                                tunnel, up if any of them is
 ``firewall/filter_util/rule_stats``             per rule label: ``packets``, ``bytes``
 ``diagnostics/firewall/list_rule_ids``          rule descriptions (an undescribed rule is
                                                 listed as "-- <id>": unnamed)
@@ -143,16 +145,7 @@ class OPNsense:
             for item in answers["gateways"]["items"].elements()
             if item["name"].text()
         ]
-        snapshot.tunnels = [
-            TunnelState(
-                tunnel=row["phase1desc"].text() or row["name"].text(),
-                type="ipsec",
-                remote=row["remote-addrs"].text(),
-                up=row["connected"].flag(),
-            )
-            for row in answers["ipsec"]["rows"].elements()
-            if row["phase1desc"].text() or row["name"].text()
-        ]
+        snapshot.tunnels = _tunnels(answers["ipsec"]["rows"])
         if "carp" in answers:
             snapshot.ha = carp_state(
                 row["status"].text()
@@ -163,6 +156,25 @@ class OPNsense:
         if "rule_stats" in answers:
             rules = _rules(answers["rule_stats"]["stats"], answers["rule_ids"]["items"])
         return Reading(snapshot, rules)
+
+
+def _tunnels(rows: Node) -> list[TunnelState]:
+    """Phase 1 sessions by description; split ones (con1-000, con1-001) are up if any is.
+
+    A phase 1 whose phase 2s are split into connections of their own lists one
+    row per connection, each with the phase 1's description.
+    """
+    up_by_tunnel: dict[tuple[str, str], bool | None] = {}
+    for row in rows.elements():
+        key = (row["phase1desc"].text() or row["name"].text(), row["remote-addrs"].text())
+        if not key[0]:
+            continue
+        connected, before = row["connected"].flag(), up_by_tunnel.get(key)
+        up_by_tunnel[key] = connected if before is None else before or bool(connected)
+    return [
+        TunnelState(tunnel=tunnel, type="ipsec", remote=remote, up=up)
+        for (tunnel, remote), up in up_by_tunnel.items()
+    ]
 
 
 def _cpu(headers: Node) -> float | None:

@@ -17,6 +17,14 @@ from dataclasses import dataclass
 
 # A number, optionally followed by a unit the vendors write: "4.2 ms", "0.0 %", "12%".
 _NUMBER_WITH_UNIT = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(ms|%)?\s*")
+# JSON may escape half of a surrogate pair (\ud800) alone: Python keeps it, UTF-8 cannot
+# encode it, and the exposition of the whole answer would fail on that one label value.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """``text`` with each unpaired surrogate replaced by U+FFFD, so it encodes as UTF-8."""
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +62,7 @@ class Node:
         """An object's members, in order; nothing for anything else."""
         if isinstance(self.value, dict):
             for key, member in self.value.items():
-                yield str(key), Node(member)
+                yield _encodable(str(key)), Node(member)
 
     def elements(self) -> Iterator[Node]:
         """An array's elements; nothing for anything else."""
@@ -67,8 +75,13 @@ class Node:
         value = self.value
         if isinstance(value, bool):
             return None
-        if isinstance(value, int | float):
-            number = float(value)
+        if isinstance(value, int):
+            try:
+                number = float(value)
+            except OverflowError:  # JSON integers have no bound; floats stop near 1.8e308
+                return None
+        elif isinstance(value, float):
+            number = value
         elif isinstance(value, str) and (match := _NUMBER_WITH_UNIT.fullmatch(value)):
             number = float(match.group(1))
         else:
@@ -76,10 +89,10 @@ class Node:
         return number if math.isfinite(number) else None
 
     def text(self) -> str:
-        """A string as given, a number as written; ``""`` for anything else."""
+        """A string as given (fit for UTF-8), a number as written; ``""`` for anything else."""
         value = self.value
         if isinstance(value, str):
-            return value
+            return _encodable(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
         return ""

@@ -5,12 +5,20 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+import numpy as np
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.flows import FlowIngest
-from exporter.collectors.flows.aggregate import SLOTS, AggregationSettings, FlowAggregator
+from exporter.collectors.flows.aggregate import (
+    BATCH,
+    CHUNK_FACTOR,
+    PENDING_BYTES,
+    SLOTS,
+    AggregationSettings,
+    FlowAggregator,
+)
 from exporter.collectors.flows.records import FlowRecord
-from tests.peers.flows import Flow, v5_packet
+from tests.peers.flows import IPV4_LAYOUT, Flow, flow_set, ipfix_packet, ipfix_template, v5_packet
 
 EXPORTER = "192.0.2.1"
 
@@ -287,3 +295,65 @@ def test_columnar_and_tuple_paths_count_the_same() -> None:
     ):
         assert _samples(got, name) == _samples(expected, name), name
     assert len(_talkers(got)) == 5
+
+
+def test_columnar_flows_waiting_to_be_counted_stay_within_their_byte_bound() -> None:
+    """Large fixed-size records (a padding field of 4,000 bytes) fill ``PENDING_BYTES``
+    long before ``BATCH`` records: the pending buffer is counted at that bound, so what
+    is held stays under it (plus one datagram) and nothing is lost."""
+    clock = Clock()
+    ingest = FlowIngest(AggregationSettings(top_n=2), max_templates=10, clock=clock)
+    layout = (*IPV4_LAYOUT, (210, 4000))  # 210: paddingOctets
+    flows = [Flow(f"10.0.0.{i}", "10.9.9.9", 1000 + i, 1) for i in range(1, 16)]
+    datagram = ipfix_packet([ipfix_template(256, layout), flow_set(256, layout, flows)])
+    held = 0
+    rounds = 2 * PENDING_BYTES // (len(flows) * 4000) + 1
+    for _ in range(rounds):
+        ingest.ingest(datagram, EXPORTER)
+        held = max(held, ingest.aggregator.pending_bytes())
+    assert 0 < held <= PENDING_BYTES + len(datagram)
+    assert rounds * len(flows) < BATCH  # the byte bound, not the record count, flushed
+    talkers = _talkers(ingest.collect())
+    # Everything was counted (in other: the top 2 get their series at this scrape).
+    assert talkers == {
+        "10.0.0.15": 0,
+        "10.0.0.14": 0,
+        "other": rounds * sum(flow.octets for flow in flows),
+    }
+    assert ingest.aggregator.pending_bytes() == 0
+
+
+def test_one_million_sources_in_v5_datagrams_take_the_columnar_path_within_bounds() -> None:
+    """The 1M test again, as an exporter sends it: v5 datagrams, counted as numpy columns."""
+    clock = Clock()
+    settings = AggregationSettings(top_n=50, max_series=60, window=300)
+    ingest = FlowIngest(settings, max_templates=10, clock=clock)
+    template = np.frombuffer(v5_packet([Flow("0.0.0.0", "10.9.9.9", 100, 1)] * 30), np.uint8)
+    heavy = v5_packet([Flow(f"192.168.0.{i}", "10.9.9.9", 1_000_000, 1) for i in range(1, 31)])
+    # Source addresses 10.0.0.0 + n, written into the srcaddr field of each of 30 records.
+    sources = np.arange(1_000_020, dtype=">u4").reshape(-1, 30) + _ip("10.0.0.0")
+    total = 0
+    for index, chunk in enumerate(sources):
+        datagram = template.copy()
+        records = datagram[24:].reshape(30, 48)
+        records[:, 0:4] = chunk.view(np.uint8).reshape(30, 4)
+        ingest.ingest(datagram.tobytes(), EXPORTER)
+        total += 30 * 100
+        if index % 300 == 0:
+            ingest.ingest(heavy, EXPORTER)
+            total += 30 * 1_000_000
+        if index % 3000 == 2999:
+            clock.now += 10
+            ingest.collect()
+            assert ingest.aggregator.series <= settings.max_series
+    families = ingest.collect()
+    assert _value(families, "scout_flow_records_total") == len(sources) * 30 + 112 * 30
+    talkers = _talkers(families)
+    assert sum(talkers.values()) == total
+    assert talkers["other"] >= 1_000_020 * 100
+    assert len(talkers) > 1
+    assert all(address.startswith("192.168.0.") for address in talkers if address != "other")
+    source = ingest.aggregator.exporters[EXPORTER].source
+    assert source.folded >= 1_000_020
+    assert source.tracked_keys() <= (SLOTS + CHUNK_FACTOR) * ingest.aggregator.capacity
+    assert ingest.aggregator.dropped_series > 0

@@ -264,6 +264,25 @@ def test_ipfix_psamp_options_and_per_flow_sampling_interval() -> None:
     assert _records(decoder, per_flow) == [_expected(FLOWS[1], 8)]
 
 
+def test_ipfix_templates_and_sampling_belong_to_one_observation_domain() -> None:
+    """Domains 1 and 2 of one exporter reuse template id 256 with different layouts,
+    and only domain 1 announces sampling (1 in 10): each domain reads its own."""
+    decoder = FlowDecoder(10)
+    swapped = ((12, 4), (8, 4), *IPV4_LAYOUT[2:])  # destination first
+    options = ipfix_options_template(300, [(149, 4)], [(34, 4)])
+    sampling = data_set(300, [(149, 4), (34, 4)], [{149: 1, 34: 10}])
+    decoder.decode(ipfix_packet([options, sampling], domain=1), EXPORTER)
+    decoder.decode(ipfix_packet([ipfix_template(256, IPV4_LAYOUT)], domain=1), EXPORTER)
+    decoder.decode(ipfix_packet([ipfix_template(256, swapped)], domain=2), EXPORTER)
+    one = ipfix_packet([flow_set(256, IPV4_LAYOUT, FLOWS)], domain=1)
+    two = ipfix_packet([flow_set(256, swapped, FLOWS)], domain=2)
+    assert _records(decoder, one) == [_expected(flow, 10) for flow in FLOWS]
+    assert _records(decoder, two) == [_expected(flow) for flow in FLOWS]
+    assert decoder.templates.count(EXPORTER) == 3
+    three = ipfix_packet([flow_set(256, IPV4_LAYOUT, FLOWS)], domain=3)
+    assert decoder.decode(three, EXPORTER).problem == UNKNOWN_TEMPLATE
+
+
 def test_ipfix_message_length_past_the_datagram_is_truncated() -> None:
     packet = bytearray(ipfix_packet([ipfix_template(256, IPV4_LAYOUT)]))
     struct.pack_into("!H", packet, 2, len(packet) + 10)
