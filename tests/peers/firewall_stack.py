@@ -24,6 +24,8 @@ It gives the main exporter's config and flags (:meth:`exporter_config`,
     with FirewallSources(workdir) as sources:
         config.write_text(yaml.safe_dump(sources.exporter_config()))
         jobs = sources.scrape_configs(exporter_address)
+        ...  # start the exporter with config and EXPORTER_FLAGS, then:
+        sources.start_flows()
 """
 
 from __future__ import annotations
