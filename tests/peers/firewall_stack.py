@@ -30,6 +30,7 @@ It gives the main exporter's config and flags (:meth:`exporter_config`,
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 from contextlib import ExitStack
@@ -49,7 +50,7 @@ from tests.peers.firewall_api import (
 )
 from tests.peers.flows import Flow, replay_with_pmacctd, udp_frame, write_pcap
 from tests.peers.netfilter import FirewalledNamespace
-from tests.peers.snmp import SnmpsimDevices, _Peer, free_udp_port
+from tests.peers.snmp import SnmpsimDevices, _Peer
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_PROMETHEUS = REPO / "prometheus" / "prometheus.yml"
@@ -79,6 +80,18 @@ TOP_N = 3
 PACKETS = (5, 3, 7, 2, 9, 4, 6)
 PAYLOADS = (100, 900, 50, 1200, 400, 30, 700)
 SERVERS = ("10.1.0.1", "10.1.0.2")
+
+
+def free_udp_ports(count: int) -> list[int]:
+    """``count`` different UDP ports of 127.0.0.1 that nothing listens on now."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def capture(path: Path) -> Path:
@@ -143,7 +156,8 @@ class FirewallSources(_Peer):
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.flow_port = free_udp_port()
+        # Every port bound at once, so no two are the same.
+        self.flow_port, *snmp_ports = free_udp_ports(1 + len(SNMP_MODULES))
         self.namespace = FirewalledNamespace(workdir)
         self.rest = FakeFirewalls(tuple(REST_AUTHS), growing=True)
         # An endpoint (a port) per recording, so each firewall is an instance of its own.
@@ -151,7 +165,7 @@ class FirewallSources(_Peer):
             workdir,
             devices={},
             recordings=[RECORDINGS / f"{name}.snmprec" for name in SNMP_MODULES],
-            endpoints=["127.0.0.1"] * len(SNMP_MODULES),
+            endpoints=[f"127.0.0.1:{port}" for port in snmp_ports],
         )
         self.flows = FlowReplays(
             capture(workdir / "flows.pcap"), ("127.0.0.1", self.flow_port), workdir
