@@ -383,8 +383,9 @@ class FlowAggregator:
             records_before, size_before = pending.records, pending.size
             for part in columns:
                 pending.add(part)
-            flows.records[version] += pending.records - records_before
-            self._pending_records += pending.records - records_before
+            added = pending.records - records_before
+            flows.records[version] += added
+            self._pending_records += added
             self._pending_bytes += pending.size - size_before
             if self._pending_records >= BATCH or self._pending_bytes >= PENDING_BYTES:
                 self._flush_all()

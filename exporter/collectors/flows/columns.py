@@ -52,21 +52,15 @@ class FlowColumns:
         return cls(*(np.concatenate([getattr(part, name) for part in parts]) for name in NAMES))
 
 
-# Not frozen: one is built per datagram, and a frozen init costs three times more.
-@dataclass(slots=True)
-class RawFlows:
-    """One data set as it came: its records' bytes (a view of the datagram), layout and rate."""
+# One data set as it came: (layout, its records' bytes as a view of the datagram, record
+# count, sampling rate). A plain tuple: one is built per data set, the cheapest object there is.
+RawFlows = tuple["ColumnLayout", memoryview, int, int]
 
-    layout: ColumnLayout
-    data: memoryview
-    count: int
-    rate: int
 
-    def __len__(self) -> int:
-        return self.count
-
-    def records(self) -> list[tuple[int, int, int, int, int, int, int, int]]:
-        return self.layout.columns(self.data, self.rate).records()
+def raw_records(raw: RawFlows) -> list[tuple[int, int, int, int, int, int, int, int]]:
+    """The flows of a data set as ``FlowRecord`` tuples (tests compare these)."""
+    layout, data, _, rate = raw
+    return layout.columns(data, rate).records()
 
 
 class PendingFlows:
@@ -87,13 +81,13 @@ class PendingFlows:
         self.size = 0
 
     def add(self, raw: RawFlows) -> None:
-        key = (id(raw.layout), raw.rate)
-        group = self.groups.get(key)
+        layout, data, count, rate = raw
+        group = self.groups.get((id(layout), rate))
         if group is None:
-            group = self.groups[key] = (raw.layout, raw.rate, bytearray())
-        group[2].extend(raw.data)
-        self.records += raw.count
-        self.size += len(raw.data)
+            group = self.groups[id(layout), rate] = (layout, rate, bytearray())
+        group[2].extend(data)
+        self.records += count
+        self.size += len(data)
 
     def take(self) -> FlowColumns | None:
         """Every pending flow as columns (None if there is none); empties the buffer."""
@@ -129,8 +123,9 @@ class ColumnLayout:
 
     def decode(self, data: memoryview, offset: int, end: int, rate: int) -> RawFlows:
         """The data set's whole records, as a view: no copy, nothing per record."""
-        count = (end - offset) // self.dtype.itemsize
-        return RawFlows(self, data[offset : offset + count * self.dtype.itemsize], count, rate)
+        size = self.dtype.itemsize
+        count = (end - offset) // size
+        return (self, data[offset : offset + count * size], count, rate)
 
     def columns(self, data: bytes | bytearray | memoryview, rate: int) -> FlowColumns:
         raw = np.frombuffer(data, dtype=self.dtype)

@@ -12,7 +12,7 @@ import struct
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
-from exporter.collectors.flows.columns import RawFlows
+from exporter.collectors.flows.columns import RawFlows, raw_records
 from exporter.collectors.flows.records import (
     MALFORMED,
     TRUNCATED,
@@ -65,7 +65,7 @@ class DecodedFlows:
         """Every flow as a tuple, columns first (tests compare these)."""
         found: list[FlowRecord] = []
         for part in self.columns:
-            found += part.records()
+            found += raw_records(part)
         return found + self.records
 
 

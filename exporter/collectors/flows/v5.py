@@ -13,6 +13,8 @@ from exporter.collectors.flows.columns import ColumnLayout, RawFlows
 from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError
 
 HEADER: Final = struct.Struct("!HHIIIIBBH")
+# The two header fields read: count and sampling (the rest is skipped, not unpacked).
+_COUNT_AND_SAMPLING: Final = struct.Struct("!2xH18xH")
 # srcaddr, dstaddr, (nexthop), input, output, dPkts, dOctets, (First, Last, srcport),
 # dstport, (pad1, tcp_flags), prot, (tos, src_as, dst_as, masks, pad2): read as columns.
 RECORD: Final = struct.Struct("!II4xHHII10xH2xB9x")
@@ -34,13 +36,14 @@ _SAMPLING_INTERVAL_MASK: Final = 0x3FFF
 
 assert HEADER.size == 24
 assert RECORD.size == 48
+assert _COUNT_AND_SAMPLING.size == HEADER.size
 
 
 def parse_v5(data: bytes | memoryview) -> RawFlows:
     """The records of one v5 packet, sampling applied; ``BadPacketError`` if it lies."""
     if len(data) < HEADER.size:
         raise BadPacketError(TRUNCATED, "v5 header")
-    _, count, _, _, _, _, _, _, sampling = HEADER.unpack_from(data)
+    count, sampling = _COUNT_AND_SAMPLING.unpack_from(data)
     if not 0 < count <= MAX_RECORDS:
         raise BadPacketError(MALFORMED, f"v5 record count {count}")
     end = HEADER.size + count * RECORD.size
