@@ -68,6 +68,7 @@ from typing import Literal, TypeVar
 
 from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
 from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
+from ai_sidecar.correlate.members import MemberLog
 from ai_sidecar.correlate.outside import gateways, is_outside
 from ai_sidecar.correlate.topology import (
     PATH,
@@ -286,6 +287,8 @@ class _Tracked:
     key: GroupKey
     span_start: datetime
     span_end: datetime
+    # Every member value taken; the incident's members are a view of it.
+    log: MemberLog = field(default_factory=MemberLog)
     ranks: dict[str, RankKey] = field(default_factory=dict)
     heap: list[tuple[RankKey, str]] = field(default_factory=list)
     layers: dict[str, Layer] = field(default_factory=dict)
@@ -531,9 +534,8 @@ class Correlator:
 
     def _duplicate(self, tracked: _Tracked, member: Member) -> Change:
         # Bookkeeping only: version and updated_at stay, so no re-analysis follows.
-        members = dict(tracked.incident.members)
-        members[member.fingerprint] = replace(member, duplicates=member.duplicates + 1)
-        tracked.incident = replace(tracked.incident, members=members)
+        tracked.log = tracked.log.put(replace(member, duplicates=member.duplicates + 1))
+        tracked.incident = replace(tracked.incident, members=tracked.log.view())
         return Change(tracked.incident, "duplicate")
 
     def _member_changed(
@@ -544,8 +546,8 @@ class Correlator:
         self._restate(tracked, previous, member)
         if flapped:
             tracked.span_end = max(tracked.span_end, member.starts_at)
-        members = dict(before.members)
-        members[member.fingerprint] = member
+        tracked.log = tracked.log.put(member)
+        members = tracked.log.view()
         updated_at = max(before.updated_at, event)
         kind: ChangeKind = "flapped" if flapped else "updated"
         status = before.status
@@ -596,17 +598,17 @@ class Correlator:
             generator_url=alert.generator_url,
         )
         placement = self.place(alert.labels)
-        related, late = self._related(alert, placement)
+        layer = self.layer_of(alert.labels)
+        related, late = self._related(alert, placement, layer)
         joined = related[0] if related else None
-        unplaced = self._joins_by_key(placement, self.layer_of(alert.labels))
+        unplaced = self._joins_by_key(placement, layer)
         if joined is None and unplaced:
             joined = self._by_key(alert, key)
         if joined is not None:
             tracked = joined
             before = tracked.incident
-            members = dict(before.members)
-            members[member.fingerprint] = member
-            self._add_member(tracked, member, placement)
+            tracked.log = tracked.log.put(member)
+            self._add_member(tracked, member, placement, layer)
             tracked.span_start = min(tracked.span_start, member.starts_at)
             tracked.span_end = max(tracked.span_end, member.starts_at)
             self._by_fingerprint[member.fingerprint] = before.id
@@ -616,14 +618,15 @@ class Correlator:
                 self._waiting.pop(before.id, None)
             absorbed = []
             others = {other.incident.id: other for other in related[1:]}
-            for other in (*self._claimed(tracked, members), *late):
+            for other in (*self._claimed(tracked), *late):
                 others.setdefault(other.incident.id, other)
             for other in others.values():
                 if self._fits(tracked, other):
-                    absorbed.append(self._absorb(tracked, members, other, alert.starts_at))
+                    absorbed.append(self._absorb(tracked, other, alert.starts_at))
                     created_at = min(created_at, other.incident.created_at)
                     updated_at = max(updated_at, other.incident.updated_at)
             # One new value per alert: the members, times and root cause together.
+            members = tracked.log.view()
             root_cause, reasons, facts = self._root_cause(tracked, members)
             tracked.incident = replace(
                 before,
@@ -655,16 +658,13 @@ class Correlator:
         self._by_fingerprint[member.fingerprint] = new_id
         if unplaced and not self._keys_only():
             self._waiting[new_id] = None
-        members = dict(incident.members)
         gone = [
-            self._absorb(tracked, members, other, alert.starts_at)
-            for other in late
-            if self._fits(tracked, other)
+            self._absorb(tracked, other, alert.starts_at) for other in late if self._fits(tracked, other)
         ]
         if gone:
             incident = replace(
                 incident,
-                members=members,
+                members=tracked.log.view(),
                 created_at=min(incident.created_at, *(g.created_at for g in gone)),
                 updated_at=max(incident.updated_at, *(g.updated_at for g in gone)),
             )
@@ -727,7 +727,7 @@ class Correlator:
             return False
         return tracked.explains[best] > 0 or self.layer_of(alert.labels) in _OUTAGE_LAYERS
 
-    def _claimed(self, tracked: _Tracked, members: Mapping[str, Member]) -> list[_Tracked]:
+    def _claimed(self, tracked: _Tracked) -> list[_Tracked]:
         """Incidents of unplaced symptoms an outage in ``tracked`` now claims.
 
         Unplaced symptoms often fire before the outage that explains them (a
@@ -746,7 +746,7 @@ class Correlator:
             or not tracked.firing_now[best]
         ):
             return []
-        first = members[best].first_starts_at
+        first = tracked.log.latest(best).first_starts_at
         window = self._config.window
         found = []
         for candidate in list(self._waiting):
@@ -767,10 +767,8 @@ class Correlator:
         start = min(tracked.span_start, other.span_start)
         return max(tracked.span_end, other.span_end) - start <= self._config.max_span
 
-    def _absorb(
-        self, tracked: _Tracked, members: dict[str, Member], other: _Tracked, event: datetime
-    ) -> Incident:
-        """Move ``other``'s members into ``tracked`` (and ``members``, its next value's).
+    def _absorb(self, tracked: _Tracked, other: _Tracked, event: datetime) -> Incident:
+        """Move ``other``'s members into ``tracked`` (its log, for its next value).
 
         Returns ``other``'s last value, resolved. Members keep the placement
         they were given, as they would in ``tracked`` had they joined it.
@@ -782,10 +780,11 @@ class Correlator:
         del self._tracked[gone.id]
         self._retired_ids.add(gone.id)
         for member in sorted(gone.members.values(), key=lambda m: m.fingerprint):
-            if member.fingerprint in members:
+            fp = member.fingerprint
+            if fp in tracked.log:
                 continue
-            members[member.fingerprint] = member
-            self._add_member(tracked, member, other.placements[member.fingerprint])
+            tracked.log = tracked.log.put(member)
+            self._add_member(tracked, member, other.placements[fp], other.layers[fp])
             if self._by_fingerprint.get(member.fingerprint) == gone.id:
                 self._by_fingerprint[member.fingerprint] = tracked.incident.id
         tracked.span_start = min(tracked.span_start, other.span_start)
@@ -799,7 +798,9 @@ class Correlator:
             root_cause_reasons=(f"merged into {tracked.incident.id}", *gone.root_cause_reasons),
         )
 
-    def _related(self, alert: Alert, placement: Placement) -> tuple[list[_Tracked], list[_Tracked]]:
+    def _related(
+        self, alert: Alert, placement: Placement, layer: Layer
+    ) -> tuple[list[_Tracked], list[_Tracked]]:
         """Open incidents the graph connects the alert to, within the window, oldest first.
 
         Connected: a member on the same element; a member upstream whose failure
@@ -815,7 +816,6 @@ class Correlator:
         found: dict[str, bool] = self._learned_related(alert)
         if node is None:
             return self._accepted(alert, found), []
-        layer = self.layer_of(alert.labels)
         receives = _RECEIVES[layer]
         for candidate in self._at.get(node, {}):
             found.setdefault(candidate, False)
@@ -1084,6 +1084,7 @@ class Correlator:
             key=tuple(incident.group.items()),
             span_start=min(m.first_starts_at for m in members),
             span_end=max(m.starts_at for m in members),
+            log=MemberLog(incident.members),
         )
         for member in sorted(members, key=lambda m: (m.first_starts_at, m.fingerprint)):
             self._add_member(tracked, member)
@@ -1091,14 +1092,20 @@ class Correlator:
         return tracked
 
     def _add_member(
-        self, tracked: _Tracked, member: Member, placement: Placement | None = None
+        self,
+        tracked: _Tracked,
+        member: Member,
+        placement: Placement | None = None,
+        layer: Layer | None = None,
     ) -> None:
+        """Rank and index a member ``tracked.log`` already holds; ``placement`` and
+        ``layer`` are the member's when known (computed from its labels if not)."""
         fp = member.fingerprint
         target = target_of(member.labels)
         names = _names(member.labels, NAME_LABELS)
         references = _names(member.labels, REFERENCE_LABELS)
         tracked.targets[fp] = target
-        tracked.layers[fp] = self.layer_of(member.labels)
+        tracked.layers[fp] = self.layer_of(member.labels) if layer is None else layer
         # Who already depends on the newcomer (each counted once) ...
         mine = {
             other
