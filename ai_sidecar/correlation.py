@@ -71,10 +71,12 @@ from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
 from ai_sidecar.correlate.members import MemberLog
 from ai_sidecar.correlate.outside import gateways, is_outside
 from ai_sidecar.correlate.topology import (
+    INTERFACE_LABELS,
     PATH,
     POLL,
     USES,
     Ancestors,
+    UPSTREAM_LABELS,
     TopologySnapshot,
     combine,
     element_text,
@@ -180,6 +182,10 @@ class Placement:
 
 
 _NOWHERE = Placement(None, {}, (), False)
+# The labels a placement depends on (see Correlator.place).
+_PLACE_LABELS = ("job", "instance", *INTERFACE_LABELS, *UPSTREAM_LABELS)
+_PLACE_BLANKS = ("",) * len(_PLACE_LABELS)
+_NO_STRENGTHS: Mapping[str, int] = {}
 
 
 # How a path names the hop from a target outside the estate to the way out.
@@ -298,16 +304,20 @@ class _Tracked:
     fixed: dict[str, tuple[datetime, int]] = field(default_factory=dict)
     # ... and whether it fires now.
     firing_now: dict[str, bool] = field(default_factory=dict)
-    by_name: dict[str, list[str]] = field(default_factory=dict)
-    by_reference: dict[str, list[str]] = field(default_factory=dict)
+    # Members by the names they carry and refer to. Indexes here are dicts of
+    # strings and numbers, not lists: the garbage collector does not track
+    # them, and an incident of thousands of members would otherwise be
+    # traversed again on every full collection.
+    by_name: dict[str, dict[str, None]] = field(default_factory=dict)
+    by_reference: dict[str, dict[str, None]] = field(default_factory=dict)
     # Members per (firing, layer): the reasons' "below network and service".
     buckets: dict[tuple[bool, Layer], int] = field(default_factory=dict)
     firing: int = 0
     # The graph: each member's placement, members per element, members below
     # each element (with the path strength), and how many members each explains.
     placements: dict[str, Placement] = field(default_factory=dict)
-    at: dict[str, list[str]] = field(default_factory=dict)
-    below: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    at: dict[str, dict[str, None]] = field(default_factory=dict)
+    below: dict[str, dict[str, int]] = field(default_factory=dict)
     explains: dict[str, int] = field(default_factory=dict)
     # The explained member nearest each explaining one (fewest ancestors), for reasons.
     nearest: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -336,6 +346,7 @@ class Correlator:
         self._layer_labels = tuple(
             sorted({LAYER_LABEL, *(name for match, _ in self._layer_rules for name in match)})
         )
+        self._layer_blanks = ("",) * len(self._layer_labels)
         self._layers: dict[tuple[str, ...], Layer] = {}
         self._key_fallback = config.key_fallback
         self._topology = TopologySnapshot() if topology is None else topology
@@ -477,7 +488,7 @@ class Correlator:
         Memoised on the values of the labels the rules read (the alertname,
         for the built-in ones): a storm has few distinct answers.
         """
-        key = tuple(labels.get(name, "") for name in self._layer_labels)
+        key = tuple(map(labels.get, self._layer_labels, self._layer_blanks))
         found = self._layers.get(key)
         if found is not None:
             return found
@@ -854,7 +865,7 @@ class Correlator:
                 continue
             effects = [
                 fp
-                for fp, strength in tracked.below.get(node, ())
+                for fp, strength in tracked.below.get(node, _NO_STRENGTHS).items()
                 if _explains(layer, placement.transit, strength, tracked.layers[fp])
             ]
             if effects:
@@ -944,15 +955,7 @@ class Correlator:
 
     def place(self, labels: Mapping[str, str]) -> Placement:
         """Where ``labels`` sit in the graph (memoised per target and interface)."""
-        cache_key = (
-            labels.get("job", ""),
-            labels.get("instance", ""),
-            labels.get("ifName", ""),
-            labels.get("interface", ""),
-            labels.get("ifDescr", ""),
-            labels.get("upstream", ""),
-            labels.get("via", ""),
-        )
+        cache_key = tuple(map(labels.get, _PLACE_LABELS, _PLACE_BLANKS))
         found = self._placements.get(cache_key)
         if found is not None:
             return found
@@ -1122,9 +1125,9 @@ class Correlator:
             if tracked.targets[other] != target
         }
         for name in names:
-            tracked.by_name.setdefault(name, []).append(fp)
+            tracked.by_name.setdefault(name, {})[fp] = None
         for name in references:
-            tracked.by_reference.setdefault(name, []).append(fp)
+            tracked.by_reference.setdefault(name, {})[fp] = None
         tracked.fixed[fp] = (member.first_starts_at, severity_rank(member.severity))
         tracked.firing_now[fp] = member.status == "firing"
         self._count(tracked, member, +1)
@@ -1160,7 +1163,7 @@ class Correlator:
         receives = _RECEIVES[layer]
         below = {
             other
-            for other, strength in tracked.below.get(node, ())
+            for other, strength in tracked.below.get(node, _NO_STRENGTHS).items()
             if _explains(layer, placement.transit, strength, tracked.layers[other])
         }
         tracked.explains[fp] = len(below)
@@ -1185,11 +1188,11 @@ class Correlator:
             beneath = below_of.get(ancestor)
             if beneath is None:
                 # The first member below it: the shared index learns of the incident once.
-                below_of[ancestor] = [(fp, strength)]
+                below_of[ancestor] = {fp: strength}
                 self._below.setdefault(ancestor, {})[incident_id] = None
             else:
-                beneath.append((fp, strength))
-        tracked.at.setdefault(node, []).append(fp)
+                beneath[fp] = strength
+        tracked.at.setdefault(node, {})[fp] = None
         self._at.setdefault(node, {})[incident_id] = None
         if tracked.layers[fp] in _SYMPTOM_LAYERS:
             for parent in placement.parents:

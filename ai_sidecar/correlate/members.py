@@ -41,8 +41,9 @@ class MemberLog:
 
     def __init__(self, members: Mapping[str, Member] | None = None) -> None:
         self._values: list[Member] = []
-        # Each fingerprint's values' positions in ``_values``, ascending ...
-        self._positions: dict[str, list[int]] = {}
+        # Each fingerprint's values' positions in ``_values``, ascending (tuples,
+        # which the garbage collector stops tracking, unlike lists) ...
+        self._positions: dict[str, tuple[int, ...]] = {}
         # ... and the fingerprints in the order they first joined.
         self._order: list[str] = []
         for member in (members or {}).values():
@@ -59,12 +60,13 @@ class MemberLog:
     def _put(self, member: Member) -> None:
         position = len(self._values)
         self._values.append(member)
-        positions = self._positions.get(member.fingerprint)
+        fingerprint = member.fingerprint
+        positions = self._positions.get(fingerprint)
         if positions is None:
-            self._positions[member.fingerprint] = [position]
-            self._order.append(member.fingerprint)
+            self._positions[fingerprint] = (position,)
+            self._order.append(fingerprint)
         else:
-            positions.append(position)
+            self._positions[fingerprint] = (*positions, position)
 
     def view(self) -> MemberView:
         """The members as they stand now; later puts do not change it."""

@@ -185,7 +185,7 @@ class TopologySnapshot:
 
     def _port_of(self, device: str, labels: Mapping[str, str]) -> str | None:
         """The link or port an alert's interface labels name on ``device``, in any spelling."""
-        named = [labels[name] for name in INTERFACE_LABELS if labels.get(name)]
+        named = [value for value in map(labels.get, INTERFACE_LABELS) if value]
         for interface in named:
             known = self.ports.get(f"port:{device}|{port_key(interface)}")
             if known is not None:
