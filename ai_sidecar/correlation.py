@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, TypeVar
@@ -240,17 +240,12 @@ class Change:
     absorbed: tuple[Incident, ...] = ()
 
 
-def group_key(labels: Mapping[str, str], group_by: Iterable[Iterable[str]]) -> GroupKey:
+def group_key(labels: Mapping[str, str], group_by: Iterable[Sequence[str]]) -> GroupKey:
     """The values of the first label set fully present, else the alertname alone."""
     for names in group_by:
-        values = []
-        for name in names:
-            value = labels.get(name, "")
-            if not value:
-                break
-            values.append((name, value))
-        else:
-            return tuple(values)
+        values = tuple(map(labels.get, names))
+        if all(values):
+            return tuple(zip(names, values, strict=True))
     return (("alertname", labels.get("alertname", "")),)
 
 
@@ -277,7 +272,9 @@ def _names_place(key: GroupKey) -> bool:
 
 
 def _names(labels: Mapping[str, str], which: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(sorted({labels[name] for name in which if labels.get(name)}))
+    """The distinct non-empty values of ``which``, sorted."""
+    found = [value for value in map(labels.get, which) if value]
+    return tuple(found) if len(found) < 2 else tuple(sorted(set(found)))
 
 
 # (-explained through the graph, -explained through learned edges), firing,
@@ -328,6 +325,9 @@ class _Tracked:
     # Group keys it is indexed under for joins by key (members the graph does not know).
     keys: list[GroupKey] = field(default_factory=list)
     key_set: set[GroupKey] = field(default_factory=set)
+    # The last root cause worked out, and everything its reasons and facts were
+    # read from: most joins change none of it (see Correlator._root_cause).
+    explained: tuple[Hashable, str, tuple[str, ...], RootCauseFacts] | None = None
 
 
 class Correlator:
@@ -350,6 +350,8 @@ class Correlator:
         self._layers: dict[tuple[str, ...], Layer] = {}
         self._key_fallback = config.key_fallback
         self._topology = TopologySnapshot() if topology is None else topology
+        # Grows with every new graph or learned edges: reasons name paths and edges.
+        self._generation = 0
         self._gateways = gateways(self._topology)
         self._placements: dict[tuple[str, ...], Placement] = {}
         # Named paths for reasons, and the ancestors labels give a node the
@@ -388,6 +390,7 @@ class Correlator:
     def set_topology(self, topology: TopologySnapshot) -> None:
         """Use a newer graph for alerts from now on; members keep where they were placed."""
         self._topology = topology
+        self._generation += 1
         self._gateways = gateways(topology)
         self._placements.clear()
         self._paths.clear()
@@ -400,6 +403,7 @@ class Correlator:
     def set_cofiring(self, cofiring: CoFiring) -> None:
         """Use newly learned co-firing edges for alerts from now on."""
         self._cofiring = cofiring
+        self._generation += 1
 
     def load(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with ``incidents``: open ones and recently resolved ones."""
@@ -619,7 +623,7 @@ class Correlator:
             tracked = joined
             before = tracked.incident
             tracked.log = tracked.log.put(member)
-            self._add_member(tracked, member, placement, layer)
+            self._add_member(tracked, member, placement, layer, key)
             tracked.span_start = min(tracked.span_start, member.starts_at)
             tracked.span_end = max(tracked.span_end, member.starts_at)
             self._by_fingerprint[member.fingerprint] = before.id
@@ -1100,39 +1104,44 @@ class Correlator:
         member: Member,
         placement: Placement | None = None,
         layer: Layer | None = None,
+        key: GroupKey | None = None,
     ) -> None:
-        """Rank and index a member ``tracked.log`` already holds; ``placement`` and
-        ``layer`` are the member's when known (computed from its labels if not)."""
+        """Rank and index a member ``tracked.log`` already holds; ``placement``,
+        ``layer`` and group ``key`` are the member's when known (else computed
+        from its labels)."""
         fp = member.fingerprint
-        target = target_of(member.labels)
-        names = _names(member.labels, NAME_LABELS)
-        references = _names(member.labels, REFERENCE_LABELS)
-        tracked.targets[fp] = target
-        tracked.layers[fp] = self.layer_of(member.labels) if layer is None else layer
+        labels = member.labels
+        target = target_of(labels)
+        names = _names(labels, NAME_LABELS)
+        references = _names(labels, REFERENCE_LABELS)
+        targets = tracked.targets
+        targets[fp] = target
+        tracked.layers[fp] = self.layer_of(labels) if layer is None else layer
+        by_name, by_reference = tracked.by_name, tracked.by_reference
         # Who already depends on the newcomer (each counted once) ...
         mine = {
             other
             for name in names
-            for other in tracked.by_reference.get(name, ())
-            if tracked.targets[other] != target
+            for other in by_reference.get(name, ())
+            if targets[other] != target
         }
         tracked.dependents[fp] = len(mine)
         # ... and whom the newcomer depends on.
         theirs = {
             other
             for name in references
-            for other in tracked.by_name.get(name, ())
-            if tracked.targets[other] != target
+            for other in by_name.get(name, ())
+            if targets[other] != target
         }
         for name in names:
-            tracked.by_name.setdefault(name, {})[fp] = None
+            by_name.setdefault(name, {})[fp] = None
         for name in references:
-            tracked.by_reference.setdefault(name, {})[fp] = None
+            by_reference.setdefault(name, {})[fp] = None
         tracked.fixed[fp] = (member.first_starts_at, severity_rank(member.severity))
         tracked.firing_now[fp] = member.status == "firing"
         self._count(tracked, member, +1)
         raised = self._add_to_graph(
-            tracked, member, self.place(member.labels) if placement is None else placement
+            tracked, member, self.place(labels) if placement is None else placement, key
         )
         if self._cofiring.partners:
             raised += self._add_learned(tracked, fp)
@@ -1143,13 +1152,17 @@ class Correlator:
         for other in raised:
             self._rank(tracked, other)
 
-    def _add_to_graph(self, tracked: _Tracked, member: Member, placement: Placement) -> list[str]:
-        """Index the member by element; returns the members whose ``explains`` grew."""
+    def _add_to_graph(
+        self, tracked: _Tracked, member: Member, placement: Placement, key: GroupKey | None
+    ) -> list[str]:
+        """Index the member by element and group ``key`` (computed if None); returns
+        the members whose ``explains`` grew."""
         fp = member.fingerprint
         incident_id = tracked.incident.id
         tracked.placements[fp] = placement
         if self._indexed_by_key(tracked.layers[fp]):
-            key = group_key(member.labels, self._group_by)
+            if key is None:
+                key = group_key(member.labels, self._group_by)
             if key not in tracked.key_set:
                 tracked.keys.append(key)
                 tracked.key_set.add(key)
@@ -1175,21 +1188,22 @@ class Correlator:
         height = (len(placement.ancestors), fp)
         # Locals: this loop runs once per ancestor of every member.
         at, below_of, nearest = tracked.at, tracked.below, tracked.nearest
+        layers, placements, explains = tracked.layers, tracked.placements, tracked.explains
+        shared_below = self._below
         for ancestor, strength in placement.ancestors.items():
             causes = at.get(ancestor) if strength >= receives else None
-            for other in causes or ():
-                if _explains(
-                    tracked.layers[other], tracked.placements[other].transit, strength, layer
-                ):
-                    tracked.explains[other] += 1
-                    if other not in nearest or height < nearest[other]:
-                        nearest[other] = height
-                    raised.append(other)
+            if causes:
+                for other in causes:
+                    if _explains(layers[other], placements[other].transit, strength, layer):
+                        explains[other] += 1
+                        if other not in nearest or height < nearest[other]:
+                            nearest[other] = height
+                        raised.append(other)
             beneath = below_of.get(ancestor)
             if beneath is None:
                 # The first member below it: the shared index learns of the incident once.
                 below_of[ancestor] = {fp: strength}
-                self._below.setdefault(ancestor, {})[incident_id] = None
+                shared_below.setdefault(ancestor, {})[incident_id] = None
             else:
                 beneath[fp] = strength
         tracked.at.setdefault(node, {})[fp] = None
@@ -1256,12 +1270,14 @@ class Correlator:
             -severity,
             fp,
         )
-        if tracked.ranks.get(fp) == key:
+        ranks = tracked.ranks
+        if ranks.get(fp) == key:
             return
-        tracked.ranks[fp] = key
-        heapq.heappush(tracked.heap, (key, fp))
-        if len(tracked.heap) > 4 * len(tracked.ranks) + 64:
-            tracked.heap = [(k, f) for f, k in tracked.ranks.items()]
+        ranks[fp] = key
+        heap = tracked.heap
+        heapq.heappush(heap, (key, fp))
+        if len(heap) > 4 * len(ranks) + 64:
+            tracked.heap = [(k, f) for f, k in ranks.items()]
             heapq.heapify(tracked.heap)
 
     def _best(self, tracked: _Tracked) -> tuple[str, str | None]:
@@ -1285,8 +1301,32 @@ class Correlator:
     def _root_cause(
         self, tracked: _Tracked, members: Mapping[str, Member]
     ) -> tuple[str, tuple[str, ...], RootCauseFacts]:
-        """The root cause among ``members`` (tracked's), with its reasons and facts."""
+        """The root cause among ``members`` (tracked's), with its reasons and facts.
+
+        The reasons are worked out again only when something they are read from
+        changed (the root and runner-up members and ranks, the nearest and the
+        learned member explained, the resolved count, the layers present, the
+        graph): in a storm most joins add an alert the root does not explain.
+        """
         best, runner = self._best(tracked)
+        root = members[best]
+        firing = root.status == "firing"
+        learned = tracked.learned_best.get(best)
+        signature = (
+            best,
+            runner,
+            root,
+            tracked.ranks[best],
+            None if runner is None else (members[runner], tracked.ranks[runner]),
+            tracked.nearest.get(best),
+            None if learned is None else (learned, members[learned[1]]),
+            len(members) - tracked.firing,
+            self._above(tracked, firing, tracked.layers[best]),
+            self._generation,
+        )
+        known = tracked.explained
+        if known is not None and known[0] == signature and known[1] == best:
+            return best, known[2], known[3]
         rule, reasons = self._explain(tracked, members, best, runner)
         node = tracked.placements[best].node
         facts = RootCauseFacts(
@@ -1296,6 +1336,7 @@ class Correlator:
             "" if node is None else element_text(node),
             tracked.explains[best],
         )
+        tracked.explained = (signature, best, reasons, facts)
         return best, reasons, facts
 
     def _explain(
@@ -1326,11 +1367,7 @@ class Correlator:
             )
             rule = rule or ("firing" if mine[1] != theirs[1] else "")
         layer = tracked.layers[best]
-        above = [
-            other
-            for other in LAYERS
-            if other != layer and tracked.buckets.get((firing, other), 0) > 0
-        ]
+        above = self._above(tracked, firing, layer)
         if above:
             reasons.append(f"lowest layer: {layer} ({root.alertname}) below {_join(above)}")
             rule = rule or ("layer" if mine[2] != theirs[2] else "")
@@ -1363,6 +1400,14 @@ class Correlator:
             rule = "fingerprint"
             reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
         return rule, tuple(reasons)
+
+    @staticmethod
+    def _above(tracked: _Tracked, firing: bool, layer: Layer) -> tuple[Layer, ...]:
+        """The other layers members of the root's firing state are on."""
+        buckets = tracked.buckets
+        return tuple(
+            other for other in LAYERS if other != layer and buckets.get((firing, other), 0) > 0
+        )
 
     def _learned_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
         """``learned from history: ProbeFailed on erp and 3 other alerts fired after … in 5 …``."""
