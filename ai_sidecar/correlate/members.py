@@ -37,7 +37,7 @@ class MemberLog:
     log, so they never change).
     """
 
-    __slots__ = ("_positions", "_order", "_values")
+    __slots__ = ("_order", "_positions", "_values")
 
     def __init__(self, members: Mapping[str, Member] | None = None) -> None:
         self._values: list[Member] = []
