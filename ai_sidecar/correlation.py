@@ -67,7 +67,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
 from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
@@ -165,9 +165,14 @@ _SYMPTOM_LAYERS = frozenset({"device", "network"})
 _KEY_LAYERS = frozenset({"device", "link", "network"})
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where an alert sits in the graph: its element, what it depends on, its parents."""
+class Placement(NamedTuple):
+    """Where an alert sits in the graph: its element, what it depends on, its parents.
+
+    A named tuple, not a dataclass: it holds only strings, numbers and such
+    tuples and dicts, so the garbage collector stops tracking it after its
+    first collection, and the thousands a storm memoises are never traversed
+    again (a dataclass instance stays tracked for good).
+    """
 
     node: str | None
     ancestors: Ancestors
@@ -751,7 +756,8 @@ class Correlator:
         keys_only = self._keys_only()
         for candidate in self._open_by_key.get(key, ()):
             tracked = self._tracked[candidate]
-            if alert.fingerprint in tracked.incident.members or not self._accepts(tracked, alert):
+            # ``layers`` has every member: a dict lookup, not the member view's.
+            if alert.fingerprint in tracked.layers or not self._accepts(tracked, alert):
                 continue
             if keys_only or candidate in self._waiting or self._outage_near(tracked, alert):
                 return tracked
@@ -864,12 +870,18 @@ class Correlator:
         if node is None:
             return self._accepted(alert, found), []
         receives = _RECEIVES[layer]
-        for candidate in self._at.get(node, {}):
+        shared_at = self._at
+        for candidate in shared_at.get(node, {}):
             found.setdefault(candidate, False)
-        for ancestor, strength in placement.ancestors.items():
+        ancestors = placement.ancestors
+        # Most ancestors hold no member of any incident: the set intersection
+        # finds the few that do without a lookup per ancestor. Any order will
+        # do: what is found is combined by "or", and sorted in _accepted.
+        for ancestor in ancestors.keys() & shared_at.keys():
+            strength = ancestors[ancestor]
             if strength < receives:
                 continue
-            for candidate in self._at.get(ancestor, ()):
+            for candidate in shared_at[ancestor]:
                 tracked = self._tracked.get(candidate)
                 if tracked is None:
                     continue
@@ -951,7 +963,7 @@ class Correlator:
             if (
                 tracked is None
                 or tracked.incident.status != "open"
-                or alert.fingerprint in tracked.incident.members
+                or alert.fingerprint in tracked.layers
                 or not (
                     self._within_span(tracked, alert) if causal else self._accepts(tracked, alert)
                 )
@@ -1222,15 +1234,20 @@ class Correlator:
         at, below_of, nearest = tracked.at, tracked.below, tracked.nearest
         layers, placements, explains = tracked.layers, tracked.placements, tracked.explains
         shared_below = self._below
-        for ancestor, strength in placement.ancestors.items():
-            causes = at.get(ancestor) if strength >= receives else None
-            if causes:
-                for other in causes:
-                    if _explains(layers[other], placements[other].transit, strength, layer):
-                        explains[other] += 1
-                        if other not in nearest or height < nearest[other]:
-                            nearest[other] = height
-                        raised.append(other)
+        ancestors = placement.ancestors
+        # Members at its ancestors, found by set intersection (few ancestors
+        # hold one); counts and minima, so the order does not matter.
+        for ancestor in ancestors.keys() & at.keys():
+            strength = ancestors[ancestor]
+            if strength < receives:
+                continue
+            for other in at[ancestor]:
+                if _explains(layers[other], placements[other].transit, strength, layer):
+                    explains[other] += 1
+                    if other not in nearest or height < nearest[other]:
+                        nearest[other] = height
+                    raised.append(other)
+        for ancestor, strength in ancestors.items():
             beneath = below_of.get(ancestor)
             if beneath is None:
                 # The first member below it: the shared index learns of the incident once.
