@@ -22,7 +22,7 @@ TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
 	prometheus-snmp-exporter:prometheus-snmp-exporter ip:iproute2 tc:iproute2 \
 	setpriv:util-linux node:nodejs npm:npm victoria-metrics:victoria-metrics \
 	runuser:util-linux pg_ctlcluster:postgresql nft:nftables conntrack:conntrack \
-	pmacctd:pmacct nfcapd:nfdump
+	pmacctd:pmacct nfcapd:nfdump iptables:iptables
 BENCH_DEBS := $(TEST_DEBS) prometheus-node-exporter:prometheus-node-exporter
 
 .PHONY: up test lint bench system-deps clean

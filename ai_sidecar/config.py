@@ -89,6 +89,8 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
         cost_per_month: 0     # US dollars; 0: no cost cap (free tier)
       circuit: {failures: 5, reset: 5m}
       audit_retention: 30d    # LLM exchanges kept in the store this long
+    notifications:      # what people read in Slack and email (docs/notifications.md)
+      timezone: UTC     # IANA name (Europe/Paris): times are shown in it, to the second
     graphs:             # a PNG of the root cause's series in every notification
       enabled: true
       range: 6h
@@ -106,6 +108,7 @@ file and the line.
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -226,14 +229,21 @@ PRESETS: Mapping[str, Preset] = {
         group_by=(("site",), ("device",), ("instance",)),
         layers=_COMMON_LAYERS,
     ),
-    # Firewalls: HA fail-overs and tunnels are links; state-table exhaustion is
-    # the box itself running out, a host problem.
+    # Firewalls: HA fail-overs, lost HA sync, tunnels and gateways are links;
+    # state-table exhaustion is the box itself running out, a host problem.
+    # The shipped rules (prometheus/rules/firewall.rules.yml) prefix their
+    # names with "Firewall".
     "firewall": Preset(
         group_by=(("site",), ("firewall",), ("instance",)),
         layers=(
             (r"(Fortigate|Pfsense|Opnsense|Netfilter)(Down|Unreachable|Rebooted)", "device"),
-            (r"(Ha|Carp|Vrrp|Cluster)(Failover|StateChange|SplitBrain)", "link"),
-            (r"(Ipsec|Vpn|Gre|Wireguard)(Tunnel)?(Down|Flapping)", "link"),
+            (
+                r"(Firewall)?(Ha|Carp|Vrrp|Cluster)"
+                r"(Failover|StateChange|SplitBrain|SyncLost|OutOfSync)",
+                "link",
+            ),
+            (r"(Firewall)?(Ipsec|Vpn|Gre|Wireguard)(Tunnel)?(Down|Flapping)", "link"),
+            (r"(Firewall)?Gateway(Down|Flapping)", "link"),
             (r".*(Conntrack|SessionTable|StateTable).*", "host"),
             *_COMMON_LAYERS,
         ),
@@ -582,6 +592,29 @@ class RetrainConfig(StrictModel):
         return int(hour), int(minute)
 
 
+class HostModelsConfig(StrictModel):
+    """Per host, an IsolationForest over its signals' residuals (ai_sidecar/anomaly/hosts.py)."""
+
+    enabled: bool = True
+    # The label that names a host in the signals' kept labels.
+    host_label: LabelName = "instance"
+    sample_every: Duration = timedelta(minutes=5)
+    # Samples kept per host: a week at the default sample_every.
+    max_samples: int = Field(default=2016, ge=64, le=100_000)
+    # No model before this many samples: half a day at the default sample_every.
+    min_samples: int = Field(default=144, ge=32)
+    refit: Duration = timedelta(days=7)
+    trees: int = Field(default=32, ge=8, le=200)
+    max_hosts: int = Field(default=1000, ge=1)
+    forget_after: Duration = timedelta(days=1)
+
+    @model_validator(mode="after")
+    def _enough_room(self) -> Self:
+        if self.min_samples > self.max_samples:
+            raise ValueError("min_samples should not exceed max_samples")
+        return self
+
+
 class AnomalyConfig(StrictModel):
     """The anomaly models: signals, scoring cadence, retraining; docs/anomaly.md."""
 
@@ -600,6 +633,7 @@ class AnomalyConfig(StrictModel):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     keep_versions: int = Field(default=5, ge=1)
     signals: list[SignalConfig] = Field(default_factory=_default_signals)
+    hosts: HostModelsConfig = Field(default_factory=HostModelsConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
@@ -716,6 +750,31 @@ class LlmConfig(StrictModel):
         return self.enabled and self.provider != "none"
 
 
+def _time_zone(value: str) -> str:
+    """An IANA time zone name the system's or the tzdata package's database knows."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        # ValueError: a name zoneinfo refuses to look up (a path, "../x").
+        raise ValueError(
+            f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/Paris"
+        ) from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
+
+
+class NotificationsConfig(StrictModel):
+    """How notifications show what happened (ai_sidecar.notify.wording): times in ``timezone``."""
+
+    timezone: TimeZoneName = "UTC"
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
 class GraphsConfig(StrictModel):
     """The graph linked from every notification (ai_sidecar.notify.graphs)."""
 
@@ -736,6 +795,7 @@ class SidecarConfig(StrictModel):
     store: StoreConfig = Field(default_factory=StoreConfig)
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     graphs: GraphsConfig = Field(default_factory=GraphsConfig)
 
     @model_validator(mode="before")

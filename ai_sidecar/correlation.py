@@ -86,6 +86,7 @@ from ai_sidecar.correlate.topology import (
     split_instance,
 )
 from ai_sidecar.models import (
+    MERGED_REASON,
     Alert,
     Incident,
     Member,
@@ -848,7 +849,7 @@ class Correlator:
             resolved_at=gone.resolved_at or max(event, gone.created_at),
             updated_at=max(gone.updated_at, event),
             version=gone.version + 1,
-            root_cause_reasons=(f"merged into {tracked.incident.id}", *gone.root_cause_reasons),
+            root_cause_reasons=(MERGED_REASON + tracked.incident.id, *gone.root_cause_reasons),
         )
 
     def _related(

@@ -95,6 +95,17 @@ INCIDENT_LABEL = "scout_incident"
 PRIORITY_LABEL = "scout_priority"
 
 
+# The first root-cause reason of an incident absorbed by another, followed by
+# the other's id.
+MERGED_REASON = "merged into "
+
+
+def merged_into(incident: Incident) -> str | None:
+    """The id of the incident that absorbed ``incident``, or None."""
+    first = incident.root_cause_reasons[0] if incident.root_cause_reasons else ""
+    return first.removeprefix(MERGED_REASON) if first.startswith(MERGED_REASON) else None
+
+
 def notified_priority(incident: Incident) -> Priority:
     """The priority in the enriched copies' label: the incident's peak."""
     return incident.peak_priority or incident.priority

@@ -45,6 +45,7 @@ def return_trip_policy(config: SidecarConfig, settings: SidecarSettings) -> Retu
         grafana_url=trip.grafana_url,
         external_url=trip.external_url,
         graph_links=graph_links(config, settings.data_dir),
+        zone=config.notifications.zone,
     )
 
 

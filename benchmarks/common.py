@@ -8,10 +8,13 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import NoReturn
 
 import psutil
+
+from scripts.localstack import Service, find_binary, free_port
 
 # What Prometheus 2.42 sends on every scrape: the format negotiation and gzip
 # change what the server has to do, so they are part of a fair comparison.
@@ -68,3 +71,30 @@ def version_line(argv: Sequence[str]) -> str:
 def raise_interrupt(signum: int, _frame: object) -> NoReturn:
     """A SIGTERM handler that unwinds like Ctrl-C, so every started process is stopped."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def start_scout_exporter(
+    stack: ExitStack, workdir: Path, config: Path, host: str = "127.0.0.1", ready: float = 30.0
+) -> tuple[int, int]:
+    """Start ``scout-exporter`` (host collector off) with ``config``: its port and pid.
+
+    It is stopped when ``stack`` closes, also on errors and Ctrl-C.
+    """
+    port = free_port(host)
+    scout = Service(
+        name="scout-exporter",
+        argv=[
+            find_binary("scout-exporter"),
+            f"--web.listen-address={host}:{port}",
+            "--no-collector.host",
+            f"--config.file={config}",
+            "--log.level=warn",
+        ],
+        ready_url=f"http://{host}:{port}/metrics",
+        log_path=workdir / "scout.log",
+    )
+    stack.callback(scout.stop, 5)
+    scout.start()
+    scout.wait_ready(ready)
+    assert scout.process is not None
+    return port, scout.process.pid

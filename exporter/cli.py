@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"{spec.help} (default {'on' if spec.enabled_by_default else 'off'})",
         )
+    parser.add_argument(
+        "--snmp.wrap-large-counters",
+        dest="snmp_wrap_large_counters",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wrap 64-bit counters modulo 2^53 so float64 keeps them exact under rate(),"
+        " as snmp_exporter does (default on)",
+    )
     parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="info")
     parser.add_argument(
         "--log.format",
@@ -147,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         expand_env=args.expand_env,
         enabled_collectors=enabled_collectors(args),
         timeout_offset_seconds=args.timeout_offset,
+        snmp_wrap_large_counters=args.snmp_wrap_large_counters,
         host_view=HostView(rootfs=args.rootfs),
         web_config_file=args.web_config_file,
         enable_lifecycle=args.enable_lifecycle,

@@ -32,30 +32,14 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.common.models import Regex, Secret, StrictModel, drop_extension_keys
+from exporter.common.models import NameFilter, Secret, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
 from exporter.errors import ConfigError
-from exporter.targets.allowlist import AllowedTargets, needs_allow_list
+from exporter.targets.allowlist import AllowedTargets, AllowList, needs_allow_list
+from exporter.targets.firewall.modules import FirewallModuleType
 from exporter.targets.probe.modules import ProbeModuleType
 from exporter.targets.snmp.modules import SnmpModule
-
-
-class NameFilter(StrictModel):
-    """Which names to keep: those matching ``include`` (if set) and not ``exclude``.
-
-    Both regexes are anchored at both ends, as in Prometheus. A filter written in
-    the config file replaces the built-in one whole: to keep the default exclude
-    while adding an include, repeat the exclude (``/config`` shows it).
-    """
-
-    include: Regex | None = None
-    exclude: Regex | None = None
-
-    def keeps(self, name: str) -> bool:
-        if self.include is not None and not self.include.fullmatch(name):
-            return False
-        return self.exclude is None or not self.exclude.fullmatch(name)
-
+from exporter.targets.winrm.modules import WinrmModule
 
 # Kernel and container pseudo filesystems: their sizes say nothing about disk space.
 DEFAULT_FSTYPE_EXCLUDE = (
@@ -97,7 +81,8 @@ class NetfilterCollectorConfig(StrictModel):
 
     nft_command: str = "nft"
     # Where /proc/sys/net/netfilter and /proc/net/stat live (a host's, seen from a container).
-    procfs: Path = Path("/proc")
+    # Not strict: YAML has no path type, so the path comes as a string.
+    procfs: Annotated[Path, Field(strict=False)] = Path("/proc")
     all_rules: bool = False
     max_rule_series: int = Field(default=500, ge=0)
 
@@ -129,6 +114,12 @@ class CollectorsConfig(StrictModel):
     host: HostCollectorConfig = Field(default_factory=HostCollectorConfig)
     netfilter: NetfilterCollectorConfig = Field(default_factory=NetfilterCollectorConfig)
     flows: FlowsCollectorConfig = Field(default_factory=FlowsCollectorConfig)
+
+
+def _check_allow_list(secret_kind: str | None, allowed_targets: AllowList | None) -> None:
+    """An auth that sends a secret must say where it may go."""
+    if secret_kind is not None and allowed_targets is None:
+        raise ValueError(needs_allow_list(f"sends {secret_kind}"))
 
 
 # The community agents ship with: known to everyone, so not a secret.
@@ -202,9 +193,7 @@ class SnmpAuth(StrictModel):
 
     @model_validator(mode="after")
     def _secrets_need_an_allow_list(self) -> Self:
-        secret = self.secret_kind
-        if secret is not None and self.allowed_targets is None:
-            raise ValueError(needs_allow_list(f"sends {secret}"))
+        _check_allow_list(self.secret_kind, self.allowed_targets)
         return self
 
     @property
@@ -224,38 +213,130 @@ class SnmpAuth(StrictModel):
         return None
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class HttpAuth(StrictModel):
-    """Credentials for REST APIs (firewalls): basic auth or a bearer token."""
+    """Credentials for REST APIs (``/firewall``): one of three schemes.
+
+    ``bearer_token`` is sent as ``Authorization: Bearer`` (a FortiOS API token,
+    or a pfSense REST API JWT); ``username``/``password`` as HTTP basic auth
+    (an OPNsense API key and secret); ``api_key`` as ``X-API-Key`` (the pfSense
+    REST API package's keys). Every scheme but a bare user name sends a
+    secret, so the auth must say where it may go (``allowed_targets``).
+    """
 
     type: Literal["http"]
     username: str | None = None
     password: Secret | None = None
     bearer_token: Secret | None = None
+    api_key: Secret | None = None
+    # The targets these credentials may be sent to (see exporter.targets.allowlist).
+    allowed_targets: AllowedTargets | None = None
 
     @model_validator(mode="after")
     def _one_scheme(self) -> Self:
-        if self.bearer_token is not None and self.username is not None:
-            raise ValueError("use either username/password or bearer_token, not both")
         if self.password is not None and self.username is None:
             raise ValueError("password needs a username")
-        if self.bearer_token is None and not self.username:
-            raise ValueError("needs username/password or bearer_token")
+        given = [
+            name
+            for name, value in (
+                ("username/password", self.username),
+                ("bearer_token", self.bearer_token),
+                ("api_key", self.api_key),
+            )
+            if value is not None
+        ]
+        if len(given) == 2:
+            raise ValueError(f"use either {given[0]} or {given[1]}, not both")
+        if len(given) > 2:
+            raise ValueError(f"use one of {', '.join(given[:-1])} or {given[-1]}, not several")
+        if not given or (given == ["username/password"] and not self.username):
+            raise ValueError("needs username/password, bearer_token or api_key")
         return self
+
+    @model_validator(mode="after")
+    def _header_safe(self) -> Self:
+        # A token or key goes in a header as it is (basic auth is base64): a control
+        # character would end the header or start another, and the request is refused.
+        for name, secret in (("bearer_token", self.bearer_token), ("api_key", self.api_key)):
+            if secret is not None and _CONTROL_CHARACTER.search(secret.get_secret_value()):
+                raise ValueError(
+                    f"{name} holds a control character (a line break from a file or a "
+                    "variable?), which cannot travel in an HTTP header"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _secrets_need_an_allow_list(self) -> Self:
+        _check_allow_list(self.secret_kind, self.allowed_targets)
+        return self
+
+    @property
+    def scheme(self) -> Literal["basic", "bearer", "api_key"]:
+        """How the credentials travel: basic auth, a bearer token, or an X-API-Key header."""
+        if self.bearer_token is not None:
+            return "bearer"
+        if self.api_key is not None:
+            return "api_key"
+        return "basic"
+
+    @property
+    def secret_kind(self) -> str | None:
+        """What secret the auth sends a target, or ``None`` for a user name alone."""
+        if self.bearer_token is not None:
+            return "a bearer token"
+        if self.api_key is not None:
+            return "an API key"
+        return "a password" if self.password is not None else None
 
 
 class WinrmAuth(StrictModel):
+    """WinRM credentials for ``/winrm``, and how the WS-Man listener is reached.
+
+    NTLM, Kerberos and CredSSP encrypt every message themselves, so plain HTTP
+    (5985) is fine for them; Basic sends the password as it is and is refused
+    unless ``https`` (5986). Over HTTPS the server's certificate is verified,
+    against ``ca_file`` if given, else the system's CAs. Every transport hands
+    the target something an attacker's host could use (a password, an NTLM
+    response to crack offline), so ``allowed_targets`` is required.
+    """
+
     type: Literal["winrm"]
     username: str
     password: Secret
     transport: Literal["ntlm", "kerberos", "credssp", "basic"] = "ntlm"
+    https: bool = False
+    # PEM certificate authorities to trust instead of the system's, for an internal PKI.
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+    # The targets these credentials may be sent to (see exporter.targets.allowlist).
+    allowed_targets: AllowedTargets | None = None
+
+    @model_validator(mode="after")
+    def _basic_only_over_https(self) -> Self:
+        if self.transport == "basic" and not self.https:
+            raise ValueError("transport basic sends the password in clear: it needs https: true")
+        if not self.https and (self.ca_file is not None or self.insecure_skip_verify):
+            raise ValueError("ca_file and insecure_skip_verify need https: true")
+        if self.ca_file is not None and self.insecure_skip_verify:
+            raise ValueError("use either ca_file or insecure_skip_verify, not both")
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise ValueError("ca_file is not a file")
+        _check_allow_list("WinRM credentials", self.allowed_targets)
+        return self
 
 
 Auth = Annotated[SnmpAuth | HttpAuth | WinrmAuth, Field(discriminator="type")]
 
 
 # What a multi-target endpoint reads, chosen by the module's ``prober``: snmp for
-# /snmp, icmp, tcp and http for /probe (see exporter.targets.registry).
-Module = Annotated[SnmpModule | ProbeModuleType, Field(discriminator="prober")]
+# /snmp, icmp, tcp and http for /probe, fortigate, opnsense and pfsense for
+# /firewall, winrm for /winrm (see exporter.targets.registry).
+Module = Annotated[
+    SnmpModule | ProbeModuleType | FirewallModuleType | WinrmModule,
+    Field(discriminator="prober"),
+]
 
 
 class ExporterConfig(StrictModel):

@@ -39,6 +39,8 @@ class Settings:
     web_config_file: Path | None = None
     # POST /-/reload answers only with --web.enable-lifecycle, as in Prometheus.
     enable_lifecycle: bool = False
+    # --snmp.wrap-large-counters: Counter64 values modulo 2**53, as snmp_exporter by default.
+    snmp_wrap_large_counters: bool = True
 
 
 AnyScraper = TargetScraper[Any, Any, Any, Any]
@@ -86,7 +88,12 @@ class LiveConfig:
         view = self._settings.host_view
         return Running(
             {spec.name: spec.build(config, view) for spec in self._specs},
-            {kind.name: kind.build() for kind in self._kinds},
+            {
+                kind.name: kind.build_with_settings(self._settings)
+                if kind.build_with_settings is not None
+                else kind.build()
+                for kind in self._kinds
+            },
         )
 
     async def start(self) -> None:

@@ -4,6 +4,7 @@ real Alertmanager (0.25)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ai_sidecar.notify.phrases import TEMPLATE_WORDS, template_words
 from tests.conftest import wait_for
 from tests.peers.alertmanager import Alertmanager, postable, render_config
 from tests.peers.notify import SlackSink, SmtpSink, email_body, slack_text
@@ -179,10 +181,11 @@ def test_email_html_escapes_analysis_text_exactly_once(render_template):
 def test_slack_and_subject_show_the_analysis(render_template):
     data = notification()
     title = render_template("scout.slack.title", data)
+    # Without the sidecar's scout_title (an older sidecar): the priority and summary.
     # Slack's escaping: Slack shows "R&D uplink <lost>"; the email subject is plain text.
-    assert title == "[FIRING] P1 R&amp;D uplink &lt;lost&gt;"
+    assert title == "P1 · R&amp;D uplink &lt;lost&gt;"
     subject = render_template("scout.email.subject", data)
-    assert subject == "[Scout P1] R&D uplink <lost> (inc-7)"
+    assert subject == "[Scout] P1 · R&D uplink <lost>"
     text = render_template("scout.slack.text", data)
     for expected in (
         "*Incident* inc-7 · *Priority* P1 · 1 firing",
@@ -197,9 +200,95 @@ def test_slack_and_subject_show_the_analysis(render_template):
         assert expected in text
     assert render_template("scout.slack.color", data) == "danger"
     resolved = notification("resolved")
-    assert render_template("scout.slack.title", resolved).startswith("[RESOLVED] P1")
-    assert render_template("scout.email.subject", resolved).startswith("[Scout P1] RESOLVED: ")
+    assert render_template("scout.slack.title", resolved).startswith("[RESOLVED] P1 · ")
+    assert render_template("scout.email.subject", resolved).startswith("[Scout] [RESOLVED] P1 · ")
     assert render_template("scout.slack.color", resolved) == "good"
+
+
+WORDS = {
+    "scout_title": "P1 · Gi0/1 down on sw1 (site R&D <lab>)",
+    "scout_timeline": "Started 2026-12-02 23:41:25 CET.",
+    "scout_console_url": "https://scout.example.net/console/incidents/inc-7",
+}
+OVER = {
+    "scout_title": "Resolved · P1 · Gi0/1 down on sw1 · lasted 12 min 5 s",
+    "scout_timeline": "Started 2026-12-02 23:41:25 CET, resolved 2026-12-02 23:53:30 CET:"
+    " lasted 12 min 5 s.",
+    "scout_resolution": "Resolved when Gi0/1 down on sw1 cleared at 2026-12-02 23:53:30 CET.",
+}
+
+
+def with_words(status: str, words: dict[str, str]) -> dict[str, Any]:
+    data = notification(status)
+    data["alerts"][0]["annotations"].update(words)
+    return data
+
+
+def test_the_sidecars_title_times_and_console_link_are_shown(render_template):
+    data = with_words("firing", WORDS)
+    assert render_template("scout.slack.title", data) == (
+        "P1 · Gi0/1 down on sw1 (site R&amp;D &lt;lab&gt;)"
+    )
+    assert render_template("scout.slack.link", data) == WORDS["scout_console_url"]
+    text = render_template("scout.slack.text", data)
+    assert text.startswith("Started 2026-12-02 23:41:25 CET.\n*Incident* inc-7 · ")
+    assert f"<{WORDS['scout_console_url']}|Incident in Scout>" in text
+    assert render_template("scout.email.subject", data) == (
+        "[Scout] P1 · Gi0/1 down on sw1 (site R&D <lab>)"
+    )
+    html = render_template("scout.email.html", data, "html")
+    assert (
+        '<h2 style="margin: 0 0 8px 0;">P1 · Gi0/1 down on sw1 (site R&amp;D &lt;lab&gt;)</h2>'
+        in html
+    )
+    assert "<p>Started 2026-12-02 23:41:25 CET.</p>" in html
+    assert f'<a href="{WORDS["scout_console_url"]}">Incident in Scout</a>' in html
+    assert f"Incident in Scout: {WORDS['scout_console_url']}" in render_template(
+        "scout.email.text", data
+    )
+
+
+def test_a_resolution_says_how_long_and_what_and_an_expiry_is_still_marked(render_template):
+    over = with_words("resolved", {**WORDS, **OVER})
+    assert render_template("scout.slack.title", over) == OVER["scout_title"]
+    text = render_template("scout.slack.text", over)
+    assert text.startswith(f"{OVER['scout_timeline']}\n*{OVER['scout_resolution']}*\n")
+    assert render_template("scout.email.subject", over) == f"[Scout] {OVER['scout_title']}"
+    html = render_template("scout.email.html", over, "html")
+    assert f"<p><strong>{OVER['scout_resolution']}</strong></p>" in html
+    # Copies that expired (the sidecar died) resolve with the firing words.
+    expired = with_words("resolved", WORDS)
+    assert render_template("scout.slack.title", expired).startswith("[RESOLVED] P1 · Gi0/1")
+    assert render_template("scout.email.subject", expired).startswith("[Scout] [RESOLVED] P1 · ")
+
+
+def test_the_subject_stays_one_line_whatever_the_title_holds(render_template):
+    data = with_words("firing", {"scout_title": "P1 · a\r\nBcc: victim@example.org\n\nbody"})
+    subject = render_template("scout.email.subject", data)
+    assert subject == "[Scout] P1 · a Bcc: victim@example.org body"
+
+
+def _definitions(text: str) -> dict[str, str]:
+    """Each definition's body, up to the next definition (comments removed first)."""
+    parts = re.split(r'\{\{-? define "([^"]+)" -?\}\}', text)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_every_word_the_templates_add_is_a_scout_word_as_phrases_lists_it():
+    """One place to translate: ai_sidecar/notify/phrases.py (TEMPLATE_WORDS)."""
+    template = TEMPLATES.read_text()
+    assert template_words() in template, "paste into scout.tmpl:\n" + template_words()
+    comments = re.compile(r"\{\{/\*.*?\*/\}\}", re.S)
+    bodies = _definitions(comments.sub("", template))
+    assert {f"scout.word.{key}" for key in TEMPLATE_WORDS} <= bodies.keys()
+    assert "scout.email.html" in bodies
+    for name, body in bodies.items():
+        if name.startswith("scout.word.") or name == "scout.slack.color":
+            continue
+        # What is left once actions, HTML tags and entities are gone is printed as is.
+        shown = re.sub(r"\{\{.*?\}\}", "", body, flags=re.S)
+        shown = re.sub(r"<[^<>]*>|&[a-z]+;", "", shown)
+        assert re.findall(r"[A-Za-z]{2,}", shown) == [], name
 
 
 def test_raw_fallback_says_the_sidecar_did_not_enrich_it(render_template):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from scripts.localstack import write_prometheus_config
+from tests.firewall_names import unknown_uses, used_names
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
@@ -126,6 +127,14 @@ def test_alerts_follow_the_conventions():
         assert re.search(rf"^## {name}$", runbooks, re.MULTILINE), f"no runbook section for {name}"
 
 
+def test_firewall_rules_read_only_schema_and_flow_names():
+    document = load_yaml(REPO / "prometheus" / "rules" / "firewall.rules.yml")
+    exprs = [rule["expr"] for group in document["groups"] for rule in group["rules"]]
+    assert any(used_names(expr) for expr in exprs)
+    for expr in exprs:
+        assert unknown_uses(expr) == [], expr
+
+
 def test_recording_rules_are_named_level_metric_operations():
     records = rules("record")
     assert records
@@ -166,6 +175,32 @@ def test_every_rule_file_has_unit_tests():
 def test_rule_unit_tests_pass(test_file):
     result = run("promtool", "test", "rules", test_file)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Labels an alert carries to describe it, never the only difference between two
+# alerts of one rule: the correlation layer, a filesystem's type, an interface's
+# alias, a tunnel's type and remote end (its name tells tunnels apart).
+DESCRIPTIVE_LABELS = {"layer", "fstype", "ifAlias", "type", "remote"}
+
+
+def test_the_inhibition_compares_every_label_that_tells_alerts_apart():
+    """An enriched copy mutes its own raw alert only, not a sibling on another gateway."""
+    config = load_yaml(REPO / "alertmanager" / "alertmanager.yml")
+    [enriched_mutes_raw] = [
+        rule
+        for rule in config["inhibit_rules"]
+        if rule["source_matchers"] == ['scout_enriched="true"']
+    ]
+    carried = {
+        label
+        for test in unit_tests()
+        for case in test.get("alert_rule_test", [])
+        for alert in case.get("exp_alerts") or []
+        for label in alert.get("exp_labels", {})
+    }
+    assert {"gateway", "exporter", "tunnel"} <= carried
+    missing = carried - DESCRIPTIVE_LABELS - set(enriched_mutes_raw["equal"])
+    assert not missing, f"labels the inhibition does not compare: {sorted(missing)}"
 
 
 def test_alertmanager_config_is_valid():

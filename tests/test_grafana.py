@@ -41,7 +41,9 @@ from scripts.localstack import (
     sidecar_service,
 )
 from tests.conftest import http_get, wait_for
+from tests.firewall_names import KNOWN, unknown_uses, used_names
 from tests.peers.snmp import RealSnmpd
+from tests.peers.winrm import WindowsHosts
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
@@ -284,6 +286,59 @@ def test_anomaly_series_the_dashboards_use_are_exported_by_the_scoring_loop(dash
             assert names <= exported, (panel["title"], names - exported)
 
 
+def test_firewall_and_flow_names_the_dashboards_use_are_in_the_schema(dashboard):
+    queries = [variable_query(v) for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    queries += [t["expr"] for panel in query_panels(dashboard) for t in panel["targets"]]
+    for promql in queries:
+        assert unknown_uses(promql) == [], promql
+
+
+def test_the_firewall_dashboard_reads_every_part_of_the_schema():
+    dashboard = load("firewall")
+    used = {
+        name
+        for panel in query_panels(dashboard)
+        for target in panel["targets"]
+        for name in used_names(target["expr"])
+    }
+    # Everything but the flow collector's own packet counter has a panel.
+    assert set(KNOWN) - used == {"scout_flow_talker_packets_total", "scout_flow_packets_total"}
+    # The session ratio comes from its recording rule, which the alerts share.
+    [ratio] = [p for p in query_panels(dashboard) if p["title"] == "Session table used"]
+    assert [t["expr"].split("{")[0] for t in ratio["targets"]] == [
+        "instance:scout_firewall_sessions_used:ratio"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("promql", "unknown"),
+    [
+        # The names the dashboard guessed before the schema existed.
+        (
+            'scout_firewall_conntrack_entries{job=~"$job"}',
+            ["metric scout_firewall_conntrack_entries"],
+        ),
+        (
+            "sum by (src_addr) (rate(scout_flow_top_bytes_total[5m]))",
+            ["metric scout_flow_top_bytes_total"],
+        ),
+        (
+            'scout_flow_talker_bytes_total{src_addr="10.0.0.1"}',
+            ["label src_addr of scout_flow_talker_bytes_total"],
+        ),
+        (
+            'scout_firewall_vpn_tunnel_up{peer="b1", tunnel="x=y"}',
+            ["label peer of scout_firewall_vpn_tunnel_up"],
+        ),
+        # Recorded series and the target's own labels are not the schema's business.
+        ('instance:scout_firewall_sessions_used:ratio{job="firewall"}', []),
+        ('scout_firewall_sessions{job="firewall", instance="fw1", firewall="hq"}', []),
+    ],
+)
+def test_the_schema_check_rejects_guessed_names_and_labels(promql, unknown):
+    assert unknown_uses(promql) == unknown
+
+
 def test_the_band_panel_shows_each_series_observed_value_between_its_band():
     [panel] = [p for p in panels(load("ai-insights")) if p["title"].endswith("band: $signal")]
     assert panel["repeat"] == "signal"
@@ -483,27 +538,36 @@ EXPECTED_EMPTY = {
         ("firewall", title): "firewall and flow metrics arrive with their issue"
         for title in (
             "Firewalls reachable",
+            "Firewall models and firmware",
+            "Session table used",
+            "Sessions",
+            "New sessions per second",
+            "Firewall CPU and memory",
+            "Connection tracking events",
+            "HA role",
+            "HA sync",
+            "HA mode and members",
             "Traffic by rule",
             "Packets by rule",
-            "Connection tracking",
-            "Connection table used",
+            "Hits by rule",
+            "Rule series over the budget",
+            "Chain policies",
+            "Firewall interface traffic",
+            "Firewall interfaces",
+            "Gateway round trip",
+            "Gateway loss",
+            "Gateway status",
+            "VPN tunnels",
+            "VPN tunnel traffic",
+            "Internet throughput",
+            "Throughput by exporter interface",
             "Top sources",
             "Top destinations",
             "Top protocols and ports",
-            "Top conversations",
-            "Flow records and budget",
-        )
-    },
-    **{
-        ("servers", title): "no Windows server in the test stack"
-        for title in (
-            "Windows CPU busy",
-            "Windows memory used",
-            "Services not running",
-            "Windows CPU",
-            "Windows memory",
-            "Windows volumes used",
-            "Windows services",
+            "Top talkers over time",
+            "Traffic outside the top N",
+            "Flow records",
+            "Flow series and budget",
         )
     },
     **{
@@ -639,6 +703,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # with the shipped relabelling, so the Network dashboard has data too.
     snmpd = RealSnmpd(workdir / "snmpd", communities=("public",))
     snmpd.start()
+    # A simulated Windows server (a WS-Man listener over HTTPS answering the
+    # scrape script), so the Servers dashboard's Windows row has data.
+    windows = WindowsHosts(workdir / "winrm", hosts=1)
+    windows.start()
     multi_target = [
         {"source_labels": ["__address__"], "target_label": "__param_target"},
         {"source_labels": ["__param_target"], "target_label": "instance"},
@@ -672,6 +740,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                         "relabel_configs": multi_target,
                     },
                     {
+                        "job_name": "winrm",
+                        "scrape_interval": "2s",
+                        "scrape_timeout": "2s",
+                        "metrics_path": "/winrm",
+                        "params": {"auth": ["windows"]},
+                        "static_configs": [{"targets": windows.targets}],
+                        "relabel_configs": multi_target,
+                    },
+                    {
                         "job_name": "probe_icmp",
                         # Five echoes a probe: a 1 s timeout would cut it to one
                         # answer, and jitter needs two.
@@ -693,7 +770,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "SCOUT_PROMETHEUS_URL": f"http://{address['prometheus']}",
     }
     services: list[Service] = [
-        exporter_service(workdir, ports["exporter"]),
+        exporter_service(workdir, ports["exporter"], ["--config.file", str(windows.config)]),
         sidecar_service(workdir, ports["sidecar"], env=env),
         prometheus_service(config, workdir, ports["prometheus"]),
     ]
@@ -705,8 +782,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             service.wait_ready()
         url = f"http://{address['prometheus']}"
         wait_for(
-            lambda: len(query(url, "up == 1")["data"]["result"]) == 4,
-            what="Prometheus to scrape the exporter, the sidecar, snmpd and the probe",
+            lambda: len(query(url, "up == 1")["data"]["result"]) == 5,
+            what="Prometheus to scrape the exporter, the sidecar, snmpd, the probe and WinRM",
         )
         for recorded in (
             "instance_ifIndex:if_in_bits:rate5m",
@@ -741,6 +818,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for service in reversed(started):
             service.stop(grace=5)
         snmpd.stop()
+        windows.stop()
         sink.shutdown()
         sink.server_close()
 

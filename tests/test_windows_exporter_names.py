@@ -34,6 +34,8 @@ REMOVED = {
     "windows_os_users": "count(windows_logon_logon_type)",
     "windows_os_paging_free_bytes": "windows_pagefile_free_bytes",
     "windows_os_paging_limit_bytes": "windows_pagefile_limit_bytes",
+    # Renamed in the system collector (v0.31).
+    "windows_system_boot_time_timestamp_seconds": "windows_system_boot_time_timestamp",
 }
 SHIPPED = sorted(
     [

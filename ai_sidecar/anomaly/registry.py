@@ -44,6 +44,8 @@ MODEL_FILE = "model.npz"
 META_FILE = "meta.json"
 CURRENT_FILE = "current"
 CHECKPOINT_FILE = "checkpoint.npz"
+# The per-host multivariate models' samples (ai_sidecar/anomaly/hosts.py).
+HOSTS_FILE = "hosts.npz"
 # Version numbers tried when other processes save the same signal at once.
 SAVE_ATTEMPTS = 10
 # A save writes into a directory of this prefix, then renames it into place. A
@@ -207,6 +209,18 @@ class ModelRegistry:
         arrays["last_seen"] = checkpoint.last_seen
         arrays[CHECKPOINT_META] = np.array(json.dumps(meta))
         _write_arrays(directory / CHECKPOINT_FILE, arrays)
+
+    def save_host_samples(self, arrays: State) -> None:
+        """Write the per-host models' samples (replacing the last ones in one rename)."""
+        self._root.mkdir(parents=True, exist_ok=True)
+        _write_arrays(self._root / HOSTS_FILE, arrays)
+
+    def load_host_samples(self) -> dict[str, Any] | None:
+        """The per-host models' samples, or None if none were written; RegistryError if bad."""
+        path = self._root / HOSTS_FILE
+        if not path.exists():
+            return None
+        return _read_arrays(path)
 
     def load_checkpoint(self, signal: str) -> Checkpoint | None:
         """The last checkpoint if it grew from the current version (else None: start afresh)."""

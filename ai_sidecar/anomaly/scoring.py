@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from prometheus_client.metrics_core import Metric
 from ai_sidecar.anomaly.detector import Detector
 from ai_sidecar.anomaly.drift import DriftMonitor, residuals
 from ai_sidecar.anomaly.history import fetch_history
+from ai_sidecar.anomaly.hosts import HostModels
 from ai_sidecar.anomaly.registry import Checkpoint, ModelMeta, ModelRegistry, RegistryError
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.anomaly.trainer import (
@@ -156,6 +158,24 @@ class SignalState:
     lag: float = math.nan
     checkpointed_at: float = 0.0
 
+    @property
+    def name(self) -> str:
+        return self.signal.name
+
+    def latest_residuals(self) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.bool_]]:
+        """Rows scored at the latest grid time, their standardised residuals, their flags.
+
+        Warming rows are left out: their bands are not to be trusted yet.
+        """
+        with np.errstate(invalid="ignore"):
+            rows = np.flatnonzero(self.last_seen >= self.last_timestamp)
+        latest = self.latest
+        half_band = (latest.upper[rows] - latest.lower[rows]) / 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            residual = (latest.observed[rows] - latest.expected[rows]) / half_band
+        usable = np.isfinite(residual) & (half_band > 0) & ~latest.warming[rows]
+        return rows[usable], residual[usable], latest.flag[rows][usable]
+
     def reindex(self, keep: NDArray[np.intp], added: Sequence[SeriesKey]) -> None:
         self.detector.reindex(keep, len(added))
         self.keys = [self.keys[row] for row in keep] + list(added)
@@ -184,6 +204,13 @@ class AnomalyScorer:
         self._retry_after: dict[str, float] = {}
         self._training: asyncio.Task[TrainingResult] | None = None
         self._training_names: tuple[str, ...] = ()
+        self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
+        self._hosts_restored = False
+        # A shutdown does not wait for a cancelled cycle's worker thread: the
+        # final save waits for it here, or it could write the hosts half read
+        # back (or not yet) over the file they come from.
+        self._hosts_lock = threading.Lock()
+        self._hosts_saved_at = clock()
         self.families: list[Metric] = build_families([], 0.0)
 
     @property
@@ -208,6 +235,7 @@ class AnomalyScorer:
             self._training.cancel()
         for state in self._states.values():
             await asyncio.to_thread(self._checkpoint, state)
+        await asyncio.to_thread(self._save_hosts)
 
     async def wait_for_training(self) -> TrainingResult | None:
         """The running training's result, once it is done (None if none runs)."""
@@ -225,7 +253,44 @@ class AnomalyScorer:
                 await self._score_signal(signal, now)
             except (PromQLError, RegistryError) as exc:
                 log.warning("scoring skipped", extra={"signal": signal.name, "error": str(exc)})
-        self.families = build_families(list(self._states.values()), now, self._stale_after())
+        families = build_families(list(self._states.values()), now, self._stale_after())
+        if self._hosts is not None:
+            await asyncio.to_thread(self._observe_hosts, self._hosts, now)
+            families += self._hosts.families()
+        self.families = families
+
+    # -- per-host multivariate models -----------------------------------------
+
+    def _observe_hosts(self, hosts: HostModels, now: float) -> None:
+        with self._hosts_lock:
+            self._observe_hosts_locked(hosts, now)
+
+    def _observe_hosts_locked(self, hosts: HostModels, now: float) -> None:
+        if not self._hosts_restored:
+            self._hosts_restored = True
+            try:
+                saved = self._registry.load_host_samples()
+            except RegistryError as exc:
+                log.warning("host samples unreadable, starting afresh", extra={"error": str(exc)})
+                saved = None
+            if saved is not None:
+                hosts.restore(saved, now)
+        hosts.observe(list(self._states.values()), now)
+        if now - self._hosts_saved_at >= CHECKPOINT_INTERVAL:
+            self._write_hosts()
+            self._hosts_saved_at = now
+
+    def _save_hosts(self) -> None:
+        with self._hosts_lock:
+            self._write_hosts()
+
+    def _write_hosts(self) -> None:
+        if self._hosts is None or not self._hosts_restored:
+            return  # nothing learned yet, and the file on disk may hold what was
+        try:
+            self._registry.save_host_samples(self._hosts.state())
+        except OSError as exc:
+            log.warning("host samples not saved", extra={"error": str(exc)})
 
     def _stale_after(self) -> float:
         return STALE_STEPS * max(

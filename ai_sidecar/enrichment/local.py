@@ -37,7 +37,7 @@ and rounded to two decimals.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ai_sidecar.config import RunbookRule, labels_match
 from ai_sidecar.correlate import INTERFACE_LABELS
@@ -99,6 +99,11 @@ def _earliest(members: Sequence[Member]) -> Member:
     return min(members, key=lambda m: (m.first_starts_at, m.fingerprint))
 
 
+def _when(value: datetime) -> str:
+    """RFC 3339 in UTC, to the second: people read it in notifications."""
+    return format_time(value.replace(microsecond=0))
+
+
 def _listed(names: Iterable[str]) -> str:
     names = list(names)
     shown = ", ".join(names[:LISTED])
@@ -124,7 +129,7 @@ def _summary(incident: Incident, members: Sequence[Member], root: Member) -> str
     families = _listed(f"{name or 'unnamed'} ({count})" for name, count in _families(members))
     state = "resolved" if incident.status == "resolved" else "open"
     text = (
-        f"{state.capitalize()} incident for {where} since {format_time(incident.created_at)}, "
+        f"{state.capitalize()} incident for {where} since {_when(incident.created_at)}, "
         f"root cause {root_named(incident, root)}: "
         f"{plural(len(members), 'alert')} ({firing} firing, {len(members) - firing} resolved) "
         f"on {plural(len(targets), 'target')}: {families}."
@@ -211,7 +216,7 @@ def _impact(incident: Incident, members: Sequence[Member]) -> str:
         f" {len(firing)} still firing."
     )
     if incident.status == "resolved" and incident.resolved_at is not None:
-        text = f"Resolved at {format_time(incident.resolved_at)}. " + text
+        text = f"Resolved at {_when(incident.resolved_at)}. " + text
     return text
 
 

@@ -28,6 +28,8 @@ What must happen, and why:
 The parts, by job:
 
 - :mod:`.render`: the enriched copy of a member, and its fingerprint;
+- :mod:`.wording`: the title, times and resolution people read first, in the
+  words of :mod:`.phrases` (every phrase the sidecar writes for people);
 - :mod:`.alertmanager`: the HTTP client (post, list raw alerts);
 - :mod:`.poster`: :class:`ReturnTrip`, posting from the outbox with per-peer
   backoff;
@@ -48,12 +50,15 @@ from ai_sidecar.notify.policy import ReturnTripPolicy
 from ai_sidecar.notify.poster import PostPermit, ReturnTrip
 from ai_sidecar.notify.render import (
     analysis_annotations,
+    console_url,
     enriched_alert,
     fingerprint,
+    incident_annotations,
     incident_url,
     outbox_copies,
     postable,
 )
+from ai_sidecar.notify.wording import Wording
 
 __all__ = [
     "ALERTS_PATH",
@@ -64,9 +69,12 @@ __all__ = [
     "Reply",
     "ReturnTrip",
     "ReturnTripPolicy",
+    "Wording",
     "analysis_annotations",
+    "console_url",
     "enriched_alert",
     "fingerprint",
+    "incident_annotations",
     "incident_url",
     "outbox_copies",
     "postable",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta, tzinfo
 
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.notify.signing import GraphLinks
@@ -34,6 +34,8 @@ class ReturnTripPolicy:
     external_url: str | None = None
     # Signed graph URLs for the ai_graph_url annotation; None: no graph link.
     graph_links: GraphLinks | None = None
+    # Where notifications show times (notifications.timezone).
+    zone: tzinfo = UTC
 
     def __post_init__(self) -> None:
         if self.repost_interval >= self.keepalive:

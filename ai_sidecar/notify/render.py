@@ -2,7 +2,11 @@
 
 Labels are the raw alert's own plus ``scout_enriched="true"``,
 ``scout_incident`` and ``scout_priority``; annotations are the raw alert's
-(sanitised) plus the analysis as ``ai_*`` and links. ``endsAt`` keeps a firing
+(sanitised) plus the analysis as ``ai_*``, the title, times and resolution
+people read first (``scout_title``, ``scout_timeline``, ``scout_resolution``:
+:mod:`ai_sidecar.notify.wording`) and links: ``scout_console_url``, the
+incident's page in the console, ``scout_incident_url``, its JSON in the API,
+and Prometheus, Grafana and the graph. ``endsAt`` keeps a firing
 copy alive for ``keepalive`` from each post, or says when it resolved. The
 copy's fingerprint is the one Alertmanager computes, which keys the outbox.
 """
@@ -13,6 +17,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from ai_sidecar.models import (
     ENRICHED_LABEL,
@@ -26,10 +31,13 @@ from ai_sidecar.models import (
 )
 from ai_sidecar.notify.policy import ReturnTripPolicy
 from ai_sidecar.notify.signing import GraphLinks
+from ai_sidecar.notify.wording import Wording
 from ai_sidecar.sanitize import CAPS, clean, format_actions, safe_link, sanitize_analysis
 from ai_sidecar.store import OutboxCopy, OutboxRow
 
 GRAPH_ANNOTATION = "ai_graph_url"
+# The console's page of an incident, under the sidecar's external URL.
+CONSOLE_INCIDENT_PATH = "/console/incidents/"
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
@@ -48,10 +56,20 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return f"{value:016x}"
 
 
-def incident_url(policy: ReturnTripPolicy, incident_id: str) -> str | None:
+def _sidecar_url(policy: ReturnTripPolicy, path: str, incident_id: str) -> str | None:
     if not policy.external_url:
         return None
-    return f"{str(policy.external_url).rstrip('/')}/api/v1/incidents/{incident_id}"
+    return f"{str(policy.external_url).rstrip('/')}{path}{quote(incident_id, safe='')}"
+
+
+def incident_url(policy: ReturnTripPolicy, incident_id: str) -> str | None:
+    """The incident's JSON in the API (behind the bearer token)."""
+    return _sidecar_url(policy, "/api/v1/incidents/", incident_id)
+
+
+def console_url(policy: ReturnTripPolicy, incident_id: str) -> str | None:
+    """The incident's page in the console, for people: what notifications link."""
+    return _sidecar_url(policy, CONSOLE_INCIDENT_PATH, incident_id)
 
 
 def _is_firing(incident: Incident, member: Member) -> bool:
@@ -112,6 +130,11 @@ def analysis_annotations(incident: Incident) -> dict[str, str]:
     return annotations
 
 
+def incident_annotations(incident: Incident, policy: ReturnTripPolicy) -> dict[str, str]:
+    """What every copy of ``incident`` carries alike: the analysis and the wording."""
+    return {**analysis_annotations(incident), **Wording(policy.zone).annotations(incident)}
+
+
 def graph_url(policy: ReturnTripPolicy, incident_id: str, now: datetime) -> str | None:
     """The signed URL of the incident's graph, valid ``graphs.url_ttl`` from ``now``."""
     if policy.graph_links is None:
@@ -124,13 +147,14 @@ def enriched_alert(
     member: Member,
     policy: ReturnTripPolicy,
     now: datetime,
-    ai_annotations: Mapping[str, str] | None = None,
+    shared: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The postable Alertmanager v2 alert for one member of an analysed incident.
 
     Labels are the member's own plus the three ``scout_*`` labels. Annotations
     are the member's own (sanitised: they may quote device text) plus the
-    sanitised analysis and links. A generator URL that is no safe http(s)
+    incident's (``shared``, from :func:`incident_annotations`: the sanitised
+    analysis and wording) and links. A generator URL that is no safe http(s)
     link is left out. ``endsAt`` is ``now`` + keepalive while the
     member fires, else its resolution time.
     """
@@ -145,11 +169,12 @@ def enriched_alert(
         for name, value in member.annotations.items()
     }
     # Passed in when building every member of one incident: sanitised once.
-    annotations.update(analysis_annotations(incident) if ai_annotations is None else ai_annotations)
+    annotations.update(incident_annotations(incident, policy) if shared is None else shared)
     # Whoever writes the rule writes the generator URL: a javascript: or
     # relabelling one must not become a link in Slack or email.
     generator_url = safe_link(member.generator_url)
     links = {
+        "scout_console_url": console_url(policy, incident.id),
         "scout_incident_url": incident_url(policy, incident.id),
         "prometheus_url": generator_url or policy.prometheus_url,
         "grafana_url": policy.grafana_url,
@@ -222,9 +247,9 @@ def outbox_copies(
 ) -> tuple[OutboxCopy, ...]:
     """What each member's copy of ``incident`` should be now, for the outbox."""
     result = []
-    ai_annotations = analysis_annotations(incident)
+    shared = incident_annotations(incident, policy)
     for member in incident.members.values():
-        alert = enriched_alert(incident, member, policy, now, ai_annotations)
+        alert = enriched_alert(incident, member, policy, now, shared)
         firing = _is_firing(incident, member)
         del alert["endsAt"]  # set at each post
         result.append(

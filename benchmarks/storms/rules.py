@@ -6,8 +6,8 @@ evaluation grids, so the simulator must use the shipped values, not guesses.
 lays it over :data:`CATALOGUE`, which lists every alert a storm may raise:
 
 - ``shipped``: found in the rule files, so the file's values win;
-- ``anticipated``: firewall and WinRM alerts that come with the issue bringing
-  those endpoints. No rule exists yet; the values are what such a rule would
+- ``anticipated``: alerts that come with the issue bringing that
+  endpoint. No rule exists yet; the values are what such a rule would
   reasonably carry, and :data:`CATALOGUE` is the one place to change them.
 """
 
@@ -64,12 +64,12 @@ CATALOGUE: Mapping[str, RuleSpec] = {
         _spec("SnmpDeviceUnreachable", "3m", "shipped", severity="critical", layer="device"),
         _spec("SnmpModuleFailed", "10m", "shipped", severity="warning"),
         _spec("ProbeTargetUnreachable", "3m", "shipped", severity="critical", layer="device"),
-        # No endpoint yet (/firewall, /winrm): named the way issue 11 asks for.
-        _spec("FirewallUnreachable", "3m", "anticipated", severity="critical", layer="device"),
-        _spec("FirewallSessionTableHigh", "5m", "anticipated", severity="warning"),
-        _spec("WinrmTargetUnreachable", "3m", "anticipated", severity="critical", layer="device"),
-        _spec("WindowsDiskAlmostFull", "10m", "anticipated", severity="warning"),
-        _spec("WindowsServiceStopped", "3m", "anticipated", severity="critical"),
+        _spec("FirewallUnreachable", "3m", "shipped", severity="critical", layer="device"),
+        _spec("FirewallSessionTableHigh", "5m", "shipped", severity="warning", layer="host"),
+        # Shipped with /winrm (prometheus/rules/windows.rules.yml).
+        _spec("WinrmTargetUnreachable", "3m", "shipped", severity="critical", layer="device"),
+        _spec("WindowsDiskAlmostFull", "10m", "shipped", severity="warning"),
+        _spec("WindowsServiceStopped", "3m", "shipped", severity="critical"),
     )
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from exporter.collectors.base import BaseCollector, Collector, CollectorSpec, HostView
 from exporter.collectors.host import HostCollector
+from exporter.collectors.netfilter import NetfilterCollector
 
 COLLECTORS: tuple[CollectorSpec, ...] = (
     CollectorSpec(
@@ -16,6 +17,13 @@ COLLECTORS: tuple[CollectorSpec, ...] = (
         help="the local host through psutil: CPU, memory, filesystems, disks, network",
         enabled_by_default=True,
         build=HostCollector.from_config,
+    ),
+    CollectorSpec(
+        name="netfilter",
+        help="the local firewall: nftables rule counters, chain policies, conntrack "
+        "(needs CAP_NET_ADMIN and the host network)",
+        enabled_by_default=False,
+        build=NetfilterCollector.from_config,
     ),
 )
 

@@ -23,3 +23,20 @@ def drop_extension_keys(data: object) -> object:
     if isinstance(data, dict):
         return {k: v for k, v in data.items() if not str(k).startswith("x-")}
     return data
+
+
+class NameFilter(StrictModel):
+    """Which names to keep: those matching ``include`` (if set) and not ``exclude``.
+
+    Both regexes are anchored at both ends, as in Prometheus. A filter written in
+    the config file replaces the built-in one whole: to keep the default exclude
+    while adding an include, repeat the exclude (``/config`` shows it).
+    """
+
+    include: Regex | None = None
+    exclude: Regex | None = None
+
+    def keeps(self, name: str) -> bool:
+        if self.include is not None and not self.include.fullmatch(name):
+            return False
+        return self.exclude is None or not self.exclude.fullmatch(name)

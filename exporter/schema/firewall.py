@@ -3,9 +3,10 @@
 Each source (the local netfilter collector, ``/firewall`` for the vendors' REST
 APIs) fills a ``FirewallSnapshot`` and ``render`` turns it into metric
 families, so one set of rules and one dashboard work for all of them. The
-firewall SNMP modules (``exporter/targets/snmp/modules/*firewall*.yml``) are
-data, not code: they name their metrics from ``SCHEMA`` (a test holds them to
-it). Sample exposition (the metric contract; ratios are 0 to 1, times in seconds)::
+firewall SNMP modules (``exporter/targets/snmp/modules/``: ``fortigate``,
+``paloalto``, ``cisco_asa``, ``checkpoint``, ``pf``) are data, not code: they
+name their metrics from ``SCHEMA`` (a test holds them to it). Sample
+exposition (the metric contract; ratios are 0 to 1, times in seconds)::
 
     # HELP scout_firewall_up 1 if the firewall answered the scrape.
     # TYPE scout_firewall_up gauge
@@ -91,7 +92,8 @@ it). Sample exposition (the metric contract; ratios are 0 to 1, times in seconds
 
 A family is left out when the source does not report it (``None`` in the
 snapshot): a missing series says "not known", never a made-up zero. Label
-names are fixed per family, and a label the source cannot fill is empty.
+names are fixed per family, and a label the source cannot fill is empty. A
+label set the source lists twice gives one series, the first.
 ``scout_firewall_up`` and ``scout_firewall_info`` are always there for a
 scrape that reached the firewall.
 """
@@ -316,14 +318,24 @@ class FirewallSnapshot:
 
 
 class _Families:
-    """Families built on first use, so a family nobody filled is left out."""
+    """Families built on first use, so a family nobody filled is left out.
+
+    One sample per label set: a source that lists a name twice (two interfaces
+    with one description) keeps the first, since Prometheus would refuse the
+    second sample of a series in one scrape.
+    """
 
     def __init__(self) -> None:
         self._built: dict[str, Metric] = {}
+        self._seen: set[tuple[str, tuple[str, ...]]] = set()
 
     def add(self, short_name: str, labels: Sequence[str], value: float | bool | None) -> None:
         if value is None:
             return
+        series = (short_name, tuple(labels))
+        if series in self._seen:
+            return
+        self._seen.add(series)
         spec = SPECS[PREFIX + short_name]
         family = self._built.get(spec.name)
         if family is None:

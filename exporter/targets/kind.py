@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 from yarl import URL
@@ -158,6 +158,9 @@ class TargetKind(Generic[T, M, A, F]):
     unresolved: Callable[[ScrapeJob[T, M, A], str, list[F]], tuple[bool, str | None]] = (
         lambda _job, error, _families: (False, error)
     )
+    # Used instead of ``build`` by a kind whose scraper reads a command-line setting
+    # (``exporter.live.Settings``; kept ``Any`` here, which imports nothing of it).
+    build_with_settings: Callable[[Any], TargetScraper[T, M, A, F]] | None = None
 
 
 async def measure(

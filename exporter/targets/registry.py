@@ -3,7 +3,7 @@
 Each row gives ``/{name}`` its route, its modules and auths (built in and from
 the config), its target syntax, its self-metrics and exposition, and the
 scraper that keeps its state between scrapes; ``exporter.targets.handler``
-serves every row the same way. Adding a kind (``/firewall``, ``/winrm``) is a
+serves every row the same way. Adding a kind (``/winrm`` next) is a
 new package under ``exporter/targets/`` with a ``TargetScraper``, plus one row
 here, plus its module type in the config's ``Module`` union if it has modules.
 """
@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.clients.probe_net import TargetError
-from exporter.config import SnmpAuth
+from exporter.config import HttpAuth, SnmpAuth, WinrmAuth
 from exporter.errors import BadRequestError
 from exporter.targets.exposition import METRIC_EXPOSITION
+from exporter.targets.firewall import modules as firewall_modules
+from exporter.targets.firewall import scraper as firewall
 from exporter.targets.kind import SelfMetric, StatusMetrics, TargetKind
 from exporter.targets.probe.base import PROBE_STATUS
 from exporter.targets.probe.modules import PROBE_MODULE_TYPES, ProbeModuleType, default_modules
@@ -33,6 +35,8 @@ from exporter.targets.snmp.params import (
     target_host,
 )
 from exporter.targets.snmp.scraper import SnmpScraper, unresolved_scrape
+from exporter.targets.winrm import modules as winrm_modules
+from exporter.targets.winrm import scraper as winrm_scraper
 
 
 def _as_given(target: str) -> str:
@@ -46,6 +50,11 @@ def _probe_host(target: str, module: ProbeModuleType) -> str:
         return module.target_host(target)
     except TargetError as exc:
         raise BadRequestError(str(exc)) from None
+
+
+def _snmp_scraper(settings: Any) -> SnmpScraper:
+    """The SNMP scraper, wrapping Counter64 values unless ``--no-snmp.wrap-large-counters``."""
+    return SnmpScraper(wrap_large_counters=settings.snmp_wrap_large_counters)
 
 
 TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
@@ -74,6 +83,7 @@ TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
         ),
         exposition=TEXT_EXPOSITION,
         build=SnmpScraper,
+        build_with_settings=_snmp_scraper,
     ),
     TargetKind(
         name="probe",
@@ -88,5 +98,39 @@ TARGET_KINDS: tuple[TargetKind[Any, Any, Any, Any], ...] = (
         status=PROBE_STATUS,
         exposition=METRIC_EXPOSITION,
         build=ProbeScraper,
+    ),
+    TargetKind(
+        name="firewall",
+        noun="firewall scrape",
+        description="a firewall's REST API (fortigate, opnsense, pfsense)",
+        example="target=192.0.2.1&module=fortigate&auth=fortigate_api",
+        module_types=firewall_modules.FIREWALL_MODULE_TYPES,
+        default_modules=firewall_modules.default_modules,
+        auth_types=(HttpAuth,),
+        max_target_length=firewall.MAX_TARGET_LENGTH,
+        parse_target=firewall.parse_target,
+        target_host=firewall.target_host,
+        pin_target=firewall.pin_target,
+        unresolved=firewall.unresolved_scrape,
+        # scout_firewall_up (the schema's) says whether the firewall answered.
+        status=firewall.FIREWALL_STATUS,
+        exposition=METRIC_EXPOSITION,
+        build=firewall.FirewallScraper,
+    ),
+    TargetKind(
+        name="winrm",
+        noun="WinRM scrape",
+        description="a Windows server over WinRM (windows_exporter's metrics)",
+        example="target=fs01.example.net&auth=windows",
+        module_types=(winrm_modules.WinrmModule,),
+        default_modules=winrm_modules.default_modules,
+        default_module=winrm_modules.DEFAULT_MODULE,
+        auth_types=(WinrmAuth,),
+        parse_target=winrm_scraper.parse_target,
+        target_host=winrm_scraper.target_host,
+        pin_target=winrm_scraper.pin_target,
+        status=winrm_scraper.WINRM_STATUS,
+        exposition=METRIC_EXPOSITION,
+        build=winrm_scraper.WinrmScraper,
     ),
 )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ai_sidecar.config import CorrelationConfig
 from ai_sidecar.correlation import Change, group_key, incident_id
@@ -21,6 +23,8 @@ from tests.ai_sidecar.replay import (
     resolved,
     storm,
 )
+
+FIREWALL_RULES = Path(__file__).resolve().parents[2] / "prometheus" / "rules" / "firewall.rules.yml"
 
 
 def by_name(incident: Incident) -> dict[str, str]:
@@ -487,6 +491,15 @@ def test_a_layer_label_on_the_alert_beats_every_rule():
         ("firewall", "CarpFailover", "link"),
         ("firewall", "IpsecTunnelDown", "link"),
         ("firewall", "ConntrackTableFull", "host"),
+        ("firewall", "HaSyncLost", "link"),
+        ("firewall", "FirewallHaFailover", "link"),
+        ("firewall", "FirewallHaSyncLost", "link"),
+        ("firewall", "FirewallVpnTunnelDown", "link"),
+        ("firewall", "FirewallGatewayDown", "link"),
+        ("firewall", "FirewallGatewayLossHigh", "network"),
+        ("firewall", "FirewallUnreachable", "device"),
+        # Without the "Firewall" prefix's rules, the network preset has no link for them.
+        ("network", "FirewallHaFailover", "service"),
         # A session table filling is the box running out, whichever preset.
         ("network", "FirewallSessionTableHigh", "host"),
         ("windows", "WindowsServerDown", "device"),
@@ -498,6 +511,33 @@ def test_a_layer_label_on_the_alert_beats_every_rule():
 def test_presets_place_alertnames_in_layers(preset, alertname, layer):
     c = correlator(f"correlation: {{preset: {preset}}}")
     assert c.layer_of({"alertname": alertname}) == layer
+
+
+def shipped_firewall_alerts() -> list[tuple[str, str]]:
+    """(alertname, its rule's ``layer`` label) of every shipped firewall and flow alert."""
+    document = yaml.safe_load(FIREWALL_RULES.read_text())
+    return [
+        (rule["alert"], rule["labels"].get("layer", ""))
+        for group in document["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
+def test_the_firewall_preset_places_each_shipped_firewall_alert_by_name_alone():
+    """The rule's ``layer`` label and the preset's name rules agree on every firewall alert.
+
+    Under another preset the label decides; under ``firewall`` the name alone does
+    (a user relabelling or dropping the label still gets the same layer).
+    """
+    alerts = shipped_firewall_alerts()
+    assert len(alerts) >= 10
+    firewall = correlator("correlation: {preset: firewall}")
+    network = correlator("correlation: {preset: network}")
+    for alertname, layer in alerts:
+        assert layer, f"{alertname} has no layer label"
+        assert firewall.layer_of({"alertname": alertname}) == layer, alertname
+        assert network.layer_of({"alertname": alertname, "layer": layer}) == layer, alertname
 
 
 # -- state ---------------------------------------------------------------------

@@ -197,3 +197,13 @@ async def test_same_input_gives_byte_identical_output_whatever_the_member_order(
     reordered = await analyst.analyse(shuffled, context)
     assert repr(first) == repr(again) == repr(reordered)
     assert analyst.name == "local"
+
+
+async def test_times_people_read_are_to_the_second():
+    """Alertmanager's startsAt carries microseconds; the summary shows whole seconds."""
+    incident = core_link_incident()
+    started = incident.created_at.replace(microsecond=446160)
+    analysis = await LocalAnalyst(RUNBOOKS).analyse(
+        replace(incident, created_at=started), IncidentContext()
+    )
+    assert "since 2026-11-02T09:00:00Z, " in analysis.summary

@@ -10,6 +10,7 @@ the sidecar's return-trip timings (``sidecar.yml`` below).
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -50,6 +52,8 @@ return_trip:
   resolved_repeat_interval: 1s
   retry_backoff_max: 2s
   external_url: http://scout.example:8782
+notifications:
+  timezone: Europe/Paris
 """
 RAW_MARK = "(not analysed by Scout)"
 
@@ -127,8 +131,17 @@ def sidecar_factory(tmp_path, sidecar_port) -> Iterator[Any]:
         sidecar.service.stop(grace=5)
 
 
+def title(message: dict[str, Any]) -> str:
+    return str(message["attachments"][0]["title"])
+
+
 def enriched(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m for m in messages if "[FIRING]" in slack_text(m) and RAW_MARK not in slack_text(m)]
+    """Enriched messages of an open incident: titled "P<n> · what is wrong and where"."""
+    return [m for m in messages if re.match(r"P[1-4] · ", title(m))]
+
+
+def over(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if title(m).startswith("Resolved · ")]
 
 
 def raw(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,12 +163,20 @@ def test_storm_becomes_one_enriched_notification_and_its_resolution(
         text = slack_text(message)
         analysis = incident["analysis"]
         assert incident["priority"] == "P2"
+        # What is wrong and where, the console page, and when, in the configured zone.
+        headline = "P2 · wan0 down on rtr1 (site a), and 2 related alerts"
+        assert title(message) == headline
+        console = f"http://scout.example:8782/console/incidents/{incident['id']}"
+        assert message["attachments"][0]["title_link"] == console
+        started = min(datetime.fromisoformat(a["startsAt"]) for a in incident["alerts"])
+        paris = started.astimezone(ZoneInfo("Europe/Paris"))
+        assert f"Started {paris:%Y-%m-%d %H:%M:%S %Z}." in text
         assert f"*Incident* {incident['id']}" in text
         assert f"*Priority* {incident['priority']}" in text
         assert analysis["summary"][:40] in text
         assert analysis["root_cause"][:40] in text
         assert "1. " in text
-        assert f"http://scout.example:8782/api/v1/incidents/{incident['id']}" in text
+        assert f"<{console}|Incident in Scout>" in text
         for summary in ("WAN uplink wan0 on rtr1 is down", "web1 does not answer"):
             assert summary in text
 
@@ -166,8 +187,9 @@ def test_storm_becomes_one_enriched_notification_and_its_resolution(
         assert raw(messages) == []
         # P2: by email too, once.
         mail = smtp.wait_for(timeout=10)
-        assert mail["Subject"] == f"[Scout P2] {analysis['summary']} ({incident['id']})"
+        assert mail["Subject"] == f"[Scout] {headline}"
         html = email_body(mail, "html")
+        assert f'<a href="{console}">' in html
         assert "WAN uplink wan0 on rtr1 is down" in html
         assert analysis["impact"] in html
         assert len(smtp.messages()) == 1
@@ -178,8 +200,13 @@ def test_storm_becomes_one_enriched_notification_and_its_resolution(
         for alert in alerts:
             alert["endsAt"] = now.isoformat().replace("+00:00", "Z")
         am.post(alerts)
-        resolved = slack.wait_for(lambda m: "[RESOLVED]" in slack_text(m), timeout=40)
+        resolved = slack.wait_for(lambda m: over([m]) != [], timeout=40)
         assert incident["id"] in slack_text(resolved)
+        # How long it lasted, and what resolved it.
+        assert re.fullmatch(
+            rf"Resolved · {re.escape(headline)} · lasted [0-9 a-z]+ s", title(resolved)
+        )
+        assert "Resolved when " in slack_text(resolved)
         assert wait_for(
             lambda: [i for i in sidecar.incidents() if i["status"] == "resolved"],
             what="the incident resolved in the sidecar",
@@ -259,12 +286,12 @@ def test_an_incident_that_escalates_is_never_reported_resolved_while_open(
             what="the incident escalated to P2",
         )
         mail = smtp.wait_for(timeout=30)
-        assert mail["Subject"].startswith("[Scout P2] ")
+        assert mail["Subject"].startswith("[Scout] P2 · ")
         time.sleep(FAIL_OPEN)
         texts = [slack_text(m) for m in slack.messages()]
         # The P3 copies are replaced by P2 ones in the same Slack group: an
         # update, never a "resolved" while the incident is open.
-        assert not [t for t in texts if "[RESOLVED]" in t], texts
+        assert over(slack.messages()) == [], texts
         assert texts[-1].count("*Priority* P2") == 1
         assert raw(slack.messages()) == []
         assert len(smtp.messages()) == 1, [(m["Subject"], m["Date"]) for m in smtp.messages()]

@@ -18,7 +18,7 @@ auths:
 GOOD_AGAIN = """
 auths:
   public_v2: {type: snmp, community: second-community-secret, allowed_targets: [any]}
-  core: {type: http, bearer_token: token-secret}
+  core: {type: http, bearer_token: token-secret, allowed_targets: [any]}
 """
 BAD = """
 auths:

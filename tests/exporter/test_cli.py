@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from exporter.cli import build_parser
 from exporter.common.logs import configure_logging
 from exporter.common.web import parse_listen_address
 from tests.conftest import http_get, run_on_busy_port
@@ -88,3 +89,11 @@ def test_json_logs_carry_context_fields(capsys):
     assert record["msg"] == "collector failed: boom"
     assert record["collector"] == "host"
     assert record["logger"] == "exporter.test"
+
+
+def test_snmp_wrap_large_counters_is_on_by_default_and_can_be_turned_off():
+    # snmp_exporter's flag, with its default: Counter64 values modulo 2^53.
+    assert build_parser().parse_args([]).snmp_wrap_large_counters is True
+    args = build_parser().parse_args(["--no-snmp.wrap-large-counters"])
+    assert args.snmp_wrap_large_counters is False
+    assert build_parser().parse_args(["--snmp.wrap-large-counters"]).snmp_wrap_large_counters

@@ -17,6 +17,7 @@ SECRETS = (
     "priv-pass-secret",
     "fortigate-token-secret",
     "opnsense-password-secret",
+    "pfsense-api-key-secret",
     "winrm-password-secret",
 )
 
@@ -72,10 +73,29 @@ EXPECTED_ERRORS = {
         "2: auths.fortigate: use either username/password or bearer_token, not both"
     ),
     "invalid-http-password-without-username.yml": "2: auths.opnsense: password needs a username",
-    "invalid-http-no-credentials.yml": "2: auths.opnsense: needs username/password or bearer_token",
+    "invalid-http-no-credentials.yml": (
+        "2: auths.opnsense: needs username/password, bearer_token or api_key"
+    ),
     "invalid-winrm-missing-password.yml": '2: auths.windows: missing required key "password"',
     "invalid-winrm-transport.yml": (
         "6: auths.windows.transport: input should be 'ntlm', 'kerberos', 'credssp' or 'basic'"
+    ),
+    "invalid-winrm-basic-over-http.yml": (
+        "2: auths.windows: transport basic sends the password in clear: it needs https: true"
+    ),
+    "invalid-winrm-ca-without-https.yml": (
+        "2: auths.windows: ca_file and insecure_skip_verify need https: true"
+    ),
+    "invalid-winrm-no-allow-list.yml": (
+        f"2: auths.windows: sends WinRM credentials {NEEDS_ALLOW_LIST}"
+    ),
+    "invalid-winrm-module-collector.yml": (
+        "4: modules.windows_small.collectors.1: input should be 'cpu', 'memory', 'pagefile', "
+        "'logical_disk', 'net', 'os', 'system', 'service', 'update', 'event_log' or 'process', "
+        "got 'wmi_everything'"
+    ),
+    "invalid-winrm-module-top-processes.yml": (
+        "4: modules.windows_small.top_processes: input should be less than or equal to 50, got 500"
     ),
     "invalid-env-unset.yml": '4: environment variable "SCOUT_TEST_UNSET_VARIABLE" is not set',
     "invalid-auth-is-a-string.yml": "2: auths.public_v2: should be a mapping",
@@ -88,7 +108,9 @@ EXPECTED_ERRORS = {
     ),
     "invalid-snmp-authnopriv-with-priv.yml": "2: auths.core_v3: authNoPriv takes no priv_protocol",
     "invalid-snmp-version-bool.yml": "4: auths.public_v2.version: input should be 1, 2 or 3",
-    "invalid-http-empty-username.yml": "2: auths.opnsense: needs username/password or bearer_token",
+    "invalid-http-empty-username.yml": (
+        "2: auths.opnsense: needs username/password, bearer_token or api_key"
+    ),
     "invalid-list-key.yml": "2: keys must be plain names, not lists or mappings",
     "invalid-recursive-alias.yml": "2: auths.loop: should be a mapping",
     "invalid-control-character.yml": (
@@ -106,6 +128,14 @@ EXPECTED_ERRORS = {
         "6: modules.big_arc.metrics.0.oid: not a valid OID: "
         "'1.3.6.1.2.1.99999999999' (sub-identifiers stop at 4294967295)"
     ),
+    "invalid-module-aggregate-without-indexes.yml": (
+        "5: modules.fw_cpu.metrics.0: 'scout_firewall_cpu_ratio': "
+        "aggregate needs a gauge or counter with indexes"
+    ),
+    "invalid-module-value-map-with-scale.yml": (
+        "5: modules.fw_tunnels.metrics.0: 'scout_firewall_vpn_tunnel_up': "
+        "value_map replaces the value; scale it in the map"
+    ),
     "invalid-null-key.yml": (
         "3: auths.None: input should be a valid string\n"
         "{path}:3: auths.None: unknown type (expected one of: 'snmp', 'http', 'winrm')"
@@ -120,9 +150,33 @@ EXPECTED_ERRORS = {
     ),
     "invalid-module-is-a-string.yml": "2: modules.api_health: should be a mapping",
     "invalid-module-prober-is-a-secret.yml": (
-        "2: modules.api_health: unknown prober (expected one of: 'snmp', 'icmp', 'tcp', 'http')"
+        "2: modules.api_health: unknown prober (expected one of: 'snmp', 'icmp', 'tcp', 'http', "
+        "'fortigate', 'opnsense', 'pfsense', 'winrm')"
     ),
     # A secret a caller could send anywhere needs an allow-list.
+    "invalid-http-token-without-allowed-targets.yml": (
+        f"2: auths.fortigate: sends a bearer token {NEEDS_ALLOW_LIST}"
+    ),
+    "invalid-http-api-key-without-allowed-targets.yml": (
+        f"2: auths.pfsense: sends an API key {NEEDS_ALLOW_LIST}"
+    ),
+    "invalid-http-password-without-allowed-targets.yml": (
+        f"2: auths.opnsense: sends a password {NEEDS_ALLOW_LIST}"
+    ),
+    "invalid-http-three-schemes.yml": (
+        "2: auths.mixed: use one of username/password, bearer_token or api_key, not several"
+    ),
+    "invalid-http-key-and-token.yml": (
+        "2: auths.pfsense: use either bearer_token or api_key, not both"
+    ),
+    "invalid-firewall-module-vdom.yml": (
+        "4: modules.fortigate_hq.vdom: string should match pattern '^[A-Za-z0-9_.-]+$', "
+        "got 'root; rm'"
+    ),
+    "invalid-firewall-module-scheme.yml": (
+        "4: modules.opnsense_lab.scheme: input should be 'https' or 'http', got 'ftp'"
+    ),
+    "invalid-firewall-module-vdom-on-opnsense.yml": ('4: modules.opnsense_lab: unknown key "vdom"'),
     "invalid-snmp-community-without-allowed-targets.yml": (
         f"2: auths.private_v2: sends an SNMP community {NEEDS_ALLOW_LIST}"
     ),
@@ -151,6 +205,15 @@ EXPECTED_ERRORS = {
         "5: modules.if_mib_core.allowed_targets: '*.0x7f' ends in a number: "
         "write an address or a network instead"
     ),
+    # Sent as a header as they are: a line break would end the header (or add one).
+    "invalid-http-token-with-newline.yml": (
+        "2: auths.fortigate: bearer_token holds a control character (a line break from a "
+        "file or a variable?), which cannot travel in an HTTP header"
+    ),
+    "invalid-http-api-key-with-control-character.yml": (
+        "2: auths.pfsense: api_key holds a control character (a line break from a "
+        "file or a variable?), which cannot travel in an HTTP header"
+    ),
     "invalid-allowed-targets-wildcard-inside.yml": (
         "4: modules.api_health.allowed_targets: 'api.*.example.net': "
         "'*' may only be the whole first label, as in *.example.net"
@@ -167,6 +230,11 @@ CANARIES = {
     "invalid-snmp-v3-without-allowed-targets.yml": ("canary-v3-auth-secret",),
     "invalid-http-headers-without-allowed-targets.yml": ("canary-bearer-secret",),
     "invalid-allowed-targets-any-not-alone.yml": ("canary-any-secret",),
+    "invalid-http-token-without-allowed-targets.yml": ("canary-fortigate-token-secret",),
+    "invalid-http-api-key-without-allowed-targets.yml": ("canary-pfsense-key-secret",),
+    "invalid-http-password-without-allowed-targets.yml": ("canary-opnsense-secret",),
+    "invalid-http-token-with-newline.yml": ("canary-newline-token-secret",),
+    "invalid-http-api-key-with-control-character.yml": ("canary-cr-key-secret",),
 }
 
 
@@ -220,7 +288,7 @@ def test_all_errors_are_reported_at_once():
         parse_config(text, "many.yml")
     assert str(caught.value).splitlines() == [
         'many.yml:1: collectors: unknown key "hots"',
-        "many.yml:2: auths.a: needs username/password or bearer_token",
+        "many.yml:2: auths.a: needs username/password, bearer_token or api_key",
         'many.yml:3: top level: unknown key "extra"',
     ]
 
@@ -243,7 +311,7 @@ def test_valid_config_masks_every_secret():
     shown = config.masked_yaml() + repr(config) + str(config)
     for secret in SECRETS:
         assert secret not in shown
-    assert shown.count("<secret>") == 6
+    assert shown.count("<secret>") == 7
     core = config.auths["core_v3"]
     assert core.type == "snmp"
     assert core.auth_password is not None
@@ -280,7 +348,7 @@ def test_dry_run_valid_config_exits_0():
     result = run_exporter("--dry-run", f"--config.file={CONFIGS / 'valid-full.yml'}")
     assert result.returncode == 0, result.stderr
     assert "config OK" in result.stdout
-    assert "5 auths" in result.stdout
+    assert "6 auths" in result.stdout
 
 
 def test_dry_run_invalid_config_exits_1_with_the_message():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from exporter.clients.host import PsutilHostSource
 from exporter.collectors.host import HostCollector
 from exporter.config import HostCollectorConfig, NameFilter, parse_config
 from tests.exporter.fakes import FixtureHostSource
+from tests.exporter.golden_files import assert_matches_golden, assert_promtool_clean
 
 GOLDEN = Path(__file__).parent / "golden" / "host.prom"
 
@@ -27,19 +27,11 @@ def exposition(collector: HostCollector) -> str:
 
 def test_exposition_matches_golden_file_line_by_line():
     text = exposition(HostCollector(HostCollectorConfig(), FixtureHostSource()))
-    if os.environ.get("SCOUT_UPDATE_GOLDEN"):
-        GOLDEN.write_text(text)
-    assert text.splitlines() == GOLDEN.read_text().splitlines()
+    assert_matches_golden(text, GOLDEN)
 
 
 def test_golden_file_passes_promtool_check_metrics():
-    result = subprocess.run(
-        [shutil.which("promtool") or "promtool", "check", "metrics"],
-        input=GOLDEN.read_bytes(),
-        capture_output=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert_promtool_clean(GOLDEN.read_bytes())
 
 
 def test_live_host_exposition_passes_promtool_check_metrics():

@@ -9,7 +9,8 @@ a number belongs, noSuchInstance) is skipped rather than failing the scrape.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from statistics import fmean
 
 from exporter.clients.snmp import Oid, ValueKind, VarBind
 from exporter.targets.snmp.exposition import Family, Labels
@@ -32,6 +33,10 @@ _ABSENT = frozenset(
         ValueKind.END_OF_MIB_VIEW,
     }
 )
+
+
+# Counter64 values are wrapped here unless told not to (snmp_exporter's float64 mantissa).
+WRAP_AT = 2**53
 
 
 def oid_of(text: str) -> Oid:
@@ -121,9 +126,14 @@ def _shape_key(metric: SnmpMetric) -> tuple[object, ...]:
 
 
 class MetricMapper:
-    """Maps the varbinds of one module into families; built once per module."""
+    """Maps the varbinds of one module into families; built once per module.
 
-    def __init__(self, module: SnmpModule) -> None:
+    ``wrap_large_counters`` (on by default, as in snmp_exporter) wraps Counter64
+    values modulo 2**53 before any scale.
+    """
+
+    def __init__(self, module: SnmpModule, *, wrap_large_counters: bool = True) -> None:
+        self._wrap = wrap_large_counters
         shape_ids: dict[tuple[object, ...], int] = {}
         self._shapes: list[_Shape] = []
         self._metrics: list[tuple[SnmpMetric, Oid, int]] = []
@@ -134,6 +144,7 @@ class MetricMapper:
                 lookups = tuple((k, oid_of(k.oid)) for k in metric.lookups)
                 self._shapes.append((tuple(metric.indexes), lookups))
             self._metrics.append((metric, oid_of(metric.oid), shape_ids[key]))
+        self._value_maps = {id(m): _folded(m.value_map) for m in module.metrics if m.value_map}
 
     def families(
         self, rows: Mapping[Oid, Sequence[VarBind]], values: Mapping[Oid, VarBind]
@@ -144,27 +155,31 @@ class MetricMapper:
         for metric, base, shape in self._metrics:
             family = _new_family(metric)
             states = sorted(metric.enum_values.items())
+            static = tuple(metric.static_labels.items())
+            instance = None if metric.indexes else oid_of(metric.instance)
             for varbind in rows.get(base, ()):
                 if varbind.kind in _ABSENT:
                     continue
-                key = (shape, varbind.oid[len(base) :])
+                suffix = varbind.oid[len(base) :]
+                if instance is not None and suffix != instance:
+                    continue  # a scalar is read at OID.instance; anything else is not it
+                key = (shape, suffix)
                 if key in labels_of_row:
                     labels = labels_of_row[key]
                 else:
-                    labels = labels_of_row[key] = self._labels(shape, key[1], values)
+                    labels = labels_of_row[key] = self._labels(shape, suffix, values)
                 if labels is not None:
-                    _add_sample(family, metric, states, labels, varbind)
+                    self._add_sample(family, metric, states, (*labels, *static), varbind)
+            if metric.aggregate is not None:
+                _aggregate(family, metric.aggregate, static)
             out.append(family)
         return out
 
     def _labels(self, shape: int, suffix: Oid, values: Mapping[Oid, VarBind]) -> Labels | None:
         indexes, lookups = self._shapes[shape]
-        if not indexes:
-            # A scalar is read at OID.0; anything else under it is not this metric.
-            return () if suffix == (0,) else None
         labels: list[tuple[str, str]] = []
         parts: dict[str, Oid] = {}
-        rest = suffix
+        rest = suffix if indexes else ()
         for index in indexes:
             decoded = decode_index(index, rest)
             if decoded is None:
@@ -180,27 +195,74 @@ class MetricMapper:
             labels.append((lookup.labelname, text))
         return tuple(labels)
 
+    def _add_sample(
+        self,
+        family: Family,
+        metric: SnmpMetric,
+        states: list[tuple[int, str]],
+        labels: Labels,
+        varbind: VarBind,
+    ) -> None:
+        value = varbind.value
+        label = metric.value_label or metric.name
+        if metric.type in ("gauge", "counter"):
+            number = self._number(metric, varbind)
+            if number is not None:
+                family.add(labels, number)
+        elif metric.type == "EnumAsInfo":
+            if isinstance(value, int):
+                family.add(_with(labels, label, metric.enum_values.get(value, str(value))), 1)
+        elif metric.type == "EnumAsStateSet":
+            if isinstance(value, int):
+                for number, state in states:
+                    family.add(_with(labels, label, state), int(number == value))
+        else:
+            family.add(_with(labels, label, value_text(varbind, metric.type)), 1)
 
-def _add_sample(
-    family: Family,
-    metric: SnmpMetric,
-    states: list[tuple[int, str]],
-    labels: Labels,
-    varbind: VarBind,
-) -> None:
-    value = varbind.value
-    if metric.type in ("gauge", "counter"):
-        if varbind.kind in _NUMERIC and isinstance(value, int):
-            family.add(labels, value)
-    elif metric.type == "EnumAsInfo":
-        if isinstance(value, int):
-            family.add(_with(labels, metric.name, metric.enum_values.get(value, str(value))), 1)
-    elif metric.type == "EnumAsStateSet":
-        if isinstance(value, int):
-            for number, state in states:
-                family.add(_with(labels, metric.name, state), int(number == value))
-    else:
-        family.add(_with(labels, metric.name, value_text(varbind, metric.type)), 1)
+    def _number(self, metric: SnmpMetric, varbind: VarBind) -> int | float | None:
+        """The sample value of a gauge or counter, or ``None`` for no sample."""
+        value = varbind.value
+        value_map = self._value_maps.get(id(metric))
+        if value_map is not None:
+            if isinstance(value, bytes):
+                return value_map.get(value.decode("utf-8", "replace").strip().casefold())
+            return value_map.get(value) if varbind.kind in _NUMERIC else None
+        if varbind.kind not in _NUMERIC or not isinstance(value, int):
+            return None
+        if value in metric.absent_values:
+            return None
+        if self._wrap and varbind.kind is ValueKind.COUNTER64:
+            value %= WRAP_AT
+        if metric.scale != 1 or metric.offset != 0:
+            return value * metric.scale + metric.offset
+        return value
+
+
+def _folded(value_map: Mapping[int | str, float]) -> dict[object, int | float]:
+    """Text keys matched without regard to case; whole values kept as integers."""
+    return {
+        (key.casefold() if isinstance(key, str) else key): (
+            int(value) if value.is_integer() else value
+        )
+        for key, value in value_map.items()
+    }
+
+
+_FOLDS: Mapping[str, Callable[[list[int | float]], int | float]] = {
+    "sum": sum,
+    "min": min,
+    "max": max,
+    "mean": fmean,
+    "count": len,
+}
+
+
+def _aggregate(family: Family, how: str, static: Labels) -> None:
+    """Fold ``family``'s samples into one, labelled only with the static labels."""
+    numbers = [value for _, value in family.samples]
+    family.samples.clear()
+    if numbers:  # nothing reported: no sample, rather than a made-up zero
+        family.add(static, _FOLDS[how](numbers))
 
 
 def _with(labels: Labels, name: str, value: str) -> Labels:

@@ -6,6 +6,15 @@ same vocabulary as snmp_exporter's generated ``snmp.yml`` (``metrics``, ``indexe
 carries over with few edits. The built-in modules live in ``modules/*.yml`` next
 to this file; a config's ``modules:`` adds to them or replaces one by name.
 
+Beyond snmp_exporter's vocabulary (``scale`` and ``offset`` are its own), a
+metric may map values (``value_map``), drop values that mean "unknown"
+(``absent_values``), name the label a text value goes in
+(``value_label``), add fixed labels (``static_labels``), read one cell of a
+table (``instance``), fold a table into one sample (``aggregate``), and take
+labels from scalars (a lookup without ``labels``). The firewall modules
+(``fortigate``, ``paloalto``, ``cisco_asa``, ``checkpoint``, ``pf``) use them to
+name what they read in the one firewall schema (``exporter.schema.firewall``).
+
 A module may also name ``neighbours:`` tables (``lldp``, ``lldp_v2``, ``cdp``):
 rows that join several tables and decode ids by subtype, which metrics cannot
 say, so they are decoded in code (exporter.targets.snmp.neighbours) into the
@@ -79,6 +88,12 @@ MetricType = Literal[
     "EnumAsInfo",
     "EnumAsStateSet",
 ]
+# Types whose value becomes a label (an info series) rather than the sample value.
+LABEL_VALUED = frozenset(
+    {"DisplayString", "OctetString", "PhysAddress48", "EnumAsInfo", "EnumAsStateSet"}
+)
+# How an aggregated table becomes one sample; ``count`` counts the rows with a value.
+Aggregate = Literal["sum", "min", "max", "mean", "count"]
 
 
 class SnmpIndex(StrictModel):
@@ -90,9 +105,13 @@ class SnmpIndex(StrictModel):
 
 
 class SnmpLookup(StrictModel):
-    """Adds label ``labelname`` from the value at ``oid`` + the indexes named in ``labels``."""
+    """Adds label ``labelname`` from the value at ``oid`` + the indexes named in ``labels``.
 
-    labels: list[LabelName] = Field(min_length=1)
+    With no ``labels``, ``oid`` names one instance (``1.3.6.1.2.1.1.5.0``, sysName),
+    read with a GET: a device-wide value such as a model name on every sample.
+    """
+
+    labels: list[LabelName] = Field(default_factory=list)
     labelname: LabelName
     oid: OidText
     type: IndexType = "DisplayString"
@@ -108,6 +127,22 @@ class SnmpMetric(StrictModel):
     enum_values: dict[int, str] = Field(default_factory=dict)
     # Static per interface (speed, type): read when the cache is refreshed, not every scrape.
     cached: bool = False
+    # value * scale + offset, as snmp_exporter's generator overrides say (45 % -> 0.45).
+    scale: float = 1.0
+    offset: float = 0.0
+    # A value (number, or text matched without regard to case) -> the sample's value;
+    # values not listed give no sample (fgVpnTunEntStatus down(1)/up(2) -> 0/1).
+    value_map: dict[int | str, float] = Field(default_factory=dict)
+    # Raw values that mean "not known", giving no sample (fwConnTableLimit 0: automatic).
+    absent_values: list[int] = Field(default_factory=list)
+    # The label a text or enum value goes in; by default the metric's own name.
+    value_label: LabelName | None = None
+    # Labels every sample carries as they are (vendor="fortinet").
+    static_labels: dict[LabelName, str] = Field(default_factory=dict)
+    # Without indexes, the one instance read, by GET: "0" for a scalar, "40.6" for a cell.
+    instance: str = "0"
+    # A table folded into one sample without index labels (the mean CPU of all cores).
+    aggregate: Aggregate | None = None
 
     @model_validator(mode="after")
     def _lookups_name_known_indexes(self) -> Self:
@@ -124,7 +159,27 @@ class SnmpMetric(StrictModel):
         implied = [i for i in self.indexes[:-1] if i.implied]
         if implied:
             raise ValueError("only the last index can be implied")
+        self._check_value_options()
         return self
+
+    def _check_value_options(self) -> None:
+        numeric = self.type in ("gauge", "counter")
+        if self.value_map and (self.scale != 1 or self.offset != 0):
+            raise ValueError(f"{self.name!r}: value_map replaces the value; scale it in the map")
+        if (self.value_map or self.absent_values or self.scale != 1 or self.offset != 0) and (
+            not numeric
+        ):
+            raise ValueError(
+                f"{self.name!r}: value_map, absent_values, scale and offset need a gauge or counter"
+            )
+        if self.value_label is not None and self.type not in LABEL_VALUED:
+            raise ValueError(f"{self.name!r}: value_label needs a text or enum type")
+        if self.aggregate is not None and (not self.indexes or not numeric):
+            raise ValueError(f"{self.name!r}: aggregate needs a gauge or counter with indexes")
+        if self.instance != "0" and self.indexes:
+            raise ValueError(f"{self.name!r}: instance is for a metric without indexes")
+        if not _OID.fullmatch(self.instance) or self.instance.startswith("."):
+            raise ValueError(f"{self.name!r}: instance must be dotted numbers, like 40.6")
 
 
 class SnmpCache(StrictModel):

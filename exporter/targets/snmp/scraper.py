@@ -101,11 +101,26 @@ class Target:
 class ModulePlan:
     """What to GET and walk for a module, worked out once from its definition."""
 
-    def __init__(self, module: SnmpModule) -> None:
+    def __init__(self, module: SnmpModule, *, wrap_large_counters: bool = True) -> None:
         self.module = module
-        self.mapper = MetricMapper(module)
+        self.mapper = MetricMapper(module, wrap_large_counters=wrap_large_counters)
         cached_names = module.cache is not None
-        self.scalars = [(*oid_of(m.oid), 0) for m in module.metrics if not m.indexes]
+        # A metric without indexes is one instance, read by GET: (instance OID, metric OID),
+        # once however many metrics read it (an HA state as info series and as a 0/1).
+        self.scalar_reads = list(
+            dict.fromkeys(
+                ((*oid_of(m.oid), *oid_of(m.instance)), oid_of(m.oid))
+                for m in module.metrics
+                if not m.indexes
+            )
+        )
+        self.scalars = [instance for instance, _ in self.scalar_reads]
+        # Lookups without index labels name one instance too (a model name, sysName).
+        self.scalar_lookups = list(
+            dict.fromkeys(
+                oid_of(lk.oid) for m in module.metrics for lk in m.lookups if not lk.labels
+            )
+        )
         fresh: dict[Oid, None] = {}
         cached: dict[Oid, None] = {}
         for metric in module.metrics:
@@ -114,7 +129,8 @@ class ModulePlan:
             column = oid_of(metric.oid)
             (cached if cached_names and metric.cached else fresh)[column] = None
             for lookup in metric.lookups:
-                (cached if cached_names else fresh)[oid_of(lookup.oid)] = None
+                if lookup.labels:
+                    (cached if cached_names else fresh)[oid_of(lookup.oid)] = None
         # Neighbour tables change with the cabling: walked on every scrape, except a
         # fallback (LLDP-V2-MIB), walked second and only when its table came back empty.
         self.neighbour_tables = [TABLES[name] for name in module.neighbours]
@@ -125,7 +141,9 @@ class ModulePlan:
         self.neighbour_scalars = [oid for t in self.neighbour_tables for oid in t.local_scalars]
         self.fresh_columns = list(fresh)
         self.cached_columns = [c for c in cached if c not in fresh]
-        self.lookup_columns = {oid_of(lk.oid) for m in module.metrics for lk in m.lookups}
+        self.lookup_columns = {
+            oid_of(lk.oid) for m in module.metrics for lk in m.lookups if lk.labels
+        }
         validators = [oid_of(v) for v in module.cache.validators] if module.cache else []
         # OID.0 is a scalar, read with GET; anything else is a column, walked every time.
         self.scalar_validators = [v for v in validators if v[-1] == 0]
@@ -137,7 +155,9 @@ class ModulePlan:
 
     def gets(self) -> list[Oid]:
         extra = [*self.scalar_validators, *([self.uptime] if self.uptime else [])]
-        return list(dict.fromkeys([*self.scalars, *self.neighbour_scalars, *extra]))
+        return list(
+            dict.fromkeys([*self.scalars, *self.scalar_lookups, *self.neighbour_scalars, *extra])
+        )
 
 
 @dataclass(slots=True)
@@ -230,8 +250,12 @@ class SnmpScraper:
         self,
         clock: Callable[[], float] = time.monotonic,
         session_factory: SessionFactory = SnmpSession,
+        *,
+        wrap_large_counters: bool = True,
     ) -> None:
         self._clock = clock
+        # --snmp.wrap-large-counters: Counter64 values modulo 2**53, as snmp_exporter.
+        self._wrap_large_counters = wrap_large_counters
         self._open_session = session_factory
         self._entries: dict[tuple[object, ...], SessionEntry] = {}
         self._devices: dict[tuple[object, ...], DeviceState] = {}
@@ -253,7 +277,9 @@ class SnmpScraper:
         # Modules are frozen and replaced whole on reload, so identity is a safe key.
         plan = self._plans.get(id(module))
         if plan is None or plan.module is not module:
-            plan = self._plans[id(module)] = ModulePlan(module)
+            plan = self._plans[id(module)] = ModulePlan(
+                module, wrap_large_counters=self._wrap_large_counters
+            )
         return plan
 
     def session(
@@ -454,10 +480,16 @@ class SnmpScraper:
             state.cache = self._new_cache(plan, got, walked)
         rows: dict[Oid, Sequence[VarBind]] = dict(cache.rows) if cache else {}
         rows.update(walked)
-        for oid in (*plan.scalars, *plan.neighbour_scalars):
+        for oid in plan.neighbour_scalars:
             if oid in got:
                 rows[oid[:-1]] = [got[oid]]
+        scalar_rows: dict[Oid, list[VarBind]] = {}
+        for instance, base in plan.scalar_reads:
+            if instance in got:
+                scalar_rows.setdefault(base, []).append(got[instance])
+        rows.update(scalar_rows)
         values = {vb.oid: vb for column in plan.lookup_columns for vb in rows.get(column, ())}
+        values.update((oid, got[oid]) for oid in plan.scalar_lookups if oid in got)
         families = plan.mapper.families(rows, values)
         if not plan.neighbour_tables:
             return ModuleRead(families, cache is not None)

@@ -138,10 +138,10 @@ async def test_a_renewed_graph_url_is_the_same_alert_and_no_new_notification(
         return [
             slack_text(r.body)
             for r in hook.requests()
-            if r.path.startswith("/services/") and "[FIRING]" in slack_text(r.body)
+            if r.path.startswith("/services/") and slack_text(r.body).startswith("\nP3 · ")
         ]
 
-    await asyncio.to_thread(hook.wait_for, lambda m: "[FIRING]" in slack_text(m), 15)
+    await asyncio.to_thread(hook.wait_for, lambda m: slack_text(m).startswith("\nP3 · "), 15)
     assert len(notified()) == 1
     message = next(r.body for r in hook.requests() if r.path.startswith("/services/"))
     assert message["attachments"][0]["image_url"] == first_url

@@ -197,9 +197,13 @@ async def test_member_leaving_an_incident_resolves_its_copy(sink, db, session):
     trip.clock.advance(seconds=10)
     await trip.trip.schedule([analysed_incident(a)])
     await trip.trip.run_once()
-    assert [(x["labels"]["alertname"], x["endsAt"]) for x in sink.messages()[-1]] == [
-        ("BgpDown", format_time(trip.clock.now))
-    ]
+    # The one left is posted again too: its title no longer counts a related alert.
+    posted = {x["labels"]["alertname"]: x for x in sink.messages()[-1]}
+    assert posted["BgpDown"]["endsAt"] == format_time(trip.clock.now)
+    assert parse_time(posted["LinkDown"]["endsAt"]) == trip.clock.now + POLICY.keepalive
+    assert (
+        posted["LinkDown"]["annotations"]["scout_title"] == "P2 · an interface down on sw1 (site a)"
+    )
 
 
 async def test_big_backlogs_are_posted_in_chunks(sink, db, session):

@@ -49,6 +49,10 @@ def test_enriched_alert_is_the_raw_alert_plus_the_analysis():
         "ai_root_cause": "sw1 Gi0/1 lost carrier",
         "ai_impact": "Site A is offline",
         "ai_actions": "1. Check the SFP on sw1 Gi0/1\n2. Call the carrier",
+        # What people read first, from the labels (tests/ai_sidecar/notify/test_wording.py).
+        "scout_title": "P1 · an interface down on sw1 (site a)",
+        "scout_timeline": "Started 2024-05-01 11:57:00 UTC.",
+        "scout_console_url": "http://127.0.0.1:8782/console/incidents/inc-1",
         "scout_incident_url": "http://127.0.0.1:8782/api/v1/incidents/inc-1",
         "prometheus_url": "http://prometheus.example/graph?g0.expr=up",
         "grafana_url": "http://grafana.example/d/scout",
@@ -85,7 +89,7 @@ def test_enriched_alert_links_only_what_is_configured():
     m = peer_member("HostDown", generator_url="")
     alert = enriched_alert(analysed_incident(m), m, ReturnTripPolicy(), now)
     assert "generatorURL" not in alert
-    links = {"scout_incident_url", "prometheus_url", "grafana_url"}
+    links = {"scout_console_url", "scout_incident_url", "prometheus_url", "grafana_url"}
     assert links.isdisjoint(alert["annotations"])
     alert = enriched_alert(
         analysed_incident(m), m, ReturnTripPolicy(prometheus_url="http://p:9090"), now

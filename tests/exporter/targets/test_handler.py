@@ -11,7 +11,7 @@ from exporter.targets.registry import TARGET_KINDS
 
 CONFIG = """
 auths:
-  web: {type: http, bearer_token: not-for-snmp}
+  web: {type: http, bearer_token: not-for-snmp, allowed_targets: [any]}
 modules:
   icmp_fast: {prober: icmp, count: 2}
 """

@@ -30,11 +30,19 @@ def families_by_name(families: list[Family]) -> dict[str, Family]:
     return {f.name: f for f in families if f.samples}
 
 
-def test_if_mib_counter_gets_index_and_lookup_labels():
+@pytest.mark.parametrize(
+    ("wrap", "expected"),
+    [
+        (False, 2**63 + 5),  # exact: a float would round it
+        (True, (2**63 + 5) % 2**53),  # snmp_exporter's default: wrapped at the float mantissa
+    ],
+)
+def test_if_mib_counter_gets_index_and_lookup_labels(wrap, expected):
     module = builtin_modules()["if_mib"]
     rows = if_rows(3, b"Gi0/3", "Uplink ISP \u00e9t\u00e9".encode(), 2**63 + 5)
     values = {v.oid: v for column in rows.values() for v in column}
-    families = families_by_name(MetricMapper(module).families(rows, values))
+    mapper = MetricMapper(module, wrap_large_counters=wrap)
+    families = families_by_name(mapper.families(rows, values))
     family = families["ifHCInOctets"]
     assert family.type == "counter"
     assert family.samples == [
@@ -45,9 +53,11 @@ def test_if_mib_counter_gets_index_and_lookup_labels():
                 ("ifDescr", "descr Gi0/3"),
                 ("ifName", "Gi0/3"),
             ),
-            2**63 + 5,  # exact: a float would round it
+            expected,
         )
     ]
+    # ifAlias, ifDescr and ifName are lookup labels only, as snmp_exporter's generator has them.
+    assert not families.keys() & {"ifAlias", "ifDescr", "ifName"}
 
 
 def test_missing_lookup_gives_empty_label_like_snmp_exporter():
@@ -201,3 +211,12 @@ def test_learned_max_repetitions_drops_at_once_and_creeps_back_after_clean_scrap
     for _ in range(5 * RAISE_AFTER_CLEAN_SCRAPES):
         state.learn(state.max_repetitions, configured=25)
     assert state.max_repetitions == 25  # never above the module's own value
+
+
+def test_if_type_names_are_the_whole_iana_list():
+    [if_type] = [m for m in builtin_modules()["if_mib"].metrics if m.name == "ifType"]
+    names = if_type.enum_values
+    # IANAifType-MIB: 1-272 and 277-303 (273-276 were never assigned).
+    assert names.keys() == set(range(1, 273)) | set(range(277, 304))
+    assert (names[123], names[245], names[303]) == ("transpHdlc", "voiceEBS", "p2pOverLan")
+    assert len(set(names.values())) == len(names)

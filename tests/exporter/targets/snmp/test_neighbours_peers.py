@@ -18,6 +18,7 @@ import pytest
 from exporter.app import create_app
 from exporter.config import parse_config
 from exporter.live import Settings
+from tests.exporter.targets.snmp.recorded import recording_auths, scrape, served
 from tests.exporter.targets.snmp.test_neighbours import SPINE_1
 from tests.peers.snmp import RealSnmpd, SnmpsimDevices, parse_exposition, promtool_check_metrics
 
@@ -29,31 +30,17 @@ NEIGHBOUR = "scout_lldp_neighbor_info"
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory) -> Iterator[SnmpsimDevices]:
-    with SnmpsimDevices(
-        tmp_path_factory.mktemp("snmpsim"), devices={}, recordings=RECORDINGS
-    ) as served:
-        yield served
+    with served(tmp_path_factory, RECORDINGS) as devices:
+        yield devices
 
 
 @pytest.fixture
 async def client(aiohttp_client):
-    auths = ", ".join(
-        f"{r.stem}: {{type: snmp, community: {r.stem}, allowed_targets: [127.0.0.0/8]}}"
-        for r in RECORDINGS
-    )
     capped = "lldp_capped: {prober: snmp, neighbours: [lldp], max_neighbours: 2}"
-    config = parse_config(f"auths: {{{auths}}}\nmodules: {{{capped}}}", "neighbours.yml")
-    return await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
-
-
-async def scrape(client, target: str, auth: str, module: str) -> str:
-    response = await client.get(
-        "/snmp",
-        params={"target": target, "auth": auth, "module": module},
-        headers={"X-Prometheus-Scrape-Timeout-Seconds": "10"},
+    config = parse_config(
+        f"auths: {recording_auths(RECORDINGS)}\nmodules: {{{capped}}}", "neighbours.yml"
     )
-    assert response.status == 200
-    return await response.text()
+    return await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
 
 
 def neighbours(text: str) -> list[dict[str, str]]:

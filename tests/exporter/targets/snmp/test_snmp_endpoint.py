@@ -14,6 +14,7 @@ from exporter.live import Settings
 from tests.peers.snmp import (
     RealSnmpd,
     SilentDevice,
+    SimulatedDevice,
     SnmpExporter,
     SnmpsimDevices,
     TooBigProxy,
@@ -154,7 +155,7 @@ def device_series(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 
 # Counters and clocks move between two reads; the rest must be equal.
 MOVING = ("sysUpTime",)
-WRAP_53 = 2**53  # snmp_exporter 0.21 wraps counters above 2^53 unless told not to
+WRAP_53 = 2**53  # both wrap Counter64 values at 2^53 unless told not to
 
 
 async def assert_same_as_snmp_exporter(client, snmp_exporter, target: str, community: str):
@@ -176,15 +177,15 @@ async def assert_same_as_snmp_exporter(client, snmp_exporter, target: str, commu
     }
     for key, value in ours.items():
         low, high = before[key], after[key]
-        if value >= WRAP_53 or low >= WRAP_53:
-            # snmp_exporter 0.21 wraps these at 2^53 and floats cannot hold them:
-            # the exact value is checked in the 260-interface test instead.
-            assert low == high, key
-        elif key[0] in counters and not key[0].startswith("ifHC"):
+        # Both wrap Counter64 values at 2^53 (--snmp.wrap-large-counters, on by default),
+        # so even the 2^64 - 616 counters of the simulated devices compare exactly.
+        assert value < WRAP_53, key
+        assert low < WRAP_53, key
+        if key[0] in counters and not key[0].startswith("ifHC"):
             # A 32-bit counter on a 10-100 Gb/s port wraps in under a second, so it
             # cannot be bracketed between two reads; its presence is what is compared.
             continue
-        elif key[0] in counters or key[0] in MOVING:
+        if key[0] in counters or key[0] in MOVING:
             assert low <= value <= high, (key, low, value, high)
         else:
             assert value == low == high, (key, low, value, high)
@@ -206,6 +207,22 @@ async def test_if_mib_matches_snmp_exporter_on_simulated_devices(
     await assert_same_as_snmp_exporter(client, snmp_exporter, snmpsim.target, device)
 
 
+def huge_counters_shown(text: str, device: SimulatedDevice, *, wrap: bool) -> int:
+    """Check each ifHCInOctets at or above 2^53 is shown exactly, or wrapped; count them."""
+    huge = 0
+    for oid, value in device.static.items():
+        if isinstance(value, int) and value >= 2**53 and oid.startswith("1.3.6.1.2.1.31.1.1.1.6."):
+            huge += 1
+            shown = value % 2**53 if wrap else value
+            line = next(
+                line
+                for line in text.splitlines()
+                if line.startswith("ifHCInOctets{") and f'ifIndex="{oid.rsplit(".", 1)[1]}"' in line
+            )
+            assert line.endswith(f"}} {shown}")
+    return huge
+
+
 async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_client, snmpsim):
     config = parse_config(
         f"auths: {{sim: {{type: snmp, community: sim260, {LOOPBACK_ONLY}}}}}", "sim.yml"
@@ -218,11 +235,8 @@ async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_clien
     assert len(rows) == len(device.interfaces) >= 260
     speeds = {int(v) for (name, _), v in parse_exposition(text).items() if name == "ifHighSpeed"}
     assert {100000, 40000, 10000} <= speeds  # beyond ifSpeed's 4.29 Gb/s ceiling
-    # 64-bit counters are exact integers, not floats: 2^64 - 616 stays as it is.
-    for oid, value in device.static.items():
-        if isinstance(value, int) and value >= 2**53 and oid.startswith("1.3.6.1.2.1.31.1.1.1.6."):
-            assert f'ifIndex="{oid.rsplit(".", 1)[1]}"' in text
-            assert any(line.endswith(f"}} {value}") for line in text.splitlines())
+    # 2^64 - 616 wraps to (2^64 - 616) mod 2^53 by default, as snmp_exporter's does.
+    assert huge_counters_shown(text, device, wrap=True)
     aliases = {
         dict(labels)["ifIndex"]: dict(labels)["ifAlias"]
         for name, labels in parse_exposition(text)
@@ -231,6 +245,22 @@ async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_clien
     for index, row in device.interfaces.items():
         alias = row["ifAlias"]
         assert aliases[str(index)] == (alias.decode() if isinstance(alias, bytes) else str(alias))
+
+
+async def test_without_wrapping_64_bit_counters_are_exact_integers(aiohttp_client, snmpsim):
+    config = parse_config(
+        f"auths: {{sim: {{type: snmp, community: sim260, {LOOPBACK_ONLY}}}}}\n"
+        "modules: {hc_in: {prober: snmp, metrics: [{name: ifHCInOctets,"
+        " oid: 1.3.6.1.2.1.31.1.1.1.6, type: counter, indexes: [{labelname: ifIndex}]}]}}",
+        "sim.yml",
+    )
+    settings = Settings(enabled_collectors=frozenset(), snmp_wrap_large_counters=False)
+    client = await aiohttp_client(create_app(settings, config))
+    status, text = await scrape(client, target=snmpsim.target, auth="sim", module="hc_in")
+    assert status == 200
+    assert sample(text, "scout_snmp_module_success", module="hc_in") == 1, text
+    # --no-snmp.wrap-large-counters: 2^64 - 616 stays as it is, not a rounded float.
+    assert huge_counters_shown(text, snmpsim.devices["sim260"], wrap=False)
 
 
 @pytest.mark.parametrize("auth", ["v3_sha_aes", "v3_sha256_aes", "v3_auth_only", "private_v2"])

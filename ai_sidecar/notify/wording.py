@@ -1,0 +1,161 @@
+"""What people read first in an enriched notification: the title, the times, what resolved it.
+
+Built from the incident alone (no analyst), with the phrases of
+:mod:`ai_sidecar.notify.phrases`, and carried on every copy as annotations:
+
+========================  ====================================================
+``scout_title``           ``P3 · Gi1/0/1 down on sw-3 (site paris)``; once
+                          resolved, ``Resolved · … · lasted 12 min 5 s``
+``scout_timeline``        when it started and, once resolved, ended and lasted
+``scout_resolution``      once resolved only: what resolved it
+========================  ====================================================
+
+Times are to the second in the configured zone (``notifications.timezone``).
+Label values are untrusted: every text goes through
+:func:`ai_sidecar.sanitize.clean` on one line, so it can neither notify nor
+carry markup, a line break (an e-mail header) or a hidden character; the
+templates escape it again for Slack and HTML.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from ai_sidecar.correlate import INTERFACE_LABELS
+from ai_sidecar.models import Incident, Member, merged_into, notified_priority
+from ai_sidecar.notify import phrases
+from ai_sidecar.sanitize import CAPS, clean
+
+TITLE_ANNOTATION = "scout_title"
+TIMELINE_ANNOTATION = "scout_timeline"
+RESOLUTION_ANNOTATION = "scout_resolution"
+
+# Words of a CamelCase alert name: "PowerSupplyFailed", "BGPDown", "Disk2Full".
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^A-Za-z0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """How times are shown: the zone (``notifications.timezone``)."""
+
+    zone: tzinfo = UTC
+
+    def time(self, value: datetime) -> str:
+        """``2026-12-02 23:41:25 CET``: to the second, in the zone."""
+        return value.astimezone(self.zone).strftime(phrases.TIME_FORMAT)
+
+    def annotations(self, incident: Incident) -> dict[str, str]:
+        """The ``scout_*`` text annotations of ``incident``'s copies (module docstring)."""
+        members = list(incident.members.values())
+        if not members:
+            return {}
+        root = root_member(incident)
+        started = min(m.first_starts_at for m in members)
+        title = phrases.TITLE.format(
+            priority=notified_priority(incident),
+            problem=problem(root),
+            site=phrases.SITE.format(site=site) if (site := _site(incident, root)) else "",
+            related=_related(len(members) - 1),
+        )
+        found = {TIMELINE_ANNOTATION: phrases.STARTED.format(start=self.time(started))}
+        if incident.status == "resolved" and incident.resolved_at is not None:
+            ended = max(incident.resolved_at, started)
+            lasted = duration(ended - started)
+            title = phrases.RESOLVED_TITLE.format(title=title, duration=lasted)
+            found[TIMELINE_ANNOTATION] = phrases.LASTED.format(
+                start=self.time(started), end=self.time(ended), duration=lasted
+            )
+            found[RESOLUTION_ANNOTATION] = self.resolution(incident, root, ended)
+        found[TITLE_ANNOTATION] = title
+        return {name: _one_line(text) for name, text in found.items()}
+
+    def resolution(self, incident: Incident, root: Member, ended: datetime) -> str:
+        """What resolved ``incident``: a merge, its root cause, or its last alert to clear."""
+        at = self.time(ended)
+        other = merged_into(incident)
+        if other is not None:
+            return phrases.RESOLVED_BY_MERGE.format(incident=other, time=at)
+        members = list(incident.members.values())
+        cleared = [m for m in members if m.status == "resolved" and m.ends_at is not None]
+        firing = len(members) - len(cleared)
+        if root.status == "resolved" and root.ends_at is not None and firing:
+            # Resolved on its root cause alone (correlation.resolve: root_cause).
+            still = phrases.STILL_FIRING_ONE if firing == 1 else phrases.STILL_FIRING_MANY
+            return phrases.RESOLVED_BY_ROOT_CAUSE.format(
+                problem=problem(root), time=self.time(root.ends_at)
+            ) + still.format(count=firing)
+        if not cleared:
+            return phrases.RESOLVED_UNKNOWN.format(time=at)
+        last = max(cleared, key=lambda m: (m.ends_at or ended, m is root, m.fingerprint))
+        when = self.time(last.ends_at or ended)
+        if len(members) == 1:
+            return phrases.RESOLVED_BY_ONLY_ALERT.format(problem=problem(last), time=when)
+        if last is root:
+            return phrases.RESOLVED_BY_ROOT_CAUSE.format(problem=problem(last), time=when)
+        return phrases.RESOLVED_BY_LAST_ALERT.format(
+            count=len(members), problem=problem(last), time=when
+        )
+
+
+def root_member(incident: Incident) -> Member:
+    """The root cause, or the earliest member when correlation named none."""
+    found = incident.members.get(incident.root_cause or "")
+    if found is not None:
+        return found
+    return min(incident.members.values(), key=lambda m: (m.first_starts_at, m.fingerprint))
+
+
+def problem(member: Member) -> str:
+    """What is wrong and where, in plain words: ``Gi1/0/1 down on sw-3``."""
+    phrase = phrases.PROBLEMS.get(member.alertname)
+    values = {"target": member.target}
+    interface = next((member.labels[n] for n in INTERFACE_LABELS if member.labels.get(n)), "")
+    values["interface"] = interface
+    if phrase is None:
+        values["name"] = alert_words(member.alertname) or phrases.UNNAMED_ALERT
+        phrase = phrases.UNKNOWN_PROBLEM if member.target else phrases.UNKNOWN_PROBLEM_NO_TARGET
+    fields = {name for _, name, _, _ in string.Formatter().parse(phrase) if name}
+    for name in fields - values.keys():
+        values[name] = member.labels.get(name, "")
+    return phrase.format_map(
+        {
+            name: _one_line(value) or phrases.MISSING.get(name, phrases.MISSING_DEFAULT)
+            for name, value in values.items()
+        }
+    )
+
+
+def alert_words(name: str) -> str:
+    """``PowerSupplyFailed`` as ``power supply failed``; acronyms (``BGP``) stay."""
+    words = [w for w in _WORDS.findall(name) if w.strip(" _-")]
+    return " ".join(w if w.isupper() else w.lower() for w in words)
+
+
+def duration(value: timedelta) -> str:
+    """``1 h 2 min 5 s``, to the second (rounded down); units of zero left out."""
+    left = max(0, math.floor(value.total_seconds()))
+    parts = []
+    for unit, seconds in phrases.DURATION_UNITS:
+        count, left = divmod(left, seconds)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts) or phrases.DURATION_ZERO
+
+
+def _site(incident: Incident, root: Member) -> str:
+    return root.labels.get("site") or incident.group.get("site", "")
+
+
+def _related(count: int) -> str:
+    if count <= 0:
+        return ""
+    return phrases.RELATED_ONE if count == 1 else phrases.RELATED_MANY.format(count=count)
+
+
+def _one_line(text: str) -> str:
+    """``text`` safe for a title or an e-mail subject: one line, no markup, capped."""
+    return clean(" ".join(text.split()), CAPS.summary)

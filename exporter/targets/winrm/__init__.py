@@ -1,0 +1,1 @@
+"""``/winrm``: Windows servers over WinRM, with windows_exporter-compatible metrics."""

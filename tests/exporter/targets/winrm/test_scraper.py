@@ -1,0 +1,167 @@
+"""The scraper's scheduling, with a fake ``ShellOpener``: bounds, one per host, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
+
+from exporter.clients.winrm import CommandResult, Endpoint, RemoteShell, WinrmAuthError
+from exporter.config import WinrmAuth
+from exporter.targets.kind import ScrapeJob
+from exporter.targets.winrm.modules import WinrmModule
+from exporter.targets.winrm.scraper import WinrmScraper, WinrmTarget, parse_target, pin_target
+from tests.exporter.targets.winrm.fake_host import FakeHost
+
+AUTH = WinrmAuth.model_validate(
+    {
+        "type": "winrm",
+        "username": "monitor",
+        "password": SecretStr("secret"),
+        "allowed_targets": ["any"],
+    }
+)
+
+
+@dataclass
+class Recorder:
+    """Counts shells and runs in flight, overall and per host."""
+
+    hold: float = 0.2
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    running: int = 0
+    most_running: int = 0
+    per_host: dict[str, int] = field(default_factory=dict)
+    most_per_host: int = 0
+    opened: list[str] = field(default_factory=list)
+    fail_open: bool = False
+
+
+class FakeShell:
+    def __init__(self, recorder: Recorder, host: str) -> None:
+        self.recorder, self.host, self.closed = recorder, host, False
+        self.fake = FakeHost()
+
+    def run(
+        self, executable: str, arguments: list[str], stdin: bytes, deadline: float
+    ) -> CommandResult:
+        r = self.recorder
+        with r.lock:
+            r.running += 1
+            r.per_host[self.host] = r.per_host.get(self.host, 0) + 1
+            r.most_running = max(r.most_running, r.running)
+            r.most_per_host = max(r.most_per_host, r.per_host[self.host])
+        try:
+            time.sleep(r.hold)
+            return CommandResult(self.fake.answer(stdin.decode("ascii")), b"", 0)
+        finally:
+            with r.lock:
+                r.running -= 1
+                r.per_host[self.host] -= 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeOpener:
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def open(self, endpoint: Endpoint, deadline: float) -> RemoteShell:
+        if self.recorder.fail_open:
+            raise WinrmAuthError("the host refused the credentials (HTTP 401)")
+        self.recorder.opened.append(endpoint.host)
+        return FakeShell(self.recorder, endpoint.host)
+
+
+def job(host: str, seconds: float = 5.0) -> ScrapeJob[WinrmTarget, WinrmModule, WinrmAuth]:
+    deadline = asyncio.get_running_loop().time() + seconds
+    return ScrapeJob(WinrmTarget(host, None), (("windows", WinrmModule()),), "w", AUTH, deadline)
+
+
+async def test_the_global_bound_caps_hosts_scraped_at_once():
+    recorder = Recorder()
+    scraper = WinrmScraper(FakeOpener(recorder), max_concurrent=3)
+    await scraper.start()
+    try:
+        hosts = [f"10.0.0.{i}" for i in range(8)]
+        results = await asyncio.gather(*(scraper.scrape(job(h), []) for h in hosts))
+    finally:
+        await scraper.close()
+    assert all(success for success, _ in results)
+    assert recorder.most_running == 3
+
+
+async def test_one_scrape_per_host_at_a_time_and_the_shell_is_reused():
+    recorder = Recorder(hold=0.1)
+    scraper = WinrmScraper(FakeOpener(recorder), max_concurrent=4)
+    await scraper.start()
+    try:
+        results = await asyncio.gather(*(scraper.scrape(job("10.0.0.1"), []) for _ in range(3)))
+    finally:
+        await scraper.close()
+    assert all(success for success, _ in results)
+    assert recorder.most_per_host == 1
+    assert recorder.opened == ["10.0.0.1"]
+
+
+async def test_a_scrape_queued_past_its_deadline_is_not_started():
+    recorder = Recorder(hold=0.5)
+    scraper = WinrmScraper(FakeOpener(recorder), max_concurrent=1)
+    await scraper.start()
+    try:
+        families: list = []
+        slow, late = await asyncio.gather(
+            scraper.scrape(job("10.0.0.1"), []),
+            scraper.scrape(job("10.0.0.2", seconds=0.2), families),
+        )
+    finally:
+        await scraper.close()
+    assert slow[0] is True
+    assert late == (False, "timeout: the deadline passed before the scrape started")
+    assert recorder.opened == ["10.0.0.1"]
+
+
+async def test_a_failed_open_is_a_failed_scrape_with_its_reason():
+    recorder = Recorder(fail_open=True)
+    scraper = WinrmScraper(FakeOpener(recorder))
+    await scraper.start()
+    try:
+        families: list = []
+        success, error = await scraper.scrape(job("10.0.0.1"), families)
+    finally:
+        await scraper.close()
+    assert (success, error) == (False, "auth: the host refused the credentials (HTTP 401)")
+    [family] = families
+    assert family.name == "scout_winrm_scrape_error"
+    assert [s.labels for s in family.samples] == [{"reason": "auth"}]
+
+
+async def test_closing_the_scraper_closes_every_shell():
+    recorder = Recorder(hold=0.0)
+    shells: list[FakeShell] = []
+
+    class KeepingOpener(FakeOpener):
+        def open(self, endpoint: Endpoint, deadline: float) -> RemoteShell:
+            shell = FakeShell(self.recorder, endpoint.host)
+            shells.append(shell)
+            return shell
+
+    scraper = WinrmScraper(KeepingOpener(recorder))
+    await scraper.start()
+    await asyncio.gather(*(scraper.scrape(job(f"10.0.0.{i}"), []) for i in range(3)))
+    await scraper.close()
+    assert len(shells) == 3
+    assert all(shell.closed for shell in shells)
+
+
+def test_a_target_is_pinned_to_a_checked_address_ipv4_first_and_keeps_its_name():
+    checked = [ipaddress.ip_address("2001:db8::7"), ipaddress.ip_address("192.0.2.7")]
+    pinned = pin_target(parse_target("fs01.corp.example:5986"), checked)
+    assert pinned == WinrmTarget("fs01.corp.example", 5986, "192.0.2.7")
+    only_v6 = pin_target(parse_target("fs01.corp.example"), checked[:1])
+    assert only_v6 == WinrmTarget("fs01.corp.example", None, "2001:db8::7")

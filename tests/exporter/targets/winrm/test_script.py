@@ -1,0 +1,81 @@
+"""The scrape script as text, and the reading of its answer."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import re
+
+import pytest
+
+from exporter.targets.winrm.modules import COLLECTORS, WinrmModule
+from exporter.targets.winrm.script import (
+    CIM_QUERIES,
+    ScriptOutputError,
+    bootstrap_arguments,
+    build_script,
+    parse_output,
+)
+from tests.exporter.targets.winrm.fake_host import FakeHost, encode_answer
+
+
+def test_every_cim_query_names_its_properties():
+    script = build_script(WinrmModule())
+    queries = re.findall(r"\bQ '(\w+)' @\(([^)]*)\)", script)
+    assert {cim_class for cim_class, _ in queries} == {c for c, _ in CIM_QUERIES.values()}
+    for _, properties in queries:
+        assert properties.strip(), "a query without properties would read every one"
+    assert "*" not in "".join(p for _, p in queries)
+
+
+def test_the_script_has_one_block_per_enabled_collector_in_order():
+    script = build_script(WinrmModule(collectors=["service", "cpu"]))
+    assert re.findall(r"^Run '(\w+)'", script, re.MULTILINE) == ["service", "cpu"]
+    full = build_script(WinrmModule())
+    assert re.findall(r"^Run '(\w+)'", full, re.MULTILINE) == list(COLLECTORS)
+
+
+def test_the_event_log_window_goes_into_the_script():
+    module = WinrmModule.model_validate({"prober": "winrm", "event_log_window": "5m"})
+    assert "AddSeconds(-300)" in build_script(module)
+
+
+def test_the_bootstrap_reads_the_script_from_stdin():
+    arguments = bootstrap_arguments()
+    assert arguments[:3] == ["-NoLogo", "-NoProfile", "-NonInteractive"]
+    assert arguments[3] == "-EncodedCommand"
+    decoded = base64.b64decode(arguments[4]).decode("utf-16-le")
+    assert "[Console]::In.ReadToEnd()" in decoded
+    # A command line stops at 8191 characters: the script itself cannot travel there.
+    assert len(" ".join(arguments)) < 1000
+
+
+def test_the_answer_round_trips_with_noise_around_it():
+    host = FakeHost()
+    script = build_script(WinrmModule(collectors=["service"]))
+    stdout = b"#< CLIXML\r\n" + host.answer(script) + b"\r\n"
+    collectors = parse_output(stdout)
+    assert [row["Name"] for row in collectors["service"]["rows"]][-1] == "監視サービス"
+
+
+@pytest.mark.parametrize(
+    ("stdout", "message"),
+    [
+        (b"", "no begin marker"),
+        (b"SCOUT-WINRM-BEGIN\nH4sIAAAA", "cut short"),
+        (b"SCOUT-WINRM-BEGIN\n%%%%\nSCOUT-WINRM-END\n", "garbled"),
+        (
+            b"SCOUT-WINRM-BEGIN\n"
+            + base64.b64encode(gzip.compress(b"{not json"))
+            + b"\nSCOUT-WINRM-END\n",
+            "garbled",
+        ),
+        (encode_answer({"v": 99, "collectors": {}}), "not in the format"),
+        (encode_answer({"v": 1, "collectors": []}), "no collectors"),
+        (encode_answer({"v": 1, "collectors": {"cpu": "ok"}}), "no collectors"),
+    ],
+    ids=["empty", "truncated", "not-base64", "not-json", "version", "list", "not-mapping"],
+)
+def test_bad_answers_raise_with_what_is_wrong(stdout, message):
+    with pytest.raises(ScriptOutputError, match=message):
+        parse_output(stdout)

@@ -1,0 +1,271 @@
+"""``/winrm`` end to end: the exporter, pypsrp and a local WS-Man listener over HTTPS.
+
+The listener (``wsman_server``) answers as Windows does; the host behind it
+(``fake_host``) answers the scrape script with CIM rows. Every fault the issue
+names is provoked at the listener: refused credentials, an unreachable port, a
+host slower than the deadline, a spent shell quota, garbled and truncated
+output, a host that forgot the shell, an untrusted certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from scripts.localstack import free_port
+from tests.exporter.golden_files import assert_matches_golden, assert_promtool_clean
+from tests.exporter.targets.winrm.conftest import PASSWORD
+from tests.exporter.targets.winrm.fake_host import TICKS
+
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "winrm.prom"
+# Values that change from run to run, replaced before comparing with the golden file.
+_VARYING = re.compile(r"^(scout_winrm_scrape_duration_seconds) \S+$", re.MULTILINE)
+
+
+def path(target: str, auth: str = "windows", module: str = "fileserver") -> str:
+    return f"/winrm?target={target}&auth={auth}&module={module}"
+
+
+def sample(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {line_start!r} in:\n{text}")
+
+
+async def test_a_full_scrape_matches_the_golden_exposition(exporter_client, wsman):
+    client = await exporter_client()
+    response = await client.get(path(wsman.target))
+    assert response.status == 200
+    assert_matches_golden(_VARYING.sub(r"\1 0.0", await response.text()), GOLDEN)
+
+
+def test_the_golden_exposition_passes_promtool_check_metrics():
+    assert_promtool_clean(GOLDEN.read_bytes())
+
+
+async def test_the_shell_is_created_once_used_per_scrape_and_deleted_at_close(
+    exporter_client, wsman
+):
+    client = await exporter_client()
+    for _ in range(2):
+        text = await (await client.get(path(wsman.target))).text()
+        assert sample(text, "scout_winrm_success") == 1.0
+    one_command = ["Command", "Send", "Receive", "Receive", "Receive", "Signal"]
+    assert wsman.server.actions() == ["Create", *one_command, *one_command]
+    assert wsman.server.shells_created == 1
+    await client.close()
+    assert wsman.server.actions()[-1] == "Delete"
+    assert wsman.server.shells == {}
+
+
+async def test_the_script_asks_only_for_the_module_s_collectors(exporter_client, wsman):
+    module = "  small: {prober: winrm, collectors: [memory, service]}"
+    client = await exporter_client(module=module)
+    text = await (await client.get(path(wsman.target, module="small"))).text()
+    [script] = wsman.server.host.scripts
+    assert wsman.server.host.collectors_asked(script) == ["memory", "service"]
+    assert sample(text, "windows_memory_physical_total_bytes") == 16777216 * 1024
+    assert "windows_cpu_time_total" not in text
+
+
+async def test_non_ascii_service_names_survive_the_trip(exporter_client, wsman):
+    client = await exporter_client()
+    text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, 'windows_service_state{name="監視サービス",state="stopped"}') == 1.0
+    assert sample(text, 'windows_service_state{name="überwachung",state="start pending"}') == 1.0
+    assert 'display_name="Dienst-Überwachung"' in text
+
+
+async def test_a_failing_collector_leaves_the_others_and_says_why(exporter_client, wsman, caplog):
+    wsman.server.host.failing["update"] = "Access is denied."
+    client = await exporter_client()
+    with caplog.at_level(logging.INFO):
+        text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, "scout_winrm_success") == 1.0
+    assert sample(text, 'windows_exporter_collector_success{collector="update"}') == 0.0
+    assert sample(text, 'windows_exporter_collector_success{collector="cpu"}') == 1.0
+    assert "scout_windows_reboot_pending" not in text
+    assert "update: Access is denied." in caplog.text
+
+
+async def test_the_top_processes_are_ranked_by_cpu_since_the_last_scrape(exporter_client, wsman):
+    client = await exporter_client()
+    first = await (await client.get(path(wsman.target))).text()
+    # No rate on the first scrape: only memory ranks.
+    assert "scout_windows_top_process_cpu_ratio{" not in first
+    rows = {row["IDProcess"]: row for row in wsman.server.host.rows["process"]}
+    for row in rows.values():
+        row["Timestamp_Sys100NS"] += 10 * TICKS  # ten seconds later
+    rows[880]["PercentProcessorTime"] += 15 * TICKS  # 1.5 cores
+    rows[2212]["PercentProcessorTime"] += 2 * TICKS  # 0.2 of one
+    text = await (await client.get(path(wsman.target))).text()
+    busiest = re.findall(r"^scout_windows_top_process_cpu_ratio\{(.*)\} (\S+)$", text, re.M)
+    # top_processes: 2 in the module; svchost 1024 used nothing.
+    assert busiest == [
+        ('process="svchost",process_id="880"', "1.5"),
+        ('process="sqlservr",process_id="2212"', "0.2"),
+    ]
+
+
+async def test_wrong_password_fails_with_the_reason_and_never_the_password(
+    exporter_client, wsman, caplog
+):
+    client = await exporter_client(password="not-the-" + PASSWORD)
+    with caplog.at_level(logging.DEBUG):
+        response = await client.get(path(wsman.target))
+        text = await response.text()
+    assert response.status == 200
+    assert sample(text, "scout_winrm_success") == 0.0
+    assert sample(text, 'scout_winrm_scrape_error{reason="auth"}') == 1.0
+    assert "auth: the host refused the credentials (HTTP 401)" in caplog.text
+    assert PASSWORD not in caplog.text
+    assert PASSWORD not in text
+    assert wsman.server.actions() == ["401"]
+
+
+async def test_an_unreachable_host_fails_as_unreachable(exporter_client, wsman):
+    client = await exporter_client()
+    closed = f"127.0.0.1:{free_port()}"
+    text = await (await client.get(path(closed))).text()
+    assert sample(text, "scout_winrm_success") == 0.0
+    assert sample(text, 'scout_winrm_scrape_error{reason="unreachable"}') == 1.0
+
+
+async def test_an_untrusted_certificate_is_refused(exporter_client, wsman, caplog):
+    client = await exporter_client()
+    text = await (await client.get(path(wsman.target, auth="windows_no_ca"))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="unreachable"}') == 1.0
+    assert "TLS failed" in caplog.text
+    assert wsman.server.actions() == []
+
+
+async def test_a_slow_host_costs_only_its_own_deadline(exporter_client, wsman, caplog):
+    client = await exporter_client()
+    # Longer than the test's own timeout: only a scrape that gives up at its
+    # deadline lets this test end, with no clock read here.
+    wsman.server.receive_delay = 600.0
+    response = await client.get(
+        path(wsman.target), headers={"X-Prometheus-Scrape-Timeout-Seconds": "2"}
+    )
+    text = await response.text()
+    assert sample(text, "scout_winrm_success") == 0.0
+    # The closing client waits for the scrape's thread: its requests time out too.
+    await client.close()
+    assert "Receive" in wsman.server.actions()
+    assert "timeout" in caplog.text
+
+
+async def test_a_slow_host_does_not_hold_up_another(exporter_client, wsman, named_wsman):
+    client = await exporter_client()
+    wsman.server.receive_delay = 600.0  # never answers within any deadline
+    timeout = {"X-Prometheus-Scrape-Timeout-Seconds": "3"}
+    slow, fast = await asyncio.gather(
+        client.get(path(wsman.target), headers=timeout),
+        client.get(path(named_wsman.target), headers=timeout),
+    )
+    # Were the fast host queued behind the slow one, it would miss its own deadline.
+    assert sample(await fast.text(), "scout_winrm_success") == 1.0
+    assert sample(await slow.text(), "scout_winrm_success") == 0.0
+    await client.close()
+
+
+async def test_an_exhausted_shell_quota_fails_as_quota(exporter_client, wsman, caplog):
+    wsman.server.max_shells = 0
+    client = await exporter_client()
+    text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="quota"}') == 1.0
+    assert "maximum number of 0 concurrent shells" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda out: out[: len(out) // 2], "the answer was cut short"),
+        (lambda out: out.replace(b"H4sI", b"!!!!", 1), "the answer is garbled"),
+        (lambda _out: b"The term 'Get-CimInstance' is not recognized\r\n", "no begin marker"),
+    ],
+    ids=["truncated", "garbled", "not-the-script"],
+)
+async def test_bad_output_fails_as_output(exporter_client, wsman, caplog, mangle, message):
+    wsman.server.mangle = mangle
+    client = await exporter_client()
+    text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, "scout_winrm_success") == 0.0
+    assert sample(text, 'scout_winrm_scrape_error{reason="output"}') == 1.0
+    assert message in caplog.text
+
+
+async def test_a_host_that_forgot_the_shell_gets_a_new_one(exporter_client, wsman):
+    client = await exporter_client()
+    await client.get(path(wsman.target))
+    wsman.server.forget_shells()  # a reboot, or the shell's idle timeout
+    text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, "scout_winrm_success") == 1.0
+    assert wsman.server.shells_created == 2
+
+
+async def test_a_target_outside_the_auth_s_allow_list_is_refused_before_sending(
+    exporter_client, wsman
+):
+    client = await exporter_client()
+    response = await client.get(path("192.0.2.7"))
+    assert response.status == 403
+    assert wsman.server.actions() == []
+
+
+async def test_ntlm_over_http_encrypts_every_message(exporter_client, ntlm_wsman):
+    client = await exporter_client()
+    text = await (await client.get(path(ntlm_wsman.target, auth="windows_ntlm"))).text()
+    assert sample(text, "scout_winrm_success") == 1.0
+    assert sample(text, 'windows_service_state{name="監視サービス",state="stopped"}') == 1.0
+    server = ntlm_wsman.server
+    assert server.actions() == [
+        "Create",
+        "Command",
+        "Send",
+        "Receive",
+        "Receive",
+        "Receive",
+        "Signal",
+    ]
+    # The listener refuses plain messages; every one of these came encrypted.
+    assert server.encrypted_messages == len(server.actions())
+
+
+async def test_ntlm_with_a_wrong_password_fails_as_auth(exporter_client, ntlm_wsman, caplog):
+    client = await exporter_client(password="wrong-" + PASSWORD)
+    with caplog.at_level(logging.DEBUG):
+        text = await (await client.get(path(ntlm_wsman.target, auth="windows_ntlm"))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="auth"}') == 1.0
+    assert PASSWORD not in caplog.text
+    assert PASSWORD not in text
+
+
+async def test_a_transport_whose_package_is_missing_says_which(exporter_client, ntlm_wsman, caplog):
+    # CredSSP needs requests-credssp, which the exporter does not depend on.
+    if importlib.util.find_spec("requests_credssp") is not None:
+        pytest.skip("requests-credssp is installed here")
+    client = await exporter_client()
+    text = await (await client.get(path(ntlm_wsman.target, auth="windows_credssp"))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="protocol"}') == 1.0
+    assert "requests-credssp is not installed" in caplog.text
+    assert ntlm_wsman.server.actions() == []
+    assert PASSWORD not in caplog.text
+
+
+async def test_a_name_is_pinned_to_the_checked_address_and_tls_still_checks_the_name(
+    exporter_client, named_wsman
+):
+    client = await exporter_client()
+    text = await (await client.get(path(named_wsman.target))).text()
+    assert sample(text, "scout_winrm_success") == 1.0
+    port = named_wsman.target.rsplit(":", 1)[1]
+    # Connected to the address the allow-list admitted, not to a fresh lookup of
+    # the name; the certificate (for localhost only, no address) still passed.
+    assert {exchange.host for exchange in named_wsman.server.exchanges} == {f"127.0.0.1:{port}"}
