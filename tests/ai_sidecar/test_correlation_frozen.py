@@ -10,6 +10,9 @@ without them, is hashed and compared with the digest frozen in
 A deliberate change to the correlation rules changes digests too. Then
 regenerate them (``python -m tests.ai_sidecar.test_correlation_frozen``) and
 say in the commit which rule changed and what the storm replay's figures did.
+A change to the storms themselves (``benchmarks/storms``: a rule's labels or
+``for:``) changes them as well; regenerate those with the correlator as it
+was before the speed work changed it, not with the one under test.
 """
 
 from __future__ import annotations
