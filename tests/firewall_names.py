@@ -1,10 +1,10 @@
 """The firewall and flow metric names (and their labels) the dashboard and rules may use.
 
 Firewall names come from the one firewall schema (``exporter.schema.firewall``).
-The flow names are the flows collector's contract as the issue's shared
-interfaces list them; the flows collector's module
-(``exporter/collectors/flows/``) holds the real list, and this one is to be
-read from it once that module exists.
+The flow names are the flows collector's contract (sample exposition in
+``exporter/collectors/flows/collector.py``);
+``tests/exporter/collectors/flows/test_collector.py`` checks that the
+collector exposes exactly these names with these labels.
 """
 
 from __future__ import annotations
