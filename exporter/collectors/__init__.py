@@ -20,17 +20,17 @@ COLLECTORS: tuple[CollectorSpec, ...] = (
         build=HostCollector.from_config,
     ),
     CollectorSpec(
-        name="flows",
-        help="top bandwidth consumers from NetFlow v5/v9 and IPFIX sent to collectors.flows.listen",
-        enabled_by_default=False,
-        build=FlowsCollector.from_config,
-    ),
-    CollectorSpec(
         name="netfilter",
         help="the local firewall: nftables rule counters, chain policies, conntrack "
         "(needs CAP_NET_ADMIN and the host network)",
         enabled_by_default=False,
         build=NetfilterCollector.from_config,
+    ),
+    CollectorSpec(
+        name="flows",
+        help="top bandwidth consumers from NetFlow v5/v9 and IPFIX sent to collectors.flows.listen",
+        enabled_by_default=False,
+        build=FlowsCollector.from_config,
     ),
 )
 
