@@ -4,8 +4,10 @@ Firewall names come from the one firewall schema (``exporter.schema.firewall``).
 The flow names are the flows collector's contract (its module docstring,
 ``exporter/collectors/flows/collector.py``, shows them); the collector keeps
 no list of its own, so ``tests/test_grafana.py`` checks this one against what
-the real collector exports, as it checks the schema's against every firewall
-source.
+the real collector exports in the Grafana stack, as it checks the schema's
+against every firewall source, and
+``tests/exporter/collectors/flows/test_collector.py`` against a collector fed
+in process.
 """
 
 from __future__ import annotations

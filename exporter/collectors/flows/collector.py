@@ -28,17 +28,17 @@ Sample exposition (the metric contract)::
   scout_flow_records_total{exporter="10.0.0.1",version="ipfix"} 1.5e+06
   # TYPE scout_flow_packets_total counter
   scout_flow_packets_total{exporter="10.0.0.1",version="ipfix"} 51234
-    # TYPE scout_flow_templates gauge
-    scout_flow_templates{exporter="10.0.0.1"} 3
-    # TYPE scout_flow_bad_packets_total counter
-    scout_flow_bad_packets_total{reason="truncated"} 0
-    scout_flow_bad_packets_total{reason="unknown_template"} 2
-    # TYPE scout_flow_series gauge
-    scout_flow_series 57
-    # TYPE scout_flow_series_budget gauge
-    scout_flow_series_budget 2000
-    # TYPE scout_flow_dropped_series_total counter
-    scout_flow_dropped_series_total 0
+  # TYPE scout_flow_templates gauge
+  scout_flow_templates{exporter="10.0.0.1"} 3
+  # TYPE scout_flow_bad_packets_total counter
+  scout_flow_bad_packets_total{reason="truncated"} 0
+  scout_flow_bad_packets_total{reason="unknown_template"} 2
+  # TYPE scout_flow_series gauge
+  scout_flow_series 57
+  # TYPE scout_flow_series_budget gauge
+  scout_flow_series_budget 2000
+  # TYPE scout_flow_dropped_series_total counter
+  scout_flow_dropped_series_total 0
 
 Why ``rate()`` stays right while talkers come and go: every record adds its
 bytes to exactly one series, its talker's if the talker has a series at that
@@ -55,7 +55,8 @@ exporter and direction, ``other`` included, equals the rate of all bytes;
 Bounds: ``scout_flow_series`` counts every series with an ``exporter`` label
 and never exceeds ``max_series`` (a refused series is
 ``scout_flow_dropped_series_total``); keys tracked for ranking are capped per
-exporter and direction (see ``aggregate``); templates are capped at
+exporter and direction, and flows waiting to be counted in batches at
+``BATCH`` records or ``PENDING_BYTES`` (see ``aggregate``); templates are capped at
 ``max_templates``; packets from outside ``exporters`` (when set), truncated or
 lying packets, data without a template and template floods are dropped and
 counted in ``scout_flow_bad_packets_total{reason}``.

@@ -21,6 +21,7 @@ from exporter.collectors.flows.listener import parse_listen
 from exporter.config import ExporterConfig, FlowsCollectorConfig
 from scripts.localstack import Service, free_port
 from tests.conftest import http_get, wait_for
+from tests.firewall_names import FLOW_METRICS
 from tests.peers.flows import IPV4_LAYOUT, Flow, flow_set, ipfix_packet, ipfix_template, v5_packet
 
 FLOWS = [Flow("10.0.0.1", "10.0.1.1", 1200, 4, 7, 8), Flow("10.0.0.2", "10.0.1.1", 300, 1, 7, 9)]
@@ -212,3 +213,20 @@ def test_exposition_passes_promtool_check_metrics() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_the_exposition_has_exactly_the_names_and_labels_the_dashboards_use() -> None:
+    """``tests/firewall_names.FLOW_METRICS`` is what the dashboards and rules are checked
+    against: the collector must expose those names with those labels, and nothing else."""
+    config = FlowsCollectorConfig(listen="127.0.0.1:0", by_protocol_port=True, top_n=1)
+    collector = FlowsCollector(config)
+    for _ in range(2):
+        collector.flows.ingest(v5_packet(FLOWS), "192.0.2.1")
+        families = collector.collect()
+    exposed = {
+        sample.name: tuple(sorted(sample.labels))
+        for family in families
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+    assert exposed == {name: tuple(sorted(labels)) for name, labels in FLOW_METRICS.items()}

@@ -36,4 +36,4 @@ def test_scout_and_nfcapd_receive_the_same_records(tmp_path: Path) -> None:
 def test_main_prints_a_line_per_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert flow_ingest.main(["--packets", "20", "--no-peers"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[-3:]] == list(flow_ingest.VERSIONS)
+    assert [line.split()[0] for line in lines[-4:]] == [*flow_ingest.VERSIONS, "v5-scan"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 
 from hypothesis import HealthCheck, given, settings
@@ -104,3 +105,39 @@ def test_template_floods_keep_state_bounded(template_ids: list[int]) -> None:
     assert len(ingest.decoder.sampling) <= MAX_TEMPLATES
     assert ingest.aggregator.series <= 40
     assert ingest.bad_packets["malformed"] == 0
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.sampled_from(SEEDS),
+    edits=mutations,
+    cut=st.none() | st.integers(min_value=0, max_value=1500),
+)
+def test_mutated_packets_through_ingest_and_a_scrape_hit_no_unexpected_error(
+    seed: bytes, edits: list[tuple[int, bytes]], cut: int | None
+) -> None:
+    """The whole path (decoder, columnar batches, ranking, exposition) on mutated packets:
+    whatever they hold is counted or dropped as a bad packet, never an unexpected error
+    (the ingest boundary logs those), and the series stay within the budget."""
+    ingest = FlowIngest(AggregationSettings(top_n=2, max_series=40), max_templates=MAX_TEMPLATES)
+    recorder = _Recorder()
+    logger = logging.getLogger("exporter.collectors.flows.collector")
+    logger.addHandler(recorder)
+    try:
+        for packet in (*SEEDS, _mutate(seed, edits, cut), *SEEDS):
+            ingest.ingest(packet, "192.0.2.1")
+        families = ingest.collect()
+    finally:
+        logger.removeHandler(recorder)
+    assert recorder.messages == []
+    assert ingest.aggregator.series <= 40
+    assert any(family.name == "scout_flow_talker_bytes" for family in families)
