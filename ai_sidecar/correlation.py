@@ -53,25 +53,31 @@ The rules, in brief (docs/correlation.md has them in full):
 
 Cost: an alert touches only its own incident's bookkeeping and its ancestors
 in the graph. The root cause is kept in a lazily pruned heap, so ranking is
-O(log n) per change rather than a scan of every member; the incident value
-itself is copied (O(n) memcpy).
+O(log n) per change rather than a scan of every member, and its reasons are
+worked out again only when what they read changed. Incident values share one
+member log (:mod:`ai_sidecar.correlate.members`): a join does not copy the
+members, so a storm of thousands of alerts in one incident stays linear.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Literal, TypeVar
+from operator import attrgetter
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
 from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
+from ai_sidecar.correlate.members import MemberLog
 from ai_sidecar.correlate.outside import gateways, is_outside
 from ai_sidecar.correlate.topology import (
+    INTERFACE_LABELS,
     PATH,
     POLL,
+    UPSTREAM_LABELS,
     USES,
     Ancestors,
     TopologySnapshot,
@@ -160,9 +166,14 @@ _SYMPTOM_LAYERS = frozenset({"device", "network"})
 _KEY_LAYERS = frozenset({"device", "link", "network"})
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where an alert sits in the graph: its element, what it depends on, its parents."""
+class Placement(NamedTuple):
+    """Where an alert sits in the graph: its element, what it depends on, its parents.
+
+    A named tuple, not a dataclass: it holds only strings, numbers and such
+    tuples and dicts, so the garbage collector stops tracking it after its
+    first collection, and the thousands a storm memoises are never traversed
+    again (a dataclass instance stays tracked for good).
+    """
 
     node: str | None
     ancestors: Ancestors
@@ -180,6 +191,10 @@ class Placement:
 
 
 _NOWHERE = Placement(None, {}, (), False)
+# The labels a placement depends on (see Correlator.place).
+_PLACE_LABELS = ("job", "instance", *INTERFACE_LABELS, *UPSTREAM_LABELS)
+_PLACE_BLANKS = ("",) * len(_PLACE_LABELS)
+_NO_STRENGTHS: Mapping[str, int] = {}
 
 
 # How a path names the hop from a target outside the estate to the way out.
@@ -234,17 +249,39 @@ class Change:
     absorbed: tuple[Incident, ...] = ()
 
 
-def group_key(labels: Mapping[str, str], group_by: Iterable[Iterable[str]]) -> GroupKey:
+_Value = TypeVar("_Value")
+
+
+def _replacer(cls: type[_Value]) -> Callable[..., _Value]:
+    """``dataclasses.replace`` for one class, at about half its cost.
+
+    A join makes a new incident value per alert; ``replace`` looks every field
+    up one by one, this reads them in one call. Every field must be an
+    ``__init__`` argument (checked here, once).
+    """
+    names = tuple(f.name for f in fields(cast(Any, cls)) if f.init)
+    if len(names) != len(fields(cast(Any, cls))):
+        raise TypeError(f"{cls.__name__} has fields that are not __init__ arguments")
+    read = attrgetter(*names)
+
+    def with_changes(value: _Value, /, **changes: Any) -> _Value:
+        given = dict(zip(names, read(value), strict=True))
+        given.update(changes)
+        return cls(**given)
+
+    return with_changes
+
+
+_incident_with = _replacer(Incident)
+_member_with = _replacer(Member)
+
+
+def group_key(labels: Mapping[str, str], group_by: Iterable[Sequence[str]]) -> GroupKey:
     """The values of the first label set fully present, else the alertname alone."""
     for names in group_by:
-        values = []
-        for name in names:
-            value = labels.get(name, "")
-            if not value:
-                break
-            values.append((name, value))
-        else:
-            return tuple(values)
+        values = tuple(map(labels.get, names))
+        if all(values):
+            return tuple(zip(names, cast(tuple[str, ...], values), strict=True))
     return (("alertname", labels.get("alertname", "")),)
 
 
@@ -271,7 +308,9 @@ def _names_place(key: GroupKey) -> bool:
 
 
 def _names(labels: Mapping[str, str], which: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(sorted({labels[name] for name in which if labels.get(name)}))
+    """The distinct non-empty values of ``which``, sorted."""
+    found = [value for value in map(labels.get, which) if value]
+    return tuple(found) if len(found) < 2 else tuple(sorted(set(found)))
 
 
 # (-explained through the graph, -explained through learned edges), firing,
@@ -287,6 +326,8 @@ class _Tracked:
     key: GroupKey
     span_start: datetime
     span_end: datetime
+    # Every member value taken; the incident's members are a view of it.
+    log: MemberLog = field(default_factory=MemberLog)
     ranks: dict[str, RankKey] = field(default_factory=dict)
     heap: list[tuple[RankKey, str]] = field(default_factory=list)
     layers: dict[str, Layer] = field(default_factory=dict)
@@ -296,16 +337,20 @@ class _Tracked:
     fixed: dict[str, tuple[datetime, int]] = field(default_factory=dict)
     # ... and whether it fires now.
     firing_now: dict[str, bool] = field(default_factory=dict)
-    by_name: dict[str, list[str]] = field(default_factory=dict)
-    by_reference: dict[str, list[str]] = field(default_factory=dict)
+    # Members by the names they carry and refer to. Indexes here are dicts of
+    # strings and numbers, not lists: the garbage collector does not track
+    # them, and an incident of thousands of members would otherwise be
+    # traversed again on every full collection.
+    by_name: dict[str, dict[str, None]] = field(default_factory=dict)
+    by_reference: dict[str, dict[str, None]] = field(default_factory=dict)
     # Members per (firing, layer): the reasons' "below network and service".
     buckets: dict[tuple[bool, Layer], int] = field(default_factory=dict)
     firing: int = 0
     # The graph: each member's placement, members per element, members below
     # each element (with the path strength), and how many members each explains.
     placements: dict[str, Placement] = field(default_factory=dict)
-    at: dict[str, list[str]] = field(default_factory=dict)
-    below: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    at: dict[str, dict[str, None]] = field(default_factory=dict)
+    below: dict[str, dict[str, int]] = field(default_factory=dict)
     explains: dict[str, int] = field(default_factory=dict)
     # The explained member nearest each explaining one (fewest ancestors), for reasons.
     nearest: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -316,6 +361,9 @@ class _Tracked:
     # Group keys it is indexed under for joins by key (members the graph does not know).
     keys: list[GroupKey] = field(default_factory=list)
     key_set: set[GroupKey] = field(default_factory=set)
+    # The last root cause worked out, and everything its reasons and facts were
+    # read from: most joins change none of it (see Correlator._root_cause).
+    explained: tuple[Hashable, str, tuple[str, ...], RootCauseFacts] | None = None
 
 
 class Correlator:
@@ -334,9 +382,12 @@ class Correlator:
         self._layer_labels = tuple(
             sorted({LAYER_LABEL, *(name for match, _ in self._layer_rules for name in match)})
         )
+        self._layer_blanks = ("",) * len(self._layer_labels)
         self._layers: dict[tuple[str, ...], Layer] = {}
         self._key_fallback = config.key_fallback
         self._topology = TopologySnapshot() if topology is None else topology
+        # Grows with every new graph or learned edges: reasons name paths and edges.
+        self._generation = 0
         self._gateways = gateways(self._topology)
         self._placements: dict[tuple[str, ...], Placement] = {}
         # Named paths for reasons, and the ancestors labels give a node the
@@ -375,6 +426,7 @@ class Correlator:
     def set_topology(self, topology: TopologySnapshot) -> None:
         """Use a newer graph for alerts from now on; members keep where they were placed."""
         self._topology = topology
+        self._generation += 1
         self._gateways = gateways(topology)
         self._placements.clear()
         self._paths.clear()
@@ -387,6 +439,7 @@ class Correlator:
     def set_cofiring(self, cofiring: CoFiring) -> None:
         """Use newly learned co-firing edges for alerts from now on."""
         self._cofiring = cofiring
+        self._generation += 1
 
     def load(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with ``incidents``: open ones and recently resolved ones."""
@@ -475,7 +528,7 @@ class Correlator:
         Memoised on the values of the labels the rules read (the alertname,
         for the built-in ones): a storm has few distinct answers.
         """
-        key = tuple(labels.get(name, "") for name in self._layer_labels)
+        key = tuple(map(labels.get, self._layer_labels, self._layer_blanks))
         found = self._layers.get(key)
         if found is not None:
             return found
@@ -532,9 +585,8 @@ class Correlator:
 
     def _duplicate(self, tracked: _Tracked, member: Member) -> Change:
         # Bookkeeping only: version and updated_at stay, so no re-analysis follows.
-        members = dict(tracked.incident.members)
-        members[member.fingerprint] = replace(member, duplicates=member.duplicates + 1)
-        tracked.incident = replace(tracked.incident, members=members)
+        tracked.log = tracked.log.put(_member_with(member, duplicates=member.duplicates + 1))
+        tracked.incident = _incident_with(tracked.incident, members=tracked.log.view())
         return Change(tracked.incident, "duplicate")
 
     def _member_changed(
@@ -545,8 +597,8 @@ class Correlator:
         self._restate(tracked, previous, member)
         if flapped:
             tracked.span_end = max(tracked.span_end, member.starts_at)
-        members = dict(before.members)
-        members[member.fingerprint] = member
+        tracked.log = tracked.log.put(member)
+        members = tracked.log.view()
         updated_at = max(before.updated_at, event)
         kind: ChangeKind = "flapped" if flapped else "updated"
         status = before.status
@@ -564,7 +616,7 @@ class Correlator:
         elif member.status == "firing":
             status, resolved_at, kind = "open", None, "reopened"
             self._index_open(tracked)
-        incident = replace(
+        incident = _incident_with(
             before,
             status=status,
             members=members,
@@ -597,17 +649,17 @@ class Correlator:
             generator_url=alert.generator_url,
         )
         placement = self.place(alert.labels)
-        related, late = self._related(alert, placement)
+        layer = self.layer_of(alert.labels)
+        related, late = self._related(alert, placement, layer)
         joined = related[0] if related else None
-        unplaced = self._joins_by_key(placement, self.layer_of(alert.labels))
+        unplaced = self._joins_by_key(placement, layer)
         if joined is None and unplaced:
             joined = self._by_key(alert, key)
         if joined is not None:
             tracked = joined
             before = tracked.incident
-            members = dict(before.members)
-            members[member.fingerprint] = member
-            self._add_member(tracked, member, placement)
+            tracked.log = tracked.log.put(member)
+            self._add_member(tracked, member, placement, layer, key)
             tracked.span_start = min(tracked.span_start, member.starts_at)
             tracked.span_end = max(tracked.span_end, member.starts_at)
             self._by_fingerprint[member.fingerprint] = before.id
@@ -617,16 +669,17 @@ class Correlator:
                 self._waiting.pop(before.id, None)
             absorbed = []
             others = {other.incident.id: other for other in related[1:]}
-            for other in (*self._claimed(tracked, members), *late):
+            for other in (*self._claimed(tracked), *late):
                 others.setdefault(other.incident.id, other)
             for other in others.values():
                 if self._fits(tracked, other):
-                    absorbed.append(self._absorb(tracked, members, other, alert.starts_at))
+                    absorbed.append(self._absorb(tracked, other, alert.starts_at))
                     created_at = min(created_at, other.incident.created_at)
                     updated_at = max(updated_at, other.incident.updated_at)
             # One new value per alert: the members, times and root cause together.
+            members = tracked.log.view()
             root_cause, reasons, facts = self._root_cause(tracked, members)
-            tracked.incident = replace(
+            tracked.incident = _incident_with(
                 before,
                 members=members,
                 created_at=created_at,
@@ -656,16 +709,15 @@ class Correlator:
         self._by_fingerprint[member.fingerprint] = new_id
         if unplaced and not self._keys_only():
             self._waiting[new_id] = None
-        members = dict(incident.members)
         gone = [
-            self._absorb(tracked, members, other, alert.starts_at)
+            self._absorb(tracked, other, alert.starts_at)
             for other in late
             if self._fits(tracked, other)
         ]
         if gone:
             incident = replace(
                 incident,
-                members=members,
+                members=tracked.log.view(),
                 created_at=min(incident.created_at, *(g.created_at for g in gone)),
                 updated_at=max(incident.updated_at, *(g.updated_at for g in gone)),
             )
@@ -705,7 +757,8 @@ class Correlator:
         keys_only = self._keys_only()
         for candidate in self._open_by_key.get(key, ()):
             tracked = self._tracked[candidate]
-            if alert.fingerprint in tracked.incident.members or not self._accepts(tracked, alert):
+            # ``layers`` has every member: a dict lookup, not the member view's.
+            if alert.fingerprint in tracked.layers or not self._accepts(tracked, alert):
                 continue
             if keys_only or candidate in self._waiting or self._outage_near(tracked, alert):
                 return tracked
@@ -728,7 +781,7 @@ class Correlator:
             return False
         return tracked.explains[best] > 0 or self.layer_of(alert.labels) in _OUTAGE_LAYERS
 
-    def _claimed(self, tracked: _Tracked, members: Mapping[str, Member]) -> list[_Tracked]:
+    def _claimed(self, tracked: _Tracked) -> list[_Tracked]:
         """Incidents of unplaced symptoms an outage in ``tracked`` now claims.
 
         Unplaced symptoms often fire before the outage that explains them (a
@@ -747,7 +800,7 @@ class Correlator:
             or not tracked.firing_now[best]
         ):
             return []
-        first = members[best].first_starts_at
+        first = tracked.log.latest(best).first_starts_at
         window = self._config.window
         found = []
         for candidate in list(self._waiting):
@@ -768,10 +821,8 @@ class Correlator:
         start = min(tracked.span_start, other.span_start)
         return max(tracked.span_end, other.span_end) - start <= self._config.max_span
 
-    def _absorb(
-        self, tracked: _Tracked, members: dict[str, Member], other: _Tracked, event: datetime
-    ) -> Incident:
-        """Move ``other``'s members into ``tracked`` (and ``members``, its next value's).
+    def _absorb(self, tracked: _Tracked, other: _Tracked, event: datetime) -> Incident:
+        """Move ``other``'s members into ``tracked`` (its log, for its next value).
 
         Returns ``other``'s last value, resolved. Members keep the placement
         they were given, as they would in ``tracked`` had they joined it.
@@ -783,10 +834,11 @@ class Correlator:
         del self._tracked[gone.id]
         self._retired_ids.add(gone.id)
         for member in sorted(gone.members.values(), key=lambda m: m.fingerprint):
-            if member.fingerprint in members:
+            fp = member.fingerprint
+            if fp in tracked.log:
                 continue
-            members[member.fingerprint] = member
-            self._add_member(tracked, member, other.placements[member.fingerprint])
+            tracked.log = tracked.log.put(member)
+            self._add_member(tracked, member, other.placements[fp], other.layers[fp])
             if self._by_fingerprint.get(member.fingerprint) == gone.id:
                 self._by_fingerprint[member.fingerprint] = tracked.incident.id
         tracked.span_start = min(tracked.span_start, other.span_start)
@@ -800,7 +852,9 @@ class Correlator:
             root_cause_reasons=(MERGED_REASON + tracked.incident.id, *gone.root_cause_reasons),
         )
 
-    def _related(self, alert: Alert, placement: Placement) -> tuple[list[_Tracked], list[_Tracked]]:
+    def _related(
+        self, alert: Alert, placement: Placement, layer: Layer
+    ) -> tuple[list[_Tracked], list[_Tracked]]:
         """Open incidents the graph connects the alert to, within the window, oldest first.
 
         Connected: a member on the same element; a member upstream whose failure
@@ -816,14 +870,19 @@ class Correlator:
         found: dict[str, bool] = self._learned_related(alert)
         if node is None:
             return self._accepted(alert, found), []
-        layer = self.layer_of(alert.labels)
         receives = _RECEIVES[layer]
-        for candidate in self._at.get(node, {}):
+        shared_at = self._at
+        for candidate in shared_at.get(node, {}):
             found.setdefault(candidate, False)
-        for ancestor, strength in placement.ancestors.items():
+        ancestors = placement.ancestors
+        # Most ancestors hold no member of any incident: the set intersection
+        # finds the few that do without a lookup per ancestor. Any order will
+        # do: what is found is combined by "or", and sorted in _accepted.
+        for ancestor in ancestors.keys() & shared_at.keys():
+            strength = ancestors[ancestor]
             if strength < receives:
                 continue
-            for candidate in self._at.get(ancestor, ()):
+            for candidate in shared_at[ancestor]:
                 tracked = self._tracked.get(candidate)
                 if tracked is None:
                     continue
@@ -855,7 +914,7 @@ class Correlator:
                 continue
             effects = [
                 fp
-                for fp, strength in tracked.below.get(node, ())
+                for fp, strength in tracked.below.get(node, _NO_STRENGTHS).items()
                 if _explains(layer, placement.transit, strength, tracked.layers[fp])
             ]
             if effects:
@@ -905,7 +964,7 @@ class Correlator:
             if (
                 tracked is None
                 or tracked.incident.status != "open"
-                or alert.fingerprint in tracked.incident.members
+                or alert.fingerprint in tracked.layers
                 or not (
                     self._within_span(tracked, alert) if causal else self._accepts(tracked, alert)
                 )
@@ -945,15 +1004,7 @@ class Correlator:
 
     def place(self, labels: Mapping[str, str]) -> Placement:
         """Where ``labels`` sit in the graph (memoised per target and interface)."""
-        cache_key = (
-            labels.get("job", ""),
-            labels.get("instance", ""),
-            labels.get("ifName", ""),
-            labels.get("interface", ""),
-            labels.get("ifDescr", ""),
-            labels.get("upstream", ""),
-            labels.get("via", ""),
-        )
+        cache_key = tuple(map(labels.get, _PLACE_LABELS, _PLACE_BLANKS))
         found = self._placements.get(cache_key)
         if found is not None:
             return found
@@ -1085,6 +1136,7 @@ class Correlator:
             key=tuple(incident.group.items()),
             span_start=min(m.first_starts_at for m in members),
             span_end=max(m.starts_at for m in members),
+            log=MemberLog(incident.members),
         )
         for member in sorted(members, key=lambda m: (m.first_starts_at, m.fingerprint)):
             self._add_member(tracked, member)
@@ -1092,38 +1144,49 @@ class Correlator:
         return tracked
 
     def _add_member(
-        self, tracked: _Tracked, member: Member, placement: Placement | None = None
+        self,
+        tracked: _Tracked,
+        member: Member,
+        placement: Placement | None = None,
+        layer: Layer | None = None,
+        key: GroupKey | None = None,
     ) -> None:
+        """Rank and index a member ``tracked.log`` already holds; ``placement``,
+        ``layer`` and group ``key`` are the member's when known (else computed
+        from its labels)."""
         fp = member.fingerprint
-        target = target_of(member.labels)
-        names = _names(member.labels, NAME_LABELS)
-        references = _names(member.labels, REFERENCE_LABELS)
-        tracked.targets[fp] = target
-        tracked.layers[fp] = self.layer_of(member.labels)
+        labels = member.labels
+        target = target_of(labels)
+        names = _names(labels, NAME_LABELS)
+        references = _names(labels, REFERENCE_LABELS)
+        targets = tracked.targets
+        targets[fp] = target
+        tracked.layers[fp] = self.layer_of(labels) if layer is None else layer
+        by_name, by_reference = tracked.by_name, tracked.by_reference
         # Who already depends on the newcomer (each counted once) ...
         mine = {
             other
             for name in names
-            for other in tracked.by_reference.get(name, ())
-            if tracked.targets[other] != target
+            for other in by_reference.get(name, ())
+            if targets[other] != target
         }
         tracked.dependents[fp] = len(mine)
         # ... and whom the newcomer depends on.
         theirs = {
             other
             for name in references
-            for other in tracked.by_name.get(name, ())
-            if tracked.targets[other] != target
+            for other in by_name.get(name, ())
+            if targets[other] != target
         }
         for name in names:
-            tracked.by_name.setdefault(name, []).append(fp)
+            by_name.setdefault(name, {})[fp] = None
         for name in references:
-            tracked.by_reference.setdefault(name, []).append(fp)
+            by_reference.setdefault(name, {})[fp] = None
         tracked.fixed[fp] = (member.first_starts_at, severity_rank(member.severity))
         tracked.firing_now[fp] = member.status == "firing"
         self._count(tracked, member, +1)
         raised = self._add_to_graph(
-            tracked, member, self.place(member.labels) if placement is None else placement
+            tracked, member, self.place(labels) if placement is None else placement, key
         )
         if self._cofiring.partners:
             raised += self._add_learned(tracked, fp)
@@ -1134,13 +1197,17 @@ class Correlator:
         for other in raised:
             self._rank(tracked, other)
 
-    def _add_to_graph(self, tracked: _Tracked, member: Member, placement: Placement) -> list[str]:
-        """Index the member by element; returns the members whose ``explains`` grew."""
+    def _add_to_graph(
+        self, tracked: _Tracked, member: Member, placement: Placement, key: GroupKey | None
+    ) -> list[str]:
+        """Index the member by element and group ``key`` (computed if None); returns
+        the members whose ``explains`` grew."""
         fp = member.fingerprint
         incident_id = tracked.incident.id
         tracked.placements[fp] = placement
         if self._indexed_by_key(tracked.layers[fp]):
-            key = group_key(member.labels, self._group_by)
+            if key is None:
+                key = group_key(member.labels, self._group_by)
             if key not in tracked.key_set:
                 tracked.keys.append(key)
                 tracked.key_set.add(key)
@@ -1154,7 +1221,7 @@ class Correlator:
         receives = _RECEIVES[layer]
         below = {
             other
-            for other, strength in tracked.below.get(node, ())
+            for other, strength in tracked.below.get(node, _NO_STRENGTHS).items()
             if _explains(layer, placement.transit, strength, tracked.layers[other])
         }
         tracked.explains[fp] = len(below)
@@ -1166,24 +1233,30 @@ class Correlator:
         height = (len(placement.ancestors), fp)
         # Locals: this loop runs once per ancestor of every member.
         at, below_of, nearest = tracked.at, tracked.below, tracked.nearest
-        for ancestor, strength in placement.ancestors.items():
-            causes = at.get(ancestor) if strength >= receives else None
-            for other in causes or ():
-                if _explains(
-                    tracked.layers[other], tracked.placements[other].transit, strength, layer
-                ):
-                    tracked.explains[other] += 1
+        layers, placements, explains = tracked.layers, tracked.placements, tracked.explains
+        shared_below = self._below
+        ancestors = placement.ancestors
+        # Members at its ancestors, found by set intersection (few ancestors
+        # hold one); counts and minima, so the order does not matter.
+        for ancestor in ancestors.keys() & at.keys():
+            strength = ancestors[ancestor]
+            if strength < receives:
+                continue
+            for other in at[ancestor]:
+                if _explains(layers[other], placements[other].transit, strength, layer):
+                    explains[other] += 1
                     if other not in nearest or height < nearest[other]:
                         nearest[other] = height
                     raised.append(other)
+        for ancestor, strength in ancestors.items():
             beneath = below_of.get(ancestor)
             if beneath is None:
                 # The first member below it: the shared index learns of the incident once.
-                below_of[ancestor] = [(fp, strength)]
-                self._below.setdefault(ancestor, {})[incident_id] = None
+                below_of[ancestor] = {fp: strength}
+                shared_below.setdefault(ancestor, {})[incident_id] = None
             else:
-                beneath.append((fp, strength))
-        tracked.at.setdefault(node, []).append(fp)
+                beneath[fp] = strength
+        tracked.at.setdefault(node, {})[fp] = None
         self._at.setdefault(node, {})[incident_id] = None
         if tracked.layers[fp] in _SYMPTOM_LAYERS:
             for parent in placement.parents:
@@ -1247,12 +1320,14 @@ class Correlator:
             -severity,
             fp,
         )
-        if tracked.ranks.get(fp) == key:
+        ranks = tracked.ranks
+        if ranks.get(fp) == key:
             return
-        tracked.ranks[fp] = key
-        heapq.heappush(tracked.heap, (key, fp))
-        if len(tracked.heap) > 4 * len(tracked.ranks) + 64:
-            tracked.heap = [(k, f) for f, k in tracked.ranks.items()]
+        ranks[fp] = key
+        heap = tracked.heap
+        heapq.heappush(heap, (key, fp))
+        if len(heap) > 4 * len(ranks) + 64:
+            tracked.heap = [(k, f) for f, k in ranks.items()]
             heapq.heapify(tracked.heap)
 
     def _best(self, tracked: _Tracked) -> tuple[str, str | None]:
@@ -1276,8 +1351,32 @@ class Correlator:
     def _root_cause(
         self, tracked: _Tracked, members: Mapping[str, Member]
     ) -> tuple[str, tuple[str, ...], RootCauseFacts]:
-        """The root cause among ``members`` (tracked's), with its reasons and facts."""
+        """The root cause among ``members`` (tracked's), with its reasons and facts.
+
+        The reasons are worked out again only when something they are read from
+        changed (the root and runner-up members and ranks, the nearest and the
+        learned member explained, the resolved count, the layers present, the
+        graph): in a storm most joins add an alert the root does not explain.
+        """
         best, runner = self._best(tracked)
+        root = members[best]
+        firing = root.status == "firing"
+        learned = tracked.learned_best.get(best)
+        signature = (
+            best,
+            runner,
+            root,
+            tracked.ranks[best],
+            None if runner is None else (members[runner], tracked.ranks[runner]),
+            tracked.nearest.get(best),
+            None if learned is None else (learned, members[learned[1]]),
+            len(members) - tracked.firing,
+            self._above(tracked, firing, tracked.layers[best]),
+            self._generation,
+        )
+        known = tracked.explained
+        if known is not None and known[0] == signature and known[1] == best:
+            return best, known[2], known[3]
         rule, reasons = self._explain(tracked, members, best, runner)
         node = tracked.placements[best].node
         facts = RootCauseFacts(
@@ -1287,6 +1386,7 @@ class Correlator:
             "" if node is None else element_text(node),
             tracked.explains[best],
         )
+        tracked.explained = (signature, best, reasons, facts)
         return best, reasons, facts
 
     def _explain(
@@ -1317,11 +1417,7 @@ class Correlator:
             )
             rule = rule or ("firing" if mine[1] != theirs[1] else "")
         layer = tracked.layers[best]
-        above = [
-            other
-            for other in LAYERS
-            if other != layer and tracked.buckets.get((firing, other), 0) > 0
-        ]
+        above = self._above(tracked, firing, layer)
         if above:
             reasons.append(f"lowest layer: {layer} ({root.alertname}) below {_join(above)}")
             rule = rule or ("layer" if mine[2] != theirs[2] else "")
@@ -1354,6 +1450,14 @@ class Correlator:
             rule = "fingerprint"
             reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
         return rule, tuple(reasons)
+
+    @staticmethod
+    def _above(tracked: _Tracked, firing: bool, layer: Layer) -> tuple[Layer, ...]:
+        """The other layers members of the root's firing state are on."""
+        buckets = tracked.buckets
+        return tuple(
+            [other for other in LAYERS if other != layer and buckets.get((firing, other), 0) > 0]
+        )
 
     def _learned_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
         """``learned from history: ProbeFailed on erp and 3 other alerts fired after … in 5 …``."""

@@ -4,7 +4,7 @@ The question from anyone choosing how to watch a FortiGate: what does a scrape
 cost the exporter, over its REST API or over SNMP? This script starts, on free
 127.0.0.1 ports:
 
-* a fake FortiGate REST API (``tests/exporter/targets/firewall/fakes.py``) over
+* a fake FortiGate REST API (``tests/peers/firewall_api.py``) over
   HTTPS with a certificate from a throwaway CA, in its own process, answering
   the documented shapes of the eleven endpoints ``/firewall`` reads, scaled to
   a mid-size unit (``--policies`` policies, a third of them named,
@@ -93,7 +93,7 @@ class BenchmarkError(Exception):
 
 def scaled_fortigate(policies: int, interfaces: int, tunnels: int) -> dict[str, Any]:
     """The test payloads, grown to a mid-size FortiGate."""
-    from tests.exporter.targets.firewall import payloads
+    from tests.peers import firewall_payloads as payloads
 
     table = dict(payloads.FORTIGATE)
     table["/api/v2/monitor/firewall/policy"] = payloads.fortios(
@@ -165,7 +165,7 @@ def serve_fake(args: argparse.Namespace) -> None:
     """The fake FortiGate's process: serve until killed."""
     from aiohttp import web
 
-    from tests.exporter.targets.firewall.fakes import FakeApi
+    from tests.peers.firewall_api import FakeApi
 
     fake = FakeApi("fortigate")
     fake.table = scaled_fortigate(args.policies, args.interfaces, args.tunnels)
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> None:
     from cryptography import x509
 
     from tests.exporter.certs import CertificateAuthority
-    from tests.exporter.targets.firewall.fakes import FORTIGATE_TOKEN
+    from tests.peers.firewall_api import FORTIGATE_TOKEN
     from tests.peers.snmp import SnmpsimDevices
 
     ca = CertificateAuthority(workdir, "bench-ca")

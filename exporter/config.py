@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.common.durations import Duration
 from exporter.common.models import NameFilter, Secret, StrictModel, drop_extension_keys
 from exporter.common.yamlconfig import load_model, parse_model
 from exporter.errors import ConfigError
@@ -99,8 +100,8 @@ class FlowsCollectorConfig(StrictModel):
 
     listen: str = "0.0.0.0:2055"
     top_n: int = Field(default=20, ge=1, le=1000)
-    window: timedelta = timedelta(minutes=5)
-    ttl: timedelta = timedelta(minutes=15)
+    window: Duration = timedelta(minutes=5)
+    ttl: Duration = timedelta(minutes=15)
     max_series: int = Field(default=2000, ge=10)
     # Optional extra aggregations: per subnet (prefix lengths), per protocol and port.
     ipv4_prefix: int | None = Field(default=None, ge=8, le=32)

@@ -1,10 +1,13 @@
 """The firewall and flow metric names (and their labels) the dashboard and rules may use.
 
 Firewall names come from the one firewall schema (``exporter.schema.firewall``).
-The flow names are the flows collector's contract as the issue's shared
-interfaces list them; the flows collector's module
-(``exporter/collectors/flows/``) holds the real list, and this one is to be
-read from it once that module exists.
+The flow names are the flows collector's contract (its module docstring,
+``exporter/collectors/flows/collector.py``, shows them); the collector keeps
+no list of its own, so ``tests/test_grafana.py`` checks this one against what
+the real collector exports in the Grafana stack, as it checks the schema's
+against every firewall source, and
+``tests/exporter/collectors/flows/test_collector.py`` against a collector fed
+in process.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from exporter.schema.firewall import SCHEMA
 
 TALKER_LABELS = ("exporter", "direction", "address")
-# Sample name -> label names, as FW_API lists them.
+# Sample name -> label names.
 FLOW_METRICS: Mapping[str, tuple[str, ...]] = {
     "scout_flow_talker_bytes_total": TALKER_LABELS,
     "scout_flow_talker_packets_total": TALKER_LABELS,

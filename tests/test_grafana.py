@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from ai_sidecar.anomaly.scoring import build_families
+from exporter.targets.firewall.scraper import FIREWALL_STATUS
 from scripts.localstack import (
     Service,
     exporter_service,
@@ -41,7 +42,8 @@ from scripts.localstack import (
     sidecar_service,
 )
 from tests.conftest import http_get, wait_for
-from tests.firewall_names import KNOWN, unknown_uses, used_names
+from tests.firewall_names import FLOW_METRICS, KNOWN, TARGET_LABELS, unknown_uses, used_names
+from tests.peers.firewall_stack import EXPORTER_FLAGS, FirewallSources
 from tests.peers.snmp import RealSnmpd
 from tests.peers.winrm import WindowsHosts
 
@@ -535,42 +537,6 @@ EXPECTED_EMPTY = {
         for title in ("WAN throughput", "WAN interfaces")
     },
     **{
-        ("firewall", title): "firewall and flow metrics arrive with their issue"
-        for title in (
-            "Firewalls reachable",
-            "Firewall models and firmware",
-            "Session table used",
-            "Sessions",
-            "New sessions per second",
-            "Firewall CPU and memory",
-            "Connection tracking events",
-            "HA role",
-            "HA sync",
-            "HA mode and members",
-            "Traffic by rule",
-            "Packets by rule",
-            "Hits by rule",
-            "Rule series over the budget",
-            "Chain policies",
-            "Firewall interface traffic",
-            "Firewall interfaces",
-            "Gateway round trip",
-            "Gateway loss",
-            "Gateway status",
-            "VPN tunnels",
-            "VPN tunnel traffic",
-            "Internet throughput",
-            "Throughput by exporter interface",
-            "Top sources",
-            "Top destinations",
-            "Top protocols and ports",
-            "Top talkers over time",
-            "Traffic outside the top N",
-            "Flow records",
-            "Flow series and budget",
-        )
-    },
-    **{
         ("ai-insights", title): "no signal is trained in the test stack: no scores, bands or models"
         for title in (
             "Anomaly score",
@@ -645,9 +611,20 @@ class AlertmanagerSink(http.server.BaseHTTPRequestHandler):
 
 def query(prometheus: str, expr: str) -> dict[str, Any]:
     url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    _, body = http_get(url)
+    status, body = http_get(url)
     result: dict[str, Any] = json.loads(body)
+    assert "data" in result, (status, expr, result)
     return result
+
+
+def unhealthy_targets(prometheus: str) -> list[tuple[str, str, str]]:
+    """Each target not up: its job, its scrape URL and its last error."""
+    _, body = http_get(f"{prometheus}/api/v1/targets?state=active")
+    return [
+        (target["labels"]["job"], target["scrapeUrl"], target["lastError"])
+        for target in json.loads(body)["data"]["activeTargets"]
+        if target["health"] != "up"
+    ]
 
 
 def post_alert(sidecar: str, site: str) -> None:
@@ -686,12 +663,84 @@ def post_alert(sidecar: str, site: str) -> None:
         assert response.status < 300
 
 
+def stack_config(
+    exporter: str, sidecar: str, snmpd: str, windows: list[str], firewalls: FirewallSources
+) -> str:
+    """The test stack's Prometheus config: every second, the shipped rules, these targets."""
+    multi_target = [
+        {"source_labels": ["__address__"], "target_label": "__param_target"},
+        {"source_labels": ["__param_target"], "target_label": "instance"},
+        {"target_label": "__address__", "replacement": exporter},
+    ]
+    return json.dumps(  # JSON is valid YAML
+        {
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
+            "rule_files": [str(REPO / "prometheus" / "rules" / "*.yml")],
+            "scrape_configs": [
+                {
+                    "job_name": "scout-exporter",
+                    "static_configs": [{"targets": [exporter, firewalls.netfilter_exporter]}],
+                },
+                {
+                    "job_name": "scout-sidecar",
+                    "honor_labels": True,
+                    "static_configs": [{"targets": [sidecar]}],
+                },
+                {
+                    "job_name": "snmp",
+                    "metrics_path": "/snmp",
+                    "params": {"module": ["if_mib"]},
+                    "static_configs": [{"targets": [snmpd]}],
+                    "relabel_configs": multi_target,
+                },
+                {
+                    "job_name": "winrm",
+                    "scrape_interval": "2s",
+                    "scrape_timeout": "2s",
+                    "metrics_path": "/winrm",
+                    "params": {"auth": ["windows"]},
+                    "static_configs": [{"targets": windows}],
+                    "relabel_configs": multi_target,
+                },
+                {
+                    "job_name": "probe_icmp",
+                    # Five echoes a probe: a 1 s timeout would cut it to one
+                    # answer, and jitter needs two.
+                    "scrape_interval": "5s",
+                    "scrape_timeout": "5s",
+                    "metrics_path": "/probe",
+                    "params": {"module": ["icmp"]},
+                    "static_configs": [{"targets": ["127.0.0.1"]}],
+                    "relabel_configs": multi_target,
+                },
+                *firewalls.scrape_configs(exporter),
+            ],
+        }
+    )
+
+
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def firewalls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirewallSources]:
+    """Every firewall and flow source, for the stack's exporter (flows start with it)."""
+    with FirewallSources(tmp_path_factory.mktemp("firewalls")) as sources:
+        yield sources
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, firewalls: FirewallSources
+) -> Iterator[str]:
     """Prometheus with the shipped rules, scraping a real exporter and sidecar every second.
 
     One alert goes through the sidecar, so incidents, analyses and the return
-    trip have data.
+    trip have data. Every firewall source is there too (``FirewallSources``):
+    the exporter's netfilter collector on a namespace's ruleset, ``/firewall``
+    on the fake FortiGate, OPNsense and pfSense APIs, ``/snmp`` on the firewall
+    recordings, and the flows collector fed by pmacctd.
     """
     workdir = tmp_path_factory.mktemp("grafana-stack")
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AlertmanagerSink)
@@ -702,97 +751,69 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # loopback ICMP probe, both through the exporter's multi-target endpoints
     # with the shipped relabelling, so the Network dashboard has data too.
     snmpd = RealSnmpd(workdir / "snmpd", communities=("public",))
-    snmpd.start()
     # A simulated Windows server (a WS-Man listener over HTTPS answering the
     # scrape script), so the Servers dashboard's Windows row has data.
     windows = WindowsHosts(workdir / "winrm", hosts=1)
-    windows.start()
-    multi_target = [
-        {"source_labels": ["__address__"], "target_label": "__param_target"},
-        {"source_labels": ["__param_target"], "target_label": "instance"},
-        {"target_label": "__address__", "replacement": address["exporter"]},
-    ]
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        json.dumps(  # JSON is valid YAML
-            {
-                "global": {
-                    "scrape_interval": "1s",
-                    "scrape_timeout": "1s",
-                    "evaluation_interval": "1s",
-                },
-                "rule_files": [str(REPO / "prometheus" / "rules" / "*.yml")],
-                "scrape_configs": [
-                    {
-                        "job_name": "scout-exporter",
-                        "static_configs": [{"targets": [address["exporter"]]}],
-                    },
-                    {
-                        "job_name": "scout-sidecar",
-                        "honor_labels": True,
-                        "static_configs": [{"targets": [address["sidecar"]]}],
-                    },
-                    {
-                        "job_name": "snmp",
-                        "metrics_path": "/snmp",
-                        "params": {"module": ["if_mib"]},
-                        "static_configs": [{"targets": [snmpd.target]}],
-                        "relabel_configs": multi_target,
-                    },
-                    {
-                        "job_name": "winrm",
-                        "scrape_interval": "2s",
-                        "scrape_timeout": "2s",
-                        "metrics_path": "/winrm",
-                        "params": {"auth": ["windows"]},
-                        "static_configs": [{"targets": windows.targets}],
-                        "relabel_configs": multi_target,
-                    },
-                    {
-                        "job_name": "probe_icmp",
-                        # Five echoes a probe: a 1 s timeout would cut it to one
-                        # answer, and jitter needs two.
-                        "scrape_interval": "5s",
-                        "scrape_timeout": "5s",
-                        "metrics_path": "/probe",
-                        "params": {"module": ["icmp"]},
-                        "static_configs": [{"targets": ["127.0.0.1"]}],
-                        "relabel_configs": multi_target,
-                    },
-                ],
-            }
-        )
-    )
-    env = {
-        "SCOUT_WEBHOOK_TOKEN": TOKEN,
-        "SCOUT_DATA_DIR": str(workdir / "sidecar-data"),
-        "SCOUT_ALERTMANAGER_URLS": f"http://127.0.0.1:{sink.server_address[1]}",
-        "SCOUT_PROMETHEUS_URL": f"http://{address['prometheus']}",
-    }
-    services: list[Service] = [
-        exporter_service(workdir, ports["exporter"], ["--config.file", str(windows.config)]),
-        sidecar_service(workdir, ports["sidecar"], env=env),
-        prometheus_service(config, workdir, ports["prometheus"]),
-    ]
     started: list[Service] = []
     try:
+        snmpd.start()
+        windows.start()
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            stack_config(
+                address["exporter"], address["sidecar"], snmpd.target, windows.targets, firewalls
+            )
+        )
+        exporter_config = workdir / "exporter.yml"
+        # One config file: the firewall sources' settings and auths, and the Windows auth.
+        settings = firewalls.exporter_config()
+        settings["auths"].update(json.loads(windows.config.read_text())["auths"])
+        exporter_config.write_text(json.dumps(settings))
+        env = {
+            "SCOUT_WEBHOOK_TOKEN": TOKEN,
+            "SCOUT_DATA_DIR": str(workdir / "sidecar-data"),
+            "SCOUT_ALERTMANAGER_URLS": f"http://127.0.0.1:{sink.server_address[1]}",
+            "SCOUT_PROMETHEUS_URL": f"http://{address['prometheus']}",
+        }
+        services: list[Service] = [
+            exporter_service(
+                workdir, ports["exporter"], [f"--config.file={exporter_config}", *EXPORTER_FLAGS]
+            ),
+            sidecar_service(workdir, ports["sidecar"], env=env),
+            prometheus_service(config, workdir, ports["prometheus"]),
+        ]
         for service in services:
             service.start()
             started.append(service)
             service.wait_ready()
+        firewalls.start_flows()
         url = f"http://{address['prometheus']}"
-        wait_for(
-            lambda: len(query(url, "up == 1")["data"]["result"]) == 5,
-            what="Prometheus to scrape the exporter, the sidecar, snmpd, the probe and WinRM",
-        )
+        try:
+            wait_for(
+                lambda: (
+                    len(query(url, "up == 1")["data"]["result"]) == 5 + len(firewalls.instances)
+                ),
+                what="every target up",
+            )
+        except pytest.fail.Exception:
+            pytest.fail(f"targets not up: {unhealthy_targets(url)}")
         for recorded in (
             "instance_ifIndex:if_in_bits:rate5m",
             "instance:scout_probe_loss:ratio_avg5m",
+            "instance:scout_firewall_sessions_used:ratio",
         ):
             wait_for(
                 lambda recorded=recorded: query(url, recorded)["data"]["result"],
                 what=f"the recording rule {recorded}",
             )
+        wait_for(
+            lambda: (
+                firewalls.flows.failure
+                or query(url, 'scout_flow_talker_bytes_total{address!="other"}')["data"]["result"]
+            ),
+            what="pmacctd's flows to be ranked and scraped",
+        )
+        assert firewalls.flows.failure is None, firewalls.flows.failure
         # A labelled series (per analyst, per peer) appears with its first
         # event, and Prometheus counts no increase for a series' first sample:
         # the first incident creates the series, the second gives them a rate.
@@ -833,6 +854,72 @@ def test_the_shipped_rules_are_loaded(prometheus):
     ]
     assert sorted(g["name"] for g in groups) == sorted(shipped)
     assert all(rule["health"] == "ok" for g in groups for rule in g["rules"]), groups
+
+
+def test_every_firewall_source_reaches_the_dashboard(prometheus, firewalls):
+    def instances(promql: str) -> set[str]:
+        return {r["metric"]["instance"] for r in query(prometheus, promql)["data"]["result"]}
+
+    assert instances("scout_firewall_up == 1") == firewalls.instances
+    # The namespace's exporter reads the namespace's own tables, with traffic in them.
+    netfilter = f'instance="{firewalls.netfilter_exporter}"'
+    assert instances(f"scout_firewall_sessions{{{netfilter}}} > 0")
+    assert instances(f"rate(scout_firewall_rule_bytes_total{{{netfilter}}}[{RATE_INTERVAL}]) > 0")
+    # The fake APIs' counters grow like a firewall's.
+    assert instances(
+        f'rate(scout_firewall_rule_bytes_total{{job="firewall"}}[{RATE_INTERVAL}]) > 0'
+    )
+    # pmacctd replays as NetFlow v5, v9 and IPFIX in turn; each version's records arrive.
+    wait_for(
+        lambda: (
+            {
+                r["metric"]["version"]
+                for r in query(prometheus, "scout_flow_records_total > 0")["data"]["result"]
+            }
+            == {"v5", "v9", "ipfix"}
+        ),
+        timeout=60,
+        what="flow records of every version",
+    )
+    assert firewalls.flows.failure is None, firewalls.flows.failure
+
+
+def test_firewall_alerts_go_pending_on_the_faults_the_sources_report(prometheus):
+    """The shipped alerts read what the real sources write: the payloads' and
+    recordings' down gateways and tunnels and the FortiGate's unsynced HA peer."""
+
+    def alerts() -> set[tuple[str, str]]:
+        result = query(prometheus, 'ALERTS{alertname=~"Firewall.+"}')["data"]["result"]
+        return {(r["metric"]["alertname"], r["metric"]["job"]) for r in result}
+
+    faults = {
+        ("FirewallGatewayDown", "firewall"),
+        ("FirewallVpnTunnelDown", "firewall"),
+        ("FirewallVpnTunnelDown", "snmp-firewall"),
+        ("FirewallHaSyncLost", "snmp-firewall"),
+    }
+    wait_for(lambda: faults <= alerts(), timeout=20, what=f"the alerts {sorted(faults)}")
+    # Every firewall answers: none is unreachable.
+    assert "FirewallUnreachable" not in {name for name, _ in alerts()}
+
+
+def test_the_sources_write_the_names_and_labels_the_dashboard_checks_against(prometheus):
+    """What the real sources export is what ``tests.firewall_names`` holds the dashboard to."""
+    series = query(prometheus, '{__name__=~"scout_(firewall|flow)_.+"}')["data"]["result"]
+    exported: dict[str, set[str]] = {}
+    for one in series:
+        labels = dict(one["metric"])
+        exported.setdefault(labels.pop("__name__"), set()).update(labels)
+    # The /firewall handler's own timing, beside the schema like every endpoint's.
+    exported.pop(FIREWALL_STATUS.duration.name)
+    assert set(exported) <= set(KNOWN)
+    # Every flow name is exported here; the firewall schema's, some by each source.
+    assert set(FLOW_METRICS) <= set(exported)
+    # A label a source leaves empty is no label in Prometheus; the shipped
+    # relabelling keeps a target's module and auth labels.
+    target_labels = {*TARGET_LABELS, "module", "auth"}
+    for name, labels in exported.items():
+        assert labels - target_labels <= set(KNOWN[name]), name
 
 
 @pytest.mark.parametrize(

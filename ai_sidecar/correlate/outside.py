@@ -38,9 +38,16 @@ _INSIDE = tuple(
 )
 
 
+_SURELY_INSIDE = ("10.", "192.168.")
+
+
 @functools.lru_cache(maxsize=65536)
 def is_outside(host: str) -> bool:
     """Whether ``host`` is an IP address outside every private and local range."""
+    # Without parsing, the common cases: a name (an address starts with a digit,
+    # or holds a colon), or what can only be inside 10/8 or 192.168/16, or no address.
+    if not host or not (host[0].isdigit() or ":" in host) or host.startswith(_SURELY_INSIDE):
+        return False
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

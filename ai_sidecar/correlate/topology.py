@@ -86,6 +86,7 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=65536)
 def split_instance(instance: str) -> tuple[str, bool]:
     """``(host, is_endpoint)``: the host part, and whether a URL or port makes it a service."""
     text = instance.strip().lower()
@@ -175,17 +176,18 @@ class TopologySnapshot:
         if not instance:
             return None
         host, endpoint = split_instance(instance)
-        if host:
-            port = self._port_of(self.device(host)[4:], labels)
+        device = self.device(host) if host else None
+        if device is not None:
+            port = self._port_of(device[4:], labels)
             if port is not None:
                 return port
         if endpoint:
             return "ep:" + instance.strip().lower().rstrip("/")
-        return self.device(host) if host else None
+        return device
 
     def _port_of(self, device: str, labels: Mapping[str, str]) -> str | None:
         """The link or port an alert's interface labels name on ``device``, in any spelling."""
-        named = [labels[name] for name in INTERFACE_LABELS if labels.get(name)]
+        named = [value for value in map(labels.get, INTERFACE_LABELS) if value]
         for interface in named:
             known = self.ports.get(f"port:{device}|{port_key(interface)}")
             if known is not None:

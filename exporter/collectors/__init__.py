@@ -8,6 +8,7 @@ and is not listed here.
 from __future__ import annotations
 
 from exporter.collectors.base import BaseCollector, Collector, CollectorSpec, HostView
+from exporter.collectors.flows import FlowsCollector
 from exporter.collectors.host import HostCollector
 from exporter.collectors.netfilter import NetfilterCollector
 
@@ -24,6 +25,12 @@ COLLECTORS: tuple[CollectorSpec, ...] = (
         "(needs CAP_NET_ADMIN and the host network)",
         enabled_by_default=False,
         build=NetfilterCollector.from_config,
+    ),
+    CollectorSpec(
+        name="flows",
+        help="top bandwidth consumers from NetFlow v5/v9 and IPFIX sent to collectors.flows.listen",
+        enabled_by_default=False,
+        build=FlowsCollector.from_config,
     ),
 )
 

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from exporter.app import create_app
 from exporter.config import parse_config
 from exporter.live import Settings
-from tests.exporter.targets.firewall.fakes import (
+from tests.peers.firewall_api import (
     CANARIES,
     FORTIGATE_TOKEN,
     OPNSENSE_KEY,

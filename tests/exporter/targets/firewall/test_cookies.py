@@ -12,7 +12,8 @@ from __future__ import annotations
 from exporter.app import create_app
 from exporter.config import parse_config
 from exporter.live import Settings
-from tests.exporter.targets.firewall.fakes import FORTIGATE_TOKEN, Misbehaviour, scrape, value
+from tests.exporter.targets.firewall.exposition import scrape, value
+from tests.peers.firewall_api import FORTIGATE_TOKEN, Misbehaviour
 
 STATUS = "/api/v2/monitor/system/status"
 # Names are not pinned to an address under [any], so the cookie jar would see them.

@@ -20,14 +20,8 @@ from cryptography import x509
 from exporter.clients import probe_net
 from exporter.targets import allowlist
 from tests.exporter.certs import CertificateAuthority, Pair
-from tests.exporter.targets.firewall.fakes import (
-    CANARIES,
-    FORTIGATE_TOKEN,
-    Misbehaviour,
-    families,
-    scrape,
-    value,
-)
+from tests.exporter.targets.firewall.exposition import families, scrape, value
+from tests.peers.firewall_api import CANARIES, FORTIGATE_TOKEN, Misbehaviour
 
 ONLY_UP = {"scout_firewall_up", "scout_firewall_scrape_duration_seconds"}
 POLICY = "/api/v2/monitor/firewall/policy"

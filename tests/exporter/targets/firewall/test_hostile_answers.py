@@ -9,7 +9,8 @@ of the scrape or the exposition.
 from __future__ import annotations
 
 from exporter.targets.firewall.values import Node
-from tests.exporter.targets.firewall.fakes import Misbehaviour, scrape, value
+from tests.exporter.targets.firewall.exposition import scrape, value
+from tests.peers.firewall_api import Misbehaviour
 
 STATUS = "/api/v2/monitor/system/status"
 VDOM_RESOURCE = "/api/v2/monitor/system/vdom-resource"

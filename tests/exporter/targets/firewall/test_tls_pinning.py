@@ -18,7 +18,7 @@ from cryptography import x509
 from exporter.clients import probe_net
 from exporter.targets import allowlist
 from tests.exporter.certs import CertificateAuthority
-from tests.exporter.targets.firewall.fakes import scrape, value
+from tests.exporter.targets.firewall.exposition import scrape, value
 
 
 def fake_lookup(answers: dict[str, str]):

@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 
 from exporter.schema.firewall import SPECS
-from tests.exporter.targets.firewall.fakes import (
-    CREDENTIALS,
-    families,
-    samples,
-    scrape,
-    value,
-)
-from tests.exporter.targets.firewall.payloads import RULE_A, RULE_B
+from tests.exporter.targets.firewall.exposition import families, samples, scrape, value
+from tests.peers.firewall_api import CREDENTIALS
+from tests.peers.firewall_payloads import RULE_A, RULE_B
 
 
 async def test_fortigate_maps_to_the_schema(start_fake, scout):

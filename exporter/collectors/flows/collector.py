@@ -1,0 +1,329 @@
+"""``--collector.flows``: top bandwidth consumers from NetFlow v5, v9 and IPFIX.
+
+Routers send flow records to a UDP port (``collectors.flows.listen``, default
+``0.0.0.0:2055``); the collector decodes them (``v5``, ``v9``, ``ipfix``
+modules), applies the sampling rate, and counts bytes and packets per talker
+(``aggregate``). sFlow is not read: its samples are packet headers, a
+different model, and are reported as ``unknown_version``.
+
+Sample exposition (the metric contract)::
+
+  # HELP scout_flow_talker_bytes_total Bytes of flows by talker since the talker entered ...
+  # TYPE scout_flow_talker_bytes_total counter
+  scout_flow_talker_bytes_total{address="10.1.1.9",direction="source",exporter="10.0.0.1"} 8.1e+09
+  scout_flow_talker_bytes_total{address="other",direction="source",exporter="10.0.0.1"} 2.4e+10
+  scout_flow_talker_bytes_total{address="fd00::9",direction="destination",exporter="10.0.0.1"} 5e+09
+  scout_flow_talker_bytes_total{address="other",direction="destination",exporter="10.0.0.1"} 2.7e+10
+  # TYPE scout_flow_talker_packets_total counter
+  scout_flow_talker_packets_total{address="10.1.1.9",direction="source",exporter="10.0.0.1"} 6.2e+06
+  # TYPE scout_flow_conversation_bytes_total counter   (only with by_protocol_port)
+  scout_flow_conversation_bytes_total{exporter="10.0.0.1",port="443",protocol="tcp"} 1.9e+10
+  scout_flow_conversation_bytes_total{exporter="10.0.0.1",port="other",protocol="other"} 1.3e+10
+  # TYPE scout_flow_folded_records_total counter
+  scout_flow_folded_records_total{direction="source",exporter="10.0.0.1"} 120377
+  # TYPE scout_flow_interface_bytes_total counter
+  scout_flow_interface_bytes_total{direction="in",exporter="10.0.0.1",ifindex="2"} 3.2e+10
+  scout_flow_interface_bytes_total{direction="out",exporter="10.0.0.1",ifindex="3"} 3.1e+10
+  # TYPE scout_flow_records_total counter
+  scout_flow_records_total{exporter="10.0.0.1",version="ipfix"} 1.5e+06
+  # TYPE scout_flow_packets_total counter
+  scout_flow_packets_total{exporter="10.0.0.1",version="ipfix"} 51234
+  # TYPE scout_flow_templates gauge
+  scout_flow_templates{exporter="10.0.0.1"} 3
+  # TYPE scout_flow_bad_packets_total counter
+  scout_flow_bad_packets_total{reason="truncated"} 0
+  scout_flow_bad_packets_total{reason="unknown_template"} 2
+  # TYPE scout_flow_series gauge
+  scout_flow_series 57
+  # TYPE scout_flow_series_budget gauge
+  scout_flow_series_budget 2000
+  # TYPE scout_flow_dropped_series_total counter
+  scout_flow_dropped_series_total 0
+
+Why ``rate()`` stays right while talkers come and go: every record adds its
+bytes to exactly one series, its talker's if the talker has a series at that
+moment, else ``other``. Ranking happens at each scrape, over the last
+``window``; a talker that makes the top ``top_n`` gets a counter at that
+scrape, exposed as 0 first, so nothing it sent before counts as an increase;
+it keeps the counter until it has been out of the top N for ``ttl`` (so a
+talker hovering at rank N does not flap), and the counter disappears at a
+scrape that already showed everything it counted. Hence, for one Prometheus
+scraping the collector, ``sum(rate(scout_flow_talker_bytes_total[5m]))`` by
+exporter and direction, ``other`` included, equals the rate of all bytes;
+``topk(10, rate(...{address!="other"}[5m]))`` is the top consumers.
+
+Bounds: ``scout_flow_series`` counts every series with an ``exporter`` label
+and never exceeds ``max_series`` (a refused series is
+``scout_flow_dropped_series_total``); keys tracked for ranking are capped per
+exporter and direction, and flows waiting to be counted in batches at
+``BATCH`` records or ``PENDING_BYTES`` (see ``aggregate``); templates are capped at
+``max_templates``; packets from outside ``exporters`` (when set), truncated or
+lying packets, data without a template and template floods are dropped and
+counted in ``scout_flow_bad_packets_total{reason}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, cast
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.collectors.base import HostView
+from exporter.collectors.flows.aggregate import (
+    CONVERSATION,
+    PORTS,
+    AggregationSettings,
+    FlowAggregator,
+    key_label,
+)
+from exporter.collectors.flows.decoder import FlowDecoder
+from exporter.collectors.flows.listener import UdpListener
+from exporter.collectors.flows.records import (
+    BAD_PACKET_REASONS,
+    MALFORMED,
+    NOT_ALLOWED,
+    SERIES_BUDGET,
+    BadPacketError,
+)
+from exporter.config import ExporterConfig, FlowsCollectorConfig
+
+log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Exporter addresses remembered as allowed or not (more are looked up each time).
+_ALLOWED_CACHE_SIZE: Final = 4096
+_PROTOCOL_NAMES: Final = {
+    1: "icmp",
+    6: "tcp",
+    17: "udp",
+    47: "gre",
+    50: "esp",
+    58: "ipv6-icmp",
+    132: "sctp",
+}
+
+
+def settings_from_config(config: FlowsCollectorConfig) -> AggregationSettings:
+    return AggregationSettings(
+        top_n=config.top_n,
+        window=config.window.total_seconds(),
+        ttl=config.ttl.total_seconds(),
+        max_series=config.max_series,
+        ipv4_prefix=config.ipv4_prefix,
+        ipv6_prefix=config.ipv6_prefix,
+        by_protocol_port=config.by_protocol_port,
+    )
+
+
+class FlowIngest:
+    """Decoding plus aggregation for datagrams, with the bad-packet counts; no sockets.
+
+    ``ingest`` and ``collect`` may run in different threads: one lock orders them.
+    """
+
+    def __init__(
+        self,
+        settings: AggregationSettings,
+        max_templates: int,
+        exporters: Sequence[Network] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.decoder = FlowDecoder(max_templates)
+        self.aggregator = FlowAggregator(settings, clock())
+        self.bad_packets = dict.fromkeys(BAD_PACKET_REASONS, 0)
+        self._exporters = tuple(exporters) if exporters is not None else None
+        self._allowed: dict[str, bool] = {}
+        self._failure_logged = False
+
+    def _is_allowed(self, address: str) -> bool:
+        if self._exporters is None:
+            return True
+        allowed = self._allowed.get(address)
+        if allowed is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                return False
+            allowed = any(ip in network for network in self._exporters)
+            if len(self._allowed) >= _ALLOWED_CACHE_SIZE:
+                self._allowed.clear()
+            self._allowed[address] = allowed
+        return allowed
+
+    def ingest(self, datagram: bytes, exporter: str) -> None:
+        """Decode and count one datagram from ``exporter``; bad ones are counted, never raised."""
+        with self._lock:
+            try:
+                self._ingest(datagram, exporter)
+            except BadPacketError as error:
+                self.bad_packets[error.reason] += 1
+            except Exception:  # listener boundary: one odd datagram must not stop the thread
+                self.bad_packets[MALFORMED] += 1
+                if not self._failure_logged:
+                    self._failure_logged = True
+                    log.exception("flow datagram from %s could not be read", exporter)
+
+    def _ingest(self, datagram: bytes, exporter: str) -> None:
+        if self._exporters is not None and not self._is_allowed(exporter):
+            raise BadPacketError(NOT_ALLOWED)
+        # Decode first: garbage from a new address must not cost an exporter's series.
+        decoded = self.decoder.decode(datagram, exporter)
+        if decoded.problem is not None:
+            self.bad_packets[decoded.problem] += 1
+        now = self._clock()
+        flows = self.aggregator.exporter(exporter, now)
+        if flows is None:
+            raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
+        version = decoded.version
+        if not self.aggregator.add(flows, version, decoded.records, now, decoded.columns):
+            raise BadPacketError(SERIES_BUDGET, f"no room for {version} from {exporter}")
+
+    def collect(self) -> list[Metric]:
+        """Re-rank, then render every flow family from the current counts."""
+        with self._lock:
+            self.aggregator.refresh(self._clock())
+            return list(self._families())
+
+    def _families(self) -> Iterator[Metric]:
+        aggregator = self.aggregator
+        settings = aggregator.settings
+        talker_bytes = CounterMetricFamily(
+            "scout_flow_talker_bytes",
+            "Bytes of flows by talker since the talker entered the top N; "
+            'address="other" counts the rest.',
+            labels=["exporter", "direction", "address"],
+        )
+        talker_packets = CounterMetricFamily(
+            "scout_flow_talker_packets",
+            "Packets of flows by talker since the talker entered the top N; "
+            'address="other" counts the rest.',
+            labels=["exporter", "direction", "address"],
+        )
+        conversations = CounterMetricFamily(
+            "scout_flow_conversation_bytes",
+            "Bytes of flows by protocol and destination port (top N, then other).",
+            labels=["exporter", "protocol", "port"],
+        )
+        folded = CounterMetricFamily(
+            "scout_flow_folded_records",
+            "Flow records counted in other because their key had no series.",
+            labels=["exporter", "direction"],
+        )
+        interfaces = CounterMetricFamily(
+            "scout_flow_interface_bytes",
+            "Bytes of flows by exporter interface (ifIndex), in or out.",
+            labels=["exporter", "ifindex", "direction"],
+        )
+        records = CounterMetricFamily(
+            "scout_flow_records",
+            "Flow records received, by flow protocol version.",
+            labels=["exporter", "version"],
+        )
+        packets = CounterMetricFamily(
+            "scout_flow_packets",
+            "Flow export packets received and read, by flow protocol version.",
+            labels=["exporter", "version"],
+        )
+        templates = GaugeMetricFamily(
+            "scout_flow_templates",
+            "NetFlow v9 and IPFIX templates held for the exporter.",
+            labels=["exporter"],
+        )
+        for exporter, flows in aggregator.exporters.items():
+            for direction, ranking in flows.rankings():
+                if direction == CONVERSATION:
+                    for key, (octets, _) in ranking.exposed():
+                        protocol, port = divmod(cast(int, key), PORTS)
+                        name = _PROTOCOL_NAMES.get(protocol, str(protocol))
+                        conversations.add_metric([exporter, name, str(port)], octets)
+                    conversations.add_metric([exporter, "other", "other"], ranking.other[0])
+                else:
+                    for key, (octets, count) in ranking.exposed():
+                        address = key_label(key, settings)
+                        talker_bytes.add_metric([exporter, direction, address], octets)
+                        talker_packets.add_metric([exporter, direction, address], count)
+                    talker_bytes.add_metric([exporter, direction, "other"], ranking.other[0])
+                    talker_packets.add_metric([exporter, direction, "other"], ranking.other[1])
+                folded.add_metric([exporter, direction], ranking.folded)
+            for direction, totals in (("in", flows.inputs), ("out", flows.outputs)):
+                for ifindex, octets in totals.items():
+                    interfaces.add_metric([exporter, str(ifindex), direction], octets)
+            for version, count in flows.records.items():
+                records.add_metric([exporter, version], count)
+                packets.add_metric([exporter, version], flows.packets[version])
+            templates.add_metric([exporter], self.decoder.templates.count(exporter))
+        yield talker_bytes
+        yield talker_packets
+        if settings.by_protocol_port:
+            yield conversations
+        yield folded
+        yield interfaces
+        yield records
+        yield packets
+        yield templates
+        bad = CounterMetricFamily(
+            "scout_flow_bad_packets",
+            "Flow packets dropped (whole or in part), by reason.",
+            labels=["reason"],
+        )
+        for reason, count in self.bad_packets.items():
+            bad.add_metric([reason], count)
+        yield bad
+        yield GaugeMetricFamily(
+            "scout_flow_series",
+            "Flow series with an exporter label exposed now.",
+            value=aggregator.series,
+        )
+        yield GaugeMetricFamily(
+            "scout_flow_series_budget",
+            "Most flow series with an exporter label (collectors.flows.max_series).",
+            value=settings.max_series,
+        )
+        yield CounterMetricFamily(
+            "scout_flow_dropped_series",
+            "Flow series not created because the series budget was spent.",
+            value=aggregator.dropped_series,
+        )
+
+
+class FlowsCollector:
+    """The flow listener and its counts: ``start`` binds the UDP socket, ``close`` releases it."""
+
+    def __init__(
+        self, config: FlowsCollectorConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.flows = FlowIngest(
+            settings_from_config(config),
+            config.max_templates,
+            exporters=config.exporters,
+            clock=clock,
+        )
+        self._listener = UdpListener(config.listen, self.flows.ingest)
+
+    @classmethod
+    def from_config(cls, config: ExporterConfig, view: HostView) -> FlowsCollector:
+        return cls(config.collectors.flows)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the listener is bound (the real port when ``listen`` asked for 0)."""
+        return self._listener.address
+
+    async def start(self) -> None:
+        self._listener.start()
+
+    async def close(self) -> None:
+        # Joining the thread is quick (it wakes on the socket pair), but never on the loop.
+        await asyncio.to_thread(self._listener.stop)
+
+    def collect(self) -> list[Metric]:
+        return self.flows.collect()

@@ -1,0 +1,153 @@
+"""What NetFlow v9 and IPFIX share: walking the sets of a packet and decoding data sets.
+
+Both versions carry a list of sets, each ``(set id, length)`` then a body; a
+set id at or above 256 is data for the template of that id. The version
+modules parse their own headers and template sets and call ``walk_sets`` and
+``decode_data_set`` for the rest.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final
+
+from exporter.collectors.flows.columns import RawFlows, raw_records
+from exporter.collectors.flows.records import (
+    MALFORMED,
+    TRUNCATED,
+    UNKNOWN_TEMPLATE,
+    VERSION_LABELS,
+    BadPacketError,
+    FlowRecord,
+)
+from exporter.collectors.flows.templates import (
+    OptionsTemplate,
+    SamplingState,
+    TemplateKey,
+    TemplateStore,
+)
+
+# Reads a template set body: (data, start, end, exporter, domain, store).
+TemplateSetReader = Callable[[memoryview, int, int, str, int, TemplateStore], None]
+SET_HEADER: Final = struct.Struct("!HH")
+FIRST_DATA_SET_ID: Final = 256
+
+
+def walk_sets(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """``(set id, body start, body end)`` for each set; raises on a lying length."""
+    while end - offset >= SET_HEADER.size:
+        set_id, length = SET_HEADER.unpack_from(data, offset)
+        if length < SET_HEADER.size:
+            raise BadPacketError(MALFORMED, f"set {set_id} length {length}")
+        if offset + length > end:
+            raise BadPacketError(TRUNCATED, f"set {set_id} length {length} past the packet")
+        yield set_id, offset + SET_HEADER.size, offset + length
+        offset += length
+
+
+class DecodedFlows:
+    """What one packet held: its version label, flows as columns (IPv4 fast path) and as
+    tuples, and the first problem met (a set skipped for an unknown template, say).
+
+    A plain class with slots: one is built per datagram, so its init is kept cheap.
+    """
+
+    __slots__ = ("columns", "problem", "records", "version")
+
+    def __init__(self, version: str, columns: list[RawFlows] | None = None) -> None:
+        self.version = version
+        self.records: list[FlowRecord] = []
+        self.columns: list[RawFlows] = columns if columns is not None else []
+        self.problem: str | None = None
+
+    def all_records(self) -> list[FlowRecord]:
+        """Every flow as a tuple, columns first (tests compare these)."""
+        found: list[FlowRecord] = []
+        for part in self.columns:
+            found += raw_records(part)
+        return found + self.records
+
+
+def decode_data_set(
+    data: memoryview,
+    start: int,
+    end: int,
+    exporter: str,
+    key: TemplateKey,
+    store: TemplateStore,
+    sampling: SamplingState,
+    decoded: DecodedFlows,
+) -> str | None:
+    """Add a data set's flows to ``decoded`` (options records update ``sampling``); a problem."""
+    template = store.get(exporter, key)
+    if template is None:
+        return UNKNOWN_TEMPLATE
+    if isinstance(template, OptionsTemplate):
+        template.apply(data, start, end, sampling)
+    elif template.columns is not None:
+        if end - start >= template.columns.dtype.itemsize:
+            decoded.columns.append(template.columns.decode(data, start, end, sampling.default))
+    else:
+        decoded.records.extend(template.decode(data, start, end, sampling))
+    return None
+
+
+def read_sets(
+    view: memoryview,
+    offset: int,
+    end: int,
+    key: tuple[str, int, int],
+    store: TemplateStore,
+    sampling: SamplingStates,
+    template_sets: Mapping[int, TemplateSetReader],
+) -> DecodedFlows:
+    """Records of every data set from ``offset`` to ``end``, and the first problem met.
+
+    ``key`` is (exporter, version, domain); ``template_sets`` reads the set ids
+    the version uses for templates. A lying structure raises ``BadPacketError``;
+    a set that needs an unknown template, or brings one the store refuses, is
+    skipped and named as the problem. Other ids below 256 are reserved: skipped.
+    """
+    exporter, version, domain = key
+    state = sampling.get(exporter, version, domain)
+    decoded = DecodedFlows(VERSION_LABELS[version])
+    for set_id, start, stop in walk_sets(view, offset, end):
+        try:
+            if set_id >= FIRST_DATA_SET_ID:
+                template = (version, domain, set_id)
+                found = decode_data_set(
+                    view, start, stop, exporter, template, store, state, decoded
+                )
+                decoded.problem = decoded.problem or found
+            elif set_id in template_sets:
+                template_sets[set_id](view, start, stop, exporter, domain, store)
+        except BadPacketError as error:
+            if error.reason in (MALFORMED, TRUNCATED):
+                raise
+            decoded.problem = decoded.problem or error.reason
+    return decoded
+
+
+class SamplingStates:
+    """Sampling state per (exporter, version, domain), at most ``limit`` of them.
+
+    Beyond the limit a new domain shares a throwaway state (rate 1), so a
+    flood of made-up domain ids cannot grow memory.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._states: dict[tuple[str, int, int], SamplingState] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, exporter: str, version: int, domain: int) -> SamplingState:
+        key = (exporter, version, domain)
+        state = self._states.get(key)
+        if state is None:
+            state = SamplingState()
+            if len(self._states) < self._limit:
+                self._states[key] = state
+        return state

@@ -1,0 +1,103 @@
+"""NetFlow v9 (RFC 3954): a 20-byte header, then template, options template and data flowsets.
+
+Templates are keyed by exporter address, source id and template id. Options
+templates (flowset 1) describe records that carry sampling rates: they update
+the exporter's sampling state and never count as flows.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError
+from exporter.collectors.flows.sets import (
+    FIRST_DATA_SET_ID,
+    DecodedFlows,
+    SamplingStates,
+    read_sets,
+)
+from exporter.collectors.flows.templates import (
+    FieldSpec,
+    TemplateStore,
+    cached_data_template,
+    options_template,
+)
+
+VERSION: Final = 9
+HEADER: Final = struct.Struct("!HHIIII")
+TEMPLATE_FLOWSET: Final = 0
+OPTIONS_FLOWSET: Final = 1
+_PAIR: Final = struct.Struct("!HH")
+_OPTIONS_HEADER: Final = struct.Struct("!HHH")
+
+
+def _fields(data: memoryview, offset: int, count: int) -> tuple[FieldSpec, ...]:
+    return tuple(FieldSpec(*_PAIR.unpack_from(data, offset + 4 * i)) for i in range(count))
+
+
+def _templates(
+    data: memoryview, start: int, end: int, exporter: str, domain: int, store: TemplateStore
+) -> None:
+    offset = start
+    while end - offset >= _PAIR.size:
+        template_id, count = _PAIR.unpack_from(data, offset)
+        if template_id == 0 == count:
+            break  # padding to the flowset's end
+        offset += _PAIR.size
+        if template_id < FIRST_DATA_SET_ID or count == 0:
+            raise BadPacketError(MALFORMED, f"v9 template {template_id} with {count} fields")
+        if offset + 4 * count > end:
+            raise BadPacketError(TRUNCATED, f"v9 template {template_id}")
+        layout = _fields(data, offset, count)
+        offset += 4 * count
+        if sum(spec.length for spec in layout) == 0:
+            raise BadPacketError(MALFORMED, f"v9 template {template_id} has zero-length records")
+        store.put(exporter, (VERSION, domain, template_id), cached_data_template(layout))
+
+
+def _options_templates(
+    data: memoryview, start: int, end: int, exporter: str, domain: int, store: TemplateStore
+) -> None:
+    offset = start
+    # Options templates are padded to 4 bytes, so a short tail is padding.
+    while end - offset >= _OPTIONS_HEADER.size + 4:
+        template_id, scope_length, option_length = _OPTIONS_HEADER.unpack_from(data, offset)
+        if template_id == 0 == scope_length:
+            break
+        offset += _OPTIONS_HEADER.size
+        if template_id < FIRST_DATA_SET_ID or scope_length % 4 or option_length % 4:
+            raise BadPacketError(MALFORMED, f"v9 options template {template_id}")
+        if offset + scope_length + option_length > end:
+            raise BadPacketError(TRUNCATED, f"v9 options template {template_id}")
+        # v9 scope field types are a namespace of their own (system, interface, ...):
+        # only their lengths matter here, so they are recorded as enterprise-like fields.
+        scopes = tuple(
+            FieldSpec(element, length, enterprise=1)
+            for element, length in (
+                _PAIR.unpack_from(data, offset + 4 * i) for i in range(scope_length // 4)
+            )
+        )
+        layout = scopes + _fields(data, offset + scope_length, option_length // 4)
+        offset += scope_length + option_length
+        if sum(spec.length for spec in layout) == 0:
+            raise BadPacketError(MALFORMED, f"v9 options template {template_id} is empty")
+        store.put(exporter, (VERSION, domain, template_id), options_template(layout))
+
+
+def parse_v9(
+    data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
+) -> DecodedFlows:
+    """The flow records of one v9 packet and the first problem met (an unknown template, say).
+
+    A packet whose structure lies raises ``BadPacketError``; a set whose template
+    is unknown (or cannot be stored) is skipped and reported as the problem.
+    """
+    if len(data) < HEADER.size:
+        raise BadPacketError(TRUNCATED, "v9 header")
+    view = memoryview(data)
+    domain = HEADER.unpack_from(view)[5]
+    readers = {TEMPLATE_FLOWSET: _templates, OPTIONS_FLOWSET: _options_templates}
+    return read_sets(
+        view, HEADER.size, len(view), (exporter, VERSION, domain), store, sampling, readers
+    )

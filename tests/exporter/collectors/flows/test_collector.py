@@ -1,0 +1,232 @@
+"""The flows collector as the app runs it: UDP listener lifecycle, exporter filter, registry row."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+
+from exporter.collectors import COLLECTORS
+from exporter.collectors.base import HostView
+from exporter.collectors.flows import FlowsCollector
+from exporter.collectors.flows.listener import parse_listen
+from exporter.config import ExporterConfig, FlowsCollectorConfig
+from scripts.localstack import Service, free_port
+from tests.conftest import http_get, wait_for
+from tests.firewall_names import FLOW_METRICS
+from tests.peers.flows import IPV4_LAYOUT, Flow, flow_set, ipfix_packet, ipfix_template, v5_packet
+
+FLOWS = [Flow("10.0.0.1", "10.0.1.1", 1200, 4, 7, 8), Flow("10.0.0.2", "10.0.1.1", 300, 1, 7, 9)]
+
+
+def _value(families: list[Metric], name: str, **labels: str) -> float | None:
+    for family in families:
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return sample.value
+    return None
+
+
+def _send(address: tuple[str, int], *datagrams: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for datagram in datagrams:
+            sender.sendto(datagram, address)
+
+
+async def test_listener_counts_datagrams_and_releases_its_port_on_close() -> None:
+    collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+    await collector.start()
+    try:
+        address = collector.address
+        _send(address, v5_packet(FLOWS), b"\x00\x05garbage")
+        wait_for(
+            lambda: _value(collector.collect(), "scout_flow_records_total", version="v5"),
+            timeout=10,
+            what="v5 records",
+        )
+        families = collector.collect()
+        assert _value(families, "scout_flow_records_total", exporter="127.0.0.1") == 2
+        assert _value(families, "scout_flow_packets_total", exporter="127.0.0.1") == 1
+        assert _value(families, "scout_flow_bad_packets_total", reason="truncated") == 1
+        interface = _value(
+            families, "scout_flow_interface_bytes_total", ifindex="7", direction="in"
+        )
+        assert interface == 1500
+    finally:
+        await collector.close()
+    await collector.close()  # a second close is harmless
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(address)
+
+
+async def test_packets_from_outside_the_exporters_networks_are_dropped() -> None:
+    config = FlowsCollectorConfig(
+        listen="127.0.0.1:0", exporters=[ipaddress.ip_network("192.0.2.0/24")]
+    )
+    collector = FlowsCollector(config)
+    await collector.start()
+    try:
+        _send(collector.address, v5_packet(FLOWS))
+        wait_for(
+            lambda: _value(
+                collector.collect(), "scout_flow_bad_packets_total", reason="not_allowed"
+            ),
+            timeout=10,
+            what="the refused packet",
+        )
+        assert _value(collector.collect(), "scout_flow_records_total") is None
+    finally:
+        await collector.close()
+
+
+async def test_start_fails_cleanly_on_a_busy_port() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        collector = FlowsCollector(FlowsCollectorConfig(listen=f"127.0.0.1:{port}"))
+        with pytest.raises(OSError, match="in use"):
+            await collector.start()
+    await collector.close()
+
+
+def test_ipfix_through_the_ingest_path_with_an_unknown_template_first() -> None:
+    collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0", top_n=5))
+    data = flow_set(256, IPV4_LAYOUT, FLOWS)
+    collector.flows.ingest(ipfix_packet([data]), "192.0.2.1")
+    collector.flows.ingest(ipfix_packet([ipfix_template(256, IPV4_LAYOUT), data]), "192.0.2.1")
+    families = collector.collect()
+    assert _value(families, "scout_flow_bad_packets_total", reason="unknown_template") == 1
+    assert _value(families, "scout_flow_records_total", version="ipfix") == 2
+    assert _value(families, "scout_flow_templates", exporter="192.0.2.1") == 1
+    other = _value(families, "scout_flow_talker_bytes_total", direction="source", address="other")
+    assert other == 1500
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("0.0.0.0:2055", ("0.0.0.0", 2055)),
+        ("[::]:4739", ("::", 4739)),
+        (":9995", ("0.0.0.0", 9995)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+    ],
+)
+def test_listen_addresses(listen: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(listen) == expected
+
+
+@pytest.mark.parametrize("listen", ["2055", "host:", "host:port", "h:70000"])
+def test_bad_listen_addresses_are_refused(listen: str) -> None:
+    with pytest.raises(ValueError, match="is not host:port"):
+        parse_listen(listen)
+
+
+def test_the_registry_row_is_off_by_default_and_builds_the_collector() -> None:
+    (spec,) = [spec for spec in COLLECTORS if spec.name == "flows"]
+    assert not spec.enabled_by_default
+    config = ExporterConfig.model_validate(
+        {"collectors": {"flows": {"listen": "127.0.0.1:0", "window": "1m", "ttl": "3m"}}}
+    )
+    collector = spec.build(config, HostView())
+    assert isinstance(collector, FlowsCollector)
+    assert config.collectors.flows.window == timedelta(minutes=1)
+
+
+@pytest.mark.peers
+def test_scout_exporter_serves_flow_metrics_with_the_collector_enabled(
+    tmp_path: Path, exporter_factory: Callable[..., tuple[Service, str]]
+) -> None:
+    udp_port = free_port()
+    config = tmp_path / "exporter.yml"
+    config.write_text(f"collectors:\n  flows:\n    listen: 127.0.0.1:{udp_port}\n    top_n: 1\n")
+    _, url = exporter_factory("--collector.flows", "--no-collector.host", f"--config.file={config}")
+
+    def records_seen() -> bool:
+        _send(("127.0.0.1", udp_port), v5_packet(FLOWS))
+        return (
+            'scout_flow_records_total{exporter="127.0.0.1",version="v5"}'
+            in http_get(f"{url}/metrics")[1]
+        )
+
+    wait_for(records_seen, timeout=20, what="flow metrics on /metrics")
+    body = http_get(f"{url}/metrics")[1]
+    assert (
+        'scout_flow_talker_bytes_total{address="10.0.0.1",direction="source",exporter="127.0.0.1"}'
+        in body
+    )
+    assert 'scout_collector_success{collector="flows"} 1.0' in body
+
+
+def test_garbage_from_many_addresses_costs_no_series() -> None:
+    collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0", max_series=20))
+    for host in range(200):
+        collector.flows.ingest(b"\x00\x05" + bytes(10), f"198.51.100.{host}")
+    collector.flows.ingest(v5_packet(FLOWS), "192.0.2.1")
+    families = collector.collect()
+    assert _value(families, "scout_flow_bad_packets_total", reason="truncated") == 200
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.1") == 2
+    assert _value(families, "scout_flow_bad_packets_total", reason="series_budget") == 0
+
+
+def test_an_exporter_the_budget_cannot_hold_is_refused_and_counted() -> None:
+    collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0", max_series=10))
+    collector.flows.ingest(v5_packet(FLOWS), "192.0.2.1")
+    collector.flows.ingest(v5_packet(FLOWS), "192.0.2.2")
+    families = collector.collect()
+    assert _value(families, "scout_flow_bad_packets_total", reason="series_budget") == 1
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.2") is None
+    series = _value(families, "scout_flow_series")
+    assert series is not None
+    assert series <= 10
+    dropped = _value(families, "scout_flow_dropped_series_total")
+    assert dropped is not None
+    assert dropped > 0
+
+
+def test_exposition_passes_promtool_check_metrics() -> None:
+    config = FlowsCollectorConfig(listen="127.0.0.1:0", by_protocol_port=True, ipv4_prefix=24)
+    collector = FlowsCollector(config)
+    for _ in range(2):
+        collector.flows.ingest(v5_packet(FLOWS), "192.0.2.1")
+        families = collector.collect()
+
+    class Families:
+        def collect(self) -> list[Metric]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families())
+    text = generate_latest(registry)
+    assert b'scout_flow_talker_bytes_total{address="10.0.0.0/24"' in text
+    result = subprocess.run(
+        [shutil.which("promtool") or "promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_the_exposition_has_exactly_the_names_and_labels_the_dashboards_use() -> None:
+    """``tests/firewall_names.FLOW_METRICS`` is what the dashboards and rules are checked
+    against: the collector must expose those names with those labels, and nothing else."""
+    config = FlowsCollectorConfig(listen="127.0.0.1:0", by_protocol_port=True, top_n=1)
+    collector = FlowsCollector(config)
+    for _ in range(2):
+        collector.flows.ingest(v5_packet(FLOWS), "192.0.2.1")
+        families = collector.collect()
+    exposed = {
+        sample.name: tuple(sorted(sample.labels))
+        for family in families
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+    assert exposed == {name: tuple(sorted(labels)) for name, labels in FLOW_METRICS.items()}
