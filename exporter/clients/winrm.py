@@ -16,6 +16,7 @@ Errors, all ``WinrmError`` with a ``reason`` for the failure metric::
     +-- WinrmUnreachableError reason "unreachable": no TCP connection, or TLS refused
     +-- WinrmTimeoutError     reason "timeout": the host did not answer in time
     +-- WinrmQuotaError       reason "quota": the host has no shell left for this user
+    +-- WinrmOutputTooLargeError reason "output": the command wrote more than MAX_OUTPUT_BYTES
     +-- WinrmProtocolError    reason "protocol": a fault or an answer WS-Man does not allow
 
 No message carries the password: pypsrp's name only the user, and faults are
@@ -45,6 +46,11 @@ SHELL_GONE_FAULT_CODES = frozenset({2150858843, 2150858853})
 # Seconds the WS-Man OperationTimeout stays below the HTTP timeout.
 OPERATION_SLACK_SECONDS = 1
 COMMAND_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
+# What one command may write (stdout and stderr together) before it is stopped:
+# the scrape script's answer is gzipped, a few hundred kilobytes on a busy
+# server; a host that writes more is broken or hostile, and kept in memory it
+# would take the exporter down with it.
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 
 
 class WinrmError(Exception):
@@ -71,6 +77,10 @@ class WinrmQuotaError(WinrmError):
 
 class WinrmProtocolError(WinrmError):
     reason = "protocol"
+
+
+class WinrmOutputTooLargeError(WinrmError):
+    reason = "output"
 
 
 class ShellGoneError(WinrmProtocolError):
@@ -206,6 +216,11 @@ class PypsrpShell:
                 if chunk.text:
                     target = stdout if chunk.attrib.get("Name") == "stdout" else stderr
                     target += base64.b64decode(chunk.text)
+            if len(stdout) + len(stderr) > MAX_OUTPUT_BYTES:
+                # Raised before the command ends: run's finally stops it on the host.
+                raise WinrmOutputTooLargeError(
+                    f"the command wrote more than {MAX_OUTPUT_BYTES} bytes"
+                )
             state = body.find("rsp:CommandState", NAMESPACES)
             if state is not None and state.attrib.get("State") == COMMAND_DONE:
                 code = state.find("rsp:ExitCode", NAMESPACES)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import json
 import zlib
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,9 @@ from exporter.targets.winrm.modules import CollectorName, WinrmModule
 BEGIN_MARKER = "SCOUT-WINRM-BEGIN"
 END_MARKER = "SCOUT-WINRM-END"
 FORMAT_VERSION = 1
+# The most the answer's JSON may inflate to: a few megabytes on the busiest
+# server; a gzip bomb from a hostile host stops here, not in the exporter's memory.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 class ScriptOutputError(Exception):
@@ -263,6 +265,17 @@ def bootstrap_arguments() -> list[str]:
     return ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand", encoded]
 
 
+def _inflate(compressed: bytes) -> bytes:
+    """The gzip member ``compressed`` holds, at most ``MAX_ANSWER_BYTES`` of it."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer
+    raw = inflater.decompress(compressed, MAX_ANSWER_BYTES)
+    if inflater.eof:
+        return raw
+    if len(raw) >= MAX_ANSWER_BYTES:
+        raise ScriptOutputError(f"the answer inflates to more than {MAX_ANSWER_BYTES} bytes")
+    raise ValueError("the compressed data ends early")
+
+
 def parse_output(stdout: bytes) -> dict[str, dict[str, Any]]:
     """The collectors' results from the script's stdout; raises ``ScriptOutputError``."""
     text = stdout.decode("ascii", errors="replace")
@@ -274,9 +287,9 @@ def parse_output(stdout: bytes) -> dict[str, dict[str, Any]]:
     if end < 0:
         raise ScriptOutputError(f"the answer was cut short ({len(stdout)} bytes, no end marker)")
     try:
-        raw = gzip.decompress(base64.b64decode("".join(body[:end].split()), validate=True))
+        raw = _inflate(base64.b64decode("".join(body[:end].split()), validate=True))
         document = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
+    except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError) as exc:
         raise ScriptOutputError(f"the answer is garbled: {exc}") from None
     if not isinstance(document, dict) or document.get("v") != FORMAT_VERSION:
         raise ScriptOutputError("the answer is not in the format this exporter reads")

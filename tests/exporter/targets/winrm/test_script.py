@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from exporter.targets.winrm import script as script_module
 from exporter.targets.winrm.modules import COLLECTORS, WinrmModule
 from exporter.targets.winrm.script import (
     CIM_QUERIES,
@@ -78,4 +79,22 @@ def test_the_answer_round_trips_with_noise_around_it():
 )
 def test_bad_answers_raise_with_what_is_wrong(stdout, message):
     with pytest.raises(ScriptOutputError, match=message):
+        parse_output(stdout)
+
+
+def test_an_answer_that_inflates_past_the_bound_is_refused(monkeypatch):
+    # A gzip bomb from a hostile host: a few kilobytes that would inflate to
+    # whatever the host likes. Valid JSON (trailing blanks), so only the bound stops it.
+    monkeypatch.setattr(script_module, "MAX_ANSWER_BYTES", 1024 * 1024)
+    bomb = gzip.compress(b'{"v": 1, "collectors": {}}' + b" " * (2 * 1024 * 1024))
+    assert len(bomb) < 10_000
+    stdout = b"SCOUT-WINRM-BEGIN\n" + base64.b64encode(bomb) + b"\nSCOUT-WINRM-END\n"
+    with pytest.raises(ScriptOutputError, match="inflates to more than 1048576 bytes"):
+        parse_output(stdout)
+
+
+def test_a_gzip_stream_cut_short_is_garbled():
+    whole = gzip.compress(b'{"v": 1, "collectors": {}}')
+    stdout = b"SCOUT-WINRM-BEGIN\n" + base64.b64encode(whole[:-6]) + b"\nSCOUT-WINRM-END\n"
+    with pytest.raises(ScriptOutputError, match="garbled"):
         parse_output(stdout)

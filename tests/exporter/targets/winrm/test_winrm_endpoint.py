@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.clients import winrm as winrm_client
 from scripts.localstack import free_port
 from tests.exporter.golden_files import assert_matches_golden, assert_promtool_clean
 from tests.exporter.targets.winrm.conftest import PASSWORD
@@ -199,6 +200,19 @@ async def test_bad_output_fails_as_output(exporter_client, wsman, caplog, mangle
     assert sample(text, "scout_winrm_success") == 0.0
     assert sample(text, 'scout_winrm_scrape_error{reason="output"}') == 1.0
     assert message in caplog.text
+
+
+async def test_an_endless_answer_is_stopped_at_the_bound(exporter_client, wsman, monkeypatch):
+    # A host that writes without end would otherwise fill the exporter's memory.
+    monkeypatch.setattr(winrm_client, "MAX_OUTPUT_BYTES", 64 * 1024)
+    wsman.server.mangle = lambda out: out + b"\r\n" * 100_000
+    client = await exporter_client()
+    text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="output"}') == 1.0
+    # Stopped on the host once past the bound, not read to its end (three chunks).
+    actions = wsman.server.actions()
+    assert actions[-3:] == ["Receive", "Signal", "Delete"]
+    assert actions.count("Receive") < wsman.server.chunks
 
 
 async def test_a_host_that_forgot_the_shell_gets_a_new_one(exporter_client, wsman):
