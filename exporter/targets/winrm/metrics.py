@@ -522,11 +522,15 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
         "Process of the started service; the value is when the process started (Unix time)",
         labels=["name", "process_id"],
     )
+    # The critical ones pass the filter whatever it says: WindowsServiceStopped
+    # reads their state series, and without it could never fire.
+    critical_names = sorted({name.lower() for name in module.critical_services})
     seen: set[str] = set()
     for row in _rows(result):
         raw_name = _text(row, "Name")
         name = raw_name.lower()
-        if not name or name in seen or not module.services.keeps(raw_name):
+        kept = name in critical_names or module.services.keeps(raw_name)
+        if not name or name in seen or not kept:
             continue
         seen.add(name)
         current = _text(row, "State").lower()
@@ -546,7 +550,7 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
         "1 for a service the module marks critical (the WindowsServiceStopped rule watches it)",
         labels=["name"],
     )
-    for name in sorted({name.lower() for name in module.critical_services}):
+    for name in critical_names:
         critical.add_metric([name], 1)
     return [state, start_mode, info, process, critical]
 

@@ -5,9 +5,10 @@ A config's ``modules:`` entry is a WinRM module when its ``prober:`` is
 (``exporter.targets.winrm.script``); leaving one out shortens the script and
 the answer. ``services`` filters the service series by name (anchored
 regexes, as everywhere in the config); ``critical_services`` marks the names
-the ``WindowsServiceStopped`` rule watches; ``event_log_window`` is how far
-back the error and critical events are counted (the scrape interval, so each
-event is counted once); ``top_processes`` bounds the process series.
+the ``WindowsServiceStopped`` rule watches (reported whatever ``services``
+says); ``event_log_window`` is how far back the error and critical events are
+counted (the scrape interval, so each event is counted once);
+``top_processes`` bounds the process series.
 """
 
 from __future__ import annotations
