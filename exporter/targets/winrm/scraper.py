@@ -143,7 +143,7 @@ class WinrmScraper:
         self._sessions: dict[HostKey, HostSession] = {}
         self._sessions_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._scripts: dict[int, str] = {}
+        self._scripts: dict[str, str] = {}
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="winrm")
@@ -212,10 +212,13 @@ class WinrmScraper:
         return session
 
     def _script(self, module: WinrmModule) -> bytes:
-        # Modules are frozen, so one script per module object for the scraper's life.
-        script = self._scripts.get(id(module))
+        # Keyed by the module's content, not its id(): a config reload frees the
+        # old modules, and a new one allocated in the same place would get the
+        # old one's script. Distinct modules are few, so the cache stays small.
+        key = module.model_dump_json()
+        script = self._scripts.get(key)
         if script is None:
-            script = self._scripts[id(module)] = build_script(module)
+            script = self._scripts[key] = build_script(module)
         return script.encode("ascii")
 
     def _scrape_host(

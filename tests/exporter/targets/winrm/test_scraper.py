@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -165,3 +166,20 @@ def test_a_target_is_pinned_to_a_checked_address_ipv4_first_and_keeps_its_name()
     assert pinned == WinrmTarget("fs01.corp.example", 5986, "192.0.2.7")
     only_v6 = pin_target(parse_target("fs01.corp.example"), checked[:1])
     assert only_v6 == WinrmTarget("fs01.corp.example", None, "2001:db8::7")
+
+
+def test_a_module_reloaded_in_the_place_of_another_gets_its_own_script():
+    # A config reload frees the old module objects; a new one may be allocated
+    # at the same address, so a script remembered by id() would be the old one's.
+    scraper = WinrmScraper(FakeOpener(Recorder()))
+    old = WinrmModule(collectors=["cpu"])
+    scraper._script(old)
+    old_id = id(old)
+    del old
+    kept = []  # CPython hands the freed place to the next object of its size
+    new = WinrmModule(collectors=["memory"])
+    while id(new) != old_id and len(kept) < 1000:
+        kept.append(new)
+        new = WinrmModule(collectors=["memory"])
+    script = scraper._script(new).decode("ascii")
+    assert re.findall(r"^Run '(\w+)'", script, re.MULTILINE) == ["memory"]
