@@ -20,8 +20,9 @@ Errors, all ``WinrmError`` with a ``reason`` for the failure metric::
     +-- WinrmOutputTooLargeError reason "output": the command wrote more than MAX_OUTPUT_BYTES
     +-- WinrmProtocolError    reason "protocol": a fault or an answer WS-Man does not allow
 
-No message carries the password: pypsrp's name only the user, and faults are
-the server's words.
+No message carries the password, nor a piece of it: pypsrp's name only the
+user, faults are the server's words, and a codec's error (which quotes the
+character it stopped at) is replaced by a message of its own.
 """
 
 from __future__ import annotations
@@ -355,6 +356,10 @@ def translate(exc: Exception) -> WinrmError:
 
     if isinstance(exc, AuthenticationError):
         return WinrmAuthError("the host refused the credentials (HTTP 401)")
+    if isinstance(exc, UnicodeEncodeError):
+        # Only the credentials are encoded with a narrow codec (requests' Basic
+        # header); the codec's message names a character of them and its place.
+        return WinrmAuthError("the credentials hold a character Basic cannot send (Latin-1 only)")
     if isinstance(exc, WSManFaultError):
         reason = " ".join(str(exc.reason or "").split())
         message = f"WS-Management fault {exc.code}: {reason}"

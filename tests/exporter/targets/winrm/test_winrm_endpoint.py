@@ -130,6 +130,23 @@ async def test_wrong_password_fails_with_the_reason_and_never_the_password(
     assert wsman.server.actions() == ["401"]
 
 
+async def test_a_password_basic_cannot_carry_fails_as_auth_and_shows_none_of_it(
+    exporter_client, wsman, caplog
+):
+    # Basic encodes the credentials in Latin-1: the codec's own error names the
+    # character it stopped at and where, a piece of the password.
+    password = "Pa55" + "\u20ac" + "-wört"
+    client = await exporter_client(password=password)
+    with caplog.at_level(logging.DEBUG):
+        text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="auth"}') == 1.0
+    assert "auth: the credentials hold a character Basic cannot send (Latin-1 only)" in caplog.text
+    for piece in ("\u20ac", "\\u20ac", "position", "wört"):
+        assert piece not in caplog.text
+        assert piece not in text
+    assert wsman.server.actions() == []
+
+
 async def test_an_unreachable_host_fails_as_unreachable(exporter_client, wsman):
     client = await exporter_client()
     closed = f"127.0.0.1:{free_port()}"
