@@ -47,9 +47,10 @@ names for its own collectors' health (so its scrape-health panels work too)::
 
 Service names are lower-cased as windows_exporter does (``Get-Service`` names
 are case-insensitive). Network adapter names keep only ``[A-Za-z0-9]``, the
-rest becoming ``_``, as windows_exporter writes ``nic``. The top processes
-are ranked by CPU between this scrape and the last (by CPU time since start
-on the first), and by private working set, N of each.
+rest becoming ``_``, as windows_exporter writes ``nic``; process names lose
+the counters' ``#N`` instance suffix, as windows_exporter's ``process`` label
+does. The top processes are ranked by CPU between this scrape and the last (by
+CPU time since start on the first), and by private working set, N of each.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ CPU_MODES = (
     ("PercentDPCTime", "dpc"),
 )
 _NIC_UNSAFE = re.compile(r"[^A-Za-z0-9]")
+# The perf counters' instance suffix for processes of one name (svchost#3): the
+# number moves when an earlier one exits, so the name is kept without it.
+_PROCESS_INSTANCE = re.compile(r"#\d+$")
 
 
 @dataclass(slots=True)
@@ -605,7 +609,8 @@ def process(result: Mapping[str, Any], module: WinrmModule, state: ProcessSample
     cpu_share: list[tuple[float, str, int]] = []
     memory_rank: list[tuple[float, str, int]] = []
     for row in rows:
-        name, pid = _text(row, "Name"), int(_number(row, "IDProcess") or 0)
+        name = _PROCESS_INSTANCE.sub("", _text(row, "Name"))
+        pid = int(_number(row, "IDProcess") or 0)
         used = _number(row, "PercentProcessorTime")
         working_set = _number(row, "WorkingSetPrivate")
         if used is not None:

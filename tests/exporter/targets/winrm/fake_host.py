@@ -180,7 +180,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "Timestamp_Sys100NS": 1000 * TICKS,
         },
         {
-            "Name": "svchost",
+            # The counters number a second process of one name.
+            "Name": "svchost#1",
             "IDProcess": 1024,
             "PercentProcessorTime": 900 * TICKS,
             "WorkingSetPrivate": 70_000_000,

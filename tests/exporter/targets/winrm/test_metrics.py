@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from exporter.targets.winrm.metrics import ProcessSample, service
+from exporter.targets.winrm.metrics import ProcessSample, process, service
 from exporter.targets.winrm.modules import WinrmModule
-from tests.exporter.targets.winrm.fake_host import ROWS
+from tests.exporter.targets.winrm.fake_host import ROWS, TICKS
 
 
 def _running(module: WinrmModule) -> dict[str, float]:
@@ -28,3 +28,39 @@ def test_a_critical_service_is_reported_even_when_the_filter_leaves_it_out():
 def test_the_filter_still_drops_services_nobody_marked_critical():
     module = WinrmModule.model_validate({"prober": "winrm", "services": {"include": "wuauserv"}})
     assert _running(module) == {"wuauserv": 0.0}
+
+
+def _process_rows(seconds: int, *rows: tuple[str, int, int]) -> dict:
+    return {
+        "ok": True,
+        "rows": [
+            {
+                "Name": name,
+                "IDProcess": pid,
+                "PercentProcessorTime": cpu_seconds * TICKS,
+                "WorkingSetPrivate": 1_000_000 * pid,
+                "Timestamp_Sys100NS": seconds * TICKS,
+            }
+            for name, pid, cpu_seconds in rows
+        ],
+    }
+
+
+def test_processes_of_one_name_keep_their_name_and_their_rate_when_renumbered():
+    # The perf counters tell same-named processes apart as svchost, svchost#1,
+    # svchost#2, numbered in the order they run: when one exits, the later ones
+    # are renumbered. windows_exporter's process label is the bare name.
+    module = WinrmModule(top_processes=2)
+    state = ProcessSample()
+    first = _process_rows(
+        1000, ("svchost", 880, 100), ("svchost#1", 1024, 50), ("svchost#2", 1300, 40)
+    )
+    process(first, module, state)
+    # Ten seconds later 880 has exited: 1024 is now svchost, 1300 svchost#1.
+    second = _process_rows(1010, ("svchost", 1024, 52), ("svchost#1", 1300, 55))
+    cpu_family, memory_family = process(second, module, state)
+    assert [(s.labels["process"], s.labels["process_id"], s.value) for s in cpu_family.samples] == [
+        ("svchost", "1300", 1.5),
+        ("svchost", "1024", 0.2),
+    ]
+    assert {s.labels["process"] for s in memory_family.samples} == {"svchost"}
