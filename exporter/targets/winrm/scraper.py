@@ -206,7 +206,11 @@ class WinrmScraper:
                     if other.shell is not None:
                         idle.append(other.shell)
                     other.lock.release()
-            session = self._sessions.setdefault(key, HostSession(last_used=now))
+            session = self._sessions.setdefault(key, HostSession())
+            # Marked used while the registry is locked: a scrape that has its
+            # session but not yet its lock must not see it evicted as idle (and
+            # its shell closed) by another host's lookup in between.
+            session.last_used = now
         for shell in idle:
             shell.close()
         return session

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from pydantic import SecretStr
 
@@ -15,7 +16,13 @@ from exporter.clients.winrm import CommandResult, Endpoint, RemoteShell, WinrmAu
 from exporter.config import WinrmAuth
 from exporter.targets.kind import ScrapeJob
 from exporter.targets.winrm.modules import WinrmModule
-from exporter.targets.winrm.scraper import WinrmScraper, WinrmTarget, parse_target, pin_target
+from exporter.targets.winrm.scraper import (
+    SHELL_IDLE_SECONDS,
+    WinrmScraper,
+    WinrmTarget,
+    parse_target,
+    pin_target,
+)
 from tests.exporter.targets.winrm.fake_host import FakeHost
 
 AUTH = WinrmAuth.model_validate(
@@ -183,3 +190,30 @@ def test_a_module_reloaded_in_the_place_of_another_gets_its_own_script():
         new = WinrmModule(collectors=["memory"])
     script = scraper._script(new).decode("ascii")
     assert re.findall(r"^Run '(\w+)'", script, re.MULTILINE) == ["memory"]
+
+
+def test_a_session_evicted_as_idle_is_not_left_holding_the_shell_it_closes():
+    # Host A's scrape has just looked its session up (idle for long, not yet
+    # locked) when host B's lookup evicts it: A must open a new shell, not run
+    # on the one B's lookup is closing.
+    now = [0.0]
+    recorder = Recorder()
+    scraper = WinrmScraper(FakeOpener(recorder), clock=lambda: now[0])
+    a = scraper._session(("10.0.0.1", 5985, "w"))
+    a.shell = FakeShell(recorder, "10.0.0.1")
+    now[0] += SHELL_IDLE_SECONDS + 1
+    held = scraper._session(("10.0.0.1", 5985, "w"))  # A's scrape, before it locks
+    scraper._session(("10.0.0.2", 5985, "w"))  # B's scrape evicts A's session
+    assert held.shell is None or not cast(FakeShell, held.shell).closed
+
+
+def test_a_session_idle_past_the_limit_is_evicted_and_its_shell_closed():
+    now = [0.0]
+    recorder = Recorder()
+    scraper = WinrmScraper(FakeOpener(recorder), clock=lambda: now[0])
+    idle = scraper._session(("10.0.0.1", 5985, "w"))
+    shell = idle.shell = FakeShell(recorder, "10.0.0.1")
+    now[0] += SHELL_IDLE_SECONDS + 1
+    scraper._session(("10.0.0.2", 5985, "w"))
+    assert shell.closed
+    assert scraper._session(("10.0.0.1", 5985, "w")) is not idle
