@@ -221,10 +221,14 @@ def _block(name: CollectorName, module: WinrmModule) -> str:
             f"$pending = [bool](@({keys}) | Where-Object {{ Test-Path $_ }})\n"
             f"  $rename = Get-ItemProperty -Path '{_SESSION_MANAGER}'"
             " -Name PendingFileRenameOperations -ErrorAction SilentlyContinue\n"
-            # InstalledOn is a string, written M/d/yyyy whatever the locale.
+            # InstalledOn is a string, written M/d/yyyy whatever the locale, or
+            # on some hotfixes a FILETIME in hex; one that is neither is skipped,
+            # not allowed to fail the block (and the reboot flag with it).
             f"  $last = {_query('hotfix')} | Where-Object {{ $_.InstalledOn }} | ForEach-Object"
-            " { [datetime]::Parse($_.InstalledOn, [Globalization.CultureInfo]::InvariantCulture) }"
-            " | Sort-Object | Select-Object -Last 1\n"
+            " { $on = $_.InstalledOn; try { if ($on -match '^[0-9a-fA-F]{16}$')"
+            " { [datetime]::FromFileTime([Convert]::ToInt64($on, 16)) } else"
+            " { [datetime]::Parse($on, [Globalization.CultureInfo]::InvariantCulture) } }"
+            " catch { } } | Sort-Object | Select-Object -Last 1\n"
             "  [ordered]@{RebootPending = ($pending -or [bool]$rename);"
             " LastInstalled = T $last}"
         )

@@ -98,3 +98,20 @@ def test_a_gzip_stream_cut_short_is_garbled():
     stdout = b"SCOUT-WINRM-BEGIN\n" + base64.b64encode(whole[:-6]) + b"\nSCOUT-WINRM-END\n"
     with pytest.raises(ScriptOutputError, match="garbled"):
         parse_output(stdout)
+
+
+def _block_of(script: str, name: str) -> str:
+    return script.split(f"Run '{name}' {{\n", 1)[1].split("\n}\n", 1)[0]
+
+
+def test_one_unreadable_hotfix_date_costs_that_date_not_the_reboot_flag():
+    # Win32_QuickFixEngineering.InstalledOn is M/d/yyyy, or on some hotfixes a
+    # FILETIME in hex (01d0b8ab3a4c4000), or anything an installer wrote. Under
+    # $ErrorActionPreference Stop, one Parse that throws would fail the whole
+    # update block, reboot-pending flag included.
+    block = _block_of(build_script(WinrmModule(collectors=["update"])), "update")
+    assert "try {" in block, "the dates are read unguarded"
+    guarded = block.split("try {", 1)[1].split("catch {", 1)[0]
+    assert "[datetime]::Parse($on, [Globalization.CultureInfo]::InvariantCulture)" in guarded
+    assert "[datetime]::FromFileTime([Convert]::ToInt64($on, 16))" in guarded
+    assert "$on -match '^[0-9a-fA-F]{16}$'" in guarded
