@@ -234,11 +234,15 @@ def _block(name: CollectorName, module: WinrmModule) -> str:
         )
     if name == "event_log":
         seconds = int(module.event_log_window.total_seconds())
+        # Get-WinEvent reports an empty answer as the error NoMatchingEventsFound:
+        # that is a count of 0; any other (access denied) fails the block.
         return (
             f"$since = (Get-Date).AddSeconds(-{seconds})\n"
             "  foreach ($log in 'System', 'Application') {\n"
-            "    $e = @(Get-WinEvent -FilterHashtable @{LogName = $log; Level = 1, 2;"
-            " StartTime = $since} -ErrorAction SilentlyContinue)\n"
+            "    $e = try { @(Get-WinEvent -FilterHashtable @{LogName = $log; Level = 1, 2;"
+            " StartTime = $since} -ErrorAction Stop) }"
+            " catch { if ($_.FullyQualifiedErrorId -like 'NoMatchingEventsFound*') { @() }"
+            " else { throw } }\n"
             "    [ordered]@{Log = $log; Critical = @($e | Where-Object Level -eq 1).Count;"
             " Error = @($e | Where-Object Level -eq 2).Count}\n"
             "  }"

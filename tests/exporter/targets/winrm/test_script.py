@@ -115,3 +115,14 @@ def test_one_unreadable_hotfix_date_costs_that_date_not_the_reboot_flag():
     assert "[datetime]::Parse($on, [Globalization.CultureInfo]::InvariantCulture)" in guarded
     assert "[datetime]::FromFileTime([Convert]::ToInt64($on, 16))" in guarded
     assert "$on -match '^[0-9a-fA-F]{16}$'" in guarded
+
+
+def test_an_event_log_the_user_cannot_read_fails_the_collector_instead_of_counting_zero():
+    # Get-WinEvent reports "no events found" as an error: that one is a count
+    # of 0. Any other (the user is not in Event Log Readers) must fail the
+    # block, or a server full of errors would show none.
+    block = _block_of(build_script(WinrmModule(collectors=["event_log"])), "event_log")
+    assert "SilentlyContinue" not in block
+    assert "-ErrorAction Stop" in block
+    assert "$_.FullyQualifiedErrorId -like 'NoMatchingEventsFound*'" in block
+    assert "else { throw }" in block
