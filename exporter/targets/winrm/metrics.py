@@ -65,6 +65,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.targets.winrm.modules import WinrmModule
+from exporter.targets.winrm.script import MAX_EVENTS_COUNTED
 
 TICKS_PER_SECOND = 1e7  # performance counters of type PERF_100NSEC_TIMER
 MIB = 1024 * 1024
@@ -581,7 +582,8 @@ def event_log(
 ) -> list[Metric]:
     events = GaugeMetricFamily(
         "scout_windows_event_log_events",
-        "Events of the level logged in the last scout_windows_event_log_window_seconds",
+        "Events of the level logged in the last scout_windows_event_log_window_seconds"
+        f" (counted up to {MAX_EVENTS_COUNTED})",
         labels=["level", "log"],
     )
     for row in _rows(result):

@@ -38,6 +38,9 @@ from exporter.targets.winrm.modules import CollectorName, WinrmModule
 BEGIN_MARKER = "SCOUT-WINRM-BEGIN"
 END_MARKER = "SCOUT-WINRM-END"
 FORMAT_VERSION = 1
+# Events counted per log and level in one window: Get-WinEvent builds an object
+# per event, so a storm would take the scrape past its deadline uncapped.
+MAX_EVENTS_COUNTED = 1000
 # The most the answer's JSON may inflate to: a few megabytes on the busiest
 # server; a gzip bomb from a hostile host stops here, not in the exporter's memory.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -236,15 +239,20 @@ def _block(name: CollectorName, module: WinrmModule) -> str:
         seconds = int(module.event_log_window.total_seconds())
         # Get-WinEvent reports an empty answer as the error NoMatchingEventsFound:
         # that is a count of 0; any other (access denied) fails the block.
+        # Each level on its own (1 critical, 2 error), so errors cannot crowd the
+        # critical events out of the bound.
         return (
             f"$since = (Get-Date).AddSeconds(-{seconds})\n"
             "  foreach ($log in 'System', 'Application') {\n"
-            "    $e = try { @(Get-WinEvent -FilterHashtable @{LogName = $log; Level = 1, 2;"
-            " StartTime = $since} -ErrorAction Stop) }"
-            " catch { if ($_.FullyQualifiedErrorId -like 'NoMatchingEventsFound*') { @() }"
+            "    $n = @{}\n"
+            "    foreach ($level in 1, 2) {\n"
+            "      $n[$level] = try { @(Get-WinEvent -FilterHashtable @{LogName = $log;"
+            f" Level = $level; StartTime = $since}} -MaxEvents {MAX_EVENTS_COUNTED}"
+            " -ErrorAction Stop).Count }"
+            " catch { if ($_.FullyQualifiedErrorId -like 'NoMatchingEventsFound*') { 0 }"
             " else { throw } }\n"
-            "    [ordered]@{Log = $log; Critical = @($e | Where-Object Level -eq 1).Count;"
-            " Error = @($e | Where-Object Level -eq 2).Count}\n"
+            "    }\n"
+            "    [ordered]@{Log = $log; Critical = $n[1]; Error = $n[2]}\n"
             "  }"
         )
     if name == "process":

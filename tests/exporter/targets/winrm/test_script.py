@@ -12,6 +12,7 @@ from exporter.targets.winrm import script as script_module
 from exporter.targets.winrm.modules import COLLECTORS, WinrmModule
 from exporter.targets.winrm.script import (
     CIM_QUERIES,
+    MAX_EVENTS_COUNTED,
     ScriptOutputError,
     bootstrap_arguments,
     build_script,
@@ -126,3 +127,15 @@ def test_an_event_log_the_user_cannot_read_fails_the_collector_instead_of_counti
     assert "-ErrorAction Stop" in block
     assert "$_.FullyQualifiedErrorId -like 'NoMatchingEventsFound*'" in block
     assert "else { throw }" in block
+
+
+def test_an_event_storm_is_counted_up_to_a_bound_each_level_on_its_own():
+    # Get-WinEvent builds an object per event: 100 000 errors a minute would
+    # take the whole scrape past its deadline, just when the server is in
+    # trouble. Counted per level, errors cannot crowd the critical ones out.
+    block = _block_of(build_script(WinrmModule(collectors=["event_log"])), "event_log")
+    [query] = re.findall(r"Get-WinEvent [^\n]*", block)
+    assert f"-MaxEvents {MAX_EVENTS_COUNTED}" in query
+    assert "Level = $level;" in query
+    assert "foreach ($level in 1, 2)" in block
+    assert MAX_EVENTS_COUNTED <= 10_000
