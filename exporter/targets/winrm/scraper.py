@@ -36,6 +36,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.clients.probe_net import HostPort, IPAddress, TargetError, split_host_port
 from exporter.clients.winrm import (
+    CommandResult,
     Endpoint,
     PypsrpOpener,
     RemoteShell,
@@ -243,8 +244,8 @@ class WinrmScraper:
             )
         try:
             session.last_used = self._clock()
-            stdout = self._run(session, endpoint, module, deadline)
-            collectors = parse_output(stdout)
+            result = self._run(session, endpoint, module, deadline)
+            collectors = parse_output(result.stdout, result.stderr)
             families, failures = collector_families(collectors, module, session.processes)
             note = f"collectors failed: {'; '.join(failures)}" if failures else None
             return HostOutcome(families, note)
@@ -259,7 +260,7 @@ class WinrmScraper:
 
     def _run(
         self, session: HostSession, endpoint: Endpoint, module: WinrmModule, deadline: float
-    ) -> bytes:
+    ) -> CommandResult:
         script = self._script(module)
         for attempt in (1, 2):
             reused = session.shell is not None
@@ -274,7 +275,7 @@ class WinrmScraper:
                 raise
             if self._clock() > deadline:
                 raise WinrmTimeoutError("the host answered after the deadline")
-            return result.stdout
+            return result
         raise AssertionError("unreachable")
 
     @staticmethod

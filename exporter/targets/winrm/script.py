@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import json
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -292,8 +294,42 @@ def _inflate(compressed: bytes) -> bytes:
     raise ValueError("the compressed data ends early")
 
 
-def parse_output(stdout: bytes) -> dict[str, dict[str, Any]]:
-    """The collectors' results from the script's stdout; raises ``ScriptOutputError``."""
+# PowerShell's stderr over a remote shell is CLIXML: error records as <S S="Error">
+# strings, with characters outside XML's comfort escaped as _xHHHH_.
+_CLIXML_ERROR = re.compile(r'<S S="Error">(.*?)</S>', re.DOTALL)
+_CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+MAX_STDERR_SHOWN = 300
+
+
+def powershell_errors(stderr: bytes) -> str:
+    """What PowerShell wrote on stderr, as one line of at most ``MAX_STDERR_SHOWN`` characters."""
+    text = stderr.decode("utf-8", errors="replace")
+    if text.lstrip().startswith("#< CLIXML"):
+        records = _CLIXML_ERROR.findall(text)
+        text = " ".join(
+            html.unescape(_CLIXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), record))
+            for record in records
+        )
+    line = " ".join(text.split())
+    return line if len(line) <= MAX_STDERR_SHOWN else line[: MAX_STDERR_SHOWN - 1] + "…"
+
+
+def parse_output(stdout: bytes, stderr: bytes = b"") -> dict[str, dict[str, Any]]:
+    """The collectors' results from the script's stdout; raises ``ScriptOutputError``.
+
+    The error names what PowerShell wrote on ``stderr``, if anything: when the
+    script did not run (a language mode, a policy), that is the reason.
+    """
+    try:
+        return _parse(stdout)
+    except ScriptOutputError as exc:
+        said = powershell_errors(stderr)
+        if not said:
+            raise
+        raise ScriptOutputError(f"{exc}; PowerShell said: {said}") from None
+
+
+def _parse(stdout: bytes) -> dict[str, dict[str, Any]]:
     text = stdout.decode("ascii", errors="replace")
     start = text.find(BEGIN_MARKER)
     if start < 0:

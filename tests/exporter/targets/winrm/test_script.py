@@ -13,10 +13,12 @@ from exporter.targets.winrm.modules import COLLECTORS, WinrmModule
 from exporter.targets.winrm.script import (
     CIM_QUERIES,
     MAX_EVENTS_COUNTED,
+    MAX_STDERR_SHOWN,
     ScriptOutputError,
     bootstrap_arguments,
     build_script,
     parse_output,
+    powershell_errors,
 )
 from tests.exporter.targets.winrm.fake_host import FakeHost, encode_answer
 
@@ -139,3 +141,14 @@ def test_an_event_storm_is_counted_up_to_a_bound_each_level_on_its_own():
     assert "Level = $level;" in query
     assert "foreach ($level in 1, 2)" in block
     assert MAX_EVENTS_COUNTED <= 10_000
+
+
+def test_what_powershell_said_is_shown_on_one_bounded_line():
+    plain = b"powershell.exe : The term 'x' is not recognized\r\n" + b"y" * 10_000
+    shown = powershell_errors(plain)
+    assert shown.startswith("powershell.exe : The term 'x' is not recognized y")
+    assert len(shown) == MAX_STDERR_SHOWN
+    with pytest.raises(ScriptOutputError, match=r"no begin marker .*; PowerShell said: powershell"):
+        parse_output(b"", plain)
+    with pytest.raises(ScriptOutputError, match=r"no begin marker \(not the script's output\)$"):
+        parse_output(b"", b"")

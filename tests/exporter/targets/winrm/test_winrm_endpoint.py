@@ -232,6 +232,29 @@ async def test_an_endless_answer_is_stopped_at_the_bound(exporter_client, wsman,
     assert actions.count("Receive") < wsman.server.chunks
 
 
+async def test_a_script_powershell_refused_fails_with_powershell_s_reason(
+    exporter_client, wsman, caplog
+):
+    # A hardened server (Constrained Language Mode under AppLocker or WDAC)
+    # stops the script before it writes a byte; PowerShell says why on stderr,
+    # as CLIXML, and only that tells the admin what to change.
+    wsman.server.mangle = lambda _out: b""
+    wsman.server.stderr = (
+        b'#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        b'<S S="Error">Cannot invoke method. Method invocation is supported only on core types'
+        b" in this language mode._x000D__x000A_</S>"
+        b'<S S="Error">At line:1 char:1_x000D__x000A_</S></Objs>'
+    )
+    client = await exporter_client()
+    text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="output"}') == 1.0
+    assert (
+        "output: the answer has no begin marker (not the script's output); PowerShell said:"
+        " Cannot invoke method. Method invocation is supported only on core types in this"
+        " language mode. At line:1 char:1"
+    ) in caplog.text
+
+
 async def test_a_host_that_forgot_the_shell_gets_a_new_one(exporter_client, wsman):
     client = await exporter_client()
     await client.get(path(wsman.target))
