@@ -238,7 +238,8 @@ def _block(name: CollectorName, module: WinrmModule) -> str:
             " LastInstalled = T $last}"
         )
     if name == "event_log":
-        seconds = int(module.event_log_window.total_seconds())
+        # As scout_windows_event_log_window_seconds says it: 1.5 s is not 1 s.
+        seconds = f"{module.event_log_window.total_seconds():.3f}".rstrip("0").rstrip(".")
         # Get-WinEvent reports an empty answer as the error NoMatchingEventsFound:
         # that is a count of 0; any other (access denied) fails the block.
         # Each level on its own (1 critical, 2 error), so errors cannot crowd the

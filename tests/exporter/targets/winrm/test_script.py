@@ -152,3 +152,11 @@ def test_what_powershell_said_is_shown_on_one_bounded_line():
         parse_output(b"", plain)
     with pytest.raises(ScriptOutputError, match=r"no begin marker \(not the script's output\)$"):
         parse_output(b"", b"")
+
+
+def test_an_event_log_window_in_fractions_of_a_second_is_counted_as_written():
+    # scout_windows_event_log_window_seconds says 1.5: the script must count
+    # 1.5 s too, not 1 (nor 0 for 500ms, which would count nothing ever).
+    for window, written in (("1500ms", "AddSeconds(-1.5)"), ("500ms", "AddSeconds(-0.5)")):
+        module = WinrmModule.model_validate({"prober": "winrm", "event_log_window": window})
+        assert written in build_script(module)
