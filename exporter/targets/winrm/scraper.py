@@ -10,7 +10,9 @@ up at the deadline: the thread ends by itself soon after, since every request
 it sends carries a timeout taken from that deadline. A shell that failed is
 dropped (closed best effort) and the next scrape opens a new one; one the host
 no longer knows is reopened at once and the command tried again. Shells idle
-longer than ``SHELL_IDLE_SECONDS`` (a host taken out of the targets) are closed.
+longer than ``SHELL_IDLE_SECONDS`` (a host taken out of the targets) are closed,
+and a shell is replaced after ``MAX_COMMANDS_PER_SHELL`` commands, before the
+host's quotas refuse it.
 
 Sample exposition of a failed scrape (``reason`` is one of ``auth``,
 ``unreachable``, ``timeout``, ``quota``, ``protocol``, ``output``)::
@@ -62,6 +64,12 @@ log = logging.getLogger(__name__)
 # Threads, so hosts scraped at once: 200 hosts every 60 s at ~1 s each need ~4.
 MAX_CONCURRENT_SCRAPES = 32
 SHELL_IDLE_SECONDS = 600.0
+# Commands run on one shell before it is replaced by a new one: Windows limits
+# the operations per user (MaxConcurrentOperationsPerUser, 1500) and the
+# commands per shell (1000 for PowerShell's plugin), and operations leak on a
+# long-lived shell, so a shell kept forever fails a scrape with a quota fault
+# about once a day (one command a minute). Replacing it first costs one Create.
+MAX_COMMANDS_PER_SHELL = 500
 HTTP_PORT, HTTPS_PORT = 5985, 5986
 POWERSHELL = "powershell.exe"
 
@@ -117,6 +125,7 @@ class HostSession:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     shell: RemoteShell | None = None
+    commands: int = 0  # run on ``shell``
     last_used: float = 0.0
     processes: ProcessSample = field(default_factory=ProcessSample)
 
@@ -262,10 +271,13 @@ class WinrmScraper:
         self, session: HostSession, endpoint: Endpoint, module: WinrmModule, deadline: float
     ) -> CommandResult:
         script = self._script(module)
+        if session.commands >= MAX_COMMANDS_PER_SHELL:
+            self._drop(session)
         for attempt in (1, 2):
             reused = session.shell is not None
             if session.shell is None:
                 session.shell = self._opener.open(endpoint, deadline)
+            session.commands += 1
             try:
                 result = session.shell.run(POWERSHELL, bootstrap_arguments(), script, deadline)
             except ShellGoneError:
@@ -281,6 +293,7 @@ class WinrmScraper:
     @staticmethod
     def _drop(session: HostSession) -> None:
         shell, session.shell = session.shell, None
+        session.commands = 0
         if shell is not None:
             shell.close()
 

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from exporter.clients.winrm import CommandResult, Endpoint, RemoteShell, WinrmAuthError
 from exporter.config import WinrmAuth
 from exporter.targets.kind import ScrapeJob
+from exporter.targets.winrm import scraper as scraper_module
 from exporter.targets.winrm.modules import WinrmModule
 from exporter.targets.winrm.scraper import (
     SHELL_IDLE_SECONDS,
@@ -217,3 +218,27 @@ def test_a_session_idle_past_the_limit_is_evicted_and_its_shell_closed():
     scraper._session(("10.0.0.2", 5985, "w"))
     assert shell.closed
     assert scraper._session(("10.0.0.1", 5985, "w")) is not idle
+
+
+async def test_a_shell_is_replaced_before_windows_quotas_on_its_commands_refuse_it(monkeypatch):
+    # Windows counts operations per user and commands per shell (1500 and
+    # 1000 by default) and they leak on a long-lived shell: kept forever, every
+    # host's shell would fail a scrape with a quota fault about once a day.
+    monkeypatch.setattr(scraper_module, "MAX_COMMANDS_PER_SHELL", 3)
+    recorder = Recorder(hold=0.0)
+    shells: list[FakeShell] = []
+
+    class KeepingOpener(FakeOpener):
+        def open(self, endpoint: Endpoint, deadline: float) -> RemoteShell:
+            shells.append(FakeShell(self.recorder, endpoint.host))
+            return shells[-1]
+
+    scraper = WinrmScraper(KeepingOpener(recorder))
+    await scraper.start()
+    try:
+        results = [await scraper.scrape(job("10.0.0.1"), []) for _ in range(7)]
+    finally:
+        await scraper.close()
+    assert all(success for success, _ in results)
+    assert len(shells) == 3  # commands 1-3, 4-6, 7
+    assert [shell.closed for shell in shells] == [True, True, True]
