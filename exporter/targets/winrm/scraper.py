@@ -9,10 +9,11 @@ running on the shell while one is still in flight, even one whose caller gave
 up at the deadline: the thread ends by itself soon after, since every request
 it sends carries a timeout taken from that deadline. A shell that failed is
 dropped (closed best effort) and the next scrape opens a new one; one the host
-no longer knows is reopened at once and the command tried again. Shells idle
-longer than ``SHELL_IDLE_SECONDS`` (a host taken out of the targets) are closed,
-and a shell is replaced after ``MAX_COMMANDS_PER_SHELL`` commands, before the
-host's quotas refuse it.
+no longer knows, or refuses for the user's operation quota, is reopened at
+once and the command tried again. Shells idle longer than
+``SHELL_IDLE_SECONDS`` (a host taken out of the targets) are closed, and a
+shell is replaced after ``MAX_COMMANDS_PER_SHELL`` commands, before the host's
+quotas refuse it.
 
 Sample exposition of a failed scrape (``reason`` is one of ``auth``,
 ``unreachable``, ``timeout``, ``quota``, ``protocol``, ``output``)::
@@ -45,6 +46,7 @@ from exporter.clients.winrm import (
     ShellGoneError,
     ShellOpener,
     WinrmError,
+    WinrmQuotaError,
     WinrmTimeoutError,
 )
 from exporter.config import WinrmAuth
@@ -280,10 +282,13 @@ class WinrmScraper:
             session.commands += 1
             try:
                 result = session.shell.run(POWERSHELL, bootstrap_arguments(), script, deadline)
-            except ShellGoneError:
+            except (ShellGoneError, WinrmQuotaError):
                 self._drop(session)
                 if reused and attempt == 1:
-                    continue  # the host forgot an old shell: a new one is no failure
+                    # The host forgot an old shell, or counts the operations
+                    # leaked on it against the quota until it is deleted (just
+                    # now): a new one is no failure.
+                    continue
                 raise
             if self._clock() > deadline:
                 raise WinrmTimeoutError("the host answered after the deadline")

@@ -12,7 +12,13 @@ from typing import cast
 
 from pydantic import SecretStr
 
-from exporter.clients.winrm import CommandResult, Endpoint, RemoteShell, WinrmAuthError
+from exporter.clients.winrm import (
+    CommandResult,
+    Endpoint,
+    RemoteShell,
+    WinrmAuthError,
+    WinrmQuotaError,
+)
 from exporter.config import WinrmAuth
 from exporter.targets.kind import ScrapeJob
 from exporter.targets.winrm import scraper as scraper_module
@@ -242,3 +248,37 @@ async def test_a_shell_is_replaced_before_windows_quotas_on_its_commands_refuse_
     assert all(success for success, _ in results)
     assert len(shells) == 3  # commands 1-3, 4-6, 7
     assert [shell.closed for shell in shells] == [True, True, True]
+
+
+async def test_a_kept_shell_refused_for_quota_is_replaced_within_the_scrape():
+    # The operations leaked on a long-lived shell (or by another tool of the
+    # same user) count against the user's quota until that shell is deleted:
+    # deleting it and running on a new one is no failure.
+    recorder = Recorder(hold=0.0)
+    shells: list[FakeShell] = []
+
+    class RefusedShell(FakeShell):
+        def run(
+            self, executable: str, arguments: list[str], stdin: bytes, deadline: float
+        ) -> CommandResult:
+            if len(shells) == 1 and recorder.opened:
+                raise WinrmQuotaError("WS-Management fault 2150859174: 1500 concurrent operations")
+            return super().run(executable, arguments, stdin, deadline)
+
+    class KeepingOpener(FakeOpener):
+        def open(self, endpoint: Endpoint, deadline: float) -> RemoteShell:
+            shells.append(RefusedShell(self.recorder, endpoint.host))
+            return shells[-1]
+
+    scraper = WinrmScraper(KeepingOpener(recorder))
+    await scraper.start()
+    try:
+        first = await scraper.scrape(job("10.0.0.1"), [])
+        recorder.opened.append("the quota is spent from now on, on the first shell")
+        second = await scraper.scrape(job("10.0.0.1"), [])
+    finally:
+        await scraper.close()
+    assert first[0] is True
+    assert second == (True, None)
+    assert len(shells) == 2
+    assert shells[0].closed
