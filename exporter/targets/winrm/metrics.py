@@ -24,14 +24,14 @@ the counters are the raw performance counters it reads, in base units
     windows_system_boot_time_timestamp 1.7e+09
     windows_system_processes 142
     windows_system_threads 1830
-    windows_service_state{name="spooler",state="running"} 1
-    windows_service_start_mode{name="spooler",start_mode="auto"} 1
-    windows_service_info{display_name="Print Spooler",name="spooler",path_name="...",run_as="..."} 1
-    windows_service_process{name="spooler",process_id="2480"} 1.764000012e+09
+    windows_service_state{name="Spooler",state="running"} 1
+    windows_service_start_mode{name="Spooler",start_mode="auto"} 1
+    windows_service_info{display_name="Print Spooler",name="Spooler",path_name="...",run_as="..."} 1
+    windows_service_process{name="Spooler",process_id="2480"} 1.764000012e+09
 
 Beyond windows_exporter (``scout_windows_*``)::
 
-    scout_windows_service_critical{name="spooler"} 1
+    scout_windows_service_critical{name="Spooler"} 1
     scout_windows_reboot_pending 0
     scout_windows_update_last_installed_timestamp_seconds 1.76e+09
     scout_windows_event_log_events{level="error",log="System"} 3
@@ -45,12 +45,13 @@ names for its own collectors' health (so its scrape-health panels work too)::
     windows_exporter_collector_success{collector="cpu"} 1
     windows_exporter_collector_duration_seconds{collector="cpu"} 0.05
 
-Service names are lower-cased as windows_exporter does (``Get-Service`` names
-are case-insensitive). Network adapter names keep only ``[A-Za-z0-9]``, the
-rest becoming ``_``, as windows_exporter writes ``nic``; process names lose
-the counters' ``#N`` instance suffix, as windows_exporter's ``process`` label
-does. The top processes are ranked by CPU between this scrape and the last (by
-CPU time since start on the first), and by private working set, N of each.
+Service names are written as the host spells them, as windows_exporter does
+since v0.29 (it lower-cased them before). Network adapter names keep only
+``[A-Za-z0-9]``, the rest becoming ``_``, as windows_exporter writes ``nic``;
+process names lose the counters' ``#N`` instance suffix, as windows_exporter's
+``process`` label does. The top processes are ranked by CPU between this scrape
+and the last (by CPU time since start on the first), and by private working
+set, N of each.
 """
 
 from __future__ import annotations
@@ -528,16 +529,17 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
         labels=["name", "process_id"],
     )
     # The critical ones pass the filter whatever it says: WindowsServiceStopped
-    # reads their state series, and without it could never fire.
-    critical_names = sorted({name.lower() for name in module.critical_services})
-    seen: set[str] = set()
+    # reads their state series, and without it could never fire. Names are
+    # compared without case, as Windows does; labels keep the host's spelling.
+    critical_names = {name.casefold(): name for name in module.critical_services}
+    seen: dict[str, str] = {}  # casefolded: as the host spells it
     for row in _rows(result):
-        raw_name = _text(row, "Name")
-        name = raw_name.lower()
-        kept = name in critical_names or module.services.keeps(raw_name)
-        if not name or name in seen or not kept:
+        name = _text(row, "Name")
+        folded = name.casefold()
+        kept = folded in critical_names or module.services.keeps(name)
+        if not name or folded in seen or not kept:
             continue
-        seen.add(name)
+        seen[folded] = name
         current = _text(row, "State").lower()
         for candidate in SERVICE_STATES:
             state.add_metric([name, candidate], 1.0 if candidate == current else 0.0)
@@ -555,7 +557,7 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
         "1 for a service the module marks critical (the WindowsServiceStopped rule watches it)",
         labels=["name"],
     )
-    for name in critical_names:
+    for name in sorted({seen.get(folded, name) for folded, name in critical_names.items()}):
         critical.add_metric([name], 1)
     return [state, start_mode, info, process, critical]
 

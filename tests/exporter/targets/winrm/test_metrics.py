@@ -22,7 +22,26 @@ def test_a_critical_service_is_reported_even_when_the_filter_leaves_it_out():
             "critical_services": ["LanmanServer"],
         }
     )
-    assert _running(module) == {"wuauserv": 0.0, "lanmanserver": 1.0}
+    assert _running(module) == {"wuauserv": 0.0, "LanmanServer": 1.0}
+
+
+def test_service_names_keep_their_case_and_the_critical_mark_joins_them():
+    # windows_exporter writes the name as Windows has it since v0.29 (0.28 was
+    # the last to lower-case it): rules written for it say name="LanmanServer".
+    # Windows' names are case-insensitive, so is critical_services; the mark
+    # takes the host's spelling, or WindowsServiceStopped would join nothing.
+    module = WinrmModule(critical_services=["lanmanserver", "MSSQLSERVER"])
+    families = service({"ok": True, "rows": ROWS["service"]}, module, ProcessSample())
+    [state, *_, critical] = families
+    assert {s.labels["name"] for s in state.samples} == {
+        "Spooler",
+        "LanmanServer",
+        "wuauserv",
+        "Überwachung",
+        "監視サービス",
+    }
+    # A critical service the host lacks keeps the configured spelling.
+    assert [s.labels["name"] for s in critical.samples] == ["LanmanServer", "MSSQLSERVER"]
 
 
 def test_the_filter_still_drops_services_nobody_marked_critical():

@@ -79,7 +79,7 @@ async def test_non_ascii_service_names_survive_the_trip(exporter_client, wsman):
     client = await exporter_client()
     text = await (await client.get(path(wsman.target))).text()
     assert sample(text, 'windows_service_state{name="監視サービス",state="stopped"}') == 1.0
-    assert sample(text, 'windows_service_state{name="überwachung",state="start pending"}') == 1.0
+    assert sample(text, 'windows_service_state{name="Überwachung",state="start pending"}') == 1.0
     assert 'display_name="Dienst-Überwachung"' in text
 
 
