@@ -16,8 +16,8 @@ the counters are the raw performance counters it reads, in base units
     windows_logical_disk_free_bytes{volume="C:"} 2.147483648e+10
     windows_logical_disk_read_bytes_total{volume="C:"} 1.2e+10
     windows_logical_disk_read_seconds_total{volume="C:"} 321.5
-    windows_net_bytes_received_total{nic="Intel_R__Ethernet"} 9.1e+10
-    windows_net_bytes_total{nic="Intel_R__Ethernet"} 1.36e+11
+    windows_net_bytes_received_total{nic="Intel[R] Ethernet"} 9.1e+10
+    windows_net_bytes_total{nic="Intel[R] Ethernet"} 1.36e+11
     windows_os_info{build_number="20348",installation_type="Server",...,version="10.0.20348"} 1
     windows_os_hostname{domain="corp.example.net",fqdn="fs01.corp.example.net",hostname="fs01"} 1
     windows_os_install_time_timestamp_seconds 1.69e+09
@@ -46,9 +46,10 @@ names for its own collectors' health (so its scrape-health panels work too)::
     windows_exporter_collector_duration_seconds{collector="cpu"} 0.05
 
 Service names are written as the host spells them, as windows_exporter does
-since v0.29 (it lower-cased them before). Network adapter names keep only
-``[A-Za-z0-9]``, the rest becoming ``_``, as windows_exporter writes ``nic``;
-process names lose the counters' ``#N`` instance suffix, as windows_exporter's
+since v0.29 (it lower-cased them before). Network adapters are named as the
+counters name their instances (``Intel[R] Ethernet _2``), as windows_exporter
+writes ``nic`` since v0.30 (it replaced all but ``[A-Za-z0-9]`` before); process
+names lose the counters' ``#N`` instance suffix, as windows_exporter's
 ``process`` label does. The top processes are ranked by CPU between this scrape
 and the last (by CPU time since start on the first), and by private working
 set, N of each.
@@ -91,7 +92,6 @@ CPU_MODES = (
     ("PercentInterruptTime", "interrupt"),
     ("PercentDPCTime", "dpc"),
 )
-_NIC_UNSAFE = re.compile(r"[^A-Za-z0-9]")
 # The perf counters' instance suffix for processes of one name (svchost#3): the
 # number moves when an earlier one exits, so the name is kept without it.
 _PROCESS_INSTANCE = re.compile(r"#\d+$")
@@ -425,9 +425,7 @@ _NET: Sequence[tuple[str, str, str, type[GaugeMetricFamily | CounterMetricFamily
 
 def net(result: Mapping[str, Any], _module: WinrmModule, _state: ProcessSample) -> list[Metric]:
     rows = [row for row in _rows(result) if _text(row, "Name")]
-    return _per_row(
-        "windows_net", "nic", lambda row: _NIC_UNSAFE.sub("_", _text(row, "Name")), _NET, rows
-    )
+    return _per_row("windows_net", "nic", lambda row: _text(row, "Name"), _NET, rows)
 
 
 def os_info(result: Mapping[str, Any], _module: WinrmModule, _state: ProcessSample) -> list[Metric]:

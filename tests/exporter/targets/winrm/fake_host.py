@@ -93,7 +93,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
     ],
     "net": [
         {
-            "Name": "Intel(R) Ethernet Connection I219-LM",
+            # The counters write "(" as "[" in instance names.
+            "Name": "Intel[R] Ethernet Connection I219-LM",
             "BytesReceivedPersec": 91_000_000_000,
             "BytesSentPersec": 45_000_000_000,
             "PacketsReceivedPersec": 80_000_000,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.targets.winrm.metrics import ProcessSample, process, service
+from exporter.targets.winrm.metrics import ProcessSample, net, process, service
 from exporter.targets.winrm.modules import WinrmModule
 from tests.exporter.targets.winrm.fake_host import ROWS, TICKS
 
@@ -83,3 +83,13 @@ def test_processes_of_one_name_keep_their_name_and_their_rate_when_renumbered():
         ("svchost", "1024", 0.2),
     ]
     assert {s.labels["process"] for s in memory_family.samples} == {"svchost"}
+
+
+def test_adapters_are_named_as_the_counters_name_them():
+    # windows_exporter v0.30 on writes nic as the counter instance is named
+    # (its maintainers keep the spaces: two adapters may differ only by one);
+    # the underscores everywhere were 0.28's. The counters already spell "("
+    # as "[" and "#" as "_" in instance names.
+    rows = [{"Name": "vmxnet3 Ethernet Adapter _2", "BytesReceivedPersec": 5}]
+    [received, *_] = net({"ok": True, "rows": rows}, WinrmModule(), ProcessSample())
+    assert [s.labels["nic"] for s in received.samples] == ["vmxnet3 Ethernet Adapter _2"]
