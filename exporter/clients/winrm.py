@@ -6,8 +6,9 @@ one for an endpoint); ``/winrm``'s scraper calls them from worker threads.
 pyproject for why pypsrp): a WinRS ``cmd`` shell is created once and kept, and
 each run is the lifecycle MS-WSMV prescribes: Command, Send (stdin), Receive
 until Done, Signal terminate. Every request's HTTP timeout is the time left to
-the caller's deadline, so a thread never outlives its scrape, and Receive is
-never retried on a read timeout (pypsrp's own Receive retries five times).
+the caller's deadline, so a thread never outlives its scrape but for the clean-up
+(Signal, Delete: ``CLEANUP_SECONDS`` at most), and Receive is never retried on
+a read timeout (pypsrp's own Receive retries five times).
 
 Errors, all ``WinrmError`` with a ``reason`` for the failure metric::
 
@@ -16,10 +17,12 @@ Errors, all ``WinrmError`` with a ``reason`` for the failure metric::
     +-- WinrmUnreachableError reason "unreachable": no TCP connection, or TLS refused
     +-- WinrmTimeoutError     reason "timeout": the host did not answer in time
     +-- WinrmQuotaError       reason "quota": the host has no shell left for this user
+    +-- WinrmOutputTooLargeError reason "output": the command wrote more than MAX_OUTPUT_BYTES
     +-- WinrmProtocolError    reason "protocol": a fault or an answer WS-Man does not allow
 
-No message carries the password: pypsrp's name only the user, and faults are
-the server's words.
+No message carries the password, nor a piece of it: pypsrp's name only the
+user, faults are the server's words, and a codec's error (which quotes the
+character it stopped at) is replaced by a message of its own.
 """
 
 from __future__ import annotations
@@ -44,7 +47,17 @@ OPERATION_TIMEOUT_FAULT = 2150858793
 SHELL_GONE_FAULT_CODES = frozenset({2150858843, 2150858853})
 # Seconds the WS-Man OperationTimeout stays below the HTTP timeout.
 OPERATION_SLACK_SECONDS = 1
+# The longest a clean-up request (Signal, Delete) waits, even after the deadline
+# passed: it frees the host's shell quota, but a host that hung on the command
+# likely hangs on these too, and waiting the full deadline again would hold the
+# scrape's worker thread (and the host's next scrape) for several deadlines.
+CLEANUP_SECONDS = 2.0
 COMMAND_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
+# What one command may write (stdout and stderr together) before it is stopped:
+# the scrape script's answer is gzipped, a few hundred kilobytes on a busy
+# server; a host that writes more is broken or hostile, and kept in memory it
+# would take the exporter down with it.
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 
 
 class WinrmError(Exception):
@@ -71,6 +84,10 @@ class WinrmQuotaError(WinrmError):
 
 class WinrmProtocolError(WinrmError):
     reason = "protocol"
+
+
+class WinrmOutputTooLargeError(WinrmError):
+    reason = "output"
 
 
 class ShellGoneError(WinrmProtocolError):
@@ -135,6 +152,19 @@ def _time_left(deadline: float) -> float:
     return left
 
 
+def _limit_cleanup(wsman: Any, deadline: float | None = None) -> None:
+    """Make the clean-up requests ``wsman`` sends next end by ``deadline``, or soon after it.
+
+    Within ``CLEANUP_SECONDS`` and the time left to ``deadline`` while some is;
+    ``CLEANUP_SECONDS`` once it passed (or with none), the shell still worth freeing.
+    """
+    left = CLEANUP_SECONDS if deadline is None else deadline - time.monotonic()
+    seconds = min(left, CLEANUP_SECONDS) if left > 0 else CLEANUP_SECONDS
+    wsman.operation_timeout = 1
+    wsman.transport.connection_timeout = seconds
+    wsman.transport.read_timeout = seconds
+
+
 def _limit(wsman: Any, deadline: float) -> None:
     """Make every request ``wsman`` sends next end by ``deadline``.
 
@@ -171,7 +201,7 @@ class PypsrpShell:
                     self._shell.send("stdin", stdin, command_id=command_id, end=True)
                 stdout, stderr, exit_code = self._receive_all(command_id, deadline)
             finally:
-                self._signal(command_id, SignalCode.TERMINATE)
+                self._signal(command_id, SignalCode.TERMINATE, deadline)
             return CommandResult(stdout, stderr, exit_code)
 
     def _receive_all(self, command_id: str, deadline: float) -> tuple[bytes, bytes, int | None]:
@@ -206,21 +236,28 @@ class PypsrpShell:
                 if chunk.text:
                     target = stdout if chunk.attrib.get("Name") == "stdout" else stderr
                     target += base64.b64decode(chunk.text)
+            if len(stdout) + len(stderr) > MAX_OUTPUT_BYTES:
+                # Raised before the command ends: run's finally stops it on the host.
+                raise WinrmOutputTooLargeError(
+                    f"the command wrote more than {MAX_OUTPUT_BYTES} bytes"
+                )
             state = body.find("rsp:CommandState", NAMESPACES)
             if state is not None and state.attrib.get("State") == COMMAND_DONE:
                 code = state.find("rsp:ExitCode", NAMESPACES)
                 exit_code = int(code.text) if code is not None and code.text else None
                 return bytes(stdout), bytes(stderr), exit_code
 
-    def _signal(self, command_id: str, code: str) -> None:
+    def _signal(self, command_id: str, code: str, deadline: float) -> None:
         # Best effort: a command that already ended, or a shell the host dropped,
         # has nothing left to stop, and the scrape's own outcome is what counts.
         with contextlib.suppress(Exception):
+            _limit_cleanup(self._wsman, deadline)
             self._shell.signal(code, command_id)
 
     def close(self) -> None:
         # A shell or session the host already dropped is closed enough.
         with contextlib.suppress(Exception):
+            _limit_cleanup(self._wsman)
             self._shell.close()
         with contextlib.suppress(Exception):
             self._wsman.close()
@@ -319,6 +356,10 @@ def translate(exc: Exception) -> WinrmError:
 
     if isinstance(exc, AuthenticationError):
         return WinrmAuthError("the host refused the credentials (HTTP 401)")
+    if isinstance(exc, UnicodeEncodeError):
+        # Only the credentials are encoded with a narrow codec (requests' Basic
+        # header); the codec's message names a character of them and its place.
+        return WinrmAuthError("the credentials hold a character Basic cannot send (Latin-1 only)")
     if isinstance(exc, WSManFaultError):
         reason = " ".join(str(exc.reason or "").split())
         message = f"WS-Management fault {exc.code}: {reason}"

@@ -94,6 +94,11 @@ EXPECTED_ERRORS = {
         "'logical_disk', 'net', 'os', 'system', 'service', 'update', 'event_log' or 'process', "
         "got 'wmi_everything'"
     ),
+    # Twice in the script, each family twice in one exposition: Prometheus
+    # refuses the whole scrape.
+    "invalid-winrm-module-collector-twice.yml": (
+        "2: modules.windows_small: collectors lists cpu twice"
+    ),
     "invalid-winrm-module-top-processes.yml": (
         "4: modules.windows_small.top_processes: input should be less than or equal to 50, got 500"
     ),

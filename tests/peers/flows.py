@@ -228,10 +228,14 @@ def replay_with_pmacctd(
         f"nfprobe_version: {version}\n"
         "aggregate: src_host, dst_host, src_port, dst_port, proto\n"
     )
-    return subprocess.run(
-        ["pmacctd", "-f", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=True,
+    done = subprocess.run(
+        ["pmacctd", "-f", str(config)], capture_output=True, text=True, timeout=timeout
     )
+    # At the end of the file the plugin flushes every flow and shuts down; when it
+    # closes its pipe before the core does, the core logs "connection lost" and
+    # exits 1 (about one run in five on a busy machine). Every record was sent
+    # then (checked: same datagrams as a run that exits 0), so that is success.
+    plugin_done = "( default_nfprobe/nfprobe ): Shutting down on user request" in done.stderr
+    if done.returncode == 0 or (done.returncode == 1 and plugin_done):
+        return done
+    raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)

@@ -16,22 +16,22 @@ the counters are the raw performance counters it reads, in base units
     windows_logical_disk_free_bytes{volume="C:"} 2.147483648e+10
     windows_logical_disk_read_bytes_total{volume="C:"} 1.2e+10
     windows_logical_disk_read_seconds_total{volume="C:"} 321.5
-    windows_net_bytes_received_total{nic="Intel_R__Ethernet"} 9.1e+10
-    windows_net_bytes_total{nic="Intel_R__Ethernet"} 1.36e+11
+    windows_net_bytes_received_total{nic="Intel[R] Ethernet"} 9.1e+10
+    windows_net_bytes_total{nic="Intel[R] Ethernet"} 1.36e+11
     windows_os_info{build_number="20348",installation_type="Server",...,version="10.0.20348"} 1
     windows_os_hostname{domain="corp.example.net",fqdn="fs01.corp.example.net",hostname="fs01"} 1
     windows_os_install_time_timestamp_seconds 1.69e+09
     windows_system_boot_time_timestamp 1.7e+09
     windows_system_processes 142
     windows_system_threads 1830
-    windows_service_state{name="spooler",state="running"} 1
-    windows_service_start_mode{name="spooler",start_mode="auto"} 1
-    windows_service_info{display_name="Print Spooler",name="spooler",path_name="...",run_as="..."} 1
-    windows_service_process{name="spooler",process_id="2480"} 1.764000012e+09
+    windows_service_state{name="Spooler",state="running"} 1
+    windows_service_start_mode{name="Spooler",start_mode="auto"} 1
+    windows_service_info{display_name="Print Spooler",name="Spooler",path_name="...",run_as="..."} 1
+    windows_service_process{name="Spooler",process_id="2480"} 1.764000012e+09
 
 Beyond windows_exporter (``scout_windows_*``)::
 
-    scout_windows_service_critical{name="spooler"} 1
+    scout_windows_service_critical{name="Spooler"} 1
     scout_windows_reboot_pending 0
     scout_windows_update_last_installed_timestamp_seconds 1.76e+09
     scout_windows_event_log_events{level="error",log="System"} 3
@@ -45,11 +45,14 @@ names for its own collectors' health (so its scrape-health panels work too)::
     windows_exporter_collector_success{collector="cpu"} 1
     windows_exporter_collector_duration_seconds{collector="cpu"} 0.05
 
-Service names are lower-cased as windows_exporter does (``Get-Service`` names
-are case-insensitive). Network adapter names keep only ``[A-Za-z0-9]``, the
-rest becoming ``_``, as windows_exporter writes ``nic``. The top processes
-are ranked by CPU between this scrape and the last (by CPU time since start
-on the first), and by private working set, N of each.
+Service names are written as the host spells them, as windows_exporter does
+since v0.29 (it lower-cased them before). Network adapters are named as the
+counters name their instances (``Intel[R] Ethernet _2``), as windows_exporter
+writes ``nic`` since v0.30 (it replaced all but ``[A-Za-z0-9]`` before); process
+names lose the counters' ``#N`` instance suffix, as windows_exporter's
+``process`` label does. The top processes are ranked by CPU between this scrape
+and the last (by CPU time since start on the first), and by private working
+set, N of each.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.targets.winrm.modules import WinrmModule
+from exporter.targets.winrm.script import MAX_EVENTS_COUNTED
 
 TICKS_PER_SECOND = 1e7  # performance counters of type PERF_100NSEC_TIMER
 MIB = 1024 * 1024
@@ -88,7 +92,9 @@ CPU_MODES = (
     ("PercentInterruptTime", "interrupt"),
     ("PercentDPCTime", "dpc"),
 )
-_NIC_UNSAFE = re.compile(r"[^A-Za-z0-9]")
+# The perf counters' instance suffix for processes of one name (svchost#3): the
+# number moves when an earlier one exits, so the name is kept without it.
+_PROCESS_INSTANCE = re.compile(r"#\d+$")
 
 
 @dataclass(slots=True)
@@ -419,9 +425,7 @@ _NET: Sequence[tuple[str, str, str, type[GaugeMetricFamily | CounterMetricFamily
 
 def net(result: Mapping[str, Any], _module: WinrmModule, _state: ProcessSample) -> list[Metric]:
     rows = [row for row in _rows(result) if _text(row, "Name")]
-    return _per_row(
-        "windows_net", "nic", lambda row: _NIC_UNSAFE.sub("_", _text(row, "Name")), _NET, rows
-    )
+    return _per_row("windows_net", "nic", lambda row: _text(row, "Name"), _NET, rows)
 
 
 def os_info(result: Mapping[str, Any], _module: WinrmModule, _state: ProcessSample) -> list[Metric]:
@@ -522,13 +526,18 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
         "Process of the started service; the value is when the process started (Unix time)",
         labels=["name", "process_id"],
     )
-    seen: set[str] = set()
+    # The critical ones pass the filter whatever it says: WindowsServiceStopped
+    # reads their state series, and without it could never fire. Names are
+    # compared without case, as Windows does; labels keep the host's spelling.
+    critical_names = {name.casefold(): name for name in module.critical_services}
+    seen: dict[str, str] = {}  # casefolded: as the host spells it
     for row in _rows(result):
-        raw_name = _text(row, "Name")
-        name = raw_name.lower()
-        if not name or name in seen or not module.services.keeps(raw_name):
+        name = _text(row, "Name")
+        folded = name.casefold()
+        kept = folded in critical_names or module.services.keeps(name)
+        if not name or folded in seen or not kept:
             continue
-        seen.add(name)
+        seen[folded] = name
         current = _text(row, "State").lower()
         for candidate in SERVICE_STATES:
             state.add_metric([name, candidate], 1.0 if candidate == current else 0.0)
@@ -546,7 +555,7 @@ def service(result: Mapping[str, Any], module: WinrmModule, _state: ProcessSampl
         "1 for a service the module marks critical (the WindowsServiceStopped rule watches it)",
         labels=["name"],
     )
-    for name in sorted({name.lower() for name in module.critical_services}):
+    for name in sorted({seen.get(folded, name) for folded, name in critical_names.items()}):
         critical.add_metric([name], 1)
     return [state, start_mode, info, process, critical]
 
@@ -573,7 +582,8 @@ def event_log(
 ) -> list[Metric]:
     events = GaugeMetricFamily(
         "scout_windows_event_log_events",
-        "Events of the level logged in the last scout_windows_event_log_window_seconds",
+        "Events of the level logged in the last scout_windows_event_log_window_seconds"
+        f" (counted up to {MAX_EVENTS_COUNTED})",
         labels=["level", "log"],
     )
     for row in _rows(result):
@@ -601,7 +611,8 @@ def process(result: Mapping[str, Any], module: WinrmModule, state: ProcessSample
     cpu_share: list[tuple[float, str, int]] = []
     memory_rank: list[tuple[float, str, int]] = []
     for row in rows:
-        name, pid = _text(row, "Name"), int(_number(row, "IDProcess") or 0)
+        name = _PROCESS_INSTANCE.sub("", _text(row, "Name"))
+        pid = int(_number(row, "IDProcess") or 0)
         used = _number(row, "PercentProcessorTime")
         working_set = _number(row, "WorkingSetPrivate")
         if used is not None:

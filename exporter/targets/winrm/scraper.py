@@ -9,8 +9,11 @@ running on the shell while one is still in flight, even one whose caller gave
 up at the deadline: the thread ends by itself soon after, since every request
 it sends carries a timeout taken from that deadline. A shell that failed is
 dropped (closed best effort) and the next scrape opens a new one; one the host
-no longer knows is reopened at once and the command tried again. Shells idle
-longer than ``SHELL_IDLE_SECONDS`` (a host taken out of the targets) are closed.
+no longer knows, or refuses for the user's operation quota, is reopened at
+once and the command tried again. Shells idle longer than
+``SHELL_IDLE_SECONDS`` (a host taken out of the targets) are closed, and a
+shell is replaced after ``MAX_COMMANDS_PER_SHELL`` commands, before the host's
+quotas refuse it.
 
 Sample exposition of a failed scrape (``reason`` is one of ``auth``,
 ``unreachable``, ``timeout``, ``quota``, ``protocol``, ``output``)::
@@ -36,12 +39,14 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.clients.probe_net import HostPort, IPAddress, TargetError, split_host_port
 from exporter.clients.winrm import (
+    CommandResult,
     Endpoint,
     PypsrpOpener,
     RemoteShell,
     ShellGoneError,
     ShellOpener,
     WinrmError,
+    WinrmQuotaError,
     WinrmTimeoutError,
 )
 from exporter.config import WinrmAuth
@@ -61,6 +66,12 @@ log = logging.getLogger(__name__)
 # Threads, so hosts scraped at once: 200 hosts every 60 s at ~1 s each need ~4.
 MAX_CONCURRENT_SCRAPES = 32
 SHELL_IDLE_SECONDS = 600.0
+# Commands run on one shell before it is replaced by a new one: Windows limits
+# the operations per user (MaxConcurrentOperationsPerUser, 1500) and the
+# commands per shell (1000 for PowerShell's plugin), and operations leak on a
+# long-lived shell, so a shell kept forever fails a scrape with a quota fault
+# about once a day (one command a minute). Replacing it first costs one Create.
+MAX_COMMANDS_PER_SHELL = 500
 HTTP_PORT, HTTPS_PORT = 5985, 5986
 POWERSHELL = "powershell.exe"
 
@@ -116,6 +127,7 @@ class HostSession:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     shell: RemoteShell | None = None
+    commands: int = 0  # run on ``shell``
     last_used: float = 0.0
     processes: ProcessSample = field(default_factory=ProcessSample)
 
@@ -143,7 +155,7 @@ class WinrmScraper:
         self._sessions: dict[HostKey, HostSession] = {}
         self._sessions_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._scripts: dict[int, str] = {}
+        self._scripts: dict[str, str] = {}
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="winrm")
@@ -206,16 +218,23 @@ class WinrmScraper:
                     if other.shell is not None:
                         idle.append(other.shell)
                     other.lock.release()
-            session = self._sessions.setdefault(key, HostSession(last_used=now))
+            session = self._sessions.setdefault(key, HostSession())
+            # Marked used while the registry is locked: a scrape that has its
+            # session but not yet its lock must not see it evicted as idle (and
+            # its shell closed) by another host's lookup in between.
+            session.last_used = now
         for shell in idle:
             shell.close()
         return session
 
     def _script(self, module: WinrmModule) -> bytes:
-        # Modules are frozen, so one script per module object for the scraper's life.
-        script = self._scripts.get(id(module))
+        # Keyed by the module's content, not its id(): a config reload frees the
+        # old modules, and a new one allocated in the same place would get the
+        # old one's script. Distinct modules are few, so the cache stays small.
+        key = module.model_dump_json()
+        script = self._scripts.get(key)
         if script is None:
-            script = self._scripts[id(module)] = build_script(module)
+            script = self._scripts[key] = build_script(module)
         return script.encode("ascii")
 
     def _scrape_host(
@@ -236,8 +255,8 @@ class WinrmScraper:
             )
         try:
             session.last_used = self._clock()
-            stdout = self._run(session, endpoint, module, deadline)
-            collectors = parse_output(stdout)
+            result = self._run(session, endpoint, module, deadline)
+            collectors = parse_output(result.stdout, result.stderr)
             families, failures = collector_families(collectors, module, session.processes)
             note = f"collectors failed: {'; '.join(failures)}" if failures else None
             return HostOutcome(families, note)
@@ -252,27 +271,34 @@ class WinrmScraper:
 
     def _run(
         self, session: HostSession, endpoint: Endpoint, module: WinrmModule, deadline: float
-    ) -> bytes:
+    ) -> CommandResult:
         script = self._script(module)
+        if session.commands >= MAX_COMMANDS_PER_SHELL:
+            self._drop(session)
         for attempt in (1, 2):
             reused = session.shell is not None
             if session.shell is None:
                 session.shell = self._opener.open(endpoint, deadline)
+            session.commands += 1
             try:
                 result = session.shell.run(POWERSHELL, bootstrap_arguments(), script, deadline)
-            except ShellGoneError:
+            except (ShellGoneError, WinrmQuotaError):
                 self._drop(session)
                 if reused and attempt == 1:
-                    continue  # the host forgot an old shell: a new one is no failure
+                    # The host forgot an old shell, or counts the operations
+                    # leaked on it against the quota until it is deleted (just
+                    # now): a new one is no failure.
+                    continue
                 raise
             if self._clock() > deadline:
                 raise WinrmTimeoutError("the host answered after the deadline")
-            return result.stdout
+            return result
         raise AssertionError("unreachable")
 
     @staticmethod
     def _drop(session: HostSession) -> None:
         shell, session.shell = session.shell, None
+        session.commands = 0
         if shell is not None:
             shell.close()
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
+import html
 import json
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,6 +40,12 @@ from exporter.targets.winrm.modules import CollectorName, WinrmModule
 BEGIN_MARKER = "SCOUT-WINRM-BEGIN"
 END_MARKER = "SCOUT-WINRM-END"
 FORMAT_VERSION = 1
+# Events counted per log and level in one window: Get-WinEvent builds an object
+# per event, so a storm would take the scrape past its deadline uncapped.
+MAX_EVENTS_COUNTED = 1000
+# The most the answer's JSON may inflate to: a few megabytes on the busiest
+# server; a gzip bomb from a hostile host stops here, not in the exporter's memory.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 class ScriptOutputError(Exception):
@@ -219,22 +226,36 @@ def _block(name: CollectorName, module: WinrmModule) -> str:
             f"$pending = [bool](@({keys}) | Where-Object {{ Test-Path $_ }})\n"
             f"  $rename = Get-ItemProperty -Path '{_SESSION_MANAGER}'"
             " -Name PendingFileRenameOperations -ErrorAction SilentlyContinue\n"
-            # InstalledOn is a string, written M/d/yyyy whatever the locale.
+            # InstalledOn is a string, written M/d/yyyy whatever the locale, or
+            # on some hotfixes a FILETIME in hex; one that is neither is skipped,
+            # not allowed to fail the block (and the reboot flag with it).
             f"  $last = {_query('hotfix')} | Where-Object {{ $_.InstalledOn }} | ForEach-Object"
-            " { [datetime]::Parse($_.InstalledOn, [Globalization.CultureInfo]::InvariantCulture) }"
-            " | Sort-Object | Select-Object -Last 1\n"
+            " { $on = $_.InstalledOn; try { if ($on -match '^[0-9a-fA-F]{16}$')"
+            " { [datetime]::FromFileTime([Convert]::ToInt64($on, 16)) } else"
+            " { [datetime]::Parse($on, [Globalization.CultureInfo]::InvariantCulture) } }"
+            " catch { } } | Sort-Object | Select-Object -Last 1\n"
             "  [ordered]@{RebootPending = ($pending -or [bool]$rename);"
             " LastInstalled = T $last}"
         )
     if name == "event_log":
-        seconds = int(module.event_log_window.total_seconds())
+        # As scout_windows_event_log_window_seconds says it: 1.5 s is not 1 s.
+        seconds = f"{module.event_log_window.total_seconds():.3f}".rstrip("0").rstrip(".")
+        # Get-WinEvent reports an empty answer as the error NoMatchingEventsFound:
+        # that is a count of 0; any other (access denied) fails the block.
+        # Each level on its own (1 critical, 2 error), so errors cannot crowd the
+        # critical events out of the bound.
         return (
             f"$since = (Get-Date).AddSeconds(-{seconds})\n"
             "  foreach ($log in 'System', 'Application') {\n"
-            "    $e = @(Get-WinEvent -FilterHashtable @{LogName = $log; Level = 1, 2;"
-            " StartTime = $since} -ErrorAction SilentlyContinue)\n"
-            "    [ordered]@{Log = $log; Critical = @($e | Where-Object Level -eq 1).Count;"
-            " Error = @($e | Where-Object Level -eq 2).Count}\n"
+            "    $n = @{}\n"
+            "    foreach ($level in 1, 2) {\n"
+            "      $n[$level] = try { @(Get-WinEvent -FilterHashtable @{LogName = $log;"
+            f" Level = $level; StartTime = $since}} -MaxEvents {MAX_EVENTS_COUNTED}"
+            " -ErrorAction Stop).Count }"
+            " catch { if ($_.FullyQualifiedErrorId -like 'NoMatchingEventsFound*') { 0 }"
+            " else { throw } }\n"
+            "    }\n"
+            "    [ordered]@{Log = $log; Critical = $n[1]; Error = $n[2]}\n"
             "  }"
         )
     if name == "process":
@@ -263,8 +284,53 @@ def bootstrap_arguments() -> list[str]:
     return ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand", encoded]
 
 
-def parse_output(stdout: bytes) -> dict[str, dict[str, Any]]:
-    """The collectors' results from the script's stdout; raises ``ScriptOutputError``."""
+def _inflate(compressed: bytes) -> bytes:
+    """The gzip member ``compressed`` holds, at most ``MAX_ANSWER_BYTES`` of it."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer
+    raw = inflater.decompress(compressed, MAX_ANSWER_BYTES)
+    if inflater.eof:
+        return raw
+    if len(raw) >= MAX_ANSWER_BYTES:
+        raise ScriptOutputError(f"the answer inflates to more than {MAX_ANSWER_BYTES} bytes")
+    raise ValueError("the compressed data ends early")
+
+
+# PowerShell's stderr over a remote shell is CLIXML: error records as <S S="Error">
+# strings, with characters outside XML's comfort escaped as _xHHHH_.
+_CLIXML_ERROR = re.compile(r'<S S="Error">(.*?)</S>', re.DOTALL)
+_CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+MAX_STDERR_SHOWN = 300
+
+
+def powershell_errors(stderr: bytes) -> str:
+    """What PowerShell wrote on stderr, as one line of at most ``MAX_STDERR_SHOWN`` characters."""
+    text = stderr.decode("utf-8", errors="replace")
+    if text.lstrip().startswith("#< CLIXML"):
+        records = _CLIXML_ERROR.findall(text)
+        text = " ".join(
+            html.unescape(_CLIXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), record))
+            for record in records
+        )
+    line = " ".join(text.split())
+    return line if len(line) <= MAX_STDERR_SHOWN else line[: MAX_STDERR_SHOWN - 1] + "…"
+
+
+def parse_output(stdout: bytes, stderr: bytes = b"") -> dict[str, dict[str, Any]]:
+    """The collectors' results from the script's stdout; raises ``ScriptOutputError``.
+
+    The error names what PowerShell wrote on ``stderr``, if anything: when the
+    script did not run (a language mode, a policy), that is the reason.
+    """
+    try:
+        return _parse(stdout)
+    except ScriptOutputError as exc:
+        said = powershell_errors(stderr)
+        if not said:
+            raise
+        raise ScriptOutputError(f"{exc}; PowerShell said: {said}") from None
+
+
+def _parse(stdout: bytes) -> dict[str, dict[str, Any]]:
     text = stdout.decode("ascii", errors="replace")
     start = text.find(BEGIN_MARKER)
     if start < 0:
@@ -274,9 +340,9 @@ def parse_output(stdout: bytes) -> dict[str, dict[str, Any]]:
     if end < 0:
         raise ScriptOutputError(f"the answer was cut short ({len(stdout)} bytes, no end marker)")
     try:
-        raw = gzip.decompress(base64.b64decode("".join(body[:end].split()), validate=True))
+        raw = _inflate(base64.b64decode("".join(body[:end].split()), validate=True))
         document = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
+    except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError) as exc:
         raise ScriptOutputError(f"the answer is garbled: {exc}") from None
     if not isinstance(document, dict) or document.get("v") != FORMAT_VERSION:
         raise ScriptOutputError("the answer is not in the format this exporter reads")

@@ -93,7 +93,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
     ],
     "net": [
         {
-            "Name": "Intel(R) Ethernet Connection I219-LM",
+            # The counters write "(" as "[" in instance names.
+            "Name": "Intel[R] Ethernet Connection I219-LM",
             "BytesReceivedPersec": 91_000_000_000,
             "BytesSentPersec": 45_000_000_000,
             "PacketsReceivedPersec": 80_000_000,
@@ -180,7 +181,8 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "Timestamp_Sys100NS": 1000 * TICKS,
         },
         {
-            "Name": "svchost",
+            # The counters number a second process of one name.
+            "Name": "svchost#1",
             "IDProcess": 1024,
             "PercentProcessorTime": 900 * TICKS,
             "WorkingSetPrivate": 70_000_000,

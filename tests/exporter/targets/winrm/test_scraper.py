@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from pydantic import SecretStr
 
-from exporter.clients.winrm import CommandResult, Endpoint, RemoteShell, WinrmAuthError
+from exporter.clients.winrm import (
+    CommandResult,
+    Endpoint,
+    RemoteShell,
+    WinrmAuthError,
+    WinrmQuotaError,
+)
 from exporter.config import WinrmAuth
 from exporter.targets.kind import ScrapeJob
+from exporter.targets.winrm import scraper as scraper_module
 from exporter.targets.winrm.modules import WinrmModule
-from exporter.targets.winrm.scraper import WinrmScraper, WinrmTarget, parse_target, pin_target
+from exporter.targets.winrm.scraper import (
+    SHELL_IDLE_SECONDS,
+    WinrmScraper,
+    WinrmTarget,
+    parse_target,
+    pin_target,
+)
 from tests.exporter.targets.winrm.fake_host import FakeHost
 
 AUTH = WinrmAuth.model_validate(
@@ -165,3 +180,105 @@ def test_a_target_is_pinned_to_a_checked_address_ipv4_first_and_keeps_its_name()
     assert pinned == WinrmTarget("fs01.corp.example", 5986, "192.0.2.7")
     only_v6 = pin_target(parse_target("fs01.corp.example"), checked[:1])
     assert only_v6 == WinrmTarget("fs01.corp.example", None, "2001:db8::7")
+
+
+def test_a_module_reloaded_in_the_place_of_another_gets_its_own_script():
+    # A config reload frees the old module objects; a new one may be allocated
+    # at the same address, so a script remembered by id() would be the old one's.
+    scraper = WinrmScraper(FakeOpener(Recorder()))
+    old = WinrmModule(collectors=["cpu"])
+    scraper._script(old)
+    old_id = id(old)
+    del old
+    kept = []  # CPython hands the freed place to the next object of its size
+    new = WinrmModule(collectors=["memory"])
+    while id(new) != old_id and len(kept) < 1000:
+        kept.append(new)
+        new = WinrmModule(collectors=["memory"])
+    script = scraper._script(new).decode("ascii")
+    assert re.findall(r"^Run '(\w+)'", script, re.MULTILINE) == ["memory"]
+
+
+def test_a_session_evicted_as_idle_is_not_left_holding_the_shell_it_closes():
+    # Host A's scrape has just looked its session up (idle for long, not yet
+    # locked) when host B's lookup evicts it: A must open a new shell, not run
+    # on the one B's lookup is closing.
+    now = [0.0]
+    recorder = Recorder()
+    scraper = WinrmScraper(FakeOpener(recorder), clock=lambda: now[0])
+    a = scraper._session(("10.0.0.1", 5985, "w"))
+    a.shell = FakeShell(recorder, "10.0.0.1")
+    now[0] += SHELL_IDLE_SECONDS + 1
+    held = scraper._session(("10.0.0.1", 5985, "w"))  # A's scrape, before it locks
+    scraper._session(("10.0.0.2", 5985, "w"))  # B's scrape evicts A's session
+    assert held.shell is None or not cast(FakeShell, held.shell).closed
+
+
+def test_a_session_idle_past_the_limit_is_evicted_and_its_shell_closed():
+    now = [0.0]
+    recorder = Recorder()
+    scraper = WinrmScraper(FakeOpener(recorder), clock=lambda: now[0])
+    idle = scraper._session(("10.0.0.1", 5985, "w"))
+    shell = idle.shell = FakeShell(recorder, "10.0.0.1")
+    now[0] += SHELL_IDLE_SECONDS + 1
+    scraper._session(("10.0.0.2", 5985, "w"))
+    assert shell.closed
+    assert scraper._session(("10.0.0.1", 5985, "w")) is not idle
+
+
+async def test_a_shell_is_replaced_before_windows_quotas_on_its_commands_refuse_it(monkeypatch):
+    # Windows counts operations per user and commands per shell (1500 and
+    # 1000 by default) and they leak on a long-lived shell: kept forever, every
+    # host's shell would fail a scrape with a quota fault about once a day.
+    monkeypatch.setattr(scraper_module, "MAX_COMMANDS_PER_SHELL", 3)
+    recorder = Recorder(hold=0.0)
+    shells: list[FakeShell] = []
+
+    class KeepingOpener(FakeOpener):
+        def open(self, endpoint: Endpoint, deadline: float) -> RemoteShell:
+            shells.append(FakeShell(self.recorder, endpoint.host))
+            return shells[-1]
+
+    scraper = WinrmScraper(KeepingOpener(recorder))
+    await scraper.start()
+    try:
+        results = [await scraper.scrape(job("10.0.0.1"), []) for _ in range(7)]
+    finally:
+        await scraper.close()
+    assert all(success for success, _ in results)
+    assert len(shells) == 3  # commands 1-3, 4-6, 7
+    assert [shell.closed for shell in shells] == [True, True, True]
+
+
+async def test_a_kept_shell_refused_for_quota_is_replaced_within_the_scrape():
+    # The operations leaked on a long-lived shell (or by another tool of the
+    # same user) count against the user's quota until that shell is deleted:
+    # deleting it and running on a new one is no failure.
+    recorder = Recorder(hold=0.0)
+    shells: list[FakeShell] = []
+
+    class RefusedShell(FakeShell):
+        def run(
+            self, executable: str, arguments: list[str], stdin: bytes, deadline: float
+        ) -> CommandResult:
+            if len(shells) == 1 and recorder.opened:
+                raise WinrmQuotaError("WS-Management fault 2150859174: 1500 concurrent operations")
+            return super().run(executable, arguments, stdin, deadline)
+
+    class KeepingOpener(FakeOpener):
+        def open(self, endpoint: Endpoint, deadline: float) -> RemoteShell:
+            shells.append(RefusedShell(self.recorder, endpoint.host))
+            return shells[-1]
+
+    scraper = WinrmScraper(KeepingOpener(recorder))
+    await scraper.start()
+    try:
+        first = await scraper.scrape(job("10.0.0.1"), [])
+        recorder.opened.append("the quota is spent from now on, on the first shell")
+        second = await scraper.scrape(job("10.0.0.1"), [])
+    finally:
+        await scraper.close()
+    assert first[0] is True
+    assert second == (True, None)
+    assert len(shells) == 2
+    assert shells[0].closed

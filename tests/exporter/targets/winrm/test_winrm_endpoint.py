@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.clients import winrm as winrm_client
 from scripts.localstack import free_port
 from tests.exporter.golden_files import assert_matches_golden, assert_promtool_clean
 from tests.exporter.targets.winrm.conftest import PASSWORD
@@ -78,7 +79,7 @@ async def test_non_ascii_service_names_survive_the_trip(exporter_client, wsman):
     client = await exporter_client()
     text = await (await client.get(path(wsman.target))).text()
     assert sample(text, 'windows_service_state{name="監視サービス",state="stopped"}') == 1.0
-    assert sample(text, 'windows_service_state{name="überwachung",state="start pending"}') == 1.0
+    assert sample(text, 'windows_service_state{name="Überwachung",state="start pending"}') == 1.0
     assert 'display_name="Dienst-Überwachung"' in text
 
 
@@ -127,6 +128,23 @@ async def test_wrong_password_fails_with_the_reason_and_never_the_password(
     assert PASSWORD not in caplog.text
     assert PASSWORD not in text
     assert wsman.server.actions() == ["401"]
+
+
+async def test_a_password_basic_cannot_carry_fails_as_auth_and_shows_none_of_it(
+    exporter_client, wsman, caplog
+):
+    # Basic encodes the credentials in Latin-1: the codec's own error names the
+    # character it stopped at and where, a piece of the password.
+    password = "Pa55" + "\u20ac" + "-wört"
+    client = await exporter_client(password=password)
+    with caplog.at_level(logging.DEBUG):
+        text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="auth"}') == 1.0
+    assert "auth: the credentials hold a character Basic cannot send (Latin-1 only)" in caplog.text
+    for piece in ("\u20ac", "\\u20ac", "position", "wört"):
+        assert piece not in caplog.text
+        assert piece not in text
+    assert wsman.server.actions() == []
 
 
 async def test_an_unreachable_host_fails_as_unreachable(exporter_client, wsman):
@@ -199,6 +217,42 @@ async def test_bad_output_fails_as_output(exporter_client, wsman, caplog, mangle
     assert sample(text, "scout_winrm_success") == 0.0
     assert sample(text, 'scout_winrm_scrape_error{reason="output"}') == 1.0
     assert message in caplog.text
+
+
+async def test_an_endless_answer_is_stopped_at_the_bound(exporter_client, wsman, monkeypatch):
+    # A host that writes without end would otherwise fill the exporter's memory.
+    monkeypatch.setattr(winrm_client, "MAX_OUTPUT_BYTES", 64 * 1024)
+    wsman.server.mangle = lambda out: out + b"\r\n" * 100_000
+    client = await exporter_client()
+    text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="output"}') == 1.0
+    # Stopped on the host once past the bound, not read to its end (three chunks).
+    actions = wsman.server.actions()
+    assert actions[-3:] == ["Receive", "Signal", "Delete"]
+    assert actions.count("Receive") < wsman.server.chunks
+
+
+async def test_a_script_powershell_refused_fails_with_powershell_s_reason(
+    exporter_client, wsman, caplog
+):
+    # A hardened server (Constrained Language Mode under AppLocker or WDAC)
+    # stops the script before it writes a byte; PowerShell says why on stderr,
+    # as CLIXML, and only that tells the admin what to change.
+    wsman.server.mangle = lambda _out: b""
+    wsman.server.stderr = (
+        b'#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        b'<S S="Error">Cannot invoke method. Method invocation is supported only on core types'
+        b" in this language mode._x000D__x000A_</S>"
+        b'<S S="Error">At line:1 char:1_x000D__x000A_</S></Objs>'
+    )
+    client = await exporter_client()
+    text = await (await client.get(path(wsman.target))).text()
+    assert sample(text, 'scout_winrm_scrape_error{reason="output"}') == 1.0
+    assert (
+        "output: the answer has no begin marker (not the script's output); PowerShell said:"
+        " Cannot invoke method. Method invocation is supported only on core types in this"
+        " language mode. At line:1 char:1"
+    ) in caplog.text
 
 
 async def test_a_host_that_forgot_the_shell_gets_a_new_one(exporter_client, wsman):

@@ -100,6 +100,8 @@ class WsmanServer:
         self.chunks = chunks
         self.receive_delay = 0.0
         self.mangle: Callable[[bytes], bytes] | None = None
+        # What the command writes on stderr, with its last chunk of stdout.
+        self.stderr = b""
         self._closing = asyncio.Event()
         self._transports: set[asyncio.Transport] = set()
         self.shells: dict[str, Shell] = {}
@@ -314,8 +316,10 @@ class WsmanServer:
         done = not command.pending
         streams = f'<rsp:Stream Name="stdout" CommandId="{command_id}">{_b64(chunk)}</rsp:Stream>'
         if done:
+            errors = _b64(self.stderr)
             streams += (
                 f'<rsp:Stream Name="stdout" CommandId="{command_id}" End="true"></rsp:Stream>'
+                f'<rsp:Stream Name="stderr" CommandId="{command_id}">{errors}</rsp:Stream>'
                 f'<rsp:Stream Name="stderr" CommandId="{command_id}" End="true"></rsp:Stream>'
                 f'<rsp:CommandState CommandId="{command_id}" State="{SHELL}/CommandState/Done">'
                 "<rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>"
