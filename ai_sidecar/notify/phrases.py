@@ -96,6 +96,7 @@ PROBLEMS: Mapping[str, str] = {
     "WindowsRebootPending": "reboot pending on {target}",
     "WinrmTargetUnreachable": "{target} not answering over WinRM",
     "WinrmScrapeFailed": "WinRM scrape of {target} failing",
+    "WindowsCollectorFailed": "Windows collector {collector} failing on {target}",
 }
 # Any other alert: its name in words ("PowerSupplyFailed" -> "power supply failed").
 UNKNOWN_PROBLEM = "{name} on {target}"

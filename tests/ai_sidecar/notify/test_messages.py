@@ -152,8 +152,11 @@ def test_an_incident_and_its_resolution_read_as_the_golden_messages(sinks):
     slack, smtp, am = sinks
     incident = storm()
     am.post(copies(incident))
-    firing = slack.wait_for(lambda m: "Gi1/0/1 down on sw-3" in slack_text(m))
-    firing_mail = smtp.wait_for()
+    # The copies' startsAt is long past, so Alertmanager flushes the group as soon as the
+    # first copy joins it: now and then that message holds one alert and the next, a
+    # group_interval later, all three. The golden messages are the whole incident's.
+    firing = slack.wait_for(lambda m: "3 firing" in slack_text(m))
+    firing_mail = smtp.wait_for(lambda m: "3 firing" in email_body(m, "plain"))
     am.post(copies(resolved(incident, timedelta(minutes=12, seconds=5))))
     over = slack.wait_for(lambda m: "lasted 12 min 5 s" in slack_text(m))
     over_mail = smtp.wait_for(lambda m: "lasted" in str(m["Subject"]))
@@ -175,7 +178,9 @@ def test_an_incident_and_its_resolution_read_as_the_golden_messages(sinks):
     assert_golden("slack-resolved.json", readable_slack(over, am))
     assert_golden("email-firing.txt", readable_email(firing_mail, am))
     assert_golden("email-resolved.txt", readable_email(over_mail, am))
-    assert len(smtp.messages()) == 2
+    # Nothing but the incident's own messages (no raw alert failed open to people).
+    subjects = {str(m["Subject"]) for m in smtp.messages()}
+    assert subjects == {str(firing_mail["Subject"]), str(over_mail["Subject"])}
 
 
 HOSTILE = "sw-3\r\nBcc: victim@example.org\r\n\r\n<!channel> @here <b>R&D</b> <https://evil|x>"
