@@ -16,7 +16,8 @@ is full, a new template evicts the least recently used one of the exporter that
 holds the most; an exporter that already holds its fair share
 (``max_templates`` / exporters) cannot push out others, so a flood of template
 churn from one exporter only recycles its own entries, and its excess is
-reported as ``template_churn``.
+reported as ``template_churn``. A template of more than ``MAX_TEMPLATE_FIELDS``
+fields is malformed, so each one held stays small.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ SAMPLING_SIZE: Final = 309
 SAMPLING_POPULATION: Final = 310
 
 VARIABLE_LENGTH: Final = 0xFFFF
+# Fields a template may have. Real ones have a few dozen; without a cap one 64 KB datagram
+# holds a 16,000-field template that costs ~1.7 MB compiled, so ``max_templates`` of them
+# would hold gigabytes. A template with more is malformed.
+MAX_TEMPLATE_FIELDS: Final = 512
 # Sampler ids remembered per exporter and domain; more are ignored (rate 1).
 MAX_SAMPLERS: Final = 256
 # Compiled decoders kept by field layout, so churn between known layouts costs no compiling.
@@ -388,6 +393,12 @@ def options_template(layout: Layout) -> OptionsTemplate:
     if not layout:
         raise BadPacketError(MALFORMED, "options template without fields")
     return OptionsTemplate(layout, max(1, _min_size(layout)))
+
+
+def check_field_count(count: int, what: str) -> None:
+    """Refuse a template of more than ``MAX_TEMPLATE_FIELDS`` fields before reading them."""
+    if count > MAX_TEMPLATE_FIELDS:
+        raise BadPacketError(MALFORMED, f"{what} has {count} fields (most {MAX_TEMPLATE_FIELDS})")
 
 
 # (version, observation domain or source id, template id) inside one exporter.

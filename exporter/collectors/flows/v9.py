@@ -21,6 +21,7 @@ from exporter.collectors.flows.templates import (
     FieldSpec,
     TemplateStore,
     cached_data_template,
+    check_field_count,
     options_template,
 )
 
@@ -47,6 +48,7 @@ def _templates(
         offset += _PAIR.size
         if template_id < FIRST_DATA_SET_ID or count == 0:
             raise BadPacketError(MALFORMED, f"v9 template {template_id} with {count} fields")
+        check_field_count(count, f"v9 template {template_id}")
         if offset + 4 * count > end:
             raise BadPacketError(TRUNCATED, f"v9 template {template_id}")
         layout = _fields(data, offset, count)
@@ -68,6 +70,7 @@ def _options_templates(
         offset += _OPTIONS_HEADER.size
         if template_id < FIRST_DATA_SET_ID or scope_length % 4 or option_length % 4:
             raise BadPacketError(MALFORMED, f"v9 options template {template_id}")
+        check_field_count((scope_length + option_length) // 4, f"v9 options template {template_id}")
         if offset + scope_length + option_length > end:
             raise BadPacketError(TRUNCATED, f"v9 options template {template_id}")
         # v9 scope field types are a namespace of their own (system, interface, ...):

@@ -19,6 +19,7 @@ from exporter.collectors.flows.records import (
     FlowRecord,
     format_address,
 )
+from exporter.collectors.flows.templates import MAX_TEMPLATE_FIELDS
 from exporter.collectors.flows.v5 import parse_v5
 from tests.peers.flows import (
     IPV4_LAYOUT,
@@ -308,3 +309,37 @@ def test_template_churn_from_one_exporter_cannot_push_out_another() -> None:
     _records(decoder, ipfix_packet([ipfix_template(256, IPV4_LAYOUT)]), exporter="192.0.2.10")
     assert decoder.templates.count("192.0.2.10") == 1
     assert len(decoder.templates) == 8
+
+
+HUGE_LAYOUT = tuple((100 + i % 30000, 1) for i in range(MAX_TEMPLATE_FIELDS + 1))
+
+
+@pytest.mark.parametrize(
+    "template_set",
+    [
+        pytest.param(v9_packet([v9_template(256, HUGE_LAYOUT)]), id="v9"),
+        pytest.param(
+            v9_packet([v9_options_template(256, [(1, 4)], HUGE_LAYOUT[1:])]), id="v9-options"
+        ),
+        pytest.param(ipfix_packet([ipfix_template(256, HUGE_LAYOUT)]), id="ipfix"),
+        pytest.param(
+            ipfix_packet([ipfix_options_template(256, [(149, 4)], HUGE_LAYOUT[1:])]),
+            id="ipfix-options",
+        ),
+    ],
+)
+def test_templates_with_more_fields_than_the_cap_are_malformed(template_set: bytes) -> None:
+    # A 64 KB datagram holds a 16,000-field template (~1.7 MB compiled): max_templates of
+    # them would hold gigabytes, so the field count is capped.
+    decoder = FlowDecoder(10)
+    with pytest.raises(BadPacketError) as caught:
+        decoder.decode(template_set, EXPORTER)
+    assert caught.value.reason == MALFORMED
+    assert len(decoder.templates) == 0
+
+
+def test_a_template_at_the_field_cap_is_read() -> None:
+    layout = (*IPV4_LAYOUT, *((100 + i, 1) for i in range(MAX_TEMPLATE_FIELDS - len(IPV4_LAYOUT))))
+    rows = [{**FLOWS[0].elements()}]
+    packet = ipfix_packet([ipfix_template(256, layout), data_set(256, layout, rows)])
+    assert _records(FlowDecoder(10), packet) == [_expected(FLOWS[0])]
