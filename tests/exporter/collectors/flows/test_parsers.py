@@ -343,3 +343,28 @@ def test_a_template_at_the_field_cap_is_read() -> None:
     rows = [{**FLOWS[0].elements()}]
     packet = ipfix_packet([ipfix_template(256, layout), data_set(256, layout, rows)])
     assert _records(FlowDecoder(10), packet) == [_expected(FLOWS[0])]
+
+
+def test_a_flood_of_made_up_domains_leaves_a_later_exporter_its_sampling_rate() -> None:
+    decoder = FlowDecoder(max_templates=10)
+    for domain in range(100):  # header-only messages, as cheap as a spoofer can send
+        decoder.decode(ipfix_packet([], domain=domain), "198.51.100.7")
+        decoder.decode(v9_packet([], source_id=domain), "198.51.100.7")
+    assert len(decoder.sampling) == 0
+    options = v9_options_template(257, [(1, 4)], [(34, 4)])
+    options_data = data_set(257, [(1, 4), (34, 4)], [{1: 0, 34: 100}])
+    decoder.decode(v9_packet([options, options_data]), EXPORTER)
+    packet = v9_packet([v9_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, FLOWS)])
+    assert _records(decoder, packet) == [_expected(flow, 100) for flow in FLOWS]
+
+
+def test_sampling_states_past_the_limit_forget_the_least_recently_used() -> None:
+    decoder = FlowDecoder(max_templates=4)
+    options = v9_options_template(257, [(1, 4)], [(34, 4)])
+    exporters = [f"192.0.2.{10 + i}" for i in range(6)]
+    for rate, exporter in enumerate(exporters, start=10):
+        options_data = data_set(257, [(1, 4), (34, 4)], [{1: 0, 34: rate}])
+        decoder.decode(v9_packet([options, options_data]), exporter)
+    assert len(decoder.sampling) == 4
+    rates = [decoder.sampling.get((exporter, 9, 0)).default for exporter in exporters]
+    assert rates == [1, 1, 12, 13, 14, 15]
