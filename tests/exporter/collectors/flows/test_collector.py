@@ -47,10 +47,14 @@ async def test_listener_counts_datagrams_and_releases_its_port_on_close() -> Non
     try:
         address = collector.address
         _send(address, v5_packet(FLOWS), b"\x00\x05garbage")
+        # Both datagrams: the garbage one may be read after the v5 one is counted.
         wait_for(
-            lambda: _value(collector.collect(), "scout_flow_records_total", version="v5"),
+            lambda: (
+                _value(collector.collect(), "scout_flow_records_total", version="v5")
+                and _value(collector.collect(), "scout_flow_bad_packets_total", reason="truncated")
+            ),
             timeout=10,
-            what="v5 records",
+            what="v5 records and the truncated datagram",
         )
         families = collector.collect()
         assert _value(families, "scout_flow_records_total", exporter="127.0.0.1") == 2
