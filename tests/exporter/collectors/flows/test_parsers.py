@@ -368,3 +368,20 @@ def test_sampling_states_past_the_limit_forget_the_least_recently_used() -> None
     assert len(decoder.sampling) == 4
     rates = [decoder.sampling.get((exporter, 9, 0)).default for exporter in exporters]
     assert rates == [1, 1, 12, 13, 14, 15]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param(v9_template(256, (*IPV4_LAYOUT, (1, 0xFFFF))), id="data"),
+        pytest.param(v9_options_template(256, [(1, 4)], [(34, 0xFFFF)]), id="options"),
+        pytest.param(v9_options_template(256, [(1, 0xFFFF)], [(34, 4)]), id="scope"),
+    ],
+)
+def test_v9_fields_of_length_65535_are_malformed_not_variable_length(template: bytes) -> None:
+    # Read as IPFIX's variable-length marker, such a template made up flows from short sets.
+    decoder = FlowDecoder(10)
+    with pytest.raises(BadPacketError) as caught:
+        decoder.decode(v9_packet([template]), EXPORTER)
+    assert caught.value.reason == MALFORMED
+    assert len(decoder.templates) == 0
