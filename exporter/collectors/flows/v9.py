@@ -38,7 +38,8 @@ def _fields(
     data: memoryview, offset: int, count: int, enterprise: int = 0
 ) -> tuple[FieldSpec, ...]:
     fields = tuple(
-        FieldSpec(*_PAIR.unpack_from(data, offset + 4 * i), enterprise) for i in range(count)
+        FieldSpec(element, length, enterprise)
+        for element, length in (_PAIR.unpack_from(data, offset + 4 * i) for i in range(count))
     )
     # v9 has no variable-length fields: 65535 is a length no record in a datagram can have,
     # and read as IPFIX's variable-length marker it would make up records from a few bytes.
