@@ -138,14 +138,16 @@ class SamplingStates:
 
     A state is kept only once an options record gave it a rate: packets that
     announce none (a flood of made-up domain ids, say) hold no memory and take
-    no room. Beyond the limit the least recently used state is forgotten (its
-    exporter's next options record brings it back), so a flood cannot leave a
-    real exporter that comes later without its sampling rate.
+    no room. Beyond the limit the least recently used state of the exporter
+    holding the most is forgotten (its next options record brings it back), so
+    a flood of options from one exporter recycles its own states and cannot
+    leave another exporter without its sampling rate.
     """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._states: OrderedDict[tuple[str, int, int], SamplingState] = OrderedDict()
+        self._held: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._states)
@@ -162,6 +164,17 @@ class SamplingStates:
         """Hold ``state`` (from ``get``) for later packets if options records gave it a rate."""
         if key in self._states or (state.default == 1 and not state.samplers):
             return
+        exporter = key[0]
         if len(self._states) >= self._limit:
-            self._states.popitem(last=False)
+            largest = max(self._held, key=self._held.__getitem__)
+            if self._held.get(exporter, 0) + 1 > self._held[largest]:
+                largest = exporter
+            oldest = next((held for held in self._states if held[0] == largest), None)
+            if oldest is None:  # only with limit 0: nothing is held, nothing is kept
+                return
+            del self._states[oldest]
+            self._held[largest] -= 1
+            if not self._held[largest]:
+                del self._held[largest]
         self._states[key] = state
+        self._held[exporter] = self._held.get(exporter, 0) + 1

@@ -358,7 +358,7 @@ def test_a_flood_of_made_up_domains_leaves_a_later_exporter_its_sampling_rate() 
     assert _records(decoder, packet) == [_expected(flow, 100) for flow in FLOWS]
 
 
-def test_sampling_states_past_the_limit_forget_the_least_recently_used() -> None:
+def test_sampling_states_past_the_limit_forget_the_oldest_of_the_largest_holder() -> None:
     decoder = FlowDecoder(max_templates=4)
     options = v9_options_template(257, [(1, 4)], [(34, 4)])
     exporters = [f"192.0.2.{10 + i}" for i in range(6)]
@@ -385,3 +385,14 @@ def test_v9_fields_of_length_65535_are_malformed_not_variable_length(template: b
         decoder.decode(v9_packet([template]), EXPORTER)
     assert caught.value.reason == MALFORMED
     assert len(decoder.templates) == 0
+
+
+def test_a_flood_of_options_from_one_exporter_keeps_another_exporters_rate() -> None:
+    decoder = FlowDecoder(max_templates=4)
+    options = v9_options_template(257, [(1, 4)], [(34, 4)])
+    options_data = data_set(257, [(1, 4), (34, 4)], [{1: 0, 34: 100}])
+    decoder.decode(v9_packet([options, options_data]), EXPORTER)
+    for domain in range(50):
+        decoder.decode(v9_packet([options, options_data], source_id=domain), "198.51.100.7")
+    assert len(decoder.sampling) == 4
+    assert decoder.sampling.get((EXPORTER, 9, 0)).default == 100
