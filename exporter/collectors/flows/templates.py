@@ -16,7 +16,8 @@ is full, a new template evicts the least recently used one of the exporter that
 holds the most; an exporter that already holds its fair share
 (``max_templates`` / exporters) cannot push out others, so a flood of template
 churn from one exporter only recycles its own entries, and its excess is
-reported as ``template_churn``. A template of more than ``MAX_TEMPLATE_FIELDS``
+reported as ``template_churn`` (the new template is kept; the rest of its set is
+skipped). A template of more than ``MAX_TEMPLATE_FIELDS``
 fields is malformed, so each one held stays small.
 """
 
@@ -436,15 +437,22 @@ class TemplateStore:
             templates[key] = template
             templates.move_to_end(key)
             return
+        churn = False
         if self._count >= self._max:
             holders = len(self._by_exporter) + (templates is None)
             if templates is not None and len(templates) >= max(1, self._max // holders):
-                raise BadPacketError(TEMPLATE_CHURN, f"{exporter} holds its share of templates")
-            self._evict_from_largest()
+                # Over its share: the exporter's own least recently used template makes room.
+                templates.popitem(last=False)
+                self._count -= 1
+                churn = True
+            else:
+                self._evict_from_largest()
         if templates is None:
             templates = self._by_exporter[exporter] = OrderedDict()
         templates[key] = template
         self._count += 1
+        if churn:
+            raise BadPacketError(TEMPLATE_CHURN, f"{exporter} holds its share of templates")
 
     def withdraw(self, exporter: str, key: TemplateKey) -> None:
         templates = self._by_exporter.get(exporter)

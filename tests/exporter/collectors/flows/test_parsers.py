@@ -396,3 +396,17 @@ def test_a_flood_of_options_from_one_exporter_keeps_another_exporters_rate() -> 
         decoder.decode(v9_packet([options, options_data], source_id=domain), "198.51.100.7")
     assert len(decoder.sampling) == 4
     assert decoder.sampling.get((EXPORTER, 9, 0)).default == 100
+
+
+def test_an_exporter_at_its_share_replaces_its_own_oldest_template_with_a_new_one() -> None:
+    decoder = FlowDecoder(max_templates=4)
+    _records(decoder, ipfix_packet([ipfix_template(256, IPV4_LAYOUT)]), exporter="192.0.2.9")
+    for template_id in range(300, 310):  # a router that moved on to new template ids
+        decoded = decoder.decode(ipfix_packet([ipfix_template(template_id, IPV4_LAYOUT)]), EXPORTER)
+    assert decoded.problem == TEMPLATE_CHURN
+    assert len(decoder.templates) == 4
+    assert decoder.templates.count("192.0.2.9") == 1
+    newest = ipfix_packet([flow_set(309, IPV4_LAYOUT, FLOWS)])
+    assert _records(decoder, newest) == [_expected(flow) for flow in FLOWS]
+    oldest = ipfix_packet([flow_set(300, IPV4_LAYOUT, FLOWS)])
+    assert decoder.decode(oldest, EXPORTER).problem == UNKNOWN_TEMPLATE
