@@ -110,6 +110,16 @@ class FlowsCollectorConfig(StrictModel):
     exporters: list[IPvAnyNetwork] | None = None
     max_templates: int = Field(default=1000, ge=1)
 
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_and_port(cls, value: str) -> str:
+        # Imported here: the flows package imports this module. Checked at load, so a typo
+        # fails the config check rather than the exporter's start.
+        from exporter.collectors.flows.listener import parse_listen
+
+        parse_listen(value)
+        return value
+
 
 class CollectorsConfig(StrictModel):
     host: HostCollectorConfig = Field(default_factory=HostCollectorConfig)

@@ -22,6 +22,7 @@ from exporter.collectors.flows.templates import (
     FieldSpec,
     TemplateStore,
     cached_data_template,
+    check_field_count,
     options_template,
 )
 
@@ -88,6 +89,7 @@ def _template_set(
             store.withdraw(exporter, key)
             offset += 4
             continue
+        check_field_count(count, f"IPFIX template {template_id}")
         if options:
             scope_count = _PAIR.unpack_from(data, offset + 2)[1]
             if not 0 < scope_count <= count:

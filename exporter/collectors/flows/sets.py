@@ -9,6 +9,7 @@ modules parse their own headers and template sets and call ``walk_sets`` and
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
@@ -110,44 +111,70 @@ def read_sets(
     skipped and named as the problem. Other ids below 256 are reserved: skipped.
     """
     exporter, version, domain = key
-    state = sampling.get(exporter, version, domain)
+    state = sampling.get(key)
     decoded = DecodedFlows(VERSION_LABELS[version])
-    for set_id, start, stop in walk_sets(view, offset, end):
-        try:
-            if set_id >= FIRST_DATA_SET_ID:
-                template = (version, domain, set_id)
-                found = decode_data_set(
-                    view, start, stop, exporter, template, store, state, decoded
-                )
-                decoded.problem = decoded.problem or found
-            elif set_id in template_sets:
-                template_sets[set_id](view, start, stop, exporter, domain, store)
-        except BadPacketError as error:
-            if error.reason in (MALFORMED, TRUNCATED):
-                raise
-            decoded.problem = decoded.problem or error.reason
+    try:
+        for set_id, start, stop in walk_sets(view, offset, end):
+            try:
+                if set_id >= FIRST_DATA_SET_ID:
+                    template = (version, domain, set_id)
+                    found = decode_data_set(
+                        view, start, stop, exporter, template, store, state, decoded
+                    )
+                    decoded.problem = decoded.problem or found
+                elif set_id in template_sets:
+                    template_sets[set_id](view, start, stop, exporter, domain, store)
+            except BadPacketError as error:
+                if error.reason in (MALFORMED, TRUNCATED):
+                    raise
+                decoded.problem = decoded.problem or error.reason
+    finally:
+        sampling.keep(key, state)
     return decoded
 
 
 class SamplingStates:
     """Sampling state per (exporter, version, domain), at most ``limit`` of them.
 
-    Beyond the limit a new domain shares a throwaway state (rate 1), so a
-    flood of made-up domain ids cannot grow memory.
+    A state is kept only once an options record gave it a rate: packets that
+    announce none (a flood of made-up domain ids, say) hold no memory and take
+    no room. Beyond the limit the least recently used state of the exporter
+    holding the most is forgotten (its next options record brings it back), so
+    a flood of options from one exporter recycles its own states and cannot
+    leave another exporter without its sampling rate.
     """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._states: dict[tuple[str, int, int], SamplingState] = {}
+        self._states: OrderedDict[tuple[str, int, int], SamplingState] = OrderedDict()
+        self._held: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._states)
 
-    def get(self, exporter: str, version: int, domain: int) -> SamplingState:
-        key = (exporter, version, domain)
+    def get(self, key: tuple[str, int, int]) -> SamplingState:
+        """The state of (exporter, version, domain): a fresh rate-1 one if none is kept."""
         state = self._states.get(key)
         if state is None:
-            state = SamplingState()
-            if len(self._states) < self._limit:
-                self._states[key] = state
+            return SamplingState()
+        self._states.move_to_end(key)
         return state
+
+    def keep(self, key: tuple[str, int, int], state: SamplingState) -> None:
+        """Hold ``state`` (from ``get``) for later packets if options records gave it a rate."""
+        if key in self._states or (state.default == 1 and not state.samplers):
+            return
+        exporter = key[0]
+        if len(self._states) >= self._limit:
+            largest = max(self._held, key=self._held.__getitem__)
+            if self._held.get(exporter, 0) + 1 > self._held[largest]:
+                largest = exporter
+            oldest = next((held for held in self._states if held[0] == largest), None)
+            if oldest is None:  # only with limit 0: nothing is held, nothing is kept
+                return
+            del self._states[oldest]
+            self._held[largest] -= 1
+            if not self._held[largest]:
+                del self._held[largest]
+        self._states[key] = state
+        self._held[exporter] = self._held.get(exporter, 0) + 1

@@ -16,7 +16,9 @@ is full, a new template evicts the least recently used one of the exporter that
 holds the most; an exporter that already holds its fair share
 (``max_templates`` / exporters) cannot push out others, so a flood of template
 churn from one exporter only recycles its own entries, and its excess is
-reported as ``template_churn``.
+reported as ``template_churn`` (the new template is kept; the rest of its set is
+skipped). A template of more than ``MAX_TEMPLATE_FIELDS``
+fields is malformed, so each one held stays small.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ SAMPLING_SIZE: Final = 309
 SAMPLING_POPULATION: Final = 310
 
 VARIABLE_LENGTH: Final = 0xFFFF
+# Fields a template may have. Real ones have a few dozen; without a cap one 64 KB datagram
+# holds a 16,000-field template that costs ~1.7 MB compiled, so ``max_templates`` of them
+# would hold gigabytes. A template with more is malformed.
+MAX_TEMPLATE_FIELDS: Final = 512
 # Sampler ids remembered per exporter and domain; more are ignored (rate 1).
 MAX_SAMPLERS: Final = 256
 # Compiled decoders kept by field layout, so churn between known layouts costs no compiling.
@@ -390,6 +396,12 @@ def options_template(layout: Layout) -> OptionsTemplate:
     return OptionsTemplate(layout, max(1, _min_size(layout)))
 
 
+def check_field_count(count: int, what: str) -> None:
+    """Refuse a template of more than ``MAX_TEMPLATE_FIELDS`` fields before reading them."""
+    if count > MAX_TEMPLATE_FIELDS:
+        raise BadPacketError(MALFORMED, f"{what} has {count} fields (most {MAX_TEMPLATE_FIELDS})")
+
+
 # (version, observation domain or source id, template id) inside one exporter.
 TemplateKey = tuple[int, int, int]
 Template = DataTemplate | OptionsTemplate
@@ -425,15 +437,22 @@ class TemplateStore:
             templates[key] = template
             templates.move_to_end(key)
             return
+        churn = False
         if self._count >= self._max:
             holders = len(self._by_exporter) + (templates is None)
             if templates is not None and len(templates) >= max(1, self._max // holders):
-                raise BadPacketError(TEMPLATE_CHURN, f"{exporter} holds its share of templates")
-            self._evict_from_largest()
+                # Over its share: the exporter's own least recently used template makes room.
+                templates.popitem(last=False)
+                self._count -= 1
+                churn = True
+            else:
+                self._evict_from_largest()
         if templates is None:
             templates = self._by_exporter[exporter] = OrderedDict()
         templates[key] = template
         self._count += 1
+        if churn:
+            raise BadPacketError(TEMPLATE_CHURN, f"{exporter} holds its share of templates")
 
     def withdraw(self, exporter: str, key: TemplateKey) -> None:
         templates = self._by_exporter.get(exporter)

@@ -18,9 +18,11 @@ from exporter.collectors.flows.sets import (
     read_sets,
 )
 from exporter.collectors.flows.templates import (
+    VARIABLE_LENGTH,
     FieldSpec,
     TemplateStore,
     cached_data_template,
+    check_field_count,
     options_template,
 )
 
@@ -32,8 +34,18 @@ _PAIR: Final = struct.Struct("!HH")
 _OPTIONS_HEADER: Final = struct.Struct("!HHH")
 
 
-def _fields(data: memoryview, offset: int, count: int) -> tuple[FieldSpec, ...]:
-    return tuple(FieldSpec(*_PAIR.unpack_from(data, offset + 4 * i)) for i in range(count))
+def _fields(
+    data: memoryview, offset: int, count: int, enterprise: int = 0
+) -> tuple[FieldSpec, ...]:
+    fields = tuple(
+        FieldSpec(element, length, enterprise)
+        for element, length in (_PAIR.unpack_from(data, offset + 4 * i) for i in range(count))
+    )
+    # v9 has no variable-length fields: 65535 is a length no record in a datagram can have,
+    # and read as IPFIX's variable-length marker it would make up records from a few bytes.
+    if any(spec.length == VARIABLE_LENGTH for spec in fields):
+        raise BadPacketError(MALFORMED, "v9 field of length 65535")
+    return fields
 
 
 def _templates(
@@ -47,6 +59,7 @@ def _templates(
         offset += _PAIR.size
         if template_id < FIRST_DATA_SET_ID or count == 0:
             raise BadPacketError(MALFORMED, f"v9 template {template_id} with {count} fields")
+        check_field_count(count, f"v9 template {template_id}")
         if offset + 4 * count > end:
             raise BadPacketError(TRUNCATED, f"v9 template {template_id}")
         layout = _fields(data, offset, count)
@@ -68,16 +81,12 @@ def _options_templates(
         offset += _OPTIONS_HEADER.size
         if template_id < FIRST_DATA_SET_ID or scope_length % 4 or option_length % 4:
             raise BadPacketError(MALFORMED, f"v9 options template {template_id}")
+        check_field_count((scope_length + option_length) // 4, f"v9 options template {template_id}")
         if offset + scope_length + option_length > end:
             raise BadPacketError(TRUNCATED, f"v9 options template {template_id}")
         # v9 scope field types are a namespace of their own (system, interface, ...):
         # only their lengths matter here, so they are recorded as enterprise-like fields.
-        scopes = tuple(
-            FieldSpec(element, length, enterprise=1)
-            for element, length in (
-                _PAIR.unpack_from(data, offset + 4 * i) for i in range(scope_length // 4)
-            )
-        )
+        scopes = _fields(data, offset, scope_length // 4, enterprise=1)
         layout = scopes + _fields(data, offset + scope_length, option_length // 4)
         offset += scope_length + option_length
         if sum(spec.length for spec in layout) == 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
+from pydantic import ValidationError
 
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import HostView
@@ -47,10 +48,14 @@ async def test_listener_counts_datagrams_and_releases_its_port_on_close() -> Non
     try:
         address = collector.address
         _send(address, v5_packet(FLOWS), b"\x00\x05garbage")
+        # Both datagrams: the garbage one may be read after the v5 one is counted.
         wait_for(
-            lambda: _value(collector.collect(), "scout_flow_records_total", version="v5"),
+            lambda: (
+                _value(collector.collect(), "scout_flow_records_total", version="v5")
+                and _value(collector.collect(), "scout_flow_bad_packets_total", reason="truncated")
+            ),
             timeout=10,
-            what="v5 records",
+            what="v5 records and the truncated datagram",
         )
         families = collector.collect()
         assert _value(families, "scout_flow_records_total", exporter="127.0.0.1") == 2
@@ -127,6 +132,12 @@ def test_listen_addresses(listen: str, expected: tuple[str, int]) -> None:
 def test_bad_listen_addresses_are_refused(listen: str) -> None:
     with pytest.raises(ValueError, match="is not host:port"):
         parse_listen(listen)
+
+
+@pytest.mark.parametrize("listen", ["2055", "host:port", "h:70000"])
+def test_bad_listen_addresses_fail_the_config_not_the_start(listen: str) -> None:
+    with pytest.raises(ValidationError, match=r"listen\n.*is not host:port"):
+        FlowsCollectorConfig(listen=listen)
 
 
 def test_the_registry_row_is_off_by_default_and_builds_the_collector() -> None:

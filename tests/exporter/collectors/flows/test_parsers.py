@@ -19,6 +19,7 @@ from exporter.collectors.flows.records import (
     FlowRecord,
     format_address,
 )
+from exporter.collectors.flows.templates import MAX_TEMPLATE_FIELDS
 from exporter.collectors.flows.v5 import parse_v5
 from tests.peers.flows import (
     IPV4_LAYOUT,
@@ -308,3 +309,104 @@ def test_template_churn_from_one_exporter_cannot_push_out_another() -> None:
     _records(decoder, ipfix_packet([ipfix_template(256, IPV4_LAYOUT)]), exporter="192.0.2.10")
     assert decoder.templates.count("192.0.2.10") == 1
     assert len(decoder.templates) == 8
+
+
+HUGE_LAYOUT = tuple((100 + i % 30000, 1) for i in range(MAX_TEMPLATE_FIELDS + 1))
+
+
+@pytest.mark.parametrize(
+    "template_set",
+    [
+        pytest.param(v9_packet([v9_template(256, HUGE_LAYOUT)]), id="v9"),
+        pytest.param(
+            v9_packet([v9_options_template(256, [(1, 4)], HUGE_LAYOUT[1:])]), id="v9-options"
+        ),
+        pytest.param(ipfix_packet([ipfix_template(256, HUGE_LAYOUT)]), id="ipfix"),
+        pytest.param(
+            ipfix_packet([ipfix_options_template(256, [(149, 4)], HUGE_LAYOUT[1:])]),
+            id="ipfix-options",
+        ),
+    ],
+)
+def test_templates_with_more_fields_than_the_cap_are_malformed(template_set: bytes) -> None:
+    # A 64 KB datagram holds a 16,000-field template (~1.7 MB compiled): max_templates of
+    # them would hold gigabytes, so the field count is capped.
+    decoder = FlowDecoder(10)
+    with pytest.raises(BadPacketError) as caught:
+        decoder.decode(template_set, EXPORTER)
+    assert caught.value.reason == MALFORMED
+    assert len(decoder.templates) == 0
+
+
+def test_a_template_at_the_field_cap_is_read() -> None:
+    layout = (*IPV4_LAYOUT, *((100 + i, 1) for i in range(MAX_TEMPLATE_FIELDS - len(IPV4_LAYOUT))))
+    rows = [{**FLOWS[0].elements()}]
+    packet = ipfix_packet([ipfix_template(256, layout), data_set(256, layout, rows)])
+    assert _records(FlowDecoder(10), packet) == [_expected(FLOWS[0])]
+
+
+def test_a_flood_of_made_up_domains_leaves_a_later_exporter_its_sampling_rate() -> None:
+    decoder = FlowDecoder(max_templates=10)
+    for domain in range(100):  # header-only messages, as cheap as a spoofer can send
+        decoder.decode(ipfix_packet([], domain=domain), "198.51.100.7")
+        decoder.decode(v9_packet([], source_id=domain), "198.51.100.7")
+    assert len(decoder.sampling) == 0
+    options = v9_options_template(257, [(1, 4)], [(34, 4)])
+    options_data = data_set(257, [(1, 4), (34, 4)], [{1: 0, 34: 100}])
+    decoder.decode(v9_packet([options, options_data]), EXPORTER)
+    packet = v9_packet([v9_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, FLOWS)])
+    assert _records(decoder, packet) == [_expected(flow, 100) for flow in FLOWS]
+
+
+def test_sampling_states_past_the_limit_forget_the_oldest_of_the_largest_holder() -> None:
+    decoder = FlowDecoder(max_templates=4)
+    options = v9_options_template(257, [(1, 4)], [(34, 4)])
+    exporters = [f"192.0.2.{10 + i}" for i in range(6)]
+    for rate, exporter in enumerate(exporters, start=10):
+        options_data = data_set(257, [(1, 4), (34, 4)], [{1: 0, 34: rate}])
+        decoder.decode(v9_packet([options, options_data]), exporter)
+    assert len(decoder.sampling) == 4
+    rates = [decoder.sampling.get((exporter, 9, 0)).default for exporter in exporters]
+    assert rates == [1, 1, 12, 13, 14, 15]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param(v9_template(256, (*IPV4_LAYOUT, (1, 0xFFFF))), id="data"),
+        pytest.param(v9_options_template(256, [(1, 4)], [(34, 0xFFFF)]), id="options"),
+        pytest.param(v9_options_template(256, [(1, 0xFFFF)], [(34, 4)]), id="scope"),
+    ],
+)
+def test_v9_fields_of_length_65535_are_malformed_not_variable_length(template: bytes) -> None:
+    # Read as IPFIX's variable-length marker, such a template made up flows from short sets.
+    decoder = FlowDecoder(10)
+    with pytest.raises(BadPacketError) as caught:
+        decoder.decode(v9_packet([template]), EXPORTER)
+    assert caught.value.reason == MALFORMED
+    assert len(decoder.templates) == 0
+
+
+def test_a_flood_of_options_from_one_exporter_keeps_another_exporters_rate() -> None:
+    decoder = FlowDecoder(max_templates=4)
+    options = v9_options_template(257, [(1, 4)], [(34, 4)])
+    options_data = data_set(257, [(1, 4), (34, 4)], [{1: 0, 34: 100}])
+    decoder.decode(v9_packet([options, options_data]), EXPORTER)
+    for domain in range(50):
+        decoder.decode(v9_packet([options, options_data], source_id=domain), "198.51.100.7")
+    assert len(decoder.sampling) == 4
+    assert decoder.sampling.get((EXPORTER, 9, 0)).default == 100
+
+
+def test_an_exporter_at_its_share_replaces_its_own_oldest_template_with_a_new_one() -> None:
+    decoder = FlowDecoder(max_templates=4)
+    _records(decoder, ipfix_packet([ipfix_template(256, IPV4_LAYOUT)]), exporter="192.0.2.9")
+    for template_id in range(300, 310):  # a router that moved on to new template ids
+        decoded = decoder.decode(ipfix_packet([ipfix_template(template_id, IPV4_LAYOUT)]), EXPORTER)
+    assert decoded.problem == TEMPLATE_CHURN
+    assert len(decoder.templates) == 4
+    assert decoder.templates.count("192.0.2.9") == 1
+    newest = ipfix_packet([flow_set(309, IPV4_LAYOUT, FLOWS)])
+    assert _records(decoder, newest) == [_expected(flow) for flow in FLOWS]
+    oldest = ipfix_packet([flow_set(300, IPV4_LAYOUT, FLOWS)])
+    assert decoder.decode(oldest, EXPORTER).problem == UNKNOWN_TEMPLATE
