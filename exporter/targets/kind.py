@@ -37,6 +37,13 @@ F = TypeVar("F")  # a metric family, in the kind's exposition
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+
+def preferred_address(addresses: Sequence[IPAddress]) -> IPAddress:
+    """The address a kind pins its target to among those the allow-lists checked: IPv4
+    first, as the clients themselves would pick, so pinning changes no route."""
+    return min(addresses, key=lambda address: address.version != 4)
+
+
 # A scrape that has not finished this long after its deadline is stopped and reported failed.
 DEADLINE_GRACE_SECONDS = 0.1
 

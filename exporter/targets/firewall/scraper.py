@@ -67,7 +67,13 @@ from exporter.targets.firewall.opnsense import OPNsense
 from exporter.targets.firewall.pfsense import PfSense
 from exporter.targets.firewall.values import Node
 from exporter.targets.firewall.vendor import Answers, Endpoint, ShapeError, Vendor
-from exporter.targets.kind import IPAddress, ScrapeJob, SelfMetric, StatusMetrics
+from exporter.targets.kind import (
+    IPAddress,
+    ScrapeJob,
+    SelfMetric,
+    StatusMetrics,
+    preferred_address,
+)
 
 # The vendors, by the module's ``prober``.
 VENDORS: Mapping[str, Vendor[Any]] = {
@@ -136,8 +142,7 @@ def pin_target(target: FirewallTarget, addresses: Sequence[IPAddress]) -> Firewa
     The connection goes to that address, so a DNS answer that changed since
     the check cannot send the credentials elsewhere.
     """
-    chosen = min(addresses, key=lambda address: address.version != 4)
-    return FirewallTarget(target.host, target.port, str(chosen))
+    return FirewallTarget(target.host, target.port, str(preferred_address(addresses)))
 
 
 def unresolved_scrape(_job: FirewallJob, error: str, families: Families) -> tuple[bool, str | None]:

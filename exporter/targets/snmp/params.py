@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from exporter.config import SnmpAuth
 from exporter.errors import BadRequestError
-from exporter.targets.kind import IPAddress
+from exporter.targets.kind import IPAddress, preferred_address
 from exporter.targets.snmp.modules import SnmpModule
 from exporter.targets.snmp.scraper import Target
 
@@ -76,5 +76,4 @@ def pin_target(target: Target, addresses: Sequence[IPAddress]) -> Target:
     allow-lists checked, it cannot be sent somewhere else by a DNS answer that
     changed in between.
     """
-    chosen = min(addresses, key=lambda address: address.version != 4)
-    return Target(str(chosen), target.port)
+    return Target(str(preferred_address(addresses)), target.port)

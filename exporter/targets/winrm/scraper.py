@@ -51,7 +51,7 @@ from exporter.clients.winrm import (
 )
 from exporter.config import WinrmAuth
 from exporter.errors import BadRequestError
-from exporter.targets.kind import ScrapeJob, SelfMetric, StatusMetrics
+from exporter.targets.kind import ScrapeJob, SelfMetric, StatusMetrics, preferred_address
 from exporter.targets.winrm.metrics import ProcessSample, collector_families
 from exporter.targets.winrm.modules import WinrmModule
 from exporter.targets.winrm.script import (
@@ -117,8 +117,7 @@ def pin_target(target: WinrmTarget, addresses: Sequence[IPAddress]) -> WinrmTarg
     that changed in between cannot send the credentials elsewhere. The name
     stays for TLS (SNI and the certificate check) and the Kerberos SPN.
     """
-    chosen = min(addresses, key=lambda address: address.version != 4)
-    return WinrmTarget(target.host, target.port, str(chosen))
+    return WinrmTarget(target.host, target.port, str(preferred_address(addresses)))
 
 
 @dataclass(slots=True)
