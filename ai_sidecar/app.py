@@ -25,6 +25,9 @@ from ai_sidecar.anomaly.service import add_anomaly_scoring
 from ai_sidecar.api import setup_api
 from ai_sidecar.components import ComponentsFactory, build_components, open_store
 from ai_sidecar.config import SidecarConfig
+from ai_sidecar.console import PREFIX as CONSOLE_PREFIX
+from ai_sidecar.console import setup_console
+from ai_sidecar.console.templating import render_error
 from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
 from ai_sidecar.errors import ApiError
 from ai_sidecar.graph_route import add_graph_route
@@ -51,8 +54,13 @@ async def request_errors(
         response = web.json_response({"error": str(exc)}, status=exc.http_status)
         if exc.http_status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="scout"'
+    except web.HTTPRedirection:
+        raise  # the console's redirects (to the login form, after a POST)
     except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes
-        response = web.json_response({"error": exc.reason}, status=exc.status)
+        if request.path.startswith(CONSOLE_PREFIX):
+            response = render_error(exc.status, exc.text or exc.reason)
+        else:
+            response = web.json_response({"error": exc.reason}, status=exc.status)
     if request.path == "/api/v1/alertmanager":
         request.app[METRICS].webhook_requests.labels(str(response.status)).inc()
     return response
@@ -67,6 +75,7 @@ async def landing(_: web.Request) -> web.Response:
         f"Scout AI sidecar {__version__}",
         "Correlates alerts into incidents and explains them.",
         (
+            ("/console/", "the console: incidents, anomalies and reports (sign in)"),
             ("/metrics", "the sidecar's own metrics"),
             ("/-/healthy", "liveness"),
             ("/-/ready", "readiness"),
@@ -87,6 +96,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/alertmanager", receive)
     app.router.add_post("/-/reload", app[RELOADER].endpoint())
     setup_api(app)
+    setup_console(app)
 
 
 def create_app(

@@ -96,6 +96,8 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
       range: 6h
       url_ttl: 7d       # signed URLs expire after this
       key_file: null    # HMAC key; default: graph.key in the data directory
+    console:            # the web console's login and pages (docs/console.md)
+    reports:            # reports and the scheduled e-mail digest (docs/reports.md)
 
 Durations are written as in Prometheus (``30s``, ``5m``, ``1h30m``, ``500ms``).
 Label matchers are regexes anchored at both ends, as in PromQL; a label the
@@ -784,6 +786,14 @@ class GraphsConfig(StrictModel):
     key_file: Path | None = None
 
 
+class ConsoleConfig(StrictModel):
+    """The console's login, sessions and pages (ai_sidecar.console)."""
+
+
+class ReportsConfig(StrictModel):
+    """Reports and the scheduled e-mail digest (ai_sidecar.console.reports)."""
+
+
 class SidecarConfig(StrictModel):
     """The whole file. Top-level keys starting with ``x-`` are ignored (YAML anchors)."""
 
@@ -797,6 +807,8 @@ class SidecarConfig(StrictModel):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     graphs: GraphsConfig = Field(default_factory=GraphsConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,83 @@
+"""Who is signed in to the console, and what they may do.
+
+Pages depend only on this module: :func:`console_user` for any page,
+:func:`operator_user` for actions, :func:`checked_form` for every POST. How a
+session is found (cookie, store, expiry) is the :class:`SessionBackend`'s
+business, which :mod:`ai_sidecar.console.login` provides; tests of the pages
+may install a backend of their own.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+
+# The hidden form field every console form carries.
+CSRF_FIELD = "csrf_token"
+LOGIN_PATH = "/console/login"
+
+
+class Role(StrEnum):
+    """viewer reads; operator also gives feedback, acknowledges, assigns and silences."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    name: str
+    role: Role
+    # The session's synchronizer token: every form posts it back.
+    csrf_token: str
+
+    @property
+    def can_act(self) -> bool:
+        return self.role is Role.OPERATOR
+
+
+class SessionBackend(Protocol):
+    async def user_for(self, request: web.Request) -> ConsoleUser | None:
+        """The user whose live session ``request`` carries, or None."""
+
+
+SESSIONS = web.AppKey("console_sessions", SessionBackend)
+
+
+class ForbiddenError(web.HTTPForbidden):
+    """Rendered as the console's error page by the app's middleware."""
+
+
+async def console_user(request: web.Request) -> ConsoleUser:
+    """The signed-in user; anyone else is sent to the login form and back here after."""
+    user = await request.app[SESSIONS].user_for(request)
+    if user is None:
+        target = request.rel_url.path_qs if request.method == "GET" else "/console/"
+        raise web.HTTPSeeOther(f"{LOGIN_PATH}?next={quote(target, safe='')}")
+    return user
+
+
+async def operator_user(request: web.Request) -> ConsoleUser:
+    """The signed-in user, who must hold the operator role."""
+    user = await console_user(request)
+    if not user.can_act:
+        raise ForbiddenError(text="this action needs the operator role")
+    return user
+
+
+async def checked_form(request: web.Request, user: ConsoleUser) -> MultiDictProxy[str]:
+    """The POSTed form, once its CSRF token matches ``user``'s session."""
+    form = await request.post()
+    given = form.get(CSRF_FIELD)
+    if not isinstance(given, str) or not hmac.compare_digest(
+        given.encode(errors="surrogateescape"), user.csrf_token.encode()
+    ):
+        raise ForbiddenError(text="the form's CSRF token is missing or stale: reload the page")
+    # Text fields only: no console form uploads files.
+    return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
