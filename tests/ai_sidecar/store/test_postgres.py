@@ -27,6 +27,7 @@ from psycopg.errors import DeadlockDetected, SerializationFailure
 
 import ai_sidecar.store.postgres.lease as lease_module
 from ai_sidecar.store import (
+    ConsoleAccount,
     OutboxCopy,
     OutboxPlan,
     PostgresStore,
@@ -81,7 +82,10 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
     await store.close()
     dbname = location.dsn.split("@/")[1].split("?")[0]
     with postgres_server.superuser(dbname) as conn:
-        conn.execute("DROP TABLE llm_exchanges")
+        # What later versions added goes too.
+        conn.execute(
+            "DROP TABLE llm_exchanges, console_users, console_sessions, console_login_failures"
+        )
         conn.execute("UPDATE scout_schema SET version = 2")
 
     store = await PostgresStore.open(location)
@@ -90,6 +94,8 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
         await store.record_llm_exchange(kept)
         assert await store.llm_exchanges(incident_id="inc-1") == [kept]
         assert await store.incident_ids() == ["inc-1"]
+        await store.save_console_user(ConsoleAccount("alice", "viewer", "h"), T0)
+        assert await store.get_console_user("alice") is not None
     finally:
         await store.close()
     with postgres_server.superuser(dbname) as conn:
