@@ -27,7 +27,6 @@ from ai_sidecar.console.login.service import (
 from ai_sidecar.console.session import (
     CSRF_FIELD,
     LOGIN_PATH,
-    SESSIONS,
     checked_form,
     console_user,
 )
@@ -95,10 +94,7 @@ async def login_page(
 
 
 async def show_login(request: web.Request) -> web.Response:
-    next_page = safe_next(request.query.get("next"))
-    if await request.app[SESSIONS].user_for(request) is not None:
-        raise web.HTTPSeeOther(next_page)
-    return await login_page(request, next_page=next_page)
+    return await login_page(request, next_page=safe_next(request.query.get("next")))
 
 
 async def submit_login(request: web.Request) -> web.StreamResponse:
