@@ -6,6 +6,7 @@ injected clock, never a sleep.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from http.cookies import SimpleCookie
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from ai_sidecar.console.login.routes import DEFAULT_NEXT, EXPIRED, WRONG, safe_next
-from ai_sidecar.console.login.service import SESSION_COOKIE
+from ai_sidecar.console.login.service import SESSION_COOKIE, digest
 from ai_sidecar.keys import STORE
 from ai_sidecar.store import ConsoleAccount
 from tests.ai_sidecar.console.login_helpers import (
@@ -133,8 +134,11 @@ async def test_the_store_keeps_only_a_digest_of_the_session_id(client: TestClien
     response = await sign_in(client, "olivia", OPERATOR_PASSWORD)
     session_id = set_cookie(response, SESSION_COOKIE)[SESSION_COOKIE].value
     assert await client.app[STORE].get_console_session(session_id) is None
-    database = (Path(client.app[STORE].path)).read_bytes()  # type: ignore[attr-defined]
-    assert session_id.encode() not in database
+    path = client.app[STORE].path  # type: ignore[attr-defined]
+    files = [path, path.with_name(path.name + "-wal")]
+    written = b"".join(await asyncio.gather(*(asyncio.to_thread(f.read_bytes) for f in files)))
+    assert digest(session_id).encode() in written  # the check can see what is stored
+    assert session_id.encode() not in written
 
 
 async def test_wrong_password_and_unknown_user_get_the_same_answer(client: TestClient):
@@ -154,11 +158,14 @@ async def test_wrong_password_and_unknown_user_get_the_same_answer(client: TestC
 async def test_the_login_form_is_accessible(client: TestClient):
     page = await (await client.get("/console/login")).text()
     assert '<form id="login" method="post"' in page.replace(' class="login"', "")
-    assert '<label for="username">' in page and 'id="username"' in page
-    assert '<label for="password">' in page and 'id="password"' in page
+    assert '<label for="username">' in page
+    assert 'id="username"' in page
+    assert '<label for="password">' in page
+    assert 'id="password"' in page
     assert 'autocomplete="username"' in page
     assert 'autocomplete="current-password"' in page
-    assert '<html lang="en">' in page and "<main" in page
+    assert '<html lang="en">' in page
+    assert "<main" in page
 
 
 async def test_a_user_name_with_markup_is_shown_as_text(client: TestClient):
@@ -378,7 +385,8 @@ async def test_repeated_failures_lock_the_name_even_for_the_right_password(clien
     locked = await sign_in(client, "olivia", OPERATOR_PASSWORD)
     assert locked.status == 429
     text = await locked.text()
-    assert "Too many failed sign-ins" in text and "15 minutes" in text
+    assert "Too many failed sign-ins" in text
+    assert "15 minutes" in text
     assert int(locked.headers["Retry-After"]) == 15 * 60 - 10
     assert await whoami(client) is None
     assert await metric(client, "locked") == 1
@@ -429,7 +437,7 @@ async def test_one_address_trying_many_names_is_locked(aiohttp_client, tmp_path)
     assert (await sign_in(client, "olivia", OPERATOR_PASSWORD)).status == 429
 
 
-# --- the bearer-token API, and secrets in logs ------------------------------------------------------
+# --- the bearer-token API, and secrets in logs -----------------------------------------
 
 
 async def test_the_bearer_token_api_is_unchanged_and_ignores_sessions(client: TestClient):
