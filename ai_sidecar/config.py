@@ -819,7 +819,8 @@ class ConsoleConfig(StrictModel):
     secure_cookies: bool = False
     # YAML list of {name, role, password_hash}; these users win over stored ones
     # of the same name (ai_sidecar.console.login.users).
-    users_file: Path | None = None
+    # Not strict: YAML gives a string.
+    users_file: Annotated[Path, Field(strict=False)] | None = None
     login_limit: LoginLimitConfig = Field(default_factory=LoginLimitConfig)
 
     @model_validator(mode="after")
