@@ -18,10 +18,11 @@ hash, so neither the answer nor its time tells which names exist.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,7 +35,7 @@ from ai_sidecar.config import ConsoleConfig
 from ai_sidecar.console.login.passwords import PasswordChecker
 from ai_sidecar.console.login.users import UserDirectory
 from ai_sidecar.console.session import ConsoleUser, Role
-from ai_sidecar.store import Store
+from ai_sidecar.store import Store, StoreError
 from ai_sidecar.store.protocol import ConsoleAccount, ConsoleSession
 
 log = logging.getLogger("ai_sidecar.console.login")
@@ -110,6 +111,19 @@ def locked_until(
     return until
 
 
+@contextlib.contextmanager
+def store_available() -> Iterator[None]:
+    """The store failing (PostgreSQL restarting, a full disk) is a 503 page, not a 500."""
+    try:
+        yield
+    except StoreError as exc:
+        log.warning("console sign-in unavailable: %s", exc)
+        raise web.HTTPServiceUnavailable(
+            text="Sign-in is unavailable for a moment (the store cannot be reached). "
+            "Try again shortly."
+        ) from None
+
+
 class ConsoleLogin:
     """Sessions in the store, users from the file and the store, lockout, the metric.
 
@@ -136,6 +150,10 @@ class ConsoleLogin:
     # --- the SessionBackend -----------------------------------------------------
 
     async def user_for(self, request: web.Request) -> ConsoleUser | None:
+        with store_available():
+            return await self._user_for(request)
+
+    async def _user_for(self, request: web.Request) -> ConsoleUser | None:
         key = self.session_key(request)
         if key is None:
             return None
@@ -172,6 +190,10 @@ class ConsoleLogin:
     # --- signing in and out -------------------------------------------------------
 
     async def sign_in(self, name: str, password: str, address: str | None) -> SignIn:
+        with store_available():
+            return await self._sign_in(name, password, address)
+
+    async def _sign_in(self, name: str, password: str, address: str | None) -> SignIn:
         now = self.clock()
         limit = self._config.login_limit
         name_key = "user:" + digest(name)
@@ -242,7 +264,8 @@ class ConsoleLogin:
     async def sign_out(self, request: web.Request) -> None:
         key = self.session_key(request)
         if key is not None:
-            await self._store.close_console_session(key)
+            with store_available():
+                await self._store.close_console_session(key)
 
     # --- cookies ------------------------------------------------------------------
 

@@ -461,3 +461,14 @@ async def test_passwords_and_unknown_names_never_reach_the_log(client: TestClien
     assert "olivia" in logged  # known users are named
     for secret in (OPERATOR_PASSWORD, "wrong password!!", "typed-my-password-here"):
         assert secret not in logged
+
+
+async def test_a_store_that_cannot_answer_is_a_503_page(client: TestClient):
+    await sign_in(client, "olivia", OPERATOR_PASSWORD)
+    await client.app[STORE].close()  # what a lost database looks like to the console
+    page = await client.get("/console/probe/whoami", allow_redirects=False)
+    assert page.status == 503
+    assert page.content_type == "text/html"
+    assert "Sign-in is unavailable for a moment" in await page.text()
+    refused = await sign_in(client, "olivia", OPERATOR_PASSWORD)
+    assert refused.status == 503
