@@ -5,7 +5,8 @@ argon2id with argon2-cffi's defaults (RFC 9106's second recommended profile:
 off the event loop (:func:`verify`), and at most :data:`CONCURRENT_CHECKS` at
 once, so a burst of sign-in attempts cannot take 64 MiB each without bound.
 bcrypt (``$2b$``, ``$2a$``, ``$2y$``) is accepted too, for hashes made with
-``htpasswd -B`` or the exporter's web config tooling.
+``htpasswd -B`` or the exporter's web config tooling; a stored user's bcrypt
+hash is replaced by an argon2id one at their next sign-in.
 
 An unknown user name is checked against :func:`dummy_hash`, so the answer
 takes as long as for a known user with a wrong password.
@@ -44,8 +45,13 @@ def check_strength(password: str) -> None:
 
 
 def hash_password(password: str) -> str:
-    """An argon2id hash of ``password`` (which must pass :func:`check_strength`)."""
+    """An argon2id hash of a new ``password``, which must pass :func:`check_strength`."""
     check_strength(password)
+    return rehash(password)
+
+
+def rehash(password: str) -> str:
+    """An argon2id hash of a password already in use (it may predate the length rule)."""
     return _HASHER.hash(password)
 
 
@@ -68,6 +74,16 @@ def check_hash(password_hash: str) -> str:
             raise PasswordError("not a valid bcrypt hash") from None
         return password_hash
     raise PasswordError("expected an argon2id ($argon2id$...) or bcrypt ($2b$...) hash")
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """Whether a hash that verified should be made again: bcrypt, or weaker argon2 settings."""
+    if password_hash.startswith(_BCRYPT_PREFIXES):
+        return True
+    try:
+        return _HASHER.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
 
 
 def verify_now(password_hash: str, password: str) -> bool:

@@ -18,6 +18,7 @@ hash, so neither the answer nor its time tells which names exist.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -32,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.config import ConsoleConfig
-from ai_sidecar.console.login.passwords import PasswordChecker
+from ai_sidecar.console.login.passwords import PasswordChecker, needs_rehash, rehash
 from ai_sidecar.console.login.users import UserDirectory
 from ai_sidecar.console.session import ConsoleUser, Role
 from ai_sidecar.store import Store, StoreError
@@ -230,6 +231,7 @@ class ConsoleLogin:
             )
             return self._count(SignIn(Outcome.FAILURE), address, account)
         await self._store.clear_login_failures(name_key)
+        account = await self._upgrade_hash(account, password, now)
         await self._store.prune_console_sessions(
             now - self._config.session_lifetime, now - self._config.idle_timeout
         )
@@ -245,6 +247,19 @@ class ConsoleLogin:
         await self._store.open_console_session(session)
         user = ConsoleUser(account.name, Role(account.role), session.csrf_token)
         return self._count(SignIn(Outcome.SUCCESS, session_id, user), address, account)
+
+    async def _upgrade_hash(
+        self, account: ConsoleAccount, password: str, now: datetime
+    ) -> ConsoleAccount:
+        """A stored user's bcrypt (or weaker argon2) hash, made again as argon2id now that
+        the password is known; the file's users are the file's business."""
+        if account.name in self.users.file_users or not needs_rehash(account.password_hash):
+            return account
+        upgraded = ConsoleAccount(
+            account.name, account.role, await asyncio.to_thread(rehash, password)
+        )
+        await self._store.save_console_user(upgraded, now)
+        return upgraded
 
     def _count(self, result: SignIn, address: str | None, account: ConsoleAccount | None) -> SignIn:
         self._logins.labels(result.outcome.value).inc()
