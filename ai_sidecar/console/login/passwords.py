@@ -2,8 +2,9 @@
 
 argon2id with argon2-cffi's defaults (RFC 9106's second recommended profile:
 64 MiB, 3 passes, 4 lanes; about 0.15 s here). A hash is only ever verified
-off the event loop (:func:`verify`), and at most :data:`CONCURRENT_CHECKS` at
-once, so a burst of sign-in attempts cannot take 64 MiB each without bound.
+off the event loop (:func:`verify`); the sign-in runs at most
+:data:`CONCURRENT_CHECKS` at once, so a burst of attempts cannot take 64 MiB
+each without bound.
 bcrypt (``$2b$``, ``$2a$``, ``$2y$``) is accepted too, for hashes made with
 ``htpasswd -B`` or the exporter's web config tooling; a stored user's bcrypt
 hash is replaced by an argon2id one at their next sign-in.
@@ -102,19 +103,13 @@ def verify_now(password_hash: str, password: str) -> bool:
         return False
 
 
-class PasswordChecker:
-    """Verifies passwords on threads, :data:`CONCURRENT_CHECKS` at a time."""
-
-    def __init__(self) -> None:
-        self._checks = asyncio.Semaphore(CONCURRENT_CHECKS)
-
-    async def verify(self, password_hash: str | None, password: str) -> bool:
-        """:func:`verify_now`; against :func:`dummy_hash` (always False) when there is no hash."""
-        async with self._checks:
-            if password_hash is None:
-                await asyncio.to_thread(verify_now, dummy_hash(), password)
-                return False
-            return await asyncio.to_thread(verify_now, password_hash, password)
+async def verify(password_hash: str | None, password: str) -> bool:
+    """:func:`verify_now` on a thread; against :func:`dummy_hash` (always False) when
+    there is no hash, so an unknown user costs the same time."""
+    if password_hash is None:
+        await asyncio.to_thread(verify_now, dummy_hash(), password)
+        return False
+    return await asyncio.to_thread(verify_now, password_hash, password)
 
 
 @functools.cache

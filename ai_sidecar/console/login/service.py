@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.config import ConsoleConfig
-from ai_sidecar.console.login.passwords import PasswordChecker, needs_rehash, rehash
+from ai_sidecar.console.login.passwords import CONCURRENT_CHECKS, needs_rehash, rehash, verify
 from ai_sidecar.console.login.users import UserDirectory
 from ai_sidecar.console.session import ConsoleUser, Role
 from ai_sidecar.store import Store, StoreError
@@ -144,7 +144,9 @@ class ConsoleLogin:
         self._config = config
         self.users = users
         self._logins = logins
-        self._checker = PasswordChecker()
+        # Held from the lockout check to the failure's record: parallel attempts
+        # cannot all pass the check before any failure counts.
+        self._turns = asyncio.Semaphore(CONCURRENT_CHECKS)
         self.clock = clock
         self._touch_interval = min(MAX_TOUCH_INTERVAL, config.idle_timeout / 20)
 
@@ -195,41 +197,33 @@ class ConsoleLogin:
             return await self._sign_in(name, password, address)
 
     async def _sign_in(self, name: str, password: str, address: str | None) -> SignIn:
-        now = self.clock()
         limit = self._config.login_limit
         name_key = "user:" + digest(name)
         address_key = f"address:{address or 'unknown'}"
         remembered = limit.window + limit.lockout
-        failures = await self._store.login_failures([name_key, address_key], now - remembered)
-        until = max(
-            (
-                when
-                for when in (
-                    locked_until(
-                        failures[name_key], limit.max_failures, limit.window, limit.lockout
-                    ),
-                    locked_until(
-                        failures[address_key],
-                        limit.max_failures_per_address,
-                        limit.window,
-                        limit.lockout,
-                    ),
+        async with self._turns:
+            now = self.clock()
+            failures = await self._store.login_failures([name_key, address_key], now - remembered)
+            ends = [
+                locked_until(failures[name_key], limit.max_failures, limit.window, limit.lockout),
+                locked_until(
+                    failures[address_key],
+                    limit.max_failures_per_address,
+                    limit.window,
+                    limit.lockout,
+                ),
+            ]
+            until = max((end for end in ends if end is not None and end > now), default=None)
+            if until is not None:
+                locked = SignIn(Outcome.LOCKED, retry_after=until - now)
+                return self._count(locked, address, None)
+            account = await self.users.find(name) if len(name) <= MAX_NAME_CHARS else None
+            matches = await verify(None if account is None else account.password_hash, password)
+            if account is None or not matches:
+                await self._store.record_login_failure(
+                    [name_key, address_key], now, forget_before=now - remembered
                 )
-                if when is not None and when > now
-            ),
-            default=None,
-        )
-        if until is not None:
-            return self._count(SignIn(Outcome.LOCKED, retry_after=until - now), address, None)
-        account = await self.users.find(name) if len(name) <= MAX_NAME_CHARS else None
-        matches = await self._checker.verify(
-            None if account is None else account.password_hash, password
-        )
-        if account is None or not matches:
-            await self._store.record_login_failure(
-                [name_key, address_key], now, forget_before=now - remembered
-            )
-            return self._count(SignIn(Outcome.FAILURE), address, account)
+                return self._count(SignIn(Outcome.FAILURE), address, account)
         await self._store.clear_login_failures(name_key)
         account = await self._upgrade_hash(account, password, now)
         await self._store.prune_console_sessions(

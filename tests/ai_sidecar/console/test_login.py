@@ -486,3 +486,19 @@ async def test_a_stored_bcrypt_hash_becomes_argon2id_at_sign_in(client: TestClie
     await client.post("/console/logout", data={"csrf_token": await session_csrf(client)})
     assert (await sign_in(client, "bea", "short pw")).status == 303
     assert (await sign_in(client, "bea", "wrong pw")).status == 401
+
+
+async def test_parallel_attempts_cannot_all_pass_the_lockout_check(client: TestClient):
+    install_clock(client)
+    token = await form_token(client)
+
+    async def attempt() -> int:
+        data = {"csrf_token": token, "username": "olivia", "password": "wrong password!!"}
+        response = await client.post("/console/login", data=data, allow_redirects=False)
+        return response.status
+
+    statuses = await asyncio.gather(*(attempt() for _ in range(12)))
+    # Checks run two at a time: at most one attempt past the limit of 5 is heard.
+    assert statuses.count(401) <= 6
+    assert statuses.count(429) >= 6
+    assert set(statuses) == {401, 429}
