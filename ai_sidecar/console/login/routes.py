@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import math
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
@@ -55,7 +55,8 @@ def safe_next(value: str | None) -> str:
         or parts.netloc
         or not path_ok
         or value.startswith("//")
-        or ".." in parts.path.split("/")
+        # Browsers resolve %2e%2e as .. too.
+        or ".." in unquote(parts.path).split("/")
         or parts.path.startswith(LOGIN_PATH)
     ):
         return DEFAULT_NEXT

@@ -186,6 +186,7 @@ async def test_a_user_name_with_markup_is_shown_as_text(client: TestClient):
         "https://evil.example/console/",
         "/\\evil.example",
         "/console/../admin",
+        "/console/%2e%2e/admin",
         "/elsewhere",
         "javascript:alert(1)",
         "/console/\nSet-Cookie: x=1",
