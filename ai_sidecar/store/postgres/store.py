@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
 from ai_sidecar.store import accounts, exchanges
+from ai_sidecar.store import actions as action_sql
 from ai_sidecar.store.postgres import incidents as sql
 from ai_sidecar.store.postgres import outbox
 from ai_sidecar.store.postgres.engine import Cursor, Engine, Fence, Location
@@ -30,6 +31,7 @@ from ai_sidecar.store.protocol import (
     ConsoleAccount,
     ConsoleSession,
     Feedback,
+    IncidentAction,
     IngestResult,
     OutboxPlan,
     OutboxRow,
@@ -165,6 +167,44 @@ class PostgresStore:
     async def feedback(self, incident_id: str) -> list[Feedback]:
         return await self._read(lambda cur: sql.feedback(cur, incident_id))
 
+    async def feedback_between(self, start: datetime, end: datetime) -> list[Feedback]:
+        rows = await self._fetch(action_sql.POSTGRES.feedback_between, (stamp(start), stamp(end)))
+        return action_sql.decode_feedback(rows, json_comments=True)
+
+    # --- what people did from the console -----------------------------------------
+
+    async def record_action(self, action: IncidentAction) -> bool:
+        row = action_sql.action_row(action)
+
+        async def insert(cur: Cursor) -> bool:
+            # FOR SHARE: retention cannot delete the incident under the new row.
+            await cur.execute(
+                f"{action_sql.POSTGRES.incident_exists} FOR SHARE", (action.incident_id,)
+            )
+            if await cur.fetchone() is None:
+                return False
+            await cur.execute(action_sql.POSTGRES.insert, row)
+            return True
+
+        return await self._engine.transaction(insert)
+
+    async def actions(self, incident_id: str) -> list[IncidentAction]:
+        return action_sql.decode_actions(
+            await self._fetch(action_sql.POSTGRES.of_incident, (incident_id,))
+        )
+
+    async def actions_between(self, start: datetime, end: datetime) -> list[IncidentAction]:
+        return action_sql.decode_actions(
+            await self._fetch(action_sql.POSTGRES.between, (stamp(start), stamp(end)))
+        )
+
+    async def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async def fetch(cur: Cursor) -> list[tuple[Any, ...]]:
+            await cur.execute(query, params)
+            return list(await cur.fetchall())
+
+        return await self._read(fetch)
+
     # --- the return trip's outbox -------------------------------------------------
 
     async def enqueue_posts(
@@ -257,11 +297,11 @@ class PostgresStore:
         await self._write(accounts.save_user(account, at, MARK))
 
     async def get_console_user(self, name: str) -> ConsoleAccount | None:
-        found = accounts.decode_users(await self._fetch(accounts.select_users(name, MARK)))
+        found = accounts.decode_users(await self._fetch(*accounts.select_users(name, MARK)))
         return found[0] if found else None
 
     async def list_console_users(self) -> list[ConsoleAccount]:
-        return accounts.decode_users(await self._fetch(accounts.select_users(None, MARK)))
+        return accounts.decode_users(await self._fetch(*accounts.select_users(None, MARK)))
 
     async def remove_console_user(self, name: str) -> bool:
         return await self._write(*accounts.remove_user(name, MARK)) > 0
@@ -270,7 +310,7 @@ class PostgresStore:
         await self._write(accounts.insert_session(session, MARK))
 
     async def get_console_session(self, key: str) -> ConsoleSession | None:
-        rows = await self._fetch(accounts.select_session(key, MARK))
+        rows = await self._fetch(*accounts.select_session(key, MARK))
         return accounts.decode_session(rows[0] if rows else None)
 
     async def touch_console_session(self, key: str, seen_at: datetime) -> None:
@@ -295,7 +335,7 @@ class PostgresStore:
     ) -> dict[str, list[datetime]]:
         if not keys:
             return {}
-        rows = await self._fetch(accounts.select_failures(keys, since, MARK))
+        rows = await self._fetch(*accounts.select_failures(keys, since, MARK))
         return accounts.decode_failures(keys, rows)
 
     async def clear_login_failures(self, key: str) -> None:
@@ -315,13 +355,6 @@ class PostgresStore:
             return changed
 
         return await self._engine.transaction(run, fenced=False)
-
-    async def _fetch(self, statement: accounts.Statement) -> list[Any]:
-        async def select(cur: Cursor) -> list[Any]:
-            await cur.execute(*statement)
-            return await cur.fetchall()
-
-        return await self._read(select)
 
     # --- housekeeping ------------------------------------------------------------
 
@@ -345,5 +378,9 @@ async def _prune_incidents(cur: Cursor, before: str, batch: int) -> PruneResult:
     if not ids:
         return PruneResult()
     posts = await outbox.delete_resolved_of(cur, ids)
+    await cur.execute(action_sql.POSTGRES.delete_of, (list(ids),))
+    taken = cur.rowcount
     incidents, members, feedback = await sql.delete_incidents(cur, ids)
-    return PruneResult(incidents=incidents, members=members, feedback=feedback, posts=posts)
+    return PruneResult(
+        incidents=incidents, members=members, feedback=feedback, posts=posts, actions=taken
+    )

@@ -16,7 +16,9 @@
   more so as a row that large spills into an overflow page of its own in a
   table without rowid.
 - **4**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
-- **5**: ``console_users``, ``console_sessions`` and ``console_login_failures``
+- **5**: ``incident_actions``, what people did from the console
+  (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
+- **6**: ``console_users``, ``console_sessions`` and ``console_login_failures``
   (:mod:`ai_sidecar.store.accounts`).
 
 A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
@@ -169,6 +171,22 @@ CREATE INDEX llm_exchanges_incident ON llm_exchanges (incident_id, at);
 """
 
 _VERSION_5 = """
+-- What people did from the console (ai_sidecar.store.actions), and reports
+-- that read feedback over a period.
+CREATE TABLE IF NOT EXISTS incident_actions (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incident_actions_incident ON incident_actions (incident_id, id);
+CREATE INDEX IF NOT EXISTS incident_actions_at ON incident_actions (at);
+CREATE INDEX IF NOT EXISTS feedback_at ON feedback (at);
+"""
+
+_VERSION_6 = """
 -- The console's users, sessions and failed sign-ins (ai_sidecar.store.accounts).
 CREATE TABLE console_users (
     name TEXT PRIMARY KEY,
@@ -197,7 +215,14 @@ CREATE INDEX console_login_failures_at ON console_login_failures (at);
 """
 
 # Step n brings a file from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
+MIGRATIONS: tuple[str, ...] = (
+    _VERSION_1,
+    _VERSION_2,
+    _VERSION_3,
+    _VERSION_4,
+    _VERSION_5,
+    _VERSION_6,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
