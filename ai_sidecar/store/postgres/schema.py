@@ -11,6 +11,10 @@ replicas may start together), every step above the database's version:
 - **3**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
 - **4**: ``incident_actions``, what people did from the console
   (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
+- **5**: ``incident_listing``, a summary row per incident for the console's
+  list (:mod:`ai_sidecar.store.listing`); the rows of incidents stored before
+  it are written when the store opens. Its text columns are plain ``text``:
+  they hold sanitised titles and case-folded search text, never U+0000.
 
 A database stamped with a version above :data:`SCHEMA_VERSION` was written by
 a newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -135,8 +139,34 @@ CREATE INDEX incident_actions_at ON incident_actions (at);
 CREATE INDEX feedback_at ON feedback (at);
 """
 
+_VERSION_5 = """
+-- The console's incident list (ai_sidecar.store.listing).
+CREATE TABLE incident_listing (
+    id text PRIMARY KEY,
+    status text NOT NULL,
+    priority text NOT NULL,
+    created_at text NOT NULL,
+    updated_at text NOT NULL,
+    resolved_at text,
+    site text NOT NULL,
+    -- The notifications' plain-words title, and the root cause in words.
+    title text NOT NULL,
+    cause text NOT NULL,
+    members integer NOT NULL,
+    firing integer NOT NULL,
+    analyst text NOT NULL,
+    -- Case-folded title, root cause and member labels, for the text search.
+    search text NOT NULL
+);
+-- Newest first, whole or narrowed by status, priority or site.
+CREATE INDEX incident_listing_created ON incident_listing (created_at, id);
+CREATE INDEX incident_listing_status ON incident_listing (status, created_at, id);
+CREATE INDEX incident_listing_priority ON incident_listing (priority, created_at, id);
+CREATE INDEX incident_listing_site ON incident_listing (site, created_at, id);
+"""
+
 # Step n brings a database from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

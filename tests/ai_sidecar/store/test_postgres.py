@@ -28,6 +28,7 @@ from psycopg.errors import DeadlockDetected, SerializationFailure
 import ai_sidecar.store.postgres.lease as lease_module
 from ai_sidecar.store import (
     IncidentAction,
+    IncidentQuery,
     OutboxCopy,
     OutboxPlan,
     PostgresStore,
@@ -82,7 +83,8 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
     await store.close()
     dbname = location.dsn.split("@/")[1].split("?")[0]
     with postgres_server.superuser(dbname) as conn:
-        # What versions 3 and 4 added.
+        # What versions 3 to 5 added.
+        conn.execute("DROP TABLE incident_listing")
         conn.execute("DROP TABLE llm_exchanges")
         conn.execute("DROP TABLE incident_actions")
         conn.execute("DROP INDEX feedback_at")
@@ -97,6 +99,8 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
         acknowledged = IncidentAction("inc-1", "acknowledge", "ops", "", T0)
         assert await store.record_action(acknowledged)
         assert await store.actions("inc-1") == [acknowledged]
+        listed = await store.incident_page(IncidentQuery(), limit=5)
+        assert [row.id for row in listed.rows] == ["inc-1"]
     finally:
         await store.close()
     with postgres_server.superuser(dbname) as conn:
