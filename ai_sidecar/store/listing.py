@@ -66,7 +66,9 @@ def listing_row(incident: Incident) -> tuple[Any, ...]:
         title, cause, site = f"{incident.priority} · incident {incident.id}", "", ""
     if incident.analysis is not None and incident.analysis.root_cause:
         cause = incident.analysis.root_cause
-    searched = [title, cause, *(f"{k}={v}" for m in members for k, v in m.labels.items())]
+    # Each label once: a storm's members share most of theirs (site, job, severity).
+    labels = sorted({f"{k}={v}" for m in members for k, v in m.labels.items()})
+    searched = [title, cause, *labels]
     search = fold("\n".join(searched))[:MAX_SEARCH]
     return (
         incident.id,
