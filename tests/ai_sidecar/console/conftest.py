@@ -69,6 +69,7 @@ def console_factory(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], tmp_path: Path
 ) -> ConsoleFactory:
     """Start the sidecar (inline pipeline, SQLite in ``tmp_path``) with test sessions."""
+    made: list[None] = []
 
     async def make(
         *,
@@ -77,8 +78,10 @@ def console_factory(
         prometheus: str | None = None,
         incidents: Sequence[Incident] = (),
     ) -> TestClient[Any, Any]:
+        made.append(None)
         settings = SidecarSettings(
-            data_dir=tmp_path / "data",
+            # Each app its own store: a test may start two.
+            data_dir=tmp_path / f"data-{len(made)}",
             webhook_token=TOKEN,
             alertmanager_urls=tuple(alertmanagers),
             prometheus_url=prometheus,

@@ -299,3 +299,27 @@ async def test_health_counts_return_trip_failures_and_probes_prometheus(
     page = await (await client.get("/console/anomalies", headers=VIEWER)).text()
     assert "Return trip: 3 failed posts" in page
     assert 'Prometheus: <strong class="warn">unreachable</strong>' in page
+
+
+async def test_the_graph_is_the_signed_route_on_this_origin(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory(
+        config="graphs: {enabled: true}", incidents=[stored_incident("g1")]
+    )
+    page = await (await client.get("/console/incidents/g1", headers=VIEWER)).text()
+    found = re.search(r'<img class="graph" src="([^"]+)"', page)
+    assert found is not None
+    src = unescape(found.group(1))
+    assert src.startswith("/graphs/g1.png?expires=")
+    # No token, no session: the signature alone lets the image through.
+    image = await client.get(src)
+    assert image.status == 200
+    assert image.content_type == "image/png"
+    forged = await client.get(src[:-4] + "0000")
+    assert forged.status == 403
+    without = await console_factory(
+        config="graphs: {enabled: false}", incidents=[stored_incident("g2")]
+    )
+    page = await (await without.get("/console/incidents/g2", headers=VIEWER)).text()
+    assert 'class="graph"' not in page
