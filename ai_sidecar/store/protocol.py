@@ -13,7 +13,10 @@ What a store keeps:
   handed out twice, even after pruning;
 - **the cursor**: the highest ``seq`` the worker has folded into incidents
   (everything above it is the backlog);
-- **incidents** with their members, and **feedback** on them;
+- **incidents** with their members, and **feedback** on them, and beside
+  each incident a summary row for the console's list
+  (:mod:`ai_sidecar.store.listing`);
+- **actions** people took on incidents from the console;
 - **the outbox**: the enriched copies the return trip posts to each
   Alertmanager peer (:mod:`ai_sidecar.notify`), one row per peer and copy
   fingerprint, with when it is due next;

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.pages.common import (
@@ -74,7 +75,7 @@ class Filters:
     page: int = 1
     problems: list[str] = field(default_factory=list)
 
-    def query(self, zone: Any) -> IncidentQuery:
+    def query(self, zone: tzinfo) -> IncidentQuery:
         words = tuple(w[:MAX_WORD] for w in self.q.split()[:MAX_WORDS])
         return IncidentQuery(
             status=cast(IncidentStatus, self.status) if self.status else None,
@@ -95,16 +96,19 @@ class Filters:
         return INCIDENTS_PATH + ("?" + urlencode(pairs) if pairs else "")
 
 
-def _local_time(text: str, zone: Any) -> datetime:
+def _local_time(text: str, zone: tzinfo) -> datetime:
+    """A datetime-local value in ``zone``, as UTC; ValueError if it is none (or out of range)."""
     for pattern in LOCAL_FORMATS:
         try:
-            return datetime.strptime(text, pattern).replace(tzinfo=zone)
+            return datetime.strptime(text, pattern).replace(tzinfo=zone).astimezone(UTC)
         except ValueError:
             continue
+        except OverflowError:  # 0001-01-01T00:00 east of UTC is before year 1 there
+            break
     raise ValueError(text)
 
 
-def parse_filters(query: Any, zone: Any) -> Filters:
+def parse_filters(query: MultiMapping[str], zone: tzinfo) -> Filters:
     """The filters of a list request; each value that makes no sense adds a problem."""
     found = Filters(
         status=query.get("status", ""),
@@ -126,14 +130,14 @@ def parse_filters(query: Any, zone: Any) -> Filters:
         problems.append(f"Site: at most {MAX_SITE} characters.")
         found.site = ""
     if len(found.q.split()) > MAX_WORDS:
-        problems.append(f"Search: at most {MAX_WORDS} words; the first {MAX_WORDS} are used.")
+        problems.append(f"Search: at most {MAX_WORDS} words.")
     for name in ("since", "until"):
         value = getattr(found, name)
         if not value:
             continue
         try:
             _local_time(value, zone)
-        except (ValueError, OverflowError):
+        except ValueError:
             problems.append(
                 f"{name.capitalize()}: expected a date and time like 2026-12-03T14:30 "
                 f"({zone}), got {value[:40]!r}."
