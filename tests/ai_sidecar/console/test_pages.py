@@ -135,7 +135,7 @@ async def test_times_are_typed_in_the_configured_zone(console_factory: ConsoleFa
     assert links(page) == ["/console/incidents/z2", "/console/incidents/z1"]
     assert "Europe/Paris" in page
     # Before year 1 once in UTC: said, not a server error.
-    early = await client.get("/console/incidents?until=0001-01-01T00:30", headers=VIEWER)
+    early = await client.get("/console/incidents?until=0001-01-01T00:05", headers=VIEWER)
     assert early.status == 400
     assert "Until: expected a date and time" in unescape(await early.text())
 
