@@ -24,6 +24,7 @@ from tests.ai_sidecar.console.conftest import (
     store_of,
     storm_incidents,
 )
+from tests.ai_sidecar.exchanges import exchange
 
 CSRF = USERS["operator"].csrf_token
 
@@ -187,6 +188,12 @@ async def test_an_incident_page_shows_what_the_incident_records(
     assert "critical alert on a core device" in page
     assert "Confidence</dt><dd>80 %" in page
     assert "no LLM call" in page
+    # Two calls to the LLM for it: their cost adds up.
+    await store.record_llm_exchange(exchange(hq.id, T0))
+    await store.record_llm_exchange(exchange(hq.id, T0, cost=0.0012, outcome="invalid"))
+    page = unescape(await (await client.get(f"/console/incidents/{hq.id}", headers=VIEWER)).text())
+    assert "0.0017 (estimated, 2 calls, 2880 tokens)" in page
+    assert "gemini gemini-2.5-flash</td><td>invalid" in page
     assert "Call the carrier" in page
     assert "https://grafana.example.net" in page
     assert "http://am1.example:9093/#/alerts?filter=" in page
