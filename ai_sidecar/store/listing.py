@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ai_sidecar.models import Incident, IncidentStatus, Priority
+from ai_sidecar.models import Incident, IncidentStatus, Member, Priority
 from ai_sidecar.store.protocol import IncidentAction, IncidentQuery, IncidentSummary
 from ai_sidecar.store.sqlite.incidents import stamp, unstamp
 
@@ -66,9 +66,7 @@ def listing_row(incident: Incident) -> tuple[Any, ...]:
         title, cause, site = f"{incident.priority} · incident {incident.id}", "", ""
     if incident.analysis is not None and incident.analysis.root_cause:
         cause = incident.analysis.root_cause
-    # Each label once: a storm's members share most of theirs (site, job, severity).
-    labels = sorted({f"{k}={v}" for m in members for k, v in m.labels.items()})
-    searched = [title, cause, *labels]
+    searched = [title, cause, *_labels(members, MAX_SEARCH - len(title) - len(cause))]
     search = fold("\n".join(searched))[:MAX_SEARCH]
     return (
         incident.id,
@@ -85,6 +83,22 @@ def listing_row(incident: Incident) -> tuple[Any, ...]:
         _storable(incident.analyst or ""),
         search,
     )
+
+
+def _labels(members: Iterable[Member], room: int) -> list[str]:
+    """Each ``name=value`` of ``members`` once, in order, until ``room`` characters are
+    filled: a storm's members share most labels (site, job, severity), and an
+    incident of 10,000 members is not read past what the search text keeps."""
+    seen: dict[str, None] = {}
+    for member in members:
+        if room <= 0:
+            break
+        for name, value in member.labels.items():
+            pair = f"{name}={value}"
+            if pair not in seen:
+                seen[pair] = None
+                room -= len(pair) + 1
+    return list(seen)
 
 
 @dataclass(frozen=True)
