@@ -263,6 +263,11 @@ class Store(Protocol):
         """One incident with its members, or None."""
         ...
 
+    async def incidents_created_between(self, start: datetime, end: datetime) -> list[Incident]:
+        """Incidents created at or after ``start`` and before ``end``, with their members,
+        oldest first (by creation, then id): the incidents a report over that period counts."""
+        ...
+
     async def add_feedback(
         self, incident_id: str, useful: bool, comment: str, at: datetime
     ) -> bool:

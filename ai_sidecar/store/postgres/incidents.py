@@ -25,6 +25,7 @@ from ai_sidecar.models import (
 from ai_sidecar.store.postgres.engine import Cursor
 from ai_sidecar.store.protocol import Backlog, Feedback, IngestResult
 from ai_sidecar.store.sqlite.incidents import (
+    CREATED_BETWEEN,
     IncidentRows,
     encode_json,
     listing_query,
@@ -193,6 +194,11 @@ async def list_incidents(
 ) -> list[Incident]:
     sql, params = listing_query(status, since, limit, mark="%s")
     await cur.execute(sql, params)
+    return await _load_incidents(cur, await cur.fetchall())
+
+
+async def incidents_created_between(cur: Cursor, start: str, end: str) -> list[Incident]:
+    await cur.execute(CREATED_BETWEEN.format(mark="%s"), (start, start, end))
     return await _load_incidents(cur, await cur.fetchall())
 
 

@@ -151,6 +151,10 @@ class PostgresStore:
     async def get_incident(self, incident_id: str) -> Incident | None:
         return await self._read(lambda cur: sql.get_incident(cur, incident_id))
 
+    async def incidents_created_between(self, start: datetime, end: datetime) -> list[Incident]:
+        period = (stamp(start), stamp(end))
+        return await self._read(lambda cur: sql.incidents_created_between(cur, *period))
+
     async def add_feedback(
         self, incident_id: str, useful: bool, comment: str, at: datetime
     ) -> bool:

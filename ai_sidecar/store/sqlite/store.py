@@ -149,6 +149,10 @@ class SqliteStore:
     async def get_incident(self, incident_id: str) -> Incident | None:
         return await self._engine.read(lambda conn: sql.get_incident(conn, incident_id))
 
+    async def incidents_created_between(self, start: datetime, end: datetime) -> list[Incident]:
+        period = (sql.stamp(start), sql.stamp(end))
+        return await self._engine.read(lambda conn: sql.incidents_created_between(conn, *period))
+
     async def add_feedback(
         self, incident_id: str, useful: bool, comment: str, at: datetime
     ) -> bool:

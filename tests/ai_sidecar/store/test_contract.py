@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from ai_sidecar.errors import SidecarError
-from ai_sidecar.models import Analysis, RootCauseFacts, SkippedAnalyst
+from ai_sidecar.models import Analysis, Incident, RootCauseFacts, SkippedAnalyst
 from ai_sidecar.store import (
     Backlog,
     Feedback,
@@ -251,6 +251,37 @@ async def test_feedback_between_is_a_half_open_period_in_time_order(store: Store
         "late",
         "end\u0000",
     ]
+
+
+async def test_incidents_created_between_is_a_half_open_period_on_creation(store: Store) -> None:
+    def created(incident_id: str, at: timedelta, updated: timedelta) -> Incident:
+        return replace(
+            stored_incident(incident_id, member_of(alert("Down", instance=incident_id))),
+            created_at=T0 + at,
+            updated_at=T0 + updated,
+        )
+
+    await store.save_incidents(
+        [
+            created("late", timedelta(hours=2), timedelta(hours=9)),
+            created("before", -timedelta(seconds=1), timedelta(hours=5)),
+            created("start", timedelta(0), timedelta(0)),
+            # Another offset, same instant as the period's end: outside.
+            created("end", timedelta(hours=3), timedelta(hours=3)),
+            created("b-same", timedelta(hours=2), timedelta(hours=2)),
+        ]
+    )
+    got = await store.incidents_created_between(T0, T0 + timedelta(hours=3))
+    assert [i.id for i in got] == ["start", "b-same", "late"]
+    assert [m.target for m in got[2].members.values()] == ["late"]
+    paris = timezone(timedelta(hours=1))
+    later = await store.incidents_created_between(
+        (T0 + timedelta(hours=2)).astimezone(paris), T0 + timedelta(days=1)
+    )
+    assert [i.id for i in later] == ["b-same", "late", "end"]
+    assert (
+        await store.incidents_created_between(T0 + timedelta(days=1), T0 + timedelta(days=2)) == []
+    )
 
 
 async def test_actions_need_an_existing_incident_and_keep_what_was_typed(store: Store) -> None:
