@@ -41,6 +41,7 @@ from ai_sidecar.anomaly.cli import add_anomaly_commands
 from ai_sidecar.anomaly.model_commands import add_model_commands
 from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config
+from ai_sidecar.console.reports.command import add_report_command
 from ai_sidecar.credentials import read_secret
 from ai_sidecar.enrichment.llm.commands import add_llm_commands
 from ai_sidecar.enrichment.llm.providers import provider_key
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_command.set_defaults(run=run_serve)
     add_model_commands(add_anomaly_commands(commands))
     add_llm_commands(commands)
+    add_report_command(commands)
     return parser
 
 

@@ -1,0 +1,275 @@
+"""The scheduled e-mail digest: the report of the period that just ended, over SMTP.
+
+At each slot of ``reports.digest.schedule`` (a weekday, or every day, at a
+time in ``notifications.timezone``) the sidecar makes the report of the
+``period`` ending at that slot and mails it to ``recipients``: the report as
+the HTML body (the chart as an inline image) and as a PDF attachment.
+
+- **Once per slot, across restarts**: the last slot sent is kept in
+  ``reports-digest.json`` in the data directory. A sidecar that was down at a
+  slot sends it when it starts again (the latest missed slot only). The first
+  start with the digest enabled only notes the latest past slot: the first
+  digest goes out at the next one.
+- **Retries**: a failed send (the server refuses, cannot be reached, the
+  report cannot be made) is tried again after ``retry.first``, doubling up to
+  ``retry.max``, ``retry.attempts`` times in all; then the slot is given up
+  (logged) until the next one. Every outcome is counted in
+  ``scout_reports_digest_sent_total{outcome="sent"|"failed"|"abandoned"}``.
+- **Never in the way**: the digest runs as a background task of the HTTP
+  process; mail goes out through :mod:`smtplib` on a worker thread, and the
+  report's tables are computed off the event loop.
+- **Replicas**: the state file is per data directory, so two replicas sharing
+  a PostgreSQL store would each send the digest. Enable it in one replica's
+  config only.
+
+The SMTP password is read from ``smtp.password_file`` at each send and never
+logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import smtplib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, time, timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.config import WEEKDAYS, DigestConfig, DigestSchedule, SmtpConfig
+from ai_sidecar.console.reports.routes import REPORTS
+from ai_sidecar.console.reports.service import Rendered, ReportMaker
+from ai_sidecar.keys import CONFIG, METRICS, SETTINGS
+from ai_sidecar.pipeline import cancel_tasks
+
+log = logging.getLogger("ai_sidecar.reports")
+
+STATE_FILE = "reports-digest.json"
+OUTCOMES = ("sent", "failed", "abandoned")
+# Longest sleep between looks at the clock: a clock set forward is noticed soon.
+MAX_NAP = 300.0
+
+
+def latest_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
+    """The last scheduled instant at or before ``now`` (aware, UTC-comparable)."""
+    hour, minute = (int(part) for part in schedule.at.split(":"))
+    local_now = now.astimezone(zone)
+    day = local_now.date()
+    for _ in range(8):
+        if schedule.weekday is None or WEEKDAYS[day.weekday()] == schedule.weekday:
+            slot = datetime.combine(day, time(hour, minute), tzinfo=zone)
+            if slot <= local_now:
+                return slot
+        day -= timedelta(days=1)
+    raise AssertionError("a weekly schedule has a slot in any 8 days")
+
+
+def next_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
+    """The first scheduled instant after ``now``."""
+    step = timedelta(days=1 if schedule.weekday is None else 7)
+    # Wall-clock step from the latest slot, re-anchored in the zone.
+    latest = latest_slot(now, schedule, zone)
+    return (latest.replace(tzinfo=None) + step).replace(tzinfo=zone)
+
+
+class SlotState:
+    """The last slot sent, in a small JSON file written atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def last(self) -> datetime | None:
+        try:
+            data = json.loads(self._path.read_text(encoding="utf-8"))
+            return datetime.fromisoformat(data["last_slot"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Unreadable: rather one digest too many than one lost for good.
+            log.warning("cannot read the digest state; starting afresh", extra={"error": str(exc)})
+            return None
+
+    def save(self, slot: datetime) -> None:
+        temporary = self._path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"last_slot": slot.isoformat()}), encoding="utf-8")
+        os.replace(temporary, self._path)
+
+
+def digest_message(rendered: Rendered, config: DigestConfig) -> EmailMessage:
+    period = rendered.report.period
+    message = EmailMessage()
+    message["Subject"] = (
+        f"Scout {period.kind} report to {period.local_end:%Y-%m-%d %H:%M}: "
+        f"{rendered.report.incidents} incidents"
+    )
+    message["From"] = config.smtp.sender
+    message["To"] = ", ".join(config.recipients)
+    message.set_content(
+        f"{period.title}\n\nThe report is attached as a PDF; an HTML view is in this message.\n"
+    )
+    chart_id = make_msgid(domain="scout.invalid")
+    message.add_alternative(rendered.html(chart_src=f"cid:{chart_id[1:-1]}"), subtype="html")
+    html_part = message.get_body(("html",))
+    assert html_part is not None  # just added
+    html_part.add_related(rendered.chart, maintype="image", subtype="png", cid=chart_id)
+    return message
+
+
+def send_mail(message: EmailMessage, smtp: SmtpConfig) -> None:
+    """Hand ``message`` to the server (blocking: run it on a thread)."""
+    timeout = smtp.timeout.total_seconds()
+    context = ssl.create_default_context()
+    client: smtplib.SMTP
+    if smtp.security == "tls":
+        client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=timeout, context=context)
+    else:
+        client = smtplib.SMTP(smtp.host, smtp.port, timeout=timeout)
+    with client:
+        if smtp.security == "starttls":
+            client.starttls(context=context)
+        if smtp.username:
+            password = ""
+            if smtp.password_file is not None:
+                password = smtp.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            client.login(smtp.username, password)
+        client.send_message(message)
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure in words, without anything the server echoed back about credentials."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return "the server refused the username or password"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"the server answered {exc.smtp_code}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
+
+
+Mailer = Callable[[EmailMessage, SmtpConfig], None]
+
+
+class DigestScheduler:
+    """Sends the digest at each slot; :meth:`run` until cancelled."""
+
+    def __init__(
+        self,
+        maker: ReportMaker,
+        config: DigestConfig,
+        zone: ZoneInfo,
+        state: SlotState,
+        sent: Counter,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        mailer: Mailer = send_mail,
+    ) -> None:
+        self._maker = maker
+        self._config = config
+        self._zone = zone
+        self._state = state
+        self._sent = sent
+        self._clock = clock
+        self._sleep = sleep
+        self._mailer = mailer
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # the state file cannot be written: try again later
+                log.exception("the digest schedule failed; trying again later")
+            now = self._clock()
+            wait = (next_slot(now, self._config.schedule, self._zone) - now).total_seconds()
+            await self._sleep(min(max(wait, 1.0), MAX_NAP))
+
+    async def tick(self) -> None:
+        """Send the latest slot if it is due and not sent yet."""
+        due = latest_slot(self._clock(), self._config.schedule, self._zone)
+        last = await asyncio.to_thread(self._state.last)
+        if last is None:
+            log.info("digest scheduled; the first goes out at the next slot")
+            await asyncio.to_thread(self._state.save, due)
+        elif due > last:
+            await self.deliver(due)
+
+    async def deliver(self, slot: datetime) -> bool:
+        """Make and send the digest of the period ending at ``slot``, retrying; True when sent."""
+        retry = self._config.retry
+        pause = min(retry.first, retry.max).total_seconds()
+        for attempt in range(1, retry.attempts + 1):
+            try:
+                rendered = await self._maker.make(
+                    self._maker.period_ending(self._config.period, slot)
+                )
+                message = digest_message(rendered, self._config)
+                message.add_attachment(
+                    await rendered.pdf(),
+                    maintype="application",
+                    subtype="pdf",
+                    filename=f"scout-report-{self._config.period}-{slot.astimezone(self._zone):%Y-%m-%d}.pdf",
+                )
+                await asyncio.to_thread(self._mailer, message, self._config.smtp)
+            except Exception as exc:  # any failure is retried: the next attempt may work
+                self._sent.labels("failed").inc()
+                log.warning(
+                    "the digest was not sent",
+                    extra={"attempt": attempt, "of": retry.attempts, "reason": _reason(exc)},
+                )
+                if attempt < retry.attempts:
+                    await self._sleep(pause)
+                    pause = min(pause * 2, retry.max.total_seconds())
+                continue
+            await asyncio.to_thread(self._state.save, slot)
+            self._sent.labels("sent").inc()
+            log.info("digest sent", extra={"recipients": len(self._config.recipients)})
+            return True
+        # Given up until the next slot; noted so the loop does not start over.
+        await asyncio.to_thread(self._state.save, slot)
+        self._sent.labels("abandoned").inc()
+        log.error("the digest was given up after every attempt failed")
+        return False
+
+
+def digest_counter(registry: CollectorRegistry) -> Counter:
+    counter = Counter(
+        "scout_reports_digest_sent",
+        "Scheduled report e-mails by outcome: sent, failed (an attempt, retried), "
+        "abandoned (every attempt failed).",
+        ["outcome"],
+        registry=registry,
+    )
+    for outcome in OUTCOMES:
+        counter.labels(outcome)
+    return counter
+
+
+def add_digest(app: web.Application) -> None:
+    """Count digests on the app's registry and, when enabled, run the schedule."""
+    sent = digest_counter(app[METRICS].registry)
+    config = app[CONFIG]
+    if not config.reports.digest.enabled:
+        return
+
+    async def schedule(app: web.Application) -> AsyncIterator[None]:
+        scheduler = DigestScheduler(
+            app[REPORTS],
+            config.reports.digest,
+            config.notifications.zone,
+            SlotState(app[SETTINGS].data_dir / STATE_FILE),
+            sent,
+        )
+        task = asyncio.create_task(scheduler.run(), name="reports-digest")
+        yield
+        await cancel_tasks([task])
+
+    app.cleanup_ctx.append(schedule)
