@@ -838,6 +838,11 @@ class DigestSchedule(StrictModel):
 class SmtpConfig(StrictModel):
     """The mail server the digest is handed to."""
 
+    # ``from`` in the file; ``sender`` in a dump read back.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, hide_input_in_errors=True, populate_by_name=True
+    )
+
     host: str = Field(default="localhost", min_length=1)
     port: int = Field(default=587, ge=1, le=65_535)
     # starttls: upgrade a plain connection (port 587); tls: TLS from the first

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from pypdf import PdfReader
 
 from ai_sidecar.app import create_app
-from ai_sidecar.config import ReportsConfig, SidecarConfig, parse_config
+from ai_sidecar.config import ReportsConfig, SidecarConfig, load_config, parse_config
 from ai_sidecar.console.reports.digest import (
     DigestScheduler,
     SlotState,
@@ -36,6 +36,7 @@ from ai_sidecar.console.reports.render import report_csv
 from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.console.reports.tables import duration_text
 from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
+from ai_sidecar.errors import ConfigError
 from ai_sidecar.models import MERGED_REASON, Incident, Member
 from ai_sidecar.promql import HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
@@ -535,3 +536,26 @@ async def test_the_app_sends_a_missed_digest_when_it_starts(aiohttp_client, tmp_
     assert SlotState(data / "reports-digest.json").last() == latest_slot(
         datetime.now(UTC), schedule, UTC_ZONE
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("{digest: {enabled: true}}", "the digest is enabled but has no recipients"),
+        ("{digest: {schedule: {at: '8h'}}}", "should be a time of day as HH:MM"),
+        ("{digest: {schedule: {weekday: mon}}}", "reports.digest.schedule.weekday"),
+        ("{digest: {smtp: {password_file: /x}}}", "password_file is set but username is not"),
+        ("{digest: {recipients: [nobody]}}", "reports.digest.recipients.0"),
+        ("{top: 0}", "reports.top"),
+    ],
+)
+def test_bad_reports_config_is_refused_with_its_line(text: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        parse_config(f"reports: {text}\n", "sidecar.yml")
+
+
+def test_the_full_config_reads_its_digest() -> None:
+    config = load_config(Path(__file__).parent / "configs" / "full.yml").reports
+    assert config.digest.smtp.sender == "scout@example.net"
+    assert config.digest.smtp.password_file == Path("/run/secrets/smtp_password")
+    assert config.digest.schedule.weekday is None
