@@ -52,6 +52,8 @@ WEEK_END = date(2026, 11, 8)
 NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 SCRIPT = "<script>alert(1)</script>"
 FORMULA = '=HYPERLINK("http://evil")'
+# A site name with what a PDF or a terminal could trip on: emoji, a bidi override, NUL.
+ODD_SITE = "Zürich 🔥\u202e\x00"
 
 
 def incident(
@@ -118,6 +120,7 @@ def storm() -> list[Incident]:
             priority="P4",
             created=timedelta(days=3),
             resolved=timedelta(days=3, hours=1),
+            site=ODD_SITE,
         ),
     ]
 
@@ -164,7 +167,7 @@ async def test_the_storm_is_counted_exactly(store: Store) -> None:
     assert report.period.end == datetime(2026, 11, 9, tzinfo=UTC)
     assert (report.incidents, report.open, report.merged) == (4, 1, 1)
     assert report.by_priority == (("P1", 1), ("P2", 2), ("P3", 0), ("P4", 1))
-    assert report.by_site == (("paris", 2), ("(no site)", 1), ("lyon", 1))
+    assert report.by_site == (("paris", 2), (ODD_SITE, 1), ("lyon", 1))
     # 7 members, one of which flapped twice.
     assert (report.alerts, report.firings) == (7, 9)
     assert report.compression == 9 / 4
@@ -283,6 +286,7 @@ async def test_the_pdf_opens_with_every_table(store: Store) -> None:
         assert title in text
     assert "paris" in text
     assert "lyon" in text
+    assert "Zürich" in text
     assert SCRIPT in text
     assert "1h 10m" in text  # the mean time to resolve
 
@@ -329,7 +333,10 @@ async def test_the_report_page_escapes_alert_text_and_links_its_downloads(consol
         "/console/reports.csv", params={"period": "week", "end": "2026-11-08"}
     )
     assert download.status == 200
-    assert "attachment" in download.headers["Content-Disposition"]
+    assert download.headers["Content-Disposition"] == (
+        'attachment; filename="scout-report-week-2026-11-08.csv"'
+    )
+    assert download.headers["Content-Type"] == "text/csv; charset=utf-8"
     rows = list(csv.reader(io.StringIO(await download.text())))
     assert ["summary", "Incidents", "4"] in rows
 
@@ -475,7 +482,7 @@ async def test_the_digest_arrives_with_its_pdf_once_per_slot(store: Store, tmp_p
     assert "&lt;script&gt;" in html
     assert SCRIPT not in html
     (attachment,) = list(message.iter_attachments())
-    assert attachment.get_filename() == "scout-report-week-2026-11-09.pdf"
+    assert attachment.get_filename() == "scout-report-week-2026-11-08.pdf"
     text = PdfReader(io.BytesIO(attachment.get_content())).pages[0].extract_text()
     assert "Incidents by priority" in text
     assert state.last() == datetime(2026, 11, 9, tzinfo=UTC)

@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.config import WEEKDAYS, DigestConfig, DigestSchedule, SmtpConfig
-from ai_sidecar.console.reports.routes import REPORTS
+from ai_sidecar.console.reports.routes import REPORTS, report_filename
 from ai_sidecar.console.reports.service import Rendered, ReportMaker
 from ai_sidecar.keys import CONFIG, METRICS, SETTINGS
 from ai_sidecar.pipeline import cancel_tasks
@@ -216,7 +216,7 @@ class DigestScheduler:
                     await rendered.pdf(),
                     maintype="application",
                     subtype="pdf",
-                    filename=f"scout-report-{self._config.period}-{slot.astimezone(self._zone):%Y-%m-%d}.pdf",
+                    filename=report_filename(rendered.report.period, "pdf"),
                 )
                 await asyncio.to_thread(self._mailer, message, self._config.smtp)
             except Exception as exc:  # any failure is retried: the next attempt may work

@@ -36,6 +36,11 @@ class Period:
         return self.end.astimezone(self.zone)
 
     @property
+    def last_day(self) -> date:
+        """The last local date the period covers (one ending at midnight ends the day before)."""
+        return (self.local_end - timedelta(microseconds=1)).date()
+
+    @property
     def length(self) -> timedelta:
         return self.end - self.start
 

@@ -8,9 +8,10 @@
   spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
   ``@``, a tab or a carriage return) is prefixed with ``'``: alert names and
   targets are untrusted.
-- **PDF** (fpdf2, with matplotlib's DejaVu Sans embedded so any text prints):
-  the chart, then every table. Control characters are replaced and long
-  cells cut, so untrusted text cannot break the layout.
+- **PDF** (fpdf2, with matplotlib's DejaVu Sans embedded: Latin, Greek,
+  Cyrillic and more print; a character the font lacks is left blank, never an
+  error): the chart, then every table. Control and format characters are
+  replaced and long cells cut, so untrusted text cannot break the layout.
 - **HTML**: Jinja2 with autoescaping (:mod:`ai_sidecar.console.templating`'s
   environment), the chart inline as a ``data:`` image.
 """
@@ -108,9 +109,10 @@ def report_html(report: Report, chart: bytes, chart_src: str | None = None) -> s
 
 
 def _printable(text: str) -> str:
-    """``text`` with control characters replaced and cut to :data:`PDF_CELL_CHARS`."""
+    """``text`` with control and format characters (NUL, bidi overrides) replaced and
+    cut to :data:`PDF_CELL_CHARS`."""
     clean = "".join(
-        "\ufffd" if unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn") else c for c in text
+        "\ufffd" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") else c for c in text
     )
     return clean if len(clean) <= PDF_CELL_CHARS else clean[: PDF_CELL_CHARS - 1] + "…"
 

@@ -9,6 +9,8 @@ reports.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
 from urllib.parse import urlencode
 
 import aiohttp
@@ -33,8 +35,17 @@ async def report_maker(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def _asked(request: web.Request) -> tuple[Period, str]:
-    """The period the query asks for, and the query string that asks for it again."""
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """The period a request asks for, its end date as given, and the query string
+    that asks for the same report again (the download links)."""
+
+    period: Period
+    end_date: date | None
+    query: str
+
+
+def _asked(request: web.Request) -> Asked:
     kind = request.query.get("period", "week")
     if kind not in PERIODS:
         raise web.HTTPBadRequest(text=f"period should be one of {', '.join(PERIODS)}")
@@ -45,46 +56,49 @@ def _asked(request: web.Request) -> tuple[Period, str]:
         raise web.HTTPBadRequest(text=str(exc)) from None
     period = request.app[REPORTS].period(kind, end_date=end_date)
     query = {"period": kind, **({"end": end_date.isoformat()} if end_date else {})}
-    return period, urlencode(query)
+    return Asked(period, end_date, urlencode(query))
 
 
-def _filename(period: Period, extension: str) -> str:
-    return f"scout-report-{period.kind}-{period.local_end:%Y-%m-%d}.{extension}"
+def report_filename(period: Period, extension: str) -> str:
+    return f"scout-report-{period.kind}-{period.last_day:%Y-%m-%d}.{extension}"
 
 
 def _download(body: bytes, content_type: str, filename: str) -> web.Response:
     return web.Response(
         body=body,
-        content_type=content_type,
-        headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={
+            **SECURITY_HEADERS,
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
     )
 
 
 async def report_page(request: web.Request) -> web.Response:
     user = await console_user(request)
-    period, query = _asked(request)
-    made = await request.app[REPORTS].make(period)
+    asked = _asked(request)
+    made = await request.app[REPORTS].make(asked.period)
     context = template_context(made.report, made.chart)
     context.update(
         periods=PERIODS,
-        query=query,
-        end_value=request.query.get("end", "") if "end=" in query else "",
+        query=asked.query,
+        end_value="" if asked.end_date is None else asked.end_date.isoformat(),
     )
     return await render(request, "report.html", context, user=user)
 
 
 async def report_csv(request: web.Request) -> web.Response:
     await console_user(request)
-    period, _ = _asked(request)
+    period = _asked(request).period
     made = await request.app[REPORTS].make(period)
-    return _download(made.csv().encode(), "text/csv", _filename(period, "csv"))
+    return _download(made.csv().encode(), "text/csv; charset=utf-8", report_filename(period, "csv"))
 
 
 async def report_pdf(request: web.Request) -> web.Response:
     await console_user(request)
-    period, _ = _asked(request)
+    period = _asked(request).period
     made = await request.app[REPORTS].make(period)
-    return _download(await made.pdf(), "application/pdf", _filename(period, "pdf"))
+    return _download(await made.pdf(), "application/pdf", report_filename(period, "pdf"))
 
 
 def add_report_routes(app: web.Application) -> None:
