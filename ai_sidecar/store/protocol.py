@@ -17,6 +17,8 @@ What a store keeps:
 - **the outbox**: the enriched copies the return trip posts to each
   Alertmanager peer (:mod:`ai_sidecar.notify`), one row per peer and copy
   fingerprint, with when it is due next;
+- **report digests**: which scheduled digest slots were sent, and who is
+  sending one (:mod:`ai_sidecar.store.digests`);
 - **the LLM audit**: every exchange with an LLM
   (:class:`~ai_sidecar.enrichment.llm.base.LlmExchange`), kept for
   ``llm.audit_retention`` whatever becomes of its incident.
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
@@ -294,6 +296,24 @@ class Store(Protocol):
 
     async def actions_between(self, start: datetime, end: datetime) -> list[IncidentAction]:
         """Actions taken at or after ``start`` and before ``end``, in the order taken."""
+        ...
+
+    # --- the scheduled report digest -----------------------------------------------
+
+    async def claim_digest(
+        self, slot: datetime, holder: str, *, now: datetime, hold: timedelta
+    ) -> bool:
+        """Claim sending the digest of ``slot`` until ``now + hold``; True when granted:
+        the slot is new, already ``holder``'s, or its claim lapsed before ``now``. Never
+        granted once the slot is done."""
+        ...
+
+    async def finish_digest(self, slot: datetime, holder: str, *, at: datetime) -> bool:
+        """Mark ``slot`` done (sent or given up); False when ``holder`` does not hold it."""
+        ...
+
+    async def last_digest(self) -> datetime | None:
+        """The latest slot done, or None before the first."""
         ...
 
     # --- the return trip's outbox -------------------------------------------------

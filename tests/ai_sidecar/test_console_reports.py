@@ -24,7 +24,6 @@ from ai_sidecar.app import create_app
 from ai_sidecar.config import ReportsConfig, SidecarConfig, load_config, parse_config
 from ai_sidecar.console.reports.digest import (
     DigestScheduler,
-    SlotState,
     digest_counter,
     latest_slot,
     next_slot,
@@ -37,6 +36,7 @@ from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.console.reports.tables import duration_text
 from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.keys import STORE
 from ai_sidecar.models import MERGED_REASON, Incident, Member
 from ai_sidecar.promql import HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
@@ -444,36 +444,59 @@ def counts(registry: CollectorRegistry) -> dict[str, float]:
     }
 
 
-async def scheduler_for(store: Store, config: SidecarConfig, state: SlotState, counter, sleeps):  # type: ignore[no-untyped-def]
+def scheduler_for(  # type: ignore[no-untyped-def]
+    store: Store, config: SidecarConfig, counter, sleeps: list[float], holder: str = "a"
+) -> DigestScheduler:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
     return DigestScheduler(
         ReportMaker(store, config, None),
+        store,
         config.reports.digest,
         config.notifications.zone,
-        state,
         counter,
+        holder=holder,
         clock=lambda: NOW,
         sleep=sleep,
     )
 
 
+async def sent_before(store: Store, slot: datetime) -> None:
+    """The store as if ``slot``'s digest had gone out."""
+    assert await store.claim_digest(slot, "earlier", now=slot, hold=timedelta(minutes=1))
+    assert await store.finish_digest(slot, "earlier", at=slot)
+
+
+MONDAY = datetime(2026, 11, 9, tzinfo=UTC)  # the latest slot at NOW
+
+
 @pytest.mark.peers
-async def test_the_digest_arrives_with_its_pdf_once_per_slot(store: Store, tmp_path: Path) -> None:
+async def test_the_first_start_only_notes_the_latest_slot(store: Store) -> None:
     registry = CollectorRegistry()
-    state = SlotState(tmp_path / "digest.json")
     with SmtpSink() as sink:
-        config = digest_config(sink)
-        scheduler = await scheduler_for(store, config, state, digest_counter(registry), [])
-        # First start: the latest slot is noted, nothing is sent.
+        scheduler = scheduler_for(store, digest_config(sink), digest_counter(registry), [])
+        await scheduler.tick()
         await scheduler.tick()
         assert sink.messages() == []
-        assert state.last() == datetime(2026, 11, 9, tzinfo=UTC)
-        state.save(datetime(2026, 11, 2, tzinfo=UTC))
-        await scheduler.tick()
-        message = sink.wait_for()
-        await scheduler.tick()  # the same slot again: already sent
+    assert await store.last_digest() == MONDAY
+    assert counts(registry) == {"sent": 0, "failed": 0, "abandoned": 0}
+
+
+@pytest.mark.peers
+async def test_the_digest_arrives_with_its_pdf_once_per_slot(store: Store) -> None:
+    registry = CollectorRegistry()
+    counter = digest_counter(registry)
+    await sent_before(store, MONDAY - timedelta(days=7))
+    with SmtpSink() as sink:
+        config = digest_config(sink)
+        # Two replicas on one store, at the same moment: one sends.
+        await asyncio.gather(
+            scheduler_for(store, config, counter, [], holder="a").tick(),
+            scheduler_for(store, config, counter, [], holder="b").tick(),
+        )
+        message = await asyncio.to_thread(sink.wait_for)
+        await scheduler_for(store, config, counter, [], holder="a").tick()  # done already
     assert len(sink.messages()) == 1
     assert message["To"] == "noc@example.net, lead@example.net"
     assert message["Subject"] == "Scout week report to 2026-11-09 00:00: 4 incidents"
@@ -485,34 +508,30 @@ async def test_the_digest_arrives_with_its_pdf_once_per_slot(store: Store, tmp_p
     assert attachment.get_filename() == "scout-report-week-2026-11-08.pdf"
     text = PdfReader(io.BytesIO(attachment.get_content())).pages[0].extract_text()
     assert "Incidents by priority" in text
-    assert state.last() == datetime(2026, 11, 9, tzinfo=UTC)
+    assert await store.last_digest() == MONDAY
     assert counts(registry) == {"sent": 1, "failed": 0, "abandoned": 0}
 
 
 @pytest.mark.peers
-async def test_a_refusing_server_is_retried_with_backoff_then_succeeds(
-    store: Store, tmp_path: Path
-) -> None:
+async def test_a_refusing_server_is_retried_with_backoff_then_succeeds(store: Store) -> None:
     registry = CollectorRegistry()
     counter = digest_counter(registry)
-    state = SlotState(tmp_path / "digest.json")
-    state.save(datetime(2026, 11, 2, tzinfo=UTC))
     sleeps: list[float] = []
     with SmtpSink(refuse=2) as sink:
-        scheduler = await scheduler_for(
-            store, digest_config(sink, first="400ms", attempts="4"), state, counter, sleeps
-        )
-        assert await scheduler.deliver(datetime(2026, 11, 9, tzinfo=UTC))
+        config = digest_config(sink, first="400ms", attempts="4")
+        assert await scheduler_for(store, config, counter, sleeps).deliver(MONDAY)
         assert sink.refused == 2
         assert len(sink.messages()) == 1
     assert sleeps == [0.4, 0.8]
     assert counts(registry) == {"sent": 1, "failed": 2, "abandoned": 0}
 
     with SmtpSink(refuse=5) as sink:
-        scheduler = await scheduler_for(
-            store, digest_config(sink, first="2s", attempts="2"), state, counter, sleeps
-        )
-        assert not await scheduler.deliver(datetime(2026, 11, 16, tzinfo=UTC))
+        config = digest_config(sink, first="2s", attempts="2")
+        next_monday = MONDAY + timedelta(days=7)
+        assert not await scheduler_for(store, config, counter, sleeps).deliver(next_monday)
+        # Given up: done, so not tried again (by this replica or another).
+        assert not await scheduler_for(store, config, counter, [], holder="b").deliver(next_monday)
+        assert sink.refused == 2
     # The pause never exceeds retry.max.
     assert sleeps[-1] == 1.0
     assert counts(registry) == {"sent": 1, "failed": 4, "abandoned": 1}
@@ -523,11 +542,12 @@ async def test_the_app_sends_a_missed_digest_when_it_starts(aiohttp_client, tmp_
     data = tmp_path / "data"
     store = await SqliteStore.open(data / "scout.db")
     await fill(store)
-    await store.close()
     # A slot long ago was the last sent: the latest one is due.
-    SlotState(data / "reports-digest.json").save(datetime(2026, 1, 5, tzinfo=UTC))
+    await sent_before(store, datetime(2026, 1, 5, tzinfo=UTC))
+    await store.close()
     with SmtpSink() as sink:
-        app = create_app(SidecarSettings(data_dir=data, webhook_token="t"), digest_config(sink))
+        config = digest_config(sink)
+        app = create_app(SidecarSettings(data_dir=data, webhook_token="t"), config)
         client = await aiohttp_client(app)
         message = await asyncio.to_thread(sink.wait_for)
         assert message["Subject"].startswith("Scout week report")
@@ -538,11 +558,10 @@ async def test_the_app_sends_a_missed_digest_when_it_starts(aiohttp_client, tmp_
             if sent in metrics:
                 break
             await asyncio.sleep(0.1)
-    assert sent in metrics
-    schedule = digest_config(sink).reports.digest.schedule
-    assert SlotState(data / "reports-digest.json").last() == latest_slot(
-        datetime.now(UTC), schedule, UTC_ZONE
-    )
+        assert sent in metrics
+        assert await app[STORE].last_digest() == latest_slot(
+            datetime.now(UTC), config.reports.digest.schedule, UTC_ZONE
+        )
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,14 @@ time in ``notifications.timezone``) the sidecar makes the report of the
 ``period`` ending at that slot and mails it to ``recipients``: the report as
 the HTML body (the chart as an inline image) and as a PDF attachment.
 
-- **Once per slot, across restarts**: the last slot sent is kept in
-  ``reports-digest.json`` in the data directory. A sidecar that was down at a
-  slot sends it when it starts again (the latest missed slot only). The first
-  start with the digest enabled only notes the latest past slot: the first
-  digest goes out at the next one.
+- **Once per slot, across restarts and replicas**: the store keeps which
+  slots are done (:mod:`ai_sidecar.store.digests`), and a sender claims a slot
+  before each attempt. Replicas sharing a PostgreSQL store send each digest
+  once; if the sender dies mid-way its claim lapses and another replica (or
+  the restarted one) takes over. A sidecar that was down at a slot sends it
+  when it starts again (the latest missed slot only). The first start with
+  the digest enabled only notes the latest past slot: the first digest goes
+  out at the next one.
 - **Retries**: a failed send (the server refuses, cannot be reached, the
   report cannot be made) is tried again after ``retry.first``, doubling up to
   ``retry.max``, ``retry.attempts`` times in all; then the slot is given up
@@ -18,10 +21,6 @@ the HTML body (the chart as an inline image) and as a PDF attachment.
 - **Never in the way**: the digest runs as a background task of the HTTP
   process; mail goes out through :mod:`smtplib` on a worker thread, and the
   report's tables are computed off the event loop.
-- **Replicas**: the state file is per data directory, so two replicas sharing
-  a PostgreSQL store would each send the digest. Enable it in one replica's
-  config only.
-
 The SMTP password is read from ``smtp.password_file`` at each send and never
 logged.
 """
@@ -29,16 +28,16 @@ logged.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import smtplib
+import socket
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, time, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -48,12 +47,14 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.config import WEEKDAYS, DigestConfig, DigestSchedule, SmtpConfig
 from ai_sidecar.console.reports.routes import REPORTS, report_filename
 from ai_sidecar.console.reports.service import Rendered, ReportMaker
-from ai_sidecar.keys import CONFIG, METRICS, SETTINGS
+from ai_sidecar.keys import CONFIG, METRICS, STORE
 from ai_sidecar.pipeline import cancel_tasks
+from ai_sidecar.store import Store
 
 log = logging.getLogger("ai_sidecar.reports")
 
-STATE_FILE = "reports-digest.json"
+# Room, in a claim, to make the report and its PDF.
+CLAIM_MARGIN = timedelta(minutes=5)
 OUTCOMES = ("sent", "failed", "abandoned")
 # Longest sleep between looks at the clock: a clock set forward is noticed soon.
 MAX_NAP = 300.0
@@ -79,29 +80,6 @@ def next_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> dateti
     # Wall-clock step from the latest slot, re-anchored in the zone.
     latest = latest_slot(now, schedule, zone)
     return (latest.replace(tzinfo=None) + step).replace(tzinfo=zone)
-
-
-class SlotState:
-    """The last slot sent, in a small JSON file written atomically."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    def last(self) -> datetime | None:
-        try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
-            return datetime.fromisoformat(data["last_slot"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Unreadable: rather one digest too many than one lost for good.
-            log.warning("cannot read the digest state; starting afresh", extra={"error": str(exc)})
-            return None
-
-    def save(self, slot: datetime) -> None:
-        temporary = self._path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"last_slot": slot.isoformat()}), encoding="utf-8")
-        os.replace(temporary, self._path)
 
 
 def digest_message(rendered: Rendered, config: DigestConfig) -> EmailMessage:
@@ -158,67 +136,75 @@ def _reason(exc: BaseException) -> str:
 Mailer = Callable[[EmailMessage, SmtpConfig], None]
 
 
+def _holder() -> str:
+    """This process, as the claims in the store name it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class DigestScheduler:
     """Sends the digest at each slot; :meth:`run` until cancelled."""
 
     def __init__(
         self,
         maker: ReportMaker,
+        store: Store,
         config: DigestConfig,
         zone: ZoneInfo,
-        state: SlotState,
         sent: Counter,
         *,
+        holder: str | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         mailer: Mailer = send_mail,
     ) -> None:
         self._maker = maker
+        self._store = store
         self._config = config
         self._zone = zone
-        self._state = state
         self._sent = sent
+        self._holder = holder or _holder()
         self._clock = clock
         self._sleep = sleep
         self._mailer = mailer
+        # One attempt's claim: the longest pause before it, the mail server's
+        # time box for each of its steps, and room to make the report.
+        self._hold = config.retry.max + 4 * config.smtp.timeout + CLAIM_MARGIN
 
     async def run(self) -> None:
         while True:
             try:
                 await self.tick()
-            except Exception:  # the state file cannot be written: try again later
+            except Exception:  # the store is unavailable: try again later
                 log.exception("the digest schedule failed; trying again later")
             now = self._clock()
             wait = (next_slot(now, self._config.schedule, self._zone) - now).total_seconds()
             await self._sleep(min(max(wait, 1.0), MAX_NAP))
 
     async def tick(self) -> None:
-        """Send the latest slot if it is due and not sent yet."""
-        due = latest_slot(self._clock(), self._config.schedule, self._zone)
-        last = await asyncio.to_thread(self._state.last)
+        """Send the latest slot if it is due and not done yet."""
+        now = self._clock()
+        due = latest_slot(now, self._config.schedule, self._zone)
+        last = await self._store.last_digest()
         if last is None:
             log.info("digest scheduled; the first goes out at the next slot")
-            await asyncio.to_thread(self._state.save, due)
+            if await self._store.claim_digest(due, self._holder, now=now, hold=self._hold):
+                await self._store.finish_digest(due, self._holder, at=now)
         elif due > last:
             await self.deliver(due)
 
     async def deliver(self, slot: datetime) -> bool:
-        """Make and send the digest of the period ending at ``slot``, retrying; True when sent."""
+        """Make and send the digest of the period ending at ``slot``, retrying; True when
+        sent by this process (False: given up, or another replica holds or did it)."""
         retry = self._config.retry
         pause = min(retry.first, retry.max).total_seconds()
         for attempt in range(1, retry.attempts + 1):
+            claimed = await self._store.claim_digest(
+                slot, self._holder, now=self._clock(), hold=self._hold
+            )
+            if not claimed:
+                return False
             try:
-                rendered = await self._maker.make(
-                    self._maker.period_ending(self._config.period, slot)
-                )
-                message = digest_message(rendered, self._config)
-                message.add_attachment(
-                    await rendered.pdf(),
-                    maintype="application",
-                    subtype="pdf",
-                    filename=report_filename(rendered.report.period, "pdf"),
-                )
-                await asyncio.to_thread(self._mailer, message, self._config.smtp)
+                await self._send(slot)
             except Exception as exc:  # any failure is retried: the next attempt may work
                 self._sent.labels("failed").inc()
                 log.warning(
@@ -229,15 +215,26 @@ class DigestScheduler:
                     await self._sleep(pause)
                     pause = min(pause * 2, retry.max.total_seconds())
                 continue
-            await asyncio.to_thread(self._state.save, slot)
+            await self._store.finish_digest(slot, self._holder, at=self._clock())
             self._sent.labels("sent").inc()
             log.info("digest sent", extra={"recipients": len(self._config.recipients)})
             return True
-        # Given up until the next slot; noted so the loop does not start over.
-        await asyncio.to_thread(self._state.save, slot)
+        # Given up until the next slot: done, so neither a restart nor a replica starts over.
+        await self._store.finish_digest(slot, self._holder, at=self._clock())
         self._sent.labels("abandoned").inc()
         log.error("the digest was given up after every attempt failed")
         return False
+
+    async def _send(self, slot: datetime) -> None:
+        rendered = await self._maker.make(self._maker.period_ending(self._config.period, slot))
+        message = digest_message(rendered, self._config)
+        message.add_attachment(
+            await rendered.pdf(),
+            maintype="application",
+            subtype="pdf",
+            filename=report_filename(rendered.report.period, "pdf"),
+        )
+        await asyncio.to_thread(self._mailer, message, self._config.smtp)
 
 
 def digest_counter(registry: CollectorRegistry) -> Counter:
@@ -262,11 +259,7 @@ def add_digest(app: web.Application) -> None:
 
     async def schedule(app: web.Application) -> AsyncIterator[None]:
         scheduler = DigestScheduler(
-            app[REPORTS],
-            config.reports.digest,
-            config.notifications.zone,
-            SlotState(app[SETTINGS].data_dir / STATE_FILE),
-            sent,
+            app[REPORTS], app[STORE], config.reports.digest, config.notifications.zone, sent
         )
         task = asyncio.create_task(scheduler.run(), name="reports-digest")
         yield

@@ -11,6 +11,8 @@ replicas may start together), every step above the database's version:
 - **3**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
 - **4**: ``incident_actions``, what people did from the console
   (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
+- **5**: ``report_digests``, which scheduled report digests were sent and who
+  is sending one (:mod:`ai_sidecar.store.digests`).
 
 A database stamped with a version above :data:`SCHEMA_VERSION` was written by
 a newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -136,7 +138,18 @@ CREATE INDEX feedback_at ON feedback (at);
 """
 
 # Step n brings a database from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
+_VERSION_5 = """
+-- Scheduled report digests: one row per slot, claimed by the replica sending it
+-- (ai_sidecar.store.digests).
+CREATE TABLE report_digests (
+    slot text PRIMARY KEY,
+    holder text NOT NULL,
+    claimed_until text NOT NULL,
+    done_at text
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -18,6 +18,8 @@
 - **4**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
 - **5**: ``incident_actions``, what people did from the console
   (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
+- **6**: ``report_digests``, which scheduled report digests were sent and who
+  is sending one (:mod:`ai_sidecar.store.digests`).
 
 A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
 newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -184,8 +186,26 @@ CREATE INDEX IF NOT EXISTS incident_actions_at ON incident_actions (at);
 CREATE INDEX IF NOT EXISTS feedback_at ON feedback (at);
 """
 
+_VERSION_6 = """
+-- Scheduled report digests: one row per slot, claimed by the replica sending it
+-- (ai_sidecar.store.digests).
+CREATE TABLE report_digests (
+    slot TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    claimed_until TEXT NOT NULL,
+    done_at TEXT
+) WITHOUT ROWID;
+"""
+
 # Step n brings a file from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
+MIGRATIONS: tuple[str, ...] = (
+    _VERSION_1,
+    _VERSION_2,
+    _VERSION_3,
+    _VERSION_4,
+    _VERSION_5,
+    _VERSION_6,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
 from ai_sidecar.store import actions as action_sql
+from ai_sidecar.store import digests as digest_sql
 from ai_sidecar.store import exchanges
 from ai_sidecar.store.protocol import (
     Backlog,
@@ -203,6 +204,28 @@ class SqliteStore:
                 conn.execute(action_sql.SQLITE.between, period).fetchall()
             )
         )
+
+    # --- the scheduled report digest -----------------------------------------------
+
+    async def claim_digest(
+        self, slot: datetime, holder: str, *, now: datetime, hold: timedelta
+    ) -> bool:
+        params = (sql.stamp(slot), holder, sql.stamp(now + hold), sql.stamp(now))
+        return await self._engine.write(
+            lambda conn: conn.execute(digest_sql.SQLITE.claim, params).rowcount == 1
+        )
+
+    async def finish_digest(self, slot: datetime, holder: str, *, at: datetime) -> bool:
+        params = (sql.stamp(at), sql.stamp(slot), holder)
+        return await self._engine.write(
+            lambda conn: conn.execute(digest_sql.SQLITE.finish, params).rowcount == 1
+        )
+
+    async def last_digest(self) -> datetime | None:
+        row = await self._engine.read(
+            lambda conn: conn.execute(digest_sql.SQLITE.last_done).fetchone()
+        )
+        return None if row[0] is None else sql.unstamp(row[0])
 
     # --- the return trip's outbox -------------------------------------------------
 

@@ -284,6 +284,36 @@ async def test_incidents_created_between_is_a_half_open_period_on_creation(store
     )
 
 
+async def test_a_digest_slot_is_claimed_by_one_holder_until_done_or_lapsed(store: Store) -> None:
+    monday = T0
+    hold = timedelta(minutes=10)
+    assert await store.last_digest() is None
+    assert await store.claim_digest(monday, "replica-a", now=T0, hold=hold)
+    # Another holder waits while the claim is live; its holder may renew it.
+    assert not await store.claim_digest(
+        monday, "replica-b", now=T0 + timedelta(minutes=5), hold=hold
+    )
+    assert await store.claim_digest(monday, "replica-a", now=T0 + timedelta(minutes=5), hold=hold)
+    assert not await store.claim_digest(
+        monday, "replica-b", now=T0 + timedelta(minutes=14), hold=hold
+    )
+    # Lapsed (a holder that died): another takes it over, and only it may finish it.
+    assert await store.claim_digest(monday, "replica-b", now=T0 + timedelta(minutes=16), hold=hold)
+    assert not await store.finish_digest(monday, "replica-a", at=T0 + timedelta(minutes=17))
+    assert await store.last_digest() is None
+    assert await store.finish_digest(monday, "replica-b", at=T0 + timedelta(minutes=17))
+    assert not await store.finish_digest(monday, "replica-b", at=T0 + timedelta(minutes=18))
+    # Done: never claimed again, by anyone.
+    later = T0 + timedelta(days=1)
+    assert not await store.claim_digest(monday, "replica-b", now=later, hold=hold)
+    assert not await store.claim_digest(monday, "replica-c", now=later, hold=hold)
+    next_monday = T0 + timedelta(days=7)
+    assert await store.claim_digest(next_monday, "replica-c", now=later, hold=hold)
+    assert await store.last_digest() == monday
+    assert await store.finish_digest(next_monday, "replica-c", at=later)
+    assert await store.last_digest() == next_monday
+
+
 async def test_actions_need_an_existing_incident_and_keep_what_was_typed(store: Store) -> None:
     refused = IncidentAction("nope", "acknowledge", "ops", "", T0)
     assert await store.record_action(refused) is False

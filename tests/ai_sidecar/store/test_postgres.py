@@ -16,6 +16,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
     await store.close()
     dbname = location.dsn.split("@/")[1].split("?")[0]
     with postgres_server.superuser(dbname) as conn:
-        # What versions 3 and 4 added.
+        # What versions 3 to 5 added.
+        conn.execute("DROP TABLE report_digests")
         conn.execute("DROP TABLE llm_exchanges")
         conn.execute("DROP TABLE incident_actions")
         conn.execute("DROP INDEX feedback_at")
@@ -97,6 +99,7 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
         acknowledged = IncidentAction("inc-1", "acknowledge", "ops", "", T0)
         assert await store.record_action(acknowledged)
         assert await store.actions("inc-1") == [acknowledged]
+        assert await store.claim_digest(T0, "replica-a", now=T0, hold=timedelta(minutes=5))
     finally:
         await store.close()
     with postgres_server.superuser(dbname) as conn:
