@@ -40,18 +40,20 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ai_sidecar.config import CorrelationConfig, SidecarConfig
-from ai_sidecar.console.reports.model import build_report
-from ai_sidecar.console.reports.period import report_period
+from ai_sidecar.console.reports.model import Report, build_report
+from ai_sidecar.console.reports.period import Period, report_period
 from ai_sidecar.console.reports.render import chart_png, report_html, report_pdf
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident
 from ai_sidecar.store import IncidentAction, SqliteStore
+from ai_sidecar.store.sqlite.incidents import stamp
 from benchmarks.store_soak import fold
 
 START = datetime(2026, 11, 2, tzinfo=UTC)
@@ -231,9 +233,43 @@ FROM counted WHERE status = 'resolved'
 """
 
 
-def peer(path: Path, start: str, finish: str) -> list[tuple[object, ...]]:
+def peer(path: Path, start: str, finish: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
         return conn.execute(PEER_SQL, (start, finish)).fetchall()
+
+
+def week_period() -> Period:
+    return report_period(
+        "week",
+        ZoneInfo("UTC"),
+        now=START + WEEK,
+        end_date=(START + WEEK - timedelta(days=1)).date(),
+    )
+
+
+async def week_report(path: Path) -> Report:
+    store = await SqliteStore.open(path)
+    try:
+        return await build_report(
+            store, week_period(), SidecarConfig().reports, None, now=START + WEEK
+        )
+    finally:
+        await store.close()
+
+
+def check_agreement(report: Report, rows: list[tuple[Any, ...]]) -> None:
+    """Raise AssertionError unless the report and the peer's rows give the same numbers."""
+    by_priority = {name: count for kind, name, count, _ in rows if kind == "priority"}
+    assert {p: n for p, n in report.by_priority if n} == by_priority, by_priority
+    rules = Counter({name: count for kind, name, count, _ in rows if kind == "rule"})
+    ranked = sorted(rules.items(), key=lambda item: (-item[1], item[0]))
+    assert [(r.name, r.firings) for r in report.rules] == ranked[: len(report.rules)]
+    ((_, _, members, firings),) = [r for r in rows if r[0] == "members"]
+    assert (report.alerts, report.firings) == (members, firings)
+    ((_, _, resolved, mean_resolve),) = [r for r in rows if r[0] == "resolve"]
+    assert report.resolve.count == resolved
+    assert report.resolve.mean is not None
+    assert abs(report.resolve.mean.total_seconds() - float(mean_resolve)) < 1
 
 
 def median_time(run, runs: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
@@ -259,45 +295,19 @@ def main() -> int:
             f"store: {args.alerts:,} alerts folded into {incidents:,} incidents "
             f"in {time.monotonic() - started:.0f} s; {path.stat().st_size / 1e6:.1f} MB"
         )
-        config = SidecarConfig()
-        period = report_period(
-            "week",
-            ZoneInfo("UTC"),
-            now=START + WEEK,
-            end_date=(START + WEEK - timedelta(days=1)).date(),
-        )
-
-        async def make():  # type: ignore[no-untyped-def]
-            store = await SqliteStore.open(path)
-            try:
-                return await build_report(store, period, config.reports, None, now=START + WEEK)
-            finally:
-                await store.close()
-
-        model_s, report = median_time(lambda: asyncio.run(make()), args.runs)
+        period = week_period()
+        model_s, report = median_time(lambda: asyncio.run(week_report(path)), args.runs)
         chart_s, chart = median_time(lambda: chart_png(report), args.runs)
         html_s, html = median_time(lambda: report_html(report, chart), args.runs)
         pdf_s, pdf = median_time(lambda: report_pdf(report, chart), args.runs)
-        stamp = lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: E731
         peer_s, rows = median_time(
             lambda: peer(path, stamp(period.start), stamp(period.end)), args.runs
         )
 
         # The two must agree before either is timed against the other.
-        by_priority = {name: count for kind, name, count, _ in rows if kind == "priority"}
-        assert {p: n for p, n in report.by_priority if n} == by_priority, by_priority
-        rules = Counter({name: count for kind, name, count, _ in rows if kind == "rule"})
-        assert [(r.name, r.firings) for r in report.rules] == [
-            (name, rules[name]) for name, _ in sorted(rules.items(), key=lambda i: (-i[1], i[0]))
-        ][: len(report.rules)]
-        ((_, _, members, firings),) = [r for r in rows if r[0] == "members"]
-        assert (report.alerts, report.firings) == (members, firings)
-        ((_, _, resolved, mean_resolve),) = [r for r in rows if r[0] == "resolve"]
-        assert report.resolve.count == resolved
-        assert report.resolve.mean is not None
-        assert abs(report.resolve.mean.total_seconds() - float(mean_resolve)) < 1
+        check_agreement(report, rows)
 
-        scout_total = model_s + chart_s + max(html_s, pdf_s)
+        scout_total = model_s + chart_s + pdf_s
         print(
             f"weekly report: {report.incidents:,} incidents ({report.merged:,} merged), "
             f"{report.alerts:,} alerts, {report.firings:,} firings, "
@@ -309,12 +319,10 @@ def main() -> int:
             f"  HTML                           {html_s * 1000:8.0f} ms  ({len(html) / 1e3:.0f} kB)"
         )
         print(f"  PDF                            {pdf_s * 1000:8.0f} ms  ({len(pdf) / 1e3:.0f} kB)")
-        print(
-            f"  model + chart + PDF            {(model_s + chart_s + pdf_s):8.2f} s (goal <= 5 s)"
-        )
+        print(f"  model + chart + PDF            {scout_total:8.2f} s (goal <= 5 s)")
         print(f"peer: one SQL query over the same file  {peer_s * 1000:8.0f} ms")
         print(f"model / peer: {model_s / peer_s:.2f}x")
-        print(f"whole report / peer: {scout_total / peer_s:.2f}x")
+        print(f"model + chart + PDF / peer: {scout_total / peer_s:.2f}x")
     return 0
 
 
