@@ -233,6 +233,11 @@ class Store(Protocol):
         """Alerts stored in total, processed or not."""
         ...
 
+    async def firing_received_between(self, start: datetime, end: datetime) -> int:
+        """Firing alerts stored that arrived at or after ``start`` and before ``end``: each
+        firing episode (fingerprint and startsAt) once, re-deliveries not counted."""
+        ...
+
     # --- incidents and feedback -------------------------------------------------
 
     async def save_incidents(self, incidents: Sequence[Incident]) -> None:

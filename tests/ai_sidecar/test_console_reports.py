@@ -37,7 +37,7 @@ from ai_sidecar.console.reports.tables import duration_text
 from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.keys import STORE
-from ai_sidecar.models import MERGED_REASON, Incident, Member
+from ai_sidecar.models import MERGED_REASON, Alert, Incident, Member
 from ai_sidecar.promql import HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import IncidentAction, SqliteStore, Store
@@ -125,8 +125,31 @@ def storm() -> list[Incident]:
     ]
 
 
+def as_alert(item: Member, starts: timedelta = timedelta(0)) -> Alert:
+    return Alert(item.fingerprint, "firing", item.labels, {}, item.starts_at + starts)
+
+
 async def fill(store: Store) -> None:
-    await store.save_incidents(storm())
+    incidents = storm()
+    await store.save_incidents(incidents)
+    # What the webhook stored: every member firing, received in the period...
+    counted = [m for i in incidents if i.id not in ("d", "e") for m in i.members.values()]
+    await store.ingest([as_alert(m) for m in counted], T0)
+    flapping = counted[0]
+    # ...the flapping port's two re-fires, a re-delivery (not stored again), a resolution...
+    await store.ingest(
+        [
+            as_alert(flapping, timedelta(minutes=2)),
+            as_alert(flapping, timedelta(minutes=4)),
+            as_alert(flapping),
+            replace(as_alert(flapping), status="resolved", ends_at=T0 + timedelta(minutes=1)),
+        ],
+        T0 + timedelta(minutes=5),
+    )
+    # ...and an alert received the week after.
+    await store.ingest([as_alert(flapping, timedelta(days=8))], T0 + timedelta(days=8))
+    # All folded already (into the incidents above): a running worker leaves them be.
+    await store.save_progress((await store.pending(100))[-1].seq, [])
     for incident_id, after in (
         ("a", timedelta(minutes=5)),
         ("a", timedelta(minutes=10)),  # a second acknowledgement: the first counts
@@ -168,8 +191,8 @@ async def test_the_storm_is_counted_exactly(store: Store) -> None:
     assert (report.incidents, report.open, report.merged) == (4, 1, 1)
     assert report.by_priority == (("P1", 1), ("P2", 2), ("P3", 0), ("P4", 1))
     assert report.by_site == (("paris", 2), (ODD_SITE, 1), ("lyon", 1))
-    # 7 members, one of which flapped twice.
-    assert (report.alerts, report.firings) == (7, 9)
+    # 7 members, one of which flapped twice; 9 firing episodes received.
+    assert (report.alerts, report.firings, report.received) == (7, 9, 9)
     assert report.compression == 9 / 4
     assert report.rules[0].name == "InterfaceDown"
     assert (report.rules[0].firings, report.rules[0].incidents) == (5, 1)
@@ -259,7 +282,8 @@ async def test_the_csv_round_trips_and_cannot_run_formulas(store: Store) -> None
     assert priority == [[p, str(n)] for p, n in report.by_priority]
     summary = {row[1]: row[2] for row in rows if row[0] == "summary"}
     assert summary["Incidents"] == "4"
-    assert summary["Compression (firings per incident)"] == "2.2"
+    assert summary["Compression (alerts received per incident)"] == "2.2"
+    assert summary["Alerts received (firing)"] == "9"
     assert summary["Found useful"] == "67%"
     targets = [row[1] for row in rows if row[0] == "targets"]
     # The hostile target keeps its text, made inert for spreadsheets; quotes survive.

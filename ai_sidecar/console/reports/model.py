@@ -6,12 +6,16 @@ What is counted, and from where:
   (:meth:`~ai_sidecar.store.protocol.Store.incidents_created_between`).
   Incidents merged into another are left out of every count (their alerts
   moved to the one that absorbed them) and shown apart as ``merged``.
-- **Alerts** are counted from those incidents' members, not from the store's
-  alert rows (which hold each delivery, firing and resolved, and are pruned
-  on their own retention): ``alerts`` is the distinct alerts (members),
-  ``firings`` counts each firing episode (a member plus its flaps). The
-  compression is ``firings / incidents``. The noisiest rules and targets are
-  ranked by firings.
+- **Alerts in** (``received``) are the firing alerts the store received in
+  the period, from its alert rows: each firing episode (fingerprint and
+  startsAt) once, re-deliveries not counted, resolutions not counted (rows
+  older than ``store.retention`` are pruned, so a period further back counts
+  fewer). The **compression** is ``received / incidents``.
+- ``alerts`` is the distinct alerts in the incidents (their members), and
+  ``firings`` counts each member's firing episodes (itself plus its flaps),
+  by which the noisiest rules and targets are ranked. A member that flapped
+  into a second incident carries its flap count along, so firings may exceed
+  the alerts received; the compression does not use them.
 - **Site** is the root cause's ``site`` label, else the incident's group's.
 - **Time to acknowledge** runs from an incident's creation to its first
   ``acknowledge`` action (from the console), up to when the report is made;
@@ -102,6 +106,7 @@ class Report:
     by_site: tuple[tuple[str, int], ...]
     rules: tuple[Noisy, ...]
     targets: tuple[Noisy, ...]
+    received: int
     alerts: int
     firings: int
     acknowledge: Durations
@@ -120,8 +125,8 @@ class Report:
 
     @property
     def compression(self) -> float | None:
-        """Firings per incident: how many alerts each incident saved a person from."""
-        return self.firings / self.incidents if self.incidents else None
+        """Alerts received per incident: how many alerts each incident saved a person from."""
+        return self.received / self.incidents if self.incidents else None
 
     @property
     def useful_share(self) -> float | None:
@@ -187,8 +192,9 @@ async def build_report(
     """The report over ``period``: the store's part and Prometheus's, read concurrently."""
     generated_at = now or utc_now()
     time_box = config.query_timeout
-    created, actions, feedback, exchanges = await asyncio.gather(
+    created, received, actions, feedback, exchanges = await asyncio.gather(
         store.incidents_created_between(period.start, period.end),
+        store.firing_received_between(period.start, period.end),
         store.actions_between(period.start, max(generated_at, period.end)),
         store.feedback_between(period.start, period.end),
         store.llm_exchanges(since=period.start),
@@ -205,6 +211,7 @@ async def build_report(
         generated_at,
         config.top,
         created,
+        received,
         actions,
         feedback,
         [e for e in exchanges if e.at < period.end],
@@ -217,6 +224,7 @@ def _summarise(
     generated_at: datetime,
     top: int,
     created: Sequence[Incident],
+    received: int,
     actions: Sequence[IncidentAction],
     feedback: Sequence[Feedback],
     calls: Sequence[LlmExchange],
@@ -248,6 +256,7 @@ def _summarise(
         by_site=tuple(sorted(sites.items(), key=lambda item: (-item[1], item[0]))),
         rules=_noisiest(incidents, lambda m: m.alertname or "(no alertname)", top),
         targets=_noisiest(incidents, lambda m: m.target or NO_TARGET, top),
+        received=received,
         alerts=len(members),
         firings=sum(1 + m.flap_count for m in members),
         acknowledge=Durations.of(to_ack),

@@ -67,6 +67,7 @@ def _noisy(key: str, title: str, what: str, rows: Sequence[Noisy]) -> Table:
         title,
         (what, "Firings", "Incidents"),
         tuple((n.name, str(n.firings), str(n.incidents)) for n in rows),
+        note="Firings: each alert's firing episodes in the period's incidents, flaps included.",
     )
 
 
@@ -90,10 +91,10 @@ def report_tables(report: Report) -> list[Table]:
             ("Incidents", str(report.incidents)),
             ("Still open", str(report.open)),
             ("Merged into others (not counted)", str(report.merged)),
-            ("Alerts (distinct)", str(report.alerts)),
-            ("Alert firings (flaps included)", str(report.firings)),
+            ("Alerts received (firing)", str(report.received)),
+            ("Distinct alerts in these incidents", str(report.alerts)),
             (
-                "Compression (firings per incident)",
+                "Compression (alerts received per incident)",
                 "—" if compression is None else f"{compression:.1f}",
             ),
             ("Feedback given", str(report.feedback)),
@@ -102,7 +103,10 @@ def report_tables(report: Report) -> list[Table]:
             ("LLM tokens in / out", f"{report.llm_input_tokens} / {report.llm_output_tokens}"),
             ("LLM estimated cost (USD)", f"{report.llm_cost:.4f}"),
         ),
-        note="Alerts are counted from the members of the incidents created in the period.",
+        note=(
+            "Incidents created in the period. Alerts received: firing episodes stored,"
+            " re-deliveries not counted."
+        ),
     )
     timing = Table(
         "timing",

@@ -164,6 +164,17 @@ def alert_count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM alerts").fetchone()[0])
 
 
+# Through the received_at index both stores have.
+FIRING_RECEIVED = (
+    "SELECT count(*) FROM alerts WHERE received_at >= {mark} AND received_at < {mark}"
+    " AND status = 'firing'"
+)
+
+
+def firing_received_between(conn: sqlite3.Connection, start: str, end: str) -> int:
+    return int(conn.execute(FIRING_RECEIVED.format(mark="?"), (start, end)).fetchone()[0])
+
+
 # --- incidents ----------------------------------------------------------------------
 
 

@@ -253,6 +253,21 @@ async def test_feedback_between_is_a_half_open_period_in_time_order(store: Store
     ]
 
 
+async def test_firing_received_between_counts_each_episode_once(store: Store) -> None:
+    down = alert("Down", instance="sw1")
+    await store.ingest([down, alert("Up", instance="sw2")], T0 - timedelta(seconds=1))
+    await store.ingest([down], T0)  # a re-delivery: not stored again
+    refire = replace(down, starts_at=T0 + timedelta(minutes=5))
+    await store.ingest([refire, alert("Down", instance="sw3")], T0)
+    await store.ingest([replace(refire, status="resolved", ends_at=T0)], T0 + timedelta(hours=1))
+    await store.ingest([alert("Down", instance="sw4")], T0 + timedelta(hours=2))
+    assert await store.firing_received_between(T0, T0 + timedelta(hours=2)) == 2
+    assert (
+        await store.firing_received_between(T0 - timedelta(seconds=1), T0 + timedelta(days=1)) == 5
+    )
+    assert await store.firing_received_between(T0 + timedelta(days=1), T0 + timedelta(days=2)) == 0
+
+
 async def test_incidents_created_between_is_a_half_open_period_on_creation(store: Store) -> None:
     def created(incident_id: str, at: timedelta, updated: timedelta) -> Incident:
         return replace(
