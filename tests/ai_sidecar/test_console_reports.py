@@ -375,6 +375,9 @@ async def test_bad_parameters_and_strangers_are_turned_away(console) -> None:  #
     assert "period should be one of day, week, month" in await bad.text()
     bad_end = await console.get("/console/reports.csv", params={"end": "8/11/2026"})
     assert bad_end.status == 400
+    far = await console.get("/console/reports", params={"end": "9999-12-31"})
+    assert far.status == 400
+    assert "the end date should be between" in await far.text()
     console.backend.user = None
     away = await console.get("/console/reports.pdf", allow_redirects=False)
     assert away.status == 303

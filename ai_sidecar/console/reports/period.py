@@ -87,9 +87,20 @@ def report_period(
     return period_ending(kind, midnight, zone)
 
 
+# End dates a report accepts: far enough from date's limits that a month back
+# and the midnight after stay representable.
+EARLIEST_END = date(1970, 1, 1)
+LATEST_END = date(9000, 12, 31)
+
+
 def parse_end_date(text: str) -> date:
     """A ``YYYY-MM-DD`` date, with a message fit to show a person."""
     try:
-        return date.fromisoformat(text)
+        parsed = date.fromisoformat(text)
     except ValueError:
         raise ValueError(f"the end date should be YYYY-MM-DD, got {text[:32]!r}") from None
+    if not EARLIEST_END <= parsed <= LATEST_END:
+        raise ValueError(
+            f"the end date should be between {EARLIEST_END} and {LATEST_END}, got {parsed}"
+        )
+    return parsed
