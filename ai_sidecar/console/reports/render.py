@@ -60,6 +60,7 @@ def chart_png(report: Report) -> bytes:
     """Incidents created per hour (a day's report) or per day, stacked by priority."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(8, 2.6), dpi=100)
     FigureCanvasAgg(figure)
@@ -75,6 +76,7 @@ def chart_png(report: Report) -> bytes:
     every = max(1, len(labels) // 12)
     axes.set_xticks(positions[::every], labels[::every], fontsize=8)
     axes.set_ylabel("Incidents", fontsize=8)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.tick_params(axis="y", labelsize=8)
     axes.legend(fontsize=7, ncols=4, loc="upper right", frameon=False)
     axes.spines[["top", "right"]].set_visible(False)
