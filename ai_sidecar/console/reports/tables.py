@@ -71,16 +71,6 @@ def _noisy(key: str, title: str, what: str, rows: Sequence[Noisy]) -> Table:
     )
 
 
-def _measured(
-    key: str,
-    title: str,
-    columns: tuple[str, ...],
-    unavailable: str | None,
-    rows: list[tuple[str, ...]],
-) -> Table:
-    return Table(key, title, columns, tuple(rows), unavailable=unavailable)
-
-
 def report_tables(report: Report) -> list[Table]:
     compression = report.compression
     summary = Table(
@@ -130,29 +120,29 @@ def report_tables(report: Report) -> list[Table]:
         ("Site", "Incidents"),
         tuple((s, str(n)) for s, n in report.by_site),
     )
-    bandwidth = _measured(
+    bandwidth = Table(
         "bandwidth",
         "Top bandwidth consumers",
         ("Address", "Direction", "Bytes"),
-        report.bandwidth.unavailable,
-        [(t.address, t.direction, bytes_text(t.bytes)) for t in report.bandwidth.rows],
+        tuple((t.address, t.direction, bytes_text(t.bytes)) for t in report.bandwidth.rows),
+        unavailable=report.bandwidth.unavailable,
     )
-    wan = _measured(
+    wan = Table(
         "wan",
         "WAN utilisation",
         ("Device", "Interface", "Direction", "Mean", "Peak"),
-        report.wan.unavailable,
-        [
+        tuple(
             (w.instance, w.interface, w.direction, share_text(w.mean), share_text(w.peak))
             for w in report.wan.rows
-        ],
+        ),
+        unavailable=report.wan.unavailable,
     )
-    anomalies = _measured(
+    anomalies = Table(
         "anomalies",
         "Top anomalies",
         ("Signal", "Series", "Highest score"),
-        report.anomalies.unavailable,
-        [(a.signal, a.subject, f"{a.score:.2f}") for a in report.anomalies.rows],
+        tuple((a.signal, a.subject, f"{a.score:.2f}") for a in report.anomalies.rows),
+        unavailable=report.anomalies.unavailable,
     )
     return [
         summary,
