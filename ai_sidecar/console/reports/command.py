@@ -47,9 +47,15 @@ def add_report_command(subparsers: Any) -> None:
             "Prometheus from SCOUT_PROMETHEUS_URL, when set."
         ),
     )
-    command.add_argument("--period", choices=PERIODS, default="week")
-    command.add_argument("--format", choices=FORMATS, default="pdf")
-    command.add_argument("--output", type=Path, required=True, metavar="FILE")
+    command.add_argument(
+        "--period", choices=PERIODS, default="week", help="how long a period (default week)"
+    )
+    command.add_argument(
+        "--format", choices=FORMATS, default="pdf", help="what to write (default pdf)"
+    )
+    command.add_argument(
+        "--output", type=Path, required=True, metavar="FILE", help="where to write it"
+    )
     command.add_argument(
         "--end",
         type=_end_date,
@@ -57,7 +63,12 @@ def add_report_command(subparsers: Any) -> None:
         help="the last day of the period (default: the period ends now)",
     )
     command.add_argument(
-        "--config.file", dest="config_file", type=Path, default=None, metavar="FILE"
+        "--config.file",
+        dest="config_file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the sidecar's config (notifications.timezone, reports)",
     )
     command.set_defaults(run=run_report)
 
