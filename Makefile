@@ -52,6 +52,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/snmp_walk.py --netns
 	$(BIN)/python benchmarks/webhook_ingest.py
 	$(BIN)/python benchmarks/flow_ingest.py
+	$(BIN)/python benchmarks/console_report.py
 
 $(VENV)/.python-ok:
 	@PYTHON=$(PYTHON) scripts/install-system-deps.sh ensurepip:python3-venv

@@ -43,6 +43,7 @@ from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config
 from ai_sidecar.console.login.commands import add_user_commands
 from ai_sidecar.console.login.users import load_users_file
+from ai_sidecar.console.reports.command import add_report_command
 from ai_sidecar.credentials import read_secret
 from ai_sidecar.enrichment.llm.commands import add_llm_commands
 from ai_sidecar.enrichment.llm.providers import provider_key
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(add_anomaly_commands(commands))
     add_llm_commands(commands)
     add_user_commands(commands)
+    add_report_command(commands)
     return parser
 
 

@@ -107,6 +107,22 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
         window: 15m
         lockout: 15m
     reports:            # reports and the scheduled e-mail digest (docs/reports.md)
+      top: 10           # rows of each "top" table
+      query_timeout: 10s  # time box of each Prometheus query of a report
+      digest:
+        enabled: false
+        period: week    # day | week | month, ending at the scheduled time
+        schedule: {weekday: monday, at: "08:00"}   # in notifications.timezone; weekday null: daily
+        recipients: [noc@example.net]
+        smtp:
+          host: smtp.example.net
+          port: 587
+          security: starttls   # starttls | tls (port 465) | none (local relay only)
+          username: scout
+          password_file: /run/secrets/smtp_password   # read at each send
+          from: scout@example.net
+          timeout: 30s
+        retry: {first: 1m, max: 30m, attempts: 8}
 
 Durations are written as in Prometheus (``30s``, ``5m``, ``1h30m``, ``500ms``).
 Label matchers are regexes anchored at both ends, as in PromQL; a label the
@@ -833,8 +849,97 @@ class ConsoleConfig(StrictModel):
         return self
 
 
+ReportPeriod = Literal["day", "week", "month"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[Weekday, ...] = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
+
+
+def _local_clock_time(value: str) -> str:
+    if not _CLOCK_TIME.fullmatch(value):
+        raise ValueError(
+            f"should be a time of day as HH:MM (in notifications.timezone), got {value!r}"
+        )
+    return value
+
+
+class DigestSchedule(StrictModel):
+    """When the digest goes out, in ``notifications.timezone``: ``weekday`` (every day
+    when null) at ``at``."""
+
+    weekday: Weekday | None = "monday"
+    at: Annotated[str, AfterValidator(_local_clock_time)] = "08:00"
+
+
+class SmtpConfig(StrictModel):
+    """The mail server the digest is handed to."""
+
+    # ``from`` in the file; ``sender`` in a dump read back.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, hide_input_in_errors=True, populate_by_name=True
+    )
+
+    host: str = Field(default="localhost", min_length=1)
+    port: int = Field(default=587, ge=1, le=65_535)
+    # starttls: upgrade a plain connection (port 587); tls: TLS from the first
+    # byte (port 465); none: plain text, for a relay on the same host only.
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str = ""
+    # The password is read from this file at each send, never from the config.
+    password_file: Annotated[Path, Field(strict=False)] | None = None
+    sender: str = Field(default="scout@localhost", alias="from", min_length=3)
+    timeout: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _password_with_user(self) -> Self:
+        if self.password_file is not None and not self.username:
+            raise ValueError("password_file is set but username is not")
+        return self
+
+
+class DigestRetry(StrictModel):
+    """A failed send is tried again after ``first``, doubling up to ``max``, ``attempts``
+    times in all; then the slot is given up until the next one."""
+
+    first: Duration = timedelta(minutes=1)
+    max: Duration = timedelta(minutes=30)
+    attempts: int = Field(default=8, ge=1, le=100)
+
+
+class DigestConfig(StrictModel):
+    """The report e-mailed on a schedule: an HTML body and the PDF attached."""
+
+    enabled: bool = False
+    period: ReportPeriod = "week"
+    schedule: DigestSchedule = Field(default_factory=DigestSchedule)
+    recipients: list[Annotated[str, Field(min_length=3, pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        default_factory=list
+    )
+    smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+    retry: DigestRetry = Field(default_factory=DigestRetry)
+
+    @model_validator(mode="after")
+    def _recipients_when_enabled(self) -> Self:
+        if self.enabled and not self.recipients:
+            raise ValueError("the digest is enabled but has no recipients")
+        return self
+
+
 class ReportsConfig(StrictModel):
     """Reports and the scheduled e-mail digest (ai_sidecar.console.reports)."""
+
+    # Rows of each "top" table (noisiest rules and targets, bandwidth, anomalies).
+    top: int = Field(default=10, ge=1, le=100)
+    # Time box of each Prometheus query a report makes.
+    query_timeout: Duration = timedelta(seconds=10)
+    digest: DigestConfig = Field(default_factory=DigestConfig)
 
 
 class SidecarConfig(StrictModel):

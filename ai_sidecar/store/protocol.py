@@ -20,6 +20,8 @@ What a store keeps:
 - **the outbox**: the enriched copies the return trip posts to each
   Alertmanager peer (:mod:`ai_sidecar.notify`), one row per peer and copy
   fingerprint, with when it is due next;
+- **report digests**: which scheduled digest slots were sent, and who is
+  sending one (:mod:`ai_sidecar.store.digests`);
 - **the LLM audit**: every exchange with an LLM
   (:class:`~ai_sidecar.enrichment.llm.base.LlmExchange`), kept for
   ``llm.audit_retention`` whatever becomes of its incident.
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
@@ -311,6 +313,11 @@ class Store(Protocol):
         """Alerts stored in total, processed or not."""
         ...
 
+    async def firing_received_between(self, start: datetime, end: datetime) -> int:
+        """Firing alerts stored that arrived at or after ``start`` and before ``end``: each
+        firing episode (fingerprint and startsAt) once, re-deliveries not counted."""
+        ...
+
     # --- incidents and feedback -------------------------------------------------
 
     async def save_incidents(self, incidents: Sequence[Incident]) -> None:
@@ -352,6 +359,10 @@ class Store(Protocol):
         Served from a summary row kept beside each incident (no incident is
         decoded), so a page of a store of 10,000 incidents costs milliseconds.
         """
+
+    async def incidents_created_between(self, start: datetime, end: datetime) -> list[Incident]:
+        """Incidents created at or after ``start`` and before ``end``, with their members,
+        oldest first (by creation, then id): the incidents a report over that period counts."""
         ...
 
     async def add_feedback(
@@ -380,6 +391,24 @@ class Store(Protocol):
 
     async def actions_between(self, start: datetime, end: datetime) -> list[IncidentAction]:
         """Actions taken at or after ``start`` and before ``end``, in the order taken."""
+        ...
+
+    # --- the scheduled report digest -----------------------------------------------
+
+    async def claim_digest(
+        self, slot: datetime, holder: str, *, now: datetime, hold: timedelta
+    ) -> bool:
+        """Claim sending the digest of ``slot`` until ``now + hold``; True when granted:
+        the slot is new, already ``holder``'s, or its claim lapsed before ``now``. Never
+        granted once the slot is done."""
+        ...
+
+    async def finish_digest(self, slot: datetime, holder: str, *, at: datetime) -> bool:
+        """Mark ``slot`` done (sent or given up); False when ``holder`` does not hold it."""
+        ...
+
+    async def last_digest(self) -> datetime | None:
+        """The latest slot done, or None before the first."""
         ...
 
     # --- the return trip's outbox -------------------------------------------------

@@ -166,10 +166,15 @@ def slack_text(message: dict[str, Any]) -> str:
 
 
 class _Handler:
-    def __init__(self, messages: _Recorder[EmailMessage]) -> None:
+    def __init__(self, messages: _Recorder[EmailMessage], refuse: int) -> None:
         self._messages = messages
+        self.refused = 0
+        self._refuse = refuse
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.refused < self._refuse:
+            self.refused += 1
+            return "451 4.3.0 try again later"
         content = envelope.original_content or b""
         message = BytesParser(policy=email.policy.default).parsebytes(content)
         assert isinstance(message, EmailMessage)
@@ -178,15 +183,22 @@ class _Handler:
 
 
 class SmtpSink:
-    """An SMTP server that accepts every message; Alertmanager's ``smarthost`` is
+    """An SMTP server that accepts every message (after refusing the first ``refuse``
+    with a temporary error); Alertmanager's ``smarthost`` is
     ``f"{sink.host}:{sink.port}"`` (with ``require_tls: false``)."""
 
     host = "127.0.0.1"
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: int = 0) -> None:
         self._messages: _Recorder[EmailMessage] = _Recorder()
         self.port = free_port()
-        self._controller = Controller(_Handler(self._messages), hostname=self.host, port=self.port)
+        self._handler = _Handler(self._messages, refuse)
+        self._controller = Controller(self._handler, hostname=self.host, port=self.port)
+
+    @property
+    def refused(self) -> int:
+        """Messages refused so far."""
+        return self._handler.refused
 
     @property
     def smarthost(self) -> str:

@@ -26,6 +26,8 @@ from ai_sidecar.store import listing
 from ai_sidecar.store.postgres.engine import Cursor
 from ai_sidecar.store.protocol import Backlog, Feedback, IngestResult
 from ai_sidecar.store.sqlite.incidents import (
+    CREATED_BETWEEN,
+    FIRING_RECEIVED,
     IncidentRows,
     encode_json,
     listing_query,
@@ -195,6 +197,16 @@ async def list_incidents(
 ) -> list[Incident]:
     sql, params = listing_query(status, since, limit, mark="%s")
     await cur.execute(sql, params)
+    return await _load_incidents(cur, await cur.fetchall())
+
+
+async def firing_received_between(cur: Cursor, start: str, end: str) -> int:
+    await cur.execute(FIRING_RECEIVED.format(mark="%s"), (start, end))
+    return int(await _one(cur))
+
+
+async def incidents_created_between(cur: Cursor, start: str, end: str) -> list[Incident]:
+    await cur.execute(CREATED_BETWEEN.format(mark="%s"), (start, start, end))
     return await _load_incidents(cur, await cur.fetchall())
 
 

@@ -17,6 +17,8 @@ replicas may start together), every step above the database's version:
   list (:mod:`ai_sidecar.store.listing`); the rows of incidents stored before
   it are written when the store opens. Its text columns are plain ``text``:
   they hold sanitised titles and case-folded search text, never U+0000.
+- **7**: ``report_digests``, which scheduled report digests were sent and who
+  is sending one (:mod:`ai_sidecar.store.digests`).
 
 A database stamped with a version above :data:`SCHEMA_VERSION` was written by
 a newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -196,6 +198,17 @@ CREATE INDEX incident_listing_site ON incident_listing (site, created_at, id);
 """
 
 # Step n brings a database from version n - 1 to n.
+_VERSION_7 = """
+-- Scheduled report digests: one row per slot, claimed by the replica sending it
+-- (ai_sidecar.store.digests).
+CREATE TABLE report_digests (
+    slot text PRIMARY KEY,
+    holder text NOT NULL,
+    claimed_until text NOT NULL,
+    done_at text
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _VERSION_1,
     _VERSION_2,
@@ -203,6 +216,7 @@ MIGRATIONS: tuple[str, ...] = (
     _VERSION_4,
     _VERSION_5,
     _VERSION_6,
+    _VERSION_7,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

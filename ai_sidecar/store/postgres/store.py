@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
 from ai_sidecar.store import accounts, exchanges, listing
 from ai_sidecar.store import actions as action_sql
+from ai_sidecar.store import digests as digest_sql
 from ai_sidecar.store.postgres import incidents as sql
 from ai_sidecar.store.postgres import outbox
 from ai_sidecar.store.postgres.engine import Cursor, Engine, Fence, Location
@@ -46,6 +47,7 @@ from ai_sidecar.store.sqlite.incidents import (
     forget_saved,
     remember_saved,
     stamp,
+    unstamp,
 )
 from ai_sidecar.store.sqlite.outbox import ROWS_PER_TRANSACTION, split_plans
 
@@ -131,6 +133,10 @@ class PostgresStore:
 
     # --- incidents and feedback -------------------------------------------------
 
+    async def firing_received_between(self, start: datetime, end: datetime) -> int:
+        period = (stamp(start), stamp(end))
+        return await self._read(lambda cur: sql.firing_received_between(cur, *period))
+
     async def save_incidents(self, incidents: Sequence[Incident]) -> None:
         self._engine.check_open()
         if incidents:
@@ -199,6 +205,10 @@ class PostgresStore:
 
         return await self._read(read)
 
+    async def incidents_created_between(self, start: datetime, end: datetime) -> list[Incident]:
+        period = (stamp(start), stamp(end))
+        return await self._read(lambda cur: sql.incidents_created_between(cur, *period))
+
     async def add_feedback(
         self, incident_id: str, useful: bool, comment: str, at: datetime
     ) -> bool:
@@ -240,6 +250,28 @@ class PostgresStore:
         return action_sql.decode_actions(
             await self._fetch(action_sql.POSTGRES.between, (stamp(start), stamp(end)))
         )
+
+    # --- the scheduled report digest -----------------------------------------------
+
+    async def claim_digest(
+        self, slot: datetime, holder: str, *, now: datetime, hold: timedelta
+    ) -> bool:
+        params = (stamp(slot), holder, stamp(now + hold), stamp(now))
+        return await self._changed_one(digest_sql.POSTGRES.claim, params)
+
+    async def finish_digest(self, slot: datetime, holder: str, *, at: datetime) -> bool:
+        return await self._changed_one(digest_sql.POSTGRES.finish, (stamp(at), stamp(slot), holder))
+
+    async def last_digest(self) -> datetime | None:
+        (row,) = await self._fetch(digest_sql.POSTGRES.last_done, ())
+        return None if row[0] is None else unstamp(row[0])
+
+    async def _changed_one(self, statement: str, params: tuple[str, ...]) -> bool:
+        async def run(cur: Cursor) -> bool:
+            await cur.execute(statement, params)
+            return cur.rowcount == 1
+
+        return await self._engine.transaction(run)
 
     async def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         async def fetch(cur: Cursor) -> list[tuple[Any, ...]]:

@@ -164,6 +164,17 @@ def alert_count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM alerts").fetchone()[0])
 
 
+# Through the received_at index both stores have.
+FIRING_RECEIVED = (
+    "SELECT count(*) FROM alerts WHERE received_at >= {mark} AND received_at < {mark}"
+    " AND status = 'firing'"
+)
+
+
+def firing_received_between(conn: sqlite3.Connection, start: str, end: str) -> int:
+    return int(conn.execute(FIRING_RECEIVED.format(mark="?"), (start, end)).fetchone()[0])
+
+
 # --- incidents ----------------------------------------------------------------------
 
 
@@ -325,6 +336,20 @@ def list_incidents(
 ) -> list[Incident]:
     sql, params = listing_query(status, since, limit)
     return _load_incidents(conn, conn.execute(sql, params).fetchall())
+
+
+# An incident is updated at or after its creation, so ``updated_at >= start``
+# narrows the scan through the updated_at index that every store already has
+# (no index on created_at, no migration); the period is then exact on created_at.
+CREATED_BETWEEN = (
+    "SELECT doc FROM incidents WHERE updated_at >= {mark} AND created_at >= {mark}"
+    " AND created_at < {mark} ORDER BY created_at, id"
+)
+
+
+def incidents_created_between(conn: sqlite3.Connection, start: str, end: str) -> list[Incident]:
+    rows = conn.execute(CREATED_BETWEEN.format(mark="?"), (start, start, end)).fetchall()
+    return _load_incidents(conn, rows)
 
 
 def get_incident(conn: sqlite3.Connection, incident_id: str) -> Incident | None:

@@ -23,6 +23,8 @@
 - **7**: ``incident_listing``, a summary row per incident for the console's
   list (:mod:`ai_sidecar.store.listing`); the rows of incidents stored before
   it are written when the store opens.
+- **8**: ``report_digests``, which scheduled report digests were sent and who
+  is sending one (:mod:`ai_sidecar.store.digests`).
 
 A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
 newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -246,6 +248,17 @@ CREATE INDEX incident_listing_priority ON incident_listing (priority, created_at
 CREATE INDEX incident_listing_site ON incident_listing (site, created_at, id);
 """
 
+_VERSION_8 = """
+-- Scheduled report digests: one row per slot, claimed by the replica sending it
+-- (ai_sidecar.store.digests).
+CREATE TABLE report_digests (
+    slot TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    claimed_until TEXT NOT NULL,
+    done_at TEXT
+) WITHOUT ROWID;
+"""
+
 # Step n brings a file from version n - 1 to n.
 MIGRATIONS: tuple[str, ...] = (
     _VERSION_1,
@@ -255,6 +268,7 @@ MIGRATIONS: tuple[str, ...] = (
     _VERSION_5,
     _VERSION_6,
     _VERSION_7,
+    _VERSION_8,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

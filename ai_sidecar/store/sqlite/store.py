@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
 from ai_sidecar.store import accounts, exchanges, listing
 from ai_sidecar.store import actions as action_sql
+from ai_sidecar.store import digests as digest_sql
 from ai_sidecar.store.protocol import (
     Backlog,
     ConsoleAccount,
@@ -134,6 +135,10 @@ class SqliteStore:
 
     # --- incidents and feedback -------------------------------------------------
 
+    async def firing_received_between(self, start: datetime, end: datetime) -> int:
+        period = (sql.stamp(start), sql.stamp(end))
+        return await self._engine.read(lambda conn: sql.firing_received_between(conn, *period))
+
     async def save_incidents(self, incidents: Sequence[Incident]) -> None:
         self._engine.check_open()
         if incidents:
@@ -196,6 +201,10 @@ class SqliteStore:
 
         return await self._engine.read(read)
 
+    async def incidents_created_between(self, start: datetime, end: datetime) -> list[Incident]:
+        period = (sql.stamp(start), sql.stamp(end))
+        return await self._engine.read(lambda conn: sql.incidents_created_between(conn, *period))
+
     async def add_feedback(
         self, incident_id: str, useful: bool, comment: str, at: datetime
     ) -> bool:
@@ -246,6 +255,28 @@ class SqliteStore:
                 conn.execute(action_sql.SQLITE.between, period).fetchall()
             )
         )
+
+    # --- the scheduled report digest -----------------------------------------------
+
+    async def claim_digest(
+        self, slot: datetime, holder: str, *, now: datetime, hold: timedelta
+    ) -> bool:
+        params = (sql.stamp(slot), holder, sql.stamp(now + hold), sql.stamp(now))
+        return await self._engine.write(
+            lambda conn: conn.execute(digest_sql.SQLITE.claim, params).rowcount == 1
+        )
+
+    async def finish_digest(self, slot: datetime, holder: str, *, at: datetime) -> bool:
+        params = (sql.stamp(at), sql.stamp(slot), holder)
+        return await self._engine.write(
+            lambda conn: conn.execute(digest_sql.SQLITE.finish, params).rowcount == 1
+        )
+
+    async def last_digest(self) -> datetime | None:
+        row = await self._engine.read(
+            lambda conn: conn.execute(digest_sql.SQLITE.last_done).fetchone()
+        )
+        return None if row[0] is None else sql.unstamp(row[0])
 
     # --- the return trip's outbox -------------------------------------------------
 

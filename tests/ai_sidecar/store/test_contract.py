@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from ai_sidecar.errors import SidecarError
-from ai_sidecar.models import Analysis, RootCauseFacts, SkippedAnalyst
+from ai_sidecar.models import Analysis, Incident, RootCauseFacts, SkippedAnalyst
 from ai_sidecar.store import (
     Backlog,
     Feedback,
@@ -251,6 +251,82 @@ async def test_feedback_between_is_a_half_open_period_in_time_order(store: Store
         "late",
         "end\u0000",
     ]
+
+
+async def test_firing_received_between_counts_each_episode_once(store: Store) -> None:
+    down = alert("Down", instance="sw1")
+    await store.ingest([down, alert("Up", instance="sw2")], T0 - timedelta(seconds=1))
+    await store.ingest([down], T0)  # a re-delivery: not stored again
+    refire = replace(down, starts_at=T0 + timedelta(minutes=5))
+    await store.ingest([refire, alert("Down", instance="sw3")], T0)
+    await store.ingest([replace(refire, status="resolved", ends_at=T0)], T0 + timedelta(hours=1))
+    await store.ingest([alert("Down", instance="sw4")], T0 + timedelta(hours=2))
+    assert await store.firing_received_between(T0, T0 + timedelta(hours=2)) == 2
+    assert (
+        await store.firing_received_between(T0 - timedelta(seconds=1), T0 + timedelta(days=1)) == 5
+    )
+    assert await store.firing_received_between(T0 + timedelta(days=1), T0 + timedelta(days=2)) == 0
+
+
+async def test_incidents_created_between_is_a_half_open_period_on_creation(store: Store) -> None:
+    def created(incident_id: str, at: timedelta, updated: timedelta) -> Incident:
+        return replace(
+            stored_incident(incident_id, member_of(alert("Down", instance=incident_id))),
+            created_at=T0 + at,
+            updated_at=T0 + updated,
+        )
+
+    await store.save_incidents(
+        [
+            created("late", timedelta(hours=2), timedelta(hours=9)),
+            created("before", -timedelta(seconds=1), timedelta(hours=5)),
+            created("start", timedelta(0), timedelta(0)),
+            # Another offset, same instant as the period's end: outside.
+            created("end", timedelta(hours=3), timedelta(hours=3)),
+            created("b-same", timedelta(hours=2), timedelta(hours=2)),
+        ]
+    )
+    got = await store.incidents_created_between(T0, T0 + timedelta(hours=3))
+    assert [i.id for i in got] == ["start", "b-same", "late"]
+    assert [m.target for m in got[2].members.values()] == ["late"]
+    paris = timezone(timedelta(hours=1))
+    later = await store.incidents_created_between(
+        (T0 + timedelta(hours=2)).astimezone(paris), T0 + timedelta(days=1)
+    )
+    assert [i.id for i in later] == ["b-same", "late", "end"]
+    assert (
+        await store.incidents_created_between(T0 + timedelta(days=1), T0 + timedelta(days=2)) == []
+    )
+
+
+async def test_a_digest_slot_is_claimed_by_one_holder_until_done_or_lapsed(store: Store) -> None:
+    monday = T0
+    hold = timedelta(minutes=10)
+    assert await store.last_digest() is None
+    assert await store.claim_digest(monday, "replica-a", now=T0, hold=hold)
+    # Another holder waits while the claim is live; its holder may renew it.
+    assert not await store.claim_digest(
+        monday, "replica-b", now=T0 + timedelta(minutes=5), hold=hold
+    )
+    assert await store.claim_digest(monday, "replica-a", now=T0 + timedelta(minutes=5), hold=hold)
+    assert not await store.claim_digest(
+        monday, "replica-b", now=T0 + timedelta(minutes=14), hold=hold
+    )
+    # Lapsed (a holder that died): another takes it over, and only it may finish it.
+    assert await store.claim_digest(monday, "replica-b", now=T0 + timedelta(minutes=16), hold=hold)
+    assert not await store.finish_digest(monday, "replica-a", at=T0 + timedelta(minutes=17))
+    assert await store.last_digest() is None
+    assert await store.finish_digest(monday, "replica-b", at=T0 + timedelta(minutes=17))
+    assert not await store.finish_digest(monday, "replica-b", at=T0 + timedelta(minutes=18))
+    # Done: never claimed again, by anyone.
+    later = T0 + timedelta(days=1)
+    assert not await store.claim_digest(monday, "replica-b", now=later, hold=hold)
+    assert not await store.claim_digest(monday, "replica-c", now=later, hold=hold)
+    next_monday = T0 + timedelta(days=7)
+    assert await store.claim_digest(next_monday, "replica-c", now=later, hold=hold)
+    assert await store.last_digest() == monday
+    assert await store.finish_digest(next_monday, "replica-c", at=later)
+    assert await store.last_digest() == next_monday
 
 
 async def test_actions_need_an_existing_incident_and_keep_what_was_typed(store: Store) -> None:

@@ -1,0 +1,148 @@
+"""``scout-sidecar report``: a report from the shell, as PDF, HTML or CSV.
+
+``report --period day|week|month --format pdf|html|csv --output FILE [--end YYYY-MM-DD]
+[--config.file FILE]`` reads the store ``serve`` would use (``SCOUT_STORE_URL``
+with its password, or the SQLite file in ``SCOUT_DATA_DIR``) and Prometheus
+from ``SCOUT_PROMETHEUS_URL`` (optional: without it the Prometheus tables say
+so). Times are in the config's ``notifications.timezone``. What it is doing
+goes to stderr.
+
+Exit status: 0 on success, 1 when the store cannot be read, 2 for a usage,
+config or settings error, or an output file that cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ai_sidecar.config import load_config
+from ai_sidecar.console.reports.period import PERIODS, parse_end_date
+from ai_sidecar.console.reports.service import ReportMaker
+from ai_sidecar.errors import ConfigError
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store import StoreError
+
+FORMATS = ("pdf", "html", "csv")
+
+
+def add_report_command(subparsers: Any) -> None:
+    command = subparsers.add_parser(
+        "report",
+        help="write a report (incidents, noise, response times, feedback) as PDF, HTML or CSV",
+        description=(
+            "Write the report of a day, a week or a month, ending now or at the end of --end, "
+            "in the config's notifications.timezone."
+        ),
+        epilog=(
+            "Reads the store serve uses: SCOUT_STORE_URL (PostgreSQL, with SCOUT_STORE_PASSWORD "
+            "or SCOUT_STORE_PASSWORD_FILE) or the SQLite file in SCOUT_DATA_DIR (default ./data); "
+            "Prometheus from SCOUT_PROMETHEUS_URL, when set."
+        ),
+    )
+    command.add_argument(
+        "--period", choices=PERIODS, default="week", help="how long a period (default week)"
+    )
+    command.add_argument(
+        "--format", choices=FORMATS, default="pdf", help="what to write (default pdf)"
+    )
+    command.add_argument(
+        "--output", type=Path, required=True, metavar="FILE", help="where to write it"
+    )
+    command.add_argument(
+        "--end",
+        type=_end_date,
+        metavar="YYYY-MM-DD",
+        help="the last day of the period (default: the period ends now)",
+    )
+    command.add_argument(
+        "--config.file",
+        dest="config_file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the sidecar's config (notifications.timezone, reports)",
+    )
+    command.set_defaults(run=run_report)
+
+
+def _end_date(text: str) -> date:
+    try:
+        return parse_end_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _say(text: str) -> None:
+    print(f"scout-sidecar: {text}", file=sys.stderr, flush=True)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    # The CLI imports this module; these import the whole sidecar.
+    from ai_sidecar.cli import (
+        DATA_DIR_ENV,
+        PROMETHEUS_ENV,
+        PROMETHEUS_TOKEN_ENV,
+        PROMETHEUS_TOKEN_FILE_ENV,
+        parse_url,
+        store_settings_from,
+    )
+    from ai_sidecar.credentials import read_secret
+
+    try:
+        config = load_config(args.config_file)
+        settings = store_settings_from(os.environ)
+        if settings.store_location is None and not settings.database_path.is_file():
+            raise ConfigError(
+                f"{DATA_DIR_ENV}: no store at {settings.database_path} "
+                "(set it to the data directory the sidecar uses)"
+            )
+        prometheus = os.environ.get(PROMETHEUS_ENV, "").strip()
+        settings = SidecarSettings(
+            data_dir=settings.data_dir,
+            store_url=settings.store_url,
+            store_password=settings.store_password,
+            prometheus_url=parse_url(prometheus, PROMETHEUS_ENV) if prometheus else None,
+            prometheus_bearer_token=read_secret(
+                os.environ, PROMETHEUS_TOKEN_ENV, PROMETHEUS_TOKEN_FILE_ENV
+            ),
+        )
+    except ConfigError as exc:
+        _say(str(exc))
+        return 2
+    try:
+        body = asyncio.run(_make(settings, config, args))
+    except StoreError as exc:
+        _say(str(exc))
+        return 1
+    try:
+        args.output.write_bytes(body)
+    except OSError as exc:
+        _say(f"{args.output}: cannot write: {exc.strerror}")
+        return 2
+    _say(f"wrote the {args.period} report ({args.format}, {len(body)} bytes) to {args.output}")
+    return 0
+
+
+async def _make(settings: SidecarSettings, config: Any, args: argparse.Namespace) -> bytes:
+    from ai_sidecar.components import open_store, promql_client
+
+    _say("reading the store" + (" and Prometheus" if settings.prometheus_url else ""))
+    store = await open_store(settings, worker=True)
+    try:
+        async with aiohttp.ClientSession() as session:
+            maker = ReportMaker(store, config, promql_client(settings, session))
+            made = await maker.make(maker.period(args.period, end_date=args.end))
+    finally:
+        await store.close()
+    _say(f"rendering {args.format}")
+    if args.format == "pdf":
+        return await made.pdf()
+    return (made.html() if args.format == "html" else made.csv()).encode()

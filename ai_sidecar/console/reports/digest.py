@@ -1,0 +1,268 @@
+"""The scheduled e-mail digest: the report of the period that just ended, over SMTP.
+
+At each slot of ``reports.digest.schedule`` (a weekday, or every day, at a
+time in ``notifications.timezone``) the sidecar makes the report of the
+``period`` ending at that slot and mails it to ``recipients``: the report as
+the HTML body (the chart as an inline image) and as a PDF attachment.
+
+- **Once per slot, across restarts and replicas**: the store keeps which
+  slots are done (:mod:`ai_sidecar.store.digests`), and a sender claims a slot
+  before each attempt. Replicas sharing a PostgreSQL store send each digest
+  once; if the sender dies mid-way its claim lapses and another replica (or
+  the restarted one) takes over. A sidecar that was down at a slot sends it
+  when it starts again (the latest missed slot only). The first start with
+  the digest enabled only notes the latest past slot: the first digest goes
+  out at the next one.
+- **Retries**: a failed send (the server refuses, cannot be reached, the
+  report cannot be made) is tried again after ``retry.first``, doubling up to
+  ``retry.max``, ``retry.attempts`` times in all; then the slot is given up
+  (logged) until the next one. Every outcome is counted in
+  ``scout_reports_digest_sent_total{outcome="sent"|"failed"|"abandoned"}``.
+- **Never in the way**: the digest runs as a background task of the HTTP
+  process; mail goes out through :mod:`smtplib` on a worker thread, and the
+  report's tables are computed off the event loop.
+The SMTP password is read from ``smtp.password_file`` at each send and never
+logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import smtplib
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, time, timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.config import WEEKDAYS, DigestConfig, DigestSchedule, SmtpConfig
+from ai_sidecar.console.reports.routes import REPORTS, report_filename
+from ai_sidecar.console.reports.service import Rendered, ReportMaker
+from ai_sidecar.keys import CONFIG, METRICS, STORE
+from ai_sidecar.pipeline import cancel_tasks
+from ai_sidecar.store import Store
+
+log = logging.getLogger("ai_sidecar.reports")
+
+# Room, in a claim, to make the report and its PDF.
+CLAIM_MARGIN = timedelta(minutes=5)
+OUTCOMES = ("sent", "failed", "abandoned")
+# Longest sleep between looks at the clock: a clock set forward is noticed soon.
+MAX_NAP = 300.0
+
+
+def latest_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
+    """The last scheduled instant at or before ``now`` (aware, UTC-comparable)."""
+    hour, minute = (int(part) for part in schedule.at.split(":"))
+    local_now = now.astimezone(zone)
+    day = local_now.date()
+    for _ in range(8):
+        if schedule.weekday is None or WEEKDAYS[day.weekday()] == schedule.weekday:
+            slot = datetime.combine(day, time(hour, minute), tzinfo=zone)
+            if slot <= local_now:
+                return slot
+        day -= timedelta(days=1)
+    raise AssertionError("a weekly schedule has a slot in any 8 days")
+
+
+def next_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
+    """The first scheduled instant after ``now``."""
+    step = timedelta(days=1 if schedule.weekday is None else 7)
+    # Wall-clock step from the latest slot, re-anchored in the zone.
+    latest = latest_slot(now, schedule, zone)
+    return (latest.replace(tzinfo=None) + step).replace(tzinfo=zone)
+
+
+def digest_message(rendered: Rendered, config: DigestConfig) -> EmailMessage:
+    period = rendered.report.period
+    message = EmailMessage()
+    message["Subject"] = (
+        f"Scout {period.kind} report to {period.local_end:%Y-%m-%d %H:%M}: "
+        f"{rendered.report.incidents} incidents"
+    )
+    message["From"] = config.smtp.sender
+    message["To"] = ", ".join(config.recipients)
+    message.set_content(
+        f"{period.title}\n\nThe report is attached as a PDF; an HTML view is in this message.\n"
+    )
+    chart_id = make_msgid(domain="scout.invalid")
+    message.add_alternative(rendered.html(chart_src=f"cid:{chart_id[1:-1]}"), subtype="html")
+    html_part = message.get_body(("html",))
+    assert html_part is not None  # just added
+    html_part.add_related(rendered.chart, maintype="image", subtype="png", cid=chart_id)
+    return message
+
+
+def send_mail(message: EmailMessage, smtp: SmtpConfig) -> None:
+    """Hand ``message`` to the server (blocking: run it on a thread)."""
+    timeout = smtp.timeout.total_seconds()
+    context = ssl.create_default_context()
+    client: smtplib.SMTP
+    if smtp.security == "tls":
+        client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=timeout, context=context)
+    else:
+        client = smtplib.SMTP(smtp.host, smtp.port, timeout=timeout)
+    with client:
+        if smtp.security == "starttls":
+            client.starttls(context=context)
+        if smtp.username:
+            password = ""
+            if smtp.password_file is not None:
+                password = smtp.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            client.login(smtp.username, password)
+        client.send_message(message)
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure in words, without anything the server echoed back about credentials."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return "the server refused the username or password"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"the server answered {exc.smtp_code}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
+
+
+Mailer = Callable[[EmailMessage, SmtpConfig], None]
+
+
+def _holder() -> str:
+    """This process, as the claims in the store name it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class DigestScheduler:
+    """Sends the digest at each slot; :meth:`run` until cancelled."""
+
+    def __init__(
+        self,
+        maker: ReportMaker,
+        store: Store,
+        config: DigestConfig,
+        zone: ZoneInfo,
+        sent: Counter,
+        *,
+        holder: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        mailer: Mailer = send_mail,
+    ) -> None:
+        self._maker = maker
+        self._store = store
+        self._config = config
+        self._zone = zone
+        self._sent = sent
+        self._holder = holder or _holder()
+        self._clock = clock
+        self._sleep = sleep
+        self._mailer = mailer
+        # One attempt's claim: the longest pause before it, the mail server's
+        # time box for each of its steps, and room to make the report.
+        self._hold = config.retry.max + 4 * config.smtp.timeout + CLAIM_MARGIN
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # the store is unavailable: try again later
+                log.exception("the digest schedule failed; trying again later")
+            now = self._clock()
+            wait = (next_slot(now, self._config.schedule, self._zone) - now).total_seconds()
+            await self._sleep(min(max(wait, 1.0), MAX_NAP))
+
+    async def tick(self) -> None:
+        """Send the latest slot if it is due and not done yet."""
+        now = self._clock()
+        due = latest_slot(now, self._config.schedule, self._zone)
+        last = await self._store.last_digest()
+        if last is None:
+            log.info("digest scheduled; the first goes out at the next slot")
+            if await self._store.claim_digest(due, self._holder, now=now, hold=self._hold):
+                await self._store.finish_digest(due, self._holder, at=now)
+        elif due > last:
+            await self.deliver(due)
+
+    async def deliver(self, slot: datetime) -> bool:
+        """Make and send the digest of the period ending at ``slot``, retrying; True when
+        sent by this process (False: given up, or another replica holds or did it)."""
+        retry = self._config.retry
+        pause = min(retry.first, retry.max).total_seconds()
+        for attempt in range(1, retry.attempts + 1):
+            claimed = await self._store.claim_digest(
+                slot, self._holder, now=self._clock(), hold=self._hold
+            )
+            if not claimed:
+                return False
+            try:
+                await self._send(slot)
+            except Exception as exc:  # any failure is retried: the next attempt may work
+                self._sent.labels("failed").inc()
+                log.warning(
+                    "the digest was not sent",
+                    extra={"attempt": attempt, "of": retry.attempts, "reason": _reason(exc)},
+                )
+                if attempt < retry.attempts:
+                    await self._sleep(pause)
+                    pause = min(pause * 2, retry.max.total_seconds())
+                continue
+            await self._store.finish_digest(slot, self._holder, at=self._clock())
+            self._sent.labels("sent").inc()
+            log.info("digest sent", extra={"recipients": len(self._config.recipients)})
+            return True
+        # Given up until the next slot: done, so neither a restart nor a replica starts over.
+        await self._store.finish_digest(slot, self._holder, at=self._clock())
+        self._sent.labels("abandoned").inc()
+        log.error("the digest was given up after every attempt failed")
+        return False
+
+    async def _send(self, slot: datetime) -> None:
+        rendered = await self._maker.make(self._maker.period_ending(self._config.period, slot))
+        message = digest_message(rendered, self._config)
+        message.add_attachment(
+            await rendered.pdf(),
+            maintype="application",
+            subtype="pdf",
+            filename=report_filename(rendered.report.period, "pdf"),
+        )
+        await asyncio.to_thread(self._mailer, message, self._config.smtp)
+
+
+def digest_counter(registry: CollectorRegistry) -> Counter:
+    counter = Counter(
+        "scout_reports_digest_sent",
+        "Scheduled report e-mails by outcome: sent, failed (an attempt, retried), "
+        "abandoned (every attempt failed).",
+        ["outcome"],
+        registry=registry,
+    )
+    for outcome in OUTCOMES:
+        counter.labels(outcome)
+    return counter
+
+
+def add_digest(app: web.Application) -> None:
+    """Count digests on the app's registry and, when enabled, run the schedule."""
+    sent = digest_counter(app[METRICS].registry)
+    config = app[CONFIG]
+    if not config.reports.digest.enabled:
+        return
+
+    async def schedule(app: web.Application) -> AsyncIterator[None]:
+        scheduler = DigestScheduler(
+            app[REPORTS], app[STORE], config.reports.digest, config.notifications.zone, sent
+        )
+        task = asyncio.create_task(scheduler.run(), name="reports-digest")
+        yield
+        await cancel_tasks([task])
+
+    app.cleanup_ctx.append(schedule)

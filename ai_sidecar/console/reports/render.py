@@ -1,0 +1,171 @@
+"""A report rendered: CSV, a chart (PNG), a standalone HTML document and a PDF.
+
+- **CSV**: one file for every table, its first column ``section`` naming the
+  table (``summary``, ``timing``, ``priority``, ``site``, ``rules``,
+  ``targets``, ``bandwidth``, ``wan``, ``anomalies``). Each section starts with
+  its header row (``section`` then the table's column names), then its rows; a
+  table Prometheus could not fill has one row with its reason. A cell that a
+  spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
+  ``@``, a tab or a carriage return) is prefixed with ``'``: alert names and
+  targets are untrusted.
+- **PDF** (fpdf2, with matplotlib's DejaVu Sans embedded: Latin, Greek,
+  Cyrillic and more print; a character the font lacks is left blank, never an
+  error): the chart, then every table. Control and format characters are
+  replaced and long cells cut, so untrusted text cannot break the layout.
+- **HTML**: Jinja2 with autoescaping (:mod:`ai_sidecar.console.templating`'s
+  environment), the chart inline as a ``data:`` image.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import unicodedata
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ai_sidecar import __version__
+from ai_sidecar.console.reports.model import Report
+from ai_sidecar.console.reports.tables import Table, report_tables
+from ai_sidecar.console.templating import ENVIRONMENT
+from ai_sidecar.models import PRIORITIES
+
+# A spreadsheet runs a cell starting with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Longest cell text the PDF prints; longer text is cut with an ellipsis.
+PDF_CELL_CHARS = 120
+PRIORITY_COLOURS = ("#b3261e", "#e8710a", "#f9ab00", "#5f6368")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def report_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for table in report_tables(report):
+        writer.writerow(["section", *table.columns])
+        if table.unavailable is not None:
+            writer.writerow([table.key, spreadsheet_safe(table.unavailable)])
+            continue
+        for row in table.rows:
+            writer.writerow([table.key, *(spreadsheet_safe(cell) for cell in row)])
+    return out.getvalue()
+
+
+def chart_png(report: Report) -> bytes:
+    """Incidents created per hour (a day's report) or per day, stacked by priority."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(8, 2.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    positions = list(range(len(report.buckets)))
+    bottoms = [0] * len(positions)
+    for index, priority in enumerate(PRIORITIES):
+        heights = [bucket.counts[index] for bucket in report.buckets]
+        axes.bar(positions, heights, bottom=bottoms, color=PRIORITY_COLOURS[index], label=priority)
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    hourly = report.period.kind == "day"
+    labels = [b.start.strftime("%H:%M" if hourly else "%a %d") for b in report.buckets]
+    every = max(1, len(labels) // 12)
+    axes.set_xticks(positions[::every], labels[::every], fontsize=8)
+    axes.set_ylabel("Incidents", fontsize=8)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.tick_params(axis="y", labelsize=8)
+    axes.legend(fontsize=7, ncols=4, loc="upper right", frameon=False)
+    axes.spines[["top", "right"]].set_visible(False)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def template_context(report: Report, chart: bytes, chart_src: str | None = None) -> dict[str, Any]:
+    """What report templates (console page, document, e-mail) are rendered with; the
+    chart inline as a ``data:`` URL unless ``chart_src`` says where it is (an e-mail's
+    ``cid:``)."""
+    return {
+        "report": report,
+        "period": report.period,
+        "tables": report_tables(report),
+        "chart": chart_src or "data:image/png;base64," + base64.b64encode(chart).decode(),
+        "generated": local_time(report.generated_at, report),
+    }
+
+
+def local_time(moment: datetime, report: Report) -> str:
+    return f"{moment.astimezone(report.period.zone):%Y-%m-%d %H:%M:%S %Z}"
+
+
+def report_html(report: Report, chart: bytes, chart_src: str | None = None) -> str:
+    """A standalone HTML document (the CLI's and the e-mail's): no external resource."""
+    return ENVIRONMENT.get_template("report_document.html").render(
+        **template_context(report, chart, chart_src)
+    )
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and format characters (NUL, bidi overrides) replaced and
+    cut to :data:`PDF_CELL_CHARS`."""
+    clean = "".join(
+        "\ufffd" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") else c for c in text
+    )
+    return clean if len(clean) <= PDF_CELL_CHARS else clean[: PDF_CELL_CHARS - 1] + "…"
+
+
+def _font_dir() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+def report_pdf(report: Report, chart: bytes) -> bytes:
+    from fpdf import FPDF
+    from fpdf.fonts import FontFace
+
+    pdf = FPDF(format="A4")
+    pdf.set_title(_printable(f"Scout report: {report.period.title}"))
+    pdf.set_creator(f"Scout sidecar {__version__}")
+    fonts = _font_dir()
+    pdf.add_font("DejaVu", "", str(fonts / "DejaVuSans.ttf"))
+    pdf.add_font("DejaVu", "B", str(fonts / "DejaVuSans-Bold.ttf"))
+    pdf.set_auto_page_break(auto=True, margin=15)
+    pdf.add_page()
+    pdf.set_font("DejaVu", "B", 16)
+    pdf.cell(text="Scout report", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "", 10)
+    pdf.cell(text=_printable(report.period.title), new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(text=f"Made {local_time(report.generated_at, report)}", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    pdf.image(io.BytesIO(chart), w=pdf.epw)
+    for table in report_tables(report):
+        _pdf_table(pdf, table, FontFace(emphasis="BOLD", fill_color=(230, 230, 230)))
+    return bytes(pdf.output())
+
+
+def _pdf_table(pdf: Any, table: Table, headings: Any) -> None:
+    pdf.ln(4)
+    pdf.set_font("DejaVu", "B", 12)
+    pdf.cell(text=table.title, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "", 9)
+    if table.note:
+        pdf.multi_cell(w=0, text=table.note, new_x="LMARGIN", new_y="NEXT")
+    if table.unavailable is not None:
+        pdf.multi_cell(w=0, text=_printable(table.unavailable), new_x="LMARGIN", new_y="NEXT")
+        return
+    if not table.rows:
+        pdf.cell(text="None in this period.", new_x="LMARGIN", new_y="NEXT")
+        return
+    with pdf.table(
+        headings_style=headings, text_align="LEFT", line_height=5, wrapmode="CHAR"
+    ) as grid:
+        for row in (table.columns, *table.rows):
+            cells = grid.row()
+            for cell in row:
+                cells.cell(_printable(cell))

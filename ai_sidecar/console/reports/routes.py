@@ -1,0 +1,108 @@
+"""``/console/reports``: the report as a page, and the same report as CSV and PDF.
+
+Query parameters, the same for the three: ``period`` (day, week, month;
+default week) and ``end`` (``YYYY-MM-DD``: the report ends at the end of that
+day in ``notifications.timezone``; default: now). Any signed-in user may read
+reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+from ai_sidecar.components import promql_client
+from ai_sidecar.console.reports.period import PERIODS, Period, parse_end_date
+from ai_sidecar.console.reports.render import template_context
+from ai_sidecar.console.reports.service import ReportMaker
+from ai_sidecar.console.session import console_user
+from ai_sidecar.console.templating import SECURITY_HEADERS, render
+from ai_sidecar.keys import CONFIG, SETTINGS, STORE
+
+REPORTS = web.AppKey("console_reports", ReportMaker)
+PAGE = "/console/reports"
+
+
+async def report_maker(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the app's report maker, with a Prometheus client of its own."""
+    async with aiohttp.ClientSession() as session:
+        app[REPORTS] = ReportMaker(app[STORE], app[CONFIG], promql_client(app[SETTINGS], session))
+        yield
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """The period a request asks for, its end date as given, and the query string
+    that asks for the same report again (the download links)."""
+
+    period: Period
+    end_date: date | None
+    query: str
+
+
+def _asked(request: web.Request) -> Asked:
+    kind = request.query.get("period", "week")
+    if kind not in PERIODS:
+        raise web.HTTPBadRequest(text=f"period should be one of {', '.join(PERIODS)}")
+    end_text = request.query.get("end", "").strip()
+    try:
+        end_date = parse_end_date(end_text) if end_text else None
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    period = request.app[REPORTS].period(kind, end_date=end_date)
+    query = {"period": kind, **({"end": end_date.isoformat()} if end_date else {})}
+    return Asked(period, end_date, urlencode(query))
+
+
+def report_filename(period: Period, extension: str) -> str:
+    return f"scout-report-{period.kind}-{period.last_day:%Y-%m-%d}.{extension}"
+
+
+def _download(body: bytes, content_type: str, filename: str) -> web.Response:
+    return web.Response(
+        body=body,
+        headers={
+            **SECURITY_HEADERS,
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
+    )
+
+
+async def report_page(request: web.Request) -> web.Response:
+    user = await console_user(request)
+    asked = _asked(request)
+    made = await request.app[REPORTS].make(asked.period)
+    context = template_context(made.report, made.chart)
+    context.update(
+        periods=PERIODS,
+        query=asked.query,
+        end_value="" if asked.end_date is None else asked.end_date.isoformat(),
+    )
+    return await render(request, "report.html", context, user=user)
+
+
+async def report_csv(request: web.Request) -> web.Response:
+    await console_user(request)
+    period = _asked(request).period
+    made = await request.app[REPORTS].make(period)
+    return _download(made.csv().encode(), "text/csv; charset=utf-8", report_filename(period, "csv"))
+
+
+async def report_pdf(request: web.Request) -> web.Response:
+    await console_user(request)
+    period = _asked(request).period
+    made = await request.app[REPORTS].make(period)
+    return _download(await made.pdf(), "application/pdf", report_filename(period, "pdf"))
+
+
+def add_report_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(report_maker)
+    app.router.add_get(PAGE, report_page)
+    app.router.add_get(f"{PAGE}.csv", report_csv)
+    app.router.add_get(f"{PAGE}.pdf", report_pdf)

@@ -1,0 +1,61 @@
+"""Making reports for the app and the CLI: the store, Prometheus and the config in one place."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.config import ReportPeriod, SidecarConfig
+from ai_sidecar.console.reports.model import Report, build_report
+from ai_sidecar.console.reports.period import Period, period_ending, report_period
+from ai_sidecar.console.reports.render import chart_png, report_csv, report_html, report_pdf
+from ai_sidecar.promql import PromQLClient
+from ai_sidecar.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """One report and its chart, ready for any format."""
+
+    report: Report
+    chart: bytes
+
+    def csv(self) -> str:
+        return report_csv(self.report)
+
+    def html(self, chart_src: str | None = None) -> str:
+        return report_html(self.report, self.chart, chart_src)
+
+    async def pdf(self) -> bytes:
+        # fpdf2 lays out in Python for a while: off the event loop.
+        return await asyncio.to_thread(report_pdf, self.report, self.chart)
+
+
+class ReportMaker:
+    """Builds reports from ``store`` and ``prometheus`` (None: no Prometheus) under ``config``."""
+
+    def __init__(
+        self, store: Store, config: SidecarConfig, prometheus: PromQLClient | None
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._prometheus = prometheus
+
+    def period(
+        self, kind: ReportPeriod, *, end_date: date | None = None, now: datetime | None = None
+    ) -> Period:
+        return report_period(
+            kind, self._config.notifications.zone, now=now or utc_now(), end_date=end_date
+        )
+
+    def period_ending(self, kind: ReportPeriod, end: datetime) -> Period:
+        return period_ending(kind, end, self._config.notifications.zone)
+
+    async def make(self, period: Period, *, now: datetime | None = None) -> Rendered:
+        report = await build_report(
+            self._store, period, self._config.reports, self._prometheus, now=now
+        )
+        chart = await asyncio.to_thread(chart_png, report)
+        return Rendered(report, chart)

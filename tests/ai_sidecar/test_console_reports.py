@@ -1,0 +1,614 @@
+"""Reports: the numbers over a known storm, their CSV, HTML and PDF, the console
+routes, the CLI and the e-mail digest (against a real SMTP server)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pypdf import PdfReader
+
+from ai_sidecar.app import create_app
+from ai_sidecar.config import ReportsConfig, SidecarConfig, load_config, parse_config
+from ai_sidecar.console.reports.digest import (
+    DigestScheduler,
+    digest_counter,
+    latest_slot,
+    next_slot,
+)
+from ai_sidecar.console.reports.measured import NO_PROMETHEUS
+from ai_sidecar.console.reports.model import Report, build_report
+from ai_sidecar.console.reports.period import report_period
+from ai_sidecar.console.reports.render import report_csv
+from ai_sidecar.console.reports.service import ReportMaker
+from ai_sidecar.console.reports.tables import duration_text
+from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
+from ai_sidecar.errors import ConfigError
+from ai_sidecar.keys import STORE
+from ai_sidecar.models import MERGED_REASON, Alert, Incident, Member
+from ai_sidecar.promql import HttpPromQLClient
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store import IncidentAction, SqliteStore, Store
+from scripts.localstack import free_port
+from tests.ai_sidecar.builders import T0, member
+from tests.ai_sidecar.exchanges import exchange
+from tests.peers.notify import SmtpSink, email_body
+
+UTC_ZONE = ZoneInfo("UTC")
+# T0 is Monday 2026-11-02 09:00 UTC; the week ends at the end of Sunday 2026-11-08.
+WEEK_END = date(2026, 11, 8)
+NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+SCRIPT = "<script>alert(1)</script>"
+FORMULA = '=HYPERLINK("http://evil")'
+# A site name with what a PDF or a terminal could trip on: emoji, a bidi override, NUL.
+ODD_SITE = "Zürich 🔥\u202e\x00"
+
+
+def incident(
+    incident_id: str,
+    *members: Member,
+    priority: str,
+    created: timedelta,
+    resolved: timedelta | None = None,
+    site: str = "",
+    merged_into: str | None = None,
+) -> Incident:
+    return Incident(
+        id=incident_id,
+        status="open" if resolved is None else "resolved",
+        group={"site": site} if site else {},
+        members={m.fingerprint: m for m in members},
+        created_at=T0 + created,
+        updated_at=T0 + (resolved or created),
+        priority=priority,  # type: ignore[arg-type]
+        resolved_at=None if resolved is None else T0 + resolved,
+        root_cause_reasons=() if merged_into is None else (MERGED_REASON + merged_into,),
+    )
+
+
+def storm() -> list[Incident]:
+    flapping = replace(member("InterfaceDown", "sw-1", ifName="Gi0/1"), flap_count=2)
+    return [
+        incident(
+            "a",
+            flapping,
+            member("InterfaceDown", "sw-1", ifName="Gi0/2", fingerprint="if2"),
+            member("InterfaceDown", "sw-2", ifName="Gi0/1"),
+            priority="P1",
+            created=timedelta(0),
+            resolved=timedelta(minutes=30),
+            site="paris",
+        ),
+        incident(
+            "b",
+            member("HostDown", "srv-1"),
+            member("DiskFull", "srv-1"),
+            priority="P2",
+            created=timedelta(days=1),
+            resolved=timedelta(days=1, hours=2),
+            site="lyon",
+        ),
+        incident(
+            "c", member("HostDown", "srv-2"), priority="P2", created=timedelta(days=2), site="paris"
+        ),
+        # Merged into a: not counted.
+        incident(
+            "d",
+            member("InterfaceDown", "sw-3"),
+            priority="P3",
+            created=timedelta(hours=1),
+            resolved=timedelta(hours=2),
+            merged_into="a",
+        ),
+        # Before the period.
+        incident("e", member("HostDown", "srv-9"), priority="P1", created=-timedelta(days=2)),
+        incident(
+            "f",
+            member(SCRIPT, FORMULA, fingerprint="hostile"),
+            priority="P4",
+            created=timedelta(days=3),
+            resolved=timedelta(days=3, hours=1),
+            site=ODD_SITE,
+        ),
+    ]
+
+
+def as_alert(item: Member, starts: timedelta = timedelta(0)) -> Alert:
+    return Alert(item.fingerprint, "firing", item.labels, {}, item.starts_at + starts)
+
+
+async def fill(store: Store) -> None:
+    incidents = storm()
+    await store.save_incidents(incidents)
+    # What the webhook stored: every member firing, received in the period...
+    counted = [m for i in incidents if i.id not in ("d", "e") for m in i.members.values()]
+    await store.ingest([as_alert(m) for m in counted], T0)
+    flapping = counted[0]
+    # ...the flapping port's two re-fires, a re-delivery (not stored again), a resolution...
+    await store.ingest(
+        [
+            as_alert(flapping, timedelta(minutes=2)),
+            as_alert(flapping, timedelta(minutes=4)),
+            as_alert(flapping),
+            replace(as_alert(flapping), status="resolved", ends_at=T0 + timedelta(minutes=1)),
+        ],
+        T0 + timedelta(minutes=5),
+    )
+    # ...and an alert received the week after.
+    await store.ingest([as_alert(flapping, timedelta(days=8))], T0 + timedelta(days=8))
+    # All folded already (into the incidents above): a running worker leaves them be.
+    await store.save_progress((await store.pending(100))[-1].seq, [])
+    for incident_id, after in (
+        ("a", timedelta(minutes=5)),
+        ("a", timedelta(minutes=10)),  # a second acknowledgement: the first counts
+        ("b", timedelta(days=1, minutes=15)),
+    ):
+        await store.record_action(IncidentAction(incident_id, "acknowledge", "ana", "", T0 + after))
+    await store.record_action(IncidentAction("c", "assign", "ana", "bob", T0 + timedelta(days=2)))
+    for incident_id, useful, after in (
+        ("a", True, timedelta(hours=1)),
+        ("b", True, timedelta(days=1, hours=3)),
+        ("c", False, timedelta(days=2, hours=1)),
+        ("e", True, -timedelta(days=1)),  # before the period
+    ):
+        await store.add_feedback(incident_id, useful, "", T0 + after)
+    await store.record_llm_exchange(exchange("a", T0 + timedelta(minutes=1), cost=0.01))
+    await store.record_llm_exchange(
+        exchange("b", T0 + timedelta(days=1), cost=0.02, outcome="timeout", input_tokens=10)
+    )
+    await store.record_llm_exchange(exchange("e", T0 - timedelta(days=1), cost=5.0))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await SqliteStore.open(tmp_path / "data" / "scout.db")
+    await fill(opened)
+    yield opened
+    await opened.close()
+
+
+async def week_report(store: Store) -> Report:
+    period = report_period("week", UTC_ZONE, now=NOW, end_date=WEEK_END)
+    return await build_report(store, period, ReportsConfig(), None, now=NOW)
+
+
+async def test_the_storm_is_counted_exactly(store: Store) -> None:
+    report = await week_report(store)
+    assert report.period.start == datetime(2026, 11, 2, tzinfo=UTC)
+    assert report.period.end == datetime(2026, 11, 9, tzinfo=UTC)
+    assert (report.incidents, report.open, report.merged) == (4, 1, 1)
+    assert report.by_priority == (("P1", 1), ("P2", 2), ("P3", 0), ("P4", 1))
+    assert report.by_site == (("paris", 2), (ODD_SITE, 1), ("lyon", 1))
+    # 7 members, one of which flapped twice; 9 firing episodes received.
+    assert (report.alerts, report.firings, report.received) == (7, 9, 9)
+    assert report.compression == 9 / 4
+    assert report.rules[0].name == "InterfaceDown"
+    assert (report.rules[0].firings, report.rules[0].incidents) == (5, 1)
+    assert {r.name: r.firings for r in report.rules} == {
+        "InterfaceDown": 5,
+        "HostDown": 2,
+        "DiskFull": 1,
+        SCRIPT: 1,
+    }
+    assert report.targets[0].name == "sw-1"
+    assert report.targets[0].firings == 4
+    assert (report.acknowledge.count, report.acknowledge.mean, report.acknowledge.median) == (
+        2,
+        timedelta(minutes=10),
+        timedelta(minutes=10),
+    )
+    assert (report.resolve.count, report.resolve.mean, report.resolve.median) == (
+        3,
+        timedelta(minutes=70),
+        timedelta(hours=1),
+    )
+    assert (report.feedback, report.useful) == (3, 2)
+    assert (report.llm_calls, report.llm_failed) == (2, 1)
+    assert report.llm_cost == pytest.approx(0.03)
+    assert report.llm_input_tokens == 1200 + 10
+    # A bar per day of the week, priorities in order.
+    assert [b.start.day for b in report.buckets] == list(range(2, 9))
+    assert [sum(b.counts) for b in report.buckets] == [1, 1, 1, 1, 0, 0, 0]
+    assert report.buckets[0].counts == (1, 0, 0, 0)
+    for measured in (report.bandwidth, report.wan, report.anomalies):
+        assert measured.rows == ()
+        assert measured.unavailable == NO_PROMETHEUS
+
+
+async def test_an_unreachable_prometheus_is_a_line_not_a_failure(
+    store: Store, aiohttp_client: object
+) -> None:
+    import aiohttp
+
+    period = report_period("day", UTC_ZONE, now=NOW)
+    async with aiohttp.ClientSession() as session:
+        client = HttpPromQLClient(f"http://127.0.0.1:{free_port()}", session)
+        report = await build_report(store, period, ReportsConfig(), client, now=NOW)
+    for measured in (report.bandwidth, report.wan, report.anomalies):
+        assert measured.rows == ()
+        assert measured.unavailable is not None
+        assert measured.unavailable.startswith("not available: ")
+
+
+def test_periods_follow_the_local_wall_clock() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    # The week across the end of summer time is 169 hours long.
+    week = report_period("week", paris, now=NOW, end_date=date(2026, 10, 26))
+    assert week.local_start == datetime(2026, 10, 20, tzinfo=paris)
+    assert week.length == timedelta(days=7, hours=1)
+    month = report_period("month", UTC_ZONE, now=datetime(2026, 3, 31, 8, tzinfo=UTC))
+    assert month.start == datetime(2026, 2, 28, 8, tzinfo=UTC)
+    day = report_period("day", UTC_ZONE, now=NOW)
+    assert (day.start, day.end) == (NOW - timedelta(days=1), NOW)
+    with pytest.raises(ValueError, match="unknown report period"):
+        report_period("year", UTC_ZONE, now=NOW)  # type: ignore[arg-type]
+
+
+def test_durations_read_like_a_person_writes_them() -> None:
+    assert duration_text(timedelta(minutes=70)) == "1h 10m"
+    assert duration_text(timedelta(seconds=250)) == "4m 10s"
+    assert duration_text(timedelta(days=2, hours=3)) == "2d 03h"
+    assert duration_text(None) == "—"
+
+
+async def test_the_csv_round_trips_and_cannot_run_formulas(store: Store) -> None:
+    report = await week_report(store)
+    rows = list(csv.reader(io.StringIO(report_csv(report))))
+    sections = {row[0] for row in rows if row[0] != "section"}
+    assert sections == {
+        "summary",
+        "timing",
+        "priority",
+        "site",
+        "rules",
+        "targets",
+        "bandwidth",
+        "wan",
+        "anomalies",
+    }
+    priority = [row[1:] for row in rows if row[0] == "priority"]
+    assert priority == [[p, str(n)] for p, n in report.by_priority]
+    summary = {row[1]: row[2] for row in rows if row[0] == "summary"}
+    assert summary["Incidents"] == "4"
+    assert summary["Compression (alerts received per incident)"] == "2.2"
+    assert summary["Alerts received (firing)"] == "9"
+    assert summary["Found useful"] == "67%"
+    targets = [row[1] for row in rows if row[0] == "targets"]
+    # The hostile target keeps its text, made inert for spreadsheets; quotes survive.
+    assert "'" + FORMULA in targets
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
+    assert [row[1] for row in rows if row[0] == "wan"] == [NO_PROMETHEUS]
+
+
+async def test_the_pdf_opens_with_every_table(store: Store) -> None:
+    maker = ReportMaker(store, SidecarConfig(), None)
+    made = await maker.make(maker.period("week", end_date=WEEK_END), now=NOW)
+    reader = PdfReader(io.BytesIO(await made.pdf()))
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    for title in (
+        "Incidents by priority",
+        "Incidents by site",
+        "Noisiest alert rules",
+        "Noisiest targets",
+        "Time to acknowledge",
+        "Top bandwidth consumers",
+        "WAN utilisation",
+        "Top anomalies",
+    ):
+        assert title in text
+    assert "paris" in text
+    assert "lyon" in text
+    assert "Zürich" in text
+    assert SCRIPT in text
+    assert "1h 10m" in text  # the mean time to resolve
+
+
+class FixedUser:
+    """A session backend that always finds ``user`` (or nobody)."""
+
+    def __init__(self, user: ConsoleUser | None) -> None:
+        self.user = user
+
+    async def user_for(self, request: web.Request) -> ConsoleUser | None:
+        return self.user
+
+
+VIEWER = ConsoleUser("vera", Role.VIEWER, "token")
+
+
+@pytest.fixture
+async def console(aiohttp_client, tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = await SqliteStore.open(tmp_path / "data" / "scout.db")
+    await fill(store)
+    await store.close()
+    app = create_app(SidecarSettings(data_dir=tmp_path / "data", webhook_token="t"))
+    backend = FixedUser(VIEWER)
+    app[SESSIONS] = backend
+    client = await aiohttp_client(app)
+    client.backend = backend
+    return client
+
+
+async def test_the_report_page_escapes_alert_text_and_links_its_downloads(console) -> None:  # type: ignore[no-untyped-def]
+    response = await console.get("/console/reports", params={"period": "week", "end": "2026-11-08"})
+    assert response.status == 200
+    page = await response.text()
+    assert '<form id="report"' in page
+    assert 'href="/console/reports.csv?period=week&amp;end=2026-11-08"' in page
+    assert 'href="/console/reports.pdf?period=week&amp;end=2026-11-08"' in page
+    assert SCRIPT not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert '<option value="week" selected>' in page
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+    download = await console.get(
+        "/console/reports.csv", params={"period": "week", "end": "2026-11-08"}
+    )
+    assert download.status == 200
+    assert download.headers["Content-Disposition"] == (
+        'attachment; filename="scout-report-week-2026-11-08.csv"'
+    )
+    assert download.headers["Content-Type"] == "text/csv; charset=utf-8"
+    rows = list(csv.reader(io.StringIO(await download.text())))
+    assert ["summary", "Incidents", "4"] in rows
+
+    pdf = await console.get("/console/reports.pdf", params={"period": "day"})
+    assert pdf.status == 200
+    assert (await pdf.read()).startswith(b"%PDF")
+
+
+async def test_bad_parameters_and_strangers_are_turned_away(console) -> None:  # type: ignore[no-untyped-def]
+    bad = await console.get("/console/reports", params={"period": "year"})
+    assert bad.status == 400
+    assert "period should be one of day, week, month" in await bad.text()
+    bad_end = await console.get("/console/reports.csv", params={"end": "8/11/2026"})
+    assert bad_end.status == 400
+    far = await console.get("/console/reports", params={"end": "9999-12-31"})
+    assert far.status == 400
+    assert "the end date should be between" in await far.text()
+    console.backend.user = None
+    away = await console.get("/console/reports.pdf", allow_redirects=False)
+    assert away.status == 303
+    assert away.headers["Location"].startswith("/console/login?next=")
+
+
+def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("SCOUT_")}
+    environ["SCOUT_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "ai_sidecar.cli", "report", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.peers
+async def test_the_cli_writes_each_format(store: Store, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    outputs = {}
+    for fmt in ("csv", "html", "pdf"):
+        output = tmp_path / f"report.{fmt}"
+        done = run_cli(
+            "--period",
+            "week",
+            "--end",
+            "2026-11-08",
+            "--format",
+            fmt,
+            "--output",
+            str(output),
+            data_dir=data,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "reading the store" in done.stderr
+        outputs[fmt] = output.read_bytes()
+    assert ["priority", "P1", "1"] in list(csv.reader(io.StringIO(outputs["csv"].decode())))
+    html = outputs["html"].decode()
+    assert "Noisiest targets" in html
+    assert SCRIPT not in html
+    assert "Incidents by site" in PdfReader(io.BytesIO(outputs["pdf"])).pages[0].extract_text()
+
+    missing = run_cli("--output", str(tmp_path / "x.pdf"), data_dir=tmp_path / "nowhere")
+    assert missing.returncode == 2
+    assert "no store at" in missing.stderr
+    bad = run_cli("--end", "yesterday", "--output", "x", data_dir=data)
+    assert bad.returncode == 2
+    assert "the end date should be YYYY-MM-DD" in bad.stderr
+    unwritable = run_cli("--output", str(tmp_path / "no" / "dir" / "r.pdf"), data_dir=data)
+    assert unwritable.returncode == 2
+    assert "cannot write" in unwritable.stderr
+
+
+def test_slots_are_weekday_and_time_in_the_zone() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    config = parse_config(
+        "reports: {digest: {schedule: {weekday: monday, at: '08:00'}}}", "t"
+    ).reports.digest.schedule
+    # Wednesday: the latest slot is Monday 08:00 Paris (07:00 UTC in winter).
+    wednesday = datetime(2026, 11, 4, 12, tzinfo=UTC)
+    assert latest_slot(wednesday, config, paris) == datetime(2026, 11, 2, 7, tzinfo=UTC)
+    assert next_slot(wednesday, config, paris) == datetime(2026, 11, 9, 7, tzinfo=UTC)
+    daily = config.model_copy(update={"weekday": None})
+    assert latest_slot(wednesday, daily, paris) == datetime(2026, 11, 4, 7, tzinfo=UTC)
+
+
+def digest_config(sink: SmtpSink, **retry: str) -> SidecarConfig:
+    return parse_config(
+        "reports:\n"
+        "  digest:\n"
+        "    enabled: true\n"
+        "    period: week\n"
+        "    schedule: {weekday: monday, at: '00:00'}\n"
+        "    recipients: [noc@example.net, lead@example.net]\n"
+        f"    smtp: {{host: {sink.host}, port: {sink.port}, security: none,"
+        " from: scout@example.net}\n"
+        f"    retry: {{first: {retry.get('first', '1m')}, max: 1s,"
+        f" attempts: {retry.get('attempts', '3')}}}\n",
+        "t",
+    )
+
+
+def counts(registry: CollectorRegistry) -> dict[str, float]:
+    return {
+        outcome: registry.get_sample_value("scout_reports_digest_sent_total", {"outcome": outcome})
+        or 0.0
+        for outcome in ("sent", "failed", "abandoned")
+    }
+
+
+def scheduler_for(  # type: ignore[no-untyped-def]
+    store: Store, config: SidecarConfig, counter, sleeps: list[float], holder: str = "a"
+) -> DigestScheduler:
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    return DigestScheduler(
+        ReportMaker(store, config, None),
+        store,
+        config.reports.digest,
+        config.notifications.zone,
+        counter,
+        holder=holder,
+        clock=lambda: NOW,
+        sleep=sleep,
+    )
+
+
+async def sent_before(store: Store, slot: datetime) -> None:
+    """The store as if ``slot``'s digest had gone out."""
+    assert await store.claim_digest(slot, "earlier", now=slot, hold=timedelta(minutes=1))
+    assert await store.finish_digest(slot, "earlier", at=slot)
+
+
+MONDAY = datetime(2026, 11, 9, tzinfo=UTC)  # the latest slot at NOW
+
+
+@pytest.mark.peers
+async def test_the_first_start_only_notes_the_latest_slot(store: Store) -> None:
+    registry = CollectorRegistry()
+    with SmtpSink() as sink:
+        scheduler = scheduler_for(store, digest_config(sink), digest_counter(registry), [])
+        await scheduler.tick()
+        await scheduler.tick()
+        assert sink.messages() == []
+    assert await store.last_digest() == MONDAY
+    assert counts(registry) == {"sent": 0, "failed": 0, "abandoned": 0}
+
+
+@pytest.mark.peers
+async def test_the_digest_arrives_with_its_pdf_once_per_slot(store: Store) -> None:
+    registry = CollectorRegistry()
+    counter = digest_counter(registry)
+    await sent_before(store, MONDAY - timedelta(days=7))
+    with SmtpSink() as sink:
+        config = digest_config(sink)
+        # Two replicas on one store, at the same moment: one sends.
+        await asyncio.gather(
+            scheduler_for(store, config, counter, [], holder="a").tick(),
+            scheduler_for(store, config, counter, [], holder="b").tick(),
+        )
+        message = await asyncio.to_thread(sink.wait_for)
+        await scheduler_for(store, config, counter, [], holder="a").tick()  # done already
+    assert len(sink.messages()) == 1
+    assert message["To"] == "noc@example.net, lead@example.net"
+    assert message["Subject"] == "Scout week report to 2026-11-09 00:00: 4 incidents"
+    html = email_body(message, "html")
+    assert "Noisiest alert rules" in html
+    assert "&lt;script&gt;" in html
+    assert SCRIPT not in html
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_filename() == "scout-report-week-2026-11-08.pdf"
+    text = PdfReader(io.BytesIO(attachment.get_content())).pages[0].extract_text()
+    assert "Incidents by priority" in text
+    assert await store.last_digest() == MONDAY
+    assert counts(registry) == {"sent": 1, "failed": 0, "abandoned": 0}
+
+
+@pytest.mark.peers
+async def test_a_refusing_server_is_retried_with_backoff_then_succeeds(store: Store) -> None:
+    registry = CollectorRegistry()
+    counter = digest_counter(registry)
+    sleeps: list[float] = []
+    with SmtpSink(refuse=2) as sink:
+        config = digest_config(sink, first="400ms", attempts="4")
+        assert await scheduler_for(store, config, counter, sleeps).deliver(MONDAY)
+        assert sink.refused == 2
+        assert len(sink.messages()) == 1
+    assert sleeps == [0.4, 0.8]
+    assert counts(registry) == {"sent": 1, "failed": 2, "abandoned": 0}
+
+    with SmtpSink(refuse=5) as sink:
+        config = digest_config(sink, first="2s", attempts="2")
+        next_monday = MONDAY + timedelta(days=7)
+        assert not await scheduler_for(store, config, counter, sleeps).deliver(next_monday)
+        # Given up: done, so not tried again (by this replica or another).
+        assert not await scheduler_for(store, config, counter, [], holder="b").deliver(next_monday)
+        assert sink.refused == 2
+    # The pause never exceeds retry.max.
+    assert sleeps[-1] == 1.0
+    assert counts(registry) == {"sent": 1, "failed": 4, "abandoned": 1}
+
+
+@pytest.mark.peers
+async def test_the_app_sends_a_missed_digest_when_it_starts(aiohttp_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    store = await SqliteStore.open(data / "scout.db")
+    await fill(store)
+    # A slot long ago was the last sent: the latest one is due.
+    await sent_before(store, datetime(2026, 1, 5, tzinfo=UTC))
+    await store.close()
+    with SmtpSink() as sink:
+        config = digest_config(sink)
+        app = create_app(SidecarSettings(data_dir=data, webhook_token="t"), config)
+        client = await aiohttp_client(app)
+        message = await asyncio.to_thread(sink.wait_for)
+        assert message["Subject"].startswith("Scout week report")
+        sent = 'scout_reports_digest_sent_total{outcome="sent"} 1.0'
+        # Counted once the server has acknowledged the message, just after it arrived.
+        for _ in range(100):
+            metrics = await (await client.get("/metrics")).text()
+            if sent in metrics:
+                break
+            await asyncio.sleep(0.1)
+        assert sent in metrics
+        assert await app[STORE].last_digest() == latest_slot(
+            datetime.now(UTC), config.reports.digest.schedule, UTC_ZONE
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("{digest: {enabled: true}}", "the digest is enabled but has no recipients"),
+        ("{digest: {schedule: {at: '8h'}}}", "should be a time of day as HH:MM"),
+        ("{digest: {schedule: {weekday: mon}}}", "reports.digest.schedule.weekday"),
+        ("{digest: {smtp: {password_file: /x}}}", "password_file is set but username is not"),
+        ("{digest: {recipients: [nobody]}}", "reports.digest.recipients.0"),
+        ("{top: 0}", "reports.top"),
+    ],
+)
+def test_bad_reports_config_is_refused_with_its_line(text: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        parse_config(f"reports: {text}\n", "sidecar.yml")
+
+
+def test_the_full_config_reads_its_digest() -> None:
+    config = load_config(Path(__file__).parent / "configs" / "full.yml").reports
+    assert config.digest.smtp.sender == "scout@example.net"
+    assert config.digest.smtp.password_file == Path("/run/secrets/smtp_password")
+    assert config.digest.schedule.weekday is None
