@@ -22,7 +22,8 @@ TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
 	prometheus-snmp-exporter:prometheus-snmp-exporter ip:iproute2 tc:iproute2 \
 	setpriv:util-linux node:nodejs npm:npm victoria-metrics:victoria-metrics \
 	runuser:util-linux pg_ctlcluster:postgresql nft:nftables conntrack:conntrack \
-	pmacctd:pmacct nfcapd:nfdump iptables:iptables
+	pmacctd:pmacct nfcapd:nfdump iptables:iptables \
+	chromium:chromium chromedriver:chromium-driver
 BENCH_DEBS := $(TEST_DEBS) prometheus-node-exporter:prometheus-node-exporter
 
 .PHONY: up test lint bench system-deps clean

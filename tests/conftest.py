@@ -135,7 +135,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 # Fixtures that start real daemons (Prometheus, Alertmanager, VictoriaMetrics,
-# snmpd, snmpsim, snmp_exporter, Scout's own processes, network namespaces).
+# snmpd, snmpsim, snmp_exporter, Scout's own processes, network namespaces, chromium).
 # A test that uses one, directly or through another fixture, is in the slow lane:
 # `pytest -m "not peers"` leaves it out. Modules that start daemons themselves
 # carry `pytestmark = pytest.mark.peers`.
@@ -158,6 +158,7 @@ PEER_FIXTURES = frozenset(
         "secured_exporter",
         "tsc",
         "postgres_server",
+        "browser",
     }
 )
 
