@@ -13,6 +13,7 @@ from ai_sidecar.store.postgres import PostgresStore
 from ai_sidecar.store.protocol import (
     Backlog,
     Feedback,
+    IncidentAction,
     IngestResult,
     OutboxCopy,
     OutboxPlan,
@@ -29,6 +30,7 @@ from ai_sidecar.store.sqlite import SqliteStore
 __all__ = [
     "Backlog",
     "Feedback",
+    "IncidentAction",
     "IngestResult",
     "OutboxCopy",
     "OutboxPlan",

@@ -84,6 +84,24 @@ class Feedback:
     at: datetime
 
 
+ActionKind = Literal["acknowledge", "unacknowledge", "assign", "silence"]
+ACTION_KINDS: tuple[ActionKind, ...] = ("acknowledge", "unacknowledge", "assign", "silence")
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentAction:
+    """Something a person did to an incident from the console."""
+
+    incident_id: str
+    kind: ActionKind
+    # The console user who did it.
+    actor: str
+    # assign: the assignee ("" takes the assignment back); silence: what was
+    # silenced, as the console wrote it (ids, end time); otherwise "".
+    detail: str
+    at: datetime
+
+
 PostState = Literal["firing", "resolved"]
 
 
@@ -152,6 +170,7 @@ class PruneResult:
     feedback: int = 0
     posts: int = 0
     llm_exchanges: int = 0
+    actions: int = 0
 
     def counts(self) -> dict[str, int]:
         """Kind -> rows removed, for the pruned-rows metric."""
@@ -162,6 +181,7 @@ class PruneResult:
             "feedback": self.feedback,
             "posts": self.posts,
             "llm_exchanges": self.llm_exchanges,
+            "actions": self.actions,
         }
 
     def __add__(self, other: PruneResult) -> PruneResult:
@@ -172,6 +192,7 @@ class PruneResult:
             self.feedback + other.feedback,
             self.posts + other.posts,
             self.llm_exchanges + other.llm_exchanges,
+            self.actions + other.actions,
         )
 
 
@@ -250,6 +271,24 @@ class Store(Protocol):
 
     async def feedback(self, incident_id: str) -> list[Feedback]:
         """Feedback on one incident in the order it was given."""
+        ...
+
+    async def feedback_between(self, start: datetime, end: datetime) -> list[Feedback]:
+        """Feedback given at or after ``start`` and before ``end``, in the order given."""
+        ...
+
+    # --- what people did from the console -----------------------------------------
+
+    async def record_action(self, action: IncidentAction) -> bool:
+        """Record ``action``; False (nothing stored) when there is no such incident."""
+        ...
+
+    async def actions(self, incident_id: str) -> list[IncidentAction]:
+        """Actions on one incident in the order they were taken."""
+        ...
+
+    async def actions_between(self, start: datetime, end: datetime) -> list[IncidentAction]:
+        """Actions taken at or after ``start`` and before ``end``, in the order taken."""
         ...
 
     # --- the return trip's outbox -------------------------------------------------

@@ -9,6 +9,8 @@ replicas may start together), every step above the database's version:
 - **2**: ``lease``, one row whose ``epoch`` is the worker lease's fencing
   token (:mod:`ai_sidecar.store.postgres.lease`).
 - **3**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
+- **4**: ``incident_actions``, what people did from the console
+  (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
 
 A database stamped with a version above :data:`SCHEMA_VERSION` was written by
 a newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -117,8 +119,24 @@ CREATE INDEX llm_exchanges_at ON llm_exchanges (at);
 CREATE INDEX llm_exchanges_incident ON llm_exchanges (incident_id, at);
 """
 
+_VERSION_4 = """
+-- What people did from the console (ai_sidecar.store.actions), and reports
+-- that read feedback over a period.
+CREATE TABLE incident_actions (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    incident_id text NOT NULL REFERENCES incidents (id),
+    kind text NOT NULL,
+    actor text NOT NULL,
+    detail text NOT NULL,
+    at text NOT NULL
+);
+CREATE INDEX incident_actions_incident ON incident_actions (incident_id, id);
+CREATE INDEX incident_actions_at ON incident_actions (at);
+CREATE INDEX feedback_at ON feedback (at);
+"""
+
 # Step n brings a database from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

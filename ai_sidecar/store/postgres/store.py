@@ -16,10 +16,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+from ai_sidecar.store import actions as action_sql
 from ai_sidecar.store import exchanges
 from ai_sidecar.store.postgres import incidents as sql
 from ai_sidecar.store.postgres import outbox
@@ -28,6 +29,7 @@ from ai_sidecar.store.postgres.schema import migrate
 from ai_sidecar.store.protocol import (
     Backlog,
     Feedback,
+    IncidentAction,
     IngestResult,
     OutboxPlan,
     OutboxRow,
@@ -160,6 +162,44 @@ class PostgresStore:
     async def feedback(self, incident_id: str) -> list[Feedback]:
         return await self._read(lambda cur: sql.feedback(cur, incident_id))
 
+    async def feedback_between(self, start: datetime, end: datetime) -> list[Feedback]:
+        rows = await self._fetch(action_sql.POSTGRES.feedback_between, (stamp(start), stamp(end)))
+        return action_sql.decode_feedback(rows, json_comments=True)
+
+    # --- what people did from the console -----------------------------------------
+
+    async def record_action(self, action: IncidentAction) -> bool:
+        row = action_sql.action_row(action)
+
+        async def insert(cur: Cursor) -> bool:
+            # FOR SHARE: retention cannot delete the incident under the new row.
+            await cur.execute(
+                f"{action_sql.POSTGRES.incident_exists} FOR SHARE", (action.incident_id,)
+            )
+            if await cur.fetchone() is None:
+                return False
+            await cur.execute(action_sql.POSTGRES.insert, row)
+            return True
+
+        return await self._engine.transaction(insert)
+
+    async def actions(self, incident_id: str) -> list[IncidentAction]:
+        return action_sql.decode_actions(
+            await self._fetch(action_sql.POSTGRES.of_incident, (incident_id,))
+        )
+
+    async def actions_between(self, start: datetime, end: datetime) -> list[IncidentAction]:
+        return action_sql.decode_actions(
+            await self._fetch(action_sql.POSTGRES.between, (stamp(start), stamp(end)))
+        )
+
+    async def _fetch(self, query: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        async def fetch(cur: Cursor) -> list[tuple[Any, ...]]:
+            await cur.execute(query, params)
+            return list(await cur.fetchall())
+
+        return await self._read(fetch)
+
     # --- the return trip's outbox -------------------------------------------------
 
     async def enqueue_posts(
@@ -268,5 +308,9 @@ async def _prune_incidents(cur: Cursor, before: str, batch: int) -> PruneResult:
     if not ids:
         return PruneResult()
     posts = await outbox.delete_resolved_of(cur, ids)
+    await cur.execute(action_sql.POSTGRES.delete_of, (list(ids),))
+    taken = cur.rowcount
     incidents, members, feedback = await sql.delete_incidents(cur, ids)
-    return PruneResult(incidents=incidents, members=members, feedback=feedback, posts=posts)
+    return PruneResult(
+        incidents=incidents, members=members, feedback=feedback, posts=posts, actions=taken
+    )

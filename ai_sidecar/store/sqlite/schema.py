@@ -16,6 +16,8 @@
   more so as a row that large spills into an overflow page of its own in a
   table without rowid.
 - **4**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
+- **5**: ``incident_actions``, what people did from the console
+  (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
 
 A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
 newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -166,8 +168,24 @@ CREATE INDEX llm_exchanges_at ON llm_exchanges (at);
 CREATE INDEX llm_exchanges_incident ON llm_exchanges (incident_id, at);
 """
 
+_VERSION_5 = """
+-- What people did from the console (ai_sidecar.store.actions), and reports
+-- that read feedback over a period.
+CREATE TABLE IF NOT EXISTS incident_actions (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incident_actions_incident ON incident_actions (incident_id, id);
+CREATE INDEX IF NOT EXISTS incident_actions_at ON incident_actions (at);
+CREATE INDEX IF NOT EXISTS feedback_at ON feedback (at);
+"""
+
 # Step n brings a file from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

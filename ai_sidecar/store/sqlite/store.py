@@ -19,10 +19,12 @@ from pathlib import Path
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+from ai_sidecar.store import actions as action_sql
 from ai_sidecar.store import exchanges
 from ai_sidecar.store.protocol import (
     Backlog,
     Feedback,
+    IncidentAction,
     IngestResult,
     OutboxPlan,
     OutboxRow,
@@ -158,6 +160,46 @@ class SqliteStore:
     async def feedback(self, incident_id: str) -> list[Feedback]:
         return await self._engine.read(lambda conn: sql.feedback(conn, incident_id))
 
+    async def feedback_between(self, start: datetime, end: datetime) -> list[Feedback]:
+        period = (sql.stamp(start), sql.stamp(end))
+        return await self._engine.read(
+            lambda conn: action_sql.decode_feedback(
+                conn.execute(action_sql.SQLITE.feedback_between, period).fetchall(),
+                json_comments=False,
+            )
+        )
+
+    # --- what people did from the console -----------------------------------------
+
+    async def record_action(self, action: IncidentAction) -> bool:
+        row = action_sql.action_row(action)
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            if (
+                conn.execute(action_sql.SQLITE.incident_exists, (action.incident_id,)).fetchone()
+                is None
+            ):
+                return False
+            conn.execute(action_sql.SQLITE.insert, row)
+            return True
+
+        return await self._engine.write(insert)
+
+    async def actions(self, incident_id: str) -> list[IncidentAction]:
+        return await self._engine.read(
+            lambda conn: action_sql.decode_actions(
+                conn.execute(action_sql.SQLITE.of_incident, (incident_id,)).fetchall()
+            )
+        )
+
+    async def actions_between(self, start: datetime, end: datetime) -> list[IncidentAction]:
+        period = (sql.stamp(start), sql.stamp(end))
+        return await self._engine.read(
+            lambda conn: action_sql.decode_actions(
+                conn.execute(action_sql.SQLITE.between, period).fetchall()
+            )
+        )
+
     # --- the return trip's outbox -------------------------------------------------
 
     async def enqueue_posts(
@@ -265,5 +307,10 @@ def _prune_incidents(conn: sqlite3.Connection, before: str, batch: int) -> Prune
     if not ids:
         return PruneResult()
     posts = outbox.delete_resolved_of(conn, ids)
+    taken = conn.execute(
+        action_sql.SQLITE.delete_of.format(marks=sql.marks(len(ids))), ids
+    ).rowcount
     incidents, members, feedback = sql.delete_incidents(conn, ids)
-    return PruneResult(incidents=incidents, members=members, feedback=feedback, posts=posts)
+    return PruneResult(
+        incidents=incidents, members=members, feedback=feedback, posts=posts, actions=taken
+    )

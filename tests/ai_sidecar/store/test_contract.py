@@ -18,6 +18,7 @@ from ai_sidecar.models import Analysis, RootCauseFacts, SkippedAnalyst
 from ai_sidecar.store import (
     Backlog,
     Feedback,
+    IncidentAction,
     IngestResult,
     OutboxCopy,
     OutboxPlan,
@@ -231,6 +232,54 @@ async def test_feedback_needs_an_existing_incident(store: Store) -> None:
         Feedback("inc-1", True, "spot on", T0),
         Feedback("inc-1", False, "wrong root cause", T0 + timedelta(minutes=1)),
     ]
+
+
+async def test_feedback_between_is_a_half_open_period_in_time_order(store: Store) -> None:
+    await store.save_incidents([stored_incident("inc-1"), stored_incident("inc-2")])
+    # Given out of time order, and one at each end of the period.
+    await store.add_feedback("inc-2", False, "late", T0 + timedelta(hours=2))
+    await store.add_feedback("inc-1", True, "start", T0)
+    await store.add_feedback("inc-1", True, "before", T0 - timedelta(seconds=1))
+    await store.add_feedback("inc-2", True, "end\u0000", T0 + timedelta(hours=3))
+    got = await store.feedback_between(T0, T0 + timedelta(hours=3))
+    assert got == [
+        Feedback("inc-1", True, "start", T0),
+        Feedback("inc-2", False, "late", T0 + timedelta(hours=2)),
+    ]
+    assert [f.comment for f in await store.feedback_between(T0, T0 + timedelta(days=1))] == [
+        "start",
+        "late",
+        "end\u0000",
+    ]
+
+
+async def test_actions_need_an_existing_incident_and_keep_what_was_typed(store: Store) -> None:
+    refused = IncidentAction("nope", "acknowledge", "ops", "", T0)
+    assert await store.record_action(refused) is False
+    assert await store.actions("nope") == []
+
+    await store.save_incidents([stored_incident("inc-1"), stored_incident("inc-2")])
+    taken = [
+        IncidentAction("inc-1", "acknowledge", "alice", "", T0),
+        IncidentAction("inc-1", "assign", "alice", "bob <b@x>\u0000 'é'", T0),
+        IncidentAction("inc-2", "silence", "carol", '{"ids": ["s1"]}', T0 + timedelta(hours=1)),
+        IncidentAction("inc-1", "unacknowledge", "bob", "", T0 + timedelta(hours=2)),
+    ]
+    for action in taken:
+        assert await store.record_action(action)
+    assert await store.actions("inc-1") == [taken[0], taken[1], taken[3]]
+    assert await store.actions_between(T0, T0 + timedelta(hours=2)) == taken[:3]
+    assert await store.actions_between(T0 + timedelta(hours=1), T0 + timedelta(days=1)) == [
+        taken[2],
+        taken[3],
+    ]
+
+
+async def test_an_unknown_action_kind_is_refused(store: Store) -> None:
+    await store.save_incidents([stored_incident("inc-1")])
+    with pytest.raises(ValueError, match="unknown action kind"):
+        await store.record_action(IncidentAction("inc-1", "delete", "x", "", T0))  # type: ignore[arg-type]
+    assert await store.actions("inc-1") == []
 
 
 async def test_reopening_keeps_alerts_cursor_incidents_and_feedback(
@@ -457,6 +506,7 @@ async def test_prune_removes_old_processed_alerts_and_resolved_incidents(store: 
     await store.save_progress(processed[-1].seq, [open_incident, old_resolved, new_resolved])
     for incident_id in ("open", "old", "new"):
         assert await store.add_feedback(incident_id, True, "", OLD)
+        assert await store.record_action(IncidentAction(incident_id, "acknowledge", "ops", "", OLD))
     await store.enqueue_posts(
         [
             plan(copy("m-old", incident_id="old", state="resolved", ends_at=1.0)),
@@ -479,13 +529,15 @@ async def test_prune_removes_old_processed_alerts_and_resolved_incidents(store: 
 
     result = await store.prune(CUTOFF, batch=2)
 
-    assert result == PruneResult(alerts=5, incidents=1, members=1, feedback=1, posts=2)
+    assert result == PruneResult(alerts=5, incidents=1, members=1, feedback=1, posts=2, actions=1)
     left = [p.alert for p in await store.pending(10)]
     assert left == [unprocessed]
     assert await store.alert_count() == 3  # still-firing, young, unprocessed
     assert sorted(await store.incident_ids()) == ["new", "open"]
     assert await store.get_incident("old") is None
     assert await store.feedback("old") == []
+    assert await store.actions("old") == []
+    assert [a.incident_id for a in await store.actions("new")] == ["new"]
     assert await store.get_incident("open") == open_incident
     assert [f.incident_id for f in await store.feedback("new")] == ["new"]
     assert {r.incident_id for r in await store.list_posts()} == {"open"}

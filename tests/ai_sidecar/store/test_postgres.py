@@ -27,6 +27,7 @@ from psycopg.errors import DeadlockDetected, SerializationFailure
 
 import ai_sidecar.store.postgres.lease as lease_module
 from ai_sidecar.store import (
+    IncidentAction,
     OutboxCopy,
     OutboxPlan,
     PostgresStore,
@@ -81,7 +82,10 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
     await store.close()
     dbname = location.dsn.split("@/")[1].split("?")[0]
     with postgres_server.superuser(dbname) as conn:
+        # What versions 3 and 4 added.
         conn.execute("DROP TABLE llm_exchanges")
+        conn.execute("DROP TABLE incident_actions")
+        conn.execute("DROP INDEX feedback_at")
         conn.execute("UPDATE scout_schema SET version = 2")
 
     store = await PostgresStore.open(location)
@@ -90,6 +94,9 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
         await store.record_llm_exchange(kept)
         assert await store.llm_exchanges(incident_id="inc-1") == [kept]
         assert await store.incident_ids() == ["inc-1"]
+        acknowledged = IncidentAction("inc-1", "acknowledge", "ops", "", T0)
+        assert await store.record_action(acknowledged)
+        assert await store.actions("inc-1") == [acknowledged]
     finally:
         await store.close()
     with postgres_server.superuser(dbname) as conn:
