@@ -142,18 +142,26 @@ class Browser:
 
     # --- navigation ---------------------------------------------------------------
 
-    def open(self, path: str) -> None:
-        """Load ``base_url + path``, screenshot it, and fail on console errors."""
-        self.driver.get(self.base_url + path)
-        self.settled(f"open {path}")
+    def open(self, path: str, page_status: int | None = None) -> None:
+        """Load ``base_url + path``, screenshot it, and fail on console errors.
 
-    def settled(self, label: str) -> None:
-        """After a load or an action: wait for the document, screenshot, check the log."""
+        ``page_status`` as for :meth:`settled`.
+        """
+        self.driver.get(self.base_url + path)
+        self.settled(f"open {path}", page_status)
+
+    def settled(self, label: str, page_status: int | None = None) -> None:
+        """After a load or an action: wait for the document, screenshot, check the log.
+
+        ``page_status``: the page is expected to come with this HTTP error
+        status (a refused login), which chromium logs as an error; only that
+        entry is let through.
+        """
         WebDriverWait(self.driver, PAGE_WAIT).until(
             lambda d: d.execute_script("return document.readyState") == "complete"
         )
         self.screenshot(label)
-        self.check_console()
+        self.check_console(page_status)
 
     @property
     def path(self) -> str:
@@ -199,8 +207,13 @@ class Browser:
                 first.clear()
                 first.send_keys(value)
 
-    def submit(self, form: str, values: dict[str, str] | None = None) -> None:
-        """Fill ``form``, press its submit button, and wait for the next page."""
+    def submit(
+        self, form: str, values: dict[str, str] | None = None, page_status: int | None = None
+    ) -> None:
+        """Fill ``form``, press its submit button, and wait for the next page.
+
+        ``page_status`` as for :meth:`settled`.
+        """
         if values:
             self.fill(form, values)
         button = self.find(f'{form} [type="submit"]')
@@ -209,7 +222,16 @@ class Browser:
         WebDriverWait(self.driver, PAGE_WAIT).until(
             lambda d: _is_stale(old_page), message=f"{form} was submitted but no page followed"
         )
-        self.settled(f"submit {form}")
+        self.settled(f"submit {form}", page_status)
+
+    def press_enter(self, page_status: int | None = None) -> None:
+        """Press Enter in the focused field and wait for the page the form leads to."""
+        old_page = self.find("html")
+        self.type_keys(Keys.ENTER)
+        WebDriverWait(self.driver, PAGE_WAIT).until(
+            lambda d: _is_stale(old_page), message="Enter submitted nothing"
+        )
+        self.settled("press Enter", page_status)
 
     def press_tab_until(self, field_name: str, limit: int = 15) -> int:
         """Press Tab until the field named ``field_name`` has focus; return how many presses."""
@@ -239,9 +261,17 @@ class Browser:
         self.screenshots.append(path)
         return path
 
-    def check_console(self) -> None:
-        """Fail on any SEVERE entry logged since the last check (reading drains the log)."""
+    def check_console(self, page_status: int | None = None) -> None:
+        """Fail on any SEVERE entry logged since the last check (reading drains the log).
+
+        With ``page_status``, the entry chromium logs for the page's own
+        expected error status is not counted.
+        """
         errors = severe_entries(self.driver.get_log("browser"))
+        if page_status is not None:
+            expected = f"{self.driver.current_url} - Failed to load resource: "
+            expected += f"the server responded with a status of {page_status}"
+            errors = [e for e in errors if not e.startswith(expected)]
         if errors:
             raise ConsoleErrorsFound(
                 f"JavaScript console errors on {self.driver.current_url}:\n  " + "\n  ".join(errors)

@@ -55,10 +55,15 @@ def test_a_script_error_fails_the_page_and_a_clean_page_passes(browser: OpenBrow
     window.open("/clean.html")
 
 
-def test_a_missing_resource_is_an_error_too(browser: OpenBrowser, site: str):
+def test_an_error_status_is_an_error_unless_the_page_expects_it(browser: OpenBrowser, site: str):
     window = browser(site)
     with pytest.raises(ConsoleErrorsFound, match="404"):
         window.open("/nothing-here.html")
+    # A page expected to come with its status (a refused login) passes;
+    # another error on it would not.
+    window.open("/nothing-here.html", page_status=404)
+    with pytest.raises(ConsoleErrorsFound, match="404"):
+        window.open("/nothing-here.html", page_status=401)
 
 
 def test_phone_window_and_screenshots(browser: OpenBrowser, site: str):
