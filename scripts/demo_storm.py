@@ -6,9 +6,9 @@ switch goes down: the port itself (``InterfaceDown``), the access switches
 behind it stop answering SNMP (``SnmpDeviceUnreachable``), and the access
 points and servers behind those stop answering probes
 (``ProbeTargetUnreachable``, ``ProbeFailed``). A few unrelated alerts at a
-branch office fire alongside, as they do on any day. The sidecar should turn
-the storm into one incident with the core switch's port as its root cause,
-and the background alerts into incidents of their own.
+branch office fire alongside, as they do on any day. The sidecar turns the
+storm into one incident (the head office's, ranked P2) and the background
+alerts into incidents of their own.
 
 Alerts are posted with ``endsAt`` an hour ahead (``--hold``), since no
 Prometheus resends them: they stay open that long, then resolve by themselves.
