@@ -125,6 +125,7 @@ def prepare(workdir: Path, sidecar: Sidecar, alertmanager: Alertmanager) -> Cons
 
     incident = wait_for(storm_incident, timeout=60, what="the storm to become one incident")
     members = [m["labels"] for m in incident["alerts"]]
+
     def by_labels(labels: dict[str, str]) -> list[tuple[str, str]]:
         return sorted(labels.items())
 
