@@ -218,15 +218,22 @@ def test_operator_signs_in_acts_on_an_incident_and_signs_out(
     window.submit("form#silence", {"duration": "1h", "comment": "optic replaced at 10:00"})
     assert window.path == incident_path(stack)
     assert "silence" in window.status_message().lower()
-    [silence] = silences(stack.alertmanager)
-    lasts = parse_time(silence["endsAt"]) - parse_time(silence["startsAt"])
-    assert timedelta(minutes=59) <= lasts <= timedelta(minutes=61)
-    assert "optic replaced at 10:00" in silence["comment"]
-    # Every alert of the incident is silenced by it in Alertmanager; the
-    # unrelated alerts elsewhere are not.
+    created = silences(stack.alertmanager)
+    assert created
+    for silence in created:
+        lasts = parse_time(silence["endsAt"]) - parse_time(silence["startsAt"])
+        assert timedelta(minutes=59) <= lasts <= timedelta(minutes=61), silence
+        assert "optic replaced at 10:00" in silence["comment"], silence
+    ids = {silence["id"] for silence in created}
+    # Every alert of the incident, and every enriched copy the sidecar posted
+    # back for it, is silenced by them in Alertmanager; the unrelated alerts
+    # elsewhere are not.
     for labels in stack.member_labels:
-        status = raw_alert(stack.alertmanager, labels)["status"]
-        assert status["silencedBy"] == [silence["id"]], labels
+        silenced_by = raw_alert(stack.alertmanager, labels)["status"]["silencedBy"]
+        assert silenced_by, labels
+        assert set(silenced_by) <= ids, labels
+    copies = stack.alertmanager.alerts(f'scout_incident="{stack.incident_id}"')
+    assert all(copy["status"]["silencedBy"] for copy in copies)
     for labels in stack.background_labels:
         assert raw_alert(stack.alertmanager, labels)["status"]["silencedBy"] == [], labels
     assert [kind for kind, _, _ in actions(stack)][-1] == "silence"
