@@ -13,8 +13,9 @@ first start and kept afterwards, so you can put real values in them:
   refuses connections until you set it);
 - ``smtp-password``: empty until you set it;
 - ``console-admin``: the password of the console's first operator login,
-  ``admin`` (made with ``scout-sidecar user add`` when the stack first starts;
-  change it with the same command, or add your own users).
+  ``admin``, made with ``scout-sidecar user add`` when the stack first starts
+  (``scout-sidecar user passwd`` changes it, with ``SCOUT_DATA_DIR`` set to
+  the stack's ``sidecar/`` directory).
 
 The shipped ``alertmanager/alertmanager.yml`` reads its secrets from
 ``/etc/scout/secrets/``; the copy the stack runs has those paths, the
