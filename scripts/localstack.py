@@ -15,7 +15,8 @@ first start and kept afterwards, so you can put real values in them:
 - ``console-admin``: the password of the console's first operator login,
   ``admin``, made with ``scout-sidecar user add`` when the stack first starts
   (``scout-sidecar user passwd`` changes it, with ``SCOUT_DATA_DIR`` set to
-  the stack's ``sidecar/`` directory).
+  the stack's ``sidecar/`` directory). Delete the file for a new password at
+  the next start.
 
 The shipped ``alertmanager/alertmanager.yml`` reads its secrets from
 ``/etc/scout/secrets/``; the copy the stack runs has those paths, the
@@ -259,35 +260,46 @@ def _write_private(path: Path, value: str) -> None:
         secret.write(value)
 
 
-def ensure_console_login(secrets_dir: Path, sidecar_env: dict[str, str]) -> Path:
-    """Make the console's first operator login unless its password file exists; return it.
-
-    The password comes from the system's CSPRNG and goes to the file and to
-    ``scout-sidecar user add``'s standard input, never to an argument (a
-    process listing would show it) or to the output. The user is created
-    through the CLI, in the store the sidecar reads (``sidecar_env``), before
-    the file is written: a file exists only for a login that works.
-    """
-    path = secrets_dir / CONSOLE_ADMIN_SECRET
-    if path.exists():
-        return path
-    password = secrets.token_urlsafe(18)
-    command = [find_binary("scout-sidecar"), "user", "add", CONSOLE_ADMIN]
-    command += ["--role", "operator", "--password-stdin"]
+def _user_command(args: Sequence[str], env: dict[str, str], stdin: str = "") -> str:
+    """Run ``scout-sidecar user ARGS`` on the stack's store; its output, or StackError."""
     result = subprocess.run(
-        command,
-        input=password + "\n",
+        [find_binary("scout-sidecar"), "user", *args],
+        input=stdin,
         capture_output=True,
         text=True,
-        env={**os.environ, **sidecar_env},
+        env={**os.environ, **env},
         timeout=60,
         check=False,
     )
     if result.returncode != 0:
         raise StackError(
-            f"cannot create the console login {CONSOLE_ADMIN!r}:\n"
-            + (result.stderr or result.stdout).strip()
+            f"cannot set up the console login {CONSOLE_ADMIN!r} "
+            f"(scout-sidecar user {args[0]}):\n" + (result.stderr or result.stdout).strip()
         )
+    return result.stdout
+
+
+def ensure_console_login(secrets_dir: Path, sidecar_env: dict[str, str]) -> Path:
+    """Make the console's first operator login unless its password file exists; return it.
+
+    The password comes from the system's CSPRNG and goes to the file and to
+    ``scout-sidecar user``'s standard input, never to an argument (a process
+    listing would show it) or to the output. The user is created (or, when
+    the file was deleted, given the new password) through the CLI, in the
+    store the sidecar reads (``sidecar_env``), before the file is written: a
+    file exists only for a login that works.
+    """
+    path = secrets_dir / CONSOLE_ADMIN_SECRET
+    if path.exists():
+        return path
+    password = secrets.token_urlsafe(18)
+    users = _user_command(["list"], sidecar_env)
+    exists = CONSOLE_ADMIN in (line.split("\t")[0] for line in users.splitlines())
+    if exists:
+        command = ["passwd", CONSOLE_ADMIN, "--password-stdin"]
+    else:
+        command = ["add", CONSOLE_ADMIN, "--role", "operator", "--password-stdin"]
+    _user_command(command, sidecar_env, stdin=password + "\n")
     _write_private(path, password)
     return path
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import html.parser
 import http.cookiejar
 import json
+import os
 import signal
 import socket
 import stat
@@ -18,6 +20,7 @@ import psutil
 import pytest
 import yaml
 
+from ai_sidecar.store import SqliteStore
 from scripts.demo_storm import CORE
 from scripts.localstack import (
     CONSOLE_ADMIN,
@@ -124,6 +127,14 @@ def test_console_login_is_made_once_with_a_private_random_password(tmp_path):
     secrets_dir = tmp_path / "secrets"
     ensure_secrets(secrets_dir)
     env = {"SCOUT_DATA_DIR": str(tmp_path / "sidecar")}
+
+    async def as_the_sidecar_starts() -> None:
+        # `make up` makes the login once the sidecar is ready: its store exists.
+        (tmp_path / "sidecar").mkdir()
+        store = await SqliteStore.open(tmp_path / "sidecar" / "scout.db")
+        await store.close()
+
+    asyncio.run(as_the_sidecar_starts())
     path = ensure_console_login(secrets_dir, env)
     assert path == secrets_dir / "console-admin"
     password = path.read_text()
@@ -132,11 +143,17 @@ def test_console_login_is_made_once_with_a_private_random_password(tmp_path):
     # Kept on the next start: the user is not made again (it exists already).
     assert ensure_console_login(secrets_dir, env) == path
     assert path.read_text() == password
-    other = tmp_path / "other"
-    ensure_secrets(other)
-    assert ensure_console_login(other, {"SCOUT_DATA_DIR": str(tmp_path / "x")}).read_text() != (
-        password
+    # Deleted: the next start gives the same user a new password.
+    path.unlink()
+    assert ensure_console_login(secrets_dir, env).read_text() != password
+    users = subprocess.run(
+        [sys.executable, "-m", "ai_sidecar.cli", "user", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
     )
+    assert users.stdout.splitlines() == [f"{CONSOLE_ADMIN}\toperator"]
 
 
 def test_alertmanager_config_is_the_shipped_one_with_local_paths(tmp_path):
