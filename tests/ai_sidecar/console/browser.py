@@ -16,6 +16,8 @@ Two things every console test gets from it:
   when the test ends, the browser's console log is read and any ``SEVERE``
   entry (a script error, a resource that failed to load, a CSP violation)
   fails the test.
+- **Basic accessibility.** Every page shown must have a language, one
+  ``<main>`` and a label for every control (:meth:`Browser.check_accessibility`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,27 @@ class BrowserUnavailableError(Exception):
 
 class ConsoleErrorsFound(AssertionError):
     """The page logged JavaScript console errors."""
+
+
+class InaccessiblePage(AssertionError):
+    """The page lacks what assistive technology needs (language, landmark, labels)."""
+
+
+# What every console page must have for screen readers and keyboard users: a
+# language, one main landmark, and a name for every form control a person
+# fills in (a <label>, aria-label or aria-labelledby).
+_ACCESSIBILITY_PROBLEMS = """
+const problems = [];
+if (!document.documentElement.lang) problems.push('<html> has no lang');
+if (document.querySelectorAll('main').length !== 1) problems.push('not exactly one <main>');
+for (const el of document.querySelectorAll('input, select, textarea')) {
+  if (['hidden', 'submit', 'button', 'reset'].includes(el.type)) continue;
+  const named = (el.labels && el.labels.length) || el.getAttribute('aria-label')
+    || el.getAttribute('aria-labelledby');
+  if (!named) problems.push(`unlabelled ${el.tagName.toLowerCase()} name=${el.name}`);
+}
+return problems;
+"""
 
 
 def chromium_options(profile: Path, size: WindowSize) -> webdriver.ChromeOptions:
@@ -162,6 +185,7 @@ class Browser:
         )
         self.screenshot(label)
         self.check_console(page_status)
+        self.check_accessibility()
 
     @property
     def path(self) -> str:
@@ -276,6 +300,11 @@ class Browser:
             raise ConsoleErrorsFound(
                 f"JavaScript console errors on {self.driver.current_url}:\n  " + "\n  ".join(errors)
             )
+
+    def check_accessibility(self) -> None:
+        problems = self.driver.execute_script(_ACCESSIBILITY_PROBLEMS)
+        if problems:
+            raise InaccessiblePage(f"{self.driver.current_url}: " + "; ".join(problems))
 
     def quit(self) -> None:
         self.driver.quit()

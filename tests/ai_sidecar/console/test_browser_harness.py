@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ai_sidecar.console.browser import PHONE, ConsoleErrorsFound
+from tests.ai_sidecar.console.browser import PHONE, ConsoleErrorsFound, InaccessiblePage
 from tests.ai_sidecar.console.conftest import OpenBrowser
 
 pytestmark = pytest.mark.peers
@@ -29,6 +29,22 @@ BROKEN = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <body><main><script>undefinedFunctionOfTheConsole();</script></main></body></html>"""
 
 
+UNLABELLED = """<!doctype html><html><head><meta charset="utf-8">
+<link rel="icon" href="data:,"><title>unlabelled</title></head>
+<body><form><input name="q"></form></body></html>"""
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    # Error pages as accessible as the console's, so only their status counts.
+    error_message_format = (
+        '<!doctype html><html lang="en"><head><link rel="icon" href="data:,">'
+        "<title>%(code)d</title></head><body><main>%(message)s</main></body></html>"
+    )
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep test output clean
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[str]:
     """A static HTTP server on loopback serving CLEAN and BROKEN pages."""
@@ -36,7 +52,8 @@ def site(tmp_path: Path) -> Iterator[str]:
     root.mkdir()
     (root / "clean.html").write_text(CLEAN)
     (root / "broken.html").write_text(BROKEN)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    (root / "unlabelled.html").write_text(UNLABELLED)
+    handler = functools.partial(Handler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -83,3 +100,12 @@ def test_each_browser_has_its_own_profile(browser: OpenBrowser, site: str):
     second.open("/clean.html")
     assert second.driver.get_cookies() == []
     assert [c["value"] for c in first.driver.get_cookies()] == ["first"]
+
+
+def test_a_page_without_language_landmark_or_labels_fails(browser: OpenBrowser, site: str):
+    window = browser(site)
+    with pytest.raises(InaccessiblePage) as problems:
+        window.open("/unlabelled.html")
+    assert str(problems.value).endswith(
+        "unlabelled.html: <html> has no lang; not exactly one <main>; unlabelled input name=q"
+    )
