@@ -258,7 +258,12 @@ class Browser:
         self.settled("press Enter", page_status)
 
     def press_tab_until(self, field_name: str, limit: int = 15) -> int:
-        """Press Tab until the field named ``field_name`` has focus; return how many presses."""
+        """Press Tab until the field named ``field_name`` has focus; return how many presses.
+
+        Zero when it has focus already (``autofocus``).
+        """
+        if self.driver.switch_to.active_element.get_attribute("name") == field_name:
+            return 0
         for presses in range(1, limit + 1):
             ActionChains(self.driver).send_keys(Keys.TAB).perform()
             if self.driver.switch_to.active_element.get_attribute("name") == field_name:
@@ -268,6 +273,11 @@ class Browser:
     def type_keys(self, *keys: str) -> None:
         """Keys sent to whatever has focus, as a keyboard does."""
         ActionChains(self.driver).send_keys(*keys).perform()
+
+    def replace_text(self, text: str) -> None:
+        """Select all in the focused field (Ctrl+A) and type ``text`` over it."""
+        chain = ActionChains(self.driver).key_down(Keys.CONTROL).send_keys("a")
+        chain.key_up(Keys.CONTROL).send_keys(text).perform()
 
     # --- cookies, for requests made outside the browser ------------------------------
 

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium.webdriver.common.keys import Keys
 
 from ai_sidecar.models import parse_time
 from ai_sidecar.store import SqliteStore
@@ -307,7 +306,7 @@ def test_signing_in_with_the_keyboard_alone(stack: ConsoleStack, browser: OpenBr
     assert window.alert_message(), "a refused login says so (role=alert)"
     # The page may keep the name typed: select whatever the field holds and retype it.
     window.press_tab_until("username")
-    window.type_keys(Keys.CONTROL, "a", Keys.NULL, OPERATOR)
+    window.replace_text(OPERATOR)
     window.press_tab_until("password")
     window.type_keys(stack.passwords[OPERATOR])
     window.press_enter()
