@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -31,7 +32,7 @@ from scripts.localstack import (
     load_alertmanager_config,
     port_is_free,
 )
-from tests.conftest import promql, wait_for
+from tests.conftest import NoRedirect, promql, wait_for
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
@@ -90,7 +91,7 @@ class _FormInputs(html.parser.HTMLParser):
 def console_sign_in(base_url: str, name: str, password: str) -> urllib.request.OpenerDirector:
     """Sign in to the console as a browser would; returns an opener holding the session."""
     opener = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect
     )
     with opener.open(f"{base_url}/console/login", timeout=10) as response:
         form = _FormInputs()
@@ -100,9 +101,12 @@ def console_sign_in(base_url: str, name: str, password: str) -> urllib.request.O
     request = urllib.request.Request(
         f"{base_url}/console/login", data=urllib.parse.urlencode(fields).encode(), method="POST"
     )
-    # The 303 is followed: a session lands on the incidents, anyone else on the form again.
-    with opener.open(request, timeout=10) as response:
-        assert urllib.parse.urlsplit(response.url).path == "/console/incidents", response.url
+    # Signed in: sent on to the incidents; refused: the form again (4xx).
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        opener.open(request, timeout=10)
+    with answer.value as refused_or_redirected:
+        assert refused_or_redirected.code == 303, refused_or_redirected.read().decode()
+        assert refused_or_redirected.headers["Location"] == "/console/incidents"
     return opener
 
 

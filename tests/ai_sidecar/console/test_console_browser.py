@@ -38,7 +38,7 @@ from scripts.demo_storm import CORE, storm
 from scripts.localstack import free_port
 from tests.ai_sidecar.console.browser import DESKTOP, PHONE, Browser
 from tests.ai_sidecar.console.conftest import OpenBrowser
-from tests.conftest import wait_for
+from tests.conftest import NoRedirect, wait_for
 from tests.peers.alertmanager import Alertmanager, render_config
 from tests.peers.notify import SlackSink, SmtpSink
 from tests.peers.sidecar import Sidecar, start_sidecar
@@ -246,10 +246,6 @@ def test_operator_signs_in_acts_on_an_incident_and_signs_out(
 
 def post_form(stack: ConsoleStack, path: str, cookies: str, fields: dict[str, str]) -> int:
     """POST a form outside the browser with ``cookies``; the status, redirects not followed."""
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
 
     request = urllib.request.Request(
         stack.url + path,
