@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.ai_sidecar.console.browser import PHONE, ConsoleErrorsFound, InaccessiblePage
-from tests.ai_sidecar.console.conftest import OpenBrowser
+from tests.ai_sidecar.console.browser.harness import (
+    PHONE,
+    ConsoleErrorsFound,
+    InaccessiblePage,
+    OpenBrowser,
+)
 
 pytestmark = pytest.mark.peers
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,10 @@ class Browser:
 
     def quit(self) -> None:
         self.driver.quit()
+
+
+# What the ``browser`` fixture gives a test: ``browser(base_url, size=DESKTOP)``.
+OpenBrowser = Callable[..., Browser]
 
 
 def _is_stale(element: WebElement) -> bool:

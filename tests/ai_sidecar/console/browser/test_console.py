@@ -36,8 +36,7 @@ from ai_sidecar.models import parse_time
 from ai_sidecar.store import SqliteStore
 from scripts.demo_storm import CORE, storm
 from scripts.localstack import free_port
-from tests.ai_sidecar.console.browser import DESKTOP, PHONE, Browser
-from tests.ai_sidecar.console.conftest import OpenBrowser
+from tests.ai_sidecar.console.browser.harness import DESKTOP, PHONE, Browser, OpenBrowser
 from tests.conftest import NoRedirect, wait_for
 from tests.peers.alertmanager import Alertmanager, render_config
 from tests.peers.notify import SlackSink, SmtpSink

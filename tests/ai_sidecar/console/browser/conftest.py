@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.ai_sidecar.console.browser import (
+from tests.ai_sidecar.console.browser.harness import (
     DESKTOP,
     Browser,
     BrowserUnavailableError,
     ConsoleErrorsFound,
+    OpenBrowser,
     WindowSize,
     artefact_root,
     start_chromium,
     unavailable,
 )
-
-OpenBrowser = Callable[..., Browser]
 
 
 @pytest.hookimpl(wrapper=True)
