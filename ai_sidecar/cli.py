@@ -41,6 +41,8 @@ from ai_sidecar.anomaly.cli import add_anomaly_commands
 from ai_sidecar.anomaly.model_commands import add_model_commands
 from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config
+from ai_sidecar.console.login.commands import add_user_commands
+from ai_sidecar.console.login.users import load_users_file
 from ai_sidecar.credentials import read_secret
 from ai_sidecar.enrichment.llm.commands import add_llm_commands
 from ai_sidecar.enrichment.llm.providers import provider_key
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_command.set_defaults(run=run_serve)
     add_model_commands(add_anomaly_commands(commands))
     add_llm_commands(commands)
+    add_user_commands(commands)
     return parser
 
 
@@ -328,6 +331,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args, os.environ)
         config: SidecarConfig = load_config(settings.config_file)
+        if config.console.users_file is not None:
+            load_users_file(config.console.users_file)
         if config.llm.provider != "none":
             provider_key(config.llm, environ=os.environ)
         prepare_data_dir(settings.data_dir, create=not args.dry_run)

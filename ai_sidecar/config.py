@@ -97,6 +97,15 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
       url_ttl: 7d       # signed URLs expire after this
       key_file: null    # HMAC key; default: graph.key in the data directory
     console:            # the web console's login and pages (docs/console.md)
+      session_lifetime: 12h   # a session ends this long after sign-in
+      idle_timeout: 1h        # or after this long without a request
+      secure_cookies: false   # true behind a TLS-terminating proxy (HTTPS sets it anyway)
+      users_file: null        # YAML list of {name, role, password_hash}; wins over stored users
+      login_limit:            # failed sign-ins within window lock for lockout
+        max_failures: 5       # per user name typed (known or not)
+        max_failures_per_address: 20   # per client address
+        window: 15m
+        lockout: 15m
     reports:            # reports and the scheduled e-mail digest (docs/reports.md)
 
 Durations are written as in Prometheus (``30s``, ``5m``, ``1h30m``, ``500ms``).
@@ -786,8 +795,42 @@ class GraphsConfig(StrictModel):
     key_file: Path | None = None
 
 
+class LoginLimitConfig(StrictModel):
+    """Failed sign-ins: ``max_failures`` within ``window`` for one user name (or
+    ``max_failures_per_address`` from one client address) refuse further attempts
+    under that name (or from that address) for ``lockout``."""
+
+    max_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    # Higher: people behind one proxy or NAT share an address.
+    max_failures_per_address: Annotated[int, Field(ge=1, le=10000)] = 20
+    window: Duration = timedelta(minutes=15)
+    lockout: Duration = timedelta(minutes=15)
+
+
 class ConsoleConfig(StrictModel):
     """The console's login, sessions and pages (ai_sidecar.console)."""
+
+    # A session ends this long after sign-in whatever happens, or after
+    # idle_timeout without a request.
+    session_lifetime: Duration = timedelta(hours=12)
+    idle_timeout: Duration = timedelta(hours=1)
+    # Mark cookies Secure even on plain HTTP requests: behind a proxy that
+    # terminates TLS, the sidecar itself never sees HTTPS.
+    secure_cookies: bool = False
+    # YAML list of {name, role, password_hash}; these users win over stored ones
+    # of the same name (ai_sidecar.console.login.users).
+    # Not strict: YAML gives a string.
+    users_file: Annotated[Path, Field(strict=False)] | None = None
+    login_limit: LoginLimitConfig = Field(default_factory=LoginLimitConfig)
+
+    @model_validator(mode="after")
+    def _idle_within_lifetime(self) -> Self:
+        if self.idle_timeout > self.session_lifetime:
+            raise ValueError(
+                f"idle_timeout ({format_duration(self.idle_timeout)}) must not be longer "
+                f"than session_lifetime ({format_duration(self.session_lifetime)})"
+            )
+        return self
 
 
 class ReportsConfig(StrictModel):

@@ -12,6 +12,8 @@ what is older than the configured retention.
 from ai_sidecar.store.postgres import PostgresStore
 from ai_sidecar.store.protocol import (
     Backlog,
+    ConsoleAccount,
+    ConsoleSession,
     Feedback,
     IncidentAction,
     IngestResult,
@@ -29,6 +31,8 @@ from ai_sidecar.store.sqlite import SqliteStore
 
 __all__ = [
     "Backlog",
+    "ConsoleAccount",
+    "ConsoleSession",
     "Feedback",
     "IncidentAction",
     "IngestResult",

@@ -20,6 +20,8 @@ What a store keeps:
 - **the LLM audit**: every exchange with an LLM
   (:class:`~ai_sidecar.enrichment.llm.base.LlmExchange`), kept for
   ``llm.audit_retention`` whatever becomes of its incident.
+- **console accounts**: users, their sessions and failed sign-ins
+  (:mod:`ai_sidecar.store.accounts`), shared by replicas of one store.
 
 Times in the outbox are Unix seconds (``float``), as the return trip computes
 its schedule in them; everything else is an aware :class:`datetime`.
@@ -194,6 +196,30 @@ class PruneResult:
             self.llm_exchanges + other.llm_exchanges,
             self.actions + other.actions,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleAccount:
+    """A console user as the store keeps it."""
+
+    name: str
+    # "viewer" or "operator" (ai_sidecar.console.session.Role).
+    role: str
+    password_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """One signed-in browser."""
+
+    # SHA-256 (hex) of the id the cookie carries.
+    key: str
+    user: str
+    csrf_token: str
+    # A digest of the password hash the user signed in with.
+    credential: str
+    created_at: datetime
+    seen_at: datetime
 
 
 class Store(Protocol):
@@ -378,6 +404,62 @@ class Store(Protocol):
     async def prune_llm_exchanges(self, older_than: datetime, batch: int) -> int:
         """Remove exchanges made before ``older_than``, ``batch`` rows per short
         transaction; returns how many went."""
+        ...
+
+    # --- console users, sessions and failed sign-ins ----------------------------------
+
+    async def save_console_user(self, account: ConsoleAccount, at: datetime) -> None:
+        """Add ``account``, or replace the role and password hash of the user of that name."""
+        ...
+
+    async def get_console_user(self, name: str) -> ConsoleAccount | None:
+        """The stored user called ``name``, or None."""
+        ...
+
+    async def list_console_users(self) -> list[ConsoleAccount]:
+        """Every stored user, by name."""
+        ...
+
+    async def remove_console_user(self, name: str) -> bool:
+        """Remove the user and end their sessions; False when there was no such user."""
+        ...
+
+    async def open_console_session(self, session: ConsoleSession) -> None:
+        """Keep a new session (its key is new: 256 random bits, hashed)."""
+        ...
+
+    async def get_console_session(self, key: str) -> ConsoleSession | None:
+        """The session stored under ``key``, or None."""
+        ...
+
+    async def touch_console_session(self, key: str, seen_at: datetime) -> None:
+        """Record a request of the session at ``seen_at`` (an earlier time changes nothing)."""
+        ...
+
+    async def close_console_session(self, key: str) -> None:
+        """End the session (nothing happens when there is none)."""
+        ...
+
+    async def prune_console_sessions(self, created_before: datetime, seen_before: datetime) -> int:
+        """End sessions opened before ``created_before`` or idle since before
+        ``seen_before``; returns how many."""
+        ...
+
+    async def record_login_failure(
+        self, keys: Sequence[str], at: datetime, forget_before: datetime
+    ) -> None:
+        """Count a failed sign-in at ``at`` under each of ``keys``, and forget every
+        failure before ``forget_before``."""
+        ...
+
+    async def login_failures(
+        self, keys: Sequence[str], since: datetime
+    ) -> dict[str, list[datetime]]:
+        """Per key of ``keys``, its failed sign-ins at or after ``since``, oldest first."""
+        ...
+
+    async def clear_login_failures(self, key: str) -> None:
+        """Forget the failed sign-ins under ``key`` (after a successful one)."""
         ...
 
     # --- housekeeping ------------------------------------------------------------

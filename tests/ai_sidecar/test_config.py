@@ -88,6 +88,12 @@ EXPECTED_ERRORS = {
         "2: return_trip.external_url: should not carry a user:password part"
     ),
     "invalid-store-retention.yml": "2: store.retention: should be longer than 0s",
+    "invalid-console-idle-timeout.yml": (
+        "1: console: idle_timeout (2h) must not be longer than session_lifetime (1h)"
+    ),
+    "invalid-console-login-limit.yml": (
+        "3: console.login_limit.max_failures: input should be greater than or equal to 1, got 0"
+    ),
 }
 
 
@@ -137,6 +143,15 @@ def test_full_example_sets_every_key():
     assert config.analysis.context_timeout == timedelta(milliseconds=1500)
     assert config.analysis.context_range == timedelta(minutes=30)
     assert config.analysis.context_step == timedelta(seconds=30)
+    console = config.console
+    assert console.session_lifetime == timedelta(hours=8)
+    assert console.idle_timeout == timedelta(minutes=30)
+    assert console.secure_cookies is True
+    assert console.users_file == Path("/etc/scout/console-users.yml")
+    assert console.login_limit.max_failures == 3
+    assert console.login_limit.max_failures_per_address == 50
+    assert console.login_limit.window == timedelta(minutes=10)
+    assert console.login_limit.lockout == timedelta(hours=1)
     trip = config.return_trip
     assert trip.keepalive == timedelta(minutes=10)
     assert trip.repost_interval == timedelta(minutes=2)

@@ -11,6 +11,8 @@ replicas may start together), every step above the database's version:
 - **3**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
 - **4**: ``incident_actions``, what people did from the console
   (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
+- **5**: ``console_users``, ``console_sessions`` and ``console_login_failures``
+  (:mod:`ai_sidecar.store.accounts`).
 
 A database stamped with a version above :data:`SCHEMA_VERSION` was written by
 a newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -135,8 +137,36 @@ CREATE INDEX incident_actions_at ON incident_actions (at);
 CREATE INDEX feedback_at ON feedback (at);
 """
 
+_VERSION_5 = """
+-- The console's users, sessions and failed sign-ins (ai_sidecar.store.accounts).
+CREATE TABLE console_users (
+    name text PRIMARY KEY,
+    role text NOT NULL CHECK (role IN ('viewer', 'operator')),
+    password_hash text NOT NULL,
+    created_at text NOT NULL,
+    updated_at text NOT NULL
+);
+CREATE TABLE console_sessions (
+    -- SHA-256 of the cookie's id, never the id itself.
+    key text PRIMARY KEY,
+    user_name text NOT NULL,
+    csrf_token text NOT NULL,
+    credential text NOT NULL,
+    created_at text NOT NULL,
+    seen_at text NOT NULL
+);
+CREATE INDEX console_sessions_user ON console_sessions (user_name);
+CREATE TABLE console_login_failures (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    key text NOT NULL,
+    at text NOT NULL
+);
+CREATE INDEX console_login_failures_key ON console_login_failures (key, at);
+CREATE INDEX console_login_failures_at ON console_login_failures (at);
+"""
+
 # Step n brings a database from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -20,14 +20,16 @@ from typing import Any, TypeVar
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+from ai_sidecar.store import accounts, exchanges
 from ai_sidecar.store import actions as action_sql
-from ai_sidecar.store import exchanges
 from ai_sidecar.store.postgres import incidents as sql
 from ai_sidecar.store.postgres import outbox
 from ai_sidecar.store.postgres.engine import Cursor, Engine, Fence, Location
 from ai_sidecar.store.postgres.schema import migrate
 from ai_sidecar.store.protocol import (
     Backlog,
+    ConsoleAccount,
+    ConsoleSession,
     Feedback,
     IncidentAction,
     IngestResult,
@@ -46,6 +48,9 @@ from ai_sidecar.store.sqlite.incidents import (
 from ai_sidecar.store.sqlite.outbox import ROWS_PER_TRANSACTION, split_plans
 
 T = TypeVar("T")
+
+# psycopg's placeholder in the SQL shared with the SQLite store.
+MARK = "%s"
 
 
 class PostgresStore:
@@ -193,7 +198,7 @@ class PostgresStore:
             await self._fetch(action_sql.POSTGRES.between, (stamp(start), stamp(end)))
         )
 
-    async def _fetch(self, query: str, params: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    async def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         async def fetch(cur: Cursor) -> list[tuple[Any, ...]]:
             await cur.execute(query, params)
             return list(await cur.fetchall())
@@ -285,6 +290,71 @@ class PostgresStore:
             return cur.rowcount
 
         return await prune_rows_in_batches(lambda: self._engine.transaction(prune_batch), batch)
+
+    # --- console users, sessions and failed sign-ins ----------------------------------
+
+    async def save_console_user(self, account: ConsoleAccount, at: datetime) -> None:
+        await self._write(accounts.save_user(account, at, MARK))
+
+    async def get_console_user(self, name: str) -> ConsoleAccount | None:
+        found = accounts.decode_users(await self._fetch(*accounts.select_users(name, MARK)))
+        return found[0] if found else None
+
+    async def list_console_users(self) -> list[ConsoleAccount]:
+        return accounts.decode_users(await self._fetch(*accounts.select_users(None, MARK)))
+
+    async def remove_console_user(self, name: str) -> bool:
+        return await self._write(*accounts.remove_user(name, MARK)) > 0
+
+    async def open_console_session(self, session: ConsoleSession) -> None:
+        await self._write(accounts.insert_session(session, MARK))
+
+    async def get_console_session(self, key: str) -> ConsoleSession | None:
+        rows = await self._fetch(*accounts.select_session(key, MARK))
+        return accounts.decode_session(rows[0] if rows else None)
+
+    async def touch_console_session(self, key: str, seen_at: datetime) -> None:
+        await self._write(accounts.touch_session(key, seen_at, MARK))
+
+    async def close_console_session(self, key: str) -> None:
+        await self._write(accounts.delete_session(key, MARK))
+
+    async def prune_console_sessions(self, created_before: datetime, seen_before: datetime) -> int:
+        return await self._write(accounts.prune_sessions(created_before, seen_before, MARK))
+
+    async def record_login_failure(
+        self, keys: Sequence[str], at: datetime, forget_before: datetime
+    ) -> None:
+        await self._write(
+            accounts.forget_failures(forget_before, MARK),
+            *accounts.insert_failures(keys, at, MARK),
+        )
+
+    async def login_failures(
+        self, keys: Sequence[str], since: datetime
+    ) -> dict[str, list[datetime]]:
+        if not keys:
+            return {}
+        rows = await self._fetch(*accounts.select_failures(keys, since, MARK))
+        return accounts.decode_failures(keys, rows)
+
+    async def clear_login_failures(self, key: str) -> None:
+        await self._write(accounts.clear_failures(key, MARK))
+
+    async def _write(self, first: accounts.Statement, *more: accounts.Statement) -> int:
+        """Run the statements in one transaction; the rows the first one changed.
+
+        Not fenced: console accounts are the HTTP process's, whoever holds the lease.
+        """
+
+        async def run(cur: Cursor) -> int:
+            await cur.execute(*first)
+            changed = cur.rowcount
+            for statement in more:
+                await cur.execute(*statement)
+            return changed
+
+        return await self._engine.transaction(run, fenced=False)
 
     # --- housekeeping ------------------------------------------------------------
 

@@ -18,6 +18,8 @@
 - **4**: ``llm_exchanges``, the LLM audit (:mod:`ai_sidecar.store.exchanges`).
 - **5**: ``incident_actions``, what people did from the console
   (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
+- **6**: ``console_users``, ``console_sessions`` and ``console_login_failures``
+  (:mod:`ai_sidecar.store.accounts`).
 
 A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
 newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -184,8 +186,43 @@ CREATE INDEX IF NOT EXISTS incident_actions_at ON incident_actions (at);
 CREATE INDEX IF NOT EXISTS feedback_at ON feedback (at);
 """
 
+_VERSION_6 = """
+-- The console's users, sessions and failed sign-ins (ai_sidecar.store.accounts).
+CREATE TABLE console_users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'operator')),
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE console_sessions (
+    -- SHA-256 of the cookie's id, never the id itself.
+    key TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    csrf_token TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    seen_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX console_sessions_user ON console_sessions (user_name);
+CREATE TABLE console_login_failures (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX console_login_failures_key ON console_login_failures (key, at);
+CREATE INDEX console_login_failures_at ON console_login_failures (at);
+"""
+
 # Step n brings a file from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
+MIGRATIONS: tuple[str, ...] = (
+    _VERSION_1,
+    _VERSION_2,
+    _VERSION_3,
+    _VERSION_4,
+    _VERSION_5,
+    _VERSION_6,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -16,13 +16,16 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+from ai_sidecar.store import accounts, exchanges
 from ai_sidecar.store import actions as action_sql
-from ai_sidecar.store import exchanges
 from ai_sidecar.store.protocol import (
     Backlog,
+    ConsoleAccount,
+    ConsoleSession,
     Feedback,
     IncidentAction,
     IngestResult,
@@ -282,6 +285,70 @@ class SqliteStore:
             ),
             batch,
         )
+
+    # --- console users, sessions and failed sign-ins ----------------------------------
+
+    async def save_console_user(self, account: ConsoleAccount, at: datetime) -> None:
+        await self._write(accounts.save_user(account, at))
+
+    async def get_console_user(self, name: str) -> ConsoleAccount | None:
+        found = accounts.decode_users(await self._fetch(accounts.select_users(name)))
+        return found[0] if found else None
+
+    async def list_console_users(self) -> list[ConsoleAccount]:
+        return accounts.decode_users(await self._fetch(accounts.select_users(None)))
+
+    async def remove_console_user(self, name: str) -> bool:
+        return await self._write(*accounts.remove_user(name)) > 0
+
+    async def open_console_session(self, session: ConsoleSession) -> None:
+        await self._write(accounts.insert_session(session))
+
+    async def get_console_session(self, key: str) -> ConsoleSession | None:
+        rows = await self._fetch(accounts.select_session(key))
+        return accounts.decode_session(rows[0] if rows else None)
+
+    async def touch_console_session(self, key: str, seen_at: datetime) -> None:
+        await self._write(accounts.touch_session(key, seen_at))
+
+    async def close_console_session(self, key: str) -> None:
+        await self._write(accounts.delete_session(key))
+
+    async def prune_console_sessions(self, created_before: datetime, seen_before: datetime) -> int:
+        return await self._write(accounts.prune_sessions(created_before, seen_before))
+
+    async def record_login_failure(
+        self, keys: Sequence[str], at: datetime, forget_before: datetime
+    ) -> None:
+        await self._write(
+            accounts.forget_failures(forget_before), *accounts.insert_failures(keys, at)
+        )
+
+    async def login_failures(
+        self, keys: Sequence[str], since: datetime
+    ) -> dict[str, list[datetime]]:
+        if not keys:
+            return {}
+        return accounts.decode_failures(
+            keys, await self._fetch(accounts.select_failures(keys, since))
+        )
+
+    async def clear_login_failures(self, key: str) -> None:
+        await self._write(accounts.clear_failures(key))
+
+    async def _write(self, first: accounts.Statement, *more: accounts.Statement) -> int:
+        """Run the statements in one transaction; the rows the first one changed."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            changed = conn.execute(*first).rowcount
+            for statement in more:
+                conn.execute(*statement)
+            return changed
+
+        return await self._engine.write(run)
+
+    async def _fetch(self, statement: accounts.Statement) -> list[Any]:
+        return await self._engine.read(lambda conn: conn.execute(*statement).fetchall())
 
     # --- housekeeping ------------------------------------------------------------
 

@@ -2,15 +2,21 @@
 
 A thread rather than an asyncio endpoint: decoding and counting is CPU work
 (a busy router sends tens of thousands of records a second), and on the event
-loop it would delay every HTTP scrape. The thread waits on the socket and on a
-wake-up socket pair, so ``close`` stops it at once without polling.
+loop it would delay every HTTP scrape.
+
+The thread blocks in ``recvfrom_into`` on a blocking socket: one system call
+per datagram, into one buffer allocated once. A selector and a non-blocking
+socket cost a ``select`` per burst and a raised ``BlockingIOError`` at its end,
+and ``recvfrom`` allocates 64 KiB per datagram: together about as much CPU as
+decoding a datagram (benchmarks/flow_ingest.py). ``stop`` wakes the thread with
+``shutdown(SHUT_RD)``: Linux then ends a blocked receive at once with no sender
+address, which no datagram has.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import selectors
 import socket
 import threading
 from collections.abc import Callable
@@ -22,8 +28,11 @@ log = logging.getLogger(__name__)
 MAX_DATAGRAM: Final = 65535
 # Bursts from many routers at once: ask the kernel for a deep queue (it may give less).
 RECEIVE_BUFFER_BYTES: Final = 8 * 1024 * 1024
-# Datagrams read per wake-up before looking at the wake-up pair again.
-_BATCH: Final = 64
+# After a receive error that is not a stop, wait this long before the next try,
+# so a persistent error cannot spin the thread.
+_ERROR_PAUSE_SECONDS: Final = 0.1
+# Peer names remembered; spoofed sources cannot grow the cache past this.
+_MAX_PEER_NAMES: Final = 4096
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -48,7 +57,6 @@ class UdpListener:
         self._listen = listen
         self._handle = handle
         self._socket: socket.socket | None = None
-        self._wake: tuple[socket.socket, socket.socket] | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -70,12 +78,10 @@ class UdpListener:
             except OSError:
                 log.warning("could not enlarge the flow socket's receive buffer")
             sock.bind(address)
-            sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
         self._socket = sock
-        self._wake = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="flow-listener", daemon=True)
         self._thread.start()
         log.info("flow listener on %s:%d", *self.address[:2])
@@ -83,35 +89,43 @@ class UdpListener:
     def stop(self) -> None:
         """Stop the thread and close the socket; safe to call twice or before ``start``."""
         self._stopping.set()
-        if self._wake is not None:
+        if self._socket is not None:
+            # An unbound-peer UDP socket answers ENOTCONN, but is shut down and
+            # its blocked reader woken all the same.
             with contextlib.suppress(OSError):
-                self._wake[1].send(b"x")
+                self._socket.shutdown(socket.SHUT_RD)
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        for sock in (self._socket, *(self._wake or ())):
-            if sock is not None:
-                sock.close()
+        if self._socket is not None:
+            self._socket.close()
         self._socket = None
-        self._wake = None
 
     def _run(self) -> None:
         assert self._socket is not None
-        assert self._wake is not None
-        sock, wake = self._socket, self._wake[0]
-        with selectors.DefaultSelector() as selector:
-            selector.register(sock, selectors.EVENT_READ)
-            selector.register(wake, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                selector.select()
-                for _ in range(_BATCH):
-                    try:
-                        datagram, peer = sock.recvfrom(MAX_DATAGRAM)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
-                        if self._stopping.is_set():
-                            return
-                        log.exception("flow socket receive failed")
-                        break
-                    self._handle(datagram, _peer(str(peer[0])))
+        sock, handle, stopping = self._socket, self._handle, self._stopping
+        buffer = bytearray(MAX_DATAGRAM)
+        view = memoryview(buffer)
+        # peer address as the socket gives it -> the exporter label; a few
+        # routers send everything, so the string work is done once per router.
+        names: dict[str, str] = {}
+        while True:
+            try:
+                size, peer = sock.recvfrom_into(buffer)
+            except OSError:
+                if stopping.is_set():
+                    return
+                log.exception("flow socket receive failed")
+                stopping.wait(_ERROR_PAUSE_SECONDS)
+                continue
+            # peer None: shut down by stop(), the queue drained; a flood still
+            # queued when stop() comes is not read to its end.
+            if peer is None or stopping.is_set():
+                return
+            address = peer[0]
+            name = names.get(address)
+            if name is None:
+                if len(names) >= _MAX_PEER_NAMES:
+                    names.clear()
+                name = names[address] = _peer(str(address))
+            handle(bytes(view[:size]), name)

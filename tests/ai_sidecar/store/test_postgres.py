@@ -27,6 +27,7 @@ from psycopg.errors import DeadlockDetected, SerializationFailure
 
 import ai_sidecar.store.postgres.lease as lease_module
 from ai_sidecar.store import (
+    ConsoleAccount,
     IncidentAction,
     OutboxCopy,
     OutboxPlan,
@@ -82,9 +83,11 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
     await store.close()
     dbname = location.dsn.split("@/")[1].split("?")[0]
     with postgres_server.superuser(dbname) as conn:
-        # What versions 3 and 4 added.
-        conn.execute("DROP TABLE llm_exchanges")
-        conn.execute("DROP TABLE incident_actions")
+        # What versions 3 and later added.
+        conn.execute(
+            "DROP TABLE llm_exchanges, incident_actions, console_users, console_sessions,"
+            " console_login_failures"
+        )
         conn.execute("DROP INDEX feedback_at")
         conn.execute("UPDATE scout_schema SET version = 2")
 
@@ -97,6 +100,8 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
         acknowledged = IncidentAction("inc-1", "acknowledge", "ops", "", T0)
         assert await store.record_action(acknowledged)
         assert await store.actions("inc-1") == [acknowledged]
+        await store.save_console_user(ConsoleAccount("alice", "viewer", "h"), T0)
+        assert await store.get_console_user("alice") is not None
     finally:
         await store.close()
     with postgres_server.superuser(dbname) as conn:

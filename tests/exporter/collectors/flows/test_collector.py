@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import HostView
 from exporter.collectors.flows import FlowsCollector
-from exporter.collectors.flows.listener import parse_listen
+from exporter.collectors.flows.listener import UdpListener, parse_listen
 from exporter.config import ExporterConfig, FlowsCollectorConfig
 from scripts.localstack import Service, free_port
 from tests.conftest import http_get, wait_for
@@ -70,6 +70,30 @@ async def test_listener_counts_datagrams_and_releases_its_port_on_close() -> Non
     await collector.close()  # a second close is harmless
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind(address)
+
+
+def test_the_listener_hands_on_every_datagram_even_an_empty_one_and_stops_when_idle() -> None:
+    """An empty datagram is data (counted as bad by the decoder), not the stop signal;
+    IPv4 senders on a dual-stack socket get their plain address; ``stop`` ends a
+    thread blocked in its receive (a hang here fails on the test timeout)."""
+    received: list[tuple[bytes, str]] = []
+    listener = UdpListener("[::]:0", lambda datagram, peer: received.append((datagram, peer)))
+    listener.start()
+    try:
+        port = listener.address[1]
+        _send(("127.0.0.1", port), b"", b"first", b"x" * 65507)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"six", ("::1", port))
+        wait_for(lambda: len(received) == 4, timeout=10, what="the four datagrams")
+    finally:
+        listener.stop()
+    listener.stop()  # a second stop is harmless
+    assert received[:3] == [
+        (b"", "127.0.0.1"),
+        (b"first", "127.0.0.1"),
+        (b"x" * 65507, "127.0.0.1"),
+    ]
+    assert received[3] == (b"six", "::1")
 
 
 async def test_packets_from_outside_the_exporters_networks_are_dropped() -> None:

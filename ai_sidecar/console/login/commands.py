@@ -1,0 +1,245 @@
+"""``scout-sidecar user add|list|remove|passwd``: the console's stored users.
+
+They read and write the store ``serve`` uses (``SCOUT_STORE_URL`` with
+``SCOUT_STORE_PASSWORD`` or its ``_FILE``, else the SQLite file in
+``SCOUT_DATA_DIR``), so a user added on one replica signs in on all of them.
+A password comes from a terminal prompt (asked twice, never echoed), from the
+first line of standard input (``--password-stdin``), from a file
+(``--password-file``), or is generated (``--generate``: printed once, alone on
+standard output, for scripts such as ``make up``). Passwords are never
+printed otherwise, nor put in any message.
+
+Exit status: 0 on success, 1 when the store cannot be used, 2 for a usage
+error (a bad name, a short password, no such user, a user that exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.console.login.passwords import (
+    PasswordError,
+    check_strength,
+    generate_password,
+    hash_password,
+)
+from ai_sidecar.console.login.users import check_user_name
+from ai_sidecar.errors import ConfigError
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store import ConsoleAccount, Store, StoreError
+
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its input; exit status 2."""
+
+
+def add_user_commands(subparsers: Any) -> None:
+    """Add the ``user`` group to the root parser's commands."""
+    group = subparsers.add_parser(
+        "user",
+        help="the console's users: add, list, remove, change a password",
+        description="Manage the console's users in the sidecar's store.",
+        epilog=(
+            "Uses the store serve uses: SCOUT_STORE_URL (PostgreSQL, with "
+            "SCOUT_STORE_PASSWORD or SCOUT_STORE_PASSWORD_FILE) or the SQLite file in "
+            "SCOUT_DATA_DIR (default ./data). Users in console.users_file win over "
+            "stored users of the same name."
+        ),
+    )
+    commands = group.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
+    add = commands.add_parser("add", help="add a user", description="Add a console user.")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=["viewer", "operator"],
+        help="viewer reads; operator also gives feedback, acknowledges and silences",
+    )
+    _password_source(add)
+    add.set_defaults(run=run_add)
+    listing = commands.add_parser(
+        "list", help="list stored users and their roles", description="List stored users."
+    )
+    listing.set_defaults(run=run_list)
+    remove = commands.add_parser(
+        "remove", help="remove a user and end their sessions", description="Remove a user."
+    )
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(run=run_remove)
+    passwd = commands.add_parser(
+        "passwd",
+        help="set a user's password (their sessions end)",
+        description="Set a stored user's password; the user's open sessions end.",
+    )
+    passwd.add_argument("name", metavar="NAME")
+    _password_source(passwd)
+    passwd.set_defaults(run=run_passwd)
+
+
+def _password_source(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
+    source.add_argument(
+        "--password-file", type=Path, metavar="FILE", help="read the password from FILE"
+    )
+    source.add_argument(
+        "--generate",
+        action="store_true",
+        help="generate a strong password and print it once on standard output",
+    )
+
+
+def read_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """The new password, and whether it was generated (then it must be shown)."""
+    if args.generate:
+        return generate_password(), True
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif args.password_file is not None:
+        try:
+            text = args.password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise UsageError(
+                f"--password-file: cannot read {args.password_file}: {reason}"
+            ) from None
+        password = text.splitlines()[0] if text else ""
+    else:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "no terminal to ask for the password: use --password-stdin, "
+                "--password-file or --generate"
+            )
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise UsageError("the two passwords differ; nothing was changed")
+    try:
+        check_strength(password)
+    except PasswordError as exc:
+        raise UsageError(str(exc)) from None
+    return password, False
+
+
+def _name(value: str) -> str:
+    try:
+        return check_user_name(value)
+    except ValueError as exc:
+        raise UsageError(f"{value[:64]!r}: {exc}") from None
+
+
+def _run(action: Callable[[Store], Awaitable[T]], *, create: bool) -> T:
+    from ai_sidecar.cli import DATA_DIR_ENV, prepare_data_dir, store_settings_from
+
+    settings: SidecarSettings = store_settings_from(os.environ)
+    if settings.store_location is None:
+        if create:
+            prepare_data_dir(settings.data_dir)
+        elif not settings.database_path.is_file():
+            raise ConfigError(
+                f"{DATA_DIR_ENV}: no store at {settings.database_path} "
+                "(set it to the data directory the sidecar uses)"
+            )
+
+    async def run() -> T:
+        from ai_sidecar.components import open_store  # the whole pipeline: only when run
+
+        store = await open_store(settings, worker=True)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _command(body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Map the errors of ``body`` to a one-line message and an exit status."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return body(args)
+        except (UsageError, ConfigError) as exc:
+            print(f"scout-sidecar: {exc}", file=sys.stderr)
+            return 2
+        except StoreError as exc:
+            print(f"scout-sidecar: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("scout-sidecar: interrupted; nothing was changed", file=sys.stderr)
+            return 130
+
+    return run
+
+
+@_command
+def run_add(args: argparse.Namespace) -> int:
+    name = _name(args.name)
+    password, generated = read_password(args)
+    account = ConsoleAccount(name, args.role, hash_password(password))
+
+    async def add(store: Store) -> bool:
+        if await store.get_console_user(name) is not None:
+            return False
+        await store.save_console_user(account, utc_now())
+        return True
+
+    if not _run(add, create=True):
+        raise UsageError(f"user {name!r} exists: use 'user passwd' or 'user remove'")
+    if generated:
+        print(password)
+    print(f"added {args.role} {name!r}", file=sys.stderr)
+    return 0
+
+
+@_command
+def run_list(args: argparse.Namespace) -> int:
+    users = _run(lambda store: store.list_console_users(), create=False)
+    for user in users:
+        print(f"{user.name}\t{user.role}")
+    return 0
+
+
+@_command
+def run_remove(args: argparse.Namespace) -> int:
+    name = _name(args.name)
+    if not _run(lambda store: store.remove_console_user(name), create=False):
+        raise UsageError(f"no stored user {name!r}")
+    print(f"removed {name!r} and ended their sessions", file=sys.stderr)
+    return 0
+
+
+@_command
+def run_passwd(args: argparse.Namespace) -> int:
+    name = _name(args.name)
+    password, generated = read_password(args)
+    password_hash = hash_password(password)
+
+    async def change(store: Store) -> bool:
+        existing = await store.get_console_user(name)
+        if existing is None:
+            return False
+        # Sessions opened with the old hash no longer match it: they end.
+        updated = ConsoleAccount(name, existing.role, password_hash)
+        await store.save_console_user(updated, utc_now())
+        return True
+
+    if not _run(change, create=False):
+        raise UsageError(f"no stored user {name!r}")
+    if generated:
+        print(password)
+    print(f"changed the password of {name!r}; their sessions have ended", file=sys.stderr)
+    return 0

@@ -1,0 +1,118 @@
+"""Console passwords: argon2id hashes for new ones, bcrypt ones still accepted.
+
+argon2id with argon2-cffi's defaults (RFC 9106's second recommended profile:
+64 MiB, 3 passes, 4 lanes; about 0.15 s here). A hash is only ever verified
+off the event loop (:func:`verify`); the sign-in runs at most
+:data:`CONCURRENT_CHECKS` at once, so a burst of attempts cannot take 64 MiB
+each without bound.
+bcrypt (``$2b$``, ``$2a$``, ``$2y$``) is accepted too, for hashes made with
+``htpasswd -B`` or the exporter's web config tooling; a stored user's bcrypt
+hash is replaced by an argon2id one at their next sign-in.
+
+An unknown user name is checked against :func:`dummy_hash`, so the answer
+takes as long as for a known user with a wrong password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+
+import bcrypt
+from argon2 import PasswordHasher, extract_parameters
+from argon2.exceptions import InvalidHashError, VerificationError
+
+MIN_LENGTH = 12
+MAX_LENGTH = 1024
+CONCURRENT_CHECKS = 2
+# 18 random bytes: 24 URL-safe characters, 144 bits.
+GENERATED_BYTES = 18
+
+_HASHER = PasswordHasher()
+_BCRYPT_PREFIXES = ("$2b$", "$2a$", "$2y$")
+
+
+class PasswordError(ValueError):
+    """A password (or hash) that cannot be used; the message never holds the password."""
+
+
+def check_strength(password: str) -> None:
+    """Refuse a password too short or too long to hash sensibly."""
+    if len(password) < MIN_LENGTH:
+        raise PasswordError(f"the password must be at least {MIN_LENGTH} characters long")
+    if len(password) > MAX_LENGTH:
+        raise PasswordError(f"the password must be at most {MAX_LENGTH} characters long")
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of a new ``password``, which must pass :func:`check_strength`."""
+    check_strength(password)
+    return rehash(password)
+
+
+def rehash(password: str) -> str:
+    """An argon2id hash of a password already in use (it may predate the length rule)."""
+    return _HASHER.hash(password)
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(GENERATED_BYTES)
+
+
+def check_hash(password_hash: str) -> str:
+    """``password_hash`` if it is an argon2id or bcrypt hash this module can verify."""
+    if password_hash.startswith("$argon2id$"):
+        try:
+            extract_parameters(password_hash)
+        except InvalidHashError:
+            raise PasswordError("not a valid argon2id hash") from None
+        return password_hash
+    if password_hash.startswith(_BCRYPT_PREFIXES):
+        try:
+            bcrypt.checkpw(b"", password_hash.encode())
+        except ValueError:
+            raise PasswordError("not a valid bcrypt hash") from None
+        return password_hash
+    raise PasswordError("expected an argon2id ($argon2id$...) or bcrypt ($2b$...) hash")
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """Whether a hash that verified should be made again: bcrypt, or weaker argon2 settings."""
+    if password_hash.startswith(_BCRYPT_PREFIXES):
+        return True
+    try:
+        return _HASHER.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
+def verify_now(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches ``password_hash``; blocks for the hash's cost."""
+    if len(password) > MAX_LENGTH:
+        return False
+    if password_hash.startswith(_BCRYPT_PREFIXES):
+        # bcrypt reads 72 bytes at most; bcrypt 5 refuses longer input outright.
+        try:
+            return bcrypt.checkpw(password.encode()[:72], password_hash.encode())
+        except ValueError:
+            return False
+    try:
+        return _HASHER.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def verify(password_hash: str | None, password: str) -> bool:
+    """:func:`verify_now` on a thread; against :func:`dummy_hash` (always False) when
+    there is no hash, so an unknown user costs the same time."""
+    if password_hash is None:
+        await asyncio.to_thread(verify_now, dummy_hash(), password)
+        return False
+    return await asyncio.to_thread(verify_now, password_hash, password)
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """A hash of a random password, made once (about 0.15 s) on first use."""
+    return _HASHER.hash(secrets.token_urlsafe(GENERATED_BYTES))

@@ -1,0 +1,160 @@
+"""GET/POST /console/login and POST /console/logout.
+
+The login form is guarded against login CSRF (another site signing the
+browser in as someone else) by a double-submitted token: GET sets it in the
+``scout_login`` cookie (HttpOnly, SameSite=Strict, path /console/login) and in
+the form's hidden ``csrf_token``; a POST whose two copies differ is refused.
+After sign-in, ``next`` brings the browser back where it was sent from, only
+ever to a path under /console/ (never ``//host``, a scheme, or ``..``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import re
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import web
+
+from ai_sidecar.console.login.service import (
+    COOKIE_PATH,
+    MAX_COOKIE_CHARS,
+    ConsoleLogin,
+    Outcome,
+    new_token,
+)
+from ai_sidecar.console.session import (
+    CSRF_FIELD,
+    LOGIN_PATH,
+    checked_form,
+    console_user,
+)
+from ai_sidecar.console.templating import render
+
+LOGIN = web.AppKey("console_login", ConsoleLogin)
+LOGIN_COOKIE = "scout_login"
+# What new_token() makes: URL-safe base64.
+TOKEN = re.compile(rf"[A-Za-z0-9_-]{{32,{MAX_COOKIE_CHARS}}}")
+DEFAULT_NEXT = "/console/incidents"
+# How long a login form may be left open before it is posted.
+LOGIN_FORM_SECONDS = 3600
+
+WRONG = "The user name or password is wrong."
+EXPIRED = "The sign-in form had expired or came from elsewhere. Please sign in again."
+
+
+def safe_next(value: str | None) -> str:
+    """``value`` if it is a path under /console/ of this site, else the default page."""
+    if not value or len(value) > 2048 or "\\" in value or not value.isprintable():
+        return DEFAULT_NEXT
+    parts = urlsplit(value)
+    path_ok = parts.path == COOKIE_PATH or parts.path.startswith(COOKIE_PATH + "/")
+    if (
+        parts.scheme
+        or parts.netloc
+        or not path_ok
+        or value.startswith("//")
+        # Browsers resolve %2e%2e as .. too.
+        or ".." in unquote(parts.path).split("/")
+        or parts.path.startswith(LOGIN_PATH)
+    ):
+        return DEFAULT_NEXT
+    return value
+
+
+async def login_page(
+    request: web.Request,
+    *,
+    next_page: str,
+    username: str = "",
+    error: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    login = request.app[LOGIN]
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if not TOKEN.fullmatch(token):
+        token = new_token()
+    response = await render(
+        request,
+        "login.html",
+        {"next": next_page, "username": username, "error": error, "form_token": token},
+        user=None,
+        status=status,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        path=LOGIN_PATH,
+        max_age=LOGIN_FORM_SECONDS,
+        httponly=True,
+        samesite="Strict",
+        secure=login.secure(request),
+    )
+    return response
+
+
+async def show_login(request: web.Request) -> web.Response:
+    return await login_page(request, next_page=safe_next(request.query.get("next")))
+
+
+async def submit_login(request: web.Request) -> web.StreamResponse:
+    login = request.app[LOGIN]
+    form = await request.post()
+    next_page = safe_next(_text(form.get("next")))
+    username = _text(form.get("username"))
+    cookie = request.cookies.get(LOGIN_COOKIE, "")
+    given = _text(form.get(CSRF_FIELD))
+    if not cookie or not hmac.compare_digest(
+        given.encode(errors="surrogateescape"), cookie.encode(errors="surrogateescape")
+    ):
+        login.refused(request.remote)
+        return await login_page(
+            request, next_page=next_page, username=username, error=EXPIRED, status=403
+        )
+    result = await login.sign_in(username, _text(form.get("password")), request.remote)
+    if result.outcome is Outcome.LOCKED:
+        wait = 0 if result.retry_after is None else result.retry_after.total_seconds()
+        minutes = max(1, math.ceil(wait / 60))
+        response = await login_page(
+            request,
+            next_page=next_page,
+            username=username,
+            error=(
+                "Too many failed sign-ins for this user or from this address. "
+                f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+            ),
+            status=429,
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    if result.session_id is None:
+        return await login_page(
+            request, next_page=next_page, username=username, error=WRONG, status=401
+        )
+    # A session this browser had (someone else's, or planted) ends here.
+    await login.sign_out(request)
+    response = web.HTTPSeeOther(next_page)
+    login.set_session_cookie(request, response, result.session_id)
+    response.del_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    user = await console_user(request)
+    await checked_form(request, user)
+    login = request.app[LOGIN]
+    await login.sign_out(request)
+    response = web.HTTPSeeOther(LOGIN_PATH)
+    login.clear_session_cookie(response)
+    raise response
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def add_login_routes(app: web.Application) -> None:
+    app.router.add_get(LOGIN_PATH, show_login, name="console-login")
+    app.router.add_post(LOGIN_PATH, submit_login)
+    app.router.add_post("/console/logout", logout, name="console-logout")

@@ -1,0 +1,298 @@
+"""Signing in and out, and finding the session a request carries.
+
+:class:`ConsoleLogin` is the console's :class:`~ai_sidecar.console.session.SessionBackend`.
+A session is a row in the store (shared by replicas), found by the SHA-256 of
+the ``scout_session`` cookie's 256 random bits; it ends ``session_lifetime``
+after sign-in, after ``idle_timeout`` without a request, at sign-out, when its
+user is removed, or when the user's password changes (the row keeps a digest
+of the hash it was opened with). Every sign-in makes a new id, so an id planted
+in a browser before sign-in (session fixation) is never the one after it.
+
+Failed sign-ins are counted in the store per user name typed (a digest of it:
+a password typed in the wrong box is never stored) and per client address.
+``max_failures`` for a name, or ``max_failures_per_address`` from an address,
+within ``window`` refuse every attempt under that key for ``lockout``,
+whether the name exists or not; an unknown name is checked against a dummy
+hash, so neither the answer nor its time tells which names exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.config import ConsoleConfig
+from ai_sidecar.console.login.passwords import CONCURRENT_CHECKS, needs_rehash, rehash, verify
+from ai_sidecar.console.login.users import UserDirectory
+from ai_sidecar.console.session import ConsoleUser, Role
+from ai_sidecar.store import Store, StoreError
+from ai_sidecar.store.protocol import ConsoleAccount, ConsoleSession
+
+log = logging.getLogger("ai_sidecar.console.login")
+
+SESSION_COOKIE = "scout_session"
+COOKIE_PATH = "/console"
+# 32 random bytes: 256 bits, 43 URL-safe characters.
+TOKEN_BYTES = 32
+MAX_COOKIE_CHARS = 64
+# Typed names and passwords longer than this are not looked at.
+MAX_NAME_CHARS = 256
+# How stale a session's last-seen time may get before a request writes it:
+# page views do not each cost a write.
+MAX_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+class Outcome(StrEnum):
+    """How a sign-in attempt ended (the ``outcome`` label of the metric)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    LOCKED = "locked"
+    # The login form's CSRF token was missing or wrong.
+    REFUSED = "refused"
+
+
+def create_login_metric(registry: CollectorRegistry) -> Counter:
+    counter = Counter(
+        "scout_console_logins",
+        "Console sign-in attempts by outcome (success, failure, locked, refused: "
+        "the form's CSRF token was missing or wrong).",
+        ["outcome"],
+        registry=registry,
+    )
+    for outcome in Outcome:
+        counter.labels(outcome.value)
+    return counter
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest()
+
+
+def credential_of(account: ConsoleAccount) -> str:
+    """What a session remembers of the password hash it was opened with."""
+    return digest(account.password_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """The result of :meth:`ConsoleLogin.sign_in`: a new session, or why there is none."""
+
+    outcome: Outcome
+    # SUCCESS: the cookie's value and the user.
+    session_id: str | None = None
+    user: ConsoleUser | None = None
+    # LOCKED: how long until another attempt is heard.
+    retry_after: timedelta | None = None
+
+
+def locked_until(
+    failures: Sequence[datetime], limit: int, window: timedelta, lockout: timedelta
+) -> datetime | None:
+    """When a lock set by ``limit`` failures (oldest first) within ``window`` lifts, if any."""
+    until: datetime | None = None
+    for first, last in zip(failures, failures[limit - 1 :], strict=False):
+        if last - first <= window:
+            until = last + lockout
+    return until
+
+
+@contextlib.contextmanager
+def store_available() -> Iterator[None]:
+    """The store failing (PostgreSQL restarting, a full disk) is a 503 page, not a 500."""
+    try:
+        yield
+    except StoreError as exc:
+        log.warning("console sign-in unavailable: %s", exc)
+        raise web.HTTPServiceUnavailable(
+            text="Sign-in is unavailable for a moment (the store cannot be reached). "
+            "Try again shortly."
+        ) from None
+
+
+class ConsoleLogin:
+    """Sessions in the store, users from the file and the store, lockout, the metric.
+
+    ``clock`` is public so tests can move time.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: ConsoleConfig,
+        users: UserDirectory,
+        logins: Counter,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self.users = users
+        self._logins = logins
+        # Held from the lockout check to the failure's record: parallel attempts
+        # cannot all pass the check before any failure counts.
+        self._turns = asyncio.Semaphore(CONCURRENT_CHECKS)
+        self.clock = clock
+        self._touch_interval = min(MAX_TOUCH_INTERVAL, config.idle_timeout / 20)
+
+    # --- the SessionBackend -----------------------------------------------------
+
+    async def user_for(self, request: web.Request) -> ConsoleUser | None:
+        with store_available():
+            return await self._user_for(request)
+
+    async def _user_for(self, request: web.Request) -> ConsoleUser | None:
+        key = self.session_key(request)
+        if key is None:
+            return None
+        session = await self._store.get_console_session(key)
+        if session is None:
+            return None
+        now = self.clock()
+        account = await self.users.find(session.user)
+        if (
+            self._expired(session, now)
+            or account is None
+            or credential_of(account) != session.credential
+        ):
+            await self._store.close_console_session(key)
+            return None
+        if now - session.seen_at >= self._touch_interval:
+            await self._store.touch_console_session(key, now)
+        return ConsoleUser(account.name, Role(account.role), session.csrf_token)
+
+    def _expired(self, session: ConsoleSession, now: datetime) -> bool:
+        return (
+            now - session.created_at >= self._config.session_lifetime
+            or now - session.seen_at >= self._config.idle_timeout
+        )
+
+    @staticmethod
+    def session_key(request: web.Request) -> str | None:
+        """The store's key of the session id the request's cookie carries, if any."""
+        value = request.cookies.get(SESSION_COOKIE, "")
+        if not value or len(value) > MAX_COOKIE_CHARS:
+            return None
+        return digest(value)
+
+    # --- signing in and out -------------------------------------------------------
+
+    async def sign_in(self, name: str, password: str, address: str | None) -> SignIn:
+        with store_available():
+            return await self._sign_in(name, password, address)
+
+    async def _sign_in(self, name: str, password: str, address: str | None) -> SignIn:
+        limit = self._config.login_limit
+        name_key = "user:" + digest(name)
+        address_key = f"address:{address or 'unknown'}"
+        remembered = limit.window + limit.lockout
+        async with self._turns:
+            now = self.clock()
+            failures = await self._store.login_failures([name_key, address_key], now - remembered)
+            ends = [
+                locked_until(failures[name_key], limit.max_failures, limit.window, limit.lockout),
+                locked_until(
+                    failures[address_key],
+                    limit.max_failures_per_address,
+                    limit.window,
+                    limit.lockout,
+                ),
+            ]
+            until = max((end for end in ends if end is not None and end > now), default=None)
+            if until is not None:
+                locked = SignIn(Outcome.LOCKED, retry_after=until - now)
+                return self._count(locked, address, None)
+            account = await self.users.find(name) if len(name) <= MAX_NAME_CHARS else None
+            matches = await verify(None if account is None else account.password_hash, password)
+            if account is None or not matches:
+                await self._store.record_login_failure(
+                    [name_key, address_key], now, forget_before=now - remembered
+                )
+                return self._count(SignIn(Outcome.FAILURE), address, account)
+        await self._store.clear_login_failures(name_key)
+        account = await self._upgrade_hash(account, password, now)
+        await self._store.prune_console_sessions(
+            now - self._config.session_lifetime, now - self._config.idle_timeout
+        )
+        session_id = new_token()
+        session = ConsoleSession(
+            key=digest(session_id),
+            user=account.name,
+            csrf_token=new_token(),
+            credential=credential_of(account),
+            created_at=now,
+            seen_at=now,
+        )
+        await self._store.open_console_session(session)
+        user = ConsoleUser(account.name, Role(account.role), session.csrf_token)
+        return self._count(SignIn(Outcome.SUCCESS, session_id, user), address, account)
+
+    async def _upgrade_hash(
+        self, account: ConsoleAccount, password: str, now: datetime
+    ) -> ConsoleAccount:
+        """A stored user's bcrypt (or weaker argon2) hash, made again as argon2id now that
+        the password is known; the file's users are the file's business."""
+        if account.name in self.users.file_users or not needs_rehash(account.password_hash):
+            return account
+        upgraded = ConsoleAccount(
+            account.name, account.role, await asyncio.to_thread(rehash, password)
+        )
+        await self._store.save_console_user(upgraded, now)
+        return upgraded
+
+    def _count(self, result: SignIn, address: str | None, account: ConsoleAccount | None) -> SignIn:
+        self._logins.labels(result.outcome.value).inc()
+        # Only a known user's name is logged: an unknown "name" may be a password
+        # typed in the wrong box.
+        log.info(
+            "console sign-in: %s",
+            result.outcome.value,
+            extra={"user": None if account is None else account.name, "address": address},
+        )
+        return result
+
+    def refused(self, address: str | None) -> None:
+        """Count a sign-in refused for its form's CSRF token."""
+        self._count(SignIn(Outcome.REFUSED), address, None)
+
+    async def sign_out(self, request: web.Request) -> None:
+        key = self.session_key(request)
+        if key is not None:
+            with store_available():
+                await self._store.close_console_session(key)
+
+    # --- cookies ------------------------------------------------------------------
+
+    def secure(self, request: web.Request) -> bool:
+        return request.secure or self._config.secure_cookies
+
+    def set_session_cookie(
+        self, request: web.Request, response: web.StreamResponse, value: str
+    ) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            value,
+            path=COOKIE_PATH,
+            max_age=int(self._config.session_lifetime.total_seconds()),
+            httponly=True,
+            samesite="Strict",
+            secure=self.secure(request),
+        )
+
+    def clear_session_cookie(self, response: web.StreamResponse) -> None:
+        response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)

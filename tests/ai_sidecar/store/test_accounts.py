@@ -1,0 +1,108 @@
+"""Console users, sessions and failed sign-ins: the same behaviour from every store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from ai_sidecar.store import ConsoleAccount, ConsoleSession, Store
+from tests.ai_sidecar.store.conftest import StoreOpener
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def session(key: str, user: str = "alice", at: datetime = T0) -> ConsoleSession:
+    return ConsoleSession(
+        key=key, user=user, csrf_token=f"csrf-{key}", credential="c1", created_at=at, seen_at=at
+    )
+
+
+async def test_users_are_added_replaced_listed_and_removed(store: Store):
+    await store.save_console_user(ConsoleAccount("bob", "viewer", "$argon2id$b"), T0)
+    await store.save_console_user(ConsoleAccount("alice", "viewer", "$argon2id$a"), T0)
+    await store.save_console_user(ConsoleAccount("alice", "operator", "$argon2id$a2"), T0)
+
+    assert await store.get_console_user("alice") == ConsoleAccount(
+        "alice", "operator", "$argon2id$a2"
+    )
+    assert await store.get_console_user("nobody") is None
+    assert [u.name for u in await store.list_console_users()] == ["alice", "bob"]
+    assert await store.remove_console_user("bob") is True
+    assert await store.remove_console_user("bob") is False
+    assert [u.name for u in await store.list_console_users()] == ["alice"]
+
+
+async def test_sessions_are_kept_touched_forward_only_and_closed(store: Store):
+    await store.open_console_session(session("k1"))
+    assert await store.get_console_session("k1") == session("k1")
+    assert await store.get_console_session("k2") is None
+
+    later = T0 + timedelta(minutes=5)
+    await store.touch_console_session("k1", later)
+    await store.touch_console_session("k1", T0 + timedelta(minutes=1))  # a slower replica
+    found = await store.get_console_session("k1")
+    assert found is not None
+    assert found.seen_at == later
+
+    await store.close_console_session("k1")
+    assert await store.get_console_session("k1") is None
+
+
+async def test_removing_a_user_ends_their_sessions_only(store: Store):
+    await store.save_console_user(ConsoleAccount("alice", "viewer", "h"), T0)
+    await store.open_console_session(session("a", "alice"))
+    await store.open_console_session(session("b", "bob"))
+    await store.remove_console_user("alice")
+    assert await store.get_console_session("a") is None
+    assert await store.get_console_session("b") is not None
+
+
+async def test_pruning_ends_sessions_too_old_or_idle(store: Store):
+    await store.open_console_session(session("old", at=T0 - timedelta(hours=13)))
+    await store.open_console_session(session("idle", at=T0 - timedelta(hours=2)))
+    await store.open_console_session(session("live", at=T0 - timedelta(hours=2)))
+    await store.touch_console_session("live", T0)
+    pruned = await store.prune_console_sessions(
+        created_before=T0 - timedelta(hours=12), seen_before=T0 - timedelta(hours=1)
+    )
+    assert pruned == 2
+    assert await store.get_console_session("live") is not None
+    assert await store.get_console_session("idle") is None
+
+
+async def test_login_failures_are_counted_per_key_forgotten_and_cleared(store: Store):
+    for minutes in (0, 1, 2):
+        at = T0 + timedelta(minutes=minutes)
+        await store.record_login_failure(["user:x", "address:1"], at, forget_before=T0)
+    await store.record_login_failure(["address:1"], T0 + timedelta(minutes=3), forget_before=T0)
+
+    failures = await store.login_failures(["user:x", "address:1", "user:y"], T0)
+    assert failures["user:x"] == [T0 + timedelta(minutes=m) for m in (0, 1, 2)]
+    assert len(failures["address:1"]) == 4
+    assert failures["user:y"] == []
+    since = await store.login_failures(["user:x"], T0 + timedelta(minutes=2))
+    assert since["user:x"] == [T0 + timedelta(minutes=2)]
+
+    # Recording forgets what is older than forget_before, under every key.
+    await store.record_login_failure(
+        ["user:z"], T0 + timedelta(hours=1), forget_before=T0 + timedelta(minutes=2)
+    )
+    assert len((await store.login_failures(["address:1"], T0))["address:1"]) == 2
+
+    await store.clear_login_failures("user:x")
+    assert (await store.login_failures(["user:x"], T0))["user:x"] == []
+    assert len((await store.login_failures(["address:1"], T0))["address:1"]) == 2
+
+
+async def test_accounts_survive_reopening(open_store: StoreOpener):
+    first = await open_store()
+    try:
+        await first.save_console_user(ConsoleAccount("alice", "operator", "h"), T0)
+        await first.open_console_session(session("k"))
+    finally:
+        await first.close()
+    second = await open_store()
+    try:
+        assert await second.get_console_user("alice") is not None
+        assert await second.get_console_session("k") == session("k")
+    finally:
+        await second.close()
