@@ -190,7 +190,12 @@ class Browser:
 
     @property
     def path(self) -> str:
-        """The path (and query) of the page shown now."""
+        """The path of the page shown now, without its query."""
+        return urlsplit(self.driver.current_url).path
+
+    @property
+    def location(self) -> str:
+        """The path and query of the page shown now."""
         parts = urlsplit(self.driver.current_url)
         return parts.path + (f"?{parts.query}" if parts.query else "")
 
