@@ -169,6 +169,24 @@ class GraphSource:
             return message_graph(blank, "No data for this alert in the last " + _hours(start, end))
         return GraphData(title, start, end, panels)
 
+    async def series_band(self, labels: Mapping[str, str], title: str) -> GraphData:
+        """A scored series (its ``signal`` and own labels) between its band, over the
+        graph range: what the console's anomalies page draws. Never raises."""
+        end = self._clock()
+        start = end - self._range
+        blank = GraphData(_short(title, MAX_TITLE), start, end)
+        if self._client is None:
+            return message_graph(blank, "No Prometheus configured (SCOUT_PROMETHEUS_URL)")
+        try:
+            band = await self._band(self._client, labels, title, start, end, _step(end - start))
+        except PromQLError:
+            return message_graph(blank, "Prometheus did not answer")
+        if band is None:
+            return message_graph(
+                blank, "No history of this series in the last " + _hours(start, end)
+            )
+        return GraphData(blank.title, start, end, (band,))
+
     async def _panels(
         self,
         client: PromQLClient,

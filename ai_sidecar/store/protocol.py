@@ -13,7 +13,10 @@ What a store keeps:
   handed out twice, even after pruning;
 - **the cursor**: the highest ``seq`` the worker has folded into incidents
   (everything above it is the backlog);
-- **incidents** with their members, and **feedback** on them;
+- **incidents** with their members, and **feedback** on them, and beside
+  each incident a summary row for the console's list
+  (:mod:`ai_sidecar.store.listing`);
+- **actions** people took on incidents from the console;
 - **the outbox**: the enriched copies the return trip posts to each
   Alertmanager peer (:mod:`ai_sidecar.notify`), one row per peer and copy
   fingerprint, with when it is due next;
@@ -45,7 +48,7 @@ from typing import Literal, Protocol
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.errors import SidecarError
-from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
+from ai_sidecar.models import Alert, Incident, IncidentStatus, Priority, ReceivedAlert
 
 
 class StoreError(SidecarError):
@@ -102,6 +105,57 @@ class IncidentAction:
     # silenced, as the console wrote it (ids, end time); otherwise "".
     detail: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentQuery:
+    """Which incidents a console list shows (every field optional: all incidents).
+
+    ``words``: each must appear, case-insensitively, in the incident's title,
+    root cause or its members' labels; ``since``/``until``: the incident was
+    created at or after ``since`` and before ``until``.
+    """
+
+    status: IncidentStatus | None = None
+    priorities: tuple[Priority, ...] = ()
+    site: str | None = None
+    words: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentSummary:
+    """One row of the console's incident list, as the store keeps it beside the incident.
+
+    ``title`` is the notifications' plain-words title (``P3 · Gi1/0/1 down on
+    sw-3 (site paris)``); ``cause`` the analysis' root cause, or the root-cause
+    alert in plain words. ``acknowledged_by`` and ``assignee`` come from the
+    console actions (None / "" when nobody).
+    """
+
+    id: str
+    status: IncidentStatus
+    priority: Priority
+    created_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    site: str
+    title: str
+    cause: str
+    members: int
+    firing: int
+    analyst: str
+    acknowledged_by: str | None = None
+    assignee: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentPage:
+    """One page of a filtered list, newest first, and how many incidents match in all."""
+
+    rows: tuple[IncidentSummary, ...]
+    total: int
 
 
 PostState = Literal["firing", "resolved"]
@@ -287,6 +341,17 @@ class Store(Protocol):
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         """One incident with its members, or None."""
+        ...
+
+    async def incident_page(
+        self, query: IncidentQuery, *, limit: int, offset: int = 0
+    ) -> IncidentPage:
+        """Incidents matching ``query``, newest created first (then by id, descending):
+        ``limit`` of them after skipping ``offset``, and the total that match.
+
+        Served from a summary row kept beside each incident (no incident is
+        decoded), so a page of a store of 10,000 incidents costs milliseconds.
+        """
         ...
 
     async def add_feedback(

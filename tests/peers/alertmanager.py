@@ -246,6 +246,13 @@ class Alertmanager:
         assert isinstance(body, list)
         return body
 
+    def silences(self) -> list[dict[str, Any]]:
+        """``GET /api/v2/silences``: every silence the peer holds, expired ones included."""
+        status, body = self._request("GET", "/api/v2/silences")
+        assert status == 200, (status, body)
+        assert isinstance(body, list)
+        return body
+
     def groups(self) -> list[dict[str, Any]]:
         """``GET /api/v2/alerts/groups``: one entry per route and group, with its receiver."""
         status, body = self._request("GET", "/api/v2/alerts/groups")

@@ -22,6 +22,7 @@ from ai_sidecar.models import (
     incident_from_header,
     member_from_json,
 )
+from ai_sidecar.store import listing
 from ai_sidecar.store.postgres.engine import Cursor
 from ai_sidecar.store.protocol import Backlog, Feedback, IngestResult
 from ai_sidecar.store.sqlite.incidents import (
@@ -151,6 +152,7 @@ async def write_incidents(cur: Cursor, rows: IncidentRows) -> None:
             (incident_id, list(fingerprints)),
         )
     await cur.executemany(_UPSERT_MEMBER, rows.members)
+    await cur.executemany(listing.POSTGRES.upsert, rows.listings)
 
 
 async def _load_incidents(cur: Cursor, headers: Sequence[tuple[Any, ...]]) -> list[Incident]:
@@ -261,6 +263,7 @@ async def resolved_before(cur: Cursor, before: str, batch: int) -> list[str]:
 async def delete_incidents(cur: Cursor, ids: Sequence[str]) -> tuple[int, int, int]:
     """Delete incidents ``ids`` with their members and feedback; rows removed as
     (incidents, members, feedback)."""
+    await cur.execute(listing.POSTGRES.delete_of, (list(ids),))
     counts = []
     for sql in (
         "DELETE FROM feedback WHERE incident_id = ANY(%s)",

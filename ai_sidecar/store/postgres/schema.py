@@ -13,6 +13,10 @@ replicas may start together), every step above the database's version:
   (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
 - **5**: ``console_users``, ``console_sessions`` and ``console_login_failures``
   (:mod:`ai_sidecar.store.accounts`).
+- **6**: ``incident_listing``, a summary row per incident for the console's
+  list (:mod:`ai_sidecar.store.listing`); the rows of incidents stored before
+  it are written when the store opens. Its text columns are plain ``text``:
+  they hold sanitised titles and case-folded search text, never U+0000.
 
 A database stamped with a version above :data:`SCHEMA_VERSION` was written by
 a newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -165,8 +169,41 @@ CREATE INDEX console_login_failures_key ON console_login_failures (key, at);
 CREATE INDEX console_login_failures_at ON console_login_failures (at);
 """
 
+_VERSION_6 = """
+-- The console's incident list (ai_sidecar.store.listing).
+CREATE TABLE incident_listing (
+    id text PRIMARY KEY,
+    status text NOT NULL,
+    priority text NOT NULL,
+    created_at text NOT NULL,
+    updated_at text NOT NULL,
+    resolved_at text,
+    site text NOT NULL,
+    -- The notifications' plain-words title, and the root cause in words.
+    title text NOT NULL,
+    cause text NOT NULL,
+    members integer NOT NULL,
+    firing integer NOT NULL,
+    analyst text NOT NULL,
+    -- Case-folded title, root cause and member labels, for the text search.
+    search text NOT NULL
+);
+-- Newest first, whole or narrowed by status, priority or site.
+CREATE INDEX incident_listing_created ON incident_listing (created_at, id);
+CREATE INDEX incident_listing_status ON incident_listing (status, created_at, id);
+CREATE INDEX incident_listing_priority ON incident_listing (priority, created_at, id);
+CREATE INDEX incident_listing_site ON incident_listing (site, created_at, id);
+"""
+
 # Step n brings a database from version n - 1 to n.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
+MIGRATIONS: tuple[str, ...] = (
+    _VERSION_1,
+    _VERSION_2,
+    _VERSION_3,
+    _VERSION_4,
+    _VERSION_5,
+    _VERSION_6,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

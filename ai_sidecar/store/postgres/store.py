@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
-from ai_sidecar.store import accounts, exchanges
+from ai_sidecar.store import accounts, exchanges, listing
 from ai_sidecar.store import actions as action_sql
 from ai_sidecar.store.postgres import incidents as sql
 from ai_sidecar.store.postgres import outbox
@@ -32,6 +32,8 @@ from ai_sidecar.store.protocol import (
     ConsoleSession,
     Feedback,
     IncidentAction,
+    IncidentPage,
+    IncidentQuery,
     IngestResult,
     OutboxPlan,
     OutboxRow,
@@ -68,7 +70,27 @@ class PostgresStore:
         ``fence``: every transaction first proves the worker lease is still
         held (the worker process of a replica); None for the webhook's store.
         """
-        return cls(await Engine.open(location, fence=fence, migrate=migrate))
+        store = cls(await Engine.open(location, fence=fence, migrate=migrate))
+        try:
+            await store._backfill_listing()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _backfill_listing(self) -> None:
+        """Write the list rows of incidents stored before the list had them."""
+        queries = listing.POSTGRES
+        while ids := [
+            row[0] for row in await self._fetch(queries.missing, (listing.BACKFILL_BATCH,))
+        ]:
+            found = [await self.get_incident(incident_id) for incident_id in ids]
+            rows = [listing.listing_row(i) for i in found if i is not None]
+
+            async def insert(cur: Cursor, rows: list[tuple[Any, ...]] = rows) -> None:
+                await cur.executemany(queries.insert_missing, rows)
+
+            await self._engine.transaction(insert)
 
     @property
     def engine(self) -> Engine:
@@ -155,6 +177,27 @@ class PostgresStore:
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         return await self._read(lambda cur: sql.get_incident(cur, incident_id))
+
+    async def incident_page(
+        self, query: IncidentQuery, *, limit: int, offset: int = 0
+    ) -> IncidentPage:
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, got {limit} and {offset}")
+        queries = listing.POSTGRES
+        page_sql, page_params = queries.page(query, limit, offset)
+        count_sql, count_params = queries.count(query)
+
+        async def read(cur: Cursor) -> IncidentPage:
+            await cur.execute(page_sql, page_params)
+            rows = list(await cur.fetchall())
+            await cur.execute(count_sql, count_params)
+            counted = await cur.fetchone()
+            total = 0 if counted is None else int(counted[0])
+            await cur.execute(queries.handling_of, ([row[0] for row in rows],))
+            actions = action_sql.decode_actions(list(await cur.fetchall()))
+            return IncidentPage(listing.decode_summaries(rows, actions), total)
+
+        return await self._read(read)
 
     async def add_feedback(
         self, incident_id: str, useful: bool, comment: str, at: datetime

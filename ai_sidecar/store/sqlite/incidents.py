@@ -192,6 +192,8 @@ class IncidentRows:
 
     incidents: list[tuple[Any, ...]]
     members: list[tuple[Any, ...]]
+    # Their rows of the console's list (ai_sidecar.store.listing).
+    listings: list[tuple[Any, ...]]
     # Incidents written in full: rows of members they no longer have go.
     rewritten: list[tuple[str, tuple[str, ...]]]
     written: SavedMembers
@@ -204,6 +206,9 @@ def encode_incidents(incidents: Sequence[Incident], saved: SavedMembers) -> Inci
     it has all its members written. Encoding happens before the transaction, so
     the write lock (shared with the webhook) is held for the SQL alone.
     """
+    # Here, not at the top: the listing module imports this one.
+    from ai_sidecar.store.listing import listing_row
+
     members = []
     rewritten = []
     written: SavedMembers = {}
@@ -219,7 +224,13 @@ def encode_incidents(incidents: Sequence[Incident], saved: SavedMembers) -> Inci
                 doc = encode_json(member_to_json(member))
                 members.append((incident.id, fingerprint, position, doc))
         written[incident.id] = incident.members
-    return IncidentRows([_incident_row(i) for i in incidents], members, rewritten, written)
+    return IncidentRows(
+        [_incident_row(i) for i in incidents],
+        members,
+        [listing_row(i) for i in incidents],
+        rewritten,
+        written,
+    )
 
 
 def forget_saved(saved: SavedMembers, incidents: Sequence[Incident]) -> None:
@@ -240,6 +251,8 @@ def remember_saved(
 
 
 def write_incidents(conn: sqlite3.Connection, rows: IncidentRows) -> SavedMembers:
+    from ai_sidecar.store import listing  # see encode_incidents
+
     conn.executemany(_UPSERT_INCIDENT, rows.incidents)
     for incident_id, fingerprints in rows.rewritten:
         conn.execute(
@@ -248,6 +261,7 @@ def write_incidents(conn: sqlite3.Connection, rows: IncidentRows) -> SavedMember
             (incident_id, *fingerprints),
         )
     conn.executemany(_UPSERT_MEMBER, rows.members)
+    conn.executemany(listing.SQLITE.upsert, rows.listings)
     return rows.written
 
 
@@ -381,5 +395,6 @@ def delete_incidents(conn: sqlite3.Connection, ids: Sequence[str]) -> tuple[int,
     where = f"IN ({marks(len(ids))})"
     feedback_rows = conn.execute(f"DELETE FROM feedback WHERE incident_id {where}", ids).rowcount
     members = conn.execute(f"DELETE FROM incident_members WHERE incident_id {where}", ids).rowcount
+    conn.execute(f"DELETE FROM incident_listing WHERE id {where}", ids)
     incidents = conn.execute(f"DELETE FROM incidents WHERE id {where}", ids).rowcount
     return incidents, members, feedback_rows

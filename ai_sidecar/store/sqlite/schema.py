@@ -20,6 +20,9 @@
   (:mod:`ai_sidecar.store.actions`), and an index of feedback by time.
 - **6**: ``console_users``, ``console_sessions`` and ``console_login_failures``
   (:mod:`ai_sidecar.store.accounts`).
+- **7**: ``incident_listing``, a summary row per incident for the console's
+  list (:mod:`ai_sidecar.store.listing`); the rows of incidents stored before
+  it are written when the store opens.
 
 A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
 newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -214,6 +217,35 @@ CREATE INDEX console_login_failures_key ON console_login_failures (key, at);
 CREATE INDEX console_login_failures_at ON console_login_failures (at);
 """
 
+_VERSION_7 = """
+-- The console's incident list (ai_sidecar.store.listing): the columns it filters
+-- and shows, apart from the incident's document, so a page reads no document.
+-- A rowid table: its rows (a kilobyte of search text) pack several to a page,
+-- which halves a search's scan and makes a deep page's offset a walk of the index.
+CREATE TABLE incident_listing (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    resolved_at TEXT,
+    site TEXT NOT NULL,
+    -- The notifications' plain-words title, and the root cause in words.
+    title TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    members INTEGER NOT NULL,
+    firing INTEGER NOT NULL,
+    analyst TEXT NOT NULL,
+    -- Case-folded title, root cause and member labels, for the text search.
+    search TEXT NOT NULL
+);
+-- Newest first, whole or narrowed by status, priority or site.
+CREATE INDEX incident_listing_created ON incident_listing (created_at, id);
+CREATE INDEX incident_listing_status ON incident_listing (status, created_at, id);
+CREATE INDEX incident_listing_priority ON incident_listing (priority, created_at, id);
+CREATE INDEX incident_listing_site ON incident_listing (site, created_at, id);
+"""
+
 # Step n brings a file from version n - 1 to n.
 MIGRATIONS: tuple[str, ...] = (
     _VERSION_1,
@@ -222,6 +254,7 @@ MIGRATIONS: tuple[str, ...] = (
     _VERSION_4,
     _VERSION_5,
     _VERSION_6,
+    _VERSION_7,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

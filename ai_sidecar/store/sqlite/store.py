@@ -20,7 +20,7 @@ from typing import Any
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
-from ai_sidecar.store import accounts, exchanges
+from ai_sidecar.store import accounts, exchanges, listing
 from ai_sidecar.store import actions as action_sql
 from ai_sidecar.store.protocol import (
     Backlog,
@@ -28,6 +28,8 @@ from ai_sidecar.store.protocol import (
     ConsoleSession,
     Feedback,
     IncidentAction,
+    IncidentPage,
+    IncidentQuery,
     IngestResult,
     OutboxPlan,
     OutboxRow,
@@ -62,7 +64,29 @@ class SqliteStore:
         ``inline``: one connection used on the calling thread, blocking it; for
         the worker process (see :meth:`Engine.open`).
         """
-        return cls(await Engine.open(path, synchronous=synchronous, inline=inline))
+        store = cls(await Engine.open(path, synchronous=synchronous, inline=inline))
+        try:
+            await store._backfill_listing()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _backfill_listing(self) -> None:
+        """Write the list rows of incidents stored before the list had them."""
+        queries = listing.SQLITE
+        while ids := await self._engine.read(
+            lambda conn: [
+                row[0] for row in conn.execute(queries.missing, (listing.BACKFILL_BATCH,))
+            ]
+        ):
+            found = [await self.get_incident(incident_id) for incident_id in ids]
+            rows = [listing.listing_row(i) for i in found if i is not None]
+
+            def insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]] = rows) -> None:
+                conn.executemany(queries.insert_missing, rows)
+
+            await self._engine.write(insert, bulk=True)
 
     @property
     def path(self) -> Path:
@@ -151,6 +175,26 @@ class SqliteStore:
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         return await self._engine.read(lambda conn: sql.get_incident(conn, incident_id))
+
+    async def incident_page(
+        self, query: IncidentQuery, *, limit: int, offset: int = 0
+    ) -> IncidentPage:
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, got {limit} and {offset}")
+        queries = listing.SQLITE
+        page_sql, page_params = queries.page(query, limit, offset)
+        count_sql, count_params = queries.count(query)
+
+        def read(conn: sqlite3.Connection) -> IncidentPage:
+            rows = conn.execute(page_sql, page_params).fetchall()
+            total = int(conn.execute(count_sql, count_params).fetchone()[0])
+            ids = [row[0] for row in rows]
+            actions = action_sql.decode_actions(
+                conn.execute(queries.handling_of.format(marks=sql.marks(len(ids))), ids).fetchall()
+            )
+            return IncidentPage(listing.decode_summaries(rows, actions), total)
+
+        return await self._engine.read(read)
 
     async def add_feedback(
         self, incident_id: str, useful: bool, comment: str, at: datetime

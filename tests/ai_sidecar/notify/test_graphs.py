@@ -579,3 +579,33 @@ def test_matplotlib_loads_with_the_first_render_not_with_the_sidecar():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+async def test_a_scored_series_between_its_band_from_a_real_prometheus(prometheus):
+    """What the console's anomalies page draws: the series named by its labels."""
+    labels = {"signal": "wan_throughput", "instance": "sw1", "ifName": "Gi0/1"}
+    async with aiohttp.ClientSession() as session:
+        source = GraphSource(HttpPromQLClient(prometheus, session), range=timedelta(hours=3))
+        found = await source.series_band(labels, "WAN throughput of sw1 Gi0/1")
+        other = await source.series_band({**labels, "instance": "sw2"}, "WAN throughput of sw2")
+    assert found.title == "WAN throughput of sw1 Gi0/1"
+    [band] = found.panels
+    [line] = band.lines
+    assert line.labels["__name__"] == "scout_anomaly_observed"
+    assert len(line.values) > 100
+    assert band.lower is not None
+    assert set(band.lower.values) == {40.0}
+    assert band.upper is not None
+    assert set(band.upper.values) == {70.0}
+    assert other.panels == ()
+    assert other.message == "No history of this series in the last 3 h"
+
+
+async def test_a_scored_series_without_prometheus_says_why():
+    labels = {"signal": "wan_throughput", "instance": "sw1"}
+    alone = GraphSource(None, range=timedelta(hours=1))
+    failing = GraphSource(FakePromQL({}, fail=True), range=timedelta(hours=1))
+    assert (await alone.series_band(labels, "t")).message == (
+        "No Prometheus configured (SCOUT_PROMETHEUS_URL)"
+    )
+    assert (await failing.series_band(labels, "t")).message == "Prometheus did not answer"

@@ -29,6 +29,7 @@ import ai_sidecar.store.postgres.lease as lease_module
 from ai_sidecar.store import (
     ConsoleAccount,
     IncidentAction,
+    IncidentQuery,
     OutboxCopy,
     OutboxPlan,
     PostgresStore,
@@ -86,7 +87,7 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
         # What versions 3 and later added.
         conn.execute(
             "DROP TABLE llm_exchanges, incident_actions, console_users, console_sessions,"
-            " console_login_failures"
+            " console_login_failures, incident_listing"
         )
         conn.execute("DROP INDEX feedback_at")
         conn.execute("UPDATE scout_schema SET version = 2")
@@ -102,6 +103,8 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
         assert await store.actions("inc-1") == [acknowledged]
         await store.save_console_user(ConsoleAccount("alice", "viewer", "h"), T0)
         assert await store.get_console_user("alice") is not None
+        listed = await store.incident_page(IncidentQuery(), limit=5)
+        assert [row.id for row in listed.rows] == ["inc-1"]
     finally:
         await store.close()
     with postgres_server.superuser(dbname) as conn:

@@ -1,0 +1,63 @@
+"""Incidents, an incident's page and its actions, anomalies, and the health banner.
+
+- :mod:`.incidents`: ``/console/incidents`` (filters, paging) and
+  ``/console/incidents/{id}``;
+- :mod:`.actions`: the operator's POSTs on an incident (feedback,
+  acknowledge, unacknowledge, assign, silence);
+- :mod:`.silences`: silences through Alertmanager's API v2, on every peer;
+- :mod:`.anomalies`: ``/console/anomalies``;
+- :mod:`ai_sidecar.console.health`: the banner every page shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from ai_sidecar.components import promql_client
+from ai_sidecar.console.health import setup_health
+from ai_sidecar.console.pages import actions
+from ai_sidecar.console.pages.actions import CLIENT
+from ai_sidecar.console.pages.anomalies import CHARTS, AnomalyCharts, anomalies
+from ai_sidecar.console.pages.common import INCIDENTS_PATH
+from ai_sidecar.console.pages.incidents import incident_list, incident_page
+from ai_sidecar.graph_route import RenderedGraphs
+from ai_sidecar.keys import CONFIG, SETTINGS
+from ai_sidecar.notify.graphs import GraphSource
+
+
+async def home(_: web.Request) -> web.Response:
+    """The console's front door is the incident list."""
+    raise web.HTTPSeeOther(INCIDENTS_PATH)
+
+
+def setup_pages(app: web.Application) -> None:
+    """Register /console/, /console/incidents, /console/incidents/{id} and /console/anomalies."""
+    setup_health(app)
+
+    async def client(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            app[CLIENT] = session
+            source = GraphSource(
+                promql_client(app[SETTINGS], session), range=app[CONFIG].graphs.range
+            )
+            app[CHARTS] = AnomalyCharts(source, RenderedGraphs())
+            yield
+
+    app.cleanup_ctx.append(client)
+    app.router.add_get("/console/", home)
+    app.router.add_get("/console", home)
+    app.router.add_get(INCIDENTS_PATH, incident_list)
+    incident = INCIDENTS_PATH + "/{id}"
+    app.router.add_get(incident, incident_page)
+    app.router.add_post(incident + "/feedback", actions.give_feedback)
+    app.router.add_post(incident + "/acknowledge", actions.acknowledge)
+    app.router.add_post(incident + "/unacknowledge", actions.unacknowledge)
+    app.router.add_post(incident + "/assign", actions.assign)
+    app.router.add_post(incident + "/silence", actions.silence)
+    app.router.add_get("/console/anomalies", anomalies)
+
+
+__all__ = ["setup_pages"]

@@ -1,0 +1,140 @@
+"""What operators do from an incident's page: feedback, acknowledge, assign, silence.
+
+Every action needs the operator role (:func:`operator_user`: 403 otherwise)
+and the session's CSRF token (:func:`checked_form`: 403 otherwise), and ends
+in a 303 back to the incident's page with a flash message. What was typed
+that does not fit is refused with a message, never cut short silently.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import aiohttp
+from aiohttp import web
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.console.pages.common import back_to, wording
+from ai_sidecar.console.pages.incidents import MAX_SILENCE, SILENCE_CHOICES
+from ai_sidecar.console.pages.silences import create_silences, silence_plan
+from ai_sidecar.console.session import checked_form, operator_user
+from ai_sidecar.keys import SETTINGS, STORE
+from ai_sidecar.store import IncidentAction
+from ai_sidecar.store.protocol import ActionKind
+from exporter.common.durations import parse_duration
+
+MAX_COMMENT = 2000
+MAX_ASSIGNEE = 100
+
+CLIENT = web.AppKey("console_client", aiohttp.ClientSession)
+
+
+def _not_found(incident_id: str) -> web.HTTPNotFound:
+    return web.HTTPNotFound(text=f"There is no incident {incident_id[:64]!r}.")
+
+
+async def _record(request: web.Request, kind: ActionKind, actor: str, detail: str) -> None:
+    incident_id = request.match_info["id"]
+    action = IncidentAction(incident_id, kind, actor, detail, utc_now())
+    if not await request.app[STORE].record_action(action):
+        raise _not_found(incident_id)
+
+
+async def give_feedback(request: web.Request) -> web.Response:
+    user = await operator_user(request)
+    form = await checked_form(request, user)
+    incident_id = request.match_info["id"]
+    useful = form.get("useful")
+    comment = form.get("comment", "").strip()
+    if useful not in ("yes", "no"):
+        raise back_to(incident_id, refused="useful")
+    if len(comment) > MAX_COMMENT:
+        raise back_to(incident_id, refused="comment")
+    recorded = await request.app[STORE].add_feedback(
+        incident_id, useful == "yes", comment, utc_now()
+    )
+    if not recorded:
+        raise _not_found(incident_id)
+    raise back_to(incident_id, done="feedback")
+
+
+async def acknowledge(request: web.Request) -> web.Response:
+    user = await operator_user(request)
+    await checked_form(request, user)
+    await _record(request, "acknowledge", user.name, "")
+    raise back_to(request.match_info["id"], done="acknowledged")
+
+
+async def unacknowledge(request: web.Request) -> web.Response:
+    user = await operator_user(request)
+    await checked_form(request, user)
+    await _record(request, "unacknowledge", user.name, "")
+    raise back_to(request.match_info["id"], done="unacknowledged")
+
+
+async def assign(request: web.Request) -> web.Response:
+    user = await operator_user(request)
+    form = await checked_form(request, user)
+    assignee = " ".join(form.get("assignee", "").split())
+    if len(assignee) > MAX_ASSIGNEE:
+        raise back_to(request.match_info["id"], refused="assignee")
+    await _record(request, "assign", user.name, assignee)
+    raise back_to(request.match_info["id"], done="assigned" if assignee else "unassigned")
+
+
+def silence_length(choice: str, custom: str) -> timedelta | None:
+    """How long a silence lasts, from the form; None when it is not a valid choice."""
+    if choice not in {value for value, _ in SILENCE_CHOICES}:
+        return None
+    text = custom.strip() if choice == "custom" else choice
+    try:
+        length = parse_duration(text)
+    except (ValueError, TypeError):
+        return None
+    return length if timedelta(0) < length <= MAX_SILENCE else None
+
+
+async def silence(request: web.Request) -> web.Response:
+    user = await operator_user(request)
+    form = await checked_form(request, user)
+    incident_id = request.match_info["id"]
+    length = silence_length(form.get("duration", ""), form.get("custom", ""))
+    comment = form.get("comment", "").strip()
+    if length is None:
+        raise back_to(incident_id, refused="duration")
+    if len(comment) > MAX_COMMENT:
+        raise back_to(incident_id, refused="comment")
+    incident = await request.app[STORE].get_incident(incident_id)
+    if incident is None:
+        raise _not_found(incident_id)
+    peers = request.app[SETTINGS].alertmanager_urls
+    if not peers:
+        raise back_to(incident_id, done="no-peers")
+    if not incident.firing:
+        raise back_to(incident_id, done="nothing-firing")
+    plan = silence_plan(incident)
+    starts = utc_now()
+    ends = starts + length
+    outcomes = await create_silences(
+        request.app[CLIENT],
+        peers,
+        plan,
+        starts=starts,
+        ends=ends,
+        created_by=user.name,
+        comment=comment or f"Silenced from the Scout console: incident {incident_id}",
+    )
+    failed = [o for o in outcomes if o.error]
+    parts = [f"until {wording(request).time(ends)}"]
+    if plan.left_out:
+        parts.append(f"{plan.left_out} firing alerts covered by the incident silence only")
+    for outcome in outcomes:
+        if outcome.error:
+            made = f" after {', '.join(outcome.ids)}" if outcome.ids else ""
+            parts.append(f"{outcome.peer} failed{made}: {outcome.error}")
+        else:
+            parts.append(f"{outcome.peer}: {', '.join(outcome.ids)}")
+    await _record(request, "silence", user.name, "; ".join(parts))
+    ok = len(outcomes) - len(failed)
+    code = "silenced" if not failed else ("silenced-partly" if ok else "silence-failed")
+    raise back_to(incident_id, done=code, ok=ok, failed=len(failed), peers=len(outcomes))

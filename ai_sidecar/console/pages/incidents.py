@@ -1,0 +1,292 @@
+"""The incident list and an incident's page.
+
+The list reads one page of summary rows from the store
+(:meth:`~ai_sidecar.store.protocol.Store.incident_page`): filters by status,
+priority (several), site, words (title, root cause, labels) and a creation
+time range typed in the configured zone, newest first, :data:`PAGE_SIZE` a
+page. A filter value that makes no sense is said on the page (400), never
+guessed at.
+
+An incident's page shows everything the incident records: the members'
+timeline, the root cause and why, the priority and why, the analysis and its
+LLM cost, the graph (the signed graph route, same origin), links out, and the
+feedback and actions people gave; operators get the action forms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, cast
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from ai_sidecar.clock import utc_now
+from ai_sidecar.console.pages.common import (
+    INCIDENTS_PATH,
+    age,
+    flash_of,
+    incident_path,
+    wording,
+)
+from ai_sidecar.console.session import console_user
+from ai_sidecar.console.templating import render
+from ai_sidecar.graph_route import GRAPHS
+from ai_sidecar.keys import CONFIG, SETTINGS, STORE
+from ai_sidecar.models import (
+    INCIDENT_LABEL,
+    PRIORITIES,
+    Incident,
+    IncidentStatus,
+    Member,
+    Priority,
+)
+from ai_sidecar.notify.wording import TITLE_ANNOTATION, duration, problem, root_member
+from ai_sidecar.sanitize import safe_link
+from ai_sidecar.store import IncidentQuery
+from ai_sidecar.store.listing import handling
+
+PAGE_SIZE = 50
+MAX_PAGE = 100_000
+MAX_WORDS = 10
+MAX_WORD = 100
+MAX_SITE = 200
+# Members the page lists one by one; a storm incident's others are counted.
+MAX_MEMBERS_SHOWN = 200
+MAX_EXCHANGES = 100
+# The datetime-local input's format (seconds optional).
+LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+STATUSES: tuple[IncidentStatus, ...] = ("open", "resolved")
+
+
+@dataclass
+class Filters:
+    """The list's filters as typed (to show them back) and as understood (to query)."""
+
+    status: str = ""
+    priorities: list[str] = field(default_factory=list)
+    site: str = ""
+    q: str = ""
+    since: str = ""
+    until: str = ""
+    page: int = 1
+    problems: list[str] = field(default_factory=list)
+
+    def query(self, zone: tzinfo) -> IncidentQuery:
+        words = tuple(w[:MAX_WORD] for w in self.q.split()[:MAX_WORDS])
+        return IncidentQuery(
+            status=cast(IncidentStatus, self.status) if self.status else None,
+            priorities=tuple(cast(Priority, p) for p in self.priorities),
+            site=self.site or None,
+            words=words,
+            since=_local_time(self.since, zone) if self.since else None,
+            until=_local_time(self.until, zone) if self.until else None,
+        )
+
+    def link(self, page: int) -> str:
+        """The list's URL with these filters, at ``page``."""
+        pairs = [("status", self.status), *(("priority", p) for p in self.priorities)]
+        pairs += [("site", self.site), ("q", self.q), ("since", self.since), ("until", self.until)]
+        pairs = [(name, value) for name, value in pairs if value]
+        if page > 1:
+            pairs.append(("page", str(page)))
+        return INCIDENTS_PATH + ("?" + urlencode(pairs) if pairs else "")
+
+
+def _local_time(text: str, zone: tzinfo) -> datetime:
+    """A datetime-local value in ``zone``, as UTC; ValueError if it is none (or out of range)."""
+    for pattern in LOCAL_FORMATS:
+        try:
+            return datetime.strptime(text, pattern).replace(tzinfo=zone).astimezone(UTC)
+        except ValueError:
+            continue
+        except OverflowError:  # 0001-01-01T00:00 east of UTC is before year 1 there
+            break
+    raise ValueError(text)
+
+
+def parse_filters(query: MultiMapping[str], zone: tzinfo) -> Filters:
+    """The filters of a list request; each value that makes no sense adds a problem."""
+    found = Filters(
+        status=query.get("status", ""),
+        priorities=query.getall("priority", []),
+        site=query.get("site", "").strip(),
+        q=query.get("q", "").strip(),
+        since=query.get("since", "").strip(),
+        until=query.get("until", "").strip(),
+    )
+    problems = found.problems
+    if found.status not in ("", *STATUSES):
+        problems.append("Status: choose open or resolved (or any).")
+        found.status = ""
+    wrong = [p for p in found.priorities if p not in PRIORITIES]
+    if wrong:
+        problems.append("Priority: choose among P1, P2, P3 and P4.")
+    found.priorities = [p for p in PRIORITIES if p in found.priorities]
+    if len(found.site) > MAX_SITE:
+        problems.append(f"Site: at most {MAX_SITE} characters.")
+        found.site = ""
+    if len(found.q.split()) > MAX_WORDS:
+        problems.append(f"Search: at most {MAX_WORDS} words.")
+    for name in ("since", "until"):
+        value = getattr(found, name)
+        if not value:
+            continue
+        try:
+            _local_time(value, zone)
+        except ValueError:
+            problems.append(
+                f"{name.capitalize()}: expected a date and time like 2026-12-03T14:30 "
+                f"({zone}), got {value[:40]!r}."
+            )
+            setattr(found, name, "")
+    page = query.get("page", "1")
+    if page.isascii() and page.isdigit() and 1 <= int(page) <= MAX_PAGE:
+        found.page = int(page)
+    else:
+        problems.append(f"Page: expected a whole number from 1 to {MAX_PAGE}.")
+    return found
+
+
+async def incident_list(request: web.Request) -> web.Response:
+    user = await console_user(request)
+    zone = request.app[CONFIG].notifications.zone
+    filters = parse_filters(request.query, zone)
+    context: dict[str, Any] = {"filters": filters, "priorities": PRIORITIES, "zone": str(zone)}
+    if filters.problems:
+        context.update(rows=[], total=0, page=1, pages=1, prev_link=None, next_link=None)
+        return await render(request, "incidents.html", context, user=user, status=400)
+    offset = (filters.page - 1) * PAGE_SIZE
+    result = await request.app[STORE].incident_page(
+        filters.query(zone), limit=PAGE_SIZE, offset=offset
+    )
+    pages = max(1, math.ceil(result.total / PAGE_SIZE))
+    now = utc_now()
+    shown = wording(request)
+    rows = [
+        {
+            "summary": row,
+            "href": incident_path(row.id),
+            "age": age(row.created_at, now),
+            "created": shown.time(row.created_at),
+        }
+        for row in result.rows
+    ]
+    context.update(
+        rows=rows,
+        total=result.total,
+        page=filters.page,
+        pages=pages,
+        prev_link=filters.link(filters.page - 1) if filters.page > 1 else None,
+        next_link=filters.link(filters.page + 1) if filters.page < pages else None,
+    )
+    return await render(request, "incidents.html", context, user=user)
+
+
+def _timeline(members: list[Member], shown: Any) -> list[dict[str, str]]:
+    """What happened to the members, oldest first: fired, fired again (flaps), resolved."""
+    events: list[tuple[datetime, str, str, str]] = []
+    for m in members:
+        events.append((m.first_starts_at, m.fingerprint, m.what, "fired"))
+        if m.flap_count and m.starts_at != m.first_starts_at:
+            events.append(
+                (m.starts_at, m.fingerprint, m.what, f"fired again (flap {m.flap_count})")
+            )
+        if m.status == "resolved" and m.ends_at is not None:
+            events.append((m.ends_at, m.fingerprint, m.what, "resolved"))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return [{"at": shown.time(at), "what": what, "event": event} for at, _, what, event in events]
+
+
+def _links(request: web.Request, incident: Incident, root: Member | None) -> list[dict[str, str]]:
+    """Prometheus (the root cause's generator URL), Grafana, and each Alertmanager peer."""
+    links = []
+    prometheus = safe_link(root.generator_url) if root is not None else None
+    if prometheus:
+        links.append({"label": "Prometheus: the root cause's expression", "href": prometheus})
+    grafana = request.app[CONFIG].return_trip.grafana_url
+    if grafana is not None:
+        links.append({"label": "Grafana", "href": str(grafana)})
+    matcher = quote(f'{{{INCIDENT_LABEL}="{incident.id}"}}', safe="")
+    for peer in request.app[SETTINGS].alertmanager_urls:
+        links.append(
+            {
+                "label": f"Alertmanager {peer}: this incident's alerts",
+                "href": f"{peer.rstrip('/')}/#/alerts?filter={matcher}",
+            }
+        )
+    return links
+
+
+def _graph_src(request: web.Request, incident_id: str) -> str | None:
+    """The signed graph URL on this origin, when graphs are served."""
+    service = request.app.get(GRAPHS)
+    if service is None:
+        return None
+    path = f"/graphs/{quote(incident_id, safe='')}.png"
+    return f"{path}?{service.signer.query(incident_id, utc_now())}"
+
+
+async def incident_page(request: web.Request) -> web.Response:
+    user = await console_user(request)
+    incident_id = request.match_info["id"]
+    store = request.app[STORE]
+    incident = await store.get_incident(incident_id)
+    if incident is None:
+        raise web.HTTPNotFound(text=f"There is no incident {incident_id[:64]!r}.")
+    shown = wording(request)
+    members = sorted(incident.members.values(), key=lambda m: (m.first_starts_at, m.fingerprint))
+    root = root_member(incident) if members else None
+    annotations = shown.annotations(incident)
+    actions = await store.actions(incident_id)
+    exchanges = await store.llm_exchanges(incident_id=incident_id, limit=MAX_EXCHANGES)
+    ended = incident.resolved_at if incident.status == "resolved" else None
+    context: dict[str, Any] = {
+        "incident": incident,
+        "title": annotations.get(TITLE_ANNOTATION, f"Incident {incident.id}"),
+        "created": shown.time(incident.created_at),
+        "updated": shown.time(incident.updated_at),
+        "resolved": None if ended is None else shown.time(ended),
+        "lasted": duration((ended or utc_now()) - incident.created_at),
+        "root": root,
+        "root_problem": problem(root) if root is not None else "",
+        "members": [
+            {
+                "member": m,
+                "first": shown.time(m.first_starts_at),
+                "ended": "" if m.ends_at is None else shown.time(m.ends_at),
+                "link": safe_link(m.generator_url),
+            }
+            for m in members[:MAX_MEMBERS_SHOWN]
+        ],
+        "members_left_out": max(0, len(members) - MAX_MEMBERS_SHOWN),
+        "timeline": _timeline(members[:MAX_MEMBERS_SHOWN], shown),
+        "exchanges": [{"exchange": e, "at": shown.time(e.at)} for e in exchanges],
+        "llm_cost": sum(e.cost for e in exchanges),
+        "llm_tokens": sum(e.input_tokens + e.output_tokens for e in exchanges),
+        "graph_src": _graph_src(request, incident.id),
+        "links": _links(request, incident, root),
+        "feedback": [
+            {"item": f, "at": shown.time(f.at)} for f in await store.feedback(incident_id)
+        ],
+        "actions": [{"item": a, "at": shown.time(a.at)} for a in actions],
+        "handling": handling(actions),
+        "path": incident_path(incident.id),
+        "flash": flash_of(request.query),
+        "durations": SILENCE_CHOICES,
+        "peers": request.app[SETTINGS].alertmanager_urls,
+    }
+    return await render(request, "incident.html", context, user=user)
+
+
+# The silence form's choices: value, label. "custom" reads the custom field.
+SILENCE_CHOICES: tuple[tuple[str, str], ...] = (
+    ("1h", "1 hour"),
+    ("4h", "4 hours"),
+    ("24h", "24 hours"),
+    ("custom", "Custom (below)"),
+)
+MAX_SILENCE = timedelta(days=7)
