@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def browser(
     """
     artefacts = artefact_root(tmp_path_factory.getbasetemp()) / request.node.name
     opened: list[Browser] = []
+    numbers = itertools.count(1)
 
     def open_browser(base_url: str, size: WindowSize = DESKTOP) -> Browser:
         try:
@@ -47,7 +49,7 @@ def browser(
         except BrowserUnavailableError as exc:
             unavailable(str(exc))
             raise
-        window = Browser(driver, base_url.rstrip("/"), size, artefacts)
+        window = Browser(driver, base_url.rstrip("/"), size, artefacts, numbers)
         opened.append(window)
         return window
 

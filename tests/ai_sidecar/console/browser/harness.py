@@ -22,9 +22,10 @@ Two things every console test gets from it:
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,9 @@ class Browser:
     base_url: str
     size: WindowSize
     artefacts: Path
+    # Screenshot numbers, shared by the browsers of one test so that their
+    # files sort in the order the test took them.
+    numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     screenshots: list[Path] = field(default_factory=list)
 
     # --- navigation ---------------------------------------------------------------
@@ -295,7 +299,7 @@ class Browser:
     def screenshot(self, label: str) -> Path:
         words = "".join(c if c.isalnum() else " " for c in label).split()
         safe = "-".join(words)[:60]
-        path = self.artefacts / f"{len(self.screenshots) + 1:02d}-{self.size.name}-{safe}.png"
+        path = self.artefacts / f"{next(self.numbers):02d}-{self.size.name}-{safe}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(path))
         self.screenshots.append(path)
