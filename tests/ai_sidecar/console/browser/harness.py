@@ -211,6 +211,14 @@ class Browser:
     def find_all(self, css: str) -> list[WebElement]:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
+    def fits_width(self) -> bool:
+        """Whether the page fits the window's width (no sideways scrolling, as on a phone)."""
+        return bool(
+            self.driver.execute_script(
+                "return document.documentElement.scrollWidth <= window.innerWidth"
+            )
+        )
+
     def status_message(self) -> str:
         """The flash message pages show after an action (``role="status"``)."""
         return " ".join(e.text for e in self.find_all('[role="status"]')).strip()
