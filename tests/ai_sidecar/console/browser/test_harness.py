@@ -17,9 +17,11 @@ import pytest
 
 from tests.ai_sidecar.console.browser.harness import (
     PHONE,
+    BrowserUnavailableError,
     ConsoleErrorsFound,
     InaccessiblePage,
     OpenBrowser,
+    start_chromium,
 )
 
 pytestmark = pytest.mark.peers
@@ -113,3 +115,15 @@ def test_a_page_without_language_landmark_or_labels_fails(browser: OpenBrowser, 
     assert str(problems.value).endswith(
         "unlabelled.html: <html> has no lang; not exactly one <main>; unlabelled input name=q"
     )
+
+
+def test_without_chromium_the_reason_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BrowserUnavailableError, match=r"\(Debian package chromium-driver\)"):
+        start_chromium(tmp_path / "profile", PHONE)
+    # A driver but no browser: the browser's package is named.
+    driver = tmp_path / "chromedriver"
+    driver.write_text("#!/bin/sh\nexit 1\n")
+    driver.chmod(0o755)
+    with pytest.raises(BrowserUnavailableError, match=r"\(Debian package chromium\)"):
+        start_chromium(tmp_path / "profile", PHONE)
