@@ -22,16 +22,22 @@ TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
 	prometheus-snmp-exporter:prometheus-snmp-exporter ip:iproute2 tc:iproute2 \
 	setpriv:util-linux node:nodejs npm:npm victoria-metrics:victoria-metrics \
 	runuser:util-linux pg_ctlcluster:postgresql nft:nftables conntrack:conntrack \
-	pmacctd:pmacct nfcapd:nfdump iptables:iptables
+	pmacctd:pmacct nfcapd:nfdump iptables:iptables \
+	chromium:chromium chromedriver:chromium-driver
 BENCH_DEBS := $(TEST_DEBS) prometheus-node-exporter:prometheus-node-exporter
 
-.PHONY: up test lint bench system-deps clean
+.PHONY: up demo test lint bench system-deps clean
 
 up: $(VENV)/.installed
 	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(STACK_DEBS)
 	@$(BIN)/python scripts/localstack.py \
 		--prometheus-port $(PROMETHEUS_PORT) --alertmanager-port $(ALERTMANAGER_PORT) \
 		--exporter-port $(EXPORTER_PORT) --sidecar-port $(SIDECAR_PORT)
+
+# With `make up` running: post a realistic alert storm to its Alertmanager.
+demo: $(VENV)/.installed
+	@$(BIN)/python scripts/demo_storm.py \
+		--alertmanager-port $(ALERTMANAGER_PORT) --sidecar-port $(SIDECAR_PORT)
 
 test: $(VENV)/.installed-dev
 	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(TEST_DEBS)

@@ -11,7 +11,12 @@ first start and kept afterwards, so you can put real values in them:
   sidecar's webhook and the sidecar reads it through ``SCOUT_WEBHOOK_TOKEN_FILE``;
 - ``slack-api-url``: your Slack incoming-webhook URL (a placeholder that
   refuses connections until you set it);
-- ``smtp-password``: empty until you set it.
+- ``smtp-password``: empty until you set it;
+- ``console-admin``: the password of the console's first operator login,
+  ``admin``, made with ``scout-sidecar user add`` when the stack first starts
+  (``scout-sidecar user passwd`` changes it, with ``SCOUT_DATA_DIR`` set to
+  the stack's ``sidecar/`` directory). Delete the file for a new password at
+  the next start.
 
 The shipped ``alertmanager/alertmanager.yml`` reads its secrets from
 ``/etc/scout/secrets/``; the copy the stack runs has those paths, the
@@ -237,12 +242,66 @@ def ensure_secrets(directory: Path) -> dict[str, Path]:
     for name, value in defaults.items():
         path = directory / name
         if not path.exists():
-            # Created private: a token must not be readable by other users.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as secret:
-                secret.write(value)
+            _write_private(path, value)
         paths[name] = path
     return paths
+
+
+# The console's first login, made at the stack's first start.
+CONSOLE_ADMIN = "admin"
+CONSOLE_ADMIN_SECRET = "console-admin"
+
+
+def _write_private(path: Path, value: str) -> None:
+    """Create ``path`` readable by this user alone (it must not exist yet)."""
+    # Created private from the start: a token must not be readable by other users.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as secret:
+        secret.write(value)
+
+
+def _user_command(args: Sequence[str], env: dict[str, str], stdin: str = "") -> str:
+    """Run ``scout-sidecar user ARGS`` on the stack's store; its output, or StackError."""
+    result = subprocess.run(
+        [find_binary("scout-sidecar"), "user", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            f"cannot set up the console login {CONSOLE_ADMIN!r} "
+            f"(scout-sidecar user {args[0]}):\n" + (result.stderr or result.stdout).strip()
+        )
+    return result.stdout
+
+
+def ensure_console_login(secrets_dir: Path, sidecar_env: dict[str, str]) -> Path:
+    """Make the console's first operator login unless its password file exists; return it.
+
+    The password comes from the system's CSPRNG and goes to the file and to
+    ``scout-sidecar user``'s standard input, never to an argument (a process
+    listing would show it) or to the output. The user is created (or, when
+    the file was deleted, given the new password) through the CLI, in the
+    store the sidecar reads (``sidecar_env``), before the file is written: a
+    file exists only for a login that works.
+    """
+    path = secrets_dir / CONSOLE_ADMIN_SECRET
+    if path.exists():
+        return path
+    password = secrets.token_urlsafe(18)
+    users = _user_command(["list"], sidecar_env)
+    exists = CONSOLE_ADMIN in (line.split("\t")[0] for line in users.splitlines())
+    if exists:
+        command = ["passwd", CONSOLE_ADMIN, "--password-stdin"]
+    else:
+        command = ["add", CONSOLE_ADMIN, "--role", "operator", "--password-stdin"]
+    _user_command(command, sidecar_env, stdin=password + "\n")
+    _write_private(path, password)
+    return path
 
 
 def _repoint_secret_files(node: Any, secrets_dir: Path) -> None:
@@ -426,15 +485,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             prometheus_service(prometheus_config, data, args.prometheus_port),
         ]
         with running(services):
+            login = ensure_console_login(data / "secrets", sidecar_env)
             print("Scout stack is up (Ctrl-C stops it):")
             for name, address in addr.items():
                 print(f"  {name:<14} http://{address}/")
+            print(
+                f"  console        http://{addr['scout-sidecar']}/console/"
+                f" (sign in as {CONSOLE_ADMIN}: the password is in {login})"
+            )
             print(f"  logs and data  {data}")
             print(
                 "  try: curl -s 'http://{}/api/v1/query?query=scout_host_load1'".format(
                     addr["prometheus"]
                 )
             )
+            print("  demo: `make demo` posts an alert storm for the console to show")
             sys.stdout.flush()
             try:
                 watch(services)

@@ -37,6 +37,14 @@ def http_post(url: str, timeout: float = 5.0) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """For an opener that shows redirects (as HTTPError with the 3xx code) instead of
+    following them: a console form's 303 is the answer under test."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def run_on_busy_port(module: str, *args: str) -> tuple[subprocess.CompletedProcess[str], int]:
     """Run ``python -m module`` told to listen on a port that is already taken."""
     with socket.socket() as taken:
@@ -135,7 +143,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 # Fixtures that start real daemons (Prometheus, Alertmanager, VictoriaMetrics,
-# snmpd, snmpsim, snmp_exporter, Scout's own processes, network namespaces).
+# snmpd, snmpsim, snmp_exporter, Scout's own processes, network namespaces, chromium).
 # A test that uses one, directly or through another fixture, is in the slow lane:
 # `pytest -m "not peers"` leaves it out. Modules that start daemons themselves
 # carry `pytestmark = pytest.mark.peers`.
@@ -158,6 +166,7 @@ PEER_FIXTURES = frozenset(
         "secured_exporter",
         "tsc",
         "postgres_server",
+        "browser",
     }
 )
 

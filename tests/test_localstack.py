@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import html.parser
+import http.cookiejar
 import json
+import os
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -15,14 +21,18 @@ import psutil
 import pytest
 import yaml
 
+from ai_sidecar.store import SqliteStore
+from scripts.demo_storm import CORE
 from scripts.localstack import (
+    CONSOLE_ADMIN,
     SLACK_PLACEHOLDER,
+    ensure_console_login,
     ensure_secrets,
     free_port,
     load_alertmanager_config,
     port_is_free,
 )
-from tests.conftest import promql, wait_for
+from tests.conftest import NoRedirect, promql, wait_for
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
@@ -58,6 +68,48 @@ def sidecar_incidents(port: int, token: str) -> list[dict[str, object]]:
     return incidents
 
 
+class _FormInputs(html.parser.HTMLParser):
+    """The named inputs of ``form#login`` (hidden fields such as a CSRF token)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_form = False
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "form":
+            self.in_form = named.get("id") == "login"
+        elif tag == "input" and self.in_form and named.get("name"):
+            self.fields[str(named["name"])] = named.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.in_form = False
+
+
+def console_sign_in(base_url: str, name: str, password: str) -> urllib.request.OpenerDirector:
+    """Sign in to the console as a browser would; returns an opener holding the session."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect
+    )
+    with opener.open(f"{base_url}/console/login", timeout=10) as response:
+        form = _FormInputs()
+        form.feed(response.read().decode())
+    assert {"username", "password"} <= form.fields.keys(), form.fields
+    fields = {**form.fields, "username": name, "password": password}
+    request = urllib.request.Request(
+        f"{base_url}/console/login", data=urllib.parse.urlencode(fields).encode(), method="POST"
+    )
+    # Signed in: sent on to the incidents; refused: the form again (4xx).
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        opener.open(request, timeout=10)
+    with answer.value as refused_or_redirected:
+        assert refused_or_redirected.code == 303, refused_or_redirected.read().decode()
+        assert refused_or_redirected.headers["Location"] == "/console/incidents"
+    return opener
+
+
 def test_secrets_are_made_private_once_and_kept(tmp_path):
     directory = tmp_path / "secrets"
     first = ensure_secrets(directory)
@@ -73,6 +125,39 @@ def test_secrets_are_made_private_once_and_kept(tmp_path):
     assert second["webhook-token"].read_text() == token
     assert second["slack-api-url"].read_text() == "https://hooks.slack.example/T/B/x"
     assert ensure_secrets(tmp_path / "other")["webhook-token"].read_text() != token
+
+
+def test_console_login_is_made_once_with_a_private_random_password(tmp_path):
+    secrets_dir = tmp_path / "secrets"
+    ensure_secrets(secrets_dir)
+    env = {"SCOUT_DATA_DIR": str(tmp_path / "sidecar")}
+
+    async def as_the_sidecar_starts() -> None:
+        # `make up` makes the login once the sidecar is ready: its store exists.
+        (tmp_path / "sidecar").mkdir()
+        store = await SqliteStore.open(tmp_path / "sidecar" / "scout.db")
+        await store.close()
+
+    asyncio.run(as_the_sidecar_starts())
+    path = ensure_console_login(secrets_dir, env)
+    assert path == secrets_dir / "console-admin"
+    password = path.read_text()
+    assert len(password) >= 24
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # Kept on the next start: the user is not made again (it exists already).
+    assert ensure_console_login(secrets_dir, env) == path
+    assert path.read_text() == password
+    # Deleted: the next start gives the same user a new password.
+    path.unlink()
+    assert ensure_console_login(secrets_dir, env).read_text() != password
+    users = subprocess.run(
+        [sys.executable, "-m", "ai_sidecar.cli", "user", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    )
+    assert users.stdout.splitlines() == [f"{CONSOLE_ADMIN}\toperator"]
 
 
 def test_alertmanager_config_is_the_shipped_one_with_local_paths(tmp_path):
@@ -105,8 +190,16 @@ def test_stack_serves_host_metrics_and_ctrl_c_leaves_nothing(tmp_path):
     children: list[psutil.Process] = []
     try:
         assert stack.stdout is not None
-        banner = [stack.stdout.readline() for _ in range(2)]
+        banner = [stack.stdout.readline() for _ in range(9)]
         assert banner[0].startswith("Scout stack is up"), "".join(banner) + stack.stdout.read()
+        login_file = tmp_path / "secrets" / "console-admin"
+        console_line = (
+            f"  console        http://127.0.0.1:{ports['sidecar']}/console/"
+            f" (sign in as {CONSOLE_ADMIN}: the password is in {login_file})\n"
+        )
+        assert console_line in banner, "".join(banner)
+        password = login_file.read_text()
+        assert stat.S_IMODE(login_file.stat().st_mode) == 0o600
         # Four services; their own children (the sidecar's worker process) are
         # checked below with the rest.
         assert len(psutil.Process(stack.pid).children()) == 4
@@ -157,11 +250,17 @@ def test_stack_serves_host_metrics_and_ctrl_c_leaves_nothing(tmp_path):
         [incident] = incidents
         [member] = incident["alerts"]
         assert member["labels"]["instance"] == "x"
+        # The first login works in the console.
+        console_sign_in(f"http://127.0.0.1:{ports['sidecar']}", CONSOLE_ADMIN, password)
     finally:
         stack.send_signal(signal.SIGINT)
         output, _ = stack.communicate(timeout=60)
     assert stack.returncode == 0, output
     assert "stopped." in output
+    # The password is written to its file and nowhere else.
+    assert password not in "".join(banner) + output
+    for log in (tmp_path / "logs").iterdir():
+        assert password not in log.read_text(errors="replace"), log
     still_running = [p.pid for p in children if p.is_running() and p.status() != "zombie"]
     assert still_running == []
     assert all(port_is_free(port) for port in ports.values())
@@ -182,3 +281,63 @@ def test_busy_port_names_the_variable_to_override(tmp_path):
         output, _ = stack.communicate(timeout=60)
     assert stack.returncode == 1
     assert f"port {busy} is in use: pick another with `make up PROMETHEUS_PORT=<port>`" in output
+
+
+def run_demo(tmp_path: Path, ports: dict[str, int]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "demo_storm.py"),
+            f"--alertmanager-port={ports['alertmanager']}",
+            f"--sidecar-port={ports['sidecar']}",
+            f"--data-dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_demo_storm_becomes_incidents_in_the_console(tmp_path):
+    ports = {n: free_port() for n in ("prometheus", "alertmanager", "exporter", "sidecar")}
+    refused = run_demo(tmp_path, ports)
+    assert refused.returncode == 1
+    assert (
+        f"demo: no Alertmanager answers at http://127.0.0.1:{ports['alertmanager']}: "
+        "start the stack with `make up` first" in refused.stderr
+    )
+    stack = start_stack(tmp_path, ports)
+    try:
+        assert stack.stdout is not None
+        assert stack.stdout.readline().startswith("Scout stack is up")
+        demo = run_demo(tmp_path, ports)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        token = (tmp_path / "secrets" / "webhook-token").read_text()
+        incidents = sidecar_incidents(ports["sidecar"], token)
+        [storm] = [
+            i for i in incidents if any(a["labels"]["instance"] == CORE for a in i["alerts"])
+        ]
+        # The whole head-office storm is one incident; the branch's alerts are others.
+        assert {a["labels"]["site"] for a in storm["alerts"]} == {"hq"}
+        assert len(storm["alerts"]) == 9
+        branch = [
+            i for i in incidents if any(a["labels"].get("site") == "branch" for a in i["alerts"])
+        ]
+        assert sorted(a["labels"]["alertname"] for i in branch for a in i["alerts"]) == [
+            "HostFilesystemAlmostFull",
+            "InterfaceErrors",
+            "ProbeLatencyHigh",
+        ]
+        grouped = f"the sidecar grouped them into {1 + len(branch)} incidents"
+        assert grouped in demo.stdout
+        console = f"http://127.0.0.1:{ports['sidecar']}/console/incidents"
+        assert f"see them at {console}" in demo.stdout
+        # And a newcomer sees it in the console with the first login.
+        password = (tmp_path / "secrets" / "console-admin").read_text()
+        session = console_sign_in(console.removesuffix("/console/incidents"), "admin", password)
+        with session.open(console, timeout=10) as page:
+            assert f"/console/incidents/{storm['id']}" in page.read().decode()
+    finally:
+        stack.send_signal(signal.SIGINT)
+        stack.communicate(timeout=60)
