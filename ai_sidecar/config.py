@@ -2,6 +2,8 @@
 
 Layout (every section and key is optional; ``{}`` is a valid file)::
 
+    language: en        # en | fr (or any language with catalogues in ai_sidecar/i18n/locales):
+                        # what people read: analyses, notifications, console, reports
     correlation:        # alerts -> incidents (ai_sidecar.correlation, docs/correlation.md)
       preset: network   # network | firewall | windows: group keys and layer rules
       group_by: [[site], [device], [instance]]   # replaces the preset's group keys
@@ -157,6 +159,7 @@ from ai_sidecar.anomaly.signals import (
     raw_counter_in,
 )
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.i18n import SOURCE_LANGUAGE, available_languages
 from exporter.common.durations import (
     Duration,
     DurationOrZero,
@@ -942,9 +945,18 @@ class ReportsConfig(StrictModel):
     digest: DigestConfig = Field(default_factory=DigestConfig)
 
 
+def _language(value: str) -> str:
+    if value not in available_languages():
+        raise ValueError(
+            f"no catalogue for language {value!r}; available: {', '.join(available_languages())}"
+        )
+    return value
+
+
 class SidecarConfig(StrictModel):
     """The whole file. Top-level keys starting with ``x-`` are ignored (YAML anchors)."""
 
+    language: Annotated[str, AfterValidator(_language)] = SOURCE_LANGUAGE
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
     priority: PriorityConfig = Field(default_factory=PriorityConfig)
     runbooks: list[RunbookRule] = Field(default_factory=list)
