@@ -89,7 +89,8 @@ def silence_length(choice: str, custom: str) -> timedelta | None:
     text = custom.strip() if choice == "custom" else choice
     try:
         length = parse_duration(text)
-    except (ValueError, TypeError):
+    # OverflowError: a number of days or milliseconds too large for a timedelta.
+    except (ValueError, TypeError, OverflowError):
         return None
     return length if timedelta(0) < length <= MAX_SILENCE else None
 

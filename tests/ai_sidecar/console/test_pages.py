@@ -334,3 +334,15 @@ async def test_the_graph_is_the_signed_route_on_this_origin(
     )
     page = await (await without.get("/console/incidents/g2", headers=VIEWER)).text()
     assert 'class="graph"' not in page
+
+
+async def test_a_custom_duration_too_large_to_count_is_refused(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory(incidents=[stored_incident("inc-a")])
+    for custom in ("99999999999999999999d", "10000000000000000000000000ms"):
+        _, page = await post(
+            client, "/console/incidents/inc-a/silence", {"duration": "custom", "custom": custom}
+        )
+        assert "up to 7 d" in status_message(page), custom
+    assert await store_of(client).actions("inc-a") == []
