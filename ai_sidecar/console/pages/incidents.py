@@ -164,6 +164,21 @@ async def incident_list(request: web.Request) -> web.Response:
         filters.query(zone), limit=PAGE_SIZE, offset=offset
     )
     pages = max(1, math.ceil(result.total / PAGE_SIZE))
+    if filters.page > pages:
+        # Said, with a way back: an empty page would read as "nothing matches".
+        filters.problems.append(
+            f"Page: these filters give {pages} page{'' if pages == 1 else 's'};"
+            f" page {filters.page} is past the last."
+        )
+        context.update(
+            rows=[],
+            total=result.total,
+            page=filters.page,
+            pages=pages,
+            prev_link=filters.link(pages),
+            next_link=None,
+        )
+        return await render(request, "incidents.html", context, user=user, status=400)
     now = utc_now()
     shown = wording(request)
     rows = [

@@ -156,6 +156,24 @@ async def test_bad_filters_are_explained_on_the_page(console_factory: ConsoleFac
     assert links(page) == []
 
 
+async def test_a_page_past_the_last_is_said_not_shown_as_no_match(
+    console_factory: ConsoleFactory,
+) -> None:
+    incidents = [
+        replace(stored_incident(f"p{n:03}"), created_at=T0 + timedelta(minutes=n))
+        for n in range(60)
+    ]
+    client = await console_factory(incidents=incidents)
+    response = await client.get("/console/incidents?site=hq&page=5", headers=VIEWER)
+    page = unescape(await response.text())
+    assert response.status == 400
+    assert "No incident matches these filters" not in page
+    assert "Page: these filters give 2 pages; page 5 is past the last." in page
+    last = re.search(r'<a rel="prev" href="([^"]+)"', page)
+    assert last is not None
+    assert unescape(last.group(1)) == "/console/incidents?site=hq&page=2"
+
+
 async def test_an_incident_page_shows_what_the_incident_records(
     console_factory: ConsoleFactory,
 ) -> None:
