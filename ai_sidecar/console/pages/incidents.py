@@ -86,6 +86,10 @@ class Filters:
             until=_local_time(self.until, zone) if self.until else None,
         )
 
+    def since_after_until(self, zone: tzinfo) -> bool:
+        """Whether the range is empty by construction (both ends must parse)."""
+        return _local_time(self.since, zone) >= _local_time(self.until, zone)
+
     def link(self, page: int) -> str:
         """The list's URL with these filters, at ``page``."""
         pairs = [("status", self.status), *(("priority", p) for p in self.priorities)]
@@ -143,6 +147,9 @@ def parse_filters(query: MultiMapping[str], zone: tzinfo) -> Filters:
                 f"({zone}), got {value[:40]!r}."
             )
             setattr(found, name, "")
+    if found.since and found.until and found.since_after_until(zone):
+        problems.append(f"Until: {found.until[:40]} is not after since ({found.since[:40]}).")
+        found.until = ""
     page = query.get("page", "1")
     if page.isascii() and page.isdigit() and 1 <= int(page) <= MAX_PAGE:
         found.page = int(page)

@@ -174,6 +174,19 @@ async def test_a_page_past_the_last_is_said_not_shown_as_no_match(
     assert unescape(last.group(1)) == "/console/incidents?site=hq&page=2"
 
 
+async def test_a_time_range_that_ends_before_it_starts_is_said(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory(incidents=[stored_incident("a")])
+    response = await client.get(
+        "/console/incidents?since=2026-11-03T10:00&until=2026-11-01T00:00", headers=VIEWER
+    )
+    page = unescape(await response.text())
+    assert response.status == 400
+    assert "Until: 2026-11-01T00:00 is not after since (2026-11-03T10:00)." in page
+    assert "No incident matches these filters" not in page
+
+
 async def test_an_incident_page_shows_what_the_incident_records(
     console_factory: ConsoleFactory,
 ) -> None:
