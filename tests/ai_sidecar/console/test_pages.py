@@ -377,3 +377,18 @@ async def test_a_custom_duration_too_large_to_count_is_refused(
         )
         assert "up to 7 d" in status_message(page), custom
     assert await store_of(client).actions("inc-a") == []
+
+
+async def test_a_comment_at_the_limit_with_line_breaks_is_kept(
+    console_factory: ConsoleFactory,
+) -> None:
+    # A textarea's maxlength counts a line break as one character, but the browser
+    # sends it as CRLF: the 2000 characters it let through arrive as 2001.
+    client = await console_factory(incidents=[stored_incident("inc-a")])
+    typed = "x" * 1000 + "\r\n" + "y" * 999
+    _, page = await post(
+        client, "/console/incidents/inc-a/feedback", {"useful": "yes", "comment": typed}
+    )
+    assert status_message(page) == "Thank you: your feedback is recorded."
+    [given] = await store_of(client).feedback("inc-a")
+    assert given.comment == "x" * 1000 + "\n" + "y" * 999
