@@ -76,7 +76,7 @@ class Filters:
     problems: list[str] = field(default_factory=list)
 
     def query(self, zone: tzinfo) -> IncidentQuery:
-        words = tuple(w[:MAX_WORD] for w in self.q.split()[:MAX_WORDS])
+        words = tuple(self.q.split())
         return IncidentQuery(
             status=cast(IncidentStatus, self.status) if self.status else None,
             priorities=tuple(cast(Priority, p) for p in self.priorities),
@@ -135,6 +135,8 @@ def parse_filters(query: MultiMapping[str], zone: tzinfo) -> Filters:
         found.site = ""
     if len(found.q.split()) > MAX_WORDS:
         problems.append(f"Search: at most {MAX_WORDS} words.")
+    if any(len(word) > MAX_WORD for word in found.q.split()):
+        problems.append(f"Search: words of at most {MAX_WORD} characters.")
     for name in ("since", "until"):
         value = getattr(found, name)
         if not value:

@@ -187,6 +187,19 @@ async def test_a_time_range_that_ends_before_it_starts_is_said(
     assert "No incident matches these filters" not in page
 
 
+async def test_a_search_word_too_long_is_said_not_cut_short(
+    console_factory: ConsoleFactory,
+) -> None:
+    # Cut to its first 100 characters, the word would match this incident, which
+    # does not carry it.
+    client = await console_factory(incidents=[stored_incident("x" * 100)])
+    response = await client.get(f"/console/incidents?q={'x' * 100}y", headers=VIEWER)
+    page = unescape(await response.text())
+    assert response.status == 400
+    assert "Search: words of at most 100 characters." in page
+    assert links(page) == []
+
+
 async def test_an_incident_page_shows_what_the_incident_records(
     console_factory: ConsoleFactory,
 ) -> None:
