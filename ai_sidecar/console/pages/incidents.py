@@ -264,6 +264,10 @@ async def incident_page(request: web.Request) -> web.Response:
     shown = wording(request)
     members = sorted(incident.members.values(), key=lambda m: (m.first_starts_at, m.fingerprint))
     root = root_member(incident) if members else None
+    listed = members[:MAX_MEMBERS_SHOWN]
+    if root is not None and root not in listed:
+        # A storm's root cause often fires after its first symptoms: keep it listed.
+        listed = sorted([*listed[:-1], root], key=lambda m: (m.first_starts_at, m.fingerprint))
     annotations = shown.annotations(incident)
     actions = await store.actions(incident_id)
     exchanges = await store.llm_exchanges(incident_id=incident_id, limit=MAX_EXCHANGES)
@@ -284,10 +288,10 @@ async def incident_page(request: web.Request) -> web.Response:
                 "ended": "" if m.ends_at is None else shown.time(m.ends_at),
                 "link": safe_link(m.generator_url),
             }
-            for m in members[:MAX_MEMBERS_SHOWN]
+            for m in listed
         ],
-        "members_left_out": max(0, len(members) - MAX_MEMBERS_SHOWN),
-        "timeline": _timeline(members[:MAX_MEMBERS_SHOWN], shown),
+        "members_left_out": len(members) - len(listed),
+        "timeline": _timeline(listed, shown),
         "exchanges": [{"exchange": e, "at": shown.time(e.at)} for e in exchanges],
         "llm_cost": sum(e.cost for e in exchanges),
         "llm_tokens": sum(e.input_tokens + e.output_tokens for e in exchanges),

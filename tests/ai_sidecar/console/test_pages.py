@@ -15,7 +15,7 @@ from ai_sidecar.console.health import PROBE, probe_prometheus
 from ai_sidecar.keys import METRICS
 from ai_sidecar.models import Analysis
 from ai_sidecar.store import IncidentAction
-from tests.ai_sidecar.builders import T0, alert, stored_incident
+from tests.ai_sidecar.builders import T0, alert, member, stored_incident
 from tests.ai_sidecar.console.conftest import (
     OPERATOR,
     USERS,
@@ -241,8 +241,8 @@ async def test_an_incident_page_shows_what_the_incident_records(
     assert "Call the carrier" in page
     assert "https://grafana.example.net" in page
     assert "http://am1.example:9093/#/alerts?filter=" in page
-    for member in hq.members.values():
-        assert member.what in page
+    for one in hq.members.values():
+        assert one.what in page
     assert f"{root.what} fired" in page
     assert "useful: “spot on”" in page
     assert "olga assigned to bob" in page
@@ -250,6 +250,29 @@ async def test_an_incident_page_shows_what_the_incident_records(
     # A viewer sees no action forms.
     assert 'form id="feedback"' not in page
     assert "you are signed in as a viewer" in page
+
+
+async def test_a_storm_page_lists_its_root_cause_among_the_alerts_it_shows(
+    console_factory: ConsoleFactory,
+) -> None:
+    # 300 probe alerts fire first; the switch that explains them fires last.
+    symptoms = [
+        replace(
+            member("ProbeLoss", f"srv-{n:03}", fingerprint=f"s{n:03}"),
+            first_starts_at=T0 + timedelta(seconds=n),
+        )
+        for n in range(300)
+    ]
+    root = replace(
+        member("InterfaceDown", "sw-core", ifName="Te1/1/1", fingerprint="root"),
+        first_starts_at=T0 + timedelta(minutes=10),
+    )
+    storm_incident = replace(stored_incident("storm", *symptoms, root), root_cause="root")
+    client = await console_factory(incidents=[storm_incident])
+    page = unescape(await (await client.get("/console/incidents/storm", headers=VIEWER)).text())
+    assert '<th scope="row">InterfaceDown on sw-core <strong>(root cause)</strong>' in page
+    assert re.search(r"<time>[^<]*</time>: InterfaceDown on sw-core fired</li>", page)
+    assert "… and 101 more alerts, not listed here." in page
 
 
 async def test_an_unknown_incident_is_a_404_page(console_factory: ConsoleFactory) -> None:
