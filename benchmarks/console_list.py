@@ -13,7 +13,8 @@ request's arrival to the response being ready, the health banner included)
 for ``--requests`` requests per case after 20 warm-up ones:
 
 - the console's list: the first page; a filtered page (open, P1 or P2, one
-  site); a text search; a deep page (offset 7,450);
+  site); a text search; a deep page (three quarters down: offset 7,450 of
+  10,000);
 - its peer side by side: the JSON incidents API on the same store,
   ``GET /api/v1/incidents?limit=50`` (newest 50, every incident decoded with
   its members), the same page size.
@@ -169,16 +170,24 @@ CASES: tuple[tuple[str, str], ...] = (
         "/console/incidents?status=open&priority=P1&priority=P2&site=site-3",
     ),
     ("console: text search", "/console/incidents?q=gi1%2F0%2F7"),
-    ("console: deep page (offset 7,450)", "/console/incidents?page=150"),
 )
 PEER = ("peer: JSON API, newest 50", "/api/v1/incidents?limit=50")
+
+
+def deep_page(incidents: int) -> tuple[str, str]:
+    """The case of the page three quarters down the list (page 150 of 10,000 incidents):
+    a page past the last would measure the refusal, not a page."""
+    page = max(1, incidents * 3 // 4 // PAGE)
+    return f"console: deep page (offset {(page - 1) * PAGE:,})", f"/console/incidents?page={page}"
 
 
 def percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(share * 100) - 1]
 
 
-async def measure(data_dir: Path, requests: int) -> dict[str, tuple[float, float, int]]:
+async def measure(
+    data_dir: Path, requests: int, incidents: int
+) -> dict[str, tuple[float, float, int]]:
     """Per case: p50 and p95 server milliseconds, and the response's size in bytes."""
     settings = SidecarSettings(data_dir=data_dir, webhook_token=TOKEN)
     app = create_app(settings)
@@ -192,7 +201,7 @@ async def measure(data_dir: Path, requests: int) -> dict[str, tuple[float, float
     app.on_startup.append(install)
     results = {}
     async with TestClient(TestServer(app)) as client:
-        for name, path in (*CASES, PEER):
+        for name, path in (*CASES, deep_page(incidents), PEER):
             size = 0
             times.seen.clear()
             for _ in range(WARM_UP + requests):
@@ -220,7 +229,7 @@ def main() -> None:
             f"{args.incidents} incidents ({members} member alerts) saved in "
             f"{time.perf_counter() - began:.1f} s"
         )
-        results = asyncio.run(measure(data_dir, args.requests))
+        results = asyncio.run(measure(data_dir, args.requests, args.incidents))
     peer_p50, peer_p95, _ = results[PEER[0]]
     header = ("case", "p50 ms", "p95 ms", "KiB", "p50 / peer", "p95 / peer")
     print("\n{:42} {:>8} {:>8} {:>7} {:>11} {:>11}".format(*header))

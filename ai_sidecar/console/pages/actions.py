@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
+from multidict import MultiMapping
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.pages.common import back_to, wording
@@ -33,6 +34,12 @@ def _not_found(incident_id: str) -> web.HTTPNotFound:
     return web.HTTPNotFound(text=f"There is no incident {incident_id[:64]!r}.")
 
 
+def _typed(form: MultiMapping[str], name: str) -> str:
+    """What was typed in ``name``, its line breaks as LF: a textarea's maxlength counts
+    a line break as one character, and the browser sends it as CRLF."""
+    return form.get(name, "").replace("\r\n", "\n").strip()
+
+
 async def _record(request: web.Request, kind: ActionKind, actor: str, detail: str) -> None:
     incident_id = request.match_info["id"]
     action = IncidentAction(incident_id, kind, actor, detail, utc_now())
@@ -45,7 +52,7 @@ async def give_feedback(request: web.Request) -> web.Response:
     form = await checked_form(request, user)
     incident_id = request.match_info["id"]
     useful = form.get("useful")
-    comment = form.get("comment", "").strip()
+    comment = _typed(form, "comment")
     if useful not in ("yes", "no"):
         raise back_to(incident_id, refused="useful")
     if len(comment) > MAX_COMMENT:
@@ -89,7 +96,8 @@ def silence_length(choice: str, custom: str) -> timedelta | None:
     text = custom.strip() if choice == "custom" else choice
     try:
         length = parse_duration(text)
-    except (ValueError, TypeError):
+    # OverflowError: a number of days or milliseconds too large for a timedelta.
+    except (ValueError, TypeError, OverflowError):
         return None
     return length if timedelta(0) < length <= MAX_SILENCE else None
 
@@ -99,7 +107,7 @@ async def silence(request: web.Request) -> web.Response:
     form = await checked_form(request, user)
     incident_id = request.match_info["id"]
     length = silence_length(form.get("duration", ""), form.get("custom", ""))
-    comment = form.get("comment", "").strip()
+    comment = _typed(form, "comment")
     if length is None:
         raise back_to(incident_id, refused="duration")
     if len(comment) > MAX_COMMENT:

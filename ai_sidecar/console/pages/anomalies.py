@@ -7,8 +7,10 @@ with no query: the :data:`MAX_SHOWN` highest scores among series past their
 warm-up, each with its expected band in words and a chart of the series
 between its band over ``graphs.range``, read from Prometheus and drawn by
 :mod:`ai_sidecar.notify.graphs` into an inline PNG. Charts are kept for a
-minute per series (:class:`~ai_sidecar.graph_route.RenderedGraphs`). Without
-anomaly models the page says so.
+minute per series (:class:`~ai_sidecar.graph_route.RenderedGraphs`). While the
+health banner's probe finds Prometheus unreachable, the page draws no chart
+rather than wait for each one's time box. Without anomaly models the page
+says so.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prometheus_client.metrics_core import Metric
 
 from ai_sidecar.anomaly.evidence import describe_series, format_band
 from ai_sidecar.anomaly.scoring import FIELDS
+from ai_sidecar.console.health import PROBE
 from ai_sidecar.console.session import console_user
 from ai_sidecar.console.templating import render
 from ai_sidecar.graph_route import RenderedGraphs
@@ -90,6 +93,8 @@ async def _chart(charts: AnomalyCharts, series: ScoredSeries, subject: str) -> s
 
 async def anomalies(request: web.Request) -> web.Response:
     user = await console_user(request)
+    # Known unreachable: each chart would wait for its time box, one after the other.
+    ask_prometheus = request.app[PROBE].state != "unreachable"
     every = scored_series(request.app[METRICS].registry.collect())
     scored = [s for s in every if not s.warming and math.isfinite(s.score)]
     top = sorted(scored, key=lambda s: (-s.score, _key(s.labels)))[:MAX_SHOWN]
@@ -110,7 +115,9 @@ async def anomalies(request: web.Request) -> web.Response:
                 "band": band,
                 "observed": series.values.get("observed"),
                 "labels": sorted(series.labels.items()),
-                "chart": await _chart(request.app[CHARTS], series, subject),
+                "chart": (
+                    await _chart(request.app[CHARTS], series, subject) if ask_prometheus else None
+                ),
             }
         )
     context = {

@@ -76,7 +76,7 @@ class Filters:
     problems: list[str] = field(default_factory=list)
 
     def query(self, zone: tzinfo) -> IncidentQuery:
-        words = tuple(w[:MAX_WORD] for w in self.q.split()[:MAX_WORDS])
+        words = tuple(self.q.split())
         return IncidentQuery(
             status=cast(IncidentStatus, self.status) if self.status else None,
             priorities=tuple(cast(Priority, p) for p in self.priorities),
@@ -85,6 +85,10 @@ class Filters:
             since=_local_time(self.since, zone) if self.since else None,
             until=_local_time(self.until, zone) if self.until else None,
         )
+
+    def since_after_until(self, zone: tzinfo) -> bool:
+        """Whether the range is empty by construction (both ends must parse)."""
+        return _local_time(self.since, zone) >= _local_time(self.until, zone)
 
     def link(self, page: int) -> str:
         """The list's URL with these filters, at ``page``."""
@@ -131,6 +135,8 @@ def parse_filters(query: MultiMapping[str], zone: tzinfo) -> Filters:
         found.site = ""
     if len(found.q.split()) > MAX_WORDS:
         problems.append(f"Search: at most {MAX_WORDS} words.")
+    if any(len(word) > MAX_WORD for word in found.q.split()):
+        problems.append(f"Search: words of at most {MAX_WORD} characters.")
     for name in ("since", "until"):
         value = getattr(found, name)
         if not value:
@@ -143,6 +149,9 @@ def parse_filters(query: MultiMapping[str], zone: tzinfo) -> Filters:
                 f"({zone}), got {value[:40]!r}."
             )
             setattr(found, name, "")
+    if found.since and found.until and found.since_after_until(zone):
+        problems.append(f"Until: {found.until[:40]} is not after since ({found.since[:40]}).")
+        found.until = ""
     page = query.get("page", "1")
     if page.isascii() and page.isdigit() and 1 <= int(page) <= MAX_PAGE:
         found.page = int(page)
@@ -164,6 +173,21 @@ async def incident_list(request: web.Request) -> web.Response:
         filters.query(zone), limit=PAGE_SIZE, offset=offset
     )
     pages = max(1, math.ceil(result.total / PAGE_SIZE))
+    if filters.page > pages:
+        # Said, with a way back: an empty page would read as "nothing matches".
+        filters.problems.append(
+            f"Page: these filters give {pages} page{'' if pages == 1 else 's'};"
+            f" page {filters.page} is past the last."
+        )
+        context.update(
+            rows=[],
+            total=result.total,
+            page=filters.page,
+            pages=pages,
+            prev_link=filters.link(pages),
+            next_link=None,
+        )
+        return await render(request, "incidents.html", context, user=user, status=400)
     now = utc_now()
     shown = wording(request)
     rows = [
@@ -240,6 +264,10 @@ async def incident_page(request: web.Request) -> web.Response:
     shown = wording(request)
     members = sorted(incident.members.values(), key=lambda m: (m.first_starts_at, m.fingerprint))
     root = root_member(incident) if members else None
+    listed = members[:MAX_MEMBERS_SHOWN]
+    if root is not None and root not in listed:
+        # A storm's root cause often fires after its first symptoms: keep it listed.
+        listed = sorted([*listed[:-1], root], key=lambda m: (m.first_starts_at, m.fingerprint))
     annotations = shown.annotations(incident)
     actions = await store.actions(incident_id)
     exchanges = await store.llm_exchanges(incident_id=incident_id, limit=MAX_EXCHANGES)
@@ -260,10 +288,10 @@ async def incident_page(request: web.Request) -> web.Response:
                 "ended": "" if m.ends_at is None else shown.time(m.ends_at),
                 "link": safe_link(m.generator_url),
             }
-            for m in members[:MAX_MEMBERS_SHOWN]
+            for m in listed
         ],
-        "members_left_out": max(0, len(members) - MAX_MEMBERS_SHOWN),
-        "timeline": _timeline(members[:MAX_MEMBERS_SHOWN], shown),
+        "members_left_out": len(members) - len(listed),
+        "timeline": _timeline(listed, shown),
         "exchanges": [{"exchange": e, "at": shown.time(e.at)} for e in exchanges],
         "llm_cost": sum(e.cost for e in exchanges),
         "llm_tokens": sum(e.input_tokens + e.output_tokens for e in exchanges),

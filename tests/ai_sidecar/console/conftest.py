@@ -68,7 +68,8 @@ ConsoleFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 def console_factory(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], tmp_path: Path
 ) -> ConsoleFactory:
-    """Start the sidecar (inline pipeline, SQLite in ``tmp_path``) with test sessions."""
+    """Start the sidecar (inline pipeline, SQLite in ``tmp_path``) with test sessions;
+    ``on_startup`` hooks run after the app's own (to replace one of its parts)."""
     made: list[None] = []
 
     async def make(
@@ -77,6 +78,7 @@ def console_factory(
         alertmanagers: Sequence[str] = (),
         prometheus: str | None = None,
         incidents: Sequence[Incident] = (),
+        on_startup: Sequence[Callable[[web.Application], Awaitable[None]]] = (),
     ) -> TestClient[Any, Any]:
         made.append(None)
         settings = SidecarSettings(
@@ -89,6 +91,7 @@ def console_factory(
         parsed: SidecarConfig = parse_config(config, "test.yml")
         app = create_app(settings, parsed)
         install_test_sessions(app)
+        app.on_startup.extend(on_startup)
         client = await aiohttp_client(app)
         if incidents:
             await store_of(client).save_incidents(list(incidents))

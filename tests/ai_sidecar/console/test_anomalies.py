@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import struct
+from datetime import timedelta
 
+from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 
 from ai_sidecar.anomaly.scoring import FIELDS
+from ai_sidecar.console.health import PROBE
+from ai_sidecar.console.pages.actions import CLIENT
+from ai_sidecar.console.pages.anomalies import CHARTS, AnomalyCharts
+from ai_sidecar.graph_route import RenderedGraphs
 from ai_sidecar.keys import METRICS
 from ai_sidecar.metrics import ForwardedMetrics
+from ai_sidecar.notify.graphs import GraphSource
+from ai_sidecar.promql.http import HttpPromQLClient
 from tests.ai_sidecar.console.conftest import VIEWER, ConsoleFactory
 
 
@@ -80,3 +89,47 @@ async def test_the_highest_scores_come_first_with_their_band_and_chart(
     charts = re.findall(r'<img class="graph" src="(data:image/png;base64,[^"]+)"', page)
     assert len(charts) == 10
     assert png_size(charts[0]) == (800, 400)
+
+
+async def test_with_prometheus_unreachable_the_page_does_not_wait_for_it(
+    console_factory: ConsoleFactory,
+) -> None:
+    # A Prometheus that accepts connections and never answers (overloaded, or
+    # behind a broken proxy): each chart would wait for its whole time box.
+    asked: list[None] = []
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(None)
+        held.append(writer)
+
+    hung = await asyncio.start_server(hold, "127.0.0.1", 0)
+    hung_url = f"http://127.0.0.1:{hung.sockets[0].getsockname()[1]}"
+
+    async def charts_from_hung_prometheus(app: web.Application) -> None:
+        client = HttpPromQLClient(hung_url, app[CLIENT])
+        app[CHARTS] = AnomalyCharts(GraphSource(client, range=timedelta(hours=1)), RenderedGraphs())
+
+    try:
+        client = await console_factory(
+            config="anomaly: {enabled: true}", on_startup=[charts_from_hung_prometheus]
+        )
+        app = client.server.app
+        series = [
+            ({"signal": "cpu_usage", "instance": f"h{n}"}, {"score": 0.9, "lower": 0, "upper": 1})
+            for n in range(3)
+        ]
+        app[METRICS].registry.register(ForwardedMetrics(families(series)))
+        # What the background probe concludes of such a Prometheus (tested in test_pages).
+        app[PROBE].state, app[PROBE].detail = "unreachable", "query timed out after 2s"
+
+        page = await (await client.get("/console/anomalies", headers=VIEWER)).text()
+
+        assert asked == [], "the page asked Prometheus, known unreachable"
+        assert len(re.findall(r'<h2 id="anomaly-\d+">', page)) == 3
+        assert page.count("No chart: Prometheus did not answer its last probe") == 3
+    finally:
+        for writer in held:
+            writer.close()
+        hung.close()
+        await hung.wait_closed()

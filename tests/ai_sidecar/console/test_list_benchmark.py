@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ai_sidecar.store import IncidentQuery, SqliteStore
-from benchmarks.console_list import CASES, PEER, build_incidents, fill_store, measure
+from benchmarks.console_list import (
+    CASES,
+    PEER,
+    build_incidents,
+    deep_page,
+    fill_store,
+    measure,
+)
 
 
 async def test_the_benchmark_store_and_cases_are_what_it_says(tmp_path: Path) -> None:
@@ -25,9 +32,10 @@ async def test_the_benchmark_store_and_cases_are_what_it_says(tmp_path: Path) ->
     finally:
         await store.close()
 
-    results = await measure(tmp_path / "data", requests=5)
+    results = await measure(tmp_path / "data", requests=5, incidents=300)
 
-    assert set(results) == {name for name, _ in (*CASES, PEER)}
+    assert deep_page(300) == ("console: deep page (offset 150)", "/console/incidents?page=4")
+    assert set(results) == {name for name, _ in (*CASES, deep_page(300), PEER)}
     for name, (p50, p95, size) in results.items():
         assert 0 < p50 <= p95, name
         assert size > 0, name

@@ -15,7 +15,7 @@ from ai_sidecar.console.health import PROBE, probe_prometheus
 from ai_sidecar.keys import METRICS
 from ai_sidecar.models import Analysis
 from ai_sidecar.store import IncidentAction
-from tests.ai_sidecar.builders import T0, alert, stored_incident
+from tests.ai_sidecar.builders import T0, alert, member, stored_incident
 from tests.ai_sidecar.console.conftest import (
     OPERATOR,
     USERS,
@@ -156,6 +156,50 @@ async def test_bad_filters_are_explained_on_the_page(console_factory: ConsoleFac
     assert links(page) == []
 
 
+async def test_a_page_past_the_last_is_said_not_shown_as_no_match(
+    console_factory: ConsoleFactory,
+) -> None:
+    incidents = [
+        replace(stored_incident(f"p{n:03}"), created_at=T0 + timedelta(minutes=n))
+        for n in range(60)
+    ]
+    client = await console_factory(incidents=incidents)
+    response = await client.get("/console/incidents?site=hq&page=5", headers=VIEWER)
+    page = unescape(await response.text())
+    assert response.status == 400
+    assert "No incident matches these filters" not in page
+    assert "Page: these filters give 2 pages; page 5 is past the last." in page
+    last = re.search(r'<a rel="prev" href="([^"]+)"', page)
+    assert last is not None
+    assert unescape(last.group(1)) == "/console/incidents?site=hq&page=2"
+
+
+async def test_a_time_range_that_ends_before_it_starts_is_said(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory(incidents=[stored_incident("a")])
+    response = await client.get(
+        "/console/incidents?since=2026-11-03T10:00&until=2026-11-01T00:00", headers=VIEWER
+    )
+    page = unescape(await response.text())
+    assert response.status == 400
+    assert "Until: 2026-11-01T00:00 is not after since (2026-11-03T10:00)." in page
+    assert "No incident matches these filters" not in page
+
+
+async def test_a_search_word_too_long_is_said_not_cut_short(
+    console_factory: ConsoleFactory,
+) -> None:
+    # Cut to its first 100 characters, the word would match this incident, which
+    # does not carry it.
+    client = await console_factory(incidents=[stored_incident("x" * 100)])
+    response = await client.get(f"/console/incidents?q={'x' * 100}y", headers=VIEWER)
+    page = unescape(await response.text())
+    assert response.status == 400
+    assert "Search: words of at most 100 characters." in page
+    assert links(page) == []
+
+
 async def test_an_incident_page_shows_what_the_incident_records(
     console_factory: ConsoleFactory,
 ) -> None:
@@ -197,8 +241,8 @@ async def test_an_incident_page_shows_what_the_incident_records(
     assert "Call the carrier" in page
     assert "https://grafana.example.net" in page
     assert "http://am1.example:9093/#/alerts?filter=" in page
-    for member in hq.members.values():
-        assert member.what in page
+    for one in hq.members.values():
+        assert one.what in page
     assert f"{root.what} fired" in page
     assert "useful: “spot on”" in page
     assert "olga assigned to bob" in page
@@ -206,6 +250,29 @@ async def test_an_incident_page_shows_what_the_incident_records(
     # A viewer sees no action forms.
     assert 'form id="feedback"' not in page
     assert "you are signed in as a viewer" in page
+
+
+async def test_a_storm_page_lists_its_root_cause_among_the_alerts_it_shows(
+    console_factory: ConsoleFactory,
+) -> None:
+    # 300 probe alerts fire first; the switch that explains them fires last.
+    symptoms = [
+        replace(
+            member("ProbeLoss", f"srv-{n:03}", fingerprint=f"s{n:03}"),
+            first_starts_at=T0 + timedelta(seconds=n),
+        )
+        for n in range(300)
+    ]
+    root = replace(
+        member("InterfaceDown", "sw-core", ifName="Te1/1/1", fingerprint="root"),
+        first_starts_at=T0 + timedelta(minutes=10),
+    )
+    storm_incident = replace(stored_incident("storm", *symptoms, root), root_cause="root")
+    client = await console_factory(incidents=[storm_incident])
+    page = unescape(await (await client.get("/console/incidents/storm", headers=VIEWER)).text())
+    assert '<th scope="row">InterfaceDown on sw-core <strong>(root cause)</strong>' in page
+    assert re.search(r"<time>[^<]*</time>: InterfaceDown on sw-core fired</li>", page)
+    assert "… and 101 more alerts, not listed here." in page
 
 
 async def test_an_unknown_incident_is_a_404_page(console_factory: ConsoleFactory) -> None:
@@ -334,3 +401,30 @@ async def test_the_graph_is_the_signed_route_on_this_origin(
     )
     page = await (await without.get("/console/incidents/g2", headers=VIEWER)).text()
     assert 'class="graph"' not in page
+
+
+async def test_a_custom_duration_too_large_to_count_is_refused(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory(incidents=[stored_incident("inc-a")])
+    for custom in ("99999999999999999999d", "10000000000000000000000000ms"):
+        _, page = await post(
+            client, "/console/incidents/inc-a/silence", {"duration": "custom", "custom": custom}
+        )
+        assert "up to 7 d" in status_message(page), custom
+    assert await store_of(client).actions("inc-a") == []
+
+
+async def test_a_comment_at_the_limit_with_line_breaks_is_kept(
+    console_factory: ConsoleFactory,
+) -> None:
+    # A textarea's maxlength counts a line break as one character, but the browser
+    # sends it as CRLF: the 2000 characters it let through arrive as 2001.
+    client = await console_factory(incidents=[stored_incident("inc-a")])
+    typed = "x" * 1000 + "\r\n" + "y" * 999
+    _, page = await post(
+        client, "/console/incidents/inc-a/feedback", {"useful": "yes", "comment": typed}
+    )
+    assert status_message(page) == "Thank you: your feedback is recorded."
+    [given] = await store_of(client).feedback("inc-a")
+    assert given.comment == "x" * 1000 + "\n" + "y" * 999

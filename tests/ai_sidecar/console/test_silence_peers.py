@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from ai_sidecar.console.pages.silences import SILENCES_PATH, TIMEOUT
 from ai_sidecar.models import ENRICHED_LABEL, INCIDENT_LABEL, PRIORITY_LABEL
 from scripts.localstack import free_port, write_yaml
 from tests.ai_sidecar.builders import analysed_incident, peer_member
@@ -93,3 +97,65 @@ async def test_a_silence_mutes_raw_alerts_and_copies_on_every_peer_that_answers(
     assert all(silence_id in action.detail for silence_id in ids)
     assert f"{dead_peer} failed: " in action.detail
     assert "olga silenced (until " in page
+
+
+async def rendezvous_proxy(
+    aiohttp_server: Any, upstream: str, arrived: set[str], everyone: asyncio.Event, peers: int
+) -> str:
+    """A proxy to ``upstream`` that holds its first silence until every one of ``peers``
+    proxies has been asked for one (or 3 timeouts have passed): the console must ask
+    the peers side by side, not one after the other."""
+
+    async def forward(request: web.Request) -> web.Response:
+        arrived.add(upstream)
+        if len(arrived) == peers:
+            everyone.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(everyone.wait(), 3 * TIMEOUT.total_seconds())
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                upstream + request.path,
+                data=await request.read(),
+                headers={"Content-Type": "application/json"},
+            ) as answer,
+        ):
+            return web.Response(
+                status=answer.status, body=await answer.read(), content_type="application/json"
+            )
+
+    app = web.Application()
+    app.router.add_post(SILENCES_PATH, forward)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return str(server.make_url("")).rstrip("/")
+
+
+async def test_the_peers_are_asked_side_by_side_so_slow_ones_do_not_add_up(
+    console_factory: ConsoleFactory, tmp_path: Path, aiohttp_server: Any
+) -> None:
+    down = peer_member("InterfaceDown", "sw-7", ifName="Gi0/7", site="lyon")
+    incident = analysed_incident(down, id="inc-side-by-side")
+    config = quiet_config(tmp_path)
+    with (
+        Alertmanager(tmp_path, config, name="am-a") as first,
+        Alertmanager(tmp_path, config, name="am-b") as second,
+    ):
+        arrived: set[str] = set()
+        everyone = asyncio.Event()
+        proxies = [
+            await rendezvous_proxy(aiohttp_server, am.url, arrived, everyone, 2)
+            for am in (first, second)
+        ]
+        client = await console_factory(alertmanagers=proxies, incidents=[incident])
+        response = await client.post(
+            f"/console/incidents/{incident.id}/silence",
+            data={"csrf_token": USERS["operator"].csrf_token, "duration": "1h"},
+            headers=OPERATOR,
+            allow_redirects=False,
+        )
+        assert response.status == 303
+        page = await (await client.get(response.headers["Location"], headers=OPERATOR)).text()
+        assert "Silenced on every Alertmanager (2 of 2)." in page
+        for am in (first, second):
+            made = [s for s in await asyncio.to_thread(am.silences) if s["createdBy"] == "olga"]
+            assert len(made) == 2, am.name
