@@ -34,6 +34,7 @@ from prometheus_client.metrics_core import Metric
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.components import promql_client
+from ai_sidecar.console.words import N_
 from ai_sidecar.keys import CONFIG, METRICS, SETTINGS, STORE
 from ai_sidecar.promql import PromQLError
 
@@ -46,6 +47,8 @@ OUTBOX = "scout_sidecar_return_trip_queue"
 SLOW_QUEUE = timedelta(minutes=1)
 
 ProbeState = Literal["reachable", "unreachable", "not configured", "not probed yet"]
+# The states as the banner names them, for the catalogue (the page translates them).
+PROBE_STATE_NAMES = (N_("not configured"), N_("not probed yet"))
 
 
 @dataclass(slots=True)
@@ -145,6 +148,10 @@ async def health_summary(app: web.Application) -> dict[str, Any] | None:
         "prometheus_detail": probe.detail,
         "latest_update": "" if latest is None else wording.time(latest),
         "latest_age": "" if latest is None else duration(max(current - latest, timedelta(0))),
+        # The same as times, for pages in another language (ai_sidecar.console.language).
+        "queue_waited": waiting,
+        "latest": latest,
+        "latest_waited": None if latest is None else max(current - latest, timedelta(0)),
     }
     kept.at, kept.summary = now, summary
     return summary

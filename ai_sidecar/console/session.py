@@ -18,6 +18,8 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
+from ai_sidecar.console.words import N_
+
 # The hidden form field every console form carries.
 CSRF_FIELD = "csrf_token"
 LOGIN_PATH = "/console/login"
@@ -67,7 +69,7 @@ async def operator_user(request: web.Request) -> ConsoleUser:
     """The signed-in user, who must hold the operator role."""
     user = await console_user(request)
     if not user.can_act:
-        raise ForbiddenError(text="this action needs the operator role")
+        raise ForbiddenError(text=N_("this action needs the operator role"))
     return user
 
 
@@ -78,6 +80,6 @@ async def checked_form(request: web.Request, user: ConsoleUser) -> MultiDictProx
     if not isinstance(given, str) or not hmac.compare_digest(
         given.encode(errors="surrogateescape"), user.csrf_token.encode()
     ):
-        raise ForbiddenError(text="the form's CSRF token is missing or stale: reload the page")
+        raise ForbiddenError(text=N_("the form's CSRF token is missing or stale: reload the page"))
     # Text fields only: no console form uploads files.
     return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
+from ai_sidecar.console.language import page_words
 from ai_sidecar.console.login.service import (
     COOKIE_PATH,
     MAX_COOKIE_CHARS,
@@ -31,6 +32,7 @@ from ai_sidecar.console.session import (
     console_user,
 )
 from ai_sidecar.console.templating import render
+from ai_sidecar.console.words import N_
 
 LOGIN = web.AppKey("console_login", ConsoleLogin)
 LOGIN_COOKIE = "scout_login"
@@ -40,8 +42,9 @@ DEFAULT_NEXT = "/console/incidents"
 # How long a login form may be left open before it is posted.
 LOGIN_FORM_SECONDS = 3600
 
-WRONG = "The user name or password is wrong."
-EXPIRED = "The sign-in form had expired or came from elsewhere. Please sign in again."
+# Translated on the page (the "console" catalogue).
+WRONG = N_("The user name or password is wrong.")
+EXPIRED = N_("The sign-in form had expired or came from elsewhere. Please sign in again.")
 
 
 def safe_next(value: str | None) -> str:
@@ -120,10 +123,15 @@ async def submit_login(request: web.Request) -> web.StreamResponse:
             request,
             next_page=next_page,
             username=username,
-            error=(
+            error=(await page_words(request, None))
+            .t.ngettext(
                 "Too many failed sign-ins for this user or from this address. "
-                f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-            ),
+                "Try again in {minutes} minute.",
+                "Too many failed sign-ins for this user or from this address. "
+                "Try again in {minutes} minutes.",
+                minutes,
+            )
+            .format(minutes=minutes),
             status=429,
         )
         response.headers["Retry-After"] = str(math.ceil(wait))
