@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from ai_sidecar.components import promql_client
+from ai_sidecar.console.language import page_language
 from ai_sidecar.console.reports.period import PERIODS, Period, parse_end_date
 from ai_sidecar.console.reports.render import template_context
 from ai_sidecar.console.reports.service import ReportMaker
@@ -77,8 +78,9 @@ def _download(body: bytes, content_type: str, filename: str) -> web.Response:
 async def report_page(request: web.Request) -> web.Response:
     user = await console_user(request)
     asked = _asked(request)
-    made = await request.app[REPORTS].make(asked.period)
-    context = template_context(made.report, made.chart)
+    language = await page_language(request, user)
+    made = await request.app[REPORTS].make(asked.period, language=language)
+    context = template_context(made.report, made.chart, language=language)
     context.update(
         periods=PERIODS,
         query=asked.query,
@@ -95,9 +97,9 @@ async def report_csv(request: web.Request) -> web.Response:
 
 
 async def report_pdf(request: web.Request) -> web.Response:
-    await console_user(request)
+    user = await console_user(request)
     period = _asked(request).period
-    made = await request.app[REPORTS].make(period)
+    made = await request.app[REPORTS].make(period, language=await page_language(request, user))
     return _download(await made.pdf(), "application/pdf", report_filename(period, "pdf"))
 
 

@@ -11,6 +11,7 @@ from ai_sidecar.config import ReportPeriod, SidecarConfig
 from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import Period, period_ending, report_period
 from ai_sidecar.console.reports.render import chart_png, report_csv, report_html, report_pdf
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.promql import PromQLClient
 from ai_sidecar.store import Store
 
@@ -21,16 +22,18 @@ class Rendered:
 
     report: Report
     chart: bytes
+    # The language of the HTML and PDF (the CSV stays English: read by programs).
+    language: str = SOURCE_LANGUAGE
 
     def csv(self) -> str:
         return report_csv(self.report)
 
     def html(self, chart_src: str | None = None) -> str:
-        return report_html(self.report, self.chart, chart_src)
+        return report_html(self.report, self.chart, chart_src, self.language)
 
     async def pdf(self) -> bytes:
         # fpdf2 lays out in Python for a while: off the event loop.
-        return await asyncio.to_thread(report_pdf, self.report, self.chart)
+        return await asyncio.to_thread(report_pdf, self.report, self.chart, self.language)
 
 
 class ReportMaker:
@@ -53,9 +56,12 @@ class ReportMaker:
     def period_ending(self, kind: ReportPeriod, end: datetime) -> Period:
         return period_ending(kind, end, self._config.notifications.zone)
 
-    async def make(self, period: Period, *, now: datetime | None = None) -> Rendered:
+    async def make(
+        self, period: Period, *, now: datetime | None = None, language: str | None = None
+    ) -> Rendered:
+        """The report of ``period`` in ``language`` (default: the config's ``language``)."""
         report = await build_report(
             self._store, period, self._config.reports, self._prometheus, now=now
         )
         chart = await asyncio.to_thread(chart_png, report)
-        return Rendered(report, chart)
+        return Rendered(report, chart, language or self._config.language)
