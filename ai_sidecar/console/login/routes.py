@@ -29,6 +29,7 @@ from ai_sidecar.console.session import (
     LOGIN_PATH,
     checked_form,
     console_user,
+    read_form,
 )
 from ai_sidecar.console.templating import render
 
@@ -100,11 +101,11 @@ async def show_login(request: web.Request) -> web.Response:
 
 async def submit_login(request: web.Request) -> web.StreamResponse:
     login = request.app[LOGIN]
-    form = await request.post()
-    next_page = safe_next(_text(form.get("next")))
-    username = _text(form.get("username"))
+    form = await read_form(request)
+    next_page = safe_next(form.get("next"))
+    username = form.get("username", "")
     cookie = request.cookies.get(LOGIN_COOKIE, "")
-    given = _text(form.get(CSRF_FIELD))
+    given = form.get(CSRF_FIELD, "")
     if not cookie or not hmac.compare_digest(
         given.encode(errors="surrogateescape"), cookie.encode(errors="surrogateescape")
     ):
@@ -112,7 +113,7 @@ async def submit_login(request: web.Request) -> web.StreamResponse:
         return await login_page(
             request, next_page=next_page, username=username, error=EXPIRED, status=403
         )
-    result = await login.sign_in(username, _text(form.get("password")), request.remote)
+    result = await login.sign_in(username, form.get("password", ""), request.remote)
     if result.outcome is Outcome.LOCKED:
         wait = 0 if result.retry_after is None else result.retry_after.total_seconds()
         minutes = max(1, math.ceil(wait / 60))
@@ -148,10 +149,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther(LOGIN_PATH)
     login.clear_session_cookie(response)
     raise response
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def add_login_routes(app: web.Application) -> None:

@@ -289,6 +289,36 @@ async def test_an_action_needs_the_csrf_token_of_its_own_session(client: TestCli
     assert await done.json() == {"done": "ack"}
 
 
+# Bodies a hostile or broken client sends: none may be a 500 (with a traceback logged).
+UNREADABLE_FORMS = [
+    pytest.param(b"garbage", "multipart/form-data; boundary=x", id="no-boundary-found"),
+    pytest.param(b"a=b", "multipart/form-data", id="multipart-without-boundary"),
+    pytest.param(
+        b'--x\r\nContent-Disposition: form-data; name="password"\r\n\r\n\xff\xfe\r\n--x--\r\n',
+        "multipart/form-data; boundary=x",
+        id="field-not-utf8",
+    ),
+    pytest.param(
+        b"username=olivia", "application/x-www-form-urlencoded; charset=bogus", id="charset"
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), UNREADABLE_FORMS)
+async def test_a_body_that_is_not_a_form_is_a_400_page(
+    client: TestClient, body: bytes, content_type: str
+):
+    await sign_in(client, "olivia", OPERATOR_PASSWORD)
+    for path in ("/console/login", "/console/logout", "/console/probe/act"):
+        response = await client.post(
+            path, data=body, headers={"Content-Type": content_type}, allow_redirects=False
+        )
+        assert response.status == 400, path
+        assert response.content_type == "text/html"
+        assert "the form could not be read" in await response.text()
+    assert await whoami(client) is not None  # nothing was signed out
+
+
 async def test_each_session_has_its_own_csrf_token(client: TestClient):
     await sign_in(client, "olivia", OPERATOR_PASSWORD)
     first = await session_csrf(client)
