@@ -124,6 +124,27 @@ def test_a_bad_file_is_an_error_naming_the_line_without_the_hash(tmp_path: Path)
     assert "user name" in str(refused.value)
 
 
+def with_cost(bcrypt_hash: str, cost: int) -> str:
+    """The same salt and hash, claiming another cost (as a typo in the file would)."""
+    return f"{bcrypt_hash[:4]}{cost:02d}{bcrypt_hash[6:]}"
+
+
+def test_bcrypt_hashes_are_read_not_run(tmp_path: Path):
+    cheap = bcrypt.hashpw(b"x" * 12, bcrypt.gensalt(4)).decode()
+    path = tmp_path / "users.yml"
+    for refused, reason in [
+        (with_cost(cheap, 16), "at most 15"),  # 16 doublings: seconds per sign-in
+        (with_cost(cheap, 31), "at most 15"),  # running it to check it never ends
+        (cheap[:-1], "not a valid bcrypt hash"),
+        (with_cost(cheap, 3), "not a valid bcrypt hash"),
+    ]:
+        write_users(path, [{"name": "bert", "role": "viewer", "password_hash": refused}])
+        with pytest.raises(ConfigError, match=reason):
+            load_users_file(path)
+    write_users(path, [{"name": "bert", "role": "viewer", "password_hash": with_cost(cheap, 15)}])
+    assert load_users_file(path)["bert"].password_hash == with_cost(cheap, 15)
+
+
 def test_a_name_listed_twice_is_refused(tmp_path: Path):
     path = tmp_path / "users.yml"
     entry = {"name": "fiona", "role": "viewer", "password_hash": password_hash(FILE_PASSWORD)}
