@@ -13,7 +13,8 @@ The file suits configuration management (users as code, hashes only)::
 A user in the file wins over a stored user of the same name (``scout-sidecar
 user add`` cannot override it). The file is read at start and again whenever
 it changes (its modification time, size or inode), so ``SIGHUP`` is not even
-needed; a file that no longer reads is logged and the users read last stay.
+needed; a file that no longer reads (broken, or gone) is logged and the users
+read last stay: ``users: []`` removes them all.
 """
 
 from __future__ import annotations
@@ -121,6 +122,15 @@ class UserDirectory:
                 raise ConfigError(
                     f"console.users_file: cannot read {self._path}: {exc.strerror}"
                 ) from None
+            # Said once, not at every request: a file gone (or made unreadable)
+            # is refused like a broken one, and its users stay signed in.
+            if self._seen is not None:
+                log.error(
+                    "console users file refused, keeping the users read before: cannot read %s: %s",
+                    self._path,
+                    exc.strerror,
+                )
+                self._seen = None
             return
         seen = _Seen(status.st_mtime_ns, status.st_size, status.st_ino)
         if seen == self._seen:

@@ -110,6 +110,20 @@ async def test_a_broken_file_keeps_the_users_read_before(
     assert "console users file refused" in caplog.text
 
 
+async def test_a_deleted_file_is_logged_once_and_keeps_the_users_read_before(
+    client: TestClient, users_file: Path, caplog
+):
+    await asyncio.to_thread(users_file.unlink)
+    assert (await sign_in(client, "fiona", FILE_PASSWORD)).status == 303
+    assert await whoami(client) == {"name": "fiona", "role": "operator"}
+    refused = [r for r in caplog.records if "console users file refused" in r.getMessage()]
+    assert len(refused) == 1
+    assert str(users_file) in refused[0].getMessage()
+    # Back again: read as any change is.
+    write_users(users_file, [])
+    assert await whoami(client) is None
+
+
 def test_a_bad_file_is_an_error_naming_the_line_without_the_hash(tmp_path: Path):
     path = tmp_path / "users.yml"
     path.write_text("users:\n  - {name: ok, role: viewer, password_hash: '$argon2id$not-a-hash'}\n")
