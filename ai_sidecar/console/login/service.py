@@ -8,12 +8,16 @@ user is removed, or when the user's password changes (the row keeps a digest
 of the hash it was opened with). Every sign-in makes a new id, so an id planted
 in a browser before sign-in (session fixation) is never the one after it.
 
-Failed sign-ins are counted in the store per user name typed (a digest of it:
-a password typed in the wrong box is never stored) and per client address.
-``max_failures`` for a name, or ``max_failures_per_address`` from an address,
-within ``window`` refuse every attempt under that key for ``lockout``,
-whether the name exists or not; an unknown name is checked against a dummy
-hash, so neither the answer nor its time tells which names exist.
+Failed sign-ins are counted in the store per user name typed and per client
+address. ``max_failures`` for a name, or ``max_failures_per_address`` from an
+address, within ``window`` refuse every attempt under that key for
+``lockout``, whether the name exists or not; an unknown name is checked
+against a dummy hash, so neither the answer nor its time tells which names
+exist. A name is kept as its SHA-256, and only when it could be a user's name
+(:data:`~.users.USER_NAME`): anything else can never sign in, so counting it
+protects nothing, and it is most often a password typed in the wrong box,
+whose unsalted digest would be a gift to whoever reads the database. Every
+sign-in forgets the failures that no longer count.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter
 from ai_sidecar.clock import utc_now
 from ai_sidecar.config import ConsoleConfig
 from ai_sidecar.console.login.passwords import CONCURRENT_CHECKS, needs_rehash, rehash, verify
-from ai_sidecar.console.login.users import UserDirectory
+from ai_sidecar.console.login.users import USER_NAME, UserDirectory
 from ai_sidecar.console.session import ConsoleUser, Role
 from ai_sidecar.store import Store, StoreError
 from ai_sidecar.store.protocol import ConsoleAccount, ConsoleSession
@@ -46,8 +50,6 @@ COOKIE_PATH = "/console"
 # 32 random bytes: 256 bits, 43 URL-safe characters.
 TOKEN_BYTES = 32
 MAX_COOKIE_CHARS = 64
-# Typed names and passwords longer than this are not looked at.
-MAX_NAME_CHARS = 256
 # How stale a session's last-seen time may get before a request writes it:
 # page views do not each cost a write.
 MAX_TOUCH_INTERVAL = timedelta(minutes=1)
@@ -198,14 +200,18 @@ class ConsoleLogin:
 
     async def _sign_in(self, name: str, password: str, address: str | None) -> SignIn:
         limit = self._config.login_limit
+        could_be_user = USER_NAME.fullmatch(name) is not None
         name_key = "user:" + digest(name)
         address_key = f"address:{address or 'unknown'}"
+        keys = [name_key, address_key] if could_be_user else [address_key]
         remembered = limit.window + limit.lockout
         async with self._turns:
             now = self.clock()
-            failures = await self._store.login_failures([name_key, address_key], now - remembered)
+            failures = await self._store.login_failures(keys, now - remembered)
             ends = [
-                locked_until(failures[name_key], limit.max_failures, limit.window, limit.lockout),
+                locked_until(
+                    failures.get(name_key, []), limit.max_failures, limit.window, limit.lockout
+                ),
                 locked_until(
                     failures[address_key],
                     limit.max_failures_per_address,
@@ -217,14 +223,15 @@ class ConsoleLogin:
             if until is not None:
                 locked = SignIn(Outcome.LOCKED, retry_after=until - now)
                 return self._count(locked, address, None)
-            account = await self.users.find(name) if len(name) <= MAX_NAME_CHARS else None
+            account = await self.users.find(name) if could_be_user else None
             matches = await verify(None if account is None else account.password_hash, password)
             if account is None or not matches:
-                await self._store.record_login_failure(
-                    [name_key, address_key], now, forget_before=now - remembered
-                )
+                await self._store.record_login_failure(keys, now, forget_before=now - remembered)
                 return self._count(SignIn(Outcome.FAILURE), address, account)
         await self._store.clear_login_failures(name_key)
+        # Record nothing, forget what no longer counts: a name typed by mistake
+        # (maybe a password) is not kept until someone next fails.
+        await self._store.record_login_failure([], now, forget_before=now - remembered)
         account = await self._upgrade_hash(account, password, now)
         await self._store.prune_console_sessions(
             now - self._config.session_lifetime, now - self._config.idle_timeout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from datetime import timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 
@@ -439,6 +440,29 @@ async def test_an_unknown_name_locks_the_same_way(client: TestClient):
     assert (await unknown.text()).replace("nobody", "NAME") == (await known.text()).replace(
         "victor", "NAME"
     )
+
+
+async def stored_failures(client: TestClient, key: str) -> list:
+    failures = await client.app[STORE].login_failures([key], T0 - timedelta(days=1))
+    return failures[key]
+
+
+async def test_a_typed_name_that_may_be_a_password_is_not_kept(client: TestClient):
+    clock = install_clock(client)
+    # A password typed in the name box: it cannot be a user name, so it is not counted
+    # per name (its SHA-256 would be in the database) and the address still counts it.
+    for _ in range(5):
+        assert (await sign_in(client, "my secret pass!", "olivia")).status == 401
+    assert await stored_failures(client, "user:" + digest("my secret pass!")) == []
+    assert len(await stored_failures(client, "address:127.0.0.1")) == 5
+    # One shaped like a name is counted, and forgotten by the next sign-in once it no
+    # longer counts, not kept until somebody fails again.
+    await sign_in(client, "Summer2026secret", "olivia")
+    assert len(await stored_failures(client, "user:" + digest("Summer2026secret"))) == 1
+    clock.advance(minutes=31)
+    assert (await sign_in(client, "olivia", OPERATOR_PASSWORD)).status == 303
+    assert await stored_failures(client, "user:" + digest("Summer2026secret")) == []
+    assert await stored_failures(client, "address:127.0.0.1") == []
 
 
 async def test_failures_spread_wider_than_the_window_do_not_lock(client: TestClient):
