@@ -4,6 +4,11 @@ The login form is guarded against login CSRF (another site signing the
 browser in as someone else) by a double-submitted token: GET sets it in the
 ``scout_login`` cookie (HttpOnly, SameSite=Strict, path /console/login) and in
 the form's hidden ``csrf_token``; a POST whose two copies differ is refused.
+A double-submitted token only holds while nobody else can set the cookie,
+and a sibling subdomain or a man in the middle of a plain-HTTP request can;
+so a POST the browser marks as coming from another site (``Sec-Fetch-Site:
+cross-site`` or ``same-site``, which every current browser sends and a page
+cannot forge) is refused whatever its token.
 After sign-in, ``next`` brings the browser back where it was sent from, only
 ever to a path under /console/ (never ``//host``, a scheme, or ``..``).
 """
@@ -40,6 +45,8 @@ TOKEN = re.compile(rf"[A-Za-z0-9_-]{{32,{MAX_COOKIE_CHARS}}}")
 DEFAULT_NEXT = "/console/incidents"
 # How long a login form may be left open before it is posted.
 LOGIN_FORM_SECONDS = 3600
+# What the browser says of a request that another site's page made.
+FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
 
 WRONG = "The user name or password is wrong."
 EXPIRED = "The sign-in form had expired or came from elsewhere. Please sign in again."
@@ -106,8 +113,12 @@ async def submit_login(request: web.Request) -> web.StreamResponse:
     username = form.get("username", "")
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     given = form.get(CSRF_FIELD, "")
-    if not cookie or not hmac.compare_digest(
-        given.encode(errors="surrogateescape"), cookie.encode(errors="surrogateescape")
+    if (
+        request.headers.get("Sec-Fetch-Site", "").lower() in FOREIGN_FETCH_SITES
+        or not cookie
+        or not hmac.compare_digest(
+            given.encode(errors="surrogateescape"), cookie.encode(errors="surrogateescape")
+        )
     ):
         login.refused(request.remote)
         return await login_page(

@@ -253,6 +253,34 @@ async def test_a_login_post_with_a_token_other_than_the_cookie_is_refused(client
     assert await whoami(client) is None
 
 
+@pytest.mark.parametrize("fetch_site", ["cross-site", "same-site"])
+async def test_a_login_post_from_another_site_is_refused_even_with_a_planted_cookie(
+    client: TestClient, fetch_site: str
+):
+    # A sibling subdomain (or a man in the middle of a plain-HTTP request) planted the
+    # form cookie, and its own page posts the same value: the two copies match.
+    planted = "P" * 43
+    client.session.cookie_jar.update_cookies({"scout_login": planted})
+    response = await client.post(
+        "/console/login",
+        data={"csrf_token": planted, "username": "olivia", "password": OPERATOR_PASSWORD},
+        headers={"Sec-Fetch-Site": fetch_site},
+        allow_redirects=False,
+    )
+    assert response.status == 403
+    assert SESSION_COOKIE not in response.cookies
+    assert await whoami(client) is None
+    # The console's own form, as the browser marks it, still signs in.
+    token = await form_token(client)
+    own = await client.post(
+        "/console/login",
+        data={"csrf_token": token, "username": "olivia", "password": OPERATOR_PASSWORD},
+        headers={"Sec-Fetch-Site": "same-origin"},
+        allow_redirects=False,
+    )
+    assert own.status == 303
+
+
 async def test_sign_out_needs_the_session_csrf_token(client: TestClient):
     await sign_in(client, "olivia", OPERATOR_PASSWORD)
     refused = await client.post("/console/logout", data={}, allow_redirects=False)
