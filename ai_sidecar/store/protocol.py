@@ -449,7 +449,7 @@ class Store(Protocol):
         self, keys: Sequence[str], at: datetime, forget_before: datetime
     ) -> None:
         """Count a failed sign-in at ``at`` under each of ``keys``, and forget every
-        failure before ``forget_before``."""
+        failure before ``forget_before`` (all that happens when ``keys`` is empty)."""
         ...
 
     async def login_failures(

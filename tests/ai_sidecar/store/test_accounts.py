@@ -92,6 +92,15 @@ async def test_login_failures_are_counted_per_key_forgotten_and_cleared(store: S
     assert (await store.login_failures(["user:x"], T0))["user:x"] == []
     assert len((await store.login_failures(["address:1"], T0))["address:1"]) == 2
 
+    # Recording under no key only forgets (what every sign-in does).
+    await store.record_login_failure(
+        [], T0 + timedelta(hours=2), forget_before=T0 + timedelta(hours=1)
+    )
+    assert (await store.login_failures(["address:1", "user:z"], T0)) == {
+        "address:1": [],
+        "user:z": [T0 + timedelta(hours=1)],
+    }
+
 
 async def test_accounts_survive_reopening(open_store: StoreOpener):
     first = await open_store()
