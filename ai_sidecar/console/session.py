@@ -75,12 +75,20 @@ class BadFormError(web.HTTPBadRequest):
     """A POST body that is not a form: rendered as the console's error page."""
 
 
-async def read_form(request: web.Request) -> MultiDictProxy[str]:
+async def read_form(request: web.Request, *, max_bytes: int | None = None) -> MultiDictProxy[str]:
     """The POSTed form's text fields (no console form uploads files).
 
     A body that does not parse (a broken multipart, bytes that are not in its
     charset, an unknown charset) is a 400 page, not a 500 with a traceback.
+    ``max_bytes`` lowers the app's body limit (sized for the webhook's
+    batches) for a form anyone may post before signing in: a body above it,
+    declared or sent, is a 413 page.
     """
+    if max_bytes is not None:
+        if request.content_length is not None and request.content_length > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_bytes, request.content_length)
+        # The same body stream, read under the lower limit (chunked bodies too).
+        request = request.clone(client_max_size=max_bytes)
     try:
         form = await request.post()
     except (ValueError, LookupError):  # UnicodeDecodeError is a ValueError

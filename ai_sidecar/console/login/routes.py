@@ -45,6 +45,10 @@ TOKEN = re.compile(rf"[A-Za-z0-9_-]{{32,{MAX_COOKIE_CHARS}}}")
 DEFAULT_NEXT = "/console/incidents"
 # How long a login form may be left open before it is posted.
 LOGIN_FORM_SECONDS = 3600
+# A sign-in form is a name, a password (at most 1024 characters), its token
+# and next (2048): anything much bigger is not one, and is refused before it
+# is read, since anyone may post it.
+LOGIN_FORM_BYTES = 16 * 1024
 # What the browser says of a request that another site's page made.
 FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
 
@@ -108,7 +112,7 @@ async def show_login(request: web.Request) -> web.Response:
 
 async def submit_login(request: web.Request) -> web.StreamResponse:
     login = request.app[LOGIN]
-    form = await read_form(request)
+    form = await read_form(request, max_bytes=LOGIN_FORM_BYTES)
     next_page = safe_next(form.get("next"))
     username = form.get("username", "")
     cookie = request.cookies.get(LOGIN_COOKIE, "")

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 import pytest
+from aiohttp.payload import AsyncIterablePayload
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
@@ -346,6 +347,32 @@ async def test_a_body_that_is_not_a_form_is_a_400_page(
         assert response.content_type == "text/html"
         assert "the form could not be read" in await response.text()
     assert await whoami(client) is not None  # nothing was signed out
+
+
+async def test_a_sign_in_body_bigger_than_a_form_is_refused_before_it_is_read(
+    client: TestClient,
+):
+    token = await form_token(client)
+    huge = {"csrf_token": token, "username": "olivia", "password": "x" * (100 * 1024)}
+    declared = await client.post("/console/login", data=huge, allow_redirects=False)
+    assert declared.status == 413
+
+    async def chunks():  # no Content-Length: only reading tells
+        yield f"csrf_token={token}&username=olivia&password=".encode()
+        for _ in range(64):
+            yield b"x" * 16384
+
+    chunked = await client.post(
+        "/console/login",
+        data=AsyncIterablePayload(chunks()),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+    )
+    assert chunked.status == 413
+    assert chunked.content_type == "text/html"
+    # A real form, with the longest password there can be, is heard.
+    longest = {"csrf_token": token, "username": "olivia", "password": "x" * 1024}
+    assert (await client.post("/console/login", data=longest)).status == 401
 
 
 async def test_each_session_has_its_own_csrf_token(client: TestClient):
