@@ -159,6 +159,23 @@ def test_bcrypt_hashes_are_read_not_run(tmp_path: Path):
     assert load_users_file(path)["bert"].password_hash == with_cost(cheap, 15)
 
 
+async def test_a_file_anyone_may_write_is_refused(client: TestClient, users_file: Path, caplog):
+    await asyncio.to_thread(users_file.chmod, 0o666)
+    with pytest.raises(ConfigError, match="can be written by any user of this host"):
+        load_users_file(users_file)
+    # Made so at run time, and written by someone: refused, the users read before stay.
+    write_users(
+        users_file,
+        [{"name": "mallory", "role": "operator", "password_hash": password_hash(FILE_PASSWORD)}],
+    )
+    assert (await sign_in(client, "mallory", FILE_PASSWORD)).status == 401
+    assert (await sign_in(client, "fiona", FILE_PASSWORD)).status == 303
+    assert "chmod o-w" in caplog.text
+    # Group-writable is the admin's choice; the chmod alone is a change.
+    await asyncio.to_thread(users_file.chmod, 0o660)
+    assert (await sign_in(client, "mallory", FILE_PASSWORD)).status == 303
+
+
 def test_a_name_listed_twice_is_refused(tmp_path: Path):
     path = tmp_path / "users.yml"
     entry = {"name": "fiona", "role": "viewer", "password_hash": password_hash(FILE_PASSWORD)}
