@@ -20,6 +20,7 @@ from aiohttp.payload import AsyncIterablePayload
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from ai_sidecar.console.login.passwords import dummy_hash
 from ai_sidecar.console.login.routes import DEFAULT_NEXT, EXPIRED, WRONG, safe_next
 from ai_sidecar.console.login.service import SESSION_COOKIE, digest
 from ai_sidecar.keys import STORE
@@ -156,6 +157,16 @@ async def test_wrong_password_and_unknown_user_get_the_same_answer(client: TestC
     assert SESSION_COOKIE not in wrong.cookies
     assert await whoami(client) is None
     assert await metric(client, "failure") == 2
+
+
+async def test_the_dummy_hash_is_made_at_start_not_by_the_first_unknown_name(
+    aiohttp_client, tmp_path: Path
+):
+    # Made by the first unknown name, it cost that attempt (and the event loop) an
+    # extra hash: the one answer whose time told that the name does not exist.
+    dummy_hash.cache_clear()
+    await aiohttp_client(console_app(tmp_path / "data"))
+    assert dummy_hash.cache_info().currsize == 1
 
 
 async def test_the_login_form_is_accessible(client: TestClient):
