@@ -124,11 +124,11 @@ async def submit_login(request: web.Request) -> web.StreamResponse:
             given.encode(errors="surrogateescape"), cookie.encode(errors="surrogateescape")
         )
     ):
-        login.refused(request.remote)
+        login.refused(login.client_address(request))
         return await login_page(
             request, next_page=next_page, username=username, error=EXPIRED, status=403
         )
-    result = await login.sign_in(username, form.get("password", ""), request.remote)
+    result = await login.sign_in(username, form.get("password", ""), login.client_address(request))
     if result.outcome is Outcome.LOCKED:
         wait = 0 if result.retry_after is None else result.retry_after.total_seconds()
         minutes = max(1, math.ceil(wait / 60))

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
@@ -112,6 +113,18 @@ def locked_until(
         if last - first <= window:
             until = last + lockout
     return until
+
+
+def _address(text: str | None) -> IPv4Address | IPv6Address | None:
+    if text is None:
+        return None
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    # An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d.
+    mapped = address.ipv4_mapped if isinstance(address, IPv6Address) else None
+    return mapped or address
 
 
 @contextlib.contextmanager
@@ -282,6 +295,29 @@ class ConsoleLogin:
         if key is not None:
             with store_available():
                 await self._store.close_console_session(key)
+
+    # --- the client's address -----------------------------------------------------
+
+    def client_address(self, request: web.Request) -> str | None:
+        """The address failures are counted under: the peer's, or, when the peer is
+        one of ``trusted_proxies``, the nearest address in X-Forwarded-For that is
+        not (hops a client wrote itself lie left of it, and are never read)."""
+        peer = request.remote
+        nearest = _address(peer)
+        if nearest is None or not self._trusted(nearest):
+            return peer
+        hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+        for hop in reversed([h.strip() for h in hops if h.strip()]):
+            address = _address(hop)
+            if address is None:
+                break  # no client's address: count it under the last proxy
+            nearest = address
+            if not self._trusted(address):
+                break
+        return str(nearest)
+
+    def _trusted(self, address: IPv4Address | IPv6Address) -> bool:
+        return any(address in network for network in self._config.trusted_proxies)
 
     # --- cookies ------------------------------------------------------------------
 

@@ -559,6 +559,52 @@ async def test_one_address_trying_many_names_is_locked(aiohttp_client, tmp_path)
     assert (await sign_in(client, "olivia", OPERATOR_PASSWORD)).status == 429
 
 
+async def failed_from(client: TestClient, forwarded_for: str) -> int:
+    token = await form_token(client)
+    data = {"csrf_token": token, "username": "olivia", "password": "wrong password!!"}
+    headers = {"X-Forwarded-For": forwarded_for}
+    response = await client.post(
+        "/console/login", data=data, headers=headers, allow_redirects=False
+    )
+    return response.status
+
+
+async def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(
+    aiohttp_client, tmp_path
+):
+    limits = {"max_failures": 100, "max_failures_per_address": 3}
+    client = await aiohttp_client(console_app(tmp_path / "data", login_limit=limits))
+    install_clock(client)
+    # A client writing its own X-Forwarded-For still counts as itself.
+    statuses = [await failed_from(client, f"10.0.0.{n}") for n in range(4)]
+    assert statuses == [401, 401, 401, 429]
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_count(aiohttp_client, tmp_path):
+    limits = {"max_failures": 100, "max_failures_per_address": 3}
+    app = console_app(tmp_path / "data", login_limit=limits, trusted_proxies=["127.0.0.0/8"])
+    client = await aiohttp_client(app)
+    await add_user(client, "olivia", "operator", OPERATOR_PASSWORD)
+    install_clock(client)
+    # One client fails three times: it is locked out...
+    assert [await failed_from(client, "192.0.2.1") for _ in range(3)] == [401] * 3
+    assert await failed_from(client, "192.0.2.1") == 429
+    # ...even when it writes an address of its own left of the one the proxy added...
+    assert await failed_from(client, "198.51.100.7, 192.0.2.1") == 429
+    # ...and the people behind the same proxy are not.
+    assert await failed_from(client, "192.0.2.2") == 401
+    failures = await client.app[STORE].login_failures(["address:192.0.2.2"], T0)
+    assert len(failures["address:192.0.2.2"]) == 1
+    # Garbage where the client's address should be counts under the proxy.
+    assert await failed_from(client, "not-an-address") == 401
+    assert (
+        len(
+            (await client.app[STORE].login_failures(["address:127.0.0.1"], T0))["address:127.0.0.1"]
+        )
+        == 1
+    )
+
+
 # --- the bearer-token API, and secrets in logs -----------------------------------------
 
 
