@@ -37,6 +37,10 @@ _BCRYPT_HASH = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
 # Each step doubles a check's time (cost 12: about 0.3 s here, 15: 2.5 s);
 # htpasswd -B uses 5 unless told. A check holds one of CONCURRENT_CHECKS slots.
 MAX_BCRYPT_COST = 15
+# argon2id's defaults are 64 MiB and 3 passes; libsodium's "sensitive" profile,
+# the heaviest in common use, 1 GiB and 4.
+MAX_ARGON2_MEMORY_KIB = 1024 * 1024
+MAX_ARGON2_PASSES = 10
 
 
 class PasswordError(ValueError):
@@ -70,9 +74,21 @@ def check_hash(password_hash: str) -> str:
     """``password_hash`` if it is an argon2id or bcrypt hash this module can verify."""
     if password_hash.startswith("$argon2id$"):
         try:
-            extract_parameters(password_hash)
+            parameters = extract_parameters(password_hash)
         except InvalidHashError:
             raise PasswordError("not a valid argon2id hash") from None
+        # Anyone may make the console check a user's hash, by typing the name:
+        # two checks at once at m=4 GiB are an out-of-memory kill.
+        if parameters.memory_cost > MAX_ARGON2_MEMORY_KIB:
+            raise PasswordError(
+                f"an argon2id hash using {parameters.memory_cost // 1024} MiB makes each "
+                f"sign-in take that much memory: at most {MAX_ARGON2_MEMORY_KIB // 1024} MiB"
+            )
+        if parameters.time_cost > MAX_ARGON2_PASSES:
+            raise PasswordError(
+                f"an argon2id hash of {parameters.time_cost} passes makes each sign-in "
+                f"take too long: at most {MAX_ARGON2_PASSES}"
+            )
         return password_hash
     if password_hash.startswith(_BCRYPT_PREFIXES):
         # Read, never run: running it costs what a sign-in does, for each user at

@@ -176,6 +176,21 @@ async def test_a_file_anyone_may_write_is_refused(client: TestClient, users_file
     assert (await sign_in(client, "mallory", FILE_PASSWORD)).status == 303
 
 
+def test_argon2id_hashes_that_would_exhaust_the_host_are_refused(tmp_path: Path):
+    made = password_hash(FILE_PASSWORD)  # $argon2id$v=19$m=65536,t=3,p=4$...
+    path = tmp_path / "users.yml"
+    for refused, reason in [
+        (made.replace("m=65536,", "m=4194304,"), "4096 MiB"),  # 4 GiB per attempt
+        (made.replace(",t=3,", ",t=200,"), "200 passes"),
+    ]:
+        write_users(path, [{"name": "bert", "role": "viewer", "password_hash": refused}])
+        with pytest.raises(ConfigError, match=reason):
+            load_users_file(path)
+    sensitive = made.replace("m=65536,t=3,", "m=1048576,t=4,")  # libsodium's heaviest
+    write_users(path, [{"name": "bert", "role": "viewer", "password_hash": sensitive}])
+    assert load_users_file(path)["bert"].password_hash == sensitive
+
+
 def test_a_name_listed_twice_is_refused(tmp_path: Path):
     path = tmp_path / "users.yml"
     entry = {"name": "fiona", "role": "viewer", "password_hash": password_hash(FILE_PASSWORD)}
