@@ -412,6 +412,13 @@ class Store(Protocol):
         """Add ``account``, or replace the role and password hash of the user of that name."""
         ...
 
+    async def replace_console_password_hash(
+        self, name: str, old_hash: str, new_hash: str, at: datetime
+    ) -> bool:
+        """Give the user ``new_hash`` if their hash is still ``old_hash``; False when the
+        user was removed or given another password meanwhile (nothing is written)."""
+        ...
+
     async def get_console_user(self, name: str) -> ConsoleAccount | None:
         """The stored user called ``name``, or None."""
         ...

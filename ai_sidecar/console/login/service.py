@@ -266,14 +266,18 @@ class ConsoleLogin:
         self, account: ConsoleAccount, password: str, now: datetime
     ) -> ConsoleAccount:
         """A stored user's bcrypt (or weaker argon2) hash, made again as argon2id now that
-        the password is known; the file's users are the file's business."""
+        the password is known; the file's users are the file's business. Only over
+        the hash that was checked: a user removed (or given a new password) while
+        it was made stays so, and the session opened with the old one then ends."""
         if account.name in self.users.file_users or not needs_rehash(account.password_hash):
             return account
         upgraded = ConsoleAccount(
             account.name, account.role, await asyncio.to_thread(rehash, password)
         )
-        await self._store.save_console_user(upgraded, now)
-        return upgraded
+        replaced = await self._store.replace_console_password_hash(
+            account.name, account.password_hash, upgraded.password_hash, now
+        )
+        return upgraded if replaced else account
 
     def _count(self, result: SignIn, address: str | None, account: ConsoleAccount | None) -> SignIn:
         self._logins.labels(result.outcome.value).inc()

@@ -20,7 +20,8 @@ from aiohttp.payload import AsyncIterablePayload
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from ai_sidecar.console.login.passwords import dummy_hash
+from ai_sidecar.console.login import service
+from ai_sidecar.console.login.passwords import dummy_hash, rehash
 from ai_sidecar.console.login.routes import DEFAULT_NEXT, EXPIRED, WRONG, safe_next
 from ai_sidecar.console.login.service import SESSION_COOKIE, digest
 from ai_sidecar.keys import STORE
@@ -653,6 +654,25 @@ async def test_a_stored_bcrypt_hash_becomes_argon2id_at_sign_in(client: TestClie
     await client.post("/console/logout", data={"csrf_token": await session_csrf(client)})
     assert (await sign_in(client, "bea", "short pw")).status == 303
     assert (await sign_in(client, "bea", "wrong pw")).status == 401
+
+
+async def test_a_user_removed_while_their_hash_is_upgraded_stays_removed(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+):
+    old = bcrypt.hashpw(b"short pw", bcrypt.gensalt(4)).decode()
+    await client.app[STORE].save_console_user(ConsoleAccount("bea", "viewer", old), T0)
+    loop = asyncio.get_running_loop()
+
+    def removed_meanwhile(password: str) -> str:
+        # `scout-sidecar user remove bea` lands while the new hash is being made.
+        removal = client.app[STORE].remove_console_user("bea")
+        asyncio.run_coroutine_threadsafe(removal, loop).result()
+        return rehash(password)
+
+    monkeypatch.setattr(service, "rehash", removed_meanwhile)
+    await sign_in(client, "bea", "short pw")
+    assert await client.app[STORE].get_console_user("bea") is None  # not made again
+    assert await whoami(client) is None
 
 
 async def test_parallel_attempts_cannot_all_pass_the_lockout_check(client: TestClient):

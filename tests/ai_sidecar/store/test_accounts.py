@@ -31,6 +31,19 @@ async def test_users_are_added_replaced_listed_and_removed(store: Store):
     assert [u.name for u in await store.list_console_users()] == ["alice"]
 
 
+async def test_a_hash_is_replaced_only_over_the_one_it_replaces(store: Store):
+    await store.save_console_user(ConsoleAccount("alice", "viewer", "$2b$old"), T0)
+    assert await store.replace_console_password_hash("alice", "$2b$old", "$argon2id$new", T0)
+    assert await store.get_console_user("alice") == ConsoleAccount(
+        "alice", "viewer", "$argon2id$new"
+    )
+    # Changed meanwhile (user passwd), or removed: left as it now is.
+    assert not await store.replace_console_password_hash("alice", "$2b$old", "$argon2id$x", T0)
+    await store.remove_console_user("alice")
+    assert not await store.replace_console_password_hash("alice", "$argon2id$new", "y", T0)
+    assert await store.get_console_user("alice") is None
+
+
 async def test_sessions_are_kept_touched_forward_only_and_closed(store: Store):
     await store.open_console_session(session("k1"))
     assert await store.get_console_session("k1") == session("k1")
