@@ -108,6 +108,7 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
         max_failures_per_address: 20   # per client address
         window: 15m
         lockout: 15m
+      trusted_proxies: []     # reverse proxies whose X-Forwarded-For gives the client address
     reports:            # reports and the scheduled e-mail digest (docs/reports.md)
       top: 10           # rows of each "top" table
       query_timeout: 10s  # time box of each Prometheus query of a report
@@ -141,12 +142,14 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
@@ -814,6 +817,16 @@ class GraphsConfig(StrictModel):
     key_file: Path | None = None
 
 
+def _network(value: object) -> object:
+    """An address or network (``10.0.0.1``, ``10.0.0.0/8``, ``::1``) as YAML gives it."""
+    if isinstance(value, str):
+        try:
+            return ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or network") from None
+    return value
+
+
 class LoginLimitConfig(StrictModel):
     """Failed sign-ins: ``max_failures`` within ``window`` for one user name (or
     ``max_failures_per_address`` from one client address) refuse further attempts
@@ -841,6 +854,12 @@ class ConsoleConfig(StrictModel):
     # Not strict: YAML gives a string.
     users_file: Annotated[Path, Field(strict=False)] | None = None
     login_limit: LoginLimitConfig = Field(default_factory=LoginLimitConfig)
+    # Reverse proxies in front of the sidecar (addresses or networks): a request
+    # from one of them is counted for lockout under the client address its
+    # X-Forwarded-For gives, else every user behind the proxy shares one count.
+    trusted_proxies: list[Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _idle_within_lifetime(self) -> Self:

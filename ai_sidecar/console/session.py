@@ -73,13 +73,37 @@ async def operator_user(request: web.Request) -> ConsoleUser:
     return user
 
 
+class BadFormError(web.HTTPBadRequest):
+    """A POST body that is not a form: rendered as the console's error page."""
+
+
+async def read_form(request: web.Request, *, max_bytes: int | None = None) -> MultiDictProxy[str]:
+    """The POSTed form's text fields (no console form uploads files).
+
+    A body that does not parse (a broken multipart, bytes that are not in its
+    charset, an unknown charset) is a 400 page, not a 500 with a traceback.
+    ``max_bytes`` lowers the app's body limit (sized for the webhook's
+    batches) for a form anyone may post before signing in: a body above it,
+    declared or sent, is a 413 page.
+    """
+    if max_bytes is not None:
+        if request.content_length is not None and request.content_length > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_bytes, request.content_length)
+        # The same body stream, read under the lower limit (chunked bodies too).
+        request = request.clone(client_max_size=max_bytes)
+    try:
+        form = await request.post()
+    except (ValueError, LookupError):  # UnicodeDecodeError is a ValueError
+        raise BadFormError(
+            text=N_("the form could not be read: send it again from the page")
+        ) from None
+    return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
+
+
 async def checked_form(request: web.Request, user: ConsoleUser) -> MultiDictProxy[str]:
     """The POSTed form, once its CSRF token matches ``user``'s session."""
-    form = await request.post()
-    given = form.get(CSRF_FIELD)
-    if not isinstance(given, str) or not hmac.compare_digest(
-        given.encode(errors="surrogateescape"), user.csrf_token.encode()
-    ):
+    form = await read_form(request)
+    given = form.get(CSRF_FIELD, "")
+    if not hmac.compare_digest(given.encode(errors="surrogateescape"), user.csrf_token.encode()):
         raise ForbiddenError(text=N_("the form's CSRF token is missing or stale: reload the page"))
-    # Text fields only: no console form uploads files.
-    return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
+    return form

@@ -43,6 +43,18 @@ def save_user(account: ConsoleAccount, at: datetime, mark: str = "?") -> Stateme
     return sql, (account.name, account.role, account.password_hash, when, when)
 
 
+def replace_hash(
+    name: str, old_hash: str, new_hash: str, at: datetime, mark: str = "?"
+) -> Statement:
+    """Set the user's password hash, only if it is still ``old_hash``: a user removed,
+    or given a new password, meanwhile is left as they now are."""
+    sql = (
+        f"UPDATE console_users SET password_hash = {mark}, updated_at = {mark}"
+        f" WHERE name = {mark} AND password_hash = {mark}"
+    )
+    return sql, (new_hash, stamp(at), name, old_hash)
+
+
 def select_users(name: str | None, mark: str = "?") -> Statement:
     """The user called ``name``, or every user by name when None."""
     sql = "SELECT name, role, password_hash FROM console_users"

@@ -506,6 +506,13 @@ class Store(Protocol):
         """Add ``account``, or replace the role and password hash of the user of that name."""
         ...
 
+    async def replace_console_password_hash(
+        self, name: str, old_hash: str, new_hash: str, at: datetime
+    ) -> bool:
+        """Give the user ``new_hash`` if their hash is still ``old_hash``; False when the
+        user was removed or given another password meanwhile (nothing is written)."""
+        ...
+
     async def get_console_user(self, name: str) -> ConsoleAccount | None:
         """The stored user called ``name``, or None."""
         ...
@@ -551,7 +558,7 @@ class Store(Protocol):
         self, keys: Sequence[str], at: datetime, forget_before: datetime
     ) -> None:
         """Count a failed sign-in at ``at`` under each of ``keys``, and forget every
-        failure before ``forget_before``."""
+        failure before ``forget_before`` (all that happens when ``keys`` is empty)."""
         ...
 
     async def login_failures(

@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from ai_sidecar.console.login.passwords import dummy_hash
 from ai_sidecar.console.login.routes import LOGIN, add_login_routes
 from ai_sidecar.console.login.service import ConsoleLogin, create_login_metric
 from ai_sidecar.console.login.users import UserDirectory
@@ -30,6 +32,8 @@ def setup_login(app: web.Application) -> None:
     logins = create_login_metric(app[METRICS].registry)
 
     async def install(app: web.Application) -> AsyncIterator[None]:
+        # Made now, off the loop: the first unknown name must not take twice as long.
+        await asyncio.to_thread(dummy_hash)
         config = app[CONFIG].console
         login = ConsoleLogin(
             app[STORE], config, UserDirectory(app[STORE], config.users_file), logins

@@ -111,7 +111,9 @@ def read_password(args: argparse.Namespace) -> tuple[str, bool]:
         password = sys.stdin.readline().rstrip("\r\n")
     elif args.password_file is not None:
         try:
-            text = args.password_file.read_text(encoding="utf-8")
+            # utf-8-sig: a file saved "UTF-8 with BOM" (Windows editors) must not
+            # put an invisible U+FEFF in front of the password nobody can type.
+            text = args.password_file.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise UsageError(

@@ -4,6 +4,11 @@ The login form is guarded against login CSRF (another site signing the
 browser in as someone else) by a double-submitted token: GET sets it in the
 ``scout_login`` cookie (HttpOnly, SameSite=Strict, path /console/login) and in
 the form's hidden ``csrf_token``; a POST whose two copies differ is refused.
+A double-submitted token only holds while nobody else can set the cookie,
+and a sibling subdomain or a man in the middle of a plain-HTTP request can;
+so a POST the browser marks as coming from another site (``Sec-Fetch-Site:
+cross-site`` or ``same-site``, which every current browser sends and a page
+cannot forge) is refused whatever its token.
 After sign-in, ``next`` brings the browser back where it was sent from, only
 ever to a path under /console/ (never ``//host``, a scheme, or ``..``).
 """
@@ -30,6 +35,7 @@ from ai_sidecar.console.session import (
     LOGIN_PATH,
     checked_form,
     console_user,
+    read_form,
 )
 from ai_sidecar.console.templating import render
 from ai_sidecar.console.words import N_
@@ -41,6 +47,12 @@ TOKEN = re.compile(rf"[A-Za-z0-9_-]{{32,{MAX_COOKIE_CHARS}}}")
 DEFAULT_NEXT = "/console/incidents"
 # How long a login form may be left open before it is posted.
 LOGIN_FORM_SECONDS = 3600
+# A sign-in form is a name, a password (at most 1024 characters), its token
+# and next (2048): anything much bigger is not one, and is refused before it
+# is read, since anyone may post it.
+LOGIN_FORM_BYTES = 16 * 1024
+# What the browser says of a request that another site's page made.
+FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
 
 # Translated on the page (the "console" catalogue).
 WRONG = N_("The user name or password is wrong.")
@@ -103,19 +115,23 @@ async def show_login(request: web.Request) -> web.Response:
 
 async def submit_login(request: web.Request) -> web.StreamResponse:
     login = request.app[LOGIN]
-    form = await request.post()
-    next_page = safe_next(_text(form.get("next")))
-    username = _text(form.get("username"))
+    form = await read_form(request, max_bytes=LOGIN_FORM_BYTES)
+    next_page = safe_next(form.get("next"))
+    username = form.get("username", "")
     cookie = request.cookies.get(LOGIN_COOKIE, "")
-    given = _text(form.get(CSRF_FIELD))
-    if not cookie or not hmac.compare_digest(
-        given.encode(errors="surrogateescape"), cookie.encode(errors="surrogateescape")
+    given = form.get(CSRF_FIELD, "")
+    if (
+        request.headers.get("Sec-Fetch-Site", "").lower() in FOREIGN_FETCH_SITES
+        or not cookie
+        or not hmac.compare_digest(
+            given.encode(errors="surrogateescape"), cookie.encode(errors="surrogateescape")
+        )
     ):
-        login.refused(request.remote)
+        login.refused(login.client_address(request))
         return await login_page(
             request, next_page=next_page, username=username, error=EXPIRED, status=403
         )
-    result = await login.sign_in(username, _text(form.get("password")), request.remote)
+    result = await login.sign_in(username, form.get("password", ""), login.client_address(request))
     if result.outcome is Outcome.LOCKED:
         wait = 0 if result.retry_after is None else result.retry_after.total_seconds()
         minutes = max(1, math.ceil(wait / 60))
@@ -156,10 +172,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther(LOGIN_PATH)
     login.clear_session_cookie(response)
     raise response
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def add_login_routes(app: web.Application) -> None:

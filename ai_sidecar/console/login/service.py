@@ -8,12 +8,16 @@ user is removed, or when the user's password changes (the row keeps a digest
 of the hash it was opened with). Every sign-in makes a new id, so an id planted
 in a browser before sign-in (session fixation) is never the one after it.
 
-Failed sign-ins are counted in the store per user name typed (a digest of it:
-a password typed in the wrong box is never stored) and per client address.
-``max_failures`` for a name, or ``max_failures_per_address`` from an address,
-within ``window`` refuse every attempt under that key for ``lockout``,
-whether the name exists or not; an unknown name is checked against a dummy
-hash, so neither the answer nor its time tells which names exist.
+Failed sign-ins are counted in the store per user name typed and per client
+address. ``max_failures`` for a name, or ``max_failures_per_address`` from an
+address, within ``window`` refuse every attempt under that key for
+``lockout``, whether the name exists or not; an unknown name is checked
+against a dummy hash, so neither the answer nor its time tells which names
+exist. A name is kept as its SHA-256, and only when it could be a user's name
+(:data:`~.users.USER_NAME`): anything else can never sign in, so counting it
+protects nothing, and it is most often a password typed in the wrong box,
+whose unsalted digest would be a gift to whoever reads the database. Every
+sign-in forgets the failures that no longer count.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
@@ -34,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter
 from ai_sidecar.clock import utc_now
 from ai_sidecar.config import ConsoleConfig
 from ai_sidecar.console.login.passwords import CONCURRENT_CHECKS, needs_rehash, rehash, verify
-from ai_sidecar.console.login.users import UserDirectory
+from ai_sidecar.console.login.users import USER_NAME, UserDirectory
 from ai_sidecar.console.session import ConsoleUser, Role
 from ai_sidecar.console.words import N_
 from ai_sidecar.store import Store, StoreError
@@ -47,8 +52,6 @@ COOKIE_PATH = "/console"
 # 32 random bytes: 256 bits, 43 URL-safe characters.
 TOKEN_BYTES = 32
 MAX_COOKIE_CHARS = 64
-# Typed names and passwords longer than this are not looked at.
-MAX_NAME_CHARS = 256
 # How stale a session's last-seen time may get before a request writes it:
 # page views do not each cost a write.
 MAX_TOUCH_INTERVAL = timedelta(minutes=1)
@@ -111,6 +114,18 @@ def locked_until(
         if last - first <= window:
             until = last + lockout
     return until
+
+
+def _address(text: str | None) -> IPv4Address | IPv6Address | None:
+    if text is None:
+        return None
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    # An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d.
+    mapped = address.ipv4_mapped if isinstance(address, IPv6Address) else None
+    return mapped or address
 
 
 @contextlib.contextmanager
@@ -201,14 +216,18 @@ class ConsoleLogin:
 
     async def _sign_in(self, name: str, password: str, address: str | None) -> SignIn:
         limit = self._config.login_limit
+        could_be_user = USER_NAME.fullmatch(name) is not None
         name_key = "user:" + digest(name)
         address_key = f"address:{address or 'unknown'}"
+        keys = [name_key, address_key] if could_be_user else [address_key]
         remembered = limit.window + limit.lockout
         async with self._turns:
             now = self.clock()
-            failures = await self._store.login_failures([name_key, address_key], now - remembered)
+            failures = await self._store.login_failures(keys, now - remembered)
             ends = [
-                locked_until(failures[name_key], limit.max_failures, limit.window, limit.lockout),
+                locked_until(
+                    failures.get(name_key, []), limit.max_failures, limit.window, limit.lockout
+                ),
                 locked_until(
                     failures[address_key],
                     limit.max_failures_per_address,
@@ -220,14 +239,15 @@ class ConsoleLogin:
             if until is not None:
                 locked = SignIn(Outcome.LOCKED, retry_after=until - now)
                 return self._count(locked, address, None)
-            account = await self.users.find(name) if len(name) <= MAX_NAME_CHARS else None
+            account = await self.users.find(name) if could_be_user else None
             matches = await verify(None if account is None else account.password_hash, password)
             if account is None or not matches:
-                await self._store.record_login_failure(
-                    [name_key, address_key], now, forget_before=now - remembered
-                )
+                await self._store.record_login_failure(keys, now, forget_before=now - remembered)
                 return self._count(SignIn(Outcome.FAILURE), address, account)
         await self._store.clear_login_failures(name_key)
+        # Record nothing, forget what no longer counts: a name typed by mistake
+        # (maybe a password) is not kept until someone next fails.
+        await self._store.record_login_failure([], now, forget_before=now - remembered)
         account = await self._upgrade_hash(account, password, now)
         await self._store.prune_console_sessions(
             now - self._config.session_lifetime, now - self._config.idle_timeout
@@ -249,14 +269,18 @@ class ConsoleLogin:
         self, account: ConsoleAccount, password: str, now: datetime
     ) -> ConsoleAccount:
         """A stored user's bcrypt (or weaker argon2) hash, made again as argon2id now that
-        the password is known; the file's users are the file's business."""
+        the password is known; the file's users are the file's business. Only over
+        the hash that was checked: a user removed (or given a new password) while
+        it was made stays so, and the session opened with the old one then ends."""
         if account.name in self.users.file_users or not needs_rehash(account.password_hash):
             return account
         upgraded = ConsoleAccount(
             account.name, account.role, await asyncio.to_thread(rehash, password)
         )
-        await self._store.save_console_user(upgraded, now)
-        return upgraded
+        replaced = await self._store.replace_console_password_hash(
+            account.name, account.password_hash, upgraded.password_hash, now
+        )
+        return upgraded if replaced else account
 
     def _count(self, result: SignIn, address: str | None, account: ConsoleAccount | None) -> SignIn:
         self._logins.labels(result.outcome.value).inc()
@@ -278,6 +302,29 @@ class ConsoleLogin:
         if key is not None:
             with store_available():
                 await self._store.close_console_session(key)
+
+    # --- the client's address -----------------------------------------------------
+
+    def client_address(self, request: web.Request) -> str | None:
+        """The address failures are counted under: the peer's, or, when the peer is
+        one of ``trusted_proxies``, the nearest address in X-Forwarded-For that is
+        not (hops a client wrote itself lie left of it, and are never read)."""
+        peer = request.remote
+        nearest = _address(peer)
+        if nearest is None or not self._trusted(nearest):
+            return peer
+        hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+        for hop in reversed([h.strip() for h in hops if h.strip()]):
+            address = _address(hop)
+            if address is None:
+                break  # no client's address: count it under the last proxy
+            nearest = address
+            if not self._trusted(address):
+                break
+        return str(nearest)
+
+    def _trusted(self, address: IPv4Address | IPv6Address) -> bool:
+        return any(address in network for network in self._config.trusted_proxies)
 
     # --- cookies ------------------------------------------------------------------
 

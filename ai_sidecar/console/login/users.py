@@ -12,14 +12,17 @@ The file suits configuration management (users as code, hashes only)::
 
 A user in the file wins over a stored user of the same name (``scout-sidecar
 user add`` cannot override it). The file is read at start and again whenever
-it changes (its modification time, size or inode), so ``SIGHUP`` is not even
-needed; a file that no longer reads is logged and the users read last stay.
+it changes (its modification time, size, inode or mode), so ``SIGHUP`` is not even
+needed; a file that no longer reads (broken, or gone) is logged and the users
+read last stay: ``users: []`` removes them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -75,7 +78,17 @@ class UsersFile(StrictModel):
 
 
 def load_users_file(path: Path) -> dict[str, ConsoleAccount]:
-    """The users ``path`` lists, by name; :class:`ConfigError` naming the line otherwise."""
+    """The users ``path`` lists, by name; :class:`ConfigError` naming the line otherwise.
+
+    A file anyone on the host may write is refused: it is read again as soon as
+    it changes, so whoever writes it is an operator a moment later.
+    """
+    with contextlib.suppress(OSError):  # a file that cannot be read says so below
+        if path.stat().st_mode & stat.S_IWOTH:
+            raise ConfigError(
+                f"console.users_file: {path} can be written by any user of this host, "
+                "who could add an operator: chmod o-w it"
+            )
     loaded = load_model(path, UsersFile, error=ConfigError, secret_paths=("users.*.password_hash",))
     return {u.name: ConsoleAccount(u.name, u.role, u.password_hash) for u in loaded.users}
 
@@ -85,6 +98,8 @@ class _Seen:
     mtime_ns: int
     size: int
     inode: int
+    # A chmod that makes a refused file acceptable is a change too.
+    mode: int
 
 
 class UserDirectory:
@@ -121,8 +136,17 @@ class UserDirectory:
                 raise ConfigError(
                     f"console.users_file: cannot read {self._path}: {exc.strerror}"
                 ) from None
+            # Said once, not at every request: a file gone (or made unreadable)
+            # is refused like a broken one, and its users stay signed in.
+            if self._seen is not None:
+                log.error(
+                    "console users file refused, keeping the users read before: cannot read %s: %s",
+                    self._path,
+                    exc.strerror,
+                )
+                self._seen = None
             return
-        seen = _Seen(status.st_mtime_ns, status.st_size, status.st_ino)
+        seen = _Seen(status.st_mtime_ns, status.st_size, status.st_ino, status.st_mode)
         if seen == self._seen:
             return
         try:

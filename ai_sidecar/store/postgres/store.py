@@ -371,6 +371,11 @@ class PostgresStore:
     async def save_console_user(self, account: ConsoleAccount, at: datetime) -> None:
         await self._write(accounts.save_user(account, at, MARK))
 
+    async def replace_console_password_hash(
+        self, name: str, old_hash: str, new_hash: str, at: datetime
+    ) -> bool:
+        return await self._write(accounts.replace_hash(name, old_hash, new_hash, at, MARK)) > 0
+
     async def get_console_user(self, name: str) -> ConsoleAccount | None:
         found = accounts.decode_users(await self._fetch(*accounts.select_users(name, MARK)))
         return found[0] if found else None

@@ -366,6 +366,11 @@ class SqliteStore:
     async def save_console_user(self, account: ConsoleAccount, at: datetime) -> None:
         await self._write(accounts.save_user(account, at))
 
+    async def replace_console_password_hash(
+        self, name: str, old_hash: str, new_hash: str, at: datetime
+    ) -> bool:
+        return await self._write(accounts.replace_hash(name, old_hash, new_hash, at)) > 0
+
     async def get_console_user(self, name: str) -> ConsoleAccount | None:
         found = accounts.decode_users(await self._fetch(accounts.select_users(name)))
         return found[0] if found else None

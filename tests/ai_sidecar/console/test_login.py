@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from datetime import timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 
 import aiohttp
 import bcrypt
 import pytest
+from aiohttp.payload import AsyncIterablePayload
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from ai_sidecar.console.login import service
+from ai_sidecar.console.login.passwords import dummy_hash, rehash
 from ai_sidecar.console.login.routes import DEFAULT_NEXT, EXPIRED, WRONG, safe_next
 from ai_sidecar.console.login.service import SESSION_COOKIE, digest
 from ai_sidecar.keys import STORE
@@ -156,6 +160,16 @@ async def test_wrong_password_and_unknown_user_get_the_same_answer(client: TestC
     assert await metric(client, "failure") == 2
 
 
+async def test_the_dummy_hash_is_made_at_start_not_by_the_first_unknown_name(
+    aiohttp_client, tmp_path: Path
+):
+    # Made by the first unknown name, it cost that attempt (and the event loop) an
+    # extra hash: the one answer whose time told that the name does not exist.
+    dummy_hash.cache_clear()
+    await aiohttp_client(console_app(tmp_path / "data"))
+    assert dummy_hash.cache_info().currsize == 1
+
+
 async def test_the_login_form_is_accessible(client: TestClient):
     page = await (await client.get("/console/login")).text()
     assert '<form id="login" method="post"' in page.replace(' class="login"', "")
@@ -252,6 +266,34 @@ async def test_a_login_post_with_a_token_other_than_the_cookie_is_refused(client
     assert await whoami(client) is None
 
 
+@pytest.mark.parametrize("fetch_site", ["cross-site", "same-site"])
+async def test_a_login_post_from_another_site_is_refused_even_with_a_planted_cookie(
+    client: TestClient, fetch_site: str
+):
+    # A sibling subdomain (or a man in the middle of a plain-HTTP request) planted the
+    # form cookie, and its own page posts the same value: the two copies match.
+    planted = "P" * 43
+    client.session.cookie_jar.update_cookies({"scout_login": planted})
+    response = await client.post(
+        "/console/login",
+        data={"csrf_token": planted, "username": "olivia", "password": OPERATOR_PASSWORD},
+        headers={"Sec-Fetch-Site": fetch_site},
+        allow_redirects=False,
+    )
+    assert response.status == 403
+    assert SESSION_COOKIE not in response.cookies
+    assert await whoami(client) is None
+    # The console's own form, as the browser marks it, still signs in.
+    token = await form_token(client)
+    own = await client.post(
+        "/console/login",
+        data={"csrf_token": token, "username": "olivia", "password": OPERATOR_PASSWORD},
+        headers={"Sec-Fetch-Site": "same-origin"},
+        allow_redirects=False,
+    )
+    assert own.status == 303
+
+
 async def test_sign_out_needs_the_session_csrf_token(client: TestClient):
     await sign_in(client, "olivia", OPERATOR_PASSWORD)
     refused = await client.post("/console/logout", data={}, allow_redirects=False)
@@ -287,6 +329,62 @@ async def test_an_action_needs_the_csrf_token_of_its_own_session(client: TestCli
     done = await client.post("/console/probe/act", data={"what": "ack", "csrf_token": mine})
     assert done.status == 200
     assert await done.json() == {"done": "ack"}
+
+
+# Bodies a hostile or broken client sends: none may be a 500 (with a traceback logged).
+UNREADABLE_FORMS = [
+    pytest.param(b"garbage", "multipart/form-data; boundary=x", id="no-boundary-found"),
+    pytest.param(b"a=b", "multipart/form-data", id="multipart-without-boundary"),
+    pytest.param(
+        b'--x\r\nContent-Disposition: form-data; name="password"\r\n\r\n\xff\xfe\r\n--x--\r\n',
+        "multipart/form-data; boundary=x",
+        id="field-not-utf8",
+    ),
+    pytest.param(
+        b"username=olivia", "application/x-www-form-urlencoded; charset=bogus", id="charset"
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), UNREADABLE_FORMS)
+async def test_a_body_that_is_not_a_form_is_a_400_page(
+    client: TestClient, body: bytes, content_type: str
+):
+    await sign_in(client, "olivia", OPERATOR_PASSWORD)
+    for path in ("/console/login", "/console/logout", "/console/probe/act"):
+        response = await client.post(
+            path, data=body, headers={"Content-Type": content_type}, allow_redirects=False
+        )
+        assert response.status == 400, path
+        assert response.content_type == "text/html"
+        assert "the form could not be read" in await response.text()
+    assert await whoami(client) is not None  # nothing was signed out
+
+
+async def test_a_sign_in_body_bigger_than_a_form_is_refused_before_it_is_read(
+    client: TestClient,
+):
+    token = await form_token(client)
+    huge = {"csrf_token": token, "username": "olivia", "password": "x" * (100 * 1024)}
+    declared = await client.post("/console/login", data=huge, allow_redirects=False)
+    assert declared.status == 413
+
+    async def chunks():  # no Content-Length: only reading tells
+        yield f"csrf_token={token}&username=olivia&password=".encode()
+        for _ in range(64):
+            yield b"x" * 16384
+
+    chunked = await client.post(
+        "/console/login",
+        data=AsyncIterablePayload(chunks()),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+    )
+    assert chunked.status == 413
+    assert chunked.content_type == "text/html"
+    # A real form, with the longest password there can be, is heard.
+    longest = {"csrf_token": token, "username": "olivia", "password": "x" * 1024}
+    assert (await client.post("/console/login", data=longest)).status == 401
 
 
 async def test_each_session_has_its_own_csrf_token(client: TestClient):
@@ -411,6 +509,29 @@ async def test_an_unknown_name_locks_the_same_way(client: TestClient):
     )
 
 
+async def stored_failures(client: TestClient, key: str) -> list:
+    failures = await client.app[STORE].login_failures([key], T0 - timedelta(days=1))
+    return failures[key]
+
+
+async def test_a_typed_name_that_may_be_a_password_is_not_kept(client: TestClient):
+    clock = install_clock(client)
+    # A password typed in the name box: it cannot be a user name, so it is not counted
+    # per name (its SHA-256 would be in the database) and the address still counts it.
+    for _ in range(5):
+        assert (await sign_in(client, "my secret pass!", "olivia")).status == 401
+    assert await stored_failures(client, "user:" + digest("my secret pass!")) == []
+    assert len(await stored_failures(client, "address:127.0.0.1")) == 5
+    # One shaped like a name is counted, and forgotten by the next sign-in once it no
+    # longer counts, not kept until somebody fails again.
+    await sign_in(client, "Summer2026secret", "olivia")
+    assert len(await stored_failures(client, "user:" + digest("Summer2026secret"))) == 1
+    clock.advance(minutes=31)
+    assert (await sign_in(client, "olivia", OPERATOR_PASSWORD)).status == 303
+    assert await stored_failures(client, "user:" + digest("Summer2026secret")) == []
+    assert await stored_failures(client, "address:127.0.0.1") == []
+
+
 async def test_failures_spread_wider_than_the_window_do_not_lock(client: TestClient):
     clock = install_clock(client)
     for _ in range(8):
@@ -437,6 +558,52 @@ async def test_one_address_trying_many_names_is_locked(aiohttp_client, tmp_path)
     for name in ("admin", "root", "scout"):
         assert (await sign_in(client, name, "wrong password!!")).status == 401
     assert (await sign_in(client, "olivia", OPERATOR_PASSWORD)).status == 429
+
+
+async def failed_from(client: TestClient, forwarded_for: str) -> int:
+    token = await form_token(client)
+    data = {"csrf_token": token, "username": "olivia", "password": "wrong password!!"}
+    headers = {"X-Forwarded-For": forwarded_for}
+    response = await client.post(
+        "/console/login", data=data, headers=headers, allow_redirects=False
+    )
+    return response.status
+
+
+async def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(
+    aiohttp_client, tmp_path
+):
+    limits = {"max_failures": 100, "max_failures_per_address": 3}
+    client = await aiohttp_client(console_app(tmp_path / "data", login_limit=limits))
+    install_clock(client)
+    # A client writing its own X-Forwarded-For still counts as itself.
+    statuses = [await failed_from(client, f"10.0.0.{n}") for n in range(4)]
+    assert statuses == [401, 401, 401, 429]
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_count(aiohttp_client, tmp_path):
+    limits = {"max_failures": 100, "max_failures_per_address": 3}
+    app = console_app(tmp_path / "data", login_limit=limits, trusted_proxies=["127.0.0.0/8"])
+    client = await aiohttp_client(app)
+    await add_user(client, "olivia", "operator", OPERATOR_PASSWORD)
+    install_clock(client)
+    # One client fails three times: it is locked out...
+    assert [await failed_from(client, "192.0.2.1") for _ in range(3)] == [401] * 3
+    assert await failed_from(client, "192.0.2.1") == 429
+    # ...even when it writes an address of its own left of the one the proxy added...
+    assert await failed_from(client, "198.51.100.7, 192.0.2.1") == 429
+    # ...and the people behind the same proxy are not.
+    assert await failed_from(client, "192.0.2.2") == 401
+    failures = await client.app[STORE].login_failures(["address:192.0.2.2"], T0)
+    assert len(failures["address:192.0.2.2"]) == 1
+    # Garbage where the client's address should be counts under the proxy.
+    assert await failed_from(client, "not-an-address") == 401
+    assert (
+        len(
+            (await client.app[STORE].login_failures(["address:127.0.0.1"], T0))["address:127.0.0.1"]
+        )
+        == 1
+    )
 
 
 # --- the bearer-token API, and secrets in logs -----------------------------------------
@@ -487,6 +654,25 @@ async def test_a_stored_bcrypt_hash_becomes_argon2id_at_sign_in(client: TestClie
     await client.post("/console/logout", data={"csrf_token": await session_csrf(client)})
     assert (await sign_in(client, "bea", "short pw")).status == 303
     assert (await sign_in(client, "bea", "wrong pw")).status == 401
+
+
+async def test_a_user_removed_while_their_hash_is_upgraded_stays_removed(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+):
+    old = bcrypt.hashpw(b"short pw", bcrypt.gensalt(4)).decode()
+    await client.app[STORE].save_console_user(ConsoleAccount("bea", "viewer", old), T0)
+    loop = asyncio.get_running_loop()
+
+    def removed_meanwhile(password: str) -> str:
+        # `scout-sidecar user remove bea` lands while the new hash is being made.
+        removal = client.app[STORE].remove_console_user("bea")
+        asyncio.run_coroutine_threadsafe(removal, loop).result()
+        return rehash(password)
+
+    monkeypatch.setattr(service, "rehash", removed_meanwhile)
+    await sign_in(client, "bea", "short pw")
+    assert await client.app[STORE].get_console_user("bea") is None  # not made again
+    assert await whoami(client) is None
 
 
 async def test_parallel_attempts_cannot_all_pass_the_lockout_check(client: TestClient):

@@ -155,3 +155,15 @@ async def test_a_user_added_by_the_cli_signs_in_and_passwd_ends_the_session(
     assert (await client.get("/console/probe/whoami", allow_redirects=False)).status == 303
     assert (await sign_in(client, "olivia", PASSWORD)).status == 401
     assert (await sign_in(client, "olivia", "the new password")).status == 303
+
+
+async def test_a_password_file_saved_with_a_byte_order_mark_signs_in_as_typed(
+    aiohttp_client, tmp_path: Path
+):
+    data = tmp_path / "data"
+    password_file = tmp_path / "password.txt"
+    password_file.write_bytes(b"\xef\xbb\xbf" + PASSWORD.encode() + b"\r\n")  # Notepad's
+    added = run_cli(data, "add", "olivia", "--role", "viewer", f"--password-file={password_file}")
+    assert added.returncode == 0, added.stderr
+    client: TestClient = await aiohttp_client(console_app(data))
+    assert (await sign_in(client, "olivia", PASSWORD)).status == 303

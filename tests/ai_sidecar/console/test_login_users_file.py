@@ -110,6 +110,20 @@ async def test_a_broken_file_keeps_the_users_read_before(
     assert "console users file refused" in caplog.text
 
 
+async def test_a_deleted_file_is_logged_once_and_keeps_the_users_read_before(
+    client: TestClient, users_file: Path, caplog
+):
+    await asyncio.to_thread(users_file.unlink)
+    assert (await sign_in(client, "fiona", FILE_PASSWORD)).status == 303
+    assert await whoami(client) == {"name": "fiona", "role": "operator"}
+    refused = [r for r in caplog.records if "console users file refused" in r.getMessage()]
+    assert len(refused) == 1
+    assert str(users_file) in refused[0].getMessage()
+    # Back again: read as any change is.
+    write_users(users_file, [])
+    assert await whoami(client) is None
+
+
 def test_a_bad_file_is_an_error_naming_the_line_without_the_hash(tmp_path: Path):
     path = tmp_path / "users.yml"
     path.write_text("users:\n  - {name: ok, role: viewer, password_hash: '$argon2id$not-a-hash'}\n")
@@ -122,6 +136,59 @@ def test_a_bad_file_is_an_error_naming_the_line_without_the_hash(tmp_path: Path)
     with pytest.raises(ConfigError, match="role") as refused:
         load_users_file(path)
     assert "user name" in str(refused.value)
+
+
+def with_cost(bcrypt_hash: str, cost: int) -> str:
+    """The same salt and hash, claiming another cost (as a typo in the file would)."""
+    return f"{bcrypt_hash[:4]}{cost:02d}{bcrypt_hash[6:]}"
+
+
+def test_bcrypt_hashes_are_read_not_run(tmp_path: Path):
+    cheap = bcrypt.hashpw(b"x" * 12, bcrypt.gensalt(4)).decode()
+    path = tmp_path / "users.yml"
+    for refused, reason in [
+        (with_cost(cheap, 16), "at most 15"),  # 16 doublings: seconds per sign-in
+        (with_cost(cheap, 31), "at most 15"),  # running it to check it never ends
+        (cheap[:-1], "not a valid bcrypt hash"),
+        (with_cost(cheap, 3), "not a valid bcrypt hash"),
+    ]:
+        write_users(path, [{"name": "bert", "role": "viewer", "password_hash": refused}])
+        with pytest.raises(ConfigError, match=reason):
+            load_users_file(path)
+    write_users(path, [{"name": "bert", "role": "viewer", "password_hash": with_cost(cheap, 15)}])
+    assert load_users_file(path)["bert"].password_hash == with_cost(cheap, 15)
+
+
+async def test_a_file_anyone_may_write_is_refused(client: TestClient, users_file: Path, caplog):
+    await asyncio.to_thread(users_file.chmod, 0o666)
+    with pytest.raises(ConfigError, match="can be written by any user of this host"):
+        load_users_file(users_file)
+    # Made so at run time, and written by someone: refused, the users read before stay.
+    write_users(
+        users_file,
+        [{"name": "mallory", "role": "operator", "password_hash": password_hash(FILE_PASSWORD)}],
+    )
+    assert (await sign_in(client, "mallory", FILE_PASSWORD)).status == 401
+    assert (await sign_in(client, "fiona", FILE_PASSWORD)).status == 303
+    assert "chmod o-w" in caplog.text
+    # Group-writable is the admin's choice; the chmod alone is a change.
+    await asyncio.to_thread(users_file.chmod, 0o660)
+    assert (await sign_in(client, "mallory", FILE_PASSWORD)).status == 303
+
+
+def test_argon2id_hashes_that_would_exhaust_the_host_are_refused(tmp_path: Path):
+    made = password_hash(FILE_PASSWORD)  # $argon2id$v=19$m=65536,t=3,p=4$...
+    path = tmp_path / "users.yml"
+    for refused, reason in [
+        (made.replace("m=65536,", "m=4194304,"), "4096 MiB"),  # 4 GiB per attempt
+        (made.replace(",t=3,", ",t=200,"), "200 passes"),
+    ]:
+        write_users(path, [{"name": "bert", "role": "viewer", "password_hash": refused}])
+        with pytest.raises(ConfigError, match=reason):
+            load_users_file(path)
+    sensitive = made.replace("m=65536,t=3,", "m=1048576,t=4,")  # libsodium's heaviest
+    write_users(path, [{"name": "bert", "role": "viewer", "password_hash": sensitive}])
+    assert load_users_file(path)["bert"].password_hash == sensitive
 
 
 def test_a_name_listed_twice_is_refused(tmp_path: Path):

@@ -31,6 +31,19 @@ async def test_users_are_added_replaced_listed_and_removed(store: Store):
     assert [u.name for u in await store.list_console_users()] == ["alice"]
 
 
+async def test_a_hash_is_replaced_only_over_the_one_it_replaces(store: Store):
+    await store.save_console_user(ConsoleAccount("alice", "viewer", "$2b$old"), T0)
+    assert await store.replace_console_password_hash("alice", "$2b$old", "$argon2id$new", T0)
+    assert await store.get_console_user("alice") == ConsoleAccount(
+        "alice", "viewer", "$argon2id$new"
+    )
+    # Changed meanwhile (user passwd), or removed: left as it now is.
+    assert not await store.replace_console_password_hash("alice", "$2b$old", "$argon2id$x", T0)
+    await store.remove_console_user("alice")
+    assert not await store.replace_console_password_hash("alice", "$argon2id$new", "y", T0)
+    assert await store.get_console_user("alice") is None
+
+
 async def test_sessions_are_kept_touched_forward_only_and_closed(store: Store):
     await store.open_console_session(session("k1"))
     assert await store.get_console_session("k1") == session("k1")
@@ -91,6 +104,15 @@ async def test_login_failures_are_counted_per_key_forgotten_and_cleared(store: S
     await store.clear_login_failures("user:x")
     assert (await store.login_failures(["user:x"], T0))["user:x"] == []
     assert len((await store.login_failures(["address:1"], T0))["address:1"]) == 2
+
+    # Recording under no key only forgets (what every sign-in does).
+    await store.record_login_failure(
+        [], T0 + timedelta(hours=2), forget_before=T0 + timedelta(hours=1)
+    )
+    assert (await store.login_failures(["address:1", "user:z"], T0)) == {
+        "address:1": [],
+        "user:z": [T0 + timedelta(hours=1)],
+    }
 
 
 async def test_accounts_survive_reopening(open_store: StoreOpener):
