@@ -11,9 +11,9 @@ page to (the README's picture is taken so).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.ai_sidecar.console.browser.harness import (
     DESKTOP,
@@ -37,7 +37,8 @@ pytestmark = pytest.mark.peers
 _OVERFLOWING = """
 const found = [];
 const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
-  + (e.className && typeof e.className === 'string' ? '.' + e.className.trim().split(/\\s+/).join('.') : '');
+  + (typeof e.className === 'string' && e.className
+     ? '.' + e.className.trim().split(/\\s+/).join('.') : '');
 for (const e of document.querySelectorAll('body *')) {
   const style = getComputedStyle(e);
   if (style.display === 'none' || style.visibility === 'hidden' || e.clientWidth === 0) continue;
@@ -90,12 +91,12 @@ def layout_problems(window: Browser) -> list[str]:
     return list(window.driver.execute_script(_OVERFLOWING))
 
 
-def signed_in(browser: OpenBrowser, stack: ConsoleStack, user: str, size: WindowSize) -> Browser:
-    if user not in stack.passwords:
-        add_user(stack.data_dir, user, "operator", PASSWORD)
-        stack.passwords[user] = PASSWORD
-    window = browser(stack.url, size)
-    sign_in(window, stack, user)
+def signed_in(browser: OpenBrowser, console: ConsoleStack, user: str, size: WindowSize) -> Browser:
+    if user not in console.passwords:
+        add_user(console.data_dir, user, "operator", PASSWORD)
+        console.passwords[user] = PASSWORD
+    window = browser(console.url, size)
+    sign_in(window, console, user)
     return window
 
 
@@ -130,4 +131,6 @@ def test_both_languages_fit_the_window(
     readme = os.environ.get("SCOUT_README_SCREENSHOT")
     if readme and size is DESKTOP:
         french.open(incident_path(stack))
-        french.find("main").screenshot(str(Path(readme)))
+        french.driver.save_screenshot(readme)
+        # A palette of 64 colours: text and flat colours stay sharp, the file small.
+        Image.open(readme).quantize(colors=64).save(readme, optimize=True)
