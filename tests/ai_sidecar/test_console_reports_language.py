@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -20,6 +21,7 @@ from tests.ai_sidecar.test_console_reports import (
     NOW,
     WEEK_END,
     digest_config,
+    run_cli,
     scheduler_for,
     sent_before,
     store,  # noqa: F401 - the fixture
@@ -60,3 +62,22 @@ async def test_the_digest_subject_is_in_the_configured_language(store: Store) ->
     assert message["Subject"] == "Rapport Scout (hebdomadaire) au 2026-11-09 00:00 : 4 incidents"
     assert "Le rapport est joint en PDF" in email_body(message, "plain")
     assert "Incidents par priorité" in email_body(message, "html")
+
+
+@pytest.mark.peers
+async def test_the_cli_writes_french_when_asked(store: Store, tmp_path: Path) -> None:  # noqa: F811
+    common = ("--period", "week", "--end", "2026-11-08", "--format", "html")
+    french = tmp_path / "fr.html"
+    done = run_cli(*common, "--language", "fr", "--output", str(french), data_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    page = french.read_text()
+    assert '<html lang="fr">' in page
+    assert "Cibles les plus bruyantes" in page
+    assert "Semaine du 2026-11-02 00:00 au 2026-11-09 00:00 (UTC)" in page
+    english = tmp_path / "en.html"
+    done = run_cli(*common, "--output", str(english), data_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    assert "Noisiest targets" in english.read_text()
+    unknown = run_cli(*common, "--language", "xx", "--output", "x", data_dir=tmp_path / "data")
+    assert unknown.returncode == 2
+    assert "invalid choice: 'xx'" in unknown.stderr
