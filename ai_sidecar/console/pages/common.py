@@ -76,3 +76,9 @@ def flash_of(query: Mapping[str, str], t: Translator) -> tuple[str, bool] | None
 def back_to(incident_id: str, **query: str | int) -> web.HTTPSeeOther:
     """The 303 to the incident's page after an action, with its flash."""
     return web.HTTPSeeOther(f"{incident_path(incident_id)}?{urlencode(query)}#status")
+
+
+def not_found(incident_id: str, t: Translator) -> web.HTTPNotFound:
+    """The 404 of an incident the store does not have, in ``t``'s language."""
+    text = t.gettext("There is no incident {id}.").format(id=repr(incident_id[:64]))
+    return web.HTTPNotFound(text=text)

@@ -26,7 +26,7 @@ from multidict import MultiMapping
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.language import Words, page_words
-from ai_sidecar.console.pages.common import INCIDENTS_PATH, flash_of, incident_path
+from ai_sidecar.console.pages.common import INCIDENTS_PATH, flash_of, incident_path, not_found
 from ai_sidecar.console.session import console_user
 from ai_sidecar.console.templating import render
 from ai_sidecar.console.words import N_
@@ -279,9 +279,9 @@ async def incident_page(request: web.Request) -> web.Response:
     incident_id = request.match_info["id"]
     store = request.app[STORE]
     incident = await store.get_incident(incident_id)
-    if incident is None:
-        raise web.HTTPNotFound(text=f"There is no incident {incident_id[:64]!r}.")
     shown = await page_words(request, user)
+    if incident is None:
+        raise not_found(incident_id, shown.t)
     members = sorted(incident.members.values(), key=lambda m: (m.first_starts_at, m.fingerprint))
     root = root_member(incident) if members else None
     listed = members[:MAX_MEMBERS_SHOWN]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from html import unescape
 
 import pytest
+from pypdf import PdfReader
 
 from ai_sidecar.console.language import accepted_languages, negotiated_language
 from ai_sidecar.i18n import translator
@@ -147,3 +149,32 @@ async def test_error_pages_speak_the_browsers_language(console_factory: ConsoleF
     )
     assert forbidden.status == 403
     assert "le jeton CSRF du formulaire manque" in unescape(await forbidden.text())
+
+
+async def test_reports_follow_the_readers_language(console_factory: ConsoleFactory) -> None:
+    client = await console_factory(incidents=storm_incidents("two-sites.yml"))
+    page = unescape(
+        await (await client.get("/console/reports", headers={**VIEWER, **FRENCH})).text()
+    )
+    assert '<html lang="fr">' in page
+    for french in ("Télécharger ce rapport", "Synthèse", "Incidents par site", "Semaine du"):
+        assert french in page, french
+    pdf = await client.get("/console/reports.pdf", headers={**VIEWER, **FRENCH})
+    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(await pdf.read())).pages)
+    assert "Rapport Scout" in text
+    assert "Incidents par priorité" in text
+    # Machine-readable: the same English headers whatever the reader's language.
+    csv_text = await (await client.get("/console/reports.csv", headers={**VIEWER, **FRENCH})).text()
+    assert csv_text.startswith("section,Measure,Value")
+    wrong = await client.get("/console/reports?end=hier", headers={**VIEWER, **FRENCH})
+    assert wrong.status == 400
+    assert "la date de fin doit être au format AAAA-MM-JJ" in unescape(await wrong.text())
+
+
+async def test_an_unknown_incident_is_said_in_french(console_factory: ConsoleFactory) -> None:
+    client = await console_factory()
+    missing = await client.get("/console/incidents/inc-nope", headers={**VIEWER, **FRENCH})
+    assert missing.status == 404
+    assert "Il n'y a pas d'incident 'inc-nope'." in unescape(await missing.text())
+    english = await client.get("/console/incidents/inc-nope", headers=VIEWER)
+    assert "There is no incident 'inc-nope'." in unescape(await english.text())
