@@ -447,6 +447,29 @@ def test_slots_are_weekday_and_time_in_the_zone() -> None:
     assert latest_slot(wednesday, daily, paris) == datetime(2026, 11, 4, 7, tzinfo=UTC)
 
 
+def test_slots_across_a_daylight_saving_change_are_compared_as_instants() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    daily = parse_config(
+        "reports: {digest: {schedule: {weekday: null, at: '02:30'}}}", "t"
+    ).reports.digest.schedule
+    # 2026-03-29: 02:00 CET jumps to 03:00 CEST; the missing 02:30 is taken as 01:30 UTC.
+    # At 03:15 CEST (01:15 UTC) today's slot is still 15 minutes away.
+    spring = datetime(2026, 3, 29, 1, 15, tzinfo=UTC)
+    assert latest_slot(spring, daily, paris) == datetime(2026, 3, 28, 1, 30, tzinfo=UTC)
+    assert next_slot(spring, daily, paris) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    # 2026-10-25: 03:00 CEST falls back to 02:00 CET. The slot, 02:30 CEST (00:30 UTC),
+    # has passed at the second 02:15 (CET, 01:15 UTC): the next one is tomorrow, not
+    # "now" over and over for 45 minutes.
+    autumn = datetime(2026, 10, 25, 1, 15, tzinfo=UTC)
+    assert latest_slot(autumn, daily, paris) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert next_slot(autumn, daily, paris) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+    # Just after the spring slot, the next is tomorrow 02:30 CEST, not 03:30.
+    after = datetime(2026, 3, 29, 1, 45, tzinfo=UTC)
+    assert next_slot(after, daily, paris) == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)
+    for now in (spring, autumn, after):
+        assert latest_slot(now, daily, paris) <= now < next_slot(now, daily, paris)
+
+
 def digest_config(sink: SmtpSink, **retry: str) -> SidecarConfig:
     return parse_config(
         "reports:\n"

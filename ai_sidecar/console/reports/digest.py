@@ -34,8 +34,8 @@ import smtplib
 import socket
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, time, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from zoneinfo import ZoneInfo
@@ -60,26 +60,32 @@ OUTCOMES = ("sent", "failed", "abandoned")
 MAX_NAP = 300.0
 
 
-def latest_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
-    """The last scheduled instant at or before ``now`` (aware, UTC-comparable)."""
+def _slots(
+    now: datetime, schedule: DigestSchedule, zone: ZoneInfo, step: int
+) -> Iterator[datetime]:
+    """The scheduled instants, in UTC, of the 8 local days from ``now``'s, going by ``step``.
+
+    In UTC because two datetimes of one zone compare by wall clock, and a local
+    time a daylight-saving change skips or repeats compares unequal to any
+    datetime of another zone. A skipped local time (02:30 on a spring-forward
+    night) is taken with the offset before the change: an hour later by the clock.
+    """
     hour, minute = (int(part) for part in schedule.at.split(":"))
-    local_now = now.astimezone(zone)
-    day = local_now.date()
+    day = now.astimezone(zone).date()
     for _ in range(8):
         if schedule.weekday is None or WEEKDAYS[day.weekday()] == schedule.weekday:
-            slot = datetime.combine(day, time(hour, minute), tzinfo=zone)
-            if slot <= local_now:
-                return slot
-        day -= timedelta(days=1)
-    raise AssertionError("a weekly schedule has a slot in any 8 days")
+            yield datetime.combine(day, time(hour, minute), tzinfo=zone).astimezone(UTC)
+        day += timedelta(days=step)
+
+
+def latest_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
+    """The last scheduled instant at or before ``now``, in UTC."""
+    return next(slot for slot in _slots(now, schedule, zone, -1) if slot <= now)
 
 
 def next_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
-    """The first scheduled instant after ``now``."""
-    step = timedelta(days=1 if schedule.weekday is None else 7)
-    # Wall-clock step from the latest slot, re-anchored in the zone.
-    latest = latest_slot(now, schedule, zone)
-    return (latest.replace(tzinfo=None) + step).replace(tzinfo=zone)
+    """The first scheduled instant after ``now``, in UTC."""
+    return next(slot for slot in _slots(now, schedule, zone, 1) if slot > now)
 
 
 def digest_message(rendered: Rendered, config: DigestConfig) -> EmailMessage:
