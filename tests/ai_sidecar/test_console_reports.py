@@ -31,7 +31,7 @@ from ai_sidecar.console.reports.digest import (
 from ai_sidecar.console.reports.measured import NO_PROMETHEUS
 from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import report_period
-from ai_sidecar.console.reports.render import report_csv
+from ai_sidecar.console.reports.render import report_csv, spreadsheet_safe
 from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.console.reports.tables import duration_text
 from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
@@ -290,6 +290,19 @@ async def test_the_csv_round_trips_and_cannot_run_formulas(store: Store) -> None
     assert "'" + FORMULA in targets
     assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
     assert [row[1] for row in rows if row[0] == "wan"] == [NO_PROMETHEUS]
+
+
+@pytest.mark.parametrize(
+    "cell", ["  =1+1", " @SUM(A1)", "\u00a0=cmd|' /C calc'!A0", "\n=1+2", " \t-2+3"]
+)
+def test_a_formula_after_leading_blanks_is_made_inert(cell: str) -> None:
+    # Spreadsheets (LibreOffice with "trim spaces", Google Sheets) drop the blanks first.
+    assert spreadsheet_safe(cell) == "'" + cell
+
+
+def test_plain_cells_stay_as_they_are() -> None:
+    for cell in ("paris", " paris", "P1", "67%", ""):
+        assert spreadsheet_safe(cell) == cell
 
 
 async def test_the_pdf_opens_with_every_table(store: Store) -> None:
