@@ -398,10 +398,14 @@ async def test_bad_parameters_and_strangers_are_turned_away(console) -> None:  #
 
 
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli_command("report", *args, data_dir=data_dir)
+
+
+def run_cli_command(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     environ = {key: value for key, value in os.environ.items() if not key.startswith("SCOUT_")}
     environ["SCOUT_DATA_DIR"] = str(data_dir)
     return subprocess.run(
-        [sys.executable, "-m", "ai_sidecar.cli", "report", *args],
+        [sys.executable, "-m", "ai_sidecar.cli", *args],
         env=environ,
         capture_output=True,
         text=True,
@@ -648,3 +652,50 @@ def test_the_full_config_reads_its_digest() -> None:
     assert config.digest.smtp.sender == "scout@example.net"
     assert config.digest.smtp.password_file == Path("/run/secrets/smtp_password")
     assert config.digest.schedule.weekday is None
+
+
+def digest_with_password_file(tmp_path: Path, password_file: Path) -> Path:
+    config = tmp_path / "sidecar.yml"
+    config.write_text(
+        "reports:\n"
+        "  digest:\n"
+        "    enabled: true\n"
+        "    recipients: [noc@example.net]\n"
+        f"    smtp: {{username: scout, password_file: '{password_file}'}}\n"
+    )
+    return config
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        ("missing", None, "cannot read {path}: No such file or directory"),
+        ("a-directory", "", "cannot read {path}: Is a directory"),
+        ("empty", "\n", "{path} is empty"),
+    ],
+)
+def test_serve_refuses_an_unreadable_smtp_password_file_at_start(
+    tmp_path: Path, name: str, content: str | None, error: str
+) -> None:
+    password_file = tmp_path / name
+    if name == "a-directory":
+        password_file.mkdir()
+    elif content is not None:
+        password_file.write_text(content)
+    config = digest_with_password_file(tmp_path, password_file)
+    done = run_cli_command(
+        "serve", "--dry-run", "--web.insecure-no-auth", f"--config.file={config}", data_dir=tmp_path
+    )
+    assert done.returncode == 1
+    assert f"reports.digest.smtp.password_file: {error.format(path=password_file)}" in done.stderr
+
+
+def test_serve_starts_with_a_readable_smtp_password_file(tmp_path: Path) -> None:
+    password_file = tmp_path / "smtp-password"
+    password_file.write_text("s3cret-pass\n")
+    config = digest_with_password_file(tmp_path, password_file)
+    done = run_cli_command(
+        "serve", "--dry-run", "--web.insecure-no-auth", f"--config.file={config}", data_dir=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "s3cret-pass" not in done.stdout + done.stderr

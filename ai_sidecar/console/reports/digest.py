@@ -21,8 +21,8 @@ the HTML body (the chart as an inline image) and as a PDF attachment.
 - **Never in the way**: the digest runs as a background task of the HTTP
   process; mail goes out through :mod:`smtplib` on a worker thread, and the
   report's tables are computed off the event loop.
-The SMTP password is read from ``smtp.password_file`` at each send and never
-logged.
+The SMTP password is read from ``smtp.password_file`` at each send (and once
+by ``serve`` at start, to refuse an unreadable file) and never logged.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.config import WEEKDAYS, DigestConfig, DigestSchedule, SmtpConfig
 from ai_sidecar.console.reports.routes import REPORTS, report_filename
 from ai_sidecar.console.reports.service import Rendered, ReportMaker
+from ai_sidecar.errors import ConfigError
 from ai_sidecar.keys import CONFIG, METRICS, STORE
 from ai_sidecar.pipeline import cancel_tasks
 from ai_sidecar.store import Store
@@ -108,6 +109,23 @@ def digest_message(rendered: Rendered, config: DigestConfig) -> EmailMessage:
     return message
 
 
+def smtp_password(smtp: SmtpConfig) -> str:
+    """The password in ``smtp.password_file`` ("" without one); ConfigError naming the
+    file when it cannot be read or is empty. ``serve`` calls it at start too."""
+    path = smtp.password_file
+    if path is None:
+        return ""
+    where = "reports.digest.smtp.password_file"
+    try:
+        password = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: cannot read {path}: {reason}") from None
+    if not password:
+        raise ConfigError(f"{where}: {path} is empty")
+    return password
+
+
 def send_mail(message: EmailMessage, smtp: SmtpConfig) -> None:
     """Hand ``message`` to the server (blocking: run it on a thread)."""
     timeout = smtp.timeout.total_seconds()
@@ -121,15 +139,14 @@ def send_mail(message: EmailMessage, smtp: SmtpConfig) -> None:
         if smtp.security == "starttls":
             client.starttls(context=context)
         if smtp.username:
-            password = ""
-            if smtp.password_file is not None:
-                password = smtp.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-            client.login(smtp.username, password)
+            client.login(smtp.username, smtp_password(smtp))
         client.send_message(message)
 
 
 def _reason(exc: BaseException) -> str:
     """A failure in words, without anything the server echoed back about credentials."""
+    if isinstance(exc, ConfigError):  # names the password file, never its content
+        return str(exc)
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return "the server refused the username or password"
     if isinstance(exc, smtplib.SMTPResponseException):
