@@ -487,7 +487,7 @@ def test_slots_across_a_daylight_saving_change_are_compared_as_instants() -> Non
         assert latest_slot(now, daily, paris) <= now < next_slot(now, daily, paris)
 
 
-def digest_config(sink: SmtpSink, **retry: str) -> SidecarConfig:
+def digest_config(sink: SmtpSink, smtp: str = "", **retry: str) -> SidecarConfig:
     return parse_config(
         "reports:\n"
         "  digest:\n"
@@ -496,7 +496,7 @@ def digest_config(sink: SmtpSink, **retry: str) -> SidecarConfig:
         "    schedule: {weekday: monday, at: '00:00'}\n"
         "    recipients: [noc@example.net, lead@example.net]\n"
         f"    smtp: {{host: {sink.host}, port: {sink.port}, security: none,"
-        " from: scout@example.net}\n"
+        f" from: scout@example.net{smtp}}}\n"
         f"    retry: {{first: {retry.get('first', '1m')}, max: 1s,"
         f" attempts: {retry.get('attempts', '3')}}}\n",
         "t",
@@ -602,6 +602,63 @@ async def test_a_refusing_server_is_retried_with_backoff_then_succeeds(store: St
     # The pause never exceeds retry.max.
     assert sleeps[-1] == 1.0
     assert counts(registry) == {"sent": 1, "failed": 4, "abandoned": 1}
+
+
+@pytest.mark.peers
+async def test_a_permanent_refusal_is_given_up_at_once(store: Store) -> None:
+    registry = CollectorRegistry()
+    counter = digest_counter(registry)
+    sleeps: list[float] = []
+    with SmtpSink(refuse=5, refusal="554 5.7.1 message rejected as spam") as sink:
+        config = digest_config(sink, first="1s", attempts="4")
+        assert not await scheduler_for(store, config, counter, sleeps).deliver(MONDAY)
+        # Another attempt would be refused the same way: none is made.
+        assert sink.refused == 1
+    assert sleeps == []
+    assert counts(registry) == {"sent": 0, "failed": 1, "abandoned": 1}
+    assert await store.last_digest() == MONDAY
+
+
+@pytest.mark.peers
+# The sink asks for a login over plain text, on loopback.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_a_refused_login_is_not_retried_nor_logged(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    counter = digest_counter(registry)
+    password_file = tmp_path / "smtp-password"
+    password_file.write_text("wrong-password\n")
+    smtp = f", username: scout, password_file: '{password_file}'"
+    with SmtpSink(login=("scout", "right-password")) as sink:
+        config = digest_config(sink, smtp, first="1s", attempts="4")
+        assert not await scheduler_for(store, config, counter, []).deliver(MONDAY)
+        # Retrying a wrong password only risks locking the mail account.
+        assert sink.logins == 1
+        password_file.write_text("right-password\n")
+        assert await scheduler_for(store, config, counter, []).deliver(MONDAY + timedelta(days=7))
+        assert len(sink.messages()) == 1
+    assert counts(registry) == {"sent": 1, "failed": 1, "abandoned": 1}
+    reasons = [r.__dict__.get("reason") for r in caplog.records]
+    assert "the server refused the username or password" in reasons
+    logged = " ".join(str(r.__dict__) for r in caplog.records)
+    assert "wrong-password" not in logged
+    assert "right-password" not in logged
+
+
+@pytest.mark.peers
+async def test_recipients_the_server_refuses_are_logged(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    with SmtpSink(unknown=frozenset({"lead@example.net"})) as sink:
+        config = digest_config(sink)
+        assert await scheduler_for(store, config, digest_counter(registry), []).deliver(MONDAY)
+        assert len(sink.messages()) == 1
+    assert counts(registry) == {"sent": 1, "failed": 0, "abandoned": 0}
+    (refused,) = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert refused.levelname == "WARNING"
+    assert refused.__dict__["refused"] == "lead@example.net (550)"
 
 
 @pytest.mark.peers

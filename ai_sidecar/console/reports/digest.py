@@ -13,10 +13,12 @@ the HTML body (the chart as an inline image) and as a PDF attachment.
   when it starts again (the latest missed slot only). The first start with
   the digest enabled only notes the latest past slot: the first digest goes
   out at the next one.
-- **Retries**: a failed send (the server refuses, cannot be reached, the
+- **Retries**: a failed send (the server answers 4xx, cannot be reached, the
   report cannot be made) is tried again after ``retry.first``, doubling up to
   ``retry.max``, ``retry.attempts`` times in all; then the slot is given up
-  (logged) until the next one. Every outcome is counted in
+  (logged) until the next one. A permanent failure (a 5xx answer such as a
+  refused login, a missing STARTTLS or AUTH) gives the slot up at once.
+  Recipients the server refuses while it accepts others are logged. Every outcome is counted in
   ``scout_reports_digest_sent_total{outcome="sent"|"failed"|"abandoned"}``.
 - **Never in the way**: the digest runs as a background task of the HTTP
   process; mail goes out through :mod:`smtplib` on a worker thread, and the
@@ -126,8 +128,9 @@ def smtp_password(smtp: SmtpConfig) -> str:
     return password
 
 
-def send_mail(message: EmailMessage, smtp: SmtpConfig) -> None:
-    """Hand ``message`` to the server (blocking: run it on a thread)."""
+def send_mail(message: EmailMessage, smtp: SmtpConfig) -> dict[str, tuple[int, bytes]]:
+    """Hand ``message`` to the server (blocking: run it on a thread); returns the
+    recipients it refused while accepting the others."""
     timeout = smtp.timeout.total_seconds()
     context = ssl.create_default_context()
     client: smtplib.SMTP
@@ -140,7 +143,7 @@ def send_mail(message: EmailMessage, smtp: SmtpConfig) -> None:
             client.starttls(context=context)
         if smtp.username:
             client.login(smtp.username, smtp_password(smtp))
-        client.send_message(message)
+        return client.send_message(message)
 
 
 def _reason(exc: BaseException) -> str:
@@ -156,7 +159,19 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-Mailer = Callable[[EmailMessage, SmtpConfig], None]
+def _permanent(exc: BaseException) -> bool:
+    """A failure that trying again cannot mend: a 5xx answer (a refused login, sender,
+    recipients or message), a server without what the config asks (STARTTLS, AUTH).
+    Retrying a refused login only risks locking the account. (A password file gone
+    missing is retried: a secret being rotated comes back.)"""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code >= 500
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPNotSupportedError)
+
+
+Mailer = Callable[[EmailMessage, SmtpConfig], dict[str, tuple[int, bytes]]]
 
 
 def _holder() -> str:
@@ -227,28 +242,40 @@ class DigestScheduler:
             if not claimed:
                 return False
             try:
-                await self._send(slot)
-            except Exception as exc:  # any failure is retried: the next attempt may work
+                refused = await self._send(slot)
+            except Exception as exc:  # retried unless the next attempt cannot work
                 self._sent.labels("failed").inc()
                 log.warning(
                     "the digest was not sent",
                     extra={"attempt": attempt, "of": retry.attempts, "reason": _reason(exc)},
                 )
+                if _permanent(exc):
+                    break
                 if attempt < retry.attempts:
                     await self._sleep(pause)
                     pause = min(pause * 2, retry.max.total_seconds())
                 continue
             await self._store.finish_digest(slot, self._holder, at=self._clock())
             self._sent.labels("sent").inc()
-            log.info("digest sent", extra={"recipients": len(self._config.recipients)})
+            accepted = len(self._config.recipients) - len(refused)
+            log.info("digest sent", extra={"recipients": accepted})
+            if refused:
+                log.warning(
+                    "the mail server refused some of the digest's recipients",
+                    extra={
+                        "refused": ", ".join(
+                            f"{rcpt} ({code})" for rcpt, (code, _) in refused.items()
+                        )
+                    },
+                )
             return True
         # Given up until the next slot: done, so neither a restart nor a replica starts over.
         await self._store.finish_digest(slot, self._holder, at=self._clock())
         self._sent.labels("abandoned").inc()
-        log.error("the digest was given up after every attempt failed")
+        log.error("the digest was given up until the next slot")
         return False
 
-    async def _send(self, slot: datetime) -> None:
+    async def _send(self, slot: datetime) -> dict[str, tuple[int, bytes]]:
         rendered = await self._maker.make(self._maker.period_ending(self._config.period, slot))
         message = digest_message(rendered, self._config)
         message.add_attachment(
@@ -257,7 +284,7 @@ class DigestScheduler:
             subtype="pdf",
             filename=report_filename(rendered.report.period, "pdf"),
         )
-        await asyncio.to_thread(self._mailer, message, self._config.smtp)
+        return await asyncio.to_thread(self._mailer, message, self._config.smtp)
 
 
 def digest_counter(registry: CollectorRegistry) -> Counter:
