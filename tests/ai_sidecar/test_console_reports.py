@@ -697,11 +697,38 @@ async def test_the_app_sends_a_missed_digest_when_it_starts(aiohttp_client, tmp_
         ("{digest: {smtp: {password_file: /x}}}", "password_file is set but username is not"),
         ("{digest: {recipients: [nobody]}}", "reports.digest.recipients.0"),
         ("{top: 0}", "reports.top"),
+        (
+            "{digest: {smtp: {host: smtp.example.net, security: none, username: scout}}}",
+            "security: none would send the password in clear text to smtp.example.net",
+        ),
+        ("{digest: {smtp: {port: 465}}}", "port 465 speaks TLS from the first byte"),
+        ("{digest: {smtp: {security: tls, port: 587}}}", "port 587 starts in plain text"),
+        (
+            '{digest: {smtp: {from: "a@example.net\\r\\nBcc: x@example.org"}}}',
+            "reports.digest.smtp.from",
+        ),
+        ("{digest: {smtp: {from: scout}}}", "reports.digest.smtp.from"),
     ],
 )
 def test_bad_reports_config_is_refused_with_its_line(text: str, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         parse_config(f"reports: {text}\n", "sidecar.yml")
+
+
+@pytest.mark.parametrize(
+    "smtp",
+    [
+        "{host: localhost, security: none, username: scout}",
+        "{host: 127.0.0.1, port: 25, security: none, username: scout}",
+        "{host: '::1', security: none, username: scout}",
+        "{host: smtp.example.net, security: none}",
+        "{host: smtp.example.net, port: 465, security: tls}",
+        "{host: smtp.example.net, port: 2525}",
+        "{from: 'Scout <scout@example.net>'}",
+    ],
+)
+def test_sound_smtp_settings_are_accepted(smtp: str) -> None:
+    parse_config(f"reports: {{digest: {{smtp: {smtp}}}}}\n", "sidecar.yml")
 
 
 def test_the_full_config_reads_its_digest() -> None:
