@@ -397,15 +397,20 @@ async def test_bad_parameters_and_strangers_are_turned_away(console) -> None:  #
     assert away.headers["Location"].startswith("/console/login?next=")
 
 
-def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    return run_cli_command("report", *args, data_dir=data_dir)
+def run_cli(
+    *args: str, data_dir: Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_cli_command("report", *args, data_dir=data_dir, cwd=cwd)
 
 
-def run_cli_command(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def run_cli_command(
+    *args: str, data_dir: Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = {key: value for key, value in os.environ.items() if not key.startswith("SCOUT_")}
     environ["SCOUT_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [sys.executable, "-m", "ai_sidecar.cli", *args],
+        cwd=cwd,
         env=environ,
         capture_output=True,
         text=True,
@@ -449,6 +454,15 @@ async def test_the_cli_writes_each_format(store: Store, tmp_path: Path) -> None:
     unwritable = run_cli("--output", str(tmp_path / "no" / "dir" / "r.pdf"), data_dir=data)
     assert unwritable.returncode == 2
     assert "cannot write" in unwritable.stderr
+
+    # "-" is stdout, as for most commands; what it is doing still goes to stderr.
+    piped = run_cli(
+        "--end", "2026-11-08", "--format", "csv", "--output", "-", data_dir=data, cwd=tmp_path
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.splitlines() == outputs["csv"].decode().splitlines()
+    assert "to stdout" in piped.stderr
+    assert not (tmp_path / "-").exists()
 
 
 def test_slots_are_weekday_and_time_in_the_zone() -> None:
