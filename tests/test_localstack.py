@@ -26,10 +26,12 @@ from scripts.demo_storm import CORE
 from scripts.localstack import (
     CONSOLE_ADMIN,
     SLACK_PLACEHOLDER,
+    demo_command,
     ensure_console_login,
     ensure_secrets,
     free_port,
     load_alertmanager_config,
+    parse_args,
     port_is_free,
 )
 from tests.conftest import NoRedirect, promql, wait_for
@@ -158,6 +160,23 @@ def test_console_login_is_made_once_with_a_private_random_password(tmp_path):
         check=True,
     )
     assert users.stdout.splitlines() == [f"{CONSOLE_ADMIN}\toperator"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        ([], "make demo"),
+        (["--prometheus-port", "19090"], "make demo"),
+        (["--alertmanager-port", "19093"], "make demo ALERTMANAGER_PORT=19093"),
+        (
+            ["--alertmanager-port", "19093", "--sidecar-port", "18782"],
+            "make demo ALERTMANAGER_PORT=19093 SIDECAR_PORT=18782",
+        ),
+    ],
+)
+def test_the_banner_names_the_demo_command_for_the_stacks_ports(argv, command):
+    # Run as printed, the demo reaches this stack, not the default ports.
+    assert demo_command(parse_args(argv)) == command
 
 
 def test_alertmanager_config_is_the_shipped_one_with_local_paths(tmp_path):
