@@ -581,6 +581,9 @@ async def test_the_digest_arrives_with_its_pdf_once_per_slot(store: Store) -> No
     assert len(sink.messages()) == 1
     assert message["To"] == "noc@example.net, lead@example.net"
     assert message["Subject"] == "Scout week report to 2026-11-09 00:00: 4 incidents"
+    # RFC 5322 requires a Date; without one, filters score the mail as spam.
+    assert message["Date"].datetime == NOW
+    assert message["Message-ID"].endswith("@example.net>")
     html = email_body(message, "html")
     assert "Noisiest alert rules" in html
     assert "&lt;script&gt;" in html

@@ -39,7 +39,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, make_msgid, parseaddr
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -91,9 +91,17 @@ def next_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> dateti
     return next(slot for slot in _slots(now, schedule, zone, 1) if slot > now)
 
 
-def digest_message(rendered: Rendered, config: DigestConfig) -> EmailMessage:
+def _sender_domain(sender: str) -> str:
+    """The domain of ``from`` (``scout@example.net`` or ``Scout <scout@example.net>``)."""
+    return parseaddr(sender)[1].rpartition("@")[2] or "scout.invalid"
+
+
+def digest_message(rendered: Rendered, config: DigestConfig, at: datetime) -> EmailMessage:
     period = rendered.report.period
     message = EmailMessage()
+    # Date is required (RFC 5322), Message-ID expected: mail without them scores as spam.
+    message["Date"] = format_datetime(at.astimezone(UTC))
+    message["Message-ID"] = make_msgid(domain=_sender_domain(config.smtp.sender))
     message["Subject"] = (
         f"Scout {period.kind} report to {period.local_end:%Y-%m-%d %H:%M}: "
         f"{rendered.report.incidents} incidents"
@@ -277,7 +285,7 @@ class DigestScheduler:
 
     async def _send(self, slot: datetime) -> dict[str, tuple[int, bytes]]:
         rendered = await self._maker.make(self._maker.period_ending(self._config.period, slot))
-        message = digest_message(rendered, self._config)
+        message = digest_message(rendered, self._config, self._clock())
         message.add_attachment(
             await rendered.pdf(),
             maintype="application",
