@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -22,7 +23,7 @@ import pytest
 import yaml
 
 from ai_sidecar.store import SqliteStore
-from scripts.demo_storm import CORE
+from scripts.demo_storm import CORE, holding, storm
 from scripts.localstack import (
     CONSOLE_ADMIN,
     SLACK_PLACEHOLDER,
@@ -300,6 +301,20 @@ def test_busy_port_names_the_variable_to_override(tmp_path):
         output, _ = stack.communicate(timeout=60)
     assert stack.returncode == 1
     assert f"port {busy} is in use: pick another with `make up PROMETHEUS_PORT=<port>`" in output
+
+
+def test_the_demo_counts_only_incidents_its_alerts_fire_in():
+    now = datetime.now(UTC)
+    alerts = storm(now)
+
+    def listed(incident_id: str, status: str) -> dict[str, object]:
+        members = [{"labels": a["labels"], "status": status} for a in alerts[:3]]
+        return {"id": incident_id, "alerts": members}
+
+    # A demo run an hour ago left resolved incidents with the same labels.
+    earlier = [listed("old", "resolved")]
+    assert holding(earlier, alerts) == []
+    assert [i["id"] for i in holding([*earlier, listed("new", "firing")], alerts)] == ["new"]
 
 
 def run_demo(tmp_path: Path, ports: dict[str, int]) -> subprocess.CompletedProcess[str]:
