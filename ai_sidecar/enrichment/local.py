@@ -137,10 +137,9 @@ def _summary(t: Translator, incident: Incident, members: Sequence[Member], root:
     firing = sum(1 for m in members if m.status == "firing")
     where = ", ".join(f"{k}={v}" for k, v in sorted(incident.group.items()))
     target_names = _targets(members)
+    unnamed = t.gettext("unnamed")
     families = listed(
-        t,
-        (f"{name or t.gettext('unnamed')} ({count})" for name, count in _families(members)),
-        LISTED,
+        t, (f"{name or unnamed} ({count})" for name, count in _families(members)), LISTED
     )
     opening = (
         t.gettext(
