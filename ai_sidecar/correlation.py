@@ -111,6 +111,8 @@ HOP_WORDS = (
     wording.N_("on"),
     wording.N_("behind"),
     wording.N_("depends on"),
+    wording.N_("uplink"),
+    wording.N_("cabled to"),
 )
 
 # A member is referred to by these labels' values ...
