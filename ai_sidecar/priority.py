@@ -138,7 +138,11 @@ def prioritise(
     points = _step(len(active), ALERT_POINTS)
     if points:
         score += points
-        reasons.append(f"{wording.alerts(t, len(active))}: +{points}")
+        reasons.append(
+            t.gettext("{alerts}: +{points}").format(
+                alerts=wording.alerts(t, len(active)), points=points
+            )
+        )
 
     levels = [(rules.level_of(m.labels), m) for m in active]
     level, member = min(levels, key=lambda pair: _LEVEL_ORDER.index(pair[0]))
