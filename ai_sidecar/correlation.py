@@ -1461,8 +1461,9 @@ class Correlator:
         if not rule and mine[3] != theirs[3]:
             rule = "dependents"
             reasons.append(
+                # English keeps its wording, "1 alert ... refer to" included, byte for byte.
                 t.ngettext(
-                    "most dependents: {count} alert on other targets refers to {names} "
+                    "most dependents: {count} alert on other targets refer to {names} "
                     "(next: {next})",
                     "most dependents: {count} alerts on other targets refer to {names} "
                     "(next: {next})",
@@ -1476,7 +1477,7 @@ class Correlator:
         elif dependents:
             reasons.append(
                 t.ngettext(
-                    "{count} alert on other targets refers to {names}",
+                    "{count} alert on other targets refer to {names}",
                     "{count} alerts on other targets refer to {names}",
                     dependents,
                 ).format(
@@ -1528,9 +1529,10 @@ class Correlator:
             subject = t.gettext("{subject} and {others}").format(
                 subject=subject, others=wording.other_alerts(t, learned - 1)
             )
+        # English reads "occasions" even for one, as it always has (byte for byte).
         return t.ngettext(
             "learned from history (a statistical dependency, not a known one): {subject} "
-            "fired after {cause} within {window} on {count} past occasion",
+            "fired after {cause} within {window} on {count} past occasions",
             "learned from history (a statistical dependency, not a known one): {subject} "
             "fired after {cause} within {window} on {count} past occasions",
             together,
