@@ -85,6 +85,16 @@ def join(t: Translator, words: Iterable[str]) -> str:
     return t.gettext("{listed} and {last}").format(listed=", ".join(words[:-1]), last=words[-1])
 
 
+def in_turn(t: Translator, clauses: Iterable[str]) -> str:
+    """``a; b; c``: clauses one after the other (French sets a space before ``;``)."""
+    text = ""
+    for clause in clauses:
+        text = (
+            t.gettext("{before}; {clause}").format(before=text, clause=clause) if text else clause
+        )
+    return text
+
+
 def listed(t: Translator, names: Iterable[str], limit: int) -> str:
     """The first ``limit`` names, then ``and N more``."""
     names = list(names)

@@ -47,6 +47,7 @@ from ai_sidecar.correlate.wording import (
     N_,
     alerts,
     analysis_translator,
+    in_turn,
     join,
     lasting,
     listed,
@@ -243,7 +244,7 @@ def _described(t: Translator, found: MemberContext) -> str:
                 span=lasting(t, found.lookback),
             )
         parts.append(f"{labels_text(series.labels)} {now}".strip())
-    shown = "; ".join(parts)
+    shown = in_turn(t, parts)
     if found.omitted:
         shown = t.ngettext(
             "{shown}; and {count} more series", "{shown}; and {count} more series", found.omitted
@@ -270,7 +271,7 @@ def _root_cause(t: Translator, incident: Incident, root: Member, context: Incide
         text = t.gettext("{root} is the probable root cause.").format(root=named)
     if incident.root_cause_reasons:
         text += " " + t.gettext("Why: {reasons}.").format(
-            reasons="; ".join(incident.root_cause_reasons)
+            reasons=in_turn(t, incident.root_cause_reasons)
         )
     member_context = context.members.get(root.fingerprint)
     if member_context is None:
