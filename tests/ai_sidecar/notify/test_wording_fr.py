@@ -83,12 +83,12 @@ def test_resolutions_in_french_by_root_cause_single_alert_and_merge():
     )
     words = FRENCH.annotations(alone)
     assert words["scout_resolution"] == (
-        "Résolu : fin de l’alerte (Gi1/0/1 tombée sur sw-3) le 2 déc. 2026, 23:42:24 CET."
+        "Résolu : fin de l\u2019alerte (Gi1/0/1 tombée sur sw-3) le 2 déc. 2026, 23:42:24 CET."
     )
     assert words["scout_title"].endswith(" · durée 59 s")
     merged = replace(alone, root_cause_reasons=(f"{MERGED_REASON}inc-9", "earliest"))
     assert FRENCH.annotations(merged)["scout_resolution"] == (
-        "Fusionné le 2 déc. 2026, 23:42:24 CET dans l’incident inc-9, qui prend le relais."
+        "Fusionné le 2 déc. 2026, 23:42:24 CET dans l\u2019incident inc-9, qui prend le relais."
     )
 
 
