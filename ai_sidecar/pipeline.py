@@ -46,6 +46,7 @@ def return_trip_policy(config: SidecarConfig, settings: SidecarSettings) -> Retu
         external_url=trip.external_url,
         graph_links=graph_links(config, settings.data_dir),
         zone=config.notifications.zone,
+        language=config.language,
     )
 
 
