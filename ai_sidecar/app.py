@@ -82,7 +82,11 @@ async def landing(_: web.Request) -> web.Response:
         ),
         unlinked=(
             ("/api/v1/incidents", "incidents, JSON with the bearer token"),
-            ("/-/reload", "POST with the bearer token (or SIGHUP): apply the config's llm section"),
+            (
+                "/-/reload",
+                "POST with the bearer token (or SIGHUP): apply the config's llm section and "
+                "language",
+            ),
             ("/graphs/<incident>.png", "an incident's graph, at the signed URL its alerts carry"),
         ),
     )
@@ -128,7 +132,7 @@ def create_app(
     app[SETTINGS] = settings
     app[CONFIG] = config
     app[WAKEUP] = asyncio.Event()
-    llm_settings = LlmSettingsHub(config.llm)
+    llm_settings = LlmSettingsHub(config.llm, config.language)
 
     async def store(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = await open_store(settings)
@@ -174,7 +178,7 @@ def create_app(
         app[METRICS] = create_metrics()
         app.cleanup_ctx.extend([store, inline_pipeline])
         app[RELOADER] = ConfigReloader(
-            settings, config, app[METRICS], lambda new: llm_settings.publish(new.llm)
+            settings, config, app[METRICS], lambda new: llm_settings.publish(new.llm, new.language)
         )
     if reload_on_sighup:
         app[RELOADER].on_sighup(app)

@@ -44,6 +44,7 @@ from ai_sidecar.config import SidecarConfig, load_config
 from ai_sidecar.console.login.commands import add_user_commands
 from ai_sidecar.console.login.users import load_users_file
 from ai_sidecar.console.reports.command import add_report_command
+from ai_sidecar.console.reports.digest import smtp_password
 from ai_sidecar.credentials import read_secret
 from ai_sidecar.enrichment.llm.commands import add_llm_commands
 from ai_sidecar.enrichment.llm.providers import provider_key
@@ -337,6 +338,8 @@ def run_serve(args: argparse.Namespace) -> int:
             load_users_file(config.console.users_file)
         if config.llm.provider != "none":
             provider_key(config.llm, environ=os.environ)
+        if config.reports.digest.enabled:
+            smtp_password(config.reports.digest.smtp)
         prepare_data_dir(settings.data_dir, create=not args.dry_run)
     except ConfigError as exc:
         print(f"scout-sidecar: {exc}", file=sys.stderr)

@@ -137,6 +137,7 @@ file and the line.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import zoneinfo
 from collections.abc import Mapping
@@ -900,6 +901,20 @@ class DigestSchedule(StrictModel):
     at: Annotated[str, AfterValidator(_local_clock_time)] = "08:00"
 
 
+# Ports whose protocol fixes the security: TLS from the first byte, or plain text first.
+_IMPLICIT_TLS_PORTS = frozenset({465})
+_PLAIN_FIRST_PORTS = frozenset({25, 587})
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class SmtpConfig(StrictModel):
     """The mail server the digest is handed to."""
 
@@ -916,13 +931,29 @@ class SmtpConfig(StrictModel):
     username: str = ""
     # The password is read from this file at each send, never from the config.
     password_file: Annotated[Path, Field(strict=False)] | None = None
-    sender: str = Field(default="scout@localhost", alias="from", min_length=3)
+    # An address, or ``Name <address>``; one line (it becomes the From header).
+    sender: str = Field(
+        default="scout@localhost", alias="from", min_length=3, pattern=r"^[^\r\n]*@[^\r\n]*$"
+    )
     timeout: Duration = timedelta(seconds=30)
 
     @model_validator(mode="after")
     def _password_with_user(self) -> Self:
         if self.password_file is not None and not self.username:
             raise ValueError("password_file is set but username is not")
+        return self
+
+    @model_validator(mode="after")
+    def _security_fits(self) -> Self:
+        if self.security == "none" and self.username and not _is_loopback_host(self.host):
+            raise ValueError(
+                f"security: none would send the password in clear text to {self.host}:"
+                " use starttls or tls, or a relay on this host (localhost)"
+            )
+        if self.security == "starttls" and self.port in _IMPLICIT_TLS_PORTS:
+            raise ValueError(f"port {self.port} speaks TLS from the first byte: use security: tls")
+        if self.security == "tls" and self.port in _PLAIN_FIRST_PORTS:
+            raise ValueError(f"port {self.port} starts in plain text: use security: starttls")
         return self
 
 

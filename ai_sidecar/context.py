@@ -57,11 +57,13 @@ class SeriesContext:
     trend: Trend | None = None
 
     def describe(self, lookback: timedelta) -> str:
-        now = "no current value" if self.value is None else f"now {_number(self.value)}"
+        now = "no current value" if self.value is None else f"now {number_text(self.value)}"
         if self.trend is None or self.first is None or self.last is None:
             return now
         span = format_duration(lookback)
-        return f"{now}, {self.trend} {_number(self.first)} → {_number(self.last)} over {span}"
+        return (
+            f"{now}, {self.trend} {number_text(self.first)} → {number_text(self.last)} over {span}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class MemberContext:
             return f"{self.query}: no series for this alert"
         parts = []
         for series in self.series:
-            shown = _labels(series.labels)
+            shown = labels_text(series.labels)
             parts.append(f"{shown} {series.describe(self.lookback)}".strip())
         more = f"; and {self.omitted} more series" if self.omitted else ""
         return f"{self.query}: " + "; ".join(parts) + more
@@ -190,11 +192,11 @@ def _strip_modifiers(text: str) -> str:
         text = rest
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
     return f"{value:g}"
 
 
-def _labels(labels: Mapping[str, str]) -> str:
+def labels_text(labels: Mapping[str, str]) -> str:
     if not labels:
         return ""
     return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"

@@ -70,6 +70,7 @@ from operator import attrgetter
 from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from ai_sidecar.config import LAYERS, CorrelationConfig, Layer, labels_match
+from ai_sidecar.correlate import wording
 from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
 from ai_sidecar.correlate.members import MemberLog
 from ai_sidecar.correlate.outside import gateways, is_outside
@@ -85,6 +86,7 @@ from ai_sidecar.correlate.topology import (
     element_text,
     split_instance,
 )
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.models import (
     MERGED_REASON,
     Alert,
@@ -96,10 +98,22 @@ from ai_sidecar.models import (
     severity_rank,
     target_of,
 )
-from exporter.common.durations import format_duration
 
 ChangeKind = Literal["created", "joined", "updated", "flapped", "resolved", "reopened", "duplicate"]
 GroupKey = tuple[tuple[str, str], ...]
+
+# The topology's hop words (EDGE_WHY and the labels' edges), translated where a
+# reason's path shows them; a dependency's own ``why`` is the config's, shown as written.
+HOP_WORDS = (
+    wording.N_("polled by"),
+    wording.N_("reached through"),
+    wording.N_("runs on or uses"),
+    wording.N_("on"),
+    wording.N_("behind"),
+    wording.N_("depends on"),
+    wording.N_("uplink"),
+    wording.N_("cabled to"),
+)
 
 # A member is referred to by these labels' values ...
 NAME_LABELS = ("instance", "device")
@@ -374,8 +388,11 @@ class Correlator:
         config: CorrelationConfig,
         topology: TopologySnapshot | None = None,
         cofiring: CoFiring | None = None,
+        language: str = SOURCE_LANGUAGE,
     ) -> None:
         self._config = config
+        # The reasons' language (config.language); a reload may change it.
+        self.language = language
         self._cofiring = NO_COFIRING if cofiring is None else cofiring
         self._group_by = config.group_keys()
         self._layer_rules = config.layer_rules()
@@ -392,7 +409,7 @@ class Correlator:
         self._placements: dict[tuple[str, ...], Placement] = {}
         # Named paths for reasons, and the ancestors labels give a node the
         # graph does not know: both depend on the graph only.
-        self._paths: dict[tuple[str, tuple[tuple[str, str], ...], str], str] = {}
+        self._paths: dict[tuple[str, tuple[tuple[str, str], ...], str, str], str] = {}
         self._label_ancestors: dict[tuple[tuple[str, int, str], ...], tuple[Ancestors, bool]] = {}
         # Incidents (open or not; checked on use) with a member at, or below, an
         # element, and with a symptom member right behind it.
@@ -1373,6 +1390,7 @@ class Correlator:
             len(members) - tracked.firing,
             self._above(tracked, firing, tracked.layers[best]),
             self._generation,
+            self._t.language,
         )
         known = tracked.explained
         if known is not None and known[0] == signature and known[1] == best:
@@ -1389,14 +1407,24 @@ class Correlator:
         tracked.explained = (signature, best, reasons, facts)
         return best, reasons, facts
 
+    @property
+    def language(self) -> str:
+        return self._t.language
+
+    @language.setter
+    def language(self, language: str) -> None:
+        """Reasons worked out from now on are in ``language``; the others when next recomputed."""
+        self._t = wording.analysis_translator(language)
+
     def _explain(
         self, tracked: _Tracked, members: Mapping[str, Member], best: str, runner: str | None
     ) -> tuple[RootCauseRule, tuple[str, ...]]:
         """Which rule picked ``best`` (against the runner-up), in words."""
+        t = self._t
         root = members[best]
-        what = root.what
+        what = wording.what(t, root)
         if runner is None:
-            return "only", (f"only alert in the incident: {what}",)
+            return "only", (t.gettext("only alert in the incident: {what}").format(what=what),)
         reasons: list[str] = []
         rule: RootCauseRule = ""
         mine, theirs = tracked.ranks[best], tracked.ranks[runner]
@@ -1411,44 +1439,76 @@ class Correlator:
         firing = root.status == "firing"
         resolved = len(members) - tracked.firing
         if firing and resolved:
-            verb = "ranks" if resolved == 1 else "rank"
             reasons.append(
-                f"still firing: {what}; {plural(resolved, 'resolved alert')} {verb} after it"
+                t.ngettext(
+                    "still firing: {what}; {count} resolved alert ranks after it",
+                    "still firing: {what}; {count} resolved alerts rank after it",
+                    resolved,
+                ).format(what=what, count=wording.number(t, resolved))
             )
             rule = rule or ("firing" if mine[1] != theirs[1] else "")
         layer = tracked.layers[best]
         above = self._above(tracked, firing, layer)
         if above:
-            reasons.append(f"lowest layer: {layer} ({root.alertname}) below {_join(above)}")
+            reasons.append(
+                t.gettext("lowest layer: {layer} ({alert}) below {above}").format(
+                    layer=layer, alert=root.alertname, above=wording.join(t, above)
+                )
+            )
             rule = rule or ("layer" if mine[2] != theirs[2] else "")
         dependents = tracked.dependents[best]
         other = members[runner]
         if not rule and mine[3] != theirs[3]:
             rule = "dependents"
             reasons.append(
-                f"most dependents: {plural(dependents, 'alert')} on other targets refer to "
-                f"{_join(_names(root.labels, NAME_LABELS))} (next: {-theirs[3]})"
+                # English keeps its wording, "1 alert ... refer to" included, byte for byte.
+                t.ngettext(
+                    "most dependents: {count} alert on other targets refer to {names} "
+                    "(next: {next})",
+                    "most dependents: {count} alerts on other targets refer to {names} "
+                    "(next: {next})",
+                    dependents,
+                ).format(
+                    count=wording.number(t, dependents),
+                    names=wording.join(t, _names(root.labels, NAME_LABELS)),
+                    next=wording.number(t, -theirs[3]),
+                )
             )
         elif dependents:
             reasons.append(
-                f"{plural(dependents, 'alert')} on other targets refer to "
-                f"{_join(_names(root.labels, NAME_LABELS))}"
+                t.ngettext(
+                    "{count} alert on other targets refer to {names}",
+                    "{count} alerts on other targets refer to {names}",
+                    dependents,
+                ).format(
+                    count=wording.number(t, dependents),
+                    names=wording.join(t, _names(root.labels, NAME_LABELS)),
+                )
             )
         if not rule and mine[4] != theirs[4]:
             rule = "earliest"
             reasons.append(
-                f"earliest start: {format_time(root.first_starts_at)}, before "
-                f"{other.what} at "
-                f"{format_time(other.first_starts_at)}"
+                t.gettext("earliest start: {start}, before {other} at {other_start}").format(
+                    start=wording.when(t, root.first_starts_at),
+                    other=wording.what(t, other),
+                    other_start=wording.when(t, other.first_starts_at),
+                )
             )
         if not rule and mine[5] != theirs[5]:
             rule = "severity"
+            none = t.gettext("none")
             reasons.append(
-                f"highest severity: {root.severity or 'none'} (next: {other.severity or 'none'})"
+                t.gettext("highest severity: {severity} (next: {next})").format(
+                    severity=root.severity or none, next=other.severity or none
+                )
             )
         if not rule:
             rule = "fingerprint"
-            reasons.append(f"tie-break: lowest fingerprint ({best}) among equally ranked alerts")
+            reasons.append(
+                t.gettext(
+                    "tie-break: lowest fingerprint ({fingerprint}) among equally ranked alerts"
+                ).format(fingerprint=best)
+            )
         return rule, tuple(reasons)
 
     @staticmethod
@@ -1461,15 +1521,26 @@ class Correlator:
 
     def _learned_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
         """``learned from history: ProbeFailed on erp and 3 other alerts fired after … in 5 …``."""
+        t = self._t
         learned = tracked.learned[best]
         together, effect = tracked.learned_best[best]
-        subject = members[effect].what
+        subject = wording.what(t, members[effect])
         if learned > 1:
-            subject += f" and {plural(learned - 1, 'other alert')}"
-        return (
-            f"learned from history (a statistical dependency, not a known one): {subject} "
-            f"fired after {members[best].what} within "
-            f"{format_duration(self._cofiring.window)} on {together} past occasions"
+            subject = t.gettext("{subject} and {others}").format(
+                subject=subject, others=wording.other_alerts(t, learned - 1)
+            )
+        # English reads "occasions" even for one, as it always has (byte for byte).
+        return t.ngettext(
+            "learned from history (a statistical dependency, not a known one): {subject} "
+            "fired after {cause} within {window} on {count} past occasions",
+            "learned from history (a statistical dependency, not a known one): {subject} "
+            "fired after {cause} within {window} on {count} past occasions",
+            together,
+        ).format(
+            subject=subject,
+            cause=wording.what(t, members[best]),
+            window=wording.lasting(t, self._cofiring.window),
+            count=wording.number(t, together),
         )
 
     def _path_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
@@ -1479,19 +1550,31 @@ class Correlator:
         nearest = tracked.nearest[best][1]
         placement = tracked.placements[nearest]
         assert placement.node is not None
+        t = self._t
         others = tracked.explains[best] - tracked.learned.get(best, 0) - 1
-        subject, verb = element_text(placement.node), "depends"
-        if others:
-            subject, verb = f"{subject} and {plural(others, 'other alert')}", "depend"
-        return (
-            f"{subject} {verb} on {element_text(root_node)}, which is failing "
-            f"({members[best].alertname}): {self._path(placement, root_node)}"
-        )
+        fields = {
+            "subject": element_text(placement.node),
+            "root": element_text(root_node),
+            "alert": members[best].alertname,
+            "path": self._path(placement, root_node),
+        }
+        if not others:
+            return t.gettext(
+                "{subject} depends on {root}, which is failing ({alert}): {path}"
+            ).format(**fields)
+        return t.ngettext(
+            "{subject} and {count} other alert depend on {root}, which is failing ({alert}): "
+            "{path}",
+            "{subject} and {count} other alerts depend on {root}, which is failing ({alert}): "
+            "{path}",
+            others,
+        ).format(count=wording.number(t, others), **fields)
 
     def _path(self, placement: Placement, root_node: str) -> str:
         """The hops from an explained element up to the root's, memoised per graph."""
         assert placement.node is not None
-        key = (placement.node, placement.hops, root_node)
+        t = self._t
+        key = (placement.node, placement.hops, root_node, t.language)
         found = self._paths.get(key)
         if found is not None:
             return found
@@ -1506,7 +1589,7 @@ class Correlator:
         )
         while step is not None and len(hops) < 8:
             parent, why = step
-            hops.append(f"{why} {element_text(parent)}")
+            hops.append(f"{t.gettext(why) if why in HOP_WORDS else why} {element_text(parent)}")
             if parent == root_node:
                 break
             step = self._topology.parent_towards(parent, root_node)
@@ -1526,15 +1609,3 @@ def _drop(index: dict[_Key, dict[str, None]], key: _Key, incident_id: str) -> No
         entries.pop(incident_id, None)
         if not entries:
             del index[key]
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 alert``, ``2 alerts``: reasons are read by people."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _join(words: Iterable[str]) -> str:
-    words = list(words)
-    if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " and " + words[-1]

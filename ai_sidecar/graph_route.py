@@ -30,7 +30,7 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.components import promql_client
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.keys import STORE
-from ai_sidecar.notify.graphs import GraphSource, message_graph, render_graph
+from ai_sidecar.notify.graphs import GraphSource, failed_graph, render_graph
 from ai_sidecar.notify.signing import GRAPH_PATH, GraphSigner, load_graph_key
 from ai_sidecar.settings import SidecarSettings
 
@@ -125,7 +125,7 @@ async def serve_graph(request: web.Request) -> web.Response:
             return await render_graph(data)
         except Exception:  # a boundary: the image link must never break
             log.exception("drawing a graph failed", extra={"incident": incident_id})
-            return await render_graph(message_graph(data, "The graph could not be drawn"))
+            return await render_graph(failed_graph(data))
 
     png = await service.renders.get(incident_id, render)
     # Private: the URL is the credential, so shared caches should not keep it
@@ -151,7 +151,11 @@ def add_graph_route(app: web.Application, settings: SidecarSettings, config: Sid
         key = load_graph_key(config.graphs, settings.data_dir)
         signer = GraphSigner(key, config.graphs.url_ttl)
         async with aiohttp.ClientSession() as session:
-            source = GraphSource(promql_client(settings, session), range=config.graphs.range)
+            source = GraphSource(
+                promql_client(settings, session),
+                range=config.graphs.range,
+                language=config.language,
+            )
             app[GRAPHS] = GraphService(signer, source, RenderedGraphs())
             yield
 

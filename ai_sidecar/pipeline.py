@@ -46,6 +46,7 @@ def return_trip_policy(config: SidecarConfig, settings: SidecarSettings) -> Retu
         external_url=trip.external_url,
         graph_links=graph_links(config, settings.data_dir),
         zone=config.notifications.zone,
+        language=config.language,
     )
 
 
@@ -77,11 +78,14 @@ async def run_pipeline(
     """Run the worker and the return trip until the block exits; the worker stops first.
 
     ``permit``: the worker lease, asked before every post (None: the only replica).
-    ``llm_settings``: the process's ``llm`` section in force (it may have been
-    reloaded since start); the components' reloadable parts follow it.
+    ``llm_settings``: the process's ``llm`` section and ``language`` in force
+    (they may have been reloaded since start); the components' reloadable parts
+    follow the section, the worker follows the language.
     """
     if llm_settings is not None:
-        config = config.model_copy(update={"llm": llm_settings.current})
+        config = config.model_copy(
+            update={"llm": llm_settings.current, "language": llm_settings.language}
+        )
 
     async def take_in(alerts: Sequence[Alert]) -> None:
         # What reconciliation finds is stored like a webhook delivery.
@@ -108,6 +112,8 @@ async def run_pipeline(
         if isinstance(built.anomaly, ScrapedAnomalyEvidence):
             built.anomaly.observe(metrics.anomaly_evidence)
         worker = Worker(db, config, built, trip, metrics.worker, wakeup)
+        if llm_settings is not None:
+            unregister.append(llm_settings.follow_language(worker.set_language))
         await worker.start()
         trip_task = asyncio.create_task(_run_forever("return_trip", trip.run))
         worker_tasks = [

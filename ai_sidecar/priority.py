@@ -38,17 +38,15 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from ai_sidecar.config import Level, PriorityConfig
-from ai_sidecar.correlation import plural
+from ai_sidecar.correlate import wording
+from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator
 from ai_sidecar.models import (
     SEVERITY_RANK,
     AnomalyEvidence,
     Incident,
     Member,
     Priority,
-    format_time,
-    on_target,
 )
-from exporter.common.durations import format_duration
 
 # Points by severity rank (models.SEVERITY_RANK): critical/page, error/major,
 # warning/minor, info, none.
@@ -93,8 +91,8 @@ def _severity_points(member: Member) -> int:
     return UNKNOWN_SEVERITY_POINTS if rank is None else SEVERITY_RANK_POINTS[rank]
 
 
-def _what(member: Member) -> str:
-    return on_target(member.alertname or member.fingerprint, member.target)
+def _what(t: Translator, member: Member) -> str:
+    return wording.on_target(t, member.alertname or member.fingerprint, member.target)
 
 
 def prioritise(
@@ -102,11 +100,16 @@ def prioritise(
     rules: PriorityConfig,
     now: datetime,
     anomaly: Sequence[AnomalyEvidence] = (),
+    language: str = SOURCE_LANGUAGE,
 ) -> tuple[Priority, tuple[str, ...]]:
-    """The incident's priority and, in table order, the reasons that add up to it."""
+    """The incident's priority and, in table order, the reasons that add up to it
+    (in ``language``; the numbers that add up are the same in every language)."""
+    t = wording.analysis_translator(language)
     if incident.status == "resolved":
-        when = "" if incident.resolved_at is None else f" at {format_time(incident.resolved_at)}"
-        return "P4", (f"resolved{when}: nothing left to act on",)
+        if incident.resolved_at is None:
+            return "P4", (t.gettext("resolved: nothing left to act on"),)
+        when = wording.when(t, incident.resolved_at)
+        return "P4", (t.gettext("resolved at {when}: nothing left to act on").format(when=when),)
     # Sorted so equal-scoring members always yield the same wording.
     active = sorted(
         incident.firing or tuple(incident.members.values()), key=lambda m: m.fingerprint
@@ -117,44 +120,74 @@ def prioritise(
     worst = max(active, key=_severity_points)
     points = _severity_points(worst)
     score += points
-    reasons.append(f"severity {worst.severity or 'unset'} ({_what(worst)}): +{points}")
+    reasons.append(
+        t.gettext("severity {severity} ({alert}): +{points}").format(
+            severity=worst.severity or t.gettext("unset"), alert=_what(t, worst), points=points
+        )
+    )
 
     targets = {m.target or m.fingerprint for m in active}
     points = _step(len(targets), TARGET_POINTS)
     if points:
         score += points
-        reasons.append(f"blast radius {plural(len(targets), 'target')}: +{points}")
+        reasons.append(
+            t.gettext("blast radius {targets}: +{points}").format(
+                targets=wording.targets(t, len(targets)), points=points
+            )
+        )
     points = _step(len(active), ALERT_POINTS)
     if points:
         score += points
-        reasons.append(f"{plural(len(active), 'alert')}: +{points}")
+        reasons.append(
+            t.gettext("{alerts}: +{points}").format(
+                alerts=wording.alerts(t, len(active)), points=points
+            )
+        )
 
     levels = [(rules.level_of(m.labels), m) for m in active]
     level, member = min(levels, key=lambda pair: _LEVEL_ORDER.index(pair[0]))
     points = CRITICALITY_POINTS[level]
     if points:
         score += points
-        reasons.append(f"criticality {level} ({_what(member)}): {points:+d}")
+        reasons.append(
+            t.gettext("criticality {level} ({alert}): {points}").format(
+                level=level, alert=_what(t, member), points=f"{points:+d}"
+            )
+        )
 
     lasted = now - incident.created_at
     points = _step(lasted.total_seconds(), [(t.total_seconds(), p) for t, p in DURATION_POINTS])
     if points:
         score += points
-        shown = format_duration(timedelta(seconds=int(lasted.total_seconds())))
-        reasons.append(f"open for {shown}: +{points}")
+        shown = wording.lasting(t, timedelta(seconds=int(lasted.total_seconds())))
+        reasons.append(
+            t.gettext("open for {lasted}: +{points}").format(lasted=shown, points=points)
+        )
 
     if anomaly:
         strongest = max(anomaly, key=lambda e: (e.score, e.subject))
         points = _step(strongest.score, ANOMALY_POINTS)
         if points:
             score += points
-            band = f", expected {strongest.band}" if strongest.band else ""
             reasons.append(
-                f"anomaly score {strongest.score:.2f} ({strongest.subject}{band}): +{points}"
+                (
+                    t.gettext("anomaly score {score} ({subject}, expected {band}): +{points}")
+                    if strongest.band
+                    else t.gettext("anomaly score {score} ({subject}): +{points}")
+                ).format(
+                    score=wording.score(t, strongest.score),
+                    subject=strongest.subject,
+                    band=strongest.band,
+                    points=points,
+                )
             )
 
     priority: Priority = next((p for least, p in THRESHOLDS if score >= least), "P4")
     floor = next((least for least, p in THRESHOLDS if p == priority), None)
-    rule = f"{priority} from {floor}" if floor is not None else f"P4 below {THRESHOLDS[-1][0]}"
-    reasons.append(f"score {score}: {rule}")
+    rule = (
+        t.gettext("{priority} from {floor}").format(priority=priority, floor=floor)
+        if floor is not None
+        else t.gettext("P4 below {floor}").format(floor=THRESHOLDS[-1][0])
+    )
+    reasons.append(t.gettext("score {score}: {rule}").format(score=score, rule=rule))
     return priority, tuple(reasons)

@@ -1,7 +1,9 @@
 """Config reload for the sidecar: SIGHUP or ``POST /-/reload`` re-read ``--config.file``.
 
-Only the ``llm`` section is applied live (the kill switch, the allow-list, the
-budget caps, prices, retries, time box, circuit and policy settings); every
+Only the ``llm`` section (the kill switch, the allow-list, the budget caps,
+prices, retries, time box, circuit and policy settings) and ``language`` (the
+language the next analyses, root-cause reasons and priorities are written in)
+are applied live; every
 other section is read at start, and a reload that changes one says in its log
 line which ones wait for a restart. The LLM's provider, base URL and key are
 in the ``llm`` section but are also built once: changing them takes a restart
@@ -38,14 +40,15 @@ from ai_sidecar.settings import SidecarSettings
 
 log = logging.getLogger("ai_sidecar.reload")
 
-LIVE_SECTION = "llm"
+# What a reload puts in force; everything else waits for a restart.
+LIVE_SECTIONS = ("llm", "language")
 
 
 class ConfigReloader:
     """The config in force in this sidecar, and how to read a new one.
 
     ``apply`` receives the config after a successful reload: the old one with
-    the new ``llm`` section. It must not block (it hands the section on).
+    the new ``llm`` section and ``language``. It must not block (it hands them on).
     """
 
     def __init__(
@@ -76,22 +79,25 @@ class ConfigReloader:
             waiting = [
                 name
                 for name in SidecarConfig.model_fields
-                if name != LIVE_SECTION and getattr(loaded, name) != getattr(self.config, name)
+                if name not in LIVE_SECTIONS and getattr(loaded, name) != getattr(self.config, name)
             ]
-            self.config = self.config.model_copy(update={LIVE_SECTION: loaded.llm})
+            self.config = self.config.model_copy(
+                update={name: getattr(loaded, name) for name in LIVE_SECTIONS}
+            )
             self._apply(self.config)
             self._metrics.config_reloads.labels("success").inc()
             self._metrics.config_last_reload_successful.set(1)
             self._metrics.config_last_reload_success_time.set(time.time())
-            extra = {"llm_active": loaded.llm.active}
+            extra = {"llm_active": loaded.llm.active, "language": loaded.language}
             if waiting:
                 log.warning(
-                    "config reloaded: the llm section is in force; changes to %s take a restart",
+                    "config reloaded: the llm section and language are in force; "
+                    "changes to %s take a restart",
                     ", ".join(waiting),
                     extra=extra,
                 )
             else:
-                log.info("config reloaded: the llm section is in force", extra=extra)
+                log.info("config reloaded: the llm section and language are in force", extra=extra)
             return None
 
     def endpoint(self) -> Callable[[web.Request], Awaitable[web.Response]]:

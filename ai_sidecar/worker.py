@@ -218,7 +218,9 @@ class Worker:
         )
         self._topology = components.topology
         self._correlator = Correlator(
-            config.correlation, None if self._topology is None else self._topology.current()
+            config.correlation,
+            None if self._topology is None else self._topology.current(),
+            language=config.language,
         )
         # The latest saved value of every incident the worker has touched.
         self._incidents: dict[str, Incident] = {}
@@ -443,9 +445,21 @@ class Worker:
         if changed:
             await self._save(changed)
 
+    @property
+    def language(self) -> str:
+        """What analyses, reasons and priorities are written in (``config.language``)."""
+        return self._config.language
+
+    def set_language(self, language: str) -> None:
+        """A reloaded ``language``: the next analyses, reasons and priorities are in it."""
+        self._config = self._config.model_copy(update={"language": language})
+        self._correlator.language = language
+
     async def _with_priority(self, incident: Incident, now: datetime) -> Incident:
         evidence = await self._anomaly.evidence(incident)
-        priority, reasons = prioritise(incident, self._config.priority, now, evidence)
+        priority, reasons = prioritise(
+            incident, self._config.priority, now, evidence, language=self.language
+        )
         previous = self._incidents.get(incident.id)
         if previous is not None and previous is not incident:
             # The correlator knows nothing of analyses; carry the last one
@@ -715,7 +729,7 @@ class Worker:
             context = await asyncio.wait_for(self._gather_context(incident), timeout)
         except Exception:  # pipeline boundary: analyse without context rather than not at all
             log.exception("gathering context failed", extra={"incident": incident.id})
-            context = IncidentContext()
+            context = IncidentContext(language=self.language)
         skipped: list[SkippedAnalyst] = []
         fallback = self._analysts.fallback
         for analyst in self._analysts.in_order:
@@ -779,6 +793,7 @@ class Worker:
         return IncidentContext(
             members={m.fingerprint: c for m, c in zip(chosen, contexts, strict=True)},
             anomaly=tuple(evidence),
+            language=self.language,
         )
 
 

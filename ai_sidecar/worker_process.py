@@ -163,7 +163,7 @@ async def _serve(
     control: multiprocessing.connection.Connection | None = None,
 ) -> None:
     stop = stop_on_signals()
-    llm_settings = LlmSettingsHub(config.llm)
+    llm_settings = LlmSettingsHub(config.llm, config.language)
     if control is not None:
         follow_reloads(control, llm_settings)
     pipeline_registry = CollectorRegistry()
@@ -216,16 +216,22 @@ async def _serve(
 def follow_reloads(
     control: multiprocessing.connection.Connection, llm_settings: LlmSettingsHub
 ) -> None:
-    """Publish every ``llm`` section the parent sends on ``control`` until it closes."""
+    """Publish every ``llm`` section and language the parent sends on ``control``, until
+    it closes."""
     loop = asyncio.get_running_loop()
 
     def receive() -> None:
         try:
             while control.poll():
-                section = control.recv()
+                received = control.recv()
+                # (section, language) from the parent; a section alone keeps the language.
+                section, language = received if isinstance(received, tuple) else (received, None)
                 if isinstance(section, LlmConfig):
-                    llm_settings.publish(section)
-                    log.info("reloaded llm section in force", extra={"active": section.active})
+                    llm_settings.publish(section, language)
+                    log.info(
+                        "reloaded llm section and language in force",
+                        extra={"active": section.active, "language": language},
+                    )
         except (EOFError, OSError):  # the parent is gone: SIGKILL follows
             loop.remove_reader(control.fileno())
 
@@ -341,7 +347,7 @@ class WorkerProcess:
             if self._control is not None:
                 # The child may be dying (it is restarted with the new config then).
                 with contextlib.suppress(OSError, ValueError):
-                    self._control.send(config.llm)
+                    self._control.send((config.llm, config.language))
 
     def stop(self) -> None:
         with self._lock:

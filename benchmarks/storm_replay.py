@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ai_sidecar.config import CorrelationConfig
 from ai_sidecar.correlate import CoFiring, Dependency, Poller, build_snapshot, learn_with
 from ai_sidecar.correlation import Correlator
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from benchmarks.common import raise_interrupt
 from benchmarks.storms.estate import ObservedTopology, Shape
 from benchmarks.storms.scenarios import SCENARIOS, generate
@@ -57,6 +58,7 @@ from benchmarks.storms.scoring import (
     StormScore,
     Summary,
     evaluate_storm,
+    in_language,
     preset_config,
     replay,
     shifted,
@@ -148,7 +150,12 @@ def learned_history(name: str, seed: int, earlier: int, config: CorrelationConfi
 
 
 def quality(
-    scenarios: list[str], seeds: int, preset: str, factory: CorrelatorFactory, earlier: int = 0
+    scenarios: list[str],
+    seeds: int,
+    preset: str,
+    factory: CorrelatorFactory,
+    earlier: int = 0,
+    language: str = SOURCE_LANGUAGE,
 ) -> list[StormScore]:
     config = preset_config(preset)
     scores = []
@@ -161,7 +168,7 @@ def quality(
         if earlier and factory is topology_correlator:
             learned = learned_history(name, seed, earlier, config)
             chosen = partial(topology_correlator, cofiring=learned)
-        scores.append(evaluate_storm(generate(name, seed), config, chosen))
+        scores.append(evaluate_storm(generate(name, seed), config, in_language(chosen, language)))
     progress(f"[{total}/{total}] done")
     sys.stderr.write("\n")
     return scores
@@ -233,6 +240,12 @@ def main() -> None:
         help="earlier storms of the same estate to learn co-firing edges from (default 5; 0: none)",
     )
     parser.add_argument(
+        "--language",
+        action="append",
+        help="replay again with the reasons in this language and compare its figures "
+        "(repeatable; default: en and fr)",
+    )
+    parser.add_argument(
         "--write-topology",
         type=Path,
         metavar="DIR",
@@ -242,7 +255,12 @@ def main() -> None:
     scenarios = args.scenario or list(SCENARIOS)
     started = time.monotonic()
     factory = FACTORIES[args.correlator]
-    scores = quality(scenarios, args.seeds, args.preset, factory, args.history)
+    languages = args.language or [SOURCE_LANGUAGE, "fr"]
+    by_language = {
+        language: quality(scenarios, args.seeds, args.preset, factory, args.history, language)
+        for language in languages
+    }
+    scores = by_language[languages[0]]
     if args.write_topology is not None:
         write_topologies(args.write_topology, scenarios, args.seeds)
     learning = args.history and args.correlator == "topology"
@@ -256,6 +274,16 @@ def main() -> None:
     for name in scenarios:
         print(row(name, summarise(s for s in scores if s.scenario == name)))
     print(row("**all**", summarise(scores)))
+    if len(languages) > 1:
+        # The language changes the reasons' words only: every figure must be the same.
+        print(f"\nThe same storms with the analysis in each language:\n\n{HEADER}")
+        print("|---" * (HEADER.count("|") - 1) + "|")
+        for language, found in by_language.items():
+            print(row(f"**all**, {language}", summarise(found)))
+        same = all(found == scores for found in by_language.values())
+        print(
+            f"\nF1 and root-cause accuracy identical in every language: {'yes' if same else 'NO'}"
+        )
     if not args.no_throughput:
         throughput(args.alerts, args.preset, factory)
     print(f"\n({time.monotonic() - started:.0f} s)")

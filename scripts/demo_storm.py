@@ -252,8 +252,22 @@ def incidents_with(
             incidents: list[dict[str, Any]] = json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError):
         return []
+    return holding(incidents, alerts)
+
+
+def holding(
+    incidents: Sequence[dict[str, Any]], alerts: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The ``incidents`` (as the API lists them) where any of ``alerts`` is firing now.
+
+    Firing only: an earlier demo's alerts carry the same labels, and its resolved
+    incidents must not pass for this run's (nor make the wait end at once)."""
     wanted = [a["labels"] for a in alerts]
-    return [i for i in incidents if any(m["labels"] in wanted for m in i["alerts"])]
+    return [
+        i
+        for i in incidents
+        if any(m["status"] == "firing" and m["labels"] in wanted for m in i["alerts"])
+    ]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

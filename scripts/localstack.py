@@ -417,6 +417,18 @@ def check_ports(args: argparse.Namespace) -> None:
         raise StackError("cannot start the stack:\n" + "\n".join(busy))
 
 
+def demo_command(args: argparse.Namespace) -> str:
+    """``make demo`` with the port variables this stack was started with: the demo
+    must talk to the same Alertmanager and sidecar."""
+    defaults = parse_args([])
+    changed = [
+        f"{_PORT_VARIABLES[attr]}={getattr(args, attr)}"
+        for attr in ("alertmanager_port", "sidecar_port")
+        if getattr(args, attr) != getattr(defaults, attr)
+    ]
+    return " ".join(["make demo", *changed])
+
+
 def watch(services: Sequence[Service]) -> None:
     """Return never; raise if a service dies, so the others are stopped too."""
     while True:
@@ -499,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     addr["prometheus"]
                 )
             )
-            print("  demo: `make demo` posts an alert storm for the console to show")
+            print(f"  demo: `{demo_command(args)}` posts an alert storm for the console to show")
             sys.stdout.flush()
             try:
                 watch(services)

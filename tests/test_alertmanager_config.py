@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ai_sidecar.i18n import translator
 from ai_sidecar.notify.phrases import TEMPLATE_WORDS, template_words
 from tests.conftest import wait_for
 from tests.peers.alertmanager import Alertmanager, postable, render_config
@@ -67,6 +68,12 @@ def receivers_for(**labels: str) -> list[str]:
         # The sidecar's own health: straight to people, not through the sidecar.
         ({"alertname": "SidecarBacklog"}, ["people-raw"]),
         ({"alertname": "SidecarWebhookRejecting"}, ["people-raw"]),
+        # A deploy-time scout_lang label (for the raw path's words) routes nothing differently.
+        (
+            {"scout_enriched": "true", "scout_priority": "P2", "scout_lang": "fr"},
+            ["scout-email", "scout-slack"],
+        ),
+        ({"scout_lang": "fr"}, ["scout-sidecar", "people-raw"]),
     ],
 )
 def test_routes(labels, receivers):
@@ -298,6 +305,87 @@ def test_raw_fallback_says_the_sidecar_did_not_enrich_it(render_template):
         "[FIRING:1] LinkDown on sw1 (not analysed by Scout)"
     )
     assert "did not enrich this alert" in render_template("scout.raw.slack.text", data)
+
+
+def in_french(data: dict[str, Any], how: str = "annotation") -> dict[str, Any]:
+    """``data`` as the sidecar posts it with ``language: fr`` (``scout_lang`` annotation),
+    or raw alerts labelled ``scout_lang`` at deploy time (``how="label"``)."""
+    for alert in data["alerts"]:
+        alert["annotations" if how == "annotation" else "labels"]["scout_lang"] = "fr"
+    return data
+
+
+def test_the_templates_words_follow_the_copies_language(render_template):
+    data = in_french(notification())
+    second = json.loads(json.dumps(data["alerts"][0]))
+    second["labels"]["instance"] = "sw2"
+    resolved_ones = [{**json.loads(json.dumps(second)), "status": "resolved"} for _ in range(2)]
+    data["alerts"] += resolved_ones
+    text = render_template("scout.slack.text", data)
+    for expected in (
+        "*Incident* inc-7 · *Priorité* P1 · 1 en cours, 2 résolues",
+        "*Résumé:* R&amp;D uplink &lt;lost&gt;",
+        '*Cause racine:* Optic "Gi0/1" failed',
+        "*Impact:* Site A offline",
+        "*Actions:*\n1. Swap the optic",
+        "*Alertes:*",
+        "• *LinkDown* sur sw1: Link Gi0/1 down"
+        " <http://prometheus.example/graph?g0.expr=a&amp;g0.tab=1|graphe>",
+        "• (résolue) *LinkDown* sur sw2",
+        "<http://127.0.0.1:8782/api/v1/incidents/inc-7|Incident dans Scout>",
+        "<http://grafana.example/d/x|Grafana>",
+    ):
+        assert expected in text
+    one_resolved = in_french(notification("resolved"))
+    assert "0 en cours, 1 résolue" in render_template("scout.email.text", one_resolved)
+    assert render_template("scout.slack.title", one_resolved).startswith("[RÉSOLU] P1 · ")
+    assert render_template("scout.email.subject", one_resolved).startswith("[Scout] [RÉSOLU] P1 · ")
+    html = render_template("scout.email.html", data, "html")
+    for expected in ("<h3>Cause racine</h3>", "<h3>Alertes</h3>", ">Incident dans Scout</a>"):
+        assert expected in html
+
+
+def test_no_english_word_of_the_templates_is_left_in_french(render_template):
+    """Every word whose French differs from its English is French in every template."""
+    french = translator("fr", "notify")
+    english_only = {
+        value for value in TEMPLATE_WORDS.values() if french.gettext(value) != value
+    } | {"firing", "resolved"}
+    data = in_french(notification())
+    data["alerts"].append({**json.loads(json.dumps(data["alerts"][0])), "status": "resolved"})
+    data["groupLabels"] = {"scout_incident": "inc-7", "alertname": "LinkDown", "instance": "sw1"}
+    data["alerts"][0]["annotations"]["ai_graph_url"] = "https://scout.example.net/graph.png"
+    shown = "\n".join(
+        render_template(name, data, "html" if name == "scout.email.html" else "text")
+        for name in (
+            "scout.slack.title",
+            "scout.slack.text",
+            "scout.email.subject",
+            "scout.email.html",
+            "scout.email.text",
+            "scout.raw.slack.title",
+            "scout.raw.slack.text",
+        )
+    )
+    for quoted in (*data["alerts"][0]["annotations"].values(), data["alerts"][0]["generatorURL"]):
+        shown = shown.replace(quoted.replace("&", "&amp;"), "").replace(quoted, "")
+    left = {word for word in english_only if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", shown)}
+    assert left == set(), shown
+
+
+def test_raw_alerts_labelled_scout_lang_at_deploy_time_read_in_french(render_template):
+    data = in_french(notification(), how="label")
+    data["groupLabels"] = {"alertname": "LinkDown", "instance": "sw1"}
+    assert render_template("scout.raw.slack.title", data) == (
+        "[EN COURS:1] LinkDown sur sw1 (non analysée par Scout)"
+    )
+    assert "n\u2019a pas enrichi cette alerte" in render_template("scout.raw.slack.text", data)
+    # A language without words in the templates reads as English.
+    for alert in data["alerts"]:
+        alert["labels"]["scout_lang"] = "xx"
+    assert render_template("scout.raw.slack.title", data) == (
+        "[FIRING:1] LinkDown on sw1 (not analysed by Scout)"
+    )
 
 
 @pytest.mark.parametrize(

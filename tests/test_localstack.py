@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -22,14 +23,16 @@ import pytest
 import yaml
 
 from ai_sidecar.store import SqliteStore
-from scripts.demo_storm import CORE
+from scripts.demo_storm import CORE, holding, storm
 from scripts.localstack import (
     CONSOLE_ADMIN,
     SLACK_PLACEHOLDER,
+    demo_command,
     ensure_console_login,
     ensure_secrets,
     free_port,
     load_alertmanager_config,
+    parse_args,
     port_is_free,
 )
 from tests.conftest import NoRedirect, promql, wait_for
@@ -160,6 +163,23 @@ def test_console_login_is_made_once_with_a_private_random_password(tmp_path):
     assert users.stdout.splitlines() == [f"{CONSOLE_ADMIN}\toperator"]
 
 
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        ([], "make demo"),
+        (["--prometheus-port", "19090"], "make demo"),
+        (["--alertmanager-port", "19093"], "make demo ALERTMANAGER_PORT=19093"),
+        (
+            ["--alertmanager-port", "19093", "--sidecar-port", "18782"],
+            "make demo ALERTMANAGER_PORT=19093 SIDECAR_PORT=18782",
+        ),
+    ],
+)
+def test_the_banner_names_the_demo_command_for_the_stacks_ports(argv, command):
+    # Run as printed, the demo reaches this stack, not the default ports.
+    assert demo_command(parse_args(argv)) == command
+
+
 def test_alertmanager_config_is_the_shipped_one_with_local_paths(tmp_path):
     shipped_path = REPO / "alertmanager" / "alertmanager.yml"
     shipped = yaml.safe_load(shipped_path.read_text())
@@ -281,6 +301,20 @@ def test_busy_port_names_the_variable_to_override(tmp_path):
         output, _ = stack.communicate(timeout=60)
     assert stack.returncode == 1
     assert f"port {busy} is in use: pick another with `make up PROMETHEUS_PORT=<port>`" in output
+
+
+def test_the_demo_counts_only_incidents_its_alerts_fire_in():
+    now = datetime.now(UTC)
+    alerts = storm(now)
+
+    def listed(incident_id: str, status: str) -> dict[str, object]:
+        members = [{"labels": a["labels"], "status": status} for a in alerts[:3]]
+        return {"id": incident_id, "alerts": members}
+
+    # A demo run an hour ago left resolved incidents with the same labels.
+    earlier = [listed("old", "resolved")]
+    assert holding(earlier, alerts) == []
+    assert [i["id"] for i in holding([*earlier, listed("new", "firing")], alerts)] == ["new"]
 
 
 def run_demo(tmp_path: Path, ports: dict[str, int]) -> subprocess.CompletedProcess[str]:

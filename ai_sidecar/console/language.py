@@ -8,9 +8,10 @@ A page is in the first of:
    catalogue (Babel's :func:`~babel.core.negotiate_locale`);
 3. ``language`` in the sidecar's config.
 
-English keeps the console's historical formats byte for byte (notifications'
-times, ``3 h 12 min`` ages); another language formats through its
-:class:`~ai_sidecar.i18n.Translator` (French: ``3 déc. 2026, 04:33:12``).
+Times and durations are written as the notifications write them, in the
+page's language (English as before: ``2026-12-02 23:41:25 CET``, ``3 h 12
+min``; French: ``2 déc. 2026, 23:41:25 CET``, ``2 j 3 h``); decimals take the
+language's separator.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ async def page_language(request: web.Request, user: ConsoleUser | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Words:
-    """Times, durations and numbers as a page in ``t``'s language shows them."""
+    """Times, durations and numbers as a page in ``t``'s language shows them: times and
+    durations as the notifications write them (:class:`~ai_sidecar.notify.wording.Wording`)."""
 
     t: Translator
     zone: tzinfo
@@ -84,24 +86,21 @@ class Words:
     def language(self) -> str:
         return self.t.language
 
+    @property
+    def wording(self) -> Wording:
+        return Wording(self.zone, self.language)
+
     def time(self, value: datetime) -> str:
-        """To the second in the zone: ``2026-12-02 23:41:25 CET`` in English."""
-        if self.t.is_source:
-            return Wording(self.zone).time(value)
-        local = value.astimezone(self.zone)
-        return f"{self.t.datetime(value, self.zone)} {local.tzname()}"
+        """To the second in the zone: ``2026-12-02 23:41:25 CET``, ``2 déc. 2026, 23:41:25 CET``."""
+        return self.wording.time(value)
 
     def duration(self, value: timedelta) -> str:
-        """``1 h 2 min 5 s`` in English; rounded to its largest unit otherwise."""
-        value = max(value, timedelta(0))
-        return duration(value) if self.t.is_source else self.t.duration(value)
+        """``1 h 2 min 5 s``; ``2 j 3 h`` in French."""
+        return duration(max(value, timedelta(0)), self.wording.t)
 
     def age(self, since: datetime, now: datetime | None = None) -> str:
-        """The time since ``since``: ``3 h 12 min`` (two largest units) in English."""
-        waited = max((now or utc_now()) - since, timedelta(0))
-        if self.t.is_source:
-            return " ".join(duration(waited).split()[:4])
-        return self.t.duration(waited)
+        """The time since ``since`` in its two largest units: ``3 h 12 min``."""
+        return " ".join(self.duration((now or utc_now()) - since).split()[:4])
 
     def decimal(self, value: float, digits: int) -> str:
         """``value`` to ``digits`` decimals: ``0.87`` in English, ``0,87`` in French."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ai_sidecar.context import MemberContext
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.models import Analysis, AnomalyEvidence, Incident
 
 
@@ -24,10 +25,13 @@ class IncidentContext:
     ``members`` holds Prometheus context by member fingerprint, for the members
     the worker asked about (the root cause first); a member missing here was
     not asked about. ``anomaly`` is the anomaly models' evidence.
+    ``language`` is the one the analysis is written in (``config.language``,
+    as in force when the worker asked: a reload may change it).
     """
 
     members: Mapping[str, MemberContext] = field(default_factory=dict)
     anomaly: tuple[AnomalyEvidence, ...] = ()
+    language: str = SOURCE_LANGUAGE
 
 
 class Analyst(Protocol):

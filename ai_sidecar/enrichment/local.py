@@ -36,20 +36,36 @@ and rounded to two decimals.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from ai_sidecar.config import RunbookRule, labels_match
+from ai_sidecar.context import MemberContext, labels_text, number_text
 from ai_sidecar.correlate import INTERFACE_LABELS
-from ai_sidecar.correlation import plural
+from ai_sidecar.correlate.wording import (
+    N_,
+    alerts,
+    analysis_translator,
+    in_turn,
+    join,
+    lasting,
+    listed,
+    number,
+    on_target,
+    score,
+    targets,
+    what,
+    when,
+)
 from ai_sidecar.enrichment.base import IncidentContext
+from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator
 from ai_sidecar.models import (
     QUIET_SEVERITIES,
     Analysis,
     Incident,
     Member,
     RootCauseRule,
-    format_time,
 )
 
 CONFIDENCE_BASE = 0.5
@@ -80,14 +96,16 @@ class LocalAnalyst:
 def analyse(
     incident: Incident, context: IncidentContext, runbooks: Sequence[RunbookRule]
 ) -> Analysis:
-    """The local analysis; a pure function, so tests and replays can call it directly."""
+    """The local analysis in ``context.language``; a pure function, so tests and
+    replays can call it directly."""
+    t = analysis_translator(context.language)
     members = sorted(incident.members.values(), key=lambda m: m.fingerprint)
     root = incident.members.get(incident.root_cause or "") or _earliest(members)
     return Analysis(
-        summary=_summary(incident, members, root),
-        root_cause=_root_cause(incident, root, context),
-        impact=_impact(incident, members),
-        actions=_actions(members, root, runbooks),
+        summary=_summary(t, incident, members, root),
+        root_cause=_root_cause(t, incident, root, context),
+        impact=_impact(t, incident, members),
+        actions=_actions(t, members, root, runbooks),
         confidence=_confidence(incident, members, root, context),
         false_positive_likelihood=_false_positive(incident, members, root, context),
         # The root cause's own alert is what the explanation rests on.
@@ -99,15 +117,9 @@ def _earliest(members: Sequence[Member]) -> Member:
     return min(members, key=lambda m: (m.first_starts_at, m.fingerprint))
 
 
-def _when(value: datetime) -> str:
-    """RFC 3339 in UTC, to the second: people read it in notifications."""
-    return format_time(value.replace(microsecond=0))
-
-
-def _listed(names: Iterable[str]) -> str:
-    names = list(names)
-    shown = ", ".join(names[:LISTED])
-    return shown + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
+def _when(t: Translator, value: datetime) -> str:
+    """To the second, in UTC (RFC 3339 in English): people read it in notifications."""
+    return when(t, value.replace(microsecond=0))
 
 
 def _targets(members: Iterable[Member]) -> list[str]:
@@ -122,69 +134,157 @@ def _families(members: Iterable[Member]) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _summary(incident: Incident, members: Sequence[Member], root: Member) -> str:
+def _summary(t: Translator, incident: Incident, members: Sequence[Member], root: Member) -> str:
     firing = sum(1 for m in members if m.status == "firing")
     where = ", ".join(f"{k}={v}" for k, v in sorted(incident.group.items()))
-    targets = _targets(members)
-    families = _listed(f"{name or 'unnamed'} ({count})" for name, count in _families(members))
-    state = "resolved" if incident.status == "resolved" else "open"
-    text = (
-        f"{state.capitalize()} incident for {where} since {_when(incident.created_at)}, "
-        f"root cause {root_named(incident, root)}: "
-        f"{plural(len(members), 'alert')} ({firing} firing, {len(members) - firing} resolved) "
-        f"on {plural(len(targets), 'target')}: {families}."
+    target_names = _targets(members)
+    unnamed = t.gettext("unnamed")
+    families = listed(
+        t, (f"{name or unnamed} ({count})" for name, count in _families(members)), LISTED
+    )
+    opening = (
+        t.gettext(
+            "Resolved incident for {where} since {since}, root cause {root}: "
+            "{alerts} ({firing}, {resolved}) on {targets}: {families}."
+        )
+        if incident.status == "resolved"
+        else t.gettext(
+            "Open incident for {where} since {since}, root cause {root}: "
+            "{alerts} ({firing}, {resolved}) on {targets}: {families}."
+        )
+    )
+    resolved = len(members) - firing
+    text = opening.format(
+        where=where,
+        since=_when(t, incident.created_at),
+        root=root_named(incident, root, t),
+        alerts=alerts(t, len(members)),
+        firing=t.ngettext("{count} firing", "{count} firing", firing).format(
+            count=number(t, firing)
+        ),
+        resolved=t.ngettext("{count} resolved", "{count} resolved", resolved).format(
+            count=number(t, resolved)
+        ),
+        targets=targets(t, len(target_names)),
+        families=families,
     )
     if len(members) > 1:
-        text += (
-            f" {plural(len(members) - 1, 'alert')} folded in behind {root.what} "
-            "instead of notifying separately."
-        )
+        folded = len(members) - 1
+        text += " " + t.ngettext(
+            "{count} alert folded in behind {root} instead of notifying separately.",
+            "{count} alerts folded in behind {root} instead of notifying separately.",
+            folded,
+        ).format(count=number(t, folded), root=what(t, root))
     duplicates = sum(m.duplicates for m in members)
     flaps = sum(m.flap_count for m in members)
     flapping = sum(1 for m in members if m.flap_count)
     deduplicated = []
     if duplicates:
-        noun = "repeated delivery" if duplicates == 1 else "repeated deliveries"
-        deduplicated.append(f"{duplicates} {noun}")
+        deduplicated.append(
+            t.ngettext(
+                "{count} repeated delivery", "{count} repeated deliveries", duplicates
+            ).format(count=number(t, duplicates))
+        )
     if flaps:
-        deduplicated.append(f"{plural(flaps, 'flap')} of {plural(flapping, 'alert')}")
+        deduplicated.append(
+            t.ngettext("{count} flap of {alerts}", "{count} flaps of {alerts}", flaps).format(
+                count=number(t, flaps), alerts=alerts(t, flapping)
+            )
+        )
     if deduplicated:
-        text += " Deduplicated: " + " and ".join(deduplicated) + "."
+        text += " " + t.gettext("Deduplicated: {what}.").format(what=join(t, deduplicated))
     return text
 
 
-def root_named(incident: Incident, root: Member) -> str:
+def root_named(incident: Incident, root: Member, t: Translator | None = None) -> str:
     """``InterfaceDown on core-1 Gi1/0/24 (link core-1 Gi1/0/24 - sw-dist-3 eth0)``.
 
     The alert, its device and the element it is about: the interface when the
     alert names one, and the link the dependency graph found that port on.
+    Names stay as they are in every language; the words around them follow ``t``.
     """
+    t = t or analysis_translator(SOURCE_LANGUAGE)
     device = root.target
     interface = next((root.labels[n] for n in INTERFACE_LABELS if root.labels.get(n)), "")
     where = f"{device} {interface}".strip()
-    text = f"{root.alertname} on {where}" if where else root.alertname
+    text = on_target(t, root.alertname, where)
     facts = incident.root_cause_facts
     if facts is not None and " - " in facts.element:
-        text += f" (link {facts.element})"
+        text = t.gettext("{alert} (link {element})").format(alert=text, element=facts.element)
     return text
 
 
-def _root_cause(incident: Incident, root: Member, context: IncidentContext) -> str:
+# Prometheus's trend words, marked here and translated where they are shown.
+_TRENDS = {"rising": N_("rising"), "falling": N_("falling"), "flat": N_("flat")}
+
+
+def _described(t: Translator, found: MemberContext) -> str:
+    """:meth:`MemberContext.describe` in the analysis's language (the same text in English).
+
+    Queries, label sets and the reason Prometheus gave stay as they are.
+    """
+    if t.is_source:
+        return found.describe()
+    if not found.available:
+        return t.gettext("Prometheus context unavailable: {reason}").format(reason=found.reason)
+    if not found.series:
+        return t.gettext("{query}: no series for this alert").format(query=found.query)
+    parts = []
+    for series in found.series:
+        if series.value is None:
+            now = t.gettext("no current value")
+        else:
+            now = t.gettext("now {value}").format(value=_value(t, series.value))
+        if series.trend is not None and series.first is not None and series.last is not None:
+            now = t.gettext("{now}, {trend} {first} → {last} over {span}").format(
+                now=now,
+                trend=t.gettext(_TRENDS[series.trend]),
+                first=_value(t, series.first),
+                last=_value(t, series.last),
+                span=lasting(t, found.lookback),
+            )
+        parts.append(f"{labels_text(series.labels)} {now}".strip())
+    shown = in_turn(t, parts)
+    if found.omitted:
+        shown = t.ngettext(
+            "{shown}; and {count} more series", "{shown}; and {count} more series", found.omitted
+        ).format(shown=shown, count=number(t, found.omitted))
+    return f"{found.query}: {shown}"
+
+
+def _value(t: Translator, value: float) -> str:
+    """A sample value with the language's decimal separator, as many digits as English shows."""
+    english = number_text(value)
+    if not math.isfinite(value) or "e" in english:
+        return english
+    return t.number(value, digits=len(english.partition(".")[2]))
+
+
+def _root_cause(t: Translator, incident: Incident, root: Member, context: IncidentContext) -> str:
     facts = incident.root_cause_facts
-    layer = f" ({facts.layer} layer)" if facts is not None else ""
-    text = f"{root_named(incident, root)}{layer} is the probable root cause."
+    named = root_named(incident, root, t)
+    if facts is not None:
+        text = t.gettext("{root} ({layer} layer) is the probable root cause.").format(
+            root=named, layer=facts.layer
+        )
+    else:
+        text = t.gettext("{root} is the probable root cause.").format(root=named)
     if incident.root_cause_reasons:
-        text += " Why: " + "; ".join(incident.root_cause_reasons) + "."
+        text += " " + t.gettext("Why: {reasons}.").format(
+            reasons=in_turn(t, incident.root_cause_reasons)
+        )
     member_context = context.members.get(root.fingerprint)
     if member_context is None:
-        text += " Prometheus context unavailable: not queried for this alert."
+        text += " " + t.gettext("Prometheus context unavailable: not queried for this alert.")
     else:
-        text += f" {member_context.describe()}."
-    text += _anomaly_sentence(incident, root, context)
+        text += f" {_described(t, member_context)}."
+    text += _anomaly_sentence(t, incident, root, context)
     return text
 
 
-def _anomaly_sentence(incident: Incident, root: Member, context: IncidentContext) -> str:
+def _anomaly_sentence(
+    t: Translator, incident: Incident, root: Member, context: IncidentContext
+) -> str:
     """`` InterfaceDown on sw-core-1 coincides with an anomaly score 0.97 on ...``.
 
     The strongest three pieces of evidence, each with its series (signal,
@@ -194,36 +294,59 @@ def _anomaly_sentence(incident: Incident, root: Member, context: IncidentContext
     if not evidence:
         return ""
     shown = [
-        f"{e.score:.2f} on {e.subject}" + (f" (expected {e.band})" if e.band else "")
+        (
+            t.gettext("{score} on {subject} (expected {band})")
+            if e.band
+            else t.gettext("{score} on {subject}")
+        ).format(score=score(t, e.score), subject=e.subject, band=e.band)
         for e in evidence
     ]
-    listed = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
-    scores = "an anomaly score" if len(shown) == 1 else "anomaly scores"
-    return f" {root_named(incident, root)} coincides with {scores} {listed}."
+    return " " + t.ngettext(
+        "{root} coincides with an anomaly score {scores}.",
+        "{root} coincides with anomaly scores {scores}.",
+        len(shown),
+    ).format(root=root_named(incident, root, t), scores=join(t, shown))
 
 
-def _impact(incident: Incident, members: Sequence[Member]) -> str:
+def _impact(t: Translator, incident: Incident, members: Sequence[Member]) -> str:
     firing = [m for m in members if m.status == "firing"]
-    targets = _targets(members)
+    target_names = _targets(members)
     services = sorted({m.labels.get("service") or m.labels.get("job") or "" for m in members})
     services = [s for s in services if s]
-    text = f"{plural(len(targets), 'target')} affected"
-    text += f": {_listed(targets)}." if targets else "."
+    if target_names:
+        text = t.ngettext(
+            "{count} target affected: {targets}.",
+            "{count} targets affected: {targets}.",
+            len(target_names),
+        ).format(count=number(t, len(target_names)), targets=listed(t, target_names, LISTED))
+    else:
+        text = t.gettext("{targets} affected.").format(targets=targets(t, 0))
     if services:
-        text += f" Services: {_listed(services)}."
-    text += (
-        f" Blast radius: {plural(len(members), 'alert')} on {plural(len(targets), 'target')},"
-        f" {len(firing)} still firing."
+        text += " " + t.gettext("Services: {services}.").format(
+            services=listed(t, services, LISTED)
+        )
+    text += " " + t.ngettext(
+        "Blast radius: {alerts} on {targets}, {count} still firing.",
+        "Blast radius: {alerts} on {targets}, {count} still firing.",
+        len(firing),
+    ).format(
+        alerts=alerts(t, len(members)),
+        targets=targets(t, len(target_names)),
+        count=number(t, len(firing)),
     )
     if incident.status == "resolved" and incident.resolved_at is not None:
-        text = f"Resolved at {_when(incident.resolved_at)}. " + text
+        text = t.gettext("Resolved at {when}.").format(when=_when(t, incident.resolved_at)) + (
+            " " + text
+        )
     return text
 
 
 def _actions(
-    members: Sequence[Member], root: Member, runbooks: Sequence[RunbookRule]
+    t: Translator, members: Sequence[Member], root: Member, runbooks: Sequence[RunbookRule]
 ) -> tuple[str, ...]:
-    """Runbook actions per alert family, the root cause's family first, each once."""
+    """Runbook actions per alert family, the root cause's family first, each once.
+
+    The runbooks' own actions are the config's words, shown as written."""
     families = [root.alertname] + [name for name, _ in _families(members) if name != root.alertname]
     actions: dict[str, None] = {}
     urls: set[str] = set()
@@ -241,15 +364,22 @@ def _actions(
             actions.setdefault(action.strip(), None)
         if rule.url is not None and rule.url not in urls:
             urls.add(rule.url)
-            actions.setdefault(f"Runbook for {family or 'unnamed alerts'}: {rule.url}", None)
+            runbook = (
+                t.gettext("Runbook for {family}: {url}").format(family=family, url=rule.url)
+                if family
+                else t.gettext("Runbook for unnamed alerts: {url}").format(url=rule.url)
+            )
+            actions.setdefault(runbook, None)
     if not actions:
         if len(members) > 1:
             actions[
-                f"Start with {root.what}: it is the probable root cause, and the other "
-                "alerts are likely its symptoms."
+                t.gettext(
+                    "Start with {root}: it is the probable root cause, and the other "
+                    "alerts are likely its symptoms."
+                ).format(root=what(t, root))
             ] = None
         else:
-            actions[f"Check {root.what}."] = None
+            actions[t.gettext("Check {root}.").format(root=what(t, root))] = None
     return tuple(actions)
 
 

@@ -15,7 +15,9 @@ What is drawn, for an incident's root-cause member (or its first member):
   incident's anomaly evidence for it, if any, gets a second panel (the band
   is in the signal's units, not the alert's, so it never shares an axis).
 
-The title names the alert and its target; times are UTC. When there is no
+The title names the alert and its target; times are UTC. Captions and
+messages are in the graph's language (the config's ``language``, through the
+``notify`` catalogue; names and queries as they are). When there is no
 expression, no data or no Prometheus, the PNG says so in words: an image link
 in a notification never breaks.
 
@@ -32,13 +34,17 @@ import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+
+from babel.dates import format_date
+from babel.numbers import format_decimal
 
 from ai_sidecar.anomaly.evidence import LOWER, UPPER
 from ai_sidecar.clock import utc_now
 from ai_sidecar.context import expression_of, value_expression
+from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import Incident, Member
 from ai_sidecar.promql import PromQLClient, PromQLError, Series
 
@@ -83,6 +89,8 @@ class GraphData:
     end: datetime
     panels: tuple[Panel, ...] = ()
     message: str = ""
+    # The language of its captions (and the dates of its time axis).
+    language: str = SOURCE_LANGUAGE
 
 
 def root_member(incident: Incident) -> Member | None:
@@ -145,47 +153,81 @@ class GraphSource:
         range: timedelta,  # the PromQL name for it, shadowing the builtin here only
         clock: Callable[[], datetime] = utc_now,
         time_box: timedelta = TIME_BOX,
+        language: str = SOURCE_LANGUAGE,
     ) -> None:
         self._client = client
         self._range = range
         self._clock = clock
         self._time_box = time_box
+        self._t = translator(language, "notify")
+
+    def _what(self, member: Member) -> str:
+        """``InterfaceDown on core1`` (:attr:`Member.what`), in the graph's language."""
+        if self._t.is_source:
+            return member.what
+        name = member.alertname or self._t.gettext("alert {fingerprint}").format(
+            fingerprint=member.fingerprint
+        )
+        if not member.target:
+            return name
+        return self._t.gettext("{alert} on {target}").format(alert=name, target=member.target)
 
     async def graph(self, incident: Incident) -> GraphData:
+        _ = self._t.gettext
         end = self._clock()
         start = end - self._range
         member = root_member(incident)
         if member is None:
-            return GraphData(f"Incident {incident.id}", start, end, message="No alerts")
-        title = _short(f"{member.what} · incident {incident.id}", MAX_TITLE)
-        blank = GraphData(title, start, end)
+            title = _("Incident {incident}").format(incident=incident.id)
+            return GraphData(title, start, end, message=_("No alerts"), language=self._t.language)
+        title = _("{what} · incident {incident}").format(
+            what=self._what(member), incident=incident.id
+        )
+        blank = GraphData(_short(title, MAX_TITLE), start, end, language=self._t.language)
         if self._client is None:
-            return message_graph(blank, "No Prometheus configured (SCOUT_PROMETHEUS_URL)")
+            return message_graph(blank, _("No Prometheus configured (SCOUT_PROMETHEUS_URL)"))
         try:
             panels = await self._panels(self._client, incident, member, start, end)
         except PromQLError:
-            return message_graph(blank, "Prometheus did not answer")
+            return message_graph(blank, _("Prometheus did not answer"))
         if not panels:
-            return message_graph(blank, "No data for this alert in the last " + _hours(start, end))
-        return GraphData(title, start, end, panels)
+            return message_graph(
+                blank,
+                _("No data for this alert in the last {hours}").format(
+                    hours=self._hours(start, end)
+                ),
+            )
+        return replace(blank, panels=panels)
 
     async def series_band(self, labels: Mapping[str, str], title: str) -> GraphData:
         """A scored series (its ``signal`` and own labels) between its band, over the
         graph range: what the console's anomalies page draws. Never raises."""
+        _ = self._t.gettext
         end = self._clock()
         start = end - self._range
-        blank = GraphData(_short(title, MAX_TITLE), start, end)
+        blank = GraphData(_short(title, MAX_TITLE), start, end, language=self._t.language)
         if self._client is None:
-            return message_graph(blank, "No Prometheus configured (SCOUT_PROMETHEUS_URL)")
+            return message_graph(blank, _("No Prometheus configured (SCOUT_PROMETHEUS_URL)"))
         try:
             band = await self._band(self._client, labels, title, start, end, _step(end - start))
         except PromQLError:
-            return message_graph(blank, "Prometheus did not answer")
+            return message_graph(blank, _("Prometheus did not answer"))
         if band is None:
             return message_graph(
-                blank, "No history of this series in the last " + _hours(start, end)
+                blank,
+                _("No history of this series in the last {hours}").format(
+                    hours=self._hours(start, end)
+                ),
             )
-        return GraphData(blank.title, start, end, (band,))
+        return replace(blank, panels=(band,))
+
+    def _hours(self, start: datetime, end: datetime) -> str:
+        """The graph's range in hours: ``6 h``, ``1.5 h`` (fr: ``1,5 h``)."""
+        hours = (end - start).total_seconds() / 3600
+        if self._t.is_source:
+            return f"{hours:g} h"
+        count = format_decimal(hours, locale=self._t.locale)
+        return self._t.gettext("{count} h").format(count=count)
 
     async def _panels(
         self,
@@ -254,7 +296,7 @@ class GraphSource:
         # One band: it belongs to one series; with several, the first one's.
         first = observed[0]
         return Panel(
-            _short(f"{title} (anomaly band)", MAX_TITLE),
+            _short(self._t.gettext("{title} (anomaly band)").format(title=title), MAX_TITLE),
             tuple(observed[:MAX_LINES]),
             lower=_same_series(first, lower),
             upper=_same_series(first, upper),
@@ -271,18 +313,29 @@ def _same_series(observed: Series, candidates: Sequence[Series]) -> Series | Non
 
 
 def message_graph(data: GraphData, message: str) -> GraphData:
-    """``data``'s title and times with ``message`` in place of the plot."""
-    return GraphData(data.title, data.start, data.end, message=message)
+    """``data``'s title, times and language with ``message`` in place of the plot."""
+    return replace(data, panels=(), message=message)
 
 
-def _hours(start: datetime, end: datetime) -> str:
-    hours = (end - start).total_seconds() / 3600
-    return f"{hours:g} h"
+def failed_graph(data: GraphData) -> GraphData:
+    """What is drawn instead of ``data`` when drawing it failed, in its language."""
+    t = translator(data.language, "notify")
+    return message_graph(data, t.gettext("The graph could not be drawn"))
 
 
-def time_ticks(start: datetime, end: datetime) -> tuple[list[float], list[str]]:
+def time_ticks(
+    start: datetime, end: datetime, language: str = SOURCE_LANGUAGE
+) -> tuple[list[float], list[str]]:
     """Ticks on round UTC times between ``start`` and ``end``: where (Unix seconds) and
-    what they say (``14:00``; the date instead where a day starts, and on the first)."""
+    what they say (``14:00``; the date instead where a day starts, and on the first:
+    ``Dec 03``, fr ``3 déc.``)."""
+    t = translator(language, "notify")
+
+    def day(moment: datetime) -> str:
+        if t.is_source:
+            return moment.strftime("%b %d")
+        return format_date(moment, "d MMM", locale=t.locale)
+
     first, last = start.timestamp(), end.timestamp()
     spacing = next((s for s in TICK_SPACINGS if (last - first) / s <= MAX_TICKS), TICK_SPACINGS[-1])
     at = math.ceil(first / spacing) * spacing
@@ -291,11 +344,11 @@ def time_ticks(start: datetime, end: datetime) -> tuple[list[float], list[str]]:
     while at <= last:
         moment = datetime.fromtimestamp(at, UTC)
         if spacing >= 86400:
-            label = moment.strftime("%b %d")
+            label = day(moment)
         else:
             label = moment.strftime("%H:%M")
             if not labels or (moment.hour, moment.minute) == (0, 0):
-                label += moment.strftime("\n%b %d")
+                label += "\n" + day(moment)
         places.append(float(at))
         labels.append(label)
         at += spacing
@@ -316,24 +369,26 @@ def render_png(data: GraphData) -> bytes:
 
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
+    t = translator(data.language, "notify")
     figure.suptitle(data.title, fontsize=11, fontweight="bold")
     if not data.panels:
         axes = figure.add_subplot()
         axes.set_axis_off()
-        axes.text(0.5, 0.5, data.message or "No data", ha="center", va="center", fontsize=13)
+        message = data.message or t.gettext("No data")
+        axes.text(0.5, 0.5, message, ha="center", va="center", fontsize=13)
         return _png(figure)
     # Time is Unix seconds on the axis, labelled in UTC by time_ticks.
     axes_list = figure.subplots(len(data.panels), 1, sharex=True, squeeze=False)[:, 0]
-    places, labels = time_ticks(data.start, data.end)
+    places, labels = time_ticks(data.start, data.end, data.language)
     for axes, panel in zip(axes_list, data.panels, strict=True):
-        _draw(axes, panel)
+        _draw(axes, panel, t)
         axes.set_xlim(data.start.timestamp(), data.end.timestamp())
         axes.set_xticks(places, labels)
     axes_list[-1].set_xlabel("UTC", fontsize=8)
     return _png(figure)
 
 
-def _draw(axes: Axes, panel: Panel) -> None:
+def _draw(axes: Axes, panel: Panel, t: Translator) -> None:
     axes.set_title(panel.title, fontsize=9, loc="left")
     axes.tick_params(labelsize=8)
     axes.grid(True, alpha=0.3)
@@ -348,7 +403,7 @@ def _draw(axes: Axes, panel: Panel) -> None:
             color="tab:green",
             alpha=0.2,
             linewidth=0,
-            label="expected band",
+            label=t.gettext("expected band"),
         )
     common = dict(
         set.intersection(*(set(s.labels.items()) for s in panel.lines)) if panel.lines else ()
@@ -361,7 +416,8 @@ def _draw(axes: Axes, panel: Panel) -> None:
             label=_legend(series.labels, common),
         )
     if panel.omitted:
-        axes.plot([], [], " ", label=f"and {panel.omitted} more series")
+        more = t.ngettext("and {count} more series", "and {count} more series", panel.omitted)
+        axes.plot([], [], " ", label=more.format(count=panel.omitted))
     if len(panel.lines) > 1 or panel.lower is not None or panel.omitted:
         axes.legend(fontsize=7, loc="upper left")
 

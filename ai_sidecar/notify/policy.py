@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta, tzinfo
 
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.notify.signing import GraphLinks
 
 
@@ -36,6 +37,8 @@ class ReturnTripPolicy:
     graph_links: GraphLinks | None = None
     # Where notifications show times (notifications.timezone).
     zone: tzinfo = UTC
+    # The language people read notifications in (the config's language).
+    language: str = SOURCE_LANGUAGE
 
     def __post_init__(self) -> None:
         if self.repost_interval >= self.keepalive:

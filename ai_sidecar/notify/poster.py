@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -41,6 +41,7 @@ import aiohttp
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.failures import STORE_KEY, FailureLog, retry_delay
+from ai_sidecar.i18n import translator
 from ai_sidecar.intake.reconcile import Reconciler
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Alert, Incident
@@ -132,6 +133,18 @@ class ReturnTrip:
     @property
     def peers(self) -> tuple[str, ...]:
         return self._peers
+
+    @property
+    def language(self) -> str:
+        return self._policy.language
+
+    def use_language(self, language: str) -> None:
+        """Write the copies scheduled from now on in ``language`` (a config reload);
+        copies already in the outbox keep theirs until their incident changes.
+        Raises :class:`~ai_sidecar.i18n.UnknownLanguageError` for a language
+        without catalogues, before anything changes."""
+        translator(language, "notify")
+        self._policy = replace(self._policy, language=language)
 
     def wake(self) -> None:
         """Make :meth:`run` look at the outbox now."""

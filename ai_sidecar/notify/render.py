@@ -2,7 +2,9 @@
 
 Labels are the raw alert's own plus ``scout_enriched="true"``,
 ``scout_incident`` and ``scout_priority``; annotations are the raw alert's
-(sanitised) plus the analysis as ``ai_*``, the title, times and resolution
+(sanitised) plus the analysis as ``ai_*``, the language it is written in
+(``scout_lang``, set only for a language other than English: the
+Alertmanager templates pick their words by it), the title, times and resolution
 people read first (``scout_title``, ``scout_timeline``, ``scout_resolution``:
 :mod:`ai_sidecar.notify.wording`) and links: ``scout_console_url``, the
 incident's page in the console, ``scout_incident_url``, its JSON in the API,
@@ -19,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import (
     ENRICHED_LABEL,
     INCIDENT_LABEL,
@@ -36,6 +39,8 @@ from ai_sidecar.sanitize import CAPS, clean, format_actions, safe_link, sanitize
 from ai_sidecar.store import OutboxCopy, OutboxRow
 
 GRAPH_ANNOTATION = "ai_graph_url"
+# The language of the copy's text, for the templates' words (scout.tmpl).
+LANGUAGE_ANNOTATION = "scout_lang"
 # The console's page of an incident, under the sidecar's external URL.
 CONSOLE_INCIDENT_PATH = "/console/incidents/"
 
@@ -88,25 +93,33 @@ def _resolution_time(incident: Incident, member: Member, now: datetime) -> datet
     return max(min(ended, now), member.starts_at)
 
 
-def analyst_note(incident: Incident) -> str:
+def analyst_note(incident: Incident, t: Translator | None = None) -> str:
     """Why a preferred analyst did not speak, in a few words; "" when none was skipped.
 
-    ``local analysis: gemini not asked (budget: 200 requests per day reached)``
+    ``local analysis: gemini not asked (budget: 200 requests per day reached)``;
+    the analysts' names, the reason's code and its detail are not translated.
     """
     if not incident.skipped_analysts:
         return ""
+    _ = (t or translator(SOURCE_LANGUAGE, "notify")).gettext
     reasons = []
     for skipped in incident.skipped_analysts:
         if skipped.reason == "pending":
-            reasons.append(f"{skipped.analyst}'s answer follows")
+            reasons.append(_("{analyst}'s answer follows").format(analyst=skipped.analyst))
             continue
-        verb = "not asked" if skipped.reason == "declined" else f"failed ({skipped.reason})"
-        detail = f" ({skipped.detail})" if skipped.detail else ""
-        reasons.append(f"{skipped.analyst} {verb}{detail}")
-    return f"{incident.analyst or 'local'} analysis: " + "; ".join(reasons)
+        if skipped.reason == "declined":
+            reason = _("{analyst} not asked").format(analyst=skipped.analyst)
+        else:
+            reason = _("{analyst} failed ({reason})").format(
+                analyst=skipped.analyst, reason=skipped.reason
+            )
+        reasons.append(reason + (f" ({skipped.detail})" if skipped.detail else ""))
+    return _("{analyst} analysis: {reasons}").format(
+        analyst=incident.analyst or "local", reasons="; ".join(reasons)
+    )
 
 
-def analysis_annotations(incident: Incident) -> dict[str, str]:
+def analysis_annotations(incident: Incident, language: str = SOURCE_LANGUAGE) -> dict[str, str]:
     """The ``ai_*`` annotations of an incident, sanitised; the same on every member.
 
     ``ai_analyst`` names who spoke; ``ai_analyst_note``, present only when a
@@ -123,7 +136,7 @@ def analysis_annotations(incident: Incident) -> dict[str, str]:
     }
     if incident.analyst:
         annotations["ai_analyst"] = clean(incident.analyst, CAPS.summary)
-    note = analyst_note(incident)
+    note = analyst_note(incident, translator(language, "notify"))
     if note:
         # One line: it is small print under the analysis.
         annotations["ai_analyst_note"] = clean(" ".join(note.split()), CAPS.annotation)
@@ -131,8 +144,16 @@ def analysis_annotations(incident: Incident) -> dict[str, str]:
 
 
 def incident_annotations(incident: Incident, policy: ReturnTripPolicy) -> dict[str, str]:
-    """What every copy of ``incident`` carries alike: the analysis and the wording."""
-    return {**analysis_annotations(incident), **Wording(policy.zone).annotations(incident)}
+    """What every copy of ``incident`` carries alike: the analysis, the wording
+    and, in a language other than English, that language (``scout_lang``)."""
+    wording = Wording(policy.zone, policy.language)
+    shared = {
+        **analysis_annotations(incident, policy.language),
+        **wording.annotations(incident),
+    }
+    if policy.language != SOURCE_LANGUAGE:
+        shared[LANGUAGE_ANNOTATION] = policy.language
+    return shared
 
 
 def graph_url(policy: ReturnTripPolicy, incident_id: str, now: datetime) -> str | None:

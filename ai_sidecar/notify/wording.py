@@ -11,6 +11,9 @@ Built from the incident alone (no analyst), with the phrases of
 ========================  ====================================================
 
 Times are to the second in the configured zone (``notifications.timezone``).
+The words are the configured language's (``language``, the ``notify``
+catalogue of :mod:`ai_sidecar.i18n`); English is the phrases' own text, and
+names (devices, interfaces, labels) are never translated.
 Label values are untrusted: every text goes through
 :func:`ai_sidecar.sanitize.clean` on one line, so it can neither notify nor
 carry markup, a line break (an e-mail header) or a hidden character; the
@@ -22,10 +25,11 @@ from __future__ import annotations
 import math
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from ai_sidecar.correlate import INTERFACE_LABELS
+from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import Incident, Member, merged_into, notified_priority
 from ai_sidecar.notify import phrases
 from ai_sidecar.sanitize import CAPS, clean
@@ -40,13 +44,25 @@ _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^A-Za-z0-9]+")
 
 @dataclass(frozen=True, slots=True)
 class Wording:
-    """How times are shown: the zone (``notifications.timezone``)."""
+    """How times are shown, the zone (``notifications.timezone``), and in which
+    language (``language``)."""
 
     zone: tzinfo = UTC
+    language: str = SOURCE_LANGUAGE
+    t: Translator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "t", translator(self.language, "notify"))
 
     def time(self, value: datetime) -> str:
-        """``2026-12-02 23:41:25 CET``: to the second, in the zone."""
-        return value.astimezone(self.zone).strftime(phrases.TIME_FORMAT)
+        """``2026-12-02 23:41:25 CET``: to the second, in the zone; in another
+        language, its own date format (fr: ``2 déc. 2026, 23:41:25 CET``)."""
+        local = value.astimezone(self.zone)
+        if self.t.is_source:
+            return local.strftime(phrases.TIME_FORMAT)
+        return self.t.gettext(phrases.ZONED_TIME).format(
+            time=self.t.datetime(value, self.zone), zone=local.strftime("%Z")
+        )
 
     def annotations(self, incident: Incident) -> dict[str, str]:
         """The ``scout_*`` text annotations of ``incident``'s copies (module docstring)."""
@@ -55,18 +71,20 @@ class Wording:
             return {}
         root = root_member(incident)
         started = min(m.first_starts_at for m in members)
-        title = phrases.TITLE.format(
+        _ = self.t.gettext
+        site = _site(incident, root)
+        title = _(phrases.TITLE).format(
             priority=notified_priority(incident),
-            problem=problem(root),
-            site=phrases.SITE.format(site=site) if (site := _site(incident, root)) else "",
-            related=_related(len(members) - 1),
+            problem=problem(root, self.t),
+            site=_(phrases.SITE).format(site=site) if site else "",
+            related=phrases.related(self.t, len(members) - 1),
         )
-        found = {TIMELINE_ANNOTATION: phrases.STARTED.format(start=self.time(started))}
+        found = {TIMELINE_ANNOTATION: _(phrases.STARTED).format(start=self.time(started))}
         if incident.status == "resolved" and incident.resolved_at is not None:
             ended = max(incident.resolved_at, started)
-            lasted = duration(ended - started)
-            title = phrases.RESOLVED_TITLE.format(title=title, duration=lasted)
-            found[TIMELINE_ANNOTATION] = phrases.LASTED.format(
+            lasted = duration(ended - started, self.t)
+            title = _(phrases.RESOLVED_TITLE).format(title=title, duration=lasted)
+            found[TIMELINE_ANNOTATION] = _(phrases.LASTED).format(
                 start=self.time(started), end=self.time(ended), duration=lasted
             )
             found[RESOLUTION_ANNOTATION] = self.resolution(incident, root, ended)
@@ -75,30 +93,32 @@ class Wording:
 
     def resolution(self, incident: Incident, root: Member, ended: datetime) -> str:
         """What resolved ``incident``: a merge, its root cause, or its last alert to clear."""
+        _ = self.t.gettext
         at = self.time(ended)
         other = merged_into(incident)
         if other is not None:
-            return phrases.RESOLVED_BY_MERGE.format(incident=other, time=at)
+            return _(phrases.RESOLVED_BY_MERGE).format(incident=other, time=at)
         members = list(incident.members.values())
         cleared = [m for m in members if m.status == "resolved" and m.ends_at is not None]
         firing = len(members) - len(cleared)
         if root.status == "resolved" and root.ends_at is not None and firing:
             # Resolved on its root cause alone (correlation.resolve: root_cause).
-            still = phrases.STILL_FIRING_ONE if firing == 1 else phrases.STILL_FIRING_MANY
-            return phrases.RESOLVED_BY_ROOT_CAUSE.format(
-                problem=problem(root), time=self.time(root.ends_at)
-            ) + still.format(count=firing)
+            return _(phrases.RESOLVED_BY_ROOT_CAUSE).format(
+                problem=problem(root, self.t), time=self.time(root.ends_at)
+            ) + phrases.still_firing(self.t, firing)
         if not cleared:
-            return phrases.RESOLVED_UNKNOWN.format(time=at)
+            return _(phrases.RESOLVED_UNKNOWN).format(time=at)
         last = max(cleared, key=lambda m: (m.ends_at or ended, m is root, m.fingerprint))
         when = self.time(last.ends_at or ended)
         if len(members) == 1:
-            return phrases.RESOLVED_BY_ONLY_ALERT.format(problem=problem(last), time=when)
+            return _(phrases.RESOLVED_BY_ONLY_ALERT).format(
+                problem=problem(last, self.t), time=when
+            )
         if last is root:
-            return phrases.RESOLVED_BY_ROOT_CAUSE.format(problem=problem(last), time=when)
-        return phrases.RESOLVED_BY_LAST_ALERT.format(
-            count=len(members), problem=problem(last), time=when
-        )
+            return _(phrases.RESOLVED_BY_ROOT_CAUSE).format(
+                problem=problem(last, self.t), time=when
+            )
+        return phrases.resolved_by_last_alert(self.t, len(members), problem(last, self.t), when)
 
 
 def root_member(incident: Incident) -> Member:
@@ -109,21 +129,26 @@ def root_member(incident: Incident) -> Member:
     return min(incident.members.values(), key=lambda m: (m.first_starts_at, m.fingerprint))
 
 
-def problem(member: Member) -> str:
-    """What is wrong and where, in plain words: ``Gi1/0/1 down on sw-3``."""
+ENGLISH = translator(SOURCE_LANGUAGE, "notify")
+
+
+def problem(member: Member, t: Translator = ENGLISH) -> str:
+    """What is wrong and where, in plain words: ``Gi1/0/1 down on sw-3``; the
+    alert's name and label values are not translated."""
     phrase = phrases.PROBLEMS.get(member.alertname)
     values = {"target": member.target}
     interface = next((member.labels[n] for n in INTERFACE_LABELS if member.labels.get(n)), "")
     values["interface"] = interface
     if phrase is None:
-        values["name"] = alert_words(member.alertname) or phrases.UNNAMED_ALERT
+        values["name"] = alert_words(member.alertname) or t.gettext(phrases.UNNAMED_ALERT)
         phrase = phrases.UNKNOWN_PROBLEM if member.target else phrases.UNKNOWN_PROBLEM_NO_TARGET
+    phrase = t.gettext(phrase)
     fields = {name for _, name, _, _ in string.Formatter().parse(phrase) if name}
     for name in fields - values.keys():
         values[name] = member.labels.get(name, "")
     return phrase.format_map(
         {
-            name: _one_line(value) or phrases.MISSING.get(name, phrases.MISSING_DEFAULT)
+            name: _one_line(value) or t.gettext(phrases.MISSING.get(name, phrases.MISSING_DEFAULT))
             for name, value in values.items()
         }
     )
@@ -135,25 +160,19 @@ def alert_words(name: str) -> str:
     return " ".join(w if w.isupper() else w.lower() for w in words)
 
 
-def duration(value: timedelta) -> str:
+def duration(value: timedelta, t: Translator = ENGLISH) -> str:
     """``1 h 2 min 5 s``, to the second (rounded down); units of zero left out."""
     left = max(0, math.floor(value.total_seconds()))
     parts = []
     for unit, seconds in phrases.DURATION_UNITS:
         count, left = divmod(left, seconds)
         if count:
-            parts.append(f"{count} {unit}")
-    return " ".join(parts) or phrases.DURATION_ZERO
+            parts.append(t.gettext(unit).format(count=count))
+    return " ".join(parts) or t.gettext(phrases.DURATION_UNITS[-1][0]).format(count=0)
 
 
 def _site(incident: Incident, root: Member) -> str:
     return root.labels.get("site") or incident.group.get("site", "")
-
-
-def _related(count: int) -> str:
-    if count <= 0:
-        return ""
-    return phrases.RELATED_ONE if count == 1 else phrases.RELATED_MANY.format(count=count)
 
 
 def _one_line(text: str) -> str:

@@ -65,6 +65,23 @@ def todays_correlator(config: CorrelationConfig, topology: ObservedTopology) -> 
     return Correlator(config)
 
 
+def in_language(factory: CorrelatorFactory, language: str) -> CorrelatorFactory:
+    """``factory``'s correlator, writing its root-cause reasons in ``language``.
+
+    The language changes words only: a replay in French must find the same
+    incidents and root causes as in English, which the benchmark and the
+    tests check by scoring both.
+    """
+
+    def build(config: CorrelationConfig, topology: ObservedTopology) -> CorrelatorUnderTest:
+        correlator = factory(config, topology)
+        if isinstance(correlator, Correlator):
+            correlator.language = language
+        return correlator
+
+    return build
+
+
 def preset_config(preset: str = "network") -> CorrelationConfig:
     """A shipped preset through the real config parser, as a user would write it."""
     return parse_config(f"correlation:\n  preset: {preset}\n", f"{preset}.yml").correlation

@@ -31,7 +31,7 @@ from ai_sidecar.console.reports.digest import (
 from ai_sidecar.console.reports.measured import NO_PROMETHEUS
 from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import report_period
-from ai_sidecar.console.reports.render import report_csv
+from ai_sidecar.console.reports.render import report_csv, spreadsheet_safe
 from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.console.reports.tables import duration_text
 from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
@@ -292,6 +292,19 @@ async def test_the_csv_round_trips_and_cannot_run_formulas(store: Store) -> None
     assert [row[1] for row in rows if row[0] == "wan"] == [NO_PROMETHEUS]
 
 
+@pytest.mark.parametrize(
+    "cell", ["  =1+1", " @SUM(A1)", "\u00a0=cmd|' /C calc'!A0", "\n=1+2", " \t-2+3"]
+)
+def test_a_formula_after_leading_blanks_is_made_inert(cell: str) -> None:
+    # Spreadsheets (LibreOffice with "trim spaces", Google Sheets) drop the blanks first.
+    assert spreadsheet_safe(cell) == "'" + cell
+
+
+def test_plain_cells_stay_as_they_are() -> None:
+    for cell in ("paris", " paris", "P1", "67%", ""):
+        assert spreadsheet_safe(cell) == cell
+
+
 async def test_the_pdf_opens_with_every_table(store: Store) -> None:
     maker = ReportMaker(store, SidecarConfig(), None)
     made = await maker.make(maker.period("week", end_date=WEEK_END), now=NOW)
@@ -384,11 +397,20 @@ async def test_bad_parameters_and_strangers_are_turned_away(console) -> None:  #
     assert away.headers["Location"].startswith("/console/login?next=")
 
 
-def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, data_dir: Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_cli_command("report", *args, data_dir=data_dir, cwd=cwd)
+
+
+def run_cli_command(
+    *args: str, data_dir: Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = {key: value for key, value in os.environ.items() if not key.startswith("SCOUT_")}
     environ["SCOUT_DATA_DIR"] = str(data_dir)
     return subprocess.run(
-        [sys.executable, "-m", "ai_sidecar.cli", "report", *args],
+        [sys.executable, "-m", "ai_sidecar.cli", *args],
+        cwd=cwd,
         env=environ,
         capture_output=True,
         text=True,
@@ -433,6 +455,15 @@ async def test_the_cli_writes_each_format(store: Store, tmp_path: Path) -> None:
     assert unwritable.returncode == 2
     assert "cannot write" in unwritable.stderr
 
+    # "-" is stdout, as for most commands; what it is doing still goes to stderr.
+    piped = run_cli(
+        "--end", "2026-11-08", "--format", "csv", "--output", "-", data_dir=data, cwd=tmp_path
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.splitlines() == outputs["csv"].decode().splitlines()
+    assert "to stdout" in piped.stderr
+    assert not (tmp_path / "-").exists()
+
 
 def test_slots_are_weekday_and_time_in_the_zone() -> None:
     paris = ZoneInfo("Europe/Paris")
@@ -447,7 +478,30 @@ def test_slots_are_weekday_and_time_in_the_zone() -> None:
     assert latest_slot(wednesday, daily, paris) == datetime(2026, 11, 4, 7, tzinfo=UTC)
 
 
-def digest_config(sink: SmtpSink, **retry: str) -> SidecarConfig:
+def test_slots_across_a_daylight_saving_change_are_compared_as_instants() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    daily = parse_config(
+        "reports: {digest: {schedule: {weekday: null, at: '02:30'}}}", "t"
+    ).reports.digest.schedule
+    # 2026-03-29: 02:00 CET jumps to 03:00 CEST; the missing 02:30 is taken as 01:30 UTC.
+    # At 03:15 CEST (01:15 UTC) today's slot is still 15 minutes away.
+    spring = datetime(2026, 3, 29, 1, 15, tzinfo=UTC)
+    assert latest_slot(spring, daily, paris) == datetime(2026, 3, 28, 1, 30, tzinfo=UTC)
+    assert next_slot(spring, daily, paris) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    # 2026-10-25: 03:00 CEST falls back to 02:00 CET. The slot, 02:30 CEST (00:30 UTC),
+    # has passed at the second 02:15 (CET, 01:15 UTC): the next one is tomorrow, not
+    # "now" over and over for 45 minutes.
+    autumn = datetime(2026, 10, 25, 1, 15, tzinfo=UTC)
+    assert latest_slot(autumn, daily, paris) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert next_slot(autumn, daily, paris) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+    # Just after the spring slot, the next is tomorrow 02:30 CEST, not 03:30.
+    after = datetime(2026, 3, 29, 1, 45, tzinfo=UTC)
+    assert next_slot(after, daily, paris) == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)
+    for now in (spring, autumn, after):
+        assert latest_slot(now, daily, paris) <= now < next_slot(now, daily, paris)
+
+
+def digest_config(sink: SmtpSink, smtp: str = "", **retry: str) -> SidecarConfig:
     return parse_config(
         "reports:\n"
         "  digest:\n"
@@ -456,7 +510,7 @@ def digest_config(sink: SmtpSink, **retry: str) -> SidecarConfig:
         "    schedule: {weekday: monday, at: '00:00'}\n"
         "    recipients: [noc@example.net, lead@example.net]\n"
         f"    smtp: {{host: {sink.host}, port: {sink.port}, security: none,"
-        " from: scout@example.net}\n"
+        f" from: scout@example.net{smtp}}}\n"
         f"    retry: {{first: {retry.get('first', '1m')}, max: 1s,"
         f" attempts: {retry.get('attempts', '3')}}}\n",
         "t",
@@ -527,6 +581,9 @@ async def test_the_digest_arrives_with_its_pdf_once_per_slot(store: Store) -> No
     assert len(sink.messages()) == 1
     assert message["To"] == "noc@example.net, lead@example.net"
     assert message["Subject"] == "Scout week report to 2026-11-09 00:00: 4 incidents"
+    # RFC 5322 requires a Date; without one, filters score the mail as spam.
+    assert message["Date"].datetime == NOW
+    assert message["Message-ID"].endswith("@example.net>")
     html = email_body(message, "html")
     assert "Noisiest alert rules" in html
     assert "&lt;script&gt;" in html
@@ -565,6 +622,63 @@ async def test_a_refusing_server_is_retried_with_backoff_then_succeeds(store: St
 
 
 @pytest.mark.peers
+async def test_a_permanent_refusal_is_given_up_at_once(store: Store) -> None:
+    registry = CollectorRegistry()
+    counter = digest_counter(registry)
+    sleeps: list[float] = []
+    with SmtpSink(refuse=5, refusal="554 5.7.1 message rejected as spam") as sink:
+        config = digest_config(sink, first="1s", attempts="4")
+        assert not await scheduler_for(store, config, counter, sleeps).deliver(MONDAY)
+        # Another attempt would be refused the same way: none is made.
+        assert sink.refused == 1
+    assert sleeps == []
+    assert counts(registry) == {"sent": 0, "failed": 1, "abandoned": 1}
+    assert await store.last_digest() == MONDAY
+
+
+@pytest.mark.peers
+# The sink asks for a login over plain text, on loopback.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_a_refused_login_is_not_retried_nor_logged(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    counter = digest_counter(registry)
+    password_file = tmp_path / "smtp-password"
+    password_file.write_text("wrong-password\n")
+    smtp = f", username: scout, password_file: '{password_file}'"
+    with SmtpSink(login=("scout", "right-password")) as sink:
+        config = digest_config(sink, smtp, first="1s", attempts="4")
+        assert not await scheduler_for(store, config, counter, []).deliver(MONDAY)
+        # Retrying a wrong password only risks locking the mail account.
+        assert sink.logins == 1
+        password_file.write_text("right-password\n")
+        assert await scheduler_for(store, config, counter, []).deliver(MONDAY + timedelta(days=7))
+        assert len(sink.messages()) == 1
+    assert counts(registry) == {"sent": 1, "failed": 1, "abandoned": 1}
+    reasons = [r.__dict__.get("reason") for r in caplog.records]
+    assert "the server refused the username or password" in reasons
+    logged = " ".join(str(r.__dict__) for r in caplog.records)
+    assert "wrong-password" not in logged
+    assert "right-password" not in logged
+
+
+@pytest.mark.peers
+async def test_recipients_the_server_refuses_are_logged(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    with SmtpSink(unknown=frozenset({"lead@example.net"})) as sink:
+        config = digest_config(sink)
+        assert await scheduler_for(store, config, digest_counter(registry), []).deliver(MONDAY)
+        assert len(sink.messages()) == 1
+    assert counts(registry) == {"sent": 1, "failed": 0, "abandoned": 0}
+    (refused,) = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert refused.levelname == "WARNING"
+    assert refused.__dict__["refused"] == "lead@example.net (550)"
+
+
+@pytest.mark.peers
 async def test_the_app_sends_a_missed_digest_when_it_starts(aiohttp_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "data"
     store = await SqliteStore.open(data / "scout.db")
@@ -600,6 +714,17 @@ async def test_the_app_sends_a_missed_digest_when_it_starts(aiohttp_client, tmp_
         ("{digest: {smtp: {password_file: /x}}}", "password_file is set but username is not"),
         ("{digest: {recipients: [nobody]}}", "reports.digest.recipients.0"),
         ("{top: 0}", "reports.top"),
+        (
+            "{digest: {smtp: {host: smtp.example.net, security: none, username: scout}}}",
+            "security: none would send the password in clear text to smtp.example.net",
+        ),
+        ("{digest: {smtp: {port: 465}}}", "port 465 speaks TLS from the first byte"),
+        ("{digest: {smtp: {security: tls, port: 587}}}", "port 587 starts in plain text"),
+        (
+            '{digest: {smtp: {from: "a@example.net\\r\\nBcc: x@example.org"}}}',
+            "reports.digest.smtp.from",
+        ),
+        ("{digest: {smtp: {from: scout}}}", "reports.digest.smtp.from"),
     ],
 )
 def test_bad_reports_config_is_refused_with_its_line(text: str, error: str) -> None:
@@ -607,8 +732,71 @@ def test_bad_reports_config_is_refused_with_its_line(text: str, error: str) -> N
         parse_config(f"reports: {text}\n", "sidecar.yml")
 
 
+@pytest.mark.parametrize(
+    "smtp",
+    [
+        "{host: localhost, security: none, username: scout}",
+        "{host: 127.0.0.1, port: 25, security: none, username: scout}",
+        "{host: '::1', security: none, username: scout}",
+        "{host: smtp.example.net, security: none}",
+        "{host: smtp.example.net, port: 465, security: tls}",
+        "{host: smtp.example.net, port: 2525}",
+        "{from: 'Scout <scout@example.net>'}",
+    ],
+)
+def test_sound_smtp_settings_are_accepted(smtp: str) -> None:
+    parse_config(f"reports: {{digest: {{smtp: {smtp}}}}}\n", "sidecar.yml")
+
+
 def test_the_full_config_reads_its_digest() -> None:
     config = load_config(Path(__file__).parent / "configs" / "full.yml").reports
     assert config.digest.smtp.sender == "scout@example.net"
     assert config.digest.smtp.password_file == Path("/run/secrets/smtp_password")
     assert config.digest.schedule.weekday is None
+
+
+def digest_with_password_file(tmp_path: Path, password_file: Path) -> Path:
+    config = tmp_path / "sidecar.yml"
+    config.write_text(
+        "reports:\n"
+        "  digest:\n"
+        "    enabled: true\n"
+        "    recipients: [noc@example.net]\n"
+        f"    smtp: {{username: scout, password_file: '{password_file}'}}\n"
+    )
+    return config
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        ("missing", None, "cannot read {path}: No such file or directory"),
+        ("a-directory", "", "cannot read {path}: Is a directory"),
+        ("empty", "\n", "{path} is empty"),
+    ],
+)
+def test_serve_refuses_an_unreadable_smtp_password_file_at_start(
+    tmp_path: Path, name: str, content: str | None, error: str
+) -> None:
+    password_file = tmp_path / name
+    if name == "a-directory":
+        password_file.mkdir()
+    elif content is not None:
+        password_file.write_text(content)
+    config = digest_with_password_file(tmp_path, password_file)
+    done = run_cli_command(
+        "serve", "--dry-run", "--web.insecure-no-auth", f"--config.file={config}", data_dir=tmp_path
+    )
+    assert done.returncode == 1
+    assert f"reports.digest.smtp.password_file: {error.format(path=password_file)}" in done.stderr
+
+
+def test_serve_starts_with_a_readable_smtp_password_file(tmp_path: Path) -> None:
+    password_file = tmp_path / "smtp-password"
+    password_file.write_text("s3cret-pass\n")
+    config = digest_with_password_file(tmp_path, password_file)
+    done = run_cli_command(
+        "serve", "--dry-run", "--web.insecure-no-auth", f"--config.file={config}", data_dir=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "s3cret-pass" not in done.stdout + done.stderr

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from ai_sidecar.i18n import translator
 from ai_sidecar.notify.signing import GraphSigner
 from scripts.localstack import free_port
 from tests.conftest import wait_for
@@ -212,6 +213,41 @@ def test_storm_becomes_one_enriched_notification_and_its_resolution(
             what="the incident resolved in the sidecar",
         )
         assert raw(slack.messages()) == []
+
+
+def test_in_french_the_storms_notification_reads_in_french(
+    tmp_path, slack, smtp, am_config, sidecar_factory
+):
+    """``language: fr`` in the sidecar's config: its copies and Alertmanager's words are
+    French; names and the alerts' own summaries are as Prometheus sent them."""
+    with Alertmanager(tmp_path, am_config) as am:
+        sidecar = sidecar_factory([am.url], "language: fr\n" + SIDECAR_CONFIG)
+        am.post(storm("a", "critical"))
+        [incident] = wait_for(
+            lambda: [i for i in sidecar.incidents() if i["analysis"] and len(i["members"]) == 3],
+            what="one analysed incident of the three alerts",
+        )
+        message = slack.wait_for(lambda m: enriched([m]) != [], timeout=30)
+        headline = "P2 · wan0 tombée sur rtr1 (site a), et 2 alertes liées"
+        assert title(message) == headline
+        started = min(datetime.fromisoformat(a["startsAt"]) for a in incident["alerts"])
+        paris = ZoneInfo("Europe/Paris")
+        when = translator("fr", "notify").datetime(started, paris)
+        text = slack_text(message)
+        for said in (
+            f"Début : {when} {started.astimezone(paris):%Z}.",
+            f"*Incident* {incident['id']} · *Priorité* P2 · 3 en cours",
+            "*Cause racine:* ",
+            "*Alertes:*",
+            "• *LinkDown* sur rtr1: WAN uplink wan0 on rtr1 is down",
+            "|Incident dans Scout>",
+        ):
+            assert said in text, text
+        mail = smtp.wait_for(timeout=10)
+        assert mail["Subject"] == f"[Scout] {headline}"
+        html = email_body(mail, "html")
+        assert "<h3>Cause racine</h3>" in html
+        assert "<h3>Alertes</h3>" in html
 
 
 def test_fail_open_raw_alert_reaches_people_when_the_sidecar_is_down(tmp_path, slack, am_config):

@@ -609,3 +609,47 @@ __all__ = [
     "ServerError",
     "thinking_budget",
 ]
+
+
+# -- answers in the language asked for -------------------------------------------------
+
+# One analysis as a model writes it, in each language Scout speaks: the prose in
+# the language, names (alerts, devices, interfaces) as they are, JSON keys in English.
+ANALYSES: dict[str, dict[str, Any]] = {
+    "en": {
+        "summary": "The uplink of the distribution switch went down and every device "
+        "behind it stopped answering.",
+        "root_cause": "InterfaceDown on host-1 Gi1/0/24: the link to the core is down, "
+        "so the probes behind it fail.",
+        "impact": "One site is cut off from the core network until the link comes back.",
+        "actions": ["Check the optic and the cable on both ends of the link."],
+        "confidence": 0.8,
+        "false_positive_likelihood": 0.1,
+        "evidence": [],
+        "false_positives": [],
+    },
+    "fr": {
+        "summary": "La liaison montante du commutateur de distribution est tombée et tous "
+        "les équipements derrière lui ne répondent plus.",
+        "root_cause": "InterfaceDown sur host-1 Gi1/0/24 : le lien vers le cœur de réseau est "
+        "coupé, donc les sondes situées derrière échouent.",
+        "impact": "Un site est coupé du cœur de réseau jusqu\u2019au retour du lien.",
+        "actions": ["Vérifiez l\u2019optique et le câble aux deux extrémités du lien."],
+        "confidence": 0.8,
+        "false_positive_likelihood": 0.1,
+        "evidence": [],
+        "false_positives": [],
+    },
+}
+# What the prompt says when it asks for French (the analysis catalogue's instruction).
+ASKS_FOR_FRENCH = "en français"
+
+
+def analysis_in(language: str) -> Answer:
+    """A valid answer written in ``language``."""
+    return Answer(json.dumps(ANALYSES[language], ensure_ascii=False))
+
+
+def in_the_asked_language(received: Received) -> Answer:
+    """Answer as a model that follows the prompt's language instruction does."""
+    return analysis_in("fr" if ASKS_FOR_FRENCH in received.prompt else "en")

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from scripts.localstack import free_port
 
@@ -166,15 +166,31 @@ def slack_text(message: dict[str, Any]) -> str:
 
 
 class _Handler:
-    def __init__(self, messages: _Recorder[EmailMessage], refuse: int) -> None:
+    def __init__(
+        self,
+        messages: _Recorder[EmailMessage],
+        refuse: int,
+        refusal: str,
+        unknown: frozenset[str],
+    ) -> None:
         self._messages = messages
         self.refused = 0
         self._refuse = refuse
+        self._refusal = refusal
+        self._unknown = unknown
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address in self._unknown:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refused < self._refuse:
             self.refused += 1
-            return "451 4.3.0 try again later"
+            return self._refusal
         content = envelope.original_content or b""
         message = BytesParser(policy=email.policy.default).parsebytes(content)
         assert isinstance(message, EmailMessage)
@@ -184,16 +200,47 @@ class _Handler:
 
 class SmtpSink:
     """An SMTP server that accepts every message (after refusing the first ``refuse``
-    with a temporary error); Alertmanager's ``smarthost`` is
-    ``f"{sink.host}:{sink.port}"`` (with ``require_tls: false``)."""
+    with ``refusal``, a temporary error by default), for every recipient but the
+    ``unknown`` ones; with ``login``, a (user, password) it requires before mail.
+    Alertmanager's ``smarthost`` is ``f"{sink.host}:{sink.port}"`` (with
+    ``require_tls: false``)."""
 
     host = "127.0.0.1"
 
-    def __init__(self, refuse: int = 0) -> None:
+    def __init__(
+        self,
+        refuse: int = 0,
+        *,
+        refusal: str = "451 4.3.0 try again later",
+        unknown: frozenset[str] = frozenset(),
+        login: tuple[str, str] | None = None,
+    ) -> None:
         self._messages: _Recorder[EmailMessage] = _Recorder()
         self.port = free_port()
-        self._handler = _Handler(self._messages, refuse)
-        self._controller = Controller(self._handler, hostname=self.host, port=self.port)
+        self._handler = _Handler(self._messages, refuse, refusal, unknown)
+        self.logins = 0
+        auth: dict[str, Any] = {}
+        if login is not None:
+            auth = {
+                "authenticator": self._authenticator(login),
+                "auth_required": True,
+                "auth_require_tls": False,
+                # One mechanism: a client's login is one check, which tests count.
+                "auth_exclude_mechanism": ["LOGIN"],
+            }
+        self._controller = Controller(self._handler, hostname=self.host, port=self.port, **auth)
+
+    def _authenticator(self, login: tuple[str, str]) -> Callable[..., AuthResult]:
+        expected = (login[0].encode(), login[1].encode())
+
+        def check(
+            server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+        ) -> AuthResult:
+            self.logins += 1
+            given = (data.login, data.password) if isinstance(data, LoginPassword) else None
+            return AuthResult(success=given == expected, handled=False)
+
+        return check
 
     @property
     def refused(self) -> int:

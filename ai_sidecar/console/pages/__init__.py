@@ -43,8 +43,11 @@ def setup_pages(app: web.Application) -> None:
     async def client(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             app[CLIENT] = session
+            # Charts are drawn in the config's language, as the notifications' graphs.
             source = GraphSource(
-                promql_client(app[SETTINGS], session), range=app[CONFIG].graphs.range
+                promql_client(app[SETTINGS], session),
+                range=app[CONFIG].graphs.range,
+                language=app[CONFIG].language,
             )
             app[CHARTS] = AnomalyCharts(source, RenderedGraphs())
             yield

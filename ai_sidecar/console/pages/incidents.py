@@ -41,7 +41,7 @@ from ai_sidecar.models import (
     Member,
     Priority,
 )
-from ai_sidecar.notify.wording import TITLE_ANNOTATION, Wording, problem, root_member
+from ai_sidecar.notify.wording import TITLE_ANNOTATION, problem, root_member
 from ai_sidecar.sanitize import safe_link
 from ai_sidecar.store import IncidentQuery
 from ai_sidecar.store.listing import handling
@@ -288,8 +288,8 @@ async def incident_page(request: web.Request) -> web.Response:
     if root is not None and root not in listed:
         # A storm's root cause often fires after its first symptoms: keep it listed.
         listed = sorted([*listed[:-1], root], key=lambda m: (m.first_starts_at, m.fingerprint))
-    # The notifications' title, in their wording (ai_sidecar.notify).
-    annotations = Wording(shown.zone).annotations(incident)
+    # The notifications' title, in the page's language (ai_sidecar.notify).
+    annotations = shown.wording.annotations(incident)
     actions = await store.actions(incident_id)
     exchanges = await store.llm_exchanges(incident_id=incident_id, limit=MAX_EXCHANGES)
     ended = incident.resolved_at if incident.status == "resolved" else None
@@ -303,7 +303,7 @@ async def incident_page(request: web.Request) -> web.Response:
         "resolved": None if ended is None else shown.time(ended),
         "lasted": shown.duration((ended or utc_now()) - incident.created_at),
         "root": root,
-        "root_problem": problem(root) if root is not None else "",
+        "root_problem": problem(root, shown.wording.t) if root is not None else "",
         "members": [
             {
                 "member": m,

@@ -1,8 +1,8 @@
 """``scout-sidecar report``: a report from the shell, as PDF, HTML or CSV.
 
-``report --period day|week|month --format pdf|html|csv --output FILE [--end YYYY-MM-DD]
-[--config.file FILE]`` reads the store ``serve`` would use (``SCOUT_STORE_URL``
-with its password, or the SQLite file in ``SCOUT_DATA_DIR``) and Prometheus
+``report --period day|week|month --format pdf|html|csv --output FILE|- [--end YYYY-MM-DD]
+[--config.file FILE]`` (``-``: standard output) reads the store ``serve`` would
+use (``SCOUT_STORE_URL`` with its password, or the SQLite file in ``SCOUT_DATA_DIR``) and Prometheus
 from ``SCOUT_PROMETHEUS_URL`` (optional: without it the Prometheus tables say
 so). Times are in the config's ``notifications.timezone``. What it is doing
 goes to stderr.
@@ -32,6 +32,8 @@ from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
 
 FORMATS = ("pdf", "html", "csv")
+# The --output that means standard output.
+STDOUT = "-"
 
 
 def add_report_command(subparsers: Any) -> None:
@@ -55,7 +57,11 @@ def add_report_command(subparsers: Any) -> None:
         "--format", choices=FORMATS, default="pdf", help="what to write (default pdf)"
     )
     command.add_argument(
-        "--output", type=Path, required=True, metavar="FILE", help="where to write it"
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="where to write it (- for stdout)",
     )
     command.add_argument(
         "--end",
@@ -129,12 +135,18 @@ def run_report(args: argparse.Namespace) -> int:
     except StoreError as exc:
         _say(str(exc))
         return 1
+    to_stdout = str(args.output) == STDOUT
     try:
-        args.output.write_bytes(body)
+        if to_stdout:
+            sys.stdout.buffer.write(body)
+            sys.stdout.buffer.flush()
+        else:
+            args.output.write_bytes(body)
     except OSError as exc:
-        _say(f"{args.output}: cannot write: {exc.strerror}")
+        _say(f"{'stdout' if to_stdout else args.output}: cannot write: {exc.strerror}")
         return 2
-    _say(f"wrote the {args.period} report ({args.format}, {len(body)} bytes) to {args.output}")
+    where = "stdout" if to_stdout else args.output
+    _say(f"wrote the {args.period} report ({args.format}, {len(body)} bytes) to {where}")
     return 0
 
 

@@ -13,16 +13,18 @@ the HTML body (the chart as an inline image) and as a PDF attachment.
   when it starts again (the latest missed slot only). The first start with
   the digest enabled only notes the latest past slot: the first digest goes
   out at the next one.
-- **Retries**: a failed send (the server refuses, cannot be reached, the
+- **Retries**: a failed send (the server answers 4xx, cannot be reached, the
   report cannot be made) is tried again after ``retry.first``, doubling up to
   ``retry.max``, ``retry.attempts`` times in all; then the slot is given up
-  (logged) until the next one. Every outcome is counted in
+  (logged) until the next one. A permanent failure (a 5xx answer such as a
+  refused login, a missing STARTTLS or AUTH) gives the slot up at once.
+  Recipients the server refuses while it accepts others are logged. Every outcome is counted in
   ``scout_reports_digest_sent_total{outcome="sent"|"failed"|"abandoned"}``.
 - **Never in the way**: the digest runs as a background task of the HTTP
   process; mail goes out through :mod:`smtplib` on a worker thread, and the
   report's tables are computed off the event loop.
-The SMTP password is read from ``smtp.password_file`` at each send and never
-logged.
+The SMTP password is read from ``smtp.password_file`` at each send (and once
+by ``serve`` at start, to refuse an unreadable file) and never logged.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ import smtplib
 import socket
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, time, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, make_msgid, parseaddr
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -48,6 +50,7 @@ from ai_sidecar.config import WEEKDAYS, DigestConfig, DigestSchedule, SmtpConfig
 from ai_sidecar.console.reports.routes import REPORTS, report_filename
 from ai_sidecar.console.reports.service import Rendered, ReportMaker
 from ai_sidecar.console.reports.tables import period_title
+from ai_sidecar.errors import ConfigError
 from ai_sidecar.i18n import translator
 from ai_sidecar.keys import CONFIG, METRICS, STORE
 from ai_sidecar.pipeline import cancel_tasks
@@ -62,32 +65,46 @@ OUTCOMES = ("sent", "failed", "abandoned")
 MAX_NAP = 300.0
 
 
-def latest_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
-    """The last scheduled instant at or before ``now`` (aware, UTC-comparable)."""
+def _slots(
+    now: datetime, schedule: DigestSchedule, zone: ZoneInfo, step: int
+) -> Iterator[datetime]:
+    """The scheduled instants, in UTC, of the 8 local days from ``now``'s, going by ``step``.
+
+    In UTC because two datetimes of one zone compare by wall clock, and a local
+    time a daylight-saving change skips or repeats compares unequal to any
+    datetime of another zone. A skipped local time (02:30 on a spring-forward
+    night) is taken with the offset before the change: an hour later by the clock.
+    """
     hour, minute = (int(part) for part in schedule.at.split(":"))
-    local_now = now.astimezone(zone)
-    day = local_now.date()
+    day = now.astimezone(zone).date()
     for _ in range(8):
         if schedule.weekday is None or WEEKDAYS[day.weekday()] == schedule.weekday:
-            slot = datetime.combine(day, time(hour, minute), tzinfo=zone)
-            if slot <= local_now:
-                return slot
-        day -= timedelta(days=1)
-    raise AssertionError("a weekly schedule has a slot in any 8 days")
+            yield datetime.combine(day, time(hour, minute), tzinfo=zone).astimezone(UTC)
+        day += timedelta(days=step)
+
+
+def latest_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
+    """The last scheduled instant at or before ``now``, in UTC."""
+    return next(slot for slot in _slots(now, schedule, zone, -1) if slot <= now)
 
 
 def next_slot(now: datetime, schedule: DigestSchedule, zone: ZoneInfo) -> datetime:
-    """The first scheduled instant after ``now``."""
-    step = timedelta(days=1 if schedule.weekday is None else 7)
-    # Wall-clock step from the latest slot, re-anchored in the zone.
-    latest = latest_slot(now, schedule, zone)
-    return (latest.replace(tzinfo=None) + step).replace(tzinfo=zone)
+    """The first scheduled instant after ``now``, in UTC."""
+    return next(slot for slot in _slots(now, schedule, zone, 1) if slot > now)
 
 
-def digest_message(rendered: Rendered, config: DigestConfig) -> EmailMessage:
+def _sender_domain(sender: str) -> str:
+    """The domain of ``from`` (``scout@example.net`` or ``Scout <scout@example.net>``)."""
+    return parseaddr(sender)[1].rpartition("@")[2] or "scout.invalid"
+
+
+def digest_message(rendered: Rendered, config: DigestConfig, at: datetime) -> EmailMessage:
     period = rendered.report.period
     t = translator(rendered.language, "console")
     message = EmailMessage()
+    # Date is required (RFC 5322), Message-ID expected: mail without them scores as spam.
+    message["Date"] = format_datetime(at.astimezone(UTC))
+    message["Message-ID"] = make_msgid(domain=_sender_domain(config.smtp.sender))
     incidents = rendered.report.incidents
     message["Subject"] = t.ngettext(
         "Scout {kind} report to {end}: {count} incidents",
@@ -106,8 +123,26 @@ def digest_message(rendered: Rendered, config: DigestConfig) -> EmailMessage:
     return message
 
 
-def send_mail(message: EmailMessage, smtp: SmtpConfig) -> None:
-    """Hand ``message`` to the server (blocking: run it on a thread)."""
+def smtp_password(smtp: SmtpConfig) -> str:
+    """The password in ``smtp.password_file`` ("" without one); ConfigError naming the
+    file when it cannot be read or is empty. ``serve`` calls it at start too."""
+    path = smtp.password_file
+    if path is None:
+        return ""
+    where = "reports.digest.smtp.password_file"
+    try:
+        password = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: cannot read {path}: {reason}") from None
+    if not password:
+        raise ConfigError(f"{where}: {path} is empty")
+    return password
+
+
+def send_mail(message: EmailMessage, smtp: SmtpConfig) -> dict[str, tuple[int, bytes]]:
+    """Hand ``message`` to the server (blocking: run it on a thread); returns the
+    recipients it refused while accepting the others."""
     timeout = smtp.timeout.total_seconds()
     context = ssl.create_default_context()
     client: smtplib.SMTP
@@ -119,15 +154,14 @@ def send_mail(message: EmailMessage, smtp: SmtpConfig) -> None:
         if smtp.security == "starttls":
             client.starttls(context=context)
         if smtp.username:
-            password = ""
-            if smtp.password_file is not None:
-                password = smtp.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-            client.login(smtp.username, password)
-        client.send_message(message)
+            client.login(smtp.username, smtp_password(smtp))
+        return client.send_message(message)
 
 
 def _reason(exc: BaseException) -> str:
     """A failure in words, without anything the server echoed back about credentials."""
+    if isinstance(exc, ConfigError):  # names the password file, never its content
+        return str(exc)
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return "the server refused the username or password"
     if isinstance(exc, smtplib.SMTPResponseException):
@@ -137,7 +171,19 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-Mailer = Callable[[EmailMessage, SmtpConfig], None]
+def _permanent(exc: BaseException) -> bool:
+    """A failure that trying again cannot mend: a 5xx answer (a refused login, sender,
+    recipients or message), a server without what the config asks (STARTTLS, AUTH).
+    Retrying a refused login only risks locking the account. (A password file gone
+    missing is retried: a secret being rotated comes back.)"""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code >= 500
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPNotSupportedError)
+
+
+Mailer = Callable[[EmailMessage, SmtpConfig], dict[str, tuple[int, bytes]]]
 
 
 def _holder() -> str:
@@ -208,37 +254,49 @@ class DigestScheduler:
             if not claimed:
                 return False
             try:
-                await self._send(slot)
-            except Exception as exc:  # any failure is retried: the next attempt may work
+                refused = await self._send(slot)
+            except Exception as exc:  # retried unless the next attempt cannot work
                 self._sent.labels("failed").inc()
                 log.warning(
                     "the digest was not sent",
                     extra={"attempt": attempt, "of": retry.attempts, "reason": _reason(exc)},
                 )
+                if _permanent(exc):
+                    break
                 if attempt < retry.attempts:
                     await self._sleep(pause)
                     pause = min(pause * 2, retry.max.total_seconds())
                 continue
             await self._store.finish_digest(slot, self._holder, at=self._clock())
             self._sent.labels("sent").inc()
-            log.info("digest sent", extra={"recipients": len(self._config.recipients)})
+            accepted = len(self._config.recipients) - len(refused)
+            log.info("digest sent", extra={"recipients": accepted})
+            if refused:
+                log.warning(
+                    "the mail server refused some of the digest's recipients",
+                    extra={
+                        "refused": ", ".join(
+                            f"{rcpt} ({code})" for rcpt, (code, _) in refused.items()
+                        )
+                    },
+                )
             return True
         # Given up until the next slot: done, so neither a restart nor a replica starts over.
         await self._store.finish_digest(slot, self._holder, at=self._clock())
         self._sent.labels("abandoned").inc()
-        log.error("the digest was given up after every attempt failed")
+        log.error("the digest was given up until the next slot")
         return False
 
-    async def _send(self, slot: datetime) -> None:
+    async def _send(self, slot: datetime) -> dict[str, tuple[int, bytes]]:
         rendered = await self._maker.make(self._maker.period_ending(self._config.period, slot))
-        message = digest_message(rendered, self._config)
+        message = digest_message(rendered, self._config, self._clock())
         message.add_attachment(
             await rendered.pdf(),
             maintype="application",
             subtype="pdf",
             filename=report_filename(rendered.report.period, "pdf"),
         )
-        await asyncio.to_thread(self._mailer, message, self._config.smtp)
+        return await asyncio.to_thread(self._mailer, message, self._config.smtp)
 
 
 def digest_counter(registry: CollectorRegistry) -> Counter:

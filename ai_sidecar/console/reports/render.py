@@ -6,8 +6,8 @@
   its header row (``section`` then the table's column names), then its rows; a
   table Prometheus could not fill has one row with its reason. A cell that a
   spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
-  ``@``, a tab or a carriage return) is prefixed with ``'``: alert names and
-  targets are untrusted.
+  ``@``, a tab or a carriage return, after any blanks) is prefixed with
+  ``'``: alert names and targets are untrusted.
 - **PDF** (fpdf2, with matplotlib's DejaVu Sans embedded: Latin, Greek,
   Cyrillic and more print; a character the font lacks is left blank, never an
   error): the chart, then every table. Control and format characters are
@@ -45,7 +45,8 @@ PRIORITY_COLOURS = ("#b3261e", "#e8710a", "#f9ab00", "#5f6368")
 
 
 def spreadsheet_safe(cell: str) -> str:
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+    # Blanks first too: spreadsheets that trim them on import run what follows.
+    return "'" + cell if cell.lstrip().startswith(_FORMULA_START) else cell
 
 
 def report_csv(report: Report) -> str:

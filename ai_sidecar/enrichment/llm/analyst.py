@@ -111,10 +111,12 @@ class LlmAnalyst:
         # Built for a cached answer too: its pseudonyms are this incident's names.
         prompt = build_prompt(incident, context, draft, self._config, redact=self._redact)
         if decision.cached_answer is not None:
-            return self._from_cache(decision.cached_answer, incident, prompt.redactor)
+            return self._from_cache(
+                decision.cached_answer, incident, prompt.redactor, context.language
+            )
         for kind, count in prompt.redactor.counts.items():
             self._metrics.redactions.labels(kind).inc(count)
-        task = asyncio.create_task(self._explain(incident, prompt))
+        task = asyncio.create_task(self._explain(incident, prompt, context.language))
         # Retrieved at once: a call nobody collects (its version superseded, the
         # pipeline stopped) must not be logged as a task exception never retrieved.
         task.add_done_callback(_retrieve)
@@ -132,47 +134,50 @@ class LlmAnalyst:
                 await call
         await self._provider.close()
 
-    async def _explain(self, incident: Incident, prompt: Prompt) -> Analysis:
-        redacted = await self._answer(incident, prompt)
+    async def _explain(self, incident: Incident, prompt: Prompt, language: str) -> Analysis:
+        redacted = await self._answer(incident, prompt, language)
         analysis = _restored(redacted, prompt.redactor)
         # Kept capped, in pseudonyms: a similar incident restores it with its own.
         kept = json.dumps(answer_json(sanitize_analysis(redacted)), ensure_ascii=False)
-        self._policy.remember(incident, analysis, kept)
+        self._policy.remember(incident, analysis, kept, language)
         return analysis
 
-    def _from_cache(self, answer: str, incident: Incident, redactor: Redactor) -> Analysis:
+    def _from_cache(
+        self, answer: str, incident: Incident, redactor: Redactor, language: str
+    ) -> Analysis:
         """A similar incident's answer, in this incident's names."""
         try:
-            redacted = parse_answer(answer, incident)
+            redacted = parse_answer(answer, incident, language)
         except InvalidAnswer as exc:
             self._decline("invalid", f"the cached answer of a similar incident is invalid: {exc}")
         self._metrics.cache_hits.labels("similar").inc()
         return _restored(redacted, redactor)
 
-    async def _answer(self, incident: Incident, prompt: Prompt) -> Analysis:
-        """The model's valid answer, still in pseudonyms; one retry with the error."""
+    async def _answer(self, incident: Incident, prompt: Prompt, language: str) -> Analysis:
+        """The model's valid answer, in ``language`` and still in pseudonyms; one retry
+        with the error (a wrong language is an error like any other)."""
         request = prompt.request
-        reply = await self._call(request, incident)
+        reply = await self._call(request, incident, language)
         try:
-            return parse_answer(reply.text, incident)
+            return parse_answer(reply.text, incident, language)
         except InvalidAnswer as first:
             self._guard.invalid_answer(self._provider, incident.id)
             log.info("incident %s: invalid answer from %s: %s", incident.id, self.name, first)
-            reply = await self._call(retry_request(request, first.reason), incident)
+            reply = await self._call(retry_request(request, first.reason), incident, language)
         try:
-            return parse_answer(reply.text, incident)
+            return parse_answer(reply.text, incident, language)
         except InvalidAnswer as second:
             self._guard.invalid_answer(self._provider, incident.id)
             self._decline("invalid", f"the answer failed validation twice: {second}")
 
-    async def _call(self, request: LlmRequest, incident: Incident) -> LlmReply:
+    async def _call(self, request: LlmRequest, incident: Incident, language: str) -> LlmReply:
         try:
             return await self._guard.call(
                 self._provider,
                 request,
                 incident_id=incident.id,
                 # So the audit keeps an answer that fails validation as "invalid".
-                check=lambda reply: parse_answer(reply.text, incident),
+                check=lambda reply: parse_answer(reply.text, incident, language),
             )
         except AnalystDeclined as declined:
             self._metrics.fallbacks.labels(declined.reason).inc()

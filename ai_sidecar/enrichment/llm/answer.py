@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ai_sidecar.enrichment.llm.language import answer_language
 from ai_sidecar.models import Analysis, Incident, analysis_to_json
 
 TEXT_FIELDS = ("summary", "root_cause", "impact")
@@ -171,8 +172,11 @@ def _members(fingerprints: tuple[str, ...], incident: Incident) -> tuple[str, ..
     return tuple(dict.fromkeys(f for f in fingerprints if f in incident.members))
 
 
-def parse_answer(text: str, incident: Incident) -> Analysis:
+def parse_answer(text: str, incident: Incident, language: str | None = None) -> Analysis:
     """The analysis in ``text``, or :class:`InvalidAnswer` saying what is wrong with it.
+
+    ``language``: the one the prompt asked for; an answer whose prose is
+    plainly in another is invalid (:mod:`ai_sidecar.enrichment.llm.language`).
 
     Nothing of the answer's values is quoted in the error but field names (cut
     short): the message goes back to the model and into logs.
@@ -184,6 +188,13 @@ def parse_answer(text: str, incident: Incident) -> Analysis:
     texts = {name: _text(data, name) for name in TEXT_FIELDS}
     lists = {name: _list(data, name) for name in LIST_FIELDS}
     scores = {name: _score_of(data, name) for name in SCORE_FIELDS}
+    if language is not None:
+        found = answer_language([*texts.values(), *lists["actions"]])
+        if found is not None and found != language:
+            raise InvalidAnswer(
+                f"the answer is written in {found!r}; write summary, root_cause, impact "
+                f"and actions in {language!r}"
+            )
     return Analysis(
         summary=texts["summary"],
         root_cause=texts["root_cause"],

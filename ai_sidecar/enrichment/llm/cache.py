@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.models import Incident
 
 DEFAULT_MAX_SHAPES = 1000
@@ -60,14 +61,15 @@ class LruMap(Generic[K, V]):
             del self._items[key]
 
 
-def shape_key(incident: Incident) -> str:
+def shape_key(incident: Incident, language: str = SOURCE_LANGUAGE) -> str:
     """What an incident looks like without its label values, as a short digest.
 
     The parts: every alertname with the label names its members carry (a
     member's label set is its shape), the root-cause rule and layer of the
     ranking, and the root-cause member's alertname. Hosts, interfaces and
     addresses (label values) are left out, so the same failure on another
-    device has the same key.
+    device has the same key. The answer's ``language`` is part of it: an
+    answer kept in English never stands for a French one.
     """
     shapes = sorted(
         {(m.alertname, tuple(sorted(m.labels))) for m in incident.members.values()},
@@ -79,6 +81,7 @@ def shape_key(incident: Incident) -> str:
         "rule": None if facts is None else facts.rule,
         "layer": None if facts is None else facts.layer,
         "root": None if root is None else root.alertname,
+        "language": language,
     }
     text = json.dumps(parts, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:32]

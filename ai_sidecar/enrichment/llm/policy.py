@@ -51,6 +51,7 @@ from ai_sidecar.enrichment.llm.base import PolicyDecision
 from ai_sidecar.enrichment.llm.cache import DEFAULT_MAX_SHAPES, LruMap, ShapeCache
 from ai_sidecar.enrichment.llm.cache import shape_key as _shape_key
 from ai_sidecar.enrichment.llm.metrics import LlmMetrics
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.models import PRIORITIES, Analysis, Incident, Priority
 from exporter.common.durations import format_duration
 
@@ -89,6 +90,8 @@ class _Explained:
     # been (a restart forgets both: one call, long ago).
     at: float = -math.inf
     calls: int = 1
+    # The language it was written in: after a reload to another, it is not reused.
+    language: str = SOURCE_LANGUAGE
 
 
 class LlmPolicy:
@@ -118,11 +121,13 @@ class LlmPolicy:
         self._config = config
         self._shapes.ttl = config.policy.cache_ttl.total_seconds()
 
-    def shape_key(self, incident: Incident) -> str:
-        return _shape_key(incident)
+    def shape_key(self, incident: Incident, language: str = SOURCE_LANGUAGE) -> str:
+        return _shape_key(incident, language)
 
     def decide(self, incident: Incident, context: IncidentContext, analyst: str) -> PolicyDecision:
         last = self._last_explained(incident, analyst)
+        if last is not None and last.language != context.language:
+            last = None  # written in another language (a reload changed it): ask again
         if incident.status == "resolved" or not incident.firing:
             return self._reuse(last, RESOLVED, "the incident is resolved")
         if last is not None:
@@ -141,7 +146,10 @@ class LlmPolicy:
         if not decision.call:
             return decision
         # A re-analysis is about this incident's change: only a first one may be cached.
-        if last is None and (answer := self._shapes.get(_shape_key(incident))) is not None:
+        if (
+            last is None
+            and (answer := self._shapes.get(_shape_key(incident, context.language))) is not None
+        ):
             return PolicyDecision(
                 False, CACHED, "answered like a similar incident explained recently", None, answer
             )
@@ -150,7 +158,13 @@ class LlmPolicy:
         self._asked.put(incident.id, incident.version)
         return decision
 
-    def remember(self, incident: Incident, analysis: Analysis, redacted_answer: str) -> None:
+    def remember(
+        self,
+        incident: Incident,
+        analysis: Analysis,
+        redacted_answer: str,
+        language: str = SOURCE_LANGUAGE,
+    ) -> None:
         before = self._explained.get(incident.id)
         self._explained.put(
             incident.id,
@@ -161,9 +175,10 @@ class LlmPolicy:
                 analysis,
                 at=self._clock(),
                 calls=1 if before is None else before.calls + 1,
+                language=language,
             ),
         )
-        self._shapes.put(_shape_key(incident), redacted_answer)
+        self._shapes.put(_shape_key(incident, language), redacted_answer)
 
     # --- the steps of decide ------------------------------------------------------
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ai_sidecar.config import LlmConfig
+from ai_sidecar.correlate.wording import analysis_translator
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.enrichment.llm.answer import ANSWER_SCHEMA, answer_json
 from ai_sidecar.enrichment.llm.base import LlmProvider, LlmRequest
@@ -50,6 +51,22 @@ SYSTEM = (
     "false_positive_likelihood (0 to 1); evidence (fingerprints of the members supporting the "
     "root cause); false_positives (fingerprints of members that look like false positives)."
 )
+
+
+def language_instruction(language: str) -> str:
+    """What asks the model for its answer in ``language``; nothing in English (the
+    instructions' own language, so English prompts stay as they were). Written in
+    the language itself, from the analysis catalogue."""
+    t = analysis_translator(language)
+    if t.is_source:
+        return ""
+    return " " + t.gettext(
+        "Write the text of summary, root_cause, impact and actions in English. Keep the "
+        "JSON keys in English, and label values, device names, metric names, pseudonyms "
+        "and quoted alert text exactly as they are."
+    )
+
+
 RETRY_NOTE = (
     "\n\nYour previous answer was rejected: {reason}. Answer again with one JSON object that "
     "matches the schema, and nothing else."
@@ -122,15 +139,16 @@ def build_prompt(
 ) -> Prompt:
     """The fullest prompt for ``incident`` that fits ``config.max_prompt_chars``."""
     learned = _learned(incident, context)
+    system = SYSTEM + language_instruction(context.language)
     budget = config.max_prompt_chars - RETRY_ROOM
     for detail in DETAILS:
         redactor = Redactor(
             config.redact_patterns, enabled=redact, hosts=learned.hosts, secrets=learned.secrets
         )
         user = _user_text(incident, context, draft, detail, redactor)
-        if len(SYSTEM) + len(user) <= budget or detail is DETAILS[-1]:
+        if len(system) + len(user) <= budget or detail is DETAILS[-1]:
             break
-    request = LlmRequest(SYSTEM, user, ANSWER_SCHEMA, config.max_output_tokens)
+    request = LlmRequest(system, user, ANSWER_SCHEMA, config.max_output_tokens)
     return Prompt(request, redactor)
 
 

@@ -8,7 +8,12 @@ each of them. Whether the pipeline runs in the HTTP process or in the worker
 process (which receives the section through a pipe, see
 :mod:`ai_sidecar.worker_process`), the guard never needs to know.
 
-The hub also remembers the section in force, so components built after a
+The other setting a reload applies, ``language``, travels with the section:
+the hub hands it to whoever follows it (the worker, which writes the analyses,
+root-cause reasons and priorities in it; the LLM analyst reads it from the
+context the worker gives it).
+
+The hub also remembers the section (and language) in force, so components built after a
 reload (a restarted worker, a new term as leader) start from it rather than
 from the file as it was at start.
 """
@@ -20,6 +25,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ai_sidecar.config import LlmConfig
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 
 log = logging.getLogger("ai_sidecar.enrichment.llm.reload")
 
@@ -31,11 +37,23 @@ class LlmReconfigurable(Protocol):
 
 
 class LlmSettingsHub:
-    """The ``llm`` section in force in this process, and who applies a new one."""
+    """The ``llm`` section and ``language`` in force in this process, and who applies new ones."""
 
-    def __init__(self, config: LlmConfig) -> None:
+    def __init__(self, config: LlmConfig, language: str = SOURCE_LANGUAGE) -> None:
         self.current = config
+        self.language = language
         self._listeners: list[LlmReconfigurable] = []
+        self._language_followers: list[Callable[[str], None]] = []
+
+    def follow_language(self, follower: Callable[[str], None]) -> Callable[[], None]:
+        """Hand ``follower`` every reloaded language from now on; call the result to stop."""
+        self._language_followers.append(follower)
+
+        def unfollow() -> None:
+            if follower in self._language_followers:
+                self._language_followers.remove(follower)
+
+        return unfollow
 
     def register(self, listener: LlmReconfigurable) -> Callable[[], None]:
         """Hand ``listener`` every new section from now on; call the result to stop."""
@@ -47,9 +65,17 @@ class LlmSettingsHub:
 
         return unregister
 
-    def publish(self, config: LlmConfig) -> None:
-        """Put ``config`` in force for every listener; one that fails does not stop the others."""
+    def publish(self, config: LlmConfig, language: str | None = None) -> None:
+        """Put ``config`` (and ``language``, when given) in force for every listener;
+        one that fails does not stop the others."""
         self.current = config
+        if language is not None and language != self.language:
+            self.language = language
+            for follower in list(self._language_followers):
+                try:
+                    follower(language)
+                except Exception:  # reload boundary: the others still get the language
+                    log.exception("applying the reloaded language failed")
         for listener in list(self._listeners):
             try:
                 listener.reconfigure(config)

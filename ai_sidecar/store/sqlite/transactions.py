@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +21,8 @@ from typing import Any, Literal
 
 from ai_sidecar.store.protocol import StoreError
 from ai_sidecar.store.sqlite.schema import migrate
+
+log = logging.getLogger(__name__)
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -88,6 +92,45 @@ def settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
             future.set_exception(error)
 
 
+# The store holds console password hashes, session tokens and alert text: its
+# directory and files are for the sidecar's user alone. SQLite creates the WAL
+# and shared-memory files with the main file's permissions.
+PRIVATE_DIRECTORY = 0o700
+PRIVATE_FILE = 0o600
+
+
+def keep_private(path: Path) -> None:
+    """Create the store's directory and file readable by their owner only, and
+    take group and other permissions off an existing file (earlier releases
+    made it 0644)."""
+    path.parent.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+    # Only a missing file is opened here: closing any descriptor of an open
+    # database file drops every POSIX lock this process holds on it, the
+    # locks of SQLite's other connections included.
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # sqlite3.connect names the problem better
+    for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = existing.stat().st_mode
+            if mode & 0o077:
+                existing.chmod(mode & 0o700)
+                log.warning(
+                    "the store file could be read by other users; made it private",
+                    extra={"path": str(existing)},
+                )
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            log.warning(
+                "the store file can be read by other users and is not ours to change: chmod 600 it",
+                extra={"path": str(existing)},
+            )
+
+
 # Bytes the WAL file is cut back to after a checkpoint (the engine's docstring says why).
 WAL_SIZE_LIMIT = 8 * 1024 * 1024
 
@@ -96,7 +139,7 @@ def connect_writer(
     path: Path, synchronous: Synchronous, *, check_same_thread: bool = True
 ) -> sqlite3.Connection:
     """Open a write connection, switch the file to WAL and bring the schema up to date."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    keep_private(path)
     # isolation_level=None: the writer issues BEGIN/COMMIT itself.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     try:

@@ -609,3 +609,39 @@ async def test_a_scored_series_without_prometheus_says_why():
         "No Prometheus configured (SCOUT_PROMETHEUS_URL)"
     )
     assert (await failing.series_band(labels, "t")).message == "Prometheus did not answer"
+
+
+# -- in the configured language ------------------------------------------------
+
+
+async def test_in_french_the_graphs_title_and_messages_are_french_and_names_are_not():
+    ours = series({"__name__": "ifHCInOctets", "instance": "sw1", "ifName": "Gi0/1"}, [1.0, 2.0])
+    source = GraphSource(
+        FakePromQL({"ifHCInOctets": (ours,)}),
+        range=timedelta(hours=1.5),
+        clock=lambda: NOW,
+        language="fr",
+    )
+    data = await source.graph(incident_of(link_down()))
+    assert (data.title, data.language) == ("LinkDown sur sw1 · incident inc-1", "fr")
+    empty = GraphSource(FakePromQL({}), range=timedelta(hours=1.5), language="fr")
+    said = await empty.graph(incident_of(link_down()))
+    assert said.message == "Aucune donnée pour cette alerte depuis 1,5 h"
+    unconfigured = GraphSource(None, range=timedelta(hours=6), language="fr")
+    assert (await unconfigured.graph(incident_of(link_down()))).message == (
+        "Aucun Prometheus configuré (SCOUT_PROMETHEUS_URL)"
+    )
+    # English stays as it was.
+    english = GraphSource(FakePromQL({}), range=timedelta(hours=1.5))
+    assert (await english.graph(incident_of(link_down()))).message == (
+        "No data for this alert in the last 1.5 h"
+    )
+    assert pixels(render_png(data)) == (800, 400)
+
+
+def test_in_french_the_time_axis_writes_its_dates_in_french():
+    end = datetime(2026, 12, 3, 2, 17, tzinfo=UTC)
+    _, shown = time_ticks(end - timedelta(hours=6), end, "fr")
+    assert shown == ["21:00\n2 déc.", "22:00", "23:00", "00:00\n3 déc.", "01:00", "02:00"]
+    _, weeks = time_ticks(end - timedelta(days=14), end, "fr")
+    assert weeks == ["26 nov.", "3 déc."]

@@ -3,9 +3,12 @@
 The copies are the sidecar's own (:func:`ai_sidecar.notify.enriched_alert`) for a
 fixed incident, clock, zone and signing key, posted to Alertmanager 0.25 with
 the shipped routes and templates; what reaches the Slack-compatible and SMTP
-sinks is compared with ``golden/``. Only what differs by run is replaced:
-Alertmanager's own URL (a free port). To accept a deliberate change, run with
-``SCOUT_UPDATE_GOLDEN=1`` and review the diff of ``golden/``.
+sinks is compared with ``golden/`` (English) and ``golden/fr/`` (``language:
+fr``). Only what differs by run is replaced: Alertmanager's own URL (a free
+port). To accept a deliberate change (a catalogue's new wording, say), run with
+``SCOUT_UPDATE_GOLDEN=1`` and review the diff of ``golden/``:
+
+    SCOUT_UPDATE_GOLDEN=1 .venv/bin/pytest tests/ai_sidecar/notify/test_messages.py
 """
 
 from __future__ import annotations
@@ -51,6 +54,16 @@ ANALYSIS = Analysis(
     confidence=0.8,
     false_positive_likelihood=0.1,
 )
+# With language: fr, the analyst answers in French (ai_sidecar/enrichment); names, metric
+# and alert names stay as they are.
+FRENCH = replace(POLICY, language="fr")
+ANALYSE = replace(
+    ANALYSIS,
+    summary="Gi1/0/1 de sw-3 a perdu son lien ; web1 et mail1 sont derrière.",
+    root_cause="InterfaceDown sur sw-3 Gi1/0/1 (couche liaison) est la cause racine probable.",
+    impact="3 cibles touchées : mail1, sw-3, web1.",
+    actions=("Vérifier l\u2019optique et la jarretière de sw-3 Gi1/0/1",),
+)
 
 
 def member(labels: dict[str, str], summary: str, offset: int) -> Member:
@@ -65,7 +78,7 @@ def member(labels: dict[str, str], summary: str, offset: int) -> Member:
     )
 
 
-def storm(instance: str = "sw-3", site: str = "paris") -> Incident:
+def storm(instance: str = "sw-3", site: str = "paris", analysis: Analysis = ANALYSIS) -> Incident:
     common = {"site": site, "severity": "critical", "job": "snmp"}
     down = member(
         {"alertname": "InterfaceDown", "instance": instance, "ifName": "Gi1/0/1", **common},
@@ -85,7 +98,7 @@ def storm(instance: str = "sw-3", site: str = "paris") -> Incident:
         updated_at=STARTED,
         root_cause=down.fingerprint,
         priority="P2",
-        analysis=ANALYSIS,
+        analysis=analysis,
         analyst="local",
     )
 
@@ -104,11 +117,11 @@ def resolved(incident: Incident, lasted: timedelta) -> Incident:
     return replace(incident, status="resolved", members=members, resolved_at=ended)
 
 
-def copies(incident: Incident) -> list[dict[str, Any]]:
+def copies(incident: Incident, policy: ReturnTripPolicy = POLICY) -> list[dict[str, Any]]:
     """The copies as the sidecar posts them: built at a fixed time, kept alive for an hour
     from Alertmanager's clock (firing), or ended when the incident did (resolved)."""
     now = STARTED + timedelta(minutes=1)
-    alerts = [enriched_alert(incident, m, POLICY, now) for m in incident.members.values()]
+    alerts = [enriched_alert(incident, m, policy, now) for m in incident.members.values()]
     if incident.status == "open":
         for alert in alerts:
             alert["endsAt"] = format_time(datetime.now(UTC) + timedelta(hours=1))
@@ -209,3 +222,58 @@ def test_hostile_labels_in_the_title_are_inert_in_slack_and_email(sinks):
     html = email_body(mail, "html")
     assert "\u2039b\u203aR&amp;D\u2039/b\u203a" in html
     assert "<b>" not in html
+
+
+def test_in_french_the_incident_and_its_resolution_read_as_the_french_golden_messages(sinks):
+    """``language: fr``: French fixed words, times, counts and analysis; names and the
+    alerts' own text (their summary annotations) as they are."""
+    slack, smtp, am = sinks
+    incident = storm(analysis=ANALYSE)
+    am.post(copies(incident, FRENCH))
+    firing = slack.wait_for(lambda m: "3 en cours" in slack_text(m))
+    firing_mail = smtp.wait_for(lambda m: "3 en cours" in email_body(m, "plain"))
+    am.post(copies(resolved(incident, timedelta(minutes=12, seconds=5)), FRENCH))
+    over = slack.wait_for(lambda m: "durée 12 min 5 s" in slack_text(m))
+    over_mail = smtp.wait_for(lambda m: "durée" in str(m["Subject"]))
+
+    [attachment] = firing["attachments"]
+    assert attachment["title"] == "P2 · Gi1/0/1 tombée sur sw-3 (site paris), et 2 alertes liées"
+    assert "Début : 2 déc. 2026, 23:41:25 CET." in attachment["text"]
+    assert "*Cause racine:* InterfaceDown sur sw-3 Gi1/0/1" in attachment["text"]
+    # The alerts' own summaries are quoted as Prometheus's rules wrote them.
+    assert "• *InterfaceDown* sur sw-3: Interface Gi1/0/1 down on sw-3" in attachment["text"]
+    assert over_mail["Subject"] == (
+        "[Scout] Résolu · P2 · Gi1/0/1 tombée sur sw-3 (site paris), et 2 alertes liées"
+        " · durée 12 min 5 s"
+    )
+    assert "0 en cours, 3 résolues" in email_body(over_mail, "plain")
+    assert_golden("fr/slack-firing.json", readable_slack(firing, am))
+    assert_golden("fr/slack-resolved.json", readable_slack(over, am))
+    assert_golden("fr/email-firing.txt", readable_email(firing_mail, am))
+    assert_golden("fr/email-resolved.txt", readable_email(over_mail, am))
+    subjects = {str(m["Subject"]) for m in smtp.messages()}
+    assert subjects == {str(firing_mail["Subject"]), str(over_mail["Subject"])}
+
+
+SCRIPTED = "<script>alert(1)</script> <!channel> *gras* <https://evil|x>"
+
+
+def test_in_french_hostile_labels_stay_inert_in_slack_and_email(sinks):
+    slack, smtp, am = sinks
+    am.post(copies(storm(instance=HOSTILE, site=SCRIPTED, analysis=ANALYSE), FRENCH))
+    message = slack.wait_for(lambda m: "Gi1/0/1 tombée sur" in slack_text(m))
+    mail = smtp.wait_for()
+    title = message["attachments"][0]["title"]
+    assert title == (
+        "P2 · Gi1/0/1 tombée sur sw-3 Bcc: victim@example.org channel here"
+        " \u2039b\u203aR&amp;D\u2039/b\u203a x (https://evil) (site \u2039script\u203aalert(1)"
+        "\u2039/script\u203a channel *gras* x (https://evil)), et 2 alertes liées"
+    )
+    text = slack_text(message)
+    for obeyed in ("<!channel>", "<!here>", "@here", "<https://evil", "<b>", "<script"):
+        assert obeyed not in text
+    assert mail["Bcc"] is None
+    html = email_body(mail, "html")
+    assert "<script" not in html
+    assert "\u2039script\u203aalert(1)\u2039/script\u203a" in html
+    assert str(mail["Subject"]).startswith("[Scout] P2 · Gi1/0/1 tombée sur sw-3 Bcc:")

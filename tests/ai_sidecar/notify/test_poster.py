@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ai_sidecar.i18n import UnknownLanguageError
 from ai_sidecar.models import format_time, parse_time
 from ai_sidecar.notify import (
     ReturnTrip,
@@ -467,3 +468,30 @@ async def test_copies_almost_due_share_the_request_of_those_due(sink, db, sessio
     trip.clock.advance(seconds=30)
     await trip.trip.run_once()
     assert len(sink.messages()) == 3
+
+
+async def test_a_new_language_takes_over_from_the_next_change_of_an_incident(sink, db, session):
+    """A config reload's language: copies scheduled from then on are written in it."""
+    a = peer_member("LinkDown")
+    trip = Trip(db, [sink.base_url], session)
+    await trip.trip.schedule([analysed_incident(a)])
+    await trip.trip.run_once()
+    [[english]] = sink.messages()
+    assert "scout_lang" not in english["annotations"]
+    assert " down on " in english["annotations"]["scout_title"]
+
+    with pytest.raises(UnknownLanguageError):
+        trip.trip.use_language("xx")
+    assert trip.trip.language == "en"
+    trip.trip.use_language("fr")
+    sink.clear()
+    await trip.trip.schedule([analysed_incident(a, priority="P1")])
+    await trip.trip.run_once()
+    french = [alert for body in sink.messages() for alert in body if not _ended(alert, trip)]
+    assert [alert["annotations"]["scout_lang"] for alert in french] == ["fr"]
+    assert french[0]["annotations"]["scout_title"].startswith("P1 · ")
+    assert " tombée sur " in french[0]["annotations"]["scout_title"]
+
+
+def _ended(alert: dict[str, Any], trip: Trip) -> bool:
+    return parse_time(alert["endsAt"]) <= trip.clock.now

@@ -467,3 +467,32 @@ async def test_unusable_paths_and_newer_files_are_clear_errors(tmp_path: Path) -
     with contextlib.closing(sqlite3.connect(newer)) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert tables == {"future"}
+
+
+@pytest.mark.parametrize("inline", [False, True])
+async def test_the_store_is_private_to_its_owner(tmp_path: Path, inline: bool) -> None:
+    """Console password hashes and session tokens live in it: nobody else may read it."""
+    path = tmp_path / "data" / "scout.db"
+    store = await SqliteStore.open(path, inline=inline)
+    try:
+        await store.ingest([alert("InterfaceDown")], T0)
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+        for name in ("scout.db", "scout.db-wal", "scout.db-shm"):
+            assert (path.parent / name).stat().st_mode & 0o777 == 0o600, name
+    finally:
+        await store.close()
+
+
+async def test_an_older_world_readable_store_is_made_private(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "scout.db"
+    store = await SqliteStore.open(path)
+    await store.close()
+    path.chmod(0o644)
+    store = await SqliteStore.open(path)
+    try:
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert "made it private" in caplog.text
+    finally:
+        await store.close()

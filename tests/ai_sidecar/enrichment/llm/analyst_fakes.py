@@ -97,7 +97,9 @@ class FixedGate:
     def decide(self, incident: Incident, context: IncidentContext, analyst: str) -> PolicyDecision:
         return self.decision
 
-    def remember(self, incident: Incident, analysis: Analysis, redacted_answer: str) -> None:
+    def remember(
+        self, incident: Incident, analysis: Analysis, redacted_answer: str, language: str = "en"
+    ) -> None:
         self.remembered.append((incident, analysis, redacted_answer))
 
 
