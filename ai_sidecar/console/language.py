@@ -28,6 +28,7 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.console.session import ConsoleUser
 from ai_sidecar.i18n import Translator, available_languages, translator
 from ai_sidecar.keys import CONFIG, STORE
+from ai_sidecar.models import Member
 from ai_sidecar.notify.wording import Wording, duration
 
 # Where a request keeps its page language once found (one store read per request).
@@ -101,6 +102,17 @@ class Words:
     def age(self, since: datetime, now: datetime | None = None) -> str:
         """The time since ``since`` in its two largest units: ``3 h 12 min``."""
         return " ".join(self.duration((now or utc_now()) - since).split()[:4])
+
+    def what(self, member: Member) -> str:
+        """How the page names an alert: ``InterfaceDown on core1`` (:attr:`Member.what`)."""
+        if self.t.is_source:
+            return member.what
+        name = member.alertname or self.t.gettext("alert {fingerprint}").format(
+            fingerprint=member.fingerprint
+        )
+        if not member.target:
+            return name
+        return self.t.gettext("{alert} on {target}").format(alert=name, target=member.target)
 
     def decimal(self, value: float, digits: int) -> str:
         """``value`` to ``digits`` decimals: ``0.87`` in English, ``0,87`` in French."""

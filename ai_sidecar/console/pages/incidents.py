@@ -231,12 +231,12 @@ def _timeline(members: list[Member], shown: Words) -> list[dict[str, str]]:
     events: list[tuple[datetime, str, str, str]] = []
     t = shown.t
     for m in members:
-        events.append((m.first_starts_at, m.fingerprint, m.what, t.gettext("fired")))
+        events.append((m.first_starts_at, m.fingerprint, shown.what(m), t.gettext("fired")))
         if m.flap_count and m.starts_at != m.first_starts_at:
             again = t.gettext("fired again (flap {count})").format(count=m.flap_count)
-            events.append((m.starts_at, m.fingerprint, m.what, again))
+            events.append((m.starts_at, m.fingerprint, shown.what(m), again))
         if m.status == "resolved" and m.ends_at is not None:
-            events.append((m.ends_at, m.fingerprint, m.what, t.gettext("resolved")))
+            events.append((m.ends_at, m.fingerprint, shown.what(m), t.gettext("resolved")))
     events.sort(key=lambda e: (e[0], e[1]))
     return [{"at": shown.time(at), "what": what, "event": event} for at, _, what, event in events]
 

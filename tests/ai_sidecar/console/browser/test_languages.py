@@ -2,7 +2,7 @@
 and no page may overflow sideways or cut a button's text, on a desktop or a phone.
 
 The stack is :mod:`test_console`'s (a real sidecar and Alertmanager, the demo
-storm). A user of their own picks French on ``/console/preferences``; an
+storm), with ``language: fr``. A user of their own picks French on ``/console/preferences``; an
 English user reads the same pages. Every page's screenshot is kept as an
 artefact; ``SCOUT_README_SCREENSHOT`` names a PNG to write the French incident
 page to (the README's picture is taken so).
@@ -11,6 +11,7 @@ page to (the README's picture is taken so).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from PIL import Image
@@ -23,14 +24,24 @@ from tests.ai_sidecar.console.browser.harness import (
     WindowSize,
 )
 from tests.ai_sidecar.console.browser.test_console import (
+    SIDECAR_CONFIG,
     ConsoleStack,
     add_user,
     incident_path,
+    running_stack,
     sign_in,
-    stack,  # noqa: F401 - the module's stack fixture
 )
 
 pytestmark = pytest.mark.peers
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
+    """:mod:`test_console`'s stack with ``language: fr``: analyses and reasons in French,
+    which the English reader sees as made (the page's own words are theirs)."""
+    with running_stack(tmp_path_factory, SIDECAR_CONFIG + "language: fr\n") as started:
+        yield started
+
 
 # Elements that scroll on purpose (tables in a .table-wrap) are not overflow.
 # Inline boxes have no client width of their own and are judged by their parent.
@@ -102,7 +113,7 @@ def signed_in(browser: OpenBrowser, console: ConsoleStack, user: str, size: Wind
 
 @pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=lambda s: s.name)
 def test_both_languages_fit_the_window(
-    stack: ConsoleStack,  # noqa: F811
+    stack: ConsoleStack,
     browser: OpenBrowser,
     size: WindowSize,
 ) -> None:
