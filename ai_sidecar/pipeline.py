@@ -80,7 +80,7 @@ async def run_pipeline(
     ``permit``: the worker lease, asked before every post (None: the only replica).
     ``llm_settings``: the process's ``llm`` section and ``language`` in force
     (they may have been reloaded since start); the components' reloadable parts
-    follow the section, the worker follows the language.
+    follow the section, the worker and the return trip follow the language.
     """
     if llm_settings is not None:
         config = config.model_copy(
@@ -114,6 +114,8 @@ async def run_pipeline(
         worker = Worker(db, config, built, trip, metrics.worker, wakeup)
         if llm_settings is not None:
             unregister.append(llm_settings.follow_language(worker.set_language))
+            # Notifications follow a reloaded language too, from their next copy.
+            unregister.append(llm_settings.follow_language(trip.use_language))
         await worker.start()
         trip_task = asyncio.create_task(_run_forever("return_trip", trip.run))
         worker_tasks = [

@@ -3,8 +3,10 @@ priorities are written in it, whether the worker runs inline or in its own proce
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from ai_sidecar.store import Store
 from tests.ai_sidecar.builders import OfflineContext, alert, payload
 from tests.ai_sidecar.test_app import wait_until
 from tests.ai_sidecar.test_reload import AUTH, settings, write_config
+from tests.peers.alertmanager import Alertmanager
 
 
 def local_components(
@@ -100,3 +103,36 @@ async def test_a_reloaded_language_writes_the_next_analyses_in_it(
     )
     assert analysis["actions"] == ["Vérifiez DiskFull sur s9."]
     assert any(reason.startswith("sévérité ") for reason in after["priorityReasons"])
+
+
+@pytest.mark.peers
+async def test_a_reloaded_language_reaches_the_next_enriched_copies(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """The return trip follows a reload too: copies written after it carry ``scout_lang``,
+    which Alertmanager's templates branch on; copies written before it do not."""
+    am_config = tmp_path / "alertmanager.yml"
+    am_config.write_text("route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n")
+    path = write_config(tmp_path / "scout.yml", "language: en\n")
+    with Alertmanager(tmp_path, am_config) as am:
+        app = create_app(
+            replace(settings(tmp_path, path), alertmanager_urls=(am.url,)),
+            load_config(path),
+            components=local_components,
+        )
+        client = await aiohttp_client(app)
+
+        async def copy_of(instance: str) -> list[dict[str, Any]]:
+            # Off the event loop: the sidecar under test runs on it.
+            filters = ('scout_enriched="true"', f'instance="{instance}"')
+            return await asyncio.to_thread(am.alerts, *filters)
+
+        await post(client, "DeviceDown", "ams", "r1")
+        [before] = await wait_until(lambda: copy_of("r1"), 30)
+        assert "scout_lang" not in before["annotations"]
+
+        write_config(path, "language: fr\n")
+        assert (await client.post("/-/reload", headers=AUTH)).status == 200
+        await post(client, "DiskFull", "fra", "s9")
+        [after] = await wait_until(lambda: copy_of("s9"), 30)
+        assert after["annotations"]["scout_lang"] == "fr"
