@@ -6,7 +6,7 @@ A page is in the first of:
    the store's ``console_preferences``);
 2. the best of the browser's ``Accept-Language`` among the languages with a
    catalogue (Babel's :func:`~babel.core.negotiate_locale`);
-3. ``language`` in the sidecar's config.
+3. ``language`` in the sidecar's config in force (a reload changes it).
 
 Times and durations are written as the notifications write them, in the
 page's language (English as before: ``2026-12-02 23:41:25 CET``, ``3 h 12
@@ -27,7 +27,7 @@ from babel.numbers import format_decimal
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.session import ConsoleUser
 from ai_sidecar.i18n import Translator, available_languages, translator
-from ai_sidecar.keys import CONFIG, STORE
+from ai_sidecar.keys import CONFIG, RELOADER, STORE
 from ai_sidecar.models import Member
 from ai_sidecar.notify.wording import Wording, duration
 
@@ -61,16 +61,21 @@ def negotiated_language(header: str) -> str | None:
     return negotiate_locale(accepted_languages(header), available_languages(), sep="-")
 
 
+def configured_language(app: web.Application) -> str:
+    """The config's ``language`` in force: the reloaded one after a reload."""
+    reloader = app.get(RELOADER)
+    return (reloader.config if reloader is not None else app[CONFIG]).language
+
+
 async def page_language(request: web.Request, user: ConsoleUser | None) -> str:
     """The language of the page ``request`` asks for (module docstring)."""
     if _LANGUAGE_KEY in request:
         return request[_LANGUAGE_KEY]
     chosen = await request.app[STORE].get_console_language(user.name) if user else ""
     if chosen not in available_languages():
-        chosen = (
-            negotiated_language(request.headers.get("Accept-Language", ""))
-            or request.app[CONFIG].language
-        )
+        chosen = negotiated_language(
+            request.headers.get("Accept-Language", "")
+        ) or configured_language(request.app)
     request[_LANGUAGE_KEY] = chosen
     return chosen
 

@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from ai_sidecar.components import promql_client
-from ai_sidecar.console.language import page_language, page_words
+from ai_sidecar.console.language import configured_language, page_language, page_words
 from ai_sidecar.console.reports.period import PERIODS, EndDateError, Period, parse_end_date
 from ai_sidecar.console.reports.render import template_context
 from ai_sidecar.console.reports.service import ReportMaker
@@ -32,7 +32,12 @@ PAGE = "/console/reports"
 async def report_maker(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the app's report maker, with a Prometheus client of its own."""
     async with aiohttp.ClientSession() as session:
-        app[REPORTS] = ReportMaker(app[STORE], app[CONFIG], promql_client(app[SETTINGS], session))
+        app[REPORTS] = ReportMaker(
+            app[STORE],
+            app[CONFIG],
+            promql_client(app[SETTINGS], session),
+            language=lambda: configured_language(app),
+        )
         yield
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -40,11 +41,17 @@ class ReportMaker:
     """Builds reports from ``store`` and ``prometheus`` (None: no Prometheus) under ``config``."""
 
     def __init__(
-        self, store: Store, config: SidecarConfig, prometheus: PromQLClient | None
+        self,
+        store: Store,
+        config: SidecarConfig,
+        prometheus: PromQLClient | None,
+        language: Callable[[], str] | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._prometheus = prometheus
+        # The default language, asked at each report: a reload may change it.
+        self._language = language or (lambda: config.language)
 
     def period(
         self, kind: ReportPeriod, *, end_date: date | None = None, now: datetime | None = None
@@ -59,9 +66,10 @@ class ReportMaker:
     async def make(
         self, period: Period, *, now: datetime | None = None, language: str | None = None
     ) -> Rendered:
-        """The report of ``period`` in ``language`` (default: the config's ``language``)."""
+        """The report of ``period`` in ``language`` (default: the config's ``language`` in
+        force)."""
         report = await build_report(
             self._store, period, self._config.reports, self._prometheus, now=now
         )
         chart = await asyncio.to_thread(chart_png, report)
-        return Rendered(report, chart, language or self._config.language)
+        return Rendered(report, chart, language or self._language())

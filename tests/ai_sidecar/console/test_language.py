@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Awaitable, Callable
 from html import unescape
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 from pypdf import PdfReader
 
+from ai_sidecar.app import create_app
+from ai_sidecar.config import load_config
 from ai_sidecar.console.language import accepted_languages, negotiated_language
+from ai_sidecar.console.reports.routes import REPORTS
 from ai_sidecar.i18n import translator
+from ai_sidecar.keys import RELOADER
+from ai_sidecar.settings import SidecarSettings
 from tests.ai_sidecar.console.conftest import (
     OPERATOR,
+    TOKEN,
     USERS,
     VIEWER,
     ConsoleFactory,
+    install_test_sessions,
     storm_incidents,
 )
 
@@ -178,3 +189,27 @@ async def test_an_unknown_incident_is_said_in_french(console_factory: ConsoleFac
     assert "Il n'y a pas d'incident 'inc-nope'." in unescape(await missing.text())
     english = await client.get("/console/incidents/inc-nope", headers=VIEWER)
     assert "There is no incident 'inc-nope'." in unescape(await english.text())
+
+
+async def test_a_reloaded_language_reaches_the_pages_and_reports(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], tmp_path: Path
+) -> None:
+    config_file = tmp_path / "scout-sidecar.yml"
+    config_file.write_text("language: en\n")
+    settings = SidecarSettings(
+        data_dir=tmp_path / "data", webhook_token=TOKEN, config_file=config_file
+    )
+    app = create_app(settings, load_config(config_file))
+    install_test_sessions(app)
+    client = await aiohttp_client(app)
+    browser = {**VIEWER, "Accept-Language": "de"}
+    before = await (await client.get("/console/incidents", headers=browser)).text()
+    assert '<html lang="en">' in before
+    config_file.write_text("language: fr\n")
+    assert await app[RELOADER].reload() is None
+    after = await (await client.get("/console/incidents", headers=browser)).text()
+    assert '<html lang="fr">' in after
+    report = unescape(await (await client.get("/console/reports", headers=browser)).text())
+    assert "Synthèse" in report
+    made = await app[REPORTS].make(app[REPORTS].period("week"))
+    assert made.language == "fr"
