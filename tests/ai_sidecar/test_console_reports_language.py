@@ -41,6 +41,9 @@ async def test_the_pdf_speaks_french_and_the_csv_stays_english(store: Store) -> 
         "Délai de prise en compte",
         "Utilisation du WAN",
         "Déclenchements",
+        # Figures and reasons in French too.
+        "Jugées utiles 67 %",
+        "indisponible : aucun Prometheus n'est configuré",
     ):
         assert title in text, title
     assert "Incidents by priority" not in text

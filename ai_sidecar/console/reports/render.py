@@ -30,6 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from babel.dates import format_date
+
 from ai_sidecar import __version__
 from ai_sidecar.console.reports.model import Report
 from ai_sidecar.console.reports.tables import Table, period_title, report_tables
@@ -62,8 +64,9 @@ def report_csv(report: Report) -> str:
     return out.getvalue()
 
 
-def chart_png(report: Report) -> bytes:
-    """Incidents created per hour (a day's report) or per day, stacked by priority."""
+def chart_png(report: Report, language: str = SOURCE_LANGUAGE) -> bytes:
+    """Incidents created per hour (a day's report) or per day, stacked by priority, its
+    words and day names in ``language``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -78,10 +81,11 @@ def chart_png(report: Report) -> bytes:
         axes.bar(positions, heights, bottom=bottoms, color=PRIORITY_COLOURS[index], label=priority)
         bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
     hourly = report.period.kind == "day"
-    labels = [b.start.strftime("%H:%M" if hourly else "%a %d") for b in report.buckets]
+    t = translator(language, "console")
+    labels = [_bucket_label(b.start, hourly, t) for b in report.buckets]
     every = max(1, len(labels) // 12)
     axes.set_xticks(positions[::every], labels[::every], fontsize=8)
-    axes.set_ylabel("Incidents", fontsize=8)
+    axes.set_ylabel(t.gettext("Incidents"), fontsize=8)
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.tick_params(axis="y", labelsize=8)
     axes.legend(fontsize=7, ncols=4, loc="upper right", frameon=False)
@@ -90,6 +94,13 @@ def chart_png(report: Report) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _bucket_label(start: datetime, hourly: bool, t: Translator) -> str:
+    """``14:00`` or ``Mon 02``; another language names its days (fr: ``lun. 2``)."""
+    if hourly or t.is_source:
+        return start.strftime("%H:%M" if hourly else "%a %d")
+    return format_date(start, "EEE d", locale=t.locale)
 
 
 def template_context(

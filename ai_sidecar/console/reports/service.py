@@ -71,5 +71,6 @@ class ReportMaker:
         report = await build_report(
             self._store, period, self._config.reports, self._prometheus, now=now
         )
-        chart = await asyncio.to_thread(chart_png, report)
-        return Rendered(report, chart, language or self._language())
+        language = language or self._language()
+        chart = await asyncio.to_thread(chart_png, report, language)
+        return Rendered(report, chart, language)

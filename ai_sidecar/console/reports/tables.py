@@ -54,6 +54,18 @@ def share_text(value: float | None) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.0%}"
 
 
+def _share(value: float | None, t: Translator) -> str:
+    """``67%``; in another language its own percent format (fr: ``67 %``)."""
+    if t.is_source or value is None or math.isnan(value):
+        return share_text(value)
+    return t.percent(value)
+
+
+def _decimal(value: float, digits: int, t: Translator) -> str:
+    """``2.2``; in another language its own separator (fr: ``2,2``)."""
+    return f"{value:.{digits}f}" if t.is_source else t.number(value, digits=digits)
+
+
 def bytes_text(value: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(value) < 1000 or unit == "TB":
@@ -83,7 +95,8 @@ def _noisy(key: str, title: str, what: str, rows: Sequence[Noisy], _: Gettext) -
 
 def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
     """The report's tables, their words in ``t``'s language (English without one)."""
-    _ = (t or translator(SOURCE_LANGUAGE, "console")).gettext
+    t = t or translator(SOURCE_LANGUAGE, "console")
+    _ = t.gettext
     compression = report.compression
     summary = Table(
         "summary",
@@ -97,13 +110,13 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
             (_("Distinct alerts in these incidents"), str(report.alerts)),
             (
                 _("Compression (alerts received per incident)"),
-                "—" if compression is None else f"{compression:.1f}",
+                "—" if compression is None else _decimal(compression, 1, t),
             ),
             (_("Feedback given"), str(report.feedback)),
-            (_("Found useful"), share_text(report.useful_share)),
+            (_("Found useful"), _share(report.useful_share, t)),
             (_("LLM calls (failed)"), f"{report.llm_calls} ({report.llm_failed})"),
             (_("LLM tokens in / out"), f"{report.llm_input_tokens} / {report.llm_output_tokens}"),
-            (_("LLM estimated cost (USD)"), f"{report.llm_cost:.4f}"),
+            (_("LLM estimated cost (USD)"), _decimal(report.llm_cost, 4, t)),
         ),
         note=(
             _(
@@ -139,24 +152,24 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         _("Top bandwidth consumers"),
         (_("Address"), _("Direction"), _("Bytes")),
         tuple((b.address, b.direction, bytes_text(b.bytes)) for b in report.bandwidth.rows),
-        unavailable=report.bandwidth.unavailable,
+        unavailable=report.bandwidth.unavailable_in(t),
     )
     wan = Table(
         "wan",
         _("WAN utilisation"),
         (_("Device"), _("Interface"), _("Direction"), _("Mean"), _("Peak")),
         tuple(
-            (w.instance, w.interface, w.direction, share_text(w.mean), share_text(w.peak))
+            (w.instance, w.interface, w.direction, _share(w.mean, t), _share(w.peak, t))
             for w in report.wan.rows
         ),
-        unavailable=report.wan.unavailable,
+        unavailable=report.wan.unavailable_in(t),
     )
     anomalies = Table(
         "anomalies",
         _("Top anomalies"),
         (_("Signal"), _("Series"), _("Highest score")),
-        tuple((a.signal, a.subject, f"{a.score:.2f}") for a in report.anomalies.rows),
-        unavailable=report.anomalies.unavailable,
+        tuple((a.signal, a.subject, _decimal(a.score, 2, t)) for a in report.anomalies.rows),
+        unavailable=report.anomalies.unavailable_in(t),
     )
     return [
         summary,
