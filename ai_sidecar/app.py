@@ -58,7 +58,7 @@ async def request_errors(
         raise  # the console's redirects (to the login form, after a POST)
     except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes
         if request.path.startswith(CONSOLE_PREFIX):
-            response = render_error(exc.status, exc.text or exc.reason)
+            response = await render_error(request, exc.status, exc.text or exc.reason)
         else:
             response = web.json_response({"error": exc.reason}, status=exc.status)
     if request.path == "/api/v1/alertmanager":

@@ -34,7 +34,8 @@ from prometheus_client.metrics_core import Metric
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.components import promql_client
-from ai_sidecar.keys import CONFIG, METRICS, SETTINGS, STORE
+from ai_sidecar.console.words import N_
+from ai_sidecar.keys import METRICS, SETTINGS, STORE
 from ai_sidecar.promql import PromQLError
 
 PROBE_INTERVAL = 30.0
@@ -46,6 +47,8 @@ OUTBOX = "scout_sidecar_return_trip_queue"
 SLOW_QUEUE = timedelta(minutes=1)
 
 ProbeState = Literal["reachable", "unreachable", "not configured", "not probed yet"]
+# The states as the banner names them, for the catalogue (the page translates them).
+PROBE_STATE_NAMES = (N_("not configured"), N_("not probed yet"))
 
 
 @dataclass(slots=True)
@@ -124,27 +127,24 @@ async def health_summary(app: web.Application) -> dict[str, Any] | None:
     now = time.monotonic()
     if kept.summary is not None and now - kept.at < SUMMARY_TTL:
         return kept.summary
-    # Imported here: the wording pulls in the notify package, which needs the store.
-    from ai_sidecar.notify.wording import Wording, duration
-
     store = app[STORE]
     backlog = await store.backlog()
     latest = await store.latest_update()
     families = list(app[METRICS].registry.collect())
-    wording = Wording(app[CONFIG].notifications.zone)
     probe = app[PROBE]
     current = utc_now()
     waiting = None if backlog.oldest_received_at is None else current - backlog.oldest_received_at
     summary: dict[str, Any] = {
         "queue_depth": backlog.depth,
-        "queue_wait": "" if waiting is None else duration(waiting),
         "queue_slow": waiting is not None and waiting > SLOW_QUEUE,
         "return_trip_failures": int(family_total(families, FAILURES)),
         "return_trip_queue": int(family_total(families, OUTBOX)),
         "prometheus": probe.state,
         "prometheus_detail": probe.detail,
-        "latest_update": "" if latest is None else wording.time(latest),
-        "latest_age": "" if latest is None else duration(max(current - latest, timedelta(0))),
+        # Times and durations, which the page writes in its language.
+        "queue_waited": waiting,
+        "latest": latest,
+        "latest_waited": None if latest is None else max(current - latest, timedelta(0)),
     }
     kept.at, kept.summary = now, summary
     return summary

@@ -18,6 +18,8 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
+from ai_sidecar.console.words import N_
+
 # The hidden form field every console form carries.
 CSRF_FIELD = "csrf_token"
 LOGIN_PATH = "/console/login"
@@ -67,7 +69,7 @@ async def operator_user(request: web.Request) -> ConsoleUser:
     """The signed-in user, who must hold the operator role."""
     user = await console_user(request)
     if not user.can_act:
-        raise ForbiddenError(text="this action needs the operator role")
+        raise ForbiddenError(text=N_("this action needs the operator role"))
     return user
 
 
@@ -92,7 +94,9 @@ async def read_form(request: web.Request, *, max_bytes: int | None = None) -> Mu
     try:
         form = await request.post()
     except (ValueError, LookupError):  # UnicodeDecodeError is a ValueError
-        raise BadFormError(text="the form could not be read: send it again from the page") from None
+        raise BadFormError(
+            text=N_("the form could not be read: send it again from the page")
+        ) from None
     return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
 
 
@@ -101,5 +105,5 @@ async def checked_form(request: web.Request, user: ConsoleUser) -> MultiDictProx
     form = await read_form(request)
     given = form.get(CSRF_FIELD, "")
     if not hmac.compare_digest(given.encode(errors="surrogateescape"), user.csrf_token.encode()):
-        raise ForbiddenError(text="the form's CSRF token is missing or stale: reload the page")
+        raise ForbiddenError(text=N_("the form's CSRF token is missing or stale: reload the page"))
     return form

@@ -1,11 +1,17 @@
-"""Jinja2 templates for the console, escaped by default.
+"""Jinja2 templates for the console, escaped by default, in the page's language.
 
 Alert labels and annotations are untrusted and may carry ``<script>``:
 autoescaping is on for every template, and no template marks alert text safe.
+
+Every visible word goes through the "console" catalogue (Jinja2's i18n
+extension, new-style gettext: placeholders are escaped like any variable).
+One environment per language, each with its catalogue installed, so pages in
+two languages render side by side without sharing state.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +20,39 @@ from aiohttp import web
 
 from ai_sidecar import __version__
 from ai_sidecar.console.health import health_summary
+from ai_sidecar.console.language import page_words
 from ai_sidecar.console.session import CSRF_FIELD, ConsoleUser
+from ai_sidecar.i18n import SOURCE_LANGUAGE, available_languages, translator
 
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"
 
-ENVIRONMENT = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(PACKAGE_DIR / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-ENVIRONMENT.globals["version"] = __version__
-ENVIRONMENT.globals["csrf_field"] = CSRF_FIELD
+
+@functools.cache
+def environment(language: str) -> jinja2.Environment:
+    """The templates in ``language`` (one of :func:`available_languages`)."""
+    found = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(PACKAGE_DIR / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    # As the catalogue extracts them (ai_sidecar.i18n.catalogues): whitespace collapsed.
+    found.policies["ext.i18n.trimmed"] = True
+    found.install_gettext_translations(  # type: ignore[attr-defined]
+        translator(language, "console").translations, newstyle=True
+    )
+    found.globals["version"] = __version__
+    found.globals["csrf_field"] = CSRF_FIELD
+    found.globals["language"] = language
+    found.globals["languages"] = available_languages()
+    return found
+
+
+# English: the reports' CLI and tests render with it.
+ENVIRONMENT = environment(SOURCE_LANGUAGE)
 
 # Pages are per user and change by the second: no cache may keep them, and no
 # other origin may frame them or run scripts in them.
@@ -50,12 +75,19 @@ async def render(
     user: ConsoleUser | None,
     status: int = 200,
 ) -> web.Response:
-    """``template`` rendered for ``user`` (None on the login page), with the health banner."""
-    page = ENVIRONMENT.get_template(template).render(
-        user=user,
-        health=await health_summary(request.app) if user is not None else None,
-        request_path=request.path,
-        **context,
+    """``template`` rendered for ``user`` (None on the login page), with the health banner,
+    in the page's language (:mod:`ai_sidecar.console.language`)."""
+    words = await page_words(request, user)
+    page = (
+        environment(words.language)
+        .get_template(template)
+        .render(
+            user=user,
+            health=await health_summary(request.app) if user is not None else None,
+            request_path=request.path,
+            words=words,
+            **context,
+        )
     )
     return web.Response(
         text=page,
@@ -66,10 +98,22 @@ async def render(
     )
 
 
-def render_error(status: int, message: str) -> web.Response:
-    """An error page without session or health: used by the app's middleware."""
-    page = ENVIRONMENT.get_template("error.html").render(
-        user=None, health=None, request_path="", status=status, message=message
+async def render_error(request: web.Request, status: int, message: str) -> web.Response:
+    """An error page without session or health: used by the app's middleware. The
+    message is translated when the catalogue has it (messages marked with ``N_``)."""
+    # No user: the store may be what failed. The browser's language, or the config's.
+    words = await page_words(request, None)
+    page = (
+        environment(words.language)
+        .get_template("error.html")
+        .render(
+            user=None,
+            health=None,
+            request_path="",
+            words=words,
+            status=status,
+            message=words.t.gettext(message) if message else message,
+        )
     )
     return web.Response(
         text=page,

@@ -73,7 +73,32 @@ def remove_user(name: str, mark: str = "?") -> list[Statement]:
     return [
         (f"DELETE FROM console_users WHERE name = {mark}", (name,)),
         (f"DELETE FROM console_sessions WHERE user_name = {mark}", (name,)),
+        (f"DELETE FROM console_preferences WHERE user_name = {mark}", (name,)),
     ]
+
+
+# --- preferences ---------------------------------------------------------------------
+
+
+def save_language(name: str, language: str, at: datetime, mark: str = "?") -> Statement:
+    """Keep ``language`` as ``name``'s choice; "" forgets the choice."""
+    if not language:
+        return f"DELETE FROM console_preferences WHERE user_name = {mark}", (name,)
+    sql = (
+        "INSERT INTO console_preferences (user_name, language, updated_at)"
+        f" VALUES ({mark}, {mark}, {mark})"
+        " ON CONFLICT (user_name) DO UPDATE SET language = excluded.language,"
+        " updated_at = excluded.updated_at"
+    )
+    return sql, (name, language, stamp(at))
+
+
+def select_language(name: str, mark: str = "?") -> Statement:
+    return f"SELECT language FROM console_preferences WHERE user_name = {mark}", (name,)
+
+
+def decode_language(rows: Sequence[Sequence[Any]]) -> str:
+    return str(rows[0][0]) if rows else ""
 
 
 # --- sessions ----------------------------------------------------------------------

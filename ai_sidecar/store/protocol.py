@@ -525,6 +525,14 @@ class Store(Protocol):
         """Remove the user and end their sessions; False when there was no such user."""
         ...
 
+    async def save_console_language(self, name: str, language: str, at: datetime) -> None:
+        """Keep the console language ``name`` chose (``fr``); "" forgets their choice."""
+        ...
+
+    async def get_console_language(self, name: str) -> str:
+        """The console language ``name`` chose, or "" when they chose none."""
+        ...
+
     async def open_console_session(self, session: ConsoleSession) -> None:
         """Keep a new session (its key is new: 256 random bits, hashed)."""
         ...

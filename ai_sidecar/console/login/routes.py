@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
+from ai_sidecar.console.language import page_words
 from ai_sidecar.console.login.service import (
     COOKIE_PATH,
     MAX_COOKIE_CHARS,
@@ -37,6 +38,7 @@ from ai_sidecar.console.session import (
     read_form,
 )
 from ai_sidecar.console.templating import render
+from ai_sidecar.console.words import N_
 
 LOGIN = web.AppKey("console_login", ConsoleLogin)
 LOGIN_COOKIE = "scout_login"
@@ -52,8 +54,9 @@ LOGIN_FORM_BYTES = 16 * 1024
 # What the browser says of a request that another site's page made.
 FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
 
-WRONG = "The user name or password is wrong."
-EXPIRED = "The sign-in form had expired or came from elsewhere. Please sign in again."
+# Translated on the page (the "console" catalogue).
+WRONG = N_("The user name or password is wrong.")
+EXPIRED = N_("The sign-in form had expired or came from elsewhere. Please sign in again.")
 
 
 def safe_next(value: str | None) -> str:
@@ -136,10 +139,15 @@ async def submit_login(request: web.Request) -> web.StreamResponse:
             request,
             next_page=next_page,
             username=username,
-            error=(
+            error=(await page_words(request, None))
+            .t.ngettext(
                 "Too many failed sign-ins for this user or from this address. "
-                f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-            ),
+                "Try again in {minutes} minute.",
+                "Too many failed sign-ins for this user or from this address. "
+                "Try again in {minutes} minutes.",
+                minutes,
+            )
+            .format(minutes=minutes),
             status=429,
         )
         response.headers["Retry-After"] = str(math.ceil(wait))

@@ -41,6 +41,7 @@ from ai_sidecar.config import ConsoleConfig
 from ai_sidecar.console.login.passwords import CONCURRENT_CHECKS, needs_rehash, rehash, verify
 from ai_sidecar.console.login.users import USER_NAME, UserDirectory
 from ai_sidecar.console.session import ConsoleUser, Role
+from ai_sidecar.console.words import N_
 from ai_sidecar.store import Store, StoreError
 from ai_sidecar.store.protocol import ConsoleAccount, ConsoleSession
 
@@ -135,8 +136,10 @@ def store_available() -> Iterator[None]:
     except StoreError as exc:
         log.warning("console sign-in unavailable: %s", exc)
         raise web.HTTPServiceUnavailable(
-            text="Sign-in is unavailable for a moment (the store cannot be reached). "
-            "Try again shortly."
+            text=N_(
+                "Sign-in is unavailable for a moment (the store cannot be reached). "
+                "Try again shortly."
+            )
         ) from None
 
 

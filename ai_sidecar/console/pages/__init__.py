@@ -6,6 +6,7 @@
   acknowledge, unacknowledge, assign, silence);
 - :mod:`.silences`: silences through Alertmanager's API v2, on every peer;
 - :mod:`.anomalies`: ``/console/anomalies``;
+- :mod:`.preferences`: ``/console/preferences`` (the user's language);
 - :mod:`ai_sidecar.console.health`: the banner every page shows.
 """
 
@@ -23,6 +24,7 @@ from ai_sidecar.console.pages.actions import CLIENT
 from ai_sidecar.console.pages.anomalies import CHARTS, AnomalyCharts, anomalies
 from ai_sidecar.console.pages.common import INCIDENTS_PATH
 from ai_sidecar.console.pages.incidents import incident_list, incident_page
+from ai_sidecar.console.pages.preferences import PREFERENCES_PATH, preferences, save_preferences
 from ai_sidecar.graph_route import RenderedGraphs
 from ai_sidecar.keys import CONFIG, SETTINGS
 from ai_sidecar.notify.graphs import GraphSource
@@ -34,14 +36,18 @@ async def home(_: web.Request) -> web.Response:
 
 
 def setup_pages(app: web.Application) -> None:
-    """Register /console/, /console/incidents, /console/incidents/{id} and /console/anomalies."""
+    """Register /console/, /console/incidents, /console/incidents/{id}, /console/anomalies
+    and /console/preferences."""
     setup_health(app)
 
     async def client(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             app[CLIENT] = session
+            # Charts are drawn in the config's language, as the notifications' graphs.
             source = GraphSource(
-                promql_client(app[SETTINGS], session), range=app[CONFIG].graphs.range
+                promql_client(app[SETTINGS], session),
+                range=app[CONFIG].graphs.range,
+                language=app[CONFIG].language,
             )
             app[CHARTS] = AnomalyCharts(source, RenderedGraphs())
             yield
@@ -58,6 +64,8 @@ def setup_pages(app: web.Application) -> None:
     app.router.add_post(incident + "/assign", actions.assign)
     app.router.add_post(incident + "/silence", actions.silence)
     app.router.add_get("/console/anomalies", anomalies)
+    app.router.add_get(PREFERENCES_PATH, preferences)
+    app.router.add_post(PREFERENCES_PATH, save_preferences)
 
 
 __all__ = ["setup_pages"]

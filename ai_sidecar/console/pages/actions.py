@@ -15,10 +15,11 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from ai_sidecar.clock import utc_now
-from ai_sidecar.console.pages.common import back_to, wording
+from ai_sidecar.console.language import page_words
+from ai_sidecar.console.pages.common import back_to, not_found, wording
 from ai_sidecar.console.pages.incidents import MAX_SILENCE, SILENCE_CHOICES
 from ai_sidecar.console.pages.silences import create_silences, silence_plan
-from ai_sidecar.console.session import checked_form, operator_user
+from ai_sidecar.console.session import ConsoleUser, checked_form, operator_user
 from ai_sidecar.keys import SETTINGS, STORE
 from ai_sidecar.store import IncidentAction
 from ai_sidecar.store.protocol import ActionKind
@@ -30,21 +31,17 @@ MAX_ASSIGNEE = 100
 CLIENT = web.AppKey("console_client", aiohttp.ClientSession)
 
 
-def _not_found(incident_id: str) -> web.HTTPNotFound:
-    return web.HTTPNotFound(text=f"There is no incident {incident_id[:64]!r}.")
-
-
 def _typed(form: MultiMapping[str], name: str) -> str:
     """What was typed in ``name``, its line breaks as LF: a textarea's maxlength counts
     a line break as one character, and the browser sends it as CRLF."""
     return form.get(name, "").replace("\r\n", "\n").strip()
 
 
-async def _record(request: web.Request, kind: ActionKind, actor: str, detail: str) -> None:
+async def _record(request: web.Request, kind: ActionKind, user: ConsoleUser, detail: str) -> None:
     incident_id = request.match_info["id"]
-    action = IncidentAction(incident_id, kind, actor, detail, utc_now())
+    action = IncidentAction(incident_id, kind, user.name, detail, utc_now())
     if not await request.app[STORE].record_action(action):
-        raise _not_found(incident_id)
+        raise not_found(incident_id, (await page_words(request, user)).t)
 
 
 async def give_feedback(request: web.Request) -> web.Response:
@@ -61,21 +58,21 @@ async def give_feedback(request: web.Request) -> web.Response:
         incident_id, useful == "yes", comment, utc_now()
     )
     if not recorded:
-        raise _not_found(incident_id)
+        raise not_found(incident_id, (await page_words(request, user)).t)
     raise back_to(incident_id, done="feedback")
 
 
 async def acknowledge(request: web.Request) -> web.Response:
     user = await operator_user(request)
     await checked_form(request, user)
-    await _record(request, "acknowledge", user.name, "")
+    await _record(request, "acknowledge", user, "")
     raise back_to(request.match_info["id"], done="acknowledged")
 
 
 async def unacknowledge(request: web.Request) -> web.Response:
     user = await operator_user(request)
     await checked_form(request, user)
-    await _record(request, "unacknowledge", user.name, "")
+    await _record(request, "unacknowledge", user, "")
     raise back_to(request.match_info["id"], done="unacknowledged")
 
 
@@ -85,7 +82,7 @@ async def assign(request: web.Request) -> web.Response:
     assignee = " ".join(form.get("assignee", "").split())
     if len(assignee) > MAX_ASSIGNEE:
         raise back_to(request.match_info["id"], refused="assignee")
-    await _record(request, "assign", user.name, assignee)
+    await _record(request, "assign", user, assignee)
     raise back_to(request.match_info["id"], done="assigned" if assignee else "unassigned")
 
 
@@ -114,7 +111,7 @@ async def silence(request: web.Request) -> web.Response:
         raise back_to(incident_id, refused="comment")
     incident = await request.app[STORE].get_incident(incident_id)
     if incident is None:
-        raise _not_found(incident_id)
+        raise not_found(incident_id, (await page_words(request, user)).t)
     peers = request.app[SETTINGS].alertmanager_urls
     if not peers:
         raise back_to(incident_id, done="no-peers")
@@ -142,7 +139,7 @@ async def silence(request: web.Request) -> web.Response:
             parts.append(f"{outcome.peer} failed{made}: {outcome.error}")
         else:
             parts.append(f"{outcome.peer}: {', '.join(outcome.ids)}")
-    await _record(request, "silence", user.name, "; ".join(parts))
+    await _record(request, "silence", user, "; ".join(parts))
     ok = len(outcomes) - len(failed)
     code = "silenced" if not failed else ("silenced-partly" if ok else "silence-failed")
     raise back_to(incident_id, done=code, ok=ok, failed=len(failed), peers=len(outcomes))

@@ -1,16 +1,16 @@
-"""What the console's pages share: times in the configured zone, ages, flash messages."""
+"""What the console's pages share: times in the configured zone, flash messages."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from ai_sidecar.clock import utc_now
+from ai_sidecar.console.words import N_
+from ai_sidecar.i18n import Translator
 from ai_sidecar.keys import CONFIG
-from ai_sidecar.notify.wording import Wording, duration
+from ai_sidecar.notify.wording import Wording
 
 INCIDENTS_PATH = "/console/incidents"
 
@@ -20,12 +20,6 @@ def wording(request: web.Request) -> Wording:
     return Wording(request.app[CONFIG].notifications.zone)
 
 
-def age(since: datetime, now: datetime | None = None) -> str:
-    """``3 h 12 min``: the two largest units of the time since ``since``."""
-    words = duration(max((now or utc_now()) - since, timedelta(0))).split()
-    return " ".join(words[:4])
-
-
 def incident_path(incident_id: str) -> str:
     return f"{INCIDENTS_PATH}/{quote(incident_id, safe='')}"
 
@@ -33,45 +27,58 @@ def incident_path(incident_id: str) -> str:
 # Flash messages by code: the redirect after an action names one, never text
 # of its own, so nothing a person typed is reflected from the URL.
 FLASHES: Mapping[str, str] = {
-    "feedback": "Thank you: your feedback is recorded.",
-    "acknowledged": "The incident is acknowledged.",
-    "unacknowledged": "The acknowledgement is taken back.",
-    "assigned": "The assignment is recorded.",
-    "unassigned": "The incident is no longer assigned.",
-    "silenced": "Silenced on every Alertmanager ({ok} of {peers}).",
-    "silenced-partly": (
+    "feedback": N_("Thank you: your feedback is recorded."),
+    "acknowledged": N_("The incident is acknowledged."),
+    "unacknowledged": N_("The acknowledgement is taken back."),
+    "assigned": N_("The assignment is recorded."),
+    "unassigned": N_("The incident is no longer assigned."),
+    "silenced": N_("Silenced on every Alertmanager ({ok} of {peers})."),
+    "silenced-partly": N_(
         "Silenced on {ok} of {peers} Alertmanagers; {failed} failed: see the actions below."
     ),
-    "silence-failed": "No Alertmanager took the silence ({failed} failed): see the actions below.",
-    "no-peers": "No Alertmanager is configured (SCOUT_ALERTMANAGER_URLS): nothing was silenced.",
-    "nothing-firing": "Nothing of this incident fires: there is nothing to silence.",
+    "silence-failed": N_(
+        "No Alertmanager took the silence ({failed} failed): see the actions below."
+    ),
+    "no-peers": N_(
+        "No Alertmanager is configured (SCOUT_ALERTMANAGER_URLS): nothing was silenced."
+    ),
+    "nothing-firing": N_("Nothing of this incident fires: there is nothing to silence."),
 }
 # Codes whose message is a problem (role="alert"), not a confirmation.
 PROBLEMS = frozenset({"silence-failed", "no-peers", "nothing-firing"})
 # Problems with what was typed: the message of the refused form, by code.
 REFUSALS: Mapping[str, str] = {
-    "useful": "Say whether the analysis was useful (yes or no).",
-    "comment": "The comment is too long (at most 2000 characters).",
-    "assignee": "The assignee is too long (at most 100 characters).",
-    "duration": "Choose how long to silence for: 1 h, 4 h, 24 h, or a custom duration up to 7 d.",
+    "useful": N_("Say whether the analysis was useful (yes or no)."),
+    "comment": N_("The comment is too long (at most 2000 characters)."),
+    "assignee": N_("The assignee is too long (at most 100 characters)."),
+    "duration": N_(
+        "Choose how long to silence for: 1 h, 4 h, 24 h, or a custom duration up to 7 d."
+    ),
 }
 
 
-def flash_of(query: Mapping[str, str]) -> tuple[str, bool] | None:
-    """The message the redirect asked for, and whether it is a problem; None without one."""
+def flash_of(query: Mapping[str, str], t: Translator) -> tuple[str, bool] | None:
+    """The message the redirect asked for, in ``t``'s language, and whether it is a
+    problem; None without one."""
     code = query.get("done", "")
     counts = {
         name: int(query[name]) if query.get(name, "").isdigit() and len(query[name]) < 6 else 0
         for name in ("ok", "failed", "peers")
     }
     if code in FLASHES:
-        return FLASHES[code].format(**counts), code in PROBLEMS
+        return t.gettext(FLASHES[code]).format(**counts), code in PROBLEMS
     refused = query.get("refused", "")
     if refused in REFUSALS:
-        return REFUSALS[refused], True
+        return t.gettext(REFUSALS[refused]), True
     return None
 
 
 def back_to(incident_id: str, **query: str | int) -> web.HTTPSeeOther:
     """The 303 to the incident's page after an action, with its flash."""
     return web.HTTPSeeOther(f"{incident_path(incident_id)}?{urlencode(query)}#status")
+
+
+def not_found(incident_id: str, t: Translator) -> web.HTTPNotFound:
+    """The 404 of an incident the store does not have, in ``t``'s language."""
+    text = t.gettext("There is no incident {id}.").format(id=repr(incident_id[:64]))
+    return web.HTTPNotFound(text=text)

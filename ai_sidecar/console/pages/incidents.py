@@ -25,16 +25,13 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from ai_sidecar.clock import utc_now
-from ai_sidecar.console.pages.common import (
-    INCIDENTS_PATH,
-    age,
-    flash_of,
-    incident_path,
-    wording,
-)
+from ai_sidecar.console.language import Words, page_words
+from ai_sidecar.console.pages.common import INCIDENTS_PATH, flash_of, incident_path, not_found
 from ai_sidecar.console.session import console_user
 from ai_sidecar.console.templating import render
+from ai_sidecar.console.words import N_
 from ai_sidecar.graph_route import GRAPHS
+from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.keys import CONFIG, SETTINGS, STORE
 from ai_sidecar.models import (
     INCIDENT_LABEL,
@@ -44,7 +41,7 @@ from ai_sidecar.models import (
     Member,
     Priority,
 )
-from ai_sidecar.notify.wording import TITLE_ANNOTATION, duration, problem, root_member
+from ai_sidecar.notify.wording import TITLE_ANNOTATION, problem, root_member
 from ai_sidecar.sanitize import safe_link
 from ai_sidecar.store import IncidentQuery
 from ai_sidecar.store.listing import handling
@@ -60,6 +57,13 @@ MAX_EXCHANGES = 100
 # The datetime-local input's format (seconds optional).
 LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
 STATUSES: tuple[IncidentStatus, ...] = ("open", "resolved")
+# Statuses as pages show them (incidents', members' and the filter's), and the
+# date fields' problems.
+STATUS_NAMES = (N_("open"), N_("resolved"), N_("firing"))
+DATE_PROBLEMS = {
+    "since": N_("Since: expected a date and time like 2026-12-03T14:30 ({zone}), got {value}."),
+    "until": N_("Until: expected a date and time like 2026-12-03T14:30 ({zone}), got {value}."),
+}
 
 
 @dataclass
@@ -112,8 +116,10 @@ def _local_time(text: str, zone: tzinfo) -> datetime:
     raise ValueError(text)
 
 
-def parse_filters(query: MultiMapping[str], zone: tzinfo) -> Filters:
-    """The filters of a list request; each value that makes no sense adds a problem."""
+def parse_filters(query: MultiMapping[str], zone: tzinfo, t: Translator | None = None) -> Filters:
+    """The filters of a list request; each value that makes no sense adds a problem,
+    in ``t``'s language (English without one)."""
+    t = t or translator(SOURCE_LANGUAGE, "console")
     found = Filters(
         status=query.get("status", ""),
         priorities=query.getall("priority", []),
@@ -124,19 +130,21 @@ def parse_filters(query: MultiMapping[str], zone: tzinfo) -> Filters:
     )
     problems = found.problems
     if found.status not in ("", *STATUSES):
-        problems.append("Status: choose open or resolved (or any).")
+        problems.append(t.gettext("Status: choose open or resolved (or any)."))
         found.status = ""
     wrong = [p for p in found.priorities if p not in PRIORITIES]
     if wrong:
-        problems.append("Priority: choose among P1, P2, P3 and P4.")
+        problems.append(t.gettext("Priority: choose among P1, P2, P3 and P4."))
     found.priorities = [p for p in PRIORITIES if p in found.priorities]
     if len(found.site) > MAX_SITE:
-        problems.append(f"Site: at most {MAX_SITE} characters.")
+        problems.append(t.gettext("Site: at most {count} characters.").format(count=MAX_SITE))
         found.site = ""
     if len(found.q.split()) > MAX_WORDS:
-        problems.append(f"Search: at most {MAX_WORDS} words.")
+        problems.append(t.gettext("Search: at most {count} words.").format(count=MAX_WORDS))
     if any(len(word) > MAX_WORD for word in found.q.split()):
-        problems.append(f"Search: words of at most {MAX_WORD} characters.")
+        problems.append(
+            t.gettext("Search: words of at most {count} characters.").format(count=MAX_WORD)
+        )
     for name in ("since", "until"):
         value = getattr(found, name)
         if not value:
@@ -145,25 +153,31 @@ def parse_filters(query: MultiMapping[str], zone: tzinfo) -> Filters:
             _local_time(value, zone)
         except ValueError:
             problems.append(
-                f"{name.capitalize()}: expected a date and time like 2026-12-03T14:30 "
-                f"({zone}), got {value[:40]!r}."
+                t.gettext(DATE_PROBLEMS[name]).format(zone=zone, value=repr(value[:40]))
             )
             setattr(found, name, "")
     if found.since and found.until and found.since_after_until(zone):
-        problems.append(f"Until: {found.until[:40]} is not after since ({found.since[:40]}).")
+        problems.append(
+            t.gettext("Until: {until} is not after since ({since}).").format(
+                until=found.until[:40], since=found.since[:40]
+            )
+        )
         found.until = ""
     page = query.get("page", "1")
     if page.isascii() and page.isdigit() and 1 <= int(page) <= MAX_PAGE:
         found.page = int(page)
     else:
-        problems.append(f"Page: expected a whole number from 1 to {MAX_PAGE}.")
+        problems.append(
+            t.gettext("Page: expected a whole number from 1 to {last}.").format(last=MAX_PAGE)
+        )
     return found
 
 
 async def incident_list(request: web.Request) -> web.Response:
     user = await console_user(request)
     zone = request.app[CONFIG].notifications.zone
-    filters = parse_filters(request.query, zone)
+    words = await page_words(request, user)
+    filters = parse_filters(request.query, zone, words.t)
     context: dict[str, Any] = {"filters": filters, "priorities": PRIORITIES, "zone": str(zone)}
     if filters.problems:
         context.update(rows=[], total=0, page=1, pages=1, prev_link=None, next_link=None)
@@ -176,8 +190,11 @@ async def incident_list(request: web.Request) -> web.Response:
     if filters.page > pages:
         # Said, with a way back: an empty page would read as "nothing matches".
         filters.problems.append(
-            f"Page: these filters give {pages} page{'' if pages == 1 else 's'};"
-            f" page {filters.page} is past the last."
+            words.t.ngettext(
+                "Page: these filters give {pages} page; page {page} is past the last.",
+                "Page: these filters give {pages} pages; page {page} is past the last.",
+                pages,
+            ).format(pages=pages, page=filters.page)
         )
         context.update(
             rows=[],
@@ -189,13 +206,12 @@ async def incident_list(request: web.Request) -> web.Response:
         )
         return await render(request, "incidents.html", context, user=user, status=400)
     now = utc_now()
-    shown = wording(request)
     rows = [
         {
             "summary": row,
             "href": incident_path(row.id),
-            "age": age(row.created_at, now),
-            "created": shown.time(row.created_at),
+            "age": words.age(row.created_at, now),
+            "created": words.time(row.created_at),
         }
         for row in result.rows
     ]
@@ -210,27 +226,31 @@ async def incident_list(request: web.Request) -> web.Response:
     return await render(request, "incidents.html", context, user=user)
 
 
-def _timeline(members: list[Member], shown: Any) -> list[dict[str, str]]:
+def _timeline(members: list[Member], shown: Words) -> list[dict[str, str]]:
     """What happened to the members, oldest first: fired, fired again (flaps), resolved."""
     events: list[tuple[datetime, str, str, str]] = []
+    t = shown.t
     for m in members:
-        events.append((m.first_starts_at, m.fingerprint, m.what, "fired"))
+        events.append((m.first_starts_at, m.fingerprint, shown.what(m), t.gettext("fired")))
         if m.flap_count and m.starts_at != m.first_starts_at:
-            events.append(
-                (m.starts_at, m.fingerprint, m.what, f"fired again (flap {m.flap_count})")
-            )
+            again = t.gettext("fired again (flap {count})").format(count=m.flap_count)
+            events.append((m.starts_at, m.fingerprint, shown.what(m), again))
         if m.status == "resolved" and m.ends_at is not None:
-            events.append((m.ends_at, m.fingerprint, m.what, "resolved"))
+            events.append((m.ends_at, m.fingerprint, shown.what(m), t.gettext("resolved")))
     events.sort(key=lambda e: (e[0], e[1]))
     return [{"at": shown.time(at), "what": what, "event": event} for at, _, what, event in events]
 
 
-def _links(request: web.Request, incident: Incident, root: Member | None) -> list[dict[str, str]]:
+def _links(
+    request: web.Request, incident: Incident, root: Member | None, t: Translator
+) -> list[dict[str, str]]:
     """Prometheus (the root cause's generator URL), Grafana, and each Alertmanager peer."""
     links = []
     prometheus = safe_link(root.generator_url) if root is not None else None
     if prometheus:
-        links.append({"label": "Prometheus: the root cause's expression", "href": prometheus})
+        links.append(
+            {"label": t.gettext("Prometheus: the root cause's expression"), "href": prometheus}
+        )
     grafana = request.app[CONFIG].return_trip.grafana_url
     if grafana is not None:
         links.append({"label": "Grafana", "href": str(grafana)})
@@ -238,7 +258,7 @@ def _links(request: web.Request, incident: Incident, root: Member | None) -> lis
     for peer in request.app[SETTINGS].alertmanager_urls:
         links.append(
             {
-                "label": f"Alertmanager {peer}: this incident's alerts",
+                "label": t.gettext("Alertmanager {peer}: this incident's alerts").format(peer=peer),
                 "href": f"{peer.rstrip('/')}/#/alerts?filter={matcher}",
             }
         )
@@ -259,28 +279,31 @@ async def incident_page(request: web.Request) -> web.Response:
     incident_id = request.match_info["id"]
     store = request.app[STORE]
     incident = await store.get_incident(incident_id)
+    shown = await page_words(request, user)
     if incident is None:
-        raise web.HTTPNotFound(text=f"There is no incident {incident_id[:64]!r}.")
-    shown = wording(request)
+        raise not_found(incident_id, shown.t)
     members = sorted(incident.members.values(), key=lambda m: (m.first_starts_at, m.fingerprint))
     root = root_member(incident) if members else None
     listed = members[:MAX_MEMBERS_SHOWN]
     if root is not None and root not in listed:
         # A storm's root cause often fires after its first symptoms: keep it listed.
         listed = sorted([*listed[:-1], root], key=lambda m: (m.first_starts_at, m.fingerprint))
-    annotations = shown.annotations(incident)
+    # The notifications' title, in the page's language (ai_sidecar.notify).
+    annotations = shown.wording.annotations(incident)
     actions = await store.actions(incident_id)
     exchanges = await store.llm_exchanges(incident_id=incident_id, limit=MAX_EXCHANGES)
     ended = incident.resolved_at if incident.status == "resolved" else None
     context: dict[str, Any] = {
         "incident": incident,
-        "title": annotations.get(TITLE_ANNOTATION, f"Incident {incident.id}"),
+        "title": annotations.get(
+            TITLE_ANNOTATION, shown.t.gettext("Incident {id}").format(id=incident.id)
+        ),
         "created": shown.time(incident.created_at),
         "updated": shown.time(incident.updated_at),
         "resolved": None if ended is None else shown.time(ended),
-        "lasted": duration((ended or utc_now()) - incident.created_at),
+        "lasted": shown.duration((ended or utc_now()) - incident.created_at),
         "root": root,
-        "root_problem": problem(root) if root is not None else "",
+        "root_problem": problem(root, shown.wording.t) if root is not None else "",
         "members": [
             {
                 "member": m,
@@ -296,14 +319,14 @@ async def incident_page(request: web.Request) -> web.Response:
         "llm_cost": sum(e.cost for e in exchanges),
         "llm_tokens": sum(e.input_tokens + e.output_tokens for e in exchanges),
         "graph_src": _graph_src(request, incident.id),
-        "links": _links(request, incident, root),
+        "links": _links(request, incident, root, shown.t),
         "feedback": [
             {"item": f, "at": shown.time(f.at)} for f in await store.feedback(incident_id)
         ],
         "actions": [{"item": a, "at": shown.time(a.at)} for a in actions],
         "handling": handling(actions),
         "path": incident_path(incident.id),
-        "flash": flash_of(request.query),
+        "flash": flash_of(request.query, shown.t),
         "durations": SILENCE_CHOICES,
         "peers": request.app[SETTINGS].alertmanager_urls,
     }
@@ -312,9 +335,9 @@ async def incident_page(request: web.Request) -> web.Response:
 
 # The silence form's choices: value, label. "custom" reads the custom field.
 SILENCE_CHOICES: tuple[tuple[str, str], ...] = (
-    ("1h", "1 hour"),
-    ("4h", "4 hours"),
-    ("24h", "24 hours"),
-    ("custom", "Custom (below)"),
+    ("1h", N_("1 hour")),
+    ("4h", N_("4 hours")),
+    ("24h", N_("24 hours")),
+    ("custom", N_("Custom (below)")),
 )
 MAX_SILENCE = timedelta(days=7)

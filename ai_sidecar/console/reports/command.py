@@ -27,6 +27,7 @@ from ai_sidecar.config import load_config
 from ai_sidecar.console.reports.period import PERIODS, parse_end_date
 from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.i18n import available_languages
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
 
@@ -67,6 +68,12 @@ def add_report_command(subparsers: Any) -> None:
         type=_end_date,
         metavar="YYYY-MM-DD",
         help="the last day of the period (default: the period ends now)",
+    )
+    command.add_argument(
+        "--language",
+        choices=available_languages(),
+        default=None,
+        help="the language of the PDF and HTML (default: the config's language; CSV: English)",
     )
     command.add_argument(
         "--config.file",
@@ -151,7 +158,9 @@ async def _make(settings: SidecarSettings, config: Any, args: argparse.Namespace
     try:
         async with aiohttp.ClientSession() as session:
             maker = ReportMaker(store, config, promql_client(settings, session))
-            made = await maker.make(maker.period(args.period, end_date=args.end))
+            made = await maker.make(
+                maker.period(args.period, end_date=args.end), language=args.language
+            )
     finally:
         await store.close()
     _say(f"rendering {args.format}")

@@ -49,7 +49,9 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.config import WEEKDAYS, DigestConfig, DigestSchedule, SmtpConfig
 from ai_sidecar.console.reports.routes import REPORTS, report_filename
 from ai_sidecar.console.reports.service import Rendered, ReportMaker
+from ai_sidecar.console.reports.tables import period_title
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.i18n import translator
 from ai_sidecar.keys import CONFIG, METRICS, STORE
 from ai_sidecar.pipeline import cancel_tasks
 from ai_sidecar.store import Store
@@ -98,19 +100,21 @@ def _sender_domain(sender: str) -> str:
 
 def digest_message(rendered: Rendered, config: DigestConfig, at: datetime) -> EmailMessage:
     period = rendered.report.period
+    t = translator(rendered.language, "console")
     message = EmailMessage()
     # Date is required (RFC 5322), Message-ID expected: mail without them scores as spam.
     message["Date"] = format_datetime(at.astimezone(UTC))
     message["Message-ID"] = make_msgid(domain=_sender_domain(config.smtp.sender))
-    message["Subject"] = (
-        f"Scout {period.kind} report to {period.local_end:%Y-%m-%d %H:%M}: "
-        f"{rendered.report.incidents} incidents"
-    )
+    incidents = rendered.report.incidents
+    message["Subject"] = t.ngettext(
+        "Scout {kind} report to {end}: {count} incidents",
+        "Scout {kind} report to {end}: {count} incidents",
+        incidents,
+    ).format(kind=t.gettext(period.kind), end=f"{period.local_end:%Y-%m-%d %H:%M}", count=incidents)
     message["From"] = config.smtp.sender
     message["To"] = ", ".join(config.recipients)
-    message.set_content(
-        f"{period.title}\n\nThe report is attached as a PDF; an HTML view is in this message.\n"
-    )
+    body = t.gettext("The report is attached as a PDF; an HTML view is in this message.")
+    message.set_content(f"{period_title(period, t)}\n\n{body}\n")
     chart_id = make_msgid(domain="scout.invalid")
     message.add_alternative(rendered.html(chart_src=f"cid:{chart_id[1:-1]}"), subtype="html")
     html_part = message.get_body(("html",))

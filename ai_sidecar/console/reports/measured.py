@@ -22,10 +22,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ai_sidecar.anomaly.evidence import SCORE
 from ai_sidecar.console.reports.period import Period
+from ai_sidecar.console.words import N_
+from ai_sidecar.i18n import Translator
 from ai_sidecar.promql import PromQLClient, PromQLError, Sample
 
 T = TypeVar("T")
@@ -34,7 +36,7 @@ TALKER_BYTES = "scout_flow_talker_bytes_total"
 WAN_UTILISATION = "wan_ifIndex:if_{direction}_utilisation:ratio_rate5m"
 # Labels that say which series an anomaly score is about, besides its own.
 _SCORE_NOISE = frozenset({"__name__", "job", "signal"})
-NO_PROMETHEUS = "not available: no Prometheus is configured (SCOUT_PROMETHEUS_URL)"
+NO_PROMETHEUS = N_("not available: no Prometheus is configured (SCOUT_PROMETHEUS_URL)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,22 @@ class Measured(Generic[T]):
 
     rows: tuple[T, ...] = ()
     unavailable: str | None = None
+    # ``unavailable`` as a catalogue message and its values, for other languages.
+    why: str = ""
+    why_values: tuple[tuple[str, str], ...] = ()
+
+    def unavailable_in(self, t: Translator) -> str | None:
+        """``unavailable`` in ``t``'s language (Prometheus' own error stays as it came)."""
+        if self.unavailable is None or not self.why:
+            return self.unavailable
+        return t.gettext(self.why).format(**dict(self.why_values))
+
+
+def _unavailable(message: str, **values: str) -> Measured[Any]:
+    """No rows, because of ``message`` (a catalogue message) with ``values``."""
+    return Measured(
+        unavailable=message.format(**values), why=message, why_values=tuple(values.items())
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +100,15 @@ async def _instant(
     return _finite(await client.instant(query, period.end, time_box=time_box))
 
 
-def _why(error: PromQLError) -> str:
-    return f"not available: {error}"
+def _why(error: PromQLError) -> Measured[Any]:
+    return _unavailable(N_("not available: {error}"), error=str(error))
 
 
 async def top_talkers(
     client: PromQLClient | None, period: Period, top: int, time_box: timedelta
 ) -> Measured[Talker]:
     if client is None:
-        return Measured(unavailable=NO_PROMETHEUS)
+        return _unavailable(NO_PROMETHEUS)
     query = (
         f"topk({top}, sum by (address, direction) "
         f'(increase({TALKER_BYTES}{{address!="other"}}[{_range(period)}])))'
@@ -98,10 +116,10 @@ async def top_talkers(
     try:
         samples = await _instant(client, query, period, time_box)
     except PromQLError as exc:
-        return Measured(unavailable=_why(exc))
+        return _why(exc)
     if not samples:
-        return Measured(
-            unavailable=f"not available: no flow metrics ({TALKER_BYTES}) in Prometheus"
+        return _unavailable(
+            N_("not available: no flow metrics ({metric}) in Prometheus"), metric=TALKER_BYTES
         )
     rows = sorted(
         (
@@ -121,7 +139,7 @@ async def wan_utilisation(
     client: PromQLClient | None, period: Period, top: int, time_box: timedelta
 ) -> Measured[WanLink]:
     if client is None:
-        return Measured(unavailable=NO_PROMETHEUS)
+        return _unavailable(NO_PROMETHEUS)
     window = _range(period)
     queries = [
         (direction, f"{fn}_over_time({WAN_UTILISATION.format(direction=direction)}[{window}])")
@@ -133,7 +151,7 @@ async def wan_utilisation(
             *(_instant(client, query, period, time_box) for _, query in queries)
         )
     except PromQLError as exc:
-        return Measured(unavailable=_why(exc))
+        return _why(exc)
     # (instance, interface, direction) -> [mean, peak]
     links: dict[tuple[str, str, str], list[float]] = {}
     for (direction, query), samples in zip(queries, answers, strict=True):
@@ -142,9 +160,9 @@ async def wan_utilisation(
             key = (sample.labels.get("instance", ""), _interface(sample.labels), direction)
             links.setdefault(key, [math.nan, math.nan])[slot] = sample.value
     if not links:
-        return Measured(
-            unavailable="not available: no WAN utilisation series "
-            f"({WAN_UTILISATION.format(direction='in')}) in Prometheus"
+        return _unavailable(
+            N_("not available: no WAN utilisation series ({metric}) in Prometheus"),
+            metric=WAN_UTILISATION.format(direction="in"),
         )
     rows = sorted(
         (WanLink(*key, mean=values[0], peak=values[1]) for key, values in links.items()),
@@ -161,14 +179,16 @@ async def top_anomalies(
     client: PromQLClient | None, period: Period, top: int, time_box: timedelta
 ) -> Measured[AnomalyPeak]:
     if client is None:
-        return Measured(unavailable=NO_PROMETHEUS)
+        return _unavailable(NO_PROMETHEUS)
     query = f"topk({top}, max_over_time({SCORE}[{_range(period)}]))"
     try:
         samples = await _instant(client, query, period, time_box)
     except PromQLError as exc:
-        return Measured(unavailable=_why(exc))
+        return _why(exc)
     if not samples:
-        return Measured(unavailable=f"not available: no anomaly scores ({SCORE}) in Prometheus")
+        return _unavailable(
+            N_("not available: no anomaly scores ({metric}) in Prometheus"), metric=SCORE
+        )
     rows = sorted(
         (
             AnomalyPeak(

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from ai_sidecar.config import ReportPeriod
+from ai_sidecar.console.words import N_
 
 PERIODS: tuple[ReportPeriod, ...] = ("day", "week", "month")
 
@@ -93,14 +94,29 @@ EARLIEST_END = date(1970, 1, 1)
 LATEST_END = date(9000, 12, 31)
 
 
+class EndDateError(ValueError):
+    """An end date that makes no sense: ``message`` (a catalogue id, English) with
+    ``values``; ``str()`` is the English sentence, which the CLI prints."""
+
+    def __init__(self, message: str, **values: object) -> None:
+        super().__init__(message.format(**values))
+        self.message = message
+        self.values = values
+
+
 def parse_end_date(text: str) -> date:
     """A ``YYYY-MM-DD`` date, with a message fit to show a person."""
     try:
         parsed = date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"the end date should be YYYY-MM-DD, got {text[:32]!r}") from None
+        raise EndDateError(
+            N_("the end date should be YYYY-MM-DD, got {text}"), text=repr(text[:32])
+        ) from None
     if not EARLIEST_END <= parsed <= LATEST_END:
-        raise ValueError(
-            f"the end date should be between {EARLIEST_END} and {LATEST_END}, got {parsed}"
+        raise EndDateError(
+            N_("the end date should be between {earliest} and {latest}, got {date}"),
+            earliest=EARLIEST_END,
+            latest=LATEST_END,
+            date=parsed,
         )
     return parsed

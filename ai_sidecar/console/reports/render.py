@@ -14,6 +14,10 @@
   replaced and long cells cut, so untrusted text cannot break the layout.
 - **HTML**: Jinja2 with autoescaping (:mod:`ai_sidecar.console.templating`'s
   environment), the chart inline as a ``data:`` image.
+
+HTML and PDF are in the language asked for (the console page's, or the
+config's ``language`` for the CLI and the digest); the CSV stays English, its
+section keys and column names read by programs and spreadsheets alike.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from babel.dates import format_date
+
 from ai_sidecar import __version__
 from ai_sidecar.console.reports.model import Report
-from ai_sidecar.console.reports.tables import Table, report_tables
-from ai_sidecar.console.templating import ENVIRONMENT
+from ai_sidecar.console.reports.tables import Table, period_title, report_tables
+from ai_sidecar.console.templating import environment
+from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import PRIORITIES
 
 # A spreadsheet runs a cell starting with one of these as a formula.
@@ -57,8 +64,9 @@ def report_csv(report: Report) -> str:
     return out.getvalue()
 
 
-def chart_png(report: Report) -> bytes:
-    """Incidents created per hour (a day's report) or per day, stacked by priority."""
+def chart_png(report: Report, language: str = SOURCE_LANGUAGE) -> bytes:
+    """Incidents created per hour (a day's report) or per day, stacked by priority, its
+    words and day names in ``language``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -73,10 +81,11 @@ def chart_png(report: Report) -> bytes:
         axes.bar(positions, heights, bottom=bottoms, color=PRIORITY_COLOURS[index], label=priority)
         bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
     hourly = report.period.kind == "day"
-    labels = [b.start.strftime("%H:%M" if hourly else "%a %d") for b in report.buckets]
+    t = translator(language, "console")
+    labels = [_bucket_label(b.start, hourly, t) for b in report.buckets]
     every = max(1, len(labels) // 12)
     axes.set_xticks(positions[::every], labels[::every], fontsize=8)
-    axes.set_ylabel("Incidents", fontsize=8)
+    axes.set_ylabel(t.gettext("Incidents"), fontsize=8)
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.tick_params(axis="y", labelsize=8)
     axes.legend(fontsize=7, ncols=4, loc="upper right", frameon=False)
@@ -87,14 +96,25 @@ def chart_png(report: Report) -> bytes:
     return buffer.getvalue()
 
 
-def template_context(report: Report, chart: bytes, chart_src: str | None = None) -> dict[str, Any]:
-    """What report templates (console page, document, e-mail) are rendered with; the
-    chart inline as a ``data:`` URL unless ``chart_src`` says where it is (an e-mail's
-    ``cid:``)."""
+def _bucket_label(start: datetime, hourly: bool, t: Translator) -> str:
+    """``14:00`` or ``Mon 02``; another language names its days (fr: ``lun. 2``)."""
+    if hourly or t.is_source:
+        return start.strftime("%H:%M" if hourly else "%a %d")
+    return format_date(start, "EEE d", locale=t.locale)
+
+
+def template_context(
+    report: Report, chart: bytes, chart_src: str | None = None, language: str = SOURCE_LANGUAGE
+) -> dict[str, Any]:
+    """What report templates (console page, document, e-mail) are rendered with, in
+    ``language``; the chart inline as a ``data:`` URL unless ``chart_src`` says where it
+    is (an e-mail's ``cid:``)."""
+    t = translator(language, "console")
     return {
         "report": report,
         "period": report.period,
-        "tables": report_tables(report),
+        "period_title": period_title(report.period, t),
+        "tables": report_tables(report, t),
         "chart": chart_src or "data:image/png;base64," + base64.b64encode(chart).decode(),
         "generated": local_time(report.generated_at, report),
     }
@@ -104,10 +124,15 @@ def local_time(moment: datetime, report: Report) -> str:
     return f"{moment.astimezone(report.period.zone):%Y-%m-%d %H:%M:%S %Z}"
 
 
-def report_html(report: Report, chart: bytes, chart_src: str | None = None) -> str:
-    """A standalone HTML document (the CLI's and the e-mail's): no external resource."""
-    return ENVIRONMENT.get_template("report_document.html").render(
-        **template_context(report, chart, chart_src)
+def report_html(
+    report: Report, chart: bytes, chart_src: str | None = None, language: str = SOURCE_LANGUAGE
+) -> str:
+    """A standalone HTML document (the CLI's and the e-mail's) in ``language``: no
+    external resource."""
+    return (
+        environment(language)
+        .get_template("report_document.html")
+        .render(**template_context(report, chart, chart_src, language))
     )
 
 
@@ -126,12 +151,15 @@ def _font_dir() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
-def report_pdf(report: Report, chart: bytes) -> bytes:
+def report_pdf(report: Report, chart: bytes, language: str = SOURCE_LANGUAGE) -> bytes:
     from fpdf import FPDF
     from fpdf.fonts import FontFace
 
+    t = translator(language, "console")
+    title = period_title(report.period, t)
+
     pdf = FPDF(format="A4")
-    pdf.set_title(_printable(f"Scout report: {report.period.title}"))
+    pdf.set_title(_printable(t.gettext("Scout report: {title}").format(title=title)))
     pdf.set_creator(f"Scout sidecar {__version__}")
     fonts = _font_dir()
     pdf.add_font("DejaVu", "", str(fonts / "DejaVuSans.ttf"))
@@ -139,18 +167,19 @@ def report_pdf(report: Report, chart: bytes) -> bytes:
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.add_page()
     pdf.set_font("DejaVu", "B", 16)
-    pdf.cell(text="Scout report", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(text=t.gettext("Scout report"), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", "", 10)
-    pdf.cell(text=_printable(report.period.title), new_x="LMARGIN", new_y="NEXT")
-    pdf.cell(text=f"Made {local_time(report.generated_at, report)}", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(text=_printable(title), new_x="LMARGIN", new_y="NEXT")
+    made = t.gettext("Made {time}").format(time=local_time(report.generated_at, report))
+    pdf.cell(text=made, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     pdf.image(io.BytesIO(chart), w=pdf.epw)
-    for table in report_tables(report):
-        _pdf_table(pdf, table, FontFace(emphasis="BOLD", fill_color=(230, 230, 230)))
+    for table in report_tables(report, t):
+        _pdf_table(pdf, table, FontFace(emphasis="BOLD", fill_color=(230, 230, 230)), t)
     return bytes(pdf.output())
 
 
-def _pdf_table(pdf: Any, table: Table, headings: Any) -> None:
+def _pdf_table(pdf: Any, table: Table, headings: Any, t: Translator) -> None:
     pdf.ln(4)
     pdf.set_font("DejaVu", "B", 12)
     pdf.cell(text=table.title, new_x="LMARGIN", new_y="NEXT")
@@ -161,7 +190,7 @@ def _pdf_table(pdf: Any, table: Table, headings: Any) -> None:
         pdf.multi_cell(w=0, text=_printable(table.unavailable), new_x="LMARGIN", new_y="NEXT")
         return
     if not table.rows:
-        pdf.cell(text="None in this period.", new_x="LMARGIN", new_y="NEXT")
+        pdf.cell(text=t.gettext("None in this period."), new_x="LMARGIN", new_y="NEXT")
         return
     with pdf.table(
         headings_style=headings, text_align="LEFT", line_height=5, wrapmode="CHAR"

@@ -17,10 +17,11 @@ import aiohttp
 from aiohttp import web
 
 from ai_sidecar.components import promql_client
-from ai_sidecar.console.reports.period import PERIODS, Period, parse_end_date
+from ai_sidecar.console.language import configured_language, page_language, page_words
+from ai_sidecar.console.reports.period import PERIODS, EndDateError, Period, parse_end_date
 from ai_sidecar.console.reports.render import template_context
 from ai_sidecar.console.reports.service import ReportMaker
-from ai_sidecar.console.session import console_user
+from ai_sidecar.console.session import ConsoleUser, console_user
 from ai_sidecar.console.templating import SECURITY_HEADERS, render
 from ai_sidecar.keys import CONFIG, SETTINGS, STORE
 
@@ -31,7 +32,12 @@ PAGE = "/console/reports"
 async def report_maker(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the app's report maker, with a Prometheus client of its own."""
     async with aiohttp.ClientSession() as session:
-        app[REPORTS] = ReportMaker(app[STORE], app[CONFIG], promql_client(app[SETTINGS], session))
+        app[REPORTS] = ReportMaker(
+            app[STORE],
+            app[CONFIG],
+            promql_client(app[SETTINGS], session),
+            language=lambda: configured_language(app),
+        )
         yield
 
 
@@ -45,15 +51,18 @@ class Asked:
     query: str
 
 
-def _asked(request: web.Request) -> Asked:
+async def _asked(request: web.Request, user: ConsoleUser) -> Asked:
+    """The report asked for; a 400 page in the reader's language when it makes no sense."""
+    t = (await page_words(request, user)).t
     kind = request.query.get("period", "week")
     if kind not in PERIODS:
-        raise web.HTTPBadRequest(text=f"period should be one of {', '.join(PERIODS)}")
+        problem = t.gettext("period should be one of {periods}")
+        raise web.HTTPBadRequest(text=problem.format(periods=", ".join(PERIODS)))
     end_text = request.query.get("end", "").strip()
     try:
         end_date = parse_end_date(end_text) if end_text else None
-    except ValueError as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
+    except EndDateError as exc:
+        raise web.HTTPBadRequest(text=t.gettext(exc.message).format(**exc.values)) from None
     period = request.app[REPORTS].period(kind, end_date=end_date)
     query = {"period": kind, **({"end": end_date.isoformat()} if end_date else {})}
     return Asked(period, end_date, urlencode(query))
@@ -76,9 +85,10 @@ def _download(body: bytes, content_type: str, filename: str) -> web.Response:
 
 async def report_page(request: web.Request) -> web.Response:
     user = await console_user(request)
-    asked = _asked(request)
-    made = await request.app[REPORTS].make(asked.period)
-    context = template_context(made.report, made.chart)
+    asked = await _asked(request, user)
+    language = await page_language(request, user)
+    made = await request.app[REPORTS].make(asked.period, language=language)
+    context = template_context(made.report, made.chart, language=language)
     context.update(
         periods=PERIODS,
         query=asked.query,
@@ -88,16 +98,16 @@ async def report_page(request: web.Request) -> web.Response:
 
 
 async def report_csv(request: web.Request) -> web.Response:
-    await console_user(request)
-    period = _asked(request).period
+    user = await console_user(request)
+    period = (await _asked(request, user)).period
     made = await request.app[REPORTS].make(period)
     return _download(made.csv().encode(), "text/csv; charset=utf-8", report_filename(period, "csv"))
 
 
 async def report_pdf(request: web.Request) -> web.Response:
-    await console_user(request)
-    period = _asked(request).period
-    made = await request.app[REPORTS].make(period)
+    user = await console_user(request)
+    period = (await _asked(request, user)).period
+    made = await request.app[REPORTS].make(period, language=await page_language(request, user))
     return _download(await made.pdf(), "application/pdf", report_filename(period, "pdf"))
 
 

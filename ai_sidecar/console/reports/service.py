@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -11,6 +12,7 @@ from ai_sidecar.config import ReportPeriod, SidecarConfig
 from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import Period, period_ending, report_period
 from ai_sidecar.console.reports.render import chart_png, report_csv, report_html, report_pdf
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.promql import PromQLClient
 from ai_sidecar.store import Store
 
@@ -21,27 +23,35 @@ class Rendered:
 
     report: Report
     chart: bytes
+    # The language of the HTML and PDF (the CSV stays English: read by programs).
+    language: str = SOURCE_LANGUAGE
 
     def csv(self) -> str:
         return report_csv(self.report)
 
     def html(self, chart_src: str | None = None) -> str:
-        return report_html(self.report, self.chart, chart_src)
+        return report_html(self.report, self.chart, chart_src, self.language)
 
     async def pdf(self) -> bytes:
         # fpdf2 lays out in Python for a while: off the event loop.
-        return await asyncio.to_thread(report_pdf, self.report, self.chart)
+        return await asyncio.to_thread(report_pdf, self.report, self.chart, self.language)
 
 
 class ReportMaker:
     """Builds reports from ``store`` and ``prometheus`` (None: no Prometheus) under ``config``."""
 
     def __init__(
-        self, store: Store, config: SidecarConfig, prometheus: PromQLClient | None
+        self,
+        store: Store,
+        config: SidecarConfig,
+        prometheus: PromQLClient | None,
+        language: Callable[[], str] | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._prometheus = prometheus
+        # The default language, asked at each report: a reload may change it.
+        self._language = language or (lambda: config.language)
 
     def period(
         self, kind: ReportPeriod, *, end_date: date | None = None, now: datetime | None = None
@@ -53,9 +63,14 @@ class ReportMaker:
     def period_ending(self, kind: ReportPeriod, end: datetime) -> Period:
         return period_ending(kind, end, self._config.notifications.zone)
 
-    async def make(self, period: Period, *, now: datetime | None = None) -> Rendered:
+    async def make(
+        self, period: Period, *, now: datetime | None = None, language: str | None = None
+    ) -> Rendered:
+        """The report of ``period`` in ``language`` (default: the config's ``language`` in
+        force)."""
         report = await build_report(
             self._store, period, self._config.reports, self._prometheus, now=now
         )
-        chart = await asyncio.to_thread(chart_png, report)
-        return Rendered(report, chart)
+        language = language or self._language()
+        chart = await asyncio.to_thread(chart_png, report, language)
+        return Rendered(report, chart, language)

@@ -8,11 +8,16 @@ untrusted text.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from ai_sidecar.console.reports.model import Durations, Noisy, Report
+from ai_sidecar.console.reports.period import Period
+from ai_sidecar.console.words import N_
+from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
+
+Gettext = Callable[[str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,18 @@ def share_text(value: float | None) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.0%}"
 
 
+def _share(value: float | None, t: Translator) -> str:
+    """``67%``; in another language its own percent format (fr: ``67 %``)."""
+    if t.is_source or value is None or math.isnan(value):
+        return share_text(value)
+    return t.percent(value)
+
+
+def _decimal(value: float, digits: int, t: Translator) -> str:
+    """``2.2``; in another language its own separator (fr: ``2,2``)."""
+    return f"{value:.{digits}f}" if t.is_source else t.number(value, digits=digits)
+
+
 def bytes_text(value: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(value) < 1000 or unit == "TB":
@@ -57,101 +74,131 @@ def bytes_text(value: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _durations(name: str, value: Durations, of: int) -> tuple[str, ...]:
-    return (name, duration_text(value.mean), duration_text(value.median), f"{value.count} of {of}")
-
-
-def _noisy(key: str, title: str, what: str, rows: Sequence[Noisy]) -> Table:
-    return Table(
-        key,
-        title,
-        (what, "Firings", "Incidents"),
-        tuple((n.name, str(n.firings), str(n.incidents)) for n in rows),
-        note="Firings: each alert's firing episodes in the period's incidents, flaps included.",
+def _durations(name: str, value: Durations, of: int, _: Gettext) -> tuple[str, ...]:
+    return (
+        name,
+        duration_text(value.mean),
+        duration_text(value.median),
+        _("{count} of {total}").format(count=value.count, total=of),
     )
 
 
-def report_tables(report: Report) -> list[Table]:
+def _noisy(key: str, title: str, what: str, rows: Sequence[Noisy], _: Gettext) -> Table:
+    return Table(
+        key,
+        title,
+        (what, _("Firings"), _("Incidents")),
+        tuple((n.name, str(n.firings), str(n.incidents)) for n in rows),
+        note=_("Firings: each alert's firing episodes in the period's incidents, flaps included."),
+    )
+
+
+def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
+    """The report's tables, their words in ``t``'s language (English without one)."""
+    t = t or translator(SOURCE_LANGUAGE, "console")
+    _ = t.gettext
     compression = report.compression
     summary = Table(
         "summary",
-        "Summary",
-        ("Measure", "Value"),
+        _("Summary"),
+        (_("Measure"), _("Value")),
         (
-            ("Incidents", str(report.incidents)),
-            ("Still open", str(report.open)),
-            ("Merged into others (not counted)", str(report.merged)),
-            ("Alerts received (firing)", str(report.received)),
-            ("Distinct alerts in these incidents", str(report.alerts)),
+            (_("Incidents"), str(report.incidents)),
+            (_("Still open"), str(report.open)),
+            (_("Merged into others (not counted)"), str(report.merged)),
+            (_("Alerts received (firing)"), str(report.received)),
+            (_("Distinct alerts in these incidents"), str(report.alerts)),
             (
-                "Compression (alerts received per incident)",
-                "—" if compression is None else f"{compression:.1f}",
+                _("Compression (alerts received per incident)"),
+                "—" if compression is None else _decimal(compression, 1, t),
             ),
-            ("Feedback given", str(report.feedback)),
-            ("Found useful", share_text(report.useful_share)),
-            ("LLM calls (failed)", f"{report.llm_calls} ({report.llm_failed})"),
-            ("LLM tokens in / out", f"{report.llm_input_tokens} / {report.llm_output_tokens}"),
-            ("LLM estimated cost (USD)", f"{report.llm_cost:.4f}"),
+            (_("Feedback given"), str(report.feedback)),
+            (_("Found useful"), _share(report.useful_share, t)),
+            (_("LLM calls (failed)"), f"{report.llm_calls} ({report.llm_failed})"),
+            (_("LLM tokens in / out"), f"{report.llm_input_tokens} / {report.llm_output_tokens}"),
+            (_("LLM estimated cost (USD)"), _decimal(report.llm_cost, 4, t)),
         ),
         note=(
-            "Incidents created in the period. Alerts received: firing episodes stored,"
-            " re-deliveries not counted."
+            _(
+                "Incidents created in the period. Alerts received: firing episodes stored,"
+                " re-deliveries not counted."
+            )
         ),
     )
     timing = Table(
         "timing",
-        "Time to acknowledge and to resolve",
-        ("Measure", "Mean", "Median", "Incidents"),
+        _("Time to acknowledge and to resolve"),
+        (_("Measure"), _("Mean"), _("Median"), _("Incidents")),
         (
-            _durations("Time to acknowledge", report.acknowledge, report.incidents),
-            _durations("Time to resolve", report.resolve, report.incidents),
+            _durations(_("Time to acknowledge"), report.acknowledge, report.incidents, _),
+            _durations(_("Time to resolve"), report.resolve, report.incidents, _),
         ),
-        note="From the incident's creation to its first acknowledgement, and to its resolution.",
+        note=_("From the incident's creation to its first acknowledgement, and to its resolution."),
     )
     priority = Table(
         "priority",
-        "Incidents by priority",
-        ("Priority", "Incidents"),
+        _("Incidents by priority"),
+        (_("Priority"), _("Incidents")),
         tuple((p, str(n)) for p, n in report.by_priority),
     )
     site = Table(
         "site",
-        "Incidents by site",
-        ("Site", "Incidents"),
+        _("Incidents by site"),
+        (_("Site"), _("Incidents")),
         tuple((s, str(n)) for s, n in report.by_site),
     )
     bandwidth = Table(
         "bandwidth",
-        "Top bandwidth consumers",
-        ("Address", "Direction", "Bytes"),
-        tuple((t.address, t.direction, bytes_text(t.bytes)) for t in report.bandwidth.rows),
-        unavailable=report.bandwidth.unavailable,
+        _("Top bandwidth consumers"),
+        (_("Address"), _("Direction"), _("Bytes")),
+        tuple((b.address, b.direction, bytes_text(b.bytes)) for b in report.bandwidth.rows),
+        unavailable=report.bandwidth.unavailable_in(t),
     )
     wan = Table(
         "wan",
-        "WAN utilisation",
-        ("Device", "Interface", "Direction", "Mean", "Peak"),
+        _("WAN utilisation"),
+        (_("Device"), _("Interface"), _("Direction"), _("Mean"), _("Peak")),
         tuple(
-            (w.instance, w.interface, w.direction, share_text(w.mean), share_text(w.peak))
+            (w.instance, w.interface, w.direction, _share(w.mean, t), _share(w.peak, t))
             for w in report.wan.rows
         ),
-        unavailable=report.wan.unavailable,
+        unavailable=report.wan.unavailable_in(t),
     )
     anomalies = Table(
         "anomalies",
-        "Top anomalies",
-        ("Signal", "Series", "Highest score"),
-        tuple((a.signal, a.subject, f"{a.score:.2f}") for a in report.anomalies.rows),
-        unavailable=report.anomalies.unavailable,
+        _("Top anomalies"),
+        (_("Signal"), _("Series"), _("Highest score")),
+        tuple((a.signal, a.subject, _decimal(a.score, 2, t)) for a in report.anomalies.rows),
+        unavailable=report.anomalies.unavailable_in(t),
     )
     return [
         summary,
         timing,
         priority,
         site,
-        _noisy("rules", "Noisiest alert rules", "Alert rule", report.rules),
-        _noisy("targets", "Noisiest targets", "Target", report.targets),
+        _noisy("rules", _("Noisiest alert rules"), _("Alert rule"), report.rules, _),
+        _noisy("targets", _("Noisiest targets"), _("Target"), report.targets, _),
         bandwidth,
         wan,
         anomalies,
     ]
+
+
+def period_title(period: Period, t: Translator | None = None) -> str:
+    """The period's title in ``t``'s language (English: :attr:`Period.title`)."""
+    if t is None or t.is_source:
+        return period.title
+    return t.gettext(PERIOD_TITLES[period.kind]).format(
+        start=f"{period.local_start:%Y-%m-%d %H:%M}",
+        end=f"{period.local_end:%Y-%m-%d %H:%M}",
+        zone=period.zone.key,
+    )
+
+
+PERIOD_TITLES = {
+    "day": N_("Day from {start} to {end} ({zone})"),
+    "week": N_("Week from {start} to {end} ({zone})"),
+    "month": N_("Month from {start} to {end} ({zone})"),
+}
+# The report form's period names.
+PERIOD_NAMES = (N_("day"), N_("week"), N_("month"))

@@ -19,6 +19,8 @@ replicas may start together), every step above the database's version:
   they hold sanitised titles and case-folded search text, never U+0000.
 - **7**: ``report_digests``, which scheduled report digests were sent and who
   is sending one (:mod:`ai_sidecar.store.digests`).
+- **8**: ``console_preferences``, the console language each user chose
+  (:mod:`ai_sidecar.store.accounts`).
 
 A database stamped with a version above :data:`SCHEMA_VERSION` was written by
 a newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -209,6 +211,15 @@ CREATE TABLE report_digests (
 );
 """
 
+_VERSION_8 = """
+-- The console language each user chose (ai_sidecar.store.accounts).
+CREATE TABLE console_preferences (
+    user_name text PRIMARY KEY,
+    language text NOT NULL,
+    updated_at text NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _VERSION_1,
     _VERSION_2,
@@ -217,6 +228,7 @@ MIGRATIONS: tuple[str, ...] = (
     _VERSION_5,
     _VERSION_6,
     _VERSION_7,
+    _VERSION_8,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -386,6 +386,12 @@ class PostgresStore:
     async def remove_console_user(self, name: str) -> bool:
         return await self._write(*accounts.remove_user(name, MARK)) > 0
 
+    async def save_console_language(self, name: str, language: str, at: datetime) -> None:
+        await self._write(accounts.save_language(name, language, at, MARK))
+
+    async def get_console_language(self, name: str) -> str:
+        return accounts.decode_language(await self._fetch(*accounts.select_language(name, MARK)))
+
     async def open_console_session(self, session: ConsoleSession) -> None:
         await self._write(accounts.insert_session(session, MARK))
 

@@ -25,6 +25,8 @@
   it are written when the store opens.
 - **8**: ``report_digests``, which scheduled report digests were sent and who
   is sending one (:mod:`ai_sidecar.store.digests`).
+- **9**: ``console_preferences``, the console language each user chose
+  (:mod:`ai_sidecar.store.accounts`).
 
 A file stamped with a version above :data:`SCHEMA_VERSION` was written by a
 newer Scout and is refused untouched (:class:`SchemaVersionError`).
@@ -260,6 +262,15 @@ CREATE TABLE report_digests (
 """
 
 # Step n brings a file from version n - 1 to n.
+_VERSION_9 = """
+-- The console language each user chose (ai_sidecar.store.accounts).
+CREATE TABLE console_preferences (
+    user_name TEXT PRIMARY KEY,
+    language TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _VERSION_1,
     _VERSION_2,
@@ -269,6 +280,7 @@ MIGRATIONS: tuple[str, ...] = (
     _VERSION_6,
     _VERSION_7,
     _VERSION_8,
+    _VERSION_9,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -381,6 +381,12 @@ class SqliteStore:
     async def remove_console_user(self, name: str) -> bool:
         return await self._write(*accounts.remove_user(name)) > 0
 
+    async def save_console_language(self, name: str, language: str, at: datetime) -> None:
+        await self._write(accounts.save_language(name, language, at))
+
+    async def get_console_language(self, name: str) -> str:
+        return accounts.decode_language(await self._fetch(accounts.select_language(name)))
+
     async def open_console_session(self, session: ConsoleSession) -> None:
         await self._write(accounts.insert_session(session))
 

@@ -128,3 +128,20 @@ async def test_accounts_survive_reopening(open_store: StoreOpener):
         assert await second.get_console_session("k") == session("k")
     finally:
         await second.close()
+
+
+async def test_a_users_language_is_kept_changed_forgotten_and_removed_with_them(store: Store):
+    await store.save_console_user(ConsoleAccount("alice", "viewer", "$argon2id$a"), T0)
+    assert await store.get_console_language("alice") == ""
+    await store.save_console_language("alice", "fr", T0)
+    # A user of the users file, not in the store, may choose too.
+    await store.save_console_language("file-user", "fr", T0)
+    assert await store.get_console_language("alice") == "fr"
+    await store.save_console_language("alice", "en", T0 + timedelta(minutes=1))
+    assert await store.get_console_language("alice") == "en"
+    await store.save_console_language("alice", "", T0)
+    assert await store.get_console_language("alice") == ""
+    await store.save_console_language("alice", "fr", T0)
+    assert await store.remove_console_user("alice") is True
+    assert await store.get_console_language("alice") == ""
+    assert await store.get_console_language("file-user") == "fr"

@@ -88,7 +88,7 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
         # What versions 3 and later added.
         conn.execute(
             "DROP TABLE llm_exchanges, incident_actions, console_users, console_sessions,"
-            " console_login_failures, incident_listing, report_digests"
+            " console_login_failures, incident_listing, report_digests, console_preferences"
         )
         conn.execute("DROP INDEX feedback_at")
         conn.execute("UPDATE scout_schema SET version = 2")
@@ -107,6 +107,8 @@ async def test_a_database_of_schema_version_2_gains_the_llm_audit(
         listed = await store.incident_page(IncidentQuery(), limit=5)
         assert [row.id for row in listed.rows] == ["inc-1"]
         assert await store.claim_digest(T0, "replica-a", now=T0, hold=timedelta(minutes=5))
+        await store.save_console_language("alice", "fr", T0)
+        assert await store.get_console_language("alice") == "fr"
     finally:
         await store.close()
     with postgres_server.superuser(dbname) as conn:

@@ -25,6 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,6 +89,15 @@ def add_user(data_dir: Path, name: str, role: str, password: str) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
+    with running_stack(tmp_path_factory, SIDECAR_CONFIG) as started:
+        yield started
+
+
+@contextmanager
+def running_stack(
+    tmp_path_factory: pytest.TempPathFactory, sidecar_config: str
+) -> Iterator[ConsoleStack]:
+    """Alertmanager, the sidecar with ``sidecar_config``, its users and the demo storm."""
     workdir = tmp_path_factory.mktemp("console-stack")
     sidecar_port = free_port()
     with SlackSink() as slack, SmtpSink() as smtp:
@@ -98,7 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
             smtp_smarthost=smtp.smarthost,
         )
         with Alertmanager(workdir, config) as alertmanager:
-            sidecar = start_sidecar(workdir, sidecar_port, [alertmanager.url], SIDECAR_CONFIG)
+            sidecar = start_sidecar(workdir, sidecar_port, [alertmanager.url], sidecar_config)
             try:
                 yield prepare(workdir, sidecar, alertmanager)
             finally:
