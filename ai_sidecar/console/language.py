@@ -24,11 +24,12 @@ from aiohttp import web
 from babel.core import negotiate_locale
 from babel.numbers import format_decimal
 
+from ai_sidecar.anomaly.evidence import describe_series
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.session import ConsoleUser
 from ai_sidecar.i18n import Translator, available_languages, translator
 from ai_sidecar.keys import CONFIG, RELOADER, STORE
-from ai_sidecar.models import Member
+from ai_sidecar.models import AnomalyEvidence, Member
 from ai_sidecar.notify.wording import Wording, duration
 
 # Where a request keeps its page language once found (one store read per request).
@@ -118,6 +119,12 @@ class Words:
         if not member.target:
             return name
         return self.t.gettext("{alert} on {target}").format(alert=name, target=member.target)
+
+    def subject(self, evidence: AnomalyEvidence) -> str:
+        """What an anomaly is about, in the page's language (its series' labels say it again)."""
+        if self.t.is_source or not evidence.labels:
+            return evidence.subject
+        return describe_series(evidence.labels, translator(self.language, "analysis"))
 
     def decimal(self, value: float, digits: int) -> str:
         """``value`` to ``digits`` decimals: ``0.87`` in English, ``0,87`` in French."""
