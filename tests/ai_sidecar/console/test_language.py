@@ -157,8 +157,8 @@ async def test_a_recorded_silence_reads_in_french(console_factory: ConsoleFactor
 
     assert (
         "(jusqu\u2019au 2 déc. 2026, 23:41:25 UTC ; 2 alertes actives couvertes par le seul "
-        "silence de l\u2019incident ; http://am-1:9093 : a1, a2 ; http://am-2:9093 en échec après b1 : "
-        "connection refused)"
+        "silence de l\u2019incident ; http://am-1:9093 : a1, a2 ; "
+        "http://am-2:9093 en échec après b1 : connection refused)"
     ) in french
     assert f"({detail})" in english
 
