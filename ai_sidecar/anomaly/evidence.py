@@ -425,6 +425,14 @@ def describe_series(labels: Mapping[str, str], t: Translator | None = None) -> s
     return t.gettext("{signal} of {device}").format(signal=name, device=device)
 
 
+def evidence_subject(evidence: AnomalyEvidence, t: Translator) -> str:
+    """What ``evidence`` is about in ``t``'s language: its subject is saved in English,
+    and its series' labels say it again in another."""
+    if t.is_source or not evidence.labels:
+        return evidence.subject
+    return describe_series(evidence.labels, t)
+
+
 def signal_unit(signal: str) -> Unit:
     """The unit a signal's values are in, as far as its name tells ('' when it does not)."""
     lowered = signal.lower()

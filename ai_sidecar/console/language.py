@@ -25,7 +25,7 @@ from aiohttp import web
 from babel.core import negotiate_locale
 from babel.numbers import format_decimal
 
-from ai_sidecar.anomaly.evidence import describe_series
+from ai_sidecar.anomaly.evidence import evidence_subject
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.session import ConsoleUser
 from ai_sidecar.i18n import Translator, available_languages, translator
@@ -124,9 +124,7 @@ class Words:
 
     def subject(self, evidence: AnomalyEvidence) -> str:
         """What an anomaly is about, in the page's language (its series' labels say it again)."""
-        if self.t.is_source or not evidence.labels:
-            return evidence.subject
-        return describe_series(evidence.labels, translator(self.language, "analysis"))
+        return evidence_subject(evidence, translator(self.language, "analysis"))
 
     def silence_detail(self, detail: str) -> str:
         """A recorded silence's detail (kept in English, as the API gives it) in the
