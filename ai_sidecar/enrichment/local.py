@@ -51,6 +51,7 @@ from ai_sidecar.correlate.wording import (
     in_turn,
     join,
     lasting,
+    layer_name,
     listed,
     number,
     on_target,
@@ -266,7 +267,7 @@ def _root_cause(t: Translator, incident: Incident, root: Member, context: Incide
     named = root_named(incident, root, t)
     if facts is not None:
         text = t.gettext("{root} ({layer} layer) is the probable root cause.").format(
-            root=named, layer=facts.layer
+            root=named, layer=layer_name(t, facts.layer)
         )
     else:
         text = t.gettext("{root} is the probable root cause.").format(root=named)

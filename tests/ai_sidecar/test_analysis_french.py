@@ -44,9 +44,9 @@ async def test_the_core_link_storm_is_explained_in_french() -> None:
         "d\u2019être notifiées à part. Dédoublonné : 1 réception en double."
     )
     assert analysis.root_cause == (
-        "InterfaceDown sur core1 Te1/1/1 (couche link) est la cause racine probable. "
+        "InterfaceDown sur core1 Te1/1/1 (couche liaison) est la cause racine probable. "
         "Pourquoi : toujours active : InterfaceDown sur core1 ; 1 alerte résolue passe après "
-        "elle ; couche la plus basse : link (InterfaceDown), sous network, host et service ; "
+        "elle ; couche la plus basse : liaison (InterfaceDown), sous réseau, hôte et service ; "
         "7 alertes sur d\u2019autres cibles renvoient à core1. "
         'ifOperStatus{ifName="Te1/1/1"}: {ifName="Te1/1/1", instance="core1"} actuellement 2, '
         "en baisse de 1 à 2 sur 15 minutes. InterfaceDown sur core1 Te1/1/1 coïncide avec un "
