@@ -433,6 +433,23 @@ def evidence_subject(evidence: AnomalyEvidence, t: Translator) -> str:
     return describe_series(evidence.labels, t)
 
 
+# A band as format_band writes it in English: two numbers, then the unit.
+_SAVED_BAND = re.compile(r"(-?[0-9.]+(?:e[+-][0-9]+)?)(?:-| to )(-?[0-9.]+(?:e[+-][0-9]+)?)(.*)")
+
+
+def evidence_band(evidence: AnomalyEvidence, t: Translator) -> str | None:
+    """``evidence``'s band in ``t``'s language: it is saved in English (``1.5-3 Gbit/s``),
+    and read again as its numbers and unit (fr: ``1,5-3 Gbit/s``)."""
+    band = evidence.band
+    if t.is_source or band is None:
+        return band
+    saved = _SAVED_BAND.fullmatch(band)
+    if saved is None:
+        return band
+    lower, upper, unit = saved.groups()
+    return _range(float(lower), float(upper), "\u00a0%" if unit == "%" else unit, t)
+
+
 def signal_unit(signal: str) -> Unit:
     """The unit a signal's values are in, as far as its name tells ('' when it does not)."""
     lowered = signal.lower()

@@ -25,7 +25,7 @@ from aiohttp import web
 from babel.core import negotiate_locale
 from babel.numbers import format_decimal
 
-from ai_sidecar.anomaly.evidence import evidence_subject
+from ai_sidecar.anomaly.evidence import evidence_band, evidence_subject
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.session import ConsoleUser
 from ai_sidecar.i18n import Translator, available_languages, translator
@@ -170,6 +170,10 @@ class Words:
         if local.strftime(TIME_FORMAT) != text:
             return text
         return self.time(local)
+
+    def band(self, evidence: AnomalyEvidence) -> str | None:
+        """An anomaly's expected band, in the page's language (``1,5-3 Gbit/s``)."""
+        return evidence_band(evidence, translator(self.language, "analysis"))
 
     def decimal(self, value: float, digits: int) -> str:
         """``value`` to ``digits`` decimals: ``0.87`` in English, ``0,87`` in French."""

@@ -40,7 +40,7 @@ import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from ai_sidecar.anomaly.evidence import evidence_subject
+from ai_sidecar.anomaly.evidence import evidence_band, evidence_subject
 from ai_sidecar.config import RunbookRule, labels_match
 from ai_sidecar.context import MemberContext, labels_text, number_text
 from ai_sidecar.correlate import INTERFACE_LABELS
@@ -300,7 +300,7 @@ def _anomaly_sentence(
             t.gettext("{score} on {subject} (expected {band})")
             if e.band
             else t.gettext("{score} on {subject}")
-        ).format(score=score(t, e.score), subject=evidence_subject(e, t), band=e.band)
+        ).format(score=score(t, e.score), subject=evidence_subject(e, t), band=evidence_band(e, t))
         for e in evidence
     ]
     return " " + t.ngettext(

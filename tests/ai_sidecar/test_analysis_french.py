@@ -116,20 +116,20 @@ def test_a_lone_alert_without_runbook_is_checked_in_french() -> None:
 
 async def test_anomaly_subjects_saved_in_english_are_said_in_french() -> None:
     wan = {"signal": "wan_throughput", "instance": "fw-1", "ifName": "wan0"}
-    evidence = AnomalyEvidence("WAN throughput of fw-1 wan0", 0.9, "1-5 Gbit/s", labels=wan)
+    evidence = AnomalyEvidence("WAN throughput of fw-1 wan0", 0.9, "1.5-5 Gbit/s", labels=wan)
     lone = incident(member("InterfaceDown", "fw-1", severity="critical"))
     now = T0 + timedelta(minutes=5)
 
     _, reasons = prioritise(lone, RULES, now, [evidence], language="fr")
     assert (
-        "score d\u2019anomalie 0,90 (WAN throughput sur fw-1 wan0, attendu : 1-5 Gbit/s) : +"
+        "score d\u2019anomalie 0,90 (WAN throughput sur fw-1 wan0, attendu : 1,5-5 Gbit/s) : +"
         in (" ".join(reasons))
     )
     _, english = prioritise(lone, RULES, now, [evidence])
-    assert any("(WAN throughput of fw-1 wan0, expected 1-5 Gbit/s)" in r for r in english)
+    assert any("(WAN throughput of fw-1 wan0, expected 1.5-5 Gbit/s)" in r for r in english)
 
     found = core_link_incident("fr")
     context = replace(with_root_context(found, LINK_CONTEXT), language="fr", anomaly=(evidence,))
     analysis = await LocalAnalyst(RUNBOOKS).analyse(found, context)
-    assert "sur WAN throughput sur fw-1 wan0 (attendu : 1-5 Gbit/s)" in analysis.root_cause
+    assert "sur WAN throughput sur fw-1 wan0 (attendu : 1,5-5 Gbit/s)" in analysis.root_cause
     assert " of " not in analysis.root_cause

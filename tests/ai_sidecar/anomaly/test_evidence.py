@@ -40,6 +40,7 @@ from ai_sidecar.anomaly.evidence import (
     ScrapedAnomalyEvidence,
     create_evidence_metrics,
     describe_series,
+    evidence_band,
     evidence_window,
     format_band,
     match_evidence,
@@ -639,6 +640,12 @@ def test_in_french_subjects_and_bands_read_in_french():
     assert format_band("interface_in_bits", -5e6, 2.5e9, fr) == "0-2,5 Gbit/s"
     assert format_band("interface_utilisation", 0.1, 0.45, fr) == "10-45\u00a0%"
     assert format_band("queue_depth", -3.0, 12.5, fr) == "-3 à 12,5"
+    # Bands saved in English read again in French; English as saved.
+    saved = AnomalyEvidence("x", 0.9, "-3 to 12.5")
+    assert evidence_band(saved, fr) == "-3 à 12,5"
+    assert evidence_band(replace(saved, band="1.5-2.5 Gbit/s"), fr) == "1,5-2,5 Gbit/s"
+    assert evidence_band(replace(saved, band="10-45%"), fr) == "10-45\u00a0%"
+    assert evidence_band(saved, translator("en", "analysis")) == "-3 to 12.5"
     # English by default, as before.
     assert describe_series(wan) == "WAN throughput of fw-1 wan0"
     assert format_band("queue_depth", -3.0, 12.5) == "-3 to 12.5"
