@@ -28,6 +28,7 @@ from babel.numbers import format_decimal
 from ai_sidecar.anomaly.evidence import evidence_band, evidence_subject
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.session import ConsoleUser
+from ai_sidecar.console.words import SKIP_REASONS
 from ai_sidecar.i18n import Translator, available_languages, translator
 from ai_sidecar.keys import CONFIG, RELOADER, STORE
 from ai_sidecar.models import AnomalyEvidence, Member
@@ -174,6 +175,10 @@ class Words:
     def band(self, evidence: AnomalyEvidence) -> str | None:
         """An anomaly's expected band, in the page's language (``1,5-3 Gbit/s``)."""
         return evidence_band(evidence, translator(self.language, "analysis"))
+
+    def skip_reason(self, reason: str) -> str:
+        """Why an analyst did not answer, in the page's language (fr: ``délai dépassé``)."""
+        return self.t.gettext(SKIP_REASONS[reason]) if reason in SKIP_REASONS else reason
 
     def decimal(self, value: float, digits: int) -> str:
         """``value`` to ``digits`` decimals: ``0.87`` in English, ``0,87`` in French."""

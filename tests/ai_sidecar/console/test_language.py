@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
@@ -19,6 +20,7 @@ from ai_sidecar.console.language import accepted_languages, negotiated_language
 from ai_sidecar.console.reports.routes import REPORTS
 from ai_sidecar.i18n import translator
 from ai_sidecar.keys import RELOADER
+from ai_sidecar.models import SkippedAnalyst
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store.protocol import IncidentAction
 from tests.ai_sidecar.console.conftest import (
@@ -161,6 +163,21 @@ async def test_a_recorded_silence_reads_in_french(console_factory: ConsoleFactor
         "http://am-2:9093 en échec après b1 : connection refused)"
     ) in french
     assert f"({detail})" in english
+
+
+async def test_why_an_analyst_did_not_answer_reads_in_french(
+    console_factory: ConsoleFactory,
+) -> None:
+    [first, *_] = storm_incidents("two-sites.yml")
+    skipped = replace(first, skipped_analysts=(SkippedAnalyst("openai", "timeout", ""),))
+    client = await console_factory(incidents=[skipped])
+    path = f"/console/incidents/{skipped.id}"
+
+    french = unescape(await (await client.get(path, headers={**VIEWER, **FRENCH})).text())
+    english = unescape(await (await client.get(path, headers=VIEWER)).text())
+
+    assert "<li>openai: délai dépassé</li>" in french
+    assert "<li>openai: timeout</li>" in english
 
 
 @pytest.mark.parametrize(
