@@ -1452,7 +1452,9 @@ class Correlator:
         if above:
             reasons.append(
                 t.gettext("lowest layer: {layer} ({alert}) below {above}").format(
-                    layer=layer, alert=root.alertname, above=wording.join(t, above)
+                    layer=wording.layer_name(t, layer),
+                    alert=root.alertname,
+                    above=wording.join(t, [wording.layer_name(t, a) for a in above]),
                 )
             )
             rule = rule or ("layer" if mine[2] != theirs[2] else "")

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from ai_sidecar.anomaly.evidence import evidence_band, evidence_subject
 from ai_sidecar.config import Level, PriorityConfig
 from ai_sidecar.correlate import wording
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator
@@ -176,8 +177,8 @@ def prioritise(
                     else t.gettext("anomaly score {score} ({subject}): +{points}")
                 ).format(
                     score=wording.score(t, strongest.score),
-                    subject=strongest.subject,
-                    band=strongest.band,
+                    subject=evidence_subject(strongest, t),
+                    band=evidence_band(strongest, t),
                     points=points,
                 )
             )

@@ -52,9 +52,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
+from babel.numbers import format_decimal
 from prometheus_client import CollectorRegistry, Counter
 
 from ai_sidecar.clock import utc_now
+from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import AnomalyEvidence, Incident, Member
 from ai_sidecar.promql import BadQueryError, PromQLClient, PromQLError, Sample
 
@@ -395,21 +397,57 @@ def _supports(series: Mapping[str, str], alert: Mapping[str, str]) -> bool:
     return all(alert[name] == value for name, value in series.items() if name in alert)
 
 
-def signal_name(signal: str) -> str:
+def _english() -> Translator:
+    return translator(SOURCE_LANGUAGE, "analysis")
+
+
+def signal_name(signal: str, t: Translator | None = None) -> str:
     """``wan_throughput`` -> ``WAN throughput``: how text names a signal."""
     words = [w.upper() if w in _ACRONYMS else w for w in re.split(r"[_\s]+", signal) if w]
-    return " ".join(words) or "an unnamed signal"
+    return " ".join(words) or (t or _english()).gettext("an unnamed signal")
 
 
-def describe_series(labels: Mapping[str, str]) -> str:
-    """``WAN throughput of fw-1 wan0``: the signal, the device and the element."""
+def describe_series(labels: Mapping[str, str], t: Translator | None = None) -> str:
+    """``WAN throughput of fw-1 wan0``: the signal, the device and the element.
+
+    In ``t``'s language (English by default); the signal's words are its
+    name's, as a label's value.
+    """
+    t = t or _english()
     where = labels.get("instance", "")
     element = next((labels[n] for n in _ELEMENT_LABELS if labels.get(n)), "")
     if element and element == labels.get("ifIndex"):
         element = f"ifIndex {element}"
     device = f"{where} {element}".strip()
-    name = signal_name(labels.get("signal", ""))
-    return f"{name} of {device}" if device else name
+    name = signal_name(labels.get("signal", ""), t)
+    if not device:
+        return name
+    return t.gettext("{signal} of {device}").format(signal=name, device=device)
+
+
+def evidence_subject(evidence: AnomalyEvidence, t: Translator) -> str:
+    """What ``evidence`` is about in ``t``'s language: its subject is saved in English,
+    and its series' labels say it again in another."""
+    if t.is_source or not evidence.labels:
+        return evidence.subject
+    return describe_series(evidence.labels, t)
+
+
+# A band as format_band writes it in English: two numbers, then the unit.
+_SAVED_BAND = re.compile(r"(-?[0-9.]+(?:e[+-][0-9]+)?)(?:-| to )(-?[0-9.]+(?:e[+-][0-9]+)?)(.*)")
+
+
+def evidence_band(evidence: AnomalyEvidence, t: Translator) -> str | None:
+    """``evidence``'s band in ``t``'s language: it is saved in English (``1.5-3 Gbit/s``),
+    and read again as its numbers and unit (fr: ``1,5-3 Gbit/s``)."""
+    band = evidence.band
+    if t.is_source or band is None:
+        return band
+    saved = _SAVED_BAND.fullmatch(band)
+    if saved is None:
+        return band
+    lower, upper, unit = saved.groups()
+    return _range(float(lower), float(upper), "\u00a0%" if unit == "%" else unit, t)
 
 
 def signal_unit(signal: str) -> Unit:
@@ -418,32 +456,44 @@ def signal_unit(signal: str) -> Unit:
     return next((unit for pattern, unit in _UNIT_WORDS if pattern.search(lowered)), "")
 
 
-def format_band(signal: str, lower: float, upper: float) -> str:
-    """``120-340 Mbit/s``: the expected range, in the signal's unit when its name tells it."""
+def format_band(signal: str, lower: float, upper: float, t: Translator | None = None) -> str:
+    """``120-340 Mbit/s``: the expected range, in the signal's unit when its name tells it.
+
+    In ``t``'s language (English by default): ``1,5-3,2 Mbit/s`` in French.
+    """
+    t = t or _english()
     unit = signal_unit(signal)
     largest = max(abs(lower), abs(upper))
     if unit == "ratio" and largest <= 2:
-        return _range(max(0.0, lower) * 100, upper * 100, "%")
+        return _range(max(0.0, lower) * 100, upper * 100, "%" if t.is_source else "\u00a0%", t)
     if unit == "s" and largest < 1:
-        return _range(max(0.0, lower) * 1000, upper * 1000, " ms")
+        return _range(max(0.0, lower) * 1000, upper * 1000, " ms", t)
     if unit == "s":
-        return _range(max(0.0, lower), upper, " s")
+        return _range(max(0.0, lower), upper, " s", t)
     scale, prefix = next(((s, p) for s, p in _SI if largest >= s), (1.0, ""))
     if unit == "bit/s":
-        return _range(max(0.0, lower) / scale, upper / scale, f" {prefix}bit/s")
+        return _range(max(0.0, lower) / scale, upper / scale, f" {prefix}bit/s", t)
     # A unit the name does not tell: SI prefixes still keep big numbers short.
-    return _range(lower / scale, upper / scale, f" {prefix}" if prefix else "")
+    return _range(lower / scale, upper / scale, f" {prefix}" if prefix else "", t)
 
 
-def _range(lower: float, upper: float, unit: str) -> str:
+def _range(lower: float, upper: float, unit: str, t: Translator) -> str:
     # A hyphen between two numbers reads as a minus when the first is negative.
-    between = " to " if lower < 0 else "-"
-    return f"{_number(lower)}{between}{_number(upper)}{unit}"
+    if lower < 0:
+        return t.gettext("{lower} to {upper}{unit}").format(
+            lower=_number(lower, t), upper=_number(upper, t), unit=unit
+        )
+    return f"{_number(lower, t)}-{_number(upper, t)}{unit}"
 
 
-def _number(value: float) -> str:
-    """Three significant digits; whole numbers up to 999,999 in full (1234, not 1.23e+03)."""
+def _number(value: float, t: Translator) -> str:
+    """Three significant digits; whole numbers up to 999,999 in full (1234, not 1.23e+03).
+
+    In the language's separators beyond English (``1,5`` in French).
+    """
     text = f"{value:.3g}"
     if "e+" in text and abs(value) < 1e6:
         text = f"{value:.0f}"
-    return text
+    if t.is_source or "e" in text or not math.isfinite(value):
+        return text
+    return format_decimal(float(text), format="0.###", locale=t.locale)

@@ -17,6 +17,7 @@ language's separator.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
@@ -24,11 +25,14 @@ from aiohttp import web
 from babel.core import negotiate_locale
 from babel.numbers import format_decimal
 
+from ai_sidecar.anomaly.evidence import evidence_band, evidence_subject
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.session import ConsoleUser
+from ai_sidecar.console.words import SKIP_REASONS
 from ai_sidecar.i18n import Translator, available_languages, translator
 from ai_sidecar.keys import CONFIG, RELOADER, STORE
-from ai_sidecar.models import Member
+from ai_sidecar.models import AnomalyEvidence, Member
+from ai_sidecar.notify.phrases import TIME_FORMAT
 from ai_sidecar.notify.wording import Wording, duration
 
 # Where a request keeps its page language once found (one store read per request).
@@ -119,6 +123,63 @@ class Words:
             return name
         return self.t.gettext("{alert} on {target}").format(alert=name, target=member.target)
 
+    def subject(self, evidence: AnomalyEvidence) -> str:
+        """What an anomaly is about, in the page's language (its series' labels say it again)."""
+        return evidence_subject(evidence, translator(self.language, "analysis"))
+
+    def silence_detail(self, detail: str) -> str:
+        """A recorded silence's detail (kept in English, as the API gives it) in the
+        page's language: ``until 2026-12-02 23:41:25 CET; http://am:9093: id`` reads
+        ``jusqu'au 2 déc. 2026, 23:41:25 CET ; http://am:9093 : id`` in French.
+
+        Errors the peers answered stay as they were written; a part this does
+        not recognise is shown as it is.
+        """
+        if self.t.is_source:
+            return detail
+        return self.t.gettext("; ").join(self._silence_part(p) for p in detail.split("; "))
+
+    def _silence_part(self, part: str) -> str:
+        if until := _UNTIL.fullmatch(part):
+            return self.t.gettext("until {time}").format(time=self._recorded_time(until[1]))
+        if left_out := _LEFT_OUT.fullmatch(part):
+            count = int(left_out[1])
+            return self.t.ngettext(
+                "{count} firing alert covered by the incident silence only",
+                "{count} firing alerts covered by the incident silence only",
+                count,
+            ).format(count=count)
+        if failed := _PEER_FAILED.fullmatch(part):
+            peer, ids, error = failed.groups()
+            if ids:
+                return self.t.gettext("{peer} failed after {ids}: {error}").format(
+                    peer=peer, ids=ids, error=error
+                )
+            return self.t.gettext("{peer} failed: {error}").format(peer=peer, error=error)
+        if made := _PEER_MADE.fullmatch(part):
+            return self.t.gettext("{peer}: {ids}").format(peer=made[1], ids=made[2])
+        return part
+
+    def _recorded_time(self, text: str) -> str:
+        """A time recorded in English (``2026-12-02 23:41:25 CET``) as this page shows
+        times; as recorded when the zone is no longer the one it was written in."""
+        try:
+            naive = datetime.strptime(text[:19], "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return text
+        local = naive.replace(tzinfo=self.zone)
+        if local.strftime(TIME_FORMAT) != text:
+            return text
+        return self.time(local)
+
+    def band(self, evidence: AnomalyEvidence) -> str | None:
+        """An anomaly's expected band, in the page's language (``1,5-3 Gbit/s``)."""
+        return evidence_band(evidence, translator(self.language, "analysis"))
+
+    def skip_reason(self, reason: str) -> str:
+        """Why an analyst did not answer, in the page's language (fr: ``délai dépassé``)."""
+        return self.t.gettext(SKIP_REASONS[reason]) if reason in SKIP_REASONS else reason
+
     def decimal(self, value: float, digits: int) -> str:
         """``value`` to ``digits`` decimals: ``0.87`` in English, ``0,87`` in French."""
         if self.t.is_source:
@@ -131,6 +192,13 @@ class Words:
         if self.t.is_source or not math.isfinite(value) or "e" in text:
             return text
         return format_decimal(float(text), locale=self.t.locale)
+
+
+# The parts of a recorded silence's detail (ai_sidecar.console.pages.actions.silence).
+_UNTIL = re.compile(r"until (.+)")
+_LEFT_OUT = re.compile(r"(\d+) firing alerts covered by the incident silence only")
+_PEER_FAILED = re.compile(r"(\S+) failed(?: after ([^:]+))?: (.*)", re.DOTALL)
+_PEER_MADE = re.compile(r"(\S+): (.*)", re.DOTALL)
 
 
 def words_in(language: str, zone: tzinfo) -> Words:

@@ -10,3 +10,11 @@ def N_(message: str) -> str:
 
 # Role names as the header shows them.
 ROLE_NAMES = (N_("viewer"), N_("operator"))
+
+# Why an analyst did not answer (models.SkipReason), as the incident page says it.
+SKIP_REASONS = {
+    "error": N_("error"),
+    "timeout": N_("timeout"),
+    "declined": N_("declined"),
+    "pending": N_("pending"),
+}

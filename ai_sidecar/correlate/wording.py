@@ -23,6 +23,23 @@ def N_(message: str) -> str:
     return message
 
 
+# The correlator's layers (config.LAYERS), as sentences name them.
+LAYER_NAMES = {
+    "device": N_("device"),
+    "link": N_("link"),
+    "network": N_("network"),
+    "host": N_("host"),
+    "service": N_("service"),
+}
+
+
+def layer_name(t: Translator, layer: str) -> str:
+    """A layer as ``t``'s language names it (fr: ``liaison``); English as written."""
+    if t.is_source or layer not in LAYER_NAMES:
+        return layer
+    return t.gettext(LAYER_NAMES[layer])
+
+
 def analysis_translator(language: str) -> Translator:
     return translator(language, "analysis")
 

@@ -40,6 +40,7 @@ import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
+from ai_sidecar.anomaly.evidence import evidence_band, evidence_subject
 from ai_sidecar.config import RunbookRule, labels_match
 from ai_sidecar.context import MemberContext, labels_text, number_text
 from ai_sidecar.correlate import INTERFACE_LABELS
@@ -50,6 +51,7 @@ from ai_sidecar.correlate.wording import (
     in_turn,
     join,
     lasting,
+    layer_name,
     listed,
     number,
     on_target,
@@ -265,7 +267,7 @@ def _root_cause(t: Translator, incident: Incident, root: Member, context: Incide
     named = root_named(incident, root, t)
     if facts is not None:
         text = t.gettext("{root} ({layer} layer) is the probable root cause.").format(
-            root=named, layer=facts.layer
+            root=named, layer=layer_name(t, facts.layer)
         )
     else:
         text = t.gettext("{root} is the probable root cause.").format(root=named)
@@ -298,7 +300,7 @@ def _anomaly_sentence(
             t.gettext("{score} on {subject} (expected {band})")
             if e.band
             else t.gettext("{score} on {subject}")
-        ).format(score=score(t, e.score), subject=e.subject, band=e.band)
+        ).format(score=score(t, e.score), subject=evidence_subject(e, t), band=evidence_band(e, t))
         for e in evidence
     ]
     return " " + t.ngettext(

@@ -28,6 +28,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 # template (.html, .txt) below it.
 DOMAIN_SOURCES: dict[Domain, tuple[str, ...]] = {
     "analysis": (
+        "ai_sidecar/anomaly/evidence.py",
         "ai_sidecar/enrichment",
         "ai_sidecar/correlate",
         "ai_sidecar/correlation.py",

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from babel.dates import format_date
 from babel.numbers import format_decimal
 
-from ai_sidecar.anomaly.evidence import LOWER, UPPER
+from ai_sidecar.anomaly.evidence import LOWER, UPPER, evidence_subject
 from ai_sidecar.clock import utc_now
 from ai_sidecar.context import expression_of, value_expression
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
@@ -264,7 +264,8 @@ class GraphSource:
             None,
         )
         if evidence is not None:
-            band = await self._band(client, evidence.labels, evidence.subject, start, end, step)
+            subject = evidence_subject(evidence, translator(self._t.language, "analysis"))
+            band = await self._band(client, evidence.labels, subject, start, end, step)
             if band is not None:
                 panels.append(band)
         return tuple(panels)

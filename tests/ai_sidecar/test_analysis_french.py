@@ -44,9 +44,9 @@ async def test_the_core_link_storm_is_explained_in_french() -> None:
         "d\u2019être notifiées à part. Dédoublonné : 1 réception en double."
     )
     assert analysis.root_cause == (
-        "InterfaceDown sur core1 Te1/1/1 (couche link) est la cause racine probable. "
+        "InterfaceDown sur core1 Te1/1/1 (couche liaison) est la cause racine probable. "
         "Pourquoi : toujours active : InterfaceDown sur core1 ; 1 alerte résolue passe après "
-        "elle ; couche la plus basse : link (InterfaceDown), sous network, host et service ; "
+        "elle ; couche la plus basse : liaison (InterfaceDown), sous réseau, hôte et service ; "
         "7 alertes sur d\u2019autres cibles renvoient à core1. "
         'ifOperStatus{ifName="Te1/1/1"}: {ifName="Te1/1/1", instance="core1"} actuellement 2, '
         "en baisse de 1 à 2 sur 15 minutes. InterfaceDown sur core1 Te1/1/1 coïncide avec un "
@@ -112,3 +112,24 @@ def test_a_lone_alert_without_runbook_is_checked_in_french() -> None:
     analysis = analyse(lone, IncidentContext(language="fr"), ())
     assert analysis.actions == ("Vérifiez DiskFull sur s9.",)
     assert "1 alerte (1 active, 0 résolue) sur 1 cible" in analysis.summary
+
+
+async def test_anomaly_subjects_saved_in_english_are_said_in_french() -> None:
+    wan = {"signal": "wan_throughput", "instance": "fw-1", "ifName": "wan0"}
+    evidence = AnomalyEvidence("WAN throughput of fw-1 wan0", 0.9, "1.5-5 Gbit/s", labels=wan)
+    lone = incident(member("InterfaceDown", "fw-1", severity="critical"))
+    now = T0 + timedelta(minutes=5)
+
+    _, reasons = prioritise(lone, RULES, now, [evidence], language="fr")
+    assert (
+        "score d\u2019anomalie 0,90 (WAN throughput sur fw-1 wan0, attendu : 1,5-5 Gbit/s) : +"
+        in (" ".join(reasons))
+    )
+    _, english = prioritise(lone, RULES, now, [evidence])
+    assert any("(WAN throughput of fw-1 wan0, expected 1.5-5 Gbit/s)" in r for r in english)
+
+    found = core_link_incident("fr")
+    context = replace(with_root_context(found, LINK_CONTEXT), language="fr", anomaly=(evidence,))
+    analysis = await LocalAnalyst(RUNBOOKS).analyse(found, context)
+    assert "sur WAN throughput sur fw-1 wan0 (attendu : 1,5-5 Gbit/s)" in analysis.root_cause
+    assert " of " not in analysis.root_cause

@@ -33,9 +33,10 @@ from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import report_period
 from ai_sidecar.console.reports.render import report_csv, spreadsheet_safe
 from ai_sidecar.console.reports.service import ReportMaker
-from ai_sidecar.console.reports.tables import duration_text
+from ai_sidecar.console.reports.tables import bytes_text, duration_text
 from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.i18n import translator
 from ai_sidecar.keys import STORE
 from ai_sidecar.models import MERGED_REASON, Alert, Incident, Member
 from ai_sidecar.promql import HttpPromQLClient
@@ -261,6 +262,18 @@ def test_durations_read_like_a_person_writes_them() -> None:
     assert duration_text(timedelta(seconds=250)) == "4m 10s"
     assert duration_text(timedelta(days=2, hours=3)) == "2d 03h"
     assert duration_text(None) == "—"
+
+
+def test_in_french_durations_and_sizes_use_french_units() -> None:
+    fr = translator("fr", "console")
+    assert duration_text(timedelta(minutes=10), fr) == "10 min"
+    assert duration_text(timedelta(seconds=250), fr) == "4 min 10 s"
+    assert duration_text(timedelta(days=2, hours=3, minutes=5), fr) == "2 j 3 h"
+    assert duration_text(None, fr) == "—"
+    assert bytes_text(1.5e9, fr) == "1,5\u202fGo"
+    # English keeps its short forms.
+    assert duration_text(timedelta(minutes=10), translator("en", "console")) == "10m 00s"
+    assert bytes_text(1.5e9) == "1.5 GB"
 
 
 async def test_the_csv_round_trips_and_cannot_run_formulas(store: Store) -> None:

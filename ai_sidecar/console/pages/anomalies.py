@@ -27,9 +27,11 @@ from prometheus_client.metrics_core import Metric
 from ai_sidecar.anomaly.evidence import describe_series, format_band
 from ai_sidecar.anomaly.scoring import FIELDS
 from ai_sidecar.console.health import PROBE
+from ai_sidecar.console.language import page_language
 from ai_sidecar.console.session import console_user
 from ai_sidecar.console.templating import render
 from ai_sidecar.graph_route import RenderedGraphs
+from ai_sidecar.i18n import translator
 from ai_sidecar.keys import CONFIG, METRICS
 from ai_sidecar.notify.graphs import GraphSource, render_graph
 
@@ -98,13 +100,15 @@ async def anomalies(request: web.Request) -> web.Response:
     every = scored_series(request.app[METRICS].registry.collect())
     scored = [s for s in every if not s.warming and math.isfinite(s.score)]
     top = sorted(scored, key=lambda s: (-s.score, _key(s.labels)))[:MAX_SHOWN]
+    # The subject and band are the analysis's words, in the page's language.
+    analysis = translator(await page_language(request, user), "analysis")
     rows: list[dict[str, Any]] = []
     for series in top:
-        subject = describe_series(series.labels)
+        subject = describe_series(series.labels, analysis)
         signal = series.labels.get("signal", "")
         lower, upper = series.values.get("lower"), series.values.get("upper")
         band = (
-            format_band(signal, lower, upper)
+            format_band(signal, lower, upper, analysis)
             if lower is not None and upper is not None and math.isfinite(lower + upper)
             else ""
         )

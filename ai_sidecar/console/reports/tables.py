@@ -12,10 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from babel.units import format_unit
+
 from ai_sidecar.console.reports.model import Durations, Noisy, Report
 from ai_sidecar.console.reports.period import Period
 from ai_sidecar.console.words import N_
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
+from ai_sidecar.notify.wording import duration
 
 Gettext = Callable[[str], str]
 
@@ -33,10 +36,17 @@ class Table:
     note: str = ""
 
 
-def duration_text(value: timedelta | None) -> str:
-    """``2h 05m``, ``4m 10s``, ``12s``; an em dash for none."""
+def duration_text(value: timedelta | None, t: Translator | None = None) -> str:
+    """``2h 05m``, ``4m 10s``, ``12s``; an em dash for none.
+
+    In another language than English, its own units in the two largest
+    (fr: ``2 j 5 h``, ``4 min 10 s``), as the console writes durations.
+    """
     if value is None:
         return "—"
+    if t is not None and not t.is_source:
+        spoken = duration(max(value, timedelta(0)), translator(t.language, "notify"))
+        return " ".join(spoken.split()[:4])
     seconds = max(0, round(value.total_seconds()))
     days, seconds = divmod(seconds, 86_400)
     hours, seconds = divmod(seconds, 3600)
@@ -66,7 +76,16 @@ def _decimal(value: float, digits: int, t: Translator) -> str:
     return f"{value:.{digits}f}" if t.is_source else t.number(value, digits=digits)
 
 
-def bytes_text(value: float) -> str:
+def bytes_text(value: float, t: Translator | None = None) -> str:
+    """``1.5 GB`` (powers of 1000); in another language its units (fr: ``1,5 Go``)."""
+    if t is not None and not t.is_source:
+        for unit in ("byte", "kilobyte", "megabyte", "gigabyte", "terabyte"):
+            if abs(value) < 1000 or unit == "terabyte":
+                pattern = "#,##0" if unit == "byte" else "#,##0.0"
+                return format_unit(
+                    value, f"digital-{unit}", length="short", format=pattern, locale=t.locale
+                )
+            value /= 1000
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(value) < 1000 or unit == "TB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
@@ -74,12 +93,12 @@ def bytes_text(value: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _durations(name: str, value: Durations, of: int, _: Gettext) -> tuple[str, ...]:
+def _durations(name: str, value: Durations, of: int, t: Translator) -> tuple[str, ...]:
     return (
         name,
-        duration_text(value.mean),
-        duration_text(value.median),
-        _("{count} of {total}").format(count=value.count, total=of),
+        duration_text(value.mean, t),
+        duration_text(value.median, t),
+        t.gettext("{count} of {total}").format(count=value.count, total=of),
     )
 
 
@@ -130,8 +149,8 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         _("Time to acknowledge and to resolve"),
         (_("Measure"), _("Mean"), _("Median"), _("Incidents")),
         (
-            _durations(_("Time to acknowledge"), report.acknowledge, report.incidents, _),
-            _durations(_("Time to resolve"), report.resolve, report.incidents, _),
+            _durations(_("Time to acknowledge"), report.acknowledge, report.incidents, t),
+            _durations(_("Time to resolve"), report.resolve, report.incidents, t),
         ),
         note=_("From the incident's creation to its first acknowledgement, and to its resolution."),
     )
@@ -151,7 +170,7 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         "bandwidth",
         _("Top bandwidth consumers"),
         (_("Address"), _("Direction"), _("Bytes")),
-        tuple((b.address, b.direction, bytes_text(b.bytes)) for b in report.bandwidth.rows),
+        tuple((b.address, b.direction, bytes_text(b.bytes, t)) for b in report.bandwidth.rows),
         unavailable=report.bandwidth.unavailable_in(t),
     )
     wan = Table(

@@ -39,11 +39,14 @@ from ai_sidecar.anomaly.evidence import (
     WAIT_BURST,
     ScrapedAnomalyEvidence,
     create_evidence_metrics,
+    describe_series,
+    evidence_band,
     evidence_window,
     format_band,
     match_evidence,
 )
 from ai_sidecar.app import create_app
+from ai_sidecar.i18n import translator
 from ai_sidecar.models import AnomalyEvidence, Incident, Member
 from ai_sidecar.promql import (
     BadQueryError,
@@ -627,6 +630,25 @@ def test_bands_read_in_the_signal_unit():
     assert format_band("queue_depth", -3.0, 12.0) == "-3 to 12"
     assert format_band("queue_depth", 1234.0, 5678.0) == "1.23-5.68 k"
     assert format_band("queue_depth", 0.00012, 0.5) == "0.00012-0.5"
+
+
+def test_in_french_subjects_and_bands_read_in_french():
+    fr = translator("fr", "analysis")
+    wan = {"signal": "wan_throughput", "instance": "fw-1", "ifName": "wan0"}
+    assert describe_series(wan, fr) == "WAN throughput sur fw-1 wan0"
+    assert describe_series({"instance": "h1"}, fr) == "un signal sans nom sur h1"
+    assert format_band("interface_in_bits", -5e6, 2.5e9, fr) == "0-2,5 Gbit/s"
+    assert format_band("interface_utilisation", 0.1, 0.45, fr) == "10-45\u00a0%"
+    assert format_band("queue_depth", -3.0, 12.5, fr) == "-3 à 12,5"
+    # Bands saved in English read again in French; English as saved.
+    saved = AnomalyEvidence("x", 0.9, "-3 to 12.5")
+    assert evidence_band(saved, fr) == "-3 à 12,5"
+    assert evidence_band(replace(saved, band="1.5-2.5 Gbit/s"), fr) == "1,5-2,5 Gbit/s"
+    assert evidence_band(replace(saved, band="10-45%"), fr) == "10-45\u00a0%"
+    assert evidence_band(saved, translator("en", "analysis")) == "-3 to 12.5"
+    # English by default, as before.
+    assert describe_series(wan) == "WAN throughput of fw-1 wan0"
+    assert format_band("queue_depth", -3.0, 12.5) == "-3 to 12.5"
 
 
 def test_nan_and_out_of_range_scores_never_make_invalid_evidence():

@@ -91,6 +91,21 @@ async def test_the_highest_scores_come_first_with_their_band_and_chart(
     assert png_size(charts[0]) == (800, 400)
 
 
+async def test_in_french_subjects_and_bands_are_french(console_factory: ConsoleFactory) -> None:
+    client = await console_factory(config="anomaly: {enabled: true}\nlanguage: fr")
+    wan = {"signal": "wan_throughput", "instance": "fw-1", "ifName": "wan0"}
+    series = [(wan, {"score": 0.97, "lower": 1.5e6, "upper": 2.5e7, "observed": 3e8})]
+    client.server.app[METRICS].registry.register(ForwardedMetrics(families(series)))
+
+    page = await (await client.get("/console/anomalies", headers=VIEWER)).text()
+
+    assert re.findall(r'<h2 id="anomaly-\d+">([^<]+)</h2>', page) == [
+        "WAN throughput sur fw-1 wan0"
+    ]
+    assert "1,5-25 Mbit/s" in page
+    assert " of " not in page
+
+
 async def test_with_prometheus_unreachable_the_page_does_not_wait_for_it(
     console_factory: ConsoleFactory,
 ) -> None:

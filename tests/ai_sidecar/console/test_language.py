@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,9 @@ from ai_sidecar.console.language import accepted_languages, negotiated_language
 from ai_sidecar.console.reports.routes import REPORTS
 from ai_sidecar.i18n import translator
 from ai_sidecar.keys import RELOADER
+from ai_sidecar.models import SkippedAnalyst
 from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store.protocol import IncidentAction
 from tests.ai_sidecar.console.conftest import (
     OPERATOR,
     TOKEN,
@@ -26,6 +30,7 @@ from tests.ai_sidecar.console.conftest import (
     VIEWER,
     ConsoleFactory,
     install_test_sessions,
+    store_of,
     storm_incidents,
 )
 
@@ -135,6 +140,44 @@ async def test_an_incident_page_and_its_flash_in_french(console_factory: Console
         assert french in page, french
     assert "Acknowledge" not in page
     assert "Timeline" not in page
+
+
+async def test_a_recorded_silence_reads_in_french(console_factory: ConsoleFactory) -> None:
+    incidents = storm_incidents("two-sites.yml")
+    client = await console_factory(incidents=incidents)
+    detail = (
+        "until 2026-12-02 23:41:25 UTC; 2 firing alerts covered by the incident silence only; "
+        "http://am-1:9093: a1, a2; http://am-2:9093 failed after b1: connection refused"
+    )
+    at = datetime(2026, 12, 2, 23, 31, tzinfo=UTC)
+    action = IncidentAction(incidents[0].id, "silence", "olga", detail, at)
+    assert await store_of(client).record_action(action)
+    path = f"/console/incidents/{incidents[0].id}"
+
+    french = unescape(await (await client.get(path, headers={**OPERATOR, **FRENCH})).text())
+    english = unescape(await (await client.get(path, headers=OPERATOR)).text())
+
+    assert (
+        "(jusqu\u2019au 2 déc. 2026, 23:41:25 UTC ; 2 alertes actives couvertes par le seul "
+        "silence de l\u2019incident ; http://am-1:9093 : a1, a2 ; "
+        "http://am-2:9093 en échec après b1 : connection refused)"
+    ) in french
+    assert f"({detail})" in english
+
+
+async def test_why_an_analyst_did_not_answer_reads_in_french(
+    console_factory: ConsoleFactory,
+) -> None:
+    [first, *_] = storm_incidents("two-sites.yml")
+    skipped = replace(first, skipped_analysts=(SkippedAnalyst("openai", "timeout", ""),))
+    client = await console_factory(incidents=[skipped])
+    path = f"/console/incidents/{skipped.id}"
+
+    french = unescape(await (await client.get(path, headers={**VIEWER, **FRENCH})).text())
+    english = unescape(await (await client.get(path, headers=VIEWER)).text())
+
+    assert "<li>openai: délai dépassé</li>" in french
+    assert "<li>openai: timeout</li>" in english
 
 
 @pytest.mark.parametrize(

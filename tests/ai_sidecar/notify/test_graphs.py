@@ -240,6 +240,10 @@ async def test_anomaly_evidence_on_the_root_cause_adds_a_band_panel():
     ]
     assert data.panels[1].upper is not None
     assert pixels(render_png(data)) == (800, 400)
+    # In French, the subject saved in English is said again from its labels.
+    french = GraphSource(FakePromQL(answers), range=timedelta(hours=1), language="fr")
+    data = await french.graph(incident_of(down, evidence=(evidence,)))
+    assert data.panels[1].title.startswith("WAN throughput sur sw1 Gi0/1 (")
     # Evidence about another member draws no band.
     other = replace(evidence, member="someone-else")
     data = await source.graph(incident_of(down, evidence=(other,)))
