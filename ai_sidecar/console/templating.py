@@ -22,6 +22,7 @@ from ai_sidecar import __version__
 from ai_sidecar.console.health import health_summary
 from ai_sidecar.console.language import page_words
 from ai_sidecar.console.session import CSRF_FIELD, ConsoleUser
+from ai_sidecar.correlate.wording import analysis_translator, layer_name
 from ai_sidecar.i18n import SOURCE_LANGUAGE, available_languages, translator
 
 PACKAGE_DIR = Path(__file__).parent
@@ -47,6 +48,8 @@ def environment(language: str) -> jinja2.Environment:
     found.globals["version"] = __version__
     found.globals["csrf_field"] = CSRF_FIELD
     found.globals["language"] = language
+    # Layer names as the analysis words them (fr: liaison, équipement); English as stored.
+    found.filters["layer"] = functools.partial(layer_name, analysis_translator(language))
     found.globals["languages"] = available_languages()
     return found
 

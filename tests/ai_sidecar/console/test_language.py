@@ -140,6 +140,12 @@ async def test_an_incident_page_and_its_flash_in_french(console_factory: Console
         assert french in page, french
     assert "Acknowledge" not in page
     assert "Timeline" not in page
+    facts = incidents[0].root_cause_facts
+    assert facts is not None
+    assert facts.layer in {"device", "link", "network", "host", "service"}
+    # The deciding layer is named in French, as the analysis names it.
+    assert "Règle décisive : " in page
+    assert f"; couche {facts.layer} ;" not in page
 
 
 async def test_a_recorded_silence_reads_in_french(console_factory: ConsoleFactory) -> None:
