@@ -98,7 +98,7 @@ async def test_a_reloaded_language_writes_the_next_analyses_in_it(
     assert analysis["summary"].startswith("Incident en cours pour site=fra depuis le ")
     # Names stay as they are; the words around them are French.
     assert analysis["root_cause"].startswith(
-        "DiskFull sur s9 (couche host) est la cause racine probable. "
+        "DiskFull sur s9 (couche hôte) est la cause racine probable. "
         "Pourquoi : seule alerte de l\u2019incident : DiskFull sur s9."
     )
     assert analysis["actions"] == ["Vérifiez DiskFull sur s9."]
