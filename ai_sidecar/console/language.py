@@ -33,7 +33,7 @@ from ai_sidecar.i18n import Translator, available_languages, translator
 from ai_sidecar.keys import CONFIG, RELOADER, STORE
 from ai_sidecar.models import AnomalyEvidence, Member
 from ai_sidecar.notify.phrases import TIME_FORMAT
-from ai_sidecar.notify.wording import Wording, duration
+from ai_sidecar.notify.wording import Wording, duration, member_what
 
 # Where a request keeps its page language once found (one store read per request).
 _LANGUAGE_KEY = web.RequestKey("console_language", str)
@@ -113,15 +113,8 @@ class Words:
         return " ".join(self.duration((now or utc_now()) - since).split()[:4])
 
     def what(self, member: Member) -> str:
-        """How the page names an alert: ``InterfaceDown on core1`` (:attr:`Member.what`)."""
-        if self.t.is_source:
-            return member.what
-        name = member.alertname or self.t.gettext("alert {fingerprint}").format(
-            fingerprint=member.fingerprint
-        )
-        if not member.target:
-            return name
-        return self.t.gettext("{alert} on {target}").format(alert=name, target=member.target)
+        """How the page names an alert: ``InterfaceDown on core1``, as notifications do."""
+        return member_what(member, translator(self.language, "notify"))
 
     def subject(self, evidence: AnomalyEvidence) -> str:
         """What an anomaly is about, in the page's language (its series' labels say it again)."""

@@ -46,6 +46,7 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.context import expression_of, value_expression
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import Incident, Member
+from ai_sidecar.notify.wording import member_what
 from ai_sidecar.promql import PromQLClient, PromQLError, Series
 
 if TYPE_CHECKING:  # imported on the first render: matplotlib takes a second to load
@@ -161,17 +162,6 @@ class GraphSource:
         self._time_box = time_box
         self._t = translator(language, "notify")
 
-    def _what(self, member: Member) -> str:
-        """``InterfaceDown on core1`` (:attr:`Member.what`), in the graph's language."""
-        if self._t.is_source:
-            return member.what
-        name = member.alertname or self._t.gettext("alert {fingerprint}").format(
-            fingerprint=member.fingerprint
-        )
-        if not member.target:
-            return name
-        return self._t.gettext("{alert} on {target}").format(alert=name, target=member.target)
-
     async def graph(self, incident: Incident) -> GraphData:
         _ = self._t.gettext
         end = self._clock()
@@ -181,7 +171,7 @@ class GraphSource:
             title = _("Incident {incident}").format(incident=incident.id)
             return GraphData(title, start, end, message=_("No alerts"), language=self._t.language)
         title = _("{what} · incident {incident}").format(
-            what=self._what(member), incident=incident.id
+            what=member_what(member, self._t), incident=incident.id
         )
         blank = GraphData(_short(title, MAX_TITLE), start, end, language=self._t.language)
         if self._client is None:

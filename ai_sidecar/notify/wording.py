@@ -132,6 +132,18 @@ def root_member(incident: Incident) -> Member:
 ENGLISH = translator(SOURCE_LANGUAGE, "notify")
 
 
+def member_what(member: Member, t: Translator = ENGLISH) -> str:
+    """``InterfaceDown on core1`` (:attr:`Member.what`), in ``t``'s language."""
+    if t.is_source:
+        return member.what
+    name = member.alertname or t.gettext("alert {fingerprint}").format(
+        fingerprint=member.fingerprint
+    )
+    if not member.target:
+        return name
+    return t.gettext("{alert} on {target}").format(alert=name, target=member.target)
+
+
 def problem(member: Member, t: Translator = ENGLISH) -> str:
     """What is wrong and where, in plain words: ``Gi1/0/1 down on sw-3``; the
     alert's name and label values are not translated."""
