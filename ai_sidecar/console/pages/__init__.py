@@ -20,7 +20,7 @@ from aiohttp import web
 from ai_sidecar.components import promql_client
 from ai_sidecar.console.health import setup_health
 from ai_sidecar.console.pages import actions
-from ai_sidecar.console.pages.actions import CLIENT
+from ai_sidecar.console.pages.actions import CLIENT, SUBMISSIONS, Submissions
 from ai_sidecar.console.pages.anomalies import CHARTS, AnomalyCharts, anomalies
 from ai_sidecar.console.pages.common import INCIDENTS_PATH
 from ai_sidecar.console.pages.incidents import incident_list, incident_page
@@ -53,6 +53,7 @@ def setup_pages(app: web.Application) -> None:
             yield
 
     app.cleanup_ctx.append(client)
+    app[SUBMISSIONS] = Submissions()
     app.router.add_get("/console/", home)
     app.router.add_get("/console", home)
     app.router.add_get(INCIDENTS_PATH, incident_list)

@@ -8,6 +8,8 @@ that does not fit is refused with a message, never cut short silently.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from datetime import timedelta
 
 import aiohttp
@@ -30,6 +32,38 @@ MAX_ASSIGNEE = 100
 
 CLIENT = web.AppKey("console_client", aiohttp.ClientSession)
 
+# The hidden field of the silence form: a token drawn when the page is rendered.
+SUBMISSION_FIELD = "submission"
+
+
+class Submissions:
+    """The silence forms already sent, by their one-time token: a double click, or
+    the browser's back button and a second send, would otherwise create a second
+    set of silences on every Alertmanager. Kept in memory (the console runs in
+    one process) for a day, at most ``capacity`` tokens, oldest forgotten first."""
+
+    def __init__(self, capacity: int = 10_000, keep_for: float = 86_400.0) -> None:
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._capacity = capacity
+        self._keep_for = keep_for
+
+    def first_use(self, user: str, token: str) -> bool:
+        """Whether ``user`` sends ``token`` for the first time; records it."""
+        now = time.monotonic()
+        while self._seen and (
+            len(self._seen) >= self._capacity
+            or next(iter(self._seen.values())) < now - self._keep_for
+        ):
+            self._seen.popitem(last=False)
+        key = (user, token)
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
+
+
+SUBMISSIONS = web.AppKey("console_submissions", Submissions)
+
 
 def _typed(form: MultiMapping[str], name: str) -> str:
     """What was typed in ``name``, its line breaks as LF: a textarea's maxlength counts
@@ -51,29 +85,29 @@ async def give_feedback(request: web.Request) -> web.Response:
     useful = form.get("useful")
     comment = _typed(form, "comment")
     if useful not in ("yes", "no"):
-        raise back_to(incident_id, refused="useful")
+        raise back_to(incident_id, user, refused="useful")
     if len(comment) > MAX_COMMENT:
-        raise back_to(incident_id, refused="comment")
+        raise back_to(incident_id, user, refused="comment")
     recorded = await request.app[STORE].add_feedback(
         incident_id, useful == "yes", comment, utc_now()
     )
     if not recorded:
         raise not_found(incident_id, (await page_words(request, user)).t)
-    raise back_to(incident_id, done="feedback")
+    raise back_to(incident_id, user, done="feedback")
 
 
 async def acknowledge(request: web.Request) -> web.Response:
     user = await operator_user(request)
     await checked_form(request, user)
     await _record(request, "acknowledge", user, "")
-    raise back_to(request.match_info["id"], done="acknowledged")
+    raise back_to(request.match_info["id"], user, done="acknowledged")
 
 
 async def unacknowledge(request: web.Request) -> web.Response:
     user = await operator_user(request)
     await checked_form(request, user)
     await _record(request, "unacknowledge", user, "")
-    raise back_to(request.match_info["id"], done="unacknowledged")
+    raise back_to(request.match_info["id"], user, done="unacknowledged")
 
 
 async def assign(request: web.Request) -> web.Response:
@@ -81,9 +115,9 @@ async def assign(request: web.Request) -> web.Response:
     form = await checked_form(request, user)
     assignee = " ".join(form.get("assignee", "").split())
     if len(assignee) > MAX_ASSIGNEE:
-        raise back_to(request.match_info["id"], refused="assignee")
+        raise back_to(request.match_info["id"], user, refused="assignee")
     await _record(request, "assign", user, assignee)
-    raise back_to(request.match_info["id"], done="assigned" if assignee else "unassigned")
+    raise back_to(request.match_info["id"], user, done="assigned" if assignee else "unassigned")
 
 
 def silence_length(choice: str, custom: str) -> timedelta | None:
@@ -106,17 +140,20 @@ async def silence(request: web.Request) -> web.Response:
     length = silence_length(form.get("duration", ""), form.get("custom", ""))
     comment = _typed(form, "comment")
     if length is None:
-        raise back_to(incident_id, refused="duration")
+        raise back_to(incident_id, user, refused="duration")
     if len(comment) > MAX_COMMENT:
-        raise back_to(incident_id, refused="comment")
+        raise back_to(incident_id, user, refused="comment")
     incident = await request.app[STORE].get_incident(incident_id)
     if incident is None:
         raise not_found(incident_id, (await page_words(request, user)).t)
     peers = request.app[SETTINGS].alertmanager_urls
     if not peers:
-        raise back_to(incident_id, done="no-peers")
+        raise back_to(incident_id, user, done="no-peers")
     if not incident.firing:
-        raise back_to(incident_id, done="nothing-firing")
+        raise back_to(incident_id, user, done="nothing-firing")
+    token = form.get(SUBMISSION_FIELD, "")[:64]
+    if token and not request.app[SUBMISSIONS].first_use(user.name, token):
+        raise back_to(incident_id, user, done="already-sent")
     plan = silence_plan(incident)
     starts = utc_now()
     ends = starts + length
@@ -142,4 +179,4 @@ async def silence(request: web.Request) -> web.Response:
     await _record(request, "silence", user, "; ".join(parts))
     ok = len(outcomes) - len(failed)
     code = "silenced" if not failed else ("silenced-partly" if ok else "silence-failed")
-    raise back_to(incident_id, done=code, ok=ok, failed=len(failed), peers=len(outcomes))
+    raise back_to(incident_id, user, done=code, ok=ok, failed=len(failed), peers=len(outcomes))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from ai_sidecar.console.session import ConsoleUser
 from ai_sidecar.console.words import N_
 from ai_sidecar.i18n import Translator
 from ai_sidecar.keys import CONFIG
@@ -43,6 +46,9 @@ FLASHES: Mapping[str, str] = {
         "No Alertmanager is configured (SCOUT_ALERTMANAGER_URLS): nothing was silenced."
     ),
     "nothing-firing": N_("Nothing of this incident fires: there is nothing to silence."),
+    "already-sent": N_(
+        "This silence form was already sent: the silences it created are in the actions below."
+    ),
 }
 # Codes whose message is a problem (role="alert"), not a confirmation.
 PROBLEMS = frozenset({"silence-failed", "no-peers", "nothing-firing"})
@@ -57,9 +63,37 @@ REFUSALS: Mapping[str, str] = {
 }
 
 
-def flash_of(query: Mapping[str, str], t: Translator) -> tuple[str, bool] | None:
+# The query names a flash reads; the signature covers exactly these.
+FLASH_FIELDS = ("done", "refused", "ok", "failed", "peers")
+SIGNATURE_FIELD = "sig"
+
+
+def flash_signature(user: ConsoleUser, path: str, query: Mapping[str, str]) -> str:
+    """An HMAC of a flash's fields and the page they are for, keyed by the session's
+    CSRF token: only a redirect this server made for this session carries it, so a
+    crafted link cannot show a false confirmation ("Silenced on every
+    Alertmanager") to someone who acted on nothing."""
+    fields = urlencode([(name, str(query[name])) for name in FLASH_FIELDS if name in query])
+    message = f"{path}?{fields}".encode()
+    return hmac.new(user.csrf_token.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def signed_for(query: Mapping[str, str], user: ConsoleUser, path: str) -> bool:
+    """Whether ``query``'s flash was signed by this server for ``user``'s session at
+    ``path``."""
+    given = query.get(SIGNATURE_FIELD, "")
+    expected = flash_signature(user, path, query)
+    return hmac.compare_digest(given.encode(errors="surrogateescape"), expected.encode())
+
+
+def flash_of(
+    query: Mapping[str, str], t: Translator, user: ConsoleUser, path: str
+) -> tuple[str, bool] | None:
     """The message the redirect asked for, in ``t``'s language, and whether it is a
-    problem; None without one."""
+    problem; None without one, or when the redirect was not made for ``user``'s
+    session at ``path``."""
+    if not signed_for(query, user, path):
+        return None
     code = query.get("done", "")
     counts = {
         name: int(query[name]) if query.get(name, "").isdigit() and len(query[name]) < 6 else 0
@@ -73,9 +107,17 @@ def flash_of(query: Mapping[str, str], t: Translator) -> tuple[str, bool] | None
     return None
 
 
-def back_to(incident_id: str, **query: str | int) -> web.HTTPSeeOther:
+def signed_redirect(user: ConsoleUser, path: str, **query: str | int) -> web.HTTPSeeOther:
+    """The 303 to ``path`` with a flash only ``user``'s session can show."""
+    fields = {name: str(value) for name, value in query.items()}
+    fields[SIGNATURE_FIELD] = flash_signature(user, path, fields)
+    return web.HTTPSeeOther(f"{path}?{urlencode(fields)}")
+
+
+def back_to(incident_id: str, user: ConsoleUser, **query: str | int) -> web.HTTPSeeOther:
     """The 303 to the incident's page after an action, with its flash."""
-    return web.HTTPSeeOther(f"{incident_path(incident_id)}?{urlencode(query)}#status")
+    redirect = signed_redirect(user, incident_path(incident_id), **query)
+    return web.HTTPSeeOther(f"{redirect.location}#status")
 
 
 def not_found(incident_id: str, t: Translator) -> web.HTTPNotFound:

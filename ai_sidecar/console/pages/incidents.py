@@ -16,6 +16,7 @@ feedback and actions people gave; operators get the action forms.
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, cast
@@ -326,8 +327,9 @@ async def incident_page(request: web.Request) -> web.Response:
         "actions": [{"item": a, "at": shown.time(a.at)} for a in actions],
         "handling": handling(actions),
         "path": incident_path(incident.id),
-        "flash": flash_of(request.query, shown.t),
+        "flash": flash_of(request.query, shown.t, user, incident_path(incident.id)),
         "durations": SILENCE_CHOICES,
+        "submission": secrets.token_urlsafe(16),
         "peers": request.app[SETTINGS].alertmanager_urls,
     }
     return await render(request, "incident.html", context, user=user)

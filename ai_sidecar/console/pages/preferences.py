@@ -12,6 +12,7 @@ from aiohttp import web
 from babel import Locale
 
 from ai_sidecar.clock import utc_now
+from ai_sidecar.console.pages.common import signed_for, signed_redirect
 from ai_sidecar.console.session import checked_form, console_user
 from ai_sidecar.console.templating import render
 from ai_sidecar.i18n import available_languages
@@ -34,7 +35,8 @@ async def preferences(request: web.Request) -> web.Response:
     context = {
         "choices": language_names(),
         "chosen": chosen,
-        "saved": request.query.get("done") == "saved",
+        "saved": request.query.get("done") == "saved"
+        and signed_for(request.query, user, PREFERENCES_PATH),
         "refused": False,
     }
     return await render(request, "preferences.html", context, user=user)
@@ -53,4 +55,4 @@ async def save_preferences(request: web.Request) -> web.Response:
         }
         return await render(request, "preferences.html", context, user=user, status=400)
     await request.app[STORE].save_console_language(user.name, language, utc_now())
-    raise web.HTTPSeeOther(f"{PREFERENCES_PATH}?done=saved")
+    raise signed_redirect(user, PREFERENCES_PATH, done="saved")

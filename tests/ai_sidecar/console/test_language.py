@@ -125,13 +125,21 @@ async def test_an_incident_page_and_its_flash_in_french(console_factory: Console
     incidents = storm_incidents("two-sites.yml")
     client = await console_factory(incidents=incidents)
     path = f"/console/incidents/{incidents[0].id}"
+    before = unescape(await (await client.get(path, headers={**OPERATOR, **FRENCH})).text())
+    assert "Prendre en compte" in before
+    acted = await client.post(
+        path + "/acknowledge",
+        data={"csrf_token": USERS["operator"].csrf_token},
+        headers={**OPERATOR, **FRENCH},
+        allow_redirects=False,
+    )
+    assert acted.status == 303, await acted.text()
     page = unescape(
-        await (await client.get(path + "?done=acknowledged", headers={**OPERATOR, **FRENCH})).text()
+        await (await client.get(acted.headers["Location"], headers={**OPERATOR, **FRENCH})).text()
     )
     for french in (
         "Cause première",
         "Chronologie",
-        "Prendre en compte",
         "Mettre en silence",
         "L'incident est pris en compte.",
         "a déclenché",

@@ -136,3 +136,61 @@ async def test_pages_carry_no_inline_script_or_style_and_a_strict_policy(
             r'<(?:input|select|textarea)(?![^>]*type="hidden")(?![^>]*\sid=)[^>]*>', page
         )
         assert unlabelled == [], path
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?done=silenced&ok=2&peers=2",
+        "?done=acknowledged",
+        "?refused=duration",
+        # A signature made for another session (the viewer's) or another page.
+        "?done=silenced&ok=2&peers=2&sig=0123456789abcdef0123456789abcdef",
+    ],
+)
+async def test_a_crafted_link_shows_no_confirmation(
+    console_factory: ConsoleFactory, query: str
+) -> None:
+    """A link with a flash in its query, sent by someone else, must not tell the
+    reader that the incident was silenced or acknowledged."""
+    client = await console_factory(incidents=[stored_incident("inc-a")])
+    page = await (await client.get(f"/console/incidents/inc-a{query}", headers=OPERATOR)).text()
+    assert 'class="flash' not in page
+    for claim in ("Silenced on", "is acknowledged", "Choose how long"):
+        assert claim not in page
+
+
+async def test_a_flash_is_shown_only_to_the_session_it_was_made_for(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory(incidents=[stored_incident("inc-a"), stored_incident("inc-b")])
+    acted = await client.post(
+        "/console/incidents/inc-a/acknowledge",
+        data={"csrf_token": USERS["operator"].csrf_token},
+        headers=OPERATOR,
+        allow_redirects=False,
+    )
+    assert acted.status == 303
+    target = acted.headers["Location"]
+    mine = await (await client.get(target, headers=OPERATOR)).text()
+    assert "The incident is acknowledged." in mine
+    theirs = await (await client.get(target, headers=VIEWER)).text()
+    assert "The incident is acknowledged." not in theirs
+    other_page = target.replace("/inc-a?", "/inc-b?")
+    elsewhere = await (await client.get(other_page, headers=OPERATOR)).text()
+    assert "The incident is acknowledged." not in elsewhere
+
+
+async def test_preferences_saved_is_said_only_after_saving(console_factory: ConsoleFactory) -> None:
+    client = await console_factory()
+    crafted = await (await client.get("/console/preferences?done=saved", headers=OPERATOR)).text()
+    saved = await client.post(
+        "/console/preferences",
+        data={"csrf_token": USERS["operator"].csrf_token, "language": ""},
+        headers=OPERATOR,
+        allow_redirects=False,
+    )
+    assert saved.status == 303
+    real = await (await client.get(saved.headers["Location"], headers=OPERATOR)).text()
+    assert "Your language is saved." in real
+    assert "Your language is saved." not in crafted

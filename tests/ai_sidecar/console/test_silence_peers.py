@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,47 @@ async def test_the_peers_are_asked_side_by_side_so_slow_ones_do_not_add_up(
         for am in (first, second):
             made = [s for s in await asyncio.to_thread(am.silences) if s["createdBy"] == "olga"]
             assert len(made) == 2, am.name
+
+
+async def test_a_silence_form_sent_twice_silences_once(
+    console_factory: ConsoleFactory, tmp_path: Path
+) -> None:
+    """A double click, or back and send again, must not create a second set of
+    silences: the form's one-time token is refused the second time."""
+    down = peer_member("InterfaceDown", "sw-7", ifName="Gi0/7", site="nice")
+    incident = analysed_incident(down, id="inc-twice")
+    with Alertmanager(tmp_path, quiet_config(tmp_path)) as am:
+        am.post([postable(down.labels)])
+        client = await console_factory(alertmanagers=[am.url], incidents=[incident])
+        page = await (
+            await client.get(f"/console/incidents/{incident.id}", headers=OPERATOR)
+        ).text()
+        [token] = re.findall(r'name="submission" value="([^"]+)"', page)
+        form = {
+            "csrf_token": USERS["operator"].csrf_token,
+            "duration": "1h",
+            "submission": token,
+        }
+        pages = []
+        for _ in range(2):
+            sent = await client.post(
+                f"/console/incidents/{incident.id}/silence",
+                data=form,
+                headers=OPERATOR,
+                allow_redirects=False,
+            )
+            assert sent.status == 303
+            pages.append(
+                await (await client.get(sent.headers["Location"], headers=OPERATOR)).text()
+            )
+        made = [s for s in await asyncio.to_thread(am.silences) if s["createdBy"] == "olga"]
+        # One silence for the firing alert, one for the incident's enriched copies.
+        assert len(made) == 2
+        assert "Silenced on every Alertmanager (1 of 1)." in pages[0]
+        assert "This silence form was already sent" in pages[1]
+        # A fresh page draws a fresh token.
+        again = await (
+            await client.get(f"/console/incidents/{incident.id}", headers=OPERATOR)
+        ).text()
+        assert re.findall(r'name="submission" value="([^"]+)"', again) != [token]
+    assert [a.kind for a in await store_of(client).actions(incident.id)] == ["silence"]
