@@ -35,9 +35,7 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +48,7 @@ from numpy.typing import NDArray
 from ai_sidecar.anomaly.backtest import Truth, event_metrics, nab_score
 from ai_sidecar.anomaly.detector import Detector, DetectorParams, default_rest_period
 from exporter.common.durations import parse_duration
+from exporter.common.files import replaced_on_success
 
 EXIT_BAD_INPUT = 2
 MILLISECONDS_FROM = 1e11
@@ -372,29 +371,14 @@ def _open_output(name: str) -> Iterator[IO[str]]:
     if name == "-":
         yield sys.stdout
         return
-    target = Path(name)
     try:
-        descriptor, temporary = tempfile.mkstemp(
-            dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}."
-        )
+        with replaced_on_success(Path(name)) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            yield text
+            text.flush()
+            text.detach()
     except OSError as exc:
         raise InputError(f"{name}: cannot write: {exc.strerror}") from None
-    try:
-        # mkstemp's file is private (0600); the output gets the mode any new file gets.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(descriptor, 0o666 & ~umask)
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-        os.replace(temporary, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise InputError(f"{name}: cannot write: {exc.strerror}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 def run_score(args: argparse.Namespace) -> int:

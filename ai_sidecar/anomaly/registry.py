@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -38,6 +37,7 @@ from numpy.typing import NDArray
 
 from ai_sidecar.anomaly.signals import SIGNAL_NAME, SeriesKey
 from ai_sidecar.errors import SidecarError
+from exporter.common.files import replaced_on_success
 
 ROOT = "anomaly"
 MODEL_FILE = "model.npz"
@@ -334,16 +334,8 @@ def _read_arrays(path: Path) -> dict[str, Any]:
 
 def _write_atomically(path: Path, data: bytes | None, write: Any = None) -> None:
     """Replace ``path`` with ``data`` (or what ``write(handle)`` writes) in one rename."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            if write is None:
-                handle.write(data or b"")
-            else:
-                write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replaced_on_success(path, private=True) as handle:
+        if write is None:
+            handle.write(data or b"")
+        else:
+            write(handle)

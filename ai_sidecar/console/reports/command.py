@@ -30,6 +30,7 @@ from ai_sidecar.errors import ConfigError
 from ai_sidecar.i18n import available_languages
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
+from exporter.common.files import replaced_on_success
 
 FORMATS = ("pdf", "html", "csv")
 # The --output that means standard output.
@@ -130,18 +131,21 @@ def run_report(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _say(str(exc))
         return 2
-    try:
-        body = asyncio.run(_make(settings, config, args))
-    except StoreError as exc:
-        _say(str(exc))
-        return 1
     to_stdout = str(args.output) == STDOUT
     try:
         if to_stdout:
+            body = asyncio.run(_make(settings, config, args))
             sys.stdout.buffer.write(body)
             sys.stdout.buffer.flush()
         else:
-            args.output.write_bytes(body)
+            # Opened before the report is made: a directory that cannot be written
+            # to fails at once; the file appears whole or not at all.
+            with replaced_on_success(args.output) as handle:
+                body = asyncio.run(_make(settings, config, args))
+                handle.write(body)
+    except StoreError as exc:
+        _say(str(exc))
+        return 1
     except OSError as exc:
         _say(f"{'stdout' if to_stdout else args.output}: cannot write: {exc.strerror}")
         return 2
