@@ -1,4 +1,4 @@
-"""``scout-sidecar user add|list|remove|passwd``: the console's stored users.
+"""``scout-sidecar user add|list|remove|passwd|role``: the console's stored users.
 
 They read and write the store ``serve`` uses (``SCOUT_STORE_URL`` with
 ``SCOUT_STORE_PASSWORD`` or its ``_FILE``, else the SQLite file in
@@ -38,6 +38,9 @@ from ai_sidecar.store import ConsoleAccount, Store, StoreError
 
 T = TypeVar("T")
 
+ROLES = ["viewer", "operator"]
+ROLE_HELP = "viewer reads; operator also gives feedback, acknowledges and silences"
+
 
 class UsageError(Exception):
     """A mistake in the command line or its input; exit status 2."""
@@ -47,7 +50,7 @@ def add_user_commands(subparsers: Any) -> None:
     """Add the ``user`` group to the root parser's commands."""
     group = subparsers.add_parser(
         "user",
-        help="the console's users: add, list, remove, change a password",
+        help="the console's users: add, list, remove, change a password or a role",
         description="Manage the console's users in the sidecar's store.",
         epilog=(
             "Uses the store serve uses: SCOUT_STORE_URL (PostgreSQL, with "
@@ -59,12 +62,7 @@ def add_user_commands(subparsers: Any) -> None:
     commands = group.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
     add = commands.add_parser("add", help="add a user", description="Add a console user.")
     add.add_argument("name", metavar="NAME")
-    add.add_argument(
-        "--role",
-        required=True,
-        choices=["viewer", "operator"],
-        help="viewer reads; operator also gives feedback, acknowledges and silences",
-    )
+    add.add_argument("--role", required=True, choices=ROLES, help=ROLE_HELP)
     _password_source(add)
     add.set_defaults(run=run_add)
     listing = commands.add_parser(
@@ -84,6 +82,14 @@ def add_user_commands(subparsers: Any) -> None:
     passwd.add_argument("name", metavar="NAME")
     _password_source(passwd)
     passwd.set_defaults(run=run_passwd)
+    role = commands.add_parser(
+        "role",
+        help="change a user's role (effective at their next page)",
+        description="Change a stored user's role; their open sessions get it at once.",
+    )
+    role.add_argument("name", metavar="NAME")
+    role.add_argument("role", metavar="ROLE", choices=ROLES, help=ROLE_HELP)
+    role.set_defaults(run=run_role)
 
 
 def _password_source(parser: argparse.ArgumentParser) -> None:
@@ -244,4 +250,29 @@ def run_passwd(args: argparse.Namespace) -> int:
     if generated:
         print(password)
     print(f"changed the password of {name!r}; their sessions have ended", file=sys.stderr)
+    return 0
+
+
+@_command
+def run_role(args: argparse.Namespace) -> int:
+    name = _name(args.name)
+
+    async def change(store: Store) -> str | None:
+        existing = await store.get_console_user(name)
+        if existing is None:
+            return None
+        if existing.role != args.role:
+            # The hash is kept, so the user's sessions stay open; every request
+            # reads the role from the store, so the new one applies at once.
+            updated = ConsoleAccount(name, args.role, existing.password_hash)
+            await store.save_console_user(updated, utc_now())
+        return existing.role
+
+    before = _run(change, create=False)
+    if before is None:
+        raise UsageError(f"no stored user {name!r}")
+    if before == args.role:
+        print(f"{name!r} is already {args.role}; nothing was changed", file=sys.stderr)
+    else:
+        print(f"{name!r} is now {args.role} (was {before})", file=sys.stderr)
     return 0

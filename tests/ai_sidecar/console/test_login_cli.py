@@ -167,3 +167,32 @@ async def test_a_password_file_saved_with_a_byte_order_mark_signs_in_as_typed(
     assert added.returncode == 0, added.stderr
     client: TestClient = await aiohttp_client(console_app(data))
     assert (await sign_in(client, "olivia", PASSWORD)).status == 303
+
+
+async def test_role_changes_a_users_role_at_their_next_request(aiohttp_client, tmp_path: Path):
+    data = tmp_path / "data"
+    added = run_cli(data, "add", "olivia", "--role", "operator", "--password-stdin", stdin=PASSWORD)
+    assert added.returncode == 0, added.stderr
+    client: TestClient = await aiohttp_client(console_app(data))
+    assert (await sign_in(client, "olivia", PASSWORD)).status == 303
+    assert (await (await client.get("/console/probe/whoami")).json())["role"] == "operator"
+
+    demoted = run_cli(data, "role", "olivia", "viewer")
+    assert demoted.returncode == 0, demoted.stderr
+    assert "'olivia' is now viewer (was operator)" in demoted.stderr
+    # The session stays open and holds the new role at once.
+    whoami = await client.get("/console/probe/whoami", allow_redirects=False)
+    assert whoami.status == 200
+    assert (await whoami.json())["role"] == "viewer"
+    assert run_cli(data, "list").stdout == "olivia\tviewer\n"
+
+    same = run_cli(data, "role", "olivia", "viewer")
+    assert same.returncode == 0
+    assert "already viewer; nothing was changed" in same.stderr
+    unknown = run_cli(data, "role", "nobody", "operator")
+    assert unknown.returncode == 2
+    assert "no stored user 'nobody'" in unknown.stderr
+    bad = run_cli(data, "role", "olivia", "admin")
+    assert bad.returncode == 2
+    assert "invalid choice" in bad.stderr
+    assert run_cli(data, "list").stdout == "olivia\tviewer\n"
