@@ -122,7 +122,7 @@ async def train_signal(
                 "hint": "add to keep_labels: " + ", ".join(history.merged_by),
             },
         )
-    excluded = await _exclude_flagged(client, signal, history, options)
+    excluded = await exclude_flagged(client, signal, history, options)
     fitted = await asyncio.to_thread(_fit, signal, history)
     meta = ModelMeta(
         signal=signal.name,
@@ -200,12 +200,16 @@ def _fit(signal: SignalConfig, history: History) -> _Fitted:
     return _Fitted(detector.state(), quality, edges, shares)
 
 
-async def _exclude_flagged(
+async def exclude_flagged(
     client: PromQLClient, signal: SignalConfig, history: History, options: FetchOptions
 ) -> int:
     """Blank the points the live loop flagged (its exported flag, read back); how many."""
     step = history.timestamps[1] - history.timestamps[0] if history.timestamps.size > 1 else 60.0
-    query = f'max_over_time(scout_anomaly_flag{{signal="{signal.name}"}}[{int(step)}s])'
+    # The step's own window, (t - step, t]: a millisecond short of the step, so
+    # a flag on the grid is not counted again at the next point by Prometheus 2,
+    # whose range selectors include their left end (VictoriaMetrics' do not).
+    window = f"{round(step * 1000) - 1}ms"
+    query = f'max_over_time(scout_anomaly_flag{{signal="{signal.name}"}}[{window}])'
     try:
         flags = await fetch_history(
             client,
