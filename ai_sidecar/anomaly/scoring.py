@@ -15,6 +15,11 @@ Every ``score_interval`` the loop, for each signal:
 5. builds the metric families below, once, and hands them to the collector:
    a scrape only reads the last list built, it never computes.
 
+With ``anomaly.shard`` the loop models this replica's share of the series
+alone (:mod:`.shards`): other series are skipped as they are fetched, rows of
+a model or checkpoint from another share are dropped as it loads, and a model
+holding series of another share is retrained at once.
+
 Retraining is scheduled here and run elsewhere (a :class:`Trainer`; the
 sidecar's runs it in a process of its own): a signal without a model or whose
 model no longer matches its config first, then daily at ``retrain.at`` (or
@@ -68,6 +73,7 @@ from ai_sidecar.anomaly.trainer import (
     TrainingResult,
     detector_params,
     fetch_options,
+    owned_by,
     params_json,
 )
 from ai_sidecar.config import AnomalyConfig, SignalConfig
@@ -204,6 +210,9 @@ class AnomalyScorer:
         self._retry_after: dict[str, float] = {}
         self._training: asyncio.Task[TrainingResult] | None = None
         self._training_names: tuple[str, ...] = ()
+        self._share = config.share
+        # (signal, version) of models found to hold series of other shares.
+        self._foreign_models: dict[tuple[str, int], bool] = {}
         self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
         self._hosts_restored = False
         # A shutdown does not wait for a cancelled cycle's worker thread: the
@@ -335,6 +344,8 @@ class AnomalyScorer:
         meta = self._registry.current(signal.name)
         if meta is None or meta.params != params_json(detector_params(signal)):
             return True
+        if self._holds_foreign_series(meta):
+            return True  # trained for another share (anomaly.shard changed)
         retrain = self._config.retrain
         # A rolled-back version counts from the rollback: else, trained before the
         # last refit time, it would be replaced at the very next cycle.
@@ -347,6 +358,13 @@ class AnomalyScorer:
             and state.drift.value > retrain.drift_threshold
             and now - since >= retrain.min_interval.total_seconds()
         )
+
+    def _holds_foreign_series(self, meta: ModelMeta) -> bool:
+        known = (meta.signal, meta.version)
+        found = self._foreign_models.get(known)
+        if found is None:
+            found = self._foreign_models[known] = self._share.foreign(meta.keys) > 0
+        return found
 
     # -- scoring --------------------------------------------------------------
 
@@ -367,6 +385,7 @@ class AnomalyScorer:
                 keep_labels=signal.keep_labels,
                 max_series=signal.max_series * 2 + len(state.refused),
                 options=fetch_options(self._config),
+                owned=owned_by(self._share),
             )
             if found.timestamps.size:
                 await asyncio.to_thread(_apply, state, found.keys, found.timestamps, found.values)
@@ -409,7 +428,7 @@ class AnomalyScorer:
             seen = np.full(len(keys), meta.range_end)
         detector = Detector.from_state(params, arrays)
         drift = DriftMonitor(meta.drift_edges, meta.drift_reference, DRIFT_CYCLES)
-        return SignalState(
+        state = SignalState(
             signal=signal,
             meta=meta,
             detector=detector,
@@ -420,6 +439,15 @@ class AnomalyScorer:
             drift=drift,
             checkpointed_at=self._clock(),
         )
+        if self._share.foreign(keys):
+            # Another replica scores those series now: never both on /metrics.
+            owned = np.flatnonzero([self._share.owns(key) for key in keys])
+            log.info(
+                "series of other shares dropped",
+                extra={"signal": signal.name, "series": len(keys) - owned.size},
+            )
+            state.reindex(owned, [])
+        return state
 
     def _drop_vanished(self, state: SignalState, now: float) -> None:
         grace = self._config.series_grace.total_seconds()

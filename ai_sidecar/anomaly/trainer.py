@@ -5,7 +5,8 @@ in the CLI's process; the scoring loop runs it through
 :class:`TrainingProcess`, a process of its own, so a fit over weeks of
 history never holds the GIL the webhook or the worker need. Steps:
 
-1. fetch ``history`` of the signal up to ``query_delay`` ago (:mod:`.history`);
+1. fetch ``history`` of the signal up to ``query_delay`` ago (:mod:`.history`),
+   keeping this replica's share of the series (``anomaly.shard``, :mod:`.shards`);
 2. leave out the points the live loop flagged as anomalous (its own
    ``scout_anomaly_flag``, read back from Prometheus), so an incident is not
    learned as normal;
@@ -43,6 +44,7 @@ from ai_sidecar.anomaly.drift import reference, residuals
 from ai_sidecar.anomaly.fit_workers import FitProcesses, fit_worker_count
 from ai_sidecar.anomaly.history import FetchOptions, History, Progress, fetch_history
 from ai_sidecar.anomaly.registry import ModelMeta, ModelRegistry
+from ai_sidecar.anomaly.shards import Share
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.config import AnomalyConfig, SignalConfig
 from ai_sidecar.errors import SidecarError
@@ -78,6 +80,11 @@ def fetch_options(config: AnomalyConfig) -> FetchOptions:
     )
 
 
+def owned_by(share: Share) -> Callable[[SeriesKey], bool] | None:
+    """The series filter for ``share``: None when it is every series."""
+    return None if share.everything else share.owns
+
+
 def training_end(config: AnomalyConfig, now: float) -> float:
     """The newest moment training asks for: points younger than ``query_delay`` may still move."""
     return now - config.query_delay.total_seconds()
@@ -107,6 +114,7 @@ async def train_signal(
         max_series=signal.max_series,
         options=options,
         progress=progress,
+        owned=owned_by(config.share),
     )
     if not history.keys:
         log.warning("no series to train on", extra={"signal": signal.name})
@@ -218,8 +226,11 @@ async def exclude_flagged(
             end=float(history.timestamps[-1]),
             step=float(step),
             keep_labels=signal.keep_labels,
-            max_series=len(history.keys) * 2,
+            max_series=len(history.keys),
             options=options,
+            # Only the flags of the series trained: those of series beyond the
+            # budget, or of another replica's share, would crowd them out.
+            owned=frozenset(history.keys).__contains__,
         )
     except Exception as exc:  # the flags are a refinement: training goes on without them
         log.warning("cannot read past flags", extra={"signal": signal.name, "error": str(exc)})
