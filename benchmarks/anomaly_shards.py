@@ -59,7 +59,7 @@ def all_series(hosts: int, ports: int) -> list[SeriesKey]:
 def run_shard(args: argparse.Namespace) -> dict[str, float | list[int]]:
     """One replica's training: select its share, fit it, one update cycle; its figures."""
     keys = all_series(args.hosts, args.ports)
-    share = Share(args.shard, args.shards)
+    share = Share.of(args.shard, args.shards)
     started = time.perf_counter()
     mine = [number for number, key in enumerate(keys) if share.owns(key)]
     selecting = time.perf_counter() - started

@@ -18,7 +18,10 @@ Every ``score_interval`` the loop, for each signal:
 With ``anomaly.shard`` the loop models this replica's share of the series
 alone (:mod:`.shards`): other series are skipped as they are fetched, rows of
 a model or checkpoint from another share are dropped as it loads, and a model
-holding series of another share is retrained at once.
+holding series of another share is retrained at once. Shares claimed through
+PostgreSQL (``index: auto``) change while the loop runs (:meth:`use_share`):
+rows of shares given up leave at once, and a share that grows wakes the loop
+and has every signal retrained.
 
 Retraining is scheduled here and run elsewhere (a :class:`Trainer`; the
 sidecar's runs it in a process of its own): a signal without a model or whose
@@ -49,6 +52,7 @@ Exposition (the contract docs/anomaly.md and the dashboards rely on)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -68,6 +72,7 @@ from ai_sidecar.anomaly.drift import DriftMonitor, residuals
 from ai_sidecar.anomaly.history import fetch_history
 from ai_sidecar.anomaly.hosts import HostModels
 from ai_sidecar.anomaly.registry import Checkpoint, ModelMeta, ModelRegistry, RegistryError
+from ai_sidecar.anomaly.shards import Share
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.anomaly.trainer import (
     TrainingResult,
@@ -107,8 +112,9 @@ FIELDS = tuple(name for name, _ in PER_SERIES)
 class Trainer(Protocol):
     """Trains signals and stores them in the registry (where the scoring loop finds them)."""
 
-    async def train(self, signals: Sequence[str], now: float) -> TrainingResult:
-        """Fit each of ``signals`` on its history up to ``now``; failures are in the result."""
+    async def train(self, signals: Sequence[str], now: float, share: Share) -> TrainingResult:
+        """Fit ``share`` of each of ``signals`` on its history up to ``now``; failures are
+        in the result."""
         ...
 
 
@@ -200,6 +206,7 @@ class AnomalyScorer:
         trainer: Trainer,
         *,
         clock: Callable[[], float] = time.time,
+        share: Share | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -210,9 +217,12 @@ class AnomalyScorer:
         self._retry_after: dict[str, float] = {}
         self._training: asyncio.Task[TrainingResult] | None = None
         self._training_names: tuple[str, ...] = ()
-        self._share = config.share
+        self._share = config.share if share is None else share
         # (signal, version) of models found to hold series of other shares.
         self._foreign_models: dict[tuple[str, int], bool] = {}
+        # When the share last grew while the loop ran: models older lack series.
+        self._share_grew_at = -math.inf
+        self._share_changed = asyncio.Event()
         self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
         self._hosts_restored = False
         # A shutdown does not wait for a cancelled cycle's worker thread: the
@@ -226,6 +236,25 @@ class AnomalyScorer:
     def states(self) -> dict[str, SignalState]:
         return self._states
 
+    @property
+    def share(self) -> Share:
+        return self._share
+
+    def use_share(self, share: Share) -> None:
+        """Model ``share`` from now on: rows of series it lacks leave at once; a share
+        that gained series (not the first claim) has every signal retrained."""
+        old = self._share
+        if share == old:
+            return
+        log.info("anomaly share changed", extra={"from": str(old), "to": str(share)})
+        self._share = share
+        self._foreign_models.clear()
+        if old.indexes and not share.indexes <= old.indexes:
+            self._share_grew_at = self._clock()
+        for state in self._states.values():
+            self._drop_foreign(state)
+        self._share_changed.set()
+
     async def run(self, publish: Callable[[list[Metric]], None]) -> None:
         """Cycle every ``score_interval`` until cancelled, publishing each cycle's families."""
         interval = self._config.score_interval.total_seconds()
@@ -234,7 +263,13 @@ class AnomalyScorer:
                 began = time.monotonic()
                 await self.cycle()
                 publish(self.families)
-                await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+                # A changed share is scored at once, not a whole interval later.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._share_changed.wait(),
+                        max(0.0, interval - (time.monotonic() - began)),
+                    )
+                self._share_changed.clear()
         finally:
             await self.close()
 
@@ -256,6 +291,10 @@ class AnomalyScorer:
         """Train what needs it (in the background), then score every signal's new points."""
         now = self._clock()
         self._collect_training(now)
+        if not self._share.indexes:  # claiming through PostgreSQL, nothing claimed yet
+            self._states.clear()
+            self.families = build_families([], now)
+            return
         self._schedule_training(now)
         for signal in self._config.signals:
             try:
@@ -336,7 +375,7 @@ class AnomalyScorer:
         if due:
             log.info("training", extra={"signals": ",".join(due)})
             self._training_names = tuple(due)
-            self._training = asyncio.create_task(self._trainer.train(due, now))
+            self._training = asyncio.create_task(self._trainer.train(due, now, self._share))
 
     def _training_due(self, signal: SignalConfig, now: float) -> bool:
         if now < self._retry_after.get(signal.name, 0.0):
@@ -344,8 +383,8 @@ class AnomalyScorer:
         meta = self._registry.current(signal.name)
         if meta is None or meta.params != params_json(detector_params(signal)):
             return True
-        if self._holds_foreign_series(meta):
-            return True  # trained for another share (anomaly.shard changed)
+        if self._holds_foreign_series(meta) or meta.trained_at < self._share_grew_at:
+            return True  # trained for another share: the split changed
         retrain = self._config.retrain
         # A rolled-back version counts from the rollback: else, trained before the
         # last refit time, it would be replaced at the very next cycle.
@@ -439,15 +478,20 @@ class AnomalyScorer:
             drift=drift,
             checkpointed_at=self._clock(),
         )
-        if self._share.foreign(keys):
-            # Another replica scores those series now: never both on /metrics.
-            owned = np.flatnonzero([self._share.owns(key) for key in keys])
-            log.info(
-                "series of other shares dropped",
-                extra={"signal": signal.name, "series": len(keys) - owned.size},
-            )
-            state.reindex(owned, [])
+        self._drop_foreign(state)
         return state
+
+    def _drop_foreign(self, state: SignalState) -> None:
+        """Drop the rows of series of other shares: another replica scores them now,
+        and a series must never be on two replicas' /metrics."""
+        if not self._share.foreign(state.keys):
+            return
+        owned = np.flatnonzero([self._share.owns(key) for key in state.keys])
+        log.info(
+            "series of other shares dropped",
+            extra={"signal": state.signal.name, "series": len(state.keys) - owned.size},
+        )
+        state.reindex(owned, [])
 
     def _drop_vanished(self, state: SignalState, now: float) -> None:
         grace = self._config.series_grace.total_seconds()

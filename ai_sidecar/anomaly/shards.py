@@ -35,27 +35,35 @@ def share_of(key: SeriesKey, count: int, host_label: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Share:
-    """Share ``index`` of ``count``: the series this replica trains and scores."""
+    """Shares ``indexes`` of ``count``: the series this replica trains and scores.
 
-    index: int = 0
+    One index when the config names it; those claimed through PostgreSQL
+    with ``index: auto`` (:mod:`ai_sidecar.store.postgres.shares`), maybe none.
+    """
+
+    indexes: frozenset[int] = frozenset({0})
     count: int = 1
     host_label: str = "instance"
 
     def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise ValueError(f"share {self.index} of {self.count} does not exist")
+        if self.count < 1 or not all(0 <= index < self.count for index in self.indexes):
+            raise ValueError(f"share {self} does not exist")
+
+    @classmethod
+    def of(cls, index: int, count: int, host_label: str = "instance") -> Share:
+        return cls(frozenset({index}), count, host_label)
 
     @property
     def everything(self) -> bool:
-        """Whether this share is every series (a single replica)."""
-        return self.count == 1
+        """Whether this share is every series."""
+        return len(self.indexes) == self.count
 
     def owns(self, key: SeriesKey) -> bool:
-        return self.everything or share_of(key, self.count, self.host_label) == self.index
+        return self.everything or share_of(key, self.count, self.host_label) in self.indexes
 
     def foreign(self, keys: Iterable[SeriesKey]) -> int:
         """How many of ``keys`` belong to other shares."""
         return 0 if self.everything else sum(not self.owns(key) for key in keys)
 
     def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
+        return f"{','.join(map(str, sorted(self.indexes))) or 'none'}/{self.count}"

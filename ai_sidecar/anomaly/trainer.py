@@ -98,8 +98,12 @@ async def train_signal(
     *,
     now: float,
     progress: Progress | None = None,
+    share: Share | None = None,
 ) -> ModelMeta | None:
-    """Fit ``signal`` on its history and store it as a new version; None if it has no series."""
+    """Fit ``signal`` on its history and store it as a new version; None if it has no series.
+
+    ``share``: the series to keep (default: the config's ``anomaly.shard``).
+    """
     began = time.monotonic()
     end = training_end(config, now)
     step = signal.step.total_seconds()
@@ -114,7 +118,7 @@ async def train_signal(
         max_series=signal.max_series,
         options=options,
         progress=progress,
-        owned=owned_by(config.share),
+        owned=owned_by(config.share if share is None else share),
     )
     if not history.keys:
         log.warning("no series to train on", extra={"signal": signal.name})
@@ -259,6 +263,7 @@ class TrainingJob:
     signals: tuple[str, ...]
     now: float
     bearer_token: str | None = field(default=None, repr=False)
+    share: Share | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +294,7 @@ async def train(
                     job.config,
                     now=job.now,
                     progress=None if progress is None else progress(name),
+                    share=job.share,
                 )
             except Exception as exc:  # one signal's failure is reported, not fatal
                 log.error("training failed", extra={"signal": name, "error": str(exc)})

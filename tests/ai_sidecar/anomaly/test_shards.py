@@ -44,12 +44,12 @@ def keys(hosts: int, ports: int) -> list[SeriesKey]:
 
 
 def owners(key: SeriesKey, shares: list[Share]) -> list[int]:
-    return [share.index for share in shares if share.owns(key)]
+    return [index for share in shares if share.owns(key) for index in share.indexes]
 
 
 def test_every_series_belongs_to_exactly_one_share_and_a_hosts_series_to_the_same():
     everything = keys(500, 10)
-    shares = [Share(i, 7) for i in range(7)]
+    shares = [Share.of(i, 7) for i in range(7)]
     owned_by = {key: owners(key, shares) for key in everything}
     assert all(len(found) == 1 for found in owned_by.values())
     by_host: dict[str, set[int]] = {}
@@ -63,12 +63,12 @@ def test_every_series_belongs_to_exactly_one_share_and_a_hosts_series_to_the_sam
 
 
 def test_a_series_without_the_host_label_is_placed_by_all_its_labels():
-    shares = [Share(i, 5) for i in range(5)]
+    shares = [Share.of(i, 5) for i in range(5)]
     found = {
         owners(series_key({"job": "probe", "target": f"t{n}"}, None), shares)[0] for n in range(100)
     }
     assert found == set(range(5))
-    assert Share(0, 1).owns(series_key({"job": "probe"}, None))
+    assert Share.of(0, 1).owns(series_key({"job": "probe"}, None))
 
 
 def test_the_split_is_the_same_in_every_process():
@@ -97,12 +97,12 @@ def test_the_split_is_the_same_in_every_process():
 
 
 def test_the_shard_setting_is_checked_and_defaults_to_everything():
-    assert AnomalyConfig().share == Share(0, 1, "instance")
+    assert AnomalyConfig().share == Share.of(0, 1, "instance")
     assert AnomalyConfig().share.everything
     config = parse_config(
         "anomaly:\n  shard: {index: 2, count: 3}\n  hosts: {host_label: node}\n", "scout.yml"
     )
-    assert config.anomaly.share == Share(2, 3, "node")
+    assert config.anomaly.share == Share.of(2, 3, "node")
     with pytest.raises(ConfigError, match="index 3 is not below count 3"):
         parse_config("anomaly:\n  shard: {index: 3, count: 3}\n", "scout.yml")
     with pytest.raises(ConfigError, match="count"):
@@ -170,7 +170,7 @@ async def test_replicas_score_every_series_once_and_a_new_split_drops_and_retrai
     again = await scored(engine, sharded(0, 2), tmp_path / "0", clock)
     assert again.states["load"].meta.version == 2
     assert set(score_labels(again)) == {
-        labels for labels in everything if Share(0, 2).owns(_key(labels))
+        labels for labels in everything if Share.of(0, 2).owns(_key(labels))
     }
 
 
@@ -242,7 +242,7 @@ async def test_replicas_train_and_score_every_real_series_exactly_once(engine_ur
                 client, config.signal("load"), registry, config, now=END - 2 * 300
             )
             assert meta is not None
-            assert all(Share(index, 4).owns(key) for key in meta.keys)
+            assert all(Share.of(index, 4).owns(key) for key in meta.keys)
             trained += meta.keys
             scorer = AnomalyScorer(
                 config, client, registry, InlineTrainer(client, registry, config), clock=lambda: END
