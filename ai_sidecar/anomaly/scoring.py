@@ -18,10 +18,10 @@ Every ``score_interval`` the loop, for each signal:
 With ``anomaly.shard`` the loop models this replica's share of the series
 alone (:mod:`.shards`): other series are skipped as they are fetched, rows of
 a model or checkpoint from another share are dropped as it loads, and a model
-holding series of another share is retrained at once. Shares claimed through
-PostgreSQL (``index: auto``) change while the loop runs (:meth:`use_share`):
-rows of shares given up leave at once, and a share that grows wakes the loop
-and has every signal retrained.
+trained for a share that lacks some of this one's series is retrained at
+once. Shares claimed through PostgreSQL (``index: auto``) change while the
+loop runs (:meth:`use_share`): rows of shares given up leave at once, and a
+change wakes the loop.
 
 Retraining is scheduled here and run elsewhere (a :class:`Trainer`; the
 sidecar's runs it in a process of its own): a signal without a model or whose
@@ -218,10 +218,6 @@ class AnomalyScorer:
         self._training: asyncio.Task[TrainingResult] | None = None
         self._training_names: tuple[str, ...] = ()
         self._share = config.share if share is None else share
-        # (signal, version) of models found to hold series of other shares.
-        self._foreign_models: dict[tuple[str, int], bool] = {}
-        # When the share last grew while the loop ran: models older lack series.
-        self._share_grew_at = -math.inf
         self._share_changed = asyncio.Event()
         self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
         self._hosts_restored = False
@@ -241,16 +237,13 @@ class AnomalyScorer:
         return self._share
 
     def use_share(self, share: Share) -> None:
-        """Model ``share`` from now on: rows of series it lacks leave at once; a share
-        that gained series (not the first claim) has every signal retrained."""
+        """Model ``share`` from now on: rows of series it lacks leave at once; models
+        trained for less than it are retrained at the next cycle, which comes at once."""
         old = self._share
         if share == old:
             return
         log.info("anomaly share changed", extra={"from": str(old), "to": str(share)})
         self._share = share
-        self._foreign_models.clear()
-        if old.indexes and not share.indexes <= old.indexes:
-            self._share_grew_at = self._clock()
         for state in self._states.values():
             self._drop_foreign(state)
         self._share_changed.set()
@@ -383,8 +376,8 @@ class AnomalyScorer:
         meta = self._registry.current(signal.name)
         if meta is None or meta.params != params_json(detector_params(signal)):
             return True
-        if self._holds_foreign_series(meta) or meta.trained_at < self._share_grew_at:
-            return True  # trained for another share: the split changed
+        if not self._share.within(meta.shares, meta.share_count):
+            return True  # trained for another split, without some of this share's series
         retrain = self._config.retrain
         # A rolled-back version counts from the rollback: else, trained before the
         # last refit time, it would be replaced at the very next cycle.
@@ -397,13 +390,6 @@ class AnomalyScorer:
             and state.drift.value > retrain.drift_threshold
             and now - since >= retrain.min_interval.total_seconds()
         )
-
-    def _holds_foreign_series(self, meta: ModelMeta) -> bool:
-        known = (meta.signal, meta.version)
-        found = self._foreign_models.get(known)
-        if found is None:
-            found = self._foreign_models[known] = self._share.foreign(meta.keys) > 0
-        return found
 
     # -- scoring --------------------------------------------------------------
 

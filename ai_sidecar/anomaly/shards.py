@@ -61,6 +61,13 @@ class Share:
     def owns(self, key: SeriesKey) -> bool:
         return self.everything or share_of(key, self.count, self.host_label) in self.indexes
 
+    def within(self, indexes: Iterable[int], count: int) -> bool:
+        """Whether every series of this share is in shares ``indexes`` of ``count``."""
+        other = frozenset(indexes)
+        if len(other) == count:
+            return True
+        return count == self.count and self.indexes <= other
+
     def foreign(self, keys: Iterable[SeriesKey]) -> int:
         """How many of ``keys`` belong to other shares."""
         return 0 if self.everything else sum(not self.owns(key) for key in keys)

@@ -135,6 +135,7 @@ async def train_signal(
             },
         )
     excluded = await exclude_flagged(client, signal, history, options)
+    share = config.share if share is None else share
     fitted = await asyncio.to_thread(_fit, signal, history)
     meta = ModelMeta(
         signal=signal.name,
@@ -154,6 +155,8 @@ async def train_signal(
         keys=history.keys,
         drift_edges=fitted.drift_edges,
         drift_reference=fitted.drift_reference,
+        shares=tuple(sorted(share.indexes)),
+        share_count=share.count,
     )
     stored = registry.save(meta, fitted.state)
     log.info(

@@ -23,9 +23,11 @@ from ai_sidecar.anomaly.scoring import AnomalyScorer
 from ai_sidecar.anomaly.shards import Share, share_of
 from ai_sidecar.anomaly.signals import SeriesKey, series_key
 from ai_sidecar.anomaly.trainer import train_signal
+from ai_sidecar.app import create_app
 from ai_sidecar.config import AnomalyConfig, parse_config
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.promql import HttpPromQLClient
+from ai_sidecar.settings import SidecarSettings
 from tests.ai_sidecar.anomaly.fakes import FakeEngine, FakeSeries, InlineTrainer
 from tests.ai_sidecar.anomaly.test_scoring import Clock, daily, family
 from tests.peers.history import victoria_metrics_service
@@ -109,6 +111,16 @@ def test_the_shard_setting_is_checked_and_defaults_to_everything():
         parse_config("anomaly:\n  shard: {index: 0, count: 0}\n", "scout.yml")
 
 
+def test_claiming_shares_needs_the_postgresql_store(tmp_path):
+    config = parse_config("anomaly:\n  enabled: true\n  shard: {index: auto, count: 4}\n", "x")
+    assert config.anomaly.share == Share(frozenset(range(4)), 4)
+    settings = SidecarSettings(prometheus_url="http://127.0.0.1:9", data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="index auto claims shares through the PostgreSQL store"):
+        create_app(settings, config)
+    with pytest.raises(ConfigError, match="index"):
+        parse_config("anomaly:\n  shard: {index: any, count: 4}\n", "x")
+
+
 # -- replicas over the fake engine ----------------------------------------------------
 
 STEP = 300.0
@@ -172,6 +184,44 @@ async def test_replicas_score_every_series_once_and_a_new_split_drops_and_retrai
     assert set(score_labels(again)) == {
         labels for labels in everything if Share.of(0, 2).owns(_key(labels))
     }
+
+
+async def test_claimed_shares_that_change_are_scored_dropped_and_retrained(tmp_path):
+    engine = fake_engine(12)
+    config = sharded(0, 2)
+    registry = ModelRegistry(tmp_path, config.keep_versions)
+    trainer = InlineTrainer(engine, registry, config)
+    clock = Clock(T0)
+    scorer = AnomalyScorer(
+        config, engine, registry, trainer, clock=clock, share=config.shares_claimed(())
+    )
+
+    async def cycles() -> set[tuple[tuple[str, str], ...]]:
+        await scorer.cycle()
+        await scorer.wait_for_training()
+        clock.now += STEP
+        await scorer.cycle()
+        return set(score_labels(scorer))
+
+    def of(*indexes: int) -> set[tuple[tuple[str, str], ...]]:
+        share = config.shares_claimed(indexes)
+        return {exported_as(key) for key in keys(12, 2) if share.owns(key)}
+
+    # Nothing claimed yet: nothing trained, nothing exported.
+    assert await cycles() == set()
+    assert trainer.calls == []
+    scorer.use_share(config.shares_claimed({0}))
+    assert await cycles() == of(0) != set()
+    # The other replica died and this one claimed its share: retrained for both.
+    scorer.use_share(config.shares_claimed({0, 1}))
+    assert await cycles() == of(0, 1)
+    assert scorer.states["load"].meta.version == 2
+    # Share 0 went to a newcomer: its series leave this replica's /metrics at once.
+    scorer.use_share(config.shares_claimed({1}))
+    clock.now += STEP
+    await scorer.cycle()
+    assert set(score_labels(scorer)) == of(1)
+    assert len(trainer.calls) == 2
 
 
 def exported_as(key: SeriesKey) -> tuple[tuple[str, str], ...]:
