@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from ai_sidecar.store.postgres import Location
 from ai_sidecar.store.postgres.shares import ShareClaims
+from tests.conftest import wait_for
 from tests.peers.postgres import PASSWORD, PostgresServer
 
 pytestmark = pytest.mark.peers
@@ -86,36 +86,47 @@ async def test_the_shares_of_a_replica_killed_with_9_go_to_the_others(
     location, postgres_server: PostgresServer
 ):
     survivor = ShareClaims(location, COUNT)
-    other = subprocess.Popen(
-        [sys.executable, "-c", CLAIMING_REPLICA, location.dsn, PASSWORD, str(COUNT)],
+    other = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CLAIMING_REPLICA,
+        location.dsn,
+        PASSWORD,
+        str(COUNT),
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
     )
-    try:
+    assert other.stdout is not None
+
+    async def theirs() -> set[int]:
         assert other.stdout is not None
+        line = (await other.stdout.readline()).decode().strip()
+        return {int(share) for share in line.split(",") if share}
+
+    try:
         # The other replica holds every share until the survivor joins, then half.
-        assert other.stdout.readline().strip() == ",".join(map(str, range(COUNT)))
+        assert await theirs() == set(range(COUNT))
         await survivor.claim()
         assert survivor.held == frozenset()
-        theirs: set[int] = set()
-        while len(theirs) != COUNT // 2 or len(survivor.held) != COUNT // 2:
-            theirs = {int(s) for s in other.stdout.readline().strip().split(",") if s}
+        held: set[int] = set()
+        while len(held) != COUNT // 2 or len(survivor.held) != COUNT // 2:
+            held = await theirs()
             await survivor.claim()
-        assert theirs.isdisjoint(survivor.held)
+        assert held.isdisjoint(survivor.held)
         other.send_signal(signal.SIGKILL)
-        other.wait()
-        # Its session ends with its socket; the survivor's next rounds take its shares.
-        while backends(postgres_server, "scout-sidecar-shares") > 1:
-            await asyncio.sleep(0.1)
+        await other.wait()
+        # Its session ends with its socket; the survivor's next round takes its shares.
+        wait_for(
+            lambda: backends(postgres_server, "scout-sidecar-shares") == 1,
+            what="the killed replica's session to end",
+        )
         await survivor.claim()
         assert survivor.held == frozenset(range(COUNT))
         assert survivor.replicas == 1
     finally:
-        other.kill()
-        other.wait()
-        if other.stdout is not None:
-            other.stdout.close()
+        if other.returncode is None:
+            other.kill()
+            await other.wait()
         await survivor.release()
 
 
