@@ -5,6 +5,7 @@ process; against real Prometheus and VictoriaMetrics, and over the fast fake eng
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -12,25 +13,30 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
+from prometheus_client.metrics_core import Metric
 
 from ai_sidecar.anomaly.registry import ModelRegistry
 from ai_sidecar.anomaly.scoring import AnomalyScorer
+from ai_sidecar.anomaly.service import run_scoring
 from ai_sidecar.anomaly.shards import Share, share_of
 from ai_sidecar.anomaly.signals import SeriesKey, series_key
 from ai_sidecar.anomaly.trainer import train_signal
 from ai_sidecar.app import create_app
 from ai_sidecar.config import AnomalyConfig, parse_config
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.pipeline import cancel_tasks
 from ai_sidecar.promql import HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
 from tests.ai_sidecar.anomaly.fakes import FakeEngine, FakeSeries, InlineTrainer
 from tests.ai_sidecar.anomaly.test_scoring import Clock, daily, family
 from tests.peers.history import victoria_metrics_service
+from tests.peers.postgres import PASSWORD
 from tests.peers.promql import Sample, backfill, import_into_victoria_metrics, start_prometheus
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -301,3 +307,66 @@ async def test_replicas_train_and_score_every_real_series_exactly_once(engine_ur
             exported += score_labels(scorer)
     assert sorted(trained) == sorted(everything)
     assert Counter(exported) == Counter(exported_as(key) for key in everything)
+
+
+def scored_series(families: list[Metric]) -> Counter[tuple[tuple[str, str], ...]]:
+    """The scout_anomaly_score series of a replica's families (none before its first cycle)."""
+    return Counter(family(families, "scout_anomaly_score").keys() if families else ())
+
+
+async def until(check: Callable[[], bool], what: str, seconds: float = 120.0) -> None:
+    for _ in range(int(seconds * 2)):
+        if check():
+            return
+        await asyncio.sleep(0.5)
+    pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}")
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("engine_url", ["prometheus"], indirect=True)
+async def test_replicas_claiming_through_postgresql_cover_every_series_and_take_over(
+    engine_url, postgres_server, tmp_path
+):
+    signal = {"name": "load", "query": METRIC, "step": "5m", "history": "1d", "keep_labels": KEEP}
+    anomaly = {
+        "enabled": True,
+        "score_interval": "1s",
+        "query_delay": "0s",
+        "series_grace": "3h",
+        "signals": [signal],
+        "shard": {"index": "auto", "count": 4},
+        "hosts": {"enabled": False},
+    }
+    config = parse_config(yaml.safe_dump({"anomaly": anomaly}), "scout.yml")
+    dsn = postgres_server.create_database()
+    latest: dict[int, list[Metric]] = {0: [], 1: []}
+
+    def replica(number: int) -> asyncio.Task[None]:
+        settings = SidecarSettings(
+            prometheus_url=engine_url,
+            data_dir=tmp_path / str(number),
+            store_url=dsn,
+            store_password=PASSWORD,
+        )
+        return asyncio.create_task(
+            run_scoring(settings, config, lambda families: latest.__setitem__(number, families))
+        )
+
+    everything = Counter(exported_as(key) for key in keys(HOSTS, 2))
+    first, second = replica(0), replica(1)
+    try:
+        # Two replicas: each series scored by one of them, the union is all of them.
+        await until(
+            lambda: (
+                scored_series(latest[0]) + scored_series(latest[1]) == everything
+                and all(scored_series(latest[n]) for n in (0, 1))
+            ),
+            "the two replicas to split the series",
+        )
+        # One stops: the other claims its shares and scores every series alone.
+        await cancel_tasks([first])
+        await until(
+            lambda: scored_series(latest[1]) == everything, "the survivor to take the shares over"
+        )
+    finally:
+        await cancel_tasks([first, second])
