@@ -370,6 +370,19 @@ async def test_a_call_that_outlasts_its_time_box_is_cut_off(engine, session):
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.peers
+async def test_a_series_that_stopped_is_stale_after_five_minutes(engine, session):
+    client = HttpPromQLClient(engine.url, session)
+    query = f'{METRIC}{{instance="a"}}'
+    # The last sample before the hole still answers four minutes on, as an
+    # instant query's lookback allows; ten minutes on there is no value on
+    # either engine, not the last one carried forward.
+    [recent] = await client.instant(query, HOLE[0] + timedelta(minutes=4), time_box=BOX)
+    assert recent.value == value_at(HOLE[0].timestamp() - INTERVAL)
+    assert await client.instant(query, HOLE[0] + timedelta(minutes=10), time_box=BOX) == ()
+    assert await client.instant(query, END + timedelta(minutes=10), time_box=BOX) == ()
+
+
 # -- the sidecar's own reads, the same on both engines -----------------------------
 
 
