@@ -218,6 +218,9 @@ class AnomalyScorer:
         self._training: asyncio.Task[TrainingResult] | None = None
         self._training_names: tuple[str, ...] = ()
         self._share = config.share if share is None else share
+        # The share use_share was last given: the next cycle takes it, so no
+        # row changes under a cycle's fetch or scoring.
+        self._next_share = self._share
         self._share_changed = asyncio.Event()
         self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
         self._hosts_restored = False
@@ -237,16 +240,20 @@ class AnomalyScorer:
         return self._share
 
     def use_share(self, share: Share) -> None:
-        """Model ``share`` from now on: rows of series it lacks leave at once; models
-        trained for less than it are retrained at the next cycle, which comes at once."""
-        old = self._share
-        if share == old:
+        """Model ``share`` from the next cycle on, which :meth:`run` starts at once: rows of
+        series it lacks leave, models trained for less than it are retrained."""
+        if share != self._next_share:
+            self._next_share = share
+            self._share_changed.set()
+
+    def _take_share(self) -> None:
+        share = self._next_share
+        if share == self._share:
             return
-        log.info("anomaly share changed", extra={"from": str(old), "to": str(share)})
+        log.info("anomaly share changed", extra={"from": str(self._share), "to": str(share)})
         self._share = share
         for state in self._states.values():
             self._drop_foreign(state)
-        self._share_changed.set()
 
     async def run(self, publish: Callable[[list[Metric]], None]) -> None:
         """Cycle every ``score_interval`` until cancelled, publishing each cycle's families."""
@@ -284,6 +291,7 @@ class AnomalyScorer:
         """Train what needs it (in the background), then score every signal's new points."""
         now = self._clock()
         self._collect_training(now)
+        self._take_share()
         if not self._share.indexes:  # claiming through PostgreSQL, nothing claimed yet
             self._states.clear()
             self.families = build_families([], now)
