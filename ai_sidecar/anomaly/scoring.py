@@ -47,6 +47,8 @@ Exposition (the contract docs/anomaly.md and the dashboards rely on)::
     scout_anomaly_missing_points_total{signal="wan_throughput"} 17
     scout_anomaly_scoring_lag_seconds{signal="wan_throughput"} 41
     scout_anomaly_drift{signal="wan_throughput"} 0.04
+    scout_anomaly_shares_held 1
+    scout_anomaly_shares 1
 """
 
 from __future__ import annotations
@@ -294,7 +296,7 @@ class AnomalyScorer:
         self._take_share()
         if not self._share.indexes:  # claiming through PostgreSQL, nothing claimed yet
             self._states.clear()
-            self.families = build_families([], now)
+            self.families = [*build_families([], now), *share_families(self._share)]
             return
         self._schedule_training(now)
         for signal in self._config.signals:
@@ -306,7 +308,7 @@ class AnomalyScorer:
         if self._hosts is not None:
             await asyncio.to_thread(self._observe_hosts, self._hosts, now)
             families += self._hosts.families()
-        self.families = families
+        self.families = [*families, *share_families(self._share)]
 
     # -- per-host multivariate models -----------------------------------------
 
@@ -613,6 +615,20 @@ def build_families(
             for metric, values in columns.items():
                 series[metric].add_sample(f"scout_anomaly_{metric}", labels, float(values[row]))
     return [*series.values(), version, age, duration, tracked, dropped, missing, lag, drift]
+
+
+def share_families(share: Share) -> list[Metric]:
+    """This replica's shares, so that sum(held) below the count shows a share nobody scores."""
+    held = GaugeMetricFamily(
+        "scout_anomaly_shares_held",
+        "Shares of the series this replica trains and scores (anomaly.shard).",
+    )
+    held.add_metric([], len(share.indexes))
+    count = GaugeMetricFamily(
+        "scout_anomaly_shares", "Shares the series are split into (anomaly.shard.count)."
+    )
+    count.add_metric([], share.count)
+    return [held, count]
 
 
 def _scheduled(

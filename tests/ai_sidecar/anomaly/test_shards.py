@@ -213,14 +213,21 @@ async def test_claimed_shares_that_change_are_scored_dropped_and_retrained(tmp_p
         share = config.shares_claimed(indexes)
         return {exported_as(key) for key in keys(12, 2) if share.owns(key)}
 
+    def shares() -> tuple[float, float]:
+        held = family(scorer.families, "scout_anomaly_shares_held")
+        return held[()], family(scorer.families, "scout_anomaly_shares")[()]
+
     # Nothing claimed yet: nothing trained, nothing exported.
     assert await cycles() == set()
     assert trainer.calls == []
+    assert shares() == (0, 2)
     scorer.use_share(config.shares_claimed({0}))
     assert await cycles() == of(0) != set()
+    assert shares() == (1, 2)
     # The other replica died and this one claimed its share: retrained for both.
     scorer.use_share(config.shares_claimed({0, 1}))
     assert await cycles() == of(0, 1)
+    assert shares() == (2, 2)
     assert scorer.states["load"].meta.version == 2
     # Share 0 went to a newcomer: its series leave this replica's /metrics at once.
     scorer.use_share(config.shares_claimed({1}))
