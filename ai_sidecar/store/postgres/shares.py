@@ -69,9 +69,22 @@ class ShareClaims:
         return frozenset(self._held)
 
     async def claim(self) -> frozenset[int]:
-        """One round toward an even split; the shares held after it (none on failure)."""
+        """One round toward an even split; the shares held after it (none on failure).
+
+        A round that does not end within ROUND_TIMEOUT is abandoned, not awaited:
+        cancelling a query first asks the server to cancel it, which against a
+        silent host takes longer than the server takes to hand the locks on.
+        What it would have claimed is never used, and closing its connection
+        gives it up.
+        """
+        attempt = asyncio.ensure_future(self._round(set(self._held)))
+        done, _ = await asyncio.wait({attempt}, timeout=ROUND_TIMEOUT)
         try:
-            await asyncio.wait_for(self._round(), ROUND_TIMEOUT)
+            if not done:
+                attempt.add_done_callback(_forget_outcome)
+                attempt.cancel()
+                raise TimeoutError(f"no answer within {ROUND_TIMEOUT:g}s")
+            self._held = attempt.result()
         except (StoreError, psycopg.Error, OSError, TimeoutError) as exc:
             if self._conn is not None or self._held:
                 reason = str(exc) if isinstance(exc, StoreError) else failure_reason(exc)
@@ -82,10 +95,11 @@ class ShareClaims:
             await self.release()
         return self.held
 
-    async def _round(self) -> None:
+    async def _round(self, held: set[int]) -> set[int]:
+        """``held`` after giving back what passes an even split and taking free shares."""
         conn = self._conn
         if conn is None or conn.closed:
-            self._held.clear()
+            held = set()
             conn = await self._location.connect(application_name="scout-sidecar-shares")
             self._conn = conn
             await conn.execute(f"SET idle_session_timeout = {round(IDLE_SESSION_TIMEOUT * 1000)}")
@@ -94,22 +108,23 @@ class ShareClaims:
         row = await cur.fetchone()
         self.replicas = max(1, int(row[0]) if row else 1)
         fair = math.ceil(self._count / self.replicas)
-        for share in sorted(self._held, reverse=True)[: max(0, len(self._held) - fair)]:
+        for share in sorted(held, reverse=True)[: max(0, len(held) - fair)]:
             await conn.execute(
                 "SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, SHARE_LOCKS + share)
             )
-            self._held.discard(share)
+            held.discard(share)
         for share in range(self._count):
-            if len(self._held) >= fair:
+            if len(held) >= fair:
                 break
-            if share in self._held:
+            if share in held:
                 continue
             cur = await conn.execute(
                 "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, SHARE_LOCKS + share)
             )
             taken = await cur.fetchone()
             if taken is not None and taken[0]:
-                self._held.add(share)
+                held.add(share)
+        return held
 
     async def release(self) -> None:
         """Give every share up (closing the connection releases its locks)."""
@@ -118,3 +133,9 @@ class ShareClaims:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 1.0)
+
+
+def _forget_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned round's outcome, so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
