@@ -4,6 +4,7 @@ has two holders, and a replica killed with -9 has its shares taken by the others
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -143,6 +144,35 @@ async def test_a_replica_whose_session_ends_gives_every_share_up_then_claims_aga
             )
         # It cannot prove it holds anything: nothing, rather than a share twice.
         assert await claims.claim() == frozenset()
+        assert await claims.claim() == frozenset(range(COUNT))
+    finally:
+        await claims.release()
+
+
+def claims_backend(server: PostgresServer) -> int | None:
+    with server.superuser() as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'scout-sidecar-shares'"
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+async def test_a_round_the_database_leaves_unanswered_gives_every_share_up(
+    location, postgres_server: PostgresServer
+):
+    claims = ShareClaims(location, COUNT)
+    try:
+        assert await claims.claim() == frozenset(range(COUNT))
+        # The claims' backend stops answering, as a host behind a partition does.
+        pid = claims_backend(postgres_server)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert await claims.claim() == frozenset()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Once that session is gone (its locks with it), the shares are claimed again.
+        wait_for(lambda: claims_backend(postgres_server) is None, what="the old session to end")
         assert await claims.claim() == frozenset(range(COUNT))
     finally:
         await claims.release()
