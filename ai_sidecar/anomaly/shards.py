@@ -1,10 +1,12 @@
 """Which series this sidecar replica models: its share of every signal's series.
 
 With ``anomaly.shard: {index: i, count: n}`` the replicas split the series of
-every signal ``n`` ways and replica ``i`` trains and scores share ``i`` only,
-so each series is modelled, and exported, by exactly one replica: the union
-of the replicas' ``scout_anomaly_*`` series is what one sidecar would export,
-with no replica label to double them.
+every signal ``n`` ways and replica ``i`` trains and scores share ``i`` only
+(with ``index: auto``, the shares it claims through PostgreSQL,
+:mod:`ai_sidecar.store.postgres.shares`), so each series is modelled, and
+exported, by exactly one replica: the union of the replicas'
+``scout_anomaly_*`` series is what one sidecar would export, with no replica
+label to double them.
 
 A series' share is a hash of its host label's value (``anomaly.hosts.host_label``,
 ``instance`` by default) when its kept labels have one, else of all its kept
