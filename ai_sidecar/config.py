@@ -140,7 +140,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -156,6 +156,7 @@ from pydantic import (
     model_validator,
 )
 
+from ai_sidecar.anomaly.shards import Share
 from ai_sidecar.anomaly.signals import (
     DEFAULT_SIGNALS,
     RESERVED_LABELS,
@@ -649,6 +650,22 @@ class HostModelsConfig(StrictModel):
         return self
 
 
+class ShardConfig(StrictModel):
+    """This replica's share of the anomaly series: share ``index`` of ``count`` (shards.py),
+    or with ``index: auto`` the shares it claims through the PostgreSQL store."""
+
+    index: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
+    count: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> Self:
+        if self.index != "auto" and self.index >= self.count:
+            raise ValueError(
+                f"index {self.index} is not below count {self.count} (shares are 0 to count - 1)"
+            )
+        return self
+
+
 class AnomalyConfig(StrictModel):
     """The anomaly models: signals, scoring cadence, retraining; docs/anomaly.md."""
 
@@ -668,6 +685,19 @@ class AnomalyConfig(StrictModel):
     keep_versions: int = Field(default=5, ge=1)
     signals: list[SignalConfig] = Field(default_factory=_default_signals)
     hosts: HostModelsConfig = Field(default_factory=HostModelsConfig)
+    # Replicas splitting the series: each trains and scores its share alone.
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+
+    @property
+    def share(self) -> Share:
+        """The series this replica models (by host, so a host's signals stay together);
+        with ``index: auto``, every share until some are claimed (shares_claimed)."""
+        if self.shard.index == "auto":
+            return self.shares_claimed(range(self.shard.count))
+        return Share.of(self.shard.index, self.shard.count, self.hosts.host_label)
+
+    def shares_claimed(self, indexes: Iterable[int]) -> Share:
+        return Share(frozenset(indexes), self.shard.count, self.hosts.host_label)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:

@@ -15,7 +15,10 @@ Thanos, Mimir, VictoriaMetrics):
   filled in, so an imputed point is never scored nor learned;
 - series are known by their kept labels (:func:`~ai_sidecar.anomaly.signals.series_key`);
   beyond ``max_series`` the most recently active ones are kept and the others
-  counted as dropped.
+  counted as dropped;
+- with ``owned``, only the series it accepts are kept (a replica's share,
+  :mod:`~ai_sidecar.anomaly.shards`): the others are skipped as each answer
+  arrives, so memory holds the share alone and they count as nothing.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ async def fetch_history(
     max_series: int,
     options: FetchOptions | None = None,
     progress: Progress | None = None,
+    owned: Callable[[SeriesKey], bool] | None = None,
 ) -> History:
     """``query`` every ``step`` seconds over [start, end], aligned on the step grid."""
     options = options or FetchOptions()
@@ -128,6 +132,8 @@ async def fetch_history(
     latest: dict[SeriesKey, int] = {}
     duplicates = 0
     merged_by: set[str] = set()
+    # owned() per series once, not once per window.
+    verdicts: dict[SeriesKey, bool] = {}
     limit = asyncio.Semaphore(options.concurrency)
     done = 0
 
@@ -138,6 +144,8 @@ async def fetch_history(
         seen: dict[SeriesKey, Mapping[str, str]] = {}
         for series in answer:
             key = series_key(series.labels, keep_labels)
+            if owned is not None and not _verdict(verdicts, key, owned):
+                continue
             first_seen = seen.get(key)
             if first_seen is not None:
                 duplicates += 1
@@ -167,6 +175,15 @@ async def fetch_history(
         requests=len(parts) + counted,
         merged_by=tuple(sorted(merged_by)),
     )
+
+
+def _verdict(
+    verdicts: dict[SeriesKey, bool], key: SeriesKey, owned: Callable[[SeriesKey], bool]
+) -> bool:
+    verdict = verdicts.get(key)
+    if verdict is None:
+        verdict = verdicts[key] = owned(key)
+    return verdict
 
 
 def _differing(first: Mapping[str, str], other: Mapping[str, str]) -> set[str]:

@@ -69,7 +69,9 @@ class ModelMeta:
 
     ``range_start``/``range_end`` are the first and last grid times of the
     training history; ``drift_edges``/``drift_reference`` are the bins and
-    shares of the training residuals that drift is measured against.
+    shares of the training residuals that drift is measured against;
+    ``shares`` of ``share_count`` are the shares of the series it was trained
+    for (``anomaly.shard``; a version from before shards: all of one).
     """
 
     signal: str
@@ -85,6 +87,8 @@ class ModelMeta:
     keys: tuple[SeriesKey, ...] = field(repr=False)
     drift_edges: tuple[float, ...] = field(default=(), repr=False)
     drift_reference: tuple[float, ...] = field(default=(), repr=False)
+    shares: tuple[int, ...] = (0,)
+    share_count: int = 1
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -97,6 +101,7 @@ class ModelMeta:
         fields["keys"] = tuple(tuple(sorted(labels.items())) for labels in data["keys"])
         fields["drift_edges"] = tuple(data.get("drift_edges", ()))
         fields["drift_reference"] = tuple(data.get("drift_reference", ()))
+        fields["shares"] = tuple(data.get("shares", (0,)))
         return cls(**fields)
 
 

@@ -15,6 +15,14 @@ Every ``score_interval`` the loop, for each signal:
 5. builds the metric families below, once, and hands them to the collector:
    a scrape only reads the last list built, it never computes.
 
+With ``anomaly.shard`` the loop models this replica's share of the series
+alone (:mod:`.shards`): other series are skipped as they are fetched, rows of
+a model or checkpoint from another share are dropped as it loads, and a model
+trained for a share that lacks some of this one's series is retrained at
+once. Shares claimed through PostgreSQL (``index: auto``) change while the
+loop runs (:meth:`use_share`): rows of shares given up leave at once, and a
+change wakes the loop.
+
 Retraining is scheduled here and run elsewhere (a :class:`Trainer`; the
 sidecar's runs it in a process of its own): a signal without a model or whose
 model no longer matches its config first, then daily at ``retrain.at`` (or
@@ -39,11 +47,14 @@ Exposition (the contract docs/anomaly.md and the dashboards rely on)::
     scout_anomaly_missing_points_total{signal="wan_throughput"} 17
     scout_anomaly_scoring_lag_seconds{signal="wan_throughput"} 41
     scout_anomaly_drift{signal="wan_throughput"} 0.04
+    scout_anomaly_shares_held 1
+    scout_anomaly_shares 1
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -63,11 +74,13 @@ from ai_sidecar.anomaly.drift import DriftMonitor, residuals
 from ai_sidecar.anomaly.history import fetch_history
 from ai_sidecar.anomaly.hosts import HostModels
 from ai_sidecar.anomaly.registry import Checkpoint, ModelMeta, ModelRegistry, RegistryError
+from ai_sidecar.anomaly.shards import Share
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.anomaly.trainer import (
     TrainingResult,
     detector_params,
     fetch_options,
+    owned_by,
     params_json,
 )
 from ai_sidecar.config import AnomalyConfig, SignalConfig
@@ -101,8 +114,9 @@ FIELDS = tuple(name for name, _ in PER_SERIES)
 class Trainer(Protocol):
     """Trains signals and stores them in the registry (where the scoring loop finds them)."""
 
-    async def train(self, signals: Sequence[str], now: float) -> TrainingResult:
-        """Fit each of ``signals`` on its history up to ``now``; failures are in the result."""
+    async def train(self, signals: Sequence[str], now: float, share: Share) -> TrainingResult:
+        """Fit ``share`` of each of ``signals`` on its history up to ``now``; failures are
+        in the result."""
         ...
 
 
@@ -194,6 +208,7 @@ class AnomalyScorer:
         trainer: Trainer,
         *,
         clock: Callable[[], float] = time.time,
+        share: Share | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -204,6 +219,11 @@ class AnomalyScorer:
         self._retry_after: dict[str, float] = {}
         self._training: asyncio.Task[TrainingResult] | None = None
         self._training_names: tuple[str, ...] = ()
+        self._share = config.share if share is None else share
+        # The share use_share was last given: the next cycle takes it, so no
+        # row changes under a cycle's fetch or scoring.
+        self._next_share = self._share
+        self._share_changed = asyncio.Event()
         self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
         self._hosts_restored = False
         # A shutdown does not wait for a cancelled cycle's worker thread: the
@@ -217,6 +237,26 @@ class AnomalyScorer:
     def states(self) -> dict[str, SignalState]:
         return self._states
 
+    @property
+    def share(self) -> Share:
+        return self._share
+
+    def use_share(self, share: Share) -> None:
+        """Model ``share`` from the next cycle on, which :meth:`run` starts at once: rows of
+        series it lacks leave, models trained for less than it are retrained."""
+        if share != self._next_share:
+            self._next_share = share
+            self._share_changed.set()
+
+    def _take_share(self) -> None:
+        share = self._next_share
+        if share == self._share:
+            return
+        log.info("anomaly share changed", extra={"from": str(self._share), "to": str(share)})
+        self._share = share
+        for state in self._states.values():
+            self._drop_foreign(state)
+
     async def run(self, publish: Callable[[list[Metric]], None]) -> None:
         """Cycle every ``score_interval`` until cancelled, publishing each cycle's families."""
         interval = self._config.score_interval.total_seconds()
@@ -225,7 +265,13 @@ class AnomalyScorer:
                 began = time.monotonic()
                 await self.cycle()
                 publish(self.families)
-                await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+                # A changed share is scored at once, not a whole interval later.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._share_changed.wait(),
+                        max(0.0, interval - (time.monotonic() - began)),
+                    )
+                self._share_changed.clear()
         finally:
             await self.close()
 
@@ -247,6 +293,11 @@ class AnomalyScorer:
         """Train what needs it (in the background), then score every signal's new points."""
         now = self._clock()
         self._collect_training(now)
+        self._take_share()
+        if not self._share.indexes:  # claiming through PostgreSQL, nothing claimed yet
+            self._states.clear()
+            self.families = [*build_families([], now), *share_families(self._share)]
+            return
         self._schedule_training(now)
         for signal in self._config.signals:
             try:
@@ -257,7 +308,7 @@ class AnomalyScorer:
         if self._hosts is not None:
             await asyncio.to_thread(self._observe_hosts, self._hosts, now)
             families += self._hosts.families()
-        self.families = families
+        self.families = [*families, *share_families(self._share)]
 
     # -- per-host multivariate models -----------------------------------------
 
@@ -327,7 +378,7 @@ class AnomalyScorer:
         if due:
             log.info("training", extra={"signals": ",".join(due)})
             self._training_names = tuple(due)
-            self._training = asyncio.create_task(self._trainer.train(due, now))
+            self._training = asyncio.create_task(self._trainer.train(due, now, self._share))
 
     def _training_due(self, signal: SignalConfig, now: float) -> bool:
         if now < self._retry_after.get(signal.name, 0.0):
@@ -335,6 +386,8 @@ class AnomalyScorer:
         meta = self._registry.current(signal.name)
         if meta is None or meta.params != params_json(detector_params(signal)):
             return True
+        if not self._share.within(meta.shares, meta.share_count):
+            return True  # trained for another split, without some of this share's series
         retrain = self._config.retrain
         # A rolled-back version counts from the rollback: else, trained before the
         # last refit time, it would be replaced at the very next cycle.
@@ -367,6 +420,7 @@ class AnomalyScorer:
                 keep_labels=signal.keep_labels,
                 max_series=signal.max_series * 2 + len(state.refused),
                 options=fetch_options(self._config),
+                owned=owned_by(self._share),
             )
             if found.timestamps.size:
                 await asyncio.to_thread(_apply, state, found.keys, found.timestamps, found.values)
@@ -409,7 +463,7 @@ class AnomalyScorer:
             seen = np.full(len(keys), meta.range_end)
         detector = Detector.from_state(params, arrays)
         drift = DriftMonitor(meta.drift_edges, meta.drift_reference, DRIFT_CYCLES)
-        return SignalState(
+        state = SignalState(
             signal=signal,
             meta=meta,
             detector=detector,
@@ -420,6 +474,20 @@ class AnomalyScorer:
             drift=drift,
             checkpointed_at=self._clock(),
         )
+        self._drop_foreign(state)
+        return state
+
+    def _drop_foreign(self, state: SignalState) -> None:
+        """Drop the rows of series of other shares: another replica scores them now,
+        and a series must never be on two replicas' /metrics."""
+        if not self._share.foreign(state.keys):
+            return
+        owned = np.flatnonzero([self._share.owns(key) for key in state.keys])
+        log.info(
+            "series of other shares dropped",
+            extra={"signal": state.signal.name, "series": len(state.keys) - owned.size},
+        )
+        state.reindex(owned, [])
 
     def _drop_vanished(self, state: SignalState, now: float) -> None:
         grace = self._config.series_grace.total_seconds()
@@ -547,6 +615,20 @@ def build_families(
             for metric, values in columns.items():
                 series[metric].add_sample(f"scout_anomaly_{metric}", labels, float(values[row]))
     return [*series.values(), version, age, duration, tracked, dropped, missing, lag, drift]
+
+
+def share_families(share: Share) -> list[Metric]:
+    """This replica's shares, so that sum(held) below the count shows a share nobody scores."""
+    held = GaugeMetricFamily(
+        "scout_anomaly_shares_held",
+        "Shares of the series this replica trains and scores (anomaly.shard).",
+    )
+    held.add_metric([], len(share.indexes))
+    count = GaugeMetricFamily(
+        "scout_anomaly_shares", "Shares the series are split into (anomaly.shard.count)."
+    )
+    count.add_metric([], share.count)
+    return [held, count]
 
 
 def _scheduled(

@@ -10,7 +10,10 @@ fit nor a scoring cycle takes the GIL from the webhook or the worker. An app
 built without the worker process (tests) runs the loop as a background task.
 
 The loop starts only when ``anomaly.enabled`` is true and a Prometheus URL is
-set: without one there is no history to learn from.
+set: without one there is no history to learn from. With
+``anomaly.shard.index: auto`` it models the shares of the series it claims
+through the PostgreSQL store (:mod:`ai_sidecar.store.postgres.shares`),
+claimed again every few seconds beside it; none until the first claim.
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ from prometheus_client.metrics_core import Metric
 
 from ai_sidecar.anomaly.registry import ModelRegistry
 from ai_sidecar.anomaly.scoring import AnomalyScorer, build_families
+from ai_sidecar.anomaly.shards import Share
 from ai_sidecar.anomaly.trainer import TrainingJob, TrainingProcess, TrainingResult
 from ai_sidecar.components import ComponentsFactory, build_components
 from ai_sidecar.config import SidecarConfig
+from ai_sidecar.errors import ConfigError
 from ai_sidecar.metrics import ForwardedMetrics
 from ai_sidecar.pipeline import cancel_tasks
 from ai_sidecar.promql import BearerToken, HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store.postgres.shares import CLAIM_INTERVAL, ShareClaims
 from ai_sidecar.worker_process import (
     WorkerProcess,
     become_child,
@@ -60,7 +66,7 @@ class ProcessTrainer:
         self._config = config
         self._process = TrainingProcess()
 
-    async def train(self, signals: Sequence[str], now: float) -> TrainingResult:
+    async def train(self, signals: Sequence[str], now: float, share: Share) -> TrainingResult:
         job = TrainingJob(
             prometheus_url=str(self._settings.prometheus_url),
             data_dir=self._settings.data_dir,
@@ -68,6 +74,7 @@ class ProcessTrainer:
             signals=tuple(signals),
             now=now,
             bearer_token=self._settings.prometheus_bearer_token,
+            share=share,
         )
         return await self._process.run(job)
 
@@ -91,6 +98,11 @@ def add_anomaly_scoring(
     """Serve the anomaly families on ``registry`` (the app's) and run the loop that makes them."""
     if not wanted(settings, config):
         return
+    if config.anomaly.shard.index == "auto" and settings.store_location is None:
+        raise ConfigError(
+            "anomaly.shard.index auto claims shares through the PostgreSQL store:"
+            " set SCOUT_STORE_URL, or give each replica its index"
+        )
     forwarded = ForwardedMetrics(build_families([], 0.0))
     registry.register(forwarded)
     if separate_process:
@@ -127,6 +139,12 @@ async def run_scoring(
         if settings.prometheus_bearer_token is None
         else BearerToken(settings.prometheus_bearer_token)
     )
+    location = settings.store_location
+    claims = (
+        ShareClaims(location, config.anomaly.shard.count)
+        if config.anomaly.shard.index == "auto" and location is not None
+        else None
+    )
     try:
         async with aiohttp.ClientSession() as session:
             client = HttpPromQLClient(str(settings.prometheus_url), session, auth=auth)
@@ -135,10 +153,29 @@ async def run_scoring(
                 client,
                 ModelRegistry(settings.data_dir, config.anomaly.keep_versions),
                 trainer,
+                share=None if claims is None else config.anomaly.shares_claimed(()),
             )
-            await scorer.run(publish)
+            if claims is None:
+                await scorer.run(publish)
+                return
+            claiming = asyncio.create_task(claim_shares(claims, scorer, config))
+            try:
+                await scorer.run(publish)
+            finally:
+                await cancel_tasks([claiming])
     finally:
         await asyncio.to_thread(trainer.close)
+
+
+async def claim_shares(claims: ShareClaims, scorer: AnomalyScorer, config: SidecarConfig) -> None:
+    """Claim shares every CLAIM_INTERVAL and hand them to ``scorer``, until cancelled."""
+    try:
+        while True:
+            held = await claims.claim()
+            scorer.use_share(config.anomaly.shares_claimed(held))
+            await asyncio.sleep(CLAIM_INTERVAL)
+    finally:
+        await claims.release()
 
 
 def anomaly_main(

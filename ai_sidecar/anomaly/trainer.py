@@ -5,7 +5,8 @@ in the CLI's process; the scoring loop runs it through
 :class:`TrainingProcess`, a process of its own, so a fit over weeks of
 history never holds the GIL the webhook or the worker need. Steps:
 
-1. fetch ``history`` of the signal up to ``query_delay`` ago (:mod:`.history`);
+1. fetch ``history`` of the signal up to ``query_delay`` ago (:mod:`.history`),
+   keeping this replica's share of the series (``anomaly.shard``, :mod:`.shards`);
 2. leave out the points the live loop flagged as anomalous (its own
    ``scout_anomaly_flag``, read back from Prometheus), so an incident is not
    learned as normal;
@@ -43,6 +44,7 @@ from ai_sidecar.anomaly.drift import reference, residuals
 from ai_sidecar.anomaly.fit_workers import FitProcesses, fit_worker_count
 from ai_sidecar.anomaly.history import FetchOptions, History, Progress, fetch_history
 from ai_sidecar.anomaly.registry import ModelMeta, ModelRegistry
+from ai_sidecar.anomaly.shards import Share
 from ai_sidecar.anomaly.signals import SeriesKey
 from ai_sidecar.config import AnomalyConfig, SignalConfig
 from ai_sidecar.errors import SidecarError
@@ -78,6 +80,11 @@ def fetch_options(config: AnomalyConfig) -> FetchOptions:
     )
 
 
+def owned_by(share: Share) -> Callable[[SeriesKey], bool] | None:
+    """The series filter for ``share``: None when it is every series."""
+    return None if share.everything else share.owns
+
+
 def training_end(config: AnomalyConfig, now: float) -> float:
     """The newest moment training asks for: points younger than ``query_delay`` may still move."""
     return now - config.query_delay.total_seconds()
@@ -91,8 +98,12 @@ async def train_signal(
     *,
     now: float,
     progress: Progress | None = None,
+    share: Share | None = None,
 ) -> ModelMeta | None:
-    """Fit ``signal`` on its history and store it as a new version; None if it has no series."""
+    """Fit ``signal`` on its history and store it as a new version; None if it has no series.
+
+    ``share``: the series to keep (default: the config's ``anomaly.shard``).
+    """
     began = time.monotonic()
     end = training_end(config, now)
     step = signal.step.total_seconds()
@@ -107,6 +118,7 @@ async def train_signal(
         max_series=signal.max_series,
         options=options,
         progress=progress,
+        owned=owned_by(config.share if share is None else share),
     )
     if not history.keys:
         log.warning("no series to train on", extra={"signal": signal.name})
@@ -122,7 +134,8 @@ async def train_signal(
                 "hint": "add to keep_labels: " + ", ".join(history.merged_by),
             },
         )
-    excluded = await _exclude_flagged(client, signal, history, options)
+    excluded = await exclude_flagged(client, signal, history, options)
+    share = config.share if share is None else share
     fitted = await asyncio.to_thread(_fit, signal, history)
     meta = ModelMeta(
         signal=signal.name,
@@ -142,6 +155,8 @@ async def train_signal(
         keys=history.keys,
         drift_edges=fitted.drift_edges,
         drift_reference=fitted.drift_reference,
+        shares=tuple(sorted(share.indexes)),
+        share_count=share.count,
     )
     stored = registry.save(meta, fitted.state)
     log.info(
@@ -200,12 +215,16 @@ def _fit(signal: SignalConfig, history: History) -> _Fitted:
     return _Fitted(detector.state(), quality, edges, shares)
 
 
-async def _exclude_flagged(
+async def exclude_flagged(
     client: PromQLClient, signal: SignalConfig, history: History, options: FetchOptions
 ) -> int:
     """Blank the points the live loop flagged (its exported flag, read back); how many."""
     step = history.timestamps[1] - history.timestamps[0] if history.timestamps.size > 1 else 60.0
-    query = f'max_over_time(scout_anomaly_flag{{signal="{signal.name}"}}[{int(step)}s])'
+    # The step's own window, (t - step, t]: a millisecond short of the step, so
+    # a flag on the grid is not counted again at the next point by Prometheus 2,
+    # whose range selectors include their left end (VictoriaMetrics' do not).
+    window = f"{round(step * 1000) - 1}ms"
+    query = f'max_over_time(scout_anomaly_flag{{signal="{signal.name}"}}[{window}])'
     try:
         flags = await fetch_history(
             client,
@@ -214,8 +233,11 @@ async def _exclude_flagged(
             end=float(history.timestamps[-1]),
             step=float(step),
             keep_labels=signal.keep_labels,
-            max_series=len(history.keys) * 2,
+            max_series=len(history.keys),
             options=options,
+            # Only the flags of the series trained: those of series beyond the
+            # budget, or of another replica's share, would crowd them out.
+            owned=frozenset(history.keys).__contains__,
         )
     except Exception as exc:  # the flags are a refinement: training goes on without them
         log.warning("cannot read past flags", extra={"signal": signal.name, "error": str(exc)})
@@ -244,6 +266,7 @@ class TrainingJob:
     signals: tuple[str, ...]
     now: float
     bearer_token: str | None = field(default=None, repr=False)
+    share: Share | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +297,7 @@ async def train(
                     job.config,
                     now=job.now,
                     progress=None if progress is None else progress(name),
+                    share=job.share,
                 )
             except Exception as exc:  # one signal's failure is reported, not fatal
                 log.error("training failed", extra={"signal": name, "error": str(exc)})

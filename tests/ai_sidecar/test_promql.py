@@ -1,15 +1,20 @@
 """The PromQL client against real engines: Prometheus and VictoriaMetrics, same cases.
 
 Both engines get the same data: two series sampled every 15 s for four hours
-ending about an hour ago, with a half-hour hole in the middle. Prometheus reads
-it from blocks that ``promtool`` backfills before it starts; VictoriaMetrics
-takes it through its import API.
+ending about an hour ago, with a half-hour hole in the middle, and beside them
+what the sidecar's own queries read (the topology's LLDP rows, identities and
+``up``; an anomaly signal's recording rules and the flags the scorer exported).
+Prometheus reads it from blocks that ``promtool`` backfills before it starts;
+VictoriaMetrics takes it through its import API. The sidecar's context,
+topology and anomaly-history reads must give each engine's data the same
+answer, the one the data implies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -18,11 +23,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
+import numpy as np
 import pytest
 from aiohttp import web
 
+from ai_sidecar.anomaly.history import FetchOptions, History, fetch_history
+from ai_sidecar.anomaly.signals import series_key
+from ai_sidecar.anomaly.trainer import exclude_flagged
+from ai_sidecar.config import AnomalyConfig, CorrelationConfig
+from ai_sidecar.context import PrometheusContext, SeriesContext
+from ai_sidecar.correlate.refresh import read_snapshot
+from ai_sidecar.correlate.topology import Poller, build_snapshot
 from ai_sidecar.promql import (
     BadQueryError,
     BasicAuth,
@@ -33,6 +47,7 @@ from ai_sidecar.promql import (
     UnavailableError,
 )
 from scripts.localstack import Service, free_port, prometheus_service
+from tests.ai_sidecar.builders import member
 from tests.peers.history import backfill, import_into_victoria_metrics, victoria_metrics_service
 
 METRIC = "scout_promql_test"
@@ -46,18 +61,91 @@ MINUTE = timedelta(minutes=1)
 BOX = timedelta(seconds=20)
 
 
+def sample_times() -> Iterator[tuple[int, int]]:
+    """(sample index, Unix seconds) of every sample outside the hole."""
+    for index in range(int((END - START).total_seconds()) // INTERVAL + 1):
+        at = START + timedelta(seconds=index * INTERVAL)
+        if not HOLE[0] <= at < HOLE[1]:
+            yield index, int(at.timestamp())
+
+
 def samples() -> Iterator[tuple[str, float, int]]:
     """(labels, value, Unix seconds): "a" counts samples up, "b" counts down."""
     for instance, sign in (("a", 1), ("b", -1)):
-        for index in range(int((END - START).total_seconds()) // INTERVAL + 1):
-            at = START + timedelta(seconds=index * INTERVAL)
-            if not HOLE[0] <= at < HOLE[1]:
-                yield f'{{instance="{instance}"}}', float(sign * index), int(at.timestamp())
+        for index, at in sample_times():
+            yield f'{{instance="{instance}"}}', float(sign * index), at
 
 
 def value_at(at: float) -> float:
     """Series "a"'s sample at ``at``: the sample index."""
     return (at - START.timestamp()) / INTERVAL
+
+
+# -- what the sidecar's own reads find -------------------------------------------------
+
+# The topology: dist-1 sees acc-1 (scraped by address) on a cable, through two
+# pollers whose rows differ only in labels the query aggregates away.
+NEIGHBOUR = {
+    "instance": "dist-1",
+    "local_port": "Gi1/0/1",
+    "remote_sysname": "ACC-1.example",
+    "remote_port": "Gi0/48",
+    "remote_address": "10.0.0.2",
+    "remote_chassis_id": "00:11:22:33:44:55",
+}
+IDENTITIES = (
+    {"instance": "dist-1", "local_sysname": "dist-1.example", "local_chassis_id": "aa:aa"},
+    {"instance": "10.0.0.2", "local_sysname": "acc-1.example", "local_chassis_id": "bb:bb"},
+)
+TARGETS = (
+    {"__name__": "up", "job": "snmp", "instance": "dist-1", "site": "hq"},
+    {"__name__": "up", "job": "snmp", "instance": "10.0.0.2", "site": "hq", "upstream": "dist-1"},
+    {"__name__": "up", "job": "scout-exporter", "instance": "exporter-1:9116"},
+)
+# An anomaly signal's recording rules: ifIndex 1 and 2 of dist-1, in and out.
+RULES = {"in": "instance_ifIndex:if_in_bits:rate5m", "out": "instance_ifIndex:if_out_bits:rate5m"}
+PORTS = ("1", "2")
+# The scorer flagged ifIndex 1 inbound at these sample indexes (0 elsewhere).
+FLAGGED = frozenset({40, 41, 400})
+
+
+def bits(direction: str, port: str, index: int) -> float:
+    """The signal's value: distinct per series and per sample."""
+    return 1e6 * (1 + int(port)) + (index if direction == "in" else -index)
+
+
+def port_labels(direction: str | None, port: str) -> dict[str, str]:
+    labels = {"job": "snmp", "instance": "dist-1", "ifIndex": port, "ifName": f"Gi1/0/{port}"}
+    return labels if direction is None else {**labels, "direction": direction}
+
+
+def selector(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def sidecar_samples() -> Iterator[tuple[str, str, float, int]]:
+    """(metric, labels, value, Unix seconds) of the series the sidecar's reads find."""
+    for index, at in sample_times():
+        for poller in ("snmp", "snmp-backup"):
+            yield "scout_lldp_neighbor_info", selector({**NEIGHBOUR, "job": poller}), 1.0, at
+        for identity in IDENTITIES:
+            yield "scout_lldp_local_info", selector({**identity, "job": "snmp"}), 1.0, at
+        for target in TARGETS:
+            labels = {k: v for k, v in target.items() if k != "__name__"}
+            yield "up", selector(labels), 1.0, at
+        for direction, metric in RULES.items():
+            for port in PORTS:
+                yield metric, selector(port_labels(None, port)), bits(direction, port, index), at
+        flag = float(index in FLAGGED)
+        flagged = {"signal": "interface_bits", **port_labels("in", "1")}
+        yield "scout_anomaly_flag", selector(flagged), flag, at
+
+
+def all_samples() -> Iterator[tuple[str, str, float, int]]:
+    """Every sample either engine holds, as (metric, labels, value, Unix seconds)."""
+    for labels, value, at in samples():
+        yield METRIC, labels, value, at
+    yield from sidecar_samples()
 
 
 @dataclass
@@ -69,8 +157,10 @@ class Engine:
 def start_prometheus(directory: Path) -> tuple[Service, str]:
     """Prometheus under the path prefix /prom, on blocks backfilled with the samples."""
     openmetrics = directory / "samples.om"
-    lines = [f"# TYPE {METRIC} gauge"]
-    lines += [f"{METRIC}{labels} {value} {at}" for labels, value, at in samples()]
+    families: dict[str, list[str]] = {}
+    for metric, labels, value, at in all_samples():
+        families.setdefault(metric, []).append(f"{metric}{labels} {value} {at}")
+    lines = [line for m, rows in families.items() for line in [f"# TYPE {m} gauge", *rows]]
     openmetrics.write_text("\n".join([*lines, "# EOF", ""]))
     backfill(openmetrics, directory / "prometheus")
     config = directory / "prometheus.yml"
@@ -82,7 +172,7 @@ def start_prometheus(directory: Path) -> tuple[Service, str]:
 
 
 def vm_lines() -> str:
-    return "".join(f"{METRIC}{labels} {value:g} {at * 1000}\n" for labels, value, at in samples())
+    return "".join(f"{m}{labels} {value!r} {at * 1000}\n" for m, labels, value, at in all_samples())
 
 
 @pytest.fixture(scope="module", params=["prometheus", "victoria-metrics"])
@@ -278,6 +368,141 @@ async def test_a_call_that_outlasts_its_time_box_is_cut_off(engine, session):
     with pytest.raises(QueryTimeoutError, match="did not answer within 1ms"):
         await client.range(METRIC, START, END, SECOND, time_box=timedelta(milliseconds=1))
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.peers
+async def test_a_series_that_stopped_is_stale_after_five_minutes(engine, session):
+    client = HttpPromQLClient(engine.url, session)
+    query = f'{METRIC}{{instance="a"}}'
+    # The last sample before the hole still answers four minutes on, as an
+    # instant query's lookback allows; ten minutes on there is no value on
+    # either engine, not the last one carried forward.
+    [recent] = await client.instant(query, HOLE[0] + timedelta(minutes=4), time_box=BOX)
+    assert recent.value == value_at(HOLE[0].timestamp() - INTERVAL)
+    assert await client.instant(query, HOLE[0] + timedelta(minutes=10), time_box=BOX) == ()
+    assert await client.instant(query, END + timedelta(minutes=10), time_box=BOX) == ()
+
+
+# -- the sidecar's own reads, the same on both engines -----------------------------
+
+
+@pytest.mark.peers
+async def test_the_analysts_context_is_the_same_on_both_engines(engine, session):
+    at = START + timedelta(hours=1)
+    context = PrometheusContext(
+        HttpPromQLClient(engine.url, session),
+        timeout=BOX,
+        range=timedelta(minutes=20),
+        step=MINUTE,
+        clock=lambda: at,
+    )
+    expr = f'{METRIC}{{instance="a"}} > 10'
+    alert = member(generator_url=f"http://prometheus/graph?g0.expr={quote(expr)}", instance="a")
+    found = await context.context(alert)
+    assert found.available, found.reason
+    assert found.query == f'{METRIC}{{instance="a"}}'
+    twenty_minutes_ago = at.timestamp() - 1200
+    assert found.series == (
+        SeriesContext(
+            labels={"instance": "a"},
+            value=value_at(at.timestamp()),
+            first=value_at(twenty_minutes_ago),
+            last=value_at(at.timestamp()),
+            trend="rising",
+        ),
+    )
+
+
+@pytest.mark.peers
+async def test_the_topology_read_is_the_same_on_both_engines(engine, session):
+    at = START + timedelta(hours=1)
+    config = CorrelationConfig.model_validate(
+        {"topology": {"pollers": [{"job": "scout-exporter", "polls": "snmp"}]}}
+    )
+    found = await read_snapshot(HttpPromQLClient(engine.url, session), config, at)
+    # What the data implies: one neighbour row (the two pollers' rows are one
+    # by the queried labels), both identities, every target, one poller.
+    expected = build_snapshot(
+        neighbours=[NEIGHBOUR],
+        local_identities=IDENTITIES,
+        targets=TARGETS,
+        pollers=[Poller("exporter-1:9116", re.compile("snmp"))],
+        built_at=at,
+    )
+    assert found == expected
+    assert found.edges > 0
+    assert found.device("ACC-1.example") == found.device("10.0.0.2")
+
+
+def expected_history(first: int, last: int, step: int) -> dict[tuple[str, str], list[float]]:
+    """(ifIndex, direction) -> the signal's values at sample indexes first..last by step."""
+    indexes = range(first, last + 1, step)
+    return {(port, d): [bits(d, port, i) for i in indexes] for port in PORTS for d in RULES}
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("samples_per_request", [1_000_000, 50])
+async def test_an_anomaly_signals_history_is_the_same_on_both_engines(
+    engine, session, samples_per_request
+):
+    signal = AnomalyConfig().signal("interface_bits")
+    step = int(signal.step.total_seconds())
+    first, last = 8, 8 + 4 * 59  # an hour of one-minute steps, every 4th sample
+    options = FetchOptions(time_box=BOX, samples_per_request=samples_per_request)
+    history = await fetch_history(
+        HttpPromQLClient(engine.url, session),
+        signal.query,
+        start=START.timestamp() + first * INTERVAL,
+        end=START.timestamp() + last * INTERVAL,
+        step=step,
+        keep_labels=signal.keep_labels,
+        max_series=10,
+        options=options,
+    )
+    # 50 samples per request: the series are counted first, then read in windows.
+    assert history.requests == (1 if samples_per_request > 1000 else 1 + 60 * 4 // 50 + 1)
+    assert history.timestamps.tolist() == [
+        START.timestamp() + i * INTERVAL for i in range(first, last + 1, 4)
+    ]
+    found = {
+        (dict(key)["ifIndex"], dict(key)["direction"]): row.tolist()
+        for key, row in zip(history.keys, history.values, strict=True)
+    }
+    assert found == expected_history(first, last, 4)
+    assert {key: dict(key) for key in history.keys} == {
+        key: port_labels(dict(key)["direction"], dict(key)["ifIndex"]) for key in history.keys
+    }
+    assert history.dropped == 0
+
+
+@pytest.mark.peers
+async def test_the_flags_training_leaves_out_are_the_same_on_both_engines(engine, session):
+    signal = AnomalyConfig().signal("interface_bits")
+    step = signal.step.total_seconds()
+    first, last = 0, 4 * 120  # two hours of one-minute steps
+    grid = START.timestamp() + np.arange(first, last + 1, 4) * INTERVAL
+    history = History(
+        keys=tuple(series_key(port_labels(d, p), signal.keep_labels) for p in PORTS for d in RULES),
+        timestamps=grid,
+        values=np.ones((len(PORTS) * len(RULES), grid.size)),
+    )
+    options = FetchOptions(time_box=BOX)
+    excluded = await exclude_flagged(
+        HttpPromQLClient(engine.url, session), signal, history, options
+    )
+    # A flag counts for the grid point whose step it fell in, (t - step, t]:
+    # sample 40 for the point at 40, 41 for the one at 44, 400 for the one at
+    # 400, and never for the next point too (Prometheus 2's range selectors
+    # include their left end, VictoriaMetrics' do not).
+    flagged_row = history.keys.index(series_key(port_labels("in", "1"), signal.keep_labels))
+    blanked = {
+        (row, round((t - START.timestamp()) / INTERVAL))
+        for row, column in zip(*np.nonzero(np.isnan(history.values)), strict=True)
+        for t in [float(grid[column])]
+    }
+    assert blanked == {(flagged_row, 40), (flagged_row, 44), (flagged_row, 400)}
+    assert excluded == 3
+    assert step == 60
 
 
 # -- without a real engine ----------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ai_sidecar.anomaly.registry import ModelRegistry
+from ai_sidecar.anomaly.shards import Share
 from ai_sidecar.anomaly.trainer import TrainingResult, train_signal
 from ai_sidecar.config import AnomalyConfig
 from ai_sidecar.promql import Sample, Series
@@ -71,11 +72,18 @@ class InlineTrainer:
         self._config = config
         self.calls: list[tuple[tuple[str, ...], float]] = []
 
-    async def train(self, signals: Sequence[str], now: float) -> TrainingResult:
+    async def train(
+        self, signals: Sequence[str], now: float, share: Share | None = None
+    ) -> TrainingResult:
         self.calls.append((tuple(signals), now))
         trained = {}
         for name in signals:
             trained[name] = await train_signal(
-                self._engine, self._config.signal(name), self._registry, self._config, now=now
+                self._engine,
+                self._config.signal(name),
+                self._registry,
+                self._config,
+                now=now,
+                share=share,
             )
         return TrainingResult(trained, {})

@@ -1,0 +1,141 @@
+"""Anomaly shares claimed through PostgreSQL: replicas split the series without an index each.
+
+With ``anomaly.shard: {index: auto, count: n}`` every replica's anomaly loop
+claims shares of the series (:mod:`ai_sidecar.anomaly.shards`) as session
+advisory locks, as the worker lease is held (:mod:`.lease`), on a connection
+of its own:
+
+- each replica holds :data:`MEMBERS_LOCK` *shared*, so the number of its
+  holders is the number of replicas claiming (read from ``pg_locks``);
+- share ``i`` is the exclusive lock ``SHARE_LOCKS + i``; every
+  :data:`CLAIM_INTERVAL` a replica gives back the shares it holds beyond an
+  even split (``ceil(n / replicas)``) and tries the free ones up to it, so
+  the replicas' shares are disjoint (a lock has one holder) and, once a round
+  has passed on each, cover all ``n``;
+- a replica that dies loses its session, the server releases its locks (at
+  once on a reset connection; after the TCP keepalives give up, 8 s; or after
+  :data:`IDLE_SESSION_TIMEOUT` for a stopped one), and the others claim its
+  shares at their next round: well within a minute.
+
+A round that fails (the database unreachable, restarting) gives every share
+up at once: a replica that cannot prove it holds a share must not score it,
+or a series could be exported twice. It claims again when the database answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+from ai_sidecar.store.postgres.engine import LOCK_CLASS, Location, failure_reason
+from ai_sidecar.store.protocol import StoreError
+
+log = logging.getLogger("ai_sidecar.store.postgres.shares")
+
+MEMBERS_LOCK = 4
+# Share i is the lock SHARE_LOCKS + i; anomaly.shard.count is at most 1000.
+SHARE_LOCKS = 1000
+CLAIM_INTERVAL = 5.0
+ROUND_TIMEOUT = 3.0
+# The server ends the claims' session after this long without a round (a
+# stopped replica whose kernel still answers keepalives): three rounds missed.
+IDLE_SESSION_TIMEOUT = 3 * CLAIM_INTERVAL
+
+_REPLICAS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND classid = %s AND objid = %s AND objsubid = 2"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+class ShareClaims:
+    """This replica's claimed shares of ``count``, on a connection of its own."""
+
+    def __init__(self, location: Location, count: int) -> None:
+        self._location = location
+        self._count = count
+        self._conn: AsyncConnection[Any] | None = None
+        self._held: set[int] = set()
+        self.replicas = 0
+
+    @property
+    def held(self) -> frozenset[int]:
+        return frozenset(self._held)
+
+    async def claim(self) -> frozenset[int]:
+        """One round toward an even split; the shares held after it (none on failure).
+
+        A round that does not end within ROUND_TIMEOUT is abandoned, not awaited:
+        cancelling a query first asks the server to cancel it, which against a
+        silent host takes longer than the server takes to hand the locks on.
+        What it would have claimed is never used, and closing its connection
+        gives it up.
+        """
+        attempt = asyncio.ensure_future(self._round(set(self._held)))
+        done, _ = await asyncio.wait({attempt}, timeout=ROUND_TIMEOUT)
+        try:
+            if not done:
+                attempt.add_done_callback(_forget_outcome)
+                attempt.cancel()
+                raise TimeoutError(f"no answer within {ROUND_TIMEOUT:g}s")
+            self._held = attempt.result()
+        except (StoreError, psycopg.Error, OSError, TimeoutError) as exc:
+            if self._conn is not None or self._held:
+                reason = str(exc) if isinstance(exc, StoreError) else failure_reason(exc)
+                log.warning(
+                    "anomaly shares given up: the store does not answer",
+                    extra={"store": self._location.name, "reason": reason},
+                )
+            await self.release()
+        return self.held
+
+    async def _round(self, held: set[int]) -> set[int]:
+        """``held`` after giving back what passes an even split and taking free shares."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            held = set()
+            conn = await self._location.connect(application_name="scout-sidecar-shares")
+            self._conn = conn
+            await conn.execute(f"SET idle_session_timeout = {round(IDLE_SESSION_TIMEOUT * 1000)}")
+            await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (LOCK_CLASS, MEMBERS_LOCK))
+        cur = await conn.execute(_REPLICAS, (LOCK_CLASS, MEMBERS_LOCK))
+        row = await cur.fetchone()
+        self.replicas = max(1, int(row[0]) if row else 1)
+        fair = math.ceil(self._count / self.replicas)
+        for share in sorted(held, reverse=True)[: max(0, len(held) - fair)]:
+            await conn.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, SHARE_LOCKS + share)
+            )
+            held.discard(share)
+        for share in range(self._count):
+            if len(held) >= fair:
+                break
+            if share in held:
+                continue
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, SHARE_LOCKS + share)
+            )
+            taken = await cur.fetchone()
+            if taken is not None and taken[0]:
+                held.add(share)
+        return held
+
+    async def release(self) -> None:
+        """Give every share up (closing the connection releases its locks)."""
+        conn, self._conn = self._conn, None
+        self._held.clear()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 1.0)
+
+
+def _forget_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned round's outcome, so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
