@@ -114,10 +114,10 @@ def one_host(shards: int) -> Deployment:
 
 
 def _path_from(out_dir: Path, path: Path) -> str:
-    """``path`` as a config in ``out_dir`` names it: relative inside the template's
-    directory (so the shipped copies run from any checkout or container), else absolute."""
-    path = path.resolve()
-    if path.is_relative_to(TEMPLATE.parent):
+    """``path`` as a config in ``out_dir`` names it: relative when ``out_dir`` is inside
+    the template's directory (so the shipped copies run from any checkout or
+    container), else absolute."""
+    if out_dir.resolve().is_relative_to(TEMPLATE.parent):
         return os.path.relpath(path, out_dir.resolve())
     return str(path)
 
@@ -177,7 +177,10 @@ def shard_config(
 ) -> dict[str, Any]:
     """Shard ``shard``'s Prometheus config (see the module docstring)."""
     config = _common(template, deployment, str(shard), out_dir)
-    own = {"prometheus": deployment.prometheis[shard], "scout-exporter": deployment.exporters[shard]}
+    own = {
+        "prometheus": deployment.prometheis[shard],
+        "scout-exporter": deployment.exporters[shard],
+    }
     jobs = []
     for job in config["scrape_configs"]:
         kind = _classify(job)
@@ -239,17 +242,22 @@ def global_config(
     return config
 
 
-def write_deployment(deployment: Deployment, out_dir: Path) -> list[Path]:
-    """Write ``shard-<k>.yml`` for every shard and ``global.yml`` under ``out_dir``."""
+def deployment_configs(deployment: Deployment, out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every config of ``deployment`` by file name, as read from ``out_dir``."""
     template = yaml.safe_load(TEMPLATE.read_text())
     documents = {
         f"shard-{k}.yml": shard_config(template, deployment, k, out_dir)
         for k in range(deployment.shards)
     }
     documents["global.yml"] = global_config(template, deployment, out_dir)
+    return documents
+
+
+def write_deployment(deployment: Deployment, out_dir: Path) -> list[Path]:
+    """Write ``shard-<k>.yml`` for every shard and ``global.yml`` under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, document in documents.items():
+    for name, document in deployment_configs(deployment, out_dir).items():
         path = out_dir / name
         path.write_text(GENERATED + yaml.safe_dump(document, sort_keys=False))
         written.append(path)
@@ -266,12 +274,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="directory for the configs")
     parser.add_argument("--exporters", type=_addresses, help="shard k's exporter, host:port each")
     parser.add_argument("--prometheis", type=_addresses, help="shard k's Prometheus, host:port")
-    defaults = {f.name: f.default for f in fields(Deployment)}
+    defaults: dict[str, Any] = {f.name: f.default for f in fields(Deployment)}
     for name in ("global_prometheus", "victoria_metrics", "vmalert", "sidecar"):
         parser.add_argument(f"--{name.replace('_', '-')}", default=defaults[name])
-    parser.add_argument(
-        "--alertmanagers", type=_addresses, default=list(defaults["alertmanagers"])
-    )
+    parser.add_argument("--alertmanagers", type=_addresses, default=list(defaults["alertmanagers"]))
     return parser.parse_args(argv)
 
 
