@@ -74,6 +74,9 @@ class Deployment:
     sidecar: str = "127.0.0.1:8782"
     # Every job's interval (and timeout, and rule evaluation) instead of the template's.
     scrape_interval: str | None = None
+    # Where the file_sd target lists and the rules are, instead of beside the template.
+    targets_dir: Path | None = None
+    rules_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.exporters or len(self.exporters) != len(self.prometheis):
@@ -122,7 +125,13 @@ def _path_from(out_dir: Path, path: Path) -> str:
     return str(path)
 
 
-def _with_template_paths(patterns: Sequence[str], out_dir: Path) -> list[str]:
+def _with_template_paths(
+    patterns: Sequence[str], out_dir: Path, instead: Path | None = None
+) -> list[str]:
+    """Paths the template names (``targets/snmp.yml``), from ``out_dir``; with
+    ``instead``, the same file names in that directory."""
+    if instead is not None:
+        return [str(instead.resolve() / Path(pattern).name) for pattern in patterns]
     return [_path_from(out_dir, TEMPLATE.parent / pattern) for pattern in patterns]
 
 
@@ -153,7 +162,9 @@ def _common(
     config = copy.deepcopy(template)
     config["global"]["external_labels"] = {"shard": shard}
     config["alerting"] = _alerting(deployment)
-    config["rule_files"] = _with_template_paths(template["rule_files"], out_dir)
+    config["rule_files"] = _with_template_paths(
+        template["rule_files"], out_dir, deployment.rules_dir
+    )
     config["remote_write"] = [{"url": deployment.remote_write_url}]
     return config
 
@@ -190,7 +201,7 @@ def shard_config(
             _static(job, own[job["job_name"]])
         else:
             for sd in job["file_sd_configs"]:
-                sd["files"] = _with_template_paths(sd["files"], out_dir)
+                sd["files"] = _with_template_paths(sd["files"], out_dir, deployment.targets_dir)
             keep_share = [
                 {
                     "source_labels": ["__address__"],
