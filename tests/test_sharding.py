@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.peers.alertmanager import Timings
-from tests.peers.shards import ShardedStack, hashmod, spread_endpoints
+from tests.peers.shards import ShardedStack, device_views, hashmod, owners, spread_endpoints
 from tests.peers.snmp import RealSnmpd, SnmpsimDevices, free_udp_port
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
@@ -35,10 +35,6 @@ TIMINGS = Timings(enriched_wait="2s", fail_open="6s")
 
 def free_udp_ports() -> Iterator[int]:
     return (free_udp_port() for _ in itertools.count())
-
-
-def without_shard(series: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in series.items() if k != "shard"))
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +54,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             yield {"stack": sharded, "devices": devices, "victim": victim}
 
 
-def owners(sharded: ShardedStack) -> dict[str, int]:
-    """Each scraped SNMP target's shard, once every shard scrapes all it should, up."""
-    found: dict[str, list[int]] = {}
-    for shard in range(SHARDS):
-        for instance, health in sharded.shard_targets(shard).items():
-            if health != "up":
-                return {}
-            found.setdefault(instance, []).append(shard)
-    assert all(len(shards) == 1 for shards in found.values()), found
-    return {instance: shards for instance, [shards] in found.items()}
-
-
 def test_every_target_is_scraped_by_exactly_one_shard(stack):
     sharded: ShardedStack = stack["stack"]
     devices = stack["devices"]
@@ -87,19 +71,11 @@ def test_the_global_view_holds_each_device_once(stack):
     sharded: ShardedStack = stack["stack"]
     devices = stack["devices"]
 
-    def per_device() -> dict[str, Any] | None:
-        view: dict[str, Any] = {}
-        for device in devices:
-            match = f'{{job="snmp",instance="{device}",__name__!~"ALERTS.*"}}'
-            shard = hashmod(device, SHARDS)
-            local = sorted(without_shard(s) for s in sharded.shard_series(shard, match))
-            remote = sharded.global_series(match)
-            if not local or sorted(without_shard(s) for s in remote) != local:
-                return None
-            view[device] = (shard, local, remote)
-        return view
-
-    view = wait_for(per_device, timeout=90, what="the global view to hold every device's series")
+    view = wait_for(
+        lambda: device_views(sharded, devices),
+        timeout=90,
+        what="the global view to hold every device's series",
+    )
     for device, (shard, local, remote) in view.items():
         # Every series of the device once, as its shard holds it, marked with that shard.
         assert len(remote) == len(local) > 10, device

@@ -265,6 +265,43 @@ class ShardedStack:
         return "\n".join(f"{s.name} ({s.log_path}):\n{s.log_tail()}" for s in services)
 
 
+def owners(stack: ShardedStack) -> dict[str, int]:
+    """Each scraped SNMP target's shard, once every target of every shard is up ({} before).
+
+    A target two shards scrape fails the assertion: hashmod must partition them.
+    """
+    found: dict[str, list[int]] = {}
+    for shard in range(stack.shards):
+        for instance, health in stack.shard_targets(shard).items():
+            if health != "up":
+                return {}
+            found.setdefault(instance, []).append(shard)
+    assert all(len(shards) == 1 for shards in found.values()), found
+    return {instance: shards for instance, [shards] in found.items()}
+
+
+def without_shard(series: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in series.items() if k != "shard"))
+
+
+SeriesView = tuple[int, list[tuple[tuple[str, str], ...]], list[dict[str, str]]]
+
+
+def device_views(stack: ShardedStack, devices: Sequence[str]) -> dict[str, SeriesView] | None:
+    """Per device: its shard, the series that shard holds (sorted, no shard label), and
+    the global view's series of it; None until the global view holds them all."""
+    views: dict[str, SeriesView] = {}
+    for device in devices:
+        match = f'{{job="snmp",instance="{device}",__name__!~"ALERTS.*"}}'
+        shard = hashmod(device, stack.shards)
+        local = sorted(without_shard(s) for s in stack.shard_series(shard, match))
+        remote = stack.global_series(match)
+        if not local or sorted(without_shard(s) for s in remote) != local:
+            return None
+        views[device] = (shard, local, remote)
+    return views
+
+
 def spread_endpoints(count: int, shards: int, free: Iterator[int]) -> list[int]:
     """``count`` UDP ports from ``free`` whose ``127.0.0.1:port`` targets fall evenly
     on the shards (hashmod), so every shard has devices whatever ports are free."""
