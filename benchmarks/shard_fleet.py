@@ -215,9 +215,8 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
         f"CPU as a share of all {cpu_count()} cores over {args.measure:g}s"
     )
     print(f"  {version_line(['prometheus', '--version'])}")
-    print(
-        f"  victoria-metrics {version_line(['dpkg-query', '-W', '-f=${Version}', 'victoria-metrics'])}"
-    )
+    vm_version = version_line(["dpkg-query", "-W", "-f=${Version}", "victoria-metrics"])
+    print(f"  victoria-metrics {vm_version} (Debian)")
     width = 28
     print(f"{'':<{width}} {f'{sharded.shards} shards':>18} {'1 shard (peer)':>18} {'ratio':>7}")
 
