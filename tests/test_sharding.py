@@ -23,8 +23,9 @@ from tests.peers.alertmanager import Timings
 from tests.peers.shards import ShardedStack, device_views, hashmod, owners, spread_endpoints
 from tests.peers.snmp import RealSnmpd, SnmpsimDevices, free_udp_port
 
-# Starts real daemons: the slow lane (see the peers marker in pyproject).
-pytestmark = pytest.mark.peers
+# Starts real daemons (the slow lane) and waits about a minute on scrapes and
+# alert timers: collected first (see the markers in pyproject).
+pytestmark = [pytest.mark.peers, pytest.mark.waits]
 
 SHARDS = 2
 SIMULATED = 10  # plus the real snmpd that fails
