@@ -58,6 +58,7 @@ from benchmarks.common import (  # noqa: E402
 from scripts.localstack import Service  # noqa: E402
 from tests.peers.alertmanager import Timings  # noqa: E402
 from tests.peers.shards import (  # noqa: E402
+    SeriesView,
     ShardedStack,
     device_views,
     hashmod,
@@ -115,6 +116,13 @@ def pid(service: Service) -> int:
     return service.process.pid
 
 
+def check_once(views: dict[str, SeriesView]) -> None:
+    """Each device's series in the global view once, as its shard holds them, with its label."""
+    for device, (shard, local, remote) in views.items():
+        if len(remote) != len(local) or {s.get("shard") for s in remote} != {str(shard)}:
+            raise BenchmarkError(f"{device}: its series are not in the global view once")
+
+
 def run_one(args: argparse.Namespace, shards: int, workdir: Path) -> Run:
     run = Run(shards)
     last_shard = shards - 1
@@ -151,14 +159,8 @@ def run_one(args: argparse.Namespace, shards: int, workdir: Path) -> Run:
                 raise BenchmarkError("a target is scraped by a shard hashmod does not name")
             views = wait(lambda: device_views(stack, devices), 300, "the global view")
             run.ready = time.monotonic() - started
-            for device, (shard, local, remote) in views.items():
-                if len(remote) != len(local) or {s.get("shard") for s in remote} != {str(shard)}:
-                    raise BenchmarkError(f"{device}: its series are not in the global view once")
+            check_once(views)
             run.targets = [sum(1 for s in found.values() if s == k) for k in range(shards)]
-            run.local_series = [
-                sum(len(v[1]) for v in views.values() if v[0] == k) for k in range(shards)
-            ]
-            run.global_series = sum(len(v[2]) for v in views.values())
 
             named = processes(stack)
             before = {name: cpu_seconds(pid(s)) for name, s in named.items()}
@@ -170,6 +172,13 @@ def run_one(args: argparse.Namespace, shards: int, workdir: Path) -> Run:
                 used = cpu_seconds(pid(service)) - before[name]
                 run.cpu[name] = used / args.measure / cpu_count()
                 run.rss[name] = memory(pid(service))[0]
+            # Counted after the measurement, once the recording rules' series exist too.
+            views = wait(lambda: device_views(stack, devices), 300, "the global view")
+            check_once(views)
+            run.local_series = [
+                sum(len(v[1]) for v in views.values() if v[0] == k) for k in range(shards)
+            ]
+            run.global_series = sum(len(v[2]) for v in views.values())
 
             failed = time.monotonic()
             victim.stop()
