@@ -68,6 +68,16 @@ def hashmod(value: str, modulus: int) -> int:
     return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus
 
 
+def distinct_free_ports(count: int, taken: set[int]) -> list[int]:
+    """``count`` free ports, none in ``taken`` nor twice (a port just closed may come back)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in taken and port not in ports:
+            ports.append(port)
+    return ports
+
+
 def render_rules(source: Path, destination: Path, for_overrides: Mapping[str, str]) -> Path:
     """Copy the rule files of ``source`` with ``for:`` set per alert name; return the directory."""
     for path in sorted(source.glob("*.yml")):
@@ -180,9 +190,10 @@ class ShardedStack:
         for name in TARGET_LISTS:
             groups = [{"targets": self.devices}] if name == "snmp.yml" else []
             write_yaml(targets / name, groups)
-        exporter_ports = [free_port() for _ in range(self.shards)]
-        prometheus_ports = [free_port() for _ in range(self.shards)]
-        global_port, vmalert_port = free_port(), free_port()
+        taken = {sidecar_port, int(self.global_view.rsplit(":", 1)[1])}
+        taken |= {am.port for am in self.alertmanagers}
+        *exporter_ports, global_port, vmalert_port = distinct_free_ports(self.shards + 2, taken)
+        prometheus_ports = distinct_free_ports(self.shards, taken | set(exporter_ports))
         deployment = Deployment(
             exporters=[f"127.0.0.1:{p}" for p in exporter_ports],
             prometheis=[f"127.0.0.1:{p}" for p in prometheus_ports],
