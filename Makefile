@@ -59,6 +59,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/webhook_ingest.py
 	$(BIN)/python benchmarks/flow_ingest.py
 	$(BIN)/python benchmarks/console_report.py
+	$(BIN)/python benchmarks/shard_fleet.py
 
 $(VENV)/.python-ok:
 	@PYTHON=$(PYTHON) scripts/install-system-deps.sh ensurepip:python3-venv

@@ -33,13 +33,12 @@ Usage: python benchmarks/shard_fleet.py [--devices N] [--shards N] [--interval S
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,12 +59,12 @@ from tests.peers.alertmanager import Timings  # noqa: E402
 from tests.peers.shards import (  # noqa: E402
     SeriesView,
     ShardedStack,
+    device_ports,
     device_views,
     hashmod,
     owners,
-    spread_endpoints,
 )
-from tests.peers.snmp import RealSnmpd, SnmpsimDevices, free_udp_port  # noqa: E402
+from tests.peers.snmp import RealSnmpd, SnmpsimDevices  # noqa: E402
 
 FOR = {"SnmpDeviceUnreachable": "4s", "ShardSilent": "4s"}
 TIMINGS = Timings(enriched_wait="2s", fail_open="6s")
@@ -100,10 +99,6 @@ def wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise BenchmarkError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def free_udp_ports() -> Iterator[int]:
-    return (free_udp_port() for _ in itertools.count())
-
-
 def processes(stack: ShardedStack) -> dict[str, Service]:
     named = {f"prometheus {k}": p for k, p in enumerate(stack.prometheis)}
     named |= {f"exporter {k}": e for k, e in enumerate(stack.exporters)}
@@ -125,13 +120,9 @@ def check_once(views: dict[str, SeriesView]) -> None:
 
 def run_one(args: argparse.Namespace, shards: int, workdir: Path) -> Run:
     run = Run(shards)
-    last_shard = shards - 1
-    victim_port = next(
-        p for p in free_udp_ports() if hashmod(f"127.0.0.1:{p}", shards) == last_shard
-    )
-    endpoints = [
-        f"127.0.0.1:{p}" for p in spread_endpoints(args.devices - 1, shards, free_udp_ports())
-    ]
+    # The failing device on the last shard: shard 0 is the one killed.
+    ports, victim_port = device_ports(args.devices - 1, shards, victim_shard=shards - 1)
+    endpoints = [f"127.0.0.1:{p}" for p in ports]
     print(f"[{shards} shard(s)] starting snmpsim ({len(endpoints)} endpoints) and the stack ...")
     with (
         SnmpsimDevices(

@@ -9,7 +9,6 @@ The 200-device version is ``benchmarks/shard_fleet.py``.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.peers.alertmanager import Timings
-from tests.peers.shards import ShardedStack, device_views, hashmod, owners, spread_endpoints
-from tests.peers.snmp import RealSnmpd, SnmpsimDevices, free_udp_port
+from tests.peers.shards import ShardedStack, device_ports, device_views, hashmod, owners
+from tests.peers.snmp import RealSnmpd, SnmpsimDevices
 
 # Starts real daemons (the slow lane) and waits about a minute on scrapes and
 # alert timers: collected first (see the markers in pyproject).
@@ -34,16 +33,12 @@ FOR = {"SnmpDeviceUnreachable": "4s", "ShardSilent": "4s"}
 TIMINGS = Timings(enriched_wait="2s", fail_open="6s")
 
 
-def free_udp_ports() -> Iterator[int]:
-    return (free_udp_port() for _ in itertools.count())
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     workdir: Path = tmp_path_factory.mktemp("sharded")
     # The failing device on shard 1, the one that stays up to the end.
-    victim_port = next(p for p in free_udp_ports() if hashmod(f"127.0.0.1:{p}", SHARDS) == 1)
-    endpoints = [f"127.0.0.1:{p}" for p in spread_endpoints(SIMULATED, SHARDS, free_udp_ports())]
+    ports, victim_port = device_ports(SIMULATED, SHARDS, victim_shard=1)
+    endpoints = [f"127.0.0.1:{p}" for p in ports]
     with (
         SnmpsimDevices(workdir, {"public": 2}, endpoints=endpoints) as sim,
         RealSnmpd(workdir, port=victim_port) as victim,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import urllib.parse
 import urllib.request
@@ -50,6 +51,7 @@ from tests.peers.alertmanager import Alertmanager, Timings, render_config, start
 from tests.peers.history import victoria_metrics_service
 from tests.peers.notify import SlackSink, SmtpSink
 from tests.peers.sidecar import Sidecar, start_sidecar
+from tests.peers.snmp import free_udp_port
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_RULES = REPO / "prometheus" / "rules"
@@ -314,15 +316,26 @@ def device_views(stack: ShardedStack, devices: Sequence[str]) -> dict[str, Serie
 
 
 def spread_endpoints(count: int, shards: int, free: Iterator[int]) -> list[int]:
-    """``count`` UDP ports from ``free`` whose ``127.0.0.1:port`` targets fall evenly
-    on the shards (hashmod), so every shard has devices whatever ports are free."""
+    """``count`` distinct UDP ports from ``free`` whose ``127.0.0.1:port`` targets fall
+    evenly on the shards (hashmod), so every shard has devices whatever ports are free."""
     wanted = [count // shards + (k < count % shards) for k in range(shards)]
     chosen: list[int] = []
     for port in free:
         shard = hashmod(f"127.0.0.1:{port}", shards)
-        if wanted[shard]:
+        if wanted[shard] and port not in chosen:
             wanted[shard] -= 1
             chosen.append(port)
         if not any(wanted):
             return chosen
     raise StackError("ran out of free UDP ports")
+
+
+def device_ports(simulated: int, shards: int, victim_shard: int) -> tuple[list[int], int]:
+    """UDP ports for ``simulated`` devices spread over the shards, and one more on
+    ``victim_shard`` (for the device that fails), all distinct."""
+    free = (free_udp_port() for _ in itertools.count())
+    ports = spread_endpoints(simulated, shards, free)
+    victim = next(
+        p for p in free if p not in ports and hashmod(f"127.0.0.1:{p}", shards) == victim_shard
+    )
+    return ports, victim
