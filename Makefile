@@ -20,7 +20,7 @@ STACK_DEBS := ensurepip:python3-venv prometheus:prometheus \
 TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
 	docker-compose:docker-compose snmpd:snmpd snmpbulkwalk:snmp \
 	prometheus-snmp-exporter:prometheus-snmp-exporter ip:iproute2 tc:iproute2 \
-	setpriv:util-linux node:nodejs npm:npm victoria-metrics:victoria-metrics \
+	setpriv:util-linux node:nodejs npm:npm victoria-metrics:victoria-metrics vmalert:victoria-metrics \
 	runuser:util-linux pg_ctlcluster:postgresql nft:nftables conntrack:conntrack \
 	pmacctd:pmacct nfcapd:nfdump iptables:iptables \
 	chromium:chromium chromedriver:chromium-driver
@@ -59,6 +59,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/webhook_ingest.py
 	$(BIN)/python benchmarks/flow_ingest.py
 	$(BIN)/python benchmarks/console_report.py
+	$(BIN)/python benchmarks/shard_fleet.py
 
 $(VENV)/.python-ok:
 	@PYTHON=$(PYTHON) scripts/install-system-deps.sh ensurepip:python3-venv

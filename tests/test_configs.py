@@ -18,7 +18,10 @@ pytestmark = pytest.mark.peers
 
 
 REPO = Path(__file__).resolve().parent.parent
-RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
+# The shipped rules, and the sharded deployment's own (vmalert's, docs/sharding.md).
+RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml")) + sorted(
+    (REPO / "prometheus" / "sharded" / "rules").glob("*.yml")
+)
 RULE_TESTS = sorted((REPO / "prometheus" / "tests").glob("*.yml"))
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 RUNBOOK_URL = "https://github.com/scout-monitoring/scout/blob/main/docs/runbooks.md#"
@@ -165,7 +168,7 @@ def test_every_recording_rule_is_unit_tested_with_a_value():
 
 
 def test_every_rule_file_has_unit_tests():
-    rule_files = {p.name for p in (REPO / "prometheus" / "rules").glob("*.yml")}
+    rule_files = {p.name for p in RULE_FILES}
     tested = {p.name.replace(".test.yml", ".yml") for p in RULE_TESTS}
     assert rule_files
     assert rule_files <= tested

@@ -37,15 +37,23 @@ def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+SINGLE = {"exporter", "sidecar", "prometheus", "alertmanager", "grafana"}
+# The `sharded` profile's services: started only with `--profile sharded`.
+SHARDED = {"exporter-shard-1", "prometheus-shard-0", "prometheus-shard-1"}
+SHARDED |= {"victoria-metrics", "vmalert"}
+
+
 def test_compose_file_is_valid_and_listens_on_loopback_only():
     result = compose_config(GRAFANA_ADMIN_PASSWORD="test-only-password")
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    assert set(services) == {"exporter", "sidecar", "prometheus", "alertmanager", "grafana"}
+    assert {n for n, s in services.items() if "profiles" not in s} == SINGLE
+    assert {n for n, s in services.items() if s.get("profiles") == ["sharded"]} == SHARDED
+    assert set(services) == SINGLE | SHARDED
     for name, service in services.items():
         assert service["network_mode"] == "host", name
         assert "ports" not in service, name
-        addresses = [a for a in service.get("command", []) if "listen-address=" in a]
+        addresses = [a for a in service.get("command", []) if "istenAddr" in a or "listen-" in a]
         addresses += [str(service.get("environment", {}).get("GF_SERVER_HTTP_ADDR", ""))]
         assert any("127.0.0.1" in a for a in addresses), name
 
@@ -77,6 +85,57 @@ def test_compose_scrape_ports_match_prometheus_config():
         assert listen.endswith(targets[job]), (service, listen, targets[job])
 
 
+def _listen(service: dict[str, Any]) -> str:
+    address = next(a for a in service["command"] if "listen-address=" in a or "istenAddr=" in a)
+    return str(address.split("=", 1)[1])
+
+
+def _config_file(service: dict[str, Any]) -> Path:
+    flag = next(a for a in service["command"] if a.startswith("--config.file="))
+    return REPO / "prometheus" / flag.removeprefix("--config.file=/etc/prometheus/")
+
+
+def test_sharded_profile_runs_the_generated_deployment():
+    """The profile's processes are where prometheus/sharded/ (scripts/shards.py) says."""
+    services = _compose_services()
+    sharded = {"SCOUT_PROMETHEUS_CONFIG": "sharded/global.yml"}
+    sharded_services = _compose_services(**sharded)
+    global_config = yaml.safe_load(_config_file(sharded_services["prometheus"]).read_text())
+    assert _listen(sharded_services["prometheus"]) == _listen(services["prometheus"])
+    jobs = {job["job_name"]: job for job in global_config["scrape_configs"]}
+    shards = jobs["scout-shard"]["static_configs"]
+    assert len(shards) == 2
+    for k, group in enumerate(shards):
+        prometheus = services[f"prometheus-shard-{k}"]
+        assert group == {"targets": [_listen(prometheus)], "labels": {"shard": str(k)}}
+        config = yaml.safe_load(_config_file(prometheus).read_text())
+        assert config["global"]["external_labels"] == {"shard": str(k)}
+        own = {job["job_name"]: job for job in config["scrape_configs"]}
+        exporter = services["exporter" if k == 0 else f"exporter-shard-{k}"]
+        assert own["scout-exporter"]["static_configs"] == [{"targets": [_listen(exporter)]}]
+        [write] = config["remote_write"]
+        assert write["url"] == f"http://{_listen(services['victoria-metrics'])}/api/v1/write"
+    assert jobs["victoria-metrics"]["static_configs"][0]["targets"] == [
+        _listen(services["victoria-metrics"])
+    ]
+    assert jobs["vmalert"]["static_configs"][0]["targets"] == [_listen(services["vmalert"])]
+    vmalert = services["vmalert"]["command"]
+    vm_url = f"http://{_listen(services['victoria-metrics'])}"
+    assert f"-datasource.url={vm_url}" in vmalert
+    assert f"-notifier.url=http://{_listen(services['alertmanager'])}" in vmalert
+    assert "-rule=/etc/prometheus/sharded/rules/*.yml" in vmalert
+    # The sidecar and Grafana query the Prometheus by default, the global view when told to.
+    datasource = yaml.safe_load(
+        (REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"][0]
+    assert datasource["url"] == "${SCOUT_PROMQL_URL}"
+    default_url = f"http://{_listen(services['prometheus'])}"
+    assert services["grafana"]["environment"]["SCOUT_PROMQL_URL"] == default_url
+    global_view = _compose_services(SCOUT_PROMQL_URL=vm_url, **sharded)
+    assert global_view["sidecar"]["environment"]["SCOUT_PROMETHEUS_URL"] == vm_url
+    assert global_view["grafana"]["environment"]["SCOUT_PROMQL_URL"] == vm_url
+
+
 def test_grafana_time_interval_equals_scrape_interval():
     datasource = yaml.safe_load(
         (REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
@@ -85,16 +144,11 @@ def test_grafana_time_interval_equals_scrape_interval():
     assert datasource["jsonData"]["timeInterval"] == prometheus["global"]["scrape_interval"]
 
 
-def _compose_services() -> dict[str, Any]:
-    result = compose_config(GRAFANA_ADMIN_PASSWORD="test-only-password")
+def _compose_services(**env: str) -> dict[str, Any]:
+    result = compose_config(GRAFANA_ADMIN_PASSWORD="test-only-password", **env)
     assert result.returncode == 0, result.stderr
     services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
     return services
-
-
-def _listen(service: dict[str, Any]) -> str:
-    address = next(a for a in service["command"] if "listen-address=" in a)
-    return str(address.split("=", 1)[1])
 
 
 def test_alertmanager_and_sidecar_share_the_secrets_directory(tmp_path):
@@ -141,4 +195,5 @@ def test_env_example_documents_every_variable_compose_reads():
     variables = set(re.findall(r"\$\{([A-Z_]+)", compose))
     example = (REPO / ".env.example").read_text()
     documented = set(re.findall(r"^#? ?([A-Z_]+)=", example, re.MULTILINE))
-    assert variables == documented
+    # Compose's own setting, read from .env without a ${} in the file.
+    assert variables == documented - {"COMPOSE_PROFILES"}

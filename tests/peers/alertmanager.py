@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -264,10 +265,27 @@ class Alertmanager:
         return self.service.log_tail(lines)
 
 
+def free_gossip_port() -> int:
+    """A port free for TCP and UDP both: the cluster's gossip listens on both, and
+    a test's UDP peers (snmpsim's hundreds of endpoints) may hold a TCP-free port."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 @contextlib.contextmanager
 def start_cluster(workdir: Path, config: Path, size: int = 2) -> Iterator[list[Alertmanager]]:
     """``size`` Alertmanagers gossiping with each other on loopback; stopped on exit."""
-    cluster_ports = [free_port() for _ in range(size)]
+    cluster_ports: list[int] = []
+    while len(cluster_ports) < size:
+        port = free_gossip_port()
+        if port not in cluster_ports:
+            cluster_ports.append(port)
     members = [
         Alertmanager(
             workdir,

@@ -3,7 +3,8 @@
 For the tests and benchmarks that need the whole notification path (real
 Alertmanager, the sidecar process, Slack and SMTP sinks). The sidecar gets the
 webhook token the Alertmanager peer uses (:data:`tests.peers.alertmanager.TEST_TOKEN`)
-and a Prometheus URL where nothing listens, so its analyst works without context.
+and a Prometheus URL where nothing listens, so its analyst works without context
+(or the PromQL engine a test gives it).
 """
 
 from __future__ import annotations
@@ -49,8 +50,12 @@ def start_sidecar(
     config_text: str,
     *,
     log_level: str = "debug",
+    prometheus_url: str | None = None,
 ) -> Sidecar:
-    """Start ``scout-sidecar`` on 127.0.0.1:``port`` with ``config_text``; wait until ready."""
+    """Start ``scout-sidecar`` on 127.0.0.1:``port`` with ``config_text``; wait until ready.
+
+    ``prometheus_url``: the engine it queries (default: a port where nothing listens).
+    """
     config = workdir / "sidecar.yml"
     config.write_text(config_text)
     address = f"127.0.0.1:{port}"
@@ -70,8 +75,8 @@ def start_sidecar(
             **os.environ,
             "SCOUT_WEBHOOK_TOKEN": TEST_TOKEN,
             "SCOUT_ALERTMANAGER_URLS": ",".join(alertmanagers),
-            # Nothing listens there: the analyst works without context.
-            "SCOUT_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+            # By default nothing listens there: the analyst works without context.
+            "SCOUT_PROMETHEUS_URL": prometheus_url or f"http://127.0.0.1:{free_port()}",
             "SCOUT_DATA_DIR": str(workdir / "sidecar-data"),
         },
     )

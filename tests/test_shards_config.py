@@ -1,0 +1,125 @@
+"""scripts/shards.py: the sharded deployment's configs, checked by promtool."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts import shards
+from scripts.shards import Deployment, ShardsError, deployment_configs, one_host
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "prometheus" / "sharded"
+
+
+def test_the_shipped_configs_are_what_the_generator_makes():
+    """prometheus/sharded/ (docker-compose.yml's sharded profile) is regenerated, never edited."""
+    expected = deployment_configs(one_host(2), SHIPPED)
+    shipped = {p.name: yaml.safe_load(p.read_text()) for p in SHIPPED.glob("*.yml")}
+    assert shipped == expected, "run: python scripts/shards.py --shards 2 --out prometheus/sharded"
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_every_file_sd_job_keeps_one_share_of_the_same_lists(count):
+    configs = deployment_configs(one_host(count), SHIPPED)
+    template = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    file_sd = {j["job_name"]: j for j in template["scrape_configs"] if "file_sd_configs" in j}
+    assert file_sd
+    for k in range(count):
+        config = configs[f"shard-{k}.yml"]
+        assert config["global"]["external_labels"] == {"shard": str(k)}
+        assert config["rule_files"] == ["../rules/*.yml"]
+        jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+        assert set(jobs) == {"prometheus", "scout-exporter", *file_sd}
+        for name, job in file_sd.items():
+            hashmod, keep, *rest = jobs[name]["relabel_configs"]
+            assert hashmod["action"] == "hashmod"
+            assert hashmod["modulus"] == count
+            assert hashmod["source_labels"] == ["__address__"]
+            assert keep == {
+                "source_labels": [hashmod["target_label"]],
+                "regex": str(k),
+                "action": "keep",
+            }
+            assert rest[:-1] == job["relabel_configs"][:-1]
+            assert rest[-1]["replacement"] == one_host(count).exporters[k]
+            assert jobs[name]["file_sd_configs"] == [
+                {"files": ["../" + f for f in sd["files"]]} for sd in job["file_sd_configs"]
+            ]
+
+
+def test_the_global_tier_scrapes_what_no_shard_scrapes():
+    deployment = one_host(2)
+    configs = deployment_configs(deployment, SHIPPED)
+    jobs = {j["job_name"]: j for j in configs["global.yml"]["scrape_configs"]}
+    assert set(jobs) == {
+        "prometheus",
+        "alertmanager",
+        "scout-sidecar",
+        "victoria-metrics",
+        "vmalert",
+        "scout-shard",
+    }
+    assert jobs["scout-sidecar"]["honor_labels"] is True
+    assert configs["global.yml"]["global"]["external_labels"] == {"shard": "global"}
+    for k in range(2):
+        shard_jobs = {j["job_name"] for j in configs[f"shard-{k}.yml"]["scrape_configs"]}
+        assert not shard_jobs & {"alertmanager", "scout-sidecar"}
+
+
+def test_configs_are_valid_for_promtool(tmp_path):
+    deployment = Deployment(
+        exporters=["10.0.0.1:8781", "10.0.0.2:8781", "10.0.0.3:8781"],
+        prometheis=["10.0.0.1:9090", "10.0.0.2:9090", "10.0.0.3:9090"],
+        global_prometheus="10.0.1.1:9090",
+        alertmanagers=["10.0.1.1:9093", "10.0.1.2:9093"],
+    )
+    written = shards.write_deployment(deployment, tmp_path)
+    assert [p.name for p in written] == ["shard-0.yml", "shard-1.yml", "shard-2.yml", "global.yml"]
+    for path in written:
+        config = yaml.safe_load(path.read_text())
+        # Outside the repository's prometheus/ directory: absolute paths that exist.
+        assert all(Path(p).is_absolute() for p in config["rule_files"])
+        [alerting] = config["alerting"]["alertmanagers"]
+        assert alerting["static_configs"] == [{"targets": ["10.0.1.1:9093", "10.0.1.2:9093"]}]
+    result = subprocess.run(
+        ["promtool", "check", "config", *map(str, written)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_job_that_is_neither_sharded_nor_known_is_refused():
+    template = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    template["scrape_configs"].append(
+        {"job_name": "blackbox", "static_configs": [{"targets": ["x"]}]}
+    )
+    with pytest.raises(ShardsError, match="job 'blackbox'"):
+        shards.shard_config(template, one_host(2), 0, SHIPPED)
+
+
+def test_addresses_must_pair_up_and_differ():
+    with pytest.raises(ShardsError, match="one exporter and one Prometheus per shard"):
+        Deployment(exporters=["a:1", "b:1"], prometheis=["c:1"])
+    with pytest.raises(ShardsError, match="two processes on one address: a:1"):
+        Deployment(exporters=["a:1"], prometheis=["a:1"])
+
+
+def test_the_command_line_says_what_is_wrong(tmp_path, capsys):
+    assert shards.main(["--shards", "0", "--out", str(tmp_path)]) == 1
+    assert "--shards must be 1 or more" in capsys.readouterr().err
+    assert shards.main(["--shards", "3", "--out", str(tmp_path), "--exporters", "a:1"]) == 1
+    assert "one exporter and one Prometheus per shard" in capsys.readouterr().err
+    assert shards.main(["--shards", "3", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "global.yml",
+        "shard-0.yml",
+        "shard-1.yml",
+        "shard-2.yml",
+    ]
