@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import os
 import platform
@@ -71,7 +72,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -99,18 +100,24 @@ from tests.peers.snmp import (  # noqa: E402
     SnmpExporter,
     SnmpPeerError,
     SnmpsimDevices,
+    UdpService,
     answers,
     free_udp_port,
+    snmp_command,
 )
 
 HOST = "127.0.0.1"  # the exporters listen here; agents are in our namespace or here
 MODULE = "if_mib"
 TARGET_SHARE = 0.50  # of all cores
-TARGET_RSS = 300 * 10**6
-REFERENCE_DEVICES = 1000
+TARGET_RSS = 10**9  # at the reference fleet
+REFERENCE_DEVICES = 10_000
 REFERENCE_INTERVAL = 60.0
+REFERENCE_LABEL = f"at {REFERENCE_DEVICES // 1000}k/60s"
+# The scrape timeout the client announces (X-Prometheus-Scrape-Timeout-Seconds).
+SCRAPE_DEADLINE = float(SCRAPE_HEADERS["X-Prometheus-Scrape-Timeout-Seconds"])
 CACHE_MAX_AGE = 900.0  # if_mib's cache max_age_seconds
 FIRST_PORT = 20000
+RESPONDER = Path(__file__).resolve().parent / "snmp_responder.py"
 SCOUT_SUCCESS = f'scout_snmp_module_success{{module="{MODULE}"}} 1\n'
 SCOUT_CACHED = f'scout_snmp_cache_used{{module="{MODULE}"}} 1\n'
 
@@ -134,11 +141,17 @@ class Interval:
     walls: list[float] = field(default_factory=list)
     late: list[float] = field(default_factory=list)
 
+    @property
+    def past_deadline(self) -> int:
+        """Scrapes that failed or answered after Prometheus would have given up."""
+        return self.failed + sum(wall > SCRAPE_DEADLINE for wall in self.walls)
+
 
 @dataclass
 class FleetRun:
     label: str
     pid: int
+    interval: float
     intervals: list[Interval]
     errors: Counter[str] = field(default_factory=Counter)
     rss_start: int = 0
@@ -164,17 +177,18 @@ async def run_fleet(
     base_url: str,
     paths: Sequence[str],
     pid: int,
-    agent_pid: int,
+    agent_pids: Sequence[int],
     args: argparse.Namespace,
     intervals: int,
+    interval: float,
 ) -> FleetRun:
     """Scrape every path once per interval at its own offset; CPU sampled per interval."""
-    run = FleetRun(label, pid, [Interval() for _ in range(intervals)])
+    run = FleetRun(label, pid, interval, [Interval() for _ in range(intervals)])
     limit = asyncio.Semaphore(args.concurrency)
     timeout = aiohttp.ClientTimeout(total=15)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     loop = asyncio.get_running_loop()
-    spacing = args.interval / len(paths)
+    spacing = interval / len(paths)
     check = SCOUT_SUCCESS if label == "scout" else "ifHCInOctets{"
 
     async def one(path: str, slot: Interval, due: float) -> None:
@@ -204,22 +218,22 @@ async def run_fleet(
         run.rss_start = memory(pid)[0]
         start = loop.time() + 0.5
         cpu_marks = [cpu_seconds(pid)]
-        agent_before, client_before = cpu_seconds(agent_pid), cpu_seconds(self_pid)
+        agent_before, client_before = agents_cpu(agent_pids), cpu_seconds(self_pid)
         for k in range(intervals):
             for i, path in enumerate(paths):
-                due = start + k * args.interval + i * spacing
+                due = start + k * interval + i * spacing
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 task = asyncio.create_task(one(path, run.intervals[k], due))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             # The interval's scrapes are all launched; sample at its end.
-            await asyncio.sleep(max(0.0, start + (k + 1) * args.interval - loop.time()))
+            await asyncio.sleep(max(0.0, start + (k + 1) * interval - loop.time()))
             cpu_marks.append(cpu_seconds(pid))
         if tasks:  # stragglers of the last interval; their CPU is in the final sample
             await asyncio.gather(*tasks)
             cpu_marks[-1] = cpu_seconds(pid)
         run.elapsed = loop.time() - start
-        run.agent_cpu = cpu_seconds(agent_pid) - agent_before
+        run.agent_cpu = agents_cpu(agent_pids) - agent_before
         run.client_cpu = cpu_seconds(self_pid) - client_before
     for k, slot in enumerate(run.intervals):
         slot.cpu_seconds = cpu_marks[k + 1] - cpu_marks[k]
@@ -238,8 +252,10 @@ class Fleet:
     description: str
     devices: list[Device]
     communities: list[str]
-    agent_pid: int
+    agent_pids: list[int]
     agent_label: str
+    # Run after the fleet: checks the agents served what snmpd serves; says what it checked.
+    check: Callable[[], str] | None = None
 
 
 def snmpd_fleet(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> Fleet:
@@ -271,9 +287,102 @@ def snmpd_fleet(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> Fl
         f"per device; {len(ports)} UDP ports x {len(communities)} communities",
         devices,
         communities,
-        agent.snmpd.service.process.pid,
+        [agent.snmpd.service.process.pid],
         "snmpd",
     )
+
+
+def responder_fleet(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> Fleet:
+    """snmpd in a namespace behind ``snmp_responder.py`` processes that replay its answers."""
+    if os.geteuid() != 0:
+        raise BenchmarkError("--agent responder needs root (a network namespace); try sudo")
+    communities = [f"fleet{c}" for c in range(args.communities)]
+    agent = stack.enter_context(NetnsSnmpd(workdir, pairs=24, communities=communities))
+    ports = list(range(FIRST_PORT, FIRST_PORT + args.ports))
+    processes = min(args.agent_processes, len(ports))
+    share_size = math.ceil(len(ports) / processes)
+    pids = []
+    for k in range(processes):
+        mine = ports[k * share_size : (k + 1) * share_size]
+        if not mine:
+            break
+        service = UdpService(
+            name=f"snmp_responder {mine[0]}-{mine[-1]}",
+            argv=[
+                sys.executable,
+                str(RESPONDER),
+                f"--host={HOST}",
+                f"--ports={mine[0]}-{mine[-1]}",
+                f"--upstream={agent.target}",
+            ],
+            ready_url=f"snmp://{HOST}:{mine[-1]}",
+            log_path=workdir / f"responder-{k}.log",
+            probe=functools.partial(answers, f"{HOST}:{mine[-1]}", communities[-1]),
+        )
+        stack.callback(service.stop, 5)
+        service.start()
+        service.wait_ready(30)
+        assert service.process is not None
+        pids.append(service.process.pid)
+    fleet = Fleet(
+        f"{processes} snmp_responder processes replaying net-snmp snmpd's answers (snmpd in a "
+        f"network namespace, {agent.if_rows} interfaces: 48 ports + lo); {len(ports)} UDP ports "
+        f"x {len(communities)} communities",
+        [Device(f"{HOST}:{p}", c) for p in ports for c in communities],
+        communities,
+        pids,
+        "the responders",
+    )
+    fleet.check = lambda: check_replayed(agent, ports, communities)
+    return fleet
+
+
+# ifTable and ifXTable: what if_mib reads.
+CHECKED_TABLES = ("1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1")
+CHECKED_DEVICES = 5
+
+
+def check_replayed(agent: NetnsSnmpd, ports: Sequence[int], communities: Sequence[str]) -> str:
+    """Walk a sample of devices through the responders and straight from snmpd: same tables?
+
+    ``snmpbulkwalk`` (net-snmp's own client, not Scout's) asks every sampled
+    device the same requests; the first sampled device of a community may be
+    passed upstream, the others are served from the responders' store. Counter
+    values are frozen in the store while snmpd's move on, so counters are compared
+    by OID and type only; everything else (names, speeds, status) by value too.
+    """
+    sample = random.Random(7).sample(
+        [(p, c) for p in ports for c in communities],
+        min(CHECKED_DEVICES, len(ports) * len(communities)),
+    )
+    for port, community in sample:
+        for table in CHECKED_TABLES:
+            replayed = masked_walk(f"{HOST}:{port}", community, table)
+            direct = masked_walk(agent.target, community, table)
+            if not replayed or replayed != direct:
+                diff = sorted(set(replayed) ^ set(direct))[:5]
+                raise BenchmarkError(
+                    f"the responder on port {port} ({community}) does not answer {table} as "
+                    f"snmpd does ({len(replayed)} against {len(direct)} lines; differing: {diff})"
+                )
+    return (
+        f"{len(sample)} sampled devices walked through the responders and straight from snmpd "
+        "(ifTable, ifXTable, net-snmp's snmpbulkwalk): identical but for counter values"
+    )
+
+
+def masked_walk(target: str, community: str, table: str) -> list[str]:
+    result = snmp_command("snmpbulkwalk", target, table, community=community, timeout=2, retries=1)
+    if result.returncode != 0:
+        raise BenchmarkError(f"snmpbulkwalk {target} {table} failed: {result.stderr.strip()}")
+    return [
+        line.split(" = ")[0] + " = Counter" if " = Counter" in line else line
+        for line in result.stdout.splitlines()
+    ]
+
+
+def agents_cpu(pids: Sequence[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def check_reachable(agent: NetnsSnmpd, host: str, port: int, community: str) -> None:
@@ -311,7 +420,7 @@ def snmpsim_fleet(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> 
         f"endpoints x {len(communities)} device files",
         devices,
         communities,
-        sim.service.process.pid,
+        [sim.service.process.pid],
         "snmpsim",
     )
 
@@ -325,7 +434,7 @@ def share(cpu: float, seconds: float) -> float:
 
 
 def reference_share(cpu_per_scrape: float) -> float:
-    """The share of the cores 1000 devices every 60 s would take at this cost per scrape."""
+    """The share of the cores the reference fleet (10,000 devices / 60 s) would take."""
     return share(cpu_per_scrape * REFERENCE_DEVICES, REFERENCE_INTERVAL)
 
 
@@ -333,12 +442,12 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
     cores = os.cpu_count() or 1
     print()
     print(
-        f"{run.label}: {devices} devices every {args.interval:g} s, {len(run.intervals)} intervals"
+        f"{run.label}: {devices} devices every {run.interval:g} s, {len(run.intervals)} intervals"
     )
     header = (
-        f"{'interval':<9} {'ok':>5} {'failed':>6} {'cached':>6} {'wall med ms':>11} "
-        f"{'wall p90 ms':>11} {'late p90 ms':>11} {'CPU s':>7} {'CPU ms/scr':>10} "
-        f"{'share of ' + str(cores) + ' cores':>16} {'at 1000/60s':>11}"
+        f"{'interval':<9} {'ok':>6} {'failed':>6} {'past deadline':>13} {'cached':>6} "
+        f"{'wall med ms':>11} {'wall p90 ms':>11} {'late p90 ms':>11} {'CPU s':>7} "
+        f"{'CPU ms/scr':>10} {'share of ' + str(cores) + ' cores':>16} {REFERENCE_LABEL:>12}"
     )
     print(header)
     print("-" * len(header))
@@ -346,12 +455,12 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
         n = slot.ok + slot.failed
         per_scrape = slot.cpu_seconds / n if n else float("nan")
         print(
-            f"{k:<9} {slot.ok:>5} {slot.failed:>6} "
+            f"{k:<9} {slot.ok:>6} {slot.failed:>6} {slot.past_deadline:>13} "
             f"{slot.cached if run.label == 'scout' else '-':>6} "
             f"{statistics.median(slot.walls) * 1e3 if slot.walls else float('nan'):>11.1f} "
             f"{p90(slot.walls) * 1e3:>11.1f} {p90(slot.late) * 1e3:>11.1f} "
             f"{slot.cpu_seconds:>7.2f} {per_scrape * 1e3:>10.2f} "
-            f"{share(slot.cpu_seconds, args.interval):>16.1%} {reference_share(per_scrape):>11.1%}"
+            f"{share(slot.cpu_seconds, run.interval):>16.1%} {reference_share(per_scrape):>12.1%}"
         )
     print(
         f"RSS {run.rss_end / 1e6:.0f} MB at the end (peak {run.rss_peak / 1e6:.0f} MB, "
@@ -364,7 +473,7 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
         share(run.client_cpu, run.elapsed),
     )
     print(
-        f"context, not counted: {agent_label} used {agent_share:.1%} and this client "
+        f"not counted: {agent_label} (the agents) used {agent_share:.1%} and this client "
         f"{client_share:.1%} of the {cores} cores over {run.elapsed:.0f} s"
     )
     if run.failed:
@@ -388,29 +497,30 @@ def print_summary(
 
     cold = per_scrape(scout.intervals[:1])
     steady_slots = scout.intervals[1:]
-    lines = [("scout, cold (interval 1)", cold)]
+    lines = [("scout, cold (interval 1)", cold, scout)]
     if steady_slots:
         steady = per_scrape(steady_slots)
-        lines.append((f"scout, steady (intervals 2-{len(scout.intervals)})", steady))
+        lines.append((f"scout, steady (intervals 2-{len(scout.intervals)})", steady, scout))
         # Each device refills its cache once per CACHE_MAX_AGE: one cold scrape in 15.
         cold_fraction = REFERENCE_INTERVAL / CACHE_MAX_AGE
         lines.append(
             (
                 "scout, long run (1 cold scrape in 15)",
                 steady + (cold - steady) * cold_fraction,
+                scout,
             )
         )
     if peer is not None:
-        lines.append(("snmp_exporter", per_scrape(peer.intervals)))
-    same_rate = args.interval == REFERENCE_INTERVAL and devices == REFERENCE_DEVICES
-    for label, cost in lines:
-        measured = share(cost * devices, args.interval)
+        lines.append(("snmp_exporter", per_scrape(peer.intervals), peer))
+    for label, cost, run in lines:
+        same_rate = run.interval == REFERENCE_INTERVAL and devices == REFERENCE_DEVICES
+        measured = share(cost * devices, run.interval)
         print(
             f"  {label:<40} {cost * 1e3:6.2f} ms CPU per scrape; "
             + (
                 f"{measured:.1%} of {cores} cores"
                 if same_rate
-                else f"measured {measured:.1%}, scaled to 1000 devices / 60 s: "
+                else f"measured {measured:.1%}, scaled to {REFERENCE_DEVICES} devices / 60 s: "
                 f"{reference_share(cost):.1%} of {cores} cores"
             )
             + (
@@ -426,7 +536,16 @@ def print_summary(
     )
     if peer is not None and steady_slots:
         ratio = per_scrape(steady_slots) / per_scrape(peer.intervals)
-        print(f"  CPU ratio scout steady / snmp_exporter: {ratio:.2f}x")
+        print(f"  CPU per device-scrape, scout steady / snmp_exporter: {ratio:.2f}x")
+    for measured_run in (scout, peer):
+        if measured_run is not None:
+            print(
+                f"  {measured_run.label}: "
+                f"{sum(s.past_deadline for s in measured_run.intervals)} scrapes past their "
+                f"{SCRAPE_DEADLINE:g} s deadline; the agents used "
+                f"{share(measured_run.agent_cpu, measured_run.elapsed):.1%} of the cores "
+                "meanwhile (not counted)"
+            )
     invalid = [r.label for r in (scout, peer) if r is not None and r.failed]
     print(
         "  all scrapes succeeded"
@@ -448,7 +567,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--peer-intervals", type=int, default=1,
         help="intervals snmp_exporter is measured for afterwards; 0 skips it (default 1)",
     )  # fmt: skip
-    add("--agent", choices=("snmpd", "snmpsim"), default="snmpd", help="see the docstring")
+    add(
+        "--agent", choices=("responder", "snmpd", "snmpsim"), default="responder",
+        help="see the docstring (default responder)",
+    )  # fmt: skip
+    add(
+        "--agent-processes", type=int, default=2,
+        help="snmp_responder processes sharing the ports (default 2)",
+    )  # fmt: skip
+    add(
+        "--peer-interval", type=float, default=None,
+        help="snmp_exporter's interval, seconds (default --interval; longer when it cannot "
+        "keep up with the fleet on these cores)",
+    )  # fmt: skip
     add(
         "--communities", type=int, default=None,
         help="devices per port (snmpd) or device files (snmpsim); default 10 or 50",
@@ -458,11 +589,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--seed", type=int, default=1, help="shuffles the order devices are scraped in")
     args = parser.parse_args(argv)
     if args.communities is None:
-        args.communities = 10 if args.agent == "snmpd" else 50
+        args.communities = 50 if args.agent == "snmpsim" else 10
+    if args.peer_interval is None:
+        args.peer_interval = args.interval
     if args.devices < 1 or args.interval <= 0 or args.intervals < 1 or args.peer_intervals < 0:
         parser.error("--devices, --interval and --intervals must be positive")
-    if args.communities < 1 or args.concurrency < 1:
-        parser.error("--communities and --concurrency must be positive")
+    if args.communities < 1 or args.concurrency < 1 or args.agent_processes < 1:
+        parser.error("--communities, --concurrency and --agent-processes must be positive")
     args.ports = math.ceil(args.devices / args.communities)
     if args.agent == "snmpd" and args.ports > 120:
         parser.error(
@@ -475,7 +608,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def check_binaries(agent: str) -> None:
     """Exit 2, saying what to install, if a program this run needs is missing."""
     needed = ["snmpget", "prometheus-snmp-exporter", "scout-exporter"]
-    needed += ["snmpd", "ip"] if agent == "snmpd" else ["snmpsim-command-responder"]
+    needed += ["snmpsim-command-responder"] if agent == "snmpsim" else ["snmpd", "ip"]
+    needed += ["snmpbulkwalk"] if agent == "responder" else []
     missing = missing_programs(needed)
     if missing:
         print(
@@ -490,7 +624,8 @@ def check_binaries(agent: str) -> None:
 def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
     """Set up, run and report the fleet; False if any scrape failed (the run is not valid)."""
     started = time.monotonic()
-    fleet = (snmpd_fleet if args.agent == "snmpd" else snmpsim_fleet)(stack, workdir, args)
+    make_fleet = {"responder": responder_fleet, "snmpd": snmpd_fleet, "snmpsim": snmpsim_fleet}
+    fleet = make_fleet[args.agent](stack, workdir, args)
     devices = fleet.devices[: args.devices]
     random.Random(args.seed).shuffle(devices)  # neighbours in time: different ports
     config = workdir / "scout.yml"
@@ -532,9 +667,9 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
     )
     print(f"peer:    {version_line([find_binary('prometheus-snmp-exporter'), '--version'])}")
     agent_version = (
-        version_line(["snmpd", "-v"]).replace("NET-SNMP version:", "snmpd")
-        if args.agent == "snmpd"
-        else f"snmpsim {metadata.version('snmpsim')}"
+        f"snmpsim {metadata.version('snmpsim')}"
+        if args.agent == "snmpsim"
+        else version_line(["snmpd", "-v"]).replace("NET-SNMP version:", "snmpd")
     )
     print(f"agent:   {agent_version}: {fleet.description}")
     print(
@@ -544,9 +679,9 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
     )
     if args.interval != REFERENCE_INTERVAL or len(devices) != REFERENCE_DEVICES:
         print(
-            f"note:    not the reference 1000 devices / 60 s: 'at 1000/60s' columns scale the "
-            f"measured CPU per scrape linearly to that rate ({REFERENCE_DEVICES / 60:.1f} "
-            "scrapes/s)"
+            f"note:    not the reference {REFERENCE_DEVICES} devices / 60 s: '{REFERENCE_LABEL}' "
+            "columns scale the measured CPU per scrape linearly to that rate "
+            f"({REFERENCE_DEVICES / REFERENCE_INTERVAL:.1f} scrapes/s)"
         )
 
     def scout_path(device: Device) -> str:
@@ -563,9 +698,10 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
             f"http://{HOST}:{port}",
             [scout_path(d) for d in devices],
             scout_service.process.pid,
-            fleet.agent_pid,
+            fleet.agent_pids,
             args,
             args.intervals,
+            args.interval,
         )
     )
     print_run(scout_run, args, len(devices), fleet.agent_label)
@@ -579,13 +715,16 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
                 peer.url,
                 [peer_path(d) for d in devices],
                 peer.service.process.pid,
-                fleet.agent_pid,
+                fleet.agent_pids,
                 args,
                 args.peer_intervals,
+                args.peer_interval,
             )
         )
         print_run(peer_run, args, len(devices), fleet.agent_label)
     print_summary(scout_run, peer_run, args, len(devices))
+    if fleet.check is not None:
+        print(f"  agents checked: {fleet.check()}")
 
     print()
     print("CPU: user+system of the exporter process only, per interval, as a share of all")
