@@ -46,9 +46,8 @@ async def walk_columns(
     results: dict[Oid, list[VarBind]] = {root: [] for root in roots}
     prefixes = [encode_root(root) for root in roots]
     last = list(prefixes)  # the OID each root's walk continues from
-    last_suffix: list[Oid] = [() for _ in roots]  # the same, below its root
+    last_oid: list[Oid] = list(roots)  # the same, decoded
     lists = [results[root] for root in roots]
-    indexes: dict[bytes, Oid] = {}  # decoded index suffixes: columns share them
     active = list(range(len(roots)))
     total = 0
     # SNMPv1 has no GetBulk, and an old agent may find even one varbind per
@@ -109,8 +108,8 @@ async def walk_columns(
                 in_flight = asyncio.ensure_future(request(batch))
                 await asyncio.sleep(0)  # let it send before the decoding below
             for i, share, kept in shares:
-                last_suffix[i] = _take(
-                    roots[i], prefixes[i], share, kept, last_suffix[i], lists[i], indexes, where
+                last_oid[i] = _take(
+                    roots[i], prefixes[i], share, kept, last_oid[i], lists[i], where
                 )
             if in_flight is None:
                 break
@@ -142,6 +141,15 @@ async def _discard(task: asyncio.Task[Reply]) -> None:
         task.exception()  # retrieved: asyncio must not log it as forgotten
 
 
+# Every OID a walk has decoded, by its encoding, shared by all sessions: the same
+# columns and indexes come back from every device (ifInOctets.1 .. .48 on each
+# switch), so a fleet holds one tuple per distinct OID instead of one per device
+# and scrape, and a walk decodes an OID only the first time any device returns it.
+# Cleared when it grows past OID_TABLE_LIMIT (a fleet of very varied devices).
+OID_TABLE_LIMIT = 2_000_000
+_oid_table: dict[bytes, Oid] = {}
+
+
 def _take(
     root: Oid,
     prefix: bytes,
@@ -149,32 +157,33 @@ def _take(
     count: int,
     previous: Oid,
     out: list[VarBind],
-    indexes: dict[bytes, Oid],
     where: str,
 ) -> Oid:
     """Decode the first ``count`` varbinds of one root's share of a reply into ``out``.
 
-    The walk's inner loop. Returns the suffix (below ``root``) of the last
-    OID taken; ``indexes`` caches suffixes, which repeat in every column.
+    The walk's inner loop. Returns the last OID taken (``previous`` is the one
+    before, or the root itself at the start).
     """
     kinds, unsigned, integer, octets = KINDS, UNSIGNED_TAGS, ber.INTEGER, ber.OCTET_STRING
+    table = _oid_table
+    if len(table) > OID_TABLE_LIMIT:
+        table.clear()
     cut = len(prefix)
     for k in range(count):
-        oid, tag, raw = share[k]
-        rest = oid[cut:]
-        suffix = indexes.get(rest)
-        if suffix is None:
-            suffix = indexes[rest] = ber.decode_subids(rest)
-        if suffix <= previous:
+        encoded, tag, raw = share[k]
+        oid = table.get(encoded)
+        if oid is None:
+            oid = table[encoded] = root + ber.decode_subids(encoded[cut:])
+        if oid <= previous:
             raise SnmpProtocolError(
-                f"agent returned non-increasing OID {format_oid(root + suffix)}"
-                f" after {format_oid(root + previous)} ({where})"
+                f"agent returned non-increasing OID {format_oid(oid)}"
+                f" after {format_oid(previous)} ({where})"
             )
-        previous = suffix
+        previous = oid
         kind = kinds.get(tag)
         if kind is None:
             raise SnmpProtocolError(
-                f"{where} returned unknown type 0x{tag:02x} for {format_oid(root + suffix)}"
+                f"{where} returned unknown type 0x{tag:02x} for {format_oid(oid)}"
             )
         # The common types inline; the rest through convert().
         if tag in unsigned:
@@ -184,6 +193,6 @@ def _take(
         elif tag == octets:
             value = raw
         else:
-            value = convert(tag, raw, root + suffix, where)
-        out.append(VarBind(root + suffix, kind, value))
+            value = convert(tag, raw, oid, where)
+        out.append(VarBind(oid, kind, value))
     return previous

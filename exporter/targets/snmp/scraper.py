@@ -74,8 +74,10 @@ log = logging.getLogger(__name__)
 IDLE_SECONDS = 3600.0
 # A session to a device named in DNS is opened anew this often, to look it up again.
 RESOLVE_SECONDS = 300.0
-# Each session holds a socket: past this many, the least recently used is closed.
-MAX_SESSIONS = 5000
+# Each session holds a socket: past this many, the least recently used is closed. One
+# exporter polls 10,000 devices a minute (docs/benchmarks.md), so this leaves headroom
+# above that; the open-files limit, raised to the hard limit at start, must allow it.
+MAX_SESSIONS = 15_000
 # How often sessions and device state are checked for idleness.
 PRUNE_SECONDS = 300.0
 
