@@ -167,7 +167,7 @@ class DeviceCache:
     uptime: int
     fetched_at: float
     scalar_validators: dict[Oid, object]
-    column_validators: dict[Oid, tuple[tuple[Oid, object], ...]]
+    column_validators: dict[Oid, tuple[tuple[Oid, ...], tuple[object, ...]]]
     rows: dict[Oid, list[VarBind]]
 
 
@@ -219,8 +219,13 @@ class ModuleRead:
     neighbours_dropped: int | None = None
 
 
-def _fingerprint(rows: Iterable[VarBind]) -> tuple[tuple[Oid, object], ...]:
-    return tuple((vb.oid, vb.value) for vb in rows)
+def _fingerprint(rows: Sequence[VarBind]) -> tuple[tuple[Oid, ...], tuple[object, ...]]:
+    """The OIDs and values of a validator column, as two flat tuples.
+
+    Kept per device for as long as its cache: the OIDs are shared by every device
+    (see ``walk``), so flat tuples hold 16 bytes a row where pairs held 72.
+    """
+    return tuple(vb.oid for vb in rows), tuple(vb.value for vb in rows)
 
 
 class SessionFactory(Protocol):
