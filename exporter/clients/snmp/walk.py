@@ -107,10 +107,7 @@ async def walk_columns(
             if batch:
                 in_flight = asyncio.ensure_future(request(batch))
                 await asyncio.sleep(0)  # let it send before the decoding below
-            for i, share, kept in shares:
-                last_oid[i] = _take(
-                    roots[i], prefixes[i], share, kept, last_oid[i], lists[i], where
-                )
+            _take(shares, roots, prefixes, last_oid, lists, where)
             if in_flight is None:
                 break
             reply, in_flight = await in_flight, None
@@ -148,51 +145,54 @@ async def _discard(task: asyncio.Task[Reply]) -> None:
 # Cleared when it grows past OID_TABLE_LIMIT (a fleet of very varied devices).
 OID_TABLE_LIMIT = 2_000_000
 _oid_table: dict[bytes, Oid] = {}
+_KINDS = dict(KINDS)  # a plain dict: MappingProxyType.get is slower in the loop
 
 
 def _take(
-    root: Oid,
-    prefix: bytes,
-    share: list[ber.RawVarBind],
-    count: int,
-    previous: Oid,
-    out: list[VarBind],
+    shares: list[tuple[int, list[ber.RawVarBind], int]],
+    roots: list[Oid],
+    prefixes: list[bytes],
+    last_oid: list[Oid],
+    lists: list[list[VarBind]],
     where: str,
-) -> Oid:
-    """Decode the first ``count`` varbinds of one root's share of a reply into ``out``.
+) -> None:
+    """Decode each root's share of a reply into its list, and move its ``last_oid`` on.
 
-    The walk's inner loop. Returns the last OID taken (``previous`` is the one
-    before, or the root itself at the start).
+    The walk's inner loop, once per reply (not per root: an agent that caps its
+    replies at a few rows sends a few varbinds per root). ``shares`` holds
+    (root position, its varbinds, how many of them are in its subtree).
     """
-    kinds, unsigned, integer, octets = KINDS, UNSIGNED_TAGS, ber.INTEGER, ber.OCTET_STRING
+    kinds, unsigned, integer, octets = _KINDS, UNSIGNED_TAGS, ber.INTEGER, ber.OCTET_STRING
     table = _oid_table
     if len(table) > OID_TABLE_LIMIT:
         table.clear()
-    cut = len(prefix)
-    for k in range(count):
-        encoded, tag, raw = share[k]
-        oid = table.get(encoded)
-        if oid is None:
-            oid = table[encoded] = root + ber.decode_subids(encoded[cut:])
-        if oid <= previous:
-            raise SnmpProtocolError(
-                f"agent returned non-increasing OID {format_oid(oid)}"
-                f" after {format_oid(previous)} ({where})"
-            )
-        previous = oid
-        kind = kinds.get(tag)
-        if kind is None:
-            raise SnmpProtocolError(
-                f"{where} returned unknown type 0x{tag:02x} for {format_oid(oid)}"
-            )
-        # The common types inline; the rest through convert().
-        if tag in unsigned:
-            value: int | bytes | Oid | None = int.from_bytes(raw, "big")
-        elif tag == integer:
-            value = int.from_bytes(raw, "big", signed=True)
-        elif tag == octets:
-            value = raw
-        else:
-            value = convert(tag, raw, oid, where)
-        out.append(VarBind(oid, kind, value))
-    return previous
+    for i, share, count in shares:
+        root, out, previous = roots[i], lists[i], last_oid[i]
+        append, cut = out.append, len(prefixes[i])
+        for k in range(count):
+            encoded, tag, raw = share[k]
+            oid = table.get(encoded)
+            if oid is None:
+                oid = table[encoded] = root + ber.decode_subids(encoded[cut:])
+            if oid <= previous:
+                raise SnmpProtocolError(
+                    f"agent returned non-increasing OID {format_oid(oid)}"
+                    f" after {format_oid(previous)} ({where})"
+                )
+            previous = oid
+            kind = kinds.get(tag)
+            if kind is None:
+                raise SnmpProtocolError(
+                    f"{where} returned unknown type 0x{tag:02x} for {format_oid(oid)}"
+                )
+            # The common types inline; the rest through convert().
+            if tag in unsigned:
+                value: int | bytes | Oid | None = int.from_bytes(raw, "big")
+            elif tag == integer:
+                value = int.from_bytes(raw, "big", signed=True)
+            elif tag == octets:
+                value = raw
+            else:
+                value = convert(tag, raw, oid, where)
+            append(VarBind(oid, kind, value))
+        last_oid[i] = previous

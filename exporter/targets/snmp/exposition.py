@@ -52,12 +52,12 @@ def render_text(families: Iterable[Family]) -> str:
     """The text exposition format 0.0.4; families without samples are left out.
 
     The mapper gives every metric of a table row the same labels tuple, so each
-    is rendered once, remembered by identity (the memo holds each tuple, so no
-    identity is reused while it lasts).
+    is rendered once, remembered by identity.
     """
     out: list[str] = []
     append = out.append
-    rendered: dict[int, tuple[Labels, str]] = {}
+    rendered: dict[int, str] = {}
+    keep: list[Labels] = []  # holds every memoised tuple, so no identity is reused
     for family in families:
         if not family.samples:
             continue
@@ -65,18 +65,18 @@ def render_text(families: Iterable[Family]) -> str:
         append(f"# HELP {name} {_escape_help(family.help)}")
         append(f"# TYPE {name} {family.type}")
         for labels, value in family.samples:
-            memo = rendered.get(id(labels))
-            if memo is None:
-                text = (
+            text = rendered.get(id(labels))
+            if text is None:
+                text = rendered[id(labels)] = (
                     "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels)) + "}"
                     if labels
                     else ""
                 )
-                rendered[id(labels)] = (labels, text)
+                keep.append(labels)
+            if type(value) is int:
+                append(f"{name}{text} {value}")
             else:
-                text = memo[1]
-            number = str(value) if type(value) is int else _format_value(value)
-            append(f"{name}{text} {number}")
+                append(f"{name}{text} {_format_value(value)}")
     append("")
     return "\n".join(out)
 

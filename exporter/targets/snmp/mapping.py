@@ -36,6 +36,9 @@ _ABSENT = frozenset(
 )
 
 
+# A row whose labels are not worked out yet (None is a row that has none: skipped).
+_UNSEEN: Labels = (("", ""),)
+
 # Counter64 values are wrapped here unless told not to (snmp_exporter's float64 mantissa).
 WRAP_AT = 2**53
 
@@ -191,7 +194,12 @@ class MetricMapper:
         wrap, counter64, numeric, absent = self._wrap, ValueKind.COUNTER64, _NUMERIC, _ABSENT
         out: list[Family] = []
         for plan in self._metrics:
-            metric, instance, static = plan.metric, plan.instance, plan.static
+            metric, instance, static, plain = (
+                plan.metric,
+                plan.instance,
+                plan.static,
+                plan.plain_number,
+            )
             family = _new_family(metric)
             append = family.samples.append
             known = labels_of_row[plan.shape]
@@ -203,15 +211,14 @@ class MetricMapper:
                 suffix = varbind.oid[cut:]
                 if instance is not None and suffix != instance:
                     continue  # a scalar is read at OID.instance; anything else is not it
-                if suffix in known:
-                    labels = known[suffix]
-                else:
+                labels = known.get(suffix, _UNSEEN)
+                if labels is _UNSEEN:
                     labels = known[suffix] = self._labels(plan.shape, suffix, values)
                 if labels is None:
                     continue
                 if static:
                     labels = (*labels, *static)
-                if plan.plain_number:
+                if plain:
                     value = varbind.value
                     if kind in numeric and isinstance(value, int):
                         append((labels, value % WRAP_AT if wrap and kind is counter64 else value))
