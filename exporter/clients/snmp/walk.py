@@ -142,8 +142,9 @@ async def _discard(task: asyncio.Task[Reply]) -> None:
 # columns and indexes come back from every device (ifInOctets.1 .. .48 on each
 # switch), so a fleet holds one tuple per distinct OID instead of one per device
 # and scrape, and a walk decodes an OID only the first time any device returns it.
-# Cleared when it grows past OID_TABLE_LIMIT (a fleet of very varied devices).
-OID_TABLE_LIMIT = 2_000_000
+# Cleared when it grows past OID_TABLE_LIMIT entries (about 200 bytes each, so at
+# most about 100 MB): a fleet whose devices share few OIDs gains nothing from it.
+OID_TABLE_LIMIT = 500_000
 _oid_table: dict[bytes, Oid] = {}
 _KINDS = dict(KINDS)  # a plain dict: MappingProxyType.get is slower in the loop
 

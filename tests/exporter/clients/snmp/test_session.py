@@ -36,6 +36,7 @@ from exporter.clients.snmp import (
     VarBind,
     ber,
     parse_oid,
+    walk,
 )
 from exporter.config import SnmpAuth
 from tests.exporter.clients.snmp.conftest import PR_ROWS, PR_TABLE, SYS_NAME, V3_USERS, Snmpd
@@ -137,6 +138,23 @@ async def test_column_walk_equals_table_walk(snmpd):
     for column, rows in by_column.items():
         assert all(vb.oid[: len(column)] == column for vb in rows)
     assert set(flatten(by_column)) == set(flatten(by_table))
+
+
+async def test_the_shared_oid_table_stays_bounded_and_walks_stay_whole(snmpd, monkeypatch):
+    """Sessions share decoded OIDs; past its limit the table starts over, results unchanged."""
+    async with session(snmpd) as first, session(snmpd) as second:
+        expected = await first.bulk_walk(IF_COLUMNS, max_repetitions=25)
+        shared = await second.bulk_walk(IF_COLUMNS, max_repetitions=25)
+        assert shared == expected
+        assert shared[IF_COLUMNS[0]][0].oid is expected[IF_COLUMNS[0]][0].oid  # one tuple
+        monkeypatch.setattr(walk, "_oid_table", {})
+        monkeypatch.setattr(walk, "OID_TABLE_LIMIT", 10)
+        # One row per reply, each more than the limit: every reply starts a new table.
+        again = await first.bulk_walk(IF_COLUMNS, max_repetitions=1)
+    assert again == expected
+    first_oid = expected[IF_COLUMNS[0]][0].oid
+    assert first_oid in {vb.oid for vb in again[IF_COLUMNS[0]]}
+    assert ber.encode_oid(first_oid) not in walk._oid_table  # forgotten: the table started over
 
 
 async def test_v1_walks_with_getnext_and_matches_snmpwalk(snmpd):
