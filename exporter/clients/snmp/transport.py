@@ -157,10 +157,16 @@ class Transport:
                     async with asyncio.timeout_at(wait_until):
                         reply = await asyncio.shield(future)
                 except TimeoutError:
-                    self.stats.timeouts += 1
-                    if repetitions is not None and repetitions.value > 1:
-                        repetitions.value //= 2
-                    continue
+                    if not future.done():
+                        self.stats.timeouts += 1
+                        if repetitions is not None and repetitions.value > 1:
+                            repetitions.value //= 2
+                        continue
+                    # Answered in the loop turn the try timed out in: the agent was in
+                    # time, this process was late (a busy event loop reads the reply and
+                    # fires the timer together). Resending, and halving max-repetitions,
+                    # would only make an overloaded exporter slower still.
+                    reply = future.result()
                 self.stats.replies += 1
                 if reply.request_id not in ids and reply.tag != ber.REPORT:
                     raise SnmpProtocolError(

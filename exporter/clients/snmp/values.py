@@ -58,9 +58,12 @@ def parse_oid(text: str) -> Oid:
     return oid
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made
+# creating one three times as slow (about 1 us against 0.3), and a scrape of a 48-port
+# switch creates over a thousand. Hashable all the same; nothing changes one once made.
+@dataclass(slots=True, unsafe_hash=True)
 class VarBind:
-    """One OID and its value.
+    """One OID and its value (treat as immutable: it is hashed and shared).
 
     ``value`` is an ``int`` for INTEGER, counters, gauges and TimeTicks; ``bytes``
     for OCTET STRING, Opaque and IpAddress (4 bytes); an ``Oid`` for OBJECT

@@ -46,9 +46,8 @@ async def walk_columns(
     results: dict[Oid, list[VarBind]] = {root: [] for root in roots}
     prefixes = [encode_root(root) for root in roots]
     last = list(prefixes)  # the OID each root's walk continues from
-    last_suffix: list[Oid] = [() for _ in roots]  # the same, below its root
+    last_oid: list[Oid] = list(roots)  # the same, decoded
     lists = [results[root] for root in roots]
-    indexes: dict[bytes, Oid] = {}  # decoded index suffixes: columns share them
     active = list(range(len(roots)))
     total = 0
     # SNMPv1 has no GetBulk, and an old agent may find even one varbind per
@@ -108,10 +107,7 @@ async def walk_columns(
             if batch:
                 in_flight = asyncio.ensure_future(request(batch))
                 await asyncio.sleep(0)  # let it send before the decoding below
-            for i, share, kept in shares:
-                last_suffix[i] = _take(
-                    roots[i], prefixes[i], share, kept, last_suffix[i], lists[i], indexes, where
-                )
+            _take(shares, roots, prefixes, last_oid, lists, where)
             if in_flight is None:
                 break
             reply, in_flight = await in_flight, None
@@ -142,48 +138,62 @@ async def _discard(task: asyncio.Task[Reply]) -> None:
         task.exception()  # retrieved: asyncio must not log it as forgotten
 
 
-def _take(
-    root: Oid,
-    prefix: bytes,
-    share: list[ber.RawVarBind],
-    count: int,
-    previous: Oid,
-    out: list[VarBind],
-    indexes: dict[bytes, Oid],
-    where: str,
-) -> Oid:
-    """Decode the first ``count`` varbinds of one root's share of a reply into ``out``.
+# Every OID a walk has decoded, by its encoding, shared by all sessions: the same
+# columns and indexes come back from every device (ifInOctets.1 .. .48 on each
+# switch), so a fleet holds one tuple per distinct OID instead of one per device
+# and scrape, and a walk decodes an OID only the first time any device returns it.
+# Cleared when it grows past OID_TABLE_LIMIT entries (about 200 bytes each, so at
+# most about 100 MB): a fleet whose devices share few OIDs gains nothing from it.
+OID_TABLE_LIMIT = 500_000
+_oid_table: dict[bytes, Oid] = {}
+_KINDS = dict(KINDS)  # a plain dict: MappingProxyType.get is slower in the loop
 
-    The walk's inner loop. Returns the suffix (below ``root``) of the last
-    OID taken; ``indexes`` caches suffixes, which repeat in every column.
+
+def _take(
+    shares: list[tuple[int, list[ber.RawVarBind], int]],
+    roots: list[Oid],
+    prefixes: list[bytes],
+    last_oid: list[Oid],
+    lists: list[list[VarBind]],
+    where: str,
+) -> None:
+    """Decode each root's share of a reply into its list, and move its ``last_oid`` on.
+
+    The walk's inner loop, once per reply (not per root: an agent that caps its
+    replies at a few rows sends a few varbinds per root). ``shares`` holds
+    (root position, its varbinds, how many of them are in its subtree).
     """
-    kinds, unsigned, integer, octets = KINDS, UNSIGNED_TAGS, ber.INTEGER, ber.OCTET_STRING
-    cut = len(prefix)
-    for k in range(count):
-        oid, tag, raw = share[k]
-        rest = oid[cut:]
-        suffix = indexes.get(rest)
-        if suffix is None:
-            suffix = indexes[rest] = ber.decode_subids(rest)
-        if suffix <= previous:
-            raise SnmpProtocolError(
-                f"agent returned non-increasing OID {format_oid(root + suffix)}"
-                f" after {format_oid(root + previous)} ({where})"
-            )
-        previous = suffix
-        kind = kinds.get(tag)
-        if kind is None:
-            raise SnmpProtocolError(
-                f"{where} returned unknown type 0x{tag:02x} for {format_oid(root + suffix)}"
-            )
-        # The common types inline; the rest through convert().
-        if tag in unsigned:
-            value: int | bytes | Oid | None = int.from_bytes(raw, "big")
-        elif tag == integer:
-            value = int.from_bytes(raw, "big", signed=True)
-        elif tag == octets:
-            value = raw
-        else:
-            value = convert(tag, raw, root + suffix, where)
-        out.append(VarBind(root + suffix, kind, value))
-    return previous
+    kinds, unsigned, integer, octets = _KINDS, UNSIGNED_TAGS, ber.INTEGER, ber.OCTET_STRING
+    table = _oid_table
+    if len(table) > OID_TABLE_LIMIT:
+        table.clear()
+    for i, share, count in shares:
+        root, out, previous = roots[i], lists[i], last_oid[i]
+        append, cut = out.append, len(prefixes[i])
+        for k in range(count):
+            encoded, tag, raw = share[k]
+            oid = table.get(encoded)
+            if oid is None:
+                oid = table[encoded] = root + ber.decode_subids(encoded[cut:])
+            if oid <= previous:
+                raise SnmpProtocolError(
+                    f"agent returned non-increasing OID {format_oid(oid)}"
+                    f" after {format_oid(previous)} ({where})"
+                )
+            previous = oid
+            kind = kinds.get(tag)
+            if kind is None:
+                raise SnmpProtocolError(
+                    f"{where} returned unknown type 0x{tag:02x} for {format_oid(oid)}"
+                )
+            # The common types inline; the rest through convert().
+            if tag in unsigned:
+                value: int | bytes | Oid | None = int.from_bytes(raw, "big")
+            elif tag == integer:
+                value = int.from_bytes(raw, "big", signed=True)
+            elif tag == octets:
+                value = raw
+            else:
+                value = convert(tag, raw, oid, where)
+            append(VarBind(oid, kind, value))
+        last_oid[i] = previous

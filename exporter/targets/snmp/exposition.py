@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from exporter.common.web import exposition_response
+
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -47,20 +49,35 @@ def _format_value(value: int | float) -> str:
 
 
 def render_text(families: Iterable[Family]) -> str:
-    """The text exposition format 0.0.4; families without samples are left out."""
+    """The text exposition format 0.0.4; families without samples are left out.
+
+    The mapper gives every metric of a table row the same labels tuple, so each
+    is rendered once, remembered by identity.
+    """
     out: list[str] = []
+    append = out.append
+    rendered: dict[int, str] = {}
+    keep: list[Labels] = []  # holds every memoised tuple, so no identity is reused
     for family in families:
         if not family.samples:
             continue
-        out.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        out.append(f"# TYPE {family.name} {family.type}")
+        name = family.name
+        append(f"# HELP {name} {_escape_help(family.help)}")
+        append(f"# TYPE {name} {family.type}")
         for labels, value in family.samples:
-            if labels:
-                text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels))
-                out.append(f"{family.name}{{{text}}} {_format_value(value)}")
+            text = rendered.get(id(labels))
+            if text is None:
+                text = rendered[id(labels)] = (
+                    "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels)) + "}"
+                    if labels
+                    else ""
+                )
+                keep.append(labels)
+            if type(value) is int:
+                append(f"{name}{text} {value}")
             else:
-                out.append(f"{family.name} {_format_value(value)}")
-    out.append("")
+                append(f"{name}{text} {_format_value(value)}")
+    append("")
     return "\n".join(out)
 
 
@@ -95,13 +112,11 @@ class TextExposition:
         return family
 
     def render(self, request: web.Request, families: Sequence[Family]) -> web.Response:
-        response = web.Response(
-            text=render_text(families), content_type="text/plain", charset="utf-8"
+        return exposition_response(
+            request,
+            render_text(families).encode(),
+            "text/plain; version=0.0.4; charset=utf-8",
         )
-        response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            response.enable_compression(web.ContentCoding.gzip)
-        return response
 
 
 TEXT_EXPOSITION = TextExposition()

@@ -10,6 +10,7 @@ a number belongs, noSuchInstance) is skipped rather than failing the scrape.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from statistics import fmean
 
 from exporter.clients.snmp import Oid, ValueKind, VarBind
@@ -34,6 +35,9 @@ _ABSENT = frozenset(
     }
 )
 
+
+# A row whose labels are not worked out yet (None is a row that has none: skipped).
+_UNSEEN: Labels = (("", ""),)
 
 # Counter64 values are wrapped here unless told not to (snmp_exporter's float64 mantissa).
 WRAP_AT = 2**53
@@ -125,6 +129,20 @@ def _shape_key(metric: SnmpMetric) -> tuple[object, ...]:
     return (indexes, lookups)
 
 
+@dataclass(frozen=True, slots=True)
+class _MetricPlan:
+    """What ``families`` needs of one metric, worked out once per module."""
+
+    metric: SnmpMetric
+    base: Oid
+    shape: int
+    states: list[tuple[int, str]]
+    static: Labels
+    instance: Oid | None  # a scalar's instance suffix; None for a table's metric
+    # A gauge or counter read as the number it is: no value map, absent values, scale.
+    plain_number: bool
+
+
 class MetricMapper:
     """Maps the varbinds of one module into families; built once per module.
 
@@ -136,40 +154,76 @@ class MetricMapper:
         self._wrap = wrap_large_counters
         shape_ids: dict[tuple[object, ...], int] = {}
         self._shapes: list[_Shape] = []
-        self._metrics: list[tuple[SnmpMetric, Oid, int]] = []
+        self._metrics: list[_MetricPlan] = []
         for metric in module.metrics:
             key = _shape_key(metric)
             if key not in shape_ids:
                 shape_ids[key] = len(self._shapes)
                 lookups = tuple((k, oid_of(k.oid)) for k in metric.lookups)
                 self._shapes.append((tuple(metric.indexes), lookups))
-            self._metrics.append((metric, oid_of(metric.oid), shape_ids[key]))
+            plain = (
+                metric.type in ("gauge", "counter")
+                and not metric.value_map
+                and not metric.absent_values
+                and metric.scale == 1
+                and metric.offset == 0
+            )
+            self._metrics.append(
+                _MetricPlan(
+                    metric,
+                    oid_of(metric.oid),
+                    shape_ids[key],
+                    sorted(metric.enum_values.items()),
+                    tuple(metric.static_labels.items()),
+                    None if metric.indexes else oid_of(metric.instance),
+                    plain,
+                )
+            )
         self._value_maps = {id(m): _folded(m.value_map) for m in module.metrics if m.value_map}
 
     def families(
         self, rows: Mapping[Oid, Sequence[VarBind]], values: Mapping[Oid, VarBind]
     ) -> list[Family]:
-        """``rows`` holds each metric OID's varbinds; ``values`` every varbind by OID."""
-        labels_of_row: dict[tuple[int, Oid], Labels | None] = {}
+        """``rows`` holds each metric OID's varbinds; ``values`` every varbind by OID.
+
+        The hot path of a scrape: the labels of a row are worked out once per
+        shape, and the same tuple is shared by every metric of the row (so the
+        exposition renders it once too); plain numbers skip ``_add_sample``.
+        """
+        labels_of_row: list[dict[Oid, Labels | None]] = [{} for _ in self._shapes]
+        wrap, counter64, numeric, absent = self._wrap, ValueKind.COUNTER64, _NUMERIC, _ABSENT
         out: list[Family] = []
-        for metric, base, shape in self._metrics:
+        for plan in self._metrics:
+            metric, instance, static, plain = (
+                plan.metric,
+                plan.instance,
+                plan.static,
+                plan.plain_number,
+            )
             family = _new_family(metric)
-            states = sorted(metric.enum_values.items())
-            static = tuple(metric.static_labels.items())
-            instance = None if metric.indexes else oid_of(metric.instance)
-            for varbind in rows.get(base, ()):
-                if varbind.kind in _ABSENT:
+            append = family.samples.append
+            known = labels_of_row[plan.shape]
+            cut = len(plan.base)
+            for varbind in rows.get(plan.base, ()):
+                kind = varbind.kind
+                if kind in absent:
                     continue
-                suffix = varbind.oid[len(base) :]
+                suffix = varbind.oid[cut:]
                 if instance is not None and suffix != instance:
                     continue  # a scalar is read at OID.instance; anything else is not it
-                key = (shape, suffix)
-                if key in labels_of_row:
-                    labels = labels_of_row[key]
+                labels = known.get(suffix, _UNSEEN)
+                if labels is _UNSEEN:
+                    labels = known[suffix] = self._labels(plan.shape, suffix, values)
+                if labels is None:
+                    continue
+                if static:
+                    labels = (*labels, *static)
+                if plain:
+                    value = varbind.value
+                    if kind in numeric and isinstance(value, int):
+                        append((labels, value % WRAP_AT if wrap and kind is counter64 else value))
                 else:
-                    labels = labels_of_row[key] = self._labels(shape, suffix, values)
-                if labels is not None:
-                    self._add_sample(family, metric, states, (*labels, *static), varbind)
+                    self._add_sample(family, metric, plan.states, labels, varbind)
             if metric.aggregate is not None:
                 _aggregate(family, metric.aggregate, static)
             out.append(family)
@@ -267,7 +321,10 @@ def _aggregate(family: Family, how: str, static: Labels) -> None:
 
 def _with(labels: Labels, name: str, value: str) -> Labels:
     """``labels`` with ``name`` set to ``value``: ifDescr's own value wins over its lookup."""
-    return (*((k, v) for k, v in labels if k != name), (name, value))
+    for key, _ in labels:
+        if key == name:
+            return (*((k, v) for k, v in labels if k != name), (name, value))
+    return (*labels, (name, value))  # the usual case, once per row of an info metric
 
 
 def _new_family(metric: SnmpMetric) -> Family:

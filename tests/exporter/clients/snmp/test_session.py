@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from exporter.clients.snmp import (
     VarBind,
     ber,
     parse_oid,
+    walk,
 )
 from exporter.config import SnmpAuth
 from tests.exporter.clients.snmp.conftest import PR_ROWS, PR_TABLE, SYS_NAME, V3_USERS, Snmpd
@@ -138,6 +140,23 @@ async def test_column_walk_equals_table_walk(snmpd):
     assert set(flatten(by_column)) == set(flatten(by_table))
 
 
+async def test_the_shared_oid_table_stays_bounded_and_walks_stay_whole(snmpd, monkeypatch):
+    """Sessions share decoded OIDs; past its limit the table starts over, results unchanged."""
+    async with session(snmpd) as first, session(snmpd) as second:
+        expected = await first.bulk_walk(IF_COLUMNS, max_repetitions=25)
+        shared = await second.bulk_walk(IF_COLUMNS, max_repetitions=25)
+        assert shared == expected
+        assert shared[IF_COLUMNS[0]][0].oid is expected[IF_COLUMNS[0]][0].oid  # one tuple
+        monkeypatch.setattr(walk, "_oid_table", {})
+        monkeypatch.setattr(walk, "OID_TABLE_LIMIT", 10)
+        # One row per reply, each more than the limit: every reply starts a new table.
+        again = await first.bulk_walk(IF_COLUMNS, max_repetitions=1)
+    assert again == expected
+    first_oid = expected[IF_COLUMNS[0]][0].oid
+    assert first_oid in {vb.oid for vb in again[IF_COLUMNS[0]]}
+    assert ber.encode_oid(first_oid) not in walk._oid_table  # forgotten: the table started over
+
+
 async def test_v1_walks_with_getnext_and_matches_snmpwalk(snmpd):
     """SNMPv1 cannot carry Counter64: the agent skips ifHC* columns, for both walkers."""
     async with session(snmpd, Credentials(1, community="public")) as client:
@@ -237,6 +256,29 @@ async def test_concurrent_requests_share_one_session(snmpd):
     for walked in results[10:]:
         assert isinstance(walked, dict)
         assert set(flatten(walked)) == set(flatten(alone))
+
+
+async def test_an_answer_read_as_the_try_times_out_is_taken_not_resent(snmpd):
+    """A busy event loop reads the reply and fires the try's timer in the same turn.
+
+    The agent answered in time; resending (and halving max-repetitions) would only
+    load an overloaded exporter further: at 10,000 devices that spiral took one
+    scrape from 18 requests to hundreds.
+    """
+    async with session(snmpd, timeout=0.3, retries=2) as client:
+        await client.get([SYS_NAME_OID])  # the socket is open
+        sent = client.stats.pdus_sent
+        task = asyncio.ensure_future(client.get([SYS_NAME_OID]))
+        await asyncio.sleep(0)  # the request is sent; the task waits for its answer
+        # The loop is busy past the try's timeout (blocking it is the point); the answer arrives.
+        time.sleep(0.6)  # noqa: ASYNC251
+        got = await task
+    assert got == [VarBind(SYS_NAME_OID, ValueKind.OCTET_STRING, SYS_NAME.encode())]
+    assert (client.stats.pdus_sent - sent, client.stats.retries, client.stats.timeouts) == (
+        1,
+        0,
+        0,
+    )
 
 
 # SNMPv3.
