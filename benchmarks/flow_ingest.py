@@ -161,12 +161,17 @@ def records_in(datagrams: Sequence[bytes]) -> int:
     return len(datagrams) * RECORDS_PER_PACKET["v9"]
 
 
-def in_process(datagrams: Sequence[bytes], scrape_every: int = 2000) -> Measure:
-    """Scout's decoder + aggregator on this core, with a scrape's ranking now and then."""
+def in_process(datagrams: Sequence[bytes], scrape_every: int = 2000, batch: int = BURST) -> Measure:
+    """Scout's decoder + aggregator on this core, with a scrape's ranking now and then.
+
+    Datagrams are handed on ``batch`` at a time, as the listener's ``recvmmsg``
+    hands on what one receive took (``scrape_every`` is rounded to batches).
+    """
     ingest = FlowIngest(AggregationSettings(), max_templates=1000)
+    scrape_every = max(1, scrape_every // batch)
     started = time.process_time()
-    for index, datagram in enumerate(datagrams):
-        ingest.ingest(datagram, HOST)
+    for index, start in enumerate(range(0, len(datagrams), batch)):
+        ingest.ingest_batch([(datagram, HOST) for datagram in datagrams[start : start + batch]])
         if index % scrape_every == scrape_every - 1:
             ingest.collect()
     ingest.collect()

@@ -69,7 +69,7 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, cast
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -80,6 +80,7 @@ from exporter.collectors.flows.aggregate import (
     CONVERSATION,
     PORTS,
     AggregationSettings,
+    ExporterFlows,
     FlowAggregator,
     key_label,
 )
@@ -91,6 +92,7 @@ from exporter.collectors.flows.records import (
     NOT_ALLOWED,
     SERIES_BUDGET,
     BadPacketError,
+    FlowRecord,
 )
 from exporter.config import ExporterConfig, FlowsCollectorConfig
 
@@ -161,31 +163,60 @@ class FlowIngest:
 
     def ingest(self, datagram: bytes, exporter: str) -> None:
         """Decode and count one datagram from ``exporter``; bad ones are counted, never raised."""
-        with self._lock:
-            try:
-                self._ingest(datagram, exporter)
-            except BadPacketError as error:
-                self.bad_packets[error.reason] += 1
-            except Exception:  # listener boundary: one odd datagram must not stop the thread
-                self.bad_packets[MALFORMED] += 1
-                if not self._failure_logged:
-                    self._failure_logged = True
-                    log.exception("flow datagram from %s could not be read", exporter)
+        self.ingest_batch(((datagram, exporter),))
 
-    def _ingest(self, datagram: bytes, exporter: str) -> None:
+    def ingest_batch(self, datagrams: Iterable[tuple[bytes, str]]) -> None:
+        """Decode and count ``(datagram, exporter)`` pairs received together, in order.
+
+        One lock and one clock reading for the batch (it came in one receive);
+        each datagram is read on its own, so a bad one is counted and dropped
+        without touching its neighbours.
+        """
+        with self._lock:
+            now = self._clock()
+            # The exporter of the datagram before: a batch is mostly one router's burst.
+            last: tuple[str, ExporterFlows] | None = None
+            for datagram, exporter in datagrams:
+                try:
+                    last = self._ingest(datagram, exporter, now, last)
+                except BadPacketError as error:
+                    self.bad_packets[error.reason] += 1
+                except Exception:  # listener boundary: one odd datagram must not stop the thread
+                    self.bad_packets[MALFORMED] += 1
+                    if not self._failure_logged:
+                        self._failure_logged = True
+                        log.exception("flow datagram from %s could not be read", exporter)
+
+    def _ingest(
+        self,
+        datagram: bytes,
+        exporter: str,
+        now: float,
+        last: tuple[str, ExporterFlows] | None,
+    ) -> tuple[str, ExporterFlows]:
+        """Count one datagram; ``last`` is the exporter counted before (returned for the next)."""
         if self._exporters is not None and not self._is_allowed(exporter):
             raise BadPacketError(NOT_ALLOWED)
         # Decode first: garbage from a new address must not cost an exporter's series.
-        decoded = self.decoder.decode(datagram, exporter)
-        if decoded.problem is not None:
-            self.bad_packets[decoded.problem] += 1
-        now = self._clock()
-        flows = self.aggregator.exporter(exporter, now)
-        if flows is None:
-            raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
-        version = decoded.version
-        if not self.aggregator.add(flows, version, decoded.records, now, decoded.columns):
+        quick = self.decoder.decode_columns(datagram, exporter)
+        if quick is not None:
+            version, columns = quick
+            records: list[FlowRecord] = []
+        else:
+            decoded = self.decoder.decode(datagram, exporter)
+            if decoded.problem is not None:
+                self.bad_packets[decoded.problem] += 1
+            version, records, columns = decoded.version, decoded.records, decoded.columns
+        if last is not None and last[0] is exporter:
+            flows = last[1]
+        else:
+            found = self.aggregator.exporter(exporter, now)
+            if found is None:
+                raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
+            flows = found
+        if not self.aggregator.add(flows, version, records, now, columns):
             raise BadPacketError(SERIES_BUDGET, f"no room for {version} from {exporter}")
+        return exporter, flows
 
     def collect(self) -> list[Metric]:
         """Re-rank, then render every flow family from the current counts."""
@@ -307,7 +338,7 @@ class FlowsCollector:
             exporters=config.exporters,
             clock=clock,
         )
-        self._listener = UdpListener(config.listen, self.flows.ingest)
+        self._listener = UdpListener(config.listen, self.flows.ingest_batch)
 
     @classmethod
     def from_config(cls, config: ExporterConfig, view: HostView) -> FlowsCollector:

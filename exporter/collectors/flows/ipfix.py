@@ -11,11 +11,13 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from exporter.collectors.flows.columns import RawFlows
 from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError
 from exporter.collectors.flows.sets import (
     FIRST_DATA_SET_ID,
     DecodedFlows,
     SamplingStates,
+    data_set_columns,
     read_sets,
 )
 from exporter.collectors.flows.templates import (
@@ -102,10 +104,8 @@ def _template_set(
         )
 
 
-def parse_ipfix(
-    data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
-) -> DecodedFlows:
-    """The flow records of one IPFIX message and the first problem met (see ``parse_v9``)."""
+def _header(data: bytes | memoryview) -> tuple[memoryview, int, int]:
+    """The message as a view, its length and observation domain; raises if they lie."""
     if len(data) < HEADER.size:
         raise BadPacketError(TRUNCATED, "IPFIX header")
     view = memoryview(data)
@@ -114,7 +114,24 @@ def parse_ipfix(
         raise BadPacketError(MALFORMED, f"IPFIX message length {length}")
     if length > len(view):
         raise BadPacketError(TRUNCATED, f"IPFIX message length {length} > {len(view)}")
+    return view, length, domain
+
+
+def parse_ipfix(
+    data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
+) -> DecodedFlows:
+    """The flow records of one IPFIX message and the first problem met (see ``parse_v9``)."""
+    view, length, domain = _header(data)
     readers = {TEMPLATE_SET: _templates, OPTIONS_SET: _options_templates}
     return read_sets(
         view, HEADER.size, length, (exporter, VERSION, domain), store, sampling, readers
     )
+
+
+def ipfix_columns(
+    data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
+) -> list[RawFlows] | None:
+    """An IPFIX message of data sets only, read quickly (see ``sets.data_set_columns``)."""
+    view, length, domain = _header(data)
+    key = (exporter, VERSION, domain)
+    return data_set_columns(view, HEADER.size, length, key, store, sampling)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from exporter.collectors.flows.columns import RawFlows
 from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError
 from exporter.collectors.flows.sets import (
     FIRST_DATA_SET_ID,
     DecodedFlows,
     SamplingStates,
+    data_set_columns,
     read_sets,
 )
 from exporter.collectors.flows.templates import (
@@ -94,6 +96,14 @@ def _options_templates(
         store.put(exporter, (VERSION, domain, template_id), options_template(layout))
 
 
+def _header(data: bytes | memoryview) -> tuple[memoryview, int]:
+    """The packet as a view and its source id; ``BadPacketError`` if the header is cut."""
+    if len(data) < HEADER.size:
+        raise BadPacketError(TRUNCATED, "v9 header")
+    view = memoryview(data)
+    return view, HEADER.unpack_from(view)[5]
+
+
 def parse_v9(
     data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
 ) -> DecodedFlows:
@@ -102,11 +112,17 @@ def parse_v9(
     A packet whose structure lies raises ``BadPacketError``; a set whose template
     is unknown (or cannot be stored) is skipped and reported as the problem.
     """
-    if len(data) < HEADER.size:
-        raise BadPacketError(TRUNCATED, "v9 header")
-    view = memoryview(data)
-    domain = HEADER.unpack_from(view)[5]
+    view, domain = _header(data)
     readers = {TEMPLATE_FLOWSET: _templates, OPTIONS_FLOWSET: _options_templates}
     return read_sets(
         view, HEADER.size, len(view), (exporter, VERSION, domain), store, sampling, readers
     )
+
+
+def v9_columns(
+    data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
+) -> list[RawFlows] | None:
+    """A v9 packet of data sets only, read quickly (see ``sets.data_set_columns``); else None."""
+    view, domain = _header(data)
+    key = (exporter, VERSION, domain)
+    return data_set_columns(view, HEADER.size, len(view), key, store, sampling)

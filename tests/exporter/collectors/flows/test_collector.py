@@ -6,6 +6,8 @@ import ipaddress
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +20,15 @@ from pydantic import ValidationError
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import HostView
 from exporter.collectors.flows import FlowsCollector
-from exporter.collectors.flows.listener import UdpListener, parse_listen
+from exporter.collectors.flows.listener import (
+    BATCH_DATAGRAMS,
+    BatchReceiver,
+    Receiver,
+    SingleReceiver,
+    UdpListener,
+    parse_listen,
+    receiver_for,
+)
 from exporter.config import ExporterConfig, FlowsCollectorConfig
 from scripts.localstack import Service, free_port
 from tests.conftest import http_get, wait_for
@@ -72,12 +82,15 @@ async def test_listener_counts_datagrams_and_releases_its_port_on_close() -> Non
         again.bind(address)
 
 
-def test_the_listener_hands_on_every_datagram_even_an_empty_one_and_stops_when_idle() -> None:
+@pytest.mark.parametrize("receiver", [receiver_for, SingleReceiver], ids=["batch", "single"])
+def test_the_listener_hands_on_every_datagram_even_an_empty_one_and_stops_when_idle(
+    receiver: Callable[[socket.socket], Receiver],
+) -> None:
     """An empty datagram is data (counted as bad by the decoder), not the stop signal;
     IPv4 senders on a dual-stack socket get their plain address; ``stop`` ends a
     thread blocked in its receive (a hang here fails on the test timeout)."""
     received: list[tuple[bytes, str]] = []
-    listener = UdpListener("[::]:0", lambda datagram, peer: received.append((datagram, peer)))
+    listener = UdpListener("[::]:0", received.extend, receiver)
     listener.start()
     try:
         port = listener.address[1]
@@ -94,6 +107,53 @@ def test_the_listener_hands_on_every_datagram_even_an_empty_one_and_stops_when_i
         (b"x" * 65507, "127.0.0.1"),
     ]
     assert received[3] == (b"six", "::1")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="recvmmsg is Linux's")
+def test_a_queued_burst_comes_in_batches_in_order_with_each_sender_named() -> None:
+    """Datagrams queued before the thread reads are taken by ``recvmmsg`` several at a
+    time: every slot's length and sender are read back (sizes from 0 to the largest,
+    two senders interleaved), and the slots are reused by the next call."""
+    batches: list[list[tuple[bytes, str]]] = []
+    queued = threading.Event()
+
+    class AfterTheBurst:
+        """The real receiver, held back until the whole burst is queued."""
+
+        def __init__(self, sock: socket.socket) -> None:
+            self.receiver = BatchReceiver.create(sock)
+            assert self.receiver is not None
+
+        def receive(self) -> list[tuple[bytes, str]]:
+            queued.wait()
+            assert self.receiver is not None
+            return self.receiver.receive()
+
+    listener = UdpListener("127.0.0.1:0", lambda batch: batches.append(list(batch)), AfterTheBurst)
+    listener.start()
+    port = listener.address[1]
+    # Small but for one: the whole burst fits a default-sized socket queue.
+    sizes = (0, 65507, *(index % 5 * 300 for index in range(BATCH_DATAGRAMS + 8)))
+    sent = [bytes([index % 256]) * size for index, size in enumerate(sizes)]
+    try:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second,
+        ):
+            second.bind(("127.0.0.2", 0))
+            for index, datagram in enumerate(sent):
+                (first if index % 2 else second).sendto(datagram, ("127.0.0.1", port))
+            queued.set()
+            wait_for(lambda: sum(map(len, batches)) == len(sent), timeout=10, what="the burst")
+    finally:
+        listener.stop()
+    received = [datagram for batch in batches for datagram in batch]
+    assert received == [
+        (datagram, "127.0.0.1" if index % 2 else "127.0.0.2") for index, datagram in enumerate(sent)
+    ]
+    # More datagrams than one call takes: several calls, the first one full.
+    assert len(batches[0]) == BATCH_DATAGRAMS
+    assert len(batches) > 1
 
 
 async def test_packets_from_outside_the_exporters_networks_are_dropped() -> None:
