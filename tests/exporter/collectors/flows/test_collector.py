@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -33,7 +34,16 @@ from exporter.config import ExporterConfig, FlowsCollectorConfig
 from scripts.localstack import Service, free_port
 from tests.conftest import http_get, wait_for
 from tests.firewall_names import FLOW_METRICS
-from tests.peers.flows import IPV4_LAYOUT, Flow, flow_set, ipfix_packet, ipfix_template, v5_packet
+from tests.peers.flows import (
+    IPV4_LAYOUT,
+    Flow,
+    flow_set,
+    ipfix_packet,
+    ipfix_template,
+    v5_packet,
+    v9_packet,
+    v9_template,
+)
 
 FLOWS = [Flow("10.0.0.1", "10.0.1.1", 1200, 4, 7, 8), Flow("10.0.0.2", "10.0.1.1", 300, 1, 7, 9)]
 
@@ -325,3 +335,53 @@ def test_the_exposition_has_exactly_the_names_and_labels_the_dashboards_use() ->
         if not sample.name.endswith("_created")
     }
     assert exposed == {name: tuple(sorted(labels)) for name, labels in FLOW_METRICS.items()}
+
+
+def test_a_batch_of_mixed_versions_and_senders_counts_each_datagram_on_its_own() -> None:
+    """Bad datagrams inside a batch (cut, lying, unknown) are counted and dropped; the
+    good ones around them, from other senders and versions, are all counted, as when
+    they come one at a time."""
+    lying = bytearray(v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS)]))
+    struct.pack_into("!H", lying, 22, 4000)  # the flowset length runs past the datagram
+    batch = [
+        (v5_packet(FLOWS), "192.0.2.1"),
+        (v5_packet(FLOWS)[:-1], "192.0.2.1"),
+        (v9_packet([v9_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, FLOWS)]), "::1"),
+        (v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS[:1])]), "::1"),
+        (ipfix_packet([flow_set(256, IPV4_LAYOUT, FLOWS)]), "192.0.2.3"),
+        (b"\x00\x07garbage", "192.0.2.1"),
+        (bytes(lying), "::1"),
+        (b"", "192.0.2.3"),  # an unknown version 0
+        (v5_packet(FLOWS[1:]), "192.0.2.3"),
+        (v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS)]), "192.0.2.1"),  # not its template
+    ]
+    together = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+    together.flows.ingest_batch(batch)
+    alone = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+    for datagram, sender in batch:
+        alone.flows.ingest(datagram, sender)
+    families = together.collect()
+
+    def counts(families: list[Metric]) -> dict[tuple[str, ...], float]:
+        names = ("scout_flow_records_total", "scout_flow_packets_total")
+        return {
+            (sample.name, *sorted(sample.labels.values())): sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name in names or sample.name == "scout_flow_bad_packets_total"
+        }
+
+    assert counts(families) == counts(alone.collect())
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.1", version="v5") == 2
+    assert _value(families, "scout_flow_records_total", exporter="::1", version="v9") == 3
+    assert _value(families, "scout_flow_packets_total", exporter="::1", version="v9") == 2
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.3", version="v5") == 1
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.3", version="ipfix") == 0
+    assert _value(families, "scout_flow_bad_packets_total", reason="truncated") == 2
+    assert _value(families, "scout_flow_bad_packets_total", reason="unknown_version") == 2
+    assert _value(families, "scout_flow_bad_packets_total", reason="unknown_template") == 2
+    # Before the first ranking every byte is in other.
+    source_bytes = _value(
+        families, "scout_flow_talker_bytes_total", exporter="::1", address="other"
+    )
+    assert source_bytes == 1200 + 300 + 1200
