@@ -92,7 +92,6 @@ from exporter.collectors.flows.records import (
     NOT_ALLOWED,
     SERIES_BUDGET,
     BadPacketError,
-    FlowRecord,
 )
 from exporter.config import ExporterConfig, FlowsCollectorConfig
 
@@ -110,6 +109,10 @@ _PROTOCOL_NAMES: Final = {
     58: "ipv6-icmp",
     132: "sctp",
 }
+
+
+def _no_room(version: str, exporter: str) -> BadPacketError:
+    return BadPacketError(SERIES_BUDGET, f"no room for {version} from {exporter}")
 
 
 def settings_from_config(config: FlowsCollectorConfig) -> AggregationSettings:
@@ -174,11 +177,28 @@ class FlowIngest:
         """
         with self._lock:
             now = self._clock()
-            # The exporter of the datagram before: a batch is mostly one router's burst.
-            last: tuple[str, ExporterFlows] | None = None
+            decode_columns, add = self.decoder.decode_columns, self.aggregator.add
+            # The exporter of the datagram before and its state: a batch is mostly one
+            # router's burst, and no refresh can forget an exporter inside a batch.
+            last: str | None = None
+            flows: ExporterFlows | None = None
             for datagram, exporter in datagrams:
                 try:
-                    last = self._ingest(datagram, exporter, now, last)
+                    if self._exporters is not None and not self._is_allowed(exporter):
+                        raise BadPacketError(NOT_ALLOWED)
+                    # Decode first: garbage from a new address must not cost an exporter's series.
+                    quick = decode_columns(datagram, exporter)
+                    if quick is None:
+                        self._ingest_slowly(datagram, exporter, now)
+                        continue
+                    if exporter is not last or flows is None:
+                        flows = self._exporter(exporter, now)
+                        last = exporter
+                    version, columns = quick
+                    if not add(flows, version, (), now, columns):
+                        raise BadPacketError(
+                            SERIES_BUDGET, f"no room for {version} from {exporter}"
+                        )
                 except BadPacketError as error:
                     self.bad_packets[error.reason] += 1
                 except Exception:  # listener boundary: one odd datagram must not stop the thread
@@ -187,36 +207,21 @@ class FlowIngest:
                         self._failure_logged = True
                         log.exception("flow datagram from %s could not be read", exporter)
 
-    def _ingest(
-        self,
-        datagram: bytes,
-        exporter: str,
-        now: float,
-        last: tuple[str, ExporterFlows] | None,
-    ) -> tuple[str, ExporterFlows]:
-        """Count one datagram; ``last`` is the exporter counted before (returned for the next)."""
-        if self._exporters is not None and not self._is_allowed(exporter):
-            raise BadPacketError(NOT_ALLOWED)
-        # Decode first: garbage from a new address must not cost an exporter's series.
-        quick = self.decoder.decode_columns(datagram, exporter)
-        if quick is not None:
-            version, columns = quick
-            records: list[FlowRecord] = []
-        else:
-            decoded = self.decoder.decode(datagram, exporter)
-            if decoded.problem is not None:
-                self.bad_packets[decoded.problem] += 1
-            version, records, columns = decoded.version, decoded.records, decoded.columns
-        if last is not None and last[0] is exporter:
-            flows = last[1]
-        else:
-            found = self.aggregator.exporter(exporter, now)
-            if found is None:
-                raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
-            flows = found
-        if not self.aggregator.add(flows, version, records, now, columns):
-            raise BadPacketError(SERIES_BUDGET, f"no room for {version} from {exporter}")
-        return exporter, flows
+    def _exporter(self, exporter: str, now: float) -> ExporterFlows:
+        flows = self.aggregator.exporter(exporter, now)
+        if flows is None:
+            raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
+        return flows
+
+    def _ingest_slowly(self, datagram: bytes, exporter: str, now: float) -> None:
+        """Decode and count a datagram the quick read left (templates, options, IPv6, bad)."""
+        decoded = self.decoder.decode(datagram, exporter)
+        if decoded.problem is not None:
+            self.bad_packets[decoded.problem] += 1
+        flows = self._exporter(exporter, now)
+        version = decoded.version
+        if not self.aggregator.add(flows, version, decoded.records, now, decoded.columns):
+            raise _no_room(version, exporter)
 
     def collect(self) -> list[Metric]:
         """Re-rank, then render every flow family from the current counts."""

@@ -6,7 +6,8 @@ a data set becomes ``RawFlows`` (a view of its records in the datagram); the
 aggregation copies those bytes into ``PendingFlows`` (one ``bytearray`` per
 layout and rate), turns a few thousand records at a time into ``FlowColumns``
 (one ``numpy.frombuffer`` per group; each column converted to native uint64
-when first read) and reduces them per distinct key (``reduce_by_key``), so its Python loop runs once per key.
+when first read) and reduces them per distinct key (``reduce_by_key``), so
+its Python loop runs once per key.
 Everything else (IPv6, variable-length fields, per-flow sampling) takes the
 tuple path in ``templates``; both give the same counts.
 """
