@@ -168,7 +168,7 @@ class FlowIngest:
         """Decode and count one datagram from ``exporter``; bad ones are counted, never raised."""
         self.ingest_batch(((datagram, exporter),))
 
-    def ingest_batch(self, datagrams: Iterable[tuple[bytes, str]]) -> None:
+    def ingest_batch(self, datagrams: Iterable[tuple[bytes | memoryview, str]]) -> None:
         """Decode and count ``(datagram, exporter)`` pairs received together, in order.
 
         One lock and one clock reading for the batch (it came in one receive);
@@ -213,7 +213,7 @@ class FlowIngest:
             raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
         return flows
 
-    def _ingest_slowly(self, datagram: bytes, exporter: str, now: float) -> None:
+    def _ingest_slowly(self, datagram: bytes | memoryview, exporter: str, now: float) -> None:
         """Decode and count a datagram the quick read left (templates, options, IPv6, bad)."""
         decoded = self.decoder.decode(datagram, exporter)
         if decoded.problem is not None:

@@ -6,10 +6,11 @@ loop it would delay every HTTP scrape.
 
 The thread blocks on a blocking socket. On Linux it reads with ``recvmmsg(2)``
 (through ``ctypes``, so no compiled module): one system call takes up to
-``BATCH_DATAGRAMS`` datagrams that are queued, into one buffer allocated once,
-and ``MSG_WAITFORONE`` makes it wait for the first only. Routers send in
-bursts, so one wake-up, one call and one release of the GIL serve a whole burst,
-and the handler is called once per batch (one lock, one clock read). Elsewhere,
+``BATCH_DATAGRAMS`` datagrams that are queued, into one buffer allocated once
+(handed on as views, not copied), and ``MSG_WAITFORONE`` makes it wait for the
+first only. Routers send in bursts, so one wake-up, one call and one release of
+the GIL serve a whole burst, and the handler is called once per batch (one
+lock, one clock read). Elsewhere,
 or where the call is refused (``ENOSYS`` in some sandboxes), ``recvfrom_into``
 reads one datagram per call into the same kind of buffer; the handler then gets
 batches of one. Both beat a selector on a non-blocking socket (a ``select`` per
@@ -55,8 +56,11 @@ _MAX_PEER_NAMES: Final = 4096
 _SOCKADDR_SIZE: Final = 128
 _MSG_WAITFORONE: Final = 0x10000
 
-# (datagram, exporter address): what the handler gets, in arrival order.
-Datagram = tuple[bytes, str]
+# (datagram, exporter address): what the handler gets, in arrival order. The datagram
+# is a view of the receiver's buffer, valid until the handler returns: the next
+# receive writes over it, so a handler copies what it keeps (the flow aggregation
+# copies record bytes out at once). No copy per datagram on the way in.
+Datagram = tuple[memoryview, str]
 BatchHandler = Callable[[Sequence[Datagram]], None]
 KeyT = TypeVar("KeyT", bound=Hashable)
 
@@ -130,7 +134,7 @@ class SingleReceiver:
         if peer is None:  # shut down by stop(), the queue drained
             raise StoppedError
         name = self._names.name(peer[0], _peer_label)
-        return [(bytes(self._view[:size]), name)]
+        return [(self._view[:size], name)]
 
 
 class _IoVec(ctypes.Structure):
@@ -251,7 +255,7 @@ class BatchReceiver:
             if sender != last_sender:  # a burst mostly comes from one router
                 last_sender, name = sender, names.name(sender, _sockaddr_name)
             offset = index * MAX_DATAGRAM
-            received.append((bytes(view[offset : offset + length]), name))
+            received.append((view[offset : offset + length], name))
         return received
 
 
@@ -261,7 +265,10 @@ def receiver_for(sock: socket.socket) -> Receiver:
 
 
 class UdpListener:
-    """Binds ``listen`` and calls ``handle(datagrams)`` for each batch of ``(datagram, peer)``."""
+    """Binds ``listen`` and calls ``handle(datagrams)`` for each batch of ``(datagram, peer)``.
+
+    Each datagram is a view valid only during the call (see ``Datagram``).
+    """
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import ipaddress
 import shutil
 import socket
@@ -100,7 +102,11 @@ def test_the_listener_hands_on_every_datagram_even_an_empty_one_and_stops_when_i
     IPv4 senders on a dual-stack socket get their plain address; ``stop`` ends a
     thread blocked in its receive (a hang here fails on the test timeout)."""
     received: list[tuple[bytes, str]] = []
-    listener = UdpListener("[::]:0", received.extend, receiver)
+    listener = UdpListener(
+        "[::]:0",
+        lambda batch: received.extend((bytes(datagram), peer) for datagram, peer in batch),
+        receiver,
+    )
     listener.start()
     try:
         port = listener.address[1]
@@ -134,12 +140,16 @@ def test_a_queued_burst_comes_in_batches_in_order_with_each_sender_named() -> No
             self.receiver = BatchReceiver.create(sock)
             assert self.receiver is not None
 
-        def receive(self) -> list[tuple[bytes, str]]:
+        def receive(self) -> list[tuple[memoryview, str]]:
             queued.wait()
             assert self.receiver is not None
             return self.receiver.receive()
 
-    listener = UdpListener("127.0.0.1:0", lambda batch: batches.append(list(batch)), AfterTheBurst)
+    listener = UdpListener(
+        "127.0.0.1:0",
+        lambda batch: batches.append([(bytes(datagram), peer) for datagram, peer in batch]),
+        AfterTheBurst,
+    )
     listener.start()
     port = listener.address[1]
     # Small but for one: the whole burst fits a default-sized socket queue.
@@ -385,3 +395,25 @@ def test_a_batch_of_mixed_versions_and_senders_counts_each_datagram_on_its_own()
         families, "scout_flow_talker_bytes_total", exporter="::1", address="other"
     )
     assert source_bytes == 1200 + 300 + 1200
+
+
+def test_where_recvmmsg_is_refused_the_listener_reads_one_datagram_per_call() -> None:
+    """A sandbox that answers ENOSYS: the thread goes on with ``recvfrom_into``."""
+
+    def refused(*_: object) -> int:
+        ctypes.set_errno(errno.ENOSYS)
+        return -1
+
+    received: list[tuple[bytes, str]] = []
+    listener = UdpListener(
+        "127.0.0.1:0",
+        lambda batch: received.extend((bytes(datagram), peer) for datagram, peer in batch),
+        lambda sock: BatchReceiver(sock, refused),
+    )
+    listener.start()
+    try:
+        _send(listener.address, b"one", b"two")
+        wait_for(lambda: len(received) == 2, timeout=10, what="both datagrams")
+    finally:
+        listener.stop()
+    assert received == [(b"one", "127.0.0.1"), (b"two", "127.0.0.1")]
