@@ -9,6 +9,7 @@ slow path). Options records only feed the sampling state.
 from __future__ import annotations
 
 import struct
+from functools import partial
 from typing import Final
 
 from exporter.collectors.flows.columns import RawFlows
@@ -22,9 +23,11 @@ from exporter.collectors.flows.sets import (
 )
 from exporter.collectors.flows.templates import (
     FieldSpec,
+    Layout,
     TemplateStore,
     cached_data_template,
     check_field_count,
+    data_template_from_wire,
     options_template,
 )
 
@@ -96,12 +99,30 @@ def _template_set(
             scope_count = _PAIR.unpack_from(data, offset + 2)[1]
             if not 0 < scope_count <= count:
                 raise BadPacketError(MALFORMED, f"IPFIX options template {template_id} scope")
-        layout, offset = _fields(data, offset + header, end, count)
-        if all(spec.length == 0 for spec in layout):
-            raise BadPacketError(MALFORMED, f"IPFIX template {template_id} has empty records")
+        fields_at = offset + header
+        wire = bytes(data[fields_at : fields_at + 4 * count])
+        if not options and len(wire) == 4 * count and max(wire[::4]) < _ENTERPRISE_BIT >> 8:
+            # Four bytes a field (no enterprise number): the field list is known by its bytes.
+            read = partial(_layout, data, fields_at, end, count, template_id)
+            store.put(exporter, key, data_template_from_wire(VERSION, wire, read))
+            offset = fields_at + 4 * count
+            continue
+        layout, offset = _fields(data, fields_at, end, count)
+        _check_not_empty(layout, template_id)
         store.put(
             exporter, key, options_template(layout) if options else cached_data_template(layout)
         )
+
+
+def _check_not_empty(layout: Layout, template_id: int) -> None:
+    if all(spec.length == 0 for spec in layout):
+        raise BadPacketError(MALFORMED, f"IPFIX template {template_id} has empty records")
+
+
+def _layout(data: memoryview, offset: int, end: int, count: int, template_id: int) -> Layout:
+    layout, _ = _fields(data, offset, end, count)
+    _check_not_empty(layout, template_id)
+    return layout
 
 
 def _header(data: bytes | memoryview) -> tuple[memoryview, int, int]:

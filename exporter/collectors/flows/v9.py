@@ -8,6 +8,7 @@ the exporter's sampling state and never count as flows.
 from __future__ import annotations
 
 import struct
+from functools import partial
 from typing import Final
 
 from exporter.collectors.flows.columns import RawFlows
@@ -22,9 +23,10 @@ from exporter.collectors.flows.sets import (
 from exporter.collectors.flows.templates import (
     VARIABLE_LENGTH,
     FieldSpec,
+    Layout,
     TemplateStore,
-    cached_data_template,
     check_field_count,
+    data_template_from_wire,
     options_template,
 )
 
@@ -64,11 +66,19 @@ def _templates(
         check_field_count(count, f"v9 template {template_id}")
         if offset + 4 * count > end:
             raise BadPacketError(TRUNCATED, f"v9 template {template_id}")
-        layout = _fields(data, offset, count)
+        wire = bytes(data[offset : offset + 4 * count])
+        template = data_template_from_wire(
+            VERSION, wire, partial(_data_layout, data, offset, count, template_id)
+        )
         offset += 4 * count
-        if sum(spec.length for spec in layout) == 0:
-            raise BadPacketError(MALFORMED, f"v9 template {template_id} has zero-length records")
-        store.put(exporter, (VERSION, domain, template_id), cached_data_template(layout))
+        store.put(exporter, (VERSION, domain, template_id), template)
+
+
+def _data_layout(data: memoryview, offset: int, count: int, template_id: int) -> Layout:
+    layout = _fields(data, offset, count)
+    if sum(spec.length for spec in layout) == 0:
+        raise BadPacketError(MALFORMED, f"v9 template {template_id} has zero-length records")
+    return layout
 
 
 def _options_templates(

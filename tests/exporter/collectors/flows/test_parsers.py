@@ -463,3 +463,33 @@ def test_the_quick_read_leaves_odd_packets_to_decode() -> None:
     with pytest.raises(BadPacketError) as caught:
         decoder.decode_columns(v5_packet(FLOWS)[:-1], EXPORTER)
     assert caught.value.reason == TRUNCATED
+
+
+def test_a_re_sent_template_is_known_by_its_bytes_and_a_bad_one_stays_bad() -> None:
+    """Routers re-send templates: the same field list gives the same compiled template
+    (under any id, exporter or domain) without reading it again; a refused field list
+    is refused every time it comes, never remembered."""
+    decoder = FlowDecoder(10)
+    for packet, exporter in (
+        (v9_packet([v9_template(256, IPV4_LAYOUT)]), EXPORTER),
+        (v9_packet([v9_template(257, IPV4_LAYOUT)], source_id=4), "192.0.2.7"),
+        (ipfix_packet([ipfix_template(256, IPV4_LAYOUT)]), EXPORTER),
+        (ipfix_packet([ipfix_template(300, IPV4_LAYOUT)], domain=2), EXPORTER),
+    ):
+        decoder.decode(packet, exporter)
+    v9_first = decoder.templates.get(EXPORTER, (9, 0, 256))
+    assert v9_first is decoder.templates.get("192.0.2.7", (9, 4, 257))
+    assert decoder.templates.get(EXPORTER, (10, 0, 256)) is decoder.templates.get(
+        EXPORTER, (10, 2, 300)
+    )
+    data = v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS)])
+    assert _records(decoder, data) == [_expected(flow) for flow in FLOWS]
+    for bad in (
+        v9_packet([v9_template(258, [(8, 0), (12, 0)])]),
+        v9_packet([v9_template(258, [(8, 4), (1, 0xFFFF)])]),
+        ipfix_packet([ipfix_template(258, [(8, 0), (12, 0)])]),
+    ):
+        for _ in range(2):
+            with pytest.raises(BadPacketError) as caught:
+                decoder.decode(bad, EXPORTER)
+            assert caught.value.reason == MALFORMED
