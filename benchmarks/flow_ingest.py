@@ -214,7 +214,7 @@ def _wait_for_port(port: int, deadline: float = 15.0) -> None:
 @contextmanager
 def scout_exporter(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
     """``scout-exporter --collector.flows`` on free ports: (process, HTTP port, UDP port)."""
-    http_port, udp_port = free_port(), free_port()
+    http_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
     config = workdir / "exporter.yml"
     config.write_text(f"collectors:\n  flows:\n    listen: {HOST}:{udp_port}\n")
     exe = shutil.which("scout-exporter", path=str(Path(sys.executable).parent)) or "scout-exporter"
@@ -250,7 +250,7 @@ def scout_records(http_port: int) -> int:
 @contextmanager
 def nfcapd(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     """Debian's nfcapd on a free UDP port writing into a fresh directory."""
-    port = free_port()
+    port = free_port(kind=socket.SOCK_DGRAM)
     flowdir = workdir / f"nfcapd-{port}"
     flowdir.mkdir()
     process = subprocess.Popen(

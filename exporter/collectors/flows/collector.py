@@ -196,9 +196,7 @@ class FlowIngest:
                         last = exporter
                     version, columns = quick
                     if not add(flows, version, (), now, columns):
-                        raise BadPacketError(
-                            SERIES_BUDGET, f"no room for {version} from {exporter}"
-                        )
+                        raise _no_room(version, exporter)
                 except BadPacketError as error:
                     self.bad_packets[error.reason] += 1
                 except Exception:  # listener boundary: one odd datagram must not stop the thread

@@ -259,7 +259,7 @@ def test_the_registry_row_is_off_by_default_and_builds_the_collector() -> None:
 def test_scout_exporter_serves_flow_metrics_with_the_collector_enabled(
     tmp_path: Path, exporter_factory: Callable[..., tuple[Service, str]]
 ) -> None:
-    udp_port = free_port()
+    udp_port = free_port(kind=socket.SOCK_DGRAM)
     config = tmp_path / "exporter.yml"
     config.write_text(f"collectors:\n  flows:\n    listen: 127.0.0.1:{udp_port}\n    top_n: 1\n")
     _, url = exporter_factory("--collector.flows", "--no-collector.host", f"--config.file={config}")
