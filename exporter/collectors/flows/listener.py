@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import errno
 import logging
+import mmap
 import os
 import socket
 import sys
@@ -194,7 +195,9 @@ class BatchReceiver:
         self._socket = sock
         self._recvmmsg = recvmmsg
         count = BATCH_DATAGRAMS
-        self._buffer = bytearray(count * MAX_DATAGRAM)
+        # Anonymous memory rather than a bytearray (which is zero-filled at once): only
+        # the pages datagrams are written to become resident, not 4 MiB up front.
+        self._buffer = mmap.mmap(-1, count * MAX_DATAGRAM)
         self._view = memoryview(self._buffer)
         self._addresses = bytearray(count * _SOCKADDR_SIZE)
         self._address_view = memoryview(self._addresses)
