@@ -161,12 +161,17 @@ def records_in(datagrams: Sequence[bytes]) -> int:
     return len(datagrams) * RECORDS_PER_PACKET["v9"]
 
 
-def in_process(datagrams: Sequence[bytes], scrape_every: int = 2000) -> Measure:
-    """Scout's decoder + aggregator on this core, with a scrape's ranking now and then."""
+def in_process(datagrams: Sequence[bytes], scrape_every: int = 2000, batch: int = BURST) -> Measure:
+    """Scout's decoder + aggregator on this core, with a scrape's ranking now and then.
+
+    Datagrams are handed on ``batch`` at a time, as the listener's ``recvmmsg``
+    hands on what one receive took (``scrape_every`` is rounded to batches).
+    """
     ingest = FlowIngest(AggregationSettings(), max_templates=1000)
+    scrape_every = max(1, scrape_every // batch)
     started = time.process_time()
-    for index, datagram in enumerate(datagrams):
-        ingest.ingest(datagram, HOST)
+    for index, start in enumerate(range(0, len(datagrams), batch)):
+        ingest.ingest_batch([(datagram, HOST) for datagram in datagrams[start : start + batch]])
         if index % scrape_every == scrape_every - 1:
             ingest.collect()
     ingest.collect()
@@ -209,7 +214,7 @@ def _wait_for_port(port: int, deadline: float = 15.0) -> None:
 @contextmanager
 def scout_exporter(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
     """``scout-exporter --collector.flows`` on free ports: (process, HTTP port, UDP port)."""
-    http_port, udp_port = free_port(), free_port()
+    http_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
     config = workdir / "exporter.yml"
     config.write_text(f"collectors:\n  flows:\n    listen: {HOST}:{udp_port}\n")
     exe = shutil.which("scout-exporter", path=str(Path(sys.executable).parent)) or "scout-exporter"
@@ -245,7 +250,7 @@ def scout_records(http_port: int) -> int:
 @contextmanager
 def nfcapd(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     """Debian's nfcapd on a free UDP port writing into a fresh directory."""
-    port = free_port()
+    port = free_port(kind=socket.SOCK_DGRAM)
     flowdir = workdir / f"nfcapd-{port}"
     flowdir.mkdir()
     process = subprocess.Popen(

@@ -51,8 +51,10 @@ class StackError(Exception):
     """The stack cannot start; the message says what to do."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port nothing is bound to now, for TCP or (``SOCK_DGRAM``) for UDP: the two are
+    separate, and a busy machine may hold many UDP ports that are free for TCP."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

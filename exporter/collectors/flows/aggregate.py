@@ -361,7 +361,7 @@ class FlowAggregator:
         self,
         flows: ExporterFlows,
         version: str,
-        records: list[FlowRecord],
+        records: Sequence[FlowRecord],
         now: float,
         columns: Sequence[RawFlows] = (),
     ) -> bool:

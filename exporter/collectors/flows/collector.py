@@ -69,7 +69,7 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, cast
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -80,6 +80,7 @@ from exporter.collectors.flows.aggregate import (
     CONVERSATION,
     PORTS,
     AggregationSettings,
+    ExporterFlows,
     FlowAggregator,
     key_label,
 )
@@ -108,6 +109,10 @@ _PROTOCOL_NAMES: Final = {
     58: "ipv6-icmp",
     132: "sctp",
 }
+
+
+def _no_room(version: str, exporter: str) -> BadPacketError:
+    return BadPacketError(SERIES_BUDGET, f"no room for {version} from {exporter}")
 
 
 def settings_from_config(config: FlowsCollectorConfig) -> AggregationSettings:
@@ -161,31 +166,60 @@ class FlowIngest:
 
     def ingest(self, datagram: bytes, exporter: str) -> None:
         """Decode and count one datagram from ``exporter``; bad ones are counted, never raised."""
-        with self._lock:
-            try:
-                self._ingest(datagram, exporter)
-            except BadPacketError as error:
-                self.bad_packets[error.reason] += 1
-            except Exception:  # listener boundary: one odd datagram must not stop the thread
-                self.bad_packets[MALFORMED] += 1
-                if not self._failure_logged:
-                    self._failure_logged = True
-                    log.exception("flow datagram from %s could not be read", exporter)
+        self.ingest_batch(((datagram, exporter),))
 
-    def _ingest(self, datagram: bytes, exporter: str) -> None:
-        if self._exporters is not None and not self._is_allowed(exporter):
-            raise BadPacketError(NOT_ALLOWED)
-        # Decode first: garbage from a new address must not cost an exporter's series.
-        decoded = self.decoder.decode(datagram, exporter)
-        if decoded.problem is not None:
-            self.bad_packets[decoded.problem] += 1
-        now = self._clock()
+    def ingest_batch(self, datagrams: Iterable[tuple[bytes | memoryview, str]]) -> None:
+        """Decode and count ``(datagram, exporter)`` pairs received together, in order.
+
+        One lock and one clock reading for the batch (it came in one receive);
+        each datagram is read on its own, so a bad one is counted and dropped
+        without touching its neighbours.
+        """
+        with self._lock:
+            now = self._clock()
+            decode_columns, add = self.decoder.decode_columns, self.aggregator.add
+            # The exporter of the datagram before and its state: a batch is mostly one
+            # router's burst, and no refresh can forget an exporter inside a batch.
+            last: str | None = None
+            flows: ExporterFlows | None = None
+            for datagram, exporter in datagrams:
+                try:
+                    if self._exporters is not None and not self._is_allowed(exporter):
+                        raise BadPacketError(NOT_ALLOWED)
+                    # Decode first: garbage from a new address must not cost an exporter's series.
+                    quick = decode_columns(datagram, exporter)
+                    if quick is None:
+                        self._ingest_slowly(datagram, exporter, now)
+                        continue
+                    if exporter is not last or flows is None:
+                        flows = self._exporter(exporter, now)
+                        last = exporter
+                    version, columns = quick
+                    if not add(flows, version, (), now, columns):
+                        raise _no_room(version, exporter)
+                except BadPacketError as error:
+                    self.bad_packets[error.reason] += 1
+                except Exception:  # listener boundary: one odd datagram must not stop the thread
+                    self.bad_packets[MALFORMED] += 1
+                    if not self._failure_logged:
+                        self._failure_logged = True
+                        log.exception("flow datagram from %s could not be read", exporter)
+
+    def _exporter(self, exporter: str, now: float) -> ExporterFlows:
         flows = self.aggregator.exporter(exporter, now)
         if flows is None:
             raise BadPacketError(SERIES_BUDGET, f"no room for exporter {exporter}")
+        return flows
+
+    def _ingest_slowly(self, datagram: bytes | memoryview, exporter: str, now: float) -> None:
+        """Decode and count a datagram the quick read left (templates, options, IPv6, bad)."""
+        decoded = self.decoder.decode(datagram, exporter)
+        if decoded.problem is not None:
+            self.bad_packets[decoded.problem] += 1
+        flows = self._exporter(exporter, now)
         version = decoded.version
         if not self.aggregator.add(flows, version, decoded.records, now, decoded.columns):
-            raise BadPacketError(SERIES_BUDGET, f"no room for {version} from {exporter}")
+            raise _no_room(version, exporter)
 
     def collect(self) -> list[Metric]:
         """Re-rank, then render every flow family from the current counts."""
@@ -307,7 +341,7 @@ class FlowsCollector:
             exporters=config.exporters,
             clock=clock,
         )
-        self._listener = UdpListener(config.listen, self.flows.ingest)
+        self._listener = UdpListener(config.listen, self.flows.ingest_batch)
 
     @classmethod
     def from_config(cls, config: ExporterConfig, view: HostView) -> FlowsCollector:

@@ -5,8 +5,9 @@ router's v9/IPFIX template, sampling per exporter) needs no Python per record:
 a data set becomes ``RawFlows`` (a view of its records in the datagram); the
 aggregation copies those bytes into ``PendingFlows`` (one ``bytearray`` per
 layout and rate), turns a few thousand records at a time into ``FlowColumns``
-(native uint64 arrays, one ``numpy.frombuffer`` per group) and reduces them
-per distinct key (``reduce_by_key``), so its Python loop runs once per key.
+(one ``numpy.frombuffer`` per group; each column converted to native uint64
+when first read) and reduces them per distinct key (``reduce_by_key``), so
+its Python loop runs once per key.
 Everything else (IPv6, variable-length fields, per-flow sampling) takes the
 tuple path in ``templates``; both give the same counts.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -23,33 +25,76 @@ Column = npt.NDArray[np.uint64]
 
 # The columns, in FlowRecord order after the two addresses.
 NAMES = ("source", "destination", "octets", "packets", "inputs", "outputs", "protocol", "port")
+# Keys below this are reduced through a dense table (see ``reduce_by_key``).
+_DENSE_KEYS: Final = 1 << 16
+# The columns the sampling rate multiplies.
+_COUNTERS = frozenset(("octets", "packets"))
 
 
-@dataclass(frozen=True, slots=True)
 class FlowColumns:
-    """Flows of one or more data sets, a column per record field (native uint64)."""
+    """Flows of one or more data sets, a column per record field (native uint64).
 
-    source: Column
-    destination: Column
-    octets: Column
-    packets: Column
-    inputs: Column
-    outputs: Column
-    protocol: Column
-    port: Column
+    Each column is converted from the records' bytes when first read, so
+    columns nobody reads (protocol and port, unless conversations are
+    counted) cost nothing.
+    """
+
+    __slots__ = ("_converted", "_length", "_parts")
+
+    def __init__(self, parts: Sequence[tuple[ColumnLayout, npt.NDArray[np.void], int]]) -> None:
+        # (layout, its records as a structured array, sampling rate) per group.
+        self._parts = parts
+        self._length = sum(len(records) for _, records, _ in parts)
+        self._converted: dict[str, Column] = {}
 
     def __len__(self) -> int:
-        return len(self.source)
+        return self._length
+
+    def column(self, name: str) -> Column:
+        """The ``name`` column of every part, sampling rate applied to counters."""
+        found = self._converted.get(name)
+        if found is None:
+            pieces = [layout.column(records, name, rate) for layout, records, rate in self._parts]
+            found = self._converted[name] = (
+                pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            )
+        return found
+
+    @property
+    def source(self) -> Column:
+        return self.column("source")
+
+    @property
+    def destination(self) -> Column:
+        return self.column("destination")
+
+    @property
+    def octets(self) -> Column:
+        return self.column("octets")
+
+    @property
+    def packets(self) -> Column:
+        return self.column("packets")
+
+    @property
+    def inputs(self) -> Column:
+        return self.column("inputs")
+
+    @property
+    def outputs(self) -> Column:
+        return self.column("outputs")
+
+    @property
+    def protocol(self) -> Column:
+        return self.column("protocol")
+
+    @property
+    def port(self) -> Column:
+        return self.column("port")
 
     def records(self) -> list[tuple[int, int, int, int, int, int, int, int]]:
         """The same flows as ``FlowRecord`` tuples (for tests and the odd caller)."""
-        return list(zip(*(getattr(self, name).tolist() for name in NAMES), strict=True))
-
-    @classmethod
-    def concatenate(cls, parts: Sequence[FlowColumns]) -> FlowColumns:
-        if len(parts) == 1:
-            return parts[0]
-        return cls(*(np.concatenate([getattr(part, name) for part in parts]) for name in NAMES))
+        return list(zip(*(self.column(name).tolist() for name in NAMES), strict=True))
 
 
 # One data set as it came: (layout, its records' bytes as a view of the datagram, record
@@ -93,10 +138,13 @@ class PendingFlows:
         """Every pending flow as columns (None if there is none); empties the buffer."""
         if not self.groups:
             return None
-        parts = [layout.columns(data, rate) for layout, rate, data in self.groups.values()]
+        parts = [
+            (layout, np.frombuffer(data, dtype=layout.dtype), rate)
+            for layout, rate, data in self.groups.values()
+        ]
         self.groups = {}
         self.records = self.size = 0
-        return FlowColumns.concatenate(parts)
+        return FlowColumns(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,23 +176,36 @@ class ColumnLayout:
         return (self, data[offset : offset + count * size], count, rate)
 
     def columns(self, data: bytes | bytearray | memoryview, rate: int) -> FlowColumns:
-        raw = np.frombuffer(data, dtype=self.dtype)
-        count = len(raw)
-        columns = {name: raw[name].astype(np.uint64) for name in NAMES if name not in self.missing}
-        for name in self.missing:
-            columns[name] = np.zeros(count, dtype=np.uint64)
-        if rate != 1:
-            columns["octets"] *= np.uint64(rate)
-            columns["packets"] *= np.uint64(rate)
-        return FlowColumns(**columns)
+        """The flows of ``data`` (whole records of this layout) as columns."""
+        return FlowColumns([(self, np.frombuffer(data, dtype=self.dtype), rate)])
+
+    def column(self, records: npt.NDArray[np.void], name: str, rate: int) -> Column:
+        """One column of ``records`` (a structured array of this layout) as native uint64."""
+        if name in self.missing:
+            return np.zeros(len(records), dtype=np.uint64)
+        column = records[name].astype(np.uint64)
+        if rate != 1 and name in _COUNTERS:
+            column *= np.uint64(rate)
+        return column
 
 
 def reduce_by_key(keys: Column, *values: Column) -> tuple[Column, list[Column], Column]:
     """Distinct keys (sorted), the sum of each of ``values`` per key, and the records per key.
 
-    ``keys`` must not be empty. Sorting and ``add.reduceat`` keep the sums
-    exact in uint64 (``bincount`` would go through float64).
+    ``keys`` must not be empty. Sums stay exact in uint64 (``bincount`` weights
+    would go through float64): small keys (ifIndexes) are summed into a dense
+    table with ``add.at``, others sorted and summed with ``add.reduceat``.
     """
+    if int(keys.max()) < _DENSE_KEYS:
+        slots = keys.astype(np.intp)
+        per_key = np.bincount(slots)
+        present = np.flatnonzero(per_key)
+        sums = []
+        for value in values:
+            table = np.zeros(len(per_key), dtype=np.uint64)
+            np.add.at(table, slots, value)
+            sums.append(table[present])
+        return present.astype(np.uint64), sums, per_key[present].astype(np.uint64)
     order = np.argsort(keys)
     ordered = keys[order]
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))

@@ -23,6 +23,7 @@ from exporter.collectors.flows.records import (
     FlowRecord,
 )
 from exporter.collectors.flows.templates import (
+    DataTemplate,
     OptionsTemplate,
     SamplingState,
     TemplateKey,
@@ -133,6 +134,39 @@ def read_sets(
     return decoded
 
 
+def data_set_columns(
+    view: memoryview,
+    offset: int,
+    end: int,
+    key: tuple[str, int, int],
+    store: TemplateStore,
+    sampling: SamplingStates,
+) -> list[RawFlows] | None:
+    """The packet's flows when it holds only data sets of known columnar templates, else None.
+
+    The quick read of the common packet: no template or options set, no
+    unknown template, no odd structure, so nothing but its flows to take and
+    no state to change. For anything else it returns None without a trace,
+    and ``read_sets`` reads the packet again and says what is wrong with it.
+    ``key`` is (exporter, version, domain), as for ``read_sets``.
+    """
+    exporter, version, domain = key
+    parts: list[RawFlows] = []
+    rate = sampling.default_rate(key)
+    while end - offset >= SET_HEADER.size:
+        set_id, length = SET_HEADER.unpack_from(view, offset)
+        start, stop = offset + SET_HEADER.size, offset + length
+        if set_id < FIRST_DATA_SET_ID or length < SET_HEADER.size or stop > end:
+            return None
+        template = store.get(exporter, (version, domain, set_id))
+        if not isinstance(template, DataTemplate) or template.columns is None:
+            return None
+        if stop - start >= template.columns.dtype.itemsize:
+            parts.append(template.columns.decode(view, start, stop, rate))
+        offset = stop
+    return parts
+
+
 class SamplingStates:
     """Sampling state per (exporter, version, domain), at most ``limit`` of them.
 
@@ -159,6 +193,14 @@ class SamplingStates:
             return SamplingState()
         self._states.move_to_end(key)
         return state
+
+    def default_rate(self, key: tuple[str, int, int]) -> int:
+        """The exporter-wide rate of (exporter, version, domain), as ``get(key).default``."""
+        state = self._states.get(key)
+        if state is None:
+            return 1
+        self._states.move_to_end(key)
+        return state.default
 
     def keep(self, key: tuple[str, int, int], state: SamplingState) -> None:
         """Hold ``state`` (from ``get``) for later packets if options records gave it a rate."""

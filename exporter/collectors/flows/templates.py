@@ -390,6 +390,29 @@ def cached_data_template(layout: Layout) -> DataTemplate:
     return template
 
 
+# Data templates by the wire bytes of their field list, per version: routers re-send
+# the same templates every few packets, and a known field list is not read again.
+_by_wire: OrderedDict[tuple[int, bytes], DataTemplate] = OrderedDict()
+
+
+def data_template_from_wire(version: int, wire: bytes, read: Callable[[], Layout]) -> DataTemplate:
+    """The data template whose field list is ``wire``; ``read()`` reads and checks the
+    fields (raising ``BadPacketError``) when these bytes were not seen before.
+
+    Only field lists that passed ``read`` are remembered, so a hit needs no check.
+    """
+    key = (version, wire)
+    template = _by_wire.get(key)
+    if template is None:
+        template = cached_data_template(read())
+        _by_wire[key] = template
+        if len(_by_wire) > _DECODER_CACHE_SIZE:
+            _by_wire.popitem(last=False)
+    else:
+        _by_wire.move_to_end(key)
+    return template
+
+
 def options_template(layout: Layout) -> OptionsTemplate:
     if not layout:
         raise BadPacketError(MALFORMED, "options template without fields")

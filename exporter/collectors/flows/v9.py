@@ -8,21 +8,25 @@ the exporter's sampling state and never count as flows.
 from __future__ import annotations
 
 import struct
+from functools import partial
 from typing import Final
 
+from exporter.collectors.flows.columns import RawFlows
 from exporter.collectors.flows.records import MALFORMED, TRUNCATED, BadPacketError
 from exporter.collectors.flows.sets import (
     FIRST_DATA_SET_ID,
     DecodedFlows,
     SamplingStates,
+    data_set_columns,
     read_sets,
 )
 from exporter.collectors.flows.templates import (
     VARIABLE_LENGTH,
     FieldSpec,
+    Layout,
     TemplateStore,
-    cached_data_template,
     check_field_count,
+    data_template_from_wire,
     options_template,
 )
 
@@ -62,11 +66,19 @@ def _templates(
         check_field_count(count, f"v9 template {template_id}")
         if offset + 4 * count > end:
             raise BadPacketError(TRUNCATED, f"v9 template {template_id}")
-        layout = _fields(data, offset, count)
+        wire = bytes(data[offset : offset + 4 * count])
+        template = data_template_from_wire(
+            VERSION, wire, partial(_data_layout, data, offset, count, template_id)
+        )
         offset += 4 * count
-        if sum(spec.length for spec in layout) == 0:
-            raise BadPacketError(MALFORMED, f"v9 template {template_id} has zero-length records")
-        store.put(exporter, (VERSION, domain, template_id), cached_data_template(layout))
+        store.put(exporter, (VERSION, domain, template_id), template)
+
+
+def _data_layout(data: memoryview, offset: int, count: int, template_id: int) -> Layout:
+    layout = _fields(data, offset, count)
+    if sum(spec.length for spec in layout) == 0:
+        raise BadPacketError(MALFORMED, f"v9 template {template_id} has zero-length records")
+    return layout
 
 
 def _options_templates(
@@ -94,6 +106,14 @@ def _options_templates(
         store.put(exporter, (VERSION, domain, template_id), options_template(layout))
 
 
+def _header(data: bytes | memoryview) -> tuple[memoryview, int]:
+    """The packet as a view and its source id; ``BadPacketError`` if the header is cut."""
+    if len(data) < HEADER.size:
+        raise BadPacketError(TRUNCATED, "v9 header")
+    view = memoryview(data)
+    return view, HEADER.unpack_from(view)[5]
+
+
 def parse_v9(
     data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
 ) -> DecodedFlows:
@@ -102,11 +122,17 @@ def parse_v9(
     A packet whose structure lies raises ``BadPacketError``; a set whose template
     is unknown (or cannot be stored) is skipped and reported as the problem.
     """
-    if len(data) < HEADER.size:
-        raise BadPacketError(TRUNCATED, "v9 header")
-    view = memoryview(data)
-    domain = HEADER.unpack_from(view)[5]
+    view, domain = _header(data)
     readers = {TEMPLATE_FLOWSET: _templates, OPTIONS_FLOWSET: _options_templates}
     return read_sets(
         view, HEADER.size, len(view), (exporter, VERSION, domain), store, sampling, readers
     )
+
+
+def v9_columns(
+    data: bytes | memoryview, exporter: str, store: TemplateStore, sampling: SamplingStates
+) -> list[RawFlows] | None:
+    """A v9 packet of data sets only, read quickly (see ``sets.data_set_columns``); else None."""
+    view, domain = _header(data)
+    key = (exporter, VERSION, domain)
+    return data_set_columns(view, HEADER.size, len(view), key, store, sampling)

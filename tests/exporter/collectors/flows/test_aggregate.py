@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterable
 
 import numpy as np
+import pytest
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.flows import FlowIngest
@@ -17,6 +18,7 @@ from exporter.collectors.flows.aggregate import (
     AggregationSettings,
     FlowAggregator,
 )
+from exporter.collectors.flows.columns import reduce_by_key
 from exporter.collectors.flows.records import FlowRecord
 from tests.peers.flows import IPV4_LAYOUT, Flow, flow_set, ipfix_packet, ipfix_template, v5_packet
 
@@ -357,3 +359,29 @@ def test_one_million_sources_in_v5_datagrams_take_the_columnar_path_within_bound
     assert source.folded >= 1_000_020
     assert source.tracked_keys() <= (SLOTS + CHUNK_FACTOR) * ingest.aggregator.capacity
     assert ingest.aggregator.dropped_series > 0
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [7, 3, 7, 0, 65535, 3],  # all small: the dense table
+        [7, 3, 65536, 7, 2**32 - 1, 3],  # one large key: the sorted path
+    ],
+)
+def test_reduce_by_key_sums_exactly_per_distinct_key(keys: list[int]) -> None:
+    """Both ways of reducing give sorted distinct keys, exact uint64 sums (values past
+    2^53, where float64 would round) and the records per key."""
+    big = 2**60 + 1
+    values = [big, 1, 2, big, 5, 3]
+    distinct, (sums, doubled), counts = reduce_by_key(
+        np.array(keys, dtype=np.uint64),
+        np.array(values, dtype=np.uint64),
+        np.array([2 * value for value in values], dtype=np.uint64),
+    )
+    expected: dict[int, list[int]] = {}
+    for key, value in zip(keys, values, strict=True):
+        expected.setdefault(key, []).append(value)
+    assert distinct.tolist() == sorted(expected)
+    assert sums.tolist() == [sum(expected[key]) for key in sorted(expected)]
+    assert doubled.tolist() == [2 * sum(expected[key]) for key in sorted(expected)]
+    assert counts.tolist() == [len(expected[key]) for key in sorted(expected)]

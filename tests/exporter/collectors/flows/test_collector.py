@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import ipaddress
 import shutil
 import socket
+import struct
 import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -18,12 +23,29 @@ from pydantic import ValidationError
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import HostView
 from exporter.collectors.flows import FlowsCollector
-from exporter.collectors.flows.listener import UdpListener, parse_listen
+from exporter.collectors.flows.listener import (
+    BATCH_DATAGRAMS,
+    BatchReceiver,
+    Receiver,
+    SingleReceiver,
+    UdpListener,
+    parse_listen,
+    receiver_for,
+)
 from exporter.config import ExporterConfig, FlowsCollectorConfig
 from scripts.localstack import Service, free_port
 from tests.conftest import http_get, wait_for
 from tests.firewall_names import FLOW_METRICS
-from tests.peers.flows import IPV4_LAYOUT, Flow, flow_set, ipfix_packet, ipfix_template, v5_packet
+from tests.peers.flows import (
+    IPV4_LAYOUT,
+    Flow,
+    flow_set,
+    ipfix_packet,
+    ipfix_template,
+    v5_packet,
+    v9_packet,
+    v9_template,
+)
 
 FLOWS = [Flow("10.0.0.1", "10.0.1.1", 1200, 4, 7, 8), Flow("10.0.0.2", "10.0.1.1", 300, 1, 7, 9)]
 
@@ -72,12 +94,19 @@ async def test_listener_counts_datagrams_and_releases_its_port_on_close() -> Non
         again.bind(address)
 
 
-def test_the_listener_hands_on_every_datagram_even_an_empty_one_and_stops_when_idle() -> None:
+@pytest.mark.parametrize("receiver", [receiver_for, SingleReceiver], ids=["batch", "single"])
+def test_the_listener_hands_on_every_datagram_even_an_empty_one_and_stops_when_idle(
+    receiver: Callable[[socket.socket], Receiver],
+) -> None:
     """An empty datagram is data (counted as bad by the decoder), not the stop signal;
     IPv4 senders on a dual-stack socket get their plain address; ``stop`` ends a
     thread blocked in its receive (a hang here fails on the test timeout)."""
     received: list[tuple[bytes, str]] = []
-    listener = UdpListener("[::]:0", lambda datagram, peer: received.append((datagram, peer)))
+    listener = UdpListener(
+        "[::]:0",
+        lambda batch: received.extend((bytes(datagram), peer) for datagram, peer in batch),
+        receiver,
+    )
     listener.start()
     try:
         port = listener.address[1]
@@ -94,6 +123,57 @@ def test_the_listener_hands_on_every_datagram_even_an_empty_one_and_stops_when_i
         (b"x" * 65507, "127.0.0.1"),
     ]
     assert received[3] == (b"six", "::1")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="recvmmsg is Linux's")
+def test_a_queued_burst_comes_in_batches_in_order_with_each_sender_named() -> None:
+    """Datagrams queued before the thread reads are taken by ``recvmmsg`` several at a
+    time: every slot's length and sender are read back (sizes from 0 to the largest,
+    two senders interleaved), and the slots are reused by the next call."""
+    batches: list[list[tuple[bytes, str]]] = []
+    queued = threading.Event()
+
+    class AfterTheBurst:
+        """The real receiver, held back until the whole burst is queued."""
+
+        def __init__(self, sock: socket.socket) -> None:
+            self.receiver = BatchReceiver.create(sock)
+            assert self.receiver is not None
+
+        def receive(self) -> list[tuple[memoryview, str]]:
+            queued.wait()
+            assert self.receiver is not None
+            return self.receiver.receive()
+
+    listener = UdpListener(
+        "127.0.0.1:0",
+        lambda batch: batches.append([(bytes(datagram), peer) for datagram, peer in batch]),
+        AfterTheBurst,
+    )
+    listener.start()
+    port = listener.address[1]
+    # Small but for one: the whole burst fits a default-sized socket queue.
+    sizes = (0, 65507, *(index % 5 * 300 for index in range(BATCH_DATAGRAMS + 8)))
+    sent = [bytes([index % 256]) * size for index, size in enumerate(sizes)]
+    try:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second,
+        ):
+            second.bind(("127.0.0.2", 0))
+            for index, datagram in enumerate(sent):
+                (first if index % 2 else second).sendto(datagram, ("127.0.0.1", port))
+            queued.set()
+            wait_for(lambda: sum(map(len, batches)) == len(sent), timeout=10, what="the burst")
+    finally:
+        listener.stop()
+    received = [datagram for batch in batches for datagram in batch]
+    assert received == [
+        (datagram, "127.0.0.1" if index % 2 else "127.0.0.2") for index, datagram in enumerate(sent)
+    ]
+    # More datagrams than one call takes: several calls, the first one full.
+    assert len(batches[0]) == BATCH_DATAGRAMS
+    assert len(batches) > 1
 
 
 async def test_packets_from_outside_the_exporters_networks_are_dropped() -> None:
@@ -179,7 +259,7 @@ def test_the_registry_row_is_off_by_default_and_builds_the_collector() -> None:
 def test_scout_exporter_serves_flow_metrics_with_the_collector_enabled(
     tmp_path: Path, exporter_factory: Callable[..., tuple[Service, str]]
 ) -> None:
-    udp_port = free_port()
+    udp_port = free_port(kind=socket.SOCK_DGRAM)
     config = tmp_path / "exporter.yml"
     config.write_text(f"collectors:\n  flows:\n    listen: 127.0.0.1:{udp_port}\n    top_n: 1\n")
     _, url = exporter_factory("--collector.flows", "--no-collector.host", f"--config.file={config}")
@@ -265,3 +345,75 @@ def test_the_exposition_has_exactly_the_names_and_labels_the_dashboards_use() ->
         if not sample.name.endswith("_created")
     }
     assert exposed == {name: tuple(sorted(labels)) for name, labels in FLOW_METRICS.items()}
+
+
+def test_a_batch_of_mixed_versions_and_senders_counts_each_datagram_on_its_own() -> None:
+    """Bad datagrams inside a batch (cut, lying, unknown) are counted and dropped; the
+    good ones around them, from other senders and versions, are all counted, as when
+    they come one at a time."""
+    lying = bytearray(v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS)]))
+    struct.pack_into("!H", lying, 22, 4000)  # the flowset length runs past the datagram
+    batch = [
+        (v5_packet(FLOWS), "192.0.2.1"),
+        (v5_packet(FLOWS)[:-1], "192.0.2.1"),
+        (v9_packet([v9_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, FLOWS)]), "::1"),
+        (v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS[:1])]), "::1"),
+        (ipfix_packet([flow_set(256, IPV4_LAYOUT, FLOWS)]), "192.0.2.3"),
+        (b"\x00\x07garbage", "192.0.2.1"),
+        (bytes(lying), "::1"),
+        (b"", "192.0.2.3"),  # an unknown version 0
+        (v5_packet(FLOWS[1:]), "192.0.2.3"),
+        (v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS)]), "192.0.2.1"),  # not its template
+    ]
+    together = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+    together.flows.ingest_batch(batch)
+    alone = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+    for datagram, sender in batch:
+        alone.flows.ingest(datagram, sender)
+    families = together.collect()
+
+    def counts(families: list[Metric]) -> dict[tuple[str, ...], float]:
+        names = ("scout_flow_records_total", "scout_flow_packets_total")
+        return {
+            (sample.name, *sorted(sample.labels.values())): sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name in names or sample.name == "scout_flow_bad_packets_total"
+        }
+
+    assert counts(families) == counts(alone.collect())
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.1", version="v5") == 2
+    assert _value(families, "scout_flow_records_total", exporter="::1", version="v9") == 3
+    assert _value(families, "scout_flow_packets_total", exporter="::1", version="v9") == 2
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.3", version="v5") == 1
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.3", version="ipfix") == 0
+    assert _value(families, "scout_flow_bad_packets_total", reason="truncated") == 2
+    assert _value(families, "scout_flow_bad_packets_total", reason="unknown_version") == 2
+    assert _value(families, "scout_flow_bad_packets_total", reason="unknown_template") == 2
+    # Before the first ranking every byte is in other.
+    source_bytes = _value(
+        families, "scout_flow_talker_bytes_total", exporter="::1", address="other"
+    )
+    assert source_bytes == 1200 + 300 + 1200
+
+
+def test_where_recvmmsg_is_refused_the_listener_reads_one_datagram_per_call() -> None:
+    """A sandbox that answers ENOSYS: the thread goes on with ``recvfrom_into``."""
+
+    def refused(*_: object) -> int:
+        ctypes.set_errno(errno.ENOSYS)
+        return -1
+
+    received: list[tuple[bytes, str]] = []
+    listener = UdpListener(
+        "127.0.0.1:0",
+        lambda batch: received.extend((bytes(datagram), peer) for datagram, peer in batch),
+        lambda sock: BatchReceiver(sock, refused),
+    )
+    listener.start()
+    try:
+        _send(listener.address, b"one", b"two")
+        wait_for(lambda: len(received) == 2, timeout=10, what="both datagrams")
+    finally:
+        listener.stop()
+    assert received == [(b"one", "127.0.0.1"), (b"two", "127.0.0.1")]

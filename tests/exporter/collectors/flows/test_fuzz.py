@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from exporter.collectors.flows import FlowIngest
 from exporter.collectors.flows.aggregate import AggregationSettings
 from exporter.collectors.flows.decoder import FlowDecoder
 from exporter.collectors.flows.records import BadPacketError
+from exporter.collectors.flows.sets import DecodedFlows
 from tests.peers.flows import (
     IPV4_LAYOUT,
     IPV6_LAYOUT,
@@ -141,3 +143,49 @@ def test_mutated_packets_through_ingest_and_a_scrape_hit_no_unexpected_error(
     assert recorder.messages == []
     assert ingest.aggregator.series <= 40
     assert any(family.name == "scout_flow_talker_bytes" for family in families)
+
+
+# Data-only packets for the templates the seeds bring: what the quick read takes.
+DATA_SEEDS = (
+    v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS)]),
+    ipfix_packet([flow_set(300, IPV4_LAYOUT, FLOWS), flow_set(300, IPV4_LAYOUT, FLOWS[:1])]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.sampled_from(SEEDS + DATA_SEEDS),
+    edits=mutations,
+    cut=st.none() | st.integers(min_value=0, max_value=1500),
+)
+def test_the_quick_read_gives_what_decode_gives_or_leaves_the_packet_to_it(
+    seed: bytes, edits: list[tuple[int, bytes]], cut: int | None
+) -> None:
+    """``decode_columns`` on a mutated packet: the same flows as ``decode`` with no
+    problem, or None (decode reads it), or the same ``BadPacketError`` decode raises;
+    it never changes the templates or sampling states."""
+    decoder = FlowDecoder(MAX_TEMPLATES)
+    for packet in SEEDS:
+        decoder.decode(packet, "192.0.2.1")
+    packet = _mutate(seed, edits, cut)
+    held = (len(decoder.templates), len(decoder.sampling))
+    try:
+        quick = decoder.decode_columns(packet, "192.0.2.1")
+    except BadPacketError as error:
+        refused = error.reason
+    else:
+        refused = None
+    if refused is not None:
+        with pytest.raises(BadPacketError) as again:
+            decoder.decode(packet, "192.0.2.1")
+        assert again.value.reason == refused
+        return
+    assert (len(decoder.templates), len(decoder.sampling)) == held
+    if quick is None:
+        return
+    decoded = decoder.decode(packet, "192.0.2.1")
+    assert decoded.problem is None
+    assert (quick[0], DecodedFlows(quick[0], quick[1]).all_records()) == (
+        decoded.version,
+        decoded.all_records(),
+    )

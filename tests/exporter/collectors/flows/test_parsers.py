@@ -410,3 +410,86 @@ def test_an_exporter_at_its_share_replaces_its_own_oldest_template_with_a_new_on
     assert _records(decoder, newest) == [_expected(flow) for flow in FLOWS]
     oldest = ipfix_packet([flow_set(300, IPV4_LAYOUT, FLOWS)])
     assert decoder.decode(oldest, EXPORTER).problem == UNKNOWN_TEMPLATE
+
+
+# -- the quick read of common packets ----------------------------------------------------------
+
+
+def _quick(decoder: FlowDecoder, packet: bytes) -> tuple[str, list[FlowRecord]] | None:
+    found = decoder.decode_columns(packet, EXPORTER)
+    if found is None:
+        return None
+    version, parts = found
+    return version, [record for part in parts for record in raw_records(part)]
+
+
+def test_the_quick_read_takes_data_only_packets_with_the_sampling_rate() -> None:
+    decoder = FlowDecoder(10)
+    options = v9_options_template(257, [(1, 4)], [(34, 4)])
+    rate = data_set(257, [(1, 4), (34, 4)], [{1: 0, 34: 100}])
+    template = v9_template(256, IPV4_LAYOUT)
+    # Templates and options records change state: decode's, not the quick read's.
+    for packet in (v9_packet([options, rate]), v9_packet([template])):
+        assert _quick(decoder, packet) is None
+        decoder.decode(packet, EXPORTER)
+    data = flow_set(256, IPV4_LAYOUT, FLOWS)
+    expected = [_expected(flow, 100) for flow in FLOWS]
+    assert _quick(decoder, v9_packet([data, data])) == ("v9", expected * 2)
+    assert _quick(decoder, v5_packet(FLOWS)) == ("v5", [_expected(flow) for flow in FLOWS])
+    decoder.decode(ipfix_packet([ipfix_template(256, IPV4_LAYOUT)], domain=3), EXPORTER)
+    ipfix = ipfix_packet([data], domain=3)
+    assert _quick(decoder, ipfix) == ("ipfix", [_expected(flow) for flow in FLOWS])
+    # The same template id in another domain, version or exporter is unknown there.
+    assert _quick(decoder, ipfix_packet([data])) is None
+    assert decoder.decode_columns(ipfix, "192.0.2.99") is None
+
+
+def test_the_quick_read_leaves_odd_packets_to_decode() -> None:
+    decoder = FlowDecoder(10)
+    decoder.decode(v9_packet([v9_template(256, IPV4_LAYOUT)]), EXPORTER)
+    decoder.decode(v9_packet([v9_template(300, IPV6_LAYOUT)]), EXPORTER)
+    data = flow_set(256, IPV4_LAYOUT, FLOWS)
+    six = flow_set(300, IPV6_LAYOUT, [Flow("2001:db8::1", "2001:db8::2", 1, 1)])
+    lying = bytearray(v9_packet([data]))
+    struct.pack_into("!H", lying, 22, 4000)
+    for packet in (
+        v9_packet([data, six]),  # IPv6: the tuple path
+        v9_packet([data, flow_set(999, IPV4_LAYOUT, FLOWS)]),  # an unknown template
+        bytes(lying),  # decode says what is wrong with it
+        b"\x00\x07" + bytes(30),  # an unknown version
+        b"",
+    ):
+        assert decoder.decode_columns(packet, EXPORTER) is None
+    with pytest.raises(BadPacketError) as caught:
+        decoder.decode_columns(v5_packet(FLOWS)[:-1], EXPORTER)
+    assert caught.value.reason == TRUNCATED
+
+
+def test_a_re_sent_template_is_known_by_its_bytes_and_a_bad_one_stays_bad() -> None:
+    """Routers re-send templates: the same field list gives the same compiled template
+    (under any id, exporter or domain) without reading it again; a refused field list
+    is refused every time it comes, never remembered."""
+    decoder = FlowDecoder(10)
+    for packet, exporter in (
+        (v9_packet([v9_template(256, IPV4_LAYOUT)]), EXPORTER),
+        (v9_packet([v9_template(257, IPV4_LAYOUT)], source_id=4), "192.0.2.7"),
+        (ipfix_packet([ipfix_template(256, IPV4_LAYOUT)]), EXPORTER),
+        (ipfix_packet([ipfix_template(300, IPV4_LAYOUT)], domain=2), EXPORTER),
+    ):
+        decoder.decode(packet, exporter)
+    v9_first = decoder.templates.get(EXPORTER, (9, 0, 256))
+    assert v9_first is decoder.templates.get("192.0.2.7", (9, 4, 257))
+    assert decoder.templates.get(EXPORTER, (10, 0, 256)) is decoder.templates.get(
+        EXPORTER, (10, 2, 300)
+    )
+    data = v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS)])
+    assert _records(decoder, data) == [_expected(flow) for flow in FLOWS]
+    for bad in (
+        v9_packet([v9_template(258, [(8, 0), (12, 0)])]),
+        v9_packet([v9_template(258, [(8, 4), (1, 0xFFFF)])]),
+        ipfix_packet([ipfix_template(258, [(8, 0), (12, 0)])]),
+    ):
+        for _ in range(2):
+            with pytest.raises(BadPacketError) as caught:
+                decoder.decode(bad, EXPORTER)
+            assert caught.value.reason == MALFORMED
