@@ -82,8 +82,11 @@ from ai_sidecar.correlate.topology import (
     USES,
     Ancestors,
     TopologySnapshot,
+    any_port,
+    any_port_edges,
     combine,
     element_text,
+    is_any_port,
     split_instance,
 )
 from ai_sidecar.i18n import SOURCE_LANGUAGE
@@ -202,6 +205,10 @@ class Placement(NamedTuple):
     # Nothing in the graph depends on it: a server, a printer, a port no
     # neighbour was seen on.
     leaf: bool = False
+    # For a port no neighbour row places: the node standing for its device's
+    # unknown ports (topology.any_port), which what an ``upstream`` label puts
+    # behind the device is reached through.
+    also: str | None = None
 
 
 _NOWHERE = Placement(None, {}, (), False)
@@ -213,6 +220,21 @@ _NO_STRENGTHS: Mapping[str, int] = {}
 
 # How a path names the hop from a target outside the estate to the way out.
 OUTSIDE_WHY = "outside the estate, reached through"
+
+
+def _reaches(node: str, goal: str) -> bool:
+    """Whether a path at ``node`` has reached ``goal`` (a device, for its unknown ports)."""
+    return node == goal or (
+        is_any_port(goal) and node.startswith("dev:") and any_port(node) == goal
+    )
+
+
+def _target_node(node: str) -> str | None:
+    """The node of the scrape target an alert on ``node`` is about (a port's device)."""
+    kind, _, rest = node.partition(":")
+    if kind == "port":
+        return "dev:" + rest.partition("|")[0]
+    return node if kind in ("dev", "ep") else None
 
 
 def _outside(node: str) -> bool:
@@ -411,6 +433,12 @@ class Correlator:
         # graph does not know: both depend on the graph only.
         self._paths: dict[tuple[str, tuple[tuple[str, str], ...], str, str], str] = {}
         self._label_ancestors: dict[tuple[tuple[str, int, str], ...], tuple[Ancestors, bool]] = {}
+        # What alerts' ``upstream``/``via`` labels say of targets the graph has no
+        # edge of (the graph is the snapshot's plus these), the ancestors they
+        # give, and a count that grows with every new such edge.
+        self._overlay: dict[str, tuple[tuple[str, int, str], ...]] = {}
+        self._overlay_ancestors: dict[str, Ancestors] = {}
+        self._overlay_version = 0
         # Incidents (open or not; checked on use) with a member at, or below, an
         # element, and with a symptom member right behind it.
         self._at: dict[str, dict[str, None]] = {}
@@ -445,9 +473,15 @@ class Correlator:
         self._topology = topology
         self._generation += 1
         self._gateways = gateways(topology)
+        self._overlay.clear()
+        self._forget_placements()
+
+    def _forget_placements(self) -> None:
+        """Drop everything worked out from the graph: it changed."""
         self._placements.clear()
         self._paths.clear()
         self._label_ancestors.clear()
+        self._overlay_ancestors.clear()
 
     @property
     def cofiring(self) -> CoFiring:
@@ -665,7 +699,9 @@ class Correlator:
             first_starts_at=alert.starts_at,
             generator_url=alert.generator_url,
         )
+        taught = self._overlay_version
         placement = self.place(alert.labels)
+        taught = taught != self._overlay_version
         layer = self.layer_of(alert.labels)
         related, late = self._related(alert, placement, layer)
         joined = related[0] if related else None
@@ -693,6 +729,8 @@ class Correlator:
                     absorbed.append(self._absorb(tracked, other, alert.starts_at))
                     created_at = min(created_at, other.incident.created_at)
                     updated_at = max(updated_at, other.incident.updated_at)
+            if taught:
+                self._extend_below(tracked, placement)
             # One new value per alert: the members, times and root cause together.
             members = tracked.log.view()
             root_cause, reasons, facts = self._root_cause(tracked, members)
@@ -738,6 +776,8 @@ class Correlator:
                 created_at=min(incident.created_at, *(g.created_at for g in gone)),
                 updated_at=max(incident.updated_at, *(g.updated_at for g in gone)),
             )
+        if taught:
+            self._extend_below(tracked, placement)
         tracked.incident = self._with_root_cause(tracked, incident)
         return Change(tracked.incident, "created", tuple(gone))
 
@@ -897,7 +937,7 @@ class Correlator:
         # do: what is found is combined by "or", and sorted in _accepted.
         for ancestor in ancestors.keys() & shared_at.keys():
             strength = ancestors[ancestor]
-            if strength < receives:
+            if strength < receives or (layer not in _OUTAGE_LAYERS and is_any_port(ancestor)):
                 continue
             for candidate in shared_at[ancestor]:
                 tracked = self._tracked.get(candidate)
@@ -925,7 +965,8 @@ class Correlator:
         # effects that were over before their cause fired (a probe failing
         # briefly before the saturation alert's longer for: has passed).
         late: list[_Tracked] = []
-        for candidate in self._below.get(node, ()):
+        also = placement.also
+        for candidate in self._below_either(node, also):
             tracked = self._tracked.get(candidate)
             if tracked is None:
                 continue
@@ -934,6 +975,13 @@ class Correlator:
                 for fp, strength in tracked.below.get(node, _NO_STRENGTHS).items()
                 if _explains(layer, placement.transit, strength, tracked.layers[fp])
             ]
+            if also is not None:
+                effects += [
+                    fp
+                    for fp, strength in tracked.below.get(also, _NO_STRENGTHS).items()
+                    if tracked.layers[fp] in _OUTAGE_LAYERS
+                    and _explains(layer, placement.transit, strength, tracked.layers[fp])
+                ]
             if effects:
                 members = tracked.incident.members
                 pulls = any(self._effect_of(members[fp], start) for fp in effects)
@@ -956,6 +1004,13 @@ class Correlator:
                 for candidate in self._paired.get((partner, parent), {}):
                     found.setdefault(candidate, False)
         return self._accepted(alert, found), late
+
+    def _below_either(self, node: str, also: str | None) -> Iterable[str]:
+        """Incidents with a member below ``node`` or ``also`` (an unknown port's device)."""
+        below = self._below.get(node, {})
+        if also is None or also not in self._below:
+            return below
+        return {**below, **self._below[also]}
 
     def _learned_related(self, alert: Alert) -> dict[str, bool]:
         """Incidents holding an alert that learned co-firing ties to this one, near its start."""
@@ -1031,6 +1086,7 @@ class Correlator:
             found = _NOWHERE
         else:
             extra = topology.label_parents(labels, node)
+            self._learn_labels(node, extra)
             own = topology.parents.get(node, ())
             ancestors, known = self._ancestors(node, extra)
             if not known and self._gateways and _outside(node):
@@ -1042,6 +1098,7 @@ class Correlator:
                 )
                 known = True
             near = [(parent, why) for parent, _, why in (*own, *extra)]
+            unknown_port = node.startswith("port:") and not topology.knows(node)
             found = Placement(
                 node=node,
                 ancestors=ancestors,
@@ -1050,8 +1107,65 @@ class Correlator:
                 hops=tuple(near),
                 transit=node in topology.transit,
                 leaf=node not in topology.upstream_of,
+                also=any_port("dev:" + node[5:].partition("|")[0]) if unknown_port else None,
             )
         self._placements[cache_key] = found
+        return found
+
+    def _learn_labels(self, node: str, extra: Sequence[tuple[str, int, str]]) -> None:
+        """Keep what an alert's ``upstream``/``via`` labels say of a target the graph lacks.
+
+        Without target rows (Prometheus scrapes nothing of the estate, or not
+        yet), the labels are all there is: an access point behind a switch
+        whose own alert says it sits behind the core is behind the core too,
+        whichever alert came first. Each new edge drops the placements worked
+        out without it (they are worked out again, per target, on use).
+        """
+        holder = _target_node(node)
+        if holder is None or holder in self._topology.parents:
+            return
+        behind = {edge for edge in extra if edge[2] == "behind"}
+        if not behind:
+            return
+        known = self._overlay.get(holder, ())
+        if behind.issubset(known):
+            return
+        self._overlay[holder] = tuple(sorted(behind.union(known)))
+        self._overlay_version += 1
+        self._forget_placements()
+
+    def _ancestors_of(self, node: str) -> Ancestors:
+        """The node's ancestors in the graph and in what alerts' labels added to it."""
+        base = self._topology.ancestors(node)
+        overlay = self._overlay
+        if not overlay:
+            return base
+        found = self._overlay_ancestors.get(node)
+        if found is not None:
+            return found
+        self._overlay_ancestors[node] = base  # a cycle back to it adds nothing
+        parents: list[tuple[str, int, Ancestors]] = []
+        for holder, held in ((node, USES), *base.items()):
+            edges = overlay.get(holder)
+            if not edges:
+                continue
+            parents += [
+                (parent, min(held, strength), self._ancestors_of(parent))
+                for parent, strength, _ in edges
+            ]
+            parents += [
+                (parent, min(held, strength), further)
+                for parent, strength, further in any_port_edges(
+                    edges, self._topology.parents.get(holder, ())
+                )
+            ]
+        if parents:
+            grown = combine(parents, base)
+            grown.pop(node, None)
+            found = grown
+        else:
+            found = base
+        self._overlay_ancestors[node] = found
         return found
 
     def _ancestors(self, node: str, extra: list[tuple[str, int, str]]) -> tuple[Ancestors, bool]:
@@ -1071,8 +1185,11 @@ class Correlator:
             if found is not None and node not in found[0]:
                 return found
         ancestors = combine(
-            ((parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra),
-            topology.ancestors(node),
+            [
+                *((parent, strength, self._ancestors_of(parent)) for parent, strength, _ in extra),
+                *any_port_edges(extra, topology.parents.get(node, ())),
+            ],
+            self._ancestors_of(node),
         )
         ancestors.pop(node, None)
         known = any(
@@ -1241,6 +1358,14 @@ class Correlator:
             for other, strength in tracked.below.get(node, _NO_STRENGTHS).items()
             if _explains(layer, placement.transit, strength, tracked.layers[other])
         }
+        also = placement.also
+        if also is not None:
+            below.update(
+                other
+                for other, strength in tracked.below.get(also, _NO_STRENGTHS).items()
+                if tracked.layers[other] in _OUTAGE_LAYERS
+                and _explains(layer, placement.transit, strength, tracked.layers[other])
+            )
         tracked.explains[fp] = len(below)
         if below:
             tracked.nearest[fp] = min(
@@ -1257,7 +1382,7 @@ class Correlator:
         # hold one); counts and minima, so the order does not matter.
         for ancestor in ancestors.keys() & at.keys():
             strength = ancestors[ancestor]
-            if strength < receives:
+            if strength < receives or (layer not in _OUTAGE_LAYERS and is_any_port(ancestor)):
                 continue
             for other in at[ancestor]:
                 if _explains(layers[other], placements[other].transit, strength, layer):
@@ -1273,8 +1398,9 @@ class Correlator:
                 shared_below.setdefault(ancestor, {})[incident_id] = None
             else:
                 beneath[fp] = strength
-        tracked.at.setdefault(node, {})[fp] = None
-        self._at.setdefault(node, {})[incident_id] = None
+        for element in (node,) if also is None else (node, also):
+            tracked.at.setdefault(element, {})[fp] = None
+            self._at.setdefault(element, {})[incident_id] = None
         if tracked.layers[fp] in _SYMPTOM_LAYERS:
             for parent in placement.parents:
                 self._behind.setdefault(parent, {})[incident_id] = None
@@ -1283,6 +1409,45 @@ class Correlator:
             for parent in placement.parents:
                 self._paired.setdefault((kind, parent), {})[incident_id] = None
         return raised
+
+    def _extend_below(self, tracked: _Tracked, placement: Placement) -> None:
+        """Members placed behind an alert's target before its labels said what that is behind.
+
+        Their placements were worked out without the new edge: they now also
+        sit below the newcomer's ancestors, and members there may explain them.
+        """
+        holder = None if placement.node is None else _target_node(placement.node)
+        beneath = None if holder is None else tracked.below.get(holder)
+        if not beneath:
+            return
+        layers, placements, at = tracked.layers, tracked.placements, tracked.at
+        below_of, explains, nearest = tracked.below, tracked.explains, tracked.nearest
+        for other, strength in list(beneath.items()):
+            height = (len(placements[other].ancestors), other)
+            effect = layers[other]
+            for ancestor, above in placement.ancestors.items():
+                reach = min(strength, above)
+                known = below_of.get(ancestor)
+                before = -1 if known is None else known.get(other, -1)
+                if before >= reach:
+                    continue
+                if known is None:
+                    below_of[ancestor] = {other: reach}
+                    self._below.setdefault(ancestor, {})[tracked.incident.id] = None
+                else:
+                    known[other] = reach
+                if ancestor not in at or (effect not in _OUTAGE_LAYERS and is_any_port(ancestor)):
+                    continue
+                for cause in at[ancestor]:
+                    layer, transit = layers[cause], placements[cause].transit
+                    if cause == other or not _explains(layer, transit, reach, effect):
+                        continue
+                    if before >= 0 and _explains(layer, transit, before, effect):
+                        continue  # explained already
+                    explains[cause] += 1
+                    if cause not in nearest or height < nearest[cause]:
+                        nearest[cause] = height
+                    self._rank(tracked, cause)
 
     def _add_learned(self, tracked: _Tracked, fp: str) -> list[str]:
         """Count what learned co-firing edges explain between the newcomer and the members.
@@ -1558,7 +1723,7 @@ class Correlator:
             "subject": element_text(placement.node),
             "root": element_text(root_node),
             "alert": members[best].alertname,
-            "path": self._path(placement, root_node),
+            "path": self._path(placement, tracked.placements[best].also or root_node),
         }
         if not others:
             return t.gettext(
@@ -1572,8 +1737,20 @@ class Correlator:
             others,
         ).format(count=wording.number(t, others), **fields)
 
+    def _next_hop(self, node: str, goal: str) -> tuple[str, str] | None:
+        """The next hop (node, why) from ``node`` up to ``goal``, labels' edges included."""
+        for parent, _, why in (*self._topology.parents.get(node, ()), *self._overlay.get(node, ())):
+            if _reaches(parent, goal) or goal in self._ancestors_of(parent):
+                return parent, why
+        return None
+
     def _path(self, placement: Placement, root_node: str) -> str:
-        """The hops from an explained element up to the root's, memoised per graph."""
+        """The hops from an explained element up to the root's, memoised per graph.
+
+        ``root_node``: the root's element, or the unknown ports of its device
+        (:func:`~ai_sidecar.correlate.topology.any_port`) for a port no neighbour
+        row places: the path then ends at the device.
+        """
         assert placement.node is not None
         t = self._t
         key = (placement.node, placement.hops, root_node, t.language)
@@ -1585,16 +1762,16 @@ class Correlator:
             (
                 (parent, why)
                 for parent, why in placement.hops
-                if parent == root_node or root_node in self._topology.ancestors(parent)
+                if _reaches(parent, root_node) or root_node in self._ancestors_of(parent)
             ),
             None,
         )
         while step is not None and len(hops) < 8:
             parent, why = step
             hops.append(f"{t.gettext(why) if why in HOP_WORDS else why} {element_text(parent)}")
-            if parent == root_node:
+            if _reaches(parent, root_node):
                 break
-            step = self._topology.parent_towards(parent, root_node)
+            step = self._next_hop(parent, root_node)
         found = f"{hops[0]} {', '.join(hops[1:])}"
         if len(self._paths) < _PATH_MEMO:
             self._paths[key] = found

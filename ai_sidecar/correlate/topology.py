@@ -111,6 +111,44 @@ def name_key(name: str) -> str:
     return text.split(".", 1)[0]
 
 
+# The device end of a port whose far end no neighbour row names: an alert on
+# such a port may be the one the targets behind the device (by their
+# ``upstream``/``via`` label, not by a cable the graph knows) are reached through.
+ANY_PORT = "*"
+
+
+def any_port(device: str) -> str:
+    """The node standing for "some port of ``device`` the graph does not know" (``dev:`` node)."""
+    return f"port:{device[4:]}|{ANY_PORT}"
+
+
+def is_any_port(node: str) -> bool:
+    return node.endswith("|" + ANY_PORT) and node.startswith("port:")
+
+
+def any_port_edges(
+    edges: Iterable[tuple[str, int, str]], cabled: Iterable[tuple[str, int, str]] = ()
+) -> list[tuple[str, int, Mapping[str, int]]]:
+    """For each ``behind`` edge to a device, the unknown ports of that device, as ancestors.
+
+    A target an ``upstream`` label puts behind a switch is reached through one
+    of the switch's ports, which one nothing says: a down port of that switch
+    that no neighbour row places may be it. Not for a device the graph cables
+    to the switch (``cabled``: the node's own edges, links included), whose port is known.
+    """
+    cabled_to = {
+        "dev:" + end.partition("|")[0]
+        for parent, _, _ in cabled
+        if parent.startswith("link:")
+        for end in parent[5:].split("~")
+    }
+    return [
+        (any_port(parent), strength, _EMPTY)
+        for parent, strength, why in edges
+        if why == "behind" and parent.startswith("dev:") and parent not in cabled_to
+    ]
+
+
 def element_text(node: str) -> str:
     """An element id as people say it: ``core-1 Gi1/0/24``, ``sw-dist-3``, a URL."""
     kind, _, rest = node.partition(":")
@@ -259,8 +297,13 @@ class TopologySnapshot:
                 continue
             stack.pop()
             self._ancestors[current] = combine(
-                (parent, strength, self._ancestors.get(parent, _EMPTY))
-                for parent, strength, _ in edges
+                [
+                    *(
+                        (parent, strength, self._ancestors.get(parent, _EMPTY))
+                        for parent, strength, _ in edges
+                    ),
+                    *any_port_edges(edges, edges),
+                ]
             )
         return self._ancestors[node]
 
