@@ -161,6 +161,10 @@ _CAPACITY_LAYERS = frozenset({"host"})
 _SLOWED_LAYERS = frozenset({"network"})
 
 
+# Layers whose alerts say an element is degraded: what it explains is degraded too.
+_DEGRADED_LAYERS = frozenset({"network"})
+
+
 def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool:
     """Whether a failure of layer ``cause`` explains one of layer ``effect`` below it.
 
@@ -169,6 +173,9 @@ def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool
     """
     if strength < _RECEIVES[effect]:
         return False
+    if cause in _DEGRADED_LAYERS:
+        # Loss, saturation or a failing check behind it, not a device or port down.
+        return effect in _DEGRADED_LAYERS and _TRAVELS[cause] <= strength
     if _TRAVELS[cause] <= strength:
         return True
     return transit and strength >= PATH and cause in _CAPACITY_LAYERS and effect in _SLOWED_LAYERS
@@ -176,6 +183,19 @@ def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool
 
 # Layers whose alerts say an element is down, not degraded.
 _OUTAGE_LAYERS = frozenset({"device", "link"})
+
+
+def _local(layer: Layer, node: str | None) -> bool:
+    """Whether an alert is a counter of its own port (errors, discards, saturation).
+
+    Those count what happens on that port's cable: nothing upstream explains
+    them (a cut further up silences them, it does not raise them), so they
+    join only alerts on the same element. Loss or a failed check of a target,
+    measured from the poller, is explained by anything on the path.
+    """
+    return layer in _DEGRADED_LAYERS and node is not None and node.startswith(("port:", "link:"))
+
+
 # Layers whose alerts are symptoms seen from outside (unreachable, loss): two
 # of them behind the same device point at a common cause there.
 _SYMPTOM_LAYERS = frozenset({"device", "network"})
@@ -220,6 +240,11 @@ _NO_STRENGTHS: Mapping[str, int] = {}
 
 # How a path names the hop from a target outside the estate to the way out.
 OUTSIDE_WHY = "outside the estate, reached through"
+
+
+def _paired(tracked: _Tracked) -> bool:
+    """Whether the incident holds a port no neighbour row places and a leaf it leads to."""
+    return tracked.unknown_ports > 0 and tracked.leaves > 0
 
 
 def _reaches(node: str, goal: str) -> bool:
@@ -394,6 +419,11 @@ class _Tracked:
     # strongest such edge (occasions together, the member it explains).
     learned: dict[str, int] = field(default_factory=dict)
     learned_best: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Members that are a port no neighbour row places, unreachable leaves the
+    # graph places, and device-layer members (see Correlator._spent, _by_key).
+    unknown_ports: int = 0
+    leaves: int = 0
+    devices: int = 0
     # Group keys it is indexed under for joins by key (members the graph does not know).
     keys: list[GroupKey] = field(default_factory=list)
     key_set: set[GroupKey] = field(default_factory=set)
@@ -812,7 +842,25 @@ class Correlator:
         disk or a port with errors says nothing.
         """
         keys_only = self._keys_only()
-        for candidate in self._open_by_key.get(key, ()):
+        candidates = self._open_by_key.get(key, {})
+        if not keys_only and self.layer_of(alert.labels) == "device":
+            # A device no one placed, unreachable: a port of the moment that
+            # no neighbour row places and no device has joined yet is likely its own.
+            for candidate in candidates:
+                tracked = self._tracked[candidate]
+                root = tracked.incident.root_cause or ""
+                if (
+                    tracked.devices == 0
+                    and tracked.unknown_ports > 0
+                    and root in tracked.placements
+                    and tracked.placements[root].also is not None
+                    and tracked.firing_now[root]
+                    and abs(alert.starts_at - tracked.fixed[root][0]) <= self._config.window
+                    and alert.fingerprint not in tracked.layers
+                    and self._accepts(tracked, alert)
+                ):
+                    return tracked
+        for candidate in candidates:
             tracked = self._tracked[candidate]
             # ``layers`` has every member: a dict lookup, not the member view's.
             if alert.fingerprint in tracked.layers or not self._accepts(tracked, alert):
@@ -836,7 +884,26 @@ class Correlator:
             or abs(alert.starts_at - tracked.fixed[best][0]) > self._config.window
         ):
             return False
+        if self._spent(tracked, best):
+            return False
         return tracked.explains[best] > 0 or self.layer_of(alert.labels) in _OUTAGE_LAYERS
+
+    def _spent(self, tracked: _Tracked, best: str) -> bool:
+        """Whether the outage ``best`` is one device's and accounts for it already.
+
+        A leaf the graph places (a printer, a camera), the link to one, or a
+        port nothing is known behind that an unreachable leaf paired with: what
+        else fails at the site is not behind it, so it claims no unplaced symptom.
+        """
+        placement = tracked.placements[best]
+        node = placement.node
+        if node is None:
+            return False
+        if tracked.layers[best] == "device" and placement.leaf and placement.known:
+            return True
+        if node.startswith("link:") and self._topology.dead_end(node):
+            return True
+        return (placement.also is not None or placement.leaf) and _paired(tracked)
 
     def _claimed(self, tracked: _Tracked) -> list[_Tracked]:
         """Incidents of unplaced symptoms an outage in ``tracked`` now claims.
@@ -855,6 +922,7 @@ class Correlator:
             layer not in _OUTAGE_LAYERS
             or tracked.explains[best] == 0
             or not tracked.firing_now[best]
+            or self._spent(tracked, best)
         ):
             return []
         first = tracked.log.latest(best).first_starts_at
@@ -931,7 +999,7 @@ class Correlator:
         shared_at = self._at
         for candidate in shared_at.get(node, {}):
             found.setdefault(candidate, False)
-        ancestors = placement.ancestors
+        ancestors = _NO_STRENGTHS if _local(layer, node) else placement.ancestors
         # Most ancestors hold no member of any incident: the set intersection
         # finds the few that do without a lookup per ancestor. Any order will
         # do: what is found is combined by "or", and sorted in _accepted.
@@ -950,6 +1018,9 @@ class Correlator:
                         tracked.layers[fp], tracked.placements[fp].transit, strength, layer
                     )
                 ]
+                if causes and is_any_port(ancestor) and placement.leaf and _paired(tracked):
+                    # That port has the leaf it leads to: this leaf is on another.
+                    continue
                 if causes:
                     members = tracked.incident.members
                     pulls = any(
@@ -975,7 +1046,9 @@ class Correlator:
                 for fp, strength in tracked.below.get(node, _NO_STRENGTHS).items()
                 if _explains(layer, placement.transit, strength, tracked.layers[fp])
             ]
-            if also is not None:
+            if also is not None and not _paired(tracked):
+                # Behind some port of the device: this one, unless another has
+                # taken the leaf already.
                 effects += [
                     fp
                     for fp, strength in tracked.below.get(also, _NO_STRENGTHS).items()
@@ -993,7 +1066,7 @@ class Correlator:
                     and self._effect_of(members[root], start)
                 ):
                     late.append(tracked)
-        if layer in _SYMPTOM_LAYERS:
+        if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
                 for candidate in self._behind.get(parent, {}):
                     found.setdefault(candidate, False)
@@ -1002,7 +1075,9 @@ class Correlator:
             partner = _PAIRS[kind]
             for parent in placement.parents:
                 for candidate in self._paired.get((partner, parent), {}):
-                    found.setdefault(candidate, False)
+                    paired = self._tracked.get(candidate)
+                    if paired is not None and not _paired(paired):
+                        found.setdefault(candidate, False)
         return self._accepted(alert, found), late
 
     def _below_either(self, node: str, also: str | None) -> Iterable[str]:
@@ -1352,6 +1427,11 @@ class Correlator:
         if node is None:
             return []
         layer = tracked.layers[fp]
+        if placement.also is not None and layer == "link":
+            tracked.unknown_ports += 1
+        elif layer == "device":
+            tracked.devices += 1
+            tracked.leaves += placement.leaf and placement.known
         receives = _RECEIVES[layer]
         below = {
             other
@@ -1377,7 +1457,7 @@ class Correlator:
         at, below_of, nearest = tracked.at, tracked.below, tracked.nearest
         layers, placements, explains = tracked.layers, tracked.placements, tracked.explains
         shared_below = self._below
-        ancestors = placement.ancestors
+        ancestors = _NO_STRENGTHS if _local(layer, node) else placement.ancestors
         # Members at its ancestors, found by set intersection (few ancestors
         # hold one); counts and minima, so the order does not matter.
         for ancestor in ancestors.keys() & at.keys():
@@ -1401,7 +1481,7 @@ class Correlator:
         for element in (node,) if also is None else (node, also):
             tracked.at.setdefault(element, {})[fp] = None
             self._at.setdefault(element, {})[incident_id] = None
-        if tracked.layers[fp] in _SYMPTOM_LAYERS:
+        if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
                 self._behind.setdefault(parent, {})[incident_id] = None
         kind = _pairing(placement, layer)

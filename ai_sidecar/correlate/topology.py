@@ -193,6 +193,7 @@ class TopologySnapshot:
     edges: int = 0
     _ancestors: dict[str, Ancestors] = field(default_factory=dict)
     _polled: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _children: dict[str, list[str]] | None = None
 
     @property
     def empty(self) -> bool:
@@ -306,6 +307,17 @@ class TopologySnapshot:
                 ]
             )
         return self._ancestors[node]
+
+    def dead_end(self, node: str) -> bool:
+        """Whether only leaves depend on ``node`` (the link to a printer)."""
+        if self._children is None:
+            children: dict[str, list[str]] = {}
+            for child, edges in self.parents.items():
+                for parent, _, _ in edges:
+                    children.setdefault(parent, []).append(child)
+            self._children = children
+        below = self._children.get(node, ())
+        return bool(below) and not any(child in self.upstream_of for child in below)
 
     def parent_towards(self, node: str, ancestor: str) -> tuple[str, str] | None:
         """The next hop (node, why) from ``node`` on a path up to ``ancestor``."""
