@@ -930,7 +930,9 @@ class Correlator:
         found = []
         for candidate in list(self._waiting):
             other = self._tracked.get(candidate)
-            if other is None or other is tracked or other.incident.status != "open":
+            if other is tracked:
+                continue  # it may wait still, for another outage
+            if other is None or other.incident.status != "open":
                 self._waiting.pop(candidate, None)
                 continue
             keys = other.keys

@@ -593,6 +593,23 @@ def test_an_outage_claims_the_unplaced_symptoms_of_its_site_that_fired_before_it
     assert len(final(fold(correlator(), late))) == 2
 
 
+DEVICE = {"site": "dc", "layer": "device"}
+
+
+def test_unplaced_symptoms_that_explain_each_other_still_wait_for_their_outage():
+    # A server no one placed, and the check of its database: the server
+    # explains the check, which used to stop their incident waiting for an
+    # outage of its site to claim it.
+    alerts = [
+        at("ProbeTargetUnreachable", 0, job="probe_tcp", instance="srv-9:5432", **DEVICE),
+        at("ProbeTargetUnreachable", 5, job="probe_icmp", instance="srv-9", **DEVICE),
+        at("InterfaceDown", 30, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/24"),
+        at("SnmpDeviceUnreachable", 60, job="snmp", instance="10.0.0.3", site="dc", layer="device"),
+    ]
+    [incident] = final(fold(correlator(), alerts)).values()
+    assert set(incident.members) == {a.fingerprint for a in alerts}
+
+
 def test_an_unplaced_symptom_is_not_claimed_by_a_degradation_or_a_lone_port():
     printer = at(
         "ProbeTargetUnreachable", 0, job="probe_icmp", instance="prn-9", site="dc", layer="device"
@@ -756,7 +773,8 @@ def test_a_port_down_on_the_switch_upstream_labels_name_is_the_root_of_what_sits
     # Both switches, three access points and two servers are unreachable
     # behind it; the intranet check is explained by access-sw2.
     assert storm.root_cause_facts.explains == 7
-    assert "depend on core-sw1 Te1/0/1, which is failing (InterfaceDown)" in (
-        storm.root_cause_reasons[0]
+    assert (
+        "depend on core-sw1 Te1/0/1, which is failing (InterfaceDown)"
+        in (storm.root_cause_reasons[0])
     )
     assert storm.root_cause_reasons[0].endswith("behind core-sw1")
