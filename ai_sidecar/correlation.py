@@ -84,6 +84,7 @@ from ai_sidecar.correlate.topology import (
     TopologySnapshot,
     any_port,
     any_port_edges,
+    cabled_devices,
     combine,
     element_text,
     is_any_port,
@@ -240,6 +241,21 @@ _NO_STRENGTHS: Mapping[str, int] = {}
 
 # How a path names the hop from a target outside the estate to the way out.
 OUTSIDE_WHY = "outside the estate, reached through"
+
+
+def _apart(one: Placement, one_layer: Layer, other: Placement, other_layer: Layer) -> bool:
+    """Whether the graph says two outages are on separate branches, whatever history says.
+
+    Two sites behind one WAN router that lost power together on earlier days
+    co-fire in history; what is reachable is the graph's to say, and neither
+    is behind the other. Learned edges still tie what the graph cannot place
+    or relate (a check by name and the resolver it needs).
+    """
+    if one_layer not in _OUTAGE_LAYERS or other_layer not in _OUTAGE_LAYERS:
+        return False
+    if not (one.known and other.known) or one.node is None or other.node is None:
+        return False
+    return one.node not in other.ancestors and other.node not in one.ancestors
 
 
 def _paired(tracked: _Tracked) -> bool:
@@ -994,7 +1010,7 @@ class Correlator:
         start = alert.starts_at
         # Candidate -> whether a cause or effect in it accepts the alert on the
         # causal window (else the plain window around the incident's span decides).
-        found: dict[str, bool] = self._learned_related(alert)
+        found: dict[str, bool] = self._learned_related(alert, placement, layer)
         if node is None:
             return self._accepted(alert, found), []
         receives = _RECEIVES[layer]
@@ -1089,20 +1105,33 @@ class Correlator:
             return below
         return {**below, **self._below[also]}
 
-    def _learned_related(self, alert: Alert) -> dict[str, bool]:
-        """Incidents holding an alert that learned co-firing ties to this one, near its start."""
+    def _learned_related(self, alert: Alert, placement: Placement, layer: Layer) -> dict[str, bool]:
+        """The incident holding the alert learned co-firing ties to this one most strongly,
+        near its start.
+
+        One incident only: two sites that failed together on earlier days
+        both co-fire with a device of either, and the edge must not join
+        them. None for an outage the graph places: what it is connected to
+        is the graph's to say.
+        """
         found: dict[str, bool] = {}
         cofiring = self._cofiring
-        if not cofiring.partners:
+        if not cofiring.partners or (placement.known and layer in _OUTAGE_LAYERS):
             return found
+        best = (0, "")
         for partner in cofiring.of(alert.fingerprint):
             owner = self._by_fingerprint.get(partner.fingerprint)
             tracked = None if owner is None else self._tracked.get(owner)
             if owner is None or tracked is None:
                 continue
-            member = tracked.incident.members.get(partner.fingerprint)
+            fp = partner.fingerprint
+            if _apart(placement, layer, tracked.placements[fp], tracked.layers[fp]):
+                continue
+            member = tracked.incident.members.get(fp)
             if member is not None and abs(member.starts_at - alert.starts_at) <= cofiring.window:
-                found[owner] = True
+                best = max(best, (partner.together, owner))
+        if best[1]:
+            found[best[1]] = True
         return found
 
     def _accepted(self, alert: Alert, found: Mapping[str, bool]) -> list[_Tracked]:
@@ -1290,8 +1319,12 @@ class Correlator:
         topology = self._topology
         leaf = node not in topology.upstream_of
         found: set[str] = set()
+        edges = tuple(edges)
+        # A label naming the device at the far end of its own cable says no more
+        # than the cable: a router stays behind its link, not behind the WAN router.
+        cabled_to = cabled_devices(edges)
         for parent, strength, _ in edges:
-            if strength < PATH:
+            if strength < PATH or (not leaf and parent in cabled_to):
                 continue
             if leaf and parent.startswith(("link:", "port:")):
                 above = [
@@ -1538,9 +1571,12 @@ class Correlator:
         members whose ``explains`` grew (besides the newcomer).
         """
         raised = []
+        placement, layer = tracked.placements[fp], tracked.layers[fp]
         for partner in self._cofiring.of(fp):
             other = partner.fingerprint
-            if other not in tracked.layers:
+            if other not in tracked.layers or _apart(
+                placement, layer, tracked.placements[other], tracked.layers[other]
+            ):
                 continue
             if partner.leads:
                 cause, effect = other, fp

@@ -126,6 +126,16 @@ def is_any_port(node: str) -> bool:
     return node.endswith("|" + ANY_PORT) and node.startswith("port:")
 
 
+def cabled_devices(edges: Iterable[tuple[str, int, str]]) -> set[str]:
+    """The devices at either end of the links among ``edges``' parents."""
+    return {
+        "dev:" + end.partition("|")[0]
+        for parent, _, _ in edges
+        if parent.startswith("link:")
+        for end in parent[5:].split("~")
+    }
+
+
 def any_port_edges(
     edges: Iterable[tuple[str, int, str]], cabled: Iterable[tuple[str, int, str]] = ()
 ) -> list[tuple[str, int, Mapping[str, int]]]:
@@ -136,12 +146,7 @@ def any_port_edges(
     that no neighbour row places may be it. Not for a device the graph cables
     to the switch (``cabled``: the node's own edges, links included), whose port is known.
     """
-    cabled_to = {
-        "dev:" + end.partition("|")[0]
-        for parent, _, _ in cabled
-        if parent.startswith("link:")
-        for end in parent[5:].split("~")
-    }
+    cabled_to = cabled_devices(cabled)
     return [
         (any_port(parent), strength, _EMPTY)
         for parent, strength, why in edges
