@@ -1106,32 +1106,39 @@ class Correlator:
         return {**below, **self._below[also]}
 
     def _learned_related(self, alert: Alert, placement: Placement, layer: Layer) -> dict[str, bool]:
-        """The incident holding the alert learned co-firing ties to this one most strongly,
-        near its start.
+        """The incident holding the alert learned co-firing ties to this one most strongly
+        (see below), near its start.
 
         One incident only: two sites that failed together on earlier days
         both co-fire with a device of either, and the edge must not join
-        them. None for an outage the graph places: what it is connected to
-        is the graph's to say.
+        them. Not an incident whose root cause the graph places on another
+        branch than the alert (:func:`_apart`): that is the graph's to say.
         """
         found: dict[str, bool] = {}
         cofiring = self._cofiring
-        if not cofiring.partners or (placement.known and layer in _OUTAGE_LAYERS):
+        if not cofiring.partners:
             return found
-        best = (0, "")
+        # The partner it fired with on the largest share of either's
+        # episodes, then on the most occasions: a printer at one of two sites
+        # that failed together fired with every alert of its own site's outages.
+        best: tuple[float, int, str] = (0.0, 0, "")
         for partner in cofiring.of(alert.fingerprint):
             owner = self._by_fingerprint.get(partner.fingerprint)
             tracked = None if owner is None else self._tracked.get(owner)
             if owner is None or tracked is None:
                 continue
             fp = partner.fingerprint
-            if _apart(placement, layer, tracked.placements[fp], tracked.layers[fp]):
+            root = tracked.incident.root_cause or fp
+            if _apart(placement, layer, tracked.placements[fp], tracked.layers[fp]) or _apart(
+                placement, layer, tracked.placements[root], tracked.layers[root]
+            ):
                 continue
             member = tracked.incident.members.get(fp)
             if member is not None and abs(member.starts_at - alert.starts_at) <= cofiring.window:
-                best = max(best, (partner.together, owner))
-        if best[1]:
-            found[best[1]] = True
+                share = partner.together / max(partner.episodes, 1)
+                best = max(best, (share, partner.together, owner))
+        if best[2]:
+            found[best[2]] = True
         return found
 
     def _accepted(self, alert: Alert, found: Mapping[str, bool]) -> list[_Tracked]:
