@@ -915,8 +915,13 @@ class Correlator:
         node = placement.node
         if node is None:
             return False
-        if tracked.layers[best] == "device" and placement.leaf and placement.known:
-            return True
+        if (
+            tracked.layers[best] == "device"
+            and placement.leaf
+            and placement.known
+            and node.startswith("dev:")
+        ):
+            return True  # not a check of a service whose host the graph does not know
         if node.startswith("link:") and self._topology.dead_end(node):
             return True
         return (placement.also is not None or placement.leaf) and _paired(tracked)
