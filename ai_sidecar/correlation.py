@@ -499,6 +499,9 @@ class Correlator:
         # Open incidents started by a symptom the graph cannot place, waiting
         # for an outage under the same key to claim them (see _claimed).
         self._waiting: dict[str, None] = {}
+        # Open incidents holding a port no neighbour row places and no device
+        # (checked on use): what an unplaced unreachable device prefers (_by_key).
+        self._lone_ports: dict[str, None] = {}
         # Each fingerprint's current episode lives in exactly one incident.
         self._by_fingerprint: dict[str, str] = {}
         # Ids of incidents no longer tracked (forgotten, or only in the store):
@@ -549,6 +552,7 @@ class Correlator:
         self._behind.clear()
         self._paired.clear()
         self._waiting.clear()
+        self._lone_ports.clear()
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
         owners: dict[str, tuple[datetime, bool, str]] = {}
         for incident in ordered:
@@ -859,14 +863,17 @@ class Correlator:
         """
         keys_only = self._keys_only()
         candidates = self._open_by_key.get(key, {})
-        if not keys_only and self.layer_of(alert.labels) == "device":
+        if not keys_only and self._lone_ports and self.layer_of(alert.labels) == "device":
             # A device no one placed, unreachable: a port of the moment that
             # no neighbour row places and no device has joined yet is likely its own.
-            for candidate in candidates:
-                tracked = self._tracked[candidate]
+            for candidate in list(self._lone_ports):
+                tracked = self._tracked.get(candidate)
+                if tracked is None or tracked.devices or tracked.incident.status != "open":
+                    self._lone_ports.pop(candidate, None)
+                    continue
                 root = tracked.incident.root_cause or ""
                 if (
-                    tracked.devices == 0
+                    candidate in candidates
                     and tracked.unknown_ports > 0
                     and root in tracked.placements
                     and tracked.placements[root].also is not None
@@ -876,14 +883,19 @@ class Correlator:
                     and self._accepts(tracked, alert)
                 ):
                     return tracked
+        # An outage of the moment first; else other unplaced symptoms waiting
+        # for one (which it claims when it comes, at the cost of moving them).
+        waiting = None
         for candidate in candidates:
             tracked = self._tracked[candidate]
             # ``layers`` has every member: a dict lookup, not the member view's.
             if alert.fingerprint in tracked.layers or not self._accepts(tracked, alert):
                 continue
-            if keys_only or candidate in self._waiting or self._outage_near(tracked, alert):
+            if keys_only or self._outage_near(tracked, alert):
                 return tracked
-        return None
+            if waiting is None and candidate in self._waiting:
+                waiting = tracked
+        return waiting
 
     def _outage_near(self, tracked: _Tracked, alert: Alert) -> bool:
         """Whether the incident's root cause is an outage that may explain the unplaced alert.
@@ -1334,7 +1346,7 @@ class Correlator:
         edges = tuple(edges)
         # A label naming the device at the far end of its own cable says no more
         # than the cable: a router stays behind its link, not behind the WAN router.
-        cabled_to = cabled_devices(edges)
+        cabled_to = () if leaf else cabled_devices(edges)
         for parent, strength, _ in edges:
             if strength < PATH or (not leaf and parent in cabled_to):
                 continue
@@ -1476,6 +1488,8 @@ class Correlator:
         layer = tracked.layers[fp]
         if placement.also is not None and layer == "link":
             tracked.unknown_ports += 1
+            if not tracked.devices:
+                self._lone_ports[incident_id] = None
         elif layer == "device":
             tracked.devices += 1
             tracked.leaves += placement.leaf and placement.known

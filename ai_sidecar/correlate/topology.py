@@ -146,11 +146,18 @@ def any_port_edges(
     that no neighbour row places may be it. Not for a device the graph cables
     to the switch (``cabled``: the node's own edges, links included), whose port is known.
     """
+    behind = [
+        (parent, strength)
+        for parent, strength, why in edges
+        if why == "behind" and parent.startswith("dev:")
+    ]
+    if not behind:
+        return []
     cabled_to = cabled_devices(cabled)
     return [
         (any_port(parent), strength, _EMPTY)
-        for parent, strength, why in edges
-        if why == "behind" and parent.startswith("dev:") and parent not in cabled_to
+        for parent, strength in behind
+        if parent not in cabled_to
     ]
 
 
