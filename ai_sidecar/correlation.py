@@ -11,22 +11,28 @@ The rules, in brief (docs/correlation.md has them in full):
 - **Graph.** The correlator is given a :class:`TopologySnapshot` (an empty
   one by default); each alert is placed on an element of it (its device, port,
   link or endpoint) with the elements it depends on, its own ``upstream``/
-  ``via`` labels and its poller included (:meth:`Correlator.place`).
+  ``via`` labels and its poller included (:meth:`Correlator.place`). Labels
+  alerts carry for targets the graph lacks chain (:meth:`Correlator._learn_labels`),
+  and a target a label puts behind a device is behind that device's unknown
+  ports (:func:`~ai_sidecar.correlate.topology.any_port`), which a down port
+  no neighbour row places stands for.
 - **Joining through the graph.** A firing alert joins the open incidents it is
   connected to, across sites and keys: a member on the same element, a cause
   upstream whose failure travels down to it, effects downstream it explains
   (within ``causal_window`` of them), or a symptom behind the same element
   (for a leaf cabled to a switch, the switch). The oldest takes it and absorbs
   the others (:attr:`Change.absorbed`). An outage pulls effects for as long as
-  it fires, degradation for ``causal_window`` after it starts; a host-layer
-  alert on a transit device also explains network-layer symptoms behind it
-  (:func:`_explains`).
+  it fires, degradation for ``causal_window`` after it starts; degradation
+  explains only degradation, a port's own counters nothing upstream; a
+  host-layer alert on a transit device also explains network-layer symptoms
+  behind it (:func:`_explains`, :func:`_local`).
 - **Also joining.** A port no neighbour is known on pairs with an unreachable
   leaf behind its device (:func:`_pairing`); a public address nothing places
   sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
   a cause absorbs resolved incidents whose root it explains within the causal
   window; learned co-firing partners (:mod:`ai_sidecar.correlate.cofiring`)
-  join, and the one that fires first explains the other after the graph's
+  join (one incident, not across branches the graph separates: :func:`_apart`),
+  and the one that fires first explains the other after the graph's
   explanations.
 - **Group key.** The values of the first ``group_by`` label set whose labels
   are all present (non-empty) on the alert; the alertname if none is. Used to
