@@ -925,21 +925,16 @@ class Correlator:
     def _spent(self, tracked: _Tracked, best: str) -> bool:
         """Whether the outage ``best`` is one device's and accounts for it already.
 
-        A leaf the graph places (a printer, a camera), the link to one, or a
-        port nothing is known behind that an unreachable leaf paired with: what
-        else fails at the site is not behind it, so it claims no unplaced symptom.
+        The link to a leaf (a printer, a camera), or a port nothing is known
+        behind that an unreachable leaf paired with: what else fails at the
+        site is not behind it, so it claims no unplaced symptom. (A leaf's own
+        unreachable alert still does: in a storm it is often the first of
+        many behind a switch whose own alert comes later.)
         """
         placement = tracked.placements[best]
         node = placement.node
         if node is None:
             return False
-        if (
-            tracked.layers[best] == "device"
-            and placement.leaf
-            and placement.known
-            and node.startswith("dev:")
-        ):
-            return True  # not a check of a service whose host the graph does not know
         if node.startswith("link:") and self._topology.dead_end(node):
             return True
         return (placement.also is not None or placement.leaf) and _paired(tracked)
