@@ -11,22 +11,28 @@ The rules, in brief (docs/correlation.md has them in full):
 - **Graph.** The correlator is given a :class:`TopologySnapshot` (an empty
   one by default); each alert is placed on an element of it (its device, port,
   link or endpoint) with the elements it depends on, its own ``upstream``/
-  ``via`` labels and its poller included (:meth:`Correlator.place`).
+  ``via`` labels and its poller included (:meth:`Correlator.place`). Labels
+  alerts carry for targets the graph lacks chain (:meth:`Correlator._learn_labels`),
+  and a target a label puts behind a device is behind that device's unknown
+  ports (:func:`~ai_sidecar.correlate.topology.any_port`), which a down port
+  no neighbour row places stands for.
 - **Joining through the graph.** A firing alert joins the open incidents it is
   connected to, across sites and keys: a member on the same element, a cause
   upstream whose failure travels down to it, effects downstream it explains
   (within ``causal_window`` of them), or a symptom behind the same element
   (for a leaf cabled to a switch, the switch). The oldest takes it and absorbs
   the others (:attr:`Change.absorbed`). An outage pulls effects for as long as
-  it fires, degradation for ``causal_window`` after it starts; a host-layer
-  alert on a transit device also explains network-layer symptoms behind it
-  (:func:`_explains`).
+  it fires, degradation for ``causal_window`` after it starts; degradation
+  explains only degradation, a port's own counters nothing upstream; a
+  host-layer alert on a transit device also explains network-layer symptoms
+  behind it (:func:`_explains`, :func:`_local`).
 - **Also joining.** A port no neighbour is known on pairs with an unreachable
   leaf behind its device (:func:`_pairing`); a public address nothing places
   sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
   a cause absorbs resolved incidents whose root it explains within the causal
   window; learned co-firing partners (:mod:`ai_sidecar.correlate.cofiring`)
-  join, and the one that fires first explains the other after the graph's
+  join (one incident, not across branches the graph separates: :func:`_apart`),
+  and the one that fires first explains the other after the graph's
   explanations.
 - **Group key.** The values of the first ``group_by`` label set whose labels
   are all present (non-empty) on the alert; the alertname if none is. Used to
@@ -82,8 +88,12 @@ from ai_sidecar.correlate.topology import (
     USES,
     Ancestors,
     TopologySnapshot,
+    any_port,
+    any_port_edges,
+    cabled_devices,
     combine,
     element_text,
+    is_any_port,
     split_instance,
 )
 from ai_sidecar.i18n import SOURCE_LANGUAGE
@@ -158,6 +168,10 @@ _CAPACITY_LAYERS = frozenset({"host"})
 _SLOWED_LAYERS = frozenset({"network"})
 
 
+# Layers whose alerts say an element is degraded: what it explains is degraded too.
+_DEGRADED_LAYERS = frozenset({"network"})
+
+
 def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool:
     """Whether a failure of layer ``cause`` explains one of layer ``effect`` below it.
 
@@ -166,6 +180,9 @@ def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool
     """
     if strength < _RECEIVES[effect]:
         return False
+    if cause in _DEGRADED_LAYERS:
+        # Loss, saturation or a failing check behind it, not a device or port down.
+        return effect in _DEGRADED_LAYERS and _TRAVELS[cause] <= strength
     if _TRAVELS[cause] <= strength:
         return True
     return transit and strength >= PATH and cause in _CAPACITY_LAYERS and effect in _SLOWED_LAYERS
@@ -173,6 +190,19 @@ def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool
 
 # Layers whose alerts say an element is down, not degraded.
 _OUTAGE_LAYERS = frozenset({"device", "link"})
+
+
+def _local(layer: Layer, node: str | None) -> bool:
+    """Whether an alert is a counter of its own port (errors, discards, saturation).
+
+    Those count what happens on that port's cable: nothing upstream explains
+    them (a cut further up silences them, it does not raise them), so they
+    join only alerts on the same element. Loss or a failed check of a target,
+    measured from the poller, is explained by anything on the path.
+    """
+    return layer in _DEGRADED_LAYERS and node is not None and node.startswith(("port:", "link:"))
+
+
 # Layers whose alerts are symptoms seen from outside (unreachable, loss): two
 # of them behind the same device point at a common cause there.
 _SYMPTOM_LAYERS = frozenset({"device", "network"})
@@ -202,6 +232,10 @@ class Placement(NamedTuple):
     # Nothing in the graph depends on it: a server, a printer, a port no
     # neighbour was seen on.
     leaf: bool = False
+    # For a port no neighbour row places: the node standing for its device's
+    # unknown ports (topology.any_port), which what an ``upstream`` label puts
+    # behind the device is reached through.
+    also: str | None = None
 
 
 _NOWHERE = Placement(None, {}, (), False)
@@ -213,6 +247,41 @@ _NO_STRENGTHS: Mapping[str, int] = {}
 
 # How a path names the hop from a target outside the estate to the way out.
 OUTSIDE_WHY = "outside the estate, reached through"
+
+
+def _apart(one: Placement, one_layer: Layer, other: Placement, other_layer: Layer) -> bool:
+    """Whether the graph says two outages are on separate branches, whatever history says.
+
+    Two sites behind one WAN router that lost power together on earlier days
+    co-fire in history; what is reachable is the graph's to say, and neither
+    is behind the other. Learned edges still tie what the graph cannot place
+    or relate (a check by name and the resolver it needs).
+    """
+    if one_layer not in _OUTAGE_LAYERS or other_layer not in _OUTAGE_LAYERS:
+        return False
+    if not (one.known and other.known) or one.node is None or other.node is None:
+        return False
+    return one.node not in other.ancestors and other.node not in one.ancestors
+
+
+def _paired(tracked: _Tracked) -> bool:
+    """Whether the incident holds a port no neighbour row places and a leaf it leads to."""
+    return tracked.unknown_ports > 0 and tracked.leaves > 0
+
+
+def _reaches(node: str, goal: str) -> bool:
+    """Whether a path at ``node`` has reached ``goal`` (a device, for its unknown ports)."""
+    return node == goal or (
+        is_any_port(goal) and node.startswith("dev:") and any_port(node) == goal
+    )
+
+
+def _target_node(node: str) -> str | None:
+    """The node of the scrape target an alert on ``node`` is about (a port's device)."""
+    kind, _, rest = node.partition(":")
+    if kind == "port":
+        return "dev:" + rest.partition("|")[0]
+    return node if kind in ("dev", "ep") else None
 
 
 def _outside(node: str) -> bool:
@@ -372,6 +441,11 @@ class _Tracked:
     # strongest such edge (occasions together, the member it explains).
     learned: dict[str, int] = field(default_factory=dict)
     learned_best: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Members that are a port no neighbour row places, unreachable leaves the
+    # graph places, and device-layer members (see Correlator._spent, _by_key).
+    unknown_ports: int = 0
+    leaves: int = 0
+    devices: int = 0
     # Group keys it is indexed under for joins by key (members the graph does not know).
     keys: list[GroupKey] = field(default_factory=list)
     key_set: set[GroupKey] = field(default_factory=set)
@@ -411,6 +485,12 @@ class Correlator:
         # graph does not know: both depend on the graph only.
         self._paths: dict[tuple[str, tuple[tuple[str, str], ...], str, str], str] = {}
         self._label_ancestors: dict[tuple[tuple[str, int, str], ...], tuple[Ancestors, bool]] = {}
+        # What alerts' ``upstream``/``via`` labels say of targets the graph has no
+        # edge of (the graph is the snapshot's plus these), the ancestors they
+        # give, and a count that grows with every new such edge.
+        self._overlay: dict[str, tuple[tuple[str, int, str], ...]] = {}
+        self._overlay_ancestors: dict[str, Ancestors] = {}
+        self._overlay_version = 0
         # Incidents (open or not; checked on use) with a member at, or below, an
         # element, and with a symptom member right behind it.
         self._at: dict[str, dict[str, None]] = {}
@@ -425,6 +505,9 @@ class Correlator:
         # Open incidents started by a symptom the graph cannot place, waiting
         # for an outage under the same key to claim them (see _claimed).
         self._waiting: dict[str, None] = {}
+        # Open incidents holding a port no neighbour row places and no device
+        # (checked on use): what an unplaced unreachable device prefers (_by_key).
+        self._lone_ports: dict[str, None] = {}
         # Each fingerprint's current episode lives in exactly one incident.
         self._by_fingerprint: dict[str, str] = {}
         # Ids of incidents no longer tracked (forgotten, or only in the store):
@@ -445,9 +528,15 @@ class Correlator:
         self._topology = topology
         self._generation += 1
         self._gateways = gateways(topology)
+        self._overlay.clear()
+        self._forget_placements()
+
+    def _forget_placements(self) -> None:
+        """Drop everything worked out from the graph: it changed."""
         self._placements.clear()
         self._paths.clear()
         self._label_ancestors.clear()
+        self._overlay_ancestors.clear()
 
     @property
     def cofiring(self) -> CoFiring:
@@ -469,6 +558,7 @@ class Correlator:
         self._behind.clear()
         self._paired.clear()
         self._waiting.clear()
+        self._lone_ports.clear()
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
         owners: dict[str, tuple[datetime, bool, str]] = {}
         for incident in ordered:
@@ -665,7 +755,9 @@ class Correlator:
             first_starts_at=alert.starts_at,
             generator_url=alert.generator_url,
         )
+        taught = self._overlay_version
         placement = self.place(alert.labels)
+        taught = taught != self._overlay_version
         layer = self.layer_of(alert.labels)
         related, late = self._related(alert, placement, layer)
         joined = related[0] if related else None
@@ -693,6 +785,8 @@ class Correlator:
                     absorbed.append(self._absorb(tracked, other, alert.starts_at))
                     created_at = min(created_at, other.incident.created_at)
                     updated_at = max(updated_at, other.incident.updated_at)
+            if taught:
+                self._extend_below(tracked, placement)
             # One new value per alert: the members, times and root cause together.
             members = tracked.log.view()
             root_cause, reasons, facts = self._root_cause(tracked, members)
@@ -738,6 +832,8 @@ class Correlator:
                 created_at=min(incident.created_at, *(g.created_at for g in gone)),
                 updated_at=max(incident.updated_at, *(g.updated_at for g in gone)),
             )
+        if taught:
+            self._extend_below(tracked, placement)
         tracked.incident = self._with_root_cause(tracked, incident)
         return Change(tracked.incident, "created", tuple(gone))
 
@@ -772,14 +868,40 @@ class Correlator:
         disk or a port with errors says nothing.
         """
         keys_only = self._keys_only()
-        for candidate in self._open_by_key.get(key, ()):
+        candidates = self._open_by_key.get(key, {})
+        if not keys_only and self._lone_ports and self.layer_of(alert.labels) == "device":
+            # A device no one placed, unreachable: a port of the moment that
+            # no neighbour row places and no device has joined yet is likely its own.
+            for candidate in list(self._lone_ports):
+                tracked = self._tracked.get(candidate)
+                if tracked is None or tracked.devices or tracked.incident.status != "open":
+                    self._lone_ports.pop(candidate, None)
+                    continue
+                root = tracked.incident.root_cause or ""
+                if (
+                    candidate in candidates
+                    and tracked.unknown_ports > 0
+                    and root in tracked.placements
+                    and tracked.placements[root].also is not None
+                    and tracked.firing_now[root]
+                    and abs(alert.starts_at - tracked.fixed[root][0]) <= self._config.window
+                    and alert.fingerprint not in tracked.layers
+                    and self._accepts(tracked, alert)
+                ):
+                    return tracked
+        # An outage of the moment first; else other unplaced symptoms waiting
+        # for one (which it claims when it comes, at the cost of moving them).
+        waiting = None
+        for candidate in candidates:
             tracked = self._tracked[candidate]
             # ``layers`` has every member: a dict lookup, not the member view's.
             if alert.fingerprint in tracked.layers or not self._accepts(tracked, alert):
                 continue
-            if keys_only or candidate in self._waiting or self._outage_near(tracked, alert):
+            if keys_only or self._outage_near(tracked, alert):
                 return tracked
-        return None
+            if waiting is None and candidate in self._waiting:
+                waiting = tracked
+        return waiting
 
     def _outage_near(self, tracked: _Tracked, alert: Alert) -> bool:
         """Whether the incident's root cause is an outage that may explain the unplaced alert.
@@ -796,7 +918,26 @@ class Correlator:
             or abs(alert.starts_at - tracked.fixed[best][0]) > self._config.window
         ):
             return False
+        if self._spent(tracked, best):
+            return False
         return tracked.explains[best] > 0 or self.layer_of(alert.labels) in _OUTAGE_LAYERS
+
+    def _spent(self, tracked: _Tracked, best: str) -> bool:
+        """Whether the outage ``best`` is one device's and accounts for it already.
+
+        The link to a leaf (a printer, a camera), or a port nothing is known
+        behind that an unreachable leaf paired with: what else fails at the
+        site is not behind it, so it claims no unplaced symptom. (A leaf's own
+        unreachable alert still does: in a storm it is often the first of
+        many behind a switch whose own alert comes later.)
+        """
+        placement = tracked.placements[best]
+        node = placement.node
+        if node is None:
+            return False
+        if node.startswith("link:") and self._topology.dead_end(node):
+            return True
+        return (placement.also is not None or placement.leaf) and _paired(tracked)
 
     def _claimed(self, tracked: _Tracked) -> list[_Tracked]:
         """Incidents of unplaced symptoms an outage in ``tracked`` now claims.
@@ -815,6 +956,7 @@ class Correlator:
             layer not in _OUTAGE_LAYERS
             or tracked.explains[best] == 0
             or not tracked.firing_now[best]
+            or self._spent(tracked, best)
         ):
             return []
         first = tracked.log.latest(best).first_starts_at
@@ -822,7 +964,9 @@ class Correlator:
         found = []
         for candidate in list(self._waiting):
             other = self._tracked.get(candidate)
-            if other is None or other is tracked or other.incident.status != "open":
+            if other is tracked:
+                continue  # it may wait still, for another outage
+            if other is None or other.incident.status != "open":
                 self._waiting.pop(candidate, None)
                 continue
             keys = other.keys
@@ -884,20 +1028,20 @@ class Correlator:
         start = alert.starts_at
         # Candidate -> whether a cause or effect in it accepts the alert on the
         # causal window (else the plain window around the incident's span decides).
-        found: dict[str, bool] = self._learned_related(alert)
+        found: dict[str, bool] = self._learned_related(alert, placement, layer)
         if node is None:
             return self._accepted(alert, found), []
         receives = _RECEIVES[layer]
         shared_at = self._at
         for candidate in shared_at.get(node, {}):
             found.setdefault(candidate, False)
-        ancestors = placement.ancestors
+        ancestors = _NO_STRENGTHS if _local(layer, node) else placement.ancestors
         # Most ancestors hold no member of any incident: the set intersection
         # finds the few that do without a lookup per ancestor. Any order will
         # do: what is found is combined by "or", and sorted in _accepted.
         for ancestor in ancestors.keys() & shared_at.keys():
             strength = ancestors[ancestor]
-            if strength < receives:
+            if strength < receives or (layer not in _OUTAGE_LAYERS and is_any_port(ancestor)):
                 continue
             for candidate in shared_at[ancestor]:
                 tracked = self._tracked.get(candidate)
@@ -910,6 +1054,9 @@ class Correlator:
                         tracked.layers[fp], tracked.placements[fp].transit, strength, layer
                     )
                 ]
+                if causes and is_any_port(ancestor) and placement.leaf and _paired(tracked):
+                    # That port has the leaf it leads to: this leaf is on another.
+                    continue
                 if causes:
                     members = tracked.incident.members
                     pulls = any(
@@ -925,7 +1072,8 @@ class Correlator:
         # effects that were over before their cause fired (a probe failing
         # briefly before the saturation alert's longer for: has passed).
         late: list[_Tracked] = []
-        for candidate in self._below.get(node, ()):
+        also = placement.also
+        for candidate in self._below_either(node, also):
             tracked = self._tracked.get(candidate)
             if tracked is None:
                 continue
@@ -934,6 +1082,15 @@ class Correlator:
                 for fp, strength in tracked.below.get(node, _NO_STRENGTHS).items()
                 if _explains(layer, placement.transit, strength, tracked.layers[fp])
             ]
+            if also is not None and not _paired(tracked):
+                # Behind some port of the device: this one, unless another has
+                # taken the leaf already.
+                effects += [
+                    fp
+                    for fp, strength in tracked.below.get(also, _NO_STRENGTHS).items()
+                    if tracked.layers[fp] in _OUTAGE_LAYERS
+                    and _explains(layer, placement.transit, strength, tracked.layers[fp])
+                ]
             if effects:
                 members = tracked.incident.members
                 pulls = any(self._effect_of(members[fp], start) for fp in effects)
@@ -945,7 +1102,7 @@ class Correlator:
                     and self._effect_of(members[root], start)
                 ):
                     late.append(tracked)
-        if layer in _SYMPTOM_LAYERS:
+        if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
                 for candidate in self._behind.get(parent, {}):
                     found.setdefault(candidate, False)
@@ -954,23 +1111,52 @@ class Correlator:
             partner = _PAIRS[kind]
             for parent in placement.parents:
                 for candidate in self._paired.get((partner, parent), {}):
-                    found.setdefault(candidate, False)
+                    paired = self._tracked.get(candidate)
+                    if paired is not None and not _paired(paired):
+                        found.setdefault(candidate, False)
         return self._accepted(alert, found), late
 
-    def _learned_related(self, alert: Alert) -> dict[str, bool]:
-        """Incidents holding an alert that learned co-firing ties to this one, near its start."""
+    def _below_either(self, node: str, also: str | None) -> Iterable[str]:
+        """Incidents with a member below ``node`` or ``also`` (an unknown port's device)."""
+        below = self._below.get(node, {})
+        if also is None or also not in self._below:
+            return below
+        return {**below, **self._below[also]}
+
+    def _learned_related(self, alert: Alert, placement: Placement, layer: Layer) -> dict[str, bool]:
+        """The incident holding the alert learned co-firing ties to this one most strongly
+        (see below), near its start.
+
+        One incident only: two sites that failed together on earlier days
+        both co-fire with a device of either, and the edge must not join
+        them. Not an incident whose root cause the graph places on another
+        branch than the alert (:func:`_apart`): that is the graph's to say.
+        """
         found: dict[str, bool] = {}
         cofiring = self._cofiring
         if not cofiring.partners:
             return found
+        # The partner it fired with on the largest share of either's
+        # episodes, then on the most occasions: a printer at one of two sites
+        # that failed together fired with every alert of its own site's outages.
+        best: tuple[float, int, str] = (0.0, 0, "")
         for partner in cofiring.of(alert.fingerprint):
             owner = self._by_fingerprint.get(partner.fingerprint)
             tracked = None if owner is None else self._tracked.get(owner)
             if owner is None or tracked is None:
                 continue
-            member = tracked.incident.members.get(partner.fingerprint)
+            fp = partner.fingerprint
+            root = tracked.incident.root_cause or fp
+            if _apart(placement, layer, tracked.placements[fp], tracked.layers[fp]) or _apart(
+                placement, layer, tracked.placements[root], tracked.layers[root]
+            ):
+                continue
+            member = tracked.incident.members.get(fp)
             if member is not None and abs(member.starts_at - alert.starts_at) <= cofiring.window:
-                found[owner] = True
+                share = partner.together / max(partner.episodes, 1)
+                best = max(best, (share, partner.together, owner))
+        if best[2]:
+            found[best[2]] = True
         return found
 
     def _accepted(self, alert: Alert, found: Mapping[str, bool]) -> list[_Tracked]:
@@ -1031,6 +1217,7 @@ class Correlator:
             found = _NOWHERE
         else:
             extra = topology.label_parents(labels, node)
+            self._learn_labels(node, extra)
             own = topology.parents.get(node, ())
             ancestors, known = self._ancestors(node, extra)
             if not known and self._gateways and _outside(node):
@@ -1042,6 +1229,7 @@ class Correlator:
                 )
                 known = True
             near = [(parent, why) for parent, _, why in (*own, *extra)]
+            unknown_port = node.startswith("port:") and not topology.knows(node)
             found = Placement(
                 node=node,
                 ancestors=ancestors,
@@ -1050,8 +1238,65 @@ class Correlator:
                 hops=tuple(near),
                 transit=node in topology.transit,
                 leaf=node not in topology.upstream_of,
+                also=any_port("dev:" + node[5:].partition("|")[0]) if unknown_port else None,
             )
         self._placements[cache_key] = found
+        return found
+
+    def _learn_labels(self, node: str, extra: Sequence[tuple[str, int, str]]) -> None:
+        """Keep what an alert's ``upstream``/``via`` labels say of a target the graph lacks.
+
+        Without target rows (Prometheus scrapes nothing of the estate, or not
+        yet), the labels are all there is: an access point behind a switch
+        whose own alert says it sits behind the core is behind the core too,
+        whichever alert came first. Each new edge drops the placements worked
+        out without it (they are worked out again, per target, on use).
+        """
+        holder = _target_node(node)
+        if holder is None or holder in self._topology.parents:
+            return
+        behind = {edge for edge in extra if edge[2] == "behind"}
+        if not behind:
+            return
+        known = self._overlay.get(holder, ())
+        if behind.issubset(known):
+            return
+        self._overlay[holder] = tuple(sorted(behind.union(known)))
+        self._overlay_version += 1
+        self._forget_placements()
+
+    def _ancestors_of(self, node: str) -> Ancestors:
+        """The node's ancestors in the graph and in what alerts' labels added to it."""
+        base = self._topology.ancestors(node)
+        overlay = self._overlay
+        if not overlay:
+            return base
+        found = self._overlay_ancestors.get(node)
+        if found is not None:
+            return found
+        self._overlay_ancestors[node] = base  # a cycle back to it adds nothing
+        parents: list[tuple[str, int, Ancestors]] = []
+        for holder, held in ((node, USES), *base.items()):
+            edges = overlay.get(holder)
+            if not edges:
+                continue
+            parents += [
+                (parent, min(held, strength), self._ancestors_of(parent))
+                for parent, strength, _ in edges
+            ]
+            parents += [
+                (parent, min(held, strength), further)
+                for parent, strength, further in any_port_edges(
+                    edges, self._topology.parents.get(holder, ())
+                )
+            ]
+        if parents:
+            grown = combine(parents, base)
+            grown.pop(node, None)
+            found = grown
+        else:
+            found = base
+        self._overlay_ancestors[node] = found
         return found
 
     def _ancestors(self, node: str, extra: list[tuple[str, int, str]]) -> tuple[Ancestors, bool]:
@@ -1071,8 +1316,11 @@ class Correlator:
             if found is not None and node not in found[0]:
                 return found
         ancestors = combine(
-            ((parent, strength, topology.ancestors(parent)) for parent, strength, _ in extra),
-            topology.ancestors(node),
+            [
+                *((parent, strength, self._ancestors_of(parent)) for parent, strength, _ in extra),
+                *any_port_edges(extra, topology.parents.get(node, ())),
+            ],
+            self._ancestors_of(node),
         )
         ancestors.pop(node, None)
         known = any(
@@ -1096,8 +1344,12 @@ class Correlator:
         topology = self._topology
         leaf = node not in topology.upstream_of
         found: set[str] = set()
+        edges = tuple(edges)
+        # A label naming the device at the far end of its own cable says no more
+        # than the cable: a router stays behind its link, not behind the WAN router.
+        cabled_to = () if leaf else cabled_devices(edges)
         for parent, strength, _ in edges:
-            if strength < PATH:
+            if strength < PATH or (not leaf and parent in cabled_to):
                 continue
             if leaf and parent.startswith(("link:", "port:")):
                 above = [
@@ -1235,12 +1487,27 @@ class Correlator:
         if node is None:
             return []
         layer = tracked.layers[fp]
+        if placement.also is not None and layer == "link":
+            tracked.unknown_ports += 1
+            if not tracked.devices:
+                self._lone_ports[incident_id] = None
+        elif layer == "device":
+            tracked.devices += 1
+            tracked.leaves += placement.leaf and placement.known
         receives = _RECEIVES[layer]
         below = {
             other
             for other, strength in tracked.below.get(node, _NO_STRENGTHS).items()
             if _explains(layer, placement.transit, strength, tracked.layers[other])
         }
+        also = placement.also
+        if also is not None:
+            below.update(
+                other
+                for other, strength in tracked.below.get(also, _NO_STRENGTHS).items()
+                if tracked.layers[other] in _OUTAGE_LAYERS
+                and _explains(layer, placement.transit, strength, tracked.layers[other])
+            )
         tracked.explains[fp] = len(below)
         if below:
             tracked.nearest[fp] = min(
@@ -1252,12 +1519,12 @@ class Correlator:
         at, below_of, nearest = tracked.at, tracked.below, tracked.nearest
         layers, placements, explains = tracked.layers, tracked.placements, tracked.explains
         shared_below = self._below
-        ancestors = placement.ancestors
+        ancestors = _NO_STRENGTHS if _local(layer, node) else placement.ancestors
         # Members at its ancestors, found by set intersection (few ancestors
         # hold one); counts and minima, so the order does not matter.
         for ancestor in ancestors.keys() & at.keys():
             strength = ancestors[ancestor]
-            if strength < receives:
+            if strength < receives or (layer not in _OUTAGE_LAYERS and is_any_port(ancestor)):
                 continue
             for other in at[ancestor]:
                 if _explains(layers[other], placements[other].transit, strength, layer):
@@ -1273,9 +1540,10 @@ class Correlator:
                 shared_below.setdefault(ancestor, {})[incident_id] = None
             else:
                 beneath[fp] = strength
-        tracked.at.setdefault(node, {})[fp] = None
-        self._at.setdefault(node, {})[incident_id] = None
-        if tracked.layers[fp] in _SYMPTOM_LAYERS:
+        for element in (node,) if also is None else (node, also):
+            tracked.at.setdefault(element, {})[fp] = None
+            self._at.setdefault(element, {})[incident_id] = None
+        if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
                 self._behind.setdefault(parent, {})[incident_id] = None
         kind = _pairing(placement, layer)
@@ -1284,6 +1552,45 @@ class Correlator:
                 self._paired.setdefault((kind, parent), {})[incident_id] = None
         return raised
 
+    def _extend_below(self, tracked: _Tracked, placement: Placement) -> None:
+        """Members placed behind an alert's target before its labels said what that is behind.
+
+        Their placements were worked out without the new edge: they now also
+        sit below the newcomer's ancestors, and members there may explain them.
+        """
+        holder = None if placement.node is None else _target_node(placement.node)
+        beneath = None if holder is None else tracked.below.get(holder)
+        if not beneath:
+            return
+        layers, placements, at = tracked.layers, tracked.placements, tracked.at
+        below_of, explains, nearest = tracked.below, tracked.explains, tracked.nearest
+        for other, strength in list(beneath.items()):
+            height = (len(placements[other].ancestors), other)
+            effect = layers[other]
+            for ancestor, above in placement.ancestors.items():
+                reach = min(strength, above)
+                known = below_of.get(ancestor)
+                before = -1 if known is None else known.get(other, -1)
+                if before >= reach:
+                    continue
+                if known is None:
+                    below_of[ancestor] = {other: reach}
+                    self._below.setdefault(ancestor, {})[tracked.incident.id] = None
+                else:
+                    known[other] = reach
+                if ancestor not in at or (effect not in _OUTAGE_LAYERS and is_any_port(ancestor)):
+                    continue
+                for cause in at[ancestor]:
+                    layer, transit = layers[cause], placements[cause].transit
+                    if cause == other or not _explains(layer, transit, reach, effect):
+                        continue
+                    if before >= 0 and _explains(layer, transit, before, effect):
+                        continue  # explained already
+                    explains[cause] += 1
+                    if cause not in nearest or height < nearest[cause]:
+                        nearest[cause] = height
+                    self._rank(tracked, cause)
+
     def _add_learned(self, tracked: _Tracked, fp: str) -> list[str]:
         """Count what learned co-firing edges explain between the newcomer and the members.
 
@@ -1291,9 +1598,12 @@ class Correlator:
         members whose ``explains`` grew (besides the newcomer).
         """
         raised = []
+        placement, layer = tracked.placements[fp], tracked.layers[fp]
         for partner in self._cofiring.of(fp):
             other = partner.fingerprint
-            if other not in tracked.layers:
+            if other not in tracked.layers or _apart(
+                placement, layer, tracked.placements[other], tracked.layers[other]
+            ):
                 continue
             if partner.leads:
                 cause, effect = other, fp
@@ -1558,7 +1868,7 @@ class Correlator:
             "subject": element_text(placement.node),
             "root": element_text(root_node),
             "alert": members[best].alertname,
-            "path": self._path(placement, root_node),
+            "path": self._path(placement, tracked.placements[best].also or root_node),
         }
         if not others:
             return t.gettext(
@@ -1572,8 +1882,20 @@ class Correlator:
             others,
         ).format(count=wording.number(t, others), **fields)
 
+    def _next_hop(self, node: str, goal: str) -> tuple[str, str] | None:
+        """The next hop (node, why) from ``node`` up to ``goal``, labels' edges included."""
+        for parent, _, why in (*self._topology.parents.get(node, ()), *self._overlay.get(node, ())):
+            if _reaches(parent, goal) or goal in self._ancestors_of(parent):
+                return parent, why
+        return None
+
     def _path(self, placement: Placement, root_node: str) -> str:
-        """The hops from an explained element up to the root's, memoised per graph."""
+        """The hops from an explained element up to the root's, memoised per graph.
+
+        ``root_node``: the root's element, or the unknown ports of its device
+        (:func:`~ai_sidecar.correlate.topology.any_port`) for a port no neighbour
+        row places: the path then ends at the device.
+        """
         assert placement.node is not None
         t = self._t
         key = (placement.node, placement.hops, root_node, t.language)
@@ -1585,16 +1907,16 @@ class Correlator:
             (
                 (parent, why)
                 for parent, why in placement.hops
-                if parent == root_node or root_node in self._topology.ancestors(parent)
+                if _reaches(parent, root_node) or root_node in self._ancestors_of(parent)
             ),
             None,
         )
         while step is not None and len(hops) < 8:
             parent, why = step
             hops.append(f"{t.gettext(why) if why in HOP_WORDS else why} {element_text(parent)}")
-            if parent == root_node:
+            if _reaches(parent, root_node):
                 break
-            step = self._topology.parent_towards(parent, root_node)
+            step = self._next_hop(parent, root_node)
         found = f"{hops[0]} {', '.join(hops[1:])}"
         if len(self._paths) < _PATH_MEMO:
             self._paths[key] = found

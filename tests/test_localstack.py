@@ -355,6 +355,13 @@ def test_demo_storm_becomes_incidents_in_the_console(tmp_path):
         # The whole head-office storm is one incident; the branch's alerts are others.
         assert {a["labels"]["site"] for a in storm["alerts"]} == {"hq"}
         assert len(storm["alerts"]) == 9
+        # Named after the core's port, not a switch behind it (both are labelled
+        # upstream: core-sw1, and access-sw2 has more behind it).
+        [root] = [a for a in storm["alerts"] if a["fingerprint"] == storm["rootCause"]]
+        assert (root["labels"]["alertname"], root["labels"].get("ifName")) == (
+            "InterfaceDown",
+            "Te1/0/1",
+        )
         branch = [
             i for i in incidents if any(a["labels"].get("site") == "branch" for a in i["alerts"])
         ]

@@ -111,6 +111,56 @@ def name_key(name: str) -> str:
     return text.split(".", 1)[0]
 
 
+# The device end of a port whose far end no neighbour row names: an alert on
+# such a port may be the one the targets behind the device (by their
+# ``upstream``/``via`` label, not by a cable the graph knows) are reached through.
+ANY_PORT = "*"
+
+
+def any_port(device: str) -> str:
+    """The node standing for "some port of ``device`` the graph does not know" (``dev:`` node)."""
+    return f"port:{device[4:]}|{ANY_PORT}"
+
+
+def is_any_port(node: str) -> bool:
+    return node.endswith("|" + ANY_PORT) and node.startswith("port:")
+
+
+def cabled_devices(edges: Iterable[tuple[str, int, str]]) -> set[str]:
+    """The devices at either end of the links among ``edges``' parents."""
+    return {
+        "dev:" + end.partition("|")[0]
+        for parent, _, _ in edges
+        if parent.startswith("link:")
+        for end in parent[5:].split("~")
+    }
+
+
+def any_port_edges(
+    edges: Iterable[tuple[str, int, str]], cabled: Iterable[tuple[str, int, str]] = ()
+) -> list[tuple[str, int, Mapping[str, int]]]:
+    """For each ``behind`` edge to a device, the unknown ports of that device, as ancestors.
+
+    A target an ``upstream`` label puts behind a switch is reached through one
+    of the switch's ports, which one nothing says: a down port of that switch
+    that no neighbour row places may be it. Not for a device the graph cables
+    to the switch (``cabled``: the node's own edges, links included), whose port is known.
+    """
+    behind = [
+        (parent, strength)
+        for parent, strength, why in edges
+        if why == "behind" and parent.startswith("dev:")
+    ]
+    if not behind:
+        return []
+    cabled_to = cabled_devices(cabled)
+    return [
+        (any_port(parent), strength, _EMPTY)
+        for parent, strength in behind
+        if parent not in cabled_to
+    ]
+
+
 def element_text(node: str) -> str:
     """An element id as people say it: ``core-1 Gi1/0/24``, ``sw-dist-3``, a URL."""
     kind, _, rest = node.partition(":")
@@ -155,6 +205,7 @@ class TopologySnapshot:
     edges: int = 0
     _ancestors: dict[str, Ancestors] = field(default_factory=dict)
     _polled: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _children: dict[str, list[str]] | None = None
 
     @property
     def empty(self) -> bool:
@@ -259,10 +310,26 @@ class TopologySnapshot:
                 continue
             stack.pop()
             self._ancestors[current] = combine(
-                (parent, strength, self._ancestors.get(parent, _EMPTY))
-                for parent, strength, _ in edges
+                [
+                    *(
+                        (parent, strength, self._ancestors.get(parent, _EMPTY))
+                        for parent, strength, _ in edges
+                    ),
+                    *any_port_edges(edges, edges),
+                ]
             )
         return self._ancestors[node]
+
+    def dead_end(self, node: str) -> bool:
+        """Whether only leaves depend on ``node`` (the link to a printer)."""
+        if self._children is None:
+            children: dict[str, list[str]] = {}
+            for child, edges in self.parents.items():
+                for parent, _, _ in edges:
+                    children.setdefault(parent, []).append(child)
+            self._children = children
+        below = self._children.get(node, ())
+        return bool(below) and not any(child in self.upstream_of for child in below)
 
     def parent_towards(self, node: str, ancestor: str) -> tuple[str, str] | None:
         """The next hop (node, why) from ``node`` on a path up to ``ancestor``."""

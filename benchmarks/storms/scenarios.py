@@ -88,8 +88,11 @@ class World:
     scenario: str
     conditions: list[Condition] = field(default_factory=list)
     incidents: dict[str, IncidentTruth] = field(default_factory=dict)
-    # Elements a main incident touches: background faults stay off them, so
-    # the truth is never ambiguous.
+    # Elements a fault touches, and the targets it alerts on (but a switch
+    # for a fault on one of its ports): background faults stay off them, so
+    # the truth is never ambiguous (a disk filling and the spooler stopping on
+    # one host could be cause and effect; a phone whose port is down cannot
+    # also answer slowly).
     busy: set[str] = field(default_factory=set)
     peers: int = 1
     # When the poller itself does not answer (start, end or None): every series
@@ -119,8 +122,9 @@ class World:
         root = element in self.incidents[incident].roots
         labels = {**target.labels, **series}
         self.conditions.append(Condition(rule, labels, start, end, incident, element, root))
-        if not self.incidents[incident].background:
-            self.busy.add(element)
+        self.busy.add(element)
+        if not element.startswith("link:"):
+            self.busy.add(target.element)
 
     # -- physics ---------------------------------------------------------------
 

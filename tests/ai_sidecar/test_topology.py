@@ -593,6 +593,23 @@ def test_an_outage_claims_the_unplaced_symptoms_of_its_site_that_fired_before_it
     assert len(final(fold(correlator(), late))) == 2
 
 
+DEVICE = {"site": "dc", "layer": "device"}
+
+
+def test_unplaced_symptoms_that_explain_each_other_still_wait_for_their_outage():
+    # A server no one placed, and the check of its database: the server
+    # explains the check, which used to stop their incident waiting for an
+    # outage of its site to claim it.
+    alerts = [
+        at("ProbeTargetUnreachable", 0, job="probe_tcp", instance="srv-9:5432", **DEVICE),
+        at("ProbeTargetUnreachable", 5, job="probe_icmp", instance="srv-9", **DEVICE),
+        at("InterfaceDown", 30, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/24"),
+        at("SnmpDeviceUnreachable", 60, job="snmp", instance="10.0.0.3", site="dc", layer="device"),
+    ]
+    [incident] = final(fold(correlator(), alerts)).values()
+    assert set(incident.members) == {a.fingerprint for a in alerts}
+
+
 def test_an_unplaced_symptom_is_not_claimed_by_a_degradation_or_a_lone_port():
     printer = at(
         "ProbeTargetUnreachable", 0, job="probe_icmp", instance="prn-9", site="dc", layer="device"
@@ -699,3 +716,65 @@ def test_a_cause_arriving_after_its_effect_resolved_takes_it_within_the_causal_w
         fold(Correlator(CorrelationConfig(), edge_estate()), [failed, over, later])[2].absorbed
         == ()
     )
+
+
+def _demo_alerts() -> list[Alert]:
+    """`make demo`'s storm as the sidecar receives it, in the order posted."""
+    from scripts.demo_storm import storm as demo_storm
+
+    posted = demo_storm(T0 + timedelta(minutes=5))
+    return [
+        Alert(
+            fingerprint="fp-" + "-".join(sorted(a["labels"].values())),
+            status="firing",
+            labels=a["labels"],
+            annotations=a["annotations"],
+            starts_at=datetime.fromisoformat(a["startsAt"]),
+        )
+        for a in posted
+    ]
+
+
+@pytest.mark.parametrize("order", ["posted", "by start", "reversed"])
+@pytest.mark.parametrize("graph", ["none", "unrelated targets"])
+def test_a_port_down_on_the_switch_upstream_labels_name_is_the_root_of_what_sits_behind(
+    order, graph
+):
+    # make demo: core-sw1's uplink Te1/0/1 goes down, and the two access
+    # switches (labelled upstream: core-sw1), the access points and servers
+    # behind them stop answering. No neighbour row places Te1/0/1, and the
+    # graph knows none of the targets: only the alerts' labels say what is
+    # behind what. access-sw2, with four alerts behind it, used to be named.
+    alerts = _demo_alerts()
+    if order == "by start":
+        alerts.sort(key=lambda a: a.starts_at)
+    elif order == "reversed":
+        alerts.reverse()
+    topology = None
+    if graph == "unrelated targets":
+        topology = build_snapshot(
+            neighbours=[lldp("rtr-9", "Gi0/1", "sw-9", "Gi0/48")],
+            targets=[{"job": "snmp", "instance": "sw-9", "upstream": "rtr-9"}],
+        )
+    correlator = Correlator(parse_config("{}", "test.yml").correlation, topology)
+    for item in alerts:
+        correlator.apply(item, NOW)
+    [storm] = [
+        i
+        for i in correlator.open_incidents()
+        if any(m.labels.get("instance") == "core-sw1" for m in i.members.values())
+    ]
+    assert len(storm.members) == 9
+    root = storm.members[storm.root_cause]
+    assert (root.alertname, root.labels.get("ifName")) == ("InterfaceDown", "Te1/0/1")
+    assert storm.root_cause_facts is not None
+    assert storm.root_cause_facts.rule == "upstream"
+    assert storm.root_cause_facts.element == "core-sw1 Te1/0/1"
+    # Both switches, three access points and two servers are unreachable
+    # behind it; the intranet check is explained by access-sw2.
+    assert storm.root_cause_facts.explains == 7
+    assert (
+        "depend on core-sw1 Te1/0/1, which is failing (InterfaceDown)"
+        in (storm.root_cause_reasons[0])
+    )
+    assert storm.root_cause_reasons[0].endswith("behind core-sw1")
