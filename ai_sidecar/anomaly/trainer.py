@@ -5,15 +5,19 @@ in the CLI's process; the scoring loop runs it through
 :class:`TrainingProcess`, a process of its own, so a fit over weeks of
 history never holds the GIL the webhook or the worker need. Steps:
 
-1. fetch ``history`` of the signal up to ``query_delay`` ago (:mod:`.history`);
-2. leave out the points the live loop flagged as anomalous (its own
-   ``scout_anomaly_flag``, read back from Prometheus), so an incident is not
-   learned as normal;
-3. fit on all but the last ``HOLDOUT`` of it, then run the holdout through
-   ``Detector.update`` as the live loop would: its residuals are the drift
-   reference and its scores the quality statistics, and the state ends warm
-   at the last point;
-4. store the state and metadata as a new version (:mod:`.registry`).
+1. read ``history`` of the signal up to ``query_delay`` ago, a window at a
+   time (:class:`~.history.HistoryStream`);
+2. leave out each window's points the live loop flagged as anomalous (its
+   own ``scout_anomaly_flag``, read back from Prometheus), so an incident is
+   not learned as normal;
+3. fit on all but the last ``HOLDOUT`` of it, a day of windows per fit call,
+   then run the holdout through ``Detector.update`` as the live loop would:
+   its residuals are the drift reference and its scores the quality
+   statistics, and the state ends warm at the last point. Each window is let
+   go once folded in: memory holds the state and a day of points, never the
+   whole history;
+4. keep the series the budget keeps, and store the state and metadata as a
+   new version (:mod:`.registry`).
 
 Errors: :class:`TrainingError` (a ``SidecarError``) when a training process
 ends without a result; a signal's own failure (Prometheus unavailable, a
