@@ -442,3 +442,34 @@ async def test_a_range_needing_too_many_requests_is_refused(slow_engine, session
             "up", START, START + timedelta(days=400), timedelta(seconds=1), time_box=BOX
         )
     assert ranges == []
+
+
+async def test_malformed_pairs_in_a_range_answer_are_left_out_and_the_rest_kept(
+    aiohttp_server, session
+):
+    # No real engine sends these; an answer mangled on its way (a proxy, a
+    # buggy frontend) must cost only its bad points.
+    good = [[1_800_000_000, "1.5"], [1_800_000_060, "NaN"], [1_800_000_120, "+Inf"]]
+    rows = [
+        {"metric": {"instance": "clean"}, "values": good},
+        {"metric": {"instance": "mangled"}, "values": [*good[:1], "12", [1, "x"], [2], *good[1:]]},
+        # Well-shaped pairs, one of them not a number.
+        {"metric": {"instance": "unparsable"}, "values": [*good[:1], [1, "x"], *good[1:]]},
+    ]
+
+    async def answer(request: web.Request) -> web.Response:
+        data = {"resultType": "matrix", "result": rows}
+        return web.json_response({"status": "success", "data": data})
+
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/query_range", answer)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    client = HttpPromQLClient(str(server.make_url("")).rstrip("/"), session)
+    found = await client.range("up", START, START + timedelta(minutes=2), MINUTE, time_box=BOX)
+    by_instance = {series.labels["instance"]: series for series in found}
+    for instance in ("clean", "mangled", "unparsable"):
+        series = by_instance[instance]
+        assert series.timestamps == (1_800_000_000.0, 1_800_000_060.0, 1_800_000_120.0)
+        assert series.values[0] == 1.5
+        assert math.isnan(series.values[1])
+        assert series.values[2] == math.inf
