@@ -1,25 +1,32 @@
-"""History fetch for the anomaly models: N series x D days from a real Prometheus.
+"""History fetch and training for the anomaly models: N series x D days from a real Prometheus.
 
-What training a signal costs before the detector sees a point: the range
-queries of :func:`ai_sidecar.anomaly.history.fetch_history` (windows sized so
-no request passes 11,000 points per series nor about a million samples, two
-in flight, each time-boxed and retried), the JSON they carry and the
-(series x points) matrix they fill.
-
+What training a signal costs, from the range queries to the stored model.
 The script backfills ``--series`` gauge series of ``--days`` days at
 ``--step`` seconds into a Prometheus of its own (``promtool tsdb
-create-blocks-from openmetrics``, one file per day, each deleted once turned
-into blocks), starts it on a free loopback port, fetches the whole history the
-way the trainer does and reports: wall time, requests, bytes of JSON the
-client decoded (after aiohttp undid Prometheus's gzip; the compressed size on
-the wire is not measured), the matrix's shape and size, the client's peak
-resident memory and Prometheus's CPU.
+create-blocks-from openmetrics``, one file per 2-hour block, ``--jobs`` at a
+time, each deleted once turned into blocks), starts it on a free loopback
+port, waits for it to finish compacting, then:
 
-It also asks Prometheus for the same history in windows of 11,000 points
-without the sample budget, as a client that only honours the per-series cap
-would: the reason the budget exists.
+1. reads the whole history as the trainer does
+   (:class:`ai_sidecar.anomaly.history.HistoryStream`: windows sized so no
+   request passes 11,000 points per series nor about a million samples, two
+   in flight, each time-boxed and retried), letting each window go: wall
+   time, the client's CPU and peak RSS, requests, bytes on the wire (gzip,
+   from Prometheus's own ``prometheus_http_response_size_bytes``) and of JSON
+   the client decoded, Prometheus's CPU and peak RSS meanwhile;
+2. unless ``--no-train``, trains one signal over those series through the
+   sidecar's own path (:class:`ai_sidecar.anomaly.trainer.TrainingProcess`,
+   the process the scoring loop spawns, with its fit worker): wall time, the
+   CPU and peak RSS of each process and of both together, Prometheus's CPU
+   and peak RSS meanwhile;
+3. asks for the same history in windows of 11,000 points without the sample
+   budget, as a client that only honours the per-series cap would: the
+   reason the budget exists.
+
+A benchmark: it prints, it asserts nothing.
 
 Usage: python -m benchmarks.anomaly_history [--series 10000] [--days 14] [--step 60]
+                                            [--keep DIR] [--no-train]
 """
 
 from __future__ import annotations
@@ -186,6 +193,7 @@ async def fetch(
     """The whole history window by window, as the trainer reads it, each let go at once."""
     counted = Bytes()
     began = time.monotonic()
+    cpu_began = time.process_time()
     points = windows = 0
     async with aiohttp.ClientSession(trace_configs=[counted.trace()]) as session:
         stream = HistoryStream(
@@ -203,6 +211,7 @@ async def fetch(
             windows += 1
     return {
         "seconds": time.monotonic() - began,
+        "cpu": time.process_time() - cpu_began,
         "requests": stream.requests,
         "series": len(stream.keys),
         "grid": stream.grid.size,
@@ -240,7 +249,7 @@ def report_fetch(found: dict[str, float], wire: float, prometheus: Sampler, pid:
     )
     client_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(
-        f"  client peak RSS {client_peak / 2**30:.2f} GiB; Prometheus CPU "
+        f"  client CPU {found['cpu']:.1f}s, peak RSS {client_peak / 2**30:.2f} GiB; Prometheus CPU "
         f"{prometheus.cpu[pid]:.1f}s, peak RSS {prometheus.peaks[pid] / 2**30:.2f} GiB"
     )
 
