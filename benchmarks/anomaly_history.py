@@ -262,6 +262,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="blocks backfilled at a time")
     parser.add_argument("--keep", type=Path, help="reuse (or fill) this directory's blocks")
     parser.add_argument("--no-train", action="store_true", help="measure the fetch alone")
+    parser.add_argument("--no-fetch", action="store_true", help="measure the training alone")
     parser.add_argument(
         "--settle", type=float, default=70.0, help="seconds before waiting for Prometheus to idle"
     )
@@ -291,12 +292,13 @@ def main() -> int:
         settle(pid, args.settle)
         last = end - args.step
         options = FetchOptions(time_box=timedelta(minutes=5))
-        wire_before = response_bytes(base)
-        with Sampler(lambda: [psutil.Process(pid)]) as prometheus:
-            cpu_before = cpu_seconds(pid)
-            found = asyncio.run(fetch(base, start, last, args.step, options))
-        prometheus.cpu[pid] -= cpu_before
-        report_fetch(found, response_bytes(base) - wire_before, prometheus, pid)
+        if not args.no_fetch:
+            wire_before = response_bytes(base)
+            with Sampler(lambda: [psutil.Process(pid)]) as prometheus:
+                cpu_before = cpu_seconds(pid)
+                found = asyncio.run(fetch(base, start, last, args.step, options))
+            prometheus.cpu[pid] -= cpu_before
+            report_fetch(found, response_bytes(base) - wire_before, prometheus, pid)
         if not args.no_train:
             train(base, directory, args, last, pid)
         # A client that honours only the 11,000-points-per-series cap.

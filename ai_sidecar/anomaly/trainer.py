@@ -272,14 +272,8 @@ class _StreamedFit:
     def result(self, kept: NDArray[np.intp]) -> _Fitted:
         """The state and statistics of the rows ``kept`` (in that order), the others left out."""
         self._detector.reindex(kept, 0)
-        found: list[NDArray[np.float64]] = []
-        scores: list[NDArray[np.float64]] = []
-        for residual, score in zip(self._residuals, self._scores, strict=True):
-            rows = kept[kept < residual.size]
-            found.append(residual[rows][np.isfinite(residual[rows])])
-            scores.append(score[rows][np.isfinite(score[rows])])
-        training_residuals = np.concatenate(found) if found else np.empty(0)
-        holdout_scores = np.concatenate(scores) if scores else np.empty(0)
+        training_residuals = _kept_finite(self._residuals, kept)
+        holdout_scores = _kept_finite(self._scores, kept)
         edges, shares = reference(training_residuals)
         series_days = kept.size * self._holdout * self._step / 86_400.0
         flags = int(self._flags[kept[kept < self._flags.size]].sum())
@@ -320,6 +314,26 @@ class _StreamedFit:
         )
         self._scores.append(np.where(result.warming, np.nan, result.score))
         self._flags += result.flag.astype(np.int64)
+
+
+def _kept_finite(columns: list[NDArray[np.float64]], kept: NDArray[np.intp]) -> NDArray[np.float64]:
+    """The finite values of the ``kept`` rows of every column, in order, as one array.
+
+    Each column is let go once copied (``columns`` ends empty): the holdout's
+    columns are a day of every series, as big as the result.
+    """
+    sizes = [
+        int(np.count_nonzero(np.isfinite(column[kept[kept < column.size]]))) for column in columns
+    ]
+    joined = np.empty(sum(sizes))
+    at = 0
+    columns.reverse()
+    for size in sizes:
+        column = columns.pop()
+        chosen = column[kept[kept < column.size]]
+        joined[at : at + size] = chosen[np.isfinite(chosen)]
+        at += size
+    return joined
 
 
 async def _exclude_flagged(
