@@ -973,6 +973,25 @@ class Detector:
             for name, array in self._state.items()
         }
 
+    def add_missing_until(self, added: int, timestamp: float) -> None:
+        """Append ``added`` rows as series with no point up to ``timestamp``.
+
+        What a replay from the start, with those series there but missing,
+        would have left: a history read a window at a time adds series as
+        they appear and ends as if it had known them all along. (A fresh row
+        differs in one way: a forced seasonality picks its model at every
+        step, missing points included; one missing step at ``timestamp``
+        leaves every other array as fresh.)
+        """
+        fresh = Detector(self._params, added)
+        fresh._step(
+            float(timestamp), np.full(added, np.nan), counters=np.zeros((2, added), np.int64)
+        )
+        self._state = {
+            name: np.concatenate([array, fresh._state[name]], axis=-1)
+            for name, array in self._state.items()
+        }
+
     def state(self) -> dict[str, NDArray[Any]]:
         """Everything needed to resume, as arrays (``np.savez``-able)."""
         saved: dict[str, NDArray[Any]] = {name: array.copy() for name, array in self._state.items()}

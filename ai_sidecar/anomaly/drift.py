@@ -32,10 +32,21 @@ def residuals(
     lower: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Finite standardised residuals of the points given (missing ones left out)."""
+    found = residual_per_point(values, expected, upper, lower)
+    return found[np.isfinite(found)]
+
+
+def residual_per_point(
+    values: NDArray[np.float64],
+    expected: NDArray[np.float64],
+    upper: NDArray[np.float64],
+    lower: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Each point's standardised residual, in place: NaN where missing or without a band."""
     half_band = (upper - lower) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
         found = (values - expected) / half_band
-    return found[np.isfinite(found) & (half_band > 0)]
+    return np.where(half_band > 0, found, np.nan)
 
 
 def reference(training: NDArray[np.float64]) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -102,6 +103,153 @@ def windows(points: int, per_window: int) -> list[tuple[int, int]]:
     return [(i, min(points, i + per_window) - 1) for i in range(0, points, per_window)]
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One range request's points: ``values[i, j]`` is row ``i`` of the stream at ``timestamps[j]``.
+
+    Rows are the series seen so far, in the order they first appeared (so a
+    window has at least the rows of the one before); ``first`` is the grid
+    index of its first point.
+    """
+
+    first: int
+    timestamps: NDArray[np.float64]
+    values: NDArray[np.float64]
+
+
+class HistoryStream:
+    """``query`` every ``step`` seconds over [start, end], one window at a time, oldest first.
+
+    What :func:`fetch_history` collects into one matrix, for a reader that
+    folds each window into its state and lets it go (the trainer): memory is
+    a few windows, however long the history. Up to ``options.concurrency``
+    requests are in flight and one answer waits ahead of the reader, so the
+    next windows arrive while the reader works on this one.
+
+    After the windows: ``keys`` (every series seen, a row each),
+    :meth:`kept` (the series the budget keeps), ``dropped_repeats`` and
+    ``merged_by`` (series repeating a kept label set), ``requests``.
+    """
+
+    def __init__(
+        self,
+        client: PromQLClient,
+        query: str,
+        *,
+        start: float,
+        end: float,
+        step: float,
+        keep_labels: Sequence[str] | None,
+        max_series: int,
+        options: FetchOptions | None = None,
+        progress: Progress | None = None,
+        owned: Callable[[SeriesKey], bool] | None = None,
+    ) -> None:
+        self._client = client
+        self._owned = owned
+        # owned() per series once, not once per window.
+        self._verdicts: dict[SeriesKey, bool] = {}
+        self._query = query
+        self._step = step
+        self._keep_labels = keep_labels
+        self._max_series = max_series
+        self._options = options or FetchOptions()
+        self._progress = progress
+        self.grid = step_grid(start, end, step)
+        self.keys: list[SeriesKey] = []
+        self.requests = 0
+        self._row: dict[SeriesKey, int] = {}
+        # Per row: index of the last window it had a point in (the budget keeps the freshest).
+        self._latest: list[int] = []
+        self._duplicates = 0
+        self._windows = 0
+        self._merged_by: set[str] = set()
+
+    @property
+    def merged_by(self) -> tuple[str, ...]:
+        """Labels (outside the kept ones) that told apart series sharing a kept label set."""
+        return tuple(sorted(self._merged_by))
+
+    @property
+    def dropped_repeats(self) -> int:
+        """Series left out for repeating another's kept label set."""
+        # A series that repeated a kept label set in one window did so in every window.
+        return self._duplicates // max(1, self._windows)
+
+    def kept(self, max_series: int) -> tuple[NDArray[np.intp], int]:
+        """The rows the budget keeps, in key order, and how many series are dropped in all."""
+        rows = sorted(range(len(self.keys)), key=lambda row: (-self._latest[row], self.keys[row]))
+        kept = sorted(rows[:max_series], key=lambda row: self.keys[row])
+        dropped = len(self.keys) - len(kept) + self.dropped_repeats
+        return np.asarray(kept, dtype=np.intp), dropped
+
+    async def windows(self) -> AsyncIterator[Window]:
+        """The windows in time order (once: a stream is read a single time)."""
+        grid, options = self.grid, self._options
+        if grid.size == 0:
+            return
+        # A scoring cycle's few points: one request, small whatever the series count.
+        counted = grid.size * self._max_series > options.samples_per_request
+        per_window = options.max_points
+        if counted:
+            series_now = await _series_count(self._client, self._query, float(grid[-1]), options)
+            per_window = min(options.max_points, max(2, options.samples_per_request // series_now))
+        parts = windows(grid.size, per_window)
+        self.requests = len(parts) + counted
+        limit = asyncio.Semaphore(options.concurrency)
+
+        async def fetch(first: int, last: int) -> tuple[Series, ...]:
+            async with limit:
+                return await _range(
+                    self._client, self._query, grid[first], grid[last], self._step, options
+                )
+
+        ahead: deque[asyncio.Task[tuple[Series, ...]]] = deque()
+        started = 0
+        try:
+            for index, (first, last) in enumerate(parts):
+                while started < len(parts) and started <= index + options.concurrency:
+                    ahead.append(asyncio.ensure_future(fetch(*parts[started])))
+                    started += 1
+                answer = await ahead.popleft()
+                window = self._place_window(index, first, last, answer)
+                self._windows += 1
+                if self._progress is not None:
+                    self._progress(index + 1, len(parts))
+                yield window
+        finally:
+            for task in ahead:
+                task.cancel()
+            await asyncio.gather(*ahead, return_exceptions=True)
+
+    def _place_window(
+        self, index: int, first: int, last: int, answer: tuple[Series, ...]
+    ) -> Window:
+        seen: dict[SeriesKey, Mapping[str, str]] = {}
+        placed: list[tuple[int, Series]] = []
+        for series in answer:
+            key = series_key(series.labels, self._keep_labels)
+            if self._owned is not None and not _verdict(self._verdicts, key, self._owned):
+                continue
+            first_seen = seen.get(key)
+            if first_seen is not None:
+                self._duplicates += 1
+                self._merged_by.update(_differing(first_seen, series.labels))
+                continue
+            seen[key] = series.labels
+            row = self._row.get(key)
+            if row is None:
+                row = self._row[key] = len(self.keys)
+                self.keys.append(key)
+                self._latest.append(-1)
+            placed.append((row, series))
+        values = np.full((len(self.keys), last - first + 1), np.nan)
+        for row, series in placed:
+            if _place(values[row], series, float(self.grid[first]), self._step):
+                self._latest[row] = index
+        return Window(first, self.grid[first : last + 1], values)
+
+
 async def fetch_history(
     client: PromQLClient,
     query: str,
@@ -115,65 +263,37 @@ async def fetch_history(
     progress: Progress | None = None,
     owned: Callable[[SeriesKey], bool] | None = None,
 ) -> History:
-    """``query`` every ``step`` seconds over [start, end], aligned on the step grid."""
-    options = options or FetchOptions()
-    grid = step_grid(start, end, step)
-    if grid.size == 0:
-        return History((), grid, np.empty((0, 0)))
-    # A scoring cycle's few points: one request, small whatever the series count.
-    counted = grid.size * max_series > options.samples_per_request
-    per_window = options.max_points
-    if counted:
-        series_now = await _series_count(client, query, float(grid[-1]), options)
-        per_window = min(options.max_points, max(2, options.samples_per_request // series_now))
-    parts = windows(grid.size, per_window)
-    rows: dict[SeriesKey, NDArray[np.float64]] = {}
-    # Index of the last window each series had a point in: the budget keeps the freshest.
-    latest: dict[SeriesKey, int] = {}
-    duplicates = 0
-    merged_by: set[str] = set()
-    # owned() per series once, not once per window.
-    verdicts: dict[SeriesKey, bool] = {}
-    limit = asyncio.Semaphore(options.concurrency)
-    done = 0
-
-    async def fetch(index: int, first: int, last: int) -> None:
-        nonlocal duplicates, done
-        async with limit:
-            answer = await _range(client, query, grid[first], grid[last], step, options)
-        seen: dict[SeriesKey, Mapping[str, str]] = {}
-        for series in answer:
-            key = series_key(series.labels, keep_labels)
-            if owned is not None and not _verdict(verdicts, key, owned):
-                continue
-            first_seen = seen.get(key)
-            if first_seen is not None:
-                duplicates += 1
-                merged_by.update(_differing(first_seen, series.labels))
-                continue
-            seen[key] = series.labels
-            row = rows.get(key)
-            if row is None:
-                row = rows[key] = np.full(grid.size, np.nan)
-            if _place(row, series, float(grid[0]), step):
-                latest[key] = max(latest.get(key, -1), index)
-        done += 1
-        if progress is not None:
-            progress(done, len(parts))
-
-    await asyncio.gather(*(fetch(i, first, last) for i, (first, last) in enumerate(parts)))
-    # A series that repeated a kept label set in one window did so in every window.
-    duplicates //= max(1, len(parts))
-    kept = sorted(rows, key=lambda key: (-latest.get(key, -1), key))[:max_series]
-    kept.sort()
-    values = np.vstack([rows.pop(key) for key in kept]) if kept else np.empty((0, grid.size))
+    """``query`` every ``step`` seconds over [start, end] on the step grid, as one matrix."""
+    stream = HistoryStream(
+        client,
+        query,
+        start=start,
+        end=end,
+        step=step,
+        keep_labels=keep_labels,
+        max_series=max_series,
+        options=options,
+        progress=progress,
+        owned=owned,
+    )
+    grid = stream.grid
+    # Rows grow as series appear; the capacity doubles so placing stays a slice copy.
+    matrix = np.full((0, grid.size), np.nan)
+    async for window in stream.windows():
+        rows = window.values.shape[0]
+        if rows > matrix.shape[0]:
+            grown = np.full((max(rows, 2 * matrix.shape[0]), grid.size), np.nan)
+            grown[: matrix.shape[0]] = matrix
+            matrix = grown
+        matrix[:rows, window.first : window.first + window.timestamps.size] = window.values
+    kept, dropped = stream.kept(max_series)
     return History(
-        keys=tuple(kept),
+        keys=tuple(stream.keys[row] for row in kept),
         timestamps=grid,
-        values=values,
-        dropped=len(rows) + duplicates,
-        requests=len(parts) + counted,
-        merged_by=tuple(sorted(merged_by)),
+        values=matrix[kept] if kept.size else np.empty((0, grid.size)),
+        dropped=dropped,
+        requests=stream.requests,
+        merged_by=stream.merged_by,
     )
 
 

@@ -5,16 +5,20 @@ in the CLI's process; the scoring loop runs it through
 :class:`TrainingProcess`, a process of its own, so a fit over weeks of
 history never holds the GIL the webhook or the worker need. Steps:
 
-1. fetch ``history`` of the signal up to ``query_delay`` ago (:mod:`.history`),
-   keeping this replica's share of the series (``anomaly.shard``, :mod:`.shards`);
-2. leave out the points the live loop flagged as anomalous (its own
-   ``scout_anomaly_flag``, read back from Prometheus), so an incident is not
-   learned as normal;
-3. fit on all but the last ``HOLDOUT`` of it, then run the holdout through
-   ``Detector.update`` as the live loop would: its residuals are the drift
-   reference and its scores the quality statistics, and the state ends warm
-   at the last point;
-4. store the state and metadata as a new version (:mod:`.registry`).
+1. read ``history`` of the signal up to ``query_delay`` ago, a window at a
+   time (:class:`~.history.HistoryStream`), keeping this replica's share of
+   the series (``anomaly.shard``, :mod:`.shards`);
+2. leave out each window's points the live loop flagged as anomalous (its
+   own ``scout_anomaly_flag``, read back from Prometheus), so an incident is
+   not learned as normal;
+3. fit on all but the last ``HOLDOUT`` of it, a day of windows per fit call,
+   then run the holdout through ``Detector.update`` as the live loop would:
+   its residuals are the drift reference and its scores the quality
+   statistics, and the state ends warm at the last point. Each window is let
+   go once folded in: memory holds the state and a day of points, never the
+   whole history;
+4. keep the series the budget keeps, and store the state and metadata as a
+   new version (:mod:`.registry`).
 
 Errors: :class:`TrainingError` (a ``SidecarError``) when a training process
 ends without a result; a signal's own failure (Prometheus unavailable, a
@@ -30,8 +34,8 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +43,22 @@ import aiohttp
 import numpy as np
 from numpy.typing import NDArray
 
-from ai_sidecar.anomaly.detector import Detector, DetectorParams
-from ai_sidecar.anomaly.drift import reference, residuals
+from ai_sidecar.anomaly.detector import (
+    SPLIT_CHUNK_POINTS,
+    Detector,
+    DetectorParams,
+    FitReport,
+    ReplayWorkers,
+)
+from ai_sidecar.anomaly.drift import reference, residual_per_point
 from ai_sidecar.anomaly.fit_workers import FitProcesses, fit_worker_count
-from ai_sidecar.anomaly.history import FetchOptions, History, Progress, fetch_history
+from ai_sidecar.anomaly.history import (
+    FetchOptions,
+    HistoryStream,
+    Progress,
+    Window,
+    fetch_history,
+)
 from ai_sidecar.anomaly.registry import ModelMeta, ModelRegistry
 from ai_sidecar.anomaly.shards import Share
 from ai_sidecar.anomaly.signals import SeriesKey
@@ -57,6 +73,9 @@ log = logging.getLogger("ai_sidecar.anomaly")
 # most a seventh of what there is.
 HOLDOUT_SECONDS = 86_400.0
 HOLDOUT_SHARE = 7
+# History gathered before a fit call: the fit ships each worker's share of
+# the state there and back once per this many points anyway.
+FIT_CHUNK_POINTS = SPLIT_CHUNK_POINTS
 
 
 def detector_params(signal: SignalConfig) -> DetectorParams:
@@ -99,16 +118,24 @@ async def train_signal(
     now: float,
     progress: Progress | None = None,
     share: Share | None = None,
+    options: FetchOptions | None = None,
+    chunk_points: int = FIT_CHUNK_POINTS,
 ) -> ModelMeta | None:
     """Fit ``signal`` on its history and store it as a new version; None if it has no series.
 
     ``share``: the series to keep (default: the config's ``anomaly.shard``).
+    The history streams through: each window is folded into the detector
+    once ``chunk_points`` of them have gathered and is then let go, so memory
+    holds the model and a chunk, not weeks of every series. The model is the
+    same whatever ``chunk_points`` (a test holds it to that); ``options``
+    default to the config's.
     """
     began = time.monotonic()
     end = training_end(config, now)
     step = signal.step.total_seconds()
-    options = fetch_options(config)
-    history = await fetch_history(
+    options = options or fetch_options(config)
+    share = config.share if share is None else share
+    stream = HistoryStream(
         client,
         signal.query,
         start=end - signal.history.total_seconds(),
@@ -118,41 +145,47 @@ async def train_signal(
         max_series=signal.max_series,
         options=options,
         progress=progress,
-        owned=owned_by(config.share if share is None else share),
+        owned=owned_by(share),
     )
-    if not history.keys:
+    fit = _StreamedFit(signal, stream.grid, chunk_points)
+    excluded = 0
+    with FitProcesses(fit_worker_count()) as workers:
+        async for window in stream.windows():
+            excluded += await exclude_flagged(client, signal, window, stream.keys, options)
+            await asyncio.to_thread(fit.add, window, workers)
+        await asyncio.to_thread(fit.flush, workers)
+    if not stream.keys:
         log.warning("no series to train on", extra={"signal": signal.name})
         return None
-    if history.merged_by:
+    kept, dropped = stream.kept(signal.max_series)
+    if stream.merged_by:
         # Series told apart only by labels outside keep_labels look like one series:
         # all but one are dropped. Say so once per training, with the way out.
         log.warning(
             "series dropped: they share their kept labels",
             extra={
                 "signal": signal.name,
-                "dropped": history.dropped,
-                "hint": "add to keep_labels: " + ", ".join(history.merged_by),
+                "dropped": dropped,
+                "hint": "add to keep_labels: " + ", ".join(stream.merged_by),
             },
         )
-    excluded = await exclude_flagged(client, signal, history, options)
-    share = config.share if share is None else share
-    fitted = await asyncio.to_thread(_fit, signal, history)
+    fitted = fit.result(kept)
     meta = ModelMeta(
         signal=signal.name,
         version=0,
         trained_at=now,
-        range_start=float(history.timestamps[0]),
-        range_end=float(history.timestamps[-1]),
+        range_start=float(stream.grid[0]),
+        range_end=float(stream.grid[-1]),
         step=step,
-        series=len(history.keys),
+        series=int(kept.size),
         training_seconds=time.monotonic() - began,
         params=params_json(detector_params(signal)),
         quality={
             **fitted.quality,
             "points_excluded_flagged": float(excluded),
-            "series_dropped": float(history.dropped),
+            "series_dropped": float(dropped),
         },
-        keys=history.keys,
+        keys=tuple(stream.keys[row] for row in kept),
         drift_edges=fitted.drift_edges,
         drift_reference=fitted.drift_reference,
         shares=tuple(sorted(share.indexes)),
@@ -179,77 +212,186 @@ class _Fitted:
     drift_reference: tuple[float, ...]
 
 
-def _fit(signal: SignalConfig, history: History) -> _Fitted:
-    step = signal.step.total_seconds()
-    points = history.timestamps.size
-    holdout = min(int(HOLDOUT_SECONDS // step), points // HOLDOUT_SHARE)
-    split = points - holdout
-    detector = Detector(detector_params(signal), len(history.keys))
-    # The series split between this process and a worker on the second core
-    # (the result is the single-process one, bit for bit).
-    with FitProcesses(fit_worker_count()) as workers:
-        report = detector.fit(history.timestamps[:split], history.values[:, :split], workers)
-    found: list[NDArray[np.float64]] = []
-    scores: list[NDArray[np.float64]] = []
-    flags = 0
-    for column in range(split, points):
-        values = history.values[:, column]
-        result = detector.update(float(history.timestamps[column]), values)
-        found.append(residuals(values, result.expected, result.upper, result.lower))
-        scores.append(result.score[np.isfinite(result.score) & ~result.warming])
-        flags += int(np.count_nonzero(result.flag))
-    training_residuals = np.concatenate(found) if found else np.empty(0)
-    holdout_scores = np.concatenate(scores) if scores else np.empty(0)
-    edges, shares = reference(training_residuals)
-    series_days = len(history.keys) * holdout * step / 86_400.0
-    quality = {
-        **_numbers(report),
-        "points": float(np.count_nonzero(np.isfinite(history.values))),
-        "points_missing": float(np.count_nonzero(np.isnan(history.values))),
-        "holdout_points": float(holdout),
-        "holdout_mean_score": _mean(holdout_scores),
-        "holdout_p99_score": _quantile(holdout_scores, 0.99),
-        "holdout_flags_per_series_day": flags / series_days if series_days else 0.0,
-        "residual_spread": _mad(training_residuals),
-    }
-    return _Fitted(detector.state(), quality, edges, shares)
+class _StreamedFit:
+    """The detector fed a history window by window: a batch fit, then the holdout replayed.
+
+    Up to the last ``HOLDOUT`` of the grid, windows gather until they span
+    ``chunk_points`` and go through ``Detector.fit`` together (a fit call per
+    window would ship the state to the fit worker and back each time); the
+    holdout goes through ``Detector.update`` as the live loop would: its
+    residuals are the drift reference and its scores the quality statistics,
+    and the state ends warm at the last point. Series that appear in a later
+    window join as if they had been missing until then. The budget is applied
+    at the end (:meth:`result`): which series it keeps depends on the last
+    windows.
+    """
+
+    def __init__(self, signal: SignalConfig, grid: NDArray[np.float64], chunk_points: int) -> None:
+        points = grid.size
+        self._step = signal.step.total_seconds()
+        self._holdout = min(int(HOLDOUT_SECONDS // self._step), points // HOLDOUT_SHARE)
+        self._split = points - self._holdout
+        self._points = points
+        self._chunk_points = max(1, chunk_points)
+        self._detector = Detector(detector_params(signal), 0)
+        self._seen_until: float | None = None  # the last time of the windows so far
+        self._pending: list[Window] = []
+        # Per row: points in the history, and in its fitted part.
+        self._finite = np.zeros(0, dtype=np.int64)
+        self._fit_finite = np.zeros(0, dtype=np.int64)
+        self._report: FitReport | None = None
+        self._fit_counts = np.zeros(2)  # points excluded as anomalous, alarms (every series)
+        self._fit_seconds = 0.0
+        # Per holdout point, every row's residual and score (NaN where none):
+        # the budget decides at the end which rows count.
+        self._residuals: list[NDArray[np.float64]] = []
+        self._scores: list[NDArray[np.float64]] = []
+        self._flags = np.zeros(0, dtype=np.int64)
+
+    def add(self, window: Window, workers: ReplayWorkers) -> None:
+        rows = window.values.shape[0]
+        if rows > self._detector.n_series:
+            # Pending windows have fewer rows: they go in before the newcomers join.
+            self.flush(workers)
+            self._add_rows(rows - self._detector.n_series)
+        finite = np.isfinite(window.values)
+        self._finite[:rows] += np.count_nonzero(finite, axis=1)
+        fitted = max(0, min(window.timestamps.size, self._split - window.first))
+        self._fit_finite[:rows] += np.count_nonzero(finite[:, :fitted], axis=1)
+        if fitted:
+            self._pending.append(
+                Window(window.first, window.timestamps[:fitted], window.values[:, :fitted])
+            )
+            if sum(part.timestamps.size for part in self._pending) >= self._chunk_points:
+                self.flush(workers)
+        if fitted < window.timestamps.size:
+            self.flush(workers)
+            for column in range(fitted, window.timestamps.size):
+                self._update(float(window.timestamps[column]), window.values[:, column])
+        self._seen_until = float(window.timestamps[-1])
+
+    def flush(self, workers: ReplayWorkers) -> None:
+        """Fit the windows gathered so far."""
+        if not self._pending:
+            return
+        timestamps = np.concatenate([part.timestamps for part in self._pending])
+        values = np.concatenate([part.values for part in self._pending], axis=1)
+        self._pending.clear()
+        report = self._detector.fit(timestamps, values, workers)
+        self._fit_counts += (report.points_excluded, report.alarms)
+        self._fit_seconds += report.seconds
+        self._report = report
+
+    def result(self, kept: NDArray[np.intp]) -> _Fitted:
+        """The state and statistics of the rows ``kept`` (in that order), the others left out."""
+        self._detector.reindex(kept, 0)
+        training_residuals = _kept_finite(self._residuals, kept)
+        holdout_scores = _kept_finite(self._scores, kept)
+        edges, shares = reference(training_residuals)
+        series_days = kept.size * self._holdout * self._step / 86_400.0
+        flags = int(self._flags[kept[kept < self._flags.size]].sum())
+        finite = int(self._finite[kept].sum())
+        fit_finite = int(self._fit_finite[kept].sum())
+        report = self._report
+        quality = {
+            "fit_points_used": float(fit_finite),
+            "fit_points_missing": float(kept.size * self._split - fit_finite),
+            "fit_points_excluded": float(self._fit_counts[0]),
+            "fit_alarms": float(self._fit_counts[1]),
+            "fit_residual_spread": report.residual_spread if report else math.nan,
+            "fit_seconds": self._fit_seconds,
+            "points": float(finite),
+            "points_missing": float(kept.size * self._points - finite),
+            "holdout_points": float(self._holdout),
+            "holdout_mean_score": _mean(holdout_scores),
+            "holdout_p99_score": _quantile(holdout_scores, 0.99),
+            "holdout_flags_per_series_day": flags / series_days if series_days else 0.0,
+            "residual_spread": _mad(training_residuals),
+        }
+        return _Fitted(self._detector.state(), quality, edges, shares)
+
+    def _add_rows(self, added: int) -> None:
+        # Every earlier window is in the detector (``add`` flushed them).
+        if self._seen_until is None:
+            self._detector.reindex(np.arange(self._detector.n_series), added)
+        else:
+            self._detector.add_missing_until(added, self._seen_until)
+        self._finite = np.concatenate([self._finite, np.zeros(added, dtype=np.int64)])
+        self._fit_finite = np.concatenate([self._fit_finite, np.zeros(added, dtype=np.int64)])
+        self._flags = np.concatenate([self._flags, np.zeros(added, dtype=np.int64)])
+
+    def _update(self, timestamp: float, values: NDArray[np.float64]) -> None:
+        result = self._detector.update(timestamp, values)
+        self._residuals.append(
+            residual_per_point(values, result.expected, result.upper, result.lower)
+        )
+        self._scores.append(np.where(result.warming, np.nan, result.score))
+        self._flags += result.flag.astype(np.int64)
+
+
+def _kept_finite(columns: list[NDArray[np.float64]], kept: NDArray[np.intp]) -> NDArray[np.float64]:
+    """The finite values of the ``kept`` rows of every column, in order, as one array.
+
+    Each column is let go once copied (``columns`` ends empty): the holdout's
+    columns are a day of every series, as big as the result.
+    """
+    sizes = [
+        int(np.count_nonzero(np.isfinite(column[kept[kept < column.size]]))) for column in columns
+    ]
+    joined = np.empty(sum(sizes))
+    at = 0
+    columns.reverse()
+    for size in sizes:
+        column = columns.pop()
+        chosen = column[kept[kept < column.size]]
+        joined[at : at + size] = chosen[np.isfinite(chosen)]
+        at += size
+    return joined
 
 
 async def exclude_flagged(
-    client: PromQLClient, signal: SignalConfig, history: History, options: FetchOptions
+    client: PromQLClient,
+    signal: SignalConfig,
+    window: Window,
+    keys: Sequence[SeriesKey],
+    options: FetchOptions,
 ) -> int:
-    """Blank the points the live loop flagged (its exported flag, read back); how many."""
-    step = history.timestamps[1] - history.timestamps[0] if history.timestamps.size > 1 else 60.0
+    """Blank the window's points the live loop flagged (its exported flag, read back); how many."""
+    step = signal.step.total_seconds()
     # The step's own window, (t - step, t]: a millisecond short of the step, so
     # a flag on the grid is not counted again at the next point by Prometheus 2,
     # whose range selectors include their left end (VictoriaMetrics' do not).
-    window = f"{round(step * 1000) - 1}ms"
-    query = f'max_over_time(scout_anomaly_flag{{signal="{signal.name}"}}[{window}])'
+    # Only the flagged points come back (``>= 1``): the flags of every series
+    # would be as big an answer as the history itself.
+    span = f"{round(step * 1000) - 1}ms"
+    query = f'max_over_time(scout_anomaly_flag{{signal="{signal.name}"}}[{span}]) >= 1'
     try:
         flags = await fetch_history(
             client,
             query,
-            start=float(history.timestamps[0]),
-            end=float(history.timestamps[-1]),
-            step=float(step),
+            start=float(window.timestamps[0]),
+            end=float(window.timestamps[-1]),
+            step=step,
             keep_labels=signal.keep_labels,
-            max_series=len(history.keys),
+            max_series=max(1, len(keys)),
             options=options,
             # Only the flags of the series trained: those of series beyond the
             # budget, or of another replica's share, would crowd them out.
-            owned=frozenset(history.keys).__contains__,
+            owned=frozenset(keys).__contains__,
         )
     except Exception as exc:  # the flags are a refinement: training goes on without them
         log.warning("cannot read past flags", extra={"signal": signal.name, "error": str(exc)})
         return 0
-    row_of: dict[SeriesKey, int] = {key: row for row, key in enumerate(history.keys)}
+    # The window's rows are the stream's series so far, in order of appearance;
+    # the flags come on the window's own grid.
+    row_of: dict[SeriesKey, int] = {key: row for row, key in enumerate(keys)}
     excluded = 0
     for key, flagged in zip(flags.keys, flags.values, strict=True):
         row = row_of.get(key)
         if row is not None:
             hit = flagged >= 1
-            excluded += int(np.count_nonzero(hit & np.isfinite(history.values[row])))
-            history.values[row, hit] = np.nan
+            excluded += int(np.count_nonzero(hit & np.isfinite(window.values[row])))
+            window.values[row, hit] = np.nan
     return excluded
 
 
@@ -369,22 +511,6 @@ def _receive(receiver: multiprocessing.connection.Connection) -> TrainingResult:
     except (EOFError, OSError):
         raise TrainingError("the training process ended without a result") from None
     return result
-
-
-def _numbers(report: object) -> dict[str, float]:
-    """The numeric fields of the detector's fit report, for the quality statistics."""
-    fields: Mapping[str, Any]
-    if is_dataclass(report) and not isinstance(report, type):
-        fields = asdict(report)
-    elif isinstance(report, Mapping):
-        fields = report
-    else:
-        return {}
-    return {
-        f"fit_{name}": float(value)
-        for name, value in fields.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
 
 
 def _plain(value: Any) -> Any:

@@ -264,15 +264,26 @@ def _matrix(data: Any) -> list[Series]:
     series = []
     for row in _rows(data, "matrix"):
         values = row.get("values")
-        points = [p for p in map(_point, values if isinstance(values, list) else []) if p]
-        series.append(
-            Series(
-                _labels(row),
-                tuple(t for t, _ in points),
-                tuple(v for _, v in points),
-            )
-        )
+        timestamps, found = _columns(values if isinstance(values, list) else [])
+        series.append(Series(_labels(row), timestamps, found))
     return series
+
+
+def _columns(pairs: list[Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Timestamps and values of ``[time, "value"]`` pairs; a malformed pair is left out.
+
+    Weeks of history are hundreds of millions of pairs: the whole list goes
+    through ``zip`` and ``float`` in C at once, and only an answer with a
+    malformed pair takes the pair-by-pair way.
+    """
+    try:
+        if all(isinstance(pair, list) and len(pair) == 2 for pair in pairs):
+            times, values = zip(*pairs, strict=True) if pairs else ((), ())
+            return tuple(map(float, times)), tuple(map(float, values))
+    except (TypeError, ValueError):
+        pass
+    points = [p for p in map(_point, pairs) if p]
+    return tuple(t for t, _ in points), tuple(v for _, v in points)
 
 
 def _stitch(windows: Sequence[Sequence[Series]]) -> tuple[Series, ...]:
@@ -280,6 +291,11 @@ def _stitch(windows: Sequence[Sequence[Series]]) -> tuple[Series, ...]:
     labels: dict[LabelKey, dict[str, str]] = {}
     times: dict[LabelKey, list[float]] = {}
     values: dict[LabelKey, list[float]] = {}
+    if len(windows) == 1:
+        # One window (the usual answer): nothing to stitch, label sets are unique.
+        unique = {tuple(sorted(series.labels.items())): series for series in windows[0]}
+        if len(unique) == len(windows[0]):
+            return tuple(windows[0])
     for window in windows:
         for series in window:
             key = tuple(sorted(series.labels.items()))

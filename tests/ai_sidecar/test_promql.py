@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from ai_sidecar.anomaly.history import FetchOptions, History, fetch_history
+from ai_sidecar.anomaly.history import FetchOptions, Window, fetch_history
 from ai_sidecar.anomaly.signals import series_key
 from ai_sidecar.anomaly.trainer import exclude_flagged
 from ai_sidecar.config import AnomalyConfig, CorrelationConfig
@@ -481,23 +481,20 @@ async def test_the_flags_training_leaves_out_are_the_same_on_both_engines(engine
     step = signal.step.total_seconds()
     first, last = 0, 4 * 120  # two hours of one-minute steps
     grid = START.timestamp() + np.arange(first, last + 1, 4) * INTERVAL
-    history = History(
-        keys=tuple(series_key(port_labels(d, p), signal.keep_labels) for p in PORTS for d in RULES),
-        timestamps=grid,
-        values=np.ones((len(PORTS) * len(RULES), grid.size)),
-    )
+    keys = [series_key(port_labels(d, p), signal.keep_labels) for p in PORTS for d in RULES]
+    window = Window(0, grid, np.ones((len(keys), grid.size)))
     options = FetchOptions(time_box=BOX)
     excluded = await exclude_flagged(
-        HttpPromQLClient(engine.url, session), signal, history, options
+        HttpPromQLClient(engine.url, session), signal, window, keys, options
     )
     # A flag counts for the grid point whose step it fell in, (t - step, t]:
     # sample 40 for the point at 40, 41 for the one at 44, 400 for the one at
     # 400, and never for the next point too (Prometheus 2's range selectors
     # include their left end, VictoriaMetrics' do not).
-    flagged_row = history.keys.index(series_key(port_labels("in", "1"), signal.keep_labels))
+    flagged_row = keys.index(series_key(port_labels("in", "1"), signal.keep_labels))
     blanked = {
         (row, round((t - START.timestamp()) / INTERVAL))
-        for row, column in zip(*np.nonzero(np.isnan(history.values)), strict=True)
+        for row, column in zip(*np.nonzero(np.isnan(window.values)), strict=True)
         for t in [float(grid[column])]
     }
     assert blanked == {(flagged_row, 40), (flagged_row, 44), (flagged_row, 400)}
@@ -667,3 +664,34 @@ async def test_a_range_needing_too_many_requests_is_refused(slow_engine, session
             "up", START, START + timedelta(days=400), timedelta(seconds=1), time_box=BOX
         )
     assert ranges == []
+
+
+async def test_malformed_pairs_in_a_range_answer_are_left_out_and_the_rest_kept(
+    aiohttp_server, session
+):
+    # No real engine sends these; an answer mangled on its way (a proxy, a
+    # buggy frontend) must cost only its bad points.
+    good = [[1_800_000_000, "1.5"], [1_800_000_060, "NaN"], [1_800_000_120, "+Inf"]]
+    rows = [
+        {"metric": {"instance": "clean"}, "values": good},
+        {"metric": {"instance": "mangled"}, "values": [*good[:1], "12", [1, "x"], [2], *good[1:]]},
+        # Well-shaped pairs, one of them not a number.
+        {"metric": {"instance": "unparsable"}, "values": [*good[:1], [1, "x"], *good[1:]]},
+    ]
+
+    async def answer(request: web.Request) -> web.Response:
+        data = {"resultType": "matrix", "result": rows}
+        return web.json_response({"status": "success", "data": data})
+
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/query_range", answer)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    client = HttpPromQLClient(str(server.make_url("")).rstrip("/"), session)
+    found = await client.range("up", START, START + timedelta(minutes=2), MINUTE, time_box=BOX)
+    by_instance = {series.labels["instance"]: series for series in found}
+    for instance in ("clean", "mangled", "unparsable"):
+        series = by_instance[instance]
+        assert series.timestamps == (1_800_000_000.0, 1_800_000_060.0, 1_800_000_120.0)
+        assert series.values[0] == 1.5
+        assert math.isnan(series.values[1])
+        assert series.values[2] == math.inf

@@ -117,6 +117,9 @@ def anomaly_config(**extra: Any) -> AnomalyConfig:
             "score_interval": "5m",
             "query_delay": "0s",
             "signals": [SIGNAL],
+            # The daily refit six hours after the replayed day's end: at the
+            # default 03:00 a run between 03:15 and 05:15 would refit mid-test.
+            "retrain": {"at": time.strftime("%H:%M", time.gmtime(END + 6 * 3600))},
             **extra,
         },
         strict=False,
