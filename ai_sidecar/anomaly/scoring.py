@@ -224,6 +224,9 @@ class AnomalyScorer:
         # row changes under a cycle's fetch or scoring.
         self._next_share = self._share
         self._share_changed = asyncio.Event()
+        # The share of the families last published: their rows stay on /metrics
+        # until the next cycle publishes.
+        self._published_share = self._share
         self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
         self._hosts_restored = False
         # A shutdown does not wait for a cancelled cycle's worker thread: the
@@ -240,6 +243,12 @@ class AnomalyScorer:
     @property
     def share(self) -> Share:
         return self._share
+
+    @property
+    def shares_in_use(self) -> frozenset[int]:
+        """Shares whose rows may be on /metrics: the last published cycle's and the
+        running one's (a share given up leaves only once the next cycle publishes)."""
+        return self._published_share.indexes | self._share.indexes
 
     def use_share(self, share: Share) -> None:
         """Model ``share`` from the next cycle on, which :meth:`run` starts at once: rows of
@@ -265,6 +274,7 @@ class AnomalyScorer:
                 began = time.monotonic()
                 await self.cycle()
                 publish(self.families)
+                self._published_share = self._share
                 # A changed share is scored at once, not a whole interval later.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(

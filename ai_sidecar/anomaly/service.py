@@ -171,7 +171,8 @@ async def claim_shares(claims: ShareClaims, scorer: AnomalyScorer, config: Sidec
     """Claim shares every CLAIM_INTERVAL and hand them to ``scorer``, until cancelled."""
     try:
         while True:
-            held = await claims.claim()
+            # A share given back stays locked until the scorer no longer exports it.
+            held = await claims.claim(in_use=scorer.shares_in_use)
             scorer.use_share(config.anomaly.shares_claimed(held))
             await asyncio.sleep(CLAIM_INTERVAL)
     finally:

@@ -12,6 +12,10 @@ of its own:
   even split (``ceil(n / replicas)``) and tries the free ones up to it, so
   the replicas' shares are disjoint (a lock has one holder) and, once a round
   has passed on each, cover all ``n``;
+- a share given back stops being scored at once but stays locked while the
+  caller says its rows are still in use (its scorer exports them until its
+  next cycle): only then is it unlocked, so no other replica scores it
+  while they are still exported;
 - a replica that dies loses its session, the server releases its locks (at
   once on a reset connection; after the TCP keepalives give up, 8 s; or after
   :data:`IDLE_SESSION_TIMEOUT` for a stopped one), and the others claim its
@@ -28,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Collection
 from typing import Any
 
 import psycopg
@@ -61,15 +66,22 @@ class ShareClaims:
         self._location = location
         self._count = count
         self._conn: AsyncConnection[Any] | None = None
+        # Shares locked by this session; those leaving are given back, not scored,
+        # and unlocked once no longer in use.
         self._held: set[int] = set()
+        self._leaving: set[int] = set()
         self.replicas = 0
 
     @property
     def held(self) -> frozenset[int]:
-        return frozenset(self._held)
+        """The shares to score: locked by this replica, and not being given back."""
+        return frozenset(self._held - self._leaving)
 
-    async def claim(self) -> frozenset[int]:
-        """One round toward an even split; the shares held after it (none on failure).
+    async def claim(self, in_use: Collection[int] = frozenset()) -> frozenset[int]:
+        """One round toward an even split; the shares to score after it (none on failure).
+
+        Shares given back are unlocked only once not ``in_use`` (rows of them
+        the caller still exports), at this round or a later one.
 
         A round that does not end within ROUND_TIMEOUT is abandoned, not awaited:
         cancelling a query first asks the server to cancel it, which against a
@@ -77,14 +89,16 @@ class ShareClaims:
         What it would have claimed is never used, and closing its connection
         gives it up.
         """
-        attempt = asyncio.ensure_future(self._round(set(self._held)))
+        attempt = asyncio.ensure_future(
+            self._round(set(self._held), set(self._leaving), frozenset(in_use))
+        )
         done, _ = await asyncio.wait({attempt}, timeout=ROUND_TIMEOUT)
         try:
             if not done:
                 attempt.add_done_callback(_forget_outcome)
                 attempt.cancel()
                 raise TimeoutError(f"no answer within {ROUND_TIMEOUT:g}s")
-            self._held = attempt.result()
+            self._held, self._leaving = attempt.result()
         except (StoreError, psycopg.Error, OSError, TimeoutError) as exc:
             if self._conn is not None or self._held:
                 reason = str(exc) if isinstance(exc, StoreError) else failure_reason(exc)
@@ -95,11 +109,14 @@ class ShareClaims:
             await self.release()
         return self.held
 
-    async def _round(self, held: set[int]) -> set[int]:
-        """``held`` after giving back what passes an even split and taking free shares."""
+    async def _round(
+        self, held: set[int], leaving: set[int], in_use: frozenset[int]
+    ) -> tuple[set[int], set[int]]:
+        """``held`` and ``leaving`` after giving back what passes an even split (unlocking
+        what is not ``in_use``) and taking free shares."""
         conn = self._conn
         if conn is None or conn.closed:
-            held = set()
+            held, leaving = set(), set()
             conn = await self._location.connect(application_name="scout-sidecar-shares")
             self._conn = conn
             await conn.execute(f"SET idle_session_timeout = {round(IDLE_SESSION_TIMEOUT * 1000)}")
@@ -108,13 +125,19 @@ class ShareClaims:
         row = await cur.fetchone()
         self.replicas = max(1, int(row[0]) if row else 1)
         fair = math.ceil(self._count / self.replicas)
-        for share in sorted(held, reverse=True)[: max(0, len(held) - fair)]:
+        scored = held - leaving
+        leaving.update(sorted(scored, reverse=True)[: max(0, len(scored) - fair)])
+        # Short of an even split (a replica left): what is still locked comes back first.
+        for share in sorted(leaving)[: max(0, fair - len(held - leaving))]:
+            leaving.discard(share)
+        for share in sorted(leaving - in_use):
             await conn.execute(
                 "SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, SHARE_LOCKS + share)
             )
             held.discard(share)
+            leaving.discard(share)
         for share in range(self._count):
-            if len(held) >= fair:
+            if len(held - leaving) >= fair:
                 break
             if share in held:
                 continue
@@ -124,12 +147,13 @@ class ShareClaims:
             taken = await cur.fetchone()
             if taken is not None and taken[0]:
                 held.add(share)
-        return held
+        return held, leaving
 
     async def release(self) -> None:
         """Give every share up (closing the connection releases its locks)."""
         conn, self._conn = self._conn, None
         self._held.clear()
+        self._leaving.clear()
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 1.0)

@@ -237,6 +237,30 @@ async def test_claimed_shares_that_change_are_scored_dropped_and_retrained(tmp_p
     assert len(trainer.calls) == 2
 
 
+async def test_a_share_given_up_is_in_use_until_the_cycle_without_it_is_published(tmp_path):
+    # The claims unlock a share given back only once no published row is of it.
+    engine = fake_engine(12)
+    config = sharded(0, 2)
+    registry = ModelRegistry(tmp_path, config.keep_versions)
+    trainer = InlineTrainer(engine, registry, config)
+    scorer = AnomalyScorer(
+        config, engine, registry, trainer, clock=Clock(T0), share=config.shares_claimed({0, 1})
+    )
+    published: list[frozenset[int]] = []
+    running = asyncio.create_task(
+        scorer.run(lambda families: published.append(scorer.share.indexes))
+    )
+    try:
+        await until(lambda: len(published) == 1, "the first cycle")
+        scorer.use_share(config.shares_claimed({1}))
+        assert scorer.shares_in_use == {0, 1}
+        await until(lambda: len(published) == 2, "the cycle of the new share")
+        assert published[-1] == {1}
+        assert scorer.shares_in_use == {1}
+    finally:
+        await cancel_tasks([running])
+
+
 def exported_as(key: SeriesKey) -> tuple[tuple[str, str], ...]:
     """The label set of the series' scout_anomaly_score: the signal and its own labels."""
     return tuple(sorted([("signal", "load"), *key]))

@@ -176,3 +176,39 @@ async def test_a_round_the_database_leaves_unanswered_gives_every_share_up(
         assert await claims.claim() == frozenset(range(COUNT))
     finally:
         await claims.release()
+
+
+async def test_a_share_given_back_stays_locked_while_its_rows_are_still_in_use(location):
+    # A replica gives back a share beyond an even split, but its scorer still
+    # exports that share's rows until its next cycle: while they are in use,
+    # no other replica may claim it, or a series would be on two /metrics.
+    first, second = ShareClaims(location, COUNT), ShareClaims(location, COUNT)
+    try:
+        everything = frozenset(range(COUNT))
+        assert await first.claim() == everything
+        await second.claim()  # joins the members: an even split is now half
+        scored = await first.claim(in_use=everything)
+        assert len(scored) == COUNT // 2
+        leaving = everything - scored
+        assert await second.claim() == frozenset()  # still locked by the first
+        # Its scorer has dropped them: the first's next round unlocks them.
+        assert await first.claim(in_use=scored) == scored
+        assert await second.claim() == leaving
+        assert await first.claim(in_use=scored) == scored
+    finally:
+        await first.release()
+        await second.release()
+
+
+async def test_a_replica_short_of_an_even_split_scores_again_what_it_was_giving_back(location):
+    first, second = ShareClaims(location, COUNT), ShareClaims(location, COUNT)
+    try:
+        everything = frozenset(range(COUNT))
+        assert await first.claim() == everything
+        await second.claim()
+        assert len(await first.claim(in_use=everything)) == COUNT // 2
+        await second.release()  # gone before it took anything
+        assert await first.claim(in_use=everything) == everything
+    finally:
+        await first.release()
+        await second.release()
