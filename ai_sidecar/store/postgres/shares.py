@@ -23,7 +23,11 @@ of its own:
 
 A round that fails (the database unreachable, restarting) gives every share
 up at once: a replica that cannot prove it holds a share must not score it,
-or a series could be exported twice. It claims again when the database answers.
+or a series could be exported twice. A round that does not answer is
+abandoned before :data:`PROOF_WINDOW` has passed since the last one that
+did, so a replica cut off from the server has given its shares up before the
+server can end its session and hand them on. It claims again when the
+database answers.
 """
 
 from __future__ import annotations
@@ -38,7 +42,12 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from ai_sidecar.store.postgres.engine import LOCK_CLASS, Location, failure_reason
+from ai_sidecar.store.postgres.engine import (
+    LOCK_CLASS,
+    SERVER_GIVE_UP,
+    Location,
+    failure_reason,
+)
 from ai_sidecar.store.protocol import StoreError
 
 log = logging.getLogger("ai_sidecar.store.postgres.shares")
@@ -46,11 +55,16 @@ log = logging.getLogger("ai_sidecar.store.postgres.shares")
 MEMBERS_LOCK = 4
 # Share i is the lock SHARE_LOCKS + i; anomaly.shard.count is at most 1000.
 SHARE_LOCKS = 1000
-CLAIM_INTERVAL = 5.0
-ROUND_TIMEOUT = 3.0
+CLAIM_INTERVAL = 3.0
+ROUND_TIMEOUT = 2.0
 # The server ends the claims' session after this long without a round (a
 # stopped replica whose kernel still answers keepalives): three rounds missed.
 IDLE_SESSION_TIMEOUT = 3 * CLAIM_INTERVAL
+# How long a round proves the shares held: the server cannot end the session,
+# and hand its locks on, sooner than SERVER_GIVE_UP after a round reached it
+# (or IDLE_SESSION_TIMEOUT after it ended). Shares not proven again within it
+# are given up, with two seconds left for the scorer to drop their rows.
+PROOF_WINDOW = min(SERVER_GIVE_UP, IDLE_SESSION_TIMEOUT) - 2.0
 
 _REPLICAS = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
@@ -70,6 +84,8 @@ class ShareClaims:
         # and unlocked once no longer in use.
         self._held: set[int] = set()
         self._leaving: set[int] = set()
+        # When (loop time) the last round that answered began.
+        self._proven_at = -math.inf
         self.replicas = 0
 
     @property
@@ -77,28 +93,39 @@ class ShareClaims:
         """The shares to score: locked by this replica, and not being given back."""
         return frozenset(self._held - self._leaving)
 
+    def remaining(self) -> float:
+        """Seconds the shares held are still proven for (0 when none are held)."""
+        if not self._held:
+            return 0.0
+        return max(0.0, self._proven_at + PROOF_WINDOW - asyncio.get_running_loop().time())
+
     async def claim(self, in_use: Collection[int] = frozenset()) -> frozenset[int]:
         """One round toward an even split; the shares to score after it (none on failure).
 
         Shares given back are unlocked only once not ``in_use`` (rows of them
         the caller still exports), at this round or a later one.
 
-        A round that does not end within ROUND_TIMEOUT is abandoned, not awaited:
+        A round that does not end within ROUND_TIMEOUT, or before the shares
+        held stop being proven (PROOF_WINDOW after the last round began), is
+        abandoned, not awaited:
         cancelling a query first asks the server to cancel it, which against a
         silent host takes longer than the server takes to hand the locks on.
         What it would have claimed is never used, and closing its connection
         gives it up.
         """
+        began = asyncio.get_running_loop().time()
+        budget = min(ROUND_TIMEOUT, self.remaining()) if self._held else ROUND_TIMEOUT
         attempt = asyncio.ensure_future(
             self._round(set(self._held), set(self._leaving), frozenset(in_use))
         )
-        done, _ = await asyncio.wait({attempt}, timeout=ROUND_TIMEOUT)
+        done, _ = await asyncio.wait({attempt}, timeout=budget)
         try:
             if not done:
                 attempt.add_done_callback(_forget_outcome)
                 attempt.cancel()
-                raise TimeoutError(f"no answer within {ROUND_TIMEOUT:g}s")
+                raise TimeoutError(f"no answer within {budget:g}s")
             self._held, self._leaving = attempt.result()
+            self._proven_at = began
         except (StoreError, psycopg.Error, OSError, TimeoutError) as exc:
             if self._conn is not None or self._held:
                 reason = str(exc) if isinstance(exc, StoreError) else failure_reason(exc)

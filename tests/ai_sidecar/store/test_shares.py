@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from ai_sidecar.store.postgres import Location
-from ai_sidecar.store.postgres.shares import ShareClaims
+from ai_sidecar.store.postgres.engine import SERVER_GIVE_UP
+from ai_sidecar.store.postgres.shares import (
+    CLAIM_INTERVAL,
+    IDLE_SESSION_TIMEOUT,
+    PROOF_WINDOW,
+    ROUND_TIMEOUT,
+    ShareClaims,
+)
 from tests.conftest import wait_for
 from tests.peers.postgres import PASSWORD, PostgresServer
 
@@ -61,7 +68,14 @@ async def test_replicas_split_the_shares_evenly_and_a_newcomer_gets_its_part(loc
 CLAIMING_REPLICA = """
 import asyncio, sys
 from ai_sidecar.store.postgres import Location
-from ai_sidecar.store.postgres.shares import ShareClaims
+from ai_sidecar.store.postgres.engine import SERVER_GIVE_UP
+from ai_sidecar.store.postgres.shares import (
+    CLAIM_INTERVAL,
+    IDLE_SESSION_TIMEOUT,
+    PROOF_WINDOW,
+    ROUND_TIMEOUT,
+    ShareClaims,
+)
 
 async def main():
     claims = ShareClaims(Location(sys.argv[1], sys.argv[2]), int(sys.argv[3]))
@@ -163,12 +177,14 @@ async def test_a_round_the_database_leaves_unanswered_gives_every_share_up(
     claims = ShareClaims(location, COUNT)
     try:
         assert await claims.claim() == frozenset(range(COUNT))
+        assert 0.0 < claims.remaining() <= PROOF_WINDOW
         # The claims' backend stops answering, as a host behind a partition does.
         pid = claims_backend(postgres_server)
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
         try:
             assert await claims.claim() == frozenset()
+            assert claims.remaining() == 0.0
         finally:
             os.kill(pid, signal.SIGCONT)
         # Once that session is gone (its locks with it), the shares are claimed again.
@@ -212,3 +228,14 @@ async def test_a_replica_short_of_an_even_split_scores_again_what_it_was_giving_
     finally:
         await first.release()
         await second.release()
+
+
+def test_a_replica_behind_a_partition_gives_its_shares_up_before_the_server_hands_them_on():
+    # The server ends a silent session (and frees its locks) no sooner than
+    # SERVER_GIVE_UP after the last round reached it, or IDLE_SESSION_TIMEOUT
+    # after it ended. The next round starts CLAIM_INTERVAL after the last and
+    # is abandoned ROUND_TIMEOUT later at most: its shares must be given up
+    # with time to spare for the scorer to drop their rows before another
+    # replica can claim them.
+    assert CLAIM_INTERVAL + ROUND_TIMEOUT <= PROOF_WINDOW
+    assert min(SERVER_GIVE_UP, IDLE_SESSION_TIMEOUT) > PROOF_WINDOW + 1.0
