@@ -227,6 +227,7 @@ class AnomalyScorer:
         # The share of the families last published: their rows stay on /metrics
         # until the next cycle publishes.
         self._published_share = self._share
+        self._publish: Callable[[list[Metric]], None] | None = None
         self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
         self._hosts_restored = False
         # A shutdown does not wait for a cancelled cycle's worker thread: the
@@ -256,6 +257,12 @@ class AnomalyScorer:
         if share != self._next_share:
             self._next_share = share
             self._share_changed.set()
+            if not share.indexes and self._publish is not None:
+                # Given up (the store does not answer): another replica may claim
+                # the shares within seconds, so their rows leave /metrics now, not
+                # when a cycle ends; a cycle running now publishes nothing.
+                self._publish([*build_families([], self._clock()), *share_families(share)])
+                self._published_share = share
 
     def _take_share(self) -> None:
         share = self._next_share
@@ -269,12 +276,15 @@ class AnomalyScorer:
     async def run(self, publish: Callable[[list[Metric]], None]) -> None:
         """Cycle every ``score_interval`` until cancelled, publishing each cycle's families."""
         interval = self._config.score_interval.total_seconds()
+        self._publish = publish
         try:
             while True:
                 began = time.monotonic()
                 await self.cycle()
-                publish(self.families)
-                self._published_share = self._share
+                # Not when shares were given up under it: its rows include theirs.
+                if self._share.indexes <= self._next_share.indexes:
+                    publish(self.families)
+                    self._published_share = self._share
                 # A changed share is scored at once, not a whole interval later.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(

@@ -261,6 +261,41 @@ async def test_a_share_given_up_is_in_use_until_the_cycle_without_it_is_publishe
         await cancel_tasks([running])
 
 
+async def test_shares_given_up_for_a_silent_store_leave_metrics_at_once(tmp_path):
+    # A replica cut off from PostgreSQL gives every share up before the server
+    # hands them on: their rows must leave /metrics then, not when the next
+    # cycle ends (a cycle may take minutes).
+    engine = fake_engine(12)
+    config = sharded(0, 2)
+    registry = ModelRegistry(tmp_path, config.keep_versions)
+    trainer = InlineTrainer(engine, registry, config)
+    clock = Clock(T0)
+    scorer = AnomalyScorer(
+        config, engine, registry, trainer, clock=clock, share=config.shares_claimed({0, 1})
+    )
+    published: list[list[Metric]] = []
+    running = asyncio.create_task(scorer.run(published.append))
+    try:
+        await until(lambda: len(published) == 1, "the first cycle")
+        await scorer.wait_for_training()
+        clock.now += STEP
+        scorer.use_share(config.shares_claimed({1}))  # wakes the loop
+        await until(lambda: len(published) == 2, "the cycle of share 1")
+        assert score_labels_of(published[-1])
+        # Given up: nothing scored is left on /metrics at once, before any cycle.
+        scorer.use_share(config.shares_claimed(()))
+        assert score_labels_of(published[-1]) == []
+        assert family(published[-1], "scout_anomaly_shares_held")[()] == 0
+        await until(lambda: len(published) == 4, "the cycle without shares")
+        assert score_labels_of(published[-1]) == []
+    finally:
+        await cancel_tasks([running])
+
+
+def score_labels_of(families: list[Metric]) -> list[tuple[tuple[str, str], ...]]:
+    return list(family(families, "scout_anomaly_score"))
+
+
 def exported_as(key: SeriesKey) -> tuple[tuple[str, str], ...]:
     """The label set of the series' scout_anomaly_score: the signal and its own labels."""
     return tuple(sorted([("signal", "load"), *key]))
