@@ -21,6 +21,11 @@ of its own:
   :data:`IDLE_SESSION_TIMEOUT` for a stopped one), and the others claim its
   shares at their next round: well within a minute.
 
+A share is scored only :data:`PROOF_WINDOW` after it was locked: its lock is
+free as soon as its holder's session ends (terminated, the database
+restarting), but that holder scores it until its next round fails, within
+its proof window.
+
 A round that fails (the database unreachable, restarting) gives every share
 up at once: a replica that cannot prove it holds a share must not score it,
 or a series could be exported twice. A round that does not answer is
@@ -76,22 +81,31 @@ _REPLICAS = (
 class ShareClaims:
     """This replica's claimed shares of ``count``, on a connection of its own."""
 
-    def __init__(self, location: Location, count: int) -> None:
+    def __init__(self, location: Location, count: int, *, settle: float = PROOF_WINDOW) -> None:
         self._location = location
         self._count = count
+        self._settle = settle
         self._conn: AsyncConnection[Any] | None = None
         # Shares locked by this session; those leaving are given back, not scored,
         # and unlocked once no longer in use.
         self._held: set[int] = set()
         self._leaving: set[int] = set()
+        # When (loop time) each share held was locked: scored once settled.
+        self._locked_at: dict[int, float] = {}
         # When (loop time) the last round that answered began.
         self._proven_at = -math.inf
         self.replicas = 0
 
     @property
     def held(self) -> frozenset[int]:
-        """The shares to score: locked by this replica, and not being given back."""
-        return frozenset(self._held - self._leaving)
+        """The shares to score: locked by this replica ``settle`` seconds ago or more, and
+        not being given back."""
+        now = asyncio.get_running_loop().time()
+        return frozenset(
+            share
+            for share in self._held - self._leaving
+            if self._locked_at.get(share, now) + self._settle <= now
+        )
 
     def remaining(self) -> float:
         """Seconds the shares held are still proven for (0 when none are held)."""
@@ -125,6 +139,7 @@ class ShareClaims:
                 attempt.cancel()
                 raise TimeoutError(f"no answer within {budget:g}s")
             self._held, self._leaving = attempt.result()
+            self._locked_at = {share: self._locked_at.get(share, began) for share in self._held}
             self._proven_at = began
         except (StoreError, psycopg.Error, OSError, TimeoutError) as exc:
             if self._conn is not None or self._held:
@@ -144,6 +159,7 @@ class ShareClaims:
         conn = self._conn
         if conn is None or conn.closed:
             held, leaving = set(), set()
+            self._locked_at.clear()
             conn = await self._location.connect(application_name="scout-sidecar-shares")
             self._conn = conn
             await conn.execute(f"SET idle_session_timeout = {round(IDLE_SESSION_TIMEOUT * 1000)}")
@@ -181,6 +197,7 @@ class ShareClaims:
         conn, self._conn = self._conn, None
         self._held.clear()
         self._leaving.clear()
+        self._locked_at.clear()
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 1.0)
