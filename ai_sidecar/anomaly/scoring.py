@@ -272,6 +272,9 @@ class AnomalyScorer:
         self._share = share
         for state in self._states.values():
             self._drop_foreign(state)
+        if self._hosts is not None:
+            with self._hosts_lock:
+                self._drop_foreign_hosts(self._hosts)
 
     async def run(self, publish: Callable[[list[Metric]], None]) -> None:
         """Cycle every ``score_interval`` until cancelled, publishing each cycle's families."""
@@ -346,10 +349,18 @@ class AnomalyScorer:
                 saved = None
             if saved is not None:
                 hosts.restore(saved, now)
+                self._drop_foreign_hosts(hosts)
         hosts.observe(list(self._states.values()), now)
         if now - self._hosts_saved_at >= CHECKPOINT_INTERVAL:
             self._write_hosts()
             self._hosts_saved_at = now
+
+    def _drop_foreign_hosts(self, hosts: HostModels) -> None:
+        """Hosts of other shares leave: their scores and models are another replica's,
+        and they would take places of this share's hosts in ``max_hosts``."""
+        if not self._share.everything:
+            label = self._config.hosts.host_label
+            hosts.keep(lambda host: self._share.owns(((label, host),)))
 
     def _save_hosts(self) -> None:
         with self._hosts_lock:

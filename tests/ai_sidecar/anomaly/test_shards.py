@@ -338,6 +338,32 @@ async def test_a_claims_round_that_fails_unexpectedly_gives_the_shares_up_and_cl
         await cancel_tasks([claiming])
 
 
+async def test_hosts_of_shares_given_back_leave_the_host_models(tmp_path):
+    # Their host models would count in scout_anomaly_hosts_modelled on two
+    # replicas, and fill max_hosts so that new hosts of this share are refused.
+    engine = fake_engine(12)
+    config = sharded(0, 2)
+    registry = ModelRegistry(tmp_path, config.keep_versions)
+    trainer = InlineTrainer(engine, registry, config)
+    clock = Clock(T0)
+    scorer = AnomalyScorer(
+        config, engine, registry, trainer, clock=clock, share=config.shares_claimed({0, 1})
+    )
+    await scorer.cycle()
+    await scorer.wait_for_training()
+    clock.now += STEP
+    await scorer.cycle()
+    hosts = scorer._hosts
+    assert hosts is not None
+    assert set(hosts.hosts) == {f"h{h}" for h in range(12)}
+    share = config.shares_claimed({1})
+    scorer.use_share(share)
+    clock.now += STEP
+    await scorer.cycle()
+    mine = {f"h{h}" for h in range(12) if share.owns((("instance", f"h{h}"),))}
+    assert set(hosts.hosts) == mine != set()
+
+
 def exported_as(key: SeriesKey) -> tuple[tuple[str, str], ...]:
     """The label set of the series' scout_anomaly_score: the signal and its own labels."""
     return tuple(sorted([("signal", "load"), *key]))
