@@ -222,7 +222,9 @@ async def test_a_share_given_back_stays_locked_while_its_rows_are_still_in_use(l
         await second.release()
 
 
-async def test_a_replica_short_of_an_even_split_scores_again_what_it_was_giving_back(location):
+async def test_a_replica_short_of_an_even_split_scores_again_what_it_was_giving_back(
+    location, postgres_server: PostgresServer
+):
     first, second = (
         ShareClaims(location, COUNT, settle=0.0),
         ShareClaims(location, COUNT, settle=0.0),
@@ -233,6 +235,10 @@ async def test_a_replica_short_of_an_even_split_scores_again_what_it_was_giving_
         await second.claim()
         assert len(await first.claim(in_use=everything)) == COUNT // 2
         await second.release()  # gone before it took anything
+        wait_for(
+            lambda: backends(postgres_server, "scout-sidecar-shares") == 1,
+            what="the second replica's session to end",
+        )
         assert await first.claim(in_use=everything) == everything
     finally:
         await first.release()
