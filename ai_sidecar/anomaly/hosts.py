@@ -51,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -359,6 +359,11 @@ class HostModels:
         state.whitening = whitening
         state.reference = np.sort(forest.anomaly(samples))
         state.fitted_at = now
+
+    def keep(self, owned: Callable[[str], bool]) -> None:
+        """Drop the hosts ``owned`` refuses (another replica's share now)."""
+        for host in [h for h in self._hosts if not owned(h)]:
+            del self._hosts[host]
 
     def _forget(self, now: float) -> None:
         horizon = self._config.forget_after.total_seconds()

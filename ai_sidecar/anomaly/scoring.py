@@ -224,6 +224,10 @@ class AnomalyScorer:
         # row changes under a cycle's fetch or scoring.
         self._next_share = self._share
         self._share_changed = asyncio.Event()
+        # The share of the families last published: their rows stay on /metrics
+        # until the next cycle publishes.
+        self._published_share = self._share
+        self._publish: Callable[[list[Metric]], None] | None = None
         self._hosts = HostModels(config.hosts) if config.hosts.enabled else None
         self._hosts_restored = False
         # A shutdown does not wait for a cancelled cycle's worker thread: the
@@ -241,12 +245,24 @@ class AnomalyScorer:
     def share(self) -> Share:
         return self._share
 
+    @property
+    def shares_in_use(self) -> frozenset[int]:
+        """Shares whose rows may be on /metrics: the last published cycle's and the
+        running one's (a share given up leaves only once the next cycle publishes)."""
+        return self._published_share.indexes | self._share.indexes
+
     def use_share(self, share: Share) -> None:
         """Model ``share`` from the next cycle on, which :meth:`run` starts at once: rows of
         series it lacks leave, models trained for less than it are retrained."""
         if share != self._next_share:
             self._next_share = share
             self._share_changed.set()
+            if not share.indexes and self._publish is not None:
+                # Given up (the store does not answer): another replica may claim
+                # the shares within seconds, so their rows leave /metrics now, not
+                # when a cycle ends; a cycle running now publishes nothing.
+                self._publish([*build_families([], self._clock()), *share_families(share)])
+                self._published_share = share
 
     def _take_share(self) -> None:
         share = self._next_share
@@ -256,15 +272,22 @@ class AnomalyScorer:
         self._share = share
         for state in self._states.values():
             self._drop_foreign(state)
+        if self._hosts is not None:
+            with self._hosts_lock:
+                self._drop_foreign_hosts(self._hosts)
 
     async def run(self, publish: Callable[[list[Metric]], None]) -> None:
         """Cycle every ``score_interval`` until cancelled, publishing each cycle's families."""
         interval = self._config.score_interval.total_seconds()
+        self._publish = publish
         try:
             while True:
                 began = time.monotonic()
                 await self.cycle()
-                publish(self.families)
+                # Not when shares were given up under it: its rows include theirs.
+                if self._share.indexes <= self._next_share.indexes:
+                    publish(self.families)
+                    self._published_share = self._share
                 # A changed share is scored at once, not a whole interval later.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
@@ -326,10 +349,18 @@ class AnomalyScorer:
                 saved = None
             if saved is not None:
                 hosts.restore(saved, now)
+                self._drop_foreign_hosts(hosts)
         hosts.observe(list(self._states.values()), now)
         if now - self._hosts_saved_at >= CHECKPOINT_INTERVAL:
             self._write_hosts()
             self._hosts_saved_at = now
+
+    def _drop_foreign_hosts(self, hosts: HostModels) -> None:
+        """Hosts of other shares leave: their scores and models are another replica's,
+        and they would take places of this share's hosts in ``max_hosts``."""
+        if not self._share.everything:
+            label = self._config.hosts.host_label
+            hosts.keep(lambda host: self._share.owns(((label, host),)))
 
     def _save_hosts(self) -> None:
         with self._hosts_lock:

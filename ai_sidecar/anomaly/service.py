@@ -171,7 +171,15 @@ async def claim_shares(claims: ShareClaims, scorer: AnomalyScorer, config: Sidec
     """Claim shares every CLAIM_INTERVAL and hand them to ``scorer``, until cancelled."""
     try:
         while True:
-            held = await claims.claim()
+            try:
+                # A share given back stays locked until the scorer no longer exports it.
+                held = await claims.claim(in_use=scorer.shares_in_use)
+            except Exception:
+                # Not a store failure (claim() gives those up itself): a bug. The
+                # shares are given up, not scored without a claim, and claiming goes on.
+                log.exception("anomaly shares given up: the claims round failed")
+                await claims.release()
+                held = frozenset()
             scorer.use_share(config.anomaly.shares_claimed(held))
             await asyncio.sleep(CLAIM_INTERVAL)
     finally:

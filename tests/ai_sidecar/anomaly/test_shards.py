@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import Metric
 
 from ai_sidecar.anomaly.registry import ModelRegistry
 from ai_sidecar.anomaly.scoring import AnomalyScorer
-from ai_sidecar.anomaly.service import run_scoring
+from ai_sidecar.anomaly.service import claim_shares, run_scoring
 from ai_sidecar.anomaly.shards import Share, share_of
 from ai_sidecar.anomaly.signals import SeriesKey, series_key
 from ai_sidecar.anomaly.trainer import train_signal
@@ -33,6 +33,8 @@ from ai_sidecar.errors import ConfigError
 from ai_sidecar.pipeline import cancel_tasks
 from ai_sidecar.promql import HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store.postgres import Location
+from ai_sidecar.store.postgres.shares import ShareClaims
 from tests.ai_sidecar.anomaly.fakes import FakeEngine, FakeSeries, InlineTrainer
 from tests.ai_sidecar.anomaly.test_scoring import Clock, daily, family
 from tests.peers.history import victoria_metrics_service
@@ -235,6 +237,131 @@ async def test_claimed_shares_that_change_are_scored_dropped_and_retrained(tmp_p
     await scorer.cycle()
     assert set(score_labels(scorer)) == of(1)
     assert len(trainer.calls) == 2
+
+
+async def test_a_share_given_up_is_in_use_until_the_cycle_without_it_is_published(tmp_path):
+    # The claims unlock a share given back only once no published row is of it.
+    engine = fake_engine(12)
+    config = sharded(0, 2)
+    registry = ModelRegistry(tmp_path, config.keep_versions)
+    trainer = InlineTrainer(engine, registry, config)
+    scorer = AnomalyScorer(
+        config, engine, registry, trainer, clock=Clock(T0), share=config.shares_claimed({0, 1})
+    )
+    published: list[frozenset[int]] = []
+    running = asyncio.create_task(
+        scorer.run(lambda families: published.append(scorer.share.indexes))
+    )
+    try:
+        await until(lambda: len(published) == 1, "the first cycle")
+        scorer.use_share(config.shares_claimed({1}))
+        assert scorer.shares_in_use == {0, 1}
+        await until(lambda: len(published) == 2, "the cycle of the new share")
+        assert published[-1] == {1}
+        assert scorer.shares_in_use == {1}
+    finally:
+        await cancel_tasks([running])
+
+
+async def test_shares_given_up_for_a_silent_store_leave_metrics_at_once(tmp_path):
+    # A replica cut off from PostgreSQL gives every share up before the server
+    # hands them on: their rows must leave /metrics then, not when the next
+    # cycle ends (a cycle may take minutes).
+    engine = fake_engine(12)
+    config = sharded(0, 2)
+    registry = ModelRegistry(tmp_path, config.keep_versions)
+    trainer = InlineTrainer(engine, registry, config)
+    clock = Clock(T0)
+    scorer = AnomalyScorer(
+        config, engine, registry, trainer, clock=clock, share=config.shares_claimed({0, 1})
+    )
+    published: list[list[Metric]] = []
+    running = asyncio.create_task(scorer.run(published.append))
+    try:
+        await until(lambda: len(published) == 1, "the first cycle")
+        await scorer.wait_for_training()
+        clock.now += STEP
+        scorer.use_share(config.shares_claimed({1}))  # wakes the loop
+        await until(lambda: len(published) == 2, "the cycle of share 1")
+        assert score_labels_of(published[-1])
+        # Given up: nothing scored is left on /metrics at once, before any cycle.
+        scorer.use_share(config.shares_claimed(()))
+        assert score_labels_of(published[-1]) == []
+        assert family(published[-1], "scout_anomaly_shares_held")[()] == 0
+        await until(lambda: len(published) == 4, "the cycle without shares")
+        assert score_labels_of(published[-1]) == []
+    finally:
+        await cancel_tasks([running])
+
+
+def score_labels_of(families: list[Metric]) -> list[tuple[tuple[str, str], ...]]:
+    return list(family(families, "scout_anomaly_score"))
+
+
+class BrokenClaims(ShareClaims):
+    """Claims whose round fails with an error nobody expected (a bug), then holds share 1."""
+
+    def __init__(self) -> None:
+        super().__init__(Location("postgresql://127.0.0.1:1/scout"), 2)
+        self.rounds = 0
+
+    async def claim(self, in_use: Collection[int] = frozenset()) -> frozenset[int]:
+        self.rounds += 1
+        if self.rounds == 2:
+            raise RuntimeError("a bug")
+        return frozenset({1})
+
+
+async def test_a_claims_round_that_fails_unexpectedly_gives_the_shares_up_and_claiming_goes_on(
+    tmp_path, monkeypatch
+):
+    # The claims' connection is closed when their task ends: a scorer still
+    # scoring the last shares would export them beside the replica that takes
+    # them over. A round failing with any error gives them up, and the next
+    # rounds go on.
+    monkeypatch.setattr("ai_sidecar.anomaly.service.CLAIM_INTERVAL", 0.01)
+    config = sharded(0, 2)
+    registry = ModelRegistry(tmp_path, config.keep_versions)
+    scorer = AnomalyScorer(
+        config, fake_engine(4), registry, InlineTrainer(fake_engine(4), registry, config)
+    )
+    claims = BrokenClaims()
+    shares: list[frozenset[int]] = []
+    monkeypatch.setattr(scorer, "use_share", lambda share: shares.append(share.indexes))
+    sidecar = parse_config("anomaly:\n  shard: {index: auto, count: 2}\n", "scout.yml")
+    claiming = asyncio.create_task(claim_shares(claims, scorer, sidecar))
+    try:
+        await until(lambda: len(shares) >= 3, "three rounds")
+        assert shares[:3] == [{1}, set(), {1}]
+        assert not claiming.done()
+    finally:
+        await cancel_tasks([claiming])
+
+
+async def test_hosts_of_shares_given_back_leave_the_host_models(tmp_path):
+    # Their host models would count in scout_anomaly_hosts_modelled on two
+    # replicas, and fill max_hosts so that new hosts of this share are refused.
+    engine = fake_engine(12)
+    config = sharded(0, 2)
+    registry = ModelRegistry(tmp_path, config.keep_versions)
+    trainer = InlineTrainer(engine, registry, config)
+    clock = Clock(T0)
+    scorer = AnomalyScorer(
+        config, engine, registry, trainer, clock=clock, share=config.shares_claimed({0, 1})
+    )
+    await scorer.cycle()
+    await scorer.wait_for_training()
+    clock.now += STEP
+    await scorer.cycle()
+    hosts = scorer._hosts
+    assert hosts is not None
+    assert set(hosts.hosts) == {f"h{h}" for h in range(12)}
+    share = config.shares_claimed({1})
+    scorer.use_share(share)
+    clock.now += STEP
+    await scorer.cycle()
+    mine = {f"h{h}" for h in range(12) if share.owns((("instance", f"h{h}"),))}
+    assert set(hosts.hosts) == mine != set()
 
 
 def exported_as(key: SeriesKey) -> tuple[tuple[str, str], ...]:
