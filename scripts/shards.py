@@ -10,10 +10,10 @@ reaches every shard. For shard k of N it writes ``shard-k.yml``:
   the same target lists, and each target is scraped by exactly one shard;
 - the multi-target jobs go through shard k's own exporter, and the
   ``prometheus`` and ``scout-exporter`` jobs scrape shard k's own processes;
-- ``external_labels: {shard: "k"}`` on everything it remote-writes and on its
-  alerts: a device's series carry it once (one shard scrapes it); the shard's
-  own processes, which may listen on the same address on every shard host,
-  stay apart by it;
+- ``external_labels: {shard: "k"}`` (beside the template's own) on everything
+  it remote-writes and on its alerts: a device's series carry it once (one
+  shard scrapes it); the shard's own processes, which may listen on the same
+  address on every shard host, stay apart by it;
 - the shipped rules, evaluated on the shard's own data, alerts to every
   Alertmanager of the HA pair, and ``remote_write`` to the global engine.
 
@@ -51,6 +51,8 @@ SELF_JOBS = ("prometheus", "scout-exporter")
 GLOBAL_JOBS = ("alertmanager", "scout-sidecar")
 SHARD_JOB = "scout-shard"
 GLOBAL_SHARD = "global"
+# The external label that tells the tiers apart.
+SHARD_LABEL = "shard"
 REMOTE_WRITE_PATH = "/api/v1/write"
 # The label hashmod writes; __tmp_ labels are dropped after relabelling.
 HASH_LABEL = "__tmp_shard_hash"
@@ -160,7 +162,14 @@ def _common(
     template: dict[str, Any], deployment: Deployment, shard: str, out_dir: Path
 ) -> dict[str, Any]:
     config = copy.deepcopy(template)
-    config["global"]["external_labels"] = {"shard": shard}
+    # The template's own external labels (scout_lang, docs/notifications.md) stay.
+    labels = dict(config["global"].get("external_labels") or {})
+    if SHARD_LABEL in labels:
+        raise ShardsError(
+            f"{TEMPLATE.name} sets the external label {SHARD_LABEL!r}, which each shard "
+            "sets to its own number: remove it from the template"
+        )
+    config["global"]["external_labels"] = {**labels, SHARD_LABEL: shard}
     config["alerting"] = _alerting(deployment)
     config["rule_files"] = _with_template_paths(
         template["rule_files"], out_dir, deployment.rules_dir

@@ -123,3 +123,19 @@ def test_the_command_line_says_what_is_wrong(tmp_path, capsys):
         "shard-1.yml",
         "shard-2.yml",
     ]
+
+
+def test_the_templates_external_labels_reach_every_tier():
+    """docs/notifications.md sets scout_lang in prometheus.yml's external_labels: sharding
+    must not drop it (nor any other label the template puts on every series and alert)."""
+    template = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    template["global"]["external_labels"] = {"scout_lang": "fr"}
+    assert shards.shard_config(template, one_host(2), 1, SHIPPED)["global"]["external_labels"] == {
+        "scout_lang": "fr",
+        "shard": "1",
+    }
+    config = shards.global_config(template, one_host(2), SHIPPED)
+    assert config["global"]["external_labels"] == {"scout_lang": "fr", "shard": "global"}
+    template["global"]["external_labels"] = {"shard": "eu"}
+    with pytest.raises(ShardsError, match="external label 'shard'"):
+        shards.shard_config(template, one_host(2), 0, SHIPPED)
