@@ -8,7 +8,8 @@ reaches every shard. For shard k of N it writes ``shard-k.yml``:
 - every file_sd job (SNMP devices, firewalls, WinRM servers, probes) keeps the
   targets whose ``hashmod`` of ``__address__`` modulo N is k: every shard reads
   the same target lists, and each target is scraped by exactly one shard;
-- the multi-target jobs go through shard k's own exporter, and the
+- the multi-target jobs go through shard k's own exporter (those relabelled to
+  the template's ``scout-exporter`` address; another exporter's stays), and the
   ``prometheus`` and ``scout-exporter`` jobs scrape shard k's own processes;
 - ``external_labels: {shard: "k"}`` (beside the template's own) on everything
   it remote-writes and on its alerts: a device's series carry it once (one
@@ -144,6 +145,17 @@ def _static(job: dict[str, Any], *targets: str, labels: dict[str, str] | None = 
     job["static_configs"] = [group]
 
 
+def _static_targets(template: dict[str, Any], job_name: str) -> set[str]:
+    """The addresses the template's ``job_name`` scrapes."""
+    return {
+        target
+        for job in template["scrape_configs"]
+        if job["job_name"] == job_name
+        for group in job.get("static_configs", [])
+        for target in group.get("targets", [])
+    }
+
+
 def _alerting(deployment: Deployment) -> dict[str, Any]:
     return {"alertmanagers": [{"static_configs": [{"targets": list(deployment.alertmanagers)}]}]}
 
@@ -201,6 +213,7 @@ def shard_config(
         "prometheus": deployment.prometheis[shard],
         "scout-exporter": deployment.exporters[shard],
     }
+    template_exporter = _static_targets(template, "scout-exporter")
     jobs = []
     for job in config["scrape_configs"]:
         kind = _classify(job)
@@ -222,7 +235,12 @@ def shard_config(
             ]
             relabel = job.get("relabel_configs", [])
             for rule in relabel:
-                if rule.get("target_label") == "__address__" and "replacement" in rule:
+                # Only the template's exporter becomes the shard's own: another
+                # exporter's address (a blackbox-style job added to the template) stays.
+                if (
+                    rule.get("target_label") == "__address__"
+                    and rule.get("replacement") in template_exporter
+                ):
                     rule["replacement"] = own["scout-exporter"]
             job["relabel_configs"] = keep_share + relabel
         jobs.append(job)

@@ -139,3 +139,23 @@ def test_the_templates_external_labels_reach_every_tier():
     template["global"]["external_labels"] = {"shard": "eu"}
     with pytest.raises(ShardsError, match="external label 'shard'"):
         shards.shard_config(template, one_host(2), 0, SHIPPED)
+
+
+def test_only_the_scout_exporter_address_is_replaced_by_the_shards_own():
+    """A file_sd job of another exporter (blackbox-style) keeps its exporter's address:
+    only relabelling to the template's scout-exporter goes to shard k's exporter."""
+    template = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    blackbox = {
+        "job_name": "blackbox",
+        "metrics_path": "/probe",
+        "file_sd_configs": [{"files": ["targets/http.yml"]}],
+        "relabel_configs": [
+            {"source_labels": ["__address__"], "target_label": "__param_target"},
+            {"target_label": "__address__", "replacement": "10.9.9.9:9115"},
+        ],
+    }
+    template["scrape_configs"].append(blackbox)
+    config = shards.shard_config(template, one_host(2), 1, SHIPPED)
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert jobs["blackbox"]["relabel_configs"][-1]["replacement"] == "10.9.9.9:9115"
+    assert jobs["snmp"]["relabel_configs"][-1]["replacement"] == one_host(2).exporters[1]
