@@ -64,6 +64,11 @@ class ShardsError(Exception):
     """The template or the arguments cannot make a deployment; the message says why."""
 
 
+def _is_host_port(address: str) -> bool:
+    host, colon, port = address.rpartition(":")
+    return bool(colon and host and port.isdigit()) and not any(c in host for c in "/@ ")
+
+
 @dataclass(frozen=True)
 class Deployment:
     """Where every process of a sharded deployment listens (host:port)."""
@@ -96,6 +101,11 @@ class Deployment:
             self.sidecar,
             *self.alertmanagers,
         ]
+        malformed = [a for a in addresses if not _is_host_port(a)]
+        if malformed:
+            raise ShardsError(
+                f"addresses are host:port (no scheme, no path): {', '.join(malformed)}"
+            )
         repeated = sorted({a for a in addresses if addresses.count(a) > 1})
         if repeated:
             raise ShardsError(f"two processes on one address: {', '.join(repeated)}")

@@ -159,3 +159,12 @@ def test_only_the_scout_exporter_address_is_replaced_by_the_shards_own():
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     assert jobs["blackbox"]["relabel_configs"][-1]["replacement"] == "10.9.9.9:9115"
     assert jobs["snmp"]["relabel_configs"][-1]["replacement"] == one_host(2).exporters[1]
+
+
+@pytest.mark.parametrize(
+    "flag", ["--victoria-metrics=http://vm:8428", "--alertmanagers=am1:9093,am2", "--sidecar=:8782"]
+)
+def test_an_address_that_is_not_host_port_is_refused(tmp_path, capsys, flag):
+    assert shards.main(["--shards", "2", "--out", str(tmp_path), flag]) == 1
+    assert "host:port" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
