@@ -302,10 +302,24 @@ def deployment_configs(deployment: Deployment, out_dir: Path) -> dict[str, dict[
 
 
 def write_deployment(deployment: Deployment, out_dir: Path) -> list[Path]:
-    """Write ``shard-<k>.yml`` for every shard and ``global.yml`` under ``out_dir``."""
+    """Write ``shard-<k>.yml`` for every shard and ``global.yml`` under ``out_dir``.
+
+    A ``shard-<k>.yml`` of a larger N left there would run one more shard with
+    the old modulus, scraping targets another shard scrapes: the generator's own
+    are removed, and one it did not write is refused before anything changes."""
+    documents = deployment_configs(deployment, out_dir)
+    stale = [p for p in sorted(out_dir.glob("shard-*.yml")) if p.name not in documents]
+    foreign = [p.name for p in stale if not p.read_text().startswith(GENERATED)]
+    if foreign:
+        raise ShardsError(
+            f"{out_dir} holds shard configs of another deployment, not written by "
+            f"scripts/shards.py: {', '.join(foreign)}; move them away first"
+        )
+    for path in stale:
+        path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, document in deployment_configs(deployment, out_dir).items():
+    for name, document in documents.items():
         path = out_dir / name
         path.write_text(GENERATED + yaml.safe_dump(document, sort_keys=False))
         written.append(path)

@@ -168,3 +168,21 @@ def test_an_address_that_is_not_host_port_is_refused(tmp_path, capsys, flag):
     assert shards.main(["--shards", "2", "--out", str(tmp_path), flag]) == 1
     assert "host:port" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_fewer_shards_remove_the_stale_shard_configs(tmp_path, capsys):
+    """shard-2.yml left from N=3 beside N=2's configs would be a third shard keeping
+    hashmod 2 of 3: targets scraped twice. The generator removes its own stale files
+    and refuses to touch one it did not write."""
+    assert shards.main(["--shards", "3", "--out", str(tmp_path)]) == 0
+    assert shards.main(["--shards", "2", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "global.yml",
+        "shard-0.yml",
+        "shard-1.yml",
+    ]
+    (tmp_path / "shard-5.yml").write_text("global: {}\n")
+    capsys.readouterr()
+    assert shards.main(["--shards", "1", "--out", str(tmp_path)]) == 1
+    assert "shard-5.yml" in capsys.readouterr().err
+    assert (tmp_path / "shard-1.yml").exists()
