@@ -363,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShardsError as exc:
         print(f"shards: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"shards: cannot write the configs in {args.out}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

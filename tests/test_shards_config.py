@@ -186,3 +186,12 @@ def test_fewer_shards_remove_the_stale_shard_configs(tmp_path, capsys):
     assert shards.main(["--shards", "1", "--out", str(tmp_path)]) == 1
     assert "shard-5.yml" in capsys.readouterr().err
     assert (tmp_path / "shard-1.yml").exists()
+
+
+def test_an_output_directory_that_cannot_be_written_is_said_plainly(tmp_path, capsys):
+    occupied = tmp_path / "a-file"
+    occupied.write_text("")
+    assert shards.main(["--shards", "2", "--out", str(occupied)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"shards: cannot write the configs in {occupied}:"), err
+    assert "Traceback" not in err
