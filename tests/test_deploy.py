@@ -197,3 +197,13 @@ def test_env_example_documents_every_variable_compose_reads():
     documented = set(re.findall(r"^#? ?([A-Z_]+)=", example, re.MULTILINE))
     # Compose's own setting, read from .env without a ${} in the file.
     assert variables == documented - {"COMPOSE_PROFILES"}
+
+
+def test_one_host_is_reported_by_one_exporter_of_the_sharded_profile():
+    """Both exporters of the profile run on one host: shard 1's reporting it too would fire
+    every host alert (HostCpuHigh...) twice, once per shard. It serves the devices only."""
+    services = _compose_services()
+    shard_1 = services["exporter-shard-1"]
+    assert "--collector.disable-defaults" in shard_1["command"]
+    assert not any(a.startswith("--path.rootfs") for a in shard_1["command"])
+    assert "--collector.disable-defaults" not in services["exporter"]["command"]

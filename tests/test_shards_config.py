@@ -123,3 +123,75 @@ def test_the_command_line_says_what_is_wrong(tmp_path, capsys):
         "shard-1.yml",
         "shard-2.yml",
     ]
+
+
+def test_the_templates_external_labels_reach_every_tier():
+    """docs/notifications.md sets scout_lang in prometheus.yml's external_labels: sharding
+    must not drop it (nor any other label the template puts on every series and alert)."""
+    template = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    template["global"]["external_labels"] = {"scout_lang": "fr"}
+    assert shards.shard_config(template, one_host(2), 1, SHIPPED)["global"]["external_labels"] == {
+        "scout_lang": "fr",
+        "shard": "1",
+    }
+    config = shards.global_config(template, one_host(2), SHIPPED)
+    assert config["global"]["external_labels"] == {"scout_lang": "fr", "shard": "global"}
+    template["global"]["external_labels"] = {"shard": "eu"}
+    with pytest.raises(ShardsError, match="external label 'shard'"):
+        shards.shard_config(template, one_host(2), 0, SHIPPED)
+
+
+def test_only_the_scout_exporter_address_is_replaced_by_the_shards_own():
+    """A file_sd job of another exporter (blackbox-style) keeps its exporter's address:
+    only relabelling to the template's scout-exporter goes to shard k's exporter."""
+    template = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    blackbox = {
+        "job_name": "blackbox",
+        "metrics_path": "/probe",
+        "file_sd_configs": [{"files": ["targets/http.yml"]}],
+        "relabel_configs": [
+            {"source_labels": ["__address__"], "target_label": "__param_target"},
+            {"target_label": "__address__", "replacement": "10.9.9.9:9115"},
+        ],
+    }
+    template["scrape_configs"].append(blackbox)
+    config = shards.shard_config(template, one_host(2), 1, SHIPPED)
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert jobs["blackbox"]["relabel_configs"][-1]["replacement"] == "10.9.9.9:9115"
+    assert jobs["snmp"]["relabel_configs"][-1]["replacement"] == one_host(2).exporters[1]
+
+
+@pytest.mark.parametrize(
+    "flag", ["--victoria-metrics=http://vm:8428", "--alertmanagers=am1:9093,am2", "--sidecar=:8782"]
+)
+def test_an_address_that_is_not_host_port_is_refused(tmp_path, capsys, flag):
+    assert shards.main(["--shards", "2", "--out", str(tmp_path), flag]) == 1
+    assert "host:port" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_fewer_shards_remove_the_stale_shard_configs(tmp_path, capsys):
+    """shard-2.yml left from N=3 beside N=2's configs would be a third shard keeping
+    hashmod 2 of 3: targets scraped twice. The generator removes its own stale files
+    and refuses to touch one it did not write."""
+    assert shards.main(["--shards", "3", "--out", str(tmp_path)]) == 0
+    assert shards.main(["--shards", "2", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "global.yml",
+        "shard-0.yml",
+        "shard-1.yml",
+    ]
+    (tmp_path / "shard-5.yml").write_text("global: {}\n")
+    capsys.readouterr()
+    assert shards.main(["--shards", "1", "--out", str(tmp_path)]) == 1
+    assert "shard-5.yml" in capsys.readouterr().err
+    assert (tmp_path / "shard-1.yml").exists()
+
+
+def test_an_output_directory_that_cannot_be_written_is_said_plainly(tmp_path, capsys):
+    occupied = tmp_path / "a-file"
+    occupied.write_text("")
+    assert shards.main(["--shards", "2", "--out", str(occupied)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"shards: cannot write the configs in {occupied}:"), err
+    assert "Traceback" not in err
