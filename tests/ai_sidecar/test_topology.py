@@ -25,6 +25,7 @@ from ai_sidecar.correlate import (
     configured_snapshot,
     create_topology_metrics,
 )
+from ai_sidecar.correlate.cofiring import learn
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
@@ -869,3 +870,29 @@ def test_a_disk_filling_then_its_service_failing_is_one_incident_apart_from_a_do
     assert sorted(len(i.members) for i in incidents) == [1, 3]
     [disk] = [i for i in incidents if len(i.members) == 3]
     assert names(disk) == "HostFilesystemAlmostFull"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of issue 11: learned edges never join outages the graph places on separate "
+    "branches (_apart), so a dependency only history shows (one power feed for two switches) "
+    "is never learned into a join; before the fourth pass it was",
+)
+def test_two_switches_that_fired_together_every_past_day_join_through_their_learned_edge():
+    # sw-a and sw-b hang off core-1 on separate ports, but one rack PDU feeds
+    # both: nothing the graph reads says so, three past outages do.
+    def both(offset: float) -> list[Alert]:
+        return [unreachable("sw-a", offset), unreachable("sw-b", offset + 20)]
+
+    past = Correlator(CorrelationConfig(), two_switches())
+    history = [
+        change.incident
+        for day in (3, 2, 1)
+        for item in both(-day * 86400.0)
+        if (change := past.apply(item, item.starts_at)) is not None
+    ]
+    edges = learn(history)
+    assert edges.edges == 1
+    now = Correlator(CorrelationConfig(), two_switches(), edges)
+    [incident] = final(fold(now, both(0))).values()
+    assert len(incident.members) == 2
