@@ -203,6 +203,14 @@ def _local(layer: Layer, node: str | None) -> bool:
     return layer in _DEGRADED_LAYERS and node is not None and node.startswith(("port:", "link:"))
 
 
+def _unknown_port_explains(cause: Layer, effect: Layer) -> bool:
+    """Whether a port no neighbour row places may be the one an effect behind its device
+    is reached through: for outages behind it, and for a degraded port's degradation
+    behind it (a saturated ISP uplink, which no neighbour row ever names).
+    """
+    return effect in _OUTAGE_LAYERS or cause in _DEGRADED_LAYERS
+
+
 # Layers whose alerts are symptoms seen from outside (unreachable, loss): two
 # of them behind the same device point at a common cause there.
 _SYMPTOM_LAYERS = frozenset({"device", "network"})
@@ -1041,8 +1049,9 @@ class Correlator:
         # do: what is found is combined by "or", and sorted in _accepted.
         for ancestor in ancestors.keys() & shared_at.keys():
             strength = ancestors[ancestor]
-            if strength < receives or (layer not in _OUTAGE_LAYERS and is_any_port(ancestor)):
+            if strength < receives:
                 continue
+            unknown = is_any_port(ancestor)
             for candidate in shared_at[ancestor]:
                 tracked = self._tracked.get(candidate)
                 if tracked is None:
@@ -1053,6 +1062,7 @@ class Correlator:
                     if _explains(
                         tracked.layers[fp], tracked.placements[fp].transit, strength, layer
                     )
+                    and (not unknown or _unknown_port_explains(tracked.layers[fp], layer))
                 ]
                 if causes and is_any_port(ancestor) and placement.leaf and _paired(tracked):
                     # That port has the leaf it leads to: this leaf is on another.
@@ -1088,7 +1098,7 @@ class Correlator:
                 effects += [
                     fp
                     for fp, strength in tracked.below.get(also, _NO_STRENGTHS).items()
-                    if tracked.layers[fp] in _OUTAGE_LAYERS
+                    if _unknown_port_explains(layer, tracked.layers[fp])
                     and _explains(layer, placement.transit, strength, tracked.layers[fp])
                 ]
             if effects:
@@ -1505,7 +1515,7 @@ class Correlator:
             below.update(
                 other
                 for other, strength in tracked.below.get(also, _NO_STRENGTHS).items()
-                if tracked.layers[other] in _OUTAGE_LAYERS
+                if _unknown_port_explains(layer, tracked.layers[other])
                 and _explains(layer, placement.transit, strength, tracked.layers[other])
             )
         tracked.explains[fp] = len(below)
@@ -1524,10 +1534,13 @@ class Correlator:
         # hold one); counts and minima, so the order does not matter.
         for ancestor in ancestors.keys() & at.keys():
             strength = ancestors[ancestor]
-            if strength < receives or (layer not in _OUTAGE_LAYERS and is_any_port(ancestor)):
+            if strength < receives:
                 continue
+            unknown = is_any_port(ancestor)
             for other in at[ancestor]:
-                if _explains(layers[other], placements[other].transit, strength, layer):
+                if _explains(layers[other], placements[other].transit, strength, layer) and (
+                    not unknown or _unknown_port_explains(layers[other], layer)
+                ):
                     explains[other] += 1
                     if other not in nearest or height < nearest[other]:
                         nearest[other] = height
@@ -1578,11 +1591,14 @@ class Correlator:
                     self._below.setdefault(ancestor, {})[tracked.incident.id] = None
                 else:
                     known[other] = reach
-                if ancestor not in at or (effect not in _OUTAGE_LAYERS and is_any_port(ancestor)):
+                if ancestor not in at:
                     continue
+                unknown = is_any_port(ancestor)
                 for cause in at[ancestor]:
                     layer, transit = layers[cause], placements[cause].transit
                     if cause == other or not _explains(layer, transit, reach, effect):
+                        continue
+                    if unknown and not _unknown_port_explains(layer, effect):
                         continue
                     if before >= 0 and _explains(layer, transit, before, effect):
                         continue  # explained already

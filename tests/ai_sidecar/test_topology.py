@@ -25,6 +25,7 @@ from ai_sidecar.correlate import (
     configured_snapshot,
     create_topology_metrics,
 )
+from ai_sidecar.correlate.cofiring import learn
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.enrichment.chain import AnalystChain
 from ai_sidecar.enrichment.local import LocalAnalyst
@@ -778,3 +779,120 @@ def test_a_port_down_on_the_switch_upstream_labels_name_is_the_root_of_what_sits
         in (storm.root_cause_reasons[0])
     )
     assert storm.root_cause_reasons[0].endswith("behind core-sw1")
+
+
+# -- storms from the issue 11 review (not in benchmarks/storms) ----------------------
+
+
+def snmp_unreachable(instance: str, seconds: float, **labels: str) -> Alert:
+    return at(
+        "SnmpDeviceUnreachable", seconds, job="snmp", instance=instance, layer="device", **labels
+    )
+
+
+def test_an_upstream_label_chain_three_deep_names_the_port_whatever_the_order():
+    # rtr-1's port to sw-a goes down; sw-a, sw-b behind it and ap-1 behind
+    # sw-b stop answering. Nothing but the alerts' labels says what is behind
+    # what, and the furthest alert arrives first.
+    chain = [
+        at("InterfaceDown", 0, job="snmp", instance="rtr-1", site="hq", ifName="Gi0/3"),
+        snmp_unreachable("sw-a", 60, upstream="rtr-1"),
+        snmp_unreachable("sw-b", 70, upstream="sw-a"),
+        at(
+            "ProbeTargetUnreachable",
+            80,
+            job="probe_icmp",
+            instance="ap-1",
+            upstream="sw-b",
+            layer="device",
+        ),
+    ]
+    for alerts in (chain, chain[::-1]):
+        [incident] = final(fold(correlator(TopologySnapshot()), alerts)).values()
+        assert len(incident.members) == 4
+        assert names(incident) == "InterfaceDown"
+        assert incident.root_cause_facts is not None
+        assert incident.root_cause_facts.explains == 3
+
+
+def wan_router() -> TopologySnapshot:
+    """rtr-wan cabled to core-1; its ISP port has no neighbour (ISPs send no LLDP)."""
+    return build_snapshot(
+        neighbours=[lldp("rtr-wan", "Gi0/1", "core-1", "Gi1/0/1")],
+        targets=[{"job": "snmp", "instance": "core-1"}, {"job": "snmp", "instance": "rtr-wan"}],
+    )
+
+
+def test_internet_probes_via_the_wan_router_join_the_saturation_of_its_isp_port():
+    probes = {"site": "hq", "via": "rtr-wan", "layer": "network"}
+    alerts = [
+        # Queues fill: the probes' 10m averages cross before the 15m saturation alert.
+        at("ProbeLossHigh", 0, job="probe_icmp", instance="8.8.8.8", **probes),
+        at(
+            "ProbeLatencyHigh", 30, job="probe_http", instance="https://saas.example.com/", **probes
+        ),
+        at("InterfaceSaturated", 300, job="snmp", instance="rtr-wan", site="hq", ifName="Gi0/0"),
+    ]
+    for order in (alerts, alerts[::-1]):
+        [incident] = final(fold(correlator(wan_router()), order)).values()
+        assert names(incident) == "InterfaceSaturated"
+        assert incident.root_cause_facts is not None
+        assert incident.root_cause_facts.explains == 2
+    # A port of it going down explains no loss behind it: that port may be any.
+    down = at("InterfaceDown", 300, job="snmp", instance="rtr-wan", site="hq", ifName="Gi0/5")
+    assert len(final(fold(correlator(wan_router()), [*alerts[:2], down]))) == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of issue 11: degradation explains degradation only, so an uplink erroring "
+    "badly enough that the switch behind stops answering SNMP no longer explains it: the "
+    "switch is named root cause (the errors were before the fourth pass)",
+)
+def test_an_erroring_uplink_is_the_root_of_the_switch_behind_it_that_stops_answering():
+    alerts = [
+        at("ProbeLossHigh", 0, job="probe_icmp", instance="ap-7.corp.example", layer="network"),
+        snmp_unreachable("sw-acc-1", 30),
+        at("InterfaceErrors", 120, job="snmp", instance="core-1", ifName="Gi1/0/24"),
+    ]
+    [incident] = final(fold(correlator(), alerts)).values()
+    assert names(incident) == "InterfaceErrors"
+
+
+def test_a_disk_filling_then_its_service_failing_is_one_incident_apart_from_a_down_port():
+    alerts = [
+        at("HostFilesystemAlmostFull", 0, job="node", instance="srv-db.corp.example", site="dc"),
+        at("InterfaceDown", 200, job="snmp", instance="core-1", site="dc", ifName="Gi1/0/9"),
+        at("ProbeFailed", 420, job="probe_tcp", instance="srv-db.corp.example:5432", site="dc"),
+        at("ProbeFailed", 480, job="probe_http", instance="https://shop.corp.example/", site="dc"),
+    ]
+    incidents = final(fold(correlator(), alerts)).values()
+    assert sorted(len(i.members) for i in incidents) == [1, 3]
+    [disk] = [i for i in incidents if len(i.members) == 3]
+    assert names(disk) == "HostFilesystemAlmostFull"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of issue 11: learned edges never join outages the graph places on separate "
+    "branches (_apart), so a dependency only history shows (one power feed for two switches) "
+    "is never learned into a join; before the fourth pass it was",
+)
+def test_two_switches_that_fired_together_every_past_day_join_through_their_learned_edge():
+    # sw-a and sw-b hang off core-1 on separate ports, but one rack PDU feeds
+    # both: nothing the graph reads says so, three past outages do.
+    def both(offset: float) -> list[Alert]:
+        return [unreachable("sw-a", offset), unreachable("sw-b", offset + 20)]
+
+    past = Correlator(CorrelationConfig(), two_switches())
+    history = [
+        change.incident
+        for day in (3, 2, 1)
+        for item in both(-day * 86400.0)
+        if (change := past.apply(item, item.starts_at)) is not None
+    ]
+    edges = learn(history)
+    assert edges.edges == 1
+    now = Correlator(CorrelationConfig(), two_switches(), edges)
+    [incident] = final(fold(now, both(0))).values()
+    assert len(incident.members) == 2
