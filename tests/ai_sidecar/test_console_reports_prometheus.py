@@ -18,8 +18,7 @@ from ai_sidecar.console.reports.period import report_period
 from ai_sidecar.console.reports.tables import report_tables
 from ai_sidecar.promql import HttpPromQLClient
 from ai_sidecar.store import SqliteStore
-from scripts.localstack import Service
-from tests.peers.promql import backfill, start_prometheus
+from tests.peers.promql import engine_holding
 
 pytestmark = pytest.mark.peers
 
@@ -60,15 +59,8 @@ def samples() -> Iterator[tuple[str, dict[str, str], float, int]]:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("report-prometheus")
-    backfill(directory, samples())
-    service: Service
-    service, url = start_prometheus(directory)
-    service.start()
-    try:
-        service.wait_ready()
+    with engine_holding("prometheus", directory, samples) as url:
         yield url
-    finally:
-        service.stop(grace=5)
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ its import API.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,25 @@ def import_into_victoria_metrics(base: str, samples: Iterable[Sample]) -> None:
         for metric, labels, value, at in samples
     )
     history.import_into_victoria_metrics(base, text)
+
+
+@contextmanager
+def engine_holding(
+    engine: str, directory: Path, samples: Callable[[], Iterable[Sample]]
+) -> Iterator[str]:
+    """``engine`` ("prometheus" or "victoria-metrics") holding ``samples()``, running
+    until the block ends: Prometheus on blocks backfilled before it starts,
+    VictoriaMetrics through its import API once it is up. Yields its URL."""
+    if engine == "prometheus":
+        backfill(directory, samples())
+        service, url = start_prometheus(directory)
+    else:
+        service, url = history.victoria_metrics_service(directory)
+    service.start()
+    try:
+        service.wait_ready()
+        if engine != "prometheus":
+            import_into_victoria_metrics(url, samples())
+        yield url
+    finally:
+        service.stop(grace=5)

@@ -27,14 +27,11 @@ from ai_sidecar.promql import (
     UnavailableError,
 )
 from tests.ai_sidecar.test_promql import Requests
-from tests.peers.history import victoria_metrics_service
 from tests.peers.promql import (
     Sample as Point,
 )
 from tests.peers.promql import (
-    backfill,
-    import_into_victoria_metrics,
-    start_prometheus,
+    engine_holding,
 )
 
 METRIC = "scout_history_test"
@@ -61,20 +58,8 @@ def samples() -> Iterator[Point]:
 def engine(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    directory = tmp_path_factory.mktemp(request.param)
-    if request.param == "prometheus":
-        backfill(directory, samples())
-        service, url = start_prometheus(directory)
-    else:
-        service, url = victoria_metrics_service(directory)
-    service.start()
-    try:
-        service.wait_ready()
-        if request.param == "victoria-metrics":
-            import_into_victoria_metrics(url, samples())
+    with engine_holding(request.param, tmp_path_factory.mktemp(request.param), samples) as url:
         yield url
-    finally:
-        service.stop(grace=5)
 
 
 class Recorder(Requests):

@@ -37,9 +37,11 @@ from ai_sidecar.store.postgres import Location
 from ai_sidecar.store.postgres.shares import ShareClaims
 from tests.ai_sidecar.anomaly.fakes import FakeEngine, FakeSeries, InlineTrainer
 from tests.ai_sidecar.anomaly.test_scoring import Clock, daily, family
-from tests.peers.history import victoria_metrics_service
 from tests.peers.postgres import PASSWORD
-from tests.peers.promql import Sample, backfill, import_into_victoria_metrics, start_prometheus
+from tests.peers.promql import (
+    Sample,
+    engine_holding,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 KEEP = ["job", "instance", "port"]
@@ -392,20 +394,8 @@ def history() -> Iterator[Sample]:
 
 @pytest.fixture(scope="module", params=["prometheus", "victoria-metrics"])
 def engine_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    directory = tmp_path_factory.mktemp(request.param)
-    if request.param == "prometheus":
-        backfill(directory, history())
-        service, url = start_prometheus(directory)
-    else:
-        service, url = victoria_metrics_service(directory)
-    service.start()
-    try:
-        service.wait_ready()
-        if request.param == "victoria-metrics":
-            import_into_victoria_metrics(url, history())
+    with engine_holding(request.param, tmp_path_factory.mktemp(request.param), history) as url:
         yield url
-    finally:
-        service.stop(grace=5)
 
 
 @pytest.mark.peers

@@ -25,7 +25,7 @@ from ai_sidecar.anomaly.registry import ModelMeta, ModelRegistry
 from ai_sidecar.anomaly.trainer import HOLDOUT_SECONDS, detector_params, train_signal
 from ai_sidecar.config import AnomalyConfig, SignalConfig
 from ai_sidecar.promql import HttpPromQLClient
-from tests.peers.promql import Sample, backfill, start_prometheus
+from tests.peers.promql import Sample, engine_holding
 
 METRIC = "scout_stream_test"
 STEP = 60
@@ -69,15 +69,8 @@ def samples() -> Iterator[Sample]:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    directory = tmp_path_factory.mktemp("stream")
-    backfill(directory, samples())
-    service, url = start_prometheus(directory)
-    service.start()
-    try:
-        service.wait_ready()
+    with engine_holding("prometheus", tmp_path_factory.mktemp("stream"), samples) as url:
         yield url
-    finally:
-        service.stop(grace=5)
 
 
 @pytest.fixture
