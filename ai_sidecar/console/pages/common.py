@@ -107,17 +107,19 @@ def flash_of(
     return None
 
 
-def signed_redirect(user: ConsoleUser, path: str, **query: str | int) -> web.HTTPSeeOther:
+def signed_redirect(
+    user: ConsoleUser, path: str, fragment: str = "", **query: str | int
+) -> web.HTTPSeeOther:
     """The 303 to ``path`` with a flash only ``user``'s session can show."""
     fields = {name: str(value) for name, value in query.items()}
     fields[SIGNATURE_FIELD] = flash_signature(user, path, fields)
-    return web.HTTPSeeOther(f"{path}?{urlencode(fields)}")
+    anchor = f"#{fragment}" if fragment else ""
+    return web.HTTPSeeOther(f"{path}?{urlencode(fields)}{anchor}")
 
 
 def back_to(incident_id: str, user: ConsoleUser, **query: str | int) -> web.HTTPSeeOther:
     """The 303 to the incident's page after an action, with its flash."""
-    redirect = signed_redirect(user, incident_path(incident_id), **query)
-    return web.HTTPSeeOther(f"{redirect.location}#status")
+    return signed_redirect(user, incident_path(incident_id), "status", **query)
 
 
 def not_found(incident_id: str, t: Translator) -> web.HTTPNotFound:
