@@ -389,6 +389,11 @@ class Worker:
                 # A repeat delivery is saved (its count) but changes nothing
                 # anyone is told: no new analysis, no new post.
                 significant.add(change.incident.id)
+        # Counted before any await: an analysis may finish while the batch is
+        # being saved, and a reader of /metrics must not see it ahead of the
+        # incident it belongs to. A failed save replays the batch as duplicates,
+        # so each incident is still counted once.
+        self._metrics.incidents_created.inc(created)
         updated = []
         for position, incident in enumerate(changed.values(), start=1):
             if position % YIELD_EVERY_INCIDENTS == 0:
@@ -407,7 +412,6 @@ class Worker:
         # alerts are already members, so they only count as duplicates.
         await self._save(updated)
         await self._db.save_progress(batch[-1].seq, [])
-        self._metrics.incidents_created.inc(created)
         self._metrics.incidents_open.set(len(self._correlator.open_incidents()))
         # Alert time decides what can no longer flap, as in a live run; never
         # ahead of the wall clock, so one alert stamped in the future cannot
