@@ -514,7 +514,8 @@ class Store(Protocol):
         ...
 
     async def get_console_user(self, name: str) -> ConsoleAccount | None:
-        """The stored user called ``name``, or None."""
+        """The stored user called ``name`` ignoring case (with the stored spelling), or
+        None; of two spellings an older store may hold, the exact one, else the older."""
         ...
 
     async def list_console_users(self) -> list[ConsoleAccount]:
