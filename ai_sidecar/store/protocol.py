@@ -255,6 +255,16 @@ class PruneResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LlmUsage:
+    """What every kept LLM exchange of an incident adds up to."""
+
+    calls: int = 0
+    tokens: int = 0
+    # Estimated, in the provider's currency (LlmExchange.cost).
+    cost: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ConsoleAccount:
     """A console user as the store keeps it."""
 
@@ -493,6 +503,11 @@ class Store(Protocol):
     ) -> list[LlmExchange]:
         """Kept exchanges of ``incident_id`` (all when None) made at or after ``since``,
         oldest first; with ``limit``, only the newest ``limit`` of them."""
+        ...
+
+    async def llm_usage(self, incident_id: str) -> LlmUsage:
+        """The calls, tokens (input and output) and cost of every kept exchange of
+        ``incident_id``, added up by the store: not only the newest that a page lists."""
         ...
 
     async def prune_llm_exchanges(self, older_than: datetime, batch: int) -> int:

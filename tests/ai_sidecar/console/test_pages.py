@@ -200,6 +200,27 @@ async def test_a_search_word_too_long_is_said_not_cut_short(
     assert links(page) == []
 
 
+async def test_the_llm_cost_adds_up_every_call_not_only_those_listed(
+    console_factory: ConsoleFactory,
+) -> None:
+    [hq] = [i for i in storm_incidents("two-sites.yml") if i.group.get("site") == "hq"]
+    hq = replace(hq, analysis=Analysis("Uplink lost", "Te1/1/1", "hq offline", (), 0.8, 0.1))
+    client = await console_factory(incidents=[hq])
+    store = store_of(client)
+    # 120 calls, more than the page lists (the newest 100): 0.0001 each, 3 tokens each.
+    for n in range(120):
+        await store.record_llm_exchange(
+            exchange(hq.id, T0 + timedelta(seconds=n), input_tokens=2, output_tokens=1, cost=1e-4)
+        )
+    await store.record_llm_exchange(exchange("another", T0, cost=5.0))
+
+    page = unescape(await (await client.get(f"/console/incidents/{hq.id}", headers=VIEWER)).text())
+
+    assert "0.0120 (estimated, 120 calls, 360 tokens)" in page
+    assert "… and 20 earlier calls, not listed here." in page
+    assert page.count("gemini gemini-2.5-flash</td>") == 100
+
+
 async def test_an_incident_page_shows_what_the_incident_records(
     console_factory: ConsoleFactory,
 ) -> None:
