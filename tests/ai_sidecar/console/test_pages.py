@@ -304,6 +304,44 @@ async def test_an_unknown_incident_is_a_404_page(console_factory: ConsoleFactory
     assert "There is no incident &#39;nope&#39;." in await response.text()
 
 
+def navigation(page: str) -> str:
+    """The page's navigation, without the mark of the current page."""
+    [nav] = re.findall(r"<nav .*?</nav>", page, flags=re.DOTALL)
+    return nav.replace(' aria-current="page"', "")
+
+
+async def test_a_404_page_has_the_consoles_navigation_signed_in_or_not(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory()
+    listing = await (await client.get("/console/incidents", headers=VIEWER)).text()
+    assert "/console/anomalies" in navigation(listing)  # what a signed-in user's pages have
+    for path in ("/console/nowhere", "/console/incidents/nope"):
+        missing = await client.get(path, headers=VIEWER)
+        assert missing.status == 404
+        page = await missing.text()
+        assert navigation(page) == navigation(listing), path
+        assert "Error 404" in page
+
+    # Not signed in: the layout of the sign-in page, which shows no user's links.
+    signed_out = await (await client.get("/console/login")).text()
+    missing = await client.get("/console/nowhere")
+    assert missing.status == 404
+    assert navigation(await missing.text()) == navigation(signed_out)
+    assert "/console/anomalies" not in navigation(signed_out)
+
+
+async def test_a_404_page_with_the_store_down_is_the_page_for_anyone(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory()
+    signed_out = await (await client.get("/console/login")).text()
+    await store_of(client).close()
+    missing = await client.get("/console/nowhere", headers=VIEWER)
+    assert missing.status == 404
+    assert navigation(await missing.text()) == navigation(signed_out)
+
+
 async def post(client: Any, path: str, form: dict[str, str]) -> tuple[str, str]:
     """POST ``form`` as the operator; follow the 303 and return its target and the page."""
     response = await client.post(
