@@ -438,6 +438,44 @@ def test_inhibition_mutes_only_the_enriched_alerts_own_raw_alert(tmp_path, own, 
             assert raw_states() == {own[label]: True, other: False}
 
 
+def test_a_silent_shard_mutes_only_the_targetdown_of_its_own_prometheus(tmp_path):
+    """A dead shard pages once: ShardSilent mutes the global tier's TargetDown for that
+    shard's Prometheus, and nothing of another shard nor its devices' alerts."""
+    shard_down = {"alertname": "TargetDown", "job": "scout-shard", "severity": "warning"}
+    alerts = {
+        "own shard": {**shard_down, "instance": "10.0.0.1:9090", "shard": "0"},
+        "other shard": {**shard_down, "instance": "10.0.0.2:9090", "shard": "1"},
+        # Raised by a shard that is alive but cannot remote-write: real, kept.
+        "device": {
+            "alertname": "TargetDown",
+            "job": "snmp",
+            "instance": "sw1",
+            "severity": "warning",
+            "shard": "0",
+        },
+    }
+    with SlackSink() as sink:
+        config = render_config(
+            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+        )
+        with Alertmanager(tmp_path, config) as am:
+            am.post([postable(labels) for labels in alerts.values()])
+            am.post([postable({"alertname": "ShardSilent", "severity": "critical", "shard": "0"})])
+
+            def muted() -> dict[str, bool]:
+                return {
+                    name: bool(a["status"]["inhibitedBy"])
+                    for a in am.alerts('alertname="TargetDown"')
+                    for name, labels in alerts.items()
+                    if a["labels"] == labels
+                }
+
+            wait_for(
+                lambda: muted().get("own shard"), timeout=10, what="the shard's TargetDown muted"
+            )
+            assert muted() == {"own shard": True, "other shard": False, "device": False}
+
+
 @pytest.mark.parametrize("priority", ["P1", "P3"])
 def test_an_incidents_anomaly_copy_joins_its_one_slack_group(tmp_path, priority):
     """One Slack notification per incident, anomaly or not; only the others by email."""

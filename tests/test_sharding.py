@@ -19,7 +19,14 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.peers.alertmanager import Timings
-from tests.peers.shards import ShardedStack, device_ports, device_views, hashmod, owners
+from tests.peers.shards import (
+    ShardedStack,
+    api,
+    device_ports,
+    device_views,
+    hashmod,
+    owners,
+)
 from tests.peers.snmp import RealSnmpd, SnmpsimDevices
 
 # Starts real daemons (the slow lane) and waits about a minute on scrapes and
@@ -28,7 +35,7 @@ pytestmark = [pytest.mark.peers, pytest.mark.waits]
 
 SHARDS = 2
 SIMULATED = 10  # plus the real snmpd that fails
-FOR = {"SnmpDeviceUnreachable": "4s", "ShardSilent": "4s"}
+FOR = {"SnmpDeviceUnreachable": "4s", "ShardSilent": "4s", "TargetDown": "4s"}
 # The sidecar sees raw alerts at once; people after the fail-open delay.
 TIMINGS = Timings(enriched_wait="2s", fail_open="6s")
 
@@ -119,6 +126,28 @@ def test_one_device_failure_is_one_alert_and_one_incident(stack):
     assert member["labels"]["instance"] == victim.target
 
 
+def test_one_watchdog_reaches_alertmanager(stack):
+    """Every shard evaluates the Watchdog too; only the global Prometheus's is sent."""
+    sharded: ShardedStack = stack["stack"]
+
+    def evaluated_everywhere() -> bool:
+        return all(
+            any(
+                a["labels"]["alertname"] == "Watchdog" for a in api(url, "/api/v1/alerts")["alerts"]
+            )
+            for url in [*sharded.prometheus_urls, sharded.global_prometheus]
+        )
+
+    wait_for(evaluated_everywhere, timeout=60, what="the Watchdog firing on every Prometheus")
+    # A Prometheus drops what it evaluates before it has found the Alertmanagers, and
+    # sends a firing alert again a minute later (--rules.alert.resend-delay): the
+    # shards, started first, have sent theirs by the time the global one arrives.
+    wait_for(lambda: all(sharded.firing("Watchdog")), timeout=90, what="a Watchdog at each peer")
+    time.sleep(5)
+    for peer in sharded.firing("Watchdog"):
+        assert [a["labels"]["shard"] for a in peer] == ["global"]
+
+
 def test_a_killed_shard_raises_shard_silent(stack):
     sharded: ShardedStack = stack["stack"]
     wait_for(
@@ -139,3 +168,19 @@ def test_a_killed_shard_raises_shard_silent(stack):
     time.sleep(5)
     for peer in sharded.firing("ShardSilent"):
         assert [a["labels"]["shard"] for a in peer] == ["0"], peers
+    # The global Prometheus's TargetDown for the dead shard says the same: muted, one page.
+
+    def shard_down() -> list[list[dict[str, Any]]]:
+        return [
+            [a for a in p if a["labels"]["job"] == "scout-shard"]
+            for p in sharded.firing("TargetDown")
+        ]
+
+    for peer in wait_for(
+        lambda: (p := shard_down()) and all(p) and p,
+        timeout=60,
+        what="TargetDown for the dead shard's Prometheus on both Alertmanagers",
+    ):
+        [alert] = peer
+        assert alert["labels"]["shard"] == "0"
+        assert alert["status"]["inhibitedBy"], alert

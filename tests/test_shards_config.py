@@ -70,6 +70,20 @@ def test_the_global_tier_scrapes_what_no_shard_scrapes():
         assert not shard_jobs & {"alertmanager", "scout-sidecar"}
 
 
+def test_only_the_global_tier_sends_the_watchdog():
+    """One Watchdog reaches Alertmanager per deployment: every shard evaluates the shipped
+    rules, Watchdog included, and drops that one alert before sending."""
+    rules = yaml.safe_load((REPO / "prometheus" / "rules" / "scout.rules.yml").read_text())
+    names = {rule.get("alert") for group in rules["groups"] for rule in group["rules"]}
+    assert shards.WATCHDOG in names
+    configs = deployment_configs(one_host(3), SHIPPED)
+    drop_watchdog = [{"source_labels": ["alertname"], "regex": "Watchdog", "action": "drop"}]
+    for k in range(3):
+        alerting = configs[f"shard-{k}.yml"]["alerting"]
+        assert alerting["alert_relabel_configs"] == drop_watchdog
+    assert "alert_relabel_configs" not in configs["global.yml"]["alerting"]
+
+
 def test_configs_are_valid_for_promtool(tmp_path):
     deployment = Deployment(
         exporters=["10.0.0.1:8781", "10.0.0.2:8781", "10.0.0.3:8781"],

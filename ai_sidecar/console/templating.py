@@ -21,9 +21,10 @@ from aiohttp import web
 from ai_sidecar import __version__
 from ai_sidecar.console.health import health_summary
 from ai_sidecar.console.language import page_words
-from ai_sidecar.console.session import CSRF_FIELD, ConsoleUser
+from ai_sidecar.console.session import CSRF_FIELD, SESSIONS, ConsoleUser
 from ai_sidecar.correlate.wording import analysis_translator, layer_name
 from ai_sidecar.i18n import SOURCE_LANGUAGE, available_languages, translator
+from ai_sidecar.store import StoreError
 
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"
@@ -102,26 +103,33 @@ async def render(
 
 
 async def render_error(request: web.Request, status: int, message: str) -> web.Response:
-    """An error page without session or health: used by the app's middleware. The
+    """An error page for the app's middleware, in the console's layout: with the
+    navigation, language and health banner of the signed-in user when the request
+    carries a live session, else as any page shows to someone not signed in. The
     message is translated when the catalogue has it (messages marked with ``N_``)."""
-    # No user: the store may be what failed. The browser's language, or the config's.
-    words = await page_words(request, None)
-    page = (
-        environment(words.language)
-        .get_template("error.html")
-        .render(
-            user=None,
-            health=None,
-            request_path="",
-            words=words,
-            status=status,
-            message=words.t.gettext(message) if message else message,
-        )
-    )
-    return web.Response(
-        text=page,
-        status=status,
-        content_type="text/html",
-        charset="utf-8",
-        headers=SECURITY_HEADERS,
-    )
+    user = await _signed_in(request)
+    try:
+        return await _error_page(request, status, message, user)
+    except (StoreError, web.HTTPException):
+        if user is None:
+            raise
+        # The store failed after the session was found: the page for anyone.
+        return await _error_page(request, status, message, None)
+
+
+async def _signed_in(request: web.Request) -> ConsoleUser | None:
+    sessions = request.app.get(SESSIONS)
+    if sessions is None:
+        return None
+    try:
+        return await sessions.user_for(request)
+    except (StoreError, web.HTTPException):
+        return None  # the store may be what the error is about
+
+
+async def _error_page(
+    request: web.Request, status: int, message: str, user: ConsoleUser | None
+) -> web.Response:
+    words = await page_words(request, user)
+    context = {"status": status, "message": words.t.gettext(message) if message else message}
+    return await render(request, "error.html", context, user=user, status=status)

@@ -56,11 +56,20 @@ def replace_hash(
 
 
 def select_users(name: str | None, mark: str = "?") -> Statement:
-    """The user called ``name``, or every user by name when None."""
+    """The user called ``name`` ignoring case, or every user by name when None.
+
+    Names are ASCII (:data:`~ai_sidecar.console.login.users.USER_NAME`), so
+    ``lower`` folds them alike in SQLite and PostgreSQL. A store from before
+    names were compared so may hold two spellings of one name: the exact one
+    comes first, else the one added first."""
     sql = "SELECT name, role, password_hash FROM console_users"
     if name is None:
         return sql + " ORDER BY name", ()
-    return sql + f" WHERE name = {mark}", (name,)
+    return (
+        sql + f" WHERE lower(name) = lower({mark}) ORDER BY name = {mark} DESC, created_at, name"
+        " LIMIT 1",
+        (name, name),
+    )
 
 
 def decode_users(rows: Sequence[Sequence[Any]]) -> list[ConsoleAccount]:

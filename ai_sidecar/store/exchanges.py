@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from ai_sidecar.enrichment.llm.base import LlmExchange, Outcome
 from ai_sidecar.models import format_time, parse_time
+from ai_sidecar.store.protocol import LlmUsage
 from ai_sidecar.store.sqlite.incidents import encode_json, stamp
 
 
@@ -88,6 +89,29 @@ def selection_query(
         sql += f" LIMIT {mark}"
         params.append(limit)
     return sql, params
+
+
+# How each store reads a number out of an exchange's doc (ASCII JSON text).
+SQLITE_FIELD = "json_extract(doc, '$.{field}')"
+POSTGRES_FIELD = "CAST(CAST(doc AS json) ->> '{field}' AS double precision)"
+
+
+def usage_query(field: str = SQLITE_FIELD, mark: str = "?") -> str:
+    """Adds up an incident's exchanges (parameter: the incident id): calls, tokens, cost.
+    ``field`` reads one JSON field of ``doc`` in the store's dialect."""
+    tokens = " + ".join(field.format(field=name) for name in ("inputTokens", "outputTokens"))
+    cost = field.format(field="cost")
+    return (
+        f"SELECT count(*), coalesce(sum({tokens}), 0), coalesce(sum({cost}), 0)"
+        f" FROM llm_exchanges WHERE incident_id = {mark}"
+    )
+
+
+def decode_usage(row: Sequence[Any] | None) -> LlmUsage:
+    if row is None:
+        return LlmUsage()
+    calls, tokens, cost = row
+    return LlmUsage(int(calls), int(tokens), float(cost))
 
 
 def decode_rows(rows: Sequence[Sequence[Any]]) -> list[LlmExchange]:

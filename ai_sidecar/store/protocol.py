@@ -255,6 +255,16 @@ class PruneResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LlmUsage:
+    """What every kept LLM exchange of an incident adds up to."""
+
+    calls: int = 0
+    tokens: int = 0
+    # Estimated, in the provider's currency (LlmExchange.cost).
+    cost: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ConsoleAccount:
     """A console user as the store keeps it."""
 
@@ -495,6 +505,11 @@ class Store(Protocol):
         oldest first; with ``limit``, only the newest ``limit`` of them."""
         ...
 
+    async def llm_usage(self, incident_id: str) -> LlmUsage:
+        """The calls, tokens (input and output) and cost of every kept exchange of
+        ``incident_id``, added up by the store: not only the newest that a page lists."""
+        ...
+
     async def prune_llm_exchanges(self, older_than: datetime, batch: int) -> int:
         """Remove exchanges made before ``older_than``, ``batch`` rows per short
         transaction; returns how many went."""
@@ -514,7 +529,8 @@ class Store(Protocol):
         ...
 
     async def get_console_user(self, name: str) -> ConsoleAccount | None:
-        """The stored user called ``name``, or None."""
+        """The stored user called ``name`` ignoring case (with the stored spelling), or
+        None; of two spellings an older store may hold, the exact one, else the older."""
         ...
 
     async def list_console_users(self) -> list[ConsoleAccount]:

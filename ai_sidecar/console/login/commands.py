@@ -199,14 +199,17 @@ def run_add(args: argparse.Namespace) -> int:
     password, generated = read_password(args)
     account = ConsoleAccount(name, args.role, hash_password(password))
 
-    async def add(store: Store) -> bool:
-        if await store.get_console_user(name) is not None:
-            return False
-        await store.save_console_user(account, utc_now())
-        return True
+    async def add(store: Store) -> ConsoleAccount | None:
+        # Names compare ignoring case: "Alice" beside "alice" would be one sign-in.
+        existing = await store.get_console_user(name)
+        if existing is None:
+            await store.save_console_user(account, utc_now())
+        return existing
 
-    if not _run(add, create=True):
-        raise UsageError(f"user {name!r} exists: use 'user passwd' or 'user remove'")
+    existing = _run(add, create=True)
+    if existing is not None:
+        spelt = "" if existing.name == name else f" as {existing.name!r} (names ignore case)"
+        raise UsageError(f"user {name!r} exists{spelt}: use 'user passwd' or 'user remove'")
     if generated:
         print(password)
     print(f"added {args.role} {name!r}", file=sys.stderr)
@@ -224,9 +227,17 @@ def run_list(args: argparse.Namespace) -> int:
 @_command
 def run_remove(args: argparse.Namespace) -> int:
     name = _name(args.name)
-    if not _run(lambda store: store.remove_console_user(name), create=False):
+
+    async def remove(store: Store) -> str | None:
+        existing = await store.get_console_user(name)
+        if existing is None or not await store.remove_console_user(existing.name):
+            return None
+        return existing.name
+
+    removed = _run(remove, create=False)
+    if removed is None:
         raise UsageError(f"no stored user {name!r}")
-    print(f"removed {name!r} and ended their sessions", file=sys.stderr)
+    print(f"removed {removed!r} and ended their sessions", file=sys.stderr)
     return 0
 
 
@@ -241,7 +252,7 @@ def run_passwd(args: argparse.Namespace) -> int:
         if existing is None:
             return False
         # Sessions opened with the old hash no longer match it: they end.
-        updated = ConsoleAccount(name, existing.role, password_hash)
+        updated = ConsoleAccount(existing.name, existing.role, password_hash)
         await store.save_console_user(updated, utc_now())
         return True
 
@@ -264,7 +275,7 @@ def run_role(args: argparse.Namespace) -> int:
         if existing.role != args.role:
             # The hash is kept, so the user's sessions stay open; every request
             # reads the role from the store, so the new one applies at once.
-            updated = ConsoleAccount(name, args.role, existing.password_hash)
+            updated = ConsoleAccount(existing.name, args.role, existing.password_hash)
             await store.save_console_user(updated, utc_now())
         return existing.role
 

@@ -170,7 +170,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     login = request.app[LOGIN]
     await login.sign_out(request)
     response = web.HTTPSeeOther(LOGIN_PATH)
-    login.clear_session_cookie(response)
+    login.clear_session_cookie(request, response)
     raise response
 
 

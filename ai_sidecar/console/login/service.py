@@ -2,7 +2,8 @@
 
 :class:`ConsoleLogin` is the console's :class:`~ai_sidecar.console.session.SessionBackend`.
 A session is a row in the store (shared by replicas), found by the SHA-256 of
-the ``scout_session`` cookie's 256 random bits; it ends ``session_lifetime``
+the session cookie's 256 random bits (``__Host-scout_session`` when Secure,
+else ``scout_session``); it ends ``session_lifetime``
 after sign-in, after ``idle_timeout`` without a request, at sign-out, when its
 user is removed, or when the user's password changes (the row keeps a digest
 of the hash it was opened with). Every sign-in makes a new id, so an id planted
@@ -39,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter
 from ai_sidecar.clock import utc_now
 from ai_sidecar.config import ConsoleConfig
 from ai_sidecar.console.login.passwords import CONCURRENT_CHECKS, needs_rehash, rehash, verify
-from ai_sidecar.console.login.users import USER_NAME, UserDirectory
+from ai_sidecar.console.login.users import USER_NAME, UserDirectory, folded
 from ai_sidecar.console.session import ConsoleUser, Role
 from ai_sidecar.console.words import N_
 from ai_sidecar.store import Store, StoreError
@@ -48,6 +49,11 @@ from ai_sidecar.store.protocol import ConsoleAccount, ConsoleSession
 log = logging.getLogger("ai_sidecar.console.login")
 
 SESSION_COOKIE = "scout_session"
+# The session cookie when it is Secure: browsers take a __Host- cookie only if it
+# is Secure, for Path=/ and without Domain, so a sibling subdomain (or a plain
+# HTTP response) cannot plant one. Only this name is read then: a planted
+# scout_session would otherwise still be heard.
+HOST_SESSION_COOKIE = "__Host-" + SESSION_COOKIE
 COOKIE_PATH = "/console"
 # 32 random bytes: 256 bits, 43 URL-safe characters.
 TOKEN_BYTES = 32
@@ -200,10 +206,10 @@ class ConsoleLogin:
             or now - session.seen_at >= self._config.idle_timeout
         )
 
-    @staticmethod
-    def session_key(request: web.Request) -> str | None:
+    def session_key(self, request: web.Request) -> str | None:
         """The store's key of the session id the request's cookie carries, if any."""
-        value = request.cookies.get(SESSION_COOKIE, "")
+        name, _ = self.session_cookie(request)
+        value = request.cookies.get(name, "")
         if not value or len(value) > MAX_COOKIE_CHARS:
             return None
         return digest(value)
@@ -217,7 +223,8 @@ class ConsoleLogin:
     async def _sign_in(self, name: str, password: str, address: str | None) -> SignIn:
         limit = self._config.login_limit
         could_be_user = USER_NAME.fullmatch(name) is not None
-        name_key = "user:" + digest(name)
+        # Counted as names compare: Alice's failures are alice's.
+        name_key = "user:" + digest(folded(name))
         address_key = f"address:{address or 'unknown'}"
         keys = [name_key, address_key] if could_be_user else [address_key]
         remembered = limit.window + limit.lockout
@@ -331,18 +338,31 @@ class ConsoleLogin:
     def secure(self, request: web.Request) -> bool:
         return request.secure or self._config.secure_cookies
 
+    def session_cookie(self, request: web.Request) -> tuple[str, str]:
+        """The session cookie's name and path for ``request``: ``__Host-`` and ``/`` when
+        it is Secure, else ``/console`` alone."""
+        if self.secure(request):
+            return HOST_SESSION_COOKIE, "/"
+        return SESSION_COOKIE, COOKIE_PATH
+
     def set_session_cookie(
         self, request: web.Request, response: web.StreamResponse, value: str
     ) -> None:
+        name, path = self.session_cookie(request)
         response.set_cookie(
-            SESSION_COOKIE,
+            name,
             value,
-            path=COOKIE_PATH,
+            path=path,
             max_age=int(self._config.session_lifetime.total_seconds()),
             httponly=True,
             samesite="Strict",
             secure=self.secure(request),
         )
+        if name != SESSION_COOKIE:
+            # A session cookie of an older version (or planted), never read again.
+            response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
 
-    def clear_session_cookie(self, response: web.StreamResponse) -> None:
-        response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    def clear_session_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
+        name, path = self.session_cookie(request)
+        # A browser takes the deletion of a __Host- cookie only with its attributes.
+        response.del_cookie(name, path=path, secure=self.secure(request) or None)

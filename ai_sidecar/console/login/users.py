@@ -11,7 +11,9 @@ The file suits configuration management (users as code, hashes only)::
         password_hash: $2b$12$...       # bcrypt (htpasswd -B) is accepted too
 
 A user in the file wins over a stored user of the same name (``scout-sidecar
-user add`` cannot override it). The file is read at start and again whenever
+user add`` cannot override it). Names compare ignoring case everywhere (sign-in,
+lockout, ``user add``): ``Alice`` signs in as ``alice``, and is shown as spelt
+where it is kept. The file is read at start and again whenever
 it changes (its modification time, size, inode or mode), so ``SIGHUP`` is not even
 needed; a file that no longer reads (broken, or gone) is logged and the users
 read last stay: ``users: []`` removes them all.
@@ -43,6 +45,11 @@ USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 RoleName = Literal["viewer", "operator"]
 
 
+def folded(name: str) -> str:
+    """``name`` as names compare: ignoring case (user names are ASCII)."""
+    return name.lower()
+
+
 def check_user_name(name: str) -> str:
     if not USER_NAME.fullmatch(name):
         raise ValueError(
@@ -70,10 +77,15 @@ class UsersFile(StrictModel):
 
     @model_validator(mode="after")
     def _names_unique(self) -> UsersFile:
-        names = [user.name for user in self.users]
-        repeated = sorted({name for name in names if names.count(name) > 1})
+        names = [folded(user.name) for user in self.users]
+        repeated = [
+            u.name for u, name in zip(self.users, names, strict=True) if names.count(name) > 1
+        ]
         if repeated:
-            raise ValueError(f"user {repeated[0]!r} is listed twice")
+            raise ValueError(
+                f"user {repeated[0]!r} is listed twice (names compare ignoring case: "
+                f"{', '.join(map(repr, repeated))})"
+            )
         return self
 
 
@@ -110,6 +122,7 @@ class UserDirectory:
         self._path = users_file
         self._seen: _Seen | None = None
         self._file_users: dict[str, ConsoleAccount] = {}
+        self._file_by_folded_name: dict[str, ConsoleAccount] = {}
         if users_file is not None:
             self._refresh(first=True)
 
@@ -119,8 +132,9 @@ class UserDirectory:
         return self._file_users
 
     async def find(self, name: str) -> ConsoleAccount | None:
-        """The user called ``name`` (the file's first), or None."""
-        account = self.file_users.get(name)
+        """The user called ``name`` ignoring case (the file's first), or None."""
+        self._refresh()
+        account = self._file_by_folded_name.get(folded(name))
         if account is not None or not USER_NAME.fullmatch(name):
             return account
         return await self._store.get_console_user(name)
@@ -159,5 +173,6 @@ class UserDirectory:
             return
         self._seen = seen
         self._file_users = users
+        self._file_by_folded_name = {folded(name): account for name, account in users.items()}
         if not first:
             log.info("console users file read again", extra={"users": len(users)})

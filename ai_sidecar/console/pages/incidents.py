@@ -317,8 +317,8 @@ async def incident_page(request: web.Request) -> web.Response:
         "members_left_out": len(members) - len(listed),
         "timeline": _timeline(listed, shown),
         "exchanges": [{"exchange": e, "at": shown.time(e.at)} for e in exchanges],
-        "llm_cost": sum(e.cost for e in exchanges),
-        "llm_tokens": sum(e.input_tokens + e.output_tokens for e in exchanges),
+        # Every call of the incident, not only the newest listed.
+        "llm": await store.llm_usage(incident_id),
         "graph_src": _graph_src(request, incident.id),
         "links": _links(request, incident, root, shown.t),
         "feedback": [

@@ -36,6 +36,7 @@ from ai_sidecar.store.protocol import (
     IncidentPage,
     IncidentQuery,
     IngestResult,
+    LlmUsage,
     OutboxPlan,
     OutboxRow,
     PruneResult,
@@ -352,6 +353,15 @@ class PostgresStore:
         async def select(cur: Cursor) -> list[LlmExchange]:
             await cur.execute(query, params)
             return exchanges.decode_rows(await cur.fetchall())
+
+        return await self._read(select)
+
+    async def llm_usage(self, incident_id: str) -> LlmUsage:
+        query = exchanges.usage_query(exchanges.POSTGRES_FIELD, mark="%s")
+
+        async def select(cur: Cursor) -> LlmUsage:
+            await cur.execute(query, (incident_id,))
+            return exchanges.decode_usage(await cur.fetchone())
 
         return await self._read(select)
 

@@ -32,6 +32,7 @@ from ai_sidecar.store.protocol import (
     IncidentPage,
     IncidentQuery,
     IngestResult,
+    LlmUsage,
     OutboxPlan,
     OutboxRow,
     PruneResult,
@@ -349,6 +350,11 @@ class SqliteStore:
         query, params = exchanges.selection_query(incident_id, since, limit)
         rows = await self._engine.read(lambda conn: conn.execute(query, params).fetchall())
         return exchanges.decode_rows(rows)
+
+    async def llm_usage(self, incident_id: str) -> LlmUsage:
+        query = exchanges.usage_query()
+        row = await self._engine.read(lambda conn: conn.execute(query, (incident_id,)).fetchone())
+        return exchanges.decode_usage(row)
 
     async def prune_llm_exchanges(self, older_than: datetime, batch: int) -> int:
         if batch < 1:

@@ -23,7 +23,7 @@ from yarl import URL
 from ai_sidecar.console.login import service
 from ai_sidecar.console.login.passwords import dummy_hash, rehash
 from ai_sidecar.console.login.routes import DEFAULT_NEXT, EXPIRED, WRONG, safe_next
-from ai_sidecar.console.login.service import SESSION_COOKIE, digest
+from ai_sidecar.console.login.service import HOST_SESSION_COOKIE, SESSION_COOKIE, digest
 from ai_sidecar.keys import STORE
 from ai_sidecar.store import ConsoleAccount
 from tests.ai_sidecar.console.login_helpers import (
@@ -113,8 +113,22 @@ async def test_cookies_are_secure_over_tls(aiohttp_client, aiohttp_server, tmp_p
     page = await client.get("/console/login")
     assert set_cookie(page, "scout_login")["scout_login"]["secure"] is True
     response = await sign_in(client, "olivia", OPERATOR_PASSWORD)
-    assert set_cookie(response, SESSION_COOKIE)[SESSION_COOKIE]["secure"] is True
+    assert_host_cookie(response)
     assert await whoami(client) == {"name": "olivia", "role": "operator"}
+
+
+def assert_host_cookie(response) -> str:
+    """A Secure session cookie is __Host-: Secure, Path=/, no Domain; the name an older
+    version used is deleted. Returns the session id."""
+    cookie = set_cookie(response, HOST_SESSION_COOKIE)[HOST_SESSION_COOKIE]
+    assert cookie["secure"] is True
+    assert cookie["path"] == "/"
+    assert not cookie["domain"]
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Strict"
+    older = set_cookie(response, SESSION_COOKIE)[SESSION_COOKIE]
+    assert (older.value, older["max-age"], older["path"]) == ("", "0", "/console")
+    return cookie.value
 
 
 async def test_cookies_are_secure_on_http_when_the_config_says_so(aiohttp_client, tmp_path):
@@ -132,7 +146,36 @@ async def test_cookies_are_secure_on_http_when_the_config_says_so(aiohttp_client
         allow_redirects=False,
     )
     assert response.status == 303
-    assert set_cookie(response, SESSION_COOKIE)[SESSION_COOKIE]["secure"] is True
+    session_id = assert_host_cookie(response)
+
+    async def who(cookie: str) -> int:
+        probe = await client.get(
+            "/console/probe/whoami", headers={"Cookie": cookie}, allow_redirects=False
+        )
+        return probe.status
+
+    assert await who(f"{HOST_SESSION_COOKIE}={session_id}") == 200
+    # The plain name is never heard when cookies are Secure: a sibling subdomain
+    # could plant it. A session of an older version signs in again.
+    assert await who(f"{SESSION_COOKIE}={session_id}") == 303
+
+    signed_out = await client.post(
+        "/console/logout",
+        data={"csrf_token": await session_csrf_of(client, session_id)},
+        headers={"Cookie": f"{HOST_SESSION_COOKIE}={session_id}"},
+        allow_redirects=False,
+    )
+    assert signed_out.status == 303
+    deleted = set_cookie(signed_out, HOST_SESSION_COOKIE)[HOST_SESSION_COOKIE]
+    assert (deleted.value, deleted["max-age"], deleted["path"]) == ("", "0", "/")
+    assert deleted["secure"] is True  # else a browser refuses to delete a __Host- cookie
+    assert await who(f"{HOST_SESSION_COOKIE}={session_id}") == 303
+
+
+async def session_csrf_of(client: TestClient, session_id: str) -> str:
+    session = await client.app[STORE].get_console_session(digest(session_id))
+    assert session is not None
+    return session.csrf_token
 
 
 async def test_the_store_keeps_only_a_digest_of_the_session_id(client: TestClient):
@@ -495,6 +538,17 @@ async def test_repeated_failures_lock_the_name_even_for_the_right_password(clien
     assert (await sign_in(client, "olivia", OPERATOR_PASSWORD)).status == 303
 
 
+async def test_a_name_signs_in_and_locks_whatever_its_case(client: TestClient):
+    assert (await sign_in(client, "OLIVIA", OPERATOR_PASSWORD)).status == 303
+    assert await whoami(client) == {"name": "olivia", "role": "operator"}
+    # Failures under every spelling count for the one name.
+    install_clock(client)
+    for typed in ("Olivia", "OLIVIA", "olivia", "oLIVIA", "OLivia"):
+        assert (await sign_in(client, typed, "wrong password!!")).status == 401
+    assert (await sign_in(client, "olivia", OPERATOR_PASSWORD)).status == 429
+    assert len(await stored_failures(client, "user:" + digest("olivia"))) == 5
+
+
 async def test_an_unknown_name_locks_the_same_way(client: TestClient):
     install_clock(client)
     for _ in range(5):
@@ -525,10 +579,10 @@ async def test_a_typed_name_that_may_be_a_password_is_not_kept(client: TestClien
     # One shaped like a name is counted, and forgotten by the next sign-in once it no
     # longer counts, not kept until somebody fails again.
     await sign_in(client, "Summer2026secret", "olivia")
-    assert len(await stored_failures(client, "user:" + digest("Summer2026secret"))) == 1
+    assert len(await stored_failures(client, "user:" + digest("summer2026secret"))) == 1
     clock.advance(minutes=31)
     assert (await sign_in(client, "olivia", OPERATOR_PASSWORD)).status == 303
-    assert await stored_failures(client, "user:" + digest("Summer2026secret")) == []
+    assert await stored_failures(client, "user:" + digest("summer2026secret")) == []
     assert await stored_failures(client, "address:127.0.0.1") == []
 
 

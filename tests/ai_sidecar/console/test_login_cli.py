@@ -196,3 +196,29 @@ async def test_role_changes_a_users_role_at_their_next_request(aiohttp_client, t
     assert bad.returncode == 2
     assert "invalid choice" in bad.stderr
     assert run_cli(data, "list").stdout == "olivia\tviewer\n"
+
+
+async def test_names_ignore_case_and_keep_their_spelling(aiohttp_client, tmp_path: Path):
+    data = tmp_path / "data"
+    added = run_cli(data, "add", "Olivia", "--role", "operator", "--password-stdin", stdin=PASSWORD)
+    assert added.returncode == 0, added.stderr
+    twin = run_cli(data, "add", "olivia", "--role", "viewer", "--password-stdin", stdin=PASSWORD)
+    assert twin.returncode == 2
+    assert "user 'olivia' exists as 'Olivia' (names ignore case)" in twin.stderr
+    assert run_cli(data, "list").stdout == "Olivia\toperator\n"
+
+    client: TestClient = await aiohttp_client(console_app(data))
+    assert (await sign_in(client, "OLIVIA", PASSWORD)).status == 303
+    shown = await client.get("/console/probe/whoami")
+    assert (await shown.json())["name"] == "Olivia"
+
+    # The other commands find the user whatever the case typed, and keep one row.
+    assert run_cli(data, "role", "oLiViA", "viewer").returncode == 0
+    changed = run_cli(data, "passwd", "olivia", "--password-stdin", stdin="the new password")
+    assert changed.returncode == 0, changed.stderr
+    assert run_cli(data, "list").stdout == "Olivia\tviewer\n"
+    assert (await sign_in(client, "olivia", "the new password")).status == 303
+    removed = run_cli(data, "remove", "OLIVIA")
+    assert removed.returncode == 0, removed.stderr
+    assert "removed 'Olivia'" in removed.stderr
+    assert run_cli(data, "list").stdout == ""

@@ -89,6 +89,16 @@ async def test_a_file_user_wins_over_a_stored_one(client: TestClient):
     assert (await sign_in(client, "olivia", OPERATOR_PASSWORD)).status == 303
 
 
+async def test_file_users_sign_in_whatever_the_case_typed(client: TestClient):
+    assert (await sign_in(client, "FIONA", FILE_PASSWORD)).status == 303
+    assert await whoami(client) == {"name": "fiona", "role": "operator"}
+    # A stored user whose name differs only in case is the file's user: the file wins.
+    await add_user(client, "Bert", "operator", OPERATOR_PASSWORD)
+    assert (await sign_in(client, "Bert", OPERATOR_PASSWORD)).status == 401
+    assert (await sign_in(client, "Bert", VIEWER_PASSWORD)).status == 303
+    assert await whoami(client) == {"name": "bert", "role": "viewer"}
+
+
 async def test_the_file_is_read_again_when_it_changes(client: TestClient, users_file: Path):
     await sign_in(client, "fiona", FILE_PASSWORD)
     write_users(
@@ -196,6 +206,9 @@ def test_a_name_listed_twice_is_refused(tmp_path: Path):
     entry = {"name": "fiona", "role": "viewer", "password_hash": password_hash(FILE_PASSWORD)}
     write_users(path, [entry, entry])
     with pytest.raises(ConfigError, match="'fiona' is listed twice"):
+        load_users_file(path)
+    write_users(path, [entry, {**entry, "name": "Fiona"}])
+    with pytest.raises(ConfigError, match=r"'fiona' is listed twice .*'fiona', 'Fiona'"):
         load_users_file(path)
 
 

@@ -200,6 +200,27 @@ async def test_a_search_word_too_long_is_said_not_cut_short(
     assert links(page) == []
 
 
+async def test_the_llm_cost_adds_up_every_call_not_only_those_listed(
+    console_factory: ConsoleFactory,
+) -> None:
+    [hq] = [i for i in storm_incidents("two-sites.yml") if i.group.get("site") == "hq"]
+    hq = replace(hq, analysis=Analysis("Uplink lost", "Te1/1/1", "hq offline", (), 0.8, 0.1))
+    client = await console_factory(incidents=[hq])
+    store = store_of(client)
+    # 120 calls, more than the page lists (the newest 100): 0.0001 each, 3 tokens each.
+    for n in range(120):
+        await store.record_llm_exchange(
+            exchange(hq.id, T0 + timedelta(seconds=n), input_tokens=2, output_tokens=1, cost=1e-4)
+        )
+    await store.record_llm_exchange(exchange("another", T0, cost=5.0))
+
+    page = unescape(await (await client.get(f"/console/incidents/{hq.id}", headers=VIEWER)).text())
+
+    assert "0.0120 (estimated, 120 calls, 360 tokens)" in page
+    assert "… and 20 earlier calls, not listed here." in page
+    assert page.count("gemini gemini-2.5-flash</td>") == 100
+
+
 async def test_an_incident_page_shows_what_the_incident_records(
     console_factory: ConsoleFactory,
 ) -> None:
@@ -281,6 +302,44 @@ async def test_an_unknown_incident_is_a_404_page(console_factory: ConsoleFactory
     assert response.status == 404
     assert response.content_type == "text/html"
     assert "There is no incident &#39;nope&#39;." in await response.text()
+
+
+def navigation(page: str) -> str:
+    """The page's navigation, without the mark of the current page."""
+    [nav] = re.findall(r"<nav .*?</nav>", page, flags=re.DOTALL)
+    return nav.replace(' aria-current="page"', "")
+
+
+async def test_a_404_page_has_the_consoles_navigation_signed_in_or_not(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory()
+    listing = await (await client.get("/console/incidents", headers=VIEWER)).text()
+    assert "/console/anomalies" in navigation(listing)  # what a signed-in user's pages have
+    for path in ("/console/nowhere", "/console/incidents/nope"):
+        missing = await client.get(path, headers=VIEWER)
+        assert missing.status == 404
+        page = await missing.text()
+        assert navigation(page) == navigation(listing), path
+        assert "Error 404" in page
+
+    # Not signed in: the layout of the sign-in page, which shows no user's links.
+    signed_out = await (await client.get("/console/login")).text()
+    missing = await client.get("/console/nowhere")
+    assert missing.status == 404
+    assert navigation(await missing.text()) == navigation(signed_out)
+    assert "/console/anomalies" not in navigation(signed_out)
+
+
+async def test_a_404_page_with_the_store_down_is_the_page_for_anyone(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory()
+    signed_out = await (await client.get("/console/login")).text()
+    await store_of(client).close()
+    missing = await client.get("/console/nowhere", headers=VIEWER)
+    assert missing.status == 404
+    assert navigation(await missing.text()) == navigation(signed_out)
 
 
 async def post(client: Any, path: str, form: dict[str, str]) -> tuple[str, str]:

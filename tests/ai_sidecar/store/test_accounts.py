@@ -31,6 +31,28 @@ async def test_users_are_added_replaced_listed_and_removed(store: Store):
     assert [u.name for u in await store.list_console_users()] == ["alice"]
 
 
+async def test_a_user_is_found_whatever_the_case_of_the_name(store: Store):
+    await store.save_console_user(ConsoleAccount("Alice.Smith", "viewer", "$argon2id$a"), T0)
+    # The stored spelling comes back, for display and for the session's row.
+    for typed in ("Alice.Smith", "alice.smith", "ALICE.SMITH"):
+        assert await store.get_console_user(typed) == ConsoleAccount(
+            "Alice.Smith", "viewer", "$argon2id$a"
+        )
+    assert await store.get_console_user("alice.smit") is None
+
+
+async def test_of_two_spellings_an_older_store_holds_the_exact_one_is_found(store: Store):
+    await store.save_console_user(ConsoleAccount("bob", "viewer", "$argon2id$lower"), T0)
+    later = T0 + timedelta(seconds=1)
+    await store.save_console_user(ConsoleAccount("Bob", "operator", "$argon2id$upper"), later)
+    assert (await store.get_console_user("Bob")) == ConsoleAccount(
+        "Bob", "operator", "$argon2id$upper"
+    )
+    assert (await store.get_console_user("bob")).role == "viewer"  # type: ignore[union-attr]
+    # Neither exact: the one added first.
+    assert (await store.get_console_user("BOB")).name == "bob"  # type: ignore[union-attr]
+
+
 async def test_a_hash_is_replaced_only_over_the_one_it_replaces(store: Store):
     await store.save_console_user(ConsoleAccount("alice", "viewer", "$2b$old"), T0)
     assert await store.replace_console_password_hash("alice", "$2b$old", "$argon2id$new", T0)

@@ -20,6 +20,7 @@ from ai_sidecar.store import (
     Feedback,
     IncidentAction,
     IngestResult,
+    LlmUsage,
     OutboxCopy,
     OutboxPlan,
     OutboxRow,
@@ -675,6 +676,23 @@ async def test_llm_exchanges_filter_by_time_and_keep_the_newest_under_a_limit(
     assert await store.llm_exchanges(limit=0) == []
     with pytest.raises(ValueError, match="limit must be >= 0, got -1"):
         await store.llm_exchanges(limit=-1)
+
+
+async def test_llm_usage_adds_up_every_exchange_of_the_incident(store: Store) -> None:
+    # More than a page lists (the newest 100), with costs a float sum must not lose.
+    made = [
+        exchange("inc-1", T0 + timedelta(seconds=n), input_tokens=n, output_tokens=2, cost=n / 1e4)
+        for n in range(150)
+    ]
+    for item in (*made, exchange("inc-2", T0, cost=9.0), exchange("inc-10", T0, cost=9.0)):
+        await store.record_llm_exchange(item)
+
+    usage = await store.llm_usage("inc-1")
+
+    assert (usage.calls, usage.tokens) == (150, sum(range(150)) + 2 * 150)
+    assert usage.cost == pytest.approx(sum(e.cost for e in made), rel=1e-12)
+    assert await store.llm_usage("inc-2") == LlmUsage(1, 1440, 9.0)
+    assert await store.llm_usage("inc-9") == LlmUsage()
 
 
 async def test_llm_exchanges_are_pruned_on_their_own_retention(store: Store) -> None:
