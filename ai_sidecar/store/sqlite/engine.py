@@ -21,6 +21,9 @@ How it runs. SQLite calls block, so almost none of them runs on the event loop:
 Durability: ``synchronous=FULL`` syncs the WAL on every commit, so a write is
 on disk, not only in the page cache, before its caller hears back. A kill -9
 loses nothing acknowledged even with NORMAL; FULL also covers power loss.
+The worker process opens its inline engine with NORMAL: what it writes is
+derived from stored alerts and is done again if a power cut rolls it back
+(``ai_sidecar.components.WORKER_SYNCHRONOUS``).
 
 The WAL's size. SQLite copies the WAL into the database every 1,000 pages
 (4 MB) and then writes it again from its start, but never shrinks the file

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from ai_sidecar.components import open_store
 from ai_sidecar.models import Incident, Member
+from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import (
     IngestResult,
     OutboxRow,
@@ -496,3 +498,27 @@ async def test_an_older_world_readable_store_is_made_private(
         assert "made it private" in caplog.text
     finally:
         await store.close()
+
+
+async def test_the_webhook_commits_with_fsync_and_the_worker_without(tmp_path: Path) -> None:
+    # The webhook's acknowledgements wait for an fsync (FULL) on both of its
+    # write paths; the worker's derived writes (NORMAL) do not hold the write
+    # lock through one. Both processes open the file through open_store.
+    settings = SidecarSettings(data_dir=tmp_path / "data")
+    setting = "PRAGMA synchronous"
+    webhook = await open_store(settings)
+    assert isinstance(webhook, SqliteStore)
+    try:
+        engine = webhook.engine
+        threaded = await engine.write(lambda c: c.execute(setting).fetchone()[0])
+        quick = await engine.write_quick(lambda c: c.execute(setting).fetchone()[0])
+    finally:
+        await webhook.close()
+    worker = await open_store(settings, worker=True)
+    assert isinstance(worker, SqliteStore)
+    try:
+        inline = await worker.engine.write(lambda c: c.execute(setting).fetchone()[0])
+    finally:
+        await worker.close()
+    assert (threaded, quick) == (2, 2)  # FULL
+    assert inline == 1  # NORMAL
