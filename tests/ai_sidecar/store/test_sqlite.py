@@ -30,6 +30,7 @@ from ai_sidecar.store import (
 )
 from ai_sidecar.store.sqlite import SCHEMA_VERSION
 from ai_sidecar.store.sqlite import incidents as sql
+from ai_sidecar.store.sqlite.quick import QUICK_CHECKPOINT_PAGES
 from ai_sidecar.store.sqlite.store import QUICK_ROWS
 from tests.ai_sidecar.builders import T0, alert
 from tests.ai_sidecar.exchanges import exchange
@@ -500,7 +501,7 @@ async def test_an_older_world_readable_store_is_made_private(
         await store.close()
 
 
-async def test_the_webhook_commits_with_fsync_and_the_worker_without(tmp_path: Path) -> None:
+async def test_webhook_commits_fsync_and_leave_checkpoints_to_the_others(tmp_path: Path) -> None:
     # The webhook's acknowledgements wait for an fsync (FULL) on both of its
     # write paths; the worker's derived writes (NORMAL) do not hold the write
     # lock through one. Both processes open the file through open_store.
@@ -512,6 +513,9 @@ async def test_the_webhook_commits_with_fsync_and_the_worker_without(tmp_path: P
         engine = webhook.engine
         threaded = await engine.write(lambda c: c.execute(setting).fetchone()[0])
         quick = await engine.write_quick(lambda c: c.execute(setting).fetchone()[0])
+        checkpoints = await engine.write_quick(
+            lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
     finally:
         await webhook.close()
     worker = await open_store(settings, worker=True)
@@ -522,3 +526,5 @@ async def test_the_webhook_commits_with_fsync_and_the_worker_without(tmp_path: P
         await worker.close()
     assert (threaded, quick) == (2, 2)  # FULL
     assert inline == 1  # NORMAL
+    # The quick writer's commits leave the WAL's checkpoints to the others.
+    assert checkpoints == QUICK_CHECKPOINT_PAGES > 1_000
