@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_sidecar.components import open_store
+from ai_sidecar.components import WORKER_SYNCHRONOUS, open_store
 from ai_sidecar.models import Incident, Member
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import (
@@ -503,8 +503,8 @@ async def test_an_older_world_readable_store_is_made_private(
 
 async def test_webhook_commits_fsync_and_leave_checkpoints_to_the_others(tmp_path: Path) -> None:
     # The webhook's acknowledgements wait for an fsync (FULL) on both of its
-    # write paths; the worker's derived writes (NORMAL) do not hold the write
-    # lock through one. Both processes open the file through open_store.
+    # write paths, and so do one-shot commands (accounts, settings); the
+    # worker's derived writes (NORMAL) do not hold the write lock through one.
     settings = SidecarSettings(data_dir=tmp_path / "data")
     setting = "PRAGMA synchronous"
     webhook = await open_store(settings)
@@ -518,13 +518,15 @@ async def test_webhook_commits_fsync_and_leave_checkpoints_to_the_others(tmp_pat
         )
     finally:
         await webhook.close()
-    worker = await open_store(settings, worker=True)
-    assert isinstance(worker, SqliteStore)
-    try:
-        inline = await worker.engine.write(lambda c: c.execute(setting).fetchone()[0])
-    finally:
-        await worker.close()
-    assert (threaded, quick) == (2, 2)  # FULL
-    assert inline == 1  # NORMAL
+    inline = {}
+    for name, synchronous in (("command", "FULL"), ("pipeline", WORKER_SYNCHRONOUS)):
+        worker = await open_store(settings, worker=True, synchronous=synchronous)
+        assert isinstance(worker, SqliteStore)
+        try:
+            inline[name] = await worker.engine.write(lambda c: c.execute(setting).fetchone()[0])
+        finally:
+            await worker.close()
+    assert (threaded, quick, inline["command"]) == (2, 2, 2)  # FULL
+    assert inline["pipeline"] == 1  # NORMAL
     # The quick writer's commits leave the WAL's checkpoints to the others.
     assert checkpoints == QUICK_CHECKPOINT_PAGES > 1_000
