@@ -31,7 +31,8 @@ most alerts/s it takes) and latency at the target load (5,000 alerts/s offered
 on a fixed schedule over up to 256 connections, p99 counted from when each
 request was due). The sidecar's return trip runs against its own
 Alertmanager, as in production. "HTTP CPU ms/request" is the CPU time of the
-sidecar's HTTP process (not its worker) while the load ran, a request's share.
+sidecar's HTTP process (not its worker) while the load ran, a request's share;
+the generators' CPU a request includes their start and building the bodies.
 
 Usage: python benchmarks/webhook_ingest.py [--alerts N] [--batch 1,10,100]
        [--senders N] [--rate ALERTS_PER_S]
