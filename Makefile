@@ -24,7 +24,7 @@ TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
 	runuser:util-linux pg_ctlcluster:postgresql nft:nftables conntrack:conntrack \
 	pmacctd:pmacct nfcapd:nfdump iptables:iptables \
 	chromium:chromium chromedriver:chromium-driver
-BENCH_DEBS := $(TEST_DEBS) prometheus-node-exporter:prometheus-node-exporter
+BENCH_DEBS := $(TEST_DEBS) prometheus-node-exporter:prometheus-node-exporter wrk:wrk
 
 .PHONY: up demo test lint bench system-deps clean
 

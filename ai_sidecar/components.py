@@ -36,6 +36,7 @@ from ai_sidecar.promql import BearerToken, HttpPromQLClient
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import PostgresStore, SqliteStore, Store
 from ai_sidecar.store.postgres.engine import Fence
+from ai_sidecar.store.sqlite import Synchronous
 
 if TYPE_CHECKING:  # the metrics module imports the worker, which imports this one
     from ai_sidecar.metrics import SidecarMetrics
@@ -165,15 +166,37 @@ def build_analysts(
     )
 
 
+# How the worker process's pipeline commits to the SQLite file (one-shot
+# commands, which write accounts and settings, keep FULL). Everything it writes
+# (incidents, the cursor, analyses, the return trip's rows) is derived from the
+# stored alerts and its own to-do lists, which roll back with it (so may the
+# audit row of an LLM exchange, whose incident is then analysed again). NORMAL does
+# not fsync at COMMIT: a kill -9 loses nothing (the WAL is in the page cache),
+# and a power cut can roll back only the worker's latest transactions, whose
+# work it then does again (at least once). The webhook's connections stay FULL,
+# and each of their fsyncs also makes every earlier WAL frame durable. Why: a
+# FULL commit holds the file's write lock through its fsync (5-25 ms on a busy
+# disk), and the webhook's next group commit waited that long behind it.
+WORKER_SYNCHRONOUS: Synchronous = "NORMAL"
+
+
 async def open_store(
-    settings: SidecarSettings, *, worker: bool = False, fence: Fence | None = None
+    settings: SidecarSettings,
+    *,
+    worker: bool = False,
+    fence: Fence | None = None,
+    synchronous: Synchronous = "FULL",
 ) -> Store:
     """The store ``settings`` name: PostgreSQL when a store URL is set, else the SQLite file.
 
-    ``worker``: for the worker process (SQLite: one connection on its thread).
+    ``worker``: for the worker process and one-shot commands (SQLite: one
+    connection on its thread). ``synchronous``: SQLite only; how its commits
+    sync (the worker process's pipeline: :data:`WORKER_SYNCHRONOUS`).
     ``fence``: PostgreSQL only; the worker lease every transaction must prove.
     """
     location = settings.store_location
     if location is None:
-        return await SqliteStore.open(settings.database_path, inline=worker)
+        return await SqliteStore.open(
+            settings.database_path, inline=worker, synchronous=synchronous
+        )
     return await PostgresStore.open(location, fence=fence)

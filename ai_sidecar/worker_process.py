@@ -54,7 +54,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ai_sidecar.components import ComponentsFactory, open_store
+from ai_sidecar.components import WORKER_SYNCHRONOUS, ComponentsFactory, open_store
 from ai_sidecar.config import LlmConfig, SidecarConfig
 from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
@@ -173,7 +173,11 @@ async def _serve(
     lease = None if location is None else Lease(location)
     # SQLite: opened here, so a store that cannot open ends the process (and
     # the parent says so and restarts it). PostgreSQL: opened per term as leader.
-    only_store = await open_store(settings, worker=True) if lease is None else None
+    only_store = (
+        await open_store(settings, worker=True, synchronous=WORKER_SYNCHRONOUS)
+        if lease is None
+        else None
+    )
 
     async def work() -> None:
         db = only_store or await open_store(settings, worker=True, fence=lease)

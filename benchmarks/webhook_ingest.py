@@ -8,8 +8,12 @@ keeps up (the time until every acknowledged alert is in an incident).
 The sidecar runs as a real ``scout-sidecar`` process with a fresh data
 directory, and first receives 10,000 firing alerts across 500 sites, so the
 measured load lands on a store and correlator that already hold 10,000 open
-alerts. The load generator is a separate process (aiohttp, N concurrent
-senders) so it does not share the sidecar's interpreter.
+alerts. The load generators are separate processes that cost little beside
+the servers (their CPU a request is printed too): capacity is measured with
+wrk (C, Debian's ``wrk``, driven by ``webhook_ingest.lua``), and with the
+Python generator here where wrk is not installed; the fixed-rate runs use the
+Python generator, which writes pre-encoded requests on raw keep-alive
+connections (wrk only sends back to back, so it cannot offer a fixed rate).
 
 The peer, run the same way on the same machine, is the distribution's
 Alertmanager receiving the same alerts on ``POST /api/v2/alerts``: the endpoint
@@ -22,10 +26,13 @@ Targets (issue 4; issue 10 for one alert per request): at least 5,000 alerts/s
 and p99 acknowledgement at most 50 ms.
 Timings depend on the machine and its load; nothing here asserts on them.
 
-Each batch size is measured twice: capacity (16 senders back to back: the most
-alerts/s it takes) and latency at the target load (5,000 alerts/s offered on a
-fixed schedule, p99 counted from when each request was due). The sidecar's
-return trip runs against its own Alertmanager, as in production.
+Each batch size is measured twice: capacity (16 connections back to back: the
+most alerts/s it takes) and latency at the target load (5,000 alerts/s offered
+on a fixed schedule over up to 256 connections, p99 counted from when each
+request was due). The sidecar's return trip runs against its own
+Alertmanager, as in production. "HTTP CPU ms/request" is the CPU time of the
+sidecar's HTTP process (not its worker) while the load ran, a request's share;
+the generators' CPU a request includes their start and building the bodies.
 
 Usage: python benchmarks/webhook_ingest.py [--alerts N] [--batch 1,10,100]
        [--senders N] [--rate ALERTS_PER_S]
@@ -35,10 +42,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
+import resource
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -46,10 +58,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -60,6 +73,10 @@ TOKEN = "benchmark-token"
 PRELOAD_ALERTS = 10_000
 PRELOAD_SITES = 500
 T0 = "2026-11-02T09:00:00Z"
+WRK_SCRIPT = Path(__file__).with_suffix(".lua")
+# Connections of the open-loop generator: a request due when all are busy waits
+# for one, and its wait counts in its latency.
+OPEN_LOOP_CONNECTIONS = 256
 
 
 def alert_body(index: int, site: int) -> dict[str, Any]:
@@ -104,72 +121,218 @@ def webhook_payload(alerts: Sequence[dict[str, Any]]) -> bytes:
     ).encode()
 
 
-# -- the load generator (runs in its own process) ---------------------------
+# -- the load generators ------------------------------------------------------
 
 
-async def generate(
-    url: str, kind: str, first: int, count: int, batch: int, senders: int, rate: float
-) -> None:
-    """Send ``count`` alerts, ``batch`` per request, and print the latencies as JSON.
-
-    Closed loop (``rate`` 0): ``senders`` send back to back; this finds the
-    most the server can take. Open loop (``rate`` alerts/s): requests leave on
-    a fixed schedule whether or not earlier ones were answered, and latency is
-    counted from the scheduled time, so a stalled server cannot hide its stall
-    by slowing the sender down (coordinated omission).
-    """
-    import aiohttp
-
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+def request_bodies(kind: str, first: int, count: int, batch: int) -> list[bytes]:
+    """The bodies of a run: ``count`` alerts from ``first``, ``batch`` per request."""
     bodies = []
     for start in range(first, first + count, batch):
         end = min(start + batch, first + count)
         alerts = [alert_body(i, i % PRELOAD_SITES) for i in range(start, end)]
         bodies.append(webhook_payload(alerts) if kind == "scout" else json.dumps(alerts).encode())
+    return bodies
+
+
+class _Connection(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 connection of the load generator, one request at a time.
+
+    Requests are pre-encoded bytes and answers are split on Content-Length
+    only: a few microseconds a request, so the generator's own CPU stays small
+    beside the servers' (an aiohttp client cost about as much per request as
+    the sidecar's handler).
+    """
+
+    def __init__(
+        self, answered: Callable[[_Connection, int], None], lost: Callable[[str], None]
+    ) -> None:
+        self._answered = answered
+        self._lost = lost
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (head_end := self._buffer.find(b"\r\n\r\n")) >= 0:
+            head = bytes(self._buffer[:head_end]).lower()
+            length = re.search(rb"\r\ncontent-length: *(\d+)", head)
+            if length is None:
+                raise RuntimeError(f"an answer without Content-Length: {head[:200]!r}")
+            end = head_end + 4 + int(length.group(1))
+            if len(self._buffer) < end:
+                return
+            del self._buffer[:end]
+            self._answered(self, int(head[9:12]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(f"the server closed a connection ({exc or 'no error'})")
+
+
+async def generate(
+    url: str, kind: str, first: int, count: int, batch: int, senders: int, rate: float
+) -> None:
+    """Send ``count`` alerts, ``batch`` per request, and print the summary as JSON.
+
+    Closed loop (``rate`` 0): ``senders`` connections send back to back; this
+    finds the most the server can take, and latency runs from each send.
+    Open loop (``rate`` alerts/s): requests fall due on a fixed schedule
+    whether or not earlier ones were answered, each goes out on the first idle
+    one of ``senders`` connections, and latency is counted from when it was
+    due, so a stalled server cannot hide its stall by slowing the sender down
+    (coordinated omission).
+    """
+    target = urlsplit(url)
+    host, port = target.hostname or "127.0.0.1", target.port or 80
+    head = (
+        f"POST {target.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\n"
+    )
+    requests = [
+        f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        for body in request_bodies(kind, first, count, batch)
+    ]
+    loop = asyncio.get_running_loop()
+    idle: list[_Connection] = []
+    # Requests no connection was free for, with when they fell due (None: closed loop).
+    waiting: collections.deque[tuple[bytes, float | None]] = collections.deque()
+    since: dict[_Connection, float] = {}
     latencies: list[float] = []
     failures = 0
-    connector = aiohttp.TCPConnector(limit=senders if rate == 0 else 256)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    finished = loop.create_future()
 
-        async def send(body: bytes, since: float) -> None:
-            nonlocal failures
-            async with session.post(url, data=body, headers=headers) as response:
-                await response.read()
-                if response.status >= 300:
-                    failures += 1
-            latencies.append(time.perf_counter() - since)
+    def dispatch(connection: _Connection, request: bytes, due: float | None) -> None:
+        since[connection] = time.perf_counter() if due is None else due
+        assert connection.transport is not None
+        connection.transport.write(request)
 
-        began = time.perf_counter()
-        if rate == 0:
-            queue: asyncio.Queue[bytes] = asyncio.Queue()
-            for body in bodies:
-                queue.put_nowait(body)
-
-            async def sender() -> None:
-                while not queue.empty():
-                    await send(queue.get_nowait(), time.perf_counter())
-
-            await asyncio.gather(*(sender() for _ in range(senders)))
+    def submit(request: bytes, due: float | None) -> None:
+        if idle:
+            dispatch(idle.pop(), request, due)
         else:
-            interval = batch / rate
-            tasks = []
-            for index, body in enumerate(bodies):
-                due = began + index * interval
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                tasks.append(asyncio.create_task(send(body, due)))
-            await asyncio.gather(*tasks)
-        wall = time.perf_counter() - began
-    print(json.dumps({"wall": wall, "latencies": latencies, "failures": failures}))
+            waiting.append((request, due))
+
+    def answered(connection: _Connection, status: int) -> None:
+        nonlocal failures
+        latencies.append(time.perf_counter() - since.pop(connection))
+        failures += not 200 <= status < 300
+        if waiting:
+            dispatch(connection, *waiting.popleft())
+        else:
+            idle.append(connection)
+        if len(latencies) == len(requests):
+            finished.set_result(None)
+
+    def lost(why: str) -> None:
+        if not finished.done():
+            finished.set_exception(RuntimeError(why))
+
+    for _ in range(senders):
+        _, connection = await loop.create_connection(
+            lambda: _Connection(answered, lost), host, port
+        )
+        idle.append(connection)
+    began = time.perf_counter()
+    if rate == 0:
+        for request in requests:
+            submit(request, None)
+    else:
+        interval = batch / rate
+        for index, request in enumerate(requests):
+            due = began + index * interval
+            if due > time.perf_counter():
+                await asyncio.sleep(due - time.perf_counter())
+            submit(request, due)
+    await finished
+    wall = time.perf_counter() - began
+    for connection in idle:
+        assert connection.transport is not None
+        connection.transport.close()
+    latencies.sort()
+    print(json.dumps(latency_summary(wall, latencies, failures)))
+
+
+def latency_summary(wall: float, latencies: Sequence[float], failures: int) -> dict[str, float]:
+    """What a run reports; ``latencies`` sorted, in seconds."""
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return {
+        "wall": wall,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": p99 * 1000,
+        "failures": failures,
+    }
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (the load generators)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_generator(
     url: str, kind: str, first: int, count: int, batch: int, senders: int, rate: float = 0
 ) -> dict[str, Any]:
+    """A run of the Python generator, in a process of its own."""
     argv = [sys.executable, __file__, "--generate", url, kind, str(first), str(count)]
     argv += [f"--batch={batch}", f"--senders={senders}", f"--rate={rate}"]
+    cpu = children_cpu()
     done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
     result: dict[str, Any] = json.loads(done.stdout)
+    result["generator_cpu"] = children_cpu() - cpu
     return result
+
+
+def run_wrk(
+    url: str, kind: str, first: int, count: int, batch: int, senders: int
+) -> dict[str, Any]:
+    """A closed-loop run of wrk (C): ``senders`` connections on one thread."""
+    threads = 1
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as lines:
+        for body in request_bodies(kind, first, count, batch):
+            lines.write(body + b"\n")
+        lines.flush()
+        argv = [
+            "wrk",
+            f"-t{threads}",
+            f"-c{max(senders, threads)}",
+            "-d600s",
+            "-s",
+            str(WRK_SCRIPT),
+        ]
+        argv += [url, "--", lines.name, TOKEN, str(threads)]
+        cpu = children_cpu()
+        wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert wrk.stdout is not None
+        output = []
+        finished = 0
+        for line in wrk.stdout:
+            output.append(line)
+            finished += line == "finished\n"
+            if finished == threads:
+                # wrk sleeps for its whole -d; its threads are done.
+                wrk.send_signal(signal.SIGINT)
+                output.append(wrk.stdout.read())
+                break
+        if wrk.wait(timeout=60) != 0:
+            raise RuntimeError(f"wrk failed: {''.join(output)[-2000:]}")
+    result: dict[str, Any] = json.loads("".join(output).strip().splitlines()[-1])
+    result["generator_cpu"] = children_cpu() - cpu
+    return result
+
+
+def load(
+    url: str, kind: str, first: int, count: int, batch: int, senders: int, rate: float
+) -> dict[str, Any]:
+    """Capacity with wrk where installed (the Python generator otherwise); a fixed rate with
+    the Python generator, which wrk cannot offer (it is a closed loop)."""
+    if rate == 0 and shutil.which("wrk"):
+        return run_wrk(url, kind, first, count, batch, senders)
+    return run_generator(
+        url, kind, first, count, batch, senders if rate == 0 else OPEN_LOOP_CONNECTIONS, rate
+    )
 
 
 # -- the services ----------------------------------------------------------
@@ -219,14 +382,15 @@ def start_alertmanager(workdir: Path, name: str) -> tuple[Service, str]:
     return am, f"http://127.0.0.1:{port}"
 
 
-def summary(result: dict[str, Any], alerts: int) -> dict[str, float]:
-    latencies = sorted(result["latencies"])
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+def summary(result: dict[str, Any], alerts: int, batch: int) -> dict[str, float]:
+    """Rate, latency, and the load generator's CPU a request."""
+    requests = math.ceil(alerts / batch)
     return {
         "rate": alerts / result["wall"],
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": p99 * 1000,
+        "p50_ms": result["p50_ms"],
+        "p99_ms": result["p99_ms"],
         "failures": result["failures"],
+        "generator_cpu_ms": result["generator_cpu"] / requests * 1000,
     }
 
 
@@ -237,7 +401,8 @@ class Measured:
     scout: dict[str, float]
     peer: dict[str, float]
     correlated: float
-    cpu: float
+    # CPU milliseconds a request of the sidecar's HTTP process, while the load ran.
+    cpu_ms: float
 
 
 def measure(batch: int, alerts: int, senders: int, rate: float) -> Measured:
@@ -247,7 +412,7 @@ def measure(batch: int, alerts: int, senders: int, rate: float) -> Measured:
         # Alertmanager first and alone, so nothing else competes for the cores.
         peer, peer_url = start_alertmanager(workdir, "ingest-peer")
         try:
-            theirs = run_generator(
+            theirs = load(
                 f"{peer_url}/api/v2/alerts", "am", PRELOAD_ALERTS, alerts, batch, senders, rate
             )
         finally:
@@ -261,9 +426,9 @@ def measure(batch: int, alerts: int, senders: int, rate: float) -> Measured:
             wait_processed(database, PRELOAD_ALERTS)
             assert sidecar.process is not None
             cpu_before = cpu_seconds(sidecar.process.pid)
-            scout = run_generator(hook, "scout", PRELOAD_ALERTS, alerts, batch, senders, rate)
-            drained = wait_processed(database, PRELOAD_ALERTS + alerts)
+            scout = load(hook, "scout", PRELOAD_ALERTS, alerts, batch, senders, rate)
             cpu = cpu_seconds(sidecar.process.pid) - cpu_before
+            drained = wait_processed(database, PRELOAD_ALERTS + alerts)
         finally:
             for service in (sidecar, trip):
                 service.stop(grace=10)
@@ -271,10 +436,10 @@ def measure(batch: int, alerts: int, senders: int, rate: float) -> Measured:
     return Measured(
         batch=batch,
         mode=mode,
-        scout=summary(scout, alerts),
-        peer=summary(theirs, alerts),
+        scout=summary(scout, alerts, batch),
+        peer=summary(theirs, alerts, batch),
         correlated=alerts / (scout["wall"] + drained),
-        cpu=cpu,
+        cpu_ms=cpu / math.ceil(alerts / batch) * 1000,
     )
 
 
@@ -307,17 +472,18 @@ def main() -> int:
         rows.append(measure(batch, args.alerts, args.senders, args.rate))
     print(
         "| alerts/request | load | Scout alerts/s | Scout p50 ms | Scout p99 ms "
-        "| correlated alerts/s | Scout CPU s | Alertmanager alerts/s | Alertmanager p99 ms "
-        "| rate ratio | p99 ratio |"
+        "| correlated alerts/s | Scout HTTP CPU ms/request | Alertmanager alerts/s "
+        "| Alertmanager p99 ms | rate ratio | p99 ratio | generator CPU ms/request |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         ours, theirs = row.scout, row.peer
         print(
             f"| {row.batch} | {row.mode} | {ours['rate']:,.0f} | {ours['p50_ms']:.1f} "
-            f"| {ours['p99_ms']:.1f} | {row.correlated:,.0f} | {row.cpu:.1f} "
+            f"| {ours['p99_ms']:.1f} | {row.correlated:,.0f} | {row.cpu_ms:.3f} "
             f"| {theirs['rate']:,.0f} | {theirs['p99_ms']:.1f} "
-            f"| {ours['rate'] / theirs['rate']:.2f}x | {ours['p99_ms'] / theirs['p99_ms']:.2f}x |"
+            f"| {ours['rate'] / theirs['rate']:.2f}x | {ours['p99_ms'] / theirs['p99_ms']:.2f}x "
+            f"| {ours['generator_cpu_ms']:.3f} / {theirs['generator_cpu_ms']:.3f} |"
         )
         if ours["failures"] or theirs["failures"]:
             print(f"  failed requests: Scout {ours['failures']}, Alertmanager {theirs['failures']}")

@@ -21,11 +21,17 @@ How it runs. SQLite calls block, so almost none of them runs on the event loop:
 Durability: ``synchronous=FULL`` syncs the WAL on every commit, so a write is
 on disk, not only in the page cache, before its caller hears back. A kill -9
 loses nothing acknowledged even with NORMAL; FULL also covers power loss.
+The worker process opens its inline engine with NORMAL: what it writes is
+derived from stored alerts and is done again if a power cut rolls it back
+(``ai_sidecar.components.WORKER_SYNCHRONOUS``).
 
 The WAL's size. SQLite copies the WAL into the database every 1,000 pages
-(4 MB) and then writes it again from its start, but never shrinks the file
-below ``journal_size_limit`` (``transactions.WAL_SIZE_LIMIT``): under load the WAL
-stays at about that size. Once the writer thread has had nothing to do for
+(4 MB), at a COMMIT of the writer thread or the worker process (the quick
+writer's connection only past ``quick.QUICK_CHECKPOINT_PAGES``, so the
+webhook's commits do not wait for it), and then writes it again from its
+start, but never shrinks the file below ``journal_size_limit``
+(``transactions.WAL_SIZE_LIMIT``): under load the WAL stays at about that
+size. Once the writer thread has had nothing to do for
 :data:`WAL_IDLE_TRUNCATE` seconds it runs ``PRAGMA wal_checkpoint(TRUNCATE)``,
 which gives the whole WAL back to the file system. Only when idle: the
 checkpoint holds the write lock while it copies, and a reader of the worker

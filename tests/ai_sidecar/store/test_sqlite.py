@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from ai_sidecar.components import WORKER_SYNCHRONOUS, open_store
 from ai_sidecar.models import Incident, Member
+from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import (
     IngestResult,
     OutboxRow,
@@ -28,6 +30,7 @@ from ai_sidecar.store import (
 )
 from ai_sidecar.store.sqlite import SCHEMA_VERSION
 from ai_sidecar.store.sqlite import incidents as sql
+from ai_sidecar.store.sqlite.quick import QUICK_CHECKPOINT_PAGES
 from ai_sidecar.store.sqlite.store import QUICK_ROWS
 from tests.ai_sidecar.builders import T0, alert
 from tests.ai_sidecar.exchanges import exchange
@@ -496,3 +499,34 @@ async def test_an_older_world_readable_store_is_made_private(
         assert "made it private" in caplog.text
     finally:
         await store.close()
+
+
+async def test_webhook_commits_fsync_and_leave_checkpoints_to_the_others(tmp_path: Path) -> None:
+    # The webhook's acknowledgements wait for an fsync (FULL) on both of its
+    # write paths, and so do one-shot commands (accounts, settings); the
+    # worker's derived writes (NORMAL) do not hold the write lock through one.
+    settings = SidecarSettings(data_dir=tmp_path / "data")
+    setting = "PRAGMA synchronous"
+    webhook = await open_store(settings)
+    assert isinstance(webhook, SqliteStore)
+    try:
+        engine = webhook.engine
+        threaded = await engine.write(lambda c: c.execute(setting).fetchone()[0])
+        quick = await engine.write_quick(lambda c: c.execute(setting).fetchone()[0])
+        checkpoints = await engine.write_quick(
+            lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+    finally:
+        await webhook.close()
+    inline = {}
+    for name, synchronous in (("command", "FULL"), ("pipeline", WORKER_SYNCHRONOUS)):
+        worker = await open_store(settings, worker=True, synchronous=synchronous)
+        assert isinstance(worker, SqliteStore)
+        try:
+            inline[name] = await worker.engine.write(lambda c: c.execute(setting).fetchone()[0])
+        finally:
+            await worker.close()
+    assert (threaded, quick, inline["command"]) == (2, 2, 2)  # FULL
+    assert inline["pipeline"] == 1  # NORMAL
+    # The quick writer's commits leave the WAL's checkpoints to the others.
+    assert checkpoints == QUICK_CHECKPOINT_PAGES > 1_000
