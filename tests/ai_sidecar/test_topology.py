@@ -843,12 +843,6 @@ def test_internet_probes_via_the_wan_router_join_the_saturation_of_its_isp_port(
     assert len(final(fold(correlator(wan_router()), [*alerts[:2], down]))) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of issue 11: degradation explains degradation only, so an uplink erroring "
-    "badly enough that the switch behind stops answering SNMP no longer explains it: the "
-    "switch is named root cause (the errors were before the fourth pass)",
-)
 def test_an_erroring_uplink_is_the_root_of_the_switch_behind_it_that_stops_answering():
     alerts = [
         at("ProbeLossHigh", 0, job="probe_icmp", instance="ap-7.corp.example", layer="network"),
@@ -857,6 +851,19 @@ def test_an_erroring_uplink_is_the_root_of_the_switch_behind_it_that_stops_answe
     ]
     [incident] = final(fold(correlator(), alerts)).values()
     assert names(incident) == "InterfaceErrors"
+
+
+def test_a_port_dropping_frames_explains_loss_behind_it_not_slowness_or_a_failed_check():
+    errors = at("InterfaceErrors", 0, job="snmp", instance="core-1", ifName="Gi1/0/24")
+    behind = {"job": "probe_icmp", "instance": "ap-7.corp.example"}
+    loss = at("ProbeLossHigh", 240, layer="network", **behind)
+    assert len(final(fold(correlator(), [errors, loss]))) == 1
+    for effect in ("ProbeLatencyHigh", "ProbeJitterHigh", "ProbeFailed"):
+        assert len(final(fold(correlator(), [errors, at(effect, 240, **behind)]))) == 2
+    # A saturated port's queues make all three.
+    saturated = at("InterfaceSaturated", 0, job="snmp", instance="core-1", ifName="Gi1/0/24")
+    for effect in ("ProbeLossHigh", "ProbeLatencyHigh", "ProbeFailed"):
+        assert len(final(fold(correlator(), [saturated, at(effect, 240, **behind)]))) == 1
 
 
 def test_a_disk_filling_then_its_service_failing_is_one_incident_apart_from_a_down_port():
@@ -872,12 +879,6 @@ def test_a_disk_filling_then_its_service_failing_is_one_incident_apart_from_a_do
     assert names(disk) == "HostFilesystemAlmostFull"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of issue 11: learned edges never join outages the graph places on separate "
-    "branches (_apart), so a dependency only history shows (one power feed for two switches) "
-    "is never learned into a join; before the fourth pass it was",
-)
 def test_two_switches_that_fired_together_every_past_day_join_through_their_learned_edge():
     # sw-a and sw-b hang off core-1 on separate ports, but one rack PDU feeds
     # both: nothing the graph reads says so, three past outages do.
@@ -896,3 +897,24 @@ def test_two_switches_that_fired_together_every_past_day_join_through_their_lear
     now = Correlator(CorrelationConfig(), two_switches(), edges)
     [incident] = final(fold(now, both(0))).values()
     assert len(incident.members) == 2
+
+
+def test_two_switches_that_also_failed_apart_stay_on_their_branches_despite_a_learned_edge():
+    # Together on three past days, but sw-a also failed alone on two: history
+    # is not unanimous, and the graph says they are on separate branches.
+    def both(offset: float) -> list[Alert]:
+        return [unreachable("sw-a", offset), unreachable("sw-b", offset + 20)]
+
+    days = [item for day in (5, 4, 3) for item in both(-day * 86400.0)]
+    days += [unreachable("sw-a", -day * 86400.0) for day in (2, 1)]
+    past = Correlator(CorrelationConfig(), two_switches())
+    history = [
+        change.incident for item in days if (change := past.apply(item, item.starts_at)) is not None
+    ]
+    edges = learn(history)
+    assert edges.edges == 1
+    assert not any(
+        partner.unanimous for partners in edges.partners.values() for partner in partners
+    )
+    now = Correlator(CorrelationConfig(), two_switches(), edges)
+    assert len(final(fold(now, both(0)))) == 2
