@@ -24,7 +24,7 @@ The rules, in brief (docs/correlation.md has them in full):
   the others (:attr:`Change.absorbed`). An outage pulls effects for as long as
   it fires, degradation for ``causal_window`` after it starts; degradation
   explains only degradation, a port's own counters nothing upstream, a port
-  dropping frames (errors, discards) only loss; a
+  with errors only loss, with discards loss and latency; a
   host-layer alert on a transit device also explains network-layer symptoms
   behind it (:func:`_explains`, :func:`_local`, :func:`_carries`).
 - **Also joining.** A port no neighbour is known on pairs with an unreachable
@@ -32,8 +32,7 @@ The rules, in brief (docs/correlation.md has them in full):
   sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
   a cause absorbs resolved incidents whose root it explains within the causal
   window; learned co-firing partners (:mod:`ai_sidecar.correlate.cofiring`)
-  join (one incident, not across branches the graph separates: :func:`_apart`,
-  unless neither ever fired without the other),
+  join (one incident, not across branches the graph separates: :func:`_apart`),
   and the one that fires first explains the other after the graph's
   explanations.
 - **Group key.** The values of the first ``group_by`` label set whose labels
@@ -196,19 +195,25 @@ def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool
 _OUTAGE_LAYERS = frozenset({"device", "link"})
 
 # What a degraded port does to the traffic through it depends on how it is
-# degraded. Error or discard counters count frames it drops: behind it that is
-# loss (and, badly enough, a device whose polls time out), not slowness, jitter
-# or a check failing on status or content, which a saturated port's queues or
-# a full session table do make. Matched on the alertname, as the layers are.
-_DROPS = re.compile(r".*(Errors?|Discards?|Drops?|Crc).*", re.IGNORECASE)
-_LOSS = re.compile(r".*(PacketLoss|Loss).*", re.IGNORECASE)
-# A member's kind for that rule: it drops frames, it is loss, or neither.
-_DROPPING, _LOST, _OTHER = 1, 2, 0
+# degraded. Errors (CRC) corrupt frames, which are dropped: behind the port that
+# is loss (and, badly enough, a device whose polls time out), not slowness,
+# jitter or a check failing on status or content. Discards are frames dropped
+# from full queues: loss and latency. A saturated port's queues make all of
+# those. Matched on the alertname, as the layers are: a symptom's kind is a
+# bit, a port counter's the bits of what it makes (none: anything degraded).
+_LOSS_BIT, _LATENCY_BIT = 1, 2
+_SYMPTOM_KINDS = (
+    (re.compile(r".*(PacketLoss|Loss).*", re.IGNORECASE), _LOSS_BIT),
+    (re.compile(r".*(Latency|Rtt|Slow).*", re.IGNORECASE), _LATENCY_BIT),
+    (re.compile(r".*(Errors?|Crc).*", re.IGNORECASE), _LOSS_BIT << 4),
+    (re.compile(r".*(Discards?|Drops?).*", re.IGNORECASE), (_LOSS_BIT | _LATENCY_BIT) << 4),
+)
 
 
 def _carries(cause_kind: int, effect_kind: int, effect: Layer) -> bool:
-    """Whether what the cause does behind it can be the effect (see ``_DROPS``)."""
-    return cause_kind != _DROPPING or effect_kind == _LOST or effect not in _DEGRADED_LAYERS
+    """Whether what the cause does behind it can be the effect (see ``_SYMPTOM_KINDS``)."""
+    makes = cause_kind >> 4
+    return not makes or bool(effect_kind & makes) or effect not in _DEGRADED_LAYERS
 
 
 def _local(layer: Layer, node: str | None) -> bool:
@@ -459,7 +464,7 @@ class _Tracked:
     ranks: dict[str, RankKey] = field(default_factory=dict)
     heap: list[tuple[RankKey, str]] = field(default_factory=list)
     layers: dict[str, Layer] = field(default_factory=dict)
-    # _DROPPING, _LOST or _OTHER (see _carries).
+    # What kind of symptom or port counter each is (see _carries).
     kinds: dict[str, int] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)
     dependents: dict[str, int] = field(default_factory=dict)
@@ -701,13 +706,11 @@ class Correlator:
         return found
 
     def kind_of(self, labels: Mapping[str, str]) -> int:
-        """Whether the alert is a port dropping frames, loss, or neither (see ``_carries``)."""
+        """What kind of symptom or port counter the alert is (see ``_carries``)."""
         name = labels.get("alertname", "")
         found = self._kinds.get(name)
         if found is None:
-            found = (
-                _DROPPING if _DROPS.fullmatch(name) else _LOST if _LOSS.fullmatch(name) else _OTHER
-            )
+            found = next((kind for match, kind in _SYMPTOM_KINDS if match.fullmatch(name)), 0)
             if len(self._kinds) < _LAYER_MEMO:
                 self._kinds[name] = found
         return found
@@ -1196,10 +1199,7 @@ class Correlator:
         One incident only: two sites that failed together on earlier days
         both co-fire with a device of either, and the edge must not join
         them. Not an incident whose root cause the graph places on another
-        branch than the alert (:func:`_apart`): that is the graph's to say,
-        unless history is unanimous (:attr:`Partner.unanimous`: neither ever
-        fired without the other), which only a dependency the graph lacks
-        explains (one power feed for two switches).
+        branch than the alert (:func:`_apart`): that is the graph's to say.
         """
         found: dict[str, bool] = {}
         cofiring = self._cofiring
@@ -1216,9 +1216,8 @@ class Correlator:
                 continue
             fp = partner.fingerprint
             root = tracked.incident.root_cause or fp
-            if not partner.unanimous and (
-                _apart(placement, layer, tracked.placements[fp], tracked.layers[fp])
-                or _apart(placement, layer, tracked.placements[root], tracked.layers[root])
+            if _apart(placement, layer, tracked.placements[fp], tracked.layers[fp]) or _apart(
+                placement, layer, tracked.placements[root], tracked.layers[root]
             ):
                 continue
             member = tracked.incident.members.get(fp)
@@ -1695,9 +1694,8 @@ class Correlator:
         placement, layer = tracked.placements[fp], tracked.layers[fp]
         for partner in self._cofiring.of(fp):
             other = partner.fingerprint
-            if other not in tracked.layers or (
-                not partner.unanimous
-                and _apart(placement, layer, tracked.placements[other], tracked.layers[other])
+            if other not in tracked.layers or _apart(
+                placement, layer, tracked.placements[other], tracked.layers[other]
             ):
                 continue
             if partner.leads:

@@ -53,16 +53,6 @@ class Partner:
     # This alert started first on most occasions: the partner is the likely effect.
     follows: bool
 
-    @property
-    def unanimous(self) -> bool:
-        """Neither alert ever fired without the other: every episode of either was an occasion.
-
-        A dependency the graph does not know (one power feed for two switches
-        on separate branches) shows up so; two branches that merely failed
-        together on some days also failed apart on others.
-        """
-        return self.together >= self.episodes
-
 
 @dataclass(frozen=True, slots=True)
 class CoFiring:

@@ -853,17 +853,25 @@ def test_an_erroring_uplink_is_the_root_of_the_switch_behind_it_that_stops_answe
     assert names(incident) == "InterfaceErrors"
 
 
-def test_a_port_dropping_frames_explains_loss_behind_it_not_slowness_or_a_failed_check():
-    errors = at("InterfaceErrors", 0, job="snmp", instance="core-1", ifName="Gi1/0/24")
+def test_what_a_degraded_port_explains_behind_it_depends_on_how_it_is_degraded():
     behind = {"job": "probe_icmp", "instance": "ap-7.corp.example"}
-    loss = at("ProbeLossHigh", 240, layer="network", **behind)
-    assert len(final(fold(correlator(), [errors, loss]))) == 1
+
+    def incidents(port_alert: str, effect: str) -> int:
+        port = at(port_alert, 0, job="snmp", instance="core-1", ifName="Gi1/0/24")
+        return len(final(fold(correlator(), [port, at(effect, 240, **behind)])))
+
+    # CRC errors drop corrupted frames: loss, nothing slower or failing.
+    assert incidents("InterfaceErrors", "ProbeLossHigh") == 1
     for effect in ("ProbeLatencyHigh", "ProbeJitterHigh", "ProbeFailed"):
-        assert len(final(fold(correlator(), [errors, at(effect, 240, **behind)]))) == 2
-    # A saturated port's queues make all three.
-    saturated = at("InterfaceSaturated", 0, job="snmp", instance="core-1", ifName="Gi1/0/24")
-    for effect in ("ProbeLossHigh", "ProbeLatencyHigh", "ProbeFailed"):
-        assert len(final(fold(correlator(), [saturated, at(effect, 240, **behind)]))) == 1
+        assert incidents("InterfaceErrors", effect) == 2
+    # Discards drop from full queues: loss and latency.
+    for effect in ("ProbeLossHigh", "ProbeLatencyHigh"):
+        assert incidents("InterfaceDiscards", effect) == 1
+    for effect in ("ProbeJitterHigh", "ProbeFailed"):
+        assert incidents("InterfaceDiscards", effect) == 2
+    # A saturated port's queues make all of them.
+    for effect in ("ProbeLossHigh", "ProbeLatencyHigh", "ProbeJitterHigh", "ProbeFailed"):
+        assert incidents("InterfaceSaturated", effect) == 1
 
 
 def test_a_disk_filling_then_its_service_failing_is_one_incident_apart_from_a_down_port():
@@ -879,6 +887,15 @@ def test_a_disk_filling_then_its_service_failing_is_one_incident_apart_from_a_do
     assert names(disk) == "HostFilesystemAlmostFull"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="review of issue 11: learned edges never join outages the graph places on separate "
+    "branches (_apart). Letting a unanimous edge (neither alert ever fired without the other) "
+    "join across branches passes this test but in the storm replay joins the two branches of "
+    "small two_sites estates, which failed together on every earlier day yet are two "
+    "incidents (seeds 100-119: two_sites precision 0.986 -> 0.939, root cause 97.6% -> "
+    "95.2%); history alone cannot tell one rack PDU from two coincident power cuts",
+)
 def test_two_switches_that_fired_together_every_past_day_join_through_their_learned_edge():
     # sw-a and sw-b hang off core-1 on separate ports, but one rack PDU feeds
     # both: nothing the graph reads says so, three past outages do.
@@ -900,8 +917,8 @@ def test_two_switches_that_fired_together_every_past_day_join_through_their_lear
 
 
 def test_two_switches_that_also_failed_apart_stay_on_their_branches_despite_a_learned_edge():
-    # Together on three past days, but sw-a also failed alone on two: history
-    # is not unanimous, and the graph says they are on separate branches.
+    # Together on three past days, and sw-a alone on two: a learned edge, but
+    # the graph says they are on separate branches.
     def both(offset: float) -> list[Alert]:
         return [unreachable("sw-a", offset), unreachable("sw-b", offset + 20)]
 
@@ -913,8 +930,5 @@ def test_two_switches_that_also_failed_apart_stay_on_their_branches_despite_a_le
     ]
     edges = learn(history)
     assert edges.edges == 1
-    assert not any(
-        partner.unanimous for partners in edges.partners.values() for partner in partners
-    )
     now = Correlator(CorrelationConfig(), two_switches(), edges)
     assert len(final(fold(now, both(0)))) == 2
