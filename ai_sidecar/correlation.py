@@ -23,9 +23,10 @@ The rules, in brief (docs/correlation.md has them in full):
   (for a leaf cabled to a switch, the switch). The oldest takes it and absorbs
   the others (:attr:`Change.absorbed`). An outage pulls effects for as long as
   it fires, degradation for ``causal_window`` after it starts; degradation
-  explains only degradation, a port's own counters nothing upstream; a
+  explains only degradation, a port's own counters nothing upstream, a port
+  with errors only loss, with discards loss and latency; a
   host-layer alert on a transit device also explains network-layer symptoms
-  behind it (:func:`_explains`, :func:`_local`).
+  behind it (:func:`_explains`, :func:`_local`, :func:`_carries`).
 - **Also joining.** A port no neighbour is known on pairs with an unreachable
   leaf behind its device (:func:`_pairing`); a public address nothing places
   sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
@@ -53,7 +54,8 @@ The rules, in brief (docs/correlation.md has them in full):
 - **Resolution.** ``all_members``: when no member fires. ``root_cause``: when
   the root-cause member resolves; the root cause is then kept as it was.
 - **Root cause.** The first member by: explains the most other members (they
-  sit downstream and its failure travels to them), firing before resolved,
+  sit downstream and its failure travels to them; a port's own degradation also
+  explains a device behind it that stops answering: :func:`_accounts_for`), firing before resolved,
   lowest layer, most dependents, earliest start, highest severity, lowest
   fingerprint.
 
@@ -69,6 +71,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -191,6 +194,27 @@ def _explains(cause: Layer, transit: bool, strength: int, effect: Layer) -> bool
 # Layers whose alerts say an element is down, not degraded.
 _OUTAGE_LAYERS = frozenset({"device", "link"})
 
+# What a degraded port does to the traffic through it depends on how it is
+# degraded. Errors (CRC) corrupt frames, which are dropped: behind the port that
+# is loss (and, badly enough, a device whose polls time out), not slowness,
+# jitter or a check failing on status or content. Discards are frames dropped
+# from full queues: loss and latency. A saturated port's queues make all of
+# those. Matched on the alertname, as the layers are: a symptom's kind is a
+# bit, a port counter's the bits of what it makes (none: anything degraded).
+_LOSS_BIT, _LATENCY_BIT = 1, 2
+_SYMPTOM_KINDS = (
+    (re.compile(r".*(PacketLoss|Loss).*", re.IGNORECASE), _LOSS_BIT),
+    (re.compile(r".*(Latency|Rtt|Slow).*", re.IGNORECASE), _LATENCY_BIT),
+    (re.compile(r".*(Errors?|Crc).*", re.IGNORECASE), _LOSS_BIT << 4),
+    (re.compile(r".*(Discards?|Drops?).*", re.IGNORECASE), (_LOSS_BIT | _LATENCY_BIT) << 4),
+)
+
+
+def _carries(cause_kind: int, effect_kind: int, effect: Layer) -> bool:
+    """Whether what the cause does behind it can be the effect (see ``_SYMPTOM_KINDS``)."""
+    makes = cause_kind >> 4
+    return not makes or bool(effect_kind & makes) or effect not in _DEGRADED_LAYERS
+
 
 def _local(layer: Layer, node: str | None) -> bool:
     """Whether an alert is a counter of its own port (errors, discards, saturation).
@@ -201,6 +225,24 @@ def _local(layer: Layer, node: str | None) -> bool:
     measured from the poller, is explained by anything on the path.
     """
     return layer in _DEGRADED_LAYERS and node is not None and node.startswith(("port:", "link:"))
+
+
+def _accounts_for(
+    cause: Layer, cause_node: str | None, transit: bool, strength: int, effect: Layer
+) -> bool:
+    """Whether a member explains another its incident already holds (ranking, not joining).
+
+    What :func:`_explains` says, and one more: a port's own degradation
+    (errors, discards, saturation) accounts for a device reached through it
+    that stops answering: polls time out when enough packets are lost. It
+    pulls no outage into its incident (a device behind a degraded link that
+    stops answering on its own, switched off or unpowered, is the likelier
+    story); once the degradation's other effects behind it have joined the two,
+    the port outranks the device, whose outage explains only what is behind it.
+    """
+    return _explains(cause, transit, strength, effect) or (
+        effect == "device" and strength >= PATH and _local(cause, cause_node)
+    )
 
 
 def _unknown_port_explains(cause: Layer, effect: Layer) -> bool:
@@ -422,6 +464,8 @@ class _Tracked:
     ranks: dict[str, RankKey] = field(default_factory=dict)
     heap: list[tuple[RankKey, str]] = field(default_factory=list)
     layers: dict[str, Layer] = field(default_factory=dict)
+    # What kind of symptom or port counter each is (see _carries).
+    kinds: dict[str, int] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)
     dependents: dict[str, int] = field(default_factory=dict)
     # What ranks a member besides layer and dependents: (first startsAt, severity) ...
@@ -483,6 +527,7 @@ class Correlator:
         )
         self._layer_blanks = ("",) * len(self._layer_labels)
         self._layers: dict[tuple[str, ...], Layer] = {}
+        self._kinds: dict[str, int] = {}
         self._key_fallback = config.key_fallback
         self._topology = TopologySnapshot() if topology is None else topology
         # Grows with every new graph or learned edges: reasons name paths and edges.
@@ -658,6 +703,16 @@ class Correlator:
                     break
         if len(self._layers) < _LAYER_MEMO:
             self._layers[key] = found
+        return found
+
+    def kind_of(self, labels: Mapping[str, str]) -> int:
+        """What kind of symptom or port counter the alert is (see ``_carries``)."""
+        name = labels.get("alertname", "")
+        found = self._kinds.get(name)
+        if found is None:
+            found = next((kind for match, kind in _SYMPTOM_KINDS if match.fullmatch(name)), 0)
+            if len(self._kinds) < _LAYER_MEMO:
+                self._kinds[name] = found
         return found
 
     # -- folding -------------------------------------------------------------
@@ -1040,6 +1095,7 @@ class Correlator:
         if node is None:
             return self._accepted(alert, found), []
         receives = _RECEIVES[layer]
+        kind = self.kind_of(alert.labels)
         shared_at = self._at
         for candidate in shared_at.get(node, {}):
             found.setdefault(candidate, False)
@@ -1062,6 +1118,7 @@ class Correlator:
                     if _explains(
                         tracked.layers[fp], tracked.placements[fp].transit, strength, layer
                     )
+                    and _carries(tracked.kinds[fp], kind, layer)
                     and (not unknown or _unknown_port_explains(tracked.layers[fp], layer))
                 ]
                 if causes and is_any_port(ancestor) and placement.leaf and _paired(tracked):
@@ -1091,6 +1148,7 @@ class Correlator:
                 fp
                 for fp, strength in tracked.below.get(node, _NO_STRENGTHS).items()
                 if _explains(layer, placement.transit, strength, tracked.layers[fp])
+                and _carries(kind, tracked.kinds[fp], tracked.layers[fp])
             ]
             if also is not None and not _paired(tracked):
                 # Behind some port of the device: this one, unless another has
@@ -1100,6 +1158,7 @@ class Correlator:
                     for fp, strength in tracked.below.get(also, _NO_STRENGTHS).items()
                     if _unknown_port_explains(layer, tracked.layers[fp])
                     and _explains(layer, placement.transit, strength, tracked.layers[fp])
+                    and _carries(kind, tracked.kinds[fp], tracked.layers[fp])
                 ]
             if effects:
                 members = tracked.incident.members
@@ -1116,9 +1175,9 @@ class Correlator:
             for parent in placement.parents:
                 for candidate in self._behind.get(parent, {}):
                     found.setdefault(candidate, False)
-        kind = _pairing(placement, layer)
-        if kind is not None:
-            partner = _PAIRS[kind]
+        pairing = _pairing(placement, layer)
+        if pairing is not None:
+            partner = _PAIRS[pairing]
             for parent in placement.parents:
                 for candidate in self._paired.get((partner, parent), {}):
                     paired = self._tracked.get(candidate)
@@ -1441,6 +1500,7 @@ class Correlator:
         targets = tracked.targets
         targets[fp] = target
         tracked.layers[fp] = self.layer_of(labels) if layer is None else layer
+        tracked.kinds[fp] = self.kind_of(labels)
         by_name, by_reference = tracked.by_name, tracked.by_reference
         # Who already depends on the newcomer (each counted once) ...
         mine = {
@@ -1505,10 +1565,12 @@ class Correlator:
             tracked.devices += 1
             tracked.leaves += placement.leaf and placement.known
         receives = _RECEIVES[layer]
+        kinds, kind = tracked.kinds, tracked.kinds[fp]
         below = {
             other
             for other, strength in tracked.below.get(node, _NO_STRENGTHS).items()
-            if _explains(layer, placement.transit, strength, tracked.layers[other])
+            if _accounts_for(layer, node, placement.transit, strength, tracked.layers[other])
+            and _carries(kind, kinds[other], tracked.layers[other])
         }
         also = placement.also
         if also is not None:
@@ -1517,6 +1579,7 @@ class Correlator:
                 for other, strength in tracked.below.get(also, _NO_STRENGTHS).items()
                 if _unknown_port_explains(layer, tracked.layers[other])
                 and _explains(layer, placement.transit, strength, tracked.layers[other])
+                and _carries(kind, kinds[other], tracked.layers[other])
             )
         tracked.explains[fp] = len(below)
         if below:
@@ -1538,8 +1601,14 @@ class Correlator:
                 continue
             unknown = is_any_port(ancestor)
             for other in at[ancestor]:
-                if _explains(layers[other], placements[other].transit, strength, layer) and (
-                    not unknown or _unknown_port_explains(layers[other], layer)
+                cause = layers[other]
+                if _carries(kinds[other], kind, layer) and (
+                    _accounts_for(
+                        cause, placements[other].node, placements[other].transit, strength, layer
+                    )
+                    if not unknown
+                    else _explains(cause, placements[other].transit, strength, layer)
+                    and _unknown_port_explains(cause, layer)
                 ):
                     explains[other] += 1
                     if other not in nearest or height < nearest[other]:
@@ -1559,10 +1628,10 @@ class Correlator:
         if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
                 self._behind.setdefault(parent, {})[incident_id] = None
-        kind = _pairing(placement, layer)
-        if kind is not None:
+        pairing = _pairing(placement, layer)
+        if pairing is not None:
             for parent in placement.parents:
-                self._paired.setdefault((kind, parent), {})[incident_id] = None
+                self._paired.setdefault((pairing, parent), {})[incident_id] = None
         return raised
 
     def _extend_below(self, tracked: _Tracked, placement: Placement) -> None:
@@ -1579,7 +1648,7 @@ class Correlator:
         below_of, explains, nearest = tracked.below, tracked.explains, tracked.nearest
         for other, strength in list(beneath.items()):
             height = (len(placements[other].ancestors), other)
-            effect = layers[other]
+            effect, effect_kind = layers[other], tracked.kinds[other]
             for ancestor, above in placement.ancestors.items():
                 reach = min(strength, above)
                 known = below_of.get(ancestor)
@@ -1596,11 +1665,19 @@ class Correlator:
                 unknown = is_any_port(ancestor)
                 for cause in at[ancestor]:
                     layer, transit = layers[cause], placements[cause].transit
-                    if cause == other or not _explains(layer, transit, reach, effect):
+                    if unknown:
+                        if not _unknown_port_explains(layer, effect):
+                            continue
+                        cause_node = None  # an unknown port accounts for no more than it explains
+                    else:
+                        cause_node = placements[cause].node
+                    if (
+                        cause == other
+                        or not _carries(tracked.kinds[cause], effect_kind, effect)
+                        or not _accounts_for(layer, cause_node, transit, reach, effect)
+                    ):
                         continue
-                    if unknown and not _unknown_port_explains(layer, effect):
-                        continue
-                    if before >= 0 and _explains(layer, transit, before, effect):
+                    if before >= 0 and _accounts_for(layer, cause_node, transit, before, effect):
                         continue  # explained already
                     explains[cause] += 1
                     if cause not in nearest or height < nearest[cause]:

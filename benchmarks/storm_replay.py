@@ -28,7 +28,7 @@ The topology-aware one is also given the co-firing edges learned from
 ``--history`` earlier storms of the same kind on the same estate
 (:func:`learned_history`), as the worker learns them from its store.
 
-Usage: python -m benchmarks.storm_replay [--seeds N] [--scenario NAME ...]
+Usage: python -m benchmarks.storm_replay [--seeds N] [--first-seed N] [--scenario NAME ...]
        [--preset network|firewall|windows] [--alerts N] [--no-throughput]
        [--correlator topology|today] [--history N] [--write-topology DIR]
 """
@@ -156,12 +156,14 @@ def quality(
     factory: CorrelatorFactory,
     earlier: int = 0,
     language: str = SOURCE_LANGUAGE,
+    first_seed: int = 0,
 ) -> list[StormScore]:
     config = preset_config(preset)
     scores = []
     total = len(scenarios) * seeds
     for number, (name, seed) in enumerate(
-        ((name, seed) for name in scenarios for seed in range(seeds)), start=1
+        ((name, seed) for name in scenarios for seed in range(first_seed, first_seed + seeds)),
+        start=1,
     ):
         progress(f"[{number}/{total}] {name} seed {seed}")
         chosen = factory
@@ -221,6 +223,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="storms per scenario (default 5)")
     parser.add_argument(
+        "--first-seed", type=int, default=0, help="seed of the first storm (default 0)"
+    )
+    parser.add_argument(
         "--scenario", action="append", choices=sorted(SCENARIOS), help="only these (repeatable)"
     )
     parser.add_argument("--preset", default="network", choices=("network", "firewall", "windows"))
@@ -257,7 +262,9 @@ def main() -> None:
     factory = FACTORIES[args.correlator]
     languages = args.language or [SOURCE_LANGUAGE, "fr"]
     by_language = {
-        language: quality(scenarios, args.seeds, args.preset, factory, args.history, language)
+        language: quality(
+            scenarios, args.seeds, args.preset, factory, args.history, language, args.first_seed
+        )
         for language in languages
     }
     scores = by_language[languages[0]]
@@ -265,7 +272,8 @@ def main() -> None:
         write_topologies(args.write_topology, scenarios, args.seeds)
     learning = args.history and args.correlator == "topology"
     print(
-        f"Storm replay: {args.seeds} seeds per scenario, {args.preset} preset, "
+        f"Storm replay: {args.seeds} seeds per scenario (from {args.first_seed}), "
+        f"{args.preset} preset, "
         f"{args.correlator} correlator"
         f"{f', co-firing learned from {args.history} earlier storms' if learning else ''}\n"
     )
