@@ -8,6 +8,7 @@ the reboot case runs against real snmpd in test_snmp_endpoint.py.
 from __future__ import annotations
 
 import asyncio
+import resource
 
 import pytest
 from pydantic import SecretStr
@@ -119,6 +120,26 @@ async def test_session_count_is_capped(monkeypatch):
         now[0] += 1
         scraper.session(Target(host), "a", credentials, module)
     # The least recently used one was closed to make room.
+    assert scraper.session(Target("192.0.2.1"), "a", credentials, module) is not first
+    await scraper.close()
+
+
+async def test_session_cap_leaves_room_in_the_open_files_limit(caplog):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        scraper = SnmpScraper()
+        await scraper.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # 1024 files: up to 512 HTTP connections and 256 reserved leave 256 sockets.
+    cap = 1024 - 512 - scraper_module.RESERVED_FILES
+    assert "leaves room for 256 SNMP sessions, not 15000" in caplog.text
+    module = builtin_modules()["if_mib"]
+    credentials = Credentials(2, community="public")
+    first = scraper.session(Target("192.0.2.1"), "a", credentials, module)
+    for n in range(cap):
+        scraper.session(Target(f"192.0.{3 + n // 250}.{1 + n % 250}"), "a", credentials, module)
     assert scraper.session(Target("192.0.2.1"), "a", credentials, module) is not first
     await scraper.close()
 
