@@ -157,19 +157,20 @@ class RowLabels:
 
     The metrics read from ``fixed`` columns (the cached ones) have the same
     samples too: their families are built on the cache's first scrape and kept
-    in ``families`` (by the metric's position), so later scrapes neither map nor
-    hold those columns' varbinds.
+    in ``samples`` (by the metric's position; labels and values as two tuples,
+    which hold a third of the memory of one tuple per sample), so later scrapes
+    neither map nor hold those columns' varbinds.
     """
 
-    __slots__ = ("complete", "families", "fixed", "known", "mapper", "texts")
+    __slots__ = ("complete", "fixed", "known", "mapper", "samples", "texts")
 
     def __init__(self, mapper: MetricMapper, fixed: Iterable[Oid] = ()) -> None:
         self.mapper = mapper
         self.fixed = frozenset(fixed)
         self.known: list[dict[Oid, Labels | None]] = [{} for _ in mapper.shapes]
         self.texts: dict[int, str] = {}
-        self.families: dict[int, Family] = {}
-        self.complete = False  # set once a whole pass has filled ``families``
+        self.samples: dict[int, tuple[tuple[Labels, ...], tuple[int | float, ...]]] = {}
+        self.complete = False  # set once a whole pass has filled ``samples``
 
 
 class MetricMapper:
@@ -237,10 +238,14 @@ class MetricMapper:
         fixed: dict[int, Family] = {}
         for position, plan in enumerate(self._metrics):
             if kept is not None and plan.base in kept.fixed and plan.instance is None:
+                family = fixed[position] = _new_family(plan.metric)
                 if reuse:
-                    out.append(kept.families[position])  # read from cached columns: as before
+                    # Read from cached columns: the samples of the cache's first scrape.
+                    labels_kept, values_kept = kept.samples[position]
+                    family.samples = list(zip(labels_kept, values_kept, strict=True))
+                    family.rendered = kept if plan.same_labels and not plan.static else None
+                    out.append(family)
                     continue
-                fixed[position] = _new_family(plan.metric)
             metric, instance, static, plain = (
                 plan.metric,
                 plan.instance,
@@ -279,7 +284,14 @@ class MetricMapper:
                 _aggregate(family, metric.aggregate, static)
             out.append(family)
         if kept is not None and not reuse:
-            kept.families, kept.complete = fixed, True
+            kept.samples = {
+                position: (
+                    tuple(labels for labels, _ in family.samples),
+                    tuple(value for _, value in family.samples),
+                )
+                for position, family in fixed.items()
+            }
+            kept.complete = True
         return out
 
     def _labels(self, shape: int, suffix: Oid, values: Mapping[Oid, VarBind]) -> Labels | None:

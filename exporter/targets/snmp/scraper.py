@@ -225,6 +225,8 @@ class DeviceCache:
     scalar_validators: dict[Oid, object]
     column_validators: dict[Oid, tuple[tuple[Oid, ...], tuple[object, ...]]]
     rows: dict[Oid, list[VarBind]]
+    # Lookup values: OCTET STRINGs (names, aliases: nearly all) as bare bytes, the rest typed.
+    octets: dict[Oid, bytes] = field(default_factory=dict)
     values: dict[Oid, CompactValue] = field(default_factory=dict)
     row_labels: RowLabels | None = None
 
@@ -235,18 +237,22 @@ class CachedValues(Mapping[Oid, VarBind]):
     With the row labels kept, that is only for an index the cache has no labels for.
     """
 
-    __slots__ = ("_compact", "_varbinds")
+    __slots__ = ("_cache", "_varbinds")
 
-    def __init__(self, compact: Mapping[Oid, CompactValue]) -> None:
-        self._compact = compact
+    def __init__(self, cache: DeviceCache) -> None:
+        self._cache = cache
         self._varbinds: dict[Oid, VarBind] | None = None
 
     def _all(self) -> dict[Oid, VarBind]:
         if self._varbinds is None:
+            octets = ValueKind.OCTET_STRING
             self._varbinds = {
-                oid: VarBind(oid, ValueKind(tag), value)
-                for oid, (tag, value) in self._compact.items()
+                oid: VarBind(oid, octets, value) for oid, value in self._cache.octets.items()
             }
+            self._varbinds.update(
+                (oid, VarBind(oid, ValueKind(tag), value))
+                for oid, (tag, value) in self._cache.values.items()
+            )
         return self._varbinds
 
     def __getitem__(self, oid: Oid) -> VarBind:
@@ -256,7 +262,7 @@ class CachedValues(Mapping[Oid, VarBind]):
         return iter(self._all())
 
     def __len__(self) -> int:
-        return len(self._compact)
+        return len(self._all())
 
 
 # Clean scrapes at a lowered max-repetitions before trying twice as many again: an
@@ -594,7 +600,7 @@ class SnmpScraper:
             kept = state.cache.row_labels
             if kept is None:
                 kept = state.cache.row_labels = RowLabels(plan.mapper, plan.cached_columns)
-            values = CachedValues(state.cache.values)
+            values = CachedValues(state.cache)
         else:
             values = {vb.oid: vb for column in plan.lookup_columns for vb in rows.get(column, ())}
             values.update((oid, got[oid]) for oid in plan.scalar_lookups if oid in got)
@@ -627,6 +633,11 @@ class SnmpScraper:
         uptime = got.get(plan.uptime) if plan.uptime else None
         if uptime is None or not isinstance(uptime.value, int):
             return None
+        lookups = (
+            [vb for column in plan.lookup_columns for vb in walked.get(column, ())]
+            if plan.keeps_row_labels
+            else []
+        )
         return DeviceCache(
             uptime=uptime.value,
             fetched_at=self._clock(),
@@ -637,13 +648,16 @@ class SnmpScraper:
             rows={}
             if plan.keeps_row_labels
             else {c: walked.get(c, []) for c in plan.cached_columns},
+            octets={
+                vb.oid: vb.value
+                for vb in lookups
+                if vb.kind is ValueKind.OCTET_STRING and isinstance(vb.value, bytes)
+            },
             values={
                 vb.oid: (int(vb.kind), vb.value)
-                for column in plan.lookup_columns
-                for vb in walked.get(column, ())
-            }
-            if plan.keeps_row_labels
-            else {},
+                for vb in lookups
+                if vb.kind is not ValueKind.OCTET_STRING or not isinstance(vb.value, bytes)
+            },
         )
 
 
