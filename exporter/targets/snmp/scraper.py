@@ -93,8 +93,9 @@ def session_cap() -> int:
     """``MAX_SESSIONS``, or as many sockets as the open-files limit leaves, if fewer.
 
     The HTTP server may hold up to ``ServerLimits.connection_cap()`` connections
-    and ``RESERVED_FILES`` go to the rest; past the cap the least recently used
-    session is closed, rather than a new socket failing with EMFILE.
+    (at the default ``--web.max-connections``) and ``RESERVED_FILES`` go to the
+    rest; past the cap the least recently used session is closed, rather than a
+    new socket failing with EMFILE.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
@@ -195,6 +196,19 @@ class ModulePlan:
             and not self.neighbour_tables
             and self.lookup_columns <= set(self.cached_columns)
         )
+        # Of those, the columns read only by gauges and counters: their samples are kept
+        # as numbers against the kept row labels. Info and state-set metrics add a label
+        # per row, which kept would take more memory than the varbinds (at 10,000
+        # devices, measured): their columns stay in the cache as varbinds, mapped anew.
+        labelling = {
+            oid_of(m.oid)
+            for m in module.metrics
+            if m.type not in ("gauge", "counter") or m.aggregate or m.static_labels
+        }
+        self.kept_columns = (
+            [c for c in self.cached_columns if c not in labelling] if self.keeps_row_labels else []
+        )
+        self.row_columns = [c for c in self.cached_columns if c not in self.kept_columns]
 
     def gets(self) -> list[Oid]:
         extra = [*self.scalar_validators, *([self.uptime] if self.uptime else [])]
@@ -212,12 +226,12 @@ CompactValue = tuple[int, int | bytes | Oid | None]
 class DeviceCache:
     """What a device's scrapes reuse until a validator moves or ``max_age_seconds`` pass.
 
-    With ``ModulePlan.keeps_row_labels`` the cached columns are not kept as
-    varbinds (``rows`` is empty): ``row_labels`` keeps the labels and families
-    built from them on the first scrape, and ``values`` the lookup columns in a
-    compact form for rows that show up later. At 10,000 devices, varbinds held
-    for a whole cache life were most of the objects every full collection of
-    Python's garbage collector walked.
+    With ``ModulePlan.keeps_row_labels``, ``rows`` holds only ``row_columns``:
+    ``row_labels`` keeps the labels built on the first scrape and the samples
+    of ``kept_columns``, and ``octets``/``values`` the lookup columns in a
+    compact form for rows that show up later. Varbinds held for a whole cache
+    life were most of the objects every full collection of Python's garbage
+    collector walked.
     """
 
     uptime: int
@@ -599,7 +613,7 @@ class SnmpScraper:
             # its values are this scrape's, and what it kept was built from them.
             kept = state.cache.row_labels
             if kept is None:
-                kept = state.cache.row_labels = RowLabels(plan.mapper, plan.cached_columns)
+                kept = state.cache.row_labels = RowLabels(plan.mapper, plan.kept_columns)
             values = CachedValues(state.cache)
         else:
             values = {vb.oid: vb for column in plan.lookup_columns for vb in rows.get(column, ())}
@@ -645,9 +659,7 @@ class SnmpScraper:
                 v: got[v].value if v in got else None for v in plan.scalar_validators
             },
             column_validators={v: _fingerprint(walked.get(v, ())) for v in plan.column_validators},
-            rows={}
-            if plan.keeps_row_labels
-            else {c: walked.get(c, []) for c in plan.cached_columns},
+            rows={c: walked.get(c, []) for c in plan.row_columns},
             octets={
                 vb.oid: vb.value
                 for vb in lookups
