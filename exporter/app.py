@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import platform
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -118,6 +119,11 @@ async def reload_config(app: web.Application) -> str | None:
         log.error("config reload failed, keeping the previous config: %s", exc)
         return str(exc)
     security.commit(web_config)
+    # What cli.tune_garbage_collector froze at start includes the config just replaced;
+    # frozen, its reference cycles would never be collected. Thawed, it goes back to
+    # the oldest generation (nothing is frozen again: each reload would freeze the
+    # objects of the scrapes then in flight, cycles and all).
+    gc.unfreeze()
     log.info("config reloaded")
     return None
 

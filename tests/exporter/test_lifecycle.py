@@ -6,6 +6,7 @@ reload that forgets to close the old set, or to start the new one, fails here.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -166,6 +167,18 @@ async def test_reload_closes_the_old_set_then_starts_the_new_one(aiohttp_client,
     await client.close()
     assert journal.of(3)[-1] == "collector close"
     assert journal.of(4)[-1] == "scraper close"
+
+
+async def test_reload_thaws_what_start_froze(aiohttp_client, app):
+    client = await aiohttp_client(app)
+    gc.freeze()  # as scout-exporter's main does before serving
+    try:
+        assert gc.get_freeze_count() > 0
+        assert (await client.post("/-/reload")).status == 200
+        # The replaced config is back where the collector can free its cycles.
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
 
 
 async def test_bad_config_starts_and_closes_nothing(aiohttp_client, app, journal, config_file):

@@ -9,8 +9,9 @@ small, and values stay exact integers (64-bit counters lose digits as floats).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
@@ -19,12 +20,21 @@ from exporter.common.web import exposition_response
 Labels = tuple[tuple[str, str], ...]
 
 
+class RenderedLabels(Protocol):
+    """Label sets rendered ahead, by identity; whoever holds one keeps those tuples alive."""
+
+    @property
+    def texts(self) -> Mapping[int, str]: ...
+
+
 @dataclass(slots=True)
 class Family:
     name: str
     help: str
     type: str  # "counter" or "gauge"
     samples: list[tuple[Labels, int | float]] = field(default_factory=list)
+    # Texts of some of the samples' label sets, kept between scrapes (see mapping.RowLabels).
+    rendered: RenderedLabels | None = None
 
     def add(self, labels: Labels, value: int | float) -> None:
         self.samples.append((labels, value))
@@ -48,11 +58,19 @@ def _format_value(value: int | float) -> str:
     return repr(value)
 
 
+def render_labels(labels: Labels) -> str:
+    """``{name="value",...}`` sorted by name, or nothing for no labels."""
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels)) + "}"
+
+
 def render_text(families: Iterable[Family]) -> str:
     """The text exposition format 0.0.4; families without samples are left out.
 
     The mapper gives every metric of a table row the same labels tuple, so each
-    is rendered once, remembered by identity.
+    is rendered once, remembered by identity; a family whose label sets were
+    rendered on an earlier scrape (``Family.rendered``) reuses those texts.
     """
     out: list[str] = []
     append = out.append
@@ -64,14 +82,15 @@ def render_text(families: Iterable[Family]) -> str:
         name = family.name
         append(f"# HELP {name} {_escape_help(family.help)}")
         append(f"# TYPE {name} {family.type}")
+        # The family holds what rendered its texts, which holds their tuples: no
+        # identity in it can belong to another tuple while the family lives.
+        ahead = family.rendered.texts if family.rendered is not None else rendered
         for labels, value in family.samples:
-            text = rendered.get(id(labels))
+            text = ahead.get(id(labels))
+            if text is None and ahead is not rendered:
+                text = rendered.get(id(labels))
             if text is None:
-                text = rendered[id(labels)] = (
-                    "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels)) + "}"
-                    if labels
-                    else ""
-                )
+                text = rendered[id(labels)] = render_labels(labels)
                 keep.append(labels)
             if type(value) is int:
                 append(f"{name}{text} {value}")

@@ -9,12 +9,12 @@ a number belongs, noSuchInstance) is skipped rather than failing the scrape.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
 
 from exporter.clients.snmp import Oid, ValueKind, VarBind
-from exporter.targets.snmp.exposition import Family, Labels
+from exporter.targets.snmp.exposition import Family, Labels, render_labels
 from exporter.targets.snmp.modules import SnmpIndex, SnmpLookup, SnmpMetric, SnmpModule
 
 _NUMERIC = frozenset(
@@ -141,6 +141,36 @@ class _MetricPlan:
     instance: Oid | None  # a scalar's instance suffix; None for a table's metric
     # A gauge or counter read as the number it is: no value map, absent values, scale.
     plain_number: bool
+    # Samples carry the row's labels tuple itself (gauges and counters; info and
+    # state-set metrics add a label, so theirs are new tuples).
+    same_labels: bool
+
+
+class RowLabels:
+    """What one device's scrapes share while its lookup columns are cached.
+
+    The labels of a row depend only on its index and the lookup columns' values;
+    when those come from the device's cache, every scrape until the cache is
+    refilled works out the same labels. ``known`` holds them by shape and index
+    suffix (the tuples themselves, so each keeps its identity), and ``texts``
+    their exposition text by identity, rendered once when first worked out.
+
+    The metrics read from ``fixed`` columns (the cached ones) have the same
+    samples too: their families are built on the cache's first scrape and kept
+    in ``samples`` (by the metric's position; labels and values as two tuples,
+    which hold a third of the memory of one tuple per sample), so later scrapes
+    neither map nor hold those columns' varbinds.
+    """
+
+    __slots__ = ("complete", "fixed", "known", "mapper", "samples", "texts")
+
+    def __init__(self, mapper: MetricMapper, fixed: Iterable[Oid] = ()) -> None:
+        self.mapper = mapper
+        self.fixed = frozenset(fixed)
+        self.known: list[dict[Oid, Labels | None]] = [{} for _ in mapper.shapes]
+        self.texts: dict[int, str] = {}
+        self.samples: dict[int, tuple[tuple[Labels, ...], tuple[int | float, ...]]] = {}
+        self.complete = False  # set once a whole pass has filled ``samples``
 
 
 class MetricMapper:
@@ -153,14 +183,14 @@ class MetricMapper:
     def __init__(self, module: SnmpModule, *, wrap_large_counters: bool = True) -> None:
         self._wrap = wrap_large_counters
         shape_ids: dict[tuple[object, ...], int] = {}
-        self._shapes: list[_Shape] = []
+        self.shapes: list[_Shape] = []
         self._metrics: list[_MetricPlan] = []
         for metric in module.metrics:
             key = _shape_key(metric)
             if key not in shape_ids:
-                shape_ids[key] = len(self._shapes)
+                shape_ids[key] = len(self.shapes)
                 lookups = tuple((k, oid_of(k.oid)) for k in metric.lookups)
-                self._shapes.append((tuple(metric.indexes), lookups))
+                self.shapes.append((tuple(metric.indexes), lookups))
             plain = (
                 metric.type in ("gauge", "counter")
                 and not metric.value_map
@@ -177,30 +207,54 @@ class MetricMapper:
                     tuple(metric.static_labels.items()),
                     None if metric.indexes else oid_of(metric.instance),
                     plain,
+                    metric.type in ("gauge", "counter") and metric.aggregate is None,
                 )
             )
         self._value_maps = {id(m): _folded(m.value_map) for m in module.metrics if m.value_map}
 
     def families(
-        self, rows: Mapping[Oid, Sequence[VarBind]], values: Mapping[Oid, VarBind]
+        self,
+        rows: Mapping[Oid, Sequence[VarBind]],
+        values: Mapping[Oid, VarBind],
+        kept: RowLabels | None = None,
     ) -> list[Family]:
         """``rows`` holds each metric OID's varbinds; ``values`` every varbind by OID.
 
         The hot path of a scrape: the labels of a row are worked out once per
         shape, and the same tuple is shared by every metric of the row (so the
         exposition renders it once too); plain numbers skip ``_add_sample``.
+        ``kept`` holds the labels an earlier scrape worked out from the same
+        ``values``, and gains those of new rows; and the families of its fixed
+        columns, built the first time from ``rows`` (the caller vouches that
+        ``values`` and those columns are what the device's cache holds).
         """
-        labels_of_row: list[dict[Oid, Labels | None]] = [{} for _ in self._shapes]
+        if kept is not None and kept.mapper is not self:
+            raise ValueError("row labels kept for another module's mapper")
+        labels_of_row = kept.known if kept is not None else [{} for _ in self.shapes]
+        texts = kept.texts if kept is not None else None
         wrap, counter64, numeric, absent = self._wrap, ValueKind.COUNTER64, _NUMERIC, _ABSENT
         out: list[Family] = []
-        for plan in self._metrics:
+        reuse = kept is not None and kept.complete
+        fixed: dict[int, Family] = {}
+        for position, plan in enumerate(self._metrics):
+            if kept is not None and plan.base in kept.fixed and plan.instance is None:
+                family = fixed[position] = _new_family(plan.metric)
+                if reuse:
+                    # Read from cached columns: the samples of the cache's first scrape.
+                    labels_kept, values_kept = kept.samples[position]
+                    family.samples = list(zip(labels_kept, values_kept, strict=True))
+                    family.rendered = kept if plan.same_labels and not plan.static else None
+                    out.append(family)
+                    continue
             metric, instance, static, plain = (
                 plan.metric,
                 plan.instance,
                 plan.static,
                 plan.plain_number,
             )
-            family = _new_family(metric)
+            family = fixed.get(position) or _new_family(metric)
+            if kept is not None and plan.same_labels and not static:
+                family.rendered = kept  # its samples' labels are kept's own tuples
             append = family.samples.append
             known = labels_of_row[plan.shape]
             cut = len(plan.base)
@@ -214,6 +268,8 @@ class MetricMapper:
                 labels = known.get(suffix, _UNSEEN)
                 if labels is _UNSEEN:
                     labels = known[suffix] = self._labels(plan.shape, suffix, values)
+                    if texts is not None and labels is not None:
+                        texts[id(labels)] = render_labels(labels)
                 if labels is None:
                     continue
                 if static:
@@ -227,10 +283,19 @@ class MetricMapper:
             if metric.aggregate is not None:
                 _aggregate(family, metric.aggregate, static)
             out.append(family)
+        if kept is not None and not reuse:
+            kept.samples = {
+                position: (
+                    tuple(labels for labels, _ in family.samples),
+                    tuple(value for _, value in family.samples),
+                )
+                for position, family in fixed.items()
+            }
+            kept.complete = True
         return out
 
     def _labels(self, shape: int, suffix: Oid, values: Mapping[Oid, VarBind]) -> Labels | None:
-        indexes, lookups = self._shapes[shape]
+        indexes, lookups = self.shapes[shape]
         labels: list[tuple[str, str]] = []
         parts: dict[str, Oid] = {}
         rest = suffix if indexes else ()

@@ -43,9 +43,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import resource
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from exporter.clients.snmp import (
@@ -54,12 +55,14 @@ from exporter.clients.snmp import (
     SnmpClient,
     SnmpError,
     SnmpSession,
+    ValueKind,
     VarBind,
 )
+from exporter.common.serving import ServerLimits
 from exporter.config import SnmpAuth
 from exporter.targets.kind import ScrapeJob
 from exporter.targets.snmp.exposition import Family, merge_families
-from exporter.targets.snmp.mapping import MetricMapper, oid_of
+from exporter.targets.snmp.mapping import MetricMapper, RowLabels, oid_of
 from exporter.targets.snmp.modules import SnmpModule
 from exporter.targets.snmp.neighbours import (
     TABLES,
@@ -76,10 +79,39 @@ IDLE_SECONDS = 3600.0
 RESOLVE_SECONDS = 300.0
 # Each session holds a socket: past this many, the least recently used is closed. One
 # exporter polls 10,000 devices a minute (docs/benchmarks.md), so this leaves headroom
-# above that; the open-files limit, raised to the hard limit at start, must allow it.
+# above that. The open-files limit (raised to the hard limit at start) may allow fewer:
+# see session_cap.
 MAX_SESSIONS = 15_000
+# Descriptors kept for what is not an SNMP socket or an HTTP connection: log and
+# config files, the resolver, the event loop's own.
+RESERVED_FILES = 256
 # How often sessions and device state are checked for idleness.
 PRUNE_SECONDS = 300.0
+
+
+def session_cap() -> int:
+    """``MAX_SESSIONS``, or as many sockets as the open-files limit leaves, if fewer.
+
+    The HTTP server may hold up to ``ServerLimits.connection_cap()`` connections
+    (at the default ``--web.max-connections``) and ``RESERVED_FILES`` go to the
+    rest; past the cap the least recently used session is closed, rather than a
+    new socket failing with EMFILE.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_SESSIONS
+    room = soft - ServerLimits().connection_cap() - RESERVED_FILES
+    cap = max(1, min(MAX_SESSIONS, room))
+    if cap < MAX_SESSIONS:
+        log.warning(
+            "the open-files limit (%d) leaves room for %d SNMP sessions, not %d: devices"
+            " past that many share sockets in turn (least recently used closed first);"
+            " raise the limit (ulimit -n, systemd LimitNOFILE=) to poll more at once",
+            soft,
+            cap,
+            MAX_SESSIONS,
+        )
+    return cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +186,29 @@ class ModulePlan:
             if column not in fresh:
                 self.fresh_columns.append(column)
         self.uptime = oid_of(module.cache.uptime) if module.cache else None
+        # Row labels come from the lookup columns only: when all of them are cached
+        # (and none is read again as a neighbour table), the labels worked out on a
+        # cache's first scrape hold for every scrape that reuses it.
+        # (Neighbour tables read the cached columns too, so modules with them keep those.)
+        self.keeps_row_labels = (
+            self.uptime is not None
+            and not self.scalar_lookups
+            and not self.neighbour_tables
+            and self.lookup_columns <= set(self.cached_columns)
+        )
+        # Of those, the columns read only by gauges and counters: their samples are kept
+        # as numbers against the kept row labels. Info and state-set metrics add a label
+        # per row, which kept would take more memory than the varbinds (at 10,000
+        # devices, measured): their columns stay in the cache as varbinds, mapped anew.
+        labelling = {
+            oid_of(m.oid)
+            for m in module.metrics
+            if m.type not in ("gauge", "counter") or m.aggregate or m.static_labels
+        }
+        self.kept_columns = (
+            [c for c in self.cached_columns if c not in labelling] if self.keeps_row_labels else []
+        )
+        self.row_columns = [c for c in self.cached_columns if c not in self.kept_columns]
 
     def gets(self) -> list[Oid]:
         extra = [*self.scalar_validators, *([self.uptime] if self.uptime else [])]
@@ -162,13 +217,66 @@ class ModulePlan:
         )
 
 
+# A cached lookup value: the type as a plain int, so the tuple holds nothing the
+# garbage collector tracks (it stops tracking such tuples, and dicts of them).
+CompactValue = tuple[int, int | bytes | Oid | None]
+
+
 @dataclass(slots=True)
 class DeviceCache:
+    """What a device's scrapes reuse until a validator moves or ``max_age_seconds`` pass.
+
+    With ``ModulePlan.keeps_row_labels``, ``rows`` holds only ``row_columns``:
+    ``row_labels`` keeps the labels built on the first scrape and the samples
+    of ``kept_columns``, and ``octets``/``values`` the lookup columns in a
+    compact form for rows that show up later. Varbinds held for a whole cache
+    life were most of the objects every full collection of Python's garbage
+    collector walked.
+    """
+
     uptime: int
     fetched_at: float
     scalar_validators: dict[Oid, object]
     column_validators: dict[Oid, tuple[tuple[Oid, ...], tuple[object, ...]]]
     rows: dict[Oid, list[VarBind]]
+    # Lookup values: OCTET STRINGs (names, aliases: nearly all) as bare bytes, the rest typed.
+    octets: dict[Oid, bytes] = field(default_factory=dict)
+    values: dict[Oid, CompactValue] = field(default_factory=dict)
+    row_labels: RowLabels | None = None
+
+
+class CachedValues(Mapping[Oid, VarBind]):
+    """A cache's compact lookup values as varbinds, built only if a scrape asks for one.
+
+    With the row labels kept, that is only for an index the cache has no labels for.
+    """
+
+    __slots__ = ("_cache", "_varbinds")
+
+    def __init__(self, cache: DeviceCache) -> None:
+        self._cache = cache
+        self._varbinds: dict[Oid, VarBind] | None = None
+
+    def _all(self) -> dict[Oid, VarBind]:
+        if self._varbinds is None:
+            octets = ValueKind.OCTET_STRING
+            self._varbinds = {
+                oid: VarBind(oid, octets, value) for oid, value in self._cache.octets.items()
+            }
+            self._varbinds.update(
+                (oid, VarBind(oid, ValueKind(tag), value))
+                for oid, (tag, value) in self._cache.values.items()
+            )
+        return self._varbinds
+
+    def __getitem__(self, oid: Oid) -> VarBind:
+        return self._all()[oid]
+
+    def __iter__(self) -> Iterator[Oid]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 # Clean scrapes at a lowered max-repetitions before trying twice as many again: an
@@ -267,12 +375,15 @@ class SnmpScraper:
         self._entries: dict[tuple[object, ...], SessionEntry] = {}
         self._devices: dict[tuple[object, ...], DeviceState] = {}
         self._plans: dict[int, ModulePlan] = {}
+        # Bounded by the open-files limit at start(), once serving has raised it.
+        self._max_sessions = MAX_SESSIONS
         self._closing: set[asyncio.Task[None]] = set()
         self._pruner: asyncio.Task[None] | None = None
         self._closed = False
 
     async def start(self) -> None:
         """Start pruning idle sessions and devices in the background."""
+        self._max_sessions = session_cap()
         self._pruner = asyncio.create_task(self._prune())
 
     async def _prune(self) -> None:
@@ -300,7 +411,7 @@ class SnmpScraper:
             self._close_later([self._entries.pop(key)])
             entry = None
         if entry is None:
-            if len(self._entries) >= MAX_SESSIONS:
+            if len(self._entries) >= self._max_sessions:
                 oldest = min(self._entries, key=lambda k: self._entries[k].used)
                 self._close_later([self._entries.pop(oldest)])
             session = self._open_session(
@@ -495,9 +606,19 @@ class SnmpScraper:
             if instance in got:
                 scalar_rows.setdefault(base, []).append(got[instance])
         rows.update(scalar_rows)
-        values = {vb.oid: vb for column in plan.lookup_columns for vb in rows.get(column, ())}
-        values.update((oid, got[oid]) for oid in plan.scalar_lookups if oid in got)
-        families = plan.mapper.families(rows, values)
+        kept = None
+        values: Mapping[Oid, VarBind]
+        if plan.keeps_row_labels and state.cache is not None:
+            # The cache reused, or the one just filled from ``walked``: either way
+            # its values are this scrape's, and what it kept was built from them.
+            kept = state.cache.row_labels
+            if kept is None:
+                kept = state.cache.row_labels = RowLabels(plan.mapper, plan.kept_columns)
+            values = CachedValues(state.cache)
+        else:
+            values = {vb.oid: vb for column in plan.lookup_columns for vb in rows.get(column, ())}
+            values.update((oid, got[oid]) for oid in plan.scalar_lookups if oid in got)
+        families = plan.mapper.families(rows, values, kept)
         if not plan.neighbour_tables:
             return ModuleRead(families, cache is not None)
         neighbours = neighbour_families(plan.neighbour_tables, rows, plan.module.max_neighbours)
@@ -508,6 +629,8 @@ class SnmpScraper:
     ) -> bool:
         if cache is None or plan.uptime is None or plan.module.cache is None:
             return False
+        if plan.keeps_row_labels and (cache.row_labels is None or not cache.row_labels.complete):
+            return False  # its first scrape failed before mapping: the columns are not kept
         if self._clock() - cache.fetched_at > plan.module.cache.max_age_seconds:
             return False
         uptime = got.get(plan.uptime)
@@ -524,6 +647,11 @@ class SnmpScraper:
         uptime = got.get(plan.uptime) if plan.uptime else None
         if uptime is None or not isinstance(uptime.value, int):
             return None
+        lookups = (
+            [vb for column in plan.lookup_columns for vb in walked.get(column, ())]
+            if plan.keeps_row_labels
+            else []
+        )
         return DeviceCache(
             uptime=uptime.value,
             fetched_at=self._clock(),
@@ -531,7 +659,17 @@ class SnmpScraper:
                 v: got[v].value if v in got else None for v in plan.scalar_validators
             },
             column_validators={v: _fingerprint(walked.get(v, ())) for v in plan.column_validators},
-            rows={c: walked.get(c, []) for c in plan.cached_columns},
+            rows={c: walked.get(c, []) for c in plan.row_columns},
+            octets={
+                vb.oid: vb.value
+                for vb in lookups
+                if vb.kind is ValueKind.OCTET_STRING and isinstance(vb.value, bytes)
+            },
+            values={
+                vb.oid: (int(vb.kind), vb.value)
+                for vb in lookups
+                if vb.kind is not ValueKind.OCTET_STRING or not isinstance(vb.value, bytes)
+            },
         )
 
 

@@ -8,6 +8,7 @@ the reboot case runs against real snmpd in test_snmp_endpoint.py.
 from __future__ import annotations
 
 import asyncio
+import resource
 
 import pytest
 from pydantic import SecretStr
@@ -16,7 +17,7 @@ from exporter.clients.snmp import Credentials
 from exporter.config import SnmpAuth
 from exporter.targets.kind import ScrapeJob
 from exporter.targets.snmp import scraper as scraper_module
-from exporter.targets.snmp.exposition import Family
+from exporter.targets.snmp.exposition import Family, render_text
 from exporter.targets.snmp.modules import builtin_modules
 from exporter.targets.snmp.scraper import SessionEntry, SessionFactory, SnmpScraper, Target
 from tests.exporter.fakes import IF_NUMBER, IFT, IFX, TABLE_LAST_CHANGE, UPTIME, ReplayedAgent
@@ -49,6 +50,45 @@ async def test_second_scrape_reuses_lookups_and_walks_only_live_columns(agent):
     assert await scrape(scraper, agent) == (True, "eth0")
     assert (*IFX, 1) not in agent.walked[-1]  # the lookup column was not read again
     assert (*IFX, 6) in agent.walked[-1]  # the counter was
+
+
+async def exposition(
+    scraper: SnmpScraper, agent: ReplayedAgent, *, afresh: bool = False
+) -> tuple[bool, str]:
+    """The module's exposition; ``afresh``: every label set rendered now, none kept."""
+    module = builtin_modules()["if_mib"]
+    result = await scraper.scrape_module(SessionEntry(agent, 0.0), ("dev",), "if_mib", module, 1e12)
+    assert result.success, result.error
+    if afresh:
+        for family in result.families:
+            family.rendered = None
+    return result.cache_used, render_text(result.families)
+
+
+async def test_scrapes_reusing_the_cache_render_what_a_fresh_read_renders(agent):
+    # Kept row labels and families of cached columns against mapping the same rows anew:
+    # escapes, text that is not UTF-8, an info metric, a MAC, a Counter64-sized value.
+    agent.columns.update(
+        {
+            (*IFX, 18): {1: b'up"link\\ to "core"\nA', 9: b"\xff\xfe not utf-8"},
+            (*IFT, 2): {1: b"eth0", 9: b"lo"},
+            (*IFT, 3): {1: 6, 9: 24},
+            (*IFT, 6): {1: b"\x00\x11\x22\x33\x44\x55", 9: b""},
+            (*IFX, 1): {1: b"eth0", 9: b"lo"},
+            (*IFX, 15): {1: 1000, 9: 0},
+            (*IFX, 6): {1: 123, 9: 2**64 - 1},
+            (*IFT, 9): {1: 77, 9: 0},
+        }
+    )
+    cached = SnmpScraper()
+    for step in range(3):
+        used, text = await exposition(cached, agent)
+        assert used == (step > 0)
+        assert text == (await exposition(SnmpScraper(), agent, afresh=True))[1]
+        assert 'ifAlias="up\\"link\\\\ to \\"core\\"\\nA"' in text
+        # Counters move, and a row the cache never saw appears (no lookup values for it).
+        agent.scalars[UPTIME] += 6000
+        agent.columns[(*IFX, 6)] = {1: 124 + step, 9: step, 12: 5}
 
 
 @pytest.mark.parametrize(
@@ -119,6 +159,26 @@ async def test_session_count_is_capped(monkeypatch):
         now[0] += 1
         scraper.session(Target(host), "a", credentials, module)
     # The least recently used one was closed to make room.
+    assert scraper.session(Target("192.0.2.1"), "a", credentials, module) is not first
+    await scraper.close()
+
+
+async def test_session_cap_leaves_room_in_the_open_files_limit(caplog):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        scraper = SnmpScraper()
+        await scraper.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # 1024 files: up to 512 HTTP connections and 256 reserved leave 256 sockets.
+    cap = 1024 - 512 - scraper_module.RESERVED_FILES
+    assert "leaves room for 256 SNMP sessions, not 15000" in caplog.text
+    module = builtin_modules()["if_mib"]
+    credentials = Credentials(2, community="public")
+    first = scraper.session(Target("192.0.2.1"), "a", credentials, module)
+    for n in range(cap):
+        scraper.session(Target(f"192.0.{3 + n // 250}.{1 + n % 250}"), "a", credentials, module)
     assert scraper.session(Target("192.0.2.1"), "a", credentials, module) is not first
     await scraper.close()
 
