@@ -383,7 +383,9 @@ class PostgresStore:
         return await self._write(accounts.replace_hash(name, old_hash, new_hash, at, MARK)) > 0
 
     async def get_console_user(self, name: str) -> ConsoleAccount | None:
-        found = accounts.decode_users(await self._fetch(*accounts.select_users(name, MARK)))
+        found = accounts.decode_users(
+            await self._fetch(*accounts.select_users(name, MARK, accounts.POSTGRES_LOWER))
+        )
         return found[0] if found else None
 
     async def list_console_users(self) -> list[ConsoleAccount]:
