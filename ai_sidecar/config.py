@@ -740,8 +740,10 @@ def _pattern_list(value: list[str]) -> list[str]:
 class LlmPrice(StrictModel):
     """Estimated US dollars per million tokens (the vendor's list price for the model)."""
 
-    input_per_million: float = Field(default=0.30, ge=0)
-    output_per_million: float = Field(default=2.50, ge=0)
+    # YAML's .inf and .nan are floats: either would make every call's cost, the
+    # month's spend and the budget check meaningless.
+    input_per_million: float = Field(default=0.30, ge=0, allow_inf_nan=False)
+    output_per_million: float = Field(default=2.50, ge=0, allow_inf_nan=False)
 
 
 class LlmPolicyConfig(StrictModel):
@@ -762,7 +764,7 @@ class LlmBudgetConfig(StrictModel):
     requests_per_day: int = Field(default=200, ge=0)
     requests_per_minute: int = Field(default=8, ge=0)
     tokens_per_minute: int = Field(default=200_000, ge=0)
-    cost_per_month: float = Field(default=0.0, ge=0)
+    cost_per_month: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class CircuitConfig(StrictModel):

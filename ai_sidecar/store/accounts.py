@@ -55,19 +55,29 @@ def replace_hash(
     return sql, (new_hash, stamp(at), name, old_hash)
 
 
-def select_users(name: str | None, mark: str = "?") -> Statement:
+# How each store folds the case of a user name: A-Z to a-z and nothing else, as
+# the users file does. SQLite's lower() does only that; PostgreSQL's follows the
+# collation, which depends on how the database was created (in a Turkish one,
+# 'I' lowers to a dotless i, U+0131, and U+0130 to i), unless it is "C".
+SQLITE_LOWER = "lower({})"
+POSTGRES_LOWER = 'lower({} COLLATE "C")'
+
+
+def select_users(name: str | None, mark: str = "?", lower: str = SQLITE_LOWER) -> Statement:
     """The user called ``name`` ignoring case, or every user by name when None.
 
-    Names are ASCII (:data:`~ai_sidecar.console.login.users.USER_NAME`), so
-    ``lower`` folds them alike in SQLite and PostgreSQL. A store from before
+    Names are ASCII (:data:`~ai_sidecar.console.login.users.USER_NAME`), and
+    ``lower`` (:data:`SQLITE_LOWER` or :data:`POSTGRES_LOWER`) folds only
+    ASCII letters, so a name matches in every store and database locale
+    alike, and a name with any other letter matches none. A store from before
     names were compared so may hold two spellings of one name: the exact one
     comes first, else the one added first."""
     sql = "SELECT name, role, password_hash FROM console_users"
     if name is None:
         return sql + " ORDER BY name", ()
+    matches = f"{lower.format('name')} = {lower.format(mark)}"
     return (
-        sql + f" WHERE lower(name) = lower({mark}) ORDER BY name = {mark} DESC, created_at, name"
-        " LIMIT 1",
+        sql + f" WHERE {matches} ORDER BY name = {mark} DESC, created_at, name LIMIT 1",
         (name, name),
     )
 

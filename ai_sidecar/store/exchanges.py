@@ -12,6 +12,7 @@ table is here too, with the placeholder as a parameter, as
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -91,19 +92,16 @@ def selection_query(
     return sql, params
 
 
-# How each store reads a number out of an exchange's doc (ASCII JSON text).
-SQLITE_FIELD = "json_extract(doc, '$.{field}')"
-POSTGRES_FIELD = "CAST(CAST(doc AS json) ->> '{field}' AS double precision)"
-
-
-def usage_query(field: str = SQLITE_FIELD, mark: str = "?") -> str:
-    """Adds up an incident's exchanges (parameter: the incident id): calls, tokens, cost.
-    ``field`` reads one JSON field of ``doc`` in the store's dialect."""
+def usage_query() -> str:
+    """SQLite adds up an incident's exchanges (parameter: the incident id): calls,
+    tokens, cost. Its ``json_extract`` reads one field and takes any ``\\uXXXX``
+    escape elsewhere in the doc as it is."""
+    field = "json_extract(doc, '$.{field}')"
     tokens = " + ".join(field.format(field=name) for name in ("inputTokens", "outputTokens"))
     cost = field.format(field="cost")
     return (
         f"SELECT count(*), coalesce(sum({tokens}), 0), coalesce(sum({cost}), 0)"
-        f" FROM llm_exchanges WHERE incident_id = {mark}"
+        " FROM llm_exchanges WHERE incident_id = ?"
     )
 
 
@@ -112,6 +110,26 @@ def decode_usage(row: Sequence[Any] | None) -> LlmUsage:
         return LlmUsage()
     calls, tokens, cost = row
     return LlmUsage(int(calls), int(tokens), float(cost))
+
+
+def docs_query(mark: str) -> str:
+    """The docs of an incident's exchanges (parameter: the incident id), for
+    :func:`usage_of_docs`."""
+    return f"SELECT doc FROM llm_exchanges WHERE incident_id = {mark}"
+
+
+def usage_of_docs(rows: Sequence[Sequence[Any]]) -> LlmUsage:
+    """Adds up the exchanges of :func:`docs_query` in Python, as PostgreSQL cannot:
+    its JSON parser refuses a ``\\u0000`` escape or a lone surrogate anywhere in a
+    doc, and a prompt may hold either (alert text is whatever a client sent), so a
+    cast to ``json`` would break the incident page."""
+    docs = [json.loads(row[0]) for row in rows]
+    return LlmUsage(
+        len(docs),
+        sum(int(d["inputTokens"]) + int(d["outputTokens"]) for d in docs),
+        # fsum: the exact sum of many small costs, whatever their order.
+        math.fsum(float(d["cost"]) for d in docs),
+    )
 
 
 def decode_rows(rows: Sequence[Sequence[Any]]) -> list[LlmExchange]:

@@ -298,3 +298,26 @@ def test_a_url_with_a_password_is_refused_without_repeating_it(url: str) -> None
             parse_config(text, "secret-url.yml")
         assert "Pr0xyS3cret" not in str(caught.value)
         assert "user:password" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (".inf", "input should be a finite number, got inf"),
+        ("-.inf", "input should be a finite number, got -inf"),
+        (".nan", "input should be a finite number, got nan"),
+        ("-0.5", "input should be greater than or equal to 0, got -0.5"),
+    ],
+)
+@pytest.mark.parametrize(
+    "key", ["price.input_per_million", "price.output_per_million", "budget.cost_per_month"]
+)
+def test_an_llm_price_or_budget_must_be_a_finite_amount(key: str, value: str, problem: str) -> None:
+    # YAML's .inf and .nan are floats: an infinite price would make every call's
+    # cost, the month's spend and the budget check infinite or NaN.
+    section, field = key.split(".")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"llm:\n  {section}: {{{field}: {value}}}\n", "price.yml")
+    assert str(caught.value) == f"price.yml:2: llm.{key}: {problem}"
+    kept = parse_config(f"llm:\n  {section}: {{{field}: 1.5}}\n", "price.yml")
+    assert getattr(getattr(kept.llm, section), field) == 1.5

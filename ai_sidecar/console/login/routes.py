@@ -5,10 +5,13 @@ browser in as someone else) by a double-submitted token: GET sets it in the
 ``scout_login`` cookie (HttpOnly, SameSite=Strict, path /console/login) and in
 the form's hidden ``csrf_token``; a POST whose two copies differ is refused.
 A double-submitted token only holds while nobody else can set the cookie,
-and a sibling subdomain or a man in the middle of a plain-HTTP request can;
-so a POST the browser marks as coming from another site (``Sec-Fetch-Site:
-cross-site`` or ``same-site``, which every current browser sends and a page
-cannot forge) is refused whatever its token.
+and a sibling subdomain or a man in the middle of a plain-HTTP request can.
+So when cookies are Secure (TLS, or ``secure_cookies``) the cookie is
+``__Host-scout_login`` (Secure, Path=/, no Domain), which browsers let
+neither a sibling subdomain nor a plain-HTTP response set, and the plain
+name is not read; and a POST the browser marks as coming from another site
+(``Sec-Fetch-Site: cross-site`` or ``same-site``, which every current browser
+sends and a page cannot forge) is refused whatever its token.
 After sign-in, ``next`` brings the browser back where it was sent from, only
 ever to a path under /console/ (never ``//host``, a scheme, or ``..``).
 """
@@ -42,6 +45,8 @@ from ai_sidecar.console.words import N_
 
 LOGIN = web.AppKey("console_login", ConsoleLogin)
 LOGIN_COOKIE = "scout_login"
+# The form's cookie when cookies are Secure (see HOST_SESSION_COOKIE).
+HOST_LOGIN_COOKIE = "__Host-" + LOGIN_COOKIE
 # What new_token() makes: URL-safe base64.
 TOKEN = re.compile(rf"[A-Za-z0-9_-]{{32,{MAX_COOKIE_CHARS}}}")
 DEFAULT_NEXT = "/console/incidents"
@@ -78,6 +83,15 @@ def safe_next(value: str | None) -> str:
     return value
 
 
+def login_cookie(login: ConsoleLogin, request: web.Request) -> tuple[str, str]:
+    """The form cookie's name and path for ``request``: ``__Host-`` and ``/`` (the
+    prefix demands it) when cookies are Secure, else /console/login alone (a
+    ``__Host-`` cookie needs Secure, which a browser drops on plain HTTP)."""
+    if login.secure(request):
+        return HOST_LOGIN_COOKIE, "/"
+    return LOGIN_COOKIE, LOGIN_PATH
+
+
 async def login_page(
     request: web.Request,
     *,
@@ -87,7 +101,8 @@ async def login_page(
     status: int = 200,
 ) -> web.Response:
     login = request.app[LOGIN]
-    token = request.cookies.get(LOGIN_COOKIE, "")
+    name, path = login_cookie(login, request)
+    token = request.cookies.get(name, "")
     if not TOKEN.fullmatch(token):
         token = new_token()
     response = await render(
@@ -98,9 +113,9 @@ async def login_page(
         status=status,
     )
     response.set_cookie(
-        LOGIN_COOKIE,
+        name,
         token,
-        path=LOGIN_PATH,
+        path=path,
         max_age=LOGIN_FORM_SECONDS,
         httponly=True,
         samesite="Strict",
@@ -118,7 +133,7 @@ async def submit_login(request: web.Request) -> web.StreamResponse:
     form = await read_form(request, max_bytes=LOGIN_FORM_BYTES)
     next_page = safe_next(form.get("next"))
     username = form.get("username", "")
-    cookie = request.cookies.get(LOGIN_COOKIE, "")
+    cookie = request.cookies.get(login_cookie(login, request)[0], "")
     given = form.get(CSRF_FIELD, "")
     if (
         request.headers.get("Sec-Fetch-Site", "").lower() in FOREIGN_FETCH_SITES
@@ -160,7 +175,9 @@ async def submit_login(request: web.Request) -> web.StreamResponse:
     await login.sign_out(request)
     response = web.HTTPSeeOther(next_page)
     login.set_session_cookie(request, response, result.session_id)
-    response.del_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
+    name, path = login_cookie(login, request)
+    # A browser takes the deletion of a __Host- cookie only with its attributes.
+    response.del_cookie(name, path=path, secure=login.secure(request) or None)
     raise response
 
 

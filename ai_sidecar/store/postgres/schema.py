@@ -31,6 +31,8 @@ equal, text order is time order, and microseconds survive. The outbox keeps
 Unix seconds as ``double precision``. Everything a client sent (labels,
 annotations, URLs) is kept as ASCII JSON text, never as ``jsonb`` or a bare
 ``text`` column, so no character of it (not even U+0000) can be refused.
+Nor is it ever cast to ``json`` in a query: PostgreSQL's JSON parser refuses
+a ``\\u0000`` escape or a lone surrogate, so the store parses docs in Python.
 """
 
 from __future__ import annotations

@@ -357,13 +357,9 @@ class PostgresStore:
         return await self._read(select)
 
     async def llm_usage(self, incident_id: str) -> LlmUsage:
-        query = exchanges.usage_query(exchanges.POSTGRES_FIELD, mark="%s")
-
-        async def select(cur: Cursor) -> LlmUsage:
-            await cur.execute(query, (incident_id,))
-            return exchanges.decode_usage(await cur.fetchone())
-
-        return await self._read(select)
+        return exchanges.usage_of_docs(
+            await self._fetch(exchanges.docs_query(MARK), (incident_id,))
+        )
 
     async def prune_llm_exchanges(self, older_than: datetime, batch: int) -> int:
         if batch < 1:
@@ -387,7 +383,9 @@ class PostgresStore:
         return await self._write(accounts.replace_hash(name, old_hash, new_hash, at, MARK)) > 0
 
     async def get_console_user(self, name: str) -> ConsoleAccount | None:
-        found = accounts.decode_users(await self._fetch(*accounts.select_users(name, MARK)))
+        found = accounts.decode_users(
+            await self._fetch(*accounts.select_users(name, MARK, accounts.POSTGRES_LOWER))
+        )
         return found[0] if found else None
 
     async def list_console_users(self) -> list[ConsoleAccount]:

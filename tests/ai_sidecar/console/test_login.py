@@ -22,7 +22,14 @@ from yarl import URL
 
 from ai_sidecar.console.login import service
 from ai_sidecar.console.login.passwords import dummy_hash, rehash
-from ai_sidecar.console.login.routes import DEFAULT_NEXT, EXPIRED, WRONG, safe_next
+from ai_sidecar.console.login.routes import (
+    DEFAULT_NEXT,
+    EXPIRED,
+    HOST_LOGIN_COOKIE,
+    LOGIN_COOKIE,
+    WRONG,
+    safe_next,
+)
 from ai_sidecar.console.login.service import HOST_SESSION_COOKIE, SESSION_COOKIE, digest
 from ai_sidecar.keys import STORE
 from ai_sidecar.store import ConsoleAccount
@@ -96,8 +103,18 @@ async def test_sign_in_opens_a_session_with_a_hardened_cookie(client: TestClient
     assert cookie["path"] == "/console"
     assert not cookie["secure"]  # plain HTTP and not forced
     assert len(cookie.value) >= 43  # 256 bits
+    spent = set_cookie(response, LOGIN_COOKIE)[LOGIN_COOKIE]
+    assert (spent.value, spent["max-age"], spent["path"]) == ("", "0", "/console/login")
     assert await whoami(client) == {"name": "olivia", "role": "operator"}
     assert await metric(client, "success") == 1
+
+
+async def test_the_login_form_cookie_on_plain_http_is_not_secure(client: TestClient):
+    # A __Host- cookie needs Secure, which a browser drops on plain HTTP.
+    page = await client.get("/console/login")
+    cookie = set_cookie(page, LOGIN_COOKIE)[LOGIN_COOKIE]
+    assert (cookie["path"], cookie["secure"], cookie["httponly"]) == ("/console/login", "", True)
+    assert HOST_LOGIN_COOKIE not in page.cookies
 
 
 async def test_cookies_are_secure_over_tls(aiohttp_client, aiohttp_server, tmp_path):
@@ -111,10 +128,24 @@ async def test_cookies_are_secure_over_tls(aiohttp_client, aiohttp_server, tmp_p
     assert str(client.make_url("/")).startswith("https://")
     await add_user(client, "olivia", "operator", OPERATOR_PASSWORD)
     page = await client.get("/console/login")
-    assert set_cookie(page, "scout_login")["scout_login"]["secure"] is True
+    assert_host_login_cookie(page)
     response = await sign_in(client, "olivia", OPERATOR_PASSWORD)
     assert_host_cookie(response)
     assert await whoami(client) == {"name": "olivia", "role": "operator"}
+
+
+def assert_host_login_cookie(page) -> str:
+    """A Secure login form's cookie is __Host- too: a sibling subdomain cannot plant
+    it (SameSite does not stop a same-site page). Returns its token."""
+    cookie = set_cookie(page, HOST_LOGIN_COOKIE)[HOST_LOGIN_COOKIE]
+    assert cookie["secure"] is True
+    assert cookie["path"] == "/"
+    assert not cookie["domain"]
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Strict"
+    names = [h.split("=", 1)[0].strip() for h in page.headers.getall("Set-Cookie")]
+    assert LOGIN_COOKIE not in names
+    return cookie.value
 
 
 def assert_host_cookie(response) -> str:
@@ -136,17 +167,28 @@ async def test_cookies_are_secure_on_http_when_the_config_says_so(aiohttp_client
     client = await aiohttp_client(console_app(tmp_path / "data", secure_cookies=True))
     await add_user(client, "olivia", "operator", OPERATOR_PASSWORD)
     page = await client.get("/console/login")
-    token = set_cookie(page, "scout_login")["scout_login"]
-    assert token["secure"] is True
+    token = assert_host_login_cookie(page)
+    form = {"csrf_token": token, "username": "olivia", "password": OPERATOR_PASSWORD}
+    # A sibling subdomain can plant the plain name (Domain=the parent), and a browser
+    # that sends no Sec-Fetch-Site posts its page's matching token: never heard.
+    planted = await client.post(
+        "/console/login",
+        data=form,
+        headers={"Cookie": f"scout_login={token}"},
+        allow_redirects=False,
+    )
+    assert planted.status == 403
     # The client keeps Secure cookies off plain HTTP, as a browser does: send it by hand.
     response = await client.post(
         "/console/login",
-        data={"csrf_token": token.value, "username": "olivia", "password": OPERATOR_PASSWORD},
-        headers={"Cookie": f"scout_login={token.value}"},
+        data=form,
+        headers={"Cookie": f"{HOST_LOGIN_COOKIE}={token}"},
         allow_redirects=False,
     )
     assert response.status == 303
     session_id = assert_host_cookie(response)
+    spent = set_cookie(response, HOST_LOGIN_COOKIE)[HOST_LOGIN_COOKIE]
+    assert (spent.value, spent["max-age"], spent["path"], spent["secure"]) == ("", "0", "/", True)
 
     async def who(cookie: str) -> int:
         probe = await client.get(

@@ -39,6 +39,8 @@ async def test_a_user_is_found_whatever_the_case_of_the_name(store: Store):
             "Alice.Smith", "viewer", "$argon2id$a"
         )
     assert await store.get_console_user("alice.smit") is None
+    # Only A-Z fold: a letter no user name has matches no user.
+    assert await store.get_console_user("ALİCE.SMITH") is None
 
 
 async def test_of_two_spellings_an_older_store_holds_the_exact_one_is_found(store: Store):

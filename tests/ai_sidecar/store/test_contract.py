@@ -695,6 +695,25 @@ async def test_llm_usage_adds_up_every_exchange_of_the_incident(store: Store) ->
     assert await store.llm_usage("inc-9") == LlmUsage()
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["nul \x00 here", "lone high \ud83d here", "lone low \udc00 here", "\udc00\ud83d"],
+    ids=["nul", "high-surrogate", "low-surrogate", "reversed-pair"],
+)
+async def test_llm_usage_adds_up_exchanges_holding_any_character(store: Store, text: str) -> None:
+    # A prompt holds alert text, any character a client sent: the incident page
+    # must still show what the calls cost (PostgreSQL's JSON parser refuses these).
+    await store.record_llm_exchange(exchange("inc-1", T0, prompt=text, answer=text, cost=0.5))
+    await store.record_llm_exchange(exchange("inc-1", T0 + timedelta(seconds=1), cost=0.25))
+
+    usage = await store.llm_usage("inc-1")
+
+    assert usage.calls == 2
+    assert usage.cost == pytest.approx(0.75)
+    first, _ = await store.llm_exchanges(incident_id="inc-1")
+    assert (first.prompt, first.answer) == (text, text)
+
+
 async def test_llm_exchanges_are_pruned_on_their_own_retention(store: Store) -> None:
     old = [exchange("inc-old", T0 - timedelta(days=40, minutes=n)) for n in range(3)]
     fresh = exchange("inc-old", T0)

@@ -716,3 +716,38 @@ async def test_a_failing_request_of_a_group_fails_alone(location: Location) -> N
         assert store.engine.commits == commits + 1
     finally:
         await store.close()
+
+
+def turkish_database(server: PostgresServer) -> str:
+    """A database whose default collation is Turkish (ICU): there ``lower('I')`` is a
+    dotless i (U+0131), and U+0130 (a dotted capital I) lowers to an ASCII i. Returns its DSN."""
+    name = f"scout_tr_{os.getpid()}_{next(TURKISH_DATABASES)}"
+    with server.superuser() as conn:
+        if conn.execute("SELECT 1 FROM pg_collation WHERE collname = 'tr-TR-x-icu'").fetchone():
+            conn.execute(
+                f"CREATE DATABASE {name} OWNER scout TEMPLATE template0"
+                " LOCALE_PROVIDER icu ICU_LOCALE 'tr-TR'"
+            )
+        else:
+            pytest.skip("this PostgreSQL has no ICU collations")
+    return server.dsn(name)
+
+
+TURKISH_DATABASES = itertools.count()
+
+
+async def test_user_names_fold_alike_whatever_the_database_locale(
+    postgres_server: PostgresServer,
+) -> None:
+    store = await PostgresStore.open(Location(turkish_database(postgres_server), PASSWORD))
+    try:
+        await store.save_console_user(ConsoleAccount("Ivan.Ili", "viewer", "h"), T0)
+        # As SQLite and the users file fold them: A-Z to a-z, nothing else.
+        for typed in ("Ivan.Ili", "ivan.ili", "IVAN.ILI"):
+            found = await store.get_console_user(typed)
+            assert found is not None, typed
+            assert found.name == "Ivan.Ili"
+        # Not a name anyone can have (ASCII only): it finds no user.
+        assert await store.get_console_user("İvan.İli") is None
+    finally:
+        await store.close()

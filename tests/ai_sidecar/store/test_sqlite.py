@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ai_sidecar.components import WORKER_SYNCHRONOUS, open_store
+from ai_sidecar import worker_process
+from ai_sidecar.components import WORKER_SYNCHRONOUS, build_components, open_store
+from ai_sidecar.config import SidecarConfig
 from ai_sidecar.models import Incident, Member
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import (
@@ -530,3 +533,46 @@ async def test_webhook_commits_fsync_and_leave_checkpoints_to_the_others(tmp_pat
     assert inline["pipeline"] == 1  # NORMAL
     # The quick writer's commits leave the WAL's checkpoints to the others.
     assert checkpoints == QUICK_CHECKPOINT_PAGES > 1_000
+
+
+async def test_the_worker_process_runs_its_pipeline_on_a_normal_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the worker process itself opens, not what open_store can do: its
+    # pipeline must get the inline connection with WORKER_SYNCHRONOUS, so its
+    # commits do not hold the file's write lock through an fsync.
+    seen: dict[str, object] = {}
+    stop = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def pipeline(store: SqliteStore, *args: object, **kwargs: object) -> AsyncIterator[None]:
+        def settings(conn: sqlite3.Connection) -> tuple[int, int, int]:
+            names = ("synchronous", "wal_autocheckpoint")
+            found = [conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names]
+            return found[0], found[1], threading.get_ident()
+
+        seen["store"] = store
+        seen["synchronous"], seen["checkpoints"], seen["thread"] = await store.engine.write(
+            settings
+        )
+        stop.set()
+        yield
+
+    monkeypatch.setattr(worker_process, "stop_on_signals", lambda: stop)
+    monkeypatch.setattr(worker_process, "run_pipeline", pipeline)
+    settings = SidecarSettings(data_dir=tmp_path / "data")
+    settings.data_dir.mkdir()
+    ours, theirs = multiprocessing.Pipe()
+    try:
+        await worker_process._serve(
+            settings, SidecarConfig(), build_components, theirs, control=None
+        )
+    finally:
+        ours.close()
+        theirs.close()
+    assert isinstance(seen["store"], SqliteStore)
+    assert seen["thread"] == threading.get_ident()  # inline: on the loop's thread
+    assert WORKER_SYNCHRONOUS == "NORMAL"
+    assert seen["synchronous"] == 1  # NORMAL
+    # Its commits checkpoint the WAL (the webhook's quick writes leave it to them).
+    assert seen["checkpoints"] == 1_000

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ai_sidecar.components import WORKER_SYNCHRONOUS
 from ai_sidecar.store import OutboxCopy, OutboxPlan, SqliteStore
 from ai_sidecar.store.sqlite import engine, transactions
 from ai_sidecar.store.sqlite.store import QUICK_ROWS
@@ -177,3 +178,41 @@ async def test_a_wal_grown_behind_a_long_reader_is_cut_back_to_the_limit(
     assert grown > 2 * transactions.WAL_SIZE_LIMIT
     assert still >= grown
     assert after <= transactions.WAL_SIZE_LIMIT
+
+
+async def test_the_wal_stays_bounded_under_a_sustained_write_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The production shape with never an idle moment: the webhook's quick
+    # writes (which leave checkpoints to the others) and the worker process's
+    # own connection, folding what arrived and moving its cursor. The worker's
+    # commits checkpoint the WAL, so it is written again from its start instead
+    # of growing with everything ever written.
+    monkeypatch.setattr(engine, "WAL_IDLE_TRUNCATE", 3600.0)
+    path = tmp_path / "scout.db"
+    big = "x" * 4000
+    largest = 0
+    async with _store(path) as webhook:
+        worker = await SqliteStore.open(path, inline=True, synchronous=WORKER_SYNCHRONOUS)
+        try:
+            for batch in range(80):
+                alerts = [
+                    alert(
+                        "InterfaceDown",
+                        instance=f"sw{batch}-{n}",
+                        at=timedelta(seconds=n),
+                        description=big,
+                    )
+                    for n in range(QUICK_ROWS)
+                ]
+                await webhook.ingest(alerts, T0)
+                largest = max(largest, _wal(path))
+                pending = await worker.pending(10 * QUICK_ROWS)
+                await worker.save_progress(pending[-1].seq, [])
+                largest = max(largest, _wal(path))
+            assert await worker.pending(1) == []
+        finally:
+            await worker.close()
+    written = path.stat().st_size
+    assert written > 3 * transactions.WAL_SIZE_LIMIT
+    assert largest <= transactions.WAL_SIZE_LIMIT
