@@ -874,6 +874,34 @@ def test_what_a_degraded_port_explains_behind_it_depends_on_how_it_is_degraded()
         assert incidents("InterfaceSaturated", effect) == 1
 
 
+def test_a_firewall_dropping_connections_explains_the_probes_failing_behind_it():
+    # The kinds of port counters (errors: loss; discards and drops: loss and
+    # latency) are network-layer kinds: a firewall's connection tracking
+    # dropping packets is the transit box running out, which explains any
+    # degradation behind it, a failing check included.
+    firewall = {"job": "snmp", "instance": "sw-acc-1"}
+    storm = [
+        at("FirewallConntrackDrops", 0, **firewall),
+        at("ProbeFailed", 60, job="probe_icmp", instance="ap-7.corp.example"),
+        at("ProbeLossHigh", 90, job="probe_icmp", instance="srv-db.corp.example"),
+        at("ProbeLatencyHigh", 120, job="probe_icmp", instance="ap-7.corp.example"),
+    ]
+    correlation = correlator()
+    assert correlation.layer_of(storm[0].labels) == "host"
+    [incident] = final(fold(correlation, storm)).values()
+    assert len(incident.members) == 4
+    assert names(incident) == "FirewallConntrackDrops"
+    facts = incident.root_cause_facts
+    assert facts is not None
+    assert facts.explains == 3
+    # On its own too: the failed check behind it joins the drops.
+    [alone] = final(fold(correlator(), storm[:2])).values()
+    assert names(alone) == "FirewallConntrackDrops"
+    # A port's own discards stay what they were: loss and latency, no failed check.
+    port = at("InterfaceDiscards", 0, job="snmp", instance="core-1", ifName="Gi1/0/24")
+    assert len(final(fold(correlator(), [port, storm[1]]))) == 2
+
+
 def test_a_disk_filling_then_its_service_failing_is_one_incident_apart_from_a_down_port():
     alerts = [
         at("HostFilesystemAlmostFull", 0, job="node", instance="srv-db.corp.example", site="dc"),
