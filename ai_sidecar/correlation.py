@@ -1861,10 +1861,17 @@ class Correlator:
             )
             rule = rule or ("firing" if mine[1] != theirs[1] else "")
         layer = tracked.layers[best]
-        above = self._above(tracked, firing, layer)
+        above, lowest = self._above(tracked, firing, layer)
         if above:
+            # A root that explains members on lower layers outranks them: it is
+            # not the lowest layer then, only below the layers named.
+            text = (
+                t.gettext("lowest layer: {layer} ({alert}) below {above}")
+                if lowest
+                else t.gettext("layer: {layer} ({alert}) below {above}")
+            )
             reasons.append(
-                t.gettext("lowest layer: {layer} ({alert}) below {above}").format(
+                text.format(
                     layer=wording.layer_name(t, layer),
                     alert=root.alertname,
                     above=wording.join(t, [wording.layer_name(t, a) for a in above]),
@@ -1927,12 +1934,14 @@ class Correlator:
         return rule, tuple(reasons)
 
     @staticmethod
-    def _above(tracked: _Tracked, firing: bool, layer: Layer) -> tuple[Layer, ...]:
-        """The other layers members of the root's firing state are on."""
+    def _above(tracked: _Tracked, firing: bool, layer: Layer) -> tuple[tuple[Layer, ...], bool]:
+        """The layers above the root's that members of its firing state are on,
+        and whether none of those members is on a layer below the root's."""
         buckets = tracked.buckets
-        return tuple(
-            [other for other in LAYERS if other != layer and buckets.get((firing, other), 0) > 0]
-        )
+        mine = _LAYER_INDEX[layer]
+        present = [other for other in LAYERS if buckets.get((firing, other), 0) > 0]
+        above = tuple([other for other in present if _LAYER_INDEX[other] > mine])
+        return above, all(_LAYER_INDEX[other] >= mine for other in present)
 
     def _learned_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
         """``learned from history: ProbeFailed on erp and 3 other alerts fired after … in 5 …``."""

@@ -902,6 +902,33 @@ def test_a_firewall_dropping_connections_explains_the_probes_failing_behind_it()
     assert len(final(fold(correlator(), [port, storm[1]]))) == 2
 
 
+def test_the_layer_reason_names_only_the_layers_above_the_root():
+    # The drops explain the failed check behind them and rank first though the
+    # check is on a lower layer: no "lowest layer" for the drops, and only
+    # layers above the root named.
+    firewall = {"job": "snmp", "instance": "sw-acc-1"}
+    drops = at("FirewallConntrackDrops", 0, **firewall)
+    failed = at("ProbeFailed", 60, job="probe_icmp", instance="ap-7.corp.example")
+    module = at("SnmpModuleFailed", 70, **firewall)
+
+    def reasons(alerts: list[Alert], language: str = "en") -> tuple[str, ...]:
+        correlation = correlator()
+        correlation.language = language
+        [incident] = final(fold(correlation, alerts)).values()
+        assert names(incident) == "FirewallConntrackDrops"
+        assert incident.root_cause_facts is not None
+        assert incident.root_cause_facts.rule == "upstream"
+        return incident.root_cause_reasons[1:]
+
+    assert reasons([drops, failed]) == ()
+    assert reasons([drops, failed, module]) == (
+        "layer: host (FirewallConntrackDrops) below service",
+    )
+    assert reasons([drops, failed, module], "fr") == (
+        "couche : hôte (FirewallConntrackDrops), sous service",
+    )
+
+
 def test_a_disk_filling_then_its_service_failing_is_one_incident_apart_from_a_down_port():
     alerts = [
         at("HostFilesystemAlmostFull", 0, job="node", instance="srv-db.corp.example", site="dc"),
