@@ -200,7 +200,8 @@ _OUTAGE_LAYERS = frozenset({"device", "link"})
 # jitter or a check failing on status or content. Discards are frames dropped
 # from full queues: loss and latency. A saturated port's queues make all of
 # those. Matched on the alertname, as the layers are: a symptom's kind is a
-# bit, a port counter's the bits of what it makes (none: anything degraded).
+# bit, a port counter's the bits of what it makes (none: anything degraded);
+# only network-layer alerts are port counters (Correlator.kind_of).
 _LOSS_BIT, _LATENCY_BIT = 1, 2
 _SYMPTOM_KINDS = (
     (re.compile(r".*(PacketLoss|Loss).*", re.IGNORECASE), _LOSS_BIT),
@@ -208,6 +209,10 @@ _SYMPTOM_KINDS = (
     (re.compile(r".*(Errors?|Crc).*", re.IGNORECASE), _LOSS_BIT << 4),
     (re.compile(r".*(Discards?|Drops?).*", re.IGNORECASE), (_LOSS_BIT | _LATENCY_BIT) << 4),
 )
+
+
+# The symptom bits of a kind, without what a port counter makes.
+_KIND_MASK = (1 << 4) - 1
 
 
 def _carries(cause_kind: int, effect_kind: int, effect: Layer) -> bool:
@@ -705,14 +710,19 @@ class Correlator:
             self._layers[key] = found
         return found
 
-    def kind_of(self, labels: Mapping[str, str]) -> int:
-        """What kind of symptom or port counter the alert is (see ``_carries``)."""
+    def kind_of(self, labels: Mapping[str, str], layer: Layer) -> int:
+        """What kind of symptom or port counter the alert of ``layer`` is (see ``_carries``)."""
         name = labels.get("alertname", "")
         found = self._kinds.get(name)
         if found is None:
             found = next((kind for match, kind in _SYMPTOM_KINDS if match.fullmatch(name)), 0)
             if len(self._kinds) < _LAYER_MEMO:
                 self._kinds[name] = found
+        if layer not in _DEGRADED_LAYERS:
+            # Only a network-layer alert is a port's counter: drops of another
+            # layer (a firewall's connection tracking, a transit box running
+            # out) explain any degradation behind it, a failing check too.
+            found &= _KIND_MASK
         return found
 
     # -- folding -------------------------------------------------------------
@@ -1095,7 +1105,7 @@ class Correlator:
         if node is None:
             return self._accepted(alert, found), []
         receives = _RECEIVES[layer]
-        kind = self.kind_of(alert.labels)
+        kind = self.kind_of(alert.labels, layer)
         shared_at = self._at
         for candidate in shared_at.get(node, {}):
             found.setdefault(candidate, False)
@@ -1500,7 +1510,7 @@ class Correlator:
         targets = tracked.targets
         targets[fp] = target
         tracked.layers[fp] = self.layer_of(labels) if layer is None else layer
-        tracked.kinds[fp] = self.kind_of(labels)
+        tracked.kinds[fp] = self.kind_of(labels, tracked.layers[fp])
         by_name, by_reference = tracked.by_name, tracked.by_reference
         # Who already depends on the newcomer (each counted once) ...
         mine = {
@@ -1851,10 +1861,17 @@ class Correlator:
             )
             rule = rule or ("firing" if mine[1] != theirs[1] else "")
         layer = tracked.layers[best]
-        above = self._above(tracked, firing, layer)
+        above, lowest = self._above(tracked, firing, layer)
         if above:
+            # A root that explains members on lower layers outranks them: it is
+            # not the lowest layer then, only below the layers named.
+            text = (
+                t.gettext("lowest layer: {layer} ({alert}) below {above}")
+                if lowest
+                else t.gettext("layer: {layer} ({alert}) below {above}")
+            )
             reasons.append(
-                t.gettext("lowest layer: {layer} ({alert}) below {above}").format(
+                text.format(
                     layer=wording.layer_name(t, layer),
                     alert=root.alertname,
                     above=wording.join(t, [wording.layer_name(t, a) for a in above]),
@@ -1917,12 +1934,14 @@ class Correlator:
         return rule, tuple(reasons)
 
     @staticmethod
-    def _above(tracked: _Tracked, firing: bool, layer: Layer) -> tuple[Layer, ...]:
-        """The other layers members of the root's firing state are on."""
+    def _above(tracked: _Tracked, firing: bool, layer: Layer) -> tuple[tuple[Layer, ...], bool]:
+        """The layers above the root's that members of its firing state are on,
+        and whether none of those members is on a layer below the root's."""
         buckets = tracked.buckets
-        return tuple(
-            [other for other in LAYERS if other != layer and buckets.get((firing, other), 0) > 0]
-        )
+        mine = _LAYER_INDEX[layer]
+        present = [other for other in LAYERS if buckets.get((firing, other), 0) > 0]
+        above = tuple([other for other in present if _LAYER_INDEX[other] > mine])
+        return above, all(_LAYER_INDEX[other] >= mine for other in present)
 
     def _learned_reason(self, tracked: _Tracked, members: Mapping[str, Member], best: str) -> str:
         """``learned from history: ProbeFailed on erp and 3 other alerts fired after … in 5 …``."""

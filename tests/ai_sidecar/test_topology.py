@@ -874,6 +874,61 @@ def test_what_a_degraded_port_explains_behind_it_depends_on_how_it_is_degraded()
         assert incidents("InterfaceSaturated", effect) == 1
 
 
+def test_a_firewall_dropping_connections_explains_the_probes_failing_behind_it():
+    # The kinds of port counters (errors: loss; discards and drops: loss and
+    # latency) are network-layer kinds: a firewall's connection tracking
+    # dropping packets is the transit box running out, which explains any
+    # degradation behind it, a failing check included.
+    firewall = {"job": "snmp", "instance": "sw-acc-1"}
+    storm = [
+        at("FirewallConntrackDrops", 0, **firewall),
+        at("ProbeFailed", 60, job="probe_icmp", instance="ap-7.corp.example"),
+        at("ProbeLossHigh", 90, job="probe_icmp", instance="srv-db.corp.example"),
+        at("ProbeLatencyHigh", 120, job="probe_icmp", instance="ap-7.corp.example"),
+    ]
+    correlation = correlator()
+    assert correlation.layer_of(storm[0].labels) == "host"
+    [incident] = final(fold(correlation, storm)).values()
+    assert len(incident.members) == 4
+    assert names(incident) == "FirewallConntrackDrops"
+    facts = incident.root_cause_facts
+    assert facts is not None
+    assert facts.explains == 3
+    # On its own too: the failed check behind it joins the drops.
+    [alone] = final(fold(correlator(), storm[:2])).values()
+    assert names(alone) == "FirewallConntrackDrops"
+    # A port's own discards stay what they were: loss and latency, no failed check.
+    port = at("InterfaceDiscards", 0, job="snmp", instance="core-1", ifName="Gi1/0/24")
+    assert len(final(fold(correlator(), [port, storm[1]]))) == 2
+
+
+def test_the_layer_reason_names_only_the_layers_above_the_root():
+    # The drops explain the failed check behind them and rank first though the
+    # check is on a lower layer: no "lowest layer" for the drops, and only
+    # layers above the root named.
+    firewall = {"job": "snmp", "instance": "sw-acc-1"}
+    drops = at("FirewallConntrackDrops", 0, **firewall)
+    failed = at("ProbeFailed", 60, job="probe_icmp", instance="ap-7.corp.example")
+    module = at("SnmpModuleFailed", 70, **firewall)
+
+    def reasons(alerts: list[Alert], language: str = "en") -> tuple[str, ...]:
+        correlation = correlator()
+        correlation.language = language
+        [incident] = final(fold(correlation, alerts)).values()
+        assert names(incident) == "FirewallConntrackDrops"
+        assert incident.root_cause_facts is not None
+        assert incident.root_cause_facts.rule == "upstream"
+        return incident.root_cause_reasons[1:]
+
+    assert reasons([drops, failed]) == ()
+    assert reasons([drops, failed, module]) == (
+        "layer: host (FirewallConntrackDrops) below service",
+    )
+    assert reasons([drops, failed, module], "fr") == (
+        "couche : hôte (FirewallConntrackDrops), sous service",
+    )
+
+
 def test_a_disk_filling_then_its_service_failing_is_one_incident_apart_from_a_down_port():
     alerts = [
         at("HostFilesystemAlmostFull", 0, job="node", instance="srv-db.corp.example", site="dc"),

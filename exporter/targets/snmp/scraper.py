@@ -41,6 +41,7 @@ unreachable device: SNMP gives no way to tell them apart.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import ipaddress
 import logging
 import resource
@@ -94,8 +95,12 @@ def session_cap() -> int:
 
     The HTTP server may hold up to ``ServerLimits.connection_cap()`` connections
     (at the default ``--web.max-connections``) and ``RESERVED_FILES`` go to the
-    rest; past the cap the least recently used session is closed, rather than a
-    new socket failing with EMFILE.
+    rest; past the cap the least recently used session no scrape is using is
+    closed, rather than a new socket failing with EMFILE. Sessions in use are
+    never closed under their scrape: while every one is, the count goes past
+    the cap (by at most the sessions of the scrapes in flight, each of which
+    holds an HTTP connection too) and comes back as they end. At a soft limit
+    of 515 or less the cap is 1.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
@@ -104,11 +109,12 @@ def session_cap() -> int:
     cap = max(1, min(MAX_SESSIONS, room))
     if cap < MAX_SESSIONS:
         log.warning(
-            "the open-files limit (%d) leaves room for %d SNMP sessions, not %d: devices"
+            "the open-files limit (%d) leaves room for %d SNMP %s, not %d: devices"
             " past that many share sockets in turn (least recently used closed first);"
             " raise the limit (ulimit -n, systemd LimitNOFILE=) to poll more at once",
             soft,
             cap,
+            "session" if cap == 1 else "sessions",
             MAX_SESSIONS,
         )
     return cap
@@ -347,7 +353,7 @@ class SessionFactory(Protocol):
 class SessionEntry:
     """A session with what the scraper tracks about it."""
 
-    __slots__ = ("born", "lock", "session", "used")
+    __slots__ = ("born", "lock", "retired", "session", "used", "users")
 
     def __init__(self, session: SnmpClient, now: float) -> None:
         self.session = session
@@ -356,6 +362,11 @@ class SessionEntry:
         # One scrape at a time per session: HA Prometheus pairs scrape the same device
         # at once, and the PDU counts of a scrape must be its own.
         self.lock = asyncio.Lock()
+        # Scrapes holding it (waiting for the lock included): closing it then would
+        # fail their requests, so it is closed when the last one lets go instead.
+        self.users = 0
+        # Dropped from the scraper while in use (renewed to look a name up again).
+        self.retired = False
 
 
 class SnmpScraper:
@@ -408,12 +419,12 @@ class SnmpScraper:
         entry = self._entries.get(key)
         if entry is not None and not target.is_address and now - entry.born > RESOLVE_SECONDS:
             # A device named in DNS is looked up again now and then: it may have moved.
-            self._close_later([self._entries.pop(key)])
+            self._retire(self._entries.pop(key))
             entry = None
         if entry is None:
             if len(self._entries) >= self._max_sessions:
-                oldest = min(self._entries, key=lambda k: self._entries[k].used)
-                self._close_later([self._entries.pop(oldest)])
+                # Past the cap until a scrape lets go, if every session is in use.
+                self._evict(len(self._entries) - self._max_sessions + 1)
             session = self._open_session(
                 target.host,
                 target.port,
@@ -428,6 +439,32 @@ class SnmpScraper:
                 self._close_later([self._entries.pop(key)])
         entry.used = now
         return entry
+
+    def _evict(self, count: int) -> None:
+        """Close up to ``count`` sessions no scrape is using, least recently used first."""
+        idle = [(entry.used, key) for key, entry in self._entries.items() if not entry.users]
+        for _, key in heapq.nsmallest(count, idle, key=lambda pair: pair[0]):
+            self._close_later([self._entries.pop(key)])
+
+    def _retire(self, entry: SessionEntry) -> None:
+        """Close a session the scraper no longer hands out: now, or when its last scrape ends."""
+        if entry.users:
+            entry.retired = True
+        else:
+            self._close_later([entry])
+
+    def _acquire(self, entry: SessionEntry) -> SessionEntry:
+        entry.users += 1
+        return entry
+
+    def _release(self, entry: SessionEntry) -> None:
+        entry.users -= 1
+        if entry.users:
+            return
+        if entry.retired:
+            self._close_later([entry])
+        elif len(self._entries) > self._max_sessions:
+            self._evict(len(self._entries) - self._max_sessions)
 
     def _close_later(self, entries: Iterable[SessionEntry]) -> None:
         for entry in entries:
@@ -468,22 +505,27 @@ class SnmpScraper:
             raise ValueError("an SNMP scrape needs an auth")
         credentials = Credentials.from_auth(job.auth)
         target, auth_name = job.target, job.auth_name
-        results = await asyncio.gather(
-            *(
-                _bounded(
-                    self.scrape_module(
-                        self.session(target, auth_name, credentials, module),
-                        (target, auth_name, name),
+        # Each held from here until every module is done, so that opening the next
+        # (another module's, another scrape's) evicts none of them (see _evict).
+        entries: list[SessionEntry] = []
+        try:
+            for _, module in job.modules:
+                entries.append(self._acquire(self.session(target, auth_name, credentials, module)))
+            results = await asyncio.gather(
+                *(
+                    _bounded(
+                        self.scrape_module(
+                            entry, (target, auth_name, name), name, module, job.deadline
+                        ),
                         name,
-                        module,
                         job.deadline,
-                    ),
-                    name,
-                    job.deadline,
+                    )
+                    for entry, (name, module) in zip(entries, job.modules, strict=True)
                 )
-                for name, module in job.modules
             )
-        )
+        finally:
+            for entry in entries:
+                self._release(entry)
         for result in results:
             if result.error:
                 log.warning(
@@ -498,7 +540,7 @@ class SnmpScraper:
     def drop_idle(self) -> None:
         """Close sessions and forget devices unused for ``IDLE_SECONDS``."""
         cutoff = self._clock() - IDLE_SECONDS
-        stale = [k for k, entry in self._entries.items() if entry.used < cutoff]
+        stale = [k for k, entry in self._entries.items() if entry.used < cutoff and not entry.users]
         self._close_later(self._entries.pop(k) for k in stale)
         for key in [k for k, d in self._devices.items() if d.last_used < cutoff]:
             del self._devices[key]

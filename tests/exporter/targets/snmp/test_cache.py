@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import resource
+from collections.abc import Sequence
 
 import pytest
 from pydantic import SecretStr
 
-from exporter.clients.snmp import Credentials
+from exporter.clients.snmp import Credentials, Oid, VarBind
 from exporter.config import SnmpAuth
 from exporter.targets.kind import ScrapeJob
 from exporter.targets.snmp import scraper as scraper_module
@@ -183,6 +184,20 @@ async def test_session_cap_leaves_room_in_the_open_files_limit(caplog):
     await scraper.close()
 
 
+async def test_a_session_cap_of_one_is_logged_in_the_singular(caplog):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        scraper = SnmpScraper()
+        await scraper.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # 512 files: up to 256 HTTP connections and 256 reserved leave no room; one
+    # session still polls, each device in turn.
+    assert "leaves room for 1 SNMP session, not 15000" in caplog.text
+    await scraper.close()
+
+
 def replaying(agent: ReplayedAgent) -> SessionFactory:
     """A session factory that hands out the replayed agent, whatever the target."""
 
@@ -212,6 +227,46 @@ async def test_a_whole_scrape_through_the_session_factory(agent):
     assert by_name["ifHCInOctets"].samples[0][1] == 123
     await scraper.close()
     assert agent.closed
+
+
+class HeldAgent(ReplayedAgent):
+    """A replayed agent whose GETs wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def get(self, oids: Sequence[Oid], *, deadline: float | None = None) -> list[VarBind]:
+        self.asked.set()
+        await self.answer.wait()
+        return await super().get(oids, deadline=deadline)
+
+
+async def test_a_renewed_session_is_closed_only_when_its_scrape_is_done():
+    # A session to a named device is renewed to look the name up again: one a
+    # scrape is reading through is closed when that scrape ends, not under it.
+    agents = [HeldAgent(), HeldAgent()]
+    opened = iter(agents)
+    now = [0.0]
+    scraper = SnmpScraper(clock=lambda: now[0], session_factory=lambda *a, **k: next(opened))
+    auth = SnmpAuth(type="snmp", community=SecretStr("public"))
+    job = ScrapeJob(
+        Target("switch.example.net"), (("if_mib", builtin_modules()["if_mib"]),), "a", auth, 1e12
+    )
+    first = asyncio.create_task(scraper.scrape(job, []))
+    await agents[0].asked.wait()
+    now[0] += scraper_module.RESOLVE_SECONDS + 1
+    agents[1].answer.set()
+    assert await scraper.scrape(job, []) == (True, None)
+    await asyncio.sleep(0)
+    assert not agents[0].closed
+    agents[0].answer.set()
+    assert await first == (True, None)
+    await asyncio.sleep(0)
+    assert agents[0].closed
+    assert not agents[1].closed
+    await scraper.close()
 
 
 async def test_idle_sessions_are_pruned_only_while_started(agent, monkeypatch):

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
+from pydantic import SecretStr
 
 from exporter.app import create_app
-from exporter.config import parse_config
+from exporter.clients.snmp import Credentials, Oid, SnmpSession, VarBind
+from exporter.config import SnmpAuth, parse_config
 from exporter.live import Settings
+from exporter.targets.kind import ScrapeJob
+from exporter.targets.snmp import scraper as scraper_module
+from exporter.targets.snmp.exposition import Family
+from exporter.targets.snmp.modules import SnmpModule, builtin_modules
+from exporter.targets.snmp.scraper import SnmpScraper, Target
 from tests.peers.snmp import (
     RealSnmpd,
     SilentDevice,
@@ -463,3 +470,68 @@ async def test_snmp_output_passes_promtool_parsing(client, snmpd):
     output = await asyncio.to_thread(promtool_check_metrics, text)
     assert "ifHCInOctets counter metrics should have" in output  # promtool did read it
     assert [line for line in output.splitlines() if line.startswith("error")] == []
+
+
+async def test_the_session_cap_never_closes_a_session_a_scrape_is_using(snmpd, monkeypatch):
+    # One session allowed (a small open-files limit), two scrapes of one device
+    # with two auths (two sessions) at once: the second must not close the
+    # first's socket under it; the first is closed when it is done instead.
+    monkeypatch.setattr(scraper_module, "MAX_SESSIONS", 1)
+    opened: list[ClosingSession] = []
+    asked = asyncio.Event()
+
+    def open_session(
+        host: str, port: int, credentials: Credentials, *, timeout: float, retries: int
+    ) -> ClosingSession:
+        opened.append(ClosingSession(host, port, credentials, timeout=timeout, retries=retries))
+        opened[-1].asked = asked
+        return opened[-1]
+
+    scraper = SnmpScraper(session_factory=open_session)
+    host, port = snmpd.target.rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+
+    def job(auth_name: str) -> ScrapeJob[Target, SnmpModule, SnmpAuth]:
+        return ScrapeJob(
+            Target(host, int(port)),
+            (("if_mib", builtin_modules()["if_mib"]),),
+            auth_name,
+            SnmpAuth(type="snmp", community=SecretStr("public")),
+            loop.time() + 10,
+        )
+
+    first_families: list[Family] = []
+    first = asyncio.create_task(scraper.scrape(job("a"), first_families))
+    await asked.wait()
+    second_families: list[Family] = []
+    second = asyncio.create_task(scraper.scrape(job("b"), second_families))
+    await asyncio.sleep(0)  # the second scrape opens its session
+    assert len(opened) == 2
+    assert not first.done()  # the first scrape was still reading through its session
+    assert await first == (True, None)
+    assert await second == (True, None)
+    for families in (first_families, second_families):
+        [success] = [f for f in families if f.name == "scout_snmp_module_success"]
+        assert success.samples == [((("module", "if_mib"),), 1)]
+    # Released over the cap, the first session is closed; the second stays.
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert [session.closed for session in opened] == [True, False]
+    await scraper.close()
+    assert opened[1].closed
+
+
+class ClosingSession(SnmpSession):
+    """A real session that says when it is first asked for something, and remembers being closed."""
+
+    closed = False
+    asked: asyncio.Event | None = None
+
+    async def get(self, oids: Sequence[Oid], *, deadline: float | None = None) -> list[VarBind]:
+        if self.asked is not None:
+            self.asked.set()
+        return await super().get(oids, deadline=deadline)
+
+    async def close(self) -> None:
+        self.closed = True
+        await super().close()
