@@ -233,10 +233,11 @@ async def run_fleet(
                 run.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
                 return
             answered = loop.time()
-            slot.walls.append(answered - started)
-            slot.since_due.append(answered - due)
         if status == 200 and check in body:
             slot.ok += 1
+            # Answered scrapes only: a failed one is past its deadline already.
+            slot.walls.append(answered - started)
+            slot.since_due.append(answered - due)
             slot.cached += SCOUT_CACHED in body
         else:
             slot.failed += 1
