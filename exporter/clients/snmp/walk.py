@@ -167,11 +167,13 @@ def _take(
     table = _oid_table
     if len(table) > OID_TABLE_LIMIT:
         table.clear()
+    from_bytes = int.from_bytes  # looked up once, not per value
     for i, share, count in shares:
         root, out, previous = roots[i], lists[i], last_oid[i]
         append, cut = out.append, len(prefixes[i])
-        for k in range(count):
-            encoded, tag, raw = share[k]
+        # Iterating the share (whole, as it nearly always is) rather than indexing it:
+        # about a tenth fewer instructions in this loop (callgrind).
+        for encoded, tag, raw in share if count == len(share) else share[:count]:
             oid = table.get(encoded)
             if oid is None:
                 oid = table[encoded] = root + ber.decode_subids(encoded[cut:])
@@ -188,9 +190,9 @@ def _take(
                 )
             # The common types inline; the rest through convert().
             if tag in unsigned:
-                value: int | bytes | Oid | None = int.from_bytes(raw, "big")
+                value: int | bytes | Oid | None = from_bytes(raw, "big")
             elif tag == integer:
-                value = int.from_bytes(raw, "big", signed=True)
+                value = from_bytes(raw, "big", signed=True)
             elif tag == octets:
                 value = raw
             else:

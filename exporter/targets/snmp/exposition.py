@@ -85,7 +85,20 @@ def render_text(families: Iterable[Family]) -> str:
         # The family holds what rendered its texts, which holds their tuples: no
         # identity in it can belong to another tuple while the family lives.
         ahead = family.rendered.texts if family.rendered is not None else rendered
-        for labels, value in family.samples:
+        samples = family.samples
+        if ahead is not rendered:
+            # The usual family of a scrape that reuses a cache: every label set rendered
+            # ahead, every value an int (str() of it is its text). One comprehension,
+            # rather than the loop below, is most of the rendering's time saved; any
+            # other sample (a float, a label set not rendered yet) takes the loop.
+            try:
+                lines = [f"{name}{ahead[id(lb)]} {v}" for lb, v in samples if type(v) is int]
+            except KeyError:
+                lines = []
+            if len(lines) == len(samples):
+                out += lines
+                continue
+        for labels, value in samples:
             text = ahead.get(id(labels))
             if text is None and ahead is not rendered:
                 text = rendered.get(id(labels))

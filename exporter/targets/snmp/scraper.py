@@ -44,6 +44,7 @@ import asyncio
 import heapq
 import ipaddress
 import logging
+import random
 import resource
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
@@ -378,8 +379,11 @@ class SnmpScraper:
         session_factory: SessionFactory = SnmpSession,
         *,
         wrap_large_counters: bool = True,
+        first_life: Callable[[], float] = lambda: random.uniform(0.5, 1.0),
     ) -> None:
         self._clock = clock
+        # The share of max_age_seconds a device's first cache lives (see _new_cache).
+        self._first_life = first_life
         # --snmp.wrap-large-counters: Counter64 values modulo 2**53, as snmp_exporter.
         self._wrap_large_counters = wrap_large_counters
         self._open_session = session_factory
@@ -637,7 +641,7 @@ class SnmpScraper:
         if fallback:
             walked.update(await self._walk(session, fallback, state, configured, deadline))
         if cache is None and plan.uptime is not None:
-            state.cache = self._new_cache(plan, got, walked)
+            state.cache = self._new_cache(plan, got, walked, first=state.cache is None)
         rows: dict[Oid, Sequence[VarBind]] = dict(cache.rows) if cache else {}
         rows.update(walked)
         for oid in plan.neighbour_scalars:
@@ -684,11 +688,24 @@ class SnmpScraper:
         )
 
     def _new_cache(
-        self, plan: ModulePlan, got: Mapping[Oid, VarBind], walked: Mapping[Oid, list[VarBind]]
+        self,
+        plan: ModulePlan,
+        got: Mapping[Oid, VarBind],
+        walked: Mapping[Oid, list[VarBind]],
+        *,
+        first: bool = False,
     ) -> DeviceCache | None:
         uptime = got.get(plan.uptime) if plan.uptime else None
         if uptime is None or not isinstance(uptime.value, int):
             return None
+        fetched_at = self._clock()
+        if first and plan.module.cache is not None:
+            # Devices first seen together (every one after a start or a reload) would
+            # all refill together max_age_seconds later, scrapes that walk everything
+            # bunched into one interval, every time. A first cache that lives a random
+            # share of max_age_seconds (dated back by the rest) spreads the refills
+            # for good: later ones follow each device's own last refill.
+            fetched_at -= (1.0 - self._first_life()) * plan.module.cache.max_age_seconds
         lookups = (
             [vb for column in plan.lookup_columns for vb in walked.get(column, ())]
             if plan.keeps_row_labels
@@ -696,7 +713,7 @@ class SnmpScraper:
         )
         return DeviceCache(
             uptime=uptime.value,
-            fetched_at=self._clock(),
+            fetched_at=fetched_at,
             scalar_validators={
                 v: got[v].value if v in got else None for v in plan.scalar_validators
             },

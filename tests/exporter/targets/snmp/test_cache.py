@@ -116,7 +116,7 @@ async def test_cache_is_read_again_when_the_device_changes(agent, change):
 
 async def test_cache_expires_after_max_age(agent):
     now = [0.0]
-    scraper = SnmpScraper(clock=lambda: now[0])
+    scraper = SnmpScraper(clock=lambda: now[0], first_life=lambda: 1.0)
     await scrape(scraper, agent)
     agent.scalars[UPTIME] += 6000
     now[0] += 899  # if_mib's max_age_seconds is 900
@@ -124,6 +124,28 @@ async def test_cache_expires_after_max_age(agent):
     now[0] += 2
     agent.columns[(*IFX, 1)] = {1: b"eth0-new-alias"}
     assert await scrape(scraper, agent) == (False, "eth0-new-alias")
+
+
+async def test_a_first_cache_lives_a_share_of_max_age_and_later_ones_all_of_it(agent):
+    # Devices first scraped together must not all refill together 15 minutes later.
+    now = [0.0]
+    scraper = SnmpScraper(clock=lambda: now[0], first_life=lambda: 0.5)
+    await scrape(scraper, agent)
+    agent.scalars[UPTIME] += 6000
+    now[0] += 449  # half of if_mib's max_age_seconds (900), less a second
+    assert (await scrape(scraper, agent))[0] is True
+    now[0] += 2
+    assert (await scrape(scraper, agent))[0] is False  # refilled: a cache of its own
+    now[0] += 899
+    assert (await scrape(scraper, agent))[0] is True  # the refill lives all of max_age
+    now[0] += 2
+    assert (await scrape(scraper, agent))[0] is False
+
+
+def test_first_cache_lives_between_half_and_all_of_max_age_by_default():
+    lives = [SnmpScraper()._first_life() for _ in range(200)]
+    assert all(0.5 <= life <= 1.0 for life in lives)
+    assert len(set(lives)) > 1
 
 
 async def test_sessions_to_named_devices_are_renewed_to_look_them_up_again():

@@ -174,6 +174,34 @@ def test_text_exposition_escapes_and_skips_empty_families():
     )
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1, 2**64 - 1, 0],
+        [1, float("nan"), 2],  # the loop's float formatting: NaN, +Inf, not Python's
+        [float("inf"), float("-inf"), 2.5],
+        [True, 1, 2],  # not an int by type: the loop renders it as before
+    ],
+)
+@pytest.mark.parametrize("missing", [False, True])
+def test_label_texts_rendered_ahead_give_the_text_of_rendering_afresh(values, missing):
+    from exporter.targets.snmp.exposition import render_labels
+
+    rows = [(("ifIndex", str(i)), ("ifName", f'eth"{i}\\')) for i in range(3)]
+
+    class Ahead:
+        def __init__(self) -> None:
+            self.texts = {id(lb): render_labels(lb) for lb in rows[: 2 if missing else 3]}
+
+    def family(ahead: Ahead | None) -> Family:
+        f = Family("ifHCInOctets", "help", "counter", rendered=ahead)
+        for labels, value in zip(rows, values, strict=True):
+            f.add(labels, value)
+        return f
+
+    assert render_text([family(Ahead())]) == render_text([family(None)])
+
+
 def test_builtin_modules_load_and_if_mib_has_the_snmp_exporter_names():
     modules = builtin_modules()
     assert set(modules) >= {"if_mib", "system", "host_resources"}
