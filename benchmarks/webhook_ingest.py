@@ -31,11 +31,17 @@ most alerts/s it takes) and latency at the target load (5,000 alerts/s offered
 on a fixed schedule over up to 256 connections, p99 counted from when each
 request was due). The sidecar's return trip runs against its own
 Alertmanager, as in production. "HTTP CPU ms/request" is the CPU time of the
-sidecar's HTTP process (not its worker) while the load ran, a request's share;
-the generators' CPU a request includes their start and building the bodies.
+sidecar's HTTP process (not its worker) while the load ran, a request's share,
+and "worker CPU ms/request" the same for its worker process; the generators'
+CPU a request includes their start and building the bodies, and "generator
+cores" is their CPU over the run's wall time against the sidecar (on a 2-core
+machine, what the generator took from the servers). ``--worker stopped``
+stops the sidecar's worker process (SIGSTOP) while the load runs and
+continues it after, to see what the worker's CPU and its write transactions
+cost the webhook; the correlation rate then includes the whole backlog.
 
 Usage: python benchmarks/webhook_ingest.py [--alerts N] [--batch 1,10,100]
-       [--senders N] [--rate ALERTS_PER_S]
+       [--senders N] [--rate ALERTS_PER_S] [--worker running|stopped]
 """
 
 from __future__ import annotations
