@@ -31,11 +31,17 @@ most alerts/s it takes) and latency at the target load (5,000 alerts/s offered
 on a fixed schedule over up to 256 connections, p99 counted from when each
 request was due). The sidecar's return trip runs against its own
 Alertmanager, as in production. "HTTP CPU ms/request" is the CPU time of the
-sidecar's HTTP process (not its worker) while the load ran, a request's share;
-the generators' CPU a request includes their start and building the bodies.
+sidecar's HTTP process (not its worker) while the load ran, a request's share,
+and "worker CPU ms/request" the same for its worker process; the generators'
+CPU a request includes their start and building the bodies, and "generator
+cores" is their CPU over the run's wall time against the sidecar (on a 2-core
+machine, what the generator took from the servers). ``--worker stopped``
+stops the sidecar's worker process (SIGSTOP) while the load runs and
+continues it after, to see what the worker's CPU and its write transactions
+cost the webhook; the correlation rate then includes the whole backlog.
 
 Usage: python benchmarks/webhook_ingest.py [--alerts N] [--batch 1,10,100]
-       [--senders N] [--rate ALERTS_PER_S]
+       [--senders N] [--rate ALERTS_PER_S] [--worker running|stopped]
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -403,10 +411,26 @@ class Measured:
     correlated: float
     # CPU milliseconds a request of the sidecar's HTTP process, while the load ran.
     cpu_ms: float
+    # The same for its worker process (correlation, analysis, the return trip).
+    worker_cpu_ms: float
+    # Cores the load generator used on average while it ran against the sidecar.
+    generator_cores: float
 
 
-def measure(batch: int, alerts: int, senders: int, rate: float) -> Measured:
-    """One run: a fresh sidecar (preloaded) and a fresh Alertmanager, the same load."""
+def worker_processes(sidecar: psutil.Process) -> list[psutil.Process]:
+    """The sidecar's child processes: its worker (and multiprocessing's helpers)."""
+    return sidecar.children(recursive=True)
+
+
+def measure(
+    batch: int, alerts: int, senders: int, rate: float, *, stop_worker: bool = False
+) -> Measured:
+    """One run: a fresh sidecar (preloaded) and a fresh Alertmanager, the same load.
+
+    ``stop_worker``: the sidecar's worker process is stopped (SIGSTOP) while
+    the load runs and continued after it, to see what the worker's share of the
+    cores and of the write lock costs the webhook.
+    """
     with tempfile.TemporaryDirectory(prefix="scout-bench-") as tmp:
         workdir = Path(tmp)
         # Alertmanager first and alone, so nothing else competes for the cores.
@@ -425,21 +449,37 @@ def measure(batch: int, alerts: int, senders: int, rate: float) -> Measured:
             run_generator(hook, "scout", 0, PRELOAD_ALERTS, 500, 4)
             wait_processed(database, PRELOAD_ALERTS)
             assert sidecar.process is not None
+            children = worker_processes(psutil.Process(sidecar.process.pid))
             cpu_before = cpu_seconds(sidecar.process.pid)
-            scout = load(hook, "scout", PRELOAD_ALERTS, alerts, batch, senders, rate)
+            worker_before = sum(cpu_seconds(child.pid) for child in children)
+            if stop_worker:
+                for child in children:
+                    child.send_signal(signal.SIGSTOP)
+            try:
+                scout = load(hook, "scout", PRELOAD_ALERTS, alerts, batch, senders, rate)
+            finally:
+                if stop_worker:
+                    for child in children:
+                        child.send_signal(signal.SIGCONT)
             cpu = cpu_seconds(sidecar.process.pid) - cpu_before
+            worker_cpu = sum(cpu_seconds(child.pid) for child in children) - worker_before
             drained = wait_processed(database, PRELOAD_ALERTS + alerts)
         finally:
             for service in (sidecar, trip):
                 service.stop(grace=10)
     mode = f"{senders} senders" if rate == 0 else f"{rate:,.0f}/s offered"
+    if stop_worker:
+        mode += ", worker stopped"
+    requests = math.ceil(alerts / batch)
     return Measured(
         batch=batch,
         mode=mode,
         scout=summary(scout, alerts, batch),
         peer=summary(theirs, alerts, batch),
         correlated=alerts / (scout["wall"] + drained),
-        cpu_ms=cpu / math.ceil(alerts / batch) * 1000,
+        cpu_ms=cpu / requests * 1000,
+        worker_cpu_ms=worker_cpu / requests * 1000,
+        generator_cores=scout["generator_cpu"] / scout["wall"],
     )
 
 
@@ -449,6 +489,12 @@ def main() -> int:
     parser.add_argument("--batch", default="1,10,100", help="alerts per request, comma-separated")
     parser.add_argument("--senders", type=int, default=16, help="concurrent senders (capacity)")
     parser.add_argument("--rate", type=float, default=5000, help="offered alerts/s (latency)")
+    parser.add_argument(
+        "--worker",
+        choices=("running", "stopped"),
+        default="running",
+        help="stopped: SIGSTOP the sidecar's worker process while the load runs",
+    )
     parser.add_argument("--generate", nargs=4, metavar=("URL", "KIND", "FIRST", "COUNT"))
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
@@ -466,16 +512,18 @@ def main() -> int:
     print(f"peer: {version_line(['prometheus-alertmanager', '--version'])}")
     print(f"cores: {os.cpu_count()}, alerts per run: {args.alerts}")
     print(f"preloaded: {PRELOAD_ALERTS} open alerts across {PRELOAD_SITES} sites\n")
+    stop_worker = args.worker == "stopped"
     rows = []
     for batch in batches:
-        rows.append(measure(batch, args.alerts, args.senders, 0))
-        rows.append(measure(batch, args.alerts, args.senders, args.rate))
+        rows.append(measure(batch, args.alerts, args.senders, 0, stop_worker=stop_worker))
+        rows.append(measure(batch, args.alerts, args.senders, args.rate, stop_worker=stop_worker))
     print(
         "| alerts/request | load | Scout alerts/s | Scout p50 ms | Scout p99 ms "
         "| correlated alerts/s | Scout HTTP CPU ms/request | Alertmanager alerts/s "
-        "| Alertmanager p99 ms | rate ratio | p99 ratio | generator CPU ms/request |"
+        "| Alertmanager p99 ms | rate ratio | p99 ratio | generator CPU ms/request "
+        "| Scout worker CPU ms/request | generator cores |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         ours, theirs = row.scout, row.peer
         print(
@@ -483,7 +531,8 @@ def main() -> int:
             f"| {ours['p99_ms']:.1f} | {row.correlated:,.0f} | {row.cpu_ms:.3f} "
             f"| {theirs['rate']:,.0f} | {theirs['p99_ms']:.1f} "
             f"| {ours['rate'] / theirs['rate']:.2f}x | {ours['p99_ms'] / theirs['p99_ms']:.2f}x "
-            f"| {ours['generator_cpu_ms']:.3f} / {theirs['generator_cpu_ms']:.3f} |"
+            f"| {ours['generator_cpu_ms']:.3f} / {theirs['generator_cpu_ms']:.3f} "
+            f"| {row.worker_cpu_ms:.3f} | {row.generator_cores:.2f} |"
         )
         if ours["failures"] or theirs["failures"]:
             print(f"  failed requests: Scout {ours['failures']}, Alertmanager {theirs['failures']}")
