@@ -20,13 +20,16 @@ The rules, in brief (docs/correlation.md has them in full):
   connected to, across sites and keys: a member on the same element, a cause
   upstream whose failure travels down to it, effects downstream it explains
   (within ``causal_window`` of them), or a symptom behind the same element
-  (for a leaf cabled to a switch, the switch). The oldest takes it and absorbs
-  the others (:attr:`Change.absorbed`). An outage pulls effects for as long as
-  it fires, degradation for ``causal_window`` after it starts; degradation
-  explains only degradation, a port's own counters nothing upstream, a port
-  with errors only loss, with discards loss and latency; a
-  host-layer alert on a transit device also explains network-layer symptoms
-  behind it (:func:`_explains`, :func:`_local`, :func:`_carries`).
+  (for a leaf cabled to a switch, the switch, unless it reports a port of its
+  own down and so is up: :meth:`Correlator._answers`). The oldest takes it and
+  absorbs the others (:attr:`Change.absorbed`). An outage pulls effects for as
+  long as it fires, degradation for ``causal_window`` after it starts;
+  degradation explains only degradation, a port's own counters nothing
+  upstream, a port with errors only loss, with discards loss and latency,
+  degradation measured to a device's own address nothing behind it
+  (:func:`_own_address`); a host-layer alert on a transit device also
+  explains network-layer symptoms behind it (:func:`_explains`,
+  :func:`_local`, :func:`_carries`).
 - **Also joining.** A port no neighbour is known on pairs with an unreachable
   leaf behind its device (:func:`_pairing`); a public address nothing places
   sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
@@ -39,8 +42,9 @@ The rules, in brief (docs/correlation.md has them in full):
   are all present (non-empty) on the alert; the alertname if none is. Used to
   join only when the graph connects nothing: without a graph always, with one
   (``key_fallback: unknown``) for symptoms the graph cannot place, and then
-  only with other unplaced symptoms or an outage of the moment, which also
-  claims the ones that fired before it (:meth:`Correlator._claimed`).
+  only with other unplaced symptoms of its own kind (outage or degradation)
+  or an outage of the moment, which also claims the ones that fired before it
+  (:meth:`Correlator._claimed`).
 - **Joining by key.** An alert joins the oldest open incident with the same key
   when its ``startsAt`` lies within ``window`` of the incident's span (earliest
   to latest member ``startsAt``) and the span would stay within ``max_span``.
@@ -961,7 +965,7 @@ class Correlator:
 
         Without a graph (or with ``key_fallback: always``) any such incident
         within the window, today's rule. With one, a symptom the graph cannot
-        place joins only other unplaced symptoms, or an outage that started
+        place joins only other unplaced symptoms of its kind, or an outage that started
         within the window (:meth:`_outage_near`): sharing a site with a full
         disk or a port with errors says nothing.
         """
