@@ -583,6 +583,7 @@ class Correlator:
         # say so (firing or not: checked on use): such a device answers its
         # poller, so it is up (see _answers).
         self._answering: dict[str, dict[str, None]] = {}
+        self._reporters: dict[str, str | None] = {}
         self._tracked: dict[str, _Tracked] = {}
         # Open incidents that may take joins, by group key, oldest first.
         self._open_by_key: dict[GroupKey, dict[str, None]] = {}
@@ -618,6 +619,7 @@ class Correlator:
     def _forget_placements(self) -> None:
         """Drop everything worked out from the graph: it changed."""
         self._placements.clear()
+        self._reporters.clear()
         self._paths.clear()
         self._label_ancestors.clear()
         self._overlay_ancestors.clear()
@@ -1143,7 +1145,9 @@ class Correlator:
         if node is None:
             return self._accepted(alert, found), []
         receives = _RECEIVES[layer]
-        kind = _own_address(self.kind_of(alert.labels, layer), layer, node)
+        kind = self.kind_of(alert.labels, layer)
+        if layer in _DEGRADED_LAYERS:
+            kind = _own_address(kind, layer, node)
         shared_at = self._at
         for candidate in shared_at.get(node, {}):
             found.setdefault(candidate, False)
@@ -1237,9 +1241,15 @@ class Correlator:
         return self._accepted(alert, found), late
 
     def _reporter(self, member: Member) -> str | None:
-        """The device that reported a port alert: the target polled."""
-        host = split_instance(member.labels.get("instance", ""))[0]
-        return self._topology.device(host) if host else None
+        """The device that reported a port alert: the target polled (memoised per instance)."""
+        instance = member.labels.get("instance", "")
+        if instance in self._reporters:
+            return self._reporters[instance]
+        host = split_instance(instance)[0]
+        found = self._topology.device(host) if host else None
+        if len(self._reporters) < _LAYER_MEMO:
+            self._reporters[instance] = found
+        return found
 
     def _forget_answer(self, member: Member) -> None:
         reporter = self._reporter(member)
@@ -1260,15 +1270,19 @@ class Correlator:
         reported = self._answering.get(device)
         if not reported:
             return False
-        for fp in list(reported):
+        forgotten = []
+        answers = False
+        for fp in reported:
             owner = self._by_fingerprint.get(fp)
             tracked = None if owner is None else self._tracked.get(owner)
             if tracked is None or fp not in tracked.firing_now:
-                del reported[fp]  # forgotten
-                continue
-            if tracked.firing_now[fp]:
-                return True
-        return False
+                forgotten.append(fp)
+            elif tracked.firing_now[fp]:
+                answers = True
+                break
+        for fp in forgotten:
+            del reported[fp]
+        return answers
 
     def _below_either(self, node: str, also: str | None) -> Iterable[str]:
         """Incidents with a member below ``node`` or ``also`` (an unknown port's device)."""
@@ -1642,7 +1656,8 @@ class Correlator:
         if node is None:
             return []
         layer = tracked.layers[fp]
-        tracked.kinds[fp] = _own_address(tracked.kinds[fp], layer, node)
+        if layer in _DEGRADED_LAYERS:
+            tracked.kinds[fp] = _own_address(tracked.kinds[fp], layer, node)
         if placement.also is not None and layer == "link":
             tracked.unknown_ports += 1
             if not tracked.devices:
