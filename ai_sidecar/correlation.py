@@ -20,13 +20,16 @@ The rules, in brief (docs/correlation.md has them in full):
   connected to, across sites and keys: a member on the same element, a cause
   upstream whose failure travels down to it, effects downstream it explains
   (within ``causal_window`` of them), or a symptom behind the same element
-  (for a leaf cabled to a switch, the switch). The oldest takes it and absorbs
-  the others (:attr:`Change.absorbed`). An outage pulls effects for as long as
-  it fires, degradation for ``causal_window`` after it starts; degradation
-  explains only degradation, a port's own counters nothing upstream, a port
-  with errors only loss, with discards loss and latency; a
-  host-layer alert on a transit device also explains network-layer symptoms
-  behind it (:func:`_explains`, :func:`_local`, :func:`_carries`).
+  (for a leaf cabled to a switch, the switch, unless it reports a port of its
+  own down and so is up: :meth:`Correlator._answers`). The oldest takes it and
+  absorbs the others (:attr:`Change.absorbed`). An outage pulls effects for as
+  long as it fires, degradation for ``causal_window`` after it starts;
+  degradation explains only degradation, a port's own counters nothing
+  upstream, a port with errors only loss, with discards loss and latency,
+  degradation measured to a device's own address nothing behind it
+  (:func:`_own_address`); a host-layer alert on a transit device also
+  explains network-layer symptoms behind it (:func:`_explains`,
+  :func:`_local`, :func:`_carries`).
 - **Also joining.** A port no neighbour is known on pairs with an unreachable
   leaf behind its device (:func:`_pairing`); a public address nothing places
   sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
@@ -39,8 +42,9 @@ The rules, in brief (docs/correlation.md has them in full):
   are all present (non-empty) on the alert; the alertname if none is. Used to
   join only when the graph connects nothing: without a graph always, with one
   (``key_fallback: unknown``) for symptoms the graph cannot place, and then
-  only with other unplaced symptoms or an outage of the moment, which also
-  claims the ones that fired before it (:meth:`Correlator._claimed`).
+  only with other unplaced symptoms of its own kind (outage or degradation)
+  or an outage of the moment, which also claims the ones that fired before it
+  (:meth:`Correlator._claimed`).
 - **Joining by key.** An alert joins the oldest open incident with the same key
   when its ``startsAt`` lies within ``window`` of the incident's span (earliest
   to latest member ``startsAt``) and the span would stay within ``max_span``.
@@ -215,9 +219,27 @@ _SYMPTOM_KINDS = (
 _KIND_MASK = (1 << 4) - 1
 
 
+# Loss, latency or jitter measured to a device's own address (a probe of the
+# device, not of a port or an endpoint on it) is its control plane answering
+# slowly: switches and routers answer pings to themselves from their CPU,
+# rate-limited and behind the traffic they forward in hardware. Traffic through
+# the device is not what was measured, so it explains nothing behind the device;
+# a degraded path to it shows on that path's own ports.
+_OWN_ADDRESS_BIT = 1 << 8
+
+
+def _own_address(kind: int, layer: Layer, node: str | None) -> int:
+    """``kind``, marked when it is degradation measured to a device's own address."""
+    if layer in _DEGRADED_LAYERS and node is not None and node.startswith("dev:"):
+        return kind | _OWN_ADDRESS_BIT
+    return kind
+
+
 def _carries(cause_kind: int, effect_kind: int, effect: Layer) -> bool:
     """Whether what the cause does behind it can be the effect (see ``_SYMPTOM_KINDS``)."""
-    makes = cause_kind >> 4
+    if cause_kind & _OWN_ADDRESS_BIT:
+        return False
+    makes = (cause_kind & 0xFF) >> 4
     return not makes or bool(effect_kind & makes) or effect not in _DEGRADED_LAYERS
 
 
@@ -557,6 +579,11 @@ class Correlator:
         # Incidents with a leaf port down (``port``) or a leaf unreachable
         # (``leaf``) right behind a device: the two pair up (see _pairing).
         self._paired: dict[tuple[str, str], dict[str, None]] = {}
+        # Devices that reported a port of their own down, with the members that
+        # say so (firing or not: checked on use): such a device answers its
+        # poller, so it is up (see _answers).
+        self._answering: dict[str, dict[str, None]] = {}
+        self._reporters: dict[str, str | None] = {}
         self._tracked: dict[str, _Tracked] = {}
         # Open incidents that may take joins, by group key, oldest first.
         self._open_by_key: dict[GroupKey, dict[str, None]] = {}
@@ -592,6 +619,7 @@ class Correlator:
     def _forget_placements(self) -> None:
         """Drop everything worked out from the graph: it changed."""
         self._placements.clear()
+        self._reporters.clear()
         self._paths.clear()
         self._label_ancestors.clear()
         self._overlay_ancestors.clear()
@@ -615,6 +643,7 @@ class Correlator:
         self._below.clear()
         self._behind.clear()
         self._paired.clear()
+        self._answering.clear()
         self._waiting.clear()
         self._lone_ports.clear()
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
@@ -681,9 +710,11 @@ class Correlator:
                 continue  # absorbed, forgotten, or reopened since
             del self._tracked[stale_id]
             self._retired_ids.add(stale_id)
-            for fingerprint in tracked.incident.members:
+            for fingerprint, member in tracked.incident.members.items():
                 if self._by_fingerprint.get(fingerprint) == stale_id:
                     del self._by_fingerprint[fingerprint]
+                    if tracked.layers[fingerprint] == "link":
+                        self._forget_answer(member)
             self._unindex_graph(stale_id, tracked)
             self._waiting.pop(stale_id, None)
 
@@ -936,7 +967,7 @@ class Correlator:
 
         Without a graph (or with ``key_fallback: always``) any such incident
         within the window, today's rule. With one, a symptom the graph cannot
-        place joins only other unplaced symptoms, or an outage that started
+        place joins only other unplaced symptoms of its kind, or an outage that started
         within the window (:meth:`_outage_near`): sharing a site with a full
         disk or a port with errors says nothing.
         """
@@ -962,9 +993,14 @@ class Correlator:
                     and self._accepts(tracked, alert)
                 ):
                     return tracked
-        # An outage of the moment first; else other unplaced symptoms waiting
-        # for one (which it claims when it comes, at the cost of moving them).
+        # An outage of the moment first; else other unplaced symptoms of its
+        # own kind waiting for one (which it claims when it comes, at the cost
+        # of moving them): an outage with outages, degradation with degradation.
+        # A common cause makes symptoms of one kind (a site cut off: devices
+        # unreachable; a congested uplink: loss and latency); a printer
+        # switched off and jitter to a phone at one site have none.
         waiting = None
+        outage: bool | None = None
         for candidate in candidates:
             tracked = self._tracked[candidate]
             # ``layers`` has every member: a dict lookup, not the member view's.
@@ -973,7 +1009,11 @@ class Correlator:
             if keys_only or self._outage_near(tracked, alert):
                 return tracked
             if waiting is None and candidate in self._waiting:
-                waiting = tracked
+                if outage is None:
+                    outage = self.layer_of(alert.labels) in _OUTAGE_LAYERS
+                waits_for = tracked.layers.get(tracked.incident.root_cause or "", "service")
+                if (waits_for in _OUTAGE_LAYERS) == outage:
+                    waiting = tracked
         return waiting
 
     def _outage_near(self, tracked: _Tracked, alert: Alert) -> bool:
@@ -1106,6 +1146,8 @@ class Correlator:
             return self._accepted(alert, found), []
         receives = _RECEIVES[layer]
         kind = self.kind_of(alert.labels, layer)
+        if layer in _DEGRADED_LAYERS:
+            kind = _own_address(kind, layer, node)
         shared_at = self._at
         for candidate in shared_at.get(node, {}):
             found.setdefault(candidate, False)
@@ -1183,6 +1225,9 @@ class Correlator:
                     late.append(tracked)
         if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
+                if layer in _OUTAGE_LAYERS and self._answers(parent):
+                    # The common cause would be the device, and it is up.
+                    continue
                 for candidate in self._behind.get(parent, {}):
                     found.setdefault(candidate, False)
         pairing = _pairing(placement, layer)
@@ -1194,6 +1239,50 @@ class Correlator:
                     if paired is not None and not _paired(paired):
                         found.setdefault(candidate, False)
         return self._accepted(alert, found), late
+
+    def _reporter(self, member: Member) -> str | None:
+        """The device that reported a port alert: the target polled (memoised per instance)."""
+        instance = member.labels.get("instance", "")
+        if instance in self._reporters:
+            return self._reporters[instance]
+        host = split_instance(instance)[0]
+        found = self._topology.device(host) if host else None
+        if len(self._reporters) < _LAYER_MEMO:
+            self._reporters[instance] = found
+        return found
+
+    def _forget_answer(self, member: Member) -> None:
+        reporter = self._reporter(member)
+        reported = None if reporter is None else self._answering.get(reporter)
+        if reported is not None:
+            reported.pop(member.fingerprint, None)
+            if not reported:
+                del self._answering[cast(str, reporter)]
+
+    def _answers(self, device: str) -> bool:
+        """Whether ``device`` reports a port of its own down now: it answers its poller.
+
+        A port's state comes from the device itself (its ``instance`` is the
+        device polled), so while such an alert fires the device is up: two
+        leaves behind it unreachable are not its failure (each is more likely
+        unplugged or switched off, its own port down with it).
+        """
+        reported = self._answering.get(device)
+        if not reported:
+            return False
+        forgotten = []
+        answers = False
+        for fp in reported:
+            owner = self._by_fingerprint.get(fp)
+            tracked = None if owner is None else self._tracked.get(owner)
+            if tracked is None or fp not in tracked.firing_now:
+                forgotten.append(fp)
+            elif tracked.firing_now[fp]:
+                answers = True
+                break
+        for fp in forgotten:
+            del reported[fp]
+        return answers
 
     def _below_either(self, node: str, also: str | None) -> Iterable[str]:
         """Incidents with a member below ``node`` or ``also`` (an unknown port's device)."""
@@ -1567,6 +1656,8 @@ class Correlator:
         if node is None:
             return []
         layer = tracked.layers[fp]
+        if layer in _DEGRADED_LAYERS:
+            tracked.kinds[fp] = _own_address(tracked.kinds[fp], layer, node)
         if placement.also is not None and layer == "link":
             tracked.unknown_ports += 1
             if not tracked.devices:
@@ -1574,6 +1665,10 @@ class Correlator:
         elif layer == "device":
             tracked.devices += 1
             tracked.leaves += placement.leaf and placement.known
+        if layer == "link":
+            reporter = self._reporter(member)
+            if reporter is not None:
+                self._answering.setdefault(reporter, {})[fp] = None
         receives = _RECEIVES[layer]
         kinds, kind = tracked.kinds, tracked.kinds[fp]
         below = {

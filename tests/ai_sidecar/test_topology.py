@@ -987,3 +987,68 @@ def test_two_switches_that_also_failed_apart_stay_on_their_branches_despite_a_le
     assert edges.edges == 1
     now = Correlator(CorrelationConfig(), two_switches(), edges)
     assert len(final(fold(now, both(0)))) == 2
+
+
+def test_degradation_measured_to_a_switchs_own_address_explains_nothing_behind_it():
+    # Pings to a switch are answered by its CPU, rate-limited and behind the
+    # traffic it forwards in hardware: slow answers from the switch itself say
+    # nothing of the access point behind it.
+    own = at("ProbeLatencyHigh", 0, job="probe_icmp", instance="sw-acc-1", layer="network")
+    behind = at("ProbeLatencyHigh", 120, job="probe_icmp", instance="ap-7", layer="network")
+    assert len(final(fold(correlator(), [own, behind]))) == 2
+    assert len(final(fold(correlator(), [behind, own]))) == 2
+    # Discards on the port the switch is reached through do slow what is behind it ...
+    port = at("InterfaceDiscards", 0, job="snmp", instance="10.0.0.3", ifName="Gi1/0/1")
+    [slowed] = final(fold(correlator(), [port, behind])).values()
+    assert names(slowed) == "InterfaceDiscards"
+    # ... and the switch unreachable explains the access point unreachable behind it.
+    down = at("ProbeTargetUnreachable", 0, job="probe_icmp", instance="sw-acc-1", layer="device")
+    [cut] = final(fold(correlator(), [down, unreachable("ap-7", 60)])).values()
+    assert len(cut.members) == 2
+
+
+def test_unplaced_symptoms_wait_for_their_outage_only_with_symptoms_of_their_own_kind():
+    # Nothing places these; they share a site. An unreachable printer and
+    # jitter to a phone have no common cause that makes both.
+    printer = at(
+        "ProbeTargetUnreachable", 0, job="probe_icmp", instance="prn-9", site="dc", layer="device"
+    )
+    jitter = at("ProbeJitterHigh", 60, job="probe_icmp", instance="phone-3", site="dc")
+    assert len(final(fold(correlator(), [jitter, printer]))) == 2
+    assert len(final(fold(correlator(), [printer, jitter]))) == 2
+    # Two devices unreachable at one site, or two probes degraded, still wait together.
+    camera = at(
+        "ProbeTargetUnreachable", 45, job="probe_icmp", instance="cam-2", site="dc", layer="device"
+    )
+    assert len(final(fold(correlator(), [printer, camera]))) == 1
+    loss = at("ProbeLossHigh", 90, job="probe_icmp", instance="phone-4", site="dc")
+    assert len(final(fold(correlator(), [jitter, loss]))) == 1
+
+
+def test_a_switch_reporting_its_own_ports_down_is_up_so_leaves_behind_it_stay_apart():
+    # Two endpoints switched off on sw-acc-1 five minutes apart: the switch
+    # reports each port going down, so it answers its poller and is no common
+    # cause of the two leaves; each pairs with its own port.
+    def leaf(instance: str, seconds: float) -> Alert:
+        return at(
+            "ProbeTargetUnreachable",
+            seconds,
+            job="probe_icmp",
+            instance=instance,
+            upstream="sw-acc-1",
+            layer="device",
+        )
+
+    first_port = at("InterfaceDown", 0, job="snmp", instance="sw-acc-1", ifName="Gi0/9")
+    second_port = at("InterfaceDown", 200, job="snmp", instance="sw-acc-1", ifName="Gi0/10")
+    alerts = [first_port, leaf("phone-4", 30), second_port, leaf("badge-1", 220)]
+    found = final(fold(correlator(), alerts))
+    assert sorted(
+        sorted(m.labels["instance"] for m in i.members.values()) for i in found.values()
+    ) == [
+        ["badge-1", "sw-acc-1"],
+        ["phone-4", "sw-acc-1"],
+    ]
+    # A silent switch is the likely common cause of the two leaves behind it.
+    [both] = final(fold(correlator(), [leaf("phone-4", 30), leaf("badge-1", 220)])).values()
+    assert len(both.members) == 2
