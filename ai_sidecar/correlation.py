@@ -229,8 +229,17 @@ _OWN_ADDRESS_BIT = 1 << 8
 
 
 def _own_address(kind: int, layer: Layer, node: str | None) -> int:
-    """``kind``, marked when it is degradation measured to a device's own address."""
-    if layer in _DEGRADED_LAYERS and node is not None and node.startswith("dev:"):
+    """``kind``, marked when it is degradation measured to a device's own address.
+
+    A port counter placed on the device (discards or errors without an
+    interface label) is not: it counts the traffic the device forwards.
+    """
+    if (
+        layer in _DEGRADED_LAYERS
+        and node is not None
+        and node.startswith("dev:")
+        and not kind & ~_KIND_MASK
+    ):
         return kind | _OWN_ADDRESS_BIT
     return kind
 
@@ -583,6 +592,9 @@ class Correlator:
         # say so (firing or not: checked on use): such a device answers its
         # poller, so it is up (see _answers).
         self._answering: dict[str, dict[str, None]] = {}
+        # The device each report was filed under: a new graph may name the
+        # reporter differently, and the report must still be found to forget it.
+        self._answer_of: dict[str, str] = {}
         self._reporters: dict[str, str | None] = {}
         self._tracked: dict[str, _Tracked] = {}
         # Open incidents that may take joins, by group key, oldest first.
@@ -644,6 +656,7 @@ class Correlator:
         self._behind.clear()
         self._paired.clear()
         self._answering.clear()
+        self._answer_of.clear()
         self._waiting.clear()
         self._lone_ports.clear()
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
@@ -1225,7 +1238,7 @@ class Correlator:
                     late.append(tracked)
         if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
-                if layer in _OUTAGE_LAYERS and self._answers(parent):
+                if layer in _OUTAGE_LAYERS and self._answers(parent, start):
                     # The common cause would be the device, and it is up.
                     continue
                 for candidate in self._behind.get(parent, {}):
@@ -1252,36 +1265,42 @@ class Correlator:
         return found
 
     def _forget_answer(self, member: Member) -> None:
-        reporter = self._reporter(member)
+        reporter = self._answer_of.pop(member.fingerprint, None)
         reported = None if reporter is None else self._answering.get(reporter)
         if reported is not None:
             reported.pop(member.fingerprint, None)
             if not reported:
                 del self._answering[cast(str, reporter)]
 
-    def _answers(self, device: str) -> bool:
-        """Whether ``device`` reports a port of its own down now: it answers its poller.
+    def _answers(self, device: str, start: datetime) -> bool:
+        """Whether ``device`` reported a port of its own down around ``start``: it
+        answered its poller then.
 
         A port's state comes from the device itself (its ``instance`` is the
         device polled), so while such an alert fires the device is up: two
         leaves behind it unreachable are not its failure (each is more likely
-        unplugged or switched off, its own port down with it).
+        unplugged or switched off, its own port down with it). Only a report
+        that began within the join window of ``start`` says so: an older one
+        may be a port down for days (an unplugged printer), or still shown
+        firing for minutes after the device died, until its series go stale.
         """
         reported = self._answering.get(device)
         if not reported:
             return False
         forgotten = []
         answers = False
+        window = self._config.window
         for fp in reported:
             owner = self._by_fingerprint.get(fp)
             tracked = None if owner is None else self._tracked.get(owner)
             if tracked is None or fp not in tracked.firing_now:
                 forgotten.append(fp)
-            elif tracked.firing_now[fp]:
+            elif tracked.firing_now[fp] and abs(tracked.fixed[fp][0] - start) <= window:
                 answers = True
                 break
         for fp in forgotten:
             del reported[fp]
+            self._answer_of.pop(fp, None)
         return answers
 
     def _below_either(self, node: str, also: str | None) -> Iterable[str]:
@@ -1669,6 +1688,7 @@ class Correlator:
             reporter = self._reporter(member)
             if reporter is not None:
                 self._answering.setdefault(reporter, {})[fp] = None
+                self._answer_of[fp] = reporter
         receives = _RECEIVES[layer]
         kinds, kind = tracked.kinds, tracked.kinds[fp]
         below = {

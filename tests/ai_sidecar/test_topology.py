@@ -1052,3 +1052,51 @@ def test_a_switch_reporting_its_own_ports_down_is_up_so_leaves_behind_it_stay_ap
     # A silent switch is the likely common cause of the two leaves behind it.
     [both] = final(fold(correlator(), [leaf("phone-4", 30), leaf("badge-1", 220)])).values()
     assert len(both.members) == 2
+
+
+def test_only_a_port_report_of_the_moment_says_the_switch_is_up():
+    # A port of sw-acc-1 has been down for two hours (an unplugged printer):
+    # that says nothing of whether the switch answers now, so three leaves
+    # behind it going unreachable within seconds still wait for it together.
+    def leaf(instance: str, seconds: float) -> Alert:
+        return at(
+            "ProbeTargetUnreachable",
+            seconds,
+            job="probe_icmp",
+            instance=instance,
+            upstream="sw-acc-1",
+            layer="device",
+        )
+
+    old_port = at("InterfaceDown", -7200, job="snmp", instance="sw-acc-1", ifName="Gi0/9")
+    leaves = [leaf("phone-4", 0), leaf("badge-1", 5), leaf("cam-3", 10)]
+    found = final(fold(correlator(), [old_port, *leaves]))
+    together = [
+        sorted(m.labels["instance"] for m in i.members.values())
+        for i in found.values()
+        if "phone-4" in {m.labels["instance"] for m in i.members.values()}
+    ]
+    assert together == [["badge-1", "cam-3", "phone-4"]]
+
+
+def test_discards_counted_on_a_whole_device_explain_loss_behind_it():
+    # Discards without an interface label are the device's count of the traffic
+    # it forwards and drops, not a probe of its own address: loss behind it is
+    # their effect.
+    discards = at("IpInDiscards", 0, job="snmp", instance="sw-acc-1", layer="network")
+    behind = at("ProbeLossHigh", 60, job="probe_icmp", instance="ap-7", layer="network")
+    for order in ([discards, behind], [behind, discards]):
+        [incident] = final(fold(correlator(), order)).values()
+        assert names(incident) == "IpInDiscards"
+
+
+def test_a_port_report_is_forgotten_under_the_name_it_was_filed_under():
+    # The port's device is known by its address until a new graph names it: the
+    # report must still be found and let go of when its incident is forgotten.
+    bare = build_snapshot(neighbours=[], targets=[], pollers=[Poller(EXPORTER, POLLS)])
+    c = correlator(bare)
+    port = at("InterfaceDown", 0, job="snmp", instance="10.0.0.4", ifName="Gi0/9")
+    fold(c, [port, resolved(port, 60)])
+    c.set_topology(campus())
+    c.forget_resolved_before(T0 + timedelta(days=365))
+    assert c._answering == {}
