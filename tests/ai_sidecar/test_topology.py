@@ -1025,20 +1025,22 @@ def test_unplaced_symptoms_wait_for_their_outage_only_with_symptoms_of_their_own
     assert len(final(fold(correlator(), [jitter, loss]))) == 1
 
 
+def leaf(instance: str, seconds: float) -> Alert:
+    """A probed endpoint behind sw-acc-1 going unreachable."""
+    return at(
+        "ProbeTargetUnreachable",
+        seconds,
+        job="probe_icmp",
+        instance=instance,
+        upstream="sw-acc-1",
+        layer="device",
+    )
+
+
 def test_a_switch_reporting_its_own_ports_down_is_up_so_leaves_behind_it_stay_apart():
     # Two endpoints switched off on sw-acc-1 five minutes apart: the switch
     # reports each port going down, so it answers its poller and is no common
     # cause of the two leaves; each pairs with its own port.
-    def leaf(instance: str, seconds: float) -> Alert:
-        return at(
-            "ProbeTargetUnreachable",
-            seconds,
-            job="probe_icmp",
-            instance=instance,
-            upstream="sw-acc-1",
-            layer="device",
-        )
-
     first_port = at("InterfaceDown", 0, job="snmp", instance="sw-acc-1", ifName="Gi0/9")
     second_port = at("InterfaceDown", 200, job="snmp", instance="sw-acc-1", ifName="Gi0/10")
     alerts = [first_port, leaf("phone-4", 30), second_port, leaf("badge-1", 220)]
@@ -1058,16 +1060,6 @@ def test_only_a_port_report_of_the_moment_says_the_switch_is_up():
     # A port of sw-acc-1 has been down for two hours (an unplugged printer):
     # that says nothing of whether the switch answers now, so three leaves
     # behind it going unreachable within seconds still wait for it together.
-    def leaf(instance: str, seconds: float) -> Alert:
-        return at(
-            "ProbeTargetUnreachable",
-            seconds,
-            job="probe_icmp",
-            instance=instance,
-            upstream="sw-acc-1",
-            layer="device",
-        )
-
     old_port = at("InterfaceDown", -7200, job="snmp", instance="sw-acc-1", ifName="Gi0/9")
     leaves = [leaf("phone-4", 0), leaf("badge-1", 5), leaf("cam-3", 10)]
     found = final(fold(correlator(), [old_port, *leaves]))

@@ -186,14 +186,20 @@ async def test_session_count_is_capped(monkeypatch):
     await scraper.close()
 
 
-async def test_session_cap_leaves_room_in_the_open_files_limit(caplog):
+async def scraper_started_under_files_limit(soft_limit: int) -> SnmpScraper:
+    """A scraper that sized its session cap under ``soft_limit`` open files."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft_limit, hard))
     try:
         scraper = SnmpScraper()
         await scraper.start()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return scraper
+
+
+async def test_session_cap_leaves_room_in_the_open_files_limit(caplog):
+    scraper = await scraper_started_under_files_limit(1024)
     # 1024 files: up to 512 HTTP connections and 256 reserved leave 256 sockets.
     cap = 1024 - 512 - scraper_module.RESERVED_FILES
     assert "leaves room for 256 SNMP sessions, not 15000" in caplog.text
@@ -207,13 +213,7 @@ async def test_session_cap_leaves_room_in_the_open_files_limit(caplog):
 
 
 async def test_a_session_cap_of_one_is_logged_in_the_singular(caplog):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
-    try:
-        scraper = SnmpScraper()
-        await scraper.start()
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    scraper = await scraper_started_under_files_limit(512)
     # 512 files: up to 256 HTTP connections and 256 reserved leave no room; one
     # session still polls, each device in turn.
     assert "leaves room for 1 SNMP session, not 15000" in caplog.text
