@@ -1267,10 +1267,10 @@ class Correlator:
     def _forget_answer(self, member: Member) -> None:
         reporter = self._answer_of.pop(member.fingerprint, None)
         reported = None if reporter is None else self._answering.get(reporter)
-        if reported is not None:
+        if reporter is not None and reported is not None:
             reported.pop(member.fingerprint, None)
             if not reported:
-                del self._answering[cast(str, reporter)]
+                del self._answering[reporter]
 
     def _answers(self, device: str, start: datetime) -> bool:
         """Whether ``device`` reported a port of its own down around ``start``: it

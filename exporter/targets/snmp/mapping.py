@@ -258,25 +258,6 @@ class MetricMapper:
             append = family.samples.append
             known = labels_of_row[plan.shape]
             cut = len(plan.base)
-            if plain and instance is None and not static and metric.aggregate is None:
-                # Counters and status read every scrape: most of the varbinds. The loop
-                # below, less what cannot apply; an absent or non-numeric value makes
-                # no sample there either, so its row's labels can wait.
-                for varbind in rows.get(plan.base, ()):
-                    kind = varbind.kind
-                    value = varbind.value
-                    if kind not in numeric or not isinstance(value, int):
-                        continue
-                    suffix = varbind.oid[cut:]
-                    labels = known.get(suffix, _UNSEEN)
-                    if labels is _UNSEEN:
-                        labels = known[suffix] = self._labels(plan.shape, suffix, values)
-                        if texts is not None and labels is not None:
-                            texts[id(labels)] = render_labels(labels)
-                    if labels is not None:
-                        append((labels, value % WRAP_AT if wrap and kind is counter64 else value))
-                out.append(family)
-                continue
             for varbind in rows.get(plan.base, ()):
                 kind = varbind.kind
                 if kind in absent:
