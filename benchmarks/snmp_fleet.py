@@ -88,6 +88,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -137,6 +138,54 @@ FIRST_PORT = 20000
 RESPONDER = Path(__file__).resolve().parent / "snmp_responder.py"
 SCOUT_SUCCESS = f'scout_snmp_module_success{{module="{MODULE}"}} 1\n'
 SCOUT_CACHED = f'scout_snmp_cache_used{{module="{MODULE}"}} 1\n'
+SCOUT_PDUS = "\nscout_snmp_pdus_sent "
+SCOUT_RETRIES = "\nscout_snmp_retries "
+
+
+GC_FAMILIES = {
+    "seconds": "scout_exporter_gc_seconds_total",
+    "collections": "scout_exporter_gc_collections_total",
+    "longest": "scout_exporter_gc_longest_pause_seconds",
+}
+
+
+def gc_figures(metrics_url: str) -> dict[str, list[float]] | None:
+    """Scout's garbage-collector counters by generation, from its /metrics (None if absent)."""
+    with urllib.request.urlopen(metrics_url, timeout=30) as response:
+        text = response.read().decode()
+    found: dict[str, list[float]] = {key: [0.0, 0.0, 0.0] for key in GC_FAMILIES}
+    seen = False
+    for line in text.splitlines():
+        for key, name in GC_FAMILIES.items():
+            prefix = f'{name}{{generation="'
+            if line.startswith(prefix):
+                found[key][int(line[len(prefix)])] = float(line.rsplit(" ", 1)[1])
+                seen = True
+    return found if seen else None
+
+
+def gc_over_run(
+    before: dict[str, list[float]] | None, after: dict[str, list[float]] | None
+) -> dict[str, list[float]] | None:
+    """What the collector did between two readings (the longest pause is since start)."""
+    if before is None or after is None:
+        return None
+    return {
+        "seconds": [a - b for a, b in zip(after["seconds"], before["seconds"], strict=True)],
+        "collections": [
+            a - b for a, b in zip(after["collections"], before["collections"], strict=True)
+        ],
+        "longest": after["longest"],
+    }
+
+
+def self_metric(body: str, prefix: str) -> int:
+    """The value of one of Scout's unlabelled self-metrics in an exposition (0 if absent)."""
+    start = body.find(prefix)
+    if start < 0:
+        return 0
+    start += len(prefix)
+    return int(float(body[start : body.find("\n", start)]))
 
 
 class BenchmarkError(Exception):
@@ -164,6 +213,10 @@ class Interval:
     # From when each answered scrape was due (when Prometheus would have sent it) to
     # its answer: the deadline counts from there, however long it waited for a slot.
     since_due: list[float] = field(default_factory=list)
+    # SNMP requests Scout sent for the answered scrapes, and how many were resends: a
+    # scrape that costs more requests (timeouts, halved max-repetitions) costs more CPU.
+    pdus: int = 0
+    retries: int = 0
 
     @property
     def past_deadline(self) -> int:
@@ -189,6 +242,9 @@ class FleetRun:
     # The machine's 1-minute load average at the end: it is shared, and a busy one
     # inflates CPU per scrape (cache misses) and wall times.
     load: float = 0.0
+    # Scout's garbage collector over the run, from its /metrics (None: not exported):
+    # seconds, collections and longest pause, each by generation.
+    gc: dict[str, list[float]] | None = None
 
     @property
     def scrapes(self) -> int:
@@ -239,6 +295,9 @@ async def run_fleet(
             slot.walls.append(answered - started)
             slot.since_due.append(answered - due)
             slot.cached += SCOUT_CACHED in body
+            if label == "scout":
+                slot.pdus += self_metric(body, SCOUT_PDUS)
+                slot.retries += self_metric(body, SCOUT_RETRIES)
         else:
             slot.failed += 1
             line = next((x for x in body.splitlines() if "success" in x and x.endswith(" 0")), "")
@@ -480,7 +539,7 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
     header = (
         f"{'interval':<9} {'ok':>6} {'failed':>6} {'past deadline':>13} {'cached':>6} "
         f"{'wall med ms':>11} {'wall p90 ms':>11} {'wait p90 ms':>11} {'wait max s':>10} "
-        f"{'lag max ms':>10} {'CPU s':>7} "
+        f"{'lag max ms':>10} {'PDUs/scr':>8} {'retries':>7} {'CPU s':>7} "
         f"{'CPU ms/scr':>10} {'share of ' + str(cores) + ' cores':>16} {REFERENCE_LABEL:>12}"
     )
     print(header)
@@ -495,6 +554,8 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
             f"{p90(slot.walls) * 1e3:>11.1f} {p90(slot.late) * 1e3:>11.1f} "
             f"{max(slot.late, default=float('nan')):>10.1f} "
             f"{max(slot.lag, default=float('nan')) * 1e3:>10.1f} "
+            f"{slot.pdus / slot.ok if slot.ok and run.label == 'scout' else float('nan'):>8.1f} "
+            f"{slot.retries if run.label == 'scout' else '-':>7} "
             f"{slot.cpu_seconds:>7.2f} {per_scrape * 1e3:>10.2f} "
             f"{share(slot.cpu_seconds, run.interval):>16.1%} {reference_share(per_scrape):>12.1%}"
         )
@@ -504,6 +565,15 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
         f"{(run.rss_end - run.rss_start) / devices / 1e3:.0f} kB per device); "
         f"{run.fds} open fds, {run.threads} threads"
     )
+    total_cpu = sum(slot.cpu_seconds for slot in run.intervals)
+    print(
+        f"all intervals: {run.scrapes} scrapes answered or failed in {run.elapsed:.0f} s "
+        f"({run.scrapes / run.elapsed:.1f}/s against {devices / run.interval:.1f}/s scheduled), "
+        f"{total_cpu:.1f} CPU s, {total_cpu / run.scrapes * 1e3:.2f} ms per scrape: the figure "
+        "that holds when a backlog moves CPU from one interval to the next"
+    )
+    if run.label == "scout":
+        print(gc_line(run.gc, total_cpu))
     agent_share, client_share = (
         share(run.agent_cpu, run.elapsed),
         share(run.client_cpu, run.elapsed),
@@ -517,6 +587,19 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
         print(f"INVALID: {run.failed} of {run.scrapes} scrapes failed; most common errors:")
         for error, count in run.errors.most_common(5):
             print(f"  {count:>5} x {error}")
+
+
+def gc_line(figures: dict[str, list[float]] | None, cpu: float) -> str:
+    if figures is None:
+        return "garbage collector: not on this exporter's /metrics"
+    seconds, collections, longest = (figures[k] for k in ("seconds", "collections", "longest"))
+    return (
+        f"garbage collector: {sum(seconds):.2f} s of the exporter's {cpu:.1f} CPU s "
+        f"({sum(seconds) / cpu if cpu else 0.0:.1%}); collections by generation "
+        f"{'/'.join(f'{c:.0f}' for c in collections)}, seconds "
+        f"{'/'.join(f'{x:.2f}' for x in seconds)}, longest pause since start "
+        f"{'/'.join(f'{x * 1e3:.0f}' for x in longest)} ms"
+    )
 
 
 def print_summary(
@@ -744,6 +827,8 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
         module = SnmpExporter.module_name(MODULE, device.community)
         return f"/snmp?{urllib.parse.urlencode({'target': device.target, 'module': module})}"
 
+    metrics_url = f"http://{HOST}:{port}/metrics"
+    gc_before = gc_figures(metrics_url)
     scout_run = asyncio.run(
         run_fleet(
             "scout",
@@ -756,6 +841,7 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
             args.interval,
         )
     )
+    scout_run.gc = gc_over_run(gc_before, gc_figures(metrics_url))
     print_run(scout_run, args, len(devices), fleet.agent_label)
     peer_run = None
     if peer is not None:
