@@ -602,6 +602,15 @@ def gc_line(figures: dict[str, list[float]] | None, cpu: float) -> str:
     )
 
 
+def behind(run: FleetRun) -> bool:
+    """Whether some scrape was answered after the end of the interval it was due in.
+
+    Each interval's scrapes are due through the interval; one answered later than a
+    deadline past its end ran into the next interval's CPU sample.
+    """
+    return run.elapsed > len(run.intervals) * run.interval + SCRAPE_DEADLINE
+
+
 def print_summary(
     scout: FleetRun, peer: FleetRun | None, args: argparse.Namespace, devices: int
 ) -> None:
@@ -617,8 +626,18 @@ def print_summary(
 
     cold = per_scrape(scout.intervals[:1])
     steady_slots = scout.intervals[1:]
-    lines = [("scout, cold (interval 1)", cold, scout)]
-    if steady_slots:
+    lines = [("scout, whole run (all intervals)", per_scrape(scout.intervals), scout)]
+    # CPU is charged to the interval it was spent in, scrapes to the interval they were
+    # due in: with a backlog, one interval's scrapes are answered (and cost) in the next.
+    split = not behind(scout)
+    if not split:
+        print(
+            "  (scrapes were answered in a later interval than they were due in: the cold "
+            "and steady split is not measured; the whole run is)"
+        )
+    if split:
+        lines.append(("scout, cold (interval 1)", cold, scout))
+    if steady_slots and split:
         steady = per_scrape(steady_slots)
         lines.append((f"scout, steady (intervals 2-{len(scout.intervals)})", steady, scout))
         # Each device refills its cache once per CACHE_MAX_AGE: one cold scrape in 15.
@@ -655,8 +674,13 @@ def print_summary(
         + (f"; snmp_exporter {peer.rss_end / 1e6:.0f} MB" if peer is not None else "")
     )
     if peer is not None and steady_slots:
-        ratio = per_scrape(steady_slots) / per_scrape(peer.intervals)
-        print(f"  CPU per device-scrape, scout steady / snmp_exporter: {ratio:.2f}x")
+        mine, which = (
+            (per_scrape(steady_slots), "steady")
+            if split
+            else (per_scrape(scout.intervals), "whole run")
+        )
+        ratio = mine / per_scrape(peer.intervals)
+        print(f"  CPU per device-scrape, scout {which} / snmp_exporter: {ratio:.2f}x")
     for measured_run in (scout, peer):
         if measured_run is not None:
             slots = measured_run.intervals

@@ -1,4 +1,4 @@
-"""How the fleet benchmark counts scrapes past their deadline (benchmarks/snmp_fleet.py)."""
+"""What benchmarks/snmp_fleet.py counts: deadlines, requests, the collector, a backlog."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from benchmarks.snmp_fleet import (
     SCOUT_PDUS,
     SCOUT_RETRIES,
     SCRAPE_DEADLINE,
+    FleetRun,
     Interval,
+    behind,
     gc_over_run,
     self_metric,
 )
@@ -41,3 +43,10 @@ def test_the_collectors_work_is_counted_over_the_run_only():
         "longest": [0.3, 0.2, 1.5],
     }
     assert gc_over_run(None, after) is None
+
+
+def test_a_run_whose_scrapes_spill_into_later_intervals_is_behind():
+    on_time = FleetRun("scout", 1, 60.0, [Interval(), Interval()], elapsed=121.0)
+    spilled = FleetRun("scout", 1, 60.0, [Interval(), Interval()], elapsed=363.0)
+    assert not behind(on_time)
+    assert behind(spilled)
