@@ -50,6 +50,12 @@ exporter's backlog; a scrape that waited for one of this client's slots used
 its deadline waiting). The agents' and this client's CPU, this client's own lag
 in starting scrapes (if it grows, the load generator is what is measured), and
 the machine's load average (it is shared) are printed for context, not counted.
+Also printed for Scout: the SNMP requests and resends per scrape (its own
+``scout_snmp_pdus_sent`` and ``scout_snmp_retries``), and the time its garbage
+collector took over the run (``scout_exporter_gc_*`` on its /metrics). CPU is
+also given per scrape over the whole run: with a backlog, scrapes due in one
+interval are answered, and cost CPU, in the next, so the per-interval split
+(and the cold/steady summary built on it) is then left out of the summary.
 snmp_exporter cannot poll 10,000 devices a minute on 2 cores, so
 ``--peer-interval`` gives it a longer one over the same fleet: the comparison
 is CPU per device-scrape.
