@@ -50,6 +50,12 @@ exporter's backlog; a scrape that waited for one of this client's slots used
 its deadline waiting). The agents' and this client's CPU, this client's own lag
 in starting scrapes (if it grows, the load generator is what is measured), and
 the machine's load average (it is shared) are printed for context, not counted.
+Also printed for Scout: the SNMP requests and resends per scrape (its own
+``scout_snmp_pdus_sent`` and ``scout_snmp_retries``), and the time its garbage
+collector took over the run (``scout_exporter_gc_*`` on its /metrics). CPU is
+also given per scrape over the whole run: with a backlog, scrapes due in one
+interval are answered, and cost CPU, in the next, so the per-interval split
+(and the cold/steady summary built on it) is then left out of the summary.
 snmp_exporter cannot poll 10,000 devices a minute on 2 cores, so
 ``--peer-interval`` gives it a longer one over the same fleet: the comparison
 is CPU per device-scrape.
@@ -88,6 +94,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -137,6 +144,54 @@ FIRST_PORT = 20000
 RESPONDER = Path(__file__).resolve().parent / "snmp_responder.py"
 SCOUT_SUCCESS = f'scout_snmp_module_success{{module="{MODULE}"}} 1\n'
 SCOUT_CACHED = f'scout_snmp_cache_used{{module="{MODULE}"}} 1\n'
+SCOUT_PDUS = "\nscout_snmp_pdus_sent "
+SCOUT_RETRIES = "\nscout_snmp_retries "
+
+
+GC_FAMILIES = {
+    "seconds": "scout_exporter_gc_seconds_total",
+    "collections": "scout_exporter_gc_collections_total",
+    "longest": "scout_exporter_gc_longest_pause_seconds",
+}
+
+
+def gc_figures(metrics_url: str) -> dict[str, list[float]] | None:
+    """Scout's garbage-collector counters by generation, from its /metrics (None if absent)."""
+    with urllib.request.urlopen(metrics_url, timeout=30) as response:
+        text = response.read().decode()
+    found: dict[str, list[float]] = {key: [0.0, 0.0, 0.0] for key in GC_FAMILIES}
+    seen = False
+    for line in text.splitlines():
+        for key, name in GC_FAMILIES.items():
+            prefix = f'{name}{{generation="'
+            if line.startswith(prefix):
+                found[key][int(line[len(prefix)])] = float(line.rsplit(" ", 1)[1])
+                seen = True
+    return found if seen else None
+
+
+def gc_over_run(
+    before: dict[str, list[float]] | None, after: dict[str, list[float]] | None
+) -> dict[str, list[float]] | None:
+    """What the collector did between two readings (the longest pause is since start)."""
+    if before is None or after is None:
+        return None
+    return {
+        "seconds": [a - b for a, b in zip(after["seconds"], before["seconds"], strict=True)],
+        "collections": [
+            a - b for a, b in zip(after["collections"], before["collections"], strict=True)
+        ],
+        "longest": after["longest"],
+    }
+
+
+def self_metric(body: str, prefix: str) -> int:
+    """The value of one of Scout's unlabelled self-metrics in an exposition (0 if absent)."""
+    start = body.find(prefix)
+    if start < 0:
+        return 0
+    start += len(prefix)
+    return int(float(body[start : body.find("\n", start)]))
 
 
 class BenchmarkError(Exception):
@@ -164,6 +219,10 @@ class Interval:
     # From when each answered scrape was due (when Prometheus would have sent it) to
     # its answer: the deadline counts from there, however long it waited for a slot.
     since_due: list[float] = field(default_factory=list)
+    # SNMP requests Scout sent for the answered scrapes, and how many were resends: a
+    # scrape that costs more requests (timeouts, halved max-repetitions) costs more CPU.
+    pdus: int = 0
+    retries: int = 0
 
     @property
     def past_deadline(self) -> int:
@@ -189,6 +248,9 @@ class FleetRun:
     # The machine's 1-minute load average at the end: it is shared, and a busy one
     # inflates CPU per scrape (cache misses) and wall times.
     load: float = 0.0
+    # Scout's garbage collector over the run, from its /metrics (None: not exported):
+    # seconds, collections and longest pause, each by generation.
+    gc: dict[str, list[float]] | None = None
 
     @property
     def scrapes(self) -> int:
@@ -239,6 +301,9 @@ async def run_fleet(
             slot.walls.append(answered - started)
             slot.since_due.append(answered - due)
             slot.cached += SCOUT_CACHED in body
+            if label == "scout":
+                slot.pdus += self_metric(body, SCOUT_PDUS)
+                slot.retries += self_metric(body, SCOUT_RETRIES)
         else:
             slot.failed += 1
             line = next((x for x in body.splitlines() if "success" in x and x.endswith(" 0")), "")
@@ -480,7 +545,7 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
     header = (
         f"{'interval':<9} {'ok':>6} {'failed':>6} {'past deadline':>13} {'cached':>6} "
         f"{'wall med ms':>11} {'wall p90 ms':>11} {'wait p90 ms':>11} {'wait max s':>10} "
-        f"{'lag max ms':>10} {'CPU s':>7} "
+        f"{'lag max ms':>10} {'PDUs/scr':>8} {'retries':>7} {'CPU s':>7} "
         f"{'CPU ms/scr':>10} {'share of ' + str(cores) + ' cores':>16} {REFERENCE_LABEL:>12}"
     )
     print(header)
@@ -495,6 +560,8 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
             f"{p90(slot.walls) * 1e3:>11.1f} {p90(slot.late) * 1e3:>11.1f} "
             f"{max(slot.late, default=float('nan')):>10.1f} "
             f"{max(slot.lag, default=float('nan')) * 1e3:>10.1f} "
+            f"{slot.pdus / slot.ok if slot.ok and run.label == 'scout' else float('nan'):>8.1f} "
+            f"{slot.retries if run.label == 'scout' else '-':>7} "
             f"{slot.cpu_seconds:>7.2f} {per_scrape * 1e3:>10.2f} "
             f"{share(slot.cpu_seconds, run.interval):>16.1%} {reference_share(per_scrape):>12.1%}"
         )
@@ -504,6 +571,15 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
         f"{(run.rss_end - run.rss_start) / devices / 1e3:.0f} kB per device); "
         f"{run.fds} open fds, {run.threads} threads"
     )
+    total_cpu = sum(slot.cpu_seconds for slot in run.intervals)
+    print(
+        f"all intervals: {run.scrapes} scrapes answered or failed in {run.elapsed:.0f} s "
+        f"({run.scrapes / run.elapsed:.1f}/s against {devices / run.interval:.1f}/s scheduled), "
+        f"{total_cpu:.1f} CPU s, {total_cpu / run.scrapes * 1e3:.2f} ms per scrape: the figure "
+        "that holds when a backlog moves CPU from one interval to the next"
+    )
+    if run.label == "scout":
+        print(gc_line(run.gc, total_cpu))
     agent_share, client_share = (
         share(run.agent_cpu, run.elapsed),
         share(run.client_cpu, run.elapsed),
@@ -517,6 +593,28 @@ def print_run(run: FleetRun, args: argparse.Namespace, devices: int, agent_label
         print(f"INVALID: {run.failed} of {run.scrapes} scrapes failed; most common errors:")
         for error, count in run.errors.most_common(5):
             print(f"  {count:>5} x {error}")
+
+
+def gc_line(figures: dict[str, list[float]] | None, cpu: float) -> str:
+    if figures is None:
+        return "garbage collector: not on this exporter's /metrics"
+    seconds, collections, longest = (figures[k] for k in ("seconds", "collections", "longest"))
+    return (
+        f"garbage collector: {sum(seconds):.2f} s of the exporter's {cpu:.1f} CPU s "
+        f"({sum(seconds) / cpu if cpu else 0.0:.1%}); collections by generation "
+        f"{'/'.join(f'{c:.0f}' for c in collections)}, seconds "
+        f"{'/'.join(f'{x:.2f}' for x in seconds)}, longest pause since start "
+        f"{'/'.join(f'{x * 1e3:.0f}' for x in longest)} ms"
+    )
+
+
+def behind(run: FleetRun) -> bool:
+    """Whether some scrape was answered after the end of the interval it was due in.
+
+    Each interval's scrapes are due through the interval; one answered later than a
+    deadline past its end ran into the next interval's CPU sample.
+    """
+    return run.elapsed > len(run.intervals) * run.interval + SCRAPE_DEADLINE
 
 
 def print_summary(
@@ -534,8 +632,18 @@ def print_summary(
 
     cold = per_scrape(scout.intervals[:1])
     steady_slots = scout.intervals[1:]
-    lines = [("scout, cold (interval 1)", cold, scout)]
-    if steady_slots:
+    lines = [("scout, whole run (all intervals)", per_scrape(scout.intervals), scout)]
+    # CPU is charged to the interval it was spent in, scrapes to the interval they were
+    # due in: with a backlog, one interval's scrapes are answered (and cost) in the next.
+    split = not behind(scout)
+    if not split:
+        print(
+            "  (scrapes were answered in a later interval than they were due in: the cold "
+            "and steady split is not measured; the whole run is)"
+        )
+    if split:
+        lines.append(("scout, cold (interval 1)", cold, scout))
+    if steady_slots and split:
         steady = per_scrape(steady_slots)
         lines.append((f"scout, steady (intervals 2-{len(scout.intervals)})", steady, scout))
         # Each device refills its cache once per CACHE_MAX_AGE: one cold scrape in 15.
@@ -572,8 +680,13 @@ def print_summary(
         + (f"; snmp_exporter {peer.rss_end / 1e6:.0f} MB" if peer is not None else "")
     )
     if peer is not None and steady_slots:
-        ratio = per_scrape(steady_slots) / per_scrape(peer.intervals)
-        print(f"  CPU per device-scrape, scout steady / snmp_exporter: {ratio:.2f}x")
+        mine, which = (
+            (per_scrape(steady_slots), "steady")
+            if split
+            else (per_scrape(scout.intervals), "whole run")
+        )
+        ratio = mine / per_scrape(peer.intervals)
+        print(f"  CPU per device-scrape, scout {which} / snmp_exporter: {ratio:.2f}x")
     for measured_run in (scout, peer):
         if measured_run is not None:
             slots = measured_run.intervals
@@ -744,6 +857,8 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
         module = SnmpExporter.module_name(MODULE, device.community)
         return f"/snmp?{urllib.parse.urlencode({'target': device.target, 'module': module})}"
 
+    metrics_url = f"http://{HOST}:{port}/metrics"
+    gc_before = gc_figures(metrics_url)
     scout_run = asyncio.run(
         run_fleet(
             "scout",
@@ -756,6 +871,7 @@ def run(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> bool:
             args.interval,
         )
     )
+    scout_run.gc = gc_over_run(gc_before, gc_figures(metrics_url))
     print_run(scout_run, args, len(devices), fleet.agent_label)
     peer_run = None
     if peer is not None:

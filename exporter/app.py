@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors import COLLECTORS, CollectorSpec
+from exporter.common.gctime import GC_TIMER
 from exporter.common.version import __version__
 from exporter.common.web import healthy, landing_page, ready, render_families
 from exporter.common.webconfig import (
@@ -70,6 +71,7 @@ async def metrics(request: web.Request) -> web.Response:
         families += result.families
     families += ProcessCollector(registry=None).collect()
     families += PlatformCollector(registry=None).collect()
+    families += GC_TIMER.families()
     return render_families(request, families)
 
 
