@@ -1092,3 +1092,27 @@ def test_a_port_report_is_forgotten_under_the_name_it_was_filed_under():
     c.set_topology(campus())
     c.forget_resolved_before(T0 + timedelta(days=365))
     assert c._answering == {}
+
+
+def test_a_volume_filling_then_the_service_on_the_same_host_stopping_is_one_incident():
+    # The disk alert fires minutes before the volume is full; the service stops
+    # when it is, past the 5-minute window but within the 15-minute causal one.
+    def alerts(disk_at: float, service_at: float) -> list[Alert]:
+        host = {"job": "winrm", "instance": "srv-db.corp.example", "site": "dc"}
+        return [
+            at("WindowsDiskAlmostFull", disk_at, volume="D:", **host),
+            at("WindowsServiceStopped", service_at, name="MSSQLSERVER", **host),
+        ]
+
+    for disk_at, service_at in ((0, 7 * 60), (6 * 60, 0)):
+        [incident] = final(fold(correlator(), alerts(disk_at, service_at))).values()
+        assert names(incident) == "WindowsDiskAlmostFull"
+    # Past the causal window of the disk's start: another story.
+    assert len(final(fold(correlator(), alerts(0, 17 * 60)))) == 2
+    # Two symptoms of one layer on the host are not cause and effect.
+    host = {"job": "winrm", "instance": "srv-db.corp.example"}
+    same_layer = [
+        at("WindowsDiskAlmostFull", 0, volume="D:", **host),
+        at("WindowsDiskAlmostFull", 7 * 60, volume="E:", **host),
+    ]
+    assert len(final(fold(correlator(), same_layer))) == 2
