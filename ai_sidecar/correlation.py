@@ -1272,7 +1272,8 @@ class Correlator:
         one target still need the plain window.
         """
         tracked = self._tracked.get(candidate)
-        if tracked is None:
+        if tracked is None or self._topology.empty:
+            # Without a graph, correlation is today's (the window and group keys).
             return False
         rank = _LAYER_INDEX[layer]
         members = tracked.incident.members
