@@ -1528,7 +1528,10 @@ class Correlator:
     def _ancestors(self, node: str, extra: list[tuple[str, int, str]]) -> tuple[Ancestors, bool]:
         """The node's own ancestors (precomputed) and those its labels add; and whether
         it is placed: something upstream of it is in the graph (a node that only
-        others depend on, with nothing above it, is not).
+        others depend on, with nothing above it, is not). A server the graph
+        knows only as the host of endpoints on it (a ``host:port`` a dependency
+        names) places nothing either: what runs on a server says nothing of
+        where it sits, so its endpoints wait on the site key as it does.
 
         For a node the graph has no edge of (most targets: a printer behind its
         switch, a probed address) they depend on the labels alone, which many
@@ -1550,7 +1553,7 @@ class Correlator:
         )
         ancestors.pop(node, None)
         known = any(
-            topology.knows(ancestor) and strength >= PATH
+            strength >= PATH and topology.knows(ancestor) and not topology.bare_host(ancestor)
             for ancestor, strength in ancestors.items()
         )
         if shared and node not in ancestors and len(self._label_ancestors) < _PATH_MEMO:
