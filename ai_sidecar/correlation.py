@@ -17,7 +17,9 @@ The rules, in brief (docs/correlation.md has them in full):
   ports (:func:`~ai_sidecar.correlate.topology.any_port`), which a down port
   no neighbour row places stands for.
 - **Joining through the graph.** A firing alert joins the open incidents it is
-  connected to, across sites and keys: a member on the same element, a cause
+  connected to, across sites and keys: a member on the same element (one on
+  a lower layer that explains it, or that it explains, within
+  ``causal_window``: :meth:`Correlator._same_element_pulls`), a cause
   upstream whose failure travels down to it, effects downstream it explains
   (within ``causal_window`` of them), or a symptom behind the same element
   (for a leaf cabled to a switch, the switch, unless it reports a port of its
@@ -1163,7 +1165,9 @@ class Correlator:
             kind = _own_address(kind, layer, node)
         shared_at = self._at
         for candidate in shared_at.get(node, {}):
-            found.setdefault(candidate, False)
+            found[candidate] = found.get(candidate, False) or self._same_element_pulls(
+                candidate, node, placement.transit, layer, kind, start
+            )
         ancestors = _NO_STRENGTHS if _local(layer, node) else placement.ancestors
         # Most ancestors hold no member of any incident: the set intersection
         # finds the few that do without a lookup per ancestor. Any order will
@@ -1252,6 +1256,41 @@ class Correlator:
                     if paired is not None and not _paired(paired):
                         found.setdefault(candidate, False)
         return self._accepted(alert, found), late
+
+    def _same_element_pulls(
+        self, candidate: str, node: str, transit: bool, layer: Layer, kind: int, start: datetime
+    ) -> bool:
+        """Whether a member of ``candidate`` on the alert's own element is its cause or
+        effect on a lower layer, within the causal window (else the plain window decides).
+
+        A host's volume filling and the service on it stopping minutes later
+        (the database or web server that cannot write) are one failure, as a
+        full disk and the endpoint on the host already are: the causal window
+        is for effects that follow their cause by 5 to 15 minutes. Only across
+        layers, lower explaining higher (a full disk, not a second disk alert;
+        degradation explains only degradation), so two symptoms of one kind on
+        one target still need the plain window.
+        """
+        tracked = self._tracked.get(candidate)
+        if tracked is None or self._topology.empty:
+            # Without a graph, correlation is today's (the window and group keys).
+            return False
+        rank = _LAYER_INDEX[layer]
+        members = tracked.incident.members
+        for fp in tracked.at.get(node, ()):
+            other = tracked.layers[fp]
+            other_rank = _LAYER_INDEX[other]
+            if other_rank < rank:
+                cause = _explains(other, tracked.placements[fp].transit, USES, layer)
+                cause = cause and _carries(tracked.kinds[fp], kind, layer)
+                if cause and self._cause_pulls(members[fp], other, start):
+                    return True
+            elif other_rank > rank:
+                effect = _explains(layer, transit, USES, other)
+                effect = effect and _carries(kind, tracked.kinds[fp], other)
+                if effect and self._effect_of(members[fp], start):
+                    return True
+        return False
 
     def _reporter(self, member: Member) -> str | None:
         """The device that reported a port alert: the target polled (memoised per instance)."""
@@ -1489,7 +1528,10 @@ class Correlator:
     def _ancestors(self, node: str, extra: list[tuple[str, int, str]]) -> tuple[Ancestors, bool]:
         """The node's own ancestors (precomputed) and those its labels add; and whether
         it is placed: something upstream of it is in the graph (a node that only
-        others depend on, with nothing above it, is not).
+        others depend on, with nothing above it, is not). A server the graph
+        knows only as the host of endpoints on it (a ``host:port`` a dependency
+        names) places nothing either: what runs on a server says nothing of
+        where it sits, so its endpoints wait on the site key as it does.
 
         For a node the graph has no edge of (most targets: a printer behind its
         switch, a probed address) they depend on the labels alone, which many
@@ -1511,7 +1553,7 @@ class Correlator:
         )
         ancestors.pop(node, None)
         known = any(
-            topology.knows(ancestor) and strength >= PATH
+            strength >= PATH and topology.knows(ancestor) and not topology.bare_host(ancestor)
             for ancestor, strength in ancestors.items()
         )
         if shared and node not in ancestors and len(self._label_ancestors) < _PATH_MEMO:

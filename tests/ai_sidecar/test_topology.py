@@ -1092,3 +1092,59 @@ def test_a_port_report_is_forgotten_under_the_name_it_was_filed_under():
     c.set_topology(campus())
     c.forget_resolved_before(T0 + timedelta(days=365))
     assert c._answering == {}
+
+
+def test_a_volume_filling_then_the_service_on_the_same_host_stopping_is_one_incident():
+    # The disk alert fires minutes before the volume is full; the service stops
+    # when it is, past the 5-minute window but within the 15-minute causal one.
+    def alerts(disk_at: float, service_at: float) -> list[Alert]:
+        host = {"job": "winrm", "instance": "srv-db.corp.example", "site": "dc"}
+        return [
+            at("WindowsDiskAlmostFull", disk_at, volume="D:", **host),
+            at("WindowsServiceStopped", service_at, name="MSSQLSERVER", **host),
+        ]
+
+    for disk_at, service_at in ((0, 7 * 60), (6 * 60, 0)):
+        [incident] = final(fold(correlator(), alerts(disk_at, service_at))).values()
+        assert names(incident) == "WindowsDiskAlmostFull"
+    # Past the causal window of the disk's start: another story.
+    assert len(final(fold(correlator(), alerts(0, 17 * 60)))) == 2
+    # Two symptoms of one layer on the host are not cause and effect.
+    host = {"job": "winrm", "instance": "srv-db.corp.example"}
+    same_layer = [
+        at("WindowsDiskAlmostFull", 0, volume="D:", **host),
+        at("WindowsDiskAlmostFull", 7 * 60, volume="E:", **host),
+    ]
+    assert len(final(fold(correlator(), same_layer))) == 2
+
+
+def test_a_server_the_graph_knows_only_as_its_services_host_is_unplaced_with_them():
+    # crm uses a database on srv-app, which nothing cables or labels: the graph
+    # knows the endpoint runs on srv-app and nothing of where srv-app sits, so
+    # both join on the site key like any unplaced server: the site's port that
+    # went down that moment.
+    snapshot = campus()
+    graph = build_snapshot(
+        neighbours=[
+            lldp("core-1.corp.example", "Gi1/0/24", "sw-dist-3", "Te1/1/1", "10.0.0.3"),
+            lldp("10.0.0.3", "Gi1/0/1", "sw-acc-1", "Gi0/1", "10.0.0.4"),
+            lldp("core-1.corp.example", "Gi1/0/2", "sw-mgmt", "Gi0/1", "10.0.0.9"),
+            lldp("sw-mgmt.corp.example", "Gi0/5", "scout-1", "eth0"),
+        ],
+        pollers=snapshot.pollers,
+        dependencies=[
+            Dependency(
+                {"instance": "https://crm.corp.example/"},
+                {"instance": "srv-app.corp.example:5432"},
+                "crm on its database",
+            )
+        ],
+    )
+    down = {"layer": "device", "site": "dc"}
+    alerts = [
+        at("InterfaceDown", 0, job="snmp", instance="core-1", ifName="Gi1/0/24", site="dc"),
+        at("ProbeTargetUnreachable", 30, job="probe_tcp", instance="srv-app:5432", **down),
+        at("ProbeTargetUnreachable", 30, job="probe_icmp", instance="srv-app", **down),
+    ]
+    [incident] = final(fold(correlator(graph), alerts)).values()
+    assert len(incident.members) == 3
