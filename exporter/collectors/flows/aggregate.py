@@ -379,16 +379,7 @@ class FlowAggregator:
             flows.packets[version] = flows.records[version] = 0
         flows.packets[version] += 1
         if columns:
-            pending = flows.pending
-            records_before, size_before = pending.records, pending.size
-            for part in columns:
-                pending.add(part)
-            added = pending.records - records_before
-            flows.records[version] += added
-            self._pending_records += added
-            self._pending_bytes += pending.size - size_before
-            if self._pending_records >= BATCH or self._pending_bytes >= PENDING_BYTES:
-                self._flush_all()
+            self._add_pending(flows, version, columns)
         if not records:
             return True
         flows.records[version] += len(records)
@@ -440,6 +431,52 @@ class FlowAggregator:
         if flows.conversation is not None:
             self._add_conversations(flows.conversation, records)
         return True
+
+    def add_run(
+        self,
+        flows: ExporterFlows,
+        version: str,
+        columns: Sequence[RawFlows],
+        packets: int,
+        now: float,
+    ) -> bool:
+        """Count ``packets`` datagrams of ``version`` whose flows are all columnar, in one step.
+
+        ``columns`` are their data sets in arrival order. The same as ``add(flows,
+        version, (), now, parts)`` for each datagram in turn, provided the run
+        ends at the datagram that brings the pending flows to ``BATCH`` records
+        or ``PENDING_BYTES`` (see ``pending_room``), so batches are counted at
+        the same points. False, and nothing counted, if the version needed
+        series the budget lacks: then it lacked them for each datagram of the run.
+        """
+        if now >= self._slot_end:
+            self._rotate(now)
+        if version not in flows.packets:
+            if not self._charge(2):
+                return False
+            flows.packets[version] = flows.records[version] = 0
+        flows.packets[version] += packets
+        self._add_pending(flows, version, columns)
+        return True
+
+    def pending_room(self) -> tuple[int, int]:
+        """Records and bytes of columnar flows that may still be added before a batch is counted.
+
+        A run for ``add_run`` ends at the datagram that brings either to 0 or below.
+        """
+        return BATCH - self._pending_records, PENDING_BYTES - self._pending_bytes
+
+    def _add_pending(self, flows: ExporterFlows, version: str, columns: Sequence[RawFlows]) -> None:
+        pending = flows.pending
+        records_before, size_before = pending.records, pending.size
+        for part in columns:
+            pending.add(part)
+        added = pending.records - records_before
+        flows.records[version] += added
+        self._pending_records += added
+        self._pending_bytes += pending.size - size_before
+        if self._pending_records >= BATCH or self._pending_bytes >= PENDING_BYTES:
+            self._flush_all()
 
     @staticmethod
     def _add_conversations(ranking: Ranking, records: Iterable[FlowRecord]) -> None:

@@ -84,6 +84,7 @@ from exporter.collectors.flows.aggregate import (
     FlowAggregator,
     key_label,
 )
+from exporter.collectors.flows.columns import RawFlows
 from exporter.collectors.flows.decoder import FlowDecoder
 from exporter.collectors.flows.listener import UdpListener
 from exporter.collectors.flows.records import (
@@ -173,15 +174,24 @@ class FlowIngest:
 
         One lock and one clock reading for the batch (it came in one receive);
         each datagram is read on its own, so a bad one is counted and dropped
-        without touching its neighbours.
+        without touching its neighbours. Consecutive quick datagrams (see
+        ``FlowDecoder.decode_columns``) of one exporter and version form a run,
+        counted by one ``FlowAggregator.add_run``: the per-datagram work is the
+        decode and a list append. A run ends where the datagram-at-a-time path
+        would have counted a batch or done anything else (another exporter or
+        version, a datagram for ``decode``), so the counts are the same.
         """
         with self._lock:
             now = self._clock()
-            decode_columns, add = self.decoder.decode_columns, self.aggregator.add
+            decode_columns = self.decoder.decode_columns
             # The exporter of the datagram before and its state: a batch is mostly one
             # router's burst, and no refresh can forget an exporter inside a batch.
             last: str | None = None
             flows: ExporterFlows | None = None
+            run: list[RawFlows] = []
+            run_packets = 0
+            version = ""
+            records_left = bytes_left = 0
             for datagram, exporter in datagrams:
                 try:
                     if self._exporters is not None and not self._is_allowed(exporter):
@@ -189,21 +199,61 @@ class FlowIngest:
                     # Decode first: garbage from a new address must not cost an exporter's series.
                     quick = decode_columns(datagram, exporter)
                     if quick is None:
+                        if run_packets:
+                            self._add_run(flows, version, run, run_packets, now, last)
+                            run, run_packets = [], 0
                         self._ingest_slowly(datagram, exporter, now)
                         continue
-                    if exporter is not last or flows is None:
-                        flows = self._exporter(exporter, now)
-                        last = exporter
-                    version, columns = quick
-                    if not add(flows, version, (), now, columns):
-                        raise _no_room(version, exporter)
+                    if exporter is not last or flows is None or quick[0] != version:
+                        if run_packets:
+                            self._add_run(flows, version, run, run_packets, now, last)
+                            run, run_packets = [], 0
+                        if exporter is not last or flows is None:
+                            flows = self._exporter(exporter, now)
+                            last = exporter
+                        version = quick[0]
+                    if not run_packets:
+                        records_left, bytes_left = self.aggregator.pending_room()
+                    columns = quick[1]
+                    run += columns
+                    run_packets += 1
+                    for _, data, count, _ in columns:
+                        records_left -= count
+                        bytes_left -= len(data)
+                    if records_left <= 0 or bytes_left <= 0:
+                        self._add_run(flows, version, run, run_packets, now, last)
+                        run, run_packets = [], 0
                 except BadPacketError as error:
                     self.bad_packets[error.reason] += 1
                 except Exception:  # listener boundary: one odd datagram must not stop the thread
-                    self.bad_packets[MALFORMED] += 1
-                    if not self._failure_logged:
-                        self._failure_logged = True
-                        log.exception("flow datagram from %s could not be read", exporter)
+                    self._unexpected(1, exporter)
+            if run_packets:
+                self._add_run(flows, version, run, run_packets, now, last)
+
+    def _add_run(
+        self,
+        flows: ExporterFlows | None,
+        version: str,
+        run: list[RawFlows],
+        packets: int,
+        now: float,
+        exporter: str | None,
+    ) -> None:
+        """Count a run of quick datagrams (see ``ingest_batch``); problems count per datagram."""
+        # A run holds datagrams only once their exporter's state was found.
+        assert flows is not None
+        assert exporter is not None
+        try:
+            if not self.aggregator.add_run(flows, version, run, packets, now):
+                self.bad_packets[SERIES_BUDGET] += packets
+        except Exception:  # as for one datagram: counted, logged once, the thread goes on
+            self._unexpected(packets, exporter)
+
+    def _unexpected(self, packets: int, exporter: str) -> None:
+        self.bad_packets[MALFORMED] += packets
+        if not self._failure_logged:
+            self._failure_logged = True
+            log.exception("flow datagram from %s could not be read", exporter)
 
     def _exporter(self, exporter: str, now: float) -> ExporterFlows:
         flows = self.aggregator.exporter(exporter, now)

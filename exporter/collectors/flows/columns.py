@@ -27,6 +27,10 @@ Column = npt.NDArray[np.uint64]
 NAMES = ("source", "destination", "octets", "packets", "inputs", "outputs", "protocol", "port")
 # Keys below this are reduced through a dense table (see ``reduce_by_key``).
 _DENSE_KEYS: Final = 1 << 16
+# Keys and positions of up to 32 bits are sorted packed in one uint64 (see ``reduce_by_key``).
+_INDEX_BITS: Final = np.uint64(32)
+_INDEX_MASK: Final = np.uint64(0xFFFFFFFF)
+_INDEX_LIMIT: Final = 0xFFFFFFFF
 # The columns the sampling rate multiplies.
 _COUNTERS = frozenset(("octets", "packets"))
 
@@ -196,7 +200,8 @@ def reduce_by_key(keys: Column, *values: Column) -> tuple[Column, list[Column], 
     would go through float64): small keys (ifIndexes) are summed into a dense
     table with ``add.at``, others sorted and summed with ``add.reduceat``.
     """
-    if int(keys.max()) < _DENSE_KEYS:
+    largest = int(keys.max())
+    if largest < _DENSE_KEYS:
         slots = keys.astype(np.intp)
         per_key = np.bincount(slots)
         present = np.flatnonzero(per_key)
@@ -206,8 +211,15 @@ def reduce_by_key(keys: Column, *values: Column) -> tuple[Column, list[Column], 
             np.add.at(table, slots, value)
             sums.append(table[present])
         return present.astype(np.uint64), sums, per_key[present].astype(np.uint64)
-    order = np.argsort(keys)
-    ordered = keys[order]
+    if len(keys) <= _INDEX_LIMIT and largest <= _INDEX_LIMIT:
+        # Keys of 32 bits (IPv4 addresses, conversations) with their positions packed in
+        # the low half: one plain sort orders both, cheaper than argsort and a gather.
+        packed = np.sort((keys << _INDEX_BITS) | np.arange(len(keys), dtype=np.uint64))
+        ordered = packed >> _INDEX_BITS
+        order = (packed & _INDEX_MASK).astype(np.intp)
+    else:
+        order = np.argsort(keys)
+        ordered = keys[order]
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
     counts = np.diff(np.append(starts, len(ordered))).astype(np.uint64)
     sums = [np.add.reduceat(value[order], starts) for value in values]

@@ -365,7 +365,8 @@ def test_one_million_sources_in_v5_datagrams_take_the_columnar_path_within_bound
     "keys",
     [
         [7, 3, 7, 0, 65535, 3],  # all small: the dense table
-        [7, 3, 65536, 7, 2**32 - 1, 3],  # one large key: the sorted path
+        [7, 3, 65536, 7, 2**32 - 1, 3],  # 32-bit keys: sorted packed with their positions
+        [7, 2**40 + 3, 65536, 7, 2**64 - 1, 2**40 + 3],  # wider keys: argsort
     ],
 )
 def test_reduce_by_key_sums_exactly_per_distinct_key(keys: list[int]) -> None:

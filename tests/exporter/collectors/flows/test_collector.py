@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import ipaddress
+import random
 import shutil
 import socket
 import struct
@@ -22,7 +23,8 @@ from pydantic import ValidationError
 
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import HostView
-from exporter.collectors.flows import FlowsCollector
+from exporter.collectors.flows import FlowIngest, FlowsCollector
+from exporter.collectors.flows.aggregate import AggregationSettings
 from exporter.collectors.flows.listener import (
     BATCH_DATAGRAMS,
     BatchReceiver,
@@ -417,3 +419,96 @@ def test_where_recvmmsg_is_refused_the_listener_reads_one_datagram_per_call() ->
     finally:
         listener.stop()
     assert received == [(b"one", "127.0.0.1"), (b"two", "127.0.0.1")]
+
+
+def _samples(families: list[Metric]) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+    return sorted(
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for family in families
+        for sample in family.samples
+    )
+
+
+def _ingest_state(collector: FlowsCollector) -> dict[str, object]:
+    """What counting has done so far, flushed or not: the pending flows and the window's
+    columnar chunks show where the aggregation counted a batch."""
+    aggregator = collector.flows.aggregator
+    state: dict[str, object] = {"pending": aggregator.pending_bytes(), "series": aggregator.series}
+    for address, flows in aggregator.exporters.items():
+        state[address] = (
+            dict(flows.records),
+            dict(flows.packets),
+            flows.pending.records,
+            flows.pending.size,
+            [
+                (ranking.chunked, [keys.tolist() for keys, _ in ranking.chunks])
+                for _, ranking in flows.rankings()
+            ],
+        )
+    return state
+
+
+def test_runs_of_quick_datagrams_are_counted_as_one_datagram_at_a_time() -> None:
+    """A batch's runs of quick datagrams (one exporter and version) are counted in one
+    step; everything, including where a batch of pending flows is counted (past BATCH
+    records, in the middle of a run), and the hostile datagrams between them, comes
+    out as when each datagram is ingested on its own."""
+    rng = random.Random(14)
+
+    def flows(count: int) -> list[Flow]:
+        return [
+            Flow(
+                f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
+                f"172.16.{rng.randrange(4)}.{rng.randrange(256)}",
+                rng.randint(40, 10**6),
+                rng.randint(1, 100),
+                rng.randint(1, 4),
+                rng.randint(1, 4),
+            )
+            for _ in range(count)
+        ]
+
+    v9_set = [v9_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, FLOWS)]
+    datagrams: list[tuple[bytes, str]] = []
+    for index in range(800):  # 24,000 v5 records from one router: more than one BATCH
+        datagrams.append((v5_packet(flows(30), sampling_interval=index % 3), "192.0.2.1"))
+        if index % 97 == 5:
+            datagrams += [
+                (v5_packet(flows(30))[:-5], "192.0.2.1"),  # cut: dropped inside the run
+                (v9_packet(v9_set), "192.0.2.1"),  # a template: the slow path, same router
+                (v9_packet([flow_set(256, IPV4_LAYOUT, flows(20))]), "192.0.2.1"),
+                (v5_packet(flows(3)), "192.0.2.2"),  # another router
+                (b"\x00\x07garbage", "192.0.2.1"),
+                (ipfix_packet([flow_set(300, IPV4_LAYOUT, FLOWS)]), "192.0.2.1"),  # unknown
+            ]
+    config = FlowsCollectorConfig(listen="127.0.0.1:0", by_protocol_port=True, top_n=5)
+    together, alone = FlowsCollector(config), FlowsCollector(config)
+    for start in range(0, len(datagrams), BATCH_DATAGRAMS):
+        together.flows.ingest_batch(datagrams[start : start + BATCH_DATAGRAMS])
+        if start == 2 * BATCH_DATAGRAMS:  # a ranking: series for the top talkers
+            together.collect()
+    for index, (datagram, sender) in enumerate(datagrams):
+        alone.flows.ingest(datagram, sender)
+        if index == 3 * BATCH_DATAGRAMS - 1:
+            alone.collect()
+    # A batch was counted after the ranking, in the middle of a run.
+    assert together.flows.aggregator.exporters["192.0.2.1"].source.chunks
+    assert _ingest_state(together) == _ingest_state(alone)
+    families = together.collect()
+    assert _samples(families) == _samples(alone.collect())
+    assert _value(families, "scout_flow_bad_packets_total", reason="truncated") == 9
+    assert _value(families, "scout_flow_bad_packets_total", reason="unknown_template") == 9
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.1", version="v5") == (
+        800 * 30
+    )
+
+
+def test_a_run_refused_by_the_series_budget_counts_every_datagram_of_it() -> None:
+    """When the budget has no room for a version, each datagram of the run is one
+    series_budget drop, as when they come one at a time."""
+    ingest = FlowIngest(AggregationSettings(max_series=8), max_templates=10)
+    fixed = ingest.aggregator.fixed_cost()
+    assert fixed + 2 > 8 >= fixed  # room for the exporter, none for its first version
+    ingest.ingest_batch([(v5_packet(FLOWS), "192.0.2.1")] * 5)
+    assert ingest.bad_packets["series_budget"] == 5
+    assert ingest.aggregator.exporters["192.0.2.1"].records == {}
