@@ -1535,11 +1535,13 @@ class Correlator:
 
     def _ancestors(self, node: str, extra: list[tuple[str, int, str]]) -> tuple[Ancestors, bool]:
         """The node's own ancestors (precomputed) and those its labels add; and whether
-        it is placed: something upstream of it is in the graph (a node that only
-        others depend on, with nothing above it, is not). A server the graph
-        knows only as the host of endpoints on it (a ``host:port`` a dependency
-        names) places nothing either: what runs on a server says nothing of
-        where it sits, so its endpoints wait on the site key as it does.
+        it is placed: an ancestor is anchored in the network, a cabled link or a
+        device traffic passes through (a link's end nearer the root, or what a
+        target is behind). What only dependencies name (a server, its
+        ``host:port``, what it uses in turn) places nothing: what runs on what
+        says nothing of where it sits, so such endpoints, the server's ping and
+        the checks using them wait on the site key alike, whichever fires
+        first and however the dependency names the server.
 
         For a node the graph has no edge of (most targets: a printer behind its
         switch, a probed address) they depend on the labels alone, which many
@@ -1561,7 +1563,7 @@ class Correlator:
         )
         ancestors.pop(node, None)
         known = any(
-            strength >= PATH and topology.knows(ancestor) and not topology.bare_host(ancestor)
+            strength >= PATH and (ancestor.startswith("link:") or ancestor in topology.transit)
             for ancestor, strength in ancestors.items()
         )
         if shared and node not in ancestors and len(self._label_ancestors) < _PATH_MEMO:
