@@ -523,6 +523,9 @@ class _Tracked:
     # each element (with the path strength), and how many members each explains.
     placements: dict[str, Placement] = field(default_factory=dict)
     at: dict[str, dict[str, None]] = field(default_factory=dict)
+    # The same members per element, by layer: the same-element rule looks only
+    # at the other layers, not at thousands of one host's service alerts.
+    at_layers: dict[str, dict[Layer, dict[str, None]]] = field(default_factory=dict)
     below: dict[str, dict[str, int]] = field(default_factory=dict)
     explains: dict[str, int] = field(default_factory=dict)
     # The explained member nearest each explaining one (fewest ancestors), for reasons.
@@ -1260,8 +1263,9 @@ class Correlator:
     def _same_element_pulls(
         self, candidate: str, node: str, transit: bool, layer: Layer, kind: int, start: datetime
     ) -> bool:
-        """Whether a member of ``candidate`` on the alert's own element is its cause or
-        effect on a lower layer, within the causal window (else the plain window decides).
+        """Whether a member of ``candidate`` on the alert's own element is its cause on a
+        lower layer or its effect on a higher one, within the causal window (else the
+        plain window decides).
 
         A host's volume filling and the service on it stopping minutes later
         (the database or web server that cannot write) are one failure, as a
@@ -1275,21 +1279,25 @@ class Correlator:
         if tracked is None or self._topology.empty:
             # Without a graph, correlation is today's (the window and group keys).
             return False
+        by_layer = tracked.at_layers.get(node)
+        if by_layer is None:
+            return False
         rank = _LAYER_INDEX[layer]
         members = tracked.incident.members
-        for fp in tracked.at.get(node, ()):
-            other = tracked.layers[fp]
+        for other, fps in by_layer.items():
             other_rank = _LAYER_INDEX[other]
             if other_rank < rank:
-                cause = _explains(other, tracked.placements[fp].transit, USES, layer)
-                cause = cause and _carries(tracked.kinds[fp], kind, layer)
-                if cause and self._cause_pulls(members[fp], other, start):
-                    return True
+                for fp in fps:
+                    cause = _explains(other, tracked.placements[fp].transit, USES, layer)
+                    cause = cause and _carries(tracked.kinds[fp], kind, layer)
+                    if cause and self._cause_pulls(members[fp], other, start):
+                        return True
             elif other_rank > rank:
-                effect = _explains(layer, transit, USES, other)
-                effect = effect and _carries(kind, tracked.kinds[fp], other)
-                if effect and self._effect_of(members[fp], start):
-                    return True
+                for fp in fps:
+                    effect = _explains(layer, transit, USES, other)
+                    effect = effect and _carries(kind, tracked.kinds[fp], other)
+                    if effect and self._effect_of(members[fp], start):
+                        return True
         return False
 
     def _reporter(self, member: Member) -> str | None:
@@ -1527,11 +1535,13 @@ class Correlator:
 
     def _ancestors(self, node: str, extra: list[tuple[str, int, str]]) -> tuple[Ancestors, bool]:
         """The node's own ancestors (precomputed) and those its labels add; and whether
-        it is placed: something upstream of it is in the graph (a node that only
-        others depend on, with nothing above it, is not). A server the graph
-        knows only as the host of endpoints on it (a ``host:port`` a dependency
-        names) places nothing either: what runs on a server says nothing of
-        where it sits, so its endpoints wait on the site key as it does.
+        it is placed: an ancestor is anchored in the network, a cabled link or a
+        device traffic passes through (a link's end nearer the root, or what a
+        target is behind). What only dependencies name (a server, its
+        ``host:port``, what it uses in turn) places nothing: what runs on what
+        says nothing of where it sits, so such endpoints, the server's ping and
+        the checks using them wait on the site key alike, whichever fires
+        first and however the dependency names the server.
 
         For a node the graph has no edge of (most targets: a printer behind its
         switch, a probed address) they depend on the labels alone, which many
@@ -1553,7 +1563,7 @@ class Correlator:
         )
         ancestors.pop(node, None)
         known = any(
-            strength >= PATH and topology.knows(ancestor) and not topology.bare_host(ancestor)
+            strength >= PATH and (ancestor.startswith("link:") or ancestor in topology.transit)
             for ancestor, strength in ancestors.items()
         )
         if shared and node not in ancestors and len(self._label_ancestors) < _PATH_MEMO:
@@ -1791,6 +1801,7 @@ class Correlator:
                 beneath[fp] = strength
         for element in (node,) if also is None else (node, also):
             tracked.at.setdefault(element, {})[fp] = None
+            tracked.at_layers.setdefault(element, {}).setdefault(layers[fp], {})[fp] = None
             self._at.setdefault(element, {})[incident_id] = None
         if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:

@@ -216,11 +216,6 @@ class TopologySnapshot:
         """Whether the graph has an edge at ``node`` (its own, not label or poll edges)."""
         return node in self.parents or node in self.upstream_of
 
-    def bare_host(self, node: str) -> bool:
-        """Whether ``node`` is a device the graph knows only as what runs on it depends on:
-        no edge of its own upward and nothing reached through it."""
-        return node.startswith("dev:") and node not in self.parents and node not in self.transit
-
     def device(self, name: str) -> str:
         """The device node of ``name`` in any of its written forms."""
         key = name_key(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -1148,3 +1149,55 @@ def test_a_server_the_graph_knows_only_as_its_services_host_is_unplaced_with_the
     ]
     [incident] = final(fold(correlator(graph), alerts)).values()
     assert len(incident.members) == 3
+
+
+# A server that only dependencies name: the campus cabling without target rows.
+_UNCABLED_SERVER_NEIGHBOURS = [
+    lldp("core-1.corp.example", "Gi1/0/24", "sw-dist-3", "Te1/1/1", "10.0.0.3"),
+    lldp("10.0.0.3", "Gi1/0/1", "sw-acc-1", "Gi0/1", "10.0.0.4"),
+    lldp("core-1.corp.example", "Gi1/0/2", "sw-mgmt", "Gi0/1", "10.0.0.9"),
+    lldp("sw-mgmt.corp.example", "Gi0/5", "scout-1", "eth0"),
+]
+_CRM = {"job": "probe_http", "instance": "https://crm.corp.example/"}
+
+
+def _crm_on(target: str, *extra: Dependency) -> TopologySnapshot:
+    return build_snapshot(
+        neighbours=_UNCABLED_SERVER_NEIGHBOURS,
+        pollers=campus().pollers,
+        dependencies=[Dependency(_CRM, {"instance": target}, "crm on its database"), *extra],
+    )
+
+
+@pytest.mark.parametrize("target", ["srv-app.corp.example:5432", "srv-app.corp.example"])
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_a_site_outage_takes_an_unplaced_servers_port_ping_and_check_in_any_order(
+    target: str, order: tuple[int, ...]
+) -> None:
+    # Review of issue 11: the check, the server's ping and its database port
+    # all wait on the site key, whichever fires first and however the
+    # dependency names the server; none of them places the others.
+    down = {"layer": "device", "site": "dc"}
+    rest = [
+        at("ProbeTargetUnreachable", 30, job="probe_tcp", instance="srv-app:5432", **down),
+        at("ProbeTargetUnreachable", 30, job="probe_icmp", instance="srv-app", **down),
+        at("ProbeTargetUnreachable", 30, **down, **_CRM),
+    ]
+    alerts = [at("InterfaceDown", 0, job="snmp", instance="core-1", ifName="Gi1/0/24", site="dc")]
+    alerts += [rest[index] for index in order]
+    assert len(final(fold(correlator(_crm_on(target)), alerts))) == 1
+
+
+def test_what_depends_on_a_server_is_placed_alike_whether_the_config_names_its_port() -> None:
+    by_port = correlator(_crm_on("srv-app.corp.example:5432")).place(_CRM)
+    by_name = correlator(_crm_on("srv-app.corp.example")).place(_CRM)
+    assert by_port.known is by_name.known is False
+
+
+def test_a_server_that_uses_another_unplaced_one_places_nothing() -> None:
+    # srv-app stores on san-1: an edge upward of its own, to a device nothing places.
+    storage = Dependency({"instance": "srv-app.corp.example"}, {"instance": "san-1"}, "storage")
+    graph = _crm_on("srv-app.corp.example:5432", storage)
+    assert not correlator(graph).place({"job": "probe_tcp", "instance": "srv-app:5432"}).known
+    # A cabled leaf is still placed.
+    assert correlator(graph).place({"job": "probe_icmp", "instance": "sw-acc-1"}).known
