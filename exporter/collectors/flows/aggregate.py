@@ -371,13 +371,8 @@ class FlowAggregator:
         exporters' pending flows reach ``BATCH`` records or ``PENDING_BYTES``
         (or a refresh, or the next window slot).
         """
-        if now >= self._slot_end:
-            self._rotate(now)
-        if version not in flows.packets:
-            if not self._charge(2):
-                return False
-            flows.packets[version] = flows.records[version] = 0
-        flows.packets[version] += 1
+        if not self._count_packets(flows, version, 1, now):
+            return False
         if columns:
             self._add_pending(flows, version, columns)
         if not records:
@@ -449,6 +444,14 @@ class FlowAggregator:
         the same points. False, and nothing counted, if the version needed
         series the budget lacks: then it lacked them for each datagram of the run.
         """
+        if not self._count_packets(flows, version, packets, now):
+            return False
+        self._add_pending(flows, version, columns)
+        return True
+
+    def _count_packets(self, flows: ExporterFlows, version: str, packets: int, now: float) -> bool:
+        """Count ``packets`` datagrams of ``version`` in the window slot of ``now``;
+        False, and nothing counted, if the version needed series the budget lacks."""
         if now >= self._slot_end:
             self._rotate(now)
         if version not in flows.packets:
@@ -456,7 +459,6 @@ class FlowAggregator:
                 return False
             flows.packets[version] = flows.records[version] = 0
         flows.packets[version] += packets
-        self._add_pending(flows, version, columns)
         return True
 
     def pending_room(self) -> tuple[int, int]:
