@@ -134,15 +134,20 @@ async def test_cookies_are_secure_over_tls(aiohttp_client, aiohttp_server, tmp_p
     assert await whoami(client) == {"name": "olivia", "role": "operator"}
 
 
-def assert_host_login_cookie(page) -> str:
-    """A Secure login form's cookie is __Host- too: a sibling subdomain cannot plant
-    it (SameSite does not stop a same-site page). Returns its token."""
-    cookie = set_cookie(page, HOST_LOGIN_COOKIE)[HOST_LOGIN_COOKIE]
+def assert_host_prefix_rules(cookie) -> None:
+    """What a __Host- cookie must be (Secure, Path=/, no Domain), and HttpOnly, Strict."""
     assert cookie["secure"] is True
     assert cookie["path"] == "/"
     assert not cookie["domain"]
     assert cookie["httponly"] is True
     assert cookie["samesite"] == "Strict"
+
+
+def assert_host_login_cookie(page) -> str:
+    """A Secure login form's cookie is __Host- too: a sibling subdomain cannot plant
+    it (SameSite does not stop a same-site page). Returns its token."""
+    cookie = set_cookie(page, HOST_LOGIN_COOKIE)[HOST_LOGIN_COOKIE]
+    assert_host_prefix_rules(cookie)
     names = [h.split("=", 1)[0].strip() for h in page.headers.getall("Set-Cookie")]
     assert LOGIN_COOKIE not in names
     return cookie.value
@@ -152,11 +157,7 @@ def assert_host_cookie(response) -> str:
     """A Secure session cookie is __Host-: Secure, Path=/, no Domain; the name an older
     version used is deleted. Returns the session id."""
     cookie = set_cookie(response, HOST_SESSION_COOKIE)[HOST_SESSION_COOKIE]
-    assert cookie["secure"] is True
-    assert cookie["path"] == "/"
-    assert not cookie["domain"]
-    assert cookie["httponly"] is True
-    assert cookie["samesite"] == "Strict"
+    assert_host_prefix_rules(cookie)
     older = set_cookie(response, SESSION_COOKIE)[SESSION_COOKIE]
     assert (older.value, older["max-age"], older["path"]) == ("", "0", "/console")
     return cookie.value
@@ -169,22 +170,21 @@ async def test_cookies_are_secure_on_http_when_the_config_says_so(aiohttp_client
     page = await client.get("/console/login")
     token = assert_host_login_cookie(page)
     form = {"csrf_token": token, "username": "olivia", "password": OPERATOR_PASSWORD}
+
+    async def sign_in_with(cookie_name: str):
+        return await client.post(
+            "/console/login",
+            data=form,
+            headers={"Cookie": f"{cookie_name}={token}"},
+            allow_redirects=False,
+        )
+
     # A sibling subdomain can plant the plain name (Domain=the parent), and a browser
     # that sends no Sec-Fetch-Site posts its page's matching token: never heard.
-    planted = await client.post(
-        "/console/login",
-        data=form,
-        headers={"Cookie": f"scout_login={token}"},
-        allow_redirects=False,
-    )
+    planted = await sign_in_with("scout_login")
     assert planted.status == 403
     # The client keeps Secure cookies off plain HTTP, as a browser does: send it by hand.
-    response = await client.post(
-        "/console/login",
-        data=form,
-        headers={"Cookie": f"{HOST_LOGIN_COOKIE}={token}"},
-        allow_redirects=False,
-    )
+    response = await sign_in_with(HOST_LOGIN_COOKIE)
     assert response.status == 303
     session_id = assert_host_cookie(response)
     spent = set_cookie(response, HOST_LOGIN_COOKIE)[HOST_LOGIN_COOKIE]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ai_sidecar.components import WORKER_SYNCHRONOUS
+from ai_sidecar.models import Alert
 from ai_sidecar.store import OutboxCopy, OutboxPlan, SqliteStore
 from ai_sidecar.store.sqlite import engine, transactions
 from ai_sidecar.store.sqlite.store import QUICK_ROWS
@@ -129,13 +130,25 @@ async def test_the_wal_is_emptied_once_the_writer_is_idle(
         assert await store.alert_count() == 2000
 
 
+def _large_alerts(batch: int, count: int) -> list[Alert]:
+    """``count`` alerts of about 4 kB each (a long description), named after ``batch``."""
+    return [
+        alert(
+            "InterfaceDown",
+            instance=f"sw{batch}-{n}",
+            at=timedelta(seconds=n),
+            description="x" * 4000,
+        )
+        for n in range(count)
+    ]
+
+
 async def test_a_wal_grown_behind_a_long_reader_is_cut_back_to_the_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No idle truncation here: only the size limit is under test.
     monkeypatch.setattr(engine, "WAL_IDLE_TRUNCATE", 3600.0)
     path = tmp_path / "scout.db"
-    big = "x" * 4000
     async with _store(path) as store:
         reader = sqlite3.connect(path)
         try:
@@ -143,16 +156,7 @@ async def test_a_wal_grown_behind_a_long_reader_is_cut_back_to_the_limit(
             reader.execute("BEGIN")
             reader.execute("SELECT count(*) FROM alerts").fetchall()
             for batch in range(30):
-                alerts = [
-                    alert(
-                        "InterfaceDown",
-                        instance=f"sw{batch}-{n}",
-                        at=timedelta(seconds=n),
-                        description=big,
-                    )
-                    for n in range(100)
-                ]
-                await store.ingest(alerts, T0)
+                await store.ingest(_large_alerts(batch, 100), T0)
             grown = _wal(path)
             reader.execute("COMMIT")
         finally:
@@ -190,22 +194,12 @@ async def test_the_wal_stays_bounded_under_a_sustained_write_load(
     # of growing with everything ever written.
     monkeypatch.setattr(engine, "WAL_IDLE_TRUNCATE", 3600.0)
     path = tmp_path / "scout.db"
-    big = "x" * 4000
     largest = 0
     async with _store(path) as webhook:
         worker = await SqliteStore.open(path, inline=True, synchronous=WORKER_SYNCHRONOUS)
         try:
             for batch in range(80):
-                alerts = [
-                    alert(
-                        "InterfaceDown",
-                        instance=f"sw{batch}-{n}",
-                        at=timedelta(seconds=n),
-                        description=big,
-                    )
-                    for n in range(QUICK_ROWS)
-                ]
-                await webhook.ingest(alerts, T0)
+                await webhook.ingest(_large_alerts(batch, QUICK_ROWS), T0)
                 largest = max(largest, _wal(path))
                 pending = await worker.pending(10 * QUICK_ROWS)
                 await worker.save_progress(pending[-1].seq, [])
