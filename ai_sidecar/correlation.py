@@ -89,6 +89,7 @@ from ai_sidecar.correlate import wording
 from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
 from ai_sidecar.correlate.members import MemberLog
 from ai_sidecar.correlate.outside import gateways, is_outside
+from ai_sidecar.correlate.services import serves_nothing_checked
 from ai_sidecar.correlate.topology import (
     INTERFACE_LABELS,
     PATH,
@@ -246,9 +247,15 @@ def _own_address(kind: int, layer: Layer, node: str | None) -> int:
     return kind
 
 
+# A stopped service that serves nothing a check tests (a print spooler, updates:
+# ai_sidecar.correlate.services) explains no other alert; what stopped it may
+# still explain it (a full disk).
+_SERVES_NOTHING_BIT = 1 << 9
+
+
 def _carries(cause_kind: int, effect_kind: int, effect: Layer) -> bool:
     """Whether what the cause does behind it can be the effect (see ``_SYMPTOM_KINDS``)."""
-    if cause_kind & _OWN_ADDRESS_BIT:
+    if cause_kind & (_OWN_ADDRESS_BIT | _SERVES_NOTHING_BIT):
         return False
     makes = (cause_kind & 0xFF) >> 4
     return not makes or bool(effect_kind & makes) or effect not in _DEGRADED_LAYERS
@@ -772,6 +779,8 @@ class Correlator:
             # layer (a firewall's connection tracking, a transit box running
             # out) explain any degradation behind it, a failing check too.
             found &= _KIND_MASK
+        if layer == "service" and serves_nothing_checked(labels):
+            found |= _SERVES_NOTHING_BIT
         return found
 
     # -- folding -------------------------------------------------------------
