@@ -113,8 +113,10 @@ def split_instance(instance: str) -> tuple[str, bool]:
 def name_key(name: str) -> str:
     """A device name reduced to what LLDP and file_sd agree on: an address, or the short name."""
     text = name.strip().lower().rstrip(".")
-    if not text or _is_ip(text):
+    if not text:
         return text
+    if _is_ip(text):
+        return str(ipaddress.ip_address(text))  # one spelling: 2001:db8:0:0::1 is 2001:db8::1
     return text.split(".", 1)[0]
 
 
@@ -511,11 +513,38 @@ def _resolve_names(
         if len(claimants) > 1:
             continue  # one name, several scrape targets
         names.union_unless_two_chassis([sysname, *claimants, *heard_with.get(sysname, ())])
-    resolved = _resolved_addresses(addresses)
-    names.service_names = frozenset(resolved) - set(names.parent)
-    for name, address in sorted(resolved.items()):
-        names.union_unless_two_chassis([address, name])
+    _join_resolved(names, addresses)
     return names.aliases(), rows
+
+
+def _join_resolved(names: _Names, rows: Sequence[Mapping[str, str]]) -> None:
+    """Join each target name to the addresses it resolved to (:func:`_resolved_addresses`).
+
+    Not when it would give one device two addresses of one family (a name that
+    shares its short form with a device already known at another address, such
+    as ``esx01`` in production and ``esx01.lab``), nor two chassis ids.
+    """
+    resolved, from_urls = _resolved_addresses(rows)
+    names.service_names = frozenset(from_urls - set(names.parent))
+    known: dict[str, set[str]] = {}
+    for key in list(names.parent):
+        if _is_ip(key):
+            known.setdefault(names.find(key), set()).add(key)
+    for name, addresses in sorted(resolved.items()):
+        for address in sorted(addresses):
+            one, other = names.find(name), names.find(address)
+            if one == other:
+                continue
+            version = ipaddress.ip_address(address).version
+            held = known.get(one, set()) | known.get(other, set())
+            if any(ipaddress.ip_address(a).version == version and a != address for a in held):
+                continue
+            names.union_unless_two_chassis([address, name])
+            known[names.find(address)] = held | {address}
+
+
+# More names than this resolving to one address make it a shared front end.
+SHARED_ADDRESS_NAMES = 16
 
 
 def _usable_address(text: str) -> str:
@@ -539,21 +568,44 @@ def _usable_address(text: str) -> str:
     return str(address)
 
 
-def _resolved_addresses(rows: Sequence[Mapping[str, str]]) -> dict[str, str]:
-    """Each target name's key -> the one usable address it resolved to.
+def _resolved_addresses(
+    rows: Sequence[Mapping[str, str]],
+) -> tuple[dict[str, frozenset[str]], set[str]]:
+    """Each target name's key -> the usable addresses it resolved to, at most one per
+    family (a dual-stack host's IPv4 and IPv6); and the keys seen only in URLs.
 
-    Rows of targets written as an address say nothing new and are left out; a
-    name seen with more than one usable address (round-robin DNS, a moved host
-    within the lookback, two hosts whose names share a short form) is left out.
+    Rows of targets written as an address say nothing new and are left out. A
+    name seen with two addresses of one family (round-robin DNS, a host that
+    moved within the lookback, two hosts whose names share a short form) is
+    left out, and so is an address more than :data:`SHARED_ADDRESS_NAMES`
+    names resolve to: a load balancer's or reverse proxy's virtual address,
+    in front of services that fail on their own.
     """
     seen: dict[str, set[str]] = {}
+    in_urls: set[str] = set()
+    elsewhere: set[str] = set()
     for row in rows:
-        host, _ = split_instance(row.get("instance", ""))
+        instance = row.get("instance", "")
+        host, _ = split_instance(instance)
         address = _usable_address(row.get("address", ""))
         if not host or not address or _is_ip(host):
             continue
-        seen.setdefault(name_key(host), set()).add(address)
-    return {name: next(iter(found)) for name, found in seen.items() if len(found) == 1}
+        key = name_key(host)
+        seen.setdefault(key, set()).add(address)
+        (in_urls if "://" in instance else elsewhere).add(key)
+    claimed: dict[str, int] = {}
+    for addresses in seen.values():
+        for address in addresses:
+            claimed[address] = claimed.get(address, 0) + 1
+    resolved: dict[str, frozenset[str]] = {}
+    for key, addresses in seen.items():
+        versions = [ipaddress.ip_address(a).version for a in addresses]
+        if len(versions) != len(set(versions)):
+            continue
+        kept = frozenset(a for a in addresses if claimed[a] <= SHARED_ADDRESS_NAMES)
+        if kept:
+            resolved[key] = kept
+    return resolved, in_urls - elsewhere
 
 
 # A cable's end: (device, port key).

@@ -399,8 +399,9 @@ class Estate:
         )
         public = {name: f"192.0.2.{10 + index}" for index, name in enumerate(saas)}
         rows: dict[tuple[str, str], None] = {}
-        everything = [*self.targets, *([self.exporter] if self.exporter else [])]
-        for target in everything:
+        # Every target here is a multi-target scrape (/snmp, /probe, /firewall,
+        # /winrm); the exporter's own /metrics exports no such row.
+        for target in self.targets:
             host = _host_of(target.instance)
             address = self._address_of(target.element, public)
             if host and address and not _is_address(host):

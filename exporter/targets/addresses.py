@@ -22,6 +22,9 @@ The scrape must not wait for DNS, so the answers are kept per process in an
   outage included;
 * a name that does not resolve is not asked again for ``NEGATIVE_SECONDS``;
 * at most ``MAX_ENTRIES`` names are kept, the least recently answered dropped first;
+* at most ``MAX_LOOKUPS`` lookups are under way at once: while DNS hangs, a
+  scrape of yet another name goes without its rows rather than leave one more
+  task waiting;
 * the first lookup of a name is waited for only until the scrape's deadline;
   if it has not answered by then, the scrape goes without the rows and the
   lookup finishes in the background.
@@ -60,6 +63,7 @@ FRESH_SECONDS = 300.0
 KEEP_SECONDS = 3600.0
 NEGATIVE_SECONDS = 30.0
 MAX_ENTRIES = 100_000
+MAX_LOOKUPS = 1_000
 MAX_ADDRESSES = 8
 # A background lookup is given up after this; the resolver's own timeouts are shorter.
 LOOKUP_TIMEOUT_SECONDS = 30.0
@@ -112,6 +116,7 @@ class AddressCache:
         keep_seconds: float = KEEP_SECONDS,
         negative_seconds: float = NEGATIVE_SECONDS,
         max_entries: int = MAX_ENTRIES,
+        max_lookups: int = MAX_LOOKUPS,
         lookup_timeout: float = LOOKUP_TIMEOUT_SECONDS,
     ) -> None:
         self._lookup = lookup
@@ -120,6 +125,7 @@ class AddressCache:
         self._keep = keep_seconds
         self._negative = negative_seconds
         self._max_entries = max_entries
+        self._max_lookups = max_lookups
         self._lookup_timeout = lookup_timeout
         # Insertion order is answer order: the first entry is the least recently answered.
         self._entries: dict[str, _Entry] = {}
@@ -155,6 +161,8 @@ class AddressCache:
         if known is not None:
             return known
         task = self._start(name)
+        if task is None:
+            return ()
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining > 0:
             # wait, not wait_for: the lookup is the cache's, and outlives this caller.
@@ -181,11 +189,14 @@ class AddressCache:
         if tasks:
             await asyncio.wait(tasks)
 
-    def _start(self, name: str) -> asyncio.Task[None]:
-        """The lookup of ``name`` under way, or a new one: one per name at a time."""
+    def _start(self, name: str) -> asyncio.Task[None] | None:
+        """The lookup of ``name`` under way, or a new one: one per name at a time;
+        ``None`` when ``max_lookups`` are under way already."""
         task = self._lookups.get(name)
         if task is not None and not task.done():
             return task
+        if len(self._lookups) >= self._max_lookups:
+            return None
         task = asyncio.get_running_loop().create_task(self._look_up(name), name=f"address {name}")
         self._lookups[name] = task
 

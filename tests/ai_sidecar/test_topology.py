@@ -1145,28 +1145,38 @@ def test_a_check_written_with_the_address_a_host_polled_by_name_resolved_to_join
 
 
 @pytest.mark.parametrize(
-    ("service", "joined"),
-    [("W3SVC", True), ("MSSQLSERVER", True), ("Spooler", False), ("wuauserv", False)],
+    ("alertname", "service", "port", "joined"),
+    [
+        ("WindowsServiceStopped", "W3SVC", "8080", True),
+        ("WindowsServiceStopped", "MSSQLSERVER", "8080", True),
+        ("WindowsServiceStopped", "wuauserv", "8080", False),
+        ("SystemdUnitFailed", "cron.service", "8080", False),
+        # A print spooler serves printing: IPP yes, a web check no.
+        ("WindowsServiceStopped", "Spooler", "8080", False),
+        ("WindowsServiceStopped", "Spooler", "631", True),
+        # Not a stop: an update service hogging the CPU slows what runs there.
+        ("WindowsServiceCpuHigh", "wuauserv", "8080", True),
+    ],
 )
-def test_a_stopped_service_that_serves_nothing_checked_explains_no_check(
-    service: str, joined: bool
+def test_a_stopped_service_explains_only_the_checks_it_serves(
+    alertname: str, service: str, port: str, joined: bool
 ):
     # A check on the host fails a minute after a service on it stopped: the
-    # web server's or the database's stop explains it, the print spooler's or
-    # Windows Update's does not (they serve nothing a probe tests).
+    # web server's or the database's stop explains it, Windows Update's or
+    # cron's does not (they serve nothing a probe tests).
     host = {"job": "winrm", "instance": "win-26", "site": "dc"}
-    check = {"job": "probe_http", "instance": "win-26:8080", "site": "dc"}
+    check = {"job": "probe_tcp", "instance": f"win-26:{port}", "site": "dc"}
     graph = build_snapshot(
         neighbours=[lldp("core-1", "Gi1/0/24", "sw-acc-1", "Gi0/1", "10.0.0.4")],
         targets=[{**host, "upstream": "sw-acc-1"}, {**check, "upstream": "sw-acc-1"}],
         pollers=campus().pollers,
     )
     alerts = [
-        at("WindowsServiceStopped", 0, name=service, **host),
+        at(alertname, 0, name=service, **host),
         at("ProbeFailed", 60, **check),
     ]
     assert len(final(fold(correlator(graph), alerts))) == (1 if joined else 2)
-    # What stopped the spooler still explains both: a full disk.
+    # What stopped the service still explains both: a full disk.
     disk_first = [at("WindowsDiskAlmostFull", -120, volume="C:", **host), *alerts]
     [incident] = final(fold(correlator(graph), disk_first)).values()
     assert names(incident) == "WindowsDiskAlmostFull"

@@ -412,3 +412,41 @@ async def test_the_refresher_reads_the_resolved_addresses_over_the_last_hour():
     refresher = TopologyRefresher(client, config, clock=lambda: T0)  # type: ignore[arg-type]
     assert await refresher.refresh_once()
     assert refresher.current().device("10.4.0.172") == "dev:win-26"
+
+
+def test_a_dual_stack_name_joins_its_ipv4_and_its_ipv6_address():
+    rows = [resolved("win-26", "10.4.0.172"), resolved("win-26", "2001:db8::172")]
+    graph = build_snapshot(targets=[{"job": "winrm", "instance": "win-26"}], addresses=rows)
+    assert graph.device("10.4.0.172") == graph.device("2001:db8::172") == "dev:win-26"
+    # An address written in full is the same address.
+    assert graph.device("2001:db8:0:0:0:0:0:172") == "dev:win-26"
+
+
+def test_a_name_sharing_its_short_form_with_a_device_known_elsewhere_joins_nothing():
+    # Production esx01 is polled by address and says its sysname; a lab check
+    # esx01.lab resolves to another box, pinged by address.
+    graph = build_snapshot(
+        targets=[{"job": "snmp", "instance": "10.0.0.5"}, {"job": "icmp", "instance": "10.9.9.10"}],
+        local_identities=[identity("10.0.0.5", "esx01")],
+        addresses=[resolved("https://esx01.lab.corp.example/", "10.9.9.10")],
+    )
+    assert graph.device("esx01") == graph.device("10.0.0.5")
+    assert graph.device("10.9.9.10") != graph.device("10.0.0.5")
+
+
+def test_an_address_many_names_resolve_to_is_a_front_end_and_joins_none():
+    # A reverse proxy's address: the apps behind it fail on their own.
+    rows = [resolved(f"https://app{n}.corp.example/", "10.9.9.9") for n in range(40)]
+    graph = build_snapshot(targets=[{"job": "icmp", "instance": "10.9.9.9"}], addresses=rows)
+    assert graph.device("app1") == "dev:app1"
+    assert graph.device("app1") != graph.device("app2")
+    # A few virtual hosts on one server are that server.
+    few = build_snapshot(targets=[{"job": "icmp", "instance": "10.9.9.9"}], addresses=rows[:3])
+    assert few.device("app1") == few.device("app2") == "dev:10.9.9.9"
+
+
+def test_a_host_known_only_by_its_endpoints_keeps_its_name():
+    # srv-1 is scraped only as srv-1:9100: its name still names the device.
+    rows = [resolved("srv-1:9100", "10.0.0.5")]
+    graph = build_snapshot(targets=[{"job": "node", "instance": "srv-1:9100"}], addresses=rows)
+    assert graph.device("10.0.0.5") == graph.device("srv-1") == "dev:srv-1"

@@ -259,3 +259,20 @@ def test_the_metric_exposition_renders_info_rows(accept, last):
         f'{ADDRESS_METRIC}{{address="2001:db8::1"}} 1.0',
     ]
     assert lines[4:] == ([last] if last else [])
+
+
+async def test_no_more_than_the_bound_of_lookups_wait_at_once():
+    clock = Clock()
+    resolver = Resolver(**{f"h{i}": ips(f"10.0.0.{i}") for i in range(4)})
+    resolver.hold = asyncio.Event()
+    cache = cache_with(resolver, clock, max_lookups=2)
+    now = asyncio.get_running_loop().time()
+    for i in range(4):
+        assert await cache.resolve(f"h{i}", now) == ()
+    await asyncio.sleep(0)  # let the lookups started reach the resolver
+    # DNS hangs: two lookups wait, the other names were not asked.
+    assert resolver.calls == ["h0", "h1"]
+    resolver.hold.set()
+    await cache.settled()
+    assert await cache.resolve("h2", far()) == ("10.0.0.2",)
+    assert resolver.calls == ["h0", "h1", "h2"]
