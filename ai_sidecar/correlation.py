@@ -89,6 +89,7 @@ from ai_sidecar.correlate import wording
 from ai_sidecar.correlate.cofiring import NO_COFIRING, CoFiring
 from ai_sidecar.correlate.members import MemberLog
 from ai_sidecar.correlate.outside import gateways, is_outside
+from ai_sidecar.correlate.services import Reach, is_printing_endpoint, service_reach
 from ai_sidecar.correlate.topology import (
     INTERFACE_LABELS,
     PATH,
@@ -246,9 +247,21 @@ def _own_address(kind: int, layer: Layer, node: str | None) -> int:
     return kind
 
 
+# A stopped service that serves nothing a check tests (updates, indexing:
+# ai_sidecar.correlate.services) explains no other alert, a stopped print
+# spooler only a check of a printing port; what stopped either (a full disk)
+# may still explain both.
+_SERVES_NOTHING_BIT = 1 << 9
+_PRINTING_ONLY_BIT = 1 << 10
+_PRINTING_PORT_BIT = 1 << 11
+_REACH_BITS = {Reach.ANY: 0, Reach.NOTHING: _SERVES_NOTHING_BIT, Reach.PRINTING: _PRINTING_ONLY_BIT}
+
+
 def _carries(cause_kind: int, effect_kind: int, effect: Layer) -> bool:
     """Whether what the cause does behind it can be the effect (see ``_SYMPTOM_KINDS``)."""
-    if cause_kind & _OWN_ADDRESS_BIT:
+    if cause_kind & (_OWN_ADDRESS_BIT | _SERVES_NOTHING_BIT):
+        return False
+    if cause_kind & _PRINTING_ONLY_BIT and not effect_kind & _PRINTING_PORT_BIT:
         return False
     makes = (cause_kind & 0xFF) >> 4
     return not makes or bool(effect_kind & makes) or effect not in _DEGRADED_LAYERS
@@ -772,6 +785,11 @@ class Correlator:
             # layer (a firewall's connection tracking, a transit box running
             # out) explain any degradation behind it, a failing check too.
             found &= _KIND_MASK
+        if layer == "service":
+            found |= _REACH_BITS[service_reach(labels)]
+        instance = labels.get("instance", "")
+        if ":" in instance and is_printing_endpoint(instance):
+            found |= _PRINTING_PORT_BIT
         return found
 
     # -- folding -------------------------------------------------------------

@@ -74,8 +74,9 @@ def topology_correlator(
 
     Neighbour rows as ``scout_lldp_neighbor_info`` would carry them, one target
     row per file_sd target (``up``'s labels), the exporter as poller of the
-    jobs the shipped config polls, and the written-down dependencies as the
-    sidecar config's ``correlation.dependencies``.
+    jobs the shipped config polls, the written-down dependencies as the
+    sidecar config's ``correlation.dependencies``, and the addresses targets'
+    names resolved to as ``scout_target_address_info`` would carry them.
     """
     polls = config.topology.pollers
     pollers = [
@@ -99,6 +100,7 @@ def topology_correlator(
         pollers=pollers,
         dependencies=dependencies,
         roots=config.topology.roots,
+        addresses=topology.addresses,
     )
     return Correlator(config, snapshot, cofiring)
 

@@ -13,6 +13,10 @@ the :mod:`ai_sidecar.promql` client:
   neighbour's ``remote_sysname``, ``remote_address`` or ``remote_chassis_id`` is;
 - ``up``: one row per scrape target with its target-group labels (``site``,
   ``upstream``, ``via``);
+- ``max by (instance, address) (last_over_time(scout_target_address_info[1h]))``:
+  the addresses the exporter's scrapes resolved targets' names to, over the
+  last hour, so that a DNS outage (when the rows stop) does not unlink a host
+  from the checks written with its address just when both fail;
 - ``up{job="<poller job>"}``: the poller instances.
 
 :class:`TopologyRefresher` holds the latest :class:`TopologySnapshot` in
@@ -51,6 +55,8 @@ NEIGHBOUR_LABELS = (
 # The polled devices' own identities, from the same exporter modules.
 LOCAL_METRIC = "scout_lldp_local_info"
 LOCAL_LABELS = ("instance", "local_sysname", "local_chassis_id")
+# What the exporter's scrapes resolved targets' names to, and how far back to read it.
+ADDRESS_QUERY = "max by (instance, address) (last_over_time(scout_target_address_info[1h]))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,7 @@ async def read_snapshot(
         f"max by ({', '.join(LOCAL_LABELS)}) ({LOCAL_METRIC})", now, time_box=box
     )
     targets = await client.instant("up", now, time_box=box)
+    addresses = await client.instant(ADDRESS_QUERY, now, time_box=box)
     pollers: list[Poller] = []
     for rule in topology.pollers:
         rows = await client.instant(f'up{{job="{_selector_value(rule.job)}"}}', now, time_box=box)
@@ -126,6 +133,7 @@ async def read_snapshot(
         pollers=sorted(pollers, key=lambda p: p.instance),
         dependencies=dependencies_of(config),
         roots=topology.roots,
+        addresses=[dict(row.labels) for row in addresses],
         built_at=now,
     )
 

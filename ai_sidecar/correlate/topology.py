@@ -1,6 +1,6 @@
 """The dependency graph correlation follows: what depends on what, as one frozen snapshot.
 
-A :class:`TopologySnapshot` is built (:func:`build_snapshot`) from four sources,
+A :class:`TopologySnapshot` is built (:func:`build_snapshot`) from five sources,
 each given as plain label rows so that Prometheus query results, a config file
 and a test fixture all feed the same code:
 
@@ -20,7 +20,14 @@ and a test fixture all feed the same code:
   a polled target depends on its poller, which only an *unavailable* poller
   explains (a full disk on the poller explains nothing about its targets);
 - **dependencies**: explicit edges from the sidecar config (``from`` and ``to``
-  as ``job``/``instance``/``ifName`` values).
+  as ``job``/``instance``/``ifName`` values);
+- **addresses**: what the exporter's scrapes resolved each target's name to
+  (``scout_target_address_info``: ``instance``, ``address``), so that a host
+  polled by name and a check written with its address (``http://10.4.0.172/``)
+  or with another name resolving to it are one device. A name joins its
+  address only when it resolved to exactly one usable address (not loopback,
+  link-local, multicast or unspecified): a name on several addresses (round
+  robin, or two hosts sharing a short name) joins none of them.
 
 Nodes are element ids: ``dev:NAME`` (a device, by its short name or address),
 ``port:DEV|IFNAME``, ``link:A|PA~B|PB`` (both ends' ports name the link) and
@@ -106,8 +113,10 @@ def split_instance(instance: str) -> tuple[str, bool]:
 def name_key(name: str) -> str:
     """A device name reduced to what LLDP and file_sd agree on: an address, or the short name."""
     text = name.strip().lower().rstrip(".")
-    if not text or _is_ip(text):
+    if not text:
         return text
+    if _is_ip(text):
+        return str(ipaddress.ip_address(text))  # one spelling: 2001:db8:0:0::1 is 2001:db8::1
     return text.split(".", 1)[0]
 
 
@@ -364,17 +373,21 @@ class _Names:
     """Union-find over name keys: the names, addresses and chassis ids of one device.
 
     The representative names the device node: a scrape target's name first (what
-    alerts carry), then any other name, then an address, then a chassis id.
+    alerts carry), then any other name, then an address, then a name known only
+    from a check's URL (a service's name, not the host's), then a chassis id.
     """
 
     def __init__(self, targets: Iterable[str] = ()) -> None:
         self.parent: dict[str, str] = {}
         self.targets = frozenset(targets)
+        self.service_names: frozenset[str] = frozenset()
         # Representatives of the devices known by a chassis id.
         self.with_chassis: set[str] = set()
 
     def _rank(self, key: str) -> tuple[int, str]:
         if key.startswith(CHASSIS_PREFIX):
+            return 4, key
+        if key in self.service_names:
             return 3, key
         if _is_ip(key):
             return 2, key
@@ -429,6 +442,7 @@ def _resolve_names(
     neighbours: Sequence[Mapping[str, str]],
     identities: Sequence[Mapping[str, str]],
     targets: Sequence[Mapping[str, str]],
+    addresses: Sequence[Mapping[str, str]] = (),
 ) -> tuple[dict[str, str], list[tuple[str, str, str, str]]]:
     """Aliases of every device key, and each neighbour row as (local, port, remote, port) keys.
 
@@ -437,7 +451,9 @@ def _resolve_names(
     when it names one device only: a sysname that several scrape targets claim
     (factory defaults such as ``Switch``), or that neighbours report with the
     chassis ids of several devices, joins none of them, unless their chassis
-    ids already made them one device.
+    ids already made them one device. A target's name joins the one address
+    it resolved to (:func:`_resolved_addresses`), unless that would make one
+    device of two chassis ids.
     """
     scraped = set()
     for row in (*neighbours, *identities, *targets):
@@ -497,7 +513,99 @@ def _resolve_names(
         if len(claimants) > 1:
             continue  # one name, several scrape targets
         names.union_unless_two_chassis([sysname, *claimants, *heard_with.get(sysname, ())])
+    _join_resolved(names, addresses)
     return names.aliases(), rows
+
+
+def _join_resolved(names: _Names, rows: Sequence[Mapping[str, str]]) -> None:
+    """Join each target name to the addresses it resolved to (:func:`_resolved_addresses`).
+
+    Not when it would give one device two addresses of one family (a name that
+    shares its short form with a device already known at another address, such
+    as ``esx01`` in production and ``esx01.lab``), nor two chassis ids.
+    """
+    resolved, from_urls = _resolved_addresses(rows)
+    names.service_names = frozenset(from_urls - set(names.parent))
+    known: dict[str, set[str]] = {}
+    for key in list(names.parent):
+        if _is_ip(key):
+            known.setdefault(names.find(key), set()).add(key)
+    for name, addresses in sorted(resolved.items()):
+        for address in sorted(addresses):
+            one, other = names.find(name), names.find(address)
+            if one == other:
+                continue
+            version = ipaddress.ip_address(address).version
+            held = known.get(one, set()) | known.get(other, set())
+            if any(ipaddress.ip_address(a).version == version and a != address for a in held):
+                continue
+            names.union_unless_two_chassis([address, name])
+            known[names.find(address)] = held | {address}
+
+
+# More names than this resolving to one address make it a shared front end.
+SHARED_ADDRESS_NAMES = 16
+
+
+def _usable_address(text: str) -> str:
+    """``text`` as an address key, or "" for one that names no particular host.
+
+    Loopback and unspecified addresses are every host's own, link-local ones
+    repeat on every segment and multicast ones name groups: a check of
+    ``localhost`` is not the device another target resolved there.
+    """
+    try:
+        address = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return ""
+    if (
+        address.is_loopback
+        or address.is_unspecified
+        or address.is_link_local
+        or address.is_multicast
+    ):
+        return ""
+    return str(address)
+
+
+def _resolved_addresses(
+    rows: Sequence[Mapping[str, str]],
+) -> tuple[dict[str, frozenset[str]], set[str]]:
+    """Each target name's key -> the usable addresses it resolved to, at most one per
+    family (a dual-stack host's IPv4 and IPv6); and the keys seen only in URLs.
+
+    Rows of targets written as an address say nothing new and are left out. A
+    name seen with two addresses of one family (round-robin DNS, a host that
+    moved within the lookback, two hosts whose names share a short form) is
+    left out, and so is an address more than :data:`SHARED_ADDRESS_NAMES`
+    names resolve to: a load balancer's or reverse proxy's virtual address,
+    in front of services that fail on their own.
+    """
+    seen: dict[str, set[str]] = {}
+    in_urls: set[str] = set()
+    elsewhere: set[str] = set()
+    for row in rows:
+        instance = row.get("instance", "")
+        host, _ = split_instance(instance)
+        address = _usable_address(row.get("address", ""))
+        if not host or not address or _is_ip(host):
+            continue
+        key = name_key(host)
+        seen.setdefault(key, set()).add(address)
+        (in_urls if "://" in instance else elsewhere).add(key)
+    claimed: dict[str, int] = {}
+    for addresses in seen.values():
+        for address in addresses:
+            claimed[address] = claimed.get(address, 0) + 1
+    resolved: dict[str, frozenset[str]] = {}
+    for key, addresses in seen.items():
+        versions = [ipaddress.ip_address(a).version for a in addresses]
+        if len(versions) != len(set(versions)):
+            continue
+        kept = frozenset(a for a in addresses if claimed[a] <= SHARED_ADDRESS_NAMES)
+        if kept:
+            resolved[key] = kept
+    return resolved, in_urls - elsewhere
 
 
 # A cable's end: (device, port key).
@@ -545,11 +653,14 @@ def build_snapshot(
     pollers: Sequence[Poller] = (),
     dependencies: Iterable[Dependency] = (),
     roots: Iterable[str] = (),
+    addresses: Iterable[Mapping[str, str]] = (),
     built_at: datetime | None = None,
 ) -> TopologySnapshot:
-    """The graph from the four sources; see the module docstring for each."""
+    """The graph from the five sources; see the module docstring for each."""
     target_rows = list(targets)
-    aliases, rows = _resolve_names(list(neighbours), list(local_identities), target_rows)
+    aliases, rows = _resolve_names(
+        list(neighbours), list(local_identities), target_rows, list(addresses)
+    )
     snapshot = TopologySnapshot(aliases=aliases, pollers=tuple(pollers), built_at=built_at)
     parents: dict[str, dict[str, tuple[int, str]]] = {}
 

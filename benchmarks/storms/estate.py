@@ -22,11 +22,13 @@ have written into the sidecar config, some of them forgotten.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -193,6 +195,7 @@ class ObservedTopology:
     pollers: tuple[Mapping[str, Any], ...]
     target_groups: tuple[TargetGroup, ...]
     dependencies: tuple[Mapping[str, Any], ...]
+    addresses: tuple[Mapping[str, str], ...] = ()
 
     @property
     def edges(self) -> int:
@@ -201,7 +204,7 @@ class ObservedTopology:
         return len(self.neighbours) + polled + len(self.dependencies)
 
     def to_yaml(self) -> str:
-        """The topology file (format version 1). Four sections:
+        """The topology file (format version 2). Five sections:
 
         - ``neighbours``: one row per LLDP/CDP neighbour as the exporter would
           export it (``scout_lldp_neighbor_info``): ``job`` and ``instance`` of
@@ -212,10 +215,13 @@ class ObservedTopology:
           the ``{job, instance}`` targets it reaches for Prometheus;
         - ``target_groups``: the file_sd entries, ``job``, ``targets``, ``labels``;
         - ``dependencies``: explicit edges a user wrote into the sidecar config,
-          ``from`` and ``to`` as label matchers (``job``/``instance``) and ``why``.
+          ``from`` and ``to`` as label matchers (``job``/``instance``) and ``why``;
+        - ``addresses`` (new in version 2): what the exporter's scrapes resolved
+          each target written as a name to (``scout_target_address_info``),
+          ``instance`` and ``address``.
         """
         document = {
-            "version": 1,
+            "version": 2,
             "neighbours": [dict(row) for row in self.neighbours],
             "pollers": [dict(poller) for poller in self.pollers],
             "target_groups": [
@@ -223,6 +229,7 @@ class ObservedTopology:
                 for g in self.target_groups
             ],
             "dependencies": [dict(d) for d in self.dependencies],
+            "addresses": [dict(row) for row in self.addresses],
         }
         return yaml.safe_dump(document, sort_keys=False, width=120)
 
@@ -374,7 +381,40 @@ class Estate:
             pollers=pollers,
             target_groups=tuple(self.target_groups),
             dependencies=tuple(self._written_dependencies()),
+            addresses=tuple(self._resolved_names()),
         )
+
+    def _resolved_names(self) -> Iterable[Mapping[str, str]]:
+        """What the exporter resolves each target written as a name to, as it exports it.
+
+        A name resolves to the address of the box the target is on: a device's,
+        or for a service its host's. SaaS names resolve to public addresses of
+        their own (documentation range), not to the ISP device that stands for
+        the Internet here. Drawn from no random state, so storms are unchanged.
+        """
+        saas = sorted(
+            name
+            for name, service in self.services.items()
+            if self.devices[service.host].kind == "internet"
+        )
+        public = {name: f"192.0.2.{10 + index}" for index, name in enumerate(saas)}
+        rows: dict[tuple[str, str], None] = {}
+        # Every target here is a multi-target scrape (/snmp, /probe, /firewall,
+        # /winrm); the exporter's own /metrics exports no such row.
+        for target in self.targets:
+            host = _host_of(target.instance)
+            address = self._address_of(target.element, public)
+            if host and address and not _is_address(host):
+                rows[(target.instance, address)] = None
+        return [{"instance": instance, "address": address} for instance, address in rows]
+
+    def _address_of(self, element: str, public: Mapping[str, str]) -> str:
+        kind, _, name = element.partition(":")
+        if kind in ("dev", "poller") and name in self.devices:
+            return self.devices[name].ip
+        if kind == "svc" and name in self.services:
+            return public.get(name) or self.devices[self.services[name].host].ip
+        return ""
 
     def _written_dependencies(self) -> Iterable[Mapping[str, Any]]:
         probe_of = {t.element: t for t in self.targets if t.job in (HTTP_JOB, TCP_JOB)}
@@ -404,6 +444,21 @@ class Estate:
                         },
                         "why": "SaaS through the ISP link",
                     }
+
+
+def _host_of(instance: str) -> str:
+    """The host part of a target as written: a URL's host, or what precedes ``:port``."""
+    if "://" in instance:
+        return urlsplit(instance).hostname or ""
+    return instance.rsplit(":", 1)[0] if instance.count(":") == 1 else instance
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 # -- building ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
@@ -17,6 +17,12 @@ class MetricExposition:
     def gauge(self, name: str, documentation: str, value: float) -> Metric:
         family = GaugeMetricFamily(name, documentation)
         family.add_metric([], value)
+        return family
+
+    def info(self, name: str, documentation: str, labels: Sequence[Mapping[str, str]]) -> Metric:
+        family = Metric(name, documentation, "gauge")
+        for label_set in labels:
+            family.add_sample(name, dict(label_set), 1.0)
         return family
 
     def render(self, request: web.Request, families: Sequence[Metric]) -> web.Response:

@@ -15,6 +15,12 @@ Where the modules or the auth carry ``allowed_targets``, the target must pass
 every list before anything is sent (``exporter.targets.allowlist``): one that
 does not is a 403 naming the list, counted and logged by ``TargetRefusals``;
 a name that does not resolve is a failed scrape, as it would have been anyway.
+
+A target given by name rather than address also gets, whatever became of the
+scrape, ``scout_target_address_info{address}``: one series per address the
+name resolves to, from the per-process cache of ``exporter.targets.addresses``
+(filled with the allow-lists' own lookup where they made one), so that the
+sidecar can take it and a target given by address as one host.
 """
 
 from __future__ import annotations
@@ -29,10 +35,27 @@ from aiohttp import web
 from exporter.clients.probe_net import ResolveError
 from exporter.config import ExporterConfig
 from exporter.errors import BadRequestError
-from exporter.keys import LIVE_CONFIG, SETTINGS, TARGET_REFUSALS
+from exporter.keys import LIVE_CONFIG, SETTINGS, TARGET_ADDRESSES, TARGET_REFUSALS
 from exporter.scrape import scrape_deadline
+from exporter.targets.addresses import (
+    ADDRESS_HELP,
+    ADDRESS_LABEL,
+    ADDRESS_METRIC,
+    AddressCache,
+    is_name,
+)
 from exporter.targets.allowlist import AllowList, TargetRefusedError, admit
-from exporter.targets.kind import A, F, M, ScrapeJob, T, TargetKind, mask_password, measure
+from exporter.targets.kind import (
+    A,
+    F,
+    IPAddress,
+    M,
+    ScrapeJob,
+    T,
+    TargetKind,
+    mask_password,
+    measure,
+)
 from exporter.targets.refusals import TargetRefusals
 
 log = logging.getLogger(__name__)
@@ -130,10 +153,13 @@ async def scrape_target(
     deadline = asyncio.get_running_loop().time() + timeout
     shown = mask_password(target_text, target_text)
     unresolved: str | None = None
+    # Read before the allow-lists may pin the target to an address.
+    name = _target_name(kind, target, modules[0][1])
+    checked: tuple[IPAddress, ...] = ()
     lists = _allow_lists(modules, auth_name, auth)
     if lists:
         try:
-            target = await _admitted(kind, target, modules, lists, deadline)
+            target, checked = await _admitted(kind, target, modules, lists, deadline)
         except TargetRefusedError as refusal:
             request.app[TARGET_REFUSALS].record(kind.name, refusal)
             raise
@@ -149,15 +175,35 @@ async def scrape_target(
         if unresolved is not None
         else live.target_scraper(kind).scrape(job, families)
     )
-    outcome = await measure(
-        scrape,
-        families,
-        deadline=job.deadline,
-        status=kind.status,
-        exposition=kind.exposition,
-        noun=kind.noun,
-        subject=repr(shown),
-    )
+    addresses = request.app[TARGET_ADDRESSES]
+    rows: tuple[str, ...] | None = None
+    looking_up: asyncio.Future[tuple[str, ...]] | None = None
+    if name is not None:
+        # One dict lookup when the name is known; a first lookup runs beside the scrape.
+        rows = addresses.put(name, checked) if checked else addresses.cached(name)
+        if rows is None:
+            looking_up = asyncio.ensure_future(addresses.resolve(name, deadline))
+    try:
+        outcome = await measure(
+            scrape,
+            families,
+            deadline=job.deadline,
+            status=kind.status,
+            exposition=kind.exposition,
+            noun=kind.noun,
+            subject=repr(shown),
+        )
+        if looking_up is not None:
+            rows = await looking_up
+    finally:
+        if looking_up is not None:
+            looking_up.cancel()  # the request was given up: the lookup itself goes on
+    if rows:
+        outcome.families.append(
+            kind.exposition.info(
+                ADDRESS_METRIC, ADDRESS_HELP, [{ADDRESS_LABEL: row} for row in rows]
+            )
+        )
     if outcome.error:
         log.log(
             logging.INFO if outcome.success else logging.WARNING,
@@ -184,18 +230,28 @@ def _allow_lists(
     return [(o, a) for o, a in lists if isinstance(a, AllowList) and not a.everything]
 
 
+def _target_name(kind: TargetKind[T, M, A, F], target: T, module: M) -> str | None:
+    """The host name ``target`` is given by; ``None`` for an address, or a host not told."""
+    try:
+        host = kind.target_host(target, module)
+    except BadRequestError:  # a bad target is the scrape's failure to report, not this
+        return None
+    return host if is_name(host) else None
+
+
 async def _admitted(
     kind: TargetKind[T, M, A, F],
     target: T,
     modules: Sequence[tuple[str, M]],
     lists: Sequence[tuple[str, AllowList]],
     deadline: float,
-) -> T:
-    """``target``, once every list admits it, pinned to the checked address if the kind pins."""
+) -> tuple[T, tuple[IPAddress, ...]]:
+    """``target``, once every list admits it, pinned to the checked address if the kind
+    pins; and the addresses checked (none where every list admitted the name itself)."""
     admission = await admit(kind.target_host(target, modules[0][1]), lists, deadline)
     if kind.pin_target is not None and admission.addresses:
-        return kind.pin_target(target, admission.addresses)
-    return target
+        return kind.pin_target(target, admission.addresses), admission.addresses
+    return target, admission.addresses
 
 
 async def _failed(
@@ -213,8 +269,15 @@ def _handler(
     return handle
 
 
+async def _close_addresses(app: web.Application) -> None:
+    await app[TARGET_ADDRESSES].close()
+
+
 def setup_targets(app: web.Application, kinds: Sequence[AnyKind]) -> None:
-    """A ``GET /{name}`` route for every kind in the table, and the count of refused targets."""
+    """A ``GET /{name}`` route for every kind in the table, the count of refused targets,
+    and the cache of the addresses targets' names resolve to."""
     app[TARGET_REFUSALS] = TargetRefusals()
+    app[TARGET_ADDRESSES] = AddressCache()
+    app.on_cleanup.append(_close_addresses)
     for kind in kinds:
         app.router.add_get(f"/{kind.name}", _handler(kind, kinds))

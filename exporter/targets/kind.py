@@ -87,6 +87,10 @@ class Exposition(Protocol[F]):
         """One unlabelled gauge sample, as a family."""
         ...
 
+    def info(self, name: str, documentation: str, labels: Sequence[Mapping[str, str]]) -> F:
+        """A gauge family with one sample of 1 per label set: info series, as a family."""
+        ...
+
     def render(self, request: web.Request, families: Sequence[F]) -> web.Response:
         """The answer to ``request``, in the format the kind speaks."""
         ...

@@ -102,6 +102,11 @@ TARGETS = (
     {"__name__": "up", "job": "snmp", "instance": "10.0.0.2", "site": "hq", "upstream": "dist-1"},
     {"__name__": "up", "job": "scout-exporter", "instance": "exporter-1:9116"},
 )
+# What the exporter resolved dist-1's name to, through two jobs; the rows stop
+# 20 minutes before the topology is read (a DNS outage), which the read's
+# lookback must bridge.
+ADDRESSES = ({"instance": "dist-1", "address": "10.0.0.1"},)
+ADDRESSES_STOP = timedelta(minutes=40)
 # An anomaly signal's recording rules: ifIndex 1 and 2 of dist-1, in and out.
 RULES = {"in": "instance_ifIndex:if_in_bits:rate5m", "out": "instance_ifIndex:if_out_bits:rate5m"}
 PORTS = ("1", "2")
@@ -133,6 +138,10 @@ def sidecar_samples() -> Iterator[tuple[str, str, float, int]]:
         for target in TARGETS:
             labels = {k: v for k, v in target.items() if k != "__name__"}
             yield "up", selector(labels), 1.0, at
+        if at < (START + ADDRESSES_STOP).timestamp():
+            for job in ("snmp", "icmp"):
+                for row in ADDRESSES:
+                    yield "scout_target_address_info", selector({**row, "job": job}), 1.0, at
         for direction, metric in RULES.items():
             for port in PORTS:
                 yield metric, selector(port_labels(None, port)), bits(direction, port, index), at
@@ -421,17 +430,20 @@ async def test_the_topology_read_is_the_same_on_both_engines(engine, session):
     )
     found = await read_snapshot(HttpPromQLClient(engine.url, session), config, at)
     # What the data implies: one neighbour row (the two pollers' rows are one
-    # by the queried labels), both identities, every target, one poller.
+    # by the queried labels), both identities, every target, one poller, and
+    # the address dist-1 resolved to until 20 minutes ago.
     expected = build_snapshot(
         neighbours=[NEIGHBOUR],
         local_identities=IDENTITIES,
         targets=TARGETS,
         pollers=[Poller("exporter-1:9116", re.compile("snmp"))],
+        addresses=ADDRESSES,
         built_at=at,
     )
     assert found == expected
     assert found.edges > 0
     assert found.device("ACC-1.example") == found.device("10.0.0.2")
+    assert found.device("10.0.0.1") == found.device("dist-1") == "dev:dist-1"
 
 
 def expected_history(first: int, last: int, step: int) -> dict[tuple[str, str], list[float]]:

@@ -333,8 +333,10 @@ def test_every_scenario_has_a_main_incident_whose_root_raised_an_alert(name: str
 def test_the_observed_topology_is_a_readable_file(storm: Storm) -> None:
     topology = storm.estate.observed()
     document = yaml.safe_load(topology.to_yaml())
-    assert document["version"] == 1
+    assert document["version"] == 2
     assert document["neighbours"]
+    assert document["addresses"]
+    assert all(set(row) == {"instance", "address"} for row in document["addresses"])
     assert document["pollers"]
     assert document["target_groups"]
     assert set(document["neighbours"][0]) >= {

@@ -1119,6 +1119,69 @@ def test_a_volume_filling_then_the_service_on_the_same_host_stopping_is_one_inci
     assert len(final(fold(correlator(), same_layer))) == 2
 
 
+def test_a_check_written_with_the_address_a_host_polled_by_name_resolved_to_joins_it():
+    # win-26 is polled by name; its web check names its address, its other
+    # check a DNS name. Only the exporter's resolved addresses tie them.
+    host = {"job": "winrm", "instance": "win-26", "site": "dc"}
+    checks = ("http://10.0.0.72:8080/", "https://app39.corp.example/health")
+    targets = [host, *({"job": "probe_http", "instance": c, "site": "dc"} for c in checks)]
+    addresses = [
+        {"instance": "win-26", "address": "10.0.0.72"},
+        {"instance": checks[1], "address": "10.0.0.72"},
+    ]
+    alerts = [
+        at("WindowsDiskAlmostFull", 0, volume="D:", **host),
+        at("WindowsServiceStopped", 6 * 60, name="W3SVC", **host),
+        *(at("ProbeFailed", 7 * 60, job="probe_http", instance=c, site="dc") for c in checks),
+    ]
+    snapshot = campus()
+    graph = build_snapshot(targets=targets, pollers=snapshot.pollers, addresses=addresses)
+    [incident] = final(fold(correlator(graph), alerts)).values()
+    assert names(incident) == "WindowsDiskAlmostFull"
+    assert len(incident.members) == 4
+    # Without the addresses nothing says the checks are on win-26.
+    unresolved = build_snapshot(targets=targets, pollers=snapshot.pollers)
+    assert len(final(fold(correlator(unresolved), alerts))) > 1
+
+
+@pytest.mark.parametrize(
+    ("alertname", "service", "port", "joined"),
+    [
+        ("WindowsServiceStopped", "W3SVC", "8080", True),
+        ("WindowsServiceStopped", "MSSQLSERVER", "8080", True),
+        ("WindowsServiceStopped", "wuauserv", "8080", False),
+        ("SystemdUnitFailed", "cron.service", "8080", False),
+        # A print spooler serves printing: IPP yes, a web check no.
+        ("WindowsServiceStopped", "Spooler", "8080", False),
+        ("WindowsServiceStopped", "Spooler", "631", True),
+        # Not a stop: an update service hogging the CPU slows what runs there.
+        ("WindowsServiceCpuHigh", "wuauserv", "8080", True),
+    ],
+)
+def test_a_stopped_service_explains_only_the_checks_it_serves(
+    alertname: str, service: str, port: str, joined: bool
+):
+    # A check on the host fails a minute after a service on it stopped: the
+    # web server's or the database's stop explains it, Windows Update's or
+    # cron's does not (they serve nothing a probe tests).
+    host = {"job": "winrm", "instance": "win-26", "site": "dc"}
+    check = {"job": "probe_tcp", "instance": f"win-26:{port}", "site": "dc"}
+    graph = build_snapshot(
+        neighbours=[lldp("core-1", "Gi1/0/24", "sw-acc-1", "Gi0/1", "10.0.0.4")],
+        targets=[{**host, "upstream": "sw-acc-1"}, {**check, "upstream": "sw-acc-1"}],
+        pollers=campus().pollers,
+    )
+    alerts = [
+        at(alertname, 0, name=service, **host),
+        at("ProbeFailed", 60, **check),
+    ]
+    assert len(final(fold(correlator(graph), alerts))) == (1 if joined else 2)
+    # What stopped the service still explains both: a full disk.
+    disk_first = [at("WindowsDiskAlmostFull", -120, volume="C:", **host), *alerts]
+    [incident] = final(fold(correlator(graph), disk_first)).values()
+    assert names(incident) == "WindowsDiskAlmostFull"
+
+
 def test_a_server_the_graph_knows_only_as_its_services_host_is_unplaced_with_them():
     # crm uses a database on srv-app, which nothing cables or labels: the graph
     # knows the endpoint runs on srv-app and nothing of where srv-app sits, so

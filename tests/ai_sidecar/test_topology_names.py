@@ -332,3 +332,121 @@ async def test_the_refresher_reads_the_devices_own_identities():
     graph = refresher.current()
     assert links(graph) == {"link:acc-5|Gi0/1~core-1|Gi1/0/5"}
     assert "dev:core-1" in graph.ancestors(graph.device("10.1.1.5"))
+
+
+# -- what the exporter resolved targets' names to (scout_target_address_info) -------------
+
+
+def resolved(instance: str, address: str) -> dict[str, str]:
+    return {"instance": instance, "address": address}
+
+
+def test_a_host_polled_by_name_is_the_device_its_checks_name_by_address_or_alias():
+    targets = [{"job": "winrm", "instance": "win-26"}, {"job": "snmp", "instance": "10.4.0.9"}]
+    addresses = [
+        resolved("win-26", "10.4.0.172"),
+        resolved("https://app39.corp.example/health", "10.4.0.172"),
+        # Another job's row of the same name: the same answer, one device.
+        resolved("win-26:5985", "10.4.0.172"),
+        # A check by a name of a host polled by its address.
+        resolved("https://wiki.corp.example/", "10.4.0.9"),
+    ]
+    graph = build_snapshot(targets=targets, addresses=addresses)
+    assert graph.device("10.4.0.172") == graph.device("app39") == "dev:win-26"
+    # The device keeps its scrape target's name, not the name of a check on it.
+    assert graph.device("wiki.corp.example") == "dev:10.4.0.9"
+    # Without the rows, as before: the address and the name are two devices.
+    bare = build_snapshot(targets=targets)
+    assert bare.device("10.4.0.172") != bare.device("win-26")
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        # Round-robin DNS, or a host moved within the lookback: which one is it?
+        [resolved("web", "10.4.0.1"), resolved("web", "10.4.0.2")],
+        # Two hosts whose names share a short form, in two domains.
+        [resolved("web.a.example", "10.4.0.1"), resolved("web.b.example:443", "10.4.0.2")],
+        # Addresses that name no particular host.
+        [resolved("web", "127.0.0.1")],
+        [resolved("web", "::1")],
+        [resolved("web", "fe80::1")],
+        [resolved("web", "0.0.0.0")],
+        [resolved("web", "224.0.0.251")],
+        [resolved("web", "not an address")],
+    ],
+)
+def test_a_name_without_one_usable_address_joins_none(rows: list[dict[str, str]]):
+    graph = build_snapshot(targets=[{"job": "icmp", "instance": "web"}], addresses=rows)
+    assert graph.device("web") == "dev:web"
+    assert all(
+        graph.device(row["address"]) != "dev:web" for row in rows if row["address"][0].isdigit()
+    )
+
+
+def test_an_address_shared_by_two_chassis_does_not_make_them_one_device():
+    # Two switches behind one NAT address, each polled by name and reporting its chassis.
+    graph = build_snapshot(
+        local_identities=[identity("sw-a", "sw-a", "00:0a"), identity("sw-b", "sw-b", "00:0b")],
+        addresses=[resolved("sw-a", "192.0.2.7"), resolved("sw-b", "192.0.2.7")],
+    )
+    assert graph.device("sw-a") != graph.device("sw-b")
+
+
+def test_rows_of_targets_written_as_addresses_change_nothing():
+    rows = [resolved("10.4.0.5", "10.4.0.6"), resolved("http://10.4.0.5/", "10.4.0.6")]
+    graph = build_snapshot(targets=[{"job": "icmp", "instance": "10.4.0.5"}], addresses=rows)
+    assert graph.device("10.4.0.5") != graph.device("10.4.0.6")
+
+
+async def test_the_refresher_reads_the_resolved_addresses_over_the_last_hour():
+    client = FakePromQL(
+        {
+            "max by (instance, address) (last_over_time(scout_target_address_info[1h]))": [
+                resolved("win-26", "10.4.0.172")
+            ],
+            "up": [{"job": "winrm", "instance": "win-26"}],
+        }
+    )
+    config = parse_config("correlation:\n  topology: {}\n", "t.yml").correlation
+    refresher = TopologyRefresher(client, config, clock=lambda: T0)  # type: ignore[arg-type]
+    assert await refresher.refresh_once()
+    assert refresher.current().device("10.4.0.172") == "dev:win-26"
+
+
+def test_a_dual_stack_name_joins_its_ipv4_and_its_ipv6_address():
+    rows = [resolved("win-26", "10.4.0.172"), resolved("win-26", "2001:db8::172")]
+    graph = build_snapshot(targets=[{"job": "winrm", "instance": "win-26"}], addresses=rows)
+    assert graph.device("10.4.0.172") == graph.device("2001:db8::172") == "dev:win-26"
+    # An address written in full is the same address.
+    assert graph.device("2001:db8:0:0:0:0:0:172") == "dev:win-26"
+
+
+def test_a_name_sharing_its_short_form_with_a_device_known_elsewhere_joins_nothing():
+    # Production esx01 is polled by address and says its sysname; a lab check
+    # esx01.lab resolves to another box, pinged by address.
+    graph = build_snapshot(
+        targets=[{"job": "snmp", "instance": "10.0.0.5"}, {"job": "icmp", "instance": "10.9.9.10"}],
+        local_identities=[identity("10.0.0.5", "esx01")],
+        addresses=[resolved("https://esx01.lab.corp.example/", "10.9.9.10")],
+    )
+    assert graph.device("esx01") == graph.device("10.0.0.5")
+    assert graph.device("10.9.9.10") != graph.device("10.0.0.5")
+
+
+def test_an_address_many_names_resolve_to_is_a_front_end_and_joins_none():
+    # A reverse proxy's address: the apps behind it fail on their own.
+    rows = [resolved(f"https://app{n}.corp.example/", "10.9.9.9") for n in range(40)]
+    graph = build_snapshot(targets=[{"job": "icmp", "instance": "10.9.9.9"}], addresses=rows)
+    assert graph.device("app1") == "dev:app1"
+    assert graph.device("app1") != graph.device("app2")
+    # A few virtual hosts on one server are that server.
+    few = build_snapshot(targets=[{"job": "icmp", "instance": "10.9.9.9"}], addresses=rows[:3])
+    assert few.device("app1") == few.device("app2") == "dev:10.9.9.9"
+
+
+def test_a_host_known_only_by_its_endpoints_keeps_its_name():
+    # srv-1 is scraped only as srv-1:9100: its name still names the device.
+    rows = [resolved("srv-1:9100", "10.0.0.5")]
+    graph = build_snapshot(targets=[{"job": "node", "instance": "srv-1:9100"}], addresses=rows)
+    assert graph.device("10.0.0.5") == graph.device("srv-1") == "dev:srv-1"

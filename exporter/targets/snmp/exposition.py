@@ -143,6 +143,12 @@ class TextExposition:
         family.add((), value)
         return family
 
+    def info(self, name: str, documentation: str, labels: Sequence[Mapping[str, str]]) -> Family:
+        family = Family(name, documentation, "gauge")
+        for label_set in labels:
+            family.add(tuple(label_set.items()), 1)
+        return family
+
     def render(self, request: web.Request, families: Sequence[Family]) -> web.Response:
         return exposition_response(
             request,

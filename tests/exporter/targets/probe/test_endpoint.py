@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 
 import pytest
 from aiohttp import web
 
 from exporter.app import create_app
+from exporter.clients.probe_net import lookup
 from exporter.config import parse_config
+from exporter.keys import TARGET_ADDRESSES
 from exporter.live import Settings
+from exporter.targets.addresses import AddressCache, IPAddress
 
 CONFIG = """
 modules:
   icmp_fast: {prober: icmp, count: 4, interval_seconds: 0.05}
   http_teapot: {prober: http, valid_status_codes: [418]}
+  http_local: {prober: http, allowed_targets: [127.0.0.0/8, "::1/128"]}
   snmp_only:
     prober: snmp
     metrics: [{name: sysUpTime, oid: 1.3.6.1.2.1.1.3}]
@@ -113,3 +119,75 @@ async def test_password_in_a_probe_url_is_never_logged(client, caplog):
     assert "probe:" in ours
     assert "hunter2pw" not in ours
     assert "<secret>" in ours
+
+
+def address_rows(text: str) -> list[str]:
+    """The addresses ``scout_target_address_info`` names, in the order exported."""
+    prefix = 'scout_target_address_info{address="'
+    return [
+        line[len(prefix) :].split('"')[0] for line in text.splitlines() if line.startswith(prefix)
+    ]
+
+
+def resolved_here(name: str) -> list[str]:
+    """What the system resolver says ``name`` is on this machine, IPv4 first."""
+    found = {
+        ipaddress.ip_address(sockaddr[0])
+        for family, _, _, _, sockaddr in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        if family in (socket.AF_INET, socket.AF_INET6)
+    }
+    return [str(a) for a in sorted(found, key=lambda a: (a.version, a))]
+
+
+@pytest.fixture
+async def web_server(aiohttp_server):
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    return await aiohttp_server(app, host="127.0.0.1")
+
+
+async def test_a_target_by_name_exports_the_addresses_the_name_resolves_to(client, web_server):
+    _, by_name = await probe(client, target=f"http://localhost:{web_server.port}/", module="http")
+    assert value(by_name, "scout_probe_success") == 1
+    assert "# TYPE scout_target_address_info gauge" in by_name
+    assert address_rows(by_name) == resolved_here("localhost")
+    # An address literal: the instance says the address already, so no row.
+    _, by_address = await probe(
+        client, target=f"http://127.0.0.1:{web_server.port}/", module="http"
+    )
+    assert value(by_address, "scout_probe_success") == 1
+    assert "scout_target_address_info" not in by_address
+
+
+async def test_a_failed_probe_of_a_name_still_exports_its_addresses(client):
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    _, text = await probe(client, target=f"localhost:{port}", module="tcp")
+    assert value(text, "scout_probe_success") == 0
+    assert address_rows(text) == resolved_here("localhost")
+
+
+async def test_addresses_the_allow_lists_resolved_are_used_without_a_lookup(
+    aiohttp_client, web_server
+):
+    looked_up: list[str] = []
+
+    async def recorded(name: str) -> list[IPAddress]:
+        looked_up.append(name)
+        return await lookup(name)
+
+    app = create_app(Settings(enabled_collectors=frozenset()), parse_config(CONFIG, "probe.yml"))
+    app[TARGET_ADDRESSES] = AddressCache(recorded)
+    client = await aiohttp_client(app)
+    url = f"http://localhost:{web_server.port}/"
+    _, admitted = await probe(client, target=url, module="http_local")
+    assert value(admitted, "scout_probe_success") == 1
+    assert address_rows(admitted) == resolved_here("localhost")
+    _, unlisted = await probe(client, target=url, module="http")
+    assert address_rows(unlisted) == resolved_here("localhost")
+    assert looked_up == []  # the allow-lists' lookup filled the cache for both

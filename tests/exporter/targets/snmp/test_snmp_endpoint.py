@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -470,6 +471,30 @@ async def test_snmp_output_passes_promtool_parsing(client, snmpd):
     output = await asyncio.to_thread(promtool_check_metrics, text)
     assert "ifHCInOctets counter metrics should have" in output  # promtool did read it
     assert [line for line in output.splitlines() if line.startswith("error")] == []
+
+
+def address_rows(text: str) -> set[str]:
+    return {
+        dict(labels)["address"]
+        for (name, labels), _ in parse_exposition(text).items()
+        if name == "scout_target_address_info"
+    }
+
+
+async def test_a_device_by_name_exports_the_addresses_its_name_resolves_to(client, snmpd):
+    status, by_name = await scrape(client, target=f"localhost:{snmpd.port}", module="system")
+    assert status == 200
+    assert sample(by_name, "scout_snmp_module_success", module="system") == 1, by_name
+    here = {sockaddr[0] for *_, sockaddr in socket.getaddrinfo("localhost", None)}
+    assert address_rows(by_name) == here
+    output = await asyncio.to_thread(promtool_check_metrics, by_name)
+    assert [line for line in output.splitlines() if line.startswith("error")] == []
+    # By address: the same series but the address rows, which the instance makes needless.
+    _, by_address = await scrape(client, target=snmpd.target, module="system")
+    assert "scout_target_address_info" not in by_address
+    assert {
+        name for name, _ in parse_exposition(by_name) if name != "scout_target_address_info"
+    } == {name for name, _ in parse_exposition(by_address)}
 
 
 async def test_the_session_cap_never_closes_a_session_a_scrape_is_using(snmpd, monkeypatch):

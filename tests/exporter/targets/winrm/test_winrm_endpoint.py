@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import logging
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,19 @@ async def test_a_name_is_pinned_to_the_checked_address_and_tls_still_checks_the_
     # Connected to the address the allow-list admitted, not to a fresh lookup of
     # the name; the certificate (for localhost only, no address) still passed.
     assert {exchange.host for exchange in named_wsman.server.exchanges} == {f"127.0.0.1:{port}"}
+    # The addresses the name resolved to are exported, for the sidecar's topology.
+    here = {sockaddr[0] for *_, sockaddr in socket.getaddrinfo("localhost", None)}
+    exported = re.findall(r'^scout_target_address_info\{address="([^"]+)"\} 1\.0$', text, re.M)
+    assert set(exported) == here
+    assert len(exported) == len(here)
+
+
+async def test_a_host_by_name_exports_its_addresses_and_one_by_address_none(
+    exporter_client, wsman, named_wsman
+):
+    client = await exporter_client()
+    by_name = await (await client.get(path(named_wsman.target))).text()
+    by_address = await (await client.get(path(wsman.target))).text()
+    assert sample(by_name, "scout_winrm_success") == sample(by_address, "scout_winrm_success") == 1
+    assert "scout_target_address_info{" in by_name
+    assert "scout_target_address_info" not in by_address
