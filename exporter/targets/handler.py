@@ -236,7 +236,8 @@ def _target_name(kind: TargetKind[T, M, A, F], target: T, module: M) -> str | No
         host = kind.target_host(target, module)
     except BadRequestError:  # a bad target is the scrape's failure to report, not this
         return None
-    return host if is_name(host) else None
+    # DNS names are case-blind and may end in the root's dot: one entry for each host.
+    return host.lower().rstrip(".") if is_name(host) else None
 
 
 async def _admitted(

@@ -191,3 +191,19 @@ async def test_addresses_the_allow_lists_resolved_are_used_without_a_lookup(
     _, unlisted = await probe(client, target=url, module="http")
     assert address_rows(unlisted) == resolved_here("localhost")
     assert looked_up == []  # the allow-lists' lookup filled the cache for both
+
+
+async def test_one_name_however_written_is_looked_up_once(aiohttp_client, web_server):
+    looked_up: list[str] = []
+
+    async def recorded(name: str) -> list[IPAddress]:
+        looked_up.append(name)
+        return await lookup(name)
+
+    app = create_app(Settings(enabled_collectors=frozenset()), parse_config(CONFIG, "probe.yml"))
+    app[TARGET_ADDRESSES] = AddressCache(recorded)
+    client = await aiohttp_client(app)
+    for host in ("localhost", "LocalHost", "localhost."):
+        _, text = await probe(client, target=f"http://{host}:{web_server.port}/", module="http")
+        assert address_rows(text) == resolved_here("localhost")
+    assert looked_up == ["localhost"]
