@@ -83,7 +83,7 @@ Ancestors = Mapping[str, int]
 _EMPTY: Mapping[str, int] = {}
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     if not text or not (text[0].isdigit() or ":" in text):
         return False  # the common case, without the cost of a failed parse
     try:
@@ -115,7 +115,7 @@ def name_key(name: str) -> str:
     text = name.strip().lower().rstrip(".")
     if not text:
         return text
-    if _is_ip(text):
+    if is_ip(text):
         return str(ipaddress.ip_address(text))  # one spelling: 2001:db8:0:0::1 is 2001:db8::1
     return text.split(".", 1)[0]
 
@@ -389,7 +389,7 @@ class _Names:
             return 4, key
         if key in self.service_names:
             return 3, key
-        if _is_ip(key):
+        if is_ip(key):
             return 2, key
         return (0 if key in self.targets else 1), key
 
@@ -528,7 +528,7 @@ def _join_resolved(names: _Names, rows: Sequence[Mapping[str, str]]) -> None:
     names.service_names = frozenset(from_urls - set(names.parent))
     known: dict[str, set[str]] = {}
     for key in list(names.parent):
-        if _is_ip(key):
+        if is_ip(key):
             known.setdefault(names.find(key), set()).add(key)
     for name, addresses in sorted(resolved.items()):
         for address in sorted(addresses):
@@ -588,7 +588,7 @@ def _resolved_addresses(
         instance = row.get("instance", "")
         host, _ = split_instance(instance)
         address = _usable_address(row.get("address", ""))
-        if not host or not address or _is_ip(host):
+        if not host or not address or is_ip(host):
             continue
         key = name_key(host)
         seen.setdefault(key, set()).add(address)

@@ -22,15 +22,15 @@ have written into the sidecar config, some of them forgotten.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
+
+from ai_sidecar.correlate.topology import is_ip, split_instance
 
 Kind = Literal[
     "core",
@@ -402,9 +402,9 @@ class Estate:
         # Every target here is a multi-target scrape (/snmp, /probe, /firewall,
         # /winrm); the exporter's own /metrics exports no such row.
         for target in self.targets:
-            host = _host_of(target.instance)
+            host, _ = split_instance(target.instance)
             address = self._address_of(target.element, public)
-            if host and address and not _is_address(host):
+            if host and address and not is_ip(host):
                 rows[(target.instance, address)] = None
         return [{"instance": instance, "address": address} for instance, address in rows]
 
@@ -444,21 +444,6 @@ class Estate:
                         },
                         "why": "SaaS through the ISP link",
                     }
-
-
-def _host_of(instance: str) -> str:
-    """The host part of a target as written: a URL's host, or what precedes ``:port``."""
-    if "://" in instance:
-        return urlsplit(instance).hostname or ""
-    return instance.rsplit(":", 1)[0] if instance.count(":") == 1 else instance
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 # -- building ------------------------------------------------------------------

@@ -172,9 +172,9 @@ async def test_a_failed_probe_of_a_name_still_exports_its_addresses(client):
     assert address_rows(text) == resolved_here("localhost")
 
 
-async def test_addresses_the_allow_lists_resolved_are_used_without_a_lookup(
-    aiohttp_client, web_server
-):
+@pytest.fixture
+async def recording(aiohttp_client):
+    """A client of an exporter whose address cache records every name it looks up."""
     looked_up: list[str] = []
 
     async def recorded(name: str) -> list[IPAddress]:
@@ -183,7 +183,11 @@ async def test_addresses_the_allow_lists_resolved_are_used_without_a_lookup(
 
     app = create_app(Settings(enabled_collectors=frozenset()), parse_config(CONFIG, "probe.yml"))
     app[TARGET_ADDRESSES] = AddressCache(recorded)
-    client = await aiohttp_client(app)
+    return await aiohttp_client(app), looked_up
+
+
+async def test_addresses_the_allow_lists_resolved_are_used_without_a_lookup(recording, web_server):
+    client, looked_up = recording
     url = f"http://localhost:{web_server.port}/"
     _, admitted = await probe(client, target=url, module="http_local")
     assert value(admitted, "scout_probe_success") == 1
@@ -193,16 +197,8 @@ async def test_addresses_the_allow_lists_resolved_are_used_without_a_lookup(
     assert looked_up == []  # the allow-lists' lookup filled the cache for both
 
 
-async def test_one_name_however_written_is_looked_up_once(aiohttp_client, web_server):
-    looked_up: list[str] = []
-
-    async def recorded(name: str) -> list[IPAddress]:
-        looked_up.append(name)
-        return await lookup(name)
-
-    app = create_app(Settings(enabled_collectors=frozenset()), parse_config(CONFIG, "probe.yml"))
-    app[TARGET_ADDRESSES] = AddressCache(recorded)
-    client = await aiohttp_client(app)
+async def test_one_name_however_written_is_looked_up_once(recording, web_server):
+    client, looked_up = recording
     for host in ("localhost", "LocalHost", "localhost."):
         _, text = await probe(client, target=f"http://{host}:{web_server.port}/", module="http")
         assert address_rows(text) == resolved_here("localhost")
