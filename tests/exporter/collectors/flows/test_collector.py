@@ -12,7 +12,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,11 +23,15 @@ from pydantic import ValidationError
 
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import HostView
-from exporter.collectors.flows import FlowIngest, FlowsCollector
+from exporter.collectors.flows import FlowIngest, FlowsCollector, aggregate
 from exporter.collectors.flows.aggregate import AggregationSettings
+from exporter.collectors.flows.decoder import FlowDecoder, like_runs
 from exporter.collectors.flows.listener import (
     BATCH_DATAGRAMS,
+    MAX_PAUSE_SECONDS,
     BatchReceiver,
+    DatagramBatch,
+    Pacer,
     Receiver,
     SingleReceiver,
     UdpListener,
@@ -41,10 +45,12 @@ from tests.firewall_names import FLOW_METRICS
 from tests.peers.flows import (
     IPV4_LAYOUT,
     Flow,
+    data_set,
     flow_set,
     ipfix_packet,
     ipfix_template,
     v5_packet,
+    v9_options_template,
     v9_packet,
     v9_template,
 )
@@ -142,7 +148,7 @@ def test_a_queued_burst_comes_in_batches_in_order_with_each_sender_named() -> No
             self.receiver = BatchReceiver.create(sock)
             assert self.receiver is not None
 
-        def receive(self) -> list[tuple[memoryview, str]]:
+        def receive(self) -> DatagramBatch:
             queued.wait()
             assert self.receiver is not None
             return self.receiver.receive()
@@ -512,3 +518,219 @@ def test_a_run_refused_by_the_series_budget_counts_every_datagram_of_it() -> Non
     ingest.ingest_batch([(v5_packet(FLOWS), "192.0.2.1")] * 5)
     assert ingest.bad_packets["series_budget"] == 5
     assert ingest.aggregator.exporters["192.0.2.1"].records == {}
+
+
+def test_a_datagram_batch_is_the_sequence_of_its_datagrams() -> None:
+    sent = [(b"\x00\x05one", "192.0.2.1"), (b"", "::1"), (b"three" * 9, "192.0.2.1")]
+    batch = DatagramBatch.pack(sent)
+    assert len(batch) == 3
+    assert [(bytes(datagram), sender) for datagram, sender in batch] == sent
+    assert (bytes(batch[-1][0]), batch[-1][1]) == sent[-1]
+    assert [(bytes(datagram), sender) for datagram, sender in batch[1:]] == sent[1:]
+    assert batch.senders.tolist() == [0, 1, 0]
+    with pytest.raises(IndexError):
+        batch[3]
+
+
+def _stream(seed: int, length: int) -> list[tuple[bytes, str]]:
+    """A router-like stream with everything that could make a batch's runs read
+    differently from single datagrams: v5 with changing counts and sampling; v9 and
+    IPFIX data sets whose template arrives mid-stream, changes layout, lives in
+    another domain or source id, shares a packet with another set or with padding;
+    options that set a sampling rate; cut, lying and unknown datagrams; other senders
+    and one from outside the allowed networks."""
+    rng = random.Random(seed)
+
+    def flows(count: int) -> list[Flow]:
+        return [
+            Flow(
+                f"10.{rng.randrange(4)}.{rng.randrange(256)}.{rng.randrange(256)}",
+                f"172.16.{rng.randrange(4)}.{rng.randrange(256)}",
+                rng.randint(40, 10**6),
+                rng.randint(1, 100),
+                rng.randint(1, 4),
+                rng.randint(1, 4),
+                rng.choice((6, 17)),
+                destination_port=rng.choice((53, 443)),
+            )
+            for _ in range(count)
+        ]
+
+    narrow = IPV4_LAYOUT[:4]  # another layout for template 256 later on
+    sampling = v9_options_template(257, [(1, 4)], [(34, 4)])
+
+    def v9(sets: list[bytes], source_id: int = 0) -> bytes:
+        return v9_packet(sets, source_id=source_id, sequence=rng.randrange(1 << 32))
+
+    def ipfix(sets: list[bytes], domain: int = 0) -> bytes:
+        return ipfix_packet(sets, domain=domain, sequence=rng.randrange(1 << 32))
+
+    makers: list[Callable[[], list[bytes]]] = [
+        lambda: [v5_packet(flows(30), sequence=rng.randrange(1 << 32)) for _ in range(12)],
+        lambda: [v5_packet(flows(rng.choice((1, 30))), sampling_interval=rng.choice((0, 10)))],
+        lambda: [v9([v9_template(256, IPV4_LAYOUT)])],
+        lambda: [v9([v9_template(256, narrow)])],
+        lambda: [v9([flow_set(256, IPV4_LAYOUT, flows(20))]) for _ in range(10)],
+        lambda: [v9([flow_set(256, IPV4_LAYOUT, flows(20))], source_id=7) for _ in range(3)],
+        lambda: [v9([v9_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, flows(5))])],
+        lambda: [v9([flow_set(256, IPV4_LAYOUT, flows(4)), flow_set(256, IPV4_LAYOUT, flows(4))])],
+        lambda: [v9([flow_set(256, IPV4_LAYOUT, flows(6))]) + b"\x00\x00"],
+        lambda: [v9([sampling, data_set(257, [(1, 4), (34, 4)], [{1: 0, 34: 100}])])],
+        lambda: [ipfix([ipfix_template(300, IPV4_LAYOUT)], domain=rng.choice((0, 1)))],
+        lambda: [ipfix([flow_set(300, IPV4_LAYOUT, flows(20))], domain=rng.choice((0, 1)))] * 6,
+        lambda: [ipfix([flow_set(300, IPV4_LAYOUT, flows(20))]) + b"\x00" * 9],
+        lambda: [v5_packet(flows(30))[: rng.randrange(60, 1400)] for _ in range(3)],
+        lambda: [b"\x00\x07garbage", b"", b"\x00\x05", b"\x00\x0a" + bytes(30)],
+    ]
+    stream: list[tuple[bytes, str]] = []
+    while len(stream) < length:
+        sender = rng.choice(("192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2", "203.0.113.9"))
+        for datagram in rng.choice(makers)():
+            if rng.random() < 0.03:  # an odd byte anywhere, the header included
+                spoiled = bytearray(datagram or b"\x00")
+                spoiled[rng.randrange(min(len(spoiled), 40))] = rng.randrange(256)
+                datagram = bytes(spoiled)
+            stream.append((datagram, sender))
+    return stream
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batches_read_by_runs_count_exactly_as_datagrams_one_at_a_time(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the listener hands on (``DatagramBatch``) is read by runs of like datagrams,
+    whole runs sliced out of the batch at once; every count, every batch of pending
+    flows, every bad packet and every series comes out as when each datagram is
+    ingested on its own."""
+    # Pending flows counted every 997 records: the points fall inside runs, often.
+    monkeypatch.setattr(aggregate, "BATCH", 997)
+    stream = _stream(seed, 3000)
+    config = FlowsCollectorConfig(
+        listen="127.0.0.1:0",
+        by_protocol_port=True,
+        top_n=5,
+        exporters=[ipaddress.ip_network("192.0.2.0/24")],
+    )
+    together, alone = FlowsCollector(config), FlowsCollector(config)
+    rng = random.Random(seed)
+    start = 0
+    while start < len(stream):
+        size = rng.choice((1, 2, 7, BATCH_DATAGRAMS))
+        together.flows.ingest_batch(DatagramBatch.pack(stream[start : start + size]))
+        for datagram, sender in stream[start : start + size]:
+            alone.flows.ingest(datagram, sender)
+        start += size
+        if rng.random() < 0.05:
+            assert _ingest_state(together) == _ingest_state(alone)
+            assert _samples(together.collect()) == _samples(alone.collect())
+    assert _ingest_state(together) == _ingest_state(alone)
+    families = together.collect()
+    assert _samples(families) == _samples(alone.collect())
+    # The stream did reach every path: runs, bad packets, the allow-list, both templates.
+    bad = together.flows.bad_packets
+    assert bad["not_allowed"] > 0
+    assert bad["truncated"] > 0
+    assert bad["unknown_version"] > 0
+    for version in ("v5", "v9", "ipfix"):
+        assert _value(families, "scout_flow_records_total", exporter="192.0.2.1", version=version)
+
+
+def test_runs_of_like_datagrams_split_where_their_reading_could_differ() -> None:
+    def v5(count: int = 30, sampling: int = 0, sequence: int = 0) -> bytes:
+        return v5_packet((FLOWS * 15)[:count], sampling_interval=sampling, sequence=sequence)
+
+    data = flow_set(256, IPV4_LAYOUT, FLOWS)
+    cases: list[tuple[list[tuple[bytes, str]], list[int]]] = [
+        # Sequence numbers and clocks differ, nothing else: one run.
+        ([(v5(sequence=index), "a") for index in range(5)], [0, 5]),
+        ([(v9_packet([data], sequence=index), "a") for index in range(3)], [0, 3]),
+        ([(ipfix_packet([data], sequence=index), "a") for index in range(3)], [0, 3]),
+        # Another sender, record count, sampling, length: a new run.
+        ([(v5(), "a"), (v5(), "b"), (v5(), "b")], [0, 1, 3]),
+        ([(v5(), "a"), (v5(count=29), "a"), (v5(sampling=7), "a")], [0, 1, 2, 3]),
+        ([(v9_packet([data]), "a"), (v9_packet([data]) + b"\x00", "a")], [0, 1, 2]),
+        # Another v9 source id or first set, another IPFIX domain: a new run.
+        ([(v9_packet([data]), "a"), (v9_packet([data], source_id=1), "a")], [0, 1, 2]),
+        (
+            [(v9_packet([data]), "a"), (v9_packet([flow_set(257, IPV4_LAYOUT, FLOWS)]), "a")],
+            [0, 1, 2],
+        ),
+        ([(ipfix_packet([data]), "a"), (ipfix_packet([data], domain=1), "a")], [0, 1, 2]),
+        # Versions differ; datagrams too short for a signature stand alone.
+        ([(v5(), "a"), (v9_packet([data]), "a"), (ipfix_packet([data]), "a")], [0, 1, 2, 3]),
+        ([(b"\x00\x05", "a"), (b"\x00\x05", "a"), (v5(), "a")], [0, 1, 2, 3]),
+    ]
+    for datagrams, runs in cases:
+        batch = DatagramBatch.pack(datagrams)
+        assert like_runs(batch.slots, batch.lengths, batch.senders) == runs, datagrams
+
+
+def test_a_packet_of_two_data_sets_is_not_read_as_a_run() -> None:
+    """Datagrams alike in their first set header may differ after it: a packet with a
+    second set, or room for one, is read datagram by datagram."""
+    decoder = FlowDecoder(16)
+    decoder.decode(v9_packet([v9_template(256, IPV4_LAYOUT)]), "192.0.2.1")
+    one = v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS)])
+    layout = decoder.run_layout(one, "192.0.2.1")
+    assert layout is not None
+    version, (_, records, count, rate), offset = layout
+    assert (version, count, rate, offset) == ("v9", 2, 1, 24)
+    assert bytes(records) == one[offset : offset + len(records)]
+    two = v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS), flow_set(256, IPV4_LAYOUT, FLOWS)])
+    assert decoder.run_layout(two, "192.0.2.1") is None
+    assert decoder.run_layout(one + b"\x00" * 4, "192.0.2.1") is None
+    assert decoder.run_layout(one + b"\x00" * 3, "192.0.2.1") is not None
+
+
+def test_the_pacer_waits_longer_while_drains_stay_small_and_backs_off_when_they_grow() -> None:
+    pacer = Pacer(capacity=1_000_000)
+    # A full batch: more may be queued, read on at once.
+    assert pacer.after(BATCH_DATAGRAMS, 90_000) == 0.0
+    waits = [pacer.after(10, 14_000) for _ in range(8)]
+    assert waits == sorted(waits)
+    assert waits[-1] == MAX_PAUSE_SECONDS
+    # A drain that filled most of the buffer (the full batch before counts too).
+    pacer.after(BATCH_DATAGRAMS, 400_000)
+    shorter = pacer.after(40, 200_000)
+    assert 0 < shorter < MAX_PAUSE_SECONDS / 2
+    for _ in range(10):
+        pacer.after(BATCH_DATAGRAMS, 900_000)
+        last = pacer.after(1, 1_000)
+    assert last == 0.0
+    # After an idle spell the wait starts over from the shortest.
+    for _ in range(8):
+        pacer.after(1, 1_400)
+    pacer.idle(1.0)
+    assert pacer.after(1, 1_400) <= 2 * min(waits)
+
+
+def test_datagrams_the_kernel_drops_on_a_full_queue_are_counted() -> None:
+    """A handler that stalls while a router keeps sending: the socket's queue
+    overflows, the kernel drops, and ``scout_flow_receive_drops_total`` says so."""
+    release = threading.Event()
+    received: list[int] = []
+
+    def stalled(batch: Sequence[tuple[memoryview, str]]) -> None:
+        received.append(len(batch))
+        release.wait(30)
+
+    collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+    collector._listener = UdpListener("127.0.0.1:0", stalled)
+    assert _value(collector.collect(), "scout_flow_receive_drops_total") == 0
+    collector._listener.start()
+    try:
+        address = collector._listener.address
+        _send(address, b"first")
+        wait_for(lambda: received, timeout=10, what="the first datagram")
+        assert collector._listener._socket is not None
+        queue = collector._listener._socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        big = bytes(60_000)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(queue // len(big) + 40):
+                sender.sendto(big, address)
+        drops = _value(collector.collect(), "scout_flow_receive_drops_total")
+        assert drops is not None
+        assert drops >= 20
+    finally:
+        release.set()
+        collector._listener.stop()
