@@ -55,18 +55,21 @@ log = logging.getLogger(__name__)
 
 # Large enough for any UDP datagram (NetFlow/IPFIX messages fit in 65535 bytes).
 MAX_DATAGRAM: Final = 65535
-# Datagrams read by one recvmmsg call: a burst from a few routers. The buffer is
-# BATCH_DATAGRAMS * MAX_DATAGRAM bytes of address space, touched only where
-# datagrams land.
-BATCH_DATAGRAMS: Final = 64
+# Datagrams read by one recvmmsg call: what a few routers send during one wait of
+# the ``Pacer``, handled in one step. The buffer is BATCH_DATAGRAMS * MAX_DATAGRAM
+# bytes (16 MiB) of address space, resident only where datagrams land (a page or
+# so each).
+BATCH_DATAGRAMS: Final = 256
 # Bursts from many routers at once: ask the kernel for a deep queue (it may give less).
 RECEIVE_BUFFER_BYTES: Final = 8 * 1024 * 1024
-# The longest wait between the receives of a busy socket (see ``Pacer``).
-MAX_PAUSE_SECONDS: Final = 0.01
+# The longest wait between the receives of a busy socket (see ``Pacer``): flows are
+# ranked over minutes, so 50 ms late is nothing, and a wait this long lets a
+# moderately busy socket gather a full batch.
+MAX_PAUSE_SECONDS: Final = 0.05
 # The first wait after an idle spell, and the shortest worth taking.
 _MIN_PAUSE_SECONDS: Final = 0.0005
 # A receive that blocked this long means the exporters had gone quiet.
-_IDLE_SECONDS: Final = 0.05
+_IDLE_SECONDS: Final = 0.1
 # What the kernel charges a datagram's queue beyond its payload (socket buffer
 # bookkeeping: an estimate on the high side, so waits err short).
 _DATAGRAM_OVERHEAD_BYTES: Final = 1024

@@ -161,7 +161,7 @@ def test_a_queued_burst_comes_in_batches_in_order_with_each_sender_named() -> No
     listener.start()
     port = listener.address[1]
     # Small but for one: the whole burst fits a default-sized socket queue.
-    sizes = (0, 65507, *(index % 5 * 300 for index in range(BATCH_DATAGRAMS + 8)))
+    sizes = (0, 65507, *(index % 5 * 60 for index in range(BATCH_DATAGRAMS + 8)))
     sent = [bytes([index % 256]) * size for index, size in enumerate(sizes)]
     try:
         with (
@@ -488,14 +488,15 @@ def test_runs_of_quick_datagrams_are_counted_as_one_datagram_at_a_time() -> None
                 (ipfix_packet([flow_set(300, IPV4_LAYOUT, FLOWS)]), "192.0.2.1"),  # unknown
             ]
     config = FlowsCollectorConfig(listen="127.0.0.1:0", by_protocol_port=True, top_n=5)
+    chunk = 64  # datagrams a receive hands on
     together, alone = FlowsCollector(config), FlowsCollector(config)
-    for start in range(0, len(datagrams), BATCH_DATAGRAMS):
-        together.flows.ingest_batch(datagrams[start : start + BATCH_DATAGRAMS])
-        if start == 2 * BATCH_DATAGRAMS:  # a ranking: series for the top talkers
+    for start in range(0, len(datagrams), chunk):
+        together.flows.ingest_batch(datagrams[start : start + chunk])
+        if start == 2 * chunk:  # a ranking: series for the top talkers
             together.collect()
     for index, (datagram, sender) in enumerate(datagrams):
         alone.flows.ingest(datagram, sender)
-        if index == 3 * BATCH_DATAGRAMS - 1:
+        if index == 3 * chunk - 1:
             alone.collect()
     # A batch was counted after the ranking, in the middle of a run.
     assert together.flows.aggregator.exporters["192.0.2.1"].source.chunks
@@ -683,25 +684,27 @@ def test_a_packet_of_two_data_sets_is_not_read_as_a_run() -> None:
 
 
 def test_the_pacer_waits_longer_while_drains_stay_small_and_backs_off_when_they_grow() -> None:
-    pacer = Pacer(capacity=1_000_000)
+    capacity = 1_000_000
     # A full batch: more may be queued, read on at once.
-    assert pacer.after(BATCH_DATAGRAMS, 90_000) == 0.0
-    waits = [pacer.after(10, 14_000) for _ in range(8)]
+    assert Pacer(capacity).after(BATCH_DATAGRAMS, 1_000) == 0.0
+    pacer = Pacer(capacity)
+    waits = [pacer.after(10, 14_000) for _ in range(12)]  # 2.4 % of the buffer a drain
     assert waits == sorted(waits)
+    assert waits[0] > 0
     assert waits[-1] == MAX_PAUSE_SECONDS
-    # A drain that filled most of the buffer (the full batch before counts too).
-    pacer.after(BATCH_DATAGRAMS, 400_000)
-    shorter = pacer.after(40, 200_000)
+    # A drain that filled 60 % of the buffer (full batches before the last count too).
+    pacer.after(BATCH_DATAGRAMS, capacity // 2 - BATCH_DATAGRAMS * 1024)
+    shorter = pacer.after(40, capacity // 10 - 40 * 1024)
     assert 0 < shorter < MAX_PAUSE_SECONDS / 2
+    # Drains that fill the buffer: no wait at all.
     for _ in range(10):
-        pacer.after(BATCH_DATAGRAMS, 900_000)
-        last = pacer.after(1, 1_000)
+        last = pacer.after(BATCH_DATAGRAMS - 1, capacity)
     assert last == 0.0
     # After an idle spell the wait starts over from the shortest.
-    for _ in range(8):
+    for _ in range(12):
         pacer.after(1, 1_400)
     pacer.idle(1.0)
-    assert pacer.after(1, 1_400) <= 2 * min(waits)
+    assert pacer.after(1, 1_400) == waits[0]
 
 
 def test_datagrams_the_kernel_drops_on_a_full_queue_are_counted() -> None:
