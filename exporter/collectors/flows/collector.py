@@ -173,17 +173,20 @@ class _Run:
                 self._exporter = exporter
             self._version = version
 
+    def _open(self) -> None:
+        # A run starts with the room the pending flows leave.
+        if not self.packets:
+            self._records_left, self._bytes_left = self._ingest.aggregator.pending_room()
+
     def room(self, records: int, size: int) -> int:
         """Datagrams of ``records`` records and ``size`` bytes each that join before the
         run must be counted (at least one)."""
-        if not self.packets:
-            self._records_left, self._bytes_left = self._ingest.aggregator.pending_room()
+        self._open()
         return max(1, min(-(-self._records_left // records), -(-self._bytes_left // size)))
 
     def add(self, parts: Sequence[RawFlows], packets: int) -> None:
         """Add ``packets`` datagrams' flows; the run is counted once they fill the room."""
-        if not self.packets:
-            self._records_left, self._bytes_left = self._ingest.aggregator.pending_room()
+        self._open()
         self._parts += parts
         self.packets += packets
         for _, data, count, _ in parts:
@@ -314,6 +317,9 @@ class FlowIngest:
             run.join(exporter, version)
         except BadPacketError as error:
             self.bad_packets[error.reason] += stop - start
+            return True
+        except Exception:  # listener boundary, as for one datagram
+            self._unexpected(stop - start, exporter)
             return True
         taken = 0
         while taken < len(rows):
@@ -510,8 +516,8 @@ class FlowsCollector:
             families.append(
                 CounterMetricFamily(
                     "scout_flow_receive_drops",
-                    "Flow datagrams the kernel dropped because the listener's socket queue "
-                    "was full (since the listener started).",
+                    "Flow datagrams the kernel dropped before the listener read them, "
+                    "mostly on a full socket queue (since the listener started).",
                     value=drops,
                 )
             )

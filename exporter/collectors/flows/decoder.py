@@ -33,6 +33,11 @@ def _signature_mask(*spans: tuple[int, int]) -> npt.NDArray[np.uint8]:
     return mask
 
 
+# The offsets above are the RFC headers': v5's 24 bytes end with the sampling field,
+# v9's 20 with the source id, IPFIX's 16 with the domain; the set header follows.
+assert V5_HEADER.size == SIGNATURE_BYTES
+assert V9_HEADER.size + SET_HEADER.size == SIGNATURE_BYTES
+assert IPFIX_HEADER.size + SET_HEADER.size == 20
 # Rows: any other version (its version bytes only), v5, v9, IPFIX.
 _SIGNATURE_MASKS: Final = np.stack(
     [

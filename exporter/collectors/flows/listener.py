@@ -20,12 +20,13 @@ allocated per datagram): benchmarks/flow_ingest.py. A batch is a
 whole batch in a few array steps.
 
 After a batch that emptied the queue the thread waits a little before the next
-receive (``Pacer``), so that what arrives meanwhile is read in one call and
-handled in one step instead of one wake-up per datagram or two: a router's
-records are counted over minutes, so a few milliseconds late cost nothing,
-while a wake-up costs as much as handling dozens of datagrams. The wait is
-bounded by the socket's queue: it shrinks as soon as a drain fills more than a
-quarter of the receive buffer, and the kernel's drops are reported
+receive (``Pacer``, at most 50 ms), so that what arrives meanwhile is read in
+one call and handled in one step instead of one wake-up per datagram or two: a
+router's records are counted over minutes, so milliseconds late cost nothing,
+while a wake-up costs as much as handling dozens of datagrams. The wait follows
+the queue as the kernel reports it: it shrinks when the queue was more than a
+quarter full or the kernel dropped anything, and it stays short enough for a
+burst to find room even in a small buffer. The kernel's drops are reported
 (``UdpListener.socket_drops``).
 
 ``stop`` wakes the thread with ``shutdown(SHUT_RD)``: Linux then ends a
@@ -70,12 +71,14 @@ MAX_PAUSE_SECONDS: Final = 0.05
 _MIN_PAUSE_SECONDS: Final = 0.0005
 # A receive that blocked this long means the exporters had gone quiet.
 _IDLE_SECONDS: Final = 0.1
-# What the kernel charges a datagram's queue beyond its payload (socket buffer
-# bookkeeping: an estimate on the high side, so waits err short).
-_DATAGRAM_OVERHEAD_BYTES: Final = 1024
+# The burst a wait must leave room for: 20,000 datagrams of 1.4 kB a second, as
+# the queue counts them (payload and the kernel's bookkeeping, ~2.4 kB each).
+_BURST_BYTES_PER_SECOND: Final = 48_000_000
 # Linux's getsockopt(SOL_SOCKET, SO_MEMINFO): the socket's memory counters, of which
-# the ninth (SK_MEMINFO_DROPS) counts datagrams dropped by a full queue.
+# the first (SK_MEMINFO_RMEM_ALLOC) is the bytes queued and the ninth
+# (SK_MEMINFO_DROPS) the datagrams dropped, mostly by a full queue.
 _SO_MEMINFO: Final = 55
+_MEMINFO_QUEUED: Final = 0
 _MEMINFO_DROPS: Final = 8
 # After a receive error that is not a stop, wait this long before the next try,
 # so a persistent error cannot spin the thread.
@@ -152,6 +155,8 @@ class _PeerNames:
 
 class SingleReceiver:
     """One ``recvfrom_into`` per datagram: the portable reader."""
+
+    slots: Final = 1
 
     def __init__(self, sock: socket.socket) -> None:
         self._socket = sock
@@ -291,12 +296,15 @@ class BatchReceiver:
     """``recvmmsg`` into ``BATCH_DATAGRAMS`` slots of one buffer; ``create`` gives None
     where the call does not exist."""
 
+    slots: Final = BATCH_DATAGRAMS
+
     def __init__(self, sock: socket.socket, recvmmsg: Callable[..., int]) -> None:
         self._socket = sock
         self._recvmmsg = recvmmsg
         count = BATCH_DATAGRAMS
         # Anonymous memory rather than a bytearray (which is zero-filled at once): only
-        # the pages datagrams are written to become resident, not 4 MiB up front.
+        # the pages datagrams are written to become resident, not 16 MiB up front (all
+        # of it only if every slot once held a datagram near 64 KiB).
         self._buffer = mmap.mmap(-1, count * MAX_DATAGRAM)
         self._slots = np.frombuffer(self._buffer, dtype=np.uint8).reshape(count, MAX_DATAGRAM)
         self._addresses = bytearray(count * _SOCKADDR_SIZE)
@@ -343,6 +351,8 @@ class BatchReceiver:
         if count < 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
+        if count == 0:  # not on a blocking socket, but nothing to name
+            return DatagramBatch.pack([])
         table = self._table[:count]
         name_sizes = table[:, self._namelen_at].astype(np.int64)
         lengths = table[:, self._length_at].astype(np.int64)
@@ -382,44 +392,69 @@ class BatchReceiver:
 
 
 class Pacer:
-    """How long the receiving thread waits after a batch, from how full the queue got.
+    """How long the receiving thread waits after emptying the queue, from how full the
+    kernel says the queue got.
 
-    A drain is the batches read from one wait to the next (it ends with a batch
-    smaller than ``BATCH_DATAGRAMS``: the queue is empty). A drain that filled
-    less than a sixteenth of the receive buffer doubles the next wait, up to
-    ``MAX_PAUSE_SECONDS``; one that filled more than a quarter halves it in
-    proportion, down to no wait at all, so the queue never gets near full at a
-    steady rate. After an idle spell the wait starts again from the shortest.
+    A drain is the receives from one wait to the next; it ends with a batch
+    smaller than the receiver's ``slots`` (the queue is empty). As a drain
+    starts, right after a wait let the queue grow, the queue's bytes are read
+    from the kernel (``meminfo``: bytes queued and drops so far). Under a
+    sixteenth of the receive buffer, the next wait doubles, up to
+    ``max_pause``; over a quarter, it shrinks in proportion, down to none; any
+    new drop, no wait until the queue stays shallow again. ``max_pause`` is
+    ``MAX_PAUSE_SECONDS`` or less: the time a burst of
+    ``_BURST_BYTES_PER_SECOND`` takes to fill half the buffer, so a burst that
+    starts during a wait finds room even in a buffer held to Linux's default
+    cap. After an idle spell the wait starts again from the shortest. A
+    receiver of one datagram per call is not paced (each call would look like a
+    drain), nor is one whose queue the kernel does not describe.
     """
 
-    def __init__(self, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, capacity: int, slots: int, meminfo: Callable[[], tuple[int, int] | None]
+    ) -> None:
         self._capacity = max(capacity, 1)
-        self._clock = clock
-        self.pause = _MIN_PAUSE_SECONDS
-        self._drained = 0
+        self._slots = slots
+        self._meminfo = meminfo
+        self.max_pause = (
+            min(MAX_PAUSE_SECONDS, self._capacity / 2 / _BURST_BYTES_PER_SECOND)
+            if slots > 1
+            else 0.0
+        )
+        self.pause = min(_MIN_PAUSE_SECONDS, self.max_pause)
+        self._drops: int | None = None
+        self._drained = True
 
     def idle(self, waited: float) -> None:
         """The receive that ended the last wait took ``waited`` seconds."""
         if waited >= _IDLE_SECONDS:
-            self.pause = _MIN_PAUSE_SECONDS
+            self.pause = min(_MIN_PAUSE_SECONDS, self.max_pause)
 
-    def after(self, count: int, payload: int) -> float:
-        """The wait after a batch of ``count`` datagrams and ``payload`` bytes (0: none)."""
-        self._drained += payload + count * _DATAGRAM_OVERHEAD_BYTES
-        if count >= BATCH_DATAGRAMS:  # more may be queued: read on at once
-            return 0.0
-        fill, self._drained = self._drained / self._capacity, 0
-        if fill > 0.25:
+    def before_receive(self) -> None:
+        """Read the queue's fill if a drain starts, and set the next wait from it."""
+        if not self._drained or not self.max_pause:
+            return
+        self._drained = False
+        info = self._meminfo()
+        if info is None:
+            self.pause = self.max_pause = 0.0
+            return
+        queued, drops = info
+        fill = queued / self._capacity
+        if self._drops is not None and drops > self._drops:
+            self.pause = 0.0
+        elif fill > 0.25:
             self.pause *= 0.25 / fill / 2
         elif fill < 1 / 16:
-            self.pause = min(max(self.pause, _MIN_PAUSE_SECONDS) * 2, MAX_PAUSE_SECONDS)
+            self.pause = min(max(self.pause, _MIN_PAUSE_SECONDS) * 2, self.max_pause)
+        self._drops = drops
+
+    def after(self, count: int) -> float:
+        """The wait after a batch of ``count`` datagrams: none while more may be queued."""
+        if count >= self._slots:
+            return 0.0
+        self._drained = True
         return self.pause if self.pause >= _MIN_PAUSE_SECONDS else 0.0
-
-
-def _payload(datagrams: Sequence[Datagram]) -> int:
-    if isinstance(datagrams, DatagramBatch):
-        return int(datagrams.lengths.sum())
-    return sum(len(datagram) for datagram, _ in datagrams)
 
 
 def receiver_for(sock: socket.socket) -> Receiver:
@@ -490,27 +525,36 @@ class UdpListener:
         self._socket = None
 
     def socket_drops(self) -> int | None:
-        """Datagrams the kernel dropped because the socket's queue was full: 0 before
-        ``start``, None where the kernel does not tell (off Linux)."""
-        sock = self._socket
-        if not sys.platform.startswith("linux"):
-            return None
-        if sock is None:
+        """Datagrams the kernel dropped before the thread read them (mostly on a full
+        queue): 0 before ``start``, None where the kernel does not tell (off Linux)."""
+        if self._socket is None and sys.platform.startswith("linux"):
             return 0
+        info = self._meminfo()
+        return None if info is None else info[1]
+
+    def _meminfo(self) -> tuple[int, int] | None:
+        """(bytes queued, datagrams dropped) from the kernel; None if it does not say."""
+        sock = self._socket
+        if sock is None or not sys.platform.startswith("linux"):
+            return None
+        size = 4 * (_MEMINFO_DROPS + 1)
         try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 4 * (_MEMINFO_DROPS + 1))
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, size)
         except OSError:
             return None
-        if len(raw) < 4 * (_MEMINFO_DROPS + 1):
+        if len(raw) < size:
             return None
-        return int.from_bytes(raw[4 * _MEMINFO_DROPS : 4 * (_MEMINFO_DROPS + 1)], sys.byteorder)
+        words = memoryview(raw).cast("I")
+        return int(words[_MEMINFO_QUEUED]), int(words[_MEMINFO_DROPS])
 
     def _run(self, receiver: Receiver) -> None:
         assert self._socket is not None
         handle, stopping = self._handle, self._stopping
-        pacer = Pacer(self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        capacity = self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        pacer = Pacer(capacity, getattr(receiver, "slots", 1), self._meminfo)
         clock = time.monotonic
         while True:
+            pacer.before_receive()
             started = clock()
             try:
                 datagrams = receiver.receive()
@@ -524,6 +568,7 @@ class UdpListener:
                 if error.errno == errno.ENOSYS and isinstance(receiver, BatchReceiver):
                     log.info("recvmmsg is refused here: reading one datagram per call")
                     receiver = SingleReceiver(self._socket)
+                    pacer = Pacer(capacity, receiver.slots, self._meminfo)
                     continue
                 log.exception("flow socket receive failed")
                 stopping.wait(_ERROR_PAUSE_SECONDS)
@@ -533,6 +578,6 @@ class UdpListener:
                 return
             pacer.idle(clock() - started)
             handle(datagrams)
-            pause = pacer.after(len(datagrams), _payload(datagrams))
+            pause = pacer.after(len(datagrams))
             if pause and stopping.wait(pause):
                 return
