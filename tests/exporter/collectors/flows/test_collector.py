@@ -455,6 +455,23 @@ def _ingest_state(collector: FlowsCollector) -> dict[str, object]:
     return state
 
 
+def _random_flows(rng: random.Random, count: int, networks: int = 256) -> list[Flow]:
+    """``count`` flows from 10.<one of networks>.x.y to 172.16.0-3.x, TCP or UDP."""
+    return [
+        Flow(
+            f"10.{rng.randrange(networks)}.{rng.randrange(256)}.{rng.randrange(256)}",
+            f"172.16.{rng.randrange(4)}.{rng.randrange(256)}",
+            rng.randint(40, 10**6),
+            rng.randint(1, 100),
+            rng.randint(1, 4),
+            rng.randint(1, 4),
+            rng.choice((6, 17)),
+            destination_port=rng.choice((53, 443)),
+        )
+        for _ in range(count)
+    ]
+
+
 def test_runs_of_quick_datagrams_are_counted_as_one_datagram_at_a_time() -> None:
     """A batch's runs of quick datagrams (one exporter and version) are counted in one
     step; everything, including where a batch of pending flows is counted (past BATCH
@@ -463,17 +480,7 @@ def test_runs_of_quick_datagrams_are_counted_as_one_datagram_at_a_time() -> None
     rng = random.Random(14)
 
     def flows(count: int) -> list[Flow]:
-        return [
-            Flow(
-                f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
-                f"172.16.{rng.randrange(4)}.{rng.randrange(256)}",
-                rng.randint(40, 10**6),
-                rng.randint(1, 100),
-                rng.randint(1, 4),
-                rng.randint(1, 4),
-            )
-            for _ in range(count)
-        ]
+        return _random_flows(rng, count)
 
     v9_set = [v9_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, FLOWS)]
     datagrams: list[tuple[bytes, str]] = []
@@ -544,19 +551,7 @@ def _stream(seed: int, length: int) -> list[tuple[bytes, str]]:
     rng = random.Random(seed)
 
     def flows(count: int) -> list[Flow]:
-        return [
-            Flow(
-                f"10.{rng.randrange(4)}.{rng.randrange(256)}.{rng.randrange(256)}",
-                f"172.16.{rng.randrange(4)}.{rng.randrange(256)}",
-                rng.randint(40, 10**6),
-                rng.randint(1, 100),
-                rng.randint(1, 4),
-                rng.randint(1, 4),
-                rng.choice((6, 17)),
-                destination_port=rng.choice((53, 443)),
-            )
-            for _ in range(count)
-        ]
+        return _random_flows(rng, count, networks=4)
 
     narrow = IPV4_LAYOUT[:4]  # another layout for template 256 later on
     sampling = v9_options_template(257, [(1, 4)], [(34, 4)])
