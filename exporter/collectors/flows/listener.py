@@ -401,7 +401,8 @@ class Pacer:
     from the kernel (``meminfo``: bytes queued and drops so far). Under a
     sixteenth of the receive buffer, the next wait doubles, up to
     ``max_pause``; over a quarter, it shrinks in proportion, down to none; any
-    new drop, no wait until the queue stays shallow again. ``max_pause`` is
+    new drop, no wait after that drain, then waits growing again from the
+    shortest while the queue stays shallow. ``max_pause`` is
     ``MAX_PAUSE_SECONDS`` or less: the time a burst of
     ``_BURST_BYTES_PER_SECOND`` takes to fill half the buffer, so a burst that
     starts during a wait finds room even in a buffer held to Linux's default

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import HostView
 from exporter.collectors.flows import FlowIngest, FlowsCollector, aggregate
+from exporter.collectors.flows import listener as listener_module
 from exporter.collectors.flows.aggregate import AggregationSettings
 from exporter.collectors.flows.decoder import FlowDecoder, like_runs
 from exporter.collectors.flows.listener import (
@@ -744,9 +745,12 @@ def test_the_pacer_leaves_a_small_buffer_room_for_a_burst_and_never_paces_one_by
     assert [_drain(unknown, queue, 0) for _ in range(5)] == [0.0] * 5
 
 
-def test_the_one_by_one_reader_keeps_up_with_a_burst() -> None:
+def test_the_one_by_one_reader_keeps_up_with_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where recvmmsg is refused the thread reads one datagram per call, unpaced: a
     burst is read at once, not one datagram per wait."""
+    # Waits as long as they may be whatever the buffer this host grants, so a paced
+    # one-by-one reader could not hide behind a short longest wait.
+    monkeypatch.setattr(listener_module, "_BURST_BYTES_PER_SECOND", 1)
 
     def refused(*_: object) -> int:
         ctypes.set_errno(errno.ENOSYS)
@@ -780,25 +784,32 @@ def test_datagrams_the_kernel_drops_on_a_full_queue_are_counted() -> None:
         received.append(len(batch))
         release.wait(30)
 
+    def drops() -> float:
+        value = _value(collector.collect(), "scout_flow_receive_drops_total")
+        assert value is not None
+        return value
+
     collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
     collector._listener = UdpListener("127.0.0.1:0", stalled)
-    assert _value(collector.collect(), "scout_flow_receive_drops_total") == 0
+    assert drops() == 0
     collector._listener.start()
     try:
+        assert drops() == 0
         address = collector._listener.address
         _send(address, b"first")
         wait_for(lambda: received, timeout=10, what="the first datagram")
         assert collector._listener._socket is not None
         queue = collector._listener._socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         big = bytes(60_000)
+        sent = queue // len(big) + 40
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            for _ in range(queue // len(big) + 40):
+            for _ in range(sent):
                 sender.sendto(big, address)
-        wait_for(
-            lambda: (_value(collector.collect(), "scout_flow_receive_drops_total") or 0) >= 20,
-            timeout=10,
-            what="the kernel's drops",
-        )
+        wait_for(lambda: drops() >= 20, timeout=10, what="the kernel's drops")
+        release.set()
+        # Every datagram sent was either read or dropped, and counted as such.
+        wait_for(lambda: sum(received) + drops() == sent + 1, timeout=10, what="the queue")
+        assert sum(received) + drops() == sent + 1
     finally:
         release.set()
         collector._listener.stop()
@@ -840,3 +851,67 @@ def test_a_stream_received_over_udp_counts_as_datagrams_one_at_a_time() -> None:
         alone.flows.ingest(datagram, sender)
     assert _ingest_state(together) == _ingest_state(alone)
     assert _samples(together.flows.collect()) == _samples(alone.flows.collect())
+
+
+def test_the_listener_measures_the_queue_before_a_drain_and_waits_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The order the pacing depends on: the queue is measured before the receive that
+    starts a drain (when a wait has let it grow), the batch is handled, then the
+    wait; after a full batch the next receive follows at once, unmeasured; after the
+    switch to one datagram per call the pacer is one that never waits."""
+    events: list[str] = []
+    pacers: list[Pacer] = []
+
+    class RecordingPacer(Pacer):
+        def __init__(
+            self, capacity: int, slots: int, meminfo: Callable[[], tuple[int, int] | None]
+        ) -> None:
+            def measured() -> tuple[int, int] | None:
+                events.append("measure")
+                return meminfo()
+
+            super().__init__(capacity, slots, measured)
+            pacers.append(self)
+
+        def after(self, count: int) -> float:
+            wait = super().after(count)
+            events.append(f"wait {wait > 0}")
+            return wait
+
+    class Scripted(BatchReceiver):
+        """Batches of 256, 3, 1, then recvmmsg refused; then the real one-by-one reader."""
+
+        def __init__(self, sock: socket.socket) -> None:  # no buffer: batches are made up
+            self.sizes = [BATCH_DATAGRAMS, 3, 1]
+
+        def receive(self) -> list[tuple[memoryview, str]]:  # type: ignore[override]
+            if not self.sizes:
+                raise OSError(errno.ENOSYS, "refused")
+            events.append("receive")
+            return [(memoryview(b"x"), "192.0.2.1")] * self.sizes.pop(0)
+
+    monkeypatch.setattr(listener_module, "Pacer", RecordingPacer)
+    listener = UdpListener(
+        "127.0.0.1:0", lambda batch: events.append(f"handle {len(batch)}"), Scripted
+    )
+    listener.start()
+    try:
+        wait_for(lambda: len(pacers) == 2, timeout=10, what="the switch")
+        _send(listener.address, b"one")
+        wait_for(lambda: "handle 1" in events[-2:], timeout=10, what="a datagram read alone")
+    finally:
+        listener.stop()
+    assert events[:10] == [
+        "measure",
+        "receive",
+        f"handle {BATCH_DATAGRAMS}",
+        "wait False",
+        "receive",
+        "handle 3",
+        "wait True",
+        "measure",
+        "receive",
+        "handle 1",
+    ]
+    assert pacers[1].max_pause == 0.0
