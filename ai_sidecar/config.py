@@ -280,6 +280,10 @@ PRESETS: Mapping[str, Preset] = {
             (r"(Firewall)?(Ipsec|Vpn|Gre|Wireguard)(Tunnel)?(Down|Flapping)", "link"),
             (r"(Firewall)?Gateway(Down|Flapping)", "link"),
             (r".*(Conntrack|SessionTable|StateTable).*", "host"),
+            # The flow collector's own socket dropping datagrams
+            # (FlowDatagramsDropped) is Scout's service losing data, not the
+            # network dropping packets, as the common rules would read "Drop".
+            (r"Flow.*Drop(s|ped)?", "service"),
             *_COMMON_LAYERS,
         ),
     ),

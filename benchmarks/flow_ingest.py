@@ -51,6 +51,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/flow_ingest.py` from anywher
 from benchmarks.common import missing_programs, version_line  # noqa: E402
 from exporter.collectors.flows import FlowIngest  # noqa: E402
 from exporter.collectors.flows.aggregate import AggregationSettings  # noqa: E402
+from exporter.collectors.flows.listener import DatagramBatch  # noqa: E402
 from scripts.localstack import free_port  # noqa: E402
 from tests.peers.flows import (  # noqa: E402
     Flow,
@@ -165,13 +166,18 @@ def in_process(datagrams: Sequence[bytes], scrape_every: int = 2000, batch: int 
     """Scout's decoder + aggregator on this core, with a scrape's ranking now and then.
 
     Datagrams are handed on ``batch`` at a time, as the listener's ``recvmmsg``
-    hands on what one receive took (``scrape_every`` is rounded to batches).
+    hands on what one receive took, in the listener's form (``DatagramBatch``,
+    packed before the clock starts; ``scrape_every`` is rounded to batches).
     """
     ingest = FlowIngest(AggregationSettings(), max_templates=1000)
     scrape_every = max(1, scrape_every // batch)
+    batches = [
+        DatagramBatch.pack([(datagram, HOST) for datagram in datagrams[start : start + batch]])
+        for start in range(0, len(datagrams), batch)
+    ]
     started = time.process_time()
-    for index, start in enumerate(range(0, len(datagrams), batch)):
-        ingest.ingest_batch([(datagram, HOST) for datagram in datagrams[start : start + batch]])
+    for index, received in enumerate(batches):
+        ingest.ingest_batch(received)
         if index % scrape_every == scrape_every - 1:
             ingest.collect()
     ingest.collect()

@@ -32,6 +32,7 @@ FLOW_METRICS: Mapping[str, tuple[str, ...]] = {
     "scout_flow_series": (),
     "scout_flow_series_budget": (),
     "scout_flow_dropped_series_total": (),
+    "scout_flow_receive_drops_total": (),
 }
 FIREWALL_METRICS: Mapping[str, tuple[str, ...]] = {spec.sample_name: spec.labels for spec in SCHEMA}
 KNOWN: Mapping[str, tuple[str, ...]] = {**FIREWALL_METRICS, **FLOW_METRICS}

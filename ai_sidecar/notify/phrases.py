@@ -94,6 +94,7 @@ PROBLEMS: Mapping[str, str] = {
     "FirewallCpuHigh": N_("CPU busy on firewall {target}"),
     "FirewallMemoryHigh": N_("memory high on firewall {target}"),
     "FlowSeriesBudgetExhausted": N_("flow series budget exhausted on {target}"),
+    "FlowDatagramsDropped": N_("flow datagrams dropped on {target}"),
     "FlowExporterSilent": N_("no flows from {exporter}"),
     "HostCpuHigh": N_("CPU busy on {target}"),
     "HostMemoryLow": N_("memory low on {target}"),

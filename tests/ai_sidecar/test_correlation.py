@@ -498,8 +498,13 @@ def test_a_layer_label_on_the_alert_beats_every_rule():
         ("firewall", "FirewallGatewayDown", "link"),
         ("firewall", "FirewallGatewayLossHigh", "network"),
         ("firewall", "FirewallUnreachable", "device"),
+        # The flow collector's socket dropping datagrams is not the network's drops.
+        ("firewall", "FlowDatagramsDropped", "service"),
+        ("firewall", "FirewallConntrackDrops", "host"),
         # Without the "Firewall" prefix's rules, the network preset has no link for them.
         ("network", "FirewallHaFailover", "service"),
+        # Nor for the flow collector's drops: the shipped rule's layer label says service.
+        ("network", "FlowDatagramsDropped", "network"),
         # A session table filling is the box running out, whichever preset.
         ("network", "FirewallSessionTableHigh", "host"),
         ("windows", "WindowsServerDown", "device"),

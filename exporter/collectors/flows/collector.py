@@ -39,6 +39,8 @@ Sample exposition (the metric contract)::
   scout_flow_series_budget 2000
   # TYPE scout_flow_dropped_series_total counter
   scout_flow_dropped_series_total 0
+  # TYPE scout_flow_receive_drops_total counter
+  scout_flow_receive_drops_total 0
 
 Why ``rate()`` stays right while talkers come and go: every record adds its
 bytes to exactly one series, its talker's if the talker has a series at that
@@ -59,19 +61,24 @@ exporter and direction, and flows waiting to be counted in batches at
 ``BATCH`` records or ``PENDING_BYTES`` (see ``aggregate``); templates are capped at
 ``max_templates``; packets from outside ``exporters`` (when set), truncated or
 lying packets, data without a template and template floods are dropped and
-counted in ``scout_flow_bad_packets_total{reason}``.
+counted in ``scout_flow_bad_packets_total{reason}``; datagrams the kernel
+dropped before the listener could read them (a queue overflow: a flood, or a
+receive buffer too small for the routers' bursts) in
+``scout_flow_receive_drops_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, cast
 
+import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -85,8 +92,8 @@ from exporter.collectors.flows.aggregate import (
     key_label,
 )
 from exporter.collectors.flows.columns import RawFlows
-from exporter.collectors.flows.decoder import FlowDecoder
-from exporter.collectors.flows.listener import UdpListener
+from exporter.collectors.flows.decoder import FlowDecoder, like_runs
+from exporter.collectors.flows.listener import DatagramBatch, UdpListener
 from exporter.collectors.flows.records import (
     BAD_PACKET_REASONS,
     MALFORMED,
@@ -126,6 +133,75 @@ def settings_from_config(config: FlowsCollectorConfig) -> AggregationSettings:
         ipv6_prefix=config.ipv6_prefix,
         by_protocol_port=config.by_protocol_port,
     )
+
+
+class _Run:
+    """Consecutive quick datagrams of one exporter and version, counted in one step
+    (see ``FlowIngest.ingest_batch``)."""
+
+    __slots__ = (
+        "_bytes_left",
+        "_exporter",
+        "_flows",
+        "_ingest",
+        "_parts",
+        "_records_left",
+        "_version",
+        "now",
+        "packets",
+    )
+
+    def __init__(self, ingest: FlowIngest, now: float) -> None:
+        self._ingest = ingest
+        self.now = now
+        # The exporter of the datagram before and its state: a batch is mostly one
+        # router's burst, and no refresh can forget an exporter inside a batch.
+        self._exporter: str | None = None
+        self._flows: ExporterFlows | None = None
+        self._version = ""
+        self._parts: list[RawFlows] = []
+        self.packets = 0
+        self._records_left = self._bytes_left = 0
+
+    def join(self, exporter: str, version: str) -> None:
+        """Make the run one of ``exporter`` and ``version``, counting the run before if
+        it was another's; ``BadPacketError`` if the budget has no room for the exporter."""
+        if exporter is not self._exporter or self._flows is None or version != self._version:
+            self.close()
+            if exporter is not self._exporter or self._flows is None:
+                self._flows = self._ingest._exporter(exporter, self.now)
+                self._exporter = exporter
+            self._version = version
+
+    def _open(self) -> None:
+        # A run starts with the room the pending flows leave.
+        if not self.packets:
+            self._records_left, self._bytes_left = self._ingest.aggregator.pending_room()
+
+    def room(self, records: int, size: int) -> int:
+        """Datagrams of ``records`` records and ``size`` bytes each that join before the
+        run must be counted (at least one)."""
+        self._open()
+        return max(1, min(-(-self._records_left // records), -(-self._bytes_left // size)))
+
+    def add(self, parts: Sequence[RawFlows], packets: int) -> None:
+        """Add ``packets`` datagrams' flows; the run is counted once they fill the room."""
+        self._open()
+        self._parts += parts
+        self.packets += packets
+        for _, data, count, _ in parts:
+            self._records_left -= count
+            self._bytes_left -= len(data)
+        if self._records_left <= 0 or self._bytes_left <= 0:
+            self.close()
+
+    def close(self) -> None:
+        """Count the run, if it holds anything."""
+        if self.packets:
+            self._ingest._add_run(
+                self._flows, self._version, self._parts, self.packets, self.now, self._exporter
+            )
+            self._parts, self.packets = [], 0
 
 
 class FlowIngest:
@@ -180,55 +256,79 @@ class FlowIngest:
         decode and a list append. A run ends where the datagram-at-a-time path
         would have counted a batch or done anything else (another exporter or
         version, a datagram for ``decode``), so the counts are the same.
+
+        A ``DatagramBatch`` (what the listener hands on) is read by runs of like
+        datagrams (``decoder.like_runs``): one that ``FlowDecoder.run_layout``
+        can read, a router's burst of data packets, is read from its first
+        datagram and joins the run as slices of the batch's rows, with no Python
+        step per datagram; the counts are the same again.
         """
         with self._lock:
-            now = self._clock()
-            decode_columns = self.decoder.decode_columns
-            # The exporter of the datagram before and its state: a batch is mostly one
-            # router's burst, and no refresh can forget an exporter inside a batch.
-            last: str | None = None
-            flows: ExporterFlows | None = None
-            run: list[RawFlows] = []
-            run_packets = 0
-            version = ""
-            records_left = bytes_left = 0
-            for datagram, exporter in datagrams:
-                try:
-                    if self._exporters is not None and not self._is_allowed(exporter):
-                        raise BadPacketError(NOT_ALLOWED)
-                    # Decode first: garbage from a new address must not cost an exporter's series.
-                    quick = decode_columns(datagram, exporter)
-                    if quick is None:
-                        if run_packets:
-                            self._add_run(flows, version, run, run_packets, now, last)
-                            run, run_packets = [], 0
-                        self._ingest_slowly(datagram, exporter, now)
-                        continue
-                    if exporter is not last or flows is None or quick[0] != version:
-                        if run_packets:
-                            self._add_run(flows, version, run, run_packets, now, last)
-                            run, run_packets = [], 0
-                        if exporter is not last or flows is None:
-                            flows = self._exporter(exporter, now)
-                            last = exporter
-                        version = quick[0]
-                    if not run_packets:
-                        records_left, bytes_left = self.aggregator.pending_room()
-                    columns = quick[1]
-                    run += columns
-                    run_packets += 1
-                    for _, data, count, _ in columns:
-                        records_left -= count
-                        bytes_left -= len(data)
-                    if records_left <= 0 or bytes_left <= 0:
-                        self._add_run(flows, version, run, run_packets, now, last)
-                        run, run_packets = [], 0
-                except BadPacketError as error:
-                    self.bad_packets[error.reason] += 1
-                except Exception:  # listener boundary: one odd datagram must not stop the thread
-                    self._unexpected(1, exporter)
-            if run_packets:
-                self._add_run(flows, version, run, run_packets, now, last)
+            run = _Run(self, self._clock())
+            if isinstance(datagrams, DatagramBatch):
+                self._ingest_runs(datagrams, run)
+            else:
+                self._ingest_each(datagrams, run)
+            run.close()
+
+    def _ingest_each(self, datagrams: Iterable[tuple[bytes | memoryview, str]], run: _Run) -> None:
+        decode_columns = self.decoder.decode_columns
+        for datagram, exporter in datagrams:
+            try:
+                if self._exporters is not None and not self._is_allowed(exporter):
+                    raise BadPacketError(NOT_ALLOWED)
+                # Decode first: garbage from a new address must not cost an exporter's series.
+                quick = decode_columns(datagram, exporter)
+                if quick is None:
+                    run.close()
+                    self._ingest_slowly(datagram, exporter, run.now)
+                    continue
+                version, columns = quick
+                run.join(exporter, version)
+                run.add(columns, 1)
+            except BadPacketError as error:
+                self.bad_packets[error.reason] += 1
+            except Exception:  # listener boundary: one odd datagram must not stop the thread
+                self._unexpected(1, exporter)
+
+    def _ingest_runs(self, batch: DatagramBatch, run: _Run) -> None:
+        starts = like_runs(batch.slots, batch.lengths, batch.senders)
+        for start, stop in itertools.pairwise(starts):
+            if stop - start < 2 or not self._ingest_alike(batch, start, stop, run):
+                self._ingest_each(batch[start:stop], run)
+
+    def _ingest_alike(self, batch: DatagramBatch, start: int, stop: int, run: _Run) -> bool:
+        """Count the like datagrams ``start:stop`` of ``batch`` in slices of its rows;
+        False, with nothing counted, where each must be read on its own."""
+        first, exporter = batch[start]
+        if self._exporters is not None and not self._is_allowed(exporter):
+            self.bad_packets[NOT_ALLOWED] += stop - start
+            return True
+        try:
+            layout = self.decoder.run_layout(first, exporter)
+        except Exception:  # read one at a time, each datagram is counted as it deserves
+            return False
+        if layout is None:
+            return False
+        version, (columns, _, count, rate), offset = layout
+        size = count * columns.dtype.itemsize
+        rows = batch.slots[start:stop, offset : offset + size]
+        try:
+            run.join(exporter, version)
+        except BadPacketError as error:
+            self.bad_packets[error.reason] += stop - start
+            return True
+        except Exception:  # listener boundary, as for one datagram
+            self._unexpected(stop - start, exporter)
+            return True
+        taken = 0
+        while taken < len(rows):
+            # As many datagrams as the datagram-at-a-time path puts in the run before it ends.
+            take = min(len(rows) - taken, run.room(count, size))
+            records = np.ascontiguousarray(rows[taken : taken + take]).reshape(-1)
+            run.add([(columns, records.data, take * count, rate)], take)
+            taken += take
+        return True
 
     def _add_run(
         self,
@@ -410,4 +510,15 @@ class FlowsCollector:
         await asyncio.to_thread(self._listener.stop)
 
     def collect(self) -> list[Metric]:
-        return self.flows.collect()
+        families = self.flows.collect()
+        drops = self._listener.socket_drops()
+        if drops is not None:
+            families.append(
+                CounterMetricFamily(
+                    "scout_flow_receive_drops",
+                    "Flow datagrams the kernel dropped before the listener read them, "
+                    "mostly on a full socket queue (since the listener started).",
+                    value=drops,
+                )
+            )
+        return families

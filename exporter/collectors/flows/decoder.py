@@ -2,13 +2,86 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
 from exporter.collectors.flows.columns import RawFlows
+from exporter.collectors.flows.ipfix import HEADER as IPFIX_HEADER
 from exporter.collectors.flows.ipfix import ipfix_columns, parse_ipfix
 from exporter.collectors.flows.records import UNKNOWN_VERSION, BadPacketError
-from exporter.collectors.flows.sets import DecodedFlows, SamplingStates
+from exporter.collectors.flows.sets import SET_HEADER, DecodedFlows, SamplingStates
 from exporter.collectors.flows.templates import TemplateStore
+from exporter.collectors.flows.v5 import HEADER as V5_HEADER
 from exporter.collectors.flows.v5 import parse_v5
+from exporter.collectors.flows.v9 import HEADER as V9_HEADER
 from exporter.collectors.flows.v9 import parse_v9, v9_columns
+
+# The bytes of a datagram's start that decide how ``decode_columns`` reads it, per
+# version: v5 version, record count and sampling; v9 version, source id and first set
+# header; IPFIX version, length, domain and first set header. Clocks and sequence
+# numbers are left out. Datagrams of one sender and length that agree on these are
+# read alike: the same count of records of the same layout and rate at the same place.
+SIGNATURE_BYTES: Final = 24
+
+
+def _signature_mask(*spans: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    mask = np.zeros(SIGNATURE_BYTES, dtype=np.uint8)
+    for start, stop in spans:
+        mask[start:stop] = 0xFF
+    return mask
+
+
+# The offsets above are the RFC headers': v5's 24 bytes end with the sampling field,
+# v9's 20 with the source id, IPFIX's 16 with the domain; the set header follows.
+assert V5_HEADER.size == SIGNATURE_BYTES
+assert V9_HEADER.size + SET_HEADER.size == SIGNATURE_BYTES
+assert IPFIX_HEADER.size + SET_HEADER.size == 20
+# Rows: any other version (its version bytes only), v5, v9, IPFIX.
+_SIGNATURE_MASKS: Final = np.stack(
+    [
+        _signature_mask((0, 2)),
+        _signature_mask((0, 4), (22, 24)),
+        _signature_mask((0, 2), (16, 24)),
+        _signature_mask((0, 4), (12, 20)),
+    ]
+)
+# The mask row of a datagram by the low byte of its version (the high byte must be 0).
+_MASK_BY_VERSION: Final = np.zeros(256, dtype=np.intp)
+_MASK_BY_VERSION[[5, 9, 10]] = (1, 2, 3)
+# A run key: the masked signature as three words, then length and sender in a fourth.
+_KEY_WORDS: Final = SIGNATURE_BYTES // 8 + 1
+_SHORT: Final = np.uint64(1 << 63)
+
+
+def like_runs(
+    slots: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64], senders: npt.NDArray[np.int64]
+) -> list[int]:
+    """Where runs of consecutive like datagrams start, then the count: ``[0, ..., len]``.
+
+    Row ``i`` of ``slots`` holds datagram ``i`` (``lengths[i]`` bytes), sent by
+    ``senders[i]`` (equal numbers, one sender). Alike: one sender, one length,
+    one signature (``SIGNATURE_BYTES``); a datagram shorter than the signature
+    is a run of its own. Whether a run can be read in one step is
+    ``FlowDecoder.run_layout``'s to say. A handful of whole-array steps,
+    whatever the count: this runs once per received batch.
+    """
+    count = len(lengths)
+    if count < 2 or slots.shape[1] < SIGNATURE_BYTES:
+        return list(range(count + 1))
+    heads = slots[:, :SIGNATURE_BYTES]
+    masks = _MASK_BY_VERSION[heads[:, 1]]
+    masks[heads[:, 0] != 0] = 0
+    keys = np.empty((count, _KEY_WORDS), dtype=np.uint64)
+    keys[:, :-1] = (heads & _SIGNATURE_MASKS[masks]).view(np.uint64)
+    keys[:, -1] = lengths.astype(np.uint64) | senders.astype(np.uint64) << np.uint64(32)
+    short = np.flatnonzero(lengths < SIGNATURE_BYTES)
+    if short.size:  # a key no neighbour has
+        keys[short, -1] = short.astype(np.uint64) | _SHORT
+    rows = keys.view(f"V{keys.itemsize * _KEY_WORDS}").ravel()
+    changes = np.flatnonzero(rows[1:] != rows[:-1])
+    return [0, *(changes + 1).tolist(), count]
 
 
 class FlowDecoder:
@@ -55,3 +128,29 @@ class FlowDecoder:
             found = ipfix_columns(data, exporter, self.templates, self.sampling)
             return None if found is None else ("ipfix", found)
         return None
+
+    def run_layout(
+        self, data: bytes | memoryview, exporter: str
+    ) -> tuple[str, RawFlows, int] | None:
+        """How to read a run of like datagrams (``like_runs``) that starts with ``data``.
+
+        (version label, the flows of ``data``, where its records start) when
+        ``decode_columns`` reads it as exactly one data set that fills it: then
+        every datagram alike holds as many records of the same layout and
+        sampling rate at the same place, and reading them all is one slice each.
+        None otherwise (read each datagram on its own); raises what
+        ``decode_columns`` raises.
+        """
+        quick = self.decode_columns(data, exporter)
+        if quick is None or len(quick[1]) != 1:
+            return None
+        version, (flows,) = quick
+        if version == "v5":
+            return version, flows, V5_HEADER.size
+        header = V9_HEADER.size if version == "v9" else IPFIX_HEADER.size
+        # v9 sets run to the datagram's end, IPFIX sets to the message length.
+        end = len(data) if version == "v9" else int.from_bytes(data[2:4], "big")
+        set_length = int.from_bytes(data[header + 2 : header + 4], "big")
+        if end - (header + set_length) >= SET_HEADER.size:  # room for another set
+            return None
+        return version, flows, header + SET_HEADER.size

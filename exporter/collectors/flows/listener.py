@@ -15,7 +15,19 @@ or where the call is refused (``ENOSYS`` in some sandboxes), ``recvfrom_into``
 reads one datagram per call into the same kind of buffer; the handler then gets
 batches of one. Both beat a selector on a non-blocking socket (a ``select`` per
 burst and a raised ``BlockingIOError`` at its end) and ``recvfrom`` (64 KiB
-allocated per datagram): benchmarks/flow_ingest.py.
+allocated per datagram): benchmarks/flow_ingest.py. A batch is a
+``DatagramBatch``: the datagrams where they landed, so a handler may read a
+whole batch in a few array steps.
+
+After a batch that emptied the queue the thread waits a little before the next
+receive (``Pacer``, at most 50 ms), so that what arrives meanwhile is read in
+one call and handled in one step instead of one wake-up per datagram or two: a
+router's records are counted over minutes, so milliseconds late cost nothing,
+while a wake-up costs as much as handling dozens of datagrams. The wait follows
+the queue as the kernel reports it: it shrinks when the queue was more than a
+quarter full or the kernel dropped anything, and it stays short enough for a
+burst to find room even in a small buffer. The kernel's drops are reported
+(``UdpListener.socket_drops``).
 
 ``stop`` wakes the thread with ``shutdown(SHUT_RD)``: Linux then ends a
 blocked receive at once with a message that has no sender address, which no
@@ -33,21 +45,41 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable, Hashable, Sequence
-from typing import Final, Protocol, TypeVar
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Final, Protocol, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
 # Large enough for any UDP datagram (NetFlow/IPFIX messages fit in 65535 bytes).
 MAX_DATAGRAM: Final = 65535
-# Datagrams read by one recvmmsg call: a burst from a few routers. The buffer is
-# BATCH_DATAGRAMS * MAX_DATAGRAM bytes of address space, touched only where
-# datagrams land.
-BATCH_DATAGRAMS: Final = 64
+# Datagrams read by one recvmmsg call: what a few routers send during one wait of
+# the ``Pacer``, handled in one step. The buffer is BATCH_DATAGRAMS * MAX_DATAGRAM
+# bytes (16 MiB) of address space, resident only where datagrams land (a page or
+# so each).
+BATCH_DATAGRAMS: Final = 256
 # Bursts from many routers at once: ask the kernel for a deep queue (it may give less).
 RECEIVE_BUFFER_BYTES: Final = 8 * 1024 * 1024
+# The longest wait between the receives of a busy socket (see ``Pacer``): flows are
+# ranked over minutes, so 50 ms late is nothing, and a wait this long lets a
+# moderately busy socket gather a full batch.
+MAX_PAUSE_SECONDS: Final = 0.05
+# The first wait after an idle spell, and the shortest worth taking.
+_MIN_PAUSE_SECONDS: Final = 0.0005
+# A receive that blocked this long means the exporters had gone quiet.
+_IDLE_SECONDS: Final = 0.1
+# The burst a wait must leave room for: 20,000 datagrams of 1.4 kB a second, as
+# the queue counts them (payload and the kernel's bookkeeping, ~2.4 kB each).
+_BURST_BYTES_PER_SECOND: Final = 48_000_000
+# Linux's getsockopt(SOL_SOCKET, SO_MEMINFO): the socket's memory counters, of which
+# the first (SK_MEMINFO_RMEM_ALLOC) is the bytes queued and the ninth
+# (SK_MEMINFO_DROPS) the datagrams dropped, mostly by a full queue.
+_SO_MEMINFO: Final = 55
+_MEMINFO_QUEUED: Final = 0
+_MEMINFO_DROPS: Final = 8
 # After a receive error that is not a stop, wait this long before the next try,
 # so a persistent error cannot spin the thread.
 _ERROR_PAUSE_SECONDS: Final = 0.1
@@ -98,7 +130,7 @@ class Receiver(Protocol):
     receive error.
     """
 
-    def receive(self) -> list[Datagram]: ...
+    def receive(self) -> Sequence[Datagram]: ...
 
 
 class _PeerNames:
@@ -123,6 +155,8 @@ class _PeerNames:
 
 class SingleReceiver:
     """One ``recvfrom_into`` per datagram: the portable reader."""
+
+    slots: Final = 1
 
     def __init__(self, sock: socket.socket) -> None:
         self._socket = sock
@@ -187,20 +221,96 @@ def _sockaddr_name(raw: bytes) -> str:
     return raw.hex()
 
 
+class DatagramBatch(Sequence[Datagram]):
+    """Datagrams received together, kept where they landed: row ``i`` of ``slots`` holds
+    datagram ``i`` in its first ``lengths[i]`` bytes.
+
+    A sequence of ``(datagram, sender)`` like any batch, each made only when
+    asked for; a handler that reads many datagrams at once (the flow ingest's
+    runs of like datagrams) reads ``slots``, ``lengths`` and ``senders``
+    instead, with no Python step per datagram. Valid, like every ``Datagram``,
+    until the handler returns.
+    """
+
+    __slots__ = ("_names", "_view", "lengths", "senders", "slots")
+
+    def __init__(
+        self,
+        slots: npt.NDArray[np.uint8],
+        lengths: npt.NDArray[np.int64],
+        names: Sequence[str],
+        senders: npt.NDArray[np.int64],
+    ) -> None:
+        self.slots = slots  # (datagrams, stride) bytes; past each length, stale bytes
+        self.lengths = lengths
+        self.senders = senders  # equal numbers: the same sender
+        self._names = names
+        self._view = slots.reshape(-1).data
+
+    @classmethod
+    def pack(cls, datagrams: Sequence[tuple[bytes | memoryview, str]]) -> DatagramBatch:
+        """A batch holding copies of ``datagrams`` (tests and the in-process benchmark)."""
+        stride = max((len(datagram) for datagram, _ in datagrams), default=0) or 1
+        slots = np.zeros((len(datagrams), stride), dtype=np.uint8)
+        numbers: dict[str, int] = {}
+        for index, (datagram, sender) in enumerate(datagrams):
+            slots[index, : len(datagram)] = np.frombuffer(datagram, dtype=np.uint8)
+            numbers.setdefault(sender, len(numbers))
+        names = [sender for _, sender in datagrams]
+        return cls(
+            slots,
+            np.array([len(datagram) for datagram, _ in datagrams], dtype=np.int64),
+            names,
+            np.array([numbers[name] for name in names], dtype=np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    @overload
+    def __getitem__(self, index: int) -> Datagram: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Datagram]: ...
+
+    def __getitem__(self, index: int | slice) -> Datagram | list[Datagram]:
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("datagram index out of range")
+        start = index * self.slots.shape[1]
+        return self._view[start : start + int(self.lengths[index])], self._names[index]
+
+    def __iter__(self) -> Iterator[Datagram]:
+        view, stride = self._view, self.slots.shape[1]
+        for index, (length, name) in enumerate(
+            zip(self.lengths.tolist(), self._names, strict=True)
+        ):
+            start = index * stride
+            yield view[start : start + length], name
+
+
 class BatchReceiver:
     """``recvmmsg`` into ``BATCH_DATAGRAMS`` slots of one buffer; ``create`` gives None
     where the call does not exist."""
+
+    slots: Final = BATCH_DATAGRAMS
 
     def __init__(self, sock: socket.socket, recvmmsg: Callable[..., int]) -> None:
         self._socket = sock
         self._recvmmsg = recvmmsg
         count = BATCH_DATAGRAMS
         # Anonymous memory rather than a bytearray (which is zero-filled at once): only
-        # the pages datagrams are written to become resident, not 4 MiB up front.
+        # the pages datagrams are written to become resident, not 16 MiB up front (all
+        # of it only if every slot once held a datagram near 64 KiB).
         self._buffer = mmap.mmap(-1, count * MAX_DATAGRAM)
-        self._view = memoryview(self._buffer)
+        self._slots = np.frombuffer(self._buffer, dtype=np.uint8).reshape(count, MAX_DATAGRAM)
         self._addresses = bytearray(count * _SOCKADDR_SIZE)
-        self._address_view = memoryview(self._addresses)
+        self._address_rows = np.frombuffer(self._addresses, dtype=np.uint8).reshape(
+            count, _SOCKADDR_SIZE
+        )
         base = ctypes.addressof((ctypes.c_char * len(self._buffer)).from_buffer(self._buffer))
         names = ctypes.addressof(
             (ctypes.c_char * len(self._addresses)).from_buffer(self._addresses)
@@ -230,7 +340,7 @@ class BatchReceiver:
         recvmmsg = _recvmmsg()
         return None if recvmmsg is None else cls(sock, recvmmsg)
 
-    def receive(self) -> list[Datagram]:
+    def receive(self) -> DatagramBatch:
         count = self._recvmmsg(
             self._socket.fileno(),
             self._messages_address,
@@ -241,25 +351,111 @@ class BatchReceiver:
         if count < 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
+        if count == 0:  # not on a blocking socket, but nothing to name
+            return DatagramBatch.pack([])
         table = self._table[:count]
-        lengths = table[:, self._length_at].tolist()
-        name_sizes = table[:, self._namelen_at].tolist()
+        name_sizes = table[:, self._namelen_at].astype(np.int64)
+        lengths = table[:, self._length_at].astype(np.int64)
         table[:, self._namelen_at] = _SOCKADDR_SIZE  # value-result: reset for the next call
-        view, addresses, names = self._view, self._address_view, self._names
-        received: list[Datagram] = []
-        last_sender, name = b"", ""
-        for index, (length, name_size) in enumerate(zip(lengths, name_sizes, strict=True)):
-            if name_size == 0:  # shut down by stop(): no datagram has no sender
-                if received:
-                    return received
+        # A message with no sender is the shutdown by stop(): no datagram has none.
+        stopped = np.flatnonzero(name_sizes == 0)
+        if stopped.size:
+            count = int(stopped[0])
+            if not count:
                 raise StoppedError
+            name_sizes, lengths = name_sizes[:count], lengths[:count]
+        size = int(name_sizes[0])
+        rows = self._address_rows[:count, :size]
+        if bool((name_sizes == size).all()) and bool((rows == rows[0]).all()):
+            # One router's burst, the common case: one name, nothing per datagram.
+            name = self._names.name(bytes(rows[0]), _sockaddr_name)
+            return DatagramBatch(
+                self._slots[:count], lengths, [name] * count, np.zeros(count, dtype=np.int64)
+            )
+        return self._mixed(count, lengths, name_sizes.tolist())
+
+    def _mixed(self, count: int, lengths: npt.NDArray[np.int64], sizes: list[int]) -> DatagramBatch:
+        """The batch of several senders: each named (once per run of one sender)."""
+        addresses, names = memoryview(self._addresses), self._names
+        labels: list[str] = []
+        numbers: dict[str, int] = {}
+        last_sender, name = b"", ""
+        for index, size in enumerate(sizes):
             start = index * _SOCKADDR_SIZE
-            sender = bytes(addresses[start : start + name_size])
+            sender = bytes(addresses[start : start + size])
             if sender != last_sender:  # a burst mostly comes from one router
                 last_sender, name = sender, names.name(sender, _sockaddr_name)
-            offset = index * MAX_DATAGRAM
-            received.append((view[offset : offset + length], name))
-        return received
+            labels.append(name)
+            numbers.setdefault(name, len(numbers))
+        senders = np.array([numbers[label] for label in labels], dtype=np.int64)
+        return DatagramBatch(self._slots[:count], lengths, labels, senders)
+
+
+class Pacer:
+    """How long the receiving thread waits after emptying the queue, from how full the
+    kernel says the queue got.
+
+    A drain is the receives from one wait to the next; it ends with a batch
+    smaller than the receiver's ``slots`` (the queue is empty). As a drain
+    starts, right after a wait let the queue grow, the queue's bytes are read
+    from the kernel (``meminfo``: bytes queued and drops so far). Under a
+    sixteenth of the receive buffer, the next wait doubles, up to
+    ``max_pause``; over a quarter, it shrinks in proportion, down to none; any
+    new drop, no wait after that drain, then waits growing again from the
+    shortest while the queue stays shallow. ``max_pause`` is
+    ``MAX_PAUSE_SECONDS`` or less: the time a burst of
+    ``_BURST_BYTES_PER_SECOND`` takes to fill half the buffer, so a burst that
+    starts during a wait finds room even in a buffer held to Linux's default
+    cap. After an idle spell the wait starts again from the shortest. A
+    receiver of one datagram per call is not paced (each call would look like a
+    drain), nor is one whose queue the kernel does not describe.
+    """
+
+    def __init__(
+        self, capacity: int, slots: int, meminfo: Callable[[], tuple[int, int] | None]
+    ) -> None:
+        self._capacity = max(capacity, 1)
+        self._slots = slots
+        self._meminfo = meminfo
+        self.max_pause = (
+            min(MAX_PAUSE_SECONDS, self._capacity / 2 / _BURST_BYTES_PER_SECOND)
+            if slots > 1
+            else 0.0
+        )
+        self.pause = min(_MIN_PAUSE_SECONDS, self.max_pause)
+        self._drops: int | None = None
+        self._drained = True
+
+    def idle(self, waited: float) -> None:
+        """The receive that ended the last wait took ``waited`` seconds."""
+        if waited >= _IDLE_SECONDS:
+            self.pause = min(_MIN_PAUSE_SECONDS, self.max_pause)
+
+    def before_receive(self) -> None:
+        """Read the queue's fill if a drain starts, and set the next wait from it."""
+        if not self._drained or not self.max_pause:
+            return
+        self._drained = False
+        info = self._meminfo()
+        if info is None:
+            self.pause = self.max_pause = 0.0
+            return
+        queued, drops = info
+        fill = queued / self._capacity
+        if self._drops is not None and drops > self._drops:
+            self.pause = 0.0
+        elif fill > 0.25:
+            self.pause *= 0.25 / fill / 2
+        elif fill < 1 / 16:
+            self.pause = min(max(self.pause, _MIN_PAUSE_SECONDS) * 2, self.max_pause)
+        self._drops = drops
+
+    def after(self, count: int) -> float:
+        """The wait after a batch of ``count`` datagrams: none while more may be queued."""
+        if count >= self._slots:
+            return 0.0
+        self._drained = True
+        return self.pause if self.pause >= _MIN_PAUSE_SECONDS else 0.0
 
 
 def receiver_for(sock: socket.socket) -> Receiver:
@@ -329,10 +525,38 @@ class UdpListener:
             self._socket.close()
         self._socket = None
 
+    def socket_drops(self) -> int | None:
+        """Datagrams the kernel dropped before the thread read them (mostly on a full
+        queue): 0 before ``start``, None where the kernel does not tell (off Linux)."""
+        if self._socket is None and sys.platform.startswith("linux"):
+            return 0
+        info = self._meminfo()
+        return None if info is None else info[1]
+
+    def _meminfo(self) -> tuple[int, int] | None:
+        """(bytes queued, datagrams dropped) from the kernel; None if it does not say."""
+        sock = self._socket
+        if sock is None or not sys.platform.startswith("linux"):
+            return None
+        size = 4 * (_MEMINFO_DROPS + 1)
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, size)
+        except OSError:
+            return None
+        if len(raw) < size:
+            return None
+        words = memoryview(raw).cast("I")
+        return int(words[_MEMINFO_QUEUED]), int(words[_MEMINFO_DROPS])
+
     def _run(self, receiver: Receiver) -> None:
         assert self._socket is not None
         handle, stopping = self._handle, self._stopping
+        capacity = self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        pacer = Pacer(capacity, getattr(receiver, "slots", 1), self._meminfo)
+        clock = time.monotonic
         while True:
+            pacer.before_receive()
+            started = clock()
             try:
                 datagrams = receiver.receive()
             except StoppedError:
@@ -345,6 +569,7 @@ class UdpListener:
                 if error.errno == errno.ENOSYS and isinstance(receiver, BatchReceiver):
                     log.info("recvmmsg is refused here: reading one datagram per call")
                     receiver = SingleReceiver(self._socket)
+                    pacer = Pacer(capacity, receiver.slots, self._meminfo)
                     continue
                 log.exception("flow socket receive failed")
                 stopping.wait(_ERROR_PAUSE_SECONDS)
@@ -352,4 +577,8 @@ class UdpListener:
             # A flood still queued when stop() comes is not read to its end.
             if stopping.is_set():
                 return
+            pacer.idle(clock() - started)
             handle(datagrams)
+            pause = pacer.after(len(datagrams))
+            if pause and stopping.wait(pause):
+                return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import ipaddress
 import random
 import shutil
@@ -12,7 +13,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,11 +24,16 @@ from pydantic import ValidationError
 
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import HostView
-from exporter.collectors.flows import FlowIngest, FlowsCollector
+from exporter.collectors.flows import FlowIngest, FlowsCollector, aggregate
+from exporter.collectors.flows import listener as listener_module
 from exporter.collectors.flows.aggregate import AggregationSettings
+from exporter.collectors.flows.decoder import FlowDecoder, like_runs
 from exporter.collectors.flows.listener import (
     BATCH_DATAGRAMS,
+    MAX_PAUSE_SECONDS,
     BatchReceiver,
+    DatagramBatch,
+    Pacer,
     Receiver,
     SingleReceiver,
     UdpListener,
@@ -41,10 +47,12 @@ from tests.firewall_names import FLOW_METRICS
 from tests.peers.flows import (
     IPV4_LAYOUT,
     Flow,
+    data_set,
     flow_set,
     ipfix_packet,
     ipfix_template,
     v5_packet,
+    v9_options_template,
     v9_packet,
     v9_template,
 )
@@ -142,7 +150,7 @@ def test_a_queued_burst_comes_in_batches_in_order_with_each_sender_named() -> No
             self.receiver = BatchReceiver.create(sock)
             assert self.receiver is not None
 
-        def receive(self) -> list[tuple[memoryview, str]]:
+        def receive(self) -> DatagramBatch:
             queued.wait()
             assert self.receiver is not None
             return self.receiver.receive()
@@ -155,7 +163,7 @@ def test_a_queued_burst_comes_in_batches_in_order_with_each_sender_named() -> No
     listener.start()
     port = listener.address[1]
     # Small but for one: the whole burst fits a default-sized socket queue.
-    sizes = (0, 65507, *(index % 5 * 300 for index in range(BATCH_DATAGRAMS + 8)))
+    sizes = (0, 65507, *(index % 5 * 60 for index in range(BATCH_DATAGRAMS + 8)))
     sent = [bytes([index % 256]) * size for index, size in enumerate(sizes)]
     try:
         with (
@@ -448,6 +456,23 @@ def _ingest_state(collector: FlowsCollector) -> dict[str, object]:
     return state
 
 
+def _random_flows(rng: random.Random, count: int, networks: int = 256) -> list[Flow]:
+    """``count`` flows from 10.<one of networks>.x.y to 172.16.0-3.x, TCP or UDP."""
+    return [
+        Flow(
+            f"10.{rng.randrange(networks)}.{rng.randrange(256)}.{rng.randrange(256)}",
+            f"172.16.{rng.randrange(4)}.{rng.randrange(256)}",
+            rng.randint(40, 10**6),
+            rng.randint(1, 100),
+            rng.randint(1, 4),
+            rng.randint(1, 4),
+            rng.choice((6, 17)),
+            destination_port=rng.choice((53, 443)),
+        )
+        for _ in range(count)
+    ]
+
+
 def test_runs_of_quick_datagrams_are_counted_as_one_datagram_at_a_time() -> None:
     """A batch's runs of quick datagrams (one exporter and version) are counted in one
     step; everything, including where a batch of pending flows is counted (past BATCH
@@ -456,17 +481,7 @@ def test_runs_of_quick_datagrams_are_counted_as_one_datagram_at_a_time() -> None
     rng = random.Random(14)
 
     def flows(count: int) -> list[Flow]:
-        return [
-            Flow(
-                f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
-                f"172.16.{rng.randrange(4)}.{rng.randrange(256)}",
-                rng.randint(40, 10**6),
-                rng.randint(1, 100),
-                rng.randint(1, 4),
-                rng.randint(1, 4),
-            )
-            for _ in range(count)
-        ]
+        return _random_flows(rng, count)
 
     v9_set = [v9_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, FLOWS)]
     datagrams: list[tuple[bytes, str]] = []
@@ -482,14 +497,15 @@ def test_runs_of_quick_datagrams_are_counted_as_one_datagram_at_a_time() -> None
                 (ipfix_packet([flow_set(300, IPV4_LAYOUT, FLOWS)]), "192.0.2.1"),  # unknown
             ]
     config = FlowsCollectorConfig(listen="127.0.0.1:0", by_protocol_port=True, top_n=5)
+    chunk = 64  # datagrams a receive hands on
     together, alone = FlowsCollector(config), FlowsCollector(config)
-    for start in range(0, len(datagrams), BATCH_DATAGRAMS):
-        together.flows.ingest_batch(datagrams[start : start + BATCH_DATAGRAMS])
-        if start == 2 * BATCH_DATAGRAMS:  # a ranking: series for the top talkers
+    for start in range(0, len(datagrams), chunk):
+        together.flows.ingest_batch(datagrams[start : start + chunk])
+        if start == 2 * chunk:  # a ranking: series for the top talkers
             together.collect()
     for index, (datagram, sender) in enumerate(datagrams):
         alone.flows.ingest(datagram, sender)
-        if index == 3 * BATCH_DATAGRAMS - 1:
+        if index == 3 * chunk - 1:
             alone.collect()
     # A batch was counted after the ranking, in the middle of a run.
     assert together.flows.aggregator.exporters["192.0.2.1"].source.chunks
@@ -512,3 +528,390 @@ def test_a_run_refused_by_the_series_budget_counts_every_datagram_of_it() -> Non
     ingest.ingest_batch([(v5_packet(FLOWS), "192.0.2.1")] * 5)
     assert ingest.bad_packets["series_budget"] == 5
     assert ingest.aggregator.exporters["192.0.2.1"].records == {}
+
+
+def test_a_datagram_batch_is_the_sequence_of_its_datagrams() -> None:
+    sent = [(b"\x00\x05one", "192.0.2.1"), (b"", "::1"), (b"three" * 9, "192.0.2.1")]
+    batch = DatagramBatch.pack(sent)
+    assert len(batch) == 3
+    assert [(bytes(datagram), sender) for datagram, sender in batch] == sent
+    assert (bytes(batch[-1][0]), batch[-1][1]) == sent[-1]
+    assert [(bytes(datagram), sender) for datagram, sender in batch[1:]] == sent[1:]
+    assert batch.senders.tolist() == [0, 1, 0]
+    with pytest.raises(IndexError):
+        batch[3]
+
+
+def _stream(seed: int, length: int) -> list[tuple[bytes, str]]:
+    """A router-like stream with everything that could make a batch's runs read
+    differently from single datagrams: v5 with changing counts and sampling; v9 and
+    IPFIX data sets whose template arrives mid-stream, changes layout, lives in
+    another domain or source id, shares a packet with another set or with padding;
+    options that set a sampling rate; cut, lying and unknown datagrams; other senders
+    and one from outside the allowed networks."""
+    rng = random.Random(seed)
+
+    def flows(count: int) -> list[Flow]:
+        return _random_flows(rng, count, networks=4)
+
+    narrow = IPV4_LAYOUT[:4]  # another layout for template 256 later on
+    sampling = v9_options_template(257, [(1, 4)], [(34, 4)])
+
+    def v9(sets: list[bytes], source_id: int = 0) -> bytes:
+        return v9_packet(sets, source_id=source_id, sequence=rng.randrange(1 << 32))
+
+    def ipfix(sets: list[bytes], domain: int = 0) -> bytes:
+        return ipfix_packet(sets, domain=domain, sequence=rng.randrange(1 << 32))
+
+    makers: list[Callable[[], list[bytes]]] = [
+        lambda: [v5_packet(flows(30), sequence=rng.randrange(1 << 32)) for _ in range(12)],
+        lambda: [v5_packet(flows(rng.choice((1, 30))), sampling_interval=rng.choice((0, 10)))],
+        lambda: [v9([v9_template(256, IPV4_LAYOUT)])],
+        lambda: [v9([v9_template(256, narrow)])],
+        lambda: [v9([flow_set(256, IPV4_LAYOUT, flows(20))]) for _ in range(10)],
+        lambda: [v9([flow_set(256, IPV4_LAYOUT, flows(20))], source_id=7) for _ in range(3)],
+        lambda: [v9([v9_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, flows(5))])],
+        lambda: [v9([flow_set(256, IPV4_LAYOUT, flows(4)), flow_set(256, IPV4_LAYOUT, flows(4))])],
+        lambda: [v9([flow_set(256, IPV4_LAYOUT, flows(6))]) + b"\x00\x00"],
+        lambda: [v9([sampling, data_set(257, [(1, 4), (34, 4)], [{1: 0, 34: 100}])])],
+        lambda: [ipfix([ipfix_template(300, IPV4_LAYOUT)], domain=rng.choice((0, 1)))],
+        lambda: [ipfix([flow_set(300, IPV4_LAYOUT, flows(20))], domain=rng.choice((0, 1)))] * 6,
+        lambda: [ipfix([flow_set(300, IPV4_LAYOUT, flows(20))]) + b"\x00" * 9],
+        lambda: [v5_packet(flows(30))[: rng.randrange(60, 1400)] for _ in range(3)],
+        lambda: [b"\x00\x07garbage", b"", b"\x00\x05", b"\x00\x0a" + bytes(30)],
+    ]
+    stream: list[tuple[bytes, str]] = []
+    while len(stream) < length:
+        sender = rng.choice(("192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2", "203.0.113.9"))
+        for datagram in rng.choice(makers)():
+            if rng.random() < 0.03:  # an odd byte anywhere, the header included
+                spoiled = bytearray(datagram or b"\x00")
+                spoiled[rng.randrange(min(len(spoiled), 40))] = rng.randrange(256)
+                datagram = bytes(spoiled)
+            stream.append((datagram, sender))
+    return stream
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batches_read_by_runs_count_exactly_as_datagrams_one_at_a_time(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the listener hands on (``DatagramBatch``) is read by runs of like datagrams,
+    whole runs sliced out of the batch at once; every count, every batch of pending
+    flows, every bad packet and every series comes out as when each datagram is
+    ingested on its own."""
+    # Pending flows counted every 997 records: the points fall inside runs, often.
+    monkeypatch.setattr(aggregate, "BATCH", 997)
+    stream = _stream(seed, 3000)
+    config = FlowsCollectorConfig(
+        listen="127.0.0.1:0",
+        by_protocol_port=True,
+        top_n=5,
+        exporters=[ipaddress.ip_network("192.0.2.0/24")],
+    )
+    now = [1000.0]  # one clock for both, moved on between batches: windows rotate alike
+    together = FlowsCollector(config, clock=lambda: now[0])
+    alone = FlowsCollector(config, clock=lambda: now[0])
+    rng = random.Random(seed)
+    start = 0
+    while start < len(stream):
+        now[0] += rng.choice((0.0, 0.5, 7.0))
+        size = rng.choice((1, 2, 7, 64, BATCH_DATAGRAMS))
+        together.flows.ingest_batch(DatagramBatch.pack(stream[start : start + size]))
+        for datagram, sender in stream[start : start + size]:
+            alone.flows.ingest(datagram, sender)
+        start += size
+        if rng.random() < 0.05:
+            assert _ingest_state(together) == _ingest_state(alone)
+            assert _samples(together.collect()) == _samples(alone.collect())
+    assert _ingest_state(together) == _ingest_state(alone)
+    families = together.collect()
+    assert _samples(families) == _samples(alone.collect())
+    # The stream did reach every path: runs, bad packets, the allow-list, both templates.
+    bad = together.flows.bad_packets
+    assert bad["not_allowed"] > 0
+    assert bad["truncated"] > 0
+    assert bad["unknown_version"] > 0
+    for version in ("v5", "v9", "ipfix"):
+        assert _value(families, "scout_flow_records_total", exporter="192.0.2.1", version=version)
+
+
+def test_runs_of_like_datagrams_split_where_their_reading_could_differ() -> None:
+    def v5(count: int = 30, sampling: int = 0, sequence: int = 0) -> bytes:
+        return v5_packet((FLOWS * 15)[:count], sampling_interval=sampling, sequence=sequence)
+
+    data = flow_set(256, IPV4_LAYOUT, FLOWS)
+    cases: list[tuple[list[tuple[bytes, str]], list[int]]] = [
+        # Sequence numbers and clocks differ, nothing else: one run.
+        ([(v5(sequence=index), "a") for index in range(5)], [0, 5]),
+        ([(v9_packet([data], sequence=index), "a") for index in range(3)], [0, 3]),
+        ([(ipfix_packet([data], sequence=index), "a") for index in range(3)], [0, 3]),
+        # Another sender, record count, sampling, length: a new run.
+        ([(v5(), "a"), (v5(), "b"), (v5(), "b")], [0, 1, 3]),
+        ([(v5(), "a"), (v5(count=29), "a"), (v5(sampling=7), "a")], [0, 1, 2, 3]),
+        ([(v9_packet([data]), "a"), (v9_packet([data]) + b"\x00", "a")], [0, 1, 2]),
+        # Another v9 source id or first set, another IPFIX domain: a new run.
+        ([(v9_packet([data]), "a"), (v9_packet([data], source_id=1), "a")], [0, 1, 2]),
+        (
+            [(v9_packet([data]), "a"), (v9_packet([flow_set(257, IPV4_LAYOUT, FLOWS)]), "a")],
+            [0, 1, 2],
+        ),
+        ([(ipfix_packet([data]), "a"), (ipfix_packet([data], domain=1), "a")], [0, 1, 2]),
+        # Versions differ; datagrams too short for a signature stand alone.
+        ([(v5(), "a"), (v9_packet([data]), "a"), (ipfix_packet([data]), "a")], [0, 1, 2, 3]),
+        ([(b"\x00\x05", "a"), (b"\x00\x05", "a"), (v5(), "a")], [0, 1, 2, 3]),
+    ]
+    for datagrams, runs in cases:
+        batch = DatagramBatch.pack(datagrams)
+        assert like_runs(batch.slots, batch.lengths, batch.senders) == runs, datagrams
+
+
+def test_a_packet_of_two_data_sets_is_not_read_as_a_run() -> None:
+    """Datagrams alike in their first set header may differ after it: a packet with a
+    second set, or room for one, is read datagram by datagram."""
+    decoder = FlowDecoder(16)
+    decoder.decode(v9_packet([v9_template(256, IPV4_LAYOUT)]), "192.0.2.1")
+    one = v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS)])
+    layout = decoder.run_layout(one, "192.0.2.1")
+    assert layout is not None
+    version, (_, records, count, rate), offset = layout
+    assert (version, count, rate, offset) == ("v9", 2, 1, 24)
+    assert bytes(records) == one[offset : offset + len(records)]
+    two = v9_packet([flow_set(256, IPV4_LAYOUT, FLOWS), flow_set(256, IPV4_LAYOUT, FLOWS)])
+    assert decoder.run_layout(two, "192.0.2.1") is None
+    # Room for another set, here an empty one of the same template: the signature
+    # covers the first set only, so another datagram could hold something else there.
+    assert decoder.run_layout(one + struct.pack("!HH", 256, 4), "192.0.2.1") is None
+    assert decoder.run_layout(one + b"\x00" * 3, "192.0.2.1") is not None
+
+
+class _Queue:
+    """What the kernel says of a socket's queue, as the test sets it."""
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.drops = 0
+
+    def __call__(self) -> tuple[int, int]:
+        return self.queued, self.drops
+
+
+def _drain(pacer: Pacer, queue: _Queue, queued: int, batch: int = 10) -> float:
+    """One drain that starts with ``queued`` bytes waiting: the wait after it."""
+    queue.queued = queued
+    pacer.before_receive()
+    return pacer.after(batch)
+
+
+def test_the_pacer_waits_longer_while_the_queue_stays_shallow_and_backs_off_as_it_fills() -> None:
+    capacity = 8_000_000
+    queue = _Queue()
+    pacer = Pacer(capacity, BATCH_DATAGRAMS, queue)
+    assert pacer.max_pause == MAX_PAUSE_SECONDS  # a deep buffer: the longest wait
+    # A full batch: more may be queued, read on at once, and no new drain starts.
+    assert pacer.after(BATCH_DATAGRAMS) == 0.0
+    waits = [_drain(pacer, queue, capacity // 100) for _ in range(12)]
+    assert waits == sorted(waits)
+    assert waits[0] > 0
+    assert waits[-1] == MAX_PAUSE_SECONDS
+    # The queue was 60 % full when a wait ended: much shorter waits, then none.
+    shorter = _drain(pacer, queue, capacity * 6 // 10)
+    assert 0 < shorter < MAX_PAUSE_SECONDS / 4
+    assert [_drain(pacer, queue, capacity) for _ in range(6)][-1] == 0.0
+    # Shallow again: the waits grow back; one kernel drop stops them at once.
+    assert [_drain(pacer, queue, 0) for _ in range(20)][-1] == MAX_PAUSE_SECONDS
+    queue.drops += 1
+    assert _drain(pacer, queue, 0) == 0.0
+    # After an idle spell the wait starts over from the shortest.
+    for _ in range(20):
+        _drain(pacer, queue, 0)
+    pacer.idle(1.0)
+    assert _drain(pacer, queue, 0) == waits[0]
+
+
+def test_the_pacer_leaves_a_small_buffer_room_for_a_burst_and_never_paces_one_by_one() -> None:
+    queue = _Queue()
+    # Linux's default cap (212,992 asked, twice that given): a wait of a few ms at most,
+    # in which a burst of 20,000 datagrams a second fills half the queue.
+    small = Pacer(425_984, BATCH_DATAGRAMS, queue)
+    assert 0 < small.max_pause < 0.005
+    assert [_drain(small, queue, 0) for _ in range(20)][-1] == small.max_pause
+    # One datagram per receive: every batch ends a "drain", so none may be followed
+    # by a wait (it would read one datagram per wait).
+    single = Pacer(8_000_000, 1, queue)
+    assert [_drain(single, queue, 0, batch=1) for _ in range(20)] == [0.0] * 20
+    # A kernel that does not describe its queues: no waits.
+    unknown = Pacer(8_000_000, BATCH_DATAGRAMS, lambda: None)
+    assert [_drain(unknown, queue, 0) for _ in range(5)] == [0.0] * 5
+
+
+def test_the_one_by_one_reader_keeps_up_with_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where recvmmsg is refused the thread reads one datagram per call, unpaced: a
+    burst is read at once, not one datagram per wait."""
+    # Waits as long as they may be whatever the buffer this host grants, so a paced
+    # one-by-one reader could not hide behind a short longest wait.
+    monkeypatch.setattr(listener_module, "_BURST_BYTES_PER_SECOND", 1)
+
+    def refused(*_: object) -> int:
+        ctypes.set_errno(errno.ENOSYS)
+        return -1
+
+    received: list[bytes] = []
+    listener = UdpListener(
+        "127.0.0.1:0",
+        lambda batch: received.extend(bytes(datagram) for datagram, _ in batch),
+        lambda sock: BatchReceiver(sock, refused),
+    )
+    listener.start()
+    try:
+        _send(listener.address, b"warm")  # the switch to one datagram per call
+        wait_for(lambda: len(received) == 1, timeout=10, what="the first datagram")
+        _send(listener.address, *(b"%d" % index for index in range(400)))
+        # Paced like batches, these 400 would take 20 s (one per 50 ms wait).
+        wait_for(lambda: len(received) == 401, timeout=10, what="the burst")
+    finally:
+        listener.stop()
+    assert received[1:] == [b"%d" % index for index in range(400)]
+
+
+def test_datagrams_the_kernel_drops_on_a_full_queue_are_counted() -> None:
+    """A handler that stalls while a router keeps sending: the socket's queue
+    overflows, the kernel drops, and ``scout_flow_receive_drops_total`` says so."""
+    release = threading.Event()
+    received: list[int] = []
+
+    def stalled(batch: Sequence[tuple[memoryview, str]]) -> None:
+        received.append(len(batch))
+        release.wait(30)
+
+    def drops() -> float:
+        value = _value(collector.collect(), "scout_flow_receive_drops_total")
+        assert value is not None
+        return value
+
+    collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+    collector._listener = UdpListener("127.0.0.1:0", stalled)
+    assert drops() == 0
+    collector._listener.start()
+    try:
+        assert drops() == 0
+        address = collector._listener.address
+        _send(address, b"first")
+        wait_for(lambda: received, timeout=10, what="the first datagram")
+        assert collector._listener._socket is not None
+        queue = collector._listener._socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        big = bytes(60_000)
+        sent = queue // len(big) + 40
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(sent):
+                sender.sendto(big, address)
+        wait_for(lambda: drops() >= 20, timeout=10, what="the kernel's drops")
+        release.set()
+        # Every datagram sent was either read or dropped, and counted as such.
+        wait_for(lambda: sum(received) + drops() == sent + 1, timeout=10, what="the queue")
+        assert sum(received) + drops() == sent + 1
+    finally:
+        release.set()
+        collector._listener.stop()
+
+
+def test_a_stream_received_over_udp_counts_as_datagrams_one_at_a_time() -> None:
+    """The same equivalence through a real socket: the listener's batches (a row of 64
+    KiB per datagram, stale bytes past each one) against each datagram ingested alone."""
+    stream = [(datagram, "127.0.0.1") for datagram, _ in _stream(4, 1500)]
+    config = FlowsCollectorConfig(listen="127.0.0.1:0", by_protocol_port=True, top_n=5)
+    now = [1000.0]
+    together = FlowsCollector(config, clock=lambda: now[0])
+    alone = FlowsCollector(config, clock=lambda: now[0])
+    handled: list[int] = []
+
+    def handle(batch: Sequence[tuple[memoryview, str]]) -> None:
+        together.flows.ingest_batch(batch)
+        handled.append(len(batch))
+
+    listener = UdpListener("127.0.0.1:0", handle)
+    listener.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for start in range(0, len(stream), 100):
+                chunk = stream[start : start + 100]
+                for datagram, _ in chunk:
+                    udp.sendto(datagram, listener.address)
+                # Keep the queue shallow whatever the buffer: no datagram may be lost.
+                expected = start + len(chunk)
+                wait_for(
+                    functools.partial(lambda end: sum(handled) == end, expected),
+                    timeout=10,
+                    what="what was sent",
+                )
+    finally:
+        listener.stop()
+    assert max(handled) > 1  # batches, not single datagrams
+    for datagram, sender in stream:
+        alone.flows.ingest(datagram, sender)
+    assert _ingest_state(together) == _ingest_state(alone)
+    assert _samples(together.flows.collect()) == _samples(alone.flows.collect())
+
+
+def test_the_listener_measures_the_queue_before_a_drain_and_waits_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The order the pacing depends on: the queue is measured before the receive that
+    starts a drain (when a wait has let it grow), the batch is handled, then the
+    wait; after a full batch the next receive follows at once, unmeasured; after the
+    switch to one datagram per call the pacer is one that never waits."""
+    events: list[str] = []
+    pacers: list[Pacer] = []
+
+    class RecordingPacer(Pacer):
+        def __init__(
+            self, capacity: int, slots: int, meminfo: Callable[[], tuple[int, int] | None]
+        ) -> None:
+            def measured() -> tuple[int, int] | None:
+                events.append("measure")
+                return meminfo()
+
+            super().__init__(capacity, slots, measured)
+            pacers.append(self)
+
+        def after(self, count: int) -> float:
+            wait = super().after(count)
+            events.append(f"wait {wait > 0}")
+            return wait
+
+    class Scripted(BatchReceiver):
+        """Batches of 256, 3, 1, then recvmmsg refused; then the real one-by-one reader."""
+
+        def __init__(self, sock: socket.socket) -> None:  # no buffer: batches are made up
+            self.sizes = [BATCH_DATAGRAMS, 3, 1]
+
+        def receive(self) -> list[tuple[memoryview, str]]:  # type: ignore[override]
+            if not self.sizes:
+                raise OSError(errno.ENOSYS, "refused")
+            events.append("receive")
+            return [(memoryview(b"x"), "192.0.2.1")] * self.sizes.pop(0)
+
+    monkeypatch.setattr(listener_module, "Pacer", RecordingPacer)
+    listener = UdpListener(
+        "127.0.0.1:0", lambda batch: events.append(f"handle {len(batch)}"), Scripted
+    )
+    listener.start()
+    try:
+        wait_for(lambda: len(pacers) == 2, timeout=10, what="the switch")
+        _send(listener.address, b"one")
+        wait_for(lambda: "handle 1" in events[-2:], timeout=10, what="a datagram read alone")
+    finally:
+        listener.stop()
+    assert events[:10] == [
+        "measure",
+        "receive",
+        f"handle {BATCH_DATAGRAMS}",
+        "wait False",
+        "receive",
+        "handle 3",
+        "wait True",
+        "measure",
+        "receive",
+        "handle 1",
+    ]
+    assert pacers[1].max_pause == 0.0
