@@ -571,9 +571,10 @@ class SignalConfig(StrictModel):
     transform: Literal["none", "log1p"] = "none"
     seasonality: Literal["auto", "daily", "weekly", "none"] = "auto"
     # Deviations smaller than min_deviation, and values whose size stays below
-    # min_level, never flag (in the signal's units).
-    min_deviation: float = Field(default=0.0, ge=0)
-    min_level: float = Field(default=0.0, ge=0)
+    # min_level, never flag (in the signal's units). Finite: YAML's .inf would
+    # switch the signal off without a word.
+    min_deviation: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    min_level: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     max_series: int = Field(default=2000, ge=1)
     # None: every label of the series (but __name__).
     keep_labels: Annotated[list[LabelName] | None, AfterValidator(_kept_labels)] = Field(
@@ -612,8 +613,9 @@ class RetrainConfig(StrictModel):
         | None
     ) = None
     # PSI of recent residuals against the training residuals above which a
-    # signal is refitted before its schedule, at most once per min_interval.
-    drift_threshold: float = Field(default=0.25, gt=0)
+    # signal is refitted before its schedule, at most once per min_interval
+    # (finite: .inf would switch the early refit off without a word).
+    drift_threshold: float = Field(default=0.25, gt=0, allow_inf_nan=False)
     min_interval: Duration = timedelta(hours=1)
 
     @model_validator(mode="after")

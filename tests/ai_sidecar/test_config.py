@@ -321,3 +321,32 @@ def test_an_llm_price_or_budget_must_be_a_finite_amount(key: str, value: str, pr
     assert str(caught.value) == f"price.yml:2: llm.{key}: {problem}"
     kept = parse_config(f"llm:\n  {section}: {{{field}: 1.5}}\n", "price.yml")
     assert getattr(getattr(kept.llm, section), field) == 1.5
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (".inf", "input should be a finite number, got inf"),
+        (".nan", "input should be a finite number, got nan"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("yaml", "where"),
+    [
+        (
+            "anomaly:\n  signals:\n    - {{name: wan, query: up, min_deviation: {value}}}\n",
+            "anomaly.signals.0.min_deviation",
+        ),
+        (
+            "anomaly:\n  signals:\n    - {{name: wan, query: up, min_level: {value}}}\n",
+            "anomaly.signals.0.min_level",
+        ),
+        ("anomaly:\n  retrain: {{drift_threshold: {value}}}\n", "anomaly.retrain.drift_threshold"),
+    ],
+)
+def test_anomaly_thresholds_must_be_finite(yaml: str, where: str, value: str, problem: str) -> None:
+    # An infinite threshold would silently switch the detector or the drift refit off.
+    with pytest.raises(ConfigError) as caught:
+        parse_config(yaml.format(value=value), "anomaly.yml")
+    assert f"{where}: {problem}" in str(caught.value)
+    assert parse_config(yaml.format(value="2.5"), "anomaly.yml").anomaly is not None
