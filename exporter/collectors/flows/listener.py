@@ -221,6 +221,12 @@ def _sockaddr_name(raw: bytes) -> str:
     return raw.hex()
 
 
+def _sender_numbers(names: Sequence[str]) -> npt.NDArray[np.int64]:
+    """One number per datagram, equal for equal senders (what ``DatagramBatch.senders`` holds)."""
+    numbers: dict[str, int] = {}
+    return np.array([numbers.setdefault(name, len(numbers)) for name in names], dtype=np.int64)
+
+
 class DatagramBatch(Sequence[Datagram]):
     """Datagrams received together, kept where they landed: row ``i`` of ``slots`` holds
     datagram ``i`` in its first ``lengths[i]`` bytes.
@@ -252,17 +258,11 @@ class DatagramBatch(Sequence[Datagram]):
         """A batch holding copies of ``datagrams`` (tests and the in-process benchmark)."""
         stride = max((len(datagram) for datagram, _ in datagrams), default=0) or 1
         slots = np.zeros((len(datagrams), stride), dtype=np.uint8)
-        numbers: dict[str, int] = {}
-        for index, (datagram, sender) in enumerate(datagrams):
+        for index, (datagram, _) in enumerate(datagrams):
             slots[index, : len(datagram)] = np.frombuffer(datagram, dtype=np.uint8)
-            numbers.setdefault(sender, len(numbers))
         names = [sender for _, sender in datagrams]
-        return cls(
-            slots,
-            np.array([len(datagram) for datagram, _ in datagrams], dtype=np.int64),
-            names,
-            np.array([numbers[name] for name in names], dtype=np.int64),
-        )
+        lengths = np.array([len(datagram) for datagram, _ in datagrams], dtype=np.int64)
+        return cls(slots, lengths, names, _sender_numbers(names))
 
     def __len__(self) -> int:
         return len(self._names)
@@ -378,7 +378,6 @@ class BatchReceiver:
         """The batch of several senders: each named (once per run of one sender)."""
         addresses, names = memoryview(self._addresses), self._names
         labels: list[str] = []
-        numbers: dict[str, int] = {}
         last_sender, name = b"", ""
         for index, size in enumerate(sizes):
             start = index * _SOCKADDR_SIZE
@@ -386,9 +385,7 @@ class BatchReceiver:
             if sender != last_sender:  # a burst mostly comes from one router
                 last_sender, name = sender, names.name(sender, _sockaddr_name)
             labels.append(name)
-            numbers.setdefault(name, len(numbers))
-        senders = np.array([numbers[label] for label in labels], dtype=np.int64)
-        return DatagramBatch(self._slots[:count], lengths, labels, senders)
+        return DatagramBatch(self._slots[:count], lengths, labels, _sender_numbers(labels))
 
 
 class Pacer:
