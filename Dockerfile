@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 
 WORKDIR /opt/scout
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY exporter ./exporter
 COPY ai_sidecar ./ai_sidecar
 # /var/lib/scout holds the sidecar's SQLite store (a volume in docker-compose.yml).

@@ -69,11 +69,11 @@ $(VENV)/.python-ok:
 	$(BIN)/python -m pip install -q --upgrade pip
 	@touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.python-ok
+$(VENV)/.installed: pyproject.toml setup.py exporter/clients/snmp/_speedups.c $(VENV)/.python-ok
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.python-ok
+$(VENV)/.installed-dev: pyproject.toml setup.py exporter/clients/snmp/_speedups.c $(VENV)/.python-ok
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 

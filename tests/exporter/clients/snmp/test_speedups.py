@@ -1,0 +1,315 @@
+"""The compiled loops (exporter/clients/snmp/_speedups.c) against the Python they stand in for.
+
+Each compiled function must give what its Python reference gives, result or
+error, on well-formed input and on hostile input alike, and must actually take
+the well-formed case (a compiled function that always handed back would pass
+the first check and speed nothing up).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from exporter.clients.snmp import ber, walk
+from exporter.clients.snmp.speedups import compiled
+from exporter.clients.snmp.values import VarBind
+from exporter.targets.snmp import exposition
+from exporter.targets.snmp.exposition import Family, render_labels
+
+# Every tag a reply can carry, and some no agent sends.
+TAGS = (0x02, 0x04, 0x05, 0x06, 0x40, 0x41, 0x42, 0x43, 0x44, 0x46, 0x80, 0x81, 0x82, 0x47, 0x30)
+
+
+def outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
+    """What ``fn`` returned, or the type and message of what it raised."""
+    try:
+        return ("ok", fn())
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def test_the_dev_install_built_the_compiled_module() -> None:
+    # setup.py marks it optional, so a broken build would only warn: this says so.
+    assert compiled is not None, "exporter/clients/snmp/_speedups.c was not built (no compiler?)"
+
+
+needs_compiled = pytest.mark.skipif(compiled is None, reason="_speedups not built")
+
+
+def test_scout_pure_python_turns_the_compiled_module_off() -> None:
+    code = "from exporter.clients.snmp.speedups import compiled; print(compiled is None)"
+    env = {**os.environ, "SCOUT_PURE_PYTHON": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "True"
+
+
+# -- decoding varbinds ----------------------------------------------------------
+
+
+def random_value(rng: random.Random, tag: int) -> bytes:
+    if tag in (0x41, 0x42, 0x43, 0x46):
+        width = 8 if tag == 0x46 else 4
+        return ber.encode_unsigned(rng.randrange(2 ** (8 * width)), tag)
+    if tag == 0x02:
+        return ber.encode_integer(rng.randrange(-(2**31), 2**31))
+    if tag == 0x06:
+        return ber.tlv(
+            tag, ber.encode_oid((1, 3, *rng.sample(range(1, 70000), rng.randrange(1, 6))))
+        )
+    size = rng.choice((0, 1, 5, 127, 128, 300, 70000)) if rng.random() < 0.2 else rng.randrange(40)
+    return ber.tlv(tag, rng.randbytes(size))
+
+
+def random_varbinds(rng: random.Random, count: int) -> bytes:
+    parts = []
+    for _ in range(count):
+        oid = ber.encode_oid(
+            (1, 3, 6, 1, 2, 1, 2, 2, 1, rng.randrange(1, 30), rng.randrange(1, 300000))
+        )
+        parts.append(
+            ber.tlv(
+                ber.SEQUENCE,
+                ber.tlv(ber.OBJECT_IDENTIFIER, oid) + random_value(rng, rng.choice(TAGS)),
+            )
+        )
+    return b"".join(parts)
+
+
+def both_decoders(buf: bytes, pos: int, end: int) -> tuple[tuple[str, Any], tuple[str, Any]]:
+    return (
+        outcome(lambda: ber.decode_varbinds(buf, pos, end)),
+        outcome(lambda: ber.decode_varbinds_python(buf, pos, end)),
+    )
+
+
+@needs_compiled
+def test_well_formed_varbinds_decode_the_same_and_compiled() -> None:
+    assert compiled is not None
+    rng = random.Random(18)
+    for _ in range(300):
+        body = random_varbinds(rng, rng.randrange(0, 60))
+        buf = b"\xa2\x00" + body + b"trailer"
+        end = 2 + len(body)
+        taken = compiled.decode_varbinds(buf, 2, end)
+        assert taken is not None  # the common case is the compiled one's
+        assert taken == ber.decode_varbinds_python(buf, 2, end)
+
+
+@needs_compiled
+def test_hostile_varbinds_give_the_same_result_or_error() -> None:
+    rng = random.Random(1818)
+    for _ in range(3000):
+        body = bytearray(random_varbinds(rng, rng.randrange(1, 8)))
+        how = rng.randrange(5)
+        if how == 0:  # a byte changed anywhere
+            body[rng.randrange(len(body))] = rng.randrange(256)
+        elif how == 1:  # cut short
+            del body[rng.randrange(len(body)) :]
+        elif how == 2:  # a long-form length, of 0 to 6 octets
+            at = rng.randrange(len(body))
+            body[at : at + 1] = bytes([0x80 | rng.randrange(7)]) + bytes(rng.randrange(7))
+        elif how == 3:  # noise
+            body = bytearray(rng.randbytes(rng.randrange(1, 40)))
+        buf = bytes(body)
+        end = rng.choice((len(buf), len(buf) + rng.randrange(1, 5), max(0, len(buf) - 3)))
+        pos = rng.choice((0, 0, 0, rng.randrange(len(buf) + 2)))
+        fast, reference = both_decoders(buf, pos, end)
+        assert fast == reference, (buf.hex(), pos, end)
+
+
+def test_other_buffers_are_decoded_by_python() -> None:
+    body = random_varbinds(random.Random(3), 5)
+    for buf in (bytearray(body), memoryview(body)):
+        assert ber.decode_varbinds(buf, 0, len(body)) == ber.decode_varbinds_python(  # type: ignore[arg-type]
+            buf,  # type: ignore[arg-type]
+            0,
+            len(body),
+        )
+
+
+# -- walking: counting and taking a root's share -----------------------------------
+
+
+@needs_compiled
+def test_count_in_subtree_matches() -> None:
+    assert compiled is not None
+    rng = random.Random(7)
+    prefix = ber.encode_oid((1, 3, 6, 1, 2, 1, 2, 2, 1, 10))
+    for _ in range(500):
+        share = []
+        for _ in range(rng.randrange(0, 12)):
+            inside = rng.random() < 0.85
+            oid = prefix + bytes([rng.randrange(1, 128)]) if inside else rng.randbytes(9)
+            share.append((oid, rng.choice(TAGS), b""))
+        counted = compiled.count_in_subtree(share, prefix)
+        walk_compiled = walk.compiled
+        try:
+            walk.compiled = None
+            assert counted == walk._count_in_subtree(share, prefix)
+        finally:
+            walk.compiled = walk_compiled
+    assert compiled.count_in_subtree([("not", "a", "varbind")], prefix) == -1  # type: ignore[list-item]
+
+
+def random_share(rng: random.Random, prefix: bytes, start: int) -> list[tuple[bytes, int, bytes]]:
+    share = []
+    index = start
+    for _ in range(rng.randrange(1, 15)):
+        step = rng.choice((1, 1, 1, 2, 50, 0, -1)) if rng.random() < 0.2 else 1
+        index = max(1, index + step)
+        suffix = ber.encode_subids([index] if rng.random() < 0.8 else [index, 200, 5])
+        if rng.random() < 0.02:
+            suffix = b"\x81"  # ends in the middle of a sub-identifier
+        tag = rng.choice(TAGS[:10]) if rng.random() < 0.97 else rng.choice((0x47, 0x05, 0x80))
+        value = random_value(rng, tag)
+        # random_value gives whole TLVs: keep the contents octets only.
+        _, start_at, end_at = ber.read_tlv(value, 0)
+        raw = value[start_at:end_at]
+        if rng.random() < 0.05:
+            raw = b"\x00" * rng.randrange(9, 12) + raw  # long, with leading zeros
+        if rng.random() < 0.03:
+            raw = rng.randbytes(rng.randrange(9, 20))  # longer than 64 bits
+        share.append((prefix + suffix, tag, raw))
+    return share
+
+
+def take_with(use: Any, shares: Any, roots: Any, prefixes: Any) -> tuple[Any, ...]:
+    saved = walk.compiled
+    walk.compiled = use
+    walk._oid_table.clear()  # each side decodes every OID itself
+    last_oid = list(roots)
+    lists: list[list[VarBind]] = [[] for _ in roots]
+    try:
+        result = outcome(lambda: walk._take(shares, roots, prefixes, last_oid, lists, "here"))
+    finally:
+        walk.compiled = saved
+    return result, last_oid, lists
+
+
+@needs_compiled
+def test_take_matches_the_python_loop_on_random_and_broken_shares() -> None:
+    rng = random.Random(180)
+    roots = [(1, 3, 6, 1, 2, 1, 2, 2, 1, column) for column in (10, 16, 8)]
+    prefixes = [ber.encode_oid(root) for root in roots]
+    errors = 0
+    for _ in range(2000):
+        shares = []
+        for i in range(len(roots)):
+            share = random_share(rng, prefixes[i], rng.randrange(0, 5))
+            shares.append((i, share, rng.randrange(len(share) + 1)))
+        fast = take_with(compiled, shares, roots, prefixes)
+        reference = take_with(None, shares, roots, prefixes)
+        assert fast == reference
+        errors += fast[0][0] != "ok"
+    assert 100 < errors < 1900  # both kinds of case were drawn
+
+
+@needs_compiled
+def test_take_compiled_takes_the_common_share_whole() -> None:
+    assert compiled is not None
+    root = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6)
+    prefix = ber.encode_oid(root)
+    share = [
+        (prefix + bytes([n]), tag, raw)
+        for n, (tag, raw) in enumerate(
+            [
+                (0x46, b"\x00\xff\xff\xff\xff\xff\xff\xff\xff"),
+                (0x41, b""),
+                (0x02, b"\xff"),
+                (0x02, b"\x00\x80"),
+                (0x04, b"caf\xc3\xa9"),
+                (0x42, b"\x01\x00"),
+            ],
+            start=1,
+        )
+    ]
+    out: list[VarBind] = []
+    previous, taken = compiled.take_share(
+        share,
+        len(share),
+        root,
+        len(prefix),
+        root,
+        {},
+        dict(walk._KINDS),
+        out,
+        ber.decode_subids,
+        VarBind,
+    )
+    assert taken == len(share)
+    assert previous == (*root, 6)
+    assert [(v.oid[-1], int(v.kind), v.value) for v in out] == [
+        (1, 0x46, 2**64 - 1),
+        (2, 0x41, 0),
+        (3, 0x02, -1),
+        (4, 0x02, 128),
+        (5, 0x04, b"caf\xc3\xa9"),
+        (6, 0x42, 256),
+    ]
+    assert all(type(v) is VarBind for v in out)
+    assert out[0] == VarBind((*root, 1), out[0].kind, 2**64 - 1)
+    assert hash(out[0]) == hash(VarBind((*root, 1), out[0].kind, 2**64 - 1))
+
+
+# -- rendering ------------------------------------------------------------------
+
+
+def render_both(families: list[Family], monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    fast = exposition.render_text(families)
+    with monkeypatch.context() as patch:
+        patch.setattr(exposition, "compiled", None)
+        reference = exposition.render_text(families)
+    return fast, reference
+
+
+class Texts:
+    def __init__(self) -> None:
+        self.texts: dict[int, str] = {}
+
+
+@needs_compiled
+def test_rendering_matches_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(42)
+    for _ in range(200):
+        kept = Texts()
+        label_sets = [
+            (("ifIndex", str(n)), ("ifAlias", rng.choice(["uplink", 'café "a"\\b', "é\n", ""])))
+            for n in range(rng.randrange(1, 10))
+        ]
+        for labels in label_sets:
+            if rng.random() < 0.95:
+                kept.texts[id(labels)] = render_labels(labels)
+        family = Family("ifHCInOctets", "help", "counter", rendered=kept)
+        for labels in label_sets:
+            value = rng.choice(
+                [0, -5, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**30, -(2**63), 1.5, True]
+                + [rng.randrange(2**40)] * 10
+            )
+            family.add(labels, value)
+        fast, reference = render_both([family], monkeypatch)
+        assert fast == reference
+
+
+@needs_compiled
+def test_rendering_compiled_takes_the_usual_family() -> None:
+    assert compiled is not None
+    labels = (("ifIndex", "1"), ("ifName", "Gi0/1"))
+    texts = {id(labels): render_labels(labels)}
+    samples = [(labels, 12), (labels, 2**64 - 1), (labels, -3)]
+    assert compiled.render_int_samples("m", texts, samples) == (
+        'm{ifIndex="1",ifName="Gi0/1"} 12\n'
+        'm{ifIndex="1",ifName="Gi0/1"} 18446744073709551615\n'
+        'm{ifIndex="1",ifName="Gi0/1"} -3'
+    )
+    assert compiled.render_int_samples("m", texts, [(labels, 1.0)]) is None
+    assert compiled.render_int_samples("m", {}, samples) is None
+    assert compiled.render_int_samples("m", texts, [(labels, 2**64)]) is None
