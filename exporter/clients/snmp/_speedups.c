@@ -327,6 +327,94 @@ error:
     return NULL;
 }
 
+PyDoc_STRVAR(map_plain_doc,
+"map_plain(varbinds, cut, known, absent, numeric, wrap_at, counter64, out, varbind)\n"
+"    -> int\n\n"
+"MetricMapper.families's loop for a plain number metric (no instance, no static\n"
+"labels): for each varbind of the list, from the first, skip it if its kind is in\n"
+"absent; its row is known[oid[cut:]] (None: no sample); if its kind is in numeric\n"
+"and its value an int, append (row, value) to out, the value modulo wrap_at for a\n"
+"counter64 kind when wrap_at is not None. Stops at the first varbind whose row\n"
+"is not in known yet (or that is not a varbind) and returns its position, for\n"
+"the Python loop to go on from; len(varbinds) when it took them all.");
+
+static PyObject *
+map_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "map_plain takes 9 arguments");
+        return NULL;
+    }
+    PyObject *varbinds = args[0], *known = args[2], *absent = args[3], *numeric = args[4];
+    PyObject *wrap_at = args[5], *counter64 = args[6], *out = args[7];
+    Py_ssize_t cut = PyLong_AsSsize_t(args[1]);
+    if (cut == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_CheckExact(varbinds) || !PyDict_CheckExact(known) || !PyAnySet_Check(absent)
+        || !PyAnySet_Check(numeric) || !PyList_CheckExact(out) || !PyType_Check(args[8])
+        || cut < 0 || (wrap_at != Py_None && !PyLong_CheckExact(wrap_at))) {
+        PyErr_SetString(PyExc_TypeError, "map_plain: unexpected argument types");
+        return NULL;
+    }
+    PyTypeObject *varbind = (PyTypeObject *)args[8];
+    PyMemberDef *members[3];
+    if (!slot_members(varbind, members)) {
+        PyErr_SetString(PyExc_TypeError, "map_plain: varbind is not a slots class");
+        return NULL;
+    }
+    Py_ssize_t k = 0;
+    for (; k < PyList_GET_SIZE(varbinds); k++) {
+        PyObject *item = PyList_GET_ITEM(varbinds, k);
+        if (!Py_IS_TYPE(item, varbind))
+            break;
+        /* The slots, borrowed: item is held by the list, which nothing here changes. */
+        PyObject *oid = *(PyObject **)((char *)item + members[0]->offset);
+        PyObject *kind = *(PyObject **)((char *)item + members[1]->offset);
+        PyObject *value = *(PyObject **)((char *)item + members[2]->offset);
+        if (oid == NULL || kind == NULL || value == NULL || !PyTuple_CheckExact(oid))
+            break;
+        int skip = PySet_Contains(absent, kind);
+        if (skip < 0)
+            return NULL;
+        if (skip)
+            continue;
+        PyObject *suffix = PyTuple_GetSlice(oid, cut, PyTuple_GET_SIZE(oid));
+        if (suffix == NULL)
+            return NULL;
+        PyObject *row = PyDict_GetItemWithError(known, suffix); /* borrowed */
+        Py_DECREF(suffix);
+        if (row == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            break; /* a row not seen yet: its labels are Python's to work out */
+        }
+        if (row == Py_None)
+            continue;
+        int number = PySet_Contains(numeric, kind);
+        if (number < 0)
+            return NULL;
+        if (!number || !PyLong_Check(value))
+            continue;
+        PyObject *sample;
+        if (wrap_at != Py_None && kind == counter64) {
+            PyObject *wrapped = PyNumber_Remainder(value, wrap_at);
+            if (wrapped == NULL)
+                return NULL;
+            sample = PyTuple_Pack(2, row, wrapped);
+            Py_DECREF(wrapped);
+        }
+        else
+            sample = PyTuple_Pack(2, row, value);
+        if (sample == NULL)
+            return NULL;
+        int appended = PyList_Append(out, sample);
+        Py_DECREF(sample);
+        if (appended < 0)
+            return NULL;
+    }
+    return PyLong_FromSsize_t(k);
+}
+
 PyDoc_STRVAR(render_int_samples_doc,
 "render_int_samples(name, texts, samples) -> str | None\n\n"
 "exposition.render_text's common family: one 'name{labels} value' line per\n"
@@ -433,6 +521,7 @@ static PyMethodDef methods[] = {
     {"count_in_subtree", (PyCFunction)(void (*)(void))count_in_subtree, METH_FASTCALL,
      count_in_subtree_doc},
     {"take_share", (PyCFunction)(void (*)(void))take_share, METH_FASTCALL, take_share_doc},
+    {"map_plain", (PyCFunction)(void (*)(void))map_plain, METH_FASTCALL, map_plain_doc},
     {"render_int_samples", (PyCFunction)(void (*)(void))render_int_samples, METH_FASTCALL,
      render_int_samples_doc},
     {NULL, NULL, 0, NULL},

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:  # values imports ber, which imports this module
-    from exporter.clients.snmp.values import VarBind
+    from exporter.clients.snmp.values import Oid, VarBind
+
+    Labels = tuple[tuple[str, str], ...]
 
 RawVarBinds = list[tuple[bytes, int, bytes]]
 
@@ -42,6 +45,20 @@ class Compiled(Protocol):
         varbind: type[VarBind],
         /,
     ) -> tuple[tuple[int, ...], int]: ...
+
+    def map_plain(
+        self,
+        varbinds: Sequence[VarBind],
+        cut: int,
+        known: Mapping[Oid, Labels | None],
+        absent: AbstractSet[object],
+        numeric: AbstractSet[object],
+        wrap_at: int | None,
+        counter64: object,
+        out: list[tuple[Labels, int | float]],
+        varbind: type[VarBind],
+        /,
+    ) -> int: ...
 
     def render_int_samples(self, name: str, texts: object, samples: object, /) -> str | None: ...
 

@@ -19,9 +19,11 @@ import pytest
 
 from exporter.clients.snmp import ber, walk
 from exporter.clients.snmp.speedups import compiled
-from exporter.clients.snmp.values import VarBind
-from exporter.targets.snmp import exposition
+from exporter.clients.snmp.values import Oid, ValueKind, VarBind
+from exporter.targets.snmp import exposition, mapping
 from exporter.targets.snmp.exposition import Family, render_labels
+from exporter.targets.snmp.mapping import MetricMapper, RowLabels, oid_of
+from exporter.targets.snmp.modules import SnmpModule, builtin_modules
 
 # Every tag a reply can carry, and some no agent sends.
 TAGS = (0x02, 0x04, 0x05, 0x06, 0x40, 0x41, 0x42, 0x43, 0x44, 0x46, 0x80, 0x81, 0x82, 0x47, 0x30)
@@ -313,3 +315,94 @@ def test_rendering_compiled_takes_the_usual_family() -> None:
     assert compiled.render_int_samples("m", texts, [(labels, 1.0)]) is None
     assert compiled.render_int_samples("m", {}, samples) is None
     assert compiled.render_int_samples("m", texts, [(labels, 2**64)]) is None
+
+
+# -- mapping plain numbers ---------------------------------------------------------
+
+
+def random_if_mib_rows(
+    rng: random.Random, module: SnmpModule, interfaces: list[int]
+) -> dict[Oid, list[VarBind]]:
+    rows: dict[Oid, list[VarBind]] = {}
+    kinds = list(ValueKind)
+    for metric in module.metrics:
+        base = oid_of(metric.oid)
+        column = []
+        for index in interfaces:
+            if rng.random() < 0.05:
+                continue  # a row missing from this column
+            kind = rng.choice(kinds) if rng.random() < 0.1 else ValueKind.COUNTER64
+            value: object = rng.choice([rng.randrange(2**64), 2**63 + 5, 0, -1])
+            if rng.random() < 0.3:
+                pass  # an int, whatever the kind says (only numeric kinds make samples)
+            elif kind in (ValueKind.OCTET_STRING, ValueKind.OPAQUE, ValueKind.IP_ADDRESS):
+                value = rng.randbytes(rng.randrange(6))
+            elif kind is ValueKind.OID:
+                value = (1, 3, 6, index)
+            elif rng.random() < 0.05:
+                value = None
+            column.append(VarBind((*base, index), kind, value))  # type: ignore[arg-type]
+        rows[base] = column
+    return rows
+
+
+def map_twice(
+    mapper: MetricMapper, scrapes: list[dict[Oid, list[VarBind]]], use: Any
+) -> list[list[tuple[str, list[Any]]]]:
+    """Families of each scrape with one RowLabels kept across them (rows known from the 2nd)."""
+    saved = mapping.compiled
+    mapping.compiled = use
+    try:
+        kept = RowLabels(mapper)
+        out = []
+        for rows in scrapes:
+            values = {v.oid: v for column in rows.values() for v in column}
+            families = mapper.families(rows, values, kept)
+            out.append([(f.name, list(f.samples)) for f in families])
+        return out
+    finally:
+        mapping.compiled = saved
+
+
+@needs_compiled
+@pytest.mark.parametrize("wrap", [True, False])
+def test_mapping_matches_python_scrape_after_scrape(wrap: bool) -> None:
+    module = builtin_modules()["if_mib"]
+    rng = random.Random(49 + wrap)
+    for _ in range(30):
+        interfaces = sorted(rng.sample(range(1, 500), rng.randrange(1, 30)))
+        # Later scrapes: new values, sometimes an interface more (a row not known yet).
+        scrapes = [random_if_mib_rows(rng, module, interfaces) for _ in range(3)]
+        scrapes.append(random_if_mib_rows(rng, module, [*interfaces, 900]))
+        mapper = MetricMapper(module, wrap_large_counters=wrap)
+        assert map_twice(mapper, scrapes, compiled) == map_twice(mapper, scrapes, None)
+
+
+@needs_compiled
+def test_map_plain_takes_known_rows_and_stops_at_a_new_one() -> None:
+    assert compiled is not None
+    base = oid_of("1.3.6.1.2.1.31.1.1.1.6")
+    row1, row2 = (("ifIndex", "1"),), (("ifIndex", "2"),)
+    known: dict[Oid, Any] = {(1,): row1, (2,): row2, (4,): None}
+    varbinds = [
+        VarBind((*base, 1), ValueKind.COUNTER64, 2**53 + 7),
+        VarBind((*base, 2), ValueKind.NO_SUCH_INSTANCE, None),
+        VarBind((*base, 2), ValueKind.COUNTER32, 5),
+        VarBind((*base, 4), ValueKind.COUNTER32, 6),
+        VarBind((*base, 2), ValueKind.OCTET_STRING, b"x"),
+        VarBind((*base, 3), ValueKind.COUNTER32, 8),
+        VarBind((*base, 1), ValueKind.COUNTER32, 9),
+    ]
+    out: list[Any] = []
+    absent, numeric = mapping._ABSENT, mapping._NUMERIC
+    taken = compiled.map_plain(
+        varbinds, len(base), known, absent, numeric, 2**53, ValueKind.COUNTER64, out, VarBind
+    )
+    assert taken == 5  # (3,) is a row not known yet
+    assert out == [(row1, 7), (row2, 5)]
+    assert out[0][0] is row1  # the row's own tuple: its text is rendered by identity
+    out.clear()
+    taken = compiled.map_plain(
+        varbinds[:1], len(base), known, absent, numeric, None, ValueKind.COUNTER64, out, VarBind
+    )
+    assert (taken, out) == (1, [(row1, 2**53 + 7)])
