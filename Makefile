@@ -78,4 +78,4 @@ $(VENV)/.installed-dev: pyproject.toml setup.py exporter/clients/snmp/_speedups.
 	@touch $@ $(VENV)/.installed
 
 clean:
-	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache *.egg-info build exporter/clients/snmp/_speedups.*.so

@@ -165,6 +165,9 @@ static int
 slot_members(PyTypeObject *type, PyMemberDef *members[3])
 {
     static const char *const names[3] = {"oid", "kind", "value"};
+    /* A class defined in Python; a built-in type's tp_dict is NULL on 3.12 and later. */
+    if (!PyType_HasFeature(type, Py_TPFLAGS_HEAPTYPE) || type->tp_dict == NULL)
+        return 0;
     for (int k = 0; k < 3; k++) {
         PyObject *descr = PyDict_GetItemString(type->tp_dict, names[k]);
         if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type))
@@ -215,6 +218,111 @@ PyDoc_STRVAR(take_share_doc,
 "OCTET STRING or an unsigned one, a value too long): taken < count, and the\n"
 "Python loop goes on from there with the previous returned.");
 
+/* The OID of an encoded varbind OID: the shared table's, or decoded and added
+ * to it. A new reference; NULL with no error set when decode_subids refused
+ * it with a ValueError (the Python loop raises it again, with the context). */
+static PyObject *
+table_oid(PyObject *table, PyObject *encoded, Py_ssize_t cut, PyObject *root,
+          PyObject *decode_subids)
+{
+    PyObject *oid = PyDict_GetItemWithError(table, encoded);
+    if (oid != NULL) {
+        Py_INCREF(oid); /* owned: a collection during the allocations below may clear the table */
+        return oid;
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(encoded) + cut,
+                                               PyBytes_GET_SIZE(encoded) - cut);
+    if (rest == NULL)
+        return NULL;
+    PyObject *subids = PyObject_CallOneArg(decode_subids, rest);
+    Py_DECREF(rest);
+    if (subids == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError))
+            PyErr_Clear();
+        return NULL;
+    }
+    oid = PySequence_Concat(root, subids);
+    Py_DECREF(subids);
+    if (oid != NULL && PyDict_SetItem(table, encoded, oid) < 0)
+        Py_CLEAR(oid);
+    return oid;
+}
+
+/* The value of a varbind of one of the common types, as walk._take makes it;
+ * NULL with no error set for any other type or an integer past 64 bits. */
+static PyObject *
+common_value(long tag, PyObject *raw_obj)
+{
+    const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(raw_obj);
+    Py_ssize_t raw_size = PyBytes_GET_SIZE(raw_obj);
+    if (tag == 0x41 || tag == 0x42 || tag == 0x43 || tag == 0x46)
+        return unsigned_value(raw, raw_size);
+    if (tag == TAG_INTEGER)
+        return signed_value(raw, raw_size);
+    if (tag == TAG_OCTETS) {
+        Py_INCREF(raw_obj);
+        return raw_obj;
+    }
+    return NULL;
+}
+
+/* One (encoded, tag, raw) of a share into a VarBind appended to out. 1 when
+ * taken (*previous is then its OID), 0 when it is the Python loop's, -1 on an
+ * error. */
+static int
+take_one(PyObject *item, Py_ssize_t cut, PyObject *root, PyObject **previous, PyObject *table,
+         PyObject *kinds, PyObject *out, PyObject *decode_subids, PyTypeObject *varbind,
+         PyMemberDef *const members[3])
+{
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3)
+        return 0;
+    PyObject *encoded = PyTuple_GET_ITEM(item, 0);
+    PyObject *tag_obj = PyTuple_GET_ITEM(item, 1);
+    PyObject *raw_obj = PyTuple_GET_ITEM(item, 2);
+    if (!PyBytes_CheckExact(encoded) || !PyLong_CheckExact(tag_obj)
+        || !PyBytes_CheckExact(raw_obj) || PyBytes_GET_SIZE(encoded) < cut)
+        return 0;
+    PyObject *oid = table_oid(table, encoded, cut, root, decode_subids);
+    if (oid == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    int taken = -1;
+    PyObject *kind = NULL, *value = NULL;
+    int after = PyObject_RichCompareBool(oid, *previous, Py_GT);
+    if (after <= 0) {
+        taken = after; /* not after the previous one: the Python loop says so */
+        goto done;
+    }
+    kind = PyDict_GetItemWithError(kinds, tag_obj);
+    if (kind == NULL) {
+        taken = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    Py_INCREF(kind);
+    /* A known kind is a small tag: no overflow here. */
+    value = common_value(PyLong_AsLong(tag_obj), raw_obj);
+    if (value == NULL) {
+        taken = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    PyObject *made = new_varbind(varbind, members, oid, kind, value);
+    if (made == NULL)
+        goto done;
+    int appended = PyList_Append(out, made);
+    Py_DECREF(made);
+    if (appended < 0)
+        goto done;
+    Py_INCREF(oid);
+    Py_SETREF(*previous, oid);
+    taken = 1;
+done:
+    Py_DECREF(oid);
+    Py_XDECREF(kind);
+    Py_XDECREF(value);
+    return taken;
+}
+
 static PyObject *
 take_share(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -228,103 +336,30 @@ take_share(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t cut = PyLong_AsSsize_t(args[3]);
     if ((count == -1 || cut == -1) && PyErr_Occurred())
         return NULL;
+    PyMemberDef *members[3];
+    /* Anything but what walk._take passes: all of it is the Python loop's. */
     if (!PyList_CheckExact(share) || !PyTuple_CheckExact(root) || !PyDict_CheckExact(table)
         || !PyDict_CheckExact(kinds) || !PyList_CheckExact(out) || !PyType_Check(args[9])
-        || count < 0 || count > PyList_GET_SIZE(share) || cut < 0) {
-        PyErr_SetString(PyExc_TypeError, "take_share: unexpected argument types");
-        return NULL;
-    }
+        || count < 0 || count > PyList_GET_SIZE(share) || cut < 0
+        || !slot_members((PyTypeObject *)args[9], members))
+        return Py_BuildValue("(On)", previous, (Py_ssize_t)0);
     PyTypeObject *varbind = (PyTypeObject *)args[9];
-    PyMemberDef *members[3];
-    if (!slot_members(varbind, members)) {
-        PyErr_SetString(PyExc_TypeError, "take_share: varbind is not a slots class");
-        return NULL;
-    }
     Py_INCREF(previous);
     Py_ssize_t k = 0;
-    for (; k < count; k++) {
+    for (; k < count && k < PyList_GET_SIZE(share); k++) {
         PyObject *item = PyList_GET_ITEM(share, k);
-        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3)
-            break;
-        PyObject *encoded = PyTuple_GET_ITEM(item, 0);
-        PyObject *tag_obj = PyTuple_GET_ITEM(item, 1);
-        PyObject *raw_obj = PyTuple_GET_ITEM(item, 2);
-        if (!PyBytes_CheckExact(encoded) || !PyLong_CheckExact(tag_obj)
-            || !PyBytes_CheckExact(raw_obj) || PyBytes_GET_SIZE(encoded) < cut)
-            break;
-        PyObject *oid = PyDict_GetItemWithError(table, encoded); /* borrowed */
-        if (oid == NULL) {
-            if (PyErr_Occurred())
-                goto error;
-            PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(encoded) + cut,
-                                                       PyBytes_GET_SIZE(encoded) - cut);
-            if (rest == NULL)
-                goto error;
-            PyObject *subids = PyObject_CallOneArg(decode_subids, rest);
-            Py_DECREF(rest);
-            if (subids == NULL) {
-                /* The Python loop raises the same error with the reply's context. */
-                PyErr_Clear();
-                break;
-            }
-            PyObject *whole = PySequence_Concat(root, subids);
-            Py_DECREF(subids);
-            if (whole == NULL)
-                goto error;
-            int stored = PyDict_SetItem(table, encoded, whole);
-            Py_DECREF(whole);
-            if (stored < 0)
-                goto error;
-            oid = PyDict_GetItemWithError(table, encoded);
-            if (oid == NULL)
-                goto error;
+        Py_INCREF(item); /* owned: the list is not ours */
+        int taken = take_one(item, cut, root, &previous, table, kinds, out, decode_subids,
+                             varbind, members);
+        Py_DECREF(item);
+        if (taken < 0) {
+            Py_DECREF(previous);
+            return NULL;
         }
-        int after = PyObject_RichCompareBool(oid, previous, Py_GT);
-        if (after < 0)
-            goto error;
-        if (!after)
+        if (taken == 0)
             break;
-        PyObject *kind = PyDict_GetItemWithError(kinds, tag_obj); /* borrowed */
-        if (kind == NULL) {
-            if (PyErr_Occurred())
-                goto error;
-            break;
-        }
-        long tag = PyLong_AsLong(tag_obj);
-        const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(raw_obj);
-        Py_ssize_t raw_size = PyBytes_GET_SIZE(raw_obj);
-        PyObject *value;
-        if (tag == 0x41 || tag == 0x42 || tag == 0x43 || tag == 0x46)
-            value = unsigned_value(raw, raw_size);
-        else if (tag == TAG_INTEGER)
-            value = signed_value(raw, raw_size);
-        else if (tag == TAG_OCTETS) {
-            value = raw_obj;
-            Py_INCREF(value);
-        }
-        else
-            break;
-        if (value == NULL) {
-            if (PyErr_Occurred())
-                goto error;
-            break; /* longer than 8 octets: Python's int.from_bytes */
-        }
-        PyObject *made = new_varbind(varbind, members, oid, kind, value);
-        Py_DECREF(value);
-        if (made == NULL)
-            goto error;
-        int appended = PyList_Append(out, made);
-        Py_DECREF(made);
-        if (appended < 0)
-            goto error;
-        Py_INCREF(oid);
-        Py_SETREF(previous, oid);
     }
-    PyObject *result = Py_BuildValue("(Nn)", previous, k);
-    return result;
-error:
-    Py_DECREF(previous);
-    return NULL;
+    return Py_BuildValue("(Nn)", previous, k);
 }
 
 PyDoc_STRVAR(map_plain_doc,
@@ -338,6 +373,59 @@ PyDoc_STRVAR(map_plain_doc,
 "is not in known yet (or that is not a varbind) and returns its position, for\n"
 "the Python loop to go on from; len(varbinds) when it took them all.");
 
+/* One varbind of map_plain: 1 mapped or skipped, 0 the Python loop's, -1 an error. */
+static int
+map_one(PyObject *item, Py_ssize_t cut, PyObject *known, PyObject *absent, PyObject *numeric,
+        PyObject *wrap_at, PyObject *counter64, PyObject *out, PyTypeObject *varbind,
+        PyMemberDef *const members[3])
+{
+    if (!Py_IS_TYPE(item, varbind))
+        return 0;
+    /* The slots, borrowed from item, which the caller holds. */
+    PyObject *oid = *(PyObject **)((char *)item + members[0]->offset);
+    PyObject *kind = *(PyObject **)((char *)item + members[1]->offset);
+    PyObject *value = *(PyObject **)((char *)item + members[2]->offset);
+    if (oid == NULL || kind == NULL || value == NULL || !PyTuple_CheckExact(oid))
+        return 0;
+    int skip = PySet_Contains(absent, kind);
+    if (skip != 0)
+        return skip; /* 1: no value, no sample; -1: an error */
+    PyObject *suffix = PyTuple_GetSlice(oid, cut, PyTuple_GET_SIZE(oid));
+    if (suffix == NULL)
+        return -1;
+    PyObject *row = PyDict_GetItemWithError(known, suffix);
+    Py_DECREF(suffix);
+    if (row == NULL)
+        return PyErr_Occurred() ? -1 : 0; /* a row not seen yet: Python works its labels out */
+    if (row == Py_None)
+        return 1;
+    Py_INCREF(row); /* owned: a collection during the allocations below may change known */
+    int mapped = -1;
+    PyObject *sample = NULL;
+    int number = PySet_Contains(numeric, kind);
+    if (number < 0)
+        goto done;
+    mapped = 1;
+    if (!number || !PyLong_Check(value))
+        goto done;
+    mapped = -1;
+    if (wrap_at != Py_None && kind == counter64) {
+        PyObject *wrapped = PyNumber_Remainder(value, wrap_at);
+        if (wrapped == NULL)
+            goto done;
+        sample = PyTuple_Pack(2, row, wrapped);
+        Py_DECREF(wrapped);
+    }
+    else
+        sample = PyTuple_Pack(2, row, value);
+    if (sample != NULL && PyList_Append(out, sample) == 0)
+        mapped = 1;
+done:
+    Py_XDECREF(sample);
+    Py_DECREF(row);
+    return mapped;
+}
+
 static PyObject *
 map_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -350,67 +438,25 @@ map_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t cut = PyLong_AsSsize_t(args[1]);
     if (cut == -1 && PyErr_Occurred())
         return NULL;
+    PyMemberDef *members[3];
+    /* Anything but what MetricMapper.families passes: all of it is the Python loop's. */
     if (!PyList_CheckExact(varbinds) || !PyDict_CheckExact(known) || !PyAnySet_Check(absent)
         || !PyAnySet_Check(numeric) || !PyList_CheckExact(out) || !PyType_Check(args[8])
-        || cut < 0 || (wrap_at != Py_None && !PyLong_CheckExact(wrap_at))) {
-        PyErr_SetString(PyExc_TypeError, "map_plain: unexpected argument types");
-        return NULL;
-    }
+        || cut < 0 || (wrap_at != Py_None && !PyLong_CheckExact(wrap_at))
+        || !slot_members((PyTypeObject *)args[8], members))
+        return PyLong_FromLong(0);
     PyTypeObject *varbind = (PyTypeObject *)args[8];
-    PyMemberDef *members[3];
-    if (!slot_members(varbind, members)) {
-        PyErr_SetString(PyExc_TypeError, "map_plain: varbind is not a slots class");
-        return NULL;
-    }
     Py_ssize_t k = 0;
     for (; k < PyList_GET_SIZE(varbinds); k++) {
         PyObject *item = PyList_GET_ITEM(varbinds, k);
-        if (!Py_IS_TYPE(item, varbind))
+        Py_INCREF(item); /* owned: the list is not ours */
+        int mapped = map_one(item, cut, known, absent, numeric, wrap_at, counter64, out,
+                             varbind, members);
+        Py_DECREF(item);
+        if (mapped < 0)
+            return NULL;
+        if (mapped == 0)
             break;
-        /* The slots, borrowed: item is held by the list, which nothing here changes. */
-        PyObject *oid = *(PyObject **)((char *)item + members[0]->offset);
-        PyObject *kind = *(PyObject **)((char *)item + members[1]->offset);
-        PyObject *value = *(PyObject **)((char *)item + members[2]->offset);
-        if (oid == NULL || kind == NULL || value == NULL || !PyTuple_CheckExact(oid))
-            break;
-        int skip = PySet_Contains(absent, kind);
-        if (skip < 0)
-            return NULL;
-        if (skip)
-            continue;
-        PyObject *suffix = PyTuple_GetSlice(oid, cut, PyTuple_GET_SIZE(oid));
-        if (suffix == NULL)
-            return NULL;
-        PyObject *row = PyDict_GetItemWithError(known, suffix); /* borrowed */
-        Py_DECREF(suffix);
-        if (row == NULL) {
-            if (PyErr_Occurred())
-                return NULL;
-            break; /* a row not seen yet: its labels are Python's to work out */
-        }
-        if (row == Py_None)
-            continue;
-        int number = PySet_Contains(numeric, kind);
-        if (number < 0)
-            return NULL;
-        if (!number || !PyLong_Check(value))
-            continue;
-        PyObject *sample;
-        if (wrap_at != Py_None && kind == counter64) {
-            PyObject *wrapped = PyNumber_Remainder(value, wrap_at);
-            if (wrapped == NULL)
-                return NULL;
-            sample = PyTuple_Pack(2, row, wrapped);
-            Py_DECREF(wrapped);
-        }
-        else
-            sample = PyTuple_Pack(2, row, value);
-        if (sample == NULL)
-            return NULL;
-        int appended = PyList_Append(out, sample);
-        Py_DECREF(sample);
-        if (appended < 0)
-            return NULL;
     }
     return PyLong_FromSsize_t(k);
 }
@@ -436,7 +482,7 @@ render_int_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t n = PyList_GET_SIZE(samples);
     if (n == 0)
-        return PyUnicode_FromStringAndSize("", 0);
+        Py_RETURN_NONE; /* render_text leaves such a family out itself */
     size_t capacity = (size_t)n * ((size_t)name_size + 96), used = 0;
     char *buffer = PyMem_Malloc(capacity);
     if (buffer == NULL)

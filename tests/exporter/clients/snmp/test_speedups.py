@@ -8,6 +8,8 @@ the first check and speed nothing up).
 
 from __future__ import annotations
 
+import collections
+import importlib
 import os
 import random
 import subprocess
@@ -21,9 +23,11 @@ from exporter.clients.snmp import ber, walk
 from exporter.clients.snmp.speedups import compiled
 from exporter.clients.snmp.values import Oid, ValueKind, VarBind
 from exporter.targets.snmp import exposition, mapping
-from exporter.targets.snmp.exposition import Family, render_labels
+from exporter.targets.snmp.exposition import Family, render_labels, render_text
 from exporter.targets.snmp.mapping import MetricMapper, RowLabels, oid_of
 from exporter.targets.snmp.modules import SnmpModule, builtin_modules
+
+needs_compiled = pytest.mark.skipif(compiled is None, reason="_speedups not built")
 
 # Every tag a reply can carry, and some no agent sends.
 TAGS = (0x02, 0x04, 0x05, 0x06, 0x40, 0x41, 0x42, 0x43, 0x44, 0x46, 0x80, 0x81, 0x82, 0x47, 0x30)
@@ -38,11 +42,62 @@ def outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
 
 
 def test_the_dev_install_built_the_compiled_module() -> None:
-    # setup.py marks it optional, so a broken build would only warn: this says so.
-    assert compiled is not None, "exporter/clients/snmp/_speedups.c was not built (no compiler?)"
+    # setup.py marks it optional, so a broken build would only warn: this says so
+    # (imported directly: SCOUT_PURE_PYTHON in the environment must not fail it).
+    try:
+        importlib.import_module("exporter.clients.snmp._speedups")
+    except ImportError as exc:
+        pytest.fail(f"exporter/clients/snmp/_speedups.c was not built (no compiler?): {exc}")
 
 
-needs_compiled = pytest.mark.skipif(compiled is None, reason="_speedups not built")
+class Spy:
+    """The compiled module, counting the calls each function gets."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        function = getattr(self.module, name)
+
+        def counted(*args: Any) -> Any:
+            self.calls[name] += 1
+            return function(*args)
+
+        return counted
+
+
+@needs_compiled
+def test_a_scrape_calls_every_compiled_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = Spy(compiled)
+    for module in (ber, walk, exposition, mapping):
+        monkeypatch.setattr(module, "compiled", spy)
+    module = builtin_modules()["if_mib"]
+    mapper = MetricMapper(module)
+    kept = RowLabels(mapper)
+    roots = [oid_of(metric.oid) for metric in module.metrics]
+    rows = random_if_mib_rows(random.Random(5), module, [1, 2, 3])
+    # The varbinds of a reply, as an agent would send them, through the walk's loops.
+    body = b"".join(
+        ber.tlv(ber.SEQUENCE, ber.tlv(ber.OBJECT_IDENTIFIER, ber.encode_oid(v.oid)) + v_tlv)
+        for column in rows.values()
+        for v in column
+        if (v_tlv := ber.encode_integer(1))
+    )
+    varbinds = ber.decode_varbinds(body, 0, len(body))
+    shares = [(0, varbinds[:1], walk._count_in_subtree(varbinds[:1], ber.encode_oid(roots[0])))]
+    walk._take(shares, roots[:1], [ber.encode_oid(roots[0])], roots[:1], [[]], "here")
+    for _ in range(2):  # the second scrape knows every row
+        values = {v.oid: v for column in rows.values() for v in column}
+        texts = render_text(mapper.families(rows, values, kept))
+    assert texts.startswith("# HELP")
+    assert set(spy.calls) == {
+        "decode_varbinds",
+        "count_in_subtree",
+        "take_share",
+        "map_plain",
+        "render_int_samples",
+    }
 
 
 def test_scout_pure_python_turns_the_compiled_module_off() -> None:
@@ -260,6 +315,60 @@ def test_take_compiled_takes_the_common_share_whole() -> None:
     assert all(type(v) is VarBind for v in out)
     assert out[0] == VarBind((*root, 1), out[0].kind, 2**64 - 1)
     assert hash(out[0]) == hash(VarBind((*root, 1), out[0].kind, 2**64 - 1))
+    # The OID table is shared: a second share finds them there, the same tuples.
+    again: list[VarBind] = []
+    table = {encoded: (*root, n) for n, (encoded, _, _) in enumerate(share, start=1)}
+    _, taken = compiled.take_share(
+        share[:1],
+        1,
+        root,
+        len(prefix),
+        root,
+        table,
+        dict(walk._KINDS),
+        again,
+        ber.decode_subids,
+        VarBind,
+    )
+    assert taken == 1
+    assert again[0].oid is table[share[0][0]]
+    # An empty INTEGER is 0, as int.from_bytes has it.
+    zero: list[VarBind] = []
+    compiled.take_share(
+        [(prefix + b"\x09", 0x02, b"")],
+        1,
+        root,
+        len(prefix),
+        root,
+        {},
+        dict(walk._KINDS),
+        zero,
+        ber.decode_subids,
+        VarBind,
+    )
+    assert [v.value for v in zero] == [0]
+
+
+class Arcs(tuple):  # type: ignore[type-arg]
+    """A root of another tuple type (the walk accepts any sequence of OIDs)."""
+
+
+@needs_compiled
+def test_take_hands_back_what_it_does_not_expect() -> None:
+    assert compiled is not None
+    root = Arcs((1, 3, 6, 1, 2, 1, 2, 2, 1, 10))
+    prefix = ber.encode_oid(root)
+    share = [(prefix + b"\x01", 0x02, b"\x05")]
+    args = (share, 1, root, len(prefix), root, {}, dict(walk._KINDS), [], ber.decode_subids)
+    assert compiled.take_share(*args, VarBind) == (root, 0)  # type: ignore[arg-type]
+    plain_root = tuple(root)
+    args = (share, 1, plain_root, len(prefix), plain_root, {}, dict(walk._KINDS), [])
+    assert compiled.take_share(*args, ber.decode_subids, int) == (plain_root, 0)  # type: ignore[arg-type]
+    assert compiled.map_plain([], 0, {}, frozenset(), frozenset(), None, 0, [], int) == 0  # type: ignore[arg-type]
+    # The walk's loop takes it all the same.
+    assert take_with(compiled, [(0, share, 1)], [root], [prefix]) == take_with(
+        None, [(0, share, 1)], [root], [prefix]
+    )
 
 
 # -- rendering ------------------------------------------------------------------
@@ -315,6 +424,16 @@ def test_rendering_compiled_takes_the_usual_family() -> None:
     assert compiled.render_int_samples("m", texts, [(labels, 1.0)]) is None
     assert compiled.render_int_samples("m", {}, samples) is None
     assert compiled.render_int_samples("m", texts, [(labels, 2**64)]) is None
+    assert compiled.render_int_samples("m", texts, [(labels, -(2**63) - 1)]) is None
+    assert compiled.render_int_samples("m", texts, []) is None
+    odd = (("ifAlias", "\ud800"),)
+    assert compiled.render_int_samples("m", {id(odd): '{ifAlias="\ud800"}'}, [(odd, 1)]) is None
+    # Label texts longer than the first guess of the buffer: it grows.
+    long_labels = tuple((f"l{n}", "x" * 300) for n in range(4))
+    many = [(long_labels, n) for n in range(50)]
+    text = compiled.render_int_samples("m", {id(long_labels): render_labels(long_labels)}, many)
+    assert text is not None
+    assert text.split("\n") == [f"m{render_labels(long_labels)} {n}" for n in range(50)]
 
 
 # -- mapping plain numbers ---------------------------------------------------------
