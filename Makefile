@@ -15,6 +15,8 @@ TEST_WORKERS ?= 2
 
 BIN := $(VENV)/bin
 # COMMAND:DEBIAN-PACKAGE pairs: a package is installed only if its command is missing.
+# What the install compiles the exporter's optional C loops with (setup.py).
+BUILD_DEBS := gcc:gcc pythonheaders:python3-dev
 STACK_DEBS := ensurepip:python3-venv prometheus:prometheus \
 	prometheus-alertmanager:prometheus-alertmanager
 TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
@@ -70,10 +72,12 @@ $(VENV)/.python-ok:
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml setup.py exporter/clients/snmp/_speedups.c $(VENV)/.python-ok
+	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(BUILD_DEBS)
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml setup.py exporter/clients/snmp/_speedups.c $(VENV)/.python-ok
+	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(BUILD_DEBS)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 

@@ -332,11 +332,15 @@ take_share(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *share = args[0], *root = args[2], *previous = args[4], *table = args[5];
     PyObject *kinds = args[6], *out = args[7], *decode_subids = args[8];
+    PyMemberDef *members[3];
+    if (!PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[3]))
+        return Py_BuildValue("(On)", previous, (Py_ssize_t)0);
     Py_ssize_t count = PyLong_AsSsize_t(args[1]);
     Py_ssize_t cut = PyLong_AsSsize_t(args[3]);
-    if ((count == -1 || cut == -1) && PyErr_Occurred())
-        return NULL;
-    PyMemberDef *members[3];
+    if ((count == -1 || cut == -1) && PyErr_Occurred()) {
+        PyErr_Clear(); /* past Py_ssize_t: the Python loop's */
+        return Py_BuildValue("(On)", previous, (Py_ssize_t)0);
+    }
     /* Anything but what walk._take passes: all of it is the Python loop's. */
     if (!PyList_CheckExact(share) || !PyTuple_CheckExact(root) || !PyDict_CheckExact(table)
         || !PyDict_CheckExact(kinds) || !PyList_CheckExact(out) || !PyType_Check(args[9])
@@ -381,27 +385,47 @@ map_one(PyObject *item, Py_ssize_t cut, PyObject *known, PyObject *absent, PyObj
 {
     if (!Py_IS_TYPE(item, varbind))
         return 0;
-    /* The slots, borrowed from item, which the caller holds. */
-    PyObject *oid = *(PyObject **)((char *)item + members[0]->offset);
+    /* Each slot is read where the Python loop reads it, and owned from then on:
+     * Python code run meanwhile (a hash, a finalizer during an allocation) may
+     * rebind the slots or change known. */
+    PyObject *oid = NULL, *value = NULL, *row = NULL, *sample = NULL;
     PyObject *kind = *(PyObject **)((char *)item + members[1]->offset);
-    PyObject *value = *(PyObject **)((char *)item + members[2]->offset);
-    if (oid == NULL || kind == NULL || value == NULL || !PyTuple_CheckExact(oid))
-        return 0;
+    if (kind == NULL)
+        return 0; /* unset: Python's AttributeError */
+    Py_INCREF(kind);
+    int mapped = -1;
     int skip = PySet_Contains(absent, kind);
-    if (skip != 0)
-        return skip; /* 1: no value, no sample; -1: an error */
+    if (skip != 0) {
+        mapped = skip; /* 1: no value, no sample; -1: an error */
+        goto done;
+    }
+    mapped = 0;
+    oid = *(PyObject **)((char *)item + members[0]->offset);
+    if (oid == NULL || !PyTuple_CheckExact(oid)) {
+        oid = NULL;
+        goto done;
+    }
+    Py_INCREF(oid);
+    mapped = -1;
     PyObject *suffix = PyTuple_GetSlice(oid, cut, PyTuple_GET_SIZE(oid));
     if (suffix == NULL)
-        return -1;
-    PyObject *row = PyDict_GetItemWithError(known, suffix);
+        goto done;
+    row = PyDict_GetItemWithError(known, suffix);
     Py_DECREF(suffix);
-    if (row == NULL)
-        return PyErr_Occurred() ? -1 : 0; /* a row not seen yet: Python works its labels out */
+    if (row == NULL) {
+        mapped = PyErr_Occurred() ? -1 : 0; /* a row not seen yet: Python works its labels out */
+        goto done;
+    }
+    Py_INCREF(row);
+    mapped = 1;
     if (row == Py_None)
-        return 1;
-    Py_INCREF(row); /* owned: a collection during the allocations below may change known */
-    int mapped = -1;
-    PyObject *sample = NULL;
+        goto done;
+    mapped = 0;
+    value = *(PyObject **)((char *)item + members[2]->offset);
+    if (value == NULL)
+        goto done;
+    Py_INCREF(value);
+    mapped = -1;
     int number = PySet_Contains(numeric, kind);
     if (number < 0)
         goto done;
@@ -422,7 +446,10 @@ map_one(PyObject *item, Py_ssize_t cut, PyObject *known, PyObject *absent, PyObj
         mapped = 1;
 done:
     Py_XDECREF(sample);
-    Py_DECREF(row);
+    Py_XDECREF(row);
+    Py_XDECREF(value);
+    Py_XDECREF(oid);
+    Py_DECREF(kind);
     return mapped;
 }
 
@@ -435,9 +462,13 @@ map_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *varbinds = args[0], *known = args[2], *absent = args[3], *numeric = args[4];
     PyObject *wrap_at = args[5], *counter64 = args[6], *out = args[7];
+    if (!PyLong_CheckExact(args[1]))
+        return PyLong_FromLong(0);
     Py_ssize_t cut = PyLong_AsSsize_t(args[1]);
-    if (cut == -1 && PyErr_Occurred())
-        return NULL;
+    if (cut == -1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* past Py_ssize_t: the Python loop's */
+        return PyLong_FromLong(0);
+    }
     PyMemberDef *members[3];
     /* Anything but what MetricMapper.families passes: all of it is the Python loop's. */
     if (!PyList_CheckExact(varbinds) || !PyDict_CheckExact(known) || !PyAnySet_Check(absent)
@@ -487,21 +518,28 @@ render_int_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     char *buffer = PyMem_Malloc(capacity);
     if (buffer == NULL)
         return PyErr_NoMemory();
+    PyObject *sample = NULL, *text = NULL; /* owned in each turn: a lookup may run Python */
     for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *sample = PyList_GET_ITEM(samples, k);
+        Py_CLEAR(sample);
+        Py_CLEAR(text);
+        if (PyList_GET_SIZE(samples) != n)
+            goto fallback; /* changed under us: Python's own loop */
+        sample = PyList_GET_ITEM(samples, k);
+        Py_INCREF(sample);
         if (!PyTuple_CheckExact(sample) || PyTuple_GET_SIZE(sample) != 2
             || !PyLong_CheckExact(PyTuple_GET_ITEM(sample, 1)))
             goto fallback;
         PyObject *key = PyLong_FromVoidPtr(PyTuple_GET_ITEM(sample, 0));
         if (key == NULL)
             goto error;
-        PyObject *text = PyDict_GetItemWithError(texts, key); /* borrowed */
+        text = PyDict_GetItemWithError(texts, key);
         Py_DECREF(key);
         if (text == NULL) {
             if (PyErr_Occurred())
                 goto error;
             goto fallback;
         }
+        Py_INCREF(text);
         if (!PyUnicode_CheckExact(text))
             goto fallback;
         Py_ssize_t text_size;
@@ -550,13 +588,19 @@ render_int_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         memcpy(buffer + used, digits, digits_size);
         used += digits_size;
     }
+    Py_CLEAR(sample);
+    Py_CLEAR(text);
     PyObject *result = PyUnicode_DecodeUTF8(buffer, (Py_ssize_t)used, "strict");
     PyMem_Free(buffer);
     return result;
 fallback:
+    Py_XDECREF(sample);
+    Py_XDECREF(text);
     PyMem_Free(buffer);
     Py_RETURN_NONE;
 error:
+    Py_XDECREF(sample);
+    Py_XDECREF(text);
     PyMem_Free(buffer);
     return NULL;
 }

@@ -525,3 +525,67 @@ def test_map_plain_takes_known_rows_and_stops_at_a_new_one() -> None:
         varbinds[:1], len(base), known, absent, numeric, None, ValueKind.COUNTER64, out, VarBind
     )
     assert (taken, out) == (1, [(row1, 2**53 + 7)])
+
+
+# -- Python code run in the middle of a compiled loop ----------------------------------
+
+
+class RebindingKind:
+    """Equal to GAUGE32; hashing it (the absent and numeric checks) rebinds a VarBind's value."""
+
+    target: VarBind | None = None
+
+    def __hash__(self) -> int:
+        if RebindingKind.target is not None:
+            target, RebindingKind.target = RebindingKind.target, None
+            target.value = 5  # the old value's last reference goes
+        return hash(ValueKind.GAUGE32)
+
+    def __eq__(self, other: object) -> bool:
+        return other == ValueKind.GAUGE32
+
+
+@needs_compiled
+def test_map_plain_reads_each_slot_when_python_does_and_holds_it() -> None:
+    assert compiled is not None
+    base = oid_of("1.3.6.1.2.1.31.1.1.1.6")
+    row = (("ifIndex", "1"),)
+    varbind = VarBind((*base, 1), RebindingKind(), 10**40 + 12345)  # type: ignore[arg-type]
+    RebindingKind.target = varbind
+    out: list[Any] = []
+    taken = compiled.map_plain(
+        [varbind],
+        len(base),
+        {(1,): row},
+        mapping._ABSENT,
+        mapping._NUMERIC,
+        None,
+        ValueKind.COUNTER64,
+        out,
+        VarBind,
+    )
+    # The Python loop reads the value after the kind's checks: the rebound one.
+    assert (taken, out) == (1, [(row, 5)])
+
+
+@needs_compiled
+def test_rendering_survives_a_lookup_that_changes_the_samples() -> None:
+    assert compiled is not None
+    labels = [(("a", str(n)),) for n in range(3)]
+    samples = [(lb, 10**12 + n) for n, lb in enumerate(labels)]
+    armed = []
+
+    class Clash:
+        def __hash__(self) -> int:
+            return hash(id(labels[0]))
+
+        def __eq__(self, other: object) -> bool:
+            if armed:
+                samples.clear()  # frees the tuples the loop is reading
+            return False
+
+    texts: dict[Any, str] = {Clash(): "x"}  # found first by the lookup of id(labels[0])
+    for lb in labels:
+        texts[id(lb)] = render_labels(lb)
+    armed.append(True)
+    assert compiled.render_int_samples("m", texts, samples) is None  # handed back, not read
