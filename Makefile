@@ -15,6 +15,8 @@ TEST_WORKERS ?= 2
 
 BIN := $(VENV)/bin
 # COMMAND:DEBIAN-PACKAGE pairs: a package is installed only if its command is missing.
+# What the install compiles the exporter's optional C loops with (setup.py).
+BUILD_DEBS := gcc:gcc pythonheaders:python3-dev
 STACK_DEBS := ensurepip:python3-venv prometheus:prometheus \
 	prometheus-alertmanager:prometheus-alertmanager
 TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
@@ -69,13 +71,15 @@ $(VENV)/.python-ok:
 	$(BIN)/python -m pip install -q --upgrade pip
 	@touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.python-ok
+$(VENV)/.installed: pyproject.toml setup.py exporter/clients/snmp/_speedups.c $(VENV)/.python-ok
+	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(BUILD_DEBS)
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.python-ok
+$(VENV)/.installed-dev: pyproject.toml setup.py exporter/clients/snmp/_speedups.c $(VENV)/.python-ok
+	@PYTHON=$(PYTHON) scripts/install-system-deps.sh $(BUILD_DEBS)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
 clean:
-	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache *.egg-info build exporter/clients/snmp/_speedups.*.so

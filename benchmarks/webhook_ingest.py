@@ -152,7 +152,9 @@ class _Connection(asyncio.Protocol):
     """
 
     def __init__(
-        self, answered: Callable[[_Connection, int], None], lost: Callable[[str], None]
+        self,
+        answered: Callable[[_Connection, int], None],
+        lost: Callable[[_Connection, str], None],
     ) -> None:
         self._answered = answered
         self._lost = lost
@@ -177,7 +179,7 @@ class _Connection(asyncio.Protocol):
             self._answered(self, int(head[9:12]))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost(f"the server closed a connection ({exc or 'no error'})")
+        self._lost(self, f"the server closed a connection ({exc or 'no error'})")
 
 
 async def generate(
@@ -234,7 +236,14 @@ async def generate(
         if len(latencies) == len(requests):
             finished.set_result(None)
 
-    def lost(why: str) -> None:
+    def lost(connection: _Connection, why: str) -> None:
+        # An idle connection the server let go of (its keep-alive timeout, at a
+        # low offered rate) is simply not used again; one with a request in
+        # flight loses that request, which fails the run.
+        if connection not in since:
+            with contextlib.suppress(ValueError):
+                idle.remove(connection)
+            return
         if not finished.done():
             finished.set_exception(RuntimeError(why))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from exporter.app import DEFAULT_PORT, create_app, reload_config
+from exporter.clients.snmp.speedups import compiled
 from exporter.collectors import COLLECTORS, HostView
 from exporter.common.gctime import GC_TIMER
 from exporter.common.logs import LOG_LEVELS, configure_logging
@@ -213,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "address": format_address(host, port),
             "tls": security.config.tls_server_config is not None,
             "collectors": ",".join(sorted(settings.enabled_collectors)),
+            # Whether the SNMP scrape runs the optional compiled loops (setup.py).
+            "snmp_loops": "python" if compiled is None else "compiled",
         },
     )
     status = serve(app, host, port, "scout-exporter", ssl_context=security.ssl_context())

@@ -3,7 +3,8 @@
 #
 #   scripts/install-system-deps.sh COMMAND:PACKAGE [COMMAND:PACKAGE ...]
 #
-# The check "ensurepip" stands for Python's venv support (Debian's python3-venv).
+# The check "ensurepip" stands for Python's venv support (Debian's python3-venv), and
+# "pythonheaders" for the headers extensions compile against (python3-dev).
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,10 @@ for pair in "$@"; do
     package=${pair#*:}
     if [ "$check" = ensurepip ]; then
         "${PYTHON:-python3}" -c 'import ensurepip' 2>/dev/null && continue
+    elif [ "$check" = pythonheaders ]; then
+        "${PYTHON:-python3}" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+            2>/dev/null && continue
     else
         command -v "$check" >/dev/null 2>&1 && continue
     fi

@@ -97,3 +97,21 @@ def test_snmp_wrap_large_counters_is_on_by_default_and_can_be_turned_off():
     args = build_parser().parse_args(["--no-snmp.wrap-large-counters"])
     assert args.snmp_wrap_large_counters is False
     assert build_parser().parse_args(["--snmp.wrap-large-counters"]).snmp_wrap_large_counters
+
+
+@pytest.mark.parametrize(("loaded", "said"), [(True, "compiled"), (False, "python")])
+def test_the_start_line_says_which_snmp_loops_run(monkeypatch, capsys, loaded, said):
+    from exporter import cli
+
+    monkeypatch.setattr(cli, "compiled", object() if loaded else None)
+    # Only the start: no server, no signal handlers, the test process's collector untouched.
+    monkeypatch.setattr(cli, "serve", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(cli, "tune_garbage_collector", lambda: None)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    try:
+        assert cli.main(["--web.listen-address=127.0.0.1:9", "--log.format=json"]) == 0
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    (start,) = [line for line in lines if line["msg"] == "starting"]
+    assert start["snmp_loops"] == said

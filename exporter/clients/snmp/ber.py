@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from exporter.clients.snmp.speedups import compiled
+
 # Universal tags.
 INTEGER = 0x02
 OCTET_STRING = 0x04
@@ -285,6 +287,19 @@ def decode_pdu(buf: bytes, pos: int) -> tuple[int, int, int, int, list[RawVarBin
 
 def decode_varbinds(buf: bytes, pos: int, end: int) -> list[RawVarBind]:
     """The varbinds between ``pos`` and ``end``: the hot loop of every walk.
+
+    The compiled loop (``speedups``) reads the well-formed case; whatever it
+    does not take, and every error, is :func:`decode_varbinds_python`'s.
+    """
+    if compiled is not None:
+        varbinds = compiled.decode_varbinds(buf, pos, end)
+        if varbinds is not None:
+            return varbinds
+    return decode_varbinds_python(buf, pos, end)
+
+
+def decode_varbinds_python(buf: bytes, pos: int, end: int) -> list[RawVarBind]:
+    """:func:`decode_varbinds` in Python: the reference, and the path without the compiled one.
 
     Inlined on purpose (no helper calls per element): lengths below 128 take
     one branch, which covers every OID and nearly every value in practice.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from statistics import fmean
 
 from exporter.clients.snmp import Oid, ValueKind, VarBind
+from exporter.clients.snmp.speedups import compiled
 from exporter.targets.snmp.exposition import Family, Labels, render_labels
 from exporter.targets.snmp.modules import SnmpIndex, SnmpLookup, SnmpMetric, SnmpModule
 
@@ -258,7 +259,30 @@ class MetricMapper:
             append = family.samples.append
             known = labels_of_row[plan.shape]
             cut = len(plan.base)
-            for varbind in rows.get(plan.base, ()):
+            varbinds = rows.get(plan.base, ())
+            if (
+                compiled is not None
+                and plain
+                and not static
+                and instance is None
+                and type(varbinds) is list
+            ):
+                # The compiled loop maps every varbind whose row is known already
+                # (all of them, once a device's cache is filled); the loop below
+                # takes the rest from the first new row on.
+                taken = compiled.map_plain(
+                    varbinds,
+                    cut,
+                    known,
+                    absent,
+                    numeric,
+                    WRAP_AT if wrap else None,
+                    counter64,
+                    family.samples,
+                    VarBind,
+                )
+                varbinds = varbinds[taken:]
+            for varbind in varbinds:
                 kind = varbind.kind
                 if kind in absent:
                     continue
