@@ -476,6 +476,48 @@ def test_a_silent_shard_mutes_only_the_targetdown_of_its_own_prometheus(tmp_path
             assert muted() == {"own shard": True, "other shard": False, "device": False}
 
 
+def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(tmp_path):
+    """An exporter that dies pages once, not once per device behind it; per shard."""
+    down = {"alertname": "TargetDown", "severity": "warning"}
+    alerts = {
+        "snmp device": {**down, "job": "snmp", "instance": "sw1"},
+        "firewall": {**down, "job": "firewall", "instance": "fw1"},
+        "windows server": {**down, "job": "winrm", "instance": "srv1"},
+        "probe": {**down, "job": "probe_icmp", "instance": "10.0.0.9"},
+        # Not scraped through the exporter: real, kept.
+        "sidecar": {**down, "job": "scout-sidecar", "instance": "127.0.0.1:8782"},
+        # Another shard's device: its own exporter is up.
+        "other shard's device": {**down, "job": "snmp", "instance": "sw9", "shard": "1"},
+    }
+    with SlackSink() as sink:
+        config = render_config(
+            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+        )
+        with Alertmanager(tmp_path, config) as am:
+            am.post([postable(labels) for labels in alerts.values()])
+            exporter = {**down, "job": "scout-exporter", "instance": "127.0.0.1:8781"}
+            am.post([postable(exporter)])
+
+            def muted() -> dict[str, bool]:
+                return {
+                    name: bool(a["status"]["inhibitedBy"])
+                    for a in am.alerts('alertname="TargetDown"')
+                    for name, labels in {**alerts, "exporter": exporter}.items()
+                    if a["labels"] == labels
+                }
+
+            wait_for(lambda: muted().get("snmp device"), timeout=10, what="devices muted")
+            assert muted() == {
+                "snmp device": True,
+                "firewall": True,
+                "windows server": True,
+                "probe": True,
+                "sidecar": False,
+                "other shard's device": False,
+                "exporter": False,
+            }
+
+
 @pytest.mark.parametrize("priority", ["P1", "P3"])
 def test_an_incidents_anomaly_copy_joins_its_one_slack_group(tmp_path, priority):
     """One Slack notification per incident, anomaly or not; only the others by email."""

@@ -481,15 +481,21 @@ class SnmpScraper:
         """Forget every session, cache and plan: the config they came from changed.
 
         A reload may change a module (its cache, max-repetitions) or an auth's
-        secret; each device starts afresh at its next scrape.
+        secret; each device starts afresh at its next scrape. A session a scrape
+        is reading through is closed when that scrape is done, not under it.
         """
-        self._close_later(self._entries.values())
+        for entry in self._entries.values():
+            self._retire(entry)
         self._entries.clear()
         self._devices.clear()
         self._plans.clear()
 
     async def close(self) -> None:
-        """Stop pruning and close every session."""
+        """Stop pruning and close every session (one in use when its scrape is done).
+
+        A reload closes the old scraper while scrapes may still be reading
+        through it: they finish on their sessions, which close after them.
+        """
         self._closed = True
         if self._pruner is not None:
             self._pruner.cancel()

@@ -546,6 +546,42 @@ async def test_the_session_cap_never_closes_a_session_a_scrape_is_using(snmpd, m
     assert opened[1].closed
 
 
+async def test_closing_the_scraper_lets_a_scrape_in_flight_finish_on_its_session(snmpd):
+    # A reload closes the old scraper while scrapes may be reading through it: they
+    # must finish (not fail on a closed socket), and their sessions close after them.
+    opened: list[ClosingSession] = []
+    asked = asyncio.Event()
+
+    def open_session(
+        host: str, port: int, credentials: Credentials, *, timeout: float, retries: int
+    ) -> ClosingSession:
+        opened.append(ClosingSession(host, port, credentials, timeout=timeout, retries=retries))
+        opened[-1].asked = asked
+        return opened[-1]
+
+    scraper = SnmpScraper(session_factory=open_session)
+    host, port = snmpd.target.rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    job = ScrapeJob(
+        Target(host, int(port)),
+        (("if_mib", builtin_modules()["if_mib"]),),
+        "a",
+        SnmpAuth(type="snmp", community=SecretStr("public")),
+        loop.time() + 10,
+    )
+    families: list[Family] = []
+    scrape = asyncio.create_task(scraper.scrape(job, families))
+    await asked.wait()
+    await scraper.close()  # as a reload does, mid-scrape
+    assert not opened[0].closed  # still in use
+    assert await scrape == (True, None)
+    [success] = [f for f in families if f.name == "scout_snmp_module_success"]
+    assert success.samples == [((("module", "if_mib"),), 1)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert opened[0].closed  # closed once its scrape let go of it
+
+
 class ClosingSession(SnmpSession):
     """A real session that says when it is first asked for something, and remembers being closed."""
 
