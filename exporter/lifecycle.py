@@ -3,7 +3,9 @@
 A collector or target scraper is built from the config, started when the app
 starts (or when a reload brings in a new set), and closed before the app stops
 or a reload replaces it, so a socket, thread or background task it owns never
-outlives it. Each object is started at most once and closed at most once: a
+outlives it, but for one a scrape in flight is still using: the SNMP scraper
+closes such a session when that scrape is done (by its deadline), so a reload
+does not fail it. Each object is started at most once and closed at most once: a
 reload builds fresh ones rather than restarting closed ones.
 """
 

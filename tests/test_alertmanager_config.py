@@ -478,7 +478,7 @@ def test_a_silent_shard_mutes_only_the_targetdown_of_its_own_prometheus(tmp_path
 
 def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(tmp_path):
     """An exporter that dies pages once, not once per device behind it; per shard."""
-    down = {"alertname": "TargetDown", "severity": "warning"}
+    down = {"alertname": "TargetDown", "severity": "warning", "shard": "0"}
     alerts = {
         "snmp device": {**down, "job": "snmp", "instance": "sw1"},
         "firewall": {**down, "job": "firewall", "instance": "fw1"},
@@ -489,14 +489,13 @@ def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(
         # Another shard's device: its own exporter is up.
         "other shard's device": {**down, "job": "snmp", "instance": "sw9", "shard": "1"},
     }
+    exporter = {**down, "job": "scout-exporter", "instance": "127.0.0.1:8781"}
     with SlackSink() as sink:
         config = render_config(
             tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
         )
         with Alertmanager(tmp_path, config) as am:
             am.post([postable(labels) for labels in alerts.values()])
-            exporter = {**down, "job": "scout-exporter", "instance": "127.0.0.1:8781"}
-            am.post([postable(exporter)])
 
             def muted() -> dict[str, bool]:
                 return {
@@ -506,6 +505,16 @@ def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(
                     if a["labels"] == labels
                 }
 
+            # The sidecar's copy of the exporter's alert mutes nothing here (the raw one
+            # does), so the muting ends when Prometheus resolves the raw one.
+            am.post([postable({**exporter, "scout_enriched": "true"})])
+            wait_for(
+                lambda: len(am.alerts('scout_enriched="true"')) == 1,
+                timeout=10,
+                what="the copy stored",
+            )
+            assert not any(muted().values())
+            am.post([postable(exporter)])
             wait_for(lambda: muted().get("snmp device"), timeout=10, what="devices muted")
             assert muted() == {
                 "snmp device": True,
@@ -514,7 +523,7 @@ def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(
                 "probe": True,
                 "sidecar": False,
                 "other shard's device": False,
-                "exporter": False,
+                "exporter": True,  # by its own enriched copy, as every raw alert
             }
 
 

@@ -97,9 +97,9 @@ def session_cap() -> int:
     The HTTP server may hold up to ``ServerLimits.connection_cap()`` connections
     (at the default ``--web.max-connections``) and ``RESERVED_FILES`` go to the
     rest; past the cap the least recently used session no scrape is using is
-    closed, rather than a new socket failing with EMFILE. The cap never closes
-    a session under its scrape (a reload or shutdown does, and the scrape's
-    module fails): while every session is in use, the count goes past
+    closed, rather than a new socket failing with EMFILE. Neither the cap nor a
+    reload closes a session under its scrape (a retired one closes when its
+    scrape is done): while every session is in use, the count goes past
     the cap (by at most the sessions of the scrapes in flight, each of which
     holds an HTTP connection too) and comes back as they end. At a soft limit
     of 515 or less the cap is 1.
