@@ -18,7 +18,7 @@ from exporter.targets.kind import ScrapeJob
 from exporter.targets.snmp import scraper as scraper_module
 from exporter.targets.snmp.exposition import Family
 from exporter.targets.snmp.modules import SnmpModule, builtin_modules
-from exporter.targets.snmp.scraper import SnmpScraper, Target
+from exporter.targets.snmp.scraper import SessionFactory, SnmpScraper, Target
 from tests.peers.snmp import (
     RealSnmpd,
     SilentDevice,
@@ -497,13 +497,8 @@ async def test_a_device_by_name_exports_the_addresses_its_name_resolves_to(clien
     } == {name for name, _ in parse_exposition(by_address)}
 
 
-async def test_the_session_cap_never_closes_a_session_a_scrape_is_using(snmpd, monkeypatch):
-    # One session allowed (a small open-files limit), two scrapes of one device
-    # with two auths (two sessions) at once: the second must not close the
-    # first's socket under it; the first is closed when it is done instead.
-    monkeypatch.setattr(scraper_module, "MAX_SESSIONS", 1)
-    opened: list[ClosingSession] = []
-    asked = asyncio.Event()
+def recording_sessions(opened: list[ClosingSession], asked: asyncio.Event) -> SessionFactory:
+    """A session factory keeping each session it opens in ``opened``; each sets ``asked``."""
 
     def open_session(
         host: str, port: int, credentials: Credentials, *, timeout: float, retries: int
@@ -512,24 +507,34 @@ async def test_the_session_cap_never_closes_a_session_a_scrape_is_using(snmpd, m
         opened[-1].asked = asked
         return opened[-1]
 
-    scraper = SnmpScraper(session_factory=open_session)
+    return open_session
+
+
+def if_mib_job(snmpd, auth_name: str) -> ScrapeJob[Target, SnmpModule, SnmpAuth]:
+    """An if_mib scrape of ``snmpd`` under ``auth_name``, due within 10 s."""
     host, port = snmpd.target.rsplit(":", 1)
-    loop = asyncio.get_running_loop()
+    return ScrapeJob(
+        Target(host, int(port)),
+        (("if_mib", builtin_modules()["if_mib"]),),
+        auth_name,
+        SnmpAuth(type="snmp", community=SecretStr("public")),
+        asyncio.get_running_loop().time() + 10,
+    )
 
-    def job(auth_name: str) -> ScrapeJob[Target, SnmpModule, SnmpAuth]:
-        return ScrapeJob(
-            Target(host, int(port)),
-            (("if_mib", builtin_modules()["if_mib"]),),
-            auth_name,
-            SnmpAuth(type="snmp", community=SecretStr("public")),
-            loop.time() + 10,
-        )
 
+async def test_the_session_cap_never_closes_a_session_a_scrape_is_using(snmpd, monkeypatch):
+    # One session allowed (a small open-files limit), two scrapes of one device
+    # with two auths (two sessions) at once: the second must not close the
+    # first's socket under it; the first is closed when it is done instead.
+    monkeypatch.setattr(scraper_module, "MAX_SESSIONS", 1)
+    opened: list[ClosingSession] = []
+    asked = asyncio.Event()
+    scraper = SnmpScraper(session_factory=recording_sessions(opened, asked))
     first_families: list[Family] = []
-    first = asyncio.create_task(scraper.scrape(job("a"), first_families))
+    first = asyncio.create_task(scraper.scrape(if_mib_job(snmpd, "a"), first_families))
     await asked.wait()
     second_families: list[Family] = []
-    second = asyncio.create_task(scraper.scrape(job("b"), second_families))
+    second = asyncio.create_task(scraper.scrape(if_mib_job(snmpd, "b"), second_families))
     await asyncio.sleep(0)  # the second scrape opens its session
     assert len(opened) == 2
     assert not first.done()  # the first scrape was still reading through its session
@@ -551,26 +556,9 @@ async def test_closing_the_scraper_lets_a_scrape_in_flight_finish_on_its_session
     # must finish (not fail on a closed socket), and their sessions close after them.
     opened: list[ClosingSession] = []
     asked = asyncio.Event()
-
-    def open_session(
-        host: str, port: int, credentials: Credentials, *, timeout: float, retries: int
-    ) -> ClosingSession:
-        opened.append(ClosingSession(host, port, credentials, timeout=timeout, retries=retries))
-        opened[-1].asked = asked
-        return opened[-1]
-
-    scraper = SnmpScraper(session_factory=open_session)
-    host, port = snmpd.target.rsplit(":", 1)
-    loop = asyncio.get_running_loop()
-    job = ScrapeJob(
-        Target(host, int(port)),
-        (("if_mib", builtin_modules()["if_mib"]),),
-        "a",
-        SnmpAuth(type="snmp", community=SecretStr("public")),
-        loop.time() + 10,
-    )
+    scraper = SnmpScraper(session_factory=recording_sessions(opened, asked))
     families: list[Family] = []
-    scrape = asyncio.create_task(scraper.scrape(job, families))
+    scrape = asyncio.create_task(scraper.scrape(if_mib_job(snmpd, "a"), families))
     await asked.wait()
     await scraper.close()  # as a reload does, mid-scrape
     assert not opened[0].closed  # still in use
