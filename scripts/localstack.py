@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -375,13 +376,35 @@ def running(services: Sequence[Service], ready_timeout: float = 30.0) -> Iterato
     started: list[Service] = []
     try:
         for service in services:
-            service.start()
+            # Listed before it starts: a Ctrl-C landing inside start() must still stop it.
             started.append(service)
+            service.start()
             service.wait_ready(ready_timeout)
         yield
     finally:
-        for service in reversed(started):
-            service.stop()
+        with stop_signals_ignored():
+            for service in reversed(started):
+                service.stop()
+
+
+@contextlib.contextmanager
+def stop_signals_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while the services stop, then restore the handlers.
+
+    A second signal is common (an impatient double Ctrl-C; `timeout make up`,
+    where both `timeout` and `make` pass one on). Raised in the middle of the stop
+    loop, it would leave the services not yet stopped running on their own;
+    ignoring it costs nothing, since `Service.stop` already ends in SIGKILL.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be changed from the main thread
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -443,8 +466,14 @@ def watch(services: Sequence[Service]) -> None:
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
-    """SIGTERM (from a supervisor or `kill`) stops the stack as Ctrl-C does."""
     raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (from a supervisor or `kill`) stops the stack as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    # A shell starting us in the background leaves SIGINT ignored; Ctrl-C must still work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -456,9 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scout-exporter": f"127.0.0.1:{args.exporter_port}",
         "scout-sidecar": f"127.0.0.1:{args.sidecar_port}",
     }
-    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
-    # A shell starting us in the background leaves SIGINT ignored; Ctrl-C must still work.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()
     try:
         check_ports(args)
         prometheus_config = data / "prometheus.yml"

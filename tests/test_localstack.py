@@ -286,6 +286,72 @@ def test_stack_serves_host_metrics_and_ctrl_c_leaves_nothing(tmp_path):
     assert all(port_is_free(port) for port in ports.values())
 
 
+# A service that takes two seconds to stop after SIGTERM, and says when stopping began.
+_SLOW_TO_STOP = """
+import http.server, os, signal, sys, time
+port, began = int(sys.argv[1]), sys.argv[2]
+def stop(signum, frame):
+    open(began, "w").close()
+    time.sleep(2)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler).serve_forever()
+"""
+
+# The stack runner's own shape (main's signals, running(), watch()) around that one service.
+_RUNNER = """
+import sys
+from pathlib import Path
+from scripts.localstack import Service, running, stop_on_signals, watch
+stop_on_signals()
+port, began, log = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+slow = Service("slow", [sys.executable, "-c", sys.argv[4], port, began],
+               f"http://127.0.0.1:{port}/", log)
+try:
+    with running([slow]):
+        print("up", flush=True)
+        watch([slow])
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+"""
+
+
+def test_a_second_signal_while_stopping_leaves_nothing_running(tmp_path):
+    """`timeout make up` signals twice (timeout and make); so does a double Ctrl-C.
+    The second must not cut the stop short and orphan the services not yet stopped."""
+    began = tmp_path / "stopping"
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _RUNNER,
+            str(free_port()),
+            str(began),
+            str(tmp_path / "slow.log"),
+            _SLOW_TO_STOP,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert runner.stdout is not None
+        assert runner.stdout.readline() == "up\n", runner.stdout.read()
+        [service] = psutil.Process(runner.pid).children()
+        runner.send_signal(signal.SIGTERM)
+        wait_for(began.exists, timeout=20, what="the service to be told to stop")
+        runner.send_signal(signal.SIGTERM)
+        runner.send_signal(signal.SIGINT)
+        output, _ = runner.communicate(timeout=30)
+    finally:
+        runner.kill()
+    # The runner ended only after its service did, and said so once, without a traceback.
+    assert not (service.is_running() and service.status() != psutil.STATUS_ZOMBIE)
+    assert output == "stopped\n", output
+
+
 def test_busy_port_names_the_variable_to_override(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
