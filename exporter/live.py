@@ -107,9 +107,10 @@ class LiveConfig:
 
         The new collectors and scrapers are built before anything changes, so a
         config that fails to build changes nothing. Then scrapes are sent to
-        the new set, the old set is closed (freeing a port the new one may
-        bind) and the new one started. If it fails to start, it is closed and
-        the previous config comes back, built afresh.
+        the new set, the old collectors are closed (freeing a port a new one may
+        bind), the new set is started, and the old scrapers are closed last. If
+        the new set fails to start, it is closed and the previous config comes
+        back, built afresh.
         """
         async with self._lock:  # two SIGHUPs in a row must not interleave
             try:
@@ -125,13 +126,19 @@ class LiveConfig:
                 raise ConfigError(f"unexpected error loading the config: {exc!r}") from None
             previous, old = self.config, self._running
             self.config, self._running = config, running
-            await close_all(old.parts())
+            # The old collectors close first: a listener frees the port its successor
+            # binds. The old scrapers close last: scrapes in flight may still read
+            # through them (a WinRM scrape ends only at its deadline), and scrapes
+            # sent meanwhile must find the new ones started.
+            await close_all(old.collectors.values())
             try:
                 await start_all(running.parts())
             except Exception as exc:  # reload boundary: fall back to the config that worked
                 self.last_reload_successful = False
                 await self._restore(previous)
                 raise ConfigError(f"cannot start what the new config needs: {exc!r}") from None
+            finally:
+                await close_all(old.target_scrapers.values())
             self.last_reload_successful = True
             self.last_reload_success_time = time.time()
 

@@ -6,6 +6,7 @@ reload that forgets to close the old set, or to start the new one, fails here.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,6 +32,10 @@ class Journal:
         self.events: list[tuple[str, int]] = []
         self.built = 0
         self.refused_starts = 0  # how many of the next collector starts fail
+        # A scraper's close waits for this, as one with scrapes in flight waits for them.
+        self.scrapes_done = asyncio.Event()
+        self.scrapes_done.set()
+        self.scraper_closing = asyncio.Event()
 
     def serial(self) -> int:
         self.built += 1
@@ -71,16 +76,23 @@ class RecordingScraper:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.serial = journal.serial()
+        self.running = False
 
     async def start(self) -> None:
         self.journal.events.append(("scraper start", self.serial))
+        self.running = True
 
     async def close(self) -> None:
         self.journal.events.append(("scraper close", self.serial))
+        self.journal.scraper_closing.set()
+        await self.journal.scrapes_done.wait()  # as a scraper waits for its scrapes in flight
+        self.running = False
 
     async def scrape(
         self, job: ScrapeJob[str, str, None], families: list[Metric]
     ) -> tuple[bool, str | None]:
+        if not self.running:
+            raise RuntimeError("scraped while not started")
         families.append(
             METRIC_EXPOSITION.gauge("scout_test_scraper_serial", "Which scraper.", self.serial)
         )
@@ -156,17 +168,36 @@ async def test_app_starts_what_it_built_and_closes_it_on_shutdown(aiohttp_client
 async def test_reload_closes_the_old_set_then_starts_the_new_one(aiohttp_client, app, journal):
     client = await aiohttp_client(app)
     assert (await client.post("/-/reload")).status == 200
-    # The old ones are closed before the new ones start: a listener may need the same port.
+    # The old collector closes before the new one starts: a listener may need the
+    # same port. The old scraper closes last, after the new one serves.
     assert journal.events[2:] == [
         ("collector close", 1),
-        ("scraper close", 2),
         ("collector start", 3),
         ("scraper start", 4),
+        ("scraper close", 2),
     ]
     assert await serials(client) == (3, 4)
     await client.close()
     assert journal.of(3)[-1] == "collector close"
     assert journal.of(4)[-1] == "scraper close"
+
+
+async def test_scrapes_during_a_slow_close_of_the_old_scraper_reach_the_new_one(
+    aiohttp_client, app, journal
+):
+    """The old scraper waits for its scrapes in flight (a WinRM scrape ends only at
+    its deadline); scrapes sent meanwhile are served by the new one, started."""
+    client = await aiohttp_client(app)
+    journal.scrapes_done.clear()
+    reload = asyncio.create_task(client.post("/-/reload"))
+    try:
+        await asyncio.wait_for(journal.scraper_closing.wait(), 10)
+        assert ("scraper close", 2) in journal.events
+        assert await serials(client) == (3, 4)
+        assert not reload.done()
+    finally:
+        journal.scrapes_done.set()
+    assert (await reload).status == 200
 
 
 async def test_reload_thaws_what_start_froze(aiohttp_client, app):

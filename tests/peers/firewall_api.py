@@ -127,6 +127,8 @@ class Misbehaviour:
     # Announce this Content-Length (and send that much).
     announced_bytes: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    # Set when a request for the path arrives (before the delay).
+    arrived: asyncio.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,8 @@ class FakeApi:
         return web.json_response(answer)
 
     async def _misbehave(self, request: web.Request, odd: Misbehaviour) -> web.StreamResponse:
+        if odd.arrived is not None:
+            odd.arrived.set()
         if odd.delay:
             await asyncio.sleep(odd.delay)
         if odd.stream_bytes or odd.announced_bytes:

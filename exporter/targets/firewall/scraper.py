@@ -178,12 +178,20 @@ class FirewallScraper:
         self._client: ApiClient = client or AiohttpApiClient()
         self._tls: dict[tuple[bool, str | None], ssl.SSLContext] = {}
         self._dropped: OrderedDict[tuple[str, str, int], float] = OrderedDict()
+        self._reading = 0  # scrapes whose requests are out now
+        self._closing = False
+        self._late_close: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._client.start()
 
     async def close(self) -> None:
-        await self._client.close()
+        """Close the HTTP client, or, while scrapes are reading through it, let the
+        last of them close it: a reload closes the old scraper mid-scrape, and
+        closing the client under its requests would cut them off."""
+        self._closing = True
+        if not self._reading:
+            await self._client.close()
 
     async def scrape(self, job: FirewallJob, families: Families) -> tuple[bool, str | None]:
         families.extend(failed())  # what the answer says if the deadline cuts this short
@@ -199,12 +207,18 @@ class FirewallScraper:
         headers = credential_headers(auth)
         endpoints = vendor.endpoints(module)
         deadline = job.deadline - RENDER_RESERVE_SECONDS
-        fetched = await asyncio.gather(
-            *(
-                self._fetch(job.target, module, endpoint, headers, tls, deadline)
-                for endpoint in endpoints
+        self._reading += 1
+        try:
+            fetched = await asyncio.gather(
+                *(
+                    self._fetch(job.target, module, endpoint, headers, tls, deadline)
+                    for endpoint in endpoints
+                )
             )
-        )
+        finally:
+            self._reading -= 1
+            if self._closing and not self._reading:
+                self._late_close = asyncio.get_running_loop().create_task(self._client.close())
         refused = next((f for f in fetched if isinstance(f.error, ApiAuthError)), None)
         if refused is not None:
             return False, f"{refused.endpoint}: {refused.error}"
