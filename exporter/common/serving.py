@@ -303,11 +303,17 @@ class RedactParserErrors(logging.Filter):
     they may be the Authorization header: "Authorization : Bearer ..." is an
     invalid header name, and a request with bare LF line ends is quoted from
     the request line through the headers. The record keeps the client, the
-    status and the problem, and drops the bytes and the traceback.
+    status and the problem, and drops the bytes and the traceback. So does a
+    body that does not decode as its headers say: the client's error, which
+    aiohttp logs with a traceback as an "Unhandled exception".
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, web.RequestPayloadError):
+            # A body that does not decode (a Content-Encoding it does not have):
+            # aiohttp logs it again when it drains the body after the answer.
+            error = error.__cause__
         if isinstance(error, HttpProcessingError):
             found = _PARSER_PROBLEM.match(error.message)
             problem = found.group(0).strip() if found else "malformed request"
