@@ -109,6 +109,13 @@ def _parse_feedback(raw: bytes) -> tuple[bool, str]:
         raise BadRequestError("comment: expected a string")
     if len(comment) > MAX_COMMENT:
         raise BadRequestError(f"comment: at most {MAX_COMMENT} characters")
+    try:
+        # JSON may escape half a surrogate pair alone; no store can keep it as text.
+        comment.encode()
+    except UnicodeEncodeError:
+        raise BadRequestError(
+            "comment: not valid Unicode text (it holds half a surrogate pair)"
+        ) from None
     return useful, comment
 
 
