@@ -94,7 +94,9 @@ async def get_incident(request: web.Request) -> web.Response:
 def _parse_feedback(raw: bytes) -> tuple[bool, str]:
     try:
         data: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    # RecursionError: arrays or objects nested deeper than the parser recurses,
+    # which a body far below the size limit can be.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequestError("request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadRequestError('expected a JSON object: {"useful": true, "comment": "..."}')
