@@ -329,7 +329,8 @@ class RedactParserErrors(logging.Filter):
 
 def body_deadline(timeout: float) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Middleware: a request whose body has not all arrived ``timeout`` seconds
-    after its head is cut off (handler cancelled, connection closed)."""
+    after its head is cut off (handler cancelled, connection closed); one whose
+    client hangs up before its body ends is let go without an error logged."""
 
     @web.middleware
     async def middleware(
@@ -348,6 +349,14 @@ def body_deadline(timeout: float) -> Callable[..., Awaitable[web.StreamResponse]
         timer = asyncio.get_running_loop().call_later(timeout, cut_off)
         try:
             return await handler(request)
+        except ConnectionResetError:
+            if request.transport is not None and not request.transport.is_closing():
+                raise
+            # The client hung up before its body ended: aiohttp would log an
+            # error with a traceback, each time anyone does so. An answer nobody
+            # receives ends the request quietly, as a client gone is.
+            log.debug("client gone before its body ended", extra={"remote": request.remote})
+            return web.Response(status=400)
         finally:
             timer.cancel()
 

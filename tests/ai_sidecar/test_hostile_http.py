@@ -178,3 +178,36 @@ async def test_a_body_that_does_not_decode_is_a_400_without_a_traceback(
     # The problem is logged in one line, as the server's other refusals are.
     assert "Traceback" not in logged
     assert "400 Can not decode content-encoding (request not logged" in logged
+
+
+# --- a client that hangs up halfway through its body ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [(URL, "application/json"), ("/console/login", "application/x-www-form-urlencoded")],
+    ids=["webhook", "login"],
+)
+async def test_a_client_gone_before_its_body_ends_logs_no_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, path: str, content_type: str
+):
+    caplog.set_level(logging.DEBUG)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
+    async with served(create_app(settings(tmp_path))) as port:
+        for _ in range(3):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + b'{"version": "4", ')
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.1)  # the server sees each connection end
+        # The server is none the worse.
+        assert status_of(await exchange(port, b"GET /-/healthy HTTP/1.0\r\n\r\n")) == 200
+    # Anyone can hang up: an error with a traceback each time would bury real ones.
+    logged = formatted(caplog.records)
+    assert "Traceback" not in logged
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], logged
