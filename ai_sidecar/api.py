@@ -19,7 +19,7 @@ from aiohttp import web
 from ai_sidecar.auth import require_token
 from ai_sidecar.errors import BadRequestError, NotFoundError
 from ai_sidecar.keys import SETTINGS, STORE
-from ai_sidecar.models import IncidentStatus, format_time, incident_to_json
+from ai_sidecar.models import INCIDENT_ID_SEGMENT, IncidentStatus, format_time, incident_to_json
 from ai_sidecar.store.exchanges import exchange_to_json
 from ai_sidecar.webhook import read_body
 
@@ -136,5 +136,5 @@ async def post_feedback(request: web.Request) -> web.Response:
 
 def setup_api(app: web.Application) -> None:
     app.router.add_get("/api/v1/incidents", list_incidents)
-    app.router.add_get("/api/v1/incidents/{id}", get_incident)
-    app.router.add_post("/api/v1/incidents/{id}/feedback", post_feedback)
+    app.router.add_get(f"/api/v1/incidents/{INCIDENT_ID_SEGMENT}", get_incident)
+    app.router.add_post(f"/api/v1/incidents/{INCIDENT_ID_SEGMENT}/feedback", post_feedback)
