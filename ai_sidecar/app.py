@@ -72,6 +72,9 @@ async def request_errors(
             response = await render_error(request, 400, UNREADABLE_FORM)
         else:
             response = web.json_response({"error": UNREADABLE_BODY}, status=400)
+        # The rest of the body cannot be read, so the connection ends: say so,
+        # or the client sends its next request on it.
+        response.force_close()
     if request.path == "/api/v1/alertmanager":
         request.app[METRICS].webhook_requests.labels(str(response.status)).inc()
     return response

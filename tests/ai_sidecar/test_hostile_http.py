@@ -167,13 +167,16 @@ async def test_a_body_that_does_not_decode_is_a_400_without_a_traceback(
     head = (
         f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
         f"Content-Type: {content_type}\r\nContent-Encoding: gzip\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     async with served(create_app(settings(tmp_path))) as port:
         answer = await exchange(port, head + body)
         await asyncio.sleep(0.05)  # what aiohttp logs, it logs after the answer
     # A 5xx would have Alertmanager send the same broken body again for ever.
     assert status_of(answer) == 400, answer[:300]
+    # The rest of the body cannot be read: the client must not send another
+    # request on this connection, which the server closes.
+    assert b"\r\nConnection: close\r\n" in answer.split(b"\r\n\r\n")[0] + b"\r\n"
     logged = formatted(caplog.records)
     # The problem is logged in one line, as the server's other refusals are.
     assert "Traceback" not in logged
