@@ -19,7 +19,7 @@ from aiohttp import web
 from ai_sidecar.auth import require_token
 from ai_sidecar.errors import BadRequestError, NotFoundError
 from ai_sidecar.keys import SETTINGS, STORE
-from ai_sidecar.models import IncidentStatus, format_time, incident_to_json
+from ai_sidecar.models import INCIDENT_ID_SEGMENT, IncidentStatus, format_time, incident_to_json
 from ai_sidecar.store.exchanges import exchange_to_json
 from ai_sidecar.webhook import read_body
 
@@ -94,7 +94,9 @@ async def get_incident(request: web.Request) -> web.Response:
 def _parse_feedback(raw: bytes) -> tuple[bool, str]:
     try:
         data: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    # RecursionError: arrays or objects nested deeper than the parser recurses,
+    # which a body far below the size limit can be.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequestError("request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadRequestError('expected a JSON object: {"useful": true, "comment": "..."}')
@@ -109,6 +111,13 @@ def _parse_feedback(raw: bytes) -> tuple[bool, str]:
         raise BadRequestError("comment: expected a string")
     if len(comment) > MAX_COMMENT:
         raise BadRequestError(f"comment: at most {MAX_COMMENT} characters")
+    try:
+        # JSON may escape half a surrogate pair alone; no store can keep it as text.
+        comment.encode()
+    except UnicodeEncodeError:
+        raise BadRequestError(
+            "comment: not valid Unicode text (it holds half a surrogate pair)"
+        ) from None
     return useful, comment
 
 
@@ -127,5 +136,5 @@ async def post_feedback(request: web.Request) -> web.Response:
 
 def setup_api(app: web.Application) -> None:
     app.router.add_get("/api/v1/incidents", list_incidents)
-    app.router.add_get("/api/v1/incidents/{id}", get_incident)
-    app.router.add_post("/api/v1/incidents/{id}/feedback", post_feedback)
+    app.router.add_get(f"/api/v1/incidents/{INCIDENT_ID_SEGMENT}", get_incident)
+    app.router.add_post(f"/api/v1/incidents/{INCIDENT_ID_SEGMENT}/feedback", post_feedback)

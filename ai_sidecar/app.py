@@ -27,6 +27,7 @@ from ai_sidecar.components import ComponentsFactory, build_components, open_stor
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.console import PREFIX as CONSOLE_PREFIX
 from ai_sidecar.console import setup_console
+from ai_sidecar.console.session import UNREADABLE_FORM
 from ai_sidecar.console.templating import render_error
 from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
 from ai_sidecar.errors import ApiError
@@ -41,6 +42,8 @@ from ai_sidecar.worker_process import WorkerProcess
 from exporter.common.web import healthy, landing_page, ready, render_registry
 
 log = logging.getLogger("ai_sidecar")
+
+UNREADABLE_BODY = "request body could not be read: it does not decode as its Content-Encoding says"
 
 
 @web.middleware
@@ -61,6 +64,17 @@ async def request_errors(
             response = await render_error(request, exc.status, exc.text or exc.reason)
         else:
             response = web.json_response({"error": exc.reason}, status=exc.status)
+    except web.RequestPayloadError:
+        # The body does not decode as its headers say (a Content-Encoding it does
+        # not have): the client's error, so a 400, not a 500 that Alertmanager
+        # would retry for ever. aiohttp's message is not for the client.
+        if request.path.startswith(CONSOLE_PREFIX):
+            response = await render_error(request, 400, UNREADABLE_FORM)
+        else:
+            response = web.json_response({"error": UNREADABLE_BODY}, status=400)
+        # The rest of the body cannot be read, so the connection ends: say so,
+        # or the client sends its next request on it.
+        response.force_close()
     if request.path == "/api/v1/alertmanager":
         request.app[METRICS].webhook_requests.labels(str(response.status)).inc()
     return response

@@ -92,6 +92,9 @@ def on_target(name: str, target: str) -> str:
 # again (the loop guard).
 ENRICHED_LABEL = "scout_enriched"
 INCIDENT_LABEL = "scout_incident"
+# An incident's id as a route's path segment. Never U+0000: no store can keep
+# it as text (PostgreSQL refuses it), so an id holding one is a 404 at the router.
+INCIDENT_ID_SEGMENT = "{id:[^/\x00]+}"
 PRIORITY_LABEL = "scout_priority"
 
 

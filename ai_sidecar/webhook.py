@@ -6,8 +6,9 @@
 and what is wrong, so whoever configured the sender can fix it from the 400
 alone. Beyond the shape it refuses what no Alertmanager sends and what would
 do harm once stored: a label name that is empty or holds a control or
-formatting character; a ``startsAt`` more than :data:`MAX_START_AHEAD` in the
-future (its enriched copy would never expire and keep muting the raw alert);
+formatting character, and a fingerprint that holds one; a ``startsAt`` more
+than :data:`MAX_START_AHEAD` in the future (its enriched copy would never
+expire and keep muting the raw alert);
 an ``endsAt`` before ``startsAt`` (Go's zero time means no end); a
 ``truncatedAlerts`` outside 0 to :data:`MAX_TRUNCATED_ALERTS`; and two alerts
 with one fingerprint but different labels (one fingerprint is one label set).
@@ -285,6 +286,15 @@ def _consistency_problems(model: _PayloadIn, now: datetime) -> list[str]:
             problems.append(
                 f"alerts[{index}].startsAt: more than {MAX_START_AHEAD.total_seconds() / 60:g}"
                 f" minutes in the future (now {format_time(now)}): {format_time(alert.startsAt)}"
+            )
+        fingerprint = alert.fingerprint
+        # U+0000 among them: no Alertmanager sends it, and PostgreSQL keeps no such text.
+        if not fingerprint.isprintable() and any(
+            unicodedata.category(ch) in ("Cc", "Cf") for ch in fingerprint
+        ):
+            problems.append(
+                f"alerts[{index}].fingerprint: must not hold control or formatting characters:"
+                f" {_echo(fingerprint)}"
             )
         if alert.endsAt is not None and alert.endsAt < alert.startsAt:
             problems.append(

@@ -23,6 +23,8 @@ from ai_sidecar.console.words import N_
 # The hidden form field every console form carries.
 CSRF_FIELD = "csrf_token"
 LOGIN_PATH = "/console/login"
+# A POSTed body that does not parse, or does not decode as its headers say.
+UNREADABLE_FORM = N_("the form could not be read: send it again from the page")
 
 
 class Role(StrEnum):
@@ -94,9 +96,7 @@ async def read_form(request: web.Request, *, max_bytes: int | None = None) -> Mu
     try:
         form = await request.post()
     except (ValueError, LookupError):  # UnicodeDecodeError is a ValueError
-        raise BadFormError(
-            text=N_("the form could not be read: send it again from the page")
-        ) from None
+        raise BadFormError(text=UNREADABLE_FORM) from None
     return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
 
 

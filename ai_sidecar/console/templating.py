@@ -2,6 +2,7 @@
 
 Alert labels and annotations are untrusted and may carry ``<script>``:
 autoescaping is on for every template, and no template marks alert text safe.
+They may carry bidi controls too, which every printed value shows as U+FFFD.
 
 Every visible word goes through the "console" catalogue (Jinja2's i18n
 extension, new-style gettext: placeholders are escaped like any variable).
@@ -28,6 +29,18 @@ from ai_sidecar.store import StoreError
 
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"
+# Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): one in
+# an alert's text would reorder what follows it on the page (the next labels,
+# the rest of the row) until its paragraph ends. Shown as U+FFFD, as the PDF
+# report shows them; letters of right-to-left scripts need none of them.
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)], "\ufffd")
+
+
+def _inert(value: object) -> object:
+    """What a template prints, bidi controls made visible (Jinja2's ``finalize``)."""
+    if isinstance(value, str) and not value.isprintable():
+        return value.translate(_BIDI_CONTROLS)
+    return value
 
 
 @functools.cache
@@ -40,6 +53,7 @@ def environment(language: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=["jinja2.ext.i18n"],
+        finalize=_inert,
     )
     # As the catalogue extracts them (ai_sidecar.i18n.catalogues): whitespace collapsed.
     found.policies["ext.i18n.trimmed"] = True

@@ -303,11 +303,17 @@ class RedactParserErrors(logging.Filter):
     they may be the Authorization header: "Authorization : Bearer ..." is an
     invalid header name, and a request with bare LF line ends is quoted from
     the request line through the headers. The record keeps the client, the
-    status and the problem, and drops the bytes and the traceback.
+    status and the problem, and drops the bytes and the traceback. So does a
+    body that does not decode as its headers say: the client's error, which
+    aiohttp logs with a traceback as an "Unhandled exception".
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, web.RequestPayloadError):
+            # A body that does not decode (a Content-Encoding it does not have):
+            # aiohttp logs it again when it drains the body after the answer.
+            error = error.__cause__
         if isinstance(error, HttpProcessingError):
             found = _PARSER_PROBLEM.match(error.message)
             problem = found.group(0).strip() if found else "malformed request"
@@ -323,7 +329,8 @@ class RedactParserErrors(logging.Filter):
 
 def body_deadline(timeout: float) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Middleware: a request whose body has not all arrived ``timeout`` seconds
-    after its head is cut off (handler cancelled, connection closed)."""
+    after its head is cut off (handler cancelled, connection closed); one whose
+    client hangs up before its body ends is let go without an error logged."""
 
     @web.middleware
     async def middleware(
@@ -342,6 +349,14 @@ def body_deadline(timeout: float) -> Callable[..., Awaitable[web.StreamResponse]
         timer = asyncio.get_running_loop().call_later(timeout, cut_off)
         try:
             return await handler(request)
+        except ConnectionResetError:
+            if request.transport is not None and not request.transport.is_closing():
+                raise
+            # The client hung up before its body ended: aiohttp would log an
+            # error with a traceback, each time anyone does so. An answer nobody
+            # receives ends the request quietly, as a client gone is.
+            log.debug("client gone before its body ended", extra={"remote": request.remote})
+            return web.Response(status=400)
         finally:
             timer.cancel()
 

@@ -298,6 +298,37 @@ async def test_feedback(aiohttp_client, tmp_path):
     assert len(detail["feedback"]) == 1
 
 
+async def test_feedback_holding_half_a_surrogate_pair_is_a_400(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    incident_id = await first_incident_id(client)
+    # Valid JSON (an escape may name half a pair alone), but no text a store keeps.
+    body = b'{"useful": true, "comment": "wrong \\ud800 device"}'
+    response = await client.post(
+        f"/api/v1/incidents/{incident_id}/feedback",
+        data=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status == 400
+    assert (await response.json())["error"] == (
+        "comment: not valid Unicode text (it holds half a surrogate pair)"
+    )
+    detail = await (await client.get(f"/api/v1/incidents/{incident_id}", headers=AUTH)).json()
+    assert detail["feedback"] == []
+
+
+async def test_feedback_nested_too_deep_is_a_400(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    # Well under the body limit, and deeper than Python's parser recurses.
+    for body in (b"[" * 10_000, b'{"a":' * 3_000):
+        response = await client.post(
+            "/api/v1/incidents/inc-x/feedback",
+            data=body,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        assert response.status == 400
+        assert (await response.json())["error"] == "request body is not valid JSON"
+
+
 async def test_unknown_incident_is_404(aiohttp_client, tmp_path):
     client = await aiohttp_client(create_app(settings(tmp_path)))
     response = await client.get("/api/v1/incidents/inc-missing", headers=AUTH)

@@ -27,7 +27,13 @@ from tests.ai_sidecar.builders import alert, alert_json, payload
 from tests.ai_sidecar.test_app import AUTH, first_incident_id, settings
 from tests.ai_sidecar.test_webhook_http import AUTH as WEBHOOK_AUTH
 from tests.ai_sidecar.test_webhook_http import URL, sidecar_app
-from tests.exporter.common.raw_http import exchange, send_malformed_requests, served, status_of
+from tests.exporter.common.raw_http import (
+    exchange,
+    formatted,
+    send_malformed_requests,
+    served,
+    status_of,
+)
 
 # --- the feedback endpoint reads its whole body ------------------------------------
 
@@ -138,3 +144,73 @@ async def test_malformed_requests_never_log_the_token(
     assert "Invalid header token" in logged
     assert CANARY not in logged
     assert "Traceback" not in logged
+
+
+# --- a body that does not decode as its headers say ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        (URL, "application/json"),
+        ("/api/v1/incidents/inc-x/feedback", "application/json"),
+        # Anyone may post the sign-in form.
+        ("/console/login", "application/x-www-form-urlencoded"),
+    ],
+    ids=["webhook", "feedback", "login"],
+)
+async def test_a_body_that_does_not_decode_is_a_400_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, path: str, content_type: str
+):
+    caplog.set_level(logging.DEBUG)
+    body = b"username=a&password=b: not gzip at all"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    async with served(create_app(settings(tmp_path))) as port:
+        answer = await exchange(port, head + body)
+        await asyncio.sleep(0.05)  # what aiohttp logs, it logs after the answer
+    # A 5xx would have Alertmanager send the same broken body again for ever.
+    assert status_of(answer) == 400, answer[:300]
+    # The rest of the body cannot be read: the client must not send another
+    # request on this connection, which the server closes.
+    assert b"\r\nConnection: close\r\n" in answer.split(b"\r\n\r\n")[0] + b"\r\n"
+    logged = formatted(caplog.records)
+    # The problem is logged in one line, as the server's other refusals are.
+    assert "Traceback" not in logged
+    assert "400 Can not decode content-encoding (request not logged" in logged
+
+
+# --- a client that hangs up halfway through its body ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [(URL, "application/json"), ("/console/login", "application/x-www-form-urlencoded")],
+    ids=["webhook", "login"],
+)
+async def test_a_client_gone_before_its_body_ends_logs_no_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, path: str, content_type: str
+):
+    caplog.set_level(logging.DEBUG)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
+    async with served(create_app(settings(tmp_path))) as port:
+        for _ in range(3):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + b'{"version": "4", ')
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.1)  # the server sees each connection end
+        # The server is none the worse.
+        assert status_of(await exchange(port, b"GET /-/healthy HTTP/1.0\r\n\r\n")) == 200
+    # Anyone can hang up: an error with a traceback each time would bury real ones.
+    logged = formatted(caplog.records)
+    assert "Traceback" not in logged
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], logged

@@ -105,7 +105,8 @@ def valid_alerts(draw: st.DrawFn) -> Alert:
     starts_at = draw(past_times)
     ends_at = draw(st.none() | st.timedeltas(timedelta(0), timedelta(days=30)))
     return Alert(
-        fingerprint=draw(st.text(min_size=1, max_size=16)),
+        # Fingerprints follow the label names' rule (no control or formatting characters).
+        fingerprint=draw(st.text(min_size=1, max_size=16).filter(valid_label_name)),
         status=draw(st.sampled_from(["firing", "resolved"])),
         labels=draw(
             st.dictionaries(
@@ -188,6 +189,7 @@ def parse_or_refuse(body: bytes) -> WebhookPayload | None:
     seen: dict[str, Any] = {}
     for alert in payload.alerts:
         assert all(valid_label_name(name) for name in alert.labels)
+        assert valid_label_name(alert.fingerprint)
         assert alert.starts_at <= latest_start
         assert alert.ends_at is None or alert.ends_at >= alert.starts_at
         assert seen.setdefault(alert.fingerprint, alert.labels) == alert.labels

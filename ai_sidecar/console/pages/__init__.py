@@ -27,6 +27,7 @@ from ai_sidecar.console.pages.incidents import incident_list, incident_page
 from ai_sidecar.console.pages.preferences import PREFERENCES_PATH, preferences, save_preferences
 from ai_sidecar.graph_route import RenderedGraphs
 from ai_sidecar.keys import CONFIG, SETTINGS
+from ai_sidecar.models import INCIDENT_ID_SEGMENT
 from ai_sidecar.notify.graphs import GraphSource
 
 
@@ -57,7 +58,7 @@ def setup_pages(app: web.Application) -> None:
     app.router.add_get("/console/", home)
     app.router.add_get("/console", home)
     app.router.add_get(INCIDENTS_PATH, incident_list)
-    incident = INCIDENTS_PATH + "/{id}"
+    incident = f"{INCIDENTS_PATH}/{INCIDENT_ID_SEGMENT}"
     app.router.add_get(incident, incident_page)
     app.router.add_post(incident + "/feedback", actions.give_feedback)
     app.router.add_post(incident + "/acknowledge", actions.acknowledge)

@@ -112,6 +112,26 @@ async def test_hostile_alert_text_renders_as_text(console_factory: ConsoleFactor
     assert "<script" not in page
 
 
+# Right-to-left override and isolate, then left-to-right embedding: each reorders
+# what follows it until the end of its paragraph.
+BIDI = "\u202egnp.exe \u2067x \u202ay"
+
+
+async def test_bidi_controls_in_alert_text_cannot_reorder_the_page(
+    console_factory: ConsoleFactory,
+) -> None:
+    item = alert("LinkDown", instance="sw1", site=BIDI)
+    member: Member = replace(member_of(item), annotations={"summary": BIDI})
+    incident = replace(stored_incident("inc-b", member), group={"site": BIDI})
+    client = await console_factory(incidents=[incident])
+    listed = await (await client.get("/console/incidents", headers=VIEWER)).text()
+    page = await (await client.get("/console/incidents/inc-b", headers=VIEWER)).text()
+    for shown in (listed, page):
+        # Shown, and visibly so, as the PDF report shows them; never in force.
+        assert not re.search("[\u202a-\u202e\u2066-\u2069]", shown)
+    assert "\ufffdgnp.exe \ufffdx \ufffdy" in page
+
+
 async def test_pages_carry_no_inline_script_or_style_and_a_strict_policy(
     console_factory: ConsoleFactory,
 ) -> None:
