@@ -27,7 +27,7 @@ from ai_sidecar.components import ComponentsFactory, build_components, open_stor
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.console import PREFIX as CONSOLE_PREFIX
 from ai_sidecar.console import setup_console
-from ai_sidecar.console.session import UNREADABLE_FORM
+from ai_sidecar.console.session import STORE_UNAVAILABLE, UNREADABLE_FORM
 from ai_sidecar.console.templating import render_error
 from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
 from ai_sidecar.errors import ApiError
@@ -37,12 +37,14 @@ from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import run_pipeline
 from ai_sidecar.reload import ConfigReloader
 from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.store import StoreError
 from ai_sidecar.webhook import receive
 from ai_sidecar.worker_process import WorkerProcess
 from exporter.common.web import healthy, landing_page, ready, render_registry
 
 log = logging.getLogger("ai_sidecar")
 
+STORE_RETRY_AFTER_SECONDS = "5"
 UNREADABLE_BODY = "request body could not be read: it does not decode as its Content-Encoding says"
 
 
@@ -64,6 +66,16 @@ async def request_errors(
             response = await render_error(request, exc.status, exc.text or exc.reason)
         else:
             response = web.json_response({"error": exc.reason}, status=exc.status)
+    except StoreError as exc:
+        # The store cannot serve now (PostgreSQL restarting, the disk full): the
+        # client may retry, so a 503, as the webhook answers. The reason is for
+        # the log only: a database error may name hosts and users.
+        log.warning("store unavailable; answering 503", extra={"reason": str(exc)[:300]})
+        if request.path.startswith(CONSOLE_PREFIX):
+            response = await render_error(request, 503, STORE_UNAVAILABLE)
+        else:
+            response = web.json_response({"error": STORE_UNAVAILABLE}, status=503)
+        response.headers["Retry-After"] = STORE_RETRY_AFTER_SECONDS
     except web.RequestPayloadError:
         # The body does not decode as its headers say (a Content-Encoding it does
         # not have): the client's error, so a 400, not a 500 that Alertmanager

@@ -25,6 +25,8 @@ CSRF_FIELD = "csrf_token"
 LOGIN_PATH = "/console/login"
 # A POSTed body that does not parse, or does not decode as its headers say.
 UNREADABLE_FORM = N_("the form could not be read: send it again from the page")
+# A page or API answer when the store cannot serve (PostgreSQL restarting, a full disk).
+STORE_UNAVAILABLE = N_("the store cannot be reached for a moment: try again shortly")
 
 
 class Role(StrEnum):

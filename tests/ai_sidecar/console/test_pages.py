@@ -14,10 +14,11 @@ import aiohttp
 from ai_sidecar.console.health import PROBE, probe_prometheus
 from ai_sidecar.keys import METRICS
 from ai_sidecar.models import Analysis
-from ai_sidecar.store import IncidentAction
+from ai_sidecar.store import IncidentAction, StoreError
 from tests.ai_sidecar.builders import T0, alert, member, stored_incident
 from tests.ai_sidecar.console.conftest import (
     OPERATOR,
+    TOKEN,
     USERS,
     VIEWER,
     ConsoleFactory,
@@ -487,3 +488,32 @@ async def test_a_comment_at_the_limit_with_line_breaks_is_kept(
     assert status_message(page) == "Thank you: your feedback is recorded."
     [given] = await store_of(client).feedback("inc-a")
     assert given.comment == "x" * 1000 + "\n" + "y" * 999
+
+
+async def test_a_store_that_cannot_serve_is_a_503_page_and_a_503_answer(
+    console_factory: ConsoleFactory, monkeypatch: Any, caplog: Any
+) -> None:
+    """PostgreSQL restarting or a full disk: the client may retry, so 503 with
+    Retry-After (not a 500), and the database's reason stays in the log."""
+    client = await console_factory()
+    store = store_of(client)
+    reason = "connection to server at db.internal failed: user scout-canary-9f2e"
+
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError(reason)
+
+    monkeypatch.setattr(store, "incident_page", unavailable)
+    monkeypatch.setattr(store, "list_incidents", unavailable)
+    page = await client.get("/console/incidents", headers=VIEWER)
+    assert page.status == 503
+    assert page.headers["Retry-After"] == "5"
+    text = await page.text()
+    assert "the store cannot be reached for a moment" in unescape(text)
+    api = await client.get("/api/v1/incidents", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert api.status == 503
+    assert api.headers["Retry-After"] == "5"
+    assert await api.json() == {
+        "error": "the store cannot be reached for a moment: try again shortly"
+    }
+    assert "scout-canary-9f2e" not in text + await api.text()
+    assert any("scout-canary-9f2e" in str(r.__dict__) for r in caplog.records)
