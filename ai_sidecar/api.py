@@ -17,7 +17,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from ai_sidecar.auth import require_token
-from ai_sidecar.errors import BadRequestError, NotFoundError
+from ai_sidecar.errors import BadRequestError, NotFoundError, UnsupportedMediaError
 from ai_sidecar.keys import SETTINGS, STORE
 from ai_sidecar.models import INCIDENT_ID_SEGMENT, IncidentStatus, format_time, incident_to_json
 from ai_sidecar.store.exchanges import exchange_to_json
@@ -123,6 +123,12 @@ def _parse_feedback(raw: bytes) -> tuple[bool, str]:
 
 async def post_feedback(request: web.Request) -> web.Response:
     require_token(request, request.app[SETTINGS].webhook_token)
+    # JSON only: a browser's cross-site form can post text/plain or a form without
+    # asking first, and with --web.insecure-no-auth nothing else would stop it.
+    if request.content_type != "application/json":
+        raise UnsupportedMediaError(
+            f"Content-Type must be application/json, got {request.content_type[:64]!r}"
+        )
     incident_id = request.match_info["id"]
     # One read() returns what has arrived so far, maybe half a body.
     useful, comment = _parse_feedback(await read_body(request, MAX_FEEDBACK_BODY))

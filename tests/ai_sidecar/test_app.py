@@ -252,6 +252,23 @@ async def test_no_auth_mode_serves_without_a_token(aiohttp_client, tmp_path):
     assert (await client.get("/api/v1/incidents")).status == 200
 
 
+async def test_feedback_must_be_json_so_no_cross_site_form_can_post_it(aiohttp_client, tmp_path):
+    """Without a token (--web.insecure-no-auth), the media type is what keeps another
+    site's page from posting feedback: a browser sends a form or text/plain unasked."""
+    client = await aiohttp_client(create_app(settings(tmp_path, token=None)))
+    incident_id = await first_incident_id(client)
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        response = await client.post(
+            f"/api/v1/incidents/{incident_id}/feedback",
+            data=b'{"useful": false, "comment": "posted by another site"}',
+            headers={"Content-Type": content_type},
+        )
+        assert response.status == 415, content_type
+        assert content_type in (await response.json())["error"]
+    detail = await (await client.get(f"/api/v1/incidents/{incident_id}")).json()
+    assert detail["feedback"] == []
+
+
 async def first_incident_id(client: Any) -> str:
     """Post one alert and wait for the sidecar to make it an incident; its id."""
     await client.post(
@@ -292,7 +309,9 @@ async def test_feedback(aiohttp_client, tmp_path):
         response = await client.post(url, json=body, headers=AUTH)
         assert response.status == 400
         assert message in (await response.json())["error"]
-    bad_json = await client.post(url, data=b"{", headers=AUTH)
+    bad_json = await client.post(
+        url, data=b"{", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert "not valid JSON" in (await bad_json.json())["error"]
     detail = await (await client.get(f"/api/v1/incidents/{incident_id}", headers=AUTH)).json()
     assert len(detail["feedback"]) == 1
