@@ -9,6 +9,8 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +24,7 @@ from pypdf import PdfReader
 
 from ai_sidecar.app import create_app
 from ai_sidecar.config import ReportsConfig, SidecarConfig, load_config, parse_config
+from ai_sidecar.console.reports import service
 from ai_sidecar.console.reports.digest import (
     DigestScheduler,
     digest_counter,
@@ -817,3 +820,30 @@ def test_serve_starts_with_a_readable_smtp_password_file(tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stderr
     assert "s3cret-pass" not in done.stdout + done.stderr
+
+
+async def test_reports_render_on_two_threads_of_their_own(monkeypatch):
+    """However many are asked for at once: the default pool, which the webhook's
+    parsing of large deliveries uses, stays free."""
+    running: list[str] = []
+    most = 0
+    lock = threading.Lock()
+
+    def slow_pdf(*args: object) -> bytes:
+        nonlocal most
+        with lock:
+            running.append(threading.current_thread().name)
+            most = max(most, len(running))
+        time.sleep(0.1)
+        with lock:
+            names = list(running)
+            running.remove(threading.current_thread().name)
+        return ",".join(names).encode()
+
+    monkeypatch.setattr(service, "report_pdf", slow_pdf)
+    rendered = service.Rendered(report=None, chart=b"")  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(rendered.pdf() for _ in range(8)))
+    assert most == 2
+    names = {name for answer in answers for name in answer.decode().split(",")}
+    assert names
+    assert all(name.startswith("scout-report") for name in names), names

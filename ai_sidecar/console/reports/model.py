@@ -48,6 +48,7 @@ from ai_sidecar.console.reports.measured import (
     wan_utilisation,
 )
 from ai_sidecar.console.reports.period import Period
+from ai_sidecar.console.reports.threads import on_report_thread
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import PRIORITIES, Incident, Priority, merged_into
 from ai_sidecar.notify.graphs import root_member
@@ -205,7 +206,7 @@ async def build_report(
         top_anomalies(prometheus, period, config.top, time_box),
     )
     # Counting a storm's tens of thousands of members takes a while: off the loop.
-    return await asyncio.to_thread(
+    return await on_report_thread(
         _summarise,
         period,
         generated_at,

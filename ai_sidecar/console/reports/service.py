@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -12,6 +11,7 @@ from ai_sidecar.config import ReportPeriod, SidecarConfig
 from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import Period, period_ending, report_period
 from ai_sidecar.console.reports.render import chart_png, report_csv, report_html, report_pdf
+from ai_sidecar.console.reports.threads import on_report_thread
 from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.promql import PromQLClient
 from ai_sidecar.store import Store
@@ -34,7 +34,7 @@ class Rendered:
 
     async def pdf(self) -> bytes:
         # fpdf2 lays out in Python for a while: off the event loop.
-        return await asyncio.to_thread(report_pdf, self.report, self.chart, self.language)
+        return await on_report_thread(report_pdf, self.report, self.chart, self.language)
 
 
 class ReportMaker:
@@ -72,5 +72,5 @@ class ReportMaker:
             self._store, period, self._config.reports, self._prometheus, now=now
         )
         language = language or self._language()
-        chart = await asyncio.to_thread(chart_png, report, language)
+        chart = await on_report_thread(chart_png, report, language)
         return Rendered(report, chart, language)
