@@ -96,7 +96,11 @@ async def _in_daemon_thread(key: tuple[Any, ...]) -> list[AddrInfo]:
     def work() -> None:
         try:
             result, error = socket.getaddrinfo(host, port, type=type_, proto=proto), None
-        except OSError as exc:
+        # Not only OSError: a name idna cannot encode ("a..b", a label past 63
+        # characters) raises UnicodeError, a NUL ValueError. Whatever it is must reach
+        # the caller: a thread dying with it would leave the caller waiting and the
+        # lookup's slot taken for good, and four such names would stop every lookup.
+        except Exception as exc:
             result, error = None, exc
         # The loop may be gone by the time a slow lookup ends.
         with contextlib.suppress(RuntimeError):

@@ -72,3 +72,18 @@ async def test_answers_and_failures_are_kept(monkeypatch):
         with pytest.raises(socket.gaierror):
             await resolver.getaddrinfo("missing.test", 161)
     assert calls == ["device.test", "missing.test"]
+
+
+async def test_a_name_getaddrinfo_cannot_encode_fails_at_once_and_frees_its_slot():
+    """``a..b`` (an empty label) makes getaddrinfo raise UnicodeError, not an OSError.
+
+    It must reach the caller, rather than die with the lookup's thread and leave the
+    caller waiting and the lookup's slot taken for good: four such names, which any
+    caller of /probe can send, used to stop every name lookup of the process.
+    """
+    resolver = Resolver(threads=2)
+    for name in ("a..test", "b..test", "c..test", "d" * 64 + ".test", "e\udcff.test"):
+        with pytest.raises(UnicodeError, match="idna"):
+            await asyncio.wait_for(resolver.getaddrinfo(name, 161), timeout=5)
+    answer = await asyncio.wait_for(resolver.getaddrinfo("localhost", 161), timeout=5)
+    assert answer
