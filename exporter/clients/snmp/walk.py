@@ -201,13 +201,16 @@ def _take(
                 raise SnmpProtocolError(
                     f"{where} returned unknown type 0x{tag:02x} for {format_oid(oid)}"
                 )
-            # The common types inline; the rest through convert().
-            if tag in unsigned:
-                value: int | bytes | Oid | None = from_bytes(raw, "big")
+            # The common types inline; the rest through convert(), which also
+            # refuses an integer past 64 bits (one over 8 octets may be one).
+            if tag == octets:
+                value: int | bytes | Oid | None = raw
+            elif len(raw) > 8:
+                value = convert(tag, raw, oid, where)
+            elif tag in unsigned:
+                value = from_bytes(raw, "big")
             elif tag == integer:
                 value = from_bytes(raw, "big", signed=True)
-            elif tag == octets:
-                value = raw
             else:
                 value = convert(tag, raw, oid, where)
             append(VarBind(oid, kind, value))

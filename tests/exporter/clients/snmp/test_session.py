@@ -863,3 +863,57 @@ async def test_v1_walk_splits_getnext_on_too_big_and_ends_on_no_such_name(fake_a
     assert [vb.oid for vb in flatten(walked).values()] == [oid for oid, _ in table]
     assert {(r.version, r.tag) for r in agent.requests} == {(0, ber.GET_NEXT_REQUEST)}
     assert max(len(r.oids) for r in agent.requests[1:]) == 1  # 3 -> tooBig -> 1
+
+
+# An integer value past 64 bits: a Counter32 of 600 octets is a number of some 1,400
+# digits, which rendered as a sample (past 4,300 digits, not even that) Prometheus reads
+# as +Inf or a made-up float. gosnmp, and so snmp_exporter, refuses the same.
+OVERSIZED_VALUES = [
+    pytest.param(ber.tlv(ber.INTEGER, b"\x01" * 9), id="INTEGER of 9 octets"),
+    pytest.param(ber.tlv(0x41, b"\x7f" * 600), id="Counter32 of 600 octets"),
+    pytest.param(ber.tlv(0x46, b"\x01" + b"\x00" * 8), id="Counter64 of 2^64"),
+    pytest.param(ber.tlv(0x43, b"\x7f" * 2500), id="TimeTicks of 2500 octets"),
+]
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["compiled", "pure Python"])
+@pytest.mark.parametrize("value", OVERSIZED_VALUES)
+async def test_an_integer_value_past_64_bits_is_a_malformed_answer(
+    fake_agent, monkeypatch, value, pure_python
+):
+    if pure_python:
+        monkeypatch.setattr(walk, "compiled", None)
+    row = (*PR_TABLE, 1, 1)
+
+    def answer(request: Request, reply: Reply) -> None:
+        if request.tag == ber.GET_REQUEST or request.oids[0] < row:
+            reply(response(request, [(row, value)]), 0)
+        else:
+            reply(response(request, [(row, b"\x82\x00")]), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        with pytest.raises(SnmpProtocolError, match=r"malformed value .* past 64 bits"):
+            await client.bulk_walk([PR_TABLE], max_repetitions=1)
+        with pytest.raises(SnmpProtocolError, match=r"malformed value .* past 64 bits"):
+            await client.get([row])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (ber.tlv(ber.INTEGER, b"\x80" + b"\x00" * 7), -(2**63)),
+        (ber.tlv(ber.INTEGER, b"\x00" * 4 + b"\x05"), 5),  # needless leading octets
+        (ber.tlv(0x46, b"\x00" + b"\xff" * 8), 2**64 - 1),
+        (ber.tlv(0x41, b"\x00" * 12 + b"\x07"), 7),
+    ],
+)
+async def test_integer_values_up_to_64_bits_are_read_however_long(fake_agent, value, expected):
+    row = (*PR_TABLE, 1, 1)
+
+    def answer(request: Request, reply: Reply) -> None:
+        reply(response(request, [(row, value)]), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        assert [vb.value for vb in await client.get([row])] == [expected]
