@@ -195,6 +195,10 @@ def read_integer(buf: bytes, pos: int, what: str) -> tuple[int, int]:
     start, end = expect(buf, pos, INTEGER, what)
     if start == end:
         raise ValueError(f"empty INTEGER for {what}")
+    # Every INTEGER of a message header holds 32 bits; a longer one would only
+    # cost its caller (str() refuses past 4,300 digits).
+    if end - start > 9:
+        raise ValueError(f"{what} of {end - start} octets")
     return int.from_bytes(buf[start:end], "big", signed=True), end
 
 

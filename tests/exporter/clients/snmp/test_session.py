@@ -917,3 +917,24 @@ async def test_integer_values_up_to_64_bits_are_read_however_long(fake_agent, va
     _, port = await fake_agent(answer)
     async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
         assert [vb.value for vb in await client.get([row])] == [expected]
+
+
+async def test_an_error_status_of_thousands_of_digits_is_a_malformed_answer(fake_agent):
+    """Not an internal error: naming the status took str() of a number past 4,300 digits."""
+
+    def answer(request: Request, reply: Reply) -> None:
+        pdu = ber.tlv(
+            ber.RESPONSE,
+            ber.encode_integer(request.request_id)
+            + ber.tlv(ber.INTEGER, b"\x7f" * 2000)
+            + ber.encode_integer(1)
+            + ber.tlv(ber.SEQUENCE, b""),
+        )
+        reply(ber.encode_community_message(1, b"public", pdu), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        with pytest.raises(SnmpProtocolError, match="malformed response: error-status of 2000"):
+            await client.get([SYS_NAME_OID])
+        with pytest.raises(SnmpProtocolError, match="malformed response: error-status of 2000"):
+            await client.bulk_walk([PR_TABLE], max_repetitions=5)
