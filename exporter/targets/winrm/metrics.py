@@ -109,8 +109,13 @@ def _number(row: Mapping[str, Any], key: str) -> float | None:
     value = row.get(key)
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # past a float's range: that value is not known
+            return None
+    if isinstance(value, float):
+        return value
     if isinstance(value, str):
         try:
             return float(value)
