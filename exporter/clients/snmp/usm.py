@@ -343,6 +343,13 @@ class Usm:
             raise SnmpProtocolError(
                 f"{self.where} answered with security model {message.security_model}"
             )
+        # RFC 3414 2.2.1: both in 0..2^31-1. Others, taken as the engine's, would make
+        # every request fail to build (an AES IV holds each in 32 bits).
+        if not (0 <= message.boots <= ID_LIMIT and 0 <= message.engine_time <= ID_LIMIT):
+            raise SnmpProtocolError(
+                f"{self.where} reported engine boots or time out of range"
+                f" ({message.boots}, {message.engine_time})"
+            )
         authenticated = False
         if message.flags & ber.MSG_FLAG_AUTH:
             auth = self._auth

@@ -938,3 +938,49 @@ async def test_an_error_status_of_thousands_of_digits_is_a_malformed_answer(fake
             await client.get([SYS_NAME_OID])
         with pytest.raises(SnmpProtocolError, match="malformed response: error-status of 2000"):
             await client.bulk_walk([PR_TABLE], max_repetitions=5)
+
+
+class EngineReporter(asyncio.DatagramProtocol):
+    """An SNMPv3 agent that answers every message with a report of its engine."""
+
+    def __init__(self, boots: int, engine_time: int) -> None:
+        self.boots, self.engine_time = boots, engine_time
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        msg_id = ber.V3Message(data).msg_id
+        report = ber.encode_pdu(
+            ber.REPORT,
+            msg_id,
+            0,
+            0,
+            [(ber.encode_oid((1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0)), ber.tlv(0x41, b"\x01"))],
+        )
+        scoped = ber.encode_scoped_pdu(b"\x80\x00\x1f\x88\x04scout", b"", report)
+        params, offset = ber.encode_usm_parameters(
+            b"\x80\x00\x1f\x88\x04scout", self.boots, self.engine_time, b"", b"", b""
+        )
+        message, _ = ber.encode_v3_message(msg_id, 65507, 0, params, offset, scoped)
+        self.transport.sendto(message, addr)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("boots", "engine_time"), [(2**40, 5), (-1, 5), (5, -7)], ids=["boots", "negative", "time"]
+)
+async def test_engine_boots_or_time_out_of_range_is_a_protocol_error(boots, engine_time):
+    """RFC 3414 has both in 0..2^31-1; others made every AES request fail to build
+    (an internal error, OverflowError, on each scrape) rather than say what is wrong."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: EngineReporter(boots, engine_time), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        credentials = V3_USERS["authPriv SHA/AES"]
+        async with SnmpSession("127.0.0.1", port, credentials, timeout=1, retries=0) as client:
+            with pytest.raises(SnmpProtocolError, match="engine boots or time out of range"):
+                await client.get([SYS_NAME_OID])
+    finally:
+        transport.close()
