@@ -147,6 +147,10 @@ def decode_subids(content: bytes) -> tuple[int, ...]:
             value = 0
     if content[-1] >= 0x80:
         raise ValueError("OID ends in the middle of a sub-identifier")
+    # SNMP's arcs are 32-bit (RFC 2578 3.5); a longer one is as many digits as the
+    # agent likes, past what str() will even write.
+    if max(subids) > 0xFFFFFFFF:
+        raise ValueError("OID has an arc past 32 bits")
     return tuple(subids)
 
 

@@ -189,7 +189,13 @@ def _take(
         for encoded, tag, raw in share if whole else share[start:count]:
             oid = table.get(encoded)
             if oid is None:
-                oid = table[encoded] = root + ber.decode_subids(encoded[cut:])
+                try:
+                    oid = table[encoded] = root + ber.decode_subids(encoded[cut:])
+                except ValueError as exc:
+                    raise SnmpProtocolError(
+                        f"{where} returned a malformed OID ({exc}) in the walk of"
+                        f" {format_oid(root)}"
+                    ) from None
             if oid <= previous:
                 raise SnmpProtocolError(
                     f"agent returned non-increasing OID {format_oid(oid)}"

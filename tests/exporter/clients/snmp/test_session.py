@@ -984,3 +984,47 @@ async def test_engine_boots_or_time_out_of_range_is_a_protocol_error(boots, engi
                 await client.get([SYS_NAME_OID])
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["compiled", "pure Python"])
+@pytest.mark.parametrize(
+    ("suffix", "why"),
+    [
+        (b"\x81", "ends in the middle of a sub-identifier"),
+        (b"\x90\x80\x80\x80\x00", "arc past 32 bits"),  # 2^32, one past the largest
+        (b"\xff" * 5000 + b"\x01", "arc past 32 bits"),  # a number of some 10,500 digits
+    ],
+    ids=["cut short", "2^32", "5000 octets"],
+)
+async def test_a_malformed_oid_in_a_walk_is_the_agent_s_protocol_error(
+    fake_agent, monkeypatch, suffix, why, pure_python
+):
+    """Not an internal error: a ValueError from decoding, or from str() of the arc."""
+    if pure_python:
+        monkeypatch.setattr(walk, "compiled", None)
+
+    def answer(request: Request, reply: Reply) -> None:
+        pdu = ber.encode_pdu(
+            ber.RESPONSE,
+            request.request_id,
+            0,
+            0,
+            [(ber.encode_oid(PR_TABLE) + suffix, b"\x02\x01\x05")],
+        )
+        reply(ber.encode_community_message(1, b"public", pdu), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        with pytest.raises(SnmpProtocolError, match=f"returned a malformed OID .*{why}"):
+            await client.bulk_walk([PR_TABLE], max_repetitions=5)
+
+
+async def test_an_oid_value_with_an_arc_past_32_bits_is_a_malformed_value(fake_agent):
+    def answer(request: Request, reply: Reply) -> None:
+        value = ber.tlv(ber.OBJECT_IDENTIFIER, b"\x2b" + b"\xff" * 5000 + b"\x01")
+        reply(response(request, [(request.oids[0], value)]), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        with pytest.raises(SnmpProtocolError, match=r"malformed value .* arc past 32 bits"):
+            await client.get([SYS_OBJECT_ID])
