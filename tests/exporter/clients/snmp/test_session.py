@@ -1028,3 +1028,31 @@ async def test_an_oid_value_with_an_arc_past_32_bits_is_a_malformed_value(fake_a
     async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
         with pytest.raises(SnmpProtocolError, match=r"malformed value .* arc past 32 bits"):
             await client.get([SYS_OBJECT_ID])
+
+
+class Echo(asyncio.DatagramProtocol):
+    """A UDP echo service (port 7, say): every datagram comes back as it was sent."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "credentials", [PUBLIC, V3_USERS["authPriv SHA/AES"]], ids=["v2c", "v3 authPriv"]
+)
+async def test_a_request_sent_back_is_no_answer(credentials):
+    """Our own GET, echoed, read as a Response with every value NULL: a scrape of an
+    echo service succeeded with no data. (Signed and encrypted with our own keys, a v3
+    request echoed even passes the digest check, once the engine is known.)"""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        async with SnmpSession("127.0.0.1", port, credentials, timeout=1, retries=0) as client:
+            with pytest.raises(SnmpProtocolError, match="GetRequest PDU, not a Response"):
+                await client.get([SYS_NAME_OID])
+    finally:
+        transport.close()
