@@ -96,6 +96,12 @@ def encode_octets(value: bytes) -> bytes:
     return tlv(OCTET_STRING, value)
 
 
+# At most 128 sub-identifiers in an OID (RFC 2578 3.5; net-snmp's MAX_OID_LEN). An agent
+# may make its OIDs as long as a datagram holds, each a tuple of tens of thousands of
+# arcs: a walk of them took a gigabyte in seconds.
+MAX_OID_ARCS = 128
+
+
 def encode_subids(subids: Sequence[int]) -> bytes:
     """Sub-identifiers as contents octets, with no first-arc packing."""
     if all(0 <= subid < 0x80 for subid in subids):
@@ -134,9 +140,12 @@ def decode_subids(content: bytes) -> tuple[int, ...]:
     """Sub-identifiers encoded in ``content``, with no first-arc packing.
 
     This decodes the part of an OID after a known prefix (a table index, say).
+    More than ``MAX_OID_ARCS`` of them is a ``ValueError``.
     """
     if content.isascii():
         # Every byte below 0x80 is a whole sub-identifier: the common case.
+        if len(content) > MAX_OID_ARCS:
+            raise ValueError(f"OID has more than {MAX_OID_ARCS} arcs")
         return tuple(content)
     subids = []
     value = 0
@@ -151,6 +160,8 @@ def decode_subids(content: bytes) -> tuple[int, ...]:
     # agent likes, past what str() will even write.
     if max(subids) > 0xFFFFFFFF:
         raise ValueError("OID has an arc past 32 bits")
+    if len(subids) > MAX_OID_ARCS:
+        raise ValueError(f"OID has more than {MAX_OID_ARCS} arcs")
     return tuple(subids)
 
 

@@ -993,8 +993,12 @@ async def test_engine_boots_or_time_out_of_range_is_a_protocol_error(boots, engi
         (b"\x81", "ends in the middle of a sub-identifier"),
         (b"\x90\x80\x80\x80\x00", "arc past 32 bits"),  # 2^32, one past the largest
         (b"\xff" * 5000 + b"\x01", "arc past 32 bits"),  # a number of some 10,500 digits
+        # RFC 2578's limit: an agent making its OIDs as long as a datagram holds, each
+        # one a tuple of 30,000 arcs (240 kB), took a gigabyte in seconds.
+        (b"\x01" * 129, "more than 128 arcs"),
+        (b"\x81\x01" * 129, "more than 128 arcs"),
     ],
-    ids=["cut short", "2^32", "5000 octets"],
+    ids=["cut short", "2^32", "5000 octets", "129 arcs", "129 two-octet arcs"],
 )
 async def test_a_malformed_oid_in_a_walk_is_the_agent_s_protocol_error(
     fake_agent, monkeypatch, suffix, why, pure_python
