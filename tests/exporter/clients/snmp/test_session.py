@@ -38,6 +38,7 @@ from exporter.clients.snmp import (
     parse_oid,
     walk,
 )
+from exporter.clients.snmp.usm import AUTH_PROTOCOLS, MAX_LOCALIZED_KEYS
 from exporter.config import SnmpAuth
 from tests.exporter.clients.snmp.conftest import PR_ROWS, PR_TABLE, SYS_NAME, V3_USERS, Snmpd
 
@@ -943,8 +944,10 @@ async def test_an_error_status_of_thousands_of_digits_is_a_malformed_answer(fake
 class EngineReporter(asyncio.DatagramProtocol):
     """An SNMPv3 agent that answers every message with a report of its engine."""
 
-    def __init__(self, boots: int, engine_time: int) -> None:
-        self.boots, self.engine_time = boots, engine_time
+    def __init__(
+        self, boots: int, engine_time: int, engine_id: bytes = b"\x80\x00\x1f\x88\x04scout"
+    ) -> None:
+        self.boots, self.engine_time, self.engine_id = boots, engine_time, engine_id
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -958,9 +961,9 @@ class EngineReporter(asyncio.DatagramProtocol):
             0,
             [(ber.encode_oid((1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0)), ber.tlv(0x41, b"\x01"))],
         )
-        scoped = ber.encode_scoped_pdu(b"\x80\x00\x1f\x88\x04scout", b"", report)
+        scoped = ber.encode_scoped_pdu(self.engine_id, b"", report)
         params, offset = ber.encode_usm_parameters(
-            b"\x80\x00\x1f\x88\x04scout", self.boots, self.engine_time, b"", b"", b""
+            self.engine_id, self.boots, self.engine_time, b"", b"", b""
         )
         message, _ = ber.encode_v3_message(msg_id, 65507, 0, params, offset, scoped)
         self.transport.sendto(message, addr)  # type: ignore[attr-defined]
@@ -1060,3 +1063,31 @@ async def test_a_request_sent_back_is_no_answer(credentials):
                 await client.get([SYS_NAME_OID])
     finally:
         transport.close()
+
+
+async def test_an_engine_id_longer_than_32_octets_is_a_protocol_error():
+    """RFC 3411 has it 5 to 32 octets; each new one an agent reported (up to a datagram
+    long) became a localized key kept for the session's life."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: EngineReporter(1, 1, b"\x80" * 33), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        credentials = V3_USERS["authPriv SHA/AES"]
+        async with SnmpSession("127.0.0.1", port, credentials, timeout=1, retries=0) as client:
+            with pytest.raises(SnmpProtocolError, match="engine id of 33 octets"):
+                await client.get([SYS_NAME_OID])
+    finally:
+        transport.close()
+
+
+def test_the_key_cache_is_bounded_the_oldest_going_first():
+    """An agent reporting a new engine id on every request added a key each time."""
+    keys = KeyCache()
+    auth = AUTH_PROTOCOLS["SHA"]
+    first = keys.localized(auth, b"auth-password", b"engine-0")
+    for n in range(1, 2 * MAX_LOCALIZED_KEYS):
+        keys.localized(auth, b"auth-password", f"engine-{n}".encode())
+    assert repr(keys) == f"KeyCache({MAX_LOCALIZED_KEYS} localized keys)"
+    assert keys.localized(auth, b"auth-password", b"engine-0") == first  # made again
