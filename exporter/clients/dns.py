@@ -10,7 +10,8 @@ then wait behind them. So:
   daemon threads, so a lookup stuck on a dead DNS server never holds up exit;
 * one lookup per name runs at a time, and concurrent callers share it;
 * answers are kept for a minute (failures for ten seconds), which also bounds how
-  long a device keeps an old address after its DNS record changes.
+  long a device keeps an old address after its DNS record changes; at most
+  ``MAX_ANSWERS`` of them, the oldest going first (callers choose the names).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ AddrInfo = tuple[Any, ...]
 LOOKUP_THREADS = 4
 ANSWER_SECONDS = 60.0
 FAILURE_SECONDS = 10.0
+MAX_ANSWERS = 100_000
 
 
 class Resolver:
@@ -64,10 +66,19 @@ class Resolver:
             try:
                 infos = await _in_daemon_thread(key)
             except OSError as exc:
-                self._answers[key] = (time.monotonic() + FAILURE_SECONDS, exc)
+                self._keep(key, (time.monotonic() + FAILURE_SECONDS, exc))
                 raise
-        self._answers[key] = (time.monotonic() + ANSWER_SECONDS, infos)
+        self._keep(key, (time.monotonic() + ANSWER_SECONDS, infos))
         return infos
+
+    def _keep(
+        self, key: tuple[object, ...], answer: tuple[float, list[AddrInfo] | OSError]
+    ) -> None:
+        answers = self._answers
+        answers.pop(key, None)  # put last: the dict's order is the order of lookups
+        answers[key] = answer
+        if len(answers) > MAX_ANSWERS:
+            del answers[next(iter(answers))]
 
 
 @cache
@@ -96,7 +107,11 @@ async def _in_daemon_thread(key: tuple[Any, ...]) -> list[AddrInfo]:
     def work() -> None:
         try:
             result, error = socket.getaddrinfo(host, port, type=type_, proto=proto), None
-        except OSError as exc:
+        # Not only OSError: a name idna cannot encode ("a..b", a label past 63
+        # characters) raises UnicodeError, a NUL ValueError. Whatever it is must reach
+        # the caller: a thread dying with it would leave the caller waiting and the
+        # lookup's slot taken for good, and four such names would stop every lookup.
+        except Exception as exc:
             result, error = None, exc
         # The loop may be gone by the time a slow lookup ends.
         with contextlib.suppress(RuntimeError):

@@ -26,6 +26,7 @@ sidecar can take it and a target given by address as one host.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -249,10 +250,22 @@ async def _admitted(
 ) -> tuple[T, tuple[IPAddress, ...]]:
     """``target``, once every list admits it, pinned to the checked address if the kind
     pins; and the addresses checked (none where every list admitted the name itself)."""
-    admission = await admit(kind.target_host(target, modules[0][1]), lists, deadline)
-    if kind.pin_target is not None and admission.addresses:
+    host = kind.target_host(target, modules[0][1])
+    admission = await admit(host, lists, deadline)
+    # An address as written is not pinned: no DNS answer can change it, and pinned to
+    # its checked form it would lose its zone (fe80::1%eth0 is not reached as fe80::1).
+    # The C resolver's other spellings of an address (0x7f.1) are pinned all the same.
+    if kind.pin_target is not None and admission.addresses and not _is_address(host):
         return kind.pin_target(target, admission.addresses), admission.addresses
     return target, admission.addresses
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
 
 
 async def _failed(

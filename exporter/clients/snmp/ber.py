@@ -96,6 +96,12 @@ def encode_octets(value: bytes) -> bytes:
     return tlv(OCTET_STRING, value)
 
 
+# At most 128 sub-identifiers in an OID (RFC 2578 3.5; net-snmp's MAX_OID_LEN). An agent
+# may make its OIDs as long as a datagram holds, each a tuple of tens of thousands of
+# arcs: a walk of them took a gigabyte in seconds.
+MAX_OID_ARCS = 128
+
+
 def encode_subids(subids: Sequence[int]) -> bytes:
     """Sub-identifiers as contents octets, with no first-arc packing."""
     if all(0 <= subid < 0x80 for subid in subids):
@@ -134,9 +140,12 @@ def decode_subids(content: bytes) -> tuple[int, ...]:
     """Sub-identifiers encoded in ``content``, with no first-arc packing.
 
     This decodes the part of an OID after a known prefix (a table index, say).
+    More than ``MAX_OID_ARCS`` of them is a ``ValueError``.
     """
     if content.isascii():
         # Every byte below 0x80 is a whole sub-identifier: the common case.
+        if len(content) > MAX_OID_ARCS:
+            raise ValueError(f"OID has more than {MAX_OID_ARCS} arcs")
         return tuple(content)
     subids = []
     value = 0
@@ -147,6 +156,12 @@ def decode_subids(content: bytes) -> tuple[int, ...]:
             value = 0
     if content[-1] >= 0x80:
         raise ValueError("OID ends in the middle of a sub-identifier")
+    # SNMP's arcs are 32-bit (RFC 2578 3.5); a longer one is as many digits as the
+    # agent likes, past what str() will even write.
+    if max(subids) > 0xFFFFFFFF:
+        raise ValueError("OID has an arc past 32 bits")
+    if len(subids) > MAX_OID_ARCS:
+        raise ValueError(f"OID has more than {MAX_OID_ARCS} arcs")
     return tuple(subids)
 
 
@@ -195,6 +210,10 @@ def read_integer(buf: bytes, pos: int, what: str) -> tuple[int, int]:
     start, end = expect(buf, pos, INTEGER, what)
     if start == end:
         raise ValueError(f"empty INTEGER for {what}")
+    # Every INTEGER of a message header holds 32 bits; a longer one would only
+    # cost its caller (str() refuses past 4,300 digits).
+    if end - start > 9:
+        raise ValueError(f"{what} of {end - start} octets")
     return int.from_bytes(buf[start:end], "big", signed=True), end
 
 

@@ -39,6 +39,16 @@ log = logging.getLogger(__name__)
 # caps a response at 100 varbinds unless configured otherwise.
 MAX_REPETITIONS = 1000
 
+_PDU_NAMES = {
+    ber.GET_REQUEST: "GetRequest",
+    ber.GET_NEXT_REQUEST: "GetNextRequest",
+    0xA3: "SetRequest",
+    0xA4: "Trap",
+    ber.GET_BULK_REQUEST: "GetBulkRequest",
+    0xA6: "InformRequest",
+    0xA7: "SNMPv2-Trap",
+}
+
 
 class SnmpClient(Protocol):
     """What collectors need from an agent connection; ``SnmpSession`` is the real one."""
@@ -324,12 +334,23 @@ class SnmpSession:
         usm = self._usm
         if usm is not None:
             message = ber.V3Message(data)
-            return message.msg_id, lambda: usm.decode(data, message)
+            return message.msg_id, lambda: self._answer(usm.decode(data, message))
         version, community, pos = ber.decode_community_message(data)
         if version != self.credentials.version - 1 or community != self._community:
             raise ValueError("not for this session (version or community differ)")
         _, request_id = ber.peek_request_id(data, pos)
-        return request_id, lambda: Reply(*ber.decode_pdu(data, pos))
+        return request_id, lambda: self._answer(Reply(*ber.decode_pdu(data, pos)))
+
+    def _answer(self, reply: Reply | None) -> Reply | None:
+        """``reply``, if it is one: our own request sent back (a UDP echo service) is
+        not, and read as a Response it gave every value as NULL."""
+        if reply is not None and reply.tag not in (ber.RESPONSE, ber.REPORT):
+            name = _PDU_NAMES.get(reply.tag, f"0x{reply.tag:02x}")
+            raise SnmpProtocolError(
+                f"{self._where} answered with a {name} PDU, not a Response"
+                " (is an SNMP agent listening there?)"
+            )
+        return reply
 
 
 if TYPE_CHECKING:

@@ -88,13 +88,20 @@ def extend_key(auth: AuthProtocol, kul: bytes, size: int) -> bytes:
     return key[:size]
 
 
+# Localized keys a cache keeps, the oldest going first: an agent may report a new engine
+# id on every request, and each would otherwise stay for good.
+MAX_LOCALIZED_KEYS = 1024
+# RFC 3411's SnmpEngineID is 5 to 32 octets; a longer one is refused.
+MAX_ENGINE_ID_OCTETS = 32
+
+
 class KeyCache:
     """Localized keys by (hash, password, engine id), shared between sessions.
 
     Turning a password into a key hashes a megabyte, about 2 ms of CPU; a
     scrape of hundreds of devices with one set of credentials pays it once per
     agent instead of once per request. The cache holds secrets, so its repr
-    shows only how many keys it holds.
+    shows only how many keys it holds. It keeps ``MAX_LOCALIZED_KEYS`` at most.
     """
 
     def __init__(self) -> None:
@@ -113,6 +120,8 @@ class KeyCache:
             kul = self._kul[(auth.hash_name, password, engine_id)] = localize_key(
                 auth, ku, engine_id
             )
+            if len(self._kul) > MAX_LOCALIZED_KEYS:
+                del self._kul[next(iter(self._kul))]
         return kul
 
 
@@ -342,6 +351,18 @@ class Usm:
         if message.security_model != ber.SECURITY_MODEL_USM:
             raise SnmpProtocolError(
                 f"{self.where} answered with security model {message.security_model}"
+            )
+        # RFC 3414 2.2.1: both in 0..2^31-1. Others, taken as the engine's, would make
+        # every request fail to build (an AES IV holds each in 32 bits).
+        if not (0 <= message.boots <= ID_LIMIT and 0 <= message.engine_time <= ID_LIMIT):
+            raise SnmpProtocolError(
+                f"{self.where} reported engine boots or time out of range"
+                f" ({message.boots}, {message.engine_time})"
+            )
+        if len(message.engine_id) > MAX_ENGINE_ID_OCTETS:
+            raise SnmpProtocolError(
+                f"{self.where} reported an engine id of {len(message.engine_id)} octets"
+                f" (at most {MAX_ENGINE_ID_OCTETS})"
             )
         authenticated = False
         if message.flags & ber.MSG_FLAG_AUTH:

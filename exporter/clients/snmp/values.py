@@ -76,11 +76,21 @@ class VarBind:
 
 
 def decode_value(tag: int, raw: bytes) -> int | bytes | Oid | None:
-    """A value's contents octets as Python: ``int``, ``bytes``, an ``Oid`` or ``None``."""
+    """A value's contents octets as Python: ``int``, ``bytes``, an ``Oid`` or ``None``.
+
+    An integer past 64 bits (signed for INTEGER) is a ``ValueError``: no SNMP type
+    holds one, and its sample would be a number of any length (gosnmp refuses it too).
+    """
     if tag in UNSIGNED_TAGS:
-        return int.from_bytes(raw, "big")
+        value = int.from_bytes(raw, "big")
+        if value >> 64:
+            raise ValueError(f"a {len(raw)}-octet integer, past 64 bits")
+        return value
     if tag == ber.INTEGER:
-        return int.from_bytes(raw, "big", signed=True)
+        value = int.from_bytes(raw, "big", signed=True)
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"a {len(raw)}-octet integer, past 64 bits")
+        return value
     if tag == ber.OBJECT_IDENTIFIER:
         return ber.decode_oid(raw)
     if tag == ber.NULL or tag in EXCEPTION_TAGS:

@@ -189,7 +189,13 @@ def _take(
         for encoded, tag, raw in share if whole else share[start:count]:
             oid = table.get(encoded)
             if oid is None:
-                oid = table[encoded] = root + ber.decode_subids(encoded[cut:])
+                try:
+                    oid = table[encoded] = root + ber.decode_subids(encoded[cut:])
+                except ValueError as exc:
+                    raise SnmpProtocolError(
+                        f"{where} returned a malformed OID ({exc}) in the walk of"
+                        f" {format_oid(root)}"
+                    ) from None
             if oid <= previous:
                 raise SnmpProtocolError(
                     f"agent returned non-increasing OID {format_oid(oid)}"
@@ -201,13 +207,16 @@ def _take(
                 raise SnmpProtocolError(
                     f"{where} returned unknown type 0x{tag:02x} for {format_oid(oid)}"
                 )
-            # The common types inline; the rest through convert().
-            if tag in unsigned:
-                value: int | bytes | Oid | None = from_bytes(raw, "big")
+            # The common types inline; the rest through convert(), which also
+            # refuses an integer past 64 bits (one over 8 octets may be one).
+            if tag == octets:
+                value: int | bytes | Oid | None = raw
+            elif len(raw) > 8:
+                value = convert(tag, raw, oid, where)
+            elif tag in unsigned:
+                value = from_bytes(raw, "big")
             elif tag == integer:
                 value = from_bytes(raw, "big", signed=True)
-            elif tag == octets:
-                value = raw
             else:
                 value = convert(tag, raw, oid, where)
             append(VarBind(oid, kind, value))

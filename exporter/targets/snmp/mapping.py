@@ -185,6 +185,9 @@ class MetricMapper:
         self._wrap = wrap_large_counters
         shape_ids: dict[tuple[object, ...], int] = {}
         self.shapes: list[_Shape] = []
+        # Shapes whose lookups replace an index label: two rows may then get the same
+        # labels (two FortiGate VDOMs' tunnels of one name and gateway).
+        self._may_repeat: list[bool] = []
         self._metrics: list[_MetricPlan] = []
         for metric in module.metrics:
             key = _shape_key(metric)
@@ -192,6 +195,8 @@ class MetricMapper:
                 shape_ids[key] = len(self.shapes)
                 lookups = tuple((k, oid_of(k.oid)) for k in metric.lookups)
                 self.shapes.append((tuple(metric.indexes), lookups))
+                replaced = {k.labelname for k in metric.lookups}
+                self._may_repeat.append(any(i.labelname in replaced for i in metric.indexes))
             plain = (
                 metric.type in ("gauge", "counter")
                 and not metric.value_map
@@ -306,6 +311,8 @@ class MetricMapper:
                     self._add_sample(family, metric, plan.states, labels, varbind)
             if metric.aggregate is not None:
                 _aggregate(family, metric.aggregate, static)
+            elif self._may_repeat[plan.shape]:
+                _keep_first(family)
             out.append(family)
         if kept is not None and not reuse:
             kept.samples = {
@@ -406,6 +413,19 @@ def _aggregate(family: Family, how: str, static: Labels) -> None:
     family.samples.clear()
     if numbers:  # nothing reported: no sample, rather than a made-up zero
         family.add(static, _FOLDS[how](numbers))
+
+
+def _keep_first(family: Family) -> None:
+    """One sample per label set, the first: a series given twice in one exposition is
+    dropped by Prometheus with a warning, and fails snmp_exporter's whole scrape."""
+    seen: set[Labels] = set()
+    kept = []
+    for sample in family.samples:
+        if sample[0] not in seen:
+            seen.add(sample[0])
+            kept.append(sample)
+    if len(kept) < len(family.samples):
+        family.samples = kept
 
 
 def _with(labels: Labels, name: str, value: str) -> Labels:

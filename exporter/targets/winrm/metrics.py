@@ -106,16 +106,20 @@ class ProcessSample:
 
 
 def _number(row: Mapping[str, Any], key: str) -> float | None:
+    """A finite number from a JSON number or a numeric string; ``None`` for anything else.
+
+    JSON's NaN and Infinity (and 1e999, or an integer past a float's range) are no
+    reading: int() of one would fail the scrape, and a gauge of one says nothing.
+    """
     value = row.get(key)
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
+    try:
+        if isinstance(value, int | float | str):
+            number = float(value)
+            return number if math.isfinite(number) else None
+    except (OverflowError, ValueError):
+        return None
     return None
 
 

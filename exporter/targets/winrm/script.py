@@ -330,6 +330,21 @@ def parse_output(stdout: bytes, stderr: bytes = b"") -> dict[str, dict[str, Any]
         raise ScriptOutputError(f"{exc}; PowerShell said: {said}") from None
 
 
+# JSON may escape half of a surrogate pair alone (\ud800; a Windows name may hold one):
+# Python keeps it, and the exposition could not be encoded as UTF-8. Escaped
+# backslashes are matched too, so that "\\ud800" (a backslash, then text) stays.
+_ESCAPES = re.compile(
+    r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+
+
+def _without_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate's escape replaced by U+FFFD's."""
+    if "\\u" not in text:
+        return text
+    return _ESCAPES.sub(lambda m: "\\ufffd" if len(m.group()) == 6 else m.group(), text)
+
+
 def _parse(stdout: bytes) -> dict[str, dict[str, Any]]:
     text = stdout.decode("ascii", errors="replace")
     start = text.find(BEGIN_MARKER)
@@ -341,8 +356,8 @@ def _parse(stdout: bytes) -> dict[str, dict[str, Any]]:
         raise ScriptOutputError(f"the answer was cut short ({len(stdout)} bytes, no end marker)")
     try:
         raw = _inflate(base64.b64decode("".join(body[:end].split()), validate=True))
-        document = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError) as exc:
+        document = json.loads(_without_lone_surrogates(raw.decode("utf-8")))
+    except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ScriptOutputError(f"the answer is garbled: {exc}") from None
     if not isinstance(document, dict) or document.get("v") != FORMAT_VERSION:
         raise ScriptOutputError("the answer is not in the format this exporter reads")

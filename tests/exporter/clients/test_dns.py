@@ -72,3 +72,45 @@ async def test_answers_and_failures_are_kept(monkeypatch):
         with pytest.raises(socket.gaierror):
             await resolver.getaddrinfo("missing.test", 161)
     assert calls == ["device.test", "missing.test"]
+
+
+async def test_a_name_getaddrinfo_cannot_encode_fails_at_once_and_frees_its_slot():
+    """``a..b`` (an empty label) makes getaddrinfo raise UnicodeError, not an OSError.
+
+    It must reach the caller, rather than die with the lookup's thread and leave the
+    caller waiting and the lookup's slot taken for good: four such names, which any
+    caller of /probe can send, used to stop every name lookup of the process.
+    """
+    resolver = Resolver(threads=2)
+    for name in ("a..test", "b..test", "c..test", "d" * 64 + ".test", "e\udcff.test"):
+        with pytest.raises(UnicodeError, match="idna"):
+            await asyncio.wait_for(resolver.getaddrinfo(name, 161), timeout=5)
+    answer = await asyncio.wait_for(resolver.getaddrinfo("localhost", 161), timeout=5)
+    assert answer
+
+
+async def test_the_answers_kept_are_bounded_the_oldest_going_first(monkeypatch):
+    """Every name a caller of /probe sends was kept for good, expired or not."""
+    calls: list[str] = []
+    real = socket.getaddrinfo
+
+    def counting(host, *args, **kwargs):
+        if not kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+            calls.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(dns.socket, "getaddrinfo", counting)
+    monkeypatch.setattr(dns, "MAX_ANSWERS", 50)
+    resolver = Resolver()
+    for n in range(200):
+        with pytest.raises(socket.gaierror):
+            await resolver.getaddrinfo(f"gone-{n}.test", 161)
+    assert len(resolver._answers) == 50
+    calls.clear()
+    for n in (199, 150):  # the newest are kept: no lookup
+        with pytest.raises(socket.gaierror):
+            await resolver.getaddrinfo(f"gone-{n}.test", 161)
+    with pytest.raises(socket.gaierror):
+        await resolver.getaddrinfo("gone-0.test", 161)  # the oldest went
+    assert calls == ["gone-0.test"]

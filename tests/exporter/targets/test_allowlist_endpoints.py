@@ -46,6 +46,7 @@ modules:
 auths:
   loopback: {{type: snmp, community: {COMMUNITY}, allowed_targets: [127.0.0.0/8]}}
   elsewhere: {{type: snmp, community: {COMMUNITY}, allowed_targets: [192.0.2.0/24]}}
+  link_local: {{type: snmp, community: {COMMUNITY}, allowed_targets: ["fe80::/10"]}}
 """
 
 
@@ -290,3 +291,37 @@ async def test_snmp_module_and_auth_lists_must_both_admit(client, agent):
     assert status == 403
     await asyncio.sleep(0.05)
     assert datagrams.received == []
+
+
+def link_local_address() -> tuple[str, str] | None:
+    """An IPv6 link-local address of this machine and its interface's name, if any."""
+    try:
+        with open("/proc/net/if_inet6") as table:  # address, index, prefix, scope, flags, name
+            rows = [line.split() for line in table]
+    except OSError:
+        return None
+    for row in rows:
+        if row[0].startswith("fe80"):
+            return str(ipaddress.IPv6Address(int(row[0], 16))), row[5]
+    return None
+
+
+async def test_snmp_to_a_listed_link_local_address_keeps_its_zone(client):
+    """``[fe80::...%eth0]`` names the link; pinned to the checked address without the
+    zone, the session's socket could not even be connected (EINVAL)."""
+    found = link_local_address()
+    if found is None:
+        pytest.skip("no IPv6 link-local address on this machine")
+    address, interface = found
+    loop = asyncio.get_running_loop()
+    transport, datagrams = await loop.create_datagram_endpoint(
+        Datagrams, local_addr=(f"{address}%{interface}", 0)
+    )
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        target = f"[{address}%{interface}]:{port}"
+        status, _ = await get(client, "/snmp", auth="link_local", target=target)
+        assert status == 200
+        assert datagrams.received
+    finally:
+        transport.close()

@@ -38,6 +38,7 @@ from exporter.clients.snmp import (
     parse_oid,
     walk,
 )
+from exporter.clients.snmp.usm import AUTH_PROTOCOLS, MAX_LOCALIZED_KEYS
 from exporter.config import SnmpAuth
 from tests.exporter.clients.snmp.conftest import PR_ROWS, PR_TABLE, SYS_NAME, V3_USERS, Snmpd
 
@@ -863,3 +864,230 @@ async def test_v1_walk_splits_getnext_on_too_big_and_ends_on_no_such_name(fake_a
     assert [vb.oid for vb in flatten(walked).values()] == [oid for oid, _ in table]
     assert {(r.version, r.tag) for r in agent.requests} == {(0, ber.GET_NEXT_REQUEST)}
     assert max(len(r.oids) for r in agent.requests[1:]) == 1  # 3 -> tooBig -> 1
+
+
+# An integer value past 64 bits: a Counter32 of 600 octets is a number of some 1,400
+# digits, which rendered as a sample (past 4,300 digits, not even that) Prometheus reads
+# as +Inf or a made-up float. gosnmp, and so snmp_exporter, refuses the same.
+OVERSIZED_VALUES = [
+    pytest.param(ber.tlv(ber.INTEGER, b"\x01" * 9), id="INTEGER of 9 octets"),
+    pytest.param(ber.tlv(0x41, b"\x7f" * 600), id="Counter32 of 600 octets"),
+    pytest.param(ber.tlv(0x46, b"\x01" + b"\x00" * 8), id="Counter64 of 2^64"),
+    pytest.param(ber.tlv(0x43, b"\x7f" * 2500), id="TimeTicks of 2500 octets"),
+]
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["compiled", "pure Python"])
+@pytest.mark.parametrize("value", OVERSIZED_VALUES)
+async def test_an_integer_value_past_64_bits_is_a_malformed_answer(
+    fake_agent, monkeypatch, value, pure_python
+):
+    if pure_python:
+        monkeypatch.setattr(walk, "compiled", None)
+    row = (*PR_TABLE, 1, 1)
+
+    def answer(request: Request, reply: Reply) -> None:
+        if request.tag == ber.GET_REQUEST or request.oids[0] < row:
+            reply(response(request, [(row, value)]), 0)
+        else:
+            reply(response(request, [(row, b"\x82\x00")]), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        with pytest.raises(SnmpProtocolError, match=r"malformed value .* past 64 bits"):
+            await client.bulk_walk([PR_TABLE], max_repetitions=1)
+        with pytest.raises(SnmpProtocolError, match=r"malformed value .* past 64 bits"):
+            await client.get([row])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (ber.tlv(ber.INTEGER, b"\x80" + b"\x00" * 7), -(2**63)),
+        (ber.tlv(ber.INTEGER, b"\x00" * 4 + b"\x05"), 5),  # needless leading octets
+        (ber.tlv(0x46, b"\x00" + b"\xff" * 8), 2**64 - 1),
+        (ber.tlv(0x41, b"\x00" * 12 + b"\x07"), 7),
+    ],
+)
+async def test_integer_values_up_to_64_bits_are_read_however_long(fake_agent, value, expected):
+    row = (*PR_TABLE, 1, 1)
+
+    def answer(request: Request, reply: Reply) -> None:
+        reply(response(request, [(row, value)]), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        assert [vb.value for vb in await client.get([row])] == [expected]
+
+
+async def test_an_error_status_of_thousands_of_digits_is_a_malformed_answer(fake_agent):
+    """Not an internal error: naming the status took str() of a number past 4,300 digits."""
+
+    def answer(request: Request, reply: Reply) -> None:
+        pdu = ber.tlv(
+            ber.RESPONSE,
+            ber.encode_integer(request.request_id)
+            + ber.tlv(ber.INTEGER, b"\x7f" * 2000)
+            + ber.encode_integer(1)
+            + ber.tlv(ber.SEQUENCE, b""),
+        )
+        reply(ber.encode_community_message(1, b"public", pdu), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        with pytest.raises(SnmpProtocolError, match="malformed response: error-status of 2000"):
+            await client.get([SYS_NAME_OID])
+        with pytest.raises(SnmpProtocolError, match="malformed response: error-status of 2000"):
+            await client.bulk_walk([PR_TABLE], max_repetitions=5)
+
+
+class EngineReporter(asyncio.DatagramProtocol):
+    """An SNMPv3 agent that answers every message with a report of its engine."""
+
+    def __init__(
+        self, boots: int, engine_time: int, engine_id: bytes = b"\x80\x00\x1f\x88\x04scout"
+    ) -> None:
+        self.boots, self.engine_time, self.engine_id = boots, engine_time, engine_id
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        msg_id = ber.V3Message(data).msg_id
+        report = ber.encode_pdu(
+            ber.REPORT,
+            msg_id,
+            0,
+            0,
+            [(ber.encode_oid((1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0)), ber.tlv(0x41, b"\x01"))],
+        )
+        scoped = ber.encode_scoped_pdu(self.engine_id, b"", report)
+        params, offset = ber.encode_usm_parameters(
+            self.engine_id, self.boots, self.engine_time, b"", b"", b""
+        )
+        message, _ = ber.encode_v3_message(msg_id, 65507, 0, params, offset, scoped)
+        self.transport.sendto(message, addr)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("boots", "engine_time"), [(2**40, 5), (-1, 5), (5, -7)], ids=["boots", "negative", "time"]
+)
+async def test_engine_boots_or_time_out_of_range_is_a_protocol_error(boots, engine_time):
+    """RFC 3414 has both in 0..2^31-1; others made every AES request fail to build
+    (an internal error, OverflowError, on each scrape) rather than say what is wrong."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: EngineReporter(boots, engine_time), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        credentials = V3_USERS["authPriv SHA/AES"]
+        async with SnmpSession("127.0.0.1", port, credentials, timeout=1, retries=0) as client:
+            with pytest.raises(SnmpProtocolError, match="engine boots or time out of range"):
+                await client.get([SYS_NAME_OID])
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["compiled", "pure Python"])
+@pytest.mark.parametrize(
+    ("suffix", "why"),
+    [
+        (b"\x81", "ends in the middle of a sub-identifier"),
+        (b"\x90\x80\x80\x80\x00", "arc past 32 bits"),  # 2^32, one past the largest
+        (b"\xff" * 5000 + b"\x01", "arc past 32 bits"),  # a number of some 10,500 digits
+        # RFC 2578's limit: an agent making its OIDs as long as a datagram holds, each
+        # one a tuple of 30,000 arcs (240 kB), took a gigabyte in seconds.
+        (b"\x01" * 129, "more than 128 arcs"),
+        (b"\x81\x01" * 129, "more than 128 arcs"),
+    ],
+    ids=["cut short", "2^32", "5000 octets", "129 arcs", "129 two-octet arcs"],
+)
+async def test_a_malformed_oid_in_a_walk_is_the_agent_s_protocol_error(
+    fake_agent, monkeypatch, suffix, why, pure_python
+):
+    """Not an internal error: a ValueError from decoding, or from str() of the arc."""
+    if pure_python:
+        monkeypatch.setattr(walk, "compiled", None)
+
+    def answer(request: Request, reply: Reply) -> None:
+        pdu = ber.encode_pdu(
+            ber.RESPONSE,
+            request.request_id,
+            0,
+            0,
+            [(ber.encode_oid(PR_TABLE) + suffix, b"\x02\x01\x05")],
+        )
+        reply(ber.encode_community_message(1, b"public", pdu), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        with pytest.raises(SnmpProtocolError, match=f"returned a malformed OID .*{why}"):
+            await client.bulk_walk([PR_TABLE], max_repetitions=5)
+
+
+async def test_an_oid_value_with_an_arc_past_32_bits_is_a_malformed_value(fake_agent):
+    def answer(request: Request, reply: Reply) -> None:
+        value = ber.tlv(ber.OBJECT_IDENTIFIER, b"\x2b" + b"\xff" * 5000 + b"\x01")
+        reply(response(request, [(request.oids[0], value)]), 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
+        with pytest.raises(SnmpProtocolError, match=r"malformed value .* arc past 32 bits"):
+            await client.get([SYS_OBJECT_ID])
+
+
+class Echo(asyncio.DatagramProtocol):
+    """A UDP echo service (port 7, say): every datagram comes back as it was sent."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "credentials", [PUBLIC, V3_USERS["authPriv SHA/AES"]], ids=["v2c", "v3 authPriv"]
+)
+async def test_a_request_sent_back_is_no_answer(credentials):
+    """Our own GET, echoed, read as a Response with every value NULL: a scrape of an
+    echo service succeeded with no data. (Signed and encrypted with our own keys, a v3
+    request echoed even passes the digest check, once the engine is known.)"""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        async with SnmpSession("127.0.0.1", port, credentials, timeout=1, retries=0) as client:
+            with pytest.raises(SnmpProtocolError, match="GetRequest PDU, not a Response"):
+                await client.get([SYS_NAME_OID])
+    finally:
+        transport.close()
+
+
+async def test_an_engine_id_longer_than_32_octets_is_a_protocol_error():
+    """RFC 3411 has it 5 to 32 octets; each new one an agent reported (up to a datagram
+    long) became a localized key kept for the session's life."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: EngineReporter(1, 1, b"\x80" * 33), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        credentials = V3_USERS["authPriv SHA/AES"]
+        async with SnmpSession("127.0.0.1", port, credentials, timeout=1, retries=0) as client:
+            with pytest.raises(SnmpProtocolError, match="engine id of 33 octets"):
+                await client.get([SYS_NAME_OID])
+    finally:
+        transport.close()
+
+
+def test_the_key_cache_is_bounded_the_oldest_going_first():
+    """An agent reporting a new engine id on every request added a key each time."""
+    keys = KeyCache()
+    auth = AUTH_PROTOCOLS["SHA"]
+    first = keys.localized(auth, b"auth-password", b"engine-0")
+    for n in range(1, 2 * MAX_LOCALIZED_KEYS):
+        keys.localized(auth, b"auth-password", f"engine-{n}".encode())
+    assert repr(keys) == f"KeyCache({MAX_LOCALIZED_KEYS} localized keys)"
+    assert keys.localized(auth, b"auth-password", b"engine-0") == first  # made again

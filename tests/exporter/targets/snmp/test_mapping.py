@@ -6,7 +6,13 @@ import pytest
 
 from exporter.clients.snmp import ValueKind, VarBind
 from exporter.targets.snmp.exposition import Family, render_text
-from exporter.targets.snmp.mapping import MetricMapper, decode_index, oid_of, render_octets
+from exporter.targets.snmp.mapping import (
+    MetricMapper,
+    RowLabels,
+    decode_index,
+    oid_of,
+    render_octets,
+)
 from exporter.targets.snmp.modules import SnmpIndex, SnmpModule, builtin_modules
 
 IFX = oid_of("1.3.6.1.2.1.31.1.1.1")
@@ -248,3 +254,44 @@ def test_if_type_names_are_the_whole_iana_list():
     assert names.keys() == set(range(1, 273)) | set(range(277, 304))
     assert (names[123], names[245], names[303]) == ("transpHdlc", "voiceEBS", "p2pOverLan")
     assert len(set(names.values())) == len(names)
+
+
+FG_TUNNEL = oid_of("1.3.6.1.4.1.12356.101.12.2.2.1")
+
+
+def fortigate_tunnel(index: int, phase2: bytes, gateway: bytes, received: int):
+    return {
+        (*FG_TUNNEL, 3): [vb((*FG_TUNNEL, 3, index), ValueKind.OCTET_STRING, phase2)],
+        (*FG_TUNNEL, 4): [vb((*FG_TUNNEL, 4, index), ValueKind.IP_ADDRESS, gateway)],
+        (*FG_TUNNEL, 18): [vb((*FG_TUNNEL, 18, index), ValueKind.COUNTER32, received)],
+        (*FG_TUNNEL, 20): [vb((*FG_TUNNEL, 20, index), ValueKind.INTEGER, 2)],
+    }
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["fresh", "kept row labels"])
+def test_rows_whose_lookups_give_the_same_labels_are_one_series_the_first(cached):
+    """Two FortiGate tunnels of one phase-2 name and gateway (two VDOMs' "to-hq"): the
+    lookups replace the index, so both rows would have the same labels, a duplicate
+    series that Prometheus drops from the scrape with a warning (snmp_exporter fails
+    the whole scrape). The first row's sample is kept, as /firewall keeps it."""
+    module = builtin_modules()["fortigate"]
+    rows: dict = {}
+    for index, received in ((1, 100), (2, 200), (3, 300)):
+        name = b"branch" if index == 3 else b"to-hq"
+        for column, varbinds in fortigate_tunnel(
+            index, name, b"\xcb\x00\x71\x01", received
+        ).items():
+            rows.setdefault(column, []).extend(varbinds)
+    values = {v.oid: v for column in rows.values() for v in column}
+    mapper = MetricMapper(module)
+    kept = RowLabels(mapper) if cached else None
+    for _ in range(2 if cached else 1):
+        families = families_by_name(mapper.families(rows, values, kept))
+        received_family = families["scout_firewall_vpn_tunnel_receive_bytes_total"]
+        assert [(dict(labels)["tunnel"], value) for labels, value in received_family.samples] == [
+            ("to-hq", 100),
+            ("branch", 300),
+        ]
+        text = render_text(families.values())
+        series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if line[:1] != "#"]
+        assert len(series) == len(set(series)), text

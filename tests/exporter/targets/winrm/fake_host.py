@@ -223,6 +223,9 @@ class FakeHost:
 
 def encode_answer(document: dict[str, Any]) -> bytes:
     """stdout as the script writes it: gzipped UTF-8 JSON in base64 between the markers."""
-    packed = gzip.compress(json.dumps(document, ensure_ascii=False).encode("utf-8"))
+    # A lone surrogate (a Windows name may hold one) goes out as the \ud800 escape
+    # a JSON writer gives it; everything else as UTF-8.
+    text = json.dumps(document, ensure_ascii=False)
+    packed = gzip.compress(text.encode("utf-8", errors="backslashreplace"))
     body = base64.b64encode(packed).decode("ascii")
     return f"{BEGIN_MARKER}\n{body}\n{END_MARKER}\n".encode("ascii")

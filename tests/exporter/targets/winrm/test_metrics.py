@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from exporter.targets.winrm.metrics import ProcessSample, net, process, service
 from exporter.targets.winrm.modules import WinrmModule
 from tests.exporter.targets.winrm.fake_host import ROWS, TICKS
@@ -93,3 +95,21 @@ def test_adapters_are_named_as_the_counters_name_them():
     rows = [{"Name": "vmxnet3 Ethernet Adapter _2", "BytesReceivedPersec": 5}]
     [received, *_] = net({"ok": True, "rows": rows}, WinrmModule(), ProcessSample())
     assert [s.labels["nic"] for s in received.samples] == ["vmxnet3 Ethernet Adapter _2"]
+
+
+def test_numbers_that_are_not_finite_read_as_missing():
+    """JSON's NaN and Infinity (and 1e999) from a host: int() of one failed the whole
+    scrape as an internal error, and a gauge of NaN or +Inf is no reading."""
+    module = WinrmModule(top_processes=5)
+    rows = _process_rows(1000, ("good", 4, 1), ("odd", 8, 1))
+    rows["rows"][1].update(IDProcess=float("inf"), WorkingSetPrivate=float("nan"))
+    cpu_family, memory_family = process(rows, module, ProcessSample())
+    assert [(s.labels["process"], s.labels["process_id"]) for s in memory_family.samples] == [
+        ("good", "4")
+    ]
+    assert {s.labels["process_id"] for s in cpu_family.samples} <= {"4", "0"}
+    service_row = dict(ROWS["service"][0], ProcessId=float("-inf"), ProcessStart=float("nan"))
+    families = service({"ok": True, "rows": [service_row]}, WinrmModule(), ProcessSample())
+    values = [s.value for family in families for s in family.samples]
+    assert values
+    assert all(math.isfinite(value) for value in values)

@@ -160,3 +160,31 @@ def test_an_event_log_window_in_fractions_of_a_second_is_counted_as_written():
     for window, written in (("1500ms", "AddSeconds(-1.5)"), ("500ms", "AddSeconds(-0.5)")):
         module = WinrmModule.model_validate({"prober": "winrm", "event_log_window": window})
         assert written in build_script(module)
+
+
+def _answer_of(json_text: str) -> bytes:
+    body = base64.b64encode(gzip.compress(json_text.encode("utf-8"))).decode("ascii")
+    return f"SCOUT-WINRM-BEGIN\n{body}\nSCOUT-WINRM-END\n".encode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("escaped", "name"),
+    [
+        (r"a\ud800b", "a\ufffdb"),
+        (r"\uDFFF\ud800", "\ufffd\ufffd"),
+        (r"\ud800\ud83d\ude00", "\ufffd\U0001f600"),  # a lone half, then a whole pair
+        (r"\\ud800", "\\ud800"),  # an escaped backslash, then text
+        (r"\\\ud800", "\\\ufffd"),
+    ],
+)
+def test_a_lone_surrogate_in_the_answer_becomes_the_replacement_character(escaped, name):
+    """Valid JSON, but a string UTF-8 cannot encode: the exposition failed (a 500)."""
+    document = '{"v": 1, "collectors": {"service": {"ok": true, "rows": [{"Name": "%s"}]}}}'
+    collectors = parse_output(_answer_of(document % escaped))
+    assert collectors["service"]["rows"][0]["Name"] == name
+
+
+def test_an_answer_nested_past_the_recursion_limit_is_garbled():
+    """Not an internal error from deep inside the JSON decoder."""
+    with pytest.raises(ScriptOutputError, match="garbled"):
+        parse_output(_answer_of("[" * 100_000 + "]" * 100_000))

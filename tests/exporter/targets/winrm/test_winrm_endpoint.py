@@ -84,6 +84,27 @@ async def test_non_ascii_service_names_survive_the_trip(exporter_client, wsman):
     assert 'display_name="Dienst-Überwachung"' in text
 
 
+async def test_hostile_values_cost_only_their_series_and_keep_the_exposition(
+    exporter_client, wsman
+):
+    """A lone surrogate in a name (a 500: UTF-8 cannot encode it) and a number too large
+    for a float (the whole scrape failed as an internal error)."""
+    rows = wsman.server.host.rows
+    lone = dict(rows["service"][0], Name="bad\ud800name", DisplayName="\udfff")
+    rows["service"].append(lone)
+    rows["memory"][0]["TotalVisibleMemorySize"] = 10**400
+    client = await exporter_client()
+    response = await client.get(path(wsman.target))
+    assert response.status == 200
+    exposition = await response.read()
+    assert_promtool_clean(exposition)
+    text = exposition.decode()
+    assert sample(text, "scout_winrm_success") == 1.0
+    assert sample(text, 'windows_service_state{name="bad\ufffdname",state="running"}') == 1.0
+    assert "windows_memory_physical_total_bytes" not in text
+    assert sample(text, 'windows_exporter_collector_success{collector="memory"}') == 1.0
+
+
 async def test_a_failing_collector_leaves_the_others_and_says_why(exporter_client, wsman, caplog):
     wsman.server.host.failing["update"] = "Access is denied."
     client = await exporter_client()
