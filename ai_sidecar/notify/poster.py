@@ -9,12 +9,13 @@ restart resumes exactly where the last run stopped.
   POST (split past ``max_batch`` alerts), together with copies due within a
   quarter of ``repost_interval``, so schedules drift together instead of
   trickling out as many small requests.
-* **Failures.** A post that fails (connection error, timeout, 5xx, 408, 429)
-  leaves its rows due and the peer backs off exponentially from
-  ``retry_backoff_initial`` to ``retry_backoff_max``; other peers are not
-  held up. A post Alertmanager refuses (any other 4xx) cannot succeed by
-  retrying: the alerts of a refused batch are posted one by one and those
-  refused alone are logged, counted and dropped.
+* **Failures.** A post that fails (connection error, timeout, 5xx, 408, 429,
+  or a 4xx about the peer rather than the alerts, such as a proxy's 401 or
+  a wrong path's 404) leaves its rows due and the peer backs off
+  exponentially from ``retry_backoff_initial`` to ``retry_backoff_max``;
+  other peers are not held up. A post Alertmanager refuses (400, 413, 422)
+  cannot succeed by retrying: the alerts of a refused batch are posted one
+  by one and those refused alone are logged, counted and dropped.
 * **Reconciliation** runs on the keep-alive rounds
   (:class:`ai_sidecar.intake.reconcile.Reconciler`).
 * **Only the leader posts.** With replicas sharing a PostgreSQL store, a
