@@ -337,9 +337,12 @@ class WorkerProcess:
                 self._control = None
             control_sender.close()
             if not self._stopping.is_set():
+                # "child", not "process": a LogRecord attribute, which extra may
+                # not overwrite (the KeyError ended this thread, and no child
+                # was ever started again).
                 log.error(
                     "child process exited; restarting it",
-                    extra={"process": self._name, "exitcode": process.exitcode},
+                    extra={"child": self._name, "exitcode": process.exitcode},
                 )
                 self._stopping.wait(RESTART_DELAY)
 

@@ -1,9 +1,13 @@
 """The Alertmanager HTTP client of the return trip: post alerts, list raw alerts.
 
 ``POST /api/v2/alerts`` takes enriched copies; its answer is classified for
-the poster: ``ok`` (2xx), ``failed`` (connection error, timeout, 5xx, 408,
-429: worth retrying) or ``refused`` (any other 4xx, e.g. 400 for an invalid
-alert, 422 for a schema violation: retrying cannot help).
+the poster: ``ok`` (2xx), ``refused`` (400 for an invalid alert, 422 for a
+schema violation, 413 for a batch a proxy finds too large: these alerts
+cannot be taken as they are, so retrying them cannot help) or ``failed``
+(anything else: a connection error, a timeout, a 5xx, 408 or 429, and the
+other 4xx, which say the peer is wrong rather than the alerts, such as an
+auth proxy's 401 or 403 or a wrong path prefix's 404, and which the
+operator's fix cures: the alerts wait for it).
 ``GET /api/v2/alerts`` lists the raw alerts a peer holds, for reconciliation
 (:mod:`ai_sidecar.intake.reconcile`).
 """
@@ -34,6 +38,12 @@ RAW_ALERTS_QUERY: tuple[tuple[str, str], ...] = (
 )
 
 Outcome = Literal["ok", "refused", "failed"]
+
+# What Alertmanager (or a proxy in front of it) answers about the alerts
+# themselves. Alertmanager never answers 401, 403, 404 or 405 to a post of
+# its own: those come from a proxy or a wrong URL, and dropping the copies on
+# them would lose every notification of the misconfigured spell.
+_REFUSALS = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +77,7 @@ class AlertmanagerClient:
             return Reply("failed", f"{type(exc).__name__}: {exc}")
         if 200 <= status < 300:
             return Reply("ok", "")
-        # 408 and 429 say "later"; other 4xx say this request is wrong.
-        if 400 <= status < 500 and status not in (408, 429):
+        if status in _REFUSALS:
             return Reply("refused", f"HTTP {status}: {text}")
         return Reply("failed", f"HTTP {status}: {text}")
 

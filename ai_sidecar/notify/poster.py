@@ -9,12 +9,18 @@ restart resumes exactly where the last run stopped.
   POST (split past ``max_batch`` alerts), together with copies due within a
   quarter of ``repost_interval``, so schedules drift together instead of
   trickling out as many small requests.
-* **Failures.** A post that fails (connection error, timeout, 5xx, 408, 429)
-  leaves its rows due and the peer backs off exponentially from
-  ``retry_backoff_initial`` to ``retry_backoff_max``; other peers are not
-  held up. A post Alertmanager refuses (any other 4xx) cannot succeed by
-  retrying: the alerts of a refused batch are posted one by one and those
-  refused alone are logged, counted and dropped.
+* **Failures.** A post that fails (connection error, timeout, 5xx, 408, 429,
+  or a 4xx about the peer rather than the alerts, such as a proxy's 401 or
+  a wrong path's 404) leaves its rows due and the peer backs off
+  exponentially from ``retry_backoff_initial`` to ``retry_backoff_max``;
+  other peers are not held up. A post Alertmanager refuses (400, 413, 422)
+  cannot succeed by retrying: the alerts of a refused batch are posted one
+  by one and those refused alone are logged, counted and dropped.
+* **A clock set back.** Schedules are wall-clock times (they outlive the
+  process). A row due later than any schedule sets from now, and a backoff
+  longer than ``retry_backoff_max``, were set before the clock went back:
+  they count as due now, or a first post, a keep-alive or a retry would wait
+  as long as the clock went back.
 * **Reconciliation** runs on the keep-alive rounds
   (:class:`ai_sidecar.intake.reconcile.Reconciler`).
 * **Only the leader posts.** With replicas sharing a PostgreSQL store, a
@@ -233,11 +239,25 @@ class ReturnTrip:
         self._metrics.return_trip_queue.set(await self.pending())
         return await self._next_work()
 
+    def _retry_at(self, peer: str, now: datetime) -> datetime | None:
+        """When ``peer`` may be posted to again after failures (None: now)."""
+        retry_at = self._backoff[peer].retry_at if peer in self._backoff else None
+        if retry_at is not None and retry_at - now > self._policy.retry_backoff_max:
+            return None  # set before the clock went back: no backoff is that long
+        return retry_at
+
+    def _beyond(self, now: datetime) -> float:
+        """The latest due time any schedule sets from ``now``: a row due after it was
+        scheduled before the clock went back, and is due (it would otherwise wait
+        as long as the clock went back, a first post or a keep-alive included)."""
+        horizon = max(self._policy.repost_interval, self._policy.resolved_repeat_interval)
+        return (now + horizon).timestamp() + 1.0
+
     async def _due(self, now: datetime) -> dict[str, list[OutboxRow]]:
         ready = [
             peer
-            for peer, state in self._backoff.items()
-            if state.retry_at is None or state.retry_at <= now
+            for peer in self._peers
+            if (retry_at := self._retry_at(peer, now)) is None or retry_at <= now
         ]
         if not ready:
             return {}
@@ -246,19 +266,22 @@ class ReturnTrip:
         # little early is harmless, and schedules that drift together keep
         # one request per peer per round instead of a trickle of small ones.
         early = stamp + (self._policy.repost_interval * COALESCE).total_seconds()
+        beyond = self._beyond(now)
         due: dict[str, list[OutboxRow]] = {}
         peers_due: set[str] = set()
-        for row in await self._db.due_posts(ready, before=early):
+        for row in await self._db.due_posts(ready, before=early, beyond=beyond):
             due.setdefault(row.peer, []).append(row)
-            if row.due_at <= stamp:
+            if row.due_at <= stamp or row.due_at > beyond:
                 peers_due.add(row.peer)
         return {peer: rows for peer, rows in due.items() if peer in peers_due}
 
     async def _next_work(self) -> datetime | None:
         times = []
+        now = self._clock()
+        beyond = self._beyond(now)
         for peer, due_at in (await self._db.next_post_due(self._peers)).items():
-            at = datetime.fromtimestamp(due_at, UTC)
-            retry_at = self._backoff[peer].retry_at if peer in self._backoff else None
+            at = now if due_at > beyond else datetime.fromtimestamp(due_at, UTC)
+            retry_at = self._retry_at(peer, now)
             times.append(max(at, retry_at) if retry_at else at)
         if self._reconciler.next_at is not None:
             times.append(self._reconciler.next_at)

@@ -443,8 +443,15 @@ class Store(Protocol):
         drop the rows of peers not in ``peers``; returns how many rows were dropped."""
         ...
 
-    async def due_posts(self, peers: Sequence[str], *, before: float) -> list[OutboxRow]:
-        """Rows of ``peers`` due at or before ``before``, by due time then fingerprint.
+    async def due_posts(
+        self, peers: Sequence[str], *, before: float, beyond: float | None = None
+    ) -> list[OutboxRow]:
+        """Rows of ``peers`` due at or before ``before``, and (if given) those due
+        after ``beyond``, by due time then fingerprint.
+
+        ``beyond``: past the latest time any schedule sets from now, so a row due
+        after it was scheduled before the clock went back (the poster takes it
+        as due).
 
         Nothing is locked: one poster per data directory reads and completes them.
         """

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import signal
 import subprocess
 import sys
@@ -189,6 +191,27 @@ async def test_injected_components_run_in_either_process(aiohttp_client, tmp_pat
     assert "scout_sidecar_incidents_created_total 1.0" in metrics
     assert metrics.count("# TYPE scout_sidecar_incidents_created_total counter") == 1
     assert metrics.count("# TYPE process_cpu_seconds_total counter") == 1
+
+
+async def test_a_killed_worker_process_is_restarted_and_catches_up(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings(tmp_path), worker_process=True))
+
+    async def analysed(count: int) -> list[dict[str, Any]]:
+        body = await (await client.get("/api/v1/incidents", headers=AUTH)).json()
+        return body if len([i for i in body if i["analysis"]]) == count else []
+
+    first = alert("DeviceDown", site="ams", instance="r1")
+    assert (await client.post("/api/v1/alertmanager", json=payload(first), headers=AUTH)).ok
+    await wait_until(lambda: analysed(1), 30)
+    [worker] = [p for p in multiprocessing.active_children() if p.name == "scout-sidecar-worker"]
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    await asyncio.to_thread(worker.join, 10)
+
+    # Acknowledged while no worker runs: the next one folds and analyses it.
+    second = alert("DeviceDown", site="fra", instance="r2")
+    assert (await client.post("/api/v1/alertmanager", json=payload(second), headers=AUTH)).ok
+    await wait_until(lambda: analysed(2), 30)
 
 
 async def test_incident_filters(aiohttp_client, tmp_path):

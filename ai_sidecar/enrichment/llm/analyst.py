@@ -157,15 +157,16 @@ class LlmAnalyst:
         """The model's valid answer, in ``language`` and still in pseudonyms; one retry
         with the error (a wrong language is an error like any other)."""
         request = prompt.request
+        limit = request.answer_limit
         reply = await self._call(request, incident, language)
         try:
-            return parse_answer(reply.text, incident, language)
+            return parse_answer(reply.text, incident, language, limit=limit)
         except InvalidAnswer as first:
             self._guard.invalid_answer(self._provider, incident.id)
             log.info("incident %s: invalid answer from %s: %s", incident.id, self.name, first)
             reply = await self._call(retry_request(request, first.reason), incident, language)
         try:
-            return parse_answer(reply.text, incident, language)
+            return parse_answer(reply.text, incident, language, limit=limit)
         except InvalidAnswer as second:
             self._guard.invalid_answer(self._provider, incident.id)
             self._decline("invalid", f"the answer failed validation twice: {second}")
@@ -177,7 +178,9 @@ class LlmAnalyst:
                 request,
                 incident_id=incident.id,
                 # So the audit keeps an answer that fails validation as "invalid".
-                check=lambda reply: parse_answer(reply.text, incident, language),
+                check=lambda reply: parse_answer(
+                    reply.text, incident, language, limit=request.answer_limit
+                ),
             )
         except AnalystDeclined as declined:
             self._metrics.fallbacks.labels(declined.reason).inc()

@@ -172,15 +172,24 @@ def _members(fingerprints: tuple[str, ...], incident: Incident) -> tuple[str, ..
     return tuple(dict.fromkeys(f for f in fingerprints if f in incident.members))
 
 
-def parse_answer(text: str, incident: Incident, language: str | None = None) -> Analysis:
+def parse_answer(
+    text: str, incident: Incident, language: str | None = None, *, limit: int | None = None
+) -> Analysis:
     """The analysis in ``text``, or :class:`InvalidAnswer` saying what is wrong with it.
 
     ``language``: the one the prompt asked for; an answer whose prose is
     plainly in another is invalid (:mod:`ai_sidecar.enrichment.llm.language`).
+    ``limit``: the most characters the answer may hold (``LlmRequest.answer_limit``);
+    a longer one is refused unread.
 
     Nothing of the answer's values is quoted in the error but field names (cut
     short): the message goes back to the model and into logs.
     """
+    if limit is not None and len(text) > limit:
+        raise InvalidAnswer(
+            f"the answer is {len(text)} characters long, more than the {limit} allowed; "
+            "answer with one short JSON object"
+        )
     data = _decode(text)
     if not isinstance(data, dict):
         raise InvalidAnswer(f"the answer must be a JSON object, got {_json_type(data)}")

@@ -23,6 +23,9 @@ from typing import Any, Literal, Protocol
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.models import Analysis, Incident
 
+# See LlmRequest.answer_limit.
+CHARS_PER_TOKEN = 32
+
 
 @dataclass(frozen=True, slots=True)
 class LlmRequest:
@@ -37,6 +40,20 @@ class LlmRequest:
     user: str
     schema: Mapping[str, Any]
     max_output_tokens: int = 1024
+
+    @property
+    def answer_limit(self) -> int:
+        """The most characters an answer to this request may hold.
+
+        Eight times a tokenizer's usual four characters per token of
+        ``max_output_tokens``, so no answer a model wrote within its limit is
+        refused (pretty-printed JSON, long names). A longer one came from no
+        model that kept the limit (a proxy, a broken or hostile endpoint): it
+        is refused unread, since reading megabytes of it (the JSON, then the
+        language check) holds the worker's event loop for seconds, and the
+        audit keeps only this much of it.
+        """
+        return self.max_output_tokens * CHARS_PER_TOKEN
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ai_sidecar.clock import utc_now
@@ -44,6 +44,11 @@ WINDOW = 60.0
 BUDGETS = ("requests_per_day", "requests_per_minute", "tokens_per_minute", "cost_per_month")
 # The file the sidecar keeps it in, in its data directory.
 BUDGET_FILE = "llm_budget.json"
+# A clock set back by up to this much (NTP stepping it) goes on counting in the
+# day and month it had reached: set back over midnight, it would otherwise
+# forgive what was spent since and let the caps be overrun. Set back further,
+# the later time was the mistake, and the clock's own periods are taken.
+STEP_BACK = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,8 @@ class LlmBudget:
         self._requests_today = 0
         self._month = ""
         self._cost_this_month = 0.0
+        # The latest time the periods were counted at (see STEP_BACK).
+        self._latest: datetime | None = None
         self._load()
 
     def reconfigure(self, caps: LlmBudgetConfig) -> None:
@@ -150,18 +157,32 @@ class LlmBudget:
         while self._tokens and self._tokens[0][0] <= horizon:
             self._tokens.popleft()
         # The file keeps the period it counts, so a stale one is never read back.
-        day, month = _periods(self._wall())
+        day, month = _periods(self._now())
         if day != self._day:
             self._day, self._requests_today = day, 0
         if month != self._month:
             self._month, self._cost_this_month = month, 0.0
 
+    def _now(self) -> datetime:
+        """The wall clock, or the latest time seen if the clock went back less than STEP_BACK."""
+        now = self._wall()
+        latest = self._latest
+        if latest is not None and latest - STEP_BACK <= now < latest:
+            return latest
+        self._latest = now
+        return now
+
     def _load(self) -> None:
-        self._day, self._month = _periods(self._wall())
+        self._day, self._month = _periods(self._now())
         if self._state_file is None:
             return
         try:
             state = json.loads(self._state_file.read_text(encoding="utf-8"))
+            # When it was saved (absent from older files): a clock set back
+            # since then counts on in the periods the file holds.
+            saved_at = datetime.fromisoformat(state["at"]) if "at" in state else None
+            if saved_at is not None and saved_at.tzinfo is None:
+                raise ValueError("the time it was saved has no time zone")
             day, requests = state["day"], state["requests"]
             month, cost = state["month"], state["cost"]
             if not (
@@ -183,6 +204,9 @@ class LlmBudget:
                 extra={"file": str(self._state_file), "error": type(exc).__name__},
             )
             return
+        if saved_at is not None and self._latest is not None and saved_at > self._latest:
+            self._latest = saved_at
+            self._day, self._month = _periods(self._now())
         if day == self._day:
             self._requests_today = max(0, requests)
         if month == self._month:
@@ -192,6 +216,7 @@ class LlmBudget:
         if self._state_file is None:
             return
         state = {
+            "at": (self._latest or self._wall()).isoformat(),
             "day": self._day,
             "requests": self._requests_today,
             "month": self._month,

@@ -279,7 +279,7 @@ class LlmGuard:
                 provider=provider.name,
                 model=reply.model if reply is not None and reply.model else provider.model,
                 prompt=request.system + PROMPT_SEPARATOR + request.user,
-                answer=reply.text if reply is not None else "",
+                answer=_kept(reply.text, request.answer_limit) if reply is not None else "",
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost=cost,
@@ -358,6 +358,14 @@ def _passes(check: Callable[[LlmReply], object], reply: LlmReply) -> bool:
     except Exception:  # the caller's verdict, whatever its error class; it acts on it itself
         return False
     return True
+
+
+def _kept(answer: str, limit: int) -> str:
+    """What the audit keeps of ``answer``: all of any answer a model could give,
+    the start of a longer one (which the analyst refuses unread)."""
+    if len(answer) <= limit:
+        return answer
+    return f"{answer[:limit]}… [{len(answer) - limit} more characters not kept]"
 
 
 def _words(error: LlmError) -> str:

@@ -120,13 +120,24 @@ async def _rows(cur: Cursor) -> list[OutboxRow]:
     return [OutboxRow(*row) for row in await cur.fetchall()]
 
 
-async def due(cur: Cursor, peers: Sequence[str], before: float) -> list[OutboxRow]:
-    await cur.execute(
-        f"SELECT {_ROW_COLUMNS} FROM return_trip WHERE due_at <= %s AND peer = ANY(%s)"
-        " ORDER BY due_at, fingerprint, peer",
-        (before, list(peers)),
-    )
-    return await _rows(cur)
+async def due(
+    cur: Cursor, peers: Sequence[str], before: float, beyond: float | None = None
+) -> list[OutboxRow]:
+    async def rows(condition: str, at: float) -> list[OutboxRow]:
+        await cur.execute(
+            f"SELECT {_ROW_COLUMNS} FROM return_trip"
+            f" WHERE due_at {condition} %s AND peer = ANY(%s)"
+            " ORDER BY due_at, fingerprint, peer",
+            (at, list(peers)),
+        )
+        return await _rows(cur)
+
+    # Two queries, not one with OR, so each is a range of the (peer, due_at)
+    # index; the second's rows are all due later than the first's.
+    found = await rows("<=", before)
+    if beyond is not None:
+        found += await rows(">", max(beyond, before))
+    return found
 
 
 async def next_due(cur: Cursor, peers: Sequence[str]) -> dict[str, float]:

@@ -298,11 +298,13 @@ class PostgresStore:
     async def sync_outbox_peers(self, peers: Sequence[str], *, now: float) -> int:
         return await self._engine.transaction(lambda cur: outbox.sync_peers(cur, peers, now))
 
-    async def due_posts(self, peers: Sequence[str], *, before: float) -> list[OutboxRow]:
+    async def due_posts(
+        self, peers: Sequence[str], *, before: float, beyond: float | None = None
+    ) -> list[OutboxRow]:
         self._engine.check_open()
         if not peers:
             return []
-        return await self._read(lambda cur: outbox.due(cur, peers, before))
+        return await self._read(lambda cur: outbox.due(cur, peers, before, beyond))
 
     async def next_post_due(self, peers: Sequence[str]) -> dict[str, float]:
         return await self._read(lambda cur: outbox.next_due(cur, peers))

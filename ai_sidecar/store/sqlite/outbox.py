@@ -229,15 +229,26 @@ def _rows(cursor: sqlite3.Cursor) -> list[OutboxRow]:
     return rows
 
 
-def due(conn: sqlite3.Connection, peers: Sequence[str], before: float) -> list[OutboxRow]:
-    return _rows(
-        conn.execute(
-            f"SELECT {_ROW_COLUMNS} FROM {_ROWS_WITH_TEXT}"
-            f" WHERE t.due_at <= ? AND t.peer IN ({marks(len(peers))})"
-            " ORDER BY t.due_at, t.fingerprint",
-            (before, *peers),
+def due(
+    conn: sqlite3.Connection, peers: Sequence[str], before: float, beyond: float | None = None
+) -> list[OutboxRow]:
+    def rows(condition: str, at: float) -> list[OutboxRow]:
+        return _rows(
+            conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM {_ROWS_WITH_TEXT}"
+                f" WHERE t.due_at {condition} ? AND t.peer IN ({marks(len(peers))})"
+                " ORDER BY t.due_at, t.fingerprint",
+                (at, *peers),
+            )
         )
-    )
+
+    # Two queries, not one with OR: each is a range of the (peer, due_at)
+    # index, where the OR scans every row of the peers. The second's rows
+    # are all due later than the first's, so the order holds.
+    found = rows("<=", before)
+    if beyond is not None:
+        found += rows(">", max(beyond, before))
+    return found
 
 
 def next_due(conn: sqlite3.Connection, peers: Sequence[str]) -> dict[str, float]:

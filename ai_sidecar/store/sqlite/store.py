@@ -297,11 +297,13 @@ class SqliteStore:
     async def sync_outbox_peers(self, peers: Sequence[str], *, now: float) -> int:
         return await self._engine.write(lambda conn: outbox.sync_peers(conn, peers, now))
 
-    async def due_posts(self, peers: Sequence[str], *, before: float) -> list[OutboxRow]:
+    async def due_posts(
+        self, peers: Sequence[str], *, before: float, beyond: float | None = None
+    ) -> list[OutboxRow]:
         self._engine.check_open()
         if not peers:
             return []
-        return await self._engine.read(lambda conn: outbox.due(conn, peers, before))
+        return await self._engine.read(lambda conn: outbox.due(conn, peers, before, beyond))
 
     async def next_post_due(self, peers: Sequence[str]) -> dict[str, float]:
         return await self._engine.read(lambda conn: outbox.next_due(conn, peers))

@@ -387,6 +387,39 @@ async def test_refused_alert_is_dropped_and_the_rest_posted(alertmanager, db, se
     assert trip.failures(alertmanager.url) == 1
 
 
+@pytest.mark.parametrize("status", [401, 403, 404, 405])
+async def test_a_misconfigured_peer_keeps_the_copies_until_fixed(db, session, status):
+    # An auth proxy's 401/403, a wrong path prefix's 404, a method its router refuses:
+    # the peer is wrong, not the alerts, so they wait (with backoff) for the fix.
+    with SlackSink(status=status) as peer:
+        trip = Trip(db, [peer.base_url], session)
+        await trip.trip.schedule([analysed_incident(peer_member("LinkDown"))])
+        await trip.trip.run_once()
+        assert trip.failures(peer.base_url) == 1
+        assert await trip.trip.pending() == 1
+        peer.status = 200
+        trip.clock.advance(seconds=1)
+        await trip.trip.run_once()
+        assert trip.posts(peer.base_url) == 1
+        assert await trip.trip.pending() == 0
+
+
+async def test_a_clock_set_back_does_not_hold_a_failed_peer_for_as_long(db, session):
+    with SlackSink(status=503) as peer:
+        trip = Trip(db, [peer.base_url], session)
+        await trip.trip.schedule([analysed_incident(peer_member("LinkDown"))])
+        await trip.trip.run_once()
+        assert trip.failures(peer.base_url) == 1  # backing off for a second
+        # NTP steps the clock back an hour; the peer comes back.
+        trip.clock.advance(hours=-1)
+        peer.status = 200
+        trip.clock.advance(seconds=1)
+        await trip.trip.schedule([analysed_incident(peer_member("DeviceDown"))])
+        await trip.trip.run_once()
+        assert trip.posts(peer.base_url) == 2
+        assert await trip.trip.pending() == 0
+
+
 # --- durability -----------------------------------------------------------------
 
 

@@ -460,6 +460,11 @@ async def test_accepted_posts_wait_for_their_next_round(store: Store) -> None:
     assert rows[PEERS[1], "copy-m1"].due_at == NOW  # the other peer has not taken it
     assert await store.next_post_due(PEERS) == {PEERS[0]: NOW + 60, PEERS[1]: NOW}
     assert [r.peer for r in await store.due_posts(PEERS, before=NOW + 59)] == [PEERS[1]]
+    # Due after "beyond" (scheduled before the clock went back): taken too.
+    assert [r.peer for r in await store.due_posts(PEERS, before=NOW - 1, beyond=NOW + 59)] == [
+        PEERS[0]
+    ]
+    assert await store.due_posts(PEERS, before=NOW - 1, beyond=NOW + 60) == []
 
     # The same copy again: its keep-alive schedule stands.
     await enqueue(store, plan(copy("m1")), now=NOW + 5)

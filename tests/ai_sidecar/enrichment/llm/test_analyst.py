@@ -127,7 +127,8 @@ async def test_the_draft_is_made_even_when_the_gate_declines() -> None:
 
 HOSTILE = valid_answer(
     summary="<!channel> <@U123> click <https://evil.example/x|the dashboard> <b>now</b>",
-    root_cause="<script>alert(1)</script> " + "x" * 100_000,
+    # Far past the field's cap, within what an answer may hold (LlmRequest.answer_limit).
+    root_cause="<script>alert(1)</script> " + "x" * 20_000,
     impact="@here everything is fine",
     actions=["<!everyone> run `rm -rf /`"] * 50,
     evidence=["not-a-member"],

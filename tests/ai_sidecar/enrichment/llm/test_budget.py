@@ -145,3 +145,37 @@ def test_reconfigure_keeps_what_was_spent() -> None:
     assert exhausted.budget == "requests_per_day"
     spent.reconfigure(LlmBudgetConfig(requests_per_day=0, requests_per_minute=0))
     assert spent.check() is None
+
+
+def test_a_clock_set_back_over_midnight_frees_no_budget(tmp_path: Path) -> None:
+    clocks = Clocks(datetime(2027, 1, 1, 0, 1, tzinfo=UTC))
+    state = tmp_path / BUDGET_FILE
+    spent = budget(clocks, state, requests_per_day=3, cost_per_month=1.0)
+    for _ in range(3):
+        spent.request()
+    spent.spend(100, 100, 1.0)
+    # NTP steps the clock back to the last day of the old month: nothing spent
+    # since midnight is forgiven, before or after a restart.
+    clocks.now = datetime(2026, 12, 31, 23, 55, tzinfo=UTC)
+    assert spent.remaining()["requests_per_day"] == 0
+    assert spent.remaining()["cost_per_month"] == 0
+    assert spent.check() is not None
+    restarted = budget(clocks, state, requests_per_day=3, cost_per_month=1.0)
+    assert restarted.remaining()["requests_per_day"] == 0
+    assert restarted.remaining()["cost_per_month"] == 0
+    # The day it counts comes again: it goes on counting, then starts afresh the day after.
+    clocks.now = datetime(2027, 1, 1, 0, 10, tzinfo=UTC)
+    assert spent.remaining()["requests_per_day"] == 0
+    clocks.now = datetime(2027, 1, 2, 0, 0, tzinfo=UTC)
+    assert spent.remaining()["requests_per_day"] == 3
+
+
+def test_a_clock_that_was_days_ahead_is_taken_back_at_its_word() -> None:
+    # Days ahead, the later time was the mistake: counting into that day would
+    # hold the daily budget spent until it comes.
+    clocks = Clocks(datetime(2027, 3, 1, 12, 0, tzinfo=UTC))
+    spent = budget(clocks, requests_per_day=3)
+    for _ in range(3):
+        spent.request()
+    clocks.now = datetime(2027, 2, 26, 12, 0, tzinfo=UTC)
+    assert spent.remaining()["requests_per_day"] == 3
