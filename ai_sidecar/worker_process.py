@@ -46,6 +46,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,10 @@ METRICS_INTERVAL = 1.0
 # Seconds the parent waits for the child to stop on SIGTERM before killing it.
 STOP_GRACE = 10.0
 RESTART_DELAY = 1.0
+# A child that dies sooner than this after its start is restarted after twice the
+# last delay, up to the maximum; one that ran longer, after RESTART_DELAY again.
+HEALTHY_RUN_SECONDS = 60.0
+MAX_RESTART_DELAY = 30.0
 SWITCH_INTERVAL = 0.0005
 # The worker runs this much nicer than the HTTP process: on a busy machine the
 # webhook's acknowledgements, which Alertmanager waits for, get the CPU first,
@@ -310,13 +315,35 @@ class WorkerProcess:
         self._watcher.start()
 
     def _watch(self) -> None:
-        """Run the child; when it dies unasked, say so and start another."""
+        """Run the child; when it dies unasked, or cannot even be started, say so and
+        start another: this thread must outlive any one failure, or no worker runs
+        again while the webhook goes on acknowledging alerts."""
+        delay = RESTART_DELAY
         while True:
-            receiver, sender = self._context.Pipe(duplex=False)
-            control_receiver, control_sender = self._context.Pipe(duplex=False)
+            began = time.monotonic()
+            try:
+                if not self._run_child():
+                    return
+            except Exception:  # watch boundary: a fork refused (EAGAIN, ENOMEM), a bad pipe
+                log.exception(
+                    "cannot run the child process; trying again", extra={"child": self._name}
+                )
+            if time.monotonic() - began > HEALTHY_RUN_SECONDS:
+                delay = RESTART_DELAY
+            if self._stopping.wait(delay):
+                return
+            # A child that keeps failing at once is started less and less often.
+            delay = min(2 * delay, MAX_RESTART_DELAY)
+
+    def _run_child(self) -> bool:
+        """Start the child and forward its metrics until it exits; False when stopping
+        (nothing was started)."""
+        receiver, sender = self._context.Pipe(duplex=False)
+        control_receiver, control_sender = self._context.Pipe(duplex=False)
+        try:
             with self._lock:
                 if self._stopping.is_set():
-                    return
+                    return False
                 extra = {"control": control_receiver} if self._reloadable else {}
                 process = self._context.Process(
                     target=self._target, args=(*self._args, sender), kwargs=extra, name=self._name
@@ -326,25 +353,24 @@ class WorkerProcess:
                 self._control = control_sender if self._reloadable else None
             sender.close()
             control_receiver.close()
-            if not self._reloadable:
-                control_sender.close()
             with contextlib.suppress(EOFError, OSError):
                 while True:
                     self._forwarded.update(receiver.recv())
-            receiver.close()
             process.join()
+        finally:
             with self._lock:
                 self._control = None
-            control_sender.close()
-            if not self._stopping.is_set():
-                # "child", not "process": a LogRecord attribute, which extra may
-                # not overwrite (the KeyError ended this thread, and no child
-                # was ever started again).
-                log.error(
-                    "child process exited; restarting it",
-                    extra={"child": self._name, "exitcode": process.exitcode},
-                )
-                self._stopping.wait(RESTART_DELAY)
+            for end in (receiver, sender, control_receiver, control_sender):
+                end.close()
+        if not self._stopping.is_set():
+            # "child", not "process": a LogRecord attribute, which extra may
+            # not overwrite (the KeyError ended this thread, and no child
+            # was ever started again).
+            log.error(
+                "child process exited; restarting it",
+                extra={"child": self._name, "exitcode": process.exitcode},
+            )
+        return True
 
     def reconfigure(self, config: SidecarConfig) -> None:
         """A reloaded config: its ``llm`` section to the running child, all of it to the next."""
