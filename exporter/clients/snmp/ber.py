@@ -100,6 +100,8 @@ def encode_octets(value: bytes) -> bytes:
 # may make its OIDs as long as a datagram holds, each a tuple of tens of thousands of
 # arcs: a walk of them took a gigabyte in seconds.
 MAX_OID_ARCS = 128
+MAX_ARC = 0xFFFFFFFF
+MAX_ARC_OCTETS = 5  # 32 bits, 7 a octet
 
 
 def encode_subids(subids: Sequence[int]) -> bytes:
@@ -147,6 +149,10 @@ def decode_subids(content: bytes) -> tuple[int, ...]:
         if len(content) > MAX_OID_ARCS:
             raise ValueError(f"OID has more than {MAX_OID_ARCS} arcs")
         return tuple(content)
+    # Each arc takes at most 5 octets: refusing longer contents up front keeps the
+    # loop below linear (a long arc's shifts grow with its length).
+    if len(content) > MAX_OID_ARCS * MAX_ARC_OCTETS:
+        raise ValueError(f"OID of {len(content)} octets, more than {MAX_OID_ARCS} arcs hold")
     subids = []
     value = 0
     for byte in content:
@@ -154,11 +160,13 @@ def decode_subids(content: bytes) -> tuple[int, ...]:
         if byte < 0x80:
             subids.append(value)
             value = 0
+        elif value > MAX_ARC >> 7:
+            # SNMP's arcs are 32-bit (RFC 2578 3.5); a longer one is as many digits
+            # as the agent likes, past what str() will even write.
+            raise ValueError("OID has an arc past 32 bits")
     if content[-1] >= 0x80:
         raise ValueError("OID ends in the middle of a sub-identifier")
-    # SNMP's arcs are 32-bit (RFC 2578 3.5); a longer one is as many digits as the
-    # agent likes, past what str() will even write.
-    if max(subids) > 0xFFFFFFFF:
+    if max(subids) > MAX_ARC:
         raise ValueError("OID has an arc past 32 bits")
     if len(subids) > MAX_OID_ARCS:
         raise ValueError(f"OID has more than {MAX_OID_ARCS} arcs")
@@ -170,6 +178,8 @@ def decode_oid(content: bytes) -> tuple[int, ...]:
     if not content:
         raise ValueError("empty OID")
     subids = decode_subids(content)
+    if len(subids) == MAX_OID_ARCS:  # the first sub-identifier holds two arcs
+        raise ValueError(f"OID has more than {MAX_OID_ARCS} arcs")
     first = subids[0]
     if first < 80:
         return (first // 40, first % 40, *subids[1:])

@@ -995,13 +995,16 @@ async def test_engine_boots_or_time_out_of_range_is_a_protocol_error(boots, engi
     [
         (b"\x81", "ends in the middle of a sub-identifier"),
         (b"\x90\x80\x80\x80\x00", "arc past 32 bits"),  # 2^32, one past the largest
-        (b"\xff" * 5000 + b"\x01", "arc past 32 bits"),  # a number of some 10,500 digits
+        (b"\x81\x80\x80\x80\x80\x00", "arc past 32 bits"),  # 2^35, refused mid-arc
+        # A number of some 10,500 digits: refused by its length, before any decoding
+        # (decoding one arc that long costs its length squared).
+        (b"\xff" * 5000 + b"\x01", "5001 octets, more than 128 arcs hold"),
         # RFC 2578's limit: an agent making its OIDs as long as a datagram holds, each
         # one a tuple of 30,000 arcs (240 kB), took a gigabyte in seconds.
         (b"\x01" * 129, "more than 128 arcs"),
         (b"\x81\x01" * 129, "more than 128 arcs"),
     ],
-    ids=["cut short", "2^32", "5000 octets", "129 arcs", "129 two-octet arcs"],
+    ids=["cut short", "2^32", "2^35", "5000 octets", "129 arcs", "129 two-octet arcs"],
 )
 async def test_a_malformed_oid_in_a_walk_is_the_agent_s_protocol_error(
     fake_agent, monkeypatch, suffix, why, pure_python
@@ -1033,8 +1036,14 @@ async def test_an_oid_value_with_an_arc_past_32_bits_is_a_malformed_value(fake_a
 
     _, port = await fake_agent(answer)
     async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
-        with pytest.raises(SnmpProtocolError, match=r"malformed value .* arc past 32 bits"):
+        with pytest.raises(SnmpProtocolError, match=r"malformed value .* more than 128 arcs hold"):
             await client.get([SYS_OBJECT_ID])
+
+
+def test_an_oid_value_holds_128_arcs_at_most_its_first_octet_packing_two():
+    assert len(ber.decode_oid(bytes([43]) + b"\x01" * 126)) == 128
+    with pytest.raises(ValueError, match="more than 128 arcs"):
+        ber.decode_oid(bytes([43]) + b"\x01" * 127)
 
 
 class Echo(asyncio.DatagramProtocol):
