@@ -106,11 +106,12 @@ class LiveConfig:
         """Load the config file again; on error keep the old config and raise.
 
         The new collectors and scrapers are built before anything changes, so a
-        config that fails to build changes nothing. Then scrapes are sent to
-        the new set, the old collectors are closed (freeing a port a new one may
-        bind), the new set is started, and the old scrapers are closed last. If
-        the new set fails to start, it is closed and the previous config comes
-        back, built afresh.
+        config that fails to build changes nothing. Then the new scrapers are
+        started and scrapes sent to them, the old collectors are closed (freeing
+        a port a new one may bind), the new collectors started, and the old
+        scrapers closed last. If the new set fails to start, it is closed and the
+        previous config comes back, built afresh (unless only a scraper failed,
+        before anything changed).
         """
         async with self._lock:  # two SIGHUPs in a row must not interleave
             try:
@@ -125,16 +126,24 @@ class LiveConfig:
                 self.last_reload_successful = False
                 raise ConfigError(f"unexpected error loading the config: {exc!r}") from None
             previous, old = self.config, self._running
-            self.config, self._running = config, running
-            # The old collectors close first: a listener frees the port its successor
-            # binds. The old scrapers close last: scrapes in flight may still read
-            # through them (a WinRM scrape ends only at its deadline), and scrapes
-            # sent meanwhile must find the new ones started.
-            await close_all(old.collectors.values())
+            # The new scrapers start before scrapes are sent to them (they bind
+            # nothing), so none reaches one not started.
             try:
-                await start_all(running.parts())
+                await start_all(list(running.target_scrapers.values()))
+            except Exception as exc:  # reload boundary: nothing has changed yet
+                self.last_reload_successful = False
+                raise ConfigError(f"cannot start what the new config needs: {exc!r}") from None
+            self.config, self._running = config, running
+            # The old collectors close before the new ones start: a listener frees
+            # the port its successor binds. The old scrapers close last: scrapes in
+            # flight may still read through them (a WinRM scrape ends only at its
+            # deadline).
+            try:
+                await close_all(old.collectors.values())
+                await start_all(list(running.collectors.values()))
             except Exception as exc:  # reload boundary: fall back to the config that worked
                 self.last_reload_successful = False
+                await close_all(running.target_scrapers.values())
                 await self._restore(previous)
                 raise ConfigError(f"cannot start what the new config needs: {exc!r}") from None
             finally:

@@ -36,6 +36,9 @@ class Journal:
         self.scrapes_done = asyncio.Event()
         self.scrapes_done.set()
         self.scraper_closing = asyncio.Event()
+        self.collector_released = asyncio.Event()
+        self.collector_released.set()
+        self.collector_closing = asyncio.Event()
 
     def serial(self) -> int:
         self.built += 1
@@ -62,6 +65,8 @@ class RecordingCollector(BaseCollector):
 
     async def close(self) -> None:
         self.journal.events.append(("collector close", self.serial))
+        self.journal.collector_closing.set()
+        await self.journal.collector_released.wait()  # as a listener's thread is joined
         self.running = False
 
     def collect(self) -> Iterator[Metric]:
@@ -168,12 +173,13 @@ async def test_app_starts_what_it_built_and_closes_it_on_shutdown(aiohttp_client
 async def test_reload_closes_the_old_set_then_starts_the_new_one(aiohttp_client, app, journal):
     client = await aiohttp_client(app)
     assert (await client.post("/-/reload")).status == 200
-    # The old collector closes before the new one starts: a listener may need the
-    # same port. The old scraper closes last, after the new one serves.
+    # The new scraper starts before it is given scrapes; the old collector closes
+    # before the new one starts (a listener may need the same port); the old
+    # scraper closes last, after the new one serves.
     assert journal.events[2:] == [
+        ("scraper start", 4),
         ("collector close", 1),
         ("collector start", 3),
-        ("scraper start", 4),
         ("scraper close", 2),
     ]
     assert await serials(client) == (3, 4)
@@ -197,6 +203,22 @@ async def test_scrapes_during_a_slow_close_of_the_old_scraper_reach_the_new_one(
         assert not reload.done()
     finally:
         journal.scrapes_done.set()
+    assert (await reload).status == 200
+
+
+async def test_scrapes_during_a_slow_close_of_the_old_collector_reach_a_started_scraper(
+    aiohttp_client, app, journal
+):
+    client = await aiohttp_client(app)
+    journal.collector_released.clear()
+    reload = asyncio.create_task(client.post("/-/reload"))
+    try:
+        await asyncio.wait_for(journal.collector_closing.wait(), 10)
+        scraped = await (await client.get("/recording?target=x&module=plain")).text()
+        assert value(scraped, "scout_test_scraper_serial") == 4
+        assert not reload.done()
+    finally:
+        journal.collector_released.set()
     assert (await reload).status == 200
 
 
@@ -228,12 +250,13 @@ async def test_new_set_that_cannot_start_gives_way_to_the_previous_config(
     response = await client.post("/-/reload")
     assert response.status == 500
     assert "address already in use" in await response.text()
-    # The new set (3, 4) never ran: its collector failed to start, so its scraper
-    # was not started either. A fresh set from the previous config (5, 6) runs instead.
+    # The new set (3, 4) never served: its collector failed to start, and its
+    # scraper, started first, was closed again. A fresh set from the previous
+    # config (5, 6) runs instead.
     assert journal.of(1) == ["collector start", "collector close"]
     assert journal.of(2) == ["scraper start", "scraper close"]
     assert journal.of(3) == []
-    assert journal.of(4) == []
+    assert journal.of(4) == ["scraper start", "scraper close"]
     assert await serials(client) == (5, 6)
     metrics = await (await client.get("/metrics")).text()
     assert "scout_config_last_reload_successful 0.0" in metrics
