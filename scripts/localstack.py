@@ -399,12 +399,15 @@ def stop_signals_ignored() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be changed from the main thread
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous: dict[signal.Signals, Any] = {}
     try:
+        # Inside the try: a signal landing between the two calls still restores both.
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            previous[stop_signal] = signal.signal(stop_signal, signal.SIG_IGN)
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -545,7 +548,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 watch(services)
             except KeyboardInterrupt:
-                print("\nstopping the Scout stack ...", flush=True)
+                print(
+                    "\nstopping the Scout stack (each service gets 10 s, then is killed;"
+                    " Ctrl-C is ignored meanwhile) ...",
+                    flush=True,
+                )
         print("stopped.")
         return 0
     except KeyboardInterrupt:
