@@ -338,9 +338,14 @@ _ESCAPES = re.compile(
 )
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _without_lone_surrogates(text: str) -> str:
     """``text`` with each lone surrogate's escape replaced by U+FFFD's."""
-    if "\\u" not in text:
+    # PowerShell escapes <, >, ' and & as \u003c and so on: look for a surrogate's
+    # escape, not any escape, before the substitution calls back for each backslash.
+    if _SURROGATE_ESCAPE.search(text) is None:
         return text
     return _ESCAPES.sub(lambda m: "\\ufffd" if len(m.group()) == 6 else m.group(), text)
 
