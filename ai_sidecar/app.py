@@ -38,7 +38,7 @@ from ai_sidecar.pipeline import run_pipeline
 from ai_sidecar.reload import ConfigReloader
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
-from ai_sidecar.webhook import receive
+from ai_sidecar.webhook import WEBHOOK_PATH, receive
 from ai_sidecar.worker_process import WorkerProcess
 from exporter.common.web import healthy, landing_page, ready, render_registry
 
@@ -87,7 +87,7 @@ async def request_errors(
         # The rest of the body cannot be read, so the connection ends: say so,
         # or the client sends its next request on it.
         response.force_close()
-    if request.path == "/api/v1/alertmanager":
+    if request.path == WEBHOOK_PATH:
         request.app[METRICS].webhook_requests.labels(str(response.status)).inc()
     return response
 
@@ -123,7 +123,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
-    app.router.add_post("/api/v1/alertmanager", receive)
+    app.router.add_post(WEBHOOK_PATH, receive)
     app.router.add_post("/-/reload", app[RELOADER].endpoint())
     setup_api(app)
     setup_console(app)

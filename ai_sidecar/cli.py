@@ -49,6 +49,7 @@ from ai_sidecar.credentials import read_secret
 from ai_sidecar.enrichment.llm.commands import add_llm_commands
 from ai_sidecar.enrichment.llm.providers import provider_key
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.intake.processes import serve_with_intake_processes
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from ai_sidecar.store import StoreError
 from exporter.common.durations import parse_duration
@@ -136,6 +137,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             f"connections served at once (default {MAX_CONNECTIONS}, at most half the "
             "open-files limit); more wait until one closes"
+        ),
+    )
+    parser.add_argument(
+        "--web.processes",
+        dest="web_processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help=(
+            "HTTP processes on the port (default 1); with more, the others answer webhook "
+            "deliveries and pass every other request to the first (raise it to 2 on 2 cores "
+            "or more for over about 3,000 single-alert deliveries a second)"
         ),
     )
     parser.add_argument(
@@ -374,6 +387,10 @@ def run_serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
     )
     try:
+        if args.web_processes > 1:
+            return serve_with_intake_processes(
+                app, settings, config, args.web_processes, "scout-sidecar", limits
+            )
         return serve(
             app, settings.listen_host, settings.listen_port, "scout-sidecar", limits=limits
         )

@@ -370,6 +370,10 @@ def parse_payload(body: bytes, now: datetime | None = None) -> WebhookPayload:
     )
 
 
+# Where Alertmanager posts (the receiver in alertmanager.yml).
+WEBHOOK_PATH = "/api/v1/alertmanager"
+
+
 def _too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"request body is larger than the limit of {limit} bytes")
 

@@ -47,9 +47,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -58,7 +58,7 @@ from prometheus_client import CollectorRegistry
 from ai_sidecar.components import WORKER_SYNCHRONOUS, ComponentsFactory, open_store
 from ai_sidecar.config import LlmConfig, SidecarConfig
 from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
-from ai_sidecar.metrics import ForwardedMetrics, create_metrics
+from ai_sidecar.metrics import create_metrics
 from ai_sidecar.pipeline import cancel_tasks, run_pipeline
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store.postgres import Lease, lead
@@ -109,15 +109,17 @@ def lock_file(path: Path) -> int:
     return fd
 
 
-def become_child(log_level: str, log_format: LogFormat) -> None:
+def become_child(log_level: str, log_format: LogFormat, *, background: bool = True) -> None:
     """What every child process of the sidecar does first: die with the parent, ignore
-    SIGHUP, yield the CPU to the HTTP process, log like it."""
+    SIGHUP, yield the CPU to the HTTP process (``background``; not an intake process,
+    which is an HTTP process itself), log like it."""
     die_with_parent()
     # A reload is the parent's to do (it hands the worker the new llm section);
     # a SIGHUP to the whole process group must not end a child.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
+    if background:
+        with contextlib.suppress(OSError):
+            os.nice(NICENESS)
     configure_logging(log_level, log_format)
 
 
@@ -271,6 +273,12 @@ async def _send_metrics(
         await asyncio.sleep(METRICS_INTERVAL)
 
 
+class Receiver(Protocol):
+    """What takes each message a child sends on its pipe (its metrics)."""
+
+    def update(self, received: Any, /) -> None: ...
+
+
 class WorkerProcess:
     """The HTTP process's handle on the worker process: start, watch, restart, stop."""
 
@@ -279,15 +287,18 @@ class WorkerProcess:
         settings: SidecarSettings,
         config: SidecarConfig,
         components: ComponentsFactory,
-        forwarded: ForwardedMetrics,
+        forwarded: Receiver,
         log_level: str,
         log_format: LogFormat,
         *,
         target: Callable[..., None] = child_main,
         name: str = "scout-sidecar-worker",
         reloadable: bool = False,
+        target_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self._args: tuple[Any, ...] = (settings, config, log_level, log_format, components)
+        # More for the target (an intake process's listening sockets), given at every start.
+        self._target_kwargs = dict(target_kwargs or {})
         # The worker's target takes a control pipe for reloads; the anomaly child's does not.
         self._reloadable = reloadable
         self._control: multiprocessing.connection.Connection | None = None
@@ -344,7 +355,9 @@ class WorkerProcess:
             with self._lock:
                 if self._stopping.is_set():
                     return False
-                extra = {"control": control_receiver} if self._reloadable else {}
+                extra = dict(self._target_kwargs)
+                if self._reloadable:
+                    extra["control"] = control_receiver
                 process = self._context.Process(
                     target=self._target, args=(*self._args, sender), kwargs=extra, name=self._name
                 )

@@ -31,7 +31,7 @@ most alerts/s it takes) and latency at the target load (5,000 alerts/s offered
 on a fixed schedule over up to 256 connections, p99 counted from when each
 request was due). The sidecar's return trip runs against its own
 Alertmanager, as in production. "HTTP CPU ms/request" is the CPU time of the
-sidecar's HTTP process (not its worker) while the load ran, a request's share,
+sidecar's HTTP processes (not its worker) while the load ran, a request's share,
 and "worker CPU ms/request" the same for its worker process; the generators'
 CPU a request includes their start and building the bodies, and "generator
 cores" is their CPU over the run's wall time against the sidecar (on a 2-core
@@ -40,8 +40,13 @@ stops the sidecar's worker process (SIGSTOP) while the load runs and
 continues it after, to see what the worker's CPU and its write transactions
 cost the webhook; the correlation rate then includes the whole backlog.
 
+``--web-processes 2`` runs the sidecar with a second HTTP process on the port
+(``scout-sidecar serve --web.processes 2``); "HTTP CPU ms/request" is then
+both processes' CPU.
+
 Usage: python benchmarks/webhook_ingest.py [--alerts N] [--batch 1,10,100]
        [--senders N] [--rate ALERTS_PER_S] [--worker running|stopped]
+       [--web-processes N]
 """
 
 from __future__ import annotations
@@ -373,7 +378,7 @@ def wait_processed(database: Path, expected: int, timeout: float = 600) -> float
     raise RuntimeError(f"the sidecar did not process {expected} alerts in {timeout:.0f}s")
 
 
-def start_sidecar(workdir: Path, peer: str) -> tuple[Service, str]:
+def start_sidecar(workdir: Path, peer: str, processes: int) -> tuple[Service, str]:
     port = free_port()
     env = {
         "SCOUT_WEBHOOK_TOKEN": TOKEN,
@@ -381,7 +386,9 @@ def start_sidecar(workdir: Path, peer: str) -> tuple[Service, str]:
         # The return trip runs as in production, against its own peer.
         "SCOUT_ALERTMANAGER_URLS": peer,
     }
-    sidecar = sidecar_service(workdir, port, ["--log.level=warn"], env)
+    sidecar = sidecar_service(
+        workdir, port, ["--log.level=warn", f"--web.processes={processes}"], env
+    )
     sidecar.start()
     sidecar.wait_ready()
     return sidecar, f"http://127.0.0.1:{port}"
@@ -426,13 +433,26 @@ class Measured:
     generator_cores: float
 
 
-def worker_processes(sidecar: psutil.Process) -> list[psutil.Process]:
-    """The sidecar's child processes: its worker (and multiprocessing's helpers)."""
-    return sidecar.children(recursive=True)
+def split_processes(sidecar: psutil.Process) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """The sidecar's HTTP processes (the main one, and its intake processes: the
+    children that listen on its port too), and its other children (the worker,
+    multiprocessing's helpers)."""
+    listening = {c.laddr for c in sidecar.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    http, others = [sidecar], []
+    for child in sidecar.children(recursive=True):
+        mine = {c.laddr for c in child.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        (http if mine & listening else others).append(child)
+    return http, others
 
 
 def measure(
-    batch: int, alerts: int, senders: int, rate: float, *, stop_worker: bool = False
+    batch: int,
+    alerts: int,
+    senders: int,
+    rate: float,
+    *,
+    stop_worker: bool = False,
+    processes: int = 1,
 ) -> Measured:
     """One run: a fresh sidecar (preloaded) and a fresh Alertmanager, the same load.
 
@@ -451,15 +471,17 @@ def measure(
         finally:
             peer.stop(grace=10)
         trip, trip_url = start_alertmanager(workdir, "return-trip-peer")
-        sidecar, sidecar_url = start_sidecar(workdir, trip_url)
+        sidecar, sidecar_url = start_sidecar(workdir, trip_url, processes)
         try:
             hook = f"{sidecar_url}/api/v1/alertmanager"
             database = workdir / "data" / "scout.db"
             run_generator(hook, "scout", 0, PRELOAD_ALERTS, 500, 4)
             wait_processed(database, PRELOAD_ALERTS)
             assert sidecar.process is not None
-            children = worker_processes(psutil.Process(sidecar.process.pid))
-            cpu_before = cpu_seconds(sidecar.process.pid)
+            http, children = split_processes(psutil.Process(sidecar.process.pid))
+            if len(http) != processes:
+                raise RuntimeError(f"expected {processes} HTTP processes, found {len(http)}")
+            cpu_before = sum(cpu_seconds(p.pid) for p in http)
             worker_before = sum(cpu_seconds(child.pid) for child in children)
             if stop_worker:
                 for child in children:
@@ -470,7 +492,7 @@ def measure(
                 if stop_worker:
                     for child in children:
                         child.send_signal(signal.SIGCONT)
-            cpu = cpu_seconds(sidecar.process.pid) - cpu_before
+            cpu = sum(cpu_seconds(p.pid) for p in http) - cpu_before
             worker_cpu = sum(cpu_seconds(child.pid) for child in children) - worker_before
             drained = wait_processed(database, PRELOAD_ALERTS + alerts)
         finally:
@@ -479,6 +501,8 @@ def measure(
     mode = f"{senders} senders" if rate == 0 else f"{rate:,.0f}/s offered"
     if stop_worker:
         mode += ", worker stopped"
+    if processes > 1:
+        mode += f", {processes} HTTP processes"
     requests = math.ceil(alerts / batch)
     return Measured(
         batch=batch,
@@ -504,6 +528,12 @@ def main() -> int:
         default="running",
         help="stopped: SIGSTOP the sidecar's worker process while the load runs",
     )
+    parser.add_argument(
+        "--web-processes",
+        type=int,
+        default=1,
+        help="the sidecar's HTTP processes (scout-sidecar serve --web.processes)",
+    )
     parser.add_argument("--generate", nargs=4, metavar=("URL", "KIND", "FIRST", "COUNT"))
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
@@ -524,8 +554,17 @@ def main() -> int:
     stop_worker = args.worker == "stopped"
     rows = []
     for batch in batches:
-        rows.append(measure(batch, args.alerts, args.senders, 0, stop_worker=stop_worker))
-        rows.append(measure(batch, args.alerts, args.senders, args.rate, stop_worker=stop_worker))
+        for rate in (0, args.rate):
+            rows.append(
+                measure(
+                    batch,
+                    args.alerts,
+                    args.senders,
+                    rate,
+                    stop_worker=stop_worker,
+                    processes=args.web_processes,
+                )
+            )
     print(
         "| alerts/request | load | Scout alerts/s | Scout p50 ms | Scout p99 ms "
         "| correlated alerts/s | Scout HTTP CPU ms/request | Alertmanager alerts/s "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import socket
 import ssl
 import sys
 import zlib
@@ -127,14 +128,24 @@ def serve(
     one client can hold.
     """
     limits = limits or ServerLimits()
+    sockets = open_listening_sockets(host, port, prog, limits)
+    if sockets is None:
+        return 1
+    run(app, sockets, ssl_context=ssl_context, limits=limits)
+    return 0
+
+
+def open_listening_sockets(
+    host: str | None, port: int, prog: str, limits: ServerLimits
+) -> list[socket.socket] | None:
+    """Raise the open-files limit and listen on ``host``:``port``; None, with the
+    one-line reason printed, if it cannot listen."""
     raise_open_files_limit()
     try:
-        sockets = listening_sockets(host, port, limits.backlog)
+        return listening_sockets(host, port, limits.backlog)
     except OSError as exc:
         # Name resolution errors carry no errno, only a message.
         plain = exc.errno is not None and exc.errno > 0
         reason = os.strerror(exc.errno) if plain and exc.errno else exc.strerror or str(exc)
         print(f"{prog}: cannot listen on {format_address(host, port)}: {reason}", file=sys.stderr)
-        return 1
-    run(app, sockets, ssl_context=ssl_context, limits=limits)
-    return 0
+        return None

@@ -1,0 +1,159 @@
+"""What an intake process does not serve itself, passed to the main HTTP process.
+
+An intake process (:mod:`ai_sidecar.intake.processes`) answers webhook
+deliveries itself; every other request that reaches it (the console, the API,
+/metrics, health, reload, graphs) goes, as it came, to the main process over a
+private Unix socket, and the answer comes back as it went. So sessions, login
+lockout, reloads and /metrics stay in one process, whichever process accepted
+the connection.
+
+The client's address travels in :data:`PEER_HEADER`. The main process believes
+that header only on a connection that came in on the Unix socket
+(:func:`believe_intake_peer`), whose directory only the sidecar's user can
+open; on the TCP port it is ignored, so a client cannot choose the address
+its failed sign-ins are counted under.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from ai_sidecar.webhook import WEBHOOK_PATH
+
+log = logging.getLogger("ai_sidecar.intake")
+
+PEER_HEADER = "X-Scout-Intake-Peer"
+# Headers about one connection (RFC 9110 §7.6.1), not about the request: each
+# hop has its own. Content-Length is recomputed from the body read; Expect was
+# answered by the intake process already.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "content-length",
+    }
+)
+# Connections to the main process an intake process keeps at most at once.
+UPSTREAM_CONNECTIONS = 64
+UPSTREAM_CONNECT_TIMEOUT = 5.0
+UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
+MAIN_PROCESS_GONE = "the sidecar's main process did not answer; retry later"
+_CHUNK = 64 * 1024
+
+
+def upstream_session(socket_path: Path) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context holding the client session to the main process's Unix socket."""
+
+    async def session(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.UnixConnector(path=str(socket_path), limit=UPSTREAM_CONNECTIONS)
+        async with aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=UPSTREAM_CONNECT_TIMEOUT),
+            # One jar for every client would hand one user's cookies to the next.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # The answer goes back as it came, compressed or not.
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        ) as client:
+            app[UPSTREAM] = client
+            yield
+
+    return session
+
+
+def _forwarded_headers(request: web.Request) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        if name.lower() not in _HOP_BY_HOP and name.lower() != PEER_HEADER.lower():
+            headers.add(name, value)
+    headers[PEER_HEADER] = request.remote or ""
+    return headers
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    """Pass ``request`` to the main process and its answer back."""
+    if request.path == WEBHOOK_PATH:
+        # Only POST is served here; anything else gets the main process's answer,
+        # which would count the request a second time.
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+    # Read whole, within the app's client_max_size (the main process's limit too).
+    body = await request.read() if request.body_exists else None
+    try:
+        url = URL(f"http://scout-sidecar{request.raw_path}", encoded=True)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason="malformed request target") from exc
+    client = request.app[UPSTREAM]
+    response: web.StreamResponse | None = None
+    try:
+        async with client.request(
+            request.method,
+            url,
+            headers=_forwarded_headers(request),
+            data=body,
+            allow_redirects=False,
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream.headers.items():
+                if name.lower() not in _HOP_BY_HOP or name.lower() == "content-length":
+                    response.headers.add(name, value)
+            await response.prepare(request)
+            if request.method != "HEAD":
+                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
+    except (aiohttp.ClientError, OSError) as exc:
+        if response is not None and response.prepared:
+            # Half an answer is out: end the connection, so the client sees it cut.
+            log.warning("main process stopped mid-answer", extra={"error": str(exc)[:200]})
+            response.force_close()
+            return response
+        log.warning("main process unreachable; answering 503", extra={"error": str(exc)[:200]})
+        answer = web.json_response({"error": MAIN_PROCESS_GONE}, status=503)
+        answer.headers["Retry-After"] = "5"
+        return answer
+
+
+def _on_unix_socket(request: web.Request) -> bool:
+    transport = request.transport
+    if transport is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    return sock is not None and sock.family == socket.AF_UNIX
+
+
+@web.middleware
+async def believe_intake_peer(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """In the main process: a request an intake process forwarded is the client's,
+    from the client's address."""
+    if _on_unix_socket(request):
+        request = request.clone(remote=request.headers.get(PEER_HEADER, ""))
+    return await handler(request)
+
+
+__all__ = [
+    "MAIN_PROCESS_GONE",
+    "PEER_HEADER",
+    "believe_intake_peer",
+    "forward",
+    "upstream_session",
+]

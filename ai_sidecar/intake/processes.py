@@ -1,0 +1,277 @@
+"""More HTTP processes on the webhook's port: ``scout-sidecar serve --web.processes N``.
+
+Why: one acknowledged webhook request costs an HTTP process 0.2-0.35 ms of
+CPU on the project's 2-core machine (aiohttp, the socket calls, parsing, the
+store's insert), so one event loop tops out at 3,000-5,000 single-alert
+deliveries a second, below the 5,000 a second Alertmanager can send
+(docs/benchmarks.md). The webhook needs nothing in memory but the store, so
+more processes can answer it.
+
+How it runs, with N above 1:
+
+- The main process opens the listening sockets as always, and a Unix socket
+  in a private directory of its own; then it starts N-1 intake processes,
+  each given the same listening sockets. Every process accepts from the one
+  queue, so a connection goes to whichever is free.
+- An intake process answers ``POST /api/v1/alertmanager`` itself, with the
+  same code as the main process (:func:`ai_sidecar.webhook.receive`): the
+  same validation, and each alert durable in the store before the answer. It
+  has a connection of its own to the store (SQLite's WAL lets writers take
+  turns; PostgreSQL has no such limit).
+- Any other request it passes to the main process over the Unix socket
+  (:mod:`ai_sidecar.intake.forward`), with the client's address, so the
+  console, the API, /metrics and reloads behave as with one process.
+- Every second it sends the increments of its webhook counters to the main
+  process, which adds them to its own: /metrics counts every process's
+  requests. (Up to a second of increments is lost if an intake process dies.)
+- The main process watches each one as it watches the worker process
+  (:class:`ai_sidecar.worker_process.WorkerProcess`): restarted if it dies,
+  stopped (finishing its requests in flight) on shutdown, killed with the
+  main process. The worker, the return trip and the anomaly scorer stay
+  single, in their own processes, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import multiprocessing.connection
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ai_sidecar.app import request_errors
+from ai_sidecar.components import build_components, open_store
+from ai_sidecar.config import SidecarConfig
+from ai_sidecar.intake.forward import believe_intake_peer, forward, upstream_session
+from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
+from ai_sidecar.metrics import SidecarMetrics, create_metrics
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.webhook import WEBHOOK_PATH, receive
+from ai_sidecar.worker_process import (
+    METRICS_INTERVAL,
+    SWITCH_INTERVAL,
+    WorkerProcess,
+    become_child,
+    stop_on_signals,
+)
+from exporter.common.logs import LogFormat
+from exporter.common.serving import ServerLimits, raise_open_files_limit, run, serving
+from exporter.common.web import open_listening_sockets
+
+log = logging.getLogger("ai_sidecar.intake")
+
+# The counters an intake process moves: the webhook's (ai_sidecar.metrics).
+WEBHOOK_COUNTERS = (
+    "alerts_received",
+    "alerts_invalid",
+    "alerts_duplicate",
+    "alerts_truncated",
+    "alerts_looped",
+    "webhook_requests",
+)
+SOCKET_NAME = "main.sock"
+# (counter field, labels, amount)
+Increment = tuple[str, dict[str, str], float]
+
+
+class CounterIncrements:
+    """The webhook counters' growth since the last :meth:`take`, in an intake process."""
+
+    def __init__(self, metrics: SidecarMetrics) -> None:
+        self._metrics = metrics
+        self._sent: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def take(self) -> list[Increment]:
+        increments: list[Increment] = []
+        for field in WEBHOOK_COUNTERS:
+            for family in getattr(self._metrics, field).collect():
+                for sample in family.samples:
+                    if not sample.name.endswith("_total"):
+                        continue  # _created
+                    key = (field, tuple(sorted(sample.labels.items())))
+                    amount = sample.value - self._sent.get(key, 0.0)
+                    if amount > 0:
+                        self._sent[key] = sample.value
+                        increments.append((field, dict(sample.labels), amount))
+        return increments
+
+
+class AddIncrements:
+    """In the main process: adds what intake processes counted to its own counters."""
+
+    def __init__(self, metrics: SidecarMetrics) -> None:
+        self._metrics = metrics
+
+    def update(self, received: Any, /) -> None:
+        if not isinstance(received, list):
+            return
+        for increment in received:
+            try:
+                field, labels, amount = increment
+                if field not in WEBHOOK_COUNTERS or not (math.isfinite(amount) and amount > 0):
+                    continue
+                counter = getattr(self._metrics, field)
+                (counter.labels(**labels) if labels else counter).inc(amount)
+            except (TypeError, ValueError):
+                log.warning("ignored a malformed counter increment from an intake process")
+
+
+def intake_app(settings: SidecarSettings, socket_path: Path) -> web.Application:
+    """An intake process's app: the webhook here, the rest forwarded to ``socket_path``."""
+    app = web.Application(middlewares=[request_errors], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[METRICS] = create_metrics()
+    # Nobody waits on it here: the worker process polls the store.
+    app[WAKEUP] = asyncio.Event()
+
+    async def store(app: web.Application) -> AsyncIterator[None]:
+        app[STORE] = await open_store(settings)
+        yield
+        await app[STORE].close()
+
+    app.cleanup_ctx.extend([store, upstream_session(socket_path)])
+    app.router.add_post(WEBHOOK_PATH, receive)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+def intake_main(
+    settings: SidecarSettings,
+    _config: SidecarConfig,
+    log_level: str,
+    log_format: LogFormat,
+    _components: object,
+    counters_pipe: multiprocessing.connection.Connection,
+    *,
+    sockets: list[socket.socket],
+    socket_path: Path,
+    limits: ServerLimits,
+) -> None:
+    """Entry point of an intake process."""
+    become_child(log_level, log_format, background=False)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    raise_open_files_limit()
+    try:
+        asyncio.run(_serve(settings, sockets, socket_path, limits, counters_pipe))
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _serve(
+    settings: SidecarSettings,
+    sockets: list[socket.socket],
+    socket_path: Path,
+    limits: ServerLimits,
+    counters_pipe: multiprocessing.connection.Connection,
+) -> None:
+    stop = stop_on_signals()
+    app = intake_app(settings, socket_path)
+    increments = CounterIncrements(app[METRICS])
+
+    def send() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            taken = increments.take()
+            if taken:
+                counters_pipe.send(taken)
+
+    async def send_every_interval() -> None:
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL)
+            send()
+
+    async with serving(app, sockets, limits=limits):
+        log.info("intake process started", extra={"pid": os.getpid()})
+        sender = asyncio.create_task(send_every_interval())
+        await stop.wait()
+        sender.cancel()
+    # What the requests finished while stopping counted.
+    send()
+    log.info("intake process stopped")
+
+
+class IntakeProcesses:
+    """The main process's intake processes: a watched child each, and the Unix socket
+    they forward to."""
+
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        config: SidecarConfig,
+        metrics: SidecarMetrics,
+        sockets: list[socket.socket],
+        limits: ServerLimits,
+        count: int,
+    ) -> None:
+        self._directory = Path(tempfile.mkdtemp(prefix="scout-sidecar-"))
+        self.socket_path = self._directory / SOCKET_NAME
+        self.unix_socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.unix_socket.bind(str(self.socket_path))
+            self.unix_socket.listen(limits.backlog)
+            self.unix_socket.setblocking(False)
+        except BaseException:
+            self.close()
+            raise
+        increments = AddIncrements(metrics)
+        self._children = [
+            WorkerProcess(
+                settings,
+                config,
+                build_components,
+                increments,
+                settings.log_level,
+                settings.log_format,
+                target=intake_main,
+                name=f"scout-sidecar-intake-{number}",
+                target_kwargs={
+                    "sockets": sockets,
+                    "socket_path": self.socket_path,
+                    "limits": limits,
+                },
+            )
+            for number in range(1, count + 1)
+        ]
+
+    async def cleanup_ctx(self, _: web.Application) -> AsyncIterator[None]:
+        for child in self._children:
+            child.start()
+        yield
+        await asyncio.gather(*(asyncio.to_thread(child.stop) for child in self._children))
+
+    def close(self) -> None:
+        self.unix_socket.close()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def serve_with_intake_processes(
+    app: web.Application,
+    settings: SidecarSettings,
+    config: SidecarConfig,
+    processes: int,
+    prog: str,
+    limits: ServerLimits,
+) -> int:
+    """:func:`exporter.common.web.serve` for the sidecar with ``processes`` HTTP processes
+    (this one and ``processes - 1`` intake processes)."""
+    sockets = open_listening_sockets(settings.listen_host, settings.listen_port, prog, limits)
+    if sockets is None:
+        return 1
+    intake = IntakeProcesses(settings, config, app[METRICS], sockets, limits, processes - 1)
+    try:
+        app.middlewares.insert(0, believe_intake_peer)
+        app.cleanup_ctx.append(intake.cleanup_ctx)
+        run(app, [*sockets, intake.unix_socket], limits=limits)
+    finally:
+        intake.close()
+    return 0

@@ -1,0 +1,144 @@
+"""``scout-sidecar serve --web.processes 2``: a second HTTP process on the port."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from ai_sidecar.intake.processes import AddIncrements, CounterIncrements
+from ai_sidecar.metrics import create_metrics
+from scripts.localstack import Service, free_port, sidecar_service
+from tests.ai_sidecar.builders import alert, payload
+
+TOKEN = "intake-processes-token"
+
+
+def test_counter_increments_are_sent_once_and_added_to_the_main_process():
+    intake, main = create_metrics(), create_metrics()
+    taken = CounterIncrements(intake)
+    adder = AddIncrements(main)
+    intake.alerts_received.inc(3)
+    intake.webhook_requests.labels("200").inc(2)
+    intake.alerts_invalid.labels("invalid").inc()
+    adder.update(taken.take())
+    assert taken.take() == []  # nothing new since
+    intake.alerts_received.inc(2)
+    adder.update(taken.take())
+    value = main.registry.get_sample_value
+    assert value("scout_sidecar_alerts_received_total") == 5
+    assert value("scout_sidecar_webhook_requests_total", {"code": "200"}) == 2
+    assert value("scout_sidecar_alerts_invalid_total", {"reason": "invalid"}) == 1
+
+
+@pytest.mark.parametrize(
+    "received",
+    [
+        "not a list",
+        [("alerts_received", {}, -1.0)],
+        [("alerts_received", {}, math.nan)],
+        [("alerts_received", {}, math.inf)],
+        [("return_trip_posts", {"peer": "x"}, 1.0)],  # not the webhook's
+        [("webhook_requests", {"nope": "200"}, 1.0)],
+        [("alerts_received",)],
+    ],
+)
+def test_malformed_increments_change_nothing(received):
+    main = create_metrics()
+    AddIncrements(main).update(received)
+    value = main.registry.get_sample_value
+    assert value("scout_sidecar_alerts_received_total") == 0
+    assert value("scout_sidecar_return_trip_posts_total", {"peer": "x"}) is None
+
+
+# Starts real daemons: the slow lane (see the peers marker in pyproject).
+@pytest.mark.peers
+async def test_two_http_processes_share_the_port(tmp_path: Path, start_service):
+    port = free_port()
+    env = {"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")}
+    service: Service = start_service(
+        sidecar_service(tmp_path, port, ["--web.processes=2"], env=env)
+    )
+    assert service.process is not None
+    main = psutil.Process(service.process.pid)
+    base = f"http://127.0.0.1:{port}"
+    hook = f"{base}/api/v1/alertmanager"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def intake_processes() -> list[psutil.Process]:
+        return [
+            child
+            for child in main.children()
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for c in child.net_connections("tcp")
+            )
+        ]
+
+    async def post(index: int) -> None:
+        # A connection of its own each, so either process may accept it.
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(
+                hook, json=payload(alert("ProbeLoss", instance=f"d{index}")), headers=headers
+            ) as reply,
+        ):
+            assert reply.status == 200, await reply.text()
+
+    async def wait_for(condition, what: str):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = condition()
+            if found:
+                return found
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    intake = (await wait_for(intake_processes, "an intake process"))[0]
+    # With the main process stopped, only the intake process can accept: what
+    # it acknowledges it stored itself.
+    main.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(post(i) for i in range(10))), 15)
+    finally:
+        main.send_signal(signal.SIGCONT)
+    await asyncio.gather(*(post(i) for i in range(10, 40)))
+    with sqlite3.connect(tmp_path / "data" / "scout.db") as db:
+        assert db.execute("SELECT count(*) FROM alerts").fetchone() == (40,)
+
+    # The main process's /metrics counts the intake process's requests too,
+    # whichever process answers the scrape.
+    async def received() -> float:
+        async with aiohttp.ClientSession() as client, client.get(f"{base}/metrics") as reply:
+            for line in (await reply.text()).splitlines():
+                if line.startswith("scout_sidecar_alerts_received_total "):
+                    return float(line.split()[1])
+        raise AssertionError("no scout_sidecar_alerts_received_total")
+
+    deadline = time.monotonic() + 10
+    while await received() != 40:
+        assert time.monotonic() < deadline, await received()
+        await asyncio.sleep(0.2)
+
+    # An intake process that dies is started again, and the port keeps answering.
+    os.kill(intake.pid, signal.SIGKILL)
+    await wait_for(
+        lambda: [p for p in intake_processes() if p.pid != intake.pid], "a new intake process"
+    )
+    await asyncio.gather(*(post(i) for i in range(40, 50)))
+    with sqlite3.connect(tmp_path / "data" / "scout.db") as db:
+        assert db.execute("SELECT count(*) FROM alerts").fetchone() == (50,)
+
+    # Stopping the main process stops its intake processes too.
+    children = main.children(recursive=True)
+    service.stop(grace=15)
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == []
