@@ -78,10 +78,15 @@ def upstream_session(socket_path: Path) -> Callable[[web.Application], AsyncIter
     return session
 
 
+# Not passed on with a request: aiohttp has decoded the body already (so the
+# main process must not decode it again), and the client's address is ours to say.
+_NOT_FORWARDED = _HOP_BY_HOP | {"content-encoding", PEER_HEADER.lower()}
+
+
 def _forwarded_headers(request: web.Request) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
-        if name.lower() not in _HOP_BY_HOP and name.lower() != PEER_HEADER.lower():
+        if name.lower() not in _NOT_FORWARDED:
             headers.add(name, value)
     headers[PEER_HEADER] = request.remote or ""
     return headers

@@ -121,6 +121,22 @@ async def test_forwarded_request_arrives_as_the_client_sent_it(main_process, int
     assert seen.bodies == [b"user=a&password=b"]
 
 
+async def test_a_compressed_request_body_is_passed_on_decoded(main_process, intake):
+    seen, _, _ = main_process
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            f"{intake}/echo",
+            data=gzip.compress(b"user=a"),
+            headers={"Content-Encoding": "gzip"},
+            allow_redirects=False,
+        ) as reply,
+    ):
+        assert reply.status == 303
+    assert seen.bodies == [b"user=a"]
+    assert "Content-Encoding" not in seen.headers[0]
+
+
 async def test_the_peer_header_is_ignored_on_the_tcp_port(main_process):
     seen, _, direct = main_process
     async with (
