@@ -370,6 +370,7 @@ def parse_payload(body: bytes, now: datetime | None = None) -> WebhookPayload:
     )
 
 
+ALERTS_NOT_STORED = "alerts not stored, retry later: the store cannot write now"
 # Where Alertmanager posts (the receiver in alertmanager.yml).
 WEBHOOK_PATH = "/api/v1/alertmanager"
 
@@ -451,8 +452,10 @@ async def receive(request: web.Request) -> web.Response:
     try:
         result = await app[STORE].ingest(alerts, _now())
     except StoreError as exc:
+        # The reason is for the log only, as on every other endpoint: it names
+        # the store's file or the database's host and user.
         log.warning("cannot store webhook alerts; answering 503", extra={"reason": str(exc)})
-        raise StoreUnavailableError(f"alerts not stored, retry later: {exc}") from exc
+        raise StoreUnavailableError(ALERTS_NOT_STORED) from exc
     metrics.alerts_received.inc(result.new + result.duplicates)
     metrics.alerts_duplicate.inc(result.duplicates)
     if result.new:

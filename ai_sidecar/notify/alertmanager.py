@@ -44,6 +44,8 @@ Outcome = Literal["ok", "refused", "failed"]
 # its own: those come from a proxy or a wrong URL, and dropping the copies on
 # them would lose every notification of the misconfigured spell.
 _REFUSALS = frozenset({400, 413, 422})
+# Bytes of a failed post's answer read for the log (Alertmanager's own fit easily).
+REPLY_BYTES_READ = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,10 @@ class AlertmanagerClient:
             async with self._session.post(
                 peer + ALERTS_PATH, json=alerts, timeout=limit
             ) as response:
-                text = (await response.text(errors="replace"))[:500]
+                # A refusal's reason is logged, so only its start is read: a
+                # peer (or something at its address) may answer with gigabytes.
+                head = await response.content.read(REPLY_BYTES_READ)
+                text = head.decode("utf-8", errors="replace")[:500]
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Reply("failed", f"{type(exc).__name__}: {exc}")

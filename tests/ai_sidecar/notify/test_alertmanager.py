@@ -6,8 +6,10 @@ import asyncio
 from datetime import timedelta
 
 import aiohttp
+from aiohttp import web
 
 from ai_sidecar.notify import AlertmanagerClient, fingerprint
+from ai_sidecar.notify.alertmanager import ALERTS_PATH
 from scripts.localstack import free_port
 from tests.ai_sidecar.builders import peer_member
 from tests.ai_sidecar.notify.harness import SCOUT_LABELS, raw_postable
@@ -60,3 +62,35 @@ async def test_raw_alerts_lists_raw_alerts_only(
     assert listed is not None
     assert [a["fingerprint"] for a in listed] == [raw.fingerprint]
     assert listed[0]["labels"] == dict(raw.labels)
+
+
+async def test_a_refusal_with_an_endless_answer_is_read_only_in_part(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Something at a peer's address refuses a post and then streams for ever: the
+    client reads the start of the answer for its log, not the whole."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=400)
+        await response.prepare(request)
+        while True:
+            await response.write(b"x" * 65536)
+
+    app = web.Application()
+    app.router.add_post(ALERTS_PATH, endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        client = AlertmanagerClient(session, TIMEOUT)
+        reply = await client.post_alerts(
+            f"http://127.0.0.1:{port}", [raw_postable(peer_member("LinkDown"))]
+        )
+    finally:
+        await runner.cleanup()
+    # Before: the whole answer was read until the client's timeout, and it failed.
+    assert reply.outcome == "refused"
+    assert reply.detail.startswith("HTTP 400: xxx")
+    assert len(reply.detail) <= len("HTTP 400: ") + 500
