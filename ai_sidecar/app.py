@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -25,71 +25,20 @@ from ai_sidecar.anomaly.service import add_anomaly_scoring
 from ai_sidecar.api import setup_api
 from ai_sidecar.components import ComponentsFactory, build_components, open_store
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.console import PREFIX as CONSOLE_PREFIX
 from ai_sidecar.console import setup_console
-from ai_sidecar.console.session import STORE_UNAVAILABLE, UNREADABLE_FORM
-from ai_sidecar.console.templating import render_error
 from ai_sidecar.enrichment.llm.reload import LlmSettingsHub
-from ai_sidecar.errors import ApiError
 from ai_sidecar.graph_route import add_graph_route
 from ai_sidecar.keys import CONFIG, METRICS, RELOADER, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.pipeline import run_pipeline
 from ai_sidecar.reload import ConfigReloader
+from ai_sidecar.request_errors import request_errors
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store import StoreError
 from ai_sidecar.webhook import WEBHOOK_PATH, receive
 from ai_sidecar.worker_process import WorkerProcess
 from exporter.common.web import healthy, landing_page, ready, render_registry
 
 log = logging.getLogger("ai_sidecar")
-
-STORE_RETRY_AFTER_SECONDS = "5"
-UNREADABLE_BODY = "request body could not be read: it does not decode as its Content-Encoding says"
-
-
-@web.middleware
-async def request_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """The one place where refused requests become JSON answers."""
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        response = web.json_response({"error": str(exc)}, status=exc.http_status)
-        if exc.http_status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="scout"'
-    except web.HTTPRedirection:
-        raise  # the console's redirects (to the login form, after a POST)
-    except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes
-        if request.path.startswith(CONSOLE_PREFIX):
-            response = await render_error(request, exc.status, exc.text or exc.reason)
-        else:
-            response = web.json_response({"error": exc.reason}, status=exc.status)
-    except StoreError as exc:
-        # The store cannot serve now (PostgreSQL restarting, the disk full): the
-        # client may retry, so a 503, as the webhook answers. The reason is for
-        # the log only: a database error may name hosts and users.
-        log.warning("store unavailable; answering 503", extra={"reason": str(exc)[:300]})
-        if request.path.startswith(CONSOLE_PREFIX):
-            response = await render_error(request, 503, STORE_UNAVAILABLE)
-        else:
-            response = web.json_response({"error": STORE_UNAVAILABLE}, status=503)
-        response.headers["Retry-After"] = STORE_RETRY_AFTER_SECONDS
-    except web.RequestPayloadError:
-        # The body does not decode as its headers say (a Content-Encoding it does
-        # not have): the client's error, so a 400, not a 500 that Alertmanager
-        # would retry for ever. aiohttp's message is not for the client.
-        if request.path.startswith(CONSOLE_PREFIX):
-            response = await render_error(request, 400, UNREADABLE_FORM)
-        else:
-            response = web.json_response({"error": UNREADABLE_BODY}, status=400)
-        # The rest of the body cannot be read, so the connection ends: say so,
-        # or the client sends its next request on it.
-        response.force_close()
-    if request.path == WEBHOOK_PATH:
-        request.app[METRICS].webhook_requests.labels(str(response.status)).inc()
-    return response
 
 
 async def metrics(request: web.Request) -> web.Response:

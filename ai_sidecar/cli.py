@@ -39,7 +39,6 @@ from psycopg.conninfo import conninfo_to_dict
 from ai_sidecar import __version__
 from ai_sidecar.anomaly.cli import add_anomaly_commands
 from ai_sidecar.anomaly.model_commands import add_model_commands
-from ai_sidecar.app import create_app
 from ai_sidecar.config import SidecarConfig, load_config
 from ai_sidecar.console.login.commands import add_user_commands
 from ai_sidecar.console.login.users import load_users_file
@@ -380,6 +379,11 @@ def run_serve(args: argparse.Namespace) -> int:
     # after every socket call while they work, which is what sets the
     # webhook's tail latency in a storm; a shorter interval cuts that wait.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    # Imported here: the worker and intake processes start by importing this
+    # module (multiprocessing runs the parent's main module in each), and the
+    # app brings in the console and the anomaly models, which they never use.
+    from ai_sidecar.app import create_app
+
     app = create_app(settings, config, worker_process=True, reload_on_sighup=True)
     limits = ServerLimits(
         header_timeout=args.header_timeout,

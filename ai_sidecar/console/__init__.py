@@ -16,16 +16,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ai_sidecar.console.login import setup_login
-from ai_sidecar.console.pages import setup_pages
-from ai_sidecar.console.reports import setup_reports
-from ai_sidecar.console.templating import STATIC_DIR
+from ai_sidecar.request_errors import CONSOLE_PREFIX
 
-PREFIX = "/console"
+PREFIX = CONSOLE_PREFIX
 
 
 def setup_console(app: web.Application) -> None:
     """Register the console's routes and what they need under ``app``."""
+    # Imported here, not above: the pages import the anomaly views (pandas,
+    # sklearn), and a process that only needs a console module (the CLI's user
+    # commands, an intake process) should not pay about 130 MB for them.
+    from ai_sidecar.console.login import setup_login
+    from ai_sidecar.console.pages import setup_pages
+    from ai_sidecar.console.reports import setup_reports
+    from ai_sidecar.console.templating import STATIC_DIR
+
     setup_login(app)
     setup_pages(app)
     setup_reports(app)

@@ -49,12 +49,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ai_sidecar.app import request_errors
 from ai_sidecar.components import build_components, open_store
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.intake.forward import believe_intake_peer, forward, upstream_session
 from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
+from ai_sidecar.request_errors import request_errors
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.webhook import WEBHOOK_PATH, receive
 from ai_sidecar.worker_process import (

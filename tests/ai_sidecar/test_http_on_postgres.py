@@ -20,11 +20,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from ai_sidecar.api import setup_api
-from ai_sidecar.app import request_errors
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.console import setup_console
 from ai_sidecar.keys import CONFIG, METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import create_metrics
+from ai_sidecar.request_errors import request_errors
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import PostgresStore, SqliteStore, Store
 from ai_sidecar.store.postgres import Location

@@ -16,10 +16,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from ai_sidecar.app import request_errors
 from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
 from ai_sidecar.models import ENRICHED_LABEL
+from ai_sidecar.request_errors import request_errors
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import SqliteStore, Store
 from ai_sidecar.webhook import receive

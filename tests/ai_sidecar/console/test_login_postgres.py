@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from ai_sidecar.app import request_errors
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.console.login import LOGIN, setup_login
 from ai_sidecar.console.login.service import SESSION_COOKIE
 from ai_sidecar.keys import CONFIG, METRICS, STORE
 from ai_sidecar.metrics import create_metrics
+from ai_sidecar.request_errors import request_errors
 from ai_sidecar.store import PostgresStore
 from ai_sidecar.store.postgres import Location
 from tests.ai_sidecar.console.login_helpers import (
