@@ -73,15 +73,15 @@ async def test_two_http_processes_share_the_port(tmp_path: Path, start_service):
     hook = f"{base}/api/v1/alertmanager"
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
+    def listens(process: psutil.Process) -> bool:
+        try:
+            connections = process.net_connections("tcp")
+        except psutil.Error:  # it ended meanwhile (the killed one, a helper)
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+
     def intake_processes() -> list[psutil.Process]:
-        return [
-            child
-            for child in main.children()
-            if any(
-                c.status == psutil.CONN_LISTEN and c.laddr.port == port
-                for c in child.net_connections("tcp")
-            )
-        ]
+        return [child for child in main.children() if listens(child)]
 
     async def post(index: int) -> None:
         # A connection of its own each, so either process may accept it.
