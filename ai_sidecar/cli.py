@@ -134,8 +134,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_CONNECTIONS,
         metavar="N",
         help=(
-            f"connections served at once (default {MAX_CONNECTIONS}, at most half the "
-            "open-files limit); more wait until one closes"
+            f"connections served at once by each HTTP process (default {MAX_CONNECTIONS}, "
+            "at most half the open-files limit); more wait until one closes"
         ),
     )
     parser.add_argument(

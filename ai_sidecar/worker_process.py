@@ -385,6 +385,10 @@ class WorkerProcess:
             )
         return True
 
+    def stop_restarting(self) -> None:
+        """Start no child again once the running one ends (stop() also stops it)."""
+        self._stopping.set()
+
     def reconfigure(self, config: SidecarConfig) -> None:
         """A reloaded config: its ``llm`` section to the running child, all of it to the next."""
         with self._lock:

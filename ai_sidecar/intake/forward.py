@@ -23,9 +23,11 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from ai_sidecar.keys import SETTINGS
+from ai_sidecar.request_errors import UNREADABLE_BODY
 from ai_sidecar.webhook import WEBHOOK_PATH
 
 log = logging.getLogger("ai_sidecar.intake")
@@ -50,27 +52,42 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-# Connections to the main process an intake process keeps at most at once.
-UPSTREAM_CONNECTIONS = 64
 UPSTREAM_CONNECT_TIMEOUT = 5.0
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 MAIN_PROCESS_GONE = "the sidecar's main process did not answer; retry later"
+MALFORMED_TARGET = "malformed request target"
 _CHUNK = 64 * 1024
 
 
-def upstream_session(socket_path: Path) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context holding the client session to the main process's Unix socket."""
+def upstream_session(
+    socket_path: Path, idle_timeout: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context holding the client session to the main process's Unix socket.
+
+    ``idle_timeout``: how long the main process keeps an idle connection open
+    (its header timeout). A connection is reused for at most half of that, so a
+    request is never sent on one the main process is closing: a POST on it
+    would fail, and a POST is not retried.
+    """
 
     async def session(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.UnixConnector(path=str(socket_path), limit=UPSTREAM_CONNECTIONS)
+        connector = aiohttp.UnixConnector(
+            path=str(socket_path),
+            # No pool limit to wait on: the intake process's own connection cap
+            # bounds how many requests it forwards at once.
+            limit=0,
+            keepalive_timeout=idle_timeout / 2,
+        )
         async with aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=UPSTREAM_CONNECT_TIMEOUT),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=UPSTREAM_CONNECT_TIMEOUT, sock_connect=UPSTREAM_CONNECT_TIMEOUT
+            ),
             # One jar for every client would hand one user's cookies to the next.
             cookie_jar=aiohttp.DummyCookieJar(),
             # The answer goes back as it came, compressed or not.
             auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
         ) as client:
             app[UPSTREAM] = client
             yield
@@ -83,13 +100,31 @@ def upstream_session(socket_path: Path) -> Callable[[web.Application], AsyncIter
 _NOT_FORWARDED = _HOP_BY_HOP | {"content-encoding", PEER_HEADER.lower()}
 
 
+def _connection_options(headers: CIMultiDictProxy[str]) -> set[str]:
+    """Headers the Connection header names: about this hop only (RFC 9110 §7.6.1)."""
+    named = ",".join(headers.getall("Connection", []))
+    return {option.strip().lower() for option in named.split(",") if option.strip()}
+
+
 def _forwarded_headers(request: web.Request) -> CIMultiDict[str]:
+    dropped = _NOT_FORWARDED | _connection_options(request.headers)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
-        if name.lower() not in _NOT_FORWARDED:
+        if name.lower() not in dropped:
             headers.add(name, value)
     headers[PEER_HEADER] = request.remote or ""
     return headers
+
+
+def _refusal(status: int, message: str) -> web.Response:
+    """A refusal answered here, for any path: the console's error page needs the
+    main process's app."""
+    response = web.json_response({"error": message}, status=status)
+    if status == 400:
+        # The rest of the body cannot be read: end the connection, or the
+        # client sends its next request on it.
+        response.force_close()
+    return response
 
 
 async def forward(request: web.Request) -> web.StreamResponse:
@@ -99,11 +134,19 @@ async def forward(request: web.Request) -> web.StreamResponse:
         # which would count the request a second time.
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
     # Read whole, within the app's client_max_size (the main process's limit too).
-    body = await request.read() if request.body_exists else None
     try:
-        url = URL(f"http://scout-sidecar{request.raw_path}", encoded=True)
-    except ValueError as exc:
-        raise web.HTTPBadRequest(reason="malformed request target") from exc
+        body = await request.read() if request.body_exists else None
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return _refusal(413, f"request body is larger than the limit of {limit} bytes")
+    except web.RequestPayloadError:
+        return _refusal(400, UNREADABLE_BODY)
+    try:
+        # The path and query only: an absolute-form target's scheme and host are
+        # the client's business, not the main process's.
+        url = URL(f"http://scout-sidecar{request.rel_url.raw_path_qs}", encoded=True)
+    except ValueError:
+        return _refusal(400, MALFORMED_TARGET)
     client = request.app[UPSTREAM]
     response: web.StreamResponse | None = None
     try:
@@ -115,8 +158,9 @@ async def forward(request: web.Request) -> web.StreamResponse:
             allow_redirects=False,
         ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            dropped = _connection_options(upstream.headers) | (_HOP_BY_HOP - {"content-length"})
             for name, value in upstream.headers.items():
-                if name.lower() not in _HOP_BY_HOP or name.lower() == "content-length":
+                if name.lower() not in dropped:
                     response.headers.add(name, value)
             await response.prepare(request)
             if request.method != "HEAD":
@@ -126,9 +170,12 @@ async def forward(request: web.Request) -> web.StreamResponse:
             return response
     except (aiohttp.ClientError, OSError) as exc:
         if response is not None and response.prepared:
-            # Half an answer is out: end the connection, so the client sees it cut.
-            log.warning("main process stopped mid-answer", extra={"error": str(exc)[:200]})
-            response.force_close()
+            # Half an answer is out (the main process stopped, or the client
+            # went away): cut the connection, so a client still there sees the
+            # answer end short rather than complete.
+            log.debug("forwarded answer cut short", extra={"error": str(exc)[:200]})
+            if request.transport is not None:
+                request.transport.abort()
             return response
         log.warning("main process unreachable; answering 503", extra={"error": str(exc)[:200]})
         answer = web.json_response({"error": MAIN_PROCESS_GONE}, status=503)

@@ -40,6 +40,7 @@ import math
 import multiprocessing.connection
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -65,7 +66,7 @@ from ai_sidecar.worker_process import (
     stop_on_signals,
 )
 from exporter.common.logs import LogFormat
-from exporter.common.serving import ServerLimits, raise_open_files_limit, run, serving
+from exporter.common.serving import ServerLimits, raise_open_files_limit, serving
 from exporter.common.web import open_listening_sockets
 
 log = logging.getLogger("ai_sidecar.intake")
@@ -126,8 +127,11 @@ class AddIncrements:
                 log.warning("ignored a malformed counter increment from an intake process")
 
 
-def intake_app(settings: SidecarSettings, socket_path: Path) -> web.Application:
-    """An intake process's app: the webhook here, the rest forwarded to ``socket_path``."""
+def intake_app(
+    settings: SidecarSettings, socket_path: Path, idle_timeout: float
+) -> web.Application:
+    """An intake process's app: the webhook here, the rest forwarded to ``socket_path``
+    (where idle connections close after ``idle_timeout``)."""
     app = web.Application(middlewares=[request_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = create_metrics()
@@ -139,7 +143,7 @@ def intake_app(settings: SidecarSettings, socket_path: Path) -> web.Application:
         yield
         await app[STORE].close()
 
-    app.cleanup_ctx.extend([store, upstream_session(socket_path)])
+    app.cleanup_ctx.extend([store, upstream_session(socket_path, idle_timeout)])
     app.router.add_post(WEBHOOK_PATH, receive)
     app.router.add_route("*", "/{tail:.*}", forward)
     return app
@@ -176,7 +180,7 @@ async def _serve(
     counters_pipe: multiprocessing.connection.Connection,
 ) -> None:
     stop = stop_on_signals()
-    app = intake_app(settings, socket_path)
+    app = intake_app(settings, socket_path, limits.header_timeout)
     increments = CounterIncrements(app[METRICS])
 
     def send() -> None:
@@ -247,6 +251,16 @@ class IntakeProcesses:
         for child in self._children:
             child.start()
         yield
+        await self.stop()
+
+    def stop_restarting(self) -> None:
+        """From now on a child that ends is not started again (the whole process
+        group may be getting the same signal)."""
+        for child in self._children:
+            child.stop_restarting()
+
+    async def stop(self) -> None:
+        """Stop every child, each finishing the requests it has (idempotent)."""
         await asyncio.gather(*(asyncio.to_thread(child.stop) for child in self._children))
 
     def close(self) -> None:
@@ -267,11 +281,45 @@ def serve_with_intake_processes(
     sockets = open_listening_sockets(settings.listen_host, settings.listen_port, prog, limits)
     if sockets is None:
         return 1
-    intake = IntakeProcesses(settings, config, app[METRICS], sockets, limits, processes - 1)
+    try:
+        intake = IntakeProcesses(settings, config, app[METRICS], sockets, limits, processes - 1)
+    except OSError as exc:
+        # A TMPDIR too long for a socket's path (108 bytes), or not writable.
+        for sock in sockets:
+            sock.close()
+        where = tempfile.gettempdir()
+        print(
+            f"{prog}: cannot make the intake processes' socket in {where}: {exc}", file=sys.stderr
+        )
+        return 1
     try:
         app.middlewares.insert(0, believe_intake_peer)
         app.cleanup_ctx.append(intake.cleanup_ctx)
-        run(app, [*sockets, intake.unix_socket], limits=limits)
+        asyncio.run(_serve_main(app, sockets, intake, limits))
     finally:
+        for sock in sockets:
+            sock.close()
         intake.close()
     return 0
+
+
+async def _serve_main(
+    app: web.Application,
+    sockets: list[socket.socket],
+    intake: IntakeProcesses,
+    limits: ServerLimits,
+) -> None:
+    """Serve until SIGINT or SIGTERM; then the intake processes stop first, while
+    this process still answers what they forward, and this one after them."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        intake.stop_restarting()
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping)
+    async with serving(app, [*sockets, intake.unix_socket], limits=limits):
+        await stop.wait()
+        await intake.stop()

@@ -3,6 +3,7 @@ request passed to a main process on a Unix socket (ai_sidecar.intake.forward).""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import socket
 import sqlite3
@@ -23,6 +24,7 @@ from tests.ai_sidecar.builders import alert, payload
 
 TOKEN = "intake-token"
 BIG = bytes(range(256)) * 20_000  # 5 MB, streamed back in chunks
+LIMIT = 1_000_000
 
 
 @dataclass
@@ -55,10 +57,19 @@ def main_app(seen: Seen) -> web.Application:
     async def big(_: web.Request) -> web.Response:
         return web.Response(body=BIG, content_type="application/octet-stream")
 
+    async def cut(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)  # chunked: no length to fall short of
+        await response.write(b"half of it")
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
     app = web.Application(middlewares=[believe_intake_peer])
     app.router.add_route("*", "/echo", echo)
     app.router.add_get("/compressed", compressed)
     app.router.add_get("/big", big)
+    app.router.add_get("/cut", cut)
     return app
 
 
@@ -81,11 +92,13 @@ async def main_process(tmp_path: Path) -> AsyncIterator[tuple[Seen, Path, str]]:
 async def intake(tmp_path: Path, main_process: tuple[Seen, Path, str]) -> AsyncIterator[str]:
     """The intake app, forwarding to the stand-in; its base URL."""
     _, path, _ = main_process
-    settings = SidecarSettings(data_dir=tmp_path / "data", webhook_token=TOKEN)
+    settings = SidecarSettings(
+        data_dir=tmp_path / "data", webhook_token=TOKEN, max_body_bytes=LIMIT
+    )
     settings.data_dir.mkdir()
     sockets = listening_sockets("127.0.0.1", 0, 16)
     port = sockets[0].getsockname()[1]
-    app = intake_app(settings, path)
+    app = intake_app(settings, path, idle_timeout=10.0)
     async with serving(app, sockets):
         yield f"http://127.0.0.1:{port}"
 
@@ -209,7 +222,7 @@ async def test_webhook_counters_count_each_request_once(tmp_path, main_process):
     settings.data_dir.mkdir()
     sockets = listening_sockets("127.0.0.1", 0, 16)
     port = sockets[0].getsockname()[1]
-    app = intake_app(settings, path)
+    app = intake_app(settings, path, idle_timeout=10.0)
     async with serving(app, sockets), aiohttp.ClientSession() as client:
         for method in ("GET", "PUT"):
             async with client.request(method, f"http://127.0.0.1:{port}/api/v1/alertmanager"):
@@ -217,3 +230,60 @@ async def test_webhook_counters_count_each_request_once(tmp_path, main_process):
     registry = app[METRICS].registry
     assert registry.get_sample_value("scout_sidecar_webhook_requests_total", {"code": "405"}) == 2
     assert seen.remotes == []  # the main process would have counted them again
+
+
+async def test_refusals_here_are_answers_on_every_path(main_process, intake):
+    """A body too large or undecodable is refused by the intake process itself, on
+    a console path too (whose error page only the main process can render)."""
+    seen, _, _ = main_process
+    async with aiohttp.ClientSession() as client:
+        async with client.post(f"{intake}/console/login", data=b"x" * (LIMIT + 1)) as reply:
+            assert reply.status == 413
+            assert "limit" in (await reply.json())["error"]
+        async with client.post(
+            f"{intake}/console/login", data=b"not gzip", headers={"Content-Encoding": "gzip"}
+        ) as reply:
+            assert reply.status == 400
+    assert seen.remotes == []
+
+
+async def _raw(base: str, request: bytes) -> bytes:
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read(65536)
+    writer.close()
+    return answer
+
+
+async def test_an_absolute_form_target_reaches_its_path(main_process, intake):
+    seen, _, _ = main_process
+    answer = await _raw(
+        intake,
+        b"GET http://elsewhere.example/echo?a=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 303"), answer[:100]
+    assert len(seen.remotes) == 1
+
+
+async def test_headers_the_connection_header_names_stay_on_their_hop(main_process, intake):
+    seen, _, _ = main_process
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(
+            f"{intake}/echo",
+            headers={"Connection": "keep-alive, X-Hop", "X-Hop": "secret", "X-Kept": "1"},
+            allow_redirects=False,
+        ) as reply,
+    ):
+        assert reply.status == 303
+    assert "X-Hop" not in seen.headers[0]
+    assert seen.headers[0]["X-Kept"] == "1"
+
+
+async def test_an_answer_cut_upstream_is_cut_for_the_client(intake):
+    async with aiohttp.ClientSession() as client, client.get(f"{intake}/cut") as reply:
+        assert reply.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await reply.read()
