@@ -35,7 +35,7 @@ from ai_sidecar.reload import ConfigReloader
 from ai_sidecar.request_errors import request_errors
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.webhook import WEBHOOK_PATH, receive
-from ai_sidecar.worker_process import WorkerProcess
+from ai_sidecar.worker_process import WorkerProcess, watch_child
 from exporter.common.web import healthy, landing_page, ready, render_registry
 
 log = logging.getLogger("ai_sidecar")
@@ -147,7 +147,8 @@ def create_app(
             settings.log_format,
             reloadable=True,
         )
-        app.cleanup_ctx.extend([store, child.cleanup_ctx])
+        app.cleanup_ctx.append(store)
+        watch_child(app, child)
         app[RELOADER] = ConfigReloader(settings, config, app[METRICS], child.reconfigure)
     else:
         app[METRICS] = create_metrics()

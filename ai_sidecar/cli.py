@@ -51,6 +51,7 @@ from ai_sidecar.errors import ConfigError
 from ai_sidecar.intake.processes import serve_with_intake_processes
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from ai_sidecar.store import StoreError
+from ai_sidecar.worker_process import stop_restarting_children
 from exporter.common.durations import parse_duration
 from exporter.common.logs import LOG_LEVELS, configure_logging
 from exporter.common.serving import (
@@ -396,7 +397,12 @@ def run_serve(args: argparse.Namespace) -> int:
                 app, settings, config, args.web_processes, "scout-sidecar", limits
             )
         return serve(
-            app, settings.listen_host, settings.listen_port, "scout-sidecar", limits=limits
+            app,
+            settings.listen_host,
+            settings.listen_port,
+            "scout-sidecar",
+            limits=limits,
+            on_stop_signal=lambda: stop_restarting_children(app),
         )
     except StoreError as exc:
         # At start-up: a full disk, a read-only file system, a file of a newer

@@ -1,9 +1,9 @@
 """The middleware that turns refused requests into answers, for every HTTP process.
 
 Apart from :mod:`ai_sidecar.app` so an intake process
-(:mod:`ai_sidecar.intake.processes`) can use it without importing the console
-and the anomaly models (sklearn, pandas): about 130 MB it never needs. The
-console's error page is imported only when a console request fails.
+(:mod:`ai_sidecar.intake.processes`) can use it without importing the app, and
+with it the console's pages and the anomaly models (sklearn, pandas): about
+120 MB it never needs. The console's error page is imported where it is used.
 """
 
 from __future__ import annotations

@@ -273,6 +273,24 @@ async def _send_metrics(
         await asyncio.sleep(METRICS_INTERVAL)
 
 
+# The children an app's WorkerProcess handles watch (worker, anomaly scorer).
+WATCHED = web.AppKey("watched_children", list)
+
+
+def watch_child(app: web.Application, child: WorkerProcess) -> None:
+    """Run ``child`` for the life of ``app``, listed so that a stop signal reaches it
+    first (:func:`stop_restarting_children`)."""
+    app.setdefault(WATCHED, []).append(child)
+    app.cleanup_ctx.append(child.cleanup_ctx)
+
+
+def stop_restarting_children(app: web.Application) -> None:
+    """On SIGTERM or SIGINT: the children may have had it too (a signal to the process
+    group); none that ends now is started again."""
+    for child in app.get(WATCHED, []):
+        child.stop_restarting()
+
+
 class Receiver(Protocol):
     """What takes each message a child sends on its pipe (its metrics)."""
 
@@ -295,7 +313,10 @@ class WorkerProcess:
         name: str = "scout-sidecar-worker",
         reloadable: bool = False,
         target_kwargs: Mapping[str, Any] | None = None,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
+        # How long stop() waits for the child to end after SIGTERM, then kills it.
+        self._stop_grace = stop_grace
         self._args: tuple[Any, ...] = (settings, config, log_level, log_format, components)
         # More for the target (an intake process's listening sockets), given at every start.
         self._target_kwargs = dict(target_kwargs or {})
@@ -405,9 +426,9 @@ class WorkerProcess:
             process = self._process
         if process is not None and process.is_alive():
             process.terminate()
-            process.join(STOP_GRACE)
+            process.join(self._stop_grace)
             if process.is_alive():
                 process.kill()
                 process.join()
         if self._watcher is not None:
-            self._watcher.join(STOP_GRACE)
+            self._watcher.join(self._stop_grace)

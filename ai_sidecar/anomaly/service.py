@@ -48,6 +48,7 @@ from ai_sidecar.worker_process import (
     lock_file,
     stop_on_signals,
     until_stopped,
+    watch_child,
 )
 from exporter.common.logs import LogFormat
 
@@ -116,7 +117,7 @@ def add_anomaly_scoring(
             target=anomaly_main,
             name="scout-sidecar-anomaly",
         )
-        app.cleanup_ctx.append(child.cleanup_ctx)
+        watch_child(app, child)
         return
 
     async def inline(_: web.Application) -> AsyncIterator[None]:

@@ -40,11 +40,12 @@ import math
 import multiprocessing.connection
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,16 @@ from ai_sidecar.worker_process import (
     WorkerProcess,
     become_child,
     stop_on_signals,
+    stop_restarting_children,
 )
 from exporter.common.logs import LogFormat
-from exporter.common.serving import ServerLimits, raise_open_files_limit, serving
+from exporter.common.serving import (
+    SHUTDOWN_TIMEOUT,
+    ServerLimits,
+    raise_open_files_limit,
+    run,
+    serving,
+)
 from exporter.common.web import open_listening_sockets
 
 log = logging.getLogger("ai_sidecar.intake")
@@ -81,6 +89,13 @@ WEBHOOK_COUNTERS = (
     "webhook_requests",
 )
 SOCKET_NAME = "main.sock"
+DIRECTORY_PREFIX = "scout-sidecar-"
+# An intake process lets its requests in flight finish for up to
+# SHUTDOWN_TIMEOUT when stopped; it gets that and a little more before a kill.
+STOP_GRACE = SHUTDOWN_TIMEOUT + 5.0
+# A socket directory left by a main process that was killed is removed at the
+# next start once it is this old and nothing answers on its socket.
+STALE_AFTER_SECONDS = 60.0
 # (counter field, labels, amount)
 Increment = tuple[str, dict[str, str], float]
 
@@ -194,14 +209,54 @@ async def _serve(
             await asyncio.sleep(METRICS_INTERVAL)
             send()
 
+    sender: asyncio.Task[None] | None = None
     async with serving(app, sockets, limits=limits):
         log.info("intake process started", extra={"pid": os.getpid()})
         sender = asyncio.create_task(send_every_interval())
         await stop.wait()
+    # Leaving the block let the requests in flight finish; what they counted
+    # goes too.
+    if sender is not None:
         sender.cancel()
-    # What the requests finished while stopping counted.
     send()
     log.info("intake process stopped")
+
+
+def remove_stale_directories(now: float | None = None) -> list[Path]:
+    """Remove the socket directories of main processes that were killed (a clean stop
+    removes its own): this user's, older than :data:`STALE_AFTER_SECONDS`, with a
+    socket nobody answers on. Returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"):
+        try:
+            status = directory.lstat()
+            if (
+                not directory.is_dir()
+                or directory.is_symlink()
+                or status.st_uid != os.getuid()
+                or now - status.st_mtime < STALE_AFTER_SECONDS
+                or _answers(directory / SOCKET_NAME)
+            ):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
+
+
+def _answers(path: Path) -> bool:
+    """Whether a process listens on the Unix socket at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # cannot tell: leave it
+        return True
 
 
 class IntakeProcesses:
@@ -217,7 +272,8 @@ class IntakeProcesses:
         limits: ServerLimits,
         count: int,
     ) -> None:
-        self._directory = Path(tempfile.mkdtemp(prefix="scout-sidecar-"))
+        remove_stale_directories()
+        self._directory = Path(tempfile.mkdtemp(prefix=DIRECTORY_PREFIX))
         self.socket_path = self._directory / SOCKET_NAME
         self.unix_socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -243,6 +299,7 @@ class IntakeProcesses:
                     "socket_path": self.socket_path,
                     "limits": limits,
                 },
+                stop_grace=STOP_GRACE,
             )
             for number in range(1, count + 1)
         ]
@@ -266,6 +323,11 @@ class IntakeProcesses:
     def close(self) -> None:
         self.unix_socket.close()
         shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def _stop_restarting(app: web.Application, intake: IntakeProcesses) -> None:
+    intake.stop_restarting()
+    stop_restarting_children(app)
 
 
 def serve_with_intake_processes(
@@ -295,31 +357,17 @@ def serve_with_intake_processes(
     try:
         app.middlewares.insert(0, believe_intake_peer)
         app.cleanup_ctx.append(intake.cleanup_ctx)
-        asyncio.run(_serve_main(app, sockets, intake, limits))
+        # On a stop signal the intake processes stop first, while this process
+        # still answers what they forward; then this one stops.
+        run(
+            app,
+            [*sockets, intake.unix_socket],
+            limits=limits,
+            on_stop_signal=partial(_stop_restarting, app, intake),
+            before_closing=intake.stop,
+        )
     finally:
         for sock in sockets:
             sock.close()
         intake.close()
     return 0
-
-
-async def _serve_main(
-    app: web.Application,
-    sockets: list[socket.socket],
-    intake: IntakeProcesses,
-    limits: ServerLimits,
-) -> None:
-    """Serve until SIGINT or SIGTERM; then the intake processes stop first, while
-    this process still answers what they forward, and this one after them."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def stopping() -> None:
-        intake.stop_restarting()
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping)
-    async with serving(app, [*sockets, intake.unix_socket], limits=limits):
-        await stop.wait()
-        await intake.stop()

@@ -75,7 +75,12 @@ class AlertmanagerClient:
             ) as response:
                 # A refusal's reason is logged, so only its start is read: a
                 # peer (or something at its address) may answer with gigabytes.
-                head = await response.content.read(REPLY_BYTES_READ)
+                head = b""
+                while len(head) < REPLY_BYTES_READ:
+                    chunk = await response.content.read(REPLY_BYTES_READ - len(head))
+                    if not chunk:
+                        break
+                    head += chunk
                 text = head.decode("utf-8", errors="replace")[:500]
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -414,13 +414,23 @@ async def _serve_until_signalled(
     sockets: list[socket.socket],
     ssl_context: ssl.SSLContext | None,
     limits: ServerLimits,
+    on_stop_signal: Callable[[], None] | None,
+    before_closing: Callable[[], Awaitable[None]] | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        if on_stop_signal is not None:
+            on_stop_signal()
+        stop.set()
+
     async with serving(app, sockets, ssl_context=ssl_context, limits=limits):
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, stopping)
         await stop.wait()
+        if before_closing is not None:
+            await before_closing()
 
 
 def run(
@@ -429,13 +439,23 @@ def run(
     *,
     ssl_context: ssl.SSLContext | None = None,
     limits: ServerLimits = ServerLimits(),
+    on_stop_signal: Callable[[], None] | None = None,
+    before_closing: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve ``app`` on ``sockets`` until SIGINT or SIGTERM, then shut down gracefully.
 
-    Errors of the app's start-up (its ``cleanup_ctx``) propagate.
+    ``on_stop_signal`` runs in the signal's handler, before anything stops (the
+    whole process group may have had the signal: tell child watchers not to
+    restart what ends now). ``before_closing`` is awaited after the signal while
+    the sockets still accept. Errors of the app's start-up (its ``cleanup_ctx``)
+    propagate.
     """
     try:
-        asyncio.run(_serve_until_signalled(app, sockets, ssl_context, limits))
+        asyncio.run(
+            _serve_until_signalled(
+                app, sockets, ssl_context, limits, on_stop_signal, before_closing
+            )
+        )
     finally:
         for sock in sockets:
             sock.close()

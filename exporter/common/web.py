@@ -9,7 +9,7 @@ import socket
 import ssl
 import sys
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -119,6 +119,7 @@ def serve(
     *,
     ssl_context: ssl.SSLContext | None = None,
     limits: ServerLimits | None = None,
+    on_stop_signal: Callable[[], None] | None = None,
 ) -> int:
     """Run ``app`` until SIGINT/SIGTERM; 1 with a one-line reason if it cannot listen.
 
@@ -131,7 +132,7 @@ def serve(
     sockets = open_listening_sockets(host, port, prog, limits)
     if sockets is None:
         return 1
-    run(app, sockets, ssl_context=ssl_context, limits=limits)
+    run(app, sockets, ssl_context=ssl_context, limits=limits, on_stop_signal=on_stop_signal)
     return 0
 
 

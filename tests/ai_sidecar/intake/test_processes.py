@@ -6,7 +6,9 @@ import asyncio
 import math
 import os
 import signal
+import socket
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +16,14 @@ import aiohttp
 import psutil
 import pytest
 
-from ai_sidecar.intake.processes import AddIncrements, CounterIncrements
+from ai_sidecar.intake.processes import (
+    DIRECTORY_PREFIX,
+    SOCKET_NAME,
+    STALE_AFTER_SECONDS,
+    AddIncrements,
+    CounterIncrements,
+    remove_stale_directories,
+)
 from ai_sidecar.metrics import create_metrics
 from scripts.localstack import Service, free_port, sidecar_service
 from tests.ai_sidecar.builders import alert, payload
@@ -103,11 +112,13 @@ async def test_two_http_processes_share_the_port(tmp_path: Path, start_service):
         raise AssertionError(f"timed out waiting for {what}")
 
     intake = (await wait_for(intake_processes, "an intake process"))[0]
+    # It holds the sockets from its start; it accepts once it has started.
+    await wait_for(lambda: b"intake process started" in service.log_path.read_bytes(), "serving")
     # With the main process stopped, only the intake process can accept: what
     # it acknowledges it stored itself.
     main.send_signal(signal.SIGSTOP)
     try:
-        await asyncio.wait_for(asyncio.gather(*(post(i) for i in range(10))), 15)
+        await asyncio.wait_for(asyncio.gather(*(post(i) for i in range(10))), 30)
     finally:
         main.send_signal(signal.SIGCONT)
     await asyncio.gather(*(post(i) for i in range(10, 40)))
@@ -137,8 +148,74 @@ async def test_two_http_processes_share_the_port(tmp_path: Path, start_service):
     with sqlite3.connect(tmp_path / "data" / "scout.db") as db:
         assert db.execute("SELECT count(*) FROM alerts").fetchone() == (50,)
 
-    # Stopping the main process stops its intake processes too.
+    # Stopping the main process (SIGTERM to its whole process group, as systemd
+    # and Ctrl-C do) stops its intake processes too, and restarts nothing.
     children = main.children(recursive=True)
-    service.stop(grace=15)
-    _, alive = psutil.wait_procs(children, timeout=15)
+    logged = len(service.log_path.read_bytes())
+    service.stop(grace=20)
+    _, alive = psutil.wait_procs(children, timeout=20)
     assert alive == []
+    assert b"restarting" not in service.log_path.read_bytes()[logged:]
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_a_stop_signal_to_the_process_group_restarts_no_child(
+    tmp_path: Path, start_service, processes: int
+):
+    """Each child has the signal too and may end before the main process stops it:
+    its watcher must not take that for a crash and start it again."""
+    port = free_port()
+    env = {"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path / "data")}
+    service: Service = start_service(
+        sidecar_service(tmp_path, port, [f"--web.processes={processes}"], env=env)
+    )
+    await asyncio.sleep(3)  # every child started
+    # A request whose body never ends keeps a process draining for its
+    # shutdown timeout (10 s): long enough for a watcher to restart a child
+    # that the signal ended at once.
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /api/v1/alertmanager HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    service.stop(grace=30)
+    writer.close()
+    log = service.log_path.read_text()
+    assert "restarting" not in log, log[-2000:]
+    assert "worker process stopped" in log
+
+
+def test_socket_directories_of_killed_main_processes_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old = time.time() - 2 * STALE_AFTER_SECONDS
+
+    def directory(name: str, *, listening: bool, age: float) -> tuple[Path, socket.socket]:
+        path = tmp_path / f"{DIRECTORY_PREFIX}{name}"
+        path.mkdir()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path / SOCKET_NAME))
+        if listening:
+            sock.listen(1)
+        else:
+            sock.close()  # its file stays, and nobody answers on it: a killed main's
+        os.utime(path, (age, age))
+        return path, sock
+
+    killed, _ = directory("killed", listening=False, age=old)
+    live, live_socket = directory("live", listening=True, age=old)
+    young, _ = directory("young", listening=False, age=time.time())
+    other = tmp_path / "something-else"
+    other.mkdir()
+    os.utime(other, (old, old))
+    try:
+        assert remove_stale_directories() == [killed]
+    finally:
+        live_socket.close()
+    assert not killed.exists()
+    assert live.exists()
+    assert young.exists()
+    assert other.exists()

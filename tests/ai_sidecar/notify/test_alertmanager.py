@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
 
 from ai_sidecar.notify import AlertmanagerClient, fingerprint
-from ai_sidecar.notify.alertmanager import ALERTS_PATH
+from ai_sidecar.notify.alertmanager import ALERTS_PATH, Reply
 from scripts.localstack import free_port
 from tests.ai_sidecar.builders import peer_member
 from tests.ai_sidecar.notify.harness import SCOUT_LABELS, raw_postable
@@ -64,6 +65,26 @@ async def test_raw_alerts_lists_raw_alerts_only(
     assert listed[0]["labels"] == dict(raw.labels)
 
 
+async def post_to_stand_in(
+    session: aiohttp.ClientSession,
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Reply:
+    """Post one alert to a stand-in peer whose alerts endpoint answers with ``answer``."""
+    app = web.Application()
+    app.router.add_post(ALERTS_PATH, answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        client = AlertmanagerClient(session, TIMEOUT)
+        return await client.post_alerts(
+            f"http://127.0.0.1:{port}", [raw_postable(peer_member("LinkDown"))]
+        )
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_refusal_with_an_endless_answer_is_read_only_in_part(
     session: aiohttp.ClientSession,
 ) -> None:
@@ -76,21 +97,22 @@ async def test_a_refusal_with_an_endless_answer_is_read_only_in_part(
         while True:
             await response.write(b"x" * 65536)
 
-    app = web.Application()
-    app.router.add_post(ALERTS_PATH, endless)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        client = AlertmanagerClient(session, TIMEOUT)
-        reply = await client.post_alerts(
-            f"http://127.0.0.1:{port}", [raw_postable(peer_member("LinkDown"))]
-        )
-    finally:
-        await runner.cleanup()
+    reply = await post_to_stand_in(session, endless)
     # Before: the whole answer was read until the client's timeout, and it failed.
     assert reply.outcome == "refused"
     assert reply.detail.startswith("HTTP 400: xxx")
     assert len(reply.detail) <= len("HTTP 400: ") + 500
+
+
+async def test_a_refusal_sent_in_pieces_is_logged_whole(session: aiohttp.ClientSession) -> None:
+    async def in_two_writes(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=400)
+        await response.prepare(request)
+        await response.write(b'{"code":400,')
+        await asyncio.sleep(0.2)
+        await response.write(b'"message":"invalid label set"}')
+        await response.write_eof()
+        return response
+
+    reply = await post_to_stand_in(session, in_two_writes)
+    assert reply.detail == 'HTTP 400: {"code":400,"message":"invalid label set"}'
