@@ -39,8 +39,10 @@ import logging
 import math
 import multiprocessing.connection
 import os
+import re
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -96,6 +98,8 @@ STOP_GRACE = SHUTDOWN_TIMEOUT + 5.0
 # A socket directory left by a main process that was killed is removed at the
 # next start once it is this old and nothing answers on its socket.
 STALE_AFTER_SECONDS = 60.0
+# The directories tempfile.mkdtemp makes with DIRECTORY_PREFIX.
+_MKDTEMP_NAME = re.compile(re.escape(DIRECTORY_PREFIX) + r"[a-z0-9_]{8}")
 # (counter field, labels, amount)
 Increment = tuple[str, dict[str, str], float]
 
@@ -229,19 +233,24 @@ def remove_stale_directories(now: float | None = None) -> list[Path]:
     now = time.time() if now is None else now
     removed = []
     for directory in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"):
+        sock = directory / SOCKET_NAME
         try:
             status = directory.lstat()
             if (
-                not directory.is_dir()
-                or directory.is_symlink()
+                not _MKDTEMP_NAME.fullmatch(directory.name)
+                or not stat.S_ISDIR(status.st_mode)
                 or status.st_uid != os.getuid()
                 or now - status.st_mtime < STALE_AFTER_SECONDS
-                or _answers(directory / SOCKET_NAME)
+                # What a main process leaves, and nothing else: its socket alone.
+                or [entry.name for entry in directory.iterdir()] != [SOCKET_NAME]
+                or not stat.S_ISSOCK(sock.lstat().st_mode)
+                or _answers(sock)
             ):
                 continue
+            sock.unlink()
+            directory.rmdir()
         except OSError:
             continue
-        shutil.rmtree(directory, ignore_errors=True)
         removed.append(directory)
     return removed
 

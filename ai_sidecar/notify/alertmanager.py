@@ -14,6 +14,8 @@ operator's fix cures: the alerts wait for it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,6 +48,7 @@ Outcome = Literal["ok", "refused", "failed"]
 _REFUSALS = frozenset({400, 413, 422})
 # Bytes of a failed post's answer read for the log (Alertmanager's own fit easily).
 REPLY_BYTES_READ = 2048
+REPLY_READ_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,21 @@ class Reply:
 
     outcome: Outcome
     detail: str
+
+
+async def _reason(response: aiohttp.ClientResponse) -> str:
+    """The start of a refusal's answer, for the log: at most REPLY_BYTES_READ bytes,
+    and what has come within REPLY_READ_SECONDS. A peer (or something at its
+    address) may answer with gigabytes, or stall."""
+    head = b""
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(REPLY_READ_SECONDS):
+            while len(head) < REPLY_BYTES_READ:
+                chunk = await response.content.read(REPLY_BYTES_READ - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    return head.decode("utf-8", errors="replace")[:500]
 
 
 class AlertmanagerClient:
@@ -73,20 +91,12 @@ class AlertmanagerClient:
             async with self._session.post(
                 peer + ALERTS_PATH, json=alerts, timeout=limit
             ) as response:
-                # A refusal's reason is logged, so only its start is read: a
-                # peer (or something at its address) may answer with gigabytes.
-                head = b""
-                while len(head) < REPLY_BYTES_READ:
-                    chunk = await response.content.read(REPLY_BYTES_READ - len(head))
-                    if not chunk:
-                        break
-                    head += chunk
-                text = head.decode("utf-8", errors="replace")[:500]
                 status = response.status
+                if 200 <= status < 300:
+                    return Reply("ok", "")  # accepted: the body says nothing more
+                text = await _reason(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Reply("failed", f"{type(exc).__name__}: {exc}")
-        if 200 <= status < 300:
-            return Reply("ok", "")
         if status in _REFUSALS:
             return Reply("refused", f"HTTP {status}: {text}")
         return Reply("failed", f"HTTP {status}: {text}")

@@ -421,13 +421,18 @@ async def _serve_until_signalled(
     loop = asyncio.get_running_loop()
 
     def stopping() -> None:
-        if on_stop_signal is not None:
-            on_stop_signal()
-        stop.set()
+        try:
+            if on_stop_signal is not None:
+                on_stop_signal()
+        finally:
+            stop.set()
 
+    # Before start-up, not after: a signal while the app starts (its children
+    # too) is then a stop like any other once start-up is done, instead of
+    # Python's default (killed at once, or start-up cut short half done).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping)
     async with serving(app, sockets, ssl_context=ssl_context, limits=limits):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stopping)
         await stop.wait()
         if before_closing is not None:
             await before_closing()

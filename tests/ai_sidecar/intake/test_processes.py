@@ -193,29 +193,42 @@ def test_socket_directories_of_killed_main_processes_are_removed(tmp_path, monke
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     old = time.time() - 2 * STALE_AFTER_SECONDS
 
-    def directory(name: str, *, listening: bool, age: float) -> tuple[Path, socket.socket]:
+    def directory(name: str, *, listening: bool = False, age: float = old) -> Path:
         path = tmp_path / f"{DIRECTORY_PREFIX}{name}"
         path.mkdir()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(path / SOCKET_NAME))
         if listening:
             sock.listen(1)
+            sockets.append(sock)
         else:
             sock.close()  # its file stays, and nobody answers on it: a killed main's
         os.utime(path, (age, age))
-        return path, sock
+        return path
 
-    killed, _ = directory("killed", listening=False, age=old)
-    live, live_socket = directory("live", listening=True, age=old)
-    young, _ = directory("young", listening=False, age=time.time())
-    other = tmp_path / "something-else"
-    other.mkdir()
-    os.utime(other, (old, old))
+    sockets: list[socket.socket] = []
+    killed = directory("killed00")
+    kept = [
+        directory("live0000", listening=True),
+        directory("young000", age=time.time()),
+    ]
+    # Not what a main process leaves: a directory of that name holding more, or
+    # something else where its socket would be, or a name mkdtemp does not make.
+    more = directory("more0000")
+    (more / "notes.txt").write_text("mine")
+    os.utime(more, (old, old))
+    kept.append(more)
+    for name, content in (("file0000", "x"), ("1.4.0", None)):
+        path = tmp_path / f"{DIRECTORY_PREFIX}{name}"
+        path.mkdir()
+        if content is not None:
+            (path / SOCKET_NAME).write_text(content)
+        os.utime(path, (old, old))
+        kept.append(path)
     try:
         assert remove_stale_directories() == [killed]
     finally:
-        live_socket.close()
+        for sock in sockets:
+            sock.close()
     assert not killed.exists()
-    assert live.exists()
-    assert young.exists()
-    assert other.exists()
+    assert [path for path in kept if not path.exists()] == []

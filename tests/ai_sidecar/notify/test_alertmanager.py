@@ -116,3 +116,19 @@ async def test_a_refusal_sent_in_pieces_is_logged_whole(session: aiohttp.ClientS
 
     reply = await post_to_stand_in(session, in_two_writes)
     assert reply.detail == 'HTTP 400: {"code":400,"message":"invalid label set"}'
+
+
+async def test_a_refusal_whose_answer_stalls_is_still_a_refusal(
+    session: aiohttp.ClientSession,
+) -> None:
+    async def stalled(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=400, headers={"Content-Length": "500"})
+        await response.prepare(request)
+        await response.write(b'{"code":400,"message":"bad')
+        # Longer than the client's timeout: before, the post failed on it.
+        await asyncio.sleep(TIMEOUT.total_seconds() + 1)
+        return response
+
+    reply = await post_to_stand_in(session, stalled)
+    assert reply.outcome == "refused"
+    assert reply.detail == 'HTTP 400: {"code":400,"message":"bad'

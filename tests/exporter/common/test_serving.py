@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 
+import pytest
 from aiohttp import web
 
 from exporter.common.serving import ServerLimits
@@ -217,3 +219,45 @@ def test_open_files_soft_limit_is_raised_to_the_hard_limit():
         "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard))",
     )
     assert output == "True"
+
+
+# An app whose start-up takes a while, served by run() until a signal: prints
+# what ran, so the test sees a stop signal sent during start-up handled as a stop.
+_SLOW_START = """
+import asyncio, signal, sys
+from aiohttp import web
+from exporter.common.serving import listening_sockets, run
+
+async def slow(app):
+    print("starting", flush=True)
+    await asyncio.sleep(2)
+    print("started", flush=True)
+    yield
+    print("cleaned up", flush=True)
+
+app = web.Application()
+app.cleanup_ctx.append(slow)
+run(
+    app,
+    listening_sockets("127.0.0.1", 0, 8),
+    on_stop_signal=lambda: print("stop signal", flush=True),
+)
+print("exited", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_during_start_up_is_a_stop(signum: int):
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_START], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "starting"
+    server.send_signal(signum)
+    try:
+        output, _ = server.communicate(timeout=20)
+    finally:
+        server.kill()
+    # Before: SIGTERM killed it at once (no clean-up), SIGINT cut start-up short and hung.
+    assert server.returncode == 0
+    assert output.split("\n")[:4] == ["stop signal", "started", "cleaned up", "exited"]
