@@ -30,6 +30,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -402,7 +403,7 @@ def run_serve(args: argparse.Namespace) -> int:
             settings.listen_port,
             "scout-sidecar",
             limits=limits,
-            on_stop_signal=lambda: stop_restarting_children(app),
+            on_stop_signal=partial(stop_restarting_children, app),
         )
     except StoreError as exc:
         # At start-up: a full disk, a read-only file system, a file of a newer

@@ -277,17 +277,22 @@ async def _send_metrics(
 WATCHED = web.AppKey("watched_children", list)
 
 
+def watched_children(app: web.Application) -> list[WorkerProcess]:
+    """The children a stop signal reaches first (:func:`stop_restarting_children`)."""
+    children: list[WorkerProcess] = app.setdefault(WATCHED, [])
+    return children
+
+
 def watch_child(app: web.Application, child: WorkerProcess) -> None:
-    """Run ``child`` for the life of ``app``, listed so that a stop signal reaches it
-    first (:func:`stop_restarting_children`)."""
-    app.setdefault(WATCHED, []).append(child)
+    """Run ``child`` for the life of ``app``, listed in :func:`watched_children`."""
+    watched_children(app).append(child)
     app.cleanup_ctx.append(child.cleanup_ctx)
 
 
 def stop_restarting_children(app: web.Application) -> None:
     """On SIGTERM or SIGINT: the children may have had it too (a signal to the process
     group); none that ends now is started again."""
-    for child in app.get(WATCHED, []):
+    for child in watched_children(app):
         child.stop_restarting()
 
 

@@ -28,7 +28,7 @@ from yarl import URL
 
 from ai_sidecar.keys import SETTINGS
 from ai_sidecar.request_errors import UNREADABLE_BODY
-from ai_sidecar.webhook import WEBHOOK_PATH
+from ai_sidecar.webhook import WEBHOOK_PATH, read_body
 
 log = logging.getLogger("ai_sidecar.intake")
 
@@ -116,14 +116,12 @@ def _forwarded_headers(request: web.Request) -> CIMultiDict[str]:
     return headers
 
 
-def _refusal(status: int, message: str) -> web.Response:
-    """A refusal answered here, for any path: the console's error page needs the
-    main process's app."""
-    response = web.json_response({"error": message}, status=status)
-    if status == 400:
-        # The rest of the body cannot be read: end the connection, or the
-        # client sends its next request on it.
-        response.force_close()
+def _bad_request(message: str) -> web.Response:
+    """A 400 answered here, for any path (the console's error page needs the main
+    process's app). The connection ends: the rest of the request cannot be read,
+    or the client would send its next request on it."""
+    response = web.json_response({"error": message}, status=400)
+    response.force_close()
     return response
 
 
@@ -133,20 +131,19 @@ async def forward(request: web.Request) -> web.StreamResponse:
         # Only POST is served here; anything else gets the main process's answer,
         # which would count the request a second time.
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
-    # Read whole, within the app's client_max_size (the main process's limit too).
+    # Read whole, within the main process's limit: one past it is a 413 from
+    # request_errors, on every path.
+    limit = request.app[SETTINGS].max_body_bytes
     try:
-        body = await request.read() if request.body_exists else None
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_body_bytes
-        return _refusal(413, f"request body is larger than the limit of {limit} bytes")
+        body = await read_body(request, limit) if request.body_exists else None
     except web.RequestPayloadError:
-        return _refusal(400, UNREADABLE_BODY)
+        return _bad_request(UNREADABLE_BODY)
     try:
         # The path and query only: an absolute-form target's scheme and host are
         # the client's business, not the main process's.
         url = URL(f"http://scout-sidecar{request.rel_url.raw_path_qs}", encoded=True)
     except ValueError:
-        return _refusal(400, MALFORMED_TARGET)
+        return _bad_request(MALFORMED_TARGET)
     client = request.app[UPSTREAM]
     response: web.StreamResponse | None = None
     try:

@@ -68,6 +68,7 @@ from ai_sidecar.worker_process import (
     become_child,
     stop_on_signals,
     stop_restarting_children,
+    watched_children,
 )
 from exporter.common.logs import LogFormat
 from exporter.common.serving import (
@@ -293,7 +294,7 @@ class IntakeProcesses:
             self.close()
             raise
         increments = AddIncrements(metrics)
-        self._children = [
+        self.children = [
             WorkerProcess(
                 settings,
                 config,
@@ -314,29 +315,18 @@ class IntakeProcesses:
         ]
 
     async def cleanup_ctx(self, _: web.Application) -> AsyncIterator[None]:
-        for child in self._children:
+        for child in self.children:
             child.start()
         yield
         await self.stop()
 
-    def stop_restarting(self) -> None:
-        """From now on a child that ends is not started again (the whole process
-        group may be getting the same signal)."""
-        for child in self._children:
-            child.stop_restarting()
-
     async def stop(self) -> None:
         """Stop every child, each finishing the requests it has (idempotent)."""
-        await asyncio.gather(*(asyncio.to_thread(child.stop) for child in self._children))
+        await asyncio.gather(*(asyncio.to_thread(child.stop) for child in self.children))
 
     def close(self) -> None:
         self.unix_socket.close()
         shutil.rmtree(self._directory, ignore_errors=True)
-
-
-def _stop_restarting(app: web.Application, intake: IntakeProcesses) -> None:
-    intake.stop_restarting()
-    stop_restarting_children(app)
 
 
 def serve_with_intake_processes(
@@ -366,13 +356,15 @@ def serve_with_intake_processes(
     try:
         app.middlewares.insert(0, believe_intake_peer)
         app.cleanup_ctx.append(intake.cleanup_ctx)
+        # A stop signal reaches them with the worker's and the scorer's watchers.
+        watched_children(app).extend(intake.children)
         # On a stop signal the intake processes stop first, while this process
         # still answers what they forward; then this one stops.
         run(
             app,
             [*sockets, intake.unix_socket],
             limits=limits,
-            on_stop_signal=partial(_stop_restarting, app, intake),
+            on_stop_signal=partial(stop_restarting_children, app),
             before_closing=intake.stop,
         )
     finally:
