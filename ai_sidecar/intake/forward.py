@@ -53,21 +53,28 @@ _HOP_BY_HOP = frozenset(
     }
 )
 UPSTREAM_CONNECT_TIMEOUT = 5.0
+# The longest the main process may go without sending a byte of its answer.
+# Its slowest pages (a weekly report over a busy week) take a few seconds; one
+# that says nothing for this long is stuck, and a request left waiting on it
+# would hold one of this process's connections for good.
+UPSTREAM_READ_TIMEOUT = 120.0
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 MAIN_PROCESS_GONE = "the sidecar's main process did not answer; retry later"
+MAIN_PROCESS_STUCK = "the sidecar's main process did not answer in time; retry later"
 MALFORMED_TARGET = "malformed request target"
 _CHUNK = 64 * 1024
 
 
 def upstream_session(
-    socket_path: Path, idle_timeout: float
+    socket_path: Path, idle_timeout: float, read_timeout: float = UPSTREAM_READ_TIMEOUT
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context holding the client session to the main process's Unix socket.
 
     ``idle_timeout``: how long the main process keeps an idle connection open
     (its header timeout). A connection is reused for at most half of that, so a
     request is never sent on one the main process is closing: a POST on it
-    would fail, and a POST is not retried.
+    would fail, and a POST is not retried. ``read_timeout``: how long the main
+    process may be silent while it answers.
     """
 
     async def session(app: web.Application) -> AsyncIterator[None]:
@@ -81,7 +88,10 @@ def upstream_session(
         async with aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
-                total=None, connect=UPSTREAM_CONNECT_TIMEOUT, sock_connect=UPSTREAM_CONNECT_TIMEOUT
+                total=None,
+                connect=UPSTREAM_CONNECT_TIMEOUT,
+                sock_connect=UPSTREAM_CONNECT_TIMEOUT,
+                sock_read=read_timeout,
             ),
             # One jar for every client would hand one user's cookies to the next.
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -174,6 +184,9 @@ async def forward(request: web.Request) -> web.StreamResponse:
             if request.transport is not None:
                 request.transport.abort()
             return response
+        if isinstance(exc, aiohttp.ServerTimeoutError):
+            log.warning("main process silent too long; answering 504")
+            return web.json_response({"error": MAIN_PROCESS_STUCK}, status=504)
         log.warning("main process unreachable; answering 503", extra={"error": str(exc)[:200]})
         answer = web.json_response({"error": MAIN_PROCESS_GONE}, status=503)
         answer.headers["Retry-After"] = "5"
@@ -201,6 +214,7 @@ async def believe_intake_peer(
 
 __all__ = [
     "MAIN_PROCESS_GONE",
+    "MAIN_PROCESS_STUCK",
     "PEER_HEADER",
     "believe_intake_peer",
     "forward",

@@ -55,7 +55,12 @@ from aiohttp import web
 
 from ai_sidecar.components import build_components, open_store
 from ai_sidecar.config import SidecarConfig
-from ai_sidecar.intake.forward import believe_intake_peer, forward, upstream_session
+from ai_sidecar.intake.forward import (
+    UPSTREAM_READ_TIMEOUT,
+    believe_intake_peer,
+    forward,
+    upstream_session,
+)
 from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
 from ai_sidecar.metrics import SidecarMetrics, create_metrics
 from ai_sidecar.request_errors import request_errors
@@ -106,14 +111,18 @@ Increment = tuple[str, dict[str, str], float]
 
 
 class CounterIncrements:
-    """The webhook counters' growth since the last :meth:`take`, in an intake process."""
+    """The webhook counters' growth since what the main process last received, in an
+    intake process: :meth:`take` what to send, then :meth:`sent` once it has gone."""
 
     def __init__(self, metrics: SidecarMetrics) -> None:
         self._metrics = metrics
         self._sent: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        # The totals the last take() counted up to, until sent() says they arrived.
+        self._taken: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     def take(self) -> list[Increment]:
         increments: list[Increment] = []
+        self._taken = {}
         for field in WEBHOOK_COUNTERS:
             for family in getattr(self._metrics, field).collect():
                 for sample in family.samples:
@@ -122,9 +131,15 @@ class CounterIncrements:
                     key = (field, tuple(sorted(sample.labels.items())))
                     amount = sample.value - self._sent.get(key, 0.0)
                     if amount > 0:
-                        self._sent[key] = sample.value
+                        self._taken[key] = sample.value
                         increments.append((field, dict(sample.labels), amount))
         return increments
+
+    def sent(self) -> None:
+        """What the last :meth:`take` returned reached the main process. Until then it
+        is counted again by the next take: a send that failed loses nothing."""
+        self._sent.update(self._taken)
+        self._taken = {}
 
 
 class AddIncrements:
@@ -148,10 +163,14 @@ class AddIncrements:
 
 
 def intake_app(
-    settings: SidecarSettings, socket_path: Path, idle_timeout: float
+    settings: SidecarSettings,
+    socket_path: Path,
+    idle_timeout: float,
+    read_timeout: float = UPSTREAM_READ_TIMEOUT,
 ) -> web.Application:
     """An intake process's app: the webhook here, the rest forwarded to ``socket_path``
-    (where idle connections close after ``idle_timeout``)."""
+    (where idle connections close after ``idle_timeout``, and an answer may not
+    pause for longer than ``read_timeout``)."""
     app = web.Application(middlewares=[request_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = create_metrics()
@@ -163,7 +182,7 @@ def intake_app(
         yield
         await app[STORE].close()
 
-    app.cleanup_ctx.extend([store, upstream_session(socket_path, idle_timeout)])
+    app.cleanup_ctx.extend([store, upstream_session(socket_path, idle_timeout, read_timeout)])
     app.router.add_post(WEBHOOK_PATH, receive)
     app.router.add_route("*", "/{tail:.*}", forward)
     return app
@@ -208,6 +227,7 @@ async def _serve(
             taken = increments.take()
             if taken:
                 counters_pipe.send(taken)
+                increments.sent()
 
     async def send_every_interval() -> None:
         while True:

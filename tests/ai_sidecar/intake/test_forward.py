@@ -8,6 +8,7 @@ import gzip
 import socket
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from ai_sidecar.intake.forward import MAIN_PROCESS_GONE, PEER_HEADER, believe_intake_peer
+from ai_sidecar.intake.forward import (
+    MAIN_PROCESS_GONE,
+    MAIN_PROCESS_STUCK,
+    PEER_HEADER,
+    believe_intake_peer,
+)
 from ai_sidecar.intake.processes import intake_app
 from ai_sidecar.keys import METRICS
 from ai_sidecar.settings import SidecarSettings
@@ -66,8 +72,13 @@ def main_app(seen: Seen) -> web.Application:
         request.transport.abort()
         return response
 
+    async def stuck(_: web.Request) -> web.Response:
+        await asyncio.sleep(3)  # a main process held up, far past the test's read timeout
+        return web.Response(text="late")
+
     app = web.Application(middlewares=[believe_intake_peer])
     app.router.add_route("*", "/echo", echo)
+    app.router.add_get("/stuck", stuck)
     app.router.add_get("/compressed", compressed)
     app.router.add_get("/big", big)
     app.router.add_get("/cut", cut)
@@ -89,19 +100,27 @@ async def main_process(tmp_path: Path) -> AsyncIterator[tuple[Seen, Path, str]]:
         yield seen, path, f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture
-async def intake(tmp_path: Path, main_process: tuple[Seen, Path, str]) -> AsyncIterator[str]:
-    """The intake app, forwarding to the stand-in; its base URL."""
-    _, path, _ = main_process
+@asynccontextmanager
+async def serving_intake(
+    tmp_path: Path, socket_path: Path, **timeouts: float
+) -> AsyncIterator[str]:
+    """The intake app, forwarding to ``socket_path``; its base URL."""
     settings = SidecarSettings(
         data_dir=tmp_path / "data", webhook_token=TOKEN, max_body_bytes=LIMIT
     )
     settings.data_dir.mkdir()
     sockets = listening_sockets("127.0.0.1", 0, 16)
     port = sockets[0].getsockname()[1]
-    app = intake_app(settings, path, idle_timeout=10.0)
+    app = intake_app(settings, socket_path, idle_timeout=10.0, **timeouts)
     async with serving(app, sockets):
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def intake(tmp_path: Path, main_process: tuple[Seen, Path, str]) -> AsyncIterator[str]:
+    """The intake app, forwarding to the stand-in; its base URL."""
+    async with serving_intake(tmp_path, main_process[1]) as url:
+        yield url
 
 
 async def test_forwarded_request_arrives_as_the_client_sent_it(main_process, intake):
@@ -198,6 +217,18 @@ async def test_the_main_process_gone_is_a_503(main_process, intake):
         assert reply.status == 503
         assert reply.headers["Retry-After"] == "5"
         assert await reply.json() == {"error": MAIN_PROCESS_GONE}
+
+
+async def test_a_main_process_silent_too_long_is_a_504(tmp_path, main_process):
+    async with (
+        serving_intake(tmp_path, main_process[1], read_timeout=0.3) as intake,
+        aiohttp.ClientSession() as client,
+    ):
+        async with client.get(f"{intake}/stuck") as reply:
+            assert reply.status == 504
+            assert await reply.json() == {"error": MAIN_PROCESS_STUCK}
+        async with client.get(f"{intake}/compressed") as reply:  # and the next one is served
+            assert reply.status == 200
 
 
 async def test_the_webhook_is_served_here_and_stored(tmp_path, main_process, intake):

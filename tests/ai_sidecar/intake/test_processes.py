@@ -39,13 +39,27 @@ def test_counter_increments_are_sent_once_and_added_to_the_main_process():
     intake.webhook_requests.labels("200").inc(2)
     intake.alerts_invalid.labels("invalid").inc()
     adder.update(taken.take())
+    taken.sent()
     assert taken.take() == []  # nothing new since
     intake.alerts_received.inc(2)
     adder.update(taken.take())
+    taken.sent()
     value = main.registry.get_sample_value
     assert value("scout_sidecar_alerts_received_total") == 5
     assert value("scout_sidecar_webhook_requests_total", {"code": "200"}) == 2
     assert value("scout_sidecar_alerts_invalid_total", {"reason": "invalid"}) == 1
+
+
+def test_increments_whose_send_failed_are_sent_with_the_next():
+    intake, main = create_metrics(), create_metrics()
+    taken = CounterIncrements(intake)
+    intake.alerts_received.inc(3)
+    assert [amount for *_, amount in taken.take()] == [3]  # the send fails: no sent()
+    intake.alerts_received.inc(2)
+    AddIncrements(main).update(taken.take())
+    taken.sent()
+    assert main.registry.get_sample_value("scout_sidecar_alerts_received_total") == 5
+    assert taken.take() == []
 
 
 @pytest.mark.parametrize(
