@@ -701,8 +701,9 @@ async def test_a_reload_during_scrapes_lets_them_finish_and_closes_their_session
             config_file=config, enabled_collectors=frozenset(), enable_lifecycle=True
         )
         client = await aiohttp_client(create_app(settings))
+        # A long deadline: the relay, not the deadline, decides when they end.
         in_flight = [
-            asyncio.create_task(scrape(client, target=relay.target, auth=auth, module=module))
+            asyncio.create_task(scrape(client, "60", target=relay.target, auth=auth, module=module))
             for auth in ("one", "two")
             for module in ("if_mib", "system", "if_mib,system")
         ]
