@@ -476,55 +476,102 @@ def test_a_silent_shard_mutes_only_the_targetdown_of_its_own_prometheus(tmp_path
             assert muted() == {"own shard": True, "other shard": False, "device": False}
 
 
-def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(tmp_path):
-    """An exporter that dies pages once, not once per device behind it; per shard."""
-    down = {"alertname": "TargetDown", "severity": "warning", "shard": "0"}
-    alerts = {
-        "snmp device": {**down, "job": "snmp", "instance": "sw1"},
-        "firewall": {**down, "job": "firewall", "instance": "fw1"},
-        "windows server": {**down, "job": "winrm", "instance": "srv1"},
-        "probe": {**down, "job": "probe_icmp", "instance": "10.0.0.9"},
-        # Not scraped through the exporter: real, kept.
-        "sidecar": {**down, "job": "scout-sidecar", "instance": "127.0.0.1:8782"},
-        # Another shard's device: its own exporter is up.
-        "other shard's device": {**down, "job": "snmp", "instance": "sw9", "shard": "1"},
+EXPORTER = {"job": "scout-exporter", "instance": "127.0.0.1:8781", "shard": "0"}
+DEVICE_DOWN = {"alertname": "TargetDown", "severity": "warning", "shard": "0"}
+DEVICES_DOWN = {
+    "snmp device": {**DEVICE_DOWN, "job": "snmp", "instance": "sw1"},
+    "firewall": {**DEVICE_DOWN, "job": "firewall", "instance": "fw1"},
+    "windows server": {**DEVICE_DOWN, "job": "winrm", "instance": "srv1"},
+    "probe": {**DEVICE_DOWN, "job": "probe_icmp", "instance": "10.0.0.9"},
+    # Not scraped through the exporter: real, kept.
+    "sidecar": {**DEVICE_DOWN, "job": "scout-sidecar", "instance": "127.0.0.1:8782"},
+    # Another shard's device: its own exporter is up.
+    "other shard's device": {**DEVICE_DOWN, "job": "snmp", "instance": "sw9", "shard": "1"},
+}
+
+
+def targetdowns_muted(am: Alertmanager, alerts: dict[str, dict[str, str]]) -> dict[str, bool]:
+    """Whether each of ``alerts`` (raw TargetDowns, by name) is inhibited now."""
+    return {
+        name: bool(a["status"]["inhibitedBy"])
+        for a in am.alerts('alertname="TargetDown"')
+        for name, labels in alerts.items()
+        if a["labels"] == labels
     }
-    exporter = {**down, "job": "scout-exporter", "instance": "127.0.0.1:8781"}
+
+
+def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(tmp_path):
+    """An exporter that dies pages once, as ExporterDown: not once per device behind
+    it, nor again as its own TargetDown; per shard."""
+    exporter_down = {
+        **EXPORTER,
+        "alertname": "ExporterDown",
+        "severity": "critical",
+        "layer": "device",
+    }
+    alerts = {**DEVICES_DOWN, "exporter": {**DEVICE_DOWN, **EXPORTER}}
     with SlackSink() as sink:
         config = render_config(
             tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
         )
         with Alertmanager(tmp_path, config) as am:
             am.post([postable(labels) for labels in alerts.values()])
-
-            def muted() -> dict[str, bool]:
-                return {
-                    name: bool(a["status"]["inhibitedBy"])
-                    for a in am.alerts('alertname="TargetDown"')
-                    for name, labels in {**alerts, "exporter": exporter}.items()
-                    if a["labels"] == labels
-                }
-
-            # The sidecar's copy of the exporter's alert mutes nothing here (the raw one
+            # The sidecar's copy of ExporterDown mutes nothing here (the raw one
             # does), so the muting ends when Prometheus resolves the raw one.
-            am.post([postable({**exporter, "scout_enriched": "true"})])
+            am.post([postable({**exporter_down, "scout_enriched": "true"})])
             wait_for(
                 lambda: len(am.alerts('scout_enriched="true"')) == 1,
                 timeout=10,
                 what="the copy stored",
             )
-            assert not any(muted().values())
-            am.post([postable(exporter)])
-            wait_for(lambda: muted().get("snmp device"), timeout=10, what="devices muted")
-            assert muted() == {
+            assert not any(targetdowns_muted(am, alerts).values())
+            am.post([postable(exporter_down)])
+            wait_for(
+                lambda: targetdowns_muted(am, alerts).get("snmp device"),
+                timeout=10,
+                what="devices muted",
+            )
+            assert targetdowns_muted(am, alerts) == {
                 "snmp device": True,
                 "firewall": True,
                 "windows server": True,
                 "probe": True,
                 "sidecar": False,
                 "other shard's device": False,
-                "exporter": True,  # by its own enriched copy, as every raw alert
+                "exporter": True,
             }
+
+
+def test_an_exporter_whose_metrics_alone_fail_mutes_no_device(tmp_path):
+    """The exporter's own TargetDown also fires when only its /metrics scrape fails (a
+    slow host collector) while its /snmp, /probe... scrapes work: a device TargetDown
+    then is that device's own and must page. Only ExporterDown mutes them."""
+    alerts = {**DEVICES_DOWN, "exporter": {**DEVICE_DOWN, **EXPORTER}}
+    with SlackSink() as sink:
+        config = render_config(
+            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+        )
+        with Alertmanager(tmp_path, config) as am:
+            am.post([postable(labels) for labels in alerts.values()])
+            wait_for(
+                lambda: len(targetdowns_muted(am, alerts)) == len(alerts),
+                timeout=10,
+                what="the alerts stored",
+            )
+            # Inhibition is worked out as alerts are read: nothing is pending here.
+            assert not any(targetdowns_muted(am, alerts).values())
+            # A second exporter (here: one only collecting a host) found dead mutes
+            # nothing of the devices either: ExporterDown never fired for it.
+            other = {**DEVICE_DOWN, "job": "scout-exporter", "instance": "web2:8781"}
+            am.post([postable(other)])
+            wait_for(
+                lambda: (
+                    "other exporter" in targetdowns_muted(am, {**alerts, "other exporter": other})
+                ),
+                timeout=10,
+                what="the second exporter's alert stored",
+            )
+            assert not any(targetdowns_muted(am, alerts).values())
 
 
 @pytest.mark.parametrize("priority", ["P1", "P3"])

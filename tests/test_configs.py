@@ -209,3 +209,35 @@ def test_the_inhibition_compares_every_label_that_tells_alerts_apart():
 def test_alertmanager_config_is_valid():
     result = run("amtool", "check-config", REPO / "alertmanager" / "alertmanager.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_exporter_down_and_its_muting_name_every_job_scraped_through_the_exporter():
+    """ExporterDown's evidence and the device TargetDowns it mutes are the jobs whose
+    scrapes go through the exporter: a job added there and missed here would page
+    once per device for a dead exporter, or keep ExporterDown from firing."""
+    config = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    [exporter] = jobs["scout-exporter"]["static_configs"][0]["targets"]
+    through = {
+        name
+        for name, job in jobs.items()
+        if any(r.get("replacement") == exporter for r in job.get("relabel_configs", []))
+    }
+    assert {"snmp", "firewall", "winrm", "probe_icmp"} <= through
+    [expr] = [rule["expr"] for rule in rules("alert") if rule["alert"] == "ExporterDown"]
+    in_expr = set(re.findall(r'up\{job=~"([^"]+)"\}', expr))
+    am = load_yaml(REPO / "alertmanager" / "alertmanager.yml")
+    [muted] = [
+        rule
+        for rule in am["inhibit_rules"]
+        if 'alertname="ExporterDown"' in rule["source_matchers"]
+        and 'job="scout-exporter"' not in rule["target_matchers"]
+    ]
+    [in_inhibition] = [
+        m.removeprefix('job=~"').removesuffix('"')
+        for m in muted["target_matchers"]
+        if m.startswith("job=~")
+    ]
+    assert in_expr == {in_inhibition}
+    pattern = re.compile(in_inhibition)
+    assert {name for name in jobs if pattern.fullmatch(name)} == through

@@ -75,6 +75,7 @@ PROBLEMS: Mapping[str, str] = {
     "SnmpDeviceUnreachable": N_("{target} not answering SNMP"),
     "SnmpModuleFailed": N_("SNMP module {module} failing on {target}"),
     "TargetDown": N_("{target} down"),
+    "ExporterDown": N_("exporter {target} unreachable"),
     "ExporterCollectorFailed": N_("collector {collector} failing for {target}"),
     "ProbeFailed": N_("probe of {target} failing"),
     "ProbeTargetUnreachable": N_("{target} unreachable"),

@@ -6,7 +6,9 @@ import asyncio
 import logging
 import socket
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+import psutil
 import pytest
 from pydantic import SecretStr
 
@@ -584,3 +586,165 @@ class ClosingSession(SnmpSession):
     async def close(self) -> None:
         self.closed = True
         await super().close()
+
+
+class GatedRelay(asyncio.DatagramProtocol):
+    """A UDP relay in front of a real agent that holds requests until ``release()``.
+
+    It keeps scrapes in flight for as long as a test needs, without timing:
+    ``held`` counts the requests waiting, ``clients`` the exporter sockets seen
+    (one per SNMP session). Answers go back as the agent sends them.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.clients: set[tuple[str, int]] = set()
+        self.held: list[tuple[bytes, tuple[str, int]]] = []
+        self.arrived = asyncio.Event()
+        self._open = False
+        self._listener: asyncio.DatagramTransport | None = None
+        self._upstreams: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self._connecting: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._listener, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=("127.0.0.1", 0)
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._listener is not None
+        host, port = self._listener.get_extra_info("sockname")[:2]
+        return host, port
+
+    @property
+    def target(self) -> str:
+        host, port = self.address
+        return f"{host}:{port}"
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        client = (str(addr[0]), int(addr[1]))
+        self.clients.add(client)
+        if self._open:
+            self._forward(data, client)
+        else:
+            self.held.append((data, client))
+            self.arrived.set()
+
+    def release(self) -> None:
+        """Let every held request through, and every later one straight away."""
+        self._open = True
+        held, self.held = self.held, []
+        for data, client in held:
+            self._forward(data, client)
+
+    def _forward(self, data: bytes, client: tuple[str, int]) -> None:
+        upstream = self._upstreams.get(client)
+        if upstream is not None:
+            upstream.sendto(data)
+            return
+        task = asyncio.ensure_future(self._connect_and_send(data, client))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect_and_send(self, data: bytes, client: tuple[str, int]) -> None:
+        listener = self._listener
+        assert listener is not None
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, reply: bytes, addr: Any) -> None:
+                listener.sendto(reply, client)
+
+        upstream = self._upstreams.get(client)
+        if upstream is None:
+            loop = asyncio.get_running_loop()
+            upstream, _ = await loop.create_datagram_endpoint(Back, remote_addr=self.upstream)
+            self._upstreams.setdefault(client, upstream)
+        self._upstreams[client].sendto(data)
+
+    def close(self) -> None:
+        for task in self._connecting:
+            task.cancel()
+        for upstream in self._upstreams.values():
+            upstream.close()
+        if self._listener is not None:
+            self._listener.close()
+
+
+def sockets_to(address: tuple[str, int]) -> int:
+    """This process's UDP sockets connected to ``address``: the SNMP sessions to it."""
+    return sum(
+        1
+        for conn in psutil.Process().net_connections(kind="udp")
+        if conn.raddr and (conn.raddr.ip, conn.raddr.port) == address
+    )
+
+
+async def test_a_reload_during_scrapes_lets_them_finish_and_closes_their_sessions_after(
+    aiohttp_client, snmpd, tmp_path
+):
+    # POST /-/reload (or SIGHUP) while scrapes are reading through their sessions:
+    # they must finish on them (not fail with "session closed"), the sessions must
+    # close once they are done, and the next scrape must use the new config.
+    relay = GatedRelay(snmpd.target)
+    await relay.start()
+    try:
+        config = tmp_path / "scout.yml"
+        two_auths = (
+            f"auths: {{one: {{type: snmp, community: public}},"
+            f" two: {{type: snmp, community: public, {LOOPBACK_ONLY}}}}}\n"
+        )
+        config.write_text(two_auths)
+        settings = Settings(
+            config_file=config, enabled_collectors=frozenset(), enable_lifecycle=True
+        )
+        client = await aiohttp_client(create_app(settings))
+        # A long deadline: the relay, not the deadline, decides when they end.
+        in_flight = [
+            asyncio.create_task(scrape(client, "60", target=relay.target, auth=auth, module=module))
+            for auth in ("one", "two")
+            for module in ("if_mib", "system", "if_mib,system")
+        ]
+        # One session per auth (the modules share timeout and retries): both asking.
+        while len(relay.clients) < 2:
+            relay.arrived.clear()
+            await relay.arrived.wait()
+        assert sockets_to(relay.address) == 2
+        # The new config takes the second auth's secret away: a scrape after the
+        # reload must use it, not a session (or secret) kept from before.
+        config.write_text(
+            "auths: {one: {type: snmp, community: public},"
+            f" two: {{type: snmp, community: no-longer-public, {LOOPBACK_ONLY}}}}}\n"
+        )
+        reloaded = await client.post("/-/reload")
+        assert reloaded.status == 200, await reloaded.text()
+        assert not any(task.done() for task in in_flight)
+        assert sockets_to(relay.address) == 2  # still in use: not closed under the scrapes
+        relay.release()
+        for status, text in await asyncio.gather(*in_flight):
+            assert status == 200
+            for module in ("if_mib", "system"):
+                success = sample(text, "scout_snmp_module_success", module=module)
+                assert success in (None, 1), text
+            assert sample(text, "scout_snmp_device_reachable") == 1, text
+        # Their scrapes done, the old sessions close (on the loop's next turns).
+        for _ in range(100):
+            if sockets_to(relay.address) == 0:
+                break
+            await asyncio.sleep(0)
+        assert sockets_to(relay.address) == 0
+        clients_before = set(relay.clients)
+        _, after = await scrape(client, target=relay.target, auth="one", module="system")
+        assert sample(after, "scout_snmp_module_success", module="system") == 1
+        assert relay.clients - clients_before  # a fresh session, from a new socket
+        _, changed = await scrape(
+            client, scrape_timeout="2", target=relay.target, auth="two", module="system"
+        )
+        assert sample(changed, "scout_snmp_module_success", module="system") == 0
+        # Closing the app (as at exit) closes the sessions the new scraper opened.
+        await client.close()
+        assert sockets_to(relay.address) == 0
+    finally:
+        relay.close()
