@@ -92,7 +92,9 @@ class TcpProber(BaseProber[TcpModule]):
         context = None
         if module.tls:
             context = tls_context(not module.tls_insecure_skip_verify, module.tls_ca_file)
-        server_name = module.tls_server_name or where.host if module.tls else None
+        # The certificate names fe80::1, never fe80::1%eth0: the zone is this host's own.
+        checked_name = where.host.partition("%")[0] if resolved.address.version == 6 else where.host
+        server_name = module.tls_server_name or checked_name if module.tls else None
 
         async def connect() -> Dialed:
             return await self.dialer.dial(resolved.address, port, context, server_name)
