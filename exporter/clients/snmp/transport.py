@@ -216,7 +216,7 @@ class Transport:
                 if address is not None:
                     interface_index(address)
             except ProbeError as exc:
-                raise SnmpError(f"SNMP host {self.host!r}: {exc}") from None
+                raise SnmpError(str(exc)) from None  # it names the host already
             try:
                 async with asyncio.timeout_at(until):
                     infos = await shared_resolver().getaddrinfo(

@@ -2,6 +2,9 @@
 
 Targets are ``http://`` and ``https://`` URLs; anything else (``host``,
 ``host:port``, ``host/path``, ``[v6]:port``) is taken as ``http://`` + target.
+A link-local host keeps its zone, written ``[fe80::1%25eth0]`` (RFC 6874) or
+``[fe80::1%eth0]``; the request goes out on that interface, with the zone left
+out of the Host header and the TLS name.
 Each request resolves, connects and (for https) handshakes anew, so every one
 measures the whole path. A request counts as answered when a response came
 back; it passes when its status is valid (2xx unless ``valid_status_codes`` says

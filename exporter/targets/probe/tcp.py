@@ -4,7 +4,9 @@ A connect's round trip is the TCP handshake alone (one network round trip plus
 the peer's accept), so ``scout_probe_rtt_*`` compare with ICMP's; the TLS
 handshake, when ``tls`` is on, is reported apart. Connects are made one after
 another, ``interval_seconds`` apart, each closed at once; an attempt counts as
-answered only if its TLS handshake (when asked for) succeeded too.
+answered only if its TLS handshake (when asked for) succeeded too. A
+link-local target keeps its zone (``[fe80::1%eth0]:443``); TLS checks the
+certificate against the address without it.
 
 Sample exposition, besides the families every probe has (see
 ``exporter.targets.probe.base``)::
