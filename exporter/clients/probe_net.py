@@ -159,13 +159,19 @@ def unzoned(address: IPAddress) -> IPAddress:
 
 
 def interface_index(address: IPAddress) -> int:
-    """The index of the interface ``address``'s zone names; 0 for an address without one.
+    """The index of the interface ``address``'s zone names; 0 for an address that needs none.
 
-    Raises ``ResolveError`` when this host has no such interface: the kernel
-    would refuse the connect with no word of why.
+    Raises ``ResolveError`` when this host has no such interface, or when a
+    link-local address has no zone: the kernel would refuse the connect
+    (EINVAL) with no word of why.
     """
     zone = address.scope_id if isinstance(address, ipaddress.IPv6Address) else None
     if not zone:
+        if address.version == 6 and address.is_link_local:
+            raise ResolveError(
+                f"{address} is link-local, reachable only through one interface: "
+                f"write it with the interface's name, as in {address}%eth0"
+            )
         return 0
     try:
         if zone.isdigit():
@@ -248,6 +254,7 @@ class SystemResolver:
         started = time.perf_counter()
         addresses = await lookup(host, deadline)
         chosen = pick_address(host, addresses, preferred, fallback)
+        interface_index(chosen)  # a name's link-local address comes without a zone
         return Resolved(chosen, time.perf_counter() - started)
 
 

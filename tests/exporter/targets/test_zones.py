@@ -106,11 +106,16 @@ def test_the_interface_is_looked_up_and_an_unknown_one_is_said_so():
     index = socket.if_nametoindex(LOOPBACK)
     assert interface_index(ipaddress.ip_address(f"fe80::1%{LOOPBACK}")) == index
     assert interface_index(ipaddress.ip_address(f"fe80::1%{index}")) == index
-    assert interface_index(ipaddress.ip_address("fe80::1")) == 0
     with pytest.raises(ResolveError, match=f"no network interface '{NO_SUCH}'"):
         interface_index(ipaddress.ip_address(f"fe80::1%{NO_SUCH}"))
     with pytest.raises(ResolveError, match="no network interface '999999'"):
         interface_index(ipaddress.ip_address("fe80::1%999999"))
+
+
+def test_a_link_local_address_without_a_zone_is_said_to_need_one():
+    with pytest.raises(ResolveError, match=r"fe80::1 is link-local.*as in fe80::1%eth0"):
+        interface_index(ipaddress.ip_address("fe80::1"))
+    assert interface_index(ipaddress.ip_address("2001:db8::1")) == 0
 
 
 def test_echo_requests_go_out_on_the_zones_interface():
@@ -348,6 +353,19 @@ async def test_an_unknown_interface_fails_the_scrape_saying_so(
     said = [r for r in caplog.records if f"no network interface '{NO_SUCH}'" in r.getMessage()]
     assert said, [r.getMessage() for r in caplog.records]
     assert all(record.exc_info is None for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("module", "target"),
+    [("tcp_ll", "[fe80::1]:443"), ("icmp_ll", "fe80::1"), ("http_ll", "http://[fe80::1]:8080/")],
+)
+async def test_a_link_local_target_without_a_zone_fails_saying_what_is_missing(
+    client, caplog, module, target
+):
+    response = await client.get("/probe", params={"module": module, "target": target})
+    assert value(await response.text(), "scout_probe_success") == 0
+    said = [r.getMessage() for r in caplog.records if "fe80::1 is link-local" in r.getMessage()]
+    assert said, [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.parametrize(

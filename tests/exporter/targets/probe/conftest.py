@@ -367,7 +367,8 @@ class LinkLocal:
 
     ``zoned`` is the far end as this namespace must write it (the address and
     this end's interface); ``ports`` the peer's listeners on it: ``echo``
-    (HTTP, answering with the Host header it got), ``tls`` (the same over TLS,
+    (HTTP, answering with the Host header it got, or redirecting ``/redirect?to=``
+    there), ``tls`` (the same over TLS,
     with a certificate for the address, trusted by ``ca_file``) and
     ``fortigate`` (a fake FortiGate API). snmpd answers on ``SNMP_PORT``.
     """
@@ -499,6 +500,8 @@ def link_local_peer_main(argv: list[str]) -> None:
     there, cert_file, key_file = argv
 
     async def echo(request: web.Request) -> web.Response:
+        if request.path == "/redirect":
+            raise web.HTTPFound(request.query["to"])
         return web.json_response({"host": request.headers.get("Host"), "path": request.path})
 
     async def serve() -> None:

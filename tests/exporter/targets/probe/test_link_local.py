@@ -9,6 +9,7 @@ the lists' checks, which judge the address without it.
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -113,6 +114,16 @@ async def test_http_requests_through_the_zone_without_sending_it(client, link_lo
     values = await scrape(client, "/probe", module="http_ll", target=target)
     assert values["scout_probe_http_status_code"] == 200
     assert values["scout_probe_success"] == 1  # the Host header named the address alone
+
+
+async def test_a_redirect_to_a_zoned_url_is_followed(client, link_local_netns):
+    """The Location writes the zone as RFC 6874 does; the hop is judged like the first."""
+    port = link_local_netns.ports["echo"]
+    final = f"http://[{LINK_LOCAL_THERE}%25{link_local_netns.netns.host_if}]:{port}/final"
+    target = f"http://[{link_local_netns.zoned}]:{port}/redirect?to={quote(final, safe='')}"
+    values = await scrape(client, "/probe", module="http_ll", target=target)
+    assert values["scout_probe_http_redirects"] == 1
+    assert values["scout_probe_success"] == 1
 
 
 async def test_https_checks_the_certificate_against_the_address(client, link_local_netns):
