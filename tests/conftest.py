@@ -163,6 +163,7 @@ PEER_FIXTURES = frozenset(
         "snmp_exporter",
         "netns",
         "isolated_netns",
+        "link_local_netns",
         "secured_exporter",
         "tsc",
         "postgres_server",

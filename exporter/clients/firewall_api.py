@@ -34,6 +34,7 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
+from exporter.clients.probe_net import ZonedHostRequest
 from exporter.common.version import __version__
 from exporter.errors import ExporterError
 from exporter.lifecycle import Lifecycle
@@ -104,6 +105,8 @@ class AiohttpApiClient:
             # A firewall's session cookie would go to its neighbours on the host or domain.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
+            # A link-local firewall's zone stays off the Host header and SNI.
+            request_class=ZonedHostRequest,
         )
 
     async def close(self) -> None:

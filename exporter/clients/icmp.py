@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from exporter.clients.probe_net import IPAddress, ProbeError
+from exporter.clients.probe_net import IPAddress, ProbeError, interface_index, unzoned
 
 SocketKind = Literal["datagram", "raw"]
 IcmpMode = Literal["auto", "datagram", "raw"]
@@ -178,8 +178,12 @@ class _Exchange:
         self.sock = sock
         self.kind = kind
         self.address = address
+        # A link-local address is reached through the interface its zone names, given
+        # to the kernel as the scope id (an address string's zone would be ignored).
+        self.interface = interface_index(address)
+        self.peer = str(unzoned(address))
         self.sockaddr: tuple[str, int] | tuple[str, int, int, int] = (
-            (str(address), 0) if address.version == 4 else (str(address), 0, 0, 0)
+            (self.peer, 0) if address.version == 4 else (self.peer, 0, 0, self.interface)
         )
         # A datagram socket's identifier is the kernel's; a raw one's must tell
         # this run apart from every other ping on the host.
@@ -224,8 +228,10 @@ class _Exchange:
         reply = parse_echo_reply(data, self.address.version, self.kind)
         if reply is None or not isinstance(source, tuple):
             return
-        if str(source[0]).partition("%")[0] != str(self.address):
+        if str(source[0]).partition("%")[0] != self.peer:
             return
+        if self.interface and source[3:4] != (self.interface,):
+            return  # the same link-local address, on another link
         if self.kind == "raw" and reply.ident != self.ident:
             return
         seq = reply.seq

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import aiohttp
+from aiohttp import hdrs
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
@@ -117,11 +118,86 @@ def parse_port(text: str, target: str) -> int:
 
 
 def _is_ip(host: str, version: int | None = None) -> bool:
+    address = parse_ip(host)
+    return address is not None and (version is None or address.version == version)
+
+
+# What may follow the '%' of a link-local address: an interface name as Linux
+# allows it (at most IFNAMSIZ - 1 = 15 characters, never '/', ':', '%' or white
+# space), kept to the characters interface names are made of, or an interface
+# index. The zone reaches socket calls, URLs and log lines, so anything else is
+# refused rather than passed on.
+_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+def parse_ip(host: str) -> IPAddress | None:
+    """``host`` as an IP address, an IPv6 zone kept (``fe80::1%eth0``); ``None`` if not one.
+
+    Raises ``TargetError`` for an address whose zone is not an interface name or
+    index, or an IPv4 address with a zone: such a host is a mistake, not a name.
+    """
+    text, percent, zone = host.partition("%")
     try:
-        address = ipaddress.ip_address(host.partition("%")[0])
+        address = ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return version is None or address.version == version
+        return None
+    if not percent:
+        return address
+    if address.version != 6:
+        raise TargetError(f"{host!r}: only an IPv6 address takes a zone (%interface)")
+    if not _ZONE.fullmatch(zone) or zone in (".", ".."):
+        hint = f"; a port goes after brackets: [{text}%...]:port" if ":" in zone else ""
+        raise TargetError(f"{host!r}: zone {zone!r} is not an interface name or index{hint}")
+    return ipaddress.IPv6Address(f"{address}%{zone}")
+
+
+def unzoned(address: IPAddress) -> IPAddress:
+    """``address`` without its zone: what allow-lists and comparisons see."""
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return ipaddress.IPv6Address(int(address))
+    return address
+
+
+def interface_index(address: IPAddress) -> int:
+    """The index of the interface ``address``'s zone names; 0 for an address that needs none.
+
+    Raises ``ResolveError`` when this host has no such interface, or when a
+    link-local address has no zone: the kernel would refuse the connect
+    (EINVAL) with no word of why.
+    """
+    zone = address.scope_id if isinstance(address, ipaddress.IPv6Address) else None
+    if not zone:
+        if address.version == 6 and address.is_link_local:
+            raise ResolveError(
+                f"{address} is link-local, reachable only through one interface: "
+                f"write it with the interface's name, as in {address}%eth0"
+            )
+        return 0
+    try:
+        if zone.isdigit():
+            socket.if_indextoname(int(zone))
+            return int(zone)
+        return socket.if_nametoindex(zone)
+    except (OSError, OverflowError):
+        raise ResolveError(
+            f"{address}: this host has no network interface {zone!r} (the zone after '%')"
+        ) from None
+
+
+def without_zone_escape(url: URL) -> URL:
+    """``url`` with a zone written ``%25eth0`` (RFC 6874) as ``%eth0``: the form connected to.
+
+    ``[fe80::1%25eth0]`` is how a zone is written in a URL; yarl keeps it
+    escaped in ``raw_host``, which aiohttp connects to, and no interface is
+    called ``25eth0``. Raises ``TargetError`` for a zone yarl will not write.
+    """
+    raw = url.raw_host
+    if raw is None or "%25" not in raw or url.host is None:
+        return url
+    try:
+        return url.with_host(url.host)
+    except ValueError:  # yarl's own check of the zone's characters
+        raise TargetError(f"{raw!r}: the zone is not an interface name or index") from None
 
 
 def pick_address(
@@ -170,11 +246,15 @@ class SystemResolver:
     async def resolve(
         self, host: str, preferred: IpProtocol, fallback: bool, deadline: float
     ) -> Resolved:
-        if _is_ip(host):
-            return Resolved(ipaddress.ip_address(host.partition("%")[0]), 0.0)
+        address = parse_ip(host)
+        if address is not None:
+            # The zone stays: fe80::1 is reached through the interface it names.
+            interface_index(address)
+            return Resolved(address, 0.0)
         started = time.perf_counter()
         addresses = await lookup(host, deadline)
         chosen = pick_address(host, addresses, preferred, fallback)
+        interface_index(chosen)  # a name's link-local address comes without a zone
         return Resolved(chosen, time.perf_counter() - started)
 
 
@@ -368,6 +448,38 @@ class HttpFetcher(Protocol):
         ...
 
 
+def _zoneless_host(host_port: str) -> str:
+    """``[fe80::1%eth0]:8080`` as ``[fe80::1]:8080``: the Host header and SNI carry no zone."""
+    if not host_port.startswith("["):
+        return host_port
+    inside, _, rest = host_port[1:].partition("]")
+    return f"[{inside.partition('%')[0]}]{rest}"
+
+
+class ZonedHostRequest(ClientRequest):
+    """aiohttp's request, for a URL whose host is a zoned link-local address.
+
+    The zone means something on this host only (RFC 6874: a client must not
+    send it), so the default Host header leaves it out, and so does the name
+    TLS checks the certificate against (a certificate names ``fe80::1``, never
+    an interface); the connection itself is made to the zoned address. A zone
+    written ``%25eth0`` is read as ``%eth0``. Every hop of a redirect makes a
+    request of its own, so each is judged by its own URL.
+    """
+
+    def __init__(self, method: str, url: URL, *args: Any, **kwargs: Any) -> None:
+        url = without_zone_escape(url)
+        super().__init__(method, url, *args, **kwargs)
+        raw = self.url.raw_host or ""
+        if "%" not in raw:
+            return
+        if self.server_hostname is None:
+            self.server_hostname = raw.partition("%")[0]
+        default = self.url.host_port_subcomponent
+        if default is not None and self.headers.get(hdrs.HOST) == default:
+            self.headers[hdrs.HOST] = _zoneless_host(default)
+
+
 class _PreferringResolver(AbstractResolver):
     """aiohttp's resolver hook: the module's address family first, and timing."""
 
@@ -469,7 +581,9 @@ class AiohttpFetcher:
         headers = {"User-Agent": self.user_agent, **request.headers}
         try:
             async with (
-                aiohttp.ClientSession(connector=connector, headers=headers) as session,
+                aiohttp.ClientSession(
+                    connector=connector, headers=headers, request_class=ZonedHostRequest
+                ) as session,
                 session.request(
                     request.method, request.url, allow_redirects=request.follow_redirects
                 ) as response,

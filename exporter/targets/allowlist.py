@@ -47,7 +47,7 @@ from typing import Annotated
 
 from pydantic import PlainSerializer, PlainValidator
 
-from exporter.clients.probe_net import ProbeError, lookup
+from exporter.clients.probe_net import ProbeError, TargetError, lookup, parse_ip, unzoned
 from exporter.errors import BadRequestError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -81,11 +81,19 @@ class TargetRefusedError(BadRequestError):
 
 
 def _address(text: str) -> IPAddress | None:
-    """``text`` as an address, zone dropped and IPv4-mapped IPv6 as IPv4; else ``None``."""
+    """``text`` as an address, zone dropped and IPv4-mapped IPv6 as IPv4; else ``None``.
+
+    The zone (``fe80::1%eth0``) says which link to reach the address on, not
+    which address it is, so lists judge ``fe80::1``; a zone that is no
+    interface name (``ValueError``) is refused, never judged without it.
+    """
     try:
-        address = ipaddress.ip_address(text.partition("%")[0])
-    except ValueError:
+        parsed = parse_ip(text)
+    except TargetError as exc:
+        raise ValueError(str(exc)) from None
+    if parsed is None:
         return None
+    address = unzoned(parsed)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
@@ -189,6 +197,13 @@ class AllowList:
         networks: list[IPNetwork] = []
         names: list[NamePattern] = []
         for entry in entries:
+            if "%" in entry:
+                # Lists judge addresses without their zone; one here would read as if it
+                # admitted one link only, while it admitted the address on every link.
+                raise ValueError(
+                    f"{entry!r}: an allowed_targets entry takes no zone (%interface); "
+                    "write the address or network alone (targets are matched without theirs)"
+                )
             if "/" in entry:
                 networks.append(_network(entry))
             elif (address := _address(entry)) is not None:
@@ -218,7 +233,7 @@ class AllowList:
             canonical = ""
         if isinstance(canonical, str) and canonical and self.admits_name(canonical):
             return True
-        checked = _address(str(address))
+        checked = _address(str(unzoned(address)))
         return checked is not None and self.admits_address(checked)
 
     def check(self, host: str, address: IPAddress) -> None:
@@ -292,7 +307,7 @@ async def admit(
     if not by_address:
         return Admission(canonical)
     addresses = await lookup(canonical, deadline)
-    normalised = tuple(a for a in (_address(str(address)) for address in addresses) if a)
+    normalised = tuple(a for a in (_address(str(unzoned(a))) for a in addresses) if a)
     for owner, allowed in by_address:
         outside = [a for a in normalised if not allowed.admits_address(a)]
         if outside or not normalised:

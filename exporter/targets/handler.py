@@ -26,14 +26,13 @@ sidecar can take it and a target given by address as one host.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
-from exporter.clients.probe_net import ResolveError
+from exporter.clients.probe_net import ResolveError, TargetError, parse_ip
 from exporter.config import ExporterConfig
 from exporter.errors import BadRequestError
 from exporter.keys import LIVE_CONFIG, SETTINGS, TARGET_ADDRESSES, TARGET_REFUSALS
@@ -262,10 +261,9 @@ async def _admitted(
 
 def _is_address(host: str) -> bool:
     try:
-        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
-    except ValueError:
+        return parse_ip(host.removeprefix("[").removesuffix("]")) is not None
+    except TargetError:  # admit() has refused such a zone already
         return False
-    return True
 
 
 async def _failed(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from exporter.clients.dns import shared_resolver
+from exporter.clients.probe_net import ProbeError, interface_index, parse_ip
 from exporter.clients.snmp import ber
 from exporter.clients.snmp.errors import SnmpError, SnmpProtocolError, SnmpTimeout
 from exporter.clients.snmp.pdu import Reply
@@ -209,6 +210,13 @@ class Transport:
             until = (
                 loop.time() + budget if deadline is None else min(deadline, loop.time() + budget)
             )
+            try:
+                # An unknown zone would otherwise be a lookup failing with no word of why.
+                address = parse_ip(self.host)
+                if address is not None:
+                    interface_index(address)
+            except ProbeError as exc:
+                raise SnmpError(str(exc)) from None  # it names the host already
             try:
                 async with asyncio.timeout_at(until):
                     infos = await shared_resolver().getaddrinfo(

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import ssl
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -57,7 +56,14 @@ from exporter.clients.firewall_api import (
     ApiError,
     ApiRequest,
 )
-from exporter.clients.probe_net import ProbeError, TargetError, split_host_port, tls_context
+from exporter.clients.probe_net import (
+    ProbeError,
+    TargetError,
+    interface_index,
+    parse_ip,
+    split_host_port,
+    tls_context,
+)
 from exporter.config import HttpAuth
 from exporter.errors import BadRequestError
 from exporter.schema.firewall import RuleBudget, failed, render
@@ -111,10 +117,9 @@ class FirewallTarget:
     @property
     def host_is_address(self) -> bool:
         try:
-            ipaddress.ip_address(self.host.partition("%")[0])
-        except ValueError:
+            return parse_ip(self.host) is not None
+        except TargetError:
             return False
-        return True
 
 
 def parse_target(text: str) -> FirewallTarget:
@@ -204,6 +209,12 @@ class FirewallScraper:
             tls = self._tls_context(module) if module.scheme == "https" else None
         except ProbeError as exc:
             return False, str(exc)
+        try:
+            address = parse_ip(job.target.address or job.target.host)
+            if address is not None:
+                interface_index(address)  # an unknown zone fails here, saying so
+        except ProbeError as exc:
+            return False, str(exc)
         headers = credential_headers(auth)
         endpoints = vendor.endpoints(module)
         deadline = job.deadline - RENDER_RESERVE_SECONDS
@@ -260,7 +271,9 @@ class FirewallScraper:
         connect_to = target.address or target.host
         url = URL.build(
             scheme=module.scheme,
-            host=connect_to.partition("%")[0],
+            # A link-local address keeps its zone: fe80::1 is reached through the
+            # interface it names (ZonedHostRequest leaves it out of Host and SNI).
+            host=connect_to,
             port=port,
             path=endpoint.path,
             query=endpoint.query or None,

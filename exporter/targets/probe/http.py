@@ -2,6 +2,9 @@
 
 Targets are ``http://`` and ``https://`` URLs; anything else (``host``,
 ``host:port``, ``host/path``, ``[v6]:port``) is taken as ``http://`` + target.
+A link-local host keeps its zone, written ``[fe80::1%25eth0]`` (RFC 6874) or
+``[fe80::1%eth0]``; the request goes out on that interface, with the zone left
+out of the Host header and the TLS name.
 Each request resolves, connects and (for https) handshakes anew, so every one
 measures the whole path. A request counts as answered when a response came
 back; it passes when its status is valid (2xx unless ``valid_status_codes`` says
@@ -54,7 +57,10 @@ from exporter.clients.probe_net import (
     HttpRequest,
     TargetError,
     check_host,
+    interface_index,
+    parse_ip,
     tls_context,
+    without_zone_escape,
 )
 from exporter.common.models import SECRET_MASK, Regex
 from exporter.targets.allowlist import needs_allow_list
@@ -142,6 +148,8 @@ def target_url(target: str) -> URL:
         port = url.port
     except ValueError as exc:
         raise TargetError(f"target {target!r} is not a valid URL: {exc}") from None
+    # [fe80::1%25eth0] is how RFC 6874 writes a zone in a URL: read as fe80::1%eth0.
+    url = without_zone_escape(url)
     check_host(url.raw_host or "", target)
     if url.raw_path == "/" and not url.raw_query_string:
         url = url.with_path("/")  # spelled out: http://host/, not http://host
@@ -173,6 +181,9 @@ class HttpProber(BaseProber[HttpModule]):
         self, target: str, module: HttpModule, deadline: float, metrics: Metrics
     ) -> tuple[bool, str | None]:
         url = target_url(target)
+        address = parse_ip(url.host or "")
+        if address is not None:
+            interface_index(address)  # an unknown zone fails here, saying so
         request = HttpRequest(
             url=url,
             method=module.method,

@@ -1,9 +1,9 @@
 """The ``icmp`` prober: several echo requests to one host, for loss, latency and jitter.
 
 Targets are ``host``, an IPv4 address, or an IPv6 address with or without
-brackets; a port is an error. Requests go out ``interval_seconds`` apart
-without waiting for replies, as ping sends them, and each has
-``timeout_seconds`` to be answered.
+brackets, a link-local one with its zone (``fe80::1%eth0``); a port is an
+error. Requests go out ``interval_seconds`` apart without waiting for
+replies, as ping sends them, and each has ``timeout_seconds`` to be answered.
 
 Sample exposition, besides the families every probe has (see
 ``exporter.targets.probe.base``)::

@@ -4,7 +4,9 @@ A connect's round trip is the TCP handshake alone (one network round trip plus
 the peer's accept), so ``scout_probe_rtt_*`` compare with ICMP's; the TLS
 handshake, when ``tls`` is on, is reported apart. Connects are made one after
 another, ``interval_seconds`` apart, each closed at once; an attempt counts as
-answered only if its TLS handshake (when asked for) succeeded too.
+answered only if its TLS handshake (when asked for) succeeded too. A
+link-local target keeps its zone (``[fe80::1%eth0]:443``); TLS checks the
+certificate against the address without it.
 
 Sample exposition, besides the families every probe has (see
 ``exporter.targets.probe.base``)::
@@ -92,7 +94,9 @@ class TcpProber(BaseProber[TcpModule]):
         context = None
         if module.tls:
             context = tls_context(not module.tls_insecure_skip_verify, module.tls_ca_file)
-        server_name = module.tls_server_name or where.host if module.tls else None
+        # The certificate names fe80::1, never fe80::1%eth0: the zone is this host's own.
+        checked_name = where.host.partition("%")[0] if resolved.address.version == 6 else where.host
+        server_name = module.tls_server_name or checked_name if module.tls else None
 
         async def connect() -> Dialed:
             return await self.dialer.dial(resolved.address, port, context, server_name)

@@ -8,10 +8,10 @@ built in like the modules, so no config file is needed. The generic handler
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 
+from exporter.clients.probe_net import TargetError, parse_ip
 from exporter.config import SnmpAuth
 from exporter.errors import BadRequestError
 from exporter.targets.kind import IPAddress, preferred_address
@@ -54,12 +54,15 @@ def parse_target(text: str) -> Target:
     if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise BadRequestError(f"invalid port in target {text!r}")
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+        # A link-local address keeps its zone (fe80::1%eth0), checked to name an interface.
+        address = parse_ip(host)
+    except TargetError as exc:
+        raise BadRequestError(f"invalid target {text!r}: {exc}") from None
+    if address is None:
         if ":" in host:
-            raise BadRequestError(f"invalid target {text!r}: not an IPv6 address") from None
+            raise BadRequestError(f"invalid target {text!r}: not an IPv6 address")
         if not _HOST_NAME.fullmatch(host):
-            raise BadRequestError(f"invalid target {text!r}: expected host or host:port") from None
+            raise BadRequestError(f"invalid target {text!r}: expected host or host:port")
         return Target(host, int(port))
     return Target(str(address), int(port))
 

@@ -15,6 +15,10 @@ and loss the test sets, on addresses only the test uses:
   there and the responder answers each request after the delay, or drops it.
   The responder also reports what it did to each packet, so tests can compare
   what the prober measured with what was done, packet by packet.
+- ``link_local_netns``: a namespace across a veth pair with IPv6 link-local
+  addresses only, reached from here as ``fe80::5c:2%<interface>``, with HTTP,
+  HTTPS and fake FortiGate servers and snmpd bound to the far end's zoned
+  address: the real path of a zoned target, for every kind.
 - ``isolated_netns``: a namespace with loopback only, whose
   ``net.ipv4.ping_group_range`` a test may set without touching the host's. A
   prober that must run inside it runs as a child (``ip netns exec``), since a
@@ -347,6 +351,182 @@ def icmp_probe_main(argv: list[str]) -> None:
         return {"success": result.success, "error": result.error, **values_of(result.families)}
 
     print(json.dumps(asyncio.run(probe())))
+
+
+# --- a link-local link: zoned addresses, with servers and an SNMP agent on the far side ---
+
+
+LINK_LOCAL_HERE = "fe80::5c:1"
+LINK_LOCAL_THERE = "fe80::5c:2"
+SNMP_PORT = 16161  # the namespace is the test's own: every port there is free
+
+
+@dataclass
+class LinkLocal:
+    """A veth pair with IPv6 link-local addresses only, and peers on its far end.
+
+    ``zoned`` is the far end as this namespace must write it (the address and
+    this end's interface); ``ports`` the peer's listeners on it: ``echo``
+    (HTTP, answering with the Host header it got, or redirecting ``/redirect?to=``
+    there), ``tls`` (the same over TLS,
+    with a certificate for the address, trusted by ``ca_file``) and
+    ``fortigate`` (a fake FortiGate API). snmpd answers on ``SNMP_PORT``.
+    """
+
+    netns: Netns
+    ports: dict[str, int]
+    ca_file: Path
+
+    @property
+    def zoned(self) -> str:
+        return f"{LINK_LOCAL_THERE}%{self.netns.host_if}"
+
+
+def _enable_ipv6(netns: Netns) -> None:
+    for where, interface in ((None, netns.host_if), (netns, netns.ns_if)):
+        setting = f"net.ipv6.conf.{interface}.disable_ipv6"
+        if where is None:
+            if not Path(f"/proc/sys/net/ipv6/conf/{interface}").exists():
+                pytest.skip("this kernel has no IPv6")
+            _run("sysctl", "-q", "-w", f"{setting}=0")
+        else:
+            where.sysctl(setting, "0")
+
+
+def _read_ready(process: subprocess.Popen[str], timeout: float) -> str:
+    """The first line the child prints, or the reason it printed none."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline() if readable else ""
+    if not line:
+        process.kill()
+        _, error = process.communicate(timeout=10)
+        raise RuntimeError(f"the link-local peer did not start:\n{error}")
+    return line
+
+
+def _snmpd_ready(zoned: str, deadline: float) -> None:
+    target = f"udp6:[{zoned}]:{SNMP_PORT}"
+    while time.monotonic() < deadline:
+        answered = _run("snmpget", "-v2c", "-c", "public", "-t", "0.5", "-r", "0", target,
+                        "1.3.6.1.2.1.1.5.0", check=False)  # fmt: skip
+        if answered.returncode == 0:
+            return
+    raise RuntimeError(f"snmpd did not answer at {target}")
+
+
+@pytest.fixture(scope="module")
+def link_local_netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkLocal]:
+    """``fe80::5c:1`` here and ``fe80::5c:2`` in a namespace, on one veth pair, no other address.
+
+    The addresses are set with ``nodad`` (usable at once, no duplicate detection
+    to wait for); the peers bind the far one with its zone, as a link-local
+    server must.
+    """
+    _require_netns()
+    for tool in ("snmpd", "snmpget"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"the link-local tests need {tool} (net-snmp)")
+    tag = f"{os.getpid()}"
+    netns = _create(f"scoutzone-{tag}")
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        netns.host_if, netns.ns_if = f"szh{tag}"[-15:], f"szn{tag}"[-15:]
+        netns.host_ip, netns.ns_ip = LINK_LOCAL_HERE, LINK_LOCAL_THERE
+        _run(
+            "ip", "link", "add", netns.host_if, "type", "veth",
+            "peer", "name", netns.ns_if, "netns", netns.name,
+        )  # fmt: skip
+        _enable_ipv6(netns)
+        _run("ip", "addr", "add", f"{LINK_LOCAL_HERE}/64", "dev", netns.host_if, "nodad")
+        _run("ip", "link", "set", netns.host_if, "up")
+        netns.exec("ip", "addr", "add", f"{LINK_LOCAL_THERE}/64", "dev", netns.ns_if, "nodad")
+        netns.exec("ip", "link", "set", netns.ns_if, "up")
+
+        tmp = tmp_path_factory.mktemp("link-local")
+        leaf = issue(LINK_LOCAL_THERE, LEAF_NOT_AFTER, sans=(LINK_LOCAL_THERE,))
+        cert = _write(tmp / "tls", [leaf], leaf)
+        there = f"{LINK_LOCAL_THERE}%{netns.ns_if}"
+        code = (
+            f"import sys; from {__name__} import link_local_peer_main; "
+            "link_local_peer_main(sys.argv[1:])"
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        peer = subprocess.Popen(
+            ["ip", "netns", "exec", netns.name, sys.executable, "-c", code,
+             there, str(cert.cert_file), str(cert.key_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+        )  # fmt: skip
+        processes.append(peer)
+        ports = json.loads(_read_ready(peer, 30))
+
+        conf = tmp / "snmpd.conf"
+        conf.write_text(
+            f"[snmp] persistentDir {tmp / 'snmpd'}\n"
+            f"agentAddress udp6:[{there}]:{SNMP_PORT}\n"
+            "sysName scout-link-local\n"
+            "rocommunity6 public default\n"
+        )
+        snmpd = subprocess.Popen(
+            ["ip", "netns", "exec", netns.name, "snmpd", "-f", "-Lf", str(tmp / "snmpd.log"),
+             "-C", "-c", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        processes.append(snmpd)
+        link = LinkLocal(netns, ports, cert.ca_file)
+        _snmpd_ready(link.zoned, time.monotonic() + 20)
+        yield link
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:  # communicate, not wait: it also closes the pipes
+                process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+        _delete(netns)
+
+
+def link_local_peer_main(argv: list[str]) -> None:
+    """Child side of ``link_local_netns``: the servers, bound to the zoned address given.
+
+    Prints the ports as JSON once every one listens, then serves until stopped.
+    """
+    from aiohttp import web
+
+    from tests.peers.firewall_api import FakeApi
+
+    there, cert_file, key_file = argv
+
+    async def echo(request: web.Request) -> web.Response:
+        if request.path == "/redirect":
+            raise web.HTTPFound(request.query["to"])
+        return web.json_response({"host": request.headers.get("Host"), "path": request.path})
+
+    async def serve() -> None:
+        echo_app = web.Application()
+        echo_app.router.add_get("/{path:.*}", echo)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        ports: dict[str, int] = {}
+        for name, app, tls in (
+            ("echo", echo_app, None),
+            ("tls", echo_app, context),
+            ("fortigate", FakeApi("fortigate").app, None),
+        ):
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, there, 0, ssl_context=tls)
+            await site.start()
+            server = site._server
+            assert server is not None
+            ports[name] = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(json.dumps(ports), flush=True)
+        await asyncio.Event().wait()
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    asyncio.run(serve())
 
 
 # --- impairment: netem, or an echo responder doing its work ------------------------
