@@ -241,3 +241,32 @@ def test_exporter_down_and_its_muting_name_every_job_scraped_through_the_exporte
     assert in_expr == {in_inhibition}
     pattern = re.compile(in_inhibition)
     assert {name for name in jobs if pattern.fullmatch(name)} == through
+
+
+def _seconds(duration: str) -> float:
+    """A Prometheus duration ("90s", "1m30s", "5m") in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def test_exporter_down_fires_before_the_first_device_target_down():
+    """ExporterDown must fire before any device TargetDown it mutes, or those page
+    first. After the exporter dies, a device job's ``up`` turns 0 at the latest one
+    scrape interval plus timeout later (a blackholed host), and the earliest at
+    once (connection refused): so the slowest job's interval plus timeout, plus a
+    rule evaluation, must fit in the gap between the two alerts' ``for``."""
+    config = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    defaults = config["global"]
+    alerts = {rule["alert"]: rule for rule in rules("alert")}
+    [expr] = [alerts["ExporterDown"]["expr"]]
+    [pattern] = set(re.findall(r'up\{job=~"([^"]+)"\}', expr))
+    slowest = max(
+        _seconds(job.get("scrape_interval", defaults["scrape_interval"]))
+        + _seconds(job.get("scrape_timeout", defaults["scrape_timeout"]))
+        for job in config["scrape_configs"]
+        if re.fullmatch(pattern, job["job_name"])
+    )
+    gap = _seconds(alerts["TargetDown"]["for"]) - _seconds(alerts["ExporterDown"]["for"])
+    assert slowest + _seconds(defaults["evaluation_interval"]) < gap

@@ -16,6 +16,9 @@ its failed sign-ins are counted under.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,6 +62,7 @@ UPSTREAM_CONNECT_TIMEOUT = 5.0
 # would hold one of this process's connections for good.
 UPSTREAM_READ_TIMEOUT = 120.0
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
+UPSTREAM_TIMEOUT = web.AppKey("upstream_read_timeout", float)
 MAIN_PROCESS_GONE = "the sidecar's main process did not answer; retry later"
 MAIN_PROCESS_STUCK = "the sidecar's main process did not answer in time; retry later"
 MALFORMED_TARGET = "malformed request target"
@@ -100,6 +104,7 @@ def upstream_session(
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
         ) as client:
             app[UPSTREAM] = client
+            app[UPSTREAM_TIMEOUT] = read_timeout
             yield
 
     return session
@@ -157,13 +162,23 @@ async def forward(request: web.Request) -> web.StreamResponse:
     client = request.app[UPSTREAM]
     response: web.StreamResponse | None = None
     try:
-        async with client.request(
-            request.method,
-            url,
-            headers=_forwarded_headers(request),
-            data=body,
-            allow_redirects=False,
-        ) as upstream:
+        async with contextlib.AsyncExitStack() as stack:
+            # sock_read starts only once the body is written: a main process
+            # that accepts but never reads would hold a large body's write, and
+            # this request, for ever. So sending and the answer's head are
+            # bounded as a whole; sock_read bounds each pause of the body after.
+            async with asyncio.timeout(request.app[UPSTREAM_TIMEOUT]):
+                upstream = await stack.enter_async_context(
+                    client.request(
+                        request.method,
+                        url,
+                        headers=_forwarded_headers(request),
+                        # In chunks: raw bytes past 1 MiB would hold the loop (and
+                        # aiohttp warns).
+                        data=None if body is None else io.BytesIO(body),
+                        allow_redirects=False,
+                    )
+                )
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             dropped = _connection_options(upstream.headers) | (_HOP_BY_HOP - {"content-length"})
             for name, value in upstream.headers.items():
@@ -184,7 +199,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
             if request.transport is not None:
                 request.transport.abort()
             return response
-        if isinstance(exc, aiohttp.ServerTimeoutError):
+        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
             log.warning("main process silent too long; answering 504")
             return web.json_response({"error": MAIN_PROCESS_STUCK}, status=504)
         log.warning("main process unreachable; answering 503", extra={"error": str(exc)[:200]})

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ class Seen:
     remotes: list[str | None]
     headers: list[dict[str, str]]
     bodies: list[bytes]
+    # /stuck answers once this is set: a main process held up until then.
+    unstuck: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def main_app(seen: Seen) -> web.Application:
@@ -73,7 +76,7 @@ def main_app(seen: Seen) -> web.Application:
         return response
 
     async def stuck(_: web.Request) -> web.Response:
-        await asyncio.sleep(3)  # a main process held up, far past the test's read timeout
+        await seen.unstuck.wait()
         return web.Response(text="late")
 
     app = web.Application(middlewares=[believe_intake_peer])
@@ -220,15 +223,41 @@ async def test_the_main_process_gone_is_a_503(main_process, intake):
 
 
 async def test_a_main_process_silent_too_long_is_a_504(tmp_path, main_process):
-    async with (
-        serving_intake(tmp_path, main_process[1], read_timeout=0.3) as intake,
-        aiohttp.ClientSession() as client,
-    ):
-        async with client.get(f"{intake}/stuck") as reply:
+    seen, path, _ = main_process
+    try:
+        async with (
+            serving_intake(tmp_path, path, read_timeout=1.0) as intake,
+            aiohttp.ClientSession() as client,
+        ):
+            async with client.get(f"{intake}/stuck") as reply:
+                assert reply.status == 504
+                assert await reply.json() == {"error": MAIN_PROCESS_STUCK}
+            seen.unstuck.set()
+            async with client.get(f"{intake}/stuck") as reply:  # and the next one is served
+                assert reply.status == 200
+                assert await reply.text() == "late"
+    finally:
+        seen.unstuck.set()
+
+
+async def test_a_main_process_that_never_reads_a_large_body_is_a_504(tmp_path):
+    # The main process accepts the connection but its loop is held up: nothing
+    # reads what the intake process sends. A body larger than the socket's
+    # buffers stops the intake process's write, before any answer could time out.
+    path = tmp_path / "main.sock"
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deaf.bind(str(path))
+    deaf.listen(16)
+    try:
+        async with (
+            serving_intake(tmp_path, path, read_timeout=1.0) as intake,
+            aiohttp.ClientSession() as client,
+            client.post(f"{intake}/echo", data=io.BytesIO(b"x" * 900_000)) as reply,
+        ):
             assert reply.status == 504
             assert await reply.json() == {"error": MAIN_PROCESS_STUCK}
-        async with client.get(f"{intake}/compressed") as reply:  # and the next one is served
-            assert reply.status == 200
+    finally:
+        deaf.close()
 
 
 async def test_the_webhook_is_served_here_and_stored(tmp_path, main_process, intake):
