@@ -36,10 +36,10 @@ The rules, in brief (docs/correlation.md has them in full):
   leaf behind its device (:func:`_pairing`); a public address nothing places
   sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
   a cause absorbs resolved incidents whose root it explains within the causal
-  window; learned co-firing partners (:mod:`ai_sidecar.correlate.cofiring`)
-  join (one incident, not across branches the graph separates: :func:`_apart`),
-  and the one that fires first explains the other after the graph's
-  explanations.
+  window, below its element or on it; learned co-firing partners
+  (:mod:`ai_sidecar.correlate.cofiring`) join (one incident, not across
+  branches the graph separates: :func:`_apart`), and the one that fires first
+  explains the other after the graph's explanations.
 - **Group key.** The values of the first ``group_by`` label set whose labels
   are all present (non-empty) on the alert; the alertname if none is. Used to
   join only when the graph connects nothing: without a graph always, with one
@@ -1171,7 +1171,8 @@ class Correlator:
         travels down to the alert (it explains the alert); a member downstream
         the alert explains; or, for symptoms seen from outside, a symptom behind
         the same device. Second: resolved incidents whose root cause the alert
-        explains and started within ``causal_window`` of it, for absorbing.
+        explains (below its element, or on it on a higher layer) and started
+        within ``causal_window`` of it, for absorbing.
         """
         node = placement.node
         start = alert.starts_at
@@ -1261,6 +1262,23 @@ class Correlator:
                     and self._effect_of(members[root], start)
                 ):
                     late.append(tracked)
+        if not self._topology.empty:
+            # ... and whose root cause is on the alert's own element, on a layer it
+            # explains: a switch's outage delivered after the service alert on
+            # it came and went (group_wait, a longer for:), its startsAt first.
+            taken = {tracked.incident.id for tracked in late}
+            for candidate in shared_at.get(node, {}):
+                tracked = self._tracked.get(candidate)
+                if tracked is None or candidate in taken or tracked.incident.status != "resolved":
+                    continue
+                root = tracked.incident.root_cause
+                if (
+                    root is not None
+                    and root in tracked.at.get(node, _NO_STRENGTHS)
+                    and self._effect_on_element(tracked, root, placement.transit, layer, kind)
+                    and self._effect_of(tracked.incident.members[root], start)
+                ):
+                    late.append(tracked)
         if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
                 if layer in _OUTAGE_LAYERS and self._answers(parent, start):
@@ -1312,11 +1330,24 @@ class Correlator:
                         return True
             elif other_rank > rank:
                 for fp in fps:
-                    effect = _explains(layer, transit, USES, other)
-                    effect = effect and _carries(kind, tracked.kinds[fp], other)
-                    if effect and self._effect_of(members[fp], start):
+                    if self._effect_on_element(
+                        tracked, fp, transit, layer, kind
+                    ) and self._effect_of(members[fp], start):
                         return True
         return False
+
+    @staticmethod
+    def _effect_on_element(
+        tracked: _Tracked, fp: str, transit: bool, layer: Layer, kind: int
+    ) -> bool:
+        """Whether an alert of ``layer`` and ``kind`` explains member ``fp`` on its own
+        element: a higher layer whose failure its own failure accounts for."""
+        other = tracked.layers[fp]
+        return (
+            _LAYER_INDEX[other] > _LAYER_INDEX[layer]
+            and _explains(layer, transit, USES, other)
+            and _carries(kind, tracked.kinds[fp], other)
+        )
 
     def _reporter(self, member: Member) -> str | None:
         """The device that reported a port alert: the target polled (memoised per instance)."""

@@ -720,6 +720,70 @@ def test_a_cause_arriving_after_its_effect_resolved_takes_it_within_the_causal_w
     )
 
 
+def test_a_cause_on_the_effects_own_element_arriving_after_it_resolved_takes_it():
+    # Alertmanager's group_wait, or a rule with a longer for:, delivers the
+    # switch's own failure after the alert on it that it explains came and
+    # went; the cause's startsAt, near the effect's, says they are one failure.
+    switch = {"job": "snmp", "instance": "sw-dist-3.corp.example"}
+    pairs = [
+        ("SnmpCollectionFailed", "DeviceDown"),  # service, explained by the device
+        ("HighCpuLoad", "DeviceDown"),  # host, explained by the device
+        ("SnmpCollectionFailed", "PsuFailed"),  # service, explained by the host
+    ]
+    for (effect_name, cause_name), cause_at, text in itertools.product(
+        pairs, (-30, 0, 90, 14 * 60), ("{}", "correlation: {resolve: root_cause}")
+    ):
+        effect = at(effect_name, 0, **switch)
+        cause = at(cause_name, cause_at, **switch)
+        changes = fold(correlator(text=text), [effect, resolved(effect, 120), cause])
+        assert changes[1].kind == "resolved"
+        assert [gone.id for gone in changes[2].absorbed] == [changes[0].incident.id], (
+            effect_name,
+            cause_name,
+            cause_at,
+        )
+        [incident] = final(changes).values()
+        assert incident.status == "open"
+        assert set(incident.members) == {effect.fingerprint, cause.fingerprint}
+        assert incident.root_cause == cause.fingerprint
+    # With an effect below the switch still firing in an incident of its own,
+    # the late cause joins that one and takes the resolved one as well.
+    service = at("SnmpCollectionFailed", 0, **switch)
+    behind = at("ProbeTargetUnreachable", 30, job="probe_icmp", instance="ap-7", layer="device")
+    cause = at("DeviceDown", -30, **switch)
+    changes = fold(correlator(), [service, behind, resolved(service, 120), cause])
+    assert changes[1].incident.id != changes[0].incident.id
+    assert changes[3].kind == "joined"
+    assert [gone.id for gone in changes[3].absorbed] == [changes[0].incident.id]
+    [incident] = final(changes).values()
+    assert len(incident.members) == 3
+    assert incident.root_cause == cause.fingerprint
+
+
+def test_a_late_alert_on_the_same_element_takes_a_resolved_incident_only_if_it_explains_it():
+    switch = {"job": "snmp", "instance": "sw-dist-3.corp.example"}
+
+    def incidents(
+        effect: Alert, cause: Alert, graph: TopologySnapshot | None = None
+    ) -> dict[str, Incident]:
+        c = Correlator(CorrelationConfig(), graph or campus())
+        return final(fold(c, [effect, resolved(effect, 120), cause]))
+
+    device = at("DeviceDown", 0, **switch)
+    service = at("SnmpCollectionFailed", 0, **switch)
+    # A higher layer explains nothing below it ...
+    assert len(incidents(device, at("SnmpCollectionFailed", -30, **switch))) == 2
+    # ... one layer does not explain itself ...
+    cpu = at("HighCpuLoad", 0, **switch)
+    assert len(incidents(cpu, at("HighMemoryUsage", -30, **switch))) == 2
+    # ... degradation measured to the switch's own address explains no service on it ...
+    assert len(incidents(service, at("ProbeLossHigh", -30, **switch))) == 2
+    # ... past the causal window it is another story ...
+    assert len(incidents(service, at("DeviceDown", 16 * 60, **switch))) == 2
+    # ... and without a graph correlation is today's: a resolved incident takes nothing.
+    assert len(incidents(service, at("DeviceDown", -30, **switch), TopologySnapshot())) == 2
+
+
 def _demo_alerts() -> list[Alert]:
     """`make demo`'s storm as the sidecar receives it, in the order posted."""
     from scripts.demo_storm import storm as demo_storm
