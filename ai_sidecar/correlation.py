@@ -1226,10 +1226,6 @@ class Correlator:
                         for fp in causes
                     )
                     found[candidate] = found.get(candidate, False) or pulls
-        # Resolved incidents whose root cause this alert explains, near its start:
-        # effects that were over before their cause fired (a probe failing
-        # briefly before the saturation alert's longer for: has passed).
-        late: list[_Tracked] = []
         also = placement.also
         for candidate in self._below_either(node, also):
             tracked = self._tracked.get(candidate)
@@ -1255,30 +1251,10 @@ class Correlator:
                 members = tracked.incident.members
                 pulls = any(self._effect_of(members[fp], start) for fp in effects)
                 found[candidate] = found.get(candidate, False) or pulls
-                root = tracked.incident.root_cause
-                if (
-                    tracked.incident.status == "resolved"
-                    and root in effects
-                    and self._effect_of(members[root], start)
-                ):
-                    late.append(tracked)
-        if not self._topology.empty:
-            # ... and whose root cause is on the alert's own element, on a layer it
-            # explains: a switch's outage delivered after the service alert on
-            # it came and went (group_wait, a longer for:), its startsAt first.
-            taken = {tracked.incident.id for tracked in late}
-            for candidate in shared_at.get(node, {}):
-                tracked = self._tracked.get(candidate)
-                if tracked is None or candidate in taken or tracked.incident.status != "resolved":
-                    continue
-                root = tracked.incident.root_cause
-                if (
-                    root is not None
-                    and root in tracked.at.get(node, _NO_STRENGTHS)
-                    and self._effect_on_element(tracked, root, placement.transit, layer, kind)
-                    and self._effect_of(tracked.incident.members[root], start)
-                ):
-                    late.append(tracked)
+        # Resolved incidents whose root cause this alert explains, near its start:
+        # effects that were over before their cause fired (a probe failing
+        # briefly before the saturation alert's longer for: has passed).
+        late = self._roots_explained(placement, layer, kind, start, open_too=False)
         if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
                 if layer in _OUTAGE_LAYERS and self._answers(parent, start):
@@ -1347,6 +1323,73 @@ class Correlator:
             _LAYER_INDEX[other] > _LAYER_INDEX[layer]
             and _explains(layer, transit, USES, other)
             and _carries(kind, tracked.kinds[fp], other)
+        )
+
+    def _roots_explained(
+        self, placement: Placement, layer: Layer, kind: int, start: datetime, *, open_too: bool
+    ) -> list[_Tracked]:
+        """Resolved incidents (and with ``open_too`` open ones) whose root cause an
+        alert of ``layer`` and ``kind`` at ``placement``, starting at ``start``,
+        explains, and which started within ``causal_window`` of it: the incidents a
+        cause that reached the sidecar after its effects takes, whatever its
+        startsAt says of the order they failed in.
+
+        The root may sit below the alert's element (behind some port of its
+        device, for a port no neighbour row places) or on the element itself,
+        on a higher layer (a switch's outage delivered after the service alert
+        on it came and went: group_wait, a longer ``for:``). Without a graph
+        the element itself is not looked at: correlation is then today's.
+        """
+        node, also = placement.node, placement.also
+        if node is None:
+            return []
+        candidates = dict.fromkeys(self._below_either(node, also))
+        if not self._topology.empty:
+            candidates.update(self._at.get(node, {}))
+        found = []
+        for candidate in candidates:
+            tracked = self._tracked.get(candidate)
+            if tracked is None or (tracked.incident.status == "open" and not open_too):
+                continue
+            root = tracked.incident.root_cause
+            if (
+                root is not None
+                and root in tracked.layers
+                and self._explains_root(tracked, root, placement, layer, kind)
+                and self._effect_of(tracked.incident.members[root], start)
+            ):
+                found.append(tracked)
+        return found
+
+    def _explains_root(
+        self, tracked: _Tracked, root: str, placement: Placement, layer: Layer, kind: int
+    ) -> bool:
+        """Whether an alert at ``placement`` explains member ``root`` of ``tracked``
+        (the same rules as its joins: :meth:`_related`, :meth:`_same_element_pulls`)."""
+        node, also, transit = placement.node, placement.also, placement.transit
+        effect, effect_kind = tracked.layers[root], tracked.kinds[root]
+        if node is None:
+            return False
+        strength = tracked.below.get(node, _NO_STRENGTHS).get(root)
+        if (
+            strength is not None
+            and _explains(layer, transit, strength, effect)
+            and _carries(kind, effect_kind, effect)
+        ):
+            return True
+        if also is not None and not _paired(tracked):
+            strength = tracked.below.get(also, _NO_STRENGTHS).get(root)
+            if (
+                strength is not None
+                and _unknown_port_explains(layer, effect)
+                and _explains(layer, transit, strength, effect)
+                and _carries(kind, effect_kind, effect)
+            ):
+                return True
+        return (
+            not self._topology.empty
+            and root in tracked.at.get(node, _NO_STRENGTHS)
+            and self._effect_on_element(tracked, root, transit, layer, kind)
         )
 
     def _reporter(self, member: Member) -> str | None:
