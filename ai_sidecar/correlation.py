@@ -55,8 +55,10 @@ The rules, in brief (docs/correlation.md has them in full):
   duplicate: ``Member.duplicates`` grows, nothing else changes and the
   incident's ``version`` stays the same.
 - **Flapping.** A re-fire within ``flap_window`` of the member's resolve is the
-  same member: ``flap_count`` grows, and a resolved incident reopens. Later,
-  it is a new episode and is placed like a new alert.
+  same member: ``flap_count`` grows, a resolved incident reopens, and a firing
+  flap takes the incidents whose root its new episode explains, as a late
+  cause does (:meth:`Correlator._take_explained`). Later, it is a new episode
+  and is placed like a new alert.
 - **Resolution.** ``all_members``: when no member fires. ``root_cause``: when
   the root-cause member resolves; the root cause is then kept as it was.
 - **Root cause.** The first member by: explains the most other members (they
@@ -828,7 +830,44 @@ class Correlator:
             generator_url=alert.generator_url or member.generator_url,
             flap_count=member.flap_count + 1,
         )
-        return self._member_changed(tracked, flapped, event, flapped=True)
+        change = self._member_changed(tracked, flapped, event, flapped=True)
+        if alert.status == "firing":
+            change = self._take_explained(tracked, change, flapped)
+        return change
+
+    def _take_explained(self, tracked: _Tracked, change: Change, member: Member) -> Change:
+        """A member firing again takes the incidents whose root cause its new episode
+        explains (:meth:`_roots_explained`), open or resolved.
+
+        A new alert joins its effects' incidents or absorbs them; a flap stays
+        in its own incident, which must then take them the same way: a switch
+        that went down again, delivered after the alerts it causes had started
+        incidents of their own (or come and gone), is still their root cause.
+        """
+        fp = member.fingerprint
+        found = self._roots_explained(
+            tracked.placements[fp],
+            tracked.layers[fp],
+            tracked.kinds[fp],
+            member.starts_at,
+            open_too=True,
+        )
+        absorbed = [
+            self._absorb(tracked, other, member.starts_at)
+            for other in found
+            if other is not tracked and self._fits(tracked, other)
+        ]
+        if not absorbed:
+            return change
+        before = tracked.incident
+        incident = _incident_with(
+            before,
+            members=tracked.log.view(),
+            created_at=min(before.created_at, *(gone.created_at for gone in absorbed)),
+            updated_at=max(before.updated_at, *(gone.updated_at for gone in absorbed)),
+        )
+        tracked.incident = self._with_root_cause(tracked, incident)
+        return Change(tracked.incident, change.kind, tuple(absorbed))
 
     def _duplicate(self, tracked: _Tracked, member: Member) -> Change:
         # Bookkeeping only: version and updated_at stay, so no re-analysis follows.
@@ -1128,8 +1167,16 @@ class Correlator:
         return found
 
     def _fits(self, tracked: _Tracked, other: _Tracked) -> bool:
+        """Whether ``tracked`` may absorb ``other``: the span stays within ``max_span``,
+        and ``other`` holds no alert's current episode while ``tracked`` holds an
+        older one of it (an incident keeps one member per fingerprint: the newer
+        episode would be dropped, and the alert's next delivery would look for
+        an incident that is gone)."""
         start = min(tracked.span_start, other.span_start)
-        return max(tracked.span_end, other.span_end) - start <= self._config.max_span
+        if max(tracked.span_end, other.span_end) - start > self._config.max_span:
+            return False
+        gone, owners = other.incident.id, self._by_fingerprint
+        return not any(fp in tracked.layers and owners.get(fp) == gone for fp in other.layers)
 
     def _absorb(self, tracked: _Tracked, other: _Tracked, event: datetime) -> Incident:
         """Move ``other``'s members into ``tracked`` (its log, for its next value).

@@ -38,7 +38,7 @@ from ai_sidecar.promql import Sample, UnavailableError
 from ai_sidecar.store import SqliteStore
 from ai_sidecar.worker import Worker
 from tests.ai_sidecar.builders import OfflineContext, alert
-from tests.ai_sidecar.replay import NOW, T0, fold, make, resolved
+from tests.ai_sidecar.replay import NOW, T0, fold, make, refired, resolved
 
 POLLS = re.compile("snmp|probe_.*")
 EXPORTER = "scout-1.corp.example:8781"
@@ -758,6 +758,56 @@ def test_a_cause_on_the_effects_own_element_arriving_after_it_resolved_takes_it(
     [incident] = final(changes).values()
     assert len(incident.members) == 3
     assert incident.root_cause == cause.fingerprint
+
+
+def test_a_cause_firing_again_late_takes_the_effects_that_started_incidents_of_their_own():
+    # The switch went down and came back ten minutes earlier; it goes down
+    # again, and its new episode reaches the sidecar after effects on it and
+    # behind it: a flap of its old incident, which takes them, open or over.
+    switch = {"job": "snmp", "instance": "sw-dist-3.corp.example"}
+    device = at("DeviceDown", -600, **switch)
+    effects = [
+        at("SnmpCollectionFailed", 0, **switch),
+        at("ProbeTargetUnreachable", 0, job="probe_icmp", instance="ap-7", layer="device"),
+    ]
+    for effect, over in itertools.product(effects, (True, False)):
+        first = fold(correlator(), [device, resolved(device, -480), effect])
+        assert first[2].incident.id != first[0].incident.id
+        c = correlator()
+        changes = fold(
+            c,
+            [device, resolved(device, -480), effect]
+            + ([resolved(effect, 120)] if over else [])
+            + [refired(device, -30)],
+        )
+        assert (changes[-1].kind, changes[-1].incident.id) == ("reopened", changes[0].incident.id)
+        assert [gone.id for gone in changes[-1].absorbed] == [changes[2].incident.id]
+        [incident] = final(changes).values()
+        assert set(incident.members) == {device.fingerprint, effect.fingerprint}
+        assert incident.root_cause == device.fingerprint
+        assert c.incident(changes[2].incident.id) is None
+    # A flap that explains nothing there, or too long after, takes nothing.
+    cpu = at("HighCpuLoad", -600, **switch)
+    changes = fold(correlator(), [cpu, resolved(cpu, -480), effects[1], refired(cpu, -30)])
+    assert changes[-1].absorbed == ()
+    late = at("DeviceDown", 1000, **switch)
+    changes = fold(
+        correlator(),
+        [effects[0], resolved(effects[0], 60), late, resolved(late, 1100), refired(late, 1200)],
+    )
+    assert (changes[-1].kind, changes[-1].absorbed) == ("reopened", ())
+    # An incident holding a newer episode of an alert the flapping one holds
+    # an older one of stays apart: one member per alert, and the alert's next
+    # delivery must find the incident that holds its episode.
+    down, ap = at("DeviceDown", 0, **switch), effects[1]
+    c = correlator()
+    episodes = [ap, resolved(ap, 60), refired(ap, 17 * 60)]
+    changes = fold(c, [down, *episodes, resolved(down, 20 * 60), refired(down, 25 * 60)])
+    assert changes[1].incident.id == changes[0].incident.id
+    assert changes[3].incident.id != changes[0].incident.id
+    assert (changes[-1].kind, changes[-1].absorbed) == ("reopened", ())
+    again = fold(c, [resolved(episodes[-1], 26 * 60), refired(ap, 27 * 60)])
+    assert [change.incident.id for change in again] == [changes[3].incident.id] * 2
 
 
 def test_a_late_alert_on_the_same_element_takes_a_resolved_incident_only_if_it_explains_it():
