@@ -36,10 +36,10 @@ The rules, in brief (docs/correlation.md has them in full):
   leaf behind its device (:func:`_pairing`); a public address nothing places
   sits behind the configured ways out (:mod:`ai_sidecar.correlate.outside`);
   a cause absorbs resolved incidents whose root it explains within the causal
-  window; learned co-firing partners (:mod:`ai_sidecar.correlate.cofiring`)
-  join (one incident, not across branches the graph separates: :func:`_apart`),
-  and the one that fires first explains the other after the graph's
-  explanations.
+  window, below its element or on it; learned co-firing partners
+  (:mod:`ai_sidecar.correlate.cofiring`) join (one incident, not across
+  branches the graph separates: :func:`_apart`), and the one that fires first
+  explains the other after the graph's explanations.
 - **Group key.** The values of the first ``group_by`` label set whose labels
   are all present (non-empty) on the alert; the alertname if none is. Used to
   join only when the graph connects nothing: without a graph always, with one
@@ -55,8 +55,10 @@ The rules, in brief (docs/correlation.md has them in full):
   duplicate: ``Member.duplicates`` grows, nothing else changes and the
   incident's ``version`` stays the same.
 - **Flapping.** A re-fire within ``flap_window`` of the member's resolve is the
-  same member: ``flap_count`` grows, and a resolved incident reopens. Later,
-  it is a new episode and is placed like a new alert.
+  same member: ``flap_count`` grows, a resolved incident reopens, and a firing
+  flap takes the incidents whose root its new episode explains, as a late
+  cause does (:meth:`Correlator._take_explained`). Later, it is a new episode
+  and is placed like a new alert.
 - **Resolution.** ``all_members``: when no member fires. ``root_cause``: when
   the root-cause member resolves; the root cause is then kept as it was.
 - **Root cause.** The first member by: explains the most other members (they
@@ -828,7 +830,44 @@ class Correlator:
             generator_url=alert.generator_url or member.generator_url,
             flap_count=member.flap_count + 1,
         )
-        return self._member_changed(tracked, flapped, event, flapped=True)
+        change = self._member_changed(tracked, flapped, event, flapped=True)
+        if alert.status == "firing":
+            change = self._take_explained(tracked, change, flapped)
+        return change
+
+    def _take_explained(self, tracked: _Tracked, change: Change, member: Member) -> Change:
+        """A member firing again takes the incidents whose root cause its new episode
+        explains (:meth:`_roots_explained`), open or resolved.
+
+        A new alert joins its effects' incidents or absorbs them; a flap stays
+        in its own incident, which must then take them the same way: a switch
+        that went down again, delivered after the alerts it causes had started
+        incidents of their own (or come and gone), is still their root cause.
+        """
+        fp = member.fingerprint
+        found = self._roots_explained(
+            tracked.placements[fp],
+            tracked.layers[fp],
+            tracked.kinds[fp],
+            member.starts_at,
+            open_too=True,
+        )
+        absorbed = [
+            self._absorb(tracked, other, member.starts_at)
+            for other in found
+            if other is not tracked and self._fits(tracked, other)
+        ]
+        if not absorbed:
+            return change
+        before = tracked.incident
+        incident = _incident_with(
+            before,
+            members=tracked.log.view(),
+            created_at=min(before.created_at, *(gone.created_at for gone in absorbed)),
+            updated_at=max(before.updated_at, *(gone.updated_at for gone in absorbed)),
+        )
+        tracked.incident = self._with_root_cause(tracked, incident)
+        return Change(tracked.incident, change.kind, tuple(absorbed))
 
     def _duplicate(self, tracked: _Tracked, member: Member) -> Change:
         # Bookkeeping only: version and updated_at stay, so no re-analysis follows.
@@ -1128,8 +1167,16 @@ class Correlator:
         return found
 
     def _fits(self, tracked: _Tracked, other: _Tracked) -> bool:
+        """Whether ``tracked`` may absorb ``other``: the span stays within ``max_span``,
+        and ``other`` holds no alert's current episode while ``tracked`` holds an
+        older one of it (an incident keeps one member per fingerprint: the newer
+        episode would be dropped, and the alert's next delivery would look for
+        an incident that is gone)."""
         start = min(tracked.span_start, other.span_start)
-        return max(tracked.span_end, other.span_end) - start <= self._config.max_span
+        if max(tracked.span_end, other.span_end) - start > self._config.max_span:
+            return False
+        gone, owners = other.incident.id, self._by_fingerprint
+        return not any(fp in tracked.layers and owners.get(fp) == gone for fp in other.layers)
 
     def _absorb(self, tracked: _Tracked, other: _Tracked, event: datetime) -> Incident:
         """Move ``other``'s members into ``tracked`` (its log, for its next value).
@@ -1171,7 +1218,8 @@ class Correlator:
         travels down to the alert (it explains the alert); a member downstream
         the alert explains; or, for symptoms seen from outside, a symptom behind
         the same device. Second: resolved incidents whose root cause the alert
-        explains and started within ``causal_window`` of it, for absorbing.
+        explains (below its element, or on it on a higher layer) and started
+        within ``causal_window`` of it, for absorbing.
         """
         node = placement.node
         start = alert.starts_at
@@ -1225,10 +1273,6 @@ class Correlator:
                         for fp in causes
                     )
                     found[candidate] = found.get(candidate, False) or pulls
-        # Resolved incidents whose root cause this alert explains, near its start:
-        # effects that were over before their cause fired (a probe failing
-        # briefly before the saturation alert's longer for: has passed).
-        late: list[_Tracked] = []
         also = placement.also
         for candidate in self._below_either(node, also):
             tracked = self._tracked.get(candidate)
@@ -1254,13 +1298,10 @@ class Correlator:
                 members = tracked.incident.members
                 pulls = any(self._effect_of(members[fp], start) for fp in effects)
                 found[candidate] = found.get(candidate, False) or pulls
-                root = tracked.incident.root_cause
-                if (
-                    tracked.incident.status == "resolved"
-                    and root in effects
-                    and self._effect_of(members[root], start)
-                ):
-                    late.append(tracked)
+        # Resolved incidents whose root cause this alert explains, near its start:
+        # effects that were over before their cause fired (a probe failing
+        # briefly before the saturation alert's longer for: has passed).
+        late = self._roots_explained(placement, layer, kind, start, open_too=False)
         if layer in _SYMPTOM_LAYERS and not _local(layer, node):
             for parent in placement.parents:
                 if layer in _OUTAGE_LAYERS and self._answers(parent, start):
@@ -1312,11 +1353,91 @@ class Correlator:
                         return True
             elif other_rank > rank:
                 for fp in fps:
-                    effect = _explains(layer, transit, USES, other)
-                    effect = effect and _carries(kind, tracked.kinds[fp], other)
-                    if effect and self._effect_of(members[fp], start):
+                    if self._effect_on_element(
+                        tracked, fp, transit, layer, kind
+                    ) and self._effect_of(members[fp], start):
                         return True
         return False
+
+    @staticmethod
+    def _effect_on_element(
+        tracked: _Tracked, fp: str, transit: bool, layer: Layer, kind: int
+    ) -> bool:
+        """Whether an alert of ``layer`` and ``kind`` explains member ``fp`` on its own
+        element: a higher layer whose failure its own failure accounts for."""
+        other = tracked.layers[fp]
+        return (
+            _LAYER_INDEX[other] > _LAYER_INDEX[layer]
+            and _explains(layer, transit, USES, other)
+            and _carries(kind, tracked.kinds[fp], other)
+        )
+
+    def _roots_explained(
+        self, placement: Placement, layer: Layer, kind: int, start: datetime, *, open_too: bool
+    ) -> list[_Tracked]:
+        """Resolved incidents (and with ``open_too`` open ones) whose root cause an
+        alert of ``layer`` and ``kind`` at ``placement``, starting at ``start``,
+        explains, and which started within ``causal_window`` of it: the incidents a
+        cause that reached the sidecar after its effects takes, whatever its
+        startsAt says of the order they failed in.
+
+        The root may sit below the alert's element (behind some port of its
+        device, for a port no neighbour row places) or on the element itself,
+        on a higher layer (a switch's outage delivered after the service alert
+        on it came and went: group_wait, a longer ``for:``). Without a graph
+        the element itself is not looked at: correlation is then today's.
+        """
+        node, also = placement.node, placement.also
+        if node is None:
+            return []
+        candidates = dict.fromkeys(self._below_either(node, also))
+        if not self._topology.empty:
+            candidates.update(self._at.get(node, {}))
+        found = []
+        for candidate in candidates:
+            tracked = self._tracked.get(candidate)
+            if tracked is None or (tracked.incident.status == "open" and not open_too):
+                continue
+            root = tracked.incident.root_cause
+            if (
+                root is not None
+                and root in tracked.layers
+                and self._explains_root(tracked, root, placement, layer, kind)
+                and self._effect_of(tracked.incident.members[root], start)
+            ):
+                found.append(tracked)
+        return found
+
+    def _explains_root(
+        self, tracked: _Tracked, root: str, placement: Placement, layer: Layer, kind: int
+    ) -> bool:
+        """Whether an alert at ``placement`` explains member ``root`` of ``tracked``
+        (the same rules as its joins: :meth:`_related`, :meth:`_same_element_pulls`)."""
+        node, also, transit = placement.node, placement.also, placement.transit
+        effect, effect_kind = tracked.layers[root], tracked.kinds[root]
+        if node is None:
+            return False
+        strength = tracked.below.get(node, _NO_STRENGTHS).get(root)
+        if (
+            strength is not None
+            and _explains(layer, transit, strength, effect)
+            and _carries(kind, effect_kind, effect)
+        ):
+            return True
+        if also is not None and not _paired(tracked):
+            strength = tracked.below.get(also, _NO_STRENGTHS).get(root)
+            if (
+                strength is not None
+                and _unknown_port_explains(layer, effect)
+                and _explains(layer, transit, strength, effect)
+                and _carries(kind, effect_kind, effect)
+            ):
+                return True
+        return (
+            not self._topology.empty
+            and root in tracked.at.get(node, _NO_STRENGTHS)
+            and self._effect_on_element(tracked, root, transit, layer, kind)
+        )
 
     def _reporter(self, member: Member) -> str | None:
         """The device that reported a port alert: the target polled (memoised per instance)."""

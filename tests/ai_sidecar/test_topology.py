@@ -38,7 +38,7 @@ from ai_sidecar.promql import Sample, UnavailableError
 from ai_sidecar.store import SqliteStore
 from ai_sidecar.worker import Worker
 from tests.ai_sidecar.builders import OfflineContext, alert
-from tests.ai_sidecar.replay import NOW, T0, fold, make, resolved
+from tests.ai_sidecar.replay import NOW, T0, fold, make, refired, resolved
 
 POLLS = re.compile("snmp|probe_.*")
 EXPORTER = "scout-1.corp.example:8781"
@@ -718,6 +718,120 @@ def test_a_cause_arriving_after_its_effect_resolved_takes_it_within_the_causal_w
         fold(Correlator(CorrelationConfig(), edge_estate()), [failed, over, later])[2].absorbed
         == ()
     )
+
+
+def test_a_cause_on_the_effects_own_element_arriving_after_it_resolved_takes_it():
+    # Alertmanager's group_wait, or a rule with a longer for:, delivers the
+    # switch's own failure after the alert on it that it explains came and
+    # went; the cause's startsAt, near the effect's, says they are one failure.
+    switch = {"job": "snmp", "instance": "sw-dist-3.corp.example"}
+    pairs = [
+        ("SnmpCollectionFailed", "DeviceDown"),  # service, explained by the device
+        ("HighCpuLoad", "DeviceDown"),  # host, explained by the device
+        ("SnmpCollectionFailed", "PsuFailed"),  # service, explained by the host
+    ]
+    for (effect_name, cause_name), cause_at, text in itertools.product(
+        pairs, (-30, 0, 90, 14 * 60), ("{}", "correlation: {resolve: root_cause}")
+    ):
+        effect = at(effect_name, 0, **switch)
+        cause = at(cause_name, cause_at, **switch)
+        changes = fold(correlator(text=text), [effect, resolved(effect, 120), cause])
+        assert changes[1].kind == "resolved"
+        assert [gone.id for gone in changes[2].absorbed] == [changes[0].incident.id], (
+            effect_name,
+            cause_name,
+            cause_at,
+        )
+        [incident] = final(changes).values()
+        assert incident.status == "open"
+        assert set(incident.members) == {effect.fingerprint, cause.fingerprint}
+        assert incident.root_cause == cause.fingerprint
+    # With an effect below the switch still firing in an incident of its own,
+    # the late cause joins that one and takes the resolved one as well.
+    service = at("SnmpCollectionFailed", 0, **switch)
+    behind = at("ProbeTargetUnreachable", 30, job="probe_icmp", instance="ap-7", layer="device")
+    cause = at("DeviceDown", -30, **switch)
+    changes = fold(correlator(), [service, behind, resolved(service, 120), cause])
+    assert changes[1].incident.id != changes[0].incident.id
+    assert changes[3].kind == "joined"
+    assert [gone.id for gone in changes[3].absorbed] == [changes[0].incident.id]
+    [incident] = final(changes).values()
+    assert len(incident.members) == 3
+    assert incident.root_cause == cause.fingerprint
+
+
+def test_a_cause_firing_again_late_takes_the_effects_that_started_incidents_of_their_own():
+    # The switch went down and came back ten minutes earlier; it goes down
+    # again, and its new episode reaches the sidecar after effects on it and
+    # behind it: a flap of its old incident, which takes them, open or over.
+    switch = {"job": "snmp", "instance": "sw-dist-3.corp.example"}
+    device = at("DeviceDown", -600, **switch)
+    effects = [
+        at("SnmpCollectionFailed", 0, **switch),
+        at("ProbeTargetUnreachable", 0, job="probe_icmp", instance="ap-7", layer="device"),
+    ]
+    for effect, over in itertools.product(effects, (True, False)):
+        first = fold(correlator(), [device, resolved(device, -480), effect])
+        assert first[2].incident.id != first[0].incident.id
+        c = correlator()
+        changes = fold(
+            c,
+            [device, resolved(device, -480), effect]
+            + ([resolved(effect, 120)] if over else [])
+            + [refired(device, -30)],
+        )
+        assert (changes[-1].kind, changes[-1].incident.id) == ("reopened", changes[0].incident.id)
+        assert [gone.id for gone in changes[-1].absorbed] == [changes[2].incident.id]
+        [incident] = final(changes).values()
+        assert set(incident.members) == {device.fingerprint, effect.fingerprint}
+        assert incident.root_cause == device.fingerprint
+        assert c.incident(changes[2].incident.id) is None
+    # A flap that explains nothing there, or too long after, takes nothing.
+    cpu = at("HighCpuLoad", -600, **switch)
+    changes = fold(correlator(), [cpu, resolved(cpu, -480), effects[1], refired(cpu, -30)])
+    assert changes[-1].absorbed == ()
+    late = at("DeviceDown", 1000, **switch)
+    changes = fold(
+        correlator(),
+        [effects[0], resolved(effects[0], 60), late, resolved(late, 1100), refired(late, 1200)],
+    )
+    assert (changes[-1].kind, changes[-1].absorbed) == ("reopened", ())
+    # An incident holding a newer episode of an alert the flapping one holds
+    # an older one of stays apart: one member per alert, and the alert's next
+    # delivery must find the incident that holds its episode.
+    down, ap = at("DeviceDown", 0, **switch), effects[1]
+    c = correlator()
+    episodes = [ap, resolved(ap, 60), refired(ap, 17 * 60)]
+    changes = fold(c, [down, *episodes, resolved(down, 20 * 60), refired(down, 25 * 60)])
+    assert changes[1].incident.id == changes[0].incident.id
+    assert changes[3].incident.id != changes[0].incident.id
+    assert (changes[-1].kind, changes[-1].absorbed) == ("reopened", ())
+    again = fold(c, [resolved(episodes[-1], 26 * 60), refired(ap, 27 * 60)])
+    assert [change.incident.id for change in again] == [changes[3].incident.id] * 2
+
+
+def test_a_late_alert_on_the_same_element_takes_a_resolved_incident_only_if_it_explains_it():
+    switch = {"job": "snmp", "instance": "sw-dist-3.corp.example"}
+
+    def incidents(
+        effect: Alert, cause: Alert, graph: TopologySnapshot | None = None
+    ) -> dict[str, Incident]:
+        c = Correlator(CorrelationConfig(), graph or campus())
+        return final(fold(c, [effect, resolved(effect, 120), cause]))
+
+    device = at("DeviceDown", 0, **switch)
+    service = at("SnmpCollectionFailed", 0, **switch)
+    # A higher layer explains nothing below it ...
+    assert len(incidents(device, at("SnmpCollectionFailed", -30, **switch))) == 2
+    # ... one layer does not explain itself ...
+    cpu = at("HighCpuLoad", 0, **switch)
+    assert len(incidents(cpu, at("HighMemoryUsage", -30, **switch))) == 2
+    # ... degradation measured to the switch's own address explains no service on it ...
+    assert len(incidents(service, at("ProbeLossHigh", -30, **switch))) == 2
+    # ... past the causal window it is another story ...
+    assert len(incidents(service, at("DeviceDown", 16 * 60, **switch))) == 2
+    # ... and without a graph correlation is today's: a resolved incident takes nothing.
+    assert len(incidents(service, at("DeviceDown", -30, **switch), TopologySnapshot())) == 2
 
 
 def _demo_alerts() -> list[Alert]:
