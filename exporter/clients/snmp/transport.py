@@ -9,6 +9,7 @@ Concurrent requests share the socket; each waits for its own answer.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import socket
@@ -232,6 +233,12 @@ class Transport:
             # Prefer IPv4, as net-snmp does: dual-stack devices often only listen there.
             infos.sort(key=lambda info: info[0] != socket.AF_INET)
             family, _, _, _, address = infos[0]
+            if family == socket.AF_INET6 and not address[3]:
+                try:
+                    # A name's link-local address comes without a zone: said as for a literal.
+                    interface_index(ipaddress.ip_address(str(address[0]).partition("%")[0]))
+                except ProbeError as exc:
+                    raise SnmpError(f"SNMP host {self.host!r} resolved to {exc}") from None
             # A socket of our own, connected before asyncio gets it: asyncio's
             # remote_addr takes only 2-tuples, and IPv6 addresses are 4-tuples.
             sock = socket.socket(family, socket.SOCK_DGRAM)
