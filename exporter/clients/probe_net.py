@@ -203,6 +203,27 @@ def interface_index(address: IPAddress) -> int:
         ) from None
 
 
+def reachable(addresses: Sequence[IPAddress]) -> list[IPAddress]:
+    """``addresses`` a name resolved to, less those that cannot be connected to.
+
+    The system resolver gives a name's link-local address no zone, and a
+    connect to it fails as "invalid argument": such an address is left out.
+    Raises ``ResolveError`` saying a zone is needed when none is left.
+    """
+    left = [a for a in addresses if not _lacks_zone(a)]
+    if addresses and not left:
+        interface_index(addresses[0])  # raises, saying a zone is needed
+    return left
+
+
+def _lacks_zone(address: IPAddress) -> bool:
+    return (
+        isinstance(address, ipaddress.IPv6Address)
+        and address.is_link_local
+        and not address.scope_id
+    )
+
+
 def pick_address(
     host: str, addresses: Sequence[IPAddress], preferred: IpProtocol, fallback: bool
 ) -> IPAddress:
@@ -255,9 +276,8 @@ class SystemResolver:
             interface_index(address)
             return Resolved(address, 0.0)
         started = time.perf_counter()
-        addresses = await lookup(host, deadline)
+        addresses = reachable(await lookup(host, deadline))
         chosen = pick_address(host, addresses, preferred, fallback)
-        interface_index(chosen)  # a name's link-local address comes without a zone
         return Resolved(chosen, time.perf_counter() - started)
 
 
@@ -514,10 +534,10 @@ class _PreferringResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         started = time.perf_counter()
         try:
-            addresses = await lookup(host)
+            # A name's link-local address comes without a zone: left out, as
+            # SystemResolver leaves it, and said to need one if it is all there is.
+            addresses = reachable(await lookup(host))
             chosen = pick_address(host, addresses, self._preferred, self._fallback)
-            # A name's link-local address comes without a zone: said as SystemResolver says it.
-            interface_index(chosen)
         except ResolveError as exc:
             # aiohttp reports an OSError from its resolver as a DNS failure.
             raise OSError(str(exc)) from None

@@ -8,6 +8,7 @@ link-local link is in ``probe/test_link_local.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
@@ -25,6 +26,7 @@ from exporter.clients.icmp import SocketPinger, _Exchange
 from exporter.clients.probe_net import (
     LinkLocalCheckingResolver,
     ResolveError,
+    SystemResolver,
     TargetError,
     ZonedHostRequest,
     _PreferringResolver,
@@ -633,8 +635,14 @@ async def test_a_firewall_name_with_a_link_local_address_says_so(monkeypatch):
 
 
 class LinkLocalDns:
+    """The SNMP transport's resolver, answering every name with ``addresses``."""
+
+    addresses: tuple[str, ...] = ("fe80::1",)
+
     async def getaddrinfo(self, host, port, **_kwargs):
-        return [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("fe80::1", port, 0, 0))]
+        return [
+            (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", (a, port, 0, 0)) for a in self.addresses
+        ]
 
 
 async def test_an_snmp_name_with_a_link_local_address_says_so(monkeypatch):
@@ -642,3 +650,36 @@ async def test_an_snmp_name_with_a_link_local_address_says_so(monkeypatch):
     async with SnmpSession("ll.example", 161, Credentials(2, community="public")) as session:
         with pytest.raises(SnmpError, match=LINK_LOCAL_SAID):
             await session.get([(1, 3, 6, 1, 2, 1, 1, 5, 0)])
+
+
+# --- a name with a link-local address and others is reached at the others ------------------
+
+
+async def resolves_to_both(_host: str, _deadline: float | None = None):
+    return [ipaddress.ip_address("fe80::1"), ipaddress.ip_address("2001:db8::1")]
+
+
+async def test_tcp_and_http_reach_a_name_at_its_address_that_needs_no_zone(monkeypatch):
+    monkeypatch.setattr("exporter.clients.probe_net.lookup", resolves_to_both)
+    loop = asyncio.get_running_loop()
+    resolved = await SystemResolver().resolve("both.example", "ip6", True, loop.time() + 5)
+    assert resolved.address == ipaddress.ip_address("2001:db8::1")
+    offered = await _PreferringResolver("ip6", True).resolve("both.example")
+    assert [r["host"] for r in offered] == ["2001:db8::1"]
+
+
+async def test_snmp_reaches_a_name_at_its_address_that_needs_no_zone(monkeypatch):
+    class BothDns(LinkLocalDns):
+        addresses = ("fe80::1", "::1")
+
+    monkeypatch.setattr("exporter.clients.snmp.transport.shared_resolver", BothDns)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as agent:
+        agent.bind(("::1", 0))
+        port = agent.getsockname()[1]
+        credentials = Credentials(2, community="public")
+        async with SnmpSession("both.example", port, credentials, timeout=0.2, retries=0) as s:
+            with contextlib.suppress(SnmpError):  # nothing answers: what matters is where it went
+                await s.get([(1, 3, 6, 1, 2, 1, 1, 5, 0)])
+        agent.settimeout(5)
+        _, sender = agent.recvfrom(65535)  # the request reached ::1
+        assert sender[0] == "::1"
