@@ -22,7 +22,7 @@ STACK_DEBS := ensurepip:python3-venv prometheus:prometheus \
 TEST_DEBS := $(STACK_DEBS) promtool:prometheus amtool:prometheus-alertmanager \
 	docker-compose:docker-compose snmpd:snmpd snmpbulkwalk:snmp \
 	prometheus-snmp-exporter:prometheus-snmp-exporter ip:iproute2 tc:iproute2 \
-	setpriv:util-linux node:nodejs npm:npm victoria-metrics:victoria-metrics vmalert:victoria-metrics \
+	setpriv:util-linux sysctl:procps node:nodejs npm:npm victoria-metrics:victoria-metrics vmalert:victoria-metrics \
 	runuser:util-linux pg_ctlcluster:postgresql nft:nftables conntrack:conntrack \
 	pmacctd:pmacct nfcapd:nfdump iptables:iptables \
 	chromium:chromium chromedriver:chromium-driver

@@ -34,7 +34,7 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from exporter.clients.probe_net import ZonedHostRequest
+from exporter.clients.probe_net import LinkLocalCheckingResolver, ZonedHostRequest
 from exporter.common.version import __version__
 from exporter.errors import ExporterError
 from exporter.lifecycle import Lifecycle
@@ -97,6 +97,8 @@ class AiohttpApiClient:
             limit=256,
             limit_per_host=CONNECTIONS_PER_FIREWALL,
             keepalive_timeout=KEEPALIVE_SECONDS,
+            # A name resolving to a link-local address fails saying a zone is needed.
+            resolver=LinkLocalCheckingResolver(),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -149,7 +151,10 @@ class AiohttpApiClient:
 
 def _why(exc: aiohttp.ClientConnectorError) -> str:
     error = exc.os_error
-    return error.strerror or type(error).__name__ if isinstance(error, OSError) else str(error)
+    if isinstance(error, OSError):
+        # A resolver's own refusal (a link-local address needing a zone) is in its text.
+        return error.strerror or str(error) or type(error).__name__
+    return str(error)
 
 
 def _check_status(response: aiohttp.ClientResponse) -> None:

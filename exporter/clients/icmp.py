@@ -31,7 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from exporter.clients.probe_net import IPAddress, ProbeError, interface_index, unzoned
+from exporter.clients.probe_net import (
+    IPAddress,
+    ProbeError,
+    interface_index,
+    needs_zone,
+    unzoned,
+)
 
 SocketKind = Literal["datagram", "raw"]
 IcmpMode = Literal["auto", "datagram", "raw"]
@@ -230,8 +236,10 @@ class _Exchange:
             return
         if str(source[0]).partition("%")[0] != self.peer:
             return
-        if self.interface and source[3:4] != (self.interface,):
-            return  # the same link-local address, on another link
+        if self.interface and needs_zone(self.address) and source[3:4] != (self.interface,):
+            # The same link-local address, on another link. The kernel gives a
+            # reply's scope id for a link-local source only, so no other is held to it.
+            return
         if self.kind == "raw" and reply.ident != self.ident:
             return
         seq = reply.seq

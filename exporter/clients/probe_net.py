@@ -148,7 +148,24 @@ def parse_ip(host: str) -> IPAddress | None:
     if not _ZONE.fullmatch(zone) or zone in (".", ".."):
         hint = f"; a port goes after brackets: [{text}%...]:port" if ":" in zone else ""
         raise TargetError(f"{host!r}: zone {zone!r} is not an interface name or index{hint}")
+    if not needs_zone(address):
+        # ::1%lo or 2001:db8::1%eth0: one address whatever the link, so the zone is
+        # dropped, as Go and blackbox_exporter do. Kept, it would break the connect:
+        # glibc's getaddrinfo takes an interface name only on a link-local address.
+        return address
     return ipaddress.IPv6Address(f"{address}%{zone}")
+
+
+def needs_zone(address: IPAddress) -> bool:
+    """Whether ``address`` means something on one link only: fe80::/10, ff01::/16, ff02::/16.
+
+    Such an address is reached through the interface a zone names, and the
+    kernel marks its replies with that interface; any other address is one
+    host's, whichever link leads there.
+    """
+    if address.version != 6:
+        return False
+    return address.is_link_local or int(address) >> 112 in (0xFF01, 0xFF02)
 
 
 def unzoned(address: IPAddress) -> IPAddress:
@@ -173,6 +190,8 @@ def interface_index(address: IPAddress) -> int:
                 f"write it with the interface's name, as in {address}%eth0"
             )
         return 0
+    if not needs_zone(address):
+        return 0  # ::1%lo: the same host on any link, the zone is no part of it
     try:
         if zone.isdigit():
             socket.if_indextoname(int(zone))
@@ -184,20 +203,25 @@ def interface_index(address: IPAddress) -> int:
         ) from None
 
 
-def without_zone_escape(url: URL) -> URL:
-    """``url`` with a zone written ``%25eth0`` (RFC 6874) as ``%eth0``: the form connected to.
+def reachable(addresses: Sequence[IPAddress]) -> list[IPAddress]:
+    """``addresses`` a name resolved to, less those that cannot be connected to.
 
-    ``[fe80::1%25eth0]`` is how a zone is written in a URL; yarl keeps it
-    escaped in ``raw_host``, which aiohttp connects to, and no interface is
-    called ``25eth0``. Raises ``TargetError`` for a zone yarl will not write.
+    The system resolver gives a name's link-local address no zone, and a
+    connect to it fails as "invalid argument": such an address is left out.
+    Raises ``ResolveError`` saying a zone is needed when none is left.
     """
-    raw = url.raw_host
-    if raw is None or "%25" not in raw or url.host is None:
-        return url
-    try:
-        return url.with_host(url.host)
-    except ValueError:  # yarl's own check of the zone's characters
-        raise TargetError(f"{raw!r}: the zone is not an interface name or index") from None
+    left = [a for a in addresses if not _lacks_zone(a)]
+    if addresses and not left:
+        interface_index(addresses[0])  # raises, saying a zone is needed
+    return left
+
+
+def _lacks_zone(address: IPAddress) -> bool:
+    return (
+        isinstance(address, ipaddress.IPv6Address)
+        and address.is_link_local
+        and not address.scope_id
+    )
 
 
 def pick_address(
@@ -252,9 +276,8 @@ class SystemResolver:
             interface_index(address)
             return Resolved(address, 0.0)
         started = time.perf_counter()
-        addresses = await lookup(host, deadline)
+        addresses = reachable(await lookup(host, deadline))
         chosen = pick_address(host, addresses, preferred, fallback)
-        interface_index(chosen)  # a name's link-local address comes without a zone
         return Resolved(chosen, time.perf_counter() - started)
 
 
@@ -456,25 +479,43 @@ def _zoneless_host(host_port: str) -> str:
     return f"[{inside.partition('%')[0]}]{rest}"
 
 
+def url_address(url: URL) -> IPAddress | None:
+    """The IP address ``url``'s host is, zone kept where one is needed; ``None`` for a name.
+
+    A zone in a URL is written ``[fe80::1%25eth0]`` (RFC 6874); yarl's ``host``
+    has that ``%25`` read as ``%`` already, so it is read here and nowhere
+    else: ``%2525eth0`` names an interface ``25eth0``, never ``eth0``.
+    Raises ``TargetError`` for a zone that is not an interface name or index.
+    """
+    raw = url.raw_host
+    if raw is None or ":" not in raw:
+        return None  # a name, or IPv4: no zone to read
+    return parse_ip(url.host or "")
+
+
 class ZonedHostRequest(ClientRequest):
     """aiohttp's request, for a URL whose host is a zoned link-local address.
 
-    The zone means something on this host only (RFC 6874: a client must not
-    send it), so the default Host header leaves it out, and so does the name
-    TLS checks the certificate against (a certificate names ``fe80::1``, never
-    an interface); the connection itself is made to the zoned address. A zone
-    written ``%25eth0`` is read as ``%eth0``. Every hop of a redirect makes a
-    request of its own, so each is judged by its own URL.
+    aiohttp connects to the URL's raw host, so that becomes the address with
+    its zone read (``url_address``): the zone of a link-local address kept,
+    any other address's dropped. The zone means something on this host only
+    (RFC 6874: a client must not send it), so the default Host header leaves it
+    out, and so does the name TLS checks the certificate against (a
+    certificate names ``fe80::1``, never an interface). Only a host that is an
+    IPv6 address is touched: a name with ``%`` in it is no zone. Every hop of a
+    redirect makes a request of its own, so each is judged by its own URL.
     """
 
     def __init__(self, method: str, url: URL, *args: Any, **kwargs: Any) -> None:
-        url = without_zone_escape(url)
+        zoned = "%" in (url.raw_host or "")
+        address = url_address(url) if zoned else None
+        if address is not None:
+            url = url.with_host(str(address))
         super().__init__(method, url, *args, **kwargs)
-        raw = self.url.raw_host or ""
-        if "%" not in raw:
+        if not isinstance(address, ipaddress.IPv6Address) or not address.scope_id:
             return
         if self.server_hostname is None:
-            self.server_hostname = raw.partition("%")[0]
+            self.server_hostname = str(unzoned(address))
         default = self.url.host_port_subcomponent
         if default is not None and self.headers.get(hdrs.HOST) == default:
             self.headers[hdrs.HOST] = _zoneless_host(default)
@@ -493,7 +534,9 @@ class _PreferringResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         started = time.perf_counter()
         try:
-            addresses = await lookup(host)
+            # A name's link-local address comes without a zone: left out, as
+            # SystemResolver leaves it, and said to need one if it is all there is.
+            addresses = reachable(await lookup(host))
             chosen = pick_address(host, addresses, self._preferred, self._fallback)
         except ResolveError as exc:
             # aiohttp reports an OSError from its resolver as a DNS failure.
@@ -516,6 +559,41 @@ class _PreferringResolver(AbstractResolver):
 
     async def close(self) -> None:
         return None
+
+
+class LinkLocalCheckingResolver(AbstractResolver):
+    """aiohttp's own resolver, its answers checked as ``SystemResolver`` checks its own.
+
+    A name whose address is link-local comes back without a zone, and a
+    connect to it fails as "invalid argument"; such an address is left out,
+    and a name with no other says that a zone is needed, as a literal does.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        usable: list[ResolveResult] = []
+        refused: ResolveError | None = None
+        for result in results:
+            try:
+                address = parse_ip(result["host"])
+                if address is not None:
+                    interface_index(address)
+            except ProbeError as exc:
+                refused = refused or ResolveError(f"{host!r} resolved to {exc}")
+                continue
+            usable.append(result)
+        if refused is not None and not usable:
+            # aiohttp reports an OSError from its resolver as a DNS failure.
+            raise OSError(str(refused))
+        return usable
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ Concurrent requests share the socket; each waits for its own answer.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import socket
@@ -71,6 +72,13 @@ class _Endpoint(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+def _lacks_zone(family: int, sockaddr: tuple[object, ...]) -> bool:
+    """An IPv6 link-local socket address with no scope id: the kernel refuses to send to it."""
+    if family != socket.AF_INET6 or sockaddr[3]:
+        return False
+    return ipaddress.ip_address(str(sockaddr[0]).partition("%")[0]).is_link_local
 
 
 class Transport:
@@ -229,6 +237,15 @@ class Transport:
                 raise SnmpError(f"cannot resolve SNMP host {self.host!r}: {reason}") from None
             if not infos:
                 raise SnmpError(f"cannot resolve SNMP host {self.host!r}: no addresses")
+            # A name's link-local address comes without a zone, and cannot be sent
+            # to: left out, and said to need one if it is all the name has.
+            usable = [info for info in infos if not _lacks_zone(info[0], info[4])]
+            if not usable:
+                try:
+                    interface_index(ipaddress.ip_address(str(infos[0][4][0])))
+                except ProbeError as exc:
+                    raise SnmpError(f"SNMP host {self.host!r} resolved to {exc}") from None
+            infos = usable or infos
             # Prefer IPv4, as net-snmp does: dual-stack devices often only listen there.
             infos.sort(key=lambda info: info[0] != socket.AF_INET)
             family, _, _, _, address = infos[0]

@@ -131,9 +131,12 @@ def parse_target(text: str) -> FirewallTarget:
         )
     try:
         parsed = split_host_port(text)
+        address = parse_ip(parsed.host)
     except TargetError as exc:
         raise BadRequestError(str(exc)) from None
-    return FirewallTarget(parsed.host, parsed.port)
+    # An address in its canonical form: a zone kept only where one is needed (fe80::1%eth0).
+    host = parsed.host if address is None else str(address)
+    return FirewallTarget(host, parsed.port)
 
 
 def target_host(target: FirewallTarget, _module: FirewallModuleType) -> str:
@@ -273,7 +276,9 @@ class FirewallScraper:
             scheme=module.scheme,
             # A link-local address keeps its zone: fe80::1 is reached through the
             # interface it names (ZonedHostRequest leaves it out of Host and SNI).
-            host=connect_to,
+            # A URL writes the '%' as '%25' (RFC 6874), read back once when the
+            # request is made: the zone connected through is the one checked.
+            host=connect_to.replace("%", "%25"),
             port=port,
             path=endpoint.path,
             query=endpoint.query or None,

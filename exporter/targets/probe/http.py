@@ -58,9 +58,8 @@ from exporter.clients.probe_net import (
     TargetError,
     check_host,
     interface_index,
-    parse_ip,
     tls_context,
-    without_zone_escape,
+    url_address,
 )
 from exporter.common.models import SECRET_MASK, Regex
 from exporter.targets.allowlist import needs_allow_list
@@ -148,9 +147,15 @@ def target_url(target: str) -> URL:
         port = url.port
     except ValueError as exc:
         raise TargetError(f"target {target!r} is not a valid URL: {exc}") from None
-    # [fe80::1%25eth0] is how RFC 6874 writes a zone in a URL: read as fe80::1%eth0.
-    url = without_zone_escape(url)
-    check_host(url.raw_host or "", target)
+    # [fe80::1%25eth0] is how RFC 6874 writes a zone in a URL. It is checked here
+    # and read when the request is made (ZonedHostRequest), by the same
+    # url_address, so the interface checked is the one connected through.
+    try:
+        address = url_address(url)
+    except TargetError as exc:
+        raise TargetError(f"target {target!r}: {exc}") from None
+    if address is None:
+        check_host(url.raw_host or "", target)
     if url.raw_path == "/" and not url.raw_query_string:
         url = url.with_path("/")  # spelled out: http://host/, not http://host
     if port is not None and not 1 <= port <= 65535:
@@ -181,7 +186,7 @@ class HttpProber(BaseProber[HttpModule]):
         self, target: str, module: HttpModule, deadline: float, metrics: Metrics
     ) -> tuple[bool, str | None]:
         url = target_url(target)
-        address = parse_ip(url.host or "")
+        address = url_address(url)
         if address is not None:
             interface_index(address)  # an unknown zone fails here, saying so
         request = HttpRequest(

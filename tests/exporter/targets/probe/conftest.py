@@ -190,6 +190,9 @@ def _require_netns() -> None:
         pytest.skip("network namespace tests need root")
     if shutil.which("ip") is None:
         pytest.skip("network namespace tests need iproute2 (ip)")
+    if shutil.which("sysctl") is None:
+        # The links' IPv6 and the namespaces' ping ranges are set with it.
+        pytest.skip("network namespace tests need sysctl (procps)")
 
 
 @dataclass
@@ -209,12 +212,28 @@ class Netns:
 
 
 def _create(name: str) -> Netns:
+    # Names carry this process's PID, so one already there is a crashed run's
+    # leftover (a PID is reused), not another run's: it would fail the add.
+    _run("ip", "netns", "del", name, check=False)
     added = _run("ip", "netns", "add", name, check=False)
     if added.returncode != 0:
         pytest.skip(f"cannot create a network namespace: {added.stderr.strip()}")
     netns = Netns(name)
     netns.exec("ip", "link", "set", "lo", "up")
     return netns
+
+
+def _add_veth(netns: Netns) -> None:
+    """The veth pair: ``host_if`` here, ``ns_if`` in the namespace.
+
+    An interface of that name a crashed run left here is deleted first, or
+    the add would fail ("File exists").
+    """
+    _run("ip", "link", "del", netns.host_if, check=False)
+    _run(
+        "ip", "link", "add", netns.host_if, "type", "veth",
+        "peer", "name", netns.ns_if, "netns", netns.name,
+    )  # fmt: skip
 
 
 def _delete(netns: Netns) -> None:
@@ -249,10 +268,7 @@ def netns() -> Iterator[Netns]:
         netns.host_if, netns.ns_if = f"spb{tag}h"[-15:], f"spb{tag}n"[-15:]
         netns.host_ip, netns.ns_ip = str(link[1]), str(link[2])
         netns.blackholed_ip = str(hole[1])
-        _run(
-            "ip", "link", "add", netns.host_if, "type", "veth",
-            "peer", "name", netns.ns_if, "netns", netns.name,
-        )  # fmt: skip
+        _add_veth(netns)
         # No IPv6 on the link: no router or neighbour solicitations through the qdisc.
         for where, interface in ((None, netns.host_if), (netns, netns.ns_if)):
             setting = f"net.ipv6.conf.{interface}.disable_ipv6"
@@ -433,10 +449,7 @@ def link_local_netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkL
     try:
         netns.host_if, netns.ns_if = f"szh{tag}"[-15:], f"szn{tag}"[-15:]
         netns.host_ip, netns.ns_ip = LINK_LOCAL_HERE, LINK_LOCAL_THERE
-        _run(
-            "ip", "link", "add", netns.host_if, "type", "veth",
-            "peer", "name", netns.ns_if, "netns", netns.name,
-        )  # fmt: skip
+        _add_veth(netns)
         _enable_ipv6(netns)
         _run("ip", "addr", "add", f"{LINK_LOCAL_HERE}/64", "dev", netns.host_if, "nodad")
         _run("ip", "link", "set", netns.host_if, "up")

@@ -9,6 +9,8 @@ the lists' checks, which judge the address without it.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from urllib.parse import quote
 
 import pytest
@@ -19,7 +21,16 @@ from exporter.config import parse_config
 from exporter.live import Settings
 from tests.peers.firewall_api import FORTIGATE_TOKEN
 
-from .conftest import LINK_LOCAL_THERE, SNMP_PORT, LinkLocal
+from .conftest import (
+    LINK_LOCAL_THERE,
+    SNMP_PORT,
+    LinkLocal,
+    _add_veth,
+    _create,
+    _delete,
+    _require_netns,
+    _run,
+)
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
@@ -169,3 +180,37 @@ async def test_the_host_header_is_the_address_alone(link_local_netns):
     )
     reply = await AiohttpFetcher().fetch(request)
     assert json.loads(reply.body) == {"host": f"[{LINK_LOCAL_THERE}]:{port}", "path": "/"}
+
+
+# --- the fixture itself ---------------------------------------------------------------
+
+
+def test_the_namespace_tests_skip_saying_sysctl_is_missing(monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("the check for sysctl comes after the one for root")
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool == "sysctl" else real(tool))
+    with pytest.raises(pytest.skip.Exception, match=r"need sysctl \(procps\)"):
+        _require_netns()
+
+
+@pytest.mark.parametrize("left", ["namespace and link", "interface"])
+def test_what_a_crashed_run_left_does_not_stop_the_next(left):
+    _require_netns()
+    tag = f"{os.getpid()}"
+    name, host_if, ns_if = f"scoutzone-{tag}-left", f"szl{tag}h"[-15:], f"szl{tag}n"[-15:]
+    if left == "interface":
+        # The namespace went, the link here stayed (its peer, here too, with it).
+        _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+    else:
+        crashed = _create(name)
+        crashed.host_if, crashed.ns_if = host_if, ns_if
+        _add_veth(crashed)  # and the run dies here: namespace and link stay behind
+    again = _create(name)
+    again.host_if, again.ns_if = host_if, ns_if
+    try:
+        _add_veth(again)
+        assert again.exec("ip", "link", "show", ns_if).returncode == 0
+    finally:
+        _delete(again)
+        _run("ip", "link", "del", host_if, check=False)
