@@ -117,6 +117,7 @@ from ai_sidecar.models import (
     RootCauseFacts,
     RootCauseRule,
     format_time,
+    merged_into,
     severity_rank,
     target_of,
 )
@@ -679,7 +680,12 @@ class Correlator:
         self._answer_of.clear()
         self._waiting.clear()
         self._lone_ports.clear()
-        ordered = sorted(incidents, key=lambda i: (i.created_at, i.id))
+        # An incident another absorbed is over for good: tracked again, it could
+        # own one of its absorber's alerts (ties between resolved incidents go
+        # by id) and reopen on its own, or be absorbed a second time.
+        ordered = sorted(
+            (i for i in incidents if merged_into(i) is None), key=lambda i: (i.created_at, i.id)
+        )
         owners: dict[str, tuple[datetime, bool, str]] = {}
         for incident in ordered:
             tracked = self._track(incident)

@@ -1378,3 +1378,25 @@ def test_a_server_that_uses_another_unplaced_one_places_nothing() -> None:
     assert not correlator(graph).place({"job": "probe_tcp", "instance": "srv-app:5432"}).known
     # A cabled leaf is still placed.
     assert correlator(graph).place({"job": "probe_icmp", "instance": "sw-acc-1"}).known
+
+
+def test_incidents_merged_into_another_stay_out_after_a_restart():
+    # The worker reloads every incident resolved within flap_window, those an
+    # incident absorbed among them. Tracked again, one of them could own an
+    # alert of its absorber (ties between resolved incidents go by id) and
+    # reopen on its own, or be absorbed a second time.
+    switch = {"job": "snmp", "instance": "sw-dist-3.corp.example"}
+    effect = at("SnmpCollectionFailed", 0, **switch)
+    cause = at("DeviceDown", -30, **switch)
+    c = correlator()
+    changes = fold(c, [effect, resolved(effect, 120), cause, resolved(cause, 300)])
+    absorber, [merged] = changes[2].incident.id, changes[2].absorbed
+    stored = {merged.id: merged, absorber: changes[-1].incident}
+    restarted = correlator()
+    restarted.load(stored.values())
+    assert restarted.incident(merged.id) is None
+    refire = fold(restarted, [refired(effect, 400)])[0]
+    assert (refire.kind, refire.incident.id) == ("reopened", absorber)
+    again = correlator()
+    again.load(stored.values())
+    assert fold(again, [refired(cause, 500)])[0].absorbed == ()
