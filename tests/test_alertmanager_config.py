@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,18 @@ from tests.peers.notify import SlackSink, SmtpSink, email_body, slack_text
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "alertmanager" / "alertmanager.yml"
 TEMPLATES = REPO / "alertmanager" / "templates" / "scout.tmpl"
+
+
+@contextmanager
+def shipped_alertmanager(tmp_path: Path) -> Iterator[tuple[SlackSink, Alertmanager]]:
+    """A real Alertmanager on the shipped config, its Slack receiver a local sink
+    (e-mail goes nowhere)."""
+    with SlackSink() as sink:
+        config = render_config(
+            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+        )
+        with Alertmanager(tmp_path, config) as am:
+            yield sink, am
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -408,34 +422,30 @@ def test_raw_alerts_labelled_scout_lang_at_deploy_time_read_in_french(render_tem
 def test_inhibition_mutes_only_the_enriched_alerts_own_raw_alert(tmp_path, own, differing):
     """Labels listed in `equal` but absent on both sides match; a differing one does not."""
     [(label, other)] = differing.items()
-    with SlackSink() as sink:
-        config = render_config(
-            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+    with shipped_alertmanager(tmp_path) as (_, am):
+        sibling = {**own, **differing}
+        am.post([postable(own), postable(sibling)])
+        am.post(
+            [
+                postable(
+                    {
+                        **own,
+                        "scout_enriched": "true",
+                        "scout_incident": "i",
+                        "scout_priority": "P3",
+                    }
+                )
+            ]
         )
-        with Alertmanager(tmp_path, config) as am:
-            sibling = {**own, **differing}
-            am.post([postable(own), postable(sibling)])
-            am.post(
-                [
-                    postable(
-                        {
-                            **own,
-                            "scout_enriched": "true",
-                            "scout_incident": "i",
-                            "scout_priority": "P3",
-                        }
-                    )
-                ]
-            )
 
-            def raw_states() -> dict[str, bool]:
-                return {
-                    a["labels"][label]: bool(a["status"]["inhibitedBy"])
-                    for a in am.alerts('scout_enriched!="true"')
-                }
+        def raw_states() -> dict[str, bool]:
+            return {
+                a["labels"][label]: bool(a["status"]["inhibitedBy"])
+                for a in am.alerts('scout_enriched!="true"')
+            }
 
-            wait_for(lambda: raw_states()[own[label]], timeout=10, what="the raw alert inhibited")
-            assert raw_states() == {own[label]: True, other: False}
+        wait_for(lambda: raw_states()[own[label]], timeout=10, what="the raw alert inhibited")
+        assert raw_states() == {own[label]: True, other: False}
 
 
 def test_a_silent_shard_mutes_only_the_targetdown_of_its_own_prometheus(tmp_path):
@@ -454,26 +464,20 @@ def test_a_silent_shard_mutes_only_the_targetdown_of_its_own_prometheus(tmp_path
             "shard": "0",
         },
     }
-    with SlackSink() as sink:
-        config = render_config(
-            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
-        )
-        with Alertmanager(tmp_path, config) as am:
-            am.post([postable(labels) for labels in alerts.values()])
-            am.post([postable({"alertname": "ShardSilent", "severity": "critical", "shard": "0"})])
+    with shipped_alertmanager(tmp_path) as (_, am):
+        am.post([postable(labels) for labels in alerts.values()])
+        am.post([postable({"alertname": "ShardSilent", "severity": "critical", "shard": "0"})])
 
-            def muted() -> dict[str, bool]:
-                return {
-                    name: bool(a["status"]["inhibitedBy"])
-                    for a in am.alerts('alertname="TargetDown"')
-                    for name, labels in alerts.items()
-                    if a["labels"] == labels
-                }
+        def muted() -> dict[str, bool]:
+            return {
+                name: bool(a["status"]["inhibitedBy"])
+                for a in am.alerts('alertname="TargetDown"')
+                for name, labels in alerts.items()
+                if a["labels"] == labels
+            }
 
-            wait_for(
-                lambda: muted().get("own shard"), timeout=10, what="the shard's TargetDown muted"
-            )
-            assert muted() == {"own shard": True, "other shard": False, "device": False}
+        wait_for(lambda: muted().get("own shard"), timeout=10, what="the shard's TargetDown muted")
+        assert muted() == {"own shard": True, "other shard": False, "device": False}
 
 
 EXPORTER = {"job": "scout-exporter", "instance": "127.0.0.1:8781", "shard": "0"}
@@ -510,36 +514,32 @@ def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(
         "layer": "device",
     }
     alerts = {**DEVICES_DOWN, "exporter": {**DEVICE_DOWN, **EXPORTER}}
-    with SlackSink() as sink:
-        config = render_config(
-            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+    with shipped_alertmanager(tmp_path) as (_, am):
+        am.post([postable(labels) for labels in alerts.values()])
+        # The sidecar's copy of ExporterDown mutes nothing here (the raw one
+        # does), so the muting ends when Prometheus resolves the raw one.
+        am.post([postable({**exporter_down, "scout_enriched": "true"})])
+        wait_for(
+            lambda: len(am.alerts('scout_enriched="true"')) == 1,
+            timeout=10,
+            what="the copy stored",
         )
-        with Alertmanager(tmp_path, config) as am:
-            am.post([postable(labels) for labels in alerts.values()])
-            # The sidecar's copy of ExporterDown mutes nothing here (the raw one
-            # does), so the muting ends when Prometheus resolves the raw one.
-            am.post([postable({**exporter_down, "scout_enriched": "true"})])
-            wait_for(
-                lambda: len(am.alerts('scout_enriched="true"')) == 1,
-                timeout=10,
-                what="the copy stored",
-            )
-            assert not any(targetdowns_muted(am, alerts).values())
-            am.post([postable(exporter_down)])
-            wait_for(
-                lambda: targetdowns_muted(am, alerts).get("snmp device"),
-                timeout=10,
-                what="devices muted",
-            )
-            assert targetdowns_muted(am, alerts) == {
-                "snmp device": True,
-                "firewall": True,
-                "windows server": True,
-                "probe": True,
-                "sidecar": False,
-                "other shard's device": False,
-                "exporter": True,
-            }
+        assert not any(targetdowns_muted(am, alerts).values())
+        am.post([postable(exporter_down)])
+        wait_for(
+            lambda: targetdowns_muted(am, alerts).get("snmp device"),
+            timeout=10,
+            what="devices muted",
+        )
+        assert targetdowns_muted(am, alerts) == {
+            "snmp device": True,
+            "firewall": True,
+            "windows server": True,
+            "probe": True,
+            "sidecar": False,
+            "other shard's device": False,
+            "exporter": True,
+        }
 
 
 def test_an_exporter_whose_metrics_alone_fail_mutes_no_device(tmp_path):
@@ -547,31 +547,25 @@ def test_an_exporter_whose_metrics_alone_fail_mutes_no_device(tmp_path):
     slow host collector) while its /snmp, /probe... scrapes work: a device TargetDown
     then is that device's own and must page. Only ExporterDown mutes them."""
     alerts = {**DEVICES_DOWN, "exporter": {**DEVICE_DOWN, **EXPORTER}}
-    with SlackSink() as sink:
-        config = render_config(
-            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+    with shipped_alertmanager(tmp_path) as (_, am):
+        am.post([postable(labels) for labels in alerts.values()])
+        wait_for(
+            lambda: len(targetdowns_muted(am, alerts)) == len(alerts),
+            timeout=10,
+            what="the alerts stored",
         )
-        with Alertmanager(tmp_path, config) as am:
-            am.post([postable(labels) for labels in alerts.values()])
-            wait_for(
-                lambda: len(targetdowns_muted(am, alerts)) == len(alerts),
-                timeout=10,
-                what="the alerts stored",
-            )
-            # Inhibition is worked out as alerts are read: nothing is pending here.
-            assert not any(targetdowns_muted(am, alerts).values())
-            # A second exporter (here: one only collecting a host) found dead mutes
-            # nothing of the devices either: ExporterDown never fired for it.
-            other = {**DEVICE_DOWN, "job": "scout-exporter", "instance": "web2:8781"}
-            am.post([postable(other)])
-            wait_for(
-                lambda: (
-                    "other exporter" in targetdowns_muted(am, {**alerts, "other exporter": other})
-                ),
-                timeout=10,
-                what="the second exporter's alert stored",
-            )
-            assert not any(targetdowns_muted(am, alerts).values())
+        # Inhibition is worked out as alerts are read: nothing is pending here.
+        assert not any(targetdowns_muted(am, alerts).values())
+        # A second exporter (here: one only collecting a host) found dead mutes
+        # nothing of the devices either: ExporterDown never fired for it.
+        other = {**DEVICE_DOWN, "job": "scout-exporter", "instance": "web2:8781"}
+        am.post([postable(other)])
+        wait_for(
+            lambda: "other exporter" in targetdowns_muted(am, {**alerts, "other exporter": other}),
+            timeout=10,
+            what="the second exporter's alert stored",
+        )
+        assert not any(targetdowns_muted(am, alerts).values())
 
 
 @pytest.mark.parametrize("priority", ["P1", "P3"])
@@ -580,28 +574,24 @@ def test_an_incidents_anomaly_copy_joins_its_one_slack_group(tmp_path, priority)
     copy = {"scout_enriched": "true", "scout_incident": "inc-1", "scout_priority": priority}
     down = {"alertname": "InterfaceDown", "instance": "sw1", "ifName": "Gi0/1", **copy}
     anomaly = {**down, "alertname": "AnomalyDetected", "signal": "interface_in_bits"}
-    with SlackSink() as sink:
-        config = render_config(
-            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+    with shipped_alertmanager(tmp_path) as (_, am):
+        am.post([postable(down), postable(anomaly)])
+
+        def grouped(receiver: str) -> list[list[str]]:
+            return [
+                sorted(a["labels"]["alertname"] for a in group["alerts"])
+                for group in am.groups()
+                if group["receiver"]["name"] == receiver
+                and group["labels"].get("scout_incident") == "inc-1"
+            ]
+
+        wait_for(
+            lambda: sum(map(len, grouped("scout-slack"))) == 2,
+            timeout=10,
+            what="both copies grouped for Slack",
         )
-        with Alertmanager(tmp_path, config) as am:
-            am.post([postable(down), postable(anomaly)])
-
-            def grouped(receiver: str) -> list[list[str]]:
-                return [
-                    sorted(a["labels"]["alertname"] for a in group["alerts"])
-                    for group in am.groups()
-                    if group["receiver"]["name"] == receiver
-                    and group["labels"].get("scout_incident") == "inc-1"
-                ]
-
-            wait_for(
-                lambda: sum(map(len, grouped("scout-slack"))) == 2,
-                timeout=10,
-                what="both copies grouped for Slack",
-            )
-            assert grouped("scout-slack") == [["AnomalyDetected", "InterfaceDown"]]
-            assert grouped("scout-email") == ([["InterfaceDown"]] if priority == "P1" else [])
+        assert grouped("scout-slack") == [["AnomalyDetected", "InterfaceDown"]]
+        assert grouped("scout-email") == ([["InterfaceDown"]] if priority == "P1" else [])
 
 
 # Text anyone who can set a label, an annotation or a switch port's ifAlias controls.
@@ -740,21 +730,17 @@ def test_analysis_keeps_ten_lines_and_two_thousand_characters(render_template):
 
 def test_hostile_raw_alert_reaches_a_slack_sink_inert(tmp_path):
     """Through a real Alertmanager's fail-open route to a Slack-compatible sink."""
-    with SlackSink() as sink:
-        config = render_config(
-            tmp_path, sidecar_url=sink.base_url, slack_url=sink.url, smtp_smarthost="127.0.0.1:9"
+    with shipped_alertmanager(tmp_path) as (sink, am):
+        am.post(
+            [
+                postable(
+                    {"alertname": "LinkDown", "instance": HOSTILE, "ifAlias": HOSTILE},
+                    {"summary": HOSTILE, "description": HOSTILE + "\n" * 5005 + "tail"},
+                    generator_url="javascript:alert(1)",
+                )
+            ]
         )
-        with Alertmanager(tmp_path, config) as am:
-            am.post(
-                [
-                    postable(
-                        {"alertname": "LinkDown", "instance": HOSTILE, "ifAlias": HOSTILE},
-                        {"summary": HOSTILE, "description": HOSTILE + "\n" * 5005 + "tail"},
-                        generator_url="javascript:alert(1)",
-                    )
-                ]
-            )
-            message = sink.wait_for(lambda m: "not analysed" in slack_text(m))
+        message = sink.wait_for(lambda m: "not analysed" in slack_text(m))
     text = slack_text(message)
     assert_inert(text)
     assert "tail" not in text
