@@ -157,7 +157,9 @@ def parse_ip(host: str) -> IPAddress | None:
 
 
 def needs_zone(address: IPAddress) -> bool:
-    """Whether ``address`` means something on one link only: fe80::/10, ff01::/16, ff02::/16.
+    """Whether ``address`` means something on one link only: fe80::/10, and multicast
+    of interface-local or link-local scope (ff01::/16, ff02::/16, with any flags:
+    ff12::, ff32::...).
 
     Such an address is reached through the interface a zone names, and the
     kernel marks its replies with that interface; any other address is one
@@ -165,7 +167,8 @@ def needs_zone(address: IPAddress) -> bool:
     """
     if address.version != 6:
         return False
-    return address.is_link_local or int(address) >> 112 in (0xFF01, 0xFF02)
+    # Multicast: ff, then 4 flag bits, then 4 scope bits (RFC 4291 §2.7).
+    return address.is_link_local or (int(address) >> 112) & 0xFF0F in (0xFF01, 0xFF02)
 
 
 def unzoned(address: IPAddress) -> IPAddress:

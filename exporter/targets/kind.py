@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from aiohttp import web
 from yarl import URL
 
+from exporter.clients.probe_net import reachable
 from exporter.common.models import SECRET_MASK
 from exporter.lifecycle import Lifecycle
 
@@ -40,8 +41,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def preferred_address(addresses: Sequence[IPAddress]) -> IPAddress:
     """The address a kind pins its target to among those the allow-lists checked: IPv4
-    first, as the clients themselves would pick, so pinning changes no route."""
-    return min(addresses, key=lambda address: address.version != 4)
+    first, as the clients themselves would pick, so pinning changes no route.
+
+    A link-local address the resolver gave without a zone is never picked (a
+    connect to it fails); raises ``ResolveError`` saying a zone is needed when
+    no other is left.
+    """
+    return min(reachable(addresses), key=lambda address: address.version != 4)
 
 
 # A scrape that has not finished this long after its deadline is stopped and reported failed.

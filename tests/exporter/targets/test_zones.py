@@ -46,16 +46,20 @@ from exporter.targets.allowlist import AllowList, admit, canonical_host
 from exporter.targets.firewall.modules import FortiGateModule
 from exporter.targets.firewall.scraper import FirewallScraper, FirewallTarget
 from exporter.targets.firewall.scraper import parse_target as firewall_target
-from exporter.targets.kind import ScrapeJob
+from exporter.targets.kind import ScrapeJob, preferred_address
 from exporter.targets.probe.http import HttpModule, HttpProber, target_url
 from exporter.targets.probe.icmp import IcmpModule, IcmpProber
 from exporter.targets.probe.tcp import TcpModule, TcpProber
 from exporter.targets.snmp.params import parse_target as snmp_target
 from exporter.targets.snmp.scraper import Target
+from tests.exporter.targets.probe.test_icmp import icmp_allowed
 
 # An interface every Linux network namespace has, and a name none has.
 LOOPBACK = "lo"
 NO_SUCH = "nosuchif0"
+needs_icmp = pytest.mark.skipif(
+    not icmp_allowed(), reason="no ICMP socket may be opened here (not root, no ping group)"
+)
 
 
 def zoned_request(url: URL) -> ZonedHostRequest:
@@ -425,6 +429,9 @@ async def test_a_zone_does_not_take_a_target_past_a_list(client):
         ("fe80::1%eth0", "fe80::1%eth0"),
         ("ff02::1%eth0", "ff02::1%eth0"),  # link-local multicast
         ("ff01::1%lo", "ff01::1%lo"),  # interface-local multicast
+        ("ff12::1%eth0", "ff12::1%eth0"),  # link-local, with the transient flag
+        ("ff32::1%eth0", "ff32::1%eth0"),  # link-local, prefix-based
+        ("ff15::1%eth0", "ff15::1"),  # site-local, with the transient flag
     ],
 )
 def test_only_an_address_of_one_link_keeps_its_zone(host, shown):
@@ -451,6 +458,7 @@ async def test_tcp_reaches_loopback_written_with_a_zone(target):
     assert result.success, result.error
 
 
+@needs_icmp
 @pytest.mark.parametrize("target", [f"::1%{LOOPBACK}", "::1%1"])
 async def test_icmp_reaches_loopback_written_with_a_zone(target):
     loop = asyncio.get_running_loop()
@@ -458,6 +466,7 @@ async def test_icmp_reaches_loopback_written_with_a_zone(target):
     assert result.success, result.error
 
 
+@needs_icmp
 async def test_an_echo_reply_from_an_address_needing_no_zone_is_taken_whatever_the_zone():
     # The kernel gives a reply's scope id for a link-local source only: ::1's comes with 0.
     loop = asyncio.get_running_loop()
@@ -683,3 +692,13 @@ async def test_snmp_reaches_a_name_at_its_address_that_needs_no_zone(monkeypatch
         agent.settimeout(5)
         _, sender = agent.recvfrom(65535)  # the request reached ::1
         assert sender[0] == "::1"
+
+
+def test_a_pinned_target_is_never_a_link_local_address_given_without_a_zone():
+    # A name the allow-lists admitted by its addresses is pinned to one of them;
+    # the resolver gives its link-local address no zone, so it is never that one.
+    link_local, loopback = ipaddress.ip_address("fe80::1"), ipaddress.ip_address("::1")
+    assert preferred_address([link_local, loopback]) == loopback
+    assert preferred_address([link_local, ipaddress.ip_address("192.0.2.1")]).version == 4
+    with pytest.raises(ResolveError, match="link-local"):
+        preferred_address([link_local])
