@@ -29,9 +29,9 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import hdrs
@@ -206,16 +206,28 @@ def interface_index(address: IPAddress) -> int:
         ) from None
 
 
+Answer = TypeVar("Answer")
+
+
 def reachable(addresses: Sequence[IPAddress]) -> list[IPAddress]:
-    """``addresses`` a name resolved to, less those that cannot be connected to.
+    """``addresses`` a name resolved to, less those that cannot be connected to
+    (see :func:`reachable_answers`)."""
+    return reachable_answers(addresses, lambda address: address)
+
+
+def reachable_answers(
+    answers: Sequence[Answer], address_of: Callable[[Answer], IPAddress]
+) -> list[Answer]:
+    """``answers`` a name resolved to (a resolver's records, each read with
+    ``address_of``), less those that cannot be connected to.
 
     The system resolver gives a name's link-local address no zone, and a
     connect to it fails as "invalid argument": such an address is left out.
     Raises ``ResolveError`` saying a zone is needed when none is left.
     """
-    left = [a for a in addresses if not _lacks_zone(a)]
-    if addresses and not left:
-        interface_index(addresses[0])  # raises, saying a zone is needed
+    left = [answer for answer in answers if not _lacks_zone(address_of(answer))]
+    if answers and not left:
+        interface_index(address_of(answers[0]))  # raises, saying a zone is needed
     return left
 
 
@@ -579,21 +591,11 @@ class LinkLocalCheckingResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        usable: list[ResolveResult] = []
-        refused: ResolveError | None = None
-        for result in results:
-            try:
-                address = parse_ip(result["host"])
-                if address is not None:
-                    interface_index(address)
-            except ProbeError as exc:
-                refused = refused or ResolveError(f"{host!r} resolved to {exc}")
-                continue
-            usable.append(result)
-        if refused is not None and not usable:
+        try:
+            return reachable_answers(results, lambda result: ipaddress.ip_address(result["host"]))
+        except ResolveError as exc:
             # aiohttp reports an OSError from its resolver as a DNS failure.
-            raise OSError(str(refused))
-        return usable
+            raise OSError(f"{host!r} resolved to {exc}") from None
 
     async def close(self) -> None:
         await self._inner.close()

@@ -15,9 +15,16 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from exporter.clients.dns import shared_resolver
-from exporter.clients.probe_net import ProbeError, interface_index, parse_ip
+from exporter.clients.probe_net import (
+    IPAddress,
+    ProbeError,
+    interface_index,
+    parse_ip,
+    reachable_answers,
+)
 from exporter.clients.snmp import ber
 from exporter.clients.snmp.errors import SnmpError, SnmpProtocolError, SnmpTimeout
 from exporter.clients.snmp.pdu import Reply
@@ -74,11 +81,12 @@ class _Endpoint(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
 
-def _lacks_zone(family: int, sockaddr: tuple[object, ...]) -> bool:
-    """An IPv6 link-local socket address with no scope id: the kernel refuses to send to it."""
-    if family != socket.AF_INET6 or sockaddr[3]:
-        return False
-    return ipaddress.ip_address(str(sockaddr[0]).partition("%")[0]).is_link_local
+def _address_of(info: tuple[Any, ...]) -> IPAddress:
+    """The address of one ``getaddrinfo`` answer, its scope id as the zone."""
+    family, sockaddr = info[0], info[4]
+    if family == socket.AF_INET6 and sockaddr[3]:
+        return ipaddress.IPv6Address(f"{sockaddr[0]}%{sockaddr[3]}")
+    return ipaddress.ip_address(sockaddr[0])
 
 
 class Transport:
@@ -239,13 +247,10 @@ class Transport:
                 raise SnmpError(f"cannot resolve SNMP host {self.host!r}: no addresses")
             # A name's link-local address comes without a zone, and cannot be sent
             # to: left out, and said to need one if it is all the name has.
-            usable = [info for info in infos if not _lacks_zone(info[0], info[4])]
-            if not usable:
-                try:
-                    interface_index(ipaddress.ip_address(str(infos[0][4][0])))
-                except ProbeError as exc:
-                    raise SnmpError(f"SNMP host {self.host!r} resolved to {exc}") from None
-            infos = usable or infos
+            try:
+                infos = reachable_answers(infos, _address_of)
+            except ProbeError as exc:
+                raise SnmpError(f"SNMP host {self.host!r} resolved to {exc}") from None
             # Prefer IPv4, as net-snmp does: dual-stack devices often only listen there.
             infos.sort(key=lambda info: info[0] != socket.AF_INET)
             family, _, _, _, address = infos[0]
