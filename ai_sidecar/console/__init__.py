@@ -18,8 +18,6 @@ from aiohttp import web
 
 from ai_sidecar.request_errors import CONSOLE_PREFIX
 
-PREFIX = CONSOLE_PREFIX
-
 
 def setup_console(app: web.Application) -> None:
     """Register the console's routes and what they need under ``app``."""
@@ -34,7 +32,7 @@ def setup_console(app: web.Application) -> None:
     setup_login(app)
     setup_pages(app)
     setup_reports(app)
-    app.router.add_static(f"{PREFIX}/static/", STATIC_DIR, name="console-static")
+    app.router.add_static(f"{CONSOLE_PREFIX}/static/", STATIC_DIR, name="console-static")
 
 
-__all__ = ["PREFIX", "setup_console"]
+__all__ = ["setup_console"]

@@ -62,7 +62,6 @@ UPSTREAM_CONNECT_TIMEOUT = 5.0
 # would hold one of this process's connections for good.
 UPSTREAM_READ_TIMEOUT = 120.0
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
-UPSTREAM_TIMEOUT = web.AppKey("upstream_read_timeout", float)
 MAIN_PROCESS_GONE = "the sidecar's main process did not answer; retry later"
 MAIN_PROCESS_STUCK = "the sidecar's main process did not answer in time; retry later"
 MALFORMED_TARGET = "malformed request target"
@@ -104,7 +103,6 @@ def upstream_session(
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
         ) as client:
             app[UPSTREAM] = client
-            app[UPSTREAM_TIMEOUT] = read_timeout
             yield
 
     return session
@@ -167,7 +165,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
             # that accepts but never reads would hold a large body's write, and
             # this request, for ever. So sending and the answer's head are
             # bounded as a whole; sock_read bounds each pause of the body after.
-            async with asyncio.timeout(request.app[UPSTREAM_TIMEOUT]):
+            async with asyncio.timeout(client.timeout.sock_read):
                 upstream = await stack.enter_async_context(
                     client.request(
                         request.method,

@@ -73,7 +73,7 @@ from ai_sidecar.worker_process import (
     become_child,
     stop_on_signals,
     stop_restarting_children,
-    watched_children,
+    watch_child,
 )
 from exporter.common.logs import LogFormat
 from exporter.common.serving import (
@@ -334,12 +334,6 @@ class IntakeProcesses:
             for number in range(1, count + 1)
         ]
 
-    async def cleanup_ctx(self, _: web.Application) -> AsyncIterator[None]:
-        for child in self.children:
-            child.start()
-        yield
-        await self.stop()
-
     async def stop(self) -> None:
         """Stop every child, each finishing the requests it has (idempotent)."""
         await asyncio.gather(*(asyncio.to_thread(child.stop) for child in self.children))
@@ -375,9 +369,10 @@ def serve_with_intake_processes(
         return 1
     try:
         app.middlewares.insert(0, believe_intake_peer)
-        app.cleanup_ctx.append(intake.cleanup_ctx)
-        # A stop signal reaches them with the worker's and the scorer's watchers.
-        watched_children(app).extend(intake.children)
+        # Watched like the worker and the scorer: restarted if they die, and
+        # reached by a stop signal with them.
+        for child in intake.children:
+            watch_child(app, child)
         # On a stop signal the intake processes stop first, while this process
         # still answers what they forward; then this one stops.
         run(
@@ -388,7 +383,5 @@ def serve_with_intake_processes(
             before_closing=intake.stop,
         )
     finally:
-        for sock in sockets:
-            sock.close()
-        intake.close()
+        intake.close()  # run() has closed the sockets; the directory goes too
     return 0

@@ -59,8 +59,8 @@ class Reply:
     detail: str
 
 
-async def _reason(response: aiohttp.ClientResponse) -> str:
-    """The start of a refusal's answer, for the log: at most REPLY_BYTES_READ bytes,
+async def answer_head(response: aiohttp.ClientResponse) -> str:
+    """The start of an Alertmanager answer, for a log or a message: at most REPLY_BYTES_READ bytes,
     and what has come within REPLY_READ_SECONDS. A peer (or something at its
     address) may answer with gigabytes, or stall."""
     head = b""
@@ -94,7 +94,7 @@ class AlertmanagerClient:
                 status = response.status
                 if 200 <= status < 300:
                     return Reply("ok", "")  # accepted: the body says nothing more
-                text = await _reason(response)
+                text = await answer_head(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Reply("failed", f"{type(exc).__name__}: {exc}")
         if status in _REFUSALS:

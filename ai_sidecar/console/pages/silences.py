@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 import aiohttp
 
 from ai_sidecar.models import INCIDENT_LABEL, Incident, format_time
+from ai_sidecar.notify.alertmanager import answer_head
 
 SILENCES_PATH = "/api/v2/silences"
 MAX_MEMBER_SILENCES = 50
@@ -118,7 +119,8 @@ async def _post(session: aiohttp.ClientSession, peer: str, body: dict[str, objec
         async with session.post(
             url, json=body, timeout=aiohttp.ClientTimeout(total=TIMEOUT.total_seconds())
         ) as response:
-            text = (await response.text(errors="replace"))[:300]
+            # The start only: something at a peer's address may answer with gigabytes.
+            text = await answer_head(response)
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise SilenceError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
