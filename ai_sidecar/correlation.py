@@ -858,22 +858,28 @@ class Correlator:
             member.starts_at,
             open_too=True,
         )
-        absorbed = [
-            self._absorb(tracked, other, member.starts_at)
-            for other in found
-            if other is not tracked and self._fits(tracked, other)
-        ]
+        absorbed = self._absorb_fitting(tracked, found, member.starts_at)
         if not absorbed:
             return change
         before = tracked.incident
         incident = _incident_with(
             before,
             members=tracked.log.view(),
-            created_at=min(before.created_at, *(gone.created_at for gone in absorbed)),
-            updated_at=max(before.updated_at, *(gone.updated_at for gone in absorbed)),
+            created_at=min([before.created_at, *(gone.created_at for gone in absorbed)]),
+            updated_at=max([before.updated_at, *(gone.updated_at for gone in absorbed)]),
         )
         tracked.incident = self._with_root_cause(tracked, incident)
         return Change(tracked.incident, change.kind, tuple(absorbed))
+
+    def _absorb_fitting(
+        self, tracked: _Tracked, others: Iterable[_Tracked], event: datetime
+    ) -> list[Incident]:
+        """Absorb into ``tracked`` each of ``others`` that fits it; what they were."""
+        return [
+            self._absorb(tracked, other, event)
+            for other in others
+            if other is not tracked and self._fits(tracked, other)
+        ]
 
     def _duplicate(self, tracked: _Tracked, member: Member) -> Change:
         # Bookkeeping only: version and updated_at stay, so no re-analysis follows.
@@ -961,15 +967,12 @@ class Correlator:
             updated_at = max(before.updated_at, member.starts_at)
             if not unplaced:
                 self._waiting.pop(before.id, None)
-            absorbed = []
             others = {other.incident.id: other for other in related[1:]}
             for other in (*self._claimed(tracked), *late):
                 others.setdefault(other.incident.id, other)
-            for other in others.values():
-                if self._fits(tracked, other):
-                    absorbed.append(self._absorb(tracked, other, alert.starts_at))
-                    created_at = min(created_at, other.incident.created_at)
-                    updated_at = max(updated_at, other.incident.updated_at)
+            absorbed = self._absorb_fitting(tracked, others.values(), alert.starts_at)
+            created_at = min([created_at, *(gone.created_at for gone in absorbed)])
+            updated_at = max([updated_at, *(gone.updated_at for gone in absorbed)])
             if taught:
                 self._extend_below(tracked, placement)
             # One new value per alert: the members, times and root cause together.
