@@ -184,7 +184,16 @@ async def test_a_stop_signal_to_the_process_group_restarts_no_child(
     service: Service = start_service(
         sidecar_service(tmp_path, port, [f"--web.processes={processes}"], env=env)
     )
-    await asyncio.sleep(3)  # every child started
+    # Every child started: a fixed wait was too short on a loaded machine,
+    # and a child the signal finds still starting proves nothing.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        log = service.log_path.read_text()
+        if "worker process started" in log and log.count("intake process started") >= processes - 1:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the children did not all start: " + log[-2000:])
     # A request whose body never ends keeps a process draining for its
     # shutdown timeout (10 s): long enough for a watcher to restart a child
     # that the signal ended at once.
