@@ -853,7 +853,8 @@ class GraphsConfig(StrictModel):
     enabled: bool = True
     range: Duration = timedelta(hours=6)
     url_ttl: Duration = timedelta(days=7)
-    key_file: Path | None = None
+    # strict=False: YAML gives a string, and a strict Path field takes only a Path.
+    key_file: Annotated[Path, Field(strict=False)] | None = None
 
 
 def _network(value: object) -> object:
