@@ -21,7 +21,7 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
         refresh: 5m
         roots: [core-1] # where the cabling is oriented from (default: the pollers' hosts)
         pollers:
-          - {job: scout-exporter, polls: "snmp|probe_.*|firewall|winrm"}
+          - {job: scout-exporter, polls: "snmp|probe_.*|firewall|winrm|windows"}
     priority:
       criticality:      # first match wins per alert
         - {match: {site: "hq|dc1"}, level: critical}
