@@ -340,6 +340,19 @@ def test_a_key_others_can_read_is_warned_about(tmp_path, caplog, in_data_dir):
     assert "chmod 600" in caplog.text
 
 
+@pytest.mark.parametrize("in_data_dir", [True, False])
+@pytest.mark.parametrize("mode", [0o620, 0o602])
+def test_a_key_others_can_write_is_refused(tmp_path, in_data_dir, mode):
+    data_dir = tmp_path / "data"
+    key_file = data_dir / "graph.key" if in_data_dir else tmp_path / "shared.key"
+    key_file.parent.mkdir(exist_ok=True)
+    key_file.write_bytes(b"k" * 32)
+    config = GraphsConfig() if in_data_dir else GraphsConfig(key_file=key_file)
+    key_file.chmod(mode)
+    with pytest.raises(ConfigError, match="can be written by others than its owner"):
+        load_graph_key(config, data_dir)
+
+
 def test_a_key_file_is_used_and_a_short_one_refused(tmp_path):
     key_file = tmp_path / "shared.key"
     key_file.write_bytes(b"s" * 40 + b"\n")
