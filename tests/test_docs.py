@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -47,32 +48,51 @@ RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml")) + sorted(
 )
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 
-FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
+# An opening fence: its indent, its run of backticks or tildes, its label
+# (```shell-session, ```yaml title=x); a closing one repeats the run, bare.
+FENCE = re.compile(r"^(\s*)(```+|~~~+)([^\s`]*).*$")
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 
 
-def fenced_blocks(path: Path) -> Iterator[tuple[int, str, str]]:
-    """(first line number, language, text) of each fenced block, its indent removed."""
-    lines = path.read_text().splitlines()
+def split_page(text: str) -> tuple[list[tuple[int, str, str]], str]:
+    """A page's fenced blocks, as (first line number, label, text without the
+    indent), and the rest of the page; an unclosed fence runs to the end."""
+    lines = text.splitlines()
+    blocks, outside = [], []
     index = 0
     while index < len(lines):
         opening = FENCE.match(lines[index])
         if opening is None:
+            outside.append(lines[index])
             index += 1
             continue
-        indent, language = len(opening.group(1)), opening.group(2)
+        indent, run, label = len(opening.group(1)), opening.group(2), opening.group(3)
+        closing = re.compile(rf"^\s*{re.escape(run[0])}{{{len(run)},}}\s*$")
         end = index + 1
-        while not re.match(r"^\s*```\s*$", lines[end]):
+        while end < len(lines) and not closing.match(lines[end]):
             end += 1
-        yield index + 2, language, "\n".join(line[indent:] for line in lines[index + 1 : end])
+        body = "\n".join(line[indent:] for line in lines[index + 1 : end])
+        blocks.append((index + 2, label, body))
         index = end + 1
+    return blocks, "\n".join(outside)
+
+
+def fenced_blocks(path: Path) -> list[tuple[int, str, str]]:
+    return split_page(path.read_text())[0]
 
 
 def code_text(path: Path) -> str:
     """What a page shows as code: its fenced blocks and inline code spans."""
-    blocks = [text for _, _, text in fenced_blocks(path)]
-    outside = re.sub(r"(?ms)^\s*```.*?^\s*```\s*$", "", path.read_text())
-    return "\n".join(blocks + CODE_SPAN.findall(outside))
+    blocks, outside = split_page(path.read_text())
+    return "\n".join([text for _, _, text in blocks] + CODE_SPAN.findall(outside))
+
+
+def test_fences_with_any_label_or_run_are_read_whole():
+    page = "```shell-session\n$ a\n```\n~~~~yaml title=x\nb: 1\n```\n~~~~\n`c`\n```\nd\n"
+    assert split_page(page) == (
+        [(2, "shell-session", "$ a"), (5, "yaml", "b: 1\n```"), (10, "", "d")],
+        "`c`",
+    )
 
 
 # ------------------------------------------------------------------ CLI flags
@@ -98,36 +118,88 @@ def cli_commands() -> dict[str, set[str]]:
     return out
 
 
-def unknown_flags(text: str, commands: dict[str, set[str]]) -> list[str]:
-    """Flags of ``scout-*`` command lines in ``text`` that their (sub)command lacks."""
+def command_lines(text: str) -> list[str]:
+    """Lines of shell code whole: continuations joined, comments dropped, and a
+    synopsis's indented ``[--flag]`` lines joined to their ``scout-*`` line."""
+    lines: list[str] = []
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        line = re.sub(r"(?:^|\s)#.*", "", line)
+        if re.match(r"\s+\[", line) and lines and "scout-" in lines[-1]:
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return lines
+
+
+PROGRAM = re.compile(r"(?<![\w./-])(scout-(?:exporter|sidecar))(?![\w.-])")
+
+
+def _flag_known(flag: str, options: set[str]) -> bool:
+    # A synopsis's --collector.<name> stands for every collector's flag.
+    pattern = "".join(
+        r"[\w.-]+" if part.startswith("<") else re.escape(part)
+        for part in re.split(r"(<\w+>)", flag)
+    )
+    return any(re.fullmatch(pattern, option) for option in options)
+
+
+def command_flags(program: str, words: str, commands: dict[str, set[str]]) -> list[str]:
+    """Unknown subcommands and flags in the words after ``program`` on one line.
+
+    ``[`` and ``]`` separate words, and so does ``|``: after it, a subcommand's
+    name starts again from the program (``user list | user remove NAME``), a
+    flag is another of the same command's, and a word after a spaced ``|`` is
+    a shell pipe's next command, which ends the line.
+    """
     found = []
-    joined = re.sub(r"\\\n\s*", " ", text)  # shell line continuations
-    for match in re.finditer(r"\b(scout-(?:exporter|sidecar))((?:[ \t]+[^\s`|;&)]+)*)", joined):
-        command, words = match.group(1), match.group(2).split()
-        while words and f"{command} {words[0]}" in commands:
-            command = f"{command} {words.pop(0)}"
-        has_subcommands = any(c.startswith(f"{command} ") for c in commands)
-        if has_subcommands and words and re.fullmatch(r"[a-z]+", words[0]):
-            found.append(f"{command} {words[0]}")
+    tokens = re.findall(r"\s\|\s|\||[^\s|\[\]]+", re.split(r"[;&)`]", words)[0])
+    command: str | None = program
+    naming = True  # the words so far name subcommands
+    for index, token in enumerate(tokens):
+        following = tokens[index + 1] if index + 1 < len(tokens) else ""
+        if token.strip() == "|":
+            if f"{program} {following}" in commands:
+                command, naming = program, True
+            elif token != "|" and not following.startswith("-"):
+                break
             continue
-        if command == "scout-sidecar" and any(w not in ("--version", "--help") for w in words):
-            command = "scout-sidecar serve"  # serve is the default command
-        for word in words:
-            flag = word.strip("[]").split("=")[0].rstrip(".,:]")
-            # A synopsis's --collector.<name> stands for every collector's flag.
-            pattern = "".join(
-                r"[\w.-]+" if part.startswith("<") else re.escape(part)
-                for part in re.split(r"(<\w+>)", flag)
-            )
-            known = any(re.fullmatch(pattern, option) for option in commands[command])
-            if flag.startswith("--") and not known:
-                found.append(f"{command} {flag}")
+        if command is None:
+            continue
+        if naming and f"{command} {token}" in commands:
+            command = f"{command} {token}"
+            continue
+        has_subcommands = any(c.startswith(f"{command} ") for c in commands)
+        if naming and has_subcommands and re.fullmatch(r"[a-z][\w-]*", token):
+            found.append(f"{command} {token}")
+            command = None  # its flags are not known until a | names another
+            continue
+        naming = False
+        if not token.startswith("--"):
+            continue
+        flag = token.split("=")[0].rstrip(".,:")
+        if _flag_known(flag, commands[command]):
+            continue
+        if command == "scout-sidecar" and _flag_known(flag, commands["scout-sidecar serve"]):
+            continue  # serve is the default command
+        found.append(f"{'scout-sidecar serve' if command == 'scout-sidecar' else command} {flag}")
+    return found
+
+
+def unknown_flags(text: str, commands: dict[str, set[str]]) -> list[str]:
+    """Subcommands and flags of ``scout-*`` command lines in ``text`` that the code lacks."""
+    found = []
+    for line in command_lines(text):
+        starts = list(PROGRAM.finditer(line))
+        ends = [match.start() for match in starts[1:]] + [len(line)]
+        for match, end in zip(starts, ends, strict=False):  # no ends without a start
+            words = line[match.end() : end]
+            found += command_flags(match.group(1), words, commands)
     return found
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
 def test_every_flag_a_command_line_in_the_docs_gives_exists(page):
-    assert unknown_flags(page.read_text(), cli_commands()) == []
+    assert unknown_flags(code_text(page), cli_commands()) == []
 
 
 def test_the_flag_check_catches_a_misspelt_or_misplaced_flag():
@@ -145,6 +217,11 @@ def test_the_flag_check_catches_a_misspelt_or_misplaced_flag():
     assert unknown_flags("scout-sidecar anomaly scores in.csv out.csv", commands) == [
         "scout-sidecar anomaly scores"
     ]
+    for misspelt in ("back-test", "back_test", "score2"):
+        assert unknown_flags(f"scout-sidecar anomaly {misspelt} x.csv", commands) == [
+            f"scout-sidecar anomaly {misspelt}"
+        ]
+    assert unknown_flags("scout-sidecar usr-add NAME", commands) == ["scout-sidecar usr-add"]
     assert (
         unknown_flags("scout-exporter [--collector.<name> | --no-collector.<name>]", commands) == []
     )
@@ -154,36 +231,117 @@ def test_the_flag_check_catches_a_misspelt_or_misplaced_flag():
     assert unknown_flags("scout-sidecar --dry-run --config.file x.yml", commands) == []
 
 
+def test_the_flag_check_reads_the_synopses_whole():
+    """The README's synopsis lines, each with a misspelt flag after a ``|`` or
+    on a continuation line."""
+    commands = cli_commands()
+    readme = (REPO / "README.md").read_text()
+    synopses = {
+        "scout-sidecar report --period day|week|month --format pdf|html|csv --output FILE"
+        " [--end DATE] [--language en|fr]": (
+            "--output FILE",
+            "--outptu FILE",
+            "scout-sidecar report --outptu",
+        ),
+        "scout-sidecar user add NAME --role viewer|operator"
+        " [--password-stdin | --password-file FILE | --generate]": (
+            "--password-file",
+            "--pasword-file",
+            "scout-sidecar user add --pasword-file",
+        ),
+        "scout-sidecar llm audit --since 24h|RFC3339 [--incident ID] [--output FILE]": (
+            "[--incident",
+            "[--incidnet",
+            "scout-sidecar llm audit --incidnet",
+        ),
+    }
+    for line, (right, wrong, reported) in synopses.items():
+        assert line in readme
+        assert unknown_flags(line, commands) == []
+        assert unknown_flags(line.replace(right, wrong), commands) == [reported]
+    report = "--end DATE] [--language en|fr]\n              [--config.file=FILE]\n"
+    assert report in readme
+    typo = report.replace("--config.file", "--config.fiel")
+    assert unknown_flags(f"scout-sidecar report {typo}", commands) == [
+        "scout-sidecar report --config.fiel"
+    ]
+    exporter = "               [--scrape.timeout-offset=0.5] [--path.rootfs=DIR]\n"
+    assert exporter in readme
+    typo = exporter.replace("rootfs", "rotfs")
+    assert unknown_flags(f"scout-exporter [--dry-run]\n{typo}", commands) == [
+        "scout-exporter --path.rotfs"
+    ]
+    # The subcommand after a | starts from the program again.
+    assert unknown_flags("scout-sidecar user list | user remov NAME", commands) == [
+        "scout-sidecar user remov"
+    ]
+
+
+def test_the_flag_check_reads_code_only_and_not_comments(tmp_path):
+    commands = cli_commands()
+    assert unknown_flags("other-tool --verbose  # as scout-sidecar --verbos would", commands) == []
+    assert unknown_flags("scout-exporter --dry-run | grep --count valid", commands) == []
+    page = tmp_path / "page.md"
+    page.write_text("Run scout-sidecar with care.\n\n```sh\nscout-sidecar --dry-rn\n```\n")
+    assert unknown_flags(code_text(page), commands) == ["scout-sidecar serve --dry-rn"]
+
+
 # ---------------------------------------------------------------- config keys
 
 EXPORTER_SECTIONS = set(ExporterConfig.model_fields)
 SIDECAR_SECTIONS = {f.alias or n for n, f in SidecarConfig.model_fields.items()}
 
 
-def scout_config_examples() -> Iterator[tuple[str, str, str]]:
-    """(place, which daemon, text) of every fenced YAML block that is a Scout config."""
-    for page in DOCS:
+def config_daemon(document: dict[Any, Any]) -> str | None:
+    """The daemon whose sections a YAML document shares a key with, if any."""
+    if set(document) & EXPORTER_SECTIONS:
+        return "exporter"
+    if set(document) & SIDECAR_SECTIONS:
+        return "sidecar"
+    return None
+
+
+def scout_config_examples(
+    pages: list[Path], root: Path = REPO
+) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(place, daemon, text) of every fenced YAML block that is a Scout config,
+    and the places of blocks fenced ``yaml`` or ``yml`` that are not YAML.
+
+    A block is a daemon's config when one of its top-level keys is one of the
+    daemon's sections, so a misspelt section (``graph:``) is an unknown key
+    rather than a block passed over. A page showing a config Scout refuses, on
+    purpose, fences it with another label (```text): only blocks labelled
+    ``yaml``, ``yml`` or nothing are loaded.
+    """
+    examples, broken = [], []
+    for page in pages:
         for line, language, text in fenced_blocks(page):
             if language not in ("yaml", "yml", ""):
                 continue
+            place = f"{page.relative_to(root)}:{line}"
             try:
                 document = yaml.safe_load(text)
             except yaml.YAMLError:
+                if language:
+                    broken.append(place)
                 continue
-            if not isinstance(document, dict) or not document:
-                continue
-            place = f"{page.relative_to(REPO)}:{line}"
-            if set(document) <= EXPORTER_SECTIONS:
-                yield place, "exporter", text
-            elif set(document) <= SIDECAR_SECTIONS:
-                yield place, "sidecar", text
+            daemon = config_daemon(document) if isinstance(document, dict) else None
+            if daemon is not None:
+                examples.append((place, daemon, text))
+    return examples, broken
 
 
 def load_example(daemon: str, text: str, source: str) -> None:
-    """Load through the daemon's own loader; a file path the reader's machine lacks is no error."""
-    parse = parse_exporter_config if daemon == "exporter" else parse_sidecar_config
+    """Load through the daemon's own loader; a file path the reader's machine lacks is no error.
+
+    Only the exporter expands ``${VAR}`` (with --config.expand-env); the sidecar
+    reads its config as written.
+    """
     try:
-        parse(text, source, expand_env=True)
+        if daemon == "exporter":
+            parse_exporter_config(text, source, expand_env=True)
+        else:
+            parse_sidecar_config(text, source)
     except (ExporterConfigError, SidecarConfigError) as error:
         problems = [line for line in str(error).splitlines() if "is not a file" not in line]
         if problems:
@@ -199,7 +357,7 @@ def example_secrets(monkeypatch):
 
 
 CONFIG_ERRORS = (ExporterConfigError, SidecarConfigError)
-EXAMPLE_BLOCKS = list(scout_config_examples())
+EXAMPLE_BLOCKS, BROKEN_YAML = scout_config_examples(DOCS)
 
 
 def test_the_docs_have_config_examples_of_both_daemons():
@@ -215,6 +373,36 @@ def test_every_config_example_in_the_docs_loads(place, daemon, text, example_sec
     load_example(daemon, text, place)
 
 
+def test_every_block_fenced_as_yaml_is_yaml():
+    assert BROKEN_YAML == []
+
+
+def test_a_misspelt_section_or_broken_yaml_is_not_passed_over(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    page = docs / "llm.md"
+    page.write_text(
+        "```yaml\ngraph:\n  enabled: true\nllm:\n  provider: none\n```\n"
+        "```yml\nllm: [\n```\n"
+        "```text\ngraphs: {enabled: maybe}\n```\n"
+        "```yaml\nglobal:\n  scrape_interval: 15s\n```\n"
+    )
+    examples, broken = scout_config_examples([page], tmp_path)
+    assert (examples, broken) == (
+        [("docs/llm.md:2", "sidecar", "graph:\n  enabled: true\nllm:\n  provider: none")],
+        ["docs/llm.md:8"],
+    )
+    with pytest.raises(CONFIG_ERRORS, match="unknown key"):
+        load_example(*examples[0][1:], examples[0][0])
+
+
+def test_sidecar_examples_are_read_without_expanding_variables(monkeypatch):
+    monkeypatch.setenv("SCOUT_TEST_LANGUAGE", "fr")
+    # The sidecar keeps ${VAR} as written, so the language is refused.
+    with pytest.raises(CONFIG_ERRORS):
+        load_example("sidecar", "language: ${SCOUT_TEST_LANGUAGE}\n", "t")
+
+
 def uncommented(text: str) -> str:
     """The example with the settings commented out inside its sections switched on.
 
@@ -224,9 +412,17 @@ def uncommented(text: str) -> str:
     return re.sub(r"(?m)^(\s+)# ?(\s*[a-z_]+:(?: .*)?)$", r"\1\2", text)
 
 
+# Which daemon reads each example file; a new file must be added here.
+EXAMPLE_DAEMONS = {"scout-exporter.yml": "exporter", "scout-sidecar.yml": "sidecar"}
+
+
+def test_every_example_file_names_its_daemon():
+    assert sorted(example.name for example in EXAMPLES) == sorted(EXAMPLE_DAEMONS)
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_example_files_load_with_their_commented_settings_switched_on(example, example_secrets):
-    daemon = example.name.removeprefix("scout-").removesuffix(".yml")
+    daemon = EXAMPLE_DAEMONS[example.name]
     text = example.read_text()
     load_example(daemon, text, str(example))
     switched_on = uncommented(text)
@@ -454,35 +650,64 @@ def test_every_metric_a_dashboard_reads_is_exported():
         assert unknown == set(), path.name
 
 
-DOC_METRIC = re.compile(r"(?<![\w/.:-])((?:scout|windows)_[a-zA-Z0-9_]*[a-z0-9])(?![\w:-])")
+# A metric name in the docs, up to any label set; braces after an underscore
+# list alternatives (windows_pagefile_{limit,free}_bytes{file}), and a trailing
+# _* stands for a family of names (scout_firewall_*).
+DOC_METRIC = re.compile(r"(?<![\w/.:{-])((?:scout|windows)_(?:[\w*]|\{[\w,]*\})*+)(?![:-])")
 
 
-SAMPLE_SUFFIXES = {"total", "bucket", "sum", "count", "created", "info"}
+def doc_metric_names(text: str) -> list[str]:
+    names = []
+    for written in DOC_METRIC.findall(text):
+        name = re.sub(r"(?<=[a-zA-Z0-9])\{[\w,]*\}$", "", written)
+        if re.fullmatch(r"(?:\w|_\{[\w,]+\})*(?:[a-z0-9]|_\{[\w,]+\}|_\*)", name):
+            names += expand_braces(name)
+    return names
 
 
-def _is_prefix(name: str) -> bool:
-    """``name`` starts exported families (``scout_host_memory``), not one sample's suffix."""
-    return any(
-        exported.startswith(f"{name}_") and exported[len(name) + 1 :] not in SAMPLE_SUFFIXES
-        for exported in EXPORTED
-    )
+# benchmarks.md names storm scenarios after what they break.
+SCENARIOS = {"benchmarks.md": {"windows_disk"}}
 
 
-def unknown_metrics(text: str) -> set[str]:
-    """scout_* and windows_* names in ``text`` that are neither exported nor a prefix of some."""
+def expand_braces(name: str) -> list[str]:
+    parts = re.split(r"\{([\w,]+)\}", name)
+    choices = [[part] if i % 2 == 0 else part.split(",") for i, part in enumerate(parts)]
+    return ["".join(combination) for combination in itertools.product(*choices)]
+
+
+def _exported(name: str) -> bool:
+    if not name.endswith("_*"):
+        return name in EXPORTED
+    return any(exported.startswith(name[:-1]) for exported in EXPORTED)
+
+
+def unknown_metrics(text: str, exempt: frozenset[str] | set[str] = frozenset()) -> set[str]:
+    """scout_* and windows_* names in ``text`` that are not exported, and
+    ``name_*`` families no exported name starts."""
     return {
         name
-        for name in DOC_METRIC.findall(text)
-        if name not in EXPORTED and name not in NOT_METRICS and not _is_prefix(name)
+        for name in doc_metric_names(text)
+        if not _exported(name) and name not in NOT_METRICS and name not in exempt
     }
 
 
-# benchmarks.md records measurements: its scout_/windows_ words name storm scenarios.
-@pytest.mark.parametrize(
-    "page", [p for p in DOCS if p.name != "benchmarks.md"], ids=lambda p: p.name
+# A recording rule's name: level:metric:operations.
+RECORDED = re.compile(
+    r"(?<![\w:/.-])([a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[a-z0-9_]*[a-z0-9])(?![\w:-])"
 )
+
+
+def unknown_recorded(text: str) -> set[str]:
+    """Recording rules' names in ``text`` the shipped rules lack (the README
+    spells out the naming convention itself, ``level:metric:operations``)."""
+    return set(RECORDED.findall(text)) - recorded_names() - {"level:metric:operations"}
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
 def test_every_metric_the_docs_name_is_exported(page):
-    assert unknown_metrics(code_text(page)) == set()
+    text = code_text(page)
+    assert unknown_metrics(text, SCENARIOS.get(page.name, set())) == set()
+    assert unknown_recorded(text) == set()
 
 
 def test_the_metric_check_catches_a_name_the_code_lacks():
@@ -494,11 +719,37 @@ def test_the_metric_check_catches_a_name_the_code_lacks():
     assert unknown_metrics("scout_sidecar_return_trip_failures") == {
         "scout_sidecar_return_trip_failures"
     }
-    assert unknown_metrics("scout_host_memory and scout_sidecar_alerts_received_total") == set()
+    # The start of real names is not a name.
+    assert unknown_metrics("scout_collector_duration, scout_llm_cost") == {
+        "scout_collector_duration",
+        "scout_llm_cost",
+    }
+    assert (
+        unknown_metrics("scout_host_memory_free_bytes, scout_sidecar_alerts_received_total")
+        == set()
+    )
+    assert unknown_metrics("scout_firewall_* and scout_llm_*") == set()
+    assert unknown_metrics("scout_firewal_* and scout_lm_*") == {"scout_firewal_*", "scout_lm_*"}
+    assert unknown_metrics("`windows_pagefile_{limit,free}_bytes{file}`") == set()
+    assert unknown_metrics("`windows_pagefile_{limit,fre}_bytes{file}`") == {
+        "windows_pagefile_fre_bytes"
+    }
+    assert unknown_metrics("`windows_system_{threads,processes}`, windows_cpu_tim{x}") == {
+        "windows_cpu_tim"
+    }
+    assert unknown_metrics("the windows_disk scenario") == {"windows_disk"}
+    assert unknown_metrics("the windows_disk scenario", SCENARIOS["benchmarks.md"]) == set()
     assert promql_names('rate(scout_foo_total{job="x"}[5m]) > on(instance) up') == {
         "scout_foo_total",
         "up",
     }
+
+
+def test_the_recorded_name_check_catches_a_rule_the_rules_lack():
+    recorded = sorted(recorded_names())[0]
+    level, metric, operations = recorded.split(":")
+    assert unknown_recorded(f"sum({recorded}) at 12:30:00") == set()
+    assert unknown_recorded(f"{level}:{metric}:{operations}x") == {f"{recorded}x"}
 
 
 def test_names_that_are_not_metrics_are_in_the_code():
@@ -530,8 +781,7 @@ def heading_anchors(page: Path) -> set[str]:
     """GitHub's anchors for a page's headings (repeats get -1, -2, ...)."""
     anchors: set[str] = set()
     seen: dict[str, int] = {}
-    outside = re.sub(r"(?ms)^\s*```.*?^\s*```\s*$", "", page.read_text())
-    for heading in re.findall(r"(?m)^#{1,6}\s+(.*?)\s*#*\s*$", outside):
+    for heading in re.findall(r"(?m)^#{1,6}\s+(.*?)\s*#*\s*$", split_page(page.read_text())[1]):
         text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "")
         slug = re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
         count = seen.get(slug, 0)
