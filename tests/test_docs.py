@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import itertools
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -697,10 +699,13 @@ RECORDED = re.compile(
 )
 
 
+RECORDED_NAMES = recorded_names()
+
+
 def unknown_recorded(text: str) -> set[str]:
     """Recording rules' names in ``text`` the shipped rules lack (the README
     spells out the naming convention itself, ``level:metric:operations``)."""
-    return set(RECORDED.findall(text)) - recorded_names() - {"level:metric:operations"}
+    return set(RECORDED.findall(text)) - RECORDED_NAMES - {"level:metric:operations"}
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
@@ -746,7 +751,7 @@ def test_the_metric_check_catches_a_name_the_code_lacks():
 
 
 def test_the_recorded_name_check_catches_a_rule_the_rules_lack():
-    recorded = sorted(recorded_names())[0]
+    recorded = sorted(RECORDED_NAMES)[0]
     level, metric, operations = recorded.split(":")
     assert unknown_recorded(f"sum({recorded}) at 12:30:00") == set()
     assert unknown_recorded(f"{level}:{metric}:{operations}x") == {f"{recorded}x"}
@@ -790,14 +795,30 @@ def heading_anchors(page: Path) -> set[str]:
     return anchors
 
 
-def broken_links(page: Path) -> list[str]:
+@functools.cache
+def tracked_paths(root: Path) -> set[Path]:
+    """The files git tracks under ``root``, and their folders."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, text=True
+    ).stdout
+    files = {root / name for name in listed.split("\0") if name}
+    return files | {folder for file in files for folder in file.parents}
+
+
+def broken_links(page: Path, root: Path = REPO, tracked: set[Path] | None = None) -> list[str]:
+    """Relative links of ``page`` to no file the repository tracks, or to no heading.
+
+    A link out of the repository, or to a file git ignores (a local config, a
+    built module), resolves on the writer's machine only.
+    """
+    tracked = tracked_paths(root) if tracked is None else tracked
     broken = []
     for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
         if re.match(r"[a-z]+:", target):
             continue
         path, _, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
-        if not linked.exists():
+        if not linked.is_relative_to(root) or linked not in tracked:
             broken.append(target)
             continue
         if anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked):
@@ -811,9 +832,20 @@ def test_every_relative_link_and_anchor_resolves(page):
 
 
 def test_the_link_check_catches_a_missing_file_and_anchor(tmp_path):
-    (tmp_path / "a.md").write_text("# Top\n## Sign-in and roles\n")
-    page = tmp_path / "b.md"
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.md").write_text("# Top\n## Sign-in and roles\n")
+    (root / "local.yml").write_text("")  # there, but not tracked
+    (tmp_path / "outside.md").write_text("")
+    page = root / "b.md"
     page.write_text(
         "[ok](a.md#sign-in-and-roles) [gone](c.md) [anchor](a.md#sign-in) [self](#x)\n# X\n"
+        "[untracked](local.yml) [out](../outside.md) [folder](.)\n"
     )
-    assert broken_links(page) == ["c.md", "a.md#sign-in"]
+    tracked = {root, root / "a.md", page}
+    assert broken_links(page, root, tracked) == [
+        "c.md",
+        "a.md#sign-in",
+        "local.yml",
+        "../outside.md",
+    ]
