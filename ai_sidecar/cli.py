@@ -50,6 +50,7 @@ from ai_sidecar.enrichment.llm.commands import add_llm_commands
 from ai_sidecar.enrichment.llm.providers import provider_key
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.intake.processes import serve_with_intake_processes
+from ai_sidecar.notify.signing import load_graph_key
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from ai_sidecar.store import StoreError
 from ai_sidecar.worker_process import stop_restarting_children
@@ -354,6 +355,10 @@ def run_serve(args: argparse.Namespace) -> int:
             provider_key(config.llm, environ=os.environ)
         if config.reports.digest.enabled:
             smtp_password(config.reports.digest.smtp)
+        # A set key file is checked here; the data directory's default key is
+        # left for the first run to create, so a dry run writes nothing.
+        if config.graphs.enabled and config.graphs.key_file is not None:
+            load_graph_key(config.graphs, settings.data_dir)
         prepare_data_dir(settings.data_dir, create=not args.dry_run)
     except ConfigError as exc:
         print(f"scout-sidecar: {exc}", file=sys.stderr)

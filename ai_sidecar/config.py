@@ -21,7 +21,7 @@ Layout (every section and key is optional; ``{}`` is a valid file)::
         refresh: 5m
         roots: [core-1] # where the cabling is oriented from (default: the pollers' hosts)
         pollers:
-          - {job: scout-exporter, polls: "snmp|probe_.*|firewall|winrm"}
+          - {job: scout-exporter, polls: "snmp|probe_.*|firewall|winrm|windows"}
     priority:
       criticality:      # first match wins per alert
         - {match: {site: "hq|dc1"}, level: critical}
@@ -853,7 +853,8 @@ class GraphsConfig(StrictModel):
     enabled: bool = True
     range: Duration = timedelta(hours=6)
     url_ttl: Duration = timedelta(days=7)
-    key_file: Path | None = None
+    # strict=False: YAML gives a string, and a strict Path field takes only a Path.
+    key_file: Annotated[Path, Field(strict=False)] | None = None
 
 
 def _network(value: object) -> object:

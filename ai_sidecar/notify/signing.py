@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -60,7 +61,7 @@ def load_graph_key(config: GraphsConfig, data_dir: Path) -> bytes:
             raise ConfigError(f"graphs.key_file: cannot read it ({exc.strerror})") from None
         if len(key) < MIN_KEY_BYTES:
             raise ConfigError(f"graphs.key_file: the key needs at least {MIN_KEY_BYTES} bytes")
-        _warn_if_readable(config.key_file)
+        _check_mode(config.key_file)
         return key
     path = data_dir / KEY_FILE
     try:
@@ -75,19 +76,31 @@ def load_graph_key(config: GraphsConfig, data_dir: Path) -> bytes:
         ) from None
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{path}: the graph key is shorter than {MIN_KEY_BYTES} bytes")
-    _warn_if_readable(path)
+    _check_mode(path)
     return key
 
 
-def _warn_if_readable(path: Path) -> None:
-    """Say so when others than the owner may read the key (restored from a backup,
-    copied by hand): whoever reads it can sign a graph URL for any incident."""
-    with contextlib.suppress(OSError):
-        if path.stat().st_mode & 0o077:
-            log.warning(
-                "the graph key can be read by others than its owner: chmod 600 it",
-                extra={"file": str(path)},
-            )
+def _check_mode(path: Path) -> None:
+    """Refuse a key others may write, and say so when others may read it.
+
+    Whoever can write the key can put in one they know and sign a graph URL
+    for any incident; whoever can read it (restored from a backup, copied by
+    hand) can sign them too, which is worth a warning rather than a refusal.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{path}: the graph key can be written by others than its owner, who could "
+            "sign graph URLs with a key of their own: chmod 600 it"
+        )
+    if mode & 0o077:
+        log.warning(
+            "the graph key can be read by others than its owner: chmod 600 it",
+            extra={"file": str(path)},
+        )
 
 
 def _create_key(path: Path) -> None:

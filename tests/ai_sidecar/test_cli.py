@@ -223,3 +223,25 @@ def test_a_configured_llm_without_its_key_is_refused_at_start(tmp_path, key_env,
             "set it, or GEMINI_API_KEY_FILE naming a file that holds the key"
         )
     assert "canary-cli-key-77" not in result.stdout + result.stderr
+
+
+def test_dry_run_checks_a_set_graph_key_and_creates_no_default_one(tmp_path):
+    key = tmp_path / "graph-shared.key"
+    config = tmp_path / "sidecar.yml"
+    config.write_text(f"graphs: {{key_file: {key}}}\n")
+    argv = ("--dry-run", "--web.insecure-no-auth", f"--config.file={config}")
+    data_dir = tmp_path / "data"
+    missing = run_cli(*argv, data_dir=data_dir)
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1,
+        "scout-sidecar: graphs.key_file: cannot read it (No such file or directory)",
+    )
+    key.write_bytes(b"short")
+    short = run_cli(*argv, data_dir=data_dir)
+    assert "the key needs at least 16 bytes" in short.stderr
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o600)
+    assert run_cli(*argv, data_dir=data_dir).returncode == 0
+    config.write_text("{}\n")
+    assert run_cli(*argv, data_dir=data_dir).returncode == 0
+    assert not (data_dir / "graph.key").exists()

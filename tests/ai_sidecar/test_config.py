@@ -161,6 +161,11 @@ def test_full_example_sets_every_key():
     assert trip.grafana_url == "https://grafana.example.net"
     assert trip.external_url == "https://scout.example.net/sidecar"
     assert config.store.retention == timedelta(days=14)
+    graphs = config.graphs
+    assert graphs.enabled is False
+    assert graphs.range == timedelta(hours=3)
+    assert graphs.url_ttl == timedelta(days=1)
+    assert graphs.key_file == Path("/etc/scout/secrets/graph-key")
 
 
 def test_dumped_config_reads_back_the_same():

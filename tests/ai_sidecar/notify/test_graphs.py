@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -323,13 +324,18 @@ def test_a_data_directory_that_cannot_hold_the_key_is_a_config_error(tmp_path):
         load_graph_key(GraphsConfig(), blocked)
 
 
-@pytest.mark.parametrize("in_data_dir", [True, False])
-def test_a_key_others_can_read_is_warned_about(tmp_path, caplog, in_data_dir):
+def _key(tmp_path: Path, *, in_data_dir: bool) -> tuple[GraphsConfig, Path, Path]:
+    """A 32-byte key in the data directory, or in a file graphs.key_file names."""
     data_dir = tmp_path / "data"
     key_file = data_dir / "graph.key" if in_data_dir else tmp_path / "shared.key"
     key_file.parent.mkdir(exist_ok=True)
     key_file.write_bytes(b"k" * 32)
-    config = GraphsConfig() if in_data_dir else GraphsConfig(key_file=key_file)
+    return GraphsConfig() if in_data_dir else GraphsConfig(key_file=key_file), data_dir, key_file
+
+
+@pytest.mark.parametrize("in_data_dir", [True, False])
+def test_a_key_others_can_read_is_warned_about(tmp_path, caplog, in_data_dir):
+    config, data_dir, key_file = _key(tmp_path, in_data_dir=in_data_dir)
     key_file.chmod(0o600)
     with caplog.at_level("WARNING", logger="ai_sidecar.notify.graphs"):
         load_graph_key(config, data_dir)
@@ -338,6 +344,15 @@ def test_a_key_others_can_read_is_warned_about(tmp_path, caplog, in_data_dir):
     with caplog.at_level("WARNING", logger="ai_sidecar.notify.graphs"):
         assert load_graph_key(config, data_dir) == b"k" * 32
     assert "chmod 600" in caplog.text
+
+
+@pytest.mark.parametrize("in_data_dir", [True, False])
+@pytest.mark.parametrize("mode", [0o620, 0o602])
+def test_a_key_others_can_write_is_refused(tmp_path, in_data_dir, mode):
+    config, data_dir, key_file = _key(tmp_path, in_data_dir=in_data_dir)
+    key_file.chmod(mode)
+    with pytest.raises(ConfigError, match="can be written by others than its owner"):
+        load_graph_key(config, data_dir)
 
 
 def test_a_key_file_is_used_and_a_short_one_refused(tmp_path):
