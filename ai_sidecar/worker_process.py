@@ -340,6 +340,11 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
+    @property
+    def stop_grace(self) -> float:
+        """How long :meth:`stop` waits for the child after SIGTERM before killing it."""
+        return self._stop_grace
+
     async def cleanup_ctx(self, _: web.Application) -> AsyncIterator[None]:
         """Run the child for the life of an app."""
         self.start()
