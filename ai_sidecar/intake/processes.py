@@ -21,7 +21,8 @@ How it runs, with N above 1:
 - Any other request it passes to the main process over the Unix socket
   (:mod:`ai_sidecar.intake.forward`), with the client's address, so the
   console, the API, /metrics and reloads behave as with one process.
-- Every second it sends the increments of its webhook counters to the main
+- Every second it sends the increments of its webhook counters
+  (:class:`~ai_sidecar.metrics.WebhookMetrics`, every one) to the main
   process, which adds them to its own: /metrics counts every process's
   requests. (Up to a second of increments is lost if an intake process dies.)
 - The main process watches each one as it watches the worker process
@@ -62,7 +63,7 @@ from ai_sidecar.intake.forward import (
     upstream_session,
 )
 from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
-from ai_sidecar.metrics import SidecarMetrics, create_metrics
+from ai_sidecar.metrics import WEBHOOK_COUNTERS, SidecarMetrics, create_metrics
 from ai_sidecar.request_errors import request_errors
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.webhook import WEBHOOK_PATH, receive
@@ -87,15 +88,6 @@ from exporter.common.web import open_listening_sockets
 
 log = logging.getLogger("ai_sidecar.intake")
 
-# The counters an intake process moves: the webhook's (ai_sidecar.metrics).
-WEBHOOK_COUNTERS = (
-    "alerts_received",
-    "alerts_invalid",
-    "alerts_duplicate",
-    "alerts_truncated",
-    "alerts_looped",
-    "webhook_requests",
-)
 SOCKET_NAME = "main.sock"
 DIRECTORY_PREFIX = "scout-sidecar-"
 # An intake process lets its requests in flight finish for up to
@@ -124,7 +116,7 @@ class CounterIncrements:
         increments: list[Increment] = []
         self._taken = {}
         for field in WEBHOOK_COUNTERS:
-            for family in getattr(self._metrics, field).collect():
+            for family in getattr(self._metrics.webhook, field).collect():
                 for sample in family.samples:
                     if not sample.name.endswith("_total"):
                         continue  # _created
@@ -156,7 +148,7 @@ class AddIncrements:
                 field, labels, amount = increment
                 if field not in WEBHOOK_COUNTERS or not (math.isfinite(amount) and amount > 0):
                     continue
-                counter = getattr(self._metrics, field)
+                counter = getattr(self._metrics.webhook, field)
                 (counter.labels(**labels) if labels else counter).inc(amount)
             except (TypeError, ValueError):
                 log.warning("ignored a malformed counter increment from an intake process")
