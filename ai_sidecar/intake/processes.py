@@ -54,8 +54,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ai_sidecar.components import build_components, open_store
-from ai_sidecar.config import SidecarConfig
+from ai_sidecar.components import open_store
 from ai_sidecar.intake.forward import (
     UPSTREAM_READ_TIMEOUT,
     believe_intake_peer,
@@ -76,7 +75,6 @@ from ai_sidecar.worker_process import (
     stop_restarting_children,
     watch_child,
 )
-from exporter.common.logs import LogFormat
 from exporter.common.serving import (
     SHUTDOWN_TIMEOUT,
     ServerLimits,
@@ -180,12 +178,23 @@ def intake_app(
     return app
 
 
+def intake_settings(settings: SidecarSettings) -> SidecarSettings:
+    """What an intake process is given of ``settings``: the webhook's token and body
+    limit, the store, logging. Named one by one rather than copied whole, so a secret
+    added to the settings stays out unless named here (the Prometheus token does)."""
+    return SidecarSettings(
+        webhook_token=settings.webhook_token,
+        data_dir=settings.data_dir,
+        store_url=settings.store_url,
+        store_password=settings.store_password,
+        max_body_bytes=settings.max_body_bytes,
+        log_level=settings.log_level,
+        log_format=settings.log_format,
+    )
+
+
 def intake_main(
     settings: SidecarSettings,
-    _config: SidecarConfig,
-    log_level: str,
-    log_format: LogFormat,
-    _components: object,
     counters_pipe: multiprocessing.connection.Connection,
     *,
     sockets: list[socket.socket],
@@ -193,7 +202,7 @@ def intake_main(
     limits: ServerLimits,
 ) -> None:
     """Entry point of an intake process."""
-    become_child(log_level, log_format, background=False)
+    become_child(settings.log_level, settings.log_format, background=False)
     sys.setswitchinterval(SWITCH_INTERVAL)
     raise_open_files_limit()
     try:
@@ -288,7 +297,6 @@ class IntakeProcesses:
     def __init__(
         self,
         settings: SidecarSettings,
-        config: SidecarConfig,
         metrics: SidecarMetrics,
         sockets: list[socket.socket],
         limits: ServerLimits,
@@ -308,12 +316,8 @@ class IntakeProcesses:
         increments = AddIncrements(metrics)
         self.children = [
             WorkerProcess(
-                settings,
-                config,
-                build_components,
+                intake_settings(settings),
                 increments,
-                settings.log_level,
-                settings.log_format,
                 target=intake_main,
                 name=f"scout-sidecar-intake-{number}",
                 target_kwargs={
@@ -338,7 +342,6 @@ class IntakeProcesses:
 def serve_with_intake_processes(
     app: web.Application,
     settings: SidecarSettings,
-    config: SidecarConfig,
     processes: int,
     prog: str,
     limits: ServerLimits,
@@ -349,7 +352,7 @@ def serve_with_intake_processes(
     if sockets is None:
         return 1
     try:
-        intake = IntakeProcesses(settings, config, app[METRICS], sockets, limits, processes - 1)
+        intake = IntakeProcesses(settings, app[METRICS], sockets, limits, processes - 1)
     except OSError as exc:
         # A TMPDIR too long for a socket's path (108 bytes), or not writable.
         for sock in sockets:
