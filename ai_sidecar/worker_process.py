@@ -436,6 +436,9 @@ class WorkerProcess:
     def reconfigure(self, config: SidecarConfig) -> None:
         """A reloaded config for a ``reloadable`` child: its ``llm`` section to the running
         one, all of it to the next."""
+        if not self._reloadable:
+            # Its entry point takes no config: the next start would fail, over and over.
+            raise ValueError(f"{self._name} takes no reloaded config")
         with self._lock:
             self._target_kwargs["config"] = config
             if self._control is not None:

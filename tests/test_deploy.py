@@ -96,8 +96,9 @@ def test_docker_waits_for_a_clean_stop_before_killing(tmp_path):
     assert _seconds(sidecar.get("stop_grace_period", "10s")) >= sidecar_stop
     # An exporter: a WinRM scrape's thread runs on to its deadline (the longest
     # scrape_timeout Prometheus sends, plain or sharded), after the requests in flight
-    # were given SHUTDOWN_TIMEOUT; then each shell kept on a host is deleted
-    # (connect, read).
+    # were given SHUTDOWN_TIMEOUT; then its command is signalled to end and its shell
+    # is deleted from the host: two exchanges, each connecting and reading within
+    # CLEANUP_SECONDS.
     timeouts = []
     for path in [
         REPO / "prometheus" / "prometheus.yml",
@@ -107,7 +108,7 @@ def test_docker_waits_for_a_clean_stop_before_killing(tmp_path):
         timeouts.append(prometheus["global"].get("scrape_timeout", "10s"))
         timeouts += [job.get("scrape_timeout", "10s") for job in prometheus["scrape_configs"]]
     longest_scrape = max(_seconds(timeout) for timeout in timeouts)
-    exporter_stop = max(SHUTDOWN_TIMEOUT, longest_scrape) + 2 * WINRM_CLEANUP_SECONDS
+    exporter_stop = max(SHUTDOWN_TIMEOUT, longest_scrape) + 2 * (2 * WINRM_CLEANUP_SECONDS)
     exporters = {
         name for name, service in services.items() if "scout-exporter" in service.get("command", [])
     }

@@ -7,6 +7,7 @@ import multiprocessing
 import pickle
 import socket
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from ai_sidecar import worker_process
 from ai_sidecar.app import create_app
 from ai_sidecar.config import load_config
-from ai_sidecar.intake.processes import IntakeProcesses
+from ai_sidecar.intake.processes import INTAKE_SETTINGS, IntakeProcesses
 from ai_sidecar.metrics import ForwardedMetrics, create_metrics
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.worker_process import WorkerProcess, watched_children
@@ -111,6 +112,8 @@ STORE_PASSWORD = "store-password-secret"
 
 
 def secret_settings(tmp_path: Path) -> SidecarSettings:
+    # Every field the intake processes take away from its default, so that one
+    # left behind shows.
     return SidecarSettings(
         data_dir=tmp_path,
         webhook_token=WEBHOOK_TOKEN,
@@ -118,12 +121,35 @@ def secret_settings(tmp_path: Path) -> SidecarSettings:
         prometheus_bearer_token=PROMETHEUS_TOKEN,
         store_url="postgresql://scout@127.0.0.1:9/scout",
         store_password=STORE_PASSWORD,
+        max_body_bytes=1234,
+        log_level="debug",
+        log_format="json",
     )
 
 
+# The settings no intake process reads: each stays in the main process.
+NOT_FOR_INTAKES = {
+    "listen_host",
+    "listen_port",
+    "prometheus_url",
+    "prometheus_bearer_token",
+    "alertmanager_urls",
+    "config_file",
+}
+
+
+def test_every_setting_is_given_to_intake_processes_or_kept_from_them():
+    """A field added to the settings must be put on one list or the other, by
+    someone who decided whether the intake processes need it (a secret they do
+    not use must not cross into them)."""
+    every = {setting.name for setting in fields(SidecarSettings)}
+    assert set(INTAKE_SETTINGS) | NOT_FOR_INTAKES == every
+    assert not set(INTAKE_SETTINGS) & NOT_FOR_INTAKES
+
+
 def test_an_intake_process_gets_only_what_it_uses(tmp_path):
-    """The webhook's token and the store, not the Prometheus token, the config or the
-    worker's components: nothing crosses into a process that does not use it."""
+    """The webhook's token, body limit, store and logging; not the Prometheus token,
+    the config or the worker's components, which it does not use."""
     settings = secret_settings(tmp_path)
     listening = socket.create_server(("127.0.0.1", 0))
     intake = IntakeProcesses(settings, create_metrics(), [listening], ServerLimits(), 1)
@@ -134,13 +160,30 @@ def test_an_intake_process_gets_only_what_it_uses(tmp_path):
         listening.close()
     [given] = args
     assert isinstance(given, SidecarSettings)
-    assert given.webhook_token == WEBHOOK_TOKEN
+    for name in INTAKE_SETTINGS:
+        assert getattr(given, name) == getattr(settings, name), name
+        assert getattr(given, name) != getattr(SidecarSettings(), name), name
     assert given.store_location == settings.store_location
-    assert given.max_body_bytes == settings.max_body_bytes
     assert set(kwargs) == {"sockets", "socket_path", "limits"}
-    crossing = pickle.dumps(args)
+    # The listening sockets cross as descriptors, not pickled.
+    crossing = pickle.dumps((args, {k: v for k, v in kwargs.items() if k != "sockets"}))
     assert PROMETHEUS_TOKEN.encode() not in crossing
     assert STORE_PASSWORD.encode() in crossing  # the store's own: it writes alerts
+
+
+def test_a_child_that_takes_no_config_refuses_a_reloaded_one(tmp_path):
+    """Given one, its next start would fail on the unknown argument, and again at
+    every restart."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    intake = IntakeProcesses(
+        secret_settings(tmp_path), create_metrics(), [listening], ServerLimits(), 1
+    )
+    try:
+        with pytest.raises(ValueError, match="takes no reloaded config"):
+            intake.children[0].reconfigure(load_config(None))
+    finally:
+        intake.close()
+        listening.close()
 
 
 def test_children_that_answer_no_request_never_get_the_webhook_token(tmp_path):
