@@ -35,7 +35,7 @@ from ai_sidecar.reload import ConfigReloader
 from ai_sidecar.request_errors import request_errors
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.webhook import WEBHOOK_PATH, receive
-from ai_sidecar.worker_process import WorkerProcess, watch_child
+from ai_sidecar.worker_process import WorkerProcess, background_settings, watch_child
 from exporter.common.web import healthy, landing_page, ready, render_registry
 
 log = logging.getLogger("ai_sidecar")
@@ -139,13 +139,10 @@ def create_app(
         forwarded = ForwardedMetrics(list(idle.collect()))
         app[METRICS].registry.register(forwarded)
         child = WorkerProcess(
-            settings,
-            config,
-            components,
+            background_settings(settings),
             forwarded,
-            settings.log_level,
-            settings.log_format,
             reloadable=True,
+            target_kwargs={"config": config, "components": components},
         )
         app.cleanup_ctx.append(store)
         watch_child(app, child)

@@ -400,7 +400,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         if args.web_processes > 1:
             return serve_with_intake_processes(
-                app, settings, config, args.web_processes, "scout-sidecar", limits
+                app, settings, args.web_processes, "scout-sidecar", limits
             )
         return serve(
             app,

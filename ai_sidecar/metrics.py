@@ -9,7 +9,7 @@ own there, and the HTTP process serves them through :class:`ForwardedMetrics`.
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,23 +29,38 @@ from ai_sidecar.worker import WorkerMetrics, create_worker_metrics
 
 
 @dataclass(frozen=True, slots=True)
-class SidecarMetrics:
-    """One process's metrics.
+class WebhookMetrics:
+    """The webhook's counters, all of them: an intake process (:mod:`ai_sidecar.intake`)
+    sends the growth of each field here to the main process, which adds it to its own,
+    so a counter added here is counted across processes without a list to keep. Only
+    counters belong here."""
 
-    ``registry`` is what the process serves on /metrics. The webhook's counters
-    are defined here; the worker defines its own (:class:`WorkerMetrics`); the
-    return trip's are created here too. Worker and return-trip metrics live on
-    the pipeline's registry, which is ``registry`` itself when the pipeline runs
-    in this process, and the worker process's own one otherwise.
-    """
-
-    registry: CollectorRegistry
     alerts_received: Counter
     alerts_invalid: Counter
     alerts_duplicate: Counter
     alerts_truncated: Counter
     alerts_looped: Counter
-    webhook_requests: Counter
+    requests: Counter
+
+
+# The names of WebhookMetrics' fields: what intake processes may send.
+WEBHOOK_COUNTERS = tuple(field.name for field in fields(WebhookMetrics))
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarMetrics:
+    """One process's metrics.
+
+    ``registry`` is what the process serves on /metrics. The webhook's counters
+    are defined here (:class:`WebhookMetrics`); the worker defines its own
+    (:class:`WorkerMetrics`); the return trip's are created here too. Worker and
+    return-trip metrics live on the pipeline's registry, which is ``registry``
+    itself when the pipeline runs in this process, and the worker process's own
+    one otherwise.
+    """
+
+    registry: CollectorRegistry
+    webhook: WebhookMetrics
     worker: WorkerMetrics
     return_trip_posts: Counter
     return_trip_failures: Counter
@@ -75,37 +90,39 @@ def create_metrics(*, pipeline_registry: CollectorRegistry | None = None) -> Sid
     pipeline = registry if pipeline_registry is None else pipeline_registry
     return SidecarMetrics(
         registry=registry,
-        alerts_received=Counter(
-            "scout_sidecar_alerts_received",
-            "Alerts received by the webhook and stored, duplicates included.",
-            registry=registry,
-        ),
-        alerts_invalid=Counter(
-            "scout_sidecar_alerts_invalid",
-            "Webhook requests refused with a 4xx, by reason.",
-            ["reason"],
-            registry=registry,
-        ),
-        alerts_duplicate=Counter(
-            "scout_sidecar_alerts_duplicate",
-            "Alerts already stored with the same fingerprint, status and startsAt.",
-            registry=registry,
-        ),
-        alerts_truncated=Counter(
-            "scout_sidecar_alerts_truncated",
-            "Alerts Alertmanager left out of its payloads (truncatedAlerts).",
-            registry=registry,
-        ),
-        alerts_looped=Counter(
-            "scout_sidecar_alerts_looped",
-            "Enriched alerts that came back to the webhook and were ignored.",
-            registry=registry,
-        ),
-        webhook_requests=Counter(
-            "scout_sidecar_webhook_requests",
-            "Webhook requests by HTTP status code.",
-            ["code"],
-            registry=registry,
+        webhook=WebhookMetrics(
+            alerts_received=Counter(
+                "scout_sidecar_alerts_received",
+                "Alerts received by the webhook and stored, duplicates included.",
+                registry=registry,
+            ),
+            alerts_invalid=Counter(
+                "scout_sidecar_alerts_invalid",
+                "Webhook requests refused with a 4xx, by reason.",
+                ["reason"],
+                registry=registry,
+            ),
+            alerts_duplicate=Counter(
+                "scout_sidecar_alerts_duplicate",
+                "Alerts already stored with the same fingerprint, status and startsAt.",
+                registry=registry,
+            ),
+            alerts_truncated=Counter(
+                "scout_sidecar_alerts_truncated",
+                "Alerts Alertmanager left out of its payloads (truncatedAlerts).",
+                registry=registry,
+            ),
+            alerts_looped=Counter(
+                "scout_sidecar_alerts_looped",
+                "Enriched alerts that came back to the webhook and were ignored.",
+                registry=registry,
+            ),
+            requests=Counter(
+                "scout_sidecar_webhook_requests",
+                "Webhook requests by HTTP status code.",
+                ["code"],
+                registry=registry,
+            ),
         ),
         worker=create_worker_metrics(pipeline),
         return_trip_posts=Counter(

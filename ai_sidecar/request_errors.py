@@ -72,7 +72,7 @@ async def request_errors(
         # or the client sends its next request on it.
         response.force_close()
     if request.path == WEBHOOK_PATH:
-        request.app[METRICS].webhook_requests.labels(str(response.status)).inc()
+        request.app[METRICS].webhook.requests.labels(str(response.status)).inc()
     return response
 
 

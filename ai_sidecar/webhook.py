@@ -416,28 +416,28 @@ async def receive(request: web.Request) -> web.Response:
     try:
         require_token(request, settings.webhook_token)
     except UnauthorizedError:
-        metrics.alerts_invalid.labels("unauthorized").inc()
+        metrics.webhook.alerts_invalid.labels("unauthorized").inc()
         raise
     limit = settings.max_body_bytes
     declared = request.content_length
     # Refused before the media type and before reading: nothing of it is needed.
     if declared is not None and declared > limit:
-        metrics.alerts_invalid.labels("too_large").inc()
+        metrics.webhook.alerts_invalid.labels("too_large").inc()
         raise _too_large(limit)
     if request.content_type != "application/json":
-        metrics.alerts_invalid.labels("media_type").inc()
+        metrics.webhook.alerts_invalid.labels("media_type").inc()
         raise UnsupportedMediaError(
             f"Content-Type must be application/json, got {_echo(request.content_type)}"
         )
     try:
         body = await read_body(request, limit)
     except PayloadTooLargeError:
-        metrics.alerts_invalid.labels("too_large").inc()
+        metrics.webhook.alerts_invalid.labels("too_large").inc()
         raise
     try:
         payload = await _parse(body)
     except BadRequestError as exc:
-        metrics.alerts_invalid.labels("invalid").inc()
+        metrics.webhook.alerts_invalid.labels("invalid").inc()
         log.info("webhook payload refused", extra={"reason": str(exc)[:300]})
         raise
 
@@ -445,9 +445,9 @@ async def receive(request: web.Request) -> web.Response:
     alerts = [a for a in payload.alerts if not a.is_enriched]
     looped = len(payload.alerts) - len(alerts)
     if looped:
-        metrics.alerts_looped.inc(looped)
+        metrics.webhook.alerts_looped.inc(looped)
     if payload.truncated_alerts:
-        metrics.alerts_truncated.inc(payload.truncated_alerts)
+        metrics.webhook.alerts_truncated.inc(payload.truncated_alerts)
 
     try:
         result = await app[STORE].ingest(alerts, _now())
@@ -456,8 +456,8 @@ async def receive(request: web.Request) -> web.Response:
         # the store's file or the database's host and user.
         log.warning("cannot store webhook alerts; answering 503", extra={"reason": str(exc)})
         raise StoreUnavailableError(ALERTS_NOT_STORED) from exc
-    metrics.alerts_received.inc(result.new + result.duplicates)
-    metrics.alerts_duplicate.inc(result.duplicates)
+    metrics.webhook.alerts_received.inc(result.new + result.duplicates)
+    metrics.webhook.alerts_duplicate.inc(result.duplicates)
     if result.new:
         app[WAKEUP].set()
     return web.json_response(

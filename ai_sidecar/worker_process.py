@@ -20,6 +20,8 @@ dies, and stops it on shutdown. The child:
   other process), every ``POLL_INTERVAL``;
 - builds its components with the factory the parent names (by default
   :func:`ai_sidecar.components.build_components`), so tests can give it fakes;
+- is given the settings without the webhook's token (:func:`background_settings`):
+  it answers no request;
 - sends every metric family of its pipeline registry to the parent every
   ``METRICS_INTERVAL`` through a pipe, and the parent serves them on its
   /metrics (:class:`~ai_sidecar.metrics.ForwardedMetrics`);
@@ -48,6 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -139,17 +142,22 @@ async def until_stopped(main: asyncio.Task[Any], stop: asyncio.Event) -> None:
     stopping.cancel()
 
 
+def background_settings(settings: SidecarSettings) -> SidecarSettings:
+    """``settings`` for a child that answers no request (the worker, the anomaly scorer):
+    without the webhook's token, which only the HTTP processes check."""
+    return replace(settings, webhook_token=None)
+
+
 def child_main(
     settings: SidecarSettings,
-    config: SidecarConfig,
-    log_level: str,
-    log_format: LogFormat,
-    components: ComponentsFactory,
     metrics_pipe: multiprocessing.connection.Connection,
+    *,
+    config: SidecarConfig,
+    components: ComponentsFactory,
     control: multiprocessing.connection.Connection | None = None,
 ) -> None:
     """Entry point of the worker process; ``control`` brings reloaded ``llm`` sections."""
-    become_child(log_level, log_format)
+    become_child(settings.log_level, settings.log_format)
     # The store's writer thread gives up the GIL around every statement; with
     # the default 5 ms switch interval, taking it back from a busy worker
     # stretches each write transaction (and the webhook's wait for the write
@@ -303,16 +311,18 @@ class Receiver(Protocol):
 
 
 class WorkerProcess:
-    """The HTTP process's handle on the worker process: start, watch, restart, stop."""
+    """The HTTP process's handle on the worker process: start, watch, restart, stop.
+
+    The child runs ``target(settings, pipe, **target_kwargs)``: the settings (which
+    say how to log), the pipe it sends its metrics on, and what else that target
+    takes (the worker: its config and components; an intake process: the listening
+    sockets), so nothing a child does not use crosses into it.
+    """
 
     def __init__(
         self,
         settings: SidecarSettings,
-        config: SidecarConfig,
-        components: ComponentsFactory,
         forwarded: Receiver,
-        log_level: str,
-        log_format: LogFormat,
         *,
         target: Callable[..., None] = child_main,
         name: str = "scout-sidecar-worker",
@@ -322,10 +332,10 @@ class WorkerProcess:
     ) -> None:
         # How long stop() waits for the child to end after SIGTERM, then kills it.
         self._stop_grace = stop_grace
-        self._args: tuple[Any, ...] = (settings, config, log_level, log_format, components)
-        # More for the target (an intake process's listening sockets), given at every start.
+        self._settings = settings
+        # Given at every start; a reload replaces the worker's "config".
         self._target_kwargs = dict(target_kwargs or {})
-        # The worker's target takes a control pipe for reloads; the anomaly child's does not.
+        # The worker's target takes a control pipe for reloads; the others do not.
         self._reloadable = reloadable
         self._control: multiprocessing.connection.Connection | None = None
         # Another child (the anomaly scorer) runs under the same watch with its own entry point.
@@ -339,6 +349,11 @@ class WorkerProcess:
         # Starting a child and stopping take turns, so stop() never misses one.
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+
+    @property
+    def stop_grace(self) -> float:
+        """How long :meth:`stop` waits for the child after SIGTERM before killing it."""
+        return self._stop_grace
 
     async def cleanup_ctx(self, _: web.Application) -> AsyncIterator[None]:
         """Run the child for the life of an app."""
@@ -385,7 +400,10 @@ class WorkerProcess:
                 if self._reloadable:
                     extra["control"] = control_receiver
                 process = self._context.Process(
-                    target=self._target, args=(*self._args, sender), kwargs=extra, name=self._name
+                    target=self._target,
+                    args=(self._settings, sender),
+                    kwargs=extra,
+                    name=self._name,
                 )
                 process.start()
                 self._process = process
@@ -416,10 +434,13 @@ class WorkerProcess:
         self._stopping.set()
 
     def reconfigure(self, config: SidecarConfig) -> None:
-        """A reloaded config: its ``llm`` section to the running child, all of it to the next."""
+        """A reloaded config for a ``reloadable`` child: its ``llm`` section to the running
+        one, all of it to the next."""
+        if not self._reloadable:
+            # Its entry point takes no config: the next start would fail, over and over.
+            raise ValueError(f"{self._name} takes no reloaded config")
         with self._lock:
-            settings, _, *rest = self._args
-            self._args = (settings, config, *rest)
+            self._target_kwargs["config"] = config
             if self._control is not None:
                 # The child may be dying (it is restarted with the new config then).
                 with contextlib.suppress(OSError, ValueError):

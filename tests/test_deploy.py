@@ -11,6 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
+from ai_sidecar.app import create_app
+from ai_sidecar.config import load_config
+from ai_sidecar.intake.processes import STOP_GRACE as INTAKE_STOP_GRACE
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.worker_process import watched_children
+from exporter.clients.winrm import CLEANUP_SECONDS as WINRM_CLEANUP_SECONDS
+from exporter.common.durations import parse_duration
+from exporter.common.serving import SHUTDOWN_TIMEOUT
+
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
 pytestmark = pytest.mark.peers
 
@@ -62,6 +71,50 @@ def test_compose_refuses_to_start_grafana_without_an_admin_password():
     result = compose_config()
     assert result.returncode != 0
     assert "set GRAFANA_ADMIN_PASSWORD in .env" in result.stderr
+
+
+def _seconds(duration: str) -> float:
+    return parse_duration(duration).total_seconds()
+
+
+def test_docker_waits_for_a_clean_stop_before_killing(tmp_path):
+    """Docker SIGKILLs a service stop_grace_period after its SIGTERM (10 s unless
+    set); the periods must cover the longest clean stop the code allows."""
+    services = _compose_services()
+    # The sidecar with --web.processes above 1, as the image would run it: the intake
+    # processes stop first (all at once), then this process's requests in flight, then
+    # each child it watches (worker, anomaly scorer) in turn.
+    sidecar = services["sidecar"]
+    config = load_config(REPO / "docs" / "examples" / "scout-sidecar.yml")
+    settings = SidecarSettings(
+        data_dir=tmp_path, prometheus_url=sidecar["environment"]["SCOUT_PROMETHEUS_URL"]
+    )
+    app = create_app(settings, config, worker_process=True)
+    children = [child.stop_grace for child in watched_children(app)]
+    assert len(children) == 2  # the worker and the anomaly scorer
+    sidecar_stop = INTAKE_STOP_GRACE + SHUTDOWN_TIMEOUT + sum(children)
+    assert _seconds(sidecar.get("stop_grace_period", "10s")) >= sidecar_stop
+    # An exporter: a WinRM scrape's thread runs on to its deadline (the longest
+    # scrape_timeout Prometheus sends, plain or sharded), after the requests in flight
+    # were given SHUTDOWN_TIMEOUT; then its command is signalled to end and its shell
+    # is deleted from the host: two exchanges, each connecting and reading within
+    # CLEANUP_SECONDS.
+    timeouts = []
+    for path in [
+        REPO / "prometheus" / "prometheus.yml",
+        *(REPO / "prometheus").glob("sharded/*.yml"),
+    ]:
+        prometheus = yaml.safe_load(path.read_text())
+        timeouts.append(prometheus["global"].get("scrape_timeout", "10s"))
+        timeouts += [job.get("scrape_timeout", "10s") for job in prometheus["scrape_configs"]]
+    longest_scrape = max(_seconds(timeout) for timeout in timeouts)
+    exporter_stop = max(SHUTDOWN_TIMEOUT, longest_scrape) + 2 * (2 * WINRM_CLEANUP_SECONDS)
+    exporters = {
+        name for name, service in services.items() if "scout-exporter" in service.get("command", [])
+    }
+    assert exporters == {"exporter", "exporter-shard-1"}
+    for name in exporters:
+        assert _seconds(services[name].get("stop_grace_period", "10s")) >= exporter_stop, name
 
 
 def test_compose_scrape_ports_match_prometheus_config():

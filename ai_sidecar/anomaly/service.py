@@ -34,7 +34,6 @@ from ai_sidecar.anomaly.registry import ModelRegistry
 from ai_sidecar.anomaly.scoring import AnomalyScorer, build_families
 from ai_sidecar.anomaly.shards import Share
 from ai_sidecar.anomaly.trainer import TrainingJob, TrainingProcess, TrainingResult
-from ai_sidecar.components import ComponentsFactory, build_components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.metrics import ForwardedMetrics
@@ -44,13 +43,13 @@ from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store.postgres.shares import CLAIM_INTERVAL, ShareClaims
 from ai_sidecar.worker_process import (
     WorkerProcess,
+    background_settings,
     become_child,
     lock_file,
     stop_on_signals,
     until_stopped,
     watch_child,
 )
-from exporter.common.logs import LogFormat
 
 log = logging.getLogger("ai_sidecar.anomaly")
 
@@ -108,14 +107,11 @@ def add_anomaly_scoring(
     registry.register(forwarded)
     if separate_process:
         child = WorkerProcess(
-            settings,
-            config,
-            build_components,  # never called: the anomaly child builds no worker components
+            background_settings(settings),
             forwarded,
-            settings.log_level,
-            settings.log_format,
             target=anomaly_main,
             name="scout-sidecar-anomaly",
+            target_kwargs={"config": config},
         )
         watch_child(app, child)
         return
@@ -189,14 +185,12 @@ async def claim_shares(claims: ShareClaims, scorer: AnomalyScorer, config: Sidec
 
 def anomaly_main(
     settings: SidecarSettings,
-    config: SidecarConfig,
-    log_level: str,
-    log_format: LogFormat,
-    _components: ComponentsFactory,
     metrics_pipe: multiprocessing.connection.Connection,
+    *,
+    config: SidecarConfig,
 ) -> None:
-    """Entry point of the anomaly process (same arguments as the worker's)."""
-    become_child(log_level, log_format)
+    """Entry point of the anomaly process."""
+    become_child(settings.log_level, settings.log_format)
     lock = lock_file(settings.data_dir / LOCK_FILE)
     try:
         asyncio.run(_serve(settings, config, metrics_pipe))

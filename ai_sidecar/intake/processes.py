@@ -21,7 +21,8 @@ How it runs, with N above 1:
 - Any other request it passes to the main process over the Unix socket
   (:mod:`ai_sidecar.intake.forward`), with the client's address, so the
   console, the API, /metrics and reloads behave as with one process.
-- Every second it sends the increments of its webhook counters to the main
+- Every second it sends the increments of its webhook counters
+  (:class:`~ai_sidecar.metrics.WebhookMetrics`, every one) to the main
   process, which adds them to its own: /metrics counts every process's
   requests. (Up to a second of increments is lost if an intake process dies.)
 - The main process watches each one as it watches the worker process
@@ -53,8 +54,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ai_sidecar.components import build_components, open_store
-from ai_sidecar.config import SidecarConfig
+from ai_sidecar.components import open_store
 from ai_sidecar.intake.forward import (
     UPSTREAM_READ_TIMEOUT,
     believe_intake_peer,
@@ -62,7 +62,7 @@ from ai_sidecar.intake.forward import (
     upstream_session,
 )
 from ai_sidecar.keys import METRICS, SETTINGS, STORE, WAKEUP
-from ai_sidecar.metrics import SidecarMetrics, create_metrics
+from ai_sidecar.metrics import WEBHOOK_COUNTERS, SidecarMetrics, create_metrics
 from ai_sidecar.request_errors import request_errors
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.webhook import WEBHOOK_PATH, receive
@@ -75,7 +75,6 @@ from ai_sidecar.worker_process import (
     stop_restarting_children,
     watch_child,
 )
-from exporter.common.logs import LogFormat
 from exporter.common.serving import (
     SHUTDOWN_TIMEOUT,
     ServerLimits,
@@ -87,15 +86,6 @@ from exporter.common.web import open_listening_sockets
 
 log = logging.getLogger("ai_sidecar.intake")
 
-# The counters an intake process moves: the webhook's (ai_sidecar.metrics).
-WEBHOOK_COUNTERS = (
-    "alerts_received",
-    "alerts_invalid",
-    "alerts_duplicate",
-    "alerts_truncated",
-    "alerts_looped",
-    "webhook_requests",
-)
 SOCKET_NAME = "main.sock"
 DIRECTORY_PREFIX = "scout-sidecar-"
 # An intake process lets its requests in flight finish for up to
@@ -124,7 +114,7 @@ class CounterIncrements:
         increments: list[Increment] = []
         self._taken = {}
         for field in WEBHOOK_COUNTERS:
-            for family in getattr(self._metrics, field).collect():
+            for family in getattr(self._metrics.webhook, field).collect():
                 for sample in family.samples:
                     if not sample.name.endswith("_total"):
                         continue  # _created
@@ -156,7 +146,7 @@ class AddIncrements:
                 field, labels, amount = increment
                 if field not in WEBHOOK_COUNTERS or not (math.isfinite(amount) and amount > 0):
                     continue
-                counter = getattr(self._metrics, field)
+                counter = getattr(self._metrics.webhook, field)
                 (counter.labels(**labels) if labels else counter).inc(amount)
             except (TypeError, ValueError):
                 log.warning("ignored a malformed counter increment from an intake process")
@@ -188,12 +178,30 @@ def intake_app(
     return app
 
 
+# The settings an intake process uses: the webhook's token and body limit, the
+# store, logging. The others (the Prometheus token among them) stay in the main
+# process; a test holds every field of SidecarSettings to one list or the other.
+INTAKE_SETTINGS = (
+    "webhook_token",
+    "data_dir",
+    "store_url",
+    "store_password",
+    "max_body_bytes",
+    "log_level",
+    "log_format",
+)
+
+
+def intake_settings(settings: SidecarSettings) -> SidecarSettings:
+    """What an intake process is given of ``settings``: :data:`INTAKE_SETTINGS`, named
+    one by one rather than copied whole, so a secret added to the settings stays out
+    of the intake processes unless named there. It keeps secrets out of their
+    arguments, not out of their environment, which they inherit."""
+    return SidecarSettings(**{name: getattr(settings, name) for name in INTAKE_SETTINGS})
+
+
 def intake_main(
     settings: SidecarSettings,
-    _config: SidecarConfig,
-    log_level: str,
-    log_format: LogFormat,
-    _components: object,
     counters_pipe: multiprocessing.connection.Connection,
     *,
     sockets: list[socket.socket],
@@ -201,7 +209,7 @@ def intake_main(
     limits: ServerLimits,
 ) -> None:
     """Entry point of an intake process."""
-    become_child(log_level, log_format, background=False)
+    become_child(settings.log_level, settings.log_format, background=False)
     sys.setswitchinterval(SWITCH_INTERVAL)
     raise_open_files_limit()
     try:
@@ -296,7 +304,6 @@ class IntakeProcesses:
     def __init__(
         self,
         settings: SidecarSettings,
-        config: SidecarConfig,
         metrics: SidecarMetrics,
         sockets: list[socket.socket],
         limits: ServerLimits,
@@ -316,12 +323,8 @@ class IntakeProcesses:
         increments = AddIncrements(metrics)
         self.children = [
             WorkerProcess(
-                settings,
-                config,
-                build_components,
+                intake_settings(settings),
                 increments,
-                settings.log_level,
-                settings.log_format,
                 target=intake_main,
                 name=f"scout-sidecar-intake-{number}",
                 target_kwargs={
@@ -346,7 +349,6 @@ class IntakeProcesses:
 def serve_with_intake_processes(
     app: web.Application,
     settings: SidecarSettings,
-    config: SidecarConfig,
     processes: int,
     prog: str,
     limits: ServerLimits,
@@ -357,7 +359,7 @@ def serve_with_intake_processes(
     if sockets is None:
         return 1
     try:
-        intake = IntakeProcesses(settings, config, app[METRICS], sockets, limits, processes - 1)
+        intake = IntakeProcesses(settings, app[METRICS], sockets, limits, processes - 1)
     except OSError as exc:
         # A TMPDIR too long for a socket's path (108 bytes), or not writable.
         for sock in sockets:

@@ -4,6 +4,7 @@ routes, the CLI and the e-mail digest (against a real SMTP server)."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import io
 import os
@@ -390,8 +391,12 @@ async def test_the_report_page_escapes_alert_text_and_links_its_downloads(consol
         'attachment; filename="scout-report-week-2026-11-08.csv"'
     )
     assert download.headers["Content-Type"] == "text/csv; charset=utf-8"
-    rows = list(csv.reader(io.StringIO(await download.text())))
+    opened = as_excel_reads(await download.read())
+    rows = list(csv.reader(io.StringIO(opened)))
+    assert rows[0][:2] == ["section", "Measure"]
     assert ["summary", "Incidents", "4"] in rows
+    # Accented alert text survives the trip into a spreadsheet.
+    assert "Zürich 🔥" in opened
 
     pdf = await console.get("/console/reports.pdf", params={"period": "day"})
     assert pdf.status == 200
@@ -411,6 +416,14 @@ async def test_bad_parameters_and_strangers_are_turned_away(console) -> None:  #
     away = await console.get("/console/reports.pdf", allow_redirects=False)
     assert away.status == 303
     assert away.headers["Location"].startswith("/console/login?next=")
+
+
+def as_excel_reads(body: bytes) -> str:
+    """A CSV file as Excel opens it: UTF-8 after a byte-order mark, else the machine's
+    legacy code page (Windows-1252 in France and England)."""
+    if body.startswith(codecs.BOM_UTF8):
+        return body.decode("utf-8-sig")
+    return body.decode("cp1252", errors="replace")
 
 
 def run_cli(
@@ -455,7 +468,9 @@ async def test_the_cli_writes_each_format(store: Store, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert "reading the store" in done.stderr
         outputs[fmt] = output.read_bytes()
-    assert ["priority", "P1", "1"] in list(csv.reader(io.StringIO(outputs["csv"].decode())))
+    opened = as_excel_reads(outputs["csv"])
+    assert ["priority", "P1", "1"] in list(csv.reader(io.StringIO(opened)))
+    assert "Zürich 🔥" in opened
     html = outputs["html"].decode()
     assert "Noisiest targets" in html
     assert SCRIPT not in html
@@ -480,7 +495,10 @@ async def test_the_cli_writes_each_format(store: Store, tmp_path: Path) -> None:
         "--end", "2026-11-08", "--format", "csv", "--output", "-", data_dir=data, cwd=tmp_path
     )
     assert piped.returncode == 0, piped.stderr
-    assert piped.stdout.splitlines() == outputs["csv"].decode().splitlines()
+    # The same CSV, without the byte-order mark the file has for spreadsheets: the
+    # programs a pipe feeds would take it as part of the first column's name.
+    assert piped.stdout.startswith("section,")
+    assert piped.stdout.splitlines() == outputs["csv"].decode("utf-8-sig").splitlines()
     assert "to stdout" in piped.stderr
     assert not (tmp_path / "-").exists()
 

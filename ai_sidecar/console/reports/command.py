@@ -1,7 +1,8 @@
 """``scout-sidecar report``: a report from the shell, as PDF, HTML or CSV.
 
 ``report --period day|week|month --format pdf|html|csv --output FILE|- [--end YYYY-MM-DD]
-[--config.file FILE]`` (``-``: standard output) reads the store ``serve`` would
+[--config.file FILE]`` (``-``: standard output; a CSV file starts with a byte-order
+mark for spreadsheets, standard output does not) reads the store ``serve`` would
 use (``SCOUT_STORE_URL`` with its password, or the SQLite file in ``SCOUT_DATA_DIR``) and Prometheus
 from ``SCOUT_PROMETHEUS_URL`` (optional: without it the Prometheus tables say
 so). Times are in the config's ``notifications.timezone``. What it is doing
@@ -170,4 +171,10 @@ async def _make(settings: SidecarSettings, config: Any, args: argparse.Namespace
     _say(f"rendering {args.format}")
     if args.format == "pdf":
         return await made.pdf()
-    return (made.html() if args.format == "html" else made.csv()).encode()
+    if args.format == "html":
+        return made.html().encode()
+    # A file is for spreadsheets, which need the byte-order mark to read UTF-8; standard
+    # output usually feeds a program (csvkit, awk, a script), to which the mark would be
+    # part of the first column's name. Redirect into a file and Excel reads it as the
+    # machine's code page: --output FILE is the spreadsheet's way.
+    return made.csv().encode() if str(args.output) == STDOUT else made.csv_file()

@@ -7,7 +7,8 @@
   table Prometheus could not fill has one row with its reason. A cell that a
   spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
   ``@``, a tab or a carriage return, after any blanks) is prefixed with
-  ``'``: alert names and targets are untrusted.
+  ``'``: alert names and targets are untrusted. As a download or a file it is
+  UTF-8 after a byte-order mark (:data:`SPREADSHEET_ENCODING`).
 - **PDF** (fpdf2, with matplotlib's DejaVu Sans embedded: Latin, Greek,
   Cyrillic and more print; a character the font lacks is left blank, never an
   error): the chart, then every table. Control and format characters are
@@ -39,6 +40,9 @@ from ai_sidecar.console.templating import environment
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import PRIORITIES
 
+# Excel reads a CSV without a byte-order mark in the machine's legacy code page
+# (Windows-1252 in France), so "débit" shows as "dÃ©bit"; after one it reads UTF-8.
+SPREADSHEET_ENCODING = "utf-8-sig"
 # A spreadsheet runs a cell starting with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # Longest cell text the PDF prints; longer text is cut with an ellipsis.

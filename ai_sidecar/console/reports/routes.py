@@ -101,7 +101,7 @@ async def report_csv(request: web.Request) -> web.Response:
     user = await console_user(request)
     period = (await _asked(request, user)).period
     made = await request.app[REPORTS].make(period)
-    return _download(made.csv().encode(), "text/csv; charset=utf-8", report_filename(period, "csv"))
+    return _download(made.csv_file(), "text/csv; charset=utf-8", report_filename(period, "csv"))
 
 
 async def report_pdf(request: web.Request) -> web.Response:

@@ -10,7 +10,13 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.config import ReportPeriod, SidecarConfig
 from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import Period, period_ending, report_period
-from ai_sidecar.console.reports.render import chart_png, report_csv, report_html, report_pdf
+from ai_sidecar.console.reports.render import (
+    SPREADSHEET_ENCODING,
+    chart_png,
+    report_csv,
+    report_html,
+    report_pdf,
+)
 from ai_sidecar.console.reports.threads import on_report_thread
 from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.promql import PromQLClient
@@ -28,6 +34,10 @@ class Rendered:
 
     def csv(self) -> str:
         return report_csv(self.report)
+
+    def csv_file(self) -> bytes:
+        """The CSV as a download or a file, which spreadsheets open: with a byte-order mark."""
+        return self.csv().encode(SPREADSHEET_ENCODING)
 
     def html(self, chart_src: str | None = None) -> str:
         return report_html(self.report, self.chart, chart_src, self.language)

@@ -232,8 +232,8 @@ async def test_reports_follow_the_readers_language(console_factory: ConsoleFacto
     assert "Rapport Scout" in text
     assert "Incidents par priorité" in text
     # Machine-readable: the same English headers whatever the reader's language.
-    csv_text = await (await client.get("/console/reports.csv", headers={**VIEWER, **FRENCH})).text()
-    assert csv_text.startswith("section,Measure,Value")
+    csv_body = await (await client.get("/console/reports.csv", headers={**VIEWER, **FRENCH})).read()
+    assert csv_body.decode("utf-8-sig").startswith("section,Measure,Value")
     wrong = await client.get("/console/reports?end=hier", headers={**VIEWER, **FRENCH})
     assert wrong.status == 400
     assert "la date de fin doit être au format AAAA-MM-JJ" in unescape(await wrong.text())

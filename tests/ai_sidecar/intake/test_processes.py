@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 import pytest
+from prometheus_client import CollectorRegistry
 
 from ai_sidecar.intake.processes import (
     DIRECTORY_PREFIX,
@@ -22,9 +23,13 @@ from ai_sidecar.intake.processes import (
     STALE_AFTER_SECONDS,
     AddIncrements,
     CounterIncrements,
+    intake_app,
     remove_stale_directories,
 )
+from ai_sidecar.keys import METRICS
 from ai_sidecar.metrics import create_metrics
+from ai_sidecar.settings import SidecarSettings
+from ai_sidecar.webhook import WEBHOOK_PATH
 from scripts.localstack import Service, free_port, sidecar_service
 from tests.ai_sidecar.builders import alert, payload
 
@@ -35,13 +40,13 @@ def test_counter_increments_are_sent_once_and_added_to_the_main_process():
     intake, main = create_metrics(), create_metrics()
     taken = CounterIncrements(intake)
     adder = AddIncrements(main)
-    intake.alerts_received.inc(3)
-    intake.webhook_requests.labels("200").inc(2)
-    intake.alerts_invalid.labels("invalid").inc()
+    intake.webhook.alerts_received.inc(3)
+    intake.webhook.requests.labels("200").inc(2)
+    intake.webhook.alerts_invalid.labels("invalid").inc()
     adder.update(taken.take())
     taken.sent()
     assert taken.take() == []  # nothing new since
-    intake.alerts_received.inc(2)
+    intake.webhook.alerts_received.inc(2)
     adder.update(taken.take())
     taken.sent()
     value = main.registry.get_sample_value
@@ -53,13 +58,54 @@ def test_counter_increments_are_sent_once_and_added_to_the_main_process():
 def test_increments_whose_send_failed_are_sent_with_the_next():
     intake, main = create_metrics(), create_metrics()
     taken = CounterIncrements(intake)
-    intake.alerts_received.inc(3)
+    intake.webhook.alerts_received.inc(3)
     assert [amount for *_, amount in taken.take()] == [3]  # the send fails: no sent()
-    intake.alerts_received.inc(2)
+    intake.webhook.alerts_received.inc(2)
     AddIncrements(main).update(taken.take())
     taken.sent()
     assert main.registry.get_sample_value("scout_sidecar_alerts_received_total") == 5
     assert taken.take() == []
+
+
+def scout_counts(
+    registry: CollectorRegistry,
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every Scout counter sample of ``registry`` above zero."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        if family.type == "counter" and family.name.startswith("scout_")
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.value > 0
+    }
+
+
+async def test_all_an_intake_process_counts_reaches_the_main_process(aiohttp_client, tmp_path):
+    """Whatever the webhook counts in an intake process, on each path a delivery can
+    take, shows on the main process's /metrics once sent: no counter is left out."""
+    settings = SidecarSettings(data_dir=tmp_path, webhook_token=TOKEN, max_body_bytes=4096)
+    app = intake_app(settings, tmp_path / SOCKET_NAME, idle_timeout=10.0)
+    client = await aiohttp_client(app)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    fresh = alert("LinkDown", instance="sw1")
+    enriched = alert("LinkDown", instance="sw1", scout_enriched="true")
+    answers = [
+        await client.post(WEBHOOK_PATH, json=payload(fresh), headers={"Authorization": "Bearer x"}),
+        await client.post(WEBHOOK_PATH, data=b"x" * 5000, headers=auth),
+        await client.post(WEBHOOK_PATH, data="{}", headers={**auth, "Content-Type": "text/plain"}),
+        await client.post(WEBHOOK_PATH, json={"version": "4"}, headers=auth),
+        await client.post(WEBHOOK_PATH, json=payload(fresh, enriched, truncated=2), headers=auth),
+        await client.post(WEBHOOK_PATH, json=payload(fresh), headers=auth),
+    ]
+    assert [answer.status for answer in answers] == [401, 413, 415, 400, 200, 200]
+    counted = scout_counts(app[METRICS].registry)
+    # Each of the webhook's counters moved, so the comparison below covers them all.
+    webhook = ("received", "invalid", "duplicate", "truncated", "looped")
+    expected = {f"scout_sidecar_alerts_{name}_total" for name in webhook}
+    assert {name for name, _ in counted} >= expected | {"scout_sidecar_webhook_requests_total"}
+    main = create_metrics()
+    AddIncrements(main).update(CounterIncrements(app[METRICS]).take())
+    assert scout_counts(main.registry) == counted
 
 
 @pytest.mark.parametrize(
@@ -70,7 +116,7 @@ def test_increments_whose_send_failed_are_sent_with_the_next():
         [("alerts_received", {}, math.nan)],
         [("alerts_received", {}, math.inf)],
         [("return_trip_posts", {"peer": "x"}, 1.0)],  # not the webhook's
-        [("webhook_requests", {"nope": "200"}, 1.0)],
+        [("requests", {"nope": "200"}, 1.0)],
         [("alerts_received",)],
     ],
 )
