@@ -514,6 +514,17 @@ def targetdowns_muted(am: Alertmanager, alerts: dict[str, dict[str, str]]) -> di
     }
 
 
+def muted_once_stored(am: Alertmanager, alerts: dict[str, dict[str, str]]) -> dict[str, bool]:
+    """targetdowns_muted() once Alertmanager holds every one of ``alerts``: inhibition
+    is worked out as alerts are read, so nothing is pending then."""
+    wait_for(
+        lambda: len(targetdowns_muted(am, alerts)) == len(alerts),
+        timeout=10,
+        what="the TargetDowns stored",
+    )
+    return targetdowns_muted(am, alerts)
+
+
 def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(tmp_path):
     """An exporter that dies pages once, as ExporterDown: not once per device behind
     it, nor again as its own TargetDown; per shard."""
@@ -554,13 +565,7 @@ def test_an_exporter_whose_metrics_alone_fail_mutes_no_device(tmp_path):
     alerts = {**DEVICES_DOWN, "exporter": {**DEVICE_DOWN, **EXPORTER}}
     with shipped_alertmanager(tmp_path) as (_, am):
         am.post([postable(labels) for labels in alerts.values()])
-        wait_for(
-            lambda: len(targetdowns_muted(am, alerts)) == len(alerts),
-            timeout=10,
-            what="the alerts stored",
-        )
-        # Inhibition is worked out as alerts are read: nothing is pending here.
-        assert not any(targetdowns_muted(am, alerts).values())
+        assert not any(muted_once_stored(am, alerts).values())
         # A second exporter (here: one only collecting a host) found dead mutes
         # nothing of the devices either: ExporterDown never fired for it.
         other = {**DEVICE_DOWN, "job": "scout-exporter", "instance": "web2:8781"}
@@ -594,12 +599,7 @@ def test_of_two_exporters_a_dead_one_mutes_its_own_devices_only(tmp_path):
         am.post([postable(a_down)])
         wait_for(lambda: am.alerts('alertname="ExporterDown"'), timeout=10, what="A stored")
         am.post([postable(labels) for labels in alerts.values()])
-        wait_for(
-            lambda: len(targetdowns_muted(am, alerts)) == len(alerts),
-            timeout=10,
-            what="the TargetDowns stored",
-        )
-        assert targetdowns_muted(am, alerts) == {
+        assert muted_once_stored(am, alerts) == {
             "A's switch": True,
             "A's probe": True,
             "A itself": True,

@@ -18,7 +18,12 @@ and a test fixture all feed the same code:
   ``upstream`` or ``via`` label sits behind the device it names;
 - **pollers**: the exporter instances, and the jobs whose targets they reach;
   a polled target depends on its poller, which only an *unavailable* poller
-  explains (a full disk on the poller explains nothing about its targets);
+  explains (a full disk on the poller explains nothing about its targets).
+  Where an alert names the exporter its target is scraped through
+  (``scout_exporter``, which the shipped scrape configs set on every series,
+  the exporter's own included) and a poller of its job carries that value, the
+  target depends on that poller only: of two exporters under one Prometheus,
+  each explains its own targets, not the other's;
 - **dependencies**: explicit edges from the sidecar config (``from`` and ``to``
   as ``job``/``instance``/``ifName`` values);
 - **addresses**: what the exporter's scrapes resolved each target's name to
@@ -75,6 +80,9 @@ EDGE_WHY = {POLL: "polled by", PATH: "reached through", USES: "runs on or uses"}
 
 # Labels naming the device a target sits behind (file_sd target-group labels).
 UPSTREAM_LABELS = ("upstream", "via")
+# The label naming the exporter a series was scraped through (its address;
+# prometheus/prometheus.yml sets it on the exporter's own series too).
+EXPORTER_LABEL = "scout_exporter"
 # Labels naming an interface of the alert's device (ifAlias, free text, is
 # used only when it names a port the graph knows).
 INTERFACE_LABELS = ("ifName", "interface", "ifDescr")
@@ -182,10 +190,15 @@ def element_text(node: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Poller:
-    """An exporter instance (``job``/``instance`` of its own scrape) and the jobs it reaches."""
+    """An exporter instance (``job``/``instance`` of its own scrape) and the jobs it reaches.
+
+    ``address`` is the :data:`EXPORTER_LABEL` value of its own scrape, the one
+    its targets' series carry; empty where its scrape config sets none.
+    """
 
     instance: str
     polls: re.Pattern[str]
+    address: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +226,7 @@ class TopologySnapshot:
     built_at: datetime | None = None
     edges: int = 0
     _ancestors: dict[str, Ancestors] = field(default_factory=dict)
-    _polled: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _polled: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     _children: dict[str, list[str]] | None = None
 
     @property
@@ -274,21 +287,22 @@ class TopologySnapshot:
             value = labels.get(name, "")
             if value:
                 found.append((self.device(value), PATH, "behind"))
-        for poller in self.polled_by(labels.get("job", "")):
+        for poller in self.polled_by(labels.get("job", ""), labels.get(EXPORTER_LABEL, "")):
             if poller != node:
                 found.append((poller, POLL, "polled by"))
         return found
 
-    def polled_by(self, job: str) -> tuple[str, ...]:
-        """The poller nodes whose targets ``job``'s are."""
-        if not job:
-            return ()
-        cached = self._polled.get(job)
+    def polled_by(self, job: str, through: str = "") -> tuple[str, ...]:
+        """The poller nodes whose targets ``job``'s are: of the pollers of ``job``, the
+        one whose ``address`` is ``through`` (the exporter the target's scrapes go
+        to) where there is one, else all of them."""
+        key = (job, through)
+        cached = self._polled.get(key)
         if cached is None:
-            cached = tuple(
-                sorted({"ep:" + p.instance.lower() for p in self.pollers if p.polls.fullmatch(job)})
-            )
-            self._polled[job] = cached
+            polling = [p for p in self.pollers if job and p.polls.fullmatch(job)]
+            named = [p for p in polling if through and p.address == through]
+            cached = tuple(sorted({"ep:" + p.instance.lower() for p in named or polling}))
+            self._polled[key] = cached
         return cached
 
     def ancestors(self, node: str) -> Ancestors:
