@@ -511,7 +511,7 @@ SITE_A = "scout-a.corp.example:8781"
 SITE_B = "scout-b.corp.example:8781"
 
 
-def two_sites() -> TopologySnapshot:
+def two_exporters() -> TopologySnapshot:
     """Two switches, with exporter A on sw-a and exporter B on sw-b, both polling probes."""
     return build_snapshot(
         neighbours=[
@@ -525,7 +525,7 @@ def two_sites() -> TopologySnapshot:
 
 
 def test_a_target_depends_on_the_exporter_its_series_name_not_every_exporter_of_its_job():
-    graph = two_sites()
+    graph = two_exporters()
     place = Correlator(parse_config("{}", "t").correlation, graph).place
     through_a = place({"job": "probe_icmp", "instance": "srv-1", "scout_exporter": SITE_A})
     assert through_a.ancestors.get("ep:" + SITE_A) == POLL
@@ -574,13 +574,13 @@ def test_a_dead_exporter_explains_its_own_targets_not_the_other_exporters():
             ),
         ]
 
-    incidents = final(fold(correlator(two_sites()), storm(labelled=True)))
+    incidents = final(fold(correlator(two_exporters()), storm(labelled=True)))
     assert sorted(len(i.members) for i in incidents.values()) == [1, 2]
     [dead] = [i for i in incidents.values() if len(i.members) == 2]
     assert names(dead) == "ExporterDown"
     assert {m.labels["instance"] for m in dead.members.values()} == {SITE_A, "srv-1"}
     # Without the label, A is as much srv-3's poller as B: it takes srv-3 too.
-    [merged] = final(fold(correlator(two_sites()), storm(labelled=False))).values()
+    [merged] = final(fold(correlator(two_exporters()), storm(labelled=False))).values()
     assert len(merged.members) == 3
 
 
