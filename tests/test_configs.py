@@ -295,6 +295,10 @@ def test_exporter_down_and_its_muting_name_every_job_scraped_through_the_exporte
         if m.startswith("job=~")
     ]
     assert in_expr == {in_inhibition}
+    # ExporterNotScraped guards ExporterDown's join: the same device jobs.
+    [guard] = [rule["expr"] for rule in rules("alert") if rule["alert"] == "ExporterNotScraped"]
+    assert set(re.findall(r'up\{job=~"([^"]+)"\}', guard)) == {in_inhibition}
+    assert re.findall(r"\b(?:on|by) \(([^)]*)\)", guard) == [EXPORTER_LABEL, EXPORTER_LABEL]
     pattern = re.compile(in_inhibition)
     assert {name for name in jobs if pattern.fullmatch(name)} == through
 
