@@ -218,6 +218,10 @@ class TopologySnapshot:
     aliases: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, str] = field(default_factory=dict)
     pollers: tuple[Poller, ...] = ()
+    # (job, instance) -> the exporter its scrapes go through, from the target
+    # rows: for an alert that kept neither label's scrape labels but those two
+    # (AnomalyDetected, an aggregating rule of one's own).
+    exporter_of: Mapping[tuple[str, str], str] = field(default_factory=dict)
     # Nodes something depends on ...
     upstream_of: frozenset[str] = frozenset()
     # ... and devices something is reached through (a path edge, not a use):
@@ -287,7 +291,11 @@ class TopologySnapshot:
             value = labels.get(name, "")
             if value:
                 found.append((self.device(value), PATH, "behind"))
-        for poller in self.polled_by(labels.get("job", ""), labels.get(EXPORTER_LABEL, "")):
+        job = labels.get("job", "")
+        through = labels.get(EXPORTER_LABEL) or self.exporter_of.get(
+            (job, labels.get("instance", "")), ""
+        )
+        for poller in self.polled_by(job, through):
             if poller != node:
                 found.append((poller, POLL, "polled by"))
         return found
@@ -659,6 +667,17 @@ def _cables(
     return list(cables), shown
 
 
+def _exporters(rows: Iterable[Mapping[str, str]]) -> dict[tuple[str, str], str]:
+    """(job, instance) -> its :data:`EXPORTER_LABEL`, where the rows give it one value
+    (two, as while a target moves between exporters, say nothing for sure)."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for row in rows:
+        exporter = row.get(EXPORTER_LABEL, "")
+        if exporter and row.get("job") and row.get("instance"):
+            seen.setdefault((row["job"], row["instance"]), set()).add(exporter)
+    return {key: next(iter(found)) for key, found in seen.items() if len(found) == 1}
+
+
 def build_snapshot(
     *,
     neighbours: Iterable[Mapping[str, str]] = (),
@@ -710,6 +729,7 @@ def build_snapshot(
         host, _ = split_instance(poller.instance)
         if host:
             root_devices.add(snapshot.device(host)[4:])
+    snapshot.exporter_of = _exporters(target_rows)
     target_parents: dict[str, str] = {}
     for row in target_rows:
         node = snapshot.node_of(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -511,7 +512,7 @@ SITE_A = "scout-a.corp.example:8781"
 SITE_B = "scout-b.corp.example:8781"
 
 
-def two_exporters() -> TopologySnapshot:
+def two_exporters(targets: Sequence[Mapping[str, str]] = ()) -> TopologySnapshot:
     """Two switches, with exporter A on sw-a and exporter B on sw-b, both polling probes."""
     return build_snapshot(
         neighbours=[
@@ -519,6 +520,7 @@ def two_exporters() -> TopologySnapshot:
             lldp("sw-a", "Gi9", "scout-a", "eth0"),
             lldp("sw-b", "Gi9", "scout-b", "eth0"),
         ],
+        targets=targets,
         pollers=[Poller(SITE_A, POLLS, SITE_A), Poller(SITE_B, POLLS, SITE_B)],
         roots=["core-1"],
     )
@@ -537,9 +539,33 @@ def test_a_target_depends_on_the_exporter_its_series_name_not_every_exporter_of_
     for labels in ({}, {"scout_exporter": "elsewhere:8781"}):
         either = place({"job": "probe_icmp", "instance": "srv-2", **labels})
         assert {"ep:" + SITE_A, "ep:" + SITE_B} <= set(either.ancestors), labels
-    # The exporter's own job is not polled: its own label gives it no poller.
-    own = place({"job": "scout-exporter", "instance": SITE_A, "scout_exporter": SITE_A})
-    assert "ep:" + SITE_A not in own.ancestors
+
+
+def test_an_alert_without_the_exporter_label_depends_on_the_exporter_its_target_row_names():
+    """AnomalyDetected keeps job and instance only: the target's ``up`` row says
+    which exporter its scrapes go through."""
+    probe = {"job": "probe_icmp"}
+    graph = two_exporters(
+        targets=[
+            {**probe, "instance": "srv-1", "scout_exporter": SITE_A},
+            {**probe, "instance": "srv-3", "scout_exporter": SITE_B},
+            # Seen through both (moving from one to the other): either may be it.
+            {**probe, "instance": "srv-4", "scout_exporter": SITE_A},
+            {**probe, "instance": "srv-4", "scout_exporter": SITE_B},
+        ]
+    )
+    place = Correlator(parse_config("{}", "t").correlation, graph).place
+    anomaly = place({"alertname": "AnomalyDetected", **probe, "instance": "srv-1"})
+    assert anomaly.ancestors.get("ep:" + SITE_A) == POLL
+    assert "ep:" + SITE_B not in anomaly.ancestors
+    assert "ep:" + SITE_A not in place({**probe, "instance": "srv-3"}).ancestors
+    # The alert's own label still decides; a row of another job says nothing.
+    assert (
+        "ep:" + SITE_A
+        not in place({**probe, "instance": "srv-1", "scout_exporter": SITE_B}).ancestors
+    )
+    for labels in ({**probe, "instance": "srv-4"}, {"job": "snmp", "instance": "srv-1"}):
+        assert {"ep:" + SITE_A, "ep:" + SITE_B} <= set(place(labels).ancestors), labels
 
 
 def test_a_dead_exporter_explains_its_own_targets_not_the_other_exporters():
