@@ -23,7 +23,9 @@ and a test fixture all feed the same code:
   (``scout_exporter``, which the shipped scrape configs set on every series,
   the exporter's own included) and a poller of its job carries that value, the
   target depends on that poller only: of two exporters under one Prometheus,
-  each explains its own targets, not the other's;
+  each explains its own targets, not the other's. An alert without the label
+  (AnomalyDetected keeps job and instance) takes it from its target's ``up``
+  row, where that names one exporter;
 - **dependencies**: explicit edges from the sidecar config (``from`` and ``to``
   as ``job``/``instance``/``ifName`` values);
 - **addresses**: what the exporter's scrapes resolved each target's name to
