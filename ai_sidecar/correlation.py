@@ -93,6 +93,7 @@ from ai_sidecar.correlate.members import MemberLog
 from ai_sidecar.correlate.outside import gateways, is_outside
 from ai_sidecar.correlate.services import Reach, is_printing_endpoint, service_reach
 from ai_sidecar.correlate.topology import (
+    EXPORTER_LABEL,
     INTERFACE_LABELS,
     PATH,
     POLL,
@@ -344,7 +345,7 @@ class Placement(NamedTuple):
 
 _NOWHERE = Placement(None, {}, (), False)
 # The labels a placement depends on (see Correlator.place).
-_PLACE_LABELS = ("job", "instance", *INTERFACE_LABELS, *UPSTREAM_LABELS)
+_PLACE_LABELS = ("job", "instance", EXPORTER_LABEL, *INTERFACE_LABELS, *UPSTREAM_LABELS)
 _PLACE_BLANKS = ("",) * len(_PLACE_LABELS)
 _NO_STRENGTHS: Mapping[str, int] = {}
 

@@ -480,18 +480,28 @@ def test_a_silent_shard_mutes_only_the_targetdown_of_its_own_prometheus(tmp_path
         assert muted() == {"own shard": True, "other shard": False, "device": False}
 
 
-EXPORTER = {"job": "scout-exporter", "instance": "127.0.0.1:8781", "shard": "0"}
+# Every series scraped through an exporter, and the exporter's own, carry
+# scout_exporter: the exporter's address (prometheus/prometheus.yml).
+THROUGH = {"scout_exporter": "127.0.0.1:8781"}
+EXPORTER = {"job": "scout-exporter", "instance": "127.0.0.1:8781", "shard": "0", **THROUGH}
 DEVICE_DOWN = {"alertname": "TargetDown", "severity": "warning", "shard": "0"}
 DEVICES_DOWN = {
-    "snmp device": {**DEVICE_DOWN, "job": "snmp", "instance": "sw1"},
-    "firewall": {**DEVICE_DOWN, "job": "firewall", "instance": "fw1"},
-    "windows server": {**DEVICE_DOWN, "job": "winrm", "instance": "srv1"},
-    "probe": {**DEVICE_DOWN, "job": "probe_icmp", "instance": "10.0.0.9"},
+    "snmp device": {**DEVICE_DOWN, **THROUGH, "job": "snmp", "instance": "sw1"},
+    "firewall": {**DEVICE_DOWN, **THROUGH, "job": "firewall", "instance": "fw1"},
+    "windows server": {**DEVICE_DOWN, **THROUGH, "job": "winrm", "instance": "srv1"},
+    "probe": {**DEVICE_DOWN, **THROUGH, "job": "probe_icmp", "instance": "10.0.0.9"},
     # Not scraped through the exporter: real, kept.
     "sidecar": {**DEVICE_DOWN, "job": "scout-sidecar", "instance": "127.0.0.1:8782"},
-    # Another shard's device: its own exporter is up.
-    "other shard's device": {**DEVICE_DOWN, "job": "snmp", "instance": "sw9", "shard": "1"},
+    # Another shard's device, through its own exporter (up) at the same address.
+    "other shard's device": {
+        **DEVICE_DOWN,
+        **THROUGH,
+        "job": "snmp",
+        "instance": "sw9",
+        "shard": "1",
+    },
 }
+EXPORTER_DOWN = {**EXPORTER, "alertname": "ExporterDown", "severity": "critical", "layer": "device"}
 
 
 def targetdowns_muted(am: Alertmanager, alerts: dict[str, dict[str, str]]) -> dict[str, bool]:
@@ -504,15 +514,21 @@ def targetdowns_muted(am: Alertmanager, alerts: dict[str, dict[str, str]]) -> di
     }
 
 
+def muted_once_stored(am: Alertmanager, alerts: dict[str, dict[str, str]]) -> dict[str, bool]:
+    """targetdowns_muted() once Alertmanager holds every one of ``alerts``: inhibition
+    is worked out as alerts are read, so nothing is pending then."""
+    wait_for(
+        lambda: len(targetdowns_muted(am, alerts)) == len(alerts),
+        timeout=10,
+        what="the TargetDowns stored",
+    )
+    return targetdowns_muted(am, alerts)
+
+
 def test_a_dead_exporter_mutes_the_targetdown_of_the_devices_scraped_through_it(tmp_path):
     """An exporter that dies pages once, as ExporterDown: not once per device behind
     it, nor again as its own TargetDown; per shard."""
-    exporter_down = {
-        **EXPORTER,
-        "alertname": "ExporterDown",
-        "severity": "critical",
-        "layer": "device",
-    }
+    exporter_down = EXPORTER_DOWN
     alerts = {**DEVICES_DOWN, "exporter": {**DEVICE_DOWN, **EXPORTER}}
     with shipped_alertmanager(tmp_path) as (_, am):
         am.post([postable(labels) for labels in alerts.values()])
@@ -549,13 +565,7 @@ def test_an_exporter_whose_metrics_alone_fail_mutes_no_device(tmp_path):
     alerts = {**DEVICES_DOWN, "exporter": {**DEVICE_DOWN, **EXPORTER}}
     with shipped_alertmanager(tmp_path) as (_, am):
         am.post([postable(labels) for labels in alerts.values()])
-        wait_for(
-            lambda: len(targetdowns_muted(am, alerts)) == len(alerts),
-            timeout=10,
-            what="the alerts stored",
-        )
-        # Inhibition is worked out as alerts are read: nothing is pending here.
-        assert not any(targetdowns_muted(am, alerts).values())
+        assert not any(muted_once_stored(am, alerts).values())
         # A second exporter (here: one only collecting a host) found dead mutes
         # nothing of the devices either: ExporterDown never fired for it.
         other = {**DEVICE_DOWN, "job": "scout-exporter", "instance": "web2:8781"}
@@ -566,6 +576,72 @@ def test_an_exporter_whose_metrics_alone_fail_mutes_no_device(tmp_path):
             what="the second exporter's alert stored",
         )
         assert not any(targetdowns_muted(am, alerts).values())
+
+
+def test_of_two_exporters_a_dead_one_mutes_its_own_devices_only(tmp_path):
+    """Two exporters under one Prometheus (one per site): A's ExporterDown mutes the
+    TargetDowns of the devices scraped through A and A's own, while a device down
+    behind B, B itself, and a device of a job that does not name its exporter
+    still page."""
+    site_a = {"scout_exporter": "10.1.0.5:8781"}
+    site_b = {"scout_exporter": "10.2.0.5:8781"}
+    a_down = {**EXPORTER_DOWN, **site_a, "instance": "10.1.0.5:8781"}
+    alerts = {
+        "A's switch": {**DEVICE_DOWN, **site_a, "job": "snmp", "instance": "sw-a1"},
+        "A's probe": {**DEVICE_DOWN, **site_a, "job": "probe_icmp", "instance": "10.1.0.1"},
+        "A itself": {**DEVICE_DOWN, **EXPORTER, **site_a, "instance": "10.1.0.5:8781"},
+        "B's switch": {**DEVICE_DOWN, **site_b, "job": "snmp", "instance": "sw-b1"},
+        "B itself": {**DEVICE_DOWN, **EXPORTER, **site_b, "instance": "10.2.0.5:8781"},
+        # A job of the user's own, through some exporter, without the label.
+        "unlabelled": {**DEVICE_DOWN, "job": "snmp", "instance": "sw-x1"},
+    }
+    with shipped_alertmanager(tmp_path) as (sink, am):
+        am.post([postable(a_down)])
+        wait_for(lambda: am.alerts('alertname="ExporterDown"'), timeout=10, what="A stored")
+        am.post([postable(labels) for labels in alerts.values()])
+        assert muted_once_stored(am, alerts) == {
+            "A's switch": True,
+            "A's probe": True,
+            "A itself": True,
+            "B's switch": False,
+            "B itself": False,
+            "unlabelled": False,
+        }
+        # B's device reaches people: the raw alert, past the fail-open delay.
+        page = sink.wait_for(
+            lambda body: "attachments" in body and "sw-b1" in slack_text(body), timeout=30
+        )
+        assert "TargetDown" in slack_text(page)
+
+
+def test_an_exporter_down_naming_no_exporter_mutes_no_device(tmp_path):
+    """Rules newer than the scrape config (a prometheus.yml from before scout_exporter):
+    ExporterDown then has no label to say whose devices are whose, and Alertmanager
+    would take the label, absent on both sides, as equal. Such devices page rather
+    than all being muted by any exporter's death."""
+
+    def unlabelled(labels: dict[str, str]) -> dict[str, str]:
+        return {name: value for name, value in labels.items() if name not in THROUGH}
+
+    alerts = {
+        name: unlabelled(labels)
+        for name, labels in {**DEVICES_DOWN, "exporter": {**DEVICE_DOWN, **EXPORTER}}.items()
+    }
+    exporter_down = unlabelled(EXPORTER_DOWN)
+    with shipped_alertmanager(tmp_path) as (_, am):
+        am.post([postable(exporter_down)])
+        am.post([postable(labels) for labels in alerts.values()])
+        # The exporter's own TargetDown is muted by its instance, as before.
+        wait_for(
+            lambda: targetdowns_muted(am, alerts).get("exporter"),
+            timeout=10,
+            what="the exporter's TargetDown muted",
+        )
+        # Every device's TargetDown stored: none left out of the check below.
+        muted = muted_once_stored(am, alerts)
+        assert muted.keys() == alerts.keys()
+        assert muted.pop("exporter")
+        assert not any(muted.values()), muted
 
 
 @pytest.mark.parametrize("priority", ["P1", "P3"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -82,12 +83,20 @@ def test_prometheus_config_scrapes_every_multi_target_endpoint():
         }
         assert (("__address__",), "__param_target") in relabel, path
         assert (("__param_target",), "instance") in relabel, path
-        assert job["relabel_configs"][-1]["target_label"] == "__address__", path
+        # The target is read from __address__ before it becomes the exporter's.
+        order = [r["target_label"] for r in job["relabel_configs"]]
+        assert order.index("__param_target") < order.index("__address__"), path
         for sd in job["file_sd_configs"]:
             for name in sd["files"]:
                 assert isinstance(load_yaml(REPO / "prometheus" / name), list), name
     honoring = [job["job_name"] for job in config["scrape_configs"] if job.get("honor_labels")]
     assert honoring == ["scout-sidecar"]
+
+
+def to_exporter(job: dict[str, Any]) -> dict[str, Any]:
+    """The relabelling that sends a multi-target job's scrapes to the exporter."""
+    [rule] = [r for r in job["relabel_configs"] if r.get("target_label") == "__address__"]
+    return rule
 
 
 def test_new_target_files_scrape_nothing_by_default():
@@ -103,7 +112,7 @@ def test_local_stack_points_every_multi_target_job_at_its_exporter(tmp_path):
     config = load_yaml(destination)
     jobs = {job.get("metrics_path"): job for job in config["scrape_configs"]}
     for path in MULTI_TARGET_PATHS:
-        assert jobs[path]["relabel_configs"][-1]["replacement"] == "127.0.0.1:18781", path
+        assert to_exporter(jobs[path])["replacement"] == "127.0.0.1:18781", path
         for sd in jobs[path]["file_sd_configs"]:
             assert all(Path(f).is_absolute() and Path(f).exists() for f in sd["files"]), path
     result = run("promtool", "check", "config", destination)
@@ -214,11 +223,37 @@ def test_alertmanager_config_is_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_exporter_down_and_its_muting_name_every_job_scraped_through_the_exporter():
-    """ExporterDown's evidence and the device TargetDowns it mutes are the jobs whose
-    scrapes go through the exporter: a job added there and missed here would page
-    once per device for a dead exporter, or keep ExporterDown from firing."""
-    config = load_yaml(REPO / "prometheus" / "prometheus.yml")
+# The label naming the exporter a series was scraped through (its own address on
+# the exporter's job): ExporterDown and its muting join on it, per exporter.
+EXPORTER_LABEL = "scout_exporter"
+# Every config that scrapes devices through an exporter: the single-node one and
+# the sharded deployment's shards (scripts/shards.py makes them from it).
+SCRAPING_CONFIGS = [
+    REPO / "prometheus" / "prometheus.yml",
+    *sorted((REPO / "prometheus" / "sharded").glob("shard-*.yml")),
+]
+
+
+def names_its_exporter(job: dict[str, Any]) -> bool:
+    """Whether ``job`` copies its final ``__address__`` (the exporter's) into the label."""
+    relabel = job.get("relabel_configs", [])
+    at = [i for i, r in enumerate(relabel) if r.get("target_label") == EXPORTER_LABEL]
+    if len(at) != 1:
+        return False
+    rule = relabel[at[0]]
+    copies = (
+        rule.get("source_labels") == ["__address__"]
+        and rule.get("action", "replace") == "replace"
+        and rule.get("regex", "(.*)") == "(.*)"
+        and rule.get("replacement", "$1") == "$1"
+    )
+    # Read before __address__ becomes the exporter's, it would name the device.
+    later = all(i < at[0] for i, r in enumerate(relabel) if r.get("target_label") == "__address__")
+    return copies and later
+
+
+def jobs_through_the_exporter(config: dict[str, Any]) -> tuple[str, set[str]]:
+    """The exporter's address, and the jobs whose scrapes are sent to it."""
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     [exporter] = jobs["scout-exporter"]["static_configs"][0]["targets"]
     through = {
@@ -226,8 +261,25 @@ def test_exporter_down_and_its_muting_name_every_job_scraped_through_the_exporte
         for name, job in jobs.items()
         if any(r.get("replacement") == exporter for r in job.get("relabel_configs", []))
     }
+    return exporter, through
+
+
+@pytest.mark.parametrize("path", SCRAPING_CONFIGS, ids=lambda path: path.name)
+def test_exporter_down_and_its_muting_name_every_job_scraped_through_the_exporter(path):
+    """ExporterDown's evidence and the device TargetDowns it mutes are the jobs whose
+    scrapes go through the exporter: a job added there and missed here would page
+    once per device for a dead exporter, or keep ExporterDown from firing. Each of
+    them, and the exporter's own job, names the exporter in one label, which both
+    join on: without it on a job, ExporterDown would not see its devices, and two
+    exporters under one Prometheus would answer for each other's."""
+    config = load_yaml(path)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    _, through = jobs_through_the_exporter(config)
     assert {"snmp", "firewall", "winrm", "probe_icmp"} <= through
+    labelled = {name for name, job in jobs.items() if names_its_exporter(job)}
+    assert labelled == through | {"scout-exporter"}
     [expr] = [rule["expr"] for rule in rules("alert") if rule["alert"] == "ExporterDown"]
+    assert re.findall(r"\bon \(([^)]*)\)", expr) == [EXPORTER_LABEL, EXPORTER_LABEL]
     in_expr = set(re.findall(r'up\{job=~"([^"]+)"\}', expr))
     am = load_yaml(REPO / "alertmanager" / "alertmanager.yml")
     [muted] = [
@@ -236,14 +288,55 @@ def test_exporter_down_and_its_muting_name_every_job_scraped_through_the_exporte
         if 'alertname="ExporterDown"' in rule["source_matchers"]
         and 'job="scout-exporter"' not in rule["target_matchers"]
     ]
+    assert EXPORTER_LABEL in muted["equal"]
+    # Alertmanager takes a label absent on both sides as equal: a TargetDown
+    # without it must not be muted by an ExporterDown without it.
+    assert f'{EXPORTER_LABEL}=~".+"' in muted["target_matchers"]
     [in_inhibition] = [
         m.removeprefix('job=~"').removesuffix('"')
         for m in muted["target_matchers"]
         if m.startswith("job=~")
     ]
     assert in_expr == {in_inhibition}
+    # ExporterNotScraped guards ExporterDown's join: the same device jobs.
+    [guard] = [rule["expr"] for rule in rules("alert") if rule["alert"] == "ExporterNotScraped"]
+    assert set(re.findall(r'up\{job=~"([^"]+)"\}', guard)) == {in_inhibition}
+    assert re.findall(r"\b(?:on|by) \(([^)]*)\)", guard) == [EXPORTER_LABEL, EXPORTER_LABEL]
     pattern = re.compile(in_inhibition)
     assert {name for name in jobs if pattern.fullmatch(name)} == through
+
+
+@pytest.mark.parametrize("path", SCRAPING_CONFIGS, ids=lambda path: path.name)
+def test_prometheus_labels_each_device_with_the_exporters_own_label_value(path, tmp_path):
+    """What Prometheus itself makes of the relabelling (promtool runs the discovery):
+    every target of a job through the exporter carries the very value the
+    exporter's own target does, which ExporterDown joins on."""
+    config = load_yaml(path)
+    _, through = jobs_through_the_exporter(config)
+    targets = tmp_path / "targets.yml"
+    # Several targets: a shard keeps its hashmod share of them only.
+    group = {"targets": [f"192.0.2.{i}" for i in range(1, 9)], "labels": {"module": "if_mib"}}
+    targets.write_text(yaml.safe_dump([group]))
+    config["rule_files"] = []
+    for job in config["scrape_configs"]:
+        for sd in job.get("file_sd_configs", []):
+            sd["files"] = [str(targets)]
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(config))
+
+    def labels(job: str) -> list[dict[str, str]]:
+        result = run("promtool", "check", "service-discovery", "--timeout=1s", copy, job)
+        assert result.returncode == 0, result.stdout + result.stderr
+        # Targets relabelling dropped (another shard's share) have no labels.
+        return [t["labels"] for t in json.loads(result.stdout) if t["labels"]]
+
+    [own] = labels("scout-exporter")
+    assert own[EXPORTER_LABEL] == own["instance"]
+    for job in sorted(through):
+        devices = labels(job)
+        assert devices, job
+        assert {d[EXPORTER_LABEL] for d in devices} == {own[EXPORTER_LABEL]}, job
+        assert all(d["instance"].startswith("192.0.2.") for d in devices), job
 
 
 def _seconds(duration: str) -> float:
@@ -254,13 +347,15 @@ def _seconds(duration: str) -> float:
     return sum(int(n) * units[u] for n, u in parts)
 
 
-def test_exporter_down_fires_before_the_first_device_target_down():
+@pytest.mark.parametrize("path", SCRAPING_CONFIGS, ids=lambda path: path.name)
+def test_exporter_down_fires_before_the_first_device_target_down(path):
     """ExporterDown must fire before any device TargetDown it mutes, or those page
     first. After the exporter dies, a device job's ``up`` turns 0 at the latest one
     scrape interval plus timeout later (a blackholed host), and the earliest at
     once (connection refused): so the slowest job's interval plus timeout, plus a
-    rule evaluation, must fit in the gap between the two alerts' ``for``."""
-    config = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    rule evaluation, must fit in the gap between the two alerts' ``for``; in the
+    single-node config and on every shard alike."""
+    config = load_yaml(path)
     defaults = config["global"]
     alerts = {rule["alert"]: rule for rule in rules("alert")}
     [expr] = [alerts["ExporterDown"]["expr"]]

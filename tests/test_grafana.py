@@ -916,8 +916,9 @@ def test_the_sources_write_the_names_and_labels_the_dashboard_checks_against(pro
     # Every flow name is exported here; the firewall schema's, some by each source.
     assert set(FLOW_METRICS) <= set(exported)
     # A label a source leaves empty is no label in Prometheus; the shipped
-    # relabelling keeps a target's module and auth labels.
-    target_labels = {*TARGET_LABELS, "module", "auth"}
+    # relabelling keeps a target's module and auth labels, and names the
+    # exporter the scrape went through.
+    target_labels = {*TARGET_LABELS, "module", "auth", "scout_exporter"}
     for name, labels in exported.items():
         assert labels - target_labels <= set(KNOWN[name]), name
 

@@ -10,6 +10,7 @@ import yaml
 
 from scripts import shards
 from scripts.shards import Deployment, ShardsError, deployment_configs, one_host
+from tests.test_configs import to_exporter
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "prometheus" / "sharded"
@@ -44,8 +45,12 @@ def test_every_file_sd_job_keeps_one_share_of_the_same_lists(count):
                 "regex": str(k),
                 "action": "keep",
             }
-            assert rest[:-1] == job["relabel_configs"][:-1]
-            assert rest[-1]["replacement"] == one_host(count).exporters[k]
+            # The template's relabelling, in its order, but for the exporter's address.
+            own = to_exporter(jobs[name])
+            assert own["replacement"] == one_host(count).exporters[k]
+            assert rest == [
+                own if r.get("target_label") == "__address__" else r for r in job["relabel_configs"]
+            ]
             assert jobs[name]["file_sd_configs"] == [
                 {"files": ["../" + f for f in sd["files"]]} for sd in job["file_sd_configs"]
             ]
@@ -171,8 +176,8 @@ def test_only_the_scout_exporter_address_is_replaced_by_the_shards_own():
     template["scrape_configs"].append(blackbox)
     config = shards.shard_config(template, one_host(2), 1, SHIPPED)
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert jobs["blackbox"]["relabel_configs"][-1]["replacement"] == "10.9.9.9:9115"
-    assert jobs["snmp"]["relabel_configs"][-1]["replacement"] == one_host(2).exporters[1]
+    assert to_exporter(jobs["blackbox"])["replacement"] == "10.9.9.9:9115"
+    assert to_exporter(jobs["snmp"])["replacement"] == one_host(2).exporters[1]
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import TypeVar
 
 import numpy as np
@@ -60,7 +61,9 @@ class History:
     NaN where the engine had no sample. ``dropped`` counts series beyond the
     budget or repeating a kept label set; ``requests`` the range queries sent.
     ``merged_by`` names the labels (outside the kept ones) that told apart
-    series sharing a kept label set: keeping them too would keep those series.
+    series sharing a kept label set at the same time: keeping them too would
+    keep those series. Series sharing one one after another (a label that
+    changed once) are one row, not a repeat.
     """
 
     keys: tuple[SeriesKey, ...]
@@ -225,29 +228,55 @@ class HistoryStream:
     def _place_window(
         self, index: int, first: int, last: int, answer: tuple[Series, ...]
     ) -> Window:
-        seen: dict[SeriesKey, Mapping[str, str]] = {}
-        placed: list[tuple[int, Series]] = []
+        groups: dict[SeriesKey, list[Series]] = {}
         for series in answer:
             key = series_key(series.labels, self._keep_labels)
             if self._owned is not None and not _verdict(self._verdicts, key, self._owned):
                 continue
-            first_seen = seen.get(key)
-            if first_seen is not None:
-                self._duplicates += 1
-                self._merged_by.update(_differing(first_seen, series.labels))
-                continue
-            seen[key] = series.labels
+            groups.setdefault(key, []).append(series)
+        placed: list[tuple[int, Series]] = []
+        for key, group in groups.items():
+            if len(group) > 1:
+                group = _successive(group) or self._first_of(group)
             row = self._row.get(key)
             if row is None:
                 row = self._row[key] = len(self.keys)
                 self.keys.append(key)
                 self._latest.append(-1)
-            placed.append((row, series))
+            placed.extend((row, series) for series in group)
         values = np.full((len(self.keys), last - first + 1), np.nan)
+        # In order: a later series of a succession overwrites its predecessor.
         for row, series in placed:
             if _place(values[row], series, float(self.grid[first]), self._step):
                 self._latest[row] = index
         return Window(first, self.grid[first : last + 1], values)
+
+    def _first_of(self, group: list[Series]) -> list[Series]:
+        """Series side by side under one kept label set: the first stands for them."""
+        self._duplicates += len(group) - 1
+        for other in group[1:]:
+            self._merged_by.update(_differing(group[0].labels, other.labels))
+        return group[:1]
+
+
+def _successive(group: list[Series]) -> list[Series] | None:
+    """``group`` in time order if each series took over from the one before (it
+    starts and ends later), else None: one series under labels that changed once,
+    as a label added on upgrade (``scout_exporter``) or a target moved to another
+    shard do. They are one series to the models; where they overlap (the engine's
+    lookback repeats the earlier one's last sample for a few minutes after it
+    ends), the later one's fresh points win."""
+    ordered = sorted(group, key=_span)
+    spans = [_span(series) for series in ordered]
+    if all(a[0] < b[0] and a[1] < b[1] for a, b in pairwise(spans)):
+        return ordered
+    return None
+
+
+def _span(series: Series) -> tuple[float, float]:
+    """The first and last time ``series`` has a finite point (infinite for none)."""
+    times = [t for t, v in zip(series.timestamps, series.values, strict=True) if math.isfinite(v)]
+    return (times[0], times[-1]) if times else (math.inf, math.inf)
 
 
 async def fetch_history(

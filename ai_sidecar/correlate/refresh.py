@@ -17,7 +17,8 @@ the :mod:`ai_sidecar.promql` client:
   the addresses the exporter's scrapes resolved targets' names to, over the
   last hour, so that a DNS outage (when the rows stop) does not unlink a host
   from the checks written with its address just when both fail;
-- ``up{job="<poller job>"}``: the poller instances.
+- ``up{job="<poller job>"}``: the poller instances, each with the
+  ``scout_exporter`` value its targets' series carry.
 
 :class:`TopologyRefresher` holds the latest :class:`TopologySnapshot` in
 memory; the worker hands it to the correlator. A failed refresh keeps the
@@ -39,7 +40,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ai_sidecar.clock import utc_now
 from ai_sidecar.config import CorrelationConfig
-from ai_sidecar.correlate.topology import Dependency, Poller, TopologySnapshot, build_snapshot
+from ai_sidecar.correlate.topology import (
+    EXPORTER_LABEL,
+    Dependency,
+    Poller,
+    TopologySnapshot,
+    build_snapshot,
+)
 from ai_sidecar.promql import PromQLClient, PromQLError
 
 log = logging.getLogger(__name__)
@@ -124,7 +131,9 @@ async def read_snapshot(
     for rule in topology.pollers:
         rows = await client.instant(f'up{{job="{_selector_value(rule.job)}"}}', now, time_box=box)
         pollers.extend(
-            Poller(row.labels["instance"], rule.polls) for row in rows if row.labels.get("instance")
+            Poller(row.labels["instance"], rule.polls, row.labels.get(EXPORTER_LABEL, ""))
+            for row in rows
+            if row.labels.get("instance")
         )
     return build_snapshot(
         neighbours=[dict(row.labels) for row in neighbours],

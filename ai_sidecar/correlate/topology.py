@@ -18,7 +18,14 @@ and a test fixture all feed the same code:
   ``upstream`` or ``via`` label sits behind the device it names;
 - **pollers**: the exporter instances, and the jobs whose targets they reach;
   a polled target depends on its poller, which only an *unavailable* poller
-  explains (a full disk on the poller explains nothing about its targets);
+  explains (a full disk on the poller explains nothing about its targets).
+  Where an alert names the exporter its target is scraped through
+  (``scout_exporter``, which the shipped scrape configs set on every series,
+  the exporter's own included) and a poller of its job carries that value, the
+  target depends on that poller only: of two exporters under one Prometheus,
+  each explains its own targets, not the other's. An alert without the label
+  (AnomalyDetected keeps job and instance) takes it from its target's ``up``
+  row, where that names one exporter;
 - **dependencies**: explicit edges from the sidecar config (``from`` and ``to``
   as ``job``/``instance``/``ifName`` values);
 - **addresses**: what the exporter's scrapes resolved each target's name to
@@ -75,6 +82,9 @@ EDGE_WHY = {POLL: "polled by", PATH: "reached through", USES: "runs on or uses"}
 
 # Labels naming the device a target sits behind (file_sd target-group labels).
 UPSTREAM_LABELS = ("upstream", "via")
+# The label naming the exporter a series was scraped through (its address;
+# prometheus/prometheus.yml sets it on the exporter's own series too).
+EXPORTER_LABEL = "scout_exporter"
 # Labels naming an interface of the alert's device (ifAlias, free text, is
 # used only when it names a port the graph knows).
 INTERFACE_LABELS = ("ifName", "interface", "ifDescr")
@@ -182,10 +192,15 @@ def element_text(node: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Poller:
-    """An exporter instance (``job``/``instance`` of its own scrape) and the jobs it reaches."""
+    """An exporter instance (``job``/``instance`` of its own scrape) and the jobs it reaches.
+
+    ``address`` is the :data:`EXPORTER_LABEL` value of its own scrape, the one
+    its targets' series carry; empty where its scrape config sets none.
+    """
 
     instance: str
     polls: re.Pattern[str]
+    address: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +220,10 @@ class TopologySnapshot:
     aliases: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, str] = field(default_factory=dict)
     pollers: tuple[Poller, ...] = ()
+    # (job, instance) -> the exporter its scrapes go through, from the target
+    # rows: for an alert that kept neither label's scrape labels but those two
+    # (AnomalyDetected, an aggregating rule of one's own).
+    exporter_of: Mapping[tuple[str, str], str] = field(default_factory=dict)
     # Nodes something depends on ...
     upstream_of: frozenset[str] = frozenset()
     # ... and devices something is reached through (a path edge, not a use):
@@ -213,7 +232,7 @@ class TopologySnapshot:
     built_at: datetime | None = None
     edges: int = 0
     _ancestors: dict[str, Ancestors] = field(default_factory=dict)
-    _polled: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _polled: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     _children: dict[str, list[str]] | None = None
 
     @property
@@ -274,21 +293,26 @@ class TopologySnapshot:
             value = labels.get(name, "")
             if value:
                 found.append((self.device(value), PATH, "behind"))
-        for poller in self.polled_by(labels.get("job", "")):
+        job = labels.get("job", "")
+        through = labels.get(EXPORTER_LABEL) or self.exporter_of.get(
+            (job, labels.get("instance", "")), ""
+        )
+        for poller in self.polled_by(job, through):
             if poller != node:
                 found.append((poller, POLL, "polled by"))
         return found
 
-    def polled_by(self, job: str) -> tuple[str, ...]:
-        """The poller nodes whose targets ``job``'s are."""
-        if not job:
-            return ()
-        cached = self._polled.get(job)
+    def polled_by(self, job: str, through: str = "") -> tuple[str, ...]:
+        """The poller nodes whose targets ``job``'s are: of the pollers of ``job``, the
+        one whose ``address`` is ``through`` (the exporter the target's scrapes go
+        to) where there is one, else all of them."""
+        key = (job, through)
+        cached = self._polled.get(key)
         if cached is None:
-            cached = tuple(
-                sorted({"ep:" + p.instance.lower() for p in self.pollers if p.polls.fullmatch(job)})
-            )
-            self._polled[job] = cached
+            polling = [p for p in self.pollers if job and p.polls.fullmatch(job)]
+            named = [p for p in polling if through and p.address == through]
+            cached = tuple(sorted({"ep:" + p.instance.lower() for p in named or polling}))
+            self._polled[key] = cached
         return cached
 
     def ancestors(self, node: str) -> Ancestors:
@@ -645,6 +669,17 @@ def _cables(
     return list(cables), shown
 
 
+def _exporters(rows: Iterable[Mapping[str, str]]) -> dict[tuple[str, str], str]:
+    """(job, instance) -> its :data:`EXPORTER_LABEL`, where the rows give it one value
+    (two, as while a target moves between exporters, say nothing for sure)."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for row in rows:
+        exporter = row.get(EXPORTER_LABEL, "")
+        if exporter and row.get("job") and row.get("instance"):
+            seen.setdefault((row["job"], row["instance"]), set()).add(exporter)
+    return {key: next(iter(found)) for key, found in seen.items() if len(found) == 1}
+
+
 def build_snapshot(
     *,
     neighbours: Iterable[Mapping[str, str]] = (),
@@ -696,6 +731,7 @@ def build_snapshot(
         host, _ = split_instance(poller.instance)
         if host:
             root_devices.add(snapshot.device(host)[4:])
+    snapshot.exporter_of = _exporters(target_rows)
     target_parents: dict[str, str] = {}
     for row in target_rows:
         node = snapshot.node_of(row)

@@ -76,6 +76,7 @@ PROBLEMS: Mapping[str, str] = {
     "SnmpModuleFailed": N_("SNMP module {module} failing on {target}"),
     "TargetDown": N_("{target} down"),
     "ExporterDown": N_("exporter {target} unreachable"),
+    "ExporterNotScraped": N_("devices scraped through {scout_exporter}, an exporter not scraped"),
     "ExporterCollectorFailed": N_("collector {collector} failing for {target}"),
     "ProbeFailed": N_("probe of {target} failing"),
     "ProbeTargetUnreachable": N_("{target} unreachable"),

@@ -97,10 +97,19 @@ IDENTITIES = (
     {"instance": "dist-1", "local_sysname": "dist-1.example", "local_chassis_id": "aa:aa"},
     {"instance": "10.0.0.2", "local_sysname": "acc-1.example", "local_chassis_id": "bb:bb"},
 )
+# Each names the exporter it is scraped through, the exporter itself included.
+THROUGH = {"scout_exporter": "exporter-1:9116"}
 TARGETS = (
-    {"__name__": "up", "job": "snmp", "instance": "dist-1", "site": "hq"},
-    {"__name__": "up", "job": "snmp", "instance": "10.0.0.2", "site": "hq", "upstream": "dist-1"},
-    {"__name__": "up", "job": "scout-exporter", "instance": "exporter-1:9116"},
+    {"__name__": "up", "job": "snmp", "instance": "dist-1", "site": "hq", **THROUGH},
+    {
+        "__name__": "up",
+        "job": "snmp",
+        "instance": "10.0.0.2",
+        "site": "hq",
+        "upstream": "dist-1",
+        **THROUGH,
+    },
+    {"__name__": "up", "job": "scout-exporter", "instance": "exporter-1:9116", **THROUGH},
 )
 # What the exporter resolved dist-1's name to, through two jobs; the rows stop
 # 20 minutes before the topology is read (a DNS outage), which the read's
@@ -430,13 +439,14 @@ async def test_the_topology_read_is_the_same_on_both_engines(engine, session):
     )
     found = await read_snapshot(HttpPromQLClient(engine.url, session), config, at)
     # What the data implies: one neighbour row (the two pollers' rows are one
-    # by the queried labels), both identities, every target, one poller, and
-    # the address dist-1 resolved to until 20 minutes ago.
+    # by the queried labels), both identities, every target, one poller (with
+    # the scout_exporter its targets carry), and the address dist-1 resolved to
+    # until 20 minutes ago.
     expected = build_snapshot(
         neighbours=[NEIGHBOUR],
         local_identities=IDENTITIES,
         targets=TARGETS,
-        pollers=[Poller("exporter-1:9116", re.compile("snmp"))],
+        pollers=[Poller("exporter-1:9116", re.compile("snmp"), "exporter-1:9116")],
         addresses=ADDRESSES,
         built_at=at,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -466,18 +467,18 @@ def test_a_graph_of_pollers_alone_keeps_todays_site_grouping():
     assert len(final(fold(correlator(), alerts))) == 2
 
 
+# core-1 with sw-a (srv-1, srv-2 cabled to it) and sw-b (srv-3) below it.
+TWO_SWITCHES = (
+    lldp("core-1", "Gi1", "sw-a", "eth0"),
+    lldp("core-1", "Gi2", "sw-b", "eth0"),
+    lldp("sw-a", "Gi1", "srv-1", "eth0"),
+    lldp("sw-a", "Gi2", "srv-2", "eth0"),
+    lldp("sw-b", "Gi1", "srv-3", "eth0"),
+)
+
+
 def two_switches() -> TopologySnapshot:
-    """core-1 with sw-a (srv-1, srv-2 cabled to it) and sw-b (srv-3) below it."""
-    return build_snapshot(
-        neighbours=[
-            lldp("core-1", "Gi1", "sw-a", "eth0"),
-            lldp("core-1", "Gi2", "sw-b", "eth0"),
-            lldp("sw-a", "Gi1", "srv-1", "eth0"),
-            lldp("sw-a", "Gi2", "srv-2", "eth0"),
-            lldp("sw-b", "Gi1", "srv-3", "eth0"),
-        ],
-        roots=["core-1"],
-    )
+    return build_snapshot(neighbours=TWO_SWITCHES, roots=["core-1"])
 
 
 def unreachable(instance: str, seconds: float) -> Alert:
@@ -503,6 +504,110 @@ def test_leaves_cabled_to_one_switch_fail_together_but_switches_on_one_router_ap
     assert (
         len(final(fold(correlator(graph), [unreachable("sw-a", 0), unreachable("sw-b", 10)]))) == 2
     )
+
+
+# Two exporters under one Prometheus, one per switch, and the label every
+# series scraped through one carries (prometheus/prometheus.yml).
+SITE_A = "scout-a.corp.example:8781"
+SITE_B = "scout-b.corp.example:8781"
+
+
+def two_exporters(targets: Sequence[Mapping[str, str]] = ()) -> TopologySnapshot:
+    """Two switches, with exporter A on sw-a and exporter B on sw-b, both polling probes."""
+    return build_snapshot(
+        neighbours=[
+            *TWO_SWITCHES,
+            lldp("sw-a", "Gi9", "scout-a", "eth0"),
+            lldp("sw-b", "Gi9", "scout-b", "eth0"),
+        ],
+        targets=targets,
+        pollers=[Poller(SITE_A, POLLS, SITE_A), Poller(SITE_B, POLLS, SITE_B)],
+        roots=["core-1"],
+    )
+
+
+def test_a_target_depends_on_the_exporter_its_series_name_not_every_exporter_of_its_job():
+    graph = two_exporters()
+    place = Correlator(parse_config("{}", "t").correlation, graph).place
+    through_a = place({"job": "probe_icmp", "instance": "srv-1", "scout_exporter": SITE_A})
+    assert through_a.ancestors.get("ep:" + SITE_A) == POLL
+    assert "ep:" + SITE_B not in through_a.ancestors
+    # Memoised per exporter too: the same target through B depends on B.
+    through_b = place({"job": "probe_icmp", "instance": "srv-1", "scout_exporter": SITE_B})
+    assert "ep:" + SITE_A not in through_b.ancestors
+    # Without the label, or naming no known exporter: every poller of the job, as before.
+    for labels in ({}, {"scout_exporter": "elsewhere:8781"}):
+        either = place({"job": "probe_icmp", "instance": "srv-2", **labels})
+        assert {"ep:" + SITE_A, "ep:" + SITE_B} <= set(either.ancestors), labels
+
+
+def test_an_alert_without_the_exporter_label_depends_on_the_exporter_its_target_row_names():
+    """AnomalyDetected keeps job and instance only: the target's ``up`` row says
+    which exporter its scrapes go through."""
+    probe = {"job": "probe_icmp"}
+    graph = two_exporters(
+        targets=[
+            {**probe, "instance": "srv-1", "scout_exporter": SITE_A},
+            {**probe, "instance": "srv-3", "scout_exporter": SITE_B},
+            # Seen through both (moving from one to the other): either may be it.
+            {**probe, "instance": "srv-4", "scout_exporter": SITE_A},
+            {**probe, "instance": "srv-4", "scout_exporter": SITE_B},
+        ]
+    )
+    place = Correlator(parse_config("{}", "t").correlation, graph).place
+    anomaly = place({"alertname": "AnomalyDetected", **probe, "instance": "srv-1"})
+    assert anomaly.ancestors.get("ep:" + SITE_A) == POLL
+    assert "ep:" + SITE_B not in anomaly.ancestors
+    assert "ep:" + SITE_A not in place({**probe, "instance": "srv-3"}).ancestors
+    # The alert's own label still decides; a row of another job says nothing.
+    assert (
+        "ep:" + SITE_A
+        not in place({**probe, "instance": "srv-1", "scout_exporter": SITE_B}).ancestors
+    )
+    for labels in ({**probe, "instance": "srv-4"}, {"job": "snmp", "instance": "srv-1"}):
+        assert {"ep:" + SITE_A, "ep:" + SITE_B} <= set(place(labels).ancestors), labels
+
+
+def test_a_dead_exporter_explains_its_own_targets_not_the_other_exporters():
+    def storm(labelled: bool) -> list[Alert]:
+        def through(address: str) -> dict[str, str]:
+            return {"scout_exporter": address} if labelled else {}
+
+        return [
+            at(
+                "ExporterDown",
+                0,
+                job="scout-exporter",
+                instance=SITE_A,
+                layer="device",
+                **through(SITE_A),
+            ),
+            at(
+                "ProbeTargetUnreachable",
+                30,
+                job="probe_icmp",
+                instance="srv-1",
+                layer="device",
+                **through(SITE_A),
+            ),
+            at(
+                "ProbeTargetUnreachable",
+                40,
+                job="probe_icmp",
+                instance="srv-3",
+                layer="device",
+                **through(SITE_B),
+            ),
+        ]
+
+    incidents = final(fold(correlator(two_exporters()), storm(labelled=True)))
+    assert sorted(len(i.members) for i in incidents.values()) == [1, 2]
+    [dead] = [i for i in incidents.values() if len(i.members) == 2]
+    assert names(dead) == "ExporterDown"
+    assert {m.labels["instance"] for m in dead.members.values()} == {SITE_A, "srv-1"}
+    # Without the label, A is as much srv-3's poller as B: it takes srv-3 too.
+    [merged] = final(fold(correlator(two_exporters()), storm(labelled=False))).values()
+    assert len(merged.members) == 3
 
 
 def test_a_capacity_alert_on_a_transit_device_explains_loss_behind_it_near_its_start():

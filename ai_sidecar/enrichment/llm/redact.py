@@ -71,6 +71,9 @@ HOST_LABELS = frozenset(
         "server",
         "firewall",
         "fqdn",
+        # The flow series' exporter and the scout_exporter target label name
+        # the exporter a scrape went through: ``scout-a:8781``.
+        "exporter",
     }
 )
 # A label or annotation whose name says its value is a credential.

@@ -41,10 +41,15 @@ END = (int(time.time()) - 2 * 3600) // 3600 * 3600
 START = END - 8 * 86_400
 HOLE = (START + 3 * 86_400, START + 3 * 86_400 + 2 * 3600)
 KEEP = ["job", "instance"]
+# One series whose scout_exporter changes halfway through the last hour, as an
+# upgrade that adds the label does (without staleness markers: a restart).
+RELABELLED = "scout_history_relabelled"
+SWITCH = END - 1800
 
 
 def samples() -> Iterator[Point]:
-    """a counts minutes up (with a two-hour hole), b down; c is two shards of one identity."""
+    """a counts minutes up (with a two-hour hole), b down; c is two shards of one identity;
+    d (RELABELLED) counts up too, under one scout_exporter and then another."""
     for index in range((END - START) // STEP + 1):
         at = START + index * STEP
         if not HOLE[0] <= at < HOLE[1]:
@@ -52,6 +57,9 @@ def samples() -> Iterator[Point]:
         yield METRIC, {"job": "j", "instance": "b"}, float(-index), at
         for shard in ("1", "2"):
             yield METRIC, {"job": "j", "instance": "c", "shard": shard}, 1.0, at
+        d = {"job": "j", "instance": "d"}
+        d["scout_exporter"] = "scout-a:8781" if at < SWITCH else "127.0.0.1:8781"
+        yield RELABELLED, d, float(index), at
 
 
 @pytest.fixture(scope="module", params=["prometheus", "victoria-metrics"])
@@ -134,6 +142,23 @@ async def test_eight_days_come_chunked_on_the_grid_with_gaps_as_nan(client, reco
     assert history.dropped == 1
     # ... and the label that would have kept them apart is named.
     assert history.merged_by == ("shard",)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [FetchOptions(), FetchOptions(samples_per_request=4 * 7)],
+    ids=["one window", "small windows"],
+)
+async def test_a_series_whose_labels_changed_once_carries_on_in_one_row(client, options):
+    """Two series under one kept label set one after the other are one series whose
+    labels changed: one row holding both, nothing dropped, no label to keep. Where
+    the engine's lookback still repeats the old one after the switch, the new
+    one's points win."""
+    history = await fetch(client, query=RELABELLED, options=options)
+    assert [dict(key)["instance"] for key in history.keys] == ["d"]
+    assert np.array_equal(history.values[0], (history.timestamps - START) / STEP)
+    assert history.dropped == 0
+    assert history.merged_by == ()
 
 
 async def test_small_windows_keep_to_the_concurrency_and_give_the_same(client, recorder):

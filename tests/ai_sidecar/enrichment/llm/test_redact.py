@@ -84,11 +84,19 @@ def test_host_label_values_are_learned_and_redacted_wherever_they_appear() -> No
     assert redactor.restore(redacted) == text.replace("CORE-1", "core-1")
 
 
+def test_the_exporter_a_scrape_went_through_is_a_host() -> None:
+    redactor = Redactor()
+    redactor.learn({"scout_exporter": "scout-a:8781", "exporter": "flow-b", "job": "snmp"})
+    assert redactor.redact("via scout-a:8781 and flow-b") == "via host-1:8781 and host-2"
+
+
 def test_what_names_a_host() -> None:
     assert is_host_label("instance")
     assert is_host_label("exported_instance")
     assert is_host_label("peer_host")
     assert is_host_label("neighbor")
+    assert is_host_label("exporter")  # the flow series' label
+    assert is_host_label("scout_exporter")  # the target label of every scrape
     assert not is_host_label("job")
     assert not is_host_label("ifName")
     assert host_of("http://core-1:9115/probe?x=1") == "core-1"
