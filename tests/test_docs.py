@@ -493,9 +493,11 @@ SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{| [-+]?(?:\d|NaN|Inf))")
 METRIC_CLASSES = {"Counter": "counter", "Gauge": "gauge", "Histogram": "histogram"}
 # Names Prometheus itself makes.
 PROMETHEUS_NAMES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
-# scout_* names in the docs that are not metrics: labels and annotations of the
-# enriched alerts, cookies, a database table. Each must be in the code.
+# scout_* names in the docs that are not metrics: the target label naming the
+# exporter a scrape went through, labels and annotations of the enriched alerts,
+# cookies, a database table. Each must be in the code.
 NOT_METRICS = {
+    "scout_exporter",
     "scout_enriched",
     "scout_incident",
     "scout_priority",
