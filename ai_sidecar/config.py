@@ -265,8 +265,11 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
         "link",
     ),
     (
-        r".*(Cpu|Memory|OutOfMemory|Oom|Swap|Disk|Filesystem|Inode|LoadAverage|HighLoad"
-        r"|Ntp|ClockSkew|Temperature|Fan|Psu|Conntrack|SessionTable|StateTable).*",
+        # Oom, Ntp and Fan as written only: case-blind, they are inside
+        # "TooMany", "EndpointProbe" and "Grafana".
+        r".*(Cpu|Memory|OutOfMemory|(?-i:Oom|OOM|oom)|Swap|Disk|Filesystem|Inode|LoadAverage"
+        r"|HighLoad|(?-i:Ntp|NTP|ntp)|Clock|Temperature|TooHot|(?-i:Fan|FAN)|Psu"
+        r"|PowerSupply|Edac|(?-i:Ecc|ECC)|Raid|Smart|Conntrack|SessionTable|StateTable).*",
         "host",
     ),
     (
@@ -277,7 +280,8 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
     ),
     # A check of a service that fails got an answer, a wrong one; one that got
     # none is the device's when its name says so (above).
-    (r".*Probe.*Fail.*", "network"),
+    # Not a container's liveness, readiness or startup probe: that is the service's.
+    (r"(?!.*(Liveness|Readiness|Startup)Probe).*Probe.*Fail.*", "network"),
     (
         r"(Blackbox)?(Http|Https|Tcp|Dns|Tls|Ssl|Url|Website|Endpoint|Service|Health)?"
         r"Check(Down|Failed|Failure|Unreachable)",

@@ -538,6 +538,23 @@ def test_presets_place_alertnames_in_layers(preset, alertname, layer):
         ("SwitchOffline", "device"),
         ("InstanceDown", "device"),
         ("NodeDown", "device"),
+        # Short words matched case-blind hid in longer ones: Oom in TooMany, Ntp in
+        # EndpointProbe, Fan in Grafana.
+        ("RedisTooManyConnections", "service"),
+        ("EndpointProbeFailed", "network"),
+        ("GrafanaDown", "service"),
+        ("HostOomKillDetected", "host"),
+        ("FanFailure", "host"),
+        # A container's own probe is the service's, not the network's.
+        ("ReadinessProbeFailing", "service"),
+        ("LivenessProbeFailing", "service"),
+        # Hardware and time: the box.
+        ("HostEdacUncorrectableErrorsDetected", "host"),
+        ("NodeRAIDDegraded", "host"),
+        ("HostClockNotSynchronising", "host"),
+        ("SmartCriticalWarning", "host"),
+        ("PowerSupplyFailed", "host"),
+        ("HostPhysicalComponentTooHot", "host"),
         ("PrometheusTargetMissing", "device"),
         ("ScrapeTargetDown", "device"),
         ("ExporterDown", "device"),
