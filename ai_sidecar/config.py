@@ -232,29 +232,65 @@ class Preset:
     layers: tuple[tuple[str, Layer], ...]
 
 
-# Shared by every preset, after the preset's own rules. Host rules come before
+# Shared by every preset, after the preset's own rules; the first match wins,
+# so each layer's rules come before the next layer's. Host rules come before
 # network ones so that e.g. "DiskErrors" is a host problem, not a network one.
+# Users bring rule sets of their own (community collections, exporter mixins)
+# whose alerts carry no `layer` label, so names are read as those sets write
+# them: a box, its agent or its ping that stops answering, a port whose oper
+# status is down, a check of a service that fails.
 _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
     (
-        r"(Target|Device|SnmpTarget|Snmp|Host|Node|Instance|Switch|Router|Server|Firewall)"
-        r"(Down|Unreachable|Rebooted)",
+        # Only these subjects: a "ServiceDown" or "WebsiteDown" is no device.
+        r"((Snmp|Network|Windows|Winrm|Prometheus|Probe|Scrape|Kube)?"
+        r"(Target|Device|Agent|Host|Node|Instance|Switch|Router|Server|Firewall|Exporter"
+        r"|Fortigate|Pfsense|Opnsense|Netfilter)"
+        r"|(Fortigate|Pfsense|Opnsense|Firewall)Api|Snmp|Winrm|Windows)"
+        r"(Down|Unreachable|NotReachable|Unavailable|Rebooted|NotResponding|NoResponse"
+        r"|Offline|Missing|Timeout|Failed|NotReady)",
         "device",
     ),
+    # A ping either answers or not: one that fails is the box gone.
     (
-        r"(Interface|InterfaceOper|Link|Port|Uplink|Wan|WanLink|Trunk|Lag|Bond|Tunnel"
-        r"|IpsecTunnel|Vpn|BgpSession|BgpPeer|OspfNeighbor)(Down|Flapping)",
+        r"(Blackbox)?(Ping|Icmp)(Probe|Check)?(Down|Unreachable|Failed|Failure|Timeout|Lost)",
+        "device",
+    ),
+    (r"No(Ping|Icmp|Snmp)(Response|Reply)", "device"),
+    (
+        # A port's oper status, however the exporter or mixin spells the port.
+        r"(Snmp|Host|Node|Network|Switch|Router|Device|Ethernet)*"
+        r"(Interface|If|Link|Port|Uplink|Wan|WanLink|Trunk|Lag|Bond|Tunnel"
+        r"|IpsecTunnel|Vpn|BgpSession|BgpPeer|OspfNeighbor)"
+        r"(Oper|OperStatus|OperationalStatus)?(Down|Flapping)",
         "link",
     ),
     (
-        r".*(Cpu|Memory|OutOfMemory|Oom|Swap|Disk|Filesystem|Inode|LoadAverage|HighLoad"
-        r"|Ntp|ClockSkew|Temperature|Fan|Psu|Conntrack|SessionTable|StateTable).*",
+        # Oom, Ntp and Fan as written only: case-blind, they are inside
+        # "TooMany", "EndpointProbe" and "Grafana".
+        r".*(Cpu|Memory|OutOfMemory|(?-i:Oom|OOM|oom)|Swap|Disk|Filesystem|Inode|LoadAverage"
+        r"|HighLoad|(?-i:Ntp|NTP|ntp)|Clock|Temperature|TooHot|(?-i:Fan|FAN)|Psu"
+        r"|PowerSupply|Edac|(?-i:Ecc|ECC)|Raid|Smart|Conntrack|SessionTable|StateTable).*",
         "host",
     ),
     (
         r".*(PacketLoss|Loss|Latency|Jitter|Rtt|Saturated|Saturation|Utili[sz]ation|Bandwidth"
-        r"|Errors?|Discards?|Drops?|Congestion|ProbeFailed|ProbeFailure|ProbeSlow).*",
+        r"|Errors?|Errs|Discards?|Drops?|Congestion|TrafficHigh|HighTraffic"
+        r"|ProbeSlow|Slow(Probe|Ping|Http|Response)).*",
         "network",
     ),
+    # A check of a service that fails got an answer, a wrong one; one that got
+    # none is the device's when its name says so (above).
+    # Not a container's liveness, readiness or startup probe: that is the service's.
+    (r"(?!.*(Liveness|Readiness|Startup)Probe).*Probe.*Fail.*", "network"),
+    (
+        r"(Blackbox)?(Http|Https|Tcp|Dns|Tls|Ssl|Url|Website|Endpoint|Service|Health)?"
+        r"Check(Down|Failed|Failure|Unreachable)",
+        "network",
+    ),
+    (r"(Blackbox)?(Http|Https|Tcp|Dns|Tls|Ssl|Url|Website|Endpoint)(Failed|Failure)", "network"),
+    # What only a probe sees go down. A bare "HttpDown" stays a service: it
+    # may as well be the server process that stopped.
+    (r"(Blackbox)?(Url|Website|Endpoint|Probe)(Down|Unreachable)", "network"),
 )
 
 PRESETS: Mapping[str, Preset] = {

@@ -217,7 +217,7 @@ _LOSS_BIT, _LATENCY_BIT = 1, 2
 _SYMPTOM_KINDS = (
     (re.compile(r".*(PacketLoss|Loss).*", re.IGNORECASE), _LOSS_BIT),
     (re.compile(r".*(Latency|Rtt|Slow).*", re.IGNORECASE), _LATENCY_BIT),
-    (re.compile(r".*(Errors?|Crc).*", re.IGNORECASE), _LOSS_BIT << 4),
+    (re.compile(r".*(Errors?|Errs|Crc).*", re.IGNORECASE), _LOSS_BIT << 4),
     (re.compile(r".*(Discards?|Drops?).*", re.IGNORECASE), (_LOSS_BIT | _LATENCY_BIT) << 4),
 )
 

@@ -28,9 +28,14 @@ The topology-aware one is also given the co-firing edges learned from
 ``--history`` earlier storms of the same kind on the same estate
 (:func:`learned_history`), as the worker learns them from its store.
 
+With ``--names community`` every alert carries the name one community rule
+set gives it (drawn per storm, see :mod:`benchmarks.storms.names`) and no
+``layer`` label, as users who bring their own rules would deliver it.
+
 Usage: python -m benchmarks.storm_replay [--seeds N] [--first-seed N] [--scenario NAME ...]
        [--preset network|firewall|windows] [--alerts N] [--no-throughput]
        [--correlator topology|today] [--history N] [--write-topology DIR]
+       [--names shipped|community]
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from ai_sidecar.correlation import Correlator
 from ai_sidecar.i18n import SOURCE_LANGUAGE
 from benchmarks.common import raise_interrupt
 from benchmarks.storms.estate import ObservedTopology, Shape
+from benchmarks.storms.names import NAMINGS
 from benchmarks.storms.scenarios import SCENARIOS, generate
 from benchmarks.storms.scoring import (
     CorrelatorFactory,
@@ -136,7 +142,9 @@ def progress(text: str) -> None:
     sys.stderr.flush()
 
 
-def learned_history(name: str, seed: int, earlier: int, config: CorrelationConfig) -> CoFiring:
+def learned_history(
+    name: str, seed: int, earlier: int, config: CorrelationConfig, names: str = "shipped"
+) -> CoFiring:
     """Co-firing edges learned from ``earlier`` storms of the same kind on storm ``seed``'s estate.
 
     Each is replayed through the topology correlator (nothing learned yet, as
@@ -145,7 +153,8 @@ def learned_history(name: str, seed: int, earlier: int, config: CorrelationConfi
     """
     history = []
     for back in range(1, earlier + 1):
-        found = replay(generate(name, seed, earlier=back), config, topology_correlator)
+        storm = generate(name, seed, earlier=back, names=names)
+        found = replay(storm, config, topology_correlator)
         day = -timedelta(days=back)
         history += [shifted(incident, day) for incident in found.incidents.values()]
     return learn_with(config.cofiring, history)
@@ -159,6 +168,7 @@ def quality(
     earlier: int = 0,
     language: str = SOURCE_LANGUAGE,
     first_seed: int = 0,
+    names: str = "shipped",
 ) -> list[StormScore]:
     config = preset_config(preset)
     scores = []
@@ -170,9 +180,10 @@ def quality(
         progress(f"[{number}/{total}] {name} seed {seed}")
         chosen = factory
         if earlier and factory is topology_correlator:
-            learned = learned_history(name, seed, earlier, config)
+            learned = learned_history(name, seed, earlier, config, names)
             chosen = partial(topology_correlator, cofiring=learned)
-        scores.append(evaluate_storm(generate(name, seed), config, in_language(chosen, language)))
+        storm = generate(name, seed, names=names)
+        scores.append(evaluate_storm(storm, config, in_language(chosen, language)))
     progress(f"[{total}/{total}] done")
     sys.stderr.write("\n")
     return scores
@@ -253,6 +264,13 @@ def main() -> None:
         "(repeatable; default: en and fr)",
     )
     parser.add_argument(
+        "--names",
+        default="shipped",
+        choices=NAMINGS,
+        help="the alerts' names: the shipped rules' (default), or one community rule set's "
+        "per storm, without layer labels",
+    )
+    parser.add_argument(
         "--write-topology",
         type=Path,
         metavar="DIR",
@@ -265,7 +283,14 @@ def main() -> None:
     languages = args.language or [SOURCE_LANGUAGE, "fr"]
     by_language = {
         language: quality(
-            scenarios, args.seeds, args.preset, factory, args.history, language, args.first_seed
+            scenarios,
+            args.seeds,
+            args.preset,
+            factory,
+            args.history,
+            language,
+            args.first_seed,
+            args.names,
         )
         for language in languages
     }
@@ -275,7 +300,7 @@ def main() -> None:
     learning = args.history and args.correlator == "topology"
     print(
         f"Storm replay: {args.seeds} seeds per scenario (from {args.first_seed}), "
-        f"{args.preset} preset, "
+        f"{args.preset} preset, {args.names} alert names, "
         f"{args.correlator} correlator"
         f"{f', co-firing learned from {args.history} earlier storms' if learning else ''}\n"
     )

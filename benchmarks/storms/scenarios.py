@@ -36,6 +36,7 @@ from benchmarks.storms.estate import (
     Target,
     build_estate,
 )
+from benchmarks.storms.names import community_names, renamed
 from benchmarks.storms.prometheus import Condition, Episode, evaluate
 from benchmarks.storms.rules import RuleSpec, load_rules
 
@@ -733,6 +734,7 @@ def generate(
     rules: Mapping[str, RuleSpec] | None = None,
     noise: bool = True,
     earlier: int = 0,
+    names: str = "shipped",
 ) -> Storm:
     """Storm number ``seed`` of ``scenario``; the same arguments give the same storm.
 
@@ -740,6 +742,10 @@ def generate(
     same estate before (on an earlier day): the estate is storm ``seed``'s,
     the fault, its timing and the background faults are drawn afresh. Their
     incidents are the history co-firing edges are learned from.
+
+    ``names="community"``: the alerts carry the names one community rule set
+    gives them, drawn from ``seed`` (:mod:`benchmarks.storms.names`), and no
+    ``layer`` label; the fault and when each alert fires are the same.
     """
     spec = SCENARIOS[scenario]
     rng = random.Random(f"{scenario}/{seed}")
@@ -769,6 +775,11 @@ def generate(
         if piece.start < horizon
     ]
     episodes = evaluate(conditions, rules or load_rules(), rng)
+    if names == "community":
+        episodes = renamed(episodes, community_names(scenario, seed))
+        episodes.sort(key=lambda e: (e.fired_at, e.fingerprint))
+    elif names != "shipped":
+        raise ValueError(f"unknown naming {names!r}")
     deliveries = deliver(episodes, sidecar_route(), rng, peers=world.peers)
     fired = {episode.incident for episode in episodes}
     incidents = {id_: truth for id_, truth in world.incidents.items() if id_ in fired}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ai_sidecar.config import CorrelationConfig
+from ai_sidecar.config import PRESETS, CorrelationConfig
 from ai_sidecar.correlation import Change, group_key, incident_id
 from ai_sidecar.models import Alert, Incident, RootCauseFacts, incident_to_json
 from tests.ai_sidecar.replay import (
@@ -25,6 +26,7 @@ from tests.ai_sidecar.replay import (
 )
 
 FIREWALL_RULES = Path(__file__).resolve().parents[2] / "prometheus" / "rules" / "firewall.rules.yml"
+CORRELATION_DOC = Path(__file__).resolve().parents[2] / "docs" / "correlation.md"
 
 
 def by_name(incident: Incident) -> dict[str, str]:
@@ -516,6 +518,157 @@ def test_a_layer_label_on_the_alert_beats_every_rule():
 def test_presets_place_alertnames_in_layers(preset, alertname, layer):
     c = correlator(f"correlation: {{preset: {preset}}}")
     assert c.layer_of({"alertname": alertname}) == layer
+
+
+# Names community rule sets and exporter mixins give their alerts, which carry
+# no `layer` label: the built-in rules read them by name alone.
+@pytest.mark.parametrize(
+    ("alertname", "layer"),
+    [
+        # A box, its agent or its ping stops answering.
+        ("SnmpDown", "device"),
+        ("SnmpDeviceUnreachable", "device"),
+        ("SnmpDeviceDown", "device"),
+        ("SnmpAgentUnreachable", "device"),
+        ("SnmpNotResponding", "device"),
+        ("SnmpTimeout", "device"),
+        ("NoSnmpResponse", "device"),
+        ("NetworkDeviceDown", "device"),
+        ("DeviceNotResponding", "device"),
+        ("SwitchOffline", "device"),
+        ("InstanceDown", "device"),
+        ("NodeDown", "device"),
+        # Short words matched case-blind hid in longer ones: Oom in TooMany, Ntp in
+        # EndpointProbe, Fan in Grafana.
+        ("RedisTooManyConnections", "service"),
+        ("EndpointProbeFailed", "network"),
+        ("GrafanaDown", "service"),
+        ("HostOomKillDetected", "host"),
+        ("FanFailure", "host"),
+        # A container's own probe is the service's, not the network's.
+        ("ReadinessProbeFailing", "service"),
+        ("LivenessProbeFailing", "service"),
+        # Hardware and time: the box.
+        ("HostEdacUncorrectableErrorsDetected", "host"),
+        ("NodeRAIDDegraded", "host"),
+        ("HostClockNotSynchronising", "host"),
+        ("SmartCriticalWarning", "host"),
+        ("PowerSupplyFailed", "host"),
+        ("HostPhysicalComponentTooHot", "host"),
+        ("PrometheusTargetMissing", "device"),
+        ("ScrapeTargetDown", "device"),
+        ("ExporterDown", "device"),
+        ("KubeNodeNotReady", "device"),
+        ("KubeNodeUnreachable", "device"),
+        ("ProbeTargetUnreachable", "device"),
+        ("HostNotResponding", "device"),
+        ("PingDown", "device"),
+        ("PingFailed", "device"),
+        ("IcmpProbeFailed", "device"),
+        ("NoPingResponse", "device"),
+        ("FortigateUnreachable", "device"),
+        ("PfsenseDown", "device"),
+        ("FirewallOffline", "device"),
+        ("FirewallApiUnreachable", "device"),
+        ("WindowsServerDown", "device"),
+        ("WindowsNotResponding", "device"),
+        ("WinrmUnreachable", "device"),
+        ("WinrmTargetUnreachable", "device"),
+        # A port's oper status, spelled many ways.
+        ("IfOperStatusDown", "link"),
+        ("IfOperDown", "link"),
+        ("IfDown", "link"),
+        ("InterfaceOperStatusDown", "link"),
+        ("SnmpInterfaceDown", "link"),
+        ("NetworkInterfaceDown", "link"),
+        ("HostNetworkInterfaceDown", "link"),
+        ("NodeNetworkInterfaceFlapping", "link"),
+        ("SwitchPortDown", "link"),
+        ("PortDown", "link"),
+        # Degradation, and checks that got a wrong answer.
+        ("NodeNetworkReceiveErrs", "network"),
+        ("NodeNetworkTransmitErrs", "network"),
+        ("HostNetworkReceiveErrors", "network"),
+        ("InterfaceTrafficHigh", "network"),
+        ("HostNetworkInterfaceSaturated", "network"),
+        ("BlackboxSlowProbe", "network"),
+        ("BlackboxProbeSlowHttp", "network"),
+        ("SlowResponse", "network"),
+        ("BlackboxProbeFailed", "network"),
+        ("BlackboxProbeHttpFailure", "network"),
+        ("HttpProbeFailed", "network"),
+        ("HttpCheckFailed", "network"),
+        ("ServiceCheckFailed", "network"),
+        ("HealthCheckFailed", "network"),
+        ("TlsFailure", "network"),
+        ("ProbeDown", "network"),
+        ("WebsiteDown", "network"),
+        ("EndpointDown", "network"),
+        # The box running out of something stays a host problem.
+        ("NodeHighNumberConntrackEntriesUsed", "host"),
+        ("NodeFilesystemAlmostOutOfSpace", "host"),
+        ("HostOutOfDiskSpace", "host"),
+        ("PfsenseStateTableFull", "host"),
+        # Not the device, nor a port: what must keep its own layer.
+        ("WindowsServiceDown", "service"),
+        ("WindowsServerServiceDown", "service"),
+        ("WindowsServiceNotRunning", "service"),
+        ("ServiceDown", "service"),
+        ("ServiceStopped", "service"),
+        ("HttpDown", "service"),
+        ("WebServerDown", "service"),
+        ("SnmpModuleFailed", "service"),
+        ("SnmpWalkFailed", "service"),
+        ("ExporterCollectorFailed", "service"),
+        ("NodeCollectorFailed", "service"),
+        ("ExporterScrapeFailed", "service"),
+        ("PrometheusRuleFailures", "service"),
+        ("BackupJobFailed", "service"),
+        ("MysqlSlowQueries", "service"),
+        ("SupportDown", "service"),
+        ("ReportFailed", "service"),
+        ("BlackboxSslCertificateWillExpireSoon", "service"),
+        ("KubePodNotReady", "service"),
+        # The host rule wins over the device and network ones.
+        ("HostOutOfMemory", "host"),
+        ("NodeDiskErrors", "host"),
+        # A ping that answers slowly is degradation, not the box gone.
+        ("PingLatencyHigh", "network"),
+        ("PingPacketLoss", "network"),
+    ],
+)
+def test_community_alertnames_land_in_their_layer(alertname, layer):
+    c = correlator()
+    assert c.layer_of({"alertname": alertname}) == layer
+
+
+def documented_common_rules() -> list[tuple[str, str, list[str]]]:
+    """(layer, regex, examples) of each row of docs/correlation.md's common-rules table."""
+    text = CORRELATION_DOC.read_text()
+    table = text[text.index("| layer | alertname regex | for example |") :].split("\n\n")[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.replace("\\|", "\0").strip("|").split("|")]
+        layer, regex, examples = (cell.replace("\0", "|") for cell in cells)
+        pattern = regex[1 : regex.index("`", 1)]
+        rows.append((layer, pattern, [name.strip() for name in examples.split(",")]))
+    return rows
+
+
+def test_the_documented_common_rules_are_the_code_s_in_order():
+    rows = documented_common_rules()
+    assert [(layer, pattern) for layer, pattern, _ in rows] == [
+        (layer, pattern) for pattern, layer in PRESETS["network"].layers
+    ]
+    c = correlator()
+    for index, (layer, _, examples) in enumerate(rows):
+        for name in examples:
+            assert c.layer_of({"alertname": name}) == layer, name
+            # Each example is its own row's, not an earlier row's of the same layer.
+            first = next(
+                i for i, (_, pattern, _) in enumerate(rows) if re.fullmatch(pattern, name, re.I)
+            )
+            assert first == index, name
 
 
 def shipped_firewall_alerts() -> list[tuple[str, str]]:

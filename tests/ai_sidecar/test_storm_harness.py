@@ -18,7 +18,9 @@ import yaml
 
 from ai_sidecar.correlation import Correlator
 from ai_sidecar.models import Incident, Member
+from benchmarks.storm_replay import topology_correlator
 from benchmarks.storms.alertmanager import Route, at_time, deliver, sidecar_route
+from benchmarks.storms.names import COMMUNITY, community_names
 from benchmarks.storms.prometheus import Condition, Episode, evaluate, observed_spans
 from benchmarks.storms.rules import CATALOGUE, load_rules, read_rule_files
 from benchmarks.storms.scenarios import SCENARIOS, Storm, generate
@@ -416,3 +418,68 @@ def test_the_replay_forgets_resolved_incidents_as_the_worker_does() -> None:
     assert sum(len(i.members) for i in found.incidents.values()) >= len(
         {a.fingerprint for d in storm.deliveries for a in d.alerts}
     )
+
+
+# -- community alert names -----------------------------------------------------------------
+
+
+def test_a_storm_draws_one_community_rule_set() -> None:
+    names = community_names("core_link_cut", 4)
+    assert names == community_names("core_link_cut", 4)
+    assert set(names) == set(CATALOGUE) == set(COMMUNITY)
+    assert all(name in COMMUNITY[rule] for rule, name in names.items())
+    # Two alerts one rule set names alike would be one series.
+    assert len(set(names.values())) == len(names)
+    drawn = {tuple(sorted(community_names("core_link_cut", seed).items())) for seed in range(10)}
+    assert len(drawn) == 10
+
+
+def test_a_community_storm_is_the_same_storm_under_other_names() -> None:
+    shipped = generate("core_link_cut", 0)
+    community = generate("core_link_cut", 0, names="community")
+    names = community_names("core_link_cut", 0)
+
+    def seen(episode: Episode, renamed: bool) -> tuple[object, ...]:
+        labels = {k: v for k, v in episode.labels.items() if k not in ("alertname", "layer")}
+        name = episode.labels["alertname"]
+        return (
+            names[name] if renamed else name,
+            sorted(labels.items()),
+            episode.fired_at,
+            episode.resolved_at,
+            episode.incident,
+            episode.root,
+        )
+
+    assert sorted(map(str, (seen(e, True) for e in shipped.episodes))) == sorted(
+        map(str, (seen(e, False) for e in community.episodes))
+    )
+    assert any("layer" in e.labels for e in shipped.episodes)
+    assert not any("layer" in e.labels for e in community.episodes)
+    assert {e.labels["alertname"] for e in community.episodes} - set(CATALOGUE)
+    assert community.incidents == shipped.incidents
+
+
+@pytest.mark.parametrize(
+    ("name", "seed"),
+    [
+        ("poller_failure", 0),  # PrometheusTargetDown
+        ("ha_duplicates", 3),  # IfDown, SnmpDown, NoPingResponse
+        ("flapping_port", 5),  # IfOperDown, NetworkDeviceDown, IcmpDown
+        ("maintenance_reboot", 0),  # PortDown, NetworkDeviceDown, WindowsServerOffline
+    ],
+)
+def test_a_storm_under_community_names_is_found_whole_with_its_root_cause(
+    name: str, seed: int
+) -> None:
+    """Alerts without a ``layer`` label, named as community rule sets name them.
+
+    The correlator places each by its name alone: a box that stops answering
+    is the device, a port down the link, so the outage takes in what it cut
+    off and names the right root cause.
+    """
+    storm = generate(name, seed, names="community")
+    result = evaluate_storm(storm, preset_config("network"), topology_correlator)
+    assert result.main_root_scored >= 1
+    assert result.main_root_correct == result.main_root_scored
+    assert result.pairs.f1 >= 0.95
