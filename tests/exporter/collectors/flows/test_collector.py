@@ -653,6 +653,8 @@ def test_runs_of_like_datagrams_split_where_their_reading_could_differ() -> None
         ([(v5(), "a"), (v5(), "b"), (v5(), "b")], [0, 1, 3]),
         ([(v5(), "a"), (v5(count=29), "a"), (v5(sampling=7), "a")], [0, 1, 2, 3]),
         ([(v9_packet([data]), "a"), (v9_packet([data]) + b"\x00", "a")], [0, 1, 2]),
+        # Another v5 engine (a sequence stream of its own): a new run.
+        ([(v5(), "a"), (v5()[:21] + b"\x01" + v5()[22:], "a")], [0, 1, 2]),
         # Another v9 source id or first set, another IPFIX domain: a new run.
         ([(v9_packet([data]), "a"), (v9_packet([data], source_id=1), "a")], [0, 1, 2]),
         (
