@@ -17,10 +17,14 @@ counts as out of order, so reordering is never loss. A number behind the
 expected one is out of order too (a late datagram, a duplicate), unless it is
 too far behind or the jump forward too large to be loss: then the exporter
 restarted (a reset, the stream starts again from that header, nothing lost).
+A stream's first header, and the header after an IPFIX message whose data
+records could not be counted (a set of an unknown template), set the number
+expected next without counting anything.
 
 Streams live in their exporter's ``ExporterFlows`` and go with it when the
 exporter falls silent; each exporter holds at most ``MAX_STREAMS`` of them
-(the oldest is forgotten: its next header starts it again) and each stream at
+(the first made is forgotten, its open gaps counted: its next header starts it
+again) and each stream at
 most ``MAX_GAPS`` gaps, so made-up domain ids or sequence numbers cost bounded
 memory.
 """
