@@ -109,10 +109,12 @@ from exporter.collectors.flows.aggregate import (
 from exporter.collectors.flows.columns import RawFlows
 from exporter.collectors.flows.decoder import (
     SEQUENCE_AT,
+    UPTIME_AT,
     VERSION_NUMBERS,
     FlowDecoder,
     like_runs,
     sequence_of,
+    uptime_of,
 )
 from exporter.collectors.flows.listener import DatagramBatch, UdpListener
 from exporter.collectors.flows.records import (
@@ -165,7 +167,7 @@ def _observe(
     number = VERSION_NUMBERS[version]
     stream_id, sequence = sequence_of(datagram, number)
     stream, counts = flows.sequences.stream(number, version, stream_id)
-    stream.observe(sequence, size, now, counts)
+    stream.observe(sequence, size, now, counts, uptime_of(datagram, number))
 
 
 class _Run:
@@ -364,10 +366,16 @@ class FlowIngest:
         at = SEQUENCE_AT[number]
         fields = np.ascontiguousarray(batch.slots[start:stop, at : at + 4])
         numbers = fields.view(">u4").ravel().tolist()
+        uptimes = None
+        if number != 10:  # IPFIX headers have no uptime
+            clocks = np.ascontiguousarray(batch.slots[start:stop, UPTIME_AT : UPTIME_AT + 4])
+            uptimes = clocks.view(">u4").ravel().tolist()
         stream, sequence_counts = flows.sequences.stream(
             number, version, sequence_of(first, number)[0]
         )
-        stream.observe_run(numbers, 1 if version == "v9" else count, run.now, sequence_counts)
+        stream.observe_run(
+            numbers, uptimes, 1 if version == "v9" else count, run.now, sequence_counts
+        )
         taken = 0
         while taken < len(rows):
             # As many datagrams as the datagram-at-a-time path puts in the run before it ends.

@@ -65,6 +65,15 @@ _STREAM_AT: Final = {5: (20, 22), 9: (16, 20), 10: (12, 16)}
 VERSION_NUMBERS: Final = {"v5": 5, "v9": 9, "ipfix": 10}
 
 
+# v5 and v9 headers carry the exporter's uptime (ms since boot) here; IPFIX has none.
+UPTIME_AT: Final = 4
+
+
+def uptime_of(data: bytes | memoryview, version: int) -> int | None:
+    """The exporter's uptime in a v5 or v9 header (a restart sets it back); None for IPFIX."""
+    return None if version == 10 else int.from_bytes(data[UPTIME_AT : UPTIME_AT + 4])
+
+
 def sequence_of(data: bytes | memoryview, version: int) -> tuple[int, int]:
     """(stream id, sequence number) of a datagram of ``version`` that decoded."""
     start, stop = _STREAM_AT[version]

@@ -83,10 +83,13 @@ def _both(*steps: Step, clock: Clock | None = None, gap: float = 0.0) -> list[li
     return scrapes
 
 
-def _v5(numbers: Sequence[int], count: int = 30, engine: int = 0) -> list[tuple[bytes, str]]:
+def _v5(
+    numbers: Sequence[int], count: int = 30, engine: int = 0, uptime: int = 1000
+) -> list[tuple[bytes, str]]:
     packets = []
     for number in numbers:
         packet = bytearray(v5_packet(FLOWS[:count], sequence=number % WRAP))
+        packet[4:8] = uptime.to_bytes(4)  # SysUptime, ms since the exporter booted
         packet[20:22] = engine.to_bytes(2)  # engine type, engine id
         packets.append((bytes(packet), EXPORTER))
     return packets
@@ -119,10 +122,39 @@ def test_a_restart_to_zero_is_a_reset_not_loss_and_the_new_stream_is_followed() 
     after = _v5([n * 30 for n in range(10) if n != 6])  # restarted at 0, then one lost
     first, second = _both(before, after)
     assert _nonzero(first) == {}
+    # Its uptime told nothing (the same): 0, far behind, is out of order until 30
+    # continues from it.
     assert _nonzero(second) == {
         ("resets", EXPORTER, "v5"): 1,
+        ("out_of_order", EXPORTER, "v5"): 1,
         ("lost_records", EXPORTER, "v5"): 30,
     }
+
+
+def test_a_restart_from_above_2_31_is_a_reset_by_uptime_or_by_the_learned_rate() -> None:
+    high = WRAP - 250_000_000  # 0 is ahead of it by 250 million: as far as 300 s at 1e6/s
+    before = _v5([high + 30 * n for n in range(100)], uptime=900_000_000)
+    # v5 (and v9): the uptime went back, a restart whatever the numbers.
+    _, rebooted = _both(before, _v5(range(0, 3000, 30), uptime=5000), gap=300.0)
+    assert _nonzero(rebooted) == {("resets", EXPORTER, "v5"): 1}
+    # IPFIX has no uptime: a jump far beyond what its learned rate sends in 300 s.
+    template = ipfix_template(300, IPV4_LAYOUT)
+    data = flow_set(300, IPV4_LAYOUT, FLOWS[:5])
+    minute = [_ipfix([template], high), *(_ipfix([data], high + 5 * n) for n in range(10))]
+    then = [_ipfix([data], high + 50 + 5 * n) for n in range(10)]
+    after = [_ipfix([template], 0), *(_ipfix([data], 5 * n) for n in range(10))]
+    *_, restarted = _both(minute, then, after, gap=300.0)
+    assert _nonzero(restarted) == {("resets", EXPORTER, "ipfix"): 1}
+    # v9 numbers packets: a jump of 100,000 at once is no loss (it is for records).
+    (v9,) = _both([_v9_template(0), *_v9([1, 2, 100_002, 100_003])])
+    assert _nonzero(v9) == {("resets", EXPORTER, "v9"): 1}
+
+
+def test_one_datagram_far_behind_is_out_of_order_and_rebases_nothing() -> None:
+    numbers = [30 * n for n in range(200)]
+    stray = [*numbers[:150], numbers[50], *numbers[150:]]  # a duplicate, 100 late
+    (families,) = _both(_v5(stray))
+    assert _nonzero(families) == {("out_of_order", EXPORTER, "v5"): 1}
 
 
 def test_a_jump_ahead_is_loss_only_if_the_exporter_could_have_sent_that_much() -> None:
@@ -230,6 +262,20 @@ def test_ipfix_data_of_an_unknown_template_leaves_the_next_number_unknown_not_lo
     assert _nonzero(families) == {("lost_records", EXPORTER, "ipfix"): 5}
 
 
+def test_a_late_message_of_unknown_size_closes_the_rest_of_its_gap() -> None:
+    template = ipfix_template(300, IPV4_LAYOUT)
+    data = flow_set(300, IPV4_LAYOUT, FLOWS[:5])
+    unknown = flow_set(301, IPV4_LAYOUT, FLOWS[:5])  # template 301 never came
+    messages = [_ipfix([template], 0), _ipfix([data], 0), _ipfix([data], 5)]
+    late = [_ipfix([data], 15), _ipfix([unknown], 10), _ipfix([data], 20)]
+    (families,) = _both(messages + late)
+    assert _nonzero(families) == {("out_of_order", EXPORTER, "ipfix"): 1}
+    # Far behind, of unknown size: out of order, never a reset.
+    far = [_ipfix([data], 5 * n) for n in range(2, 200)] + [_ipfix([unknown], 0)]
+    (families,) = _both(messages + far + [_ipfix([data], 1000)])
+    assert _nonzero(families) == {("out_of_order", EXPORTER, "ipfix"): 1}
+
+
 def test_observation_domains_are_streams_of_their_own() -> None:
     template = ipfix_template(300, IPV4_LAYOUT)
     data = flow_set(300, IPV4_LAYOUT, FLOWS[:4])
@@ -278,7 +324,7 @@ def test_a_run_in_one_step_and_each_datagram_alone_agree(size: int) -> None:
         run_stream, each_stream = SequenceStream(), SequenceStream()
         run_stream.expected = each_stream.expected = numbers[0]
         run_counts, each_counts = [0, 0, 0], [0, 0, 0]
-        run_stream.observe_run(numbers, size, 1.0, run_counts)
+        run_stream.observe_run(numbers, None, size, 1.0, run_counts)
         for number in numbers:
             each_stream.observe(number, size, 1.0, each_counts)
         run_stream.commit(run_counts)
