@@ -480,6 +480,31 @@ def test_a_silent_shard_mutes_only_the_targetdown_of_its_own_prometheus(tmp_path
         assert muted() == {"own shard": True, "other shard": False, "device": False}
 
 
+def test_dropped_datagrams_at_scouts_socket_mute_that_collectors_export_loss(tmp_path):
+    """Scout's own socket dropping datagrams makes gaps for every exporter it hears:
+    FlowDatagramsDropped mutes that collector's FlowExportLoss, not another's."""
+    collector = {"job": "scout-exporter", "instance": "e1:8781", "severity": "warning"}
+    loss = {**collector, "alertname": "FlowExportLoss", "version": "v5"}
+    alerts = {
+        "own": {**loss, "exporter": "192.0.2.1"},
+        "other collector": {**loss, "instance": "e2:8781", "exporter": "192.0.2.2"},
+    }
+    with shipped_alertmanager(tmp_path) as (_, am):
+        am.post([postable(labels) for labels in alerts.values()])
+        am.post([postable({**collector, "alertname": "FlowDatagramsDropped"})])
+
+        def muted() -> dict[str, bool]:
+            return {
+                name: bool(a["status"]["inhibitedBy"])
+                for a in am.alerts('alertname="FlowExportLoss"')
+                for name, labels in alerts.items()
+                if a["labels"] == labels
+            }
+
+        wait_for(lambda: muted().get("own"), timeout=10, what="the export loss muted")
+        assert muted() == {"own": True, "other collector": False}
+
+
 EXPORTER = {"job": "scout-exporter", "instance": "127.0.0.1:8781", "shard": "0"}
 DEVICE_DOWN = {"alertname": "TargetDown", "severity": "warning", "shard": "0"}
 DEVICES_DOWN = {
