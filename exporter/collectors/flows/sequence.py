@@ -26,8 +26,8 @@ expected next without counting anything.
 
 Streams live in their exporter's ``ExporterFlows`` and go with it when the
 exporter falls silent; each exporter holds at most ``MAX_STREAMS`` of them
-(the first made is forgotten, its open gaps counted: its next header starts it
-again) and each stream at
+(the least recently seen is forgotten, its open gaps counted: its next header
+starts it again) and each stream at
 most ``MAX_GAPS`` gaps, so made-up domain ids or sequence numbers cost bounded
 memory.
 """
@@ -263,8 +263,11 @@ class SequenceStreams:
         found = self.streams.get(key)
         if found is None:
             if len(self.streams) >= MAX_STREAMS:
-                oldest = next(iter(self.streams))
-                old, old_counts = self.streams.pop(oldest)
+                # The least recently seen: a scan only when full (made-up ids), so a
+                # busy stream's hits cost no reordering.
+                streams = self.streams
+                idle = min(streams, key=lambda known: streams[known][0].seen)
+                old, old_counts = streams.pop(idle)
                 old.commit(old_counts)
             counts = self.counts.setdefault(label, [0, 0, 0])
             stream = SequenceStream(V9_RECORDS_PER_PACKET if version == 9 else 1)

@@ -309,6 +309,18 @@ def test_streams_and_gaps_stay_bounded_and_lose_no_count() -> None:
     assert counts == [29, 0, 0]
 
 
+def test_a_full_exporter_forgets_its_least_recently_seen_stream() -> None:
+    first = [
+        datagram
+        for source_id in range(MAX_STREAMS)
+        for datagram in (_v9_template(0, source_id), *_v9([1, 2], source_id))
+    ]
+    # Source 0, the first made, is busy still; a new source comes; then 0 loses 4.
+    later = [*_v9([3]), _v9_template(0, MAX_STREAMS), *_v9([1], MAX_STREAMS), *_v9([5])]
+    _, families = _both(first, later, gap=10.0)
+    assert _nonzero(families) == {("lost_packets", EXPORTER, "v9"): 1}
+
+
 @pytest.mark.parametrize("size", [1, 30])
 def test_a_run_in_one_step_and_each_datagram_alone_agree(size: int) -> None:
     """``observe_run``'s one array step is taken only when it gives what ``observe``
