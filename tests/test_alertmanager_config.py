@@ -494,12 +494,7 @@ def test_dropped_datagrams_at_scouts_socket_mute_that_collectors_export_loss(tmp
         am.post([postable({**collector, "alertname": "FlowDatagramsDropped"})])
 
         def muted() -> dict[str, bool]:
-            return {
-                name: bool(a["status"]["inhibitedBy"])
-                for a in am.alerts('alertname="FlowExportLoss"')
-                for name, labels in alerts.items()
-                if a["labels"] == labels
-            }
+            return targetdowns_muted(am, alerts, "FlowExportLoss")
 
         wait_for(lambda: muted().get("own"), timeout=10, what="the export loss muted")
         assert muted() == {"own": True, "other collector": False}
@@ -519,11 +514,13 @@ DEVICES_DOWN = {
 }
 
 
-def targetdowns_muted(am: Alertmanager, alerts: dict[str, dict[str, str]]) -> dict[str, bool]:
-    """Whether each of ``alerts`` (raw TargetDowns, by name) is inhibited now."""
+def targetdowns_muted(
+    am: Alertmanager, alerts: dict[str, dict[str, str]], alertname: str = "TargetDown"
+) -> dict[str, bool]:
+    """Whether each of ``alerts`` (raw ``alertname`` alerts, by name) is inhibited now."""
     return {
         name: bool(a["status"]["inhibitedBy"])
-        for a in am.alerts('alertname="TargetDown"')
+        for a in am.alerts(f'alertname="{alertname}"')
         for name, labels in alerts.items()
         if a["labels"] == labels
     }
