@@ -499,8 +499,9 @@ class FlowIngest:
         )
         resets = CounterMetricFamily(
             "scout_flow_sequence_resets",
-            "Sequence number jumps taken as an exporter restart (far behind, or further "
-            "ahead than the exporter could have sent), not counted as loss.",
+            "Sequence number jumps taken as an exporter restart (its uptime went back, "
+            "a datagram continued from one far behind, or a jump further ahead than "
+            "the exporter could have sent), not counted as loss.",
             labels=["exporter", "version"],
         )
         templates = GaugeMetricFamily(
