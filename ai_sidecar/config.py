@@ -318,8 +318,10 @@ PRESETS: Mapping[str, Preset] = {
             (r".*(Conntrack|SessionTable|StateTable).*", "host"),
             # The flow collector's own socket dropping datagrams
             # (FlowDatagramsDropped) is Scout's service losing data, not the
-            # network dropping packets, as the common rules would read "Drop".
-            (r"Flow.*Drop(s|ped)?", "service"),
+            # network dropping packets, as the common rules would read "Drop";
+            # so is flow export loss (FlowExportLoss): whatever lost it, the
+            # alert is about the flow data being incomplete, an effect.
+            (r"Flow.*(Drop(s|ped)?|Loss)", "service"),
             *_COMMON_LAYERS,
         ),
     ),

@@ -480,6 +480,26 @@ def test_a_silent_shard_mutes_only_the_targetdown_of_its_own_prometheus(tmp_path
         assert muted() == {"own shard": True, "other shard": False, "device": False}
 
 
+def test_dropped_datagrams_at_scouts_socket_mute_that_collectors_export_loss(tmp_path):
+    """Scout's own socket dropping datagrams makes gaps for every exporter it hears:
+    FlowDatagramsDropped mutes that collector's FlowExportLoss, not another's."""
+    collector = {"job": "scout-exporter", "instance": "e1:8781", "severity": "warning"}
+    loss = {**collector, "alertname": "FlowExportLoss", "version": "v5"}
+    alerts = {
+        "own": {**loss, "exporter": "192.0.2.1"},
+        "other collector": {**loss, "instance": "e2:8781", "exporter": "192.0.2.2"},
+    }
+    with shipped_alertmanager(tmp_path) as (_, am):
+        am.post([postable(labels) for labels in alerts.values()])
+        am.post([postable({**collector, "alertname": "FlowDatagramsDropped"})])
+
+        def muted() -> dict[str, bool]:
+            return targetdowns_muted(am, alerts, "FlowExportLoss")
+
+        wait_for(lambda: muted().get("own"), timeout=10, what="the export loss muted")
+        assert muted() == {"own": True, "other collector": False}
+
+
 # Every series scraped through an exporter, and the exporter's own, carry
 # scout_exporter: the exporter's address (prometheus/prometheus.yml).
 THROUGH = {"scout_exporter": "127.0.0.1:8781"}
@@ -504,11 +524,13 @@ DEVICES_DOWN = {
 EXPORTER_DOWN = {**EXPORTER, "alertname": "ExporterDown", "severity": "critical", "layer": "device"}
 
 
-def targetdowns_muted(am: Alertmanager, alerts: dict[str, dict[str, str]]) -> dict[str, bool]:
-    """Whether each of ``alerts`` (raw TargetDowns, by name) is inhibited now."""
+def targetdowns_muted(
+    am: Alertmanager, alerts: dict[str, dict[str, str]], alertname: str = "TargetDown"
+) -> dict[str, bool]:
+    """Whether each of ``alerts`` (raw ``alertname`` alerts, by name) is inhibited now."""
     return {
         name: bool(a["status"]["inhibitedBy"])
-        for a in am.alerts('alertname="TargetDown"')
+        for a in am.alerts(f'alertname="{alertname}"')
         for name, labels in alerts.items()
         if a["labels"] == labels
     }

@@ -97,6 +97,7 @@ PROBLEMS: Mapping[str, str] = {
     "FirewallMemoryHigh": N_("memory high on firewall {target}"),
     "FlowSeriesBudgetExhausted": N_("flow series budget exhausted on {target}"),
     "FlowDatagramsDropped": N_("flow datagrams dropped on {target}"),
+    "FlowExportLoss": N_("flow export from {exporter} losing data"),
     "FlowExporterSilent": N_("no flows from {exporter}"),
     "HostCpuHigh": N_("CPU busy on {target}"),
     "HostMemoryLow": N_("memory low on {target}"),

@@ -502,6 +502,8 @@ def test_a_layer_label_on_the_alert_beats_every_rule():
         ("firewall", "FirewallUnreachable", "device"),
         # The flow collector's socket dropping datagrams is not the network's drops.
         ("firewall", "FlowDatagramsDropped", "service"),
+        # Nor is a router's flow export losing datagrams the network's "Loss".
+        ("firewall", "FlowExportLoss", "service"),
         ("firewall", "FirewallConntrackDrops", "host"),
         # Without the "Firewall" prefix's rules, the network preset has no link for them.
         ("network", "FirewallHaFailover", "service"),

@@ -48,8 +48,9 @@ label. A new top-N key that does not fit is refused for this refresh
 (``dropped_series`` counts it, its bytes stay in ``other``) and retires the
 series that left the top N longest ago (it was on its way out anyway), so the
 key gets a series at the next refresh if it is still in the top N.
-Per-exporter fixed series (``other``, folded, records, templates) are charged
-when the exporter is first seen; interface series when an ifIndex is first seen.
+Per-exporter fixed series (``other``, folded, templates) are charged when the
+exporter is first seen; a version's (records, packets, sequence counters) when
+it first comes from that exporter; interface series when an ifIndex is first seen.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ import numpy as np
 
 from exporter.collectors.flows.columns import Column, PendingFlows, RawFlows, reduce_by_key
 from exporter.collectors.flows.records import FlowRecord
+from exporter.collectors.flows.sequence import SequenceStreams
 
 # Slots per window: the window slides in steps of window / SLOTS.
 SLOTS: Final = 10
@@ -84,6 +86,10 @@ _BY_COUNT = itemgetter(1)
 KeyT = TypeVar("KeyT", int, Column)
 # Conversation keys are protocol * PORTS + destination port.
 PORTS: Final = 1 << 16
+
+# Series of each version an exporter sends: records, packets, and the three sequence
+# counters (lost, out of order, resets; see ``sequence``).
+VERSION_SERIES: Final = 5
 
 SOURCE: Final = "source"
 DESTINATION: Final = "destination"
@@ -265,6 +271,7 @@ class ExporterFlows:
         "packets",
         "pending",
         "records",
+        "sequences",
         "source",
     )
 
@@ -281,6 +288,8 @@ class ExporterFlows:
         self.last_seen = now
         # Columnar flows not counted yet: reduced per key a batch at a time.
         self.pending = PendingFlows()
+        # The sequence numbers of its streams: export loss (see ``sequence``).
+        self.sequences = SequenceStreams()
 
     def rankings(self) -> list[tuple[str, Ranking]]:
         found = [(SOURCE, self.source), (DESTINATION, self.destination)]
@@ -455,7 +464,7 @@ class FlowAggregator:
         if now >= self._slot_end:
             self._rotate(now)
         if version not in flows.packets:
-            if not self._charge(2):
+            if not self._charge(VERSION_SERIES):
                 return False
             flows.packets[version] = flows.records[version] = 0
         flows.packets[version] += packets
@@ -570,6 +579,8 @@ class FlowAggregator:
         settings = self.settings
         self._release_final()
         self._forget_silent_exporters(now)
+        for flows in self.exporters.values():
+            flows.sequences.commit()
         newcomers: list[tuple[int, Ranking, Hashable]] = []
         for flows in self.exporters.values():
             for _, ranking in flows.rankings():
@@ -646,7 +657,7 @@ class FlowAggregator:
         for address, flows in list(self.exporters.items()):
             if now - flows.last_seen < horizon:
                 continue
-            released = self.fixed_cost() + 2 * len(flows.packets)
+            released = self.fixed_cost() + VERSION_SERIES * len(flows.packets)
             released += len(flows.inputs) + len(flows.outputs)
             released += sum(
                 (len(r.series) + len(r.final)) * r.series_cost for _, r in flows.rankings()

@@ -28,6 +28,14 @@ Sample exposition (the metric contract)::
   scout_flow_records_total{exporter="10.0.0.1",version="ipfix"} 1.5e+06
   # TYPE scout_flow_packets_total counter
   scout_flow_packets_total{exporter="10.0.0.1",version="ipfix"} 51234
+  # TYPE scout_flow_sequence_lost_records_total counter   (v5 and IPFIX number records)
+  scout_flow_sequence_lost_records_total{exporter="10.0.0.1",version="ipfix"} 120
+  # TYPE scout_flow_sequence_lost_packets_total counter   (v9 numbers export packets)
+  scout_flow_sequence_lost_packets_total{exporter="10.0.0.2",version="v9"} 3
+  # TYPE scout_flow_sequence_out_of_order_total counter
+  scout_flow_sequence_out_of_order_total{exporter="10.0.0.1",version="ipfix"} 1
+  # TYPE scout_flow_sequence_resets_total counter
+  scout_flow_sequence_resets_total{exporter="10.0.0.1",version="ipfix"} 0
   # TYPE scout_flow_templates gauge
   scout_flow_templates{exporter="10.0.0.1"} 3
   # TYPE scout_flow_bad_packets_total counter
@@ -65,6 +73,13 @@ counted in ``scout_flow_bad_packets_total{reason}``; datagrams the kernel
 dropped before the listener could read them (a queue overflow: a flood, or a
 receive buffer too small for the routers' bursts) in
 ``scout_flow_receive_drops_total``.
+
+Export loss (see ``sequence``): the sequence numbers in the headers say what
+each exporter sent; a gap is counted as lost records (v5, IPFIX) or packets
+(v9), per exporter and version, at the first scrape after it, unless late
+datagrams filled it before. Sequence state lives with the exporter's and is
+forgotten with it; the three counters are charged to the series budget with
+the version's records and packets.
 """
 
 from __future__ import annotations
@@ -92,7 +107,15 @@ from exporter.collectors.flows.aggregate import (
     key_label,
 )
 from exporter.collectors.flows.columns import RawFlows
-from exporter.collectors.flows.decoder import FlowDecoder, like_runs
+from exporter.collectors.flows.decoder import (
+    SEQUENCE_AT,
+    UPTIME_AT,
+    VERSION_NUMBERS,
+    FlowDecoder,
+    like_runs,
+    sequence_of,
+    uptime_of,
+)
 from exporter.collectors.flows.listener import DatagramBatch, UdpListener
 from exporter.collectors.flows.records import (
     BAD_PACKET_REASONS,
@@ -108,6 +131,8 @@ log = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Exporter addresses remembered as allowed or not (more are looked up each time).
 _ALLOWED_CACHE_SIZE: Final = 4096
+# The sequence counters of a version no stream of which has been seen yet.
+_NO_SEQUENCE: Final = (0, 0, 0)
 _PROTOCOL_NAMES: Final = {
     1: "icmp",
     6: "tcp",
@@ -133,6 +158,16 @@ def settings_from_config(config: FlowsCollectorConfig) -> AggregationSettings:
         ipv6_prefix=config.ipv6_prefix,
         by_protocol_port=config.by_protocol_port,
     )
+
+
+def _observe(
+    flows: ExporterFlows, datagram: bytes | memoryview, version: str, size: int | None, now: float
+) -> None:
+    """Follow the sequence number of a datagram that decoded (see ``sequence``)."""
+    number = VERSION_NUMBERS[version]
+    stream_id, sequence = sequence_of(datagram, number)
+    stream, counts = flows.sequences.stream(number, version, stream_id)
+    stream.observe(sequence, size, now, counts, uptime_of(datagram, number))
 
 
 class _Run:
@@ -163,15 +198,17 @@ class _Run:
         self.packets = 0
         self._records_left = self._bytes_left = 0
 
-    def join(self, exporter: str, version: str) -> None:
+    def join(self, exporter: str, version: str) -> ExporterFlows:
         """Make the run one of ``exporter`` and ``version``, counting the run before if
-        it was another's; ``BadPacketError`` if the budget has no room for the exporter."""
+        it was another's; its exporter's state. ``BadPacketError`` if the budget has
+        no room for the exporter."""
         if exporter is not self._exporter or self._flows is None or version != self._version:
             self.close()
             if exporter is not self._exporter or self._flows is None:
                 self._flows = self._ingest._exporter(exporter, self.now)
                 self._exporter = exporter
             self._version = version
+        return self._flows
 
     def _open(self) -> None:
         # A run starts with the room the pending flows leave.
@@ -284,7 +321,10 @@ class FlowIngest:
                     self._ingest_slowly(datagram, exporter, run.now)
                     continue
                 version, columns = quick
-                run.join(exporter, version)
+                flows = run.join(exporter, version)
+                # What the sequence number counts: v9 packets, v5 and IPFIX records.
+                size = 1 if version == "v9" else sum(part[2] for part in columns)
+                _observe(flows, datagram, version, size, run.now)
                 run.add(columns, 1)
             except BadPacketError as error:
                 self.bad_packets[error.reason] += 1
@@ -314,13 +354,28 @@ class FlowIngest:
         size = count * columns.dtype.itemsize
         rows = batch.slots[start:stop, offset : offset + size]
         try:
-            run.join(exporter, version)
+            flows = run.join(exporter, version)
         except BadPacketError as error:
             self.bad_packets[error.reason] += stop - start
             return True
         except Exception:  # listener boundary, as for one datagram
             self._unexpected(stop - start, exporter)
             return True
+        # The run's sequence numbers in one array step (its datagrams are of one stream).
+        number = VERSION_NUMBERS[version]
+        at = SEQUENCE_AT[number]
+        fields = np.ascontiguousarray(batch.slots[start:stop, at : at + 4])
+        numbers = fields.view(">u4").ravel().tolist()
+        uptimes = None
+        if number != 10:  # IPFIX headers have no uptime
+            clocks = np.ascontiguousarray(batch.slots[start:stop, UPTIME_AT : UPTIME_AT + 4])
+            uptimes = clocks.view(">u4").ravel().tolist()
+        stream, sequence_counts = flows.sequences.stream(
+            number, version, sequence_of(first, number)[0]
+        )
+        stream.observe_run(
+            numbers, uptimes, 1 if version == "v9" else count, run.now, sequence_counts
+        )
         taken = 0
         while taken < len(rows):
             # As many datagrams as the datagram-at-a-time path puts in the run before it ends.
@@ -368,6 +423,11 @@ class FlowIngest:
             self.bad_packets[decoded.problem] += 1
         flows = self._exporter(exporter, now)
         version = decoded.version
+        if version == "v5":
+            size: int | None = decoded.columns[0][2]
+        else:
+            size = 1 if version == "v9" else decoded.data_records
+        _observe(flows, datagram, version, size, now)
         if not self.aggregator.add(flows, version, decoded.records, now, decoded.columns):
             raise _no_room(version, exporter)
 
@@ -417,6 +477,33 @@ class FlowIngest:
             "Flow export packets received and read, by flow protocol version.",
             labels=["exporter", "version"],
         )
+        lost_records = CounterMetricFamily(
+            "scout_flow_sequence_lost_records",
+            "Flow records the exporter sent that were never read (lost on the way, "
+            "dropped by the kernel or unreadable), from gaps in the sequence numbers of "
+            "NetFlow v5 (per engine) and IPFIX (data records per observation domain).",
+            labels=["exporter", "version"],
+        )
+        lost_packets = CounterMetricFamily(
+            "scout_flow_sequence_lost_packets",
+            "NetFlow v9 export packets the exporter sent that were never read (lost on "
+            "the way, dropped by the kernel or unreadable), from gaps in the sequence "
+            "numbers (v9 numbers packets per source id, not records).",
+            labels=["exporter", "version"],
+        )
+        out_of_order = CounterMetricFamily(
+            "scout_flow_sequence_out_of_order",
+            "Flow export packets whose sequence number was behind the one expected: "
+            "late (closing a gap, which is then not loss) or repeated.",
+            labels=["exporter", "version"],
+        )
+        resets = CounterMetricFamily(
+            "scout_flow_sequence_resets",
+            "Sequence number jumps taken as an exporter restart (its uptime went back, "
+            "a datagram continued from one far behind, or a jump further ahead than "
+            "the exporter could have sent), not counted as loss.",
+            labels=["exporter", "version"],
+        )
         templates = GaugeMetricFamily(
             "scout_flow_templates",
             "NetFlow v9 and IPFIX templates held for the exporter.",
@@ -441,9 +528,15 @@ class FlowIngest:
             for direction, totals in (("in", flows.inputs), ("out", flows.outputs)):
                 for ifindex, octets in totals.items():
                     interfaces.add_metric([exporter, str(ifindex), direction], octets)
+            sequence_counts = flows.sequences.counts
             for version, count in flows.records.items():
                 records.add_metric([exporter, version], count)
                 packets.add_metric([exporter, version], flows.packets[version])
+                lost, late, restarts = sequence_counts.get(version, _NO_SEQUENCE)
+                lost_family = lost_packets if version == "v9" else lost_records
+                lost_family.add_metric([exporter, version], lost)
+                out_of_order.add_metric([exporter, version], late)
+                resets.add_metric([exporter, version], restarts)
             templates.add_metric([exporter], self.decoder.templates.count(exporter))
         yield talker_bytes
         yield talker_packets
@@ -453,6 +546,10 @@ class FlowIngest:
         yield interfaces
         yield records
         yield packets
+        yield lost_records
+        yield lost_packets
+        yield out_of_order
+        yield resets
         yield templates
         bad = CounterMetricFamily(
             "scout_flow_bad_packets",

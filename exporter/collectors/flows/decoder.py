@@ -19,10 +19,11 @@ from exporter.collectors.flows.v9 import HEADER as V9_HEADER
 from exporter.collectors.flows.v9 import parse_v9, v9_columns
 
 # The bytes of a datagram's start that decide how ``decode_columns`` reads it, per
-# version: v5 version, record count and sampling; v9 version, source id and first set
-# header; IPFIX version, length, domain and first set header. Clocks and sequence
-# numbers are left out. Datagrams of one sender and length that agree on these are
-# read alike: the same count of records of the same layout and rate at the same place.
+# version: v5 version, record count, engine and sampling; v9 version, source id and
+# first set header; IPFIX version, length, domain and first set header. Clocks and
+# sequence numbers are left out. Datagrams of one sender and length that agree on
+# these are read alike: the same count of records of the same layout and rate at the
+# same place, and one sequence stream (the v5 engine, v9 source id, IPFIX domain).
 SIGNATURE_BYTES: Final = 24
 
 
@@ -33,7 +34,8 @@ def _signature_mask(*spans: tuple[int, int]) -> npt.NDArray[np.uint8]:
     return mask
 
 
-# The offsets above are the RFC headers': v5's 24 bytes end with the sampling field,
+# The offsets above are the RFC headers': v5's 24 bytes end with the engine type and id
+# and the sampling field,
 # v9's 20 with the source id, IPFIX's 16 with the domain; the set header follows.
 assert V5_HEADER.size == SIGNATURE_BYTES
 assert V9_HEADER.size + SET_HEADER.size == SIGNATURE_BYTES
@@ -42,7 +44,7 @@ assert IPFIX_HEADER.size + SET_HEADER.size == 20
 _SIGNATURE_MASKS: Final = np.stack(
     [
         _signature_mask((0, 2)),
-        _signature_mask((0, 4), (22, 24)),
+        _signature_mask((0, 4), (20, 24)),
         _signature_mask((0, 2), (16, 24)),
         _signature_mask((0, 4), (12, 20)),
     ]
@@ -53,6 +55,30 @@ _MASK_BY_VERSION[[5, 9, 10]] = (1, 2, 3)
 # A run key: the masked signature as three words, then length and sender in a fourth.
 _KEY_WORDS: Final = SIGNATURE_BYTES // 8 + 1
 _SHORT: Final = np.uint64(1 << 63)
+
+
+# Where each version's header carries its sequence number and its sequence stream's
+# id (see ``sequence``): v5 flow_sequence and engine type and id; v9 sequence number
+# and source id; IPFIX Sequence Number and observation domain.
+SEQUENCE_AT: Final = {5: 16, 9: 12, 10: 8}
+_STREAM_AT: Final = {5: (20, 22), 9: (16, 20), 10: (12, 16)}
+VERSION_NUMBERS: Final = {"v5": 5, "v9": 9, "ipfix": 10}
+
+
+# v5 and v9 headers carry the exporter's uptime (ms since boot) here; IPFIX has none.
+UPTIME_AT: Final = 4
+
+
+def uptime_of(data: bytes | memoryview, version: int) -> int | None:
+    """The exporter's uptime in a v5 or v9 header (a restart sets it back); None for IPFIX."""
+    return None if version == 10 else int.from_bytes(data[UPTIME_AT : UPTIME_AT + 4])
+
+
+def sequence_of(data: bytes | memoryview, version: int) -> tuple[int, int]:
+    """(stream id, sequence number) of a datagram of ``version`` that decoded."""
+    start, stop = _STREAM_AT[version]
+    at = SEQUENCE_AT[version]
+    return int.from_bytes(data[start:stop]), int.from_bytes(data[at : at + 4])
 
 
 def like_runs(

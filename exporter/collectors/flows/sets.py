@@ -50,18 +50,21 @@ def walk_sets(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, in
 
 class DecodedFlows:
     """What one packet held: its version label, flows as columns (IPv4 fast path) and as
-    tuples, and the first problem met (a set skipped for an unknown template, say).
+    tuples, the first problem met (a set skipped for an unknown template, say), and
+    its data records, options records included (what an IPFIX sequence number
+    counts; None when a set of an unknown template left it unknown).
 
     A plain class with slots: one is built per datagram, so its init is kept cheap.
     """
 
-    __slots__ = ("columns", "problem", "records", "version")
+    __slots__ = ("columns", "data_records", "problem", "records", "version")
 
     def __init__(self, version: str, columns: list[RawFlows] | None = None) -> None:
         self.version = version
         self.records: list[FlowRecord] = []
         self.columns: list[RawFlows] = columns if columns is not None else []
         self.problem: str | None = None
+        self.data_records: int | None = 0
 
     def all_records(self) -> list[FlowRecord]:
         """Every flow as a tuple, columns first (tests compare these)."""
@@ -84,14 +87,22 @@ def decode_data_set(
     """Add a data set's flows to ``decoded`` (options records update ``sampling``); a problem."""
     template = store.get(exporter, key)
     if template is None:
+        decoded.data_records = None
         return UNKNOWN_TEMPLATE
     if isinstance(template, OptionsTemplate):
-        template.apply(data, start, end, sampling)
+        count = template.apply(data, start, end, sampling)
     elif template.columns is not None:
+        count = 0
         if end - start >= template.columns.dtype.itemsize:
-            decoded.columns.append(template.columns.decode(data, start, end, sampling.default))
+            part = template.columns.decode(data, start, end, sampling.default)
+            decoded.columns.append(part)
+            count = part[2]
     else:
-        decoded.records.extend(template.decode(data, start, end, sampling))
+        records = template.decode(data, start, end, sampling)
+        decoded.records.extend(records)
+        count = len(records)
+    if decoded.data_records is not None:
+        decoded.data_records += count
     return None
 
 

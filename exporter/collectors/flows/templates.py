@@ -189,9 +189,12 @@ class OptionsTemplate:
     layout: Layout
     min_size: int
 
-    def apply(self, data: memoryview, offset: int, end: int, sampling: SamplingState) -> None:
+    def apply(self, data: memoryview, offset: int, end: int, sampling: SamplingState) -> int:
+        """Take the rates the set's records state; how many records it held."""
+        count = 0
         while end - offset >= self.min_size:
             values, offset = _walk(data, offset, end, self.layout)
+            count += 1
             rate = _rate_from_options(values)
             if rate is None:
                 continue
@@ -200,6 +203,7 @@ class OptionsTemplate:
                 sampling.default = rate
             elif len(sampling.samplers) < MAX_SAMPLERS or _unsigned(sampler) in sampling.samplers:
                 sampling.samplers[_unsigned(sampler)] = rate
+        return count
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,13 +177,14 @@ def test_one_million_source_addresses_stay_within_the_series_budget() -> None:
 
 
 def test_series_budget_retires_lingering_series_to_make_room() -> None:
-    settings = AggregationSettings(top_n=2, window=10, ttl=1000, max_series=13)
+    settings = AggregationSettings(top_n=2, window=10, ttl=1000, max_series=16)
     aggregator = FlowAggregator(settings, now=0.0)
-    # One exporter: 7 fixed series, 2 for the v5 records/packets pair, 2 interfaces.
+    # One exporter: 7 fixed series, 5 for v5 (records, packets, three sequence
+    # counters), 2 interfaces.
     _feed(aggregator, [_record("10.0.0.1", 100, "10.9.9.1")], 0.0)
     aggregator.refresh(0.5)
     source = aggregator.exporters[EXPORTER].source
-    assert aggregator.series == 11 + 2  # the source talker fits, the destination one not
+    assert aggregator.series == 14 + 2  # the source talker fits, the destination one not
     assert aggregator.dropped_series == 1
     # 10.0.0.1 leaves the window; 10.0.0.2 is the new top talker but finds no room:
     # the lingering 10.0.0.1 is retired (shown once more) to make room for the next refresh.

@@ -27,6 +27,12 @@ PACKETS = (5, 3, 7, 2, 9, 4, 6, 1, 8, 3, 2, 5)
 PAYLOADS = (100, 900, 50, 1200, 400, 30, 700, 1400, 10, 600, 250, 80)
 SOURCES = [f"10.0.0.{i + 1}" for i in range(len(PACKETS))]
 SERVERS = ("10.1.0.1", "10.1.0.2")
+# Version, its label, and what its sequence numbers count when some are lost.
+SEQUENCE_CASES = [
+    (5, "v5", "lost_records"),
+    (9, "v9", "lost_packets"),
+    (10, "ipfix", "lost_records"),
+]
 
 
 def _flows() -> list[Flow]:
@@ -112,5 +118,54 @@ async def test_pmacctd_flows_give_the_top_talkers_and_totals(
         )
         bad = _samples(families, "scout_flow_bad_packets_total")
         assert sum(bad.values()) == 0
+    finally:
+        await collector.close()
+
+
+# Enough flows for pmacctd to send well over REORDER_DATAGRAMS datagrams per replay
+# (29 records a v5 datagram, 8 a v9 or IPFIX one), so its restart at the next replay
+# is far behind and reads as one.
+MANY_FLOWS = 3000
+
+
+@pytest.mark.parametrize(("version", "label", "lost"), SEQUENCE_CASES)
+async def test_a_clean_pmacctd_export_counts_no_loss_and_its_restart_as_a_reset(
+    tmp_path: Path, version: int, label: str, lost: str
+) -> None:
+    """pmacctd numbers v5 records, v9 packets and IPFIX data records as the RFCs say:
+    a whole replay comes in with nothing lost or out of order; the next replay (a new
+    pmacctd, numbering from the start again) is one reset, still nothing lost."""
+    flows = [
+        Flow(f"10.2.{i // 250}.{i % 250 + 1}", SERVERS[i % 2], 128, 1, source_port=20000 + i)
+        for i in range(MANY_FLOWS)
+    ]
+    pcap = write_pcap(tmp_path / "many.pcap", [udp_frame(flow, 100) for flow in flows])
+    collector = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+    await collector.start()
+    try:
+
+        def records(expected: int) -> bool:
+            exporter = collector.flows.aggregator.exporters.get("127.0.0.1")
+            return exporter is not None and exporter.records.get(label) == expected
+
+        def sequence(families: list[Metric]) -> dict[str, float]:
+            return {
+                name: _samples(families, f"scout_flow_sequence_{name}_total")[("127.0.0.1", label)]
+                for name in (lost, "out_of_order", "resets")
+            }
+
+        replay_with_pmacctd(pcap, collector.address, version, tmp_path)
+        wait_for(lambda: records(MANY_FLOWS), timeout=30, what="the first replay's records")
+        first = collector.collect()
+        assert sequence(first) == {lost: 0, "out_of_order": 0, "resets": 0}
+        packets = _samples(first, "scout_flow_packets_total")[("127.0.0.1", label)]
+        assert packets > 64  # pmacctd sent many datagrams, each numbered
+
+        replay_with_pmacctd(pcap, collector.address, version, tmp_path)
+        wait_for(lambda: records(2 * MANY_FLOWS), timeout=30, what="the second replay's records")
+        # The new process starts again from 0: its first datagram, far behind, is out of
+        # order, and the second, continuing from it, makes the reset (a run shorter than
+        # the uptime slack leaves the uptime no further back).
+        assert sequence(collector.collect()) == {lost: 0, "out_of_order": 1, "resets": 1}
     finally:
         await collector.close()
