@@ -266,10 +266,9 @@ def _successive(group: list[Series]) -> list[Series] | None:
     shard do. They are one series to the models; where they overlap (the engine's
     lookback repeats the earlier one's last sample for a few minutes after it
     ends), the later one's fresh points win."""
-    ordered = sorted(group, key=_span)
-    spans = [_span(series) for series in ordered]
-    if all(a[0] < b[0] and a[1] < b[1] for a, b in pairwise(spans)):
-        return ordered
+    spanned = sorted(((_span(series), series) for series in group), key=lambda pair: pair[0])
+    if all(a[0] < b[0] and a[1] < b[1] for (a, _), (b, _) in pairwise(spanned)):
+        return [series for _, series in spanned]
     return None
 
 

@@ -579,10 +579,9 @@ class FlowAggregator:
         settings = self.settings
         self._release_final()
         self._forget_silent_exporters(now)
-        for flows in self.exporters.values():
-            flows.sequences.commit()
         newcomers: list[tuple[int, Ranking, Hashable]] = []
         for flows in self.exporters.values():
+            flows.sequences.commit()
             for _, ranking in flows.rankings():
                 top = ranking.window_top(settings.top_n)
                 in_top = set(top)

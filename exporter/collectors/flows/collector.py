@@ -91,7 +91,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Final, cast
+from typing import Final, TypeVar, cast
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -131,6 +131,8 @@ log = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Exporter addresses remembered as allowed or not (more are looked up each time).
 _ALLOWED_CACHE_SIZE: Final = 4096
+# A count of data records, or None where it is not known.
+_Records = TypeVar("_Records", int, int | None)
 # The sequence counters of a version no stream of which has been seen yet.
 _NO_SEQUENCE: Final = (0, 0, 0)
 _PROTOCOL_NAMES: Final = {
@@ -160,14 +162,24 @@ def settings_from_config(config: FlowsCollectorConfig) -> AggregationSettings:
     )
 
 
+def _numbered(version: str, records: _Records) -> _Records | int:
+    """What a header's sequence number counts of a datagram holding ``records`` data
+    records (None: not known): those records, but a v9 packet is one."""
+    return 1 if version == "v9" else records
+
+
 def _observe(
-    flows: ExporterFlows, datagram: bytes | memoryview, version: str, size: int | None, now: float
+    flows: ExporterFlows,
+    datagram: bytes | memoryview,
+    version: str,
+    records: int | None,
+    now: float,
 ) -> None:
     """Follow the sequence number of a datagram that decoded (see ``sequence``)."""
     number = VERSION_NUMBERS[version]
     stream_id, sequence = sequence_of(datagram, number)
     stream, counts = flows.sequences.stream(number, version, stream_id)
-    stream.observe(sequence, size, now, counts, uptime_of(datagram, number))
+    stream.observe(sequence, _numbered(version, records), now, counts, uptime_of(datagram, number))
 
 
 class _Run:
@@ -322,9 +334,7 @@ class FlowIngest:
                     continue
                 version, columns = quick
                 flows = run.join(exporter, version)
-                # What the sequence number counts: v9 packets, v5 and IPFIX records.
-                size = 1 if version == "v9" else sum(part[2] for part in columns)
-                _observe(flows, datagram, version, size, run.now)
+                _observe(flows, datagram, version, sum(part[2] for part in columns), run.now)
                 run.add(columns, 1)
             except BadPacketError as error:
                 self.bad_packets[error.reason] += 1
@@ -373,9 +383,7 @@ class FlowIngest:
         stream, sequence_counts = flows.sequences.stream(
             number, version, sequence_of(first, number)[0]
         )
-        stream.observe_run(
-            numbers, uptimes, 1 if version == "v9" else count, run.now, sequence_counts
-        )
+        stream.observe_run(numbers, uptimes, _numbered(version, count), run.now, sequence_counts)
         taken = 0
         while taken < len(rows):
             # As many datagrams as the datagram-at-a-time path puts in the run before it ends.
@@ -423,11 +431,9 @@ class FlowIngest:
             self.bad_packets[decoded.problem] += 1
         flows = self._exporter(exporter, now)
         version = decoded.version
-        if version == "v5":
-            size: int | None = decoded.columns[0][2]
-        else:
-            size = 1 if version == "v9" else decoded.data_records
-        _observe(flows, datagram, version, size, now)
+        # A v5 packet's records are its one part of columns; the others' were counted by set.
+        records = decoded.columns[0][2] if version == "v5" else decoded.data_records
+        _observe(flows, datagram, version, records, now)
         if not self.aggregator.add(flows, version, decoded.records, now, decoded.columns):
             raise _no_room(version, exporter)
 
