@@ -52,9 +52,54 @@ class StackError(Exception):
     """The stack cannot start; the message says what to do."""
 
 
+# Listening ports are drawn from outside the kernel's ephemeral range: a port drawn
+# from inside it (as bind to port 0 does) can be taken as the local end of any
+# outgoing connection, from this process or another, before the server that was
+# meant to listen there binds it; the server then fails with "address in use".
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LISTEN_PORTS_FLOOR = 10000  # above the well-known and most registered daemons' ports
+_DRAWS = 200
+
+
+def _ports_outside_ephemeral_range() -> list[range]:
+    try:
+        low, high = (int(n) for n in _EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return []
+    return [r for r in (range(_LISTEN_PORTS_FLOOR, low), range(high + 1, 65536)) if len(r)]
+
+
+def _can_bind(
+    host: str, port: int, kind: socket.SocketKind, *, reuse_address: bool = False
+) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
     """A port nothing is bound to now, for TCP or (``SOCK_DGRAM``) for UDP: the two are
-    separate, and a busy machine may hold many UDP ports that are free for TCP."""
+    separate, and a busy machine may hold many UDP ports that are free for TCP.
+
+    Drawn at random outside the ephemeral range where the machine has one, so
+    that concurrent tests drawing ports rarely meet and outgoing connections
+    never take the port first."""
+    ranges = _ports_outside_ephemeral_range()
+    choices = sum(len(r) for r in ranges)
+    for _ in range(_DRAWS if choices else 0):
+        index = secrets.randbelow(choices)
+        for candidates in ranges:
+            if index < len(candidates):
+                port = candidates[index]
+                break
+            index -= len(candidates)
+        if _can_bind(host, port, kind):
+            return port
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -66,13 +111,7 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     SO_REUSEADDR, as the servers themselves set it, so connections of a stack
     that just stopped (TIME_WAIT) do not count as the port being in use.
     """
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
+    return _can_bind(host, port, socket.SOCK_STREAM, reuse_address=True)
 
 
 def find_binary(*names: str) -> str:

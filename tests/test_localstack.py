@@ -113,6 +113,35 @@ def console_sign_in(base_url: str, name: str, password: str) -> urllib.request.O
     return opener
 
 
+def test_free_ports_are_drawn_outside_the_ephemeral_range():
+    """An outgoing connection takes its local port from the ephemeral range; a server
+    told to listen on a port from there can find it taken (seen in CI as a Prometheus
+    that never listened while the stack said it was up)."""
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        ports = {free_port(kind=kind) for _ in range(50)}
+        assert not [port for port in ports if low <= port <= high]
+        # Drawn at random: two test workers asking at once rarely meet.
+        assert len(ports) > 40
+        for port in ports:
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_in_use_is_never_drawn(monkeypatch):
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    with held:
+        taken = held.getsockname()[1]
+        # Every draw lands on the one port that is taken: the fallback is the kernel's pick.
+        monkeypatch.setattr(
+            "scripts.localstack._ports_outside_ephemeral_range", lambda: [range(taken, taken + 1)]
+        )
+        assert free_port() != taken
+        assert not port_is_free(taken)
+
+
 def test_secrets_are_made_private_once_and_kept(tmp_path):
     directory = tmp_path / "secrets"
     first = ensure_secrets(directory)
@@ -275,6 +304,10 @@ def test_stack_serves_host_metrics_and_ctrl_c_leaves_nothing(tmp_path):
     finally:
         stack.send_signal(signal.SIGINT)
         output, _ = stack.communicate(timeout=60)
+        # Shown by pytest only when the test fails: what the stack and its services said.
+        print(output)
+        for log in sorted((tmp_path / "logs").glob("*")):
+            print(f"--- {log.name}", log.read_text(errors="replace")[-3000:], sep="\n")
     assert stack.returncode == 0, output
     assert "stopped." in output
     # The password is written to its file and nowhere else.
