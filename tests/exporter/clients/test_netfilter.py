@@ -188,15 +188,12 @@ def test_unknown_objects_and_fields_are_ignored_not_skipped():
     assert ([r.handle for r in parsed.rules], parsed.skipped) == ([3], 0)
 
 
-def test_a_huge_ruleset_is_read_whole_and_quickly():
+def test_a_huge_ruleset_is_read_whole():
+    # How fast is benchmarks/firewall_scrape.py's question, not a test's.
     rules = [rule(handle=h, comment=f"r{h}" if h % 2 else None) for h in range(100_000)]
-    output = ruleset_of(*rules)
-    started = time.perf_counter()
-    parsed = parse_ruleset(output)
+    parsed = parse_ruleset(ruleset_of(*rules))
     assert len(parsed.rules) == 100_000
     assert parsed.rules[-1].comment == "r99999"
-    # Generous: about 0.3 s on the reference machine; catches an accidental quadratic.
-    assert time.perf_counter() - started < 10
 
 
 # --- running nft ---------------------------------------------------------------------

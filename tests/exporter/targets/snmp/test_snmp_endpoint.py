@@ -140,6 +140,13 @@ async def client(aiohttp_client):
     return await aiohttp_client(create_app(settings, parse_config(CONFIG, "test.yml")))
 
 
+# snmpsim answers about 2k OIDs/s, slower still on a loaded machine: its 260-port
+# device takes 6-9 s to walk here with both test workers busy, too close to the
+# usual 10 s. Scrapes of it get Prometheus's longest usual timeout; what they
+# check is what is read, not how fast.
+SNMPSIM_SCRAPE_TIMEOUT = "60"
+
+
 async def scrape(client, scrape_timeout: str = "10", **params: str) -> tuple[int, str]:
     response = await client.get(
         "/snmp", params=params, headers={"X-Prometheus-Scrape-Timeout-Seconds": scrape_timeout}
@@ -174,7 +181,7 @@ async def assert_same_as_snmp_exporter(client, snmp_exporter, target: str, commu
     params = {"target": target, **({"auth": auth} if auth else {})}
     if community != "public":
         params["auth"] = f"sim_{community}"
-    status, text = await scrape(client, **params)
+    status, text = await scrape(client, scrape_timeout=SNMPSIM_SCRAPE_TIMEOUT, **params)
     assert status == 200, text
     assert sample(text, "scout_snmp_module_success", module="if_mib") == 1, text
     ours = device_series(text)
@@ -238,7 +245,9 @@ async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_clien
         f"auths: {{sim: {{type: snmp, community: sim260, {LOOPBACK_ONLY}}}}}", "sim.yml"
     )
     client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
-    status, text = await scrape(client, target=snmpsim.target, auth="sim")
+    status, text = await scrape(
+        client, scrape_timeout=SNMPSIM_SCRAPE_TIMEOUT, target=snmpsim.target, auth="sim"
+    )
     assert status == 200
     device = snmpsim.devices["sim260"]
     rows = [k for k in parse_exposition(text) if k[0] == "ifHCInOctets"]
@@ -266,7 +275,13 @@ async def test_without_wrapping_64_bit_counters_are_exact_integers(aiohttp_clien
     )
     settings = Settings(enabled_collectors=frozenset(), snmp_wrap_large_counters=False)
     client = await aiohttp_client(create_app(settings, config))
-    status, text = await scrape(client, target=snmpsim.target, auth="sim", module="hc_in")
+    status, text = await scrape(
+        client,
+        scrape_timeout=SNMPSIM_SCRAPE_TIMEOUT,
+        target=snmpsim.target,
+        auth="sim",
+        module="hc_in",
+    )
     assert status == 200
     assert sample(text, "scout_snmp_module_success", module="hc_in") == 1, text
     # --no-snmp.wrap-large-counters: 2^64 - 616 stays as it is, not a rounded float.
@@ -394,7 +409,13 @@ async def test_host_resources_module_on_a_simulated_server(aiohttp_client, snmps
         f"auths: {{sim: {{type: snmp, community: sim48, {LOOPBACK_ONLY}}}}}", "sim.yml"
     )
     client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
-    status, text = await scrape(client, target=snmpsim.target, auth="sim", module="host_resources")
+    status, text = await scrape(
+        client,
+        scrape_timeout=SNMPSIM_SCRAPE_TIMEOUT,
+        target=snmpsim.target,
+        auth="sim",
+        module="host_resources",
+    )
     assert status == 200
     assert sample(text, "scout_snmp_module_success", module="host_resources") == 1, text
     device = snmpsim.devices["sim48"]
