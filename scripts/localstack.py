@@ -66,7 +66,18 @@ def _ports_outside_ephemeral_range() -> list[range]:
         low, high = (int(n) for n in _EPHEMERAL_RANGE_FILE.read_text().split())
     except (OSError, ValueError):
         return []
-    return [r for r in (range(_LISTEN_PORTS_FLOOR, low), range(high + 1, 65536)) if len(r)]
+    ranges = [range(_LISTEN_PORTS_FLOOR, low), range(high + 1, 65536)]
+    # Test workers run side by side (pytest-xdist names them in the environment):
+    # each draws from its own residue class, so two never draw the same port.
+    try:
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw"))
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", ""))
+    except ValueError:
+        worker, workers = 0, 1
+    if not 0 <= worker < workers:
+        worker, workers = 0, 1
+    ranges = [range(r.start + (worker - r.start) % workers, r.stop, workers) for r in ranges]
+    return [r for r in ranges if len(r)]
 
 
 def _can_bind(

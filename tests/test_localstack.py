@@ -128,6 +128,17 @@ def test_free_ports_are_drawn_outside_the_ephemeral_range():
                 sock.bind(("127.0.0.1", port))
 
 
+def test_parallel_test_workers_draw_from_disjoint_ports(monkeypatch):
+    drawn = {}
+    for worker in ("gw0", "gw1", "gw2"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+        drawn[worker] = {free_port() for _ in range(30)}
+    assert {port % 3 for port in drawn["gw0"]} == {0}
+    assert {port % 3 for port in drawn["gw1"]} == {1}
+    assert {port % 3 for port in drawn["gw2"]} == {2}
+
+
 def test_a_port_in_use_is_never_drawn(monkeypatch):
     held = socket.socket()
     held.bind(("127.0.0.1", 0))
