@@ -62,14 +62,24 @@ def run_on_busy_port(module: str, *args: str) -> tuple[subprocess.CompletedProce
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` otherwise."""
+    """Poll ``check`` until it returns something truthy; fail with ``what`` otherwise.
+
+    A network error from ``check`` (a refused connection, a read that timed out on a
+    loaded machine) is a "not yet", not the end of the wait; the failure says the last.
+    """
     deadline = time.monotonic() + timeout
+    last_error: OSError | None = None
     while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
+        try:
+            result = check()
+        except OSError as exc:
+            last_error = exc
+        else:
+            if result:
+                return result
         time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+    error = "" if last_error is None else f" (last error: {last_error!r})"
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{error}")
 
 
 def promql(base_url: str, query: str) -> list[dict[str, Any]]:

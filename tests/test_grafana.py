@@ -860,10 +860,18 @@ def test_every_firewall_source_reaches_the_dashboard(prometheus, firewalls):
     def instances(promql: str) -> set[str]:
         return {r["metric"]["instance"] for r in query(prometheus, promql)["data"]["result"]}
 
-    assert instances("scout_firewall_up == 1") == firewalls.instances
+    # Waited for, not read once: a source's scrape that missed its deadline on a
+    # loaded machine leaves it down or stale until its next scrape.
+    wait_for(
+        lambda: instances("scout_firewall_up == 1") == firewalls.instances,
+        what=f"every firewall source up: {sorted(firewalls.instances)}",
+    )
     # The namespace's exporter reads the namespace's own tables, with traffic in them.
     netfilter = f'instance="{firewalls.netfilter_exporter}"'
-    assert instances(f"scout_firewall_sessions{{{netfilter}}} > 0")
+    wait_for(
+        lambda: instances(f"scout_firewall_sessions{{{netfilter}}} > 0"),
+        what="sessions in the namespace's tables",
+    )
     assert instances(f"rate(scout_firewall_rule_bytes_total{{{netfilter}}}[{RATE_INTERVAL}]) > 0")
     # The fake APIs' counters grow like a firewall's.
     assert instances(

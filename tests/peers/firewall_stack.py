@@ -30,7 +30,6 @@ It gives the main exporter's config and flags (:meth:`exporter_config`,
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import threading
 from contextlib import ExitStack
@@ -50,7 +49,7 @@ from tests.peers.firewall_api import (
 )
 from tests.peers.flows import Flow, replay_with_pmacctd, udp_frame, write_pcap
 from tests.peers.netfilter import FirewalledNamespace
-from tests.peers.snmp import SnmpsimDevices, _Peer
+from tests.peers.snmp import SnmpsimDevices, _Peer, free_udp_port
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_PROMETHEUS = REPO / "prometheus" / "prometheus.yml"
@@ -83,15 +82,17 @@ SERVERS = ("10.1.0.1", "10.1.0.2")
 
 
 def free_udp_ports(count: int) -> list[int]:
-    """``count`` different UDP ports of 127.0.0.1 that nothing listens on now."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """``count`` different UDP ports of 127.0.0.1 that nothing listens on now.
+
+    From ``free_udp_port``, not port 0: the daemons bind them later, and a port of
+    the ephemeral range may meanwhile be taken by any outgoing datagram socket.
+    """
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_udp_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def capture(path: Path) -> Path:

@@ -266,10 +266,13 @@ def column(walk: Mapping[str, SnmpValue], column_oid: str) -> dict[int, SnmpValu
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port nothing listens on now (``free_port`` checks TCP, not UDP)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A UDP port nothing listens on now, for a daemon to bind later.
+
+    Drawn as ``free_port`` draws TCP ports, not by binding port 0: that port comes
+    from the ephemeral range, where any client's outgoing datagram socket (snmpget,
+    the exporter's SNMP sessions, a resolver) may take it before the daemon binds it.
+    """
+    return free_port(host, socket.SOCK_DGRAM)
 
 
 # --------------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from scripts.localstack import free_port
+
 REPO = Path(__file__).resolve().parents[4]
 
 # --- certificates -------------------------------------------------------------------
@@ -754,11 +756,10 @@ async def tcp_server_factory() -> Any:
 
 
 def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A port on 127.0.0.1 that nothing listens on, drawn as ``free_port`` draws
+    them: one from the ephemeral range (port 0's) may meanwhile be taken by any
+    test server that listens on port 0."""
+    return free_port()
 
 
 def values_of(families: list[Any]) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import time
 
 import pytest
 
@@ -72,13 +73,21 @@ async def test_payload_sizes_are_echoed(mode, payload_size):
 
 async def test_concurrent_pings_each_get_only_their_own_replies():
     # Raw sockets see every reply on the host; cookies and identifiers keep
-    # each probe to its own, so none reports more replies than it sent.
+    # each probe to its own, so none reports more replies than it sent. Nor
+    # fewer while the event loop is stalled: unfiltered, each raw socket's
+    # buffer filled with the others' packets, and 40 probes behind a 0.3 s
+    # stall lost over half their own replies (a loaded machine did it too).
     loop = asyncio.get_running_loop()
     # A generous per-packet timeout: on a loaded machine (the test suite runs two
     # files at once) the loop may read a reply later than the default second.
     module = IcmpModule(count=10, interval_seconds=0.005, timeout_seconds=4.0)
-    results = await asyncio.gather(
-        *(run_probe("127.0.0.1", module, loop.time() + 5) for _ in range(20))
+
+    async def stall() -> None:
+        await asyncio.sleep(0.01)  # the probes are sending
+        time.sleep(0.3)  # noqa: ASYNC251 (a busy event loop is the point)
+
+    *results, _ = await asyncio.gather(
+        *(run_probe("127.0.0.1", module, loop.time() + 5) for _ in range(40)), stall()
     )
     for result in results:
         values = values_of(result.families)
