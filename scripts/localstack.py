@@ -66,7 +66,7 @@ def _ports_outside_ephemeral_range() -> list[range]:
         low, high = (int(n) for n in _EPHEMERAL_RANGE_FILE.read_text().split())
     except (OSError, ValueError):
         return []
-    ranges = [range(_LISTEN_PORTS_FLOOR, low), range(high + 1, 65536)]
+    ranges = [range(_LISTEN_PORTS_FLOOR, low), range(max(high + 1, _LISTEN_PORTS_FLOOR), 65536)]
     # Test workers run side by side (pytest-xdist names them in the environment):
     # each draws from its own residue class, so two never draw the same port.
     try:

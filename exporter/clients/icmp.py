@@ -7,8 +7,9 @@ Two kinds of socket can send an echo request:
   governs ICMPv6). The kernel picks the echo identifier, fills in checksums and
   hands the socket only the replies that carry its identifier;
 - a *raw* socket (``SOCK_RAW``), which needs root or ``CAP_NET_RAW`` and sees
-  every ICMP packet the host receives, so replies are matched here by
-  identifier, sequence, source address and a random cookie in the payload.
+  every ICMP packet the host receives (on Linux a filter narrows that to every
+  echo reply), so replies are matched here by identifier, sequence, source
+  address and a random cookie in the payload.
 
 ``auto`` tries the datagram socket first: it needs no privilege and the kernel
 does the demultiplexing, which matters when many probes run at once. When
@@ -21,6 +22,7 @@ the platform has them, so a busy event loop does not inflate them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -294,15 +296,19 @@ def _queue_only_echo_replies(sock: socket.socket, version: int) -> None:
     """
     if sys.platform != "linux":
         return
-    if version == 4:
-        blocked = struct.pack("=I", 0xFFFFFFFF & ~(1 << ICMP_ECHO_REPLY))
-        sock.setsockopt(_SOL_RAW, _ICMP_FILTER, blocked)
-    else:
-        words = [0xFFFFFFFF] * 8
-        words[ICMP6_ECHO_REPLY >> 5] &= ~(1 << (ICMP6_ECHO_REPLY & 31))
-        sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("=8I", *words))
-    # Capped by net.core.rmem_max; the default is still better than nothing.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RAW_RECEIVE_BUFFER_BYTES)
+    # Both only spare the buffer: replies are matched here whatever arrives, so a
+    # kernel or sandbox refusing either option costs room, never a probe.
+    with contextlib.suppress(OSError):
+        if version == 4:
+            blocked = struct.pack("=I", 0xFFFFFFFF & ~(1 << ICMP_ECHO_REPLY))
+            sock.setsockopt(_SOL_RAW, _ICMP_FILTER, blocked)
+        else:
+            words = [0xFFFFFFFF] * 8
+            words[ICMP6_ECHO_REPLY >> 5] &= ~(1 << (ICMP6_ECHO_REPLY & 31))
+            sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("=8I", *words))
+    with contextlib.suppress(OSError):
+        # Capped by net.core.rmem_max; the default is still better than nothing.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RAW_RECEIVE_BUFFER_BYTES)
 
 
 class SocketPinger:

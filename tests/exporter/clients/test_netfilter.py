@@ -189,7 +189,6 @@ def test_unknown_objects_and_fields_are_ignored_not_skipped():
 
 
 def test_a_huge_ruleset_is_read_whole():
-    # How fast is benchmarks/firewall_scrape.py's question, not a test's.
     rules = [rule(handle=h, comment=f"r{h}" if h % 2 else None) for h in range(100_000)]
     parsed = parse_ruleset(ruleset_of(*rules))
     assert len(parsed.rules) == 100_000

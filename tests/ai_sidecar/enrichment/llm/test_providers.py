@@ -241,8 +241,8 @@ async def test_a_hung_request_times_out_within_the_time_box() -> None:
             with pytest.raises(LlmTimedOut, match=r"within 3(\.0)?s"):
                 await provider.complete(REQUEST)
             await provider.close()
-            # Given up long before the fake would have answered.
-            assert time.monotonic() - started < 60, vendor.name
+            # Given up at the time box: not before it, and long before the fake answers.
+            assert 3 - 0.05 <= time.monotonic() - started < 15, vendor.name
             assert len(fake.requests) == 1, vendor.name
 
 

@@ -71,7 +71,11 @@ async def test_payload_sizes_are_echoed(mode, payload_size):
     assert all(r is not None for r in result.rtts), result
 
 
-async def test_concurrent_pings_each_get_only_their_own_replies():
+# Raw forced too: `auto` takes the datagram socket wherever ping_group_range allows it.
+@pytest.mark.parametrize("mode", ["auto", "raw"])
+async def test_concurrent_pings_each_get_only_their_own_replies(mode):
+    if mode == "raw" and os.geteuid() != 0:
+        pytest.skip("raw sockets need root")
     # Raw sockets see every reply on the host; cookies and identifiers keep
     # each probe to its own, so none reports more replies than it sent. Nor
     # fewer while the event loop is stalled: unfiltered, each raw socket's
@@ -87,7 +91,13 @@ async def test_concurrent_pings_each_get_only_their_own_replies():
         time.sleep(0.3)  # noqa: ASYNC251 (a busy event loop is the point)
 
     *results, _ = await asyncio.gather(
-        *(run_probe("127.0.0.1", module, loop.time() + 5) for _ in range(40)), stall()
+        *(
+            run_probe(
+                "127.0.0.1", module, loop.time() + 5, {"icmp": IcmpProber(SocketPinger(mode))}
+            )
+            for _ in range(40)
+        ),
+        stall(),
     )
     for result in results:
         values = values_of(result.families)
