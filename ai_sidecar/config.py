@@ -302,7 +302,7 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
         # Errors and throughput are a port's only when the name says so, as
         # written, up to the next word: "HttpErrors", "KafkaThroughputLow" or
         # Linkerd's "HighErrorRate" are the application's.
-        r".*(?-i:(Interface|If|Network|Port|Uplink|Link|Wan|Ethernet|Nic|Crc)(?=[A-Z]))"
+        r".*(?-i:(Interface|If|if|Network|Port|Uplink|Link|Wan|Ethernet|Nic|Crc|CRC)(?=[A-Z]))"
         r".*(Errors?|Errs|Throughput).*",
         "network",
     ),

@@ -697,6 +697,10 @@ def test_presets_place_alertnames_in_layers(preset, alertname, layer):
         ("CertificateErrors", "service"),
         ("ReportErrors", "service"),
         ("IfInErrors", "network"),
+        # As the IF-MIB spells the counter, and the checksum as an acronym.
+        ("ifInErrors", "network"),
+        ("CRCErrors", "network"),
+        ("HighCRCErrorRate", "network"),
         ("InterfaceCrcErrors", "network"),
         ("InterfaceErrorRateHigh", "network"),
         # Throughput likewise; a disk's is the host's.
