@@ -277,7 +277,7 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
     (
         # A port's oper status, however the exporter, mixin or vendor spells
         # the port; not a host's TCP port ("HostPortDown"), which is a check.
-        rf"(?!(Host|Node)Port)({_PORT_VENDORS})?"
+        rf"(?!(Host|Node)(Tcp)?Port(Down|Closed|Unreachable)$)({_PORT_VENDORS})?"
         r"(Snmp|Host|Node|Network|Switch|Router|Device|Ethernet)*"
         r"(Interface|If|Link|Port|Uplink|Wan|WanLink|Trunk|Lag|Bond|Bonding|PortChannel|Tunnel"
         r"|IpsecTunnel|VpnTunnel|Vpn|BgpSession|BgpPeer|OspfNeighbor)"
@@ -299,11 +299,17 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
         "network",
     ),
     (
-        # Errors and throughput are a port's only when the name says so, as
-        # written, up to the next word: "HttpErrors", "KafkaThroughputLow" or
-        # Linkerd's "HighErrorRate" are the application's.
-        r".*(?-i:(Interface|If|if|Network|Port|Uplink|Link|Wan|Ethernet|Nic|Crc|CRC)(?=[A-Z]))"
-        r".*(Errors?|Errs|Throughput).*",
+        # Errors and throughput are a port's only when the name names a port's
+        # word as a word of its own, however the name is cased ("IfInErrors",
+        # "node_network_errors", "VXLANEncapErrors"): it begins the name,
+        # follows a non-letter or a lowercase letter before its capital, and
+        # no lowercase letter follows it. "HttpErrors", "KafkaThroughputLow",
+        # "TransportErrors" or Linkerd's "HighErrorRate" are the application's.
+        # Atomic: only the first such word is tried, so a long hostile name
+        # costs linear time, not quadratic.
+        r"(?>.*?(?-i:(?<![A-Za-z])|(?<=[a-z])(?=[A-Z]))"
+        r"(Interface|If|Network|Port|Uplink|Link|Wan|Ethernet|Nic|Crc|Fcs|Vxlan|Packet)"
+        r"(?-i:(?![a-z]))).*(Errors?|Errs|Throughput).*",
         "network",
     ),
     (
@@ -316,7 +322,8 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
     # A check of a service that fails got an answer, a wrong one; one that got
     # none is the device's when its name says so (above).
     # Not a container's liveness, readiness or startup probe: that is the service's.
-    (r"(?!.*(Liveness|Readiness|Startup)Probe).*Probe.*Fail.*", "network"),
+    # Atomic, as above: a "Fail" after any "Probe" is one after the first.
+    (r"(?!.*(Liveness|Readiness|Startup)Probe)(?>.*?Probe).*Fail.*", "network"),
     (
         # Not a health check, but a blackbox one: that is the service's own
         # verdict on itself (its health status, its scrape).

@@ -682,6 +682,7 @@ def test_presets_place_alertnames_in_layers(preset, alertname, layer):
         ("WebInterfaceDown", "service"),
         # A host's TCP port is a check that failed, not a switch port.
         ("HostPortDown", "network"),
+        ("HostPortFlapping", "link"),
         ("TcpPortDown", "network"),
         ("HostTcpPortDown", "network"),
         ("SnmpPortDown", "link"),
@@ -701,6 +702,19 @@ def test_presets_place_alertnames_in_layers(preset, alertname, layer):
         ("ifInErrors", "network"),
         ("CRCErrors", "network"),
         ("HighCRCErrorRate", "network"),
+        # However the rule set cases it, a port's word as a word of its own.
+        ("HighPacketErrors", "network"),
+        ("VXLANEncapErrors", "network"),
+        ("node_network_IN_errors", "network"),
+        ("interface_errors", "network"),
+        ("INTERFACE_ERRORS", "network"),
+        ("NICErrors", "network"),
+        ("FCSErrors", "network"),
+        # Not inside another word, however cased.
+        ("TransportErrors", "service"),
+        ("PortworxErrors", "service"),
+        ("NotifThroughputLow", "service"),
+        ("WebhookErrors", "service"),
         ("InterfaceCrcErrors", "network"),
         ("InterfaceErrorRateHigh", "network"),
         # Throughput likewise; a disk's is the host's.
@@ -724,6 +738,19 @@ def test_presets_place_alertnames_in_layers(preset, alertname, layer):
 def test_community_alertnames_land_in_their_layer(alertname, layer):
     c = correlator()
     assert c.layer_of({"alertname": alertname}) == layer
+
+
+def test_a_name_longer_than_any_real_one_is_not_given_to_the_rules():
+    # Some rules scan a name once per word they find in it: a hostile name of
+    # megabytes is kept from them (and from the symptom kinds) altogether.
+    c = correlator()
+    hostile = "If" * 600 + "DiskFull"
+    assert c.layer_of({"alertname": hostile}) == "service"
+    assert c.kind_of({"alertname": "Loss" * 300}, "network") == c.kind_of({}, "network")
+    # Its own layer label is still read, and a real name of the same words is placed.
+    assert c.layer_of({"alertname": hostile, "layer": "host"}) == "host"
+    assert c.layer_of({"alertname": "If" * 10 + "DiskFull"}) == "host"
+    assert c.kind_of({"alertname": "Loss" * 10}, "network") != c.kind_of({}, "network")
 
 
 def documented_common_rules() -> list[tuple[str, str, list[str]]]:
