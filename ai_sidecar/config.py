@@ -232,35 +232,55 @@ class Preset:
     layers: tuple[tuple[str, Layer], ...]
 
 
+# Vendors whose names community rule sets put in front of a port's alert
+# ("CiscoInterfaceDown", "UnifiPortDown") or, in the firewall preset, of an HA,
+# tunnel or gateway alert ("PfsenseCarpStatusChange").
+_PORT_VENDORS = (
+    "Cisco|Juniper|Junos|Arista|Mikrotik|Aruba|Unifi|Ubiquiti|Huawei|Fortigate|Fortinet"
+    "|Paloalto|Pfsense|Opnsense|Meraki|Extreme|Brocade|Dell|Hpe|Netgear|Zyxel"
+)
+_FIREWALL_VENDORS = "Firewall|Fortigate|Fortinet|Pfsense|Opnsense"
+
 # Shared by every preset, after the preset's own rules; the first match wins,
-# so each layer's rules come before the next layer's. Host rules come before
-# network ones so that e.g. "DiskErrors" is a host problem, not a network one.
+# so each layer's rules come before the next layer's, but for the first, which
+# keeps Prometheus's alerts about itself out of all the others. Host rules come
+# before network ones so that e.g. "DiskErrors" is a host problem, not a
+# network one.
 # Users bring rule sets of their own (community collections, exporter mixins)
 # whose alerts carry no `layer` label, so names are read as those sets write
 # them: a box, its agent or its ping that stops answering, a port whose oper
 # status is down, a check of a service that fails.
 _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
+    # Prometheus's and Alertmanager's own health is the monitoring's, not the
+    # monitored estate's: "PrometheusServerDown" is no box gone, nor are its
+    # "ErrorSendingAlerts" or "SamplesDropped" the network's. A target it
+    # scrapes ("PrometheusTargetMissing") is another matter.
+    (r"(Prometheus(?!Target)|Alertmanager).*", "service"),
     (
         # Only these subjects: a "ServiceDown" or "WebsiteDown" is no device.
-        r"((Snmp|Network|Windows|Winrm|Prometheus|Probe|Scrape|Kube)?"
+        r"((Snmp|Network|Windows|Winrm|Probe|Scrape|Kube)?"
         r"(Target|Device|Agent|Host|Node|Instance|Switch|Router|Server|Firewall|Exporter"
         r"|Fortigate|Pfsense|Opnsense|Netfilter)"
-        r"|(Fortigate|Pfsense|Opnsense|Firewall)Api|Snmp|Winrm|Windows)"
+        r"|PrometheusTarget|(Fortigate|Pfsense|Opnsense|Firewall)Api|Snmp|Winrm|Windows)"
         r"(Down|Unreachable|NotReachable|Unavailable|Rebooted|NotResponding|NoResponse"
-        r"|Offline|Missing|Timeout|Failed|NotReady)",
+        r"|Offline|Missing|Timeout|Failed|NotReady)(WithWarmupTime)?",
         "device",
     ),
-    # A ping either answers or not: one that fails is the box gone.
+    # A ping either answers or not: one that fails is the box gone, whoever
+    # pings it (a monitoring agent's "AgentPingFailed" too).
     (
-        r"(Blackbox)?(Ping|Icmp)(Probe|Check)?(Down|Unreachable|Failed|Failure|Timeout|Lost)",
+        r"(Blackbox|Agent|Host|Node|Device|Target|Instance|Server|Switch|Router|Firewall)?"
+        r"(Ping|Icmp)(Probe|Check)?(Down|Unreachable|Failed|Failure|Timeout|Lost)",
         "device",
     ),
     (r"No(Ping|Icmp|Snmp)(Response|Reply)", "device"),
     (
-        # A port's oper status, however the exporter or mixin spells the port.
+        # A port's oper status, however the exporter, mixin or vendor spells
+        # the port; not a host's TCP port ("HostPortDown"), which is a check.
+        rf"(?!(Host|Node)(Tcp)?Port(Down|Closed|Unreachable)$)({_PORT_VENDORS})?"
         r"(Snmp|Host|Node|Network|Switch|Router|Device|Ethernet)*"
-        r"(Interface|If|Link|Port|Uplink|Wan|WanLink|Trunk|Lag|Bond|Tunnel"
-        r"|IpsecTunnel|Vpn|BgpSession|BgpPeer|OspfNeighbor)"
+        r"(Interface|If|Link|Port|Uplink|Wan|WanLink|Trunk|Lag|Bond|Bonding|PortChannel|Tunnel"
+        r"|IpsecTunnel|VpnTunnel|Vpn|BgpSession|BgpPeer|OspfNeighbor)"
         r"(Oper|OperStatus|OperationalStatus)?(Down|Flapping)",
         "link",
     ),
@@ -274,20 +294,47 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
     ),
     (
         r".*(PacketLoss|Loss|Latency|Jitter|Rtt|Saturated|Saturation|Utili[sz]ation|Bandwidth"
-        r"|Errors?|Errs|Discards?|Drops?|Congestion|TrafficHigh|HighTraffic"
+        r"|Discards?|Drops?|Congestion|TrafficHigh|HighTraffic"
         r"|ProbeSlow|Slow(Probe|Ping|Http|Response)).*",
+        "network",
+    ),
+    (
+        # Errors and throughput are a port's only when the name names a port's
+        # word as a word of its own, however the name is cased ("IfInErrors",
+        # "node_network_errors", "VXLANEncapErrors"): it begins the name,
+        # follows a non-letter or a lowercase letter before its capital, and
+        # no lowercase letter follows it. "HttpErrors", "KafkaThroughputLow",
+        # "TransportErrors" or Linkerd's "HighErrorRate" are the application's.
+        # Atomic: only the first such word is tried, so a long hostile name
+        # costs linear time, not quadratic.
+        r"(?>.*?(?-i:(?<![A-Za-z])|(?<=[a-z])(?=[A-Z]))"
+        r"(Interface|If|Network|Port|Uplink|Link|Wan|Ethernet|Nic|Crc|Fcs|Vxlan|Packet)"
+        r"(?-i:(?![a-z]))).*(Errors?|Errs|Throughput).*",
+        "network",
+    ),
+    (
+        # A bond or LAG that lost members still forwards, on less capacity.
+        r"(Snmp|Host|Node|Network|Switch|Router|Device)*"
+        r"(Bond|Bonding|Lag|Lacp|PortChannel|EtherChannel|Trunk|Team)"
+        r"((Member|Slave|Port|Link|Interface)s?(Down|Failed|Missing|Inactive|Lost)|Degraded)",
         "network",
     ),
     # A check of a service that fails got an answer, a wrong one; one that got
     # none is the device's when its name says so (above).
     # Not a container's liveness, readiness or startup probe: that is the service's.
-    (r"(?!.*(Liveness|Readiness|Startup)Probe).*Probe.*Fail.*", "network"),
+    # Atomic, as above: a "Fail" after any "Probe" is one after the first.
+    (r"(?!.*(Liveness|Readiness|Startup)Probe)(?>.*?Probe).*Fail.*", "network"),
     (
-        r"(Blackbox)?(Http|Https|Tcp|Dns|Tls|Ssl|Url|Website|Endpoint|Service|Health)?"
+        # Not a health check, but a blackbox one: that is the service's own
+        # verdict on itself (its health status, its scrape).
+        r"(Blackbox(Health)?)?(Http|Https|Tcp|Dns|Tls|Ssl|Url|Website|Endpoint|Service)?"
         r"Check(Down|Failed|Failure|Unreachable)",
         "network",
     ),
     (r"(Blackbox)?(Http|Https|Tcp|Dns|Tls|Ssl|Url|Website|Endpoint)(Failed|Failure)", "network"),
+    # A TCP connect to a port of a host (blackbox tcp_connect, telegraf
+    # net_response) that fails, as "TcpProbeFailed" would.
+    (r"((Host|Node)(Tcp)?|Tcp)Port(Down|Closed|Unreachable)", "network"),
     # What only a probe sees go down. A bare "HttpDown" stays a service: it
     # may as well be the server process that stopped.
     (r"(Blackbox)?(Url|Website|Endpoint|Probe)(Down|Unreachable)", "network"),
@@ -303,18 +350,18 @@ PRESETS: Mapping[str, Preset] = {
     # Firewalls: HA fail-overs, lost HA sync, tunnels and gateways are links;
     # state-table exhaustion is the box itself running out, a host problem.
     # The shipped rules (prometheus/rules/firewall.rules.yml) prefix their
-    # names with "Firewall".
+    # names with "Firewall", community ones with the vendor's.
     "firewall": Preset(
         group_by=(("site",), ("firewall",), ("instance",)),
         layers=(
             (r"(Fortigate|Pfsense|Opnsense|Netfilter)(Down|Unreachable|Rebooted)", "device"),
             (
-                r"(Firewall)?(Ha|Carp|Vrrp|Cluster)"
-                r"(Failover|StateChange|SplitBrain|SyncLost|OutOfSync)",
+                rf"({_FIREWALL_VENDORS})?(Ha|Carp|Vrrp|Cluster)"
+                r"(Failover|StateChange|StatusChange|SplitBrain|SyncLost|OutOfSync)",
                 "link",
             ),
-            (r"(Firewall)?(Ipsec|Vpn|Gre|Wireguard)(Tunnel)?(Down|Flapping)", "link"),
-            (r"(Firewall)?Gateway(Down|Flapping)", "link"),
+            (rf"({_FIREWALL_VENDORS})?(Ipsec|Vpn|Gre|Wireguard)(Tunnel)?(Down|Flapping)", "link"),
+            (rf"({_FIREWALL_VENDORS})?Gateway(Down|Flapping|Offline|Unreachable)", "link"),
             (r".*(Conntrack|SessionTable|StateTable).*", "host"),
             # The flow collector's own socket dropping datagrams
             # (FlowDatagramsDropped) is Scout's service losing data, not the

@@ -149,6 +149,10 @@ _LAYER_INDEX = {layer: index for index, layer in enumerate(LAYERS)}
 # Distinct label values whose layer is remembered (rules may read any label),
 # and named paths.
 _LAYER_MEMO = 65536
+# No real alert's name or label read by the layer rules is this long; a
+# hostile one is not given to the regexes (some scan it once per word they
+# find), so it costs nothing and sits at the service layer.
+_RULE_INPUT_LIMIT = 1024
 _PATH_MEMO = 65536
 # The weakest edge a failure of each layer travels along (topology.POLL < PATH <
 # USES): an unreachable device or a down link explains everything behind it,
@@ -772,7 +776,7 @@ class Correlator:
         given = labels.get(LAYER_LABEL, "")
         if given in _LAYER_INDEX:
             found = LAYERS[_LAYER_INDEX[given]]
-        else:
+        elif all(len(value or "") <= _RULE_INPUT_LIMIT for value in key):
             for match, layer in self._layer_rules:
                 if labels_match(match, labels):
                     found = layer
@@ -786,7 +790,11 @@ class Correlator:
         name = labels.get("alertname", "")
         found = self._kinds.get(name)
         if found is None:
-            found = next((kind for match, kind in _SYMPTOM_KINDS if match.fullmatch(name)), 0)
+            found = (
+                next((kind for match, kind in _SYMPTOM_KINDS if match.fullmatch(name)), 0)
+                if len(name) <= _RULE_INPUT_LIMIT
+                else 0
+            )
             if len(self._kinds) < _LAYER_MEMO:
                 self._kinds[name] = found
         if layer not in _DEGRADED_LAYERS:

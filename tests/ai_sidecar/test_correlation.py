@@ -500,6 +500,16 @@ def test_a_layer_label_on_the_alert_beats_every_rule():
         ("firewall", "FirewallGatewayDown", "link"),
         ("firewall", "FirewallGatewayLossHigh", "network"),
         ("firewall", "FirewallUnreachable", "device"),
+        # Community rules put the vendor where the shipped ones put "Firewall".
+        ("firewall", "FortigateHaFailover", "link"),
+        ("firewall", "PfsenseCarpStatusChange", "link"),
+        ("firewall", "OpnsenseGatewayDown", "link"),
+        ("firewall", "FortigateVpnTunnelDown", "link"),
+        ("firewall", "PfsenseGatewayOffline", "link"),
+        ("firewall", "PfsenseGatewayLossHigh", "network"),
+        ("firewall", "FortigateHaSyncLost", "link"),
+        # Not a vendor's name: no firewall of the preset's.
+        ("firewall", "GrafanaHaFailover", "service"),
         # The flow collector's socket dropping datagrams is not the network's drops.
         ("firewall", "FlowDatagramsDropped", "service"),
         # Nor is a router's flow export losing datagrams the network's "Loss".
@@ -507,6 +517,7 @@ def test_a_layer_label_on_the_alert_beats_every_rule():
         ("firewall", "FirewallConntrackDrops", "host"),
         # Without the "Firewall" prefix's rules, the network preset has no link for them.
         ("network", "FirewallHaFailover", "service"),
+        ("network", "FortigateHaFailover", "service"),
         # Nor for the flow collector's drops: the shipped rule's layer label says service.
         ("network", "FlowDatagramsDropped", "network"),
         # A session table filling is the box running out, whichever preset.
@@ -600,8 +611,13 @@ def test_presets_place_alertnames_in_layers(preset, alertname, layer):
         ("BlackboxProbeHttpFailure", "network"),
         ("HttpProbeFailed", "network"),
         ("HttpCheckFailed", "network"),
+        # A service check (Nagios', Icinga's word) is run against the service
+        # from outside; a health check is the service's own verdict on itself.
         ("ServiceCheckFailed", "network"),
-        ("HealthCheckFailed", "network"),
+        ("HealthCheckFailed", "service"),
+        ("HealthcheckFailed", "service"),
+        ("ConsulServiceHealthcheckFailed", "service"),
+        ("BlackboxHealthCheckFailed", "network"),
         ("TlsFailure", "network"),
         ("ProbeDown", "network"),
         ("WebsiteDown", "network"),
@@ -637,11 +653,104 @@ def test_presets_place_alertnames_in_layers(preset, alertname, layer):
         # A ping that answers slowly is degradation, not the box gone.
         ("PingLatencyHigh", "network"),
         ("PingPacketLoss", "network"),
+        # Whoever pings: a monitoring agent's ping that fails is the box gone.
+        ("AgentPingFailed", "device"),
+        ("HostPingFailed", "device"),
+        ("AgentPingLatencyHigh", "network"),
+        # Prometheus's and Alertmanager's own health is the monitoring's, not
+        # a box, port or path of the estate; the targets it scrapes are devices.
+        ("PrometheusServerDown", "service"),
+        ("PrometheusDown", "service"),
+        ("PrometheusNotConnectedToAlertmanager", "service"),
+        ("PrometheusConfigurationReloadFailure", "service"),
+        ("PrometheusRuleEvaluationFailures", "service"),
+        ("PrometheusErrorSendingAlertsToAnyAlertmanager", "service"),
+        ("PrometheusRemoteWriteSamplesDropped", "service"),
+        ("PrometheusTsdbCompactionsFailed", "service"),
+        ("AlertmanagerClusterDown", "service"),
+        ("PrometheusTargetDown", "device"),
+        ("PrometheusTargetMissingWithWarmupTime", "device"),
+        # A port is the link whichever vendor's name is in front of it.
+        ("CiscoInterfaceDown", "link"),
+        ("JuniperInterfaceDown", "link"),
+        ("MikrotikInterfaceDown", "link"),
+        ("ArubaPortDown", "link"),
+        ("FortigateInterfaceDown", "link"),
+        ("UnifiPortDown", "link"),
+        ("FortigateVpnTunnelDown", "link"),
+        ("VpnTunnelDown", "link"),
+        ("WebInterfaceDown", "service"),
+        # A host's TCP port is a check that failed, not a switch port.
+        ("HostPortDown", "network"),
+        ("HostPortFlapping", "link"),
+        ("TcpPortDown", "network"),
+        ("HostTcpPortDown", "network"),
+        ("SnmpPortDown", "link"),
+        ("ServicePortDown", "service"),
+        # Errors are a port's only when the name says so; the application's
+        # are the service's, Prometheus's own included.
+        ("HttpErrors", "service"),
+        ("ApiErrorsHigh", "service"),
+        ("Http5xxErrors", "service"),
+        ("NginxHighHttp5xxErrorRate", "service"),
+        ("KafkaConsumerErrors", "service"),
+        ("LinkerdHighErrorRate", "service"),
+        ("CertificateErrors", "service"),
+        ("ReportErrors", "service"),
+        ("IfInErrors", "network"),
+        # As the IF-MIB spells the counter, and the checksum as an acronym.
+        ("ifInErrors", "network"),
+        ("CRCErrors", "network"),
+        ("HighCRCErrorRate", "network"),
+        # However the rule set cases it, a port's word as a word of its own.
+        ("HighPacketErrors", "network"),
+        ("VXLANEncapErrors", "network"),
+        ("node_network_IN_errors", "network"),
+        ("interface_errors", "network"),
+        ("INTERFACE_ERRORS", "network"),
+        ("NICErrors", "network"),
+        ("FCSErrors", "network"),
+        # Not inside another word, however cased.
+        ("TransportErrors", "service"),
+        ("PortworxErrors", "service"),
+        ("NotifThroughputLow", "service"),
+        ("WebhookErrors", "service"),
+        ("InterfaceCrcErrors", "network"),
+        ("InterfaceErrorRateHigh", "network"),
+        # Throughput likewise; a disk's is the host's.
+        ("WanThroughputLow", "network"),
+        ("InterfaceThroughputHigh", "network"),
+        ("KafkaThroughputLow", "service"),
+        ("DiskThroughputLow", "host"),
+        # A bond or LAG that lost members still forwards: degradation; one
+        # that is down is the link. A consumer's lag is no LAG.
+        ("BondDegraded", "network"),
+        ("NodeBondingDegraded", "network"),
+        ("HostNetworkBondDegraded", "network"),
+        ("LagMemberDown", "network"),
+        ("BondSlaveDown", "network"),
+        ("BondDown", "link"),
+        ("PortChannelDown", "link"),
+        ("KafkaConsumerLagHigh", "service"),
+        ("ReplicationLagDegraded", "service"),
     ],
 )
 def test_community_alertnames_land_in_their_layer(alertname, layer):
     c = correlator()
     assert c.layer_of({"alertname": alertname}) == layer
+
+
+def test_a_name_longer_than_any_real_one_is_not_given_to_the_rules():
+    # Some rules scan a name once per word they find in it: a hostile name of
+    # megabytes is kept from them (and from the symptom kinds) altogether.
+    c = correlator()
+    hostile = "If" * 600 + "DiskFull"
+    assert c.layer_of({"alertname": hostile}) == "service"
+    assert c.kind_of({"alertname": "Loss" * 300}, "network") == c.kind_of({}, "network")
+    # Its own layer label is still read, and a real name of the same words is placed.
+    assert c.layer_of({"alertname": hostile, "layer": "host"}) == "host"
+    assert c.layer_of({"alertname": "If" * 10 + "DiskFull"}) == "host"
+    assert c.kind_of({"alertname": "Loss" * 10}, "network") != c.kind_of({}, "network")
 
 
 def documented_common_rules() -> list[tuple[str, str, list[str]]]:
