@@ -872,10 +872,19 @@ def test_every_firewall_source_reaches_the_dashboard(prometheus, firewalls):
         lambda: instances(f"scout_firewall_sessions{{{netfilter}}} > 0"),
         what="sessions in the namespace's tables",
     )
-    assert instances(f"rate(scout_firewall_rule_bytes_total{{{netfilter}}}[{RATE_INTERVAL}]) > 0")
+    # Waited for: a rate needs two scrapes in its window, and one may miss its deadline.
+    wait_for(
+        lambda: instances(
+            f"rate(scout_firewall_rule_bytes_total{{{netfilter}}}[{RATE_INTERVAL}]) > 0"
+        ),
+        what="the namespace's rule counters growing",
+    )
     # The fake APIs' counters grow like a firewall's.
-    assert instances(
-        f'rate(scout_firewall_rule_bytes_total{{job="firewall"}}[{RATE_INTERVAL}]) > 0'
+    wait_for(
+        lambda: instances(
+            f'rate(scout_firewall_rule_bytes_total{{job="firewall"}}[{RATE_INTERVAL}]) > 0'
+        ),
+        what="the fake firewalls' rule counters growing",
     )
     # pmacctd replays as NetFlow v5, v9 and IPFIX in turn; each version's records arrive.
     wait_for(

@@ -989,7 +989,13 @@ class SnmpsimDevices(_Peer):
         self.device_sizes = dict(devices if devices is not None else {"sim48": 48, "sim260": 260})
         self.recordings = list(recordings)
         self.seed = seed
-        self.endpoints = [ep if ":" in ep else f"{ep}:{free_udp_port(ep)}" for ep in endpoints]
+        self.endpoints: list[str] = []
+        for endpoint in endpoints:
+            drawn = endpoint
+            # Two draws on one address may meet, and snmpsim would bind both.
+            while ":" not in drawn or (drawn != endpoint and drawn in self.endpoints):
+                drawn = f"{endpoint}:{free_udp_port(endpoint)}"
+            self.endpoints.append(drawn)
         self.ready_timeout = ready_timeout
         self.devices: dict[str, SimulatedDevice] = {}
         self.service: UdpService | None = None

@@ -366,7 +366,11 @@ async def test_terms_that_fail_at_once_back_off(
             if self.released_at is not None:
                 pauses.append(time.monotonic() - self.released_at)
                 self.released_at = None
-            return await super().acquire()
+            taken = await super().acquire()
+            # A failed acquire releases what it half took: no pause of lead's began there.
+            if not taken:
+                self.released_at = None
+            return taken
 
         async def release(self) -> None:
             await super().release()

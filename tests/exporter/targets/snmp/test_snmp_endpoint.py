@@ -154,6 +154,11 @@ async def scrape(client, scrape_timeout: str = "10", **params: str) -> tuple[int
     return response.status, await response.text()
 
 
+async def scrape_simulated(client, target: str, **params: str) -> tuple[int, str]:
+    """A scrape given the time snmpsim's slow answers need (any agent: what is read counts)."""
+    return await scrape(client, scrape_timeout=SNMPSIM_SCRAPE_TIMEOUT, target=target, **params)
+
+
 def sample(text: str, name: str, **labels: str) -> float | None:
     for (metric, found), value in parse_exposition(text).items():
         if metric == name and set(labels.items()) <= found:
@@ -181,7 +186,7 @@ async def assert_same_as_snmp_exporter(client, snmp_exporter, target: str, commu
     params = {"target": target, **({"auth": auth} if auth else {})}
     if community != "public":
         params["auth"] = f"sim_{community}"
-    status, text = await scrape(client, scrape_timeout=SNMPSIM_SCRAPE_TIMEOUT, **params)
+    status, text = await scrape_simulated(client, **params)
     assert status == 200, text
     assert sample(text, "scout_snmp_module_success", module="if_mib") == 1, text
     ours = device_series(text)
@@ -245,9 +250,7 @@ async def test_simulated_device_with_260_interfaces_and_fast_links(aiohttp_clien
         f"auths: {{sim: {{type: snmp, community: sim260, {LOOPBACK_ONLY}}}}}", "sim.yml"
     )
     client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
-    status, text = await scrape(
-        client, scrape_timeout=SNMPSIM_SCRAPE_TIMEOUT, target=snmpsim.target, auth="sim"
-    )
+    status, text = await scrape_simulated(client, snmpsim.target, auth="sim")
     assert status == 200
     device = snmpsim.devices["sim260"]
     rows = [k for k in parse_exposition(text) if k[0] == "ifHCInOctets"]
@@ -275,10 +278,9 @@ async def test_without_wrapping_64_bit_counters_are_exact_integers(aiohttp_clien
     )
     settings = Settings(enabled_collectors=frozenset(), snmp_wrap_large_counters=False)
     client = await aiohttp_client(create_app(settings, config))
-    status, text = await scrape(
+    status, text = await scrape_simulated(
         client,
-        scrape_timeout=SNMPSIM_SCRAPE_TIMEOUT,
-        target=snmpsim.target,
+        snmpsim.target,
         auth="sim",
         module="hc_in",
     )
@@ -409,10 +411,9 @@ async def test_host_resources_module_on_a_simulated_server(aiohttp_client, snmps
         f"auths: {{sim: {{type: snmp, community: sim48, {LOOPBACK_ONLY}}}}}", "sim.yml"
     )
     client = await aiohttp_client(create_app(Settings(enabled_collectors=frozenset()), config))
-    status, text = await scrape(
+    status, text = await scrape_simulated(
         client,
-        scrape_timeout=SNMPSIM_SCRAPE_TIMEOUT,
-        target=snmpsim.target,
+        snmpsim.target,
         auth="sim",
         module="host_resources",
     )
