@@ -258,7 +258,7 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
     (r"(Prometheus(?!Target)|Alertmanager).*", "service"),
     (
         # Only these subjects: a "ServiceDown" or "WebsiteDown" is no device.
-        r"((Snmp|Network|Windows|Winrm|Probe|Scrape|Kube)?"
+        r"((Snmp|Network|Windows|Winrm|Probe|Scrape|Kube|Node)?"
         r"(Target|Device|Agent|Host|Node|Instance|Switch|Router|Server|Firewall|Exporter"
         r"|Fortigate|Pfsense|Opnsense|Netfilter)"
         r"|PrometheusTarget|(Fortigate|Pfsense|Opnsense|Firewall)Api|Snmp|Winrm|Windows)"
@@ -289,7 +289,8 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
         # "TooMany", "EndpointProbe" and "Grafana".
         r".*(Cpu|Memory|OutOfMemory|(?-i:Oom|OOM|oom)|Swap|Disk|Filesystem|Inode|LoadAverage"
         r"|HighLoad|(?-i:Ntp|NTP|ntp)|Clock|Temperature|TooHot|(?-i:Fan|FAN)|Psu"
-        r"|PowerSupply|Edac|(?-i:Ecc|ECC)|Raid|Smart|Conntrack|SessionTable|StateTable).*",
+        r"|PowerSupply|Edac|(?-i:Ecc|ECC)|Raid|Smart|Nvme|(?-i:Io|IO)Err|Conntrack|SessionTable"
+        r"|StateTable).*",
         "host",
     ),
     (
@@ -309,7 +310,7 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
         # costs linear time, not quadratic.
         r"(?>.*?(?-i:(?<![A-Za-z])|(?<=[a-z])(?=[A-Z]))"
         r"(Interface|If|Network|Port|Uplink|Link|Wan|Ethernet|Nic|Crc|Fcs|Vxlan|Packet)"
-        r"(?-i:(?![a-z]))).*(Errors?|Errs|Throughput).*",
+        r"(?-i:(?![a-z]))).*(Errors?|Errs?|Throughput).*",
         "network",
     ),
     (

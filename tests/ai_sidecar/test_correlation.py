@@ -683,6 +683,15 @@ def test_presets_place_alertnames_in_layers(preset, alertname, layer):
         # A host's TCP port is a check that failed, not a switch port.
         ("HostPortDown", "network"),
         ("HostPortFlapping", "link"),
+        # node_exporter gone is the box's agent gone, as ExporterDown is.
+        ("NodeExporterDown", "device"),
+        # A disk's I/O errors are the host's; the singular counter a port's.
+        ("NvmeErrors", "host"),
+        ("HostIoErrors", "host"),
+        ("HostIOErrors", "host"),
+        ("NodeNetworkReceiveErr", "network"),
+        ("RadioErrors", "service"),
+        ("NodeExporterTextfileScrapeError", "service"),
         ("TcpPortDown", "network"),
         ("HostTcpPortDown", "network"),
         ("SnmpPortDown", "link"),
