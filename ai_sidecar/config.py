@@ -278,7 +278,7 @@ _COMMON_LAYERS: tuple[tuple[str, Layer], ...] = (
         # A port's oper status, however the exporter, mixin or vendor spells
         # the port; not a host's TCP port ("HostPortDown"), which is a check.
         rf"(?!(Host|Node)(Tcp)?Port(Down|Closed|Unreachable)$)({_PORT_VENDORS})?"
-        r"(Snmp|Host|Node|Network|Switch|Router|Device|Ethernet)*"
+        r"(Snmp|Host|Node|Network|Switch|Router|Device|Ethernet|Trunk)*"
         r"(Interface|If|Link|Port|Uplink|Wan|WanLink|Trunk|Lag|Bond|Bonding|PortChannel|Tunnel"
         r"|IpsecTunnel|VpnTunnel|Vpn|BgpSession|BgpPeer|OspfNeighbor)"
         r"(Oper|OperStatus|OperationalStatus)?(Down|Flapping)",
@@ -362,7 +362,12 @@ PRESETS: Mapping[str, Preset] = {
                 "link",
             ),
             (rf"({_FIREWALL_VENDORS})?(Ipsec|Vpn|Gre|Wireguard)(Tunnel)?(Down|Flapping)", "link"),
-            (rf"({_FIREWALL_VENDORS})?Gateway(Down|Flapping|Offline|Unreachable)", "link"),
+            # A gateway, and as FortiGate names the same: a link monitor, an SD-WAN member.
+            (
+                rf"({_FIREWALL_VENDORS})?(Gateway|LinkMonitor|Sdwan(Member|Link)?)"
+                r"(Down|Flapping|Offline|Unreachable|Dead)",
+                "link",
+            ),
             (r".*(Conntrack|SessionTable|StateTable).*", "host"),
             # The flow collector's own socket dropping datagrams
             # (FlowDatagramsDropped) is Scout's service losing data, not the

@@ -508,6 +508,9 @@ def test_a_layer_label_on_the_alert_beats_every_rule():
         ("firewall", "PfsenseGatewayOffline", "link"),
         ("firewall", "PfsenseGatewayLossHigh", "network"),
         ("firewall", "FortigateHaSyncLost", "link"),
+        ("firewall", "FortigateLinkMonitorDown", "link"),
+        ("firewall", "FortigateSdwanMemberDown", "link"),
+        ("firewall", "SdwanLinkDead", "link"),
         # Not a vendor's name: no firewall of the preset's.
         ("firewall", "GrafanaHaFailover", "service"),
         # The flow collector's socket dropping datagrams is not the network's drops.
@@ -683,6 +686,9 @@ def test_presets_place_alertnames_in_layers(preset, alertname, layer):
         # A host's TCP port is a check that failed, not a switch port.
         ("HostPortDown", "network"),
         ("HostPortFlapping", "link"),
+        # A trunk port that is down is the link; one of its members, degradation.
+        ("TrunkPortDown", "link"),
+        ("TrunkMemberDown", "network"),
         # node_exporter gone is the box's agent gone, as ExporterDown is.
         ("NodeExporterDown", "device"),
         # A disk's I/O errors are the host's; the singular counter a port's.
