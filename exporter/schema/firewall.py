@@ -93,7 +93,10 @@ exposition (the metric contract; ratios are 0 to 1, times in seconds)::
 A family is left out when the source does not report it (``None`` in the
 snapshot): a missing series says "not known", never a made-up zero. Label
 names are fixed per family, and a label the source cannot fill is empty. A
-label set the source lists twice gives one series, the first.
+label set the source lists twice gives one series, the first (a FortiGate
+policy listed twice is also counted in ``rules_dropped``). ``ha_info`` needs
+the HA mode: without it (an API user who may not read it) it is left out,
+while ``ha_primary`` and the others stay where other answers tell them.
 ``scout_firewall_up`` and ``scout_firewall_info`` are always there for a
 scrape that reached the firewall.
 """
@@ -228,8 +231,10 @@ SPECS: Mapping[str, FamilySpec] = {spec.name: spec for spec in SCHEMA}
 class RuleCounters:
     """One rule (policy) and what matched it; ``None`` where the vendor does not count it.
 
-    ``table`` and ``chain`` are netfilter's (``"inet filter"``, ``"forward"``) and
-    empty for vendors with a flat policy list. ``rule`` is the rule's name or
+    ``table`` and ``chain`` are netfilter's (``"inet filter"``, ``"forward"``);
+    FortiGate, which counts each policy per IP version, has the version as
+    ``table`` (``"ipv4"``, ``"ipv6"``) and no chain; both are empty for vendors
+    with a flat policy list. ``rule`` is the rule's name or
     comment, empty if it has none; ``rule_id`` is the vendor's id or netfilter's
     handle. ``named`` marks rules worth a series by default: a named counter, or
     a rule with a name or comment (see ``RuleBudget``).
@@ -283,7 +288,7 @@ class TunnelState:
 
 @dataclass(frozen=True, slots=True)
 class HaState:
-    mode: str = ""  # standalone, a-p, a-a, carp
+    mode: str = ""  # standalone, a-p, a-a, carp; "" not known: no ha_info
     role: str = ""  # primary, secondary, standalone
     in_sync: bool | None = None
     members: int | None = None
@@ -395,7 +400,8 @@ def render(snapshot: FirewallSnapshot, *, up: bool = True) -> list[Metric]:
         out.add("vpn_tunnel_transmit_bytes", tunnel_labels, tunnel.transmit_bytes)
     if snapshot.ha is not None:
         ha = snapshot.ha
-        out.add("ha_info", (ha.mode, ha.role), 1.0)
+        if ha.mode:  # a mode not known is no HA state to name; the rest may still be known
+            out.add("ha_info", (ha.mode, ha.role), 1.0)
         out.add("ha_primary", (), _flag(ha.primary))
         out.add("ha_in_sync", (), _flag(ha.in_sync))
         out.add("ha_members", (), ha.members)

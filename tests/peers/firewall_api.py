@@ -4,6 +4,9 @@ Each ``FakeApi`` serves one vendor's table from ``tests.peers.firewall_payloads`
 (its own deep copy, so a test may edit it), checks the credentials the way that
 API takes them, records every request (path, query, headers) and can be told to
 misbehave per path: another status, a delay, a raw body, or an endless stream.
+A table or misbehaviour entry ``path?name=value`` answers the requests of that
+path with that query parameter (FortiOS's policy counters, per ``ip_version``);
+the plain ``path`` answers the others.
 With ``growing=True`` its counters (policy hits and bytes, interface and tunnel
 bytes, states created) go up with time, as on a firewall passing traffic, so
 ``rate()`` over two scrapes is more than zero.
@@ -162,15 +165,25 @@ class FakeApi:
         header, expected = CREDENTIALS[self.vendor]
         if self.refuse_everything or request.headers.get(header) != expected:
             return web.json_response(UNAUTHORIZED[self.vendor], status=401)
-        odd = self.misbehaviours.get(request.path)
+        key = self._key(request)
+        odd = self.misbehaviours.get(key, self.misbehaviours.get(request.path))
         if odd is not None:
             return await self._misbehave(request, odd)
-        if request.path not in self.table:
+        if key not in self.table:
             return web.json_response({"status": "error", "http_status": 404}, status=404)
-        answer = self.table[request.path]
+        answer = self.table[key]
         if self.growing:
             answer = grown(answer, COUNTERS[self.vendor], time.monotonic() - self.started)
         return web.json_response(answer)
+
+    def _key(self, request: web.Request) -> str:
+        """The table entry for ``request``: ``path?name=value`` where the table has one
+        for a parameter of the request (FortiOS answers per ``ip_version``), else the path."""
+        for name, value in request.query.items():
+            keyed = f"{request.path}?{name}={value}"
+            if keyed in self.table or keyed in self.misbehaviours:
+                return keyed
+        return request.path
 
     async def _misbehave(self, request: web.Request, odd: Misbehaviour) -> web.StreamResponse:
         if odd.arrived is not None:
@@ -195,7 +208,7 @@ class FakeApi:
             return response
         body = odd.body
         if body is None:
-            body = json.dumps(self.table.get(request.path, {})).encode()
+            body = json.dumps(self.table.get(self._key(request), {})).encode()
         return web.Response(
             body=body, status=odd.status, content_type="application/json", headers=odd.headers
         )

@@ -97,6 +97,16 @@ FORTIGATE: dict[str, Any] = {
         path="firewall",
         name="policy",
     ),
+    # FortiOS 6.4+ counts each policy per IP version: the IPv6 answer lists the same ids.
+    "/api/v2/monitor/firewall/policy?ip_version=ipv6": fortios(
+        [
+            {"policyid": 0, "active_sessions": 0, "bytes": 0, "packets": 40, "hit_count": 40},
+            {"policyid": 1, "active_sessions": 3, "bytes": 64_000, "packets": 90, "hit_count": 9},
+            {"policyid": 2, "active_sessions": 0, "bytes": 0, "packets": 0},
+        ],
+        path="firewall",
+        name="policy",
+    ),
     "/api/v2/cmdb/firewall/policy": fortios(
         [
             {

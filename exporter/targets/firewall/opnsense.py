@@ -24,7 +24,9 @@ endpoint                                        schema
 statistics``                                    (``received-bytes``, ``sent-bytes``)
 ``routes/gateway/status``                       ``items``: ``status`` (dpinger's: none,
                                                 delay, loss are up; down is not),
-                                                ``delay`` ("4.2 ms"), ``loss`` ("0.0 %")
+                                                ``delay`` ("4.2 ms"), ``loss`` ("0.0 %");
+                                                down with a delay of 0: no round trip
+                                                or loss
 ``ipsec/sessions/search_phase1``                ``rows``: ``phase1desc`` (else ``name``),
                                                 ``connected`` -> up, ``remote-addrs``; a
                                                 phase 1 split in connections is one
@@ -48,7 +50,6 @@ from collections.abc import Mapping, Sequence
 
 from exporter.schema.firewall import (
     FirewallSnapshot,
-    GatewayState,
     InterfaceState,
     RuleCounters,
     TunnelState,
@@ -62,7 +63,7 @@ from exporter.targets.firewall.vendor import (
     Reading,
     ShapeError,
     carp_state,
-    gateway_up,
+    gateway_state,
 )
 
 # "OPNsense 24.7.1_1-amd64": product, version, architecture.
@@ -136,11 +137,11 @@ class OPNsense:
         snapshot.sessions_created = counter(inserts)
         snapshot.interfaces = _interfaces(answers["interfaces"], answers["interface_stats"])
         snapshot.gateways = [
-            GatewayState(
-                gateway=item["name"].text(),
-                up=gateway_up(item["status"].text()),
-                rtt_seconds=milliseconds(item["delay"]),
-                loss_ratio=percent_ratio(item["loss"]),
+            gateway_state(
+                item["name"].text(),
+                item["status"].text(),
+                milliseconds(item["delay"]),
+                percent_ratio(item["loss"]),
             )
             for item in answers["gateways"]["items"].elements()
             if item["name"].text()

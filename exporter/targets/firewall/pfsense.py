@@ -15,12 +15,14 @@ endpoint                       schema
                                ``mem_usage``, in percent -> CPU and memory ratio
 ``system/version``             ``version`` ("2.7.2-RELEASE") as firmware
 ``system/hostname``            ``hostname``.``domain`` as hostname
-``firewall/states/size``       ``currentstates`` -> sessions, ``maximumstates`` ->
-                               sessions limit
+``firewall/states/size``       ``currentstates`` -> sessions, ``maximumstates``
+                               (else ``defaultmaximumstates``: the stock box has no
+                               limit of its own, null) -> sessions limit
 ``status/interfaces``          ``descr`` (else ``name``) as the label, ``status``
                                ("up") -> up, ``inbytes``/``outbytes``
 ``status/gateways``            ``status`` (online, or dpinger's none/delay/loss: up;
-                               down: not), ``delay`` (ms), ``loss`` (%)
+                               down: not), ``delay`` (ms), ``loss`` (%); a gateway
+                               down with a delay of 0 has no round trip or loss
 ``status/ipsec/sas``           IKE SAs: ``con_id``, ``state`` ESTABLISHED -> up,
                                ``remote_host``, bytes summed over ``child_sas``
 ``firewall/virtual_ips``       CARP addresses' ``carp_status`` (master, backup) ->
@@ -36,9 +38,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from exporter.schema.firewall import FirewallSnapshot, GatewayState, InterfaceState, TunnelState
+from exporter.schema.firewall import FirewallSnapshot, InterfaceState, TunnelState
 from exporter.targets.firewall.modules import PfSenseModule
-from exporter.targets.firewall.values import Node, counter, milliseconds, percent_ratio
+from exporter.targets.firewall.values import Node, counter, milliseconds, percent_ratio, total
 from exporter.targets.firewall.vendor import (
     Answers,
     AuthScheme,
@@ -46,7 +48,7 @@ from exporter.targets.firewall.vendor import (
     Reading,
     ShapeError,
     carp_state,
-    gateway_up,
+    gateway_state,
 )
 
 
@@ -99,7 +101,10 @@ class PfSense:
         )
         states = answers["states"]
         snapshot.sessions = counter(states["currentstates"])
-        snapshot.sessions_limit = counter(states["maximumstates"]) or None
+        # maximumstates is null unless the limit was set by hand: pf then uses its default.
+        snapshot.sessions_limit = (
+            counter(states["maximumstates"]) or counter(states["defaultmaximumstates"]) or None
+        )
         snapshot.interfaces = [
             InterfaceState(
                 interface=row["descr"].text() or row["name"].text(),
@@ -111,11 +116,11 @@ class PfSense:
             if row["descr"].text() or row["name"].text()
         ]
         snapshot.gateways = [
-            GatewayState(
-                gateway=row["name"].text(),
-                up=gateway_up(row["status"].text()),
-                rtt_seconds=milliseconds(row["delay"]),
-                loss_ratio=percent_ratio(row["loss"]),
+            gateway_state(
+                row["name"].text(),
+                row["status"].text(),
+                milliseconds(row["delay"]),
+                percent_ratio(row["loss"]),
             )
             for row in answers["gateways"].elements()
             if row["name"].text()
@@ -141,11 +146,6 @@ def _tunnel(sa: Node) -> TunnelState:
         type="ipsec",
         remote=sa["remote_host"].text(),
         up=sa["state"].text().upper() == "ESTABLISHED",
-        receive_bytes=_total(received),
-        transmit_bytes=_total(sent),
+        receive_bytes=total(received),
+        transmit_bytes=total(sent),
     )
-
-
-def _total(values: Sequence[float | None]) -> float | None:
-    known = [value for value in values if value is not None]
-    return sum(known) if known else None

@@ -18,8 +18,10 @@ How a scrape ends:
   answers fill;
 * some failed (a 403 for a page the API user may not read, a 404 from an
   older firmware, a timeout, malformed JSON, an answer over
-  ``max_response_bytes``): ``up 1`` with what the others gave, and a note
-  naming each failed endpoint and why, logged at info;
+  ``max_response_bytes``), or answered without something the mapping needs
+  (the vendor's ``Reading.notes``: a field the API user may not read, a rule
+  listed twice): ``up 1`` with what the others gave, and one note naming each
+  failed endpoint and each gap and why, logged at info;
 * the firewall refused the credentials (HTTP 401 on any endpoint), or no
   endpoint answered at all: ``scout_firewall_up 0`` alone, logged as a
   warning. ``up 0`` is in the answer from the start, so a scrape cut short
@@ -30,7 +32,8 @@ handler has already checked the target against the module's and the auth's
 ``allowed_targets``, and pinned a name to the address it checked, which is
 the address connected to (the certificate is still checked against the name).
 
-Rules go through the module's ``RuleBudget``; what it leaves out is added to a
+Rules go through the module's ``RuleBudget``; what it leaves out, and what
+the vendor's mapping left out (a rule an answer lists twice), is added to a
 ``rules_dropped`` counter kept per target and module for as long as this
 scraper lives (until the next reload), exported as
 ``scout_firewall_rules_dropped_total``.
@@ -245,14 +248,15 @@ class FirewallScraper:
         if reading.rules is not None:
             budget = RuleBudget(all_rules=module.all_rules, max_series=module.max_rule_series)
             snapshot.rules, dropped = budget.apply(reading.rules)
+            dropped += reading.rules_dropped
             snapshot.rules_dropped = self._count_dropped(module_name, job.target, module, dropped)
         families[:] = render(snapshot)
+        notes = list(reading.notes)
         if failures:
-            return True, (
-                f"partial: {len(failures)} of {len(endpoints)} endpoints failed: "
-                + "; ".join(failures)
+            notes.insert(
+                0, f"{len(failures)} of {len(endpoints)} endpoints failed: " + "; ".join(failures)
             )
-        return True, None
+        return True, ("partial: " + "; ".join(notes)) if notes else None
 
     def _tls_context(self, module: FirewallModuleType) -> ssl.SSLContext:
         key = (not module.tls_insecure_skip_verify, module.tls_ca_file)

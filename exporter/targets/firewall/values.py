@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 # A number, optionally followed by a unit the vendors write: "4.2 ms", "0.0 %", "12%".
@@ -125,3 +125,9 @@ def counter(node: Node) -> float | None:
     """A counter value: a number that is not negative."""
     number = node.number()
     return None if number is None or number < 0 else number
+
+
+def total(values: Iterable[float | None]) -> float | None:
+    """The sum of the values known; ``None`` when none is."""
+    known = [value for value in values if value is not None]
+    return sum(known) if known else None

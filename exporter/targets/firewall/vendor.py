@@ -12,11 +12,11 @@ only its own families.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
-from exporter.schema.firewall import FirewallSnapshot, HaState, RuleCounters
+from exporter.schema.firewall import FirewallSnapshot, GatewayState, HaState, RuleCounters
 from exporter.targets.firewall.modules import FirewallModule
 from exporter.targets.firewall.values import Node
 
@@ -41,9 +41,13 @@ class Endpoint:
     query: tuple[tuple[str, str], ...] = ()
     # The payload out of the answer; raises ShapeError for an answer that is not one.
     unwrap: Callable[[Node], Node] = as_is
+    # Query parameters that tell this GET from another of the same path, named in
+    # the log with it (FortiOS's policy counters are read once per IP version).
+    shown: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return self.path
+        told = "&".join(f"{key}={value}" for key, value in self.query if key in self.shown)
+        return f"{self.path}?{told}" if told else self.path
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +57,17 @@ class Reading:
     ``rules`` is ``None`` when the rule endpoints did not answer: the scraper
     then leaves the rule families and ``rules_dropped`` out instead of
     reporting an empty policy. Rules come in policy order, with ``named`` set
-    for those a series is kept for by default.
+    for those a series is kept for by default. ``rules_dropped`` counts rules the
+    mapping itself left out (a rule an answer lists twice), which the scraper
+    adds to the budget's. ``notes`` say what the answers lacked although every
+    endpoint answered (a field the API user may not read); the scraper logs them
+    with the endpoints that failed.
     """
 
     snapshot: FirewallSnapshot
     rules: list[RuleCounters] | None = None
+    rules_dropped: int = 0
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +105,54 @@ class Vendor(Protocol[ModuleT_contra]):
         ...
 
 
-# Gateway states as pfSense and OPNsense write them (dpinger): anything but these is up.
+# Gateway states as pfSense and OPNsense write them (dpinger), and FortiOS's down.
 _GATEWAY_DOWN = frozenset({"down", "force_down", "offline"})
 _GATEWAY_UNKNOWN = frozenset({"", "pending", "unknown"})
 
 
-def gateway_up(status: str) -> bool | None:
-    """``none``/``online``, ``delay``, ``loss`` (still routing) are up; ``down`` is not."""
+def gateway_up(status: str, up_words: Collection[str] | None = None) -> bool | None:
+    """Whether the firewall's gateway monitor says up: ``None`` when it does not say.
+
+    Only a clear down is ``False``. With ``up_words`` (a vendor whose monitor
+    has a word for up, FortiOS's ``up``) any other word is no answer: FortiOS's
+    ``error`` (a member not taking part), ``unknown``, or a word not known here.
+    Without (dpinger, on pfSense and OPNsense) every other word is up:
+    ``none``/``online``, and the alarms ``delay``, ``loss``, ``delay+loss`` of
+    a gateway still routing.
+    """
     word = status.strip().lower()
     if word in _GATEWAY_UNKNOWN:
         return None
-    return word not in _GATEWAY_DOWN
+    if word in _GATEWAY_DOWN:
+        return False
+    return up_words is None or word in up_words or None
+
+
+def gateway_state(
+    name: str,
+    status: str,
+    rtt_seconds: float | None,
+    loss_ratio: float | None,
+    *,
+    interface: str = "",
+    up_words: Collection[str] | None = None,
+) -> GatewayState:
+    """One gateway as the schema has it, from its monitor's status, delay and loss.
+
+    A gateway that is down with a delay of 0 got no reply to measure (dpinger
+    and FortiOS write 0 then): its round trip and loss are left out rather than
+    exported as a 0 ms round trip.
+    """
+    up = gateway_up(status, up_words)
+    if up is False and rtt_seconds == 0:
+        rtt_seconds = loss_ratio = None
+    return GatewayState(
+        gateway=name,
+        interface=interface,
+        up=up,
+        rtt_seconds=rtt_seconds,
+        loss_ratio=loss_ratio,
+    )
 
 
 def carp_state(statuses: Iterable[str]) -> HaState:

@@ -88,9 +88,13 @@ async def test_one_failed_endpoint_keeps_the_rest_and_is_named(start_fake, scout
     assert len(notes) == 1
     assert notes[0].levelno == logging.INFO
     message = notes[0].getMessage()
-    assert "2 of 11 endpoints failed" in message
+    assert "2 of 12 endpoints failed" in message
     assert "/api/v2/cmdb/system/ha: HTTP 403" in message
     assert f"{IPSEC}: HTTP 404" in message
+    # Without the HA mode there is no ha_info to give; the role the peers tell stays.
+    assert "scout_firewall_ha_info" not in families(text)
+    assert value(text, "scout_firewall_ha_primary") == 1
+    assert value(text, "scout_firewall_ha_members") == 2
 
 
 async def test_a_slow_endpoint_is_cut_at_the_deadline_and_the_rest_kept(start_fake, scout, caplog):
@@ -180,7 +184,8 @@ async def test_a_huge_answer_is_not_read_past_the_bound(start_fake, scout, caplo
     assert time.monotonic() - started < 3
     assert value(text, "scout_firewall_up") == 1
     assert "scout_firewall_rule_packets" not in families(text)
-    assert f"{POLICY}: {reason}" in logged(caplog)
+    for version in ("ipv4", "ipv6"):
+        assert f"{POLICY}?ip_version={version}: {reason}" in logged(caplog)
 
 
 async def test_a_redirect_is_not_followed_with_the_credentials(start_fake, scout, caplog):

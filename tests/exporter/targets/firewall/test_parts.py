@@ -24,7 +24,7 @@ from exporter.targets.firewall.scraper import (
     pin_target,
 )
 from exporter.targets.firewall.values import Node, counter, milliseconds, percent_ratio
-from exporter.targets.firewall.vendor import carp_state, first_line, gateway_up
+from exporter.targets.firewall.vendor import carp_state, first_line, gateway_state, gateway_up
 from exporter.targets.kind import ScrapeJob, measure
 
 
@@ -93,6 +93,30 @@ def test_units_become_the_schema_units():
 )
 def test_gateway_states(status, up):
     assert gateway_up(status) is up
+
+
+@pytest.mark.parametrize(
+    ("status", "up"),
+    [
+        ("up", True),
+        ("down", False),
+        ("error", None),  # FortiOS: the member takes no part in the check
+        ("unknown", None),
+        ("lkskdlf", None),  # a word FortiOS never wrote here
+        ("", None),
+    ],
+)
+def test_gateway_states_of_a_monitor_with_a_word_for_up(status, up):
+    assert gateway_up(status, up_words={"up"}) is up
+
+
+def test_a_gateway_down_with_no_reply_has_no_round_trip_or_loss():
+    down = gateway_state("WAN2", "down", 0.0, 1.0)
+    assert (down.up, down.rtt_seconds, down.loss_ratio) == (False, None, None)
+    measured = gateway_state("WAN2", "offline", 0.0128, 0.0)
+    assert (measured.up, measured.rtt_seconds, measured.loss_ratio) == (False, 0.0128, 0.0)
+    up = gateway_state("WAN", "none", 0.0, 0.0)
+    assert (up.up, up.rtt_seconds, up.loss_ratio) == (True, 0.0, 0.0)
 
 
 @pytest.mark.parametrize(
