@@ -24,7 +24,7 @@ endpoint                                         schema
                                                  ``max_custom_value`` (the most the unit
                                                  allows) -> sessions limit
 ``monitor/firewall/policy``, once with           per ``policyid``: ``packets``, ``bytes``,
-``ip_version=ipv4`` and once with ``ipv6``       ``hit_count`` (none listed: never hit, 0);
+``ip_version=ipv4`` and once with ``ipv6``       ``hit_count`` (none listed, no traffic: 0);
                                                  table ``ipv4`` or ``ipv6``
 ``cmdb/firewall/policy`` (policyid, name,        rule name (``name``, else the first line of
 action, comments only)                           ``comments``) and action; policy 0 is the
@@ -299,8 +299,12 @@ def _rules(
             name, action = name or IMPLICIT_DENY, action or "deny"
         packets, received = counter(entry["packets"]), counter(entry["bytes"])
         hits = counter(entry["hit_count"])
-        if not entry["hit_count"].present and (packets is not None or received is not None):
-            hits = 0.0  # FortiOS lists no hit_count for a policy never hit
+        # FortiOS lists no hit_count for a policy never hit, and for some with
+        # traffic too (the implicit deny, IPv6 policies on some releases): only
+        # a policy with no traffic at all has a hit count known to be 0.
+        listed = [value for value in (packets, received) if value is not None]
+        if not entry["hit_count"].present and listed and not any(listed):
+            hits = 0.0
         rules.append(
             RuleCounters(
                 rule_id=policy_id,
@@ -371,6 +375,10 @@ def _dialup_parent(tunnel: Node) -> str:
     parent = tunnel["parent"].text()
     if parent or tunnel["type"].text() != "dialup":
         return parent
+    # By its name only a phase 1 a client brought up: one with a phase 2 or a
+    # client's address. A template named "FCT_1" waiting for clients has neither.
+    if not list(tunnel["proxyid"].elements()) and tunnel["rgwy"].text() in _NO_GATEWAY:
+        return ""
     named = _INSTANCE_NAME.fullmatch(tunnel["name"].text())
     return named["parent"] if named else ""
 

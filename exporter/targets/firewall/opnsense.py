@@ -26,7 +26,6 @@ statistics``                                    (``received-bytes``, ``sent-byte
                                                 delay, loss are up; down is not),
                                                 ``delay`` ("4.2 ms"), ``loss`` ("0.0 %");
                                                 down with a delay of 0: no round trip
-                                                or loss
 ``ipsec/sessions/search_phase1``                ``rows``: ``phase1desc`` (else ``name``),
                                                 ``connected`` -> up, ``remote-addrs``; a
                                                 phase 1 split in connections is one

@@ -22,7 +22,7 @@ endpoint                       schema
                                ("up") -> up, ``inbytes``/``outbytes``
 ``status/gateways``            ``status`` (online, or dpinger's none/delay/loss: up;
                                down: not), ``delay`` (ms), ``loss`` (%); a gateway
-                               down with a delay of 0 has no round trip or loss
+                               down with a delay of 0 has no round trip
 ``status/ipsec/sas``           IKE SAs: ``con_id``, ``state`` ESTABLISHED -> up,
                                ``remote_host``, bytes summed over ``child_sas``
 ``firewall/virtual_ips``       CARP addresses' ``carp_status`` (master, backup) ->

@@ -140,12 +140,13 @@ def gateway_state(
     """One gateway as the schema has it, from its monitor's status, delay and loss.
 
     A gateway that is down with a delay of 0 got no reply to measure (dpinger
-    and FortiOS write 0 then): its round trip and loss are left out rather than
-    exported as a 0 ms round trip.
+    and FortiOS write 0 then): its round trip is left out rather than exported
+    as a 0 ms round trip. Its loss stays: 100 % is what was measured, and why
+    it is down.
     """
     up = gateway_up(status, up_words)
     if up is False and rtt_seconds == 0:
-        rtt_seconds = loss_ratio = None
+        rtt_seconds = None
     return GatewayState(
         gateway=name,
         interface=interface,

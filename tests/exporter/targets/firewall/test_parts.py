@@ -14,6 +14,7 @@ from exporter.config import parse_config
 from exporter.errors import BadRequestError
 from exporter.schema.firewall import HaState
 from exporter.targets.exposition import METRIC_EXPOSITION
+from exporter.targets.firewall import fortigate
 from exporter.targets.firewall.modules import FortiGateModule
 from exporter.targets.firewall.scraper import (
     FIREWALL_STATUS,
@@ -110,9 +111,9 @@ def test_gateway_states_of_a_monitor_with_a_word_for_up(status, up):
     assert gateway_up(status, up_words={"up"}) is up
 
 
-def test_a_gateway_down_with_no_reply_has_no_round_trip_or_loss():
+def test_a_gateway_down_with_no_reply_has_no_round_trip_but_its_loss():
     down = gateway_state("WAN2", "down", 0.0, 1.0)
-    assert (down.up, down.rtt_seconds, down.loss_ratio) == (False, None, None)
+    assert (down.up, down.rtt_seconds, down.loss_ratio) == (False, None, 1.0)
     measured = gateway_state("WAN2", "offline", 0.0128, 0.0)
     assert (measured.up, measured.rtt_seconds, measured.loss_ratio) == (False, 0.0128, 0.0)
     up = gateway_state("WAN", "none", 0.0, 0.0)
@@ -224,3 +225,21 @@ async def test_a_scrape_cut_short_by_the_handler_still_says_the_firewall_is_down
     assert [(f.name, f.samples[0].value) for f in outcome.families[1:]] == [
         ("scout_firewall_up", 0.0)
     ]
+
+
+def test_a_dial_up_template_named_like_a_client_is_not_taken_for_one():
+    # FortiOS names clients PARENT_0, PARENT_1...; a template that happens to be
+    # named so, waiting with no phase 2 and no client address, is a template.
+    answer = Node(
+        [
+            {"name": "FCT_1", "type": "dialup", "rgwy": "0.0.0.0", "proxyid": []},
+            {
+                "name": "FCT_1_0",
+                "type": "dialup",
+                "rgwy": "203.0.113.9",
+                "proxyid": [{"status": "up"}],
+            },
+        ]
+    )
+    [template] = fortigate._tunnels(answer)
+    assert (template.tunnel, template.remote, template.up) == ("FCT_1", "", True)

@@ -46,7 +46,8 @@ async def test_fortigate_maps_to_the_schema(start_fake, scout):
         ("ipv4", "2"): ("dns to resolvers", "accept", 25.0),
         ("ipv6", "0"): ("implicit-deny", "deny", 40.0),
         ("ipv6", "1"): ("web-out", "accept", 9.0),
-        # Listed without hit_count: never hit, so the first hit is an increase from 0.
+        # Listed without hit_count and with no traffic: never hit, so the first hit
+        # is an increase from 0.
         ("ipv6", "2"): ("dns to resolvers", "accept", 0.0),
     }
     assert value(text, "scout_firewall_rule_bytes_total", rule_id="1", table="ipv4") == 900_000
@@ -160,9 +161,10 @@ async def test_opnsense_maps_to_the_schema(start_fake, scout):
     assert value(text, "scout_firewall_gateway_rtt_seconds", gateway="WAN_DHCP") == pytest.approx(
         0.0042
     )
-    # Down, with dpinger's 0 ms: no round trip, no loss, rather than a 0 ms gateway.
+    # Down, with dpinger's 0 ms: no round trip rather than a 0 ms gateway; its
+    # 100 % loss is what was measured.
     assert value(text, "scout_firewall_gateway_rtt_seconds", gateway="WAN2_GW") is None
-    assert value(text, "scout_firewall_gateway_loss_ratio", gateway="WAN2_GW") is None
+    assert value(text, "scout_firewall_gateway_loss_ratio", gateway="WAN2_GW") == 1
     # "~" is "not measured": no series, not a zero.
     assert value(text, "scout_firewall_gateway_rtt_seconds", gateway="VPN_GW") is None
     assert value(text, "scout_firewall_gateway_up", gateway="VPN_GW") == 1
@@ -205,7 +207,7 @@ async def test_pfsense_maps_to_the_schema(start_fake, scout):
         0.0035
     )
     assert value(text, "scout_firewall_gateway_rtt_seconds", gateway="WAN2_DHCP") is None
-    assert value(text, "scout_firewall_gateway_loss_ratio", gateway="WAN2_DHCP") is None
+    assert value(text, "scout_firewall_gateway_loss_ratio", gateway="WAN2_DHCP") == 1
     assert value(text, "scout_firewall_vpn_tunnel_up", tunnel="con1000") == 1
     assert value(text, "scout_firewall_vpn_tunnel_receive_bytes_total", tunnel="con1000") == 1005
     assert value(text, "scout_firewall_vpn_tunnel_transmit_bytes_total", tunnel="con1000") == 2006
@@ -292,15 +294,21 @@ async def test_fortigate_before_6_4_reads_no_ipv6_from_the_ignored_parameter(
     )
 
 
-async def test_fortigate_policy_never_hit_counts_from_zero(start_fake, scout):
+async def test_fortigate_policy_without_hit_count_is_0_only_with_no_traffic(start_fake, scout):
     fake = await start_fake("fortigate")
     for entry in fake.table[POLICY]["results"]:
         if entry["policyid"] == 2:
-            del entry["hit_count"]  # FortiOS lists none until the first hit
+            # Traffic but no hit_count (FortiOS's implicit deny on some releases):
+            # the hit count is not known, and not made up as 0.
+            del entry["hit_count"]
     client = await scout()
     _, text = await scrape(client, "fortigate_http", f"127.0.0.1:{fake.port}", "fgt")
-    assert rule_series(text, "scout_firewall_rule_hits_total")[("ipv4", "2")] == 0
+    hits = rule_series(text, "scout_firewall_rule_hits_total")
+    assert ("ipv4", "2") not in hits
     assert rule_series(text)[("ipv4", "2")] == 50
+    # The IPv6 answer's policy 2: nothing through it and no hit_count, so never
+    # hit, and its first hit is an increase from 0.
+    assert hits[("ipv6", "2")] == 0
 
 
 async def test_fortigate_health_check_member_state_not_known_has_no_series(start_fake, scout):
