@@ -3,8 +3,11 @@
 ``score INPUT.csv OUTPUT.csv`` reads ``timestamp,value`` and writes
 ``timestamp,value,anomaly_score``:
 
-- a header row is required; it must name ``timestamp`` and ``value`` (any
-  order, any case); other columns are ignored;
+- UTF-8 text, comma-separated (``;`` is not a separator: ``1,5`` must be
+  written ``1.5``), a header row naming ``timestamp`` and ``value`` once each
+  (any order, any case); other columns are ignored; every row has as many
+  fields as the header (a decimal comma would otherwise shift the columns);
+- a value is a plain number (``1.5``, ``-2e3``; no ``1_000`` digit separators);
 - a timestamp is Unix seconds (``1700000000``, ``1700000000.5``; numbers
   from 1e11 up are taken as milliseconds) or ISO 8601
   (``2026-12-03T10:00:00Z``, ``2026-12-03 10:00:00``; no zone means UTC);
@@ -40,7 +43,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -208,8 +211,10 @@ def parse_timestamp(text: str) -> float:
     """Unix seconds or ISO 8601 (naive means UTC) -> Unix seconds; ValueError otherwise."""
     stripped = text.strip()
     try:
-        seconds = float(stripped)
+        seconds = _number_text(stripped)
     except ValueError:
+        if "_" in stripped:
+            raise
         parsed = datetime.fromisoformat(stripped)
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
@@ -224,83 +229,121 @@ def _parse_value(text: str) -> float:
     stripped = text.strip()
     if not stripped:
         return math.nan
-    value = float(stripped)
+    value = _number_text(stripped)
     return value if math.isfinite(value) else math.nan
 
 
-@contextlib.contextmanager
-def _open_input(name: str) -> Iterator[TextIO]:
-    if name == "-":
-        yield sys.stdin
-        return
+def _number_text(text: str) -> float:
+    # float() takes Python literals such as "1_000"; a CSV number has no
+    # digit separators, and reading one as 1000 would hide a mangled export.
+    if "_" in text:
+        raise ValueError(text)
+    return float(text)
+
+
+UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _decoded(name: str, data: bytes) -> str:
+    """UTF-8 text (a byte-order mark dropped); an InputError says where it is not."""
+    if data.startswith(UTF16_MARKS):
+        raise InputError(f"{name}: UTF-16 text (byte-order mark); save it as UTF-8")
     try:
         # utf-8-sig: a byte-order mark (spreadsheet exports) goes before the csv
         # module sees it, or a quoted first title would read as '\ufeff"timestamp"'.
-        handle = open(name, encoding="utf-8-sig", newline="")  # noqa: SIM115
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(
+            f"{name}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} "
+            f"at offset {exc.start})"
+        ) from None
+
+
+def _read_text(name: str) -> str:
+    """The whole input as text: the arrays hold every row anyway."""
+    if name == "-":
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:  # a text stream with no bytes under it (tests, embedding)
+            return sys.stdin.read().removeprefix("\ufeff")
+        return _decoded(name, buffer.read())
+    try:
+        data = Path(name).read_bytes()
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror}") from None
-    with handle:
-        yield handle
+    return _decoded(name, data)
+
+
+def _header_columns(name: str, header: list[str], needed: list[str]) -> list[int]:
+    """The index of each needed column; a missing or repeated title is an InputError."""
+    columns: dict[str, int] = {}
+    for index, title in enumerate(header):
+        key = title.strip().lower()
+        if key in columns and key:
+            raise InputError(f"{name}: line 1: the header names the column {key!r} twice")
+        columns[key] = index
+    missing = [column for column in needed if column not in columns]
+    if missing:
+        hint = " with ',' between columns" if len(header) == 1 and ";" in header[0] else ""
+        raise InputError(
+            f"{name}: line 1: the header has no {' or '.join(missing)} column "
+            f"(expected {','.join(needed)}{hint})"
+        )
+    return [columns[column] for column in needed]
 
 
 def read_series(name: str, *, labelled: bool = False) -> Series:
     """Read one CSV; every problem is an :class:`InputError` naming the file and line."""
     needed = ["timestamp", "value"] + (["label"] if labelled else [])
-    with _open_input(name) as handle:
-        try:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise InputError(f"{name}: empty file, expected a header row {','.join(needed)}")
-            # A byte-order mark (spreadsheet exports) is not part of the first title;
-            # on standard input it is still here, before any quote.
-            if header and header[0].startswith("\ufeff"):
-                header = [next(csv.reader([header[0][1:]]), [""])[0], *header[1:]]
-            columns = {title.strip().lower(): index for index, title in enumerate(header)}
-            missing = [column for column in needed if column not in columns]
-            if missing:
+    reader = csv.reader(io.StringIO(_read_text(name), newline=""))
+    # reader.line_num is the line a row ends on; a quoted value may span
+    # lines, so a row's own line is one after where the previous row ended.
+    line = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise InputError(f"{name}: empty file, expected a header row {','.join(needed)}")
+        at = _header_columns(name, header, needed)
+        timestamp_text: list[str] = []
+        value_text: list[str] = []
+        timestamps: list[float] = []
+        values: list[float] = []
+        labels: list[bool] = []
+        while True:
+            line = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                break
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
                 raise InputError(
-                    f"{name}: line 1: the header has no {' or '.join(missing)} column "
-                    f"(expected {','.join(needed)})"
+                    f"{name}: line {line}: {len(row)} field{'s' * (len(row) != 1)}, "
+                    f"the header has {len(header)}"
+                    + (" (a decimal comma? write 1.5, not 1,5)" if len(row) > len(header) else "")
                 )
-            at = [columns[column] for column in needed]
-            timestamp_text: list[str] = []
-            value_text: list[str] = []
-            timestamps: list[float] = []
-            values: list[float] = []
-            labels: list[bool] = []
-            for row in reader:
-                line = reader.line_num
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) <= max(at):
-                    raise InputError(f"{name}: line {line}: expected {len(header)} columns")
-                try:
-                    timestamps.append(parse_timestamp(row[at[0]]))
-                except ValueError:
-                    raise InputError(
-                        f"{name}: line {line}: cannot parse timestamp {row[at[0]]!r} "
-                        "(Unix seconds or ISO 8601)"
-                    ) from None
-                try:
-                    values.append(_parse_value(row[at[1]]))
-                except ValueError:
-                    raise InputError(
-                        f"{name}: line {line}: cannot parse value {row[at[1]]!r}"
-                    ) from None
-                if labelled:
-                    label = row[at[2]].strip()
-                    if label not in ("0", "1"):
-                        raise InputError(
-                            f"{name}: line {line}: label must be 0 or 1, not {label!r}"
-                        )
-                    labels.append(label == "1")
-                timestamp_text.append(row[at[0]])
-                value_text.append(row[at[1]])
-        except csv.Error as exc:
-            raise InputError(f"{name}: line {reader.line_num}: {exc}") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{name}: not UTF-8 text") from None
+            try:
+                timestamps.append(parse_timestamp(row[at[0]]))
+            except ValueError:
+                raise InputError(
+                    f"{name}: line {line}: cannot parse timestamp {row[at[0]]!r} "
+                    "(Unix seconds or ISO 8601)"
+                ) from None
+            try:
+                values.append(_parse_value(row[at[1]]))
+            except ValueError:
+                raise InputError(
+                    f"{name}: line {line}: cannot parse value {row[at[1]]!r}"
+                ) from None
+            if labelled:
+                label = row[at[2]].strip()
+                if label not in ("0", "1"):
+                    raise InputError(f"{name}: line {line}: label must be 0 or 1, not {label!r}")
+                labels.append(label == "1")
+            timestamp_text.append(row[at[0]])
+            value_text.append(row[at[1]])
+    except csv.Error as exc:
+        raise InputError(f"{name}: line {line}: {exc}") from None
     return Series(
         timestamp_text,
         value_text,

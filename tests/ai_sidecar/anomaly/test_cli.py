@@ -110,7 +110,7 @@ def test_the_real_entry_point_reads_stdin_and_writes_stdout(tmp_path: Path) -> N
             "line 3: cannot parse timestamp 'yesterday' (Unix seconds or ISO 8601)",
         ),
         ("timestamp,value\n1700000000,1\n1700000060,many\n", "line 3: cannot parse value 'many'"),
-        ("timestamp,value\n1700000000\n", "line 2: expected 2 columns"),
+        ("timestamp,value\n1700000000\n", "line 2: 1 field, the header has 2"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(
@@ -241,3 +241,68 @@ def test_an_alarm_threshold_off_the_score_scale_is_a_usage_error(level: str) -> 
     with pytest.raises(SystemExit) as exited:
         main(["anomaly", "backtest", "in.csv", "--threshold", level])
     assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # A French decimal comma shifts the columns: never read 1,5 as 1.
+        (
+            b"timestamp,value\n1700000000,1,5\n",
+            "line 2: 3 fields, the header has 2 (a decimal comma? write 1.5, not 1,5)",
+        ),
+        (
+            b"timestamp,value,host\n1700000000,1,a\n1700000060,2\n",
+            "line 3: 2 fields, the header has 3",
+        ),
+        (
+            b"timestamp,value,Value\n1700000000,1,2\n",
+            "line 1: the header names the column 'value' twice",
+        ),
+        (
+            b"timestamp;value\n1700000000;1,5\n",
+            "line 1: the header has no timestamp or value column "
+            "(expected timestamp,value with ',' between columns)",
+        ),
+        (b"timestamp,value\n1700000000,1_000\n", "line 2: cannot parse value '1_000'"),
+        (
+            b"timestamp,value\n1_700_000_000,1\n",
+            "line 2: cannot parse timestamp '1_700_000_000' (Unix seconds or ISO 8601)",
+        ),
+        (
+            b"timestamp,value\n1700000000,1\n1700000060,\xe9\n",
+            "line 3: not UTF-8 text (byte 0xe9 at offset 40)",
+        ),
+        (
+            "timestamp,value\n1700000000,1\n".encode("utf-16"),
+            "UTF-16 text (byte-order mark); save it as UTF-8",
+        ),
+        # The row starts on line 2 and its quoted note spans lines 2-3.
+        (
+            b'timestamp,value,note\n1700000000,x,"two\nlines"\n',
+            "line 2: cannot parse value 'x'",
+        ),
+    ],
+)
+def test_a_malformed_csv_is_refused_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes, message: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(data)
+    target = tmp_path / "out.csv"
+    assert main(["anomaly", "score", str(source), str(target)]) == 2
+    assert capsys.readouterr().err == f"scout-sidecar anomaly score: {source}: {message}\n"
+    assert not target.exists()
+
+
+def test_standard_input_bytes_are_checked_like_a_file() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "ai_sidecar.cli", "anomaly", "score", "-", "-"],
+        input=b"\xef\xbb\xbftimestamp,value\n1700000000,1,5\n",
+        capture_output=True,
+        check=False,
+    )
+    assert process.returncode == 2
+    assert process.stderr.decode().endswith(
+        "-: line 2: 3 fields, the header has 2 (a decimal comma? write 1.5, not 1,5)\n"
+    )
