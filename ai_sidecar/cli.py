@@ -51,6 +51,7 @@ from ai_sidecar.enrichment.llm.providers import provider_key
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.intake.processes import serve_with_intake_processes
 from ai_sidecar.notify.signing import load_graph_key
+from ai_sidecar.pipes import run_command
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from ai_sidecar.store import StoreError
 from ai_sidecar.worker_process import stop_restarting_children
@@ -341,7 +342,7 @@ def store_settings_from(environ: Mapping[str, str]) -> SidecarSettings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(with_default_command(sys.argv[1:] if argv is None else argv))
     run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    return run_command(run, args)
 
 
 def run_serve(args: argparse.Namespace) -> int:

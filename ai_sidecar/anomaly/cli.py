@@ -50,6 +50,7 @@ from numpy.typing import NDArray
 
 from ai_sidecar.anomaly.backtest import Truth, event_metrics, nab_score
 from ai_sidecar.anomaly.detector import Detector, DetectorParams, default_rest_period
+from ai_sidecar.pipes import run_command
 from exporter.common.durations import parse_duration
 from exporter.common.files import replaced_on_success
 
@@ -490,8 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scout-sidecar")
     add_anomaly_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    result: int = args.run(args)
-    return result
+    return run_command(args.run, args)
 
 
 if __name__ == "__main__":

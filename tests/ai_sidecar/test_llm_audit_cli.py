@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +17,7 @@ import pytest
 from ai_sidecar import cli
 from ai_sidecar.enrichment.llm import commands
 from ai_sidecar.enrichment.llm.base import LlmExchange
+from ai_sidecar.pipes import EXIT_BROKEN_PIPE
 from ai_sidecar.store import PostgresStore, SqliteStore, Store
 from ai_sidecar.store.exchanges import exchange_from_json
 from ai_sidecar.store.postgres import Location
@@ -159,3 +163,47 @@ def test_exports_from_a_postgresql_store(
     assert cli.main(["llm", "audit", "--since", "24h", "--incident", "inc-2"]) == 0
 
     assert parse_lines(capsys.readouterr().out) == [RECENT[1]]
+
+
+def read_end_closed() -> int:
+    """A pipe's write end whose reader is already gone, as after ``| head`` exits."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["llm", "audit", "--since", "24h"],
+        ["anomaly", "score", "IN", "-"],
+        ["anomaly", "backtest", "IN"],
+    ],
+)
+def test_a_closed_standard_output_ends_quietly_like_other_unix_tools(
+    data_dir: Path, tmp_path: Path, command: list[str]
+) -> None:
+    series = tmp_path / "in.csv"
+    series.write_text(
+        "timestamp,value,label\n"
+        + "".join(f"{1_700_000_000 + 60 * i},{i % 7},0\n" for i in range(50)),
+        encoding="utf-8",
+    )
+    write = read_end_closed()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ai_sidecar.cli",
+                *(str(series) if a == "IN" else a for a in command),
+            ],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            check=False,
+            env=os.environ,
+        )
+    finally:
+        os.close(write)
+    assert done.stderr.decode() == ""
+    assert done.returncode == EXIT_BROKEN_PIPE == 141

@@ -147,6 +147,8 @@ def run_report(args: argparse.Namespace) -> int:
     except StoreError as exc:
         _say(str(exc))
         return 1
+    except BrokenPipeError:
+        raise  # standard output closed (`| head`): the CLI ends quietly
     except OSError as exc:
         _say(f"{'stdout' if to_stdout else args.output}: cannot write: {exc.strerror}")
         return 2

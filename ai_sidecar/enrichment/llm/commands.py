@@ -115,6 +115,8 @@ def run_audit(args: argparse.Namespace) -> int:
     try:
         with _output(args.output) as out:
             write_lines(exchanges, out, progress=_progress(len(exchanges)))
+    except BrokenPipeError:
+        raise  # standard output closed (`| head`): the CLI ends quietly
     except OSError as exc:
         print(f"scout-sidecar: {args.output}: cannot write: {exc.strerror}", file=sys.stderr)
         return 2
@@ -156,6 +158,8 @@ def _progress(rows: int) -> Callable[[list[LlmExchange]], Any]:
 def _output(path: Path | None) -> Iterator[TextIO]:
     if path is None:
         yield sys.stdout
+        # Flushed here: a reader gone (`| head`) fails the export before it is reported done.
+        sys.stdout.flush()
         return
     with path.open("w", encoding="utf-8") as handle:
         yield handle
