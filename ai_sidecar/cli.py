@@ -9,8 +9,8 @@ Everything an operator must set can come from flags or ``SCOUT_*`` environment
 variables, so the sidecar runs without a config file:
 
 - ``SCOUT_WEBHOOK_TOKEN``: the bearer token Alertmanager sends (required unless
-  ``--web.insecure-no-auth``), or ``SCOUT_WEBHOOK_TOKEN_FILE`` naming a file
-  that holds it;
+  ``--web.insecure-no-auth``; 16 characters or more), or
+  ``SCOUT_WEBHOOK_TOKEN_FILE`` naming a file that holds it;
 - ``SCOUT_PROMETHEUS_URL``: where the analyst reads context, and
   ``SCOUT_PROMETHEUS_BEARER_TOKEN`` (or ``..._FILE``) if that engine wants a token;
 - ``SCOUT_ALERTMANAGER_URLS``: every Alertmanager peer, comma-separated;
@@ -68,6 +68,8 @@ from exporter.common.web import format_address, parse_listen_address, serve
 log = logging.getLogger("ai_sidecar")
 
 TOKEN_ENV = "SCOUT_WEBHOOK_TOKEN"
+# The webhook token guards the API and every alert: shorter ones can be guessed.
+MIN_TOKEN_LENGTH = 16
 # The same token read from a file: Docker secrets, or the file Alertmanager's
 # credentials_file reads, so the two can never disagree.
 TOKEN_FILE_ENV = "SCOUT_WEBHOOK_TOKEN_FILE"
@@ -304,6 +306,14 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Sidec
             f"Set it or {TOKEN_FILE_ENV} "
             "(and the same token in Alertmanager's webhook credentials), "
             "or pass --web.insecure-no-auth to run without one."
+        )
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        # The length only, never the token: the message ends up in logs.
+        source = TOKEN_FILE_ENV if environ.get(TOKEN_FILE_ENV, "").strip() else TOKEN_ENV
+        raise ConfigError(
+            f"{source}: the webhook token has {len(token)} characters, fewer than "
+            f"{MIN_TOKEN_LENGTH}: a short token can be guessed; make a random one, "
+            "e.g. `openssl rand -base64 24`"
         )
     prometheus = environ.get(PROMETHEUS_ENV, "").strip()
     prometheus_token = read_secret(environ, PROMETHEUS_TOKEN_ENV, PROMETHEUS_TOKEN_FILE_ENV)

@@ -82,7 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import cpu_seconds, missing_programs, raise_interrupt, version_line
 from scripts.localstack import Service, alertmanager_service, free_port, sidecar_service
 
-TOKEN = "benchmark-token"
+TOKEN = "benchmark-token-0123456789"
 PRELOAD_ALERTS = 10_000
 PRELOAD_SITES = 500
 T0 = "2026-11-02T09:00:00Z"

@@ -421,7 +421,7 @@ def test_cli_refuses_to_start_without_a_token(tmp_path):
 )
 def test_cli_rejects_bad_urls(tmp_path, env, message):
     result = run_cli(
-        "--dry-run", env={"SCOUT_WEBHOOK_TOKEN": "t", "SCOUT_DATA_DIR": str(tmp_path), **env}
+        "--dry-run", env={"SCOUT_WEBHOOK_TOKEN": TOKEN, "SCOUT_DATA_DIR": str(tmp_path), **env}
     )
     assert result.returncode == 1
     assert message in result.stderr
@@ -511,8 +511,33 @@ def test_cli_reads_the_token_from_a_file(tmp_path):
     token_file.write_text("\n")
     empty = run_cli("--dry-run", env=env)
     assert f"SCOUT_WEBHOOK_TOKEN_FILE: {token_file} is empty" in empty.stderr
-    token_file.write_text("s3cret\n")
+    token_file.write_text("s3cret-0123456789\n")
     assert run_cli("--dry-run", env=env).returncode == 0
     both = run_cli("--dry-run", env={**env, "SCOUT_WEBHOOK_TOKEN": "other"})
     assert "set SCOUT_WEBHOOK_TOKEN or SCOUT_WEBHOOK_TOKEN_FILE, not both" in both.stderr
     assert "s3cret" not in both.stderr + both.stdout
+
+
+@pytest.mark.parametrize("where", ["environment", "file"])
+def test_cli_refuses_a_short_webhook_token_without_echoing_it(tmp_path, where):
+    token = "k7Qz9"
+    if where == "file":
+        (tmp_path / "webhook-token").write_text(token + "\n")
+        env = {"SCOUT_WEBHOOK_TOKEN_FILE": str(tmp_path / "webhook-token")}
+        name = "SCOUT_WEBHOOK_TOKEN_FILE"
+    else:
+        env = {"SCOUT_WEBHOOK_TOKEN": token}
+        name = "SCOUT_WEBHOOK_TOKEN"
+    result = run_cli("--dry-run", env={"SCOUT_DATA_DIR": str(tmp_path), **env})
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"scout-sidecar: {name}: the webhook token has 5 characters, fewer than 16: "
+        "a short token can be guessed; make a random one, e.g. `openssl rand -base64 24`\n"
+    )
+    assert token not in result.stderr + result.stdout
+    assert (
+        run_cli(
+            "--dry-run", env={"SCOUT_DATA_DIR": str(tmp_path), "SCOUT_WEBHOOK_TOKEN": "x" * 16}
+        ).returncode
+        == 0
+    )
