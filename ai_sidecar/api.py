@@ -61,6 +61,13 @@ async def list_incidents(request: web.Request) -> web.Response:
     unknown = sorted(set(query) - {"status", "since", "limit"})
     if unknown:
         raise BadRequestError(f"unknown parameter {unknown[0]!r}; use status, since or limit")
+    # Each parameter takes one value: ?status=open&status=resolved silently
+    # meaning one of them would answer a question the client did not ask.
+    repeated = sorted(name for name in set(query) if len(query.getall(name)) > 1)
+    if repeated:
+        raise BadRequestError(
+            f"{repeated[0]}: give it once, not {len(query.getall(repeated[0]))} times"
+        )
     status = query.get("status")
     if status is not None and status not in ("open", "resolved"):
         raise BadRequestError(f"status: expected open or resolved, got {status[:32]!r}")

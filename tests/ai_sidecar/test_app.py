@@ -248,6 +248,9 @@ async def test_incident_filters(aiohttp_client, tmp_path):
         ("limit=abc", "limit: expected a whole number from 1 to 1000"),
         ("since=0001-01-01T00:00:00%2B01:00", "since: expected an RFC 3339 time"),
         ("state=open", "unknown parameter 'state'; use status, since or limit"),
+        ("status=open&status=resolved", "status: give it once, not 2 times"),
+        ("since=1&since=1", "since: give it once, not 2 times"),
+        ("limit=5&status=open&limit=3&limit=1", "limit: give it once, not 3 times"),
     ],
 )
 async def test_bad_incident_queries_are_400(aiohttp_client, tmp_path, query, message):
