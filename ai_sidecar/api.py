@@ -1,15 +1,23 @@
 """The incidents API: list, fetch, and record whether an analysis helped.
 
 ``GET /api/v1/incidents`` filters by ``status`` (open, resolved), ``since``
-(RFC 3339 time or Unix seconds; incidents updated at or after it) and
-``limit`` (1 to 1000, default 100), newest first. ``GET /api/v1/incidents/{id}``
-adds the incident's feedback and its LLM exchanges (``llmExchanges``: the
-redacted prompt and answer, provider, model, tokens, cost, latency, outcome);
-the list stays light and has neither.
+(RFC 3339 time or Unix seconds; incidents whose ``updatedAt`` is at or after
+it) and ``limit`` (1 to 1000, default 100), ordered by ``updatedAt`` then
+``id``, both descending. ``updatedAt`` is the time of the latest alert event
+(a member's start or end as Alertmanager sent it), not when the sidecar stored
+the change; the store keeps no such time. A full page answers a ``Link: <...>;
+rel="next"`` header and ``Scout-Next-Cursor``: the same query with
+``cursor``, an opaque key of the page's last incident, lists the ones after
+it (keyset paging: ties of ``updatedAt`` are neither repeated nor skipped).
+``GET /api/v1/incidents/{id}`` adds the incident's feedback and its LLM
+exchanges (``llmExchanges``: the redacted prompt and answer, provider, model,
+tokens, cost, latency, outcome); the list stays light and has neither.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -19,7 +27,13 @@ from aiohttp import web
 from ai_sidecar.auth import require_token
 from ai_sidecar.errors import BadRequestError, NotFoundError, UnsupportedMediaError
 from ai_sidecar.keys import SETTINGS, STORE
-from ai_sidecar.models import INCIDENT_ID_SEGMENT, IncidentStatus, format_time, incident_to_json
+from ai_sidecar.models import (
+    INCIDENT_ID_SEGMENT,
+    Incident,
+    IncidentStatus,
+    format_time,
+    incident_to_json,
+)
 from ai_sidecar.store.exchanges import exchange_to_json
 from ai_sidecar.webhook import read_body
 
@@ -49,6 +63,26 @@ def _parse_since(value: str) -> datetime:
         raise BadRequestError(problem) from None
 
 
+def page_cursor(incident: Incident) -> str:
+    """The opaque ``cursor`` of the page that follows ``incident``."""
+    key = json.dumps([incident.updated_at.isoformat(), incident.id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _parse_cursor(value: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        stamp, incident_id = json.loads(raw)
+        at = datetime.fromisoformat(stamp)
+        if at.tzinfo is None or not isinstance(incident_id, str):
+            raise ValueError(value)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadRequestError(
+            "cursor: not one this API answered (take it from Scout-Next-Cursor)"
+        ) from None
+    return at, incident_id
+
+
 def _parse_limit(value: str) -> int:
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
         raise BadRequestError(f"limit: expected a whole number from 1 to {MAX_LIMIT}")
@@ -58,9 +92,11 @@ def _parse_limit(value: str) -> int:
 async def list_incidents(request: web.Request) -> web.Response:
     require_token(request, request.app[SETTINGS].webhook_token)
     query = request.query
-    unknown = sorted(set(query) - {"status", "since", "limit"})
+    unknown = sorted(set(query) - {"status", "since", "limit", "cursor"})
     if unknown:
-        raise BadRequestError(f"unknown parameter {unknown[0]!r}; use status, since or limit")
+        raise BadRequestError(
+            f"unknown parameter {unknown[0]!r}; use status, since, limit or cursor"
+        )
     # Each parameter takes one value: ?status=open&status=resolved silently
     # meaning one of them would answer a question the client did not ask.
     repeated = sorted(name for name in set(query) if len(query.getall(name)) > 1)
@@ -73,10 +109,16 @@ async def list_incidents(request: web.Request) -> web.Response:
         raise BadRequestError(f"status: expected open or resolved, got {status[:32]!r}")
     since = _parse_since(query["since"]) if "since" in query else None
     limit = _parse_limit(query["limit"]) if "limit" in query else 100
+    before = _parse_cursor(query["cursor"]) if "cursor" in query else None
     incidents = await request.app[STORE].list_incidents(
-        status=cast(IncidentStatus | None, status), since=since, limit=limit
+        status=cast(IncidentStatus | None, status), since=since, limit=limit, before=before
     )
-    return web.json_response([incident_to_json(i) for i in incidents])
+    response = web.json_response([incident_to_json(i) for i in incidents])
+    if len(incidents) == limit:  # a full page: there may be more
+        cursor = page_cursor(incidents[-1])
+        response.headers["Scout-Next-Cursor"] = cursor
+        response.headers["Link"] = f'<{request.rel_url.update_query(cursor=cursor)}>; rel="next"'
+    return response
 
 
 async def get_incident(request: web.Request) -> web.Response:

@@ -352,8 +352,14 @@ class Store(Protocol):
         status: IncidentStatus | None = None,
         since: datetime | None = None,
         limit: int = 100,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Incident]:
-        """Incidents updated at or after ``since`` (all when None), most recently updated first."""
+        """Incidents updated at or after ``since`` (all when None), most recently updated first.
+
+        The order is (``updated_at``, ``id``) descending, ties broken by id;
+        ``before`` (an incident's ``updated_at`` and ``id``) keeps only those
+        after it in that order: the next page of a listing that ended there.
+        """
         ...
 
     async def get_incident(self, incident_id: str) -> Incident | None:

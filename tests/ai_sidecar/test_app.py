@@ -23,6 +23,7 @@ from ai_sidecar.components import Components
 from ai_sidecar.config import SidecarConfig
 from ai_sidecar.enrichment.base import IncidentContext
 from ai_sidecar.enrichment.chain import AnalystChain
+from ai_sidecar.keys import STORE
 from ai_sidecar.metrics import SidecarMetrics
 from ai_sidecar.models import Analysis, Incident
 from ai_sidecar.priority import NoAnomalyEvidence
@@ -30,7 +31,14 @@ from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import Store
 from ai_sidecar.worker_process import NICENESS
 from scripts.localstack import Service, free_port, sidecar_service
-from tests.ai_sidecar.builders import FailingAnalyst, OfflineContext, alert, payload
+from tests.ai_sidecar.builders import (
+    T0,
+    FailingAnalyst,
+    OfflineContext,
+    alert,
+    payload,
+    stored_incident,
+)
 from tests.conftest import http_get, run_on_busy_port
 
 TOKEN = "test-token-0123456789"
@@ -247,7 +255,7 @@ async def test_incident_filters(aiohttp_client, tmp_path):
         ("limit=0", "limit: expected a whole number from 1 to 1000"),
         ("limit=abc", "limit: expected a whole number from 1 to 1000"),
         ("since=0001-01-01T00:00:00%2B01:00", "since: expected an RFC 3339 time"),
-        ("state=open", "unknown parameter 'state'; use status, since or limit"),
+        ("state=open", "unknown parameter 'state'; use status, since, limit or cursor"),
         ("status=open&status=resolved", "status: give it once, not 2 times"),
         ("since=1&since=1", "since: give it once, not 2 times"),
         ("limit=5&status=open&limit=3&limit=1", "limit: give it once, not 3 times"),
@@ -544,3 +552,45 @@ def test_cli_refuses_a_short_webhook_token_without_echoing_it(tmp_path, where):
         ).returncode
         == 0
     )
+
+
+async def test_the_incident_list_pages_by_cursor_through_tied_update_times(
+    aiohttp_client, tmp_path
+):
+    # Five incidents updated at the same instant, and one on either side: a
+    # poller paging by updatedAt alone never saw two of the five.
+    tied = [stored_incident(f"inc-{k}", updated_at=T0 + timedelta(minutes=5)) for k in range(5)]
+    older = stored_incident("inc-old", updated_at=T0)
+    newer = stored_incident("inc-new", updated_at=T0 + timedelta(minutes=9))
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    await client.app[STORE].save_incidents([older, *tied, newer])
+    since = (T0 + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+
+    pages: list[list[str]] = []
+    url = f"/api/v1/incidents?since={since}&limit=3"
+    while url:
+        response = await client.get(url, headers=AUTH)
+        assert response.status == 200
+        pages.append([i["id"] for i in await response.json()])
+        cursor = response.headers.get("Scout-Next-Cursor")
+        link = response.headers.get("Link")
+        if cursor is None:
+            assert link is None
+            break
+        assert link.startswith("</api/v1/incidents?")
+        assert link.endswith('>; rel="next"')
+        url = link[1 : -len('>; rel="next"')]
+        assert f"cursor={cursor}" in url
+        assert "limit=3" in url
+        assert "since=" in url
+
+    # (updatedAt, id) descending; the page after a full last one is empty.
+    assert pages == [["inc-new", "inc-4", "inc-3"], ["inc-2", "inc-1", "inc-0"], []]
+
+
+@pytest.mark.parametrize("cursor", ["x", "bm90IGpzb24", "WyJub3QgYSB0aW1lIiwiYSJd", "WzEsMl0"])
+async def test_a_cursor_the_api_did_not_answer_is_400(aiohttp_client, tmp_path, cursor):
+    client = await aiohttp_client(create_app(settings(tmp_path)))
+    response = await client.get(f"/api/v1/incidents?cursor={cursor}", headers=AUTH)
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("cursor: not one this API answered")

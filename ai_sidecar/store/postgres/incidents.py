@@ -193,9 +193,13 @@ async def incident_ids(cur: Cursor) -> list[str]:
 
 
 async def list_incidents(
-    cur: Cursor, status: IncidentStatus | None, since: str | None, limit: int
+    cur: Cursor,
+    status: IncidentStatus | None,
+    since: str | None,
+    limit: int,
+    before: tuple[str, str] | None = None,
 ) -> list[Incident]:
-    sql, params = listing_query(status, since, limit, mark="%s")
+    sql, params = listing_query(status, since, limit, mark="%s", before=before)
     await cur.execute(sql, params)
     return await _load_incidents(cur, await cur.fetchall())
 

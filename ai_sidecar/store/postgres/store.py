@@ -176,11 +176,13 @@ class PostgresStore:
         status: IncidentStatus | None = None,
         since: datetime | None = None,
         limit: int = 100,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Incident]:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         after = None if since is None else stamp(since)
-        return await self._read(lambda cur: sql.list_incidents(cur, status, after, limit))
+        below = None if before is None else (stamp(before[0]), before[1])
+        return await self._read(lambda cur: sql.list_incidents(cur, status, after, limit, below))
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         return await self._read(lambda cur: sql.get_incident(cur, incident_id))

@@ -311,7 +311,11 @@ def incident_ids(conn: sqlite3.Connection) -> list[str]:
 
 
 def listing_query(
-    status: IncidentStatus | None, since: str | None, limit: int, mark: str = "?"
+    status: IncidentStatus | None,
+    since: str | None,
+    limit: int,
+    mark: str = "?",
+    before: tuple[str, str] | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL (with ``mark`` as its placeholder) and parameters that list incident docs,
     most recently updated first; shared with the PostgreSQL store."""
@@ -323,6 +327,11 @@ def listing_query(
     if since is not None:
         where.append(f"updated_at >= {mark}")
         params.append(since)
+    if before is not None:
+        # Keyset paging: the rows after (updated_at, id) in the order below,
+        # so a page never repeats or skips a row whatever ties updated_at has.
+        where.append(f"(updated_at < {mark} OR (updated_at = {mark} AND id < {mark}))")
+        params.extend([before[0], before[0], before[1]])
     sql = "SELECT doc FROM incidents"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -332,9 +341,13 @@ def listing_query(
 
 
 def list_incidents(
-    conn: sqlite3.Connection, status: IncidentStatus | None, since: str | None, limit: int
+    conn: sqlite3.Connection,
+    status: IncidentStatus | None,
+    since: str | None,
+    limit: int,
+    before: tuple[str, str] | None = None,
 ) -> list[Incident]:
-    sql, params = listing_query(status, since, limit)
+    sql, params = listing_query(status, since, limit, before=before)
     return _load_incidents(conn, conn.execute(sql, params).fetchall())
 
 

@@ -173,11 +173,15 @@ class SqliteStore:
         status: IncidentStatus | None = None,
         since: datetime | None = None,
         limit: int = 100,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Incident]:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         after = None if since is None else sql.stamp(since)
-        return await self._engine.read(lambda conn: sql.list_incidents(conn, status, after, limit))
+        below = None if before is None else (sql.stamp(before[0]), before[1])
+        return await self._engine.read(
+            lambda conn: sql.list_incidents(conn, status, after, limit, below)
+        )
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         return await self._engine.read(lambda conn: sql.get_incident(conn, incident_id))

@@ -183,6 +183,20 @@ async def test_list_incidents_filters_and_orders(store: Store) -> None:
     assert [i.id for i in await store.list_incidents(limit=1)] == ["new-open"]
 
 
+async def test_list_incidents_pages_after_a_key_through_tied_times(store: Store) -> None:
+    tied = T0 + timedelta(hours=1)
+    await store.save_incidents(
+        [stored_incident(f"inc-{k}", updated_at=tied) for k in range(4)]
+        + [stored_incident("newer", updated_at=T0 + timedelta(hours=2))]
+        + [stored_incident("older", updated_at=T0)]
+    )
+    after_tie = await store.list_incidents(before=(tied, "inc-2"), limit=10)
+    assert [i.id for i in after_tie] == ["inc-1", "inc-0", "older"]
+    after_newer = await store.list_incidents(before=(T0 + timedelta(hours=2), "newer"), limit=2)
+    assert [i.id for i in after_newer] == ["inc-3", "inc-2"]
+    assert await store.list_incidents(before=(T0, "older")) == []
+
+
 async def test_active_incidents_are_open_ones_and_recently_resolved(store: Store) -> None:
     cutoff = T0 + timedelta(hours=1)
     await store.save_incidents(
