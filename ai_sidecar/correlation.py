@@ -117,6 +117,7 @@ from ai_sidecar.models import (
     Member,
     RootCauseFacts,
     RootCauseRule,
+    episode_start,
     format_time,
     merged_into,
     severity_rank,
@@ -814,13 +815,16 @@ class Correlator:
     def _fold_known(self, tracked: _Tracked, alert: Alert, now: datetime) -> Change | None:
         """An alert whose fingerprint has a member; None when it starts a new episode."""
         member = tracked.incident.members[alert.fingerprint]
-        if alert.starts_at < member.starts_at or (
-            alert.starts_at == member.starts_at
+        # To the millisecond: reconciliation reads startsAt from Alertmanager's
+        # API, which keeps no more, and the webhook may deliver the same episode.
+        same_episode = episode_start(alert.starts_at) == episode_start(member.starts_at)
+        if (alert.starts_at < member.starts_at and not same_episode) or (
+            same_episode
             # Firing after its own resolve, same startsAt: a late copy from an HA peer.
             and (alert.status == member.status or alert.status == "firing")
         ):
             return self._duplicate(tracked, member)
-        if alert.starts_at == member.starts_at:
+        if same_episode:
             ends_at = alert.ends_at or now
             resolved = replace(
                 member, status="resolved", ends_at=ends_at, annotations=dict(alert.annotations)

@@ -309,6 +309,16 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
+def episode_start(starts_at: datetime) -> datetime:
+    """``startsAt`` to the millisecond: what tells one episode of an alert from another.
+
+    Alertmanager's webhook writes ``startsAt`` to the nanosecond (kept here to
+    the microsecond), its ``GET /api/v2/alerts`` to the millisecond; the same
+    episode read both ways must be the same episode.
+    """
+    return starts_at.replace(microsecond=starts_at.microsecond // 1000 * 1000)
+
+
 def _opt_time(value: datetime | None) -> str | None:
     return None if value is None else format_time(value)
 

@@ -26,13 +26,39 @@ restarted (it keeps no alerts across a restart) until Prometheus sends its
 alerts again, about a minute later. When no peer answers nothing is resolved:
 an unreachable peer is not evidence.
 
+**When it resolved.** Alertmanager's API leaves a resolved alert out, so its
+``endsAt`` is never there to read: a member gone from every peer is stamped
+resolved at the last reconciliation that saw it listed (by this process; if
+none did, when it was first seen missing). The true end lies between that
+time and the next reconciliation, so the stamp is early by less than one
+repost interval, never late by the grace: an alert may read as having
+lasted up to one interval less than it did, never longer.
+
 The same answer covers the inhibition's other blind spot. Its ``equal`` list
 cannot name every label, so an enriched copy can also mute a sibling raw
 alert that differs only in an unlisted label (a second disk on the same
 host), and that sibling then never reaches the webhook either. Any raw alert
-that a peer reports inhibited by one of the sidecar's own copies, and that no
-incident holds yet, is handed to the pipeline as a firing alert, the way the
-webhook would have delivered it.
+that a peer reports inhibited by one of the sidecar's own copies, and whose
+episode the store does not hold, is handed to the pipeline as a firing alert,
+the way the webhook would have delivered it.
+
+And a third: a raw alert that fires again after its episode resolved. Its
+resolution was muted on the sidecar's receiver too, so Alertmanager's
+notification log still holds it as notified firing there, and a new episode
+with the same labels (same fingerprint, a new ``startsAt``) is not sent to the
+webhook before that route's ``repeat_interval`` (1 h) has passed. So any
+listed raw alert whose fingerprint the store knows (the webhook delivered it
+once: it is on the sidecar's route) but whose episode (fingerprint and
+``startsAt``) it does not is also handed on as firing; the correlator's flap
+rules then reopen the incident or place the new episode. Reconciliation
+therefore runs every interval, also while no copy fires. A fingerprint the
+store has never seen is left to the webhook unless one of our copies mutes it:
+Alertmanager only holds back what it notified before, and alerts of the routes
+that never reach the sidecar (Watchdog, the sidecar's own alerts) must not
+reach the correlator. (A fingerprint whose rows retention pruned is unknown
+again: its re-fire waits for the repeat, or reaches people raw.) The API
+gives ``startsAt`` to the millisecond and the webhook to the microsecond, so
+episodes are compared to the millisecond.
 """
 
 from __future__ import annotations
@@ -44,7 +70,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from ai_sidecar.models import Alert, parse_time
+from ai_sidecar.models import Alert, episode_start, parse_time
 from ai_sidecar.store import Store
 
 log = logging.getLogger("ai_sidecar.intake.reconcile")
@@ -58,7 +84,7 @@ class RawAlertSource(Protocol):
         ...
 
 
-def _muted_raw(raw: Mapping[str, Any]) -> Alert | None:
+def _listed_raw(raw: Mapping[str, Any]) -> Alert | None:
     """A raw alert from Alertmanager's API as the webhook would have delivered it."""
     try:
         labels = {str(k): str(v) for k, v in raw["labels"].items()}
@@ -76,24 +102,36 @@ def _muted_raw(raw: Mapping[str, Any]) -> Alert | None:
     )
 
 
-def _resolved_raw(member_fingerprint: str, raw: str, now: datetime) -> Alert:
+def _resolved_raw(member_fingerprint: str, raw: str, ends_at: datetime) -> Alert:
     data = json.loads(raw)
+    starts_at = parse_time(data["startsAt"])
     return Alert(
         fingerprint=member_fingerprint,
         status="resolved",
         labels=data["labels"],
         annotations=data["annotations"],
-        starts_at=parse_time(data["startsAt"]),
-        ends_at=now,
+        starts_at=starts_at,
+        ends_at=max(ends_at, starts_at),
         generator_url=data["generatorURL"],
     )
 
 
+Episode = tuple[str, datetime]
+
+
+def _episode(fingerprint: str, starts_at: datetime) -> Episode:
+    return fingerprint, episode_start(starts_at)
+
+
+def _member_episode(member_fingerprint: str, raw: str) -> Episode:
+    return _episode(member_fingerprint, parse_time(json.loads(raw)["startsAt"]))
+
+
 class Reconciler:
-    """Resolves members gone from every peer and takes in siblings our copies mute.
+    """Resolves members gone from every peer; takes in raw alerts the webhook withholds.
 
     The return trip calls :meth:`run_if_due` on each round; a reconciliation
-    runs every ``interval`` while any copy fires.
+    runs every ``interval``.
     """
 
     def __init__(
@@ -119,10 +157,13 @@ class Reconciler:
         self._permitted = permitted
         self._next_at: datetime | None = None
         self._missing_since: dict[str, datetime] = {}
+        # Member fingerprint -> the last reconciliation that saw it listed:
+        # the stamp of its resolution once it is gone (see the module docstring).
+        self._seen_at: dict[str, datetime] = {}
 
     @property
     def next_at(self) -> datetime | None:
-        """When the next reconciliation is due; None while no copy fires."""
+        """When the next reconciliation is due; None before the first."""
         return self._next_at
 
     async def run_if_due(self, now: datetime) -> None:
@@ -132,45 +173,58 @@ class Reconciler:
         if not self._permitted():
             return  # still due: the next round, leading again, reconciles
         # Reading every firing member is the costly part of a round in a storm,
-        # so it happens only when a reconciliation is due.
-        firing = await self._store.firing_members()
-        if not firing:
-            self._next_at = None
-            self._missing_since.clear()
-            return
+        # so it happens only when a reconciliation is due. It runs while no
+        # copy fires too: a re-fire after a resolve is caught up then.
         self._next_at = now + self._interval
+        firing = await self._store.firing_members()
         await self._reconcile(firing, now)
 
-    async def _catch_up_muted(
+    async def _catch_up(
         self, answered: Sequence[list[dict[str, Any]]], firing: Mapping[str, str]
     ) -> None:
-        """Hand on raw alerts our own copies mute but no incident holds (see the docstring)."""
-
+        """Hand on listed raw alerts the webhook withholds (see the module docstring)."""
         ours = await self._store.firing_copies()
-        muted: dict[str, Alert] = {}
+        held = {_member_episode(member, raw) for member, raw in firing.items()}
+        listed: dict[Episode, Alert] = {}
+        muted: set[str] = set()
         for answer in answered:
             for raw in answer:
-                fingerprint = raw["fingerprint"]
+                alert = _listed_raw(raw)
+                if alert is None:
+                    continue
+                episode = _episode(alert.fingerprint, alert.starts_at)
+                if episode in held:
+                    continue
+                listed.setdefault(episode, alert)
                 inhibited_by = (raw.get("status") or {}).get("inhibitedBy") or []
-                if fingerprint in firing or fingerprint in muted:
-                    continue
-                if not any(source in ours for source in inhibited_by):
-                    continue
-                alert = _muted_raw(raw)
-                if alert is not None:
-                    muted[fingerprint] = alert
-        if not muted or not self._permitted():
+                if any(source in ours for source in inhibited_by):
+                    muted.add(alert.fingerprint)
+        if not listed:
+            return
+        stored = {
+            _episode(fingerprint, starts_at)
+            for fingerprint, starts_at in await self._store.stored_episodes(
+                sorted({fingerprint for fingerprint, _ in listed})
+            )
+        }
+        known = {fingerprint for fingerprint, _ in stored}
+        withheld = [
+            alert
+            for episode, alert in listed.items()
+            if episode not in stored and (alert.fingerprint in known or alert.fingerprint in muted)
+        ]
+        if not withheld or not self._permitted():
             return
         log.info(
-            "raw alerts muted by an enriched copy before the sidecar saw them; taking them in",
-            extra={"alerts": len(muted), "fingerprints": list(muted)[:20]},
+            "raw alerts Alertmanager withholds from the webhook; taking them in",
+            extra={"alerts": len(withheld), "fingerprints": [a.fingerprint for a in withheld[:20]]},
         )
         try:
-            await self._take_in(list(muted.values()))
+            await self._take_in(withheld)
         except asyncio.CancelledError:
             raise
         except Exception:  # pipeline boundary: the next round tries again
-            log.exception("handing muted raw alerts to the pipeline failed")
+            log.exception("handing withheld raw alerts to the pipeline failed")
 
     async def _reconcile(self, firing: Mapping[str, str], now: datetime) -> None:
         answers = await asyncio.gather(*(self._source.raw_alerts(peer) for peer in self._peers))
@@ -180,17 +234,21 @@ class Reconciler:
         if not self._permitted():
             return  # the lead lapsed while the peers answered
         present = {a["fingerprint"] for answer in answered for a in answer}
-        await self._catch_up_muted(answered, firing)
+        await self._catch_up(answered, firing)
         for member in list(self._missing_since):
             if member in present or member not in firing:
                 del self._missing_since[member]
+        for member in list(self._seen_at):
+            if member not in firing:
+                del self._seen_at[member]
         gone: list[Alert] = []
         for member, raw in firing.items():
             if member in present:
+                self._seen_at[member] = now
                 continue
             since = self._missing_since.setdefault(member, now)
             if now - since >= self._grace:
-                gone.append(_resolved_raw(member, raw, now))
+                gone.append(_resolved_raw(member, raw, self._seen_at.get(member, since)))
                 # Not again before another grace: the pipeline needs time to act.
                 self._missing_since[member] = now
         if not gone or not self._permitted():

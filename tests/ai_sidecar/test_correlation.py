@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,26 @@ def test_same_delivery_again_is_a_duplicate_that_changes_no_version():
     late = fold(c, [alert])[0]
     assert late.kind == "duplicate"
     assert late.incident.status == "resolved"
+
+
+def test_the_same_episode_to_the_millisecond_is_the_same_episode():
+    # Reconciliation reads startsAt from Alertmanager's API, to the millisecond;
+    # the webhook delivers the same episode to the microsecond afterwards.
+    c = correlator()
+    exact = make("InterfaceDown", 0, site="hq", instance="core1")
+    exact = replace(exact, starts_at=exact.starts_at.replace(microsecond=123_456))
+    from_api = replace(exact, starts_at=exact.starts_at.replace(microsecond=123_000))
+    fold(c, [from_api])
+    [again] = fold(c, [exact])
+    assert again.kind == "duplicate"
+    assert again.incident.members[exact.fingerprint].flap_count == 0
+    [end] = fold(
+        c, [replace(exact, status="resolved", ends_at=exact.starts_at + timedelta(seconds=60))]
+    )
+    assert end.kind == "resolved"
+    # A millisecond later is another episode.
+    later = replace(exact, starts_at=exact.starts_at + timedelta(milliseconds=1))
+    assert fold(c, [later])[0].kind == "reopened"
 
 
 def test_resolve_for_an_alert_never_seen_firing_creates_nothing():

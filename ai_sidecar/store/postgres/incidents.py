@@ -52,8 +52,11 @@ _UPSERT_INCIDENT = (
 _INSERT_ALERTS = (
     "INSERT INTO alerts (fingerprint, status, starts_at, doc, received_at)"
     " SELECT f, s, t, d, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-    " WITH ORDINALITY AS a (f, s, t, d, n) ORDER BY n"
-    " ON CONFLICT (fingerprint, status, starts_at) DO NOTHING"
+    " WITH ORDINALITY AS a (f, s, t, d, n)"
+    # A firing copy of an episode stored as resolved is not stored: see SQLite's.
+    " WHERE a.s <> 'firing' OR NOT EXISTS (SELECT 1 FROM alerts r"
+    " WHERE r.fingerprint = a.f AND r.status = 'resolved' AND r.starts_at = a.t)"
+    " ORDER BY n ON CONFLICT (fingerprint, status, starts_at) DO NOTHING"
 )
 _CURSOR = "(SELECT cursor FROM progress WHERE id = 0)"
 
@@ -140,6 +143,16 @@ async def backlog(cur: Cursor) -> Backlog:
 async def alert_count(cur: Cursor) -> int:
     await cur.execute("SELECT count(*) FROM alerts")
     return int(await _one(cur))
+
+
+async def stored_episodes(cur: Cursor, fingerprints: Sequence[str]) -> set[tuple[str, datetime]]:
+    await cur.execute(
+        "SELECT fingerprint, starts_at FROM alerts WHERE fingerprint = ANY(%s)",
+        (list(fingerprints),),
+    )
+    return {
+        (str(fingerprint), unstamp(starts_at)) for fingerprint, starts_at in await cur.fetchall()
+    }
 
 
 # --- incidents ----------------------------------------------------------------------

@@ -112,6 +112,11 @@ class PostgresStore:
         received = stamp(received_at)
         return await self._engine.ingest(lambda cur: sql.insert_alerts(cur, alerts, received))
 
+    async def stored_episodes(self, fingerprints: Sequence[str]) -> set[tuple[str, datetime]]:
+        if not fingerprints:
+            return set()
+        return await self._read(lambda cur: sql.stored_episodes(cur, fingerprints))
+
     async def pending(self, limit: int) -> list[ReceivedAlert]:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")

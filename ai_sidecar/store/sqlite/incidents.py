@@ -28,9 +28,14 @@ from ai_sidecar.models import (
 )
 from ai_sidecar.store.protocol import Backlog, Feedback, IngestResult
 
+# A firing copy of an episode stored as resolved (same fingerprint and
+# startsAt) is not stored either: an HA peer lagging behind the other's
+# resolve, which would otherwise open an incident for an episode that ended.
 _INSERT_ALERT = (
     "INSERT OR IGNORE INTO alerts (fingerprint, status, starts_at, labels, annotations,"
-    " ends_at, generator_url, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ends_at, generator_url, received_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"
+    " WHERE ?2 <> 'firing' OR NOT EXISTS (SELECT 1 FROM alerts"
+    " WHERE fingerprint = ?1 AND status = 'resolved' AND starts_at = ?3)"
 )
 _ALERT_COLUMNS = (
     "seq, fingerprint, status, starts_at, labels, annotations, ends_at, generator_url, received_at"
@@ -85,6 +90,9 @@ def marks(count: int) -> str:
 # --- alerts and the cursor ------------------------------------------------------
 
 
+# Fingerprints per query of stored episodes: well below SQLite's variable limit.
+EPISODE_BATCH = 500
+
 AlertRow = tuple[str, str, str, str, str, str | None, str, str]
 
 
@@ -109,6 +117,20 @@ def insert_alert_rows(conn: sqlite3.Connection, rows: Sequence[AlertRow]) -> Ing
     # For INSERT OR IGNORE, rowcount counts only the rows really inserted.
     new = conn.executemany(_INSERT_ALERT, rows).rowcount
     return IngestResult(new=new, duplicates=len(rows) - new)
+
+
+def stored_episodes(
+    conn: sqlite3.Connection, fingerprints: Sequence[str]
+) -> set[tuple[str, datetime]]:
+    found: set[tuple[str, datetime]] = set()
+    for start in range(0, len(fingerprints), EPISODE_BATCH):
+        batch = fingerprints[start : start + EPISODE_BATCH]
+        rows = conn.execute(
+            f"SELECT fingerprint, starts_at FROM alerts WHERE fingerprint IN ({marks(len(batch))})",
+            batch,
+        )
+        found.update((fingerprint, unstamp(starts_at)) for fingerprint, starts_at in rows)
+    return found
 
 
 def _row_to_alert(row: tuple[Any, ...]) -> ReceivedAlert:

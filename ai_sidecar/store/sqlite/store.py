@@ -113,6 +113,11 @@ class SqliteStore:
             return await self._engine.write(lambda conn: sql.insert_alert_rows(conn, rows))
         return await self._engine.write_quick(lambda conn: sql.insert_alert_rows(conn, rows))
 
+    async def stored_episodes(self, fingerprints: Sequence[str]) -> set[tuple[str, datetime]]:
+        if not fingerprints:
+            return set()
+        return await self._engine.read(lambda conn: sql.stored_episodes(conn, fingerprints))
+
     async def pending(self, limit: int) -> list[ReceivedAlert]:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")

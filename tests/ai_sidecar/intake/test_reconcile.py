@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ai_sidecar.intake.reconcile import Reconciler
-from ai_sidecar.models import Alert, format_time
+from ai_sidecar.models import Alert, AlertStatus, Member, format_time
 from ai_sidecar.notify import (
     RAW_ALERTS_QUERY,
     enriched_alert,
@@ -127,7 +127,9 @@ async def test_reconciliation_resolves_members_gone_from_every_peer(
             labels=gone.labels,
             annotations=gone.annotations,
             starts_at=gone.starts_at,
-            ends_at=trip.clock.now,
+            # Stamped when last seen firing (t0), not when reported: the
+            # Alertmanager API shows no resolved alert, so no endsAt to read.
+            ends_at=t0,
             generator_url=gone.generator_url,
         )
         # Missing since t0 + 1m, reported after the grace of two repost intervals.
@@ -165,6 +167,20 @@ async def test_reconciliation_grace_can_be_set(alertmanager, db, session):
     assert len(trip.missing) == 1
 
 
+async def reconcile_until_taken(trip: Trip) -> None:
+    """Reconciliations, a minute apart on the trip's clock, until one takes something in.
+
+    Alertmanager applies what was just posted on its own time (its inhibitor
+    learns of a new copy asynchronously): a read right after may not show it yet.
+    """
+    for _ in range(20):
+        await trip.trip.run_once()
+        if trip.missing:
+            return
+        trip.clock.advance(minutes=1)
+        await asyncio.sleep(0.25)
+
+
 async def test_a_sibling_muted_through_an_unlisted_label_is_taken_in(alertmanager, db, session):
     # `partition` is not in the inhibition's `equal` list, so the copy of C:
     # also mutes the raw D: alert, which therefore never reaches the webhook.
@@ -176,12 +192,7 @@ async def test_a_sibling_muted_through_an_unlisted_label_is_taken_in(alertmanage
     await trip.trip.schedule([analysed_incident(c_drive)])
     # Alertmanager's inhibitor learns of the copy just posted on its own time: a
     # read right after may not show D: muted yet; the next reconciliation does.
-    for _ in range(20):
-        await trip.trip.run_once()
-        if trip.missing:
-            break
-        trip.clock.advance(minutes=1)
-        await asyncio.sleep(0.25)
+    await reconcile_until_taken(trip)
     [taken] = trip.missing
     assert [(a.fingerprint, a.status) for a in taken] == [(d_drive.fingerprint, "firing")]
     [alert] = taken
@@ -189,6 +200,57 @@ async def test_a_sibling_muted_through_an_unlisted_label_is_taken_in(alertmanage
     assert alert.starts_at == d_drive.starts_at
     # h2's alert is not muted: the webhook delivers it the normal way.
     assert other.fingerprint not in {a.fingerprint for a in taken}
+
+
+def _alert(m: Member, status: AlertStatus = "firing", ends_at: datetime | None = None) -> Alert:
+    return Alert(
+        fingerprint=m.fingerprint,
+        status=status,
+        labels=m.labels,
+        annotations=m.annotations,
+        starts_at=m.starts_at,
+        ends_at=ends_at,
+        generator_url=m.generator_url,
+    )
+
+
+async def test_a_refire_after_its_episode_resolved_is_taken_in(alertmanager, db, session):
+    # The first episode's resolve was muted on the sidecar's receiver, so
+    # Alertmanager's notification log still holds it as notified firing there
+    # and withholds the re-fire (same labels, a new startsAt) from the webhook
+    # for the route's repeat_interval. Its incident resolved: no copy fires.
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = peer_member("InterfaceDown", "core1", starts_at=now - timedelta(minutes=10))
+    refire = replace(first, starts_at=now - timedelta(seconds=37))
+    # Delivered by the webhook to the microsecond; the API lists it to the
+    # millisecond: the same episode, not taken in again.
+    held = peer_member(
+        "InterfaceDown", "core2", starts_at=now - timedelta(minutes=2, microseconds=-123_456)
+    )
+    # Never delivered and muted by no copy of ours: left to the webhook (the
+    # people-only routes' alerts, Watchdog's, are listed too).
+    stranger = peer_member("Watchdog", "prometheus")
+    await db.ingest(
+        [_alert(first), _alert(first, "resolved", now - timedelta(minutes=5)), _alert(held)], now
+    )
+    alertmanager.post([raw_postable(refire), raw_postable(held), raw_postable(stranger)])
+    wait_for(
+        lambda: len(alertmanager.alerts('scout_enriched!="true"')) == 3,
+        what="the three raw alerts listed",
+    )
+    trip = Trip(db, [alertmanager.url], session)
+    await reconcile_until_taken(trip)
+    [taken] = trip.missing
+    assert [(a.fingerprint, a.status, a.starts_at) for a in taken] == [
+        (refire.fingerprint, "firing", refire.starts_at)
+    ]
+    assert taken[0].labels == refire.labels
+    # Stored, the episode is known: the next reconciliations take nothing more.
+    await db.ingest(taken, datetime.now(UTC))
+    for _ in range(2):
+        trip.clock.advance(minutes=1)
+        await trip.trip.run_once()
+    assert len(trip.missing) == 1
 
 
 class NoRawAlerts:
