@@ -69,14 +69,22 @@ def page_cursor(incident: Incident) -> str:
     return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
 
 
+# A cursor this API answers is about 80 characters; a longer one was not answered.
+MAX_CURSOR_LENGTH = 512
+
+
 def _parse_cursor(value: str) -> tuple[datetime, str]:
     try:
+        if len(value) > MAX_CURSOR_LENGTH:
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         stamp, incident_id = json.loads(raw)
         at = datetime.fromisoformat(stamp)
         if at.tzinfo is None or not isinstance(incident_id, str):
             raise ValueError(value)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        # Before year 1 in UTC (0001-01-01T00:00:00+01:00) overflows here, not later.
+        at = at.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise BadRequestError(
             "cursor: not one this API answered (take it from Scout-Next-Cursor)"
         ) from None

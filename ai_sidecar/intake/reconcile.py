@@ -49,7 +49,10 @@ with the same labels (same fingerprint, a new ``startsAt``) is not sent to the
 webhook before that route's ``repeat_interval`` (1 h) has passed. So any
 listed raw alert whose fingerprint the store knows (the webhook delivered it
 once: it is on the sidecar's route) but whose episode (fingerprint and
-``startsAt``) it does not is also handed on as firing; the correlator's flap
+``startsAt``) it does not, and that a peer lists as active (not silenced, not
+inhibited by the operator's own rules: a maintenance silence keeps a flapping
+device out of the sidecar, as it keeps it from people), is also handed on as
+firing; the correlator's flap
 rules then reopen the incident or place the new episode. Reconciliation
 therefore runs every interval, also while no copy fires. A fingerprint the
 store has never seen is left to the webhook unless one of our copies mutes it:
@@ -187,6 +190,9 @@ class Reconciler:
         held = {_member_episode(member, raw) for member, raw in firing.items()}
         listed: dict[Episode, Alert] = {}
         muted: set[str] = set()
+        # Episodes some peer lists as active: neither silenced (an operator's
+        # maintenance window) nor inhibited by the operator's own rules.
+        active: set[Episode] = set()
         for answer in answered:
             for raw in answer:
                 alert = _listed_raw(raw)
@@ -196,9 +202,12 @@ class Reconciler:
                 if episode in held:
                     continue
                 listed.setdefault(episode, alert)
-                inhibited_by = (raw.get("status") or {}).get("inhibitedBy") or []
+                status = raw.get("status") or {}
+                inhibited_by = status.get("inhibitedBy") or []
                 if any(source in ours for source in inhibited_by):
                     muted.add(alert.fingerprint)
+                elif status.get("state") == "active":
+                    active.add(episode)
         if not listed:
             return
         stored = {
@@ -211,7 +220,8 @@ class Reconciler:
         withheld = [
             alert
             for episode, alert in listed.items()
-            if episode not in stored and (alert.fingerprint in known or alert.fingerprint in muted)
+            if episode not in stored
+            and (alert.fingerprint in muted or (alert.fingerprint in known and episode in active))
         ]
         if not withheld or not self._permitted():
             return

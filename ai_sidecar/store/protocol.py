@@ -300,9 +300,7 @@ class Store(Protocol):
 
     async def ingest(self, alerts: Sequence[Alert], received_at: datetime) -> IngestResult:
         """Store ``alerts``; repeats of a stored (fingerprint, status, startsAt) are
-        counted as duplicates and not stored again, and so is a firing alert
-        whose episode (fingerprint, startsAt) is stored as resolved (a late HA
-        peer's copy of an episode that ended)."""
+        counted as duplicates and not stored again."""
         ...
 
     async def stored_episodes(self, fingerprints: Sequence[str]) -> set[tuple[str, datetime]]:

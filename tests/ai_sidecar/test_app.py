@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import multiprocessing
 import os
 import signal
@@ -588,7 +589,22 @@ async def test_the_incident_list_pages_by_cursor_through_tied_update_times(
     assert pages == [["inc-new", "inc-4", "inc-3"], ["inc-2", "inc-1", "inc-0"], []]
 
 
-@pytest.mark.parametrize("cursor", ["x", "bm90IGpzb24", "WyJub3QgYSB0aW1lIiwiYSJd", "WzEsMl0"])
+def _encoded(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "x",
+        "bm90IGpzb24",
+        "WyJub3QgYSB0aW1lIiwiYSJd",
+        "WzEsMl0",
+        # Tampered: a time before year 1 in UTC, and nesting past the recursion limit.
+        _encoded('["0001-01-01T00:00:00+01:00","x"]'),
+        _encoded("[" * 3000 + "]" * 3000),
+    ],
+)
 async def test_a_cursor_the_api_did_not_answer_is_400(aiohttp_client, tmp_path, cursor):
     client = await aiohttp_client(create_app(settings(tmp_path)))
     response = await client.get(f"/api/v1/incidents?cursor={cursor}", headers=AUTH)

@@ -32,7 +32,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -246,6 +246,23 @@ class Alertmanager:
         assert status == 200, (status, body)
         assert isinstance(body, list)
         return body
+
+    def silence(self, name: str, value: str, hours: float = 1.0) -> str:
+        """``POST /api/v2/silences``: mute alerts whose label ``name`` is ``value``."""
+        now = datetime.now(UTC)
+        status, body = self._request(
+            "POST",
+            "/api/v2/silences",
+            {
+                "matchers": [{"name": name, "value": value, "isRegex": False, "isEqual": True}],
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(hours=hours)).isoformat(),
+                "createdBy": "scout tests",
+                "comment": "maintenance",
+            },
+        )
+        assert status == 200, (status, body)
+        return str(body["silenceID"])
 
     def silences(self) -> list[dict[str, Any]]:
         """``GET /api/v2/silences``: every silence the peer holds, expired ones included."""

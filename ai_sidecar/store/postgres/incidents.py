@@ -52,11 +52,8 @@ _UPSERT_INCIDENT = (
 _INSERT_ALERTS = (
     "INSERT INTO alerts (fingerprint, status, starts_at, doc, received_at)"
     " SELECT f, s, t, d, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-    " WITH ORDINALITY AS a (f, s, t, d, n)"
-    # A firing copy of an episode stored as resolved is not stored: see SQLite's.
-    " WHERE a.s <> 'firing' OR NOT EXISTS (SELECT 1 FROM alerts r"
-    " WHERE r.fingerprint = a.f AND r.status = 'resolved' AND r.starts_at = a.t)"
-    " ORDER BY n ON CONFLICT (fingerprint, status, starts_at) DO NOTHING"
+    " WITH ORDINALITY AS a (f, s, t, d, n) ORDER BY n"
+    " ON CONFLICT (fingerprint, status, starts_at) DO NOTHING"
 )
 _CURSOR = "(SELECT cursor FROM progress WHERE id = 0)"
 

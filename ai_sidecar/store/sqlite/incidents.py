@@ -28,14 +28,9 @@ from ai_sidecar.models import (
 )
 from ai_sidecar.store.protocol import Backlog, Feedback, IngestResult
 
-# A firing copy of an episode stored as resolved (same fingerprint and
-# startsAt) is not stored either: an HA peer lagging behind the other's
-# resolve, which would otherwise open an incident for an episode that ended.
 _INSERT_ALERT = (
     "INSERT OR IGNORE INTO alerts (fingerprint, status, starts_at, labels, annotations,"
-    " ends_at, generator_url, received_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"
-    " WHERE ?2 <> 'firing' OR NOT EXISTS (SELECT 1 FROM alerts"
-    " WHERE fingerprint = ?1 AND status = 'resolved' AND starts_at = ?3)"
+    " ends_at, generator_url, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ALERT_COLUMNS = (
     "seq, fingerprint, status, starts_at, labels, annotations, ends_at, generator_url, received_at"

@@ -230,13 +230,35 @@ async def test_a_refire_after_its_episode_resolved_is_taken_in(alertmanager, db,
     # Never delivered and muted by no copy of ours: left to the webhook (the
     # people-only routes' alerts, Watchdog's, are listed too).
     stranger = peer_member("Watchdog", "prometheus")
+    # A re-fire under the operator's maintenance silence: kept out, as from people.
+    quiet = peer_member("InterfaceDown", "core3", starts_at=now - timedelta(minutes=10))
+    quiet_refire = replace(quiet, starts_at=now - timedelta(seconds=30))
     await db.ingest(
-        [_alert(first), _alert(first, "resolved", now - timedelta(minutes=5)), _alert(held)], now
+        [
+            _alert(first),
+            _alert(first, "resolved", now - timedelta(minutes=5)),
+            _alert(held),
+            _alert(quiet),
+            _alert(quiet, "resolved", now - timedelta(minutes=5)),
+        ],
+        now,
     )
-    alertmanager.post([raw_postable(refire), raw_postable(held), raw_postable(stranger)])
+    alertmanager.silence("instance", "core3")
+    alertmanager.post(
+        [
+            raw_postable(refire),
+            raw_postable(held),
+            raw_postable(stranger),
+            raw_postable(quiet_refire),
+        ]
+    )
     wait_for(
-        lambda: len(alertmanager.alerts('scout_enriched!="true"')) == 3,
-        what="the three raw alerts listed",
+        lambda: len(alertmanager.alerts('scout_enriched!="true"')) == 4,
+        what="the four raw alerts listed",
+    )
+    wait_for(
+        lambda: len(alertmanager.alerts('instance="core3"', active="false")) == 1,
+        what="the silenced re-fire listed as suppressed",
     )
     trip = Trip(db, [alertmanager.url], session)
     await reconcile_until_taken(trip)

@@ -58,23 +58,6 @@ async def test_ingest_is_idempotent_on_fingerprint_status_and_starts_at(store: S
     assert await store.alert_count() == 5
 
 
-async def test_a_firing_copy_of_an_episode_stored_as_resolved_is_not_stored(
-    store: Store,
-) -> None:
-    # HA peers: one delivers the resolve, the other its late firing copy of the
-    # same episode (same fingerprint and startsAt). The episode ended; storing
-    # the copy would open an incident for it.
-    firing = alert("InterfaceDown", instance="ha1")
-    resolved = replace(firing, status="resolved", ends_at=T0 + timedelta(minutes=3))
-    assert await store.ingest([resolved], RECEIVED) == IngestResult(new=1, duplicates=0)
-    late_refire = replace(firing, starts_at=T0 + timedelta(minutes=10))
-    assert await store.ingest([firing, late_refire], RECEIVED) == IngestResult(new=1, duplicates=1)
-    assert [(a.alert.status, a.alert.starts_at) for a in await store.pending(10)] == [
-        ("resolved", T0),
-        ("firing", T0 + timedelta(minutes=10)),
-    ]
-
-
 async def test_stored_episodes_are_every_status_of_the_fingerprints_asked(store: Store) -> None:
     a1, a2, other = (alert("InterfaceDown", instance=name) for name in ("a1", "a2", "x"))
     later = replace(a1, starts_at=T0 + timedelta(hours=1), status="resolved")
