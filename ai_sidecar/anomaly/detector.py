@@ -273,6 +273,10 @@ def _state_shapes(n: int, layout: _SlotLayout) -> dict[str, tuple[tuple[int, ...
         "last_x": ((n,), math.nan),  # last finite value (transformed)
         "low": ((n,), math.inf),  # range seen so far
         "high": ((n,), -math.inf),
+        # The range of values held for two points in a row: one glitch (a
+        # counter misread, a sensor's 1e6) does not widen it, a step does.
+        "held_low": ((n,), math.inf),
+        "held_high": ((n,), -math.inf),
         "quantum": ((n,), math.inf),  # smallest non-zero |difference| seen
         "level": ((N_MODELS, n), 0.0),
         "spread": ((N_MODELS, n), 0.0),  # EWMA of |residual|
@@ -315,6 +319,11 @@ _KEPT_OVER_GAPS = tuple(
     for name in _state_shapes(0, _SlotLayout(daily=0, weekly=0))
     if name not in {"model", "last_z", "season_day", "visits_day", "season_week", "visits_week"}
 )
+
+
+# State arrays added since STATE_VERSION 1 was first saved, and the saved
+# array each starts from when a model saved without it is loaded.
+_DERIVED_WHEN_MISSING = {"held_low": "low", "held_high": "high"}
 
 
 def _log10_erfc(x: FloatArray) -> FloatArray:
@@ -597,10 +606,15 @@ class Detector:
         # -- spread floors: flat and quantised series must not explode -------
         low, high = s["low"], s["high"]
         seen_range = _where(started, high - low, 0.0)
+        held_low, held_high = s["held_low"], s["held_high"]
+        held_range = _where(held_high >= held_low, held_high - held_low, 0.0)
         quantum = s["quantum"]
+        # The floor follows the held range, not the seen one: a single glitch
+        # a million times the signal would otherwise lift every spread's floor
+        # above the series' real spikes for as long as the range is kept.
         floor = np.maximum(
             _where(np.isfinite(quantum), 0.5 * quantum, 0.0),
-            1e-3 * seen_range,
+            1e-3 * held_range,
         )
         floor = np.maximum(floor, 1e-9 * np.abs(_where(started, level[MODEL_NONE], xv)) + 1e-12)
 
@@ -913,6 +927,10 @@ class Detector:
 
         s["low"] = np.minimum(s["low"], x)
         s["high"] = np.maximum(s["high"], x)
+        # Two points in a row reach at least the lower of them (and at most the
+        # higher). fmin/fmax skip the NaN of a first point, which holds nothing.
+        s["held_high"] = np.fmax(s["held_high"], np.minimum(x, s["last_x"]))
+        s["held_low"] = np.fmin(s["held_low"], np.maximum(x, s["last_x"]))
         if any_first:
             s["first_t"] = np.where(first, t, s["first_t"])
         s["last_x"] = x
@@ -1010,7 +1028,11 @@ class Detector:
         n = int(np.asarray(state["count"]).shape[0])
         detector = cls(params, n)
         for name, (shape, _) in _state_shapes(n, layout).items():
-            array = np.asarray(state[name], dtype=np.float64)
+            # A state saved before the held range existed starts it from the
+            # seen range, the floor that detector used (a range never narrows:
+            # such a model keeps that floor until it is trained again).
+            source = _DERIVED_WHEN_MISSING.get(name, name) if name not in state else name
+            array = np.asarray(state[source], dtype=np.float64)
             if array.shape != shape:
                 raise ValueError(f"state array {name!r} has shape {array.shape}, expected {shape}")
             detector._state[name] = array.copy()

@@ -308,3 +308,39 @@ def test_the_default_rest_period_is_two_and_a_half_hours_within_30_to_60_steps(
 ) -> None:
     # 60 steps lasted 5 hours on 5-minute data, hiding a second event inside it.
     assert default_rest_period(step) == pytest.approx(rest_steps * step)
+
+
+@pytest.mark.parametrize("glitch", [1e5, 1e6, 1e20])
+def test_one_glitch_does_not_blind_it_to_the_spikes_after(glitch: float) -> None:
+    # About 100 +/- 2 each minute, a 4x spike every 5 hours, and one misread
+    # sample (a counter read wrong, a sensor's garbage) early on. The all-time
+    # range once set every spread's floor: after a glitch of 1e6 every later
+    # spike scored 0 for days.
+    rng = np.random.default_rng(7)
+    n = 3000
+    t = 1.7e9 + 60.0 * np.arange(n)
+    values = 100.0 + 2.0 * rng.standard_normal(n)
+    spikes = np.arange(450, n, 300)
+    values[spikes] = 400.0
+    clean = score_series(t, values, DetectorParams(step=60.0))
+    values[300] = glitch
+    glitched = score_series(t, values, DetectorParams(step=60.0))
+    assert clean[spikes].min() >= 0.5  # the check is of the glitch, not of the series
+    assert glitched[spikes[1:]].min() >= 0.5, glitched[spikes]
+
+
+def test_a_state_saved_before_the_held_range_loads_with_its_seen_range() -> None:
+    t, values = _matrix()
+    params = DetectorParams()
+    detector = Detector(params, 3)
+    detector.fit(t[:450], values[:, :450])
+    saved = {
+        name: array
+        for name, array in detector.state().items()
+        if name not in ("held_low", "held_high")
+    }
+    resumed = Detector.from_state(params, saved)
+    state = resumed.state()
+    np.testing.assert_array_equal(state["held_low"], saved["low"])
+    np.testing.assert_array_equal(state["held_high"], saved["high"])
+    assert np.isfinite(resumed.update(t[450], values[:, 450]).score).all()
