@@ -8,6 +8,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import yaml
 from ai_sidecar.i18n import translator
 from ai_sidecar.notify.phrases import TEMPLATE_WORDS, template_words
 from tests.conftest import wait_for
-from tests.peers.alertmanager import Alertmanager, postable, render_config
+from tests.peers.alertmanager import Alertmanager, Timings, postable, render_config
 from tests.peers.notify import SlackSink, SmtpSink, email_body, slack_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -880,6 +881,29 @@ def test_hostile_raw_alert_reaches_a_slack_sink_inert(tmp_path):
     assert "tail" not in text
     assert "(graph: javascript:alert(1))" in text
     assert len(json.dumps(message)) < 5000
+
+
+def test_the_fail_open_delay_counts_from_startsat_not_from_arrival(tmp_path):
+    """What README, "What the 2 minutes count from", says: Alertmanager flushes a new
+    group at once when its first alert started longer than group_wait ago. With a
+    fail-open delay of an hour, an alert that started two hours ago (re-sent by
+    Prometheus to a restarted peer) still reaches people raw right away. If a release
+    of Alertmanager counts from the arrival instead, this fails: update the docs."""
+    with SlackSink() as sink:
+        config = render_config(
+            tmp_path,
+            sidecar_url=sink.base_url,
+            slack_url=sink.url,
+            smtp_smarthost="127.0.0.1:9",
+            timings=Timings(fail_open="1h"),
+        )
+        with Alertmanager(tmp_path, config) as am:
+            started = datetime.now(UTC) - timedelta(hours=2)
+            am.post([postable({"alertname": "LinkDown", "instance": "sw9"}, starts_at=started)])
+            message = sink.wait_for(lambda m: "not analysed" in slack_text(m))
+    assert message["attachments"][0]["title"] == (
+        "[FIRING:1] LinkDown on sw9 (not analysed by Scout)"
+    )
 
 
 GRAPH_URL = "http://scout.example:8782/graphs/inc-7.png?expires=1999999999&sig=ab12"
