@@ -12,6 +12,10 @@ alerts into incidents of their own.
 
 Alerts are posted with ``endsAt`` an hour ahead (``--hold``), since no
 Prometheus resends them: they stay open that long, then resolve by themselves.
+The branch office's alerts started hours ago, past the fail-open delay, which
+Alertmanager counts from ``startsAt``: they reach Slack raw ("not analysed by
+Scout") at once, before their enriched copies (README, "What the 2 minutes
+count from").
 
 Typical use, with ``make up`` running in another terminal::
 

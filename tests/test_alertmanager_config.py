@@ -8,6 +8,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import yaml
 from ai_sidecar.i18n import translator
 from ai_sidecar.notify.phrases import TEMPLATE_WORDS, template_words
 from tests.conftest import wait_for
-from tests.peers.alertmanager import Alertmanager, postable, render_config
+from tests.peers.alertmanager import Alertmanager, Timings, postable, render_config
 from tests.peers.notify import SlackSink, SmtpSink, email_body, slack_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -220,10 +221,11 @@ def test_slack_and_subject_show_the_analysis(render_template):
     ):
         assert expected in text
     assert render_template("scout.slack.color", data) == "danger"
-    resolved = notification("resolved")
-    assert render_template("scout.slack.title", resolved).startswith("[RESOLVED] P1 · ")
-    assert render_template("scout.email.subject", resolved).startswith("[Scout] [RESOLVED] P1 · ")
-    assert render_template("scout.slack.color", resolved) == "good"
+    # Resolved without the sidecar's word: the copies expired, nothing is over.
+    expired = notification("resolved")
+    assert render_template("scout.slack.title", expired).startswith("[NOT UPDATED] P1 · ")
+    assert render_template("scout.email.subject", expired).startswith("[Scout] [NOT UPDATED] P1 · ")
+    assert render_template("scout.slack.color", expired) == "warning"
 
 
 WORDS = {
@@ -269,7 +271,7 @@ def test_the_sidecars_title_times_and_console_link_are_shown(render_template):
     )
 
 
-def test_a_resolution_says_how_long_and_what_and_an_expiry_is_still_marked(render_template):
+def test_a_resolution_says_how_long_and_what_and_an_expiry_is_no_all_clear(render_template):
     over = with_words("resolved", {**WORDS, **OVER})
     assert render_template("scout.slack.title", over) == OVER["scout_title"]
     text = render_template("scout.slack.text", over)
@@ -277,10 +279,39 @@ def test_a_resolution_says_how_long_and_what_and_an_expiry_is_still_marked(rende
     assert render_template("scout.email.subject", over) == f"[Scout] {OVER['scout_title']}"
     html = render_template("scout.email.html", over, "html")
     assert f"<p><strong>{OVER['scout_resolution']}</strong></p>" in html
-    # Copies that expired (the sidecar died) resolve with the firing words.
+    assert render_template("scout.slack.color", over) == "good"
+    assert "(resolved) *LinkDown*" in text
+    assert "stopped updating" not in text + html
+    # Copies that expired (the sidecar died) resolve with the firing words and
+    # read as what they are: not an all-clear, in a warning colour, the raw
+    # alerts to follow; no alert of theirs is listed as resolved.
     expired = with_words("resolved", WORDS)
-    assert render_template("scout.slack.title", expired).startswith("[RESOLVED] P1 · Gi0/1")
-    assert render_template("scout.email.subject", expired).startswith("[Scout] [RESOLVED] P1 · ")
+    stale = "Scout stopped updating this incident; it is not known to be resolved."
+    assert render_template("scout.slack.title", expired).startswith("[NOT UPDATED] P1 · Gi0/1")
+    assert render_template("scout.slack.color", expired) == "warning"
+    text = render_template("scout.slack.text", expired)
+    assert text.startswith(f"*{stale} Its raw alerts follow, not analysed.*\n")
+    assert "• (not updated) *LinkDown* on sw1" in text
+    assert "(resolved)" not in text
+    assert render_template("scout.email.subject", expired).startswith(
+        "[Scout] [NOT UPDATED] P1 · Gi0/1"
+    )
+    html = render_template("scout.email.html", expired, "html")
+    assert stale in html
+    assert "(resolved)" not in html
+    assert stale in render_template("scout.email.text", expired)
+    # A copy the sidecar resolved on its own (its alert cleared, the incident
+    # goes on) is listed as resolved in a group that still fires.
+    going_on = with_words("firing", WORDS)
+    cleared = json.loads(json.dumps(going_on["alerts"][0]))
+    cleared["status"] = "resolved"
+    cleared["labels"]["instance"] = "sw2"
+    cleared["annotations"]["scout_resolved"] = "true"
+    going_on["alerts"].append(cleared)
+    text = render_template("scout.slack.text", going_on)
+    assert "• (resolved) *LinkDown* on sw2" in text
+    assert "not updated" not in text.lower()
+    assert render_template("scout.slack.color", going_on) == "danger"
 
 
 def test_the_subject_stays_one_line_whatever_the_title_holds(render_template):
@@ -333,6 +364,7 @@ def test_the_templates_words_follow_the_copies_language(render_template):
     data = in_french(notification())
     second = json.loads(json.dumps(data["alerts"][0]))
     second["labels"]["instance"] = "sw2"
+    second["annotations"]["scout_resolved"] = "true"
     resolved_ones = [{**json.loads(json.dumps(second)), "status": "resolved"} for _ in range(2)]
     data["alerts"] += resolved_ones
     text = render_template("scout.slack.text", data)
@@ -352,8 +384,13 @@ def test_the_templates_words_follow_the_copies_language(render_template):
         assert expected in text
     one_resolved = in_french(notification("resolved"))
     assert "0 en cours, 1 résolue" in render_template("scout.email.text", one_resolved)
-    assert render_template("scout.slack.title", one_resolved).startswith("[RÉSOLU] P1 · ")
-    assert render_template("scout.email.subject", one_resolved).startswith("[Scout] [RÉSOLU] P1 · ")
+    assert render_template("scout.slack.title", one_resolved).startswith("[NON MIS À JOUR] P1 · ")
+    assert render_template("scout.email.subject", one_resolved).startswith(
+        "[Scout] [NON MIS À JOUR] P1 · "
+    )
+    assert render_template("scout.slack.text", one_resolved).startswith(
+        "*Scout a cessé de mettre à jour cet incident ; rien ne dit qu"
+    )
     html = render_template("scout.email.html", data, "html")
     for expected in ("<h3>Cause racine</h3>", "<h3>Alertes</h3>", ">Incident dans Scout</a>"):
         assert expected in html
@@ -844,6 +881,29 @@ def test_hostile_raw_alert_reaches_a_slack_sink_inert(tmp_path):
     assert "tail" not in text
     assert "(graph: javascript:alert(1))" in text
     assert len(json.dumps(message)) < 5000
+
+
+def test_the_fail_open_delay_counts_from_startsat_not_from_arrival(tmp_path):
+    """What README, "What the 2 minutes count from", says: Alertmanager flushes a new
+    group at once when its first alert started longer than group_wait ago. With a
+    fail-open delay of an hour, an alert that started two hours ago (re-sent by
+    Prometheus to a restarted peer) still reaches people raw right away. If a release
+    of Alertmanager counts from the arrival instead, this fails: update the docs."""
+    with SlackSink() as sink:
+        config = render_config(
+            tmp_path,
+            sidecar_url=sink.base_url,
+            slack_url=sink.url,
+            smtp_smarthost="127.0.0.1:9",
+            timings=Timings(fail_open="1h"),
+        )
+        with Alertmanager(tmp_path, config) as am:
+            started = datetime.now(UTC) - timedelta(hours=2)
+            am.post([postable({"alertname": "LinkDown", "instance": "sw9"}, starts_at=started)])
+            message = sink.wait_for(lambda m: "not analysed" in slack_text(m))
+    assert message["attachments"][0]["title"] == (
+        "[FIRING:1] LinkDown on sw9 (not analysed by Scout)"
+    )
 
 
 GRAPH_URL = "http://scout.example:8782/graphs/inc-7.png?expires=1999999999&sig=ab12"

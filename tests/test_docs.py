@@ -505,6 +505,7 @@ NOT_METRICS = {
     "scout_title",
     "scout_timeline",
     "scout_resolution",
+    "scout_resolved",
     "scout_console_url",
     "scout_incident_url",
     "scout_login",

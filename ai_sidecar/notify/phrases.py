@@ -128,7 +128,14 @@ MISSING_DEFAULT = "?"
 # The words Alertmanager's templates add, as scout.word.<key> definitions.
 TEMPLATE_WORDS: Mapping[str, str] = {
     "subject_prefix": "[Scout]",
-    "resolved_mark": N_("[RESOLVED]"),
+    # A group Alertmanager resolved because the copies expired (the sidecar
+    # stopped refreshing them), never an all-clear: scout.tmpl, scout.stale.
+    "stale_mark": N_("[NOT UPDATED]"),
+    "stale_note": N_(
+        "Scout stopped updating this incident; it is not known to be resolved."
+        " Its raw alerts follow, not analysed."
+    ),
+    "member_stale": N_("(not updated)"),
     "incident": N_("Incident"),
     "priority": N_("Priority"),
     "summary": N_("Summary"),

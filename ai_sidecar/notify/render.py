@@ -9,7 +9,9 @@ people read first (``scout_title``, ``scout_timeline``, ``scout_resolution``:
 :mod:`ai_sidecar.notify.wording`) and links: ``scout_console_url``, the
 incident's page in the console, ``scout_incident_url``, its JSON in the API,
 and Prometheus, Grafana and the graph. ``endsAt`` keeps a firing
-copy alive for ``keepalive`` from each post, or says when it resolved. The
+copy alive for ``keepalive`` from each post, or says when it resolved; a
+resolved copy also carries ``scout_resolved="true"``, so the templates tell
+the sidecar's resolution from an expiry (the sidecar stopped refreshing). The
 copy's fingerprint is the one Alertmanager computes, which keys the outbox.
 """
 
@@ -39,6 +41,10 @@ from ai_sidecar.sanitize import CAPS, clean, format_actions, safe_link, sanitize
 from ai_sidecar.store import OutboxCopy, OutboxRow
 
 GRAPH_ANNOTATION = "ai_graph_url"
+# Set only on a copy the sidecar resolves (its alert cleared, or the incident
+# ended): a copy that merely expired (the sidecar stopped refreshing it) lacks
+# it, and the templates do not show it as resolved (scout.tmpl, scout.stale).
+RESOLVED_ANNOTATION = "scout_resolved"
 # The language of the copy's text, for the templates' words (scout.tmpl).
 LANGUAGE_ANNOTATION = "scout_lang"
 # The console's page of an incident, under the sidecar's external URL.
@@ -202,11 +208,11 @@ def enriched_alert(
         GRAPH_ANNOTATION: graph_url(policy, incident.id, now),
     }
     annotations.update({name: str(url) for name, url in links.items() if url})
-    ends_at = (
-        now + policy.keepalive
-        if _is_firing(incident, member)
-        else _resolution_time(incident, member, now)
-    )
+    if _is_firing(incident, member):
+        ends_at = now + policy.keepalive
+    else:
+        ends_at = _resolution_time(incident, member, now)
+        annotations[RESOLVED_ANNOTATION] = "true"
     alert: dict[str, Any] = {
         "labels": labels,
         "annotations": annotations,

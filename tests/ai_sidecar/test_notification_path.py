@@ -351,6 +351,12 @@ def test_raw_alerts_reach_people_when_the_sidecar_dies_after_enriching(
         message = slack.wait_for(lambda m: RAW_MARK in slack_text(m), timeout=30)
         assert time.monotonic() - killed <= 4 + 2 + 5  # keep-alive, raw interval, slack
         assert "LinkDown on rtr1" in slack_text(message)
+        # The expired copy's group is resolved by Alertmanager, not by the sidecar:
+        # no all-clear while the raw alert fires.
+        expired = slack.wait_for(lambda m: title(m).startswith("[NOT UPDATED] P"), timeout=30)
+        assert expired["attachments"][0]["color"] == "warning"
+        assert "Scout stopped updating this incident" in slack_text(expired)
+        assert [t for t in map(title, slack.messages()) if "RESOLVED" in t] == []
 
 
 def test_hostile_alert_text_reaches_slack_inert_on_the_enriched_path(

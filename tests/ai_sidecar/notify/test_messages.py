@@ -196,6 +196,41 @@ def test_an_incident_and_its_resolution_read_as_the_golden_messages(sinks):
     assert subjects == {str(firing_mail["Subject"]), str(over_mail["Subject"])}
 
 
+def test_copies_that_expire_read_as_not_updated_never_as_resolved(sinks):
+    """The sidecar stopped refreshing its copies (it died): their last endsAt passes and
+    Alertmanager resolves the group without the sidecar's word. What people read is no
+    all-clear: the firing title marked [NOT UPDATED], the raw alerts to follow, Slack's
+    warning colour, and no alert listed as resolved; the same in the e-mail."""
+    slack, smtp, am = sinks
+    alerts = copies(storm())
+    am.post(alerts)
+    slack.wait_for(lambda m: "firing" in slack_text(m))
+    smtp.wait_for(lambda m: "firing" in email_body(m, "plain"))
+    # What Alertmanager holds once the last refresh's endsAt has passed: the firing
+    # copies as last posted, ended.
+    for alert in alerts:
+        alert["endsAt"] = format_time(datetime.now(UTC) - timedelta(seconds=1))
+    am.post(alerts)
+    stale = "Scout stopped updating this incident; it is not known to be resolved."
+    message = slack.wait_for(lambda m: "0 firing" in slack_text(m), timeout=120)
+    [attachment] = message["attachments"]
+    assert attachment["title"] == (
+        "[NOT UPDATED] P2 · Gi1/0/1 down on sw-3 (site paris), and 2 related alerts"
+    )
+    assert attachment["color"] == "warning"
+    assert attachment["text"].startswith(f"*{stale} Its raw alerts follow, not analysed.*\n")
+    assert "(not updated) *InterfaceDown* on sw-3" in attachment["text"]
+    assert "resolved)" not in attachment["text"]
+    mail = smtp.wait_for(lambda m: "NOT UPDATED" in str(m["Subject"]), timeout=120)
+    assert mail["Subject"] == (
+        "[Scout] [NOT UPDATED] P2 · Gi1/0/1 down on sw-3 (site paris), and 2 related alerts"
+    )
+    for part in ("plain", "html"):
+        body = email_body(mail, part)
+        assert stale in body
+        assert "(resolved)" not in body
+
+
 HOSTILE = "sw-3\r\nBcc: victim@example.org\r\n\r\n<!channel> @here <b>R&D</b> <https://evil|x>"
 
 

@@ -84,6 +84,23 @@ def test_enriched_alert_ends_when_the_member_or_incident_resolved():
     )
 
 
+def test_only_a_copy_the_sidecar_resolves_says_so():
+    """scout_resolved tells the sidecar's resolution from an expiry (scout.tmpl)."""
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    start = now - timedelta(minutes=10)
+    gone = peer_member("LinkDown", status="resolved", starts_at=start, ends_at=now)
+    firing = peer_member("LinkDown", instance="sw2", starts_at=start)
+    going_on = analysed_incident(gone, firing)
+    closed = analysed_incident(firing, status="resolved", resolved_at=now)
+    resolved_by = {
+        "member": enriched_alert(going_on, gone, POLICY, now),
+        "incident": enriched_alert(closed, firing, POLICY, now),
+    }
+    for alert in resolved_by.values():
+        assert alert["annotations"]["scout_resolved"] == "true"
+    assert "scout_resolved" not in enriched_alert(going_on, firing, POLICY, now)["annotations"]
+
+
 def test_enriched_alert_links_only_what_is_configured():
     now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     m = peer_member("HostDown", generator_url="")
