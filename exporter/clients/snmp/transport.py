@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 # Request ids and msgIDs are 31-bit positive integers (RFC 3412: 0..2^31-1).
 ID_LIMIT = 2**31 - 1
 
+# A datagram that does not decode may be noise just before the real answer: the
+# requests waiting when it came fail with what was wrong with it only if they are
+# still unanswered this long after (or after their try's timeout, if shorter).
+UNDECODABLE_GRACE_SECONDS = 0.5
+
 # Which pending request a datagram answers, and how to decode the rest of it
 # (``None`` drops it); raises ValueError or IndexError for what is not ours.
 Matcher = Callable[[bytes], tuple[int, Callable[[], Reply | None]]]
@@ -47,13 +52,17 @@ class SessionStats:
     discovery); ``retries`` the resends after an unanswered one; ``timeouts``
     the tries that went unanswered, whether or not a retry then succeeded;
     ``replies`` the answers received, reports included, which is what tells a
-    device that answers (even "wrong password") from one that is unreachable.
+    device that answers (even "wrong password") from one that is unreachable;
+    ``undecodable`` the datagrams from the agent's address that could not be
+    read as an answer (not SNMP, cut short, another community): an agent that
+    sends them is there too, however broken.
     """
 
     pdus_sent: int = 0
     retries: int = 0
     timeouts: int = 0
     replies: int = 0
+    undecodable: int = 0
 
 
 @dataclass(slots=True)
@@ -276,7 +285,12 @@ class Transport:
         try:
             key, decode = self._match(data)
         except (ValueError, IndexError) as exc:
-            log.debug("%s: dropped an undecodable datagram: %s", self.where, exc)
+            # The socket is connected: this came from the agent's address. Which
+            # request it answers cannot be told, so every waiting one fails with
+            # the reason unless its real answer follows (strays and noise do happen).
+            self.stats.undecodable += 1
+            log.debug("%s: an undecodable datagram: %s", self.where, exc)
+            self._fail_waiting_later(f"{self.where} answered with data that is not SNMP: {exc}")
             return
         future = self._pending.get(key)
         if future is None or future.done():
@@ -285,12 +299,27 @@ class Transport:
         try:
             reply = decode()
         except SnmpError as exc:
+            self.stats.undecodable += 1
             future.set_exception(exc)
             return
         except (ValueError, IndexError) as exc:
+            self.stats.undecodable += 1
             future.set_exception(
                 SnmpProtocolError(f"{self.where} sent a malformed response: {exc}")
             )
             return
         if reply is not None:
             future.set_result(reply)
+
+    def _fail_waiting_later(self, reason: str) -> None:
+        waiting = {id(f): f for f in self._pending.values() if not f.done()}
+        if not waiting:
+            return
+
+        def fail() -> None:
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(SnmpProtocolError(reason))
+
+        delay = min(UNDECODABLE_GRACE_SECONDS, self.timeout / 2)
+        asyncio.get_running_loop().call_later(delay, fail)

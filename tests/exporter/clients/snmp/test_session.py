@@ -848,6 +848,23 @@ async def test_malformed_answer_fails_the_request(fake_agent):
             await client.get([SYS_NAME_OID])
 
 
+async def test_an_answer_that_is_not_snmp_fails_the_request_without_retries(fake_agent):
+    """Undecodable, it cannot be matched to a request, but it came from the agent's
+    address: the request fails with what was wrong rather than waiting out every
+    try as if the agent were silent, and it counts as something the agent sent."""
+
+    def answer(request: Request, reply: Reply) -> None:
+        reply(b"\x30\x82\xff\xff" + b"\x02\x01\x01" * 3, 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=5, retries=2) as client:
+        with pytest.raises(SnmpProtocolError, match="answered with data that is not SNMP"):
+            await client.get([SYS_NAME_OID])
+        assert client.stats.pdus_sent == 1
+        assert client.stats.undecodable == 1
+        assert client.stats.replies == 0
+
+
 async def test_v1_walk_splits_getnext_on_too_big_and_ends_on_no_such_name(fake_agent):
     """An old v1 agent: tooBig above two varbinds, noSuchName past its last OID."""
     table = table_of(columns=3, rows=4)
