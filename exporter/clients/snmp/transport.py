@@ -290,7 +290,9 @@ class Transport:
             # the reason unless its real answer follows (strays and noise do happen).
             self.stats.undecodable += 1
             log.debug("%s: an undecodable datagram: %s", self.where, exc)
-            self._fail_waiting_later(f"{self.where} answered with data that is not SNMP: {exc}")
+            self._fail_waiting_later(
+                f"{self.where} answered with data that is not an SNMP reply to this session: {exc}"
+            )
             return
         future = self._pending.get(key)
         if future is None or future.done():

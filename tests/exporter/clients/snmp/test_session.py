@@ -858,7 +858,7 @@ async def test_an_answer_that_is_not_snmp_fails_the_request_without_retries(fake
 
     _, port = await fake_agent(answer)
     async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=5, retries=2) as client:
-        with pytest.raises(SnmpProtocolError, match="answered with data that is not SNMP"):
+        with pytest.raises(SnmpProtocolError, match="answered with data that is not an SNMP reply"):
             await client.get([SYS_NAME_OID])
         assert client.stats.pdus_sent == 1
         assert client.stats.undecodable == 1

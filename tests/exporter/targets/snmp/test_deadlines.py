@@ -123,4 +123,4 @@ async def test_an_answer_that_does_not_decode_fails_the_module_and_says_why(clie
     assert received == series["scout_snmp_pdus_sent"] == 1
     [record] = [r for r in caplog.records if "snmp module failed" in r.getMessage()]
     assert record.levelno == logging.WARNING
-    assert "answered with data that is not SNMP" in record.getMessage()
+    assert "answered with data that is not an SNMP reply" in record.getMessage()
