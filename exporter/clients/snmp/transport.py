@@ -130,11 +130,16 @@ class Transport:
         self._closed = False
         self._open_lock = asyncio.Lock()
         self._pending: dict[int, asyncio.Future[Reply]] = {}
+        # The timer failing requests after an undecodable datagram, while one is set.
+        self._failing: asyncio.TimerHandle | None = None
         self._next_id = secrets.randbelow(ID_LIMIT - 1) + 1
 
     async def close(self) -> None:
         """Close the socket; waiting requests fail with ``SnmpError``."""
         self._closed = True
+        if self._failing is not None:
+            self._failing.cancel()
+            self._failing = None
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(SnmpError(f"SNMP session to {self.where} was closed"))
@@ -314,14 +319,18 @@ class Transport:
             future.set_result(reply)
 
     def _fail_waiting_later(self, reason: str) -> None:
+        # One timer at a time: a flood of junk costs no more than one datagram.
+        if self._failing is not None:
+            return
         waiting = {id(f): f for f in self._pending.values() if not f.done()}
         if not waiting:
             return
 
         def fail() -> None:
+            self._failing = None
             for future in waiting.values():
                 if not future.done():
                     future.set_exception(SnmpProtocolError(reason))
 
         delay = min(UNDECODABLE_GRACE_SECONDS, self.timeout / 2)
-        asyncio.get_running_loop().call_later(delay, fail)
+        self._failing = asyncio.get_running_loop().call_later(delay, fail)
