@@ -1134,6 +1134,17 @@ class GarbageDevice(SilentDevice):
         sock.sendto(b"\x30\x82\xff\xff" + data[:10], client)
 
 
+class ForgedJunkDevice(SilentDevice):
+    """A dead device whose address sends one byte after the first request: what a
+    spoofer who forges the device's address and the exporter's port sends."""
+
+    def _read(self, sock: socket.socket) -> None:
+        _, client = sock.recvfrom(65535)
+        self.received += 1
+        if self.received == 1:
+            sock.sendto(b"\x00", client)
+
+
 class EndlessTableAgent(SilentDevice):
     """A v2c agent on 127.0.0.1 whose walks never end: a healthy device too big to walk.
 
@@ -1142,13 +1153,14 @@ class EndlessTableAgent(SilentDevice):
     ``column.0.N+1``; a column itself -> ``column.0.1``), for up to ``max_rows``
     repetitions, so every
     request is answered at once and a walk goes on until the client stops it.
-    ``received`` counts the requests. Encoded with pysnmp's v2c codec, an
-    implementation independent of the client under test.
+    ``received`` counts the requests, and ``asked`` is set at the first. Encoded
+    with pysnmp's v2c codec, an implementation independent of the client under test.
     """
 
     def __init__(self, host: str = "127.0.0.1", *, max_rows: int = 10) -> None:
         super().__init__(host)
         self.max_rows = max_rows
+        self.asked = threading.Event()
 
     def _read(self, sock: socket.socket) -> None:
         from pyasn1.codec.ber import decoder, encoder
@@ -1156,6 +1168,7 @@ class EndlessTableAgent(SilentDevice):
 
         data, client = sock.recvfrom(65535)
         self.received += 1
+        self.asked.set()
         v2c = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
         message, _ = decoder.decode(data, asn1Spec=v2c.Message())
         pdu = v2c.apiMessage.get_pdu(message)

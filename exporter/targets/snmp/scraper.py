@@ -22,6 +22,7 @@ replaces it. Self-metrics of a scrape, besides the handler's
 
     scout_snmp_pdus_sent 31
     scout_snmp_retries 0
+    scout_snmp_undecodable_datagrams 0   # from its address, answering no request
     scout_snmp_module_success{module="if_mib"} 1
     scout_snmp_module_duration_seconds{module="if_mib"} 0.2
     scout_snmp_max_repetitions{module="if_mib"} 25
@@ -33,12 +34,18 @@ A device that does not answer fails its modules (``scout_snmp_module_success``
 0), not the request, so Prometheus keeps ``up`` for the exporter; it is
 ``scout_snmp_device_reachable`` 0 that says the device answered nothing at all
 (the shipped ``SnmpDeviceUnreachable`` alert), while a device that answers with
-an error (a wrong v3 password, a module it lacks), with data that does not
-decode, or too slowly to be walked by the deadline stays reachable and only
-fails the module. The modules give up a little before the scrape's deadline
-(``module_deadline``), with the PDUs they sent counted; if the handler still has
-to stop the scrape (an event loop held past the deadline), the status families
-are appended as it unwinds, so a 200 always carries them. A v2c agent ignores a
+an error (a wrong v3 password, a module it lacks), with an answer to a request
+that does not decode past its request id, or too slowly to be walked by the
+deadline stays reachable and only fails the module. A datagram that answers no
+request (not SNMP, another community) is not an answer: anyone can forge the
+device's address (``scout_snmp_undecodable_datagrams`` counts them). The
+modules give up a little before the scrape's deadline (``module_deadline``),
+with the PDUs they sent counted; if the handler still has to stop the scrape
+(an event loop held past the deadline), the status families, and the samples
+of modules read in full, are appended as it unwinds, so a 200 always carries
+them. A scrape that waits behind another of the device for its whole budget
+sends nothing; it is reachable if the device answered the other one meanwhile
+(see ``ModuleProgress``). A v2c agent ignores a
 wrong community, so that looks like an unreachable device: SNMP gives no way to
 tell them apart.
 """
@@ -64,6 +71,7 @@ from exporter.clients.snmp import (
     SnmpSession,
     ValueKind,
     VarBind,
+    undecodable_note,
 )
 from exporter.common.serving import ServerLimits
 from exporter.config import SnmpAuth
@@ -327,6 +335,8 @@ class ModuleResult:
     pdus_sent: int = 0
     retries: int = 0
     replies: int = 0
+    # Datagrams from the device's address that answered no request: never replies.
+    undecodable: int = 0
     # Neighbour rows past the module's max_neighbours; None: no neighbour tables read.
     neighbours_dropped: int | None = None
 
@@ -555,8 +565,10 @@ class SnmpScraper:
             # modules' deadlines from firing in time. The status families still go out,
             # from what each module had done, or Prometheus would get a 200 that no
             # alert can read.
+            # A module that had finished keeps its families with its success.
             cut = [step.outcome(CUT_SHORT) for step in progress]
             families += _self_families(cut)
+            families += merge_families(f for result in cut for f in result.families)
             _log_failures(cut, target, auth_name)
             raise
         finally:
@@ -805,7 +817,7 @@ class ModuleProgress:
     module's own.
     """
 
-    __slots__ = ("_baseline", "_started", "name", "result", "session", "state")
+    __slots__ = ("_baseline", "_replies_waiting", "_started", "name", "result", "session", "state")
 
     def __init__(self, name: str, session: SnmpClient) -> None:
         self.name = name
@@ -814,6 +826,10 @@ class ModuleProgress:
         self.result: ModuleResult | None = None
         self._started = time.perf_counter()
         self._baseline: tuple[int, int, int, int] | None = None
+        # Replies on the session before this module waits for its lock: what another
+        # scrape of the device (an HA Prometheus pair's) holding it gets meanwhile
+        # is the same device answering within this scrape's time.
+        self._replies_waiting = session.stats.replies
 
     def begin(self, state: DeviceState) -> None:
         self._baseline = self._read()
@@ -837,8 +853,8 @@ class ModuleProgress:
 
     def finish(self, result: ModuleResult) -> ModuleResult:
         pdus, retries, replies, undecodable = self._counts()
-        # A datagram that does not decode still came from the device: reachable.
-        result.pdus_sent, result.retries, result.replies = pdus, retries, replies + undecodable
+        result.pdus_sent, result.retries, result.replies = pdus, retries, replies
+        result.undecodable = undecodable
         self.result = result
         return result
 
@@ -848,15 +864,18 @@ class ModuleProgress:
         if self.result is not None:
             return self.result
         pdus, retries, replies, undecodable = self._counts()
-        if error is None:
+        # Reachability: the device answered while this module waited or worked.
+        answered = self.session.stats.replies - self._replies_waiting
+        if self._baseline is None:
+            # It sent nothing: another scrape held the session all along.
+            error = error or (
+                "no request sent: the device's session was busy with another scrape"
+                " of it until the deadline"
+            )
+        elif error is None:
             # No counts in the text (they are in the self-metrics): a message that
             # stays the same is one the log's repeat filter can hold back.
-            if undecodable:
-                error = (
-                    "deadline passed; answers from the device did not decode as SNMP"
-                    " replies to this session"
-                )
-            elif replies:
+            if replies:
                 error = (
                     "deadline passed before the module was read in full: the device"
                     " answers, but needs more time than the scrape timeout gives (raise"
@@ -864,6 +883,8 @@ class ModuleProgress:
                 )
             else:
                 error = "deadline passed with no answer from the device"
+            if undecodable:
+                error += undecodable_note(self.session.stats)
         return ModuleResult(
             self.name,
             False,
@@ -875,7 +896,8 @@ class ModuleProgress:
             error,
             pdus_sent=pdus,
             retries=retries,
-            replies=replies + undecodable,
+            replies=answered,
+            undecodable=undecodable,
         )
 
 
@@ -905,6 +927,13 @@ def _self_families(results: list[ModuleResult]) -> list[Family]:
     sent.add((), pdus)
     retried = Family("scout_snmp_retries", "SNMP requests resent during this scrape.", "gauge")
     retried.add((), retries)
+    junk = Family(
+        "scout_snmp_undecodable_datagrams",
+        "Datagrams from the device's address during this scrape that were no SNMP reply"
+        " to it (never counted as answers).",
+        "gauge",
+    )
+    junk.add((), sum(result.undecodable for result in results))
     success = Family("scout_snmp_module_success", "1 if the module was read in full.", "gauge")
     took = Family("scout_snmp_module_duration_seconds", "Seconds spent on the module.", "gauge")
     reps = Family(
@@ -938,6 +967,7 @@ def _self_families(results: list[ModuleResult]) -> list[Family]:
     return [
         sent,
         retried,
+        junk,
         success,
         took,
         reps,

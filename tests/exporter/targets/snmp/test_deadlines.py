@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from exporter.clients.snmp import Oid, SnmpSession, VarBind
 from exporter.config import parse_config
 from exporter.live import Settings
 from exporter.targets import kind
+from exporter.targets.snmp.scraper import CUT_SHORT, ModuleResult, SnmpScraper
 from tests.peers import snmp as peers
 
 # Starts real daemons: the slow lane (see the peers marker in pyproject).
@@ -37,15 +39,19 @@ async def client(aiohttp_client):
     return await aiohttp_client(create_app(settings, parse_config("", "test.yml")))
 
 
-async def scrape(client, target: str, scrape_timeout: str) -> tuple[int, dict]:
+async def exposition(
+    client, scrape_timeout: str, **params: str
+) -> tuple[int, dict[peers.SeriesKey, float]]:
     response = await client.get(
-        "/snmp",
-        params={"target": target},
-        headers={"X-Prometheus-Scrape-Timeout-Seconds": scrape_timeout},
+        "/snmp", params=params, headers={"X-Prometheus-Scrape-Timeout-Seconds": scrape_timeout}
     )
-    text = await response.text()
-    series = {name: value for (name, _), value in peers.parse_exposition(text).items()}
-    return response.status, series
+    return response.status, peers.parse_exposition(await response.text())
+
+
+async def scrape(client, target: str, scrape_timeout: str) -> tuple[int, dict]:
+    """The status, and each series by its name alone (one module: names are unique)."""
+    status, series = await exposition(client, scrape_timeout, target=target)
+    return status, {name: value for (name, _), value in series.items()}
 
 
 async def test_a_device_that_answers_but_cannot_be_walked_in_time_is_reachable(client, caplog):
@@ -108,19 +114,78 @@ async def test_a_scrape_the_handler_cuts_short_still_reports_module_and_device(
     assert series["scout_snmp_pdus_sent"] >= 1
 
 
-async def test_an_answer_that_does_not_decode_fails_the_module_and_says_why(client, caplog):
-    """A reply that is not SNMP is still a reply: the device is there (reachable),
-    the module fails at once rather than after every retry, and the warning
-    says what was wrong."""
+@pytest.mark.parametrize("device", [peers.ForgedJunkDevice, peers.GarbageDevice])
+async def test_datagrams_that_answer_no_request_do_not_make_a_device_reachable(
+    client, caplog, device
+):
+    """One forged byte bearing a dead device's address (or junk from a broken agent,
+    or another UDP service on its port) is no answer: anyone could send it, so
+    SnmpDeviceUnreachable must still fire. It is counted, and the warning says
+    what came instead of an answer."""
     caplog.set_level(logging.WARNING)
-    with peers.GarbageDevice() as garbage:
-        status, series = await scrape(client, garbage.target, scrape_timeout="10")
-        received = garbage.received
+    with device() as dead:
+        status, series = await scrape(client, dead.target, scrape_timeout="3")
     assert status == 200
     assert series["scout_snmp_module_success"] == 0
-    assert series["scout_snmp_device_reachable"] == 1, series
-    assert series["scout_snmp_retries"] == 0
-    assert received == series["scout_snmp_pdus_sent"] == 1
+    assert series["scout_snmp_device_reachable"] == 0, series
+    assert series["scout_snmp_undecodable_datagrams"] >= 1
     [record] = [r for r in caplog.records if "snmp module failed" in r.getMessage()]
     assert record.levelno == logging.WARNING
-    assert "answered with data that is not an SNMP reply" in record.getMessage()
+    assert "no answer from the device" in record.getMessage()
+    assert "datagrams from its address were no SNMP reply" in record.getMessage()
+
+
+async def test_a_scrape_waiting_behind_another_of_the_device_is_reachable_if_it_answers(
+    client, caplog
+):
+    """An HA Prometheus pair scrapes a device at once: the second waits for the
+    session the first holds, here for its whole budget, and sends nothing. The
+    device answered the first meanwhile, so the second must not page it as
+    unreachable; its module fails saying why."""
+    caplog.set_level(logging.WARNING)
+    with peers.EndlessTableAgent() as agent:
+        first = asyncio.ensure_future(scrape(client, agent.target, scrape_timeout="6"))
+        # The first holds the session from its first request on.
+        assert await asyncio.to_thread(agent.asked.wait, 30)
+        status, series = await scrape(client, agent.target, scrape_timeout="2")
+        await first
+    assert status == 200
+    assert series["scout_snmp_pdus_sent"] == 0, series
+    assert series["scout_snmp_module_success"] == 0
+    assert series["scout_snmp_device_reachable"] == 1, series
+    assert "no request sent: the device's session was busy with another scrape" in caplog.text
+
+
+async def test_a_module_finished_before_the_handler_cut_keeps_its_families(
+    client, snmpd, monkeypatch, caplog
+):
+    """Of two modules, one is read in full and the other holds the event loop past
+    the handler's deadline: the one that succeeded reports success 1 with its
+    samples, never a success without them."""
+    caplog.set_level(logging.WARNING)
+    original = SnmpScraper._scrape_module
+    system_done = asyncio.Event()
+
+    async def one_then_hold_the_loop(self: SnmpScraper, *args: Any) -> ModuleResult:
+        _, _, name, _, deadline = args  # session, device key, name, module, deadline
+        if name == "system":
+            result = await original(self, *args)
+            system_done.set()
+            return result
+        await system_done.wait()
+        loop = asyncio.get_running_loop()
+        time.sleep(max(0.0, deadline + kind.DEADLINE_GRACE_SECONDS + 0.5 - loop.time()))  # noqa: ASYNC251
+        await asyncio.Event().wait()  # where the cut finds it: it never finishes
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(SnmpScraper, "_scrape_module", one_then_hold_the_loop)
+    status, series = await exposition(client, "3", target=snmpd.target, module="system,if_mib")
+    assert status == 200
+    success = {
+        dict(labels)["module"]: value
+        for (name, labels), value in series.items()
+        if name == "scout_snmp_module_success"
+    }
+    assert success == {"system": 1, "if_mib": 0}
+    assert CUT_SHORT in caplog.text  # the handler's cut, not the module's own deadline
+    assert any(name == "sysUpTime" for name, _ in series), series
