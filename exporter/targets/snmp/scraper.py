@@ -867,10 +867,11 @@ class ModuleProgress:
         # Reachability: the device answered while this module waited or worked.
         answered = self.session.stats.replies - self._replies_waiting
         if self._baseline is None:
-            # It sent nothing: another scrape held the session all along.
+            # It sent nothing: another scrape held the session all along (or another
+            # module of this one: modules with the same timeout and retries share it).
             error = error or (
                 "no request sent: the device's session was busy with another scrape"
-                " of it until the deadline"
+                " or module of it until the deadline"
             )
         elif error is None:
             # No counts in the text (they are in the self-metrics): a message that
