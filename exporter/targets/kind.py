@@ -50,7 +50,10 @@ def preferred_address(addresses: Sequence[IPAddress]) -> IPAddress:
     return min(reachable(addresses), key=lambda address: address.version != 4)
 
 
-# A scrape that has not finished this long after its deadline is stopped and reported failed.
+# A scrape that has not finished this long after its deadline is stopped and reported
+# failed. Kinds end their own work earlier (``/snmp``'s modules give up a little
+# before the deadline), so this is for a scrape that could not: an event loop held by
+# CPU-bound work or a long garbage collection.
 DEADLINE_GRACE_SECONDS = 0.1
 
 
@@ -81,7 +84,10 @@ class TargetScraper(Lifecycle, Protocol[T, M, A, F]):
         """Scrape ``job.target``, appending to ``families``; return success and any error.
 
         The error (or a note on a partial success) is logged by the handler.
-        Families appended before the deadline cut the scrape short are kept.
+        Families appended before the deadline cut the scrape short are kept, and
+        so are those appended while the cancellation unwinds: a kind whose
+        success is per module (``/snmp``) appends its status families then, so
+        that a scrape the handler had to stop still says what failed.
         """
         ...
 

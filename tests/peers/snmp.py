@@ -1121,6 +1121,75 @@ class SilentDevice(_UdpThread):
         self._run_thread("silent-snmp-device")
 
 
+class GarbageDevice(SilentDevice):
+    """A UDP socket on 127.0.0.1 that answers every request with bytes that are not SNMP:
+    a SEQUENCE header claiming 65,535 octets, then the request's first ten octets.
+
+    What a broken agent, or another UDP service on port 161, sends back.
+    """
+
+    def _read(self, sock: socket.socket) -> None:
+        data, client = sock.recvfrom(65535)
+        self.received += 1
+        sock.sendto(b"\x30\x82\xff\xff" + data[:10], client)
+
+
+class ForgedJunkDevice(SilentDevice):
+    """A dead device whose address sends one byte after the first request: what a
+    spoofer who forges the device's address and the exporter's port sends."""
+
+    def _read(self, sock: socket.socket) -> None:
+        _, client = sock.recvfrom(65535)
+        self.received += 1
+        if self.received == 1:
+            sock.sendto(b"\x00", client)
+
+
+class EndlessTableAgent(SilentDevice):
+    """A v2c agent on 127.0.0.1 whose walks never end: a healthy device too big to walk.
+
+    A GET gets an INTEGER 1 for every OID asked. A GetNext or GetBulk gets, for
+    each OID asked, the next row of the same column (``column.0.N`` ->
+    ``column.0.N+1``; a column itself -> ``column.0.1``), for up to ``max_rows``
+    repetitions, so every
+    request is answered at once and a walk goes on until the client stops it.
+    ``received`` counts the requests, and ``asked`` is set at the first. Encoded
+    with pysnmp's v2c codec, an implementation independent of the client under test.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", *, max_rows: int = 10) -> None:
+        super().__init__(host)
+        self.max_rows = max_rows
+        self.asked = threading.Event()
+
+    def _read(self, sock: socket.socket) -> None:
+        from pyasn1.codec.ber import decoder, encoder
+        from pysnmp.proto import api
+
+        data, client = sock.recvfrom(65535)
+        self.received += 1
+        self.asked.set()
+        v2c = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
+        message, _ = decoder.decode(data, asn1Spec=v2c.Message())
+        pdu = v2c.apiMessage.get_pdu(message)
+        asked = [tuple(oid) for oid, _ in v2c.apiPDU.get_varbinds(pdu)]
+        if pdu.isSameTypeWith(v2c.GetRequestPDU()):
+            answer = [(oid, v2c.Integer(1)) for oid in asked]
+        else:
+            rows = 1
+            if pdu.isSameTypeWith(v2c.GetBulkRequestPDU()):
+                rows = min(int(v2c.apiBulkPDU.get_max_repetitions(pdu)), self.max_rows)
+            answer, current = [], asked
+            for _ in range(rows):
+                current = [
+                    (*oid[:-1], oid[-1] + 1) if oid[-2] == 0 else (*oid, 0, 1) for oid in current
+                ]
+                answer += [(oid, v2c.Integer(oid[-1])) for oid in current]
+        response = v2c.apiMessage.get_response(message)
+        v2c.apiPDU.set_varbinds(v2c.apiMessage.get_pdu(response), answer)
+        sock.sendto(bytes(encoder.encode(response)), client)
+
+
 class TooBigProxy(_UdpThread):
     """A UDP proxy on 127.0.0.1 in front of ``upstream`` that refuses big GetBulks.
 

@@ -40,7 +40,7 @@ from exporter.clients.snmp.errors import (
     SnmpTooBig,
 )
 from exporter.clients.snmp.session import MAX_REPETITIONS, SnmpClient, SnmpSession
-from exporter.clients.snmp.transport import SessionStats
+from exporter.clients.snmp.transport import SessionStats, undecodable_note
 from exporter.clients.snmp.usm import KeyCache
 from exporter.clients.snmp.values import Oid, ValueKind, VarBind, format_oid, parse_oid
 
@@ -61,4 +61,5 @@ __all__ = [
     "VarBind",
     "format_oid",
     "parse_oid",
+    "undecodable_note",
 ]

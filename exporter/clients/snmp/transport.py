@@ -47,13 +47,30 @@ class SessionStats:
     discovery); ``retries`` the resends after an unanswered one; ``timeouts``
     the tries that went unanswered, whether or not a retry then succeeded;
     ``replies`` the answers received, reports included, which is what tells a
-    device that answers (even "wrong password") from one that is unreachable.
+    device that answers (even "wrong password") from one that is unreachable;
+    ``undecodable`` the datagrams from the agent's address that could not be
+    matched to a request (not SNMP, cut short, another version or community),
+    and ``undecodable_reason`` what was wrong with the last one. They are not
+    replies: anyone who can forge the agent's source address can send one, so
+    they never make an agent count as answering; they only explain a timeout.
+    An answer that carries a waiting request's id (and the session's version and
+    community) but does not decode past it is a reply that fails its request.
     """
 
     pdus_sent: int = 0
     retries: int = 0
     timeouts: int = 0
     replies: int = 0
+    undecodable: int = 0
+    undecodable_reason: str = ""
+
+
+def undecodable_note(stats: SessionStats) -> str:
+    """What a timeout's error adds when junk came from the agent's address."""
+    return (
+        "; datagrams from its address were no SNMP reply to this session"
+        f" ({stats.undecodable_reason})"
+    )
 
 
 @dataclass(slots=True)
@@ -145,9 +162,11 @@ class Transport:
         """Send ``build(request_id)`` until answered or out of tries.
 
         Each try has a new request id, but a late answer to an earlier try is
-        accepted too. An unanswered GetBulk is resent with half the repetitions:
-        a reply too big for the path (or for the agent to build in time) is the
-        usual reason a bulk request goes unanswered while small ones do not.
+        accepted too. A datagram that matches no request (see ``_on_datagram``)
+        ends nothing: the real answer may follow it. An unanswered GetBulk is
+        resent with half the repetitions: a reply too big for the path (or for
+        the agent to build in time) is the usual reason a bulk request goes
+        unanswered while small ones do not.
         """
         transport = self._transport
         if transport is None:
@@ -155,11 +174,14 @@ class Transport:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         ids: list[int] = []
+        undecodable = self.stats.undecodable
         try:
             for attempt in range(self.retries + 1):
                 now = loop.time()
                 if deadline is not None and now >= deadline:
-                    raise SnmpTimeout(self._timeout_message(attempt, deadline_passed=True))
+                    raise SnmpTimeout(
+                        self._timeout_message(attempt, undecodable, deadline_passed=True)
+                    )
                 wait_until = now + self.timeout
                 if deadline is not None:
                     wait_until = min(wait_until, deadline)
@@ -192,7 +214,9 @@ class Transport:
                     )
                 return reply
             passed = deadline is not None and loop.time() >= deadline
-            raise SnmpTimeout(self._timeout_message(self.retries + 1, deadline_passed=passed))
+            raise SnmpTimeout(
+                self._timeout_message(self.retries + 1, undecodable, deadline_passed=passed)
+            )
         finally:
             for request_id in ids:
                 self._pending.pop(request_id, None)
@@ -201,11 +225,14 @@ class Transport:
             elif not future.cancelled():
                 future.exception()  # retrieved: asyncio must not log it as forgotten
 
-    def _timeout_message(self, tries: int, *, deadline_passed: bool) -> str:
+    def _timeout_message(self, tries: int, undecodable: int, *, deadline_passed: bool) -> str:
+        """Why a request went unanswered; ``undecodable`` is the count when it began."""
         if deadline_passed:
             message = f"deadline passed waiting for {self.where}"
         else:
             message = f"no response from {self.where} after {tries} tries of {self.timeout:g}s"
+        if self.stats.undecodable > undecodable:
+            message += undecodable_note(self.stats)
         return message + self._timeout_hint()
 
     def new_id(self) -> int:
@@ -276,7 +303,13 @@ class Transport:
         try:
             key, decode = self._match(data)
         except (ValueError, IndexError) as exc:
-            log.debug("%s: dropped an undecodable datagram: %s", self.where, exc)
+            # The socket is connected, so this bears the agent's address, which anyone
+            # can forge: it answers no request and ends none (the real answer may
+            # follow, as gosnmp waits for it too). Counted, and its reason kept, to
+            # explain the timeout if no answer comes.
+            self.stats.undecodable += 1
+            self.stats.undecodable_reason = str(exc)
+            log.debug("%s: an undecodable datagram: %s", self.where, exc)
             return
         future = self._pending.get(key)
         if future is None or future.done():
@@ -285,9 +318,13 @@ class Transport:
         try:
             reply = decode()
         except SnmpError as exc:
+            # Its version, community (or msgID) and request id are a waiting request's:
+            # as hard to forge as a good answer, so the agent answered, if badly.
+            self.stats.replies += 1
             future.set_exception(exc)
             return
         except (ValueError, IndexError) as exc:
+            self.stats.replies += 1
             future.set_exception(
                 SnmpProtocolError(f"{self.where} sent a malformed response: {exc}")
             )

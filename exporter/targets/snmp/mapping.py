@@ -48,14 +48,21 @@ def oid_of(text: str) -> Oid:
     return tuple(int(part) for part in text.split("."))
 
 
+def _ipv6(data: bytes) -> str:
+    # snmp_exporter's form: eight groups of four upper-case hex digits, none left out.
+    return ":".join(data[i : i + 2].hex().upper() for i in range(0, 16, 2))
+
+
 def render_octets(data: bytes, kind: str) -> str:
     """A label value for an octet string, by its declared type."""
     if kind == "PhysAddress48":
         # Short values (loopback has none) are zero-padded to 48 bits, as snmp_exporter
         # shows them; longer ones (EUI-64) are kept whole rather than cut.
         return ":".join(f"{b:02X}" for b in data.ljust(6, b"\0"))
-    if kind == "IpAddr":
+    if kind in ("IpAddr", "InetAddressIPv4") or (kind == "InetAddress" and len(data) == 4):
         return ".".join(str(b) for b in data)
+    if kind in ("InetAddressIPv6", "InetAddress") and len(data) == 16:
+        return _ipv6(data)
     if kind == "DisplayString":
         try:
             return data.decode("utf-8")
@@ -64,37 +71,80 @@ def render_octets(data: bytes, kind: str) -> str:
     return "0x" + data.hex().upper()
 
 
+# Sub-identifiers of an index of each fixed-size type.
+_FIXED_SIZES = {
+    "gauge": 1,
+    "PhysAddress48": 6,
+    "IpAddr": 4,
+    "InetAddressIPv4": 4,
+    "InetAddressIPv6": 16,
+}
+# InetAddressType values snmp_exporter reads an InetAddress index by: ipv4(1), ipv6(2).
+_INET_TYPES = {1: "InetAddressIPv4", 2: "InetAddressIPv6"}
+
+
+def _decode_inet_address(kind: str, suffix: Oid) -> tuple[str, Oid, Oid] | None:
+    """snmp_exporter's InetAddress index: the address type, then the length-prefixed address.
+
+    Its generator folds the InetAddressType index before it into this one (it is
+    not an index of its own in a generated module), so the type is read here:
+    ipv4(1) and ipv6(2) are shown as addresses, anything else (ipv4z, dns, ...)
+    as the hex of its sub-identifiers, type and length included. The
+    ``InetAddressMissingSize`` variant has no length: an address of an
+    unknown type then takes all that is left.
+    """
+    missing_size = kind == "InetAddressMissingSize"
+    head = 1 if missing_size else 2
+    if len(suffix) < head:
+        return None
+    address = _INET_TYPES.get(suffix[0])
+    if address is not None:
+        decoded = _decode(address, None, False, suffix[head:])
+        if decoded is None:
+            return None
+        label, used, rest = decoded
+        return label, suffix[:head] + used, rest
+    size = len(suffix) if missing_size else suffix[1] + 2
+    if size > len(suffix) or any(part > 255 for part in suffix[:size]):
+        return None
+    return render_octets(bytes(suffix[:size]), "OctetString"), suffix[:size], suffix[size:]
+
+
 def decode_index(index: SnmpIndex, suffix: Oid) -> tuple[str, Oid, Oid] | None:
     """Take one index off the front of ``suffix``.
 
     Returns the label value, the sub-identifiers it used (for lookups) and the
     rest, or ``None`` if the suffix is too short or malformed.
     """
-    if index.type == "gauge":
-        size = 1
-    elif index.type == "PhysAddress48":
-        size = 6
-    elif index.type == "IpAddr":
-        size = 4
-    elif index.fixed_size is not None:
-        size = index.fixed_size
-    elif index.implied:
-        size = len(suffix)
-    else:  # a length-prefixed string
-        if not suffix or suffix[0] + 1 > len(suffix):
-            return None
-        used, rest = suffix[: suffix[0] + 1], suffix[suffix[0] + 1 :]
-        if any(part > 255 for part in used[1:]):
-            return None
-        return render_octets(bytes(used[1:]), index.type), used, rest
+    return _decode(index.type, index.fixed_size, index.implied, suffix)
+
+
+def _decode(
+    kind: str, fixed_size: int | None, implied: bool, suffix: Oid
+) -> tuple[str, Oid, Oid] | None:
+    size = _FIXED_SIZES.get(kind)
+    if size is None:
+        if kind in ("InetAddress", "InetAddressMissingSize"):
+            return _decode_inet_address(kind, suffix)
+        if fixed_size is not None:
+            size = fixed_size
+        elif implied:
+            size = len(suffix)
+        else:  # a length-prefixed string
+            if not suffix or suffix[0] + 1 > len(suffix):
+                return None
+            used, rest = suffix[: suffix[0] + 1], suffix[suffix[0] + 1 :]
+            if any(part > 255 for part in used[1:]):
+                return None
+            return render_octets(bytes(used[1:]), kind), used, rest
     if size > len(suffix) or size == 0:
         return None
     used, rest = suffix[:size], suffix[size:]
-    if index.type == "gauge":
+    if kind == "gauge":
         return str(used[0]), used, rest
     if any(part > 255 for part in used):
         return None
-    return render_octets(bytes(used), index.type), used, rest
+    return render_octets(bytes(used), kind), used, rest
 
 
 def lookup_label(

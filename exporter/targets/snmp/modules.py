@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 
 import yaml
 from pydantic import AfterValidator, Field, model_validator
@@ -78,20 +78,23 @@ MetricName = Annotated[str, AfterValidator(_check_metric_name)]
 LabelName = Annotated[str, AfterValidator(_check_label_name)]
 
 # How an index is encoded in the OID, and how a value is rendered as a label.
-IndexType = Literal["gauge", "DisplayString", "OctetString", "PhysAddress48", "IpAddr"]
-MetricType = Literal[
-    "gauge",
-    "counter",
+# IpAddr is Scout's own name for snmp_exporter's InetAddressIPv4 (4 sub-ids, dotted);
+# InetAddressIPv6 is 16, shown as snmp_exporter shows it (FE80:0000:...:0001);
+# InetAddress (and InetAddressMissingSize) read the address type first, as in a
+# module snmp_exporter's generator made (see mapping.decode_index).
+OctetType = Literal[
     "DisplayString",
     "OctetString",
     "PhysAddress48",
-    "EnumAsInfo",
-    "EnumAsStateSet",
+    "IpAddr",
+    "InetAddressIPv4",
+    "InetAddressIPv6",
+    "InetAddress",
 ]
+IndexType = Literal["gauge", OctetType, "InetAddressMissingSize"]
+MetricType = Literal["gauge", "counter", OctetType, "EnumAsInfo", "EnumAsStateSet"]
 # Types whose value becomes a label (an info series) rather than the sample value.
-LABEL_VALUED = frozenset(
-    {"DisplayString", "OctetString", "PhysAddress48", "EnumAsInfo", "EnumAsStateSet"}
-)
+LABEL_VALUED = frozenset(get_args(OctetType)) | {"EnumAsInfo", "EnumAsStateSet"}
 # How an aggregated table becomes one sample; ``count`` counts the rows with a value.
 Aggregate = Literal["sum", "min", "max", "mean", "count"]
 
@@ -115,6 +118,13 @@ class SnmpLookup(StrictModel):
     labelname: LabelName
     oid: OidText
     type: IndexType = "DisplayString"
+
+
+# snmp_exporter metric keys Scout does not implement, and what to use instead.
+UNSUPPORTED_METRIC_KEYS = {
+    "regex_extracts": "derive the value with value_map, or a recording rule",
+    "datetime_pattern": "export the raw value and convert it in a recording rule",
+}
 
 
 class SnmpMetric(StrictModel):
@@ -143,6 +153,19 @@ class SnmpMetric(StrictModel):
     instance: str = "0"
     # A table folded into one sample without index labels (the mean CPU of all cores).
     aggregate: Aggregate | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported_keys(cls, data: object) -> object:
+        # Named, rather than "extra inputs are not permitted": a module copied from
+        # snmp_exporter's snmp.yml gets a reason and a way out.
+        if isinstance(data, dict):
+            for key, instead in UNSUPPORTED_METRIC_KEYS.items():
+                if key in data:
+                    raise ValueError(
+                        f"{key} (snmp_exporter's) is not supported by Scout: {instead}"
+                    )
+        return data
 
     @model_validator(mode="after")
     def _lookups_name_known_indexes(self) -> Self:

@@ -22,6 +22,7 @@ replaces it. Self-metrics of a scrape, besides the handler's
 
     scout_snmp_pdus_sent 31
     scout_snmp_retries 0
+    scout_snmp_undecodable_datagrams 0   # from its address, answering no request
     scout_snmp_module_success{module="if_mib"} 1
     scout_snmp_module_duration_seconds{module="if_mib"} 0.2
     scout_snmp_max_repetitions{module="if_mib"} 25
@@ -33,9 +34,20 @@ A device that does not answer fails its modules (``scout_snmp_module_success``
 0), not the request, so Prometheus keeps ``up`` for the exporter; it is
 ``scout_snmp_device_reachable`` 0 that says the device answered nothing at all
 (the shipped ``SnmpDeviceUnreachable`` alert), while a device that answers with
-an error (a wrong v3 password, a module it lacks) stays reachable and only
-fails the module. A v2c agent ignores a wrong community, so that looks like an
-unreachable device: SNMP gives no way to tell them apart.
+an error (a wrong v3 password, a module it lacks), with an answer to a request
+that does not decode past its request id, or too slowly to be walked by the
+deadline stays reachable and only fails the module. A datagram that answers no
+request (not SNMP, another community) is not an answer: anyone can forge the
+device's address (``scout_snmp_undecodable_datagrams`` counts them). The
+modules give up a little before the scrape's deadline (``module_deadline``),
+with the PDUs they sent counted; if the handler still has to stop the scrape
+(an event loop held past the deadline), the status families, and the samples
+of modules read in full, are appended as it unwinds, so a 200 always carries
+them. A scrape that waits behind another of the device for its whole budget
+sends nothing; it is reachable if the device answered the other one meanwhile
+(see ``ModuleProgress``). A v2c agent ignores a
+wrong community, so that looks like an unreachable device: SNMP gives no way to
+tell them apart.
 """
 
 from __future__ import annotations
@@ -47,9 +59,9 @@ import logging
 import random
 import resource
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from exporter.clients.snmp import (
     Credentials,
@@ -59,6 +71,7 @@ from exporter.clients.snmp import (
     SnmpSession,
     ValueKind,
     VarBind,
+    undecodable_note,
 )
 from exporter.common.serving import ServerLimits
 from exporter.config import SnmpAuth
@@ -322,6 +335,8 @@ class ModuleResult:
     pdus_sent: int = 0
     retries: int = 0
     replies: int = 0
+    # Datagrams from the device's address that answered no request: never replies.
+    undecodable: int = 0
     # Neighbour rows past the module's max_neighbours; None: no neighbour tables read.
     neighbours_dropped: int | None = None
 
@@ -519,31 +534,47 @@ class SnmpScraper:
         # Each held from here until every module is done, so that opening the next
         # (another module's, another scrape's) evicts none of them (see _evict).
         entries: list[SessionEntry] = []
+        progress: list[ModuleProgress] = []
+        deadline = module_deadline(job.deadline)
         try:
             for _, module in job.modules:
                 entries.append(self._acquire(self.session(target, auth_name, credentials, module)))
+            progress = [
+                ModuleProgress(name, entry.session)
+                for entry, (name, _) in zip(entries, job.modules, strict=True)
+            ]
             results = await asyncio.gather(
                 *(
-                    _bounded(
-                        self.scrape_module(
-                            entry, (target, auth_name, name), name, module, job.deadline
-                        ),
+                    self.scrape_module(
+                        entry,
+                        (target, auth_name, name),
                         name,
-                        job.deadline,
+                        module,
+                        deadline,
+                        progress=step,
+                        session_deadline=job.deadline,
                     )
-                    for entry, (name, module) in zip(entries, job.modules, strict=True)
+                    for entry, (name, module), step in zip(
+                        entries, job.modules, progress, strict=True
+                    )
                 )
             )
+        except asyncio.CancelledError:
+            # The handler gave up on the scrape (its own deadline, a little later than
+            # the modules'): a CPU-bound walk, or a long garbage collection, kept the
+            # modules' deadlines from firing in time. The status families still go out,
+            # from what each module had done, or Prometheus would get a 200 that no
+            # alert can read.
+            # A module that had finished keeps its families with its success.
+            cut = [step.outcome(CUT_SHORT) for step in progress]
+            families += _self_families(cut)
+            families += merge_families(f for result in cut for f in result.families)
+            _log_failures(cut, target, auth_name)
+            raise
         finally:
             for entry in entries:
                 self._release(entry)
-        for result in results:
-            if result.error:
-                log.warning(
-                    "snmp module failed: %s",
-                    result.error,
-                    extra={"target": str(target), "snmp_module": result.module, "auth": auth_name},
-                )
+        _log_failures(results, target, auth_name)
         families += _self_families(results)
         families += merge_families(f for result in results for f in result.families)
         return all(result.success for result in results), None
@@ -563,16 +594,37 @@ class SnmpScraper:
         name: str,
         module: SnmpModule,
         deadline: float,
+        *,
+        progress: ModuleProgress | None = None,
+        session_deadline: float | None = None,
     ) -> ModuleResult:
-        async with entry.lock:
-            session = entry.session
-            stats = session.stats
-            pdus, retries, replies = stats.pdus_sent, stats.retries, stats.replies
-            result = await self._scrape_module(session, device_key, name, module, deadline)
-            result.pdus_sent = stats.pdus_sent - pdus
-            result.retries = stats.retries - retries
-            result.replies = stats.replies - replies
-            return result
+        """The module's result, or a failure at ``deadline`` with what it cost so far.
+
+        A device that answers but cannot be walked in time (a big table, a slow
+        agent) is reachable: the PDUs sent and the replies received are counted
+        either way, so only the module fails. The session's requests stop at
+        ``session_deadline`` (by default ``deadline``): given the scrape's, a little
+        later, the module's own deadline is the one that ends a walk, and its
+        error says whether the device answered.
+        """
+        if progress is None:
+            progress = ModuleProgress(name, entry.session)
+        try:
+            async with asyncio.timeout_at(deadline), entry.lock:
+                state = self._devices.get(device_key)
+                if state is None:
+                    state = self._devices[device_key] = DeviceState(module.max_repetitions)
+                progress.begin(state)
+                result = await self._scrape_module(
+                    entry.session,
+                    device_key,
+                    name,
+                    module,
+                    deadline if session_deadline is None else session_deadline,
+                )
+        except TimeoutError:
+            return progress.outcome(None)
+        return progress.finish(result)
 
     async def _scrape_module(
         self,
@@ -739,18 +791,125 @@ class SnmpScraper:
         )
 
 
-async def _bounded(
-    scrape: Coroutine[Any, Any, ModuleResult], name: str, deadline: float
-) -> ModuleResult:
-    """The module's result, or a failure at the deadline, whatever the device does."""
-    started = time.perf_counter()
-    remaining = deadline - asyncio.get_running_loop().time()
-    try:
-        return await asyncio.wait_for(scrape, timeout=max(remaining, 0))
-    except TimeoutError:
-        return ModuleResult(
-            name, False, time.perf_counter() - started, [], 0, False, "deadline exceeded"
+# The modules' deadline comes this much before the handler's (the scrape's): the
+# failure they report at their own deadline is built and rendered before the handler
+# would give up on the scrape. A share of a short budget, at most this long.
+MODULE_DEADLINE_MARGIN_SECONDS = 0.25
+MODULE_DEADLINE_MARGIN_SHARE = 0.1
+
+# The error of a module the handler cut short (see SnmpScraper.scrape).
+CUT_SHORT = "the scrape was stopped at its deadline before the module was read in full"
+
+
+def module_deadline(deadline: float) -> float:
+    """When the modules of a scrape due at ``deadline`` (``loop.time()``) give up."""
+    budget = deadline - asyncio.get_running_loop().time()
+    return deadline - min(
+        MODULE_DEADLINE_MARGIN_SECONDS, max(budget, 0) * MODULE_DEADLINE_MARGIN_SHARE
+    )
+
+
+class ModuleProgress:
+    """What one module's scrape has cost so far: its result if the deadline cuts it short.
+
+    The session's counters are read when the module takes the session's lock
+    (another scrape of the device may hold it first), so the counts are this
+    module's own.
+    """
+
+    __slots__ = ("_baseline", "_replies_waiting", "_started", "name", "result", "session", "state")
+
+    def __init__(self, name: str, session: SnmpClient) -> None:
+        self.name = name
+        self.session = session
+        self.state: DeviceState | None = None
+        self.result: ModuleResult | None = None
+        self._started = time.perf_counter()
+        self._baseline: tuple[int, int, int, int] | None = None
+        # Replies on the session before this module waits for its lock: what another
+        # scrape of the device (an HA Prometheus pair's) holding it gets meanwhile
+        # is the same device answering within this scrape's time.
+        self._replies_waiting = session.stats.replies
+
+    def begin(self, state: DeviceState) -> None:
+        self._baseline = self._read()
+        self.state = state
+
+    def _read(self) -> tuple[int, int, int, int]:
+        stats = self.session.stats
+        return stats.pdus_sent, stats.retries, stats.replies, stats.undecodable
+
+    def _counts(self) -> tuple[int, int, int, int]:
+        """PDUs sent, retries, replies and undecodable datagrams since ``begin``."""
+        if self._baseline is None:
+            return 0, 0, 0, 0
+        now = self._read()
+        return (
+            now[0] - self._baseline[0],
+            now[1] - self._baseline[1],
+            now[2] - self._baseline[2],
+            now[3] - self._baseline[3],
         )
+
+    def finish(self, result: ModuleResult) -> ModuleResult:
+        pdus, retries, replies, undecodable = self._counts()
+        result.pdus_sent, result.retries, result.replies = pdus, retries, replies
+        result.undecodable = undecodable
+        self.result = result
+        return result
+
+    def outcome(self, error: str | None) -> ModuleResult:
+        """The finished result, or a failure with the counts so far and ``error``
+        (by default, what the counts say about why the deadline passed)."""
+        if self.result is not None:
+            return self.result
+        pdus, retries, replies, undecodable = self._counts()
+        # Reachability: the device answered while this module waited or worked.
+        answered = self.session.stats.replies - self._replies_waiting
+        if self._baseline is None:
+            # It sent nothing: another scrape held the session all along (or another
+            # module of this one: modules with the same timeout and retries share it).
+            error = error or (
+                "no request sent: the device's session was busy with another scrape"
+                " or module of it until the deadline"
+            )
+        elif error is None:
+            # No counts in the text (they are in the self-metrics): a message that
+            # stays the same is one the log's repeat filter can hold back.
+            if replies:
+                error = (
+                    "deadline passed before the module was read in full: the device"
+                    " answers, but needs more time than the scrape timeout gives (raise"
+                    " it, or read fewer columns)"
+                )
+            else:
+                error = "deadline passed with no answer from the device"
+            if undecodable:
+                error += undecodable_note(self.session.stats)
+        return ModuleResult(
+            self.name,
+            False,
+            time.perf_counter() - self._started,
+            [],
+            # What the walk lowered it to, if it did before the deadline.
+            self.state.max_repetitions if self.state is not None else 0,
+            False,
+            error,
+            pdus_sent=pdus,
+            retries=retries,
+            replies=answered,
+            undecodable=undecodable,
+        )
+
+
+def _log_failures(results: Iterable[ModuleResult], target: Target, auth_name: str) -> None:
+    for result in results:
+        if result.error:
+            log.warning(
+                "snmp module failed: %s",
+                result.error,
+                extra={"target": str(target), "snmp_module": result.module, "auth": auth_name},
+            )
 
 
 def unresolved_scrape(
@@ -769,6 +928,13 @@ def _self_families(results: list[ModuleResult]) -> list[Family]:
     sent.add((), pdus)
     retried = Family("scout_snmp_retries", "SNMP requests resent during this scrape.", "gauge")
     retried.add((), retries)
+    junk = Family(
+        "scout_snmp_undecodable_datagrams",
+        "Datagrams from the device's address during this scrape that were no SNMP reply"
+        " to it (never counted as answers).",
+        "gauge",
+    )
+    junk.add((), sum(result.undecodable for result in results))
     success = Family("scout_snmp_module_success", "1 if the module was read in full.", "gauge")
     took = Family("scout_snmp_module_duration_seconds", "Seconds spent on the module.", "gauge")
     reps = Family(
@@ -802,6 +968,7 @@ def _self_families(results: list[ModuleResult]) -> list[Family]:
     return [
         sent,
         retried,
+        junk,
         success,
         took,
         reps,

@@ -846,6 +846,53 @@ async def test_malformed_answer_fails_the_request(fake_agent):
     async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=1, retries=0) as client:
         with pytest.raises(SnmpProtocolError, match="sent a malformed response"):
             await client.get([SYS_NAME_OID])
+        # Its community and request id are the request's: the agent answered, if badly.
+        assert client.stats.replies == 1
+        assert client.stats.undecodable == 0
+
+
+# Not SNMP: a SEQUENCE that claims 65,535 octets and holds nine.
+JUNK = b"\x30\x82\xff\xff" + b"\x02\x01\x01" * 3
+
+
+async def test_junk_from_the_agents_address_ends_no_request(fake_agent):
+    """A datagram that matches no request may be anyone's (the agent's address is
+    easy to forge): the request keeps waiting, is resent as usual, and takes the
+    real answer when it comes, here a late one to the first try's id."""
+    first: list[Request] = []
+
+    def answer(request: Request, reply: Reply) -> None:
+        if not first:
+            first.append(request)
+            reply(JUNK, 0)
+        else:
+            reply(response(first[0], [(o, b"\x04\x03abc") for o in first[0].oids]), 0)
+
+    agent, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=0.5, retries=2) as client:
+        [got] = await client.get([SYS_NAME_OID])
+        assert got.value == b"abc"
+        assert len(agent.requests) == client.stats.pdus_sent == 2
+        assert client.stats.retries == 1
+        assert client.stats.undecodable == 1
+        assert client.stats.replies == 1
+
+
+async def test_only_junk_times_out_saying_what_came(fake_agent):
+    """Junk is no answer: the request times out after every try, as from a silent
+    agent, and its error says what came from the agent's address instead."""
+
+    def answer(request: Request, reply: Reply) -> None:
+        reply(JUNK, 0)
+
+    _, port = await fake_agent(answer)
+    async with SnmpSession("127.0.0.1", port, PUBLIC, timeout=0.2, retries=1) as client:
+        with pytest.raises(SnmpTimeout, match="after 2 tries") as raised:
+            await client.get([SYS_NAME_OID])
+        assert "datagrams from its address were no SNMP reply to this session" in str(raised.value)
+        assert client.stats.pdus_sent == 2
+        assert client.stats.undecodable == 2
+        assert client.stats.replies == 0
 
 
 async def test_v1_walk_splits_getnext_on_too_big_and_ends_on_no_such_name(fake_agent):

@@ -158,6 +158,42 @@ def test_values_that_do_not_fit_are_skipped_not_fatal():
         ),
         (SnmpIndex(labelname="s", type="DisplayString"), (5, 97), None),  # length past the end
         (SnmpIndex(labelname="a", type="IpAddr"), (10, 0, 300, 1), None),  # not a byte
+        # snmp_exporter's index type names, as its generated snmp.yml has them.
+        (
+            SnmpIndex(labelname="a", type="InetAddressIPv4"),
+            (10, 0, 0, 1, 4),
+            ("10.0.0.1", (10, 0, 0, 1), (4,)),
+        ),
+        (
+            SnmpIndex(labelname="a", type="InetAddressIPv6"),
+            (254, 128, *[0] * 13, 1, 7),
+            ("FE80:0000:0000:0000:0000:0000:0000:0001", (254, 128, *[0] * 13, 1), (7,)),
+        ),
+        # InetAddress: the address type (the generator folds InetAddressType into it),
+        # the length, then the address, read by its type.
+        (
+            SnmpIndex(labelname="a", type="InetAddress"),
+            (1, 4, 192, 0, 2, 1, 9),
+            ("192.0.2.1", (1, 4, 192, 0, 2, 1), (9,)),
+        ),
+        (
+            SnmpIndex(labelname="a", type="InetAddress"),
+            (2, 16, 32, 1, 13, 184, *[0] * 11, 1),
+            ("2001:0DB8:0000:0000:0000:0000:0000:0001", (2, 16, 32, 1, 13, 184, *[0] * 11, 1), ()),
+        ),
+        # ipv4z(3) is no type snmp_exporter reads: the hex of type, length and octets.
+        (
+            SnmpIndex(labelname="a", type="InetAddress"),
+            (3, 8, 192, 0, 2, 1, 0, 0, 0, 5, 6),
+            ("0x0308C000020100000005", (3, 8, 192, 0, 2, 1, 0, 0, 0, 5), (6,)),
+        ),
+        (
+            SnmpIndex(labelname="a", type="InetAddressMissingSize"),
+            (1, 192, 0, 2, 1),
+            ("192.0.2.1", (1, 192, 0, 2, 1), ()),
+        ),
+        (SnmpIndex(labelname="a", type="InetAddress"), (1, 4, 192, 0), None),  # cut short
+        (SnmpIndex(labelname="a", type="InetAddressIPv6"), (1, 2, 3), None),
     ],
 )
 def test_index_decoding(index, suffix, expected):
@@ -167,6 +203,53 @@ def test_index_decoding(index, suffix, expected):
 def test_octet_rendering():
     assert render_octets(b"\xff\xfe", "DisplayString") == "0xFFFE"  # not UTF-8: shown as hex
     assert render_octets(b"\x00\x1b\x21", "OctetString") == "0x001B21"
+    # Values and lookups of snmp_exporter's address types.
+    assert render_octets(b"\xc0\x00\x02\x01", "InetAddressIPv4") == "192.0.2.1"
+    assert render_octets(bytes(15) + b"\x01", "InetAddressIPv6") == (
+        "0000:0000:0000:0000:0000:0000:0000:0001"
+    )
+    assert render_octets(b"\xc0\x00\x02\x01", "InetAddress") == "192.0.2.1"
+    assert render_octets(b"dns.example", "InetAddress") == "0x646E732E6578616D706C65"
+
+
+def test_modules_from_snmp_exporter_load_with_its_index_types():
+    module = SnmpModule.model_validate(
+        {
+            "metrics": [
+                {
+                    "name": "ipAdEntIfIndex",
+                    "oid": "1.3.6.1.2.1.4.20.1.2",
+                    "indexes": [{"labelname": "ipAdEntAddr", "type": "InetAddressIPv4"}],
+                },
+                {
+                    "name": "ipAddressIfIndex",
+                    "oid": "1.3.6.1.2.1.4.34.1.3",
+                    "indexes": [{"labelname": "ipAddressAddr", "type": "InetAddress"}],
+                },
+            ]
+        }
+    )
+    v4, v6 = oid_of("1.3.6.1.2.1.4.20.1.2"), oid_of("1.3.6.1.2.1.4.34.1.3")
+    rows = {
+        v4: [vb((*v4, 127, 0, 0, 1), ValueKind.INTEGER, 1)],
+        v6: [
+            vb((*v6, 1, 4, 127, 0, 0, 1), ValueKind.INTEGER, 1),
+            vb((*v6, 2, 16, *[0] * 15, 1), ValueKind.INTEGER, 1),
+        ],
+    }
+    families = families_by_name(MetricMapper(module).families(rows, {}))
+    assert families["ipAdEntIfIndex"].samples == [((("ipAdEntAddr", "127.0.0.1"),), 1)]
+    assert [dict(labels) for labels, _ in families["ipAddressIfIndex"].samples] == [
+        {"ipAddressAddr": "127.0.0.1"},
+        {"ipAddressAddr": "0000:0000:0000:0000:0000:0000:0000:0001"},
+    ]
+
+
+def test_regex_extracts_is_refused_by_name():
+    metric = {"name": "temp", "oid": "1.3.6.1.4.1.2021.13.16.2.1.3"}
+    metric["regex_extracts"] = {"": [{"regex": "(.*)", "value": "$1"}]}
+    with pytest.raises(ValueError, match=r"regex_extracts \(snmp_exporter's\) is not supported"):
+        SnmpModule.model_validate({"metrics": [metric]})
 
 
 def test_text_exposition_escapes_and_skips_empty_families():
