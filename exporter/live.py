@@ -4,7 +4,8 @@
 collectors and one scraper per multi-target kind. They are started when the
 app starts (``start``) and closed when it stops (``close``); a reload builds a
 new set from the new config, closes the old set, and starts the new one, so a
-collector or scraper that owns a socket, a thread or a task never leaks.
+collector or scraper that owns a socket, a thread or a task never leaks; a new
+collector takes over what the old one of its name learned (``lifecycle.Successor``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, cast
 from exporter.collectors import COLLECTORS, Collector, CollectorSpec, HostView
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import ConfigError
-from exporter.lifecycle import Lifecycle, close_all, start_all
+from exporter.lifecycle import Lifecycle, close_all, hand_over, start_all
 from exporter.targets.kind import A, F, M, T, TargetKind, TargetScraper
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ class LiveConfig:
         The new collectors and scrapers are built before anything changes, so a
         config that fails to build changes nothing. Then the new scrapers are
         started and scrapes sent to them, the old collectors are closed (freeing
-        a port a new one may bind), the new collectors started, and the old
+        a port a new one may bind), the new collectors take over what the old ones
+        learned (the flow templates and counts) and start, and the old
         scrapers closed last. If the new set fails to start, it is closed and the
         previous config comes back, built afresh (unless only a scraper failed,
         before anything changed).
@@ -140,20 +142,24 @@ class LiveConfig:
             # deadline).
             try:
                 await close_all(old.collectors.values())
+                hand_over(running.collectors, old.collectors)
                 await start_all(list(running.collectors.values()))
             except Exception as exc:  # reload boundary: fall back to the config that worked
                 self.last_reload_successful = False
                 await close_all(running.target_scrapers.values())
-                await self._restore(previous)
+                # The new collectors hold what the old ones had learned: pass it back.
+                await self._restore(previous, running.collectors)
                 raise ConfigError(f"cannot start what the new config needs: {exc!r}") from None
             finally:
                 await close_all(old.target_scrapers.values())
             self.last_reload_successful = True
             self.last_reload_success_time = time.time()
 
-    async def _restore(self, config: ExporterConfig) -> None:
-        """Run ``config`` again, with collectors and scrapers built afresh."""
+    async def _restore(self, config: ExporterConfig, failed: dict[str, Collector]) -> None:
+        """Run ``config`` again, with collectors and scrapers built afresh, the collectors
+        taking over from those of the ``failed`` config."""
         self.config, self._running = config, self._build(config)
+        hand_over(self._running.collectors, failed)
         try:
             await start_all(self._running.parts())
         except Exception:  # reload boundary: serve what did start rather than nothing
