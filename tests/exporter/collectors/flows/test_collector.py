@@ -40,8 +40,9 @@ from exporter.collectors.flows.listener import (
     parse_listen,
     receiver_for,
 )
-from exporter.config import ExporterConfig, FlowsCollectorConfig
-from exporter.errors import ListenError
+from exporter.config import ExporterConfig, FlowsCollectorConfig, load_config
+from exporter.errors import ConfigError, ListenError
+from exporter.live import LiveConfig, Settings
 from scripts.localstack import Service, free_port
 from tests.conftest import http_get, http_post, wait_for
 from tests.firewall_names import FLOW_METRICS
@@ -1065,3 +1066,34 @@ async def test_ipv4_mapped_addresses_are_ranked_as_the_ipv4_addresses_they_carry
     }
     assert "10.9.9.0/24" in destinations
     assert not any(address.startswith("::") for address in destinations)
+
+
+async def test_a_reload_to_a_busy_flow_port_falls_back_with_the_templates_kept(
+    tmp_path: Path,
+) -> None:
+    config_file = tmp_path / "exporter.yml"
+    config_file.write_text("collectors:\n  flows:\n    listen: 127.0.0.1:0\n")
+    settings = Settings(config_file=config_file, enabled_collectors=frozenset({"flows"}))
+    live = LiveConfig(settings, load_config(config_file), COLLECTORS)
+    await live.start()
+    try:
+        before = live.collectors["flows"]
+        assert isinstance(before, FlowsCollector)
+        _send(before.address, ipfix_packet([ipfix_template(256, IPV4_LAYOUT)]))
+        wait_for(lambda: len(before.flows.decoder.templates) == 1, timeout=10, what="the template")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+            busy.bind(("127.0.0.1", 0))
+            port = busy.getsockname()[1]
+            config_file.write_text(f"collectors:\n  flows:\n    listen: 127.0.0.1:{port}\n")
+            with pytest.raises(ConfigError, match="flows, UDP"):
+                await live.reload()
+        # The previous config runs again, built afresh: it still knows the router's template.
+        after = live.collectors["flows"]
+        assert isinstance(after, FlowsCollector)
+        assert after is not before
+        after.flows.ingest(ipfix_packet([flow_set(256, IPV4_LAYOUT, FLOWS)]), "127.0.0.1")
+        families = after.collect()
+        assert _value(families, "scout_flow_bad_packets_total", reason="unknown_template") == 0
+        assert _value(families, "scout_flow_records_total", version="ipfix") == 2
+    finally:
+        await live.close()
