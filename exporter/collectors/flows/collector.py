@@ -296,25 +296,37 @@ class FlowIngest:
 
     def take_over(self, previous: FlowIngest) -> None:
         """Go on from ``previous``, the ingest of the config a reload replaces, whose
-        datagrams have stopped coming (its listener is closed).
+        datagrams have stopped coming (its listener is closed); called before this
+        ingest is read or fed.
 
         Kept whatever the new settings: the templates and sampling rates (see
         ``FlowDecoder.carry_from``) and the bad packet counts. Kept while the
         aggregation settings (``top_n``, ``window``, ``ttl``, ``max_series``, the
         prefixes, ``by_protocol_port``) are unchanged: every exporter's counters and
         sequence state; other settings rank and label the flows differently, so
-        those counts start again. Either way an exporter the new ``exporters`` no
-        longer admits is forgotten.
+        those counts start again. An exporter the new ``exporters`` no longer admits
+        is forgotten by ``forget_unadmitted``, once this config is sure to run: the
+        counts may still go back to ``previous``'s config if it is not.
+
+        May be called again with a newer ``previous`` (a failed reload's ingest, which
+        had taken over from the same one): its templates are laid over the older
+        ones, its bad packet counts replace theirs, and its counters are taken if its
+        settings are this one's.
         """
         with previous._lock:
             self.decoder.carry_from(previous.decoder, self._is_allowed)
             if previous.aggregator.settings == self.aggregator.settings:
                 self.aggregator = previous.aggregator
-                self.aggregator.forget_exporters(lambda address, _: not self._is_allowed(address))
                 # A scrape still in flight on the replaced collector reads the same counts.
                 self._lock = previous._lock
-            for reason, count in previous.bad_packets.items():
-                self.bad_packets[reason] += count
+            self.bad_packets = dict(previous.bad_packets)
+
+    def forget_unadmitted(self) -> None:
+        """Forget the exporters ``exporters`` does not admit (counts taken over from a
+        config that admitted more)."""
+        if self._exporters is not None:
+            with self._lock:
+                self.aggregator.forget_exporters(lambda address, _: not self._is_allowed(address))
 
     def ingest(self, datagram: bytes, exporter: str) -> None:
         """Decode and count one datagram from ``exporter``; bad ones are counted, never raised."""
@@ -635,9 +647,11 @@ class FlowsCollector:
 
     def take_over(self, previous: object) -> None:
         """Go on from the flows collector a reload replaces (see ``FlowIngest.take_over``);
-        called after ``previous`` closed and before ``start``."""
+        called after ``previous`` closed and before ``start``, perhaps again with a
+        newer one (a failed reload's)."""
         if isinstance(previous, FlowsCollector):
             self.flows.take_over(previous.flows)
+            # The newer one's count includes the older one's.
             self._drops_before = previous.receive_drops()
 
     def receive_drops(self) -> int:
@@ -646,6 +660,8 @@ class FlowsCollector:
 
     async def start(self) -> None:
         self._listener.start()
+        # Bound: this config runs, and the counts taken over are its own now.
+        self.flows.forget_unadmitted()
 
     async def close(self) -> None:
         # Joining the thread is quick (it wakes on the socket pair), but never on the loop.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import functools
@@ -820,6 +821,16 @@ def test_datagrams_the_kernel_drops_on_a_full_queue_are_counted() -> None:
         # Every datagram sent was either read or dropped, and counted as such.
         wait_for(lambda: sum(received) + drops() == sent + 1, timeout=10, what="the queue")
         assert sum(received) + drops() == sent + 1
+        # A reload's collector goes on from the count of the listener it replaces.
+        dropped = drops()
+        collector._listener.stop()
+        assert drops() == dropped
+        successor = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+        successor.take_over(collector)
+        assert _value(successor.collect(), "scout_flow_receive_drops_total") == dropped
+        successor._listener.start()
+        successor._listener.stop()
+        assert _value(successor.collect(), "scout_flow_receive_drops_total") == dropped
     finally:
         release.set()
         collector._listener.stop()
@@ -998,8 +1009,14 @@ async def test_a_reload_forgets_only_what_the_new_settings_make_invalid() -> Non
         FlowsCollectorConfig(**settings, exporters=["192.0.2.0/24"], max_templates=1)
     )
     new.take_over(old)
-    new.flows.ingest(ipfix_packet([flow_set(256, IPV4_LAYOUT, FLOWS)], sequence=2), "192.0.2.1")
-    families = new.collect()
+    # Not yet started, the new config may still fall back: the old counts stay whole.
+    assert _value(old.collect(), "scout_flow_records_total", exporter="198.51.100.1") == 2
+    await new.start()
+    try:
+        new.flows.ingest(ipfix_packet([flow_set(256, IPV4_LAYOUT, FLOWS)], sequence=2), "192.0.2.1")
+        families = new.collect()
+    finally:
+        await new.close()
     assert _value(families, "scout_flow_bad_packets_total", reason="unknown_template") == 0
     assert _value(families, "scout_flow_bad_packets_total", reason="truncated") == 1
     assert _value(families, "scout_flow_records_total", exporter="192.0.2.1") == 4
@@ -1068,32 +1085,93 @@ async def test_ipv4_mapped_addresses_are_ranked_as_the_ipv4_addresses_they_carry
     assert not any(address.startswith("::") for address in destinations)
 
 
-async def test_a_reload_to_a_busy_flow_port_falls_back_with_the_templates_kept(
+async def test_a_reload_to_a_busy_flow_port_falls_back_with_the_templates_and_counts_kept(
     tmp_path: Path,
 ) -> None:
     config_file = tmp_path / "exporter.yml"
-    config_file.write_text("collectors:\n  flows:\n    listen: 127.0.0.1:0\n")
+    config_file.write_text("collectors:\n  flows:\n    listen: 127.0.0.1:0\n    top_n: 5\n")
     settings = Settings(config_file=config_file, enabled_collectors=frozenset({"flows"}))
     live = LiveConfig(settings, load_config(config_file), COLLECTORS)
     await live.start()
     try:
         before = live.collectors["flows"]
         assert isinstance(before, FlowsCollector)
-        _send(before.address, ipfix_packet([ipfix_template(256, IPV4_LAYOUT)]))
-        wait_for(lambda: len(before.flows.decoder.templates) == 1, timeout=10, what="the template")
+        data = flow_set(256, IPV4_LAYOUT, FLOWS)
+        _send(before.address, ipfix_packet([ipfix_template(256, IPV4_LAYOUT), data]))
+        wait_for(
+            lambda: _value(before.collect(), "scout_flow_records_total", version="ipfix") == 2,
+            timeout=10,
+            what="the template and data",
+        )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
             busy.bind(("127.0.0.1", 0))
             port = busy.getsockname()[1]
-            config_file.write_text(f"collectors:\n  flows:\n    listen: 127.0.0.1:{port}\n")
+            # Another ranking too: the new collector counts afresh, the old one's counts
+            # are still those of the config that comes back.
+            config_file.write_text(
+                f"collectors:\n  flows:\n    listen: 127.0.0.1:{port}\n    top_n: 6\n"
+            )
             with pytest.raises(ConfigError, match="flows, UDP"):
                 await live.reload()
-        # The previous config runs again, built afresh: it still knows the router's template.
+        # The previous config runs again, built afresh: it still knows the router's
+        # template, and its counts and sequence state go on.
+        assert live.config.collectors.flows.top_n == 5
         after = live.collectors["flows"]
         assert isinstance(after, FlowsCollector)
         assert after is not before
-        after.flows.ingest(ipfix_packet([flow_set(256, IPV4_LAYOUT, FLOWS)]), "127.0.0.1")
+        after.flows.ingest(ipfix_packet([data], sequence=2), "127.0.0.1")
         families = after.collect()
         assert _value(families, "scout_flow_bad_packets_total", reason="unknown_template") == 0
-        assert _value(families, "scout_flow_records_total", version="ipfix") == 2
+        assert _value(families, "scout_flow_records_total", version="ipfix") == 4
+        assert _value(families, "scout_flow_sequence_lost_records_total", version="ipfix") == 0
     finally:
         await live.close()
+
+
+async def test_scrapes_during_reloads_never_see_a_flow_counter_go_back(tmp_path: Path) -> None:
+    """A scrape on every turn of the event loop while reloads run (the same config, then
+    one that fails): each reads the collector published then, which is never one that
+    has not yet taken over from its predecessor, so no count goes back to 0."""
+    config_file = tmp_path / "exporter.yml"
+    config_file.write_text("collectors:\n  flows:\n    listen: 127.0.0.1:0\n")
+    settings = Settings(config_file=config_file, enabled_collectors=frozenset({"flows"}))
+    live = LiveConfig(settings, load_config(config_file), COLLECTORS)
+    await live.start()
+    first = live.collectors["flows"]
+    assert isinstance(first, FlowsCollector)
+    first.flows.ingest(b"\x00\x05", "192.0.2.1")  # truncated
+    template, data = ipfix_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, FLOWS)
+    first.flows.ingest(ipfix_packet([template, data]), "192.0.2.1")
+    names = [
+        ("scout_flow_bad_packets_total", {"reason": "truncated"}),
+        ("scout_flow_templates", {"exporter": "192.0.2.1"}),
+        ("scout_flow_records_total", {"exporter": "192.0.2.1"}),
+        ("scout_flow_receive_drops_total", {}),
+    ]
+    seen: list[list[float | None]] = []
+    reloading = True
+
+    async def scrape() -> None:
+        while reloading:
+            families = live.collectors["flows"].collect()
+            seen.append([_value(families, name, **labels) for name, labels in names])
+            await asyncio.sleep(0)
+
+    scrapes = asyncio.create_task(scrape())
+    try:
+        await asyncio.sleep(0)
+        await live.reload()
+        await live.reload()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+            busy.bind(("127.0.0.1", 0))
+            config_file.write_text(
+                f"collectors:\n  flows:\n    listen: 127.0.0.1:{busy.getsockname()[1]}\n"
+            )
+            with pytest.raises(ConfigError):
+                await live.reload()
+    finally:
+        reloading = False
+        await scrapes
+        await live.close()
+    assert len(seen) > 3
+    assert all(values == [1, 1, 2, seen[0][3]] for values in seen), seen
