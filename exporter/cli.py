@@ -222,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(settings, config, security=security)
     _install_sighup(app)
     tune_garbage_collector()
-    addresses = args.listen or [parse_listen_address(f":{DEFAULT_PORT}")]
+    # An address given twice (in the same spelling) is served, and logged, once.
+    addresses = list(dict.fromkeys(args.listen or [parse_listen_address(f":{DEFAULT_PORT}")]))
     log.info(
         "starting",
         extra={

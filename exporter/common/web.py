@@ -152,7 +152,8 @@ def serve_on(
     one-line reason if any cannot be listened on."""
     limits = limits or ServerLimits()
     sockets: list[socket.socket] = []
-    for host, port in dict.fromkeys(addresses):  # an address given twice is served once
+    # An address given twice in the same spelling is served once.
+    for host, port in dict.fromkeys(addresses):
         opened = open_listening_sockets(host, port, prog, limits)
         if opened is None:
             for sock in sockets:

@@ -115,12 +115,14 @@ def test_the_start_line_says_which_snmp_loops_run(monkeypatch, capsys, loaded, s
     monkeypatch.setattr(cli, "tune_garbage_collector", lambda: None)
     monkeypatch.setattr(signal, "signal", lambda *args: None)
     try:
-        assert cli.main(["--web.listen-address=127.0.0.1:9", "--log.format=json"]) == 0
+        listen = ["--web.listen-address=127.0.0.1:9"] * 2
+        assert cli.main([*listen, "--log.format=json"]) == 0
     finally:
         logging.getLogger().handlers.clear()
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
     (start,) = [line for line in lines if line["msg"] == "starting"]
     assert start["snmp_loops"] == said
+    assert start["address"] == "127.0.0.1:9"  # given twice, served and told once
 
 
 def test_a_busy_flow_port_is_the_same_clear_error_as_a_busy_http_port(tmp_path):

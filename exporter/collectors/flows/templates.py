@@ -157,9 +157,11 @@ def _address(raw: memoryview | None) -> int | bytes | None:
 def unmapped(address: int | bytes | None) -> int | bytes | None:
     """An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) as the IPv4 address it carries.
 
-    A dual-stack host or a NAT64 router may report IPv4 peers so in IPv6 fields;
-    ranked as IPv6 they would all fall into ``::/ipv6_prefix`` together, and
-    apart from the same hosts' plain IPv4 flows.
+    Only ``::ffff:0:0/96``: dual-stack sockets, and so some exporters, report IPv4
+    peers so in IPv6 fields; ranked as IPv6 they would all fall into
+    ``::/ipv6_prefix`` together, and apart from the same hosts' plain IPv4 flows.
+    NAT64's ``64:ff9b::/96`` and the others that embed an IPv4 address are the
+    addresses of IPv6 hosts, and stay IPv6.
     """
     if isinstance(address, bytes) and address[:12] == _V4_MAPPED:
         return int.from_bytes(address[12:])
