@@ -544,9 +544,14 @@ class UdpListener:
         """Datagrams the kernel dropped before the thread read them (mostly on a full
         queue): 0 before ``start``, the last count after ``stop``, None where the kernel
         does not tell (off Linux)."""
-        if self._socket is None and sys.platform.startswith("linux"):
+        sock = self._socket
+        if sock is None and sys.platform.startswith("linux"):
             return self._final_drops
         info = self._meminfo()
+        if info is None and sock is not None and sock.fileno() == -1:
+            # ``stop`` (in another thread: a scrape reads a closing collector) closed
+            # the socket meanwhile, having kept the last count first.
+            return self._final_drops
         return None if info is None else info[1]
 
     def _meminfo(self) -> tuple[int, int] | None:
