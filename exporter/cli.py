@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -22,10 +23,10 @@ from exporter.collectors import COLLECTORS, HostView
 from exporter.common.gctime import GC_TIMER
 from exporter.common.logs import LOG_LEVELS, configure_logging
 from exporter.common.version import __version__
-from exporter.common.web import format_address, parse_listen_address, serve
+from exporter.common.web import format_address, parse_listen_address, serve_on
 from exporter.common.webconfig import WebConfigError, WebSecurity
 from exporter.config import load_config
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ListenError
 from exporter.live import Settings
 
 log = logging.getLogger("exporter")
@@ -40,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--web.listen-address",
         dest="listen",
         type=parse_listen_address,
-        default=parse_listen_address(f":{DEFAULT_PORT}"),
+        action="append",
         metavar="HOST:PORT",
-        help=f"address to serve on (default :{DEFAULT_PORT}, every interface)",
+        help=f"address to serve on; repeat it to serve on several, each with the same TLS"
+        f" and authentication (default :{DEFAULT_PORT}, every interface)",
     )
     parser.add_argument(
         "--web.config.file",
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scrape.timeout-offset",
         dest="timeout_offset",
-        type=float,
+        type=seconds,
         default=0.5,
         metavar="SECONDS",
         help="subtracted from Prometheus's scrape timeout (default 0.5)",
@@ -123,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scout-exporter {__version__}")
     return parser
+
+
+def seconds(text: str) -> float:
+    """A flag's duration in seconds: a finite number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    # float() takes nan and inf; a nan offset would make every scrape's deadline nan.
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number of seconds, 0 or more, got {text!r}"
+        )
+    return value
 
 
 def enabled_collectors(args: argparse.Namespace) -> frozenset[str]:
@@ -206,19 +222,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(settings, config, security=security)
     _install_sighup(app)
     tune_garbage_collector()
-    host, port = args.listen
+    # An address given twice (in the same spelling) is served, and logged, once.
+    addresses = list(dict.fromkeys(args.listen or [parse_listen_address(f":{DEFAULT_PORT}")]))
     log.info(
         "starting",
         extra={
             "version": __version__,
-            "address": format_address(host, port),
+            "address": ",".join(format_address(host, port) for host, port in addresses),
             "tls": security.config.tls_server_config is not None,
             "collectors": ",".join(sorted(settings.enabled_collectors)),
             # Whether the SNMP scrape runs the optional compiled loops (setup.py).
             "snmp_loops": "python" if compiled is None else "compiled",
         },
     )
-    status = serve(app, host, port, "scout-exporter", ssl_context=security.ssl_context())
+    try:
+        status = serve_on(app, addresses, "scout-exporter", ssl_context=security.ssl_context())
+    except ListenError as exc:
+        # A collector's port (the flow listener's) is told as the HTTP port's is.
+        print(f"scout-exporter: {exc}", file=sys.stderr)
+        return 1
     if not _worker_threads_finish(timeout=2.0):
         # A collector stuck in a system call, or a lookup on a dead DNS server,
         # would block interpreter exit forever.

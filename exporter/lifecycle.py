@@ -6,14 +6,16 @@ or a reload replaces it, so a socket, thread or background task it owns never
 outlives it, but for one a scrape in flight is still using: the SNMP scraper
 closes such a session when that scrape is done (by its deadline), so a reload
 does not fail it. Each object is started at most once and closed at most once: a
-reload builds fresh ones rather than restarting closed ones.
+reload builds fresh ones rather than restarting closed ones. A fresh one that is a
+``Successor`` takes over what its predecessor learned (the flow collector's
+templates and counts) between the predecessor's ``close`` and its own ``start``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,16 @@ class Lifecycle(Protocol):
 
     async def close(self) -> None:
         """Release it; must not raise for a resource that is already gone."""
+        ...
+
+
+@runtime_checkable
+class Successor(Protocol):
+    """An object that a reload's replacement of it can go on from."""
+
+    def take_over(self, previous: object) -> None:
+        """Keep what ``previous`` (closed, never to be used again) learned that is still
+        valid; anything that is not of its own kind is ignored."""
         ...
 
 
@@ -53,6 +65,15 @@ async def start_all(parts: Sequence[Lifecycle]) -> None:
     except BaseException:
         await close_all(reversed(started))
         raise
+
+
+def hand_over(successors: Mapping[str, object], predecessors: Mapping[str, object]) -> None:
+    """Let each of ``successors`` that is a ``Successor`` take over from the closed
+    predecessor of the same name, if there is one."""
+    for name, successor in successors.items():
+        previous = predecessors.get(name)
+        if previous is not None and isinstance(successor, Successor):
+            successor.take_over(previous)
 
 
 async def close_all(parts: Iterable[Lifecycle]) -> None:

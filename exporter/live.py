@@ -4,7 +4,8 @@
 collectors and one scraper per multi-target kind. They are started when the
 app starts (``start``) and closed when it stops (``close``); a reload builds a
 new set from the new config, closes the old set, and starts the new one, so a
-collector or scraper that owns a socket, a thread or a task never leaks.
+collector or scraper that owns a socket, a thread or a task never leaks; a new
+collector takes over what the old one of its name learned (``lifecycle.Successor``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, cast
 from exporter.collectors import COLLECTORS, Collector, CollectorSpec, HostView
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import ConfigError
-from exporter.lifecycle import Lifecycle, close_all, start_all
+from exporter.lifecycle import Lifecycle, close_all, hand_over, start_all
 from exporter.targets.kind import A, F, M, T, TargetKind, TargetScraper
 
 log = logging.getLogger(__name__)
@@ -108,10 +109,11 @@ class LiveConfig:
         The new collectors and scrapers are built before anything changes, so a
         config that fails to build changes nothing. Then the new scrapers are
         started and scrapes sent to them, the old collectors are closed (freeing
-        a port a new one may bind), the new collectors started, and the old
-        scrapers closed last. If the new set fails to start, it is closed and the
-        previous config comes back, built afresh (unless only a scraper failed,
-        before anything changed).
+        a port a new one may bind), the new collectors take over what the old ones
+        learned (the flow templates and counts) and start, and only then are
+        scrapes sent to them; the old scrapers are closed last. If the new set fails
+        to start, it is closed and the previous config comes back, built afresh
+        (unless only a scraper failed, before anything changed).
         """
         async with self._lock:  # two SIGHUPs in a row must not interleave
             try:
@@ -133,28 +135,46 @@ class LiveConfig:
             except Exception as exc:  # reload boundary: nothing has changed yet
                 self.last_reload_successful = False
                 raise ConfigError(f"cannot start what the new config needs: {exc!r}") from None
-            self.config, self._running = config, running
+            # Scrapes read the old collectors until the new ones have taken over and
+            # started: one that read a new collector before would see its counts at 0
+            # (a counter reset), or take-over change what it is reading.
+            self.config, self._running = config, Running(old.collectors, running.target_scrapers)
             # The old collectors close before the new ones start: a listener frees
-            # the port its successor binds. The old scrapers close last: scrapes in
-            # flight may still read through them (a WinRM scrape ends only at its
-            # deadline).
+            # the port its successor binds (a closed collector still reads its counts).
+            # The old scrapers close last: scrapes in flight may still read through
+            # them (a WinRM scrape ends only at its deadline).
             try:
                 await close_all(old.collectors.values())
+                hand_over(running.collectors, old.collectors)
                 await start_all(list(running.collectors.values()))
+                self._running = running
             except Exception as exc:  # reload boundary: fall back to the config that worked
                 self.last_reload_successful = False
+                await self._restore(previous, old.collectors, running.collectors)
                 await close_all(running.target_scrapers.values())
-                await self._restore(previous)
                 raise ConfigError(f"cannot start what the new config needs: {exc!r}") from None
             finally:
                 await close_all(old.target_scrapers.values())
             self.last_reload_successful = True
             self.last_reload_success_time = time.time()
 
-    async def _restore(self, config: ExporterConfig) -> None:
-        """Run ``config`` again, with collectors and scrapers built afresh."""
-        self.config, self._running = config, self._build(config)
+    async def _restore(
+        self, config: ExporterConfig, old: dict[str, Collector], failed: dict[str, Collector]
+    ) -> None:
+        """Run ``config`` again, with collectors and scrapers built afresh.
+
+        The collectors take over from the ``old`` ones, built from ``config``, whose
+        counts still fit it, then from the ``failed`` ones, which had taken over from
+        ``old`` and may have learned since (newer templates, more bad packets).
+        """
+        restored = self._build(config)
+        hand_over(restored.collectors, old)
+        hand_over(restored.collectors, failed)
         try:
-            await start_all(self._running.parts())
+            # Scrapes go to each part once it started, as in ``reload``.
+            await start_all(list(restored.target_scrapers.values()))
+            self.config, self._running = config, Running(old, restored.target_scrapers)
+            await start_all(list(restored.collectors.values()))
         except Exception:  # reload boundary: serve what did start rather than nothing
             log.exception("the previous config's collectors and scrapers failed to start again")
+        self.config, self._running = config, restored

@@ -9,7 +9,7 @@ import socket
 import ssl
 import sys
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -128,10 +128,38 @@ def serve(
     raised first, and ``limits`` (:mod:`exporter.common.serving`) bound what
     one client can hold.
     """
+    return serve_on(
+        app,
+        [(host, port)],
+        prog,
+        ssl_context=ssl_context,
+        limits=limits,
+        on_stop_signal=on_stop_signal,
+    )
+
+
+def serve_on(
+    app: web.Application,
+    addresses: Sequence[tuple[str | None, int]],
+    prog: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    limits: ServerLimits | None = None,
+    on_stop_signal: Callable[[], None] | None = None,
+) -> int:
+    """``serve`` on every one of ``addresses``, with the same TLS, limits and middlewares
+    on each (as exporter-toolkit serves each ``--web.listen-address``); 1 with a
+    one-line reason if any cannot be listened on."""
     limits = limits or ServerLimits()
-    sockets = open_listening_sockets(host, port, prog, limits)
-    if sockets is None:
-        return 1
+    sockets: list[socket.socket] = []
+    # An address given twice in the same spelling is served once.
+    for host, port in dict.fromkeys(addresses):
+        opened = open_listening_sockets(host, port, prog, limits)
+        if opened is None:
+            for sock in sockets:
+                sock.close()
+            return 1
+        sockets += opened
     run(app, sockets, ssl_context=ssl_context, limits=limits, on_stop_signal=on_stop_signal)
     return 0
 
@@ -145,8 +173,13 @@ def open_listening_sockets(
     try:
         return listening_sockets(host, port, limits.backlog)
     except OSError as exc:
-        # Name resolution errors carry no errno, only a message.
-        plain = exc.errno is not None and exc.errno > 0
-        reason = os.strerror(exc.errno) if plain and exc.errno else exc.strerror or str(exc)
+        reason = socket_error_reason(exc)
         print(f"{prog}: cannot listen on {format_address(host, port)}: {reason}", file=sys.stderr)
         return None
+
+
+def socket_error_reason(exc: OSError) -> str:
+    """Why a bind failed, in a few words ("Address already in use")."""
+    # Name resolution errors carry no errno, only a message.
+    plain = exc.errno is not None and exc.errno > 0
+    return os.strerror(exc.errno) if plain and exc.errno else exc.strerror or str(exc)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 
+import bcrypt
 import pytest
 
 from exporter.cli import build_parser
 from exporter.common.logs import configure_logging
 from exporter.common.web import parse_listen_address
-from tests.conftest import http_get, run_on_busy_port
+from scripts.localstack import free_port
+from tests.conftest import http_get, run_on_busy_port, wait_for
+from tests.exporter.test_config import run_exporter
 
 
 def test_sigterm_after_scrapes_exits_cleanly_and_quietly(exporter_factory):
@@ -105,13 +111,80 @@ def test_the_start_line_says_which_snmp_loops_run(monkeypatch, capsys, loaded, s
 
     monkeypatch.setattr(cli, "compiled", object() if loaded else None)
     # Only the start: no server, no signal handlers, the test process's collector untouched.
-    monkeypatch.setattr(cli, "serve", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(cli, "serve_on", lambda *args, **kwargs: 0)
     monkeypatch.setattr(cli, "tune_garbage_collector", lambda: None)
     monkeypatch.setattr(signal, "signal", lambda *args: None)
     try:
-        assert cli.main(["--web.listen-address=127.0.0.1:9", "--log.format=json"]) == 0
+        listen = ["--web.listen-address=127.0.0.1:9"] * 2
+        assert cli.main([*listen, "--log.format=json"]) == 0
     finally:
         logging.getLogger().handlers.clear()
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
     (start,) = [line for line in lines if line["msg"] == "starting"]
     assert start["snmp_loops"] == said
+    assert start["address"] == "127.0.0.1:9"  # given twice, served and told once
+
+
+def test_a_busy_flow_port_is_the_same_clear_error_as_a_busy_http_port(tmp_path):
+    config = tmp_path / "exporter.yml"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        config.write_text(f"collectors:\n  flows:\n    listen: 127.0.0.1:{port}\n")
+        result = run_exporter(
+            "--collector.flows",
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{free_port()}",
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"scout-exporter: cannot listen on 127.0.0.1:{port} (flows, UDP): Address already in use"
+    )
+
+
+def test_every_listen_address_is_served_with_the_same_web_config(tmp_path):
+    password = "listen-twice-canary"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+        "http_server_config:\n  headers: {X-Frame-Options: deny}\n"
+    )
+    ports = [free_port(), free_port()]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter.cli",
+            f"--web.config.file={web_config}",
+            # The first twice: an address given again is served once, not a bind error.
+            *(f"--web.listen-address=127.0.0.1:{port}" for port in [*ports, ports[0]]),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    credentials = base64.b64encode(f"prometheus:{password}".encode()).decode()
+    try:
+        for port in ports:
+            url = f"http://127.0.0.1:{port}/-/ready"
+            assert wait_for(lambda url=url: http_get(url)[0], what=f"port {port}") == 401
+            request = urllib.request.Request(url, headers={"Authorization": f"Basic {credentials}"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+                assert response.headers["X-Frame-Options"] == "deny"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-0.5", "half"])
+def test_the_timeout_offset_must_be_a_finite_number_of_seconds(value):
+    result = run_exporter(f"--scrape.timeout-offset={value}", "--dry-run")
+    assert result.returncode == 2
+    assert "argument --scrape.timeout-offset: expected" in result.stderr
+    assert repr(value) in result.stderr
+
+
+def test_a_timeout_offset_of_zero_is_taken():
+    assert build_parser().parse_args(["--scrape.timeout-offset=0"]).timeout_offset == 0.0

@@ -653,8 +653,12 @@ class FlowAggregator:
 
     def _forget_silent_exporters(self, now: float) -> None:
         horizon = max(self.settings.ttl, self.settings.window)
+        self.forget_exporters(lambda _, flows: now - flows.last_seen >= horizon)
+
+    def forget_exporters(self, gone: Callable[[str, ExporterFlows], bool]) -> None:
+        """Drop the exporters ``gone`` picks (by address and state), and their series."""
         for address, flows in list(self.exporters.items()):
-            if now - flows.last_seen < horizon:
+            if not gone(address, flows):
                 continue
             released = self.fixed_cost() + VERSION_SERIES * len(flows.packets)
             released += len(flows.inputs) + len(flows.outputs)

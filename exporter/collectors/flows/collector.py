@@ -80,6 +80,10 @@ each exporter sent; a gap is counted as lost records (v5, IPFIX) or packets
 datagrams filled it before. Sequence state lives with the exporter's and is
 forgotten with it; the three counters are charged to the series budget with
 the version's records and packets.
+
+A reload builds a new collector, which takes over from the old one (see
+``FlowIngest.take_over``): the templates always, the counts while the settings
+that rank and label them are unchanged.
 """
 
 from __future__ import annotations
@@ -289,6 +293,40 @@ class FlowIngest:
                 self._allowed.clear()
             self._allowed[address] = allowed
         return allowed
+
+    def take_over(self, previous: FlowIngest) -> None:
+        """Go on from ``previous``, the ingest of the config a reload replaces, whose
+        datagrams have stopped coming (its listener is closed); called before this
+        ingest is read or fed.
+
+        Kept whatever the new settings: the templates and sampling rates (see
+        ``FlowDecoder.carry_from``) and the bad packet counts. Kept while the
+        aggregation settings (``top_n``, ``window``, ``ttl``, ``max_series``, the
+        prefixes, ``by_protocol_port``) are unchanged: every exporter's counters and
+        sequence state; other settings rank and label the flows differently, so
+        those counts start again. An exporter the new ``exporters`` no longer admits
+        is forgotten by ``forget_unadmitted``, once this config is sure to run: the
+        counts may still go back to ``previous``'s config if it is not.
+
+        May be called again with a newer ``previous`` (a failed reload's ingest, which
+        had taken over from the same one): its templates are laid over the older
+        ones, its bad packet counts replace theirs, and its counters are taken if its
+        settings are this one's.
+        """
+        with previous._lock:
+            self.decoder.carry_from(previous.decoder, self._is_allowed)
+            if previous.aggregator.settings == self.aggregator.settings:
+                self.aggregator = previous.aggregator
+                # A scrape still in flight on the replaced collector reads the same counts.
+                self._lock = previous._lock
+            self.bad_packets = dict(previous.bad_packets)
+
+    def forget_unadmitted(self) -> None:
+        """Forget the exporters ``exporters`` does not admit (counts taken over from a
+        config that admitted more)."""
+        if self._exporters is not None:
+            with self._lock:
+                self.aggregator.forget_exporters(lambda address, _: not self._is_allowed(address))
 
     def ingest(self, datagram: bytes, exporter: str) -> None:
         """Decode and count one datagram from ``exporter``; bad ones are counted, never raised."""
@@ -595,6 +633,8 @@ class FlowsCollector:
             clock=clock,
         )
         self._listener = UdpListener(config.listen, self.flows.ingest_batch)
+        # Kernel drops seen by the listeners of the configs reloads replaced.
+        self._drops_before = 0
 
     @classmethod
     def from_config(cls, config: ExporterConfig, view: HostView) -> FlowsCollector:
@@ -605,8 +645,23 @@ class FlowsCollector:
         """Where the listener is bound (the real port when ``listen`` asked for 0)."""
         return self._listener.address
 
+    def take_over(self, previous: object) -> None:
+        """Go on from the flows collector a reload replaces (see ``FlowIngest.take_over``);
+        called after ``previous`` closed and before ``start``, perhaps again with a
+        newer one (a failed reload's)."""
+        if isinstance(previous, FlowsCollector):
+            self.flows.take_over(previous.flows)
+            # The newer one's count includes the older one's.
+            self._drops_before = previous.receive_drops()
+
+    def receive_drops(self) -> int:
+        """Datagrams the kernel dropped since the collector's first config started."""
+        return self._drops_before + (self._listener.socket_drops() or 0)
+
     async def start(self) -> None:
         self._listener.start()
+        # Bound: this config runs, and the counts taken over are its own now.
+        self.flows.forget_unadmitted()
 
     async def close(self) -> None:
         # Joining the thread is quick (it wakes on the socket pair), but never on the loop.
@@ -614,14 +669,13 @@ class FlowsCollector:
 
     def collect(self) -> list[Metric]:
         families = self.flows.collect()
-        drops = self._listener.socket_drops()
-        if drops is not None:
+        if self._listener.socket_drops() is not None:
             families.append(
                 CounterMetricFamily(
                     "scout_flow_receive_drops",
                     "Flow datagrams the kernel dropped before the listener read them, "
-                    "mostly on a full socket queue (since the listener started).",
-                    value=drops,
+                    "mostly on a full socket queue (since the exporter started).",
+                    value=self.receive_drops(),
                 )
             )
         return families

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Final
 
 import numpy as np
@@ -122,6 +124,24 @@ class FlowDecoder:
     def __init__(self, max_templates: int) -> None:
         self.templates = TemplateStore(max_templates)
         self.sampling = SamplingStates(max_templates)
+
+    def carry_from(self, previous: FlowDecoder, keep: Callable[[str], bool]) -> None:
+        """Hold the templates and sampling rates ``previous`` learned from the exporters
+        ``keep`` admits, within this decoder's limits.
+
+        Both are the exporters' own state, per address and domain (source id),
+        whatever the collector's settings: a reload that dropped them would leave
+        every data packet ``unknown_template`` until each router sends its
+        templates again, which some do only every 30 minutes.
+        """
+        for exporter, key, template in previous.templates.items():
+            if keep(exporter):
+                # Past an exporter's share of a smaller store, its oldest make room.
+                with contextlib.suppress(BadPacketError):
+                    self.templates.put(exporter, key, template)
+        for domain, state in previous.sampling.items():
+            if keep(domain[0]):
+                self.sampling.keep(domain, state)
 
     def decode(self, data: bytes | memoryview, exporter: str) -> DecodedFlows:
         version = (data[0] << 8 | data[1]) if len(data) >= 2 else 0

@@ -52,6 +52,9 @@ from typing import Final, Protocol, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
+from exporter.common.web import format_address, socket_error_reason
+from exporter.errors import ListenError
+
 log = logging.getLogger(__name__)
 
 # Large enough for any UDP datagram (NetFlow/IPFIX messages fit in 65535 bytes).
@@ -478,6 +481,7 @@ class UdpListener:
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._final_drops = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -488,7 +492,24 @@ class UdpListener:
         return str(host), int(port)
 
     def start(self) -> None:
+        """Bind and start reading; ``ListenError`` if the address cannot be bound."""
         host, port = parse_listen(self._listen)
+        try:
+            sock = self._bound(host, port)
+        except OSError as exc:
+            # A busy port is a mistake in the config, told in one line, not a traceback.
+            where = format_address(host, port)
+            reason = socket_error_reason(exc)
+            raise ListenError(f"cannot listen on {where} (flows, UDP): {reason}") from None
+        self._socket = sock
+        self._thread = threading.Thread(
+            target=self._run, args=(self._make_receiver(sock),), name="flow-listener", daemon=True
+        )
+        self._thread.start()
+        log.info("flow listener on %s:%d", *self.address[:2])
+
+    @staticmethod
+    def _bound(host: str, port: int) -> socket.socket:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         sock = socket.socket(family, kind, proto)
         try:
@@ -500,12 +521,7 @@ class UdpListener:
         except BaseException:
             sock.close()
             raise
-        self._socket = sock
-        self._thread = threading.Thread(
-            target=self._run, args=(self._make_receiver(sock),), name="flow-listener", daemon=True
-        )
-        self._thread.start()
-        log.info("flow listener on %s:%d", *self.address[:2])
+        return sock
 
     def stop(self) -> None:
         """Stop the thread and close the socket; safe to call twice or before ``start``."""
@@ -519,15 +535,23 @@ class UdpListener:
             self._thread.join()
             self._thread = None
         if self._socket is not None:
+            info = self._meminfo()
+            self._final_drops = 0 if info is None else info[1]
             self._socket.close()
         self._socket = None
 
     def socket_drops(self) -> int | None:
         """Datagrams the kernel dropped before the thread read them (mostly on a full
-        queue): 0 before ``start``, None where the kernel does not tell (off Linux)."""
-        if self._socket is None and sys.platform.startswith("linux"):
-            return 0
+        queue): 0 before ``start``, the last count after ``stop``, None where the kernel
+        does not tell (off Linux)."""
+        sock = self._socket
+        if sock is None and sys.platform.startswith("linux"):
+            return self._final_drops
         info = self._meminfo()
+        if info is None and sock is not None and sock.fileno() == -1:
+            # ``stop`` (in another thread: a scrape reads a closing collector) closed
+            # the socket meanwhile, having kept the last count first.
+            return self._final_drops
         return None if info is None else info[1]
 
     def _meminfo(self) -> tuple[int, int] | None:

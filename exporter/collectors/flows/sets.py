@@ -213,6 +213,10 @@ class SamplingStates:
         self._states.move_to_end(key)
         return state.default
 
+    def items(self) -> list[tuple[tuple[str, int, int], SamplingState]]:
+        """The states held, least recently used first."""
+        return list(self._states.items())
+
     def keep(self, key: tuple[str, int, int], state: SamplingState) -> None:
         """Hold ``state`` (from ``get``) for later packets if options records gave it a rate."""
         if key in self._states or (state.default == 1 and not state.samplers):

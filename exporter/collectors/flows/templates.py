@@ -26,7 +26,7 @@ from __future__ import annotations
 import operator
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -73,6 +73,8 @@ MAX_SAMPLERS: Final = 256
 _DECODER_CACHE_SIZE: Final = 512
 
 _UINT_CODES: Final = {1: "B", 2: "H", 4: "I", 8: "Q"}
+# The first 12 bytes of an IPv4-mapped IPv6 address (RFC 4291 2.5.5.2).
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"
 # The record's fields, each with the elements that may carry it (first found wins).
 _RECORD_FIELDS: Final = (
     (IPV4_SOURCE, IPV6_SOURCE),
@@ -148,8 +150,27 @@ def _address(raw: memoryview | None) -> int | bytes | None:
     if len(raw) == 4:
         return int.from_bytes(raw)
     if len(raw) == 16:
-        return bytes(raw)
+        return unmapped(bytes(raw))
     return None
+
+
+def unmapped(address: int | bytes | None) -> int | bytes | None:
+    """An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) as the IPv4 address it carries.
+
+    Only ``::ffff:0:0/96``: dual-stack sockets, and so some exporters, report IPv4
+    peers so in IPv6 fields; ranked as IPv6 they would all fall into
+    ``::/ipv6_prefix`` together, and apart from the same hosts' plain IPv4 flows.
+    NAT64's ``64:ff9b::/96`` and the others that embed an IPv4 address are the
+    addresses of IPv6 hosts, and stay IPv6.
+    """
+    if isinstance(address, bytes) and address[:12] == _V4_MAPPED:
+        return int.from_bytes(address[12:])
+    return address
+
+
+def _unmap_row(row: tuple[object, ...]) -> tuple[object, ...]:
+    source, destination = row[0], row[1]
+    return (unmapped(source), unmapped(destination), *row[2:])  # type: ignore[arg-type]
 
 
 class SamplingState:
@@ -222,6 +243,8 @@ class DataTemplate:
     per_flow_sampler: int | None
     # Columnar path (IPv4, fixed size, sampling per exporter): see ``columns``.
     columns: ColumnLayout | None = None
+    # The fast path unpacks IPv6 addresses, which may be IPv4-mapped (see ``unmapped``).
+    ipv6: bool = False
 
     def decode(
         self, data: memoryview, offset: int, end: int, sampling: SamplingState
@@ -233,6 +256,8 @@ class DataTemplate:
         unpacked = self.fixed.iter_unpack(data[offset:stop])
         getter, tail = self.getter, self.tail
         rows = map(getter, unpacked) if not tail else (getter(row + tail) for row in unpacked)
+        if self.ipv6:
+            rows = map(_unmap_row, rows)
         if self.per_flow_interval is not None:
             return [_scale(row, max(1, row[8])) for row in rows]  # type: ignore[call-overload]
         if self.per_flow_sampler is not None:
@@ -353,6 +378,7 @@ def _compile_data(layout: Layout) -> DataTemplate:
         per_flow_interval,
         per_flow_sampler,
         _column_layout(layout, wanted) if sampling_at is None else None,
+        "16s" in codes,
     )
 
 
@@ -480,6 +506,13 @@ class TemplateStore:
         self._count += 1
         if churn:
             raise BadPacketError(TEMPLATE_CHURN, f"{exporter} holds its share of templates")
+
+    def items(self) -> Iterator[tuple[str, TemplateKey, Template]]:
+        """Every template held, as (exporter, key, template): each exporter's least
+        recently used first, so ``put`` in this order keeps their recency."""
+        for exporter, templates in self._by_exporter.items():
+            for key, template in templates.items():
+                yield exporter, key, template
 
     def withdraw(self, exporter: str, key: TemplateKey) -> None:
         templates = self._by_exporter.get(exporter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import functools
@@ -40,12 +41,15 @@ from exporter.collectors.flows.listener import (
     parse_listen,
     receiver_for,
 )
-from exporter.config import ExporterConfig, FlowsCollectorConfig
+from exporter.config import ExporterConfig, FlowsCollectorConfig, load_config
+from exporter.errors import ConfigError, ListenError
+from exporter.live import LiveConfig, Settings
 from scripts.localstack import Service, free_port
-from tests.conftest import http_get, wait_for
+from tests.conftest import http_get, http_post, wait_for
 from tests.firewall_names import FLOW_METRICS
 from tests.peers.flows import (
     IPV4_LAYOUT,
+    IPV6_LAYOUT,
     Flow,
     data_set,
     flow_set,
@@ -211,7 +215,9 @@ async def test_start_fails_cleanly_on_a_busy_port() -> None:
         busy.bind(("127.0.0.1", 0))
         port = busy.getsockname()[1]
         collector = FlowsCollector(FlowsCollectorConfig(listen=f"127.0.0.1:{port}"))
-        with pytest.raises(OSError, match="in use"):
+        # One line for the operator, the address and the reason, as for the HTTP port.
+        message = rf"cannot listen on 127\.0\.0\.1:{port} \(flows, UDP\): Address already in use"
+        with pytest.raises(ListenError, match=f"^{message}$"):
             await collector.start()
     await collector.close()
 
@@ -815,6 +821,16 @@ def test_datagrams_the_kernel_drops_on_a_full_queue_are_counted() -> None:
         # Every datagram sent was either read or dropped, and counted as such.
         wait_for(lambda: sum(received) + drops() == sent + 1, timeout=10, what="the queue")
         assert sum(received) + drops() == sent + 1
+        # A reload's collector goes on from the count of the listener it replaces.
+        dropped = drops()
+        collector._listener.stop()
+        assert drops() == dropped
+        successor = FlowsCollector(FlowsCollectorConfig(listen="127.0.0.1:0"))
+        successor.take_over(collector)
+        assert _value(successor.collect(), "scout_flow_receive_drops_total") == dropped
+        successor._listener.start()
+        successor._listener.stop()
+        assert _value(successor.collect(), "scout_flow_receive_drops_total") == dropped
     finally:
         release.set()
         collector._listener.stop()
@@ -920,3 +936,242 @@ def test_the_listener_measures_the_queue_before_a_drain_and_waits_after_it(
         "handle 1",
     ]
     assert pacers[1].max_pause == 0.0
+
+
+def _metric(body: str, sample: str) -> float | None:
+    """The value of the exposition line starting with ``sample`` (name and labels)."""
+    for line in body.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return None
+
+
+@pytest.mark.peers
+def test_a_reload_keeps_the_flow_templates_and_counts_of_every_exporter(
+    tmp_path: Path, exporter_factory: Callable[..., tuple[Service, str]]
+) -> None:
+    udp_port = free_port(kind=socket.SOCK_DGRAM)
+    config = tmp_path / "exporter.yml"
+    flows_config = f"collectors:\n  flows:\n    listen: 127.0.0.1:{udp_port}\n"
+    config.write_text(flows_config + "    top_n: 1\n")
+    _, url = exporter_factory(
+        "--collector.flows",
+        "--no-collector.host",
+        "--web.enable-lifecycle",
+        f"--config.file={config}",
+    )
+    records = 'scout_flow_records_total{exporter="127.0.0.1",version="ipfix"}'
+    unknown = 'scout_flow_bad_packets_total{reason="unknown_template"}'
+    data = flow_set(256, IPV4_LAYOUT, FLOWS)
+
+    def read_after(sequence: int, expected_records: float) -> str:
+        """Send a data packet only; the exposition once it was read, counted or not."""
+        _send(("127.0.0.1", udp_port), ipfix_packet([data], sequence=sequence))
+
+        def read() -> str | None:
+            body = http_get(f"{url}/metrics")[1]
+            seen = _metric(body, records) == expected_records or _metric(body, unknown)
+            return body if seen else None
+
+        body: str = wait_for(read, timeout=20, what=f"the data packet {sequence}")
+        return body
+
+    _send(("127.0.0.1", udp_port), ipfix_packet([ipfix_template(256, IPV4_LAYOUT), data]))
+    wait_for(lambda: _metric(http_get(f"{url}/metrics")[1], records) == 2, what="the template")
+    # The same config again (as for a renewed certificate): nothing is forgotten.
+    assert http_post(f"{url}/-/reload")[0] == 200
+    body = read_after(2, 4)
+    assert _metric(body, unknown) == 0
+    assert _metric(body, records) == 4  # the counter goes on
+    assert _metric(body, 'scout_flow_templates{exporter="127.0.0.1"}') == 1
+    lost = 'scout_flow_sequence_lost_records_total{exporter="127.0.0.1",version="ipfix"}'
+    assert _metric(body, lost) == 0  # the sequence state went on too: no gap, no restart
+    # Another ranking: the counts start again, the router's templates still hold.
+    config.write_text(flows_config + "    top_n: 2\n")
+    assert http_post(f"{url}/-/reload")[0] == 200
+    body = read_after(4, 2)
+    assert _metric(body, unknown) == 0
+    assert _metric(body, records) == 2
+    assert _metric(body, 'scout_flow_templates{exporter="127.0.0.1"}') == 1
+
+
+async def test_a_reload_forgets_only_what_the_new_settings_make_invalid() -> None:
+    settings = {"listen": "127.0.0.1:0", "top_n": 5}
+    old = FlowsCollector(FlowsCollectorConfig(**settings))
+    templates = [ipfix_template(256, IPV4_LAYOUT), ipfix_template(257, IPV4_LAYOUT)]
+    for exporter in ("192.0.2.1", "198.51.100.1"):
+        old.flows.ingest(ipfix_packet([*templates, flow_set(256, IPV4_LAYOUT, FLOWS)]), exporter)
+    old.flows.ingest(b"\x00\x05", "192.0.2.1")  # a truncated packet
+    # Only 192.0.2.0/24 is allowed now, and one template in all: the other exporter is
+    # forgotten, counts and templates, the kept exporter keeps its template used last,
+    # and its counts go on.
+    new = FlowsCollector(
+        FlowsCollectorConfig(**settings, exporters=["192.0.2.0/24"], max_templates=1)
+    )
+    new.take_over(old)
+    # Not yet started, the new config may still fall back: the old counts stay whole.
+    assert _value(old.collect(), "scout_flow_records_total", exporter="198.51.100.1") == 2
+    await new.start()
+    try:
+        new.flows.ingest(ipfix_packet([flow_set(256, IPV4_LAYOUT, FLOWS)], sequence=2), "192.0.2.1")
+        families = new.collect()
+    finally:
+        await new.close()
+    assert _value(families, "scout_flow_bad_packets_total", reason="unknown_template") == 0
+    assert _value(families, "scout_flow_bad_packets_total", reason="truncated") == 1
+    assert _value(families, "scout_flow_records_total", exporter="192.0.2.1") == 4
+    assert _value(families, "scout_flow_templates", exporter="192.0.2.1") == 1
+    assert _value(families, "scout_flow_records_total", exporter="198.51.100.1") is None
+    assert len(new.flows.decoder.templates) == 1
+    # Another collector kind, or none, leaves a fresh one as it was built.
+    fresh = FlowsCollector(FlowsCollectorConfig(**settings))
+    fresh.take_over(object())
+    assert len(fresh.flows.decoder.templates) == 0
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [IPV6_LAYOUT, (*IPV6_LAYOUT, (82, 0xFFFF))],  # read at C speed; field by field (varlen)
+    ids=["fixed", "variable-length"],
+)
+async def test_ipv4_mapped_addresses_are_ranked_as_the_ipv4_addresses_they_carry(
+    layout: tuple[tuple[int, int], ...],
+) -> None:
+    collector = FlowsCollector(
+        FlowsCollectorConfig(listen="127.0.0.1:0", top_n=5, ipv4_prefix=24, ipv6_prefix=64)
+    )
+    flows = [
+        Flow("::ffff:10.9.9.9", "2001:db8:9::1", 500, 1),
+        Flow("::ffff:10.8.8.8", "2001:db8:9::1", 300, 1),
+        Flow("2001:db8:1:2::5", "::ffff:10.9.9.1", 700, 1),
+        Flow("10.9.9.7", "2001:db8:9::1", 100, 1),  # a plain IPv4 flow of the same subnet
+    ]
+    packet = ipfix_packet([ipfix_template(300, layout), flow_set(300, layout, flows[:3])])
+    await collector.start()
+    try:
+        for rounds in (1, 2):  # the first is ranked at a scrape, the second counted
+            _send(collector.address, packet, v5_packet(flows[3:]))
+
+            def counted(rounds: int = rounds) -> bool:
+                exporter = collector.flows.aggregator.exporters.get("127.0.0.1")
+                records = {} if exporter is None else exporter.records
+                return records.get("ipfix") == 3 * rounds and records.get("v5") == rounds
+
+            wait_for(counted, timeout=10, what="the packets")
+            families = collector.collect()
+    finally:
+        await collector.close()
+    sources = {
+        sample.labels["address"]: sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "scout_flow_talker_bytes_total" and sample.labels["direction"] == "source"
+    }
+    # The first round, counted before any talker had a series, is in other.
+    assert sources == {
+        "10.9.9.0/24": 600,
+        "10.8.8.0/24": 300,
+        "2001:db8:1:2::/64": 700,
+        "other": 1600,
+    }
+    destinations = {
+        sample.labels["address"]
+        for family in families
+        for sample in family.samples
+        if sample.name == "scout_flow_talker_bytes_total"
+        and sample.labels["direction"] == "destination"
+    }
+    assert "10.9.9.0/24" in destinations
+    assert not any(address.startswith("::") for address in destinations)
+
+
+async def test_a_reload_to_a_busy_flow_port_falls_back_with_the_templates_and_counts_kept(
+    tmp_path: Path,
+) -> None:
+    config_file = tmp_path / "exporter.yml"
+    config_file.write_text("collectors:\n  flows:\n    listen: 127.0.0.1:0\n    top_n: 5\n")
+    settings = Settings(config_file=config_file, enabled_collectors=frozenset({"flows"}))
+    live = LiveConfig(settings, load_config(config_file), COLLECTORS)
+    await live.start()
+    try:
+        before = live.collectors["flows"]
+        assert isinstance(before, FlowsCollector)
+        data = flow_set(256, IPV4_LAYOUT, FLOWS)
+        _send(before.address, ipfix_packet([ipfix_template(256, IPV4_LAYOUT), data]))
+        wait_for(
+            lambda: _value(before.collect(), "scout_flow_records_total", version="ipfix") == 2,
+            timeout=10,
+            what="the template and data",
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+            busy.bind(("127.0.0.1", 0))
+            port = busy.getsockname()[1]
+            # Another ranking too: the new collector counts afresh, the old one's counts
+            # are still those of the config that comes back.
+            config_file.write_text(
+                f"collectors:\n  flows:\n    listen: 127.0.0.1:{port}\n    top_n: 6\n"
+            )
+            with pytest.raises(ConfigError, match="flows, UDP"):
+                await live.reload()
+        # The previous config runs again, built afresh: it still knows the router's
+        # template, and its counts and sequence state go on.
+        assert live.config.collectors.flows.top_n == 5
+        after = live.collectors["flows"]
+        assert isinstance(after, FlowsCollector)
+        assert after is not before
+        after.flows.ingest(ipfix_packet([data], sequence=2), "127.0.0.1")
+        families = after.collect()
+        assert _value(families, "scout_flow_bad_packets_total", reason="unknown_template") == 0
+        assert _value(families, "scout_flow_records_total", version="ipfix") == 4
+        assert _value(families, "scout_flow_sequence_lost_records_total", version="ipfix") == 0
+    finally:
+        await live.close()
+
+
+async def test_scrapes_during_reloads_never_see_a_flow_counter_go_back(tmp_path: Path) -> None:
+    """A scrape on every turn of the event loop while reloads run (the same config, then
+    one that fails): each reads the collector published then, which is never one that
+    has not yet taken over from its predecessor, so no count goes back to 0."""
+    config_file = tmp_path / "exporter.yml"
+    config_file.write_text("collectors:\n  flows:\n    listen: 127.0.0.1:0\n")
+    settings = Settings(config_file=config_file, enabled_collectors=frozenset({"flows"}))
+    live = LiveConfig(settings, load_config(config_file), COLLECTORS)
+    await live.start()
+    first = live.collectors["flows"]
+    assert isinstance(first, FlowsCollector)
+    first.flows.ingest(b"\x00\x05", "192.0.2.1")  # truncated
+    template, data = ipfix_template(256, IPV4_LAYOUT), flow_set(256, IPV4_LAYOUT, FLOWS)
+    first.flows.ingest(ipfix_packet([template, data]), "192.0.2.1")
+    names = [
+        ("scout_flow_bad_packets_total", {"reason": "truncated"}),
+        ("scout_flow_templates", {"exporter": "192.0.2.1"}),
+        ("scout_flow_records_total", {"exporter": "192.0.2.1"}),
+        ("scout_flow_receive_drops_total", {}),
+    ]
+    seen: list[list[float | None]] = []
+    reloading = True
+
+    async def scrape() -> None:
+        while reloading:
+            families = live.collectors["flows"].collect()
+            seen.append([_value(families, name, **labels) for name, labels in names])
+            await asyncio.sleep(0)
+
+    scrapes = asyncio.create_task(scrape())
+    try:
+        await asyncio.sleep(0)
+        await live.reload()
+        await live.reload()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+            busy.bind(("127.0.0.1", 0))
+            config_file.write_text(
+                f"collectors:\n  flows:\n    listen: 127.0.0.1:{busy.getsockname()[1]}\n"
+            )
+            with pytest.raises(ConfigError):
+                await live.reload()
+    finally:
+        reloading = False
+        await scrapes
+        await live.close()
+    assert len(seen) > 3
+    assert [values for values in seen if values != [1, 1, 2, seen[0][3]]] == []

@@ -19,7 +19,7 @@ from exporter.collectors.flows.records import (
     FlowRecord,
     format_address,
 )
-from exporter.collectors.flows.templates import MAX_TEMPLATE_FIELDS
+from exporter.collectors.flows.templates import MAX_TEMPLATE_FIELDS, unmapped
 from exporter.collectors.flows.v5 import parse_v5
 from tests.peers.flows import (
     IPV4_LAYOUT,
@@ -493,3 +493,17 @@ def test_a_re_sent_template_is_known_by_its_bytes_and_a_bad_one_stays_bad() -> N
             with pytest.raises(BadPacketError) as caught:
                 decoder.decode(bad, EXPORTER)
             assert caught.value.reason == MALFORMED
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["::ffff:0:10.1.2.3", "64:ff9b::10.1.2.3", "::10.1.2.3", "2001:db8::ffff:a01:203"],
+    ids=["ipv4-translated", "nat64", "ipv4-compatible", "ffff-elsewhere"],
+)
+def test_only_ipv4_mapped_addresses_are_read_as_ipv4(address: str) -> None:
+    """``::ffff:0:0/96`` only: NAT64's and the other IPv4-embedding prefixes are IPv6
+    addresses of their own (a NAT64 address is the IPv6 side's view of a host)."""
+    packed = ipaddress.IPv6Address(address).packed
+    assert unmapped(packed) == packed
+    mapped = ipaddress.IPv6Address("::ffff:10.1.2.3").packed
+    assert unmapped(mapped) == int(ipaddress.IPv4Address("10.1.2.3"))
