@@ -312,6 +312,20 @@ def test_a_resolution_says_how_long_and_what_and_an_expiry_is_no_all_clear(rende
     assert "• (resolved) *LinkDown* on sw2" in text
     assert "not updated" not in text.lower()
     assert render_template("scout.slack.color", going_on) == "danger"
+    # The incident's real all-clear, its first alert one that cleared earlier
+    # (scout_resolved, no scout_resolution): an all-clear, not an expiry.
+    all_clear = with_words("resolved", {**WORDS, **OVER})
+    earlier = json.loads(json.dumps(all_clear["alerts"][0]))
+    del earlier["annotations"]["scout_resolution"]
+    earlier["annotations"]["scout_resolved"] = "true"
+    earlier["labels"]["instance"] = "sw0"
+    all_clear["alerts"].insert(0, earlier)
+    assert not render_template("scout.slack.title", all_clear).startswith("[NOT UPDATED]")
+    assert render_template("scout.slack.color", all_clear) == "good"
+    text = render_template("scout.slack.text", all_clear)
+    assert "stopped updating" not in text
+    assert "not updated" not in text.lower()
+    assert not render_template("scout.email.subject", all_clear).startswith("[Scout] [NOT UPDATED]")
 
 
 def test_the_subject_stays_one_line_whatever_the_title_holds(render_template):

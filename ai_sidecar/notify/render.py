@@ -263,6 +263,13 @@ def postable(
         ends = now + keepalive
     else:
         ends = datetime.fromtimestamp(row.ends_at or now.timestamp(), UTC)
+        # Every resolution the sidecar posts is its own word, whatever text the
+        # row kept: a copy resolved under an old label set (an escalation, an
+        # incident absorbed by a merge) keeps its firing annotations, and one
+        # stored by an older release has no mark. Only copies that expire in
+        # Alertmanager, never posted resolved, go without it ("not updated").
+        if isinstance(annotations, dict):
+            annotations[RESOLVED_ANNOTATION] = "true"
     # Alertmanager refuses an alert that ends before it starts (a clock
     # skewed between Prometheus and the sidecar could cause that).
     alert["endsAt"] = format_time(max(ends, parse_time(alert["startsAt"])))

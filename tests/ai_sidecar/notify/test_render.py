@@ -206,3 +206,28 @@ def test_a_resolved_copy_keeps_its_start_so_it_ends_after_it():
     alert = render_postable(_row("resolved", ended), now, timedelta(minutes=5))
     assert alert["startsAt"] == "2024-05-01T11:57:00Z"
     assert alert["endsAt"] == "2024-05-01T11:58:00Z"
+
+
+def test_every_resolution_posted_carries_the_sidecars_word():
+    # A copy resolved under an old label set (an escalation, an incident
+    # absorbed by a merge) keeps the text it had while firing, and one stored
+    # by an older release has no mark: posted resolved, each is the sidecar's
+    # own resolution, never an expiry ("not updated" in scout.tmpl).
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    stored_firing_text = replace(
+        _row("resolved", now.timestamp()),
+        alert=json.dumps(
+            {
+                "labels": {"alertname": "LinkDown"},
+                "annotations": {"ai_summary": "core link down"},
+                "startsAt": "2024-05-01T11:57:00Z",
+            }
+        ),
+    )
+    resolved = render_postable(stored_firing_text, now, timedelta(minutes=5))
+    assert resolved["annotations"]["scout_resolved"] == "true"
+    assert resolved["annotations"]["ai_summary"] == "core link down"
+    firing = render_postable(
+        replace(stored_firing_text, state="firing", ends_at=None), now, timedelta(minutes=5)
+    )
+    assert "scout_resolved" not in firing["annotations"]
