@@ -54,6 +54,12 @@ async def scrape(client, target: str, scrape_timeout: str) -> tuple[int, dict]:
     return status, {name: value for (name, _), value in series.items()}
 
 
+def assert_said(log: str, reason: str) -> None:
+    """The module's own deadline gives ``reason``; when the machine stalls the event
+    loop past it, the handler's cut comes first and says CUT_SHORT instead."""
+    assert reason in log or CUT_SHORT in log, log
+
+
 async def test_a_device_that_answers_but_cannot_be_walked_in_time_is_reachable(client, caplog):
     """A big or slow device that answers every request but whose walk outlasts the
     scrape fails its module, and only that: it answered, so SnmpDeviceUnreachable
@@ -67,7 +73,11 @@ async def test_a_device_that_answers_but_cannot_be_walked_in_time_is_reachable(c
     assert series["scout_snmp_device_reachable"] == 1, series
     assert series["scout_snmp_pdus_sent"] >= 2  # the GET, and the walk's GetBulks
     assert series["scout_snmp_max_repetitions"] >= 1
-    assert "the device answers, but needs more time than the scrape timeout gives" in caplog.text
+    # The module's own deadline says why; on a loaded machine the handler's cut
+    # may come first, with its own words (the series above are the same).
+    assert_said(
+        caplog.text, "the device answers, but needs more time than the scrape timeout gives"
+    )
 
 
 async def test_a_silent_device_is_still_unreachable_at_the_deadline(client, caplog):
@@ -79,7 +89,7 @@ async def test_a_silent_device_is_still_unreachable_at_the_deadline(client, capl
     assert series["scout_snmp_module_success"] == 0
     assert series["scout_snmp_device_reachable"] == 0
     assert series["scout_snmp_pdus_sent"] >= 1
-    assert "deadline passed with no answer from the device" in caplog.text
+    assert_said(caplog.text, "deadline passed with no answer from the device")
 
 
 async def test_a_scrape_the_handler_cuts_short_still_reports_module_and_device(
@@ -153,7 +163,9 @@ async def test_a_scrape_waiting_behind_another_of_the_device_is_reachable_if_it_
     assert series["scout_snmp_pdus_sent"] == 0, series
     assert series["scout_snmp_module_success"] == 0
     assert series["scout_snmp_device_reachable"] == 1, series
-    assert "no request sent: the device's session was busy with another scrape or" in caplog.text
+    assert_said(
+        caplog.text, "no request sent: the device's session was busy with another scrape or"
+    )
 
 
 async def test_a_module_finished_before_the_handler_cut_keeps_its_families(
