@@ -307,7 +307,8 @@ class Worker:
                 return
             quiet = True
             try:
-                await asyncio.wait_for(self._wakeup.wait(), REPRIORITISE_EVERY)
+                async with asyncio.timeout(REPRIORITISE_EVERY):
+                    await self._wakeup.wait()
             except TimeoutError:
                 return
 
@@ -524,7 +525,8 @@ class Worker:
                 # Everything dirty was analysed moments ago: wait for its turn.
                 self._dirty_event.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._dirty_event.wait(), self._next_turn())
+                    async with asyncio.timeout(self._next_turn()):
+                        await self._dirty_event.wait()
 
     def _turn(self, incident_id: str) -> float:
         """When an incident may be analysed again (monotonic seconds)."""
@@ -730,7 +732,8 @@ class Worker:
         """The first analysis the chain gives, with the analysts it skipped; None if none."""
         timeout = self._analysis_timeout
         try:
-            context = await asyncio.wait_for(self._gather_context(incident), timeout)
+            async with asyncio.timeout(timeout):
+                context = await self._gather_context(incident)
         except Exception:  # pipeline boundary: analyse without context rather than not at all
             log.exception("gathering context failed", extra={"incident": incident.id})
             context = IncidentContext(language=self.language)
@@ -741,7 +744,8 @@ class Worker:
             started = time.monotonic()
             reason: SkipReason
             try:
-                analysis = await asyncio.wait_for(analyst.analyse(incident, context), timeout)
+                async with asyncio.timeout(timeout):
+                    analysis = await analyst.analyse(incident, context)
             except AnalystDeclined as declined:
                 # Not a failure: the analyst chose not to speak (policy,
                 # budget, circuit); asked again only when it deferred its answer.

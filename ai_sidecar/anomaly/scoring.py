@@ -290,10 +290,8 @@ class AnomalyScorer:
                     self._published_share = self._share
                 # A changed share is scored at once, not a whole interval later.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._share_changed.wait(),
-                        max(0.0, interval - (time.monotonic() - began)),
-                    )
+                    async with asyncio.timeout(max(0.0, interval - (time.monotonic() - began))):
+                        await self._share_changed.wait()
                 self._share_changed.clear()
         finally:
             await self.close()

@@ -209,7 +209,8 @@ class ReturnTrip:
             if next_at is not None:
                 timeout = min(MAX_IDLE, max(0.0, (next_at - self._clock()).total_seconds()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
             # In a storm schedule() wakes this loop many times a second; a
             # short pause lets the changes of that moment go out in one round.
             await asyncio.sleep(ROUND_GAP)

@@ -149,9 +149,8 @@ class Location:
         params.setdefault("connect_timeout", str(CONNECT_TIMEOUT))
         params.setdefault("application_name", application_name)
         try:
-            return await asyncio.wait_for(
-                AsyncConnection.connect(autocommit=True, **params), CONNECT_TIMEOUT + 1
-            )
+            async with asyncio.timeout(CONNECT_TIMEOUT + 1):
+                return await AsyncConnection.connect(autocommit=True, **params)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreError(f"cannot connect to {self.name}: {failure_reason(exc)}") from None
 
@@ -281,7 +280,8 @@ class Engine:
     @staticmethod
     async def _discard(conn: AsyncConnection[Any]) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.close(), 1.0)
+            async with asyncio.timeout(1.0):
+                await conn.close()
 
     async def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
@@ -347,10 +347,8 @@ class Engine:
     ) -> T:
         try:
             async with self._connection() as conn:
-                return await asyncio.wait_for(
-                    self._in_transaction(conn, fn, fenced=fenced, read_only=read_only),
-                    OPERATION_TIMEOUT,
-                )
+                async with asyncio.timeout(OPERATION_TIMEOUT):
+                    return await self._in_transaction(conn, fn, fenced=fenced, read_only=read_only)
         except StoreError:
             raise
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):

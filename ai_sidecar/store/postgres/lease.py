@@ -125,21 +125,18 @@ class Lease:
                 await self._conn.execute(_idle_session_timeout())
             # Before the request: the server's clocks run from what it last received.
             sent = time.monotonic()
-            cur = await asyncio.wait_for(
-                self._conn.execute(
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                cur = await self._conn.execute(
                     "SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid()",
                     (LOCK_CLASS, WORKER_LOCK),
-                ),
-                CHECK_TIMEOUT,
-            )
+                )
             row = await cur.fetchone()
             self._reached()
             if row is None or not row[0]:
                 return False
             self._pid = int(row[1])
-            self._epoch = await asyncio.wait_for(
-                _new_term(self._conn, self._location.name), TAKEOVER_TIMEOUT
-            )
+            async with asyncio.timeout(TAKEOVER_TIMEOUT):
+                self._epoch = await _new_term(self._conn, self._location.name)
             self._confirmed_at = sent
         except (StoreError, psycopg.Error, OSError, TimeoutError) as exc:
             self._failed(exc)
@@ -171,9 +168,9 @@ class Lease:
         """Whether the lock's connection still answers (and so still holds the lock)."""
         if self._conn is None or self._pid is None:
             return False
-        # Not wait_for: cancelling a psycopg query first asks the server to cancel
-        # it, which against a silent host takes longer than the server takes to
-        # hand the lock on. A check that does not answer in time is a lost lease
+        # No timeout around the query: cancelling a psycopg query first asks the
+        # server to cancel it, which against a silent host takes longer than the
+        # server takes to hand the lock on. A check that does not answer in time is a lost lease
         # at once; the query is left to fail in the background.
         sent = time.monotonic()
         probe = asyncio.ensure_future(self._conn.execute("SELECT 1"))
@@ -210,12 +207,13 @@ class Lease:
             # Unlocked before closing: the server ends a closed session a little
             # later, and the next holder need not wait for that.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, WORKER_LOCK)),
-                    1.0,
-                )
+                async with asyncio.timeout(1.0):
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, WORKER_LOCK)
+                    )
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.close(), 1.0)
+            async with asyncio.timeout(1.0):
+                await conn.close()
 
     async def check(self, cur: Cursor, *, hold: bool) -> None:
         """The fence: raise :class:`LeaseLostError` unless this term's epoch is

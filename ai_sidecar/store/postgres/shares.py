@@ -200,7 +200,8 @@ class ShareClaims:
         self._locked_at.clear()
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await conn.close()
 
 
 def _forget_outcome(task: asyncio.Future[Any]) -> None:
