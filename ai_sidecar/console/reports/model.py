@@ -43,6 +43,7 @@ from ai_sidecar.console.reports.measured import (
     Measured,
     Talker,
     WanLink,
+    prometheus_down,
     top_anomalies,
     top_talkers,
     wan_utilisation,
@@ -189,8 +190,12 @@ async def build_report(
     prometheus: PromQLClient | None,
     *,
     now: datetime | None = None,
+    prometheus_is_down: bool = False,
 ) -> Report:
-    """The report over ``period``: the store's part and Prometheus's, read concurrently."""
+    """The report over ``period``: the store's part and Prometheus's, read concurrently.
+
+    ``prometheus_is_down``: a health check found Prometheus not answering; its
+    tables say so instead of waiting for each query's time box."""
     generated_at = now or utc_now()
     time_box = config.query_timeout
     created, received, actions, feedback, exchanges = await asyncio.gather(
@@ -200,11 +205,15 @@ async def build_report(
         store.feedback_between(period.start, period.end),
         store.llm_exchanges(since=period.start),
     )
-    bandwidth, wan, anomalies = await asyncio.gather(
-        top_talkers(prometheus, period, config.top, time_box),
-        wan_utilisation(prometheus, period, config.top, time_box),
-        top_anomalies(prometheus, period, config.top, time_box),
-    )
+    measured: tuple[Measured[Talker], Measured[WanLink], Measured[AnomalyPeak]]
+    if prometheus is not None and prometheus_is_down:
+        measured = (prometheus_down(), prometheus_down(), prometheus_down())
+    else:
+        measured = await asyncio.gather(
+            top_talkers(prometheus, period, config.top, time_box),
+            wan_utilisation(prometheus, period, config.top, time_box),
+            top_anomalies(prometheus, period, config.top, time_box),
+        )
     # Counting a storm's tens of thousands of members takes a while: off the loop.
     return await on_report_thread(
         _summarise,
@@ -216,7 +225,7 @@ async def build_report(
         actions,
         feedback,
         [e for e in exchanges if e.at < period.end],
-        (bandwidth, wan, anomalies),
+        measured,
     )
 
 
