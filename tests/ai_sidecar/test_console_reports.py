@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -49,6 +50,7 @@ from ai_sidecar.store import IncidentAction, SqliteStore, Store
 from scripts.localstack import free_port
 from tests.ai_sidecar.builders import T0, member
 from tests.ai_sidecar.exchanges import exchange
+from tests.ai_sidecar.replay import correlator, fold, make
 from tests.peers.notify import SmtpSink, email_body
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -230,6 +232,28 @@ async def test_the_storm_is_counted_exactly(store: Store) -> None:
     for measured in (report.bandwidth, report.wan, report.anomalies):
         assert measured.rows == ()
         assert measured.unavailable == NO_PROMETHEUS
+
+
+async def test_an_alert_delivered_days_late_is_counted_with_its_incident(tmp_path: Path) -> None:
+    """Incidents are dated by their alerts' startsAt (the correlation's clock); the
+    alerts are counted on the same clock, so the two counts agree whenever they arrive."""
+    store = await SqliteStore.open(tmp_path / "scout.db")
+    try:
+        late = make("HostDown", instance="srv-7")  # started at T0
+        (change,) = fold(correlator(), [late])
+        await store.save_incidents([change.incident])
+        await store.ingest([late], T0 + timedelta(days=3))
+
+        def day(end: datetime) -> Any:
+            period = report_period("day", UTC_ZONE, now=NOW, end_date=end.date())
+            return build_report(store, period, ReportsConfig(), None, now=NOW)
+
+        started = await day(T0)
+        assert (started.incidents, started.received, started.compression) == (1, 1, 1.0)
+        delivered = await day(T0 + timedelta(days=3))
+        assert (delivered.incidents, delivered.received, delivered.compression) == (0, 0, None)
+    finally:
+        await store.close()
 
 
 async def test_an_unreachable_prometheus_is_a_line_not_a_failure(

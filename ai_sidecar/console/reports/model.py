@@ -3,14 +3,20 @@
 What is counted, and from where:
 
 - **Incidents** are those *created* in the period
-  (:meth:`~ai_sidecar.store.protocol.Store.incidents_created_between`).
+  (:meth:`~ai_sidecar.store.protocol.Store.incidents_created_between`), at
+  their first alert's ``startsAt``: correlation runs on the alerts' own clock.
   Incidents merged into another are left out of every count (their alerts
   moved to the one that absorbed them) and shown apart as ``merged``.
-- **Alerts in** (``received``) are the firing alerts the store received in
-  the period, from its alert rows: each firing episode (fingerprint and
-  startsAt) once, re-deliveries not counted, resolutions not counted (rows
-  older than ``store.retention`` are pruned, so a period further back counts
-  fewer). The **compression** is ``received / incidents``.
+- **Alerts in** (``received``) are the firing alerts the store received
+  whose ``startsAt`` falls in the period, whenever they arrived
+  (:meth:`~ai_sidecar.store.protocol.Store.firing_started_between`): on the
+  same clock as the incidents, so an alert delivered days late is counted
+  with its incident, on the day it started, and never makes one day say
+  "1 incident, 0 alerts" and another "0 incidents, 1 alert". Each firing
+  episode (fingerprint and startsAt) once, re-deliveries not counted,
+  resolutions not counted (rows older than ``store.retention`` are pruned, so
+  a period further back counts fewer). The **compression** is
+  ``received / incidents``.
 - ``alerts`` is the distinct alerts in the incidents (their members), and
   ``firings`` counts each member's firing episodes (itself plus its flaps),
   by which the noisiest rules and targets are ranked. A member that flapped
@@ -200,7 +206,7 @@ async def build_report(
     time_box = config.query_timeout
     created, received, actions, feedback, exchanges = await asyncio.gather(
         store.incidents_created_between(period.start, period.end),
-        store.firing_received_between(period.start, period.end),
+        store.firing_started_between(period.start, period.end),
         store.actions_between(period.start, max(generated_at, period.end)),
         store.feedback_between(period.start, period.end),
         store.llm_exchanges(since=period.start),

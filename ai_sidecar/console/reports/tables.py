@@ -139,8 +139,10 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         ),
         note=(
             _(
-                "Incidents created in the period. Alerts received: firing episodes stored,"
-                " re-deliveries not counted."
+                "Incidents created in the period, and the alerts received that started in it:"
+                " both by the alerts' own start time, so an alert delivered late counts on the"
+                " day it started. Alerts received: firing episodes stored, re-deliveries not"
+                " counted."
             )
         ),
     )
