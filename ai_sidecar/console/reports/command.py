@@ -122,6 +122,10 @@ def run_report(args: argparse.Namespace) -> int:
         store_settings_from,
     )
     from ai_sidecar.credentials import read_secret
+    from exporter.common.logs import quiet_third_party_loggers
+
+    # No log handler here: Python's last resort prints fpdf's warnings on stderr.
+    quiet_third_party_loggers()
 
     try:
         config = load_config(args.config_file)

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import io
+import logging
 import unicodedata
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +41,8 @@ from ai_sidecar.console.reports.tables import Table, period_title, report_tables
 from ai_sidecar.console.templating import environment
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import PRIORITIES
+
+log = logging.getLogger("ai_sidecar.reports")
 
 # Excel reads a CSV without a byte-order mark in the machine's legacy code page
 # (Windows-1252 in France), so "débit" shows as "dÃ©bit"; after one it reads UTF-8.
@@ -180,7 +184,20 @@ def report_pdf(report: Report, chart: bytes, language: str = SOURCE_LANGUAGE) ->
     pdf.image(io.BytesIO(chart), w=pdf.epw)
     for table in report_tables(report, t):
         _pdf_table(pdf, table, FontFace(emphasis="BOLD", fill_color=(230, 230, 230)), t)
-    return bytes(pdf.output())
+    body = bytes(pdf.output())
+    if any(getattr(font, "missing_glyphs", None) for font in pdf.fonts.values()):
+        _missing_glyphs_noted()
+    return body
+
+
+@functools.cache
+def _missing_glyphs_noted() -> None:
+    """Said once per process, naming no character: they come from alert text, and
+    fpdf's own warning (quieted, see exporter.common.logs) quotes them at each PDF."""
+    log.warning(
+        "the PDF font has no glyph for some characters of a report (CJK, emoji); they print"
+        " blank. Said once."
+    )
 
 
 def _pdf_table(pdf: Any, table: Table, headings: Any, t: Translator) -> None:
