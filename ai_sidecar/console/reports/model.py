@@ -56,14 +56,19 @@ from ai_sidecar.console.reports.measured import (
 )
 from ai_sidecar.console.reports.period import Period
 from ai_sidecar.console.reports.threads import on_report_thread
+from ai_sidecar.console.words import N_
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import PRIORITIES, Incident, Priority, merged_into
 from ai_sidecar.notify.graphs import root_member
 from ai_sidecar.promql import PromQLClient
 from ai_sidecar.store import Feedback, IncidentAction, Store
 
-NO_SITE = "(no site)"
-NO_TARGET = "(no target)"
+# A site, alert rule or target an alert does not name is counted under "" and
+# shown as these (in the report's language: :mod:`.tables`); "" is no label's
+# value that names something.
+NO_SITE = N_("(no site)")
+NO_ALERTNAME = N_("(no alertname)")
+NO_TARGET = N_("(no target)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +151,7 @@ def site_of(incident: Incident) -> str:
     site = (root.labels.get("site", "") if root is not None else "") or incident.group.get(
         "site", ""
     )
-    return site or NO_SITE
+    return site
 
 
 def _noisiest(
@@ -270,8 +275,8 @@ def _summarise(
         merged=len(created) - len(incidents),
         by_priority=tuple((p, priorities[p]) for p in PRIORITIES),
         by_site=tuple(sorted(sites.items(), key=lambda item: (-item[1], item[0]))),
-        rules=_noisiest(incidents, lambda m: m.alertname or "(no alertname)", top),
-        targets=_noisiest(incidents, lambda m: m.target or NO_TARGET, top),
+        rules=_noisiest(incidents, lambda m: m.alertname, top),
+        targets=_noisiest(incidents, lambda m: m.target, top),
         received=received,
         alerts=len(members),
         firings=sum(1 + m.flap_count for m in members),

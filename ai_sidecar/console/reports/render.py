@@ -41,6 +41,7 @@ from ai_sidecar.console.reports.tables import Table, period_title, report_tables
 from ai_sidecar.console.templating import environment
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import PRIORITIES
+from ai_sidecar.notify.wording import Wording
 
 log = logging.getLogger("ai_sidecar.reports")
 
@@ -124,12 +125,14 @@ def template_context(
         "period_title": period_title(report.period, t),
         "tables": report_tables(report, t),
         "chart": chart_src or "data:image/png;base64," + base64.b64encode(chart).decode(),
-        "generated": local_time(report.generated_at, report),
+        "generated": local_time(report.generated_at, report, language),
     }
 
 
-def local_time(moment: datetime, report: Report) -> str:
-    return f"{moment.astimezone(report.period.zone):%Y-%m-%d %H:%M:%S %Z}"
+def local_time(moment: datetime, report: Report, language: str = SOURCE_LANGUAGE) -> str:
+    """``moment`` to the second in the report's zone, as the console writes times in
+    ``language``: ``2026-12-05 22:09:27 CET``, ``5 déc. 2026, 22:09:27 CET``."""
+    return Wording(report.period.zone, language).time(moment)
 
 
 def report_html(
@@ -178,7 +181,9 @@ def report_pdf(report: Report, chart: bytes, language: str = SOURCE_LANGUAGE) ->
     pdf.cell(text=t.gettext("Scout report"), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", "", 10)
     pdf.cell(text=_printable(title), new_x="LMARGIN", new_y="NEXT")
-    made = t.gettext("Made {time}").format(time=local_time(report.generated_at, report))
+    made = t.gettext("Made {time}").format(
+        time=local_time(report.generated_at, report, language)
+    )
     pdf.cell(text=made, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     pdf.image(io.BytesIO(chart), w=pdf.epw)
