@@ -36,7 +36,7 @@ from ai_sidecar.console.reports.digest import (
 from ai_sidecar.console.reports.measured import NO_PROMETHEUS
 from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import report_period
-from ai_sidecar.console.reports.render import report_csv, spreadsheet_safe
+from ai_sidecar.console.reports.render import chart_figure, report_csv, spreadsheet_safe
 from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.console.reports.tables import bytes_text, duration_text
 from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
@@ -344,6 +344,24 @@ def test_a_formula_after_leading_blanks_is_made_inert(cell: str) -> None:
 def test_plain_cells_stay_as_they_are() -> None:
     for cell in ("paris", " paris", "P1", "67%", ""):
         assert spreadsheet_safe(cell) == cell
+
+
+@pytest.mark.parametrize("tallest", [0, -1])
+async def test_the_charts_legend_covers_no_bar(store: Store, tallest: int) -> None:
+    report = await week_report(store)
+    buckets = list(report.buckets)
+    # The first or the newest day (a storm today) is the tallest bar.
+    buckets[tallest] = replace(buckets[tallest], counts=(6, 4, 3, 2))
+    figure = chart_figure(replace(report, buckets=tuple(buckets)))
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    (axes,) = figure.axes
+    legend = axes.get_legend().get_window_extent(renderer)
+    bars = [bar.get_window_extent(renderer) for bar in axes.patches if bar.get_height() > 0]
+    assert len(bars) >= 4  # the tall day's four priorities, and the other days'
+    assert not [bar for bar in bars if bar.overlaps(legend)]
+    # And the legend is on the image.
+    assert figure.bbox.contains(legend.x0, legend.y0)
+    assert figure.bbox.contains(legend.x1, legend.y1)
 
 
 async def test_the_pdf_opens_with_every_table(store: Store) -> None:

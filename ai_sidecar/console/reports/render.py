@@ -31,7 +31,7 @@ import logging
 import unicodedata
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_date
 
@@ -42,6 +42,9 @@ from ai_sidecar.console.templating import environment
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import PRIORITIES
 from ai_sidecar.notify.wording import Wording
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger("ai_sidecar.reports")
 
@@ -76,6 +79,13 @@ def report_csv(report: Report) -> str:
 def chart_png(report: Report, language: str = SOURCE_LANGUAGE) -> bytes:
     """Incidents created per hour (a day's report) or per day, stacked by priority, its
     words and day names in ``language``."""
+    buffer = io.BytesIO()
+    chart_figure(report, language).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def chart_figure(report: Report, language: str = SOURCE_LANGUAGE) -> Figure:
+    """:func:`chart_png`'s figure, laid out."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -97,12 +107,19 @@ def chart_png(report: Report, language: str = SOURCE_LANGUAGE) -> bytes:
     axes.set_ylabel(t.gettext("Incidents"), fontsize=8)
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.tick_params(axis="y", labelsize=8)
-    axes.legend(fontsize=7, ncols=4, loc="upper right", frameon=False)
+    # Above the plot, not in it: inside, a corner sits over the first or the newest
+    # bar, and the newest (today, the storm) is often the tallest.
+    axes.legend(
+        fontsize=7,
+        ncols=4,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        borderaxespad=0.2,
+        frameon=False,
+    )
     axes.spines[["top", "right"]].set_visible(False)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure
 
 
 def _bucket_label(start: datetime, hourly: bool, t: Translator) -> str:
