@@ -82,19 +82,19 @@ class Translator:
     # --- formatting in the language's conventions (English callers may keep
     # their own historical formats, which this does not reproduce) -------------
 
-    def datetime(self, value: datetime, zone: tzinfo) -> str:
-        """Date and time to the second in ``zone`` (fr: "3 déc. 2026, 04:33:12")."""
-        return format_datetime(value, format="medium", tzinfo=zone, locale=self.locale)
-
     def minute(self, value: datetime, zone: tzinfo) -> str:
         """Date and time to the minute in ``zone``, as :meth:`datetime` writes them
         (fr: "3 déc. 2026, 04:33")."""
         local = value.astimezone(zone)
         return (
-            get_datetime_format("medium", locale=self.locale)
+            str(get_datetime_format("medium", locale=self.locale))
             .replace("{1}", format_date(local, "medium", locale=self.locale))
             .replace("{0}", format_time(local, "short", locale=self.locale))
         )
+
+    def datetime(self, value: datetime, zone: tzinfo) -> str:
+        """Date and time to the second in ``zone`` (fr: "3 déc. 2026, 04:33:12")."""
+        return format_datetime(value, format="medium", tzinfo=zone, locale=self.locale)
 
     def ago(self, delta: timedelta) -> str:
         """How long ago, rounded as people say it (fr: "il y a 5 minutes")."""

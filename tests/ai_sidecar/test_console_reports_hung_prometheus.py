@@ -93,9 +93,7 @@ async def test_the_report_page_does_not_wait_for_a_prometheus_the_probe_found_do
                 break
             await asyncio.sleep(0.1)
         assert app[PROBE].state == "unreachable"
-        page = await client.get(
-            "/console/reports", params=WEEK, headers={"Accept-Language": "fr"}
-        )
+        page = await client.get("/console/reports", params=WEEK, headers={"Accept-Language": "fr"})
         assert page.status == 200
         said = translator("fr", "console").gettext(PROMETHEUS_DOWN)
         assert said.startswith("indisponible : Prometheus n'a pas répondu")
@@ -153,8 +151,17 @@ async def test_the_cli_says_it_waits_for_prometheus_in_lines_when_stderr_is_no_t
 
 
 class Terminal(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted = asyncio.Event()
+
     def isatty(self) -> bool:
         return True
+
+    def write(self, text: str) -> int:
+        if "waiting for Prometheus: 1 s" in text:
+            self.counted.set()
+        return super().write(text)
 
 
 class Waits:
@@ -164,8 +171,7 @@ class Waits:
         self.out = out
 
     async def instant(self, query: str, at: datetime, *, time_box: timedelta) -> tuple[Sample, ...]:
-        while "waiting for Prometheus: 1 s" not in self.out.getvalue():
-            await asyncio.sleep(0.05)
+        await self.out.counted.wait()
         return ()
 
     async def range(

@@ -98,17 +98,17 @@ async def test_the_cli_writes_french_when_asked(store: Store, tmp_path: Path) ->
 async def test_french_reports_write_dates_and_placeholders_as_the_console_does(
     tmp_path: Path,
 ) -> None:
-    store = await SqliteStore.open(tmp_path / "scout.db")
+    opened = await SqliteStore.open(tmp_path / "scout.db")
     try:
         # An alert without alertname, target or site.
         nameless = incident(replace(member(), labels={"severity": "info"}))
-        await store.save_incidents([replace(nameless, group={})])
+        await opened.save_incidents([replace(nameless, group={})])
         paris = NotificationsConfig(timezone="Europe/Paris")
         config = SidecarConfig().model_copy(update={"language": "fr", "notifications": paris})
-        maker = ReportMaker(store, config, None)
+        maker = ReportMaker(opened, config, None)
         made = await maker.make(maker.period("day", end_date=T0.date()), now=MADE)
     finally:
-        await store.close()
+        await opened.close()
     page = made.html()
     for french in (
         "Journée du 2 nov. 2026, 00:00 au 3 nov. 2026, 00:00 (Europe/Paris)",

@@ -244,7 +244,7 @@ async def _make(settings: SidecarSettings, config: Any, args: argparse.Namespace
     store = await open_store(settings, worker=True)
     try:
         async with aiohttp.ClientSession() as session:
-            client = promql_client(settings, session)
+            client: PromQLClient | None = promql_client(settings, session)
             down = False
             if client is not None:
                 why = await why_prometheus_is_down(client, utc_now())

@@ -110,9 +110,7 @@ def digest_message(rendered: Rendered, config: DigestConfig, at: datetime) -> Em
         "Scout {kind} report to {end}: {count} incident",
         "Scout {kind} report to {end}: {count} incidents",
         incidents,
-    ).format(
-        kind=t.gettext(period.kind), end=period_time(period.end, period, t), count=incidents
-    )
+    ).format(kind=t.gettext(period.kind), end=period_time(period.end, period, t), count=incidents)
     message["From"] = config.smtp.sender
     message["To"] = ", ".join(config.recipients)
     body = t.gettext("The report is attached as a PDF; an HTML view is in this message.")

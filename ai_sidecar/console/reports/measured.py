@@ -41,8 +41,7 @@ WAN_UTILISATION = "wan_ifIndex:if_{direction}_utilisation:ratio_rate5m"
 _SCORE_NOISE = frozenset({"__name__", "job", "signal"})
 NO_PROMETHEUS = N_("not available: no Prometheus is configured (SCOUT_PROMETHEUS_URL)")
 PROMETHEUS_DOWN = N_(
-    "not available: Prometheus did not answer the last health check, so the report did not"
-    " ask it"
+    "not available: Prometheus did not answer the last health check, so the report did not ask it"
 )
 
 

@@ -147,11 +147,11 @@ class Report:
 
 
 def site_of(incident: Incident) -> str:
+    """The root cause's ``site`` label, else the group's; "" when neither names one."""
     root = root_member(incident)
-    site = (root.labels.get("site", "") if root is not None else "") or incident.group.get(
+    return (root.labels.get("site", "") if root is not None else "") or incident.group.get(
         "site", ""
     )
-    return site
 
 
 def _noisiest(

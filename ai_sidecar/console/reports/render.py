@@ -198,9 +198,7 @@ def report_pdf(report: Report, chart: bytes, language: str = SOURCE_LANGUAGE) ->
     pdf.cell(text=t.gettext("Scout report"), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", "", 10)
     pdf.cell(text=_printable(title), new_x="LMARGIN", new_y="NEXT")
-    made = t.gettext("Made {time}").format(
-        time=local_time(report.generated_at, report, language)
-    )
+    made = t.gettext("Made {time}").format(time=local_time(report.generated_at, report, language))
     pdf.cell(text=made, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     pdf.image(io.BytesIO(chart), w=pdf.epw)

@@ -128,9 +128,7 @@ def _named(name: str, none: str, _: Gettext) -> str:
     return name or _(none)
 
 
-def _noisy(
-    key: str, title: str, what: str, rows: Sequence[Noisy], none: str, _: Gettext
-) -> Table:
+def _noisy(key: str, title: str, what: str, rows: Sequence[Noisy], none: str, _: Gettext) -> Table:
     return Table(
         key,
         title,
@@ -234,9 +232,7 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         timing,
         priority,
         site,
-        _noisy(
-            "rules", _("Noisiest alert rules"), _("Alert rule"), report.rules, NO_ALERTNAME, _
-        ),
+        _noisy("rules", _("Noisiest alert rules"), _("Alert rule"), report.rules, NO_ALERTNAME, _),
         _noisy("targets", _("Noisiest targets"), _("Target"), report.targets, NO_TARGET, _),
         bandwidth,
         wan,

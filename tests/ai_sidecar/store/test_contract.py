@@ -290,7 +290,9 @@ async def test_firing_started_between_counts_each_episode_once_where_it_started(
     await store.ingest([refire], T0 + timedelta(minutes=5))
     await store.ingest([replace(refire, status="resolved", ends_at=T0)], T0 + timedelta(hours=1))
     # Delivered three days after it started: counted when it started, as its incident is.
-    await store.ingest([alert("Down", instance="sw3", at=timedelta(hours=1))], T0 + timedelta(days=3))
+    await store.ingest(
+        [alert("Down", instance="sw3", at=timedelta(hours=1))], T0 + timedelta(days=3)
+    )
     await store.ingest([alert("Down", instance="sw4", at=timedelta(hours=2))], T0)
     assert await store.firing_started_between(T0, T0 + timedelta(hours=2)) == 3
     assert (
