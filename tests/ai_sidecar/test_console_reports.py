@@ -475,10 +475,12 @@ def run_cli(
 
 
 def run_cli_command(
-    *args: str, data_dir: Path, cwd: Path | None = None
+    *args: str, data_dir: Path, cwd: Path | None = None, **scout_environ: str
 ) -> subprocess.CompletedProcess[str]:
+    """``scout-sidecar ARGS`` with ``SCOUT_DATA_DIR`` and ``scout_environ`` its only
+    ``SCOUT_*`` variables."""
     environ = {key: value for key, value in os.environ.items() if not key.startswith("SCOUT_")}
-    environ["SCOUT_DATA_DIR"] = str(data_dir)
+    environ.update(scout_environ, SCOUT_DATA_DIR=str(data_dir))
     return subprocess.run(
         [sys.executable, "-m", "ai_sidecar.cli", *args],
         cwd=cwd,

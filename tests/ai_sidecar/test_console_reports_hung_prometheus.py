@@ -12,7 +12,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import SqliteStore
 from scripts.localstack import Service, free_port, prometheus_service
 from tests.ai_sidecar.test_console_reports import VIEWER, FixedUser, as_excel_reads, fill
+from tests.ai_sidecar.test_console_reports import run_cli_command as run_cli
 
 pytestmark = pytest.mark.peers
 
@@ -109,17 +109,8 @@ async def test_the_report_page_does_not_wait_for_a_prometheus_the_probe_found_do
 def run_report(prometheus: Service, tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "sidecar.yml"
     config.write_text(CONFIG)
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("SCOUT_")}
-    environ.update(SCOUT_DATA_DIR=str(data), SCOUT_PROMETHEUS_URL=url_of(prometheus))
     argv = ["--format", "csv", "--output", "-", f"--config.file={config}", *WEEK_ARGS]
-    return subprocess.run(
-        [sys.executable, "-m", "ai_sidecar.cli", "report", *argv],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli("report", *argv, data_dir=data, SCOUT_PROMETHEUS_URL=url_of(prometheus))
 
 
 WEEK_ARGS = ("--period", "week", "--end", "2026-11-08")
