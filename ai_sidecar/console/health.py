@@ -36,7 +36,7 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.components import promql_client
 from ai_sidecar.console.words import N_
 from ai_sidecar.keys import METRICS, SETTINGS, STORE
-from ai_sidecar.promql import PromQLError
+from ai_sidecar.promql import PromQLClient, PromQLError
 
 PROBE_INTERVAL = 30.0
 PROBE_TIMEOUT = timedelta(seconds=2)
@@ -81,6 +81,16 @@ def family_total(families: Iterable[Metric], name: str) -> float:
     return total
 
 
+async def why_prometheus_is_down(client: PromQLClient, at: datetime) -> str | None:
+    """None when Prometheus answers a trivial query within :data:`PROBE_TIMEOUT`, else
+    why not (cut short). The banner's probe, and ``scout-sidecar report``'s before a report."""
+    try:
+        await client.instant("vector(1)", at, time_box=PROBE_TIMEOUT)
+    except PromQLError as exc:
+        return str(exc)[:200]
+    return None
+
+
 async def probe_prometheus(app: web.Application, session: aiohttp.ClientSession) -> None:
     """Ask Prometheus once and keep what it said in ``app[PROBE]``."""
     client = promql_client(app[SETTINGS], session)
@@ -89,12 +99,8 @@ async def probe_prometheus(app: web.Application, session: aiohttp.ClientSession)
     if client is None:
         probe.state, probe.detail = "not configured", "SCOUT_PROMETHEUS_URL is not set"
         return
-    try:
-        await client.instant("vector(1)", probe.at, time_box=PROBE_TIMEOUT)
-    except PromQLError as exc:
-        probe.state, probe.detail = "unreachable", str(exc)[:200]
-    else:
-        probe.state, probe.detail = "reachable", ""
+    why = await why_prometheus_is_down(client, probe.at)
+    probe.state, probe.detail = ("reachable", "") if why is None else ("unreachable", why)
 
 
 def setup_health(app: web.Application) -> None:

@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import Literal
 
 from babel import Locale
-from babel.dates import format_datetime, format_timedelta
+from babel.dates import (
+    format_date,
+    format_datetime,
+    format_time,
+    format_timedelta,
+    get_datetime_format,
+)
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal, format_percent
@@ -75,6 +81,16 @@ class Translator:
 
     # --- formatting in the language's conventions (English callers may keep
     # their own historical formats, which this does not reproduce) -------------
+
+    def minute(self, value: datetime, zone: tzinfo) -> str:
+        """Date and time to the minute in ``zone``, as :meth:`datetime` writes them
+        (fr: "3 déc. 2026, 04:33")."""
+        local = value.astimezone(zone)
+        return (
+            str(get_datetime_format("medium", locale=self.locale))
+            .replace("{1}", format_date(local, "medium", locale=self.locale))
+            .replace("{0}", format_time(local, "short", locale=self.locale))
+        )
 
     def datetime(self, value: datetime, zone: tzinfo) -> str:
         """Date and time to the second in ``zone`` (fr: "3 déc. 2026, 04:33:12")."""

@@ -328,9 +328,11 @@ class Store(Protocol):
         """Alerts stored in total, processed or not."""
         ...
 
-    async def firing_received_between(self, start: datetime, end: datetime) -> int:
-        """Firing alerts stored that arrived at or after ``start`` and before ``end``: each
-        firing episode (fingerprint and startsAt) once, re-deliveries not counted."""
+    async def firing_started_between(self, start: datetime, end: datetime) -> int:
+        """Firing alerts stored whose ``startsAt`` is at or after ``start`` and before
+        ``end``, whenever they arrived: each firing episode (fingerprint and startsAt)
+        once, re-deliveries not counted. On the alerts' own clock, as incidents'
+        creation is, so that a report's two counts agree when alerts arrive late."""
         ...
 
     # --- incidents and feedback -------------------------------------------------

@@ -152,6 +152,25 @@ class LogfmtFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+# Third-party loggers held to a level above what they chatter at. fontTools logs
+# every font subset at info ("glyf pruned", ~75 lines for each PDF report or
+# digest); fpdf warns of each character its font lacks, quoting it, and so
+# quoting alert text (the report logs that once, briefly, itself).
+QUIETED_LOGGERS = {
+    # aiohttp logs every request at info; that is noise for a scrape target.
+    "aiohttp.access": logging.WARNING,
+    "fontTools": logging.WARNING,
+    "fpdf": logging.ERROR,
+}
+
+
+def quiet_third_party_loggers() -> None:
+    """Hold :data:`QUIETED_LOGGERS` to their levels (the daemons' and the commands' own
+    loggers keep theirs)."""
+    for name, level in QUIETED_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     """Send the root logger to stderr in the chosen format."""
     if fmt == "auto":
@@ -162,5 +181,4 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LOG_LEVELS[level])
-    # aiohttp logs every request at info; that is noise for a scrape target.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    quiet_third_party_loggers()

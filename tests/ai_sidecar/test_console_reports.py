@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -35,7 +36,7 @@ from ai_sidecar.console.reports.digest import (
 from ai_sidecar.console.reports.measured import NO_PROMETHEUS
 from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import report_period
-from ai_sidecar.console.reports.render import report_csv, spreadsheet_safe
+from ai_sidecar.console.reports.render import chart_figure, report_csv, spreadsheet_safe
 from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.console.reports.tables import bytes_text, duration_text
 from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
@@ -49,6 +50,7 @@ from ai_sidecar.store import IncidentAction, SqliteStore, Store
 from scripts.localstack import free_port
 from tests.ai_sidecar.builders import T0, member
 from tests.ai_sidecar.exchanges import exchange
+from tests.ai_sidecar.replay import correlator, fold, make
 from tests.peers.notify import SmtpSink, email_body
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -232,6 +234,28 @@ async def test_the_storm_is_counted_exactly(store: Store) -> None:
         assert measured.unavailable == NO_PROMETHEUS
 
 
+async def test_an_alert_delivered_days_late_is_counted_with_its_incident(tmp_path: Path) -> None:
+    """Incidents are dated by their alerts' startsAt (the correlation's clock); the
+    alerts are counted on the same clock, so the two counts agree whenever they arrive."""
+    store = await SqliteStore.open(tmp_path / "scout.db")
+    try:
+        late = make("HostDown", instance="srv-7")  # started at T0
+        (change,) = fold(correlator(), [late])
+        await store.save_incidents([change.incident])
+        await store.ingest([late], T0 + timedelta(days=3))
+
+        def day(end: datetime) -> Any:
+            period = report_period("day", UTC_ZONE, now=NOW, end_date=end.date())
+            return build_report(store, period, ReportsConfig(), None, now=NOW)
+
+        started = await day(T0)
+        assert (started.incidents, started.received, started.compression) == (1, 1, 1.0)
+        delivered = await day(T0 + timedelta(days=3))
+        assert (delivered.incidents, delivered.received, delivered.compression) == (0, 0, None)
+    finally:
+        await store.close()
+
+
 async def test_an_unreachable_prometheus_is_a_line_not_a_failure(
     store: Store, aiohttp_client: object
 ) -> None:
@@ -320,6 +344,24 @@ def test_a_formula_after_leading_blanks_is_made_inert(cell: str) -> None:
 def test_plain_cells_stay_as_they_are() -> None:
     for cell in ("paris", " paris", "P1", "67%", ""):
         assert spreadsheet_safe(cell) == cell
+
+
+@pytest.mark.parametrize("tallest", [0, -1])
+async def test_the_charts_legend_covers_no_bar(store: Store, tallest: int) -> None:
+    report = await week_report(store)
+    buckets = list(report.buckets)
+    # The first or the newest day (a storm today) is the tallest bar.
+    buckets[tallest] = replace(buckets[tallest], counts=(6, 4, 3, 2))
+    figure = chart_figure(replace(report, buckets=tuple(buckets)))
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    (axes,) = figure.axes
+    legend = axes.get_legend().get_window_extent(renderer)
+    bars = [bar.get_window_extent(renderer) for bar in axes.patches if bar.get_height() > 0]
+    assert len(bars) >= 4  # the tall day's four priorities, and the other days'
+    assert not [bar for bar in bars if bar.overlaps(legend)]
+    # And the legend is on the image.
+    assert figure.bbox.contains(legend.x0, legend.y0)
+    assert figure.bbox.contains(legend.x1, legend.y1)
 
 
 async def test_the_pdf_opens_with_every_table(store: Store) -> None:
@@ -433,10 +475,12 @@ def run_cli(
 
 
 def run_cli_command(
-    *args: str, data_dir: Path, cwd: Path | None = None
+    *args: str, data_dir: Path, cwd: Path | None = None, **scout_environ: str
 ) -> subprocess.CompletedProcess[str]:
+    """``scout-sidecar ARGS`` with ``SCOUT_DATA_DIR`` and ``scout_environ`` its only
+    ``SCOUT_*`` variables."""
     environ = {key: value for key, value in os.environ.items() if not key.startswith("SCOUT_")}
-    environ["SCOUT_DATA_DIR"] = str(data_dir)
+    environ.update(scout_environ, SCOUT_DATA_DIR=str(data_dir))
     return subprocess.run(
         [sys.executable, "-m", "ai_sidecar.cli", *args],
         cwd=cwd,

@@ -6,7 +6,13 @@ mark for spreadsheets, standard output does not) reads the store ``serve`` would
 use (``SCOUT_STORE_URL`` with its password, or the SQLite file in ``SCOUT_DATA_DIR``) and Prometheus
 from ``SCOUT_PROMETHEUS_URL`` (optional: without it the Prometheus tables say
 so). Times are in the config's ``notifications.timezone``. What it is doing
-goes to stderr.
+goes to stderr. Before the report it asks Prometheus a trivial query, as the
+console's health probe does: one that does not answer within
+:data:`~ai_sidecar.console.health.PROBE_TIMEOUT` is left out of the report
+(its tables say so) instead of being waited for, query after query. While the
+report waits on Prometheus, stderr shows for how long: a counter rewritten in
+place on a terminal, a line every :data:`PROGRESS_EVERY` seconds otherwise
+(a log file or a pipe gets no carriage returns).
 
 Exit status: 0 on success, 1 when the store cannot be read, 2 for a usage,
 config or settings error, or an output file that cannot be written.
@@ -16,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from datetime import date
+import time
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 
@@ -29,6 +38,7 @@ from ai_sidecar.console.reports.period import PERIODS, parse_end_date
 from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.i18n import available_languages
+from ai_sidecar.promql import PromQLClient, Sample, Series
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
 from exporter.common.files import replaced_on_success
@@ -36,6 +46,8 @@ from exporter.common.files import replaced_on_success
 FORMATS = ("pdf", "html", "csv")
 # The --output that means standard output.
 STDOUT = "-"
+# Seconds between progress lines while waiting on Prometheus, when stderr is no terminal.
+PROGRESS_EVERY = 10.0
 
 
 def add_report_command(subparsers: Any) -> None:
@@ -110,6 +122,10 @@ def run_report(args: argparse.Namespace) -> int:
         store_settings_from,
     )
     from ai_sidecar.credentials import read_secret
+    from exporter.common.logs import quiet_third_party_loggers
+
+    # No log handler here: Python's last resort prints fpdf's warnings on stderr.
+    quiet_third_party_loggers()
 
     try:
         config = load_config(args.config_file)
@@ -157,14 +173,89 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class WaitingOnPrometheus:
+    """A PromQL client that shows on ``out`` how long the report has been waiting on it."""
+
+    def __init__(self, client: PromQLClient, time_box: timedelta, out: TextIO) -> None:
+        self._client = client
+        self._time_box = time_box
+        self._out = out
+        self._pending = 0
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def instant(self, query: str, at: datetime, *, time_box: timedelta) -> tuple[Sample, ...]:
+        async with self._waiting():
+            return await self._client.instant(query, at, time_box=time_box)
+
+    async def range(
+        self, query: str, start: datetime, end: datetime, step: timedelta, *, time_box: timedelta
+    ) -> tuple[Series, ...]:
+        async with self._waiting():
+            return await self._client.range(query, start, end, step, time_box=time_box)
+
+    @contextlib.asynccontextmanager
+    async def _waiting(self) -> AsyncIterator[None]:
+        self._pending += 1
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick())
+        try:
+            yield
+        finally:
+            self._pending -= 1
+            if self._pending == 0 and self._ticker is not None:
+                ticker, self._ticker = self._ticker, None
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+
+    async def _tick(self) -> None:
+        started = time.monotonic()
+        box = f"{self._time_box.total_seconds():g} s"
+        terminal = self._out.isatty()
+        if not terminal:
+            self._write(f"scout-sidecar: waiting for Prometheus (each query up to {box})\n")
+        try:
+            while True:
+                await asyncio.sleep(1.0 if terminal else PROGRESS_EVERY)
+                waited = round(time.monotonic() - started)
+                if terminal:
+                    # Rewritten in place: \r back to the start, then clear to the line's end.
+                    self._write(
+                        f"\rscout-sidecar: waiting for Prometheus: {waited} s"
+                        f" (each query up to {box})\033[K"
+                    )
+                else:
+                    self._write(f"scout-sidecar: still waiting for Prometheus ({waited} s)\n")
+        finally:
+            if terminal:
+                self._write("\r\033[K")
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
+
 async def _make(settings: SidecarSettings, config: Any, args: argparse.Namespace) -> bytes:
+    from ai_sidecar.clock import utc_now
     from ai_sidecar.components import open_store, promql_client
+    from ai_sidecar.console.health import PROBE_TIMEOUT, why_prometheus_is_down
 
     _say("reading the store" + (" and Prometheus" if settings.prometheus_url else ""))
     store = await open_store(settings, worker=True)
     try:
         async with aiohttp.ClientSession() as session:
-            maker = ReportMaker(store, config, promql_client(settings, session))
+            client: PromQLClient | None = promql_client(settings, session)
+            down = False
+            if client is not None:
+                why = await why_prometheus_is_down(client, utc_now())
+                if why is not None:
+                    down = True
+                    _say(
+                        f"Prometheus did not answer within {PROBE_TIMEOUT.total_seconds():g} s"
+                        f" ({why}): the report leaves its tables out"
+                    )
+                client = WaitingOnPrometheus(client, config.reports.query_timeout, sys.stderr)
+            maker = ReportMaker(store, config, client, prometheus_is_down=lambda: down)
             made = await maker.make(
                 maker.period(args.period, end_date=args.end), language=args.language
             )

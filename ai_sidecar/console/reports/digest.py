@@ -49,7 +49,7 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.config import WEEKDAYS, DigestConfig, DigestSchedule, SmtpConfig
 from ai_sidecar.console.reports.routes import REPORTS, report_filename
 from ai_sidecar.console.reports.service import Rendered, ReportMaker
-from ai_sidecar.console.reports.tables import period_title
+from ai_sidecar.console.reports.tables import period_time, period_title
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.i18n import translator
 from ai_sidecar.keys import CONFIG, METRICS, STORE
@@ -107,10 +107,10 @@ def digest_message(rendered: Rendered, config: DigestConfig, at: datetime) -> Em
     message["Message-ID"] = make_msgid(domain=_sender_domain(config.smtp.sender))
     incidents = rendered.report.incidents
     message["Subject"] = t.ngettext(
-        "Scout {kind} report to {end}: {count} incidents",
+        "Scout {kind} report to {end}: {count} incident",
         "Scout {kind} report to {end}: {count} incidents",
         incidents,
-    ).format(kind=t.gettext(period.kind), end=f"{period.local_end:%Y-%m-%d %H:%M}", count=incidents)
+    ).format(kind=t.gettext(period.kind), end=period_time(period.end, period, t), count=incidents)
     message["From"] = config.smtp.sender
     message["To"] = ", ".join(config.recipients)
     body = t.gettext("The report is attached as a PDF; an HTML view is in this message.")

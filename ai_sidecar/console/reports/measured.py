@@ -4,7 +4,10 @@ Each part is one or a few instant queries at the period's end over a range as
 long as the period, time-boxed by ``reports.query_timeout``. None of them may
 fail a report: no Prometheus configured, an engine that does not answer or
 refuses, or a metric nobody exports give a :class:`Measured` with no rows and
-a sentence saying why, which every rendering shows instead of the table.
+a sentence saying why, which every rendering shows instead of the table. A
+Prometheus known to be down (:func:`prometheus_down`: the console's health
+probe, or the CLI's own) is not asked at all: each query would wait out its
+time box, on every report.
 
 - **Bandwidth**: the flow collector's talker counters
   (``scout_flow_talker_bytes_total``, exporter/collectors/flows), summed over
@@ -37,6 +40,9 @@ WAN_UTILISATION = "wan_ifIndex:if_{direction}_utilisation:ratio_rate5m"
 # Labels that say which series an anomaly score is about, besides its own.
 _SCORE_NOISE = frozenset({"__name__", "job", "signal"})
 NO_PROMETHEUS = N_("not available: no Prometheus is configured (SCOUT_PROMETHEUS_URL)")
+PROMETHEUS_DOWN = N_(
+    "not available: Prometheus did not answer the last health check, so the report did not ask it"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,11 @@ def _unavailable(message: str, **values: str) -> Measured[Any]:
     return Measured(
         unavailable=message.format(**values), why=message, why_values=tuple(values.items())
     )
+
+
+def prometheus_down() -> Measured[Any]:
+    """What a table says when Prometheus was not asked because it is known to be down."""
+    return _unavailable(PROMETHEUS_DOWN)
 
 
 @dataclass(frozen=True, slots=True)

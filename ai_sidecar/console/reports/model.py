@@ -3,14 +3,20 @@
 What is counted, and from where:
 
 - **Incidents** are those *created* in the period
-  (:meth:`~ai_sidecar.store.protocol.Store.incidents_created_between`).
+  (:meth:`~ai_sidecar.store.protocol.Store.incidents_created_between`), at
+  their first alert's ``startsAt``: correlation runs on the alerts' own clock.
   Incidents merged into another are left out of every count (their alerts
   moved to the one that absorbed them) and shown apart as ``merged``.
-- **Alerts in** (``received``) are the firing alerts the store received in
-  the period, from its alert rows: each firing episode (fingerprint and
-  startsAt) once, re-deliveries not counted, resolutions not counted (rows
-  older than ``store.retention`` are pruned, so a period further back counts
-  fewer). The **compression** is ``received / incidents``.
+- **Alerts in** (``received``) are the firing alerts the store received
+  whose ``startsAt`` falls in the period, whenever they arrived
+  (:meth:`~ai_sidecar.store.protocol.Store.firing_started_between`): on the
+  same clock as the incidents, so an alert delivered days late is counted
+  with its incident, on the day it started, and never makes one day say
+  "1 incident, 0 alerts" and another "0 incidents, 1 alert". Each firing
+  episode (fingerprint and startsAt) once, re-deliveries not counted,
+  resolutions not counted (rows older than ``store.retention`` are pruned, so
+  a period further back counts fewer). The **compression** is
+  ``received / incidents``.
 - ``alerts`` is the distinct alerts in the incidents (their members), and
   ``firings`` counts each member's firing episodes (itself plus its flaps),
   by which the noisiest rules and targets are ranked. A member that flapped
@@ -43,20 +49,26 @@ from ai_sidecar.console.reports.measured import (
     Measured,
     Talker,
     WanLink,
+    prometheus_down,
     top_anomalies,
     top_talkers,
     wan_utilisation,
 )
 from ai_sidecar.console.reports.period import Period
 from ai_sidecar.console.reports.threads import on_report_thread
+from ai_sidecar.console.words import N_
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.models import PRIORITIES, Incident, Priority, merged_into
 from ai_sidecar.notify.graphs import root_member
 from ai_sidecar.promql import PromQLClient
 from ai_sidecar.store import Feedback, IncidentAction, Store
 
-NO_SITE = "(no site)"
-NO_TARGET = "(no target)"
+# A site, alert rule or target an alert does not name is counted under "" and
+# shown as these (in the report's language: :mod:`.tables`); "" is no label's
+# value that names something.
+NO_SITE = N_("(no site)")
+NO_ALERTNAME = N_("(no alertname)")
+NO_TARGET = N_("(no target)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +147,11 @@ class Report:
 
 
 def site_of(incident: Incident) -> str:
+    """The root cause's ``site`` label, else the group's; "" when neither names one."""
     root = root_member(incident)
-    site = (root.labels.get("site", "") if root is not None else "") or incident.group.get(
+    return (root.labels.get("site", "") if root is not None else "") or incident.group.get(
         "site", ""
     )
-    return site or NO_SITE
 
 
 def _noisiest(
@@ -189,22 +201,30 @@ async def build_report(
     prometheus: PromQLClient | None,
     *,
     now: datetime | None = None,
+    prometheus_is_down: bool = False,
 ) -> Report:
-    """The report over ``period``: the store's part and Prometheus's, read concurrently."""
+    """The report over ``period``: the store's part and Prometheus's, read concurrently.
+
+    ``prometheus_is_down``: a health check found Prometheus not answering; its
+    tables say so instead of waiting for each query's time box."""
     generated_at = now or utc_now()
     time_box = config.query_timeout
     created, received, actions, feedback, exchanges = await asyncio.gather(
         store.incidents_created_between(period.start, period.end),
-        store.firing_received_between(period.start, period.end),
+        store.firing_started_between(period.start, period.end),
         store.actions_between(period.start, max(generated_at, period.end)),
         store.feedback_between(period.start, period.end),
         store.llm_exchanges(since=period.start),
     )
-    bandwidth, wan, anomalies = await asyncio.gather(
-        top_talkers(prometheus, period, config.top, time_box),
-        wan_utilisation(prometheus, period, config.top, time_box),
-        top_anomalies(prometheus, period, config.top, time_box),
-    )
+    measured: tuple[Measured[Talker], Measured[WanLink], Measured[AnomalyPeak]]
+    if prometheus is not None and prometheus_is_down:
+        measured = (prometheus_down(), prometheus_down(), prometheus_down())
+    else:
+        measured = await asyncio.gather(
+            top_talkers(prometheus, period, config.top, time_box),
+            wan_utilisation(prometheus, period, config.top, time_box),
+            top_anomalies(prometheus, period, config.top, time_box),
+        )
     # Counting a storm's tens of thousands of members takes a while: off the loop.
     return await on_report_thread(
         _summarise,
@@ -216,7 +236,7 @@ async def build_report(
         actions,
         feedback,
         [e for e in exchanges if e.at < period.end],
-        (bandwidth, wan, anomalies),
+        measured,
     )
 
 
@@ -255,8 +275,8 @@ def _summarise(
         merged=len(created) - len(incidents),
         by_priority=tuple((p, priorities[p]) for p in PRIORITIES),
         by_site=tuple(sorted(sites.items(), key=lambda item: (-item[1], item[0]))),
-        rules=_noisiest(incidents, lambda m: m.alertname or "(no alertname)", top),
-        targets=_noisiest(incidents, lambda m: m.target or NO_TARGET, top),
+        rules=_noisiest(incidents, lambda m: m.alertname, top),
+        targets=_noisiest(incidents, lambda m: m.target, top),
         received=received,
         alerts=len(members),
         firings=sum(1 + m.flap_count for m in members),

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import io
+import logging
 import unicodedata
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_date
 
@@ -39,6 +41,12 @@ from ai_sidecar.console.reports.tables import Table, period_title, report_tables
 from ai_sidecar.console.templating import environment
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import PRIORITIES
+from ai_sidecar.notify.wording import Wording
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger("ai_sidecar.reports")
 
 # Excel reads a CSV without a byte-order mark in the machine's legacy code page
 # (Windows-1252 in France), so "débit" shows as "dÃ©bit"; after one it reads UTF-8.
@@ -71,6 +79,13 @@ def report_csv(report: Report) -> str:
 def chart_png(report: Report, language: str = SOURCE_LANGUAGE) -> bytes:
     """Incidents created per hour (a day's report) or per day, stacked by priority, its
     words and day names in ``language``."""
+    buffer = io.BytesIO()
+    chart_figure(report, language).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def chart_figure(report: Report, language: str = SOURCE_LANGUAGE) -> Figure:
+    """:func:`chart_png`'s figure, laid out."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -92,12 +107,19 @@ def chart_png(report: Report, language: str = SOURCE_LANGUAGE) -> bytes:
     axes.set_ylabel(t.gettext("Incidents"), fontsize=8)
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.tick_params(axis="y", labelsize=8)
-    axes.legend(fontsize=7, ncols=4, loc="upper right", frameon=False)
+    # Above the plot, not in it: inside, a corner sits over the first or the newest
+    # bar, and the newest (today, the storm) is often the tallest.
+    axes.legend(
+        fontsize=7,
+        ncols=4,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        borderaxespad=0.2,
+        frameon=False,
+    )
     axes.spines[["top", "right"]].set_visible(False)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure
 
 
 def _bucket_label(start: datetime, hourly: bool, t: Translator) -> str:
@@ -120,12 +142,14 @@ def template_context(
         "period_title": period_title(report.period, t),
         "tables": report_tables(report, t),
         "chart": chart_src or "data:image/png;base64," + base64.b64encode(chart).decode(),
-        "generated": local_time(report.generated_at, report),
+        "generated": local_time(report.generated_at, report, language),
     }
 
 
-def local_time(moment: datetime, report: Report) -> str:
-    return f"{moment.astimezone(report.period.zone):%Y-%m-%d %H:%M:%S %Z}"
+def local_time(moment: datetime, report: Report, language: str = SOURCE_LANGUAGE) -> str:
+    """``moment`` to the second in the report's zone, as the console writes times in
+    ``language``: ``2026-12-05 22:09:27 CET``, ``5 déc. 2026, 22:09:27 CET``."""
+    return Wording(report.period.zone, language).time(moment)
 
 
 def report_html(
@@ -174,13 +198,26 @@ def report_pdf(report: Report, chart: bytes, language: str = SOURCE_LANGUAGE) ->
     pdf.cell(text=t.gettext("Scout report"), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", "", 10)
     pdf.cell(text=_printable(title), new_x="LMARGIN", new_y="NEXT")
-    made = t.gettext("Made {time}").format(time=local_time(report.generated_at, report))
+    made = t.gettext("Made {time}").format(time=local_time(report.generated_at, report, language))
     pdf.cell(text=made, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     pdf.image(io.BytesIO(chart), w=pdf.epw)
     for table in report_tables(report, t):
         _pdf_table(pdf, table, FontFace(emphasis="BOLD", fill_color=(230, 230, 230)), t)
-    return bytes(pdf.output())
+    body = bytes(pdf.output())
+    if any(getattr(font, "missing_glyphs", None) for font in pdf.fonts.values()):
+        _missing_glyphs_noted()
+    return body
+
+
+@functools.cache
+def _missing_glyphs_noted() -> None:
+    """Said once per process, naming no character: they come from alert text, and
+    fpdf's own warning (quieted, see exporter.common.logs) quotes them at each PDF."""
+    log.warning(
+        "the PDF font has no glyph for some characters of a report (CJK, emoji); they print"
+        " blank. Said once."
+    )
 
 
 def _pdf_table(pdf: Any, table: Table, headings: Any, t: Translator) -> None:

@@ -3,7 +3,9 @@
 Query parameters, the same for the three: ``period`` (day, week, month;
 default week) and ``end`` (``YYYY-MM-DD``: the report ends at the end of that
 day in ``notifications.timezone``; default: now). Any signed-in user may read
-reports.
+reports. While the health banner's probe finds Prometheus unreachable, the
+report leaves its Prometheus tables out (saying so) rather than wait for each
+query's time box, as the anomalies page leaves out its charts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from ai_sidecar.components import promql_client
+from ai_sidecar.console.health import PROBE
 from ai_sidecar.console.language import configured_language, page_language, page_words
 from ai_sidecar.console.reports.period import PERIODS, EndDateError, Period, parse_end_date
 from ai_sidecar.console.reports.render import template_context
@@ -37,8 +40,14 @@ async def report_maker(app: web.Application) -> AsyncIterator[None]:
             app[CONFIG],
             promql_client(app[SETTINGS], session),
             language=lambda: configured_language(app),
+            prometheus_is_down=lambda: _probe_found_down(app),
         )
         yield
+
+
+def _probe_found_down(app: web.Application) -> bool:
+    probe = app.get(PROBE)
+    return probe is not None and probe.state == "unreachable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,11 @@ class Rendered:
 
 
 class ReportMaker:
-    """Builds reports from ``store`` and ``prometheus`` (None: no Prometheus) under ``config``."""
+    """Builds reports from ``store`` and ``prometheus`` (None: no Prometheus) under ``config``.
+
+    ``prometheus_is_down``, asked at each report: whether a health check found
+    Prometheus not answering, so that its tables are left out rather than waited for.
+    """
 
     def __init__(
         self,
@@ -56,12 +60,14 @@ class ReportMaker:
         config: SidecarConfig,
         prometheus: PromQLClient | None,
         language: Callable[[], str] | None = None,
+        prometheus_is_down: Callable[[], bool] = lambda: False,
     ) -> None:
         self._store = store
         self._config = config
         self._prometheus = prometheus
         # The default language, asked at each report: a reload may change it.
         self._language = language or (lambda: config.language)
+        self._prometheus_is_down = prometheus_is_down
 
     def period(
         self, kind: ReportPeriod, *, end_date: date | None = None, now: datetime | None = None
@@ -79,7 +85,12 @@ class ReportMaker:
         """The report of ``period`` in ``language`` (default: the config's ``language`` in
         force)."""
         report = await build_report(
-            self._store, period, self._config.reports, self._prometheus, now=now
+            self._store,
+            period,
+            self._config.reports,
+            self._prometheus,
+            now=now,
+            prometheus_is_down=self._prometheus_is_down(),
         )
         language = language or self._language()
         chart = await on_report_thread(chart_png, report, language)

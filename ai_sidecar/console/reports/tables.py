@@ -10,11 +10,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from babel.units import format_unit
 
-from ai_sidecar.console.reports.model import Durations, Noisy, Report
+from ai_sidecar.console.reports.model import (
+    NO_ALERTNAME,
+    NO_SITE,
+    NO_TARGET,
+    Durations,
+    Noisy,
+    Report,
+)
 from ai_sidecar.console.reports.period import Period
 from ai_sidecar.console.words import N_
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
@@ -102,12 +109,31 @@ def _durations(name: str, value: Durations, of: int, t: Translator) -> tuple[str
     )
 
 
-def _noisy(key: str, title: str, what: str, rows: Sequence[Noisy], _: Gettext) -> Table:
+# Directions as Prometheus' series name them (WAN: in, out; flows: source, destination).
+DIRECTIONS = {
+    "in": N_("in"),
+    "out": N_("out"),
+    "source": N_("source"),
+    "destination": N_("destination"),
+}
+
+
+def _direction(value: str, _: Gettext) -> str:
+    """A direction in the report's language; one it does not know, as it came."""
+    return _(DIRECTIONS[value]) if value in DIRECTIONS else value
+
+
+def _named(name: str, none: str, _: Gettext) -> str:
+    """``name``, or ``none`` (a catalogue message) in the report's language for ""."""
+    return name or _(none)
+
+
+def _noisy(key: str, title: str, what: str, rows: Sequence[Noisy], none: str, _: Gettext) -> Table:
     return Table(
         key,
         title,
         (what, _("Firings"), _("Incidents")),
-        tuple((n.name, str(n.firings), str(n.incidents)) for n in rows),
+        tuple((_named(n.name, none, _), str(n.firings), str(n.incidents)) for n in rows),
         note=_("Firings: each alert's firing episodes in the period's incidents, flaps included."),
     )
 
@@ -139,8 +165,10 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         ),
         note=(
             _(
-                "Incidents created in the period. Alerts received: firing episodes stored,"
-                " re-deliveries not counted."
+                "Incidents created in the period, and the alerts received that started in it:"
+                " both by the alerts' own start time, so an alert delivered late counts on the"
+                " day it started. Alerts received: firing episodes stored, re-deliveries not"
+                " counted."
             )
         ),
     )
@@ -164,13 +192,16 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         "site",
         _("Incidents by site"),
         (_("Site"), _("Incidents")),
-        tuple((s, str(n)) for s, n in report.by_site),
+        tuple((_named(s, NO_SITE, _), str(n)) for s, n in report.by_site),
     )
     bandwidth = Table(
         "bandwidth",
         _("Top bandwidth consumers"),
         (_("Address"), _("Direction"), _("Bytes")),
-        tuple((b.address, b.direction, bytes_text(b.bytes, t)) for b in report.bandwidth.rows),
+        tuple(
+            (b.address, _direction(b.direction, _), bytes_text(b.bytes, t))
+            for b in report.bandwidth.rows
+        ),
         unavailable=report.bandwidth.unavailable_in(t),
     )
     wan = Table(
@@ -178,7 +209,13 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         _("WAN utilisation"),
         (_("Device"), _("Interface"), _("Direction"), _("Mean"), _("Peak")),
         tuple(
-            (w.instance, w.interface, w.direction, _share(w.mean, t), _share(w.peak, t))
+            (
+                w.instance,
+                w.interface,
+                _direction(w.direction, _),
+                _share(w.mean, t),
+                _share(w.peak, t),
+            )
             for w in report.wan.rows
         ),
         unavailable=report.wan.unavailable_in(t),
@@ -195,8 +232,8 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         timing,
         priority,
         site,
-        _noisy("rules", _("Noisiest alert rules"), _("Alert rule"), report.rules, _),
-        _noisy("targets", _("Noisiest targets"), _("Target"), report.targets, _),
+        _noisy("rules", _("Noisiest alert rules"), _("Alert rule"), report.rules, NO_ALERTNAME, _),
+        _noisy("targets", _("Noisiest targets"), _("Target"), report.targets, NO_TARGET, _),
         bandwidth,
         wan,
         anomalies,
@@ -204,14 +241,24 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
 
 
 def period_title(period: Period, t: Translator | None = None) -> str:
-    """The period's title in ``t``'s language (English: :attr:`Period.title`)."""
+    """The period's title in ``t``'s language (English: :attr:`Period.title`), its
+    times written as the console writes them (fr: ``5 déc. 2026, 22:09``)."""
     if t is None or t.is_source:
         return period.title
     return t.gettext(PERIOD_TITLES[period.kind]).format(
-        start=f"{period.local_start:%Y-%m-%d %H:%M}",
-        end=f"{period.local_end:%Y-%m-%d %H:%M}",
+        start=period_time(period.start, period, t),
+        end=period_time(period.end, period, t),
         zone=period.zone.key,
     )
+
+
+def period_time(moment: datetime, period: Period, t: Translator) -> str:
+    """``moment`` to the minute in the period's zone: ``2026-12-05 22:09`` in English (as
+    :attr:`Period.title`), the language's own date format in another (fr: ``5 déc.
+    2026, 22:09``)."""
+    if t.is_source:
+        return f"{moment.astimezone(period.zone):%Y-%m-%d %H:%M}"
+    return t.minute(moment, period.zone)
 
 
 PERIOD_TITLES = {

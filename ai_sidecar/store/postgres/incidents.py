@@ -27,7 +27,7 @@ from ai_sidecar.store.postgres.engine import Cursor
 from ai_sidecar.store.protocol import Backlog, Feedback, IngestResult
 from ai_sidecar.store.sqlite.incidents import (
     CREATED_BETWEEN,
-    FIRING_RECEIVED,
+    FIRING_STARTED,
     IncidentRows,
     encode_json,
     listing_query,
@@ -214,8 +214,8 @@ async def list_incidents(
     return await _load_incidents(cur, await cur.fetchall())
 
 
-async def firing_received_between(cur: Cursor, start: str, end: str) -> int:
-    await cur.execute(FIRING_RECEIVED.format(mark="%s"), (start, end))
+async def firing_started_between(cur: Cursor, start: str, end: str) -> int:
+    await cur.execute(FIRING_STARTED.format(mark="%s"), (start, end))
     return int(await _one(cur))
 
 

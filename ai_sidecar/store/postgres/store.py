@@ -139,9 +139,9 @@ class PostgresStore:
 
     # --- incidents and feedback -------------------------------------------------
 
-    async def firing_received_between(self, start: datetime, end: datetime) -> int:
+    async def firing_started_between(self, start: datetime, end: datetime) -> int:
         period = (stamp(start), stamp(end))
-        return await self._read(lambda cur: sql.firing_received_between(cur, *period))
+        return await self._read(lambda cur: sql.firing_started_between(cur, *period))
 
     async def save_incidents(self, incidents: Sequence[Incident]) -> None:
         self._engine.check_open()

@@ -182,14 +182,14 @@ def alert_count(conn: sqlite3.Connection) -> int:
 
 
 # Through the received_at index both stores have.
-FIRING_RECEIVED = (
-    "SELECT count(*) FROM alerts WHERE received_at >= {mark} AND received_at < {mark}"
+FIRING_STARTED = (
+    "SELECT count(*) FROM alerts WHERE starts_at >= {mark} AND starts_at < {mark}"
     " AND status = 'firing'"
 )
 
 
-def firing_received_between(conn: sqlite3.Connection, start: str, end: str) -> int:
-    return int(conn.execute(FIRING_RECEIVED.format(mark="?"), (start, end)).fetchone()[0])
+def firing_started_between(conn: sqlite3.Connection, start: str, end: str) -> int:
+    return int(conn.execute(FIRING_STARTED.format(mark="?"), (start, end)).fetchone()[0])
 
 
 # --- incidents ----------------------------------------------------------------------

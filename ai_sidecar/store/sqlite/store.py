@@ -141,9 +141,9 @@ class SqliteStore:
 
     # --- incidents and feedback -------------------------------------------------
 
-    async def firing_received_between(self, start: datetime, end: datetime) -> int:
+    async def firing_started_between(self, start: datetime, end: datetime) -> int:
         period = (sql.stamp(start), sql.stamp(end))
-        return await self._engine.read(lambda conn: sql.firing_received_between(conn, *period))
+        return await self._engine.read(lambda conn: sql.firing_started_between(conn, *period))
 
     async def save_incidents(self, incidents: Sequence[Incident]) -> None:
         self._engine.check_open()

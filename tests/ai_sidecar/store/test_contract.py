@@ -280,19 +280,25 @@ async def test_feedback_between_is_a_half_open_period_in_time_order(store: Store
     ]
 
 
-async def test_firing_received_between_counts_each_episode_once(store: Store) -> None:
+async def test_firing_started_between_counts_each_episode_once_where_it_started(
+    store: Store,
+) -> None:
     down = alert("Down", instance="sw1")
-    await store.ingest([down, alert("Up", instance="sw2")], T0 - timedelta(seconds=1))
-    await store.ingest([down], T0)  # a re-delivery: not stored again
+    await store.ingest([down, alert("Up", instance="sw2", at=-timedelta(seconds=1))], T0)
+    await store.ingest([down], T0 + timedelta(minutes=1))  # a re-delivery: not stored again
     refire = replace(down, starts_at=T0 + timedelta(minutes=5))
-    await store.ingest([refire, alert("Down", instance="sw3")], T0)
+    await store.ingest([refire], T0 + timedelta(minutes=5))
     await store.ingest([replace(refire, status="resolved", ends_at=T0)], T0 + timedelta(hours=1))
-    await store.ingest([alert("Down", instance="sw4")], T0 + timedelta(hours=2))
-    assert await store.firing_received_between(T0, T0 + timedelta(hours=2)) == 2
-    assert (
-        await store.firing_received_between(T0 - timedelta(seconds=1), T0 + timedelta(days=1)) == 5
+    # Delivered three days after it started: counted when it started, as its incident is.
+    await store.ingest(
+        [alert("Down", instance="sw3", at=timedelta(hours=1))], T0 + timedelta(days=3)
     )
-    assert await store.firing_received_between(T0 + timedelta(days=1), T0 + timedelta(days=2)) == 0
+    await store.ingest([alert("Down", instance="sw4", at=timedelta(hours=2))], T0)
+    assert await store.firing_started_between(T0, T0 + timedelta(hours=2)) == 3
+    assert (
+        await store.firing_started_between(T0 - timedelta(seconds=1), T0 + timedelta(days=1)) == 5
+    )
+    assert await store.firing_started_between(T0 + timedelta(days=3), T0 + timedelta(days=4)) == 0
 
 
 async def test_incidents_created_between_is_a_half_open_period_on_creation(store: Store) -> None:
