@@ -164,7 +164,7 @@ from ai_sidecar.anomaly.signals import (
     raw_counter_in,
 )
 from ai_sidecar.errors import ConfigError
-from ai_sidecar.i18n import SOURCE_LANGUAGE, available_languages
+from ai_sidecar.i18n import SOURCE_LANGUAGE, available_languages, catalogue_language
 from exporter.common.durations import (
     Duration,
     DurationOrZero,
@@ -1126,11 +1126,13 @@ class ReportsConfig(StrictModel):
 
 
 def _language(value: str) -> str:
-    if value not in available_languages():
+    """``value`` as the catalogues spell it (``FR`` is ``fr``: tags ignore case)."""
+    found = catalogue_language(value)
+    if found is None:
         raise ValueError(
             f"no catalogue for language {value!r}; available: {', '.join(available_languages())}"
         )
-    return value
+    return found
 
 
 class SidecarConfig(StrictModel):

@@ -29,7 +29,7 @@ from ai_sidecar.anomaly.evidence import evidence_band, evidence_subject
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.session import ConsoleUser
 from ai_sidecar.console.words import SKIP_REASONS
-from ai_sidecar.i18n import Translator, available_languages, translator
+from ai_sidecar.i18n import Translator, available_languages, catalogue_language, translator
 from ai_sidecar.keys import CONFIG, RELOADER, STORE
 from ai_sidecar.models import AnomalyEvidence, Member
 from ai_sidecar.notify.phrases import TIME_FORMAT
@@ -62,7 +62,10 @@ def accepted_languages(header: str) -> list[str]:
 
 def negotiated_language(header: str) -> str | None:
     """The language with a catalogue the browser prefers, or None."""
-    return negotiate_locale(accepted_languages(header), available_languages(), sep="-")
+    found = negotiate_locale(accepted_languages(header), available_languages(), sep="-")
+    # Babel matches ignoring case but answers the tag as the header spelled it
+    # ("FR-FR" gives "FR"); the catalogues know only their own spelling.
+    return None if found is None else catalogue_language(found)
 
 
 def configured_language(app: web.Application) -> str:

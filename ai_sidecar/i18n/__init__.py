@@ -54,6 +54,16 @@ def available_languages() -> tuple[str, ...]:
     return (SOURCE_LANGUAGE, *(name for name in found if name != SOURCE_LANGUAGE))
 
 
+def catalogue_language(tag: str) -> str | None:
+    """``tag`` as :func:`available_languages` spells it, or None: language tags
+    ignore the case of their ASCII letters (``FR`` and ``Fr`` are ``fr``), and
+    a language read from outside (a header, a form, the config) may be spelled
+    any way while :func:`translator` knows only the catalogue's spelling."""
+    if not tag.isascii():
+        return None
+    return next((known for known in available_languages() if known.lower() == tag.lower()), None)
+
+
 def catalogue_path(language: str, domain: Domain) -> Path:
     return LOCALES_DIR / language / "LC_MESSAGES" / f"{domain}.po"
 
@@ -163,6 +173,7 @@ __all__ = [
     "Translator",
     "UnknownLanguageError",
     "available_languages",
+    "catalogue_language",
     "catalogue_path",
     "translator",
 ]

@@ -15,7 +15,7 @@ from ai_sidecar.clock import utc_now
 from ai_sidecar.console.pages.common import signed_for, signed_redirect
 from ai_sidecar.console.session import checked_form, console_user
 from ai_sidecar.console.templating import render
-from ai_sidecar.i18n import available_languages
+from ai_sidecar.i18n import available_languages, catalogue_language
 from ai_sidecar.keys import STORE
 
 PREFERENCES_PATH = "/console/preferences"
@@ -45,8 +45,10 @@ async def preferences(request: web.Request) -> web.Response:
 async def save_preferences(request: web.Request) -> web.Response:
     user = await console_user(request)
     form = await checked_form(request, user)
-    language = form.get("language", "")
-    if language and language not in available_languages():
+    typed = form.get("language", "")
+    # "" is "the browser's": no choice kept. Tags ignore case ("FR" is "fr").
+    language = typed and catalogue_language(typed)
+    if language is None:
         context = {
             "choices": language_names(),
             "chosen": await request.app[STORE].get_console_language(user.name),

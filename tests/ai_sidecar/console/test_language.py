@@ -49,6 +49,45 @@ def test_accept_language_is_read_by_quality_and_negotiated_to_a_catalogue() -> N
     assert negotiated_language("") is None
 
 
+# Language tags ignore case (RFC 5646 2.1.1): each as a browser or a proxy may spell it.
+SPELLINGS = {"FR": "fr", "Fr": "fr", "FR-FR": "fr", "EN": "en", "En-US": "en", "EN-GB": "en"}
+
+
+@pytest.mark.parametrize(("header", "language"), SPELLINGS.items())
+def test_a_language_tag_is_negotiated_whatever_its_case(header: str, language: str) -> None:
+    assert negotiated_language(header) == language
+
+
+async def test_every_spelling_of_a_tag_serves_the_pages(console_factory: ConsoleFactory) -> None:
+    client = await console_factory(incidents=storm_incidents("two-sites.yml"))
+    for header, language in SPELLINGS.items():
+        # Before anyone signs in (the sign-in page) and after.
+        for path, who in (("/console/login", {}), ("/console/incidents", VIEWER)):
+            answer = await client.get(path, headers={**who, "Accept-Language": header})
+            assert answer.status == 200, (header, path)
+            assert f'<html lang="{language}">' in await answer.text(), (header, path)
+
+
+async def test_the_config_and_the_preferences_take_a_tag_in_any_case(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory(config="language: FR\n")
+    page = await (
+        await client.get("/console/incidents", headers={**VIEWER, "Accept-Language": "de"})
+    ).text()
+    assert '<html lang="fr">' in page
+    saved = await client.post(
+        "/console/preferences",
+        data={"language": "EN", "csrf_token": USERS["viewer"].csrf_token},
+        headers=VIEWER,
+        allow_redirects=False,
+    )
+    assert saved.status == 303
+    assert await store_of(client).get_console_language(USERS["viewer"].name) == "en"
+    page = await (await client.get("/console/incidents", headers=VIEWER)).text()
+    assert '<html lang="en">' in page
+
+
 async def test_the_list_speaks_the_browsers_language(console_factory: ConsoleFactory) -> None:
     client = await console_factory(incidents=storm_incidents("two-sites.yml"))
     french = unescape(
