@@ -681,7 +681,9 @@ class Worker:
         try:
             await self._sink.schedule(chunk)
             stage = "save"
-            await self._db.save_incidents([self._merge(incident) for incident in chunk])
+            await self._db.save_incidents(
+                [self._merge(incident) for incident in chunk], language=self.language
+            )
         except StoreError as exc:
             self._store_failed(stage, exc)
             return set()
@@ -706,7 +708,9 @@ class Worker:
 
     async def _save(self, incidents: Sequence[Incident]) -> None:
         slices = [incidents[i : i + SAVE_SLICE] for i in range(0, len(incidents), SAVE_SLICE)]
-        await asyncio.gather(*(self._db.save_incidents(part) for part in slices))
+        await asyncio.gather(
+            *(self._db.save_incidents(part, language=self.language) for part in slices)
+        )
 
     def _merge(self, analysed: Incident) -> Incident:
         """Attach an analysis to the newest value of its incident.

@@ -4,13 +4,19 @@ Listing 10,000 incidents by decoding each one's document (and its members)
 would take seconds. Instead each save also writes a narrow row of
 ``incident_listing``: the columns the list filters and shows, with the
 plain-words title of the notifications (:mod:`ai_sidecar.notify.wording`)
-and ``search``, the case-folded text a search looks in (title, root cause,
-the members' labels). A page is then one indexed query plus a count, and the
-acknowledgement and assignment of its rows one more query on
-``incident_actions``.
+in the config's ``language`` when the incident was saved, and ``search``,
+the case-folded text a search looks in (the title in every language with a
+catalogue, the root cause, the members' labels). A page is then one indexed
+query plus a count, and the acknowledgement and assignment of its rows one
+more query on ``incident_actions``.
 
 Rows of incidents stored before the table existed are written when a store
-opens (:func:`missing_listing_query`, :func:`listing_row`).
+opens (``ListingQueries.missing``, :func:`listing_row`), in English. A
+row is written again, in the language then configured, at its incident's
+next save: a row an older release wrote (an English title, searched in
+English only), or one written before a reload changed ``language``, stays
+as it is until its incident changes; a resolved incident that never changes
+again keeps it until retention removes it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ai_sidecar.i18n import SOURCE_LANGUAGE, available_languages, translator
 from ai_sidecar.models import Incident, IncidentStatus, Member, Priority
 from ai_sidecar.store.protocol import IncidentAction, IncidentQuery, IncidentSummary
 from ai_sidecar.store.sqlite.incidents import stamp, unstamp
@@ -51,23 +58,32 @@ def fold(text: str) -> str:
     return _storable(text.casefold())
 
 
-def listing_row(incident: Incident) -> tuple[Any, ...]:
-    """``incident``'s row of ``incident_listing``, in :data:`COLUMNS` order."""
+def listing_row(incident: Incident, language: str = SOURCE_LANGUAGE) -> tuple[Any, ...]:
+    """``incident``'s row of ``incident_listing``, in :data:`COLUMNS` order: its title
+    in ``language`` (the config's, as the notifications word it), and a search text
+    with its title in every language, so a reader finds it by the words of theirs."""
     # Imported here: ai_sidecar.notify imports the store, which imports this.
     from ai_sidecar.notify.wording import TITLE_ANNOTATION, Wording, problem, root_member
 
     members = list(incident.members.values())
     if members:
         root = root_member(incident)
-        title = Wording().annotations(incident)[TITLE_ANNOTATION]
+        titles = {
+            spoken: Wording(language=spoken).annotations(incident)[TITLE_ANNOTATION]
+            for spoken in dict.fromkeys((language, *available_languages()))
+        }
+        title = titles[language]
         site = root.labels.get("site") or incident.group.get("site", "")
-        cause = problem(root)
+        cause = problem(root, translator(language, "notify"))
     else:
         title, cause, site = f"{incident.priority} · incident {incident.id}", "", ""
+        titles = {language: title}
     if incident.analysis is not None and incident.analysis.root_cause:
         cause = incident.analysis.root_cause
-    searched = [title, cause, *_labels(members, MAX_SEARCH - len(title) - len(cause))]
-    search = fold("\n".join(searched))[:MAX_SEARCH]
+    # The title in the other languages holds the root problem in their words too.
+    worded = list(dict.fromkeys([*titles.values(), cause]))
+    room = MAX_SEARCH - sum(len(text) + 1 for text in worded)
+    search = fold("\n".join([*worded, *_labels(members, room)]))[:MAX_SEARCH]
     return (
         incident.id,
         incident.status,

@@ -50,6 +50,7 @@ from typing import Literal, Protocol
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.errors import SidecarError
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.models import Alert, Incident, IncidentStatus, Priority, ReceivedAlert
 
 
@@ -312,8 +313,13 @@ class Store(Protocol):
         """Up to ``limit`` alerts above the worker's cursor, oldest first."""
         ...
 
-    async def save_progress(self, cursor: int, incidents: Sequence[Incident]) -> None:
+    async def save_progress(
+        self, cursor: int, incidents: Sequence[Incident], *, language: str = SOURCE_LANGUAGE
+    ) -> None:
         """Save ``incidents`` and move the worker's cursor to ``cursor``, atomically.
+
+        ``language``: what the console list's title of each is written in (the
+        config's ``language``, :func:`ai_sidecar.store.listing.listing_row`).
 
         A cursor past the last ``seq`` ever handed out raises ValueError and
         changes nothing: alerts stored later would sit below it, never processed.
@@ -337,8 +343,11 @@ class Store(Protocol):
 
     # --- incidents and feedback -------------------------------------------------
 
-    async def save_incidents(self, incidents: Sequence[Incident]) -> None:
-        """Insert or replace ``incidents`` (by id), members included."""
+    async def save_incidents(
+        self, incidents: Sequence[Incident], *, language: str = SOURCE_LANGUAGE
+    ) -> None:
+        """Insert or replace ``incidents`` (by id), members included; ``language`` as
+        :meth:`save_progress` says."""
         ...
 
     async def active_incidents(self, resolved_since: datetime) -> list[Incident]:

@@ -582,9 +582,9 @@ async def test_reprioritising_saves_evidence_that_changed_and_nothing_that_did_n
     writes: list[int] = []
     save = db.save_incidents
 
-    async def counted(incidents: Sequence[Incident]) -> None:
+    async def counted(incidents: Sequence[Incident], *, language: str) -> None:
         writes.append(len(incidents))
-        await save(incidents)
+        await save(incidents, language=language)
 
     monkeypatch.setattr(db, "save_incidents", counted)
     # The same series, scored higher, its band moved: the same priority.

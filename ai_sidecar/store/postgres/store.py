@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
 from ai_sidecar.store import accounts, exchanges, listing
 from ai_sidecar.store import actions as action_sql
@@ -122,8 +123,10 @@ class PostgresStore:
             raise ValueError(f"limit must be >= 0, got {limit}")
         return await self._read(lambda cur: sql.pending_alerts(cur, limit))
 
-    async def save_progress(self, cursor: int, incidents: Sequence[Incident]) -> None:
-        rows = encode_incidents(incidents, self._saved_members)
+    async def save_progress(
+        self, cursor: int, incidents: Sequence[Incident], *, language: str = SOURCE_LANGUAGE
+    ) -> None:
+        rows = encode_incidents(incidents, self._saved_members, language)
 
         async def save(cur: Cursor) -> None:
             await sql.write_incidents(cur, rows)
@@ -143,10 +146,12 @@ class PostgresStore:
         period = (stamp(start), stamp(end))
         return await self._read(lambda cur: sql.firing_started_between(cur, *period))
 
-    async def save_incidents(self, incidents: Sequence[Incident]) -> None:
+    async def save_incidents(
+        self, incidents: Sequence[Incident], *, language: str = SOURCE_LANGUAGE
+    ) -> None:
         self._engine.check_open()
         if incidents:
-            rows = encode_incidents(incidents, self._saved_members)
+            rows = encode_incidents(incidents, self._saved_members, language)
             await self._save_incidents(
                 incidents, rows.written, lambda cur: sql.write_incidents(cur, rows)
             )

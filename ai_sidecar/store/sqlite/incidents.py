@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.models import (
     Alert,
     AlertStatus,
@@ -227,8 +228,11 @@ class IncidentRows:
     written: SavedMembers
 
 
-def encode_incidents(incidents: Sequence[Incident], saved: SavedMembers) -> IncidentRows:
-    """Encode ``incidents``, and of their members only those changed since ``saved``.
+def encode_incidents(
+    incidents: Sequence[Incident], saved: SavedMembers, language: str = SOURCE_LANGUAGE
+) -> IncidentRows:
+    """Encode ``incidents``, and of their members only those changed since ``saved``;
+    their list rows with titles in ``language``.
 
     ``saved`` holds the members last committed per incident; an incident not in
     it has all its members written. Encoding happens before the transaction, so
@@ -255,7 +259,7 @@ def encode_incidents(incidents: Sequence[Incident], saved: SavedMembers) -> Inci
     return IncidentRows(
         [_incident_row(i) for i in incidents],
         members,
-        [listing_row(i) for i in incidents],
+        [listing_row(i, language) for i in incidents],
         rewritten,
         written,
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ai_sidecar.enrichment.llm.base import LlmExchange
+from ai_sidecar.i18n import SOURCE_LANGUAGE
 from ai_sidecar.models import Alert, Incident, IncidentStatus, ReceivedAlert
 from ai_sidecar.store import accounts, exchanges, listing
 from ai_sidecar.store import actions as action_sql
@@ -123,8 +124,10 @@ class SqliteStore:
             raise ValueError(f"limit must be >= 0, got {limit}")
         return await self._engine.read(lambda conn: sql.pending_alerts(conn, limit))
 
-    async def save_progress(self, cursor: int, incidents: Sequence[Incident]) -> None:
-        rows = sql.encode_incidents(incidents, self._saved_members)
+    async def save_progress(
+        self, cursor: int, incidents: Sequence[Incident], *, language: str = SOURCE_LANGUAGE
+    ) -> None:
+        rows = sql.encode_incidents(incidents, self._saved_members, language)
 
         def save(conn: sqlite3.Connection) -> sql.SavedMembers:
             written = sql.write_incidents(conn, rows)
@@ -145,10 +148,12 @@ class SqliteStore:
         period = (sql.stamp(start), sql.stamp(end))
         return await self._engine.read(lambda conn: sql.firing_started_between(conn, *period))
 
-    async def save_incidents(self, incidents: Sequence[Incident]) -> None:
+    async def save_incidents(
+        self, incidents: Sequence[Incident], *, language: str = SOURCE_LANGUAGE
+    ) -> None:
         self._engine.check_open()
         if incidents:
-            rows = sql.encode_incidents(incidents, self._saved_members)
+            rows = sql.encode_incidents(incidents, self._saved_members, language)
             await self._save_incidents(incidents, lambda conn: sql.write_incidents(conn, rows))
 
     async def _save_incidents(

@@ -22,7 +22,8 @@ from ai_sidecar.i18n import translator
 from ai_sidecar.keys import RELOADER
 from ai_sidecar.models import SkippedAnalyst
 from ai_sidecar.settings import SidecarSettings
-from ai_sidecar.store.protocol import IncidentAction
+from ai_sidecar.store.protocol import IncidentAction, IncidentQuery
+from tests.ai_sidecar.builders import alert, payload
 from tests.ai_sidecar.console.conftest import (
     OPERATOR,
     TOKEN,
@@ -33,6 +34,7 @@ from tests.ai_sidecar.console.conftest import (
     store_of,
     storm_incidents,
 )
+from tests.ai_sidecar.test_app import wait_until
 
 FRENCH = {"Accept-Language": "fr-FR,fr;q=0.9,en;q=0.5"}
 
@@ -86,6 +88,35 @@ async def test_the_config_and_the_preferences_take_a_tag_in_any_case(
     assert await store_of(client).get_console_language(USERS["viewer"].name) == "en"
     page = await (await client.get("/console/incidents", headers=VIEWER)).text()
     assert '<html lang="en">' in page
+
+
+async def test_the_list_titles_in_the_configured_language_and_finds_either_words(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory(config="language: fr\n")
+    probe = alert("ProbeTargetUnreachable", instance="db-7", site="lyon")
+    posted = await client.post(
+        "/api/v1/alertmanager", json=payload(probe), headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert posted.status == 200
+    store = store_of(client)
+
+    async def listed() -> bool:  # once the worker has folded it into an incident
+        return bool((await store.incident_page(IncidentQuery(), limit=1)).total)
+
+    await wait_until(listed, seconds=30)
+    # As the incident page and the notifications say it, whatever the reader's language.
+    for browser in (FRENCH, {"Accept-Language": "en"}):
+        page = unescape(
+            await (await client.get("/console/incidents", headers={**VIEWER, **browser})).text()
+        )
+        assert "db-7 injoignable (site lyon)" in page
+        assert "unreachable" not in page
+    for word in ("injoignable", "unreachable"):
+        found = unescape(
+            await (await client.get(f"/console/incidents?q={word}", headers=VIEWER)).text()
+        )
+        assert "db-7 injoignable (site lyon)" in found, word
 
 
 async def test_the_list_speaks_the_browsers_language(console_factory: ConsoleFactory) -> None:

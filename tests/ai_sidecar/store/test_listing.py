@@ -114,6 +114,28 @@ async def test_text_search_looks_in_title_root_cause_and_labels(store: Store) ->
     assert row.analyst == "local"
 
 
+async def test_the_title_is_in_the_saved_language_and_searched_in_every_one(
+    store: Store,
+) -> None:
+    probe = member_of(alert("ProbeTargetUnreachable", instance="db-7", site="lyon"))
+    french = at(1, stored_incident("french", probe))
+    english = at(2, stored_incident("english", member("ProbeTargetUnreachable", "web-3")))
+    await store.save_incidents([french], language="fr")
+    await store.save_incidents([english])
+
+    rows = {row.id: row for row in (await store.incident_page(IncidentQuery(), limit=5)).rows}
+    assert rows["french"].title == "P2 · db-7 injoignable (site lyon)"
+    assert rows["french"].cause == "db-7 injoignable"
+    assert rows["english"].title == "P2 · web-3 unreachable (site hq)"
+    # A reader finds either by the words of their language, whichever it was saved in.
+    assert await ids(store, IncidentQuery(words=("injoignable",))) == ["english", "french"]
+    assert await ids(store, IncidentQuery(words=("unreachable",))) == ["english", "french"]
+    # Saved again under another language: the row follows.
+    await store.save_incidents([french], language="en")
+    [row] = (await store.incident_page(IncidentQuery(words=("db-7",)), limit=5)).rows
+    assert row.title == "P2 · db-7 unreachable (site lyon)"
+
+
 async def test_the_search_text_of_a_huge_incident_is_capped() -> None:
     members = [member("InterfaceDown", f"sw-{n:05}") for n in range(2000)]
     row = listing_row(stored_incident("huge", *members))
