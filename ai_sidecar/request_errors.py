@@ -43,7 +43,9 @@ async def request_errors(
         raise  # the console's redirects (to the login form, after a POST)
     except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes
         if request.path.startswith(CONSOLE_PREFIX):
-            response = await _console_error(request, exc.status, exc.text or exc.reason)
+            from ai_sidecar.console.templating import render_refusal
+
+            response = await render_refusal(request, exc)
         else:
             response = web.json_response({"error": exc.reason}, status=exc.status)
     except StoreError as exc:

@@ -23,6 +23,7 @@ from ai_sidecar import __version__
 from ai_sidecar.console.health import health_summary
 from ai_sidecar.console.language import page_words
 from ai_sidecar.console.session import CSRF_FIELD, SESSIONS, ConsoleUser
+from ai_sidecar.console.words import REFUSALS, REFUSED
 from ai_sidecar.correlate.wording import analysis_translator, layer_name
 from ai_sidecar.i18n import SOURCE_LANGUAGE, available_languages, translator
 from ai_sidecar.store import StoreError
@@ -114,6 +115,24 @@ async def render(
         charset="utf-8",
         headers=SECURITY_HEADERS,
     )
+
+
+def refusal_message(exc: web.HTTPException) -> str:
+    """What the error page says of ``exc``: the console's own message (marked with
+    ``N_``), or, for a refusal that carries aiohttp's developer text, its words for
+    the status (:data:`~ai_sidecar.console.words.REFUSALS`)."""
+    developers = exc.text in (None, "", f"{exc.status}: {exc.reason}")
+    if developers or isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return REFUSALS.get(exc.status, REFUSED)
+    return exc.text or ""
+
+
+async def render_refusal(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """``exc`` (a 4xx the console or aiohttp raised) as the console's error page."""
+    response = await render_error(request, exc.status, refusal_message(exc))
+    if "Allow" in exc.headers:  # a 405 says which methods the address takes
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
 
 
 async def render_error(request: web.Request, status: int, message: str) -> web.Response:

@@ -289,6 +289,32 @@ async def test_error_pages_speak_the_browsers_language(console_factory: ConsoleF
     assert "le jeton CSRF du formulaire manque" in unescape(await forbidden.text())
 
 
+async def test_aiohttps_own_refusals_read_in_the_pages_language(
+    console_factory: ConsoleFactory,
+) -> None:
+    client = await console_factory()
+    big = {"username": "olivia", "password": "x" * (20 * 1024)}
+    for who in ({}, VIEWER):  # the sign-in page's layout, and a signed-in user's
+        french = {**who, **FRENCH}
+        missing = await client.get("/console/nope", headers=french)
+        assert missing.status == 404
+        assert "il n'y a pas de page à cette adresse" in unescape(await missing.text())
+        method = await client.get("/console/logout", headers=french)
+        assert method.status == 405
+        assert "POST" in method.headers["Allow"]
+        assert "cette adresse ne répond pas à ce type de requête" in unescape(await method.text())
+        large = await client.post("/console/login", data=big, headers=french)
+        assert large.status == 413
+        assert "la requête dépasse la taille que cette page accepte" in unescape(await large.text())
+        for answer in (missing, method, large):
+            text = await answer.text()
+            assert '<html lang="fr">' in text
+            for english in ("Not Found", "Method Not Allowed", "Maximum request body"):
+                assert english not in text
+    english = await client.get("/console/nope", headers={"Accept-Language": "en"})
+    assert "there is no page at this address" in await english.text()
+
+
 async def test_reports_follow_the_readers_language(console_factory: ConsoleFactory) -> None:
     client = await console_factory(incidents=storm_incidents("two-sites.yml"))
     page = unescape(
