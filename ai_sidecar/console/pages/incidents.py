@@ -65,6 +65,11 @@ DATE_PROBLEMS = {
     "since": N_("Since: expected a date and time like 2026-12-03T14:30 ({zone}), got {value}."),
     "until": N_("Until: expected a date and time like 2026-12-03T14:30 ({zone}), got {value}."),
 }
+# A local time the clocks skip (the hour lost to summer time) is no time at all.
+SKIPPED_PROBLEMS = {
+    "since": N_("Since: {value} does not exist in {zone}: the clocks skip that hour."),
+    "until": N_("Until: {value} does not exist in {zone}: the clocks skip that hour."),
+}
 
 
 @dataclass
@@ -88,12 +93,12 @@ class Filters:
             site=self.site or None,
             words=words,
             since=_local_time(self.since, zone) if self.since else None,
-            until=_local_time(self.until, zone) if self.until else None,
+            until=_local_time(self.until, zone, latest=True) if self.until else None,
         )
 
     def since_after_until(self, zone: tzinfo) -> bool:
         """Whether the range is empty by construction (both ends must parse)."""
-        return _local_time(self.since, zone) >= _local_time(self.until, zone)
+        return _local_time(self.since, zone) >= _local_time(self.until, zone, latest=True)
 
     def link(self, page: int) -> str:
         """The list's URL with these filters, at ``page``."""
@@ -105,11 +110,29 @@ class Filters:
         return INCIDENTS_PATH + ("?" + urlencode(pairs) if pairs else "")
 
 
-def _local_time(text: str, zone: tzinfo) -> datetime:
-    """A datetime-local value in ``zone``, as UTC; ValueError if it is none (or out of range)."""
+class SkippedTimeError(ValueError):
+    """A local time the zone's clocks never show (they jump over it to summer time)."""
+
+
+def _local_time(text: str, zone: tzinfo, *, latest: bool = False) -> datetime:
+    """A datetime-local value in ``zone``, as UTC; ValueError if it is none (or out of
+    range), :class:`SkippedTimeError` if the clocks skip it.
+
+    A time the clocks show twice (the hour repeated when summer time ends) is
+    its first instant, or its second with ``latest``: a range's ``since`` takes
+    the first and its ``until`` the second, so the range holds whichever was meant.
+    """
     for pattern in LOCAL_FORMATS:
         try:
-            return datetime.strptime(text, pattern).replace(tzinfo=zone).astimezone(UTC)
+            naive = datetime.strptime(text, pattern)
+            local = naive.replace(tzinfo=zone, fold=int(latest))
+            found = local.astimezone(UTC)
+            # A skipped time comes back from UTC as another wall time.
+            if found.astimezone(zone).replace(tzinfo=None) != naive:
+                raise SkippedTimeError(text)
+            return found
+        except SkippedTimeError:
+            raise
         except ValueError:
             continue
         except OverflowError:  # 0001-01-01T00:00 east of UTC is before year 1 there
@@ -152,6 +175,11 @@ def parse_filters(query: MultiMapping[str], zone: tzinfo, t: Translator | None =
             continue
         try:
             _local_time(value, zone)
+        except SkippedTimeError:
+            problems.append(
+                t.gettext(SKIPPED_PROBLEMS[name]).format(zone=zone, value=repr(value[:40]))
+            )
+            setattr(found, name, "")
         except ValueError:
             problems.append(
                 t.gettext(DATE_PROBLEMS[name]).format(zone=zone, value=repr(value[:40]))

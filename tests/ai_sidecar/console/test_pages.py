@@ -142,6 +142,51 @@ async def test_times_are_typed_in_the_configured_zone(console_factory: ConsoleFa
     assert "Until: expected a date and time" in unescape(await early.text())
 
 
+async def test_a_local_time_the_clocks_skip_is_refused_and_a_repeated_one_widens(
+    console_factory: ConsoleFactory,
+) -> None:
+    # Paris, 25 October 2026: 02:00-03:00 is lived twice, at 00:xx then 01:xx UTC.
+    first, second = (
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+        datetime(2026, 10, 25, 1, 30, tzinfo=UTC),
+    )
+    incidents = [
+        replace(stored_incident("first"), created_at=first, updated_at=first),
+        replace(stored_incident("second"), created_at=second, updated_at=second),
+    ]
+    client = await console_factory(
+        config="notifications: {timezone: Europe/Paris}", incidents=incidents
+    )
+    # 29 March 2026: clocks go from 02:00 to 03:00; 02:30 is no time in Paris.
+    for name in ("since", "until"):
+        skipped = await client.get(f"/console/incidents?{name}=2026-03-29T02:30", headers=VIEWER)
+        assert skipped.status == 400
+        page = unescape(await skipped.text())
+        assert (
+            f"{name.capitalize()}: '2026-03-29T02:30' does not exist in Europe/Paris:"
+            " the clocks skip that hour." in page
+        )
+        assert links(page) == []
+    french = await client.get(
+        "/console/incidents?since=2026-03-29T02:30",
+        headers={**VIEWER, "Accept-Language": "fr"},
+    )
+    assert french.status == 400
+    assert "Depuis : '2026-03-29T02:30' n'existe pas dans le fuseau Europe/Paris" in unescape(
+        await french.text()
+    )
+    # Repeated: since takes its first instant (00:30 UTC), until its second (01:30 UTC).
+    both = await client.get(
+        "/console/incidents?since=2026-10-25T02:30&until=2026-10-25T02:30", headers=VIEWER
+    )
+    assert both.status == 200
+    assert links(await both.text()) == ["/console/incidents/first"]
+    after = await client.get("/console/incidents?since=2026-10-25T02:30", headers=VIEWER)
+    assert links(await after.text()) == ["/console/incidents/second", "/console/incidents/first"]
+    before = await client.get("/console/incidents?until=2026-10-25T02:30", headers=VIEWER)
+    assert links(await before.text()) == ["/console/incidents/first"]
+
+
 async def test_bad_filters_are_explained_on_the_page(console_factory: ConsoleFactory) -> None:
     client = await console_factory(incidents=[stored_incident("a")])
     response = await client.get(
