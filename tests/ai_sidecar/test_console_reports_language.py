@@ -90,6 +90,11 @@ async def test_the_cli_writes_french_when_asked(store: Store, tmp_path: Path) ->
     done = run_cli(*common, "--output", str(english), data_dir=tmp_path / "data")
     assert done.returncode == 0, done.stderr
     assert "Noisiest targets" in english.read_text()
+    # A language tag in any case names the catalogue's language.
+    upper = tmp_path / "FR.html"
+    done = run_cli(*common, "--language", "FR", "--output", str(upper), data_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    assert '<html lang="fr">' in upper.read_text()
     unknown = run_cli(*common, "--language", "xx", "--output", "x", data_dir=tmp_path / "data")
     assert unknown.returncode == 2
     assert "invalid choice: 'xx'" in unknown.stderr

@@ -37,7 +37,7 @@ from ai_sidecar.config import load_config
 from ai_sidecar.console.reports.period import PERIODS, parse_end_date
 from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.errors import ConfigError
-from ai_sidecar.i18n import available_languages
+from ai_sidecar.i18n import available_languages, catalogue_language
 from ai_sidecar.promql import PromQLClient, Sample, Series
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
@@ -85,6 +85,8 @@ def add_report_command(subparsers: Any) -> None:
     )
     command.add_argument(
         "--language",
+        # A language tag in any case (FR, En): the choice is checked after this.
+        type=lambda tag: catalogue_language(tag) or tag,
         choices=available_languages(),
         default=None,
         help="the language of the PDF and HTML (default: the config's language; CSV: English)",
