@@ -164,3 +164,6 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     root.setLevel(LOG_LEVELS[level])
     # aiohttp logs every request at info; that is noise for a scrape target.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # pypsrp logs every WinRM read timeout at error with a traceback; the scrape
+    # it failed is already logged once, with its reason, by the WinRM scraper.
+    logging.getLogger("pypsrp").setLevel(logging.CRITICAL)
