@@ -16,7 +16,8 @@ once and the command tried again. Shells idle longer than
 ``SHELL_IDLE_SECONDS`` (a host taken out of the targets) are closed, and a
 shell is replaced after ``MAX_COMMANDS_PER_SHELL`` commands, before the host's
 quotas refuse it. Closing the scraper (a reload replaced it, or the exporter
-stops) waits for no scrape in flight: each closes its own shell when it ends.
+stops) waits a few seconds at most for scrapes in flight: each closes its own
+shell when it ends.
 
 Sample exposition of a failed scrape (``reason`` is one of ``auth``,
 ``unreachable``, ``timeout``, ``quota``, ``protocol``, ``output``)::
@@ -34,7 +35,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.clients.probe_net import HostPort, IPAddress, TargetError, split_host_port
 from exporter.clients.winrm import (
+    CLEANUP_SECONDS,
     CommandResult,
     Endpoint,
     PypsrpOpener,
@@ -70,6 +72,10 @@ log = logging.getLogger(__name__)
 # Threads, so hosts scraped at once: 200 hosts every 60 s at ~1 s each need ~4.
 MAX_CONCURRENT_SCRAPES = 32
 SHELL_IDLE_SECONDS = 600.0
+# The longest closing the scraper waits for scrapes in flight: enough for the
+# clean-up of one whose deadline passed (Signal, Delete), not for one that runs
+# on to a deadline minutes away.
+CLOSE_WAIT_SECONDS = 2 * CLEANUP_SECONDS + 1
 # Commands run on one shell before it is replaced by a new one: Windows limits
 # the operations per user (MaxConcurrentOperationsPerUser, 1500) and the
 # commands per shell (1000 for PowerShell's plugin), and operations leak on a
@@ -168,23 +174,29 @@ class WinrmScraper:
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False  # read and set under _sessions_lock
         self._turns: dict[HostKey, HostTurn] = {}
+        self._in_flight: set[Future[HostOutcome]] = set()
         self._scripts: dict[str, str] = {}
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="winrm")
 
     async def close(self) -> None:
-        """Close the idle shells; never waits for a scrape in flight.
+        """Close the idle shells, and wait ``CLOSE_WAIT_SECONDS`` at most for scrapes in flight.
 
         A reload or a stop must not hang on a host that keeps a scrape busy:
         queued scrapes never start, and one in flight ends by its deadline
-        and then closes its own shell (``_scrape_host``). Each Delete sent
-        here ends within ``CLEANUP_SECONDS``, many at once.
+        and then closes its own shell (``_scrape_host``); one whose deadline
+        passed is only cleaning up, which the wait leaves time for. Each
+        Delete sent here ends within ``CLEANUP_SECONDS``, many at once.
         """
         executor, self._executor = self._executor, None
         if executor is None:
             return
         executor.shutdown(wait=False, cancel_futures=True)
+        if self._in_flight:
+            await asyncio.wait(
+                [asyncio.wrap_future(f) for f in self._in_flight], timeout=CLOSE_WAIT_SECONDS
+            )
         shells: list[RemoteShell] = []
         with self._sessions_lock:
             self._closed = True
@@ -261,14 +273,16 @@ class WinrmScraper:
         """Run the scrape on a worker thread; the host's turn passes on when the thread ends."""
         loop = asyncio.get_running_loop()
 
-        def passed_on() -> None:
+        def passed_on(future: Future[HostOutcome] | None = None) -> None:
+            if future is not None:
+                self._in_flight.discard(future)
             turn.lock.release()
             self._leave(key, turn)
 
-        def thread_done(_: object) -> None:
+        def thread_done(future: Future[HostOutcome]) -> None:
             # Also when the caller gave up long before: the thread's end is what counts.
             with contextlib.suppress(RuntimeError):  # the loop is gone: so is everyone waiting
-                loop.call_soon_threadsafe(passed_on)
+                loop.call_soon_threadsafe(passed_on, future)
 
         reported: asyncio.Future[HostOutcome] = loop.create_future()
 
@@ -291,6 +305,7 @@ class WinrmScraper:
             return HostOutcome(
                 [], "timeout: the config was reloaded before the scrape started", "timeout"
             )
+        self._in_flight.add(future)
         future.add_done_callback(thread_done)
         done = asyncio.wrap_future(future)
         try:
