@@ -6,6 +6,9 @@ app starts (``start``) and closed when it stops (``close``); a reload builds a
 new set from the new config, closes the old set, and starts the new one, so a
 collector or scraper that owns a socket, a thread or a task never leaks; a new
 collector takes over what the old one of its name learned (``lifecycle.Successor``).
+The old scrapers are closed in the background: a reload returns without waiting
+for them (a WinRM scraper's idle shells are deleted on their hosts), and
+``close`` waits for what is still closing.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class LiveConfig:
         self._specs = [s for s in specs if s.name in settings.enabled_collectors]
         self._kinds = kinds
         self._lock = asyncio.Lock()
+        # Old scrapers a reload replaced, still closing.
+        self._closing: set[asyncio.Task[None]] = set()
         self.config = config
         self._running = self._build(config)
         self.last_reload_successful = True
@@ -102,6 +107,17 @@ class LiveConfig:
 
     async def close(self) -> None:
         await close_all(self._running.parts())
+        if self._closing:
+            await asyncio.wait(self._closing)
+
+    def _close_later(self, scrapers: dict[str, AnyScraper]) -> None:
+        """Close ``scrapers`` in the background, held until done (the loop keeps
+        only a weak reference to a task)."""
+        if not scrapers:
+            return
+        task = asyncio.create_task(close_all(scrapers.values()))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def reload(self) -> None:
         """Load the config file again; on error keep the old config and raise.
@@ -111,7 +127,8 @@ class LiveConfig:
         started and scrapes sent to them, the old collectors are closed (freeing
         a port a new one may bind), the new collectors take over what the old ones
         learned (the flow templates and counts) and start, and only then are
-        scrapes sent to them; the old scrapers are closed last. If the new set fails
+        scrapes sent to them; the old scrapers are closed last, in the background
+        (scrapes in flight may still read through them). If the new set fails
         to start, it is closed and the previous config comes back, built afresh
         (unless only a scraper failed, before anything changed).
         """
@@ -141,8 +158,9 @@ class LiveConfig:
             self.config, self._running = config, Running(old.collectors, running.target_scrapers)
             # The old collectors close before the new ones start: a listener frees
             # the port its successor binds (a closed collector still reads its counts).
-            # The old scrapers close last: scrapes in flight may still read through
-            # them (a WinRM scrape ends only at its deadline).
+            # The old scrapers close last, and in the background: scrapes in flight
+            # may still read through them (a WinRM scrape ends only at its
+            # deadline), and the reload must not wait on a host's clean-up.
             try:
                 await close_all(old.collectors.values())
                 hand_over(running.collectors, old.collectors)
@@ -151,10 +169,10 @@ class LiveConfig:
             except Exception as exc:  # reload boundary: fall back to the config that worked
                 self.last_reload_successful = False
                 await self._restore(previous, old.collectors, running.collectors)
-                await close_all(running.target_scrapers.values())
+                self._close_later(running.target_scrapers)
                 raise ConfigError(f"cannot start what the new config needs: {exc!r}") from None
             finally:
-                await close_all(old.target_scrapers.values())
+                self._close_later(old.target_scrapers)
             self.last_reload_successful = True
             self.last_reload_success_time = time.time()
 

@@ -5,10 +5,17 @@ one for an endpoint); ``/winrm``'s scraper calls them from worker threads.
 ``PypsrpOpener`` is the real one, on pypsrp's WS-Man transport (see the
 pyproject for why pypsrp): a WinRS ``cmd`` shell is created once and kept, and
 each run is the lifecycle MS-WSMV prescribes: Command, Send (stdin), Receive
-until Done, Signal terminate. Every request's HTTP timeout is the time left to
-the caller's deadline, so a thread never outlives its scrape but for the clean-up
-(Signal, Delete: ``CLEANUP_SECONDS`` at most), and Receive is never retried on
-a read timeout (pypsrp's own Receive retries five times).
+until Done, Signal terminate. Every request ends by the caller's deadline, so a
+thread never outlives its scrape but for the clean-up (Signal, Delete:
+``CLEANUP_SECONDS`` at most): the HTTP timeouts are the time left, and since
+they bound each socket read rather than the request (a host that sends a byte
+a second would hold a thread for ever), a ``Cutoff`` shuts the session's
+sockets down when the deadline passes, so the read blocked on them fails at
+once. Receive is never retried on a read timeout (pypsrp's own Receive retries
+five times). An answer is read up to ``MAX_ANSWER_BYTES`` and no further, and
+a redirect is refused rather than followed: it would take the credentials (the
+NTLM or CredSSP handshake, the Basic header) to a host the allow-lists never
+admitted.
 
 Errors, all ``WinrmError`` with a ``reason`` for the failure metric::
 
@@ -19,24 +26,34 @@ Errors, all ``WinrmError`` with a ``reason`` for the failure metric::
     +-- WinrmQuotaError       reason "quota": the host has no shell left for this user
     +-- WinrmOutputTooLargeError reason "output": the command wrote more than MAX_OUTPUT_BYTES
     +-- WinrmProtocolError    reason "protocol": a fault or an answer WS-Man does not allow
+        +-- WinrmAnswerTooLargeError  an answer larger than ``MAX_ANSWER_BYTES``
+        +-- WinrmRedirectError        an HTTP redirect, refused
 
 No message carries the password, nor a piece of it: pypsrp's name only the
-user, faults are the server's words, and a codec's error (which quotes the
-character it stopped at) is replaced by a message of its own.
+user, faults are the server's words (``MAX_TEXT_SHOWN`` characters of them at
+most), and a codec's error (which quotes the character it stopped at) is
+replaced by a message of its own.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
+import http.client
 import math
+import socket
+import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, cast
 
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 Transport = Literal["ntlm", "kerberos", "credssp", "basic"]
 
@@ -58,6 +75,15 @@ COMMAND_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandS
 # server; a host that writes more is broken or hostile, and kept in memory it
 # would take the exporter down with it.
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+# What one HTTP answer may hold, status line and headers included. The client
+# asks for envelopes of at most 153,600 bytes (pypsrp's MaxEnvelopeSize) and
+# Windows keeps to it, message encryption adding a few hundred bytes: an answer
+# several times larger is no WS-Man answer, and read whole into memory (as
+# pypsrp would), a hostile host could take the exporter's memory with one.
+MAX_ANSWER_BYTES = 1024 * 1024
+# Characters of a host's own words (a fault's reason, a redirect's Location)
+# put in an error message, and so in a log line.
+MAX_TEXT_SHOWN = 300
 
 
 class WinrmError(Exception):
@@ -88,6 +114,14 @@ class WinrmProtocolError(WinrmError):
 
 class WinrmOutputTooLargeError(WinrmError):
     reason = "output"
+
+
+class WinrmAnswerTooLargeError(WinrmProtocolError):
+    """An HTTP answer longer than ``MAX_ANSWER_BYTES``; reading stopped there."""
+
+
+class WinrmRedirectError(WinrmProtocolError):
+    """The listener answered with a redirect, which is never followed."""
 
 
 class ShellGoneError(WinrmProtocolError):
@@ -128,7 +162,10 @@ class RemoteShell(Protocol):
     def run(
         self, executable: str, arguments: list[str], stdin: bytes, deadline: float
     ) -> CommandResult:
-        """Run a command to its end by ``deadline`` (``time.monotonic()``); raise ``WinrmError``."""
+        """Run a command to its end by ``deadline`` (``time.monotonic()``); raise ``WinrmError``.
+
+        After a failure the command may still run on the host: ``close`` ends it.
+        """
         ...
 
     def close(self) -> None:
@@ -152,14 +189,20 @@ def _time_left(deadline: float) -> float:
     return left
 
 
-def _limit_cleanup(wsman: Any, deadline: float | None = None) -> None:
-    """Make the clean-up requests ``wsman`` sends next end by ``deadline``, or soon after it.
+def _cleanup_deadline(deadline: float | None = None) -> float:
+    """When a clean-up request (Signal, Delete) sent now must end.
 
     Within ``CLEANUP_SECONDS`` and the time left to ``deadline`` while some is;
     ``CLEANUP_SECONDS`` once it passed (or with none), the shell still worth freeing.
     """
-    left = CLEANUP_SECONDS if deadline is None else deadline - time.monotonic()
-    seconds = min(left, CLEANUP_SECONDS) if left > 0 else CLEANUP_SECONDS
+    now = time.monotonic()
+    left = CLEANUP_SECONDS if deadline is None else deadline - now
+    return now + (min(left, CLEANUP_SECONDS) if left > 0 else CLEANUP_SECONDS)
+
+
+def _limit_cleanup(wsman: Any, end: float) -> None:
+    """Make the clean-up requests ``wsman`` sends next wait until ``end`` at most."""
+    seconds = max(end - time.monotonic(), 0.001)
     wsman.operation_timeout = 1
     wsman.transport.connection_timeout = seconds
     wsman.transport.read_timeout = seconds
@@ -172,7 +215,8 @@ def _limit(wsman: Any, deadline: float) -> None:
     seconds, at least one) a second less, so a Receive the host has nothing
     for comes back as its timeout fault before the HTTP timeout cuts it. The
     requests themselves are sent without a timeout argument: pypsrp would add
-    two seconds to it.
+    two seconds to it. The HTTP timeouts bound each socket read only: the
+    ``Cutoff`` the requests are sent within bounds the whole of them.
     """
     left = _time_left(deadline)
     wsman.operation_timeout = max(1, math.floor(left - OPERATION_SLACK_SECONDS))
@@ -180,12 +224,84 @@ def _limit(wsman: Any, deadline: float) -> None:
     wsman.transport.read_timeout = left
 
 
+# The cutoff whose requests the current thread is sending: the connections they
+# open are watched by it. A shell is used by one thread at a time.
+_SENDING_WITHIN: contextvars.ContextVar[Cutoff | None] = contextvars.ContextVar(
+    "winrm_cutoff", default=None
+)
+
+
+class Cutoff:
+    """Ends one session's requests at a deadline, whatever the host does meanwhile.
+
+    Each connection the session opens is watched through a duplicate of its
+    socket (the TLS layer takes over the original mid-handshake). When the
+    deadline of ``until`` passes with a request still out, a timer thread shuts
+    every watched socket down: a read blocked on one (connecting, in the TLS
+    handshake, in the headers or the body) returns at once, and the request
+    fails as a timeout. The connections are the session's own, so none of
+    another host's is touched.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: set[socket.socket] = set()
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        """Watch the connection on ``sock``; the handle returned goes to ``forget``."""
+        handle = sock.dup()
+        with self._lock:
+            self._watched.add(handle)
+        return handle
+
+    def forget(self, handle: socket.socket) -> None:
+        with self._lock:
+            self._watched.discard(handle)
+        handle.close()
+
+    def close(self) -> None:
+        """Let go of what is still watched (connections the session did not close)."""
+        with self._lock:
+            handles, self._watched = list(self._watched), set()
+        for handle in handles:
+            handle.close()
+
+    def _cut(self, fired: threading.Event) -> None:
+        fired.set()
+        with self._lock:
+            for handle in self._watched:
+                with contextlib.suppress(OSError):  # already closed by the peer
+                    handle.shutdown(socket.SHUT_RDWR)
+
+    @contextlib.contextmanager
+    def until(self, deadline: float) -> Iterator[None]:
+        """Cut the requests sent within by ``deadline``; an error they then raise
+        becomes ``WinrmTimeoutError``."""
+        fired = threading.Event()
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._cut, (fired,))
+        timer.daemon = True  # never what keeps the process from exiting
+        token = _SENDING_WITHIN.set(self)
+        timer.start()
+        try:
+            yield
+        except WinrmError:
+            raise
+        except Exception as exc:
+            if fired.is_set():
+                raise WinrmTimeoutError("the host did not answer by the deadline") from exc
+            raise
+        finally:
+            timer.cancel()
+            _SENDING_WITHIN.reset(token)
+
+
 class PypsrpShell:
     """A WinRS shell through pypsrp's ``WSMan``; see the module docstring."""
 
-    def __init__(self, wsman: Any, shell: Any) -> None:
+    def __init__(self, wsman: Any, shell: Any, cutoff: Cutoff | None = None) -> None:
         self._wsman = wsman
         self._shell = shell
+        self._cutoff = cutoff if cutoff is not None else Cutoff()
 
     def run(
         self, executable: str, arguments: list[str], stdin: bytes, deadline: float
@@ -193,15 +309,21 @@ class PypsrpShell:
         from pypsrp.shell import SignalCode
 
         with _translated():
-            _limit(self._wsman, deadline)
-            response = self._shell.command(executable, arguments)
+            with self._cutoff.until(deadline):
+                _limit(self._wsman, deadline)
+                response = self._shell.command(executable, arguments)
             command_id = _text(response, "rsp:CommandResponse/rsp:CommandId")
             try:
-                if stdin:
-                    self._shell.send("stdin", stdin, command_id=command_id, end=True)
-                stdout, stderr, exit_code = self._receive_all(command_id, deadline)
+                with self._cutoff.until(deadline):
+                    if stdin:
+                        self._shell.send("stdin", stdin, command_id=command_id, end=True)
+                    stdout, stderr, exit_code = self._receive_all(command_id, deadline)
             finally:
-                self._signal(command_id, SignalCode.TERMINATE, deadline)
+                # Past the deadline the host did not answer: stopping the command
+                # is left to deleting the shell (``close``), which ends it too,
+                # so the failure is told without waiting on that host again.
+                if time.monotonic() < deadline:
+                    self._signal(command_id, SignalCode.TERMINATE, deadline)
             return CommandResult(stdout, stderr, exit_code)
 
     def _receive_all(self, command_id: str, deadline: float) -> tuple[bytes, bytes, int | None]:
@@ -250,17 +372,20 @@ class PypsrpShell:
     def _signal(self, command_id: str, code: str, deadline: float) -> None:
         # Best effort: a command that already ended, or a shell the host dropped,
         # has nothing left to stop, and the scrape's own outcome is what counts.
-        with contextlib.suppress(Exception):
-            _limit_cleanup(self._wsman, deadline)
+        end = _cleanup_deadline(deadline)
+        with contextlib.suppress(Exception), self._cutoff.until(end):
+            _limit_cleanup(self._wsman, end)
             self._shell.signal(code, command_id)
 
     def close(self) -> None:
         # A shell or session the host already dropped is closed enough.
-        with contextlib.suppress(Exception):
-            _limit_cleanup(self._wsman)
+        end = _cleanup_deadline()
+        with contextlib.suppress(Exception), self._cutoff.until(end):
+            _limit_cleanup(self._wsman, end)
             self._shell.close()
         with contextlib.suppress(Exception):
             self._wsman.close()
+        self._cutoff.close()
 
 
 class PypsrpOpener:
@@ -294,36 +419,154 @@ class PypsrpOpener:
                 read_timeout=max(1, math.floor(left)),
                 negotiate_hostname_override=endpoint.host,
             )
-            if endpoint.address is not None and endpoint.https:
-                _check_name(wsman, endpoint.host)
-            _limit(wsman, deadline)
+            pinned = endpoint.address is not None and endpoint.https
+            _guard(wsman, endpoint.host if pinned else None)
+            cutoff = Cutoff()
             shell = WinRS(wsman, no_profile=True)
             try:
-                shell.open()
+                with cutoff.until(deadline):
+                    _limit(wsman, deadline)
+                    shell.open()
             except BaseException:
                 wsman.close()
+                cutoff.close()
                 raise
-        return PypsrpShell(wsman, shell)
+        return PypsrpShell(wsman, shell, cutoff)
 
 
-class _NamedTLSAdapter(HTTPAdapter):
-    """Connects wherever the URL says, but sends and checks ``name`` in TLS (SNI, certificate)."""
+class _CappedReader:
+    """A response's socket file that gives ``limit`` bytes and then raises.
 
-    def __init__(self, name: str) -> None:
+    Every read is asked for one byte more than is left at most, so none holds
+    more than the bound in memory before the answer is refused.
+    """
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw = raw
+        self._left = limit
+        self._limit = limit
+
+    def _count(self, data: bytes | int) -> None:
+        self._left -= data if isinstance(data, int) else len(data)
+        if self._left < 0:
+            raise WinrmAnswerTooLargeError(
+                f"an answer of more than {self._limit} bytes; a WS-Man answer is far smaller"
+            )
+
+    def _ask(self, size: int | None) -> int:
+        return self._left + 1 if size is None or size < 0 else min(size, self._left + 1)
+
+    def _counted(self, method: str, size: int | None) -> bytes:
+        data: bytes = getattr(self._raw, method)(self._ask(size))
+        self._count(data)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size >= 0:
+            return self._counted("read", size)
+        parts = []
+        while chunk := self._counted("read", 64 * 1024):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._counted("read1", size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._counted("readline", size)
+
+    def readinto(self, buffer: Any) -> int:
+        with memoryview(buffer) as view:
+            count: int = self._raw.readinto(view[: self._ask(len(view))])
+        self._count(count)
+        return count
+
+    def __getattr__(self, name: str) -> Any:
+        # close, closed, fileno, peek (which consumes nothing), flush.
+        return getattr(self._raw, name)
+
+
+class _CappedResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = cast(Any, _CappedReader(self.fp, MAX_ANSWER_BYTES))
+
+
+class _Watched:
+    """A urllib3 connection that the cutoff of the requests which opened it watches,
+    and whose answers are read up to ``MAX_ANSWER_BYTES``."""
+
+    _cutoff: Cutoff | None = None
+    _handle: socket.socket | None = None
+
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        cutoff = _SENDING_WITHIN.get()
+        if cutoff is not None:
+            self._cutoff, self._handle = cutoff, cutoff.watch(sock)
+        return sock
+
+    def close(self) -> None:
+        try:
+            super().close()  # type: ignore[misc]
+        finally:
+            cutoff, handle, self._handle = self._cutoff, self._handle, None
+            if cutoff is not None and handle is not None:
+                cutoff.forget(handle)
+
+
+class _WatchedConnection(_Watched, HTTPConnection):
+    response_class = _CappedResponse
+
+
+class _WatchedTLSConnection(_Watched, HTTPSConnection):
+    response_class = _CappedResponse
+
+
+class _WatchedPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedTLSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedTLSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """Watched connections, capped answers and no redirect; with ``name``, it connects
+    wherever the URL says but sends and checks ``name`` in TLS (SNI, certificate)."""
+
+    def __init__(self, name: str | None = None) -> None:
         self._name = name
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["server_hostname"] = self._name
-        kwargs["assert_hostname"] = self._name
+        if self._name is not None:
+            kwargs["server_hostname"] = self._name
+            kwargs["assert_hostname"] = self._name
         super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedPool, "https": _WatchedTLSPool}
+
+    def build_response(self, req: Any, resp: Any) -> Any:
+        # Here, not in a session hook: the answers to the NTLM and CredSSP
+        # handshake's own requests pass this way too, and a session hook never
+        # sees them.
+        if 300 <= resp.status < 400:
+            location = one_line(resp.headers.get("Location") or "nowhere")
+            resp.close()  # its body unread: the connection is not reused
+            raise WinrmRedirectError(
+                f"the listener redirected to {location} (HTTP {resp.status}); a redirect"
+                " is never followed: it would take the credentials elsewhere"
+            )
+        return super().build_response(req, resp)
 
 
-def _check_name(wsman: Any, name: str) -> None:
-    """Make ``wsman``'s HTTPS connections to a pinned address verify ``name``."""
+def _guard(wsman: Any, name: str | None) -> None:
+    """Give ``wsman`` a session of guarded connections (see ``_GuardedAdapter``)."""
     transport = wsman.transport
-    transport.session = transport._build_session()
-    transport.session.mount("https://", _NamedTLSAdapter(name))
+    session = transport.session = transport._build_session()
+    session.max_redirects = 0
+    session.mount("http://", _GuardedAdapter())
+    session.mount("https://", _GuardedAdapter(name))
 
 
 def _text(element: ET.Element, path: str) -> str:
@@ -361,8 +604,7 @@ def translate(exc: Exception) -> WinrmError:
         # header); the codec's message names a character of them and its place.
         return WinrmAuthError("the credentials hold a character Basic cannot send (Latin-1 only)")
     if isinstance(exc, WSManFaultError):
-        reason = " ".join(str(exc.reason or "").split())
-        message = f"WS-Management fault {exc.code}: {reason}"
+        message = f"WS-Management fault {exc.code}: {one_line(str(exc.reason or ''))}"
         if exc.code in QUOTA_FAULT_CODES:
             return WinrmQuotaError(message)
         if exc.code in SHELL_GONE_FAULT_CODES:
@@ -370,6 +612,9 @@ def translate(exc: Exception) -> WinrmError:
         return WinrmProtocolError(message)
     if isinstance(exc, WinRMTransportError):
         return WinrmProtocolError(f"HTTP {exc.code} from the WS-Man listener")
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        # The guarded adapter refuses a redirect first; this is the session's own stop.
+        return WinrmRedirectError("the listener redirected; a redirect is never followed")
     if isinstance(exc, requests.exceptions.SSLError):
         return WinrmUnreachableError(f"TLS failed: {_first_line(exc)}")
     if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.ReadTimeout):
@@ -383,6 +628,12 @@ def translate(exc: Exception) -> WinrmError:
         missing = exc.name or _first_line(exc)
         return WinrmProtocolError(f"the transport needs a module not installed: {missing}")
     return WinrmProtocolError(f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def one_line(text: str, limit: int = MAX_TEXT_SHOWN) -> str:
+    """``text`` on one line, shortened to ``limit`` characters: a host's words for a log."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _first_line(exc: Exception) -> str:

@@ -155,12 +155,15 @@ class LogfmtFormatter(logging.Formatter):
 # Third-party loggers held to a level above what they chatter at. fontTools logs
 # every font subset at info ("glyf pruned", ~75 lines for each PDF report or
 # digest); fpdf warns of each character its font lacks, quoting it, and so
-# quoting alert text (the report logs that once, briefly, itself).
+# quoting alert text (the report logs that once, briefly, itself). pypsrp logs
+# every WinRM read timeout at error with a traceback; the scrape it failed is
+# already logged once, with its reason, by the WinRM scraper.
 QUIETED_LOGGERS = {
     # aiohttp logs every request at info; that is noise for a scrape target.
     "aiohttp.access": logging.WARNING,
     "fontTools": logging.WARNING,
     "fpdf": logging.ERROR,
+    "pypsrp": logging.CRITICAL,
 }
 
 

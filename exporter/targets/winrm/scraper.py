@@ -4,16 +4,20 @@ The WinRM client blocks, so each scrape runs on a worker thread of a pool the
 scraper owns: the pool's size is the global bound on hosts scraped at once
 (``MAX_CONCURRENT_SCRAPES``); a scrape queued behind it past its deadline is
 dropped unstarted. Per host (address, port and auth) a ``HostSession`` keeps
-the open shell between scrapes, and its lock keeps a second scrape from
-running on the shell while one is still in flight, even one whose caller gave
-up at the deadline: the thread ends by itself soon after, since every request
-it sends carries a timeout taken from that deadline. A shell that failed is
+the open shell between scrapes. One scrape of a host runs at a time, even
+one whose caller gave up at the deadline: the next waits for its turn on the
+event loop, never in a worker thread, and fails at its own deadline if the
+turn has not come. The thread of a scrape ends by that scrape's deadline (and
+the clean-up's few seconds after it), whatever the host does: every request
+it sends is cut at the deadline (``Cutoff`` in the client). A shell that failed is
 dropped (closed best effort) and the next scrape opens a new one; one the host
 no longer knows, or refuses for the user's operation quota, is reopened at
 once and the command tried again. Shells idle longer than
 ``SHELL_IDLE_SECONDS`` (a host taken out of the targets) are closed, and a
 shell is replaced after ``MAX_COMMANDS_PER_SHELL`` commands, before the host's
-quotas refuse it.
+quotas refuse it. Closing the scraper (a reload replaced it, or the exporter
+stops) waits a few seconds at most for scrapes in flight: each closes its own
+shell when it ends.
 
 Sample exposition of a failed scrape (``reason`` is one of ``auth``,
 ``unreachable``, ``timeout``, ``quota``, ``protocol``, ``output``)::
@@ -26,11 +30,12 @@ Sample exposition of a failed scrape (``reason`` is one of ``auth``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +44,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.clients.probe_net import HostPort, IPAddress, TargetError, split_host_port
 from exporter.clients.winrm import (
+    CLEANUP_SECONDS,
     CommandResult,
     Endpoint,
     PypsrpOpener,
@@ -66,6 +72,10 @@ log = logging.getLogger(__name__)
 # Threads, so hosts scraped at once: 200 hosts every 60 s at ~1 s each need ~4.
 MAX_CONCURRENT_SCRAPES = 32
 SHELL_IDLE_SECONDS = 600.0
+# The longest closing the scraper waits for scrapes in flight: enough for the
+# clean-up of one whose deadline passed (Signal, Delete), not for one that runs
+# on to a deadline minutes away.
+CLOSE_WAIT_SECONDS = 2 * CLEANUP_SECONDS + 1
 # Commands run on one shell before it is replaced by a new one: Windows limits
 # the operations per user (MaxConcurrentOperationsPerUser, 1500) and the
 # commands per shell (1000 for PowerShell's plugin), and operations leak on a
@@ -131,6 +141,14 @@ class HostSession:
     processes: ProcessSample = field(default_factory=ProcessSample)
 
 
+@dataclass(slots=True)
+class HostTurn:
+    """Whose turn it is to scrape one host, on the event loop; ``users`` hold or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class HostOutcome:
     families: list[Metric]
@@ -154,23 +172,49 @@ class WinrmScraper:
         self._sessions: dict[HostKey, HostSession] = {}
         self._sessions_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._closed = False  # read and set under _sessions_lock
+        self._turns: dict[HostKey, HostTurn] = {}
+        self._in_flight: set[Future[HostOutcome]] = set()
         self._scripts: dict[str, str] = {}
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="winrm")
 
     async def close(self) -> None:
+        """Close the idle shells, and wait ``CLOSE_WAIT_SECONDS`` at most for scrapes in flight.
+
+        A reload or a stop must not hang on a host that keeps a scrape busy:
+        queued scrapes never start, and one in flight ends by its deadline
+        and then closes its own shell (``_scrape_host``); one whose deadline
+        passed is only cleaning up, which the wait leaves time for. Each
+        Delete sent here ends within ``CLEANUP_SECONDS``, many at once.
+        """
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        # Scrapes still in flight end by their deadlines: wait for them, so no
-        # thread or socket outlives the scraper, and no shell is closed under
-        # one; queued ones never start.
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=True)
+        if self._in_flight:
+            await asyncio.wait(
+                [asyncio.wrap_future(f) for f in self._in_flight], timeout=CLOSE_WAIT_SECONDS
+            )
+        shells: list[RemoteShell] = []
         with self._sessions_lock:
-            shells = [s.shell for s in self._sessions.values() if s.shell is not None]
+            self._closed = True
+            for session in self._sessions.values():
+                if session.lock.acquire(blocking=False):  # busy ones close their own
+                    if session.shell is not None:
+                        shells.append(session.shell)
+                    session.shell = None
+                    session.lock.release()
             self._sessions.clear()
-        await asyncio.gather(*(asyncio.to_thread(shell.close) for shell in shells))
+        if not shells:
+            return
+        closer = ThreadPoolExecutor(
+            min(len(shells), self._max_concurrent), thread_name_prefix="winrm-close"
+        )
+        for shell in shells:
+            closer.submit(shell.close)
+        await asyncio.to_thread(closer.shutdown, wait=True)
 
     async def scrape(
         self, job: ScrapeJob[WinrmTarget, WinrmModule, WinrmAuth], families: list[Metric]
@@ -196,14 +240,88 @@ class WinrmScraper:
         loop = asyncio.get_running_loop()
         deadline = self._clock() + (job.deadline - loop.time())
         key: HostKey = (endpoint.host, endpoint.port, job.auth_name or "")
-        outcome = await loop.run_in_executor(
-            self._executor, self._scrape_host, key, endpoint, module, deadline
-        )
+        turn = self._turns.setdefault(key, HostTurn())
+        turn.users += 1
+        try:
+            async with asyncio.timeout_at(job.deadline):
+                await turn.lock.acquire()
+        except BaseException as exc:
+            self._leave(key, turn)
+            if not isinstance(exc, TimeoutError):
+                raise
+            outcome = HostOutcome(
+                [],
+                "timeout: the previous scrape of this host was still running at the deadline",
+                "timeout",
+            )
+        else:
+            outcome = await self._in_thread(key, turn, endpoint, module, deadline)
         families.extend(outcome.families)
         if outcome.failed_reason is not None:
             families.append(_error_family(outcome.failed_reason))
             return False, outcome.error
         return True, outcome.error
+
+    async def _in_thread(
+        self,
+        key: HostKey,
+        turn: HostTurn,
+        endpoint: Endpoint,
+        module: WinrmModule,
+        deadline: float,
+    ) -> HostOutcome:
+        """Run the scrape on a worker thread; the host's turn passes on when the thread ends."""
+        loop = asyncio.get_running_loop()
+
+        def passed_on(future: Future[HostOutcome] | None = None) -> None:
+            if future is not None:
+                self._in_flight.discard(future)
+            turn.lock.release()
+            self._leave(key, turn)
+
+        def thread_done(future: Future[HostOutcome]) -> None:
+            # Also when the caller gave up long before: the thread's end is what counts.
+            with contextlib.suppress(RuntimeError):  # the loop is gone: so is everyone waiting
+                loop.call_soon_threadsafe(passed_on, future)
+
+        reported: asyncio.Future[HostOutcome] = loop.create_future()
+
+        def report(outcome: HostOutcome) -> None:
+            def put() -> None:
+                if not reported.done():
+                    reported.set_result(outcome)
+
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(put)
+
+        try:
+            if self._executor is None:
+                raise RuntimeError("closed")
+            future = self._executor.submit(
+                self._scrape_host, key, endpoint, module, deadline, report
+            )
+        except RuntimeError:  # closed by a reload while this scrape waited for its turn
+            passed_on()
+            return HostOutcome(
+                [], "timeout: the config was reloaded before the scrape started", "timeout"
+            )
+        self._in_flight.add(future)
+        future.add_done_callback(thread_done)
+        done = asyncio.wrap_future(future)
+        try:
+            await asyncio.wait((done, reported), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            done.cancel()  # one still queued never starts
+            raise
+        if reported.done():
+            done.add_done_callback(_log_failure)  # the outcome is the one reported
+            return reported.result()
+        return done.result()
+
+    def _leave(self, key: HostKey, turn: HostTurn) -> None:
+        turn.users -= 1
+        if turn.users == 0 and self._turns.get(key) is turn:
+            del self._turns[key]
 
     def _session(self, key: HostKey) -> HostSession:
         now = self._clock()
@@ -237,9 +355,18 @@ class WinrmScraper:
         return script.encode("ascii")
 
     def _scrape_host(
-        self, key: HostKey, endpoint: Endpoint, module: WinrmModule, deadline: float
+        self,
+        key: HostKey,
+        endpoint: Endpoint,
+        module: WinrmModule,
+        deadline: float,
+        report: Callable[[HostOutcome], None] = lambda _: None,
     ) -> HostOutcome:
-        """The blocking part, on a worker thread: never raises a ``WinrmError``."""
+        """The blocking part, on a worker thread: never raises a ``WinrmError``.
+
+        A failure is ``report``ed before the shell is deleted: the scrape
+        answers at its deadline, and the clean-up goes on in the thread.
+        """
         wait = deadline - self._clock()
         if wait <= 0:  # queued behind the global bound for too long
             return HostOutcome(
@@ -260,13 +387,22 @@ class WinrmScraper:
             note = f"collectors failed: {'; '.join(failures)}" if failures else None
             return HostOutcome(families, note)
         except WinrmError as exc:
+            outcome = HostOutcome([], f"{exc.reason}: {exc}", exc.reason)
+            report(outcome)
             self._drop(session)
-            return HostOutcome([], f"{exc.reason}: {exc}", exc.reason)
+            return outcome
         except ScriptOutputError as exc:
             return HostOutcome([], f"output: {exc}", "output")
         finally:
             session.last_used = self._clock()
-            session.lock.release()
+            with self._sessions_lock:
+                closed = self._closed
+                if not closed:
+                    session.lock.release()
+            if closed:
+                # The scraper closed while this scrape ran and left the shell to it.
+                self._drop(session)
+                session.lock.release()
 
     def _run(
         self, session: HostSession, endpoint: Endpoint, module: WinrmModule, deadline: float
@@ -300,6 +436,11 @@ class WinrmScraper:
         session.commands = 0
         if shell is not None:
             shell.close()
+
+
+def _log_failure(done: asyncio.Future[HostOutcome]) -> None:
+    if not done.cancelled() and (error := done.exception()) is not None:
+        log.error("a WinRM scrape's clean-up failed", exc_info=error)
 
 
 def _error_family(reason: str) -> Metric:

@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from exporter.clients.winrm import MAX_TEXT_SHOWN, one_line
 from exporter.targets.winrm.modules import CollectorName, WinrmModule
 
 BEGIN_MARKER = "SCOUT-WINRM-BEGIN"
@@ -299,7 +300,7 @@ def _inflate(compressed: bytes) -> bytes:
 # strings, with characters outside XML's comfort escaped as _xHHHH_.
 _CLIXML_ERROR = re.compile(r'<S S="Error">(.*?)</S>', re.DOTALL)
 _CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
-MAX_STDERR_SHOWN = 300
+MAX_STDERR_SHOWN = MAX_TEXT_SHOWN
 
 
 def powershell_errors(stderr: bytes) -> str:
@@ -311,8 +312,7 @@ def powershell_errors(stderr: bytes) -> str:
             html.unescape(_CLIXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), record))
             for record in records
         )
-    line = " ".join(text.split())
-    return line if len(line) <= MAX_STDERR_SHOWN else line[: MAX_STDERR_SHOWN - 1] + "…"
+    return one_line(text, MAX_STDERR_SHOWN)
 
 
 def parse_output(stdout: bytes, stderr: bytes = b"") -> dict[str, dict[str, Any]]:

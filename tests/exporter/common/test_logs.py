@@ -130,3 +130,20 @@ def test_both_daemons_logging_holds_back_repeats(capsys):
     finally:
         logging.getLogger().handlers.clear()
     assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_pypsrp_s_traceback_for_a_winrm_read_timeout_stays_out_of_the_log(capsys):
+    # pypsrp logs each read timeout at error with its traceback; the WinRM
+    # scraper's own warning says the same in one line.
+    configure_logging("info", "json")
+    try:
+        try:
+            raise TimeoutError("read timed out")
+        except TimeoutError as exc:
+            logging.getLogger("pypsrp.wsman").exception("%s during WSMan request", exc)
+        logging.getLogger("exporter.targets.handler").warning("WinRM scrape: timeout")
+    finally:
+        logging.getLogger().handlers.clear()
+        logging.getLogger("pypsrp").setLevel(logging.NOTSET)
+    [line] = capsys.readouterr().err.splitlines()
+    assert json.loads(line)["msg"] == "WinRM scrape: timeout"

@@ -14,7 +14,9 @@ connection); an unencrypted message on an NTLM listener is refused.
 
 Knobs for faults: ``max_shells`` (the per-user shell quota), ``receive_delay``
 (a slow host), ``mangle`` (garbled or cut output), ``forget_shells`` (the host
-restarted and knows no shell any more).
+restarted and knows no shell any more). Hostile hosts answer Receive with
+headers and then a byte at a time (``receive_trickle``), with an answer of
+``receive_size`` bytes, or with a fault whose reason is ``fault_reason``.
 
 Run as a program (``python -m tests.exporter.targets.winrm.wsman_server``) it
 serves ``--hosts`` listeners over HTTPS, each its own simulated host, and prints
@@ -37,6 +39,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import spnego
 from aiohttp import web
@@ -99,6 +102,12 @@ class WsmanServer:
         self.max_shells = max_shells
         self.chunks = chunks
         self.receive_delay = 0.0
+        self.receive_trickle = False
+        self.receive_size = 0
+        self.fault_reason: str | None = None
+        # Bytes of the hostile answers above written before the client went away.
+        self.hostile_bytes_sent = 0
+        self.hostile_answer_started = asyncio.Event()
         self.mangle: Callable[[bytes], bytes] | None = None
         # What the command writes on stderr, with its last chunk of stdout.
         self.stderr = b""
@@ -106,6 +115,7 @@ class WsmanServer:
         self._transports: set[asyncio.Transport] = set()
         self.shells: dict[str, Shell] = {}
         self.exchanges: list[Exchange] = []
+        self._exchanged = asyncio.Condition()
         self.shells_created = 0
         self.shells_deleted = 0
         # NTLM needs NTLM_USER_FILE (DOMAIN:USER:PASSWORD lines) in the environment.
@@ -137,6 +147,12 @@ class WsmanServer:
 
     def actions(self) -> list[str]:
         return [exchange.action for exchange in self.exchanges]
+
+    async def seen(self, action: str) -> None:
+        """Return once a request of ``action`` arrived: the clean-up after a
+        failed scrape goes on after the scrape answered."""
+        async with self._exchanged:
+            await self._exchanged.wait_for(lambda: action in self.actions())
 
     def _authorised(self, request: web.Request) -> bool:
         if self.username is None:
@@ -208,6 +224,8 @@ class WsmanServer:
         self.exchanges.append(
             Exchange(action.rsplit("/", 1)[-1], request.headers.get("Authorization"), request.host)
         )
+        async with self._exchanged:
+            self._exchanged.notify_all()
         assert _find_text(header, "wsman:ResourceURI") == CMD_URI
         selector = header.find("wsman:SelectorSet/wsman:Selector[@Name='ShellId']", NS)
         shell_id = selector.text if selector is not None else None
@@ -231,6 +249,10 @@ class WsmanServer:
         if action == f"{SHELL}/Receive":
             if self.receive_delay:
                 await self._delay()
+            if self.fault_reason is not None:
+                return _fault(message_id, "w:InternalError", 5, self.fault_reason)
+            if self.receive_trickle or self.receive_size:
+                return await self._hostile_answer(request)
             return self._receive(message_id, shell, payload)
         if action == f"{SHELL}/Signal":
             stream = payload.find("rsp:Signal", NS)
@@ -242,6 +264,36 @@ class WsmanServer:
             self.shells_deleted += 1
             return _response(f"{TRANSFER}/DeleteResponse", message_id, "")
         raise AssertionError(f"unexpected action {action}")
+
+    async def _hostile_answer(self, request: web.Request) -> web.Response:
+        """Headers promising ``receive_size`` bytes (100,000 when trickling), then
+        the bytes: a byte every tenth of a second, or a mebibyte at a time,
+        until they are all out, the client goes or the listener stops."""
+        size = self.receive_size or 100_000
+        answer = web.StreamResponse(
+            headers={
+                "Content-Type": "application/soap+xml;charset=UTF-8",
+                "Content-Length": str(size),
+            }
+        )
+        await answer.prepare(request)
+        self.hostile_answer_started.set()
+        step = 1 if self.receive_trickle else 1024 * 1024
+        with contextlib.suppress(ConnectionError):
+            while self.hostile_bytes_sent < size and not self._closing.is_set():
+                # Once the client went, writes are dropped without an error.
+                if _gone(request):
+                    break
+                piece = min(step, size - self.hostile_bytes_sent)
+                await answer.write(b" " * piece)
+                self.hostile_bytes_sent += piece
+                await asyncio.sleep(0)  # a connection lost is noticed between writes
+                if self.receive_trickle:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.1):
+                            await self._closing.wait()
+        # Never a complete answer: the client must have given up before this.
+        return cast(web.Response, answer)
 
     def _create(self, message_id: str) -> web.Response:
         if len(self.shells) >= self.max_shells:
@@ -331,6 +383,17 @@ class WsmanServer:
             )
         body = f"<rsp:ReceiveResponse>{streams}</rsp:ReceiveResponse>"
         return _response(f"{SHELL}/ReceiveResponse", message_id, body)
+
+
+def _gone(request: web.Request) -> bool:
+    """Whether the client of ``request`` closed the connection.
+
+    Over TLS, writes after that are dropped without an error, and the TLS
+    transport does not say it is closing: the socket under it is closed.
+    """
+    transport = request.transport
+    raw = transport.get_extra_info("socket") if transport is not None else None
+    return raw is None or raw.fileno() < 0
 
 
 def _find_text(element: ET.Element, path: str) -> str:
