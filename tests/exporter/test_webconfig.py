@@ -18,11 +18,12 @@ import pytest
 from cryptography import x509
 
 from exporter.app import create_app
+from exporter.common.serving import listening_sockets, serving
 from exporter.common import webconfig
 from exporter.common.webconfig import WEB_SECURITY, WebConfigError, WebSecurity
 from exporter.live import Settings
 from tests.exporter.certs import CertificateAuthority
-from tests.exporter.common.raw_http import send_malformed_requests, served
+from tests.exporter.common.raw_http import exchange, send_malformed_requests, served
 from tests.exporter.test_config import run_exporter
 
 # Cost 4, bcrypt's lowest: the tests check behaviour, not bcrypt's speed.
@@ -581,6 +582,22 @@ async def test_tls12_session_from_before_a_client_ca_change_is_refused(mutual_tl
     # ... and resuming the session it was verified in gets no further.
     status, resumed, _ = await asyncio.to_thread(fetch_healthy, server.port, context, session)
     assert (status, resumed) == (403, True)
+
+
+async def test_plain_http_to_the_tls_port_gets_gos_400(tmp_path, pki):
+    security = WebSecurity(write(tmp_path, TLS))
+    app = create_app(Settings(enabled_collectors=frozenset()), security=security)
+    sockets = listening_sockets("127.0.0.1", 0, 16)
+    async with serving(app, sockets, ssl_context=security.ssl_context()):
+        port = sockets[0].getsockname()[1]
+        answer = await exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer == (
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+        )
+        # TLS clients on the same port are served as before.
+        context = ssl.create_default_context(cafile=pki.pair.cert)
+        status, _, _ = await asyncio.to_thread(fetch_healthy, port, context)
+        assert status == 200
 
 
 # --- client_allowed_sans ------------------------------------------------------------------
