@@ -18,8 +18,8 @@ import pytest
 from cryptography import x509
 
 from exporter.app import create_app
-from exporter.common.serving import listening_sockets, serving
 from exporter.common import webconfig
+from exporter.common.serving import listening_sockets, serving
 from exporter.common.webconfig import WEB_SECURITY, WebConfigError, WebSecurity
 from exporter.live import Settings
 from tests.exporter.certs import CertificateAuthority
