@@ -375,8 +375,8 @@ class PreparedWebConfig:
 
     config: WebConfig
     users: Mapping[str, bytes]
-    # A hash per user, of that user's cost and matching no password: an unknown
-    # name is checked against one of them (see decoy_for).
+    # For each user, a hash of that user's cost that matches no password: an
+    # unknown name is checked against one of them (see decoy_for).
     decoys: Mapping[str, bytes]
     context: ssl.SSLContext | None
     # The client CA certificates (DER) the context verifies against.
@@ -436,7 +436,9 @@ def _prepare(config: WebConfig, base: Path, source: str) -> PreparedWebConfig:
     users = {
         name: hashed.get_secret_value().encode() for name, hashed in config.basic_auth_users.items()
     }
-    decoys = {name: _decoy(hashed.split(b"$")[2]) for name, hashed in users.items()}
+    costs = {name: hashed.split(b"$")[2] for name, hashed in users.items()}
+    by_cost = {cost: _decoy(cost) for cost in set(costs.values())}
+    decoys = {name: by_cost[cost] for name, cost in costs.items()}
     tls = config.tls_server_config
     context = None if tls is None else build_ssl_context(tls, base, source)
     client_cas = context.get_ca_certs(binary_form=True) if context else []
@@ -520,7 +522,7 @@ class WebSecurity:
 
         Returns what :meth:`commit` applies (``None`` without a file); raises
         :class:`WebConfigError` when the file is invalid or cannot be applied.
-        Blocking (files, and a cost-4 bcrypt hash per user): run it off the event loop.
+        Blocking (files, and a cost-4 bcrypt hash per cost in use): run it off the event loop.
         """
         if self._path is None:
             return None
