@@ -13,7 +13,8 @@ Prometheus and its exporters:
   within :attr:`ServerLimits.header_timeout` of opening (or of its previous
   response): a client that sends nothing, or trickles header bytes, is cut
   off. An idle keep-alive connection closes after the same time. With TLS the
-  handshake has the same bound.
+  handshake has the same bound, and a client that speaks plain HTTP to the TLS
+  port gets Go's answer, a 400 saying so, instead of a silent close.
 - **A body read timeout.** Once the head has arrived, the whole body must
   arrive within :attr:`ServerLimits.body_timeout`; otherwise the request's
   handler is cancelled and the connection closed. A body the handler leaves
@@ -60,6 +61,12 @@ ACCEPT_RETRY_DELAY = 1.0
 # Seconds in-flight requests get to finish at shutdown.
 SHUTDOWN_TIMEOUT = 10.0
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Go's net/http answers this, word for word, to plain HTTP on a TLS port.
+PLAIN_HTTP_TO_TLS_ANSWER = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
+# The first byte of every TLS handshake record (a ClientHello included).
+_TLS_HANDSHAKE = 0x16
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,12 +277,20 @@ class _Listener:
 
     async def _connect(self, conn: socket.socket) -> None:
         guard = _Guard(self._released, self._limits.body_timeout)
+        handshake_timeout = None
         try:
+            if self._ssl is not None:
+                deadline = self._loop.time() + self._limits.header_timeout
+                if await self._answered_plain_http(conn, deadline):
+                    conn.close()
+                    guard.release()
+                    return
+                handshake_timeout = max(deadline - self._loop.time(), 0.001)
             await self._loop.connect_accepted_socket(
                 lambda: guard.wrap(self._protocol()),
                 conn,
                 ssl=self._ssl,
-                ssl_handshake_timeout=self._limits.header_timeout if self._ssl else None,
+                ssl_handshake_timeout=handshake_timeout,
             )
         except BaseException as exc:
             # A failed TLS handshake: the transport closed the socket already.
@@ -284,6 +299,31 @@ class _Listener:
             if not isinstance(exc, Exception):
                 raise
             log.debug("connection dropped before its first request", exc_info=exc)
+
+    async def _answered_plain_http(self, conn: socket.socket, deadline: float) -> bool:
+        """Whether ``conn`` (on the TLS port) began in plain HTTP, and was answered so.
+
+        The first byte is only peeked at: a TLS client's stays for the handshake.
+        """
+        readable: asyncio.Future[None] = self._loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        self._loop.add_reader(conn, ready)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await readable
+        finally:
+            self._loop.remove_reader(conn)
+        first = conn.recv(1, socket.MSG_PEEK)
+        if not first or first[0] == _TLS_HANDSHAKE or not first.isalpha():
+            return False  # not HTTP (or gone): the handshake fails as it would have
+        # Take in what came, so the close is a FIN, not a reset that can wipe the answer.
+        conn.recv(65536)
+        await self._loop.sock_sendall(conn, PLAIN_HTTP_TO_TLS_ANSWER)
+        return True
 
     def _released(self) -> None:
         self._open -= 1

@@ -40,6 +40,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -74,10 +75,12 @@ ClientAuthType = Literal[
     "RequireAndVerifyClientCert",
 ]
 TlsVersionName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+# OpenSSL 3 allows TLS 1.0 and 1.1 only at security level 0 (which would also
+# weaken every TLS 1.2 and 1.3 connection on the listener), and Python deprecates
+# them: a listener configured for them would complete no such handshake.
+_UNSUPPORTED_VERSIONS = frozenset({"TLS10", "TLS11"})
 
-TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
+TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
@@ -143,6 +146,11 @@ class TlsServerConfig(StrictModel):
     prefer_server_cipher_suites: bool = True
     curve_preferences: list[str] = Field(default_factory=list)
 
+    @field_validator("client_auth_type", mode="before")
+    @classmethod
+    def _blank_is_no_client_cert(cls, value: object) -> object:
+        return "NoClientCert" if value == "" else value  # as exporter-toolkit reads it
+
     @field_validator("client_auth_type")
     @classmethod
     def _python_can_honour(cls, value: str) -> str:
@@ -151,6 +159,17 @@ class TlsServerConfig(StrictModel):
                 f"{value} is not supported: Python's ssl module cannot ask for a client"
                 " certificate without verifying it; use RequireAndVerifyClientCert"
                 " (or VerifyClientCertIfGiven) with client_ca_file"
+            )
+        return value
+
+    @field_validator("min_version", "max_version")
+    @classmethod
+    def _openssl_can_handshake(cls, value: str) -> str:
+        if value in _UNSUPPORTED_VERSIONS:
+            raise ValueError(
+                f"{value} is not supported: OpenSSL 3 allows TLS 1.0 and 1.1 only at security"
+                " level 0, which Scout does not lower, so no client could connect with it;"
+                " use TLS12 or TLS13"
             )
         return value
 
@@ -246,6 +265,12 @@ class WebConfig(StrictModel):
     http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
     basic_auth_users: dict[str, BcryptHash] = Field(default_factory=dict)
     rate_limit: RateLimitConfig | None = None
+
+    @field_validator("tls_server_config", mode="before")
+    @classmethod
+    def _empty_means_no_tls(cls, value: object) -> object:
+        # exporter-toolkit serves plain HTTP when the section sets nothing.
+        return None if value == {} else value
 
     @field_validator("rate_limit")
     @classmethod
@@ -350,45 +375,90 @@ class PreparedWebConfig:
 
     config: WebConfig
     users: Mapping[str, bytes]
-    # Checked when the user is unknown, so the answer takes as long as for a known one.
-    dummy_hash: bytes
+    # For each user, a hash of that user's cost that matches no password: an
+    # unknown name is checked against one of them (see decoy_for).
+    decoys: Mapping[str, bytes]
     context: ssl.SSLContext | None
     # The client CA certificates (DER) the context verifies against.
     client_cas: frozenset[bytes]
+    # client_allowed_sans, IP addresses parsed so that every spelling compares equal.
+    allowed_sans: frozenset[str | ipaddress.IPv4Address | ipaddress.IPv6Address]
+
+    def decoy_for(self, username: str) -> bytes:
+        """The hash an unknown ``username`` is checked against, the same one every time.
+
+        Only called when there are users.
+
+        Its cost is a real user's, picked by rendezvous hashing keyed by each
+        user's own (secret) hash: names spread over the users' costs as the users
+        do, so how long an answer takes tells which costs are in use, never
+        whether a name exists. A reload moves a name only to an added user or
+        off a removed or re-hashed one; a restart moves none.
+        """
+        owner = max(
+            self.users,
+            key=lambda name: hmac.digest(self.users[name], username.encode(), "sha256"),
+        )
+        return self.decoys[owner]
 
 
-def _bcrypt_cost(hashed: bytes) -> int:
-    return int(hashed.split(b"$")[2])
+def _decoy(cost: bytes) -> bytes:
+    """A well-formed hash of ``cost`` that no password matches, made in about a millisecond.
+
+    A cost-4 hash of a random password relabelled with ``cost``: checking it
+    costs 2**cost rounds like any hash of that cost, while making it at that
+    cost could take seconds.
+    """
+    made = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=4))
+    return made[:4] + cost + made[6:]
 
 
-def _prepare(
-    config: WebConfig, base: Path, source: str, dummies: Mapping[int, bytes]
-) -> PreparedWebConfig:
+def _allowed_sans(
+    names: list[str],
+) -> frozenset[str | ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    # An entry that reads as an address matches an IP SAN in any spelling, and
+    # still, as in exporter-toolkit, a DNS or URI SAN of exactly that text.
+    addresses = (_ip(name) for name in names)
+    return frozenset(names).union(address for address in addresses if address is not None)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` as an address (an IPv4-mapped IPv6 one as IPv4, as Go prints it), or None."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return mapped or address
+
+
+def _prepare(config: WebConfig, base: Path, source: str) -> PreparedWebConfig:
     users = {
         name: hashed.get_secret_value().encode() for name, hashed in config.basic_auth_users.items()
     }
-    # The dummy costs as much as the dearest real hash: unknown and known users look alike.
-    cost = max((_bcrypt_cost(h) for h in users.values()), default=4)
-    dummy = dummies.get(cost)
-    if dummy is None:
-        dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+    costs = {name: hashed.split(b"$")[2] for name, hashed in users.items()}
+    by_cost = {cost: _decoy(cost) for cost in set(costs.values())}
+    decoys = {name: by_cost[cost] for name, cost in costs.items()}
     tls = config.tls_server_config
     context = None if tls is None else build_ssl_context(tls, base, source)
     client_cas = context.get_ca_certs(binary_form=True) if context else []
     return PreparedWebConfig(
         config=config,
         users=users,
-        dummy_hash=dummy,
+        decoys=decoys,
         context=context,
         client_cas=frozenset(client_cas),
+        allowed_sans=_allowed_sans(tls.client_allowed_sans if tls else []),
     )
 
 
+# bcrypt reads no further: Go's bcrypt (exporter-toolkit) ignores the bytes past
+# it, while Python's bcrypt 5 refuses longer passwords outright.
+_BCRYPT_MAX_PASSWORD = 72
+
+
 def _check_password(password: bytes, hashed: bytes) -> bool:
-    try:
-        return bcrypt.checkpw(password, hashed)
-    except ValueError:  # bcrypt refuses passwords over 72 bytes: no such password matches
-        return False
+    return bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], hashed)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -421,9 +491,9 @@ class WebSecurity:
 
     def _load(self) -> PreparedWebConfig:
         if self._path is None:
-            return _prepare(WebConfig(), Path("."), "", {})
+            return _prepare(WebConfig(), Path("."), "")
         config = load_web_config(self._path)
-        return _prepare(config, self._path.parent, str(self._path), {})
+        return _prepare(config, self._path.parent, str(self._path))
 
     @property
     def config(self) -> WebConfig:
@@ -452,7 +522,7 @@ class WebSecurity:
 
         Returns what :meth:`commit` applies (``None`` without a file); raises
         :class:`WebConfigError` when the file is invalid or cannot be applied.
-        Blocking (files, and bcrypt for a new cost): run it off the event loop.
+        Blocking (files, and a cost-4 bcrypt hash per cost in use): run it off the event loop.
         """
         if self._path is None:
             return None
@@ -472,10 +542,7 @@ class WebSecurity:
                     " restart scout-exporter to apply it (a reload takes new"
                     " certificates, keys, client CAs, users and headers only)"
                 )
-        # The dummy hash is reused while the cost stays: bcrypt at a high cost takes seconds.
-        active = self._active
-        dummies = {_bcrypt_cost(active.dummy_hash): active.dummy_hash}
-        return _prepare(config, self._path.parent, str(self._path), dummies)
+        return _prepare(config, self._path.parent, str(self._path))
 
     def commit(self, prepared: PreparedWebConfig | None) -> None:
         """Put what :meth:`prepare` built in force, from the next request and handshake on."""
@@ -501,9 +568,7 @@ class WebSecurity:
             )
             refused.force_close()  # the next request must come with a new handshake
             return refused
-        tls = active.config.tls_server_config
-        sans = tls.client_allowed_sans if tls is not None else []
-        if sans and not _san_allowed(request, sans):
+        if active.allowed_sans and not _san_allowed(request, active.allowed_sans):
             return web.Response(status=403, text="client certificate not allowed\n")
         if active.users and not await self._authenticated(request, active):
             return web.Response(
@@ -535,12 +600,13 @@ class WebSecurity:
             return False
         username, password = credentials
         hashed = active.users.get(username)
-        key = self._cache_entry(username, hashed or active.dummy_hash, password)
+        checked = hashed if hashed is not None else active.decoy_for(username)
+        key = self._cache_entry(username, checked, password)
         if hashed is not None and key in self._verified:
             self._verified.move_to_end(key)
             return True
         # Off the event loop: bcrypt takes tens of milliseconds by design.
-        matched = await asyncio.to_thread(_check_password, password, hashed or active.dummy_hash)
+        matched = await asyncio.to_thread(_check_password, password, checked)
         if not matched or hashed is None or active is not self._active:
             return False
         self._verified[key] = None
@@ -567,10 +633,22 @@ def _basic_credentials(header: str) -> tuple[str, bytes] | None:
         return None
 
 
-def _san_allowed(request: web.Request, allowed: list[str]) -> bool:
+# The SAN kinds exporter-toolkit compares (Go's DNSNames, EmailAddresses,
+# IPAddresses, URIs), as Python's ssl names them.
+_SAN_KINDS = frozenset({"DNS", "email", "URI"})
+
+
+def _san_allowed(
+    request: web.Request,
+    allowed: frozenset[str | ipaddress.IPv4Address | ipaddress.IPv6Address],
+) -> bool:
     peer = request.transport.get_extra_info("peercert") if request.transport else None
-    names = [value for _kind, value in (peer or {}).get("subjectAltName", ())]
-    return any(name in allowed for name in names)
+    for kind, value in (peer or {}).get("subjectAltName", ()):
+        # ssl spells an IPv6 SAN 2001:DB8:0:0:0:0:0:1, Go 2001:db8::1: compare addresses.
+        name = _ip(value) if kind == "IP Address" else value if kind in _SAN_KINDS else None
+        if name is not None and name in allowed:
+            return True
+    return False
 
 
 def cross_site_refusal(request: web.Request) -> str | None:

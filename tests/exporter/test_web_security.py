@@ -210,14 +210,17 @@ def test_client_allowed_sans_admit_only_listed_certificates(secured_exporter, al
     assert ("scout_exporter_build_info" in answer[1]) == (status == 200)
 
 
-def test_plain_http_to_the_tls_port_gets_no_answer(secured_exporter):
+def test_plain_http_to_the_tls_port_gets_a_400_and_nothing_else(secured_exporter):
     exporter = secured_exporter("NoClientCert")
     address = exporter.url.removeprefix("https://")
+    # What Go's servers (node_exporter, Prometheus) answer there.
     answer = answer_to(address, None)
-    assert not (isinstance(answer, bytes) and answer.startswith(b"HTTP/")), answer
+    assert answer == (
+        b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+    )
     context = client_context(exporter.ca, None)
     assert fetch(f"{exporter.url}/-/healthy", context, basic_header(USER, PASSWORD))[0] == 200
-    assert fetch(f"http://{address}/-/healthy", None, basic_header(USER, PASSWORD))[0] == 0
+    assert fetch(f"http://{address}/-/healthy", None, basic_header(USER, PASSWORD))[0] == 400
 
 
 def test_renewed_certificate_is_served_after_a_reload(secured_exporter):

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import logging
 import socket
 import ssl
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import bcrypt
 import pytest
+from cryptography import x509
 
 from exporter.app import create_app
 from exporter.common import webconfig
+from exporter.common.serving import listening_sockets, serving
 from exporter.common.webconfig import WEB_SECURITY, WebConfigError, WebSecurity
 from exporter.live import Settings
 from tests.exporter.certs import CertificateAuthority
-from tests.exporter.common.raw_http import send_malformed_requests, served
+from tests.exporter.common.raw_http import exchange, send_malformed_requests, served
 from tests.exporter.test_config import run_exporter
 
 # Cost 4, bcrypt's lowest: the tests check behaviour, not bcrypt's speed.
@@ -67,6 +72,16 @@ EXPECTED_ERRORS = {
     "invalid-version-unknown.yml": (
         "4: tls_server_config.min_version: input should be 'TLS10', 'TLS11', 'TLS12' or "
         "'TLS13', got 'TLS14'"
+    ),
+    "invalid-version-tls10.yml": (
+        "4: tls_server_config.min_version: TLS10 is not supported: OpenSSL 3 allows TLS 1.0 and"
+        " 1.1 only at security level 0, which Scout does not lower, so no client could connect"
+        " with it; use TLS12 or TLS13"
+    ),
+    "invalid-version-tls11.yml": (
+        "4: tls_server_config.max_version: TLS11 is not supported: OpenSSL 3 allows TLS 1.0 and"
+        " 1.1 only at security level 0, which Scout does not lower, so no client could connect"
+        " with it; use TLS12 or TLS13"
     ),
     "invalid-cipher-unknown.yml": (
         "4: tls_server_config.cipher_suites: unknown cipher suite "
@@ -212,6 +227,33 @@ def test_inline_cert_and_key_load(tmp_path, pki):
     assert WebSecurity(path).ssl_context() is not None
 
 
+def test_tls_versions_python_can_serve_are_the_ones_accepted():
+    # Guards the refusal above: were OpenSSL's default to allow TLS 1.1 again, the
+    # refusal would turn away configs that could work.
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    assert server.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert set(webconfig.TLS_VERSIONS) == {"TLS12", "TLS13"}
+
+
+@pytest.mark.parametrize(
+    ("text", "tls_on"),
+    [
+        ("tls_server_config: {}\n", False),  # exporter-toolkit: nothing set, plain HTTP
+        ("tls_server_config:\n", False),
+        (TLS + '  client_auth_type: ""\n', True),  # exporter-toolkit: NoClientCert
+    ],
+)
+def test_what_exporter_toolkit_reads_as_unset_is_unset(text, tls_on, tmp_path, pki):
+    security = WebSecurity(write(tmp_path, text))
+    context = security.ssl_context()
+    assert (context is not None) is tls_on
+    if context is not None:
+        assert context.verify_mode == ssl.CERT_NONE
+        tls = security.config.tls_server_config
+        assert tls is not None
+        assert tls.client_auth_type == "NoClientCert"
+
+
 def test_no_file_means_plain_http_and_no_auth():
     security = WebSecurity(None)
     assert security.ssl_context() is None
@@ -310,10 +352,62 @@ async def test_unknown_user_still_pays_for_a_bcrypt_check(client, bcrypt_calls):
     response = await client.get("/metrics", headers=basic("mallory", PASSWORD))
     assert response.status == 401
     assert len(bcrypt_calls) == 1
-    dummy = bcrypt_calls[0]
-    assert dummy != HASH.encode()
-    # The dummy has the real users' cost, so both take as long.
-    assert dummy.split(b"$")[2] == HASH.encode().split(b"$")[2]
+    decoy = bcrypt_calls[0]
+    assert decoy != HASH.encode()
+    # The decoy has the real user's cost, so both take as long.
+    assert cost(decoy) == cost(HASH)
+    assert not bcrypt.checkpw(PASSWORD.encode(), decoy)
+
+
+def cost(hashed: bytes | str) -> bytes:
+    return (hashed.encode() if isinstance(hashed, str) else hashed).split(b"$")[2]
+
+
+async def test_unknown_names_are_checked_at_the_users_own_costs(tmp_path, bcrypt_calls):
+    cheap = bcrypt.hashpw(b"bob's password", bcrypt.gensalt(rounds=5)).decode()
+    path = write(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\n  bob: '{cheap}'\n")
+    app = create_app(Settings(enabled_collectors=frozenset(), web_config_file=path))
+    names = [f"user{i}" for i in range(40)]
+    async with served(app) as port:
+        for name in names * 2:
+            await asyncio.to_thread(fetch_status, port, basic(name, PASSWORD))
+    assert len(bcrypt_calls) == 80
+    checked = dict(zip(names, bcrypt_calls, strict=False))
+    # Each name has one cost, the same on every try, as a real user has ...
+    assert [cost(h) for h in bcrypt_calls[40:]] == [cost(checked[n]) for n in names]
+    # ... and the names spread over both users' costs, as real names would:
+    # a cost seen tells nothing of whether a name exists.
+    assert {cost(h) for h in bcrypt_calls} == {b"04", b"05"}
+    assert not {HASH.encode(), cheap.encode()} & set(bcrypt_calls)
+    # A restart (the same file read again) keeps each name's cost.
+    again = WebSecurity(path)._active
+    assert all(cost(again.decoy_for(n)) == cost(checked[n]) for n in names)
+
+
+def fetch_status(port: int, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/-/healthy", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_only_a_passwords_first_72_bytes_count(tmp_path):
+    # As in Go's bcrypt (exporter-toolkit): bytes past the 72nd are never read.
+    password = "p" * 72 + "-the rest is ignored"
+    hashed = bcrypt.hashpw(password.encode()[:72], bcrypt.gensalt(rounds=4)).decode()
+    path = write(tmp_path, f"basic_auth_users:\n  alice: '{hashed}'\n")
+    app = create_app(Settings(enabled_collectors=frozenset(), web_config_file=path))
+    async with served(app) as port:
+        for sent, status in [
+            (password, 200),
+            ("p" * 72 + "-something else", 200),
+            ("p" * 72, 200),
+            ("p" * 71, 401),
+            ("q" + password[1:], 401),
+        ]:
+            assert await asyncio.to_thread(fetch_status, port, basic("alice", sent)) == status
 
 
 async def test_verified_credentials_are_cached_by_a_keyed_hash(client, bcrypt_calls):
@@ -397,24 +491,24 @@ async def test_failed_main_config_reload_keeps_the_old_web_config(aiohttp_client
     assert (await client.get("/", headers=basic("alice", PASSWORD))).status == 401
 
 
-async def test_reload_makes_the_dummy_hash_off_the_event_loop(client, web_file, monkeypatch):
-    threads: list[threading.Thread] = []
+async def test_reload_makes_the_decoys_cheaply_off_the_event_loop(client, web_file, monkeypatch):
+    calls: list[tuple[threading.Thread, bytes]] = []
     real = bcrypt.hashpw
 
     def recording(password: bytes, salt: bytes) -> bytes:
-        threads.append(threading.current_thread())
+        calls.append((threading.current_thread(), salt))
+        assert cost(salt) == b"04", "hashing at the users' cost could take days"
         return real(password, salt)
 
     monkeypatch.setattr(webconfig.bcrypt, "hashpw", recording)
-    # The same cost: the dummy hash made at start is reused.
+    # Cost 31 would take days to hash; the decoy is made at cost 4 and relabelled.
+    dearest = real(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode().replace("$04$", "$31$")
+    web_file.write_text(f"basic_auth_users:\n  alice: '{dearest}'\n")
     assert (await client.post("/-/reload", headers=basic("alice", PASSWORD))).status == 200
-    assert threads == []
-    dearer = real(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
-    web_file.write_text(f"basic_auth_users:\n  alice: '{dearer}'\n")
-    assert (await client.post("/-/reload", headers=basic("alice", PASSWORD))).status == 200
-    assert len(threads) == 1
-    assert threads[0] is not threading.main_thread()
-    assert client.app[WEB_SECURITY]._active.dummy_hash.split(b"$")[2] == b"05"
+    assert len(calls) == 1
+    assert calls[0][0] is not threading.main_thread()
+    assert cost(calls[0][1]) == b"04"
+    assert cost(client.app[WEB_SECURITY]._active.decoy_for("mallory")) == b"31"
 
 
 # --- TLS session resumption across a change of client CAs -------------------------------
@@ -488,6 +582,64 @@ async def test_tls12_session_from_before_a_client_ca_change_is_refused(mutual_tl
     # ... and resuming the session it was verified in gets no further.
     status, resumed, _ = await asyncio.to_thread(fetch_healthy, server.port, context, session)
     assert (status, resumed) == (403, True)
+
+
+async def test_plain_http_to_the_tls_port_gets_gos_400(tmp_path, pki):
+    security = WebSecurity(write(tmp_path, TLS))
+    app = create_app(Settings(enabled_collectors=frozenset()), security=security)
+    sockets = listening_sockets("127.0.0.1", 0, 16)
+    async with serving(app, sockets, ssl_context=security.ssl_context()):
+        port = sockets[0].getsockname()[1]
+        answer = await exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer == (
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+        )
+        # TLS clients on the same port are served as before.
+        context = ssl.create_default_context(cafile=pki.pair.cert)
+        status, _, _ = await asyncio.to_thread(fetch_healthy, port, context)
+        assert status == 200
+
+
+# --- client_allowed_sans ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("allowed", "status"),
+    [
+        ("2001:db8::1", 200),  # as exporter-toolkit compares it (Go's ip.String())
+        ("2001:DB8:0:0:0:0:0:1", 200),  # as Python's ssl spells it
+        ("2001:0db8:0::0001", 200),
+        ("10.0.0.1", 200),
+        ("::ffff:10.0.0.1", 200),  # Go prints an IPv4-mapped SAN as IPv4
+        ("spiffe://scout/prometheus", 200),
+        ("2001:db8::2", 403),
+        ("10.0.0.2", 403),
+        ("<unsupported>", 403),  # what ssl shows for an otherName SAN, which Go never compares
+    ],
+)
+async def test_client_allowed_sans_compare_addresses_as_addresses(
+    aiohttp_server, tmp_path, allowed, status
+):
+    ca = CertificateAuthority(tmp_path, "ca")
+    ca.server()
+    client = ca.issue(
+        "client",
+        server=False,
+        sans=[
+            x509.IPAddress(ipaddress.ip_address("2001:db8::1")),
+            x509.IPAddress(ipaddress.ip_address("::ffff:10.0.0.1")),
+            x509.UniformResourceIdentifier("spiffe://scout/prometheus"),
+            x509.OtherName(x509.ObjectIdentifier("1.2.3.4"), b"\x0c\x01x"),
+        ],
+    )
+    path = write(tmp_path, mutual_tls(ca, tmp_path) + f"  client_allowed_sans: ['{allowed}']\n")
+    security = WebSecurity(path)
+    app = create_app(Settings(enabled_collectors=frozenset()), security=security)
+    server = await aiohttp_server(app, ssl=security.ssl_context())
+    context = ssl.create_default_context(cafile=ca.pair.cert)
+    context.load_cert_chain(client.cert, client.key)
+    status_seen, _, _ = await asyncio.to_thread(fetch_healthy, server.port, context)
+    assert status_seen == status
 
 
 # --- POST /-/reload: --web.enable-lifecycle and browsers ----------------------------------
