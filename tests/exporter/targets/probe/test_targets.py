@@ -102,13 +102,15 @@ def test_bad_http_targets_are_refused(target, message):
 )
 async def test_probe_of_a_garbage_target_fails_without_raising(module, target, error):
     loop = asyncio.get_running_loop()
-    result = await run_probe(target, module, loop.time() + 5)
+    # A deadline far off, so a probe that tried the target anyway and waited for
+    # it is told from one refused at once (the ceiling: halfway, for slow machines).
+    result = await run_probe(target, module, loop.time() + 20)
     assert not result.success
     assert result.error is not None
     assert error in result.error
     values = values_of(result.families)
     assert values["scout_probe_success"] == 0
-    assert values["scout_probe_duration_seconds"] < 1
+    assert values["scout_probe_duration_seconds"] < 10
     assert "scout_probe_packets_sent" not in values
 
 
