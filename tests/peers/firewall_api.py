@@ -151,6 +151,8 @@ class FakeApi:
         self.started = time.monotonic()
         self.misbehaviours: dict[str, Misbehaviour] = {}
         self.requests: list[Seen] = []
+        # Paths whose streamed answer was written out in full: the client read it all.
+        self.streamed_in_full: list[str] = []
         self.refuse_everything = False
         self.port = 0
         self.app = web.Application()
@@ -205,6 +207,7 @@ class FakeApi:
                     sent += len(piece)
             except (ConnectionResetError, asyncio.CancelledError):
                 return response  # the client stopped reading, as it should
+            self.streamed_in_full.append(request.path)
             return response
         body = odd.body
         if body is None:

@@ -87,11 +87,12 @@ def start_fake(aiohttp_server) -> StartFake:
 
 @pytest.fixture
 def scout(aiohttp_client) -> Scout:
-    """The exporter app with the test auths and modules (plus ``extra`` YAML modules)."""
+    """The exporter app with the test auths and modules (plus ``extra`` YAML modules),
+    and ``offset`` seconds taken off each scrape timeout."""
 
-    async def make(extra: str = "") -> TestClient:
+    async def make(extra: str = "", offset: float = 0.5) -> TestClient:
         text = AUTHS + MODULES + extra
-        settings = Settings(enabled_collectors=frozenset())
+        settings = Settings(enabled_collectors=frozenset(), timeout_offset_seconds=offset)
         return await aiohttp_client(create_app(settings, parse_config(text, "firewall.yml")))
 
     return make
