@@ -279,7 +279,9 @@ async def test_the_kind_from_the_table_gets_the_handlers_parameters_and_self_met
     text = await response.text()
     assert response.status == 200
     assert value(text, "scout_recording_success") == 1
-    assert 0 <= value(text, "scout_recording_duration_seconds") < 1
+    # Seconds the near-instant scrape took: not a timestamp (no fixed ceiling a
+    # loaded machine's pause could pass).
+    assert 0 <= value(text, "scout_recording_duration_seconds") < 30
     missing = await client.get("/recording?target=x")
     assert missing.status == 400
     assert await missing.text() == "'module' parameter must be one of: plain\n"
