@@ -61,12 +61,14 @@ def test_every_fence_form_is_tolerated(opening: str) -> None:
 
 
 def test_blank_runs_in_a_fenced_answer_are_judged_at_once() -> None:
-    # Backtracking over these took 18 s with a regular expression, blocking the worker.
+    # Backtracking over these took 18 s with a regular expression, blocking the worker;
+    # judged at once takes well under a millisecond. The ceiling leaves a factor of
+    # more than three to the defect on a faster machine, and a loaded one its pauses.
     text = "```json" + " " * 20_000 + "x" + " \n" * 20_000 + "x"
     started = time.monotonic()
     with pytest.raises(InvalidAnswer, match="not valid JSON"):
         parse_answer(text, INCIDENT)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0
 
 
 def test_the_schema_names_every_field_and_forbids_others() -> None:
