@@ -354,7 +354,9 @@ async def test_terms_that_fail_at_once_back_off(
     location: Location, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lease_module, "RETRY_INTERVAL", 0.05)
-    monkeypatch.setattr(lease_module, "BACKOFF_MAX", 0.4, raising=False)
+    # A ceiling far above the first pause, so a backoff that began there is told
+    # from the right one by more than a loaded machine's lag.
+    monkeypatch.setattr(lease_module, "BACKOFF_MAX", 3.2)
     # Each pause is measured from the lease's release to its next acquire: the
     # time a loaded machine takes to reconnect and start a term is no pause.
     pauses: list[float] = []
@@ -389,9 +391,10 @@ async def test_terms_that_fail_at_once_back_off(
         leading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await leading
-    # Pauses of 0.05, 0.1, 0.2, then 0.4 s: not a term every 0.05 s.
-    assert pauses[0] < 0.3, pauses
-    for pause, least in zip(pauses, (0.05, 0.1, 0.2, 0.4, 0.4), strict=False):
+    # Pauses of 0.05, 0.1, 0.2, 0.4, then 0.8 s: not a term every 0.05 s, nor
+    # one pause of the 3.2 s ceiling from the start.
+    assert pauses[0] < 1.0, pauses
+    for pause, least in zip(pauses, (0.05, 0.1, 0.2, 0.4, 0.8), strict=False):
         assert pause >= least - 0.01, pauses  # less: the event loop's clock resolution
 
 
@@ -640,11 +643,18 @@ async def test_a_lease_check_that_gets_no_answer_is_a_lost_lease_at_once(
         monkeypatch.setattr(lease_module, "CHECK_TIMEOUT", 0.2)
         conn = lease._conn
         assert conn is not None
-        # The lock's session is busy for 3 s: no answer within the check's time.
-        busy = asyncio.ensure_future(conn.execute("SELECT pg_sleep(3)"))
+        # The lock's session is busy for 30 s: no answer within the check's 0.2 s.
+        # A check that waited for the answer would take 30 s, so its ceiling can sit
+        # far above a loaded machine's pauses.
+        busy = asyncio.ensure_future(conn.execute("SELECT pg_sleep(30)"))
         started = time.monotonic()
         assert not await lease.alive()
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 15
+        canceller = await location.connect()
+        try:
+            await canceller.execute("SELECT pg_cancel_backend(%s)", (lease._pid,))
+        finally:
+            await canceller.close()
         with contextlib.suppress(Exception):
             await busy
     finally:
