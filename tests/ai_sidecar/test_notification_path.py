@@ -349,7 +349,10 @@ def test_raw_alerts_reach_people_when_the_sidecar_dies_after_enriching(
         killed = time.monotonic()
         # Nobody re-posts the copy: it expires, and the raw alert gets through.
         message = slack.wait_for(lambda m: RAW_MARK in slack_text(m), timeout=30)
-        assert time.monotonic() - killed <= 4 + 2 + 5  # keep-alive, raw interval, slack
+        # Within the 4 s keep-alive and the 2 s raw interval; a copy kept alive for
+        # the config's unreplaced 20 s would let it through at 22 s. The ceiling sits
+        # between, leaving a loaded machine 8 s.
+        assert time.monotonic() - killed <= 4 + 2 + 8
         assert "LinkDown on rtr1" in slack_text(message)
         # The expired copy's group is resolved by Alertmanager, not by the sidecar:
         # no all-clear while the raw alert fires.
