@@ -217,7 +217,9 @@ async def test_slow_server_times_out(aiohttp_server):
     result = await run_probe(f"http://127.0.0.1:{server.port}/", module, started + 10)
     release.set()
     assert not result.success
-    assert loop.time() - started < 1.5
+    # Cut at the 0.3 s timeout, not at the 10 s deadline (the ceiling sits between,
+    # leaving a loaded machine its pauses).
+    assert loop.time() - started < 5
     assert result.error is not None
     assert result.error.endswith("no answer within 0.3s")
 
