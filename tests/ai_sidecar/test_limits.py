@@ -127,7 +127,7 @@ def test_a_webhook_body_trickled_by_an_authorised_client_is_cut_off(tmp_path):
             client.settimeout(0.2)
             started = time.monotonic()
             closed_after = None
-            while time.monotonic() - started < 10:
+            while time.monotonic() - started < 20:
                 try:
                     client.sendall(b" ")
                     if client.recv(1024) == b"":
@@ -138,8 +138,10 @@ def test_a_webhook_body_trickled_by_an_authorised_client_is_cut_off(tmp_path):
                 except OSError:
                     closed_after = time.monotonic() - started
                     break
+        # Cut after the 1 s asked for, not the default 30 s: the ceiling sits
+        # between, leaving a loaded machine its pauses.
         assert closed_after is not None
-        assert closed_after < 4
+        assert closed_after < 10
         assert _ready(port)
     finally:
         _stop(process)
