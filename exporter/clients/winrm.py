@@ -246,6 +246,11 @@ class Cutoff:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watched: set[socket.socket] = set()
+        # Connections closed while a request is out, still watched until it ends:
+        # http.client closes a connection whose answer says "Connection: close"
+        # (or is HTTP/1.0) as soon as its headers are in, and the body is then
+        # read from the same socket, which the cut must still reach.
+        self._retiring: list[socket.socket] = []
 
     def watch(self, sock: socket.socket) -> socket.socket:
         """Watch the connection on ``sock``; the handle returned goes to ``forget``."""
@@ -255,14 +260,28 @@ class Cutoff:
         return handle
 
     def forget(self, handle: socket.socket) -> None:
+        """Stop watching a connection its owner closed: at once, or when the
+        request being sent within :meth:`until` ends (its answer may still be
+        read from the socket)."""
+        if _SENDING_WITHIN.get() is self:
+            with self._lock:
+                self._retiring.append(handle)
+            return
         with self._lock:
             self._watched.discard(handle)
         handle.close()
 
+    def _retire(self) -> None:
+        with self._lock:
+            retiring, self._retiring = self._retiring, []
+            self._watched.difference_update(retiring)
+        for handle in retiring:
+            handle.close()
+
     def close(self) -> None:
         """Let go of what is still watched (connections the session did not close)."""
         with self._lock:
-            handles, self._watched = list(self._watched), set()
+            handles, self._watched, self._retiring = list(self._watched), set(), []
         for handle in handles:
             handle.close()
 
@@ -293,6 +312,7 @@ class Cutoff:
         finally:
             timer.cancel()
             _SENDING_WITHIN.reset(token)
+            self._retire()
 
 
 class PypsrpShell:

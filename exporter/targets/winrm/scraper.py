@@ -82,6 +82,8 @@ CLOSE_WAIT_SECONDS = 2 * CLEANUP_SECONDS + 1
 # long-lived shell, so a shell kept forever fails a scrape with a quota fault
 # about once a day (one command a minute). Replacing it first costs one Create.
 MAX_COMMANDS_PER_SHELL = 500
+# A scrape still waiting for a thread when a reload or a stop closed the pool.
+RELOADED_BEFORE_START = "timeout: the config was reloaded before the scrape started"
 HTTP_PORT, HTTPS_PORT = 5985, 5986
 POWERSHELL = "powershell.exe"
 
@@ -302,9 +304,7 @@ class WinrmScraper:
             )
         except RuntimeError:  # closed by a reload while this scrape waited for its turn
             passed_on()
-            return HostOutcome(
-                [], "timeout: the config was reloaded before the scrape started", "timeout"
-            )
+            return HostOutcome([], RELOADED_BEFORE_START, "timeout")
         self._in_flight.add(future)
         future.add_done_callback(thread_done)
         done = asyncio.wrap_future(future)
@@ -316,6 +316,8 @@ class WinrmScraper:
         if reported.done():
             done.add_done_callback(_log_failure)  # the outcome is the one reported
             return reported.result()
+        if done.cancelled():  # still queued when a reload or a stop closed the pool
+            return HostOutcome([], RELOADED_BEFORE_START, "timeout")
         return done.result()
 
     def _leave(self, key: HostKey, turn: HostTurn) -> None:

@@ -13,12 +13,14 @@ import signal
 import urllib.request
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
 from exporter.clients import winrm as winrm_client
 from exporter.config import WinrmAuth
 from exporter.targets.kind import ScrapeJob
+from exporter.targets.winrm import scraper as winrm_scraper
 from exporter.targets.winrm.modules import WinrmModule
 from exporter.targets.winrm.scraper import WinrmScraper, WinrmTarget
 from tests.conftest import http_post
@@ -49,19 +51,26 @@ def job(
     return ScrapeJob(target, (("fileserver", WinrmModule()),), "windows", auth, deadline)
 
 
-async def test_a_trickling_host_holds_its_thread_no_longer_than_its_deadline(wsman, named_wsman):
+@pytest.mark.parametrize("closing", [False, True], ids=["keep-alive", "connection-close"])
+async def test_a_trickling_host_holds_its_thread_no_longer_than_its_deadline(
+    wsman, named_wsman, closing
+):
     # Headers at once, then a byte every tenth of a second: each socket read
     # ends well within the HTTP read timeout, so only a cut of the whole
     # request ends it. With one worker thread, a scrape that outlived its
     # deadline would leave the healthy host (and the next scrape of this one)
     # nothing to run on: every Windows scrape would fail, as with 32 such hosts.
+    # With "Connection: close", http.client closes the connection once the
+    # headers are in and reads the body after: the cut must still reach it.
     wsman.server.receive_trickle = True
+    wsman.server.receive_closing = closing
     scraper = WinrmScraper(max_concurrent=1)
     await scraper.start()
     try:
         async with asyncio.timeout(HANG_GUARD_SECONDS):
-            first = await scraper.scrape(job(wsman, 2, wsman.ca_file), [])
-            again = await scraper.scrape(job(wsman, 2, wsman.ca_file), [])
+            # 4 s: the second scrape's deadline also covers the first's clean-up.
+            first = await scraper.scrape(job(wsman, 4, wsman.ca_file), [])
+            again = await scraper.scrape(job(wsman, 4, wsman.ca_file), [])
             healthy = await scraper.scrape(job(named_wsman, 30, named_wsman.ca_file), [])
     finally:
         await scraper.close()
@@ -175,3 +184,29 @@ def _read(request: urllib.request.Request) -> None:
             response.read()
     except OSError:  # the exporter stopped under it
         pass
+
+
+async def test_a_scrape_still_queued_for_a_thread_when_the_pool_closes_is_answered(
+    wsman, named_wsman
+):
+    # One thread, held by a trickling host; the healthy host's scrape waits
+    # for it. A reload or a stop closes the pool: the waiting scrape never
+    # starts, and says so, rather than dropping its HTTP request unanswered.
+    wsman.server.receive_trickle = True
+    scraper = WinrmScraper(max_concurrent=1)
+    await scraper.start()
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        busy = asyncio.ensure_future(scraper.scrape(job(wsman, 6, wsman.ca_file), []))
+        await wsman.server.hostile_answer_started.wait()
+        queued = asyncio.ensure_future(
+            scraper.scrape(job(named_wsman, 30, named_wsman.ca_file), [])
+        )
+        for _ in range(3000):  # until it is submitted behind the busy one
+            if len(scraper._in_flight) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(scraper._in_flight) == 2
+        await scraper.close()
+        assert await queued == (False, winrm_scraper.RELOADED_BEFORE_START)
+        assert await busy == (False, "timeout: the host did not answer by the deadline")
+    assert "Receive" not in named_wsman.server.actions()

@@ -103,6 +103,9 @@ class WsmanServer:
         self.chunks = chunks
         self.receive_delay = 0.0
         self.receive_trickle = False
+        # The hostile answers say "Connection: close": http.client lets go of
+        # the connection once their headers are in and reads the body after.
+        self.receive_closing = False
         self.receive_size = 0
         self.fault_reason: str | None = None
         # Bytes of the hostile answers above written before the client went away.
@@ -276,6 +279,8 @@ class WsmanServer:
                 "Content-Length": str(size),
             }
         )
+        if self.receive_closing:
+            answer.force_close()
         await answer.prepare(request)
         self.hostile_answer_started.set()
         step = 1 if self.receive_trickle else 1024 * 1024
