@@ -393,8 +393,10 @@ class Worker:
         # Counted before any await: an analysis may finish while the batch is
         # being saved, and a reader of /metrics must not see it ahead of the
         # incident it belongs to. A failed save replays the batch as duplicates,
-        # so each incident is still counted once.
+        # so each incident is still counted once. The open count with it: a
+        # reader that sees the new incident counted sees it open too.
         self._metrics.incidents_created.inc(created)
+        self._metrics.incidents_open.set(len(self._correlator.open_incidents()))
         updated = []
         for position, incident in enumerate(changed.values(), start=1):
             if position % YIELD_EVERY_INCIDENTS == 0:
@@ -413,7 +415,6 @@ class Worker:
         # alerts are already members, so they only count as duplicates.
         await self._save(updated)
         await self._db.save_progress(batch[-1].seq, [])
-        self._metrics.incidents_open.set(len(self._correlator.open_incidents()))
         # Alert time decides what can no longer flap, as in a live run; never
         # ahead of the wall clock, so one alert stamped in the future cannot
         # make the worker forget everything.
