@@ -27,7 +27,7 @@ import pytest
 from ai_sidecar.config import CorrelationConfig
 from ai_sidecar.correlate import CoFiring, TopologySnapshot, learn_with
 from ai_sidecar.correlation import Change, Correlator
-from ai_sidecar.models import Incident
+from ai_sidecar.models import Incident, Member
 from benchmarks.storm_replay import topology_correlator
 from benchmarks.storms.alertmanager import at_time
 from benchmarks.storms.scenarios import SCENARIOS, Storm, generate
@@ -40,36 +40,68 @@ HISTORY = 1
 CASES = [(name, graph) for name in SCENARIOS for graph in ("graph", "no graph")]
 
 
-def _incident_doc(incident: Incident) -> list[object]:
-    facts = incident.root_cause_facts
-    return [
-        incident.id,
-        incident.version,
-        incident.status,
-        str(incident.created_at),
-        str(incident.updated_at),
-        str(incident.resolved_at),
-        sorted(incident.group.items()),
-        [
-            [fp, m.status, str(m.starts_at), str(m.ends_at), m.flap_count, m.duplicates]
-            for fp, m in incident.members.items()
-        ],
-        incident.root_cause,
-        list(incident.root_cause_reasons),
-        None
-        if facts is None
-        else [facts.rule, facts.layer, facts.dependents, facts.element, facts.explains],
-    ]
+def _json_list(items: list[str]) -> str:
+    """The JSON list of already encoded items, as ``json.dumps`` writes a list."""
+    return "[" + ", ".join(items) + "]"
 
 
-def _change_doc(change: Change | None) -> object:
-    if change is None:
-        return None
-    return [
-        change.kind,
-        _incident_doc(change.incident),
-        [_incident_doc(gone) for gone in change.absorbed],
-    ]
+class _Encoder:
+    """The JSON of every change, byte for byte ``json.dumps`` of the documents the
+    digests were frozen on, with each member's row encoded once.
+
+    A change carries its incident's every member, so encoding them all again at
+    each change grew with the square of an incident's size: a site's power cut
+    took a minute of one test worker, nearly all of it here. Members are
+    immutable and the log keeps each one alive while its incident is, so a row
+    is cached by the member object itself.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, tuple[Member, str]] = {}
+
+    def _member(self, fingerprint: str, m: Member) -> str:
+        cached = self._rows.get(id(m))
+        if cached is not None and cached[0] is m:
+            return cached[1]
+        row = json.dumps(
+            [fingerprint, m.status, str(m.starts_at), str(m.ends_at), m.flap_count, m.duplicates]
+        )
+        self._rows[id(m)] = (m, row)
+        return row
+
+    def incident(self, incident: Incident) -> str:
+        facts = incident.root_cause_facts
+        fields: list[object] = [
+            incident.id,
+            incident.version,
+            incident.status,
+            str(incident.created_at),
+            str(incident.updated_at),
+            str(incident.resolved_at),
+            sorted(incident.group.items()),
+        ]
+        members = _json_list([self._member(fp, m) for fp, m in incident.members.items()])
+        after: list[object] = [
+            incident.root_cause,
+            list(incident.root_cause_reasons),
+            None
+            if facts is None
+            else [facts.rule, facts.layer, facts.dependents, facts.element, facts.explains],
+        ]
+        return _json_list(
+            [*(json.dumps(f) for f in fields), members, *(json.dumps(f) for f in after)]
+        )
+
+    def change(self, change: Change | None) -> str:
+        if change is None:
+            return json.dumps(None)
+        return _json_list(
+            [
+                json.dumps(change.kind),
+                self.incident(change.incident),
+                _json_list([self.incident(gone) for gone in change.absorbed]),
+            ]
+        )
 
 
 def _learned(name: str, config: CorrelationConfig) -> CoFiring:
@@ -90,6 +122,7 @@ def fold(name: str, graph: str) -> dict[str, object]:
         snapshot = topology_correlator(config, storm.estate.observed()).topology
         cofiring = _learned(name, config)
     correlator = Correlator(config, snapshot, cofiring)
+    encoder = _Encoder()
     digest = hashlib.sha256()
     changes = 0
     latest = None
@@ -97,15 +130,15 @@ def fold(name: str, graph: str) -> dict[str, object]:
         now = at_time(delivery.at)
         for alert in delivery.alerts:
             change = correlator.apply(alert, now)
-            digest.update(json.dumps(_change_doc(change)).encode() + b"\n")
+            digest.update(encoder.change(change).encode() + b"\n")
             changes += 1
             moment = alert.ends_at or alert.starts_at
             latest = moment if latest is None else max(latest, moment)
         if latest is not None:
             latest = min(latest, now)
             correlator.forget_resolved_before(latest - config.flap_window)
-    still_open = [_incident_doc(i) for i in correlator.open_incidents()]
-    digest.update(json.dumps(still_open).encode())
+    still_open = [encoder.incident(i) for i in correlator.open_incidents()]
+    digest.update(_json_list(still_open).encode())
     return {"changes": changes, "open": len(still_open), "digest": digest.hexdigest()}
 
 
