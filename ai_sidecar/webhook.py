@@ -435,6 +435,29 @@ def parse_payload(body: bytes, now: datetime | None = None) -> WebhookPayload:
     )
 
 
+def refusal(alert: Alert, now: datetime) -> str | None:
+    """Why this webhook would refuse ``alert`` in a delivery at ``now``; None if it would not.
+
+    For alerts that come in by another road (read back from Alertmanager's API
+    by reconciliation), so that no road lets in what the webhook keeps out.
+    """
+    delivered = {
+        "status": alert.status,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "startsAt": format_time(alert.starts_at),
+        "endsAt": format_time(alert.ends_at or GO_ZERO_TIME),
+        "generatorURL": alert.generator_url,
+        "fingerprint": alert.fingerprint,
+    }
+    body = json.dumps({"version": SUPPORTED_VERSION, "alerts": [delivered]}).encode()
+    try:
+        parse_payload(body, now)
+    except BadRequestError as exc:
+        return str(exc)
+    return None
+
+
 ALERTS_NOT_STORED = "alerts not stored, retry later: the store cannot write now"
 # Where Alertmanager posts (the receiver in alertmanager.yml).
 WEBHOOK_PATH = "/api/v1/alertmanager"
