@@ -8,10 +8,12 @@ alone. Beyond the shape it refuses what no Alertmanager sends and what would
 do harm once stored: a label name that is empty or holds a control or
 formatting character, and a fingerprint that holds one; a ``startsAt`` more
 than :data:`MAX_START_AHEAD` in the future (its enriched copy would never
-expire and keep muting the raw alert);
+expire and keep muting the raw alert), or before :data:`EARLIEST_START`
+(Go's zero time among them: no start at all);
 an ``endsAt`` before ``startsAt`` (Go's zero time means no end); a
-``truncatedAlerts`` outside 0 to :data:`MAX_TRUNCATED_ALERTS`; and two alerts
-with one fingerprint but different labels (one fingerprint is one label set).
+``truncatedAlerts`` outside 0 to :data:`MAX_TRUNCATED_ALERTS`; two alerts
+with one fingerprint but different labels (one fingerprint is one label set);
+and an alert larger than real rules make (see :data:`MAX_LABELS`).
 
 :func:`receive` is the handler. It checks the token, the size and the media
 type, parses (a large body in a worker thread, so the event loop keeps serving
@@ -36,7 +38,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from ai_sidecar.auth import require_token
@@ -56,6 +65,36 @@ log = logging.getLogger(__name__)
 SUPPORTED_VERSION = "4"
 # Go's zero time.Time: Alertmanager's endsAt for an alert with no known end.
 GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+# The earliest startsAt taken: the Unix epoch. Alertmanager never sends the
+# zero time as a start (its API gives an alert without one the time it arrived,
+# and its validation calls a zero start "start time missing"), but it takes any
+# other start, however old: 0.25 accepts 1900-01-01 or 0001-01-01T00:00:01Z on
+# its API, which has no authentication by default, and delivers them to this
+# webhook. Prometheus stamps alerts with its clock in milliseconds since the
+# epoch, so no real alert starts before it. Incidents are correlated on the
+# alerts' own startsAt, and a start near year 1 leaves no room for the windows'
+# arithmetic: a start minus a window overflows, and the worker would fail on
+# every batch that holds the alert, for good.
+EARLIEST_START = datetime(1970, 1, 1, tzinfo=UTC)
+# Most labels and annotations one alert may carry. Prometheus and Alertmanager
+# set no limit (Alertmanager 0.25 takes an alert of 100,000 labels, 1.6 MB, and
+# delivers it here); a real alert has its series' labels plus its rule's and
+# the external ones, a few dozen at most. Every label travels with the alert's
+# enriched copy, which is posted again to every peer each repost interval while
+# it fires and rendered and hashed again whenever its incident changes (0.8 s
+# for that one alert): without a cap, one request costs that again and again.
+MAX_LABELS = 256
+MAX_ANNOTATIONS = 256
+# Longest label or annotation name: Kubernetes label keys copied into labels
+# (label_ plus a 253-character prefix and a 63-character name) reach about 320.
+MAX_NAME_CHARS = 1024
+# Longest label value and annotation value. Label values identify the alert
+# and go back to Alertmanager unchanged: probe URLs or ifAlias texts are far
+# shorter. Annotations carry descriptions and runbook text, so more room.
+MAX_LABEL_VALUE_CHARS = 16 * 1024
+MAX_ANNOTATION_VALUE_CHARS = 64 * 1024
+# Alertmanager's fingerprints are 16 hex digits; the store indexes them.
+MAX_FINGERPRINT_CHARS = 128
 # A 400 lists at most this many problems; a payload broken everywhere would
 # otherwise answer with a message as large as itself.
 MAX_PROBLEMS = 5
@@ -163,6 +202,15 @@ def _parse_time(value: object) -> datetime:
         raise _time_error(f"not a valid time ({exc})", value) from None
 
 
+def _parse_start(value: object) -> datetime:
+    parsed = _parse_time(value)
+    if parsed == GO_ZERO_TIME:  # what Go writes for a time never set
+        raise _time_error("Go's zero time (unset); an alert must say when it started", str(value))
+    if parsed < EARLIEST_START:
+        raise _time_error(f"before the Unix epoch ({format_time(EARLIEST_START)})", str(value))
+    return parsed
+
+
 def _parse_end(value: object) -> datetime | None:
     if value is None:
         return None
@@ -183,8 +231,17 @@ def _check_version(value: object) -> str:
     return SUPPORTED_VERSION
 
 
-Time = Annotated[datetime, PlainValidator(_parse_time)]
+StartTime = Annotated[datetime, PlainValidator(_parse_start)]
 EndTime = Annotated[datetime | None, PlainValidator(_parse_end)]
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
+Labels = Annotated[
+    dict[Name, Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS)]],
+    Field(min_length=1, max_length=MAX_LABELS),
+]
+Annotations = Annotated[
+    dict[Name, Annotated[str, StringConstraints(max_length=MAX_ANNOTATION_VALUE_CHARS)]],
+    Field(max_length=MAX_ANNOTATIONS),
+]
 
 
 class _AlertIn(BaseModel):
@@ -192,12 +249,12 @@ class _AlertIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: Literal["firing", "resolved"]
-    labels: Annotated[dict[str, str], Field(min_length=1)]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: Time
+    labels: Labels
+    annotations: Annotations = Field(default_factory=dict)
+    startsAt: StartTime
     endsAt: EndTime = None
     generatorURL: str = ""
-    fingerprint: Annotated[str, Field(min_length=1)]
+    fingerprint: Annotated[str, Field(min_length=1, max_length=MAX_FINGERPRINT_CHARS)]
 
 
 class _PayloadIn(BaseModel):
@@ -216,12 +273,13 @@ class _PayloadIn(BaseModel):
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
-    """``alerts[3].labels.team``; keys that are not identifiers in brackets: ``labels["a.b"]``."""
+    """``alerts[3].labels.team``; keys that are not identifiers in brackets: ``labels["a.b"]``,
+    as are long ones, cut like any echoed value."""
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif _IDENTIFIER.fullmatch(item):
+        elif len(item) <= MAX_ECHO and _IDENTIFIER.fullmatch(item):
             parts.append(f".{item}" if parts else item)
         else:
             parts.append(f"[{_echo(item)}]")
@@ -250,11 +308,18 @@ def _problem(error: ErrorDetails) -> str:
         what = f"must be at most {ctx['le']}, got {_echo(value)}"
     elif kind in ("too_short", "string_too_short"):
         what = "must not be empty"
+    elif kind == "too_long":  # pydantic stops counting at the limit
+        what = f"must have at most {ctx['max_length']} entries"
+    elif kind == "string_too_long" and isinstance(value, str):
+        what = f"must be at most {ctx['max_length']} characters, got {len(value)}"
     elif kind == "literal_error":
         what = f'must be "firing" or "resolved", got {_echo(value)}'
     else:  # anything pydantic adds later still gets a readable message
         what = error["msg"]
-    path = _path(error["loc"])
+    loc = error["loc"]
+    if loc and loc[-1] == "[key]":  # a problem of a name, not of its value
+        loc, what = loc[:-1], f"name {what}"
+    path = _path(loc)
     if not path:  # the body itself is not an object
         return f"request body must be a JSON object, got {_json_type(value)}"
     return f"{path}: {what}"
@@ -368,6 +433,29 @@ def parse_payload(body: bytes, now: datetime | None = None) -> WebhookPayload:
             for a in model.alerts
         ),
     )
+
+
+def refusal(alert: Alert, now: datetime) -> str | None:
+    """Why this webhook would refuse ``alert`` in a delivery at ``now``; None if it would not.
+
+    For alerts that come in by another road (read back from Alertmanager's API
+    by reconciliation), so that no road lets in what the webhook keeps out.
+    """
+    delivered = {
+        "status": alert.status,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "startsAt": format_time(alert.starts_at),
+        "endsAt": format_time(alert.ends_at or GO_ZERO_TIME),
+        "generatorURL": alert.generator_url,
+        "fingerprint": alert.fingerprint,
+    }
+    body = json.dumps({"version": SUPPORTED_VERSION, "alerts": [delivered]}).encode()
+    try:
+        parse_payload(body, now)
+    except BadRequestError as exc:
+        return str(exc)
+    return None
 
 
 ALERTS_NOT_STORED = "alerts not stored, retry later: the store cannot write now"

@@ -62,6 +62,9 @@ reach the correlator. (A fingerprint whose rows retention pruned is unknown
 again: its re-fire waits for the repeat, or reaches people raw.) The API
 gives ``startsAt`` to the millisecond and the webhook to the microsecond, so
 episodes are compared to the millisecond.
+
+Nothing is taken in by this road that the webhook would refuse
+(:func:`ai_sidecar.webhook.refusal`): Alertmanager's API takes such alerts.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from typing import Any, Protocol
 
 from ai_sidecar.models import Alert, episode_start, parse_time
 from ai_sidecar.store import Store
+from ai_sidecar.webhook import refusal
 
 log = logging.getLogger("ai_sidecar.intake.reconcile")
 
@@ -163,6 +167,9 @@ class Reconciler:
         # Member fingerprint -> the last reconciliation that saw it listed:
         # the stamp of its resolution once it is gone (see the module docstring).
         self._seen_at: dict[str, datetime] = {}
+        # Withheld episodes left out because the webhook would refuse them,
+        # logged once each while a peer lists them.
+        self._refused: set[Episode] = set()
 
     @property
     def next_at(self) -> datetime | None:
@@ -183,7 +190,7 @@ class Reconciler:
         await self._reconcile(firing, now)
 
     async def _catch_up(
-        self, answered: Sequence[list[dict[str, Any]]], firing: Mapping[str, str]
+        self, answered: Sequence[list[dict[str, Any]]], firing: Mapping[str, str], now: datetime
     ) -> None:
         """Hand on listed raw alerts the webhook withholds (see the module docstring)."""
         ours = await self._store.firing_copies()
@@ -208,6 +215,7 @@ class Reconciler:
                     muted.add(alert.fingerprint)
                 elif status.get("state") == "active":
                     active.add(episode)
+        self._refused.intersection_update(listed)
         if not listed:
             return
         stored = {
@@ -223,6 +231,7 @@ class Reconciler:
             if episode not in stored
             and (alert.fingerprint in muted or (alert.fingerprint in known and episode in active))
         ]
+        withheld = self._admissible(withheld, now)
         if not withheld or not self._permitted():
             return
         log.info(
@@ -236,6 +245,29 @@ class Reconciler:
         except Exception:  # pipeline boundary: the next round tries again
             log.exception("handing withheld raw alerts to the pipeline failed")
 
+    def _admissible(self, withheld: list[Alert], now: datetime) -> list[Alert]:
+        """``withheld`` without what the webhook would refuse.
+
+        Alertmanager's API has no authentication by default and takes alerts the
+        webhook refuses (a ``startsAt`` in year 1, a hundred thousand labels);
+        it even moves an alert's ``startsAt`` to the earliest one posted with
+        its labels. Read back here, such an alert must not reach the pipeline.
+        """
+        admissible = []
+        for alert in withheld:
+            problem = refusal(alert, now)
+            if problem is None:
+                admissible.append(alert)
+                continue
+            episode = _episode(alert.fingerprint, alert.starts_at)
+            if episode not in self._refused:
+                self._refused.add(episode)
+                log.warning(
+                    "raw alert Alertmanager lists that the webhook would refuse; not taken in",
+                    extra={"fingerprint": alert.fingerprint, "reason": problem[:300]},
+                )
+        return admissible
+
     async def _reconcile(self, firing: Mapping[str, str], now: datetime) -> None:
         answers = await asyncio.gather(*(self._source.raw_alerts(peer) for peer in self._peers))
         answered = [answer for answer in answers if answer is not None]
@@ -244,7 +276,7 @@ class Reconciler:
         if not self._permitted():
             return  # the lead lapsed while the peers answered
         present = {a["fingerprint"] for answer in answered for a in answer}
-        await self._catch_up(answered, firing)
+        await self._catch_up(answered, firing, now)
         for member in list(self._missing_since):
             if member in present or member not in firing:
                 del self._missing_since[member]

@@ -28,6 +28,9 @@ from ai_sidecar.errors import BadRequestError
 from ai_sidecar.models import Alert
 from ai_sidecar.store import SqliteStore, Store
 from ai_sidecar.webhook import (
+    EARLIEST_START,
+    MAX_ANNOTATIONS,
+    MAX_LABELS,
     MAX_START_AHEAD,
     MAX_TRUNCATED_ALERTS,
     WebhookPayload,
@@ -92,9 +95,9 @@ def valid_label_name(name: str) -> bool:
     return bool(name) and not any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name)
 
 
-# What the parser accepts: started no later than now, ended no earlier than it started.
+# What the parser accepts: started between the epoch and now, ended no earlier than it started.
 past_times = st.datetimes(
-    min_value=datetime(1, 1, 2),
+    min_value=datetime(1970, 1, 1),
     max_value=datetime(2026, 1, 1),
     timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
 )
@@ -190,7 +193,9 @@ def parse_or_refuse(body: bytes) -> WebhookPayload | None:
     for alert in payload.alerts:
         assert all(valid_label_name(name) for name in alert.labels)
         assert valid_label_name(alert.fingerprint)
-        assert alert.starts_at <= latest_start
+        assert EARLIEST_START <= alert.starts_at <= latest_start
+        assert len(alert.labels) <= MAX_LABELS
+        assert len(alert.annotations) <= MAX_ANNOTATIONS
         assert alert.ends_at is None or alert.ends_at >= alert.starts_at
         assert seen.setdefault(alert.fingerprint, alert.labels) == alert.labels
     return payload

@@ -22,7 +22,7 @@ from ai_sidecar.models import ENRICHED_LABEL
 from ai_sidecar.request_errors import request_errors
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import SqliteStore, Store
-from ai_sidecar.webhook import receive
+from ai_sidecar.webhook import MAX_LABELS, receive
 from scripts.localstack import Service, alertmanager_service, free_port
 from tests.ai_sidecar.builders import alert, payload
 
@@ -174,6 +174,13 @@ async def test_authentication_can_be_switched_off(aiohttp_client: Any, store: St
     assert await store.alert_count() == 1
 
 
+def second_alert_changed(**fields: Any) -> bytes:
+    """A delivery of two alerts whose second has ``fields``: one bad alert refuses all."""
+    data = payload(alert("A"), alert("B"))
+    data["alerts"][1].update(fields)
+    return json.dumps(data).encode()
+
+
 REFUSED: list[tuple[str, dict[str, str], bytes, int, str, str]] = [
     (
         "no-token",
@@ -230,6 +237,23 @@ REFUSED: list[tuple[str, dict[str, str], bytes, int, str, str]] = [
         json.dumps({"version": "4", "alerts": [{"status": "firing"}]}).encode(),
         400,
         "alerts[0].labels: required; alerts[0].startsAt: required; alerts[0].fingerprint: required",
+        "invalid",
+    ),
+    (
+        "starts-at-go-zero-time",
+        {**AUTH, "Content-Type": "application/json"},
+        second_alert_changed(startsAt="0001-01-01T00:00:00Z"),
+        400,
+        "alerts[1].startsAt: Go's zero time (unset); an alert must say when it started: "
+        '"0001-01-01T00:00:00Z"',
+        "invalid",
+    ),
+    (
+        "labels-too-many",
+        {**AUTH, "Content-Type": "application/json"},
+        second_alert_changed(labels={f"label_{i}": "x" for i in range(MAX_LABELS + 1)}),
+        400,
+        f"alerts[1].labels: must have at most {MAX_LABELS} entries",
         "invalid",
     ),
     (

@@ -18,6 +18,13 @@ import pytest
 from ai_sidecar.errors import BadRequestError
 from ai_sidecar.models import Alert, format_time
 from ai_sidecar.webhook import (
+    EARLIEST_START,
+    MAX_ANNOTATION_VALUE_CHARS,
+    MAX_ANNOTATIONS,
+    MAX_FINGERPRINT_CHARS,
+    MAX_LABEL_VALUE_CHARS,
+    MAX_LABELS,
+    MAX_NAME_CHARS,
     MAX_START_AHEAD,
     MAX_TRUNCATED_ALERTS,
     WebhookPayload,
@@ -204,6 +211,12 @@ BAD_PAYLOADS: list[tuple[str, Mutation, str]] = [
         'alerts[0].labels["a.b c"]: must be a string, got null',
     ),
     (
+        # A name as long as a body: the message echoes it cut, like any value.
+        "long-label-name-is-cut",
+        set_in("alerts", 0, "labels", "n" * 100, value=42),
+        f'alerts[0].labels["{"n" * 64}"...]: must be a string, got number',
+    ),
+    (
         "annotations-string",
         set_in("alerts", 0, "annotations", value="down"),
         "alerts[0].annotations: must be an object, got string",
@@ -239,6 +252,60 @@ BAD_PAYLOADS: list[tuple[str, Mutation, str]] = [
         set_in("alerts", 0, "startsAt", value="0001-01-01T00:00:00+01:00"),
         "alerts[0].startsAt: not a valid time (date value out of range): "
         '"0001-01-01T00:00:00+01:00"',
+    ),
+    (
+        # What Go writes for a time never set: Alertmanager always sets a start.
+        "starts-go-zero-time",
+        set_in("alerts", 0, "startsAt", value="0001-01-01T00:00:00Z"),
+        "alerts[0].startsAt: Go's zero time (unset); an alert must say when it started: "
+        '"0001-01-01T00:00:00Z"',
+    ),
+    (
+        # Alertmanager 0.25 takes this start on its API and delivers it.
+        "starts-a-second-after-go-zero-time",
+        set_in("alerts", 0, "startsAt", value="0001-01-01T00:00:01Z"),
+        'alerts[0].startsAt: before the Unix epoch (1970-01-01T00:00:00Z): "0001-01-01T00:00:01Z"',
+    ),
+    (
+        "starts-before-the-epoch",
+        set_in("alerts", 1, "startsAt", value="1970-01-01T00:59:59.999+01:00"),
+        "alerts[1].startsAt: before the Unix epoch (1970-01-01T00:00:00Z): "
+        '"1970-01-01T00:59:59.999+01:00"',
+    ),
+    (
+        "labels-too-many",
+        set_in("alerts", 0, "labels", value={f"l{i}": "x" for i in range(MAX_LABELS + 1)}),
+        "alerts[0].labels: must have at most 256 entries",
+    ),
+    (
+        "annotations-too-many",
+        set_in("alerts", 1, "annotations", value={f"a{i}": "" for i in range(MAX_ANNOTATIONS + 1)}),
+        "alerts[1].annotations: must have at most 256 entries",
+    ),
+    (
+        "label-name-too-long",
+        set_in("alerts", 0, "labels", "n" * (MAX_NAME_CHARS + 1), value="x"),
+        f'alerts[0].labels["{"n" * 64}"...]: name must be at most 1024 characters, got 1025',
+    ),
+    (
+        "annotation-name-too-long",
+        set_in("alerts", 0, "annotations", "n" * (MAX_NAME_CHARS + 1), value="x"),
+        f'alerts[0].annotations["{"n" * 64}"...]: name must be at most 1024 characters, got 1025',
+    ),
+    (
+        "label-value-too-long",
+        set_in("alerts", 0, "labels", "ifName", value="v" * (MAX_LABEL_VALUE_CHARS + 1)),
+        "alerts[0].labels.ifName: must be at most 16384 characters, got 16385",
+    ),
+    (
+        "annotation-value-too-long",
+        set_in("alerts", 1, "annotations", "summary", value="v" * (MAX_ANNOTATION_VALUE_CHARS + 1)),
+        "alerts[1].annotations.summary: must be at most 65536 characters, got 65537",
+    ),
+    (
+        "fingerprint-too-long",
+        set_in("alerts", 1, "fingerprint", value="f" * (MAX_FINGERPRINT_CHARS + 1)),
+        "alerts[1].fingerprint: must be at most 128 characters, got 129",
     ),
     (
         "starts-offset-minutes",
@@ -423,6 +490,30 @@ def test_what_real_alertmanagers_send_is_still_accepted() -> None:
         "32a57348a5d263f5",
     ]
     assert payload.truncated_alerts == MAX_TRUNCATED_ALERTS
+
+
+def test_alerts_at_every_limit_are_accepted_whole() -> None:
+    data = recorded()
+    first, second = data["alerts"]
+    # The earliest start taken, with Go's zero time as endsAt ("no end"), as
+    # Alertmanager sends a firing alert.
+    first["startsAt"] = "1970-01-01T00:00:00Z"
+    first["endsAt"] = "0001-01-01T00:00:00Z"
+    labels = {f"{i:0{MAX_NAME_CHARS}d}": "v" * MAX_LABEL_VALUE_CHARS for i in range(MAX_LABELS - 1)}
+    first["labels"] = {"alertname": "Wide", **labels}
+    annotations = {
+        f"{i:0{MAX_NAME_CHARS}d}": "a" * MAX_ANNOTATION_VALUE_CHARS for i in range(MAX_ANNOTATIONS)
+    }
+    second["annotations"] = annotations
+    second["fingerprint"] = "f" * MAX_FINGERPRINT_CHARS
+
+    wide, annotated = parse_payload(body_of(data), NOW).alerts
+
+    assert (wide.starts_at, wide.ends_at) == (EARLIEST_START, None)
+    assert wide.labels == first["labels"]
+    assert len(wide.labels) == MAX_LABELS
+    assert annotated.annotations == annotations
+    assert annotated.fingerprint == "f" * MAX_FINGERPRINT_CHARS
 
 
 def test_start_is_checked_against_the_clock_by_default() -> None:

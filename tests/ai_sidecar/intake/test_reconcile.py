@@ -306,3 +306,48 @@ async def test_a_replica_without_the_lead_takes_nothing_in(db, session):
     lead["held"] = True
     await reconciler.run_if_due(trip.clock.now)
     assert [[a.fingerprint for a in alerts] for alerts in taken] == [[gone.fingerprint]]
+
+
+async def test_what_the_webhook_refuses_is_not_taken_in_from_alertmanager(
+    alertmanager, db, session, caplog
+):
+    # Alertmanager's API takes what the webhook refuses: a later post with an
+    # alert's labels gives it that post's startsAt, however early. Read back
+    # by reconciliation, such a re-fire must not reach the correlator, where a
+    # start near year 1 leaves no room for the windows' arithmetic.
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = peer_member("InterfaceDown", "core1", starts_at=now - timedelta(minutes=10))
+    refire = replace(first, starts_at=now - timedelta(seconds=37))
+    other = peer_member("InterfaceDown", "core2", starts_at=now - timedelta(minutes=10))
+    year_one = replace(other, starts_at=datetime(1, 1, 1, 0, 0, 1, tzinfo=UTC))
+    for member in (first, other):
+        await db.ingest(
+            [_alert(member), _alert(member, "resolved", now - timedelta(minutes=5))], now
+        )
+    alertmanager.post([raw_postable(refire), raw_postable(replace(other, starts_at=now))])
+    alertmanager.post([raw_postable(year_one)])
+    wait_for(
+        lambda: (
+            [a["startsAt"] for a in alertmanager.alerts('instance="core2"')]
+            == ["0001-01-01T00:00:01.000Z"]
+        ),
+        what="Alertmanager listing core2 as started in year 1",
+    )
+    trip = Trip(db, [alertmanager.url], session)
+    await reconcile_until_taken(trip)
+    [taken] = trip.missing
+    assert [(a.fingerprint, a.starts_at) for a in taken] == [(refire.fingerprint, refire.starts_at)]
+
+    def refusals() -> list[str]:
+        records = caplog.records
+        return [r.reason for r in records if getattr(r, "fingerprint", None) == other.fingerprint]
+
+    assert refusals() == [
+        'alerts[0].startsAt: before the Unix epoch (1970-01-01T00:00:00Z): "0001-01-01T00:00:01Z"'
+    ]
+    # Still listed, it is left out again, and logged once.
+    await db.ingest(taken, datetime.now(UTC))
+    trip.clock.advance(minutes=1)
+    await trip.trip.run_once()
+    assert len(trip.missing) == 1
+    assert len(refusals()) == 1
