@@ -12,7 +12,8 @@ emails, so before it leaves the sidecar it must not be able to:
 * hide where a link goes: Slack's ``<url|text>`` shows only ``text``;
 * smuggle invisible or layout-changing characters: control characters,
   zero-width characters and bidirectional overrides (which can make a shown
-  command differ from the one a reader copies);
+  command differ from the one a reader copies), which :func:`strip_controls`
+  removes (the report CSV's cells go through it too);
 * flood a channel: every field is capped, with an ellipsis when cut;
 * link somewhere unexpected: only http(s) URLs of printable ASCII without
   spaces, quotes, angle brackets or ``|`` are kept as links
@@ -121,7 +122,9 @@ def _rewrite(match: re.Match[str]) -> str:
     return target
 
 
-def _strip_controls(text: str) -> str:
+def strip_controls(text: str) -> str:
+    """``text`` without control, format (zero-width, bidi), private-use or unassigned
+    characters; tabs become spaces and carriage returns line feeds, which stay."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
     # isprintable() is False for every control, format (zero-width, bidi) and
     # unassigned character, so most text skips the per-character pass below.
@@ -162,7 +165,7 @@ def safe_link(url: str) -> str | None:
 def clean(text: str, limit: int, max_lines: int | None = None) -> str:
     """Plain text that cannot notify, hide a link, or run past ``limit`` characters
     (nor past ``max_lines`` lines, when given)."""
-    text = _strip_controls(text)
+    text = strip_controls(text)
     text = _SLACK_SEQUENCE.sub(_rewrite, text)
     # What is left can no longer pair up into a sequence Slack would read.
     text = text.replace("<", LEFT_ANGLE).replace(">", RIGHT_ANGLE)

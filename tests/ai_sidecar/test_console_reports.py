@@ -7,7 +7,9 @@ import asyncio
 import codecs
 import csv
 import io
+import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -33,10 +35,20 @@ from ai_sidecar.console.reports.digest import (
     latest_slot,
     next_slot,
 )
-from ai_sidecar.console.reports.measured import NO_PROMETHEUS
+from ai_sidecar.console.reports.measured import (
+    NO_PROMETHEUS,
+    AnomalyPeak,
+    Measured,
+    Talker,
+    WanLink,
+)
 from ai_sidecar.console.reports.model import Report, build_report
 from ai_sidecar.console.reports.period import report_period
-from ai_sidecar.console.reports.render import chart_figure, report_csv, spreadsheet_safe
+from ai_sidecar.console.reports.render import (
+    chart_figure,
+    report_csv,
+    spreadsheet_safe,
+)
 from ai_sidecar.console.reports.service import ReportMaker
 from ai_sidecar.console.reports.tables import bytes_text, duration_text
 from ai_sidecar.console.session import SESSIONS, ConsoleUser, Role
@@ -323,14 +335,121 @@ async def test_the_csv_round_trips_and_cannot_run_formulas(store: Store) -> None
     assert priority == [[p, str(n)] for p, n in report.by_priority]
     summary = {row[1]: row[2] for row in rows if row[0] == "summary"}
     assert summary["Incidents"] == "4"
-    assert summary["Compression (alerts received per incident)"] == "2.2"
+    assert summary["Compression (alerts received per incident)"] == "2.25"
     assert summary["Alerts received (firing)"] == "9"
-    assert summary["Found useful"] == "67%"
+    assert summary["Found useful"] == "0.666667"
     targets = [row[1] for row in rows if row[0] == "targets"]
     # The hostile target keeps its text, made inert for spreadsheets; quotes survive.
     assert "'" + FORMULA in targets
     assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
     assert [row[1] for row in rows if row[0] == "wan"] == [NO_PROMETHEUS]
+
+
+async def test_the_csvs_figures_are_numbers_a_spreadsheet_reads(store: Store) -> None:
+    report = await week_report(store)
+    measured = replace(
+        report,
+        bandwidth=Measured((Talker("10.1.1.9", "source", 1.5e9),)),
+        wan=Measured((WanLink("r1", "ge-0/0/3", "in", 0.25, math.nan),)),
+        anomalies=Measured((AnomalyPeak("load", "instance=r1", 0.875),)),
+    )
+    rows = list(csv.reader(io.StringIO(report_csv(measured))))
+    section = {
+        key: [row[1:] for row in rows if row[0] == key]
+        for key in ("summary", "timing", "bandwidth", "wan", "anomalies")
+    }
+    assert section["summary"] == [
+        ["Incidents", "4"],
+        ["Still open", "1"],
+        ["Merged into others (not counted)", "1"],
+        ["Alerts received (firing)", "9"],
+        ["Distinct alerts in these incidents", "7"],
+        ["Compression (alerts received per incident)", "2.25"],
+        ["Feedback given", "3"],
+        ["Found useful", "0.666667"],
+        ["LLM calls", "2"],
+        ["LLM calls failed", "1"],
+        ["LLM tokens in", "1210"],
+        ["LLM tokens out", "480"],
+        ["LLM estimated cost (USD)", "0.03"],
+    ]
+    assert ["section", "Measure", "Mean (seconds)", "Median (seconds)", "Incidents"] in rows
+    # Seconds, and over how many incidents (of the summary's 4).
+    assert section["timing"] == [
+        ["Time to acknowledge", "600", "600", "2"],
+        ["Time to resolve", "4200", "3600", "3"],
+    ]
+    assert section["bandwidth"] == [["10.1.1.9", "source", "1500000000"]]
+    # A share is a fraction; a peak Prometheus had no value for is an empty cell.
+    assert section["wan"] == [["r1", "ge-0/0/3", "in", "0.25", ""]]
+    assert section["anomalies"] == [["load", "instance=r1", "0.875"]]
+    # No cell holds a unit, a percent sign, a thousands separator or a dash for none.
+    figures = [
+        *(row[1] for row in section["summary"]),
+        *(cell for row in section["timing"] for cell in row[1:]),
+        *(row[2] for row in section["bandwidth"]),
+        *(cell for row in section["wan"] for cell in row[3:]),
+        *(row[2] for row in section["anomalies"]),
+    ]
+    assert all(re.fullmatch(r"\d+(\.\d+)?|", cell) for cell in figures), figures
+    # An empty report has blanks where it has no figure: no incident to divide by.
+    empty = await build_report(
+        store,
+        report_period("week", UTC_ZONE, now=NOW, end_date=WEEK_END - timedelta(days=21)),
+        ReportsConfig(),
+        None,
+        now=NOW,
+    )
+    blanks = {row[1]: row[2:] for row in csv.reader(io.StringIO(report_csv(empty)))}
+    assert blanks["Compression (alerts received per incident)"] == [""]
+    assert blanks["Found useful"] == [""]
+    assert blanks["Time to resolve"] == ["", "", "0"]
+
+
+async def test_the_html_and_pdf_keep_figures_written_for_people(store: Store) -> None:
+    maker = ReportMaker(store, SidecarConfig(), None)
+    made = await maker.make(maker.period("week", end_date=WEEK_END), now=NOW)
+    made = replace(
+        made,
+        report=replace(
+            made.report,
+            bandwidth=Measured((Talker("10.1.1.9", "source", 1.5e9),)),
+            wan=Measured((WanLink("r1", "ge-0/0/3", "in", 0.25, 0.9),)),
+        ),
+    )
+    page = made.html()
+    pdf = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(await made.pdf())).pages)
+    for shown in ("1h 10m", "67%", "2.2", "1.5 GB", "25%", "90%", "2 of 4", "2 (1)"):
+        assert shown in page, shown
+        assert shown in pdf, shown
+    assert "LLM calls (failed)" in page
+    assert "Mean (seconds)" not in page
+
+
+# Invisible characters that change what a reader sees: a right-to-left override, the
+# isolates, left-to-right and right-to-left marks, a zero-width space, NUL, a C1 control
+# (NEL), escape, delete.
+INVISIBLE = "\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u200b\x00\x85\x1b\x7f"
+
+
+async def test_the_csv_holds_no_invisible_characters_from_alert_text(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "scout.db")
+    try:
+        hidden = '\u202e=HYPERLINK("http://evil")'
+        tricky = member(f"Disk{INVISIBLE}Full", hidden, fingerprint="tricky")
+        await store.save_incidents(
+            [incident("x", tricky, priority="P2", created=timedelta(0), site=f"pa{INVISIBLE}ris")]
+        )
+        report = await week_report(store)
+    finally:
+        await store.close()
+    text = report_csv(report)
+    rows = list(csv.reader(io.StringIO(text)))
+    assert ["site", "paris", "1"] in rows
+    assert ["rules", "DiskFull", "1", "1"] in rows
+    # The override hid the formula from the check; without it the cell is made inert.
+    assert ["targets", "'" + FORMULA, "1", "1"] in rows
+    assert not [c for c in text if c != "\r" and c != "\n" and not c.isprintable()]
 
 
 @pytest.mark.parametrize(

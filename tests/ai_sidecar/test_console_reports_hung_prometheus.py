@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import fcntl
 import io
 import os
+import pty
+import re
 import signal
+import struct
 import subprocess
+import sys
+import termios
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from ai_sidecar.app import create_app
 from ai_sidecar.config import parse_config
@@ -144,25 +152,27 @@ async def test_the_cli_says_it_waits_for_prometheus_in_lines_when_stderr_is_no_t
 class Terminal(io.StringIO):
     def __init__(self) -> None:
         super().__init__()
-        self.counted = asyncio.Event()
+        self.drawn = asyncio.Event()
 
     def isatty(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        if "waiting for Prometheus: 1 s" in text:
-            self.counted.set()
+        # tqdm's bar, drawn while none of the three queries has answered.
+        if "| 0/3 [" in text:
+            self.drawn.set()
         return super().write(text)
 
 
 class Waits:
-    """A PromQL client that answers once the terminal shows the wait counter."""
+    """A PromQL client that answers once the terminal shows the progress bar."""
 
     def __init__(self, out: Terminal) -> None:
         self.out = out
 
     async def instant(self, query: str, at: datetime, *, time_box: timedelta) -> tuple[Sample, ...]:
-        await self.out.counted.wait()
+        # Bounded only so that a bar never drawn fails the test instead of hanging it.
+        await asyncio.wait_for(self.out.drawn.wait(), 60)
         return ()
 
     async def range(
@@ -171,13 +181,128 @@ class Waits:
         raise AssertionError("a report makes no range query")
 
 
-async def test_on_a_terminal_the_wait_is_a_counter_rewritten_in_place() -> None:
+async def test_on_a_terminal_the_wait_is_a_tqdm_bar_left_when_all_have_answered() -> None:
     out = Terminal()
     client = WaitingOnPrometheus(Waits(out), timedelta(seconds=10), out)
     now = datetime.now(UTC)
     await asyncio.gather(*(client.instant("up", now, time_box=timedelta(1)) for _ in range(3)))
     shown = out.getvalue()
-    assert shown.startswith("\rscout-sidecar: waiting for Prometheus: 1 s (each query up to 10 s)")
-    # No new line; the counter is wiped once the queries have answered.
-    assert "\n" not in shown
-    assert shown.endswith("\r\033[K")
+    drawn = shown.split("\r")
+    assert drawn[0] == ""
+    assert all(d.startswith("waiting for Prometheus (each query up to 10 s): ") for d in drawn[1:])
+    # Redrawn in place while waiting; the last drawing, all answered, stays on its line.
+    assert "  0%|" in drawn[1]
+    assert "| 3/3 [" in drawn[-1]
+    assert shown.count("\n") == 1
+    assert shown.endswith("\n")
+    # The bar is tqdm's: no hand-written terminal controls.
+    assert "\033" not in shown
+
+
+class Gate:
+    """Prometheus behind a gate: the probe's ``vector(1)`` goes through, every other
+    query waits until the gate opens."""
+
+    def __init__(self, prometheus: str) -> None:
+        self.prometheus = prometheus
+        self.open = asyncio.Event()
+        self.held = 0
+
+    async def query(self, request: web.Request) -> web.Response:
+        if request.query.get("query") != "vector(1)":
+            self.held += 1
+            await self.open.wait()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.prometheus + request.path_qs) as answer,
+        ):
+            return web.Response(
+                body=await answer.read(), status=answer.status, content_type="application/json"
+            )
+
+
+async def read_until(leader: int, seen: bytearray, wanted: bytes) -> bool:
+    """Read the terminal into ``seen`` until ``wanted`` shows (True) or it closes (False)."""
+    while wanted not in seen:
+        try:
+            chunk = await asyncio.to_thread(os.read, leader, 4096)
+        except OSError:  # EIO: every process that had it open is gone
+            return False
+        if not chunk:
+            return False
+        seen.extend(chunk)
+    return True
+
+
+async def test_on_a_terminal_the_cli_draws_a_bar_on_stderr_until_prometheus_answers(
+    prometheus: Service, tmp_path: Path
+) -> None:
+    data = await data_dir(tmp_path)
+    gate = Gate(url_of(prometheus))
+    app = web.Application()
+    app.router.add_get("/api/v1/query", gate.query)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = tmp_path / "sidecar.yml"
+    # Long enough that the queries held at the gate are answered, not timed out.
+    config.write_text("reports: {query_timeout: 60s}\n")
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("SCOUT_")}
+    environ.update(SCOUT_DATA_DIR=str(data), SCOUT_PROMETHEUS_URL=f"http://127.0.0.1:{port}")
+    leader, follower = pty.openpty()
+    # A new pty is 0 columns wide, where tqdm draws nothing: give it a terminal's width.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    seen = bytearray()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ai_sidecar.cli",
+            "report",
+            "--format",
+            "csv",
+            "--output",
+            "-",
+            f"--config.file={config}",
+            *WEEK_ARGS,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+        )
+        os.close(follower)
+        follower = -1
+        reading = asyncio.create_task(process.stdout.read())  # type: ignore[union-attr]
+        bar = b"waiting for Prometheus (each query up to 60 s):   0%|"
+        drawn = await asyncio.wait_for(read_until(leader, seen, bar), 90)
+        assert drawn, seen.decode(errors="replace")
+        # Every report query is held at the gate: none has answered while the bar is up.
+        asked = re.search(rb"\| 0/(\d+) \[", seen)
+        assert asked is not None
+        queries = int(asked.group(1))
+        assert queries > 0
+        gate.open.set()
+        await asyncio.wait_for(read_until(leader, seen, b"scout-sidecar: wrote "), 90)
+        stdout = (await asyncio.wait_for(reading, 90)).decode()
+        assert await process.wait() == 0
+    finally:
+        if follower != -1:
+            os.close(follower)
+        os.close(leader)
+        await runner.cleanup()
+    stderr = seen.decode()
+    # The bar, all answered, stays above the command's last lines.
+    assert gate.held == queries
+    answered = f"| {queries}/{queries} ["
+    assert answered in stderr
+    assert stderr.index(answered) < stderr.index("scout-sidecar: rendering csv")
+    # Prometheus did answer: its tables say what it had, not that it was down or slow.
+    rows = list(csv.reader(io.StringIO(stdout)))
+    assert [
+        "bandwidth",
+        "not available: no flow metrics (scout_flow_talker_bytes_total) in Prometheus",
+    ] in rows
+    # Standard output is the CSV alone.
+    assert stdout.startswith("section,")
+    assert "waiting for Prometheus" not in stdout
+    assert "query/s" not in stdout

@@ -10,9 +10,11 @@ goes to stderr. Before the report it asks Prometheus a trivial query, as the
 console's health probe does: one that does not answer within
 :data:`~ai_sidecar.console.health.PROBE_TIMEOUT` is left out of the report
 (its tables say so) instead of being waited for, query after query. While the
-report waits on Prometheus, stderr shows for how long: a counter rewritten in
-place on a terminal, a line every :data:`PROGRESS_EVERY` seconds otherwise
-(a log file or a pipe gets no carriage returns).
+report waits on Prometheus, stderr shows it: on a terminal a tqdm bar (queries
+answered of those asked, time waited), as the other commands show progress,
+once the wait passes :data:`PROGRESS_DELAY`; otherwise a line when the wait
+starts and one every :data:`PROGRESS_EVERY` seconds (a log file or a pipe
+gets no carriage returns).
 
 Exit status: 0 on success, 1 when the store cannot be read, 2 for a usage,
 config or settings error, or an output file that cannot be written.
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+from tqdm import tqdm
 
 from ai_sidecar.config import load_config
 from ai_sidecar.console.reports.period import PERIODS, parse_end_date
@@ -48,6 +51,11 @@ FORMATS = ("pdf", "html", "csv")
 STDOUT = "-"
 # Seconds between progress lines while waiting on Prometheus, when stderr is no terminal.
 PROGRESS_EVERY = 10.0
+# Seconds a wait on Prometheus goes unshown on a terminal: most answer well within it,
+# and a bar drawn for them would be noise.
+PROGRESS_DELAY = 1.0
+# Seconds between redraws of the bar, so that the time waited moves while no query answers.
+REDRAW_EVERY = 1.0
 
 
 def add_report_command(subparsers: Any) -> None:
@@ -176,13 +184,17 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 class WaitingOnPrometheus:
-    """A PromQL client that shows on ``out`` how long the report has been waiting on it."""
+    """A PromQL client that shows on ``out`` how long the report has been waiting on it:
+    a tqdm bar on a terminal, lines otherwise (see the module's docstring)."""
 
     def __init__(self, client: PromQLClient, time_box: timedelta, out: TextIO) -> None:
         self._client = client
         self._time_box = time_box
         self._out = out
         self._pending = 0
+        # Queries asked since the wait began: the bar's total.
+        self._asked = 0
+        self._bar: tqdm[Any] | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     async def instant(self, query: str, at: datetime, *, time_box: timedelta) -> tuple[Sample, ...]:
@@ -197,40 +209,60 @@ class WaitingOnPrometheus:
 
     @contextlib.asynccontextmanager
     async def _waiting(self) -> AsyncIterator[None]:
+        if self._pending == 0:
+            self._start()
         self._pending += 1
-        if self._ticker is None:
-            self._ticker = asyncio.create_task(self._tick())
+        self._asked += 1
+        if self._bar is not None:
+            self._bar.total = self._asked
         try:
             yield
         finally:
             self._pending -= 1
-            if self._pending == 0 and self._ticker is not None:
-                ticker, self._ticker = self._ticker, None
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+            if self._bar is not None:
+                self._bar.update(1)
+            if self._pending == 0:
+                await self._stop()
 
-    async def _tick(self) -> None:
-        started = time.monotonic()
+    def _start(self) -> None:
+        self._asked = 0
         box = f"{self._time_box.total_seconds():g} s"
-        terminal = self._out.isatty()
-        if not terminal:
+        if self._out.isatty():
+            self._bar = tqdm(
+                desc=f"waiting for Prometheus (each query up to {box})",
+                total=0,
+                unit="query",
+                file=self._out,
+                delay=PROGRESS_DELAY,
+                # Fixed, so that update(0) redraws (tqdm's own would skip it after an answer).
+                miniters=0,
+            )
+        else:
             self._write(f"scout-sidecar: waiting for Prometheus (each query up to {box})\n")
-        try:
-            while True:
-                await asyncio.sleep(1.0 if terminal else PROGRESS_EVERY)
+        self._ticker = asyncio.create_task(self._tick(self._bar))
+
+    async def _stop(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            # Left on its line, as the other commands' bars are; never drawn, it writes nothing.
+            bar.close()
+
+    async def _tick(self, bar: tqdm[Any] | None) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY if bar is None else REDRAW_EVERY)
+            if bar is not None:
+                # tqdm draws on updates only; while no query answers, the time waited
+                # would stand still.
+                bar.update(0)
+            else:
                 waited = round(time.monotonic() - started)
-                if terminal:
-                    # Rewritten in place: \r back to the start, then clear to the line's end.
-                    self._write(
-                        f"\rscout-sidecar: waiting for Prometheus: {waited} s"
-                        f" (each query up to {box})\033[K"
-                    )
-                else:
-                    self._write(f"scout-sidecar: still waiting for Prometheus ({waited} s)\n")
-        finally:
-            if terminal:
-                self._write("\r\033[K")
+                self._write(f"scout-sidecar: still waiting for Prometheus ({waited} s)\n")
 
     def _write(self, text: str) -> None:
         self._out.write(text)

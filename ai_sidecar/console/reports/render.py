@@ -4,11 +4,16 @@
   table (``summary``, ``timing``, ``priority``, ``site``, ``rules``,
   ``targets``, ``bandwidth``, ``wan``, ``anomalies``). Each section starts with
   its header row (``section`` then the table's column names), then its rows; a
-  table Prometheus could not fill has one row with its reason. A cell that a
-  spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
-  ``@``, a tab or a carriage return, after any blanks) is prefixed with
-  ``'``: alert names and targets are untrusted. As a download or a file it is
-  UTF-8 after a byte-order mark (:data:`SPREADSHEET_ENCODING`).
+  table Prometheus could not fill has one row with its reason. Figures are
+  plain numbers a spreadsheet sorts and sums (``report_tables(plain=True)``:
+  seconds, fractions, bytes; an empty cell for none). Alert names and targets
+  are untrusted: control and format characters (bidi overrides and isolates,
+  zero-width characters, C0 and C1 controls) are removed as from
+  notifications (:func:`ai_sidecar.sanitize.strip_controls`; a line feed
+  stays, in a quoted cell), then a cell that a spreadsheet would run as a
+  formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+  return, after any blanks) is prefixed with ``'``. As a download or a file
+  it is UTF-8 after a byte-order mark (:data:`SPREADSHEET_ENCODING`).
 - **PDF** (fpdf2, with matplotlib's DejaVu Sans embedded: Latin, Greek,
   Cyrillic and more print; a character the font lacks is left blank, never an
   error): the chart, then every table. Control and format characters are
@@ -42,6 +47,7 @@ from ai_sidecar.console.templating import environment
 from ai_sidecar.i18n import SOURCE_LANGUAGE, Translator, translator
 from ai_sidecar.models import PRIORITIES
 from ai_sidecar.notify.wording import Wording
+from ai_sidecar.sanitize import strip_controls
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -63,16 +69,23 @@ def spreadsheet_safe(cell: str) -> str:
     return "'" + cell if cell.lstrip().startswith(_FORMULA_START) else cell
 
 
+def csv_cell(text: str) -> str:
+    """``text`` as the CSV holds it: invisible characters gone, then made inert.
+
+    In that order: a bidi override before ``=`` would hide the formula from the check."""
+    return spreadsheet_safe(strip_controls(text))
+
+
 def report_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    for table in report_tables(report):
+    for table in report_tables(report, plain=True):
         writer.writerow(["section", *table.columns])
         if table.unavailable is not None:
-            writer.writerow([table.key, spreadsheet_safe(table.unavailable)])
+            writer.writerow([table.key, csv_cell(table.unavailable)])
             continue
         for row in table.rows:
-            writer.writerow([table.key, *(spreadsheet_safe(cell) for cell in row)])
+            writer.writerow([table.key, *(csv_cell(cell) for cell in row)])
     return out.getvalue()
 
 

@@ -1,8 +1,12 @@
 """A report as titled tables of text: the one layout HTML, CSV, PDF and e-mail share.
 
-Cells are plain strings (already formatted: durations, shares, bytes); every
-rendering escapes them its own way, since alert names and targets are
-untrusted text.
+Cells are plain strings, every rendering escaping them its own way, since
+alert names and targets are untrusted text. Their figures are written for
+people (HTML, PDF, e-mail: ``1h 10m``, ``67%``, ``1.5 GB``, ``2 of 4``, in the
+report's language) or, with ``plain``, for programs and spreadsheets (the CSV:
+seconds, fractions, bytes, plain numbers, an empty cell for none), which need
+numbers they can sort and sum; so some rows and columns differ too (see
+:func:`report_tables`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from babel.units import format_unit
 
@@ -100,12 +105,79 @@ def bytes_text(value: float, t: Translator | None = None) -> str:
     raise AssertionError("unreachable")
 
 
-def _durations(name: str, value: Durations, of: int, t: Translator) -> tuple[str, ...]:
+class Figures(Protocol):
+    """How a table writes its figures."""
+
+    def duration(self, value: timedelta | None) -> str: ...
+    def share(self, value: float | None) -> str: ...
+    def decimal(self, value: float | None, digits: int) -> str: ...
+    def size(self, value: float) -> str: ...
+    def over(self, count: int, total: int) -> str:
+        """How many incidents a measure was taken over, of ``total``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """For people, in ``t``'s language: ``1h 10m``, ``67%``, ``2.2``, ``1.5 GB``, ``2 of
+    4``; an em dash for none."""
+
+    t: Translator
+
+    def duration(self, value: timedelta | None) -> str:
+        return duration_text(value, self.t)
+
+    def share(self, value: float | None) -> str:
+        return _share(value, self.t)
+
+    def decimal(self, value: float | None, digits: int) -> str:
+        return "—" if value is None else _decimal(value, digits, self.t)
+
+    def size(self, value: float) -> str:
+        return bytes_text(value, self.t)
+
+    def over(self, count: int, total: int) -> str:
+        return self.t.gettext("{count} of {total}").format(count=count, total=total)
+
+
+# Decimals a plain figure keeps: a share to a ten-thousandth of a percent, a cost in USD
+# to a millionth of a dollar (an LLM call can cost less than a cent).
+PLAIN_DIGITS = 6
+
+
+def plain_number(value: float) -> str:
+    """``value`` as every spreadsheet and program reads a number: a point before the
+    decimals, no separator, exponent or unit, trailing zeros dropped (``2.25``, ``0``)."""
+    text = f"{value:.{PLAIN_DIGITS}f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+class _Plain:
+    """For programs and spreadsheets: whole seconds, fractions (``0.666667`` for 67%),
+    whole bytes, plain decimals; an empty cell for none."""
+
+    def duration(self, value: timedelta | None) -> str:
+        return "" if value is None else str(max(0, round(value.total_seconds())))
+
+    def share(self, value: float | None) -> str:
+        return "" if value is None or math.isnan(value) else plain_number(value)
+
+    def decimal(self, value: float | None, digits: int) -> str:
+        return "" if value is None else plain_number(value)
+
+    def size(self, value: float) -> str:
+        return str(round(value))
+
+    def over(self, count: int, total: int) -> str:
+        return str(count)
+
+
+def _durations(name: str, value: Durations, of: int, figures: Figures) -> tuple[str, ...]:
     return (
         name,
-        duration_text(value.mean, t),
-        duration_text(value.median, t),
-        t.gettext("{count} of {total}").format(count=value.count, total=of),
+        figures.duration(value.mean),
+        figures.duration(value.median),
+        figures.over(value.count, of),
     )
 
 
@@ -138,10 +210,36 @@ def _noisy(key: str, title: str, what: str, rows: Sequence[Noisy], none: str, _:
     )
 
 
-def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
-    """The report's tables, their words in ``t``'s language (English without one)."""
+def _llm_rows(report: Report, plain: bool, _: Gettext) -> tuple[tuple[str, ...], ...]:
+    """The summary's LLM calls and tokens: two figures a row for people, one for programs
+    (under names of their own, not translated: the CSV's are English)."""
+    calls, failed = report.llm_calls, report.llm_failed
+    tokens_in, tokens_out = report.llm_input_tokens, report.llm_output_tokens
+    if plain:
+        return (
+            ("LLM calls", str(calls)),
+            ("LLM calls failed", str(failed)),
+            ("LLM tokens in", str(tokens_in)),
+            ("LLM tokens out", str(tokens_out)),
+        )
+    return (
+        (_("LLM calls (failed)"), f"{calls} ({failed})"),
+        (_("LLM tokens in / out"), f"{tokens_in} / {tokens_out}"),
+    )
+
+
+def report_tables(
+    report: Report, t: Translator | None = None, *, plain: bool = False
+) -> list[Table]:
+    """The report's tables, their words in ``t``'s language (English without one).
+
+    ``plain``: figures for programs (:class:`_Plain`); then the summary gives LLM
+    calls, failed calls, tokens in and tokens out a row each, and the timing
+    table's mean and median are headed ``(seconds)``, its incidents column the
+    count alone."""
     t = t or translator(SOURCE_LANGUAGE, "console")
     _ = t.gettext
+    figures: Figures = _Plain() if plain else _Shown(t)
     compression = report.compression
     summary = Table(
         "summary",
@@ -155,13 +253,12 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
             (_("Distinct alerts in these incidents"), str(report.alerts)),
             (
                 _("Compression (alerts received per incident)"),
-                "—" if compression is None else _decimal(compression, 1, t),
+                figures.decimal(compression, 1),
             ),
             (_("Feedback given"), str(report.feedback)),
-            (_("Found useful"), _share(report.useful_share, t)),
-            (_("LLM calls (failed)"), f"{report.llm_calls} ({report.llm_failed})"),
-            (_("LLM tokens in / out"), f"{report.llm_input_tokens} / {report.llm_output_tokens}"),
-            (_("LLM estimated cost (USD)"), _decimal(report.llm_cost, 4, t)),
+            (_("Found useful"), figures.share(report.useful_share)),
+            *_llm_rows(report, plain, _),
+            (_("LLM estimated cost (USD)"), figures.decimal(report.llm_cost, 4)),
         ),
         note=(
             _(
@@ -175,10 +272,14 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
     timing = Table(
         "timing",
         _("Time to acknowledge and to resolve"),
-        (_("Measure"), _("Mean"), _("Median"), _("Incidents")),
         (
-            _durations(_("Time to acknowledge"), report.acknowledge, report.incidents, t),
-            _durations(_("Time to resolve"), report.resolve, report.incidents, t),
+            (_("Measure"), "Mean (seconds)", "Median (seconds)", _("Incidents"))
+            if plain
+            else (_("Measure"), _("Mean"), _("Median"), _("Incidents"))
+        ),
+        (
+            _durations(_("Time to acknowledge"), report.acknowledge, report.incidents, figures),
+            _durations(_("Time to resolve"), report.resolve, report.incidents, figures),
         ),
         note=_("From the incident's creation to its first acknowledgement, and to its resolution."),
     )
@@ -199,7 +300,7 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         _("Top bandwidth consumers"),
         (_("Address"), _("Direction"), _("Bytes")),
         tuple(
-            (b.address, _direction(b.direction, _), bytes_text(b.bytes, t))
+            (b.address, _direction(b.direction, _), figures.size(b.bytes))
             for b in report.bandwidth.rows
         ),
         unavailable=report.bandwidth.unavailable_in(t),
@@ -213,8 +314,8 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
                 w.instance,
                 w.interface,
                 _direction(w.direction, _),
-                _share(w.mean, t),
-                _share(w.peak, t),
+                figures.share(w.mean),
+                figures.share(w.peak),
             )
             for w in report.wan.rows
         ),
@@ -224,7 +325,7 @@ def report_tables(report: Report, t: Translator | None = None) -> list[Table]:
         "anomalies",
         _("Top anomalies"),
         (_("Signal"), _("Series"), _("Highest score")),
-        tuple((a.signal, a.subject, _decimal(a.score, 2, t)) for a in report.anomalies.rows),
+        tuple((a.signal, a.subject, figures.decimal(a.score, 2)) for a in report.anomalies.rows),
         unavailable=report.anomalies.unavailable_in(t),
     )
     return [
