@@ -296,13 +296,13 @@ class Cutoff:
         self._out: threading.Event | None = None
         self._stopped = False
         self._stopping = stopping
-        if stopping is not None:
-            stopping.join(self)
         # Connections closed while a request is out, still watched until it ends:
         # http.client closes a connection whose answer says "Connection: close"
         # (or is HTTP/1.0) as soon as its headers are in, and the body is then
         # read from the same socket, which the cut must still reach.
         self._retiring: list[socket.socket] = []
+        if stopping is not None:  # last: a stop already under way stops it at once
+            stopping.join(self)
 
     def watch(self, sock: socket.socket) -> socket.socket:
         """Watch the connection on ``sock``; the handle returned goes to ``forget``."""

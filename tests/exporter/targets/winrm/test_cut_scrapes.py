@@ -16,8 +16,9 @@ import urllib.request
 
 import pytest
 
+from exporter.clients.winrm import STOPPING, Endpoint, PypsrpOpener, WinrmTimeoutError
 from exporter.targets.winrm.scraper import CLOSE_WAIT_SECONDS, WinrmScraper
-from tests.exporter.targets.winrm.conftest import WinrmPeer, exporter_config
+from tests.exporter.targets.winrm.conftest import PASSWORD, USERNAME, WinrmPeer, exporter_config
 from tests.exporter.targets.winrm.test_hostile_listener import job
 from tests.exporter.targets.winrm.test_winrm_endpoint import path, sample
 
@@ -143,3 +144,15 @@ async def test_an_interrupted_scrape_fails_at_once_and_deletes_its_shell(wsman):
         _no_shell_left(wsman)
     finally:
         await scraper.close()
+
+
+async def test_once_stopped_an_opener_sends_nothing_more(wsman):
+    # A scrape that reaches its thread after the stop (or a shell opened in
+    # the middle of it) creates nothing on the host that no one would delete.
+    opener = PypsrpOpener()
+    opener.stop()
+    host, port = wsman.target.rsplit(":", 1)
+    endpoint = Endpoint(host, int(port), True, "basic", USERNAME, PASSWORD, wsman.ca_file)
+    with pytest.raises(WinrmTimeoutError, match=STOPPING):
+        await asyncio.to_thread(opener.open, endpoint, time.monotonic() + 30)
+    assert wsman.server.actions() == []
