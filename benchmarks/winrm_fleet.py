@@ -26,6 +26,9 @@ threads. The first interval is the cold one (every host's shell is created and
 TLS-handshaken); the later ones reuse the shells. The hosts' process and this
 client are not counted.
 
+``clients`` needs pywinrm, which the dev extra installs (``pip install -e '.[dev]'``,
+as ``make bench`` does); without it the run stops at once and says so.
+
 Usage: python benchmarks/winrm_fleet.py [clients|fleet|all] [--hosts N] [--interval S]
        [--intervals N] [--runs N] [--receive-delay S]
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import platform
 import signal
@@ -325,6 +329,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--receive-delay", type=float, default=0.5)
     args = parser.parse_args()
+    if args.what in ("clients", "all") and importlib.util.find_spec("winrm") is None:
+        # Before any host starts: the comparison is worthless without its peer.
+        parser.exit(
+            2,
+            f"{parser.prog}: '{args.what}' compares pypsrp with pywinrm, which is not"
+            " installed: pip install -e '.[dev]' (or 'pywinrm>=0.5'), or run 'fleet' alone\n",
+        )
     signal.signal(signal.SIGTERM, raise_interrupt)
     print(f"{platform.node()}: Python {platform.python_version()}, {os.cpu_count()} cores")
     ok = True

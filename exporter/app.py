@@ -175,6 +175,12 @@ async def _running(app: web.Application) -> AsyncIterator[None]:
     await live.close()
 
 
+async def _interrupt(app: web.Application) -> None:
+    # On shutdown, before the server waits for the requests in flight: a scrape
+    # cut short here is answered at once, and the stop does not wait for it.
+    app[LIVE_CONFIG].interrupt()
+
+
 async def _collector_threads(app: web.Application) -> AsyncIterator[None]:
     workers = max(4, 2 * len(app[LIVE_CONFIG].collectors))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collector")
@@ -209,5 +215,6 @@ def create_app(
     app[LIVE_CONFIG] = LiveConfig(settings, config, collector_specs, target_kinds)
     app.cleanup_ctx.append(_collector_threads)
     app.cleanup_ctx.append(_running)
+    app.on_shutdown.append(_interrupt)
     setup_routes(app, target_kinds)
     return app

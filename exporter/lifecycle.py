@@ -9,6 +9,9 @@ does not fail it. Each object is started at most once and closed at most once: a
 reload builds fresh ones rather than restarting closed ones. A fresh one that is a
 ``Successor`` takes over what its predecessor learned (the flow collector's
 templates and counts) between the predecessor's ``close`` and its own ``start``.
+When the process stops, one that is ``Interruptible`` is interrupted first: it
+cuts its work in flight short (a WinRM scrape a minute from its deadline)
+instead of holding the stop until that work ends.
 """
 
 from __future__ import annotations
@@ -43,6 +46,23 @@ class Successor(Protocol):
         """Keep what ``previous`` (closed, never to be used again) learned that is still
         valid; anything that is not of its own kind is ignored."""
         ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """An object whose work in flight a stop of the process cuts short."""
+
+    def interrupt(self) -> None:
+        """The process stops: end the work in flight now, not at its deadline, and
+        start no more (``close`` follows). Never blocks, never raises."""
+        ...
+
+
+def interrupt_all(parts: Iterable[object]) -> None:
+    """Interrupt each of ``parts`` that is ``Interruptible``."""
+    for part in parts:
+        if isinstance(part, Interruptible):
+            part.interrupt()
 
 
 class NoResources:

@@ -8,7 +8,8 @@ collector or scraper that owns a socket, a thread or a task never leaks; a new
 collector takes over what the old one of its name learned (``lifecycle.Successor``).
 The old scrapers are closed in the background: a reload returns without waiting
 for them (a WinRM scraper's idle shells are deleted on their hosts), and
-``close`` waits for what is still closing.
+``close`` waits for what is still closing. When the app stops, ``interrupt``
+first cuts short what the scrapers, old and new, have in flight.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, cast
 from exporter.collectors import COLLECTORS, Collector, CollectorSpec, HostView
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import ConfigError
-from exporter.lifecycle import Lifecycle, close_all, hand_over, start_all
+from exporter.lifecycle import Lifecycle, close_all, hand_over, interrupt_all, start_all
 from exporter.targets.kind import A, F, M, T, TargetKind, TargetScraper
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,8 @@ class LiveConfig:
         self._specs = [s for s in specs if s.name in settings.enabled_collectors]
         self._kinds = kinds
         self._lock = asyncio.Lock()
-        # Old scrapers a reload replaced, still closing.
-        self._closing: set[asyncio.Task[None]] = set()
+        # Old scrapers a reload replaced, still closing, by the task closing them.
+        self._closing: dict[asyncio.Task[None], list[AnyScraper]] = {}
         self.config = config
         self._running = self._build(config)
         self.last_reload_successful = True
@@ -105,10 +106,16 @@ class LiveConfig:
     async def start(self) -> None:
         await start_all(self._running.parts())
 
+    def interrupt(self) -> None:
+        """The app stops: cut short the scrapes in flight, on the scrapers a
+        reload replaced too (their scrapes may still run to their deadlines)."""
+        retiring = [scraper for scrapers in self._closing.values() for scraper in scrapers]
+        interrupt_all([*self._running.target_scrapers.values(), *retiring])
+
     async def close(self) -> None:
         await close_all(self._running.parts())
         if self._closing:
-            await asyncio.wait(self._closing)
+            await asyncio.wait(list(self._closing))
 
     def _close_later(self, scrapers: dict[str, AnyScraper]) -> None:
         """Close ``scrapers`` in the background, held until done (the loop keeps
@@ -116,8 +123,8 @@ class LiveConfig:
         if not scrapers:
             return
         task = asyncio.create_task(close_all(scrapers.values()))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._closing[task] = list(scrapers.values())
+        task.add_done_callback(self._closing.pop)
 
     async def reload(self) -> None:
         """Load the config file again; on error keep the old config and raise.

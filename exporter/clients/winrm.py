@@ -11,11 +11,13 @@ thread never outlives its scrape but for the clean-up (Signal, Delete:
 they bound each socket read rather than the request (a host that sends a byte
 a second would hold a thread for ever), a ``Cutoff`` shuts the session's
 sockets down when the deadline passes, so the read blocked on them fails at
-once. Receive is never retried on a read timeout (pypsrp's own Receive retries
-five times). An answer is read up to ``MAX_ANSWER_BYTES`` and no further, and
-a redirect is refused rather than followed: it would take the credentials (the
-NTLM or CredSSP handshake, the Basic header) to a host the allow-lists never
-admitted.
+once. A stop of the exporter takes the same path sooner: ``ShellOpener.stop``
+cuts the requests of every shell the opener made at once, and only the
+clean-up (Delete, within ``CLEANUP_SECONDS``) is still sent. Receive is never
+retried on a read timeout (pypsrp's own Receive retries five times). An answer
+is read up to ``MAX_ANSWER_BYTES`` and no further, and a redirect is refused
+rather than followed: it would take the credentials (the NTLM or CredSSP
+handshake, the Basic header) to a host the allow-lists never admitted.
 
 Errors, all ``WinrmError`` with a ``reason`` for the failure metric::
 
@@ -180,6 +182,12 @@ class ShellOpener(Protocol):
         """A new shell on ``endpoint`` by ``deadline``; raises ``WinrmError``."""
         ...
 
+    def stop(self) -> None:
+        """The exporter stops: end the opens and runs in flight on its shells at
+        once (each raises ``WinrmTimeoutError``) and refuse later ones, from any
+        thread; ``close`` still deletes a shell, within ``CLEANUP_SECONDS``."""
+        ...
+
 
 def _time_left(deadline: float) -> float:
     """Seconds to ``deadline``; raises ``WinrmTimeoutError`` once it has passed."""
@@ -224,6 +232,42 @@ def _limit(wsman: Any, deadline: float) -> None:
     wsman.transport.read_timeout = left
 
 
+# Why the requests of a stopping exporter fail (the scrape's error, in its log line).
+STOPPING = "the exporter is stopping"
+
+
+class Stopping:
+    """The exporter's stop, for the ``Cutoff``s of one opener's shells.
+
+    Once ``set``, each cuts the request it has out at once and refuses any
+    later one but a clean-up's; a cutoff made after that is stopped as it
+    joins. Cutoffs join when made and leave when closed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._cutoffs: set[Cutoff] = set()
+
+    def join(self, cutoff: Cutoff) -> None:
+        with self._lock:
+            self._cutoffs.add(cutoff)
+            stopped = self._set
+        if stopped:
+            cutoff.stop()
+
+    def leave(self, cutoff: Cutoff) -> None:
+        with self._lock:
+            self._cutoffs.discard(cutoff)
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            cutoffs = list(self._cutoffs)
+        for cutoff in cutoffs:
+            cutoff.stop()
+
+
 # The cutoff whose requests the current thread is sending: the connections they
 # open are watched by it. A shell is used by one thread at a time.
 _SENDING_WITHIN: contextvars.ContextVar[Cutoff | None] = contextvars.ContextVar(
@@ -240,23 +284,37 @@ class Cutoff:
     every watched socket down: a read blocked on one (connecting, in the TLS
     handshake, in the headers or the body) returns at once, and the request
     fails as a timeout. The connections are the session's own, so none of
-    another host's is touched.
+    another host's is touched. ``stop`` cuts the same way at once, for good
+    (the exporter stops): then only clean-up requests are still sent.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stopping: Stopping | None = None) -> None:
         self._lock = threading.Lock()
         self._watched: set[socket.socket] = set()
+        # The event of the request out (None during a clean-up's, which a stop
+        # leaves to its own short bound), and whether the exporter stops.
+        self._out: threading.Event | None = None
+        self._stopped = False
+        self._stopping = stopping
         # Connections closed while a request is out, still watched until it ends:
         # http.client closes a connection whose answer says "Connection: close"
         # (or is HTTP/1.0) as soon as its headers are in, and the body is then
         # read from the same socket, which the cut must still reach.
         self._retiring: list[socket.socket] = []
+        if stopping is not None:  # last: a stop already under way stops it at once
+            stopping.join(self)
 
     def watch(self, sock: socket.socket) -> socket.socket:
         """Watch the connection on ``sock``; the handle returned goes to ``forget``."""
         handle = sock.dup()
         with self._lock:
             self._watched.add(handle)
+            # A connection opened while the cut was under way (a stop does not
+            # wait for the connect): cut as the others were.
+            cut = self._out is not None and self._out.is_set()
+        if cut:
+            with contextlib.suppress(OSError):
+                handle.shutdown(socket.SHUT_RDWR)
         return handle
 
     def forget(self, handle: socket.socket) -> None:
@@ -280,10 +338,24 @@ class Cutoff:
 
     def close(self) -> None:
         """Let go of what is still watched (connections the session did not close)."""
+        if self._stopping is not None:
+            self._stopping.leave(self)
         with self._lock:
             handles, self._watched, self._retiring = list(self._watched), set(), []
         for handle in handles:
             handle.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def stop(self) -> None:
+        """Cut the request out now, and refuse every later one but clean-up's."""
+        with self._lock:
+            self._stopped = True
+            out = self._out
+        if out is not None:
+            self._cut(out)
 
     def _cut(self, fired: threading.Event) -> None:
         fired.set()
@@ -293,10 +365,14 @@ class Cutoff:
                     handle.shutdown(socket.SHUT_RDWR)
 
     @contextlib.contextmanager
-    def until(self, deadline: float) -> Iterator[None]:
-        """Cut the requests sent within by ``deadline``; an error they then raise
-        becomes ``WinrmTimeoutError``."""
+    def until(self, deadline: float, *, cleanup: bool = False) -> Iterator[None]:
+        """Cut the requests sent within by ``deadline`` (or a stop, unless they
+        are a ``cleanup``'s); an error they then raise becomes ``WinrmTimeoutError``."""
         fired = threading.Event()
+        with self._lock:
+            if self._stopped and not cleanup:
+                raise WinrmTimeoutError(STOPPING)
+            self._out = None if cleanup else fired
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._cut, (fired,))
         timer.daemon = True  # never what keeps the process from exiting
         token = _SENDING_WITHIN.set(self)
@@ -307,10 +383,14 @@ class Cutoff:
             raise
         except Exception as exc:
             if fired.is_set():
-                raise WinrmTimeoutError("the host did not answer by the deadline") from exc
+                stopped = self._stopped and not cleanup
+                message = STOPPING if stopped else "the host did not answer by the deadline"
+                raise WinrmTimeoutError(message) from exc
             raise
         finally:
             timer.cancel()
+            with self._lock:
+                self._out = None
             _SENDING_WITHIN.reset(token)
             self._retire()
 
@@ -339,10 +419,11 @@ class PypsrpShell:
                         self._shell.send("stdin", stdin, command_id=command_id, end=True)
                     stdout, stderr, exit_code = self._receive_all(command_id, deadline)
             finally:
-                # Past the deadline the host did not answer: stopping the command
-                # is left to deleting the shell (``close``), which ends it too,
-                # so the failure is told without waiting on that host again.
-                if time.monotonic() < deadline:
+                # Past the deadline the host did not answer, or the exporter
+                # stops: stopping the command is left to deleting the shell
+                # (``close``), which ends it too, so the failure is told (and
+                # the stop goes on) without waiting on that host again.
+                if time.monotonic() < deadline and not self._cutoff.stopped:
                     self._signal(command_id, SignalCode.TERMINATE, deadline)
             return CommandResult(stdout, stderr, exit_code)
 
@@ -393,14 +474,14 @@ class PypsrpShell:
         # Best effort: a command that already ended, or a shell the host dropped,
         # has nothing left to stop, and the scrape's own outcome is what counts.
         end = _cleanup_deadline(deadline)
-        with contextlib.suppress(Exception), self._cutoff.until(end):
+        with contextlib.suppress(Exception), self._cutoff.until(end, cleanup=True):
             _limit_cleanup(self._wsman, end)
             self._shell.signal(code, command_id)
 
     def close(self) -> None:
         # A shell or session the host already dropped is closed enough.
         end = _cleanup_deadline()
-        with contextlib.suppress(Exception), self._cutoff.until(end):
+        with contextlib.suppress(Exception), self._cutoff.until(end, cleanup=True):
             _limit_cleanup(self._wsman, end)
             self._shell.close()
         with contextlib.suppress(Exception):
@@ -410,6 +491,12 @@ class PypsrpShell:
 
 class PypsrpOpener:
     """Opens WinRS shells with pypsrp; one ``WSMan`` (HTTP session, auth context) per shell."""
+
+    def __init__(self) -> None:
+        self._stopping = Stopping()
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     def open(self, endpoint: Endpoint, deadline: float) -> RemoteShell:
         from pypsrp.shell import WinRS
@@ -441,7 +528,7 @@ class PypsrpOpener:
             )
             pinned = endpoint.address is not None and endpoint.https
             _guard(wsman, endpoint.host if pinned else None)
-            cutoff = Cutoff()
+            cutoff = Cutoff(self._stopping)
             shell = WinRS(wsman, no_profile=True)
             try:
                 with cutoff.until(deadline):

@@ -17,7 +17,9 @@ once and the command tried again. Shells idle longer than
 shell is replaced after ``MAX_COMMANDS_PER_SHELL`` commands, before the host's
 quotas refuse it. Closing the scraper (a reload replaced it, or the exporter
 stops) waits a few seconds at most for scrapes in flight: each closes its own
-shell when it ends.
+shell when it ends. A reload lets them run to their deadlines; a stop
+interrupts them first (``interrupt``): each is cut at once and answered, and
+deletes its shell on its way out, so the exporter exits in seconds.
 
 Sample exposition of a failed scrape (``reason`` is one of ``auth``,
 ``unreachable``, ``timeout``, ``quota``, ``protocol``, ``output``)::
@@ -83,7 +85,9 @@ CLOSE_WAIT_SECONDS = 2 * CLEANUP_SECONDS + 1
 # about once a day (one command a minute). Replacing it first costs one Create.
 MAX_COMMANDS_PER_SHELL = 500
 # A scrape still waiting for a thread when a reload or a stop closed the pool.
-RELOADED_BEFORE_START = "timeout: the config was reloaded before the scrape started"
+RELOADED_BEFORE_START = (
+    "timeout: the config was reloaded or the exporter stopped before the scrape started"
+)
 HTTP_PORT, HTTPS_PORT = 5985, 5986
 POWERSHELL = "powershell.exe"
 
@@ -181,6 +185,17 @@ class WinrmScraper:
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._max_concurrent, thread_name_prefix="winrm")
+
+    def interrupt(self) -> None:
+        """The exporter stops: cut the scrapes in flight now, not at their deadlines.
+
+        Queued scrapes never start; each one in flight fails at once (a
+        timeout), is answered, and deletes its shell (``CLEANUP_SECONDS`` at
+        most) as it ends, which ``close``, next, waits for.
+        """
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._opener.stop()
 
     async def close(self) -> None:
         """Close the idle shells, and wait ``CLOSE_WAIT_SECONDS`` at most for scrapes in flight.

@@ -174,8 +174,11 @@ async def test_reload_and_sigterm_do_not_wait_for_a_trickling_scrape(
     assert code == 0
     log = service.log_path.read_text()
     assert log.count("config reloaded") == 2
-    # The thread was still trickling: the stop left it, as it leaves any other.
-    assert "exiting without waiting for it" in log
+    # The scrape ran on a scraper the reloads had replaced: the stop cut it
+    # all the same, so its thread ended, after deleting its shell.
+    assert "exiting without waiting for it" not in log
+    assert "WinRM scrape: timeout: the exporter is stopping" in log
+    assert wsman.server.actions().count("Delete") == 1
 
 
 def _read(request: urllib.request.Request) -> None:

@@ -92,6 +92,9 @@ class FakeOpener:
         self.recorder.opened.append(endpoint.host)
         return FakeShell(self.recorder, endpoint.host)
 
+    def stop(self) -> None:
+        return None  # its runs end by themselves, in ``hold`` seconds
+
 
 def job(host: str, seconds: float = 5.0) -> ScrapeJob[WinrmTarget, WinrmModule, WinrmAuth]:
     deadline = asyncio.get_running_loop().time() + seconds
