@@ -57,6 +57,11 @@ class Interruptible(Protocol):
         start no more (``close`` follows). Never blocks, never raises."""
         ...
 
+    def busy(self) -> bool:
+        """Whether work is still in flight (or queued): a stop must be able to
+        reach the object until it is not."""
+        ...
+
 
 def interrupt_all(parts: Iterable[object]) -> None:
     """Interrupt each of ``parts`` that is ``Interruptible``."""

@@ -25,7 +25,14 @@ from typing import Any, cast
 from exporter.collectors import COLLECTORS, Collector, CollectorSpec, HostView
 from exporter.config import ExporterConfig, load_config
 from exporter.errors import ConfigError
-from exporter.lifecycle import Lifecycle, close_all, hand_over, interrupt_all, start_all
+from exporter.lifecycle import (
+    Interruptible,
+    Lifecycle,
+    close_all,
+    hand_over,
+    interrupt_all,
+    start_all,
+)
 from exporter.targets.kind import A, F, M, T, TargetKind, TargetScraper
 
 log = logging.getLogger(__name__)
@@ -76,8 +83,14 @@ class LiveConfig:
         self._specs = [s for s in specs if s.name in settings.enabled_collectors]
         self._kinds = kinds
         self._lock = asyncio.Lock()
-        # Old scrapers a reload replaced, still closing, by the task closing them.
-        self._closing: dict[asyncio.Task[None], list[AnyScraper]] = {}
+        # The tasks closing old scrapers a reload replaced.
+        self._closing: set[asyncio.Task[None]] = set()
+        # Old scrapers with work a stop must cut, kept until that work ends: a
+        # close stops waiting for a WinRM scrape long before its deadline.
+        self._retired: list[Interruptible] = []
+        # Set by ``interrupt``: what a reload in progress retires or builds after
+        # it is cut at once too.
+        self._interrupted = False
         self.config = config
         self._running = self._build(config)
         self.last_reload_successful = True
@@ -109,8 +122,28 @@ class LiveConfig:
     def interrupt(self) -> None:
         """The app stops: cut short the scrapes in flight, on the scrapers a
         reload replaced too (their scrapes may still run to their deadlines)."""
-        retiring = [scraper for scrapers in self._closing.values() for scraper in scrapers]
-        interrupt_all([*self._running.target_scrapers.values(), *retiring])
+        self._interrupted = True
+        interrupt_all([*self._running.target_scrapers.values(), *self._retired])
+
+    def _serve(self, config: ExporterConfig, running: Running) -> None:
+        """Send scrapes to ``running`` from now on; those built after a stop began
+        (by a reload in progress) are cut at once, so no scrape waits on them."""
+        self.config, self._running = config, running
+        if self._interrupted:
+            interrupt_all(running.target_scrapers.values())
+
+    def _retire(self, scrapers: dict[str, AnyScraper]) -> None:
+        """Keep ``scrapers``, which no new scrape will reach, within a stop's reach
+        for as long as they have work in flight; after a stop, cut it at once."""
+        kept = [scraper for scraper in self._retired if scraper.busy()]
+        kept += [
+            s
+            for s in scrapers.values()
+            if isinstance(s, Interruptible) and not any(s is k for k in kept)
+        ]
+        self._retired = kept
+        if self._interrupted:
+            interrupt_all(scrapers.values())
 
     async def close(self) -> None:
         await close_all(self._running.parts())
@@ -122,9 +155,10 @@ class LiveConfig:
         only a weak reference to a task)."""
         if not scrapers:
             return
+        self._retire(scrapers)
         task = asyncio.create_task(close_all(scrapers.values()))
-        self._closing[task] = list(scrapers.values())
-        task.add_done_callback(self._closing.pop)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def reload(self) -> None:
         """Load the config file again; on error keep the old config and raise.
@@ -152,6 +186,9 @@ class LiveConfig:
                 self.last_reload_successful = False
                 raise ConfigError(f"unexpected error loading the config: {exc!r}") from None
             previous, old = self.config, self._running
+            # Within a stop's reach from now: between the swap below and their
+            # close, the old scrapers are in neither the config in force nor closing.
+            self._retire(old.target_scrapers)
             # The new scrapers start before scrapes are sent to them (they bind
             # nothing), so none reaches one not started.
             try:
@@ -162,7 +199,7 @@ class LiveConfig:
             # Scrapes read the old collectors until the new ones have taken over and
             # started: one that read a new collector before would see its counts at 0
             # (a counter reset), or take-over change what it is reading.
-            self.config, self._running = config, Running(old.collectors, running.target_scrapers)
+            self._serve(config, Running(old.collectors, running.target_scrapers))
             # The old collectors close before the new ones start: a listener frees
             # the port its successor binds (a closed collector still reads its counts).
             # The old scrapers close last, and in the background: scrapes in flight
@@ -198,7 +235,7 @@ class LiveConfig:
         try:
             # Scrapes go to each part once it started, as in ``reload``.
             await start_all(list(restored.target_scrapers.values()))
-            self.config, self._running = config, Running(old, restored.target_scrapers)
+            self._serve(config, Running(old, restored.target_scrapers))
             await start_all(list(restored.collectors.values()))
         except Exception:  # reload boundary: serve what did start rather than nothing
             log.exception("the previous config's collectors and scrapers failed to start again")

@@ -197,6 +197,9 @@ class WinrmScraper:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._opener.stop()
 
+    def busy(self) -> bool:
+        return bool(self._in_flight)
+
     async def close(self) -> None:
         """Close the idle shells, and wait ``CLOSE_WAIT_SECONDS`` at most for scrapes in flight.
 

@@ -13,10 +13,17 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 
 import pytest
+from aiohttp import ClientResponse
 
+import exporter.live as live_module
+from exporter.app import create_app
 from exporter.clients.winrm import STOPPING, Endpoint, PypsrpOpener, WinrmTimeoutError
+from exporter.config import parse_config
+from exporter.keys import LIVE_CONFIG
+from exporter.live import Settings
 from exporter.targets.winrm.scraper import CLOSE_WAIT_SECONDS, WinrmScraper
 from tests.exporter.targets.winrm.conftest import PASSWORD, USERNAME, WinrmPeer, exporter_config
 from tests.exporter.targets.winrm.test_hostile_listener import job
@@ -156,3 +163,78 @@ async def test_once_stopped_an_opener_sends_nothing_more(wsman):
     with pytest.raises(WinrmTimeoutError, match=STOPPING):
         await asyncio.to_thread(opener.open, endpoint, time.monotonic() + 30)
     assert wsman.server.actions() == []
+
+
+async def _app_scraping_a_trickling_host(aiohttp_client, wsman, tmp_path):
+    """The exporter in process, its config file in place for reloads, and one
+    scrape in flight on a host that trickles its answer, SCRAPE_TIMEOUT_SECONDS
+    from its deadline."""
+    wsman.server.receive_trickle = True
+    text = exporter_config(wsman.ca_file)
+    file = tmp_path / "winrm.yml"
+    file.write_text(text)
+    app = create_app(
+        Settings(config_file=file, enabled_collectors=frozenset()), parse_config(text, "winrm.yml")
+    )
+    client = await aiohttp_client(app)
+    scrape = asyncio.ensure_future(
+        client.get(
+            path(wsman.target),
+            headers={"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT_SECONDS)},
+        )
+    )
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        await wsman.server.hostile_answer_started.wait()
+    return app[LIVE_CONFIG], scrape
+
+
+async def _cut_and_answered(scrape: asyncio.Future[ClientResponse]) -> None:
+    started = time.monotonic()
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        text = await (await scrape).text()
+    took = time.monotonic() - started
+    assert took < SCRAPE_TIMEOUT_SECONDS / 4, f"the scrape ran {took:.1f} s after the stop"
+    assert sample(text, "scout_winrm_success") == 0.0
+
+
+async def test_a_stop_long_after_a_reload_still_cuts_the_old_scrapers_scrape(
+    aiohttp_client, wsman, tmp_path
+):
+    # The reload's close of the old scraper stops waiting for the scrape after
+    # CLOSE_WAIT_SECONDS; a stop that comes after that must still reach it.
+    live, scrape = await _app_scraping_a_trickling_host(aiohttp_client, wsman, tmp_path)
+    await live.reload()
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        await asyncio.wait(set(live._closing))  # the close gave up on the scrape
+    assert not scrape.done()
+    live.interrupt()
+    await _cut_and_answered(scrape)
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        await wsman.server.seen("Delete")  # the cut scrape's thread deletes its shell
+    assert wsman.server.actions().count("Delete") == 1
+
+
+async def test_a_stop_in_the_middle_of_a_reload_cuts_the_scrape_of_the_scraper_it_replaces(
+    aiohttp_client, wsman, tmp_path, monkeypatch
+):
+    # Between the swap to the new scrapers and the background close of the old
+    # ones, the old scraper is in neither the config in force nor closing: a
+    # stop arriving then (SIGHUP and SIGTERM together) must reach it too.
+    live, scrape = await _app_scraping_a_trickling_host(aiohttp_client, wsman, tmp_path)
+    reached, go_on = asyncio.Event(), asyncio.Event()
+    close_all = live_module.close_all
+
+    async def held_first_close(parts: Iterable[object]) -> None:
+        if not reached.is_set():  # the old collectors' close, after the swap
+            reached.set()
+            await go_on.wait()
+        await close_all(parts)
+
+    monkeypatch.setattr(live_module, "close_all", held_first_close)
+    reload = asyncio.ensure_future(live.reload())
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        await reached.wait()
+    live.interrupt()
+    go_on.set()
+    await reload
+    await _cut_and_answered(scrape)
