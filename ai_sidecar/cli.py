@@ -43,17 +43,17 @@ from ai_sidecar.pipes import run_command
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
 from ai_sidecar.subcommands import add_llm_commands, add_report_command, add_user_commands
 from exporter.common.durations import parse_duration
-from exporter.common.logs import LOG_LEVELS, configure_logging
-from exporter.common.serving import (
+from exporter.common.listen import (
     BODY_READ_TIMEOUT,
     HEADER_READ_TIMEOUT,
     MAX_CONNECTIONS,
-    ServerLimits,
+    format_address,
+    parse_listen_address,
 )
-from exporter.common.web import format_address, parse_listen_address, serve
+from exporter.common.logs import LOG_LEVELS, configure_logging
 
-# What serving needs (the config, the store, the pipeline) is imported when
-# serve runs, and psycopg when a DSN is parsed: every command builds this
+# What serving needs (the config, the store, the pipeline, the web server) is
+# imported when serve runs, and psycopg when a DSN is parsed: every command builds this
 # module's parser, and the others need none of it.
 
 log = logging.getLogger("ai_sidecar")
@@ -358,6 +358,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from ai_sidecar.notify.signing import load_graph_key
     from ai_sidecar.store import StoreError
     from ai_sidecar.worker_process import stop_restarting_children
+    from exporter.common.serving import ServerLimits
+    from exporter.common.web import serve
 
     configure_logging(args.log_level, args.log_format)
     try:

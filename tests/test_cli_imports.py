@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # What none of the commands below may import: what serve, anomaly and the
 # console load, each costing from tens of milliseconds to most of a second.
 HEAVY = (
+    "aiohttp",
     "numpy",
     "psycopg",
     "sklearn",
@@ -32,9 +33,9 @@ HEAVY = (
     "ai_sidecar.components",
     "ai_sidecar.worker_process",
 )
-# What running a user command loads anyway: its package starts the console,
-# which opens the store through the components.
-CONSOLE = ("psycopg", "ai_sidecar.components")
+# What running a user command loads anyway: its package starts the console
+# (aiohttp), which opens the store through the components.
+CONSOLE = ("aiohttp", "psycopg", "ai_sidecar.components")
 
 
 def _loaded_after(statement: str, tmp_path: Path) -> list[str]:
