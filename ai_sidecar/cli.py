@@ -34,36 +34,27 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from ai_sidecar import __version__
 from ai_sidecar.anomaly.cli import add_anomaly_commands
 from ai_sidecar.anomaly.model_commands import add_model_commands
-from ai_sidecar.config import SidecarConfig, load_config
-from ai_sidecar.console.login.commands import add_user_commands
-from ai_sidecar.console.login.users import load_users_file
-from ai_sidecar.console.reports.command import add_report_command
-from ai_sidecar.console.reports.digest import smtp_password
 from ai_sidecar.credentials import read_secret
-from ai_sidecar.enrichment.llm.commands import add_llm_commands
-from ai_sidecar.enrichment.llm.providers import provider_key
 from ai_sidecar.errors import ConfigError
-from ai_sidecar.intake.processes import serve_with_intake_processes
-from ai_sidecar.notify.signing import load_graph_key
 from ai_sidecar.pipes import run_command
 from ai_sidecar.settings import DEFAULT_PORT, SidecarSettings
-from ai_sidecar.store import StoreError
-from ai_sidecar.worker_process import stop_restarting_children
+from ai_sidecar.subcommands import add_llm_commands, add_report_command, add_user_commands
 from exporter.common.durations import parse_duration
-from exporter.common.logs import LOG_LEVELS, configure_logging
-from exporter.common.serving import (
+from exporter.common.listen import (
     BODY_READ_TIMEOUT,
     HEADER_READ_TIMEOUT,
     MAX_CONNECTIONS,
-    ServerLimits,
+    format_address,
+    parse_listen_address,
 )
-from exporter.common.web import format_address, parse_listen_address, serve
+from exporter.common.logs import LOG_LEVELS, configure_logging
+
+# What serving needs (the config, the store, the pipeline, the web server) is
+# imported when serve runs, and psycopg when a DSN is parsed: every command builds this
+# module's parser, and the others need none of it.
 
 log = logging.getLogger("ai_sidecar")
 
@@ -258,6 +249,9 @@ def parse_store_url(value: str) -> str:
     scheme = value.split("://", 1)[0] if "://" in value else None
     if scheme is not None and scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"{STORE_URL_ENV}: expected a postgresql:// URL or key=value pairs")
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         params = conninfo_to_dict(value)
     except psycopg.ProgrammingError:
@@ -356,6 +350,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from ai_sidecar.config import SidecarConfig, load_config
+    from ai_sidecar.console.login.users import load_users_file
+    from ai_sidecar.console.reports.digest import smtp_password
+    from ai_sidecar.enrichment.llm.providers import provider_key
+    from ai_sidecar.intake.processes import serve_with_intake_processes
+    from ai_sidecar.notify.signing import load_graph_key
+    from ai_sidecar.store import StoreError
+    from ai_sidecar.worker_process import stop_restarting_children
+    from exporter.common.serving import ServerLimits
+    from exporter.common.web import serve
+
     configure_logging(args.log_level, args.log_format)
     try:
         settings = settings_from(args, os.environ)

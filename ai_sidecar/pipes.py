@@ -1,8 +1,9 @@
-"""Commands that write to standard output end quietly when the reader goes away."""
+"""How a command runs: imported only when chosen, and quiet when its reader goes away."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -11,6 +12,23 @@ from collections.abc import Callable
 # What a shell reports for a process SIGPIPE ended (`yes | head`): scripts
 # with `set -o pipefail` see the same code from Scout as from coreutils.
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
+def deferred(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The run function ``module.name``, imported when the command runs.
+
+    Every command line builds the parser of every command (``--help`` lists
+    them), so a parser names its run function this way: what a command runs
+    (numpy, the store, the console) loads for that command alone.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        function: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), name
+        )
+        return function(args)
+
+    return run
 
 
 def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ai_sidecar.store.postgres import Location
 from exporter.common.logs import LogFormat
+
+# The store (psycopg) is imported when a PostgreSQL location is asked for:
+# the command line reads these settings for commands that never open it.
+if TYPE_CHECKING:
+    from ai_sidecar.store.postgres import Location
 
 DEFAULT_PORT = 8782
 DATABASE_FILE = "scout.db"
@@ -52,4 +57,6 @@ class SidecarSettings:
         """Where the PostgreSQL store is, or None for the SQLite file."""
         if self.store_url is None:
             return None
+        from ai_sidecar.store.postgres import Location
+
         return Location(self.store_url, self.store_password)

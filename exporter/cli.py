@@ -21,9 +21,10 @@ from exporter.app import DEFAULT_PORT, create_app, reload_config
 from exporter.clients.snmp.speedups import compiled
 from exporter.collectors import COLLECTORS, HostView
 from exporter.common.gctime import GC_TIMER
+from exporter.common.listen import format_address, parse_listen_address
 from exporter.common.logs import LOG_LEVELS, configure_logging
 from exporter.common.version import __version__
-from exporter.common.web import format_address, parse_listen_address, serve_on
+from exporter.common.web import serve_on
 from exporter.common.webconfig import WebConfigError, WebSecurity
 from exporter.config import load_config
 from exporter.errors import ConfigError, ListenError

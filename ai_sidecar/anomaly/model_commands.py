@@ -27,15 +27,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
-from ai_sidecar.anomaly.history import Progress
-from ai_sidecar.anomaly.registry import ModelMeta, ModelRegistry, RegistryError
-from ai_sidecar.anomaly.trainer import TrainingJob, train
-from ai_sidecar.config import SidecarConfig, load_config
 from ai_sidecar.errors import ConfigError
+
+# The registry (numpy), the trainer (the whole pipeline) and the config are
+# imported when a command runs: every other command builds these parsers too.
+if TYPE_CHECKING:
+    from ai_sidecar.anomaly.history import Progress
+    from ai_sidecar.anomaly.registry import ModelMeta
+    from ai_sidecar.config import SidecarConfig
 
 # Quality statistics shown by `anomaly models`, in this order, when present.
 SHOWN_QUALITY = (
@@ -95,6 +98,8 @@ def _add_config_file(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> SidecarConfig:
+    from ai_sidecar.config import load_config
+
     return load_config(args.config_file)
 
 
@@ -110,6 +115,7 @@ def _fail(message: str) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ai_sidecar.anomaly.trainer import TrainingJob, train
     from ai_sidecar.cli import (
         PROMETHEUS_ENV,
         PROMETHEUS_TOKEN_ENV,
@@ -189,6 +195,8 @@ def _progress_bars(stream: TextIO) -> Iterator[Any]:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    from ai_sidecar.anomaly.registry import ModelRegistry, RegistryError
+
     try:
         config = _config(args)
     except ConfigError as exc:
@@ -224,6 +232,8 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
+    from ai_sidecar.anomaly.registry import ModelRegistry, RegistryError
+
     try:
         config = _config(args)
     except ConfigError as exc:

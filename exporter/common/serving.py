@@ -47,15 +47,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from exporter.common.listen import BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS
+
 log = logging.getLogger("exporter.common.serving")
 
-# Go's net/http leaves these to the caller; these are what Scout's peers need:
-# Alertmanager and Prometheus send a request head in one packet and a body of
-# a few megabytes at most, on the local network.
-HEADER_READ_TIMEOUT = 10.0
-BODY_READ_TIMEOUT = 30.0
-# Prometheus's own --web.max-connections default.
-MAX_CONNECTIONS = 512
 # Seconds between two tries to accept after the process ran out of descriptors.
 ACCEPT_RETRY_DELAY = 1.0
 # Seconds in-flight requests get to finish at shutdown.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
 import socket
@@ -16,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
+from exporter.common.listen import format_address
 from exporter.common.serving import ServerLimits, listening_sockets, raise_open_files_limit, run
 
 
@@ -65,26 +65,6 @@ async def healthy(_: web.Request) -> web.Response:
 
 async def ready(_: web.Request) -> web.Response:
     return web.Response(text="Ready.\n")
-
-
-def parse_listen_address(value: str) -> tuple[str | None, int]:
-    """``host:port``, ``[v6]:port`` or ``:port`` (every interface)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise argparse.ArgumentTypeError(
-            f"expected HOST:PORT, got {value!r}; write an IPv6 address in brackets: [{host}]:{port}"
-        )
-    return (host or None), int(port)
-
-
-def format_address(host: str | None, port: int) -> str:
-    if host is None:
-        return f"*:{port}"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def landing_page(

@@ -21,6 +21,7 @@ from ai_sidecar.pipes import EXIT_BROKEN_PIPE
 from ai_sidecar.store import PostgresStore, SqliteStore, Store
 from ai_sidecar.store.exchanges import exchange_from_json
 from ai_sidecar.store.postgres import Location
+from ai_sidecar.subcommands import parse_since
 from tests.ai_sidecar.exchanges import exchange
 from tests.peers.postgres import PASSWORD
 
@@ -106,10 +107,8 @@ def test_a_bad_since_is_a_clear_usage_error(
 
 def test_since_takes_durations_and_zoned_times() -> None:
     now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
-    assert commands.parse_since("90m", now) == now - timedelta(minutes=90)
-    assert commands.parse_since("2026-12-01T10:00:00+02:00", now) == datetime(
-        2026, 12, 1, 8, 0, tzinfo=UTC
-    )
+    assert parse_since("90m", now) == now - timedelta(minutes=90)
+    assert parse_since("2026-12-01T10:00:00+02:00", now) == datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 
 def test_a_data_directory_without_a_store_is_an_error(

@@ -16,8 +16,8 @@ import bcrypt
 import pytest
 
 from exporter.cli import build_parser
+from exporter.common.listen import parse_listen_address
 from exporter.common.logs import configure_logging
-from exporter.common.web import parse_listen_address
 from scripts.localstack import free_port
 from tests.conftest import http_get, run_on_busy_port, wait_for
 from tests.exporter.test_config import run_exporter

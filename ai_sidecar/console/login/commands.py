@@ -11,6 +11,7 @@ printed otherwise, nor put in any message.
 
 Exit status: 0 on success, 1 when the store cannot be used, 2 for a usage
 error (a bad name, a short password, no such user, a user that exists).
+The parser is in :mod:`ai_sidecar.subcommands`: this package starts the console.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from ai_sidecar.cli import DATA_DIR_ENV, prepare_data_dir, store_settings_from
 from ai_sidecar.clock import utc_now
 from ai_sidecar.console.login.passwords import (
     PasswordError,
@@ -38,75 +39,9 @@ from ai_sidecar.store import ConsoleAccount, Store, StoreError
 
 T = TypeVar("T")
 
-ROLES = ["viewer", "operator"]
-ROLE_HELP = "viewer reads; operator also gives feedback, acknowledges and silences"
-
 
 class UsageError(Exception):
     """A mistake in the command line or its input; exit status 2."""
-
-
-def add_user_commands(subparsers: Any) -> None:
-    """Add the ``user`` group to the root parser's commands."""
-    group = subparsers.add_parser(
-        "user",
-        help="the console's users: add, list, remove, change a password or a role",
-        description="Manage the console's users in the sidecar's store.",
-        epilog=(
-            "Uses the store serve uses: SCOUT_STORE_URL (PostgreSQL, with "
-            "SCOUT_STORE_PASSWORD or SCOUT_STORE_PASSWORD_FILE) or the SQLite file in "
-            "SCOUT_DATA_DIR (default ./data). Users in console.users_file win over "
-            "stored users of the same name."
-        ),
-    )
-    commands = group.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
-    add = commands.add_parser("add", help="add a user", description="Add a console user.")
-    add.add_argument("name", metavar="NAME")
-    add.add_argument("--role", required=True, choices=ROLES, help=ROLE_HELP)
-    _password_source(add)
-    add.set_defaults(run=run_add)
-    listing = commands.add_parser(
-        "list", help="list stored users and their roles", description="List stored users."
-    )
-    listing.set_defaults(run=run_list)
-    remove = commands.add_parser(
-        "remove", help="remove a user and end their sessions", description="Remove a user."
-    )
-    remove.add_argument("name", metavar="NAME")
-    remove.set_defaults(run=run_remove)
-    passwd = commands.add_parser(
-        "passwd",
-        help="set a user's password (their sessions end)",
-        description="Set a stored user's password; the user's open sessions end.",
-    )
-    passwd.add_argument("name", metavar="NAME")
-    _password_source(passwd)
-    passwd.set_defaults(run=run_passwd)
-    role = commands.add_parser(
-        "role",
-        help="change a user's role (effective at their next page)",
-        description="Change a stored user's role; their open sessions get it at once.",
-    )
-    role.add_argument("name", metavar="NAME")
-    role.add_argument("role", metavar="ROLE", choices=ROLES, help=ROLE_HELP)
-    role.set_defaults(run=run_role)
-
-
-def _password_source(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the password from the first line of standard input",
-    )
-    source.add_argument(
-        "--password-file", type=Path, metavar="FILE", help="read the password from FILE"
-    )
-    source.add_argument(
-        "--generate",
-        action="store_true",
-        help="generate a strong password and print it once on standard output",
-    )
 
 
 def read_password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -150,8 +85,6 @@ def _name(value: str) -> str:
 
 
 def _run(action: Callable[[Store], Awaitable[T]], *, create: bool) -> T:
-    from ai_sidecar.cli import DATA_DIR_ENV, prepare_data_dir, store_settings_from
-
     settings: SidecarSettings = store_settings_from(os.environ)
     if settings.store_location is None:
         if create:

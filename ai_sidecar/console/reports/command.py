@@ -18,6 +18,7 @@ gets no carriage returns).
 
 Exit status: 0 on success, 1 when the store cannot be read, 2 for a usage,
 config or settings error, or an output file that cannot be written.
+The parser is in :mod:`ai_sidecar.subcommands`: this package starts the console.
 """
 
 from __future__ import annotations
@@ -29,24 +30,30 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import date, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 import aiohttp
 from tqdm import tqdm
 
+from ai_sidecar.cli import (
+    DATA_DIR_ENV,
+    PROMETHEUS_ENV,
+    PROMETHEUS_TOKEN_ENV,
+    PROMETHEUS_TOKEN_FILE_ENV,
+    parse_url,
+    store_settings_from,
+)
 from ai_sidecar.config import load_config
-from ai_sidecar.console.reports.period import PERIODS, parse_end_date
 from ai_sidecar.console.reports.service import ReportMaker
+from ai_sidecar.credentials import read_secret
 from ai_sidecar.errors import ConfigError
-from ai_sidecar.i18n import available_languages, catalogue_language
 from ai_sidecar.promql import PromQLClient, Sample, Series
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
 from exporter.common.files import replaced_on_success
+from exporter.common.logs import quiet_third_party_loggers
 
-FORMATS = ("pdf", "html", "csv")
 # The --output that means standard output.
 STDOUT = "-"
 # Seconds between progress lines while waiting on Prometheus, when stderr is no terminal.
@@ -58,82 +65,11 @@ PROGRESS_DELAY = 1.0
 REDRAW_EVERY = 1.0
 
 
-def add_report_command(subparsers: Any) -> None:
-    command = subparsers.add_parser(
-        "report",
-        help="write a report (incidents, noise, response times, feedback) as PDF, HTML or CSV",
-        description=(
-            "Write the report of a day, a week or a month, ending now or at the end of --end, "
-            "in the config's notifications.timezone."
-        ),
-        epilog=(
-            "Reads the store serve uses: SCOUT_STORE_URL (PostgreSQL, with SCOUT_STORE_PASSWORD "
-            "or SCOUT_STORE_PASSWORD_FILE) or the SQLite file in SCOUT_DATA_DIR (default ./data); "
-            "Prometheus from SCOUT_PROMETHEUS_URL, when set."
-        ),
-    )
-    command.add_argument(
-        "--period", choices=PERIODS, default="week", help="how long a period (default week)"
-    )
-    command.add_argument(
-        "--format", choices=FORMATS, default="pdf", help="what to write (default pdf)"
-    )
-    command.add_argument(
-        "--output",
-        type=Path,
-        required=True,
-        metavar="FILE",
-        help="where to write it (- for stdout)",
-    )
-    command.add_argument(
-        "--end",
-        type=_end_date,
-        metavar="YYYY-MM-DD",
-        help="the last day of the period (default: the period ends now)",
-    )
-    command.add_argument(
-        "--language",
-        # A language tag in any case (FR, En): the choice is checked after this.
-        type=lambda tag: catalogue_language(tag) or tag,
-        choices=available_languages(),
-        default=None,
-        help="the language of the PDF and HTML (default: the config's language; CSV: English)",
-    )
-    command.add_argument(
-        "--config.file",
-        dest="config_file",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="the sidecar's config (notifications.timezone, reports)",
-    )
-    command.set_defaults(run=run_report)
-
-
-def _end_date(text: str) -> date:
-    try:
-        return parse_end_date(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _say(text: str) -> None:
     print(f"scout-sidecar: {text}", file=sys.stderr, flush=True)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    # The CLI imports this module; these import the whole sidecar.
-    from ai_sidecar.cli import (
-        DATA_DIR_ENV,
-        PROMETHEUS_ENV,
-        PROMETHEUS_TOKEN_ENV,
-        PROMETHEUS_TOKEN_FILE_ENV,
-        parse_url,
-        store_settings_from,
-    )
-    from ai_sidecar.credentials import read_secret
-    from exporter.common.logs import quiet_third_party_loggers
-
     # No log handler here: Python's last resort prints fpdf's warnings on stderr.
     quiet_third_party_loggers()
 

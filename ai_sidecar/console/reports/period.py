@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo
 
 from ai_sidecar.config import ReportPeriod
 from ai_sidecar.console.words import N_
+from ai_sidecar.periods import REPORT_PERIODS
 
-PERIODS: tuple[ReportPeriod, ...] = ("day", "week", "month")
+PERIODS = REPORT_PERIODS
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ export, only when stderr is a terminal.
 
 Exit status: 0 on success, 1 when the store cannot be read, 2 for a usage or
 settings error (a bad ``--since``, no store in the data directory).
+The parser is in :mod:`ai_sidecar.subcommands`: this module reads the store.
 """
 
 from __future__ import annotations
@@ -22,81 +23,24 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from ai_sidecar.clock import utc_now
+from ai_sidecar.cli import DATA_DIR_ENV, store_settings_from
 from ai_sidecar.enrichment.llm.base import LlmExchange
 from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
 from ai_sidecar.store.exchanges import exchange_to_json
-from exporter.common.durations import parse_duration
 
 # Exports this long show a progress bar (on a terminal).
 PROGRESS_ROWS = 1000
 
 
-def add_llm_commands(subparsers: Any) -> None:
-    """Add the ``llm`` group (``llm audit``) to the root parser's commands."""
-    group = subparsers.add_parser(
-        "llm",
-        help="the LLM analysts: export the audit of their exchanges",
-        description="LLM analyst commands.",
-    )
-    commands = group.add_subparsers(dest="llm_command", metavar="COMMAND", required=True)
-    audit = commands.add_parser(
-        "audit",
-        help="export the kept LLM exchanges as JSON lines",
-        description=(
-            "Write the kept LLM exchanges (redacted prompt, answer, provider, model, tokens, "
-            "cost, latency, outcome) made since a time, oldest first, one JSON object per line."
-        ),
-        epilog=(
-            "Reads the store serve uses: SCOUT_STORE_URL (PostgreSQL, with "
-            "SCOUT_STORE_PASSWORD or SCOUT_STORE_PASSWORD_FILE) or the SQLite file in "
-            "SCOUT_DATA_DIR (default ./data)."
-        ),
-    )
-    audit.add_argument(
-        "--since",
-        required=True,
-        type=lambda text: parse_since(text, utc_now()),
-        metavar="DURATION|TIME",
-        help="how far back: a duration (24h, 7d) or an RFC 3339 time with a zone",
-    )
-    audit.add_argument("--incident", metavar="ID", help="only this incident's exchanges")
-    audit.add_argument(
-        "--output", type=Path, metavar="FILE", help="write to FILE (default: standard output)"
-    )
-    audit.set_defaults(run=run_audit)
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """``24h`` -> a day before ``now``; an RFC 3339 time with a zone as it is."""
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration (24h, 7d) or an RFC 3339 time, got {text[:64]!r}"
-        ) from None
-    if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            f"the time needs a zone, e.g. 2026-01-31T12:00:00Z; got {text[:64]!r}"
-        )
-    return parsed.astimezone(UTC)
-
-
 def run_audit(args: argparse.Namespace) -> int:
-    from ai_sidecar.cli import DATA_DIR_ENV, store_settings_from  # the CLI imports this module
-
     try:
         settings = store_settings_from(os.environ)
         if settings.store_location is None and not settings.database_path.is_file():

@@ -52,7 +52,8 @@ from typing import Final, Protocol, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
-from exporter.common.web import format_address, socket_error_reason
+from exporter.common.listen import format_address
+from exporter.common.web import socket_error_reason
 from exporter.errors import ListenError
 
 log = logging.getLogger(__name__)

@@ -100,12 +100,13 @@ def test_train_into_a_data_directory_it_cannot_create_is_one_line(
 def test_train_interrupted_says_what_is_kept_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import ai_sidecar.anomaly.model_commands as commands
+    # The command imports the trainer when it runs: patch it there.
+    import ai_sidecar.anomaly.trainer as trainer
 
     async def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(commands, "train", interrupted)
+    monkeypatch.setattr(trainer, "train", interrupted)
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     monkeypatch.setenv("SCOUT_PROMETHEUS_URL", "http://127.0.0.1:9")
     assert main(["anomaly", "train"]) == 130
