@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from aiohttp import web
@@ -94,14 +94,15 @@ class Words:
 
     t: Translator
     zone: tzinfo
+    # Made once: a list page asks it for each row's time and age.
+    wording: Wording = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wording", Wording(self.zone, self.t.language))
 
     @property
     def language(self) -> str:
         return self.t.language
-
-    @property
-    def wording(self) -> Wording:
-        return Wording(self.zone, self.language)
 
     def time(self, value: datetime) -> str:
         """To the second in the zone: ``2026-12-02 23:41:25 CET``, ``2 déc. 2026, 23:41:25 CET``."""
