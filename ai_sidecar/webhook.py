@@ -10,10 +10,16 @@ formatting character, and a fingerprint that holds one; a ``startsAt`` more
 than :data:`MAX_START_AHEAD` in the future (its enriched copy would never
 expire and keep muting the raw alert), or before :data:`EARLIEST_START`
 (Go's zero time among them: no start at all);
-an ``endsAt`` before ``startsAt`` (Go's zero time means no end); a
+an ``endsAt`` before ``startsAt`` (Go's zero time means no end), and a
+resolved alert's ``endsAt`` more than :data:`MAX_START_AHEAD` in the future
+(correlation adds windows to it, and year 9999 plus a window overflows); a
 ``truncatedAlerts`` outside 0 to :data:`MAX_TRUNCATED_ALERTS`; two alerts
 with one fingerprint but different labels (one fingerprint is one label set);
-and an alert larger than real rules make (see :data:`MAX_LABELS`).
+and an alert larger than real rules make (see :data:`MAX_LABELS`). An
+annotation value longer than :data:`MAX_ANNOTATION_VALUE_CHARS` is cut to
+that length instead: a templated description can grow that long in a real
+rule, and refusing it would refuse the whole delivery, whose other alerts
+Alertmanager does not send again after a 4xx.
 
 :func:`receive` is the handler. It checks the token, the size and the media
 type, parses (a large body in a worker thread, so the event loop keeps serving
@@ -33,12 +39,13 @@ import logging
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -90,9 +97,12 @@ MAX_ANNOTATIONS = 256
 MAX_NAME_CHARS = 1024
 # Longest label value and annotation value. Label values identify the alert
 # and go back to Alertmanager unchanged: probe URLs or ifAlias texts are far
-# shorter. Annotations carry descriptions and runbook text, so more room.
+# shorter. Annotations carry descriptions and runbook text, so more room; a
+# longer annotation value is cut (ending in CUT_MARK), not refused, because a
+# description templated from a query result can grow that long in a real rule.
 MAX_LABEL_VALUE_CHARS = 16 * 1024
 MAX_ANNOTATION_VALUE_CHARS = 64 * 1024
+CUT_MARK = "\u2026"
 # Alertmanager's fingerprints are 16 hex digits; the store indexes them.
 MAX_FINGERPRINT_CHARS = 128
 # A 400 lists at most this many problems; a payload broken everywhere would
@@ -100,8 +110,9 @@ MAX_FINGERPRINT_CHARS = 128
 MAX_PROBLEMS = 5
 # Values echoed in messages are cut to this many characters.
 MAX_ECHO = 64
-# How far ahead of the sidecar's clock an alert may start: clocks of
-# Prometheus, Alertmanager and the sidecar differ a little, never by more.
+# How far ahead of the sidecar's clock an alert may start, or a resolved one
+# end: clocks of Prometheus, Alertmanager and the sidecar differ a little,
+# never by more.
 MAX_START_AHEAD = timedelta(minutes=10)
 # Alertmanager counts the alerts that max_alerts cut off a delivery; no group
 # is larger than this.
@@ -218,6 +229,12 @@ def _parse_end(value: object) -> datetime | None:
     return None if parsed == GO_ZERO_TIME else parsed
 
 
+def _cut_annotation(value: str) -> str:
+    if len(value) <= MAX_ANNOTATION_VALUE_CHARS:
+        return value
+    return value[: MAX_ANNOTATION_VALUE_CHARS - len(CUT_MARK)] + CUT_MARK
+
+
 def _check_version(value: object) -> str:
     if value != SUPPORTED_VERSION:
         raise PydanticCustomError(
@@ -239,7 +256,7 @@ Labels = Annotated[
     Field(min_length=1, max_length=MAX_LABELS),
 ]
 Annotations = Annotated[
-    dict[Name, Annotated[str, StringConstraints(max_length=MAX_ANNOTATION_VALUE_CHARS)]],
+    dict[Name, Annotated[str, AfterValidator(_cut_annotation)]],
     Field(max_length=MAX_ANNOTATIONS),
 ]
 
@@ -317,7 +334,10 @@ def _problem(error: ErrorDetails) -> str:
     else:  # anything pydantic adds later still gets a readable message
         what = error["msg"]
     loc = error["loc"]
-    if loc and loc[-1] == "[key]":  # a problem of a name, not of its value
+    # A problem of a name, not of its value: pydantic locates a key's problem at
+    # (..., "labels", key, "[key]"), and a value's at (..., "labels", key), whose
+    # key may itself be "[key]".
+    if len(loc) >= 3 and loc[-1] == "[key]" and loc[-3] in ("labels", "annotations"):
         loc, what = loc[:-1], f"name {what}"
     path = _path(loc)
     if not path:  # the body itself is not an object
@@ -340,17 +360,18 @@ def _consistency_problems(model: _PayloadIn, now: datetime) -> list[str]:
     """What is wrong across fields: label names, times, repeated fingerprints."""
     problems: list[str] = []
     labels_of: dict[str, tuple[int, dict[str, str]]] = {}
-    latest_start = now + MAX_START_AHEAD
+    latest = now + MAX_START_AHEAD
+    ahead = f"{MAX_START_AHEAD.total_seconds() / 60:g} minutes"
     # Each distinct name checked once: a storm repeats the same few names.
     names: set[str] = set().union(*(alert.labels for alert in model.alerts))
     odd = {name: problem for name in names if (problem := _odd_label_name(name))}
     for index, alert in enumerate(model.alerts):
         for name in sorted(alert.labels.keys() & odd.keys()) if odd else ():
             problems.append(f"{_path(('alerts', index, 'labels', name))}: {odd[name]}")
-        if alert.startsAt > latest_start:
+        if alert.startsAt > latest:
             problems.append(
-                f"alerts[{index}].startsAt: more than {MAX_START_AHEAD.total_seconds() / 60:g}"
-                f" minutes in the future (now {format_time(now)}): {format_time(alert.startsAt)}"
+                f"alerts[{index}].startsAt: more than {ahead} in the future"
+                f" (now {format_time(now)}): {format_time(alert.startsAt)}"
             )
         fingerprint = alert.fingerprint
         # U+0000 among them: no Alertmanager sends it, and PostgreSQL keeps no such text.
@@ -365,6 +386,14 @@ def _consistency_problems(model: _PayloadIn, now: datetime) -> list[str]:
             problems.append(
                 f"alerts[{index}].endsAt: before startsAt: {format_time(alert.endsAt)}"
                 f" < {format_time(alert.startsAt)}"
+            )
+        # A firing alert's endsAt is when Alertmanager will call it resolved if
+        # nothing renews it, so ahead is normal (amtool sets it years ahead); the
+        # sidecar never computes with it. A resolved alert has ended.
+        elif alert.status == "resolved" and alert.endsAt is not None and alert.endsAt > latest:
+            problems.append(
+                f"alerts[{index}].endsAt: a resolved alert cannot end in the future, more than"
+                f" {ahead} (now {format_time(now)}): {format_time(alert.endsAt)}"
             )
         first, labels = labels_of.setdefault(alert.fingerprint, (index, alert.labels))
         if labels is not alert.labels and labels != alert.labels:
@@ -435,8 +464,9 @@ def parse_payload(body: bytes, now: datetime | None = None) -> WebhookPayload:
     )
 
 
-def refusal(alert: Alert, now: datetime) -> str | None:
-    """Why this webhook would refuse ``alert`` in a delivery at ``now``; None if it would not.
+def admitted(alert: Alert, now: datetime) -> Alert:
+    """``alert`` as this webhook would store it from a delivery at ``now`` (annotation
+    values cut); BadRequestError, saying why, if it would refuse it.
 
     For alerts that come in by another road (read back from Alertmanager's API
     by reconciliation), so that no road lets in what the webhook keeps out.
@@ -451,11 +481,8 @@ def refusal(alert: Alert, now: datetime) -> str | None:
         "fingerprint": alert.fingerprint,
     }
     body = json.dumps({"version": SUPPORTED_VERSION, "alerts": [delivered]}).encode()
-    try:
-        parse_payload(body, now)
-    except BadRequestError as exc:
-        return str(exc)
-    return None
+    (parsed,) = parse_payload(body, now).alerts
+    return replace(alert, annotations=parsed.annotations)
 
 
 ALERTS_NOT_STORED = "alerts not stored, retry later: the store cannot write now"

@@ -63,8 +63,9 @@ again: its re-fire waits for the repeat, or reaches people raw.) The API
 gives ``startsAt`` to the millisecond and the webhook to the microsecond, so
 episodes are compared to the millisecond.
 
-Nothing is taken in by this road that the webhook would refuse
-(:func:`ai_sidecar.webhook.refusal`): Alertmanager's API takes such alerts.
+Nothing is taken in by this road that the webhook would refuse, and what is
+taken in is cut as the webhook cuts it (:func:`ai_sidecar.webhook.admitted`):
+Alertmanager's API takes such alerts.
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from ai_sidecar.errors import BadRequestError
 from ai_sidecar.models import Alert, episode_start, parse_time
 from ai_sidecar.store import Store
-from ai_sidecar.webhook import refusal
+from ai_sidecar.webhook import admitted
 
 log = logging.getLogger("ai_sidecar.intake.reconcile")
 
@@ -246,7 +248,7 @@ class Reconciler:
             log.exception("handing withheld raw alerts to the pipeline failed")
 
     def _admissible(self, withheld: list[Alert], now: datetime) -> list[Alert]:
-        """``withheld`` without what the webhook would refuse.
+        """``withheld`` without what the webhook would refuse, and cut as it would cut.
 
         Alertmanager's API has no authentication by default and takes alerts the
         webhook refuses (a ``startsAt`` in year 1, a hundred thousand labels);
@@ -255,10 +257,11 @@ class Reconciler:
         """
         admissible = []
         for alert in withheld:
-            problem = refusal(alert, now)
-            if problem is None:
-                admissible.append(alert)
+            try:
+                admissible.append(admitted(alert, now))
                 continue
+            except BadRequestError as exc:
+                problem = str(exc)
             episode = _episode(alert.fingerprint, alert.starts_at)
             if episode not in self._refused:
                 self._refused.add(episode)

@@ -7,7 +7,7 @@ import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -190,6 +190,21 @@ def test_a_cut_link_is_the_root_cause_of_what_sits_behind_it_across_sites():
         "sw-dist-3 and 2 other alerts depend on core-1 Gi1/0/24 - sw-dist-3 Te1/1/1, "
         "which is failing (InterfaceDown)"
     )
+
+
+def test_a_firing_cause_that_ends_in_year_9999_pulls_in_later_effects():
+    # The webhook takes a firing alert's endsAt however far ahead (Alertmanager
+    # sets it ahead; amtool years ahead): the correlator must not keep it as the
+    # member's end, where its windows would be added to it and overflow.
+    far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    link = replace(
+        at("InterfaceDown", 0, job="snmp", instance="core-1", ifName="Gi1/0/24"), ends_at=far
+    )
+    later = at("SnmpDeviceUnreachable", 3600, job="snmp", instance="sw-acc-1", layer="device")
+    [incident] = final(fold(correlator(), [link, later, replace(link, ends_at=far)])).values()
+    assert names(incident) == "InterfaceDown"
+    assert len(incident.members) == 2
+    assert incident.members[link.fingerprint].ends_at is None
 
 
 def test_effects_that_started_incidents_of_their_own_are_merged_into_their_cause():

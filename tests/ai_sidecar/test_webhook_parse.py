@@ -298,9 +298,10 @@ BAD_PAYLOADS: list[tuple[str, Mutation, str]] = [
         "alerts[0].labels.ifName: must be at most 16384 characters, got 16385",
     ),
     (
-        "annotation-value-too-long",
-        set_in("alerts", 1, "annotations", "summary", value="v" * (MAX_ANNOTATION_VALUE_CHARS + 1)),
-        "alerts[1].annotations.summary: must be at most 65536 characters, got 65537",
+        # A value's problem, though its label is named like pydantic's marker of a key.
+        "label-named-key-marker-value-too-long",
+        set_in("alerts", 0, "labels", "[key]", value="v" * (MAX_LABEL_VALUE_CHARS + 1)),
+        'alerts[0].labels["[key]"]: must be at most 16384 characters, got 16385',
     ),
     (
         "fingerprint-too-long",
@@ -396,6 +397,19 @@ CONSISTENCY = [
         set_in("alerts", 0, "startsAt", value="9999-12-31T00:00:00Z"),
         "alerts[0].startsAt: more than 10 minutes in the future (now 2026-11-21T07:53:02.533277Z):"
         " 9999-12-31T00:00:00Z",
+    ),
+    (
+        # Correlation adds windows to a resolved alert's end: year 9999 overflows.
+        "resolved-ends-far-ahead",
+        set_in("alerts", 1, "endsAt", value="9999-12-31T23:59:59Z"),
+        "alerts[1].endsAt: a resolved alert cannot end in the future, more than 10 minutes"
+        " (now 2026-11-21T07:53:02.533277Z): 9999-12-31T23:59:59Z",
+    ),
+    (
+        "resolved-ends-just-past-the-tolerance",
+        set_in("alerts", 1, "endsAt", value="2026-11-21T08:03:02.533278Z"),
+        "alerts[1].endsAt: a resolved alert cannot end in the future, more than 10 minutes"
+        " (now 2026-11-21T07:53:02.533277Z): 2026-11-21T08:03:02.533278Z",
     ),
     (
         "ends-before-start",
@@ -514,6 +528,39 @@ def test_alerts_at_every_limit_are_accepted_whole() -> None:
     assert len(wide.labels) == MAX_LABELS
     assert annotated.annotations == annotations
     assert annotated.fingerprint == "f" * MAX_FINGERPRINT_CHARS
+
+
+def test_a_firing_alert_may_end_far_ahead_and_a_resolved_one_within_the_tolerance() -> None:
+    # Alertmanager sets a firing alert's endsAt ahead (when it will resolve it
+    # if nothing renews it); amtool sets it years ahead. Clocks differ a little.
+    data = recorded()
+    firing, resolved = data["alerts"]
+    firing["endsAt"] = "9999-12-31T23:59:59Z"
+    resolved["endsAt"] = format_time(NOW + MAX_START_AHEAD)
+
+    first, second = parse_payload(body_of(data), NOW).alerts
+
+    assert first.ends_at == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert second.ends_at == NOW + MAX_START_AHEAD
+
+
+def test_an_annotation_value_over_the_cap_is_cut_not_refused() -> None:
+    # A description templated from a query can grow this long in a real rule;
+    # refusing it would lose the delivery's other alerts (no retry after a 4xx).
+    data = recorded()
+    long = "".join(f"line {i}\n" for i in range(20_000))
+    assert len(long) > MAX_ANNOTATION_VALUE_CHARS
+    data["alerts"][0]["annotations"]["description"] = long
+    data["alerts"][1]["annotations"]["summary"] = "s" * (MAX_ANNOTATION_VALUE_CHARS + 1)
+
+    cut, other = parse_payload(body_of(data), NOW).alerts
+
+    description = cut.annotations["description"]
+    assert len(description) == MAX_ANNOTATION_VALUE_CHARS
+    assert description == long[: MAX_ANNOTATION_VALUE_CHARS - 1] + "\u2026"
+    assert cut.annotations["summary"] == "Interface Gi0/1 on sw-core-1 is down"
+    assert other.annotations["summary"] == "s" * (MAX_ANNOTATION_VALUE_CHARS - 1) + "\u2026"
+    assert other.fingerprint == "28dabb766dc3f91a"
 
 
 def test_start_is_checked_against_the_clock_by_default() -> None:

@@ -17,6 +17,7 @@ from ai_sidecar.notify import (
     enriched_alert,
     fingerprint,
 )
+from ai_sidecar.webhook import MAX_ANNOTATION_VALUE_CHARS
 from scripts.localstack import free_port
 from tests.ai_sidecar.builders import analysed_incident, peer_member
 from tests.ai_sidecar.notify.harness import (
@@ -314,10 +315,16 @@ async def test_what_the_webhook_refuses_is_not_taken_in_from_alertmanager(
     # Alertmanager's API takes what the webhook refuses: a later post with an
     # alert's labels gives it that post's startsAt, however early. Read back
     # by reconciliation, such a re-fire must not reach the correlator, where a
-    # start near year 1 leaves no room for the windows' arithmetic.
+    # start near year 1 leaves no room for the windows' arithmetic. What the
+    # webhook cuts (an annotation value over its cap) is taken in cut.
     now = datetime.now(UTC).replace(microsecond=0)
     first = peer_member("InterfaceDown", "core1", starts_at=now - timedelta(minutes=10))
-    refire = replace(first, starts_at=now - timedelta(seconds=37))
+    long = "d" * (MAX_ANNOTATION_VALUE_CHARS + 100)
+    refire = replace(
+        first,
+        starts_at=now - timedelta(seconds=37),
+        annotations={**first.annotations, "description": long},
+    )
     other = peer_member("InterfaceDown", "core2", starts_at=now - timedelta(minutes=10))
     year_one = replace(other, starts_at=datetime(1, 1, 1, 0, 0, 1, tzinfo=UTC))
     for member in (first, other):
@@ -337,6 +344,8 @@ async def test_what_the_webhook_refuses_is_not_taken_in_from_alertmanager(
     await reconcile_until_taken(trip)
     [taken] = trip.missing
     assert [(a.fingerprint, a.starts_at) for a in taken] == [(refire.fingerprint, refire.starts_at)]
+    cut = long[: MAX_ANNOTATION_VALUE_CHARS - 1] + "\u2026"
+    assert taken[0].annotations == {**first.annotations, "description": cut}
 
     def refusals() -> list[str]:
         records = caplog.records
