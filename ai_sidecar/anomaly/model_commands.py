@@ -36,6 +36,7 @@ from ai_sidecar.anomaly.registry import ModelMeta, ModelRegistry, RegistryError
 from ai_sidecar.anomaly.trainer import TrainingJob, train
 from ai_sidecar.config import SidecarConfig, load_config
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.terminal import bar_size
 
 # Quality statistics shown by `anomaly models`, in this order, when present.
 SHOWN_QUALITY = (
@@ -171,7 +172,7 @@ def _progress_bars(stream: TextIO) -> Iterator[Any]:
     def for_signal(name: str) -> Progress | None:
         if not terminal:
             return None
-        bar = tqdm(desc=name, unit="request", file=stream, leave=True)
+        bar = tqdm(desc=name, unit="request", file=stream, leave=True, **bar_size(stream))
         bars.append(bar)
 
         def advance(done: int, total: int) -> None:

@@ -34,6 +34,7 @@ from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
 from ai_sidecar.store.exchanges import exchange_to_json
+from ai_sidecar.terminal import bar_size
 from exporter.common.durations import parse_duration
 
 # Exports this long show a progress bar (on a terminal).
@@ -151,7 +152,8 @@ def _progress(rows: int) -> Callable[[list[LlmExchange]], Any]:
     """A tqdm bar on stderr for a long export on a terminal; else plain iteration."""
     if rows < PROGRESS_ROWS or not sys.stderr.isatty():
         return iter
-    return lambda items: tqdm(items, total=rows, unit="exchange", file=sys.stderr)
+    size = bar_size(sys.stderr)
+    return lambda items: tqdm(items, total=rows, unit="exchange", file=sys.stderr, **size)
 
 
 @contextlib.contextmanager
