@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 from ai_sidecar.errors import ConfigError
+from ai_sidecar.terminal import bar_size
 
 # The registry (numpy), the trainer (the whole pipeline) and the config are
 # imported when a command runs: every other command builds these parsers too.
@@ -177,7 +178,7 @@ def _progress_bars(stream: TextIO) -> Iterator[Any]:
     def for_signal(name: str) -> Progress | None:
         if not terminal:
             return None
-        bar = tqdm(desc=name, unit="request", file=stream, leave=True)
+        bar = tqdm(desc=name, unit="request", file=stream, leave=True, **bar_size(stream))
         bars.append(bar)
 
         def advance(done: int, total: int) -> None:

@@ -12,7 +12,8 @@ console's health probe does: one that does not answer within
 (its tables say so) instead of being waited for, query after query. While the
 report waits on Prometheus, stderr shows it: on a terminal a tqdm bar (queries
 answered of those asked, time waited), as the other commands show progress,
-once the wait passes :data:`PROGRESS_DELAY`; otherwise a line when the wait
+once the wait passes :data:`PROGRESS_DELAY` (80 columns wide on a terminal
+that reports no size, see :mod:`ai_sidecar.terminal`); otherwise a line when the wait
 starts and one every :data:`PROGRESS_EVERY` seconds (a log file or a pipe
 gets no carriage returns).
 
@@ -51,6 +52,7 @@ from ai_sidecar.errors import ConfigError
 from ai_sidecar.promql import PromQLClient, Sample, Series
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
+from ai_sidecar.terminal import bar_size
 from exporter.common.files import replaced_on_success
 from exporter.common.logs import quiet_third_party_loggers
 
@@ -172,6 +174,7 @@ class WaitingOnPrometheus:
                 delay=PROGRESS_DELAY,
                 # Fixed, so that update(0) redraws (tqdm's own would skip it after an answer).
                 miniters=0,
+                **bar_size(self._out),
             )
         else:
             self._write(f"scout-sidecar: waiting for Prometheus (each query up to {box})\n")

@@ -35,6 +35,7 @@ from ai_sidecar.errors import ConfigError
 from ai_sidecar.settings import SidecarSettings
 from ai_sidecar.store import StoreError
 from ai_sidecar.store.exchanges import exchange_to_json
+from ai_sidecar.terminal import bar_size
 
 # Exports this long show a progress bar (on a terminal).
 PROGRESS_ROWS = 1000
@@ -95,7 +96,8 @@ def _progress(rows: int) -> Callable[[list[LlmExchange]], Any]:
     """A tqdm bar on stderr for a long export on a terminal; else plain iteration."""
     if rows < PROGRESS_ROWS or not sys.stderr.isatty():
         return iter
-    return lambda items: tqdm(items, total=rows, unit="exchange", file=sys.stderr)
+    size = bar_size(sys.stderr)
+    return lambda items: tqdm(items, total=rows, unit="exchange", file=sys.stderr, **size)
 
 
 @contextlib.contextmanager
